@@ -1,0 +1,136 @@
+"""Configuration: the packaged ``configs/default.yaml`` merged with user files and overrides.
+
+The default file is the schema: a user key that the default does not have is an error, and a value
+must have the default's type (ints are accepted where floats are expected). The resolved config is
+a plain nested dict; its sha256 (of canonical JSON) goes into ``run.json`` and into every scan's
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+def default_config() -> dict[str, Any]:
+    """The packaged default configuration."""
+    text = resources.files("configs").joinpath("default.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _check_type(key: str, default: Any, value: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value) if isinstance(default, float) else value
+    if isinstance(default, list):
+        if not isinstance(value, list) or len(value) != len(default):
+            raise ConfigError(f"{key} must be a list of {len(default)} values, got {value!r}")
+        return [_check_type(f"{key}[{i}]", d, v) for i, (d, v) in enumerate(zip(default, value))]
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{key} must be text, got {value!r}")
+    return value
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``, refusing unknown keys and wrong types."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted} must be a mapping, got {value!r}")
+            out[key] = merge(base[key], value, prefix=f"{dotted}.")
+        else:
+            out[key] = _check_type(dotted, base[key], value)
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """Turn ``a.b.c=value`` (value parsed as YAML) into a nested dict."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    value = yaml.safe_load(raw)
+    node: dict[str, Any] = {}
+    cur = node
+    parts = dotted.strip().split(".")
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+    return node
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Checks that need more than types."""
+    bands = cfg["hu_classes"]
+    order = ["faint_ggo", "ggo", "consolidation"]
+    for name in order:
+        lo, hi = bands[name]
+        if not lo < hi:
+            raise ConfigError(f"hu_classes.{name} must be [low, high) with low < high, got {bands[name]}")
+    for a, b in zip(order, order[1:]):
+        if bands[a][1] > bands[b][0]:
+            raise ConfigError(f"hu_classes.{a} overlaps hu_classes.{b}")
+    if any(s <= 0 for s in cfg["resample"]["spacing_mm"]):
+        raise ConfigError("resample.spacing_mm must be positive")
+    z = cfg["scoring"]["zhang900"]
+    if z["mode"] not in ("slab", "zone"):
+        raise ConfigError(f"scoring.zhang900.mode must be 'slab' or 'zone', got {z['mode']!r}")
+    if z["density_rule"] not in ("predominant", "densest"):
+        raise ConfigError(
+            f"scoring.zhang900.density_rule must be 'predominant' or 'densest', got {z['density_rule']!r}"
+        )
+    if not 0 < z["density_share"] <= 1:
+        raise ConfigError("scoring.zhang900.density_share must be in (0, 1]")
+
+
+def load_config(
+    paths: Iterable[str | Path] = (), overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Resolve the configuration: defaults, then each YAML file, then ``--set`` overrides."""
+    cfg = default_config()
+    for p in paths:
+        p = Path(p)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError("config file not found", p) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML: {exc}", p) from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError("config file must hold a mapping of sections", p)
+        try:
+            cfg = merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, p) from None
+    for item in overrides:
+        cfg = merge(cfg, parse_override(item))
+    if extra:
+        cfg = merge(cfg, extra)
+    validate(cfg)
+    return cfg
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON form of a resolved config."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

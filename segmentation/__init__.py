@@ -1,0 +1,1 @@
+"""Lung and lesion segmentation behind one small interface (see :mod:`segmentation.base`)."""

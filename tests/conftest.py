@@ -1,0 +1,37 @@
+"""Shared fixtures. Real CT lives outside the project: ../shared/data or $CTSCORE_TEST_DATA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The real-data folder, or None when it is not on this machine."""
+    env = os.environ.get("CTSCORE_TEST_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test when the real data are absent."""
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("real CT data not found: set CTSCORE_TEST_DATA or place it at ../shared/data")
+    return d
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test when a file or folder of the real data is missing."""
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path

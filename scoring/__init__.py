@@ -1,0 +1,1 @@
+"""Regional CT severity scores and the statistics built on them."""

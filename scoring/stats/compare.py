@@ -1,0 +1,220 @@
+"""Thin wrappers around scipy / statsmodels / pingouin that return one tidy table row each.
+
+Each wrapper reports n per group, the test used and the exact p value; when a test cannot be run
+(too few observations, no variation) it returns the row with ``p_value`` NaN and the reason in
+``note`` instead of raising, so a table always shows what was and was not tested.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+MIN_N = 3
+
+
+def _clean(x: Sequence[float] | pd.Series) -> np.ndarray:
+    a = np.asarray(pd.to_numeric(pd.Series(x), errors="coerce"), dtype=float)
+    return a[np.isfinite(a)]
+
+
+def describe(x: Sequence[float] | pd.Series) -> dict[str, float]:
+    """n, median, quartiles, mean and SD of the finite values."""
+    a = _clean(x)
+    if a.size == 0:
+        return {"n": 0, "median": np.nan, "q1": np.nan, "q3": np.nan, "mean": np.nan, "sd": np.nan}
+    return {"n": int(a.size), "median": float(np.median(a)), "q1": float(np.percentile(a, 25)),
+            "q3": float(np.percentile(a, 75)), "mean": float(a.mean()),
+            "sd": float(a.std(ddof=1)) if a.size > 1 else np.nan}
+
+
+def fmt_median_iqr(x: Sequence[float] | pd.Series) -> str:
+    """'median [Q1, Q3]' for the summary tables."""
+    d = describe(x)
+    return "" if d["n"] == 0 else f"{d['median']:.3g} [{d['q1']:.3g}, {d['q3']:.3g}]"
+
+
+def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str = "auto",
+                   min_n: int = MIN_N) -> dict[str, object]:
+    """Compare a continuous variable between groups.
+
+    ``test``: ``auto`` (Mann-Whitney U for two groups, Kruskal-Wallis for more), ``mannwhitney``,
+    ``kruskal``, ``ttest`` (Student), ``anova`` (one-way). Returns n and median [IQR] per group, test,
+    statistic, exact p and an effect size (rank-biserial r for Mann-Whitney, epsilon^2 for
+    Kruskal-Wallis, Cohen's d for the t-test, eta^2 for ANOVA).
+    """
+    data = {str(k): _clean(v) for k, v in groups.items()}
+    row: dict[str, object] = {}
+    for k, a in data.items():
+        row[f"n_{k}"] = int(a.size)
+        row[f"median_iqr_{k}"] = fmt_median_iqr(a)
+    if test == "auto":
+        test = "mannwhitney" if len(data) == 2 else "kruskal"
+    names = {"mannwhitney": "Mann-Whitney U (two-sided)", "kruskal": "Kruskal-Wallis H",
+             "ttest": "Student t-test (two-sided)", "anova": "one-way ANOVA"}
+    if test not in names:
+        raise ValueError(f"unknown test {test!r}")
+    row.update(test=names[test], statistic=np.nan, p_value=np.nan, effect_size=np.nan, effect_size_name="",
+               note="")
+    small = [k for k, a in data.items() if a.size < min_n]
+    if small:
+        row["note"] = f"not tested: fewer than {min_n} values in {', '.join(small)}"
+        return row
+    arrays = list(data.values())
+    allv = np.concatenate(arrays)
+    if np.ptp(allv) == 0:
+        row["note"] = "not tested: all values identical"
+        return row
+    if test == "mannwhitney":
+        if len(arrays) != 2:
+            raise ValueError("Mann-Whitney needs exactly two groups")
+        res = stats.mannwhitneyu(arrays[0], arrays[1], alternative="two-sided")
+        n1, n2 = arrays[0].size, arrays[1].size
+        row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
+                   effect_size=float(2 * res.statistic / (n1 * n2) - 1),
+                   effect_size_name=f"rank-biserial r ({list(data)[0]} > {list(data)[1]} positive)")
+    elif test == "kruskal":
+        res = stats.kruskal(*arrays)
+        n, k = allv.size, len(arrays)
+        row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
+                   effect_size=float(max(res.statistic - k + 1, 0) / (n - k)) if n > k else np.nan,
+                   effect_size_name="epsilon^2 (H - k + 1)/(n - k)")
+    elif test == "ttest":
+        res = stats.ttest_ind(arrays[0], arrays[1])
+        n1, n2 = arrays[0].size, arrays[1].size
+        sp = np.sqrt(((n1 - 1) * arrays[0].var(ddof=1) + (n2 - 1) * arrays[1].var(ddof=1)) / (n1 + n2 - 2))
+        row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
+                   effect_size=float((arrays[0].mean() - arrays[1].mean()) / sp) if sp > 0 else np.nan,
+                   effect_size_name="Cohen's d")
+    else:
+        res = stats.f_oneway(*arrays)
+        ss_b = sum(a.size * (a.mean() - allv.mean()) ** 2 for a in arrays)
+        ss_t = ((allv - allv.mean()) ** 2).sum()
+        row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
+                   effect_size=float(ss_b / ss_t), effect_size_name="eta^2")
+    return row
+
+
+def paired(before: Sequence[float] | pd.Series, after: Sequence[float] | pd.Series,
+           min_n: int = MIN_N) -> list[dict[str, object]]:
+    """Wilcoxon signed-rank and paired t-test rows for complete pairs (after - before)."""
+    b = np.asarray(pd.to_numeric(pd.Series(before), errors="coerce"), dtype=float)
+    a = np.asarray(pd.to_numeric(pd.Series(after), errors="coerce"), dtype=float)
+    ok = np.isfinite(b) & np.isfinite(a)
+    b, a = b[ok], a[ok]
+    d = a - b
+    base = {"n_pairs": int(ok.sum()), "median_iqr_before": fmt_median_iqr(b), "median_iqr_after": fmt_median_iqr(a),
+            "mean_change": float(d.mean()) if d.size else np.nan,
+            "sd_change": float(d.std(ddof=1)) if d.size > 1 else np.nan}
+    rows = []
+    for name in ("Wilcoxon signed-rank (two-sided)", "paired t-test (two-sided)"):
+        row = dict(base, test=name, statistic=np.nan, p_value=np.nan, note="")
+        if d.size < min_n:
+            row["note"] = f"not tested: fewer than {min_n} complete pairs"
+        elif np.all(d == 0):
+            row["note"] = "not tested: no change in any pair"
+        else:
+            res = stats.wilcoxon(a, b) if name.startswith("Wilcoxon") else stats.ttest_rel(a, b)
+            row.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+        rows.append(row)
+    return rows
+
+
+def correlate(x: Sequence[float] | pd.Series, y: Sequence[float] | pd.Series, method: str = "spearman",
+              min_n: int = MIN_N) -> dict[str, object]:
+    """Spearman rho, Kendall tau-b or Pearson r on complete pairs, with n and exact p."""
+    xs = np.asarray(pd.to_numeric(pd.Series(x), errors="coerce"), dtype=float)
+    ys = np.asarray(pd.to_numeric(pd.Series(y), errors="coerce"), dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    names = {"spearman": ("Spearman rank correlation", "rho"), "kendall": ("Kendall tau-b", "tau"),
+             "pearson": ("Pearson correlation", "r")}
+    test, coef_name = names[method]
+    row: dict[str, object] = {"n": int(xs.size), "test": test, "coefficient_name": coef_name,
+                              "coefficient": np.nan, "p_value": np.nan, "note": ""}
+    if xs.size < min_n:
+        row["note"] = f"not tested: fewer than {min_n} complete pairs"
+    elif np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        row["note"] = "not tested: a variable is constant"
+    else:
+        fn = {"spearman": stats.spearmanr, "kendall": stats.kendalltau, "pearson": stats.pearsonr}[method]
+        res = fn(xs, ys)
+        row.update(coefficient=float(res.statistic), p_value=float(res.pvalue))
+    return row
+
+
+def categorical(table: pd.DataFrame) -> dict[str, object]:
+    """Chi-square test of independence; Fisher's exact test when any expected count is below 5."""
+    t = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
+    row: dict[str, object] = {"test": "", "statistic": np.nan, "p_value": np.nan, "note": ""}
+    if t.shape[0] < 2 or t.shape[1] < 2:
+        row["note"] = "not tested: fewer than two observed categories or groups"
+        return row
+    chi = stats.chi2_contingency(t.to_numpy())
+    if (chi.expected_freq < 5).any():
+        try:
+            res = stats.fisher_exact(t.to_numpy())
+            row.update(test="Fisher exact", statistic=float(res.statistic), p_value=float(res.pvalue),
+                       note="expected count < 5 in some cell")
+            return row
+        except (ValueError, MemoryError) as exc:  # very large R x C tables
+            row["note"] = f"expected count < 5 but Fisher exact failed ({exc}); chi-square shown"
+    row.update(test=f"chi-square (df={chi.dof})", statistic=float(chi.statistic), p_value=float(chi.pvalue))
+    return row
+
+
+def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str | None = None,
+             min_events: int = 2) -> tuple[pd.DataFrame, object | None, str]:
+    """Binary logistic regression (statsmodels Logit) on complete cases.
+
+    Returns (table of odds ratios with 95 % CI and Wald p per predictor, fitted result or None, note).
+    With ``cluster`` the standard errors are cluster-robust (repeated rows per patient).
+    """
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationError
+
+    cols = [outcome, *predictors] + ([cluster] if cluster else [])
+    d = df[cols].apply(pd.to_numeric, errors="coerce") if cluster is None else df[cols].copy()
+    for c in [outcome, *predictors]:
+        d[c] = pd.to_numeric(d[c], errors="coerce")
+    d = d.dropna()
+    n, events = len(d), int(d[outcome].sum()) if len(d) else 0
+    empty = pd.DataFrame({"term": predictors, "odds_ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                          "coef": np.nan, "se": np.nan, "p_value": np.nan})
+    empty["n"], empty["events"] = n, events
+    note = ""
+    if events < min_events or n - events < min_events:
+        note = f"not fitted: {events} event(s) and {n - events} non-event(s) among {n} complete cases"
+    elif n <= len(predictors) + 1:
+        note = f"not fitted: {n} complete cases for {len(predictors)} predictors"
+    else:
+        constant = [p for p in predictors if d[p].nunique() < 2]
+        if constant:
+            note = f"not fitted: constant predictor(s) {constant}"
+    if note:
+        empty["note"] = note
+        return empty, None, note
+    X = sm.add_constant(d[predictors], has_constant="add")
+    kw = {"cov_type": "cluster", "cov_kwds": {"groups": pd.factorize(d[cluster])[0]}} if cluster else {}
+    try:
+        res = sm.Logit(d[outcome].astype(float), X).fit(disp=0, maxiter=200, **kw)
+    except (PerfectSeparationError, np.linalg.LinAlgError) as exc:
+        empty["note"] = f"not fitted: {exc}"
+        return empty, None, str(exc)
+    if not res.mle_retvals.get("converged", True):
+        note = "did not converge (possible separation); interpret with care"
+    ci = res.conf_int()
+    tab = pd.DataFrame({"term": predictors, "odds_ratio": np.exp(res.params[predictors]).to_numpy(),
+                        "ci_low": np.exp(ci.loc[predictors, 0]).to_numpy(),
+                        "ci_high": np.exp(ci.loc[predictors, 1]).to_numpy(),
+                        "coef": res.params[predictors].to_numpy(), "se": res.bse[predictors].to_numpy(),
+                        "p_value": res.pvalues[predictors].to_numpy()})
+    tab["n"], tab["events"] = n, events
+    tab["note"] = note + ("; " if note else "") + ("cluster-robust SE by patient" if cluster else "Wald test")
+    return tab, res, note

@@ -1,0 +1,306 @@
+"""Read and validate the inputs of the statistics module: scores, clinical table, laboratory table.
+
+Every refusal is a :class:`pipeline.errors.CTScoreError` whose message names the column, the line of
+the file (header = line 1) and the offending value, so a researcher can fix the spreadsheet.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import CTScoreError
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("survivor", "non-survivor")
+SEVERITIES = ("mild", "moderate", "severe")
+SEXES = ("M", "F")
+_TRUE = {"1", "yes", "y", "true", "t"}
+_FALSE = {"0", "no", "n", "false", "f"}
+
+#: Canonical analyte names and the unit each is expected in (documentation + a logged warning when a
+#: row carries another unit; values are never converted silently).
+ANALYTES: dict[str, str] = {
+    "lymphocyte_count": "10^9/L",
+    "neutrophil_count": "10^9/L",
+    "wbc": "10^9/L",
+    "lymphocyte_pct": "%",
+    "neutrophil_pct": "%",
+    "crp": "mg/L",
+    "esr": "mm/h",
+    "pct": "ng/mL",
+    "d_dimer": "mg/L FEU",
+    "ldh": "U/L",
+    "ferritin": "ng/mL",
+    "il6": "pg/mL",
+    "il10": "pg/mL",
+}
+#: Spellings accepted for the canonical names (compared after lower-casing and removing spaces,
+#: hyphens and underscores).
+ALIASES: dict[str, str] = {
+    "lymphocytes": "lymphocyte_count", "lym": "lymphocyte_count", "lymph": "lymphocyte_count",
+    "lymphocytecount": "lymphocyte_count", "neutrophils": "neutrophil_count", "neu": "neutrophil_count",
+    "neutrophilcount": "neutrophil_count", "whitebloodcells": "wbc", "leukocytes": "wbc",
+    "lymphocytepct": "lymphocyte_pct", "lymphocytepercent": "lymphocyte_pct", "lym%": "lymphocyte_pct",
+    "neutrophilpct": "neutrophil_pct", "neutrophilpercent": "neutrophil_pct", "neu%": "neutrophil_pct",
+    "creactiveprotein": "crp", "procalcitonin": "pct", "ddimer": "d_dimer",
+    "lactatedehydrogenase": "ldh", "interleukin6": "il6", "il6": "il6", "interleukin10": "il10",
+    "il10": "il10",
+}
+
+CLINICAL_REQUIRED = ("patient_id",)
+CLINICAL_OPTIONAL = ("scores_patient_id", "onset_date", "admission_date", "outcome", "severity", "age",
+                     "sex", "glucocorticoid", "treatment_date")
+LABS_REQUIRED = ("patient_id", "date", "analyte", "value")
+SCANS_REQUIRED = ("scan_id", "patient_id", "study_date", "six_zone_total", "zhang900_total")
+ZONES_REQUIRED = ("scan_id", "system", "lung", "unit", "unit_score")
+
+
+def _bad(code: str, path: Path | None, column: str, line: int | None, value: object, why: str) -> CTScoreError:
+    where = f"column '{column}'" + (f", line {line}" if line is not None else "")
+    return CTScoreError(code, f"{where}: value {value!r} {why}", path)
+
+
+def _read_csv(path: str | Path, code: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise CTScoreError(code, "file not found", path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CTScoreError(code, f"cannot read CSV: {exc}", path) from exc
+    df.columns = [c.strip() for c in df.columns]
+    return df
+
+
+def _require(df: pd.DataFrame, cols: tuple[str, ...], code: str, path: Path | None) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise CTScoreError(code, f"missing required column(s) {missing}; found {list(df.columns)}", path)
+
+
+def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.Series:
+    """Parse YYYY-MM-DD or YYYYMMDD strings; empty cells become NaT; anything else is refused."""
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    for i, raw in s.items():
+        v = str(raw).strip()
+        if v == "":
+            continue
+        fmt = "%Y%m%d" if re.fullmatch(r"\d{8}", v) else "%Y-%m-%d" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) else None
+        parsed = pd.to_datetime(v, format=fmt, errors="coerce") if fmt else pd.NaT
+        if pd.isna(parsed):
+            raise _bad(code, path, column, int(i) + 2, raw, "is not a date (use YYYY-MM-DD or YYYYMMDD)")
+        out[i] = parsed
+    return out
+
+
+def _parse_numbers(s: pd.Series, column: str, code: str, path: Path | None,
+                   lo: float | None = None, hi: float | None = None) -> pd.Series:
+    out = pd.to_numeric(s.str.strip().replace("", np.nan), errors="coerce")
+    bad = out.isna() & (s.str.strip() != "")
+    if bad.any():
+        i = bad.idxmax()
+        raise _bad(code, path, column, int(i) + 2, s[i], "is not a number")
+    if lo is not None and (out < lo).any():
+        i = (out < lo).idxmax()
+        raise _bad(code, path, column, int(i) + 2, s[i], f"is below {lo}")
+    if hi is not None and (out > hi).any():
+        i = (out > hi).idxmax()
+        raise _bad(code, path, column, int(i) + 2, s[i], f"is above {hi}")
+    return out.astype(float)
+
+
+def _parse_choice(s: pd.Series, column: str, allowed: tuple[str, ...], code: str, path: Path | None,
+                  aliases: dict[str, str] | None = None) -> pd.Series:
+    lookup = {a.lower(): a for a in allowed} | {k.lower(): v for k, v in (aliases or {}).items()}
+    out = []
+    for i, raw in s.items():
+        v = str(raw).strip()
+        if v == "":
+            out.append(None)
+            continue
+        if v.lower() not in lookup:
+            raise _bad(code, path, column, int(i) + 2, raw, f"is not one of {', '.join(allowed)}")
+        out.append(lookup[v.lower()])
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def _parse_flag(s: pd.Series, column: str, code: str, path: Path | None) -> pd.Series:
+    out = []
+    for i, raw in s.items():
+        v = str(raw).strip().lower()
+        if v == "":
+            out.append(np.nan)
+        elif v in _TRUE:
+            out.append(1.0)
+        elif v in _FALSE:
+            out.append(0.0)
+        else:
+            raise _bad(code, path, column, int(i) + 2, raw, "is not a yes/no flag (use 1/0, yes/no, true/false)")
+    return pd.Series(out, index=s.index, dtype=float)
+
+
+def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
+    """Check and type a clinical table (one row per patient). Returns a new, typed DataFrame.
+
+    Unknown extra columns are kept: numeric ones can be used as covariates.
+    """
+    code = "BAD_CLINICAL_DATA"
+    p = Path(path) if path is not None else None
+    df = df.copy().reset_index(drop=True)
+    for c in df.columns:
+        df[c] = df[c].astype(str) if df[c].dtype == object else df[c].astype(str).replace("nan", "")
+    _require(df, CLINICAL_REQUIRED, code, p)
+    ids = df["patient_id"].str.strip()
+    if (ids == "").any():
+        i = int((ids == "").idxmax())
+        raise _bad(code, p, "patient_id", i + 2, df["patient_id"][i], "is empty")
+    dup = ids.duplicated()
+    if dup.any():
+        i = int(dup.idxmax())
+        raise _bad(code, p, "patient_id", i + 2, ids[i], "appears more than once (one row per patient)")
+    df["patient_id"] = ids
+    if "scores_patient_id" in df.columns:
+        df["scores_patient_id"] = df["scores_patient_id"].str.strip()
+    for c in ("onset_date", "admission_date", "treatment_date"):
+        if c in df.columns:
+            df[c] = _parse_dates(df[c], c, code, p)
+    if "onset_date" not in df.columns and "admission_date" not in df.columns:
+        raise CTScoreError(code, "needs 'onset_date' and/or 'admission_date' (weeks and periods count from onset)", p)
+    if "onset_date" in df.columns and "admission_date" in df.columns:
+        late = df["onset_date"] > df["admission_date"]
+        if late.any():
+            i = int(late.idxmax())
+            raise _bad(code, p, "onset_date", i + 2, str(df["onset_date"][i].date()), "is after admission_date")
+    if "outcome" in df.columns:
+        df["outcome"] = _parse_choice(df["outcome"], "outcome", OUTCOMES, code, p,
+                                      {"survived": "survivor", "alive": "survivor", "died": "non-survivor",
+                                       "dead": "non-survivor", "deceased": "non-survivor",
+                                       "nonsurvivor": "non-survivor", "non_survivor": "non-survivor"})
+    if "severity" in df.columns:
+        df["severity"] = _parse_choice(df["severity"], "severity", SEVERITIES, code, p,
+                                       {"critical": "severe", "common": "moderate"})
+    if "sex" in df.columns:
+        df["sex"] = _parse_choice(df["sex"], "sex", SEXES, code, p,
+                                  {"male": "M", "female": "F", "m": "M", "f": "F"})
+    if "age" in df.columns:
+        df["age"] = _parse_numbers(df["age"], "age", code, p, lo=0, hi=120)
+    if "glucocorticoid" in df.columns:
+        df["glucocorticoid"] = _parse_flag(df["glucocorticoid"], "glucocorticoid", code, p)
+    for c in df.columns:
+        if c in CLINICAL_REQUIRED or c in CLINICAL_OPTIONAL:
+            continue
+        num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
+        if num.notna().sum() == (df[c] != "").sum() and num.notna().any():
+            df[c] = num.astype(float)
+    return df
+
+
+def canonical_analyte(name: str) -> str:
+    """Map a lab name to its canonical form (``'IL-6'`` -> ``'il6'``); unknown names are snake-cased."""
+    key = re.sub(r"[\s\-_]", "", name.strip().lower())
+    if key in ALIASES:
+        return ALIASES[key]
+    for canon in ANALYTES:
+        if key == canon.replace("_", ""):
+            return canon
+    return re.sub(r"[^0-9a-z%]+", "_", name.strip().lower()).strip("_")
+
+
+def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patients: set[str] | None = None) -> pd.DataFrame:
+    """Check and type a long-form laboratory table (patient_id, date, analyte, value[, unit])."""
+    code = "BAD_LAB_DATA"
+    p = Path(path) if path is not None else None
+    df = df.copy().reset_index(drop=True).astype(str)
+    _require(df, LABS_REQUIRED, code, p)
+    df["patient_id"] = df["patient_id"].str.strip()
+    empty = df["patient_id"] == ""
+    if empty.any():
+        i = int(empty.idxmax())
+        raise _bad(code, p, "patient_id", i + 2, "", "is empty")
+    df["date"] = _parse_dates(df["date"], "date", code, p)
+    if df["date"].isna().any():
+        i = int(df["date"].isna().idxmax())
+        raise _bad(code, p, "date", i + 2, "", "is empty (every lab value needs its date)")
+    if (df["analyte"].str.strip() == "").any():
+        i = int((df["analyte"].str.strip() == "").idxmax())
+        raise _bad(code, p, "analyte", i + 2, "", "is empty")
+    df["analyte"] = df["analyte"].map(canonical_analyte)
+    df["value"] = _parse_numbers(df["value"], "value", code, p)
+    if "unit" not in df.columns:
+        df["unit"] = ""
+    for analyte, unit in ANALYTES.items():
+        rows = (df["analyte"] == analyte) & (df["unit"].str.strip() != "") & (df["unit"].str.strip() != unit)
+        if rows.any():
+            log.warning("labs: %d row(s) of %s in unit(s) %s, expected %s; values are used as given",
+                        int(rows.sum()), analyte, sorted(df.loc[rows, "unit"].unique()), unit)
+    if known_patients is not None:
+        unknown = ~df["patient_id"].isin(known_patients)
+        if unknown.any():
+            log.warning("labs: %d row(s) for %d patient(s) not in the clinical table are ignored",
+                        int(unknown.sum()), df.loc[unknown, "patient_id"].nunique())
+            df = df[~unknown]
+    return df.dropna(subset=["value"]).reset_index(drop=True)
+
+
+def read_clinical(path: str | Path) -> pd.DataFrame:
+    """Read and validate ``clinical.csv``."""
+    return validate_clinical(_read_csv(path, "BAD_CLINICAL_DATA"), path)
+
+
+def read_labs(path: str | Path, known_patients: set[str] | None = None) -> pd.DataFrame:
+    """Read and validate ``labs.csv`` (long form)."""
+    return validate_labs(_read_csv(path, "BAD_LAB_DATA"), path, known_patients)
+
+
+def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Read the pipeline's ``scans.csv`` (and ``zones.csv`` when present) from a folder or a CSV path.
+
+    Failed scans (``status != 'ok'``) are dropped with a log line. Returns (scans, zones or None).
+    """
+    code = "BAD_SCORES"
+    scores = Path(scores)
+    scans_path = scores / "scans.csv" if scores.is_dir() else scores
+    zones_path = scans_path.parent / "zones.csv"
+    scans = _read_csv(scans_path, code)
+    _require(scans, SCANS_REQUIRED, code, scans_path)
+    scans["patient_id"] = scans["patient_id"].str.strip()
+    if "status" in scans.columns:
+        failed = scans["status"].str.strip().str.lower() != "ok"
+        if failed.any():
+            log.info("scores: %d failed scan(s) left out", int(failed.sum()))
+        scans = scans[~failed]
+    scans["study_date"] = _parse_dates(scans["study_date"], "study_date", code, scans_path)
+    if scans["study_date"].isna().any():
+        i = int(scans["study_date"].isna().idxmax())
+        raise _bad(code, scans_path, "study_date", i + 2, "", "is empty (every scored scan needs its date)")
+    numeric = [c for c in scans.columns if c not in ("scan_id", "patient_id", "study_date", "series_uid",
+                                                     "status", "mosmed_category")]
+    for c in numeric:
+        num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
+        if c in ("six_zone_total", "zhang900_total") or num.notna().sum() == (scans[c] != "").sum():
+            bad = num.isna() & (scans[c] != "")
+            if bad.any():
+                i = int(bad.idxmax())
+                raise _bad(code, scans_path, c, i + 2, scans[c][i], "is not a number")
+            scans[c] = num.astype(float)
+    for c, hi in (("six_zone_total", 24), ("zhang900_total", 900)):
+        out = (scans[c] < 0) | (scans[c] > hi)
+        if out.any():
+            i = int(out.idxmax())
+            raise _bad(code, scans_path, c, i + 2, scans[c][i], f"is outside 0-{hi}")
+    scans = scans.reset_index(drop=True)
+    zones = None
+    if zones_path.is_file():
+        zones = _read_csv(zones_path, code)
+        _require(zones, ZONES_REQUIRED, code, zones_path)
+        for c in ("involvement_pct", "extent_score", "density_grade", "unit_score"):
+            if c in zones.columns:
+                zones[c] = pd.to_numeric(zones[c].replace("", np.nan), errors="coerce")
+        zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))].reset_index(drop=True)
+    return scans, zones

@@ -1,0 +1,180 @@
+"""A simulated cohort with known effects, written as the pipeline and a researcher would write it.
+
+Planted effects (everything else is noise):
+
+- li2020: non-survivors have higher scores in every period (latent severity), serial scans over the
+  five periods; non-survivors' lesions keep growing until death (day 18-32).
+- liao2021: a latent inflammation level raises admission IL-6 and the chance of residual lesions at
+  week 8 (six-zone >= 5, "persistent"); about 15 % of survivors miss the week-8 scan (unclassified);
+  IL-6 peaks about five days before the CT score.
+- zhang2020: CRP, IL-6, D-dimer, LDH, neutrophils rise and lymphocytes fall with the current extent
+  of lesions; glucocorticoids speed up the resolution after admission (larger score decrease).
+- No effect: ``potassium`` (lab), ``age`` and ``sex`` (clinical) are independent of everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SIX_ZONE_WEIGHT = {"upper": 0.6, "middle": 1.0, "lower": 1.4}
+LEVEL_WEIGHT = {"L1": 0.4, "L2": 0.7, "L3": 1.0, "L4": 1.3, "L5": 1.5}
+LUNG_WEIGHT = {"right": 1.1, "left": 0.9}
+ZONE_FLOOR_PCT = 1.0  # simulated involvement below this is "not involved"
+LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
+             "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
+             "d_dimer": "mg/L FEU", "ldh": "U/L", "esr": "mm/h", "pct": "ng/mL", "ferritin": "ng/mL",
+             "potassium": "mmol/L"}
+
+
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _six_zone_points(pct: float) -> int:
+    return 0 if pct <= 0 else 1 if pct < 25 else 2 if pct < 50 else 3 if pct < 75 else 4
+
+
+def _mosmed(pct: float) -> str:
+    return "CT-0" if pct <= 0 else "CT-1" if pct < 25 else "CT-2" if pct < 50 else "CT-3" if pct < 75 else "CT-4"
+
+
+def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
+                gc_effect_per_week: float = 0.35) -> dict[str, pd.DataFrame]:
+    """Simulate a cohort; returns ``scans``, ``zones``, ``clinical``, ``labs`` DataFrames."""
+    rng = np.random.default_rng(seed)
+    n = n_survivors + n_nonsurvivors
+    died = np.r_[np.zeros(n_survivors, bool), np.ones(n_nonsurvivors, bool)]
+    rng.shuffle(died)
+    sev = np.where(died, rng.normal(1.6, 0.6, n), rng.normal(0.0, 1.0, n))
+    infl = rng.normal(0.0, 1.0, n)
+    peak = 0.85 * _sigmoid(-0.6 + 1.0 * sev)
+    persistent = (~died) & (rng.random(n) < _sigmoid(-1.0 + 2.2 * infl))
+    residual = np.where(persistent, rng.uniform(0.07, 0.16, n), 0.0)
+    gc = rng.random(n) < 0.45
+    age = np.clip(rng.normal(56, 14, n), 18, 92).round()
+    sex = rng.choice(["M", "F"], n)
+    onset = pd.Timestamp("2020-01-20") + pd.to_timedelta(rng.integers(0, 60, n), unit="D")
+    adm_day = rng.integers(1, 7, n)
+    death_day = rng.integers(18, 33, n)
+    t_peak = np.where(died, death_day + 2, rng.uniform(9, 13, n))
+    dropout = (~died) & (rng.random(n) < 0.15)
+    thirds = np.quantile(sev[~died], [1 / 3, 2 / 3])
+    severity = np.where(died | (sev > thirds[1]), "severe", np.where(sev > thirds[0], "moderate", "mild"))
+
+    def extent(i: int, t: float) -> float:
+        shape = (t / t_peak[i]) ** 2 * np.exp(2 * (1 - t / t_peak[i])) if t > 0 else 0.0
+        g = np.exp(-gc_effect_per_week * max(0.0, t - adm_day[i]) / 7) if gc[i] and not died[i] else 1.0
+        return float(residual[i] + (peak[i] - residual[i]) * shape * g)
+
+    pids = [f"SIM{i + 1:03d}" for i in range(n)]
+    hashed = [hashlib.sha256(f"ctscore-sim-{p}".encode()).hexdigest()[:16] for p in pids]
+    scan_rows, zone_rows, lab_rows = [], [], []
+    for i in range(n):
+        days = [int(adm_day[i])]
+        while days[-1] < 26:
+            days.append(days[-1] + int(rng.integers(4, 7)))
+        while days[-1] < 44:
+            days.append(days[-1] + int(rng.integers(6, 9)))
+        days.append(int(rng.integers(49, 56)))
+        if died[i]:
+            days = [d for d in days if d < death_day[i]]
+        elif dropout[i]:
+            days = [d for d in days if d <= 40]
+        vol = {"right": rng.normal(2700, 300), "left": rng.normal(2350, 280)}
+        for k, d in enumerate(days):
+            f = extent(i, d)
+            date = onset[i] + pd.Timedelta(days=d)
+            scan_id = f"{hashed[i]}_{k:02d}"
+            six, lesion, high = 0, 0.0, 0.0
+            for lung in ("right", "left"):
+                for unit, w in SIX_ZONE_WEIGHT.items():
+                    pct = float(np.clip(100 * f * w * LUNG_WEIGHT[lung] * np.exp(rng.normal(0, 0.25)), 0, 100))
+                    pct = 0.0 if pct < ZONE_FLOOR_PCT else round(pct, 2)
+                    pts = _six_zone_points(pct)
+                    six += pts
+                    lesion += pct / 100 * vol[lung] / 3
+                    high += pct / 100 * vol[lung] / 3 * min(0.8, f)
+                    zone_rows.append({"scan_id": scan_id, "system": "six_zone", "lung": lung, "unit": unit,
+                                      "involvement_pct": pct, "extent_score": pts, "density_grade": "",
+                                      "unit_score": pts})
+            z900 = 0
+            for lung in ("right", "left"):
+                for unit, w in LEVEL_WEIGHT.items():
+                    pct = float(np.clip(100 * f * w * LUNG_WEIGHT[lung] * np.exp(rng.normal(0, 0.25)), 0, 100))
+                    pct = 0.0 if pct < ZONE_FLOOR_PCT else round(pct, 2)
+                    ext = int(min(10, np.ceil(pct / 10)))
+                    dens = 0 if ext == 0 else 3 if (f > 0.45 and rng.random() < 0.5) else 1 if f < 0.08 else 2
+                    z900 += ext * dens**2
+                    zone_rows.append({"scan_id": scan_id, "system": "zhang900", "lung": lung, "unit": unit,
+                                      "involvement_pct": pct, "extent_score": ext, "density_grade": dens,
+                                      "unit_score": ext * dens**2})
+            lung_ml = vol["right"] + vol["left"]
+            po = 100 * lesion / lung_ml
+            scan_rows.append({
+                "scan_id": scan_id, "patient_id": hashed[i], "study_date": date.strftime("%Y%m%d"),
+                "series_uid": f"1.2.826.0.1.3680043.10.999.{i + 1}.{k + 1}", "status": "ok",
+                "lung_volume_ml_right": round(vol["right"], 1), "lung_volume_ml_left": round(vol["left"], 1),
+                "lesion_volume_ml": round(lesion, 1), "ggo_volume_ml": round(lesion - high, 1),
+                "consolidation_volume_ml": round(high, 1), "percent_opacity": round(po, 2),
+                "percent_high_opacity": round(100 * high / lung_ml, 2), "six_zone_total": six,
+                "zhang900_total": z900, "mosmed_category": _mosmed(po)})
+            # labs drawn on the scan day (15 % the day before), each value missing 8 % of the time
+            lab_date = date - pd.Timedelta(days=1) if rng.random() < 0.15 else date
+            il6_pulse = 1.3 * np.exp(-(((d - (t_peak[i] - 5)) / 4.0) ** 2))
+            lym = float(np.exp(np.log(1.6) - 1.6 * f + rng.normal(0, 0.22)))
+            neu = float(np.exp(np.log(3.2) + 1.3 * f + rng.normal(0, 0.22)))
+            wbc = neu + lym + float(rng.uniform(0.4, 0.9))
+            values = {
+                "crp": np.exp(1.2 + 3.5 * f + 0.2 * infl[i] + rng.normal(0, 0.35)),
+                "il6": np.exp(1.6 + 2.0 * f + 0.7 * infl[i] + il6_pulse + rng.normal(0, 0.3)),
+                "il10": np.exp(np.log(5) + 1.5 * f + rng.normal(0, 0.4)),
+                "lymphocyte_count": lym, "neutrophil_count": neu, "wbc": wbc,
+                "lymphocyte_pct": 100 * lym / wbc, "neutrophil_pct": 100 * neu / wbc,
+                "d_dimer": np.exp(np.log(0.4) + 2.8 * f + rng.normal(0, 0.45)),
+                "ldh": 170 + 380 * f + rng.normal(0, 30), "esr": max(2.0, 14 + 55 * f + rng.normal(0, 8)),
+                "pct": np.exp(np.log(0.05) + 2.0 * f + rng.normal(0, 0.5)),
+                "ferritin": np.exp(np.log(280) + 1.5 * f + rng.normal(0, 0.5)),
+                "potassium": rng.normal(4.2, 0.4),
+            }
+            for analyte, v in values.items():
+                if rng.random() < 0.08:
+                    continue
+                lab_rows.append({"patient_id": pids[i], "date": lab_date.strftime("%Y-%m-%d"), "analyte": analyte,
+                                 "value": round(float(v), 3), "unit": LAB_UNITS[analyte]})
+        if i % 17 == 0:  # a failed series the statistics must ignore
+            scan_rows.append({"scan_id": f"{hashed[i]}_failed", "patient_id": hashed[i],
+                              "study_date": (onset[i] + pd.Timedelta(days=int(adm_day[i]))).strftime("%Y%m%d"),
+                              "series_uid": f"1.2.826.0.1.3680043.10.999.{i + 1}.99", "status": "failed"})
+    clinical = pd.DataFrame({
+        "patient_id": pids, "scores_patient_id": hashed, "age": age.astype(int), "sex": sex,
+        "onset_date": onset.strftime("%Y-%m-%d"),
+        "admission_date": (onset + pd.to_timedelta(adm_day, unit="D")).strftime("%Y-%m-%d"),
+        "outcome": np.where(died, "non-survivor", "survivor"), "severity": severity,
+        "glucocorticoid": np.where(gc, "yes", "no"),
+        "treatment_date": (onset + pd.to_timedelta(adm_day, unit="D")).strftime("%Y-%m-%d"),
+    })
+    scans = pd.DataFrame(scan_rows)
+    zones = pd.DataFrame(zone_rows)
+    labs = pd.DataFrame(lab_rows)
+    log.info("simulated %d patients, %d scans, %d lab values", n, len(scans), len(labs))
+    return {"scans": scans, "zones": zones, "clinical": clinical, "labs": labs}
+
+
+def write_cohort(out_dir: str | Path, seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25) -> dict[str, Path]:
+    """Write ``scores/scans.csv``, ``scores/zones.csv``, ``clinical.csv`` and ``labs.csv`` under ``out_dir``."""
+    out = Path(out_dir)
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    c = make_cohort(seed=seed, n_survivors=n_survivors, n_nonsurvivors=n_nonsurvivors)
+    paths = {"scans": out / "scores" / "scans.csv", "zones": out / "scores" / "zones.csv",
+             "clinical": out / "clinical.csv", "labs": out / "labs.csv"}
+    for key, p in paths.items():
+        c[key].to_csv(p, index=False)
+    paths["scores"] = out / "scores"
+    return paths

@@ -1,0 +1,51 @@
+"""Resampling between the original grid and the working grid (SimpleITK, physical space)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def to_lps(image: sitk.Image) -> sitk.Image:
+    """Reorient so that array axes [z, y, x] run towards head, posterior, left (no resampling)."""
+    return sitk.DICOMOrient(image, "LPS")
+
+
+def resample_to_spacing(image: sitk.Image, spacing_xyz: Sequence[float], default: float = -1000.0,
+                        interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resample to a new voxel size covering the same physical extent (same direction)."""
+    old_size = np.asarray(image.GetSize(), float)
+    old_spacing = np.asarray(image.GetSpacing(), float)
+    new_spacing = np.asarray(spacing_xyz, float)
+    new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
+    # Keep the physical centre of the volume: the first voxel centre moves by half the size change.
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    shift = (new_spacing - old_spacing) / 2.0 + (old_size * old_spacing - new_size * new_spacing) / 2.0
+    origin = np.asarray(image.GetOrigin()) + direction @ shift
+    return sitk.Resample(image, [int(s) for s in new_size], sitk.Transform(), interpolator,
+                         tuple(origin), tuple(new_spacing), image.GetDirection(), default, image.GetPixelID())
+
+
+def labels_to_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Bring a label map onto ``reference``'s grid by physical position.
+
+    Each label is resampled as a smooth indicator (linear) and the most probable label wins, which
+    gives smoother boundaries than nearest neighbour when going from a coarse to a fine grid.
+    """
+    arr = sitk.GetArrayViewFromImage(labels)
+    values = [int(v) for v in np.unique(arr) if v != 0]
+    ref_shape = reference.GetSize()[::-1]
+    best = np.full(ref_shape, 0.5, np.float32)  # a voxel belongs to a label above 50 %
+    out = np.zeros(ref_shape, np.uint8)
+    for v in values:
+        ind = sitk.Cast(labels == v, sitk.sitkFloat32)
+        res = sitk.Resample(ind, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        prob = sitk.GetArrayFromImage(res)
+        win = prob > best
+        out[win] = v
+        best[win] = prob[win]
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(reference)
+    return img

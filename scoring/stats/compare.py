@@ -180,7 +180,8 @@ def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str
     from statsmodels.tools.sm_exceptions import PerfectSeparationError
 
     cols = [outcome, *predictors] + ([cluster] if cluster else [])
-    d = df[cols].apply(pd.to_numeric, errors="coerce") if cluster is None else df[cols].copy()
+    cols = list(dict.fromkeys(cols))
+    d = df[cols].copy()
     for c in [outcome, *predictors]:
         d[c] = pd.to_numeric(d[c], errors="coerce")
     d = d.dropna()

@@ -55,7 +55,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
     sev = np.where(died, rng.normal(1.6, 0.6, n), rng.normal(0.0, 1.0, n))
     infl = rng.normal(0.0, 1.0, n)
     peak = 0.85 * _sigmoid(-0.6 + 1.0 * sev)
-    persistent = (~died) & (rng.random(n) < _sigmoid(-1.0 + 2.2 * infl))
+    persistent = (~died) & (rng.random(n) < _sigmoid(-0.4 + 3.0 * infl))
     residual = np.where(persistent, rng.uniform(0.07, 0.16, n), 0.0)
     gc = rng.random(n) < 0.45
     age = np.clip(rng.normal(56, 14, n), 18, 92).round()
@@ -63,12 +63,14 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
     onset = pd.Timestamp("2020-01-20") + pd.to_timedelta(rng.integers(0, 60, n), unit="D")
     adm_day = rng.integers(1, 7, n)
     death_day = rng.integers(18, 33, n)
-    t_peak = np.where(died, death_day + 2, rng.uniform(9, 13, n))
-    dropout = (~died) & (rng.random(n) < 0.15)
+    t_peak = np.where(died, death_day, rng.uniform(9, 13, n))
+    dropout = (~died) & (rng.random(n) < 0.12)
     thirds = np.quantile(sev[~died], [1 / 3, 2 / 3])
     severity = np.where(died | (sev > thirds[1]), "severe", np.where(sev > thirds[0], "moderate", "mild"))
 
     def extent(i: int, t: float) -> float:
+        if died[i]:  # lesions keep growing until death
+            return float(peak[i] * (0.45 + 0.55 * min(1.0, t / death_day[i])))
         shape = (t / t_peak[i]) ** 2 * np.exp(2 * (1 - t / t_peak[i])) if t > 0 else 0.0
         g = np.exp(-gc_effect_per_week * max(0.0, t - adm_day[i]) / 7) if gc[i] and not died[i] else 1.0
         return float(residual[i] + (peak[i] - residual[i]) * shape * g)
@@ -133,7 +135,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
             wbc = neu + lym + float(rng.uniform(0.4, 0.9))
             values = {
                 "crp": np.exp(1.2 + 3.5 * f + 0.2 * infl[i] + rng.normal(0, 0.35)),
-                "il6": np.exp(1.6 + 2.0 * f + 0.7 * infl[i] + il6_pulse + rng.normal(0, 0.3)),
+                "il6": np.exp(1.6 + 2.0 * f + 1.2 * infl[i] + il6_pulse + rng.normal(0, 0.25)),
                 "il10": np.exp(np.log(5) + 1.5 * f + rng.normal(0, 0.4)),
                 "lymphocyte_count": lym, "neutrophil_count": neu, "wbc": wbc,
                 "lymphocyte_pct": 100 * lym / wbc, "neutrophil_pct": 100 * neu / wbc,

@@ -1,0 +1,102 @@
+"""Assemble the analysis data: scores mapped to clinical patients, time since onset, matched labs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import CTScoreError
+from scoring.stats import binning, schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cohort:
+    """Everything the study modules need, already validated and joined.
+
+    ``scans``: one row per scored scan with clinical ``patient_id``, ``study_date``, scores,
+    ``days_since_onset``, ``week``, ``period`` and the matched lab values (one column per analyte).
+    ``labs``: one row per patient and lab date (wide) with the same time columns.
+    """
+
+    scans: pd.DataFrame
+    zones: pd.DataFrame | None
+    clinical: pd.DataFrame
+    labs: pd.DataFrame
+    analytes: list[str]
+    window_days: int
+    notes: list[str] = field(default_factory=list)
+
+    def data_summary(self) -> pd.DataFrame:
+        """Counts and notes about what was read, matched and left out."""
+        rows = [("patients in clinical table", len(self.clinical)),
+                ("patients with scores", self.scans["patient_id"].nunique()),
+                ("scans (status ok, matched to a patient)", len(self.scans)),
+                ("scans with a days-since-onset", int(self.scans["days_since_onset"].notna().sum())),
+                ("lab dates (patient x day)", len(self.labs)),
+                ("analytes", ", ".join(self.analytes)),
+                ("scan-lab matching window (days)", self.window_days)]
+        out = pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
+        if self.notes:
+            out = pd.concat([out, pd.DataFrame({"item": "note", "value": self.notes})], ignore_index=True)
+        return out
+
+
+def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.DataFrame, labs: pd.DataFrame | None,
+                 window_days: int = 1, id_column: str | None = None) -> Cohort:
+    """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
+    (default ``scores_patient_id`` when present, else ``patient_id``)."""
+    notes: list[str] = []
+    if id_column is None:
+        id_column = "scores_patient_id" if "scores_patient_id" in clinical.columns else "patient_id"
+    if id_column not in clinical.columns:
+        raise CTScoreError("BAD_CLINICAL_DATA", f"id column {id_column!r} is not in the clinical table")
+    if window_days < 0:
+        raise CTScoreError("BAD_OPTION", f"window_days must be >= 0, not {window_days}")
+    mapping = clinical.set_index(id_column)["patient_id"]
+    mapping = mapping[mapping.index.astype(str) != ""]
+    scans = scans.copy()
+    scans["patient_id"] = scans["patient_id"].map(mapping)
+    unmatched = scans["patient_id"].isna()
+    if unmatched.all():
+        raise CTScoreError("BAD_CLINICAL_DATA", f"no scan's patient_id matches clinical column {id_column!r}; "
+                           "pseudonymous ids need a 'scores_patient_id' column (see docs/clinical_schema.md)")
+    if unmatched.any():
+        notes.append(f"{int(unmatched.sum())} scan(s) whose patient_id is not in the clinical table were left out")
+        log.warning(notes[-1])
+        scans = scans[~unmatched]
+    scans = binning.add_time(scans, clinical, "study_date")
+    no_onset = scans["days_since_onset"].isna()
+    if no_onset.any():
+        notes.append(f"{int(no_onset.sum())} scan(s) of {scans.loc[no_onset, 'patient_id'].nunique()} patient(s) "
+                     "have no onset date: excluded from weekly and period analyses")
+    neg = scans["days_since_onset"] < 0
+    if neg.any():
+        notes.append(f"{int(neg.sum())} scan(s) dated before symptom onset: excluded from weekly and period analyses")
+    if zones is not None:
+        zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))].reset_index(drop=True)
+    if labs is None or labs.empty:
+        labs_w = pd.DataFrame(columns=["patient_id", "date"])
+        labs_w["date"] = pd.to_datetime(labs_w["date"])
+        analytes: list[str] = []
+    else:
+        labs_w = binning.labs_wide(labs)
+        analytes = [c for c in labs_w.columns if c not in ("patient_id", "date")]
+    matched = binning.match_labs(scans, labs_w, window_days=window_days)
+    scans = scans.merge(matched, on="scan_id", how="left").sort_values(["patient_id", "study_date"])
+    labs_w = binning.add_time(labs_w, clinical, "date") if len(labs_w) else labs_w
+    return Cohort(scans=scans.reset_index(drop=True), zones=zones, clinical=clinical, labs=labs_w,
+                  analytes=analytes, window_days=window_days, notes=notes)
+
+
+def load_cohort(scores: str | Path, clinical_csv: str | Path, labs_csv: str | Path | None = None,
+                window_days: int = 1, id_column: str | None = None) -> Cohort:
+    """Read and validate the three inputs from disk and join them (see :func:`build_cohort`)."""
+    scans, zones = schema.read_scores(scores)
+    clinical = schema.read_clinical(clinical_csv)
+    labs = schema.read_labs(labs_csv, set(clinical["patient_id"])) if labs_csv is not None else None
+    return build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)

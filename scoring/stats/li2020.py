@@ -1,0 +1,199 @@
+"""li2020: serial CT in survivors vs non-survivors, by period since symptom onset.
+
+Tables: scores per period compared between outcomes (Mann-Whitney U), a linear mixed model
+(score or lab ~ outcome x period, random intercept per patient), logistic regression of death on
+score and days since onset with a predicted-mortality table (the study's Table 3), Kendall tau of
+serial scores with labs. Figure: mean score (SD) vs mean days since onset per period, by outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from scoring.stats import binning, compare
+from scoring.stats.cohort import Cohort
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("survivor", "non-survivor")
+KENDALL_LABS = ("nlr", "neutrophil_pct", "lymphocyte_pct", "lymphocyte_count", "d_dimer", "ldh", "esr")
+SCORE_BANDS = ((0, 4), (5, 9), (10, 14), (15, 19), (20, 24))
+
+
+def _serial(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.DataFrame:
+    s = cohort.scans.dropna(subset=["period"])
+    s = s[s["patient_id"].isin(cohort.clinical.loc[cohort.clinical.get("outcome").notna(), "patient_id"])] \
+        if "outcome" in cohort.clinical.columns else s.iloc[0:0]
+    per = binning.one_per_bin(s, "period", [score, "days_since_onset", *labs], how=within, date_col="study_date")
+    per = per.merge(cohort.clinical[["patient_id", "outcome"]], on="patient_id")
+    per["period"] = pd.Categorical(per["period"], categories=binning.PERIOD_LABELS, ordered=True)
+    return per
+
+
+def period_comparison(per: pd.DataFrame, score: str, min_n: int) -> pd.DataFrame:
+    """Per period: score and days from onset to CT, survivors vs non-survivors (Mann-Whitney U)."""
+    rows = []
+    for period in binning.PERIOD_LABELS:
+        d = per[per["period"] == period]
+        for var in (score, "days_since_onset"):
+            groups = {o: d.loc[d["outcome"] == o, var] for o in OUTCOMES}
+            row = {"period_days": period, "variable": var}
+            for o, v in groups.items():
+                desc = compare.describe(v)
+                row[f"mean_sd_{o}"] = "" if desc["n"] == 0 else f"{desc['mean']:.3g} ({desc['sd']:.2g})"
+            row.update(compare.compare_groups(groups, test="mannwhitney", min_n=min_n))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Linear mixed model per variable: value ~ non_survivor * period, random intercept per patient.
+
+    Uses every scan (repeated measures), not one per period. Returns (fixed effects, joint Wald tests).
+    """
+    import statsmodels.formula.api as smf
+
+    if "outcome" not in cohort.clinical.columns:
+        return pd.DataFrame(), pd.DataFrame()
+    base = cohort.scans.dropna(subset=["period"]).merge(cohort.clinical[["patient_id", "outcome"]], on="patient_id")
+    base = base[base["outcome"].notna()]
+    fixed, tests = [], []
+    for var in [score, *labs]:
+        d = base[["patient_id", "outcome", "period", var]].dropna()
+        d = d.assign(non_survivor=(d["outcome"] == "non-survivor").astype(float),
+                     period=d["period"].astype(str), value=d[var].astype(float))
+        levels = [p for p in binning.PERIOD_LABELS if p in set(d["period"])]
+        info = {"variable": var, "n_obs": len(d), "n_patients": d["patient_id"].nunique()}
+        cells = d.groupby(["period", "non_survivor"]).size()
+        empty_cells = [f"{p}/{'non-survivor' if g else 'survivor'}" for p in levels for g in (0.0, 1.0)
+                       if cells.get((p, g), 0) == 0]
+        if d["patient_id"].nunique() < 2 * min_n or d["non_survivor"].nunique() < 2 or len(levels) < 2:
+            fixed.append(info | {"term": "", "note": "not fitted: too few patients, outcomes or periods"})
+            continue
+        if empty_cells:
+            fixed.append(info | {"term": "", "note": f"not fitted: no observations in {', '.join(empty_cells)}"})
+            continue
+        formula = f"value ~ non_survivor * C(period, Treatment('{levels[0]}'))"
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # reported in the table instead
+                warnings.simplefilter("always")
+                res = smf.mixedlm(formula, d, groups=d["patient_id"]).fit(reml=True)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            fixed.append(info | {"term": "", "note": f"not fitted: {exc}"})
+            continue
+        names = [n for n in res.fe_params.index]
+        ci = res.conf_int().loc[names]
+        note = "" if res.converged else "did not converge"
+        messages = [note, *(str(w.message).splitlines()[0] for w in caught)]
+        note = "; ".join(m for m in dict.fromkeys(messages) if m)
+        for n_ in names:
+            label = n_.replace(f"C(period, Treatment('{levels[0]}'))[T.", "period[")
+            fixed.append(info | {"term": label, "coef": res.fe_params[n_], "se": res.bse_fe[n_],
+                                 "ci_low": ci.loc[n_, 0], "ci_high": ci.loc[n_, 1], "p_value": res.pvalues[n_],
+                                 "random_intercept_var": float(res.cov_re.iloc[0, 0]),
+                                 "reference": f"survivor, period {levels[0]} days", "note": note})
+        groups = {"outcome (non-survivor vs survivor, at reference period)": ["non_survivor"],
+                  "period": [n_ for n_ in names if n_.startswith("C(period")],
+                  "outcome x period interaction": [n_ for n_ in names if ":" in n_]}
+        for label, terms in groups.items():
+            if not terms:
+                continue
+            R = np.zeros((len(terms), len(res.params)))
+            for k, t in enumerate(terms):
+                R[k, list(res.params.index).index(t)] = 1.0
+            w = res.wald_test(R, scalar=True)
+            tests.append(info | {"effect": label, "test": f"Wald chi-square (df={len(terms)})",
+                                 "statistic": float(w.statistic), "p_value": float(w.pvalue), "note": note})
+    return pd.DataFrame(fixed), pd.DataFrame(tests)
+
+
+def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, int], ...] = SCORE_BANDS
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Death ~ score + days since onset on one row per patient and period (cluster-robust SE).
+
+    Returns (odds ratio table with AUC, predicted mortality by score band x period with observed counts).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    d = per.assign(death=(per["outcome"] == "non-survivor").astype(float)).dropna(subset=[score, "days_since_onset"])
+    tab, res, note = compare.logistic(d, "death", [score, "days_since_onset"], cluster="patient_id")
+    tab["test"] = "binary logistic regression (one row per patient x period)"
+    pred_rows = []
+    if res is not None:
+        tab["auc"] = roc_auc_score(d["death"], res.predict())
+    for period in binning.PERIOD_LABELS:
+        dp = d[d["period"] == period]
+        day = float(dp["days_since_onset"].mean()) if len(dp) else np.nan
+        for lo, hi in bands:
+            cell = dp[(dp[score] >= lo) & (dp[score] <= hi)]
+            p = np.nan
+            if res is not None and np.isfinite(day):
+                x = pd.DataFrame({"const": [1.0], score: [(lo + hi) / 2], "days_since_onset": [day]})
+                p = float(res.predict(x)[0])
+            pred_rows.append({"period_days": period, "score_band": f"{lo}-{hi}", "mean_days_since_onset": day,
+                              "predicted_mortality": p, "n_observed": len(cell),
+                              "deaths_observed": int(cell["death"].sum()),
+                              "note": note or "prediction at band midpoint and the period's mean day"})
+    return tab, pd.DataFrame(pred_rows)
+
+
+def kendall(cohort: Cohort, score: str, labs: list[str], min_n: int) -> pd.DataFrame:
+    """Kendall tau-b between serial scores and labs matched to the same scan (all scans pooled)."""
+    rows = []
+    for lab in labs:
+        if lab not in cohort.scans.columns:
+            rows.append({"score": score, "lab": lab, "n": 0, "test": "Kendall tau-b", "note": "no such lab in the data"})
+            continue
+        r = compare.correlate(cohort.scans[score], cohort.scans[lab], method="kendall", min_n=min_n)
+        d = cohort.scans[[score, lab]].dropna()
+        r["n_patients"] = cohort.scans.loc[d.index, "patient_id"].nunique()
+        r["note"] = r["note"] or f"serial scans pooled; labs within {cohort.window_days} day(s) of the scan"
+        rows.append({"score": score, "lab": lab} | r)
+    return pd.DataFrame(rows)
+
+
+def figure_score_by_period(per: pd.DataFrame, score: str, path: str) -> None:
+    """Mean score (SD error bars) vs mean days since onset per period, one line per outcome."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for outcome, color in zip(OUTCOMES, ("tab:blue", "tab:red"), strict=True):
+        g = per[per["outcome"] == outcome].groupby("period", observed=True)
+        m = g.agg(day=("days_since_onset", "mean"), mean=(score, "mean"), sd=(score, "std"), n=(score, "size"))
+        ax.errorbar(m["day"], m["mean"], yerr=m["sd"], marker="o", capsize=3, color=color,
+                    label=f"{outcome} (n={per.loc[per['outcome'] == outcome, 'patient_id'].nunique()})")
+    ax.set_xlabel("days since symptom onset (period mean)")
+    ax.set_ylabel(f"{score} (mean, SD)")
+    ax.set_title("li2020: CT score by period since onset")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cohort: Cohort, score: str = "six_zone_total", within_bin: str = "mean", labs: list[str] | None = None,
+        min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    """All li2020 tables; returns (tables, figure makers keyed by file name)."""
+    labs = [lab for lab in (labs if labs is not None else KENDALL_LABS)]
+    present = [lab for lab in labs if lab in cohort.scans.columns]
+    per = _serial(cohort, score, present, within_bin)
+    tables: dict[str, pd.DataFrame] = {}
+    if per.empty:
+        tables["li2020_period_comparison"] = pd.DataFrame(
+            {"note": ["not run: needs 'outcome' and 'onset_date' in the clinical table"]})
+        return tables, {}
+    tables["li2020_period_comparison"] = period_comparison(per, score, min_n)
+    fe, wald = mixed_models(cohort, score, present, min_n)
+    tables["li2020_mixed_model"] = fe
+    tables["li2020_mixed_model_tests"] = wald
+    tables["li2020_mortality_logistic"], tables["li2020_predicted_mortality"] = mortality_logistic(per, score)
+    tables["li2020_kendall"] = kendall(cohort, score, labs, min_n)
+    figures = {"li2020_score_by_period.png": lambda p: figure_score_by_period(per, score, p)}
+    return tables, figures

@@ -1,0 +1,233 @@
+"""liao2021: eight weeks after symptom onset; persistent vs recovery lesions and IL-6.
+
+Persistent lesions: six-zone total >= 5 on the week-8 scan (days 49-55 after onset); recovery: < 5.
+Patients without a week-8 scan stay in the tables as ``unclassified`` with the reason.
+Tables: lesion group per patient and counts; weekly trajectories (median, IQR) of the score and labs
+by lesion group and by severity with between-group tests per week; logistic regression of persistent
+lesions on admission values (odds ratios, 95 % CI); ROC AUC of admission IL-6; timing of the lab peak
+relative to the CT-score peak per patient.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from scoring.stats import binning, compare
+from scoring.stats.cohort import Cohort
+
+log = logging.getLogger(__name__)
+
+TRAJECTORY_LABS = ("il6", "crp", "lymphocyte_count", "neutrophil_count", "d_dimer", "ldh", "il10")
+COVARIATES = ("il6", "age", "lymphocyte_count")
+
+
+def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> pd.DataFrame:
+    """One row per clinical patient: week-8 score, group (persistent/recovery/unclassified), reason."""
+    s = cohort.scans[cohort.scans["week"] == binning.N_WEEKS]
+    w8 = binning.one_per_bin(s, "week", [score, "days_since_onset"], how=within, date_col="study_date")
+    w8 = w8.set_index("patient_id")
+    has_scan = set(cohort.scans["patient_id"])
+    rows = []
+    for _, p in cohort.clinical.iterrows():
+        pid = p["patient_id"]
+        row = {"patient_id": pid, "week8_score": np.nan, "week8_day": np.nan, "group": "unclassified", "reason": ""}
+        if pid in w8.index:
+            v = float(w8.loc[pid, score])
+            row.update(week8_score=v, week8_day=float(w8.loc[pid, "days_since_onset"]),
+                       group="persistent" if v >= threshold else "recovery")
+        elif pid not in has_scan:
+            row["reason"] = "no scored scan"
+        elif "onset_date" not in cohort.clinical.columns or pd.isna(p.get("onset_date")):
+            row["reason"] = "no onset date"
+        elif p.get("outcome") == "non-survivor":
+            row["reason"] = "no week-8 scan (non-survivor)"
+        else:
+            row["reason"] = "no week-8 scan (days 49-55 after onset)"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _weekly(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.DataFrame:
+    """One value per patient and week for the score (from scans) and each lab (from the lab table)."""
+    sc = binning.one_per_bin(cohort.scans, "week", [score], how=within, date_col="study_date").drop(columns="study_date")
+    out = sc
+    if labs and "week" in cohort.labs.columns:
+        lb = binning.one_per_bin(cohort.labs, "week", labs, how=within, date_col="date").drop(columns="date")
+        out = sc.merge(lb, on=["patient_id", "week"], how="outer")
+    return out
+
+
+def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str], grouping: str,
+                 min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Median/IQR per week and group, and the between-group test per week."""
+    d = weekly.merge(groups[["patient_id", grouping]], on="patient_id").dropna(subset=[grouping])
+    if grouping == "group":
+        d = d[d["group"] != "unclassified"]
+        levels = ["persistent", "recovery"]
+    else:
+        levels = [lv for lv in ("mild", "moderate", "severe") if lv in set(d[grouping])]
+    desc, tests = [], []
+    for var in variables:
+        for week in range(1, binning.N_WEEKS + 1):
+            dw = d[d["week"] == week]
+            vals = {lv: dw.loc[dw[grouping] == lv, var] for lv in levels}
+            for lv, v in vals.items():
+                desc.append({"grouping": grouping, "variable": var, "week": week, "group": lv}
+                            | {k: x for k, x in compare.describe(v).items() if k in ("n", "median", "q1", "q3")})
+            if len(vals) >= 2:
+                tests.append({"grouping": grouping, "variable": var, "week": week}
+                             | compare.compare_groups(vals, test="auto", min_n=min_n))
+    return pd.DataFrame(desc), pd.DataFrame(tests)
+
+
+def admission_values(cohort: Cohort, analytes: list[str], window_days: int) -> pd.DataFrame:
+    """First value of each analyte within ``window_days`` of admission (or the first value at all
+    when the clinical table has no admission date)."""
+    lb = cohort.labs
+    if lb.empty:
+        return pd.DataFrame({"patient_id": cohort.clinical["patient_id"]})
+    if lb["days_since_admission"].notna().any():
+        lb = lb[lb["days_since_admission"].abs() <= window_days]
+    lb = lb.sort_values(["patient_id", "date"])
+    cols = [a for a in analytes if a in lb.columns]
+    first = lb.groupby("patient_id")[cols].first().reset_index() if cols else lb[["patient_id"]].drop_duplicates()
+    return cohort.clinical[["patient_id"]].merge(first, on="patient_id", how="left")
+
+
+def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """ROC AUC (sklearn) with a stratified percentile-bootstrap 95 % CI and the Youden cut-off."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    ok = y.notna() & x.notna()
+    y, x = y[ok].astype(int).to_numpy(), x[ok].astype(float).to_numpy()
+    row: dict[str, object] = {"predictor": label, "n_persistent": int(y.sum()), "n_recovery": int((1 - y).sum()),
+                              "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan, "youden_cutoff": np.nan,
+                              "sensitivity": np.nan, "specificity": np.nan,
+                              "method": "roc_auc_score; stratified bootstrap percentile CI", "note": ""}
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        row["note"] = "not computed: fewer than 2 patients in a group"
+        return pd.DataFrame([row])
+    auc = roc_auc_score(y, x)
+    rng = np.random.default_rng(seed)
+    xp, xn = x[y == 1], x[y == 0]
+    bp = xp[rng.integers(0, xp.size, (n_boot, xp.size))]
+    bn = xn[rng.integers(0, xn.size, (n_boot, xn.size))]
+    # AUC = U / (n1 n2); scipy computes U for all resamples at once
+    boots = stats.mannwhitneyu(bp, bn, axis=1, method="asymptotic").statistic / (xp.size * xn.size)
+    fpr, tpr, thr = roc_curve(y, x)
+    k = int(np.argmax(tpr - fpr))
+    row.update(auc=float(auc), ci_low=float(np.percentile(boots, 2.5)), ci_high=float(np.percentile(boots, 97.5)),
+               youden_cutoff=float(thr[k]), sensitivity=float(tpr[k]), specificity=float(1 - fpr[k]))
+    return pd.DataFrame([row])
+
+
+def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3, min_n: int = compare.MIN_N
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per patient: day of the lab peak vs day of the CT-score peak (weeks 1-8); summary per lab.
+
+    lag = score-peak day - lab-peak day (positive: the lab peaks first). Summary: counts, median lag,
+    Wilcoxon signed-rank test of lag = 0 and a sign (binomial) test of 'lab first' vs 'score first'.
+    """
+    sc = cohort.scans.dropna(subset=["week", score])
+    per_patient, summary = [], []
+    for lab in labs:
+        if lab not in cohort.labs.columns:
+            summary.append({"lab": lab, "n_patients": 0, "note": "no such lab in the data"})
+            continue
+        lb = cohort.labs.dropna(subset=["week", lab])
+        lags = []
+        for pid, s in sc.groupby("patient_id"):
+            lp = lb[lb["patient_id"] == pid]
+            if len(s) < min_points or len(lp) < min_points:
+                continue
+            d_score = float(s.loc[s[score].idxmax(), "days_since_onset"])
+            d_lab = float(lp.loc[lp[lab].idxmax(), "days_since_onset"])
+            lags.append(d_score - d_lab)
+            per_patient.append({"patient_id": pid, "lab": lab, "lab_peak_day": d_lab, "score_peak_day": d_score,
+                                "lag_days": d_score - d_lab, "lab_peak_precedes": d_score > d_lab})
+        lg = np.asarray(lags)
+        row = {"lab": lab, "n_patients": int(lg.size), "n_lab_first": int((lg > 0).sum()),
+               "n_same_day": int((lg == 0).sum()), "n_score_first": int((lg < 0).sum()),
+               "median_iqr_lag_days": compare.fmt_median_iqr(lg),
+               "wilcoxon_p": np.nan, "sign_test_p": np.nan,
+               "test": "Wilcoxon signed-rank (lag = 0); exact binomial sign test (lab first vs score first)",
+               "note": f"patients with >= {min_points} scans and >= {min_points} values in weeks 1-8"}
+        if lg.size >= min_n and np.any(lg != 0):
+            row["wilcoxon_p"] = float(stats.wilcoxon(lg[lg != 0]).pvalue)
+            row["sign_test_p"] = float(stats.binomtest(int((lg > 0).sum()), int((lg != 0).sum())).pvalue)
+        else:
+            row["note"] = f"not tested: fewer than {min_n} patients with a non-zero lag"
+        summary.append(row)
+    return pd.DataFrame(per_patient), pd.DataFrame(summary)
+
+
+def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str) -> None:
+    """Median (IQR band) per week by lesion group, one panel per variable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = desc[desc["grouping"] == "group"]
+    fig, axes = plt.subplots(1, len(variables), figsize=(4.5 * len(variables), 3.6), squeeze=False)
+    for ax, var in zip(axes[0], variables, strict=True):
+        for grp, color in (("persistent", "tab:red"), ("recovery", "tab:green")):
+            g = d[(d["variable"] == var) & (d["group"] == grp) & (d["n"] > 0)]
+            ax.plot(g["week"], g["median"], marker="o", color=color, label=grp)
+            ax.fill_between(g["week"], g["q1"], g["q3"], color=color, alpha=0.2)
+        ax.set_xlabel("week since symptom onset")
+        ax.set_ylabel(f"{var} (median, IQR)")
+        ax.legend()
+    fig.suptitle("liao2021: trajectories by lesion group at week 8")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, within_bin: str = "last",
+        labs: list[str] | None = None, covariates: list[str] | None = None, timing_labs: list[str] | None = None,
+        admission_window_days: int = 2, min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    """All liao2021 tables; returns (tables, figure makers keyed by file name)."""
+    labs = [lab for lab in (labs if labs is not None else TRAJECTORY_LABS) if lab in cohort.labs.columns]
+    covariates = list(covariates if covariates is not None else COVARIATES)
+    tables: dict[str, pd.DataFrame] = {}
+    groups = lesion_groups(cohort, score, threshold, within_bin)
+    tables["liao2021_lesion_groups"] = groups
+    counts = groups.groupby(["group", "reason"], dropna=False).size().rename("n").reset_index()
+    counts["definition"] = f"{score} >= {threshold} on the week-8 scan = persistent; < {threshold} = recovery"
+    tables["liao2021_group_counts"] = counts
+    weekly = _weekly(cohort, score, labs, within_bin)
+    groups_sev = groups.merge(cohort.clinical[["patient_id", *(["severity"] if "severity" in cohort.clinical else [])]],
+                              on="patient_id")
+    descs, tests = [], []
+    for grouping in ["group", *(["severity"] if "severity" in groups_sev.columns else [])]:
+        dsc, tst = trajectories(weekly, groups_sev, [score, *labs], grouping, min_n)
+        descs.append(dsc)
+        tests.append(tst)
+    tables["liao2021_trajectories"] = pd.concat(descs, ignore_index=True)
+    tables["liao2021_weekly_tests"] = pd.concat(tests, ignore_index=True)
+    adm = admission_values(cohort, list(dict.fromkeys([c for c in covariates if c not in cohort.clinical] + ["il6"])),
+                           admission_window_days)
+    extra = [c for c in covariates if c in cohort.clinical.columns and c != "patient_id"]
+    model = groups.merge(adm, on="patient_id").merge(cohort.clinical[["patient_id", *extra]], on="patient_id")
+    model = model[model["group"] != "unclassified"].assign(persistent=lambda x: (x["group"] == "persistent").astype(float))
+    usable = [c for c in covariates if c in model.columns]
+    missing = [c for c in covariates if c not in model.columns]
+    tab, _res, _note = compare.logistic(model, "persistent", usable) if usable else (pd.DataFrame(), None, "")
+    if missing:
+        tab = pd.concat([tab, pd.DataFrame({"term": missing, "note": "not in the data"})], ignore_index=True)
+    tab["test"] = "multivariable logistic regression, persistent vs recovery, admission values"
+    tables["liao2021_logistic"] = tab
+    tables["liao2021_roc"] = roc_table(model["persistent"], model["il6"], "admission il6") if "il6" in model \
+        else pd.DataFrame({"predictor": ["admission il6"], "note": ["no il6 values in the data"]})
+    timing_labs = [lab for lab in (timing_labs if timing_labs is not None else ["il6"])]
+    tables["liao2021_peak_timing_patients"], tables["liao2021_peak_timing"] = peak_timing(cohort, score, timing_labs,
+                                                                                        min_n=min_n)
+    fig_vars = [score] + (["il6"] if "il6" in labs else [])
+    desc = tables["liao2021_trajectories"]
+    figures = {"liao2021_trajectories.png": lambda p: figure_trajectories(desc, fig_vars, p)}
+    return tables, figures

@@ -128,7 +128,7 @@ def find_trachea_seed(air: np.ndarray, body: np.ndarray, spacing: tuple[float, f
         ys, xs = np.nonzero(body[z])
         if ys.size == 0:
             continue
-        cy, cx = ys.mean(), xs.mean()
+        cx = xs.mean()
         width = xs.max() - xs.min() + 1
         lab, n = ndi.label(air[z] & body[z])
         best = None

@@ -1,0 +1,121 @@
+"""Writing outputs atomically, and the output contract.
+
+Per run (in OUT/): ``run.json`` (versions, resolved config and its sha256, segmenter, timings),
+``scans.csv`` (one row per series), ``zones.csv`` (one row per scan x system x unit),
+``failures.csv`` (series that could not be scored, with a code and a message).
+Per series (in OUT/<scan_id>/): ``result.json``, ``lungs.nii.gz`` (1 right, 2 left lung),
+``lesions.nii.gz`` (1 faint ground glass, 2 ground glass, 3 consolidation), both on the original
+CT grid, and ``qc.png``. ``scan_id`` is derived from the SeriesInstanceUID by a salted hash: it is
+file-system safe and carries no patient-identifying text.
+
+Every file is written to a temporary name in the same folder and renamed into place; a series
+folder is built under a temporary name and renamed when complete, so partial outputs never count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCAN_COLUMNS = [
+    "scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter",
+    "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml", "ggo_volume_ml",
+    "consolidation_volume_ml", "faint_ggo_volume_ml", "percent_opacity", "percent_high_opacity",
+    "six_zone_total", "zhang900_total", "mosmed_category", "lobar20_total", "lobar25_total",
+    "lesion_volume_ml_right", "lesion_volume_ml_left", "mean_lung_hu", "mean_lung_hu_right",
+    "mean_lung_hu_left", "apex_covered", "base_covered", "qc_flags", "n_slices",
+    "slice_thickness_mm", "manufacturer", "kernel",
+]
+ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
+                "extent_score", "density_grade", "unit_score"]
+FAILURE_COLUMNS = ["scan_id", "series_uid", "code", "message", "path"]
+
+
+def pseudonym(value: str, salt: str, prefix: str, n: int = 12) -> str:
+    """A salted, truncated sha256 of an identifier: stable, file-system safe, not reversible."""
+    return prefix + hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:n]
+
+
+def scan_id_for(series_uid: str, salt: str) -> str:
+    return pseudonym(series_uid, salt, "scan-")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN becomes null, numpy scalars become Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Write rows as CSV (known columns first, extra columns after) and return the frame."""
+    df = pd.DataFrame(list(rows))
+    extra = [c for c in df.columns if c not in columns]
+    df = df.reindex(columns=columns + extra)
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+    return df
+
+
+class SeriesFolder:
+    """Build OUT/<scan_id>/ under a temporary name; :meth:`commit` renames it into place."""
+
+    def __init__(self, out_dir: Path, scan_id: str):
+        self.final = out_dir / scan_id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{scan_id}.", suffix=".partial"))
+        os.chmod(self.tmp, 0o777 & ~_umask())
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def commit(self) -> Path:
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

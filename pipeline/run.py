@@ -1,0 +1,259 @@
+"""Orchestration: the unit of work (one series) and the serial run over an input folder.
+
+:func:`process_series` is a pure function of (input files, resolved config, output folder): it loads
+the series, segments it on the working grid, brings the masks back to the original grid, scores,
+and writes the series folder atomically. It returns a small status dict and never raises for a bad
+scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with its code.
+:func:`run_pipeline` discovers the series, processes them and writes the run tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from pipeline import __version__
+from pipeline.config import config_hash, load_config
+from pipeline.errors import CTScoreError, NoEligibleSeries
+from pipeline.outputs import (
+    FAILURE_COLUMNS,
+    SCAN_COLUMNS,
+    ZONE_COLUMNS,
+    SeriesFolder,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_table,
+    pseudonym,
+    scan_id_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+def slice_z_mm(image: sitk.Image) -> np.ndarray:
+    """Patient z (mm) of every slice centre of an LPS-oriented axial image."""
+    size = image.GetSize()
+    cx, cy = (size[0] - 1) / 2.0, (size[1] - 1) / 2.0
+    return np.array([image.TransformContinuousIndexToPhysicalPoint((cx, cy, float(k)))[2] for k in range(size[2])])
+
+
+def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(ref)
+    return img
+
+
+def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[str, Any]:
+    """Segment and score one HU image (any orientation). Returns arrays on the LPS original grid
+    plus the score row, zone rows, landmarks, flags and stage timings."""
+    from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
+    from scoring.hu_classes import classify_lesions
+    from scoring.landmarks import detect_landmarks
+    from scoring.quantify import score_scan
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    orig = to_lps(image)
+    work = resample_to_spacing(orig, cfg["resample"]["spacing_mm"])
+    timings["resample_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    hu_w = sitk.GetArrayFromImage(work)
+    spacing_w = tuple(work.GetSpacing()[::-1])
+    seg = segmenter.segment(hu_w, spacing_w)
+    timings["segment_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
+    les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
+    lobes_o = None
+    if seg.lobes is not None:
+        lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
+    hu_o = sitk.GetArrayFromImage(orig)
+    les_o &= lungs_o > 0
+    classes = classify_lesions(hu_o, les_o, cfg["hu_classes"])
+    timings["to_original_grid_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    z_w, z_o = slice_z_mm(work), slice_z_mm(orig)
+    landmarks = detect_landmarks(seg.lungs, seg.airway, z_w, spacing_w)
+    spacing_o = orig.GetSpacing()
+    voxel_ml = float(np.prod(spacing_o)) / 1000.0
+    row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o)
+    timings["score_s"] = time.perf_counter() - t
+    return {
+        "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
+        "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
+        "landmarks": landmarks, "timings": timings,
+    }
+
+
+def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path: Path) -> None:
+    """Write a mask on the original grid (orientation of the source image restored)."""
+    img = _to_image(arr.astype(np.uint8), lps_ref)
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(original.GetDirection())
+    img = sitk.DICOMOrient(img, code)
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
+                   header: dict[str, Any] | None = None, segmenter=None) -> dict[str, Any]:
+    """The unit of work: one series in, one series folder out. Returns a small status dict."""
+    from pipeline.loading import load_series
+    from pipeline.qc import qc_png
+    from segmentation.factory import get_segmenter
+
+    out_dir = Path(out_dir)
+    header = dict(header or {})
+    status: dict[str, Any] = {"scan_id": scan_id, "series_uid": header.get("series_uid", ""), "status": "failed"}
+    t0 = time.perf_counter()
+    folder = None
+    try:
+        t = time.perf_counter()
+        vol = load_series(files, cfg)
+        read_s = time.perf_counter() - t
+        header.update({k: v for k, v in vol.meta.items() if k not in header or not header[k]})
+        segmenter = segmenter or get_segmenter(cfg)
+        res = analyse_volume(vol.image, cfg, segmenter)
+        res["timings"] = {"read_s": read_s, **res["timings"]}
+
+        t = time.perf_counter()
+        folder = SeriesFolder(out_dir, scan_id)
+        outs = cfg["outputs"]
+        if outs["write_masks"]:
+            _write_mask(res["lungs"], res["orig"], vol.image, folder.path("lungs.nii.gz"))
+            _write_mask(res["classes"], res["orig"], vol.image, folder.path("lesions.nii.gz"))
+        levels = {k: lm.z_mm for k, lm in res["landmarks"].items()
+                  if k in ("suprasternal_notch", "aortic_arch", "carina", "bronchus_intermedius", "ipv",
+                           "dome_right", "dome_left")}
+        if outs["write_qc_png"]:
+            png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
+                         title=f"{scan_id}  six-zone {res['row']['six_zone_total']}  "
+                               f"0-900 {res['row']['zhang900_total']}")
+            atomic_write_bytes(folder.path("qc.png"), png)
+        flags = list(dict.fromkeys(vol.flags + res["flags"] +
+                                   [f"LANDMARK_ESTIMATED:{k}" for k, lm in res["landmarks"].items()
+                                    if lm.method == "estimated"]))
+        patient = header.get("patient_id", "")
+        if outs["pseudonymize"]:
+            patient = pseudonym(patient, outs["pseudonym_salt"], "pt-", 10) if patient else ""
+        row = {
+            "scan_id": scan_id, "patient_id": patient, "study_date": header.get("study_date", ""),
+            "series_uid": header.get("series_uid", ""), "status": "ok", "segmenter": segmenter.name,
+            **res["row"], "qc_flags": ";".join(flags), "n_slices": int(res["hu"].shape[0]),
+            "slice_thickness_mm": header.get("slice_thickness"), "manufacturer": header.get("manufacturer", ""),
+            "kernel": header.get("kernel", ""),
+        }
+        res["timings"]["write_s"] = time.perf_counter() - t
+        result = {
+            "ctscore_version": __version__, "scan_id": scan_id, "scores": row,
+            "zones": res["zones"], "landmarks": {k: lm.to_dict() for k, lm in res["landmarks"].items()},
+            "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id},
+            "config_sha256": config_hash(cfg), "timings_s": res["timings"],
+            "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
+                     "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
+        }
+        atomic_write_json(folder.path("result.json"), result)
+        folder.commit()
+        status.update(status="ok", row=row, zones=res["zones"], timings=res["timings"])
+    except CTScoreError as exc:
+        if folder:
+            folder.discard()
+        status.update(code=exc.code, message=exc.message, path=exc.path or "")
+    except Exception as exc:  # one bad scan never stops a batch
+        if folder:
+            folder.discard()
+        log.debug("unexpected error", exc_info=True)
+        status.update(code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}",
+                      path="", traceback=traceback.format_exc(limit=5))
+    status["seconds"] = round(time.perf_counter() - t0, 2)
+    return status
+
+
+def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any] | None = None,
+                 series_uid: str | None = None, all_series: bool = False) -> dict[str, Any]:
+    """Score every selected series under ``input_path``; write run tables to ``out_dir``.
+
+    Returns a summary dict (counts, tables as records). Raises NoEligibleSeries when nothing under
+    the input can be scored.
+    """
+    from pipeline.discovery import discover, select_series
+    from segmentation.factory import get_segmenter
+
+    cfg = cfg or load_config()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    candidates = discover(input_path)
+    chosen = select_series(candidates, cfg=cfg, series_uid=series_uid, all_eligible=all_series)
+    if not chosen:
+        raise NoEligibleSeries("no eligible CT series found (run `ctscore scan` to see why)", input_path)
+    segmenter = get_segmenter(cfg)
+    salt = cfg["outputs"]["pseudonym_salt"]
+    statuses = []
+    for cand in chosen:
+        sid = scan_id_for(cand.series_uid, salt)
+        log.info("scoring %s (%d files)", sid, len(cand.files))
+        st = process_series([str(f) for f in cand.files], cfg, out_dir, sid, cand.header, segmenter)
+        log.info("%s: %s in %.1f s", sid, st["status"], st["seconds"])
+        statuses.append(st)
+    summary = write_run_tables(out_dir, statuses, cfg, segmenter, time.perf_counter() - t0, str(input_path))
+    return summary
+
+
+def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any], segmenter,
+                     seconds: float, input_path: str = "") -> dict[str, Any]:
+    """scans.csv, zones.csv, failures.csv and run.json from per-series statuses."""
+    rows, zones, failures = [], [], []
+    for st in statuses:
+        if st["status"] == "ok":
+            rows.append(st["row"])
+            zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
+        else:
+            rows.append({"scan_id": st["scan_id"], "series_uid": st.get("series_uid", ""), "status": "failed"})
+            failures.append({k: st.get(k, "") for k in FAILURE_COLUMNS})
+    scans_df = atomic_write_table(out_dir / "scans.csv", rows, SCAN_COLUMNS)
+    atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
+    atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
+    run = {
+        "ctscore_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "input": input_path,
+        "config": cfg,
+        "config_sha256": config_hash(cfg),
+        "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id},
+        "n_series": len(statuses),
+        "n_ok": sum(st["status"] == "ok" for st in statuses),
+        "n_failed": sum(st["status"] != "ok" for st in statuses),
+        "seconds": round(seconds, 2),
+        "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
+    }
+    atomic_write_json(out_dir / "run.json", run)
+    return {"n_series": run["n_series"], "n_ok": run["n_ok"], "n_failed": run["n_failed"],
+            "scans": scans_df, "out_dir": str(out_dir)}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("numpy", "scipy", "SimpleITK", "pydicom", "torch", "monai", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def load_status_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,172 @@
+"""Turn masks into the measures and scores of one scan (pure numpy; no I/O).
+
+Inputs are arrays on one grid (the original CT grid, LPS-oriented so that z index grows cranially),
+the patient z of every slice, and the landmark levels. Outputs are a flat dict of scan-level
+measures (one row of scans.csv) and a list of unit rows (zones.csv).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from scoring import systems
+from scoring.landmarks import Landmark
+from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_intervals
+from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
+
+SIDES = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
+
+
+def _interval_seen(iv: ZInterval, z_mm: np.ndarray, lung_cut_top: bool, lung_cut_bottom: bool,
+                   slab: bool) -> bool:
+    """Whether the scan sees all of a zone: a zone reaching past a cut-off end of the lung is missing."""
+    zmin, zmax = float(z_mm.min()), float(z_mm.max())
+    if slab:
+        return iv.low >= zmin - 1e-6 and iv.high <= zmax + 1e-6
+    if lung_cut_top and iv.high > zmax:
+        return False
+    if lung_cut_bottom and iv.low < zmin:
+        return False
+    return True
+
+
+def unit_measures(sel: np.ndarray, lung_side: np.ndarray, classes: np.ndarray, voxel_ml: float) -> dict:
+    """Lung and lesion volumes (mL) per class inside a z-selection of one lung."""
+    lung = lung_side & sel[:, None, None]
+    lung_ml = float(lung.sum()) * voxel_ml
+    cls = classes[lung]
+    counts = np.bincount(cls, minlength=4) * voxel_ml
+    return {
+        "lung_ml": lung_ml,
+        "lesion_ml": float(counts[1:].sum()),
+        "class_ml": {1: float(counts[1]), 2: float(counts[2]), 3: float(counts[3])},
+    }
+
+
+def score_scan(
+    hu: np.ndarray,
+    lungs: np.ndarray,
+    classes: np.ndarray,
+    z_mm: np.ndarray,
+    voxel_ml: float,
+    landmarks: Mapping[str, Landmark],
+    cfg: Mapping[str, Any],
+    lobes: np.ndarray | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Scores and measures of one scan. Returns (scan row, zone rows, QC flags)."""
+    sc = cfg["scoring"]
+    zcfg = sc["zhang900"]
+    min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
+    pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
+    flags: list[str] = []
+    row: dict[str, Any] = {}
+
+    lung_all = lungs > 0
+    lesion_all = classes > 0
+    lung_ml = float(lung_all.sum()) * voxel_ml
+    for side, name in SIDES.items():
+        m = lungs == side
+        row[f"lung_volume_ml_{name}"] = round(float(m.sum()) * voxel_ml, 2)
+        row[f"lesion_volume_ml_{name}"] = round(float((m & lesion_all).sum()) * voxel_ml, 2)
+        row[f"mean_lung_hu_{name}"] = round(float(hu[m].mean()), 1) if m.any() else math.nan
+    lesion_ml = float(lesion_all.sum()) * voxel_ml
+    row["lesion_volume_ml"] = round(lesion_ml, 2)
+    row["faint_ggo_volume_ml"] = round(float((classes == systems.FAINT_GGO).sum()) * voxel_ml, 2)
+    row["ggo_volume_ml"] = round(float((classes == systems.FAINT_GGO).sum() + (classes == systems.GGO).sum())
+                                 * voxel_ml, 2)
+    row["consolidation_volume_ml"] = round(float((classes == systems.CONSOLIDATION).sum()) * voxel_ml, 2)
+    po = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else math.nan
+    pho = 100.0 * float((lesion_all & (hu > pho_min)).sum()) * voxel_ml / lung_ml if lung_ml > 0 else math.nan
+    row["percent_opacity"] = round(po, 3)
+    row["percent_high_opacity"] = round(pho, 3)
+    row["mean_lung_hu"] = round(float(hu[lung_all].mean()), 1) if lung_all.any() else math.nan
+    involved = systems.is_involved(lesion_ml, po, min_ml, min_pct) if lung_ml > 0 else False
+    row["mosmed_category"] = (systems.mosmed_category(po if involved else 0.0)) if lung_ml > 0 else ""
+
+    # Coverage: a lung present in the first/last slice is cut off there.
+    cut = {}
+    for side in SIDES:
+        m = (lungs == side).any(axis=(1, 2))
+        cut[side] = (bool(m[-1]), bool(m[0]))  # (top cut, bottom cut); z index grows cranially
+    row["apex_covered"] = not any(c[0] for c in cut.values())
+    row["base_covered"] = not any(c[1] for c in cut.values())
+    if not row["apex_covered"] or not row["base_covered"]:
+        flags.append("PARTIAL_LUNG_COVERAGE")
+
+    def lz(name: str) -> float | None:
+        lm = landmarks.get(name)
+        return None if lm is None else lm.z_mm
+
+    zone_rows: list[dict[str, Any]] = []
+    six_total, six_missing = 0, False
+    zh_total, zh_missing = 0, False
+    for side, name in SIDES.items():
+        lung_side = lungs == side
+        cut_top, cut_bottom = cut[side]
+        # six-zone
+        for unit, iv in six_zone_intervals(lz("carina"), lz("ipv")).items():
+            r = {"system": "six_zone", "lung": name, "unit": unit}
+            if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=False):
+                r.update(involvement_pct=math.nan, extent_score=math.nan, density_grade=math.nan,
+                         unit_score=math.nan, status="missing")
+                six_missing = True
+            else:
+                m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
+                pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
+                inv = systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+                s = systems.six_zone_score(pct, inv)
+                r.update(lung_ml=round(m["lung_ml"], 2), lesion_ml=round(m["lesion_ml"], 2),
+                         involvement_pct=round(pct, 3), extent_score=s, density_grade=math.nan,
+                         unit_score=s, status="ok")
+                six_total += s
+            zone_rows.append(r)
+        # zhang900
+        dome = lz(f"dome_{name}")
+        levels = [lz("suprasternal_notch"), lz("aortic_arch"), lz("carina"), lz("bronchus_intermedius"), dome]
+        ivs = zhang_intervals(levels, zcfg["mode"], zcfg["slab_half_thickness_mm"])
+        for unit in ZHANG_LEVELS:
+            iv = ivs[unit]
+            r = {"system": "zhang900", "lung": name, "unit": unit}
+            if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=zcfg["mode"] == "slab"):
+                r.update(involvement_pct=math.nan, extent_score=math.nan, density_grade=math.nan,
+                         unit_score=math.nan, status="missing")
+                zh_missing = True
+            else:
+                m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
+                pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
+                inv = systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+                ext = systems.zhang_extent(pct, inv)
+                den = systems.density_grade(m["class_ml"], zcfg["density_rule"], zcfg["density_share"]) if inv else 0
+                s = systems.zhang_unit_score(ext, den)
+                r.update(lung_ml=round(m["lung_ml"], 2), lesion_ml=round(m["lesion_ml"], 2),
+                         involvement_pct=round(pct, 3), extent_score=ext, density_grade=den, unit_score=s,
+                         status="ok")
+                zh_total += s
+            zone_rows.append(r)
+    if six_missing or zh_missing:
+        flags.append("ZONES_MISSING")
+    row["six_zone_total"] = math.nan if six_missing else six_total
+    row["zhang900_total"] = math.nan if zh_missing else zh_total
+
+    # Lobar scores, only with a lobe map.
+    if lobes is not None and lobes.any():
+        t4 = t5 = 0
+        for code, lobe in LOBES.items():
+            m = lobes == code
+            lml = float(m.sum()) * voxel_ml
+            les = float((m & lesion_all).sum()) * voxel_ml
+            pct = 100.0 * les / lml if lml > 0 else 0.0
+            inv = systems.is_involved(les, pct, min_ml, min_pct)
+            s4, s5 = systems.six_zone_score(pct, inv), systems.lobar_score_5(pct, inv)
+            t4, t5 = t4 + s4, t5 + s5
+            zone_rows.append({"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe,
+                              "lung_ml": round(lml, 2), "lesion_ml": round(les, 2), "involvement_pct": round(pct, 3),
+                              "extent_score": s4, "density_grade": math.nan, "unit_score": s5, "status": "ok"})
+        row["lobar20_total"], row["lobar25_total"] = t4, t5
+    else:
+        row["lobar20_total"] = row["lobar25_total"] = math.nan
+    return row, zone_rows, flags

@@ -1,0 +1,109 @@
+"""The score rules of SCORING.md as pure functions (no arrays, no I/O).
+
+Each function maps a measured quantity (percent involvement, class shares) to a score, exactly as
+the source studies define it, with the choices the studies leave open made explicit here and in
+``configs/default.yaml``:
+
+* six-zone (liao2021, li2020): 0 = 0 %; 1 = > 0 and < 25 %; 2 = 25 to < 50 %; 3 = 50 to < 75 %;
+  4 = >= 75 %. Total 0-24.
+* zhang900 (zhang2020): extent 0-10 in 10 % steps, rounded to the nearest step, and at least 1 when
+  the unit is involved; density 0 normal, 1 faint ground glass, 2 ground glass, 3 consolidation;
+  unit score = extent x density^2 (0-90); total over 10 units (0-900).
+* MosMedData category from whole-lung involvement: CT-0 none, CT-1 < 25 %, CT-2 25 to < 50 %,
+  CT-3 50 to < 75 %, CT-4 >= 75 %.
+* lobar: each lobe 0-4 (the six-zone bands) or 0-5 (0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %,
+  4 50-75 %, 5 > 75 %; Chung et al. / Pan et al.).
+
+"Involved" means the unit's lesion volume reached the configured minimum (see :func:`is_involved`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+# Lesion class codes (also the values of lesions.nii.gz) and their zhang2020 density grades.
+FAINT_GGO, GGO, CONSOLIDATION = 1, 2, 3
+CLASS_NAMES = {FAINT_GGO: "faint_ggo", GGO: "ggo", CONSOLIDATION: "consolidation"}
+
+
+def is_involved(lesion_ml: float, involvement_pct: float, min_ml: float, min_pct: float) -> bool:
+    """A unit counts as involved only when its lesion volume and percentage reach both minima."""
+    return lesion_ml >= min_ml and involvement_pct >= min_pct and involvement_pct > 0
+
+
+def six_zone_score(involvement_pct: float, involved: bool = True) -> int:
+    """Six-zone involvement score 0-4 of one zone."""
+    if not involved or involvement_pct <= 0:
+        return 0
+    if involvement_pct < 25:
+        return 1
+    if involvement_pct < 50:
+        return 2
+    if involvement_pct < 75:
+        return 3
+    return 4
+
+
+def zhang_extent(involvement_pct: float, involved: bool = True) -> int:
+    """zhang2020 extent 0-10: nearest 10 % step (halves round up), at least 1 when involved."""
+    if not involved or involvement_pct <= 0:
+        return 0
+    return int(min(10, max(1, math.floor(involvement_pct / 10.0 + 0.5))))
+
+
+def density_grade(class_volumes: Mapping[int, float], rule: str = "densest", share: float = 0.2) -> int:
+    """zhang2020 density grade 0-3 of a unit from its lesion volume per class.
+
+    ``predominant``: the class with the largest volume (ties go to the denser class).
+    ``densest``: the densest class holding at least ``share`` of the unit's lesion volume
+    (falls back to the predominant class when none reaches the share).
+    """
+    total = sum(v for v in class_volumes.values() if v > 0)
+    if total <= 0:
+        return 0
+    classes = sorted((c for c, v in class_volumes.items() if v > 0), reverse=True)  # densest first
+    predominant = max(classes, key=lambda c: (class_volumes[c], c))
+    if rule == "predominant":
+        return int(predominant)
+    if rule == "densest":
+        for c in classes:
+            if class_volumes[c] / total >= share:
+                return int(c)
+        return int(predominant)
+    raise ValueError(f"unknown density rule {rule!r}")
+
+
+def zhang_unit_score(extent: int, density: int) -> int:
+    """Unit score = extent x density^2 (0-90)."""
+    if not 0 <= extent <= 10 or not 0 <= density <= 3:
+        raise ValueError(f"extent {extent} or density {density} out of range")
+    return int(extent * density**2)
+
+
+def mosmed_category(involvement_pct: float) -> str:
+    """MosMedData CT-0..CT-4 from whole-lung percent involvement."""
+    if involvement_pct <= 0:
+        return "CT-0"
+    if involvement_pct < 25:
+        return "CT-1"
+    if involvement_pct < 50:
+        return "CT-2"
+    if involvement_pct < 75:
+        return "CT-3"
+    return "CT-4"
+
+
+def lobar_score_5(involvement_pct: float, involved: bool = True) -> int:
+    """Lobe score 0-5: 0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %."""
+    if not involved or involvement_pct <= 0:
+        return 0
+    if involvement_pct < 5:
+        return 1
+    if involvement_pct <= 25:
+        return 2
+    if involvement_pct < 50:
+        return 3
+    if involvement_pct <= 75:
+        return 4
+    return 5

@@ -46,14 +46,15 @@ def _mosmed(pct: float) -> str:
 
 
 def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
-                gc_effect_per_week: float = 0.35) -> dict[str, pd.DataFrame]:
+                gc_effect_per_week: float = 0.9) -> dict[str, pd.DataFrame]:
     """Simulate a cohort; returns ``scans``, ``zones``, ``clinical``, ``labs`` DataFrames."""
     rng = np.random.default_rng(seed)
     n = n_survivors + n_nonsurvivors
     died = np.r_[np.zeros(n_survivors, bool), np.ones(n_nonsurvivors, bool)]
     rng.shuffle(died)
     sev = np.where(died, rng.normal(1.6, 0.6, n), rng.normal(0.0, 1.0, n))
-    infl = rng.normal(0.0, 1.0, n)
+    z_sev = (sev - sev.mean()) / sev.std()
+    infl = 0.5 * z_sev + np.sqrt(0.75) * rng.normal(0.0, 1.0, n)  # inflammation tracks severity in part
     peak = 0.85 * _sigmoid(-0.6 + 1.0 * sev)
     persistent = (~died) & (rng.random(n) < _sigmoid(-0.4 + 3.0 * infl))
     residual = np.where(persistent, rng.uniform(0.07, 0.16, n), 0.0)
@@ -112,7 +113,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     pct = float(np.clip(100 * f * w * LUNG_WEIGHT[lung] * np.exp(rng.normal(0, 0.25)), 0, 100))
                     pct = 0.0 if pct < ZONE_FLOOR_PCT else round(pct, 2)
                     ext = int(min(10, np.ceil(pct / 10)))
-                    dens = 0 if ext == 0 else 3 if (f > 0.45 and rng.random() < 0.5) else 1 if f < 0.08 else 2
+                    dens = 0 if ext == 0 else 3 if (f > 0.3 and rng.random() < 0.6) else 1 if f < 0.08 else 2
                     z900 += ext * dens**2
                     zone_rows.append({"scan_id": scan_id, "system": "zhang900", "lung": lung, "unit": unit,
                                       "involvement_pct": pct, "extent_score": ext, "density_grade": dens,
@@ -135,7 +136,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
             wbc = neu + lym + float(rng.uniform(0.4, 0.9))
             values = {
                 "crp": np.exp(1.2 + 3.5 * f + 0.2 * infl[i] + rng.normal(0, 0.35)),
-                "il6": np.exp(1.6 + 2.0 * f + 1.2 * infl[i] + il6_pulse + rng.normal(0, 0.25)),
+                "il6": np.exp(1.6 + 3.0 * f + 1.2 * infl[i] + il6_pulse + rng.normal(0, 0.25)),
                 "il10": np.exp(np.log(5) + 1.5 * f + rng.normal(0, 0.4)),
                 "lymphocyte_count": lym, "neutrophil_count": neu, "wbc": wbc,
                 "lymphocyte_pct": 100 * lym / wbc, "neutrophil_pct": 100 * neu / wbc,

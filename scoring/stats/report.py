@@ -1,0 +1,122 @@
+"""Write the statistics outputs: one CSV per table, PNG figures, an HTML summary."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+STUDY_TITLES = {
+    "data": "Data used",
+    "liao2021": "liao2021 - persistent lesions at week 8 and IL-6 (six-zone score, 0-24)",
+    "zhang2020": "zhang2020 - admission score (0-900) vs inflammatory markers; treatment",
+    "li2020": "li2020 - serial CT in survivors vs non-survivors by period since onset (six-zone, 0-24)",
+}
+#: One sentence per table shown above it in the summary (what it is and how it was computed).
+TABLE_NOTES = {
+    "data_summary": "What was read, matched and left out.",
+    "liao2021_group_counts": "Patients per lesion group; unclassified patients are listed with the reason.",
+    "liao2021_weekly_tests": "Per week since onset, one value per patient (last scan/lab of the week): "
+                             "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).",
+    "liao2021_logistic": "Multivariable logistic regression of persistent lesions on admission values "
+                         "(odds ratio per unit, 95 % CI, Wald p).",
+    "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions.",
+    "liao2021_peak_timing": "Does the lab peak precede the CT-score peak? lag = score-peak day - lab-peak day.",
+    "zhang2020_subgroups": "Patients per admission-score subgroup.",
+    "zhang2020_subgroup_labs": "Labs across subgroups: Kruskal-Wallis (ANOVA for variables declared normal).",
+    "zhang2020_pairwise": "Pairwise Mann-Whitney with Bonferroni correction (LSD t-tests after ANOVA).",
+    "zhang2020_subgroup_categorical": "Chi-square, or Fisher's exact test when an expected count is below 5.",
+    "zhang2020_correlations": "Spearman correlation of the admission score with each lab (labs within the window).",
+    "zhang2020_lung_side": "Right vs left lung score at admission.",
+    "zhang2020_levels": "Score by axial level at admission.",
+    "zhang2020_before_after": "Before vs after treatment (pairs of scans with matched labs).",
+    "zhang2020_glucocorticoid_change": "Change (after - before) with vs without glucocorticoids: Mann-Whitney U.",
+    "zhang2020_partial_correlation": "Partial correlation of the change in score with the change in each lab.",
+    "li2020_period_comparison": "Per period since onset, one value per patient (mean of the period's scans): "
+                                "Mann-Whitney U, survivors vs non-survivors; days from onset to CT too.",
+    "li2020_mixed_model": "Linear mixed model, all scans: value ~ non_survivor x period, random intercept per patient "
+                          "(REML, statsmodels MixedLM).",
+    "li2020_mixed_model_tests": "Joint Wald tests of the model's terms.",
+    "li2020_mortality_logistic": "Logistic regression of death on score and days since onset "
+                                 "(one row per patient x period, cluster-robust SE).",
+    "li2020_predicted_mortality": "Predicted mortality by score band x period (the study's Table 3), with observed counts.",
+    "li2020_kendall": "Kendall tau-b between serial scores and labs matched to the same scan.",
+}
+#: Per-patient tables: written as CSV, left out of the HTML page.
+DETAIL_TABLES = {"liao2021_lesion_groups", "liao2021_trajectories", "liao2021_peak_timing_patients",
+                 "zhang2020_before_after_patients"}
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """One CSV per table (full precision)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in tables.items():
+        p = out_dir / f"{name}.csv"
+        df.to_csv(p, index=False)
+        paths.append(p)
+    return paths
+
+
+def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> list[Path]:
+    """Draw each figure to ``out_dir``; a figure that fails is logged, not fatal."""
+    paths = []
+    for name, draw in figures.items():
+        p = out_dir / name
+        try:
+            draw(str(p))
+            paths.append(p)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("figure %s not drawn: %s", name, exc)
+    return paths
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return ""
+        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path, title: str,
+               settings: dict[str, object]) -> Path:
+    """A single readable page: settings, then per study its tables (3 significant digits) and figures."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+             "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
+             "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}"
+             "p.note{color:#444;font-size:13px}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             "<p class='note'>Every table gives n per group, the test and the exact p value; a test that was not "
+             "run says why in <code>note</code>. Full-precision CSV files sit next to this page.</p>",
+             "<h2>Settings</h2><ul>"]
+    parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]
+    parts.append("</ul>")
+    for study, heading in STUDY_TITLES.items():
+        names = [n for n in tables if (n.startswith(study) or (study == "data" and n == "data_summary"))
+                 and n not in DETAIL_TABLES]
+        figs = [f for f in figures if f.name.startswith(study)]
+        if not names and not figs:
+            continue
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for f in figs:
+            parts.append(f"<p><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}' style='max-width:100%'></p>")
+        for n in names:
+            parts.append(f"<h3>{html.escape(n)}</h3>")
+            if n in TABLE_NOTES:
+                parts.append(f"<p class='note'>{html.escape(TABLE_NOTES[n])}</p>")
+            df = tables[n]
+            parts.append(df.to_html(index=False, na_rep="", formatters={c: _fmt for c in df.columns}, border=0))
+        detail = [n for n in tables if n.startswith(study) and n in DETAIL_TABLES]
+        if detail:
+            parts.append("<p class='note'>Per-patient detail: " + ", ".join(f"<code>{d}.csv</code>" for d in detail) + "</p>")
+    parts.append("</body></html>")
+    p = out_dir / "summary.html"
+    p.write_text("\n".join(parts), encoding="utf-8")
+    return p

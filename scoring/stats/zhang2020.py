@@ -1,0 +1,247 @@
+"""zhang2020: the 0-900 score at admission vs inflammatory markers, and change with treatment.
+
+Tables: subgroups by admission score (0-100, 101-200, > 200) compared on labs (Kruskal-Wallis, then
+pairwise Mann-Whitney with Bonferroni correction; ANOVA with LSD for variables declared normal) and on
+categorical variables (chi-square, Fisher when an expected count is < 5); Spearman correlation of the
+score with each lab; left vs right lung and score by level 1-5; before vs after treatment (Wilcoxon
+signed-rank, paired t-test); glucocorticoid vs none on the change (Mann-Whitney); partial correlation
+of the change in score with the change in each lab. Figure: admission score vs each lab.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from scoring.stats import compare
+from scoring.stats.cohort import Cohort
+
+log = logging.getLogger(__name__)
+
+SUBGROUPS = ("0-100", "101-200", ">200")
+LABS = ("wbc", "lymphocyte_count", "neutrophil_count", "crp", "esr", "pct", "d_dimer", "ldh", "ferritin", "il6",
+        "il10")
+CATEGORICAL = ("sex", "severity", "glucocorticoid", "outcome")
+
+
+def subgroup(score: pd.Series) -> pd.Series:
+    """0-100, 101-200, > 200 (the study's subgroups of the 0-900 score)."""
+    return pd.cut(score, [-np.inf, 100, 200, np.inf], labels=list(SUBGROUPS)).astype(object)
+
+
+def admission_scans(cohort: Cohort, score: str) -> pd.DataFrame:
+    """The first scored scan of each patient with its matched labs and clinical columns."""
+    first = cohort.scans.sort_values(["patient_id", "study_date"]).drop_duplicates("patient_id")
+    first = first.dropna(subset=[score])
+    first = first.merge(cohort.clinical.drop(columns=[c for c in ("onset_date", "admission_date")
+                                                      if c in cohort.clinical]), on="patient_id", how="left")
+    first["subgroup"] = subgroup(first[score])
+    return first.reset_index(drop=True)
+
+
+def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: int
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Omnibus test per lab across subgroups, then pairwise comparisons (scikit-posthocs)."""
+    import scikit_posthocs as sp
+
+    omni, pair = [], []
+    for lab in labs:
+        groups = {g: adm.loc[adm["subgroup"] == g, lab] for g in SUBGROUPS}
+        row = {"variable": lab} | compare.compare_groups(groups, test="anova" if lab in normal else "kruskal",
+                                                         min_n=min_n)
+        omni.append(row)
+        d = adm[["subgroup", lab]].dropna()
+        sizes = d["subgroup"].value_counts()
+        d = d[d["subgroup"].isin([g for g in SUBGROUPS if sizes.get(g, 0) >= min_n])]
+        present = [g for g in SUBGROUPS if g in set(d["subgroup"])]
+        if len(present) < 2:
+            pair.append({"variable": lab, "note": f"pairwise tests not run: fewer than two subgroups with >= {min_n} values"})
+            continue
+        if lab in normal:
+            p = sp.posthoc_ttest(d, val_col=lab, group_col="subgroup", pool_sd=True, p_adjust=None)
+            test, corr = "LSD (pooled-SD t-tests after ANOVA)", "none (LSD)"
+            p_adj = p
+        else:
+            p = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust=None)
+            p_adj = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust="bonferroni")
+            test, corr = "Mann-Whitney U (two-sided)", "Bonferroni"
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                pair.append({"variable": lab, "group_a": a, "group_b": b, "n_a": int(sizes[a]), "n_b": int(sizes[b]),
+                             "test": test, "p_value": float(p.loc[a, b]), "p_adjusted": float(p_adj.loc[a, b]),
+                             "correction": corr, "omnibus_p": row["p_value"], "note": ""})
+    return pd.DataFrame(omni), pd.DataFrame(pair)
+
+
+def subgroup_categorical(adm: pd.DataFrame, variables: list[str]) -> pd.DataFrame:
+    """Chi-square (or Fisher) of each categorical clinical variable across the subgroups."""
+    rows = []
+    for var in variables:
+        if var not in adm.columns or adm[var].notna().sum() == 0:
+            rows.append({"variable": var, "note": "not in the data"})
+            continue
+        d = adm[["subgroup", var]].dropna()
+        if var == "glucocorticoid":
+            d[var] = d[var].map({1.0: "yes", 0.0: "no"})
+        tab = pd.crosstab(d[var], d["subgroup"]).reindex(columns=list(SUBGROUPS), fill_value=0)
+        counts = "; ".join(f"{lv}: " + "/".join(str(int(x)) for x in tab.loc[lv]) for lv in tab.index)
+        rows.append({"variable": var, "n": int(tab.to_numpy().sum()),
+                     "counts (" + "/".join(SUBGROUPS) + ")": counts} | compare.categorical(tab))
+    return pd.DataFrame(rows)
+
+
+def correlations(adm: pd.DataFrame, score: str, labs: list[str], min_n: int) -> pd.DataFrame:
+    """Spearman rho of the admission score with each lab."""
+    return pd.DataFrame([{"score": score, "lab": lab} | compare.correlate(adm[score], adm[lab], "spearman", min_n)
+                         for lab in labs])
+
+
+def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Left vs right lung (t-test as in the study, and paired Wilcoxon) and the score by level 1-5."""
+    if cohort.zones is None:
+        note = pd.DataFrame({"note": ["not run: no zones.csv next to scans.csv"]})
+        return note, note
+    z = cohort.zones[(cohort.zones["system"] == "zhang900") & cohort.zones["scan_id"].isin(set(adm["scan_id"]))]
+    if z.empty:
+        note = pd.DataFrame({"note": ["not run: no zhang900 rows in zones.csv for the admission scans"]})
+        return note, note
+    side = z.pivot_table(index="scan_id", columns="lung", values="unit_score", aggfunc="sum")
+    rows = [{"comparison": "right vs left lung"}
+            | compare.compare_groups({"right": side.get("right"), "left": side.get("left")}, "ttest", min_n)]
+    pr = compare.paired(side.get("left"), side.get("right"), min_n)[0]
+    rows.append({"comparison": "right vs left lung (paired, same scan)", "n_right": pr["n_pairs"],
+                 "n_left": pr["n_pairs"], "median_iqr_right": pr["median_iqr_after"],
+                 "median_iqr_left": pr["median_iqr_before"], "test": pr["test"], "statistic": pr["statistic"],
+                 "p_value": pr["p_value"], "note": pr["note"]})
+    level = z.pivot_table(index="scan_id", columns="unit", values="unit_score", aggfunc="sum")
+    lv = {u: level[u] for u in sorted(level.columns)}
+    levels = pd.DataFrame([{"comparison": "score by level (both lungs), L1 suprasternal notch .. L5 diaphragm"}
+                           | compare.compare_groups(lv, "kruskal", min_n)])
+    return pd.DataFrame(rows), levels
+
+
+def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int) -> pd.DataFrame:
+    """One row per patient: the scan before treatment and the follow-up scan, with labs and the change.
+
+    Before: the last scan on or before ``treatment_date`` (the first scan when there is none or no
+    treatment date). After: among scans at least ``min_gap_days`` later, the one nearest to
+    before + ``followup_days``.
+    """
+    s = cohort.scans.sort_values(["patient_id", "study_date"])
+    tdate = cohort.clinical.set_index("patient_id").get("treatment_date")
+    rows = []
+    cols = [score, *labs]
+    for pid, g in s.groupby("patient_id"):
+        before = g.iloc[0]
+        if tdate is not None and pd.notna(tdate.get(pid)):
+            on_or_before = g[g["study_date"] <= tdate[pid]]
+            if len(on_or_before):
+                before = on_or_before.iloc[-1]
+        later = g[(g["study_date"] - before["study_date"]).dt.days >= min_gap_days]
+        if later.empty:
+            continue
+        gap = ((later["study_date"] - before["study_date"]).dt.days - followup_days).abs()
+        after = later.loc[gap.idxmin()]
+        row = {"patient_id": pid, "days_between": int((after["study_date"] - before["study_date"]).days)}
+        for c in cols:
+            row[f"{c}_before"], row[f"{c}_after"] = before[c], after[c]
+            row[f"{c}_change"] = after[c] - before[c]
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["patient_id", "days_between"])
+    if rows:
+        out = pd.DataFrame(rows)
+    return out.merge(cohort.clinical[["patient_id", *[c for c in ("glucocorticoid", "age") if c in cohort.clinical]]],
+                     on="patient_id", how="left")
+
+
+def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = None,
+        normal_labs: list[str] | None = None, categorical: list[str] | None = None, followup_days: int = 14,
+        min_gap_days: int = 5, partial_covariates: list[str] | None = None, partial_method: str = "spearman",
+        min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    """All zhang2020 tables; returns (tables, figure makers keyed by file name)."""
+    import pingouin as pg
+
+    labs = [lab for lab in (labs if labs is not None else LABS) if lab in cohort.scans.columns]
+    tables: dict[str, pd.DataFrame] = {}
+    adm = admission_scans(cohort, score)
+    counts = adm["subgroup"].value_counts().reindex(list(SUBGROUPS), fill_value=0).rename("n").reset_index()
+    counts.columns = ["subgroup", "n"]
+    counts["definition"] = f"{score} on each patient's first scan"
+    tables["zhang2020_subgroups"] = counts
+    tables["zhang2020_subgroup_labs"], tables["zhang2020_pairwise"] = subgroup_labs(
+        adm, labs, set(normal_labs or []), min_n)
+    tables["zhang2020_subgroup_categorical"] = subgroup_categorical(adm, list(categorical or CATEGORICAL))
+    tables["zhang2020_correlations"] = correlations(adm, score, labs, min_n)
+    tables["zhang2020_lung_side"], tables["zhang2020_levels"] = lungs_and_levels(cohort, adm, min_n)
+    ba = before_after(cohort, score, labs, followup_days, min_gap_days)
+    tables["zhang2020_before_after_patients"] = ba
+    rows = []
+    for var in [score, *labs]:
+        if f"{var}_before" not in ba:
+            continue
+        for r in compare.paired(ba[f"{var}_before"], ba[f"{var}_after"], min_n):
+            rows.append({"variable": var} | r)
+    tables["zhang2020_before_after"] = pd.DataFrame(rows)
+    gc_rows, pc_rows = [], []
+    covars = [c for c in (partial_covariates if partial_covariates is not None else ["glucocorticoid", "age"])
+              if c in ba.columns]
+    for var in [score, *labs]:
+        ch = f"{var}_change"
+        if ch not in ba:
+            continue
+        if "glucocorticoid" in ba:
+            groups = {"glucocorticoid": ba.loc[ba["glucocorticoid"] == 1, ch],
+                      "no_glucocorticoid": ba.loc[ba["glucocorticoid"] == 0, ch]}
+            gc_rows.append({"variable": f"change in {var} (after - before)"}
+                           | compare.compare_groups(groups, "mannwhitney", min_n))
+        if var == score:
+            continue
+        d = ba[[f"{score}_change", ch, *covars]].dropna()
+        row = {"x": f"change in {score}", "y": f"change in {var}", "covariates": ", ".join(covars) or "none",
+               "n": len(d), "test": f"partial correlation ({partial_method}, pingouin)", "coefficient": np.nan,
+               "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": ""}
+        if len(d) < max(min_n, len(covars) + 3):
+            row["note"] = "not tested: too few complete pairs"
+        else:
+            r = pg.partial_corr(data=d, x=f"{score}_change", y=ch, covar=covars or None, method=partial_method)
+            rec = r.iloc[0]
+            ci = rec.get("CI95%", rec.get("CI95"))  # column names differ between pingouin versions
+            row.update(coefficient=float(rec["r"]), ci95_low=float(ci[0]), ci95_high=float(ci[1]),
+                       p_value=float(rec.get("p-val", rec.get("p_val"))))
+        pc_rows.append(row)
+    tables["zhang2020_glucocorticoid_change"] = pd.DataFrame(gc_rows) if gc_rows else pd.DataFrame(
+        {"note": ["not run: no 'glucocorticoid' column in the clinical table"]})
+    tables["zhang2020_partial_correlation"] = pd.DataFrame(pc_rows)
+    corr = tables["zhang2020_correlations"]
+    figures = {"zhang2020_score_vs_labs.png": lambda p: figure_score_vs_labs(adm, score, labs, corr, p)}
+    return tables, figures
+
+
+def figure_score_vs_labs(adm: pd.DataFrame, score: str, labs: list[str], corr: pd.DataFrame, path: str) -> None:
+    """Scatter of the admission score against each lab, Spearman rho and p in each panel title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labs = [lab for lab in labs if adm[lab].notna().any()] or ["(no labs)"]
+    ncol = min(4, len(labs))
+    nrow = int(np.ceil(len(labs) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False)
+    c = corr.set_index("lab") if "lab" in corr else pd.DataFrame()
+    for ax, lab in zip(axes.ravel(), labs, strict=False):
+        if lab in adm:
+            ax.scatter(adm[lab], adm[score], s=12, alpha=0.7)
+            r = c.loc[lab] if lab in c.index else None
+            if r is not None and np.isfinite(r["coefficient"]):
+                ax.set_title(f"{lab}: rho={r['coefficient']:.2f}, p={r['p_value']:.2g}, n={r['n']}", fontsize=8)
+            ax.set_xlabel(lab)
+            ax.set_ylabel(score)
+    for ax in axes.ravel()[len(labs):]:
+        ax.axis("off")
+    fig.suptitle("zhang2020: admission score vs laboratory values (Spearman)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Time each stage of the pipeline (read, resample, segment, back to original grid, score, write) and
+the peak memory, on the embedded sample or on any series folder.
+
+    python scripts/benchmark.py                       # sample_dicoms/, 3 runs
+    python scripts/benchmark.py ../shared/data/chest/normal001 --runs 3 --segmenter classical
+
+Prints the median of each stage over the runs (the first run also loads the model; the segmenter is
+built once, as in a batch). Peak RSS is that of this process (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics as stats_lib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("series", nargs="?", default=str(REPO / "sample_dicoms"), help="folder with one CT series")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--segmenter", default=None, help="classical | monai | bundle path (default: config)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--set", action="append", default=[], dest="overrides")
+    args = ap.parse_args(argv)
+
+    from pipeline.config import load_config
+    from pipeline.discovery import discover, select_series
+    from pipeline.outputs import scan_id_for
+    from pipeline.run import process_series
+    from segmentation.factory import get_segmenter
+
+    extra: dict = {}
+    if args.segmenter:
+        extra.setdefault("segmentation", {})["method"] = args.segmenter
+    if args.device:
+        extra.setdefault("segmentation", {})["device"] = args.device
+    cfg = load_config(overrides=args.overrides, extra=extra)
+    chosen = select_series(discover(args.series), cfg=cfg)
+    if not chosen:
+        print(f"no eligible series under {args.series}", file=sys.stderr)
+        return 2
+    cand = chosen[0]
+    t = time.perf_counter()
+    segmenter = get_segmenter(cfg)
+    build_s = time.perf_counter() - t
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            t = time.perf_counter()
+            st = process_series([str(f) for f in cand.files], cfg, Path(tmp) / f"run{i}",
+                                scan_id_for(cand.series_uid, "bench"), cand.header, segmenter)
+            total = time.perf_counter() - t
+            if st["status"] != "ok":
+                print(f"run {i} failed: {st.get('code')}: {st.get('message')}", file=sys.stderr)
+                return 1
+            rows.append({**st["timings"], "total_s": total})
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"series: {args.series} ({len(cand.files)} files), segmenter: {segmenter.name}, runs: {args.runs}")
+    print(f"segmenter build (once): {build_s:.2f} s")
+    print(f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
+    for key in rows[0]:
+        vals = [r[key] for r in rows]
+        print(f"{key:<22}{stats_lib.median(vals):>10.2f}{min(vals):>10.2f}{max(vals):>10.2f}")
+    print(f"peak RSS: {peak_mb:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Configuration: defaults load, unknown keys and bad values are refused with clear messages."""
+
+import pytest
+
+from pipeline.config import config_hash, load_config
+from pipeline.errors import ConfigError
+
+
+def test_defaults_load_and_hash_is_stable():
+    a, b = load_config(), load_config()
+    assert a == b and config_hash(a) == config_hash(b)
+    assert a["scoring"]["zhang900"]["mode"] == "slab"
+
+
+def test_unknown_key_is_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("scoring:\n  min_involvment_ml: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'scoring.min_involvment_ml'") as exc:
+        load_config([p])
+    assert str(p) in str(exc.value)
+
+
+def test_bad_value_type_is_refused():
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(overrides=["scoring.min_involvement_ml=lots"])
+
+
+def test_overlapping_bands_are_refused():
+    with pytest.raises(ConfigError, match="overlaps"):
+        load_config(overrides=["hu_classes.ggo=[-560, -300]"])
+
+
+def test_bad_choice_is_refused():
+    with pytest.raises(ConfigError, match="slab"):
+        load_config(overrides=["scoring.zhang900.mode=volume"])
+
+
+def test_override_changes_value_and_hash():
+    base = load_config()
+    cfg = load_config(overrides=["resample.spacing_mm=[2, 2, 2]"])
+    assert cfg["resample"]["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert config_hash(cfg) != config_hash(base)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])

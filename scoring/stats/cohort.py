@@ -57,8 +57,8 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         raise CTScoreError("BAD_CLINICAL_DATA", f"id column {id_column!r} is not in the clinical table")
     if window_days < 0:
         raise CTScoreError("BAD_OPTION", f"window_days must be >= 0, not {window_days}")
-    mapping = clinical.set_index(id_column)["patient_id"]
-    mapping = mapping[mapping.index.astype(str) != ""]
+    mapping = pd.Series(clinical["patient_id"].to_numpy(), index=clinical[id_column].astype(str).to_numpy())
+    mapping = mapping[(mapping.index != "") & ~mapping.index.duplicated()]
     scans = scans.copy()
     scans["patient_id"] = scans["patient_id"].map(mapping)
     unmatched = scans["patient_id"].isna()

@@ -124,7 +124,7 @@ def test_mixed_model_fixed_effects_on_balanced_design():
         clin.append({"patient_id": pid, "onset_date": pd.Timestamp("2020-03-01"),
                      "outcome": "non-survivor" if ns else "survivor"})
         u = rng.normal(0, 2)  # random intercept
-        for k, (period, d) in enumerate(days.items()):
+        for k, d in enumerate(days.values()):
             y = 6 + 2 * k + (3 + 1.5 * k if ns else 0) + u + rng.normal(0, 1)
             rows.append({"scan_id": f"{pid}_{k}", "patient_id": pid, "study_date": pd.Timestamp("2020-03-01")
                          + pd.Timedelta(days=d), "six_zone_total": y, "zhang900_total": 0.0})

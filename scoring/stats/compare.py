@@ -8,6 +8,7 @@ Each wrapper reports n per group, the test used and the exact p value; when a te
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -160,7 +161,8 @@ def categorical(table: pd.DataFrame) -> dict[str, object]:
     if (chi.expected_freq < 5).any():
         try:
             res = stats.fisher_exact(t.to_numpy())
-            row.update(test="Fisher exact", statistic=float(res.statistic), p_value=float(res.pvalue),
+            row.update(test="Fisher exact", statistic=float(np.ravel(res.statistic)[0]),
+                       p_value=float(np.ravel(res.pvalue)[0]),
                        note="expected count < 5 in some cell")
             return row
         except (ValueError, MemoryError) as exc:  # very large R x C tables
@@ -177,7 +179,7 @@ def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str
     With ``cluster`` the standard errors are cluster-robust (repeated rows per patient).
     """
     import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import PerfectSeparationError
+    from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
     cols = [outcome, *predictors] + ([cluster] if cluster else [])
     cols = list(dict.fromkeys(cols))
@@ -204,10 +206,16 @@ def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str
     X = sm.add_constant(d[predictors], has_constant="add")
     kw = {"cov_type": "cluster", "cov_kwds": {"groups": pd.factorize(d[cluster])[0]}} if cluster else {}
     try:
-        res = sm.Logit(d[outcome].astype(float), X).fit(disp=0, maxiter=200, **kw)
+        with warnings.catch_warnings(record=True) as caught:  # reported in the table instead
+            warnings.simplefilter("always")
+            res = sm.Logit(d[outcome].astype(float), X).fit(disp=0, maxiter=200, **kw)
     except (PerfectSeparationError, np.linalg.LinAlgError) as exc:
         empty["note"] = f"not fitted: {exc}"
         return empty, None, str(exc)
+    if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
+        note = "not fitted: perfect separation (a predictor splits the outcome exactly)"
+        empty["note"] = note
+        return empty, None, note
     if not res.mle_retvals.get("converged", True):
         note = "did not converge (possible separation); interpret with care"
     ci = res.conf_int()

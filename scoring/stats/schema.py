@@ -167,6 +167,11 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     df["patient_id"] = ids
     if "scores_patient_id" in df.columns:
         df["scores_patient_id"] = df["scores_patient_id"].str.strip()
+        sid = df["scores_patient_id"]
+        dup = sid.duplicated() & (sid != "")
+        if dup.any():
+            i = int(dup.idxmax())
+            raise _bad(code, p, "scores_patient_id", i + 2, sid[i], "appears more than once")
     for c in ("onset_date", "admission_date", "treatment_date"):
         if c in df.columns:
             df[c] = _parse_dates(df[c], c, code, p)

@@ -202,7 +202,7 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
         row = {"x": f"change in {score}", "y": f"change in {var}", "covariates": ", ".join(covars) or "none",
                "n": len(d), "test": f"partial correlation ({partial_method}, pingouin)", "coefficient": np.nan,
                "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": ""}
-        if len(d) < max(min_n, len(covars) + 3):
+        if len(d) < max(min_n, len(covars) + 5):
             row["note"] = "not tested: too few complete pairs"
         else:
             r = pg.partial_corr(data=d, x=f"{score}_change", y=ch, covar=covars or None, method=partial_method)

@@ -141,3 +141,10 @@ def test_mixed_model_fixed_effects_on_balanced_design():
     assert fe.loc["period[6-10]", "coef"] == pytest.approx(m[("6-10", "survivor")] - m[("0-5", "survivor")], abs=1e-6)
     assert set(wald["effect"]) == {"outcome (non-survivor vs survivor, at reference period)", "period",
                                    "outcome x period interaction"}
+
+
+def test_example_files_validate():
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    clin = schema.read_clinical(repo / "examples" / "clinical_example.csv")
+    labs = schema.read_labs(repo / "examples" / "labs_example.csv", set(clin["patient_id"]))
+    assert len(clin) == 6 and {"il6", "crp"} <= set(labs["analyte"])

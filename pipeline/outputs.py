@@ -85,12 +85,30 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=False) + "\n").encode())
 
 
+# Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
+_TEXT = {"scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter", "mosmed_category",
+         "qc_flags", "manufacturer", "kernel", "system", "lung", "unit", "code", "message", "path"}
+_BOOL = {"apex_covered", "base_covered"}
+
+
+def table_dtypes(columns: Iterable[str]) -> dict[str, str]:
+    """pandas dtypes of the output table columns: text as string, flags as boolean, the rest float."""
+    return {c: "string" if c in _TEXT else "boolean" if c in _BOOL else "float64" for c in columns}
+
+
 def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
-    """Write rows as CSV (known columns first, extra columns after) and return the frame."""
+    """Write rows as CSV and Parquet (known columns first, extra columns after); return the frame.
+
+    Columns have stable dtypes (see :func:`table_dtypes`), so an empty table and a full one read back
+    alike in pandas, R (arrow) and Excel (CSV).
+    """
     df = pd.DataFrame(list(rows))
     extra = [c for c in df.columns if c not in columns]
     df = df.reindex(columns=columns + extra)
+    df = df.astype({c: t for c, t in table_dtypes(df.columns).items() if c not in extra or t != "float64"},
+                   errors="ignore")
     atomic_write_bytes(path, df.to_csv(index=False).encode())
+    atomic_write_bytes(path.with_suffix(".parquet"), df.to_parquet(index=False))
     return df
 
 

@@ -96,12 +96,16 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[st
     }
 
 
-def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path: Path) -> None:
-    """Write a mask on the original grid (orientation of the source image restored)."""
+def _orient_like(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image) -> sitk.Image:
+    """A mask array on the LPS-oriented grid as an image in the source image's own orientation."""
     img = _to_image(arr.astype(np.uint8), lps_ref)
     code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(original.GetDirection())
-    img = sitk.DICOMOrient(img, code)
-    sitk.WriteImage(img, str(path), useCompression=True)
+    return sitk.DICOMOrient(img, code)
+
+
+def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path: Path) -> None:
+    """Write a mask on the original grid (orientation of the source image restored)."""
+    sitk.WriteImage(_orient_like(arr, lps_ref, original), str(path), useCompression=True)
 
 
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
@@ -134,6 +138,15 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         levels = {k: lm.z_mm for k, lm in res["landmarks"].items()
                   if k in ("suprasternal_notch", "aortic_arch", "carina", "bronchus_intermedius", "ipv",
                            "dome_right", "dome_left")}
+        if outs["write_dicom_seg"]:
+            from pipeline.dicom_seg import build_seg
+
+            lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
+            les_img = _orient_like(res["classes"], res["orig"], vol.image)
+            seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id)
+            buf = __import__("io").BytesIO()
+            seg_ds.save_as(buf, enforce_file_format=True)
+            atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
                          title=f"{scan_id}  six-zone {res['row']['six_zone_total']}  "

@@ -35,3 +35,30 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present: {path}")
     return path
+
+
+SAMPLE = REPO / "sample_dicoms"
+
+
+@pytest.fixture(scope="session")
+def sample_truth() -> dict:
+    """The phantom's ground truth (sample_dicoms/ground_truth.json)."""
+    import json
+
+    p = SAMPLE / "ground_truth.json"
+    if not p.is_file():
+        pytest.skip("sample_dicoms/ground_truth.json missing (run scripts/make_sample_dicoms.py)")
+    return json.loads(p.read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, sample_truth) -> Path:
+    """One pipeline run over sample_dicoms/ (classical segmenter, DICOM-SEG on), shared by tests."""
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("sample_run")
+    cfg = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
+    summary = run_pipeline(SAMPLE, out, cfg)
+    assert summary["n_ok"] == 1, (out / "failures.csv").read_text()
+    return out

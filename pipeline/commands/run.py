@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
+    p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG per series (outputs.write_dicom_seg)")
     add_log_args(p)
     p.set_defaults(func=main)
 
@@ -45,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
         extra.setdefault("segmentation", {})["method"] = args.segmenter
     if args.device:
         extra.setdefault("segmentation", {})["device"] = args.device
+    if args.dicom_seg:
+        extra.setdefault("outputs", {})["write_dicom_seg"] = True
     cfg = load_config(args.config, args.overrides, extra)
     try:
         summary = run_pipeline(args.input, args.out, cfg, series_uid=args.series_uid, all_series=args.all_series)

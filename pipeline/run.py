@@ -32,7 +32,6 @@ from pipeline.outputs import (
     atomic_write_json,
     atomic_write_table,
     pseudonym,
-    scan_id_for,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +110,7 @@ def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
                    header: dict[str, Any] | None = None, segmenter=None) -> dict[str, Any]:
     """The unit of work: one series in, one series folder out. Returns a small status dict."""
+    from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png
     from segmentation.factory import get_segmenter
@@ -171,6 +171,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             "zones": res["zones"], "landmarks": {k: lm.to_dict() for k, lm in res["landmarks"].items()},
             "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id},
             "config_sha256": config_hash(cfg), "timings_s": res["timings"],
+            "input_fingerprint": input_fingerprint(files),
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
         }
@@ -192,39 +193,34 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
 
 
 def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any] | None = None,
-                 series_uid: str | None = None, all_series: bool = False) -> dict[str, Any]:
+                 series_uid: str | None = None, all_series: bool = False, batch=None) -> dict[str, Any]:
     """Score every selected series under ``input_path``; write run tables to ``out_dir``.
 
+    ``batch`` (a :class:`pipeline.batch.BatchOptions`) picks the executor (serial, dask local or
+    SLURM), the shard, resume and the per-scan timeout; the default is a serial, resumable run.
     Returns a summary dict (counts, tables as records). Raises NoEligibleSeries when nothing under
     the input can be scored.
     """
+    from pipeline.batch import run_batch
     from pipeline.discovery import discover, select_series
-    from segmentation.factory import get_segmenter
 
     cfg = cfg or load_config()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     candidates = discover(input_path)
     chosen = select_series(candidates, cfg=cfg, series_uid=series_uid, all_eligible=all_series)
     if not chosen:
         raise NoEligibleSeries("no eligible CT series found (run `ctscore scan` to see why)", input_path)
-    segmenter = get_segmenter(cfg)
-    salt = cfg["outputs"]["pseudonym_salt"]
-    statuses = []
-    for cand in chosen:
-        sid = scan_id_for(cand.series_uid, salt)
-        log.info("scoring %s (%d files)", sid, len(cand.files))
-        st = process_series([str(f) for f in cand.files], cfg, out_dir, sid, cand.header, segmenter)
-        log.info("%s: %s in %.1f s", sid, st["status"], st["seconds"])
-        statuses.append(st)
-    summary = write_run_tables(out_dir, statuses, cfg, segmenter, time.perf_counter() - t0, str(input_path))
-    return summary
+    return run_batch(chosen, out_dir, cfg, batch, input_path=str(input_path))
 
 
-def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any], segmenter,
+def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
                      seconds: float, input_path: str = "") -> dict[str, Any]:
-    """scans.csv, zones.csv, failures.csv and run.json from per-series statuses."""
+    """scans.csv, zones.csv, failures.csv and run.json from per-series statuses.
+
+    ``segmenter`` is a segmenter or a ``{"name", "model_id"}`` dict; ``cfg`` may be None when it is not
+    known (``ctscore aggregate`` of results made elsewhere).
+    """
+    if not isinstance(segmenter, dict):
+        segmenter = {"name": segmenter.name, "model_id": segmenter.model_id}
     rows, zones, failures = [], [], []
     for st in statuses:
         if st["status"] == "ok":
@@ -243,8 +239,8 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
         "versions": _versions(),
         "input": input_path,
         "config": cfg,
-        "config_sha256": config_hash(cfg),
-        "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id},
+        "config_sha256": config_hash(cfg) if cfg is not None else "",
+        "segmenter": segmenter,
         "n_series": len(statuses),
         "n_ok": sum(st["status"] == "ok" for st in statuses),
         "n_failed": sum(st["status"] != "ok" for st in statuses),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from pipeline.errors import EXIT_NOTHING_ELIGIBLE, EXIT_OK, EXIT_SOME_FAILED, NoEligibleSeries
@@ -33,11 +34,32 @@ def register(sub) -> None:
     p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
     p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG per series (outputs.write_dicom_seg)")
+    add_batch_args(p)
     add_log_args(p)
     p.set_defaults(func=main)
 
 
+def add_batch_args(p: argparse.ArgumentParser) -> None:
+    """Executor, sharding, resume and timeout options (see docs/cluster.md)."""
+    g = p.add_argument_group("batch", "how the series are run (resume is on by default)")
+    g.add_argument("--executor", choices=["serial", "local", "slurm"],
+                   help="serial (this process), local (dask LocalCluster) or slurm (dask-jobqueue); "
+                        "default: local when --workers > 1, else serial")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local: worker processes (one per GPU for GPU models); slurm: jobs to start "
+                        "(default 1: adaptive, as in the profile)")
+    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per worker (default 1)")
+    g.add_argument("--slurm-profile", metavar="YAML", help="SLURM profile (see scripts/slurm/profile.example.yaml)")
+    g.add_argument("--shard-index", type=int, metavar="K", help="run only shard K of --num-shards (job arrays)")
+    g.add_argument("--num-shards", type=int, metavar="N", help="number of shards; merge with `ctscore aggregate OUT`")
+    g.add_argument("--overwrite", action="store_true", help="score every series again, even finished ones")
+    g.add_argument("--retry-failed", action="store_true", help="score failed series again (finished ones are kept)")
+    g.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="per-scan time limit; a scan past it is recorded as TIMEOUT (default 3600, 0: none)")
+
+
 def main(args: argparse.Namespace) -> int:
+    from pipeline.batch import BatchOptions
     from pipeline.config import load_config
     from pipeline.run import run_pipeline
 
@@ -49,8 +71,18 @@ def main(args: argparse.Namespace) -> int:
     if args.dicom_seg:
         extra.setdefault("outputs", {})["write_dicom_seg"] = True
     cfg = load_config(args.config, args.overrides, extra)
+    batch = BatchOptions(executor=args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                         slurm_profile=args.slurm_profile, shard_index=args.shard_index, num_shards=args.num_shards,
+                         overwrite=args.overwrite, retry_failed=args.retry_failed, timeout_s=args.timeout or None,
+                         progress=None if not args.quiet else False)
+    batch.validate()
+    if batch.resolved_executor() != "serial" and not args.verbose:
+        import distributed  # noqa: F401 - its import sets its own log levels; quieten them afterwards
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # scheduler/nanny lines drown the scans
     try:
-        summary = run_pipeline(args.input, args.out, cfg, series_uid=args.series_uid, all_series=args.all_series)
+        summary = run_pipeline(args.input, args.out, cfg, series_uid=args.series_uid, all_series=args.all_series,
+                               batch=batch)
     except NoEligibleSeries as exc:
         print(f"ctscore: {exc}", file=sys.stderr)
         return EXIT_NOTHING_ELIGIBLE
@@ -64,5 +96,8 @@ def print_summary(summary: dict) -> None:
                         "percent_opacity", "six_zone_total", "zhang900_total", "mosmed_category") if c in df]
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
         print(df[cols].to_string(index=False))
-    print(f"\n{summary['n_ok']} of {summary['n_series']} series scored, {summary['n_failed']} failed; "
+    skipped = f" ({summary['n_skipped']} already done)" if summary.get("n_skipped") else ""
+    print(f"\n{summary['n_ok']} of {summary['n_series']} series scored{skipped}, {summary['n_failed']} failed; "
           f"outputs in {summary['out_dir']}")
+    if summary["n_failed"]:
+        print(f"see {summary['out_dir']}/failures.csv for the reasons")

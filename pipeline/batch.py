@@ -1,0 +1,691 @@
+"""Batch runs over many series: serial, on a dask LocalCluster, or on SLURM through dask-jobqueue.
+
+The unit of work is one series (:func:`pipeline.run.process_series`); this module only decides which
+series still need work, hands them to an existing engine and records what happened:
+
+* **Executors.** ``serial`` runs in this process; ``local`` starts a ``dask.distributed.LocalCluster``
+  (one process per worker, ``threads_per_worker`` threads each); ``slurm`` starts a
+  ``dask_jobqueue.SLURMCluster`` from a YAML profile (see ``scripts/slurm/profile.example.yaml``).
+  Job arrays use :func:`shard` (``--shard-index K --num-shards N``) with any executor.
+* **Resume.** Every attempt ends in a per-scan record ``OUT/.status/<scan_id>.json`` (written
+  atomically by the process that ran the scan) and, when it succeeded, in ``OUT/<scan_id>/result.json``
+  (the series folder is renamed into place only when complete). A scan is skipped when its state is
+  ``ok`` and its input fingerprint, config hash and model id all match; a failed scan with the same
+  inputs is kept as failed unless ``retry_failed``; ``overwrite`` redoes everything.
+* **Isolation.** A scan that raises is a failure record (``process_series`` never raises); a scan
+  that runs past ``timeout_s`` is recorded as ``TIMEOUT`` and its worker is restarted by its dask
+  Nanny; a scan that kills its worker (segfault, out of memory) more than ``allowed_failures`` times is
+  recorded as ``WORKER_DIED``. All other scans go on.
+* **Tables** are a pure function of the per-scan records (:func:`collect_statuses`), so a resumed run,
+  an uninterrupted run and ``ctscore aggregate`` over shards write the same ``scans.csv``,
+  ``zones.csv`` and ``failures.csv``.
+
+dask and dask-jobqueue are imported only when their executor is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, CTScoreError
+from pipeline.outputs import atomic_write_json, scan_id_for
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("serial", "local", "slurm")
+STATUS_DIR = ".status"
+SHARDS_DIR = "shards"
+DEFAULT_TIMEOUT_S = 3600.0
+TEST_HOOKS_ENV = "CTSCORE_TEST_HOOKS"
+
+
+# --------------------------------------------------------------------------------------------------
+# Options and tasks
+
+
+@dataclass
+class BatchOptions:
+    """How to run a batch. The defaults reproduce a plain serial, resumable run."""
+
+    executor: str | None = None  # serial | local | slurm; None: local when workers > 1, else serial
+    workers: int = 1  # local: worker processes; slurm: jobs to start (0 = adaptive, see profile)
+    threads_per_worker: int = 1
+    slurm_profile: str | Path | None = None
+    shard_index: int | None = None
+    num_shards: int | None = None
+    overwrite: bool = False
+    retry_failed: bool = False
+    timeout_s: float | None = DEFAULT_TIMEOUT_S  # per scan; None or 0: no limit
+    allowed_failures: int = 1  # worker deaths tolerated per scan before it is recorded as WORKER_DIED
+    progress: bool | None = None  # None: a bar when stderr is a terminal and logging is at INFO
+
+    def resolved_executor(self) -> str:
+        """The executor to use: the one asked for, else ``local`` for more than one worker."""
+        ex = self.executor or ("local" if self.workers > 1 else "serial")
+        if ex not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {ex!r}")
+        return ex
+
+    def validate(self) -> None:
+        """Refuse inconsistent options with a message a user can act on."""
+        self.resolved_executor()
+        if self.workers < 0 or self.threads_per_worker < 1:
+            raise ConfigError("--workers must be >= 0 and --threads-per-worker >= 1")
+        if (self.shard_index is None) != (self.num_shards is None):
+            raise ConfigError("--shard-index and --num-shards go together")
+        if self.num_shards is not None and not 0 <= int(self.shard_index or 0) < self.num_shards:
+            raise ConfigError(f"--shard-index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+        if self.resolved_executor() == "slurm" and not self.slurm_profile:
+            raise ConfigError("--executor slurm needs --slurm-profile PROFILE.yaml "
+                              "(see scripts/slurm/profile.example.yaml)")
+
+
+@dataclass
+class Task:
+    """One series to score: what a worker needs, and the fingerprint resume compares."""
+
+    scan_id: str
+    series_uid: str
+    files: list[str]
+    header: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+def input_fingerprint(files: Iterable[str | Path]) -> str:
+    """sha256 of the sorted (absolute path, size, mtime) of the input files: changes when any file
+    of the series is added, removed, replaced or touched."""
+    h = hashlib.sha256()
+    for f in sorted(os.path.abspath(str(f)) for f in files):
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
+    """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
+    salt = cfg["outputs"]["pseudonym_salt"]
+    tasks = []
+    for cand in candidates:
+        files = [str(f) for f in cand.files]
+        tasks.append(Task(scan_id_for(cand.series_uid, salt), cand.series_uid, files, dict(cand.header),
+                          input_fingerprint(files)))
+    return sorted(tasks, key=lambda t: t.scan_id)
+
+
+def shard(items: Sequence[Any], index: int, count: int) -> list[Any]:
+    """Shard ``index`` of ``count`` of an ordered list: ``items[index::count]``. Shards 0..count-1
+    together hold every item exactly once, and their sizes differ by at most one."""
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard index must be in 0..{count - 1}, got {index}")
+    return list(items[index::count])
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-scan records and resume
+
+
+def record_path(out_dir: Path, scan_id: str) -> Path:
+    """Where the record of the last attempt at ``scan_id`` lives."""
+    return Path(out_dir) / STATUS_DIR / f"{scan_id}.json"
+
+
+def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha256: str, model_id: str,
+                 attempt: str = "") -> None:
+    """Record the outcome of one attempt (atomically): what failed and why, the hashes resume needs, and
+    the run's ``attempt`` token (a task that dask runs again in the same run returns this record)."""
+    rec = {k: status.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path")}
+    rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
+               config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
+               finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(record_path(out_dir, task.scan_id), rec)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
+    """The state of one scan in ``out_dir``, or None when it has no finished attempt.
+
+    The record of the last attempt decides; an ``ok`` state also needs the committed
+    ``result.json``. With no record (the process died between committing the folder and writing the
+    record), a committed ``result.json`` counts as ok. Returned keys: ``status`` (ok | failed),
+    ``input_fingerprint``, ``config_sha256``, ``model_id``, plus ``result`` (ok) or the failure fields.
+    """
+    rec = _read_json(record_path(out_dir, scan_id))
+    result = _read_json(Path(out_dir) / scan_id / "result.json")
+    if rec is not None and rec.get("status") != "ok":
+        return {**rec, "status": "failed"}
+    if result is None:
+        return None
+    return {
+        "status": "ok", "scan_id": scan_id, "series_uid": result.get("scores", {}).get("series_uid", ""),
+        "input_fingerprint": result.get("input_fingerprint", ""), "config_sha256": result.get("config_sha256", ""),
+        "model_id": result.get("segmenter", {}).get("model_id", ""), "result": result,
+    }
+
+
+def needs_work(state: dict[str, Any] | None, task: Task, config_sha256: str, model_id: str,
+               overwrite: bool = False, retry_failed: bool = False) -> bool:
+    """Whether ``task`` must run, given its current ``state`` (see :func:`scan_state`)."""
+    if overwrite or state is None:
+        return True
+    same = (state.get("input_fingerprint") == task.fingerprint and state.get("config_sha256") == config_sha256
+            and state.get("model_id") == model_id)
+    if not same:
+        return True
+    return state["status"] != "ok" and retry_failed
+
+
+def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The status dict that :func:`pipeline.run.write_run_tables` takes, rebuilt from a stored state."""
+    if state["status"] == "ok":
+        res = state["result"]
+        return {"scan_id": state["scan_id"], "series_uid": state["series_uid"], "status": "ok",
+                "row": res.get("scores", {}), "zones": res.get("zones", []), "timings": res.get("timings_s", {}),
+                "config_sha256": state["config_sha256"],
+                "segmenter": res.get("segmenter", {})}
+    return {k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
+                                          "config_sha256", "model_id")}
+
+
+def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Statuses of ``scan_ids`` (default: every scan with a record or a result in ``out_dir``), sorted by
+    scan id. Scans with no finished attempt are left out."""
+    out_dir = Path(out_dir)
+    if scan_ids is None:
+        found = {p.stem for p in (out_dir / STATUS_DIR).glob("*.json")}
+        found |= {p.parent.name for p in out_dir.glob("*/result.json") if not p.parent.name.startswith(".")}
+        scan_ids = found
+    statuses = []
+    for sid in sorted(set(scan_ids)):
+        state = scan_state(out_dir, sid)
+        if state is not None:
+            statuses.append(status_from_state(state))
+    return statuses
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker side: one scan, with a time limit
+
+
+class ScanTimeout(BaseException):
+    """Raised in the main thread by the serial executor's alarm (a BaseException, so that
+    ``process_series``'s ``except Exception`` does not swallow it)."""
+
+
+def _test_hook(scan_id: str) -> None:
+    """FOR TESTS ONLY: misbehave for chosen scans when ``$CTSCORE_TEST_HOOKS`` is set, e.g.
+    ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"]}`` (sleep seconds before the scan;
+    SIGKILL the process running it). Never set in production; unset, this does nothing."""
+    raw = os.environ.get(TEST_HOOKS_ENV)
+    if not raw:
+        return
+    hooks = json.loads(raw)
+    if scan_id in hooks.get("crash", []):
+        os.kill(os.getpid(), signal.SIGKILL)
+    sleep = hooks.get("sleep", {})
+    seconds = sleep.get(scan_id, sleep.get("*", 0))
+    if seconds:
+        time.sleep(float(seconds))
+
+
+_SMALL_KEYS = ("scan_id", "series_uid", "status", "code", "message", "path", "seconds")
+
+
+def _remove_partials(out_dir: Path, scan_id: str) -> None:
+    """Remove temporary folders left by an earlier, interrupted attempt at this scan."""
+    for p in out_dir.glob(f".{scan_id}.*.partial"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _timeout_status(task: Task, timeout_s: float) -> dict[str, Any]:
+    return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "TIMEOUT",
+            "message": f"no result after {timeout_s:g} s (per-scan timeout); the scan was stopped",
+            "path": "", "seconds": round(timeout_s, 2)}
+
+
+def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: float | None = None,
+             attempt: str = "") -> dict[str, Any]:
+    """Score one series where this function runs (driver or dask worker) and record the outcome.
+
+    Returns a small status (no arrays). ``restart_worker`` is set when a scan ran past ``timeout_s``
+    in a worker thread that cannot be stopped: the driver then restarts that worker. Idempotent within
+    a run: when dask runs the task again (its result was held by a worker that was restarted), the
+    record of this ``attempt`` is returned and the scan is not processed twice.
+    """
+    from pipeline.config import config_hash
+    from pipeline.run import process_series
+    from segmentation.factory import get_segmenter
+
+    out_dir = Path(out_dir)
+    if attempt:
+        rec = _read_json(record_path(out_dir, task.scan_id))
+        if rec is not None and rec.get("attempt") == attempt:
+            return {k: rec.get(k) for k in _SMALL_KEYS}
+    record_path(out_dir, task.scan_id).unlink(missing_ok=True)  # an attempt in progress has no record
+    _remove_partials(out_dir, task.scan_id)
+    segmenter = get_segmenter(cfg)  # cached: loaded once per process
+
+    def work() -> dict[str, Any]:
+        _test_hook(task.scan_id)
+        return process_series(task.files, cfg, out_dir, task.scan_id, task.header, segmenter)
+
+    restart = False
+    if not timeout_s:
+        status = work()
+    elif threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        status = _run_with_alarm(work, task, timeout_s)
+    else:
+        status, restart = _run_in_thread(work, task, timeout_s)
+    if status["status"] != "ok":
+        _remove_partials(out_dir, task.scan_id)
+    write_record(out_dir, task, status, config_hash(cfg), segmenter.model_id, attempt)
+    small = {k: status.get(k) for k in _SMALL_KEYS if k in status}
+    if restart:
+        from distributed import get_worker
+
+        small["restart_worker"] = get_worker().address
+    return small
+
+
+def _run_with_alarm(work, task: Task, timeout_s: float) -> dict[str, Any]:
+    """Serial executor: a SIGALRM interrupts the scan at the next Python instruction."""
+
+    def on_alarm(signum, frame):
+        raise ScanTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
+    try:
+        return work()
+    except ScanTimeout:
+        return _timeout_status(task, timeout_s)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _run_in_thread(work, task: Task, timeout_s: float) -> tuple[dict[str, Any], bool]:
+    """dask worker: run the scan in a daemon thread and stop waiting after ``timeout_s``. A thread
+    cannot be killed, so the caller asks the Nanny to restart the worker process."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["status"] = work()
+        except BaseException as exc:  # noqa: BLE001 - reported as the scan's failure
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name=f"ctscore-{task.scan_id}", daemon=True)
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        return _timeout_status(task, timeout_s), True
+    if "error" in box:
+        exc = box["error"]
+        return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
+                "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}", "path": ""}, False
+    return box["status"], False
+
+
+def segmenter_info(cfg: dict[str, Any]) -> dict[str, str]:
+    """Name and model id of the configured segmenter (loads it once in the calling process)."""
+    from segmentation.factory import get_segmenter
+
+    seg = get_segmenter(cfg)
+    return {"name": seg.name, "model_id": seg.model_id}
+
+
+def wants_gpu(cfg: dict[str, Any]) -> bool:
+    """Whether the configured segmenter runs on a GPU here (classical never does)."""
+    seg = cfg["segmentation"]
+    if str(seg["method"]) == "classical":
+        return False
+    device = str(seg.get("device", "auto"))
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# --------------------------------------------------------------------------------------------------
+# dask clusters
+
+
+class _WorkerSetupMixin:
+    """dask WorkerPlugin: limit ITK threads to the worker's threads, pin one GPU per worker.
+
+    Runs again in a worker restarted by its Nanny (after a timeout or a crash). The plugin class,
+    :class:`WorkerSetup`, is built on first use (module ``__getattr__``) so that importing this module
+    does not import dask.
+    """
+
+    idempotent = True
+    name = "ctscore-worker-setup"
+
+    def __init__(self, threads: int, n_gpus: int = 0):
+        self.threads = threads
+        self.n_gpus = n_gpus
+
+    def setup(self, worker) -> None:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
+        if self.n_gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            try:
+                index = int(str(worker.name).rsplit("-", 1)[-1])
+            except ValueError:
+                index = 0
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(index % self.n_gpus)
+        log.debug("worker %s: %d ITK threads, CUDA_VISIBLE_DEVICES=%s", worker.name, self.threads,
+                  os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerSetup":
+        from distributed import WorkerPlugin
+
+        cls = type("WorkerSetup", (_WorkerSetupMixin, WorkerPlugin), {"__module__": __name__})
+        globals()["WorkerSetup"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _worker_setup(threads: int, n_gpus: int = 0) -> Any:
+    return __getattr__("WorkerSetup")(threads, n_gpus)
+
+
+def load_slurm_profile(path: str | Path) -> dict[str, Any]:
+    """Read a SLURM profile (YAML with a ``slurm:`` section and an optional ``scale:`` section)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read SLURM profile: {exc}", path) from exc
+    if not isinstance(data.get("slurm"), dict):
+        raise ConfigError("a SLURM profile needs a 'slurm:' mapping (see scripts/slurm/profile.example.yaml)", path)
+    return data
+
+
+_PROFILE_KEYS = {"queue", "account", "walltime", "cores", "processes", "memory", "gpus_per_job", "prologue",
+                 "worker_lifetime", "lifetime_stagger", "local_directory", "log_directory", "interface",
+                 "job_extra_directives", "python", "job_name"}
+
+
+def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
+    """SLURMCluster keyword arguments from a profile's ``slurm:`` section.
+
+    ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=N``; ``prologue`` (e.g.
+    module loads) goes before the worker starts; ``worker_lifetime`` makes workers retire cleanly before
+    the wall time (``--lifetime``), so the driver moves their work to fresh jobs.
+    """
+    s = dict(profile["slurm"])
+    unknown = set(s) - _PROFILE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown SLURM profile key(s): {', '.join(sorted(unknown))} "
+                          f"(known: {', '.join(sorted(_PROFILE_KEYS))})")
+    gpus = int(s.get("gpus_per_job", 0) or 0)
+    processes = int(s.get("processes", 1))
+    kwargs: dict[str, Any] = {
+        "queue": s.get("queue"), "account": s.get("account"), "walltime": s.get("walltime", "01:00:00"),
+        "cores": int(s.get("cores", 1)), "processes": processes, "memory": str(s.get("memory", "16GB")),
+        "job_script_prologue": list(s.get("prologue", [])),
+        "job_extra_directives": list(s.get("job_extra_directives", [])),
+        "worker_extra_args": [],
+    }
+    if gpus:
+        kwargs["job_extra_directives"].append(f"--gres=gpu:{gpus}")
+        per_worker = max(1, gpus // processes)
+        kwargs["worker_extra_args"] += ["--resources", f"GPU={per_worker}"]
+    if s.get("worker_lifetime"):
+        kwargs["worker_extra_args"] += ["--lifetime", str(s["worker_lifetime"]),
+                                        "--lifetime-stagger", str(s.get("lifetime_stagger", "2m"))]
+    for key in ("local_directory", "log_directory", "interface", "python", "job_name"):
+        if s.get(key):
+            kwargs[key] = os.path.expandvars(str(s[key])) if key != "job_name" else s[key]
+    return kwargs
+
+
+def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
+    """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
+    import dask
+
+    dask.config.set({"distributed.scheduler.allowed-failures": int(opts.allowed_failures)})
+    if executor == "local":
+        from distributed import LocalCluster
+
+        n_gpus = 0
+        if wants_gpu(cfg):
+            import torch
+
+            n_gpus = torch.cuda.device_count()
+        workers = max(1, opts.workers)
+        kwargs: dict[str, Any] = {}
+        if n_gpus:
+            if workers > n_gpus:
+                log.warning("%d workers asked for but %d GPU(s) found: one worker per GPU", workers, n_gpus)
+                workers = n_gpus
+            kwargs["resources"] = {"GPU": 1}
+        threads = opts.threads_per_worker
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{v}": threads
+                              for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                                   dashboard_address=None, scheduler_port=0, **kwargs)
+        log.info("LocalCluster: %d worker(s) x %d thread(s)%s", workers, threads,
+                 f", one GPU each ({n_gpus} found)" if n_gpus else "")
+        return cluster, _worker_setup(threads, n_gpus), ({"GPU": 1} if n_gpus else None)
+    from dask_jobqueue import SLURMCluster
+
+    profile = load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
+    kwargs = slurm_cluster_kwargs(profile)
+    cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, **kwargs)
+    scale = profile.get("scale", {}) or {}
+    if opts.workers > 1 or "jobs" in scale:
+        cluster.scale(jobs=int(opts.workers if opts.workers > 1 else scale["jobs"]))
+    else:
+        cluster.adapt(minimum_jobs=int(scale.get("minimum_jobs", 0)), maximum_jobs=int(scale.get("maximum_jobs", 4)))
+    gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
+    log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
+    return cluster, _worker_setup(kwargs["cores"] // max(1, kwargs["processes"])), ({"GPU": 1} if gpus else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress
+
+
+class Progress:
+    """A tqdm bar on a terminal, one log line per scan otherwise (cluster logs)."""
+
+    def __init__(self, total: int, enabled: bool | None = None):
+        if enabled is None:
+            enabled = sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO
+        self.total, self.done, self.n_ok, self.n_failed = total, 0, 0, 0
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="series", dynamic_ncols=True)
+
+    def update(self, status: dict[str, Any]) -> None:
+        """Account for one finished scan."""
+        self.done += 1
+        ok = status["status"] == "ok"
+        self.n_ok += ok
+        self.n_failed += not ok
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(ok=self.n_ok, failed=self.n_failed, refresh=False)
+            if not ok:
+                self.bar.write(f"{status['scan_id']}: failed {status.get('code')}: {status.get('message')}")
+        elif ok:
+            log.info("[%d/%d] %s ok in %.1f s", self.done, self.total, status["scan_id"], status.get("seconds") or 0)
+        else:
+            log.warning("[%d/%d] %s failed %s: %s", self.done, self.total, status["scan_id"], status.get("code"),
+                        status.get("message"))
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver
+
+
+def _run_serial(todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: BatchOptions, progress: Progress) -> None:
+    for task in todo:
+        log.debug("scoring %s (%d files)", task.scan_id, len(task.files))
+        progress.update(run_task(task, cfg, out_dir, opts.timeout_s))
+
+
+def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: BatchOptions, progress: Progress,
+              resources: dict[str, int] | None, config_sha256: str, model_id: str) -> None:
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    attempt = uuid.uuid4().hex
+    futures = {client.submit(run_task, t, cfg, str(out_dir), opts.timeout_s, attempt,
+                             key=f"ctscore-{t.scan_id}-{attempt[:8]}", resources=resources, pure=False): t
+               for t in todo}
+    for fut in as_completed(futures):
+        task = futures.pop(fut)
+        try:
+            status = fut.result()
+        except KilledWorker:
+            status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
+                      "code": "WORKER_DIED", "path": "",
+                      "message": f"the worker process died {opts.allowed_failures + 1} time(s) while scoring this "
+                                 "series (crash or out of memory)"}
+            write_record(out_dir, task, status, config_sha256, model_id, attempt)
+        except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
+            status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
+                      "code": "INTERNAL_ERROR", "path": "", "message": f"{type(exc).__name__}: {exc}"}
+            write_record(out_dir, task, status, config_sha256, model_id, attempt)
+        fut.release()  # a result held by a worker that is restarted below must not be recomputed
+        addr = status.pop("restart_worker", None)
+        if addr:
+            log.warning("%s ran past the time limit: restarting worker %s", task.scan_id, addr)
+            client.restart_workers([addr], raise_for_error=False)
+        progress.update(status)
+
+
+def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any], opts: BatchOptions | None = None,
+              input_path: str = "") -> dict[str, Any]:
+    """Score the selected series ``candidates`` into ``out_dir`` with the executor of ``opts``.
+
+    Skips finished scans (resume), runs the rest, and writes the run tables (into
+    ``OUT/shards/K-of-N/`` for a shard; ``ctscore aggregate OUT`` merges them). Returns the summary of
+    :func:`pipeline.run.write_run_tables` plus ``n_skipped`` and ``n_run``.
+    """
+    from pipeline.config import config_hash
+    from pipeline.run import write_run_tables
+
+    opts = opts or BatchOptions()
+    opts.validate()
+    executor = opts.resolved_executor()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tasks = tasks_for(candidates, cfg)
+    tables_dir = out_dir
+    if opts.num_shards is not None:
+        tasks = shard(tasks, int(opts.shard_index or 0), opts.num_shards)
+        tables_dir = out_dir / SHARDS_DIR / f"{opts.shard_index}-of-{opts.num_shards}"
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        log.info("shard %d of %d: %d series", opts.shard_index, opts.num_shards, len(tasks))
+    config_sha256 = config_hash(cfg)
+
+    cluster = client = None
+    resources = None
+    try:
+        if executor == "serial":
+            segmenter = segmenter_info(cfg)
+        else:
+            from distributed import Client
+
+            cluster, plugin, resources = _start_cluster(opts, cfg, executor)
+            client = Client(cluster)
+            client.register_plugin(plugin)
+            segmenter = client.submit(segmenter_info, cfg, resources=resources, pure=False).result()
+        model_id = segmenter["model_id"]
+        todo = [t for t in tasks if needs_work(scan_state(out_dir, t.scan_id), t, config_sha256, model_id,
+                                               opts.overwrite, opts.retry_failed)]
+        n_skipped = len(tasks) - len(todo)
+        log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
+        progress = Progress(len(todo), opts.progress)
+        try:
+            if executor == "serial":
+                _run_serial(todo, cfg, out_dir, opts, progress)
+            else:
+                _run_dask(client, todo, cfg, out_dir, opts, progress, resources, config_sha256, model_id)
+        finally:
+            progress.close()
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    statuses = collect_statuses(out_dir, [t.scan_id for t in tasks])
+    missing = {t.scan_id for t in tasks} - {s["scan_id"] for s in statuses}
+    if missing:  # cannot happen unless records were deleted during the run
+        raise CTScoreError("INTERNAL_ERROR", f"no outcome recorded for {len(missing)} series", out_dir)
+    summary = write_run_tables(tables_dir, statuses, cfg, segmenter, time.perf_counter() - t0, input_path)
+    summary.update(n_skipped=n_skipped, n_run=len(todo), executor=executor)
+    return summary
+
+
+def aggregate(out_dir: str | Path) -> dict[str, Any]:
+    """Rebuild ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``run.json`` in ``out_dir`` from every
+    per-scan record under it (e.g. after the shards of a job array). Returns the tables summary."""
+    from pipeline.run import write_run_tables
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise CTScoreError("INPUT_NOT_FOUND", "output folder does not exist", out_dir)
+    statuses = collect_statuses(out_dir)
+    if not statuses:
+        raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)
+    hashes = sorted({s.get("config_sha256", "") for s in statuses} - {""})
+    models = sorted({(s.get("segmenter") or {}).get("model_id", s.get("model_id", "")) for s in statuses} - {""})
+    if len(hashes) > 1 or len(models) > 1:
+        log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
+                    len(models))
+    cfg = None
+    for run_json in sorted((out_dir / SHARDS_DIR).glob("*/run.json")) + [out_dir / "run.json"]:
+        run = _read_json(run_json)
+        if run and run.get("config_sha256") in hashes and run.get("config"):
+            cfg = run["config"]
+            break
+    names = sorted({(s.get("segmenter") or {}).get("name", "") for s in statuses} - {""})
+    segmenter = {"name": ";".join(names), "model_id": ";".join(models)}
+    return write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}")

@@ -1,0 +1,32 @@
+"""``ctscore aggregate OUT``: rebuild the run tables from the per-scan results under OUT.
+
+Use it after the shards of a job array (``ctscore run --shard-index K --num-shards N``) have written
+into the same OUT, or after results were copied together from several machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.errors import EXIT_OK, EXIT_SOME_FAILED
+
+
+def register(sub) -> None:
+    from pipeline.commands.run import add_log_args
+
+    p = sub.add_parser("aggregate", help="rebuild scans.csv, zones.csv and failures.csv from per-scan results",
+                       description="Merge every per-scan result (OUT/<scan_id>/result.json) and failure record "
+                                   "(OUT/.status/<scan_id>.json) under OUT into OUT/scans.csv, zones.csv, "
+                                   "failures.csv and run.json.")
+    p.add_argument("out", help="output folder of one or more `ctscore run` (e.g. all shards of a job array)")
+    add_log_args(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.batch import aggregate
+    from pipeline.commands.run import print_summary
+
+    summary = aggregate(args.out)
+    print_summary(summary)
+    return EXIT_SOME_FAILED if summary["n_failed"] else EXIT_OK

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Batch throughput (series per minute) for 1 and 2 dask workers on generated series.
+
+    python scripts/benchmark_batch.py                          # 12 series, 1x1 and 2x1, classical
+    python scripts/benchmark_batch.py --series 16 --repeats 3 --configs 1x1 2x1 1x2
+    python scripts/benchmark_batch.py --segmenter monai --device cuda --configs 1x1   # on a GPU
+
+Each configuration ``WxT`` (W local workers of T threads) scores the same generated series into a
+fresh output folder (``--overwrite`` semantics: nothing is skipped) with ``ctscore``'s local executor;
+the time includes starting the cluster and loading the model once per worker. Figures are medians
+over ``--repeats``; the speed-up is relative to the first configuration.
+
+The series are small synthetic chests (two lungs, a trachea, one ground-glass lesion) written as CT
+DICOM; ``write_chest_series`` is also used by tests/test_batch.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def chest_volume(shape: tuple[int, int, int] = (40, 64, 64), spacing_mm: float = 5.0, seed: int = 0,
+                 lesion: bool = True) -> np.ndarray:
+    """HU volume [z, y, x] of a simple chest: body, two lung ellipsoids, a trachea, optional lesion."""
+    nz, ny, nx = shape
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(np.arange(nz) * spacing_mm, (np.arange(ny) - ny / 2 + 0.5) * spacing_mm,
+                          (np.arange(nx) - nx / 2 + 0.5) * spacing_mm, indexing="ij")
+    half_w, half_h = 0.47 * nx * spacing_mm, 0.33 * ny * spacing_mm
+    hu = np.full(shape, -1000.0, np.float32)
+    body = (x / half_w) ** 2 + (y / half_h) ** 2 <= 1
+    hu[body] = 40.0
+    zc = nz * spacing_mm / 2
+    for side in (-1, 1):
+        lung = (((x - side * 0.43 * half_w) / (0.33 * half_w)) ** 2 + (y / (0.67 * half_h)) ** 2
+                + ((z - zc + 10) / (0.42 * nz * spacing_mm)) ** 2) <= 1
+        hu[lung] = -860.0
+    trachea = (x ** 2 + (y + 10) ** 2 <= 81) & (z > zc + 30) & body
+    hu[trachea] = -1000.0
+    if lesion:
+        r = 15 + 10 * (seed % 3)
+        les = (x + 0.43 * half_w) ** 2 + (y - 20) ** 2 + (z - zc) ** 2 <= r ** 2
+        hu[les & (hu < -800)] = -500.0
+    return hu + rng.normal(0, 15, shape).astype(np.float32)
+
+
+def write_chest_series(out_dir: str | Path, index: int, shape: tuple[int, int, int] = (40, 64, 64),
+                       spacing_mm: float = 5.0) -> str:
+    """Write generated chest ``index`` as one CT series (one file per slice); return its SeriesInstanceUID."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hu = chest_volume(shape, spacing_mm, seed=index)
+    study = generate_uid(entropy_srcs=[f"ctscore-bench-study-{index}"])
+    series = generate_uid(entropy_srcs=[f"ctscore-bench-series-{index}"])
+    nz, ny, nx = shape
+    for k in range(nz):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[f"ctscore-bench-{index}-{k}"])
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(out / f"{k:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientID, ds.StudyDate = f"BENCH{index:04d}", "20200301"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-(nx / 2 - 0.5) * spacing_mm, -(ny / 2 - 0.5) * spacing_mm, k * spacing_mm]
+        ds.PixelSpacing, ds.SliceThickness = [spacing_mm, spacing_mm], spacing_mm
+        ds.Rows, ds.Columns = ny, nx
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (np.round(hu[k]) + 1024).astype(np.int16).tobytes()
+        ds.save_as(out / f"{k:04d}.dcm", enforce_file_format=True)
+    return str(series)
+
+
+def time_config(input_dir: Path, workers: int, threads: int, cfg: dict, n: int) -> float:
+    """Seconds to score every series under ``input_dir`` with ``workers`` x ``threads`` (fresh output)."""
+    from pipeline.batch import BatchOptions
+    from pipeline.run import run_pipeline
+
+    with tempfile.TemporaryDirectory() as out:
+        opts = BatchOptions(executor="local", workers=workers, threads_per_worker=threads, progress=False)
+        t = time.perf_counter()
+        summary = run_pipeline(input_dir, out, cfg, all_series=True, batch=opts)
+        seconds = time.perf_counter() - t
+    if summary["n_ok"] != n:
+        raise RuntimeError(f"{summary['n_failed']} series failed")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series", type=int, default=12, help="number of generated series (default 12)")
+    ap.add_argument("--shape", type=int, nargs=3, default=[60, 96, 96], metavar=("Z", "Y", "X"))
+    ap.add_argument("--configs", nargs="+", default=["1x1", "2x1"], help="WORKERSxTHREADS (default 1x1 2x1)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--segmenter", default="classical")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                    help="config override, e.g. resample.spacing_mm=[2,2,2]")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+
+    from pipeline.config import load_config
+
+    extra: dict = {"segmentation": {"method": args.segmenter}, "outputs": {"write_qc_png": False}}
+    if args.device:
+        extra["segmentation"]["device"] = args.device
+    cfg = load_config(overrides=args.overrides, extra=extra)
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.series):
+            write_chest_series(Path(tmp) / f"s{i:03d}", i, tuple(args.shape))
+        for conf in args.configs:
+            w, t = (int(v) for v in conf.lower().split("x"))
+            runs = [time_config(Path(tmp), w, t, cfg, args.series) for _ in range(args.repeats)]
+            med = statistics.median(runs)
+            figures.append({"config": conf, "workers": w, "threads": t, "seconds": [round(r, 2) for r in runs],
+                            "median_s": round(med, 2), "series_per_min": round(60 * args.series / med, 2)})
+            print(f"{conf:>6}: {figures[-1]['series_per_min']:7.2f} series/min  (median {med:.1f} s over "
+                  f"{args.repeats} run(s): {figures[-1]['seconds']})", flush=True)
+    base = figures[0]["series_per_min"]
+    for f in figures:
+        f["speedup"] = round(f["series_per_min"] / base, 2)
+    print("speed-up vs " + figures[0]["config"] + ": " + ", ".join(f"{f['config']} {f['speedup']}x" for f in figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"host": platform.node(), "series": args.series,
+                                               "shape": args.shape, "segmenter": args.segmenter,
+                                               "figures": figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

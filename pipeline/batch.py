@@ -468,8 +468,8 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
         kwargs["worker_extra_args"] += ["--lifetime", str(s["worker_lifetime"]),
                                         "--lifetime-stagger", str(s.get("lifetime_stagger", "2m"))]
     for key in ("local_directory", "log_directory", "interface", "python", "job_name"):
-        if s.get(key):
-            kwargs[key] = os.path.expandvars(str(s[key])) if key != "job_name" else s[key]
+        if s.get(key):  # $VARS are left for the job's shell (node-local $TMPDIR)
+            kwargs[key] = str(s[key])
     return kwargs
 
 

@@ -1,0 +1,286 @@
+"""Batch runs (issue 6): failure isolation on a dask LocalCluster, resume after the driver is killed,
+job-array shards merged by ``ctscore aggregate``, resume rules, and the SLURM job script.
+
+Series are small generated chests (40 x 64 x 64, scored on a 3 mm grid in about half a second).
+Misbehaving scans (a hang, a worker crash) are injected with the test-only ``$CTSCORE_TEST_HOOKS``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.batch import (
+    BatchOptions,
+    Task,
+    aggregate,
+    collect_statuses,
+    input_fingerprint,
+    load_slurm_profile,
+    needs_work,
+    shard,
+    slurm_cluster_kwargs,
+)
+from pipeline.config import load_config
+from pipeline.errors import EXIT_SOME_FAILED, EXIT_USAGE, ConfigError
+from pipeline.outputs import scan_id_for
+from pipeline.run import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+N_SERIES = 9
+CORRUPT, HANG, CRASH = 6, 7, 8  # series indexes (HANG and CRASH misbehave only when the hooks are set)
+TABLES = ("scans.csv", "zones.csv", "failures.csv")
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("benchmark_batch", REPO / "scripts" / "benchmark_batch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    return load_config(overrides=["resample.spacing_mm=[3,3,3]"],
+                       extra={"segmentation": {"method": "classical"},
+                              "outputs": {"write_qc_png": False, "write_masks": False}})
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory, cfg) -> tuple[Path, list[str]]:
+    """N_SERIES generated series under one folder; series CORRUPT has a truncated slice. Returns the
+    folder and the scan ids by series index."""
+    root = tmp_path_factory.mktemp("batch_in")
+    bench = _bench_module()
+    uids = [bench.write_chest_series(root / f"s{i:02d}", i) for i in range(N_SERIES)]
+    victim = sorted((root / f"s{CORRUPT:02d}").glob("*.dcm"))[5]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-3000])  # header readable, pixel data short
+    return root, [scan_id_for(u, cfg["outputs"]["pseudonym_salt"]) for u in uids]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, series, cfg) -> Path:
+    """An uninterrupted serial run over every series (no hooks): the tables the others must equal."""
+    out = tmp_path_factory.mktemp("batch_ref")
+    summary = run_pipeline(series[0], out, cfg, all_series=True, batch=BatchOptions(progress=False))
+    assert (summary["n_ok"], summary["n_failed"]) == (N_SERIES - 1, 1)
+    return out
+
+
+def _hooks(**kw) -> str:
+    return json.dumps(kw)
+
+
+def _same_tables(a: Path, b: Path) -> None:
+    for name in TABLES:
+        assert (a / name).read_text() == (b / name).read_text(), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure rules
+
+
+def test_shards_cover_every_item_exactly_once():
+    items = list(range(23))
+    for n in (1, 2, 3, 7, 30):
+        parts = [shard(items, k, n) for k in range(n)]
+        assert sorted(x for p in parts for x in p) == items
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ConfigError):
+        shard(items, 3, 3)
+
+
+def test_resume_rules():
+    task = Task("scan-a", "1.2", ["f"], fingerprint="fp")
+    ok = {"status": "ok", "input_fingerprint": "fp", "config_sha256": "c", "model_id": "m"}
+    failed = {**ok, "status": "failed"}
+    assert needs_work(None, task, "c", "m")  # never attempted (or interrupted)
+    assert not needs_work(ok, task, "c", "m")
+    assert needs_work(ok, task, "c2", "m")  # config changed
+    assert needs_work(ok, task, "c", "m2")  # model changed
+    assert needs_work({**ok, "input_fingerprint": "other"}, task, "c", "m")  # input changed
+    assert needs_work(ok, task, "c", "m", overwrite=True)
+    assert not needs_work(failed, task, "c", "m")  # failures are kept ...
+    assert needs_work(failed, task, "c", "m", retry_failed=True)  # ... unless retried
+
+
+def test_input_fingerprint_follows_files(tmp_path):
+    f = tmp_path / "a.dcm"
+    f.write_bytes(b"x")
+    fp = input_fingerprint([f])
+    assert input_fingerprint([str(f)]) == fp
+    os.utime(f, ns=(1, 1))
+    assert input_fingerprint([f]) != fp
+
+
+def test_options_are_validated():
+    assert BatchOptions(workers=2).resolved_executor() == "local"
+    assert BatchOptions().resolved_executor() == "serial"
+    for bad in (BatchOptions(shard_index=1), BatchOptions(shard_index=2, num_shards=2),
+                BatchOptions(executor="slurm"), BatchOptions(executor="cloud")):
+        with pytest.raises(ConfigError):
+            bad.validate()
+
+
+def test_partial_outputs_never_count(tmp_path):
+    (tmp_path / ".scan-x.abc.partial").mkdir()
+    (tmp_path / ".scan-x.abc.partial" / "result.json").write_text("{}")
+    (tmp_path / "scan-y").mkdir()  # a folder without result.json
+    assert collect_statuses(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Acceptance
+
+
+def test_local_cluster_isolates_corrupt_hanging_and_crashing_scans(tmp_path, series, cfg, monkeypatch):
+    root, ids = series
+    monkeypatch.setenv("CTSCORE_TEST_HOOKS", _hooks(sleep={ids[HANG]: 120}, crash=[ids[CRASH]]))
+    opts = BatchOptions(executor="local", workers=2, threads_per_worker=1, timeout_s=4, progress=False)
+    t = time.perf_counter()
+    summary = run_pipeline(root, tmp_path, cfg, all_series=True, batch=opts)
+    assert time.perf_counter() - t < 60
+    assert (summary["n_ok"], summary["n_failed"]) == (N_SERIES - 3, 3)
+    failures = {r["scan_id"]: r for r in _csv(tmp_path / "failures.csv")}
+    assert set(failures) == {ids[CORRUPT], ids[HANG], ids[CRASH]}
+    assert failures[ids[CORRUPT]]["code"] in {"NO_DECODER", "CORRUPT_FILE"}
+    assert failures[ids[CORRUPT]]["path"].endswith("0005.dcm")
+    assert failures[ids[HANG]]["code"] == "TIMEOUT" and "4 s" in failures[ids[HANG]]["message"]
+    assert failures[ids[CRASH]]["code"] == "WORKER_DIED"
+    for i, sid in enumerate(ids):
+        done = (tmp_path / sid / "result.json").is_file()
+        assert done == (i not in (CORRUPT, HANG, CRASH)), sid
+        assert json.loads((tmp_path / ".status" / f"{sid}.json").read_text())["scan_id"] == sid
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_sigkill_driver_then_resume_equals_uninterrupted_run(tmp_path, series, reference, cfg):
+    root, ids = series
+    out = tmp_path / "out"
+    env = {**os.environ, "CTSCORE_TEST_HOOKS": _hooks(sleep={"*": 0.7})}
+    cmd = [sys.executable, "-m", "pipeline", "run", str(root), "-o", str(out), "--all-series", "-q",
+           "--workers", "2", "--set", "resample.spacing_mm=[3,3,3]", "--set", "outputs.write_qc_png=false",
+           "--set", "outputs.write_masks=false", "--segmenter", "classical"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(list(out.glob("scan-*/result.json"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # dask workers exit when their parent goes away
+    finished = {p.parent.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.glob("scan-*/result.json")}
+    assert 3 <= len(finished) < N_SERIES - 1, "the driver was not killed midway"
+    assert not (out / "scans.csv").exists()
+
+    summary = run_pipeline(root, out, cfg, all_series=True,
+                           batch=BatchOptions(executor="local", workers=2, progress=False))
+    assert summary["n_skipped"] >= len(finished)
+    assert summary["n_run"] == N_SERIES - summary["n_skipped"]
+    for sid, stamp in finished.items():  # no finished series was processed twice
+        p = out / sid / "result.json"
+        assert (p.stat().st_mtime_ns, p.stat().st_ino) == stamp, sid
+    _same_tables(out, reference)
+
+
+def test_shards_cover_every_series_once_and_aggregate_merges_them(tmp_path, series, reference, cfg):
+    root, ids = series
+    n = 3
+    seen: list[str] = []
+    for k in range(n):
+        summary = run_pipeline(root, tmp_path, cfg, all_series=True,
+                               batch=BatchOptions(shard_index=k, num_shards=n, progress=False))
+        seen += [r["scan_id"] for r in _csv(tmp_path / "shards" / f"{k}-of-{n}" / "scans.csv")]
+        assert summary["n_series"] == len(shard(sorted(ids), k, n))
+    assert sorted(seen) == sorted(ids)
+    assert not (tmp_path / "scans.csv").exists()
+    from pipeline.cli import main
+
+    assert main(["aggregate", str(tmp_path), "-q"]) == EXIT_SOME_FAILED  # one corrupt series
+    _same_tables(tmp_path, reference)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["n_series"] == N_SERIES and run["config"] == cfg
+
+
+def test_resume_overwrite_retry_failed_and_changed_inputs(tmp_path, series, cfg):
+    src, ids = series
+    root = tmp_path / "in"
+    for i in (0, CORRUPT):
+        shutil.copytree(src / f"s{i:02d}", root / f"s{i:02d}")
+    out = tmp_path / "out"
+
+    def run(c=cfg, **kw) -> dict:
+        return run_pipeline(root, out, c, all_series=True, batch=BatchOptions(progress=False, **kw))
+
+    assert (run()["n_run"], run()["n_run"]) == (2, 0)  # resume by default
+    assert run(retry_failed=True)["n_run"] == 1  # only the failed one
+    os.utime(next((root / "s00").glob("*.dcm")), ns=(10**18, 10**18))
+    s = run()
+    assert (s["n_run"], s["n_ok"], s["n_failed"]) == (1, 1, 1)  # touched input: scored again
+    assert run(overwrite=True)["n_run"] == 2
+    changed = load_config(overrides=["resample.spacing_mm=[3,3,3]", "scoring.min_involvement_ml=2.0"],
+                          extra={"outputs": {"write_qc_png": False, "write_masks": False}})
+    assert run(c=changed)["n_run"] == 2  # config changed
+
+
+def test_serial_timeout_stops_a_hanging_scan(tmp_path, series, cfg, monkeypatch):
+    src, ids = series
+    root = tmp_path / "in"
+    for i in (0, 1):
+        shutil.copytree(src / f"s{i:02d}", root / f"s{i:02d}")
+    monkeypatch.setenv("CTSCORE_TEST_HOOKS", _hooks(sleep={ids[1]: 60}))
+    t = time.perf_counter()
+    summary = run_pipeline(root, tmp_path / "out", cfg, all_series=True,
+                           batch=BatchOptions(timeout_s=1, progress=False))
+    assert time.perf_counter() - t < 20
+    assert (summary["n_ok"], summary["n_failed"]) == (1, 1)
+    assert [r["code"] for r in _csv(tmp_path / "out" / "failures.csv")] == ["TIMEOUT"]
+
+
+def test_aggregate_refuses_an_empty_folder(tmp_path):
+    from pipeline.cli import main
+
+    assert main(["aggregate", str(tmp_path), "-q"]) == EXIT_USAGE
+    with pytest.raises(Exception, match="NOTHING_TO_AGGREGATE"):
+        aggregate(tmp_path)
+
+
+def test_slurm_job_script_from_example_profile():
+    pytest.importorskip("dask_jobqueue")
+    from dask_jobqueue import SLURMCluster
+
+    profile = load_slurm_profile(REPO / "scripts" / "slurm" / "profile.example.yaml")
+    cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, **slurm_cluster_kwargs(profile))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:1" in script
+    assert "#SBATCH -A my-lab" in script
+    assert "#SBATCH -p gpu" in script
+    assert "#SBATCH -t 04:00:00" in script
+    assert "module load cuda/12.1" in script
+    assert "--resources GPU=1" in script
+    assert "--lifetime 3h45m" in script
+
+
+def test_array_script_shards_by_task_id():
+    text = (REPO / "scripts" / "slurm" / "ctscore_array.sbatch").read_text()
+    assert "--shard-index \"$SLURM_ARRAY_TASK_ID\"" in text and "--num-shards \"$SLURM_ARRAY_TASK_COUNT\"" in text
+    assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --account=" in text and "#SBATCH --time=" in text
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

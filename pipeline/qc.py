@@ -1,86 +1,206 @@
-"""QC pictures: axial slices at the zone levels and a coronal view, with lung and lesion contours."""
+"""QC pictures: a montage per series (``qc.png``) and a small copy of it for the run report (``thumb.png``).
+
+The montage has one fixed layout so that many scans can be compared at a glance, also at thumbnail
+size: on the left a large coronal view through the lungs' centre with the six-zone planes (carina,
+inferior pulmonary vein) drawn across it and ticks at the levels of the axial slices; on the right a
+2 x 2 grid of axial slices, one in each six-zone zone (upper, middle, lower) and the slice with the
+most lesion. Lungs are outlined in one colour; lesion classes are filled, each in its own colour
+(faint ground glass, ground glass, consolidation). Images are shown in the radiological convention
+(patient right on the left of the picture, head at the top) with the lung window, cropped to the lungs.
+
+All functions here are pure: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-LESION_COLOURS = {1: "#ffe066", 2: "#ff9f1c", 3: "#e63946"}  # faint GGO, GGO, consolidation
-LUNG_COLOURS = {1: "#2ec4b6", 2: "#3a86ff"}  # right, left
+#: Fill colour of each lesion class (value in the lesion mask) and its legend name.
+LESION_CLASSES: dict[int, tuple[str, str]] = {
+    1: ("#ffd60a", "faint GGO"),
+    2: ("#ff8c00", "GGO"),
+    3: ("#e5383b", "consolidation"),
+}
+LESION_ALPHA = 0.7
+LUNG_COLOUR = "#4cc9f0"
+PLANE_COLOUR = "#80ffdb"
+TICK_COLOUR = "#ffffff"
+#: Lung window (W 1500, L -600).
+WINDOW_HU = (-1350.0, 150.0)
+#: The six-zone boundary planes drawn on the coronal view (landmark name -> label).
+ZONE_PLANES: dict[str, str] = {"carina": "carina", "ipv": "IPV"}
+MONTAGE_SIZE_IN = (10.0, 5.4)
+MONTAGE_DPI = 100
+THUMB_WIDTH_PX = 320
+#: Margin around the lungs' bounding box, as a fraction of its size.
+CROP_MARGIN = 0.08
 
 
-def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray, spacing_zyx,
-           levels: Mapping[str, float | None], title: str = "") -> bytes:
-    """A PNG (bytes) with 3 axial slices and a coronal view; arrays are LPS [z, y, x]."""
+@dataclass(frozen=True)
+class AxialPick:
+    """One axial slice of the montage: a short tag (drawn on the coronal view too), a label and its index."""
+
+    tag: str
+    label: str
+    k: int
+
+
+def _bbox(mask: np.ndarray, margin: float) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``margin`` of its size per axis (the whole array if empty)."""
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    out = []
+    for axis, n in enumerate(mask.shape):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.nonzero(mask.any(axis=other))[0]
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        pad = int(round(margin * (hi - lo))) + 1
+        out.append(slice(max(0, lo - pad), min(n, hi + pad)))
+    return tuple(out)
+
+
+def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
+                      levels: Mapping[str, float | None]) -> list[AxialPick]:
+    """The four axial slices of the montage: the middle of each six-zone zone and the most-lesion slice.
+
+    Zones are bounded by the carina and IPV levels and by the lungs' top and bottom slices; without
+    those landmarks the lungs' craniocaudal extent is split in thirds. Without any lesion the fourth
+    slice is the lung base (15 % above the lowest lung slice).
+    """
+    ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if ks.size == 0:
+        ks = np.arange(lungs.shape[0])
+    z_lung = z_mm[ks]
+    z_top, z_bottom = float(z_lung.max()), float(z_lung.min())
+    carina, ipv = levels.get("carina"), levels.get("ipv")
+    if carina is None or ipv is None or not (z_bottom < ipv < carina < z_top):
+        span = z_top - z_bottom
+        carina, ipv = z_top - span / 3.0, z_top - 2.0 * span / 3.0
+    centres = {"upper": (z_top + carina) / 2.0, "middle": (carina + ipv) / 2.0, "lower": (ipv + z_bottom) / 2.0}
+    picks = [AxialPick(name[0].upper(), f"{name} zone", int(ks[np.argmin(np.abs(z_lung - z))]))
+             for name, z in centres.items()]
+    per_slice = (classes > 0).sum(axis=(1, 2))
+    if per_slice.any():
+        picks.append(AxialPick("*", "most lesion", int(np.argmax(per_slice))))
+    else:
+        z = z_bottom + 0.15 * (z_top - z_bottom)
+        picks.append(AxialPick("B", "lung base", int(ks[np.argmin(np.abs(z_lung - z))])))
+    return picks
+
+
+def _lesion_rgba(classes2d: np.ndarray) -> np.ndarray:
+    """An RGBA overlay (floats 0-1) with each lesion class in its colour; transparent elsewhere."""
+    from matplotlib.colors import to_rgba
+
+    rgba = np.zeros(classes2d.shape + (4,), dtype=np.float32)
+    for value, (colour, _) in LESION_CLASSES.items():
+        r, g, b, _a = to_rgba(colour)
+        rgba[classes2d == value] = (r, g, b, LESION_ALPHA)
+    return rgba
+
+
+def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
+    """CT in the lung window, lung outline and filled lesion classes on one axes."""
+    ax.imshow(hu2d, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
+    if (classes2d > 0).any():
+        ax.imshow(_lesion_rgba(classes2d), aspect=aspect, interpolation="nearest")
+    if (lungs2d > 0).any():
+        ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
+           spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "") -> bytes:
+    """The QC montage of one series as PNG bytes (1000 x 540 px).
+
+    ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
+    3 consolidation) are LPS ``[z, y, x]`` arrays of one shape, ``z_mm`` the patient z of each slice,
+    ``spacing_zyx`` the voxel spacing in mm and ``levels`` landmark name -> z (mm) or None.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    zs = np.nonzero(lungs.any(axis=(1, 2)))[0]
-    if zs.size == 0:
-        zs = np.arange(hu.shape[0])
-    picks: list[tuple[str, int]] = []
-    for name in ("aortic_arch", "carina", "ipv"):
-        z = levels.get(name)
-        if z is not None:
-            picks.append((name, int(np.argmin(np.abs(z_mm - z)))))
-    if not picks:
-        picks = [(f"{f:.0%}", int(zs.min() + f * (zs.max() - zs.min()))) for f in (0.75, 0.5, 0.25)]
-    # The axial slice with the most lesion, if any.
-    les_per_slice = (classes > 0).sum(axis=(1, 2))
-    if les_per_slice.any():
-        picks.append(("most lesion", int(np.argmax(les_per_slice))))
-    else:
-        picks.append(("lower lung", int(zs.min() + 0.15 * (zs.max() - zs.min()))))
+    if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
+        raise ValueError(f"arrays disagree: hu {hu.shape}, lungs {lungs.shape}, classes {classes.shape}, "
+                         f"{len(z_mm)} z values")
+    z_mm = np.asarray(z_mm, dtype=float)
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    picks = pick_axial_slices(lungs, classes, z_mm, levels)
+    crop_z, crop_y, crop_x = _bbox(lungs > 0, CROP_MARGIN)
 
-    ncol = len(picks) + 1
-    fig, axes = plt.subplots(1, ncol, figsize=(3.2 * ncol, 3.6), dpi=90)
-    aspect_ax = spacing_zyx[1] / spacing_zyx[2]
-    for ax, (label, k) in zip(axes, picks):
-        ax.imshow(hu[k], cmap="gray", vmin=-1350, vmax=150, aspect=aspect_ax, interpolation="nearest")
-        for v, c in LUNG_COLOURS.items():
-            if (lungs[k] == v).any():
-                ax.contour(lungs[k] == v, levels=[0.5], colors=c, linewidths=0.8)
-        for v, c in LESION_COLOURS.items():
-            m = classes[k] == v
-            if m.any():
-                ax.contourf(m, levels=[0.5, 1.5], colors=[c], alpha=0.55)
-        ax.set_title(f"{label}\nz={z_mm[k]:.0f} mm", fontsize=8)
-        ax.axis("off")
+    fig = plt.figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
+    grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.14)
+    text = {"color": "white", "fontsize": 12}
+
     # Coronal view through the lungs' centre, head at the top.
-    ax = axes[-1]
-    yc = int(np.nonzero(lungs)[1].mean()) if lungs.any() else hu.shape[1] // 2
-    cor = hu[::-1, yc, :]
-    ax.imshow(cor, cmap="gray", vmin=-1350, vmax=150, aspect=spacing_zyx[0] / spacing_zyx[2],
-              interpolation="nearest")
-    for v, c in LUNG_COLOURS.items():
-        m = lungs[::-1, yc, :] == v
-        if m.any():
-            ax.contour(m, levels=[0.5], colors=c, linewidths=0.8)
-    for v, c in LESION_COLOURS.items():
-        m = classes[::-1, yc, :] == v
-        if m.any():
-            ax.contourf(m, levels=[0.5, 1.5], colors=[c], alpha=0.55)
-    zr = z_mm[::-1]
-    for name, z in levels.items():
-        if z is None or not (min(zr) <= z <= max(zr)):
+    ax = fig.add_subplot(grid[:, 0:2])
+    yc = int(round(np.nonzero(lungs)[1].mean())) if lungs.any() else hu.shape[1] // 2
+    rows = np.arange(hu.shape[0])[crop_z]
+    rows = rows[np.argsort(-z_mm[rows], kind="stable")]  # cranial first
+    _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx)
+    z_rows = z_mm[rows]
+    width = crop_x.stop - crop_x.start
+
+    def row_of(z: float) -> int | None:
+        if not (z_rows.min() <= z <= z_rows.max()):
+            return None
+        return int(np.argmin(np.abs(z_rows - z)))
+
+    for name, label in ZONE_PLANES.items():
+        z = levels.get(name)
+        r = None if z is None else row_of(float(z))
+        if r is None:
             continue
-        row = int(np.argmin(np.abs(zr - z)))
-        ax.axhline(row, color="#80ffdb", lw=0.6, ls="--")
-        ax.text(2, row - 1, name, color="#80ffdb", fontsize=6)
-    ax.set_title("coronal (R on left)", fontsize=8)
-    ax.axis("off")
-    handles = [Line2D([], [], color=c, lw=4) for c in LESION_COLOURS.values()]
-    fig.legend(handles, ["faint GGO", "GGO", "consolidation"], loc="lower center", ncol=3, fontsize=7,
-               frameon=False)
+        ax.axhline(r, color=PLANE_COLOUR, lw=1.2, ls=(0, (6, 3)))
+        ax.text(width - 2, r - 1.5, label, color=PLANE_COLOUR, fontsize=12, ha="right", va="bottom",
+                fontweight="bold")
+    for pick in picks:
+        r = row_of(float(z_mm[pick.k]))
+        if r is None:
+            continue
+        ax.plot([0, 0.04 * width], [r, r], color=TICK_COLOUR, lw=2.0, solid_capstyle="butt")
+        ax.text(0.05 * width, r, pick.tag, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold")
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_title("coronal (R on left)", **text)
+
+    # Axial slices, 2 x 2.
+    for pick, cell in zip(picks, [grid[0, 2], grid[0, 3], grid[1, 2], grid[1, 3]]):
+        ax = fig.add_subplot(cell)
+        k = pick.k
+        _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
+        ax.set_title(f"{pick.tag}  {pick.label}  z={z_mm[k]:.0f}", **text)
+
+    handles = [Patch(facecolor=c, edgecolor="none", alpha=LESION_ALPHA) for c, _ in LESION_CLASSES.values()]
+    handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
+    names = [n for _, n in LESION_CLASSES.values()] + ["lung"]
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=12, frameon=False,
+               labelcolor="white", handlelength=1.2, columnspacing=1.5, borderaxespad=0.2)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+        fig.suptitle(title, color="white", fontsize=14, y=0.985)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
     plt.close(fig)
+    return buf.getvalue()
+
+
+def qc_thumbnail(png: bytes, width: int = THUMB_WIDTH_PX) -> bytes:
+    """A smaller copy of a PNG (``width`` pixels wide, aspect kept) for the run report."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as img:
+        img = img.convert("RGB")
+        height = max(1, round(img.height * width / img.width))
+        small = img.resize((width, height), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

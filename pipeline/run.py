@@ -112,7 +112,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     """The unit of work: one series in, one series folder out. Returns a small status dict."""
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
-    from pipeline.qc import qc_png
+    from pipeline.qc import qc_png, qc_thumbnail
     from segmentation.factory import get_segmenter
 
     out_dir = Path(out_dir)
@@ -152,6 +152,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                          title=f"{scan_id}  six-zone {res['row']['six_zone_total']}  "
                                f"0-900 {res['row']['zhang900_total']}")
             atomic_write_bytes(folder.path("qc.png"), png)
+            atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
         flags = list(dict.fromkeys(vol.flags + res["flags"] +
                                    [f"LANDMARK_ESTIMATED:{k}" for k, lm in res["landmarks"].items()
                                     if lm.method == "estimated"]))

@@ -249,6 +249,8 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
         "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
     }
     atomic_write_json(out_dir / "run.json", run)
+    from pipeline.report import write_run_report
+    write_run_report(out_dir)  # OUT/report.html, from the files just written
     return {"n_series": run["n_series"], "n_ok": run["n_ok"], "n_failed": run["n_failed"],
             "scans": scans_df, "out_dir": str(out_dir)}
 

@@ -1,0 +1,333 @@
+"""The static HTML run report, ``OUT/report.html``: one page for the whole run.
+
+One row per series (QC thumbnail, scores, flags, status), the failures with their reasons, and the
+run's provenance (version, config sha256, segmenter and model id, input, timings). The page opens
+offline: CSS and the few lines of JavaScript that sort the table are inline, and pictures are
+referenced by relative path (``<scan_id>/thumb.png``), so the output folder can be moved or zipped.
+
+The report is built only from the run's own files (``scans.csv``, ``failures.csv``, ``run.json`` and
+each ``<scan_id>/result.json``), so it can be rebuilt at any time, e.g. after ``ctscore aggregate``.
+It never shows patient-identifying header values: series are named by ``scan_id`` and the patient by
+the pseudonymous ``patient_id`` only (a patient id that is not a pseudonym is hidden). Links are only
+written to files that exist. The markup is XHTML-compatible, so XML parsers read it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipeline.outputs import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+#: Only patient ids of this form (made by :func:`pipeline.outputs.pseudonym`) are shown.
+PSEUDONYM_RE = re.compile(r"^pt-[0-9a-f]{6,64}$")
+#: Run files linked from the page head, when present.
+RUN_FILES = ("scans.csv", "zones.csv", "failures.csv", "run.json")
+#: Per-series files linked from a row, when present.
+SERIES_FILES = ("result.json", "qc.png", "seg.dcm", "lungs.nii.gz", "lesions.nii.gz")
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for blanks, NaN and text."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _fmt(decimals: int) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        x = _number(value)
+        return "" if x is None else f"{x:,.{decimals}f}"
+
+    return fmt
+
+
+@dataclass(frozen=True)
+class Column:
+    """A score column of the series table: the scans.csv key, its header, a tooltip and a formatter."""
+
+    key: str
+    header: str
+    tip: str
+    fmt: Callable[[Any], str] | None = None
+
+
+SCORE_COLUMNS: tuple[Column, ...] = (
+    Column("six_zone_total", "six-zone", "six-zone score, 0-24", _fmt(0)),
+    Column("zhang900_total", "0-900", "zhang900 score, 0-900", _fmt(0)),
+    Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt(2)),
+    Column("percent_high_opacity", "% high opac.", "consolidation volume / lung volume, %", _fmt(2)),
+    Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4"),
+    Column("lung_volume_ml_right", "lung R ml", "right lung volume, ml", _fmt(0)),
+    Column("lung_volume_ml_left", "lung L ml", "left lung volume, ml", _fmt(0)),
+    Column("lesion_volume_ml", "lesion ml", "lesion volume (all classes), ml", _fmt(1)),
+)
+
+CSS = """
+body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.2em 2em; color: #1b1b1b; }
+h1 { font-size: 1.5em; margin: 0 0 .2em; } h2 { font-size: 1.2em; margin: 1.4em 0 .4em; }
+.summary { color: #444; margin-bottom: .6em; } .summary a { margin-right: .8em; }
+table { border-collapse: collapse; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; vertical-align: middle; text-align: left; }
+th { background: #f3f3f3; position: sticky; top: 0; white-space: nowrap; }
+table.sortable th[data-col] { cursor: pointer; user-select: none; }
+table.sortable th[data-col]::after { content: " \\2195"; color: #aaa; }
+table.sortable th[aria-sort="ascending"]::after { content: " \\2191"; color: #000; }
+table.sortable th[aria-sort="descending"]::after { content: " \\2193"; color: #000; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.thumb img { display: block; width: 320px; height: auto; background: #000; }
+td.thumb .none { display: inline-block; width: 320px; color: #888; }
+.status-ok { color: #1a7f37; font-weight: 600; } .status-failed { color: #c62828; font-weight: 600; }
+.flag { display: inline-block; background: #fff3cd; border: 1px solid #e6c200; border-radius: 3px;
+        padding: 0 4px; margin: 1px; font-size: 12px; white-space: nowrap; }
+.files a { font-size: 12px; margin-right: .4em; }
+code { font-size: 12px; } dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
+dt { font-weight: 600; } dd { margin: 0; }
+"""
+
+# No "<" or "&" in the script, and CDATA around it, so that the page also parses as XML.
+SORT_JS = """
+document.querySelectorAll("table.sortable th[data-col]").forEach(function (th) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0], col = Number(th.dataset.col);
+    var asc = th.getAttribute("aria-sort") !== "ascending";
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    function key(tr) { var td = tr.cells[col]; return td.hasAttribute("data-sort") ? td.getAttribute("data-sort") : td.textContent.trim(); }
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === "" || y === "") { return (x === "") - (y === ""); }
+      var nx = Number(x), ny = Number(y);
+      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return asc ? c : -c;
+    });
+    rows.forEach(function (tr) { body.appendChild(tr); });
+  });
+});
+"""
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts of strings; [] when the file is missing or unreadable."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        log.warning("report: cannot read %s: %s", path, exc)
+        return []
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object; {} when the file is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if path.exists():
+            log.warning("report: cannot read %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _series_dir(out_dir: Path, scan_id: str) -> Path | None:
+    """The folder of a series: ``OUT/<scan_id>``, or two levels up for a shard's tables
+    (``OUT/shards/K-of-N/``). None when not found or when ``scan_id`` is not a plain name."""
+    if not scan_id or scan_id in (".", "..") or "/" in scan_id or "\\" in scan_id:
+        return None
+    for root in (out_dir, out_dir.parent.parent):
+        if (root / scan_id).is_dir():
+            return root / scan_id
+    return None
+
+
+def _href(out_dir: Path, target: Path) -> str:
+    """A relative, URL-style link from the report folder to ``target``."""
+    return Path(os.path.relpath(target, out_dir)).as_posix()
+
+
+def _patient(value: str) -> str:
+    """The patient id if it is a pseudonym; otherwise a placeholder (identifiers are never shown)."""
+    if not value:
+        return ""
+    return value if PSEUDONYM_RE.match(value) else "(hidden)"
+
+
+def _flags(value: Any) -> list[str]:
+    """QC flags from a list or a ';'-joined string, with the LANDMARK_ESTIMATED ones merged into one."""
+    items = value if isinstance(value, list) else str(value or "").split(";")
+    items = [str(f).strip() for f in items if str(f).strip() and str(f).strip().lower() != "nan"]
+    estimated = [f.split(":", 1)[1] for f in items if f.startswith("LANDMARK_ESTIMATED:")]
+    out = [f for f in items if not f.startswith("LANDMARK_ESTIMATED:")]
+    if estimated:
+        out.append("landmarks estimated: " + ", ".join(estimated))
+    return out
+
+
+def _td(text: str, cls: str = "", sort: str | None = None, raw: bool = False) -> str:
+    attrs = (f' class="{cls}"' if cls else "") + (f' data-sort="{escape(sort)}"' if sort is not None else "")
+    return f"<td{attrs}>{text if raw else escape(text)}</td>"
+
+
+def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str] | None) -> str:
+    scan_id = row.get("scan_id", "")
+    folder = _series_dir(out_dir, scan_id)
+    result = _read_json(folder / "result.json") if folder else {}
+    scores = {**(result.get("scores") or {}), **{k: v for k, v in row.items() if v not in ("", None)}}
+    status = scores.get("status") or ("ok" if result else "failed")
+
+    cells = []
+    thumb = next((folder / n for n in ("thumb.png", "qc.png") if folder and (folder / n).is_file()), None)
+    if thumb is not None:
+        img = (f'<img src="{escape(_href(out_dir, thumb))}" alt="QC montage of {escape(scan_id)}" '
+               f'loading="lazy" width="320"/>')
+        qc = folder / "qc.png"
+        if qc.is_file():
+            img = f'<a href="{escape(_href(out_dir, qc))}">{img}</a>'
+        cells.append(_td(img, "thumb", raw=True))
+    else:
+        cells.append(_td('<span class="none">no picture</span>', "thumb", raw=True))
+    cells.append(_td(scan_id))
+    cells.append(_td(_patient(str(scores.get("patient_id", "")))))
+    cells.append(_td(status, f"status-{'ok' if status == 'ok' else 'failed'}"))
+    for col in SCORE_COLUMNS:
+        value = scores.get(col.key, "")
+        if col.fmt is None:
+            text = "" if str(value).lower() in ("", "nan", "none") else str(value)
+            cells.append(_td(text, sort=text))
+        else:
+            x = _number(value)
+            cells.append(_td(col.fmt(value), "num", sort="" if x is None else repr(x)))
+    flags = _flags(result.get("qc_flags", scores.get("qc_flags", "")))
+    if failure:
+        flags.insert(0, failure.get("code", "") or "FAILED")
+    cells.append(_td("".join(f'<span class="flag">{escape(f)}</span>' for f in flags), "flags",
+                     sort=str(len(flags)), raw=True))
+    links = [f'<a href="{escape(_href(out_dir, folder / n))}">{escape(n)}</a>'
+             for n in SERIES_FILES if folder and (folder / n).is_file()]
+    cells.append(_td(" ".join(links), "files", raw=True))
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
+                  failures: Mapping[str, Mapping[str, str]]) -> str:
+    headers = [("", "QC montage (click for full size)", False), ("scan_id", "", True), ("patient", "pseudonym", True),
+               ("status", "", True)]
+    headers += [(c.header, c.tip, True) for c in SCORE_COLUMNS]
+    headers += [("flags", "QC flags and failure code", True), ("files", "", False)]
+    ths = ""
+    for i, (name, tip, sortable) in enumerate(headers):
+        attrs = (f' data-col="{i}"' if sortable else "") + (f' title="{escape(tip)}"' if tip else "")
+        ths += f"<th{attrs}>{escape(name)}</th>"
+    body = "\n".join(_series_row(out_dir, r, failures.get(r.get("scan_id", ""))) for r in rows)
+    return (f'<table class="sortable" id="series">\n<thead><tr>{ths}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:
+    if not failures:
+        return "<p>No failures.</p>"
+    rows = "\n".join("<tr>" + _td(f.get("scan_id", "")) + _td(f.get("code", "")) + _td(f.get("message", ""))
+                     + "</tr>" for f in failures)
+    return ('<table class="sortable" id="failures">\n<thead><tr><th data-col="0">scan_id</th>'
+            '<th data-col="1">code</th><th data-col="2">reason</th></tr></thead>\n'
+            f"<tbody>\n{rows}\n</tbody>\n</table>")
+
+
+def _timings_table(timings: Mapping[str, Any]) -> str:
+    """Per stage: total and median seconds over the series."""
+    per_stage: dict[str, list[float]] = {}
+    for stages in timings.values():
+        for stage, s in (stages or {}).items():
+            x = _number(s)
+            if x is not None:
+                per_stage.setdefault(stage, []).append(x)
+    if not per_stage:
+        return ""
+    rows = "".join(f"<tr>{_td(stage.removesuffix('_s'))}{_td(f'{sum(v):.1f}', 'num')}"
+                   f"{_td(f'{statistics.median(v):.1f}', 'num')}{_td(str(len(v)), 'num')}</tr>"
+                   for stage, v in per_stage.items())
+    return ("<table><thead><tr><th>stage</th><th>total s</th><th>median s per series</th><th>series</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _provenance(run: Mapping[str, Any]) -> str:
+    if not run:
+        return "<p>run.json is missing: no provenance.</p>"
+    seg = run.get("segmenter") or {}
+    versions = run.get("versions") or {}
+    items = [
+        ("ctscore version", str(run.get("ctscore_version", ""))),
+        ("config sha256", str(run.get("config_sha256", "") or "(not known)")),
+        ("segmenter", str(seg.get("name", ""))),
+        ("model id", str(seg.get("model_id", ""))),
+        ("input", str(run.get("input", ""))),
+        ("series", f"{run.get('n_series', '')} ({run.get('n_ok', '')} ok, {run.get('n_failed', '')} failed)"),
+        ("wall time", f"{_number(run.get('seconds')) or 0:.1f} s"),
+        ("python", f"{run.get('python', '')} on {run.get('platform', '')}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in versions.items())),
+    ]
+    dl = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(v)}</code></dd>" for k, v in items)
+    return f"<dl>{dl}</dl>\n{_timings_table(run.get('timings_s') or {})}"
+
+
+def render_run_report(out_dir: str | Path) -> str:
+    """The report of the run in ``out_dir`` as an HTML string (see the module docstring)."""
+    out_dir = Path(out_dir)
+    rows = _read_csv(out_dir / "scans.csv")
+    failures = _read_csv(out_dir / "failures.csv")
+    run = _read_json(out_dir / "run.json")
+    by_scan = {f.get("scan_id", ""): f for f in failures}
+    seen = {r.get("scan_id", "") for r in rows}
+    rows += [{"scan_id": f.get("scan_id", ""), "status": "failed"} for f in failures
+             if f.get("scan_id", "") not in seen]
+    n_ok = sum(r.get("status") == "ok" for r in rows)
+    links = " ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n in RUN_FILES if (out_dir / n).is_file())
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8"/>
+<meta name="viewport" content="width=device-width, initial-scale=1"/>
+<title>ctscore run report</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>ctscore run report</h1>
+<p class="summary">{len(rows)} series: {n_ok} ok, {len(rows) - n_ok} failed.
+ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
+{escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
+<h2>Series</h2>
+<p class="summary">Click a column header to sort; click a picture for the full QC montage
+(coronal view with the six-zone planes, axial slices in each zone; faint GGO yellow, GGO orange,
+consolidation red, lungs outlined in blue).</p>
+{_series_table(out_dir, rows, by_scan)}
+<h2>Failures</h2>
+{_failures_section(failures)}
+<h2>Provenance</h2>
+{_provenance(run)}
+<script>//<![CDATA[{SORT_JS}//]]></script>
+</body>
+</html>
+"""
+
+
+def write_run_report(out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` (atomically) from the run's own files; returns its path."""
+    out_dir = Path(out_dir)
+    path = out_dir / REPORT_NAME
+    atomic_write_bytes(path, render_run_report(out_dir).encode("utf-8"))
+    return path

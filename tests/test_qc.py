@@ -1,0 +1,74 @@
+"""The QC montage and its thumbnail, on small synthetic volumes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from pipeline.qc import MONTAGE_DPI, MONTAGE_SIZE_IN, pick_axial_slices, qc_png, qc_thumbnail
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _size(png: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as img:
+        return img.size
+
+
+@pytest.fixture(scope="module")
+def volume() -> dict:
+    """Two ellipsoid lungs, a GGO with a consolidated core in the right lung, a faint GGO in the left."""
+    nz, ny, nx = 40, 48, 64
+    zz, yy, xx = np.mgrid[:nz, :ny, :nx]
+    lungs = np.zeros((nz, ny, nx), np.uint8)
+    for label, xc in ((1, 20), (2, 44)):
+        lungs[((xx - xc) / 12.0) ** 2 + ((yy - 24) / 16.0) ** 2 + ((zz - 20) / 17.0) ** 2 < 1] = label
+    hu = np.where(lungs > 0, -850.0, 40.0)
+    classes = np.zeros_like(lungs)
+    d2 = (xx - 20) ** 2 + (yy - 30) ** 2 + (zz - 12) ** 2
+    classes[(lungs > 0) & (d2 < 25)] = 2
+    classes[(lungs > 0) & (d2 < 4)] = 3
+    classes[(lungs > 0) & ((xx - 44) ** 2 + (yy - 20) ** 2 + (zz - 28) ** 2 < 9)] = 1
+    z_mm = -200.0 + 5.0 * np.arange(nz)  # LPS: z increases to the head
+    return {"hu": hu, "lungs": lungs, "classes": classes, "z_mm": z_mm, "spacing_zyx": (5.0, 1.5, 1.5),
+            "levels": {"carina": z_mm[26], "ipv": z_mm[14], "aortic_arch": z_mm[32], "dome_right": None}}
+
+
+def test_montage_png_has_the_fixed_size(volume: dict) -> None:
+    png = qc_png(title="scan-x  six-zone 5", **volume)
+    assert png.startswith(PNG_MAGIC)
+    assert _size(png) == (round(MONTAGE_SIZE_IN[0] * MONTAGE_DPI), round(MONTAGE_SIZE_IN[1] * MONTAGE_DPI))
+
+
+def test_montage_without_lungs_or_landmarks(volume: dict) -> None:
+    empty = np.zeros_like(volume["lungs"])
+    png = qc_png(volume["hu"], empty, empty, volume["z_mm"], volume["spacing_zyx"], {})
+    assert _size(png) == (round(MONTAGE_SIZE_IN[0] * MONTAGE_DPI), round(MONTAGE_SIZE_IN[1] * MONTAGE_DPI))
+
+
+def test_axial_picks_follow_the_zones(volume: dict) -> None:
+    picks = pick_axial_slices(volume["lungs"], volume["classes"], volume["z_mm"], volume["levels"])
+    assert [p.label for p in picks] == ["upper zone", "middle zone", "lower zone", "most lesion"]
+    z = {p.label: volume["z_mm"][p.k] for p in picks}
+    carina, ipv = volume["levels"]["carina"], volume["levels"]["ipv"]
+    assert z["upper zone"] > carina > z["middle zone"] > ipv > z["lower zone"]
+    most = int(np.argmax((volume["classes"] > 0).sum(axis=(1, 2))))
+    assert picks[-1].k == most
+
+
+def test_arrays_that_disagree_are_refused(volume: dict) -> None:
+    with pytest.raises(ValueError, match="disagree"):
+        qc_png(volume["hu"][:-1], volume["lungs"], volume["classes"], volume["z_mm"], volume["spacing_zyx"], {})
+
+
+def test_thumbnail_is_320_wide_with_the_aspect_kept(volume: dict) -> None:
+    png = qc_png(**volume)
+    thumb = qc_thumbnail(png)
+    assert thumb.startswith(PNG_MAGIC)
+    w, h = _size(png)
+    assert _size(thumb) == (320, round(h * 320 / w))
+    assert len(thumb) < len(png)

@@ -1,0 +1,165 @@
+"""Who is compared with whom: readers with each other, ctscore with each reader and with the consensus.
+
+The comparison works on a wide table with one row per target (scan_id, system, unit) and one column
+per rater: ``ctscore``, each reader, and ``consensus`` (the median of the readers who scored the
+target, when at least two did). Per system the agreement is computed for each unit, for the total,
+and for all units pooled (``all_units``: each scan x unit is one target), so that a few scans with
+many units still give a usable estimate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from scoring.validation import metrics
+from scoring.validation.systems import ALL_UNITS, SYSTEMS, TOTAL
+
+log = logging.getLogger(__name__)
+
+CTSCORE, CONSENSUS = "ctscore", "consensus"
+KEY = ["scan_id", "system", "unit"]
+#: Confusion matrices are kept for ordinal scores with at most this many categories.
+MAX_CONFUSION_CATEGORIES = 25
+
+
+def unit_order(system: str, units: Iterable[str]) -> list[str]:
+    """``total`` first, then the system's units in anatomical order."""
+    spec_units = SYSTEMS[system].units
+    present = set(units)
+    return [u for u in (TOTAL, *spec_units) if u in present]
+
+
+def ratings_table(reference: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Wide table: scan_id, system, unit, ctscore, <reader...>, consensus; and the reader names.
+
+    Only targets some reader scored are kept; ctscore is NaN where the pipeline had no value.
+    """
+    readers = sorted(reference["reader"].unique())
+    wide = reference.pivot_table(index=KEY, columns="reader", values="value", aggfunc="first")
+    wide = wide.reindex(columns=readers)
+    pred = predictions.drop_duplicates(KEY).set_index(KEY)["value"]
+    wide.insert(0, CTSCORE, pred.reindex(wide.index).to_numpy())
+    if len(readers) >= 2:
+        vals = wide[readers]
+        med = vals.median(axis=1, skipna=True)
+        wide[CONSENSUS] = med.where(vals.notna().sum(axis=1) >= 2)
+    wide = wide.reset_index()
+    wide.columns.name = None
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    wide["_s"] = wide["system"].map(order)
+    wide["_u"] = [unit_order(s, [u, TOTAL, *SYSTEMS[s].units]).index(u) for s, u in zip(wide["system"], wide["unit"])]
+    wide = wide.sort_values(["_s", "_u", "scan_id"]).drop(columns=["_s", "_u"]).reset_index(drop=True)
+    missing = wide[CTSCORE].isna().sum()
+    if missing:
+        log.warning("%d reference target(s) have no ctscore value (failed scan or zone reported missing)", missing)
+    return wide, readers
+
+
+def rater_pairs(readers: list[str], has_consensus: bool) -> list[tuple[str, str, str]]:
+    """(comparison, a, b): reader vs reader, ctscore vs each reader, ctscore vs consensus."""
+    pairs = [("reader_vs_reader", a, b) for a, b in itertools.combinations(readers, 2)]
+    pairs += [("ctscore_vs_reader", CTSCORE, r) for r in readers]
+    if has_consensus:
+        pairs.append(("ctscore_vs_consensus", CTSCORE, CONSENSUS))
+    return pairs
+
+
+def groups(wide: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(system, unit, rows) per unit, per total and per system's pooled units."""
+    out = []
+    for system in [s for s in SYSTEMS if s in set(wide["system"])]:
+        sw = wide[wide["system"] == system]
+        units = unit_order(system, sw["unit"].unique())
+        for u in units:
+            out.append((system, u, sw[sw["unit"] == u]))
+        non_total = [u for u in units if u != TOTAL]
+        if len(non_total) > 1:
+            out.append((system, ALL_UNITS, sw[sw["unit"] != TOTAL]))
+    return out
+
+
+def labels_for(system: str, unit: str) -> list[int] | None:
+    """The full category range of an ordinal (system, unit); None for continuous scores."""
+    spec = SYSTEMS[system]
+    if not spec.ordinal:
+        return None
+    lo, hi = spec.value_range(TOTAL) if unit == TOTAL or spec.unit_range is None else spec.unit_range
+    return list(range(int(lo), int(hi) + 1))
+
+
+def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> pd.DataFrame:
+    """One row per (system, unit, comparison, rater_a, rater_b) with every agreement statistic."""
+    pairs = rater_pairs(readers, CONSENSUS in wide.columns)
+    rows = []
+    for system, unit, g in groups(wide):
+        labels = labels_for(system, unit)
+        for comparison, a, b in pairs:
+            both = g[[a, b]].dropna()
+            stats = metrics.agreement(both[a].to_numpy(), both[b].to_numpy(), ordinal=labels is not None,
+                                      labels=labels, min_n=min_n)
+            rows.append({"system": system, "unit": unit, "comparison": comparison, "rater_a": a, "rater_b": b,
+                         "n_scans": int(g.loc[both.index, "scan_id"].nunique()), **stats})
+    cols = ["system", "unit", "comparison", "rater_a", "rater_b", "n", "n_scans", "kappa_qw",
+            "icc2_1", "icc2_1_ci_low", "icc2_1_ci_high", "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high",
+            "spearman_rho", "spearman_p", "mae", "exact_agreement", "ba_bias", "ba_sd", "ba_loa_low",
+            "ba_loa_high", "mean_a", "mean_b", "note"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+SIDE_METRICS = ("kappa_qw", "icc2_1", "mae", "ba_bias")
+
+
+def side_by_side(agree: pd.DataFrame) -> pd.DataFrame:
+    """Per (system, unit): readers among themselves next to ctscore vs readers and vs consensus.
+
+    ``readers_*`` is the mean over reader pairs, ``ctscore_vs_readers_*`` the mean over readers.
+    ``within_readers_mae``: ctscore's mean absolute difference from the readers is no larger than the
+    readers' mean absolute difference from each other; ``within_readers_icc``: ctscore's mean ICC(2,1)
+    with the readers is no lower than the readers' mean ICC(2,1) with each other. Empty when there is
+    only one reader.
+    """
+    rows = []
+    for (system, unit), g in agree.groupby(["system", "unit"], sort=False):
+        row: dict[str, object] = {"system": system, "unit": unit, "n_scans": int(g["n_scans"].max())}
+        parts = {"readers": g[g["comparison"] == "reader_vs_reader"],
+                 "ctscore_vs_readers": g[g["comparison"] == "ctscore_vs_reader"],
+                 "ctscore_vs_consensus": g[g["comparison"] == "ctscore_vs_consensus"]}
+        for m in SIDE_METRICS:
+            for name, part in parts.items():
+                row[f"{name}_{m}"] = float(part[m].mean()) if part[m].notna().any() else math.nan
+        for m, label, better in (("mae", "mae", np.less_equal), ("icc2_1", "icc", np.greater_equal)):
+            r, c = row[f"readers_{m}"], row[f"ctscore_vs_readers_{m}"]
+            ok = isinstance(r, float) and isinstance(c, float) and not (math.isnan(r) or math.isnan(c))
+            row[f"within_readers_{label}"] = ("yes" if better(c, r) else "no") if ok else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def confusion_table(wide: pd.DataFrame, readers: list[str]) -> pd.DataFrame:
+    """Long confusion counts (system, unit, rater_a, rater_b, value_a, value_b, count) for ordinal scores."""
+    pairs = rater_pairs(readers, CONSENSUS in wide.columns)
+    frames = []
+    for system, unit, g in groups(wide):
+        labels = labels_for(system, unit)
+        if labels is None or len(labels) > MAX_CONFUSION_CATEGORIES:
+            continue
+        for comparison, a, b in pairs:
+            both = g[[a, b]].dropna()
+            if both.empty:
+                continue
+            cm = metrics.confusion(both[a].to_numpy(), both[b].to_numpy(), labels)
+            long = cm.stack().rename("count").reset_index().rename(columns={"a": "value_a", "b": "value_b"})
+            long.insert(0, "rater_b", b)
+            long.insert(0, "rater_a", a)
+            long.insert(0, "comparison", comparison)
+            long.insert(0, "unit", unit)
+            long.insert(0, "system", system)
+            frames.append(long)
+    cols = ["system", "unit", "comparison", "rater_a", "rater_b", "value_a", "value_b", "count"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)

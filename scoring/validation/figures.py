@@ -1,0 +1,132 @@
+"""PNG pictures of the validation: Bland-Altman plots and confusion matrices (matplotlib, Agg canvas).
+
+Figures are drawn on ``matplotlib.figure.Figure`` with an Agg canvas, so no global backend is set
+and no display is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scoring.validation import metrics
+from scoring.validation.compare import CONSENSUS, groups, labels_for, rater_pairs
+from scoring.validation.systems import ALL_UNITS, MOSMED_CATEGORIES, TOTAL
+
+log = logging.getLogger(__name__)
+
+MAX_PANELS = 6
+
+
+def _figure(n_panels: int, size: float = 3.6):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(n_panels, 3)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(size * cols + 0.6, size * rows + 0.6))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+def _title(system: str, unit: str) -> str:
+    return f"{system} {'all units pooled' if unit == ALL_UNITS else unit}"
+
+
+def _pairs(wide: pd.DataFrame, readers: list[str]) -> list[tuple[str, str, str]]:
+    pairs = rater_pairs(readers, CONSENSUS in wide.columns)
+    # ctscore first, then reader pairs; at most MAX_PANELS panels per picture
+    pairs = [p for p in pairs if p[0] != "reader_vs_reader"] + [p for p in pairs if p[0] == "reader_vs_reader"]
+    return pairs[:MAX_PANELS]
+
+
+def bland_altman_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], title: str, path: Path) -> Path | None:
+    """One panel per rater pair: difference (a - b) against the mean, bias and 95 % limits of agreement."""
+    usable = [(c, a, b) for c, a, b in pairs if len(g[[a, b]].dropna()) >= 2]
+    if not usable:
+        return None
+    fig, axes = _figure(len(usable))
+    for ax, (_, a, b) in zip(axes, usable):
+        both = g[[a, b]].dropna()
+        x, y = both[a].to_numpy(float), both[b].to_numpy(float)
+        ba = metrics.bland_altman(x, y)
+        mean, diff = (x + y) / 2, x - y
+        # jitter-free but visible overlaps: marker size grows with the count at a point
+        pts, counts = np.unique(np.column_stack([mean, diff]), axis=0, return_counts=True)
+        ax.scatter(pts[:, 0], pts[:, 1], s=18 + 12 * (counts - 1), alpha=0.7, color="tab:blue")
+        ax.axhline(ba["ba_bias"], color="tab:red", label=f"bias {ba['ba_bias']:.2f}")
+        if math.isfinite(ba["ba_sd"]):
+            for v in (ba["ba_loa_low"], ba["ba_loa_high"]):
+                ax.axhline(v, color="tab:red", linestyle="--")
+            ax.plot([], [], color="tab:red", linestyle="--",
+                    label=f"LoA {ba['ba_loa_low']:.2f} to {ba['ba_loa_high']:.2f}")
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xlabel(f"mean of {a} and {b}")
+        ax.set_ylabel(f"{a} - {b}")
+        ax.set_title(f"{a} vs {b} (n={len(x)})", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Bland-Altman: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: list[int], title: str,
+                  path: Path, tick_names: list[str] | None = None) -> Path | None:
+    """One heat map per rater pair: rows = rater a's category, columns = rater b's."""
+    usable = [(c, a, b) for c, a, b in pairs if len(g[[a, b]].dropna()) >= 1]
+    if not usable:
+        return None
+    fig, axes = _figure(len(usable))
+    names = tick_names or [str(v) for v in labels]
+    for ax, (_, a, b) in zip(axes, usable):
+        both = g[[a, b]].dropna()
+        cm = metrics.confusion(both[a].to_numpy(), both[b].to_numpy(), labels).to_numpy()
+        ax.imshow(cm, cmap="Blues", origin="upper")
+        if len(labels) <= 10:
+            for i in range(cm.shape[0]):
+                for j in range(cm.shape[1]):
+                    if cm[i, j]:
+                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                                color="white" if cm[i, j] > cm.max() / 2 else "black")
+        step = 1 if len(labels) <= 10 else 4
+        ticks = list(range(0, len(labels), step))
+        ax.set_xticks(ticks, [names[t] for t in ticks], fontsize=7)
+        ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=7)
+        ax.set_xlabel(b)
+        ax.set_ylabel(a)
+        ax.set_title(f"{a} vs {b} (n={len(both)})", fontsize=10)
+    fig.suptitle(f"Confusion matrix: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def write_figures(wide: pd.DataFrame, readers: list[str], out_dir: Path,
+                  max_confusion_categories: int = 25) -> list[Path]:
+    """Bland-Altman and confusion-matrix PNGs for each system's total and pooled units."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = _pairs(wide, readers)
+    paths: list[Path] = []
+    for system, unit, g in groups(wide):
+        if unit not in (TOTAL, ALL_UNITS):
+            continue
+        title = _title(system, unit)
+        try:
+            p = bland_altman_png(g, pairs, title, out_dir / f"bland_altman_{system}_{unit}.png")
+            if p:
+                paths.append(p)
+            labels = labels_for(system, unit)
+            if labels is not None and len(labels) <= max_confusion_categories:
+                ticks = list(MOSMED_CATEGORIES) if system == "mosmed" else None
+                p = confusion_png(g, pairs, labels, title, out_dir / f"confusion_{system}_{unit}.png", ticks)
+                if p:
+                    paths.append(p)
+        except (ValueError, TypeError) as exc:
+            log.warning("figure for %s not drawn: %s", title, exc)
+    return paths

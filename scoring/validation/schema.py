@@ -1,0 +1,220 @@
+"""Reading and checking the readers' reference table (schema: docs/reference_schema.md).
+
+One row per (scan, system, unit, reader) with a ``value``. The scan is named by ``scan_id`` (alias
+``scan``), by ``series_uid``, or by ``patient_id`` plus ``study_date``; a row may use any of them
+(first found in that order wins). Every problem is reported with its line in the CSV file (line 1
+is the header) under a searchable code:
+
+``REFERENCE_NOT_FOUND``, ``REFERENCE_SCHEMA`` (missing columns, no rows), ``REFERENCE_BAD_SYSTEM``,
+``REFERENCE_BAD_UNIT``, ``REFERENCE_BAD_READER``, ``REFERENCE_BAD_VALUE`` (not a number/category),
+``REFERENCE_OUT_OF_RANGE``, ``REFERENCE_NO_MATCH`` (names no scan of the pipeline output),
+``REFERENCE_AMBIGUOUS`` (patient + date match several series), ``REFERENCE_DUPLICATE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import CTScoreError
+from scoring.validation.predictions import normalise_date
+from scoring.validation.systems import SYSTEMS, TOTAL, canonical_system, mosmed_to_ordinal
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("system", "unit", "reader", "value")
+ID_COLUMNS = ("scan_id", "series_uid", "patient_id", "study_date")
+#: Rater names the comparison uses itself.
+RESERVED_READERS = frozenset({"ctscore", "consensus"})
+MAX_LISTED = 5
+
+
+@dataclass
+class Problems:
+    """Problems found in the reference, raised together as one :class:`CTScoreError`."""
+
+    path: Path
+    items: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def add(self, code: str, line: int, message: str) -> None:
+        self.items.append((code, line, message))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        code = self.items[0][0]
+        shown = [f"line {line}: {msg}" for _, line, msg in self.items[:MAX_LISTED]]
+        more = len(self.items) - len(shown)
+        tail = f"; and {more} more problem(s)" if more else ""
+        raise CTScoreError(code, "reference: " + "; ".join(shown) + tail, self.path)
+
+
+def read_reference(path: str | Path) -> pd.DataFrame:
+    """The reference CSV as text, with normalised column names and a ``line`` column (file line number)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if "scan" in df.columns and "scan_id" not in df.columns:
+        df = df.rename(columns={"scan": "scan_id"})
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise CTScoreError("REFERENCE_SCHEMA", f"reference lacks column(s) {missing}; needs {list(REQUIRED)} "
+                           "plus scan_id, series_uid or patient_id + study_date", path)
+    if not any(c in df.columns for c in ("scan_id", "series_uid")) and not {"patient_id", "study_date"} <= set(df.columns):
+        raise CTScoreError("REFERENCE_SCHEMA", "reference names no scan: give a scan_id (or scan), series_uid, "
+                           "or patient_id + study_date column", path)
+    if df.empty:
+        raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows", path)
+    for c in ID_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    df = df.apply(lambda s: s.str.strip() if s.dtype == object else s)
+    df.insert(0, "line", range(2, len(df) + 2))
+    return df
+
+
+def _describe(row: pd.Series) -> str:
+    ident = row["scan_id"] or row["series_uid"] or f"{row['patient_id']}/{row['study_date']}"
+    return f"{ident} {row['system']} {row['unit']} {row['reader']}={row['value']!r}"
+
+
+def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """System, unit, reader and value of every row; returns rows with canonical system and float value."""
+    problems = Problems(path)
+    systems, units, values = [], [], []
+    for _, row in df.iterrows():
+        line, desc = int(row["line"]), _describe(row)
+        system = canonical_system(row["system"])
+        unit = row["unit"].strip().lower()
+        unit = TOTAL if unit in ("", "all", "whole", "total") else unit
+        value = math.nan
+        systems.append(system)
+        units.append(unit)
+        values.append(value)
+        if system is None:
+            problems.add("REFERENCE_BAD_SYSTEM", line, f"{desc}: unknown system {row['system']!r} "
+                         f"(known: {', '.join(SYSTEMS)})")
+            continue
+        spec = SYSTEMS[system]
+        if unit != TOTAL and unit not in spec.units:
+            allowed = ", ".join(spec.units) if spec.units else "none"
+            problems.add("REFERENCE_BAD_UNIT", line, f"{desc}: unit {row['unit']!r} is not a {system} unit "
+                         f"(total or {allowed})")
+            continue
+        reader = row["reader"]
+        if not reader or reader.lower() in RESERVED_READERS:
+            problems.add("REFERENCE_BAD_READER", line, f"{desc}: reader must be a name other than "
+                         f"{sorted(RESERVED_READERS)}")
+            continue
+        try:
+            value = mosmed_to_ordinal(row["value"]) if system == "mosmed" else float(row["value"])
+        except ValueError:
+            expect = "CT-0..CT-4" if system == "mosmed" else "a number"
+            problems.add("REFERENCE_BAD_VALUE", line, f"{desc}: value {row['value']!r} is not {expect}")
+            continue
+        if math.isnan(value):
+            problems.add("REFERENCE_BAD_VALUE", line, f"{desc}: empty value (leave the row out instead)")
+            continue
+        why = spec.check_value(unit, value)
+        if why:
+            problems.add("REFERENCE_OUT_OF_RANGE", line, f"{desc}: {why}")
+            continue
+        values[-1] = value
+    problems.raise_if_any()
+    out = df.copy()
+    out["system"], out["unit"], out["value"] = systems, units, values
+    return out
+
+
+def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error") -> pd.DataFrame:
+    """Give every reference row the pipeline's ``scan_id``.
+
+    ``on_unmatched``: ``error`` (default) raises ``REFERENCE_NO_MATCH`` for rows naming no scan;
+    ``warn`` logs them and leaves them out.
+    """
+    if on_unmatched not in ("error", "warn"):
+        raise CTScoreError("BAD_OPTION", f"on_unmatched must be 'error' or 'warn', not {on_unmatched!r}")
+    by_id = set(scans["scan_id"].dropna())
+    by_uid: dict[str, list[str]] = {}
+    by_pd: dict[tuple[str, str], list[str]] = {}
+    for s in scans.itertuples(index=False):
+        if isinstance(s.series_uid, str) and s.series_uid:
+            by_uid.setdefault(s.series_uid, []).append(s.scan_id)
+        if isinstance(s.patient_id, str) and isinstance(s.study_date, str):
+            by_pd.setdefault((s.patient_id, s.study_date), []).append(s.scan_id)
+    status = dict(zip(scans["scan_id"], scans["status"].fillna("ok").str.lower()))
+    problems = Problems(path)
+    resolved: list[str | None] = []
+    for _, row in df.iterrows():
+        line, desc = int(row["line"]), _describe(row)
+        sid: str | None = None
+        if row["scan_id"]:
+            sid = row["scan_id"] if row["scan_id"] in by_id else None
+            how = f"scan_id {row['scan_id']!r}"
+        elif row["series_uid"]:
+            found = by_uid.get(row["series_uid"], [])
+            sid = found[0] if found else None
+            how = f"series_uid {row['series_uid']!r}"
+        elif row["patient_id"] and row["study_date"]:
+            key = (row["patient_id"], normalise_date(row["study_date"]) or "")
+            found = by_pd.get(key, [])
+            ok = [f for f in found if status.get(f) == "ok"]
+            how = f"patient_id {key[0]!r} + study_date {key[1]!r}"
+            if len(ok) > 1 or (not ok and len(found) > 1):
+                problems.add("REFERENCE_AMBIGUOUS", line, f"{desc}: {how} matches {len(found)} series "
+                             f"({', '.join(found)}); name the scan by series_uid or scan_id")
+                resolved.append(None)
+                continue
+            sid = (ok or found or [None])[0]
+        else:
+            problems.add("REFERENCE_NO_MATCH", line, f"{desc}: row names no scan (scan_id, series_uid or "
+                         "patient_id + study_date all empty)")
+            resolved.append(None)
+            continue
+        if sid is None:
+            if on_unmatched == "error":
+                problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output")
+            else:
+                log.warning("reference line %d: %s matches no scan; left out", line, how)
+        resolved.append(sid)
+    problems.raise_if_any()
+    out = df.copy()
+    out["scan_id"] = resolved
+    out = out[out["scan_id"].notna()]
+    failed = out["scan_id"].map(status) != "ok"
+    if failed.any():
+        log.warning("%d reference row(s) name scans the pipeline failed on (%s); they have no ctscore value",
+                    int(failed.sum()), ", ".join(sorted(set(out.loc[failed, "scan_id"]))))
+    return out
+
+
+def check_duplicates(df: pd.DataFrame, path: Path) -> None:
+    """Raise ``REFERENCE_DUPLICATE`` when a reader scored the same (scan, system, unit) twice."""
+    key = ["scan_id", "system", "unit", "reader"]
+    dup = df[df.duplicated(key, keep=False)]
+    if dup.empty:
+        return
+    problems = Problems(path)
+    for _, g in dup.groupby(key, sort=False):
+        lines = [int(x) for x in g["line"]]
+        r = g.iloc[0]
+        problems.add("REFERENCE_DUPLICATE", lines[0], f"{r['scan_id']} {r['system']} {r['unit']} reader "
+                     f"{r['reader']!r} is given {len(lines)} times (lines {', '.join(map(str, lines))})")
+    problems.raise_if_any()
+
+
+def load_reference(path: str | Path, scans: pd.DataFrame, on_unmatched: str = "error") -> pd.DataFrame:
+    """Read, check and resolve the reference: scan_id, system, unit, reader, value, line."""
+    path = Path(path)
+    df = read_reference(path)
+    df = check_values(df, path)
+    df = resolve_scans(df, scans, path, on_unmatched=on_unmatched)
+    check_duplicates(df, path)
+    log.info("reference: %d rows, %d reader(s), %d scan(s)", len(df), df["reader"].nunique(), df["scan_id"].nunique())
+    return df[["scan_id", "system", "unit", "reader", "value", "line"]].reset_index(drop=True)

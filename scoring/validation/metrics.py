@@ -47,7 +47,7 @@ def weighted_kappa(a: Sequence[float], b: Sequence[float], labels: Sequence[int]
     xi, yi = to_category(x), to_category(y)
     lab = list(labels) if labels is not None else sorted(set(xi) | set(yi))
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore")  # undefined kappa (no variation) is reported as NaN, this call only
         k = float(cohen_kappa_score(xi, yi, labels=lab, weights="quadratic"))
     return k if math.isfinite(k) else NAN
 

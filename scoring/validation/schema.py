@@ -102,6 +102,8 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                          f"(known: {', '.join(SYSTEMS)})")
             continue
         spec = SYSTEMS[system]
+        unit = {u.lower(): u for u in spec.units}.get(unit, unit)  # right_l3 -> right_L3
+        units[-1] = unit
         if unit != TOTAL and unit not in spec.units:
             allowed = ", ".join(spec.units) if spec.units else "none"
             problems.add("REFERENCE_BAD_UNIT", line, f"{desc}: unit {row['unit']!r} is not a {system} unit "

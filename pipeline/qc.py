@@ -21,13 +21,13 @@ import numpy as np
 
 #: Fill colour of each lesion class (value in the lesion mask) and its legend name.
 LESION_CLASSES: dict[int, tuple[str, str]] = {
-    1: ("#ffd60a", "faint GGO"),
-    2: ("#ff8c00", "GGO"),
-    3: ("#e5383b", "consolidation"),
+    1: ("#7ae582", "faint GGO"),
+    2: ("#ffd60a", "GGO"),
+    3: ("#ff2e2e", "consolidation"),
 }
 LESION_ALPHA = 0.7
 LUNG_COLOUR = "#4cc9f0"
-PLANE_COLOUR = "#80ffdb"
+PLANE_COLOUR = "#ff4fd8"
 TICK_COLOUR = "#ffffff"
 #: Lung window (W 1500, L -600).
 WINDOW_HU = (-1350.0, 150.0)
@@ -36,6 +36,8 @@ ZONE_PLANES: dict[str, str] = {"carina": "carina", "ipv": "IPV"}
 MONTAGE_SIZE_IN = (10.0, 5.4)
 MONTAGE_DPI = 100
 THUMB_WIDTH_PX = 320
+#: Labels closer than this fraction of the coronal view's height are moved apart.
+LABEL_GAP = 0.045
 #: Margin around the lungs' bounding box, as a fraction of its size.
 CROP_MARGIN = 0.08
 
@@ -80,8 +82,11 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     if carina is None or ipv is None or not (z_bottom < ipv < carina < z_top):
         span = z_top - z_bottom
         carina, ipv = z_top - span / 3.0, z_top - 2.0 * span / 3.0
+        unit = "third"  # zones not known: thirds of the lungs' height
+    else:
+        unit = "zone"
     centres = {"upper": (z_top + carina) / 2.0, "middle": (carina + ipv) / 2.0, "lower": (ipv + z_bottom) / 2.0}
-    picks = [AxialPick(name[0].upper(), f"{name} zone", int(ks[np.argmin(np.abs(z_lung - z))]))
+    picks = [AxialPick(name[0].upper(), f"{name} {unit}", int(ks[np.argmin(np.abs(z_lung - z))]))
              for name, z in centres.items()]
     per_slice = (classes > 0).sum(axis=(1, 2))
     if per_slice.any():
@@ -156,20 +161,25 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
             return None
         return int(np.argmin(np.abs(z_rows - z)))
 
-    for name, label in ZONE_PLANES.items():
-        z = levels.get(name)
-        r = None if z is None else row_of(float(z))
-        if r is None:
-            continue
-        ax.axhline(r, color=PLANE_COLOUR, lw=1.2, ls=(0, (6, 3)))
-        ax.text(width - 2, r - 1.5, label, color=PLANE_COLOUR, fontsize=12, ha="right", va="bottom",
-                fontweight="bold")
-    for pick in picks:
-        r = row_of(float(z_mm[pick.k]))
-        if r is None:
-            continue
+    gap = LABEL_GAP * len(rows)
+    last = -np.inf
+    planes = [(r, label) for name, label in ZONE_PLANES.items()
+              if levels.get(name) is not None and (r := row_of(float(levels[name]))) is not None]
+    for r, label in sorted(planes):
+        ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9)
+        below = r - last < gap  # too close to the label above: write this one under its line
+        ax.text(width - 2, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=12, ha="right",
+                va="top" if below else "bottom", fontweight="bold")
+        last = r
+    ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
+    for r, tag in sorted((r, p.tag) for p in picks if (r := row_of(float(z_mm[p.k]))) is not None):
+        if ticks and r - ticks[-1][0] < gap:
+            ticks[-1] = (ticks[-1][0], f"{ticks[-1][1]} {tag}")
+        else:
+            ticks.append((r, tag))
+    for r, tags in ticks:
         ax.plot([0, 0.04 * width], [r, r], color=TICK_COLOUR, lw=2.0, solid_capstyle="butt")
-        ax.text(0.05 * width, r, pick.tag, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold")
+        ax.text(0.05 * width, r, tags, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold")
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_title("coronal (R on left)", **text)
 
@@ -180,7 +190,7 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
         ax.set_title(f"{pick.tag}  {pick.label}  z={z_mm[k]:.0f}", **text)
 
-    handles = [Patch(facecolor=c, edgecolor="none", alpha=LESION_ALPHA) for c, _ in LESION_CLASSES.values()]
+    handles = [Patch(facecolor=c, edgecolor="none") for c, _ in LESION_CLASSES.values()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
     names = [n for _, n in LESION_CLASSES.values()] + ["lung"]
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=12, frameon=False,

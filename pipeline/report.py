@@ -84,17 +84,19 @@ h1 { font-size: 1.5em; margin: 0 0 .2em; } h2 { font-size: 1.2em; margin: 1.4em 
 .summary { color: #444; margin-bottom: .6em; } .summary a { margin-right: .8em; }
 table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; vertical-align: middle; text-align: left; }
-th { background: #f3f3f3; position: sticky; top: 0; white-space: nowrap; }
+th { background: #f3f3f3; position: sticky; top: 0; }
 table.sortable th[data-col] { cursor: pointer; user-select: none; }
 table.sortable th[data-col]::after { content: " \\2195"; color: #aaa; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\2191"; color: #000; }
 table.sortable th[aria-sort="descending"]::after { content: " \\2193"; color: #000; }
+td.id { white-space: nowrap; font-family: ui-monospace, monospace; font-size: 12px; }
+td.flags { max-width: 260px; } td.files { max-width: 140px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.thumb img { display: block; width: 320px; height: auto; background: #000; }
 td.thumb .none { display: inline-block; width: 320px; color: #888; }
 .status-ok { color: #1a7f37; font-weight: 600; } .status-failed { color: #c62828; font-weight: 600; }
 .flag { display: inline-block; background: #fff3cd; border: 1px solid #e6c200; border-radius: 3px;
-        padding: 0 4px; margin: 1px; font-size: 12px; white-space: nowrap; }
+        padding: 0 4px; margin: 1px; font-size: 12px; }
 .files a { font-size: 12px; margin-right: .4em; }
 code { font-size: 12px; } dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dt { font-weight: 600; } dd { margin: 0; }
@@ -201,8 +203,8 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
         cells.append(_td(img, "thumb", raw=True))
     else:
         cells.append(_td('<span class="none">no picture</span>', "thumb", raw=True))
-    cells.append(_td(scan_id))
-    cells.append(_td(_patient(str(scores.get("patient_id", "")))))
+    cells.append(_td(scan_id, "id"))
+    cells.append(_td(_patient(str(scores.get("patient_id", ""))), "id"))
     cells.append(_td(status, f"status-{'ok' if status == 'ok' else 'failed'}"))
     for col in SCORE_COLUMNS:
         value = scores.get(col.key, "")

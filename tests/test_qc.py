@@ -60,6 +60,12 @@ def test_axial_picks_follow_the_zones(volume: dict) -> None:
     assert picks[-1].k == most
 
 
+def test_without_zone_planes_the_lungs_are_split_in_thirds(volume: dict) -> None:
+    picks = pick_axial_slices(volume["lungs"], volume["classes"], volume["z_mm"], {"carina": None})
+    assert [p.label for p in picks[:3]] == ["upper third", "middle third", "lower third"]
+    assert picks[0].k > picks[1].k > picks[2].k  # z increases with the index here
+
+
 def test_arrays_that_disagree_are_refused(volume: dict) -> None:
     with pytest.raises(ValueError, match="disagree"):
         qc_png(volume["hu"][:-1], volume["lungs"], volume["classes"], volume["z_mm"], volume["spacing_zyx"], {})

@@ -88,10 +88,17 @@ def cohort(tmp_path_factory) -> tuple[Path, Path, dict]:
     return pred, ref, truths
 
 
-def test_ctscore_validate_writes_tables_pictures_and_html(cohort, tmp_path):
+@pytest.fixture(scope="module")
+def validated(cohort, tmp_path_factory) -> Path:
+    """One full ``ctscore validate`` run shared by the tests that read its outputs."""
     pred, ref, _ = cohort
-    val = tmp_path / "VAL"
+    val = tmp_path_factory.mktemp("VAL")
     assert main(["validate", "--pred", str(pred), "--reference", str(ref), "-o", str(val), "-q"]) == 0
+    return val
+
+
+def test_ctscore_validate_writes_tables_pictures_and_html(validated):
+    val = validated
     for name in ("data_summary", "ratings", "agreement", "side_by_side", "confusion_matrices"):
         assert (val / f"{name}.csv").is_file(), name
     for png in ("bland_altman_six_zone_total.png", "bland_altman_six_zone_all_units.png",
@@ -102,6 +109,9 @@ def test_ctscore_validate_writes_tables_pictures_and_html(cohort, tmp_path):
     html = (val / "summary.html").read_text()
     assert "side by side" in html and "bland_altman_six_zone_total.png" in html and "confusion_mosmed_total.png" in html
 
+
+def test_agreement_tables_have_every_pair_and_the_side_by_side_verdict(validated):
+    val = validated
     agree = pd.read_csv(val / "agreement.csv")
     six = agree[(agree.system == "six_zone") & (agree.unit == "total")].set_index(["rater_a", "rater_b"])
     assert set(six.index) == {("alice", "bob"), ("ctscore", "alice"), ("ctscore", "bob"), ("ctscore", "consensus")}
@@ -155,7 +165,8 @@ def test_validate_reports_reference_errors_with_exit_code(cohort, tmp_path, caps
     err = capsys.readouterr().err
     assert "REFERENCE_NO_MATCH" in err and "line 7" in err
     assert main(["validate", "--pred", str(pred), "--reference", str(tmp_path / "bad.csv"), "-o", str(tmp_path / "V"),
-                 "--on-unmatched", "warn", "--no-figures", "-q"]) == 0
+                 "--on-unmatched", "warn", "--no-figures", "--systems", "mosmed", "-q"]) == 0
+    assert (tmp_path / "V" / "summary.html").is_file() and not list((tmp_path / "V").glob("*.png"))
 
 
 def test_failed_scan_has_no_ctscore_value(cohort, tmp_path):
@@ -228,6 +239,7 @@ def test_phantom_acceptance_with_built_truth(tmp_path):
     assert (val / "summary.html").is_file()
 
 
+@pytest.mark.slow
 def test_phantom_acceptance_on_the_real_phantom_run(sample_run, sample_truth, tmp_path):
     """On sample_dicoms (skipped until its ground_truth.json exists): the real pipeline run is validated."""
     ref = tmp_path / "phantom_readers.csv"

@@ -30,8 +30,18 @@ DEFAULTS: dict[str, Any] = {
     "lung_threshold_hu": -320,
     "body_threshold_hu": -500,
     "min_lung_volume_ml": 100,
-    "airway_seed_threshold_hu": -950,
-    "airway_max_threshold_hu": -900,
+    "airway_seed_threshold_hu": -980,
+    "airway_max_threshold_hu": -850,
+    "lung_core_threshold_hu": -600,
+    "lung_grow_mm": 3.0,
+    "pleural_closing_radius_mm": 15.0,
+    "pleural_fill_max_hu": 150,
+    "texture_threshold_hu": -550,
+    "texture_delta_hu": 150,
+    "texture_fraction": 0.45,
+    "texture_sigma_mm": 3.0,
+    "baseline_max_hu": -800,
+    "ggo_delta_hu": 100,
     "vessel_threshold_hu": -550,
     "dense_threshold_hu": -300,
     "small_vessel_radius_mm": 2.5,
@@ -149,22 +159,39 @@ def find_trachea_seed(air: np.ndarray, body: np.ndarray, spacing: tuple[float, f
 
 
 def grow_airway(
-    hu: np.ndarray, body: np.ndarray, seed: tuple, spacing: tuple[float, float, float], lo: float, hi: float
+    hu: np.ndarray, body: np.ndarray, seed: tuple, spacing: tuple[float, float, float], lo: float, hi: float,
+    max_ml: float = 250.0, max_step_ml: float = 60.0,
 ) -> np.ndarray:
-    """Region-grow the airway from ``seed``, raising the threshold from ``lo`` to ``hi`` until it leaks."""
+    """Region-grow the airway from ``seed``, raising the threshold from ``lo`` to ``hi`` until it leaks.
+
+    Works in a box around the seed (the trachea and main bronchi lie within it) on a slightly
+    smoothed image, so that noisy tracheal air (-930 HU on some scanners) stays connected. The
+    growth stops before the threshold at which the region jumps in volume (a leak into the lung).
+    """
+    shape = hu.shape
+    half = (int(220 / spacing[0]), int(120 / spacing[1]), int(100 / spacing[2]))
+    box = (slice(max(0, seed[0] - half[0]), min(shape[0], seed[0] + int(20 / spacing[0]) + 1)),
+           slice(max(0, seed[1] - half[1]), min(shape[1], seed[1] + half[1] + 1)),
+           slice(max(0, seed[2] - half[2]), min(shape[2], seed[2] + half[2] + 1)))
+    local_seed = tuple(int(s - b.start) for s, b in zip(seed, box))
+    sub = ndi.gaussian_filter(hu[box], 0.8)
+    inside = body[box]
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    best = np.zeros(hu.shape, bool)
+    best = np.zeros(sub.shape, bool)
     prev_ml = None
     for thr in np.arange(lo, hi + 1, 10.0):
-        lab, _ = ndi.label((hu < thr) & body)
-        if lab[seed] == 0:
+        cand = (sub < thr) & inside
+        if not cand[local_seed]:
             continue
-        region = lab == lab[seed]
+        lab, _ = ndi.label(cand)
+        region = lab == lab[local_seed]
         ml = region.sum() * voxel_ml
-        if ml > 400 or (prev_ml is not None and ml > 2.0 * prev_ml + 20):
+        if ml > max_ml or (prev_ml is not None and ml - prev_ml > max_step_ml):
             break  # leaked into the lung parenchyma
         best, prev_ml = region, ml
-    return best
+    out = np.zeros(shape, bool)
+    out[box] = best
+    return out
 
 
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
@@ -191,7 +218,10 @@ def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxe
             dist_idx = ndi.distance_transform_edt(markers == 0, sampling=spacing, return_distances=False,
                                                   return_indices=True)
             grown = markers[tuple(dist_idx)]
-            grown[~lungs] = 0
+            # Only the components that hold a marker (not bowel gas or other stray air).
+            comp, _ = ndi.label(lungs)
+            held = np.unique(comp[markers > 0])
+            grown[~np.isin(comp, held[held > 0])] = 0
             labels, comps = grown, [1, 2]
         else:
             labels, ids = largest_components(lungs, 1, min_voxels)
@@ -205,6 +235,78 @@ def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxe
         # A single lung: decide its side from where it lies relative to the image centre.
         side = RIGHT_LUNG if centroids[0][0] < lungs.shape[2] / 2 else LEFT_LUNG
         out[labels == centroids[0][1]] = side
+    return out
+
+
+def planar_closing(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float], axis: int) -> np.ndarray:
+    """2D closing of every plane normal to ``axis`` with a disk of ``radius_mm`` (EDT-based, any radius)."""
+    samp = list(spacing)
+    samp[axis] = 1e4  # planes do not see each other
+    pad = [(0, 0) if a == axis else (int(np.ceil(radius_mm / spacing[a])) + 2,) * 2 for a in range(3)]
+    m = np.pad(mask, pad)
+    dilated = ndi.distance_transform_edt(~m, sampling=samp) <= radius_mm
+    closed = ndi.distance_transform_edt(dilated, sampling=samp) > radius_mm
+    return closed[tuple(slice(p[0], p[0] + n) for p, n in zip(pad, mask.shape))]
+
+
+def pleural_fill(
+    lungs: np.ndarray, smooth: np.ndarray, allowed: np.ndarray, spacing: tuple[float, float, float],
+    radius_mm: float, max_hu: float,
+) -> np.ndarray:
+    """Take dense lung (consolidation, atelectasis) that bites into the lung from the pleura back into it.
+
+    A large 2D "rolling ball" (closing) of each lung, in axial slices AND in coronal or sagittal
+    slices (so the liver and spleen domes, open downwards, are not taken), done on a 2x coarser
+    grid. Added voxels must be ``allowed`` (inside the body, not mediastinum or airway), not bone
+    (below ``max_hu``) and not the other lung.
+    """
+    out = lungs.copy()
+    f = 2
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        m = lungs == side
+        if not m.any():
+            continue
+        box = crop_box(m, margin=int(np.ceil(radius_mm / min(spacing))) + 2)
+        mc = m[box]
+        small = mc[::f, ::f, ::f]
+        sp = tuple(s * f for s in spacing)
+        closed = planar_closing(small, radius_mm, sp, 0) & (
+            planar_closing(small, radius_mm, sp, 1) | planar_closing(small, radius_mm, sp, 2))
+        up = closed.repeat(f, 0).repeat(f, 1).repeat(f, 2)[: mc.shape[0], : mc.shape[1], : mc.shape[2]]
+        added = up & ~mc & allowed[box] & (smooth[box] < max_hu) & (lungs[box] == 0)
+        added = ndi.binary_opening(added, ball(1.0 * max(spacing), spacing))  # no thin slivers of wall
+        region = out[box]
+        region[added] = side
+    return out
+
+
+def parenchyma_baseline(smooth: np.ndarray, valid: np.ndarray, z_block: int = 30, q: float = 30.0) -> np.ndarray:
+    """Typical HU of healthy-looking parenchyma per (z, y): the ``q``-th percentile per coronal row and
+    z block, so the gravity gradient (dependent lung is denser) is not taken for ground glass.
+    Returns a ``[z, y]`` map."""
+    nz, ny, _ = smooth.shape
+    vals = smooth[valid]
+    glob = float(np.percentile(vals, q)) if vals.size else -850.0
+    centres, profiles = [], []
+    for z0 in range(0, nz, z_block):
+        sl = slice(z0, min(nz, z0 + z_block))
+        v, s = valid[sl], smooth[sl]
+        counts = v.sum(axis=(0, 2))
+        prof = np.full(ny, np.nan)
+        for y in np.nonzero(counts > 200)[0]:
+            prof[y] = np.percentile(s[:, y][v[:, y]], q)
+        ok = ~np.isnan(prof)
+        if ok.sum() < 3:
+            continue
+        prof = np.interp(np.arange(ny), np.nonzero(ok)[0], prof[ok])
+        profiles.append(ndi.gaussian_filter1d(prof, 4.0))
+        centres.append(z0 + (sl.stop - z0) / 2.0)
+    if not profiles:
+        return np.full((nz, ny), glob, np.float32)
+    prof_arr = np.array(profiles)
+    out = np.empty((nz, ny), np.float32)
+    for y in range(ny):
+        out[:, y] = np.interp(np.arange(nz), centres, prof_arr[:, y])
     return out
 
 
@@ -230,30 +332,69 @@ class ClassicalSegmenter:
         return "classical-" + hashlib.sha256(blob).hexdigest()[:16]
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
+        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""
         p = self.params
         spacing = tuple(float(s) for s in spacing)
         voxel_ml = float(np.prod(spacing)) / 1000.0
         hu = np.asarray(hu, np.float32)
-        smooth = ndi.gaussian_filter(hu, sigma=0.7)
+        lungs_out = np.zeros(hu.shape, np.uint8)
+        lesions_out = np.zeros(hu.shape, bool)
+        airway_out = np.zeros(hu.shape, bool)
 
-        body = body_mask(smooth, p["body_threshold_hu"])
+        # Everything happens in the body's bounding box.
+        body_full = body_mask(hu, p["body_threshold_hu"])
+        if not body_full.any():
+            log.warning("no body found: nothing segmented")
+            return Segmentation(lungs=lungs_out, lesions=lesions_out, airway=airway_out)
+        box = crop_box(body_full, margin=2)
+        hu = hu[box]
+        body = body_full[box]
+        smooth = ndi.gaussian_filter(hu, sigma=0.7)
         air = (smooth < p["lung_threshold_hu"]) & body
 
         seed = find_trachea_seed(smooth < -900, body, spacing)
         if seed is not None:
-            airway = grow_airway(smooth, body, seed, spacing, p["airway_seed_threshold_hu"],
+            airway = grow_airway(hu, body, seed, spacing, p["airway_seed_threshold_hu"],
                                  p["airway_max_threshold_hu"])
         else:
             log.warning("no trachea found: airway not segmented")
             airway = np.zeros(hu.shape, bool)
         airway_zone = ndi.binary_dilation(airway, ball(2.0, spacing)) & (smooth < -400) | airway
 
+        lungs = self._lungs(smooth, body, air, airway_zone, spacing, voxel_ml)
+
+        lesions = np.zeros(hu.shape, bool)
+        if lungs.any():
+            lbox = crop_box(lungs > 0, margin=int(np.ceil(8.0 / min(spacing))))
+            lesions[lbox] = self._lesions(hu[lbox], smooth[lbox], lungs[lbox], airway_zone[lbox], spacing,
+                                          voxel_ml)
+        lungs_out[box] = lungs
+        lesions_out[box] = lesions & (lungs > 0)
+        airway_out[box] = airway
+        return Segmentation(lungs=lungs_out, lesions=lesions_out, airway=airway_out)
+
+    def _lungs(self, smooth: np.ndarray, body: np.ndarray, air: np.ndarray, airway_zone: np.ndarray,
+               spacing: tuple[float, float, float], voxel_ml: float) -> np.ndarray:
+        """Right (1) and left (2) lung labels, including the dense lung they enclose."""
+        p = self.params
         min_vox = int(p["min_lung_volume_ml"] / voxel_ml)
         lungs_raw = air & ~airway_zone
         lungs_raw = ndi.binary_opening(lungs_raw, ball(1.0 * max(spacing), spacing)) | (lungs_raw & (smooth < -600))
-        labels = split_lungs(lungs_raw, spacing, min_vox)
+        # The lungs are told apart, and from bowel gas that touches them through a thin diaphragm, on
+        # clearly aerated voxels; then they grow back into the air-like voxels next to them.
+        # An opening cuts the thin bridges (partial-volume diaphragm) to stomach and colon gas.
+        core = lungs_raw & (smooth < p["lung_core_threshold_hu"])
+        core = ndi.binary_opening(core, ball(p["lung_grow_mm"], spacing))
+        labels = split_lungs(core, spacing, min_vox)
+        steps = max(1, int(np.ceil(p["lung_grow_mm"] / min(spacing))))
+        conn = ndi.generate_binary_structure(3, 3)
+        for side in (RIGHT_LUNG, LEFT_LUNG):
+            m = labels == side
+            if m.any():
+                grown = ndi.binary_dilation(m, conn, iterations=steps, mask=lungs_raw & (labels == 0))
+                labels[grown & (labels == 0)] = side
 
-        lungs = np.zeros(hu.shape, np.uint8)
+        lungs = np.zeros(smooth.shape, np.uint8)
         for side in (RIGHT_LUNG, LEFT_LUNG):
             m = labels == side
             if not m.any():
@@ -268,11 +409,15 @@ class ClassicalSegmenter:
             filled &= body
             lungs[filled & (lungs == 0)] = side
         lungs[airway_zone] = 0
+        if p["pleural_closing_radius_mm"] > 0 and lungs.any():
+            allowed = body & ~airway_zone & ~mediastinum(lungs)
+            lungs = pleural_fill(lungs, smooth, allowed, spacing, p["pleural_closing_radius_mm"],
+                                 p["pleural_fill_max_hu"])
+        return lungs
 
-        lesions = self._lesions(hu, smooth, lungs, airway_zone, spacing, voxel_ml)
-        return Segmentation(lungs=lungs, lesions=lesions, airway=airway)
-
-    def _lesions(self, hu, smooth, lungs, airway_zone, spacing, voxel_ml) -> np.ndarray:
+    def _lesions(self, hu: np.ndarray, smooth: np.ndarray, lungs: np.ndarray, airway_zone: np.ndarray,
+                 spacing: tuple[float, float, float], voxel_ml: float) -> np.ndarray:
+        """Pneumonia opacity inside the lungs: ground glass, reticulation and consolidation."""
         p = self.params
         lung = lungs > 0
         rim = lung & ~ndi.binary_erosion(lung, ball(2.0 * max(spacing[1:]), spacing))
@@ -298,17 +443,38 @@ class ClassicalSegmenter:
         elevated = (smooth > p["vessel_threshold_hu"]) & lung
         tubes = elevated & ~ndi.binary_opening(elevated, ball(p["small_vessel_radius_mm"], spacing))
         vessels = ((bright | tubes) & ~consolidation) | thick_vessels
+        airway_halo = ndi.binary_dilation(airway_zone, ball(3.0, spacing))
         halo = ndi.binary_dilation(vessels, ball(p["vessel_halo_mm"], spacing)) & ~consolidation
-        halo |= ndi.binary_dilation(airway_zone, ball(3.0, spacing))
-        # Parenchymal density: a local mean over lung voxels that are not vessels, vessel/airway
-        # walls or the pleural rim (normalised convolution), so partial-volume halos do not look
-        # like ground glass.
+        halo |= airway_halo
+        # Healthy-looking parenchyma per height (gravity gradient: dependent lung is denser).
+        big_vessels = ndi.binary_dilation(thick_vessels | ndi.binary_opening(bright, ball(2.0, spacing)),
+                                          ball(1.5, spacing)) & ~consolidation
+        valid = lung & ~big_vessels & ~airway_halo & ~rim & (smooth < -500)
+        if valid.sum() > 1000:
+            base = np.minimum(parenchyma_baseline(smooth, valid), p["baseline_max_hu"])[:, :, None]
+        else:
+            base = np.full((1, 1, 1), p["baseline_max_hu"], np.float32)
+        # 1) Ground glass: parenchymal density, a local mean over lung voxels that are not vessels,
+        # vessel/airway walls or the pleural rim (normalised convolution), so partial-volume halos
+        # do not look like ground glass; above the lesion band and above the local baseline.
         weight = (lung & ~halo & ~rim).astype(np.float32)
         sigma = [2.0 / s for s in spacing]
         num = ndi.gaussian_filter(hu * weight, sigma)
         den = ndi.gaussian_filter(weight, sigma)
         density = np.where(den > 0.05, num / np.maximum(den, 1e-6), -1000.0)
-        cand = lung & ~halo & (density >= p["lesion_min_hu"]) & (density < p["lesion_max_hu"])
+        ggo_min = np.maximum(p["lesion_min_hu"], base + p["ggo_delta_hu"])
+        cand = lung & ~halo & (density >= ggo_min) & (density < p["lesion_max_hu"])
+        # 2) Reticulation and patchy opacity: regions where most non-vessel lung voxels are denser
+        # than the baseline by texture_delta_hu (or than texture_threshold_hu). Not at the hilum,
+        # where vessels crowd.
+        elev = (smooth > base + p["texture_delta_hu"]) | (smooth > p["texture_threshold_hu"])
+        elev &= ~ndi.binary_dilation(bright & ~consolidation, ball(1.5, spacing))  # vessel cores and walls
+        w = (lung & ~big_vessels & ~airway_halo).astype(np.float32)
+        sig = [p["texture_sigma_mm"] / s for s in spacing]
+        frac_num = ndi.gaussian_filter(elev * w, sig)
+        frac_den = ndi.gaussian_filter(w, sig)
+        frac = np.where(frac_den > 0.1, frac_num / np.maximum(frac_den, 1e-6), 0.0)
+        cand |= (w > 0) & (frac > p["texture_fraction"]) & ~near_hilum
         cand |= consolidation
         cand = ndi.binary_opening(cand, ball(1.0 * max(spacing), spacing))
         labels, n = ndi.label(cand)

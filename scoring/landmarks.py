@@ -1,25 +1,77 @@
-"""Landmark levels (patient z, mm) for the zone planes.
+"""Landmark levels (patient z, mm) for the zone planes, found on non-contrast chest CT.
 
-First version: the carina is detected from the airway tree (the lowest slice where the airway is
-still one lumen); the diaphragm domes and lung apices/bases from the lung mask; the other levels
-are estimated from the carina and domes with offsets calibrated on
-../shared/data/landmarks/reference.csv (mean over the development scans), and reported as estimates.
+Every level is a :class:`Landmark` with its ``method`` (``detected`` from anatomy, ``estimated``
+from other levels, or ``missing``), a ``confidence`` (high/medium/low) and a note saying how it was
+found. Arrays are LPS-oriented ``[z, y, x]`` on the working grid: x grows to the patient's left,
+y posteriorly, and the z index grows cranially; ``z_mm[k]`` is the patient z of slice ``k``.
+
+What is detected and how (definitions of ../shared/data/landmarks/README.md):
+
+* ``carina``: lowest slice where the airway (trachea, region-grown by the segmenter) is still one
+  lumen, walking down from the trachea.
+* ``rul_takeoff``, ``rml_origin``, ``bronchus_intermedius``: the right bronchial tree below the
+  carina is region-grown from the trachea (HU below :data:`BRONCHUS_HU`, inside a box around the
+  hilum, threshold lowered when it leaks). Walking down the right main bronchus, the right upper-lobe
+  take-off is the first slice where a lumen leaves it laterally; the bronchus intermedius is then
+  followed down until it divides (or fades); its mid-level is the bronchus intermedius level.
+* ``suprasternal_notch``: the sternum is found as the bone (> :data:`BONE_HU`) anterior to the
+  trachea near the midline below the notch, then followed cranially in a narrow midline box
+  (clavicle heads fall outside it) until no bone is left; the top bone slice is the notch.
+* ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
+  column), excluding columns medial to the heart border (taken from the lung's medial edge in the
+  slices above the right dome), so that the lung lying on the heart does not count as diaphragm.
+* ``apex_*``/``base_*``: most cranial / most caudal slice holding at least
+  :data:`MIN_LUNG_AREA_MM2` of that lung; the base follows aerated lung (HU < -400) below the lung
+  mask into the costophrenic recess tips. Missing when the lung touches the scan's first/last slice.
+
+What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION`):
+
+* ``aortic_arch``: carina + 26 mm. The arch is soft tissue like its neighbours on non-contrast CT,
+  and the offset from the carina varies little (22-30 mm over the six reference scans).
+* ``ipv_right``/``ipv_left``/``ipv``: a fixed fraction of the way from the carina down to the mean
+  dome level. Non-contrast veins cannot be followed reliably into the left atrium.
+* Any detected level that fails (no airway, no bone, implausible result) falls back on an estimate
+  from the carina, the domes or the lung extent, and is reported as ``estimated``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from segmentation.base import LEFT_LUNG, RIGHT_LUNG
 
-# Offsets from the carina (mm, + is cranial), means over the reference scans.
-OFFSET_FROM_CARINA_MM = {"suprasternal_notch": 67.0, "aortic_arch": 27.0, "bronchus_intermedius": -22.0}
-# The inferior pulmonary vein lies at this fraction of the way from the carina to the right dome.
-IPV_FRACTION_CARINA_TO_DOME = 0.72
+log = logging.getLogger(__name__)
+
+Spacing = tuple[float, float, float]
+
+#: Calibration constants (mm or fractions), from ../shared/data/landmarks/reference.csv (six scans).
+#: Each is the mean over the reference scans where the level is present; see docs/scoring.md.
+CALIBRATION: dict[str, float] = {
+    # level - carina (mm, + cranial)
+    "aortic_arch_from_carina_mm": 26.3,
+    "suprasternal_notch_from_carina_mm": 64.0,
+    "bronchus_intermedius_from_carina_mm": -20.7,
+    # bronchus intermedius below the detected right upper-lobe take-off (mm)
+    "bronchus_intermedius_from_rul_mm": -14.4,
+    # IPV = carina - f * (carina - mean dome level)
+    "ipv_right_fraction": 0.68,
+    "ipv_left_fraction": 0.62,
+    "ipv_fraction": 0.64,
+    # left dome below right dome (mm), used only when one dome is not found
+    "dome_left_from_right_mm": -23.0,
+    # carina at this fraction of the way from the higher apex to the lower base
+    "carina_fraction_apex_to_base": 0.29,
+}
 MIN_LUNG_AREA_MM2 = 5.0
+BONE_HU = 200.0
+BRONCHUS_HU = (-900.0, -950.0, -980.0)  # tried in order until the tree does not leak
+AERATED_HU = -400.0
 
 
 @dataclass
@@ -36,94 +88,421 @@ class Landmark:
         return asdict(self)
 
 
-def detect_carina(airway: np.ndarray, z_mm: np.ndarray, spacing: tuple[float, float, float]) -> Landmark:
-    """The lowest slice where the airway is one lumen, scanning down from the trachea."""
+def _missing(name: str, note: str) -> Landmark:
+    return Landmark(name, None, "missing", "low", note)
+
+
+def _k_of(z_mm: np.ndarray, z: float) -> int:
+    """Index of the slice nearest to patient z."""
+    return int(np.argmin(np.abs(np.asarray(z_mm) - z)))
+
+
+# ----------------------------------------------------------------------------------------- airway
+def airway_lumen(airway: np.ndarray | None, hu: np.ndarray | None, spacing: Spacing, depth_mm: float = 70.0,
+                 half_width_mm: float = 70.0, max_extra_ml: float = 15.0) -> tuple[np.ndarray | None, str]:
+    """Trachea and central bronchi: the segmenter's airway, extended below it by region growing.
+
+    From the segmenter's airway (seed), voxels below :data:`BRONCHUS_HU` connected to it are added
+    inside a box reaching ``depth_mm`` below the airway and ``half_width_mm`` around the trachea.
+    Thresholds are tried in order; one that adds more than ``max_extra_ml`` leaks into the lungs.
+    Returns (lumen, note); without ``hu`` the segmenter's airway is returned as it is."""
     if airway is None or not airway.any():
-        return Landmark("carina", None, "missing", "low", "no airway segmented")
+        return None, "no airway segmented"
+    if hu is None:
+        return airway.astype(bool), "segmenter airway"
+    ks = np.nonzero(airway.any(axis=(1, 2)))[0]
+    k_lo = int(ks.min())
+    _, ys, xs = np.nonzero(airway[k_lo:k_lo + max(1, int(round(30 / spacing[0])))])
+    cy, cx = float(np.median(ys)), float(np.median(xs))
+    lo = max(0, k_lo - int(round(depth_mm / spacing[0])))
+    ry, rx = int(round(half_width_mm / spacing[1])), int(round(half_width_mm / spacing[2]))
+    box = (slice(lo, hu.shape[0]), slice(max(0, int(cy) - ry), int(cy) + ry),
+           slice(max(0, int(cx) - rx), int(cx) + rx))
+    seed = airway[box].astype(bool)
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    for thr in BRONCHUS_HU:
+        air = (hu[box] < thr) | seed
+        lab, _ = ndi.label(air)
+        ids = np.unique(lab[seed])
+        grown = np.isin(lab, ids[ids > 0])
+        extra = float((grown & ~seed).sum()) * vox_ml
+        if extra <= max_extra_ml:
+            out = np.zeros(hu.shape, bool)
+            out[box] = grown
+            return out, f"airway grown below {thr:.0f} HU"
+        log.debug("airway growth leaks at %s HU (%.1f mL)", thr, extra)
+    return airway.astype(bool), "segmenter airway (growth leaked)"
+
+
+def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing, min_area_mm2: float = 10.0,
+                  min_trachea_mm: float = 20.0, persist: int = 2, min_sep_mm: float = 10.0) -> Landmark:
+    """The lowest slice where the airway is still one lumen, walking down the trachea.
+
+    A division counts when two lumina of at least ``min_area_mm2``, at least ``min_sep_mm`` apart
+    left-right, are seen in ``persist`` + 1 consecutive slices after at least ``min_trachea_mm`` of
+    one lumen (so the larynx and pharynx above do not count). Reported at the centre of the last
+    one-lumen slice (the reference convention)."""
+    if airway is None or not airway.any():
+        return _missing("carina", "no airway segmented")
     pix = spacing[1] * spacing[2]
     zs = np.nonzero(airway.any(axis=(1, 2)))[0]
-    last_single = None
-    for k in range(zs.max(), zs.min() - 1, -1):  # z index grows cranially: walk downwards
+
+    def split(k: int) -> bool:
         lab, n = ndi.label(airway[k])
+        if n < 2:
+            return False
+        areas = np.bincount(lab.ravel())[1:] * pix
+        big = np.argsort(areas)[::-1][:2]
+        if areas[big[1]] < min_area_mm2:
+            return False
+        xa = np.nonzero(lab == big[0] + 1)[1].mean()
+        xb = np.nonzero(lab == big[1] + 1)[1].mean()
+        return abs(xa - xb) * spacing[2] >= min_sep_mm
+
+    run = 0
+    for k in range(zs.max(), zs.min() - 1, -1):  # z index grows cranially: walk downwards
+        if not airway[k].any():
+            run = 0
+            continue
+        if split(k):
+            if run * spacing[0] >= min_trachea_mm and all(k - j >= 0 and split(k - j) for j in range(1, persist + 1)):
+                return Landmark("carina", float(z_mm[k + 1]), "detected", "high",
+                                "last slice where the airway is one lumen")
+            run = 0
+        else:
+            run += 1
+    return _missing("carina", "airway never divides")
+
+
+def trachea_centre(airway: np.ndarray | None, k_carina: int, spacing: Spacing) -> tuple[float, float] | None:
+    """(y, x) index of the trachea's centre 10-30 mm above the carina."""
+    if airway is None:
+        return None
+    k0 = min(airway.shape[0] - 1, k_carina + int(round(10 / spacing[0])))
+    k1 = min(airway.shape[0], k_carina + int(round(30 / spacing[0])) + 1)
+    sub = airway[k0:k1]
+    if not sub.any():
+        return None
+    _, ys, xs = np.nonzero(sub)
+    return float(ys.mean()), float(xs.mean())
+
+
+def detect_right_bronchi(tree: np.ndarray, k_carina: int, centre: tuple[float, float], z_mm: np.ndarray,
+                         spacing: Spacing, min_area_mm2: float = 4.0) -> tuple[int | None, int | None, str]:
+    """Slices of the right upper-lobe take-off and of the end of the bronchus intermedius.
+
+    Walks down the right main bronchus (the right lumen below the carina, patient right = smaller
+    x). The take-off is the first slice where a lumen lies more than 12 mm lateral of the main
+    bronchus' medial part, or where the main lumen widens laterally by more than that. The
+    intermedius is then followed (largest lumen overlapping the previous one) until it divides into
+    two lumina of at least ``min_area_mm2`` each or is lost. Returns (k_rul, k_end, note)."""
+    pix = spacing[1] * spacing[2]
+    cx = centre[1]
+    lat_px = 12.0 / spacing[2]
+    prev = None
+    k_rul = None
+    main_x = None
+    for k in range(k_carina - 1, max(-1, k_carina - int(round(60 / spacing[0]))), -1):
+        sl = tree[k].copy()
+        sl[:, int(round(cx)):] = False  # patient right only
+        lab, n = ndi.label(sl)
+        if n == 0:
+            return k_rul, (k + 1 if k_rul is not None else None), "right bronchial lumen lost"
+        areas = np.bincount(lab.ravel())[1:] * pix
+        idx = [i + 1 for i in range(n) if areas[i] >= min_area_mm2]
+        if not idx:
+            return k_rul, (k + 1 if k_rul is not None else None), "right bronchial lumen lost"
+        if prev is not None:
+            ov = [i for i in idx if (lab == i)[prev].any()]
+        else:
+            ov = idx
+        if not ov:
+            return k_rul, (k + 1 if k_rul is not None else None), "right bronchial lumen lost"
+        if k_rul is None:
+            main = max(ov, key=lambda i: areas[i - 1])
+            xs = np.nonzero(lab == main)[1]
+            if main_x is None:
+                main_x = float(np.percentile(xs, 80))  # medial part of the main bronchus
+            lateral = [i for i in idx if np.nonzero(lab == i)[1].mean() < main_x - lat_px - 3]
+            if xs.min() < main_x - 2 * lat_px or lateral:
+                k_rul = k
+                # from here follow the intermedius: the most medial-posterior big lumen
+                cand = [i for i in ov if i not in lateral] or ov
+                main = max(cand, key=lambda i: np.nonzero(lab == i)[1].mean())
+            prev = ndi.binary_dilation(lab == main, iterations=2)
+            continue
+        big = [i for i in ov if areas[i - 1] >= min_area_mm2]
+        if len(big) >= 2 and z_mm[k_rul] - z_mm[k] >= 8.0:
+            return k_rul, k, "intermedius divides"
+        main = max(ov, key=lambda i: areas[i - 1])
+        prev = ndi.binary_dilation(lab == main, iterations=2)
+    return k_rul, None, "intermedius not ended within 60 mm"
+
+
+# ------------------------------------------------------------------------------------------- bone
+def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float, float], z_mm: np.ndarray,
+                              spacing: Spacing, min_area_mm2: float = 5.0, box_half_width_mm: float = 10.0,
+                              gap_mm: float = 6.0) -> Landmark:
+    """Top of the manubrium at the midline: sternal bone followed cranially from below the notch."""
+    name = "suprasternal_notch"
+    nz = hu.shape[0]
+    pix = spacing[1] * spacing[2]
+    cy, cx = centre
+    dz = spacing[0]
+    bone = hu > BONE_HU
+    # 1. the sternum 5-40 mm above the carina: largest bone blob anterior to the trachea near the midline
+    x0, x1 = int(max(0, cx - 30 / spacing[2])), int(cx + 30 / spacing[2]) + 1
+    y1 = int(cy - 15 / spacing[1])
+    if y1 <= 0:
+        return _missing(name, "trachea at the front edge of the image")
+    start = None
+    for k in range(min(nz - 1, k_carina + int(round(5 / dz))), min(nz, k_carina + int(round(40 / dz)) + 1)):
+        lab, n = ndi.label(bone[k, :y1, x0:x1])
         if n == 0:
             continue
         areas = np.bincount(lab.ravel())[1:] * pix
-        big = int((areas >= 10.0).sum())
-        if big >= 2:
-            if last_single is None:
-                return Landmark("carina", None, "missing", "low", "airway already divided in its top slice")
-            z = 0.5 * (z_mm[last_single] + z_mm[k])
-            return Landmark("carina", float(z), "detected", "high", "airway splits into two lumina")
-        last_single = k
-    return Landmark("carina", None, "missing", "low", "airway never divides")
+        i = int(np.argmax(areas))
+        if areas[i] >= 40.0:
+            ys, xs = np.nonzero(lab == i + 1)
+            start = (k, float(xs.mean() + x0), float(ys.min()))
+            break
+    if start is None:
+        return _missing(name, "no sternum found anterior to the trachea")
+    k, xs_c, _ = start
+    hw = box_half_width_mm / spacing[2]
+    ymax = int(cy - 8 / spacing[1])
+    last_bone = k
+    gap = 0
+    while k + 1 < nz:
+        k += 1
+        xa, xb = int(max(0, xs_c - hw)), int(xs_c + hw) + 1
+        sl = bone[k, :ymax, xa:xb]
+        area = sl.sum() * pix
+        if area >= min_area_mm2:
+            last_bone, gap = k, 0
+            xs_c = 0.8 * xs_c + 0.2 * (np.nonzero(sl)[1].mean() + xa)  # follow a rotated sternum slowly
+        else:
+            gap += 1
+            if gap * dz >= gap_mm:
+                break
+    if last_bone >= nz - 1:
+        return _missing(name, "manubrium reaches the top of the scan")
+    return Landmark(name, float(z_mm[last_bone]), "detected", "medium",
+                    "top of the sternal bone in a midline box, followed up from below the notch")
 
 
-def lung_extent(lungs: np.ndarray, side: int, z_mm: np.ndarray, spacing) -> tuple[float | None, float | None, bool, bool]:
-    """Apex and base z of one lung, and whether it is cut off at the top / bottom of the scan."""
-    area = (lungs == side).sum(axis=(1, 2)) * spacing[1] * spacing[2]
+# ------------------------------------------------------------------------------------------- lung
+def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_mm: float = 15.0,
+                 spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
+    """The lung mask of one side, extended caudally into aerated recess tips (HU < -400) that the
+    mask cut off: slice by slice downwards, aerated voxels overlapping the slice above."""
+    m = lungs == side
+    if hu is None or not m.any():
+        return m
+    ks = np.nonzero(m.any(axis=(1, 2)))[0]
+    kb = int(ks.min())
+    out = m.copy()
+    prev = m[kb]
+    for k in range(kb - 1, max(-1, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):
+        air = hu[k] < AERATED_HU
+        lab, n = ndi.label(air)
+        if n == 0:
+            break
+        ids = np.unique(lab[prev & air])
+        ids = ids[ids > 0]
+        if ids.size == 0:
+            break
+        cur = np.isin(lab, ids) & ndi.binary_dilation(prev, iterations=3)
+        if not cur.any():
+            break
+        out[k] = cur
+        prev = cur
+    return out
+
+
+def lung_extent(lung: np.ndarray, z_mm: np.ndarray, spacing: Spacing) -> tuple[float | None, float | None, bool, bool]:
+    """Apex and base z of one lung mask, and whether it is cut off at the top / bottom of the scan."""
+    area = lung.sum(axis=(1, 2)) * spacing[1] * spacing[2]
     ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
     if ks.size == 0:
         return None, None, False, False
-    top, bottom = ks.max(), ks.min()
-    cut_top = top == lungs.shape[0] - 1
-    cut_bottom = bottom == 0
-    return float(z_mm[top]), float(z_mm[bottom]), bool(cut_top), bool(cut_bottom)
+    top, bottom = int(ks.max()), int(ks.min())
+    cut_top = bool(lung[-1].any())
+    cut_bottom = bool(lung[0].any())
+    return float(z_mm[top]), float(z_mm[bottom]), cut_top, cut_bottom
 
 
-def detect_dome(lungs: np.ndarray, side: int, z_mm: np.ndarray) -> Landmark:
-    """Diaphragm dome apex: the highest point of the lung's floor over the central columns."""
-    m = lungs == side
-    if not m.any():
-        return Landmark(f"dome_{'right' if side == RIGHT_LUNG else 'left'}", None, "missing", "low", "no lung")
-    name = f"dome_{'right' if side == RIGHT_LUNG else 'left'}"
-    has = m.any(axis=0)
-    lowest = np.argmax(m, axis=0)  # first (most caudal) lung slice per (y, x) column
+def heart_columns(lungs: np.ndarray, side: int, k_from: int, k_to: int, margin_px: int = 3) -> np.ndarray:
+    """(y, x) columns medial to the lung's medial edge in slices ``k_from..k_to`` (the heart border).
+
+    For each row y, columns on the midline side of the most medial lung voxel are excluded; rows
+    without lung exclude nothing. The union over the slices is returned."""
+    ny, nx = lungs.shape[1:]
+    out = np.zeros((ny, nx), bool)
+    xs = np.arange(nx)
+    for k in range(max(0, k_from), min(lungs.shape[0], k_to + 1)):
+        m = lungs[k] == side
+        rows = np.nonzero(m.any(axis=1))[0]
+        for y in rows:
+            xi = np.nonzero(m[y])[0]
+            if side == LEFT_LUNG:  # left lung: medial = smaller x
+                out[y] |= xs < xi.min() + margin_px
+            else:
+                out[y] |= xs > xi.max() - margin_px
+    return out
+
+
+def central_columns(lung: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.ndarray:
+    """(y, x) columns inside the ``lo``-``hi`` percentile box of the lung's footprint."""
+    has = lung.any(axis=0)
     ys, xs = np.nonzero(has)
-    # Central columns of the lung footprint (avoid the costophrenic recesses and the hilum edges).
-    y0, y1 = np.percentile(ys, [20, 80])
-    x0, x1 = np.percentile(xs, [20, 80])
-    sel = (ys >= y0) & (ys <= y1) & (xs >= x0) & (xs <= x1)
-    floor = lowest[ys[sel], xs[sel]]
-    if floor.size == 0 or floor.min() == 0 and np.all(floor == 0):
-        return Landmark(name, None, "missing", "low", "lung floor not in the scan")
-    k = int(np.percentile(floor, 95))
-    if k == 0:
-        return Landmark(name, None, "missing", "low", "lung floor not in the scan")
-    z = 0.5 * (z_mm[k] + z_mm[k - 1])
-    return Landmark(name, float(z), "detected", "medium", "highest lung floor over the central columns")
+    y0, y1 = np.percentile(ys, [lo, hi])
+    x0, x1 = np.percentile(xs, [lo, hi])
+    yy, xx = np.mgrid[: has.shape[0], : has.shape[1]]
+    return (yy >= y0) & (yy <= y1) & (xx >= x0) & (xx <= x1)
 
 
-def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndarray,
-                     spacing: tuple[float, float, float]) -> dict[str, Landmark]:
-    """All levels needed by the zone systems, on an LPS-oriented grid (z index grows cranially)."""
+def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
+    """(y, x) columns inside the convex hull of the lung's footprint in its lowest ``frac`` of height
+    (the recesses ring the dome there, and the heart lies mostly above)."""
+    from skimage.morphology import convex_hull_image
+
+    ks = np.nonzero(lung.any(axis=(1, 2)))[0]
+    kb, kt = int(ks.min()), int(ks.max())
+    return convex_hull_image(lung[kb: kb + int(frac * (kt - kb)) + 1].any(axis=0))
+
+
+def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarray | None = None,
+                q: float = 90.0) -> Landmark:
+    """Diaphragm dome: a high percentile (``q``) of the lung floor over the diaphragm columns.
+
+    The floor of a column is its lowest lung voxel. Columns over the diaphragm are approximated two
+    ways, both of which can only let in too-high floors (under-surfaces of the upper lobes, the
+    heart): the central 10-90 % box of the footprint, and that box cut to the hull of the basal
+    footprint (:func:`basal_columns`). The lower of the two results is kept. Columns in
+    ``exclude`` (the heart, for the left lung) and columns where the lung reaches the scan's bottom
+    are left out. Reported half a slice below the lowest lung voxel (the lung/diaphragm interface)."""
+    if not lung.any():
+        return _missing(name, "no lung")
+    has = lung.any(axis=0) & ~lung[0]
+    floor = np.argmax(lung, axis=0)
+    ok = has & central_columns(lung)
+    if exclude is not None:
+        ok &= ~exclude
+    ks = []
+    for sel in (ok, ok & basal_columns(lung)):
+        if sel.sum() >= 10:
+            ks.append(int(np.percentile(floor[sel], q)))
+    if not ks or min(ks) <= 0:
+        return _missing(name, "lung floor not in the scan")
+    k = min(ks)
+    dz = abs(float(z_mm[1] - z_mm[0])) if len(z_mm) > 1 else 0.0
+    note = "high percentile of the lung floor over the diaphragm columns"
+    if exclude is not None:
+        note += ", heart columns excluded"
+    return Landmark(name, float(z_mm[k]) - 0.5 * dz, "detected", "medium", note)
+
+
+# ------------------------------------------------------------------------------------------ main
+def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
+                     hu: np.ndarray | None = None, cfg: Mapping[str, Any] | None = None) -> dict[str, Landmark]:
+    """All levels needed by the zone systems, on an LPS-oriented grid (z index grows cranially).
+
+    ``hu`` enables the detections that need more than the masks (bronchi, sternum, recess tips);
+    without it those levels are estimated. ``cfg`` is the ``landmarks`` config section
+    (``estimate_from_lung_extent``)."""
+    cfg = dict(cfg or {})
+    cal = CALIBRATION
+    z_mm = np.asarray(z_mm, float)
     out: dict[str, Landmark] = {}
-    carina = detect_carina(airway, z_mm, spacing)
-    out["carina"] = carina
-    for side, name in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")):
-        apex, base, cut_top, cut_bottom = lung_extent(lungs, side, z_mm, spacing)
-        out[f"apex_{name}"] = Landmark(f"apex_{name}", None if cut_top else apex,
-                                       "missing" if cut_top or apex is None else "detected",
-                                       "high", "apex cut off by the scan" if cut_top else "")
-        out[f"base_{name}"] = Landmark(f"base_{name}", None if cut_bottom else base,
-                                       "missing" if cut_bottom or base is None else "detected",
-                                       "high", "base cut off by the scan" if cut_bottom else "")
-        out[f"dome_{name}"] = detect_dome(lungs, side, z_mm)
-    if carina.z_mm is None:
-        # Fall back on lung extent: carina about 29 % of the way from apex to base.
-        apex = max((lm.z_mm for k, lm in out.items() if k.startswith("apex") and lm.z_mm is not None), default=None)
-        base = min((lm.z_mm for k, lm in out.items() if k.startswith("base") and lm.z_mm is not None), default=None)
+
+    # lungs: apices, bases, domes
+    per_side: dict[int, np.ndarray] = {}
+    for side, nm in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")):
+        lung = aerated_lung(lungs, hu, side, spacing=spacing)
+        per_side[side] = lung
+        apex, base, cut_top, cut_bottom = lung_extent(lung, z_mm, spacing)
+        out[f"apex_{nm}"] = (_missing(f"apex_{nm}", "apex cut off by the scan" if cut_top else "no lung")
+                             if cut_top or apex is None else
+                             Landmark(f"apex_{nm}", apex, "detected", "high", "top slice with >= 5 mm2 lung"))
+        out[f"base_{nm}"] = (_missing(f"base_{nm}", "base cut off by the scan" if cut_bottom else "no lung")
+                             if cut_bottom or base is None else
+                             Landmark(f"base_{nm}", base, "detected", "high",
+                                      "bottom slice with >= 5 mm2 lung (aerated recess tips followed)"))
+    out["dome_right"] = detect_dome(per_side[RIGHT_LUNG], "dome_right", z_mm)
+    kr = _k_of(z_mm, out["dome_right"].z_mm) if out["dome_right"].z_mm is not None else None
+    excl = None
+    if kr is not None:
+        excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
+    out["dome_left"] = detect_dome(per_side[LEFT_LUNG], "dome_left", z_mm, exclude=excl)
+    for a, b, off in (("dome_left", "dome_right", cal["dome_left_from_right_mm"]),
+                      ("dome_right", "dome_left", -cal["dome_left_from_right_mm"])):
+        if out[a].z_mm is None and out[b].z_mm is not None and out[b].method == "detected":
+            z = out[b].z_mm + off
+            if z > z_mm.min():
+                out[a] = Landmark(a, z, "estimated", "low", f"{b} {off:+.0f} mm ({a} not found)")
+
+    # carina
+    lumen, lumen_note = airway_lumen(airway, hu, spacing)
+    carina = detect_carina(lumen, z_mm, spacing)
+    if carina.z_mm is None and cfg.get("estimate_from_lung_extent", True):
+        apex = max((out[k].z_mm for k in ("apex_right", "apex_left") if out[k].z_mm is not None), default=None)
+        base = min((out[k].z_mm for k in ("base_right", "base_left") if out[k].z_mm is not None), default=None)
         if apex is not None and base is not None:
-            out["carina"] = carina = Landmark("carina", apex - 0.29 * (apex - base), "estimated", "low",
-                                              "from lung extent (airway split not found)")
-    for name, off in OFFSET_FROM_CARINA_MM.items():
-        z = None if carina.z_mm is None else carina.z_mm + off
-        out[name] = Landmark(name, z, "estimated" if z is not None else "missing", "low",
-                             f"carina {off:+.0f} mm (reference mean)")
-    dome = out["dome_right"].z_mm if out["dome_right"].z_mm is not None else out["dome_left"].z_mm
-    if carina.z_mm is not None and dome is not None:
-        z = carina.z_mm - IPV_FRACTION_CARINA_TO_DOME * (carina.z_mm - dome)
-        out["ipv"] = Landmark("ipv", float(z), "estimated", "low",
-                              f"{IPV_FRACTION_CARINA_TO_DOME:.2f} of the way from carina to right dome")
-    else:
-        out["ipv"] = Landmark("ipv", None, "missing", "low", "needs carina and a dome")
+            f = cal["carina_fraction_apex_to_base"]
+            carina = Landmark("carina", apex - f * (apex - base), "estimated", "low",
+                              f"{f:.2f} of the way from apex to base (airway split not found)")
+    out["carina"] = carina
+    zc = carina.z_mm
+
+    def from_carina(name: str, key: str, why: str) -> Landmark:
+        if zc is None:
+            return _missing(name, "needs the carina")
+        off = cal[key]
+        return Landmark(name, zc + off, "estimated", "low" if name == "suprasternal_notch" else "medium",
+                        f"carina {off:+.1f} mm (reference mean); {why}")
+
+    centre = None
+    kc = None
+    if carina.method == "detected":
+        kc = _k_of(z_mm, zc)
+        centre = trachea_centre(lumen, kc, spacing)
+
+    # bronchus intermedius
+    if hu is not None and centre is not None and kc is not None and lumen is not None:
+        k_rul, k_end, why = detect_right_bronchi(lumen, kc, centre, z_mm, spacing)
+        if k_rul is not None and 0 < zc - z_mm[k_rul] <= 20:
+            out["rul_takeoff"] = Landmark("rul_takeoff", float(z_mm[k_rul]), "detected", "low",
+                                          f"right upper-lobe bronchus leaves the main bronchus ({lumen_note})")
+            log.debug("bronchus intermedius end: %s (%s)", None if k_end is None else z_mm[k_end], why)
+    # The take-off/division detections above are informative but, on the reference scans, less
+    # accurate than the carina offset (the middle-lobe division is often missed), so the level used is the estimate.
+    out["bronchus_intermedius"] = from_carina("bronchus_intermedius", "bronchus_intermedius_from_carina_mm",
+                                              "segmental take-offs not resolved reliably enough on CT")
+    # suprasternal notch
+    notch = None
+    if hu is not None and centre is not None and kc is not None:
+        notch = detect_suprasternal_notch(hu, kc, centre, z_mm, spacing)
+        if notch.z_mm is not None and not 30 <= notch.z_mm - zc <= 110:
+            log.info("suprasternal notch at carina %+.0f mm is implausible; estimated", notch.z_mm - zc)
+            notch = None
+        elif notch.z_mm is None:
+            notch = None
+    out["suprasternal_notch"] = notch or from_carina("suprasternal_notch", "suprasternal_notch_from_carina_mm",
+                                                     "sternum not found")
+    # aortic arch
+    out["aortic_arch"] = from_carina("aortic_arch", "aortic_arch_from_carina_mm",
+                                     "arch not separable from the mediastinum without contrast")
+    # inferior pulmonary veins
+    domes = [out[k].z_mm for k in ("dome_right", "dome_left") if out[k].z_mm is not None]
+    for name, key in (("ipv_right", "ipv_right_fraction"), ("ipv_left", "ipv_left_fraction"), ("ipv", "ipv_fraction")):
+        if zc is None or not domes:
+            out[name] = _missing(name, "needs the carina and a dome")
+            continue
+        f = cal[key]
+        zd = float(np.mean(domes))
+        out[name] = Landmark(name, zc - f * (zc - zd), "estimated", "low",
+                             f"{f:.2f} of the way from the carina to the mean dome (veins not traced without contrast)")
+    for lm in out.values():
+        log.debug("landmark %s: %s (%s, %s) %s", lm.name, lm.z_mm, lm.method, lm.confidence, lm.note)
     return out

@@ -83,7 +83,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[st
 
     t = time.perf_counter()
     z_w, z_o = slice_z_mm(work), slice_z_mm(orig)
-    landmarks = detect_landmarks(seg.lungs, seg.airway, z_w, spacing_w)
+    landmarks = detect_landmarks(seg.lungs, seg.airway, z_w, spacing_w, hu=hu_w, cfg=cfg.get("landmarks"))
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o)
@@ -153,6 +153,9 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                                f"0-900 {res['row']['zhang900_total']}")
             atomic_write_bytes(folder.path("qc.png"), png)
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
+            from pipeline.qc_levels import levels_png
+            atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
+                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id))
         flags = list(dict.fromkeys(vol.flags + res["flags"] +
                                    [f"LANDMARK_ESTIMATED:{k}" for k, lm in res["landmarks"].items()
                                     if lm.method == "estimated"]))

@@ -1,0 +1,122 @@
+"""QC picture of the landmark levels (``levels.png``): every level as a labelled line.
+
+Left: a coronal view through the lungs' centre (lung window); right: a sagittal view through the
+trachea (mediastinal window, so the sternum, the arch and the heart show). Each level is drawn
+across both views at its patient z, labelled with its name, z (mm) and how it was found: a solid
+line when detected, dashed when estimated. Missing levels are listed in the title. Images are in
+the radiological convention (patient right on the left of the coronal view, anterior on the left
+of the sagittal view, head at the top), with true millimetre proportions.
+
+Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Levels drawn, in this order, with their label and colour.
+LEVELS: dict[str, tuple[str, str]] = {
+    "apex_right": ("apex R", "#bbbbbb"),
+    "apex_left": ("apex L", "#dddddd"),
+    "suprasternal_notch": ("notch", "#ffd166"),
+    "aortic_arch": ("arch", "#ef476f"),
+    "carina": ("carina", "#06d6a0"),
+    "rul_takeoff": ("RUL", "#8ecae6"),
+    "bronchus_intermedius": ("BI", "#118ab2"),
+    "ipv": ("IPV", "#f78c6b"),
+    "dome_right": ("dome R", "#c77dff"),
+    "dome_left": ("dome L", "#e0aaff"),
+    "base_right": ("base R", "#999999"),
+    "base_left": ("base L", "#777777"),
+}
+LUNG_WINDOW = (-1350.0, 150.0)
+SOFT_WINDOW = (-160.0, 240.0)
+
+
+def _z(lm: Any) -> float | None:
+    return getattr(lm, "z_mm", None) if not isinstance(lm, Mapping) else lm.get("z_mm")
+
+
+def _method(lm: Any) -> str:
+    return getattr(lm, "method", "") if not isinstance(lm, Mapping) else lm.get("method", "")
+
+
+def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing_zyx: Sequence[float],
+               landmarks: Mapping[str, Any], title: str = "", airway: np.ndarray | None = None) -> bytes:
+    """PNG bytes of the coronal + sagittal level picture.
+
+    ``landmarks`` maps a name to a :class:`scoring.landmarks.Landmark` or its dict form.
+    The sagittal plane goes through the trachea when ``airway`` is given, else the lungs' midline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z_mm = np.asarray(z_mm, float)
+    nz, ny, nx = hu.shape
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    lung = lungs > 0
+    if lung.any():
+        _, ys, xs = np.nonzero(lung)
+        yc, xc = int(np.median(ys)), int(round(0.5 * (xs.min() + xs.max())))
+    else:
+        yc, xc = ny // 2, nx // 2
+    if airway is not None and airway.any():
+        _, _, axs = np.nonzero(airway)
+        xc = int(np.median(axs))
+    order = np.argsort(z_mm)
+    zlo, zhi = float(z_mm[order[0]]) - sz / 2, float(z_mm[order[-1]]) + sz / 2
+    cor = hu[order, yc, :]
+    sag = hu[order, :, xc]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 7), dpi=100, facecolor="black",
+                             gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
+    for ax, img, width, win, lab in ((axes[0], cor, nx * sx, LUNG_WINDOW, "coronal (R | L)"),
+                                     (axes[1], sag, ny * sy, SOFT_WINDOW, "sagittal (A | P)")):
+        ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1], origin="lower",
+                  extent=(0, width, zlo, zhi), aspect="equal", interpolation="nearest")
+        ax.set_title(lab, color="white", fontsize=9)
+        ax.set_facecolor("black")
+        ax.tick_params(colors="white", labelsize=7)
+        ax.set_xticks([])
+        ax.set_ylabel("patient z (mm)", color="white", fontsize=8)
+    if lung.any():
+        axes[0].contour(np.linspace(0, nx * sx, nx), np.linspace(zlo, zhi, nz), lung[order, yc, :].astype(float),
+                        levels=[0.5], colors="#4cc9f0", linewidths=0.6)
+    missing = []
+    for name, (label, colour) in LEVELS.items():
+        if name not in landmarks:
+            continue
+        z = _z(landmarks[name])
+        if z is None:
+            missing.append(label)
+            continue
+        meth = _method(landmarks[name])
+        style = "-" if meth == "detected" else "--"
+        for i, ax in enumerate(axes):
+            width = nx * sx if i == 0 else ny * sy
+            ax.axhline(z, color=colour, linestyle=style, linewidth=1.1)
+            if i == 1 or name.endswith("_right"):
+                xt = 2 if i == 0 else width - 2
+                ha = "left" if i == 0 else "right"
+            else:
+                xt, ha = width - 2, "right"
+            ax.text(xt, z + 1, f"{label} {z:.0f} {'D' if meth == 'detected' else 'E'}", color=colour,
+                    fontsize=7, ha=ha, va="bottom",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
+    sub = "solid = detected (D), dashed = estimated (E)"
+    if missing:
+        sub += "; missing: " + ", ".join(missing)
+    fig.suptitle(f"{title}\n{sub}", color="white", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="black")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Acceptance metrics of the MONAI segmenter (issue 4) on the held-out clean background.
+
+    python scripts/evaluate_segmenter.py                          # normal001, 6 synthetic cases
+    python scripts/evaluate_segmenter.py --series ../shared/data/chest/normal001 --cases 10 \\
+        --weights segmentation/weights --json eval.json --real cap001 ricord_covid_419639
+
+On the pipeline's working grid (1.5 mm):
+
+- lung Dice per side vs the classical teacher on the clean held-out scan (target >= 0.95);
+- false-positive lesion volume on the clean scan as % of lung volume (target <= 1 %);
+- lesion Dice on synthetic insertions (segmentation.synth, seeds 1000+i) into the same scan
+  (target >= 0.80; pooled over the cases, and the median per case);
+- coverage of pleura-touching synthetic consolidation by the predicted lung mask (target >= 95 %);
+- with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+log = logging.getLogger("evaluate_segmenter")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The series under ``folder`` on the pipeline's working grid: HU [z, y, x] and spacing (z, y, x)."""
+    import SimpleITK as sitk
+
+    from pipeline.resample import resample_to_spacing
+    from segmentation.training import load_series_lps
+
+    img = resample_to_spacing(load_series_lps(folder), spacing_xyz, default=-1024.0)
+    return sitk.GetArrayFromImage(img).astype(np.float32), tuple(float(v) for v in reversed(img.GetSpacing()))
+
+
+def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
+             real: list[Path], baseline: bool = False) -> dict:
+    """Compute the acceptance metrics; returns a JSON-able dict."""
+    from segmentation.classical import ClassicalSegmenter
+    from segmentation.monai_segmenter import MonaiSegmenter
+    from segmentation.synth import synthesize
+
+    model = MonaiSegmenter(weights, device=device)
+    teacher = ClassicalSegmenter()
+    hu, sp = working_grid(series, spacing_xyz)
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    t = time.perf_counter()
+    ref = teacher.segment(hu, sp).lungs
+    log.info("teacher %.1f s", time.perf_counter() - t)
+    t = time.perf_counter()
+    clean = model.segment(hu, sp)
+    seg_s = time.perf_counter() - t
+    res: dict = {"series": series.name, "model_id": model.model_id, "working_spacing_zyx": sp,
+                 "segment_s_clean": seg_s,
+                 "lung_dice_right": dice(clean.lungs == 1, ref == 1), "lung_dice_left": dice(clean.lungs == 2, ref == 2),
+                 "lung_ml_model": float((clean.lungs > 0).sum() * voxel_ml),
+                 "lung_ml_teacher": float((ref > 0).sum() * voxel_ml),
+                 "fp_lesion_ml": float(clean.lesions.sum() * voxel_ml),
+                 "fp_lesion_pct_of_lung": 100.0 * float(clean.lesions.sum()) / max(1, int((clean.lungs > 0).sum()))}
+    log.info("clean: %s", {k: res[k] for k in ("lung_dice_right", "lung_dice_left", "fp_lesion_pct_of_lung")})
+    inter = tot = 0
+    cov_in = cov_tot = 0
+    per_case = []
+    base_inter = base_tot = 0
+    for i in range(cases):
+        syn = synthesize(hu, ref, sp, 1000 + i, {"p_empty": 0.0})
+        pred = model.segment(syn.hu, sp)
+        d = dice(pred.lesions, syn.lesions)
+        inter += int((pred.lesions & syn.lesions).sum())
+        tot += int(pred.lesions.sum() + syn.lesions.sum())
+        pc = syn.pleural_consolidation
+        cov_in += int((pc & (pred.lungs > 0)).sum())
+        cov_tot += int(pc.sum())
+        row = {"seed": 1000 + i, "lesion_dice": d, "lesion_ml": float(syn.lesions.sum() * voxel_ml),
+               "kinds": [s.kind for s in syn.specs],
+               "lung_dice_right": dice(pred.lungs == 1, ref == 1), "lung_dice_left": dice(pred.lungs == 2, ref == 2),
+               "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
+               "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None}
+        if baseline:
+            b = teacher.segment(syn.hu, sp)
+            row["classical_lesion_dice"] = dice(b.lesions, syn.lesions)
+            row["classical_pleural_coverage"] = float((pc & (b.lungs > 0)).sum() / pc.sum()) if pc.any() else None
+            base_inter += int((b.lesions & syn.lesions).sum())
+            base_tot += int(b.lesions.sum() + syn.lesions.sum())
+        log.info("case %d: %s", i, {k: v for k, v in row.items() if k != "kinds"})
+        per_case.append(row)
+    res["synthetic_cases"] = per_case
+    res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
+    res["lesion_dice_median"] = float(np.median([r["lesion_dice"] for r in per_case])) if per_case else None
+    res["pleural_consolidation_coverage"] = cov_in / cov_tot if cov_tot else None
+    if baseline and base_tot:
+        res["classical_lesion_dice_pooled"] = 2.0 * base_inter / base_tot
+    res["real"] = {}
+    for folder in real:
+        rhu, rsp = working_grid(folder, spacing_xyz)
+        s = model.segment(rhu, rsp)
+        lung = int((s.lungs > 0).sum())
+        res["real"][folder.name] = {"lung_ml": lung * float(np.prod(rsp)) / 1000,
+                                    "lesion_pct_of_lung": 100.0 * float(s.lesions.sum()) / max(1, lung)}
+        log.info("real %s: %s", folder.name, res["real"][folder.name])
+    res["targets"] = {"lung_dice_per_side": ">= 0.95", "lesion_dice": ">= 0.80",
+                      "pleural_consolidation_coverage": ">= 0.95", "fp_lesion_pct_of_lung": "<= 1.0"}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = REPO.parent / "shared" / "data" / "chest"
+    ap.add_argument("--series", default=str(data / "normal001"), help="held-out clean background (DICOM folder)")
+    ap.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
+    ap.add_argument("--cases", type=int, default=6, help="number of synthetic insertions")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], help="working grid x y z (mm)")
+    ap.add_argument("--real", nargs="*", default=[], help="names under ../shared/data/chest or folders")
+    ap.add_argument("--baseline", action="store_true", help="also score the classical segmenter")
+    ap.add_argument("--json", default=None, help="write the metrics here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    real = [Path(r) if Path(r).exists() else data / r for r in args.real]
+    res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
+                   args.spacing, real, args.baseline)
+    summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Train the MONAI lung/lesion segmenter (same as ``ctscore train``).
+
+    # 1. cache the default clean backgrounds of ../shared/data/chest (teacher = classical segmenter)
+    python scripts/train_segmenter.py --prepare-only --cache .train_cache
+    # 2. train from the cache (GPU if there is one) and write the weights folder
+    python scripts/train_segmenter.py --cache .train_cache --out segmentation/weights
+    # your own backgrounds (DICOM folders; lungs.nii.gz / lesions.nii.gz beside them = your labels)
+    python scripts/train_segmenter.py --data /my/scans --cache /tmp/cache --out my_model
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+if __name__ == "__main__":
+    from pipeline.commands.train import main_argv
+
+    sys.exit(main_argv(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""The learned segmenter: the MONAI U-Net of :mod:`segmentation.network` with the shipped weights.
+
+Built once per process (weights read once, sha256 checked against ``manifest.json``), then
+:meth:`MonaiSegmenter.segment` per scan:
+
+1. the HU volume (any grid) is resampled to the model grid (``model_spacing_mm`` of ``model.yaml``,
+   trilinear, physical extent kept) and normalised;
+2. MONAI's :class:`~monai.inferers.SlidingWindowInferer` runs the network (bf16/fp16 autocast on CUDA,
+   float32 and deterministic algorithms on CPU);
+3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
+   the lung head is argmaxed (background / right / left) and the lesion head thresholded;
+4. clean-up: per side the largest connected component (plus any other above 10 % of it), lesions only
+   inside the lungs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from segmentation.base import LEFT_LUNG, RIGHT_LUNG, Segmentation
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class WeightsError(RuntimeError):
+    """The model files are missing or do not match their manifest."""
+
+
+def resolve_device(device: str | None) -> Any:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device."""
+    import torch
+
+    d = (device or "auto").lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if d in ("gpu",) or d.startswith("gpu:"):
+        d = d.replace("gpu", "cuda")
+    return torch.device(d)
+
+
+def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
+    """sha256 of each file in ``files`` against ``folder/manifest.json``; returns the hashes."""
+    from segmentation.training import sha256_file
+
+    man_path = folder / "manifest.json"
+    if not man_path.exists():
+        raise WeightsError(f"no manifest.json in {folder}: refusing unverified weights")
+    manifest = json.loads(man_path.read_text())["files"]
+    out = {}
+    for f in files:
+        path = folder / f
+        if not path.exists():
+            raise WeightsError(f"model file missing: {path}")
+        want = manifest.get(f, {}).get("sha256")
+        got = sha256_file(path)
+        if want != got:
+            raise WeightsError(f"sha256 of {path} is {got}, manifest says {want}")
+        out[f] = got
+    return out
+
+
+def resize_to(x: Any, size: tuple[int, int, int]) -> Any:
+    """Trilinear resize of a [N, C, z, y, x] tensor (voxel centres mapped proportionally)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    if tuple(x.shape[-3:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def upsample_slabs(logits: Any, out_shape: tuple[int, int, int], fn: Any, slab: int = 16) -> None:
+    """Interpolate ``logits`` [C, z, y, x] (model grid) to ``out_shape`` slab by slab along z.
+
+    Calls ``fn(z0, z1, values[C, z1-z0, Y, X])`` for each slab of output slices, so that the whole
+    full-resolution probability volume never exists at once. Interpolation is linear in z and
+    bilinear in-plane with the same voxel-centre convention as :func:`resize_to`.
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    c, zw, _, _ = logits.shape
+    zn, yn, xn = out_shape
+    scale = zw / zn
+    for z0 in range(0, zn, slab):
+        z1 = min(zn, z0 + slab)
+        pos = (torch.arange(z0, z1, dtype=torch.float64) + 0.5) * scale - 0.5
+        pos = pos.clamp(0, zw - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=zw - 1)
+        w = (pos - lo.double()).float()
+        need = torch.unique(torch.cat([lo, hi]))
+        planes = F.interpolate(logits[:, need], size=(yn, xn), mode="bilinear", align_corners=False)
+        idx = {int(v): i for i, v in enumerate(need)}
+        a = planes[:, [idx[int(v)] for v in lo]]
+        b = planes[:, [idx[int(v)] for v in hi]]
+        fn(z0, z1, a + (b - a) * w[None, :, None, None])
+
+
+def keep_main_components(mask: np.ndarray, min_share: float = 0.1) -> np.ndarray:
+    """The largest connected component of ``mask`` plus any other at least ``min_share`` of its size."""
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_share * sizes.max()) + 1
+    return np.isin(lab, keep)
+
+
+class MonaiSegmenter:
+    """Learned lung (right/left) and lesion segmenter implementing :class:`segmentation.base.Segmenter`."""
+
+    name = "monai"
+
+    def __init__(self, weights_path: str | Path | None = None, device: str = "auto",
+                 cfg: dict[str, Any] | None = None) -> None:
+        import torch
+        import yaml
+        from safetensors.torch import load_file
+
+        from segmentation.network import build_network
+
+        folder = Path(weights_path) if weights_path else WEIGHTS_DIR
+        if folder.is_file():
+            folder = folder.parent
+        self.folder = folder
+        self.hashes = check_manifest(folder, ["model.safetensors", "model.yaml"])
+        self.meta: dict[str, Any] = yaml.safe_load((folder / "model.yaml").read_text())
+        seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
+        self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
+        self.device = resolve_device(device)
+        self.net = build_network(self.meta["arch"])
+        state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code
+        self.net.load_state_dict(state)
+        self.net.eval().to(self.device)
+        self.lesion_threshold = float(self.options.get("lesion_threshold", self.meta.get("lesion_threshold", 0.5)))
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        from monai.inferers import SlidingWindowInferer
+
+        self.inferer = SlidingWindowInferer(
+            roi_size=tuple(self.meta.get("inference_roi_size", self.meta["roi_size"])),
+            sw_batch_size=int(self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4)),
+            overlap=float(self.meta.get("sw_overlap", 0.25)), mode="gaussian")
+        log.info("MONAI segmenter loaded from %s on %s (sha256 %s)", folder, self.device,
+                 self.hashes["model.safetensors"][:12])
+
+    @property
+    def model_id(self) -> str:
+        """``monai-`` plus the first 16 hex digits of the weights' sha256."""
+        return "monai-" + self.hashes["model.safetensors"][:16]
+
+    def predict_logits(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Any:
+        """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32)."""
+        import torch
+
+        from segmentation.network import normalize_hu
+
+        msp = np.asarray(self.meta["model_spacing_mm"], float)
+        shape = np.asarray(hu.shape)
+        size = tuple(int(v) for v in np.maximum(1, np.round(shape * np.asarray(spacing, float) / msp)))
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+            x = normalize_hu(resize_to(x, size), tuple(self.meta["hu_window"])).to(self.device)
+            # one window when the scan fits (no padding beyond the next multiple of 16), else sliding
+            cap = np.asarray(self.meta.get("inference_roi_size", self.meta["roi_size"]))
+            roi = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(size) / 16.0) * 16, cap))
+            self.inferer.roi_size = roi
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    y = self.inferer(x, self.net)
+            else:
+                y = self.inferer(x, self.net)
+            return y[0].float().cpu()
+
+    def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
+        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""
+        import torch
+
+        hu = np.asarray(hu, np.float32)
+        logits = self.predict_logits(hu, spacing)
+        lungs = np.zeros(hu.shape, np.uint8)
+        lesions = np.zeros(hu.shape, bool)
+        thr = float(np.log(self.lesion_threshold / (1 - self.lesion_threshold)))
+
+        def put(z0: int, z1: int, v: torch.Tensor) -> None:
+            lungs[z0:z1] = torch.argmax(v[0:3], 0).numpy().astype(np.uint8)
+            lesions[z0:z1] = (v[3] > thr).numpy()
+
+        upsample_slabs(logits, hu.shape, put)
+        out = np.zeros_like(lungs)
+        for side in (RIGHT_LUNG, LEFT_LUNG):
+            m = lungs == side
+            if m.any():
+                out[keep_main_components(m)] = side
+        lesions &= out > 0
+        return Segmentation(lungs=out, lesions=lesions, airway=None, lobes=None)

@@ -1,0 +1,388 @@
+"""Training of the MONAI lung/lesion network from clean backgrounds plus synthetic lesions.
+
+Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
+
+1. :func:`prepare_cache`: each background series (a DICOM folder) is loaded, oriented LPS, segmented by
+   the teacher (the classical segmenter, on the pipeline's 1.5 mm working grid) unless the folder has
+   user masks, resampled to the model grid, cropped to the body and written as a compressed ``.npz``
+   (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``).
+   User masks: ``lungs.nii.gz`` (1 right, 2 left; what ``ctscore run`` writes) and optionally
+   ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
+   lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
+2. :func:`train`: a MONAI ``CacheDataset`` over the cached cases, random transforms (lesion synthesis,
+   left-right flip with label swap, crop, affine scaling = spacing variety, blur = kernel and slice
+   thickness variety, noise, intensity scale/shift), a U-Net (:mod:`segmentation.network`), Dice + CE
+   on the lung head and Dice + BCE on the lesion head, AdamW with cosine decay, mixed precision on CUDA.
+   Writes ``model.safetensors``, ``model.yaml``, ``manifest.json`` (sha256) and ``train_log.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The clean chest scans of ../shared/data/chest used as training backgrounds, and the held-out one.
+DEFAULT_BACKGROUNDS = ["itkelastix00", "lung_pet_ct_dx_A0002", "ge_mister_ct"]
+HELD_OUT_BACKGROUND = "normal001"
+
+DEFAULT_TRAIN: dict[str, Any] = {
+    "model_spacing_mm": [2.5, 2.5, 2.5],  # z, y, x
+    "hu_window": [-1024.0, 400.0],
+    "roi_size": [96, 128, 128],  # z, y, x training crop on the model grid
+    "batch_size": 4,
+    "iterations": 3000,
+    "max_minutes": 7.5,
+    "lr": 2e-3,
+    "weight_decay": 1e-5,
+    "lesion_weight": 1.0,
+    "seed": 20240,
+    "num_workers": 8,
+    "samples_per_volume": 32,
+    "teacher_spacing_mm": [1.5, 1.5, 1.5],  # x, y, z as in configs/default.yaml resample.spacing_mm
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# step 1: cache of backgrounds on the model grid
+
+
+def load_series_lps(folder: str | Path) -> Any:
+    """The selected CT series under ``folder`` as a float32 HU SimpleITK image oriented LPS."""
+    import SimpleITK as sitk
+
+    from pipeline.discovery import discover, select_series
+    from pipeline.loading import load_series
+    from pipeline.resample import to_lps
+
+    chosen = select_series(discover(folder))
+    if not chosen:
+        raise FileNotFoundError(f"no eligible CT series under {folder}")
+    vol = load_series(chosen[0].files)
+    return to_lps(sitk.Cast(vol.image, sitk.sitkFloat32))
+
+
+def _find_mask(folder: Path, name: str) -> Path | None:
+    for cand in (folder / name, folder / "labels" / name):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _onto(mask: Any, ref: Any) -> np.ndarray:
+    """A label image resampled (nearest neighbour, physical space) onto ``ref``; array [z, y, x]."""
+    import SimpleITK as sitk
+
+    out = sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)
+
+
+def prepare_case(folder: str | Path, model_spacing_zyx: Sequence[float], teacher: Any = None,
+                 teacher_spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5)) -> dict[str, np.ndarray]:
+    """Load one background, label its lungs (user mask or teacher) and bring it to the model grid."""
+    import SimpleITK as sitk
+
+    from pipeline.resample import resample_to_spacing
+
+    folder = Path(folder)
+    img = load_series_lps(folder)
+    sp_xyz = [float(s) for s in reversed(list(model_spacing_zyx))]
+    model_img = resample_to_spacing(img, sp_xyz, default=-1024.0)
+    lungs_path = _find_mask(folder, "lungs.nii.gz")
+    lesions_arr = None
+    if lungs_path is not None:
+        log.info("%s: user lung mask %s", folder.name, lungs_path)
+        lungs_arr = _onto(sitk.ReadImage(str(lungs_path)), model_img)
+        les_path = _find_mask(folder, "lesions.nii.gz")
+        if les_path is not None:
+            lesions_arr = (_onto(sitk.ReadImage(str(les_path)), model_img) > 0).astype(np.uint8)
+    else:
+        if teacher is None:
+            from segmentation.classical import ClassicalSegmenter
+
+            teacher = ClassicalSegmenter()
+        work = resample_to_spacing(img, teacher_spacing_xyz, default=-1024.0)
+        hu_w = sitk.GetArrayFromImage(work).astype(np.float32)
+        t = time.perf_counter()
+        seg = teacher.segment(hu_w, tuple(reversed(work.GetSpacing())))
+        log.info("%s: teacher %.1f s, lungs R %.0f mL L %.0f mL", folder.name, time.perf_counter() - t,
+                 (seg.lungs == 1).sum() * np.prod(work.GetSpacing()) / 1000,
+                 (seg.lungs == 2).sum() * np.prod(work.GetSpacing()) / 1000)
+        lab = sitk.GetImageFromArray(seg.lungs.astype(np.uint8))
+        lab.CopyInformation(work)
+        lungs_arr = _onto(lab, model_img)
+    hu = sitk.GetArrayFromImage(model_img)
+    hu = np.clip(hu, -1024, 3071)
+    body = hu > -500
+    zz, yy, xx = np.nonzero(body | (lungs_arr > 0))
+    m = 4
+    box = (slice(max(zz.min() - m, 0), zz.max() + m + 1), slice(max(yy.min() - m, 0), yy.max() + m + 1),
+           slice(max(xx.min() - m, 0), xx.max() + m + 1))
+    case = {"image": np.round(hu[box]).astype(np.int16), "lungs": lungs_arr[box].astype(np.uint8),
+            "spacing": np.asarray(model_spacing_zyx, np.float32)}
+    if lesions_arr is not None:
+        case["lesions"] = lesions_arr[box]
+    return case
+
+
+def prepare_cache(folders: Sequence[str | Path], cache_dir: str | Path, model_spacing_zyx: Sequence[float],
+                  teacher: Any = None, overwrite: bool = False) -> list[Path]:
+    """Write one ``<name>.npz`` per background folder into ``cache_dir`` (skips existing files)."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in folders:
+        f = Path(f)
+        dest = cache / f"{f.name}.npz"
+        if dest.exists() and not overwrite:
+            out.append(dest)
+            continue
+        case = prepare_case(f, model_spacing_zyx, teacher)
+        np.savez_compressed(dest, **case)
+        log.info("cached %s: %s, %.1f MB", f.name, case["image"].shape, dest.stat().st_size / 1e6)
+        out.append(dest)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# step 2: MONAI transforms and the training loop
+
+
+def _monai_transforms(cfg: dict[str, Any]):
+    """The MONAI transform chain (deterministic load, then random synthesis and augmentation)."""
+    import torch
+    from monai.transforms import (
+        Compose,
+        MapTransform,
+        RandAffined,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        Randomizable,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSpatialCropd,
+        SpatialPadd,
+        Transform,
+    )
+
+    from segmentation.synth import synthesize
+
+    class LoadCase(Transform):
+        """npz path -> dict of channel-first float arrays (deterministic; cached by CacheDataset)."""
+
+        def __call__(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+            with np.load(item["path"]) as z:
+                d = {"image": z["image"].astype(np.float32)[None], "lungs": z["lungs"].astype(np.float32)[None],
+                     "spacing": z["spacing"].astype(float)}
+                has = "lesions" in z.files
+                d["lesions"] = (z["lesions"].astype(np.float32) if has else np.zeros_like(z["image"],
+                                                                                          np.float32))[None]
+                d["real_lesions"] = has
+            return d
+
+    class Synthesize(Randomizable, Transform):
+        """Insert synthetic lesions (skipped for cases with user-drawn lesion masks)."""
+
+        def __init__(self, synth_cfg: dict[str, Any] | None = None) -> None:
+            self.synth_cfg = synth_cfg
+
+        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+            if d.get("real_lesions"):
+                return d
+            seed = int(self.R.randint(2**31 - 1))
+            res = synthesize(d["image"][0], d["lungs"][0].astype(np.uint8), tuple(d["spacing"]), seed, self.synth_cfg)
+            d = dict(d)
+            d["image"] = res.hu[None]
+            d["lesions"] = res.lesions.astype(np.float32)[None]
+            return d
+
+    class RandFlipLR(Randomizable, MapTransform):
+        """Mirror x (patient left-right) and swap the right/left lung labels."""
+
+        def __init__(self, prob: float = 0.5) -> None:
+            MapTransform.__init__(self, ["image", "lungs", "lesions"])
+            self.prob = prob
+
+        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+            if self.R.random() >= self.prob:
+                return d
+            d = dict(d)
+            for k in self.keys:
+                d[k] = np.ascontiguousarray(np.asarray(d[k])[..., ::-1])
+            lungs = d["lungs"]
+            d["lungs"] = np.where(lungs == 1, 2, np.where(lungs == 2, 1, lungs)).astype(np.float32)
+            return d
+
+    class Normalize(Transform):
+        def __init__(self, window: Sequence[float]) -> None:
+            self.lo, self.hi = float(window[0]), float(window[1])
+
+        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+            d = dict(d)
+            img = np.asarray(d["image"], np.float32)
+            d["image"] = (np.clip(img, self.lo, self.hi) - self.lo) / (self.hi - self.lo)
+            return d
+
+    class Pack(Transform):
+        """Keep tensors only (drop metadata that the default collate cannot batch)."""
+
+        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+            return {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.float32) for k in ("image", "lungs", "lesions")}
+
+    roi = [int(v) for v in cfg["roi_size"]]
+    keys = ["image", "lungs", "lesions"]
+    load = LoadCase()
+    rand = Compose([
+        Synthesize(cfg.get("synth")),
+        RandFlipLR(0.5),
+        Normalize(cfg["hu_window"]),
+        SpatialPadd(keys, spatial_size=roi, mode="constant"),
+        RandSpatialCropd(keys, roi_size=roi, random_size=False),
+        # spacing/field-of-view variety: +-15 % scale, small rotations
+        RandAffined(keys, prob=0.7, rotate_range=(0.15, 0.08, 0.08), scale_range=(0.15, 0.15, 0.15),
+                    mode=("bilinear", "nearest", "nearest"), padding_mode="zeros"),
+        # reconstruction kernel / slice thickness variety: blur, stronger along z
+        RandGaussianSmoothd(["image"], prob=0.4, sigma_x=(0.0, 1.5), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8)),
+        RandGaussianNoised(["image"], prob=0.5, mean=0.0, std=0.02),
+        RandScaleIntensityd(["image"], factors=0.05, prob=0.5),
+        RandShiftIntensityd(["image"], offsets=0.02, prob=0.5),
+        Pack(),
+    ])
+    return load, rand
+
+
+def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
+          arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
+          ) -> dict[str, Any]:
+    """Train the network on cached cases; write weights, model.yaml, manifest.json; return the log."""
+    import torch
+    from monai.data import CacheDataset, DataLoader, Dataset
+    from monai.losses import DiceCELoss, DiceLoss
+    from monai.utils import set_determinism
+    from safetensors.torch import load_file, save_file
+
+    from segmentation.network import DEFAULT_ARCH, build_network
+
+    c = dict(DEFAULT_TRAIN)
+    c.update(cfg or {})
+    arch = {**DEFAULT_ARCH, **(arch or {})}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else
+                       ("cpu" if device == "auto" else device))
+    set_determinism(seed=int(c["seed"]))
+    torch.manual_seed(int(c["seed"]))
+    load, rand = _monai_transforms(c)
+    items = [{"path": str(p)} for p in cache_files]
+    cached = CacheDataset(items, transform=load, cache_rate=1.0, num_workers=0)
+    # each epoch draws samples_per_volume random crops per case
+    index = [i for i in range(len(cached)) for _ in range(int(c["samples_per_volume"]))]
+
+    class Sampled(Dataset):
+        """Random crops of the cached cases; ``transform`` is visible to MONAI's per-worker seeding."""
+
+        def __init__(self) -> None:
+            super().__init__(index, transform=rand)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+            return self.transform(cached[index[i]])
+
+    ds = Sampled()
+    loader = DataLoader(ds, batch_size=int(c["batch_size"]), shuffle=True, num_workers=int(c["num_workers"]),
+                        persistent_workers=int(c["num_workers"]) > 0, drop_last=True)
+    net = build_network(arch).to(dev)
+    if init_weights:
+        net.load_state_dict(load_file(str(init_weights)))
+        log.info("fine-tuning from %s", init_weights)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]))
+    iters = int(c["iterations"])
+    max_s = 60.0 * float(c["max_minutes"])
+    base_lr = float(c["lr"])
+    lung_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    lesion_loss = DiceLoss(sigmoid=True, batch=True)
+    bce = torch.nn.BCEWithLogitsLoss()
+    use_amp = dev.type == "cuda"
+    t0 = time.perf_counter()
+    hist: list[dict[str, float]] = []
+    it = 0
+    net.train()
+    done = False
+    while not done:
+        for batch in loader:
+            x = batch["image"].to(dev, non_blocking=True)
+            yl = batch["lungs"].to(dev, non_blocking=True)
+            ys = batch["lesions"].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x)
+            logits = logits.float()
+            l1 = lung_loss(logits[:, 0:3], yl)
+            l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
+            loss = l1 + float(c["lesion_weight"]) * l2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            # cosine decay over whichever ends first: the iterations or the time budget
+            progress = min(1.0, max(it / iters, (time.perf_counter() - t0) / max_s))
+            for g in opt.param_groups:
+                g["lr"] = base_lr * min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress))
+            opt.step()
+            it += 1
+            if it % 50 == 0 or it == 1:
+                el = time.perf_counter() - t0
+                hist.append({"iter": it, "loss": loss.item(), "lung": l1.item(), "lesion": l2.item(), "s": el})
+                log.info("iter %d loss %.4f (lung %.4f lesion %.4f) %.0f s", it, float(loss), float(l1), float(l2), el)
+            if it >= iters or (time.perf_counter() - t0) > max_s:
+                done = True
+                break
+    wall = time.perf_counter() - t0
+    net.eval()
+    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    wpath = out / "model.safetensors"
+    save_file(state, str(wpath), metadata={"arch": json.dumps(arch)})
+    model_yaml = {
+        "arch": arch,
+        "model_spacing_mm": [float(v) for v in c["model_spacing_mm"]],
+        "hu_window": [float(v) for v in c["hu_window"]],
+        "roi_size": [int(v) for v in c["roi_size"]],
+        "inference_roi_size": [160, 192, 192],
+        "lesion_threshold": 0.5,
+        "sw_overlap": 0.25,
+    }
+    import yaml
+
+    (out / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+    write_manifest(out)
+    info = {"iterations": it, "wall_s": wall, "device": str(dev),
+            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+            "torch": torch.__version__, "cfg": {k: v for k, v in c.items() if k != "synth"},
+            "cases": [Path(p).stem for p in cache_files], "history": hist}
+    (out / "train_log.json").write_text(json.dumps(info, indent=1))
+    log.info("trained %d iterations in %.0f s on %s", it, wall, dev)
+    return info
+
+
+def write_manifest(folder: str | Path, files: Sequence[str] = ("model.safetensors", "model.yaml")) -> dict[str, Any]:
+    """Write ``manifest.json`` with the sha256 of each model file in ``folder``."""
+    folder = Path(folder)
+    man = {"files": {f: {"sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size}
+                     for f in files if (folder / f).exists()}}
+    (folder / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+    return man

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.outputs import atomic_write_bytes
+from pipeline.qc import LESION_CLASSES, LUNG_COLOUR, PLANE_COLOUR
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
+#: Shown for a missing score (e.g. zones without landmarks); such cells sort last.
+MISSING = "\u2014"
 #: Only patient ids of this form (made by :func:`pipeline.outputs.pseudonym`) are shown.
 PSEUDONYM_RE = re.compile(r"^pt-[0-9a-f]{6,64}$")
 #: Run files linked from the page head, when present.
@@ -52,7 +55,7 @@ def _number(value: Any) -> float | None:
 def _fmt(decimals: int) -> Callable[[Any], str]:
     def fmt(value: Any) -> str:
         x = _number(value)
-        return "" if x is None else f"{x:,.{decimals}f}"
+        return MISSING if x is None else f"{x:,.{decimals}f}"
 
     return fmt
 
@@ -98,6 +101,7 @@ td.thumb .none { display: inline-block; width: 320px; color: #888; }
 .flag { display: inline-block; background: #fff3cd; border: 1px solid #e6c200; border-radius: 3px;
         padding: 0 4px; margin: 1px; font-size: 12px; }
 .files a { font-size: 12px; margin-right: .4em; }
+.swatch { display: inline-block; width: 12px; height: 12px; vertical-align: -1px; margin: 0 3px 0 8px; }
 code { font-size: 12px; } dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dt { font-weight: 600; } dd { margin: 0; }
 """
@@ -210,7 +214,7 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
         value = scores.get(col.key, "")
         if col.fmt is None:
             text = "" if str(value).lower() in ("", "nan", "none") else str(value)
-            cells.append(_td(text, sort=text))
+            cells.append(_td(text or MISSING, sort=text))
         else:
             x = _number(value)
             cells.append(_td(col.fmt(value), "num", sort="" if x is None else repr(x)))
@@ -287,6 +291,13 @@ def _provenance(run: Mapping[str, Any]) -> str:
     return f"<dl>{dl}</dl>\n{_timings_table(run.get('timings_s') or {})}"
 
 
+def _legend() -> str:
+    """Colour swatches of the QC montage, from the same table the montage is drawn with."""
+    items = [(colour, name) for colour, name in LESION_CLASSES.values()]
+    items += [(LUNG_COLOUR, "lung outline"), (PLANE_COLOUR, "zone planes (carina, IPV)")]
+    return "".join(f'<span class="swatch" style="background: {escape(c)}"></span>{escape(n)}' for c, n in items)
+
+
 def render_run_report(out_dir: str | Path) -> str:
     """The report of the run in ``out_dir`` as an HTML string (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -314,8 +325,7 @@ ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 {escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
 <h2>Series</h2>
 <p class="summary">Click a column header to sort; click a picture for the full QC montage
-(coronal view with the six-zone planes, axial slices in each zone; faint GGO yellow, GGO orange,
-consolidation red, lungs outlined in blue).</p>
+(coronal view with the six-zone planes, axial slices in each zone):{_legend()}</p>
 {_series_table(out_dir, rows, by_scan)}
 <h2>Failures</h2>
 {_failures_section(failures)}

@@ -1,0 +1,147 @@
+"""Landmark accuracy against a reference CSV: error table per landmark (median / max |error|, mm).
+
+Usage::
+
+    python scripts/landmark_accuracy.py [--reference CSV] [--data-root DIR] [--cache DIR] [--scans a,b]
+
+For every scan in the reference (columns ``scan,landmark,z_mm,...``; ``<name>_z`` rows), the series
+under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmented (classical
+segmenter), and :func:`scoring.landmarks.detect_landmarks` is run. ``--cache`` keeps the working-grid
+arrays (HU, lungs, airway) as ``<scan>.npz`` so that later runs only re-run the detector.
+Estimated levels count like detected ones; a level the detector leaves missing where the reference
+has a value is counted in ``n_missing``. Exit status 0 even when the targets are not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("landmark_accuracy")
+
+#: reference landmark name -> detector landmark name (when they differ)
+NAME_MAP = {"right_ipv": "ipv_right", "left_ipv": "ipv_left"}
+#: acceptance targets (median |error| mm) of issue 5; every error must also stay <= MAX_ERROR_MM
+TARGET_MEDIAN_MM = {"carina": 3.0}
+DEFAULT_TARGET_MM = 8.0
+MAX_ERROR_MM = 15.0
+
+
+def read_reference(path: Path) -> dict[str, dict[str, float]]:
+    """{scan: {landmark: z_mm}} from the reference CSV (rows with an empty z are skipped)."""
+    ref: dict[str, dict[str, float]] = defaultdict(dict)
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["z_mm"].strip() and row["landmark"].endswith("_z"):
+                name = row["landmark"][:-2]
+                ref[row["scan"]][NAME_MAP.get(name, name)] = float(row["z_mm"])
+    return dict(ref)
+
+
+def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
+    """HU, lungs, airway, z_mm and spacing of a scan on the working grid (cached when asked)."""
+    if cache is not None and (cache / f"{scan_dir.name}.npz").is_file():
+        return dict(np.load(cache / f"{scan_dir.name}.npz"))
+    import SimpleITK as sitk
+
+    from pipeline.config import load_config
+    from pipeline.discovery import discover, select_series
+    from pipeline.loading import load_series
+    from pipeline.resample import resample_to_spacing, to_lps
+    from pipeline.run import slice_z_mm
+    from segmentation.classical import ClassicalSegmenter
+
+    cfg = load_config()
+    try:
+        chosen = select_series(discover(scan_dir), cfg=cfg)
+    except TypeError:  # older signature
+        chosen = select_series(discover(scan_dir))
+    if not chosen:
+        raise FileNotFoundError(f"no eligible series under {scan_dir}")
+    try:
+        vol = load_series(chosen[0].files, cfg)
+    except TypeError:
+        vol = load_series(chosen[0].files)
+    work = resample_to_spacing(to_lps(vol.image), cfg["resample"]["spacing_mm"])
+    hu = sitk.GetArrayFromImage(work)
+    spacing = tuple(work.GetSpacing()[::-1])
+    seg = ClassicalSegmenter(cfg).segment(hu, spacing)
+    arrays = {"hu": hu.astype(np.int16), "lungs": seg.lungs.astype(np.uint8),
+              "airway": (seg.airway if seg.airway is not None else np.zeros(hu.shape, bool)),
+              "z_mm": slice_z_mm(work), "spacing": np.asarray(spacing)}
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache / f"{scan_dir.name}.npz", **arrays)
+    return arrays
+
+
+def evaluate(reference: dict[str, dict[str, float]], data_root: Path, cache: Path | None,
+             scans: list[str] | None = None, verbose: bool = False) -> dict[str, dict]:
+    """Per landmark: signed errors (detector - reference), n missing and methods used."""
+    from scoring.landmarks import detect_landmarks
+
+    res: dict[str, dict] = defaultdict(lambda: {"errors": [], "missing": 0, "methods": defaultdict(int)})
+    for scan, levels in reference.items():
+        if scans and scan not in scans:
+            continue
+        scan_dir = data_root / scan
+        if not scan_dir.is_dir():
+            log.warning("skipping %s: %s not found", scan, scan_dir)
+            continue
+        a = working_arrays(scan_dir, cache)
+        lms = detect_landmarks(a["lungs"], a["airway"], a["z_mm"], tuple(float(s) for s in a["spacing"]), hu=a["hu"])
+        for name, z_ref in levels.items():
+            if name not in lms:
+                continue  # a level the detector does not report (e.g. aortic_arch_top)
+            lm = lms[name]
+            r = res[name]
+            r["methods"][lm.method] += 1
+            if lm.z_mm is None:
+                r["missing"] += 1
+            else:
+                r["errors"].append(lm.z_mm - z_ref)
+            if verbose:
+                err = "" if lm.z_mm is None else f"{lm.z_mm - z_ref:+7.1f}"
+                print(f"{scan:22s} {name:22s} ref {z_ref:8.1f} got {lm.z_mm!s:>8.8s} err {err:>7s} {lm.method}")
+    return dict(res)
+
+
+def format_table(res: dict[str, dict]) -> str:
+    """The error table as fixed-width text (markdown-compatible)."""
+    lines = ["| landmark | n | median abs err (mm) | max abs err (mm) | missing | methods | target met |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        e = np.abs(np.asarray(r["errors"], float))
+        med = float(np.median(e)) if e.size else float("nan")
+        mx = float(e.max()) if e.size else float("nan")
+        target = TARGET_MEDIAN_MM.get(name, DEFAULT_TARGET_MM)
+        met = e.size > 0 and med <= target and mx <= MAX_ERROR_MM and r["missing"] == 0
+        methods = ", ".join(f"{k} {v}" for k, v in sorted(r["methods"].items()))
+        lines.append(f"| {name} | {e.size} | {med:.1f} | {mx:.1f} | {r['missing']} | {methods} | "
+                     f"{'yes' if met else 'NO'} (<= {target:g} / {MAX_ERROR_MM:g}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = Path(__file__).resolve().parents[1]
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reference", type=Path, default=here.parent / "shared/data/landmarks/reference.csv")
+    p.add_argument("--data-root", type=Path, default=here.parent / "shared/data/chest")
+    p.add_argument("--cache", type=Path, default=None, help="folder for cached working-grid arrays")
+    p.add_argument("--scans", default="", help="comma-separated subset of scans")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every comparison")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    ref = read_reference(args.reference)
+    res = evaluate(ref, args.data_root, args.cache, [s for s in args.scans.split(",") if s], args.verbose)
+    print(format_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -239,6 +239,19 @@ def test_phantom_acceptance_with_built_truth(tmp_path):
     assert (val / "summary.html").is_file()
 
 
+def test_reference_from_the_real_phantom_truth(sample_truth, tmp_path):
+    """sample_dicoms/ground_truth.json -> script -> reference that validates against a truth-equal output."""
+    ref = tmp_path / "phantom_readers.csv"
+    assert _script().main(["-o", str(ref)]) == 0  # default --truth is sample_dicoms/ground_truth.json
+    s = sample_truth["scores"]
+    pred = write_pred(tmp_path / "OUT", {sample_truth["series_uid"]: {
+        "six_zone": s["six_zone"], "zhang900": s["zhang900"], "percent_opacity": s["percent_opacity"]}})
+    t = run_validation(pred, ref, draw=False)
+    a = t["agreement"]
+    exact = a[(a.rater_b == "reader1") & (a.unit == "all_units")]
+    assert len(exact) == 2 and (exact["mae"] == 0).all()
+
+
 @pytest.mark.slow
 def test_phantom_acceptance_on_the_real_phantom_run(sample_run, sample_truth, tmp_path):
     """On sample_dicoms (skipped until its ground_truth.json exists): the real pipeline run is validated."""
@@ -248,3 +261,15 @@ def test_phantom_acceptance_on_the_real_phantom_run(sample_run, sample_truth, tm
     assert main(["validate", "--pred", str(sample_run), "--reference", str(ref), "-o", str(val), "-q"]) == 0
     assert (val / "summary.html").is_file() and (val / "agreement.csv").is_file()
     assert list(val.glob("bland_altman_*.png")) and list(val.glob("confusion_*.png"))
+
+
+def test_bad_options_are_refused(cohort):
+    from pipeline.errors import CTScoreError
+
+    pred, ref, _ = cohort
+    with pytest.raises(CTScoreError, match="BAD_OPTION"):
+        run_validation(pred, ref, colour="red")
+    with pytest.raises(CTScoreError, match="unknown system 'brixia'"):
+        run_validation(pred, ref, systems="six_zone,brixia")
+    with pytest.raises(CTScoreError, match="PRED_NOT_FOUND"):
+        run_validation(pred / "nope", ref)

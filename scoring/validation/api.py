@@ -56,6 +56,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         raise CTScoreError("BAD_OPTION", f"min_n must be at least 2, not {min_n}")
     on_unmatched = options.get("on_unmatched", "error")
     systems = options.get("systems")
+    if isinstance(systems, str):
+        systems = [s.strip() for s in systems.split(",") if s.strip()]
     scans = load_scans(pred_dir)
     reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched)
     if systems:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 REQUIRED = ("system", "unit", "reader", "value")
 ID_COLUMNS = ("scan_id", "series_uid", "patient_id", "study_date")
 #: Rater names the comparison uses itself.
-RESERVED_READERS = frozenset({"ctscore", "consensus"})
+RESERVED_READERS = frozenset({"ctscore", "consensus", "scan_id", "system", "unit"})
 MAX_LISTED = 5
 
 

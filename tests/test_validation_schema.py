@@ -143,3 +143,12 @@ def test_predictions_long_form(tmp_path):
     assert pred["scan-c", "mosmed", "total"] == 2
     assert pred["scan-a", "percent_involvement", "right"] == pytest.approx(5.0)
     assert "scan-d" not in pred.index.get_level_values(0)
+
+
+def test_header_case_and_stray_spaces_are_forgiven(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("Scan_ID , System,unit,reader,value\nscan-a  ,six_zone ,Total , R1 , 4 \nscan-a,zhang900,RIGHT_l2,R1,27\n")
+    ref = load_reference(p, SCANS)
+    assert ref[["scan_id", "system", "unit", "reader"]].values.tolist() == [
+        ["scan-a", "six_zone", "total", "R1"], ["scan-a", "zhang900", "right_L2", "R1"]]
+    assert ref["value"].tolist() == [4.0, 27.0]

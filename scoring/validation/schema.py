@@ -74,7 +74,7 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     for c in ID_COLUMNS:
         if c not in df.columns:
             df[c] = ""
-    df = df.apply(lambda s: s.str.strip() if s.dtype == object else s)
+    df = df.astype(str).apply(lambda s: s.str.strip())
     df.insert(0, "line", range(2, len(df) + 2))
     return df
 

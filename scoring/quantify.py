@@ -170,3 +170,30 @@ def score_scan(
     else:
         row["lobar20_total"] = row["lobar25_total"] = math.nan
     return row, zone_rows, flags
+
+
+#: TotalSegmentator lobe labels (``total`` task) -> our lobe codes (:data:`segmentation.base.LOBES`).
+TOTALSEGMENTATOR_LOBES: dict[int, int] = {12: 1, 13: 2, 14: 3, 10: 4, 11: 5}
+
+
+def map_lobe_labels(labels: np.ndarray, label_map: Mapping[int, int] = TOTALSEGMENTATOR_LOBES) -> np.ndarray:
+    """Our lobe codes (1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL; 0 elsewhere) from a label array."""
+    out = np.zeros(labels.shape, np.uint8)
+    for src, dst in label_map.items():
+        out[labels == src] = dst
+    return out
+
+
+def load_lobe_map(path: str, reference: Any = None,
+                  label_map: Mapping[int, int] = TOTALSEGMENTATOR_LOBES) -> np.ndarray:
+    """A user-supplied lobe label file (NIfTI or any SimpleITK format) as an LPS ``[z, y, x]`` array.
+
+    The labels are mapped with ``label_map`` (default: TotalSegmentator 10-14). When ``reference``
+    (a SimpleITK image, e.g. the LPS-oriented CT) is given, the map is resampled onto its grid by
+    nearest neighbour, so it can be passed to :func:`score_scan` as ``lobes``."""
+    import SimpleITK as sitk
+
+    img = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    if reference is not None:
+        img = sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, img.GetPixelID())
+    return map_lobe_labels(sitk.GetArrayFromImage(img), label_map)

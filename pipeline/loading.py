@@ -1,106 +1,350 @@
-"""Load one CT series into a :class:`~pipeline.volume.CTVolume` in Hounsfield units.
+"""Load one CT stack into a :class:`~pipeline.volume.CTVolume` in Hounsfield units.
 
-Slices are sorted by their position along the slice normal (never by InstanceNumber or file name),
-the rescale slope/intercept is applied per slice in float, padding values are recorded as outside
-the field of view, and the geometry (origin, spacing, direction) comes from the headers.
+Steps, each with a named refusal (:class:`~pipeline.errors.SeriesError`) or QC flag
+(``CTVolume.flags``; see :mod:`pipeline.dicom_codes` and docs/dicom_input.md):
+
+1. read every file (pixels kept encoded), drop repeated SOPInstanceUIDs, check the header values
+   loading needs (geometry, matrix, photometric interpretation), classic and enhanced multi-frame;
+2. check the declared size against ``loading.max_voxels`` / ``max_memory_mb`` before allocating;
+3. sort along the slice normal (never by InstanceNumber or file name) and judge duplicates, gaps,
+   spacing and gantry tilt (:func:`pipeline.geometry.analyse_stack`);
+4. decode (:mod:`pipeline.decoding`), invert MONOCHROME1, apply each slice's own rescale in float;
+5. resolve duplicate positions (identical pixels: keep one; else refuse), shear a tilted stack onto an
+   orthogonal grid, resample non-uniform spacing;
+6. mark padding connected to the image border as outside the body; check that values are HU.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from pipeline.discovery import summarize
+from pipeline import headers as H
+from pipeline.decoding import decode_frames, is_lossy, transfer_syntax_of
 from pipeline.errors import SeriesError
+from pipeline.geometry import (
+    ORIENTATION_TOLERANCE,
+    analyse_stack,
+    in_plane_offsets,
+    resample_along_normal,
+    same_orientation,
+    shear_to_orthogonal,
+)
+from pipeline.inventory import summarize
 from pipeline.volume import CTVolume
 
 log = logging.getLogger(__name__)
 
+#: HU written where a voxel is padding (outside the field of view); the padding mask says which.
 AIR_HU = -1000.0
+#: Lowest physical CT value; padding-valued pixels inside the body are clipped to it.
+MIN_PHYSICAL_HU = -1024.0
+#: Working memory per voxel while loading (float32 HU, raw values, masks, one resampling copy).
+WORKING_BYTES_PER_VOXEL = 14
+#: Relative difference of PixelSpacing between slices that is still "the same".
+PIXEL_SPACING_TOLERANCE = 1e-3
+#: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).
+AIR_PERCENTILE = 0.5
 
 
-def _geometry(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class LoadOptions:
+    """The ``loading:`` config section."""
+
+    allow_gaps: bool = False
+    max_gap_ratio: float = 1.5
+    spacing_tolerance: float = 0.1
+    allow_lossy: bool = True
+    max_voxels: int = 1_000_000_000
+    max_memory_mb: float = 8192.0
+    air_hu_range: tuple[float, float] = (-1200.0, -800.0)
+    padding_hu_max: float = -1500.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> LoadOptions:
+        if not cfg or "loading" not in cfg:
+            from pipeline.config import default_config
+
+            cfg = default_config()
+        d = cfg["loading"]
+        return cls(bool(d["allow_gaps"]), float(d["max_gap_ratio"]), float(d["spacing_tolerance"]),
+                   bool(d["allow_lossy"]), int(d["max_voxels"]), float(d["max_memory_mb"]),
+                   (float(d["air_hu_range"][0]), float(d["air_hu_range"][1])), float(d["padding_hu_max"]))
+
+
+@dataclass
+class _File:
+    path: Path
+    ds: pydicom.Dataset
+    frames: list[H.FrameInfo]
+    rows: int
+    cols: int
+
+
+def _add(flags: list[str], code: str) -> None:
+    if code not in flags:
+        flags.append(code)
+
+
+def _read(path: Path) -> pydicom.Dataset:
     try:
-        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], float)
-        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], float)
-        spacing = np.asarray([float(v) for v in ds.PixelSpacing], float)
-    except (AttributeError, ValueError, TypeError) as exc:
-        raise SeriesError("MISSING_GEOMETRY", f"missing or bad position/orientation/spacing: {exc}", path) from exc
-    if iop.size != 6 or ipp.size != 3 or spacing.size != 2:
-        raise SeriesError("MISSING_GEOMETRY", "malformed ImageOrientation/Position/PixelSpacing", path)
-    return iop, ipp, spacing
+        return pydicom.dcmread(path)
+    except MemoryError as exc:
+        raise SeriesError("TOO_LARGE", "not enough memory to read the file", path) from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for broken files
+        raise SeriesError("CORRUPT_FILE", f"cannot read DICOM file: {type(exc).__name__}: {exc}"[:300], path) from exc
 
 
-def load_series(files: Sequence[str | Path]) -> CTVolume:
-    """Read, sort and convert the files of one series to a float32 HU image."""
-    files = [Path(f) for f in files]
-    if not files:
-        raise SeriesError("EMPTY_SERIES", "no files given")
-    slices = []
+def _check_image_header(ds: pydicom.Dataset, path: Path) -> tuple[int, int]:
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise SeriesError("NO_PIXEL_DATA", "the file has no pixel data", path)
+    photometric = H.text(ds, "PhotometricInterpretation").upper()
+    samples = H.integer(ds, "SamplesPerPixel", 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2", "") or samples != 1:
+        raise SeriesError("NOT_MONOCHROME", f"photometric interpretation {photometric or '?'} with {samples} "
+                          "samples per pixel is not a CT image", path)
+    rows, cols = H.integer(ds, "Rows", None), H.integer(ds, "Columns", None)
+    bits = H.integer(ds, "BitsAllocated", None)
+    if rows is None or cols is None or not (1 <= rows <= H.MAX_DIMENSION and 1 <= cols <= H.MAX_DIMENSION):
+        raise SeriesError("BAD_HEADER_VALUE", f"Rows/Columns are {H.text(ds, 'Rows')!r}/{H.text(ds, 'Columns')!r}",
+                          path)
+    if bits not in (8, 16, 32, 64):
+        raise SeriesError("BAD_HEADER_VALUE", f"BitsAllocated is {H.text(ds, 'BitsAllocated')!r}", path)
+    stored = H.integer(ds, "BitsStored", bits)
+    if stored is None or not 1 <= stored <= bits:
+        raise SeriesError("BAD_HEADER_VALUE", f"BitsStored is {H.text(ds, 'BitsStored')!r}", path)
+    return rows, cols
+
+
+def _read_files(files: Sequence[Path], flags: list[str]) -> list[_File]:
+    out: list[_File] = []
+    seen: set[str] = set()
     for f in files:
-        try:
-            ds = pydicom.dcmread(f)
-        except Exception as exc:  # pydicom raises many types for broken files
-            raise SeriesError("CORRUPT_FILE", f"cannot read DICOM file: {exc}", f) from exc
-        slices.append((f, ds))
-    iop, _, spacing = _geometry(slices[0][1], slices[0][0])
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    positions = []
-    for f, ds in slices:
-        iop_i, ipp_i, _ = _geometry(ds, f)
-        if not np.allclose(iop_i, iop, atol=1e-3):
-            raise SeriesError("INCONSISTENT_GEOMETRY", "slices of the series have different orientations", f)
-        positions.append(float(np.dot(ipp_i, normal)))
-    order = np.argsort(positions, kind="stable")
-    slices = [slices[i] for i in order]
-    positions = [positions[i] for i in order]
-    flags: list[str] = []
-    if len(positions) > 1:
-        steps = np.diff(positions)
-        if np.any(steps < 1e-3):
-            raise SeriesError("DUPLICATE_POSITION", "two slices share a position", slices[0][0])
-        dz = float(np.median(steps))
-        if np.max(np.abs(steps - dz)) > 0.1 * dz:
-            flags.append("NON_UNIFORM_SPACING")
-    else:
-        dz = float(slices[0][1].get("SliceThickness", 1.0) or 1.0)
+        ds = _read(f)
+        sop = H.text(ds, "SOPInstanceUID")
+        if sop and sop in seen:
+            _add(flags, "DUPLICATE_SOP_INSTANCE")
+            log.info("%s repeats SOPInstanceUID %s: ignored", f, sop)
+            continue
+        seen.add(sop)
+        rows, cols = _check_image_header(ds, f)
+        out.append(_File(f, ds, H.frames_of(ds, f), rows, cols))
+    return out
 
-    rows, cols = int(slices[0][1].Rows), int(slices[0][1].Columns)
-    hu = np.empty((len(slices), rows, cols), np.float32)
-    pad = np.zeros((len(slices), rows, cols), np.uint8)
-    for k, (f, ds) in enumerate(slices):
-        try:
-            raw = ds.pixel_array
-        except Exception as exc:
-            raise SeriesError("NO_DECODER", f"cannot decode pixel data ({ds.file_meta.TransferSyntaxUID}): {exc}", f) from exc
-        if raw.shape != (rows, cols):
-            raise SeriesError("INCONSISTENT_GEOMETRY", f"slice size {raw.shape} differs from {(rows, cols)}", f)
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        padv = ds.get("PixelPaddingValue")
-        padmask = raw == padv if padv is not None else np.zeros(raw.shape, bool)
-        values = raw.astype(np.float32) * slope + intercept
-        padmask |= values < -1500  # -2000 / -3024 / -32768 style padding outside the FOV
-        if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
-            flags.append("MONOCHROME1_INVERTED") if "MONOCHROME1_INVERTED" not in flags else None
-        values[padmask] = AIR_HU
-        hu[k] = values
-        pad[k] = padmask
+
+def _check_consistency(items: list[_File]) -> None:
+    ref = items[0]
+    ref_frame = ref.frames[0]
+    for it in items:
+        if (it.rows, it.cols) != (ref.rows, ref.cols):
+            raise SeriesError("INCONSISTENT_GEOMETRY", f"matrix {it.rows}x{it.cols} differs from "
+                              f"{ref.rows}x{ref.cols} of {ref.path.name}", it.path)
+        for fr in it.frames:
+            if not same_orientation(fr.iop, ref_frame.iop, ORIENTATION_TOLERANCE):
+                raise SeriesError("INCONSISTENT_ORIENTATION", f"orientation {list(np.round(fr.iop, 4))} differs from "
+                                  f"{list(np.round(ref_frame.iop, 4))} (tolerance {ORIENTATION_TOLERANCE})", it.path)
+            if np.any(np.abs(fr.spacing - ref_frame.spacing) > PIXEL_SPACING_TOLERANCE * ref_frame.spacing):
+                raise SeriesError("INCONSISTENT_GEOMETRY", f"pixel spacing {list(fr.spacing)} differs from "
+                                  f"{list(ref_frame.spacing)}", it.path)
+            if fr.frame_of_reference != ref_frame.frame_of_reference:
+                raise SeriesError("INCONSISTENT_FRAME_OF_REFERENCE", "slices have different FrameOfReferenceUIDs",
+                                  it.path)
+
+
+def _check_size(n: int, rows: int, cols: int, opts: LoadOptions, path: Path) -> None:
+    voxels = int(n) * int(rows) * int(cols)
+    mb = voxels * WORKING_BYTES_PER_VOXEL / 2**20
+    if voxels > opts.max_voxels or mb > opts.max_memory_mb:
+        raise SeriesError("TOO_LARGE", f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) "
+                          f"exceeds loading.max_voxels={opts.max_voxels} or max_memory_mb={opts.max_memory_mb:g}",
+                          path)
+
+
+def _invert_monochrome1(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    bits = H.integer(ds, "BitsStored", 16) or 16
+    if H.integer(ds, "PixelRepresentation", 0) == 1:
+        return -1 - raw.astype(np.int64)
+    return (2**bits - 1) - raw.astype(np.int64)
+
+
+def _padding_value_mask(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    value = H.number(ds, "PixelPaddingValue", None)
+    if value is None:
+        return None
+    limit = H.number(ds, "PixelPaddingRangeLimit", None)
+    if limit is None:
+        return raw == value
+    lo, hi = min(value, limit), max(value, limit)
+    return (raw >= lo) & (raw <= hi)
+
+
+def _border_connected(candidates: np.ndarray) -> np.ndarray:
+    """Voxels of ``candidates`` connected (in-plane, 4-neighbourhood) to the border of their slice.
+
+    Slices usually share one padding pattern (the same circular field of view), so each distinct
+    slice mask is labelled once.
+    """
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, 1)
+    out = np.zeros_like(candidates)
+    cache: dict[bytes, np.ndarray] = {}
+    for k in range(candidates.shape[0]):
+        sl = candidates[k]
+        if not sl.any():
+            continue
+        key = np.packbits(sl).tobytes()
+        hit = cache.get(key)
+        if hit is None:
+            labels, n = ndimage.label(sl, structure=structure)
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            lut = np.zeros(n + 1, bool)
+            lut[border] = True
+            lut[0] = False
+            hit = lut[labels]
+            if len(cache) < 64:
+                cache[key] = hit
+        out[k] = hit
+    return out
+
+
+def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) -> CTVolume:
+    """Read, check, sort and convert the files of one stack to a float32 HU image.
+
+    ``cfg`` is the resolved config (``loading:`` section; defaults when None). Raises SeriesError with
+    a named code when the stack cannot be scored; fixes and warnings go into ``CTVolume.flags``.
+    """
+    opts = LoadOptions.from_config(cfg)
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise SeriesError("EMPTY_SERIES", "no files given")
+    flags: list[str] = []
+    items = _read_files(paths, flags)
+    _check_consistency(items)
+    frames = [(it, fr) for it in items for fr in it.frames]
+    rows, cols = items[0].rows, items[0].cols
+    _check_size(len(frames), rows, cols, opts, items[0].path)
+
+    ref = frames[0][1]
+    thick = [fr.thickness for _, fr in frames if fr.thickness]
+    thickness = float(np.median(thick)) if thick else None
+    positions = np.array([fr.ipp for _, fr in frames])
+    geo = analyse_stack(ref.iop, positions, thickness, allow_gaps=opts.allow_gaps, max_gap_ratio=opts.max_gap_ratio,
+                        spacing_tolerance=opts.spacing_tolerance)
+    for code in geo.problems:
+        raise SeriesError(code, geo.messages.get(code, code), items[0].path.parent)
+    frames = [frames[i] for i in geo.order]
+
+    lossy = [it for it in items if is_lossy(it.ds)]
+    if lossy:
+        if not opts.allow_lossy:
+            raise SeriesError("LOSSY_REFUSED", f"{len(lossy)} file(s) are lossy-compressed and loading.allow_lossy "
+                              "is false", lossy[0].path)
+        _add(flags, "LOSSY_COMPRESSION")
+
+    # Decode in slice order; each slice keeps its own rescale.
+    hu = np.empty((len(frames), rows, cols), np.float32)
+    pad = np.zeros((len(frames), rows, cols), bool)
+    decoded: dict[Path, np.ndarray] = {}
+    for k, (it, fr) in enumerate(frames):
+        if it.path not in decoded:
+            decoded = {it.path: decode_frames(it.ds, it.path, len(it.frames), rows, cols)}
+            if "PixelData" in it.ds:
+                del it.ds.PixelData  # free the encoded bytes
+        raw = decoded[it.path][fr.frame]
+        padmask = _padding_value_mask(raw, it.ds)
+        if H.text(it.ds, "PhotometricInterpretation").upper() == "MONOCHROME1":
+            raw = _invert_monochrome1(raw, it.ds)
+            _add(flags, "MONOCHROME1_INVERTED")
+        values = hu[k]
+        np.multiply(raw, np.float32(fr.slope), out=values, casting="unsafe")
+        values += np.float32(fr.intercept)
+        cand = values <= opts.padding_hu_max
+        pad[k] = cand if padmask is None else (cand | padmask)
+    decoded.clear()
+
+    # Duplicate positions: identical pixels are one slice; different pixels are refused.
+    if geo.duplicate_groups:
+        drop = []
+        for group in geo.duplicate_groups:
+            for j in group[1:]:
+                if not np.array_equal(hu[group[0]], hu[j]):
+                    raise SeriesError("DUPLICATE_POSITION", f"two slices at {geo.positions[j]:.2f} mm along the normal "
+                                      f"have different pixels ({frames[group[0]][0].path.name}, {frames[j][0].path.name})",
+                                      frames[j][0].path)
+                drop.append(j)
+        keep = np.setdiff1d(np.arange(len(frames)), drop)
+        hu, pad = hu[keep], pad[keep]
+        frames = [frames[i] for i in keep]
+        _add(flags, "DUPLICATE_SLICE_REMOVED")
+    sorted_ipp = np.array([fr.ipp for _, fr in frames])
+    along = geo.unique_positions
+
+    meta_extra: dict[str, Any] = {}
+    spacing_xy = (float(ref.spacing[1]), float(ref.spacing[0]))  # PixelSpacing is (row = y, column = x)
+    if "GANTRY_TILT_CORRECTED" in geo.fixes:
+        offsets = in_plane_offsets(sorted_ipp, ref.iop)
+        hu, pad = shear_to_orthogonal(hu, pad, offsets, spacing_xy, AIR_HU)
+        _add(flags, "GANTRY_TILT_CORRECTED")
+        meta_extra["gantry_tilt_deg"] = round(geo.tilt_deg, 3)
+        log.warning("gantry tilt of %.1f deg corrected by shearing slices in-plane", geo.tilt_deg)
+    elif geo.oblique:
+        _add(flags, "OBLIQUE_ORIENTATION")
+    dz = geo.spacing if len(along) > 1 else float(thickness or 1.0)
+    if len(along) > 1 and (not geo.uniform or geo.gap_steps):
+        hu, pad, _ = resample_along_normal(hu, pad, along, dz)
+        _add(flags, "SLICE_GAP_ALLOWED" if geo.gap_steps else "NON_UNIFORM_SPACING_RESAMPLED")
+        if geo.gap_steps:
+            _add(flags, "NON_UNIFORM_SPACING_RESAMPLED")
+        log.warning("slice spacing not uniform (%s): resampled to %.3f mm", ", ".join(
+            f"{s:.2f}" for s in sorted(set(np.round(np.diff(along), 2)))), dz)
+
+    # Padding: candidates connected to the border are outside the body; enclosed ones are image values.
+    if pad.any():
+        outside = _border_connected(pad)
+        inside = pad & ~outside
+        if inside.any():
+            hu[inside] = np.maximum(hu[inside], MIN_PHYSICAL_HU)
+            _add(flags, "PADDING_INSIDE_BODY")
+        if outside.any():
+            hu[outside] = AIR_HU
+            _add(flags, "PADDING_MASKED")
+        pad = outside
+    _check_hu(hu, pad, opts, items[0].path.parent)
+
     img = sitk.GetImageFromArray(hu)
-    origin = [float(v) for v in slices[0][1].ImagePositionPatient]
-    img.SetOrigin(origin)
-    # PixelSpacing is (row spacing, column spacing) = (y, x).
-    img.SetSpacing((float(spacing[1]), float(spacing[0]), dz))
-    img.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
-    padimg = sitk.GetImageFromArray(pad)
+    img.SetOrigin(tuple(float(v) for v in sorted_ipp[0]))
+    img.SetSpacing((spacing_xy[0], spacing_xy[1], float(dz)))
+    img.SetDirection(tuple(np.column_stack([ref.iop[:3], ref.iop[3:], geo.normal]).ravel()))
+    padimg = sitk.GetImageFromArray(pad.astype(np.uint8))
     padimg.CopyInformation(img)
-    meta = summarize(slices[0][1])
-    meta["n_slices"] = len(slices)
-    meta["rows"], meta["columns"] = rows, cols
-    return CTVolume(image=img, meta=meta, files=[f for f, _ in slices], flags=flags, padding_mask=padimg)
+
+    first = items[0].ds
+    meta = summarize(first)
+    meta.update(n_slices=int(hu.shape[0]), n_files=len(items), rows=rows, columns=cols,
+                slice_spacing_mm=float(dz), slice_thickness=thickness or meta.get("slice_thickness"),
+                transfer_syntaxes=sorted({transfer_syntax_of(it.ds) for it in items}), **meta_extra)
+    files_sorted = list(dict.fromkeys(it.path for it, _ in frames))
+    log.debug("loaded %d slices %dx%d, flags %s", hu.shape[0], rows, cols, flags)
+    return CTVolume(image=img, meta=meta, files=files_sorted, flags=flags, padding_mask=padimg)
+
+
+def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path) -> None:
+    """Refuse values that are not plausibly HU: the darkest non-padding voxels must be air."""
+    step = max(1, int(round((hu.shape[1] * hu.shape[2] / 65536) ** 0.5)))
+    sample = hu[:, ::step, ::step][~pad[:, ::step, ::step]]
+    if sample.size == 0:
+        raise SeriesError("NOT_HU", "every voxel is padding", where)
+    low = float(np.percentile(sample, AIR_PERCENTILE))
+    lo, hi = opts.air_hu_range
+    if not lo <= low <= hi:
+        raise SeriesError("NOT_HU", f"the {AIR_PERCENTILE}th percentile of the values is {low:.0f}, expected air "
+                          f"between {lo:g} and {hi:g} HU (check RescaleSlope/RescaleIntercept; parametric maps and "
+                          f"non-CT values are refused)", where)

@@ -1,0 +1,118 @@
+"""The named codes of DICOM ingestion: one table, used by the inventory, the loader and the docs.
+
+Each code has an action from ../shared/docs/DICOM_EDGE_CASES.md:
+
+- ``S`` skip: the file or stack is left out and counted in the inventory (``ctscore scan``);
+- ``E`` error: the series is refused (:class:`~pipeline.errors.SeriesError` with this code, written to
+  ``failures.csv``);
+- ``W`` warning: loading goes on and the code is recorded as a QC flag (``result.json``);
+- ``F`` fix: the loader repairs the input and records the code as a QC flag.
+
+``docs/dicom_input.md`` explains every code for users; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    """One named outcome of ingestion."""
+
+    code: str
+    action: str  # S | E | W | F
+    meaning: str
+    what_to_do: str
+
+
+_CODES = [
+    # --- files (inventory, S) ---
+    Code("NOT_DICOM", "S", "not a DICOM file (no DICM preamble and no parsable header)", "nothing; ignored"),
+    Code("DICOMDIR", "S", "a DICOMDIR index file", "nothing; the images it lists are read directly"),
+    Code("NOT_IMAGE", "S", "a DICOM object without pixels to score (structured report, presentation state, "
+         "segmentation, raw data, KOS)", "nothing; ignored"),
+    Code("SECONDARY_CAPTURE", "S", "a secondary capture (screenshot-like image without CT geometry)",
+         "nothing; ignored"),
+    Code("UNREADABLE_FILE", "S", "a file with a DICOM preamble whose header cannot be parsed; a stray file",
+         "check the copy if you expected it to be part of a series"),
+    Code("DUPLICATE_SOP_INSTANCE", "S", "same SOPInstanceUID as a file already kept (F: de-duplicated)",
+         "nothing; one copy is used (uncompressed or lossless preferred)"),
+    # --- stacks (selection, S) ---
+    Code("NOT_CT", "S", "modality is not CT", "nothing"),
+    Code("LOCALIZER", "S", "localizer / scout / topogram image", "nothing"),
+    Code("DERIVED_REFORMAT", "S", "derived reformat (MPR, MIP, MinIP, average, projection, curved)",
+         "point ctscore at the original axial series"),
+    Code("NOT_AXIAL", "S", "slice normal more than selection.max_axial_angle_deg from the patient z axis "
+         "(coronal, sagittal, strongly oblique)", "nothing; only axial stacks are scored"),
+    Code("NOT_A_VOLUME", "S", "all slices of the stack lie at one position", "nothing"),
+    Code("TOO_FEW_SLICES", "S", "fewer slices than selection.min_slices", "lower selection.min_slices if intended"),
+    Code("TOO_THICK", "S", "slices thicker than selection.max_slice_thickness_mm", "use a thinner reconstruction"),
+    Code("BODY_PART_EXCLUDED", "S", "BodyPartExamined is in selection.exclude_body_parts",
+         "edit selection.exclude_body_parts if this is a chest scan"),
+    Code("NOT_SELECTED", "S", "eligible, but another stack of the same study ranked higher",
+         "use --series-uid UID or --all-series to score it"),
+    Code("NOT_REQUESTED", "S", "not the series given with --series-uid", "nothing"),
+    # --- refusals (E) ---
+    Code("INPUT_NOT_FOUND", "E", "the input path does not exist or cannot be read", "check the path"),
+    Code("EMPTY_SERIES", "E", "no files were given for the series", "check the input"),
+    Code("CORRUPT_FILE", "E", "a file of the selected series cannot be read (truncated or damaged)",
+         "copy the series again from the source"),
+    Code("NO_PIXEL_DATA", "E", "a file of the series has no pixel data", "copy the series again"),
+    Code("MISSING_GEOMETRY", "E", "ImagePositionPatient, ImageOrientationPatient or PixelSpacing is missing "
+         "or not numeric", "re-export the series from the PACS; anonymisers sometimes strip these"),
+    Code("INCONSISTENT_ORIENTATION", "E", "slices of one stack have different orientations",
+         "select the series with --series-uid, or split it with a DICOM tool"),
+    Code("INCONSISTENT_GEOMETRY", "E", "slices differ in matrix size or pixel spacing, or their positions are "
+         "not on one line", "re-export the series"),
+    Code("INCONSISTENT_FRAME_OF_REFERENCE", "E", "slices of one stack have different FrameOfReferenceUIDs",
+         "re-export the series"),
+    Code("DUPLICATE_POSITION", "E", "two slices at the same position with different pixels (F when the pixels "
+         "are identical: DUPLICATE_SLICE_REMOVED)", "check for mixed acquisitions; use --series-uid"),
+    Code("SLICE_GAP", "E", "a step between slices larger than loading.max_gap_ratio x the slice spacing (and "
+         "the slice thickness): slices are missing", "copy the complete series, or set loading.allow_gaps: true"),
+    Code("NOT_HU", "E", "values are not plausibly Hounsfield units (air is not near -1000 HU after rescale)",
+         "check RescaleSlope/RescaleIntercept; the series may be a parametric map"),
+    Code("NO_DECODER", "E", "no installed decoder can read the transfer syntax; the message names the package",
+         "install the package named in the message (python-gdcm, pylibjpeg-openjpeg, pyjpegls)"),
+    Code("CORRUPT_PIXEL_DATA", "E", "the pixel data do not decode to the declared size", "copy the series again"),
+    Code("NOT_MONOCHROME", "E", "RGB, YBR or palette colour images are not CT values", "use the original CT series"),
+    Code("LOSSY_REFUSED", "E", "lossy compression while loading.allow_lossy is false",
+         "get the original series, or set loading.allow_lossy: true"),
+    Code("TOO_LARGE", "E", "declared dimensions exceed loading.max_voxels or loading.max_memory_mb (checked "
+         "before any allocation)", "raise the limits if the scan is genuine"),
+    Code("BAD_HEADER_VALUE", "E", "a header value needed for loading is malformed (Rows, Columns, bits, frames)",
+         "re-export the series"),
+    # --- warnings and fixes (W / F, QC flags) ---
+    Code("DUPLICATE_SLICE_REMOVED", "F", "two slices at one position had identical pixels; one was kept", "nothing"),
+    Code("GANTRY_TILT_CORRECTED", "F", "tilted gantry (slices stacked obliquely to their normal): each slice was "
+         "shifted in its plane (shear) onto an orthogonal grid; tilt angle in meta['gantry_tilt_deg']",
+         "nothing; check the QC picture"),
+    Code("NON_UNIFORM_SPACING_RESAMPLED", "W", "slice spacing varies by more than loading.spacing_tolerance; "
+         "resampled to a uniform spacing (linear along the slice normal)", "nothing; check the QC picture"),
+    Code("SLICE_GAP_ALLOWED", "W", "slices are missing but loading.allow_gaps is true; the gap was interpolated",
+         "interpret zones across the gap with care"),
+    Code("PADDING_MASKED", "F", "padding values (PixelPaddingValue, <= -1500 HU such as -2000, -3024, -32768) "
+         "connected to the image border were set to -1000 HU and marked outside the body", "nothing"),
+    Code("PADDING_INSIDE_BODY", "W", "padding-valued pixels enclosed by the body were kept as image values "
+         "(clipped to -1024 HU), not treated as outside", "check the QC picture"),
+    Code("MONOCHROME1_INVERTED", "W", "MONOCHROME1 photometric interpretation: stored values were inverted "
+         "before rescale", "nothing; check HU plausibility"),
+    Code("LOSSY_COMPRESSION", "W", "lossy compressed pixel data (transfer syntax or LossyImageCompression=01); "
+         "HU may differ from the original by a few HU", "prefer the original series for research"),
+    Code("OBLIQUE_ORIENTATION", "W", "slice planes are oblique (not parallel to the patient axes)", "nothing"),
+    Code("ACQUISITIONS_MERGED", "F", "several AcquisitionNumbers tile the z range without overlap and form one "
+         "stack", "nothing"),
+    Code("MISSING_SERIES_UID", "W", "no SeriesInstanceUID; the files of one folder were grouped as one series",
+         "nothing; the series is named after its folder"),
+    Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated (inventory); loading refuses "
+         "the stack with CORRUPT_FILE if so", "copy the series again"),
+]
+
+CODES: dict[str, Code] = {c.code: c for c in _CODES}
+
+
+def describe(code: str) -> str:
+    """The one-line meaning of a code (the code itself when unknown)."""
+    c = CODES.get(code.split(":", 1)[0])
+    return c.meaning if c else code

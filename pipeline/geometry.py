@@ -1,0 +1,228 @@
+"""Slice-stack geometry: pure functions on positions and orientations (no I/O).
+
+Used twice with the same rules: by the inventory on header values only (to predict what loading will
+do) and by the loader on the decoded slices. Every tolerance has a name here; escape hatches are
+arguments (``allow_gaps``), never silent.
+
+Conventions: ``row`` and ``col`` are the first and second triplets of ImageOrientationPatient (the
+directions of increasing column index and increasing row index), ``normal = row x col``; a slice's
+position along the stack is ``ImagePositionPatient . normal`` (mm).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Two orientations are the same when no direction cosine differs by more than this.
+ORIENTATION_TOLERANCE = 1e-3
+#: Orientations closer than this are put in the same stack by the inventory (the loader is stricter).
+ORIENTATION_GROUPING_TOLERANCE = 1e-2
+#: Two slices are at the same position when their positions along the normal differ by less (mm).
+SAME_POSITION_TOLERANCE_MM = 1e-2
+#: A stack direction more than this (degrees) off the slice normal is a gantry tilt (sheared grid).
+TILT_TOLERANCE_DEG = 0.5
+#: Slice positions farther than this (mm) from the line through the stack are inconsistent.
+COLLINEARITY_TOLERANCE_MM = 0.5
+#: Direction cosines further than this from the patient axes make an oblique orientation.
+OBLIQUE_TOLERANCE = 1e-3
+
+
+@dataclass
+class StackGeometry:
+    """What the positions of a stack say, before any pixels are read."""
+
+    normal: np.ndarray
+    order: np.ndarray  # indices that sort the input slices along the normal
+    positions: np.ndarray  # sorted positions along the normal (mm)
+    duplicate_groups: list[list[int]] = field(default_factory=list)  # sorted indices sharing a position
+    unique_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    spacing: float = 0.0  # median step between unique positions along the normal (mm)
+    uniform: bool = True
+    gap_steps: list[float] = field(default_factory=list)  # steps judged to be missing slices
+    tilt_deg: float = 0.0  # angle between the stack direction and the slice normal
+    oblique: bool = False
+    problems: list[str] = field(default_factory=list)  # refusal codes predicted (E rows)
+    fixes: list[str] = field(default_factory=list)  # QC codes predicted (F / W rows)
+    messages: dict[str, str] = field(default_factory=dict)  # code -> sentence
+
+    @property
+    def z_extent(self) -> float:
+        """Distance between the first and last slice along the normal (mm)."""
+        return float(self.positions[-1] - self.positions[0]) if self.positions.size else 0.0
+
+
+def normal_of(iop: np.ndarray) -> np.ndarray:
+    """Unit slice normal of an ImageOrientationPatient (6 values)."""
+    n = np.cross(iop[:3], iop[3:])
+    norm = float(np.linalg.norm(n))
+    return n / norm if norm > 0 else n
+
+
+def valid_orientation(iop: np.ndarray, tol: float = 1e-2) -> bool:
+    """True when the two direction cosines are finite, of unit length and orthogonal."""
+    if iop.shape != (6,) or not np.all(np.isfinite(iop)):
+        return False
+    r, c = iop[:3], iop[3:]
+    return (abs(np.linalg.norm(r) - 1) < tol and abs(np.linalg.norm(c) - 1) < tol and abs(float(r @ c)) < tol)
+
+
+def axial_angle_deg(iop: np.ndarray) -> float:
+    """Angle (degrees) between the slice normal and the patient z axis (0 = axial)."""
+    n = normal_of(iop)
+    return float(np.degrees(np.arccos(min(1.0, abs(float(n[2]))))))
+
+
+def is_oblique(iop: np.ndarray) -> bool:
+    """True when a direction cosine is not along a patient axis."""
+    a = np.abs(iop)
+    return bool(np.any((a > OBLIQUE_TOLERANCE) & (a < 1 - OBLIQUE_TOLERANCE)))
+
+
+def same_orientation(a: np.ndarray, b: np.ndarray, tol: float = ORIENTATION_TOLERANCE) -> bool:
+    """True when two ImageOrientationPatient values agree within ``tol``."""
+    return bool(np.max(np.abs(a - b)) <= tol)
+
+
+def analyse_stack(
+    iop: np.ndarray,
+    positions_xyz: np.ndarray,
+    thickness: float | None = None,
+    *,
+    allow_gaps: bool = False,
+    max_gap_ratio: float = 1.5,
+    spacing_tolerance: float = 0.1,
+) -> StackGeometry:
+    """Sort a stack along its normal and judge duplicates, spacing, gaps and gantry tilt.
+
+    ``positions_xyz`` holds one ImagePositionPatient per slice (n x 3). Problems (refusals) and
+    fixes (QC codes) are listed; nothing is raised, so the inventory can report them.
+    """
+    normal = normal_of(iop)
+    pos = np.asarray(positions_xyz, float).reshape(-1, 3)
+    along = pos @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    pos = pos[order]
+    geo = StackGeometry(normal=normal, order=order, positions=along)
+    geo.oblique = is_oblique(iop)
+
+    # Duplicate positions: groups of sorted indices within SAME_POSITION_TOLERANCE_MM.
+    groups: list[list[int]] = [[0]] if along.size else []
+    for k in range(1, along.size):
+        if along[k] - along[groups[-1][0]] < SAME_POSITION_TOLERANCE_MM:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    geo.duplicate_groups = [g for g in groups if len(g) > 1]
+    firsts = [g[0] for g in groups]
+    geo.unique_positions = along[firsts]
+    if len(firsts) < 2:
+        if along.size > 1:
+            geo.problems.append("NOT_A_VOLUME")
+            geo.messages["NOT_A_VOLUME"] = f"all {along.size} slices lie at one position ({along[0]:.2f} mm)"
+        geo.spacing = float(thickness or 0.0)
+        return geo
+
+    upos = pos[firsts]
+    # Positions must lie on one line (the stack direction).
+    direction = upos[-1] - upos[0]
+    length = float(np.linalg.norm(direction))
+    direction = direction / length
+    rel = upos - upos[0]
+    off_line = rel - np.outer(rel @ direction, direction)
+    worst = float(np.max(np.linalg.norm(off_line, axis=1)))
+    if worst > COLLINEARITY_TOLERANCE_MM:
+        geo.problems.append("INCONSISTENT_GEOMETRY")
+        geo.messages["INCONSISTENT_GEOMETRY"] = (
+            f"slice positions are not on one line (up to {worst:.2f} mm off, "
+            f"tolerance {COLLINEARITY_TOLERANCE_MM} mm)")
+    geo.tilt_deg = float(np.degrees(np.arccos(min(1.0, abs(float(direction @ normal))))))
+    if geo.tilt_deg > TILT_TOLERANCE_DEG:
+        geo.fixes.append("GANTRY_TILT_CORRECTED")
+
+    steps = np.diff(geo.unique_positions)
+    spacing = float(np.median(steps))
+    geo.spacing = spacing
+    reference = max(spacing, float(thickness or 0.0))
+    gaps = steps > max_gap_ratio * reference
+    if np.any(gaps):
+        geo.gap_steps = [float(s) for s in steps[gaps]]
+        if allow_gaps:
+            geo.fixes.append("SLICE_GAP_ALLOWED")
+        else:
+            geo.problems.append("SLICE_GAP")
+            geo.messages["SLICE_GAP"] = (
+                f"{int(gaps.sum())} step(s) of {', '.join(f'{s:.2f}' for s in geo.gap_steps)} mm where the "
+                f"spacing is {spacing:.2f} mm and the thickness {thickness or 'unknown'} mm: slices are missing "
+                f"(limit {max_gap_ratio} x {reference:.2f} mm; set loading.allow_gaps: true to interpolate)")
+    if np.max(np.abs(steps - spacing)) > spacing_tolerance * spacing:
+        geo.uniform = False
+        if "SLICE_GAP" not in geo.problems:
+            geo.fixes.append("NON_UNIFORM_SPACING_RESAMPLED")
+    if geo.oblique and "GANTRY_TILT_CORRECTED" not in geo.fixes:
+        geo.fixes.append("OBLIQUE_ORIENTATION")
+    return geo
+
+
+def in_plane_offsets(positions_xyz: np.ndarray, iop: np.ndarray) -> np.ndarray:
+    """Offsets (mm, along row then column direction) of each slice origin from the first slice's,
+    after removing the component along the normal: zero for an orthogonal stack."""
+    row, col = iop[:3], iop[3:]
+    normal = normal_of(iop)
+    rel = np.asarray(positions_xyz, float) - np.asarray(positions_xyz, float)[0]
+    rel = rel - np.outer(rel @ normal, normal)
+    return np.column_stack([rel @ row, rel @ col])
+
+
+def shear_to_orthogonal(
+    volume: np.ndarray, pad: np.ndarray, offsets_mm: np.ndarray, pixel_spacing_xy: tuple[float, float],
+    fill: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shift each slice in its plane so that all slice origins sit on the normal through slice 0.
+
+    ``volume`` is [z, y, x]; ``offsets_mm`` is (n, 2) as from :func:`in_plane_offsets` (x = row
+    direction, y = column direction). Linear interpolation within each slice, nothing mixed across
+    slices. Pixels shifted in from outside the field of view get ``fill`` and are marked in the
+    returned padding mask.
+    """
+    from scipy import ndimage
+
+    out = np.empty_like(volume)
+    out_pad = np.empty_like(pad)
+    sx, sy = pixel_spacing_xy
+    for k in range(volume.shape[0]):
+        # Voxel (i, j) of the orthogonal slice k lies at origin0 + i*sx*row + j*sy*col + s*normal; in the
+        # acquired slice k it is at index (i - dx, j - dy) where (dx, dy) is the slice's offset in pixels.
+        dx, dy = offsets_mm[k, 0] / sx, offsets_mm[k, 1] / sy
+        # ndimage.shift: output[p] = input[p - shift], so shift by (+dy, +dx) in [y, x] order.
+        out[k] = ndimage.shift(volume[k], (dy, dx), order=1, mode="constant", cval=fill)
+        moved = ndimage.shift(pad[k].astype(np.float32), (dy, dx), order=1, mode="constant", cval=1.0)
+        out_pad[k] = moved > 0.5
+    return out, out_pad
+
+
+def resample_along_normal(
+    volume: np.ndarray, pad: np.ndarray, positions: np.ndarray, spacing: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation of slices at sorted ``positions`` onto a uniform grid of ``spacing`` mm.
+
+    Returns the new volume, its padding mask (a voxel is padding when its nearer source slice is)
+    and the new positions (starting at ``positions[0]``).
+    """
+    n = int(np.floor((positions[-1] - positions[0]) / spacing + 1e-6)) + 1
+    new_pos = positions[0] + spacing * np.arange(n)
+    idx = np.clip(np.searchsorted(positions, new_pos, side="right") - 1, 0, len(positions) - 2)
+    lo, hi = positions[idx], positions[idx + 1]
+    w = np.clip((new_pos - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0).astype(np.float32)
+    out = np.empty((n,) + volume.shape[1:], np.float32)
+    out_pad = np.empty((n,) + pad.shape[1:], pad.dtype)
+    for k in range(n):
+        a, b = volume[idx[k]], volume[idx[k] + 1]
+        out[k] = a * (1 - w[k]) + b * w[k]
+        out_pad[k] = pad[idx[k]] if w[k] < 0.5 else pad[idx[k] + 1]
+    return out, out_pad, new_pos

@@ -1,0 +1,193 @@
+"""Safe reading of the header values ingestion needs, for classic and enhanced (multi-frame) CT.
+
+Header values in the wild are missing, empty, non-numeric, NaN or of the wrong multiplicity; every
+helper here either returns a clean value or raises :class:`~pipeline.errors.SeriesError` with a named
+code, never another exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from pipeline.errors import SeriesError
+
+log = logging.getLogger(__name__)
+
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+#: Upper limit on Rows / Columns / frames that a header may declare before we call it malformed.
+MAX_DIMENSION = 65535
+
+
+@dataclass
+class FrameInfo:
+    """Geometry and rescale of one slice (a classic file, or one frame of an enhanced file)."""
+
+    path: Path
+    frame: int  # frame index inside the file (0 for classic single-frame files)
+    iop: np.ndarray  # 6 direction cosines
+    ipp: np.ndarray  # 3 position values (mm)
+    spacing: np.ndarray  # PixelSpacing (row spacing, column spacing) in mm
+    thickness: float | None
+    slope: float
+    intercept: float
+    frame_of_reference: str
+
+
+def get(ds: pydicom.Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get`` that never raises on a malformed element (returns ``default`` instead)."""
+    try:
+        value = ds.get(keyword, default)
+    except Exception:  # noqa: BLE001 - malformed values raise many types in pydicom
+        return default
+    return default if value is None else value
+
+
+def text(ds: pydicom.Dataset, keyword: str) -> str:
+    """A header value as stripped text ('' when missing or malformed); multi-values joined by '\\'."""
+    value = get(ds, keyword, "")
+    try:
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            return "\\".join(str(v).strip() for v in value)
+        return str(value).strip()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def number(ds: pydicom.Dataset, keyword: str, default: float | None = None) -> float | None:
+    """A finite float header value, or ``default``."""
+    value = get(ds, keyword, None)
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return out if np.isfinite(out) else default
+
+
+def integer(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int | None:
+    """An integer header value, or ``default``."""
+    value = number(ds, keyword, None)
+    if value is None or value != int(value):
+        return default
+    return int(value)
+
+
+def floats(ds: pydicom.Dataset, keyword: str, n: int) -> np.ndarray | None:
+    """Exactly ``n`` finite floats from a multi-valued element, or None."""
+    value = get(ds, keyword, None)
+    if value is None:
+        return None
+    try:
+        arr = np.asarray([float(v) for v in value], float)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        return None
+    return arr
+
+
+def image_type(ds: pydicom.Dataset) -> list[str]:
+    """ImageType values, upper-case and stripped ('DERIVED ' and 'DERIVED' are the same)."""
+    value = get(ds, "ImageType", [])
+    if isinstance(value, str):
+        value = value.split("\\")
+    try:
+        return [str(v).strip().upper() for v in value]
+    except TypeError:
+        return []
+
+
+def _first_item(ds: pydicom.Dataset, keyword: str) -> pydicom.Dataset | None:
+    seq = get(ds, keyword, None)
+    try:
+        return seq[0] if seq is not None and len(seq) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _functional(ds: pydicom.Dataset, frame: int, macro: str) -> pydicom.Dataset | None:
+    """The item of functional group ``macro`` for ``frame`` (per-frame first, then shared)."""
+    per_frame = get(ds, "PerFrameFunctionalGroupsSequence", None)
+    try:
+        if per_frame is not None and frame < len(per_frame):
+            item = _first_item(per_frame[frame], macro)
+            if item is not None:
+                return item
+    except Exception:  # noqa: BLE001
+        pass
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    return _first_item(shared, macro) if shared is not None else None
+
+
+def n_frames(ds: pydicom.Dataset) -> int:
+    """NumberOfFrames (1 when absent); raises BAD_HEADER_VALUE when malformed."""
+    if "NumberOfFrames" not in ds:
+        return 1
+    value = integer(ds, "NumberOfFrames", None)
+    if value is None or not 1 <= value <= MAX_DIMENSION:
+        raise SeriesError("BAD_HEADER_VALUE", f"NumberOfFrames is {text(ds, 'NumberOfFrames')!r}",
+                          getattr(ds, "filename", None))
+    return value
+
+
+def is_multiframe(ds: pydicom.Dataset) -> bool:
+    """True for enhanced / multi-frame images (per-frame functional groups)."""
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+def frames_of(ds: pydicom.Dataset, path: Path) -> list[FrameInfo]:
+    """Geometry and rescale of every frame; raises MISSING_GEOMETRY when a value is absent or bad."""
+    if not is_multiframe(ds):
+        return [_classic_frame(ds, path)]
+    out = []
+    for k in range(n_frames(ds)):
+        orient = _functional(ds, k, "PlaneOrientationSequence")
+        position = _functional(ds, k, "PlanePositionSequence")
+        measures = _functional(ds, k, "PixelMeasuresSequence")
+        transform = _functional(ds, k, "PixelValueTransformationSequence")
+        iop = floats(orient, "ImageOrientationPatient", 6) if orient is not None else None
+        ipp = floats(position, "ImagePositionPatient", 3) if position is not None else None
+        spacing = floats(measures, "PixelSpacing", 2) if measures is not None else None
+        if iop is None:
+            iop = floats(ds, "ImageOrientationPatient", 6)
+        if spacing is None:
+            spacing = floats(ds, "PixelSpacing", 2)
+        _check_geometry(iop, ipp, spacing, path, f"frame {k + 1}")
+        thickness = number(measures, "SliceThickness") if measures is not None else None
+        src = transform if transform is not None else ds
+        out.append(FrameInfo(path, k, iop, ipp, spacing, thickness, number(src, "RescaleSlope", 1.0) or 1.0,
+                             number(src, "RescaleIntercept", 0.0) or 0.0, text(ds, "FrameOfReferenceUID")))
+    return out
+
+
+def _classic_frame(ds: pydicom.Dataset, path: Path) -> FrameInfo:
+    iop = floats(ds, "ImageOrientationPatient", 6)
+    ipp = floats(ds, "ImagePositionPatient", 3)
+    spacing = floats(ds, "PixelSpacing", 2)
+    _check_geometry(iop, ipp, spacing, path, "")
+    slope = number(ds, "RescaleSlope", 1.0)
+    return FrameInfo(path, 0, iop, ipp, spacing, number(ds, "SliceThickness"),
+                     1.0 if not slope else slope, number(ds, "RescaleIntercept", 0.0) or 0.0,
+                     text(ds, "FrameOfReferenceUID"))
+
+
+def _check_geometry(iop, ipp, spacing, path: Path, where: str) -> None:
+    from pipeline.geometry import valid_orientation
+
+    missing = [name for name, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp),
+                                    ("PixelSpacing", spacing)) if v is None]
+    where = f" ({where})" if where else ""
+    if missing:
+        raise SeriesError("MISSING_GEOMETRY", f"{', '.join(missing)} missing or not numeric{where}", path)
+    if not valid_orientation(iop):
+        raise SeriesError("MISSING_GEOMETRY", f"ImageOrientationPatient {list(iop)} is not two orthogonal unit "
+                          f"vectors{where}", path)
+    if np.any(spacing <= 0) or np.any(spacing > 1e3):
+        raise SeriesError("MISSING_GEOMETRY", f"PixelSpacing {list(spacing)} is not a plausible size{where}", path)

@@ -1,0 +1,475 @@
+"""Header-only inventory of everything under an input path: files, series, stacks, decisions.
+
+Pixels are never decoded here: each file is read with ``stop_before_pixels`` and the presence and
+length of its pixel data are checked by peeking at the next element. Files are classified (kept or
+skipped with a code), de-duplicated by SOPInstanceUID, grouped by series, and each series is split
+into stacks by orientation, matrix size, pixel spacing, image type, kernel and (when they overlap)
+acquisition. Each stack's geometry is judged with :mod:`pipeline.geometry` so that the inventory
+shows what loading will do; :mod:`pipeline.selection` then decides which stacks are scored.
+
+:func:`scan_inventory` is the Python twin of ``ctscore scan``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from pipeline import headers as H
+from pipeline.decoding import is_lossy, transfer_syntax_of
+from pipeline.errors import CTScoreError, SeriesError
+from pipeline.geometry import ORIENTATION_GROUPING_TOLERANCE, axial_angle_deg, normal_of
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: SOP class prefixes of objects that carry no CT image to score.
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.": "structured report",
+    "1.2.840.10008.5.1.4.1.1.11.": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.66": "segmentation / registration / raw data",
+    "1.2.840.10008.5.1.4.1.1.481.": "radiotherapy object",
+    "1.2.840.10008.5.1.4.1.1.104.": "encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.9.": "waveform",
+}
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Transfer syntaxes preferred when de-duplicating (uncompressed / lossless first).
+_TS_PREFERENCE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+
+
+@dataclass
+class FileRecord:
+    """One file seen under the input, with what the inventory decided about it."""
+
+    path: Path
+    status: str = "ok"  # ok | skipped
+    code: str = ""  # skip code (NOT_DICOM, DUPLICATE_SOP_INSTANCE, ...) or a warning (TRUNCATED)
+    detail: str = ""
+    ds: pydicom.Dataset | None = field(default=None, repr=False)
+    has_pixels: bool = True
+    truncated: bool = False
+    stack_id: str = ""
+
+
+@dataclass
+class SeriesCandidate:
+    """One stack of slices (a series, or part of one) that could be scored.
+
+    ``series_uid``, ``files``, ``header``, ``eligible`` and ``reason`` are the interface of
+    :func:`pipeline.discovery.select_series`; the other fields explain the decision.
+    """
+
+    series_uid: str
+    files: list[Path] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    eligible: bool = True
+    reason: str = ""  # skip code of a hard filter, or the selection reason
+    stack_id: str = ""
+    study_key: str = ""
+    decision: str = ""  # selected | skipped
+    rank: int = 0  # 1 = best stack of its study
+    problems: list[str] = field(default_factory=list)  # refusals predicted from headers (loading would raise)
+    flags: list[str] = field(default_factory=list)  # fixes / warnings predicted from headers
+    messages: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # inventory columns
+    # geometry inputs kept for re-analysis with another config
+    iop: np.ndarray | None = field(default=None, repr=False)
+    positions: np.ndarray | None = field(default=None, repr=False)
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """All regular files under ``root`` (or ``root`` itself), any depth, sorted for determinism."""
+    if root.is_file():
+        yield root
+        return
+    if not root.exists():
+        raise CTScoreError("INPUT_NOT_FOUND", "input path does not exist", root)
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise CTScoreError("INPUT_NOT_FOUND", "input folder cannot be read (permissions)", root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_file():
+                yield p
+
+
+def _peek_pixels(fp, ds: pydicom.Dataset, size: int) -> tuple[bool, bool]:
+    """(has pixel data, looks truncated) from the bytes after the header of an open file."""
+    if transfer_syntax_of(ds) == DEFLATED:
+        return True, False  # the header was read from an inflated stream: positions are not file positions
+    pos = fp.tell()
+    head = fp.read(12)
+    if len(head) < 8:
+        return False, False
+    little = transfer_syntax_of(ds) != "1.2.840.10008.1.2.2"
+    fmt = "<HH" if little else ">HH"
+    tag = struct.unpack(fmt, head[:4])
+    if tag not in PIXEL_TAGS:
+        return False, False
+    implicit = transfer_syntax_of(ds) in ("1.2.840.10008.1.2", "")
+    if implicit:
+        length = struct.unpack("<I" if little else ">I", head[4:8])[0]
+        header_len = 8
+    else:
+        if len(head) < 12:
+            return True, True
+        length = struct.unpack("<I" if little else ">I", head[8:12])[0]
+        header_len = 12
+    if length == 0xFFFFFFFF:
+        return True, False  # encapsulated: its end is found only by parsing the fragments
+    return True, pos + header_len + length > size
+
+
+def read_file(path: Path) -> FileRecord:
+    """Read one file's header (never its pixels) and classify it."""
+    rec = FileRecord(path=path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fp:
+            start = fp.read(132)
+            fp.seek(0)
+            has_preamble = start[128:132] == b"DICM"
+            if not has_preamble and start[:2] not in (b"\x08\x00", b"\x02\x00"):
+                rec.status, rec.code, rec.detail = "skipped", "NOT_DICOM", "no DICM preamble"
+                return rec
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
+                rec.has_pixels, rec.truncated = _peek_pixels(fp, ds, size)
+            except (InvalidDicomError, EOFError) as exc:
+                code = "UNREADABLE_FILE" if has_preamble else "NOT_DICOM"
+                rec.status, rec.code, rec.detail = "skipped", code, str(exc).splitlines()[0][:200]
+                return rec
+            except Exception as exc:  # noqa: BLE001 - a damaged header raises many types
+                rec.status, rec.code, rec.detail = "skipped", "UNREADABLE_FILE", f"{type(exc).__name__}: {exc}"[:200]
+                return rec
+    except OSError as exc:
+        rec.status, rec.code, rec.detail = "skipped", "UNREADABLE_FILE", str(exc)[:200]
+        return rec
+    rec.ds = ds
+    sop_class = H.text(ds, "SOPClassUID")
+    media = ""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        media = str(meta.get("MediaStorageSOPClassUID", ""))
+    if media == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in ds:
+        rec.status, rec.code, rec.detail = "skipped", "DICOMDIR", "DICOMDIR index"
+    elif any(sop_class.startswith(p) for p in NON_IMAGE_SOP_CLASSES):
+        kind = next(v for p, v in NON_IMAGE_SOP_CLASSES.items() if sop_class.startswith(p))
+        rec.status, rec.code, rec.detail = "skipped", "NOT_IMAGE", kind
+    elif sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
+        rec.status, rec.code, rec.detail = "skipped", "SECONDARY_CAPTURE", "secondary capture"
+    elif not rec.has_pixels:
+        rec.status, rec.code, rec.detail = "skipped", "NOT_IMAGE", "no pixel data"
+    if rec.status == "skipped":
+        rec.ds = None
+    elif rec.truncated:
+        rec.code, rec.detail = "CORRUPT_FILE", "pixel data shorter than declared (truncated file)"
+    return rec
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
+    """The header values that selection and outputs need (may be identifying: never in paths)."""
+    return {
+        "patient_id": H.text(ds, "PatientID"),
+        "study_date": H.text(ds, "StudyDate"),
+        "study_uid": H.text(ds, "StudyInstanceUID"),
+        "series_uid": H.text(ds, "SeriesInstanceUID"),
+        "series_description": H.text(ds, "SeriesDescription"),
+        "series_number": H.text(ds, "SeriesNumber"),
+        "modality": H.text(ds, "Modality"),
+        "image_type": "\\".join(H.image_type(ds)),
+        "manufacturer": H.text(ds, "Manufacturer"),
+        "model": H.text(ds, "ManufacturerModelName"),
+        "kernel": H.text(ds, "ConvolutionKernel"),
+        "slice_thickness": H.number(ds, "SliceThickness", 0.0) or 0.0,
+        "body_part": H.text(ds, "BodyPartExamined").upper(),
+        "contrast": H.text(ds, "ContrastBolusAgent"),
+        "photometric": H.text(ds, "PhotometricInterpretation").upper(),
+        "transfer_syntax": transfer_syntax_of(ds),
+        "sop_class": H.text(ds, "SOPClassUID"),
+        "patient_position": H.text(ds, "PatientPosition"),
+    }
+
+
+def _orientation_label(iop: np.ndarray | None) -> str:
+    if iop is None:
+        return "UNKNOWN"
+    n = np.abs(normal_of(iop))
+    axis = int(np.argmax(n))
+    label = ("SAGITTAL", "CORONAL", "AXIAL")[axis]
+    return label if n[axis] > 0.999 else f"OBLIQUE_{label}"
+
+
+@dataclass
+class _Slice:
+    rec: FileRecord
+    frames: list[H.FrameInfo] | None  # None when the geometry is missing
+    error: SeriesError | None
+    acquisition: str
+
+
+def _dedupe(records: list[FileRecord]) -> None:
+    """Mark files whose SOPInstanceUID was already seen (keeping uncompressed/lossless, then path order)."""
+    by_sop: dict[str, list[FileRecord]] = {}
+    for rec in records:
+        if rec.status != "ok" or rec.ds is None:
+            continue
+        sop = H.text(rec.ds, "SOPInstanceUID")
+        if sop:
+            by_sop.setdefault(sop, []).append(rec)
+    for recs in by_sop.values():
+        if len(recs) < 2:
+            continue
+
+        def pref(r: FileRecord) -> tuple:
+            ts = transfer_syntax_of(r.ds)
+            return (r.truncated, is_lossy(r.ds), _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9, str(r.path))
+
+        keep = min(recs, key=pref)
+        for r in recs:
+            if r is not keep:
+                r.status, r.code, r.detail = "skipped", "DUPLICATE_SOP_INSTANCE", f"same SOPInstanceUID as {keep.path}"
+                r.ds = None
+
+
+def _group_orientation(iops: list[np.ndarray], iop: np.ndarray) -> int:
+    for k, ref in enumerate(iops):
+        if np.max(np.abs(ref - iop)) <= ORIENTATION_GROUPING_TOLERANCE:
+            return k
+    iops.append(iop)
+    return len(iops) - 1
+
+
+def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
+    """Group kept files into series and stacks (header values only)."""
+    _dedupe(records)
+    series: dict[str, list[_Slice]] = {}
+    missing_uid: set[str] = set()
+    for rec in records:
+        if rec.status != "ok" or rec.ds is None:
+            continue
+        ds = rec.ds
+        uid = H.text(ds, "SeriesInstanceUID")
+        if not uid:
+            uid = f"NO_SERIES_UID:{rec.path.parent}"
+            missing_uid.add(uid)
+        try:
+            frames, error = H.frames_of(ds, rec.path), None
+        except SeriesError as exc:
+            frames, error = None, exc
+        series.setdefault(uid, []).append(_Slice(rec, frames, error, H.text(ds, "AcquisitionNumber")))
+
+    stacks: list[SeriesCandidate] = []
+    for uid, slices in series.items():
+        iops: list[np.ndarray] = []
+        groups: dict[tuple, list[_Slice]] = {}
+        for s in slices:
+            ds = s.rec.ds
+            if s.frames is None:
+                orient = -1
+                spacing_key: tuple = ()
+            else:
+                orient = _group_orientation(iops, s.frames[0].iop)
+                spacing_key = tuple(np.round(s.frames[0].spacing, 3))
+            multiframe = str(s.rec.path) if H.is_multiframe(ds) else ""
+            key = (orient, H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0), spacing_key,
+                   tuple(H.image_type(ds)[:3]), H.text(ds, "ConvolutionKernel").upper(), H.text(ds, "Modality"),
+                   multiframe)
+            groups.setdefault(key, []).append(s)
+        parts: list[list[_Slice]] = []
+        merged_acq: list[bool] = []
+        for group in groups.values():
+            split = _split_overlapping_acquisitions(group)
+            parts.extend(split)
+            merged_acq.extend([len(split) == 1 and len({s.acquisition for s in group}) > 1] * len(split))
+        parts_sorted = sorted(zip(parts, merged_acq), key=lambda pm: str(pm[0][0].rec.path))
+        for k, (part, merged) in enumerate(parts_sorted, start=1):
+            cand = _make_candidate(uid, part, k if len(parts_sorted) > 1 else 0)
+            if merged:
+                cand.flags.append("ACQUISITIONS_MERGED")
+            if uid in missing_uid:
+                cand.flags.append("MISSING_SERIES_UID")
+            stacks.append(cand)
+    return stacks
+
+
+def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
+    """One stack, unless different acquisitions put slices at the same position (then one per acquisition)."""
+    acqs = {s.acquisition for s in group}
+    if len(acqs) < 2 or any(s.frames is None for s in group):
+        return [group]
+    normal = normal_of(group[0].frames[0].iop)
+    seen: dict[int, str] = {}
+    for s in group:
+        for f in s.frames:
+            key = int(round(float(f.ipp @ normal) / 0.01))
+            if key in seen and seen[key] != s.acquisition:
+                by_acq: dict[str, list[_Slice]] = {}
+                for t in group:
+                    by_acq.setdefault(t.acquisition, []).append(t)
+                return [by_acq[a] for a in sorted(by_acq, key=lambda a: (len(a), a))]
+            seen[key] = s.acquisition
+    return [group]
+
+
+def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate:
+    first = part[0].rec.ds
+    header = summarize(first)
+    header["series_uid"] = uid if not uid.startswith("NO_SERIES_UID:") else uid
+    study = header["study_uid"] or f"NO_STUDY_UID:{part[0].rec.path.parent}"
+    stack_id = f"{uid}" if index == 0 else f"{uid}#{index}"
+    frames = [f for s in part if s.frames for f in s.frames]
+    errors = [s.error for s in part if s.error is not None]
+    cand = SeriesCandidate(series_uid=uid, header=header, stack_id=stack_id, study_key=_short_hash(study))
+    cand.files = [s.rec.path for s in part]
+    for s in part:
+        s.rec.stack_id = stack_id
+    if errors:
+        cand.problems.append(errors[0].code)
+        cand.messages[errors[0].code] = f"{errors[0].message} ({len(errors)} of {len(part)} files)"
+    if frames:
+        cand.iop = frames[0].iop
+        cand.positions = np.array([f.ipp for f in frames])
+        order = np.argsort(cand.positions @ normal_of(cand.iop), kind="stable")
+        # files in slice order (multi-frame: one file)
+        if len(frames) == len(part):
+            cand.files = [frames[i].path for i in order]
+        frame_ref = {f.frame_of_reference for f in frames}
+        if len(frame_ref) > 1:
+            cand.problems.append("INCONSISTENT_FRAME_OF_REFERENCE")
+            cand.messages["INCONSISTENT_FRAME_OF_REFERENCE"] = f"{len(frame_ref)} FrameOfReferenceUIDs in one stack"
+        thick = [f.thickness for f in frames if f.thickness]
+        header["slice_thickness"] = float(np.median(thick)) if thick else header["slice_thickness"]
+    truncated = sum(s.rec.truncated for s in part)
+    if truncated:
+        cand.flags.append("CORRUPT_FILES_IN_STACK")
+        cand.messages["CORRUPT_FILES_IN_STACK"] = f"{truncated} file(s) look truncated"
+    syntaxes = sorted({transfer_syntax_of(s.rec.ds) for s in part})
+    lossy = any(is_lossy(s.rec.ds) for s in part)
+    ts_names = []
+    for ts in syntaxes:
+        try:
+            ts_names.append(pydicom.uid.UID(ts).name if ts else "unknown")
+        except Exception:  # noqa: BLE001
+            ts_names.append(ts)
+    rows, cols = H.integer(first, "Rows", 0), H.integer(first, "Columns", 0)
+    n_frames = len(frames) if frames else len(part)
+    cand.info = {
+        "n_files": len(part),
+        "n_slices": n_frames,
+        "rows": rows,
+        "columns": cols,
+        "orientation": _orientation_label(cand.iop),
+        "axial_angle_deg": round(axial_angle_deg(cand.iop), 2) if cand.iop is not None else None,
+        "pixel_spacing_mm": round(float(frames[0].spacing[0]), 4) if frames else None,
+        "acquisitions": ",".join(sorted({s.acquisition for s in part})),
+        "transfer_syntax": ";".join(ts_names),
+        "lossy": lossy,
+        "multiframe": H.is_multiframe(first),
+    }
+    return cand
+
+
+def discover_records(root: str | Path) -> tuple[list[FileRecord], list[SeriesCandidate]]:
+    """Every file under ``root`` with its classification, and the stacks they form."""
+    root = Path(root)
+    records = [read_file(p) for p in iter_files(root)]
+    stacks = build_stacks(records)
+    for rec in records:
+        rec.ds = None  # headers are not needed any more; keep memory small for large trees
+    return records, stacks
+
+
+# --- the inventory table -------------------------------------------------------------------------
+
+STACK_COLUMNS = [
+    "stack_id", "series_uid", "study_key", "series_number", "series_description", "modality", "image_type",
+    "orientation", "axial_angle_deg", "n_files", "n_slices", "rows", "columns", "pixel_spacing_mm",
+    "slice_thickness_mm", "slice_spacing_mm", "z_min_mm", "z_max_mm", "z_coverage_mm", "gantry_tilt_deg",
+    "kernel", "manufacturer", "model", "transfer_syntax", "lossy", "contrast", "body_part", "acquisitions",
+    "multiframe", "eligible", "decision", "reason", "rank", "predicted_problems", "predicted_flags", "notes",
+]
+FILE_COLUMNS = ["path", "file_status", "file_code", "file_detail"] + STACK_COLUMNS
+IDENTIFYING_COLUMNS = ["patient_id", "study_date"]
+
+
+def stack_row(c: SeriesCandidate, identifiers: bool = False) -> dict[str, Any]:
+    """The inventory columns of one stack."""
+    h = c.header
+    row = {
+        "stack_id": c.stack_id, "series_uid": c.series_uid, "study_key": c.study_key,
+        "series_number": h.get("series_number", ""), "series_description": h.get("series_description", ""),
+        "modality": h.get("modality", ""), "image_type": h.get("image_type", ""),
+        "slice_thickness_mm": h.get("slice_thickness") or None, "kernel": h.get("kernel", ""),
+        "manufacturer": h.get("manufacturer", ""), "model": h.get("model", ""), "contrast": h.get("contrast", ""),
+        "body_part": h.get("body_part", ""), **c.info,
+        "eligible": c.eligible, "decision": c.decision, "reason": c.reason, "rank": c.rank or None,
+        "predicted_problems": ";".join(c.problems), "predicted_flags": ";".join(c.flags),
+        "notes": " | ".join(f"{k}: {v}" for k, v in c.messages.items()),
+    }
+    if identifiers:
+        row.update(patient_id=h.get("patient_id", ""), study_date=h.get("study_date", ""))
+    return row
+
+
+@dataclass
+class Inventory:
+    """The result of a scan: one row per file and one row per stack, plus the chosen stacks."""
+
+    files: Any  # pandas.DataFrame (FILE_COLUMNS)
+    stacks: Any  # pandas.DataFrame (STACK_COLUMNS)
+    candidates: list[SeriesCandidate]
+    chosen: list[SeriesCandidate]
+
+
+def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
+                    all_eligible: bool = False, identifiers: bool = False) -> Inventory:
+    """Scan ``root`` (headers only), decide every stack and return the inventory tables."""
+    import pandas as pd
+
+    from pipeline.selection import select_stacks
+
+    records, stacks = discover_records(root)
+    chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_eligible)
+    by_id = {c.stack_id: stack_row(c, identifiers) for c in stacks}
+    cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])
+    file_rows = []
+    for rec in records:
+        row = {"path": str(rec.path), "file_status": "used" if rec.stack_id else "skipped",
+               "file_code": rec.code, "file_detail": rec.detail}
+        row.update(by_id.get(rec.stack_id, {}))
+        if rec.stack_id and by_id[rec.stack_id]["decision"] != "selected":
+            row["file_status"] = "not scored"
+        file_rows.append(row)
+    files_df = pd.DataFrame(file_rows, columns=["path", "file_status", "file_code", "file_detail"] + cols)
+    stacks_df = pd.DataFrame([by_id[c.stack_id] for c in stacks], columns=cols)
+    return Inventory(files=files_df, stacks=stacks_df, candidates=stacks, chosen=chosen)
+
+
+def scan_inventory(input: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
+                   all_eligible: bool = False, identifiers: bool = False):
+    """Header-only inventory of ``input`` as a DataFrame with one row per file (``ctscore scan``).
+
+    Columns: the file's path, status (used / not scored / skipped) and skip code, then its stack's
+    modality, image type, orientation, slice count, thickness, spacing, z coverage, kernel,
+    manufacturer/model, transfer syntax, contrast, and the selection decision with its reason.
+    Identifying values (patient id, study date) only with ``identifiers=True``.
+    """
+    return build_inventory(input, cfg, series_uid, all_eligible, identifiers).files

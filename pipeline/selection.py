@@ -1,0 +1,206 @@
+"""Which stacks are scored: hard filters, then ranked preferences, both read from the config.
+
+The rules are data (``selection:`` in configs/default.yaml). A stack failing a hard filter is
+skipped with that filter's code. Among the eligible stacks of a study, stacks whose headers already
+predict a refusal (a gap, missing geometry, ...) come last; the rest are ordered by the configured
+preferences. Every stack gets a decision and a reason a researcher can read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.geometry import analyse_stack, axial_angle_deg
+
+log = logging.getLogger(__name__)
+
+PREFERENCES = ("original", "primary", "axial", "coverage", "thin", "kernel", "slices")
+#: Thickness differences smaller than this (mm) do not make one stack "thinner" than another.
+THICKNESS_TIE_MM = 0.05
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip().upper() for v in str(value).split(",") if v.strip()]
+
+
+@dataclass
+class SelectionRules:
+    """The ``selection:`` config section, parsed."""
+
+    modalities: list[str]
+    exclude_image_types: list[str]
+    exclude_body_parts: list[str]
+    max_axial_angle_deg: float
+    min_slices: int
+    max_slice_thickness_mm: float
+    preferences: list[str]
+    full_coverage_mm: float
+    kernel_preference: str
+    lung_kernel: re.Pattern
+    one_per_study: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> SelectionRules:
+        from pipeline.config import default_config
+
+        sel = (cfg or default_config()).get("selection") or default_config()["selection"]
+        prefs = [p.lower() for p in _csv(sel["preferences"])]
+        unknown = [p for p in prefs if p not in PREFERENCES]
+        if unknown:
+            raise ConfigError(f"selection.preferences: unknown {unknown}; known: {', '.join(PREFERENCES)}")
+        if sel["kernel_preference"] not in ("lung", "soft", "none"):
+            raise ConfigError(f"selection.kernel_preference must be lung, soft or none, got {sel['kernel_preference']!r}")
+        try:
+            pattern = re.compile(sel["lung_kernel_regex"], re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"selection.lung_kernel_regex is not a valid regular expression: {exc}") from exc
+        return cls(_csv(sel["modalities"]), _csv(sel["exclude_image_types"]), _csv(sel["exclude_body_parts"]),
+                   float(sel["max_axial_angle_deg"]), int(sel["min_slices"]), float(sel["max_slice_thickness_mm"]),
+                   prefs, float(sel["full_coverage_mm"]), sel["kernel_preference"], pattern,
+                   bool(sel["one_per_study"]))
+
+
+def _loading(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    from pipeline.config import default_config
+
+    return (cfg or default_config()).get("loading") or default_config()["loading"]
+
+
+def hard_filter(cand, rules: SelectionRules) -> str:
+    """The skip code of the first hard filter the stack fails ('' when it passes)."""
+    h = cand.header
+    itype = [v for v in h.get("image_type", "").split("\\") if v]
+    n = int(cand.info.get("n_slices", len(cand.files)))
+    if h.get("modality", "").upper() not in rules.modalities:
+        return "NOT_CT"
+    if any(v in ("LOCALIZER", "SCOUT", "TOPOGRAM") for v in itype):
+        return "LOCALIZER"
+    if any(v in rules.exclude_image_types for v in itype):
+        return "DERIVED_REFORMAT"
+    if h.get("photometric", "") and h["photometric"] not in ("MONOCHROME1", "MONOCHROME2"):
+        return "NOT_MONOCHROME"
+    if cand.iop is not None and axial_angle_deg(cand.iop) > rules.max_axial_angle_deg:
+        return "NOT_AXIAL"
+    if "NOT_A_VOLUME" in cand.problems:
+        return "NOT_A_VOLUME"
+    if n < rules.min_slices:
+        return "TOO_FEW_SLICES"
+    thickness = h.get("slice_thickness") or 0.0
+    if thickness and thickness > rules.max_slice_thickness_mm:
+        return "TOO_THICK"
+    if h.get("body_part", "") and h["body_part"] in rules.exclude_body_parts:
+        return "BODY_PART_EXCLUDED"
+    return ""
+
+
+def assess(cand, cfg: dict[str, Any] | None = None) -> None:
+    """(Re)compute the header-predicted geometry problems and flags of a stack under ``cfg``."""
+    load = _loading(cfg)
+    keep_problems = [p for p in cand.problems if p in ("MISSING_GEOMETRY", "INCONSISTENT_FRAME_OF_REFERENCE",
+                                                       "BAD_HEADER_VALUE")]
+    keep_flags = [f for f in cand.flags if f in ("ACQUISITIONS_MERGED", "MISSING_SERIES_UID",
+                                                 "CORRUPT_FILES_IN_STACK")]
+    messages = {k: v for k, v in cand.messages.items() if k in keep_problems + keep_flags}
+    cand.problems, cand.flags, cand.messages = keep_problems, keep_flags, messages
+    if cand.iop is None or cand.positions is None:
+        return
+    thickness = cand.header.get("slice_thickness") or None
+    geo = analyse_stack(cand.iop, cand.positions, thickness, allow_gaps=bool(load["allow_gaps"]),
+                        max_gap_ratio=float(load["max_gap_ratio"]), spacing_tolerance=float(load["spacing_tolerance"]))
+    cand.problems += [p for p in geo.problems if p not in cand.problems]
+    cand.flags += [f for f in geo.fixes if f not in cand.flags]
+    cand.messages.update(geo.messages)
+    if geo.duplicate_groups:
+        cand.messages["DUPLICATE_POSITION"] = (f"{sum(len(g) - 1 for g in geo.duplicate_groups)} slice(s) share a "
+                                               "position with another (identical pixels: removed; else refused)")
+    if cand.info.get("lossy"):
+        cand.flags.append("LOSSY_COMPRESSION")
+        if not load["allow_lossy"]:
+            cand.problems.append("LOSSY_REFUSED")
+    z = cand.positions[:, 2]
+    cand.info.update(
+        slice_spacing_mm=round(geo.spacing, 4) if geo.spacing else None,
+        z_min_mm=round(float(z.min()), 2), z_max_mm=round(float(z.max()), 2),
+        z_coverage_mm=round(geo.z_extent + (geo.spacing or 0.0), 2),
+        gantry_tilt_deg=round(geo.tilt_deg, 2),
+    )
+
+
+def _preference_key(cand, rules: SelectionRules) -> tuple:
+    h = cand.header
+    itype = h.get("image_type", "").split("\\")
+    key: list[Any] = [bool(cand.problems)]  # loadable first
+    for pref in rules.preferences:
+        if pref == "original":
+            key.append(itype[0] != "ORIGINAL" if itype else True)
+        elif pref == "primary":
+            key.append(len(itype) < 2 or itype[1] != "PRIMARY")
+        elif pref == "axial":
+            key.append(round(float(cand.info.get("axial_angle_deg") or 0.0), 1))
+        elif pref == "coverage":
+            key.append(float(cand.info.get("z_coverage_mm") or 0.0) < rules.full_coverage_mm)
+        elif pref == "thin":
+            t = h.get("slice_thickness") or cand.info.get("slice_spacing_mm") or 99.0
+            key.append(round(float(t) / THICKNESS_TIE_MM))
+        elif pref == "kernel":
+            lung = bool(rules.lung_kernel.search(h.get("kernel", "") or ""))
+            key.append(0 if rules.kernel_preference == "none" else (not lung if rules.kernel_preference == "lung"
+                                                                       else lung))
+        elif pref == "slices":
+            key.append(-int(cand.info.get("n_slices", len(cand.files))))
+    key.append(cand.stack_id)  # deterministic last resort, stated in the reason as "order"
+    return tuple(key)
+
+
+def _explain(best, other, rules: SelectionRules) -> str:
+    """Why ``best`` ranked above ``other`` (the first preference that differs)."""
+    kb, ko = _preference_key(best, rules), _preference_key(other, rules)
+    names = ["loadable"] + rules.preferences + ["stack order"]
+    for name, a, b in zip(names, kb, ko):
+        if a != b:
+            return name
+    return "stack order"
+
+
+def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
+                  all_eligible: bool = False) -> list:
+    """Decide every stack (sets ``eligible``, ``decision``, ``reason``, ``rank``); return the chosen ones,
+    best first within each study, studies in input order."""
+    rules = SelectionRules.from_config(cfg)
+    for c in cands:
+        assess(c, cfg)
+        code = hard_filter(c, rules)
+        c.eligible = not code
+        c.reason = code
+        c.decision = "skipped"
+        c.rank = 0
+    if series_uid:
+        for c in cands:
+            if c.series_uid != series_uid and c.stack_id != series_uid:
+                c.eligible, c.reason = False, c.reason or "NOT_REQUESTED"
+            elif not c.eligible:
+                # forcing a series overrides the preferences, not the hard filters: say why
+                c.reason = f"{c.reason} (requested with --series-uid, but refused by a hard filter)"
+    one_per_study = rules.one_per_study and not all_eligible
+    studies: dict[str, list] = {}
+    for c in cands:
+        if c.eligible:
+            studies.setdefault(c.study_key, []).append(c)
+    chosen = []
+    for group in studies.values():
+        ranked = sorted(group, key=lambda c: _preference_key(c, rules))
+        for k, c in enumerate(ranked, start=1):
+            c.rank = k
+            predicted = f"; headers predict {','.join(c.problems)}" if c.problems else ""
+            if k == 1 or not one_per_study:
+                c.decision = "selected"
+                c.reason = (f"best of {len(ranked)} eligible stack(s) in the study{predicted}" if k == 1
+                            else f"eligible (all series requested){predicted}")
+                chosen.append(c)
+            else:
+                c.reason = f"NOT_SELECTED: rank {k}; {ranked[0].stack_id} preferred by {_explain(ranked[0], c, rules)}"
+    return chosen

@@ -268,7 +268,7 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
         ds = rec.ds
         uid = H.text(ds, "SeriesInstanceUID")
         if not uid:
-            uid = f"NO_SERIES_UID:{rec.path.parent}"
+            uid = f"NO_SERIES_UID:{_short_hash(str(rec.path.parent))}"  # a folder name may identify
             missing_uid.add(uid)
         try:
             frames, error = H.frames_of(ds, rec.path), None
@@ -332,7 +332,7 @@ def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
 def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate:
     first = part[0].rec.ds
     header = summarize(first)
-    header["series_uid"] = uid if not uid.startswith("NO_SERIES_UID:") else uid
+    header["series_uid"] = uid
     study = header["study_uid"] or f"NO_STUDY_UID:{part[0].rec.path.parent}"
     stack_id = f"{uid}" if index == 0 else f"{uid}#{index}"
     frames = [f for s in part if s.frames for f in s.frames]

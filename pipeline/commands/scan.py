@@ -1,0 +1,87 @@
+"""``ctscore scan INPUT [-o inventory.csv]``: a header-only inventory of the DICOM under INPUT.
+
+Every file gets a row (used, not scored, or skipped with a code); every stack its modality, image
+type, orientation, slice count, thickness, spacing, z coverage, kernel, manufacturer/model, transfer
+syntax, contrast, and the selection decision with its reason. No pixel data are decoded.
+Exit codes: see docs/dicom_input.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.errors import (
+    EXIT_INPUT_UNREADABLE,
+    EXIT_NOTHING_ELIGIBLE,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    CTScoreError,
+)
+
+
+def register(sub) -> None:
+    from pipeline.commands.run import add_config_args, add_log_args
+
+    p = sub.add_parser("scan", help="list the DICOM files, series and stacks under INPUT and what would be scored",
+                       description="Header-only inventory of INPUT: every file with a decision, every stack with "
+                                   "its geometry and the reason it is scored or skipped. Pixels are not decoded.")
+    p.add_argument("input", help="folder (any depth) or file with DICOM data")
+    p.add_argument("-o", "--out", metavar="CSV", help="write the per-file inventory here (inventory.csv)")
+    p.add_argument("--stacks", metavar="CSV", help="also write one row per stack here")
+    p.add_argument("--series-uid", help="consider only this SeriesInstanceUID (or stack id)")
+    p.add_argument("--all-series", action="store_true", help="select every eligible stack, not one per study")
+    p.add_argument("--identifiers", action="store_true",
+                   help="include patient id and study date in the tables (left out by default)")
+    add_config_args(p)
+    add_log_args(p)
+    p.set_defaults(func=main)
+
+
+def exit_code(inv) -> int:
+    """0 selected stacks all look loadable; 8 some selected stack is predicted to fail; 2 nothing eligible."""
+    if not inv.chosen:
+        return EXIT_NOTHING_ELIGIBLE
+    if any(c.problems for c in inv.chosen):
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def main(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline.config import load_config
+    from pipeline.inventory import build_inventory
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_eligible=args.all_series,
+                              identifiers=args.identifiers)
+    except CTScoreError as exc:
+        if exc.code == "INPUT_NOT_FOUND":
+            print(f"ctscore: {exc}", file=sys.stderr)
+            return EXIT_INPUT_UNREADABLE
+        raise
+    if args.out:
+        inv.files.to_csv(args.out, index=False)
+    if args.stacks:
+        inv.stacks.to_csv(args.stacks, index=False)
+
+    files = inv.files
+    counts = files["file_status"].value_counts().to_dict()
+    skip_codes = files.loc[files["file_status"] == "skipped", "file_code"].value_counts().to_dict()
+    print(f"{len(files)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in other "
+          f"stacks, {counts.get('skipped', 0)} skipped" + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})"
+                                                          if skip_codes else ""))
+    cols = ["stack_id", "modality", "orientation", "n_slices", "slice_thickness_mm", "slice_spacing_mm",
+            "z_coverage_mm", "kernel", "decision", "reason"]
+    stacks = inv.stacks[cols].copy()
+    stacks["stack_id"] = stacks["stack_id"].map(lambda s: s if len(s) <= 28 else "..." + s[-25:])
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 70,
+                           "display.max_rows", 500):
+        print(stacks.to_string(index=False))
+    print(f"\n{len(inv.chosen)} stack(s) selected of {len(inv.candidates)}"
+          + (f"; written {args.out}" if args.out else ""))
+    if not inv.chosen and len(files) and not counts.get("used") and not len(inv.candidates):
+        print("no DICOM image stacks found", file=sys.stderr)
+    return exit_code(inv)

@@ -90,7 +90,7 @@ def default_lesions() -> list[LesionSpec]:
     Every lesion stays >= 15 mm from the six-zone planes (carina, inferior pulmonary vein) and
     covers its zhang900 slab (+-5 mm) with >= 7 mm to spare, or stays >= 7 mm away from it:
 
-    * right upper zone: consolidation touching the lateral pleura through the aortic-arch level (L2);
+    * right upper zone: consolidation surrounded by aerated lung through the aortic-arch level (L2);
     * left upper zone: faint ground glass at the apex through the suprasternal-notch level (L1) and
       ground glass through L2;
     * right middle zone: ground glass with a vessel running through it (between L4 and the IPV);
@@ -99,7 +99,7 @@ def default_lesions() -> list[LesionSpec]:
     * left lower zone, carina (L3), bronchus intermedius (L4) and dome (L5) levels: none.
     """
     return [
-        LesionSpec("rul_consolidation", RIGHT, CONSOLIDATION, (-108.0, -5.0, 31.0), (38.0, 42.0, 14.0)),
+        LesionSpec("rul_consolidation", RIGHT, CONSOLIDATION, (-84.0, -5.0, 31.0), (26.0, 28.0, 14.0)),
         LesionSpec("lul_faint_ggo", LEFT, FAINT_GGO, (66.0, 10.0, 68.0), (28.0, 33.0, 16.0)),
         LesionSpec("lul_ggo", LEFT, GGO, (80.0, 0.0, 31.0), (52.0, 56.0, 14.0)),
         LesionSpec("rml_ggo_vessel", RIGHT, GGO, (-95.0, 0.0, -47.0), (40.0, 45.0, 14.0)),

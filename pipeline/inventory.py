@@ -298,7 +298,7 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
         for group in groups.values():
             split = _split_overlapping_acquisitions(group)
             parts.extend(split)
-            merged_acq.extend([len(split) == 1 and len({s.acquisition for s in group}) > 1] * len(split))
+            merged_acq.extend(len({s.acquisition for s in part}) > 1 for part in split)
         parts_sorted = sorted(zip(parts, merged_acq), key=lambda pm: str(pm[0][0].rec.path))
         for k, (part, merged) in enumerate(parts_sorted, start=1):
             cand = _make_candidate(uid, part, k if len(parts_sorted) > 1 else 0)
@@ -311,22 +311,33 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
 
 
 def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
-    """One stack, unless different acquisitions put slices at the same position (then one per acquisition)."""
+    """One stack, unless different acquisitions put slices at the same position: then acquisitions are
+    gathered greedily (in AcquisitionNumber order) into stacks whose positions do not collide."""
     acqs = {s.acquisition for s in group}
     if len(acqs) < 2 or any(s.frames is None for s in group):
         return [group]
     normal = normal_of(group[0].frames[0].iop)
-    seen: dict[int, str] = {}
+    by_acq: dict[str, list[_Slice]] = {}
     for s in group:
-        for f in s.frames:
-            key = int(round(float(f.ipp @ normal) / 0.01))
-            if key in seen and seen[key] != s.acquisition:
-                by_acq: dict[str, list[_Slice]] = {}
-                for t in group:
-                    by_acq.setdefault(t.acquisition, []).append(t)
-                return [by_acq[a] for a in sorted(by_acq, key=lambda a: (len(a), a))]
-            seen[key] = s.acquisition
-    return [group]
+        by_acq.setdefault(s.acquisition, []).append(s)
+
+    def keys(slices: list[_Slice]) -> set[int]:
+        return {int(round(float(f.ipp @ normal) / 0.01)) for s in slices for f in s.frames}
+
+    def acq_order(a: str) -> tuple:
+        return (0, int(a)) if a.isdigit() else (1, a)
+
+    stacks: list[tuple[set[int], list[_Slice]]] = []
+    for a in sorted(by_acq, key=acq_order):
+        k = keys(by_acq[a])
+        for used, members in stacks:
+            if not used & k:
+                used |= k
+                members.extend(by_acq[a])
+                break
+        else:
+            stacks.append((k, list(by_acq[a])))
+    return [members for _, members in stacks]
 
 
 def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate:

@@ -26,7 +26,7 @@ def validate_frames(reference: pd.DataFrame, predictions: pd.DataFrame, *, min_n
     return {
         "ratings": wide,
         "agreement": agree,
-        "side_by_side": compare.side_by_side(agree) if not agree.empty else pd.DataFrame(),
+        "side_by_side": compare.side_by_side(agree, min_n=min_n) if not agree.empty else pd.DataFrame(),
         "confusion_matrices": compare.confusion_table(wide, readers),
     }
 

@@ -115,14 +115,14 @@ def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> p
 SIDE_METRICS = ("kappa_qw", "icc2_1", "mae", "ba_bias")
 
 
-def side_by_side(agree: pd.DataFrame) -> pd.DataFrame:
+def side_by_side(agree: pd.DataFrame, min_n: int = 3) -> pd.DataFrame:
     """Per (system, unit): readers among themselves next to ctscore vs readers and vs consensus.
 
     ``readers_*`` is the mean over reader pairs, ``ctscore_vs_readers_*`` the mean over readers.
     ``within_readers_mae``: ctscore's mean absolute difference from the readers is no larger than the
     readers' mean absolute difference from each other; ``within_readers_icc``: ctscore's mean ICC(2,1)
     with the readers is no lower than the readers' mean ICC(2,1) with each other. Empty when there is
-    only one reader.
+    only one reader or a comparison has fewer than ``min_n`` targets.
     """
     rows = []
     for (system, unit), g in agree.groupby(["system", "unit"], sort=False):
@@ -135,7 +135,8 @@ def side_by_side(agree: pd.DataFrame) -> pd.DataFrame:
                 row[f"{name}_{m}"] = float(part[m].mean()) if part[m].notna().any() else math.nan
         for m, label, better in (("mae", "mae", np.less_equal), ("icc2_1", "icc", np.greater_equal)):
             r, c = row[f"readers_{m}"], row[f"ctscore_vs_readers_{m}"]
-            ok = isinstance(r, float) and isinstance(c, float) and not (math.isnan(r) or math.isnan(c))
+            ok = isinstance(r, float) and isinstance(c, float) and not (math.isnan(r) or math.isnan(c)) \
+                and int(g["n"].min()) >= min_n
             row[f"within_readers_{label}"] = ("yes" if better(c, r) else "no") if ok else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -68,6 +68,22 @@ def is_lossy(ds: pydicom.Dataset) -> bool:
     return str(ds.get("LossyImageCompression", "")).strip() == "01"
 
 
+def _ts_name(tsyntax: str) -> str:
+    try:
+        return str(pydicom.uid.UID(tsyntax).name)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _is_compressed(tsyntax: str) -> bool | None:
+    """True/False for a known transfer syntax, None when the UID is not a transfer syntax."""
+    try:
+        uid = pydicom.uid.UID(tsyntax)
+        return bool(uid.is_compressed) if uid.is_transfer_syntax else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _gdcm_decode(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """Decode with python-gdcm's ImageReader (stored values), shaped (frames, rows, cols)."""
     import gdcm  # python-gdcm, BSD licence
@@ -109,7 +125,10 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
     except MemoryError as exc:
         raise SeriesError("TOO_LARGE", "not enough memory to decode the pixel data", path) from exc
     except Exception as first:  # noqa: BLE001 - pydicom and its plugins raise many types
-        compressed = bool(tsyntax) and pydicom.uid.UID(tsyntax).is_compressed
+        compressed = _is_compressed(tsyntax)
+        if compressed is None:
+            raise SeriesError("NO_DECODER", f"unknown transfer syntax {tsyntax!r}: {str(first).splitlines()[0]}",
+                              path) from first
         if not compressed:
             raise SeriesError("CORRUPT_PIXEL_DATA", f"cannot read the pixel data: {first}", path) from first
         try:
@@ -118,11 +137,11 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
         except ImportError as exc:
             raise SeriesError(
                 "NO_DECODER", f"no installed decoder reads transfer syntax {tsyntax} "
-                f"({pydicom.uid.UID(tsyntax).name}): install {decoder_hint(tsyntax)}", path) from exc
+                f"({_ts_name(tsyntax)}): install {decoder_hint(tsyntax)}", path) from exc
         except Exception as second:  # noqa: BLE001
             raise SeriesError(
                 "NO_DECODER", f"no installed decoder could read transfer syntax {tsyntax} "
-                f"({pydicom.uid.UID(tsyntax).name}): {str(first).splitlines()[0]}; gdcm: {second}. "
+                f"({_ts_name(tsyntax)}): {str(first).splitlines()[0]}; gdcm: {second}. "
                 f"Install {decoder_hint(tsyntax)}", path) from second
     arr = np.asarray(arr)
     if arr.ndim == 2:

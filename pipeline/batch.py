@@ -302,10 +302,25 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     write_record(out_dir, task, status, config_hash(cfg), segmenter.model_id, attempt)
     small = {k: status.get(k) for k in _SMALL_KEYS if k in status}
     if restart:
-        from distributed import get_worker
-
-        small["restart_worker"] = get_worker().address
+        worker = _current_dask_worker()
+        if worker is not None:
+            small["restart_worker"] = worker.address
+        else:
+            log.warning("%s: the timed-out scan keeps running in a background thread (serial executor "
+                        "outside the main thread); use --workers 2 to have it stopped", task.scan_id)
     return small
+
+
+def _current_dask_worker() -> Any:
+    """The dask worker running this task, or None outside dask."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        return None
 
 
 def _run_with_alarm(work, task: Task, timeout_s: float) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def time_config(input_dir: Path, workers: int, threads: int, cfg: dict, n: int) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, default=12, help="number of generated series (default 12)")
-    ap.add_argument("--shape", type=int, nargs=3, default=[60, 96, 96], metavar=("Z", "Y", "X"))
+    ap.add_argument("--shape", type=int, nargs=3, default=[40, 64, 64], metavar=("Z", "Y", "X"))
     ap.add_argument("--configs", nargs="+", default=["1x1", "2x1"], help="WORKERSxTHREADS (default 1x1 2x1)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--segmenter", default="classical")

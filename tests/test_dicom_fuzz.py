@@ -90,7 +90,7 @@ def _set(ds: pydicom.Dataset, keyword: str, value) -> None:
     setattr(ds, keyword, value)
 
 
-@settings(max_examples=FUZZ_CASES, deadline=5000, derandomize=True,
+@settings(max_examples=FUZZ_CASES, deadline=5000, derandomize=not os.environ.get("CTSCORE_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(edits=st.lists(st.tuples(st.integers(0, N_SLICES - 1), st.sampled_from(HEADER_KEYWORDS), VALUES),
                       min_size=1, max_size=3))
@@ -108,7 +108,7 @@ def test_fuzz_header_values(edits):
     _load(blobs)
 
 
-@settings(max_examples=FUZZ_CASES, deadline=5000, derandomize=True,
+@settings(max_examples=FUZZ_CASES, deadline=5000, derandomize=not os.environ.get("CTSCORE_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(idx=st.integers(0, N_SLICES - 1),
        flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=0, max_size=8),

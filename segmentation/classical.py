@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "airway_max_threshold_hu": -850,
     "lung_core_threshold_hu": -600,
     "lung_grow_mm": 3.0,
-    "pleural_closing_radius_mm": 15.0,
+    "pleural_closing_radius_mm": 35.0,
     "pleural_fill_max_hu": 150,
     "texture_threshold_hu": -550,
     "texture_delta_hu": 150,
@@ -87,12 +87,37 @@ def crop_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
                  for i, n in zip(idx, mask.shape))
 
 
+def fill_holes_planar(mask: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Fill the holes of ``mask`` in every plane normal to ``axis`` (one labelling for all planes).
+
+    Same result as :func:`scipy.ndimage.binary_fill_holes` per plane (4-connected background):
+    background components of a plane that do not reach the plane's border are holes.
+    """
+    st = np.zeros((3, 3, 3), bool)
+    centre = [1, 1, 1]
+    st[tuple(centre)] = True
+    for a in range(3):
+        if a != axis:
+            for d in (0, 2):
+                idx = list(centre)
+                idx[a] = d
+                st[tuple(idx)] = True
+    lab, n = ndi.label(~mask, structure=st)
+    if n == 0:
+        return mask.copy()
+    border = np.zeros(n + 1, bool)
+    for a in range(3):
+        if a == axis:
+            continue
+        for end in (0, mask.shape[a] - 1):
+            border[np.unique(np.take(lab, end, axis=a))] = True
+    border[0] = True
+    return mask | ~border[lab]
+
+
 def fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
     """Fill holes in every axial slice (vessels and lesions enclosed by lung in that slice)."""
-    out = np.empty_like(mask)
-    for k in range(mask.shape[0]):
-        out[k] = ndi.binary_fill_holes(mask[k])
-    return out
+    return fill_holes_planar(mask, 0)
 
 
 def fill_enclosed(mask: np.ndarray) -> np.ndarray:
@@ -102,10 +127,35 @@ def fill_enclosed(mask: np.ndarray) -> np.ndarray:
     dome, which shows as a hole in axial slices only, opens downwards in coronal and sagittal slices
     and is therefore not taken into the lung.
     """
-    axial = fill_holes_slicewise(mask)
-    coronal = np.stack([ndi.binary_fill_holes(mask[:, j, :]) for j in range(mask.shape[1])], axis=1)
-    sagittal = np.stack([ndi.binary_fill_holes(mask[:, :, i]) for i in range(mask.shape[2])], axis=2)
+    axial = fill_holes_planar(mask, 0)
+    coronal = fill_holes_planar(mask, 1)
+    sagittal = fill_holes_planar(mask, 2)
     return mask | (axial & (coronal | sagittal))
+
+
+def dilate(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Binary dilation by a ball of ``radius_mm`` (scipy's morphology: faster here than its EDT)."""
+    return ndi.binary_dilation(mask, ball(radius_mm, spacing))
+
+
+def erode(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Binary erosion by a ball of ``radius_mm`` (outside the array counts as background)."""
+    return ndi.binary_erosion(mask, ball(radius_mm, spacing))
+
+
+def coarse_distance(mask: np.ndarray, spacing: tuple[float, float, float], factor: int = 2) -> np.ndarray:
+    """Approximate distance (mm) to the nearest ``mask`` voxel, computed on a ``factor`` x coarser grid."""
+    small = mask[::factor, ::factor, ::factor]
+    if not small.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    d = ndi.distance_transform_edt(~small, sampling=[s * factor for s in spacing]).astype(np.float32)
+    d = d.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
+    return d[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+
+
+def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Binary opening by a ball of ``radius_mm``: what remains of structures thicker than the ball."""
+    return ndi.binary_opening(mask, ball(radius_mm, spacing))
 
 
 def mediastinum(lungs: np.ndarray) -> np.ndarray:
@@ -196,45 +246,50 @@ def grow_airway(
 
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
     """Label the lungs 1 (right, low x) and 2 (left), separating them by erosion when they touch."""
-    labels, ids = largest_components(lungs, 2, min_voxels)
     out = np.zeros(lungs.shape, np.uint8)
-    if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * lungs.sum():
+    if not lungs.any():
+        return out
+    box = crop_box(lungs, margin=1)
+    sub = lungs[box]
+    labels, ids = largest_components(sub, 2, min_voxels)
+    if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * sub.sum():
         comps = ids
     else:
-        # One connected blob: erode until it falls apart into two large parts, then grow back.
-        eroded = lungs.copy()
+        # One connected blob: erode (deeper and deeper, via one distance map) until it falls apart
+        # into two large parts, then grow these back (nearest part wins).
+        depth = ndi.distance_transform_edt(np.pad(sub, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        step = 1.5 * max(spacing[1:])
         comps = []
-        for _ in range(12):
-            eroded = ndi.binary_erosion(eroded, ball(1.5 * max(spacing[1:]), spacing))
+        for k in range(1, 13):
+            eroded = depth > k * step
             labels, ids = largest_components(eroded, 2, min_voxels // 10)
             if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * eroded.sum():
                 comps = ids
                 break
         if comps:
-            markers = np.zeros(lungs.shape, np.int32)
+            markers = np.zeros(sub.shape, np.int32)
             for k, i in enumerate(comps, 1):
                 markers[labels == i] = k
-            # Grow the markers back into the original mask (nearest marker wins).
             dist_idx = ndi.distance_transform_edt(markers == 0, sampling=spacing, return_distances=False,
                                                   return_indices=True)
             grown = markers[tuple(dist_idx)]
             # Only the components that hold a marker (not bowel gas or other stray air).
-            comp, _ = ndi.label(lungs)
+            comp, _ = ndi.label(sub)
             held = np.unique(comp[markers > 0])
             grown[~np.isin(comp, held[held > 0])] = 0
             labels, comps = grown, [1, 2]
         else:
-            labels, ids = largest_components(lungs, 1, min_voxels)
+            labels, ids = largest_components(sub, 1, min_voxels)
             comps = ids
-    centroids = [(np.nonzero(labels == i)[2].mean(), i) for i in comps]
-    centroids.sort()
+    centroids = sorted((np.nonzero(labels == i)[2].mean(), i) for i in comps)
+    region = out[box]
     if len(centroids) == 2:
-        out[labels == centroids[0][1]] = RIGHT_LUNG
-        out[labels == centroids[1][1]] = LEFT_LUNG
+        region[labels == centroids[0][1]] = RIGHT_LUNG
+        region[labels == centroids[1][1]] = LEFT_LUNG
     elif len(centroids) == 1:
         # A single lung: decide its side from where it lies relative to the image centre.
-        side = RIGHT_LUNG if centroids[0][0] < lungs.shape[2] / 2 else LEFT_LUNG
-        out[labels == centroids[0][1]] = side
+        side = RIGHT_LUNG if centroids[0][0] + box[2].start < lungs.shape[2] / 2 else LEFT_LUNG
+        region[labels == centroids[0][1]] = side
     return out
 
 
@@ -384,7 +439,7 @@ class ClassicalSegmenter:
         # clearly aerated voxels; then they grow back into the air-like voxels next to them.
         # An opening cuts the thin bridges (partial-volume diaphragm) to stomach and colon gas.
         core = lungs_raw & (smooth < p["lung_core_threshold_hu"])
-        core = ndi.binary_opening(core, ball(p["lung_grow_mm"], spacing))
+        core = opening(core, p["lung_grow_mm"], spacing)
         labels = split_lungs(core, spacing, min_vox)
         steps = max(1, int(np.ceil(p["lung_grow_mm"] / min(spacing))))
         conn = ndi.generate_binary_structure(3, 3)
@@ -403,7 +458,7 @@ class ClassicalSegmenter:
             lab, ids = largest_components(m, 1)
             m = lab == ids[0]
             box = crop_box(m, margin=8)
-            closed = ndi.binary_closing(np.pad(m[box], 8), ball(5.0, spacing))[8:-8, 8:-8, 8:-8]
+            closed = erode(dilate(np.pad(m[box], 8), 5.0, spacing), 5.0, spacing)[8:-8, 8:-8, 8:-8]
             filled = np.zeros_like(m)
             filled[box] = closed & fill_enclosed(closed)
             filled &= body
@@ -420,31 +475,36 @@ class ClassicalSegmenter:
         """Pneumonia opacity inside the lungs: ground glass, reticulation and consolidation."""
         p = self.params
         lung = lungs > 0
-        rim = lung & ~ndi.binary_erosion(lung, ball(2.0 * max(spacing[1:]), spacing))
+        rim = lung & ~erode(lung, 2.0 * max(spacing[1:]), spacing)
         bright = (smooth > p["dense_threshold_hu"]) & lung
-        thick = ndi.binary_opening(bright, ball(p["vessel_max_radius_mm"], spacing))
+        # Dense tissue outside the lung (chest wall, diaphragm) counts as dense for the thickness
+        # tests, so that consolidation against the pleura is judged by its full depth; the pleural
+        # rim is left out when forming components so the rim does not join them all together.
+        bright_ext = bright | (~lung & (smooth > p["dense_threshold_hu"]))
+        thick = opening(bright_ext, p["vessel_max_radius_mm"], spacing) & bright
         # Thick dense regions are consolidation, unless small or at the hilum (large vessels).
-        near_hilum = ndi.distance_transform_edt(~mediastinum(lungs), sampling=spacing) < p["hilum_margin_mm"]
-        lab, n = ndi.label(thick)
+        near_hilum = coarse_distance(mediastinum(lungs), spacing) < p["hilum_margin_mm"]
+        lab, n = ndi.label(thick & ~rim)
         if n:
             sizes = np.bincount(lab.ravel(), minlength=n + 1) * voxel_ml
             # Vessels are tubes: their thickest point is thin. Consolidation is a thick blob.
-            depth = ndi.distance_transform_edt(bright, sampling=spacing)
-            thickest = np.zeros(n + 1)
-            thickest[1:] = ndi.maximum(depth, lab, index=np.arange(1, n + 1))
-            vessel_like = (sizes < p["consolidation_min_ml"]) | (thickest < p["consolidation_min_radius_mm"])
-            vessel_like[np.unique(lab[near_hilum & thick])] = True
+            core = erode(bright_ext, p["consolidation_min_radius_mm"], spacing) & lung
+            has_core = np.zeros(n + 1, bool)
+            has_core[np.unique(lab[core])] = True
+            vessel_like = (sizes < p["consolidation_min_ml"]) | ~has_core
+            vessel_like[np.unique(lab[near_hilum & (lab > 0)])] = True
             vessel_like[0] = False
-            thick_vessels = vessel_like[lab]
-            consolidation = thick & ~thick_vessels
+            consolidation = (lab > 0) & ~vessel_like[lab]
+            consolidation |= thick & rim & dilate(consolidation, 2.0 * max(spacing[1:]), spacing)
+            thick_vessels = thick & ~consolidation
         else:
             thick_vessels = consolidation = np.zeros_like(thick)
         # Small vessels (not bright at this resolution) are thin structures above the vessel threshold.
         elevated = (smooth > p["vessel_threshold_hu"]) & lung
-        tubes = elevated & ~ndi.binary_opening(elevated, ball(p["small_vessel_radius_mm"], spacing))
+        tubes = elevated & ~opening(elevated, p["small_vessel_radius_mm"], spacing)
         vessels = ((bright | tubes) & ~consolidation) | thick_vessels
-        airway_halo = ndi.binary_dilation(airway_zone, ball(3.0, spacing))
-        halo = ndi.binary_dilation(vessels, ball(p["vessel_halo_mm"], spacing)) & ~consolidation
+        airway_halo = dilate(airway_zone, 3.0, spacing)
+        halo = dilate(vessels, p["vessel_halo_mm"], spacing) & ~consolidation
         halo |= airway_halo
         # Healthy-looking parenchyma per height (gravity gradient: dependent lung is denser).
         big_vessels = ndi.binary_dilation(thick_vessels | ndi.binary_opening(bright, ball(2.0, spacing)),

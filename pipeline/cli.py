@@ -9,7 +9,11 @@ import sys
 
 from pipeline import __version__
 from pipeline.commands import COMMANDS
-from pipeline.errors import EXIT_USAGE, CTScoreError
+from pipeline.errors import EXIT_INPUT_UNREADABLE, EXIT_USAGE, CTScoreError
+
+
+# Errors about the input itself (exit code 4); other CTScoreErrors are usage/configuration (exit 1).
+INPUT_CODES = {"INPUT_NOT_FOUND", "INPUT_UNREADABLE"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CTScoreError as exc:
         print(f"ctscore: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INPUT_UNREADABLE if exc.code in INPUT_CODES else EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     tasks = []
     for cand in candidates:
         files = [str(f) for f in cand.files]
-        tasks.append(Task(scan_id_for(cand.series_uid, salt), cand.series_uid, files, dict(cand.header),
+        tasks.append(Task(scan_id_for(cand.stack_id or cand.series_uid, salt), cand.series_uid, files, dict(cand.header),
                           input_fingerprint(files)))
     return sorted(tasks, key=lambda t: t.scan_id)
 

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "airway_max_threshold_hu": -850,
     "lung_core_threshold_hu": -600,
     "lung_grow_mm": 3.0,
+    "addback_max_air_fraction": 0.2,
     "pleural_closing_radius_mm": 35.0,
     "pleural_fill_max_hu": 150,
     "texture_threshold_hu": -550,
@@ -448,6 +449,18 @@ class ClassicalSegmenter:
             if m.any():
                 grown = ndi.binary_dilation(m, conn, iterations=steps, mask=lungs_raw & (labels == 0))
                 labels[grown & (labels == 0)] = side
+        # Partly aerated lung cut off by the opening (diseased lower lobes) comes back when it touches
+        # a lung and is not gas (bowel gas is homogeneous air: many voxels below -950 HU).
+        # (not near the segmented airway: the partial-volume shell of the bronchi is not lung).
+        near_airway = ndi.binary_dilation(airway_zone, conn, iterations=3)
+        rest, n_rest = ndi.label(lungs_raw & (labels == 0) & ~near_airway)
+        if n_rest:
+            pure = np.ones(n_rest + 1)
+            pure[1:] = ndi.mean(smooth < -950, rest, index=np.arange(1, n_rest + 1))
+            for side in (RIGHT_LUNG, LEFT_LUNG):
+                touch = np.unique(rest[ndi.binary_dilation(labels == side, conn) & (rest > 0)])
+                touch = touch[pure[touch] < p["addback_max_air_fraction"]]
+                labels[np.isin(rest, touch) & (labels == 0)] = side
 
         lungs = np.zeros(smooth.shape, np.uint8)
         for side in (RIGHT_LUNG, LEFT_LUNG):

@@ -1,15 +1,25 @@
 """Classical lung, airway and lesion segmentation (thresholds, connected components, morphology).
 
-The baseline segmenter and the teacher of the learned model. Steps, on the working grid:
+The baseline segmenter and the teacher of the learned model. Steps, on the working grid, inside the
+body's bounding box:
 
 1. body: everything denser than ``body_threshold_hu``, largest component, holes filled per slice;
-2. airway: region growing from a trachea seed found in the upper slices, the threshold raised
-   step by step while the region does not leak into the lungs;
-3. lungs: air-like voxels inside the body minus the airway, components above a minimum volume,
-   split into right and left (by erosion until two lungs separate when they touch), then closed and
-   hole-filled so that vessels and dense lesions inside the lung stay lung;
-4. lesions: lung voxels in the opacity HU range, minus thin bright structures (vessels, removed by
-   a morphological opening) and the airway walls, minus specks.
+2. airway: region growing from a trachea seed found in the upper slices, in a box around the seed
+   on a lightly smoothed image, the threshold raised in 10 HU steps until the region jumps in
+   volume (a leak into the lung);
+3. lungs: air-like voxels minus the airway. The lungs are told apart (and from stomach or colon gas
+   that touches them through a thin diaphragm) on clearly aerated voxels after an opening, split
+   into right and left (by erosion when they touch), grown back a few mm; partly aerated pieces
+   that touch a lung come back unless they are gas (mostly below -950 HU) or bronchial wall. Each
+   lung is then closed and hole-filled (``fill_enclosed``: axial holes that are also coronal or
+   sagittal holes, so the liver dome is not taken), and a large 2D rolling ball (axial AND coronal
+   or sagittal, not in the mediastinum, not bone) takes consolidation against the pleura back in;
+4. lesions: (a) ground glass from the parenchymal density (normalised convolution over lung that is
+   not vessel, vessel halo, airway wall or pleural rim) above the lesion band and above a healthy
+   baseline per height (gravity gradient); (b) reticulation/patchy opacity where most non-vessel
+   voxels around are denser than that baseline (not at the hilum); (c) thick dense blobs (depth
+   measured against the chest wall too) that are not small, tubular or hilar. Then an opening and
+   a minimum component size.
 """
 
 from __future__ import annotations

@@ -95,8 +95,10 @@ def default_lesions() -> list[LesionSpec]:
       ground glass through L2;
     * right middle zone: ground glass with a vessel running through it (between L4 and the IPV);
     * left middle zone: consolidation touching the posterolateral pleura (between L4 and the IPV);
-    * right lower zone: posterobasal consolidation in the costophrenic recess, below the dome slab;
-    * left lower zone, carina (L3), bronchus intermedius (L4) and dome (L5) levels: none.
+    * right lower zone: posterobasal consolidation against the posterior chest wall at the right dome
+      level (L5), in the thick part of the lower lobe with aerated lung in front of, beside and
+      below it (the costophrenic recess stays aerated);
+    * left lower zone, carina (L3), bronchus intermedius (L4) and left dome (L5) levels: none.
     """
     return [
         LesionSpec("rul_consolidation", RIGHT, CONSOLIDATION, (-84.0, -5.0, 31.0), (26.0, 28.0, 14.0)),
@@ -104,7 +106,7 @@ def default_lesions() -> list[LesionSpec]:
         LesionSpec("lul_ggo", LEFT, GGO, (80.0, 0.0, 31.0), (52.0, 56.0, 14.0)),
         LesionSpec("rml_ggo_vessel", RIGHT, GGO, (-95.0, 0.0, -47.0), (40.0, 45.0, 14.0)),
         LesionSpec("lml_consolidation", LEFT, CONSOLIDATION, (108.0, 45.0, -47.0), (42.0, 42.0, 14.0)),
-        LesionSpec("rll_consolidation", RIGHT, CONSOLIDATION, (-75.0, 68.0, -141.0), (48.0, 32.0, 15.0)),
+        LesionSpec("rll_consolidation", RIGHT, CONSOLIDATION, (-75.0, 67.0, -110.0), (43.0, 31.0, 13.0)),
     ]
 
 

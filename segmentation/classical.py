@@ -336,8 +336,8 @@ def pleural_fill(
         mc = m[box]
         small = mc[::f, ::f, ::f]
         sp = tuple(s * f for s in spacing)
-        closed = planar_closing(small, radius_mm, sp, 0) & (
-            planar_closing(small, radius_mm, sp, 1) | planar_closing(small, radius_mm, sp, 2))
+        ax, co, sa = (planar_closing(small, radius_mm, sp, a) for a in range(3))
+        closed = (ax & (co | sa)) | (co & sa)  # closed in at least two of the three planes
         up = closed.repeat(f, 0).repeat(f, 1).repeat(f, 2)[: mc.shape[0], : mc.shape[1], : mc.shape[2]]
         added = up & ~mc & allowed[box] & (smooth[box] < max_hu) & (lungs[box] == 0)
         added = ndi.binary_opening(added, ball(1.0 * max(spacing), spacing))  # no thin slivers of wall
@@ -511,11 +511,15 @@ class ClassicalSegmenter:
         if n:
             sizes = np.bincount(lab.ravel(), minlength=n + 1) * voxel_ml
             # Vessels are tubes: their thickest point is thin. Consolidation is a thick blob.
-            core = erode(bright_ext, p["consolidation_min_radius_mm"], spacing) & lung
+            # The thick core must lie away from the hilum (large hilar vessels are thick too), and a
+            # component mostly at the hilum is vessels; consolidation that merely reaches the
+            # mediastinum or the paravertebral gutter (dependent lung) is kept whole.
+            core = erode(bright_ext, p["consolidation_min_radius_mm"], spacing) & lung & ~near_hilum
             has_core = np.zeros(n + 1, bool)
             has_core[np.unique(lab[core])] = True
-            vessel_like = (sizes < p["consolidation_min_ml"]) | ~has_core
-            vessel_like[np.unique(lab[near_hilum & (lab > 0)])] = True
+            hilar_share = np.zeros(n + 1)
+            hilar_share[1:] = ndi.mean(near_hilum, lab, index=np.arange(1, n + 1))
+            vessel_like = (sizes < p["consolidation_min_ml"]) | ~has_core | (hilar_share > 0.5)
             vessel_like[0] = False
             consolidation = (lab > 0) & ~vessel_like[lab]
             consolidation |= thick & rim & dilate(consolidation, 2.0 * max(spacing[1:]), spacing)

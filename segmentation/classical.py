@@ -556,12 +556,15 @@ class ClassicalSegmenter:
         # where vessels crowd.
         elev = (smooth > base + p["texture_delta_hu"]) | (smooth > p["texture_threshold_hu"])
         elev &= ~ndi.binary_dilation(bright & ~consolidation, ball(1.5, spacing))  # vessel cores and walls
-        w = (lung & ~big_vessels & ~airway_halo).astype(np.float32)
+        # The share is measured without the pleural rim (partial volume with the chest wall and the
+        # diaphragm would fill thin costophrenic recesses), but rim voxels may still be flagged.
+        texture_zone = lung & ~big_vessels & ~airway_halo
+        w = (texture_zone & ~rim).astype(np.float32)
         sig = [p["texture_sigma_mm"] / s for s in spacing]
         frac_num = ndi.gaussian_filter(elev * w, sig)
         frac_den = ndi.gaussian_filter(w, sig)
         frac = np.where(frac_den > 0.1, frac_num / np.maximum(frac_den, 1e-6), 0.0)
-        cand |= (w > 0) & (frac > p["texture_fraction"]) & ~near_hilum
+        cand |= texture_zone & (frac > p["texture_fraction"]) & ~near_hilum
         cand |= consolidation
         cand = ndi.binary_opening(cand, ball(1.0 * max(spacing), spacing))
         labels, n = ndi.label(cand)

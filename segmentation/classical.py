@@ -12,8 +12,9 @@ body's bounding box:
    into right and left (by erosion when they touch), grown back a few mm; partly aerated pieces
    that touch a lung come back unless they are gas (mostly below -950 HU) or bronchial wall. Each
    lung is then closed and hole-filled (``fill_enclosed``: axial holes that are also coronal or
-   sagittal holes, so the liver dome is not taken), and a large 2D rolling ball (axial AND coronal
-   or sagittal, not in the mediastinum, not bone) takes consolidation against the pleura back in;
+   sagittal holes, so the liver dome is not taken), and a large 2D rolling ball (closed in at least
+   two of the axial, coronal and sagittal planes, not in the mediastinum, not bone) takes
+   consolidation against the pleura back in;
 4. lesions: (a) ground glass from the parenchymal density (normalised convolution over lung that is
    not vessel, vessel halo, airway wall or pleural rim) above the lesion band and above a healthy
    baseline per height (gravity gradient); (b) reticulation/patchy opacity where most non-vessel
@@ -321,9 +322,10 @@ def pleural_fill(
 ) -> np.ndarray:
     """Take dense lung (consolidation, atelectasis) that bites into the lung from the pleura back into it.
 
-    A large 2D "rolling ball" (closing) of each lung, in axial slices AND in coronal or sagittal
-    slices (so the liver and spleen domes, open downwards, are not taken), done on a 2x coarser
-    grid. Added voxels must be ``allowed`` (inside the body, not mediastinum or airway), not bone
+    A large 2D "rolling ball" (closing) of each lung; a voxel is taken when it is closed in at
+    least two of the axial, coronal and sagittal planes (the liver and spleen domes, open
+    downwards, are closed in axial slices only; consolidation wider than the ball along the chest
+    wall but lower than it is closed in coronal and sagittal slices), done on a 2x coarser grid. Added voxels must be ``allowed`` (inside the body, not mediastinum or airway), not bone
     (below ``max_hu``) and not the other lung.
     """
     out = lungs.copy()

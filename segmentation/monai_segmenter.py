@@ -9,8 +9,9 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
    float32 and deterministic algorithms on CPU);
 3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
-4. clean-up: per side the largest connected component (plus any other above 10 % of it), lesions only
-   inside the lungs.
+4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
+   filled; lesions only inside the lungs. (Adding lesion voxels outside the lung head's mask to the
+   lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept.)
 """
 
 from __future__ import annotations
@@ -201,6 +202,6 @@ class MonaiSegmenter:
         for side in (RIGHT_LUNG, LEFT_LUNG):
             m = lungs == side
             if m.any():
-                out[keep_main_components(m)] = side
+                out[ndi.binary_fill_holes(keep_main_components(m)) & (out == 0)] = side
         lesions &= out > 0
         return Segmentation(lungs=out, lesions=lesions, airway=None, lobes=None)

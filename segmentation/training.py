@@ -251,11 +251,13 @@ def _monai_transforms(cfg: dict[str, Any]):
     keys = ["image", "lungs", "lesions"]
     load = LoadCase()
     rand = Compose([
+        # crop first (constant padding = air, -1024 HU), then synthesize inside the crop (faster)
+        SpatialPadd(["image"], spatial_size=roi, mode="constant", value=-1024),
+        SpatialPadd(["lungs", "lesions"], spatial_size=roi, mode="constant", value=0),
+        RandSpatialCropd(keys, roi_size=roi, random_size=False),
         Synthesize(cfg.get("synth")),
         RandFlipLR(0.5),
         Normalize(cfg["hu_window"]),
-        SpatialPadd(keys, spatial_size=roi, mode="constant"),
-        RandSpatialCropd(keys, roi_size=roi, random_size=False),
         # spacing/field-of-view variety: +-15 % scale, small rotations
         RandAffined(keys, prob=0.7, rotate_range=(0.15, 0.08, 0.08), scale_range=(0.15, 0.15, 0.15),
                     mode=("bilinear", "nearest", "nearest"), padding_mode="zeros"),
@@ -348,7 +350,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             if it % 50 == 0 or it == 1:
                 el = time.perf_counter() - t0
                 hist.append({"iter": it, "loss": loss.item(), "lung": l1.item(), "lesion": l2.item(), "s": el})
-                log.info("iter %d loss %.4f (lung %.4f lesion %.4f) %.0f s", it, float(loss), float(l1), float(l2), el)
+                log.info("iter %d loss %.4f (lung %.4f lesion %.4f) %.0f s", it, hist[-1]["loss"], hist[-1]["lung"],
+                         hist[-1]["lesion"], el)
             if it >= iters or (time.perf_counter() - t0) > max_s:
                 done = True
                 break

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
+    p.add_argument("--p-empty", type=float, default=None,
+                   help="share of training samples without synthetic lesions (default 0.15)")
     p.add_argument("--init", default=None, help="fine-tune from this model.safetensors")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -83,7 +86,9 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     cfg = {k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
                              "batch_size": args.batch_size, "num_workers": args.num_workers,
-                             "seed": args.seed}.items() if v is not None}
+                             "seed": args.seed, "lr": args.lr}.items() if v is not None}
+    if args.p_empty is not None:
+        cfg["synth"] = {"p_empty": args.p_empty}
     train(files, args.out, cfg, device=args.device, init_weights=args.init)
     return EXIT_OK
 

@@ -1,0 +1,234 @@
+"""The MONAI segmenter, its plug-in bundles, the shipped weights and ``ctscore train`` (issue 4).
+
+Fast: tiny networks and tiny volumes; the shipped-weights test runs the real model once on the
+sample phantom (sample_dicoms/) when it is there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from segmentation.base import Segmenter  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "segmentation" / "weights"
+
+
+def tiny_weights(folder: Path) -> Path:
+    """A random-weight model folder with the layout of segmentation/weights (tiny UNet)."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from segmentation.network import build_network
+    from segmentation.training import write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = {"name": "unet", "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    torch.manual_seed(0)
+    net = build_network(arch)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "model.yaml").write_text(yaml.safe_dump({
+        "arch": arch, "model_spacing_mm": [4.0, 4.0, 4.0], "hu_window": [-1024.0, 400.0],
+        "roi_size": [16, 32, 32], "inference_roi_size": [16, 32, 32], "lesion_threshold": 0.5, "sw_overlap": 0.25}))
+    write_manifest(folder)
+    return folder
+
+
+def phantom() -> tuple[np.ndarray, tuple[float, float, float]]:
+    hu = np.full((20, 40, 48), 40.0, np.float32)
+    hu[4:16, 8:32, 6:20] = -850.0
+    hu[4:16, 8:32, 28:42] = -850.0
+    return hu, (3.0, 3.0, 3.0)
+
+
+def test_network_has_lung_and_lesion_heads():
+    from segmentation.network import OUT_CHANNELS, build_network
+
+    net = build_network({"channels": [4, 8], "strides": [2], "num_res_units": 0})
+    y = net(torch.zeros(1, 1, 16, 16, 16))
+    assert y.shape == (1, OUT_CHANNELS, 16, 16, 16)
+
+
+def test_segmenter_protocol_output_shapes_and_determinism(tmp_path):
+    from segmentation.monai_segmenter import MonaiSegmenter
+
+    seg = MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu")
+    assert isinstance(seg, Segmenter)
+    assert seg.model_id.startswith("monai-")
+    hu, sp = phantom()
+    a = seg.segment(hu, sp)
+    b = seg.segment(hu, sp)
+    assert a.lungs.shape == hu.shape and a.lungs.dtype == np.uint8
+    assert a.lesions.shape == hu.shape and a.lesions.dtype == bool
+    assert set(np.unique(a.lungs)) <= {0, 1, 2}
+    assert not (a.lesions & (a.lungs == 0)).any()
+    np.testing.assert_array_equal(a.lungs, b.lungs)
+    np.testing.assert_array_equal(a.lesions, b.lesions)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    from segmentation.monai_segmenter import MonaiSegmenter, WeightsError
+
+    folder = tiny_weights(tmp_path / "w")
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        MonaiSegmenter(folder, device="cpu")
+
+
+def test_missing_manifest_is_refused(tmp_path):
+    from segmentation.monai_segmenter import MonaiSegmenter, WeightsError
+
+    folder = tiny_weights(tmp_path / "w")
+    (folder / "manifest.json").unlink()
+    with pytest.raises(WeightsError, match="manifest"):
+        MonaiSegmenter(folder, device="cpu")
+
+
+def test_upsample_slabs_matches_full_interpolation():
+    from segmentation.monai_segmenter import resize_to, upsample_slabs
+
+    torch.manual_seed(1)
+    small = torch.randn(4, 7, 9, 11)
+    full = resize_to(small[None], (20, 25, 30))[0]
+    out = torch.zeros_like(full)
+
+    def put(z0, z1, v):
+        out[:, z0:z1] = v
+
+    upsample_slabs(small, (20, 25, 30), put, slab=3)
+    assert torch.allclose(out, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("lobes", [False, True])
+def test_tiny_bundle_plugs_in(tmp_path, lobes):
+    from segmentation.bundle import BundleSegmenter, write_tiny_bundle
+
+    folder = write_tiny_bundle(tmp_path / "bundle", with_lobes=lobes)
+    seg = BundleSegmenter(folder, device="cpu")
+    assert isinstance(seg, Segmenter)
+    assert seg.model_id.startswith("bundle-")
+    hu, sp = phantom()
+    res = seg.segment(hu, sp)
+    assert res.lungs.shape == hu.shape and set(np.unique(res.lungs)) <= {0, 1, 2}
+    if lobes:
+        assert res.lobes is not None and set(np.unique(res.lobes)) <= {0, 1, 2, 3, 4, 5}
+        assert ((res.lobes > 0) == (res.lungs > 0)).all()
+        assert (res.lungs[(res.lobes >= 1) & (res.lobes <= 3)] == 1).all()
+    else:
+        assert res.lobes is None
+    assert not (res.lesions & (res.lungs == 0)).any()
+
+
+def test_bundle_lesion_labels_count_as_lung(tmp_path, monkeypatch):
+    from segmentation.bundle import BundleSegmenter, write_tiny_bundle
+
+    seg = BundleSegmenter(write_tiny_bundle(tmp_path / "b"), device="cpu")
+    lab = np.zeros((4, 6, 6), np.uint8)
+    lab[:, 1:5, 0:2] = 1
+    lab[:, 1:5, 4:6] = 2
+    lab[:, 2:4, 2] = 3  # lesion between: must become lung of the nearest side
+    monkeypatch.setattr(seg, "label_map", lambda hu, sp: lab)
+    res = seg.segment(np.zeros(lab.shape, np.float32), (1.0, 1.0, 1.0))
+    assert res.lesions[:, 2:4, 2].all()
+    assert (res.lungs[:, 2:4, 2] == 1).all()
+
+
+def test_bundle_without_mapping_is_refused(tmp_path):
+    from segmentation.bundle import LABELS_FILE, BundleError, BundleSegmenter, write_tiny_bundle
+
+    folder = write_tiny_bundle(tmp_path / "b")
+    (folder / LABELS_FILE).unlink()
+    with pytest.raises(BundleError, match=LABELS_FILE):
+        BundleSegmenter(folder, device="cpu")
+
+
+def test_factory_builds_monai_and_bundle(tmp_path):
+    from segmentation.bundle import BundleSegmenter, write_tiny_bundle
+    from segmentation.factory import build_segmenter
+
+    folder = write_tiny_bundle(tmp_path / "b")
+    seg = build_segmenter({"segmentation": {"method": str(folder), "device": "cpu"}})
+    assert isinstance(seg, BundleSegmenter)
+
+
+def test_shipped_weights_sha256_and_safe_load():
+    from safetensors.torch import load_file
+
+    from segmentation.network import build_network
+    from segmentation.training import sha256_file
+
+    man = json.loads((WEIGHTS / "manifest.json").read_text())["files"]
+    for name in ("model.safetensors", "model.yaml"):
+        assert sha256_file(WEIGHTS / name) == man[name]["sha256"], name
+    assert (WEIGHTS / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
+    assert (WEIGHTS / "MODEL_CARD.md").exists()
+    import yaml
+
+    meta = yaml.safe_load((WEIGHTS / "model.yaml").read_text())
+    net = build_network(meta["arch"])
+    net.load_state_dict(load_file(str(WEIGHTS / "model.safetensors")))
+
+
+def test_shipped_model_on_the_phantom():
+    """The real model on the embedded phantom: two lungs of plausible size, on the right sides."""
+    import SimpleITK as sitk
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicoms"
+    if not (sample / "ground_truth.json").exists():
+        pytest.skip("sample_dicoms/ not present")
+    from pipeline.resample import resample_to_spacing
+    from segmentation.monai_segmenter import MonaiSegmenter
+    from segmentation.training import load_series_lps
+
+    img = resample_to_spacing(load_series_lps(sample), [2.0, 2.0, 2.0])
+    hu = sitk.GetArrayFromImage(img).astype(np.float32)
+    sp = tuple(float(v) for v in reversed(img.GetSpacing()))
+    res = MonaiSegmenter(device="cpu").segment(hu, sp)
+    voxel_ml = float(np.prod(sp)) / 1000
+    right, left = (res.lungs == 1).sum() * voxel_ml, (res.lungs == 2).sum() * voxel_ml
+    assert right > 300 and left > 300, (right, left)
+    # LPS: x index grows towards the patient's left, so the right lung lies at smaller x
+    xr = np.nonzero(res.lungs == 1)[2].mean()
+    xl = np.nonzero(res.lungs == 2)[2].mean()
+    assert xr < xl
+
+
+def test_train_command_runs_two_iterations(tmp_path):
+    """``ctscore train`` end to end on a tiny cached case (CPU, 2 iterations)."""
+    from pipeline.cli import main
+
+    rng = np.random.default_rng(0)
+    img = np.full((24, 40, 48), 40, np.int16)
+    lungs = np.zeros(img.shape, np.uint8)
+    img[4:20, 8:32, 4:22] = -850
+    lungs[4:20, 8:32, 4:22] = 1
+    img[4:20, 8:32, 26:44] = -850
+    lungs[4:20, 8:32, 26:44] = 2
+    img += rng.normal(0, 10, img.shape).astype(np.int16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.savez_compressed(cache / "toy.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    data = tmp_path / "data"
+    (data / "toy").mkdir(parents=True)  # an empty folder: the cached case is used
+    import segmentation.training as tr
+
+    old = dict(tr.DEFAULT_TRAIN)
+    tr.DEFAULT_TRAIN.update({"roi_size": [16, 32, 32], "samples_per_volume": 2})
+    try:
+        rc = main(["train", "--data", str(data), "--backgrounds", "toy", "--cache", str(cache), "--out",
+                   str(tmp_path / "out"), "--iterations", "2", "--batch-size", "1", "--num-workers", "0",
+                   "--device", "cpu"])
+    finally:
+        tr.DEFAULT_TRAIN.clear()
+        tr.DEFAULT_TRAIN.update(old)
+    assert rc == 0
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "model.safetensors" in man["files"]

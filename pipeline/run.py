@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from pipeline import __version__
 from pipeline.config import config_hash, load_config
-from pipeline.errors import CTScoreError, NoEligibleSeries
+from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.outputs import (
     FAILURE_COLUMNS,
     SCAN_COLUMNS,
@@ -69,6 +69,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[st
     spacing_w = tuple(work.GetSpacing()[::-1])
     seg = segmenter.segment(hu_w, spacing_w)
     timings["segment_s"] = time.perf_counter() - t
+    lung_ml = float((seg.lungs > 0).sum()) * float(np.prod(spacing_w)) / 1000.0
+    if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
+        raise SeriesError("NO_LUNG_FOUND", f"no lung found in this series ({lung_ml:.0f} mL of lung; not a chest "
+                          "CT, or a field of view that misses the lungs)")
 
     t = time.perf_counter()
     lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
@@ -206,14 +210,17 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     the input can be scored.
     """
     from pipeline.batch import run_batch
-    from pipeline.discovery import discover, select_series
+    from pipeline.inventory import build_inventory
 
     cfg = cfg or load_config()
-    candidates = discover(input_path)
-    chosen = select_series(candidates, cfg=cfg, series_uid=series_uid, all_eligible=all_series)
-    if not chosen:
-        raise NoEligibleSeries("no eligible CT series found (run `ctscore scan` to see why)", input_path)
-    return run_batch(chosen, out_dir, cfg, batch, input_path=str(input_path))
+    inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_eligible=all_series)
+    # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
+    if not inventory.chosen:
+        raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
+    return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(input_path))
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,

@@ -130,14 +130,16 @@ class MonaiSegmenter:
 
         from segmentation.network import build_network
 
+        seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
+        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size}
+        self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
+        weights_path = weights_path or self.options.get("weights")
         folder = Path(weights_path) if weights_path else WEIGHTS_DIR
         if folder.is_file():
             folder = folder.parent
         self.folder = folder
         self.hashes = check_manifest(folder, ["model.safetensors", "model.yaml"])
         self.meta: dict[str, Any] = yaml.safe_load((folder / "model.yaml").read_text())
-        seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
-        self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         self.device = resolve_device(device)
         self.net = build_network(self.meta["arch"])
         state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code

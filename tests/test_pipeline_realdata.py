@@ -23,11 +23,12 @@ def chest_run(tmp_path_factory):
     from pipeline.run import run_pipeline
 
     cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    cfg_seg = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
     out = {}
     for name in SCANS:
         src = require(data / "chest" / name)
         dst = tmp_path_factory.mktemp(name)
-        summary = run_pipeline(src, dst, cfg)
+        summary = run_pipeline(src, dst, cfg_seg if name == "normal001" else cfg)
         assert summary["n_ok"] == 1, pd.read_csv(dst / "failures.csv").to_dict("records")
         out[name] = dst
     return out
@@ -105,3 +106,24 @@ def test_outputs_follow_the_contract(chest_run, name):
     zones = pd.read_csv(out / "zones.csv")
     assert set(zones["system"]) >= {"six_zone", "zhang900"}
     assert len(zones[zones.system == "six_zone"]) == 6 and len(zones[zones.system == "zhang900"]) == 10
+
+
+def test_normal001_dicom_seg_matches_nifti_and_references_sources(chest_run):
+    """The SEG written by the run reads back; per-segment centroids from its own per-frame geometry
+    match the NIfTI lung masks within one voxel; it references the source instances."""
+    import pydicom
+
+    from tests.test_dicom_seg import _nifti_centroid_lps, _seg_centroids_lps
+
+    scan_dir = next(p for p in chest_run["normal001"].iterdir() if p.name.startswith("scan-"))
+    seg = pydicom.dcmread(scan_dir / "seg.dcm")
+    centroids = _seg_centroids_lps(seg)
+    result = json.loads((scan_dir / "result.json").read_text())
+    voxel = max(result["grid"]["spacing_xyz"])
+    for value in (1, 2):
+        nii = _nifti_centroid_lps(scan_dir / "lungs.nii.gz", value)
+        assert np.linalg.norm(centroids[value] - nii) <= voxel
+    data = shared_data_dir()
+    sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in (data / "chest" / "normal001").iterdir()}
+    refs = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert refs and refs <= sources

@@ -63,6 +63,10 @@ CALIBRATION: dict[str, float] = {
     "ipv_right_fraction": 0.68,
     "ipv_left_fraction": 0.62,
     "ipv_fraction": 0.64,
+    # IPV - carina (mm); the IPV estimate is the mean of this offset and the fraction above
+    "ipv_right_from_carina_mm": -60.2,
+    "ipv_left_from_carina_mm": -54.6,
+    "ipv_from_carina_mm": -56.7,
     # left dome below right dome (mm), used only when one dome is not found
     "dome_left_from_right_mm": -23.0,
     # carina at this fraction of the way from the higher apex to the lower base
@@ -72,6 +76,9 @@ MIN_LUNG_AREA_MM2 = 5.0
 BONE_HU = 200.0
 BRONCHUS_HU = (-900.0, -950.0, -980.0)  # tried in order until the tree does not leak
 AERATED_HU = -400.0
+#: right dome: heart border read in this slab above the current dome estimate (mm), and passes
+DOME_HEART_SLAB_MM = (10.0, 30.0)
+DOME_RIGHT_PASSES = 2
 
 
 @dataclass
@@ -430,6 +437,19 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
                              Landmark(f"base_{nm}", base, "detected", "high",
                                       "bottom slice with >= 5 mm2 lung (aerated recess tips followed)"))
     out["dome_right"] = detect_dome(per_side[RIGHT_LUNG], "dome_right", z_mm)
+    # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
+    # Refine twice: exclude the columns medial to the right lung's heart border, read in the slab
+    # DOME_HEART_SLAB_MM above the current dome estimate (above the diaphragm, at the heart).
+    for _ in range(DOME_RIGHT_PASSES):
+        if out["dome_right"].z_mm is None:
+            break
+        k = _k_of(z_mm, out["dome_right"].z_mm)
+        lo_mm, hi_mm = DOME_HEART_SLAB_MM
+        ex = heart_columns(lungs, RIGHT_LUNG, k + int(round(lo_mm / spacing[0])), k + int(round(hi_mm / spacing[0])))
+        refined = detect_dome(per_side[RIGHT_LUNG], "dome_right", z_mm, exclude=ex)
+        if refined.z_mm is None:
+            break
+        out["dome_right"] = refined
     kr = _k_of(z_mm, out["dome_right"].z_mm) if out["dome_right"].z_mm is not None else None
     excl = None
     if kr is not None:
@@ -495,14 +515,17 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
                                      "arch not separable from the mediastinum without contrast")
     # inferior pulmonary veins
     domes = [out[k].z_mm for k in ("dome_right", "dome_left") if out[k].z_mm is not None]
-    for name, key in (("ipv_right", "ipv_right_fraction"), ("ipv_left", "ipv_left_fraction"), ("ipv", "ipv_fraction")):
+    # Two estimates, averaged: a fraction of the carina-dome distance (scales with the chest) and a
+    # fixed offset below the carina (does not depend on the domes, which move with breathing).
+    for name in ("ipv_right", "ipv_left", "ipv"):
         if zc is None or not domes:
             out[name] = _missing(name, "needs the carina and a dome")
             continue
-        f = cal[key]
+        f, off = cal[f"{name}_fraction"], cal[f"{name}_from_carina_mm"]
         zd = float(np.mean(domes))
-        out[name] = Landmark(name, zc - f * (zc - zd), "estimated", "low",
-                             f"{f:.2f} of the way from the carina to the mean dome (veins not traced without contrast)")
+        out[name] = Landmark(name, 0.5 * (zc - f * (zc - zd)) + 0.5 * (zc + off), "estimated", "low",
+                             f"mean of {f:.2f} of the way from the carina to the mean dome and carina {off:+.0f} mm "
+                             "(veins not traced without contrast)")
     for lm in out.values():
         log.debug("landmark %s: %s (%s, %s) %s", lm.name, lm.z_mm, lm.method, lm.confidence, lm.note)
     return out

@@ -16,20 +16,25 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   followed down until it divides (or fades); its mid-level is the bronchus intermedius level.
 * ``suprasternal_notch``: the sternum is found as the bone (> :data:`BONE_HU`) anterior to the
   trachea near the midline below the notch, then followed cranially in a narrow midline box
-  (clavicle heads fall outside it) until no bone is left; the top bone slice is the notch.
+  until no bone is left; the bone must also cross the trachea's x in that slice (within
+  :data:`NOTCH_MIDLINE_HALF_WIDTH_MM`), which the clavicular heads beside the notch do not. The top
+  bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated.
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
   column), excluding columns medial to the heart border (taken from the lung's medial edge in the
   slices above the right dome), so that the lung lying on the heart does not count as diaphragm.
+  The right dome is refined the same way (:data:`DOME_RIGHT_PASSES` passes): columns medial to the
+  right lung's heart border in the slab :data:`DOME_HEART_SLAB_MM` above the current estimate.
 * ``apex_*``/``base_*``: most cranial / most caudal slice holding at least
   :data:`MIN_LUNG_AREA_MM2` of that lung; the base follows aerated lung (HU < -400) below the lung
-  mask into the costophrenic recess tips. Missing when the lung touches the scan's first/last slice.
+  mask into the costophrenic recess tips. Missing when the scan's first/last slice itself holds at least
+  :data:`MIN_LUNG_AREA_MM2` of that lung (cut off).
 
 What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION`):
 
 * ``aortic_arch``: carina + 26 mm. The arch is soft tissue like its neighbours on non-contrast CT,
   and the offset from the carina varies little (22-30 mm over the six reference scans).
-* ``ipv_right``/``ipv_left``/``ipv``: a fixed fraction of the way from the carina down to the mean
-  dome level. Non-contrast veins cannot be followed reliably into the left atrium.
+* ``ipv_right``/``ipv_left``/``ipv``: the mean of two estimates, a fixed fraction of the way from
+  the carina down to the mean dome level and a fixed offset below the carina. Non-contrast veins cannot be followed reliably into the left atrium.
 * Any detected level that fails (no airway, no bone, implausible result) falls back on an estimate
   from the carina, the domes or the lung extent, and is reported as ``estimated``.
 """
@@ -79,6 +84,9 @@ AERATED_HU = -400.0
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
+#: notch: bone must cross the trachea's x within this half-width (mm); plausible height above the carina (mm)
+NOTCH_MIDLINE_HALF_WIDTH_MM = 6.0
+NOTCH_ABOVE_CARINA_MM = (30.0, 90.0)
 
 
 @dataclass
@@ -249,8 +257,13 @@ def detect_right_bronchi(tree: np.ndarray, k_carina: int, centre: tuple[float, f
 # ------------------------------------------------------------------------------------------- bone
 def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float, float], z_mm: np.ndarray,
                               spacing: Spacing, min_area_mm2: float = 5.0, box_half_width_mm: float = 10.0,
-                              gap_mm: float = 6.0) -> Landmark:
-    """Top of the manubrium at the midline: sternal bone followed cranially from below the notch."""
+                              gap_mm: float = 6.0, airway: np.ndarray | None = None,
+                              midline_half_width_mm: float = NOTCH_MIDLINE_HALF_WIDTH_MM) -> Landmark:
+    """Top of the manubrium at the midline: sternal bone followed cranially from below the notch.
+
+    With ``airway`` (the tracheal lumen), the bone must also cross the midline, taken as the
+    trachea's x in that slice (``midline_half_width_mm`` either side): the clavicular heads, which
+    rise above the notch on both sides of it, do not cross it, even when the box drifts."""
     name = "suprasternal_notch"
     nz = hu.shape[0]
     pix = spacing[1] * spacing[2]
@@ -277,6 +290,7 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
         return _missing(name, "no sternum found anterior to the trachea")
     k, xs_c, _ = start
     hw = box_half_width_mm / spacing[2]
+    mw = midline_half_width_mm / spacing[2]
     ymax = int(cy - 8 / spacing[1])
     last_bone = k
     gap = 0
@@ -285,6 +299,10 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
         xa, xb = int(max(0, xs_c - hw)), int(xs_c + hw) + 1
         sl = bone[k, :ymax, xa:xb]
         area = sl.sum() * pix
+        if airway is not None and airway[k].any():
+            tx = float(np.nonzero(airway[k])[1].mean())
+            ma, mb = int(max(0, tx - mw)), int(tx + mw) + 1
+            area = min(area, bone[k, :ymax, ma:mb].sum() * pix)
         if area >= min_area_mm2:
             last_bone, gap = k, 0
             xs_c = 0.8 * xs_c + 0.2 * (np.nonzero(sl)[1].mean() + xa)  # follow a rotated sternum slowly
@@ -334,8 +352,10 @@ def lung_extent(lung: np.ndarray, z_mm: np.ndarray, spacing: Spacing) -> tuple[f
     if ks.size == 0:
         return None, None, False, False
     top, bottom = int(ks.max()), int(ks.min())
-    cut_top = bool(lung[-1].any())
-    cut_bottom = bool(lung[0].any())
+    # a few stray voxels (or gas) in the edge slice do not make the lung cut off: the edge slice must
+    # itself hold the minimum area
+    cut_top = bool(area[-1] >= MIN_LUNG_AREA_MM2)
+    cut_bottom = bool(area[0] >= MIN_LUNG_AREA_MM2)
     return float(z_mm[top]), float(z_mm[bottom]), cut_top, cut_bottom
 
 
@@ -502,8 +522,8 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     # suprasternal notch
     notch = None
     if hu is not None and centre is not None and kc is not None:
-        notch = detect_suprasternal_notch(hu, kc, centre, z_mm, spacing)
-        if notch.z_mm is not None and not 30 <= notch.z_mm - zc <= 110:
+        notch = detect_suprasternal_notch(hu, kc, centre, z_mm, spacing, airway=lumen)
+        if notch.z_mm is not None and not NOTCH_ABOVE_CARINA_MM[0] <= notch.z_mm - zc <= NOTCH_ABOVE_CARINA_MM[1]:
             log.info("suprasternal notch at carina %+.0f mm is implausible; estimated", notch.z_mm - zc)
             notch = None
         elif notch.z_mm is None:

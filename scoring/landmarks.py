@@ -16,8 +16,9 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   followed down until it divides (or fades); its mid-level is the bronchus intermedius level.
 * ``suprasternal_notch``: the sternum is found as the bone (> :data:`BONE_HU`) anterior to the
   trachea near the midline below the notch, then followed cranially in a narrow midline box
-  until no bone is left; the bone must also cross the trachea's x in that slice (within
-  :data:`NOTCH_MIDLINE_HALF_WIDTH_MM`), which the clavicular heads beside the notch do not. The top
+  until no bone is left; the bone must also cross the midline (within
+  :data:`NOTCH_MIDLINE_HALF_WIDTH_MM` of both the trachea's x in that slice and the spine's x),
+  which the clavicular heads beside the notch do not. The top
   bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated.
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
   column), excluding columns medial to the heart border (taken from the lung's medial edge in the
@@ -85,7 +86,7 @@ AERATED_HU = -400.0
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
 #: notch: bone must cross the trachea's x within this half-width (mm); plausible height above the carina (mm)
-NOTCH_MIDLINE_HALF_WIDTH_MM = 6.0
+NOTCH_MIDLINE_HALF_WIDTH_MM = 5.0
 NOTCH_ABOVE_CARINA_MM = (30.0, 90.0)
 
 
@@ -261,9 +262,10 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
                               midline_half_width_mm: float = NOTCH_MIDLINE_HALF_WIDTH_MM) -> Landmark:
     """Top of the manubrium at the midline: sternal bone followed cranially from below the notch.
 
-    With ``airway`` (the tracheal lumen), the bone must also cross the midline, taken as the
-    trachea's x in that slice (``midline_half_width_mm`` either side): the clavicular heads, which
-    rise above the notch on both sides of it, do not cross it, even when the box drifts."""
+    With ``airway`` (the tracheal lumen), the bone must also cross the midline, within
+    ``midline_half_width_mm`` of both the trachea's x in that slice and the spine's x: the clavicular
+    heads, which rise above the notch on both sides of it, do not cross it, even when the box drifts
+    or the trachea is deviated."""
     name = "suprasternal_notch"
     nz = hu.shape[0]
     pix = spacing[1] * spacing[2]
@@ -291,6 +293,25 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
     k, xs_c, _ = start
     hw = box_half_width_mm / spacing[2]
     mw = midline_half_width_mm / spacing[2]
+    # second midline marker: the spine (largest bone behind the trachea, 5-60 mm above the carina,
+    # median x); the trachea can be deviated, the spine can be rotated, the notch must cross both
+    spine_x = None
+    if airway is not None:
+        sx = []
+        for kk in range(min(nz - 1, k_carina + int(round(5 / dz))), min(nz, k_carina + int(round(60 / dz)) + 1)):
+            if not airway[kk].any():
+                continue
+            ys_, xs_ = np.nonzero(airway[kk])
+            tyy, txx = int(ys_.max()), float(xs_.mean())
+            xa0 = int(max(0, txx - 30 / spacing[2]))
+            lab, n = ndi.label(bone[kk, tyy:int(tyy + 60 / spacing[1]), xa0:int(txx + 30 / spacing[2])])
+            if n:
+                a = np.bincount(lab.ravel())
+                a[0] = 0
+                sx.append(float(np.nonzero(lab == a.argmax())[1].mean()) + xa0)
+        if sx:
+            spine_x = float(np.median(sx))
+            log.debug("notch midline: spine x %.1f, trachea x %.1f", spine_x, cx)
     ymax = int(cy - 8 / spacing[1])
     last_bone = k
     gap = 0
@@ -300,9 +321,11 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
         sl = bone[k, :ymax, xa:xb]
         area = sl.sum() * pix
         if airway is not None and airway[k].any():
-            tx = float(np.nonzero(airway[k])[1].mean())
-            ma, mb = int(max(0, tx - mw)), int(tx + mw) + 1
-            area = min(area, bone[k, :ymax, ma:mb].sum() * pix)
+            for tx in (float(np.nonzero(airway[k])[1].mean()), spine_x):
+                if tx is None:
+                    continue
+                ma, mb = int(max(0, tx - mw)), int(tx + mw) + 1
+                area = min(area, bone[k, :ymax, ma:mb].sum() * pix)
         if area >= min_area_mm2:
             last_bone, gap = k, 0
             xs_c = 0.8 * xs_c + 0.2 * (np.nonzero(sl)[1].mean() + xa)  # follow a rotated sternum slowly

@@ -68,6 +68,13 @@ def test_lung_cut_by_the_scan_is_missing():
     assert lm["base_right"].method == "missing" and lm["base_right"].z_mm is None
 
 
+def test_stray_voxels_in_the_edge_slice_do_not_cut_the_lung_off():
+    airway, lungs, z = synthetic()
+    lungs[0:3, 20, 5] = LEFT_LUNG  # a stray voxel column (< 5 mm2 per slice) down to the first slice
+    lm = detect_landmarks(lungs, airway, z, SP)
+    assert lm["base_left"].method == "detected" and lm["base_left"].z_mm == pytest.approx(z[20])
+
+
 def test_left_dome_ignores_columns_over_the_heart():
     _, lungs, z = synthetic()
     lung = lungs == LEFT_LUNG

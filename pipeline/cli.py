@@ -11,7 +11,6 @@ from pipeline import __version__
 from pipeline.commands import COMMANDS
 from pipeline.errors import EXIT_INPUT_UNREADABLE, EXIT_USAGE, CTScoreError
 
-
 # Errors about the input itself (exit code 4); other CTScoreErrors are usage/configuration (exit 1).
 INPUT_CODES = {"INPUT_NOT_FOUND", "INPUT_UNREADABLE"}
 

@@ -492,7 +492,13 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
     """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
     import dask
 
-    dask.config.set({"distributed.scheduler.allowed-failures": int(opts.allowed_failures)})
+    dask.config.set({
+        "distributed.scheduler.allowed-failures": int(opts.allowed_failures),
+        # One scan per worker thread at a time: with the default saturation (1.1) a second scan waits
+        # on each worker as "processing", and dies with it (counted against it) if its neighbour
+        # crashes the worker. Scans are long, so queueing on the scheduler costs nothing.
+        "distributed.scheduler.worker-saturation": 1.0,
+    })
     if executor == "local":
         from distributed import LocalCluster
 

@@ -137,3 +137,15 @@ class SeriesFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """One CSV per table (full precision), each written atomically; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in tables.items():
+        p = out_dir / f"{name}.csv"
+        atomic_write_bytes(p, df.to_csv(index=False).encode())
+        paths.append(p)
+    return paths

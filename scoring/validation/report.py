@@ -23,14 +23,10 @@ TABLE_NOTES = {
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """One CSV per table, full precision."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, df in tables.items():
-        p = out_dir / f"{name}.csv"
-        df.to_csv(p, index=False)
-        paths.append(p)
-    return paths
+    """One CSV per table (full precision), written atomically."""
+    from pipeline.outputs import write_csv_tables
+
+    return write_csv_tables(tables, out_dir)
 
 
 def _fmt(v: object) -> str:

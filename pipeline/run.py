@@ -9,7 +9,6 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -276,6 +275,3 @@ def _versions() -> dict[str, str]:
             out[pkg] = "not installed"
     return out
 
-
-def load_status_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -19,6 +19,9 @@ from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_int
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
 
 SIDES = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
+# A unit the scan cannot see: every score empty, never 0.
+MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
+                "unit_score": math.nan, "status": "missing"}
 
 
 def _interval_seen(iv: ZInterval, z_mm: np.ndarray, lung_cut_top: bool, lung_cut_bottom: bool,
@@ -107,17 +110,21 @@ def score_scan(
     for side, name in SIDES.items():
         lung_side = lungs == side
         cut_top, cut_bottom = cut[side]
+
+        def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
+            """Volumes of one unit, its percent involvement and whether it counts as involved."""
+            m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
+            pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
+            return m, pct, systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+
         # six-zone
         for unit, iv in six_zone_intervals(lz("carina"), lz("ipv")).items():
             r = {"system": "six_zone", "lung": name, "unit": unit}
             if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=False):
-                r.update(involvement_pct=math.nan, extent_score=math.nan, density_grade=math.nan,
-                         unit_score=math.nan, status="missing")
+                r.update(MISSING_UNIT)
                 six_missing = True
             else:
-                m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
-                pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
-                inv = systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+                m, pct, inv = measure(iv)
                 s = systems.six_zone_score(pct, inv)
                 r.update(lung_ml=round(m["lung_ml"], 2), lesion_ml=round(m["lesion_ml"], 2),
                          involvement_pct=round(pct, 3), extent_score=s, density_grade=math.nan,
@@ -132,13 +139,10 @@ def score_scan(
             iv = ivs[unit]
             r = {"system": "zhang900", "lung": name, "unit": unit}
             if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=zcfg["mode"] == "slab"):
-                r.update(involvement_pct=math.nan, extent_score=math.nan, density_grade=math.nan,
-                         unit_score=math.nan, status="missing")
+                r.update(MISSING_UNIT)
                 zh_missing = True
             else:
-                m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
-                pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
-                inv = systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+                m, pct, inv = measure(iv)
                 ext = systems.zhang_extent(pct, inv)
                 den = systems.density_grade(m["class_ml"], zcfg["density_rule"], zcfg["density_share"]) if inv else 0
                 s = systems.zhang_unit_score(ext, den)

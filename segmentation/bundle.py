@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG, Segmentation
+from segmentation.classical import segment_airway
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ class BundleSegmenter:
         lesions &= lungs > 0
         if lobes is not None:
             lobes[lungs == 0] = 0
-        return Segmentation(lungs=lungs, lesions=lesions, airway=None, lobes=lobes)
+        # bundles label no airway: the classical region growing gives the landmark detector its trachea
+        return Segmentation(lungs=lungs, lesions=lesions, airway=segment_airway(hu, spacing), lobes=lobes)
 
 
 def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 0) -> Path:

@@ -256,6 +256,33 @@ def grow_airway(
     return out
 
 
+def _airway(hu: np.ndarray, smooth: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float],
+            p: dict[str, Any]) -> np.ndarray:
+    seed = find_trachea_seed(smooth < -900, body, spacing)
+    if seed is None:
+        log.warning("no trachea found: airway not segmented")
+        return np.zeros(hu.shape, bool)
+    return grow_airway(hu, body, seed, spacing, p["airway_seed_threshold_hu"], p["airway_max_threshold_hu"])
+
+
+def segment_airway(hu: np.ndarray, spacing: tuple[float, float, float],
+                   params: dict[str, Any] | None = None) -> np.ndarray:
+    """Trachea and main bronchi by the classical region growing alone (no lungs, no lesions).
+
+    For segmenters that do not label the airway (the MONAI network): the landmark detector finds the
+    carina on it. Same parameters and result as the airway of :class:`ClassicalSegmenter`.
+    """
+    p = {**DEFAULTS, **(params or {})}
+    hu = np.asarray(hu, np.float32)
+    out = np.zeros(hu.shape, bool)
+    body_full = body_mask(hu, p["body_threshold_hu"])
+    if not body_full.any():
+        return out
+    box = crop_box(body_full, margin=2)
+    out[box] = _airway(hu[box], ndi.gaussian_filter(hu[box], sigma=0.7), body_full[box], spacing, p)
+    return out
+
+
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
     """Label the lungs 1 (right, low x) and 2 (left), separating them by erosion when they touch."""
     out = np.zeros(lungs.shape, np.uint8)
@@ -420,13 +447,7 @@ class ClassicalSegmenter:
         smooth = ndi.gaussian_filter(hu, sigma=0.7)
         air = (smooth < p["lung_threshold_hu"]) & body
 
-        seed = find_trachea_seed(smooth < -900, body, spacing)
-        if seed is not None:
-            airway = grow_airway(hu, body, seed, spacing, p["airway_seed_threshold_hu"],
-                                 p["airway_max_threshold_hu"])
-        else:
-            log.warning("no trachea found: airway not segmented")
-            airway = np.zeros(hu.shape, bool)
+        airway = _airway(hu, smooth, body, spacing, p)
         airway_zone = ndi.binary_dilation(airway, ball(2.0, spacing)) & (smooth < -400) | airway
 
         lungs = self._lungs(smooth, body, air, airway_zone, spacing, voxel_ml)

@@ -10,7 +10,10 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
 4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
-   filled; lesions only inside the lungs. (Adding lesion voxels outside the lung head's mask to the
+   filled; lesions only inside the lungs;
+5. the airway (trachea, main bronchi) by the classical region growing
+   (:func:`segmentation.classical.segment_airway`): the network has no airway head, and the landmark
+   detector finds the carina on it. (Adding lesion voxels outside the lung head's mask to the
    lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept.)
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segmentation.base import LEFT_LUNG, RIGHT_LUNG, Segmentation
+from segmentation.classical import segment_airway
 
 log = logging.getLogger(__name__)
 
@@ -206,4 +210,9 @@ class MonaiSegmenter:
             if m.any():
                 out[ndi.binary_fill_holes(keep_main_components(m)) & (out == 0)] = side
         lesions &= out > 0
-        return Segmentation(lungs=out, lesions=lesions, airway=None, lobes=None)
+        # the network has no airway head; the landmark detector needs the trachea (carina level), so the
+        # classical region growing supplies it, and airway voxels are not lung (the teacher's definition)
+        airway = segment_airway(hu, spacing)
+        out[airway] = 0
+        lesions &= ~airway
+        return Segmentation(lungs=out, lesions=lesions, airway=airway, lobes=None)

@@ -49,6 +49,13 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "num_workers": 8,
     "samples_per_volume": 32,
     "teacher_spacing_mm": [1.5, 1.5, 1.5],  # x, y, z as in configs/default.yaml resample.spacing_mm
+    # extra voxel-weighted loss on the two hardest places (0 = off):
+    # lesion voxels in the lung head (consolidated lung is lung, above all at the pleura) and
+    # dense non-lung voxels next to the lung (mediastinal fat, heart border, diaphragm) in both heads
+    "lesion_lung_weight": 0.0,
+    "hard_negative_weight": 0.0,
+    "hard_negative_mm": 10.0,
+    "hard_negative_hu": -300.0,
 }
 
 
@@ -322,6 +329,10 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     lesion_loss = DiceLoss(sigmoid=True, batch=True)
     bce = torch.nn.BCEWithLogitsLoss()
     use_amp = dev.type == "cuda"
+    w_les, w_hn = float(c["lesion_lung_weight"]), float(c["hard_negative_weight"])
+    lo, hi = (float(v) for v in c["hu_window"])
+    hn_thr = (float(c["hard_negative_hu"]) - lo) / (hi - lo)
+    hn_r = max(1, int(round(float(c["hard_negative_mm"]) / float(min(c["model_spacing_mm"])))))
     t0 = time.perf_counter()
     hist: list[dict[str, float]] = []
     it = 0
@@ -338,6 +349,9 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             l1 = lung_loss(logits[:, 0:3], yl)
             l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
             loss = l1 + float(c["lesion_weight"]) * l2
+            lf = focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r) if (w_les > 0 or w_hn > 0) else None
+            if lf is not None:
+                loss = loss + lf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -349,9 +363,10 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             it += 1
             if it % 50 == 0 or it == 1:
                 el = time.perf_counter() - t0
-                hist.append({"iter": it, "loss": loss.item(), "lung": l1.item(), "lesion": l2.item(), "s": el})
-                log.info("iter %d loss %.4f (lung %.4f lesion %.4f) %.0f s", it, hist[-1]["loss"], hist[-1]["lung"],
-                         hist[-1]["lesion"], el)
+                hist.append({"iter": it, "loss": loss.item(), "lung": l1.item(), "lesion": l2.item(),
+                             "focus": lf.item() if lf is not None else 0.0, "s": el})
+                log.info("iter %d loss %.4f (lung %.4f lesion %.4f focus %.4f) %.0f s", it, hist[-1]["loss"],
+                         hist[-1]["lung"], hist[-1]["lesion"], hist[-1]["focus"], el)
             if it >= iters or (time.perf_counter() - t0) > max_s:
                 done = True
                 break
@@ -375,11 +390,42 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     write_manifest(out)
     info = {"iterations": it, "wall_s": wall, "device": str(dev),
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-            "torch": torch.__version__, "cfg": {k: v for k, v in c.items() if k != "synth"},
+            "torch": torch.__version__, "cfg": c,
             "cases": [Path(p).stem for p in cache_files], "history": hist}
     (out / "train_log.json").write_text(json.dumps(info, indent=1))
     log.info("trained %d iterations in %.0f s on %s", it, wall, dev)
     return info
+
+
+def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,
+               radius: int) -> Any:
+    """Voxel-weighted cross-entropy on the places the plain losses under-weight.
+
+    - lesion voxels, lung head: a consolidated voxel must still be right or left lung (pleural
+      consolidation looks like chest wall; the Dice/CE averages let the network give it away);
+    - hard negatives, both heads: voxels outside the lung within ``radius`` voxels of it and denser than
+      ``hu_thr`` (normalised), i.e. mediastinal and pericardial fat, heart border, diaphragm, chest wall,
+      must be background and not lesion.
+    Each term is a mean over its own voxels (0 when there are none), times its weight.
+    """
+    import torch.nn.functional as F  # noqa: N812
+
+    lung = (yl > 0).float()
+    ce = F.cross_entropy(logits[:, 0:3], yl[:, 0].long(), reduction="none")[:, None]
+    out = logits.new_zeros(())
+    les = ys > 0.5
+    if w_lesion > 0 and bool(les.any()):
+        out = out + w_lesion * ce[les].mean()
+    if w_hard > 0:
+        k = 2 * radius + 1
+        near = lung
+        for ks in ((k, 1, 1), (1, k, 1), (1, 1, k)):  # separable dilation
+            near = F.max_pool3d(near, ks, stride=1, padding=tuple(v // 2 for v in ks))
+        hard = (near > 0) & (lung == 0) & (x > hu_thr)
+        if bool(hard.any()):
+            bce = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
+            out = out + w_hard * (ce[hard].mean() + bce[hard].mean())
+    return out
 
 
 def write_manifest(folder: str | Path, files: Sequence[str] = ("model.safetensors", "model.yaml")) -> dict[str, Any]:

@@ -125,6 +125,15 @@ def test_airway_segmented_and_disjoint_from_lungs(chest):
     assert zs.min() * SPACING[0] < 105.0  # past the carina (108 mm)
 
 
+def test_airway_alone_equals_the_segmenters_airway(chest):
+    """``segment_airway`` (used by the MONAI segmenter and bundles) is the classical airway, unchanged."""
+    from segmentation.classical import segment_airway
+
+    hu, _, seg = chest
+    assert np.array_equal(segment_airway(hu, SPACING), seg.airway)
+    assert not segment_airway(np.full((8, 16, 16), -1000.0, np.float32), SPACING).any()  # no body
+
+
 def test_vessels_are_not_lesions(chest):
     _, truth, seg = chest
     v = truth["vessels"]

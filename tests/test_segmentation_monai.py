@@ -201,6 +201,70 @@ def test_shipped_model_on_the_phantom():
     assert xr < xl
 
 
+def test_monai_segmenter_supplies_the_airway(tmp_path):
+    """The network has no airway head: the classical trachea is added (landmarks need the carina)."""
+    from segmentation.monai_segmenter import MonaiSegmenter
+
+    hu, sp = phantom()
+    hu[10:, 18:22, 22:26] = -1000.0  # a trachea-like tube between the lungs, up to the top
+    res = MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu").segment(hu, sp)
+    assert res.airway is not None and res.airway.shape == hu.shape
+    assert not np.any(res.airway & (res.lungs > 0))
+
+
+def test_focus_loss_terms():
+    """Consolidated lung given to background costs in the lung head; dense voxels beside the lung
+    called lesion cost in both heads; with both weights 0 nothing is added."""
+    from segmentation.training import focus_loss
+
+    x = torch.zeros(1, 1, 8, 16, 16)
+    yl = torch.zeros(1, 1, 8, 16, 16)
+    yl[..., 2:6, 4:12, 2:7] = 1
+    ys = torch.zeros_like(yl)
+    ys[..., 3:5, 6:9, 3:6] = 1
+    x[..., 2:6, 4:12, 7:9] = 0.8  # dense tissue right beside the lung
+    good = torch.full((1, 4, 8, 16, 16), -5.0)
+    good[:, 0] = 5.0
+    good[:, 0][yl[:, 0] == 1] = -5.0
+    good[:, 1][yl[:, 0] == 1] = 5.0
+    good[:, 3][ys[:, 0] == 1] = 5.0
+    assert float(focus_loss(good, x, yl, ys, 0.0, 0.0, 0.5, 2)) == 0.0
+    base = float(focus_loss(good, x, yl, ys, 1.0, 1.0, 0.5, 2))
+    bad_lung = good.clone()
+    bad_lung[:, 0][ys[:, 0] == 1] = 10.0  # the lesion is called background by the lung head
+    assert float(focus_loss(bad_lung, x, yl, ys, 1.0, 0.0, 0.5, 2)) > base + 1.0
+    bad_fp = good.clone()
+    bad_fp[:, 3][..., 2:6, 4:12, 7:9] = 5.0  # the dense neighbour is called lesion
+    assert float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2)) > base + 1.0
+
+
+def test_train_config_file_and_unknown_keys(tmp_path):
+    """``--train-config`` YAML reaches the training loop (incl. synthesis options); typos are refused."""
+    from pipeline.cli import main
+    from pipeline.errors import EXIT_USAGE
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    img = np.full((24, 40, 48), 40, np.int16)
+    lungs = np.zeros(img.shape, np.uint8)
+    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
+    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
+    np.savez_compressed(cache / "toy.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nlesion_lung_weight: 1.0\n"
+                   "hard_negative_weight: 1.0\nsynth: {p_empty: 0.0, p_pleural_consolidation: 1.0}\n")
+    common = ["train", "--data", str(tmp_path / "data"), "--backgrounds", "toy", "--cache", str(cache),
+              "--iterations", "2", "--batch-size", "1", "--num-workers", "0", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "out"), "--train-config", str(cfg)]) == 0
+    log = json.loads((tmp_path / "out" / "train_log.json").read_text())
+    assert log["cfg"]["hard_negative_weight"] == 1.0 and log["cfg"]["synth"]["p_pleural_consolidation"] == 1.0
+    assert log["cfg"]["roi_size"] == [16, 32, 32]
+    cfg.write_text("hard_negativ_weight: 1.0\nsynth: {p_emty: 0.1}\n")
+    assert main(common + ["--out", str(tmp_path / "out2"), "--train-config", str(cfg)]) == EXIT_USAGE
+    assert not (tmp_path / "out2").exists()
+
+
 def test_train_command_runs_two_iterations(tmp_path):
     """``ctscore train`` end to end on a tiny cached case (CPU, 2 iterations)."""
     from pipeline.cli import main

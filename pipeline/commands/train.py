@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
     p.add_argument("--p-empty", type=float, default=None,
                    help="share of training samples without synthetic lesions (default 0.15)")
+    p.add_argument("--train-config", default=None,
+                   help="YAML of training options (keys of segmentation.training.DEFAULT_TRAIN; 'synth': "
+                        "keys of segmentation.synth.DEFAULTS); command-line options win")
     p.add_argument("--init", default=None, help="fine-tune from this model.safetensors")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -84,11 +87,23 @@ def main(args: argparse.Namespace) -> int:
         log.info("using cached cases %s", [p.stem for p in files])
     if args.prepare_only:
         return EXIT_OK
-    cfg = {k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
+    cfg: dict = {}
+    if args.train_config:
+        import yaml
+
+        from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
+
+        cfg = yaml.safe_load(Path(args.train_config).read_text()) or {}
+        unknown = sorted(set(cfg) - set(DEFAULT_TRAIN) - {"synth"})
+        unknown += sorted(f"synth.{k}" for k in (cfg.get("synth") or {}) if k not in SYNTH_DEFAULTS)
+        if unknown:
+            print(f"ctscore train: {args.train_config}: unknown option(s) {unknown}")
+            return EXIT_USAGE
+    cfg.update({k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
                              "batch_size": args.batch_size, "num_workers": args.num_workers,
-                             "seed": args.seed, "lr": args.lr}.items() if v is not None}
+                             "seed": args.seed, "lr": args.lr}.items() if v is not None})
     if args.p_empty is not None:
-        cfg["synth"] = {"p_empty": args.p_empty}
+        cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": args.p_empty}
     train(files, args.out, cfg, device=args.device, init_weights=args.init)
     return EXIT_OK
 

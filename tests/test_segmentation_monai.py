@@ -263,6 +263,25 @@ def test_train_config_file_and_unknown_keys(tmp_path):
     cfg.write_text("hard_negativ_weight: 1.0\nsynth: {p_emty: 0.1}\n")
     assert main(common + ["--out", str(tmp_path / "out2"), "--train-config", str(cfg)]) == EXIT_USAGE
     assert not (tmp_path / "out2").exists()
+    # a two-stage recipe: the second stage starts from the first one's weights, the last one is the result
+    cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nstages:\n  - {name: a}\n"
+                   "  - {name: b, lr: 1.0e-4, synth: {p_empty: 1.0}}\n")
+    assert main(common + ["--out", str(tmp_path / "out3"), "--train-config", str(cfg)]) == 0
+    out3 = tmp_path / "out3"
+    log_b = json.loads((out3 / "train_log_b.json").read_text())
+    assert log_b["cfg"]["lr"] == 1.0e-4 and log_b["cfg"]["synth"] == {"p_empty": 1.0}
+    assert (out3 / "model.safetensors").read_bytes() == (out3 / "stages" / "b" / "model.safetensors").read_bytes()
+    assert (out3 / "train_log_a.json").exists() and (out3 / "manifest.json").exists()
+    cfg.write_text("stages:\n  - {name: a, lr_typo: 1}\n")
+    assert main(common + ["--out", str(tmp_path / "out4"), "--train-config", str(cfg)]) == EXIT_USAGE
+
+
+def test_shipped_recipe_is_valid():
+    """segmentation/weights/recipe.yaml (the one command behind the shipped weights) parses cleanly."""
+    from pipeline.commands.train import read_train_config
+
+    common, stages, problem = read_train_config(WEIGHTS / "recipe.yaml")
+    assert problem is None and len(stages) >= 2 and common["seed"] == 20240
 
 
 def test_train_command_runs_two_iterations(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from pipeline.errors import EXIT_OK, EXIT_USAGE
@@ -38,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of training samples without synthetic lesions (default 0.15)")
     p.add_argument("--train-config", default=None,
                    help="YAML of training options (keys of segmentation.training.DEFAULT_TRAIN; 'synth': "
-                        "keys of segmentation.synth.DEFAULTS); command-line options win")
+                        "keys of segmentation.synth.DEFAULTS; 'stages': a list of such option sets run one "
+                        "after the other, each from the weights of the one before = a whole recipe, e.g. "
+                        "segmentation/weights/recipe.yaml); command-line options win over the top level")
     p.add_argument("--init", default=None, help="fine-tune from this model.safetensors")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -88,24 +91,64 @@ def main(args: argparse.Namespace) -> int:
     if args.prepare_only:
         return EXIT_OK
     cfg: dict = {}
+    stages: list[dict] = [{}]
     if args.train_config:
-        import yaml
-
-        from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
-
-        cfg = yaml.safe_load(Path(args.train_config).read_text()) or {}
-        unknown = sorted(set(cfg) - set(DEFAULT_TRAIN) - {"synth"})
-        unknown += sorted(f"synth.{k}" for k in (cfg.get("synth") or {}) if k not in SYNTH_DEFAULTS)
-        if unknown:
-            print(f"ctscore train: {args.train_config}: unknown option(s) {unknown}")
+        cfg, stages, problem = read_train_config(Path(args.train_config))
+        if problem:
+            print(f"ctscore train: {args.train_config}: {problem}")
             return EXIT_USAGE
     cfg.update({k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
-                             "batch_size": args.batch_size, "num_workers": args.num_workers,
-                             "seed": args.seed, "lr": args.lr}.items() if v is not None})
+                                  "batch_size": args.batch_size, "num_workers": args.num_workers,
+                                  "seed": args.seed, "lr": args.lr}.items() if v is not None})
     if args.p_empty is not None:
         cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": args.p_empty}
-    train(files, args.out, cfg, device=args.device, init_weights=args.init)
+    if len(stages) == 1:
+        train(files, args.out, {**cfg, **stages[0]}, device=args.device, init_weights=args.init)
+        return EXIT_OK
+    # a recipe: each stage starts from the weights of the one before; the last one's files go to --out
+    out = Path(args.out)
+    init = args.init
+    for i, stage in enumerate(stages):
+        name = str(stage.get("name", f"stage{i + 1}"))
+        st = {k: v for k, v in stage.items() if k != "name"}
+        merged = {**cfg, **st, "synth": {**(cfg.get("synth") or {}), **(st.get("synth") or {})}}
+        log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
+        info = train(files, out / "stages" / name, merged, device=args.device, init_weights=init)
+        init = str(out / "stages" / name / "model.safetensors")
+        shutil.copy2(out / "stages" / name / "train_log.json", out / f"train_log_{name}.json")
+        log.info("stage %s: %d iterations, %.1f min", name, info["iterations"], info["wall_s"] / 60)
+    for f in ("model.safetensors", "model.yaml", "manifest.json"):
+        shutil.copy2(Path(init).parent / f, out / f)
     return EXIT_OK
+
+
+def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
+    """Training options from YAML: (common options, stages, problem or None).
+
+    Keys are those of :data:`segmentation.training.DEFAULT_TRAIN`, ``synth`` takes those of
+    :data:`segmentation.synth.DEFAULTS`; an optional ``stages`` list (each a dict of the same keys plus
+    ``name``) makes the file a multi-stage recipe.
+    """
+    import yaml
+
+    from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
+    from segmentation.training import DEFAULT_TRAIN
+
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return {}, [{}], f"cannot read: {exc}"
+    if not isinstance(doc, dict):
+        return {}, [{}], "expected a mapping of options"
+    stages = doc.pop("stages", None) or [{}]
+    problems: list[str] = []
+    for where, d in [("", doc)] + [(f"stages[{i}].", st) for i, st in enumerate(stages)]:
+        if not isinstance(d, dict):
+            problems.append(f"{where or 'top level'} is not a mapping")
+            continue
+        problems += [f"{where}{k}" for k in sorted(set(d) - set(DEFAULT_TRAIN) - {"synth", "name"})]
+        problems += [f"{where}synth.{k}" for k in (d.get("synth") or {}) if k not in SYNTH_DEFAULTS]
+    return doc, stages, (f"unknown option(s) {problems}" if problems else None)
 
 
 def main_argv(argv: list[str]) -> int:

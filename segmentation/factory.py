@@ -12,7 +12,11 @@ from segmentation.base import Segmenter
 
 
 def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
-    """The segmenter named by ``cfg['segmentation']['method']`` (classical, monai, or a bundle path)."""
+    """The segmenter named by ``cfg['segmentation']['method']``.
+
+    ``classical``, ``monai`` (the shipped weights), or a folder: weights written by ``ctscore train``
+    (``model.safetensors`` + ``model.yaml`` + ``manifest.json``) or a MONAI bundle with a label mapping.
+    """
     seg = cfg["segmentation"]
     method = str(seg["method"])
     if method == "classical":
@@ -24,11 +28,17 @@ def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
 
         return MonaiSegmenter(device=seg.get("device", "auto"), cfg=cfg)
     path = Path(method)
+    if path.is_dir() and (path / "model.safetensors").exists() and (path / "model.yaml").exists():
+        # weights written by `ctscore train` (or a copy of segmentation/weights)
+        from segmentation.monai_segmenter import MonaiSegmenter
+
+        return MonaiSegmenter(path, device=seg.get("device", "auto"), cfg=cfg)
     if path.is_dir():
         from segmentation.bundle import BundleSegmenter
 
         return BundleSegmenter(path, device=seg.get("device", "auto"), cfg=cfg)
-    raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a MONAI bundle folder, got {method!r}")
+    raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
+                      f"weights from 'ctscore train'), got {method!r}: no such folder")
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from pipeline.errors import EXIT_NOTHING_ELIGIBLE, EXIT_OK, EXIT_SOME_FAILED, NoEligibleSeries
+from pipeline.errors import EXIT_NOTHING_ELIGIBLE, EXIT_OK, EXIT_SOME_FAILED, ConfigError, NoEligibleSeries
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,10 @@ def register(sub) -> None:
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", required=True, help="output folder")
     add_config_args(p)
-    p.add_argument("--segmenter", help="classical | monai | path to a MONAI bundle (segmentation.method)")
+    p.add_argument("--segmenter", help="classical | monai | path to a model folder (segmentation.method)")
+    p.add_argument("--model", metavar="PATH",
+                   help="a model folder: a MONAI bundle with a label-mapping YAML, or weights written by "
+                        "'ctscore train' (same as --segmenter PATH)")
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
@@ -64,8 +67,10 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.run import run_pipeline
 
     extra: dict = {}
-    if args.segmenter:
-        extra.setdefault("segmentation", {})["method"] = args.segmenter
+    if args.segmenter and args.model:
+        raise ConfigError("give --segmenter or --model, not both")
+    if args.segmenter or args.model:
+        extra.setdefault("segmentation", {})["method"] = args.model or args.segmenter
     if args.device:
         extra.setdefault("segmentation", {})["device"] = args.device
     if args.dicom_seg:

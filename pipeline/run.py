@@ -49,9 +49,13 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     return img
 
 
-def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[str, Any]:
+def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None
+                   ) -> dict[str, Any]:
     """Segment and score one HU image (any orientation). Returns arrays on the LPS original grid
-    plus the score row, zone rows, landmarks, flags and stage timings."""
+    plus the score row, zone rows, landmarks, flags and stage timings.
+
+    ``lobes_path``: a lobe label file of the user's (``scoring.lobar.lobe_labels`` convention), resampled
+    onto the CT by nearest neighbour; it replaces any lobes of the segmenter."""
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import detect_landmarks
@@ -77,7 +81,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[st
     lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
     les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
     lobes_o = None
-    if seg.lobes is not None:
+    if lobes_path is not None:
+        lobes_o = read_user_lobes(lobes_path, orig, cfg)
+    elif seg.lobes is not None:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
     hu_o = sitk.GetArrayFromImage(orig)
     les_o &= lungs_o > 0
@@ -96,6 +102,38 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter) -> dict[st
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
         "landmarks": landmarks, "timings": timings,
     }
+
+
+LOBE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
+    """``<scoring.lobar.lobes_dir>/<SeriesInstanceUID>.<ext>`` when that folder is configured and the file exists."""
+    folder = cfg["scoring"]["lobar"].get("lobes_dir")
+    if not folder or not series_uid:
+        return None
+    for suffix in LOBE_SUFFIXES:
+        cand = Path(folder) / f"{series_uid}{suffix}"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any]) -> np.ndarray:
+    """A user lobe map on the LPS original grid, in ctscore lobe codes; a clear error when it is unusable."""
+    from scoring.quantify import TOTALSEGMENTATOR_LOBES, load_lobe_map
+
+    convention = cfg["scoring"]["lobar"].get("lobe_labels", "totalsegmentator")
+    label_map = TOTALSEGMENTATOR_LOBES if convention == "totalsegmentator" else {i: i for i in range(1, 6)}
+    try:
+        lobes = load_lobe_map(str(path), reference=orig, label_map=label_map)
+    except RuntimeError as exc:  # SimpleITK: unreadable file
+        raise SeriesError("LOBES_UNREADABLE", f"lobe map {path} cannot be read: {str(exc).strip()[:200]}",
+                          path) from None
+    if not lobes.any():
+        raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT "
+                          "(wrong label convention, or a map of another series)", path)
+    return lobes
 
 
 def _orient_like(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image) -> sitk.Image:
@@ -129,7 +167,10 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         read_s = time.perf_counter() - t
         header.update({k: v for k, v in vol.meta.items() if k not in header or not header[k]})
         segmenter = segmenter or get_segmenter(cfg)
-        res = analyse_volume(vol.image, cfg, segmenter)
+        lobes_path = find_user_lobes(cfg, header.get("series_uid", ""))
+        res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path)
+        if cfg["scoring"]["lobar"].get("lobes_dir") and lobes_path is None:
+            res["flags"].append("LOBES_NOT_FOUND")
         res["timings"] = {"read_s": read_s, **res["timings"]}
 
         t = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from pipeline.errors import EXIT_NOTHING_ELIGIBLE, EXIT_OK, EXIT_SOME_FAILED, ConfigError, NoEligibleSeries
 
@@ -33,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="PATH",
                    help="a model folder: a MONAI bundle with a label-mapping YAML, or weights written by "
                         "'ctscore train' (same as --segmenter PATH)")
+    p.add_argument("--lobes", metavar="DIR",
+                   help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
+                        "unless scoring.lobar.lobe_labels=ctscore): lobar scores (scoring.lobar.lobes_dir)")
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
@@ -73,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         extra.setdefault("segmentation", {})["method"] = args.model or args.segmenter
     if args.device:
         extra.setdefault("segmentation", {})["device"] = args.device
+    if args.lobes:
+        extra.setdefault("scoring", {}).setdefault("lobar", {})["lobes_dir"] = str(Path(args.lobes).resolve())
     if args.dicom_seg:
         extra.setdefault("outputs", {})["write_dicom_seg"] = True
     cfg = load_config(args.config, args.overrides, extra)

@@ -1,0 +1,79 @@
+"""Lobe label maps of the user's own (``ctscore run --lobes DIR``): lobar scores without a lobe model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pipeline.cli import main
+from pipeline.errors import EXIT_OK, EXIT_USAGE
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicoms"
+
+
+def _scan_dir(out: Path) -> Path:
+    return next(p for p in out.iterdir() if p.is_dir() and p.name.startswith("scan-"))
+
+
+def _lobe_map(lungs_path: Path, totalseg: bool = True) -> sitk.Image:
+    """Lobes cut from a lung mask by height: right thirds (RUL/RML/RLL), left halves (LUL/LLL)."""
+    lungs = sitk.ReadImage(str(lungs_path))
+    arr = sitk.GetArrayFromImage(lungs)
+    out = np.zeros(arr.shape, np.uint8)
+    codes = ({"RUL": 12, "RML": 13, "RLL": 14, "LUL": 10, "LLL": 11} if totalseg
+             else {"RUL": 1, "RML": 2, "RLL": 3, "LUL": 4, "LLL": 5})
+    for side, names in ((1, ("RLL", "RML", "RUL")), (2, ("LLL", "LUL"))):
+        ks = np.nonzero((arr == side).any(axis=(1, 2)))[0]
+        cuts = np.linspace(ks.min(), ks.max() + 1, len(names) + 1).astype(int)
+        for name, k0, k1 in zip(names, cuts[:-1], cuts[1:], strict=True):
+            sl = (arr[k0:k1] == side)
+            out[k0:k1][sl] = codes[name]
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(lungs)
+    return img
+
+
+def test_user_lobes_give_lobar_scores(sample_run, tmp_path):
+    scan = _scan_dir(sample_run)
+    uid = json.loads((scan / "result.json").read_text())["scores"]["series_uid"]
+    lobes = tmp_path / "lobes"
+    lobes.mkdir()
+    sitk.WriteImage(_lobe_map(scan / "lungs.nii.gz"), str(lobes / f"{uid}.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["run", str(SAMPLE), "-o", str(out), "-q", "--segmenter", "classical", "--lobes", str(lobes),
+                 "--set", "outputs.write_qc_png=false"]) == EXIT_OK
+    row = next(csv.DictReader((out / "scans.csv").open()))
+    assert row["lobar20_total"] not in ("", "nan") and 0 <= float(row["lobar20_total"]) <= 20
+    units = {r["unit"] for r in csv.DictReader((out / "zones.csv").open()) if r["system"] == "lobar"}
+    assert len(units) == 5
+    assert "LOBES_NOT_FOUND" not in row["qc_flags"]
+
+
+def test_user_lobes_missing_empty_or_unreadable(sample_run, tmp_path):
+    scan = _scan_dir(sample_run)
+    uid = json.loads((scan / "result.json").read_text())["scores"]["series_uid"]
+    lobes = tmp_path / "lobes"
+    lobes.mkdir()
+    base = ["run", str(SAMPLE), "-q", "--segmenter", "classical", "--lobes", str(lobes),
+            "--set", "outputs.write_qc_png=false", "--set", "outputs.write_masks=false"]
+    # no file for this series: scored without lobes, flagged
+    assert main(base + ["-o", str(tmp_path / "o1")]) == EXIT_OK
+    row = next(csv.DictReader((tmp_path / "o1" / "scans.csv").open()))
+    assert "LOBES_NOT_FOUND" in row["qc_flags"] and row["lobar20_total"] in ("", "nan")
+    # a map in the other label convention has none of the expected labels: a named failure
+    sitk.WriteImage(_lobe_map(scan / "lungs.nii.gz", totalseg=False), str(lobes / f"{uid}.nii.gz"))
+    assert main(base + ["-o", str(tmp_path / "o2")]) == 8
+    fail = next(csv.DictReader((tmp_path / "o2" / "failures.csv").open()))
+    assert fail["code"] == "LOBES_EMPTY" and "no totalsegmentator lobe label" in fail["message"]
+    # ... which the ctscore convention reads
+    assert main(base + ["-o", str(tmp_path / "o3"), "--set", "scoring.lobar.lobe_labels=ctscore"]) == EXIT_OK
+    # not an image at all
+    (lobes / f"{uid}.nii.gz").write_bytes(b"not a nifti")
+    assert main(base + ["-o", str(tmp_path / "o4")]) == 8
+    assert "LOBES_UNREADABLE" in (tmp_path / "o4" / "failures.csv").read_text()
+    # a lobes folder that does not exist is a usage error before anything runs
+    assert main(["run", str(SAMPLE), "-o", str(tmp_path / "o5"), "-q", "--lobes", str(tmp_path / "nope")]) == EXIT_USAGE

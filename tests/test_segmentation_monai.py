@@ -308,6 +308,8 @@ def test_shipped_recipe_is_valid():
 
     common, stages, problem = read_train_config(WEIGHTS / "recipe.yaml")
     assert problem is None and len(stages) >= 2 and common["seed"] == 20240
+    for f in sorted((WEIGHTS.parents[1] / "configs" / "training").glob("*.yaml")):  # the experiments
+        assert read_train_config(f)[2] is None, f
 
 
 def test_train_command_runs_two_iterations(tmp_path):

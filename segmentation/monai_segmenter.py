@@ -10,11 +10,11 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
 4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
-   filled; lesions only inside the lungs;
+   filled; lesions only inside the lungs (adding lesion voxels outside the lung head's mask to the
+   lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept);
 5. the airway (trachea, main bronchi) by the classical region growing
    (:func:`segmentation.classical.segment_airway`): the network has no airway head, and the landmark
-   detector finds the carina on it. (Adding lesion voxels outside the lung head's mask to the
-   lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept.)
+   detector finds the carina on it.
 """
 
 from __future__ import annotations

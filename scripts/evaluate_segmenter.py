@@ -71,6 +71,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                  "lung_dice_right": dice(clean.lungs == 1, ref == 1), "lung_dice_left": dice(clean.lungs == 2, ref == 2),
                  "lung_ml_model": float((clean.lungs > 0).sum() * voxel_ml),
                  "lung_ml_teacher": float((ref > 0).sum() * voxel_ml),
+                 # lung the model adds beyond the teacher (mediastinal fat, heart border, liver dome ...)
+                 "lung_ml_outside_teacher": float(((clean.lungs > 0) & (ref == 0)).sum() * voxel_ml),
                  "fp_lesion_ml": float(clean.lesions.sum() * voxel_ml),
                  "fp_lesion_pct_of_lung": 100.0 * float(clean.lesions.sum()) / max(1, int((clean.lungs > 0).sum()))}
     log.info("clean: %s", {k: res[k] for k in ("lung_dice_right", "lung_dice_left", "fp_lesion_pct_of_lung")})

@@ -235,6 +235,7 @@ def test_monai_segmenter_supplies_the_airway(tmp_path):
     hu[10:, 18:22, 22:26] = -1000.0  # a trachea-like tube between the lungs, up to the top
     res = MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu").segment(hu, sp)
     assert res.airway is not None and res.airway.shape == hu.shape
+    assert res.airway[10:, 19:21, 23:25].mean() > 0.5  # the core of the tube is found
     assert not np.any(res.airway & (res.lungs > 0))
 
 

@@ -50,13 +50,13 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 
 
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
-             real: list[Path], baseline: bool = False, pleural_cases: int = 2) -> dict:
+             real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
     from segmentation.synth import synthesize
 
-    model = MonaiSegmenter(weights, device=device)
+    model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": {"flip_tta": flip_tta}}})
     teacher = ClassicalSegmenter()
     hu, sp = working_grid(series, spacing_xyz)
     voxel_ml = float(np.prod(sp)) / 1000.0
@@ -66,7 +66,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     t = time.perf_counter()
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
-    res: dict = {"series": series.name, "model_id": model.model_id, "working_spacing_zyx": sp,
+    res: dict = {"series": series.name, "model_id": model.model_id, "flip_tta": flip_tta, "working_spacing_zyx": sp,
                  "segment_s_clean": seg_s,
                  "lung_dice_right": dice(clean.lungs == 1, ref == 1), "lung_dice_left": dice(clean.lungs == 2, ref == 2),
                  "lung_ml_model": float((clean.lungs > 0).sum() * voxel_ml),
@@ -136,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], help="working grid x y z (mm)")
     ap.add_argument("--real", nargs="*", default=[], help="names under ../shared/data/chest or folders")
     ap.add_argument("--baseline", action="store_true", help="also score the classical segmenter")
+    ap.add_argument("--no-flip-tta", action="store_true",
+                    help="one network pass (no averaging with the left-right mirror image)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     real = [Path(r) if Path(r).exists() else data / r for r in args.real]
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
-                   args.spacing, real, args.baseline, args.pleural_cases)
+                   args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

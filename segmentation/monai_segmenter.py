@@ -6,7 +6,11 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 1. the HU volume (any grid) is resampled to the model grid (``model_spacing_mm`` of ``model.yaml``,
    trilinear, physical extent kept) and normalised;
 2. MONAI's :class:`~monai.inferers.SlidingWindowInferer` runs the network (bf16/fp16 autocast on CUDA,
-   float32 and deterministic algorithms on CPU);
+   float32 and deterministic algorithms on CPU), by default twice: on the scan and on its left-right
+   mirror image (flipped back, right/left lung channels swapped), the two outputs averaged. The network
+   was trained with that mirroring, so both passes are valid views; averaging them removes part of
+   the false positives a single pass makes (clean held-out normal001: 1.57 -> 1.13 % of lung) for about
+   one more second of CPU. ``segmentation.monai.flip_tta: false`` switches it off;
 3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
 4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
@@ -135,7 +139,7 @@ class MonaiSegmenter:
         from segmentation.network import build_network
 
         seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
-        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size}
+        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta}
         self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         weights_path = weights_path or self.options.get("weights")
         folder = Path(weights_path) if weights_path else WEIGHTS_DIR
@@ -150,6 +154,7 @@ class MonaiSegmenter:
         self.net.load_state_dict(state)
         self.net.eval().to(self.device)
         self.lesion_threshold = float(self.options.get("lesion_threshold", self.meta.get("lesion_threshold", 0.5)))
+        self.flip_tta = bool(self.options.get("flip_tta", self.meta.get("flip_tta", True)))
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         from monai.inferers import SlidingWindowInferer
@@ -182,12 +187,20 @@ class MonaiSegmenter:
             cap = np.asarray(self.meta.get("inference_roi_size", self.meta["roi_size"]))
             roi = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(size) / 16.0) * 16, cap))
             self.inferer.roi_size = roi
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    y = self.inferer(x, self.net)
-            else:
-                y = self.inferer(x, self.net)
+            y = self._infer(x)
+            if self.flip_tta:
+                # mirror x (patient left-right): the right and left lung channels trade places
+                yf = torch.flip(self._infer(torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
+                y = (y + yf) / 2
             return y[0].float().cpu()
+
+    def _infer(self, x: Any) -> Any:
+        import torch
+
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.inferer(x, self.net).float()
+        return self.inferer(x, self.net)
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""

@@ -2,8 +2,9 @@
 
 Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
 
-1. :func:`prepare_cache`: each background series (a DICOM folder) is loaded, oriented LPS, segmented by
-   the teacher (the classical segmenter, on the pipeline's 1.5 mm working grid) unless the folder has
+1. :func:`prepare_cache`: each background (a DICOM series folder, or a :class:`Background`: a DICOM
+   folder or an image file with its own label map, e.g. listed in a YAML file read by
+   :func:`read_backgrounds_file`) is loaded, oriented LPS, segmented by the teacher (the classical segmenter, on the pipeline's 1.5 mm working grid) unless the folder has
    user masks, resampled to the model grid, cropped to the body and written as a compressed ``.npz``
    (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``).
    User masks: ``lungs.nii.gz`` (1 right, 2 left; what ``ctscore run`` writes) and optionally
@@ -24,6 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,101 @@ def load_series_lps(folder: str | Path) -> Any:
     return to_lps(sitk.Cast(vol.image, sitk.sitkFloat32))
 
 
+def load_image_lps(path: str | Path) -> Any:
+    """A CT in HU as a float32 SimpleITK image oriented LPS: a DICOM series folder, or one image file
+    (NIfTI, NRRD, MetaImage: anything SimpleITK reads)."""
+    import SimpleITK as sitk
+
+    from pipeline.resample import to_lps
+
+    path = Path(path)
+    if path.is_dir():
+        return load_series_lps(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1]})") from exc
+    return to_lps(sitk.Cast(img, sitk.sitkFloat32))
+
+
+@dataclass(frozen=True)
+class Background:
+    """One training background: a CT and, optionally, its own lung (and lesion) labels.
+
+    ``image`` is a DICOM series folder or an image file. ``lungs`` is a label image on any grid
+    covering the CT (resampled by physical position); voxels whose value is in ``right`` / ``left``
+    are right / left lung, everything else background (so a lobe map or a bit-coded label map works
+    by listing its values). Without ``lungs`` the classical teacher labels the lungs.
+    """
+
+    name: str
+    image: Path
+    lungs: Path | None = None
+    lesions: Path | None = None
+    right: tuple[int, ...] = (1,)
+    left: tuple[int, ...] = (2,)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Background:
+        """A DICOM folder, with ``lungs.nii.gz`` / ``lesions.nii.gz`` beside it (or in ``labels/``) if any."""
+        folder = Path(folder)
+        return cls(folder.name, folder, _find_mask(folder, "lungs.nii.gz"), _find_mask(folder, "lesions.nii.gz"))
+
+
+BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left"}
+
+
+def read_backgrounds_file(path: str | Path) -> list[Background]:
+    """Backgrounds listed in a YAML file (``backgrounds:`` list); paths are relative to the file.
+
+    Each entry is a DICOM folder path, or a mapping with ``image`` and optionally ``name``, ``lungs``,
+    ``lesions``, ``right``, ``left`` (see :class:`Background`). Raises ``ValueError`` naming the file
+    and the entry for anything malformed or missing.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from exc
+    entries = doc.get("backgrounds") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty 'backgrounds:' list")
+    base = path.parent
+    out: list[Background] = []
+    for i, e in enumerate(entries):
+        where = f"{path}: backgrounds[{i}]"
+        if isinstance(e, str):
+            e = {"image": e}
+        if not isinstance(e, dict) or "image" not in e:
+            raise ValueError(f"{where}: expected a folder path or a mapping with 'image'")
+        unknown = sorted(set(e) - BACKGROUND_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}")
+        image = (base / str(e["image"])).resolve()
+        files = {k: (base / str(e[k])).resolve() if e.get(k) else None for k in ("lungs", "lesions")}
+        for k, f in [("image", image)] + list(files.items()):
+            if f is not None and not f.exists():
+                raise ValueError(f"{where}: {k} not found: {f}")
+        if image.is_dir() and files["lungs"] is None:
+            found = Background.from_folder(image)
+            files = {"lungs": found.lungs, "lesions": found.lesions}
+        try:
+            right = tuple(int(v) for v in e.get("right", [1]))
+            left = tuple(int(v) for v in e.get("left", [2]))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: 'right' and 'left' must be lists of label values") from exc
+        if set(right) & set(left):
+            raise ValueError(f"{where}: label values in both 'right' and 'left': {sorted(set(right) & set(left))}")
+        name = str(e.get("name") or (image.name if image.is_dir() else image.name.split(".")[0]))
+        out.append(Background(name, image, files["lungs"], files["lesions"], right, left))
+    names = [b.name for b in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: background names must be unique (the cache is named by them): {names}")
+    return out
+
+
 def _find_mask(folder: Path, name: str) -> Path | None:
     for cand in (folder / name, folder / "labels" / name):
         if cand.exists():
@@ -102,25 +199,38 @@ def _onto(mask: Any, ref: Any) -> np.ndarray:
     return sitk.GetArrayFromImage(out)
 
 
-def prepare_case(folder: str | Path, model_spacing_zyx: Sequence[float], teacher: Any = None,
+def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
+    """The label image at ``path`` mapped to 0 / 1 right / 2 left on its own grid (before any resampling,
+    so label values above 255 survive)."""
+    import SimpleITK as sitk
+
+    src = sitk.ReadImage(str(path))
+    a = sitk.GetArrayFromImage(src)
+    lab = np.where(np.isin(a, list(right)), 1, np.where(np.isin(a, list(left)), 2, 0)).astype(np.uint8)
+    if not lab.any():
+        raise ValueError(f"{path}: no voxel carries the right {list(right)} or left {list(left)} label values")
+    out = sitk.GetImageFromArray(lab)
+    out.CopyInformation(src)
+    return out
+
+
+def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[float], teacher: Any = None,
                  teacher_spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5)) -> dict[str, np.ndarray]:
-    """Load one background, label its lungs (user mask or teacher) and bring it to the model grid."""
+    """Load one background, label its lungs (its own labels or the teacher) and bring it to the model grid."""
     import SimpleITK as sitk
 
     from pipeline.resample import resample_to_spacing
 
-    folder = Path(folder)
-    img = load_series_lps(folder)
+    bg = source if isinstance(source, Background) else Background.from_folder(Path(source))
+    img = load_image_lps(bg.image)
     sp_xyz = [float(s) for s in reversed(list(model_spacing_zyx))]
     model_img = resample_to_spacing(img, sp_xyz, default=-1024.0)
-    lungs_path = _find_mask(folder, "lungs.nii.gz")
     lesions_arr = None
-    if lungs_path is not None:
-        log.info("%s: user lung mask %s", folder.name, lungs_path)
-        lungs_arr = _onto(sitk.ReadImage(str(lungs_path)), model_img)
-        les_path = _find_mask(folder, "lesions.nii.gz")
-        if les_path is not None:
-            lesions_arr = (_onto(sitk.ReadImage(str(les_path)), model_img) > 0).astype(np.uint8)
+    if bg.lungs is not None:
+        log.info("%s: own lung labels %s", bg.name, bg.lungs)
+        lungs_arr = _onto(_lung_labels(bg.lungs, bg.right, bg.left), model_img)
+        if bg.lesions is not None:
+            lesions_arr = (_onto(sitk.ReadImage(str(bg.lesions)), model_img) > 0).astype(np.uint8)
     else:
         if teacher is None:
             from segmentation.classical import ClassicalSegmenter
@@ -130,7 +240,7 @@ def prepare_case(folder: str | Path, model_spacing_zyx: Sequence[float], teacher
         hu_w = sitk.GetArrayFromImage(work).astype(np.float32)
         t = time.perf_counter()
         seg = teacher.segment(hu_w, tuple(reversed(work.GetSpacing())))
-        log.info("%s: teacher %.1f s, lungs R %.0f mL L %.0f mL", folder.name, time.perf_counter() - t,
+        log.info("%s: teacher %.1f s, lungs R %.0f mL L %.0f mL", bg.name, time.perf_counter() - t,
                  (seg.lungs == 1).sum() * np.prod(work.GetSpacing()) / 1000,
                  (seg.lungs == 2).sum() * np.prod(work.GetSpacing()) / 1000)
         lab = sitk.GetImageFromArray(seg.lungs.astype(np.uint8))
@@ -150,21 +260,22 @@ def prepare_case(folder: str | Path, model_spacing_zyx: Sequence[float], teacher
     return case
 
 
-def prepare_cache(folders: Sequence[str | Path], cache_dir: str | Path, model_spacing_zyx: Sequence[float],
-                  teacher: Any = None, overwrite: bool = False) -> list[Path]:
-    """Write one ``<name>.npz`` per background folder into ``cache_dir`` (skips existing files)."""
+def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | Path,
+                  model_spacing_zyx: Sequence[float], teacher: Any = None, overwrite: bool = False) -> list[Path]:
+    """Write one ``<name>.npz`` per background (folder or :class:`Background`) into ``cache_dir``
+    (skips existing files)."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
-    for f in folders:
-        f = Path(f)
-        dest = cache / f"{f.name}.npz"
+    for src in sources:
+        bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
+        dest = cache / f"{bg.name}.npz"
         if dest.exists() and not overwrite:
             out.append(dest)
             continue
-        case = prepare_case(f, model_spacing_zyx, teacher)
+        case = prepare_case(bg, model_spacing_zyx, teacher)
         np.savez_compressed(dest, **case)
-        log.info("cached %s: %s, %.1f MB", f.name, case["image"].shape, dest.stat().st_size / 1e6)
+        log.info("cached %s: %s, %.1f MB", bg.name, case["image"].shape, dest.stat().st_size / 1e6)
         out.append(dest)
     return out
 

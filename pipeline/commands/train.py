@@ -4,7 +4,9 @@ Backgrounds are DICOM series folders: by default the clean scans of ``../shared/
 :data:`segmentation.training.DEFAULT_BACKGROUNDS` (the held-out ``normal001`` is never used), or the
 sub-folders of ``--data``. A folder with ``lungs.nii.gz`` (1 right, 2 left) uses that as the lung
 label instead of the classical teacher; with ``lesions.nii.gz`` as well, its real lesions are trained on
-as they are (no synthesis). ``--init`` fine-tunes from existing weights.
+as they are (no synthesis). ``--backgrounds-file`` lists backgrounds in YAML instead, including image
+files (NIfTI, NRRD) with their own label map (e.g. a lobe map; the values meaning right and left are
+listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "clean scans only)")
     p.add_argument("--backgrounds", nargs="*", default=None,
                    help="names of the sub-folders to use (default: all of --data, or the clean chest scans)")
+    p.add_argument("--backgrounds-file", default=None,
+                   help="YAML listing the backgrounds instead of --data/--backgrounds: DICOM folders, or image "
+                        "files (NIfTI, NRRD) with their own lung label map and the values meaning right / left "
+                        "(e.g. configs/training/backgrounds.yaml); paths relative to the file")
     p.add_argument("--cache", default=".train_cache", help="cache folder of preprocessed cases (.npz)")
     p.add_argument("--out", default="segmentation/weights_new", help="output folder for the weights")
     p.add_argument("--prepare-only", action="store_true", help="only build the cache")
@@ -73,12 +79,35 @@ def _folders(args: argparse.Namespace) -> list[Path]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from segmentation.training import DEFAULT_TRAIN, prepare_cache, train
+    from segmentation.training import (
+        DEFAULT_TRAIN,
+        HELD_OUT_BACKGROUND,
+        prepare_cache,
+        read_backgrounds_file,
+        train,
+    )
 
     cache = Path(args.cache)
     existing = sorted(cache.glob("*.npz")) if cache.exists() else []
     folders = _folders(args)
-    if all(f.exists() for f in folders):
+    if args.backgrounds_file:
+        if args.data or args.backgrounds:
+            print("ctscore train: --backgrounds-file replaces --data / --backgrounds; give one or the other")
+            return EXIT_USAGE
+        try:
+            sources = read_backgrounds_file(args.backgrounds_file)
+        except ValueError as exc:
+            print(f"ctscore train: {exc}")
+            return EXIT_USAGE
+        if any(b.name == HELD_OUT_BACKGROUND for b in sources):
+            log.warning("%s is the held-out evaluation background; training on it voids the metrics",
+                        HELD_OUT_BACKGROUND)
+        try:
+            files = prepare_cache(sources, cache, DEFAULT_TRAIN["model_spacing_mm"])
+        except ValueError as exc:
+            print(f"ctscore train: {exc}")
+            return EXIT_USAGE
+    elif all(f.exists() for f in folders):
         files = prepare_cache(folders, cache, DEFAULT_TRAIN["model_spacing_mm"])
     else:
         missing = [str(f) for f in folders if not f.exists()]

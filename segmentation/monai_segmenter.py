@@ -115,6 +115,15 @@ def upsample_slabs(logits: Any, out_shape: tuple[int, int, int], fn: Any, slab: 
         fn(z0, z1, a + (b - a) * w[None, :, None, None])
 
 
+def argmax3(a: Any, b: Any, c: Any) -> Any:
+    """``torch.argmax`` over three same-shaped tensors as uint8 0 / 1 / 2 (first index wins ties, as argmax);
+    elementwise compares, several times faster on CPU than an argmax over a stacked leading axis."""
+    import torch
+
+    lab = torch.where(b >= c, 1, 2).to(torch.uint8)
+    return torch.where((a >= b) & (a >= c), torch.zeros_like(lab), lab)
+
+
 def keep_main_components(mask: np.ndarray, min_share: float = 0.1) -> np.ndarray:
     """The largest connected component of ``mask`` plus any other at least ``min_share`` of its size."""
     lab, n = ndi.label(mask)
@@ -213,7 +222,7 @@ class MonaiSegmenter:
         thr = float(np.log(self.lesion_threshold / (1 - self.lesion_threshold)))
 
         def put(z0: int, z1: int, v: torch.Tensor) -> None:
-            lungs[z0:z1] = torch.argmax(v[0:3], 0).numpy().astype(np.uint8)
+            lungs[z0:z1] = argmax3(v[0], v[1], v[2]).numpy()
             lesions[z0:z1] = (v[3] > thr).numpy()
 
         upsample_slabs(logits, hu.shape, put)
@@ -221,7 +230,9 @@ class MonaiSegmenter:
         for side in (RIGHT_LUNG, LEFT_LUNG):
             m = lungs == side
             if m.any():
-                out[ndi.binary_fill_holes(keep_main_components(m)) & (out == 0)] = side
+                box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(m))
+                region = out[box]  # a view: clean-up within the side's bounding box (same result, faster)
+                region[ndi.binary_fill_holes(keep_main_components(m[box])) & (region == 0)] = side
         lesions &= out > 0
         # the network has no airway head; the landmark detector needs the trachea (carina level), so the
         # classical region growing supplies it, and airway voxels are not lung (the teacher's definition)

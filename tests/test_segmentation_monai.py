@@ -107,6 +107,19 @@ def test_flip_tta_is_a_config_key(tmp_path):
     assert load_config([], [])["segmentation"]["monai"]["flip_tta"] is True
 
 
+def test_argmax3_equals_torch_argmax_including_ties():
+    from segmentation.monai_segmenter import argmax3
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, 10, 8)
+    x[1, :3] = x[0, :3]          # background = right: background wins (first index)
+    x[2, 3:6] = x[1, 3:6]        # right = left: right wins
+    x[:, 6:8] = 0.5              # all equal: background
+    got = argmax3(x[0], x[1], x[2])
+    assert got.dtype == torch.uint8
+    assert torch.equal(got.long(), torch.argmax(x, 0))
+
+
 def test_tampered_weights_are_refused(tmp_path):
     from segmentation.monai_segmenter import MonaiSegmenter, WeightsError
 

@@ -32,20 +32,39 @@ def labels_to_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Bring a label map onto ``reference``'s grid by physical position.
 
     Each label is resampled as a smooth indicator (linear) and the most probable label wins, which
-    gives smoother boundaries than nearest neighbour when going from a coarse to a fine grid.
+    gives smoother boundaries than nearest neighbour when going from a coarse to a fine grid. Only the
+    part of ``reference`` around the labelled voxels (their bounding box plus two label voxels, where
+    the indicator can be above zero) is resampled; the rest is 0, as a full resample would give.
     """
     arr = sitk.GetArrayViewFromImage(labels)
     values = [int(v) for v in np.unique(arr) if v != 0]
     ref_shape = reference.GetSize()[::-1]
-    best = np.full(ref_shape, 0.5, np.float32)  # a voxel belongs to a label above 50 %
     out = np.zeros(ref_shape, np.uint8)
-    for v in values:
-        ind = sitk.Cast(labels == v, sitk.sitkFloat32)
-        res = sitk.Resample(ind, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        prob = sitk.GetArrayFromImage(res)
-        win = prob > best
-        out[win] = v
-        best[win] = prob[win]
+    if values:
+        idx = np.nonzero(arr)
+        lo_l = [int(i.min()) - 2 for i in reversed(idx)]  # x, y, z label indices
+        hi_l = [int(i.max()) + 2 for i in reversed(idx)]
+        corners = [labels.TransformContinuousIndexToPhysicalPoint((float(a), float(b), float(c)))
+                   for a in (lo_l[0], hi_l[0]) for b in (lo_l[1], hi_l[1]) for c in (lo_l[2], hi_l[2])]
+        cont = np.array([reference.TransformPhysicalPointToContinuousIndex(pt) for pt in corners])
+        size_xyz = np.asarray(reference.GetSize())
+        lo = np.clip(np.floor(cont.min(0)).astype(int) - 1, 0, size_xyz)
+        hi = np.clip(np.ceil(cont.max(0)).astype(int) + 2, 0, size_xyz)
+        if (hi > lo).all():
+            sub = sitk.Image([int(v) for v in hi - lo], sitk.sitkUInt8)
+            sub.SetSpacing(reference.GetSpacing())
+            sub.SetDirection(reference.GetDirection())
+            sub.SetOrigin(reference.TransformIndexToPhysicalPoint([int(v) for v in lo]))
+            box = tuple(slice(int(a), int(b)) for a, b in zip(reversed(lo), reversed(hi)))
+            best = np.full(out[box].shape, 0.5, np.float32)  # a voxel belongs to a label above 50 %
+            region = out[box]
+            for v in values:
+                ind = sitk.Cast(labels == v, sitk.sitkFloat32)
+                res = sitk.Resample(ind, sub, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+                prob = sitk.GetArrayFromImage(res)
+                win = prob > best
+                region[win] = v
+                best[win] = prob[win]
     img = sitk.GetImageFromArray(out)
     img.CopyInformation(reference)
     return img

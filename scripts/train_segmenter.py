@@ -7,6 +7,9 @@
     python scripts/train_segmenter.py --cache .train_cache --out segmentation/weights
     # your own backgrounds (DICOM folders; lungs.nii.gz / lesions.nii.gz beside them = your labels)
     python scripts/train_segmenter.py --data /my/scans --cache /tmp/cache --out my_model
+    # image files (NIfTI, NRRD) with their own label maps, listed in YAML (values meaning right / left)
+    python scripts/train_segmenter.py --backgrounds-file configs/training/backgrounds.yaml --cache /tmp/cache4 \
+        --out my_model --init segmentation/weights/model.safetensors --train-config configs/training/stage4_negatives.yaml
 """
 
 from __future__ import annotations

@@ -163,6 +163,8 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
             raise ValueError(f"{where}: unknown key(s) {unknown}")
         image = (base / str(e["image"])).resolve()
         files = {k: (base / str(e[k])).resolve() if e.get(k) else None for k in ("lungs", "lesions")}
+        if files["lesions"] is not None and files["lungs"] is None:
+            raise ValueError(f"{where}: 'lesions' needs 'lungs' too (a lesion mask is trained on only with its lung mask)")
         for k, f in [("image", image)] + list(files.items()):
             if f is not None and not f.exists():
                 raise ValueError(f"{where}: {k} not found: {f}")

@@ -92,6 +92,7 @@ def test_folder_entries_and_relative_paths(tmp_path):
     ("backgrounds:\n  - {image: d/ct.nii.gz, right: one}\n", "lists of label values"),
     ("backgrounds:\n  - d/ct.nii.gz\n  - {image: d/ct.nii.gz}\n", "names must be unique"),
     ("backgrounds: [\n", "cannot read"),
+    ("backgrounds:\n  - {image: d/ct.nii.gz, lesions: d/labels.nii.gz}\n", "'lesions' needs 'lungs' too"),
 ])
 def test_malformed_lists_name_the_file_and_the_problem(tmp_path, body, problem):
     toy_volume(tmp_path / "d")

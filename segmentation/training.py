@@ -11,7 +11,7 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
    lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
 2. :func:`train`: a MONAI ``CacheDataset`` over the cached cases, random transforms (lesion synthesis,
-   left-right flip with label swap, crop, affine scaling = spacing variety, blur = kernel and slice
+   left-right flip with label swap, crop, affine scaling = spacing variety, optional smooth deformation = anatomy variety, blur = kernel and slice
    thickness variety, noise, intensity scale/shift), a U-Net (:mod:`segmentation.network`), Dice + CE
    on the lung head and Dice + BCE on the lesion head, AdamW with cosine decay, mixed precision on CUDA.
    Writes ``model.safetensors``, ``model.yaml``, ``manifest.json`` (sha256) and ``train_log.json``.
@@ -58,6 +58,11 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "hard_negative_weight": 0.0,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,
+    # anatomy variety from few backgrounds: a random smooth deformation (MONAI RandSmoothDeformd, a coarse
+    # random field of control points upsampled to the crop) bends domes, lung contours and the mediastinum;
+    # displacement up to deform_range x half the crop (0.1: ~12-16 mm); 0 = off
+    "deform_prob": 0.0,
+    "deform_range": 0.1,
 }
 
 
@@ -296,6 +301,7 @@ def _monai_transforms(cfg: dict[str, Any]):
         RandGaussianNoised,
         RandGaussianSmoothd,
         Randomizable,
+        RandSmoothDeformd,
         RandScaleIntensityd,
         RandShiftIntensityd,
         RandSpatialCropd,
@@ -381,6 +387,10 @@ def _monai_transforms(cfg: dict[str, Any]):
         # spacing/field-of-view variety: +-15 % scale, small rotations
         RandAffined(keys, prob=0.7, rotate_range=(0.15, 0.08, 0.08), scale_range=(0.15, 0.15, 0.15),
                     mode=("bilinear", "nearest", "nearest"), padding_mode="zeros"),
+        *([RandSmoothDeformd(keys, spatial_size=roi, rand_size=(4, 5, 5), prob=float(cfg["deform_prob"]),
+                             def_range=float(cfg["deform_range"]), field_mode="trilinear",
+                             grid_mode=("bilinear", "nearest", "nearest"), align_corners=True)]
+          if float(cfg.get("deform_prob", 0.0)) > 0 else []),
         # reconstruction kernel / slice thickness variety: blur, stronger along z
         RandGaussianSmoothd(["image"], prob=0.4, sigma_x=(0.0, 1.5), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8)),
         RandGaussianNoised(["image"], prob=0.5, mean=0.0, std=0.02),

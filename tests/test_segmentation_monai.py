@@ -313,6 +313,39 @@ def test_focus_loss_terms():
     assert float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2)) > base + 1.0
 
 
+def test_smooth_deformation_bends_image_and_labels_together(tmp_path):
+    """``deform_prob`` adds MONAI's RandSmoothDeformd: image and labels move together (labels stay
+    0/1/2, nearest), the anatomy is bent, and with ``deform_prob: 0`` the chain is unchanged."""
+    from segmentation.training import DEFAULT_TRAIN, _monai_transforms
+
+    img = np.full((24, 40, 48), 40, np.int16)
+    lungs = np.zeros(img.shape, np.uint8)
+    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
+    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
+    f = tmp_path / "toy.npz"
+    np.savez_compressed(f, image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    base = {**DEFAULT_TRAIN, "roi_size": [24, 40, 48], "synth": {"p_empty": 1.0}}
+
+    def sample(cfg, seed):
+        load, rand = _monai_transforms(cfg)
+        names = [type(t).__name__ for t in rand.transforms]
+        rand.set_random_state(seed)
+        return names, rand(load({"path": str(f)}))
+
+    names0, plain = sample({**base, "deform_prob": 0.0}, 3)
+    assert "RandSmoothDeformd" not in names0
+    names1, bent = sample({**base, "deform_prob": 1.0, "deform_range": 0.15}, 3)
+    assert "RandSmoothDeformd" in names1
+    lab = bent["lungs"].numpy()[0]
+    assert set(np.unique(lab)) <= {0.0, 1.0, 2.0}
+    moved = [float(np.mean(sample({**base, "deform_prob": 1.0, "deform_range": 0.15}, s)[1]["lungs"].numpy()[0]
+                           != sample({**base, "deform_prob": 0.0}, s)[1]["lungs"].numpy()[0])) for s in (3, 4)]
+    assert min(moved) > 0.01  # the lung contours are bent, not just copied
+    # the image follows its labels: deformed lung voxels stay air-dense, deformed tissue stays dense
+    im = bent["image"].numpy()[0]
+    assert im[lab > 0].mean() < 0.2 and (lab[im > 0.6] == 0).mean() > 0.95
+
+
 def test_train_config_file_and_unknown_keys(tmp_path):
     """``--train-config`` YAML reaches the training loop (incl. synthesis options); typos are refused."""
     from pipeline.cli import main

@@ -91,6 +91,9 @@ def validate(cfg: dict[str, Any]) -> None:
     for a, b in zip(order, order[1:]):
         if bands[a][1] > bands[b][0]:
             raise ConfigError(f"hu_classes.{a} overlaps hu_classes.{b}")
+    zoom = cfg["segmentation"]["monai"]["scale_tta"]
+    if not 0 <= zoom < 0.5:
+        raise ConfigError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
     if any(s <= 0 for s in cfg["resample"]["spacing_mm"]):
         raise ConfigError("resample.spacing_mm must be positive")
     z = cfg["scoring"]["zhang900"]

@@ -148,7 +148,7 @@ class MonaiSegmenter:
         from segmentation.network import build_network
 
         seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
-        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta}
+        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta, scale_tta}
         self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         weights_path = weights_path or self.options.get("weights")
         folder = Path(weights_path) if weights_path else WEIGHTS_DIR
@@ -164,6 +164,10 @@ class MonaiSegmenter:
         self.net.eval().to(self.device)
         self.lesion_threshold = float(self.options.get("lesion_threshold", self.meta.get("lesion_threshold", 0.5)))
         self.flip_tta = bool(self.options.get("flip_tta", self.meta.get("flip_tta", True)))
+        zoom = float(self.options.get("scale_tta", self.meta.get("scale_tta", 0.15)))
+        if not 0.0 <= zoom < 0.5:
+            raise ValueError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
+        self.scales = (1.0,) if zoom == 0 else (1.0 - zoom, 1.0, 1.0 + zoom)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         from monai.inferers import SlidingWindowInferer
@@ -181,27 +185,36 @@ class MonaiSegmenter:
         return "monai-" + self.hashes["model.safetensors"][:16]
 
     def predict_logits(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Any:
-        """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32)."""
+        """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32).
+
+        The mean of the logits over the views of the test-time augmentation: the scan at each zoom of
+        :attr:`scales` (1 and 1 +- ``scale_tta``), each also mirrored left-right when ``flip_tta``.
+        """
         import torch
 
         from segmentation.network import normalize_hu
 
         msp = np.asarray(self.meta["model_spacing_mm"], float)
-        shape = np.asarray(hu.shape)
-        size = tuple(int(v) for v in np.maximum(1, np.round(shape * np.asarray(spacing, float) / msp)))
+        extent = np.asarray(hu.shape) * np.asarray(spacing, float)  # mm
+        size = tuple(int(v) for v in np.maximum(1, np.round(extent / msp)))
+        cap = np.asarray(self.meta.get("inference_roi_size", self.meta["roi_size"]))
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
-            x = normalize_hu(resize_to(x, size), tuple(self.meta["hu_window"])).to(self.device)
-            # one window when the scan fits (no padding beyond the next multiple of 16), else sliding
-            cap = np.asarray(self.meta.get("inference_roi_size", self.meta["roi_size"]))
-            roi = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(size) / 16.0) * 16, cap))
-            self.inferer.roi_size = roi
-            y = self._infer(x)
-            if self.flip_tta:
-                # mirror x (patient left-right): the right and left lung channels trade places
-                yf = torch.flip(self._infer(torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
-                y = (y + yf) / 2
-            return y[0].float().cpu()
+            x0 = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+            acc = None
+            for f in self.scales:
+                # zoom f: the scan seen as if its voxels were f times larger (anatomy f times bigger)
+                sz = tuple(int(v) for v in np.maximum(1, np.round(extent * f / msp)))
+                x = normalize_hu(resize_to(x0, sz), tuple(self.meta["hu_window"])).to(self.device)
+                # one window when the scan fits (no padding beyond the next multiple of 16), else sliding
+                self.inferer.roi_size = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(sz) / 16.0) * 16, cap))
+                y = self._infer(x)
+                if self.flip_tta:
+                    # mirror x (patient left-right): the right and left lung channels trade places
+                    yf = torch.flip(self._infer(torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
+                    y = (y + yf) / 2
+                y = resize_to(y.float(), size)
+                acc = y if acc is None else acc + y
+            return (acc / len(self.scales))[0].float().cpu()
 
     def _infer(self, x: Any) -> Any:
         import torch

@@ -107,6 +107,43 @@ def test_flip_tta_is_a_config_key(tmp_path):
     assert load_config([], [])["segmentation"]["monai"]["flip_tta"] is True
 
 
+def test_scale_tta_is_the_mean_over_three_zooms(tmp_path):
+    """With ``scale_tta`` z the logits are the mean of the passes on the scan zoomed by 1 - z, 1, 1 + z
+    (each brought back to the model grid of zoom 1); 0 means one zoom."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from segmentation.monai_segmenter import MonaiSegmenter
+
+    rng = np.random.default_rng(2)
+    hu = rng.normal(-300, 400, (16, 32, 40)).astype(np.float32)
+    sp = (4.0, 4.0, 4.0)
+    folder = tiny_weights(tmp_path / "w")
+    multi = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"scale_tta": 0.2}}})
+    assert multi.scales == (0.8, 1.0, 1.2)
+    one = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"scale_tta": 0.0}}})
+    assert one.scales == (1.0,)
+    base = one.predict_logits(hu, sp)
+    views = [F.interpolate(one.predict_logits(hu, tuple(s * f for s in sp))[None], size=tuple(base.shape[1:]),
+                           mode="trilinear", align_corners=False)[0] for f in (0.8, 1.2)]
+    assert views[0].shape == base.shape and not torch.allclose(views[0], base, atol=1e-3)
+    torch.testing.assert_close(multi.predict_logits(hu, sp), (base + views[0] + views[1]) / 3, atol=1e-5, rtol=1e-4)
+
+
+def test_scale_tta_is_a_config_key(tmp_path):
+    """``segmentation.monai.scale_tta`` is documented (default 0.15), reaches the segmenter, and a value
+    outside [0, 0.5) is refused naming the key."""
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    from segmentation.factory import build_segmenter
+
+    assert load_config([], [])["segmentation"]["monai"]["scale_tta"] == 0.15
+    cfg = load_config([], ["segmentation.method=" + str(tiny_weights(tmp_path / "w")),
+                           "segmentation.monai.scale_tta=0", "segmentation.device=cpu"])
+    assert build_segmenter(cfg).scales == (1.0,)
+    with pytest.raises(ConfigError, match="scale_tta"):
+        load_config([], ["segmentation.monai.scale_tta=0.7"])
+
+
 def test_argmax3_equals_torch_argmax_including_ties():
     from segmentation.monai_segmenter import argmax3
 

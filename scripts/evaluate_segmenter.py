@@ -50,13 +50,15 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 
 
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
-             real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True) -> dict:
+             real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
+             scale_tta: float = 0.15) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
     from segmentation.synth import synthesize
 
-    model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": {"flip_tta": flip_tta}}})
+    model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": {"flip_tta": flip_tta,
+                                                                                    "scale_tta": scale_tta}}})
     teacher = ClassicalSegmenter()
     hu, sp = working_grid(series, spacing_xyz)
     voxel_ml = float(np.prod(sp)) / 1000.0
@@ -66,7 +68,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     t = time.perf_counter()
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
-    res: dict = {"series": series.name, "model_id": model.model_id, "flip_tta": flip_tta, "working_spacing_zyx": sp,
+    res: dict = {"series": series.name, "model_id": model.model_id, "flip_tta": flip_tta, "scale_tta": scale_tta,
+                 "working_spacing_zyx": sp,
                  "segment_s_clean": seg_s,
                  "lung_dice_right": dice(clean.lungs == 1, ref == 1), "lung_dice_left": dice(clean.lungs == 2, ref == 2),
                  "lung_ml_model": float((clean.lungs > 0).sum() * voxel_ml),
@@ -138,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", action="store_true", help="also score the classical segmenter")
     ap.add_argument("--no-flip-tta", action="store_true",
                     help="one network pass (no averaging with the left-right mirror image)")
+    ap.add_argument("--scale-tta", type=float, default=0.15,
+                    help="zoom of the scale test-time augmentation (0: one zoom; default as configs/default.yaml)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     real = [Path(r) if Path(r).exists() else data / r for r in args.real]
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
-                   args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta)
+                   args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
+                   scale_tta=args.scale_tta)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

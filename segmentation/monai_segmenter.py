@@ -188,7 +188,9 @@ class MonaiSegmenter:
         """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32).
 
         The mean of the logits over the views of the test-time augmentation: the scan at each zoom of
-        :attr:`scales` (1 and 1 +- ``scale_tta``), each also mirrored left-right when ``flip_tta``.
+        :attr:`scales` (1 and 1 +- ``scale_tta``); at zoom 1 the mean of the scan and its left-right
+        mirror image when ``flip_tta`` (mirroring the zoomed views too costs two more passes and measured
+        no better, see the model card).
         """
         import torch
 
@@ -208,7 +210,7 @@ class MonaiSegmenter:
                 # one window when the scan fits (no padding beyond the next multiple of 16), else sliding
                 self.inferer.roi_size = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(sz) / 16.0) * 16, cap))
                 y = self._infer(x)
-                if self.flip_tta:
+                if self.flip_tta and f == 1.0:
                     # mirror x (patient left-right): the right and left lung channels trade places
                     yf = torch.flip(self._infer(torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
                     y = (y + yf) / 2

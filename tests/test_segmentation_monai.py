@@ -81,12 +81,12 @@ def test_flip_tta_makes_the_output_mirror_equivariant(tmp_path):
     hu = rng.normal(-300, 400, (16, 32, 40)).astype(np.float32)
     sp = (4.0, 4.0, 4.0)
     folder = tiny_weights(tmp_path / "w")
-    tta = MonaiSegmenter(folder, device="cpu")
+    tta = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"scale_tta": 0.0}}})
     assert tta.flip_tta
     a = tta.predict_logits(hu, sp)
     b = tta.predict_logits(np.ascontiguousarray(hu[..., ::-1]), sp)
     torch.testing.assert_close(torch.flip(b, [-1])[[0, 2, 1, 3]], a, atol=1e-5, rtol=1e-4)
-    one = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"flip_tta": False}}})
+    one = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"flip_tta": False, "scale_tta": 0.0}}})
     assert not one.flip_tta
     a1 = one.predict_logits(hu, sp)
     b1 = one.predict_logits(np.ascontiguousarray(hu[..., ::-1]), sp)
@@ -108,8 +108,9 @@ def test_flip_tta_is_a_config_key(tmp_path):
 
 
 def test_scale_tta_is_the_mean_over_three_zooms(tmp_path):
-    """With ``scale_tta`` z the logits are the mean of the passes on the scan zoomed by 1 - z, 1, 1 + z
-    (each brought back to the model grid of zoom 1); 0 means one zoom."""
+    """With ``scale_tta`` z the logits are the mean of the views zoomed by 1 - z, 1, 1 + z (each brought
+    back to the model grid of zoom 1; the view at zoom 1 is itself the mean with the mirror image); 0 means
+    one zoom."""
     import torch.nn.functional as F  # noqa: N812
 
     from segmentation.monai_segmenter import MonaiSegmenter
@@ -123,7 +124,8 @@ def test_scale_tta_is_the_mean_over_three_zooms(tmp_path):
     one = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"scale_tta": 0.0}}})
     assert one.scales == (1.0,)
     base = one.predict_logits(hu, sp)
-    views = [F.interpolate(one.predict_logits(hu, tuple(s * f for s in sp))[None], size=tuple(base.shape[1:]),
+    single = MonaiSegmenter(folder, device="cpu", cfg={"segmentation": {"monai": {"scale_tta": 0.0, "flip_tta": False}}})
+    views = [F.interpolate(single.predict_logits(hu, tuple(s * f for s in sp))[None], size=tuple(base.shape[1:]),
                            mode="trilinear", align_corners=False)[0] for f in (0.8, 1.2)]
     assert views[0].shape == base.shape and not torch.allclose(views[0], base, atol=1e-3)
     torch.testing.assert_close(multi.predict_logits(hu, sp), (base + views[0] + views[1]) / 3, atol=1e-5, rtol=1e-4)

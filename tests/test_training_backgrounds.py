@@ -142,3 +142,37 @@ def test_shipped_background_list():
     ml = [(case["lungs"] == k).sum() * 2.5 ** 3 / 1000 for k in (1, 2)]
     assert 1500 < ml[0] < 4000 and 1500 < ml[1] < 4000
     assert np.nonzero(case["lungs"] == 1)[2].mean() < np.nonzero(case["lungs"] == 2)[2].mean()
+
+
+def test_recipe_stage_with_its_own_backgrounds_file(tmp_path):
+    """A recipe stage may name its own background list (``backgrounds_file``): that stage trains on
+    those cases, the others on the command's; a bad list is refused before any training."""
+    import json
+
+    from pipeline.cli import main
+    from pipeline.errors import EXIT_USAGE
+
+    toy_volume(tmp_path / "d")
+    write_list(tmp_path / "bg.yaml", "backgrounds:\n  - name: toy\n    image: d/ct.nii.gz\n"
+               "    lungs: d/labels.nii.gz\n    right: [12, 524, 780]\n    left: [9, 777]\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    img = np.full((24, 40, 48), 40, np.int16)
+    lungs = np.zeros(img.shape, np.uint8)
+    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
+    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
+    np.savez_compressed(cache / "base.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    (tmp_path / "data" / "base").mkdir(parents=True)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nstages:\n  - {name: a}\n"
+                      f"  - {{name: b, backgrounds_file: {tmp_path / 'bg.yaml'}, deform_prob: 1.0}}\n")
+    common = ["train", "--data", str(tmp_path / "data"), "--backgrounds", "base", "--cache", str(cache),
+              "--iterations", "1", "--batch-size", "1", "--num-workers", "0", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "out"), "--train-config", str(recipe)]) == 0
+    log_a = json.loads((tmp_path / "out" / "train_log_a.json").read_text())
+    log_b = json.loads((tmp_path / "out" / "train_log_b.json").read_text())
+    assert log_a["cases"] == ["base"] and log_b["cases"] == ["toy"]
+    assert "backgrounds_file" not in log_b["cfg"] and log_b["cfg"]["deform_prob"] == 1.0
+    recipe.write_text("stages:\n  - {name: a}\n  - {name: b, backgrounds_file: missing.yaml}\n")
+    assert main(common + ["--out", str(tmp_path / "out2"), "--train-config", str(recipe)]) == EXIT_USAGE
+    assert not (tmp_path / "out2").exists()

@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML of training options (keys of segmentation.training.DEFAULT_TRAIN; 'synth': "
                         "keys of segmentation.synth.DEFAULTS; 'stages': a list of such option sets run one "
                         "after the other, each from the weights of the one before = a whole recipe, e.g. "
-                        "segmentation/weights/recipe.yaml); command-line options win over the top level")
+                        "segmentation/weights/recipe.yaml; a stage's 'backgrounds_file' trains it on that list); "
+                        "command-line options win over the top level")
     p.add_argument("--init", default=None, help="fine-tune from this model.safetensors")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -117,8 +118,6 @@ def main(args: argparse.Namespace) -> int:
             print(f"ctscore train: background folders not found and not cached: {missing}")
             return EXIT_USAGE
         log.info("using cached cases %s", [p.stem for p in files])
-    if args.prepare_only:
-        return EXIT_OK
     cfg: dict = {}
     stages: list[dict] = [{}]
     if args.train_config:
@@ -126,13 +125,33 @@ def main(args: argparse.Namespace) -> int:
         if problem:
             print(f"ctscore train: {args.train_config}: {problem}")
             return EXIT_USAGE
+    # a stage (or the whole file) may name its own background list: cached now, before any training
+    stage_files: list[list[Path]] = []
+    for i, stage in enumerate(stages):
+        bfile = stage.get("backgrounds_file", cfg.get("backgrounds_file"))
+        if not bfile:
+            stage_files.append(files)
+            continue
+        try:
+            srcs = read_backgrounds_file(bfile)
+            if any(b.name == HELD_OUT_BACKGROUND for b in srcs):
+                log.warning("%s is the held-out evaluation background; training on it voids the metrics",
+                            HELD_OUT_BACKGROUND)
+            stage_files.append(prepare_cache(srcs, cache, DEFAULT_TRAIN["model_spacing_mm"]))
+        except ValueError as exc:
+            print(f"ctscore train: {args.train_config}: stages[{i}] backgrounds_file: {exc}")
+            return EXIT_USAGE
+    cfg.pop("backgrounds_file", None)
+    stages = [{k: v for k, v in st.items() if k != "backgrounds_file"} for st in stages]
+    if args.prepare_only:
+        return EXIT_OK
     cfg.update({k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
                                   "batch_size": args.batch_size, "num_workers": args.num_workers,
                                   "seed": args.seed, "lr": args.lr}.items() if v is not None})
     if args.p_empty is not None:
         cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": args.p_empty}
     if len(stages) == 1:
-        train(files, args.out, {**cfg, **stages[0]}, device=args.device, init_weights=args.init)
+        train(stage_files[0], args.out, {**cfg, **stages[0]}, device=args.device, init_weights=args.init)
         return EXIT_OK
     # a recipe: each stage starts from the weights of the one before; the last one's files go to --out
     out = Path(args.out)
@@ -142,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
         st = {k: v for k, v in stage.items() if k != "name"}
         merged = {**cfg, **st, "synth": {**(cfg.get("synth") or {}), **(st.get("synth") or {})}}
         log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
-        info = train(files, out / "stages" / name, merged, device=args.device, init_weights=init)
+        info = train(stage_files[i], out / "stages" / name, merged, device=args.device, init_weights=init)
         init = str(out / "stages" / name / "model.safetensors")
         shutil.copy2(out / "stages" / name / "train_log.json", out / f"train_log_{name}.json")
         log.info("stage %s: %d iterations, %.1f min", name, info["iterations"], info["wall_s"] / 60)
@@ -156,7 +175,8 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
 
     Keys are those of :data:`segmentation.training.DEFAULT_TRAIN`, ``synth`` takes those of
     :data:`segmentation.synth.DEFAULTS`; an optional ``stages`` list (each a dict of the same keys plus
-    ``name``) makes the file a multi-stage recipe.
+    ``name``) makes the file a multi-stage recipe. ``backgrounds_file`` (top level or per stage) trains
+    that stage on the backgrounds listed there (as ``--backgrounds-file``) instead of the command's.
     """
     import yaml
 
@@ -175,7 +195,7 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
         if not isinstance(d, dict):
             problems.append(f"{where or 'top level'} is not a mapping")
             continue
-        problems += [f"{where}{k}" for k in sorted(set(d) - set(DEFAULT_TRAIN) - {"synth", "name"})]
+        problems += [f"{where}{k}" for k in sorted(set(d) - set(DEFAULT_TRAIN) - {"synth", "name", "backgrounds_file"})]
         problems += [f"{where}synth.{k}" for k in (d.get("synth") or {}) if k not in SYNTH_DEFAULTS]
     return doc, stages, (f"unknown option(s) {problems}" if problems else None)
 

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from segmentation.base import Segmenter  # noqa: E402
+from tests.toy_cases import toy_cached_case  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "segmentation" / "weights"
 
@@ -357,12 +358,7 @@ def test_smooth_deformation_bends_image_and_labels_together(tmp_path):
     0/1/2, nearest), the anatomy is bent, and with ``deform_prob: 0`` the chain is unchanged."""
     from segmentation.training import DEFAULT_TRAIN, _monai_transforms
 
-    img = np.full((24, 40, 48), 40, np.int16)
-    lungs = np.zeros(img.shape, np.uint8)
-    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
-    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
-    f = tmp_path / "toy.npz"
-    np.savez_compressed(f, image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    f = toy_cached_case(tmp_path / "toy.npz")
     base = {**DEFAULT_TRAIN, "roi_size": [24, 40, 48], "synth": {"p_empty": 1.0}}
 
     def sample(cfg, seed):
@@ -392,11 +388,7 @@ def test_train_config_file_and_unknown_keys(tmp_path):
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    img = np.full((24, 40, 48), 40, np.int16)
-    lungs = np.zeros(img.shape, np.uint8)
-    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
-    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
-    np.savez_compressed(cache / "toy.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    toy_cached_case(cache / "toy.npz")
     (tmp_path / "data" / "toy").mkdir(parents=True)
     cfg = tmp_path / "t.yaml"
     cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nlesion_lung_weight: 1.0\n"
@@ -438,17 +430,8 @@ def test_train_command_runs_two_iterations(tmp_path):
     """``ctscore train`` end to end on a tiny cached case (CPU, 2 iterations)."""
     from pipeline.cli import main
 
-    rng = np.random.default_rng(0)
-    img = np.full((24, 40, 48), 40, np.int16)
-    lungs = np.zeros(img.shape, np.uint8)
-    img[4:20, 8:32, 4:22] = -850
-    lungs[4:20, 8:32, 4:22] = 1
-    img[4:20, 8:32, 26:44] = -850
-    lungs[4:20, 8:32, 26:44] = 2
-    img += rng.normal(0, 10, img.shape).astype(np.int16)
     cache = tmp_path / "cache"
-    cache.mkdir()
-    np.savez_compressed(cache / "toy.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    toy_cached_case(cache / "toy.npz", noise_hu=10.0)
     data = tmp_path / "data"
     (data / "toy").mkdir(parents=True)  # an empty folder: the cached case is used
     import segmentation.training as tr

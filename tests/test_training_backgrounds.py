@@ -15,6 +15,7 @@ import pytest
 sitk = pytest.importorskip("SimpleITK")
 
 from segmentation.training import Background, prepare_case, read_backgrounds_file  # noqa: E402
+from tests.toy_cases import toy_cached_case  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CTSCORE_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -157,11 +158,7 @@ def test_recipe_stage_with_its_own_backgrounds_file(tmp_path):
                "    lungs: d/labels.nii.gz\n    right: [12, 524, 780]\n    left: [9, 777]\n")
     cache = tmp_path / "cache"
     cache.mkdir()
-    img = np.full((24, 40, 48), 40, np.int16)
-    lungs = np.zeros(img.shape, np.uint8)
-    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
-    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
-    np.savez_compressed(cache / "base.npz", image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    toy_cached_case(cache / "base.npz")
     (tmp_path / "data" / "base").mkdir(parents=True)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nstages:\n  - {name: a}\n"

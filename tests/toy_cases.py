@@ -1,0 +1,20 @@
+"""A tiny cached training case (the ``.npz`` layout of :func:`segmentation.training.prepare_case`):
+two air boxes (right lung 1, left lung 2) in soft tissue, 3 mm voxels. Shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def toy_cached_case(path: Path, noise_hu: float = 0.0) -> Path:
+    img = np.full((24, 40, 48), 40, np.int16)
+    lungs = np.zeros(img.shape, np.uint8)
+    img[4:20, 8:32, 4:22], lungs[4:20, 8:32, 4:22] = -850, 1
+    img[4:20, 8:32, 26:44], lungs[4:20, 8:32, 26:44] = -850, 2
+    if noise_hu:
+        img += np.random.default_rng(0).normal(0, noise_hu, img.shape).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, image=img, lungs=lungs, spacing=np.array([3.0, 3.0, 3.0], np.float32))
+    return path

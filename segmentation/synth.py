@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "p_uniform_centre": 0.2,  # share of centres drawn without the peripheral weighting
     "posterior_bias": 1.5,
     "basal_bias": 1.5,
+    "medial_bias": 0.0,  # extra weight towards the midline (mediastinal pleura, paratracheal apex); 0 = off
     "p_pleural_consolidation": 0.7,  # large consolidations centred on the pleura
     "p_air_bronchogram": 0.5,
     "vessel_gain": 0.3,  # share of the GGO attenuation added to voxels already dense (vessels)
@@ -129,6 +130,12 @@ def centre_weights(lungs: np.ndarray, spacing: np.ndarray, stride: np.ndarray, p
     yn = (np.arange(lc.shape[1]) - y0) / (y1 - y0)  # 0 anterior, 1 posterior
     w = w * (1.0 + p["basal_bias"] * np.clip(1.0 - zn, 0, 1))[:, None, None]
     w = w * (1.0 + p["posterior_bias"] * np.clip(yn, 0, 1))[None, :, None]
+    if p.get("medial_bias", 0.0):
+        _, _, xx = np.nonzero(inside)
+        x0, x1 = xx.min(), xx.max() + 1e-6
+        # 1 on the midline of the lungs' left-right extent, 0 at their lateral edges
+        xm = 1.0 - np.abs(np.arange(lc.shape[2]) - (x0 + x1) / 2.0) / ((x1 - x0) / 2.0)
+        w = w * (1.0 + p["medial_bias"] * np.clip(xm, 0, 1))[None, None, :]
     w = w * inside
     return lc, w, dist
 

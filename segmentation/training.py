@@ -55,6 +55,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # lesion voxels in the lung head (consolidated lung is lung, above all at the pleura) and
     # dense non-lung voxels next to the lung (mediastinal fat, heart border, diaphragm) in both heads
     "lesion_lung_weight": 0.0,
+    # dense lesion voxels (denser than hard_negative_hu: consolidation, which looks like mediastinum or chest
+    # wall) once more, in both heads: lung in the lung head, lesion in the lesion head
+    "dense_lesion_weight": 0.0,
     "hard_negative_weight": 0.0,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,
@@ -453,6 +456,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     bce = torch.nn.BCEWithLogitsLoss()
     use_amp = dev.type == "cuda"
     w_les, w_hn = float(c["lesion_lung_weight"]), float(c["hard_negative_weight"])
+    w_dense = float(c["dense_lesion_weight"])
     lo, hi = (float(v) for v in c["hu_window"])
     hn_thr = (float(c["hard_negative_hu"]) - lo) / (hi - lo)
     hn_r = max(1, int(round(float(c["hard_negative_mm"]) / float(min(c["model_spacing_mm"])))))
@@ -472,7 +476,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             l1 = lung_loss(logits[:, 0:3], yl)
             l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
             loss = l1 + float(c["lesion_weight"]) * l2
-            lf = focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r) if (w_les > 0 or w_hn > 0) else None
+            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense)
+                  if (w_les > 0 or w_hn > 0 or w_dense > 0) else None)
             if lf is not None:
                 loss = loss + lf
             opt.zero_grad(set_to_none=True)
@@ -521,14 +526,18 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,
-               radius: int) -> Any:
+               radius: int, w_dense: float = 0.0) -> Any:
     """Voxel-weighted cross-entropy on the places the plain losses under-weight.
 
     - lesion voxels, lung head: a consolidated voxel must still be right or left lung (pleural
       consolidation looks like chest wall; the Dice/CE averages let the network give it away);
+    - dense lesion voxels (denser than ``hu_thr``), both heads: consolidation has the density of the
+      mediastinum and chest wall it touches, so it is the part the network gives away; it must be lung in
+      the lung head and lesion in the lesion head (``w_dense``);
     - hard negatives, both heads: voxels outside the lung within ``radius`` voxels of it and denser than
       ``hu_thr`` (normalised), i.e. mediastinal and pericardial fat, heart border, diaphragm, chest wall,
-      must be background and not lesion.
+      must be background and not lesion. The two dense terms pull in opposite directions on voxels of the
+      same density, so the network has to tell them apart by shape and context.
     Each term is a mean over its own voxels (0 when there are none), times its weight.
     """
     import torch.nn.functional as F  # noqa: N812
@@ -539,6 +548,12 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     les = ys > 0.5
     if w_lesion > 0 and bool(les.any()):
         out = out + w_lesion * ce[les].mean()
+    bce_les = None
+    if w_dense > 0:
+        dense = les & (x > hu_thr)
+        if bool(dense.any()):
+            bce_les = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
+            out = out + w_dense * (ce[dense].mean() + bce_les[dense].mean())
     if w_hard > 0:
         k = 2 * radius + 1
         near = lung
@@ -546,8 +561,9 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
             near = F.max_pool3d(near, ks, stride=1, padding=tuple(v // 2 for v in ks))
         hard = (near > 0) & (lung == 0) & (x > hu_thr)
         if bool(hard.any()):
-            bce = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
-            out = out + w_hard * (ce[hard].mean() + bce[hard].mean())
+            if bce_les is None:
+                bce_les = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
+            out = out + w_hard * (ce[hard].mean() + bce_les[hard].mean())
     return out
 
 

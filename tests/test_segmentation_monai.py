@@ -377,6 +377,37 @@ def test_focus_loss_terms():
     assert float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2)) > base + 1.0
 
 
+def test_focus_loss_dense_lesion_term():
+    """The dense-lesion term weighs only lesion voxels denser than the threshold, in both heads: dense
+    consolidation called background (lung head) or not lesion (lesion head) costs; faint ground glass the
+    term does not see."""
+    from segmentation.training import focus_loss
+
+    x = torch.zeros(1, 1, 8, 16, 16)
+    yl = torch.zeros(1, 1, 8, 16, 16)
+    yl[..., 2:6, 4:12, 2:10] = 1
+    ys = torch.zeros_like(yl)
+    ys[..., 3:5, 6:9, 3:9] = 1
+    x[..., 3:5, 6:9, 3:6] = 0.8  # dense half of the lesion (consolidation); the other half stays faint
+    good = torch.full((1, 4, 8, 16, 16), -5.0)
+    good[:, 0] = 5.0
+    good[:, 0][yl[:, 0] == 1] = -5.0
+    good[:, 1][yl[:, 0] == 1] = 5.0
+    good[:, 3][ys[:, 0] == 1] = 5.0
+    base = float(focus_loss(good, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0))
+    assert base < 0.01
+    dense_lost = good.clone()
+    dense_lost[:, 0][..., 3:5, 6:9, 3:6] = 10.0  # the consolidation called background
+    assert float(focus_loss(dense_lost, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0)) > base + 5.0
+    assert float(focus_loss(dense_lost, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=0.0)) == 0.0
+    missed = good.clone()
+    missed[:, 3][..., 3:5, 6:9, 3:6] = -5.0  # the consolidation not called lesion
+    assert float(focus_loss(missed, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0)) > base + 4.0
+    faint_lost = good.clone()
+    faint_lost[:, 0][..., 3:5, 6:9, 6:9] = 10.0  # the faint half called background: not this term's business
+    assert float(focus_loss(faint_lost, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0)) == pytest.approx(base)
+
+
 def test_smooth_deformation_bends_image_and_labels_together(tmp_path):
     """``deform_prob`` adds MONAI's RandSmoothDeformd: image and labels move together (labels stay
     0/1/2, nearest), the anatomy is bent, and with ``deform_prob: 0`` the chain is unchanged."""

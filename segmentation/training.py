@@ -548,12 +548,12 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     les = ys > 0.5
     if w_lesion > 0 and bool(les.any()):
         out = out + w_lesion * ce[les].mean()
-    bce_les = None
+    if w_dense > 0 or w_hard > 0:  # per-voxel lesion-head loss, shared by the two dense terms
+        bce = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
     if w_dense > 0:
         dense = les & (x > hu_thr)
         if bool(dense.any()):
-            bce_les = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
-            out = out + w_dense * (ce[dense].mean() + bce_les[dense].mean())
+            out = out + w_dense * (ce[dense].mean() + bce[dense].mean())
     if w_hard > 0:
         k = 2 * radius + 1
         near = lung
@@ -561,9 +561,7 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
             near = F.max_pool3d(near, ks, stride=1, padding=tuple(v // 2 for v in ks))
         hard = (near > 0) & (lung == 0) & (x > hu_thr)
         if bool(hard.any()):
-            if bce_les is None:
-                bce_les = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
-            out = out + w_hard * (ce[hard].mean() + bce_les[hard].mean())
+            out = out + w_hard * (ce[hard].mean() + bce[hard].mean())
     return out
 
 

@@ -483,7 +483,7 @@ def test_shipped_recipe_is_valid():
 
 
 def test_cpu_recipe_fits_in_90_minutes():
-    """configs/training/cpu_recipe.yaml (training from scratch without a GPU) starts from nothing, trains on the
+    """configs/training/cpu_recipe.yaml (training from scratch without a GPU) trains on the
     listed backgrounds (normal001, the evaluation scan, not among them) and its stages' time limits add up to
     under 90 minutes, the issue's aim for the 2-core machine (caching the backgrounds adds about half a minute)."""
     from pipeline.commands.train import read_train_config

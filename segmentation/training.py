@@ -58,6 +58,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # dense lesion voxels (denser than hard_negative_hu: consolidation, which looks like mediastinum or chest
     # wall) once more, in both heads: lung in the lung head, lesion in the lesion head
     "dense_lesion_weight": 0.0,
+    # which heads the dense-lesion term acts on: "both", or "lung" (dense consolidation must be lung; the
+    # lesion head keeps only the plain losses, so the term cannot teach it to call dense fat lesion)
+    "dense_lesion_heads": "both",
     "hard_negative_weight": 0.0,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,
@@ -457,6 +460,9 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     use_amp = dev.type == "cuda"
     w_les, w_hn = float(c["lesion_lung_weight"]), float(c["hard_negative_weight"])
     w_dense = float(c["dense_lesion_weight"])
+    dense_heads = str(c["dense_lesion_heads"])
+    if dense_heads not in ("both", "lung"):
+        raise ValueError(f"dense_lesion_heads must be 'both' or 'lung', got {dense_heads!r}")
     lo, hi = (float(v) for v in c["hu_window"])
     hn_thr = (float(c["hard_negative_hu"]) - lo) / (hi - lo)
     hn_r = max(1, int(round(float(c["hard_negative_mm"]) / float(min(c["model_spacing_mm"])))))
@@ -476,7 +482,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             l1 = lung_loss(logits[:, 0:3], yl)
             l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
             loss = l1 + float(c["lesion_weight"]) * l2
-            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense)
+            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads)
                   if (w_les > 0 or w_hn > 0 or w_dense > 0) else None)
             if lf is not None:
                 loss = loss + lf
@@ -526,14 +532,14 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,
-               radius: int, w_dense: float = 0.0) -> Any:
+               radius: int, w_dense: float = 0.0, dense_heads: str = "both") -> Any:
     """Voxel-weighted cross-entropy on the places the plain losses under-weight.
 
     - lesion voxels, lung head: a consolidated voxel must still be right or left lung (pleural
       consolidation looks like chest wall; the Dice/CE averages let the network give it away);
     - dense lesion voxels (denser than ``hu_thr``), both heads: consolidation has the density of the
       mediastinum and chest wall it touches, so it is the part the network gives away; it must be lung in
-      the lung head and lesion in the lesion head (``w_dense``);
+      the lung head and lesion in the lesion head (``w_dense``; ``dense_heads="lung"``: the lung head only);
     - hard negatives, both heads: voxels outside the lung within ``radius`` voxels of it and denser than
       ``hu_thr`` (normalised), i.e. mediastinal and pericardial fat, heart border, diaphragm, chest wall,
       must be background and not lesion. The two dense terms pull in opposite directions on voxels of the
@@ -553,7 +559,8 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     if w_dense > 0:
         dense = les & (x > hu_thr)
         if bool(dense.any()):
-            out = out + w_dense * (ce[dense].mean() + bce[dense].mean())
+            term = ce[dense].mean() + (bce[dense].mean() if dense_heads == "both" else 0.0)
+            out = out + w_dense * term
     if w_hard > 0:
         k = 2 * radius + 1
         near = lung

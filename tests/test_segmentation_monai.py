@@ -404,6 +404,11 @@ def test_focus_loss_dense_lesion_term():
     missed = good.clone()
     missed[:, 3][..., 3:5, 6:9, 3:6] = -5.0  # the consolidation not called lesion
     assert float(focus_loss(missed, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0)) > base + 4.0
+    # dense_heads="lung": the lung head still pays for dense consolidation called background, the lesion
+    # head no longer pays through this term
+    assert float(focus_loss(dense_lost, x, yl, ys, 0.0, 0.0, 0.5, 2, 1.0, "lung")) > base + 4.0
+    assert float(focus_loss(missed, x, yl, ys, 0.0, 0.0, 0.5, 2, 1.0, "lung")) == pytest.approx(
+        float(focus_loss(good, x, yl, ys, 0.0, 0.0, 0.5, 2, 1.0, "lung")))
     faint_lost = good.clone()
     faint_lost[:, 0][..., 3:5, 6:9, 6:9] = 10.0  # the faint half called background: not this term's business
     assert float(focus_loss(faint_lost, x, yl, ys, 0.0, 0.0, 0.5, 2, w_dense=1.0)) == pytest.approx(base)

@@ -12,7 +12,9 @@ On the pipeline's working grid (1.5 mm):
 - lesion Dice on synthetic insertions (segmentation.synth, seeds 1000+i) into the same scan
   (target >= 0.80; pooled over all cases, and the median per case), ``--cases`` with the default
   lesion mix plus ``--pleural-cases`` with forced pleura-touching consolidation;
-- coverage of pleura-touching synthetic consolidation by the predicted lung mask (target >= 95 %);
+- coverage of pleura-touching synthetic consolidation by the predicted lung mask (target >= 95 %),
+  pooled, and per lesion with its place (side, apical/middle/basal, anterior/posterior,
+  medial/lateral thirds of that lung), in ``pleural_lesions`` of the JSON;
 - with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures).
 """
 
@@ -36,6 +38,39 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+def thirds(v: float, lo: float, hi: float, names: tuple[str, str, str]) -> str:
+    """The name of the third of ``[lo, hi]`` that ``v`` falls in."""
+    f = (v - lo) / max(hi - lo, 1e-6)
+    return names[0] if f < 1 / 3 else names[1] if f < 2 / 3 else names[2]
+
+
+def pleural_lesions(pc: np.ndarray, pred_lungs: np.ndarray, ref: np.ndarray, voxel_ml: float) -> list[dict]:
+    """Each connected piece of pleura-touching consolidation ``pc``: volume, coverage by the predicted lung
+    mask and where it sits in the reference lung of its side (``ref``: 1 right, 2 left; arrays [z, y, x] LPS,
+    z towards the head, y towards the back, x towards the patient's left), by thirds of that lung's extent:
+    apical / middle / basal, anterior / middle / posterior, medial / middle / lateral.
+    """
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(pc)
+    out = []
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        comp = lab[sl] == i
+        idx = np.argwhere(comp) + np.array([s.start for s in sl])
+        zc, yc, xc = idx.mean(0)
+        side = int(np.bincount(ref[tuple(idx.T)], minlength=3)[1:].argmax()) + 1
+        lz, ly, lx = np.nonzero(ref == side)
+        # x grows towards the patient's left: the right lung's medial third is its high-x third
+        lat = ("lateral", "middle", "medial") if side == 1 else ("medial", "middle", "lateral")
+        out.append({"ml": float(comp.sum() * voxel_ml),
+                    "coverage": float((pred_lungs[sl][comp] > 0).mean()),
+                    "side": "right" if side == 1 else "left",
+                    "level": thirds(zc, lz.min(), lz.max(), ("basal", "middle", "apical")),
+                    "ap": thirds(yc, ly.min(), ly.max(), ("anterior", "middle", "posterior")),
+                    "ml_axis": thirds(xc, lx.min(), lx.max(), lat)})
+    return out
 
 
 def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -102,7 +137,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                "kinds": [s.kind for s in syn.specs],
                "lung_dice_right": dice(pred.lungs == 1, ref == 1), "lung_dice_left": dice(pred.lungs == 2, ref == 2),
                "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
-               "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None}
+               "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None,
+               "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml)}
         if baseline:
             b = teacher.segment(syn.hu, sp)
             row["classical_lesion_dice"] = dice(b.lesions, syn.lesions)
@@ -110,12 +146,15 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
             base_inter += int((b.lesions & syn.lesions).sum())
             base_tot += int(b.lesions.sum() + syn.lesions.sum())
             base_cov += int((pc & (b.lungs > 0)).sum())
-        log.info("case %d: %s", i, {k: v for k, v in row.items() if k != "kinds"})
+        log.info("case %d: %s", i, {k: v for k, v in row.items() if k not in ("kinds", "pleural_lesions")})
         per_case.append(row)
     res["synthetic_cases"] = per_case
     res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
     res["lesion_dice_median"] = float(np.median([r["lesion_dice"] for r in per_case])) if per_case else None
     res["pleural_consolidation_coverage"] = cov_in / cov_tot if cov_tot else None
+    # the pieces that weigh (>= 5 mL), largest first: where the lung mask gives consolidation away
+    res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
+                                     if p["ml"] >= 5.0), key=lambda p: -p["ml"])
     if baseline and base_tot:
         res["classical_lesion_dice_pooled"] = 2.0 * base_inter / base_tot
         res["classical_pleural_consolidation_coverage"] = base_cov / cov_tot if cov_tot else None

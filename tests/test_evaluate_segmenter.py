@@ -1,0 +1,38 @@
+"""scripts/evaluate_segmenter.py: the per-lesion breakdown of pleural coverage."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_segmenter", REPO / "scripts" / "evaluate_segmenter.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pleural_lesions_place_and_coverage():
+    """Two pieces of pleural consolidation in a box phantom ([z, y, x] LPS: z to the head, y to the back,
+    x to the patient's left; right lung at low x): each is reported with its volume, the share the
+    predicted lung covers and its place by thirds of its own lung."""
+    ev = load_script()
+    ref = np.zeros((30, 30, 40), np.uint8)
+    ref[:, :, 2:17] = 1  # right lung: x 2..16, its medial side at high x
+    ref[:, :, 23:38] = 2  # left lung: x 23..37, its medial side at low x
+    pc = np.zeros(ref.shape, bool)
+    pc[25:29, 0:4, 14:17] = True  # right, apical, anterior, medial: 48 voxels
+    pc[0:3, 26:30, 34:38] = True  # left, basal, posterior, lateral: 48 voxels
+    pred = ref.copy()
+    pred[25:29, 0:4, 15:17] = 0  # two of the three x columns of the right piece given away
+    out = ev.pleural_lesions(pc, pred, ref, voxel_ml=0.5)
+    assert len(out) == 2
+    by_side = {p["side"]: p for p in out}
+    r, le = by_side["right"], by_side["left"]
+    assert r["ml"] == 48 * 0.5 and le["ml"] == 48 * 0.5
+    assert abs(r["coverage"] - 1 / 3) < 1e-9 and le["coverage"] == 1.0
+    assert (r["level"], r["ap"], r["ml_axis"]) == ("apical", "anterior", "medial")
+    assert (le["level"], le["ap"], le["ml_axis"]) == ("basal", "posterior", "lateral")

@@ -36,3 +36,21 @@ def test_pleural_lesions_place_and_coverage():
     assert abs(r["coverage"] - 1 / 3) < 1e-9 and le["coverage"] == 1.0
     assert (r["level"], r["ap"], r["ml_axis"]) == ("apical", "anterior", "medial")
     assert (le["level"], le["ap"], le["ml_axis"]) == ("basal", "posterior", "lateral")
+
+
+def test_pooled_coverage_interval():
+    """The bootstrap resamples whole cases and pools by volume: identical cases give a point, a big badly
+    covered case widens it, cases without pleural consolidation are left out, one case gives None."""
+    ev = load_script()
+    same = [{"pleural_consolidation_ml": 10.0, "pleural_coverage": 0.8} for _ in range(4)]
+    lo, hi = ev.pooled_coverage_interval(same)
+    assert abs(lo - 0.8) < 1e-12 and abs(hi - 0.8) < 1e-12
+    mixed = [{"pleural_consolidation_ml": 100.0, "pleural_coverage": 0.2},
+             {"pleural_consolidation_ml": 10.0, "pleural_coverage": 1.0},
+             {"pleural_consolidation_ml": 10.0, "pleural_coverage": 1.0},
+             {"pleural_consolidation_ml": 0.0, "pleural_coverage": None}]
+    lo, hi = ev.pooled_coverage_interval(mixed)
+    pooled = (100 * 0.2 + 20 * 1.0) / 120
+    assert lo < pooled < hi
+    assert lo == 0.2 and hi == 1.0  # all-big and all-small resamples are both likely among 2000 draws
+    assert ev.pooled_coverage_interval(mixed[:1] + mixed[3:]) is None

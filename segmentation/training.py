@@ -62,6 +62,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # lesion head keeps only the plain losses, so the term cannot teach it to call dense fat lesion)
     "dense_lesion_heads": "both",
     "hard_negative_weight": 0.0,
+    # the hard-negative weight in the lung head alone (None: hard_negative_weight in both heads); a heavier lung
+    # term keeps the lung head off the mediastinum without making the lesion head cautious
+    "hard_negative_lung_weight": None,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,
     # anatomy variety from few backgrounds: a random smooth deformation (MONAI RandSmoothDeformd, a coarse
@@ -460,6 +463,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     use_amp = dev.type == "cuda"
     w_les, w_hn = float(c["lesion_lung_weight"]), float(c["hard_negative_weight"])
     w_dense = float(c["dense_lesion_weight"])
+    w_hn_lung = w_hn if c.get("hard_negative_lung_weight") is None else float(c["hard_negative_lung_weight"])
     dense_heads = str(c["dense_lesion_heads"])
     if dense_heads not in ("both", "lung"):
         raise ValueError(f"dense_lesion_heads must be 'both' or 'lung', got {dense_heads!r}")
@@ -482,8 +486,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             l1 = lung_loss(logits[:, 0:3], yl)
             l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
             loss = l1 + float(c["lesion_weight"]) * l2
-            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads)
-                  if (w_les > 0 or w_hn > 0 or w_dense > 0) else None)
+            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads, w_hn_lung)
+                  if (w_les > 0 or w_hn > 0 or w_dense > 0 or w_hn_lung > 0) else None)
             if lf is not None:
                 loss = loss + lf
             opt.zero_grad(set_to_none=True)
@@ -532,7 +536,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,
-               radius: int, w_dense: float = 0.0, dense_heads: str = "both") -> Any:
+               radius: int, w_dense: float = 0.0, dense_heads: str = "both", w_hard_lung: float | None = None) -> Any:
     """Voxel-weighted cross-entropy on the places the plain losses under-weight.
 
     - lesion voxels, lung head: a consolidated voxel must still be right or left lung (pleural
@@ -542,8 +546,9 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
       the lung head and lesion in the lesion head (``w_dense``; ``dense_heads="lung"``: the lung head only);
     - hard negatives, both heads: voxels outside the lung within ``radius`` voxels of it and denser than
       ``hu_thr`` (normalised), i.e. mediastinal and pericardial fat, heart border, diaphragm, chest wall,
-      must be background and not lesion. The two dense terms pull in opposite directions on voxels of the
-      same density, so the network has to tell them apart by shape and context.
+      must be background and not lesion (``w_hard``; ``w_hard_lung``, when given, replaces it in the lung head).
+      The two dense terms pull in opposite directions on voxels of the same density, so the network has to
+      tell them apart by shape and context.
     Each term is a mean over its own voxels (0 when there are none), times its weight.
     """
     import torch.nn.functional as F  # noqa: N812
@@ -554,6 +559,7 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     les = ys > 0.5
     if w_lesion > 0 and bool(les.any()):
         out = out + w_lesion * ce[les].mean()
+    w_hard_lung = w_hard if w_hard_lung is None else w_hard_lung
     if w_dense > 0 or w_hard > 0:  # per-voxel lesion-head loss, shared by the two dense terms
         bce = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
     if w_dense > 0:
@@ -561,14 +567,14 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
         if bool(dense.any()):
             term = ce[dense].mean() + (bce[dense].mean() if dense_heads == "both" else 0.0)
             out = out + w_dense * term
-    if w_hard > 0:
+    if w_hard > 0 or w_hard_lung > 0:
         k = 2 * radius + 1
         near = lung
         for ks in ((k, 1, 1), (1, k, 1), (1, 1, k)):  # separable dilation
             near = F.max_pool3d(near, ks, stride=1, padding=tuple(v // 2 for v in ks))
         hard = (near > 0) & (lung == 0) & (x > hu_thr)
         if bool(hard.any()):
-            out = out + w_hard * (ce[hard].mean() + bce[hard].mean())
+            out = out + w_hard_lung * ce[hard].mean() + (w_hard * bce[hard].mean() if w_hard > 0 else 0.0)
     return out
 
 

@@ -376,6 +376,17 @@ def test_focus_loss_terms():
     bad_fp = good.clone()
     bad_fp[:, 3][..., 2:6, 4:12, 7:9] = 5.0  # the dense neighbour is called lesion
     assert float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2)) > base + 1.0
+    # the lung head's own hard-negative weight: the dense neighbour called lung costs only through it, the
+    # neighbour called lesion only through the shared weight
+    bad_lung_fp = good.clone()
+    bad_lung_fp[:, 0][..., 2:6, 4:12, 7:9] = -5.0
+    bad_lung_fp[:, 1][..., 2:6, 4:12, 7:9] = 5.0  # the dense neighbour is called right lung
+    light = float(focus_loss(bad_lung_fp, x, yl, ys, 0.0, 1.0, 0.5, 2, w_hard_lung=1.0))
+    assert float(focus_loss(bad_lung_fp, x, yl, ys, 0.0, 1.0, 0.5, 2, w_hard_lung=3.0)) == pytest.approx(3 * light, abs=0.05)
+    assert float(focus_loss(bad_lung_fp, x, yl, ys, 0.0, 1.0, 0.5, 2, w_hard_lung=0.0)) < 0.01
+    assert float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2, w_hard_lung=3.0)) == pytest.approx(
+        float(focus_loss(bad_fp, x, yl, ys, 0.0, 1.0, 0.5, 2, w_hard_lung=1.0)), abs=1e-3)
+    assert float(focus_loss(bad_lung_fp, x, yl, ys, 0.0, 0.0, 0.5, 2, w_hard_lung=2.0)) > 1.0
 
 
 def test_focus_loss_dense_lesion_term():

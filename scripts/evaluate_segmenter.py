@@ -84,12 +84,11 @@ def pooled_coverage_interval(rows: list[dict], n_boot: int = 2000, seed: int = 0
     handful of cases gives a wide interval; cases, not lesions, are resampled because lesions of one case share
     an anatomy and a draw. None with fewer than two cases.
     """
-    ml = np.array([r["pleural_consolidation_ml"] for r in rows if r.get("pleural_coverage") is not None
-                   and r["pleural_consolidation_ml"] > 0], float)
-    cov = np.array([r["pleural_coverage"] for r in rows if r.get("pleural_coverage") is not None
-                    and r["pleural_consolidation_ml"] > 0], float)
-    if len(ml) < 2:
+    pairs = [(r["pleural_consolidation_ml"], r["pleural_coverage"]) for r in rows
+             if r.get("pleural_coverage") is not None and r["pleural_consolidation_ml"] > 0]
+    if len(pairs) < 2:
         return None
+    ml, cov = np.array(pairs, float).T
     idx = np.random.default_rng(seed).integers(0, len(ml), size=(n_boot, len(ml)))
     boot = (ml[idx] * cov[idx]).sum(1) / ml[idx].sum(1)
     a = (1.0 - level) / 2.0

@@ -62,8 +62,8 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # lesion head keeps only the plain losses, so the term cannot teach it to call dense fat lesion)
     "dense_lesion_heads": "both",
     "hard_negative_weight": 0.0,
-    # the hard-negative weight in the lung head alone (None: hard_negative_weight in both heads); a heavier lung
-    # term keeps the lung head off the mediastinum without making the lesion head cautious
+    # the hard-negative weight in the lung head alone (None: hard_negative_weight in both heads): to keep the
+    # lung head off the mediastinum harder than the lesion head off dense tissue (stage 12 of the model card)
     "hard_negative_lung_weight": None,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,

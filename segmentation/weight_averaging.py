@@ -1,0 +1,120 @@
+"""Averaging the weights of fine-tunes of one network (a "model soup", Wortsman et al., ICML 2022).
+
+Fine-tunes that start from the same weights stay in one basin of the loss, so the average of their
+parameters is itself a working network, and it often sits above the line joining the fine-tunes it
+came from: here the lung head of a fine-tune that covers pleural consolidation well but takes dense
+non-lung (stage 10) averaged with one that keeps the lung clean (stage 11) keeps most of the first's
+coverage and most of the second's clean lung (figures in ``segmentation/weights/MODEL_CARD.md``).
+
+:func:`average_weights` reads model folders in the layout of ``segmentation/weights``
+(``model.safetensors``, ``model.yaml``, ``manifest.json``), checks each against its manifest, and writes
+the weighted mean of their parameters as a new folder of the same layout; ``model.yaml`` records the
+sha256 and the weight of each source under ``averaged_from``. ``scripts/average_weights.py`` is the
+command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# model.yaml keys that must agree: the same network on the same input
+MUST_AGREE = ("arch", "model_spacing_mm", "hu_window")
+
+
+class AveragingError(ValueError):
+    """The model folders cannot be averaged (different networks, bad weights, bad output folder)."""
+
+
+def _folder(path: str | Path) -> Path:
+    p = Path(path)
+    return p.parent if p.is_file() else p
+
+
+def average_weights(sources: Sequence[str | Path], out: str | Path,
+                    weights: Sequence[float] | None = None) -> dict[str, Any]:
+    """Write to ``out`` the weighted mean of the parameters of the model folders ``sources``.
+
+    ``weights`` (one per source, >= 0, not all 0) are normalised to sum to 1; None = equal weights.
+    Every source is verified against its ``manifest.json`` first and must describe the same network
+    (``arch``, ``model_spacing_mm``, ``hu_window`` of ``model.yaml``; the same parameter names and
+    shapes). The other ``model.yaml`` settings (inference window, lesion threshold) are the first
+    source's. ``out`` must not exist or be empty; it is filled atomically (written beside it, then
+    renamed). Returns the new ``model.yaml`` as a dict.
+    """
+    import torch
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from segmentation.monai_segmenter import WeightsError, check_manifest
+    from segmentation.training import write_manifest
+
+    folders = [_folder(s) for s in sources]
+    if len(folders) < 2:
+        raise AveragingError(f"averaging needs at least two model folders, got {len(folders)}")
+    w = [1.0] * len(folders) if weights is None else [float(v) for v in weights]
+    if len(w) != len(folders):
+        raise AveragingError(f"{len(w)} weights for {len(folders)} model folders")
+    if any(not v >= 0 for v in w) or sum(w) <= 0:
+        raise AveragingError(f"weights must be >= 0 and not all 0, got {w}")
+    w = [v / sum(w) for v in w]
+    out = Path(out)
+    if any(out.resolve() == f.resolve() for f in folders):
+        raise AveragingError(f"output {out} is one of the source folders")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AveragingError(f"output {out} exists and is not an empty folder: refusing to overwrite")
+
+    metas, hashes = [], []
+    for f in folders:
+        try:
+            hashes.append(check_manifest(f, ["model.safetensors", "model.yaml"])["model.safetensors"])
+        except WeightsError as e:
+            raise AveragingError(str(e)) from e
+        metas.append(yaml.safe_load((f / "model.yaml").read_text()))
+    for f, m in zip(folders[1:], metas[1:]):
+        for k in MUST_AGREE:
+            if m.get(k) != metas[0].get(k):
+                raise AveragingError(f"{f / 'model.yaml'}: {k} is {m.get(k)!r}, "
+                                     f"{folders[0] / 'model.yaml'} has {metas[0].get(k)!r}: not the same network")
+
+    acc: dict[str, torch.Tensor] = {}
+    first: dict[str, torch.Tensor] = {}
+    for i, (f, wi) in enumerate(zip(folders, w)):
+        state = load_file(str(f / "model.safetensors"))  # safetensors: no pickle, no code
+        if i == 0:
+            first = state
+            acc = {k: v.double() * wi for k, v in state.items() if v.is_floating_point()}
+            continue
+        if set(state) != set(first):
+            diff = sorted(set(state) ^ set(first))[:3]
+            raise AveragingError(f"{f / 'model.safetensors'}: parameter names differ from {folders[0]} (e.g. {diff})")
+        for k, v in state.items():
+            if v.shape != first[k].shape:
+                raise AveragingError(f"{f / 'model.safetensors'}: {k} has shape {tuple(v.shape)}, "
+                                     f"{folders[0]} has {tuple(first[k].shape)}")
+            if k in acc:
+                acc[k] += v.double() * wi
+            elif not torch.equal(v, first[k]):  # integer buffers (counters) cannot be averaged
+                raise AveragingError(f"{f / 'model.safetensors'}: non-float tensor {k} differs from {folders[0]}")
+    merged = {k: (acc[k].to(v.dtype) if k in acc else v).contiguous() for k, v in first.items()}
+
+    meta = dict(metas[0])
+    meta["averaged_from"] = [{"folder": f.name, "sha256": h, "weight": round(wi, 6)}
+                             for f, h, wi in zip(folders, hashes, w)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file(merged, str(tmp / "model.safetensors"), metadata={"averaged_from": str(len(folders))})
+        (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        write_manifest(tmp)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta

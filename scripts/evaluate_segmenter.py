@@ -16,6 +16,11 @@ On the pipeline's working grid (1.5 mm):
   pooled (with a 95 % bootstrap interval over cases, ``pleural_coverage_ci95``), and per lesion with its
   place (side, apical/middle/basal, anterior/posterior, medial/lateral thirds of that lung), in
   ``pleural_lesions`` of the JSON; ``--cases 0 --pleural-cases 12`` gives the coverage on more lesions;
+- the scores the masks give (``score_agreement``): per synthetic case the six-zone (0-24) and
+  Zhang (0-900) totals and % opacity from the model's masks and from the reference masks (teacher lung of
+  the clean scan, inserted lesions), with the same zones (landmarks of the clean scan), and per set
+  their mean difference (model - reference) and mean absolute difference: what the misses cost in the
+  figures a study reports;
 - with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures), and the
   lung the model adds beyond the classical teacher's mask there.
 """
@@ -95,6 +100,39 @@ def pooled_coverage_interval(rows: list[dict], n_boot: int = 2000, seed: int = 0
     return [float(np.quantile(boot, a)), float(np.quantile(boot, 1.0 - a))]
 
 
+SCORE_KEYS = ("six_zone_total", "zhang900_total", "percent_opacity")
+
+
+def case_scores(hu: np.ndarray, sp: tuple[float, float, float], lungs: np.ndarray, lesions: np.ndarray,
+                landmarks: dict, cfg: dict) -> dict[str, float]:
+    """The totals of :data:`SCORE_KEYS` of one scan on the working grid, as the pipeline scores it."""
+    from scoring.hu_classes import classify_lesions
+    from scoring.quantify import score_scan
+
+    classes = classify_lesions(hu, lesions & (lungs > 0), cfg["hu_classes"])
+    z_mm = np.arange(hu.shape[0]) * float(sp[0])  # index grows cranially (LPS)
+    row, _, _ = score_scan(hu, lungs, classes, z_mm, float(np.prod(sp)) / 1000.0, landmarks, cfg)
+    return {k: float(row[k]) for k in SCORE_KEYS}
+
+
+def score_agreement(rows: list[dict]) -> dict[str, dict]:
+    """Per set of cases (``default``, ``pleural``, ``all``) and score: the mean of model - reference and the
+    mean absolute difference, from the ``scores`` of each row ({"model": {...}, "reference": {...}})."""
+    out: dict[str, dict] = {}
+    for name in ("default", "pleural", "all"):
+        sel = [r["scores"] for r in rows if "scores" in r and (name == "all" or r["set"] == name)]
+        if not sel:
+            continue
+        out[name] = {"n": len(sel)}
+        for k in SCORE_KEYS:
+            d = np.array([s["model"][k] - s["reference"][k] for s in sel], float)
+            d = d[np.isfinite(d)]
+            out[name][k] = {"mean_difference": float(d.mean()) if d.size else None,
+                            "mean_absolute_difference": float(np.abs(d).mean()) if d.size else None,
+                            "reference_mean": float(np.nanmean([s["reference"][k] for s in sel]))}
+    return out
+
+
 def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The series under ``folder`` on the pipeline's working grid: HU [z, y, x] and spacing (z, y, x)."""
     import SimpleITK as sitk
@@ -123,6 +161,13 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     teacher_clean = teacher.segment(hu, sp)
     ref = teacher_clean.lungs
     log.info("teacher %.1f s", time.perf_counter() - t)
+    from pipeline.config import default_config
+    from scoring.landmarks import detect_landmarks
+
+    cfg = default_config()
+    # one set of zones for every case, from the clean scan: the score differences are the masks' alone
+    landmarks = detect_landmarks(ref, teacher_clean.airway, np.arange(hu.shape[0]) * float(sp[0]), sp, hu=hu,
+                                 cfg=cfg.get("landmarks"))
     t = time.perf_counter()
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
@@ -160,7 +205,9 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                "lung_dice_right": dice(pred.lungs == 1, ref == 1), "lung_dice_left": dice(pred.lungs == 2, ref == 2),
                "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
                "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None,
-               "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml)}
+               "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml),
+               "scores": {"model": case_scores(syn.hu, sp, pred.lungs, pred.lesions, landmarks, cfg),
+                          "reference": case_scores(syn.hu, sp, ref, syn.lesions, landmarks, cfg)}}
         if baseline:
             b = teacher.segment(syn.hu, sp)
             row["classical_lesion_dice"] = dice(b.lesions, syn.lesions)
@@ -168,7 +215,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
             base_inter += int((b.lesions & syn.lesions).sum())
             base_tot += int(b.lesions.sum() + syn.lesions.sum())
             base_cov += int((pc & (b.lungs > 0)).sum())
-        log.info("case %d: %s", i, {k: v for k, v in row.items() if k not in ("kinds", "pleural_lesions")})
+        log.info("case %d: %s", i, {k: v for k, v in row.items() if k not in ("kinds", "pleural_lesions", "scores")})
         per_case.append(row)
     res["synthetic_cases"] = per_case
     res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
@@ -178,6 +225,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     # the pieces that weigh (>= 5 mL), largest first: where the lung mask gives consolidation away
     res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
                                      if p["ml"] >= 5.0), key=lambda p: -p["ml"])
+    res["score_agreement"] = score_agreement(per_case)
     if baseline and base_tot:
         res["classical_lesion_dice_pooled"] = 2.0 * base_inter / base_tot
         res["classical_pleural_consolidation_coverage"] = base_cov / cov_tot if cov_tot else None

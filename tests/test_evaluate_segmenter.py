@@ -54,3 +54,26 @@ def test_pooled_coverage_interval():
     assert lo < pooled < hi
     assert lo == 0.2 and hi == 1.0  # all-big and all-small resamples are both likely among 2000 draws
     assert ev.pooled_coverage_interval(mixed[:1] + mixed[3:]) is None
+
+
+def test_score_agreement_means_per_set():
+    ev = load_script()
+
+    def row(set_name, model, ref):
+        keys = ev.SCORE_KEYS
+        return {"set": set_name, "scores": {"model": dict(zip(keys, model)), "reference": dict(zip(keys, ref))}}
+
+    rows = [row("default", (4, 100, 5.0), (4, 100, 5.0)),
+            row("pleural", (6, 150, 8.0), (8, 200, 10.0)),
+            row("pleural", (9, 250, 12.0), (8, 200, 11.0)),
+            row("pleural", (float("nan"), 250, 12.0), (8, 200, 11.0))]  # six-zone total not computable
+    agg = ev.score_agreement(rows)
+    assert agg["default"]["n"] == 1 and agg["default"]["six_zone_total"]["mean_absolute_difference"] == 0.0
+    p = agg["pleural"]
+    assert p["n"] == 3
+    assert p["six_zone_total"]["mean_difference"] == -0.5  # (-2 + 1) / 2, the NaN case left out
+    assert p["six_zone_total"]["mean_absolute_difference"] == 1.5
+    assert p["zhang900_total"]["mean_difference"] == (-50 + 50 + 50) / 3
+    assert p["percent_opacity"]["mean_absolute_difference"] == (2 + 1 + 1) / 3
+    assert agg["all"]["n"] == 4 and agg["all"]["zhang900_total"]["reference_mean"] == 175.0
+    assert "pleural" not in ev.score_agreement(rows[:1])

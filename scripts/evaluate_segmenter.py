@@ -20,7 +20,8 @@ On the pipeline's working grid (1.5 mm):
   Zhang (0-900) totals and % opacity from the model's masks and from the reference masks (teacher lung of
   the clean scan, inserted lesions), with the same zones (landmarks of the clean scan), and per set
   their mean difference (model - reference) and mean absolute difference: what the misses cost in the
-  figures a study reports;
+  figures a study reports; and where the missed lesion volume is (``lesion_missed_outside_lung_frac``: left
+  out of the lung mask; ``lesion_missed_inside_lung_frac``: in the lung mask, not called lesion);
 - with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures), and the
   lung the model adds beyond the classical teacher's mask there.
 """
@@ -146,14 +147,16 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
              real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
-             scale_tta: float = 0.15) -> dict:
+             scale_tta: float = 0.15, lesion_threshold: float | None = None) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
     from segmentation.synth import synthesize
 
-    model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": {"flip_tta": flip_tta,
-                                                                                    "scale_tta": scale_tta}}})
+    opts = {"flip_tta": flip_tta, "scale_tta": scale_tta}
+    if lesion_threshold is not None:  # else the weights' own (model.yaml)
+        opts["lesion_threshold"] = lesion_threshold
+    model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": opts}})
     teacher = ClassicalSegmenter()
     hu, sp = working_grid(series, spacing_xyz)
     voxel_ml = float(np.prod(sp)) / 1000.0
@@ -172,6 +175,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
     res: dict = {"series": series.name, "model_id": model.model_id, "flip_tta": flip_tta, "scale_tta": scale_tta,
+                 "lesion_threshold": model.lesion_threshold,
                  "working_spacing_zyx": sp,
                  "segment_s_clean": seg_s,
                  "lung_dice_right": dice(clean.lungs == 1, ref == 1), "lung_dice_left": dice(clean.lungs == 2, ref == 2),
@@ -203,6 +207,9 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
         row = {"seed": 1000 + i, "set": "default" if i < cases else "pleural", "lesion_dice": d, "lesion_ml": float(syn.lesions.sum() * voxel_ml),
                "kinds": [s.kind for s in syn.specs],
                "lung_dice_right": dice(pred.lungs == 1, ref == 1), "lung_dice_left": dice(pred.lungs == 2, ref == 2),
+               # inserted lesion the model misses: left out of its lung mask, or inside it but not called lesion
+               "lesion_missed_outside_lung_ml": float((syn.lesions & (pred.lungs == 0)).sum() * voxel_ml),
+               "lesion_missed_inside_lung_ml": float((syn.lesions & (pred.lungs > 0) & ~pred.lesions).sum() * voxel_ml),
                "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
                "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None,
                "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml),
@@ -226,6 +233,10 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
                                      if p["ml"] >= 5.0), key=lambda p: -p["ml"])
     res["score_agreement"] = score_agreement(per_case)
+    les_ml = sum(r["lesion_ml"] for r in per_case)
+    if les_ml > 0:  # where the missed lesion volume is, as fractions of all inserted lesion volume
+        res["lesion_missed_outside_lung_frac"] = sum(r["lesion_missed_outside_lung_ml"] for r in per_case) / les_ml
+        res["lesion_missed_inside_lung_frac"] = sum(r["lesion_missed_inside_lung_ml"] for r in per_case) / les_ml
     if baseline and base_tot:
         res["classical_lesion_dice_pooled"] = 2.0 * base_inter / base_tot
         res["classical_pleural_consolidation_coverage"] = base_cov / cov_tot if cov_tot else None
@@ -262,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="one network pass (no averaging with the left-right mirror image)")
     ap.add_argument("--scale-tta", type=float, default=0.15,
                     help="zoom of the scale test-time augmentation (0: one zoom; default as configs/default.yaml)")
+    ap.add_argument("--lesion-threshold", type=float, default=None,
+                    help="lesion probability threshold (default: the weights' model.yaml, as the pipeline)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     real = [Path(r) if Path(r).exists() else data / r for r in args.real]
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
                    args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
-                   scale_tta=args.scale_tta)
+                   scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

@@ -125,12 +125,13 @@ def score_agreement(rows: list[dict]) -> dict[str, dict]:
         if not sel:
             continue
         out[name] = {"n": len(sel)}
-        for k in SCORE_KEYS:
-            d = np.array([s["model"][k] - s["reference"][k] for s in sel], float)
-            d = d[np.isfinite(d)]
+        for k in SCORE_KEYS:  # a score that cannot be computed (a missing landmark: NaN) leaves its case out
+            ref = np.array([s["reference"][k] for s in sel], float)
+            d = np.array([s["model"][k] for s in sel], float) - ref
+            d, ref = d[np.isfinite(d)], ref[np.isfinite(ref)]
             out[name][k] = {"mean_difference": float(d.mean()) if d.size else None,
                             "mean_absolute_difference": float(np.abs(d).mean()) if d.size else None,
-                            "reference_mean": float(np.nanmean([s["reference"][k] for s in sel]))}
+                            "reference_mean": float(ref.mean()) if ref.size else None}
     return out
 
 

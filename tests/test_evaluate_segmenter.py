@@ -77,3 +77,7 @@ def test_score_agreement_means_per_set():
     assert p["percent_opacity"]["mean_absolute_difference"] == (2 + 1 + 1) / 3
     assert agg["all"]["n"] == 4 and agg["all"]["zhang900_total"]["reference_mean"] == 175.0
     assert "pleural" not in ev.score_agreement(rows[:1])
+    nan_only = ev.score_agreement(rows[3:])["pleural"]["six_zone_total"]  # no computable six-zone total
+    assert nan_only == {"mean_difference": None, "mean_absolute_difference": None, "reference_mean": 8.0}
+    nan_ref = [row("default", (4, 0, 1.0), (float("nan"), 0, 1.0))]
+    assert ev.score_agreement(nan_ref)["default"]["six_zone_total"]["reference_mean"] is None

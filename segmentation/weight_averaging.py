@@ -15,6 +15,7 @@ command.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -108,7 +109,9 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_file(merged, str(tmp / "model.safetensors"), metadata={"averaged_from": str(len(folders))})
+        # the same header as training writes (the network), plus how many folders were averaged
+        save_file(merged, str(tmp / "model.safetensors"),
+                  metadata={"arch": json.dumps(meta["arch"]), "averaged_from": str(len(folders))})
         (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         write_manifest(tmp)
         if out.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,10 @@ def test_weighted_mean_of_the_parameters_loads_and_records_its_sources(tmp_path)
     written = yaml.safe_load((tmp_path / "avg" / "model.yaml").read_text())
     assert written["averaged_from"][1]["sha256"] == MonaiSegmenter(b, device="cpu").hashes["model.safetensors"]
     assert written["arch"] == yaml.safe_load((a / "model.yaml").read_text())["arch"]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "avg" / "model.safetensors"), "pt") as fh:  # header as training writes it
+        assert json.loads(fh.metadata()["arch"]) == written["arch"]
     # the result is a model folder like any other: manifest checked, segments
     seg = MonaiSegmenter(tmp_path / "avg", device="cpu")
     hu, sp = phantom()

@@ -72,6 +72,10 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # displacement up to deform_range x half the crop (0.1: ~12-16 mm); 0 = off
     "deform_prob": 0.0,
     "deform_range": 0.1,
+    # deform the background (image and lung labels) before the lesions are inserted, so the anatomy is bent
+    # but the lesions keep their own shapes and textures (False: after insertion, bending the lesions too, as
+    # stages 4-13 of the model card were trained)
+    "deform_before_synth": False,
 }
 
 
@@ -343,7 +347,10 @@ def _monai_transforms(cfg: dict[str, Any]):
             if d.get("real_lesions"):
                 return d
             seed = int(self.R.randint(2**31 - 1))
-            res = synthesize(d["image"][0], d["lungs"][0].astype(np.uint8), tuple(d["spacing"]), seed, self.synth_cfg)
+            # numpy in (after a deformation the arrays are MONAI MetaTensors)
+            image, lungs = (np.asarray(d[k].cpu() if hasattr(d[k], "cpu") else d[k]) for k in ("image", "lungs"))
+            res = synthesize(image[0].astype(np.float32), lungs[0].astype(np.uint8), tuple(d["spacing"]), seed,
+                             self.synth_cfg)
             d = dict(d)
             d["image"] = res.hu[None]
             d["lesions"] = res.lesions.astype(np.float32)[None]
@@ -385,21 +392,26 @@ def _monai_transforms(cfg: dict[str, Any]):
     roi = [int(v) for v in cfg["roi_size"]]
     keys = ["image", "lungs", "lesions"]
     load = LoadCase()
+    # anatomy variety: a smooth random deformation of the crop, before the lesions are inserted (the lesions
+    # keep their shapes and textures) or after (image, lungs and lesions bent together)
+    deform = ([RandSmoothDeformd(keys, spatial_size=roi, rand_size=(4, 5, 5), prob=float(cfg["deform_prob"]),
+                                 def_range=float(cfg["deform_range"]), field_mode="trilinear",
+                                 grid_mode=("bilinear", "nearest", "nearest"), align_corners=True)]
+              if float(cfg.get("deform_prob", 0.0)) > 0 else [])
+    before = bool(cfg.get("deform_before_synth", False))
     rand = Compose([
         # crop first (constant padding = air, -1024 HU), then synthesize inside the crop (faster)
         SpatialPadd(["image"], spatial_size=roi, mode="constant", value=-1024),
         SpatialPadd(["lungs", "lesions"], spatial_size=roi, mode="constant", value=0),
         RandSpatialCropd(keys, roi_size=roi, random_size=False),
+        *(deform if before else []),
         Synthesize(cfg.get("synth")),
         RandFlipLR(0.5),
         Normalize(cfg["hu_window"]),
         # spacing/field-of-view variety: +-15 % scale, small rotations
         RandAffined(keys, prob=0.7, rotate_range=(0.15, 0.08, 0.08), scale_range=(0.15, 0.15, 0.15),
                     mode=("bilinear", "nearest", "nearest"), padding_mode="zeros"),
-        *([RandSmoothDeformd(keys, spatial_size=roi, rand_size=(4, 5, 5), prob=float(cfg["deform_prob"]),
-                             def_range=float(cfg["deform_range"]), field_mode="trilinear",
-                             grid_mode=("bilinear", "nearest", "nearest"), align_corners=True)]
-          if float(cfg.get("deform_prob", 0.0)) > 0 else []),
+        *([] if before else deform),
         # reconstruction kernel / slice thickness variety: blur, stronger along z
         RandGaussianSmoothd(["image"], prob=0.4, sigma_x=(0.0, 1.5), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8)),
         RandGaussianNoised(["image"], prob=0.5, mean=0.0, std=0.02),

@@ -453,6 +453,42 @@ def test_smooth_deformation_bends_image_and_labels_together(tmp_path):
     assert im[lab > 0].mean() < 0.2 and (lab[im > 0.6] == 0).mean() > 0.95
 
 
+def test_deformation_before_synthesis_bends_the_background_not_the_lesions(tmp_path, monkeypatch):
+    """``deform_before_synth``: the smooth deformation comes before the lesion insertion, so the synthesizer
+    sees the bent lungs and its lesions are not bent afterwards; by default it comes after (as trained up to
+    stage 13), and the synthesizer sees the crop as it was."""
+    from types import SimpleNamespace
+
+    import segmentation.synth
+    from segmentation.training import DEFAULT_TRAIN, _monai_transforms
+
+    f = toy_cached_case(tmp_path / "toy.npz")
+    seen: list[np.ndarray] = []
+
+    def fake_synthesize(hu, lungs, spacing, seed, cfg):
+        assert isinstance(hu, np.ndarray) and isinstance(lungs, np.ndarray)
+        seen.append(lungs.copy())
+        return SimpleNamespace(hu=hu, lesions=(lungs > 0) & (np.arange(lungs.shape[0]) < 12)[:, None, None])
+
+    monkeypatch.setattr(segmentation.synth, "synthesize", fake_synthesize)
+    base = {**DEFAULT_TRAIN, "roi_size": [24, 40, 48], "deform_prob": 1.0, "deform_range": 0.15}
+    with np.load(f) as z:
+        toy_lungs = z["lungs"]
+    for before in (False, True):
+        load, rand = _monai_transforms({**base, "deform_before_synth": before})
+        names = [type(t).__name__ for t in rand.transforms]
+        assert (names.index("RandSmoothDeformd") < names.index("Synthesize")) is before
+        rand.set_random_state(5)
+        out = rand(load({"path": str(f)}))
+        passed = seen[-1]
+        assert set(np.unique(passed)) <= {0, 1, 2}
+        bent = float(np.mean(passed != toy_lungs))
+        assert (bent > 0.01) if before else (bent == 0.0)
+        # the lesions follow the lungs through whatever comes after the insertion
+        les, lungs = out["lesions"].numpy()[0], out["lungs"].numpy()[0]
+        assert les.sum() > 0 and (lungs[les > 0] > 0).all()
+
+
 def test_train_config_file_and_unknown_keys(tmp_path):
     """``--train-config`` YAML reaches the training loop (incl. synthesis options); typos are refused."""
     from pipeline.cli import main

@@ -7,7 +7,6 @@ Misbehaving scans (a hang, a worker crash) are injected with the test-only ``$CT
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -34,18 +33,12 @@ from pipeline.config import load_config
 from pipeline.errors import EXIT_SOME_FAILED, EXIT_USAGE, ConfigError
 from pipeline.outputs import scan_id_for
 from pipeline.run import run_pipeline
+from tests.scripts_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 N_SERIES = 9
 CORRUPT, HANG, CRASH = 6, 7, 8  # series indexes (HANG and CRASH misbehave only when the hooks are set)
 TABLES = ("scans.csv", "zones.csv", "failures.csv")
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("benchmark_batch", REPO / "scripts" / "benchmark_batch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def series(tmp_path_factory, cfg) -> tuple[Path, list[str]]:
     """N_SERIES generated series under one folder; series CORRUPT has a truncated slice. Returns the
     folder and the scan ids by series index."""
     root = tmp_path_factory.mktemp("batch_in")
-    bench = _bench_module()
+    bench = load_script("benchmark_batch")
     uids = [bench.write_chest_series(root / f"s{i:02d}", i) for i in range(N_SERIES)]
     victim = sorted((root / f"s{CORRUPT:02d}").glob("*.dcm"))[5]
     data = victim.read_bytes()

@@ -1,22 +1,12 @@
 """scripts/compare_segmenters.py: the lung one segmenter adds over another, piece by piece."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("compare_segmenters", REPO / "scripts" / "compare_segmenters.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.scripts_loader import load_script
 
 
 def test_added_pieces_volume_place_density_and_lesion_share(tmp_path):
-    cs = load_script()
+    cs = load_script("compare_segmenters")
     hu = np.full((20, 30, 40), -850.0, np.float32)
     a = np.zeros(hu.shape, np.uint8)
     a[:, :, 2:17] = 1

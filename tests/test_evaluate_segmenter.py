@@ -1,25 +1,15 @@
 """scripts/evaluate_segmenter.py: the per-lesion breakdown of pleural coverage."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_segmenter", REPO / "scripts" / "evaluate_segmenter.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.scripts_loader import load_script
 
 
 def test_pleural_lesions_place_and_coverage():
     """Two pieces of pleural consolidation in a box phantom ([z, y, x] LPS: z to the head, y to the back,
     x to the patient's left; right lung at low x): each is reported with its volume, the share the
     predicted lung covers and its place by thirds of its own lung."""
-    ev = load_script()
+    ev = load_script("evaluate_segmenter")
     ref = np.zeros((30, 30, 40), np.uint8)
     ref[:, :, 2:17] = 1  # right lung: x 2..16, its medial side at high x
     ref[:, :, 23:38] = 2  # left lung: x 23..37, its medial side at low x
@@ -41,7 +31,7 @@ def test_pleural_lesions_place_and_coverage():
 def test_pooled_coverage_interval():
     """The bootstrap resamples whole cases and pools by volume: identical cases give a point, a big badly
     covered case widens it, cases without pleural consolidation are left out, one case gives None."""
-    ev = load_script()
+    ev = load_script("evaluate_segmenter")
     same = [{"pleural_consolidation_ml": 10.0, "pleural_coverage": 0.8} for _ in range(4)]
     lo, hi = ev.pooled_coverage_interval(same)
     assert abs(lo - 0.8) < 1e-12 and abs(hi - 0.8) < 1e-12
@@ -57,7 +47,7 @@ def test_pooled_coverage_interval():
 
 
 def test_score_agreement_means_per_set():
-    ev = load_script()
+    ev = load_script("evaluate_segmenter")
 
     def row(set_name, model, ref):
         keys = ev.SCORE_KEYS

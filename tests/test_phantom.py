@@ -214,12 +214,9 @@ def test_sample_reads_with_simpleitk(ph: P.Phantom) -> None:
 
 
 def test_regenerating_the_sample_is_byte_identical(tmp_path: Path) -> None:
-    import importlib.util
+    from tests.scripts_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("make_sample_dicoms", REPO / "scripts" / "make_sample_dicoms.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.main(["--out", str(tmp_path), "--seed", "0"]) == 0
+    assert load_script("make_sample_dicoms").main(["--out", str(tmp_path), "--seed", "0"]) == 0
     committed = {p.name: p.read_bytes() for p in SAMPLE.iterdir() if p.is_file()}
     fresh = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert committed.keys() == fresh.keys()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from pipeline.cli import main
 from scoring.validation.api import run_validation
 from scoring.validation.phantom import make_reference, truth_scores
 from scoring.validation.systems import MOSMED_CATEGORIES, SIX_ZONE_UNITS, ZHANG_UNITS
+from tests.scripts_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 ZHANG_VALUES = sorted({e * d * d for e in range(11) for d in range(4)})
@@ -213,19 +213,12 @@ def test_truth_is_read_defensively():
     assert make_reference(nested, n_simulated=0)["series_uid"].tolist() == ["1.2"]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("mkref", REPO / "scripts" / "make_reference_from_phantom.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_phantom_acceptance_with_built_truth(tmp_path):
     """Script -> reference; a pipeline output equal to the truth -> ctscore validate writes everything."""
     truth_json = tmp_path / "ground_truth.json"
     truth_json.write_text(json.dumps(PHANTOM_TRUTH))
     ref = tmp_path / "phantom_readers.csv"
-    assert _script().main(["--truth", str(truth_json), "-o", str(ref), "--seed", "1"]) == 0
+    assert load_script("make_reference_from_phantom").main(["--truth", str(truth_json), "-o", str(ref), "--seed", "1"]) == 0
     s = PHANTOM_TRUTH["scores"]
     pred = write_pred(tmp_path / "OUT", {PHANTOM_TRUTH["series_uid"]: {
         "six_zone": s["six_zone"], "zhang900": s["zhang900"], "percent_opacity": s["percent_opacity"]}})
@@ -242,7 +235,7 @@ def test_phantom_acceptance_with_built_truth(tmp_path):
 def test_reference_from_the_real_phantom_truth(sample_truth, tmp_path):
     """sample_dicoms/ground_truth.json -> script -> reference that validates against a truth-equal output."""
     ref = tmp_path / "phantom_readers.csv"
-    assert _script().main(["-o", str(ref)]) == 0  # default --truth is sample_dicoms/ground_truth.json
+    assert load_script("make_reference_from_phantom").main(["-o", str(ref)]) == 0  # default --truth is sample_dicoms/ground_truth.json
     s = sample_truth["scores"]
     pred = write_pred(tmp_path / "OUT", {sample_truth["series_uid"]: {
         "six_zone": s["six_zone"], "zhang900": s["zhang900"], "percent_opacity": s["percent_opacity"]}})

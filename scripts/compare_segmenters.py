@@ -15,15 +15,15 @@ segmenter. The scan is read on the working grid of scripts/evaluate_segmenter.py
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "scripts"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 
 def added_pieces(lungs_a: np.ndarray, lungs_b: np.ndarray, lesions_b: np.ndarray, hu: np.ndarray,
@@ -107,10 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, help="picture of the largest pieces")
     args = ap.parse_args(argv)
 
-    spec = importlib.util.spec_from_file_location("evaluate_segmenter", REPO / "scripts" / "evaluate_segmenter.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
-    hu, sp = ev.working_grid(args.series, args.spacing)
+    from evaluate_segmenter import working_grid  # this script's neighbour in scripts/
+
+    hu, sp = working_grid(args.series, args.spacing)
     a = _segmenter(args.a, args.device).segment(hu, sp)
     b = _segmenter(args.b, args.device).segment(hu, sp)
     vml = float(np.prod(sp)) / 1000.0

@@ -5,6 +5,10 @@
     python scripts/evaluate_segmenter.py --series ../shared/data/chest/normal001 --cases 10 \\
         --weights segmentation/weights --json eval.json --real cap001 ricord_covid_419639
 
+``--series`` one of the training backgrounds (``itkelastix00``, ``ge_mister_ct``, ``lung_pet_ct_dx_A0002``) gives
+the same figures on an anatomy the model was trained on: how well it fits its own data, against the held-out
+scan's figures (how well it carries to a new anatomy).
+
 On the pipeline's working grid (1.5 mm):
 
 - lung Dice per side vs the classical teacher on the clean held-out scan (target >= 0.95);
@@ -22,6 +26,12 @@ On the pipeline's working grid (1.5 mm):
   their mean difference (model - reference) and mean absolute difference: what the misses cost in the
   figures a study reports; and where the missed lesion volume is (``lesion_missed_outside_lung_frac``: left
   out of the lung mask; ``lesion_missed_inside_lung_frac``: in the lung mask, not called lesion);
+- with ``--lung-thresholds T [T ...]`` (one more network pass per case): how sure the model is where it
+  misses (``miss_probabilities``: quantiles of the lung and lesion probabilities over the pleura-touching
+  consolidation left out of the lung mask) and what a lower lung threshold would buy and cost
+  (``lung_threshold_sweep``: per T the pleural coverage of the lung mask plus every voxel with lung
+  probability >= T, and the lung that rule has outside the teacher's mask and the airway on the clean scan,
+  in mL, without the pipeline's clean-up);
 - with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures), and the
   lung the model adds beyond the classical teacher's mask there.
 """
@@ -104,6 +114,38 @@ def pooled_coverage_interval(rows: list[dict], n_boot: int = 2000, seed: int = 0
 SCORE_KEYS = ("six_zone_total", "zhang900_total", "percent_opacity")
 
 
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def miss_probabilities(p_lung: np.ndarray, p_lesion: np.ndarray) -> dict | None:
+    """Quantiles (:data:`QUANTILES`) of the lung and lesion probabilities of the missed voxels (1-D arrays):
+    near 0 the model is sure they are neither, and no threshold or probability gate recovers them."""
+    if p_lung.size == 0:
+        return None
+    return {"voxels": int(p_lung.size), "quantiles": list(QUANTILES),
+            "lung": [round(float(v), 4) for v in np.quantile(p_lung.astype(np.float32), QUANTILES)],
+            "lesion": [round(float(v), 4) for v in np.quantile(p_lesion.astype(np.float32), QUANTILES)]}
+
+
+def lung_threshold_sweep(pc_covered: np.ndarray, pc_p_lung: np.ndarray, clean_in_mask: np.ndarray,
+                         clean_p_lung: np.ndarray, thresholds: list[float], voxel_ml: float) -> list[dict]:
+    """Per threshold T: the pooled pleural coverage of (lung mask OR lung probability >= T) and the lung volume
+    that rule adds outside the teacher's mask on the clean scan.
+
+    ``pc_covered`` / ``pc_p_lung``: over every pleura-touching consolidation voxel of the cases, whether the
+    lung mask covers it and its lung probability; ``clean_in_mask`` / ``clean_p_lung``: over the clean scan's
+    voxels outside the teacher's lung and the airway. No other clean-up after the threshold (the pipeline's
+    would drop small disconnected pieces), so the false lung is an upper bound and the coverage the most a lower
+    threshold can give."""
+    out = []
+    for t in thresholds:
+        cov = pc_covered | (pc_p_lung >= t)
+        out.append({"lung_threshold": float(t),
+                    "pleural_coverage": float(cov.mean()) if cov.size else None,
+                    "lung_ml_outside_teacher": float((clean_in_mask | (clean_p_lung >= t)).sum() * voxel_ml)})
+    return out
+
+
 def case_scores(hu: np.ndarray, sp: tuple[float, float, float], lungs: np.ndarray, lesions: np.ndarray,
                 landmarks: dict, cfg: dict) -> dict[str, float]:
     """The totals of :data:`SCORE_KEYS` of one scan on the working grid, as the pipeline scores it."""
@@ -148,7 +190,8 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
              real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
-             scale_tta: float = 0.15, lesion_threshold: float | None = None) -> dict:
+             scale_tta: float = 0.15, lesion_threshold: float | None = None,
+             lung_thresholds: list[float] | None = None) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
@@ -189,6 +232,10 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     if baseline:  # the teacher's own lesions on the clean scan are its false positives
         res["classical_fp_lesion_pct_of_lung"] = 100.0 * float(teacher_clean.lesions.sum()) / max(1, int((ref > 0).sum()))
     log.info("clean: %s", {k: res[k] for k in ("lung_dice_right", "lung_dice_left", "fp_lesion_pct_of_lung")})
+    if lung_thresholds:  # outside the teacher's lung on the clean scan: in the mask now, and the lung probability
+        outside = (ref == 0) & ~clean.airway  # the pipeline always takes the airway out of the lungs
+        clean_in_mask, clean_p_lung = clean.lungs[outside] > 0, model.probabilities(hu, sp)["lung"][outside]
+        miss_cov, miss_pl, miss_pe = [], [], []
     inter = tot = 0
     cov_in = cov_tot = 0
     per_case = []
@@ -216,6 +263,11 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml),
                "scores": {"model": case_scores(syn.hu, sp, pred.lungs, pred.lesions, landmarks, cfg),
                           "reference": case_scores(syn.hu, sp, ref, syn.lesions, landmarks, cfg)}}
+        if lung_thresholds and pc.any():
+            prob = model.probabilities(syn.hu, sp)
+            miss_cov.append(pred.lungs[pc] > 0)
+            miss_pl.append(prob["lung"][pc])
+            miss_pe.append(prob["lesion"][pc])
         if baseline:
             b = teacher.segment(syn.hu, sp)
             row["classical_lesion_dice"] = dice(b.lesions, syn.lesions)
@@ -234,6 +286,13 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
                                      if p["ml"] >= 5.0), key=lambda p: -p["ml"])
     res["score_agreement"] = score_agreement(per_case)
+    if lung_thresholds:
+        covered = np.concatenate(miss_cov) if miss_cov else np.zeros(0, bool)
+        p_lung = np.concatenate(miss_pl) if miss_pl else np.zeros(0, np.float16)
+        p_les = np.concatenate(miss_pe) if miss_pe else np.zeros(0, np.float16)
+        res["miss_probabilities"] = miss_probabilities(p_lung[~covered], p_les[~covered])
+        res["lung_threshold_sweep"] = lung_threshold_sweep(covered, p_lung, clean_in_mask, clean_p_lung,
+                                                           lung_thresholds, voxel_ml)
     les_ml = sum(r["lesion_ml"] for r in per_case)
     if les_ml > 0:  # where the missed lesion volume is, as fractions of all inserted lesion volume
         res["lesion_missed_outside_lung_frac"] = sum(r["lesion_missed_outside_lung_ml"] for r in per_case) / les_ml
@@ -276,13 +335,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="zoom of the scale test-time augmentation (0: one zoom; default as configs/default.yaml)")
     ap.add_argument("--lesion-threshold", type=float, default=None,
                     help="lesion probability threshold (default: the weights' model.yaml, as the pipeline)")
+    ap.add_argument("--lung-thresholds", type=float, nargs="+", default=None, metavar="T",
+                    help="also report the probabilities where the lung mask misses pleural consolidation and, per "
+                         "T, coverage and false lung of a lung threshold T (one more network pass per case)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     real = [Path(r) if Path(r).exists() else data / r for r in args.real]
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
                    args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
-                   scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold)
+                   scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
+                   lung_thresholds=args.lung_thresholds)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

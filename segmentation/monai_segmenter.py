@@ -220,6 +220,24 @@ class MonaiSegmenter:
                 acc = y if acc is None else acc + y
             return (acc / len(self.scales))[0].float().cpu()
 
+    def probabilities(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, np.ndarray]:
+        """The network's probabilities on the input grid, float16 [z, y, x]: ``lung`` (1 - the softmax of the
+        background channel, either side) and ``lesion`` (the sigmoid of the lesion channel).
+
+        Before any threshold and clean-up: for diagnostics (how sure the model is where it misses, what a lower
+        threshold would add); :meth:`segment` does not keep them (memory)."""
+        import torch
+
+        logits = self.predict_logits(np.asarray(hu, np.float32), spacing)
+        out = {"lung": np.zeros(hu.shape, np.float16), "lesion": np.zeros(hu.shape, np.float16)}
+
+        def put(z0: int, z1: int, v: torch.Tensor) -> None:
+            out["lung"][z0:z1] = (1.0 - torch.softmax(v[:3], 0)[0]).numpy()
+            out["lesion"][z0:z1] = torch.sigmoid(v[3]).numpy()
+
+        upsample_slabs(logits, hu.shape, put)
+        return out
+
     def _infer(self, x: Any) -> Any:
         import torch
 

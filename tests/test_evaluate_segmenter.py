@@ -71,3 +71,28 @@ def test_score_agreement_means_per_set():
     assert nan_only == {"mean_difference": None, "mean_absolute_difference": None, "reference_mean": 8.0}
     nan_ref = [row("default", (4, 0, 1.0), (float("nan"), 0, 1.0))]
     assert ev.score_agreement(nan_ref)["default"]["six_zone_total"]["reference_mean"] is None
+
+
+def test_miss_probabilities_quantiles():
+    """Quantiles of both probabilities over the missed voxels; nothing missed gives None."""
+    ev = load_script("evaluate_segmenter")
+    p_lung = np.linspace(0, 1, 101).astype(np.float16)
+    got = ev.miss_probabilities(p_lung, np.zeros(101, np.float16))
+    assert got["voxels"] == 101 and got["quantiles"] == list(ev.QUANTILES)
+    np.testing.assert_allclose(got["lung"], ev.QUANTILES, atol=2e-3)
+    assert got["lesion"] == [0.0] * len(ev.QUANTILES)
+    assert ev.miss_probabilities(np.zeros(0, np.float16), np.zeros(0, np.float16)) is None
+
+
+def test_lung_threshold_sweep_coverage_and_false_lung():
+    """A lower lung threshold adds the missed voxels at or above it to the coverage, and the clean scan's
+    voxels outside the teacher at or above it to the false lung; the mask's own voxels always count."""
+    ev = load_script("evaluate_segmenter")
+    covered = np.array([True, True, False, False, False, False])
+    p_pc = np.array([0.9, 0.2, 0.45, 0.3, 0.05, 0.0], np.float16)
+    in_mask = np.array([True, False, False, False])
+    p_clean = np.array([0.1, 0.6, 0.35, 0.0], np.float16)
+    rows = ev.lung_threshold_sweep(covered, p_pc, in_mask, p_clean, [0.5, 0.4, 0.25], voxel_ml=2.0)
+    assert [r["lung_threshold"] for r in rows] == [0.5, 0.4, 0.25]
+    assert [r["pleural_coverage"] for r in rows] == [2 / 6, 3 / 6, 4 / 6]
+    assert [r["lung_ml_outside_teacher"] for r in rows] == [4.0, 4.0, 6.0]

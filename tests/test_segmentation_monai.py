@@ -74,6 +74,29 @@ def test_segmenter_protocol_output_shapes_and_determinism(tmp_path):
     np.testing.assert_array_equal(a.lesions, b.lesions)
 
 
+def test_probabilities_agree_with_the_masks(tmp_path):
+    """``probabilities`` gives the lung (1 - background) and lesion probabilities on the input grid, in [0, 1];
+    before the clean-up, a voxel is in the lesion mask exactly where its lesion probability is above the
+    threshold, and the lung mask lies where the lung probability is at least a third (argmax of three classes;
+    the clean-up may also fill enclosed holes, which this phantom's masks do not have)."""
+    from segmentation.monai_segmenter import MonaiSegmenter
+
+    seg = MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu",
+                         cfg={"segmentation": {"monai": {"lesion_threshold": 0.5}}})
+    hu, sp = phantom()
+    p = seg.probabilities(hu, sp)
+    assert set(p) == {"lung", "lesion"}
+    for v in p.values():
+        assert v.shape == hu.shape and v.dtype == np.float16
+        assert float(v.min()) >= 0.0 and float(v.max()) <= 1.0
+    out = seg.segment(hu, sp)
+    inside = out.lungs > 0
+    assert (p["lung"][inside] >= 1 / 3 - 1e-3).all()
+    # lesions = (probability > threshold) & lungs & ~airway: compare away from float16 rounding at the threshold
+    clear = inside & ~out.airway & (np.abs(p["lesion"].astype(np.float32) - 0.5) > 1e-2)
+    np.testing.assert_array_equal(out.lesions[clear], p["lesion"][clear] > 0.5)
+
+
 def test_flip_tta_makes_the_output_mirror_equivariant(tmp_path):
     """With the mirror-image pass (default), segmenting the mirrored scan gives exactly the mirrored result
     with right and left swapped; one pass alone does not (random weights are not symmetric)."""

@@ -76,6 +76,10 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # but the lesions keep their own shapes and textures (False: after insertion, bending the lesions too, as
     # stages 4-13 of the model card were trained)
     "deform_before_synth": False,
+    # train the lesion head on the deformed crops too (False: on deformed crops only the lung head learns, the
+    # lesion-head losses take the undeformed crops of the batch alone), to give the lung head the bent anatomies
+    # without the lesion head learning caution from them (stages 11, 13, 14 of the model card)
+    "deform_lesion_loss": True,
 }
 
 
@@ -384,17 +388,28 @@ def _monai_transforms(cfg: dict[str, Any]):
             return d
 
     class Pack(Transform):
-        """Keep tensors only (drop metadata that the default collate cannot batch)."""
+        """Keep tensors only (drop metadata that the default collate cannot batch); ``deformed`` 1.0 when the
+        smooth deformation bent this crop."""
 
         def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-            return {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.float32) for k in ("image", "lungs", "lesions")}
+            out = {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.float32) for k in ("image", "lungs", "lesions")}
+            out["deformed"] = torch.tensor(float(d.get("deformed", 0.0)))
+            return out
+
+    class FlaggedSmoothDeformd(RandSmoothDeformd):
+        """MONAI's RandSmoothDeformd that records in the sample whether it bent it (``deformed``)."""
+
+        def __call__(self, data: Mapping[Hashable, Any]) -> dict[str, Any]:
+            d = dict(super().__call__(data))
+            d["deformed"] = float(self._do_transform)
+            return d
 
     roi = [int(v) for v in cfg["roi_size"]]
     keys = ["image", "lungs", "lesions"]
     load = LoadCase()
     # anatomy variety: a smooth random deformation of the crop, before the lesions are inserted (the lesions
     # keep their shapes and textures) or after (image, lungs and lesions bent together)
-    deform = ([RandSmoothDeformd(keys, spatial_size=roi, rand_size=(4, 5, 5), prob=float(cfg["deform_prob"]),
+    deform = ([FlaggedSmoothDeformd(keys, spatial_size=roi, rand_size=(4, 5, 5), prob=float(cfg["deform_prob"]),
                                  def_range=float(cfg["deform_range"]), field_mode="trilinear",
                                  grid_mode=("bilinear", "nearest", "nearest"), align_corners=True)]
               if float(cfg.get("deform_prob", 0.0)) > 0 else [])
@@ -477,6 +492,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     w_dense = float(c["dense_lesion_weight"])
     w_hn_lung = w_hn if c.get("hard_negative_lung_weight") is None else float(c["hard_negative_lung_weight"])
     dense_heads = str(c["dense_lesion_heads"])
+    lesion_on_deformed = bool(c.get("deform_lesion_loss", True))
     if dense_heads not in ("both", "lung"):
         raise ValueError(f"dense_lesion_heads must be 'both' or 'lung', got {dense_heads!r}")
     lo, hi = (float(v) for v in c["hu_window"])
@@ -496,9 +512,17 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
                 logits = net(x)
             logits = logits.float()
             l1 = lung_loss(logits[:, 0:3], yl)
-            l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
+            # the samples the lesion head learns from: all, or (deform_lesion_loss false) the undeformed ones
+            ok = None if lesion_on_deformed else batch["deformed"].to(dev) < 0.5
+            if ok is None or bool(ok.all()):
+                l2 = lesion_loss(logits[:, 3:4], ys) + bce(logits[:, 3:4], ys)
+            elif bool(ok.any()):
+                l2 = lesion_loss(logits[ok, 3:4], ys[ok]) + bce(logits[ok, 3:4], ys[ok])
+            else:
+                l2 = logits.new_zeros(())
             loss = l1 + float(c["lesion_weight"]) * l2
-            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads, w_hn_lung)
+            lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads, w_hn_lung,
+                             lesion_samples=ok)
                   if (w_les > 0 or w_hn > 0 or w_dense > 0 or w_hn_lung > 0) else None)
             if lf is not None:
                 loss = loss + lf
@@ -548,7 +572,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,
-               radius: int, w_dense: float = 0.0, dense_heads: str = "both", w_hard_lung: float | None = None) -> Any:
+               radius: int, w_dense: float = 0.0, dense_heads: str = "both", w_hard_lung: float | None = None,
+               lesion_samples: Any = None) -> Any:
     """Voxel-weighted cross-entropy on the places the plain losses under-weight.
 
     - lesion voxels, lung head: a consolidated voxel must still be right or left lung (pleural
@@ -561,8 +586,10 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
       must be background and not lesion (``w_hard``; ``w_hard_lung``, when given, replaces it in the lung head).
       The two dense terms pull in opposite directions on voxels of the same density, so the network has to
       tell them apart by shape and context.
-    Each term is a mean over its own voxels (0 when there are none), times its weight.
+    Each term is a mean over its own voxels (0 when there are none), times its weight. ``lesion_samples`` (bool
+    [B], None = all) limits the lesion-head terms to those samples of the batch (``deform_lesion_loss``).
     """
+    import torch
     import torch.nn.functional as F  # noqa: N812
 
     lung = (yl > 0).float()
@@ -574,10 +601,17 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     w_hard_lung = w_hard if w_hard_lung is None else w_hard_lung
     if w_dense > 0 or w_hard > 0:  # per-voxel lesion-head loss, shared by the two dense terms
         bce = F.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
+    sel = (torch.ones_like(les) if lesion_samples is None
+           else lesion_samples.bool().view(-1, 1, 1, 1, 1).expand_as(les))
+
+    def lesion_mean(where: Any) -> Any:  # the lesion-head term over the voxels of the selected samples
+        w = where & sel
+        return bce[w].mean() if bool(w.any()) else logits.new_zeros(())
+
     if w_dense > 0:
         dense = les & (x > hu_thr)
         if bool(dense.any()):
-            term = ce[dense].mean() + (bce[dense].mean() if dense_heads == "both" else 0.0)
+            term = ce[dense].mean() + (lesion_mean(dense) if dense_heads == "both" else 0.0)
             out = out + w_dense * term
     if w_hard > 0 or w_hard_lung > 0:
         k = 2 * radius + 1
@@ -586,7 +620,7 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
             near = F.max_pool3d(near, ks, stride=1, padding=tuple(v // 2 for v in ks))
         hard = (near > 0) & (lung == 0) & (x > hu_thr)
         if bool(hard.any()):
-            out = out + w_hard_lung * ce[hard].mean() + (w_hard * bce[hard].mean() if w_hard > 0 else 0.0)
+            out = out + w_hard_lung * ce[hard].mean() + (w_hard * lesion_mean(hard) if w_hard > 0 else 0.0)
     return out
 
 

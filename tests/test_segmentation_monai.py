@@ -412,6 +412,50 @@ def test_focus_loss_terms():
     assert float(focus_loss(bad_lung_fp, x, yl, ys, 0.0, 0.0, 0.5, 2, w_hard_lung=2.0)) > 1.0
 
 
+def test_focus_loss_lesion_samples():
+    """``lesion_samples`` limits the lesion-head terms to those samples of the batch: a dense neighbour called
+    lesion in a left-out sample costs nothing; the lung-head terms still count every sample."""
+    from segmentation.training import focus_loss
+
+    x = torch.zeros(2, 1, 8, 16, 16)
+    yl = torch.zeros(2, 1, 8, 16, 16)
+    yl[..., 2:6, 4:12, 2:7] = 1
+    ys = torch.zeros_like(yl)
+    ys[..., 3:5, 6:9, 3:6] = 1
+    x[..., 2:6, 4:12, 7:9] = 0.8  # dense tissue beside the lung
+    good = torch.full((2, 4, 8, 16, 16), -5.0)
+    good[:, 0] = 5.0
+    good[:, 0][yl[:, 0] == 1] = -5.0
+    good[:, 1][yl[:, 0] == 1] = 5.0
+    good[:, 3][ys[:, 0] == 1] = 5.0
+    bad = good.clone()
+    bad[1, 3, 2:6, 4:12, 7:9] = 5.0  # sample 1 calls the dense neighbour lesion
+    both, first, second = (torch.tensor(v) for v in ([True, True], [True, False], [False, True]))
+    base = float(focus_loss(good, x, yl, ys, 0.0, 1.0, 0.5, 2, lesion_samples=first))
+    assert float(focus_loss(bad, x, yl, ys, 0.0, 1.0, 0.5, 2, lesion_samples=first)) == pytest.approx(base)
+    assert float(focus_loss(bad, x, yl, ys, 0.0, 1.0, 0.5, 2, lesion_samples=second)) > base + 1.0
+    assert float(focus_loss(bad, x, yl, ys, 0.0, 1.0, 0.5, 2, lesion_samples=both)) == pytest.approx(
+        float(focus_loss(bad, x, yl, ys, 0.0, 1.0, 0.5, 2)))
+    bad_lung = good.clone()
+    bad_lung[1, 0][ys[1, 0] == 1] = 10.0  # sample 1's lung head gives the lesion away: counts whatever the samples
+    assert float(focus_loss(bad_lung, x, yl, ys, 1.0, 0.0, 0.5, 2, lesion_samples=first)) > base + 1.0
+
+
+def test_train_lesion_loss_skips_deformed_crops(tmp_path):
+    """``deform_lesion_loss: false`` with every crop bent: the lesion head has nothing to learn from (its loss is
+    0), the lung head still learns; by default the lesion loss counts the bent crops."""
+    from segmentation.training import train
+
+    f = toy_cached_case(tmp_path / "toy.npz", noise_hu=10.0)
+    cfg = {"roi_size": [16, 32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0, "iterations": 1,
+           "deform_prob": 1.0, "deform_range": 0.1, "synth": {"p_empty": 0.0}}
+    arch = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+    off = train([f], tmp_path / "off", {**cfg, "deform_lesion_loss": False}, arch=arch, device="cpu")["history"][0]
+    on = train([f], tmp_path / "on", cfg, arch=arch, device="cpu")["history"][0]
+    assert off["lesion"] == 0.0 and off["lung"] > 0.0
+    assert on["lesion"] > 0.0
+
+
 def test_focus_loss_dense_lesion_term():
     """The dense-lesion term weighs only lesion voxels denser than the threshold, in both heads: dense
     consolidation called background (lung head) or not lesion (lesion head) costs; faint ground glass the
@@ -463,9 +507,10 @@ def test_smooth_deformation_bends_image_and_labels_together(tmp_path):
         return names, rand(load({"path": str(f)}))
 
     names0, plain = sample({**base, "deform_prob": 0.0}, 3)
-    assert "RandSmoothDeformd" not in names0
+    assert not any("SmoothDeform" in n for n in names0)
     names1, bent = sample({**base, "deform_prob": 1.0, "deform_range": 0.15}, 3)
-    assert "RandSmoothDeformd" in names1
+    assert "FlaggedSmoothDeformd" in names1  # MONAI's RandSmoothDeformd, recording that it bent the crop
+    assert float(bent["deformed"]) == 1.0 and float(plain["deformed"]) == 0.0
     lab = bent["lungs"].numpy()[0]
     assert set(np.unique(lab)) <= {0.0, 1.0, 2.0}
     moved = [float(np.mean(sample({**base, "deform_prob": 1.0, "deform_range": 0.15}, s)[1]["lungs"].numpy()[0]
@@ -500,7 +545,7 @@ def test_deformation_before_synthesis_bends_the_background_not_the_lesions(tmp_p
     for before in (False, True):
         load, rand = _monai_transforms({**base, "deform_before_synth": before})
         names = [type(t).__name__ for t in rand.transforms]
-        assert (names.index("RandSmoothDeformd") < names.index("Synthesize")) is before
+        assert (names.index("FlaggedSmoothDeformd") < names.index("Synthesize")) is before
         rand.set_random_state(5)
         out = rand(load({"path": str(f)}))
         passed = seen[-1]

@@ -76,9 +76,9 @@ def test_segmenter_protocol_output_shapes_and_determinism(tmp_path):
 
 def test_probabilities_agree_with_the_masks(tmp_path):
     """``probabilities`` gives the lung (1 - background) and lesion probabilities on the input grid, in [0, 1];
-    before the clean-up, a voxel is in the lesion mask exactly where its lesion probability is above the
-    threshold, and the lung mask lies where the lung probability is at least a third (argmax of three classes;
-    the clean-up may also fill enclosed holes, which this phantom's masks do not have)."""
+    inside the lung mask and outside the airway a voxel is in the lesion mask exactly where its lesion
+    probability is above the threshold, and the lung mask lies where the lung probability is at least a third
+    (argmax of three classes; the clean-up may also fill enclosed holes, which this phantom's masks do not have)."""
     from segmentation.monai_segmenter import MonaiSegmenter
 
     seg = MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu",

@@ -80,6 +80,10 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # lesion-head losses take the undeformed crops of the batch alone), to give the lung head the bent anatomies
     # without the lesion head learning caution from them (stages 11, 13, 14 of the model card)
     "deform_lesion_loss": True,
+    # anatomy variety from registration (segmentation.anatomy_mix): each background warped part of the way
+    # (alphas) and all the way towards each other background's lung shape, added to the training cases as
+    # mix_<A>__<B>_a<alpha>.npz beside the cache; e.g. {"alphas": [0.5, 1.0]}; None = off
+    "anatomy_mix": None,
 }
 
 

@@ -143,6 +143,18 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     cfg.pop("backgrounds_file", None)
     stages = [{k: v for k, v in st.items() if k != "backgrounds_file"} for st in stages]
+    # anatomy mixing (a stage's or the file's anatomy_mix): registered mixes of that stage's backgrounds, made now
+    for i, stage in enumerate(stages):
+        mix = stage.get("anatomy_mix", cfg.get("anatomy_mix"))
+        if not mix:
+            continue
+        from segmentation.anatomy_mix import prepare_mixes
+
+        try:
+            stage_files[i] = list(stage_files[i]) + prepare_mixes(stage_files[i], **_mix_options(mix))
+        except (TypeError, ValueError) as exc:
+            print(f"ctscore train: {args.train_config}: anatomy_mix: {exc}")
+            return EXIT_USAGE
     if args.prepare_only:
         return EXIT_OK
     cfg.update({k: v for k, v in {"iterations": args.iterations, "max_minutes": args.max_minutes,
@@ -170,6 +182,15 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mix_options(mix: object) -> dict:
+    """``anatomy_mix`` of a training config: a mapping with ``alphas`` (each in (0, 1]), or true for the default."""
+    if mix is True:
+        return {}
+    if not isinstance(mix, dict) or set(mix) - {"alphas"}:
+        raise ValueError(f"expected true or a mapping with 'alphas', got {mix!r}")
+    return {"alphas": [float(a) for a in mix.get("alphas", (0.5, 1.0))]}
+
+
 def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
     """Training options from YAML: (common options, stages, problem or None).
 
@@ -177,6 +198,8 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
     :data:`segmentation.synth.DEFAULTS`; an optional ``stages`` list (each a dict of the same keys plus
     ``name``) makes the file a multi-stage recipe. ``backgrounds_file`` (top level or per stage) trains
     that stage on the backgrounds listed there (as ``--backgrounds-file``) instead of the command's.
+    ``anatomy_mix`` (``{alphas: [0.5, 1.0]}``) adds registration-made mixes of that stage's backgrounds
+    (:mod:`segmentation.anatomy_mix`), written into the cache before any training.
     """
     import yaml
 

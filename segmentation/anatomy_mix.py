@@ -123,6 +123,16 @@ def warp(moving: dict[str, np.ndarray], fixed: dict[str, np.ndarray], transform:
             "spacing": np.asarray(fixed["spacing"], np.float32)}
 
 
+def lung_dice(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Dice of the right (1) and left (2) lung labels of two label maps on one grid (how far a mix moved)."""
+    out = []
+    for k in (1, 2):
+        x, y = a == k, b == k
+        n = int(x.sum() + y.sum())
+        out.append(2.0 * float((x & y).sum()) / n if n else float("nan"))
+    return out[0], out[1]
+
+
 def mix_name(moving: str, fixed: str, alpha: float) -> str:
     return f"{MIX_PREFIX}{moving}__{fixed}_a{int(round(alpha * 100)):03d}"
 
@@ -164,5 +174,7 @@ def prepare_mixes(cache_files: Sequence[str | Path], alphas: Sequence[float] = (
                 tmp = dest.with_name(dest.stem + ".partial.npz")
                 np.savez_compressed(tmp, **mixed)
                 tmp.replace(dest)
+                log.info("anatomy_mix: %s -> %s, alpha %.2f: lung Dice to %s's lungs right %.3f left %.3f",
+                         a_name, b_name, a, b_name, *lung_dice(mixed["lungs"], cases[b_name]["lungs"]))
             log.info("anatomy_mix: %s -> %s in %.1f s", a_name, b_name, time.perf_counter() - t)
     return out

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("SimpleITK")
 
-from segmentation.anatomy_mix import mix_name, prepare_mixes, register, warp  # noqa: E402
+from segmentation.anatomy_mix import lung_dice, mix_name, prepare_mixes, register, warp  # noqa: E402
 
 
 def toy_chest(shape=(30, 40, 50), lung_r=(10.0, 11.0, 8.0), gap=3.0, body_r=(14.0, 17.0, 23.0),
@@ -34,10 +34,6 @@ def toy_chest(shape=(30, 40, 50), lung_r=(10.0, 11.0, 8.0), gap=3.0, body_r=(14.
     return case
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
-
-
 def test_warp_brings_the_moving_lungs_onto_the_fixed_ones():
     """alpha 1: the moving case's lungs land on the fixed case's (Dice per side well above the unregistered
     overlap); alpha 0.5: a shape in between; labels and image warped together, on the fixed grid."""
@@ -51,10 +47,12 @@ def test_warp_brings_the_moving_lungs_onto_the_fixed_ones():
         np.testing.assert_array_equal(m["spacing"], fixed["spacing"])
         # image and labels agree: the warped lung is air, outside it tissue or air
         assert np.median(m["image"][m["lungs"] > 0]) < -700
-    d = {a: [dice(out[a]["lungs"] == k, fixed["lungs"] == k) for k in (1, 2)] for a in out}
+    d = {a: lung_dice(out[a]["lungs"], fixed["lungs"]) for a in out}
     assert min(d[1.0]) > 0.85, d
     assert min(d[1.0]) > max(d[1e-6]) + 0.1, d
     assert max(d[1e-6]) < min(d[0.5]) and max(d[0.5]) < min(d[1.0]), d  # half-way is in between
+    assert lung_dice(fixed["lungs"], fixed["lungs"]) == (1.0, 1.0)
+    assert np.isnan(lung_dice(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))[0])
     # the right lung stays the right lung (low x)
     xr, xl = (np.nonzero(out[0.5]["lungs"] == k)[2].mean() for k in (1, 2))
     assert xr < xl

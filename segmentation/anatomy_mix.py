@@ -15,7 +15,8 @@ on the 2-core machine. The metric sampling has a fixed seed; SimpleITK's multi-t
 the last digits between machines, which does not matter for augmentation.
 
 :func:`prepare_mixes` writes ``mix_<A>__<B>_a<alpha*100>.npz`` beside the cached backgrounds, in the cache's
-format (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, ``spacing``), and skips files that exist.
+format (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, ``spacing``), and skips files that exist and are
+newer than both their backgrounds.
 A training config asks for them with ``anatomy_mix: {alphas: [0.5, 1.0]}`` (see ``ctscore train``).
 """
 
@@ -141,7 +142,7 @@ def prepare_mixes(cache_files: Sequence[str | Path], alphas: Sequence[float] = (
                   out_dir: str | Path | None = None) -> list[Path]:
     """Every ordered pair (A, B) of the cached backgrounds (mixes and cases with their own lesion masks left out),
     A warped towards B by each alpha: one npz each, next to the cache (or in ``out_dir``); existing files are
-    kept. Returns the mix files in a fixed order."""
+    kept unless one of their two backgrounds is newer. Returns the mix files in a fixed order."""
     srcs = [Path(p) for p in cache_files if not Path(p).stem.startswith(MIX_PREFIX)]
     for a in alphas:
         if not 0.0 < float(a) <= 1.0:
@@ -149,12 +150,14 @@ def prepare_mixes(cache_files: Sequence[str | Path], alphas: Sequence[float] = (
     if len(srcs) < 2:
         raise ValueError(f"anatomy_mix needs at least two backgrounds, got {[p.stem for p in srcs]}")
     cases: dict[str, dict[str, np.ndarray]] = {}
+    paths: dict[str, Path] = {}
     for p in srcs:
         with np.load(p) as z:
             if "lesions" in z.files:
                 log.info("anatomy_mix: %s has its own lesion mask; not mixed", p.stem)
                 continue
             cases[p.stem] = {k: z[k] for k in ("image", "lungs", "spacing")}
+            paths[p.stem] = p
     out: list[Path] = []
     names = list(cases)
     for a_name in names:
@@ -163,13 +166,14 @@ def prepare_mixes(cache_files: Sequence[str | Path], alphas: Sequence[float] = (
                 continue
             dests = {a: Path(out_dir or srcs[0].parent) / f"{mix_name(a_name, b_name, a)}.npz" for a in alphas}
             out.extend(dests.values())
-            if all(d.exists() for d in dests.values()):
+            # a mix older than either of its backgrounds (one re-cached since) is made again
+            newest = max(paths[a_name].stat().st_mtime_ns, paths[b_name].stat().st_mtime_ns)
+            todo = {a: d for a, d in dests.items() if not d.exists() or d.stat().st_mtime_ns < newest}
+            if not todo:
                 continue
             t = time.perf_counter()
             tx = register(cases[b_name], cases[a_name])
-            for a, dest in dests.items():
-                if dest.exists():
-                    continue
+            for a, dest in todo.items():
                 mixed = warp(cases[a_name], cases[b_name], tx, a)
                 tmp = dest.with_name(dest.stem + ".partial.npz")
                 np.savez_compressed(tmp, **mixed)

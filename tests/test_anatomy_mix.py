@@ -7,6 +7,7 @@ cached backgrounds; the real run is stage 17 of the model card.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_warp_brings_the_moving_lungs_onto_the_fixed_ones():
 
 def test_prepare_mixes_files_names_and_reuse(tmp_path):
     """Every ordered pair, one file per alpha, named mix_<A>__<B>_a<alpha*100>; existing files kept; cases with
-    their own lesion masks and earlier mixes are not mixed; bad alphas and a single background are refused."""
+    their own lesion masks and earlier mixes are not mixed; a re-cached background renews its mixes; bad alphas and a single background are refused."""
     cache = tmp_path / "cache"
     cache.mkdir()
     shapes = {"a": {}, "b": {"lung_r": (12.0, 9.0, 9.0)}, "c": {"gap": 5.0, "lung_r": (9.0, 12.0, 7.0)}}
@@ -79,6 +80,12 @@ def test_prepare_mixes_files_names_and_reuse(tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in out}
     assert prepare_mixes(files + out, alphas=(0.5, 1.0)) == out  # mixes in the list are not mixed again
     assert {p: p.stat().st_mtime_ns for p in out} == stamp
+    # a background cached again makes its mixes (as source and as target) again, the others are kept
+    later = max(stamp.values()) + 10**9
+    os.utime(files[0], ns=(later, later))
+    prepare_mixes(files, alphas=(0.5, 1.0))
+    again = {p for p in out if p.stat().st_mtime_ns != stamp[p]}
+    assert again == {p for p in out if "mix_a__" in p.name or "__a_" in p.name}
     with pytest.raises(ValueError, match="alphas"):
         prepare_mixes(files, alphas=(0.0,))
     with pytest.raises(ValueError, match="at least two"):

@@ -7,7 +7,7 @@ the head; see :mod:`pipeline.volume`) on the working grid, with ``spacing`` give
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -28,6 +28,7 @@ class Segmentation:
     lesions: np.ndarray  # bool: pneumonia opacity (any density) inside the lungs
     airway: np.ndarray | None = None  # bool: trachea and main bronchi (never part of the lungs)
     lobes: np.ndarray | None = None  # uint8 lobe labels (see LOBES) or None
+    flags: list[str] = field(default_factory=list)  # QC flags of the segmentation (e.g. BOWEL_GAS_REMOVED:left)
 
 
 @runtime_checkable

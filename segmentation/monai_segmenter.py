@@ -16,7 +16,8 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 3. the four output channels are interpolated back to the input grid slab by slab (memory stays small),
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
 4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
-   filled; lesions only inside the lungs (adding lesion voxels outside the lung head's mask to the
+   filled; stomach or colon gas taken in through the thin diaphragm taken out (:func:`remove_bowel_gas`,
+   ``segmentation.monai.remove_bowel_gas``; cap001: 62 mL of the left lung mask); lesions only inside the lungs (adding lesion voxels outside the lung head's mask to the
    lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept);
 5. the airway (trachea, main bronchi) by the classical region growing
    (:func:`segmentation.classical.segment_airway`): the network has no airway head, and the landmark
@@ -136,6 +137,57 @@ def keep_main_components(mask: np.ndarray, min_share: float = 0.1) -> np.ndarray
     return np.isin(lab, keep)
 
 
+def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
+                     gas_hu: float = -950.0, aerated_hu: float = -500.0, min_ml: float = 2.0,
+                     wall_mm: float = 8.0, low_quantile: float = 25.0) -> tuple[np.ndarray, dict[int, float]]:
+    """Stomach or colon gas that the lung mask took in through the thin diaphragm, taken out again.
+
+    Per side, the aerated part of the mask (below ``aerated_hu``) falls into connected pieces. A piece other than
+    the largest is bowel gas when it is at least ``min_ml``, homogeneous air (median below ``gas_hu``; aerated lung
+    parenchyma is -950 to -700 HU, bowel gas about -1000) and low (its mean height below the ``low_quantile``-th
+    percentile of the largest piece's slices: under the dome). The gas goes, with the mask voxels within
+    ``wall_mm`` of it that are nearer to it than to the largest piece (diaphragm and stomach wall); what is then cut
+    off the side goes too. An aerated island cut off by consolidation is lung density and stays; gas joined to the
+    lung by voxels below ``aerated_hu`` is one piece with it and is not found here.
+
+    Returns the new label map and the removed volume (mL) per side label. ``lungs`` is not changed."""
+    out = lungs.copy()
+    sp = np.asarray(spacing, float)
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    removed: dict[int, float] = {}
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        whole = out == side
+        if not whole.any():
+            continue
+        side_box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(whole))
+        m, h = whole[side_box], hu[side_box]  # all work within the side's box
+        pieces, n = ndi.label(m & (h < aerated_hu))
+        if n < 2:
+            continue
+        sizes = np.bincount(pieces.ravel())[1:]
+        main = int(sizes.argmax()) + 1
+        z_low = np.percentile(np.nonzero(pieces == main)[0], low_quantile)
+        gas = np.zeros(m.shape, bool)
+        for k in np.flatnonzero(sizes * voxel_ml >= min_ml) + 1:
+            piece = pieces == k
+            if k != main and np.median(h[piece]) < gas_hu and np.nonzero(piece)[0].mean() < z_low:
+                gas |= piece
+        if not gas.any():
+            continue
+        # the wall between gas and lung, within a box around the gas (distances further out do not matter)
+        pad = np.ceil(2 * wall_mm / sp).astype(int) + 1
+        box = tuple(slice(max(int(i.min()) - p, 0), int(i.max()) + p + 1) for i, p in zip(np.nonzero(gas), pad))
+        d_gas = ndi.distance_transform_edt(~gas[box], sampling=sp)
+        main_box = pieces[box] == main
+        d_main = ndi.distance_transform_edt(~main_box, sampling=sp) if main_box.any() else np.inf
+        cut = gas.copy()
+        cut[box] |= m[box] & (d_gas <= wall_mm) & (d_gas < d_main)
+        drop = m & ~keep_main_components(m & ~cut)
+        out[side_box][drop] = 0
+        removed[side] = float(drop.sum()) * voxel_ml
+    return out, removed
+
+
 class MonaiSegmenter:
     """Learned lung (right/left) and lesion segmenter implementing :class:`segmentation.base.Segmenter`."""
 
@@ -150,7 +202,8 @@ class MonaiSegmenter:
         from segmentation.network import build_network
 
         seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
-        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta, scale_tta}
+        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta, scale_tta,
+        # remove_bowel_gas}
         self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         weights_path = weights_path or self.options.get("weights")
         folder = Path(weights_path) if weights_path else WEIGHTS_DIR
@@ -170,6 +223,7 @@ class MonaiSegmenter:
         if not 0.0 <= zoom < 0.5:
             raise ValueError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
         self.scales = (1.0,) if zoom == 0 else (1.0 - zoom, 1.0, 1.0 + zoom)
+        self.remove_bowel_gas = bool(self.options.get("remove_bowel_gas", True))
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         from monai.inferers import SlidingWindowInferer
@@ -268,10 +322,17 @@ class MonaiSegmenter:
                 box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(m))
                 region = out[box]  # a view: clean-up within the side's bounding box (same result, faster)
                 region[ndi.binary_fill_holes(keep_main_components(m[box])) & (region == 0)] = side
+        flags: list[str] = []
+        if self.remove_bowel_gas:
+            out, removed = remove_bowel_gas(out, hu, spacing)
+            for k, ml in removed.items():
+                side = "right" if k == RIGHT_LUNG else "left"
+                flags.append(f"BOWEL_GAS_REMOVED:{side}")
+                log.info("bowel gas taken out of the %s lung mask: %.1f mL", side, ml)
         lesions &= out > 0
         # the network has no airway head; the landmark detector needs the trachea (carina level), so the
         # classical region growing supplies it, and airway voxels are not lung (the teacher's definition)
         airway = segment_airway(hu, spacing)
         out[airway] = 0
         lesions &= ~airway
-        return Segmentation(lungs=out, lesions=lesions, airway=airway, lobes=None)
+        return Segmentation(lungs=out, lesions=lesions, airway=airway, lobes=None, flags=flags)

@@ -375,6 +375,91 @@ def test_monai_segmenter_supplies_the_airway(tmp_path):
     assert not np.any(res.airway & (res.lungs > 0))
 
 
+def gas_under_the_dome(seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A left lung (label 2) whose mask took in, through a 3 mm diaphragm, a gastric bubble beneath it; a right
+    lung (1) with an aerated island cut off by a band of consolidation at its base. 1.5 mm voxels, z upwards."""
+    rng = np.random.default_rng(seed)
+    hu = np.full((70, 60, 90), 40.0, np.float32)
+    lungs = np.zeros(hu.shape, np.uint8)
+    hu[20:66, 10:50, 8:40] = -850.0
+    lungs[20:66, 10:50, 8:40] = 1
+    hu[20:66, 10:50, 50:82] = -850.0
+    lungs[20:66, 10:50, 50:82] = 2
+    hu[12:16, 15:45, 55:77] = -1000.0  # the bubble ...
+    lungs[12:20, 15:45, 55:77] = 2     # ... and the diaphragm (z 16-19) in the left lung mask
+    hu[26:30, 10:50, 8:40] = -20.0     # consolidation across the right base; the aerated island below stays lung
+    hu += rng.normal(0, 15, hu.shape).astype(np.float32)
+    return hu, lungs, (1.5, 1.5, 1.5)
+
+
+def test_bowel_gas_is_taken_out_of_the_lung_mask():
+    """The bubble and the wall voxels nearer to it than to the lung leave the left lung (the rule keeps dense
+    tissue that borders aerated lung, as consolidation does); the aerated lung, the consolidation and the aerated
+    island under it stay; the input is not changed; a high gas pocket (a bulla) is not touched."""
+    from segmentation.monai_segmenter import remove_bowel_gas
+
+    hu, lungs, sp = gas_under_the_dome()
+    before = lungs.copy()
+    out, removed = remove_bowel_gas(lungs, hu, sp)
+    np.testing.assert_array_equal(lungs, before)
+    assert not out[12:18, 15:45, 55:77].any()  # the bubble and the half of the diaphragm nearer to it gone
+    np.testing.assert_array_equal(out[20:66], before[20:66])  # every lung voxel above kept, both sides
+    np.testing.assert_array_equal(out == 1, before == 1)  # the island cut off by consolidation is lung density
+    assert set(removed) == {2} and removed[2] == pytest.approx(6 * 30 * 22 * 1.5 ** 3 / 1000, rel=0.01)
+    # gas high in the lung, walled off (a bulla): not under the dome, kept
+    hu2, lungs2, _ = gas_under_the_dome()
+    hu2[12:20] = 40.0
+    lungs2[12:20] = 0
+    hu2[58:62, 20:30, 60:70] = -1000.0
+    hu2[57, 19:31, 59:71] = hu2[62, 19:31, 59:71] = 40.0
+    out2, removed2 = remove_bowel_gas(lungs2, hu2, sp)
+    assert removed2 == {} and np.array_equal(out2, lungs2)
+
+
+def test_remove_bowel_gas_is_a_config_key(tmp_path):
+    """``segmentation.monai.remove_bowel_gas`` is on by default and reaches the segmenter."""
+    from pipeline.config import load_config
+    from segmentation.factory import build_segmenter
+
+    w = str(tiny_weights(tmp_path / "w"))
+    assert load_config([], [])["segmentation"]["monai"]["remove_bowel_gas"] is True
+    assert build_segmenter(load_config([], ["segmentation.method=" + w, "segmentation.device=cpu"])).remove_bowel_gas
+    cfg = load_config([], ["segmentation.method=" + w, "segmentation.monai.remove_bowel_gas=false",
+                           "segmentation.device=cpu"])
+    assert build_segmenter(cfg).remove_bowel_gas is False
+
+
+def test_bowel_gas_flag_reaches_the_scan_flags(tmp_path, monkeypatch):
+    """The MONAI segmenter flags ``BOWEL_GAS_REMOVED:<side>`` when its bowel-gas step takes something out (and not
+    with the step off); a segmenter's flags go into the scan's QC flags (result.json, scans.csv)."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.run import analyse_volume
+    from segmentation import monai_segmenter as ms
+    from segmentation.classical import ClassicalSegmenter
+    from segmentation.training import load_series_lps
+    from tests.conftest import SAMPLE
+
+    seg = ms.MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu")
+    hu, sp = phantom()
+    monkeypatch.setattr(ms, "remove_bowel_gas", lambda lungs, hu, spacing: (lungs, {2: 4.0}))
+    assert seg.segment(hu, sp).flags == ["BOWEL_GAS_REMOVED:left"]
+    seg.remove_bowel_gas = False
+    assert seg.segment(hu, sp).flags == []
+
+    if not (SAMPLE / "ground_truth.json").is_file():
+        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
+
+    class Flagging(ClassicalSegmenter):
+        def segment(self, hu, spacing):
+            return dataclasses.replace(super().segment(hu, spacing), flags=["BOWEL_GAS_REMOVED:left"])
+
+    cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    res = analyse_volume(load_series_lps(SAMPLE), cfg, Flagging(cfg))
+    assert res["flags"][0] == "BOWEL_GAS_REMOVED:left"
+
+
 def test_focus_loss_terms():
     """Consolidated lung given to background costs in the lung head; dense voxels beside the lung
     called lesion cost in both heads; with both weights 0 nothing is added."""

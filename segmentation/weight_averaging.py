@@ -4,7 +4,7 @@ Fine-tunes that start from the same weights stay in one basin of the loss, so th
 parameters is itself a working network, and it often sits above the line joining the fine-tunes it
 came from: here the lung head of a fine-tune that covers pleural consolidation well but takes dense
 non-lung (stage 10) averaged with one that keeps the lung clean (stage 11) keeps most of the first's
-coverage and most of the second's clean lung (figures in ``segmentation/weights/MODEL_CARD.md``).
+coverage and most of the second's clean lung (figures in ``segmentation/weights/EXPERIMENTS.md``).
 
 :func:`average_weights` reads model folders in the layout of ``segmentation/weights``
 (``model.safetensors``, ``model.yaml``, ``manifest.json``), checks each against its manifest, and writes

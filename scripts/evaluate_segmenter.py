@@ -32,6 +32,12 @@ On the pipeline's working grid (1.5 mm):
   (``lung_threshold_sweep``: per T the pleural coverage of the lung mask plus every voxel with lung
   probability >= T, and the lung that rule has outside the teacher's mask and the airway on the clean scan,
   in mL, without the pipeline's clean-up);
+- lesion-wise detection (``lesion_detection``): each connected inserted lesion counts as detected when the model
+  marks at least 10 % of it; sensitivity by size (< 1, 1-10, 10-100, >= 100 mL) and by density (median above
+  -300 HU: consolidation, else ground glass), and the predicted lesion pieces that touch no inserted lesion
+  (false-positive pieces per case); with ``--lesion-probabilities`` (one more network pass per case) the 90th
+  percentile of the lesion probability over each inserted lesion (``p90``; ``missed_p90_median`` over the missed
+  ones): whether a lower threshold would find them;
 - with ``--real``: lesion % of lung volume on real scans (no reference masks: for the QC pictures), and the
   lung the model adds beyond the classical teacher's mask there.
 """
@@ -89,6 +95,57 @@ def pleural_lesions(pc: np.ndarray, pred_lungs: np.ndarray, ref: np.ndarray, vox
                     "ap": thirds(yc, ly.min(), ly.max(), ("anterior", "middle", "posterior")),
                     "ml_axis": thirds(xc, lx.min(), lx.max(), lat)})
     return out
+
+
+#: lesion size bins of the detection table (mL, lower bounds): nodular ground glass to lobar consolidation
+SIZE_BINS = ((0.0, "< 1 mL"), (1.0, "1-10 mL"), (10.0, "10-100 mL"), (100.0, ">= 100 mL"))
+
+
+def lesion_detection(ref_lesions: np.ndarray, pred_lesions: np.ndarray, hu: np.ndarray, voxel_ml: float,
+                     min_overlap: float = 0.1, p_lesion: np.ndarray | None = None) -> tuple[list[dict], list[float]]:
+    """Lesion-wise detection: each connected reference lesion (26-connected) with its volume, its median HU
+    (``dense``: median above -300 HU, consolidation; else ground glass), the share of it the prediction marks and
+    whether that reaches ``min_overlap`` (detected), and with ``p_lesion`` (the model's lesion probability) its
+    90th percentile over the lesion (``p90``: how near a missed lesion came); and the volumes (mL) of the
+    predicted lesion pieces that touch no reference lesion (false-positive pieces)."""
+    from scipy import ndimage as ndi
+
+    full = np.ones((3, 3, 3), bool)
+    lab, _ = ndi.label(ref_lesions, structure=full)
+    rows = []
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        comp = lab[sl] == i
+        share = float(pred_lesions[sl][comp].mean())
+        rows.append({"ml": float(comp.sum() * voxel_ml), "dense": bool(np.median(hu[sl][comp]) > -300.0),
+                     "marked": share, "detected": share >= min_overlap})
+        if p_lesion is not None:
+            rows[-1]["p90"] = float(np.quantile(p_lesion[sl][comp].astype(np.float32), 0.9))
+    plab, _ = ndi.label(pred_lesions, structure=full)
+    fp = [float((plab[sl] == i).sum() * voxel_ml) for i, sl in enumerate(ndi.find_objects(plab), start=1)
+          if not ref_lesions[sl][plab[sl] == i].any()]
+    return rows, fp
+
+
+def detection_summary(rows: list[dict], fp_ml: list[float], n_cases: int) -> dict:
+    """Sensitivity of :func:`lesion_detection` rows by size bin and by density, and the false-positive pieces
+    per case (count and mL)."""
+    def cell(sel: list[dict]) -> dict:
+        n = len(sel)
+        det = sum(r["detected"] for r in sel)
+        return {"n": n, "detected": det, "sensitivity": det / n if n else None}
+
+    by_size = []
+    for k, (lo, name) in enumerate(SIZE_BINS):
+        hi = SIZE_BINS[k + 1][0] if k + 1 < len(SIZE_BINS) else np.inf
+        by_size.append({"size": name, **cell([r for r in rows if lo <= r["ml"] < hi])})
+    return {"by_size": by_size,
+            "by_density": [{"density": "ground glass", **cell([r for r in rows if not r["dense"]])},
+                           {"density": "consolidation", **cell([r for r in rows if r["dense"]])}],
+            "all": cell(rows),
+            "missed_p90_median": (float(np.median([r["p90"] for r in rows if not r["detected"]]))
+                                  if any("p90" in r and not r["detected"] for r in rows) else None),
+            "fp_pieces_per_case": len(fp_ml) / n_cases if n_cases else None,
+            "fp_pieces_ml_median": float(np.median(fp_ml)) if fp_ml else None}
 
 
 def pooled_coverage_interval(rows: list[dict], n_boot: int = 2000, seed: int = 0,
@@ -191,7 +248,7 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
              real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
              scale_tta: float = 0.15, lesion_threshold: float | None = None,
-             lung_thresholds: list[float] | None = None) -> dict:
+             lung_thresholds: list[float] | None = None, lesion_probabilities: bool = False) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
@@ -261,6 +318,9 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
                "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None,
                "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml),
+               "detection": dict(zip(("lesions", "fp_pieces_ml"), lesion_detection(
+                   syn.lesions, pred.lesions, syn.hu, voxel_ml,
+                   p_lesion=model.probabilities(syn.hu, sp)["lesion"] if lesion_probabilities else None))),
                "scores": {"model": case_scores(syn.hu, sp, pred.lungs, pred.lesions, landmarks, cfg),
                           "reference": case_scores(syn.hu, sp, ref, syn.lesions, landmarks, cfg)}}
         if lung_thresholds and pc.any():
@@ -275,7 +335,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
             base_inter += int((b.lesions & syn.lesions).sum())
             base_tot += int(b.lesions.sum() + syn.lesions.sum())
             base_cov += int((pc & (b.lungs > 0)).sum())
-        log.info("case %d: %s", i, {k: v for k, v in row.items() if k not in ("kinds", "pleural_lesions", "scores")})
+        log.info("case %d: %s", i, {k: v for k, v in row.items()
+                                    if k not in ("kinds", "pleural_lesions", "scores", "detection")})
         per_case.append(row)
     res["synthetic_cases"] = per_case
     res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
@@ -286,6 +347,9 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
                                      if p["ml"] >= 5.0), key=lambda p: -p["ml"])
     res["score_agreement"] = score_agreement(per_case)
+    res["lesion_detection"] = detection_summary([d for r in per_case for d in r["detection"]["lesions"]],
+                                                [f for r in per_case for f in r["detection"]["fp_pieces_ml"]],
+                                                len(per_case))
     if lung_thresholds:
         covered = np.concatenate(miss_cov) if miss_cov else np.zeros(0, bool)
         p_lung = np.concatenate(miss_pl) if miss_pl else np.zeros(0, np.float16)
@@ -338,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lung-thresholds", type=float, nargs="+", default=None, metavar="T",
                     help="also report the probabilities where the lung mask misses pleural consolidation and, per "
                          "T, coverage and false lung of a lung threshold T (one more network pass per case)")
+    ap.add_argument("--lesion-probabilities", action="store_true",
+                    help="also report, per inserted lesion, the 90th percentile of the model's lesion probability "
+                         "over it (one more network pass per case)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -345,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
                    args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
                    scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
-                   lung_thresholds=args.lung_thresholds)
+                   lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

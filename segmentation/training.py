@@ -80,6 +80,10 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # lesion-head losses take the undeformed crops of the batch alone), to give the lung head the bent anatomies
     # without the lesion head learning caution from them (stages 11, 13, 14 of the model card)
     "deform_lesion_loss": True,
+    # lesion-wise recall term (0 = off): the lesion head's BCE over each inserted lesion's voxels, averaged per
+    # lesion and then over the lesions of the batch, so a 1 mL nodule weighs as much as a lobar consolidation
+    # (the Dice and voxel BCE are dominated by the large ones; cf. "blob loss", Kofler et al., IPMI 2023)
+    "lesion_instance_weight": 0.0,
     # anatomy variety from registration (segmentation.anatomy_mix): each background warped part of the way
     # (alphas) and all the way towards each other background's lung shape, added to the training cases as
     # mix_<A>__<B>_a<alpha>.npz beside the cache; e.g. {"alphas": [0.5, 1.0]}; None = off
@@ -393,11 +397,19 @@ def _monai_transforms(cfg: dict[str, Any]):
 
     class Pack(Transform):
         """Keep tensors only (drop metadata that the default collate cannot batch); ``deformed`` 1.0 when the
-        smooth deformation bent this crop."""
+        smooth deformation bent this crop; with ``instances``, ``lesion_w`` (1 / the size of the lesion a voxel
+        belongs to, 0 elsewhere) and ``n_lesions`` for the lesion-wise term."""
+
+        def __init__(self, instances: bool = False) -> None:
+            self.instances = instances
 
         def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
             out = {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.float32) for k in ("image", "lungs", "lesions")}
             out["deformed"] = torch.tensor(float(d.get("deformed", 0.0)))
+            if self.instances:
+                w, n = lesion_instance_weights(out["lesions"].numpy()[0] > 0.5)
+                out["lesion_w"] = torch.as_tensor(w[None])
+                out["n_lesions"] = torch.tensor(float(n))
             return out
 
     class FlaggedSmoothDeformd(RandSmoothDeformd):
@@ -436,9 +448,22 @@ def _monai_transforms(cfg: dict[str, Any]):
         RandGaussianNoised(["image"], prob=0.5, mean=0.0, std=0.02),
         RandScaleIntensityd(["image"], factors=0.05, prob=0.5),
         RandShiftIntensityd(["image"], offsets=0.02, prob=0.5),
-        Pack(),
+        Pack(instances=float(cfg.get("lesion_instance_weight", 0.0)) > 0),
     ])
     return load, rand
+
+
+def lesion_instance_weights(lesions: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per voxel 1 / (voxels of its 26-connected lesion), 0 outside lesions (float32), and the number of lesions:
+    summed against a per-voxel loss, each lesion's mean loss, once."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(lesions, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros(lesions.shape, np.float32), 0
+    inv = np.zeros(n + 1, np.float32)
+    inv[1:] = 1.0 / np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    return inv[lab], n
 
 
 def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
@@ -494,6 +519,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     use_amp = dev.type == "cuda"
     w_les, w_hn = float(c["lesion_lung_weight"]), float(c["hard_negative_weight"])
     w_dense = float(c["dense_lesion_weight"])
+    w_inst = float(c.get("lesion_instance_weight", 0.0))
     w_hn_lung = w_hn if c.get("hard_negative_lung_weight") is None else float(c["hard_negative_lung_weight"])
     dense_heads = str(c["dense_lesion_heads"])
     lesion_on_deformed = bool(c.get("deform_lesion_loss", True))
@@ -525,6 +551,13 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             else:
                 l2 = logits.new_zeros(())
             loss = l1 + float(c["lesion_weight"]) * l2
+            li = None
+            if w_inst > 0:  # each lesion's mean BCE, averaged over the lesions of the batch
+                n_les = float(batch["n_lesions"].sum())
+                if n_les > 0:
+                    vb = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
+                    li = (batch["lesion_w"].to(dev) * vb).sum() / n_les
+                    loss = loss + w_inst * li
             lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads, w_hn_lung,
                              lesion_samples=ok)
                   if (w_les > 0 or w_hn > 0 or w_dense > 0 or w_hn_lung > 0) else None)
@@ -542,7 +575,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             if it % 50 == 0 or it == 1:
                 el = time.perf_counter() - t0
                 hist.append({"iter": it, "loss": loss.item(), "lung": l1.item(), "lesion": l2.item(),
-                             "focus": lf.item() if lf is not None else 0.0, "s": el})
+                             "focus": lf.item() if lf is not None else 0.0,
+                             "lesion_instances": li.item() if li is not None else 0.0, "s": el})
                 log.info("iter %d loss %.4f (lung %.4f lesion %.4f focus %.4f) %.0f s", it, hist[-1]["loss"],
                          hist[-1]["lung"], hist[-1]["lesion"], hist[-1]["focus"], el)
             if it >= iters or (time.perf_counter() - t0) > max_s:

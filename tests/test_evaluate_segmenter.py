@@ -96,3 +96,38 @@ def test_lung_threshold_sweep_coverage_and_false_lung():
     assert [r["lung_threshold"] for r in rows] == [0.5, 0.4, 0.25]
     assert [r["pleural_coverage"] for r in rows] == [2 / 6, 3 / 6, 4 / 6]
     assert [r["lung_ml_outside_teacher"] for r in rows] == [4.0, 4.0, 6.0]
+
+
+def test_lesion_detection_by_size_and_density():
+    """Lesions are connected pieces; detected when >= 10 % marked; false-positive pieces touch no lesion."""
+    ev = load_script("evaluate_segmenter")
+    ref = np.zeros((20, 20, 40), bool)
+    pred = np.zeros_like(ref)
+    hu = np.full(ref.shape, -850.0)
+    ref[2:12, 2:12, 2:12] = True          # 1000 voxels, dense, 80 % marked
+    hu[2:12, 2:12, 2:12] = 20.0
+    pred[2:12, 2:12, 2:10] = True
+    ref[2:5, 2:5, 20:23] = True           # 27 voxels, ground glass, 1 voxel marked (< 10 %): missed
+    hu[2:5, 2:5, 20:23] = -600.0
+    pred[2, 2, 20] = True
+    ref[15:18, 15:18, 30:33] = True       # 27 voxels, ground glass, not marked
+    hu[15:18, 15:18, 30:33] = -600.0
+    pred[15:17, 2:4, 30:32] = True        # a false-positive piece of 8 voxels
+    rows, fp = ev.lesion_detection(ref, pred, hu, voxel_ml=0.01)
+    assert sorted((round(r["ml"], 2), r["dense"], r["detected"]) for r in rows) == [
+        (0.27, False, False), (0.27, False, False), (10.0, True, True)]
+    assert fp == [0.08]
+    summ = ev.detection_summary(rows, fp, n_cases=2)
+    assert summ["all"] == {"n": 3, "detected": 1, "sensitivity": 1 / 3}
+    sizes = {b["size"]: b for b in summ["by_size"]}
+    assert sizes["< 1 mL"]["sensitivity"] == 0.0 and sizes["10-100 mL"]["sensitivity"] == 1.0
+    assert sizes[">= 100 mL"] == {"size": ">= 100 mL", "n": 0, "detected": 0, "sensitivity": None}
+    dens = {b["density"]: b["sensitivity"] for b in summ["by_density"]}
+    assert dens == {"ground glass": 0.0, "consolidation": 1.0}
+    assert summ["fp_pieces_per_case"] == 0.5 and summ["fp_pieces_ml_median"] == 0.08
+    assert summ["missed_p90_median"] is None
+    p = np.where(ref, 0.3, 0.0).astype(np.float16)
+    p[2:12, 2:12, 2:12] = 0.9
+    rows, _ = ev.lesion_detection(ref, pred, hu, voxel_ml=0.01, p_lesion=p)
+    assert sorted(round(r["p90"], 2) for r in rows) == [0.3, 0.3, 0.9]
+    assert abs(ev.detection_summary(rows, [], n_cases=2)["missed_p90_median"] - 0.3) < 1e-3

@@ -541,6 +541,36 @@ def test_train_lesion_loss_skips_deformed_crops(tmp_path):
     assert on["lesion"] > 0.0
 
 
+def test_lesion_instance_weights_count_each_lesion_once():
+    """1 / lesion size on each lesion's voxels (26-connected), 0 elsewhere: summed, one per lesion."""
+    from segmentation.training import lesion_instance_weights
+
+    les = np.zeros((10, 12, 14), bool)
+    les[1:5, 1:5, 1:5] = True  # 64 voxels
+    les[7, 9, 11] = True       # a one-voxel nodule
+    les[8, 10, 12] = True      # ... touching it diagonally: the same lesion
+    w, n = lesion_instance_weights(les)
+    assert n == 2 and w.dtype == np.float32
+    assert w[2, 2, 2] == pytest.approx(1 / 64) and w[7, 9, 11] == pytest.approx(0.5) and w[0, 0, 0] == 0
+    assert float(w.sum()) == pytest.approx(2.0)
+    w0, n0 = lesion_instance_weights(np.zeros((3, 3, 3), bool))
+    assert n0 == 0 and not w0.any()
+
+
+def test_train_lesion_instance_term(tmp_path):
+    """``lesion_instance_weight`` adds the lesion-wise term (logged as ``lesion_instances``); off by default."""
+    from segmentation.training import train
+
+    f = toy_cached_case(tmp_path / "toy.npz", noise_hu=10.0)
+    cfg = {"roi_size": [16, 32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0, "iterations": 1,
+           "synth": {"p_empty": 0.0, "size_probs": {"small": 1.0}}}
+    arch = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+    on = train([f], tmp_path / "on", {**cfg, "lesion_instance_weight": 1.0}, arch=arch, device="cpu")["history"][0]
+    off = train([f], tmp_path / "off", cfg, arch=arch, device="cpu")["history"][0]
+    assert on["lesion_instances"] > 0.0 and off["lesion_instances"] == 0.0
+    assert on["loss"] == pytest.approx(on["lung"] + on["lesion"] + on["focus"] + on["lesion_instances"], rel=1e-4)
+
+
 def test_focus_loss_dense_lesion_term():
     """The dense-lesion term weighs only lesion voxels denser than the threshold, in both heads: dense
     consolidation called background (lung head) or not lesion (lesion head) costs; faint ground glass the

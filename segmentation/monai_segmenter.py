@@ -17,8 +17,9 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
    the lung head is argmaxed (background / right / left) and the lesion head thresholded;
 4. clean-up: per side the largest connected component (plus any other above 10 % of it), holes
    filled; stomach or colon gas taken in through the thin diaphragm taken out (:func:`remove_bowel_gas`,
-   ``segmentation.monai.remove_bowel_gas``; cap001: 62 mL of the left lung mask); lesions only inside the lungs (adding lesion voxels outside the lung head's mask to the
-   lungs was tried: pleural coverage +1.4 points, lesion Dice -2 points; not kept);
+   ``segmentation.monai.remove_bowel_gas``; cap001: 62 mL of the left lung mask); lesions only inside the
+   lungs (adding lesion voxels outside the lung head's mask to the lungs was tried: pleural coverage +1.4
+   points, lesion Dice -2 points; not kept);
 5. the airway (trachea, main bronchi) by the classical region growing
    (:func:`segmentation.classical.segment_airway`): the network has no airway head, and the landmark
    detector finds the carina on it.

@@ -82,7 +82,8 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "deform_lesion_loss": True,
     # lesion-wise recall term (0 = off): the lesion head's BCE over each inserted lesion's voxels, averaged per
     # lesion and then over the lesions of the batch, so a 1 mL nodule weighs as much as a lobar consolidation
-    # (the Dice and voxel BCE are dominated by the large ones; cf. "blob loss", Kofler et al., IPMI 2023)
+    # (the Dice and voxel BCE are dominated by the large ones; cf. "blob loss", Kofler et al., IPMI 2023); like the
+    # other lesion-head losses it skips the bent crops when deform_lesion_loss is false
     "lesion_instance_weight": 0.0,
     # anatomy variety from registration (segmentation.anatomy_mix): each background warped part of the way
     # (alphas) and all the way towards each other background's lung shape, added to the training cases as
@@ -552,11 +553,12 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
                 l2 = logits.new_zeros(())
             loss = l1 + float(c["lesion_weight"]) * l2
             li = None
-            if w_inst > 0:  # each lesion's mean BCE, averaged over the lesions of the batch
-                n_les = float(batch["n_lesions"].sum())
+            if w_inst > 0:  # each lesion's mean BCE, averaged over the lesions of the (lesion-head) samples
+                keep = torch.ones(x.shape[0], device=dev) if ok is None else ok.float()
+                n_les = float((batch["n_lesions"].to(dev) * keep).sum())
                 if n_les > 0:
                     vb = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 3:4], ys, reduction="none")
-                    li = (batch["lesion_w"].to(dev) * vb).sum() / n_les
+                    li = (batch["lesion_w"].to(dev) * keep.view(-1, 1, 1, 1, 1) * vb).sum() / n_les
                     loss = loss + w_inst * li
             lf = (focus_loss(logits, x, yl, ys, w_les, w_hn, hn_thr, hn_r, w_dense, dense_heads, w_hn_lung,
                              lesion_samples=ok)

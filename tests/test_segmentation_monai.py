@@ -569,6 +569,9 @@ def test_train_lesion_instance_term(tmp_path):
     off = train([f], tmp_path / "off", cfg, arch=arch, device="cpu")["history"][0]
     assert on["lesion_instances"] > 0.0 and off["lesion_instances"] == 0.0
     assert on["loss"] == pytest.approx(on["lung"] + on["lesion"] + on["focus"] + on["lesion_instances"], rel=1e-4)
+    bent = train([f], tmp_path / "bent", {**cfg, "lesion_instance_weight": 1.0, "deform_prob": 1.0,
+                                          "deform_lesion_loss": False}, arch=arch, device="cpu")["history"][0]
+    assert bent["lesion_instances"] == 0.0  # every crop bent, none for the lesion head
 
 
 def test_focus_loss_dense_lesion_term():

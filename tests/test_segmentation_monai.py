@@ -410,10 +410,12 @@ def test_bowel_gas_is_taken_out_of_the_lung_mask():
     hu2, lungs2, _ = gas_under_the_dome()
     hu2[12:20] = 40.0
     lungs2[12:20] = 0
-    hu2[58:62, 20:30, 60:70] = -1000.0
-    hu2[57, 19:31, 59:71] = hu2[62, 19:31, 59:71] = 40.0
+    hu2[56:64, 18:34, 58:74] = 40.0     # a wall on every side ...
+    hu2[57:63, 19:33, 59:73] = -1000.0  # ... around 4 mL of gas: a piece of its own, large and homogeneous enough
     out2, removed2 = remove_bowel_gas(lungs2, hu2, sp)
     assert removed2 == {} and np.array_equal(out2, lungs2)
+    # it is kept for its height alone: counted as low, it goes
+    assert set(remove_bowel_gas(lungs2, hu2, sp, low_quantile=100.0)[1]) == {2}
 
 
 def test_remove_bowel_gas_is_a_config_key(tmp_path):

@@ -28,6 +28,14 @@ class ConfigError(CTScoreError):
         super().__init__("BAD_CONFIG", message, path)
 
 
+class ModelError(CTScoreError):
+    """A segmentation model that cannot be used: files missing or not matching their manifest, a bad
+    label mapping or model description, an unusable device."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        super().__init__("BAD_MODEL", message, path)
+
+
 class SeriesError(CTScoreError):
     """A series that cannot be scored (the selected series is refused)."""
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from pipeline.errors import ModelError
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG, Segmentation
 from segmentation.classical import segment_airway
 
@@ -49,7 +50,7 @@ LABELS_FILE = "ctscore_labels.yaml"
 LOBE_CODES = {v: k for k, v in LOBES.items()}  # name -> code
 
 
-class BundleError(ValueError):
+class BundleError(ModelError):
     """The bundle folder or its label mapping is not usable."""
 
 
@@ -91,28 +92,42 @@ class BundleSegmenter:
         self.folder = Path(folder)
         labels_path = self.folder / LABELS_FILE
         if not labels_path.exists():
-            raise BundleError(f"{self.folder} has no {LABELS_FILE} (the label mapping ctscore needs)")
-        self.mapping: dict[str, Any] = yaml.safe_load(labels_path.read_text()) or {}
+            raise BundleError(f"no {LABELS_FILE} (the label mapping ctscore needs; a weights folder from "
+                              f"'ctscore train' has model.safetensors, model.yaml and manifest.json)", self.folder)
+        try:
+            self.mapping: dict[str, Any] = yaml.safe_load(labels_path.read_text()) or {}
+            if not isinstance(self.mapping, dict):
+                raise yaml.YAMLError("not a mapping")
+        except (OSError, yaml.YAMLError) as exc:
+            raise BundleError(f"unreadable label mapping ({exc})", labels_path) from exc
         labels = self.mapping.get("labels") or {}
-        if not (("right_lung" in labels and "left_lung" in labels) or "lobes" in labels):
-            raise BundleError(f"{labels_path}: labels must give right_lung and left_lung, or lobes")
+        if not isinstance(labels, dict) or not (("right_lung" in labels and "left_lung" in labels)
+                                                or "lobes" in labels):
+            raise BundleError("labels must give right_lung and left_lung, or lobes", labels_path)
         config = _find(self.folder, ["configs/inference.json", "configs/inference.yaml", "configs/inference.yml"])
         if config is None:
-            raise BundleError(f"{self.folder} has no configs/inference.json|yaml")
+            raise BundleError("no configs/inference.json|yaml", self.folder)
         weights = _find(self.folder, ["models/model.safetensors", "models/model.pt"])
         if weights is None:
-            raise BundleError(f"{self.folder} has no models/model.safetensors or models/model.pt")
+            raise BundleError("no models/model.safetensors or models/model.pt", self.folder)
         if (weights.parent / "manifest.json").exists():
             self.sha256 = check_manifest(weights.parent, [weights.name])[weights.name]
         else:
             self.sha256 = sha256_file(weights)
             log.warning("bundle %s has no models/manifest.json: weights not verified (sha256 %s)", self.folder,
                         self.sha256[:12])
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        self.net = parser.get_parsed_content("network_def")
-        self.net.load_state_dict(load_state(weights))
         self.device = resolve_device(device)
+        try:
+            parser = ConfigParser()
+            parser.read_config(str(config))
+            self.net = parser.get_parsed_content("network_def")
+        except Exception as exc:  # noqa: BLE001 - MONAI's parser raises many kinds; all mean a bad config
+            raise BundleError(f"network_def cannot be built ({type(exc).__name__}: {exc})", config) from exc
+        try:
+            self.net.load_state_dict(load_state(weights))
+        except (RuntimeError, ValueError, OSError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"the weights do not load into network_def ({msg})", weights) from exc
         self.net.eval().to(self.device)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -184,7 +199,8 @@ class BundleSegmenter:
             lobes = np.zeros(hu.shape, np.uint8)
             for name, value in labels["lobes"].items():
                 if name not in LOBE_CODES:
-                    raise BundleError(f"unknown lobe name {name!r}; expected one of {sorted(LOBE_CODES)}")
+                    raise BundleError(f"unknown lobe name {name!r}; expected one of {sorted(LOBE_CODES)}",
+                                      self.folder / LABELS_FILE)
                 m = sel(value)
                 lobes[m] = LOBE_CODES[name]
                 lungs[m] = RIGHT_LUNG if name.startswith("right") else LEFT_LUNG
@@ -195,14 +211,21 @@ class BundleSegmenter:
         lesions = sel(labels["lesion"]) if "lesion" in labels else np.zeros(hu.shape, bool)
         orphan = lesions & (lungs == 0)
         if orphan.any() and (lungs > 0).any():
-            # lesion labels of a softmax model are lung too: give them the side of the nearest lung voxel
+            # lesion labels of a softmax model are lung too: give them the side (and the lobe) of the nearest
+            # lung voxel, so that lobar scores count them
             _, idx = ndi.distance_transform_edt(lungs == 0, sampling=spacing, return_indices=True)
-            lungs[orphan] = lungs[tuple(i[orphan] for i in idx)]
-        lesions &= lungs > 0
+            near = tuple(i[orphan] for i in idx)
+            lungs[orphan] = lungs[near]
+            if lobes is not None:
+                lobes[orphan] = lobes[near]
+        # bundles label no airway: the classical region growing gives the landmark detector its trachea, and
+        # the airway is never lung (as for the other segmenters)
+        airway = segment_airway(hu, spacing)
+        lungs[airway] = 0
+        lesions &= (lungs > 0)
         if lobes is not None:
             lobes[lungs == 0] = 0
-        # bundles label no airway: the classical region growing gives the landmark detector its trachea
-        return Segmentation(lungs=lungs, lesions=lesions, airway=segment_airway(hu, spacing), lobes=lobes)
+        return Segmentation(lungs=lungs, lesions=lesions, airway=airway, lobes=lobes)
 
 
 def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 0) -> Path:

@@ -5,7 +5,7 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 
 1. the HU volume (any grid) is resampled to the model grid (``model_spacing_mm`` of ``model.yaml``,
    trilinear, physical extent kept) and normalised;
-2. MONAI's :class:`~monai.inferers.SlidingWindowInferer` runs the network (bf16/fp16 autocast on CUDA,
+2. MONAI's :class:`~monai.inferers.SlidingWindowInferer` runs the network (fp16 autocast on CUDA,
    float32 and deterministic algorithms on CPU), by default four times, the outputs averaged: on the
    scan and on its left-right mirror image (flipped back, right/left lung channels swapped;
    ``segmentation.monai.flip_tta``), and on the scan zoomed by 0.85 and 1.15 (``scale_tta: 0.15``,
@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from pipeline.errors import ConfigError, ModelError
 from segmentation.base import LEFT_LUNG, RIGHT_LUNG, Segmentation
 from segmentation.classical import segment_airway
 
@@ -43,21 +46,35 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-class WeightsError(RuntimeError):
-    """The model files are missing or do not match their manifest."""
+class WeightsError(ModelError):
+    """The model files are missing, do not match their manifest, or do not describe a usable network."""
+
+
+_DEVICE_RE = re.compile(r"cuda(?::(\d+))?")
 
 
 def resolve_device(device: str | None) -> Any:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device."""
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (``gpu``/``gpu:N`` alike) as a torch
+    device; anything else, CUDA asked for where there is none, or a CUDA index beyond the visible devices
+    is a :class:`~pipeline.errors.ConfigError`."""
     import torch
 
-    d = (device or "auto").lower()
+    d = (device or "auto").strip().lower()
+    if d == "gpu" or d.startswith("gpu:"):
+        d = "cuda" + d[3:]
     if d == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    if d in ("gpu",) or d.startswith("gpu:"):
-        d = d.replace("gpu", "cuda")
+    if d == "cpu":
+        return torch.device("cpu")
+    m = _DEVICE_RE.fullmatch(d)
+    if not m:
+        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available (use --device cpu or auto)")
+    n = torch.cuda.device_count()
+    if m.group(1) is not None and int(m.group(1)) >= n:
+        raise ConfigError(f"device {device!r} asked for, but {n} CUDA device(s) are visible "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     return torch.device(d)
 
 
@@ -67,17 +84,25 @@ def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
 
     man_path = folder / "manifest.json"
     if not man_path.exists():
-        raise WeightsError(f"no manifest.json in {folder}: refusing unverified weights")
-    manifest = json.loads(man_path.read_text())["files"]
+        raise WeightsError("no manifest.json: refusing unverified weights", man_path)
+    try:
+        manifest = json.loads(man_path.read_text())["files"]
+        if not isinstance(manifest, dict):
+            raise TypeError("'files' is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"unreadable manifest, expected {{'files': {{name: {{'sha256': ...}}}}}} ({exc})",
+                           man_path) from exc
     out = {}
     for f in files:
         path = folder / f
         if not path.exists():
-            raise WeightsError(f"model file missing: {path}")
-        want = manifest.get(f, {}).get("sha256")
+            raise WeightsError("model file missing", path)
+        entry = manifest.get(f)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            raise WeightsError(f"manifest has no sha256 for {f}", man_path)
         got = sha256_file(path)
-        if want != got:
-            raise WeightsError(f"sha256 of {path} is {got}, manifest says {want}")
+        if entry["sha256"] != got:
+            raise WeightsError(f"sha256 of {f} is {got}, manifest.json says {entry['sha256']}", path)
         out[f] = got
     return out
 
@@ -208,31 +233,55 @@ class MonaiSegmenter:
         self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         weights_path = weights_path or self.options.get("weights")
         folder = Path(weights_path) if weights_path else WEIGHTS_DIR
-        if folder.is_file():
+        if folder.is_file():  # the weights file itself: its folder holds model.yaml and manifest.json
+            if folder.name != "model.safetensors":
+                raise WeightsError("expected a weights folder (model.safetensors, model.yaml, manifest.json) "
+                                   "or its model.safetensors", folder)
             folder = folder.parent
+        elif not folder.is_dir():
+            raise WeightsError("no such weights folder", folder)
         self.folder = folder
         self.hashes = check_manifest(folder, ["model.safetensors", "model.yaml"])
-        self.meta: dict[str, Any] = yaml.safe_load((folder / "model.yaml").read_text())
+        yaml_path = folder / "model.yaml"
+        try:
+            self.meta: dict[str, Any] = yaml.safe_load(yaml_path.read_text())
+            if not isinstance(self.meta, dict):
+                raise yaml.YAMLError("not a mapping")
+            missing = [k for k in ("arch", "model_spacing_mm", "roi_size", "hu_window") if k not in self.meta]
+        except (OSError, yaml.YAMLError) as exc:
+            raise WeightsError(f"unreadable model description ({exc})", yaml_path) from exc
+        if missing:
+            raise WeightsError(f"model description lacks {missing}", yaml_path)
         self.device = resolve_device(device)
-        self.net = build_network(self.meta["arch"])
-        state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code
-        self.net.load_state_dict(state)
+        try:
+            self.net = build_network(self.meta["arch"])
+            state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code
+            self.net.load_state_dict(state)
+        except (ValueError, TypeError, RuntimeError, OSError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"the weights do not load into the network model.yaml describes ({msg})",
+                               folder / "model.safetensors") from exc
         self.net.eval().to(self.device)
-        self.lesion_threshold = float(self.options.get("lesion_threshold", self.meta.get("lesion_threshold", 0.5)))
+        if "lesion_threshold" in self.options:
+            thr, where = self.options["lesion_threshold"], "segmentation.monai.lesion_threshold"
+        else:
+            thr, where = self.meta.get("lesion_threshold", 0.5), f"lesion_threshold of {yaml_path}"
+        try:
+            self.lesion_threshold = float(thr)
+        except (TypeError, ValueError):
+            self.lesion_threshold = float("nan")
+        if not 0.0 < self.lesion_threshold < 1.0:  # also false for NaN
+            raise ConfigError(f"{where} must be a probability strictly between 0 and 1, got {thr!r}")
         self.flip_tta = bool(self.options.get("flip_tta", self.meta.get("flip_tta", True)))
         zoom = float(self.options.get("scale_tta", self.meta.get("scale_tta", 0.15)))
         if not 0.0 <= zoom < 0.5:
-            raise ValueError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
+            raise ConfigError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
         self.scales = (1.0,) if zoom == 0 else (1.0 - zoom, 1.0, 1.0 + zoom)
         self.remove_bowel_gas = bool(self.options.get("remove_bowel_gas", True))
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
-        from monai.inferers import SlidingWindowInferer
-
-        self.inferer = SlidingWindowInferer(
-            roi_size=tuple(self.meta.get("inference_roi_size", self.meta["roi_size"])),
-            sw_batch_size=int(self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4)),
-            overlap=float(self.meta.get("sw_overlap", 0.25)), mode="gaussian")
+        self.sw_batch_size = int(self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4))
+        self.sw_overlap = float(self.meta.get("sw_overlap", 0.25))
         log.info("MONAI segmenter loaded from %s on %s (sha256 %s)", folder, self.device,
                  self.hashes["model.safetensors"][:12])
 
@@ -250,6 +299,7 @@ class MonaiSegmenter:
         no better, see the model card).
         """
         import torch
+        from monai.inferers import SlidingWindowInferer
 
         from segmentation.network import normalize_hu
 
@@ -264,12 +314,15 @@ class MonaiSegmenter:
                 # zoom f: the scan seen as if its voxels were f times larger (anatomy f times bigger)
                 sz = tuple(int(v) for v in np.maximum(1, np.round(extent * f / msp)))
                 x = normalize_hu(resize_to(x0, sz), tuple(self.meta["hu_window"])).to(self.device)
-                # one window when the scan fits (no padding beyond the next multiple of 16), else sliding
-                self.inferer.roi_size = tuple(int(v) for v in np.minimum(np.ceil(np.asarray(sz) / 16.0) * 16, cap))
-                y = self._infer(x)
+                # one window when the scan fits (no padding beyond the next multiple of 16), else sliding;
+                # an inferer per view, not a shared one re-sized: scans may run in threads of one process
+                inferer = SlidingWindowInferer(
+                    roi_size=tuple(int(v) for v in np.minimum(np.ceil(np.asarray(sz) / 16.0) * 16, cap)),
+                    sw_batch_size=self.sw_batch_size, overlap=self.sw_overlap, mode="gaussian")
+                y = self._infer(inferer, x)
                 if self.flip_tta and f == 1.0:
                     # mirror x (patient left-right): the right and left lung channels trade places
-                    yf = torch.flip(self._infer(torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
+                    yf = torch.flip(self._infer(inferer, torch.flip(x, [-1])), [-1])[:, [0, 2, 1, 3]]
                     y = (y + yf) / 2
                 y = resize_to(y.float(), size)
                 acc = y if acc is None else acc + y
@@ -293,13 +346,13 @@ class MonaiSegmenter:
         upsample_slabs(logits, hu.shape, put)
         return out
 
-    def _infer(self, x: Any) -> Any:
+    def _infer(self, inferer: Any, x: Any) -> Any:
         import torch
 
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
-                return self.inferer(x, self.net).float()
-        return self.inferer(x, self.net)
+                return inferer(x, self.net).float()
+        return inferer(x, self.net)
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""

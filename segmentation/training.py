@@ -23,6 +23,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,8 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "dense_lesion_heads": "both",
     "hard_negative_weight": 0.0,
     # the hard-negative weight in the lung head alone (None: hard_negative_weight in both heads): to keep the
-    # lung head off the mediastinum harder than the lesion head off dense tissue (stage 12 of the model card)
+    # lung head off the mediastinum harder than the lesion head off dense tissue (stages 12 and 15,
+    # segmentation/weights/EXPERIMENTS.md)
     "hard_negative_lung_weight": None,
     "hard_negative_mm": 10.0,
     "hard_negative_hu": -300.0,
@@ -74,11 +79,12 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "deform_range": 0.1,
     # deform the background (image and lung labels) before the lesions are inserted, so the anatomy is bent
     # but the lesions keep their own shapes and textures (False: after insertion, bending the lesions too, as
-    # stages 4-13 of the model card were trained)
+    # every run with deformations but stage 14 was trained; segmentation/weights/EXPERIMENTS.md)
     "deform_before_synth": False,
     # train the lesion head on the deformed crops too (False: on deformed crops only the lung head learns, the
     # lesion-head losses take the undeformed crops of the batch alone), to give the lung head the bent anatomies
-    # without the lesion head learning caution from them (stages 11, 13, 14 of the model card)
+    # without the lesion head learning caution from them (stage 16, after stages 11, 13 and 14 had turned cautious;
+    # segmentation/weights/EXPERIMENTS.md)
     "deform_lesion_loss": True,
     # lesion-wise recall term (0 = off): the lesion head's BCE over each inserted lesion's voxels, averaged per
     # lesion and then over the lesions of the batch, so a 1 mL nodule weighs as much as a lobar consolidation
@@ -296,7 +302,7 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
 def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | Path,
                   model_spacing_zyx: Sequence[float], teacher: Any = None, overwrite: bool = False) -> list[Path]:
     """Write one ``<name>.npz`` per background (folder or :class:`Background`) into ``cache_dir``
-    (skips existing files)."""
+    (skips existing files; one cached at another spacing is an error naming it)."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
@@ -304,6 +310,11 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
         bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
         dest = cache / f"{bg.name}.npz"
         if dest.exists() and not overwrite:
+            with np.load(dest) as z:
+                got = np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
+            if got is not None and not np.allclose(got, np.asarray(model_spacing_zyx, np.float32), rtol=1e-3):
+                raise ValueError(f"{dest}: cached at spacing {got.tolist()} mm, not the "
+                                 f"{[float(v) for v in model_spacing_zyx]} mm asked for; use another cache folder")
             out.append(dest)
             continue
         case = prepare_case(bg, model_spacing_zyx, teacher)
@@ -484,8 +495,16 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     arch = {**DEFAULT_ARCH, **(arch or {})}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else
-                       ("cpu" if device == "auto" else device))
+    from segmentation.monai_segmenter import resolve_device
+
+    dev = resolve_device(device)
+    want = np.asarray(c["model_spacing_mm"], np.float32)
+    for p in cache_files:  # a cache made at another spacing would train a model whose model.yaml lies
+        with np.load(p) as z:
+            got = np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
+        if got is not None and not np.allclose(got, want, rtol=1e-3):
+            raise ConfigError(f"cache made at spacing {got.tolist()} mm, the training config asks for "
+                              f"model_spacing_mm {want.tolist()}: rebuild the cache (another --cache folder)", p)
     set_determinism(seed=int(c["seed"]))
     torch.manual_seed(int(c["seed"]))
     load, rand = _monai_transforms(c)
@@ -587,7 +606,10 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     wall = time.perf_counter() - t0
     net.eval()
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    wpath = out / "model.safetensors"
+    # written beside the target, then moved in with the manifest last: a crash never leaves a folder whose
+    # manifest vouches for files it was not made with (the loader refuses a mismatch)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out))
+    wpath = tmp / "model.safetensors"
     save_file(state, str(wpath), metadata={"arch": json.dumps(arch)})
     model_yaml = {
         "arch": arch,
@@ -600,13 +622,16 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     }
     import yaml
 
-    (out / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
-    write_manifest(out)
+    (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+    write_manifest(tmp)
     info = {"iterations": it, "wall_s": wall, "device": str(dev),
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
             "torch": torch.__version__, "cfg": c,
             "cases": [Path(p).stem for p in cache_files], "history": hist}
-    (out / "train_log.json").write_text(json.dumps(info, indent=1))
+    (tmp / "train_log.json").write_text(json.dumps(info, indent=1))
+    for name in ("model.safetensors", "model.yaml", "train_log.json", "manifest.json"):
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
     log.info("trained %d iterations in %.0f s on %s", it, wall, dev)
     return info
 

@@ -16,6 +16,7 @@ command.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -60,8 +61,8 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     w = [1.0] * len(folders) if weights is None else [float(v) for v in weights]
     if len(w) != len(folders):
         raise AveragingError(f"{len(w)} weights for {len(folders)} model folders")
-    if any(not v >= 0 for v in w) or sum(w) <= 0:
-        raise AveragingError(f"weights must be >= 0 and not all 0, got {w}")
+    if any(not (math.isfinite(v) and v >= 0) for v in w) or sum(w) <= 0:
+        raise AveragingError(f"weights must be finite, >= 0 and not all 0, got {w}")
     w = [v / sum(w) for v in w]
     out = Path(out)
     if any(out.resolve() == f.resolve() for f in folders):
@@ -114,6 +115,9 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
                   metadata={"arch": json.dumps(meta["arch"]), "averaged_from": str(len(folders))})
         (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         write_manifest(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the model folder is as readable as any other
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)

@@ -134,7 +134,7 @@ def test_shipped_background_list():
     if not (DATA / "chest").exists() or not (DATA / "cip_copdgene").exists():
         pytest.skip(f"real data not found at {DATA} (set CTSCORE_TEST_DATA)")
     if DATA.resolve() != (REPO.parent / "shared" / "data").resolve():
-        pytest.skip("the list's paths are relative to the repository (../shared/data)")
+        pytest.skip("the list points at ../shared/data beside the repository (paths relative to the list file)")
     bgs = read_backgrounds_file(REPO / "configs" / "training" / "backgrounds.yaml")
     names = [b.name for b in bgs]
     assert names == ["itkelastix00", "lung_pet_ct_dx_A0002", "ge_mister_ct", "cip_copdgene_ct64"]

@@ -1,0 +1,226 @@
+"""Training from a notebook: :func:`train_segmenter`, the Python twin of ``ctscore train``.
+
+Same options and defaults as the command (``pipeline/commands/train.py`` only parses arguments and
+calls this), same errors: every problem with the backgrounds, the training config or the device is a
+:class:`~pipeline.errors.ConfigError` naming the file.
+
+Steps: the backgrounds (the clean scans of ``../shared/data/chest``, the sub-folders of ``data``, or a
+``backgrounds_file``) are cached at the model grid of the training config; a stage may name its own
+``backgrounds_file`` and add registration-made anatomies (``anatomy_mix``); then
+:func:`segmentation.training.train` runs once, or once per stage of a recipe (each from the weights of
+the one before; the last stage's model files are moved into ``out`` with the manifest last).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = ("model.safetensors", "model.yaml", "manifest.json")  # manifest last: see publish_model
+
+
+def mix_options(mix: object) -> dict:
+    """``anatomy_mix`` of a training config: a mapping with ``alphas`` (each in (0, 1]), or true for the default."""
+    if mix is True:
+        return {}
+    if not isinstance(mix, dict) or set(mix) - {"alphas"}:
+        raise ValueError(f"expected true or a mapping with 'alphas', got {mix!r}")
+    return {"alphas": [float(a) for a in mix.get("alphas", (0.5, 1.0))]}
+
+
+def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
+    """Training options from YAML: (common options, stages, problem or None).
+
+    Keys are those of :data:`segmentation.training.DEFAULT_TRAIN`, ``synth`` takes those of
+    :data:`segmentation.synth.DEFAULTS`; an optional ``stages`` list (each a dict of the same keys plus
+    ``name``) makes the file a multi-stage recipe. ``backgrounds_file`` (top level or per stage) trains
+    that stage on the backgrounds listed there (as ``--backgrounds-file``) instead of the command's.
+    ``anatomy_mix`` (``{alphas: [0.5, 1.0]}``) adds registration-made mixes of that stage's backgrounds
+    (:mod:`segmentation.anatomy_mix`), written into the cache before any training.
+    """
+    import yaml
+
+    from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
+    from segmentation.training import DEFAULT_TRAIN
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return {}, [{}], f"cannot read: {exc}"
+    if not isinstance(doc, dict):
+        return {}, [{}], "expected a mapping of options"
+    stages = doc.pop("stages", None) or [{}]
+    problems: list[str] = []
+    for where, d in [("", doc)] + [(f"stages[{i}].", st) for i, st in enumerate(stages)]:
+        if not isinstance(d, dict):
+            problems.append(f"{where or 'top level'} is not a mapping")
+            continue
+        problems += [f"{where}{k}" for k in sorted(set(d) - set(DEFAULT_TRAIN) - {"synth", "name", "backgrounds_file"})]
+        problems += [f"{where}synth.{k}" for k in (d.get("synth") or {}) if k not in SYNTH_DEFAULTS]
+    return doc, stages, (f"unknown option(s) {problems}" if problems else None)
+
+
+def merge_stage(common: dict, stage: dict) -> dict:
+    """A stage's options over the common ones; ``synth`` merged key by key (a stage's own ``synth`` block
+    does not drop the common one, e.g. ``p_empty`` from the command line)."""
+    st = {k: v for k, v in stage.items() if k not in ("name", "backgrounds_file")}
+    return {**common, **st, "synth": {**(common.get("synth") or {}), **(st.get("synth") or {})}}
+
+
+def publish_model(src: Path, out: Path) -> None:
+    """Copy the model files of ``src`` into ``out``: each copied beside its target and renamed over it, the
+    manifest last, so ``out`` never holds a manifest vouching for files it was not made with."""
+    out.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in MODEL_FILES:
+        fd, tmp = tempfile.mkstemp(prefix=f".{f}.", dir=out)
+        os.close(fd)
+        try:
+            shutil.copyfile(src / f, tmp)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
+            os.replace(tmp, out / f)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _default_folders(data: str | Path | None, names: list[str] | None) -> list[Path]:
+    from segmentation.training import DEFAULT_BACKGROUNDS, HELD_OUT_BACKGROUND
+
+    if data:
+        root = Path(data)
+        if not root.is_dir():
+            raise ConfigError("no such folder of background series", root)
+        names = names or sorted(d.name for d in root.iterdir() if d.is_dir())
+    else:
+        root = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest"
+        names = names or list(DEFAULT_BACKGROUNDS)
+    if HELD_OUT_BACKGROUND in names:
+        log.warning("%s is the held-out evaluation background; training on it voids the metrics",
+                    HELD_OUT_BACKGROUND)
+    return [root / n for n in names]
+
+
+def _read_backgrounds(path: str | Path, where: str = "") -> list:
+    from segmentation.training import HELD_OUT_BACKGROUND, read_backgrounds_file
+
+    try:
+        srcs = read_backgrounds_file(path)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}", path) from exc
+    if any(b.name == HELD_OUT_BACKGROUND for b in srcs):
+        log.warning("%s is the held-out evaluation background; training on it voids the metrics",
+                    HELD_OUT_BACKGROUND)
+    return srcs
+
+
+def _cache(sources: list, cache: Path, spacing: list[float], where: str = "") -> list[Path]:
+    from segmentation.training import prepare_cache
+
+    try:
+        return prepare_cache(sources, cache, spacing)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}", cache) from exc
+
+
+def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str | Path | None = None,
+                    backgrounds: list[str] | None = None, backgrounds_file: str | Path | None = None,
+                    cache: str | Path = ".train_cache", train_config: str | Path | None = None,
+                    init: str | Path | None = None, device: str = "auto", prepare_only: bool = False,
+                    iterations: int | None = None, max_minutes: float | None = None,
+                    batch_size: int | None = None, num_workers: int | None = None, seed: int | None = None,
+                    lr: float | None = None, p_empty: float | None = None) -> dict[str, Any]:
+    """Cache the backgrounds and train (or fine-tune from ``init``) the segmenter into ``out``.
+
+    Options as ``ctscore train --help`` (``backgrounds_file`` replaces ``data``/``backgrounds``; the
+    keyword options win over the top level of ``train_config``). Returns ``{"cache_files": [...]}`` plus,
+    unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
+    """
+    from segmentation.training import DEFAULT_TRAIN, train
+
+    cfg: dict = {}
+    stages: list[dict] = [{}]
+    if train_config:
+        cfg, stages, problem = read_train_config(Path(train_config))
+        if problem:
+            raise ConfigError(problem, train_config)
+    # the cache is made at the model grid the training config asks for (train() checks it again)
+    spacings = {tuple(float(v) for v in st.get("model_spacing_mm", cfg.get("model_spacing_mm",
+                                                                             DEFAULT_TRAIN["model_spacing_mm"])))
+                for st in stages}
+    if len(spacings) > 1:
+        raise ConfigError(f"the stages ask for different model_spacing_mm {sorted(spacings)}; a recipe trains one "
+                          f"model grid", train_config)
+    spacing = list(spacings.pop())
+    cache = Path(cache)
+    if backgrounds_file:
+        if data or backgrounds:
+            raise ConfigError("backgrounds_file replaces data / backgrounds; give one or the other")
+        files = _cache(_read_backgrounds(backgrounds_file), cache, spacing)
+    else:
+        folders = _default_folders(data, backgrounds)
+        if all(f.exists() for f in folders):
+            files = _cache(folders, cache, spacing)
+        else:  # the shared data are not here: a cache made before will do
+            existing = sorted(cache.glob("*.npz")) if cache.exists() else []
+            wanted = {f.name for f in folders}
+            files = [p for p in existing if p.stem in wanted]
+            if len(files) < len(wanted):
+                raise ConfigError(f"background folders not found and not cached: "
+                                  f"{[str(f) for f in folders if not f.exists()]}", cache)
+            log.info("using cached cases %s", [p.stem for p in files])
+    # a stage (or the whole file) may name its own background list: cached now, before any training
+    stage_files: list[list[Path]] = []
+    for i, stage in enumerate(stages):
+        bfile = stage.get("backgrounds_file", cfg.get("backgrounds_file"))
+        if not bfile:
+            stage_files.append(files)
+            continue
+        where = f"{train_config}: stages[{i}] backgrounds_file: "
+        stage_files.append(_cache(_read_backgrounds(bfile, where), cache, spacing, where))
+    cfg.pop("backgrounds_file", None)
+    # anatomy mixing (a stage's or the file's anatomy_mix): registered mixes of that stage's backgrounds, made now
+    for i, stage in enumerate(stages):
+        mix = stage.get("anatomy_mix", cfg.get("anatomy_mix"))
+        if not mix:
+            continue
+        from segmentation.anatomy_mix import prepare_mixes
+
+        try:
+            stage_files[i] = list(stage_files[i]) + prepare_mixes(stage_files[i], **mix_options(mix))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"anatomy_mix: {exc}", train_config) from exc
+    result: dict[str, Any] = {"cache_files": sorted({str(p) for fs in stage_files for p in fs})}
+    if prepare_only:
+        return result
+    cfg.update({k: v for k, v in {"iterations": iterations, "max_minutes": max_minutes, "batch_size": batch_size,
+                                  "num_workers": num_workers, "seed": seed, "lr": lr}.items() if v is not None})
+    if p_empty is not None:
+        cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": p_empty}
+    out = Path(out)
+    if len(stages) == 1:
+        result["stages"] = [train(stage_files[0], out, merge_stage(cfg, stages[0]), device=device,
+                                  init_weights=str(init) if init else None)]
+        return result
+    # a recipe: each stage starts from the weights of the one before; the last one's files go to out
+    result["stages"] = []
+    current = str(init) if init else None
+    for i, stage in enumerate(stages):
+        name = str(stage.get("name", f"stage{i + 1}"))
+        log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
+        info = train(stage_files[i], out / "stages" / name, merge_stage(cfg, stage), device=device,
+                     init_weights=current)
+        current = str(out / "stages" / name / "model.safetensors")
+        shutil.copy2(out / "stages" / name / "train_log.json", out / f"train_log_{name}.json")
+        log.info("stage %s: %d iterations, %.1f min", name, info["iterations"], info["wall_s"] / 60)
+        result["stages"].append(info)
+    publish_model(Path(current).parent, out)
+    return result

@@ -20,6 +20,9 @@ On the pipeline's working grid (1.5 mm):
   pooled (with a 95 % bootstrap interval over cases, ``pleural_coverage_ci95``), and per lesion with its
   place (side, apical/middle/basal, anterior/posterior, medial/lateral thirds of that lung), in
   ``pleural_lesions`` of the JSON; ``--cases 0 --pleural-cases 12`` gives the coverage on more lesions;
+  ``pleural_miss_location``: that consolidation split by what lies beyond it (the nearest voxel outside the
+  teacher's lungs: ``medial`` between the two lungs, i.e. mediastinum, heart, spine; ``lateral``, the chest wall;
+  ``below``, the diaphragm), with the coverage of each part and its share of the missed volume;
 - the scores the masks give (``score_agreement``): per synthetic case the six-zone (0-24) and
   Zhang (0-900) totals and % opacity from the model's masks and from the reference masks (teacher lung of
   the clean scan, inserted lesions), with the same zones (landmarks of the clean scan), and per set
@@ -184,6 +187,60 @@ def miss_probabilities(p_lung: np.ndarray, p_lesion: np.ndarray) -> dict | None:
             "lesion": [round(float(v), 4) for v in np.quantile(p_lesion.astype(np.float32), QUANTILES)]}
 
 
+NEIGHBOURS = ("medial", "lateral", "below")
+
+
+def neighbour_map(ref: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Per voxel of the reference lungs, what the nearest voxel outside them is: 1 ``medial`` (between the two
+    lungs' centroids on its slice: mediastinum, heart, spine), 2 ``lateral`` (chest wall), 3 ``below`` (a lower
+    slice: the diaphragm and what lies under it); 0 outside the lungs. Axis 0 runs foot to head (LPS)."""
+    from scipy import ndimage as ndi
+
+    inside = ref > 0
+    _, idx = ndi.distance_transform_edt(inside, sampling=spacing, return_indices=True)
+    z, _, x = np.nonzero(inside)
+    nz, nx = idx[0][inside], idx[2][inside]
+    del idx
+    cx = np.full((2, ref.shape[0]), np.nan)
+    for k, side in enumerate((1, 2)):
+        zz, _, xx = np.nonzero(ref == side)
+        if zz.size:
+            n = np.bincount(zz, minlength=ref.shape[0])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cx[k] = np.bincount(zz, weights=xx, minlength=ref.shape[0]) / n
+    lo, hi = np.nanmin(cx[:, z], axis=0), np.nanmax(cx[:, z], axis=0)  # one lung on a slice: no medial band
+    cat = np.where(nz < z, 3, np.where((nx > lo) & (nx < hi), 1, 2)).astype(np.uint8)
+    out = np.zeros(ref.shape, np.uint8)
+    out[inside] = cat
+    return out
+
+
+def miss_location(pc: np.ndarray, covered: np.ndarray, neighbours: np.ndarray, voxel_ml: float) -> dict:
+    """Pleura-touching consolidation by what lies beyond it (:func:`neighbour_map`): per neighbour its volume,
+    the volume the lung mask misses, the coverage and the share of all the missed volume."""
+    miss = pc & ~covered
+    n_miss = int(miss.sum())
+    out = {}
+    for k, name in enumerate(NEIGHBOURS, start=1):
+        here = neighbours == k
+        n, m = int((pc & here).sum()), int((miss & here).sum())
+        out[name] = {"ml": n * voxel_ml, "missed_ml": m * voxel_ml,
+                     "coverage": 1.0 - m / n if n else None, "share_of_misses": m / n_miss if n_miss else None}
+    return out
+
+
+def add_miss_locations(rows: list[dict]) -> dict:
+    """Sum of :func:`miss_location` over cases (volumes added, coverage and shares recomputed)."""
+    out = {}
+    total_missed = sum(r[name]["missed_ml"] for r in rows for name in NEIGHBOURS)
+    for name in NEIGHBOURS:
+        ml = sum(r[name]["ml"] for r in rows)
+        missed = sum(r[name]["missed_ml"] for r in rows)
+        out[name] = {"ml": ml, "missed_ml": missed, "coverage": 1.0 - missed / ml if ml else None,
+                     "share_of_misses": missed / total_missed if total_missed else None}
+    return out
+
+
 def lung_threshold_sweep(pc_covered: np.ndarray, pc_p_lung: np.ndarray, clean_in_mask: np.ndarray,
                          clean_p_lung: np.ndarray, thresholds: list[float], voxel_ml: float) -> list[dict]:
     """Per threshold T: the pooled pleural coverage of (lung mask OR lung probability >= T) and the lung volume
@@ -265,6 +322,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     teacher_clean = teacher.segment(hu, sp)
     ref = teacher_clean.lungs
     log.info("teacher %.1f s", time.perf_counter() - t)
+    neighbours = neighbour_map(ref, sp)  # what lies beyond each lung voxel, for the pleural misses
     from pipeline.config import default_config
     from scoring.landmarks import detect_landmarks
 
@@ -318,6 +376,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                "pleural_consolidation_ml": float(pc.sum() * voxel_ml),
                "pleural_coverage": float((pc & (pred.lungs > 0)).sum() / pc.sum()) if pc.any() else None,
                "pleural_lesions": pleural_lesions(pc, pred.lungs, ref, voxel_ml),
+               "pleural_miss_location": miss_location(pc, pred.lungs > 0, neighbours, voxel_ml),
                "detection": dict(zip(("lesions", "fp_pieces_ml"), lesion_detection(
                    syn.lesions, pred.lesions, syn.hu, voxel_ml,
                    p_lesion=model.probabilities(syn.hu, sp)["lesion"] if lesion_probabilities else None))),
@@ -336,7 +395,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
             base_tot += int(b.lesions.sum() + syn.lesions.sum())
             base_cov += int((pc & (b.lungs > 0)).sum())
         log.info("case %d: %s", i, {k: v for k, v in row.items()
-                                    if k not in ("kinds", "pleural_lesions", "scores", "detection")})
+                                    if k not in ("kinds", "pleural_lesions", "scores", "detection",
+                                                 "pleural_miss_location")})
         per_case.append(row)
     res["synthetic_cases"] = per_case
     res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
@@ -346,6 +406,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     # the pieces that weigh (>= 5 mL), largest first: where the lung mask gives consolidation away
     res["pleural_lesions"] = sorted(({"seed": r["seed"], **p} for r in per_case for p in r["pleural_lesions"]
                                      if p["ml"] >= 5.0), key=lambda p: -p["ml"])
+    # where the misses are: against the mediastinum, the chest wall or the diaphragm
+    res["pleural_miss_location"] = add_miss_locations([r["pleural_miss_location"] for r in per_case])
     res["score_agreement"] = score_agreement(per_case)
     res["lesion_detection"] = detection_summary([d for r in per_case for d in r["detection"]["lesions"]],
                                                 [f for r in per_case for f in r["detection"]["fp_pieces_ml"]],

@@ -131,3 +131,30 @@ def test_lesion_detection_by_size_and_density():
     rows, _ = ev.lesion_detection(ref, pred, hu, voxel_ml=0.01, p_lesion=p)
     assert sorted(round(r["p90"], 2) for r in rows) == [0.3, 0.3, 0.9]
     assert abs(ev.detection_summary(rows, [], n_cases=2)["missed_p90_median"] - 0.3) < 1e-3
+
+
+def test_neighbour_map_and_miss_location():
+    """Each lung voxel is labelled by what lies beyond it: the gap between the lungs (medial), the outer wall
+    (lateral) or the floor (below); the misses are split the same way."""
+    ev = load_script("evaluate_segmenter")
+    ref = np.zeros((20, 10, 40), np.uint8)
+    ref[2:18, 2:8, 4:16] = 1  # right lung, x 4-15
+    ref[2:18, 2:8, 24:36] = 2  # left lung, x 24-35; the gap x 16-23 is the mediastinum
+    nb = ev.neighbour_map(ref, (1.0, 1.0, 1.0))
+    assert nb[0].max() == 0 and (nb[ref > 0] > 0).all()
+    assert nb[9, 5, 15] == 1 and nb[9, 5, 24] == 1  # against the gap
+    assert nb[9, 5, 4] == 2 and nb[9, 5, 35] == 2  # against the side walls
+    assert nb[2, 5, 10] == 3  # on the floor
+    pc = np.zeros(ref.shape, bool)
+    pc[8:12, 4:6, 13:16] = True  # 24 voxels against the mediastinum (x 15 touches it)
+    pc[8:12, 4:6, 4:6] = True  # 16 voxels against the wall
+    covered = np.zeros(ref.shape, bool)
+    covered[:, :, :14] = True  # the mask misses x 14-15 of the medial lesion (16 voxels)
+    loc = ev.miss_location(pc, covered, nb, 0.5)
+    assert loc["lateral"]["coverage"] == 1.0 and loc["lateral"]["missed_ml"] == 0.0
+    medial_ml = loc["medial"]["ml"]
+    assert loc["medial"]["missed_ml"] == 8.0 and loc["medial"]["share_of_misses"] == 1.0
+    assert loc["below"]["coverage"] is None and loc["below"]["share_of_misses"] == 0.0
+    pooled = ev.add_miss_locations([loc, loc])
+    assert pooled["medial"]["ml"] == 2 * medial_ml and pooled["medial"]["share_of_misses"] == 1.0
+    assert pooled["medial"]["coverage"] == loc["medial"]["coverage"]

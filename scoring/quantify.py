@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from scoring import systems
-from scoring.landmarks import Landmark
+from scoring.landmarks import MIN_LUNG_AREA_MM2, Landmark
 from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_intervals
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
 
@@ -35,6 +35,28 @@ def _interval_seen(iv: ZInterval, z_mm: np.ndarray, lung_cut_top: bool, lung_cut
     if lung_cut_bottom and iv.low < zmin:
         return False
     return True
+
+
+def percent(part_ml: float, whole_ml: float) -> float:
+    """100 x part / whole, rounded to 1e-9 %: both volumes are voxel counts x the voxel volume, and the product's
+    floating-point error must not move a share that is exactly on a grade boundary (75 % of 400 voxels at
+    0.742 x 0.742 x 2 mm came out 74.99999999999999 %, grade 3 instead of 4). NaN when ``whole_ml`` is 0."""
+    return round(100.0 * part_ml / whole_ml, 9) if whole_ml > 0 else math.nan
+
+
+def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[bool, bool]:
+    """(top cut, bottom cut) of one lung: its first/last slice itself holds at least
+    :data:`scoring.landmarks.MIN_LUNG_AREA_MM2` of it (stray voxels there do not count), the landmark
+    detector's rule. A single-slice scan (no slice step) counts any lung voxel in it."""
+    n = lung_side.sum(axis=(1, 2))
+    if len(z_mm) > 1:
+        dz = float(np.median(np.abs(np.diff(z_mm))))
+        pixel_mm2 = voxel_ml * 1000.0 / dz if dz > 0 else 0.0
+    else:
+        pixel_mm2 = 0.0
+    if pixel_mm2 <= 0:
+        return bool(n[-1] > 0), bool(n[0] > 0)
+    return bool(n[-1] * pixel_mm2 >= MIN_LUNG_AREA_MM2), bool(n[0] * pixel_mm2 >= MIN_LUNG_AREA_MM2)
 
 
 def unit_measures(sel: np.ndarray, lung_side: np.ndarray, classes: np.ndarray, voxel_ml: float) -> dict:
@@ -82,19 +104,16 @@ def score_scan(
     row["ggo_volume_ml"] = round(float((classes == systems.FAINT_GGO).sum() + (classes == systems.GGO).sum())
                                  * voxel_ml, 2)
     row["consolidation_volume_ml"] = round(float((classes == systems.CONSOLIDATION).sum()) * voxel_ml, 2)
-    po = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else math.nan
-    pho = 100.0 * float((lesion_all & (hu > pho_min)).sum()) * voxel_ml / lung_ml if lung_ml > 0 else math.nan
+    po = percent(lesion_ml, lung_ml)
+    pho = percent(float((lesion_all & (hu > pho_min)).sum()) * voxel_ml, lung_ml)
     row["percent_opacity"] = round(po, 3)
     row["percent_high_opacity"] = round(pho, 3)
     row["mean_lung_hu"] = round(float(hu[lung_all].mean()), 1) if lung_all.any() else math.nan
     involved = systems.is_involved(lesion_ml, po, min_ml, min_pct) if lung_ml > 0 else False
     row["mosmed_category"] = (systems.mosmed_category(po if involved else 0.0)) if lung_ml > 0 else ""
 
-    # Coverage: a lung present in the first/last slice is cut off there.
-    cut = {}
-    for side in SIDES:
-        m = (lungs == side).any(axis=(1, 2))
-        cut[side] = (bool(m[-1]), bool(m[0]))  # (top cut, bottom cut); z index grows cranially
+    # Coverage: a lung present in the first/last slice is cut off there (z index grows cranially).
+    cut = {side: edge_cut(lungs == side, z_mm, voxel_ml) for side in SIDES}
     row["apex_covered"] = not any(c[0] for c in cut.values())
     row["base_covered"] = not any(c[1] for c in cut.values())
     if not row["apex_covered"] or not row["base_covered"]:
@@ -114,7 +133,7 @@ def score_scan(
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""
             m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
-            pct = 100.0 * m["lesion_ml"] / m["lung_ml"] if m["lung_ml"] > 0 else 0.0
+            pct = percent(m["lesion_ml"], m["lung_ml"]) if m["lung_ml"] > 0 else 0.0
             return m, pct, systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
 
         # six-zone
@@ -156,21 +175,31 @@ def score_scan(
     row["six_zone_total"] = math.nan if six_missing else six_total
     row["zhang900_total"] = math.nan if zh_missing else zh_total
 
-    # Lobar scores, only with a lobe map.
+    # Lobar scores, only with a lobe map. A lobe the scan cannot see all of (it lies in a cut-off edge slice) or
+    # that the map does not hold is missing, and so are the totals, as for the zones.
     if lobes is not None and lobes.any():
         t4 = t5 = 0
+        lobes_missing = False
         for code, lobe in LOBES.items():
             m = lobes == code
             lml = float(m.sum()) * voxel_ml
+            r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
+            if lml <= 0 or any(edge_cut(m, z_mm, voxel_ml)):
+                r.update(MISSING_UNIT, lung_ml=round(lml, 2))
+                lobes_missing = True
+                zone_rows.append(r)
+                continue
             les = float((m & lesion_all).sum()) * voxel_ml
-            pct = 100.0 * les / lml if lml > 0 else 0.0
+            pct = percent(les, lml)
             inv = systems.is_involved(les, pct, min_ml, min_pct)
             s4, s5 = systems.six_zone_score(pct, inv), systems.lobar_score_5(pct, inv)
             t4, t5 = t4 + s4, t5 + s5
-            zone_rows.append({"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe,
-                              "lung_ml": round(lml, 2), "lesion_ml": round(les, 2), "involvement_pct": round(pct, 3),
-                              "extent_score": s4, "density_grade": math.nan, "unit_score": s5, "status": "ok"})
-        row["lobar20_total"], row["lobar25_total"] = t4, t5
+            r.update({"lung_ml": round(lml, 2), "lesion_ml": round(les, 2), "involvement_pct": round(pct, 3),
+                      "extent_score": s4, "density_grade": math.nan, "unit_score": s5, "status": "ok"})
+            zone_rows.append(r)
+        if lobes_missing:
+            flags.append("LOBES_MISSING")
+        row["lobar20_total"], row["lobar25_total"] = (math.nan, math.nan) if lobes_missing else (t4, t5)
     else:
         row["lobar20_total"] = row["lobar25_total"] = math.nan
     return row, zone_rows, flags

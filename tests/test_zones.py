@@ -148,3 +148,50 @@ def test_lobar_scores_on_synthetic_lobe_map():
 def test_totalsegmentator_lobe_labels_are_mapped():
     lab = np.array([0, 10, 11, 12, 13, 14, 5])
     assert map_lobe_labels(lab, TOTALSEGMENTATOR_LOBES).tolist() == [0, 4, 5, 1, 2, 3, 0]
+
+
+def test_boundary_shares_are_graded_exactly_whatever_the_voxel_size():
+    """300 of 400 voxels is 75 %: grade 4, also where voxel count x voxel volume has floating-point error."""
+    from scoring import systems
+    from scoring.quantify import percent
+
+    for sp in ((0.742, 0.742, 2.0), (1.5, 1.5, 1.5), (0.6, 0.6, 0.625), (0.7, 0.7, 1.25)):
+        v = sp[0] * sp[1] * sp[2] / 1000.0
+        assert percent(300 * v, 400 * v) == 75.0
+        assert systems.six_zone_score(percent(300 * v, 400 * v), True) == 4
+        assert systems.zhang_extent(percent(15 * v, 100 * v), True) == systems.zhang_extent(15.0, True)
+    assert math.isnan(percent(1.0, 0.0))
+
+
+def test_stray_voxels_in_the_edge_slice_do_not_cut_the_lung():
+    """The landmark detector's rule: the edge slice must itself hold >= 5 mm2 of that lung."""
+    hu, lungs, classes = phantom()
+    pixel_mm2 = 1.0  # voxel 1 x 1 x 10 mm = 0.01 mL
+    lungs[-1, 0, 0] = 1  # one stray right-lung voxel (1 mm2) in the top slice
+    row, _, flags = score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg())
+    assert row["apex_covered"] is True and "PARTIAL_LUNG_COVERAGE" not in flags
+    lungs[-1, 0, :6] = 1  # 6 mm2: cut off
+    assert 6 * pixel_mm2 >= 5.0
+    row, _, flags = score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg())
+    assert row["apex_covered"] is False and "PARTIAL_LUNG_COVERAGE" in flags
+
+
+def test_lobes_cut_off_or_absent_are_missing_not_zero():
+    hu, lungs, classes = phantom()
+    lobes = np.zeros(lungs.shape, np.uint8)
+    for code, (a, b) in {1: (0, 2), 3: (5, 10), 4: (10, 15), 5: (15, 20)}.items():  # no right middle lobe
+        lobes[1:19, :, a:b] = code
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=lobes)
+    lob = {r["unit"]: r for r in zones if r["system"] == "lobar"}
+    assert lob["right_middle"]["status"] == "missing" and math.isnan(lob["right_middle"]["unit_score"])
+    assert lob["right_upper"]["status"] == "ok"
+    assert math.isnan(row["lobar20_total"]) and math.isnan(row["lobar25_total"]) and "LOBES_MISSING" in flags
+    # all five lobes, the upper ones running out of the top of the scan
+    hu, lungs, classes = phantom(cut_top=True)
+    for code, (a, b) in {1: (0, 2), 2: (2, 5), 3: (5, 10), 4: (10, 15), 5: (15, 20)}.items():
+        lobes[1:19, :, a:b] = code
+    lobes[19, :, 0:2], lobes[19, :, 10:15] = 1, 4  # 20 and 50 mm2 in the top slice (1 x 1 mm pixels)
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg(), lobes=lobes)
+    lob = {r["unit"]: r for r in zones if r["system"] == "lobar"}
+    assert lob["right_upper"]["status"] == "missing" and lob["left_upper"]["status"] == "missing"
+    assert lob["right_lower"]["status"] == "ok" and math.isnan(row["lobar20_total"])

@@ -21,7 +21,22 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("survivor", "non-survivor")
 KENDALL_LABS = ("nlr", "neutrophil_pct", "lymphocyte_pct", "lymphocyte_count", "d_dimer", "ldh", "esr")
-SCORE_BANDS = ((0, 4), (5, 9), (10, 14), (15, 19), (20, 24))
+SCORE_BANDS = ((0, 4), (5, 9), (10, 14), (15, 19), (20, 24))  # the study's bands of the six-zone score (0-24)
+SCALE_MAX = {"six_zone_total": 24, "zhang900_total": 900, "lobar20_total": 20, "lobar25_total": 25,
+             "percent_opacity": 100, "percent_high_opacity": 100}
+
+
+def score_bands(score: str, values: pd.Series | None = None) -> tuple[tuple[int, int], ...]:
+    """Five integer bands over the score's scale: the study's for the six-zone score, five equal ones over
+    0-max for the others (max of the scale, or of the values for a score of unknown range)."""
+    if score == "six_zone_total":
+        return SCORE_BANDS
+    top = SCALE_MAX.get(score)
+    if top is None:
+        v = pd.to_numeric(values, errors="coerce") if values is not None else pd.Series(dtype=float)
+        top = int(np.ceil(v.max())) if v.notna().any() else 0
+    width = max(1, int(np.ceil((top + 1) / 5)))
+    return tuple((lo, lo + width - 1) for lo in range(0, width * 5, width))
 
 
 def _serial(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.DataFrame:
@@ -111,12 +126,15 @@ def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tup
     return pd.DataFrame(fixed), pd.DataFrame(tests)
 
 
-def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, int], ...] = SCORE_BANDS
+def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, int], ...] | None = None
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Death ~ score + days since onset on one row per patient and period (cluster-robust SE).
 
     Returns (odds ratio table with AUC, predicted mortality by score band x period with observed counts).
+    Band ``lo-hi`` holds ``lo <= score < hi + 1`` (the last band everything above ``lo``): a period's mean of
+    two scans (4.5) falls in a band, not between two. Default bands: :func:`score_bands`.
     """
+    bands = bands or score_bands(score, per[score] if score in per else None)
     from sklearn.metrics import roc_auc_score
 
     d = per.assign(death=(per["outcome"] == "non-survivor").astype(float)).dropna(subset=[score, "days_since_onset"])
@@ -128,8 +146,9 @@ def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, in
     for period in binning.PERIOD_LABELS:
         dp = d[d["period"] == period]
         day = float(dp["days_since_onset"].mean()) if len(dp) else np.nan
-        for lo, hi in bands:
-            cell = dp[(dp[score] >= lo) & (dp[score] <= hi)]
+        for i, (lo, hi) in enumerate(bands):
+            last = i == len(bands) - 1
+            cell = dp[(dp[score] >= lo) & ((dp[score] < hi + 1) | last)]
             p = np.nan
             if res is not None and np.isfinite(day):
                 x = pd.DataFrame({"const": [1.0], score: [(lo + hi) / 2], "days_since_onset": [day]})

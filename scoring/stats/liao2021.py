@@ -35,10 +35,13 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
     for _, p in cohort.clinical.iterrows():
         pid = p["patient_id"]
         row = {"patient_id": pid, "week8_score": np.nan, "week8_day": np.nan, "group": "unclassified", "reason": ""}
-        if pid in w8.index:
+        if pid in w8.index and pd.notna(w8.loc[pid, score]):
             v = float(w8.loc[pid, score])
             row.update(week8_score=v, week8_day=float(w8.loc[pid, "days_since_onset"]),
                        group="persistent" if v >= threshold else "recovery")
+        elif pid in w8.index:  # a week-8 scan whose score is empty (zones the scan cannot see): not recovery
+            row.update(week8_day=float(w8.loc[pid, "days_since_onset"]),
+                       reason="week-8 score missing (zones the scan cannot see)")
         elif pid not in has_scan:
             row["reason"] = "no scored scan"
         elif "onset_date" not in cohort.clinical.columns or pd.isna(p.get("onset_date")):
@@ -85,13 +88,12 @@ def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str
 
 
 def admission_values(cohort: Cohort, analytes: list[str], window_days: int) -> pd.DataFrame:
-    """First value of each analyte within ``window_days`` of admission (or the first value at all
-    when the clinical table has no admission date)."""
+    """First value of each analyte within ``window_days`` of admission (or, for a patient without an admission
+    date, the first value at all; docs/clinical_schema.md)."""
     lb = cohort.labs
     if lb.empty:
         return pd.DataFrame({"patient_id": cohort.clinical["patient_id"]})
-    if lb["days_since_admission"].notna().any():
-        lb = lb[lb["days_since_admission"].abs() <= window_days]
+    lb = lb[lb["days_since_admission"].isna() | (lb["days_since_admission"].abs() <= window_days)]
     lb = lb.sort_values(["patient_id", "date"])
     cols = [a for a in analytes if a in lb.columns]
     first = lb.groupby("patient_id")[cols].first().reset_index() if cols else lb[["patient_id"]].drop_duplicates()

@@ -33,8 +33,16 @@ def subgroup(score: pd.Series) -> pd.Series:
 
 def admission_scans(cohort: Cohort, score: str) -> pd.DataFrame:
     """The first scored scan of each patient with its matched labs and clinical columns."""
-    first = cohort.scans.sort_values(["patient_id", "study_date"]).drop_duplicates("patient_id")
-    first = first.dropna(subset=[score])
+    scans = cohort.scans.sort_values(["patient_id", "study_date"])
+    first = scans.dropna(subset=[score]).drop_duplicates("patient_id")
+    # a patient whose first scan has no score (zones it cannot see) is kept with the first scan that has one
+    later = set(first["patient_id"]) - set(scans.drop_duplicates("patient_id").dropna(subset=[score])["patient_id"])
+    if later:
+        note = (f"zhang2020: {len(later)} patient(s) whose first scan has no {score} (zones the scan cannot see) "
+                f"are taken at their first scored scan")
+        if note not in cohort.notes:
+            cohort.notes.append(note)
+        log.warning(note)
     first = first.merge(cohort.clinical.drop(columns=[c for c in ("onset_date", "admission_date")
                                                       if c in cohort.clinical]), on="patient_id", how="left")
     first["subgroup"] = subgroup(first[score])

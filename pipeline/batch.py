@@ -35,13 +35,14 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, CTScoreError
-from pipeline.outputs import atomic_write_json, scan_id_for
+from pipeline.outputs import atomic_write_json, restore_interrupted, scan_id_for
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,16 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
     salt = cfg["outputs"]["pseudonym_salt"]
+    per_series = Counter(cand.series_uid for cand in candidates)
     tasks = []
     for cand in candidates:
         files = [str(f) for f in cand.files]
-        tasks.append(Task(scan_id_for(cand.stack_id or cand.series_uid, salt), cand.series_uid, files, dict(cand.header),
-                          input_fingerprint(files)))
+        # the scan id hashes the SeriesInstanceUID: stable when a stray file (a localizer, a slice without
+        # position) splits the series into stacks and renumbers them; only when several stacks of one series
+        # are scored (--all-series) does the stack id tell them apart
+        key = cand.series_uid if per_series[cand.series_uid] == 1 and cand.series_uid else (cand.stack_id or
+                                                                                            cand.series_uid)
+        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), input_fingerprint(files)))
     return sorted(tasks, key=lambda t: t.scan_id)
 
 
@@ -150,6 +156,8 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     """Record the outcome of one attempt (atomically): what failed and why, the hashes resume needs, and
     the run's ``attempt`` token (a task that dask runs again in the same run returns this record)."""
     rec = {k: status.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path")}
+    if status.get("traceback"):  # an unexpected error: where in the code, for the bug report
+        rec["traceback"] = status["traceback"]
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
                config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -171,6 +179,8 @@ def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
     record), a committed ``result.json`` counts as ok. Returned keys: ``status`` (ok | failed),
     ``input_fingerprint``, ``config_sha256``, ``model_id``, plus ``result`` (ok) or the failure fields.
     """
+    if restore_interrupted(Path(out_dir), scan_id):
+        log.warning("%s: a commit was interrupted; the earlier result folder is put back", scan_id)
     rec = _read_json(record_path(out_dir, scan_id))
     result = _read_json(Path(out_dir) / scan_id / "result.json")
     if rec is not None and rec.get("status") != "ok":

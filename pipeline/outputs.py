@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,6 +39,11 @@ SCAN_COLUMNS = [
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "extent_score", "density_grade", "unit_score"]
 FAILURE_COLUMNS = ["scan_id", "series_uid", "code", "message", "path"]
+
+
+#: the built-in pseudonym salt (configs/default.yaml): public, so pseudonyms made with it can be recomputed by
+#: anyone holding the PatientIDs; a site sets its own secret ``outputs.pseudonym_salt``
+DEFAULT_SALT = "ctscore"
 
 
 def pseudonym(value: str, salt: str, prefix: str, n: int = 12) -> str:
@@ -112,6 +118,22 @@ def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: l
     return df
 
 
+def previous_name(final: Path) -> Path:
+    """Where :meth:`SeriesFolder.commit` keeps a scan's earlier folder for the moment of the swap."""
+    return final.with_name(f".{final.name}.old")
+
+
+def restore_interrupted(out_dir: Path, scan_id: str) -> bool:
+    """Put back a scan's earlier folder when a commit was interrupted between its two renames (the folder is
+    missing, its ``.old`` copy is there); True when it did."""
+    final = Path(out_dir) / scan_id
+    old = previous_name(final)
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+        return True
+    return False
+
+
 class SeriesFolder:
     """Build OUT/<scan_id>/ under a temporary name; :meth:`commit` renames it into place."""
 
@@ -125,14 +147,24 @@ class SeriesFolder:
         return self.tmp / name
 
     def commit(self) -> Path:
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.final, old)
-            os.replace(self.tmp, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.final)
+        """Rename the finished folder into place. A folder of an earlier run is moved aside first (two renames:
+        no filesystem call swaps two folders atomically); the per-scan alarm is held off meanwhile, and an
+        interruption between the two renames is undone by :func:`restore_interrupted`."""
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            if self.final.exists():
+                old = previous_name(self.final)
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.final, old)
+                os.replace(self.tmp, self.final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, self.final)
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         return self.final
 
     def discard(self) -> None:

@@ -192,6 +192,12 @@ def _td(text: str, cls: str = "", sort: str | None = None, raw: bool = False) ->
 def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str] | None) -> str:
     scan_id = row.get("scan_id", "")
     folder = _series_dir(out_dir, scan_id)
+    failed = (row.get("status") not in ("", None, "ok")) or failure is not None
+    # a failed rerun keeps the scan's earlier folder (never destroyed by a failure): its scores and pictures are
+    # not this run's, so they are not shown as if they were; the folder stays linked as the previous result
+    previous = folder if failed and folder else None
+    if previous is not None:
+        folder = None
     result = _read_json(folder / "result.json") if folder else {}
     scores = {**(result.get("scores") or {}), **{k: v for k, v in row.items() if v not in ("", None)}}
     status = scores.get("status") or ("ok" if result else "failed")
@@ -225,6 +231,9 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
                      sort=str(len(flags)), raw=True))
     links = [f'<a href="{escape(_href(out_dir, folder / n))}">{escape(n)}</a>'
              for n in SERIES_FILES if folder and (folder / n).is_file()]
+    if previous is not None and (previous / "result.json").is_file():
+        links.append(f'<a href="{escape(_href(out_dir, previous / "result.json"))}">previous result (an earlier '
+                     f'run; this run failed)</a>')
     cells.append(_td(" ".join(links), "files", raw=True))
     return "<tr>" + "".join(cells) + "</tr>"
 

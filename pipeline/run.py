@@ -9,7 +9,9 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import platform
 import time
 import traceback
@@ -23,6 +25,7 @@ from pipeline import __version__
 from pipeline.config import config_hash, load_config
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.outputs import (
+    DEFAULT_SALT,
     FAILURE_COLUMNS,
     SCAN_COLUMNS,
     ZONE_COLUMNS,
@@ -189,6 +192,8 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
             les_img = _orient_like(res["classes"], res["orig"], vol.image)
             seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id)
+            log.info("%s: seg.dcm carries the patient and study attributes of its source images (not "
+                     "pseudonymous)", scan_id)
             buf = __import__("io").BytesIO()
             seg_ds.save_as(buf, enforce_file_format=True)
             atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
@@ -234,9 +239,13 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     except Exception as exc:  # one bad scan never stops a batch
         if folder:
             folder.discard()
-        log.debug("unexpected error", exc_info=True)
+        where = str(Path(os.path.commonpath([str(f) for f in files])).resolve()) if files else ""
+        if where and Path(where).is_file():
+            where = str(Path(where).parent)
+        log.warning("scan %s (%s): unexpected error %s: %s", scan_id, where, type(exc).__name__, exc,
+                    exc_info=True)
         status.update(code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}",
-                      path="", traceback=traceback.format_exc(limit=5))
+                      path=where, traceback=traceback.format_exc(limit=8))
     status["seconds"] = round(time.perf_counter() - t0, 2)
     return status
 
@@ -257,11 +266,33 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_eligible=all_series)
     # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
+    except OSError as exc:
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
+                           out) from exc
+    atomic_write_bytes(out / "inventory.parquet", inventory.files.astype({c: "string" for c in inventory.files.columns
+                                                                          if inventory.files[c].dtype == object})
+                       .to_parquet(index=False))
+    if cfg["outputs"]["pseudonymize"] and cfg["outputs"]["pseudonym_salt"] == DEFAULT_SALT:
+        log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
+                    "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)", DEFAULT_SALT)
     if not inventory.chosen:
         raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
     return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(input_path))
+
+
+def redact_secrets(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration as written to run.json: a site's own pseudonym salt is a secret (with it and a list of
+    PatientIDs anyone could recompute the pseudonyms), so it is replaced by a marker; the built-in one is shown."""
+    if cfg is None:
+        return None
+    out = copy.deepcopy(cfg)
+    outs = out.get("outputs") or {}
+    if outs.get("pseudonym_salt") not in (None, DEFAULT_SALT):
+        outs["pseudonym_salt"] = "<redacted: a site secret>"
+    return out
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
@@ -290,7 +321,7 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
         "platform": platform.platform(),
         "versions": _versions(),
         "input": input_path,
-        "config": cfg,
+        "config": redact_secrets(cfg),
         "config_sha256": config_hash(cfg) if cfg is not None else "",
         "segmenter": segmenter,
         "n_series": len(statuses),

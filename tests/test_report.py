@@ -195,3 +195,19 @@ def test_shard_tables_link_to_series_two_levels_up(fake_run: Path) -> None:
     assert "../../scan-aaaaaaaaaaaa/thumb.png" in parsed.links
     for link in parsed.links:
         assert (shard / link).resolve().is_file(), link
+
+
+def test_failed_rerun_does_not_show_the_earlier_result_as_current(fake_run: Path) -> None:
+    """A scan that failed in this run but kept its folder from an earlier run: the row shows the failure, not
+    the earlier scores and pictures, and links the earlier result as such."""
+    d = fake_run / "scan-cccccccccccc"
+    d.mkdir()
+    (d / "thumb.png").write_bytes(_png())
+    (d / "qc.png").write_bytes(_png(20, 10))
+    old = _scan_row("scan-cccccccccccc", "pt-9999999999", 17, 777, 33.3)
+    (d / "result.json").write_text(json.dumps({"scan_id": old["scan_id"], "scores": old, "qc_flags": []}))
+    html = write_run_report(fake_run).read_text()
+    row = next(r for r in html.split("<tr>") if "scan-cccccccccccc" in r and "<td" in r)
+    assert "777" not in row and "33.3" not in row and "thumb.png" not in row and "qc.png" not in row
+    assert "NON_UNIFORM_SPACING" in row and "previous result" in row and "scan-cccccccccccc/result.json" in row
+    assert not _parse(html).errors

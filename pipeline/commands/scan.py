@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipeline.errors import (
     EXIT_INPUT_UNREADABLE,
@@ -18,6 +19,7 @@ from pipeline.errors import (
     EXIT_SOME_FAILED,
     CTScoreError,
 )
+from pipeline.outputs import atomic_write_bytes
 
 
 def register(sub) -> None:
@@ -62,10 +64,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"ctscore: {exc}", file=sys.stderr)
             return EXIT_INPUT_UNREADABLE
         raise
-    if args.out:
-        inv.files.to_csv(args.out, index=False)
-    if args.stacks:
-        inv.stacks.to_csv(args.stacks, index=False)
+    for dest, table in ((args.out, inv.files), (args.stacks, inv.stacks)):
+        if dest:
+            try:
+                atomic_write_bytes(Path(dest), table.to_csv(index=False).encode())
+            except OSError as exc:
+                raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the table ({exc.strerror or exc})", dest) from exc
 
     files = inv.files
     counts = files["file_status"].value_counts().to_dict()

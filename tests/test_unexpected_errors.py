@@ -1,0 +1,96 @@
+"""An unexpected error in one scan (a bug, not bad input) is recorded with the series folder and the traceback,
+and the scan id stays the same when a stray file splits the series into stacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+
+from pipeline.batch import Task, record_path, tasks_for, write_record
+from pipeline.config import load_config
+from pipeline.inventory import build_inventory
+from pipeline.outputs import scan_id_for
+from pipeline.run import process_series
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Broken:
+    name = "broken"
+    model_id = "broken-1"
+
+    def segment(self, hu, spacing):
+        raise KeyError("lungs")
+
+
+def test_internal_error_names_the_series_folder_and_keeps_the_traceback(tmp_path):
+    files = sorted(str(p) for p in (REPO / "sample_dicoms").iterdir() if p.is_file() and p.suffix != ".json")
+    cfg = load_config(overrides=["outputs.write_qc_png=false"])
+    st = process_series(files, cfg, tmp_path / "out", "scan-x", {}, Broken())
+    assert st["status"] == "failed" and st["code"] == "INTERNAL_ERROR"
+    assert st["message"] == "KeyError: 'lungs'"
+    assert Path(st["path"]) == (REPO / "sample_dicoms").resolve()
+    assert "segment" in st["traceback"] and "KeyError" in st["traceback"]
+    task = Task("scan-x", "1.2.3", files, {}, "f" * 64)
+    write_record(tmp_path / "out", task, st, "c" * 64, "broken-1")
+    rec = json.loads(record_path(tmp_path / "out", "scan-x").read_text())
+    assert rec["path"] == st["path"] and "KeyError" in rec["traceback"]
+    assert not (tmp_path / "out" / "scan-x").exists()  # nothing half-written under the final name
+
+
+def test_scan_id_hashes_the_series_uid_when_a_stray_file_splits_the_series(tmp_path):
+    cfg = load_config()
+    src = tmp_path / "series"
+    shutil.copytree(REPO / "sample_dicoms", src)
+    inv = build_inventory(src, cfg)
+    (ident,) = [t.scan_id for t in tasks_for(inv.chosen, cfg)]
+    uid = inv.chosen[0].series_uid
+    assert ident == scan_id_for(uid, cfg["outputs"]["pseudonym_salt"])
+    # one slice loses its position: it no longer stacks with the others
+    f = sorted(p for p in src.iterdir() if p.is_file())[0]
+    ds = pydicom.dcmread(f)
+    del ds.ImagePositionPatient
+    ds.save_as(f)
+    inv2 = build_inventory(src, cfg)
+    assert [c.series_uid for c in inv2.chosen] == [uid]
+    assert inv2.chosen[0].stack_id != uid  # the series is split and its stacks renumbered
+    (ident2,) = [t.scan_id for t in tasks_for(inv2.chosen, cfg)]
+    assert ident2 == ident
+
+
+def test_an_interrupted_commit_is_undone(tmp_path, monkeypatch):
+    """The process dies between the two renames of a commit: the next look at the scan puts the earlier
+    folder back instead of losing it."""
+    import os
+
+    import pytest
+
+    import pipeline.outputs as outputs
+    from pipeline.batch import scan_state
+
+    out = tmp_path / "out"
+    first = outputs.SeriesFolder(out, "scan-a")
+    first.path("result.json").write_text(json.dumps({"scores": {"series_uid": "1.2"}, "input_fingerprint": "f"}))
+    first.commit()
+    second = outputs.SeriesFolder(out, "scan-a")
+    second.path("result.json").write_text("{}")
+    real = os.replace
+    calls = []
+
+    def die_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        second.commit()
+    monkeypatch.setattr(outputs.os, "replace", real)
+    assert not (out / "scan-a").exists() and (out / ".scan-a.old").is_dir()
+    state = scan_state(out, "scan-a")
+    assert state is not None and state["status"] == "ok" and state["series_uid"] == "1.2"
+    assert (out / "scan-a" / "result.json").exists() and not (out / ".scan-a.old").exists()

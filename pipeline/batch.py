@@ -498,6 +498,15 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def check_local_gpu_device(cfg: dict[str, Any], n_gpus: int) -> None:
+    """The local executor pins one GPU to each worker (CUDA_VISIBLE_DEVICES), so inside a worker the only GPU
+    is ``cuda:0``: a device ``cuda:N`` would name another GPU per worker, or none. Refused with the way out."""
+    dev = str(cfg["segmentation"].get("device", "auto")).strip().lower()
+    if n_gpus and ":" in dev and dev.split(":", 1)[0] in ("cuda", "gpu"):
+        raise ConfigError(f"--device {dev} with --workers: each worker gets one GPU of its own; use --device cuda "
+                          f"(or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs the run may use")
+
+
 def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
     """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
     import dask
@@ -517,6 +526,7 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
             import torch
 
             n_gpus = torch.cuda.device_count()
+        check_local_gpu_device(cfg, n_gpus)
         workers = max(1, opts.workers)
         kwargs: dict[str, Any] = {}
         if n_gpus:

@@ -94,3 +94,20 @@ def test_an_interrupted_commit_is_undone(tmp_path, monkeypatch):
     state = scan_state(out, "scan-a")
     assert state is not None and state["status"] == "ok" and state["series_uid"] == "1.2"
     assert (out / "scan-a" / "result.json").exists() and not (out / ".scan-a.old").exists()
+
+
+def test_local_executor_refuses_a_gpu_index():
+    """Each local worker sees one pinned GPU: cuda:N would be wrong there, so it is refused before the cluster
+    starts, with the way out; cuda / auto / cpu pass, and without GPUs nothing is checked."""
+    import pytest
+
+    from pipeline.batch import check_local_gpu_device
+    from pipeline.errors import ConfigError
+
+    for dev in ("cuda:1", "GPU:0"):
+        cfg = load_config(overrides=[f"segmentation.device={dev}"])
+        with pytest.raises(ConfigError, match="use --device cuda"):
+            check_local_gpu_device(cfg, n_gpus=2)
+        check_local_gpu_device(cfg, n_gpus=0)
+    for dev in ("cuda", "auto", "cpu"):
+        check_local_gpu_device(load_config(overrides=[f"segmentation.device={dev}"]), n_gpus=2)

@@ -92,7 +92,7 @@ def test_prepare_mixes_files_names_and_reuse(tmp_path):
         prepare_mixes(files[:1])
 
 
-def test_train_command_anatomy_mix(tmp_path):
+def test_train_command_anatomy_mix(tmp_path, capsys):
     """``anatomy_mix`` in a training config adds the mixes of the backgrounds to the training cases; a malformed
     value is a usage error before any training."""
     from pipeline.cli import main
@@ -104,7 +104,8 @@ def test_train_command_anatomy_mix(tmp_path):
         np.savez_compressed(cache / f"{name}.npz", **toy_chest(**kw))
         (tmp_path / "data" / name).mkdir(parents=True)
     cfg = tmp_path / "mix.yaml"
-    cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 1\nanatomy_mix: {alphas: [1.0]}\n")
+    cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 1\nmodel_spacing_mm: [4.0, 4.0, 4.0]\n"  # the toy cache's
+                   "anatomy_mix: {alphas: [1.0]}\n")
     common = ["train", "--data", str(tmp_path / "data"), "--backgrounds", "a", "b", "--cache", str(cache),
               "--iterations", "1", "--batch-size", "1", "--num-workers", "0", "--device", "cpu"]
     assert main(common + ["--out", str(tmp_path / "out"), "--train-config", str(cfg)]) == 0
@@ -112,6 +113,7 @@ def test_train_command_anatomy_mix(tmp_path):
     assert log["cases"] == ["a", "b", "mix_a__b_a100", "mix_b__a_a100"]
     assert log["cfg"]["anatomy_mix"] == {"alphas": [1.0]}
     for bad in ("anatomy_mix: {alpha: [1.0]}\n", "anatomy_mix: {alphas: [1.5]}\n", "anatomy_mix: 3\n"):
-        cfg.write_text(bad)
+        cfg.write_text("model_spacing_mm: [4.0, 4.0, 4.0]\n" + bad)
         assert main(common + ["--out", str(tmp_path / "bad"), "--train-config", str(cfg)]) == EXIT_USAGE
+        assert "anatomy_mix" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -27,7 +27,9 @@ Lesion voxels of a softmax model (mutually exclusive with lung labels) are given
 nearest lung voxel.
 
 A bundle's config can instantiate any Python object (that is how MONAI bundles work): use bundles
-you trust. Weights are read without pickle code execution (safetensors or weights_only).
+you trust. Weights are read without pickle code execution (safetensors or weights_only); the manifest checks the
+weights only (MONAI bundles carry no hash of their config). The model id in the outputs' provenance hashes the
+weights, the config and the label mapping together.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class BundleSegmenter:
             self.sha256 = sha256_file(weights)
             log.warning("bundle %s has no models/manifest.json: weights not verified (sha256 %s)", self.folder,
                         self.sha256[:12])
+        # the config and the label mapping decide what the weights mean: both are part of the model's identity
+        self.config_sha256, self.labels_sha256 = sha256_file(config), sha256_file(labels_path)
         self.device = resolve_device(device)
         try:
             parser = ConfigParser()
@@ -139,8 +143,15 @@ class BundleSegmenter:
 
     @property
     def model_id(self) -> str:
-        """``bundle-`` plus the first 16 hex digits of the weights' sha256."""
-        return "bundle-" + self.sha256[:16]
+        """``bundle-`` plus 16 hex digits of the sha256 over the weights, the network config and the label mapping
+        (each file's own sha256): a changed config or mapping is another model in the provenance, and resume
+        re-scores with it."""
+        import hashlib
+
+        h = hashlib.sha256(self.sha256.encode())
+        for extra in (self.config_sha256, self.labels_sha256):
+            h.update(b"\0" + extra.encode())
+        return "bundle-" + h.hexdigest()[:16]
 
     def _normalize(self, x: Any) -> Any:
         m = self.mapping

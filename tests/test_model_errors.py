@@ -332,3 +332,18 @@ def test_average_weights_refuses_infinite_weights_and_output_is_readable(tmp_pat
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_bundle_model_id_follows_config_and_label_mapping(tmp_path):
+    """The same weights with another label mapping (or network config) are another model in the provenance."""
+    import yaml
+
+    from segmentation.bundle import LABELS_FILE, BundleSegmenter, write_tiny_bundle
+
+    b = write_tiny_bundle(tmp_path / "b")
+    first = BundleSegmenter(b, device="cpu").model_id
+    assert first == BundleSegmenter(b, device="cpu").model_id  # stable
+    m = yaml.safe_load((b / LABELS_FILE).read_text())
+    m["labels"]["right_lung"], m["labels"]["left_lung"] = m["labels"]["left_lung"], m["labels"]["right_lung"]
+    (b / LABELS_FILE).write_text(yaml.safe_dump(m))
+    assert BundleSegmenter(b, device="cpu").model_id != first

@@ -46,6 +46,11 @@ DECODER_HINTS = {
     "1.2.840.10008.1.2.5": "pydicom's built-in RLE decoder (pip install --upgrade pydicom)",
 }
 
+#: Transfer syntaxes (prefixes) that python-gdcm's ImageReader decodes in every variant (all JPEG
+#: processes, JPEG-LS, JPEG 2000, RLE): when it is installed and fails on one, the data are damaged.
+GDCM_COMPLETE = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.8",
+                 "1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.5")
+
 
 def decoder_hint(transfer_syntax: str) -> str:
     """The package to install for ``transfer_syntax`` (longest matching prefix)."""
@@ -84,6 +89,25 @@ def _is_compressed(tsyntax: str) -> bool | None:
         return None
 
 
+def _has_builtin_decoder(tsyntax: str) -> bool:
+    """True when pydicom's own decoder (no plugin to install, e.g. RLE Lossless) reads ``tsyntax``."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return "pydicom" in get_decoder(tsyntax).available_plugins
+    except Exception:  # noqa: BLE001 - an unknown or unsupported syntax
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line; of pydicom's "raised by all available plugins:" list, only
+    the lines "plugin: what went wrong"."""
+    lines = [part.strip() for part in str(exc).splitlines() if part.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return "; ".join(lines)[:300]
+
+
 def _gdcm_decode(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """Decode with python-gdcm's ImageReader (stored values), shaped (frames, rows, cols)."""
     import gdcm  # python-gdcm, BSD licence
@@ -114,7 +138,8 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
     """Stored values of all frames of ``ds`` as an array (frames, rows, cols).
 
     Raises SeriesError NO_PIXEL_DATA, NO_DECODER (naming the package to install) or
-    CORRUPT_PIXEL_DATA (decoded, but not to the declared size).
+    CORRUPT_PIXEL_DATA (an installed decoder that reads every variant of the transfer syntax failed:
+    the data are truncated or damaged; or they decode, but not to the declared size).
     """
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise SeriesError("NO_PIXEL_DATA", "the file has no pixel data", path)
@@ -134,11 +159,19 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
         try:
             arr = _gdcm_decode(path, shape)
             log.debug("decoded %s with python-gdcm directly (pydicom: %s)", path, first)
-        except ImportError as exc:
-            raise SeriesError(
-                "NO_DECODER", f"no installed decoder reads transfer syntax {tsyntax} "
-                f"({_ts_name(tsyntax)}): install {decoder_hint(tsyntax)}", path) from exc
         except Exception as second:  # noqa: BLE001
+            gdcm_ran = not isinstance(second, ImportError)
+            if _has_builtin_decoder(tsyntax) or (gdcm_ran and tsyntax.startswith(GDCM_COMPLETE)):
+                # a decoder for every variant of this syntax is installed and failed: damaged data
+                gdcm_said = f"; gdcm: {second}" if gdcm_ran else ""
+                raise SeriesError(
+                    "CORRUPT_PIXEL_DATA", f"the {_ts_name(tsyntax)} pixel data cannot be decoded although a "
+                    f"decoder for them is installed: they are truncated or damaged ({_one_line(first)}{gdcm_said}); "
+                    "copy the series again", path) from second
+            if not gdcm_ran:
+                raise SeriesError(
+                    "NO_DECODER", f"no installed decoder reads transfer syntax {tsyntax} "
+                    f"({_ts_name(tsyntax)}): install {decoder_hint(tsyntax)}", path) from second
             raise SeriesError(
                 "NO_DECODER", f"no installed decoder could read transfer syntax {tsyntax} "
                 f"({_ts_name(tsyntax)}): {str(first).splitlines()[0]}; gdcm: {second}. "

@@ -73,9 +73,13 @@ _CODES = [
          "the slice thickness): slices are missing", "copy the complete series, or set loading.allow_gaps: true"),
     Code("NOT_HU", "E", "values are not plausibly Hounsfield units (air is not near -1000 HU after rescale)",
          "check RescaleSlope/RescaleIntercept; the series may be a parametric map"),
+    Code("HU_OUT_OF_RANGE", "E", "a slice's values after its own rescale lie outside what CT can hold (below "
+         "-65536 or above +32767 HU, padding included), or its RescaleSlope is not positive",
+         "check RescaleSlope/RescaleIntercept of the file named in the message; copy the series again"),
     Code("NO_DECODER", "E", "no installed decoder can read the transfer syntax; the message names the package",
          "install the package named in the message (python-gdcm, pylibjpeg-openjpeg, pyjpegls)"),
-    Code("CORRUPT_PIXEL_DATA", "E", "the pixel data do not decode to the declared size", "copy the series again"),
+    Code("CORRUPT_PIXEL_DATA", "E", "the pixel data cannot be decoded although a decoder for their transfer "
+         "syntax is installed (truncated or damaged), or do not decode to the declared size", "copy the series again"),
     Code("NOT_MONOCHROME", "E", "RGB, YBR or palette colour images are not CT values", "use the original CT series"),
     Code("LOSSY_REFUSED", "E", "lossy compression while loading.allow_lossy is false",
          "get the original series, or set loading.allow_lossy: true"),

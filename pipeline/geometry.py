@@ -44,6 +44,7 @@ class StackGeometry:
     spacing: float = 0.0  # median step between unique positions along the normal (mm)
     uniform: bool = True
     gap_steps: list[float] = field(default_factory=list)  # steps judged to be missing slices
+    gap_after: list[int] = field(default_factory=list)  # index in ``unique_positions`` where each gap starts
     tilt_deg: float = 0.0  # angle between the stack direction and the slice normal
     oblique: bool = False
     problems: list[str] = field(default_factory=list)  # refusal codes predicted (E rows)
@@ -152,6 +153,7 @@ def analyse_stack(
     gaps = steps > max_gap_ratio * reference
     if np.any(gaps):
         geo.gap_steps = [float(s) for s in steps[gaps]]
+        geo.gap_after = [int(k) for k in np.flatnonzero(gaps)]
         if allow_gaps:
             geo.fixes.append("SLICE_GAP_ALLOWED")
         else:

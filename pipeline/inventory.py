@@ -274,6 +274,8 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
             frames, error = H.frames_of(ds, rec.path), None
         except SeriesError as exc:
             frames, error = None, exc
+            if not rec.code:  # the file row says what is wrong with this file
+                rec.code, rec.detail = exc.code, exc.message
         series.setdefault(uid, []).append(_Slice(rec, frames, error, H.text(ds, "AcquisitionNumber")))
 
     stacks: list[SeriesCandidate] = []
@@ -353,8 +355,9 @@ def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate
     for s in part:
         s.rec.stack_id = stack_id
     if errors:
+        first_bad = Path(errors[0].path).name if errors[0].path else "?"
         cand.problems.append(errors[0].code)
-        cand.messages[errors[0].code] = f"{errors[0].message} ({len(errors)} of {len(part)} files)"
+        cand.messages[errors[0].code] = f"{errors[0].message} ({len(errors)} of {len(part)} files, first {first_bad})"
     if frames:
         cand.iop = frames[0].iop
         cand.positions = np.array([f.ipp for f in frames])

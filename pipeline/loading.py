@@ -31,13 +31,14 @@ from pipeline.decoding import decode_frames, is_lossy, transfer_syntax_of
 from pipeline.errors import SeriesError
 from pipeline.geometry import (
     ORIENTATION_TOLERANCE,
+    StackGeometry,
     analyse_stack,
     in_plane_offsets,
     resample_along_normal,
     same_orientation,
     shear_to_orthogonal,
 )
-from pipeline.inventory import summarize
+from pipeline.inventory import read_file, summarize
 from pipeline.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ WORKING_BYTES_PER_VOXEL = 14
 PIXEL_SPACING_TOLERANCE = 1e-3
 #: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).
 AIR_PERCENTILE = 0.5
+#: Values (HU, after each slice's own rescale) a CT slice can hold: CT numbers reach about +30700 on
+#: the extended CT scale (+32767 is the top of a signed 16-bit value with slope 1); padding reaches
+#: down to a 16-bit minimum shifted by an intercept (-32768 - 32768). Outside: HU_OUT_OF_RANGE.
+PLAUSIBLE_HU_RANGE = (-65536.0, 32767.0)
 
 
 @dataclass
@@ -102,8 +107,26 @@ def _read(path: Path) -> pydicom.Dataset:
         raise SeriesError("CORRUPT_FILE", f"cannot read DICOM file: {type(exc).__name__}: {exc}"[:300], path) from exc
 
 
+def _lost_to_truncation(ds: pydicom.Dataset, path: Path) -> str:
+    """Why a dataset read without pixel data is a damaged file ('' when it simply has none).
+
+    When a file ends inside an element of undefined length (encapsulated pixel data, a sequence),
+    pydicom warns and drops what it was reading, often the whole dataset; the header read alone
+    (:func:`pipeline.inventory.read_file`) still sees the pixel data element.
+    """
+    if len(ds) == 0:
+        return "no data element could be read: the file is truncated or damaged"
+    rec = read_file(path)
+    if rec.code not in ("NOT_DICOM", "UNREADABLE_FILE") and rec.has_pixels:
+        return "the header declares pixel data, but the file ends before they do (truncated or damaged)"
+    return ""
+
+
 def _check_image_header(ds: pydicom.Dataset, path: Path) -> tuple[int, int]:
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        damaged = _lost_to_truncation(ds, path)
+        if damaged:
+            raise SeriesError("CORRUPT_FILE", damaged, path)
         raise SeriesError("NO_PIXEL_DATA", "the file has no pixel data", path)
     photometric = H.text(ds, "PhotometricInterpretation").upper()
     samples = H.integer(ds, "SamplesPerPixel", 1)
@@ -165,6 +188,43 @@ def _check_size(n: int, rows: int, cols: int, opts: LoadOptions, path: Path) -> 
         raise SeriesError("TOO_LARGE", f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) "
                           f"exceeds loading.max_voxels={opts.max_voxels} or max_memory_mb={opts.max_memory_mb:g}",
                           path)
+
+
+def _gap_neighbours(geo: StackGeometry, frames: list[tuple[_File, H.FrameInfo]]) -> str:
+    """'between A and B': the files on either side of the first missing-slice gap (frames sorted)."""
+    k = int(geo.gap_after[0])
+    below = int(np.searchsorted(geo.positions, geo.unique_positions[k], side="right")) - 1
+    above = min(below + 1, len(frames) - 1)
+    return f"between {frames[below][0].path.name} and {frames[above][0].path.name}"
+
+
+def _unplaced_slice(items: list[_File]) -> SeriesError | None:
+    """The MISSING_GEOMETRY refusal of a file beside the stack's files with the same SeriesInstanceUID
+    and matrix but no usable position, orientation or pixel spacing (None when there is none).
+
+    The inventory puts such a file in a stack of its own, so the stack it belongs to shows a gap where
+    the file should be: the file, not the gap, is what to report. Header reads, on the refusal path only.
+    """
+    given = {it.path.resolve() for it in items}
+    series = {H.text(it.ds, "SeriesInstanceUID") for it in items}
+    matrix = (items[0].rows, items[0].cols)
+    for folder in sorted({it.path.parent for it in items}):
+        try:
+            siblings = sorted(p for p in folder.iterdir() if p.is_file() and p.resolve() not in given)
+        except OSError:
+            continue
+        for path in siblings:
+            ds = read_file(path).ds  # None for files the inventory skips
+            if ds is None or H.text(ds, "SeriesInstanceUID") not in series:
+                continue
+            if (H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0)) != matrix:
+                continue
+            try:
+                H.frames_of(ds, path)
+            except SeriesError as exc:
+                if exc.code == "MISSING_GEOMETRY":
+                    return exc
+    return None
 
 
 def _invert_monochrome1(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
@@ -238,9 +298,16 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     positions = np.array([fr.ipp for _, fr in frames])
     geo = analyse_stack(ref.iop, positions, thickness, allow_gaps=opts.allow_gaps, max_gap_ratio=opts.max_gap_ratio,
                         spacing_tolerance=opts.spacing_tolerance)
-    for code in geo.problems:
-        raise SeriesError(code, geo.messages.get(code, code), items[0].path.parent)
     frames = [frames[i] for i in geo.order]
+    for code in geo.problems:
+        message = geo.messages.get(code, code)
+        if code == "SLICE_GAP" and geo.gap_after:
+            unplaced = _unplaced_slice(items)
+            if unplaced is not None:  # the gap is a file of the series without geometry: name that file
+                raise SeriesError(unplaced.code, f"{unplaced.message}; the file belongs to this series but cannot be "
+                                  f"placed in it, which leaves a gap {_gap_neighbours(geo, frames)}", unplaced.path)
+            message += f"; the first gap lies {_gap_neighbours(geo, frames)}"
+        raise SeriesError(code, message, items[0].path.parent)
 
     lossy = [it for it in items if is_lossy(it.ds)]
     if lossy:
@@ -266,6 +333,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         values = hu[k]
         np.multiply(raw, np.float32(fr.slope), out=values, casting="unsafe")
         values += np.float32(fr.intercept)
+        _check_hu_range(values, padmask, fr, it)
         cand = values <= opts.padding_hu_max
         pad[k] = cand if padmask is None else (cand | padmask)
     decoded.clear()
@@ -334,6 +402,25 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     files_sorted = list(dict.fromkeys(it.path for it, _ in frames))
     log.debug("loaded %d slices %dx%d, flags %s", hu.shape[0], rows, cols, flags)
     return CTVolume(image=img, meta=meta, files=files_sorted, flags=flags, padding_mask=padimg)
+
+
+def _check_hu_range(values: np.ndarray, padmask: np.ndarray | None, fr: H.FrameInfo, it: _File) -> None:
+    """Refuse a slice whose own rescale cannot give CT values (e.g. RescaleSlope 1e9 in one file):
+    the series-wide air check (:func:`_check_hu`) does not see one bad slice among many."""
+    frame = f" (frame {fr.frame + 1})" if len(it.frames) > 1 else ""
+    if fr.slope <= 0:
+        raise SeriesError("HU_OUT_OF_RANGE", f"RescaleSlope {fr.slope:g}{frame} is not positive: CT values cannot "
+                          "fall as the stored values rise; check RescaleSlope of this file", it.path)
+    kept = values if padmask is None else values[~padmask]  # PixelPaddingValue may be any stored value
+    if kept.size == 0:
+        return
+    low, high = float(kept.min()), float(kept.max())
+    lo, hi = PLAUSIBLE_HU_RANGE
+    if not (lo <= low and high <= hi):  # also refuses NaN
+        raise SeriesError("HU_OUT_OF_RANGE", f"values from {low:.6g} to {high:.6g} HU after this file's rescale{frame} "
+                          f"(RescaleSlope {fr.slope:g}, RescaleIntercept {fr.intercept:g}); CT values, padding "
+                          f"included, lie between {lo:g} and {hi:g} HU: check RescaleSlope/RescaleIntercept of "
+                          "this file", it.path)
 
 
 def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path) -> None:

@@ -87,8 +87,8 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         ax.tick_params(colors="white", labelsize=7)
         ax.set_xticks([])
         ax.set_ylabel("patient z (mm)", color="white", fontsize=8)
-    if lung.any():
-        axes[0].contour(np.linspace(0, nx * sx, nx), np.linspace(zlo, zhi, nz), lung[order, yc, :].astype(float),
+    if lung.any() and nz > 1 and nx > 1:  # the outline at the pixel centres of the image it is drawn on
+        axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, :].astype(float),
                         levels=[0.5], colors="#4cc9f0", linewidths=0.6)
     missing = []
     for name, (label, colour) in LEVELS.items():

@@ -351,7 +351,7 @@ def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_
     kb = int(ks.min())
     out = m.copy()
     prev = m[kb]
-    for k in range(kb - 1, max(-1, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):
+    for k in range(kb - 1, max(0, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):  # never below slice 0
         air = hu[k] < AERATED_HU
         lab, n = ndi.label(air)
         if n == 0:
@@ -422,6 +422,12 @@ def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
     return convex_hull_image(lung[kb: kb + int(frac * (kt - kb)) + 1].any(axis=0))
 
 
+#: share of a lung's diaphragm columns reaching the scan's bottom slice above which the dome is below the scan
+#: (0.62-1.00 on real scans cut above the domes; 0.00-0.01 on whole scans, 0.09-0.27 on a phantom cut just
+#: below its domes)
+DOME_CUT_SHARE = 0.5
+
+
 def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarray | None = None,
                 q: float = 90.0) -> Landmark:
     """Diaphragm dome: a high percentile (``q``) of the lung floor over the diaphragm columns.
@@ -434,6 +440,14 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
     are left out. Reported half a slice below the lowest lung voxel (the lung/diaphragm interface)."""
     if not lung.any():
         return _missing(name, "no lung")
+    # a scan that stops above the diaphragm: most diaphragm columns run out of its bottom slice, and the
+    # floors left (under the upper lobes, over the heart) are not the dome
+    cols = lung.any(axis=0) & central_columns(lung)
+    if lung[0].any() and cols.any():
+        reach = float((lung[0] & cols).sum()) / float(cols.sum())
+        if reach > DOME_CUT_SHARE:
+            return _missing(name, f"lung floor below the scan ({reach:.0%} of the diaphragm columns reach its "
+                                  "bottom slice)")
     has = lung.any(axis=0) & ~lung[0]
     floor = np.argmax(lung, axis=0)
     ok = has & central_columns(lung)
@@ -556,6 +570,13 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     # aortic arch
     out["aortic_arch"] = from_carina("aortic_arch", "aortic_arch_from_carina_mm",
                                      "arch not separable from the mediastinum without contrast")
+    # order: a dome at or above the bronchus intermedius (or the carina) is not a dome (a floor under the upper
+    # lobes of a scan cut above the diaphragm); missing, so that the zones below it are missing too
+    upper = [out[k].z_mm for k in ("bronchus_intermedius", "carina") if out[k].z_mm is not None]
+    for k in ("dome_right", "dome_left"):
+        if out[k].z_mm is not None and upper and out[k].z_mm >= min(upper):
+            out[k] = _missing(k, f"found at {out[k].z_mm:.0f} mm, not below the bronchus intermedius / carina "
+                                 f"({min(upper):.0f} mm): not a dome")
     # inferior pulmonary veins
     domes = [out[k].z_mm for k in ("dome_right", "dome_left") if out[k].z_mm is not None]
     # Two estimates, averaged: a fraction of the carina-dome distance (scales with the chest) and a

@@ -84,6 +84,34 @@ def test_left_dome_ignores_columns_over_the_heart():
     assert detect_dome(lung, "dome_left", z, exclude=excl).z_mm == pytest.approx(z[20] - 0.75)
 
 
+def test_scan_stopping_above_the_diaphragm_has_no_dome():
+    """Cut above the diaphragm, the lung runs out of the bottom slice over most of its floor; what is left
+    (a floor under the upper lobe, here over a "heart") is not a dome: both domes, and the inferior pulmonary
+    vein estimated from them, are missing instead of placed high up."""
+    airway, lungs, z = synthetic()
+    lungs[:70, 10:22, 2:25] = 0  # right lung lies on something (anterior) up to slice 70
+    cut = slice(40, None)  # the scan starts at slice 40: above both lung floors (10 and 20)
+    lm = detect_landmarks(lungs[cut], airway[cut], z[cut], SP)
+    assert lm["dome_right"].method == "missing" and lm["dome_left"].method == "missing"
+    assert "below the scan" in lm["dome_right"].note
+    assert lm["ipv"].z_mm is None
+    full = detect_landmarks(lungs, airway, z, SP)  # the whole scan: domes found at the floors
+    assert full["dome_right"].z_mm == pytest.approx(z[10] - 0.75) and full["dome_left"].method == "detected"
+
+
+def test_recess_tips_are_not_followed_past_the_first_slice():
+    """A lung reaching slice 0: the downward search for aerated recess tips stops there and does not wrap
+    round to the top slice (air above the shoulders was taken as lung, and the apex reported cut off)."""
+    from scoring.landmarks import aerated_lung
+
+    _, lungs, _ = synthetic()
+    lungs[:10, 10:50, 2:25] = RIGHT_LUNG  # right lung down to slice 0
+    hu = np.where(lungs > 0, -850.0, 40.0)
+    hu[-1] = -1000.0  # air all over the top slice
+    m = aerated_lung(lungs, hu, RIGHT_LUNG, spacing=SP)
+    assert not m[-1].any() and m[0].any()
+
+
 @pytest.mark.slow
 def test_normal001_carina_within_3mm(shared_data):
     from tests.conftest import require

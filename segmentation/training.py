@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -609,29 +610,31 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     # written beside the target, then moved in with the manifest last: a crash never leaves a folder whose
     # manifest vouches for files it was not made with (the loader refuses a mismatch)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out))
-    wpath = tmp / "model.safetensors"
-    save_file(state, str(wpath), metadata={"arch": json.dumps(arch)})
-    model_yaml = {
-        "arch": arch,
-        "model_spacing_mm": [float(v) for v in c["model_spacing_mm"]],
-        "hu_window": [float(v) for v in c["hu_window"]],
-        "roi_size": [int(v) for v in c["roi_size"]],
-        "inference_roi_size": [160, 192, 192],
-        "lesion_threshold": 0.5,
-        "sw_overlap": 0.25,
-    }
-    import yaml
+    try:
+        wpath = tmp / "model.safetensors"
+        save_file(state, str(wpath), metadata={"arch": json.dumps(arch)})
+        model_yaml = {
+            "arch": arch,
+            "model_spacing_mm": [float(v) for v in c["model_spacing_mm"]],
+            "hu_window": [float(v) for v in c["hu_window"]],
+            "roi_size": [int(v) for v in c["roi_size"]],
+            "inference_roi_size": [160, 192, 192],
+            "lesion_threshold": 0.5,
+            "sw_overlap": 0.25,
+        }
+        import yaml
 
-    (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
-    write_manifest(tmp)
-    info = {"iterations": it, "wall_s": wall, "device": str(dev),
-            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-            "torch": torch.__version__, "cfg": c,
-            "cases": [Path(p).stem for p in cache_files], "history": hist}
-    (tmp / "train_log.json").write_text(json.dumps(info, indent=1))
-    for name in ("model.safetensors", "model.yaml", "train_log.json", "manifest.json"):
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
+        (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+        write_manifest(tmp)
+        info = {"iterations": it, "wall_s": wall, "device": str(dev),
+                "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+                "torch": torch.__version__, "cfg": c,
+                "cases": [Path(p).stem for p in cache_files], "history": hist}
+        (tmp / "train_log.json").write_text(json.dumps(info, indent=1))
+        for name in ("model.safetensors", "model.yaml", "train_log.json", "manifest.json"):
+            os.replace(tmp / name, out / name)
+    finally:  # a crash while writing leaves no hidden half-written folder
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("trained %d iterations in %.0f s on %s", it, wall, dev)
     return info
 

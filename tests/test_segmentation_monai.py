@@ -759,3 +759,4 @@ def test_train_command_runs_two_iterations(tmp_path):
     assert rc == 0
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert "model.safetensors" in man["files"]
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left

@@ -38,12 +38,22 @@ from pipeline.outputs import (
 
 log = logging.getLogger(__name__)
 
+#: slice planes tilted more than this from axial get the QC flag ZONES_ON_TILTED_SLICES:<degrees>
+TILT_FLAG_DEG = 2.0
+
 
 def slice_z_mm(image: sitk.Image) -> np.ndarray:
     """Patient z (mm) of every slice centre of an LPS-oriented axial image."""
     size = image.GetSize()
     cx, cy = (size[0] - 1) / 2.0, (size[1] - 1) / 2.0
     return np.array([image.TransformContinuousIndexToPhysicalPoint((cx, cy, float(k)))[2] for k in range(size[2])])
+
+
+def plane_tilt_deg(image: sitk.Image) -> float:
+    """Angle (degrees) between the image's slice planes and the axial plane (0 for an axial stack)."""
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    normal = np.cross(d[:, 0], d[:, 1])
+    return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / max(np.linalg.norm(normal), 1e-12)))))
 
 
 def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
@@ -100,6 +110,11 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o)
     flags = list(getattr(seg, "flags", None) or []) + flags
+    tilt = plane_tilt_deg(orig)
+    if tilt > TILT_FLAG_DEG:
+        # the zones are read per slice (its centre z): on tilted slices their planes are tilted too, about
+        # tan(tilt) x 100 mm off at the front and back of the lungs (SCORING.md defines axial planes)
+        flags.append(f"ZONES_ON_TILTED_SLICES:{tilt:.1f}")
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,

@@ -195,3 +195,19 @@ def test_lobes_cut_off_or_absent_are_missing_not_zero():
     lob = {r["unit"]: r for r in zones if r["system"] == "lobar"}
     assert lob["right_upper"]["status"] == "missing" and lob["left_upper"]["status"] == "missing"
     assert lob["right_lower"]["status"] == "ok" and math.isnan(row["lobar20_total"])
+
+
+def test_plane_tilt_of_an_image():
+    """The angle between an image's slice planes and the axial plane (the QC flag ZONES_ON_TILTED_SLICES)."""
+    import SimpleITK as sitk
+
+    from pipeline.run import TILT_FLAG_DEG, plane_tilt_deg
+
+    img = sitk.Image(4, 4, 4, sitk.sitkInt16)
+    assert plane_tilt_deg(img) == pytest.approx(0.0)
+    a = np.radians(14.0)
+    img.SetDirection((1, 0, 0, 0, np.cos(a), -np.sin(a), 0, np.sin(a), np.cos(a)))  # rows tilted about x
+    assert plane_tilt_deg(img) == pytest.approx(14.0)
+    img.SetDirection((1, 0, 0, 0, 0, 1, 0, 1, 0))  # coronal slices
+    assert plane_tilt_deg(img) == pytest.approx(90.0)
+    assert 0 < TILT_FLAG_DEG < 14

@@ -61,14 +61,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read without changing it for good)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -141,7 +142,7 @@ class SeriesFolder:
         self.final = out_dir / scan_id
         out_dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{scan_id}.", suffix=".partial"))
-        os.chmod(self.tmp, 0o777 & ~_umask())
+        os.chmod(self.tmp, 0o777 & ~current_umask())
 
     def path(self, name: str) -> Path:
         return self.tmp / name

@@ -14,9 +14,7 @@ the one before; the last stage's model files are moved into ``out`` with the man
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +74,12 @@ def merge_stage(common: dict, stage: dict) -> dict:
 
 
 def publish_model(src: Path, out: Path) -> None:
-    """Copy the model files of ``src`` into ``out``: each copied beside its target and renamed over it, the
-    manifest last, so ``out`` never holds a manifest vouching for files it was not made with."""
-    out.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
+    """Copy the model files of ``src`` into ``out``, each written atomically (:func:`pipeline.outputs.atomic_write_bytes`),
+    the manifest last, so ``out`` never holds a manifest vouching for files it was not made with."""
+    from pipeline.outputs import atomic_write_bytes
+
     for f in MODEL_FILES:
-        fd, tmp = tempfile.mkstemp(prefix=f".{f}.", dir=out)
-        os.close(fd)
-        try:
-            shutil.copyfile(src / f, tmp)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-            os.replace(tmp, out / f)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write_bytes(out / f, (src / f).read_bytes())
 
 
 def _default_folders(data: str | Path | None, names: list[str] | None) -> list[Path]:

@@ -300,6 +300,12 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
     return case
 
 
+def cache_spacing(path: str | Path) -> np.ndarray | None:
+    """The model-grid spacing (z, y, x mm) a cached case was made at (None for a file without one)."""
+    with np.load(path) as z:
+        return np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
+
+
 def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | Path,
                   model_spacing_zyx: Sequence[float], teacher: Any = None, overwrite: bool = False) -> list[Path]:
     """Write one ``<name>.npz`` per background (folder or :class:`Background`) into ``cache_dir``
@@ -311,8 +317,7 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
         bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
         dest = cache / f"{bg.name}.npz"
         if dest.exists() and not overwrite:
-            with np.load(dest) as z:
-                got = np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
+            got = cache_spacing(dest)
             if got is not None and not np.allclose(got, np.asarray(model_spacing_zyx, np.float32), rtol=1e-3):
                 raise ValueError(f"{dest}: cached at spacing {got.tolist()} mm, not the "
                                  f"{[float(v) for v in model_spacing_zyx]} mm asked for; use another cache folder")
@@ -501,8 +506,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     dev = resolve_device(device)
     want = np.asarray(c["model_spacing_mm"], np.float32)
     for p in cache_files:  # a cache made at another spacing would train a model whose model.yaml lies
-        with np.load(p) as z:
-            got = np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
+        got = cache_spacing(p)
         if got is not None and not np.allclose(got, want, rtol=1e-3):
             raise ConfigError(f"cache made at spacing {got.tolist()} mm, the training config asks for "
                               f"model_spacing_mm {want.tolist()}: rebuild the cache (another --cache folder)", p)

@@ -52,6 +52,7 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     import yaml
     from safetensors.torch import load_file, save_file
 
+    from pipeline.outputs import current_umask
     from segmentation.monai_segmenter import WeightsError, check_manifest
     from segmentation.training import write_manifest
 
@@ -115,9 +116,7 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
                   metadata={"arch": json.dumps(meta["arch"]), "averaged_from": str(len(folders))})
         (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         write_manifest(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the model folder is as readable as any other
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it private; the folder is as readable as any other
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)

@@ -304,14 +304,16 @@ def test_publish_model_moves_whole_files_manifest_last(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(recipe.os, "replace", crash_on_manifest)
+    import pipeline.outputs as outputs
+
+    monkeypatch.setattr(outputs.os, "replace", crash_on_manifest)
     with pytest.raises(OSError):
         recipe.publish_model(new, out)
     assert calls == ["model.safetensors", "model.yaml", "manifest.json"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors", "model.yaml"]
     with pytest.raises(WeightsError, match="sha256"):
         MonaiSegmenter(out, device="cpu")
-    monkeypatch.setattr(recipe.os, "replace", real_replace)
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
     recipe.publish_model(new, out)
     assert MonaiSegmenter(out, device="cpu").model_id == MonaiSegmenter(new, device="cpu").model_id
     mode = (out / "model.safetensors").stat().st_mode & 0o777

@@ -28,6 +28,21 @@ def resample_to_spacing(image: sitk.Image, spacing_xyz: Sequence[float], default
                          tuple(origin), tuple(new_spacing), image.GetDirection(), default, image.GetPixelID())
 
 
+def axial_grid(image: sitk.Image) -> sitk.Image:
+    """An empty axis-aligned (identity direction) grid of ``image``'s spacing that holds all of its extent: the
+    axial reformat of a stack whose slices are tilted. LPS array axes [z, y, x] as :func:`to_lps` gives them."""
+    size = np.asarray(image.GetSize())
+    corners = np.array([image.TransformContinuousIndexToPhysicalPoint([float(c) for c in (i, j, k)])
+                        for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    spacing = np.asarray(image.GetSpacing(), float)
+    lo, hi = corners.min(0), corners.max(0)
+    new_size = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
+    grid = sitk.Image([int(v) for v in new_size], sitk.sitkUInt8)
+    grid.SetSpacing(tuple(spacing))
+    grid.SetOrigin(tuple(lo))
+    return grid
+
+
 def labels_to_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Bring a label map onto ``reference``'s grid by physical position.
 

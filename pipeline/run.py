@@ -38,7 +38,8 @@ from pipeline.outputs import (
 
 log = logging.getLogger(__name__)
 
-#: slice planes tilted more than this from axial get the QC flag ZONES_ON_TILTED_SLICES:<degrees>
+#: slice planes tilted more than this from axial: landmarks found on an axial reformat, zones cut voxel by voxel
+#: (each voxel's own patient z), QC flag ZONED_AXIALLY:<degrees>
 TILT_FLAG_DEG = 2.0
 
 
@@ -54,6 +55,43 @@ def plane_tilt_deg(image: sitk.Image) -> float:
     d = np.asarray(image.GetDirection(), float).reshape(3, 3)
     normal = np.cross(d[:, 0], d[:, 1])
     return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / max(np.linalg.norm(normal), 1e-12)))))
+
+
+def voxel_z_mm(image: sitk.Image) -> np.ndarray:
+    """Patient z (mm) of every voxel centre, as a float32 array [z, y, x] of the image's shape."""
+    size = image.GetSize()
+    origin = np.asarray(image.GetOrigin(), float)
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    step = d[2, :] * np.asarray(image.GetSpacing(), float)  # dz per index step along x, y, z
+    zx = (step[0] * np.arange(size[0])).astype(np.float32)
+    zy = (step[1] * np.arange(size[1])).astype(np.float32)
+    zk = (origin[2] + step[2] * np.arange(size[2])).astype(np.float32)
+    return zk[:, None, None] + zy[None, :, None] + zx[None, None, :]
+
+
+def axial_landmarks(seg, work: sitk.Image, per_slice: dict, cfg: dict[str, Any]) -> dict:
+    """The landmark levels of a stack with tilted slices, found on an axial reformat of the working grid.
+
+    The reformat holds all of the tilted stack; what lies outside it is padded with water (0 HU), not air, so
+    that the airway growing from the trachea's cut end does not leak out of the scan. A level the tilted slices
+    find missing (a lung cut off by the scan, which the reformat's padding hides) stays missing."""
+    from pipeline.resample import axial_grid, labels_to_grid
+    from scoring.landmarks import detect_landmarks
+
+    axial = axial_grid(work)
+
+    def labels(arr):
+        return sitk.GetArrayFromImage(labels_to_grid(_to_image(arr.astype(np.uint8), work), axial))
+
+    hu = sitk.GetArrayFromImage(sitk.Resample(work, axial, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                              sitk.sitkFloat32))
+    airway = None if seg.airway is None else labels(seg.airway) > 0
+    found = detect_landmarks(labels(seg.lungs), airway, slice_z_mm(axial), tuple(axial.GetSpacing()[::-1]),
+                             hu=hu, cfg=cfg.get("landmarks"))
+    for name, lm in per_slice.items():
+        if lm.method == "missing":
+            found[name] = lm
+    return found
 
 
 def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
@@ -104,17 +142,23 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     timings["to_original_grid_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    z_w, z_o = slice_z_mm(work), slice_z_mm(orig)
-    landmarks = detect_landmarks(seg.lungs, seg.airway, z_w, spacing_w, hu=hu_w, cfg=cfg.get("landmarks"))
+    z_o = slice_z_mm(orig)
+    tilt = plane_tilt_deg(orig)
+    landmarks = detect_landmarks(seg.lungs, seg.airway, slice_z_mm(work), spacing_w, hu=hu_w,
+                                 cfg=cfg.get("landmarks"))
+    z_voxel, flags_tilt = None, []
+    if tilt > TILT_FLAG_DEG:
+        # Slices tilted from axial (gantry tilt, oblique reconstruction): a slice's z is its centre's only,
+        # tan(tilt) x 100 mm off at the front and back of the lungs, and SCORING.md's levels are axial planes.
+        # The levels are found again on an axial reformat and the zones are cut voxel by voxel.
+        landmarks = axial_landmarks(seg, work, landmarks, cfg)
+        z_voxel = voxel_z_mm(orig)
+        flags_tilt = [f"ZONED_AXIALLY:{tilt:.1f}"]
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
-    row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o)
-    flags = list(getattr(seg, "flags", None) or []) + flags
-    tilt = plane_tilt_deg(orig)
-    if tilt > TILT_FLAG_DEG:
-        # the zones are read per slice (its centre z): on tilted slices their planes are tilted too, about
-        # tan(tilt) x 100 mm off at the front and back of the lungs (SCORING.md defines axial planes)
-        flags.append(f"ZONES_ON_TILTED_SLICES:{tilt:.1f}")
+    row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
+                                   z_voxel=z_voxel)
+    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,

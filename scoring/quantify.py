@@ -1,7 +1,7 @@
 """Turn masks into the measures and scores of one scan (pure numpy; no I/O).
 
 Inputs are arrays on one grid (the original CT grid, LPS-oriented so that z index grows cranially),
-the patient z of every slice, and the landmark levels. Outputs are a flat dict of scan-level
+the patient z of every slice (and, for slices tilted from axial, of every voxel), and the landmark levels. Outputs are a flat dict of scan-level
 measures (one row of scans.csv) and a list of unit rows (zones.csv).
 """
 
@@ -60,8 +60,9 @@ def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[
 
 
 def unit_measures(sel: np.ndarray, lung_side: np.ndarray, classes: np.ndarray, voxel_ml: float) -> dict:
-    """Lung and lesion volumes (mL) per class inside a z-selection of one lung."""
-    lung = lung_side & sel[:, None, None]
+    """Lung and lesion volumes (mL) per class inside a z-selection of one lung: ``sel`` selects slices (1-D)
+    or voxels (an array of the volume's shape, for tilted slices)."""
+    lung = lung_side & (sel[:, None, None] if sel.ndim == 1 else sel)
     lung_ml = float(lung.sum()) * voxel_ml
     cls = classes[lung]
     counts = np.bincount(cls, minlength=4) * voxel_ml
@@ -81,8 +82,16 @@ def score_scan(
     landmarks: Mapping[str, Landmark],
     cfg: Mapping[str, Any],
     lobes: np.ndarray | None = None,
+    z_voxel: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """Scores and measures of one scan. Returns (scan row, zone rows, QC flags)."""
+    """Scores and measures of one scan. Returns (scan row, zone rows, QC flags).
+
+    ``z_voxel``: the patient z of every voxel (the volume's shape), for slices tilted from axial; the zones are
+    then cut at axial planes through the volume, as SCORING.md defines them, instead of slice by slice at the
+    slice centre (``z_mm``, which still decides which edge slices are cut off)."""
+    if z_voxel is not None and z_voxel.shape != lungs.shape:
+        raise ValueError(f"z_voxel has shape {z_voxel.shape}, the volume {lungs.shape}")
+    z_sel = z_mm if z_voxel is None else z_voxel
     sc = cfg["scoring"]
     zcfg = sc["zhang900"]
     min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
@@ -132,7 +141,7 @@ def score_scan(
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""
-            m = unit_measures(iv.mask(z_mm), lung_side, classes, voxel_ml)
+            m = unit_measures(iv.mask(z_sel), lung_side, classes, voxel_ml)
             pct = percent(m["lesion_ml"], m["lung_ml"]) if m["lung_ml"] > 0 else 0.0
             return m, pct, systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
 

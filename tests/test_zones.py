@@ -211,3 +211,44 @@ def test_plane_tilt_of_an_image():
     img.SetDirection((1, 0, 0, 0, 0, 1, 0, 1, 0))  # coronal slices
     assert plane_tilt_deg(img) == pytest.approx(90.0)
     assert 0 < TILT_FLAG_DEG < 14
+
+
+def test_voxel_z_of_a_tilted_image_matches_simpleitk():
+    """Every voxel's patient z, checked against SimpleITK's index-to-point transform."""
+    import SimpleITK as sitk
+
+    from pipeline.run import voxel_z_mm
+
+    img = sitk.Image(7, 5, 4, sitk.sitkInt16)
+    a = np.radians(14.0)
+    img.SetDirection((1, 0, 0, 0, np.cos(a), -np.sin(a), 0, np.sin(a), np.cos(a)))
+    img.SetSpacing((0.7, 0.8, 2.5))
+    img.SetOrigin((-10.0, 20.0, -300.0))
+    z = voxel_z_mm(img)
+    assert z.shape == (4, 5, 7)
+    for i, j, k in [(0, 0, 0), (6, 4, 3), (3, 2, 1), (0, 4, 2)]:
+        assert z[k, j, i] == pytest.approx(img.TransformIndexToPhysicalPoint((i, j, k))[2], abs=1e-3)
+
+
+def test_tilted_slices_are_zoned_at_axial_planes():
+    """On slices tilted from axial a zone border is an axial plane through the volume, not the slice centre's z:
+    lesion in the anterior half of a slice whose centre lies just below the carina, but whose anterior half lies
+    above it, belongs to the upper zone (SCORING.md defines zones by axial levels)."""
+    hu, lungs, classes = phantom()
+    # rows (y, anterior -> posterior) 1 mm apart; the slice planes tilt so that z falls by 1 mm per row
+    z_voxel = (Z[:, None, None] + 5.0 - np.arange(10, dtype=float)[None, :, None] * 1.0
+               + np.zeros((1, 1, 20))).astype(np.float32)
+    classes[10, :5, :10] = 2  # slice 10 (z 100 by index), anterior rows 0-4: z 105..101, below the carina at 110
+    classes[11, :4, :10] = 2  # slice 11 (z 110 by index), rows 0-3: z 115..112, above the carina
+    sl = rows(score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg())[1], "six_zone")
+    vx = rows(score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg(), z_voxel=z_voxel)[1], "six_zone")
+    # by slice index (z 100, 110): both lesion pieces lie in the middle zone (110 is not above the carina)
+    assert sl["upper"]["lesion_ml"] == 0 and sl["middle"]["lesion_ml"] == pytest.approx(0.9)
+    # voxel by voxel: slice 11's rows 0-3 (z 112-115) are upper, slice 10's lesion stays middle
+    assert vx["upper"]["lesion_ml"] == pytest.approx(0.4)
+    assert vx["middle"]["lesion_ml"] == pytest.approx(0.5)
+    # the lung is split likewise: the zones still add up to the whole lung
+    total = sum(vx[u]["lung_ml"] for u in ("upper", "middle", "lower"))
+    assert total == pytest.approx(float((lungs == 1).sum()) * 0.01)
+    with pytest.raises(ValueError, match="z_voxel"):
+        score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg(), z_voxel=z_voxel[:, :, :3])

@@ -103,6 +103,9 @@ class Task:
     files: list[str]
     header: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    flags: list[str] = field(default_factory=list)  # the inventory's fixes and warnings (ACQUISITIONS_MERGED ...)
+    patient_id: str = ""  # as the tables show it (pseudonymous by default): failed rows keep it too
+    study_date: str = ""
 
 
 def input_fingerprint(files: Iterable[str | Path]) -> str:
@@ -120,6 +123,8 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
+    from pipeline.run import table_patient_id
+
     salt = cfg["outputs"]["pseudonym_salt"]
     per_series = Counter(cand.series_uid for cand in candidates)
     tasks = []
@@ -130,7 +135,9 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # are scored (--all-series) does the stack id tell them apart
         key = cand.series_uid if per_series[cand.series_uid] == 1 and cand.series_uid else (cand.stack_id or
                                                                                             cand.series_uid)
-        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), input_fingerprint(files)))
+        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), input_fingerprint(files),
+                          flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
+                          study_date=str(cand.header.get("study_date") or "")))
     return sorted(tasks, key=lambda t: t.scan_id)
 
 
@@ -156,6 +163,7 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     """Record the outcome of one attempt (atomically): what failed and why, the hashes resume needs, and
     the run's ``attempt`` token (a task that dask runs again in the same run returns this record)."""
     rec = {k: status.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path")}
+    rec.update(patient_id=task.patient_id, study_date=task.study_date)  # a failed row still names its patient
     if status.get("traceback"):  # an unexpected error: where in the code, for the bug report
         rec["traceback"] = status["traceback"]
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
@@ -215,7 +223,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
                 "config_sha256": state["config_sha256"],
                 "segmenter": res.get("segmenter", {})}
     return {k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
-                                          "config_sha256", "model_id")}
+                                          "config_sha256", "model_id", "patient_id", "study_date")}
 
 
 def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -298,7 +306,8 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
 
     def work() -> dict[str, Any]:
         _test_hook(task.scan_id)
-        return process_series(task.files, cfg, out_dir, task.scan_id, task.header, segmenter)
+        return process_series(task.files, cfg, out_dir, task.scan_id, task.header, segmenter,
+                              inventory_flags=task.flags)
 
     restart = False
     if not timeout_s:

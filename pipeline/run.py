@@ -211,9 +211,23 @@ def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path
     sitk.WriteImage(_orient_like(arr, lps_ref, original), str(path), useCompression=True)
 
 
+def table_patient_id(header: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """The patient id as the tables show it: a salted hash of the PatientID unless ``outputs.pseudonymize`` is
+    off; empty without a PatientID."""
+    patient = str(header.get("patient_id") or "")
+    outs = cfg["outputs"]
+    if outs["pseudonymize"] and patient:
+        return pseudonym(patient, outs["pseudonym_salt"], "pt-", 10)
+    return patient
+
+
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
-                   header: dict[str, Any] | None = None, segmenter=None) -> dict[str, Any]:
-    """The unit of work: one series in, one series folder out. Returns a small status dict."""
+                   header: dict[str, Any] | None = None, segmenter=None,
+                   inventory_flags: list[str] | None = None) -> dict[str, Any]:
+    """The unit of work: one series in, one series folder out. Returns a small status dict.
+
+    ``inventory_flags``: the fixes and warnings the inventory found for this series (ACQUISITIONS_MERGED,
+    MISSING_SERIES_UID, ...); they go into the scan's QC flags with the loader's and the scoring's."""
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
@@ -265,14 +279,11 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             from pipeline.qc_levels import levels_png
             atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
                                                                      res["spacing_zyx"], res["landmarks"], title=scan_id))
-        flags = list(dict.fromkeys(vol.flags + res["flags"] +
+        flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
                                    [f"LANDMARK_ESTIMATED:{k}" for k, lm in res["landmarks"].items()
                                     if lm.method == "estimated"]))
-        patient = header.get("patient_id", "")
-        if outs["pseudonymize"]:
-            patient = pseudonym(patient, outs["pseudonym_salt"], "pt-", 10) if patient else ""
         row = {
-            "scan_id": scan_id, "patient_id": patient, "study_date": header.get("study_date", ""),
+            "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_uid": header.get("series_uid", ""), "status": "ok", "segmenter": segmenter.name,
             **res["row"], "qc_flags": ";".join(flags), "n_slices": int(res["hu"].shape[0]),
             "slice_thickness_mm": header.get("slice_thickness"), "manufacturer": header.get("manufacturer", ""),
@@ -369,7 +380,9 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
             rows.append(st["row"])
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
         else:
-            rows.append({"scan_id": st["scan_id"], "series_uid": st.get("series_uid", ""), "status": "failed"})
+            rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),
+                         "study_date": st.get("study_date", ""), "series_uid": st.get("series_uid", ""),
+                         "status": "failed"})
             failures.append({k: st.get(k, "") for k in FAILURE_COLUMNS})
     scans_df = atomic_write_table(out_dir / "scans.csv", rows, SCAN_COLUMNS)
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)

@@ -111,3 +111,41 @@ def test_local_executor_refuses_a_gpu_index():
         check_local_gpu_device(cfg, n_gpus=0)
     for dev in ("cuda", "auto", "cpu"):
         check_local_gpu_device(load_config(overrides=[f"segmentation.device={dev}"]), n_gpus=2)
+
+
+def test_failed_rows_keep_patient_and_date_and_inventory_flags_reach_the_result(tmp_path, monkeypatch):
+    """A failed scan's row in scans.csv keeps its (pseudonymous) patient id and study date, so that a reference
+    table naming scans by patient and date still matches it; the inventory's flags (here MISSING_SERIES_UID)
+    reach the scored scan's QC flags."""
+    import pandas as pd
+
+    import pipeline.batch as batch
+    from pipeline.run import run_pipeline, table_patient_id
+
+    src = tmp_path / "in"
+    shutil.copytree(REPO / "sample_dicoms", src)
+    for f in src.iterdir():
+        if f.suffix != ".json":
+            ds = pydicom.dcmread(f)
+            del ds.SeriesInstanceUID
+            ds.save_as(f)
+    cfg = load_config(overrides=["outputs.write_qc_png=false", "outputs.write_dicom_seg=false",
+                                 "segmentation.method=classical"])
+    header = build_inventory(src, cfg).chosen[0].header
+    pt = table_patient_id(header, cfg)
+    assert pt.startswith("pt-") and header["study_date"]
+
+    run_pipeline(src, tmp_path / "ok", cfg)
+    row = pd.read_csv(tmp_path / "ok" / "scans.csv", dtype=str).iloc[0]
+    assert "MISSING_SERIES_UID" in row["qc_flags"].split(";")
+    assert row["patient_id"] == pt
+
+    def fail(*args, **kwargs):
+        return {"scan_id": args[3], "series_uid": "", "status": "failed", "code": "NOT_HU", "message": "x"}
+
+    monkeypatch.setattr("pipeline.run.process_series", fail)
+    run_pipeline(src, tmp_path / "failed", cfg)
+    row = pd.read_csv(tmp_path / "failed" / "scans.csv", dtype=str).iloc[0]
+    assert row["status"] == "failed" and row["patient_id"] == pt and row["study_date"] == header["study_date"]
+    rec = json.loads(next((tmp_path / "failed").glob(f"{batch.STATUS_DIR}/*.json")).read_text())  # for resume
+    assert rec["patient_id"] == pt and rec["study_date"] == header["study_date"]

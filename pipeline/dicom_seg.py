@@ -1,8 +1,10 @@
 """DICOM-SEG output (highdicom): lungs and lesions as segments referencing the source series.
 
 The masks travel as a geometry-carrying :class:`highdicom.Volume` built from the SimpleITK mask
-image (origin, spacing and direction included), so highdicom maps every voxel to the source frames
-by patient position: nothing is flipped by hand and the SEG cannot come out mirrored.
+image (origin, spacing and direction included), its axes put in the source's order (slices first, as
+SimpleITK's arrays are), so that every SEG frame lies in a source slice's plane and references it
+(DerivationImageSequence): viewers overlay the frames on the CT slices. Nothing is flipped by hand and
+the SEG cannot come out mirrored.
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ from pydicom.sr.codedict import codes
 from pipeline import __version__
 
 
-def _sct(value: str, meaning: str):
+def _code(scheme: str, value: str, meaning: str):
     from highdicom.sr import CodedConcept
 
-    return CodedConcept(value=value, scheme_designator="SCT", meaning=meaning)
+    return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
-# (label, property category, property type) of each segment, SNOMED CT (as in DICOM CID 7150/7151).
+_ANATOMY = ("SCT", "91723000", "Anatomical Structure")  # CID 7150
+_ABNORMAL = ("SCT", "49755003", "Morphologically Abnormal Structure")  # CID 7150
+# (label, property category, property type) of each segment (DICOM CID 7150 / 7151 / 6102)
 SEGMENTS = [
-    ("Right lung", ("123037004", "Anatomical Structure"), ("3341006", "Right lung")),
-    ("Left lung", ("123037004", "Anatomical Structure"), ("44029006", "Left lung")),
-    ("Ground glass opacity", ("49755003", "Morphologically Altered Structure"), ("50196008", "Ground glass opacity")),
-    ("Consolidation", ("49755003", "Morphologically Altered Structure"), ("95436008", "Lung consolidation")),
+    ("Right lung", _ANATOMY, ("SCT", "3341006", "Right lung")),
+    ("Left lung", _ANATOMY, ("SCT", "44029006", "Left lung")),
+    ("Ground glass opacity", _ABNORMAL, ("DCM", "112120", "Ground glass opacity")),
+    ("Consolidation", _ABNORMAL, ("SCT", "95436008", "Lung consolidation")),
 ]
 
 
@@ -56,9 +60,13 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
         for kw in _TYPE2_PATIENT_STUDY:
             if kw not in ds:
                 setattr(ds, kw, "")
-    geom = hd.Volume.from_simpleitk(lungs, frame_of_reference_uid=sources[0].FrameOfReferenceUID)
-    lung_arr = hd.Volume.from_simpleitk(lungs).array
-    les_arr = hd.Volume.from_simpleitk(lesions).array
+    def volume(img: sitk.Image, **kw):
+        # highdicom's Volume is (x, y, z) from SimpleITK; frames run along its first axis: back to (z, y, x)
+        return hd.Volume.from_simpleitk(img, **kw).permute_spatial_axes([2, 1, 0])
+
+    geom = volume(lungs, frame_of_reference_uid=sources[0].FrameOfReferenceUID)
+    lung_arr = volume(lungs).array
+    les_arr = volume(lesions).array
     stack = np.stack([lung_arr == 1, lung_arr == 2, (les_arr == 1) | (les_arr == 2), les_arr == 3], axis=-1)
     vol = hd.Volume(array=stack.astype(np.uint8), affine=geom.affine, coordinate_system="PATIENT",
                     frame_of_reference_uid=sources[0].FrameOfReferenceUID,
@@ -68,13 +76,16 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     )
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=i, segment_label=label, segmented_property_category=_sct(*cat),
-            segmented_property_type=_sct(*typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            segment_number=i, segment_label=label, segmented_property_category=_code(*cat),
+            segmented_property_type=_code(*typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )
         for i, (label, cat, typ) in enumerate(SEGMENTS, start=1)
     ]
-    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id)
+    # the same masks of the same series give the same UIDs (a rerun replaces its SEG); other masks (other
+    # settings, another model) give new ones, so that an archive never holds two contents under one UID
+    content = hashlib.sha256(np.ascontiguousarray(stack).tobytes()).hexdigest()
+    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=vol, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,

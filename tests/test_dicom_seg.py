@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 import pydicom
 
 from tests.conftest import SAMPLE
@@ -65,6 +66,40 @@ def test_phantom_seg_reads_back_and_is_not_mirrored(sample_run):
         assert np.linalg.norm(centroids[number] - nii) <= voxel, (number, centroids[number], nii)
     # right lung is on the patient's right: smaller LPS x than the left lung
     assert centroids[1][0] < centroids[2][0]
+    # every frame lies in a source slice's plane and references that slice (viewers overlay frame on slice)
+    src = pydicom.dcmread(next(f for f in sorted(SAMPLE.iterdir()) if f.suffix != ".json"), stop_before_pixels=True)
+    iop = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    assert [float(v) for v in iop] == pytest.approx([float(v) for v in src.ImageOrientationPatient])
+    assert (seg.Rows, seg.Columns) == (src.Rows, src.Columns)
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        (deriv,) = frame.DerivationImageSequence
+        assert deriv.SourceImageSequence[0].ReferencedSOPInstanceUID in source_uids
+    # coded as DICOM CID 7150 / 6102 name them
+    ggo = seg.SegmentSequence[2]
+    assert (ggo.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
+            ggo.SegmentedPropertyTypeCodeSequence[0].CodeValue) == ("DCM", "112120")
+    assert ggo.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Morphologically Abnormal Structure"
+    assert seg.SegmentSequence[0].SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
+
+
+def test_seg_uids_follow_the_content():
+    """The same masks of a series give the same SEG UIDs (a rerun replaces its SEG); other masks give new ones."""
+    import SimpleITK as sitk
+
+    from pipeline.dicom_seg import build_seg
+
+    files = sorted((str(f) for f in SAMPLE.iterdir() if f.suffix != ".json"),
+                   key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))[:6]
+    img = sitk.ReadImage(files)
+    lungs = sitk.Image(img.GetSize(), sitk.sitkUInt8)
+    lungs.CopyInformation(img)
+    lungs[40:60, 50:90, 1:5] = 1
+    lesions = sitk.Image(lungs)
+    a, b = build_seg(files, lungs, lesions * 0, "m"), build_seg(files, lungs, lesions * 0, "m")
+    lesions[45:50, 60:70, 2:4] = 2
+    c = build_seg(files, lungs, lesions, "m")
+    assert a.SOPInstanceUID == b.SOPInstanceUID and a.SeriesInstanceUID == b.SeriesInstanceUID
+    assert c.SOPInstanceUID != a.SOPInstanceUID and c.SeriesInstanceUID != a.SeriesInstanceUID
 
 
 def test_seg_of_real_scan(shared_data, tmp_path):

@@ -140,5 +140,23 @@ def load_config(
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON form of a resolved config."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """sha256 of the canonical JSON form of a resolved config, its secrets redacted (:func:`redact_secrets`):
+    the hash is published beside the redacted config (run.json, result.json), and a hash of the salt would let
+    anyone test guessed salts against it. A new salt changes every scan id anyway, so resume still sees it."""
+    return hashlib.sha256(json.dumps(redact_secrets(cfg), sort_keys=True, separators=(",", ":")).encode()
+                          ).hexdigest()
+
+
+def redact_secrets(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration as written to run.json: a site's own pseudonym salt is a secret (with it and a list of
+    PatientIDs anyone could recompute the pseudonyms), so it is replaced by a marker; the built-in one is shown."""
+    from pipeline.outputs import DEFAULT_SALT
+
+    if cfg is None:
+        return None
+    out = copy.deepcopy(dict(cfg))
+    outs = out.get("outputs") or {}
+    if outs.get("pseudonym_salt") not in (None, DEFAULT_SALT):
+        outs["pseudonym_salt"] = "<redacted: a site secret>"
+    return out
+

@@ -56,16 +56,47 @@ def scan_id_for(series_uid: str, salt: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing: into a temporary file beside it, flushed to disk (fsync), then
+    renamed over it; a crash or power cut leaves the old file or the new one, never an empty or partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder (written by other libraries: SimpleITK, highdicom) and the folder itself."""
+    for p in Path(folder).rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(folder)
 
 
 def current_umask() -> int:
@@ -151,6 +182,7 @@ class SeriesFolder:
         """Rename the finished folder into place. A folder of an earlier run is moved aside first (two renames:
         no filesystem call swaps two folders atomically); the per-scan alarm is held off meanwhile, and an
         interruption between the two renames is undone by :func:`restore_interrupted`."""
+        fsync_tree(self.tmp)  # the files are on disk before the folder is renamed into place
         blocked = hasattr(signal, "pthread_sigmask")
         if blocked:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
@@ -166,6 +198,7 @@ class SeriesFolder:
         finally:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        fsync_dir(self.final.parent)
         return self.final
 
     def discard(self) -> None:

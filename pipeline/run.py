@@ -9,7 +9,6 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import platform
@@ -22,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline import __version__
-from pipeline.config import config_hash, load_config
+from pipeline.config import config_hash, load_config, redact_secrets
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.outputs import (
     DEFAULT_SALT,
@@ -293,7 +292,8 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         result = {
             "ctscore_version": __version__, "scan_id": scan_id, "scores": row,
             "zones": res["zones"], "landmarks": {k: lm.to_dict() for k, lm in res["landmarks"].items()},
-            "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id},
+            "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id,
+                                             "device": str(getattr(segmenter, "device", "cpu"))},
             "config_sha256": config_hash(cfg), "timings_s": res["timings"],
             "input_fingerprint": input_fingerprint(files),
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
@@ -350,19 +350,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
                     "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)", DEFAULT_SALT)
     if not inventory.chosen:
         raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
-    return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(input_path))
-
-
-def redact_secrets(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The configuration as written to run.json: a site's own pseudonym salt is a secret (with it and a list of
-    PatientIDs anyone could recompute the pseudonyms), so it is replaced by a marker; the built-in one is shown."""
-    if cfg is None:
-        return None
-    out = copy.deepcopy(cfg)
-    outs = out.get("outputs") or {}
-    if outs.get("pseudonym_salt") not in (None, DEFAULT_SALT):
-        outs["pseudonym_salt"] = "<redacted: a site secret>"
-    return out
+    return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
@@ -400,6 +388,7 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
         "n_ok": sum(st["status"] == "ok" for st in statuses),
         "n_failed": sum(st["status"] != "ok" for st in statuses),
         "seconds": round(seconds, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
     }
     atomic_write_json(out_dir / "run.json", run)
@@ -413,7 +402,8 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("numpy", "scipy", "SimpleITK", "pydicom", "torch", "monai", "pandas"):
+    for pkg in ("numpy", "scipy", "SimpleITK", "pydicom", "torch", "monai", "pandas", "highdicom", "safetensors",
+                "scikit-image", "matplotlib", "Pillow", "pyarrow", "dask", "distributed"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

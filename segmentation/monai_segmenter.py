@@ -287,8 +287,13 @@ class MonaiSegmenter:
 
     @property
     def model_id(self) -> str:
-        """``monai-`` plus the first 16 hex digits of the weights' sha256."""
-        return "monai-" + self.hashes["model.safetensors"][:16]
+        """``monai-`` plus 16 hex digits of the sha256 over the weights' and model.yaml's own sha256 (the
+        manifest's): a changed threshold, grid or window in model.yaml is another model in the provenance, and
+        resume re-scores with it (the bundle segmenter's id does the same)."""
+        import hashlib
+
+        both = f"{self.hashes['model.safetensors']}:{self.hashes['model.yaml']}"
+        return "monai-" + hashlib.sha256(both.encode()).hexdigest()[:16]
 
     def predict_logits(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Any:
         """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32).

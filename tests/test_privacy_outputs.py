@@ -27,6 +27,19 @@ def test_site_salt_is_redacted_the_builtin_one_shown():
     assert redact_secrets(None) is None
 
 
+def test_published_config_hash_does_not_reveal_the_salt():
+    """config_sha256 stands beside the redacted config in run.json: hashed with the salt, guessed salts could be
+    tested against it. It is the hash of the redacted config: the same whatever the site's salt, and still
+    changed by any other setting."""
+    from pipeline.config import config_hash
+
+    a = load_config(overrides=["outputs.pseudonym_salt=hospital2024"])
+    b = load_config(overrides=["outputs.pseudonym_salt=another-secret"])
+    assert config_hash(a) == config_hash(b) == config_hash(redact_secrets(a))
+    assert config_hash(a) != config_hash(load_config(overrides=["outputs.pseudonym_salt=hospital2024",
+                                                                 "hu_classes.high_opacity_min_hu=-250"]))
+
+
 def test_run_warns_about_the_builtin_salt_and_writes_the_inventory_parquet(tmp_path, caplog):
     cfg = load_config(overrides=["segmentation.method=classical", "outputs.write_qc_png=false",
                                  "outputs.write_masks=false"])
@@ -48,3 +61,24 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path):
         assert exc.code == "OUTPUT_UNWRITABLE" and exc.path == str(blocker / "out")
     else:
         raise AssertionError("expected OUTPUT_UNWRITABLE")
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """atomic_write_bytes and a series folder's commit flush the file contents (fsync) before renaming them into
+    place, so a power cut cannot leave an empty file under the final name."""
+    import os
+
+    from pipeline import outputs
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(outputs.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    outputs.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    assert events[0] == "fsync" and "replace" in events and (tmp_path / "a.json").read_bytes() == b"{}"
+    events.clear()
+    folder = outputs.SeriesFolder(tmp_path / "out", "scan-a")
+    folder.path("lungs.nii.gz").write_bytes(b"x" * 10)  # written by another library, not through our helper
+    folder.commit()
+    assert events.index("fsync") < events.index("replace")
+    assert (tmp_path / "out" / "scan-a" / "lungs.nii.gz").read_bytes() == b"x" * 10

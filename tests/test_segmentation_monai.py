@@ -352,8 +352,10 @@ def test_default_run_uses_the_shipped_network(tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(sample), "-o", str(out), "-q", "-d", "cpu"]) == 0
     run = json.loads((out / "run.json").read_text())
-    sha = json.loads((WEIGHTS / "manifest.json").read_text())["files"]["model.safetensors"]["sha256"]
-    assert run["segmenter"]["name"] == "monai" and sha.startswith(run["segmenter"]["model_id"][6:]), run["segmenter"]
+    files = json.loads((WEIGHTS / "manifest.json").read_text())["files"]
+    both = f"{files['model.safetensors']['sha256']}:{files['model.yaml']['sha256']}"  # weights and model.yaml
+    model_id = "monai-" + __import__("hashlib").sha256(both.encode()).hexdigest()[:16]
+    assert run["segmenter"] == {"name": "monai", "model_id": model_id}, run["segmenter"]
     (result,) = out.glob("*/result.json")
     scores = json.loads(result.read_text())["scores"]
     # a drawn phantom, not anatomy the network was trained on: close to the truth, not equal to it (a few mL

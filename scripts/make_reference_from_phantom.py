@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flip-prob", type=float, default=0.3, help="chance a unit score moves one step (default 0.3)")
     p.add_argument("--percent-sd", type=float, default=0.15,
                    help="relative SD of the simulated percent involvement (default 0.15)")
-    p.add_argument("--scan-id", default=None, help="name the scan by this scan_id instead of its series_uid")
+    p.add_argument("--scan-id", default=None, help="name the scan by this scan_id when the truth file has no series_uid")
     args = p.parse_args(argv)
     truth_path = Path(args.truth)
     if not truth_path.is_file():

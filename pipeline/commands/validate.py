@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-n", type=int, default=3, help="fewest targets for kappa, ICC and rho (default 3)")
     p.add_argument("--on-unmatched", choices=["error", "warn"], default="error",
                    help="reference rows naming no scan: stop with REFERENCE_NO_MATCH (default) or leave them out")
+    p.add_argument("--max-confusion-categories", type=int, default=25, metavar="N",
+                   help="largest scale (categories) given a confusion matrix, in confusion_matrices.csv and the "
+                        "pictures (default 25)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG pictures")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] or None
     tables = run_validation(args.pred, args.reference, args.output, systems=systems, min_n=args.min_n,
-                            on_unmatched=args.on_unmatched, draw=not args.no_figures)
+                            on_unmatched=args.on_unmatched, draw=not args.no_figures,
+                            max_confusion_categories=args.max_confusion_categories)
     side = tables["side_by_side"]
     if not side.empty and "within_readers_mae" in side:
         n_yes = int((side["within_readers_mae"] == "yes").sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,60 @@ from scoring.validation.systems import SYSTEMS, canonical_system
 
 log = logging.getLogger(__name__)
 
-_OPTIONS = {"systems", "min_n", "on_unmatched", "draw", "max_confusion_categories"}
+#: Defaults of the options; ``ctscore validate`` uses the same ones.
+DEFAULTS: dict[str, Any] = {"systems": None, "min_n": 3, "on_unmatched": "error", "draw": True,
+                            "max_confusion_categories": compare.MAX_CONFUSION_CATEGORIES}
 
 
-def validate_frames(reference: pd.DataFrame, predictions: pd.DataFrame, *, min_n: int = 3) -> dict[str, pd.DataFrame]:
+def _whole_number(name: str, value: Any, lowest: int) -> int:
+    """``value`` as an int of at least ``lowest`` (a whole number or its decimal text), else BAD_OPTION."""
+    number = None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdecimal():
+        number = int(value.strip())
+    if number is None or number < lowest:
+        raise CTScoreError("BAD_OPTION", f"{name} must be a whole number of at least {lowest}, not {value!r}")
+    return number
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Every option checked (BAD_OPTION) and filled in with its default, before anything is read or written."""
+    bad = set(options) - set(DEFAULTS)
+    if bad:
+        raise CTScoreError("BAD_OPTION", f"unknown option(s) {sorted(bad)}; known: {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **options}
+    opts["min_n"] = _whole_number("min_n", opts["min_n"], 2)
+    opts["max_confusion_categories"] = _whole_number("max_confusion_categories", opts["max_confusion_categories"], 2)
+    if opts["on_unmatched"] not in ("error", "warn"):
+        raise CTScoreError("BAD_OPTION", f"on_unmatched must be 'error' or 'warn', not {opts['on_unmatched']!r}")
+    if not isinstance(opts["draw"], bool):
+        raise CTScoreError("BAD_OPTION", f"draw must be True or False, not {opts['draw']!r}")
+    systems = opts["systems"]
+    if isinstance(systems, str):
+        systems = [s.strip() for s in systems.split(",") if s.strip()]
+    wanted = []
+    for s in systems or []:
+        c = canonical_system(str(s))
+        if c is None:
+            raise CTScoreError("BAD_OPTION", f"unknown system {s!r}; known: {', '.join(SYSTEMS)}")
+        wanted.append(c)
+    opts["systems"] = wanted or None
+    return opts
+
+
+def validate_frames(reference: pd.DataFrame, predictions: pd.DataFrame, *, min_n: int = 3,
+                    max_confusion_categories: int = compare.MAX_CONFUSION_CATEGORIES) -> dict[str, pd.DataFrame]:
     """The validation tables from a checked reference and ctscore's long-form predictions."""
     wide, readers = compare.ratings_table(reference, predictions)
     agree = compare.agreement_table(wide, readers, min_n=min_n)
     return {
         "ratings": wide,
         "agreement": agree,
-        "side_by_side": compare.side_by_side(agree, min_n=min_n) if not agree.empty else pd.DataFrame(),
-        "confusion_matrices": compare.confusion_table(wide, readers),
+        "side_by_side": compare.side_by_side(wide, readers, min_n=min_n) if not wide.empty else pd.DataFrame(),
+        "confusion_matrices": compare.confusion_table(wide, readers, max_categories=max_confusion_categories),
     }
 
 
@@ -37,63 +80,57 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
 
     ``pred_dir``: a ``ctscore run`` output folder (``scans.csv``, ``zones.csv``) or a ``scans.csv``.
     ``reference_csv``: long-form reader scores (docs/reference_schema.md).
-    ``out_dir``: when given, CSV tables, Bland-Altman and confusion-matrix PNGs and ``summary.html``.
+    ``out_dir``: when given, CSV tables, Bland-Altman and confusion-matrix PNGs and ``summary.html``
+    (pictures a previous run left there are removed first).
 
-    Options: ``systems`` (list of system names to keep; default all in the reference), ``min_n``
-    (fewest targets for kappa/ICC/rho, default 3), ``on_unmatched`` (``error`` default, or ``warn``
-    to leave out reference rows naming no scan), ``draw`` (PNGs, default True),
-    ``max_confusion_categories`` (default 25).
+    Options (checked before anything is read; BAD_OPTION): ``systems`` (list of system names, or
+    comma-separated text, to keep; default all in the reference), ``min_n`` (fewest targets for
+    kappa/ICC/rho, default 3), ``on_unmatched`` (``error`` default, or ``warn`` to leave out
+    reference rows naming no scan; they are counted in ``data_summary``), ``draw`` (PNGs, default
+    True), ``max_confusion_categories`` (largest scale given a confusion matrix, in the CSV and the
+    pictures; default 25).
 
     Tables: ``data_summary``, ``ratings`` (one row per scan x system x unit, one column per rater),
-    ``agreement`` (per system x unit x rater pair), ``side_by_side`` (readers vs ctscore),
-    ``confusion_matrices`` (long counts).
+    ``agreement`` (per system x unit x rater pair), ``side_by_side`` (readers vs ctscore, on the
+    targets ctscore and every reader scored), ``confusion_matrices`` (long counts).
     """
-    bad = set(options) - _OPTIONS
-    if bad:
-        raise CTScoreError("BAD_OPTION", f"unknown option(s) {sorted(bad)}; known: {sorted(_OPTIONS)}")
-    min_n = int(options.get("min_n", 3))
-    if min_n < 2:
-        raise CTScoreError("BAD_OPTION", f"min_n must be at least 2, not {min_n}")
-    on_unmatched = options.get("on_unmatched", "error")
-    systems = options.get("systems")
-    if isinstance(systems, str):
-        systems = [s.strip() for s in systems.split(",") if s.strip()]
+    opts = check_options(options)
+    min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     scans = load_scans(pred_dir)
-    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched)
+    left_out: list[int] = []
+    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
     if systems:
-        wanted = []
-        for s in systems:
-            c = canonical_system(str(s))
-            if c is None:
-                raise CTScoreError("BAD_OPTION", f"unknown system {s!r}; known: {', '.join(SYSTEMS)}")
-            wanted.append(c)
-        reference = reference[reference["system"].isin(wanted)]
+        reference = reference[reference["system"].isin(systems)]
         if reference.empty:
-            raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {wanted}",
+            raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {systems}",
                                reference_csv)
     predictions = load_predictions(pred_dir, scans)
-    tables = validate_frames(reference, predictions, min_n=min_n)
+    tables = validate_frames(reference, predictions, min_n=min_n,
+                             max_confusion_categories=opts["max_confusion_categories"])
     readers = sorted(reference["reader"].unique())
     wide = tables["ratings"]
     summary = [
         ("pipeline scans (ok / all)", f"{int((scans['status'].fillna('ok').str.lower() == 'ok').sum())} / {len(scans)}"),
         ("reference rows", len(reference)),
+        ("reference rows left out (no matching scan)", len(left_out)),
         ("readers", ", ".join(readers)),
         ("scans in the reference", reference["scan_id"].nunique()),
         ("systems", ", ".join(s for s in SYSTEMS if s in set(reference["system"]))),
         ("targets (scan x system x unit)", len(wide)),
         ("targets without a ctscore value", int(wide["ctscore"].isna().sum())),
         ("consensus", "median of the readers who scored the target (at least 2); halves round up for kappa "
-                      "and confusion matrices" if len(readers) >= 2 else "not formed (one reader)"),
+                      "and confusion matrices" if len(readers) >= 2 else
+                      f"not formed ({len(readers)} reader{'s' if len(readers) != 1 else ''})"),
     ]
     tables = {"data_summary": pd.DataFrame(summary, columns=["item", "value"]).astype({"value": str}), **tables}
     if out_dir is not None:
         out = Path(out_dir)
         report.write_tables(tables, out)
-        pngs = figures.write_figures(wide, readers, out, int(options.get("max_confusion_categories", 25))) \
-            if options.get("draw", True) else []
+        figures.remove_stale(out)
+        pngs = figures.write_figures(wide, readers, out, opts["max_confusion_categories"]) if opts["draw"] else []
         settings = {"pred": str(pred_dir), "reference": str(reference_csv), "min_n": min_n,
-                    "on_unmatched": on_unmatched, "systems": ", ".join(systems) if systems else "all"}
+                    "on_unmatched": on_unmatched, "systems": ", ".join(systems) if systems else "all",
+                    "max_confusion_categories": opts["max_confusion_categories"]}
         report.write_html(tables, pngs, out, settings)
         log.info("wrote %d tables and %d pictures to %s", len(tables), len(pngs), out)
     return tables

@@ -51,10 +51,13 @@ def ratings_table(reference: pd.DataFrame, predictions: pd.DataFrame) -> tuple[p
         wide[CONSENSUS] = med.where(vals.notna().sum(axis=1) >= 2)
     wide = wide.reset_index()
     wide.columns.name = None
+    # sort keys live in their own frame, so no reader name can collide with them
     order = {s: i for i, s in enumerate(SYSTEMS)}
-    wide["_s"] = wide["system"].map(order)
-    wide["_u"] = [unit_order(s, [u, TOTAL, *SYSTEMS[s].units]).index(u) for s, u in zip(wide["system"], wide["unit"])]
-    wide = wide.sort_values(["_s", "_u", "scan_id"]).drop(columns=["_s", "_u"]).reset_index(drop=True)
+    keys = pd.DataFrame({
+        "system": wide["system"].map(order),
+        "unit": [unit_order(s, [u, TOTAL, *SYSTEMS[s].units]).index(u) for s, u in zip(wide["system"], wide["unit"])],
+        "scan_id": wide["scan_id"]}, index=wide.index)
+    wide = wide.loc[keys.sort_values(["system", "unit", "scan_id"], kind="stable").index].reset_index(drop=True)
     missing = wide[CTSCORE].isna().sum()
     if missing:
         log.warning("%d reference target(s) have no ctscore value (failed scan or zone reported missing)", missing)
@@ -115,40 +118,66 @@ def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> p
 SIDE_METRICS = ("kappa_qw", "icc2_1", "mae", "ba_bias")
 
 
-def side_by_side(agree: pd.DataFrame, min_n: int = 3) -> pd.DataFrame:
+def side_by_side(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> pd.DataFrame:
     """Per (system, unit): readers among themselves next to ctscore vs readers and vs consensus.
+
+    Every figure here is computed on the same targets: those ctscore and every reader scored
+    (``n`` of them, on ``n_scans`` scans), so that ctscore cannot look closer to the readers by
+    having no value on hard cases (a failed scan, a zone reported missing). ``n_without_ctscore``
+    counts the targets every reader scored but ctscore did not.
 
     ``readers_*`` is the mean over reader pairs, ``ctscore_vs_readers_*`` the mean over readers.
     ``within_readers_mae``: ctscore's mean absolute difference from the readers is no larger than the
     readers' mean absolute difference from each other; ``within_readers_icc``: ctscore's mean ICC(2,1)
-    with the readers is no lower than the readers' mean ICC(2,1) with each other. Empty when there is
-    only one reader or a comparison has fewer than ``min_n`` targets.
+    with the readers is no lower than the readers' mean ICC(2,1) with each other. Both empty when
+    there is only one reader or fewer than ``min_n`` common targets (``note`` says which).
     """
+    pairs = rater_pairs(readers, CONSENSUS in wide.columns)
+    part_of = {"reader_vs_reader": "readers", "ctscore_vs_reader": "ctscore_vs_readers",
+               "ctscore_vs_consensus": "ctscore_vs_consensus"}
     rows = []
-    for (system, unit), g in agree.groupby(["system", "unit"], sort=False):
-        row: dict[str, object] = {"system": system, "unit": unit, "n_scans": int(g["n_scans"].max())}
-        parts = {"readers": g[g["comparison"] == "reader_vs_reader"],
-                 "ctscore_vs_readers": g[g["comparison"] == "ctscore_vs_reader"],
-                 "ctscore_vs_consensus": g[g["comparison"] == "ctscore_vs_consensus"]}
+    for system, unit, g in groups(wide):
+        labels = labels_for(system, unit)
+        read = g[readers].notna().all(axis=1)
+        common = g[read & g[CTSCORE].notna()]
+        row: dict[str, object] = {"system": system, "unit": unit, "n": len(common),
+                                  "n_scans": int(common["scan_id"].nunique()),
+                                  "n_without_ctscore": int((read & g[CTSCORE].isna()).sum())}
+        stats: dict[str, list[dict]] = {name: [] for name in part_of.values()}
+        for comparison, a, b in pairs:
+            stats[part_of[comparison]].append(metrics.agreement(
+                common[a].to_numpy(), common[b].to_numpy(), ordinal=labels is not None, labels=labels,
+                min_n=min_n))
+        means: dict[str, float] = {}
         for m in SIDE_METRICS:
-            for name, part in parts.items():
-                row[f"{name}_{m}"] = float(part[m].mean()) if part[m].notna().any() else math.nan
+            for name, found in stats.items():
+                values = [float(st[m]) for st in found if not math.isnan(float(st[m]))]
+                means[f"{name}_{m}"] = float(np.mean(values)) if values else math.nan
+        row.update(means)
+        why = ("one reader: nothing to compare ctscore's figures with" if len(readers) < 2 else
+               f"{len(common)} target(s) scored by ctscore and every reader, fewer than {min_n}"
+               if len(common) < min_n else "")
+        notes = [why] if why else []
         for m, label, better in (("mae", "mae", np.less_equal), ("icc2_1", "icc", np.greater_equal)):
-            r, c = row[f"readers_{m}"], row[f"ctscore_vs_readers_{m}"]
-            ok = isinstance(r, float) and isinstance(c, float) and not (math.isnan(r) or math.isnan(c)) \
-                and int(g["n"].min()) >= min_n
+            r, c = means[f"readers_{m}"], means[f"ctscore_vs_readers_{m}"]
+            ok = not why and not (math.isnan(r) or math.isnan(c))
             row[f"within_readers_{label}"] = ("yes" if better(c, r) else "no") if ok else ""
+            if not why and not ok:
+                notes.append(f"within_readers_{label}: {m} undefined on these targets (agreement.csv notes say why)")
+        row["note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def confusion_table(wide: pd.DataFrame, readers: list[str]) -> pd.DataFrame:
-    """Long confusion counts (system, unit, rater_a, rater_b, value_a, value_b, count) for ordinal scores."""
+def confusion_table(wide: pd.DataFrame, readers: list[str],
+                    max_categories: int = MAX_CONFUSION_CATEGORIES) -> pd.DataFrame:
+    """Long confusion counts (system, unit, rater_a, rater_b, value_a, value_b, count) for ordinal
+    scores with at most ``max_categories`` categories."""
     pairs = rater_pairs(readers, CONSENSUS in wide.columns)
     frames = []
     for system, unit, g in groups(wide):
         labels = labels_for(system, unit)
-        if labels is None or len(labels) > MAX_CONFUSION_CATEGORIES:
+        if labels is None or len(labels) > max_categories:
             continue
         for comparison, a, b in pairs:
             both = g[[a, b]].dropna()

@@ -6,8 +6,10 @@ and no display is needed.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pandas as pd
 
 from scoring.validation import metrics
 from scoring.validation.compare import CONSENSUS, groups, labels_for, rater_pairs
-from scoring.validation.systems import ALL_UNITS, MOSMED_CATEGORIES, TOTAL
+from scoring.validation.systems import ALL_UNITS, MOSMED_CATEGORIES, SYSTEMS, TOTAL
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,40 @@ def _title(system: str, unit: str) -> str:
 
 
 def _pairs(wide: pd.DataFrame, readers: list[str]) -> list[tuple[str, str, str]]:
+    """At most MAX_PANELS pairs: ctscore vs consensus, ctscore vs each reader, then reader pairs."""
     pairs = rater_pairs(readers, CONSENSUS in wide.columns)
-    # ctscore first, then reader pairs; at most MAX_PANELS panels per picture
-    pairs = [p for p in pairs if p[0] != "reader_vs_reader"] + [p for p in pairs if p[0] == "reader_vs_reader"]
+    rank = {"ctscore_vs_consensus": 0, "ctscore_vs_reader": 1, "reader_vs_reader": 2}
+    pairs = sorted(pairs, key=lambda p: rank[p[0]])  # stable: readers keep their order
+    if len(pairs) > MAX_PANELS:
+        log.info("pictures show %d of %d rater pairs (all are in agreement.csv)", MAX_PANELS, len(pairs))
     return pairs[:MAX_PANELS]
+
+
+def _save(fig, path: Path) -> Path:
+    """The figure as PNG, rendered in memory and written atomically."""
+    from pipeline.outputs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+#: The names of the pictures ctscore writes (and removes when a new run writes the same folder).
+PICTURE_NAME = re.compile(rf"(bland_altman|confusion)_({'|'.join(map(re.escape, SYSTEMS))})_({TOTAL}|{ALL_UNITS})\.png")
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Remove the pictures a previous run wrote to ``out_dir`` (only ctscore's own picture names)."""
+    gone = []
+    if out_dir.is_dir():
+        for p in sorted(out_dir.iterdir()):
+            if PICTURE_NAME.fullmatch(p.name) and p.is_file():
+                p.unlink()
+                gone.append(p)
+    if gone:
+        log.info("removed %d picture(s) of a previous run from %s", len(gone), out_dir)
+    return gone
 
 
 def bland_altman_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], title: str, path: Path) -> Path | None:
@@ -74,8 +106,7 @@ def bland_altman_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], title: 
         ax.set_title(f"{a} vs {b} (n={len(x)})", fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Bland-Altman: {title}")
-    fig.savefig(path, dpi=90)
-    return path
+    return _save(fig, path)
 
 
 def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: list[int], title: str,
@@ -104,13 +135,13 @@ def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: li
         ax.set_ylabel(a)
         ax.set_title(f"{a} vs {b} (n={len(both)})", fontsize=10)
     fig.suptitle(f"Confusion matrix: {title}")
-    fig.savefig(path, dpi=90)
-    return path
+    return _save(fig, path)
 
 
 def write_figures(wide: pd.DataFrame, readers: list[str], out_dir: Path,
                   max_confusion_categories: int = 25) -> list[Path]:
-    """Bland-Altman and confusion-matrix PNGs for each system's total and pooled units."""
+    """Bland-Altman and confusion-matrix PNGs for each system's total and pooled units; confusion
+    matrices only for scales with at most ``max_confusion_categories`` categories."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = _pairs(wide, readers)
     paths: list[Path] = []

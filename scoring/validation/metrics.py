@@ -1,10 +1,12 @@
 """Agreement between two raters on the same targets (pure functions on arrays).
 
-The statistics come from maintained libraries: quadratic-weighted Cohen's kappa from
-``sklearn.metrics.cohen_kappa_score``, ICC(2,1) and ICC(3,1) with their 95 % CI from
-``pingouin.intraclass_corr`` (Shrout & Fleiss 1979; pingouin calls them ICC(A,1) and ICC(C,1)),
-Spearman's rho from ``scipy.stats.spearmanr``. Bland-Altman bias and 95 % limits of agreement
-(bias +- 1.96 SD of the differences, Bland & Altman 1986) and MAE are computed here.
+Quadratic-weighted Cohen's kappa comes from ``sklearn.metrics.cohen_kappa_score`` and Spearman's
+rho from ``scipy.stats.spearmanr``. ICC(2,1) and ICC(3,1) (McGraw & Wong 1996 call them ICC(A,1)
+and ICC(C,1)) and their 95 % CI are computed here from the two-way ANOVA mean squares with the
+Shrout & Fleiss (1979) / McGraw & Wong (1996) formulas, the ones ``pingouin.intraclass_corr`` uses,
+but unrounded (pingouin rounds the CI to 2 decimals, which shifts it at high ICC). Bland-Altman bias
+and 95 % limits of agreement (bias +- 1.96 SD of the differences, Bland & Altman 1986) and MAE are
+computed here too.
 
 Differences are always ``a - b`` (first rater minus second).
 """
@@ -58,39 +60,92 @@ def icc(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return icc_matrix(np.column_stack([x, y]))
 
 
-def icc_matrix(ratings: np.ndarray | Sequence[Sequence[float]]) -> dict[str, float]:
+ICC_KEYS = ("icc2_1", "icc2_1_ci_low", "icc2_1_ci_high", "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high")
+
+
+def mean_squares(m: np.ndarray) -> tuple[float, float, float]:
+    """Two-way ANOVA (targets x raters, one rating per cell): MS targets, MS raters, MS residual.
+
+    The residual sum of squares is summed from the residuals themselves, so it is never negative;
+    a residual mean square that is rounding noise next to the others is set to exactly 0.
+    """
+    n, k = m.shape
+    grand = m.mean()
+    rows, cols = m.mean(axis=1), m.mean(axis=0)
+    msr = k * float(((rows - grand) ** 2).sum()) / (n - 1)
+    msc = n * float(((cols - grand) ** 2).sum()) / (k - 1)
+    resid = m - rows[:, None] - cols[None, :] + grand
+    mse = float((resid ** 2).sum()) / ((n - 1) * (k - 1))
+    if mse <= 1e-12 * max(msr, msc):
+        mse = 0.0
+    return msr, msc, mse
+
+
+def icc_matrix(ratings: np.ndarray | Sequence[Sequence[float]], alpha: float = 0.05) -> dict[str, float]:
     """ICC(2,1) (two-way random, absolute agreement) and ICC(3,1) (two-way mixed, consistency), 95 % CI.
 
     ``ratings``: targets x raters, no missing values. Keys: icc2_1, icc2_1_ci_low, icc2_1_ci_high,
-    icc3_1, icc3_1_ci_low, icc3_1_ci_high. All NaN for fewer than 3 targets or no variation at all.
-    pingouin rounds the CI to 2 decimals; when agreement is perfect (ICC exactly 1) its CI is
-    undefined and reported as [1, 1].
+    icc3_1, icc3_1_ci_low, icc3_1_ci_high. Estimates and CIs come unrounded from the ANOVA mean
+    squares: Shrout & Fleiss (1979) / McGraw & Wong (1996) ICC(A,1) and ICC(C,1), the formulas of
+    ``pingouin.intraclass_corr`` before it rounds the CI. All NaN for fewer than 3 targets or no
+    variation at all; an ICC of exactly 1 reports the CI [1, 1]; a CI the formulas leave undefined
+    (no residual variation, e.g. ratings that differ only by a constant) is NaN.
+    :func:`icc_notes` says why a value is missing.
     """
-    import pingouin as pg
+    from scipy.stats import f as fdist
 
-    keys = ("icc2_1", "icc2_1_ci_low", "icc2_1_ci_high", "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high")
-    out = dict.fromkeys(keys, NAN)
+    out = dict.fromkeys(ICC_KEYS, NAN)
     m = np.asarray(ratings, dtype=float)
     if m.ndim != 2 or m.shape[1] < 2:
         raise ValueError("ratings must be a targets x raters matrix with at least 2 raters")
     n, k = m.shape
-    if n < 3 or np.ptp(m) == 0 or not np.isfinite(m).all():
+    if n < 3 or not np.isfinite(m).all() or np.ptp(m) == 0:
         return out
-    data = pd.DataFrame({"target": np.repeat(np.arange(n), k), "rater": np.tile(np.arange(k), n),
-                         "rating": m.ravel()})
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")  # pingouin's own deprecation and 0/0 warnings, this call only
-        res = pg.intraclass_corr(data=data, targets="target", raters="rater", ratings="rating")
-    res = res.set_index("Type")
-    ci_col = "CI95%" if "CI95%" in res.columns else "CI95"
-    for name, types in (("icc2_1", ("ICC2", "ICC(A,1)")), ("icc3_1", ("ICC3", "ICC(C,1)"))):
-        typ = next(t for t in types if t in res.index)
-        value = float(res.loc[typ, "ICC"])
-        lo, hi = (float(v) for v in res.loc[typ, ci_col])
-        if value >= 1 - 1e-12:
+    msr, msc, mse = mean_squares(m)
+    df1, df2 = n - 1, (n - 1) * (k - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # ICC(C,1) = ICC(3,1); exact F-based CI
+        den3 = msr + (k - 1) * mse
+        icc3 = (msr - mse) / den3 if den3 > 0 else NAN
+        ci3 = (NAN, NAN)
+        if mse > 0:
+            f3 = msr / mse
+            f3l = f3 / fdist.ppf(1 - alpha / 2, df1, df2)
+            f3u = f3 * fdist.ppf(1 - alpha / 2, df2, df1)
+            ci3 = ((f3l - 1) / (f3l + k - 1), (f3u - 1) / (f3u + k - 1))
+        # ICC(A,1) = ICC(2,1); CI with Satterthwaite's approximate degrees of freedom
+        icc2 = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+        ci2 = (NAN, NAN)
+        if mse > 0:
+            fj = msc / mse
+            a_ = n * (1 + (k - 1) * icc2) - k * icc2
+            v = df2 * (k * icc2 * fj + a_) ** 2 / (df1 * k ** 2 * icc2 ** 2 * fj ** 2 + a_ ** 2)
+            if np.isfinite(v) and v > 0:
+                f2u = fdist.ppf(1 - alpha / 2, df1, v)
+                f2l = fdist.ppf(1 - alpha / 2, v, df1)
+                c = k * msc + (k * n - k - n) * mse
+                ci2 = (n * (msr - f2u * mse) / (f2u * c + n * msr), n * (f2l * msr - mse) / (c + n * f2l * msr))
+    for name, value, (lo, hi) in (("icc2_1", icc2, ci2), ("icc3_1", icc3, ci3)):
+        if value >= 1 - 1e-12:  # perfect agreement: the F statistic is infinite
             value, lo, hi = 1.0, 1.0, 1.0
-        out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = value, lo, hi
+        out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = (float(v) for v in (value, lo, hi))
     return out
+
+
+def icc_notes(ratings: np.ndarray | Sequence[Sequence[float]], result: dict[str, float]) -> list[str]:
+    """Why ICC values or CIs in ``result`` (from :func:`icc_matrix` on ``ratings``) are NaN."""
+    m = np.asarray(ratings, dtype=float)
+    if m.shape[0] < 3:
+        return [f"ICC not computed: {m.shape[0]} target(s), it needs at least 3"]
+    if np.ptp(m) == 0:
+        return ["ICC undefined: every rating is the same value"]
+    notes = []
+    for name, label in (("icc2_1", "ICC(2,1)"), ("icc3_1", "ICC(3,1)")):
+        if math.isnan(result[name]):
+            notes.append(f"{label} undefined: each rater gives every target the same value")
+        elif math.isnan(result[f"{name}_ci_low"]):
+            notes.append(f"{label} CI undefined: no residual variation (ratings differ only by a constant)")
+    return notes
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -142,19 +197,31 @@ def agreement(a: Sequence[float], b: Sequence[float], *, ordinal: bool, labels: 
     row["exact_agreement"] = float(np.mean(np.isclose(x, y))) if n else NAN
     row.update(bland_altman(x, y))
     notes = []
+    if n == 0:
+        notes.append("no target scored by both raters")
+    elif n == 1:
+        notes.append("Bland-Altman limits not computed: 1 target, they need at least 2")
     if n < min_n:
-        row.update(dict.fromkeys(("kappa_qw", "icc2_1", "icc2_1_ci_low", "icc2_1_ci_high", "icc3_1",
-                                  "icc3_1_ci_low", "icc3_1_ci_high", "spearman_rho", "spearman_p"), NAN))
-        notes.append(f"kappa/ICC/rho not computed: {n} target(s), fewer than {min_n}")
+        row.update(dict.fromkeys(("kappa_qw", *ICC_KEYS, "spearman_rho", "spearman_p"), NAN))
+        if n:
+            notes.append(f"kappa/ICC/rho not computed: {n} target(s), fewer than {min_n}")
+        row["note"] = "; ".join(notes)
+        return row
+    row["kappa_qw"] = weighted_kappa(x, y, labels) if ordinal else NAN
+    if not ordinal:
+        notes.append("kappa: not an ordinal score")
+    elif math.isnan(float(row["kappa_qw"])):
+        notes.append("kappa undefined: both raters give every target the same category")
+    m = np.column_stack([x, y])
+    row.update(icc_matrix(m))
+    notes += icc_notes(m, row)  # type: ignore[arg-type]
+    row["spearman_rho"], row["spearman_p"] = spearman(x, y)
+    if n < 3:
+        notes.append(f"rho not computed: {n} targets, it needs at least 3")
     else:
-        row["kappa_qw"] = weighted_kappa(x, y, labels) if ordinal else NAN
-        if not ordinal:
-            notes.append("kappa: not an ordinal score")
-        elif math.isnan(float(row["kappa_qw"])):
-            notes.append("kappa undefined (no variation)")
-        row.update(icc(x, y))
-        if math.isnan(float(row["icc2_1"])):
-            notes.append("ICC undefined (no variation between targets)")
-        row["spearman_rho"], row["spearman_p"] = spearman(x, y)
+        constant = [r for r, v in (("rater_a", x), ("rater_b", y)) if np.ptp(v) == 0]
+        if constant:
+            who = "both raters give" if len(constant) == 2 else f"{constant[0]} gives"
+            notes.append(f"rho undefined: {who} every target the same value")
     row["note"] = "; ".join(notes)
     return row

@@ -117,13 +117,14 @@ def simulate_reader(truth: Mapping[tuple[str, str], float], rng: np.random.Gener
 def make_reference(truth: Any, *, n_simulated: int = 1, seed: int = 0, flip_prob: float = 0.3,
                    percent_sd: float = 0.15, scan_id: str | None = None) -> pd.DataFrame:
     """Long-form reference (docs/reference_schema.md) from a ground-truth dict: reader1 = truth,
-    reader2.. = simulated. Scans are named by series_uid; ``scan_id`` overrides when the truth has none.
+    reader2.. = simulated. Scans are named by series_uid; ``scan_id`` names a scan whose truth has none
+    (a truth with a series_uid keeps it, so several series never share one ``scan_id``).
     """
     rng = np.random.default_rng(seed)
     rows = []
     for entry in truth_entries(truth):
         uid = _find_uid(entry)
-        if uid is None and scan_id is None:
+        if uid is None and not scan_id:
             raise CTScoreError("TRUTH_SCHEMA", "ground truth names no series_uid; pass scan_id")
         scores = truth_scores(entry)
         if not scores:
@@ -135,6 +136,6 @@ def make_reference(truth: Any, *, n_simulated: int = 1, seed: int = 0, flip_prob
             for (system, unit), v in values.items():
                 value: object = MOSMED_CATEGORIES[int(v)] if system == "mosmed" else (
                     round(v, 3) if system == "percent_involvement" else int(v))
-                rows.append({"series_uid": "" if scan_id else uid, "scan_id": scan_id or "", "system": system,
+                rows.append({"series_uid": uid or "", "scan_id": "" if uid else scan_id, "system": system,
                              "unit": unit, "reader": reader, "value": value})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -11,7 +11,9 @@ from scoring.validation.systems import ALL_UNITS, TOTAL
 
 TABLE_NOTES = {
     "data_summary": "What was read and matched.",
-    "side_by_side": "Is ctscore within inter-reader variability? readers_* = mean over reader pairs; "
+    "side_by_side": "Is ctscore within inter-reader variability? Every figure is computed on the same n "
+                    "targets, those ctscore and every reader scored (n_without_ctscore: targets every reader "
+                    "scored but ctscore did not). readers_* = mean over reader pairs; "
                     "ctscore_vs_readers_* = mean over readers; within_readers_mae: ctscore's mean absolute "
                     "difference from the readers is no larger than the readers' from each other; "
                     "within_readers_icc: ctscore's mean ICC(2,1) with the readers is no lower than theirs.",
@@ -43,7 +45,10 @@ def _table(df: pd.DataFrame) -> str:
 
 def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path,
                settings: dict[str, object]) -> Path:
-    """summary.html: settings, data summary, side-by-side verdicts, headline agreement, pictures."""
+    """summary.html (written atomically): settings, data summary, side-by-side verdicts, headline agreement,
+    pictures."""
+    from pipeline.outputs import atomic_write_bytes
+
     title = "ctscore validation against readers"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
              "<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto}"
@@ -77,5 +82,5 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
             parts += [f"<p><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}'></p>" for f in figs]
     parts.append("</body></html>")
     p = out_dir / "summary.html"
-    p.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))
     return p

@@ -53,12 +53,31 @@ class Problems:
         raise CTScoreError(code, "reference: " + "; ".join(shown) + tail, self.path)
 
 
+def _first_bad_byte(path: Path) -> str:
+    """Where the first byte that is not UTF-8 sits, e.g. ``byte 0xfc on line 2``."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return f"byte 0x{raw[exc.start]:02x} on line {line}"
+    return "undecodable bytes"
+
+
 def read_reference(path: str | Path) -> pd.DataFrame:
     """The reference CSV as text, with normalised column names and a ``line`` column (file line number)."""
     path = Path(path)
     if not path.is_file():
         raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise CTScoreError("REFERENCE_SCHEMA", "reference file is empty (not even a header row)", path) from None
+    except UnicodeDecodeError:
+        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not UTF-8 text ({_first_bad_byte(path)}); save it "
+                           "as CSV UTF-8", path) from None
+    except pd.errors.ParserError as exc:
+        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not a readable CSV file: {exc}".strip(), path) from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "scan" in df.columns and "scan_id" not in df.columns:
         df = df.rename(columns={"scan": "scan_id"})
@@ -134,11 +153,21 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return out
 
 
-def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error") -> pd.DataFrame:
+def _failed_without(scans: pd.DataFrame, columns: tuple[str, ...]) -> int:
+    """How many scans the pipeline failed on lack one of ``columns`` in scans.csv."""
+    failed = scans["status"].fillna("ok").str.lower() != "ok"
+    empty = pd.Series(False, index=scans.index)
+    for c in columns:
+        empty |= scans[c].isna() | (scans[c].astype(str).str.strip() == "")
+    return int((failed & empty).sum())
+
+
+def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error",
+                  left_out: list[int] | None = None) -> pd.DataFrame:
     """Give every reference row the pipeline's ``scan_id``.
 
     ``on_unmatched``: ``error`` (default) raises ``REFERENCE_NO_MATCH`` for rows naming no scan;
-    ``warn`` logs them and leaves them out.
+    ``warn`` logs them and leaves them out (their file lines are appended to ``left_out``).
     """
     if on_unmatched not in ("error", "warn"):
         raise CTScoreError("BAD_OPTION", f"on_unmatched must be 'error' or 'warn', not {on_unmatched!r}")
@@ -151,11 +180,15 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
         if isinstance(s.patient_id, str) and isinstance(s.study_date, str):
             by_pd.setdefault((s.patient_id, s.study_date), []).append(s.scan_id)
     status = dict(zip(scans["scan_id"], scans["status"].fillna("ok").str.lower()))
+    n_failed_bare = _failed_without(scans, ("patient_id", "study_date"))
+    date_hint = (f" ({n_failed_bare} failed scan(s) in scans.csv lack patient_id or study_date: name a failed scan "
+               "by series_uid or scan_id)" if n_failed_bare else "")
     problems = Problems(path)
     resolved: list[str | None] = []
     for _, row in df.iterrows():
         line, desc = int(row["line"]), _describe(row)
         sid: str | None = None
+        hint = ""
         if row["scan_id"]:
             sid = row["scan_id"] if row["scan_id"] in by_id else None
             how = f"scan_id {row['scan_id']!r}"
@@ -168,6 +201,7 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
             found = by_pd.get(key, [])
             ok = [f for f in found if status.get(f) == "ok"]
             how = f"patient_id {key[0]!r} + study_date {key[1]!r}"
+            hint = date_hint
             if len(ok) > 1 or (not ok and len(found) > 1):
                 problems.add("REFERENCE_AMBIGUOUS", line, f"{desc}: {how} matches {len(found)} series "
                              f"({', '.join(found)}); name the scan by series_uid or scan_id")
@@ -181,9 +215,11 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
             continue
         if sid is None:
             if on_unmatched == "error":
-                problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output")
+                problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output{hint}")
             else:
-                log.warning("reference line %d: %s matches no scan; left out", line, how)
+                log.warning("reference line %d: %s matches no scan; left out%s", line, how, hint)
+                if left_out is not None:
+                    left_out.append(line)
         resolved.append(sid)
     problems.raise_if_any()
     out = df.copy()
@@ -211,12 +247,25 @@ def check_duplicates(df: pd.DataFrame, path: Path) -> None:
     problems.raise_if_any()
 
 
-def load_reference(path: str | Path, scans: pd.DataFrame, on_unmatched: str = "error") -> pd.DataFrame:
-    """Read, check and resolve the reference: scan_id, system, unit, reader, value, line."""
+def load_reference(path: str | Path, scans: pd.DataFrame, on_unmatched: str = "error",
+                   left_out: list[int] | None = None) -> pd.DataFrame:
+    """Read, check and resolve the reference: scan_id, system, unit, reader, value, line.
+
+    ``left_out``: when given, the file lines of rows left out by ``on_unmatched="warn"`` are
+    appended. Raises ``REFERENCE_NO_MATCH`` when no row is left.
+    """
     path = Path(path)
     df = read_reference(path)
     df = check_values(df, path)
-    df = resolve_scans(df, scans, path, on_unmatched=on_unmatched)
+    lines: list[int] = []
+    df = resolve_scans(df, scans, path, on_unmatched=on_unmatched, left_out=lines)
+    if left_out is not None:
+        left_out.extend(lines)
+    if df.empty:
+        raise CTScoreError("REFERENCE_NO_MATCH", f"no reference row matches a scan of the pipeline output "
+                           f"({len(lines)} row(s) left out); nothing to compare", path)
+    if lines:
+        log.warning("%d reference row(s) left out: they match no scan of the pipeline output", len(lines))
     check_duplicates(df, path)
     log.info("reference: %d rows, %d reader(s), %d scan(s)", len(df), df["reader"].nunique(), df["scan_id"].nunique())
     return df[["scan_id", "system", "unit", "reader", "value", "line"]].reset_index(drop=True)

@@ -1,8 +1,9 @@
 """Turn masks into the measures and scores of one scan (pure numpy; no I/O).
 
 Inputs are arrays on one grid (the original CT grid, LPS-oriented so that z index grows cranially),
-the patient z of every slice (and, for slices tilted from axial, of every voxel), and the landmark levels. Outputs are a flat dict of scan-level
-measures (one row of scans.csv) and a list of unit rows (zones.csv).
+the patient z of every slice (and, for slices tilted from axial, of every voxel), and the landmark
+levels. Outputs are a flat dict of scan-level measures (one row of scans.csv) and a list of unit
+rows (zones.csv).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pytest
 import pydicom
+import pytest
 
 from tests.conftest import SAMPLE
 

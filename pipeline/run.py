@@ -210,6 +210,13 @@ def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path
     sitk.WriteImage(_orient_like(arr, lps_ref, original), str(path), useCompression=True)
 
 
+def _total_text(value: Any) -> str:
+    """A score total as the QC picture's title shows it: the number, or "missing" (zones the scan cannot see)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    return f"{value:g}"
+
+
 def table_patient_id(header: dict[str, Any], cfg: dict[str, Any]) -> str:
     """The patient id as the tables show it: a salted hash of the PatientID unless ``outputs.pseudonymize`` is
     off; empty without a PatientID."""
@@ -271,8 +278,8 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
-                         title=f"{scan_id}  six-zone {res['row']['six_zone_total']}  "
-                               f"0-900 {res['row']['zhang900_total']}")
+                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'])}  "
+                               f"0-900 {_total_text(res['row']['zhang900_total'])}")
             atomic_write_bytes(folder.path("qc.png"), png)
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
             from pipeline.qc_levels import levels_png

@@ -252,3 +252,11 @@ def test_tilted_slices_are_zoned_at_axial_planes():
     assert total == pytest.approx(float((lungs == 1).sum()) * 0.01)
     with pytest.raises(ValueError, match="z_voxel"):
         score_scan(hu, lungs, classes, Z, 0.01, lms(**LEVELS), cfg(), z_voxel=z_voxel[:, :, :3])
+
+
+def test_qc_title_says_missing_for_a_missing_total():
+    """qc.png's title shows a total the scan cannot see as "missing" (it printed "nan")."""
+    from pipeline.run import _total_text
+
+    assert _total_text(math.nan) == "missing" and _total_text(None) == "missing"
+    assert _total_text(6) == "6" and _total_text(6.0) == "6" and _total_text(12.5) == "12.5"

@@ -15,7 +15,8 @@ series still need work, hands them to an existing engine and records what happen
 * **Isolation.** A scan that raises is a failure record (``process_series`` never raises); a scan
   that runs past ``timeout_s`` is recorded as ``TIMEOUT`` and its worker is restarted by its dask
   Nanny; a scan that kills its worker (segfault, out of memory) more than ``allowed_failures`` times is
-  recorded as ``WORKER_DIED``. All other scans go on.
+  recorded as ``WORKER_DIED`` (serial executor: counted across runs by the scan's ``started`` record, see
+  :func:`run_task`). All other scans go on.
 * **Tables** are a pure function of the per-scan records (:func:`collect_statuses`), so a resumed run,
   an uninterrupted run and ``ctscore aggregate`` over shards write the same ``scans.csv``,
   ``zones.csv`` and ``failures.csv``.
@@ -25,6 +26,7 @@ dask and dask-jobqueue are imported only when their executor is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, CTScoreError
-from pipeline.outputs import atomic_write_json, restore_interrupted, scan_id_for
+from pipeline.outputs import atomic_write_json, committing, restore_interrupted, scan_id_for
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ EXECUTORS = ("serial", "local", "slurm")
 STATUS_DIR = ".status"
 SHARDS_DIR = "shards"
 DEFAULT_TIMEOUT_S = 3600.0
+STARTED = "started"  # the status of a record written before a scan runs (see write_started)
 TEST_HOOKS_ENV = "CTSCORE_TEST_HOOKS"
+_ALARM_RETRY_S = 0.05  # how long the serial alarm waits when it goes off during a folder commit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +66,7 @@ class BatchOptions:
     """How to run a batch. The defaults reproduce a plain serial, resumable run."""
 
     executor: str | None = None  # serial | local | slurm; None: local when workers > 1, else serial
-    workers: int = 1  # local: worker processes; slurm: jobs to start (0 = adaptive, see profile)
+    workers: int = 1  # local: worker processes; slurm: > 1: that many jobs, else the profile's scale: section
     threads_per_worker: int = 1
     slurm_profile: str | Path | None = None
     shard_index: int | None = None
@@ -85,6 +89,10 @@ class BatchOptions:
         self.resolved_executor()
         if self.workers < 0 or self.threads_per_worker < 1:
             raise ConfigError("--workers must be >= 0 and --threads-per-worker >= 1")
+        if self.timeout_s is not None and not self.timeout_s >= 0:  # also refuses NaN
+            raise ConfigError(f"--timeout must be >= 0 seconds (0: no limit), got {self.timeout_s:g}")
+        if self.allowed_failures < 0:
+            raise ConfigError(f"allowed_failures must be >= 0, got {self.allowed_failures}")
         if (self.shard_index is None) != (self.num_shards is None):
             raise ConfigError("--shard-index and --num-shards go together")
         if self.num_shards is not None and not 0 <= int(self.shard_index or 0) < self.num_shards:
@@ -172,6 +180,19 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     atomic_write_json(record_path(out_dir, task.scan_id), rec)
 
 
+def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, model_id: str,
+                  attempt: str = "") -> None:
+    """Record (atomically) that an attempt at ``task`` begins: the ``starts``-th in a row without an outcome.
+
+    The record is replaced by the outcome (:func:`write_record`); a ``started`` record found when the scan
+    is tried again means the process running it died (a segfault, an out-of-memory kill, a wall-time kill).
+    """
+    atomic_write_json(record_path(out_dir, task.scan_id), {
+        "scan_id": task.scan_id, "series_uid": task.series_uid, "status": STARTED, "starts": starts,
+        "input_fingerprint": task.fingerprint, "config_sha256": config_sha256, "model_id": model_id,
+        "attempt": attempt, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()})
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -191,7 +212,7 @@ def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
         log.warning("%s: a commit was interrupted; the earlier result folder is put back", scan_id)
     rec = _read_json(record_path(out_dir, scan_id))
     result = _read_json(Path(out_dir) / scan_id / "result.json")
-    if rec is not None and rec.get("status") != "ok":
+    if rec is not None and rec.get("status") not in ("ok", STARTED):  # a started record has no outcome yet
         return {**rec, "status": "failed"}
     if result is None:
         return None
@@ -276,6 +297,12 @@ def _remove_partials(out_dir: Path, scan_id: str) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _worker_died_status(task: Task, deaths: int) -> dict[str, Any]:
+    return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "WORKER_DIED",
+            "path": "", "message": f"the process died {deaths} time(s) while scoring this series "
+                                   "(crash, out of memory or killed)"}
+
+
 def _timeout_status(task: Task, timeout_s: float) -> dict[str, Any]:
     return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "TIMEOUT",
             "message": f"no result after {timeout_s:g} s (per-scan timeout); the scan was stopped",
@@ -283,26 +310,42 @@ def _timeout_status(task: Task, timeout_s: float) -> dict[str, Any]:
 
 
 def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: float | None = None,
-             attempt: str = "") -> dict[str, Any]:
+             attempt: str = "", allowed_failures: int = 1) -> dict[str, Any]:
     """Score one series where this function runs (driver or dask worker) and record the outcome.
 
     Returns a small status (no arrays). ``restart_worker`` is set when a scan ran past ``timeout_s``
     in a worker thread that cannot be stopped: the driver then restarts that worker. Idempotent within
     a run: when dask runs the task again (its result was held by a worker that was restarted), the
     record of this ``attempt`` is returned and the scan is not processed twice.
+
+    A ``started`` record is written before the scan runs. Outside dask (the serial executor, a job array),
+    a ``started`` record left by an earlier attempt with the same inputs means that the process died while
+    scoring this series: after ``allowed_failures + 1`` such deaths the scan is recorded as ``WORKER_DIED``
+    without running it again, so that one crashing series cannot block the rest of its shard. (On a dask
+    worker, dask counts the deaths itself: ``distributed.scheduler.allowed-failures``.)
     """
     from pipeline.config import config_hash
     from pipeline.run import process_series
     from segmentation.factory import get_segmenter
 
     out_dir = Path(out_dir)
-    if attempt:
-        rec = _read_json(record_path(out_dir, task.scan_id))
-        if rec is not None and rec.get("attempt") == attempt:
-            return {k: rec.get(k) for k in _SMALL_KEYS}
-    record_path(out_dir, task.scan_id).unlink(missing_ok=True)  # an attempt in progress has no record
+    prev = _read_json(record_path(out_dir, task.scan_id))
+    if attempt and prev is not None and prev.get("attempt") == attempt and prev.get("status") != STARTED:
+        return {k: prev.get(k) for k in _SMALL_KEYS}
     _remove_partials(out_dir, task.scan_id)
     segmenter = get_segmenter(cfg)  # cached: loaded once per process
+    config_sha256 = config_hash(cfg)
+    deaths = 0
+    if prev is not None and prev.get("status") == STARTED and _current_dask_worker() is None and all(
+            prev.get(k) == v for k, v in (("input_fingerprint", task.fingerprint), ("config_sha256", config_sha256),
+                                          ("model_id", segmenter.model_id))):
+        deaths = int(prev.get("starts", 1))
+    if deaths > allowed_failures:
+        status = _worker_died_status(task, deaths)
+        log.warning("%s: %s; recorded as failed", task.scan_id, status["message"])
+        write_record(out_dir, task, status, config_sha256, segmenter.model_id, attempt)
+        return {k: status.get(k) for k in _SMALL_KEYS if k in status}
+    write_started(out_dir, task, deaths + 1, config_sha256, segmenter.model_id, attempt)
 
     def work() -> dict[str, Any]:
         _test_hook(task.scan_id)
@@ -310,15 +353,22 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
                               inventory_flags=task.flags)
 
     restart = False
-    if not timeout_s:
-        status = work()
-    elif threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        status = _run_with_alarm(work, task, timeout_s)
-    else:
-        status, restart = _run_in_thread(work, task, timeout_s)
+    try:
+        if not timeout_s:
+            status = work()
+        elif threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            status = _run_with_alarm(work, task, timeout_s)
+        else:
+            status, restart = _run_in_thread(work, task, timeout_s)
+    except BaseException:  # Ctrl-C, SystemExit: stopped, not a crash of the scan; leave the record as it was
+        if prev is not None:
+            atomic_write_json(record_path(out_dir, task.scan_id), prev)
+        else:
+            record_path(out_dir, task.scan_id).unlink(missing_ok=True)
+        raise
     if status["status"] != "ok":
         _remove_partials(out_dir, task.scan_id)
-    write_record(out_dir, task, status, config_hash(cfg), segmenter.model_id, attempt)
+    write_record(out_dir, task, status, config_sha256, segmenter.model_id, attempt)
     small = {k: status.get(k) for k in _SMALL_KEYS if k in status}
     if restart:
         worker = _current_dask_worker()
@@ -343,9 +393,14 @@ def _current_dask_worker() -> Any:
 
 
 def _run_with_alarm(work, task: Task, timeout_s: float) -> dict[str, Any]:
-    """Serial executor: a SIGALRM interrupts the scan at the next Python instruction."""
+    """Serial executor: a SIGALRM interrupts the scan at the next Python instruction, except inside a
+    folder commit (:func:`pipeline.outputs.committing`): then the alarm is put off for a moment, so that a
+    scan is never stopped between the renames of its result folder."""
 
     def on_alarm(signum, frame):
+        if committing():
+            signal.setitimer(signal.ITIMER_REAL, _ALARM_RETRY_S)
+            return
         raise ScanTimeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -476,9 +531,9 @@ _PROFILE_KEYS = {"queue", "account", "walltime", "cores", "processes", "memory",
 def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
     """SLURMCluster keyword arguments from a profile's ``slurm:`` section.
 
-    ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=N``; ``prologue`` (e.g.
-    module loads) goes before the worker starts; ``worker_lifetime`` makes workers retire cleanly before
-    the wall time (``--lifetime``), so the driver moves their work to fresh jobs.
+    ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=N // processes`` (at least 1);
+    ``prologue`` (e.g. module loads) goes before the worker starts; ``worker_lifetime`` makes workers retire
+    before the wall time (``--lifetime``); :func:`_scale_slurm` keeps submitting jobs to replace them.
     """
     s = dict(profile["slurm"])
     unknown = set(s) - _PROFILE_KEYS
@@ -516,17 +571,41 @@ def check_local_gpu_device(cfg: dict[str, Any], n_gpus: int) -> None:
                           f"(or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs the run may use")
 
 
-def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
-    """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
-    import dask
+def _scale_slurm(cluster, opts: BatchOptions, profile: dict[str, Any]) -> None:
+    """Ask for worker jobs: a fixed number (``--workers N`` with N > 1, else ``scale: jobs: N``) or adaptive
+    between ``scale: minimum_jobs`` and ``maximum_jobs``.
 
-    dask.config.set({
+    A fixed number is ``adapt(minimum_jobs=N, maximum_jobs=N)``, not ``scale(jobs=N)``: ``scale`` does not
+    replace jobs that end (a worker retired by ``worker_lifetime``, a job killed at its wall time), and the
+    run would wait forever for workers (dask-jobqueue issues #122, #611); the adaptive loop submits new ones.
+    """
+    scale = profile.get("scale", {}) or {}
+    if opts.workers > 1 or "jobs" in scale:
+        jobs = int(opts.workers if opts.workers > 1 else scale["jobs"])
+        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
+    else:
+        cluster.adapt(minimum_jobs=int(scale.get("minimum_jobs", 0)), maximum_jobs=int(scale.get("maximum_jobs", 4)))
+
+
+def _dask_settings(opts: BatchOptions):
+    """The dask settings of a run, as a context manager: the scheduler reads them while the cluster runs, and
+    they are undone afterwards (a notebook that calls :func:`run_batch` keeps its own settings)."""
+    import dask
+    import distributed  # noqa: F401 - adds its defaults now: leaving the context must keep them
+
+    return dask.config.set({
         "distributed.scheduler.allowed-failures": int(opts.allowed_failures),
         # One scan per worker thread at a time: with the default saturation (1.1) a second scan waits
         # on each worker as "processing", and dies with it (counted against it) if its neighbour
         # crashes the worker. Scans are long, so queueing on the scheduler costs nothing.
         "distributed.scheduler.worker-saturation": 1.0,
     })
+
+
+def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
+    """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
+    import dask
+
     if executor == "local":
         from distributed import LocalCluster
 
@@ -556,11 +635,7 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
     profile = load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
     kwargs = slurm_cluster_kwargs(profile)
     cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, **kwargs)
-    scale = profile.get("scale", {}) or {}
-    if opts.workers > 1 or "jobs" in scale:
-        cluster.scale(jobs=int(opts.workers if opts.workers > 1 else scale["jobs"]))
-    else:
-        cluster.adapt(minimum_jobs=int(scale.get("minimum_jobs", 0)), maximum_jobs=int(scale.get("maximum_jobs", 4)))
+    _scale_slurm(cluster, opts, profile)
     gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
     log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
     return cluster, _worker_setup(kwargs["cores"] // max(1, kwargs["processes"])), ({"GPU": 1} if gpus else None)
@@ -613,7 +688,7 @@ class Progress:
 def _run_serial(todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: BatchOptions, progress: Progress) -> None:
     for task in todo:
         log.debug("scoring %s (%d files)", task.scan_id, len(task.files))
-        progress.update(run_task(task, cfg, out_dir, opts.timeout_s))
+        progress.update(run_task(task, cfg, out_dir, opts.timeout_s, allowed_failures=opts.allowed_failures))
 
 
 def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: BatchOptions, progress: Progress,
@@ -631,10 +706,7 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
         try:
             status = fut.result()
         except KilledWorker:
-            status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
-                      "code": "WORKER_DIED", "path": "",
-                      "message": f"the worker process died {opts.allowed_failures + 1} time(s) while scoring this "
-                                 "series (crash or out of memory)"}
+            status = _worker_died_status(task, opts.allowed_failures + 1)
             write_record(out_dir, task, status, config_sha256, model_id, attempt)
         except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
             status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
@@ -676,34 +748,35 @@ def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any
 
     cluster = client = None
     resources = None
-    try:
-        if executor == "serial":
-            segmenter = segmenter_info(cfg)
-        else:
-            from distributed import Client
-
-            cluster, plugin, resources = _start_cluster(opts, cfg, executor)
-            client = Client(cluster)
-            client.register_plugin(plugin)
-            segmenter = client.submit(segmenter_info, cfg, resources=resources, pure=False).result()
-        model_id = segmenter["model_id"]
-        todo = [t for t in tasks if needs_work(scan_state(out_dir, t.scan_id), t, config_sha256, model_id,
-                                               opts.overwrite, opts.retry_failed)]
-        n_skipped = len(tasks) - len(todo)
-        log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
-        progress = Progress(len(todo), opts.progress)
+    with contextlib.nullcontext() if executor == "serial" else _dask_settings(opts):  # undone after the run
         try:
             if executor == "serial":
-                _run_serial(todo, cfg, out_dir, opts, progress)
+                segmenter = segmenter_info(cfg)
             else:
-                _run_dask(client, todo, cfg, out_dir, opts, progress, resources, config_sha256, model_id)
+                from distributed import Client
+
+                cluster, plugin, resources = _start_cluster(opts, cfg, executor)
+                client = Client(cluster)
+                client.register_plugin(plugin)
+                segmenter = client.submit(segmenter_info, cfg, resources=resources, pure=False).result()
+            model_id = segmenter["model_id"]
+            todo = [t for t in tasks if needs_work(scan_state(out_dir, t.scan_id), t, config_sha256, model_id,
+                                                   opts.overwrite, opts.retry_failed)]
+            n_skipped = len(tasks) - len(todo)
+            log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
+            progress = Progress(len(todo), opts.progress)
+            try:
+                if executor == "serial":
+                    _run_serial(todo, cfg, out_dir, opts, progress)
+                else:
+                    _run_dask(client, todo, cfg, out_dir, opts, progress, resources, config_sha256, model_id)
+            finally:
+                progress.close()
         finally:
-            progress.close()
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
 
     statuses = collect_statuses(out_dir, [t.scan_id for t in tasks])
     missing = {t.scan_id for t in tasks} - {s["scan_id"] for s in statuses}

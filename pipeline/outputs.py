@@ -19,8 +19,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,15 @@ def restore_interrupted(out_dir: Path, scan_id: str) -> bool:
     return False
 
 
+_commit_state = threading.local()
+
+
+def committing() -> bool:
+    """Whether the calling thread is inside :meth:`SeriesFolder.commit` (the serial executor's alarm handler,
+    which runs in the main thread, then waits instead of interrupting the renames)."""
+    return getattr(_commit_state, "active", False)
+
+
 class SeriesFolder:
     """Build OUT/<scan_id>/ under a temporary name; :meth:`commit` renames it into place."""
 
@@ -180,12 +189,10 @@ class SeriesFolder:
 
     def commit(self) -> Path:
         """Rename the finished folder into place. A folder of an earlier run is moved aside first (two renames:
-        no filesystem call swaps two folders atomically); the per-scan alarm is held off meanwhile, and an
-        interruption between the two renames is undone by :func:`restore_interrupted`."""
+        no filesystem call swaps two folders atomically); the per-scan alarm waits meanwhile (see
+        :func:`committing`), and an interruption between the two renames is undone by :func:`restore_interrupted`."""
         fsync_tree(self.tmp)  # the files are on disk before the folder is renamed into place
-        blocked = hasattr(signal, "pthread_sigmask")
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        _commit_state.active = True
         try:
             if self.final.exists():
                 old = previous_name(self.final)
@@ -196,8 +203,7 @@ class SeriesFolder:
             else:
                 os.replace(self.tmp, self.final)
         finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            _commit_state.active = False
         fsync_dir(self.final.parent)
         return self.final
 

@@ -286,7 +286,7 @@ def test_slurm_job_script_from_example_profile():
 
 def test_array_script_shards_by_task_id():
     text = (REPO / "scripts" / "slurm" / "ctscore_array.sbatch").read_text()
-    assert "--shard-index \"$SLURM_ARRAY_TASK_ID\"" in text and "--num-shards \"$SLURM_ARRAY_TASK_COUNT\"" in text
+    assert "--shard-index \"$SLURM_ARRAY_TASK_ID\"" in text and "--num-shards \"$NUM_SHARDS\"" in text
     assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --account=" in text and "#SBATCH --time=" in text
 
 

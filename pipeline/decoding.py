@@ -6,16 +6,28 @@ pylibjpeg-openjpeg, pyjpegls, Pillow), then python-gdcm's ``ImageReader`` direct
 pylibjpeg-libjpeg (GPL-3.0) is never required.
 
 Decoded values are the stored values (no rescale); the loader applies rescale per slice.
+
+Damaged compressed data do not always make a decoder fail: libjpeg (inside python-gdcm, the only
+permissive decoder of JPEG Lossless) only prints "Corrupt JPEG data: ... extraneous bytes" on stderr
+and returns made-up values; OpenJPEG decodes a JPEG 2000 stream whose packets were zeroed to a flat
+image. Two cheap checks on the decoded frame catch these (:func:`_check_decoded`): a JPEG Lossless frame
+is re-encoded in arithmetic only (the Huffman code length of every prediction difference, with the
+stream's own tables and predictor), which must fill the stream's entropy-coded segment exactly; a
+JPEG 2000 / JPEG-LS frame must not decode to one single value from a stream far longer than a flat
+image needs. Both are pure numpy on the frame at hand (thread-safe, no stderr capture).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_frames
 
+from pipeline import headers as H
 from pipeline.errors import SeriesError
 
 log = logging.getLogger(__name__)
@@ -134,12 +146,215 @@ def _gdcm_decode(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols: int) -> np.ndarray:
+# --- checks of decoded frames against their compressed stream -------------------------------------
+
+#: JPEG Lossless (process 14, any predictor; and selection value 1): verified by re-encoding lengths.
+JPEG_LOSSLESS = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+#: Bytes an encoder may leave after the last coded sample (beyond the padding of the last byte) before a
+#: JPEG Lossless frame is called damaged; a damaged stream puts the decoder out of step by far more.
+LOSSLESS_TRAILING_SLACK_BYTES = 2
+#: JPEG 2000, HTJ2K and JPEG-LS: a flat decoded frame from a long stream means lost packets.
+FLAT_CHECKED = ("1.2.840.10008.1.2.4.8", "1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")
+#: A flat frame is suspicious when its stream holds more than this many bytes per pixel (a flat
+#: 512 x 512 frame needs a few hundred bytes in JPEG 2000 / JPEG-LS; real CT about 0.5-1 byte/pixel).
+FLAT_STREAM_BYTES_PER_PIXEL = 1 / 64
+
+#: Where each difference category starts: |difference| 0 is category 0, [2**(k-1), 2**k) category k
+#: (k = 1..15), 32768 category 16.
+_CATEGORY_STARTS = np.array([0] + [1 << k for k in range(16)])
+#: Extra bits after each Huffman code: SSSS bits, none for category 16.
+_EXTRA_BITS = np.array(list(range(16)) + [0])
+
+
+@dataclass
+class _LosslessScan:
+    precision: int
+    rows: int
+    cols: int
+    predictor: int
+    point_transform: int
+    code_lengths: np.ndarray  # Huffman code length per category 0..16 (0: no code)
+    data_bytes: int  # entropy-coded bytes without stuffed zero bytes and fill bytes
+
+
+def _parse_lossless_jpeg(stream: bytes) -> _LosslessScan | str | None:
+    """The one scan of a single-component JPEG Lossless stream; a sentence when its marker structure is
+    broken; None when it is a variant this check does not cover (restart intervals, several components
+    or scans, arithmetic coding)."""
+    b = stream
+    n = len(b)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        return "the JPEG stream does not start with a start-of-image marker"
+    i, tables, sof = 2, {}, None
+    while True:
+        if i + 4 > n:
+            return "the JPEG stream ends before its scan"
+        if b[i] != 0xFF:
+            return f"no JPEG marker at byte {i} of the stream"
+        m = b[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+            continue
+        if m in (0xD8, 0xD9, 0x01) or 0xD0 <= m <= 0xD7:
+            return f"unexpected JPEG marker 0xff{m:02x} before the scan"
+        length = (b[i + 2] << 8) | b[i + 3]
+        seg = b[i + 4:i + 2 + length]
+        if length < 2 or len(seg) != length - 2:
+            return "a JPEG marker segment runs past the end of the stream"
+        if m == 0xC4:  # Huffman tables
+            k = 0
+            while k + 17 <= len(seg):
+                counts = seg[k + 1:k + 17]
+                values = seg[k + 17:k + 17 + sum(counts)]
+                lengths = np.zeros(17, np.int64)
+                pos = 0
+                for bits, count in enumerate(counts, start=1):
+                    for v in values[pos:pos + count]:
+                        if v <= 16 and not lengths[v]:
+                            lengths[v] = bits
+                    pos += count
+                tables[seg[k]] = lengths
+                k += 17 + sum(counts)
+        elif m == 0xDD:  # restart interval: prediction restarts, not modelled here
+            if length >= 4 and (seg[0] << 8 | seg[1]):
+                return None
+        elif m == 0xC3:
+            if len(seg) < 6 or seg[5] != 1:
+                return None
+            sof = (seg[0], (seg[1] << 8) | seg[2], (seg[3] << 8) | seg[4])
+        elif 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            return None  # another process (or arithmetic coding)
+        elif m == 0xDA:
+            if sof is None or len(seg) < 6 or seg[0] != 1:
+                return None
+            table = seg[2] >> 4  # DC table of the only component
+            predictor, point_transform = seg[3], seg[5] & 0x0F
+            if table not in tables or not 1 <= predictor <= 7 or not 2 <= sof[0] <= 16:
+                return None
+            start = i + 2 + length
+            data = np.frombuffer(b, np.uint8, offset=start) if start < n else np.zeros(0, np.uint8)
+            ff = np.flatnonzero(data[:-1] == 0xFF)
+            follow = data[ff + 1]
+            markers = ff[follow != 0x00]
+            if markers.size:
+                end = int(markers[0])
+            else:  # no end-of-image marker: count what is there (one pad byte to an even length aside)
+                end = data.size - (1 if data.size and data[-1] == 0 else 0)
+            while end > 0 and data[end - 1] == 0xFF:  # fill bytes before the marker
+                end -= 1
+            stuffed = int(np.count_nonzero(ff[follow == 0x00] < end))
+            return _LosslessScan(sof[0], sof[1], sof[2], predictor, point_transform, tables[table],
+                                 end - stuffed)
+        i += 2 + length
+
+
+def _lossless_bits(samples: np.ndarray, scan: _LosslessScan) -> int | None:
+    """Bits a JPEG Lossless encoder writes for ``samples`` (uint16) with the scan's predictor and Huffman
+    table (None when a difference has no Huffman code: the stream cannot have held these samples).
+
+    Differences are taken modulo 2**16 (ITU-T T.81 H.1.2.1): uint16 arithmetic wraps exactly so.
+    """
+    x = samples
+    if scan.predictor == 1:
+        body = x[1:, 1:] - x[1:, :-1]
+    elif scan.predictor in (2, 3):
+        body = x[1:, 1:] - (x[:-1, 1:] if scan.predictor == 2 else x[:-1, :-1])
+    else:
+        ra, rb, rc = (v.astype(np.int32) for v in (x[1:, :-1], x[:-1, 1:], x[:-1, :-1]))
+        pred = {4: lambda: ra + rb - rc, 5: lambda: ra + ((rb - rc) >> 1), 6: lambda: rb + ((ra - rc) >> 1),
+                7: lambda: (ra + rb) >> 1}[scan.predictor]()
+        body = x[1:, 1:] - pred.astype(np.uint16)
+    first = np.array([int(x[0, 0]) - (1 << (scan.precision - scan.point_transform - 1))]).astype(np.uint16)
+    counts = np.zeros(17, np.int64)
+    for diff in (body, x[0, 1:] - x[0, :-1], x[1:, 0] - x[:-1, 0], first):
+        magnitude = np.abs(diff.view(np.int16)).view(np.uint16)  # |-32768| stays 32768 as uint16
+        counts += np.add.reduceat(np.bincount(magnitude.ravel(), minlength=32769), _CATEGORY_STARTS)
+    if np.any((counts > 0) & (scan.code_lengths == 0)):
+        return None
+    return int(np.sum(counts * (scan.code_lengths + _EXTRA_BITS)))
+
+
+def _lossless_mismatch(stream: bytes, frame: np.ndarray, ds: pydicom.Dataset) -> str:
+    """Why a decoded JPEG Lossless frame cannot be what its stream holds ('' when it can, or when the
+    stream is a variant not checked)."""
+    scan = _parse_lossless_jpeg(stream)
+    if scan is None:
+        return ""
+    if isinstance(scan, str):
+        return scan
+    if frame.shape != (scan.rows, scan.cols):
+        return ""  # the size check of decode_frames reports this
+    have = scan.data_bytes
+    need = None
+    stored = H.integer(ds, "BitsStored")
+    masks = [(1 << scan.precision) - 1]
+    if stored and stored < scan.precision:  # the decoder may have sign-extended or masked unused bits
+        masks.append((1 << stored) - 1)
+    raw = frame.view(np.uint16) if frame.dtype.itemsize == 2 else frame.astype(np.uint16)  # samples modulo 2**16
+    for mask in masks:
+        samples = raw if mask == 0xFFFF and not scan.point_transform else (raw & mask) >> scan.point_transform
+        bits = _lossless_bits(np.ascontiguousarray(samples, np.uint16), scan)
+        if bits is not None and 0 <= have - (bits + 7) // 8 <= LOSSLESS_TRAILING_SLACK_BYTES:
+            return ""
+        if need is None and bits is not None:
+            need = (bits + 7) // 8
+    if need is None:
+        return "the decoded values need Huffman codes the stream does not define"
+    what = "bytes more than the decoded image accounts for" if have > need else "bytes fewer than the decoded image needs"
+    return (f"its entropy-coded data hold {have} bytes, {abs(have - need)} {what} "
+            f"(the decoder stopped out of step with the data)")
+
+
+def _encoded_frames(ds: pydicom.Dataset, frames: int) -> list[bytes] | None:
+    try:
+        return [bytes(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)]
+    except Exception:  # noqa: BLE001 - the decoder read them; a parse failure here is not a verdict
+        return None
+
+
+def _gdcm_reads_it_clean(path: Path, shape: tuple[int, ...], k: int, stream: bytes, ds: pydicom.Dataset) -> bool:
+    """Second opinion on the refusal path only: python-gdcm's own buffer of frame ``k`` (no pydicom value
+    handling in between) does fit the stream."""
+    try:
+        frame = _gdcm_decode(path, tuple(shape))[k]
+    except Exception:  # noqa: BLE001 - no gdcm, or it cannot read the file either
+        return False
+    return not _lossless_mismatch(stream, frame, ds)
+
+
+def _check_decoded(ds: pydicom.Dataset, path: Path, arr: np.ndarray, tsyntax: str) -> None:
+    """Refuse decoded frames that cannot be what their compressed stream holds (CORRUPT_PIXEL_DATA)."""
+    lossless = tsyntax in JPEG_LOSSLESS
+    flat = tsyntax.startswith(FLAT_CHECKED)
+    if not (lossless or flat) or "PixelData" not in ds:
+        return
+    streams = _encoded_frames(ds, arr.shape[0])
+    if streams is None or len(streams) != arr.shape[0]:
+        return
+    for k, (stream, frame) in enumerate(zip(streams, arr)):
+        where = f" (frame {k + 1})" if arr.shape[0] > 1 else ""
+        if lossless:
+            why = _lossless_mismatch(stream, frame, ds)
+            if why and not _gdcm_reads_it_clean(path, arr.shape, k, stream, ds):
+                raise SeriesError("CORRUPT_PIXEL_DATA", f"the {_ts_name(tsyntax)} pixel data{where} are damaged: "
+                                  f"{why}; the decoder returned made-up values. Copy the series again (if the files "
+                                  "are known to be intact, report this and set loading.verify_compressed: false)",
+                                  path)
+        elif len(stream) > max(1024, FLAT_STREAM_BYTES_PER_PIXEL * frame.size) and frame.min() == frame.max():
+            raise SeriesError("CORRUPT_PIXEL_DATA", f"the {_ts_name(tsyntax)} pixel data{where} decode to the single "
+                              f"value {frame.flat[0]} although the stream holds {len(stream)} bytes: the data are "
+                              "damaged (lost or zeroed packets). Copy the series again", path)
+
+
+def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols: int,
+                  verify: bool = True) -> np.ndarray:
     """Stored values of all frames of ``ds`` as an array (frames, rows, cols).
 
     Raises SeriesError NO_PIXEL_DATA, NO_DECODER (naming the package to install) or
     CORRUPT_PIXEL_DATA (an installed decoder that reads every variant of the transfer syntax failed:
-    the data are truncated or damaged; or they decode, but not to the declared size).
+    the data are truncated or damaged; or they decode, but not to the declared size, or to values the
+    stream cannot hold: see :func:`_check_decoded`, skipped with ``verify=False``, the config's
+    ``loading.verify_compressed``).
     """
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise SeriesError("NO_PIXEL_DATA", "the file has no pixel data", path)
@@ -182,4 +397,6 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
     if arr.ndim != 3 or arr.shape != shape:
         raise SeriesError("CORRUPT_PIXEL_DATA", f"pixel data decode to shape {arr.shape}, header declares "
                           f"{shape} (frames, rows, columns)", path)
+    if verify:
+        _check_decoded(ds, path, arr, tsyntax)
     return arr

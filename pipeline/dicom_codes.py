@@ -31,7 +31,8 @@ _CODES = [
     Code("NOT_DICOM", "S", "not a DICOM file (no DICM preamble and no parsable header)", "nothing; ignored"),
     Code("DICOMDIR", "S", "a DICOMDIR index file", "nothing; the images it lists are read directly"),
     Code("NOT_IMAGE", "S", "a DICOM object without pixels to score (structured report, presentation state, "
-         "segmentation, raw data, KOS)", "nothing; ignored"),
+         "segmentation, raw data, KOS); an image (image SOP class, or Rows/Columns) without pixel data is "
+         "CORRUPT_FILE instead", "nothing; ignored"),
     Code("SECONDARY_CAPTURE", "S", "a secondary capture (screenshot-like image without CT geometry)",
          "nothing; ignored"),
     Code("UNREADABLE_FILE", "S", "a file with a DICOM preamble whose header cannot be parsed; a stray file",
@@ -56,30 +57,40 @@ _CODES = [
     # --- refusals (E) ---
     Code("INPUT_NOT_FOUND", "E", "the input path does not exist or cannot be read", "check the path"),
     Code("EMPTY_SERIES", "E", "no files were given for the series", "check the input"),
-    Code("CORRUPT_FILE", "E", "a file of the selected series cannot be read (truncated or damaged)",
+    Code("CORRUPT_FILE", "E", "a file of the selected series cannot be read (truncated or damaged), or is an "
+         "image cut off before its pixel data (the inventory keeps it in its stack so that loading names it)",
          "copy the series again from the source"),
     Code("NO_PIXEL_DATA", "E", "a file of the series has no pixel data", "copy the series again"),
     Code("MISSING_GEOMETRY", "E", "ImagePositionPatient, ImageOrientationPatient or PixelSpacing is missing "
-         "or not numeric", "re-export the series from the PACS; anonymisers sometimes strip these"),
-    Code("INCONSISTENT_ORIENTATION", "E", "slices of one stack have different orientations",
+         "or not numeric; a file of the series without them is split off in the inventory (file_code "
+         "MISSING_GEOMETRY), and the series is refused with this code naming the file when its absence leaves a "
+         "gap", "re-export the series from the PACS; anonymisers sometimes strip these"),
+    Code("INCONSISTENT_ORIENTATION", "E", "slices of one stack have different orientations; or a file of the "
+         "series with another orientation (split off by the inventory) lies in a gap of the stack",
          "select the series with --series-uid, or split it with a DICOM tool"),
     Code("INCONSISTENT_GEOMETRY", "E", "slices differ in matrix size or pixel spacing, or their positions are "
-         "not on one line", "re-export the series"),
+         "not on one line; or a file of the series with another pixel spacing or matrix (split off by the "
+         "inventory) lies in a gap of the stack", "re-export the series"),
     Code("INCONSISTENT_FRAME_OF_REFERENCE", "E", "slices of one stack have different FrameOfReferenceUIDs",
          "re-export the series"),
     Code("DUPLICATE_POSITION", "E", "two slices at the same position with different pixels (F when the pixels "
          "are identical: DUPLICATE_SLICE_REMOVED)", "check for mixed acquisitions; use --series-uid"),
-    Code("SLICE_GAP", "E", "a step between slices larger than loading.max_gap_ratio x the slice spacing (and "
-         "the slice thickness): slices are missing", "copy the complete series, or set loading.allow_gaps: true"),
+    Code("SLICE_GAP", "E", "a step between slices larger than loading.max_gap_ratio x the local slice spacing "
+         "(median of the neighbouring steps; the slice thickness does not widen it, so overlapping slices with "
+         "missing ones are refused too): slices are missing", "copy the complete series, or set loading.allow_gaps: "
+         "true"),
     Code("NOT_HU", "E", "values are not plausibly Hounsfield units (air is not near -1000 HU after rescale)",
          "check RescaleSlope/RescaleIntercept; the series may be a parametric map"),
     Code("HU_OUT_OF_RANGE", "E", "a slice's values after its own rescale lie outside what CT can hold (below "
-         "-65536 or above +32767 HU, padding included), or its RescaleSlope is not positive",
+         "-65536 or above +32767 HU, padding included), or its RescaleSlope is not positive (0 is never "
+         "replaced by 1)",
          "check RescaleSlope/RescaleIntercept of the file named in the message; copy the series again"),
     Code("NO_DECODER", "E", "no installed decoder can read the transfer syntax; the message names the package",
          "install the package named in the message (python-gdcm, pylibjpeg-openjpeg, pyjpegls)"),
     Code("CORRUPT_PIXEL_DATA", "E", "the pixel data cannot be decoded although a decoder for their transfer "
-         "syntax is installed (truncated or damaged), or do not decode to the declared size", "copy the series again"),
+         "syntax is installed (truncated or damaged), or do not decode to the declared size, or decode to values "
+         "their stream cannot hold (JPEG Lossless whose entropy-coded data do not match the decoded image; JPEG "
+         "2000 / JPEG-LS decoding to one single value from a long stream)", "copy the series again"),
     Code("NOT_MONOCHROME", "E", "RGB, YBR or palette colour images are not CT values", "use the original CT series"),
     Code("LOSSY_REFUSED", "E", "lossy compression while loading.allow_lossy is false",
          "get the original series, or set loading.allow_lossy: true"),
@@ -105,12 +116,13 @@ _CODES = [
     Code("LOSSY_COMPRESSION", "W", "lossy compressed pixel data (transfer syntax or LossyImageCompression=01); "
          "HU may differ from the original by a few HU", "prefer the original series for research"),
     Code("OBLIQUE_ORIENTATION", "W", "slice planes are oblique (not parallel to the patient axes)", "nothing"),
-    Code("ACQUISITIONS_MERGED", "F", "several AcquisitionNumbers tile the z range without overlap and form one "
-         "stack", "nothing"),
+    Code("ACQUISITIONS_MERGED", "F", "several AcquisitionNumbers tile the z range without overlap (each starts "
+         "about one spacing after the previous ends, or less than a spacing before) and form one stack; "
+         "acquisitions whose ranges overlap are separate stacks", "nothing"),
     Code("MISSING_SERIES_UID", "W", "no SeriesInstanceUID; the files of one folder were grouped as one series",
          "nothing; the series is named after its folder"),
-    Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated (inventory); loading refuses "
-         "the stack with CORRUPT_FILE if so", "copy the series again"),
+    Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "
+         "data (inventory); loading refuses the stack with CORRUPT_FILE if so", "copy the series again"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -30,6 +30,10 @@ TILT_TOLERANCE_DEG = 0.5
 COLLINEARITY_TOLERANCE_MM = 0.5
 #: Direction cosines further than this from the patient axes make an oblique orientation.
 OBLIQUE_TOLERANCE = 1e-3
+#: A step is judged against the local slice spacing: the median of the steps up to this many places
+#: on either side of it, itself included (so a series whose spacing changes, e.g. 4.2 then 7.4 mm, is
+#: resampled, while one or a few missing slices stand out).
+GAP_WINDOW_STEPS = 3
 
 
 @dataclass
@@ -149,8 +153,10 @@ def analyse_stack(
     steps = np.diff(geo.unique_positions)
     spacing = float(np.median(steps))
     geo.spacing = spacing
-    reference = max(spacing, float(thickness or 0.0))
-    gaps = steps > max_gap_ratio * reference
+    # Gaps are measured against the slice spacing, never the thickness: slices 5 mm thick every 2.5 mm
+    # with two missing leave a 7.5 mm step, which max(spacing, thickness) would have let through.
+    local = local_spacing(steps)
+    gaps = steps > max_gap_ratio * local
     if np.any(gaps):
         geo.gap_steps = [float(s) for s in steps[gaps]]
         geo.gap_after = [int(k) for k in np.flatnonzero(gaps)]
@@ -158,10 +164,12 @@ def analyse_stack(
             geo.fixes.append("SLICE_GAP_ALLOWED")
         else:
             geo.problems.append("SLICE_GAP")
+            spacings = sorted({round(float(v), 2) for v in local[gaps]})
+            thick = f"; slice thickness {thickness:g} mm" if thickness else ""
             geo.messages["SLICE_GAP"] = (
                 f"{int(gaps.sum())} step(s) of {', '.join(f'{s:.2f}' for s in geo.gap_steps)} mm where the "
-                f"spacing is {spacing:.2f} mm and the thickness {thickness or 'unknown'} mm: slices are missing "
-                f"(limit {max_gap_ratio} x {reference:.2f} mm; set loading.allow_gaps: true to interpolate)")
+                f"slice spacing is {', '.join(f'{v:.2f}' for v in spacings)} mm{thick}: slices are missing "
+                f"(limit {max_gap_ratio:g} x the spacing; set loading.allow_gaps: true to interpolate)")
     if np.max(np.abs(steps - spacing)) > spacing_tolerance * spacing:
         geo.uniform = False
         if "SLICE_GAP" not in geo.problems:
@@ -169,6 +177,13 @@ def analyse_stack(
     if geo.oblique and "GANTRY_TILT_CORRECTED" not in geo.fixes:
         geo.fixes.append("OBLIQUE_ORIENTATION")
     return geo
+
+
+def local_spacing(steps: np.ndarray, window: int = GAP_WINDOW_STEPS) -> np.ndarray:
+    """For each step between neighbouring slice positions, the median of the steps within ``window``
+    places of it (itself included): the slice spacing that step is judged against."""
+    steps = np.asarray(steps, float)
+    return np.array([float(np.median(steps[max(0, k - window):k + window + 1])) for k in range(steps.size)])
 
 
 def in_plane_offsets(positions_xyz: np.ndarray, iop: np.ndarray) -> np.ndarray:

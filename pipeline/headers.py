@@ -162,8 +162,9 @@ def frames_of(ds: pydicom.Dataset, path: Path) -> list[FrameInfo]:
         _check_geometry(iop, ipp, spacing, path, f"frame {k + 1}")
         thickness = number(measures, "SliceThickness") if measures is not None else None
         src = transform if transform is not None else ds
-        out.append(FrameInfo(path, k, iop, ipp, spacing, thickness, number(src, "RescaleSlope", 1.0) or 1.0,
-                             number(src, "RescaleIntercept", 0.0) or 0.0, text(ds, "FrameOfReferenceUID")))
+        # RescaleSlope 0 (or negative) is kept: the loader refuses it (HU_OUT_OF_RANGE), never assumes 1
+        out.append(FrameInfo(path, k, iop, ipp, spacing, thickness, number(src, "RescaleSlope", 1.0),
+                             number(src, "RescaleIntercept", 0.0), text(ds, "FrameOfReferenceUID")))
     return out
 
 
@@ -172,10 +173,9 @@ def _classic_frame(ds: pydicom.Dataset, path: Path) -> FrameInfo:
     ipp = floats(ds, "ImagePositionPatient", 3)
     spacing = floats(ds, "PixelSpacing", 2)
     _check_geometry(iop, ipp, spacing, path, "")
-    slope = number(ds, "RescaleSlope", 1.0)
-    return FrameInfo(path, 0, iop, ipp, spacing, number(ds, "SliceThickness"),
-                     1.0 if not slope else slope, number(ds, "RescaleIntercept", 0.0) or 0.0,
-                     text(ds, "FrameOfReferenceUID"))
+    # RescaleSlope 0 (or negative) is kept: the loader refuses it (HU_OUT_OF_RANGE), never assumes 1
+    return FrameInfo(path, 0, iop, ipp, spacing, number(ds, "SliceThickness"), number(ds, "RescaleSlope", 1.0),
+                     number(ds, "RescaleIntercept", 0.0), text(ds, "FrameOfReferenceUID"))
 
 
 def _check_geometry(iop, ipp, spacing, path: Path, where: str) -> None:

@@ -23,12 +23,19 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pipeline import headers as H
 from pipeline.decoding import is_lossy, transfer_syntax_of
 from pipeline.errors import CTScoreError, SeriesError
-from pipeline.geometry import ORIENTATION_GROUPING_TOLERANCE, axial_angle_deg, normal_of
+from pipeline.geometry import (
+    ORIENTATION_GROUPING_TOLERANCE,
+    SAME_POSITION_TOLERANCE_MM,
+    axial_angle_deg,
+    normal_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,11 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.9.": "waveform",
 }
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+#: Image storage SOP classes (CT, enhanced and legacy-converted CT; MR images, not spectroscopy; PET):
+#: such a file without pixel data is damaged (cut off before them), not a non-image object.
+IMAGE_STORAGE_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.128",
+                          "1.2.840.10008.5.1.4.1.1.130")
+IMAGE_STORAGE_EXACT = {"1.2.840.10008.5.1.4.1.1.4"}
 PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Transfer syntaxes preferred when de-duplicating (uncompressed / lossless first).
@@ -133,6 +145,46 @@ def _peek_pixels(fp, ds: pydicom.Dataset, size: int) -> tuple[bool, bool]:
     return True, pos + header_len + length > size
 
 
+def has_dicm_preamble(start: bytes) -> bool:
+    """True when the first 132 bytes of a file are a 128-byte preamble and 'DICM'."""
+    return start[128:132] == b"DICM"
+
+
+def ensure_transfer_syntax(ds: pydicom.Dataset) -> None:
+    """Give a dataset read without File Meta Information (no preamble, raw dataset) the transfer
+    syntax it was read with, so that its pixel data can be decoded (implicit VR little endian, the
+    DICOM default, unless pydicom found explicit VRs)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if H.text(meta, "TransferSyntaxUID") or "TransferSyntaxUID" in meta:
+        return  # present (a malformed value is the decoder's to report)
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little in (None, True) else ExplicitVRBigEndian
+
+
+def dcmread_as_inventory(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """Read a file the way :func:`read_file` accepts it: ``force`` when the DICM preamble is missing, and
+    the transfer syntax set when the File Meta Information is missing (the loader reads every file the
+    inventory kept this way)."""
+    with open(path, "rb") as fp:
+        preamble = has_dicm_preamble(fp.read(132))
+        fp.seek(0)
+        ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=not preamble)
+    ensure_transfer_syntax(ds)
+    return ds
+
+
+def is_image_storage(ds: pydicom.Dataset, sop_class: str) -> bool:
+    """An image (by SOP class, or by Rows and Columns): its pixel data are mandatory."""
+    if sop_class in IMAGE_STORAGE_EXACT or sop_class.startswith(IMAGE_STORAGE_PREFIXES):
+        return True
+    return H.integer(ds, "Rows", None) is not None and H.integer(ds, "Columns", None) is not None
+
+
 def read_file(path: Path) -> FileRecord:
     """Read one file's header (never its pixels) and classify it."""
     rec = FileRecord(path=path)
@@ -141,12 +193,13 @@ def read_file(path: Path) -> FileRecord:
         with open(path, "rb") as fp:
             start = fp.read(132)
             fp.seek(0)
-            has_preamble = start[128:132] == b"DICM"
+            has_preamble = has_dicm_preamble(start)
             if not has_preamble and start[:2] not in (b"\x08\x00", b"\x02\x00"):
                 rec.status, rec.code, rec.detail = "skipped", "NOT_DICOM", "no DICM preamble"
                 return rec
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
+                ensure_transfer_syntax(ds)
                 rec.has_pixels, rec.truncated = _peek_pixels(fp, ds, size)
             except (InvalidDicomError, EOFError) as exc:
                 code = "UNREADABLE_FILE" if has_preamble else "NOT_DICOM"
@@ -160,10 +213,8 @@ def read_file(path: Path) -> FileRecord:
         return rec
     rec.ds = ds
     sop_class = H.text(ds, "SOPClassUID")
-    media = ""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        media = str(meta.get("MediaStorageSOPClassUID", ""))
+    media = H.text(meta, "MediaStorageSOPClassUID") if meta is not None else ""  # never raises
     if media == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in ds:
         rec.status, rec.code, rec.detail = "skipped", "DICOMDIR", "DICOMDIR index"
     elif any(sop_class.startswith(p) for p in NON_IMAGE_SOP_CLASSES):
@@ -171,11 +222,15 @@ def read_file(path: Path) -> FileRecord:
         rec.status, rec.code, rec.detail = "skipped", "NOT_IMAGE", kind
     elif sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
         rec.status, rec.code, rec.detail = "skipped", "SECONDARY_CAPTURE", "secondary capture"
+    elif not rec.has_pixels and (is_image_storage(ds, sop_class) or is_image_storage(ds, media)):
+        # an image cut off before its pixel data (or stripped of them): part of its series, refused by name
+        rec.truncated = True
+        rec.code, rec.detail = "CORRUPT_FILE", "an image without pixel data: the file ends before them (truncated or damaged)"
     elif not rec.has_pixels:
         rec.status, rec.code, rec.detail = "skipped", "NOT_IMAGE", "no pixel data"
     if rec.status == "skipped":
         rec.ds = None
-    elif rec.truncated:
+    elif rec.truncated and not rec.code:
         rec.code, rec.detail = "CORRUPT_FILE", "pixel data shorter than declared (truncated file)"
     return rec
 
@@ -312,9 +367,48 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
     return stacks
 
 
+class _AcquisitionStack:
+    """Acquisitions gathered into one stack so far: all their positions along the normal (sorted), and
+    each acquisition's first and last position and slice spacing (NaN for a single slice)."""
+
+    def __init__(self) -> None:
+        self.positions = np.zeros(0)
+        self.lo, self.hi, self.spacing = np.zeros(0), np.zeros(0), np.zeros(0)
+        self.members: list[_Slice] = []
+
+    def conflicts(self, pos: np.ndarray, spacing: float) -> bool:
+        """True when an acquisition at sorted positions ``pos`` overlaps one already here."""
+        tol = SAME_POSITION_TOLERANCE_MM
+        if self.positions.size:  # a position in both
+            k = np.searchsorted(self.positions, pos)
+            left = self.positions[np.clip(k - 1, 0, None)]
+            right = self.positions[np.clip(k, None, self.positions.size - 1)]
+            if np.any(np.minimum(np.abs(left - pos), np.abs(right - pos)) < tol):
+                return True
+        lo, hi = pos[0], pos[-1]
+        first = (self.lo < lo) | ((self.lo == lo) & (self.hi <= hi))  # the one here starts first
+        inside = np.where(first, hi <= self.hi + tol, self.hi <= hi + tol)  # one lies within the other
+        shared = np.where(first, self.hi - lo, hi - self.lo)  # < 0: a gap between the two ranges
+        limit = np.fmin(self.spacing, spacing)  # the smaller spacing; NaN when neither has one
+        limit = np.where(np.isnan(limit), 0.0, limit)
+        return bool(np.any(inside | (shared >= limit - tol)))
+
+    def add(self, pos: np.ndarray, spacing: float, slices: list[_Slice]) -> None:
+        self.positions = np.sort(np.concatenate([self.positions, pos]))
+        self.lo, self.hi = np.append(self.lo, pos[0]), np.append(self.hi, pos[-1])
+        self.spacing = np.append(self.spacing, spacing)
+        self.members.extend(slices)
+
+
 def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
-    """One stack, unless different acquisitions put slices at the same position: then acquisitions are
-    gathered greedily (in AcquisitionNumber order) into stacks whose positions do not collide."""
+    """One stack, unless acquisitions overlap along the slice normal: then acquisitions are gathered
+    greedily (in AcquisitionNumber order) into stacks in which none overlaps another.
+
+    Two acquisitions overlap when a position of one coincides with a position of the other, or when
+    their position ranges overlap by a slice spacing or more (a repeated breath-hold or contrast phase
+    shifted by a fraction of a slice would otherwise be interleaved into one volume). Acquisitions that
+    tile z (the next starts about one spacing after the previous ends, or a little before) stay one stack.
+    """
     acqs = {s.acquisition for s in group}
     if len(acqs) < 2 or any(s.frames is None for s in group):
         return [group]
@@ -323,23 +417,21 @@ def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
     for s in group:
         by_acq.setdefault(s.acquisition, []).append(s)
 
-    def keys(slices: list[_Slice]) -> set[int]:
-        return {int(round(float(f.ipp @ normal) / 0.01)) for s in slices for f in s.frames}
-
     def acq_order(a: str) -> tuple:
         return (0, int(a)) if a.isdigit() else (1, a)
 
-    stacks: list[tuple[set[int], list[_Slice]]] = []
+    stacks: list[_AcquisitionStack] = []
     for a in sorted(by_acq, key=acq_order):
-        k = keys(by_acq[a])
-        for used, members in stacks:
-            if not used & k:
-                used |= k
-                members.extend(by_acq[a])
-                break
-        else:
-            stacks.append((k, list(by_acq[a])))
-    return [members for _, members in stacks]
+        pos = np.unique(np.round([float(f.ipp @ normal) for s in by_acq[a] for f in s.frames], 3))
+        steps = np.diff(pos)
+        steps = steps[steps > SAME_POSITION_TOLERANCE_MM]
+        spacing = float(np.median(steps)) if steps.size else np.nan
+        target = next((st for st in stacks if not st.conflicts(pos, spacing)), None)
+        if target is None:
+            target = _AcquisitionStack()
+            stacks.append(target)
+        target.add(pos, spacing, by_acq[a])
+    return [st.members for st in stacks]
 
 
 def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate:

@@ -31,6 +31,7 @@ from pipeline.decoding import decode_frames, is_lossy, transfer_syntax_of
 from pipeline.errors import SeriesError
 from pipeline.geometry import (
     ORIENTATION_TOLERANCE,
+    SAME_POSITION_TOLERANCE_MM,
     StackGeometry,
     analyse_stack,
     in_plane_offsets,
@@ -38,7 +39,7 @@ from pipeline.geometry import (
     same_orientation,
     shear_to_orthogonal,
 )
-from pipeline.inventory import read_file, summarize
+from pipeline.inventory import dcmread_as_inventory, read_file, summarize
 from pipeline.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class LoadOptions:
     max_memory_mb: float = 8192.0
     air_hu_range: tuple[float, float] = (-1200.0, -800.0)
     padding_hu_max: float = -1500.0
+    verify_compressed: bool = True
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> LoadOptions:
@@ -81,7 +83,8 @@ class LoadOptions:
         d = cfg["loading"]
         return cls(bool(d["allow_gaps"]), float(d["max_gap_ratio"]), float(d["spacing_tolerance"]),
                    bool(d["allow_lossy"]), int(d["max_voxels"]), float(d["max_memory_mb"]),
-                   (float(d["air_hu_range"][0]), float(d["air_hu_range"][1])), float(d["padding_hu_max"]))
+                   (float(d["air_hu_range"][0]), float(d["air_hu_range"][1])), float(d["padding_hu_max"]),
+                   bool(d.get("verify_compressed", True)))
 
 
 @dataclass
@@ -99,8 +102,9 @@ def _add(flags: list[str], code: str) -> None:
 
 
 def _read(path: Path) -> pydicom.Dataset:
+    """Read a file as the inventory does (without a DICM preamble too; see ``dcmread_as_inventory``)."""
     try:
-        return pydicom.dcmread(path)
+        return dcmread_as_inventory(path)
     except MemoryError as exc:
         raise SeriesError("TOO_LARGE", "not enough memory to read the file", path) from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for broken files
@@ -119,6 +123,8 @@ def _lost_to_truncation(ds: pydicom.Dataset, path: Path) -> str:
     rec = read_file(path)
     if rec.code not in ("NOT_DICOM", "UNREADABLE_FILE") and rec.has_pixels:
         return "the header declares pixel data, but the file ends before they do (truncated or damaged)"
+    if rec.code == "CORRUPT_FILE":  # an image without pixel data: cut off before them
+        return rec.detail
     return ""
 
 
@@ -171,11 +177,12 @@ def _check_consistency(items: list[_File]) -> None:
                               f"{ref.rows}x{ref.cols} of {ref.path.name}", it.path)
         for fr in it.frames:
             if not same_orientation(fr.iop, ref_frame.iop, ORIENTATION_TOLERANCE):
-                raise SeriesError("INCONSISTENT_ORIENTATION", f"orientation {list(np.round(fr.iop, 4))} differs from "
-                                  f"{list(np.round(ref_frame.iop, 4))} (tolerance {ORIENTATION_TOLERANCE})", it.path)
+                raise SeriesError("INCONSISTENT_ORIENTATION", f"orientation {_fmt(fr.iop)} differs from "
+                                  f"{_fmt(ref_frame.iop)} of {ref.path.name} (tolerance {ORIENTATION_TOLERANCE:g})",
+                                  it.path)
             if np.any(np.abs(fr.spacing - ref_frame.spacing) > PIXEL_SPACING_TOLERANCE * ref_frame.spacing):
-                raise SeriesError("INCONSISTENT_GEOMETRY", f"pixel spacing {list(fr.spacing)} differs from "
-                                  f"{list(ref_frame.spacing)}", it.path)
+                raise SeriesError("INCONSISTENT_GEOMETRY", f"pixel spacing {_fmt(fr.spacing)} differs from "
+                                  f"{_fmt(ref_frame.spacing)} of {ref.path.name}", it.path)
             if fr.frame_of_reference != ref_frame.frame_of_reference:
                 raise SeriesError("INCONSISTENT_FRAME_OF_REFERENCE", "slices have different FrameOfReferenceUIDs",
                                   it.path)
@@ -190,40 +197,96 @@ def _check_size(n: int, rows: int, cols: int, opts: LoadOptions, path: Path) -> 
                           path)
 
 
-def _gap_neighbours(geo: StackGeometry, frames: list[tuple[_File, H.FrameInfo]]) -> str:
-    """'between A and B': the files on either side of the first missing-slice gap (frames sorted)."""
-    k = int(geo.gap_after[0])
+def _fmt(values) -> str:
+    """Header numbers for a message: '[1, 0, 0, 0, 0.9997, -0.0262]' (no numpy reprs)."""
+    return "[" + ", ".join(f"{round(float(v), 4):g}" for v in values) + "]"
+
+
+def _slice_name(it: _File, fr: H.FrameInfo) -> str:
+    return f"{it.path.name} (frame {fr.frame + 1})" if len(it.frames) > 1 else it.path.name
+
+
+def _gap_neighbours(geo: StackGeometry, frames: list[tuple[_File, H.FrameInfo]], gap: int = 0) -> str:
+    """'between A and B': the slices on either side of missing-slice gap number ``gap`` (frames sorted);
+    frames of one multi-frame file are named by their frame numbers."""
+    k = int(geo.gap_after[gap])
     below = int(np.searchsorted(geo.positions, geo.unique_positions[k], side="right")) - 1
     above = min(below + 1, len(frames) - 1)
-    return f"between {frames[below][0].path.name} and {frames[above][0].path.name}"
+    (it_a, fr_a), (it_b, fr_b) = frames[below], frames[above]
+    if it_a.path == it_b.path and len(it_a.frames) > 1:
+        return f"between frames {fr_a.frame + 1} and {fr_b.frame + 1} of {it_a.path.name}"
+    return f"between {_slice_name(it_a, fr_a)} and {_slice_name(it_b, fr_b)}"
 
 
-def _unplaced_slice(items: list[_File]) -> SeriesError | None:
-    """The MISSING_GEOMETRY refusal of a file beside the stack's files with the same SeriesInstanceUID
-    and matrix but no usable position, orientation or pixel spacing (None when there is none).
+def _unplaced_slice(items: list[_File], geo: StackGeometry,
+                    suspects: list[str] | None = None) -> tuple[SeriesError, int] | None:
+    """The refusal of a file of the stack's series that the inventory left out of the stack although it
+    belongs in one of its gaps, with the index of that gap (None when there is none):
 
-    The inventory puts such a file in a stack of its own, so the stack it belongs to shows a gap where
-    the file should be: the file, not the gap, is what to report. Header reads, on the refusal path only.
+    - no usable position, orientation or pixel spacing (same matrix): MISSING_GEOMETRY;
+    - an image cut off before its pixel data and without usable geometry: CORRUPT_FILE;
+    - positioned inside a gap, but with another orientation (INCONSISTENT_ORIENTATION), pixel spacing
+      or matrix (INCONSISTENT_GEOMETRY), or truncated (CORRUPT_FILE).
+
+    The inventory puts such a file in a stack of its own (or skips it), so the stack it belongs to shows a
+    gap where the file should be: the file, not the gap, is what to report. Header reads, on the
+    refusal path only. Files split off for other reasons (another acquisition, kernel or image type)
+    are not this stack's slices and are left alone. Truncated files whose series cannot be read are
+    named in ``suspects`` (when given): they may be the missing slices.
     """
     given = {it.path.resolve() for it in items}
     series = {H.text(it.ds, "SeriesInstanceUID") for it in items}
     matrix = (items[0].rows, items[0].cols)
+    ref = items[0].frames[0]
+    gaps = [(geo.unique_positions[k], geo.unique_positions[k + 1]) for k in geo.gap_after]
+
+    def gap_of(ipp: np.ndarray) -> int | None:
+        p = float(ipp @ geo.normal)
+        for g, (lo, hi) in enumerate(gaps):
+            if lo + SAME_POSITION_TOLERANCE_MM < p < hi - SAME_POSITION_TOLERANCE_MM:
+                return g
+        return None
+
     for folder in sorted({it.path.parent for it in items}):
         try:
             siblings = sorted(p for p in folder.iterdir() if p.is_file() and p.resolve() not in given)
         except OSError:
             continue
         for path in siblings:
-            ds = read_file(path).ds  # None for files the inventory skips
-            if ds is None or H.text(ds, "SeriesInstanceUID") not in series:
+            rec = read_file(path)
+            ds = rec.ds  # None for files the inventory skips
+            if ds is not None and rec.code == "CORRUPT_FILE" and not H.text(ds, "SeriesInstanceUID"):
+                if suspects is not None:
+                    suspects.append(path.name)
                 continue
-            if (H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0)) != matrix:
+            if ds is None or H.text(ds, "SeriesInstanceUID") not in series or "LOCALIZER" in H.image_type(ds):
                 continue
+            same_matrix = (H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0)) == matrix
+            truncated = rec.code == "CORRUPT_FILE"
             try:
-                H.frames_of(ds, path)
+                placed = H.frames_of(ds, path)
             except SeriesError as exc:
-                if exc.code == "MISSING_GEOMETRY":
-                    return exc
+                if exc.code == "MISSING_GEOMETRY" and (same_matrix or truncated):
+                    return (SeriesError("CORRUPT_FILE", rec.detail, path) if truncated else exc), 0
+                continue
+            gap = next((g for g in (gap_of(fr.ipp) for fr in placed) if g is not None), None)
+            if gap is None:
+                continue
+            fr = placed[0]
+            if not same_orientation(fr.iop, ref.iop, ORIENTATION_TOLERANCE):
+                why = ("INCONSISTENT_ORIENTATION", f"orientation {_fmt(fr.iop)} differs from {_fmt(ref.iop)} of the "
+                       "other slices")
+            elif np.any(np.abs(fr.spacing - ref.spacing) > PIXEL_SPACING_TOLERANCE * ref.spacing):
+                why = ("INCONSISTENT_GEOMETRY", f"pixel spacing {_fmt(fr.spacing)} differs from {_fmt(ref.spacing)} "
+                       "of the other slices")
+            elif not same_matrix:
+                why = ("INCONSISTENT_GEOMETRY", f"matrix {H.integer(ds, 'Rows', 0)}x{H.integer(ds, 'Columns', 0)} "
+                       f"differs from {matrix[0]}x{matrix[1]} of the other slices")
+            elif truncated:
+                why = ("CORRUPT_FILE", rec.detail)
+            else:
+                continue
+            return SeriesError(why[0], why[1], path), gap
     return None
 
 
@@ -302,11 +365,16 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     for code in geo.problems:
         message = geo.messages.get(code, code)
         if code == "SLICE_GAP" and geo.gap_after:
-            unplaced = _unplaced_slice(items)
-            if unplaced is not None:  # the gap is a file of the series without geometry: name that file
-                raise SeriesError(unplaced.code, f"{unplaced.message}; the file belongs to this series but cannot be "
-                                  f"placed in it, which leaves a gap {_gap_neighbours(geo, frames)}", unplaced.path)
+            suspects: list[str] = []
+            unplaced = _unplaced_slice(items, geo, suspects)
+            if unplaced is not None:  # the gap is a file of the series that cannot be placed: name that file
+                exc, gap = unplaced
+                raise SeriesError(exc.code, f"{exc.message}; the file belongs to this series but cannot be "
+                                  f"placed in it, which leaves a gap {_gap_neighbours(geo, frames, gap)}", exc.path)
             message += f"; the first gap lies {_gap_neighbours(geo, frames)}"
+            if suspects:
+                message += (f"; truncated file(s) beside it whose series cannot be read may be the missing slices: "
+                            f"{', '.join(suspects[:5])}")
         raise SeriesError(code, message, items[0].path.parent)
 
     lossy = [it for it in items if is_lossy(it.ds)]
@@ -322,7 +390,8 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     decoded: dict[Path, np.ndarray] = {}
     for k, (it, fr) in enumerate(frames):
         if it.path not in decoded:
-            decoded = {it.path: decode_frames(it.ds, it.path, len(it.frames), rows, cols)}
+            decoded = {it.path: decode_frames(it.ds, it.path, len(it.frames), rows, cols,
+                                              verify=opts.verify_compressed)}
             if "PixelData" in it.ds:
                 del it.ds.PixelData  # free the encoded bytes
         raw = decoded[it.path][fr.frame]
@@ -357,6 +426,11 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
 
     meta_extra: dict[str, Any] = {}
     spacing_xy = (float(ref.spacing[1]), float(ref.spacing[0]))  # PixelSpacing is (row = y, column = x)
+    resample = len(along) > 1 and (not geo.uniform or bool(geo.gap_steps))
+    if pad.any() and (resample or "GANTRY_TILT_CORRECTED" in geo.fixes):
+        # Padding (-2000, -3024, -32768 HU) must not be interpolated into the tissue beside it: bring it to
+        # the lowest physical value first (what it becomes anyway: -1000 HU outside, -1024 HU inside).
+        np.maximum(hu, MIN_PHYSICAL_HU, out=hu, where=pad)
     if "GANTRY_TILT_CORRECTED" in geo.fixes:
         offsets = in_plane_offsets(sorted_ipp, ref.iop)
         hu, pad = shear_to_orthogonal(hu, pad, offsets, spacing_xy, AIR_HU)
@@ -366,7 +440,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     elif geo.oblique:
         _add(flags, "OBLIQUE_ORIENTATION")
     dz = geo.spacing if len(along) > 1 else float(thickness or 1.0)
-    if len(along) > 1 and (not geo.uniform or geo.gap_steps):
+    if resample:
         hu, pad, _ = resample_along_normal(hu, pad, along, dz)
         _add(flags, "SLICE_GAP_ALLOWED" if geo.gap_steps else "NON_UNIFORM_SPACING_RESAMPLED")
         if geo.gap_steps:

@@ -147,10 +147,16 @@ def test_gap_refused_unless_allowed(tmp_path):
     assert "SLICE_GAP_ALLOWED" in vol.flags and vol.image.GetSize()[2] == 12
 
 
-def test_thick_overlapping_slices_missing_one_is_not_a_gap(tmp_path):
+def test_thick_overlapping_slices_missing_one_is_a_gap(tmp_path):
+    """Gaps are judged against the slice spacing (2.5 mm), not the thickness (5 mm): a 5 mm step is a
+    missing slice, refused unless gaps are allowed (docs/dicom_input.md, SLICE_GAP)."""
     zs = [-100.0 + 2.5 * k for k in range(14) if k != 6]
-    vol = load_series(write_series(tmp_path, positions=zs, thickness=5.0))
-    assert "NON_UNIFORM_SPACING_RESAMPLED" in vol.flags
+    files = write_series(tmp_path, positions=zs, thickness=5.0)
+    with pytest.raises(SeriesError) as exc:
+        load_series(files)
+    assert exc.value.code == "SLICE_GAP"
+    vol = load_series(files, {**default_config(), "loading": {**default_config()["loading"], "allow_gaps": True}})
+    assert "SLICE_GAP_ALLOWED" in vol.flags
 
 
 def test_gantry_tilt_sheared_to_orthogonal_grid(tmp_path):

@@ -466,6 +466,20 @@ def wants_gpu(cfg: dict[str, Any]) -> bool:
 # dask clusters
 
 
+def pinned_gpu(worker_name: Any, n_gpus: int, visible: str | None) -> str:
+    """The one GPU a worker uses: its index (the last number of its name: ``3`` of a LocalCluster, ``1`` of
+    ``SLURMCluster-7-1``, the second process of job 7) into the GPUs this process may see (``visible``, the
+    CUDA_VISIBLE_DEVICES that the user or SLURM set, else ``0..n_gpus-1``)."""
+    gpus = [g.strip() for g in visible.split(",") if g.strip()] if visible else [str(i) for i in range(n_gpus)]
+    if not gpus:
+        return ""
+    try:
+        index = int(str(worker_name).rsplit("-", 1)[-1])
+    except ValueError:
+        index = 0
+    return gpus[index % len(gpus)]
+
+
 class _WorkerSetupMixin:
     """dask WorkerPlugin: limit ITK threads to the worker's threads, pin one GPU per worker.
 
@@ -485,12 +499,9 @@ class _WorkerSetupMixin:
         import SimpleITK as sitk
 
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
-        if self.n_gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
-            try:
-                index = int(str(worker.name).rsplit("-", 1)[-1])
-            except ValueError:
-                index = 0
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(index % self.n_gpus)
+        if self.n_gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = pinned_gpu(worker.name, self.n_gpus,
+                                                            os.environ.get("CUDA_VISIBLE_DEVICES"))
         log.debug("worker %s: %d ITK threads, CUDA_VISIBLE_DEVICES=%s", worker.name, self.threads,
                   os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 
@@ -638,7 +649,10 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
     _scale_slurm(cluster, opts, profile)
     gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
     log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
-    return cluster, _worker_setup(kwargs["cores"] // max(1, kwargs["processes"])), ({"GPU": 1} if gpus else None)
+    # each worker process of a job takes one of the job's GPUs (SLURM sets CUDA_VISIBLE_DEVICES to them)
+    processes = max(1, kwargs["processes"])
+    setup = _worker_setup(kwargs["cores"] // processes, gpus if processes > 1 else 0)
+    return cluster, setup, ({"GPU": 1} if gpus else None)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -164,3 +164,14 @@ def test_array_script_keeps_the_shard_count_on_partial_reruns(tmp_path):
     for task_id, num in (("10", "10"), ("4", "4"), ("0", "0")):  # outside 0..NUM_SHARDS-1
         rc, out = _run_array_script(tmp_path, task_id, NUM_SHARDS=num)
         assert rc != 0 and "ctscore run" not in out, out
+
+
+def test_each_worker_is_pinned_to_one_of_the_visible_gpus():
+    """Worker k takes GPU k of those the process may see: CUDA_VISIBLE_DEVICES as the user or SLURM set it
+    (it was left as it was, so every worker used its first GPU), else 0..n-1."""
+    from pipeline.batch import pinned_gpu
+
+    assert [pinned_gpu(k, 2, None) for k in range(4)] == ["0", "1", "0", "1"]
+    assert [pinned_gpu(k, 2, "2,3") for k in (0, 1)] == ["2", "3"]  # local run limited by the user
+    assert pinned_gpu("SLURMCluster-7-1", 2, "0,1") == "1"  # second process of a 2-GPU job
+    assert pinned_gpu("worker-without-number", 2, "5") == "5"

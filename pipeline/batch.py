@@ -818,11 +818,22 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
     cfg = None
-    for run_json in sorted((out_dir / SHARDS_DIR).glob("*/run.json")) + [out_dir / "run.json"]:
-        run = _read_json(run_json)
-        if run and run.get("config_sha256") in hashes and run.get("config"):
+    shard_runs = [r for r in (_read_json(p) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))) if r]
+    for run in shard_runs + [_read_json(out_dir / "run.json") or {}]:
+        if run.get("config_sha256") in hashes and run.get("config"):
             cfg = run["config"]
             break
     names = sorted({(s.get("segmenter") or {}).get("name", "") for s in statuses} - {""})
     segmenter = {"name": ";".join(names), "model_id": ";".join(models)}
-    return write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}")
+    # what the shards ran on, not the machine that aggregates: their inputs, package versions and time
+    provenance: dict[str, Any] = {"aggregated_from": sorted(p.parent.name for p in
+                                                            (out_dir / SHARDS_DIR).glob("*/run.json"))}
+    if shard_runs:
+        inputs = sorted({str(r.get("input", "")) for r in shard_runs} - {""})
+        provenance["input"] = inputs[0] if len(inputs) == 1 else inputs
+        for key in ("versions", "python", "platform"):
+            values = [r[key] for r in shard_runs if key in r]
+            if values and all(v == values[0] for v in values):
+                provenance[key] = values[0]
+        provenance["seconds"] = round(sum(float(r.get("seconds") or 0) for r in shard_runs), 2)
+    return write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}", provenance=provenance)

@@ -361,7 +361,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
-                     seconds: float, input_path: str = "") -> dict[str, Any]:
+                     seconds: float, input_path: str = "", provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """scans.csv, zones.csv, failures.csv and run.json from per-series statuses.
 
     ``segmenter`` is a segmenter or a ``{"name", "model_id"}`` dict; ``cfg`` may be None when it is not
@@ -398,6 +398,7 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
     }
+    run.update(provenance or {})  # ctscore aggregate: the shards' input, versions and time, not its own
     atomic_write_json(out_dir / "run.json", run)
     from pipeline.report import write_run_report
     write_run_report(out_dir)  # OUT/report.html, from the files just written

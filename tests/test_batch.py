@@ -218,6 +218,13 @@ def test_shards_cover_every_series_once_and_aggregate_merges_them(tmp_path, seri
     _same_tables(tmp_path, reference)
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["n_series"] == N_SERIES and run["config"] == cfg
+    # provenance of the shards, not of the aggregating call: their input, versions and summed time
+    shard_runs = [json.loads((tmp_path / "shards" / f"{k}-of-{n}" / "run.json").read_text()) for k in range(n)]
+    assert run["input"] == shard_runs[0]["input"] == str(Path(root).resolve())
+    assert run["aggregated_from"] == [f"{k}-of-{n}" for k in range(n)]
+    assert run["versions"] == shard_runs[0]["versions"]
+    assert run["seconds"] == pytest.approx(sum(r["seconds"] for r in shard_runs), abs=0.05)
+    assert run["config_sha256"] == shard_runs[0]["config_sha256"]
 
 
 def test_resume_overwrite_retry_failed_and_changed_inputs(tmp_path, series, cfg):

@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, CTScoreError
-from pipeline.outputs import atomic_write_json, committing, restore_interrupted, scan_id_for
+from pipeline.outputs import (
+    atomic_write_json,
+    commit_started,
+    reset_commit_state,
+    restore_interrupted,
+    scan_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,6 @@ SHARDS_DIR = "shards"
 DEFAULT_TIMEOUT_S = 3600.0
 STARTED = "started"  # the status of a record written before a scan runs (see write_started)
 TEST_HOOKS_ENV = "CTSCORE_TEST_HOOKS"
-_ALARM_RETRY_S = 0.05  # how long the serial alarm waits when it goes off during a folder commit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,7 +323,7 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     a run: when dask runs the task again (its result was held by a worker that was restarted), the
     record of this ``attempt`` is returned and the scan is not processed twice.
 
-    A ``started`` record is written before the scan runs. Outside dask (the serial executor, a job array),
+    A ``started`` record is written before the scan runs. Outside dask (the serial executor),
     a ``started`` record left by an earlier attempt with the same inputs means that the process died while
     scoring this series: after ``allowed_failures + 1`` such deaths the scan is recorded as ``WORKER_DIED``
     without running it again, so that one crashing series cannot block the rest of its shard. (On a dask
@@ -393,16 +398,17 @@ def _current_dask_worker() -> Any:
 
 
 def _run_with_alarm(work, task: Task, timeout_s: float) -> dict[str, Any]:
-    """Serial executor: a SIGALRM interrupts the scan at the next Python instruction, except inside a
-    folder commit (:func:`pipeline.outputs.committing`): then the alarm is put off for a moment, so that a
-    scan is never stopped between the renames of its result folder."""
+    """Serial executor: a SIGALRM interrupts the scan at the next Python instruction, unless the scan has begun
+    to commit its result folder (:func:`pipeline.outputs.commit_started`): then its result is in place or being
+    put there, and the scan is let finish (stopped between the two renames, or after them, its folder would be
+    lost or contradict a TIMEOUT record)."""
 
     def on_alarm(signum, frame):
-        if committing():
-            signal.setitimer(signal.ITIMER_REAL, _ALARM_RETRY_S)
+        if commit_started():
             return
         raise ScanTimeout()
 
+    reset_commit_state()
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
     try:

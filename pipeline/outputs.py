@@ -169,10 +169,16 @@ def restore_interrupted(out_dir: Path, scan_id: str) -> bool:
 _commit_state = threading.local()
 
 
-def committing() -> bool:
-    """Whether the calling thread is inside :meth:`SeriesFolder.commit` (the serial executor's alarm handler,
-    which runs in the main thread, then waits instead of interrupting the renames)."""
-    return getattr(_commit_state, "active", False)
+def commit_started() -> bool:
+    """Whether the calling thread has begun a :meth:`SeriesFolder.commit` since :func:`reset_commit_state`:
+    the serial executor's alarm handler (main thread) then lets the scan finish, for its result is in
+    place or being put there (stopping it between the renames, or after them, would lose or contradict it)."""
+    return getattr(_commit_state, "started", False)
+
+
+def reset_commit_state() -> None:
+    """Forget earlier commits of the calling thread (before a scan starts)."""
+    _commit_state.started = False
 
 
 class SeriesFolder:
@@ -189,21 +195,19 @@ class SeriesFolder:
 
     def commit(self) -> Path:
         """Rename the finished folder into place. A folder of an earlier run is moved aside first (two renames:
-        no filesystem call swaps two folders atomically); the per-scan alarm waits meanwhile (see
-        :func:`committing`), and an interruption between the two renames is undone by :func:`restore_interrupted`."""
+        no filesystem call swaps two folders atomically); the serial executor's alarm lets the scan finish from
+        here on (:func:`commit_started`), and an interruption between the two renames is undone by
+        :func:`restore_interrupted`."""
         fsync_tree(self.tmp)  # the files are on disk before the folder is renamed into place
-        _commit_state.active = True
-        try:
-            if self.final.exists():
-                old = previous_name(self.final)
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(self.final, old)
-                os.replace(self.tmp, self.final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.final)
-        finally:
-            _commit_state.active = False
+        _commit_state.started = True
+        if self.final.exists():
+            old = previous_name(self.final)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.final)
         fsync_dir(self.final.parent)
         return self.final
 

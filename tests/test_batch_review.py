@@ -102,7 +102,7 @@ def test_serial_alarm_waits_for_a_folder_commit(tmp_path, monkeypatch):
     finally:
         stop.set()
     assert (tmp_path / "scan-x" / "result.json").is_file()
-    assert status["status"] in ("ok", "failed")  # a TIMEOUT after the commit is fine, a lost folder is not
+    assert status["status"] == "ok"  # once its result is being committed the scan is let finish
     assert not list(tmp_path.glob(".scan-x.*"))
 
 

@@ -67,7 +67,7 @@ class FileRecord:
 
     path: Path
     status: str = "ok"  # ok | skipped
-    code: str = ""  # skip code (NOT_DICOM, DUPLICATE_SOP_INSTANCE, ...) or a warning (TRUNCATED)
+    code: str = ""  # skip code (NOT_DICOM, DUPLICATE_SOP_INSTANCE, ...) or CORRUPT_FILE (truncated: kept in its stack)
     detail: str = ""
     ds: pydicom.Dataset | None = field(default=None, repr=False)
     has_pixels: bool = True

@@ -131,9 +131,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
     les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
     lobes_o = None
-    if lobes_path is not None:
+    lobar_on = bool(cfg["scoring"]["lobar"].get("enabled", True))  # false: no lobar scores even with lobes
+    if lobes_path is not None and lobar_on:
         lobes_o = read_user_lobes(lobes_path, orig, cfg)
-    elif seg.lobes is not None:
+    elif seg.lobes is not None and lobar_on:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
     hu_o = sitk.GetArrayFromImage(orig)
     les_o &= lungs_o > 0

@@ -51,6 +51,13 @@ def test_user_lobes_give_lobar_scores(sample_run, tmp_path):
     units = {r["unit"] for r in csv.DictReader((out / "zones.csv").open()) if r["system"] == "lobar"}
     assert len(units) == 5
     assert "LOBES_NOT_FOUND" not in row["qc_flags"]
+    # scoring.lobar.enabled: false turns the lobar scores off even with lobes at hand
+    off = tmp_path / "off"
+    assert main(["run", str(SAMPLE), "-o", str(off), "-q", "--segmenter", "classical", "--lobes", str(lobes),
+                 "--set", "outputs.write_qc_png=false", "--set", "scoring.lobar.enabled=false"]) == EXIT_OK
+    row = next(csv.DictReader((off / "scans.csv").open()))
+    assert row["lobar20_total"] in ("", "nan")
+    assert not any(r["system"] == "lobar" for r in csv.DictReader((off / "zones.csv").open()))
 
 
 def test_user_lobes_missing_empty_or_unreadable(sample_run, tmp_path):

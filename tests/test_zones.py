@@ -198,7 +198,7 @@ def test_lobes_cut_off_or_absent_are_missing_not_zero():
 
 
 def test_plane_tilt_of_an_image():
-    """The angle between an image's slice planes and the axial plane (the QC flag ZONES_ON_TILTED_SLICES)."""
+    """The angle between an image's slice planes and the axial plane (above 2 degrees: ZONED_AXIALLY)."""
     import SimpleITK as sitk
 
     from pipeline.run import TILT_FLAG_DEG, plane_tilt_deg

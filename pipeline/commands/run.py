@@ -54,8 +54,8 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
                    help="serial (this process), local (dask LocalCluster) or slurm (dask-jobqueue); "
                         "default: local when --workers > 1, else serial")
     g.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="local: worker processes (one per GPU for GPU models); slurm: jobs to start "
-                        "(default 1: adaptive, as in the profile)")
+                   help="local: worker processes (at most one per GPU for GPU models); slurm: N > 1 jobs kept "
+                        "running, else the profile's scale: section (jobs: N, or adaptive) (default 1)")
     g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per worker (default 1)")
     g.add_argument("--slurm-profile", metavar="YAML", help="SLURM profile (see scripts/slurm/profile.example.yaml)")
     g.add_argument("--shard-index", type=int, metavar="K", help="run only shard K of --num-shards (job arrays)")

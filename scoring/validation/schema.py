@@ -5,7 +5,8 @@ One row per (scan, system, unit, reader) with a ``value``. The scan is named by 
 (first found in that order wins). Every problem is reported with its line in the CSV file (line 1
 is the header) under a searchable code:
 
-``REFERENCE_NOT_FOUND``, ``REFERENCE_SCHEMA`` (missing columns, no rows), ``REFERENCE_BAD_SYSTEM``,
+``REFERENCE_NOT_FOUND``, ``REFERENCE_SCHEMA`` (an empty file, not UTF-8 text, not a readable CSV, missing
+columns, no rows), ``REFERENCE_BAD_SYSTEM``,
 ``REFERENCE_BAD_UNIT``, ``REFERENCE_BAD_READER``, ``REFERENCE_BAD_VALUE`` (not a number/category),
 ``REFERENCE_OUT_OF_RANGE``, ``REFERENCE_NO_MATCH`` (names no scan of the pipeline output),
 ``REFERENCE_AMBIGUOUS`` (patient + date match several series), ``REFERENCE_DUPLICATE``.

@@ -79,7 +79,8 @@ _CODES = [
          "(median of the neighbouring steps; the slice thickness does not widen it, so overlapping slices with "
          "missing ones are refused too): slices are missing", "copy the complete series, or set loading.allow_gaps: "
          "true"),
-    Code("NOT_HU", "E", "values are not plausibly Hounsfield units (air is not near -1000 HU after rescale)",
+    Code("NOT_HU", "E", "values are not plausibly Hounsfield units (air is not near -1000 HU after rescale; or one "
+         "slice's own rescale, unlike the other slices', puts its air elsewhere)",
          "check RescaleSlope/RescaleIntercept; the series may be a parametric map"),
     Code("HU_OUT_OF_RANGE", "E", "a slice's values after its own rescale lie outside what CT can hold (below "
          "-65536 or above +32767 HU, padding included), or its RescaleSlope is not positive (0 is never "

@@ -54,6 +54,10 @@ WORKING_BYTES_PER_VOXEL = 14
 PIXEL_SPACING_TOLERANCE = 1e-3
 #: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).
 AIR_PERCENTILE = 0.5
+#: A slice with a rescale of its own is refused when its median lies more than RESCALE_OUTLIER_HU from its
+#: neighbours' and the series' usual rescale would bring it within RESCALE_MATCH_HU of them.
+RESCALE_OUTLIER_HU = 300.0
+RESCALE_MATCH_HU = 100.0
 #: Values (HU, after each slice's own rescale) a CT slice can hold: CT numbers reach about +30700 on
 #: the extended CT scale (+32767 is the top of a signed 16-bit value with slope 1); padding reaches
 #: down to a 16-bit minimum shifted by an intercept (-32768 - 32768). Outside: HU_OUT_OF_RANGE.
@@ -406,6 +410,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         cand = values <= opts.padding_hu_max
         pad[k] = cand if padmask is None else (cand | padmask)
     decoded.clear()
+    _check_rescale_outliers(hu, pad, frames, opts)
 
     # Duplicate positions: identical pixels are one slice; different pixels are refused.
     if geo.duplicate_groups:
@@ -495,6 +500,41 @@ def _check_hu_range(values: np.ndarray, padmask: np.ndarray | None, fr: H.FrameI
                           f"(RescaleSlope {fr.slope:g}, RescaleIntercept {fr.intercept:g}); CT values, padding "
                           f"included, lie between {lo:g} and {hi:g} HU: check RescaleSlope/RescaleIntercept of "
                           "this file", it.path)
+
+
+def _check_rescale_outliers(hu: np.ndarray, pad: np.ndarray, frames: list, opts: LoadOptions) -> None:
+    """Refuse a slice whose own RescaleSlope/Intercept, unlike the rest of the series', shifts its values away from
+    its neighbours' while the series' usual rescale would put them in line (one file with a wrong intercept reads
+    every tissue 2000 HU off, and its padding may pass for air; the series-wide check of :func:`_check_hu` does not
+    see one slice among many). A slice whose rescale differs legitimately gives values in line with its
+    neighbours and is left alone; so is one whose neighbours differ from each other (no verdict)."""
+    pairs = [(fr.slope, fr.intercept) for _, fr in frames]
+    counts: dict[tuple[float, float], int] = {}
+    for p in pairs:
+        counts[p] = counts.get(p, 0) + 1
+    if len(counts) < 2 or len(frames) < 3:
+        return
+    usual = max(counts, key=counts.get)
+    step = max(1, int(round((hu.shape[1] * hu.shape[2] / 65536) ** 0.5)))
+    for k, ((it, fr), pair) in enumerate(zip(frames, pairs)):
+        near = [j for j in (k - 1, k + 1) if 0 <= j < len(frames) and pairs[j] == usual]
+        if pair == usual or not near:
+            continue
+        keep = ~pad[near, ::step, ::step].any(axis=0)  # pixels the neighbours do not call padding
+        if not keep.any():
+            continue
+        own = float(np.median(hu[k, ::step, ::step][keep]))
+        nb = [float(np.median(hu[j, ::step, ::step][keep])) for j in near]
+        if max(nb) - min(nb) > RESCALE_MATCH_HU:
+            continue
+        ref = float(np.mean(nb))
+        with_usual = (own - fr.intercept) / fr.slope * usual[0] + usual[1]
+        if abs(own - ref) > RESCALE_OUTLIER_HU and abs(with_usual - ref) <= RESCALE_MATCH_HU:
+            frame = f" (frame {fr.frame + 1})" if len(it.frames) > 1 else ""
+            raise SeriesError("NOT_HU", f"this slice's values lie {own - ref:+.0f} HU from its neighbours' with its own "
+                              f"rescale{frame} (RescaleSlope {fr.slope:g}, RescaleIntercept {fr.intercept:g}); with the "
+                              f"rescale of the other slices ({usual[0]:g}, {usual[1]:g}) they would be in line: check "
+                              "RescaleSlope/RescaleIntercept of this file", it.path)
 
 
 def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path) -> None:

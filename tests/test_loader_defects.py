@@ -229,3 +229,26 @@ def test_extreme_but_real_ct_values_still_load(tmp_path):
 def test_new_code_is_documented_in_the_code_table():
     code = CODES["HU_OUT_OF_RANGE"]
     assert code.action == "E" and code.meaning and code.what_to_do
+
+
+def test_one_slice_with_a_wrong_intercept_is_refused_naming_it(tmp_path):
+    """One file's RescaleIntercept is +1000 instead of -1024: its air reads about 0 HU, within what CT can hold, and
+    the series-wide air check does not see one slice among twelve. The series' usual rescale would put its air
+    at -1000, so the file is named (NOT_HU)."""
+    files = write_series(tmp_path, 12, shuffle=False)
+    _edit(files[5], RescaleIntercept=1000)
+    exc = _refused(files)
+    assert exc.code == "NOT_HU" and exc.path == str(files[5]) and "RescaleIntercept 1000" in exc.message
+
+
+def test_slices_with_their_own_valid_rescale_still_load(tmp_path):
+    """A slice stored with another slope/intercept that still gives CT values (as some scanners write) loads."""
+    def other_rescale(k, params):
+        if k == 5:
+            params.update(slope=0.5, intercept=-1000.0)
+
+    files = write_series(tmp_path, 12, shuffle=False, per_slice=other_rescale)
+    vol = load_series(files)
+    arr = sitk.GetArrayFromImage(vol.image)
+    ref = sitk.GetArrayFromImage(load_series(write_series(tmp_path / "ref", 12, shuffle=False)).image)
+    assert np.abs(arr - ref).max() <= 1.0

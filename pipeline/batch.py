@@ -91,6 +91,13 @@ class BatchOptions:
 
     def validate(self) -> None:
         """Refuse inconsistent options with a message a user can act on."""
+        for name in ("workers", "threads_per_worker", "allowed_failures", "shard_index", "num_shards"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        if self.timeout_s is not None and (isinstance(self.timeout_s, bool)
+                                           or not isinstance(self.timeout_s, (int, float))):
+            raise ConfigError(f"timeout_s must be a number of seconds, got {self.timeout_s!r}")
         self.resolved_executor()
         if self.workers < 0 or self.threads_per_worker < 1:
             raise ConfigError("--workers must be >= 0 and --threads-per-worker >= 1")

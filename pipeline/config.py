@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -91,6 +92,14 @@ def validate(cfg: dict[str, Any]) -> None:
     for a, b in zip(order, order[1:]):
         if bands[a][1] > bands[b][0]:
             raise ConfigError(f"hu_classes.{a} overlaps hu_classes.{b}")
+    seg = cfg["segmentation"]
+    method = str(seg["method"])
+    if method not in ("classical", "monai") and not Path(method).is_dir():
+        raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
+                          f"weights from 'ctscore train'), got {method!r}: no such folder")
+    device = str(seg.get("device") or "auto").strip().lower()
+    if not re.fullmatch(r"auto|cpu|(cuda|gpu)(:\d+)?", device):
+        raise ConfigError(f"segmentation.device must be cpu, cuda, cuda:N or auto, got {seg.get('device')!r}")
     zoom = cfg["segmentation"]["monai"]["scale_tta"]
     if not 0 <= zoom < 0.5:
         raise ConfigError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
@@ -115,7 +124,13 @@ def validate(cfg: dict[str, Any]) -> None:
 def load_config(
     paths: Iterable[str | Path] = (), overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Resolve the configuration: defaults, then each YAML file, then ``--set`` overrides."""
+    """Resolve the configuration: defaults, then each YAML file, then ``--set`` overrides, then ``extra`` (a
+    mapping of sections, e.g. a configuration edited in a notebook). One path or one override may be given as
+    a plain string."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if isinstance(overrides, str):
+        overrides = [overrides]
     cfg = default_config()
     for p in paths:
         p = Path(p)

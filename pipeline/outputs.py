@@ -215,10 +215,25 @@ class SeriesFolder:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def prepare_output_dir(out_dir: str | Path) -> Path:
+    """Create the output folder (and its parents); OUTPUT_UNWRITABLE naming it when that is not possible. Call it
+    before the work, so that a wrong ``-o`` fails at once, not after the analysis."""
+    from pipeline.errors import CTScoreError
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as exc:
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
+                           out) from exc
+    return out
+
+
 def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     """One CSV per table (full precision), each written atomically; returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(out_dir)
     paths = []
     for name, df in tables.items():
         p = out_dir / f"{name}.csv"

@@ -335,12 +335,15 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     ``batch`` (a :class:`pipeline.batch.BatchOptions`) picks the executor (serial, dask local or
     SLURM), the shard, resume and the per-scan timeout; the default is a serial, resumable run.
     Returns a summary dict (counts, tables as records). Raises NoEligibleSeries when nothing under
-    the input can be scored.
+    the input can be scored. ``cfg`` (e.g. a configuration edited in a notebook) and ``batch`` are checked as
+    the CLI checks them, before anything is written.
     """
-    from pipeline.batch import run_batch
+    from pipeline.batch import BatchOptions, run_batch
     from pipeline.inventory import build_inventory
 
-    cfg = cfg or load_config()
+    cfg = load_config(extra=cfg) if cfg else load_config()  # merged over the defaults and validated
+    batch = batch or BatchOptions()
+    batch.validate()
     inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_eligible=all_series)
     # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
     out = Path(out_dir)

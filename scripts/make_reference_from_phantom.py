@@ -4,7 +4,7 @@
 reader1 = the ground truth; reader2 (and more with --readers) = seeded simulated readers.
 
     python scripts/make_reference_from_phantom.py -o examples/phantom_readers.csv
-    ctscore run -i sample_dicoms -o OUT
+    ctscore run sample_dicoms -o OUT
     ctscore validate --pred OUT --reference examples/phantom_readers.csv -o VAL
 """
 

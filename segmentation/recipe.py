@@ -121,6 +121,32 @@ def _cache(sources: list, cache: Path, spacing: list[float], where: str = "") ->
         raise ConfigError(f"{where}{exc}", cache) from exc
 
 
+def check_train_options(*, init: str | Path | None, device: str, prepare_only: bool, iterations: int | None,
+                        max_minutes: float | None, batch_size: int | None, num_workers: int | None,
+                        lr: float | None, p_empty: float | None) -> None:
+    """Refuse option values training cannot use (ConfigError), before any cache or output folder is made."""
+    def bad(name: str, value: Any, want: str) -> ConfigError:
+        return ConfigError(f"{name} must be {want}, got {value!r}")
+
+    for name, value in (("iterations", iterations), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise bad(name, value, "a whole number >= 1")
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 0):
+        raise bad("num_workers", num_workers, "a whole number >= 0")
+    for name, value in (("max_minutes", max_minutes), ("lr", lr)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):  # also refuses NaN
+            raise bad(name, value, "a positive number")
+    if p_empty is not None and not (isinstance(p_empty, (int, float)) and 0 <= p_empty <= 1):
+        raise bad("p_empty", p_empty, "a share between 0 and 1")
+    if init is not None and not Path(init).exists():
+        raise ConfigError("the weights to start from (init) do not exist", init)
+    if not prepare_only:
+        from segmentation.monai_segmenter import resolve_device
+
+        resolve_device(device)
+
+
 def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str | Path | None = None,
                     backgrounds: list[str] | None = None, backgrounds_file: str | Path | None = None,
                     cache: str | Path = ".train_cache", train_config: str | Path | None = None,
@@ -136,6 +162,9 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     """
     from segmentation.training import DEFAULT_TRAIN, train
 
+    check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
+                        max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
+                        p_empty=p_empty)
     cfg: dict = {}
     stages: list[dict] = [{}]
     if train_config:

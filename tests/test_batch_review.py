@@ -175,3 +175,22 @@ def test_each_worker_is_pinned_to_one_of_the_visible_gpus():
     assert [pinned_gpu(k, 2, "2,3") for k in (0, 1)] == ["2", "3"]  # local run limited by the user
     assert pinned_gpu("SLURMCluster-7-1", 2, "0,1") == "1"  # second process of a 2-GPU job
     assert pinned_gpu("worker-without-number", 2, "5") == "5"
+
+
+def test_run_pipeline_checks_its_options_and_config_before_writing(tmp_path):
+    """The Python twin refuses what the CLI refuses, before anything is written (it wrote the inventory first)."""
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicoms"
+    bad_cfg = load_config()
+    bad_cfg["scoring"]["zhang900"]["mode"] = "zones"  # edited in a notebook
+    cases = [({"batch": BatchOptions(workers=-1)}, "workers"), ({"batch": BatchOptions(workers="2")}, "workers"),
+             ({"batch": BatchOptions(timeout_s="60")}, "timeout_s"), ({"cfg": bad_cfg}, "zhang900.mode"),
+             ({"cfg": {"segmentation": {"method": "bogus"}}}, "segmentation.method"),
+             ({"cfg": {"segmentation": {"device": "tpu"}}}, "segmentation.device")]
+    for i, (kw, word) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        with pytest.raises(ConfigError, match=word.replace(".", r"\.")):
+            run_pipeline(sample, out, **kw)
+        assert not out.exists(), kw

@@ -349,3 +349,23 @@ def test_bundle_model_id_follows_config_and_label_mapping(tmp_path):
     m["labels"]["right_lung"], m["labels"]["left_lung"] = m["labels"]["left_lung"], m["labels"]["right_lung"]
     (b / LABELS_FILE).write_text(yaml.safe_dump(m))
     assert BundleSegmenter(b, device="cpu").model_id != first
+
+
+@pytest.mark.parametrize("option, value, word", [
+    ("iterations", -5, "iterations"), ("batch_size", 0, "batch_size"), ("lr", -1.0, "lr"),
+    ("p_empty", 2.0, "p_empty"), ("max_minutes", 0, "max_minutes"), ("num_workers", -1, "num_workers"),
+    ("init", "nope.safetensors", "init"), ("device", "tpu", "device"),
+])
+def test_train_options_are_checked_before_anything_is_made(tmp_path, option, value, word):
+    """-5 iterations trained one and published a model; a negative lr or a missing init gave tracebacks after the
+    cache was built. Now a ConfigError naming the option, and no cache, no output folder."""
+    from pipeline.cli import main
+    from segmentation.recipe import train_segmenter
+
+    with pytest.raises(ConfigError, match=word):
+        train_segmenter(tmp_path / "out", data=tmp_path, cache=tmp_path / "cache", **{option: value})
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    flag = "--" + option.replace("_", "-")
+    assert main(["train", "--data", str(tmp_path), "--cache", str(tmp_path / "c2"), "--out", str(tmp_path / "o2"),
+                 flag, str(value)]) == EXIT_USAGE
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "c2").exists()

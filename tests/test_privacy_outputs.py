@@ -82,3 +82,21 @@ def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     folder.commit()
     assert events.index("fsync") < events.index("replace")
     assert (tmp_path / "out" / "scan-a" / "lungs.nii.gz").read_bytes() == b"x" * 10
+
+
+def test_stats_and_validate_report_an_unwritable_output_folder(tmp_path):
+    """ctscore stats / validate: an output folder that cannot be made is OUTPUT_UNWRITABLE at once (it was a raw
+    FileNotFoundError after the whole analysis)."""
+    import pytest
+
+    from pipeline.outputs import prepare_output_dir
+    from scoring.stats.api import run_stats
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CTScoreError) as err:
+        prepare_output_dir(blocker / "out")
+    assert err.value.code == "OUTPUT_UNWRITABLE" and err.value.path == str(blocker / "out")
+    with pytest.raises(CTScoreError) as err:
+        run_stats(tmp_path / "no-scores", tmp_path / "no-clinical.csv", out_dir=blocker / "stats")
+    assert err.value.code == "OUTPUT_UNWRITABLE"

@@ -72,5 +72,9 @@ def run_stats(scores_dir: str | Path, clinical_csv: str | Path, labs_csv: str | 
     present, else ``patient_id``). Other keyword arguments are per-study option dicts, e.g.
     ``liao2021={"threshold": 5}``, ``zhang2020={"normal_labs": ["ldh"]}``, ``li2020={"within_bin": "last"}``.
     """
+    if out_dir is not None:
+        from pipeline.outputs import prepare_output_dir
+
+        prepare_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis
     cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column)
     return run_cohort(cohort, study=study, out_dir=out_dir, options=options)

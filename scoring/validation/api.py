@@ -97,6 +97,10 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     opts = check_options(options)
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     scans = load_scans(pred_dir)
+    if out_dir is not None:
+        from pipeline.outputs import prepare_output_dir
+
+        prepare_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis
     left_out: list[int] = []
     reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
     if systems:

@@ -165,3 +165,35 @@ def write_enhanced(path: Path, n_frames: int = 12, *, size: int = 32, dz: float 
 def read(path: Path) -> Dataset:
     """Read a file written here (convenience for tests that edit one)."""
     return pydicom.dcmread(path)
+
+
+def loading_config(**loading) -> dict:
+    """The default configuration with ``loading:`` keys changed."""
+    from pipeline.config import default_config
+
+    cfg = default_config()
+    cfg["loading"].update(loading)
+    return cfg
+
+
+def refused(files, cfg=None):
+    """The SeriesError with which load_series refuses ``files`` (the test fails when it loads them)."""
+    import pytest
+
+    from pipeline.errors import SeriesError
+    from pipeline.loading import load_series
+
+    with pytest.raises(SeriesError) as exc:
+        load_series(files, cfg)
+    return exc.value
+
+
+def edit_file(path: Path, **values) -> None:
+    """Set (or, with None, delete) header attributes of one file in place."""
+    ds = read(path)
+    for keyword, value in values.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)

@@ -22,35 +22,14 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from pipeline.cli import main
-from pipeline.config import default_config
 from pipeline.dicom_codes import CODES
-from pipeline.errors import EXIT_SOME_FAILED, SeriesError
+from pipeline.errors import EXIT_SOME_FAILED
 from pipeline.inventory import build_inventory
 from pipeline.loading import PLAUSIBLE_HU_RANGE, load_series
+from tests.dicom_factory import edit_file as _edit
+from tests.dicom_factory import loading_config as _cfg
 from tests.dicom_factory import phantom_slice, read, write_series
-
-
-def _cfg(**loading):
-    cfg = default_config()
-    cfg["loading"].update(loading)
-    return cfg
-
-
-def _refused(files, cfg=None) -> SeriesError:
-    with pytest.raises(SeriesError) as exc:
-        load_series(files, cfg)
-    return exc.value
-
-
-def _edit(path: Path, **values) -> None:
-    ds = read(path)
-    for keyword, value in values.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(path)
-
+from tests.dicom_factory import refused as _refused
 
 # --- 1. missing geometry names the file -----------------------------------------------------------
 

@@ -27,35 +27,15 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from pipeline import decoding
-from pipeline.config import default_config
 from pipeline.errors import SeriesError
 from pipeline.geometry import analyse_stack, local_spacing
 from pipeline.inventory import build_inventory, read_file
 from pipeline.loading import MIN_PHYSICAL_HU, load_series
 from tests.conftest import require
+from tests.dicom_factory import edit_file as _edit
+from tests.dicom_factory import loading_config as _cfg
 from tests.dicom_factory import phantom_slice, read, write_enhanced, write_series
-
-
-def _cfg(**loading):
-    cfg = default_config()
-    cfg["loading"].update(loading)
-    return cfg
-
-
-def _refused(files, cfg=None) -> SeriesError:
-    with pytest.raises(SeriesError) as exc:
-        load_series(files, cfg)
-    return exc.value
-
-
-def _edit(path: Path, **values) -> None:
-    ds = read(path)
-    for keyword, value in values.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(path)
+from tests.dicom_factory import refused as _refused
 
 
 def _noisy(size: int, seed: int = 0) -> np.ndarray:

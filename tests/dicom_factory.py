@@ -197,3 +197,13 @@ def edit_file(path: Path, **values) -> None:
         else:
             setattr(ds, keyword, value)
     ds.save_as(path)
+
+
+def replace_frame(path: Path, damage) -> None:
+    """Replace the one encapsulated frame of a compressed file by ``damage(frame bytes)``."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = read(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([damage(frame)])
+    ds.save_as(path)

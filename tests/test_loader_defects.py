@@ -18,7 +18,6 @@ import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from pipeline.cli import main
@@ -30,6 +29,7 @@ from tests.dicom_factory import edit_file as _edit
 from tests.dicom_factory import loading_config as _cfg
 from tests.dicom_factory import phantom_slice, read, write_series
 from tests.dicom_factory import refused as _refused
+from tests.dicom_factory import replace_frame as _replace_frame
 
 # --- 1. missing geometry names the file -----------------------------------------------------------
 
@@ -104,13 +104,6 @@ def _compressed_series(folder: Path, syntax=RLELossless) -> list[Path]:
         ds.compress(syntax)
         ds.save_as(f)
     return files
-
-
-def _replace_frame(path: Path, damage) -> None:
-    ds = read(path)
-    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    ds.PixelData = encapsulate([damage(frame)])
-    ds.save_as(path)
 
 
 DAMAGE = {

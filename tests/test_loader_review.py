@@ -23,7 +23,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from pipeline import decoding
@@ -36,6 +36,7 @@ from tests.dicom_factory import edit_file as _edit
 from tests.dicom_factory import loading_config as _cfg
 from tests.dicom_factory import phantom_slice, read, write_enhanced, write_series
 from tests.dicom_factory import refused as _refused
+from tests.dicom_factory import replace_frame as _damage_stream
 
 
 def _noisy(size: int, seed: int = 0) -> np.ndarray:
@@ -104,13 +105,6 @@ def _jpeg_lossless_series(folder: Path, predictor: int = 1, size: int = 48) -> l
         ds.file_meta.TransferSyntaxUID = syntax
         ds.save_as(f)
     return files
-
-
-def _damage_stream(path: Path, damage) -> None:
-    ds = read(path)
-    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    ds.PixelData = encapsulate([damage(frame)])
-    ds.save_as(path)
 
 
 def _zero_second_half(stream: bytes) -> bytes:

@@ -16,19 +16,13 @@ from scoring.validation import api, compare, figures, metrics
 from scoring.validation.api import run_validation, validate_frames
 from scoring.validation.phantom import make_reference
 from scoring.validation.schema import load_reference
-from tests.test_validation_end_to_end import random_truth, reader_rows, write_pred
+from tests.test_validation_end_to_end import write_cohort
 
 
 @pytest.fixture(scope="module")
 def small_cohort(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     """Six scans, two readers (alice, bob), ctscore equal to the truth."""
-    rng = np.random.default_rng(11)
-    tmp = tmp_path_factory.mktemp("defects")
-    truths = {f"1.2.826.0.9.{i}": random_truth(rng) for i in range(6)}
-    pred = write_pred(tmp / "OUT", truths)
-    rows = reader_rows(truths, "alice", rng, 0.2) + reader_rows(truths, "bob", rng, 0.3)
-    ref = tmp / "readers.csv"
-    pd.DataFrame(rows).to_csv(ref, index=False)
+    pred, ref, rows, _ = write_cohort(tmp_path_factory.mktemp("defects"), 6, 11, "1.2.826.0.9")
     return pred, ref, rows
 
 

@@ -76,15 +76,21 @@ def reader_rows(truths: dict[str, dict], reader: str, rng: np.random.Generator, 
     return rows
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, Path, dict]:
-    rng = np.random.default_rng(7)
-    tmp = tmp_path_factory.mktemp("val")
-    truths = {f"1.2.826.0.1.{i}": random_truth(rng) for i in range(12)}
+def write_cohort(tmp: Path, n: int, seed: int, uid_root: str) -> tuple[Path, Path, list[dict], dict]:
+    """``n`` scans with random truths, ctscore equal to the truth, two readers (alice, bob) perturbing it:
+    (pred folder, readers.csv, reader rows, truths)."""
+    rng = np.random.default_rng(seed)
+    truths = {f"{uid_root}.{i}": random_truth(rng) for i in range(n)}
     pred = write_pred(tmp / "OUT", truths)
     rows = reader_rows(truths, "alice", rng, 0.2) + reader_rows(truths, "bob", rng, 0.3)
     ref = tmp / "readers.csv"
     pd.DataFrame(rows).to_csv(ref, index=False)
+    return pred, ref, rows, truths
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> tuple[Path, Path, dict]:
+    pred, ref, _, truths = write_cohort(tmp_path_factory.mktemp("val"), 12, 7, "1.2.826.0.1")
     return pred, ref, truths
 
 

@@ -6,7 +6,8 @@ inferior pulmonary vein) drawn across it and ticks at the levels of the axial sl
 2 x 2 grid of axial slices, one in each six-zone zone (upper, middle, lower) and the slice with the
 most lesion. Lungs are outlined in one colour; lesion classes are filled, each in its own colour
 (faint ground glass, ground glass, consolidation). Images are shown in the radiological convention
-(patient right on the left of the picture, head at the top) with the lung window, cropped to the lungs.
+(patient right on the left of the picture, head at the top) with the lung window, cropped to the lungs
+(widened to be symmetric about the body midline, so both sides show even when one lung is missing).
 
 All functions here are pure: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
 """
@@ -63,6 +64,30 @@ def _bbox(mask: np.ndarray, margin: float) -> tuple[slice, ...]:
         pad = int(round(margin * (hi - lo))) + 1
         out.append(slice(max(0, lo - pad), min(n, hi + pad)))
     return tuple(out)
+
+
+#: HU above which a voxel counts as body (not the air around the patient) when the crop is centred.
+BODY_MIN_HU = -500.0
+#: Dark box behind labels drawn over the image, so that white or coloured text stays readable on bone
+#: and soft tissue (the lung window shows those near white).
+LABEL_BOX = {"facecolor": "black", "alpha": 0.7, "pad": 1.0, "linewidth": 0}
+
+
+def _crop_box(hu: np.ndarray, lungs: np.ndarray, margin: float) -> tuple[slice, slice, slice]:
+    """The montage's crop: the lungs' bounding box grown by ``margin``, widened in x to be symmetric about
+    the body's midline, so that both hemithoraces are always in view. A scan with one lung segmented (a
+    pneumonectomy, or a white lung the segmenter missed) then still shows the other side, and which side
+    is which."""
+    crop_z, crop_y, crop_x = _bbox(lungs > 0, margin)
+    if not lungs.any():
+        return crop_z, crop_y, crop_x
+    cols = np.nonzero((hu[crop_z] > BODY_MIN_HU).any(axis=(0, 1)))[0]
+    if cols.size == 0:
+        return crop_z, crop_y, crop_x
+    mid = 0.5 * (cols[0] + cols[-1])
+    lo = min(crop_x.start, int(np.floor(2 * mid - (crop_x.stop - 1))))
+    hi = max(crop_x.stop, int(np.ceil(2 * mid - crop_x.start)) + 1)
+    return crop_z, crop_y, slice(max(0, lo), min(hu.shape[2], hi))
 
 
 def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
@@ -141,7 +166,7 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     z_mm = np.asarray(z_mm, dtype=float)
     sz, sy, sx = (float(s) for s in spacing_zyx)
     picks = pick_axial_slices(lungs, classes, z_mm, levels)
-    crop_z, crop_y, crop_x = _bbox(lungs > 0, CROP_MARGIN)
+    crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
 
     fig = plt.figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
     grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.14)
@@ -169,7 +194,7 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
         ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9)
         below = r - last < gap  # too close to the label above: write this one under its line
         ax.text(width - 2, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=12, ha="right",
-                va="top" if below else "bottom", fontweight="bold")
+                va="top" if below else "bottom", fontweight="bold", bbox=LABEL_BOX)
         last = r
     ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
     for r, tag in sorted((r, p.tag) for p in picks if (r := row_of(float(z_mm[p.k]))) is not None):
@@ -179,7 +204,8 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
             ticks.append((r, tag))
     for r, tags in ticks:
         ax.plot([0, 0.04 * width], [r, r], color=TICK_COLOUR, lw=2.0, solid_capstyle="butt")
-        ax.text(0.05 * width, r, tags, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold")
+        ax.text(0.05 * width, r, tags, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold",
+                bbox=LABEL_BOX)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_title("coronal (R on left)", **text)
 

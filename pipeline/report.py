@@ -23,7 +23,7 @@ import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
+from html import escape as _html_escape
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,17 @@ PSEUDONYM_RE = re.compile(r"^pt-[0-9a-f]{6,64}$")
 #: Run files linked from the page head, when present.
 RUN_FILES = ("scans.csv", "zones.csv", "failures.csv", "run.json")
 #: Per-series files linked from a row, when present.
-SERIES_FILES = ("result.json", "qc.png", "seg.dcm", "lungs.nii.gz", "lesions.nii.gz")
+SERIES_FILES = ("result.json", "qc.png", "levels.png", "seg.dcm", "lungs.nii.gz", "lesions.nii.gz")
+
+
+#: Characters XML 1.0 does not allow (C0 controls but tab, newline, carriage return; unpaired surrogates;
+#: U+FFFE/U+FFFF): one in a message or path would make the page unreadable to XML parsers.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """HTML-escaped ``text`` with the characters XML does not allow replaced by U+FFFD."""
+    return _html_escape(_XML_ILLEGAL.sub("\ufffd", str(text)), quote=quote)
 
 
 def _number(value: Any) -> float | None:
@@ -253,11 +263,26 @@ def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
             f"<tbody>\n{body}\n</tbody>\n</table>")
 
 
+#: Written in place of the failed series' input path inside a failure message.
+PATH_HIDDEN = "[input path, see failures.csv]"
+
+
+def _hide_path(message: str, path: str) -> str:
+    """``message`` with the failure's input path (and anything under it) replaced by :data:`PATH_HIDDEN`:
+    DICOM folders are often named after the patient, and error texts (``FileNotFoundError: ... '/data/
+    DOE^JOHN/IM1'``) repeat them; the path column itself is not shown either."""
+    path = (path or "").strip().rstrip("/\\")
+    if len(path) < 2:
+        return message
+    return message.replace(path, PATH_HIDDEN)
+
+
 def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:
     if not failures:
         return "<p>No failures.</p>"
-    rows = "\n".join("<tr>" + _td(f.get("scan_id", "")) + _td(f.get("code", "")) + _td(f.get("message", ""))
-                     + "</tr>" for f in failures)
+    rows = "\n".join("<tr>" + _td(f.get("scan_id", "")) + _td(f.get("code", ""))
+                     + _td(_hide_path(f.get("message", "") or "", f.get("path", "") or "")) + "</tr>"
+                     for f in failures)
     return ('<table class="sortable" id="failures">\n<thead><tr><th data-col="0">scan_id</th>'
             '<th data-col="1">code</th><th data-col="2">reason</th></tr></thead>\n'
             f"<tbody>\n{rows}\n</tbody>\n</table>")

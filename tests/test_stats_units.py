@@ -148,3 +148,29 @@ def test_example_files_validate():
     clin = schema.read_clinical(repo / "examples" / "clinical_example.csv")
     labs = schema.read_labs(repo / "examples" / "labs_example.csv", set(clin["patient_id"]))
     assert len(clin) == 6 and {"il6", "crp"} <= set(labs["analyte"])
+
+
+def test_partial_correlation_equals_the_correlation_of_residuals_and_pingouins_figures():
+    """zhang2020's partial correlation (no GPL dependency): Pearson partial r is the correlation of the residuals
+    of x and y regressed on the covariates; Spearman's the same on ranks. The r and p below were printed by
+    pingouin 0.7.0 ``partial_corr`` on the same data; the CI is Fisher's z with 1 / sqrt(n - k - 3)."""
+    d = pd.DataFrame({"x": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "y": [2, 1, 4, 3, 6, 5, 8, 9, 7, 10],
+                      "age": [30, 45, 50, 41, 62, 58, 70, 66, 49, 75], "gc": [0, 1, 0, 1, 1, 0, 1, 0, 1, 1]})
+    for method, ranked in (("pearson", d), ("spearman", d.rank())):
+        design = np.column_stack([np.ones(len(d)), ranked[["gc", "age"]]])
+        res = [ranked[c] - design @ np.linalg.lstsq(design, ranked[c], rcond=None)[0] for c in ("x", "y")]
+        pc = compare.partial_correlation(d, "x", "y", ["gc", "age"], method)
+        assert pc["r"] == pytest.approx(np.corrcoef(*res)[0, 1], abs=1e-12)
+        t = pc["r"] * np.sqrt(6 / (1 - pc["r"] ** 2))  # n - 2 - k = 10 - 2 - 2
+        assert pc["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 6), rel=1e-12)
+        z, se = np.arctanh(pc["r"]), 1 / np.sqrt(10 - 2 - 3)
+        assert (pc["ci_low"], pc["ci_high"]) == pytest.approx((np.tanh(z - 1.959964 * se), np.tanh(z + 1.959964 * se)))
+    assert compare.partial_correlation(d, "x", "y", ["gc", "age"], "spearman")["r"] == pytest.approx(0.879079011444114)
+    assert compare.partial_correlation(d, "x", "y", ["gc", "age"], "spearman")["p_value"] == pytest.approx(
+        0.004029052806387326)
+    assert compare.partial_correlation(d, "x", "y", ["gc", "age"], "pearson")["r"] == pytest.approx(0.8481765562614696)
+    # undefined: a constant covariate, too few rows
+    assert np.isnan(compare.partial_correlation(d.assign(gc=1), "x", "y", ["gc"])["r"])
+    assert np.isnan(compare.partial_correlation(d.head(5), "x", "y", ["gc", "age"])["r"])
+    with pytest.raises(ValueError):
+        compare.partial_correlation(d, "x", "y", [], "kendall")

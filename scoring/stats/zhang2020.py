@@ -169,8 +169,6 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
         min_gap_days: int = 5, partial_covariates: list[str] | None = None, partial_method: str = "spearman",
         min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """All zhang2020 tables; returns (tables, figure makers keyed by file name)."""
-    import pingouin as pg
-
     labs = [lab for lab in (labs if labs is not None else LABS) if lab in cohort.scans.columns]
     tables: dict[str, pd.DataFrame] = {}
     adm = admission_scans(cohort, score)
@@ -208,16 +206,13 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
             continue
         d = ba[[f"{score}_change", ch, *covars]].dropna()
         row = {"x": f"change in {score}", "y": f"change in {var}", "covariates": ", ".join(covars) or "none",
-               "n": len(d), "test": f"partial correlation ({partial_method}, pingouin)", "coefficient": np.nan,
+               "n": len(d), "test": f"partial correlation ({partial_method})", "coefficient": np.nan,
                "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": ""}
         if len(d) < max(min_n, len(covars) + 5):
             row["note"] = "not tested: too few complete pairs"
         else:
-            r = pg.partial_corr(data=d, x=f"{score}_change", y=ch, covar=covars or None, method=partial_method)
-            rec = r.iloc[0]
-            ci = rec.get("CI95%", rec.get("CI95"))  # column names differ between pingouin versions
-            row.update(coefficient=float(rec["r"]), ci95_low=float(ci[0]), ci95_high=float(ci[1]),
-                       p_value=float(rec.get("p-val", rec.get("p_val"))))
+            pc = compare.partial_correlation(d, f"{score}_change", ch, covars, partial_method)
+            row.update(coefficient=pc["r"], ci95_low=pc["ci_low"], ci95_high=pc["ci_high"], p_value=pc["p_value"])
         pc_rows.append(row)
     tables["zhang2020_glucocorticoid_change"] = pd.DataFrame(gc_rows) if gc_rows else pd.DataFrame(
         {"note": ["not run: no 'glucocorticoid' column in the clinical table"]})

@@ -99,13 +99,15 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     return img
 
 
-def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None
-                   ) -> dict[str, Any]:
+def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None,
+                   padding: sitk.Image | None = None) -> dict[str, Any]:
     """Segment and score one HU image (any orientation). Returns arrays on the LPS original grid
     plus the score row, zone rows, landmarks, flags and stage timings.
 
     ``lobes_path``: a lobe label file of the user's (``scoring.lobar.lobe_labels`` convention), resampled
-    onto the CT by nearest neighbour; it replaces any lobes of the segmenter."""
+    onto the CT by nearest neighbour; it replaces any lobes of the segmenter. ``padding``: the loader's mask of
+    the pixels outside the field of view (same grid as ``image``), for the ``LUNG_CUT_BY_FOV`` check."""
+    from pipeline.fov import fov_flags
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import detect_landmarks
@@ -158,7 +160,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
                                    z_voxel=z_voxel)
-    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt
+    pad_o = None if padding is None else sitk.GetArrayFromImage(to_lps(padding)) > 0
+    flags_fov = fov_flags(lungs_o, tuple(spacing_o[::-1]), pad_o)
+    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
@@ -252,7 +256,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         header.update({k: v for k, v in vol.meta.items() if k not in header or not header[k]})
         segmenter = segmenter or get_segmenter(cfg)
         lobes_path = find_user_lobes(cfg, header.get("series_uid", ""))
-        res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path)
+        res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path, padding=vol.padding_mask)
         if cfg["scoring"]["lobar"].get("lobes_dir") and lobes_path is None:
             res["flags"].append("LOBES_NOT_FOUND")
         res["timings"] = {"read_s": read_s, **res["timings"]}

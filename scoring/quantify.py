@@ -20,6 +20,11 @@ from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_int
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
 
 SIDES = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
+#: Below this volume (mL) a lung counts as not found, when the config does not set
+#: ``segmentation.min_lung_volume_ml``.
+MIN_SIDE_ML = 100.0
+#: ... and below this share of the other lung's volume.
+ABSENT_SHARE = 0.1
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
                 "unit_score": math.nan, "status": "missing"}
@@ -133,12 +138,20 @@ def score_scan(
         lm = landmarks.get(name)
         return None if lm is None else lm.z_mm
 
+    # A lung the segmentation did not find (left out of the field of view, a segmenter failure, a
+    # pneumonectomy) has zones the scan cannot score: missing, not 0 (SCORING.md), flag LUNG_NOT_FOUND:<side>.
+    # Not found = smaller than segmentation.min_lung_volume_ml and than ABSENT_SHARE of the other lung.
+    min_side_ml = float(cfg.get("segmentation", {}).get("min_lung_volume_ml", MIN_SIDE_ML))
     zone_rows: list[dict[str, Any]] = []
     six_total, six_missing = 0, False
     zh_total, zh_missing = 0, False
     for side, name in SIDES.items():
         lung_side = lungs == side
         cut_top, cut_bottom = cut[side]
+        other = row[f"lung_volume_ml_{SIDES[LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG]}"]
+        absent = row[f"lung_volume_ml_{name}"] < min(min_side_ml, ABSENT_SHARE * other)
+        if absent:
+            flags.append(f"LUNG_NOT_FOUND:{name}")
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""
@@ -149,7 +162,7 @@ def score_scan(
         # six-zone
         for unit, iv in six_zone_intervals(lz("carina"), lz("ipv")).items():
             r = {"system": "six_zone", "lung": name, "unit": unit}
-            if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=False):
+            if absent or iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=False):
                 r.update(MISSING_UNIT)
                 six_missing = True
             else:
@@ -167,7 +180,8 @@ def score_scan(
         for unit in ZHANG_LEVELS:
             iv = ivs[unit]
             r = {"system": "zhang900", "lung": name, "unit": unit}
-            if iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=zcfg["mode"] == "slab"):
+            slab = zcfg["mode"] == "slab"
+            if absent or iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=slab):
                 r.update(MISSING_UNIT)
                 zh_missing = True
             else:

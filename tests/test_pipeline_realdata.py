@@ -94,6 +94,8 @@ def test_outputs_follow_the_contract(chest_run, name):
         assert (folder / f).is_file(), f
     result = json.loads((folder / "result.json").read_text())
     assert result["landmarks"]["carina"]["method"] in ("detected", "estimated")
+    # whole lungs inside the field of view: neither cut nor lost
+    assert not [f for f in result["qc_flags"] if f.startswith(("LUNG_CUT_BY_FOV", "LUNG_NOT_FOUND"))]
     # masks are on the original CT grid: same number of voxels as the series
     img = nib.load(str(folder / "lungs.nii.gz"))
     assert img.shape[2] == result["grid"]["size_xyz"][2] or sorted(img.shape) == sorted(result["grid"]["size_xyz"])

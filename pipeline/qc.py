@@ -15,7 +15,7 @@ All functions here are pure: arrays in, PNG bytes out. Arrays are LPS-oriented `
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,12 +147,15 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
 
 
 def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
-           spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "") -> bytes:
+           spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "",
+           estimated: Collection[str] = ()) -> bytes:
     """The QC montage of one series as PNG bytes (1000 x 540 px).
 
     ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
     3 consolidation) are LPS ``[z, y, x]`` arrays of one shape, ``z_mm`` the patient z of each slice,
-    ``spacing_zyx`` the voxel spacing in mm and ``levels`` landmark name -> z (mm) or None.
+    ``spacing_zyx`` the voxel spacing in mm and ``levels`` landmark name -> z (mm) or None. Levels named in
+    ``estimated`` (placed from the others, not found in the image) are drawn dashed and labelled "(est.)", as in
+    levels.png: the zones they bound are only as good as the estimate.
     """
     import matplotlib
 
@@ -188,10 +191,11 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
 
     gap = LABEL_GAP * len(rows)
     last = -np.inf
-    planes = [(r, label) for name, label in ZONE_PLANES.items()
+    planes = [(r, label + (" (est.)" if name in estimated else ""), "--" if name in estimated else "-")
+              for name, label in ZONE_PLANES.items()
               if levels.get(name) is not None and (r := row_of(float(levels[name]))) is not None]
-    for r, label in sorted(planes):
-        ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9)
+    for r, label, style in sorted(planes):
+        ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9, linestyle=style)
         below = r - last < gap  # too close to the label above: write this one under its line
         ax.text(width - 2, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=12, ha="right",
                 va="top" if below else "bottom", fontweight="bold", bbox=LABEL_BOX)

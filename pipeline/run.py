@@ -284,7 +284,8 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
                          title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'])}  "
-                               f"0-900 {_total_text(res['row']['zhang900_total'])}")
+                               f"0-900 {_total_text(res['row']['zhang900_total'])}",
+                         estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"})
             atomic_write_bytes(folder.path("qc.png"), png)
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
             from pipeline.qc_levels import levels_png

@@ -78,3 +78,30 @@ def test_thumbnail_is_320_wide_with_the_aspect_kept(volume: dict) -> None:
     w, h = _size(png)
     assert _size(thumb) == (320, round(h * 320 / w))
     assert len(thumb) < len(png)
+
+
+def test_estimated_zone_planes_are_drawn_differently(volume: dict) -> None:
+    """An estimated IPV (the usual case) is dashed and labelled "(est.)", so the picture does not pass it off as
+    found in the image; naming a level that is not a zone plane changes nothing."""
+    import matplotlib.axes
+
+    drawn: list[tuple[str, object]] = []
+    original = matplotlib.axes.Axes.axhline
+
+    def spy(self, y=0, *args, **kwargs):
+        drawn.append((kwargs.get("linestyle", "-"), y))
+        return original(self, y, *args, **kwargs)
+
+    matplotlib.axes.Axes.axhline = spy
+    try:
+        plain = qc_png(**volume)
+        styles_plain = [s for s, _ in drawn]
+        drawn.clear()
+        dashed = qc_png(**volume, estimated={"ipv"})
+        styles_est = [s for s, _ in drawn]
+        drawn.clear()
+        same = qc_png(**volume, estimated={"aortic_arch"})
+    finally:
+        matplotlib.axes.Axes.axhline = original
+    assert styles_plain == ["-", "-"] and sorted(styles_est) == ["-", "--"]
+    assert dashed != plain and same == plain

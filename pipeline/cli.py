@@ -12,7 +12,7 @@ from pipeline.commands import COMMANDS
 from pipeline.errors import EXIT_INPUT_UNREADABLE, EXIT_USAGE, CTScoreError
 
 # Errors about the input itself (exit code 4); other CTScoreErrors are usage/configuration (exit 1).
-INPUT_CODES = {"INPUT_NOT_FOUND", "INPUT_UNREADABLE"}
+INPUT_CODES = {"INPUT_NOT_FOUND", "INPUT_UNREADABLE", "PRED_NOT_FOUND", "REFERENCE_NOT_FOUND"}
 
 
 def build_parser() -> argparse.ArgumentParser:

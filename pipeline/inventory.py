@@ -545,15 +545,30 @@ class Inventory:
     chosen: list[SeriesCandidate]
 
 
+def _all_series(all_series: bool, all_eligible: bool | None) -> bool:
+    """``all_eligible``, the option's former name, still works (with a DeprecationWarning)."""
+    if all_eligible is None:
+        return all_series
+    import warnings
+
+    warnings.warn("all_eligible= is now all_series= (the name run_pipeline and --all-series use)",
+                  DeprecationWarning, stacklevel=3)
+    return bool(all_eligible) or all_series
+
+
 def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
-                    all_eligible: bool = False, identifiers: bool = False) -> Inventory:
-    """Scan ``root`` (headers only), decide every stack and return the inventory tables."""
+                    all_series: bool = False, identifiers: bool = False, *, all_eligible: bool | None = None
+                    ) -> Inventory:
+    """Scan ``root`` (headers only), decide every stack and return the inventory tables (``ctscore scan``).
+
+    ``all_series``: select every eligible stack, not one per study (``--all-series``, as in ``run_pipeline``)."""
     import pandas as pd
 
     from pipeline.selection import select_stacks
 
+    all_series = _all_series(all_series, all_eligible)
     records, stacks = discover_records(root)
-    chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_eligible)
+    chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)
     by_id = {c.stack_id: stack_row(c, identifiers) for c in stacks}
     cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])
     file_rows = []
@@ -570,7 +585,7 @@ def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_
 
 
 def scan_inventory(input: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
-                   all_eligible: bool = False, identifiers: bool = False):
+                   all_series: bool = False, identifiers: bool = False, *, all_eligible: bool | None = None):
     """Header-only inventory of ``input`` as a DataFrame with one row per file (``ctscore scan``).
 
     Columns: the file's path, status (used / not scored / skipped) and skip code, then its stack's
@@ -578,4 +593,4 @@ def scan_inventory(input: str | Path, cfg: dict[str, Any] | None = None, series_
     manufacturer/model, transfer syntax, contrast, and the selection decision with its reason.
     Identifying values (patient id, study date) only with ``identifiers=True``.
     """
-    return build_inventory(input, cfg, series_uid, all_eligible, identifiers).files
+    return build_inventory(input, cfg, series_uid, _all_series(all_series, all_eligible), identifiers).files

@@ -349,7 +349,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     cfg = load_config(extra=cfg) if cfg else load_config()  # merged over the defaults and validated
     batch = batch or BatchOptions()
     batch.validate()
-    inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_eligible=all_series)
+    inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_series=all_series)
     # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
     out = Path(out_dir)
     try:

@@ -86,6 +86,20 @@ def test_several_stacks_in_one_series_uid_are_split_and_the_axial_chosen(tmp_pat
     assert len(select_series(cands, all_eligible=True)) == 2
 
 
+def test_build_inventory_takes_all_series_as_run_pipeline_does(tmp_path):
+    """The scan twin's option has the run twin's name (all_series, --all-series); all_eligible still works."""
+    from pipeline.inventory import build_inventory, scan_inventory
+
+    study = pydicom.uid.generate_uid()
+    write_series(tmp_path / "a", 12, study_uid=study, prefix="a")
+    write_series(tmp_path / "b", 20, study_uid=study, prefix="b", size=24, dz=1.0, thickness=1.0)
+    assert len(build_inventory(tmp_path).chosen) == 1
+    assert len(build_inventory(tmp_path, all_series=True).chosen) == 2
+    assert (scan_inventory(tmp_path, all_series=True)["file_status"] == "used").all()
+    with pytest.warns(DeprecationWarning, match="all_series"):
+        assert len(build_inventory(tmp_path, all_eligible=True).chosen) == 2
+
+
 def test_mixed_orientations_in_one_stack_refused_by_loader(tmp_path):
     def tilt(k, p):
         if k == 3:

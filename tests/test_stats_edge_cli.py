@@ -83,6 +83,26 @@ def test_cli_bad_clinical_data_exits_with_named_error(small, tmp_path, capsys):
     assert rc == 1 and "BAD_CLINICAL_DATA" in err and "line 6" in err and "alive-ish" in err
 
 
+def test_missing_input_files_exit_4_as_for_run(small, tmp_path, capsys):
+    """A --clinical / --labs / --scores / --reference / --pred that does not exist is an input error (exit 4, as
+    `ctscore run` on a missing folder), naming the option and the path; a bad value stays exit 1."""
+    missing = tmp_path / "nope.csv"
+    base = ["--scores", str(small["scores"]), "--clinical", str(small["clinical"]), "-o", str(tmp_path / "o")]
+    for option in ("--clinical", "--labs", "--scores"):
+        args = list(base)
+        if option in args:
+            args[args.index(option) + 1] = str(missing)
+        else:
+            args += [option, str(missing)]
+        assert main(["stats", *args]) == 4, option
+        err = capsys.readouterr().err
+        assert "INPUT_NOT_FOUND" in err and option in err and "nope.csv" in err
+    assert main(["validate", "--pred", str(small["scores"]), "--reference", str(missing), "-o",
+                 str(tmp_path / "v")]) == 4
+    assert main(["validate", "--pred", str(tmp_path), "--reference", str(small["clinical"]), "-o",
+                 str(tmp_path / "v")]) == 4
+
+
 def test_simulate_script_is_deterministic(tmp_path):
     for d in ("a", "b"):
         subprocess.run([sys.executable, str(REPO / "scripts" / "simulate_cohort.py"), "-o", str(tmp_path / d),

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     try:
-        inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_eligible=args.all_series,
+        inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_series=args.all_series,
                               identifiers=args.identifiers)
     except CTScoreError as exc:
         if exc.code == "INPUT_NOT_FOUND":

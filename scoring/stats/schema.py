@@ -66,10 +66,15 @@ def _bad(code: str, path: Path | None, column: str, line: int | None, value: obj
     return CTScoreError(code, f"{where}: value {value!r} {why}", path)
 
 
+#: What each input is, for the message when its file is missing (INPUT_NOT_FOUND: exit code 4, as for `run`).
+_INPUT_NAMES = {"BAD_CLINICAL_DATA": "clinical table (--clinical)", "BAD_LAB_DATA": "lab table (--labs)",
+                "BAD_SCORES": "scores (--scores: a ctscore output folder or its scans.csv)"}
+
+
 def _read_csv(path: str | Path, code: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise CTScoreError(code, "file not found", path)
+        raise CTScoreError("INPUT_NOT_FOUND", f"{_INPUT_NAMES.get(code, 'input')} not found", path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:

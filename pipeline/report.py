@@ -165,7 +165,10 @@ def _series_dir(out_dir: Path, scan_id: str) -> Path | None:
     (``OUT/shards/K-of-N/``). None when not found or when ``scan_id`` is not a plain name."""
     if not scan_id or scan_id in (".", "..") or "/" in scan_id or "\\" in scan_id:
         return None
-    for root in (out_dir, out_dir.parent.parent):
+    roots = [out_dir]
+    if out_dir.parent.name == "shards":  # pipeline.batch.SHARDS_DIR; any other run's folders are not this run's
+        roots.append(out_dir.parent.parent)
+    for root in roots:
         if (root / scan_id).is_dir():
             return root / scan_id
     return None

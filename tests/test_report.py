@@ -197,6 +197,17 @@ def test_shard_tables_link_to_series_two_levels_up(fake_run: Path) -> None:
         assert (shard / link).resolve().is_file(), link
 
 
+def test_a_run_nested_in_another_does_not_link_the_outer_runs_folders(fake_run: Path) -> None:
+    """Only a shard's tables (OUT/shards/K-of-N) look two levels up; a run written to OUT/a/b does not take
+    OUT's series folders for its own."""
+    nested = fake_run / "a" / "b"
+    nested.mkdir(parents=True)
+    for name in ("scans.csv", "failures.csv", "run.json"):
+        (nested / name).write_bytes((fake_run / name).read_bytes())
+    parsed = _parse(write_run_report(nested).read_text(encoding="utf-8"))
+    assert not [link for link in parsed.links if "scan-aaaaaaaaaaaa" in link]
+
+
 def test_failed_rerun_does_not_show_the_earlier_result_as_current(fake_run: Path) -> None:
     """A scan that failed in this run but kept its folder from an earlier run: the row shows the failure, not
     the earlier scores and pictures, and links the earlier result as such."""

@@ -45,3 +45,20 @@ class Segmenter(Protocol):
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""
         ...
+
+
+def sides_swapped(lungs: np.ndarray) -> bool:
+    """Whether the right lung of an LPS ``[z, y, x]`` label map lies clearly on the patient's left of the left lung:
+    its median x larger (x grows towards the patient's left) by more than a quarter of the lungs' width together.
+    A right/left confusion of the segmenter, or a model that expects another orientation; never true of a correct
+    map, whatever the patient's position on the table (the arrays are in LPS, the patient's own frame). Two sides
+    mixed across the whole width (a model that has not learned the sides) are not a swap."""
+    cols = []
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        counts = np.count_nonzero(lungs == side, axis=(0, 1))
+        if not counts.any():
+            return False
+        cols.append(counts)
+    med = [int(np.searchsorted(np.cumsum(c), c.sum() / 2.0)) for c in cols]
+    present = np.flatnonzero(cols[0] + cols[1])
+    return med[0] - med[1] > 0.25 * (present[-1] - present[0] + 1)

@@ -15,20 +15,32 @@ Folder layout (the MONAI bundle convention, plus ``ctscore_labels.yaml``)::
     intensity: {a_min: -1024, a_max: 400, b_min: 0.0, b_max: 1.0}
     roi_size: [96, 96, 96]          # sliding-window size
     output: softmax                 # softmax: argmax over channels | sigmoid: each channel > 0.5
+    orientation: LPS                # LPS (default): the network gets ctscore's arrays [z, y, x], x to the
+                                    # patient's left, y posterior | RAS: MONAI's LoadImage + Orientationd(RAS)
+                                    # convention, arrays [x, y, z], x to the patient's right, y anterior (most
+                                    # MONAI model-zoo bundles); spacing_mm and roi_size are then in that order
     labels:                         # output label (softmax) or channel (sigmoid) -> meaning
       right_lung: [1]
       left_lung: [2]
       lesion: [3]                   # optional; a lesion label also counts as lung
       lobes: {right_upper: 1, right_middle: 2, right_lower: 3, left_upper: 4, left_lower: 5}
 
+The mapping is checked when the bundle is loaded (unknown keys, labels that are not whole numbers, label 0 of a
+softmax output, a label given to two meanings, labels beyond the network's output channels): a
+:class:`BundleError` naming the file.
+
 With ``lobes`` the lungs are the union of the lobes (right = right_*), and :class:`Segmentation`
 carries ``lobes`` (coded as :data:`segmentation.base.LOBES`), which makes lobar scores available.
 Lesion voxels of a softmax model (mutually exclusive with lung labels) are given the side of the
 nearest lung voxel.
 
-A bundle's config can instantiate any Python object (that is how MONAI bundles work): use bundles
-you trust. Weights are read without pickle code execution (safetensors or weights_only); the manifest checks the
-weights only (MONAI bundles carry no hash of their config). The model id in the outputs' provenance hashes the
+Only ``network_def`` of the config is used, and it is checked before MONAI's ConfigParser builds it: literal
+values, ``@`` references to literal values elsewhere in the config, and ``_target_`` classes that are
+``torch.nn.Module`` subclasses in ``monai.networks`` or ``torch.nn`` (MONAI's short names, e.g. ``UNet``,
+included). Expressions (``$...``, which MONAI would ``eval``), macros (``%...``), ``_requires_``, ``_mode_`` and
+any other ``_target_`` (which would import and call any module: ``os.system``) are refused, so a bundle cannot run
+code of its own. Weights are read without pickle code execution (safetensors or weights_only); the manifest checks
+the weights only (MONAI bundles carry no hash of their config). The model id in the outputs' provenance hashes the
 weights, the config and the label mapping together.
 """
 
@@ -36,6 +48,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +57,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.errors import ModelError
-from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG, Segmentation
+from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG, Segmentation, sides_swapped
 from segmentation.classical import segment_airway
 
 log = logging.getLogger(__name__)
@@ -64,17 +78,201 @@ def _find(folder: Path, candidates: list[str]) -> Path | None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """A state dict from ``.safetensors`` or a ``.pt`` read with ``torch.load(weights_only=True)``."""
+    """A state dict from ``.safetensors`` or a ``.pt`` read with ``torch.load(weights_only=True)``; a file that is
+    not one (truncated, corrupt, a pickle of other objects) is a :class:`BundleError` naming it."""
     import torch
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, pickle.UnpicklingError, zip errors, ...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"unreadable weights, not a state dict saved with safetensors or torch.save "
+                          f"({type(exc).__name__}: {msg[:300]})", path) from exc
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"the weights file holds {type(state).__name__}, not a state dict of tensors", path)
     return state
+
+
+SAFE_TARGET_MODULES = ("monai.networks.", "torch.nn.")
+_TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _bad_def(msg: str, path: Path) -> BundleError:
+    return BundleError(f"network_def cannot be built: {msg}", path)
+
+
+def _safe_target(name: Any, where: str, path: Path) -> str:
+    """The full name of a ``_target_`` that is a torch.nn.Module class in :data:`SAFE_TARGET_MODULES`."""
+    import importlib
+    import inspect
+
+    import torch
+    from monai.bundle.config_item import ComponentLocator
+
+    if not isinstance(name, str) or not _TARGET_RE.fullmatch(name):
+        raise _bad_def(f"{where}::_target_ must be a class name, got {name!r}", path)
+    module = ComponentLocator().get_component_module_name(name)  # MONAI's short names (UNet, SegResNet, ...)
+    if isinstance(module, list):
+        module = module[0]
+    full = f"{module}.{name}" if module else name
+    if not full.startswith(SAFE_TARGET_MODULES):
+        raise _bad_def(f"{where}::_target_ {name!r} is outside {' and '.join(m[:-1] for m in SAFE_TARGET_MODULES)}:"
+                          f" refused (a bundle config may only build networks, not import or call other code)", path)
+    mod, _, attr = full.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise _bad_def(f"{where}::_target_ {name!r} not found ({exc})", path) from exc
+    if not (inspect.isclass(obj) and issubclass(obj, torch.nn.Module)):
+        raise _bad_def(f"{where}::_target_ {name!r} is not a torch.nn.Module class", path)
+    return full
+
+
+def safe_network_def(config: dict[str, Any], path: Path) -> Any:
+    """``network_def`` of a bundle config, checked and with its ``@`` references inlined: literal values and
+    ``_target_`` network classes only (see the module docstring); anything else is a :class:`BundleError`."""
+    def lookup(ref: str, where: str) -> Any:
+        node: Any = config
+        for part in ref.replace("#", "::").split("::"):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise _bad_def(f"{where} refers to @{ref}, which the config does not define", path)
+        return node
+
+    def walk(node: Any, where: str, depth: int) -> Any:
+        if depth > 64:
+            raise _bad_def(f"{where} nests too deep (a reference to itself?)", path)
+        if isinstance(node, str):
+            if node.startswith("$"):
+                raise _bad_def(f"{where} is an expression ({node[:60]!r}): refused, a "
+                                  f"bundle config may not run code (give the value itself)", path)
+            if node.startswith("%"):
+                raise _bad_def(f"{where} is a macro ({node[:60]!r}): refused (give the value itself)", path)
+            if node.startswith("@"):
+                return walk(lookup(node[1:], where), where, depth + 1)
+            return node
+        if isinstance(node, list | tuple):
+            return [walk(v, f"{where}::{i}", depth + 1) for i, v in enumerate(node)]
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for k, v in node.items():
+                k = str(k)
+                if k == "_target_":
+                    out[k] = _safe_target(v, where, path)
+                elif k == "_desc_":
+                    continue
+                elif k.startswith("_") and k.endswith("_"):
+                    raise _bad_def(f"{where}::{k} refused (only _target_ is allowed there)", path)
+                else:
+                    out[k] = walk(v, f"{where}::{k}", depth + 1)
+            return out
+        if node is None or isinstance(node, bool | int | float):
+            return node
+        raise _bad_def(f"{where} is a {type(node).__name__}", path)
+
+    if not isinstance(config, dict) or "network_def" not in config:
+        raise BundleError("the config defines no network_def", path)
+    net = walk(config["network_def"], "network_def", 0)
+    if not isinstance(net, dict) or "_target_" not in net:
+        raise _bad_def("it must be a {_target_: ..., ...} network", path)
+    return net
+
+
+_MAPPING_KEYS = {"name", "spacing_mm", "hu_window", "intensity", "roi_size", "output", "labels", "orientation"}
+_LABEL_KEYS = ("right_lung", "left_lung", "lesion", "lobes")
+
+
+def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The label mapping with its values checked and labels as lists of ints (``labels.lobes``: name -> list);
+    anything unusable is a :class:`BundleError` naming ``path``."""
+    def bad(msg: str) -> BundleError:
+        return BundleError(msg, path)
+
+    def numbers(key: str, n: int, integer: bool = False) -> list[float]:
+        v = mapping[key]
+        if not isinstance(v, list | tuple) or len(v) != n or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            raise bad(f"{key} must be a list of {n} numbers, got {v!r}")
+        if integer and not all(float(x).is_integer() for x in v):
+            raise bad(f"{key} must be whole numbers, got {v!r}")
+        return [float(x) for x in v]
+
+    m = dict(mapping)
+    unknown = sorted(set(m) - _MAPPING_KEYS)
+    if unknown:
+        raise bad(f"unknown key(s) {unknown}; expected {sorted(_MAPPING_KEYS)}")
+    m["output"] = str(m.get("output", "softmax")).lower()
+    if m["output"] not in ("softmax", "sigmoid"):
+        raise bad(f"output must be softmax or sigmoid, got {mapping.get('output')!r}")
+    m["orientation"] = str(m.get("orientation", "LPS")).upper()
+    if m["orientation"] not in ("LPS", "RAS"):
+        raise bad(f"orientation must be LPS or RAS, got {mapping.get('orientation')!r}")
+    if m.get("spacing_mm") is not None and min(numbers("spacing_mm", 3)) <= 0:
+        raise bad(f"spacing_mm must be positive, got {m['spacing_mm']!r}")
+    if "roi_size" in m and min(numbers("roi_size", 3, integer=True)) < 1:
+        raise bad(f"roi_size must be positive, got {m['roi_size']!r}")
+    if "intensity" in m and "hu_window" in m:
+        raise bad("give hu_window or intensity, not both")
+    if "hu_window" in m:
+        lo, hi = numbers("hu_window", 2)
+        if not lo < hi:
+            raise bad(f"hu_window must be [low, high] with low < high, got {m['hu_window']!r}")
+    if "intensity" in m:
+        i = m["intensity"]
+        try:
+            a0, a1 = float(i["a_min"]), float(i["a_max"])
+            b0, b1 = float(i.get("b_min", 0.0)), float(i.get("b_max", 1.0))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise bad(f"intensity must be {{a_min, a_max, b_min, b_max}} numbers, got {i!r}") from exc
+        if not all(math.isfinite(v) for v in (a0, a1, b0, b1)) or not a0 < a1:
+            raise bad(f"intensity must have finite numbers and a_min < a_max, got {i!r}")
+    labels = m.get("labels") or {}
+    if not isinstance(labels, dict) or not (("right_lung" in labels and "left_lung" in labels) or "lobes" in labels):
+        raise bad("labels must give right_lung and left_lung, or lobes")
+    unknown = sorted(set(map(str, labels)) - set(_LABEL_KEYS))
+    if unknown:
+        raise bad(f"unknown label key(s) {unknown}; expected {list(_LABEL_KEYS)}")
+    lowest = 1 if m["output"] == "softmax" else 0
+    used: dict[int, str] = {}
+
+    def values(v: Any, role: str) -> list[int]:
+        vals = list(v) if isinstance(v, list | tuple) else [v]
+        if not vals or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+            raise bad(f"labels.{role} must be a whole number or a non-empty list of them, got {v!r}")
+        for x in vals:
+            if x < lowest:
+                raise bad(f"labels.{role}: {x} is not a {'label' if lowest else 'channel'} of a {m['output']} output"
+                          + (" (0 is the background)" if lowest else ""))
+            if x in used and used[x] != role:
+                raise bad(f"label {x} is given to both {used[x]} and {role}")
+            used[x] = role
+        return vals
+
+    out: dict[str, Any] = {}
+    if "lobes" in labels:
+        lobes = labels["lobes"]
+        if not isinstance(lobes, dict) or not lobes:
+            raise bad(f"labels.lobes must map lobe names to labels, got {lobes!r}")
+        for name in lobes:
+            if name not in LOBE_CODES:
+                raise bad(f"unknown lobe name {name!r}; expected one of {sorted(LOBE_CODES)}")
+        out["lobes"] = {name: values(v, f"lobes.{name}") for name, v in lobes.items()}
+    for key in ("right_lung", "left_lung", "lesion"):
+        if key in labels:
+            out[key] = values(labels[key], key)
+    m["labels"] = out
+    m["max_label"] = max(used)
+    return m
 
 
 class BundleSegmenter:
@@ -97,15 +295,13 @@ class BundleSegmenter:
             raise BundleError(f"no {LABELS_FILE} (the label mapping ctscore needs; a weights folder from "
                               f"'ctscore train' has model.safetensors, model.yaml and manifest.json)", self.folder)
         try:
-            self.mapping: dict[str, Any] = yaml.safe_load(labels_path.read_text()) or {}
-            if not isinstance(self.mapping, dict):
+            mapping = yaml.safe_load(labels_path.read_text()) or {}
+            if not isinstance(mapping, dict):
                 raise yaml.YAMLError("not a mapping")
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise BundleError(f"unreadable label mapping ({exc})", labels_path) from exc
-        labels = self.mapping.get("labels") or {}
-        if not isinstance(labels, dict) or not (("right_lung" in labels and "left_lung" in labels)
-                                                or "lobes" in labels):
-            raise BundleError("labels must give right_lung and left_lung, or lobes", labels_path)
+        self.mapping: dict[str, Any] = check_mapping(mapping, labels_path)
+        self.labels_path = labels_path
         config = _find(self.folder, ["configs/inference.json", "configs/inference.yaml", "configs/inference.yml"])
         if config is None:
             raise BundleError("no configs/inference.json|yaml", self.folder)
@@ -122,20 +318,27 @@ class BundleSegmenter:
         self.config_sha256, self.labels_sha256 = sha256_file(config), sha256_file(labels_path)
         self.device = resolve_device(device)
         try:
-            parser = ConfigParser()
-            parser.read_config(str(config))
-            self.net = parser.get_parsed_content("network_def")
+            raw = ConfigParser.load_config_file(str(config))  # JSON / safe YAML: reading runs nothing
+        except Exception as exc:  # noqa: BLE001 - json, yaml and OS errors alike mean an unreadable config
+            raise BundleError(f"unreadable config ({type(exc).__name__}: {exc})", config) from exc
+        net_def = safe_network_def(raw, config)  # literal values and network classes only: nothing else runs
+        try:
+            self.net = ConfigParser({"network_def": net_def}).get_parsed_content("network_def")
         except Exception as exc:  # noqa: BLE001 - MONAI's parser raises many kinds; all mean a bad config
             raise BundleError(f"network_def cannot be built ({type(exc).__name__}: {exc})", config) from exc
+        if not isinstance(self.net, torch.nn.Module):
+            raise _bad_def(f"it gives a {type(self.net).__name__}, not a torch.nn.Module", config)
+        state = load_state(weights)
         try:
-            self.net.load_state_dict(load_state(weights))
-        except (RuntimeError, ValueError, OSError) as exc:
+            self.net.load_state_dict(state)
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"the weights do not load into network_def ({msg})", weights) from exc
         self.net.eval().to(self.device)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         roi = self.mapping.get("roi_size", [96, 96, 96])
+        self.orientation = self.mapping["orientation"]
         self.inferer = SlidingWindowInferer(roi_size=tuple(int(v) for v in roi), sw_batch_size=1, overlap=0.25,
                                             mode="gaussian")
         self.name = str(self.mapping.get("name", "bundle"))
@@ -153,6 +356,15 @@ class BundleSegmenter:
             h.update(b"\0" + extra.encode())
         return "bundle-" + h.hexdigest()[:16]
 
+    def _check_channels(self, n_out: int) -> None:
+        """Labels of the mapping beyond ``n_out`` output channels, or a softmax of one channel: a BundleError."""
+        m = self.mapping
+        if m["output"] == "softmax" and n_out < 2:
+            raise BundleError(f"a softmax output needs 2 or more channels, the network has {n_out}", self.labels_path)
+        if m["max_label"] >= n_out:
+            raise BundleError(f"label {m['max_label']} is beyond the network's {n_out} output channels "
+                              f"(0-{n_out - 1})", self.labels_path)
+
     def _normalize(self, x: Any) -> Any:
         m = self.mapping
         if "intensity" in m:
@@ -169,6 +381,10 @@ class BundleSegmenter:
 
         from segmentation.monai_segmenter import resize_to, upsample_slabs
 
+        ras = self.orientation == "RAS"
+        if ras:  # [z, y, x] LPS -> [x, y, z] RAS (x to the right, y anterior), as MONAI's Orientationd(RAS) gives
+            hu = np.flip(np.asarray(hu).transpose(2, 1, 0), (0, 1))
+            spacing = tuple(spacing)[::-1]
         msp = self.mapping.get("spacing_mm")
         size = hu.shape if msp is None else tuple(
             int(v) for v in np.maximum(1, np.round(np.asarray(hu.shape) * np.asarray(spacing) / np.asarray(msp))))
@@ -181,7 +397,8 @@ class BundleSegmenter:
             else:
                 y = self.inferer(x, self.net)
             y = y[0].float().cpu()
-        sigmoid = str(self.mapping.get("output", "softmax")).lower() == "sigmoid"
+        self._check_channels(int(y.shape[0]))  # labels beyond the output channels would never be found
+        sigmoid = self.mapping["output"] == "sigmoid"
         out = np.zeros(((y.shape[0],) if sigmoid else ()) + tuple(hu.shape), bool if sigmoid else np.uint8)
 
         def put(z0: int, z1: int, v: Any) -> None:
@@ -191,6 +408,8 @@ class BundleSegmenter:
                 out[z0:z1] = torch.argmax(v, 0).numpy().astype(np.uint8)
 
         upsample_slabs(y, hu.shape, put)
+        if ras:  # back to [z, y, x] LPS
+            out = np.ascontiguousarray(np.flip(out, (-3, -2)).swapaxes(-3, -1))
         return out
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
@@ -198,8 +417,7 @@ class BundleSegmenter:
         out = self.label_map(np.asarray(hu, np.float32), spacing)
         labels = self.mapping["labels"]
 
-        def sel(values: Any) -> np.ndarray:
-            vals = [int(v) for v in (values if isinstance(values, list | tuple) else [values])]
+        def sel(vals: list[int]) -> np.ndarray:
             if out.ndim == 4:
                 return np.any(out[vals], axis=0)
             return np.isin(out, vals)
@@ -208,10 +426,7 @@ class BundleSegmenter:
         lobes = None
         if "lobes" in labels:
             lobes = np.zeros(hu.shape, np.uint8)
-            for name, value in labels["lobes"].items():
-                if name not in LOBE_CODES:
-                    raise BundleError(f"unknown lobe name {name!r}; expected one of {sorted(LOBE_CODES)}",
-                                      self.folder / LABELS_FILE)
+            for name, value in labels["lobes"].items():  # names checked at load (check_mapping)
                 m = sel(value)
                 lobes[m] = LOBE_CODES[name]
                 lungs[m] = RIGHT_LUNG if name.startswith("right") else LEFT_LUNG
@@ -236,7 +451,12 @@ class BundleSegmenter:
         lesions &= (lungs > 0)
         if lobes is not None:
             lobes[lungs == 0] = 0
-        return Segmentation(lungs=lungs, lesions=lesions, airway=airway, lobes=lobes)
+        flags = []
+        if sides_swapped(lungs):
+            flags.append("LUNG_SIDES_SWAPPED")
+            log.warning("bundle %s: its right lung lies left of its left lung (labels swapped in %s, or the bundle "
+                        "expects another orientation: see 'orientation' there)", self.folder, LABELS_FILE)
+        return Segmentation(lungs=lungs, lesions=lesions, airway=airway, lobes=lobes, flags=flags)
 
 
 def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 0) -> Path:

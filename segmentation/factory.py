@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def _cached(cfg_json: str) -> Segmenter:
     return build_segmenter(json.loads(cfg_json))
 
 
+_LOCK = threading.Lock()
+
+
 def get_segmenter(cfg: dict[str, Any]) -> Segmenter:
-    """Process-wide cache: the same configuration gives the same (already loaded) segmenter."""
-    return _cached(json.dumps(cfg, sort_keys=True))
+    """Process-wide cache: the same configuration gives the same (already loaded) segmenter. Thread-safe: scans
+    that start at once in threads of one process share one model, loaded once (lru_cache alone would let each
+    thread build its own on a cache miss)."""
+    key = json.dumps(cfg, sort_keys=True)
+    with _LOCK:
+        return _cached(key)

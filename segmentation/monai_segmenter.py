@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.errors import ConfigError, ModelError
-from segmentation.base import LEFT_LUNG, RIGHT_LUNG, Segmentation
+from segmentation.base import LEFT_LUNG, RIGHT_LUNG, Segmentation, sides_swapped
 from segmentation.classical import segment_airway
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,27 @@ def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
     return out, removed
 
 
+def check_model_yaml(meta: dict[str, Any], path: Path) -> None:
+    """The grid, window and window sizes of a model description are usable numbers; else a WeightsError naming it."""
+    def numbers(key: str, n: int) -> list[float]:
+        v = meta[key]
+        if not isinstance(v, list | tuple) or len(v) != n or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) for x in v):
+            raise WeightsError(f"{key} must be a list of {n} numbers, got {v!r}", path)
+        return [float(x) for x in v]
+
+    if not isinstance(meta["arch"], dict):
+        raise WeightsError(f"arch must be a mapping, got {meta['arch']!r}", path)
+    if min(numbers("model_spacing_mm", 3)) <= 0:
+        raise WeightsError(f"model_spacing_mm must be positive, got {meta['model_spacing_mm']!r}", path)
+    lo, hi = numbers("hu_window", 2)
+    if not lo < hi:
+        raise WeightsError(f"hu_window must be [low, high] with low < high, got {meta['hu_window']!r}", path)
+    for key in ("roi_size", "inference_roi_size"):
+        if key in meta and (min(numbers(key, 3)) < 1 or not all(v.is_integer() for v in numbers(key, 3))):
+            raise WeightsError(f"{key} must be three positive whole numbers, got {meta[key]!r}", path)
+
+
 class MonaiSegmenter:
     """Learned lung (right/left) and lesion segmenter implementing :class:`segmentation.base.Segmenter`."""
 
@@ -223,6 +244,7 @@ class MonaiSegmenter:
                  cfg: dict[str, Any] | None = None) -> None:
         import torch
         import yaml
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from segmentation.network import build_network
@@ -252,12 +274,17 @@ class MonaiSegmenter:
             raise WeightsError(f"unreadable model description ({exc})", yaml_path) from exc
         if missing:
             raise WeightsError(f"model description lacks {missing}", yaml_path)
+        check_model_yaml(self.meta, yaml_path)
         self.device = resolve_device(device)
         try:
-            self.net = build_network(self.meta["arch"])
             state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code
+        except (SafetensorError, OSError) as exc:  # truncated or not a safetensors file (its manifest hash fits)
+            raise WeightsError(f"unreadable weights, not a safetensors file ({type(exc).__name__}: {exc})",
+                               folder / "model.safetensors") from exc
+        try:
+            self.net = build_network(self.meta["arch"])
             self.net.load_state_dict(state)
-        except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        except (ValueError, TypeError, RuntimeError, OSError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"the weights do not load into the network model.yaml describes ({msg})",
                                folder / "model.safetensors") from exc
@@ -321,8 +348,11 @@ class MonaiSegmenter:
                 x = normalize_hu(resize_to(x0, sz), tuple(self.meta["hu_window"])).to(self.device)
                 # one window when the scan fits (no padding beyond the next multiple of 16), else sliding;
                 # an inferer per view, not a shared one re-sized: scans may run in threads of one process
+                # (at least 32: a 16-voxel window leaves the 4-stride U-Net one voxel at its bottom, which
+                # instance norm refuses; a scan of a few slices or a small field of view gets such a window)
                 inferer = SlidingWindowInferer(
-                    roi_size=tuple(int(v) for v in np.minimum(np.ceil(np.asarray(sz) / 16.0) * 16, cap)),
+                    roi_size=tuple(int(v) for v in np.minimum(np.maximum(np.ceil(np.asarray(sz) / 16.0) * 16, 32),
+                                                              cap)),
                     sw_batch_size=self.sw_batch_size, overlap=self.sw_overlap, mode="gaussian")
                 y = self._infer(inferer, x)
                 if self.flip_tta and f == 1.0:
@@ -388,6 +418,9 @@ class MonaiSegmenter:
                 side = "right" if k == RIGHT_LUNG else "left"
                 flags.append(f"BOWEL_GAS_REMOVED:{side}")
                 log.info("bowel gas taken out of the %s lung mask: %.1f mL", side, ml)
+        if sides_swapped(out):
+            flags.append("LUNG_SIDES_SWAPPED")
+            log.warning("the right lung mask lies left of the left lung mask: a right/left confusion of the network")
         lesions &= out > 0
         # the network has no airway head; the landmark detector needs the trachea (carina level), so the
         # classical region growing supplies it, and airway voxels are not lung (the teacher's definition)

@@ -218,7 +218,7 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
         ax = fig.add_subplot(cell)
         k = pick.k
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
-        ax.set_title(f"{pick.tag}  {pick.label}  z={z_mm[k]:.0f}", **text)
+        ax.set_title(f"{pick.tag}  {pick.label}  z={round(z_mm[k]) + 0:.0f}", **text)
 
     handles = [Patch(facecolor=c, edgecolor="none") for c, _ in LESION_CLASSES.values()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))

@@ -108,7 +108,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
                 ha = "left" if i == 0 else "right"
             else:
                 xt, ha = width - 2, "right"
-            ax.text(xt, z + 1, f"{label} {z:.0f} {'D' if meth == 'detected' else 'E'}", color=colour,
+            ax.text(xt, z + 1, f"{label} {round(z) + 0:.0f} {'D' if meth == 'detected' else 'E'}", color=colour,
                     fontsize=7, ha=ha, va="bottom",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
     sub = "solid = detected (D), dashed = estimated (E)"

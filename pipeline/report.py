@@ -197,6 +197,15 @@ def _flags(value: Any) -> list[str]:
     return out
 
 
+def _flag_span(flag: str) -> str:
+    """One flag as a badge, its meaning on hover (pipeline.flags.explain)."""
+    from pipeline.flags import explain
+
+    tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag)
+    title = f' title="{escape(tip)}"' if tip else ""
+    return f'<span class="flag"{title}>{escape(flag)}</span>'
+
+
 def _td(text: str, cls: str = "", sort: str | None = None, raw: bool = False) -> str:
     attrs = (f' class="{cls}"' if cls else "") + (f' data-sort="{escape(sort)}"' if sort is not None else "")
     return f"<td{attrs}>{text if raw else escape(text)}</td>"
@@ -240,8 +249,7 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
     flags = _flags(result.get("qc_flags", scores.get("qc_flags", "")))
     if failure:
         flags.insert(0, failure.get("code", "") or "FAILED")
-    cells.append(_td("".join(f'<span class="flag">{escape(f)}</span>' for f in flags), "flags",
-                     sort=str(len(flags)), raw=True))
+    cells.append(_td("".join(_flag_span(f) for f in flags), "flags", sort=str(len(flags)), raw=True))
     links = [f'<a href="{escape(_href(out_dir, folder / n))}">{escape(n)}</a>'
              for n in SERIES_FILES if folder and (folder / n).is_file()]
     if previous is not None and (previous / "result.json").is_file():

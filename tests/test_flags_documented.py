@@ -25,6 +25,26 @@ def test_every_scoring_and_segmentation_flag_is_in_the_readme_table():
     assert {"LUNG_CUT_BY_FOV", "LUNG_NOT_FOUND", "PARTIAL_LUNG_COVERAGE"} <= flags  # the scan works
     undocumented = sorted(f for f in flags if f"`{f}" not in table)
     assert not undocumented, f"QC flags missing from the README table: {undocumented}"
+    from pipeline.flags import SCORING_FLAGS, explain
+
+    assert set(SCORING_FLAGS) == flags, "pipeline/flags.py must explain exactly the flags the code writes"
+    assert explain("LUNG_NOT_FOUND:right").startswith("the segmentation found no lung")
+    assert explain("GANTRY_TILT_CORRECTED") and explain("NOT_A_FLAG") == ""
+
+
+def test_report_shows_each_flags_meaning_on_hover(tmp_path):
+    import json
+
+    from pipeline.report import write_run_report
+
+    d = tmp_path / "scan-aaaaaaaaaaaa"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"scan_id": d.name, "scores": {},
+                                               "qc_flags": ["LUNG_CUT_BY_FOV:12", "LANDMARK_ESTIMATED:ipv"]}))
+    (tmp_path / "scans.csv").write_text(f"scan_id,status,qc_flags\n{d.name},ok,LUNG_CUT_BY_FOV:12\n")
+    html = write_run_report(tmp_path).read_text()
+    assert 'title="a lung runs along the edge of the field of view' in html
+    assert 'title="a level placed from the others' in html
 
 
 def test_every_loader_code_is_explained_in_dicom_input_md():

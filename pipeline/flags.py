@@ -1,0 +1,35 @@
+"""What each QC flag means, in one line: the tooltips of report.html (the README's QC-flag table says the same).
+
+Loader codes (fixes and warnings of DICOM ingestion) are explained by :mod:`pipeline.dicom_codes`; the flags that
+segmentation and scoring add are here. A flag may carry a value after a colon (``LUNG_NOT_FOUND:right``).
+"""
+
+from __future__ import annotations
+
+SCORING_FLAGS: dict[str, str] = {
+    "PARTIAL_LUNG_COVERAGE": "a lung runs out of the scan's first or last slice: the zones it cannot see are missing",
+    "ZONES_MISSING": "at least one six-zone or zhang900 unit is missing: that system's total is empty",
+    "LOBES_MISSING": "a lobe is cut off or absent from the lobe map: the lobar totals are empty",
+    "LOBES_NOT_FOUND": "scoring.lobar.lobes_dir holds no lobe map for this series: no lobar scores",
+    "LUNG_NOT_FOUND": "the segmentation found no lung on this side (a failure, a lung outside the field of view, "
+                      "a pneumonectomy): its units are missing",
+    "LUNG_CUT_BY_FOV": "a lung runs along the edge of the field of view on this percentage of its slices: its "
+                       "measures are of the visible part; review",
+    "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",
+    "ZONED_AXIALLY": "slices tilted this many degrees from axial: levels found on an axial reformat, zones cut "
+                     "voxel by voxel",
+    "LANDMARK_ESTIMATED": "a level placed from the others, not found in the image: the zones it bounds rest on an "
+                          "estimate",
+    "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
+}
+
+
+def explain(flag: str) -> str:
+    """The one-line meaning of a QC flag or loader code ("" when unknown)."""
+    from pipeline.dicom_codes import CODES
+
+    name = flag.split(":", 1)[0].strip()
+    if name in SCORING_FLAGS:
+        return SCORING_FLAGS[name]
+    code = CODES.get(name)
+    return code.meaning if code else ""

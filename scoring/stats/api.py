@@ -6,11 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
 from scoring.stats import li2020, liao2021, report, zhang2020
 from scoring.stats.cohort import Cohort, load_cohort
+from scoring.stats.schema import canonical_analyte
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,56 @@ _OPTIONS = {
 }
 
 
+_WITHIN_BIN = ("last", "first", "mean", "median", "max")
+_LIST_OPTIONS = {"labs", "covariates", "timing_labs", "normal_labs", "categorical", "partial_covariates"}
+_LAB_OPTIONS = {"labs", "timing_labs", "normal_labs"}  # lab names: spelled as in labs.csv or canonical
+
+
+def _whole(study: str, key: str, value: Any, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or not np.isfinite(value) \
+            or value != int(value) or value < lowest:
+        raise CTScoreError("BAD_OPTION", f"{study}: {key} must be a whole number >= {lowest}, not {value!r}")
+    return int(value)
+
+
+def check_options(options: dict[str, dict[str, Any]], window_days: Any = 1) -> dict[str, dict[str, Any]]:
+    """Check the per-study option values (names, types, ranges) before anything runs or is written; lab names
+    are mapped to their canonical form (``"IL-6"`` -> ``"il6"``). Returns the checked copy; BAD_OPTION otherwise."""
+    _whole("scan-lab matching", "window_days", window_days, 0)
+    checked: dict[str, dict[str, Any]] = {}
+    for s, kw in (options or {}).items():
+        if s not in _OPTIONS:
+            raise CTScoreError("BAD_OPTION", f"options given for unknown study {s!r}")
+        if not isinstance(kw, dict):
+            raise CTScoreError("BAD_OPTION", f"options for {s} must be a dict, not {kw!r}")
+        bad = set(kw) - _OPTIONS[s]
+        if bad:
+            raise CTScoreError("BAD_OPTION", f"unknown option(s) for {s}: {sorted(bad)}; known: {sorted(_OPTIONS[s])}")
+        out = dict(kw)
+        for key, v in kw.items():
+            if key == "min_n":
+                out[key] = _whole(s, key, v, 2)
+            elif key in ("followup_days", "admission_window_days"):
+                out[key] = _whole(s, key, v, 0)
+            elif key == "min_gap_days":
+                out[key] = _whole(s, key, v, 1)
+            elif key == "threshold":
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                    raise CTScoreError("BAD_OPTION", f"{s}: threshold must be a number, not {v!r}")
+            elif key == "within_bin" and v not in _WITHIN_BIN:
+                raise CTScoreError("BAD_OPTION", f"{s}: within_bin must be one of {', '.join(_WITHIN_BIN)}, not {v!r}")
+            elif key == "partial_method" and v not in ("spearman", "pearson"):
+                raise CTScoreError("BAD_OPTION", f"{s}: partial_method must be spearman or pearson, not {v!r}")
+            elif key == "score" and not isinstance(v, str):
+                raise CTScoreError("BAD_OPTION", f"{s}: score must be a column name of scans.csv, not {v!r}")
+            elif key in _LIST_OPTIONS and v is not None:
+                if isinstance(v, str) or not all(isinstance(x, str) for x in v):
+                    raise CTScoreError("BAD_OPTION", f"{s}: {key} must be a list of names, not {v!r}")
+                out[key] = [canonical_analyte(x) for x in v] if key in _LAB_OPTIONS else list(v)
+        checked[s] = out
+    return checked
+
+
 def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = None,
                options: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
     """Run the analyses of ``study`` (a key or ``all``) on an assembled cohort.
@@ -36,13 +88,12 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
     unknown = [s for s in studies if s not in _RUNNERS]
     if unknown:
         raise CTScoreError("BAD_OPTION", f"unknown study {unknown[0]!r}; choose one of {', '.join(STUDIES)} or all")
-    options = options or {}
-    for s, kw in options.items():
-        if s not in _OPTIONS:
-            raise CTScoreError("BAD_OPTION", f"options given for unknown study {s!r}")
-        bad = set(kw) - _OPTIONS[s]
-        if bad:
-            raise CTScoreError("BAD_OPTION", f"unknown option(s) for {s}: {sorted(bad)}; known: {sorted(_OPTIONS[s])}")
+    options = check_options(options or {}, cohort.window_days)
+    for s in studies:
+        score = options.get(s, {}).get("score")
+        if score is not None and (score not in cohort.scans.columns
+                                  or not pd.api.types.is_numeric_dtype(cohort.scans[score])):
+            raise CTScoreError("BAD_OPTION", f"{s}: score {score!r} is not a numeric column of scans.csv")
     tables: dict[str, pd.DataFrame] = {"data_summary": cohort.data_summary()}
     figures: dict[str, Any] = {}
     for s in studies:
@@ -72,6 +123,10 @@ def run_stats(scores_dir: str | Path, clinical_csv: str | Path, labs_csv: str | 
     present, else ``patient_id``). Other keyword arguments are per-study option dicts, e.g.
     ``liao2021={"threshold": 5}``, ``zhang2020={"normal_labs": ["ldh"]}``, ``li2020={"within_bin": "last"}``.
     """
+    options = check_options(options, window_days)  # BAD_OPTION before anything is read or written
+    window_days = _whole("scan-lab matching", "window_days", window_days, 0)
+    if study != "all" and study not in _RUNNERS:
+        raise CTScoreError("BAD_OPTION", f"unknown study {study!r}; choose one of {', '.join(STUDIES)} or all")
     if out_dir is not None:
         from pipeline.outputs import prepare_output_dir
 

@@ -74,6 +74,13 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if no_onset.any():
         notes.append(f"{int(no_onset.sum())} scan(s) of {scans.loc[no_onset, 'patient_id'].nunique()} patient(s) "
                      "have no onset date: excluded from weekly and period analyses")
+    same_day = scans.duplicated(["patient_id", "study_date"], keep=False)
+    if same_day.any():
+        n_days = scans.loc[same_day, ["patient_id", "study_date"]].drop_duplicates().shape[0]
+        notes.append(f"{n_days} patient-day(s) with more than one scored scan ({int(same_day.sum())} scans, e.g. two "
+                     "series of one study): liao2021 takes the later row of scans.csv, zhang2020 the earlier, li2020 "
+                     "averages them within a period; the mixed model and Kendall tau count each")
+        log.warning(notes[-1])
     neg = scans["days_since_onset"] < 0
     if neg.any():
         notes.append(f"{int(neg.sum())} scan(s) dated before symptom onset: excluded from weekly and period analyses")

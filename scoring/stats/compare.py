@@ -47,7 +47,7 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
 
     ``test``: ``auto`` (Mann-Whitney U for two groups, Kruskal-Wallis for more), ``mannwhitney``,
     ``kruskal``, ``ttest`` (Student), ``anova`` (one-way). Returns n and median [IQR] per group, test,
-    statistic, exact p and an effect size (rank-biserial r for Mann-Whitney, epsilon^2 for
+    statistic, exact p and an effect size (rank-biserial r for Mann-Whitney, eta^2_H for
     Kruskal-Wallis, Cohen's d for the t-test, eta^2 for ANOVA).
     """
     data = {str(k): _clean(v) for k, v in groups.items()}
@@ -72,6 +72,9 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
     if np.ptp(allv) == 0:
         row["note"] = "not tested: all values identical"
         return row
+    if test in ("ttest", "anova") and all(np.ptp(a) == 0 for a in arrays):  # F or t = x / 0: p = 0 from scipy
+        row["note"] = "not tested: no variance within the groups"
+        return row
     if test == "mannwhitney":
         if len(arrays) != 2:
             raise ValueError("Mann-Whitney needs exactly two groups")
@@ -85,7 +88,7 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
         n, k = allv.size, len(arrays)
         row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
                    effect_size=float(max(res.statistic - k + 1, 0) / (n - k)) if n > k else np.nan,
-                   effect_size_name="epsilon^2 (H - k + 1)/(n - k)")
+                   effect_size_name="eta^2_H (H - k + 1)/(n - k)")
     elif test == "ttest":
         res = stats.ttest_ind(arrays[0], arrays[1])
         n1, n2 = arrays[0].size, arrays[1].size
@@ -120,6 +123,8 @@ def paired(before: Sequence[float] | pd.Series, after: Sequence[float] | pd.Seri
             row["note"] = f"not tested: fewer than {min_n} complete pairs"
         elif np.all(d == 0):
             row["note"] = "not tested: no change in any pair"
+        elif name.startswith("paired t") and np.ptp(d) == 0:  # t = mean / 0: scipy gives t = inf, p = 0
+            row["note"] = "not tested: every pair changed by the same amount (no variance of the change)"
         else:
             res = stats.wilcoxon(a, b) if name.startswith("Wilcoxon") else stats.ttest_rel(a, b)
             row.update(statistic=float(res.statistic), p_value=float(res.pvalue))
@@ -182,8 +187,73 @@ def partial_correlation(data: pd.DataFrame, x: str, y: str, covariates: Sequence
     return out
 
 
+#: Largest number of tables with the observed margins that :func:`fisher_exact_rxc` enumerates exactly.
+FISHER_MAX_TABLES = 500_000
+#: Monte Carlo fallback beyond that: seeded, so a rerun gives the same p value.
+FISHER_MC_RESAMPLES = 99_999
+FISHER_MC_SEED = 0
+
+
+def _tables_with_margins(rows: np.ndarray, cols: np.ndarray, limit: int) -> np.ndarray | None:
+    """Every table of non-negative integers with these row and column sums (one column at a time), as an
+    array (tables, R, C); None when there are more than ``limit``."""
+    partial: list[tuple[tuple[int, ...], tuple[int, ...]]] = [((), tuple(int(r) for r in rows))]
+    n_rows = len(rows)
+
+    def splits(total: int, caps: tuple[int, ...]):
+        if len(caps) == 1:
+            if total <= caps[0]:
+                yield (total,)
+            return
+        rest = sum(caps[1:])
+        for x in range(max(0, total - rest), min(caps[0], total) + 1):
+            for tail in splits(total - x, caps[1:]):
+                yield (x, *tail)
+
+    for c in cols[:-1]:
+        nxt = []
+        for cells, remaining in partial:
+            for col in splits(int(c), remaining):
+                nxt.append(((*cells, *col), tuple(r - x for r, x in zip(remaining, col, strict=True))))
+                if len(nxt) > limit:
+                    return None
+        partial = nxt
+    # the last column is what the rows have left
+    flat = np.array([(*cells, *remaining) for cells, remaining in partial], dtype=np.int64)
+    return flat.reshape(len(flat), len(cols), n_rows).transpose(0, 2, 1)
+
+
+def fisher_exact_rxc(table: np.ndarray | pd.DataFrame, max_tables: int = FISHER_MAX_TABLES
+                     ) -> tuple[float, float, str]:
+    """Fisher's exact test for an R x C table (Freeman-Halton): (probability of the observed table, p, method).
+
+    p sums the hypergeometric probabilities (``scipy.stats.random_table(...).pmf``) of every table with the
+    observed margins that is no more probable than the observed one (R's ``fisher.test``, relative tolerance
+    1e-7). 2 x 2 tables go to ``scipy.stats.fisher_exact`` (same p; its statistic is the odds ratio). When the
+    margins allow more than ``max_tables`` tables, p is a seeded Monte Carlo estimate (scipy's default for
+    R x C tables is an unseeded one: the p value changed from run to run).
+    """
+    t = np.asarray(table, dtype=np.int64)
+    if t.shape == (2, 2):
+        res = stats.fisher_exact(t)
+        return float(res.statistic), float(res.pvalue), "Fisher exact"
+    rows, cols = t.sum(axis=1), t.sum(axis=0)
+    dist = stats.random_table(rows, cols)
+    p_obs = float(dist.pmf(t))
+    tables = _tables_with_margins(rows, cols, max_tables)
+    if tables is None:
+        method = stats.MonteCarloMethod(n_resamples=FISHER_MC_RESAMPLES, rng=np.random.default_rng(FISHER_MC_SEED))
+        res = stats.fisher_exact(t, method=method)
+        return (float(res.statistic), float(res.pvalue),
+                f"Fisher-Freeman-Halton (Monte Carlo p, {FISHER_MC_RESAMPLES} tables, seed {FISHER_MC_SEED})")
+    pmf = dist.pmf(tables)
+    p = float(min(1.0, pmf[pmf <= p_obs * (1 + 1e-7)].sum()))
+    return p_obs, p, "Fisher-Freeman-Halton exact"
+
+
 def categorical(table: pd.DataFrame) -> dict[str, object]:
-    """Chi-square test of independence; Fisher's exact test when any expected count is below 5."""
+    """Chi-square test of independence; Fisher's exact test (Freeman-Halton beyond 2 x 2) when any expected
+    count is below 5."""
     t = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
     row: dict[str, object] = {"test": "", "statistic": np.nan, "p_value": np.nan, "note": ""}
     if t.shape[0] < 2 or t.shape[1] < 2:
@@ -191,14 +261,10 @@ def categorical(table: pd.DataFrame) -> dict[str, object]:
         return row
     chi = stats.chi2_contingency(t.to_numpy())
     if (chi.expected_freq < 5).any():
-        try:
-            res = stats.fisher_exact(t.to_numpy())
-            row.update(test="Fisher exact", statistic=float(np.ravel(res.statistic)[0]),
-                       p_value=float(np.ravel(res.pvalue)[0]),
-                       note="expected count < 5 in some cell")
-            return row
-        except (ValueError, MemoryError) as exc:  # very large R x C tables
-            row["note"] = f"expected count < 5 but Fisher exact failed ({exc}); chi-square shown"
+        statistic, p, method = fisher_exact_rxc(t.to_numpy())
+        what = "odds ratio" if t.shape == (2, 2) else "statistic = probability of the observed table"
+        row.update(test=method, statistic=statistic, p_value=p, note=f"expected count < 5 in some cell; {what}")
+        return row
     row.update(test=f"chi-square (df={chi.dof})", statistic=float(chi.statistic), p_value=float(chi.pvalue))
     return row
 

@@ -89,6 +89,9 @@ def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tup
         if d["patient_id"].nunique() < 2 * min_n or d["non_survivor"].nunique() < 2 or len(levels) < 2:
             fixed.append(info | {"term": "", "note": "not fitted: too few patients, outcomes or periods"})
             continue
+        if d["value"].nunique() < 2:  # the model "fits" a constant with p ~ 1e-45 for every term
+            fixed.append(info | {"term": "", "note": "not fitted: all values identical"})
+            continue
         if empty_cells:
             fixed.append(info | {"term": "", "note": f"not fitted: no observations in {', '.join(empty_cells)}"})
             continue
@@ -206,7 +209,8 @@ def run(cohort: Cohort, score: str = "six_zone_total", within_bin: str = "mean",
     tables: dict[str, pd.DataFrame] = {}
     if per.empty:
         tables["li2020_period_comparison"] = pd.DataFrame(
-            {"note": ["not run: needs 'outcome' and 'onset_date' in the clinical table"]})
+            {"note": ["not run: no scored scan on or after symptom onset of a patient with an outcome "
+                      "(needs 'outcome' and 'onset_date' in the clinical table)"]})
         return tables, {}
     tables["li2020_period_comparison"] = period_comparison(per, score, min_n)
     fe, wald = mixed_models(cohort, score, present, min_n)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from scoring.stats import binning, compare
+from scoring.stats import binning, compare, schema
 from scoring.stats.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
                "wilcoxon_p": np.nan, "sign_test_p": np.nan,
                "test": "Wilcoxon signed-rank (lag = 0); exact binomial sign test (lab first vs score first)",
                "note": f"patients with >= {min_points} scans and >= {min_points} values in weeks 1-8"}
-        if lg.size >= min_n and np.any(lg != 0):
+        if int((lg != 0).sum()) >= min_n:  # ties (lag 0) drop out of both tests
             row["wilcoxon_p"] = float(stats.wilcoxon(lg[lg != 0]).pvalue)
             row["sign_test_p"] = float(stats.binomtest(int((lg > 0).sum()), int((lg != 0).sum())).pvalue)
         else:
@@ -215,7 +215,9 @@ def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, wit
     adm = admission_values(cohort, list(dict.fromkeys([c for c in covariates if c not in cohort.clinical] + ["il6"])),
                            admission_window_days)
     extra = [c for c in covariates if c in cohort.clinical.columns and c != "patient_id"]
-    model = groups.merge(adm, on="patient_id").merge(cohort.clinical[["patient_id", *extra]], on="patient_id")
+    clin = cohort.clinical[["patient_id"]].assign(
+        **{c: schema.numeric_column(cohort.clinical, c, "liao2021 covariate") for c in extra})
+    model = groups.merge(adm, on="patient_id").merge(clin, on="patient_id")
     model = model[model["group"] != "unclassified"].assign(persistent=lambda x: (x["group"] == "persistent").astype(float))
     usable = [c for c in covariates if c in model.columns]
     missing = [c for c in covariates if c not in model.columns]

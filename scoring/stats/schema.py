@@ -76,11 +76,40 @@ def _read_csv(path: str | Path, code: str) -> pd.DataFrame:
     if not path.is_file():
         raise CTScoreError("INPUT_NOT_FOUND", f"{_INPUT_NAMES.get(code, 'input')} not found", path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # blank lines are kept while reading, then dropped, so that row label i is line i + 2 of the file
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise CTScoreError(code, f"cannot read CSV: {exc}", path) from exc
     df.columns = [c.strip() for c in df.columns]
+    empty = df.apply(lambda col: col.str.strip() == "").all(axis=1) if len(df.columns) else pd.Series(dtype=bool)
+    df = df[~empty]
+    df.attrs["source"] = str(path)
     return df
+
+
+def _line_index(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep the row labels of :func:`_read_csv` (label + 2 = file line); other frames are renumbered 0..n-1."""
+    idx = df.index
+    if not (pd.api.types.is_integer_dtype(idx) and idx.is_unique and (len(idx) == 0 or idx.min() >= 0)):
+        df = df.reset_index(drop=True)
+    return df
+
+
+def numeric_column(clinical: pd.DataFrame, column: str, use: str) -> pd.Series:
+    """A clinical column used as a number (a covariate): its float values, or BAD_CLINICAL_DATA naming the line
+    and value of the first entry that is not a number (it would otherwise drop the patient silently)."""
+    col = clinical[column]
+    if pd.api.types.is_numeric_dtype(col):
+        return col.astype(float)
+    text = col.astype(str).str.strip()
+    num = pd.to_numeric(text.replace("", np.nan), errors="coerce")
+    bad = num.isna() & (text != "") & col.notna()
+    if bad.any():
+        i = bad.idxmax()
+        source = clinical.attrs.get("source")
+        raise _bad("BAD_CLINICAL_DATA", Path(source) if source else None, column, int(i) + 2, col[i],
+                   f"is not a number ({use} needs numbers; leave the cell empty when missing)")
+    return num.astype(float)
 
 
 def _require(df: pd.DataFrame, cols: tuple[str, ...], code: str, path: Path | None) -> None:
@@ -157,7 +186,7 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     """
     code = "BAD_CLINICAL_DATA"
     p = Path(path) if path is not None else None
-    df = df.copy().reset_index(drop=True)
+    df = _line_index(df.copy())
     for c in df.columns:
         df[c] = df[c].astype(str) if df[c].dtype == object else df[c].astype(str).replace("nan", "")
     _require(df, CLINICAL_REQUIRED, code, p)
@@ -208,6 +237,8 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
         if num.notna().sum() == (df[c] != "").sum() and num.notna().any():
             df[c] = num.astype(float)
+    if p is not None:
+        df.attrs["source"] = str(p)
     return df
 
 
@@ -226,7 +257,7 @@ def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patien
     """Check and type a long-form laboratory table (patient_id, date, analyte, value[, unit])."""
     code = "BAD_LAB_DATA"
     p = Path(path) if path is not None else None
-    df = df.copy().reset_index(drop=True).astype(str)
+    df = _line_index(df.copy()).astype(str)
     _require(df, LABS_REQUIRED, code, p)
     df["patient_id"] = df["patient_id"].str.strip()
     empty = df["patient_id"] == ""
@@ -285,6 +316,13 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         if failed.any():
             log.info("scores: %d failed scan(s) left out", int(failed.sum()))
         scans = scans[~failed]
+    scans["scan_id"] = scans["scan_id"].str.strip()
+    dup = scans["scan_id"].duplicated()
+    if dup.any():  # the same scan twice (e.g. two runs' scans.csv pasted together) would count it twice
+        i = dup.idxmax()
+        first = int(scans.index[(scans["scan_id"] == scans["scan_id"][i]).to_numpy()][0]) + 2
+        raise _bad(code, scans_path, "scan_id", int(i) + 2, scans["scan_id"][i],
+                   f"appears more than once (also line {first}); one row per scan")
     scans["study_date"] = _parse_dates(scans["study_date"], "study_date", code, scans_path)
     if scans["study_date"].isna().any():
         i = int(scans["study_date"].isna().idxmax())
@@ -312,5 +350,12 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         for c in ("involvement_pct", "extent_score", "density_grade", "unit_score"):
             if c in zones.columns:
                 zones[c] = pd.to_numeric(zones[c].replace("", np.nan), errors="coerce")
-        zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))].reset_index(drop=True)
+        zones["scan_id"] = zones["scan_id"].str.strip()
+        zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))]
+        dup = zones.duplicated(["scan_id", "system", "lung", "unit"])
+        if dup.any():
+            i = dup.idxmax()
+            raise _bad(code, zones_path, "scan_id", int(i) + 2, zones["scan_id"][i],
+                       f"has the {zones['system'][i]} unit {zones['lung'][i]} {zones['unit'][i]} more than once")
+        zones = zones.reset_index(drop=True)
     return scans, zones

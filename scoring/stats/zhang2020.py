@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from scoring.stats import compare
+from scoring.stats import compare, schema
 from scoring.stats.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
     return pd.DataFrame(rows), levels
 
 
-def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int) -> pd.DataFrame:
+def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int,
+                 clinical_columns: list[str] | None = None) -> pd.DataFrame:
     """One row per patient: the scan before treatment and the follow-up scan, with labs and the change.
 
     Before: the last scan on or before ``treatment_date`` (the first scan when there is none or no
@@ -157,11 +158,14 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
             row[f"{c}_before"], row[f"{c}_after"] = before[c], after[c]
             row[f"{c}_change"] = after[c] - before[c]
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["patient_id", "days_between"])
-    if rows:
-        out = pd.DataFrame(rows)
-    return out.merge(cohort.clinical[["patient_id", *[c for c in ("glucocorticoid", "age") if c in cohort.clinical]]],
-                     on="patient_id", how="left")
+    # every column even without a pair, so that each test says "not tested: fewer than N complete pairs"
+    out = pd.DataFrame(rows, columns=["patient_id", "days_between",
+                                      *[f"{c}_{k}" for c in cols for k in ("before", "after", "change")]])
+    wanted = clinical_columns if clinical_columns is not None else ["glucocorticoid", "age"]
+    wanted = [c for c in dict.fromkeys(wanted) if c in cohort.clinical.columns and c != "patient_id"]
+    clin = cohort.clinical[["patient_id"]].assign(
+        **{c: schema.numeric_column(cohort.clinical, c, "zhang2020 partial-correlation covariate") for c in wanted})
+    return out.merge(clin, on="patient_id", how="left")
 
 
 def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = None,
@@ -181,7 +185,9 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
     tables["zhang2020_subgroup_categorical"] = subgroup_categorical(adm, list(categorical or CATEGORICAL))
     tables["zhang2020_correlations"] = correlations(adm, score, labs, min_n)
     tables["zhang2020_lung_side"], tables["zhang2020_levels"] = lungs_and_levels(cohort, adm, min_n)
-    ba = before_after(cohort, score, labs, followup_days, min_gap_days)
+    requested = list(partial_covariates if partial_covariates is not None else ["glucocorticoid", "age"])
+    absent = [c for c in requested if c not in cohort.clinical.columns]
+    ba = before_after(cohort, score, labs, followup_days, min_gap_days, ["glucocorticoid", *requested])
     tables["zhang2020_before_after_patients"] = ba
     rows = []
     for var in [score, *labs]:
@@ -191,8 +197,8 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
             rows.append({"variable": var} | r)
     tables["zhang2020_before_after"] = pd.DataFrame(rows)
     gc_rows, pc_rows = [], []
-    covars = [c for c in (partial_covariates if partial_covariates is not None else ["glucocorticoid", "age"])
-              if c in ba.columns]
+    covars = [c for c in requested if c in ba.columns]
+    absent_note = f"covariate(s) not in the clinical table, left out: {', '.join(absent)}" if absent else ""
     for var in [score, *labs]:
         ch = f"{var}_change"
         if ch not in ba:
@@ -207,9 +213,9 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
         d = ba[[f"{score}_change", ch, *covars]].dropna()
         row = {"x": f"change in {score}", "y": f"change in {var}", "covariates": ", ".join(covars) or "none",
                "n": len(d), "test": f"partial correlation ({partial_method})", "coefficient": np.nan,
-               "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": ""}
+               "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": absent_note}
         if len(d) < max(min_n, len(covars) + 5):
-            row["note"] = "not tested: too few complete pairs"
+            row["note"] = "; ".join(x for x in ("not tested: too few complete pairs", absent_note) if x)
         else:
             pc = compare.partial_correlation(d, f"{score}_change", ch, covars, partial_method)
             row.update(coefficient=pc["r"], ci95_low=pc["ci_low"], ci95_high=pc["ci_high"], p_value=pc["p_value"])

@@ -158,3 +158,22 @@ def test_zhang2020_lungs_and_levels(tables):
     assert lv["test"] == "Kruskal-Wallis H" and lv["p_value"] < ALPHA  # planted: more lesion towards the base
     side = tables["zhang2020_lung_side"]
     assert {"Student t-test (two-sided)", "Wilcoxon signed-rank (two-sided)"} <= set(side["test"])
+
+
+def test_zhang2020_a_missing_unit_leaves_its_lung_and_level_out_not_zero(sim, tmp_path):
+    """A zhang900 unit the scan could not see (empty unit_score) makes that scan's lung and level totals
+    missing; it used to count as 0 in the right/left and per-level comparisons."""
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    scans = pd.read_csv(sim["scores"] / "scans.csv", dtype=str, keep_default_na=False)
+    scans.to_csv(scores / "scans.csv", index=False)
+    zones = pd.read_csv(sim["scores"] / "zones.csv", dtype=str, keep_default_na=False)
+    base = run_stats(sim["scores"], sim["clinical"], study="zhang2020")["zhang2020_lung_side"]
+    n_right = int(base.iloc[0]["n_right"])
+    first = scans.sort_values(["patient_id", "study_date"]).groupby("patient_id").head(1)["scan_id"]
+    hit = zones.index[zones["scan_id"].isin(first) & (zones["system"] == "zhang900") & (zones["lung"] == "right")
+                      & (zones["unit"] == "L1")][0]
+    zones.loc[hit, ["unit_score", "extent_score", "density_grade", "involvement_pct"]] = ""
+    zones.to_csv(scores / "zones.csv", index=False)
+    side = run_stats(scores, sim["clinical"], study="zhang2020")["zhang2020_lung_side"]
+    assert int(side.iloc[0]["n_right"]) == n_right - 1 and int(side.iloc[0]["n_left"]) == n_right

@@ -106,6 +106,12 @@ def correlations(adm: pd.DataFrame, score: str, labs: list[str], min_n: int) -> 
                          for lab in labs])
 
 
+def _complete_sum(values: pd.Series) -> float:
+    """The sum of unit scores, NaN when any of them is missing (a unit the scan could not see is not a 0)."""
+    values = pd.to_numeric(values, errors="coerce")
+    return float(values.sum()) if values.notna().all() else np.nan
+
+
 def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Left vs right lung (t-test as in the study, and paired Wilcoxon) and the score by level 1-5."""
     if cohort.zones is None:
@@ -115,7 +121,8 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
     if z.empty:
         note = pd.DataFrame({"note": ["not run: no zhang900 rows in zones.csv for the admission scans"]})
         return note, note
-    side = z.pivot_table(index="scan_id", columns="lung", values="unit_score", aggfunc="sum")
+    # a lung or level with a unit the scan could not see (missing, NaN) has no total: not 0
+    side = z.groupby(["scan_id", "lung"])["unit_score"].agg(_complete_sum).unstack()
     rows = [{"comparison": "right vs left lung"}
             | compare.compare_groups({"right": side.get("right"), "left": side.get("left")}, "ttest", min_n)]
     pr = compare.paired(side.get("left"), side.get("right"), min_n)[0]
@@ -123,7 +130,7 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
                  "n_left": pr["n_pairs"], "median_iqr_right": pr["median_iqr_after"],
                  "median_iqr_left": pr["median_iqr_before"], "test": pr["test"], "statistic": pr["statistic"],
                  "p_value": pr["p_value"], "note": pr["note"]})
-    level = z.pivot_table(index="scan_id", columns="unit", values="unit_score", aggfunc="sum")
+    level = z.groupby(["scan_id", "unit"])["unit_score"].agg(_complete_sum).unstack()
     lv = {u: level[u] for u in sorted(level.columns)}
     levels = pd.DataFrame([{"comparison": "score by level (both lungs), L1 suprasternal notch .. L5 diaphragm"}
                            | compare.compare_groups(lv, "kruskal", min_n)])

@@ -56,14 +56,32 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
     if not isinstance(doc, dict):
         return {}, [{}], "expected a mapping of options"
     stages = doc.pop("stages", None) or [{}]
+    if not isinstance(stages, list):
+        return {}, [{}], f"'stages' must be a list of option mappings, got {stages!r}"
     problems: list[str] = []
+    other: list[str] = []
     for where, d in [("", doc)] + [(f"stages[{i}].", st) for i, st in enumerate(stages)]:
         if not isinstance(d, dict):
-            problems.append(f"{where or 'top level'} is not a mapping")
+            other.append(f"{where.rstrip('.') or 'top level'} is not a mapping")
             continue
         problems += [f"{where}{k}" for k in sorted(set(d) - set(DEFAULT_TRAIN) - {"synth", "name", "backgrounds_file"})]
-        problems += [f"{where}synth.{k}" for k in (d.get("synth") or {}) if k not in SYNTH_DEFAULTS]
-    return doc, stages, (f"unknown option(s) {problems}" if problems else None)
+        synth = d.get("synth")
+        if synth is not None and not isinstance(synth, dict):
+            other.append(f"{where}synth must be a mapping of synthesis options, got {synth!r}")
+        else:
+            problems += [f"{where}synth.{k}" for k in (synth or {}) if k not in SYNTH_DEFAULTS]
+    if other:
+        return {}, [{}], "; ".join(other)
+    if "name" in doc:
+        other.append("'name' names a stage (inside 'stages'), not the top level")
+    names = [str(st.get("name", f"stage{i + 1}")) for i, st in enumerate(stages)]
+    for i, n in enumerate(names):  # each stage writes stages/<name>/ and train_log_<name>.json under the output
+        if not n or n in (".", "..") or "/" in n or "\\" in n or n.startswith("."):
+            other.append(f"stages[{i}].name {n!r} must be a plain file name")
+    if len(set(names)) != len(names):
+        other.append(f"stage names must be unique (each writes its own folder), got {names}")
+    msgs = ([f"unknown option(s) {problems}"] if problems else []) + other
+    return doc, stages, ("; ".join(msgs) if msgs else None)
 
 
 def merge_stage(common: dict, stage: dict) -> dict:
@@ -112,18 +130,20 @@ def _read_backgrounds(path: str | Path, where: str = "") -> list:
     return srcs
 
 
-def _cache(sources: list, cache: Path, spacing: list[float], where: str = "") -> list[Path]:
-    from segmentation.training import prepare_cache
+def _cache(sources: list, cache: Path, spacing: list[float], where: str = "",
+           teacher_spacing: list[float] | None = None) -> list[Path]:
+    from segmentation.training import DEFAULT_TRAIN, prepare_cache
 
     try:
-        return prepare_cache(sources, cache, spacing)
+        return prepare_cache(sources, cache, spacing,
+                             teacher_spacing_xyz=teacher_spacing or DEFAULT_TRAIN["teacher_spacing_mm"])
     except ValueError as exc:
         raise ConfigError(f"{where}{exc}", cache) from exc
 
 
 def check_train_options(*, init: str | Path | None, device: str, prepare_only: bool, iterations: int | None,
                         max_minutes: float | None, batch_size: int | None, num_workers: int | None,
-                        lr: float | None, p_empty: float | None) -> None:
+                        lr: float | None, p_empty: float | None, seed: int | None = None) -> None:
     """Refuse option values training cannot use (ConfigError), before any cache or output folder is made."""
     def bad(name: str, value: Any, want: str) -> ConfigError:
         return ConfigError(f"{name} must be {want}, got {value!r}")
@@ -139,8 +159,12 @@ def check_train_options(*, init: str | Path | None, device: str, prepare_only: b
             raise bad(name, value, "a positive number")
     if p_empty is not None and not (isinstance(p_empty, (int, float)) and 0 <= p_empty <= 1):
         raise bad("p_empty", p_empty, "a share between 0 and 1")
-    if init is not None and not Path(init).exists():
-        raise ConfigError("the weights to start from (init) do not exist", init)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise bad("seed", seed, "a whole number in [0, 2**32)")
+    if init is not None:  # a model.safetensors or a model folder (as ctscore run --model takes)
+        from segmentation.training import read_init
+
+        read_init(init)
     if not prepare_only:
         from segmentation.monai_segmenter import resolve_device
 
@@ -160,42 +184,83 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     keyword options win over the top level of ``train_config``). Returns ``{"cache_files": [...]}`` plus,
     unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
     """
-    from segmentation.training import DEFAULT_TRAIN, train
+    from segmentation.training import DEFAULT_TRAIN, check_init_fits, check_train_config, read_init, train
 
     check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
                         max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
-                        p_empty=p_empty)
+                        p_empty=p_empty, seed=seed)
     cfg: dict = {}
     stages: list[dict] = [{}]
     if train_config:
         cfg, stages, problem = read_train_config(Path(train_config))
         if problem:
             raise ConfigError(problem, train_config)
-    # the cache is made at the model grid the training config asks for (train() checks it again)
-    spacings = {tuple(float(v) for v in st.get("model_spacing_mm", cfg.get("model_spacing_mm",
-                                                                             DEFAULT_TRAIN["model_spacing_mm"])))
-                for st in stages}
-    if len(spacings) > 1:
-        raise ConfigError(f"the stages ask for different model_spacing_mm {sorted(spacings)}; a recipe trains one "
-                          f"model grid", train_config)
-    spacing = list(spacings.pop())
+    # the command's options win over the top level of the training config
+    cfg.update({k: v for k, v in {"iterations": iterations, "max_minutes": max_minutes, "batch_size": batch_size,
+                                  "num_workers": num_workers, "seed": seed, "lr": lr}.items() if v is not None})
+    if p_empty is not None:
+        cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": p_empty}
+    # every stage's options checked before anything is made (a bad value in a late stage would cost the early ones)
+    init_arch, init_yaml = read_init(init)[1:] if init else (None, {})
+    merged = [merge_stage(cfg, st) for st in stages]
+    for i, m in enumerate(merged):
+        problems = check_train_config(m, init_arch)
+        if problems:
+            where = f"stages[{i}] ({stages[i].get('name', f'stage{i + 1}')}): " if len(stages) > 1 else ""
+            raise ConfigError(where + "; ".join(problems), train_config)
+    if init:
+        check_init_fits(init_yaml, merged[0], init)
+    # the cache is made at the model grid (and the teacher at its grid) the training config asks for
+    grids = {}
+    for key in ("model_spacing_mm", "teacher_spacing_mm"):
+        vals = {tuple(float(v) for v in m.get(key, DEFAULT_TRAIN[key])) for m in merged}
+        if len(vals) > 1:
+            raise ConfigError(f"the stages ask for different {key} {sorted(vals)}; a recipe trains one "
+                              f"model grid (its cache is made once)", train_config)
+        grids[key] = list(vals.pop())
+    spacing, teacher_spacing = grids["model_spacing_mm"], grids["teacher_spacing_mm"]
     cache = Path(cache)
+    # the backgrounds of every stage, read (not yet cached) first
+    base_srcs: list | None = None
+    folders: list[Path] = []
     if backgrounds_file:
         if data or backgrounds:
             raise ConfigError("backgrounds_file replaces data / backgrounds; give one or the other")
-        files = _cache(_read_backgrounds(backgrounds_file), cache, spacing)
+        base_srcs = _read_backgrounds(backgrounds_file)
     else:
         folders = _default_folders(data, backgrounds)
         if all(f.exists() for f in folders):
-            files = _cache(folders, cache, spacing)
-        else:  # the shared data are not here: a cache made before will do
-            existing = sorted(cache.glob("*.npz")) if cache.exists() else []
-            wanted = {f.name for f in folders}
-            files = [p for p in existing if p.stem in wanted]
-            if len(files) < len(wanted):
-                raise ConfigError(f"background folders not found and not cached: "
-                                  f"{[str(f) for f in folders if not f.exists()]}", cache)
-            log.info("using cached cases %s", [p.stem for p in files])
+            base_srcs = folders
+    stage_srcs: list[list | None] = []
+    for i, stage in enumerate(stages):
+        bfile = stage.get("backgrounds_file", cfg.get("backgrounds_file"))
+        stage_srcs.append(_read_backgrounds(bfile, f"{train_config}: stages[{i}] backgrounds_file: ")
+                          if bfile else base_srcs)
+    if not prepare_only:  # an epoch too small for one batch would never end
+        for i, m in enumerate(merged):
+            n = len(stage_srcs[i]) if stage_srcs[i] is not None else len(folders)
+            mix = m.get("anatomy_mix")
+            if mix:
+                n += n * (n - 1) * len(mix_options(mix).get("alphas", (0.5, 1.0)))
+            spv, bs = int(m.get("samples_per_volume", DEFAULT_TRAIN["samples_per_volume"])), int(
+                m.get("batch_size", DEFAULT_TRAIN["batch_size"]))
+            if bs > n * spv:
+                where = f"stages[{i}]: " if len(stages) > 1 else ""
+                raise ConfigError(f"{where}batch_size {bs} is more than the "
+                                  f"{n * spv} crops of an epoch ({n} case(s) x samples_per_volume {spv})",
+                                  train_config)
+    if not any(not stage.get("backgrounds_file", cfg.get("backgrounds_file")) for stage in stages):
+        files = []  # every stage trains on its own list: the command's backgrounds are not needed
+    elif base_srcs is not None:
+        files = _cache(base_srcs, cache, spacing, teacher_spacing=teacher_spacing)
+    else:  # the shared data are not here: a cache made before will do
+        existing = sorted(cache.glob("*.npz")) if cache.exists() else []
+        wanted = {f.name for f in folders}
+        files = [p for p in existing if p.stem in wanted]
+        if len(files) < len(wanted):
+            raise ConfigError(f"background folders not found and not cached: "
+                              f"{[str(f) for f in folders if not f.exists()]}", cache)
+        log.info("using cached cases %s", [p.stem for p in files])
     # a stage (or the whole file) may name its own background list: cached now, before any training
     stage_files: list[list[Path]] = []
     for i, stage in enumerate(stages):
@@ -204,7 +269,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
             stage_files.append(files)
             continue
         where = f"{train_config}: stages[{i}] backgrounds_file: "
-        stage_files.append(_cache(_read_backgrounds(bfile, where), cache, spacing, where))
+        stage_files.append(_cache(stage_srcs[i], cache, spacing, where, teacher_spacing))
     cfg.pop("backgrounds_file", None)
     # anatomy mixing (a stage's or the file's anatomy_mix): registered mixes of that stage's backgrounds, made now
     for i, stage in enumerate(stages):
@@ -220,10 +285,6 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     result: dict[str, Any] = {"cache_files": sorted({str(p) for fs in stage_files for p in fs})}
     if prepare_only:
         return result
-    cfg.update({k: v for k, v in {"iterations": iterations, "max_minutes": max_minutes, "batch_size": batch_size,
-                                  "num_workers": num_workers, "seed": seed, "lr": lr}.items() if v is not None})
-    if p_empty is not None:
-        cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": p_empty}
     out = Path(out)
     if len(stages) == 1:
         result["stages"] = [train(stage_files[0], out, merge_stage(cfg, stages[0]), device=device,

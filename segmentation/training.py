@@ -6,7 +6,10 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    folder or an image file with its own label map, e.g. listed in a YAML file read by
    :func:`read_backgrounds_file`) is loaded, oriented LPS, segmented by the teacher (the classical segmenter, on the pipeline's 1.5 mm working grid) unless the folder has
    user masks, resampled to the model grid, cropped to the body and written as a compressed ``.npz``
-   (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``).
+   (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``, and
+   ``source``: what it was made from, so a changed image, label file or option makes it again), written
+   atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
+   geometry, right and left swapped) are refused naming the file.
    User masks: ``lungs.nii.gz`` (1 right, 2 left; what ``ctscore run`` writes) and optionally
    ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
    lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
@@ -97,6 +100,104 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # mix_<A>__<B>_a<alpha>.npz beside the cache; e.g. {"alphas": [0.5, 1.0]}; None = off
     "anatomy_mix": None,
 }
+
+
+def _roi_divisor(arch: dict[str, Any] | None) -> int:
+    """What every side of a training crop must be a multiple of for the network's down- and up-sampling."""
+    from segmentation.network import DEFAULT_ARCH
+
+    a = {**DEFAULT_ARCH, **(arch or {})}
+    if str(a.get("name", "unet")).lower() == "basicunet":
+        return 16
+    try:
+        return int(np.prod([int(v) for v in a.get("strides", [2, 2, 2, 2])]))
+    except (TypeError, ValueError):
+        return 1
+
+
+def check_train_config(cfg: dict[str, Any], arch: dict[str, Any] | None = None) -> list[str]:
+    """Problems with the values of a training config (keys of :data:`DEFAULT_TRAIN`, ``synth``: keys of
+    :data:`segmentation.synth.DEFAULTS`), one sentence each naming the option; [] when it can train.
+    Unknown keys are for the caller (:func:`segmentation.recipe.read_train_config`)."""
+    from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
+
+    c = {**DEFAULT_TRAIN, **(cfg or {})}
+    bad: list[str] = []
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def triple(v: Any) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) == 3
+
+    for k in ("model_spacing_mm", "teacher_spacing_mm"):
+        v = c.get(k)
+        if not (triple(v) and all(num(x) and x > 0 for x in v)):
+            bad.append(f"{k} must be three positive numbers (mm), got {v!r}")
+    v = c.get("hu_window")
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(num(x) for x in v) and v[0] < v[1]):
+        bad.append(f"hu_window must be two numbers [low, high] with low < high, got {v!r}")
+    v, div = c.get("roi_size"), _roi_divisor(arch)
+    if not (triple(v) and all(whole(x) and x >= 1 for x in v)):
+        bad.append(f"roi_size must be three whole numbers (z, y, x voxels), got {v!r}")
+    elif any(x % div for x in v):
+        bad.append(f"roi_size {list(v)}: each side must be a multiple of {div} (the network halves the crop "
+                   f"{int(round(math.log2(div)))} times)")
+    for k in ("batch_size", "iterations", "samples_per_volume"):
+        if not (whole(c.get(k)) and c[k] >= 1):
+            bad.append(f"{k} must be a whole number >= 1, got {c.get(k)!r}")
+    if not (whole(c.get("num_workers")) and c["num_workers"] >= 0):
+        bad.append(f"num_workers must be a whole number >= 0, got {c.get('num_workers')!r}")
+    if not (whole(c.get("seed")) and 0 <= c["seed"] < 2**32):
+        bad.append(f"seed must be a whole number in [0, 2**32), got {c.get('seed')!r}")
+    for k in ("max_minutes", "lr", "hard_negative_mm"):
+        if not (num(c.get(k)) and c[k] > 0):
+            bad.append(f"{k} must be a positive number, got {c.get(k)!r}")
+    for k in ("weight_decay", "lesion_weight", "lesion_lung_weight", "dense_lesion_weight", "hard_negative_weight",
+              "deform_range", "lesion_instance_weight", "hard_negative_lung_weight"):
+        v = c.get(k)
+        if not (num(v) and v >= 0) and not (k == "hard_negative_lung_weight" and v is None):
+            bad.append(f"{k} must be a number >= 0, got {v!r}")
+    if not num(c.get("hard_negative_hu")):
+        bad.append(f"hard_negative_hu must be a number (HU), got {c.get('hard_negative_hu')!r}")
+    if not (num(c.get("deform_prob")) and 0 <= c["deform_prob"] <= 1):
+        bad.append(f"deform_prob must be a probability in [0, 1], got {c.get('deform_prob')!r}")
+    for k in ("deform_before_synth", "deform_lesion_loss"):
+        if not isinstance(c.get(k), bool):
+            bad.append(f"{k} must be true or false, got {c.get(k)!r}")
+    if c.get("dense_lesion_heads") not in ("both", "lung"):
+        bad.append(f"dense_lesion_heads must be 'both' or 'lung', got {c.get('dense_lesion_heads')!r}")
+    mix = c.get("anatomy_mix")
+    if mix not in (None, False, True):
+        alphas = mix.get("alphas", [0.5, 1.0]) if isinstance(mix, dict) and set(mix) <= {"alphas"} else None
+        if not (isinstance(alphas, (list, tuple)) and alphas and all(num(a) and 0 < a <= 1 for a in alphas)):
+            bad.append(f"anatomy_mix must be true or a mapping {{alphas: [...]}} with each alpha in (0, 1], got {mix!r}")
+    synth = c.get("synth")
+    if synth is not None and not isinstance(synth, dict):
+        bad.append(f"synth must be a mapping of synthesis options, got {synth!r}")
+    for k, v in (synth if isinstance(synth, dict) else {}).items():
+        d = SYNTH_DEFAULTS.get(k)
+        if d is None:
+            continue  # unknown keys: the caller's
+        if k.startswith("p_") or k == "label_threshold":
+            ok = num(v) and 0 <= v <= 1
+        elif isinstance(d, dict):
+            ok = isinstance(v, dict) and set(v) <= set(d) and all(
+                (isinstance(x, (list, tuple)) and len(x) == 2 and all(num(y) for y in x) and x[0] <= x[1])
+                if isinstance(d[next(iter(d))], list) else (num(x) and x >= 0) for x in v.values())
+            ok = ok and (isinstance(d[next(iter(d))], list) or sum(v.values()) > 0)
+        elif isinstance(d, list):
+            ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(num(y) for y in v) and v[0] <= v[1]
+        elif k == "max_lesions":
+            ok = whole(v) and v >= 1
+        else:
+            ok = num(v) and v >= (1 if k == "mean_lesions" else 0)
+        if not ok:
+            bad.append(f"synth.{k}: bad value {v!r} (default {d!r})")
+    return bad
 
 
 def sha256_file(path: str | Path) -> str:
@@ -224,6 +325,17 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
     return out
 
 
+def check_background(bg: Background) -> None:
+    """Refuse (``ValueError`` naming the file) a background that cannot be prepared: image or label file missing,
+    or a lesion mask without its lung mask (it would be dropped and the case trained on synthetic lesions)."""
+    for what, f in (("image", bg.image), ("lungs", bg.lungs), ("lesions", bg.lesions)):
+        if f is not None and not Path(f).exists():
+            raise ValueError(f"{f}: {what} of background {bg.name!r} not found")
+    if bg.lesions is not None and bg.lungs is None:
+        raise ValueError(f"{bg.lesions}: a lesion mask is trained on only with its lung mask (lungs.nii.gz, "
+                         f"1 right / 2 left) beside it; background {bg.name!r} has none")
+
+
 def _find_mask(folder: Path, name: str) -> Path | None:
     for cand in (folder / name, folder / "labels" / name):
         if cand.exists():
@@ -239,16 +351,81 @@ def _onto(mask: Any, ref: Any) -> np.ndarray:
     return sitk.GetArrayFromImage(out)
 
 
-def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
-    """The label image at ``path`` mapped to 0 / 1 right / 2 left on its own grid (before any resampling,
-    so label values above 255 survive)."""
+def _read_label_image(path: Path, what: str) -> Any:
+    """A label file read by SimpleITK; ``ValueError`` naming the file when it cannot be read."""
     import SimpleITK as sitk
 
-    src = sitk.ReadImage(str(path))
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the {what} label file is not a readable image "
+                         f"({str(exc).strip().splitlines()[-1]})") from exc
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: the {what} label file must be one 3D label volume, got "
+                         f"{img.GetDimension()}D with {img.GetNumberOfComponentsPerPixel()} component(s)")
+    return img
+
+
+def _ml(count: int, img: Any) -> float:
+    return float(count) * float(np.prod(img.GetSpacing())) / 1000.0
+
+
+def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | None, path: Path,
+                       image: Path) -> None:
+    """Refuse user lung labels that do not sit on the CT's lungs (``ValueError`` naming both files): lung that is
+    not lesion must be mostly air, and the right lung (1) must be on the patient's right (lower x on the LPS grid)
+    of the left one (2)."""
+    lung = lungs > 0
+    clear = lung & ~(lesions > 0) if lesions is not None else lung
+    if clear.sum() >= 50:
+        aerated = float((hu[clear] < -400).mean())
+        if aerated < 0.5:
+            raise ValueError(f"{path}: only {100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are "
+                             f"air-like (< -400 HU) on the CT {image}: the label file is not on this CT (shifted, "
+                             f"flipped, another case's mask), or the image is not in HU")
+    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
+    if xr > xl:
+        raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
+                         f"{image}: right and left swapped (lung labels are 1 right / 2 left, or list the values "
+                         f"meaning right and left in a backgrounds file), or the mask is mirrored")
+
+
+def _check_on_ct(label: Any, on_ct: np.ndarray, ct: Any, values: dict[int, str], path: Path, image: Path,
+                 tolerance: float = 2.0) -> None:
+    """Refuse a label image that does not lie on its CT: most of a label's volume lost (or made up) when resampled
+    onto the CT by physical position means another case's mask, or one whose origin / spacing / direction was lost
+    (e.g. written from an array without its CT's header)."""
+    import SimpleITK as sitk
+
+    src = sitk.GetArrayFromImage(label)
+    for v, what in values.items():
+        before = _ml(int((src == v).sum()), label)
+        after = _ml(int((on_ct == v).sum()), ct)
+        if before > 0 and not 1.0 / tolerance <= after / before <= tolerance:
+            raise ValueError(f"{path}: {what} {before:.1f} mL in the label file but {after:.1f} mL where it lies on "
+                             f"the CT {image}: the label file is not on this CT (another case's mask, or its "
+                             f"origin / spacing / orientation lost); write it with the CT's geometry")
+
+
+def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
+    """The label image at ``path`` mapped to 0 / 1 right / 2 left on its own grid (before any resampling,
+    so label values above 255 survive). Both lungs must be there: a binary lung mask (0/1) would otherwise
+    teach the network that both lungs are the right one."""
+    import SimpleITK as sitk
+
+    src = _read_label_image(path, "lung")
     a = sitk.GetArrayFromImage(src)
     lab = np.where(np.isin(a, list(right)), 1, np.where(np.isin(a, list(left)), 2, 0)).astype(np.uint8)
+    present = np.unique(a)
+    shown = ", ".join(f"{v:g}" for v in present[:12]) + (", ..." if present.size > 12 else "")
     if not lab.any():
-        raise ValueError(f"{path}: no voxel carries the right {list(right)} or left {list(left)} label values")
+        raise ValueError(f"{path}: no voxel carries the right {list(right)} or left {list(left)} label values "
+                         f"(values in the file: {shown})")
+    for k, side, vals in ((1, "right", right), (2, "left", left)):
+        if not (lab == k).any():
+            raise ValueError(f"{path}: no voxel carries the {side} lung label values {list(vals)} (values in the "
+                             f"file: {shown}); lung labels must be 1 right / 2 left (a binary lung mask is not "
+                             f"enough), or list the values meaning right and left in a backgrounds file")
     out = sitk.GetImageFromArray(lab)
     out.CopyInformation(src)
     return out
@@ -259,18 +436,33 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
     """Load one background, label its lungs (its own labels or the teacher) and bring it to the model grid."""
     import SimpleITK as sitk
 
+    from pipeline.errors import CTScoreError
     from pipeline.resample import resample_to_spacing
 
     bg = source if isinstance(source, Background) else Background.from_folder(Path(source))
-    img = load_image_lps(bg.image)
+    check_background(bg)
+    try:
+        img = load_image_lps(bg.image)
+    except (FileNotFoundError, CTScoreError) as exc:
+        raise ValueError(f"{bg.image}: background {bg.name!r} cannot be loaded as a CT ({exc})") from exc
     sp_xyz = [float(s) for s in reversed(list(model_spacing_zyx))]
     model_img = resample_to_spacing(img, sp_xyz, default=-1024.0)
     lesions_arr = None
     if bg.lungs is not None:
         log.info("%s: own lung labels %s", bg.name, bg.lungs)
-        lungs_arr = _onto(_lung_labels(bg.lungs, bg.right, bg.left), model_img)
+        lab_img = _lung_labels(bg.lungs, bg.right, bg.left)
+        lungs_arr = _onto(lab_img, model_img)
+        _check_on_ct(lab_img, lungs_arr, model_img, {1: "right lung", 2: "left lung"}, bg.lungs, bg.image, 1.4)
         if bg.lesions is not None:
-            lesions_arr = (_onto(sitk.ReadImage(str(bg.lesions)), model_img) > 0).astype(np.uint8)
+            les_src = _read_label_image(bg.lesions, "lesion")
+            les_bin = sitk.Cast(sitk.GetImageFromArray((sitk.GetArrayFromImage(les_src) > 0).astype(np.uint8)),
+                                sitk.sitkUInt8)
+            les_bin.CopyInformation(les_src)
+            lesions_arr = _onto(les_bin, model_img)
+            # a few voxels' worth of lesion may vanish or double on a coarser grid; a whole mask may not
+            if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
+                _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
+        _check_lungs_on_ct(lungs_arr, sitk.GetArrayViewFromImage(model_img), lesions_arr, bg.lungs, bg.image)
     else:
         if teacher is None:
             from segmentation.classical import ClassicalSegmenter
@@ -306,25 +498,98 @@ def cache_spacing(path: str | Path) -> np.ndarray | None:
         return np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
 
 
+CACHE_VERSION = 2  # bump when prepare_case changes what it writes: older files are made again
+
+
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
+                           teacher_spacing_xyz: Sequence[float] | None) -> str:
+    """What a cached case was made from (JSON): the image (every file of a DICOM folder: path, size, mtime),
+    the label files and values, the model grid and, for teacher-labelled cases, the teacher's grid. A cached file
+    whose fingerprint differs is made again."""
+    image = Path(bg.image)
+    if image.is_dir():
+        files = sorted(f for f in image.rglob("*") if f.is_file())
+        stamp = hashlib.sha256(json.dumps([_file_stamp(f) for f in files]).encode()).hexdigest()
+        img = [str(image), len(files), stamp]
+    else:
+        img = _file_stamp(image)
+    doc = {"version": CACHE_VERSION, "image": img,
+           "lungs": _file_stamp(Path(bg.lungs)) if bg.lungs else None,
+           "lesions": _file_stamp(Path(bg.lesions)) if bg.lesions else None,
+           "right": [int(v) for v in bg.right], "left": [int(v) for v in bg.left],
+           "model_spacing_mm": [round(float(v), 6) for v in model_spacing_zyx],
+           "teacher_spacing_mm": (None if bg.lungs or teacher_spacing_xyz is None
+                                  else [round(float(v), 6) for v in teacher_spacing_xyz])}
+    return json.dumps(doc, sort_keys=True)
+
+
+def cache_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint a cached case was written with (None for a file made before fingerprints)."""
+    with np.load(path) as z:
+        return str(z["source"]) if "source" in z.files else None
+
+
+def save_case(dest: str | Path, case: dict[str, np.ndarray]) -> None:
+    """Write a cached case atomically: to a hidden file beside ``dest``, then renamed, so an interrupted write
+    never leaves a half file under the name the cache trusts."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".partial.npz", dir=dest.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **case)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | Path,
-                  model_spacing_zyx: Sequence[float], teacher: Any = None, overwrite: bool = False) -> list[Path]:
-    """Write one ``<name>.npz`` per background (folder or :class:`Background`) into ``cache_dir``
-    (skips existing files; one cached at another spacing is an error naming it)."""
+                  model_spacing_zyx: Sequence[float], teacher: Any = None, overwrite: bool = False,
+                  teacher_spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5)) -> list[Path]:
+    """Write one ``<name>.npz`` per background (folder or :class:`Background`) into ``cache_dir``.
+
+    An existing file is reused when it was made from the same background and options (its fingerprint, see
+    :func:`background_fingerprint`); one made from another image, other label files or values, or another
+    teacher grid is made again; an unreadable one (an interrupted write of an older version) too. A file made
+    at another model spacing is an error naming it; one made before fingerprints were recorded is reused with a
+    warning. Every background is checked (files there, lesion masks with their lung masks) before any is made.
+    """
     cache = Path(cache_dir)
+    bgs = [src if isinstance(src, Background) else Background.from_folder(Path(src)) for src in sources]
+    for bg in bgs:
+        check_background(bg)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
-    for src in sources:
-        bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
+    for bg in bgs:
         dest = cache / f"{bg.name}.npz"
+        fp = background_fingerprint(bg, model_spacing_zyx, teacher_spacing_xyz)
         if dest.exists() and not overwrite:
-            got = cache_spacing(dest)
+            try:
+                got, old = cache_spacing(dest), cache_fingerprint(dest)
+            except Exception as exc:  # noqa: BLE001 - np.load raises many types for a damaged file
+                log.warning("%s: unreadable cached case (%s); made again", dest, exc)
+                got, old = None, ""
             if got is not None and not np.allclose(got, np.asarray(model_spacing_zyx, np.float32), rtol=1e-3):
                 raise ValueError(f"{dest}: cached at spacing {got.tolist()} mm, not the "
                                  f"{[float(v) for v in model_spacing_zyx]} mm asked for; use another cache folder")
-            out.append(dest)
-            continue
-        case = prepare_case(bg, model_spacing_zyx, teacher)
-        np.savez_compressed(dest, **case)
+            if old == fp:
+                out.append(dest)
+                continue
+            if old is None:
+                log.warning("%s: cached before the cache recorded its sources; reused as it is (delete it to "
+                            "make it again from %s)", dest, bg.image)
+                out.append(dest)
+                continue
+            if old:
+                log.info("%s: background or options changed since it was cached; made again", dest)
+        case = prepare_case(bg, model_spacing_zyx, teacher, teacher_spacing_xyz)
+        case["source"] = np.asarray(fp)
+        save_case(dest, case)
         log.info("cached %s: %s, %.1f MB", bg.name, case["image"].shape, dest.stat().st_size / 1e6)
         out.append(dest)
     return out
@@ -484,6 +749,59 @@ def lesion_instance_weights(lesions: np.ndarray) -> tuple[np.ndarray, int]:
     return inv[lab], n
 
 
+def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, Any]]:
+    """The weights to fine-tune from: a ``model.safetensors`` or a model folder (as ``ctscore run --model`` takes).
+    Returns (the weights file, the network they were made for or None when not recorded, the model.yaml beside
+    them or {}); ``ConfigError`` naming the file when they cannot be used (missing, not safetensors, a manifest
+    beside them that does not match)."""
+    import yaml
+    from safetensors import safe_open
+
+    p = Path(init)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise ConfigError("the weights to start from (init) do not exist (a model.safetensors or a model folder)", p)
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ConfigError(f"the weights to start from (init) are not a readable safetensors file ({exc})", p) from exc
+    man = p.parent / "manifest.json"
+    if man.is_file():
+        try:
+            want = json.loads(man.read_text())["files"].get(p.name, {}).get("sha256")
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise ConfigError(f"unreadable manifest beside the init weights ({exc})", man) from exc
+        if want and want != sha256_file(p):
+            raise ConfigError("the init weights do not match the sha256 in the manifest beside them", p)
+    model_yaml: dict[str, Any] = {}
+    if (p.parent / "model.yaml").is_file():
+        try:
+            model_yaml = yaml.safe_load((p.parent / "model.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"unreadable model.yaml beside the init weights ({exc})", p.parent / "model.yaml") from exc
+        if not isinstance(model_yaml, dict):
+            raise ConfigError("model.yaml beside the init weights is not a mapping", p.parent / "model.yaml")
+    arch = model_yaml.get("arch")
+    if arch is None and "arch" in meta:
+        try:
+            arch = json.loads(meta["arch"])
+        except ValueError:
+            arch = None
+    return p, (arch if isinstance(arch, dict) else None), model_yaml
+
+
+def check_init_fits(model_yaml: dict[str, Any], cfg: dict[str, Any], init: str | Path) -> None:
+    """Fine-tuning keeps the init model's input grid and HU window: refuse a training config that asks for others
+    (the published model.yaml would describe a grid the weights were not made for)."""
+    c = {**DEFAULT_TRAIN, **(cfg or {})}
+    for k in ("model_spacing_mm", "hu_window"):
+        if k in model_yaml and not np.allclose(np.asarray(model_yaml[k], float), np.asarray(c[k], float), rtol=1e-3):
+            raise ConfigError(f"the init weights were made for {k} {list(model_yaml[k])}, the training config asks "
+                              f"for {list(c[k])}; fine-tune at the init's {k}", init)
+
+
 def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
           arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
           ) -> dict[str, Any]:
@@ -498,18 +816,38 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
     c = dict(DEFAULT_TRAIN)
     c.update(cfg or {})
+    init_yaml: dict[str, Any] = {}
+    if init_weights:  # fine-tuning: the network the init weights were made for, unless one is given
+        init_weights, init_arch, init_yaml = read_init(init_weights)
+        if arch is None:
+            arch = init_arch
+        check_init_fits(init_yaml, c, init_weights)
     arch = {**DEFAULT_ARCH, **(arch or {})}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    problems = check_train_config(c, arch)
+    if problems:
+        raise ConfigError("training options: " + "; ".join(problems))
+    if not cache_files:
+        raise ConfigError("no cached cases to train on")
+    n_samples = len(cache_files) * int(c["samples_per_volume"])
+    if int(c["batch_size"]) > n_samples:  # drop_last would leave no batch at all: the loop would never end
+        raise ConfigError(f"batch_size {c['batch_size']} is more than the {n_samples} crops of an epoch "
+                          f"({len(cache_files)} case(s) x samples_per_volume {c['samples_per_volume']}); lower "
+                          f"batch_size or raise samples_per_volume")
     from segmentation.monai_segmenter import resolve_device
 
     dev = resolve_device(device)
     want = np.asarray(c["model_spacing_mm"], np.float32)
     for p in cache_files:  # a cache made at another spacing would train a model whose model.yaml lies
-        got = cache_spacing(p)
+        try:
+            got = cache_spacing(p)
+        except Exception as exc:  # noqa: BLE001 - np.load raises many types for a damaged file
+            raise ConfigError(f"unreadable cached case ({type(exc).__name__}: {exc}); delete it to make it again",
+                              p) from exc
         if got is not None and not np.allclose(got, want, rtol=1e-3):
             raise ConfigError(f"cache made at spacing {got.tolist()} mm, the training config asks for "
                               f"model_spacing_mm {want.tolist()}: rebuild the cache (another --cache folder)", p)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=int(c["seed"]))
     torch.manual_seed(int(c["seed"]))
     load, rand = _monai_transforms(c)
@@ -532,7 +870,11 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
                         persistent_workers=int(c["num_workers"]) > 0, drop_last=True)
     net = build_network(arch).to(dev)
     if init_weights:
-        net.load_state_dict(load_file(str(init_weights)))
+        try:
+            net.load_state_dict(load_file(str(init_weights)))
+        except RuntimeError as exc:
+            raise ConfigError(f"the init weights do not fit the network {arch} "
+                              f"({str(exc).strip().splitlines()[0]})", init_weights) from exc
         log.info("fine-tuning from %s", init_weights)
     opt = torch.optim.AdamW(net.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]))
     iters = int(c["iterations"])
@@ -548,8 +890,6 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     w_hn_lung = w_hn if c.get("hard_negative_lung_weight") is None else float(c["hard_negative_lung_weight"])
     dense_heads = str(c["dense_lesion_heads"])
     lesion_on_deformed = bool(c.get("deform_lesion_loss", True))
-    if dense_heads not in ("both", "lung"):
-        raise ValueError(f"dense_lesion_heads must be 'both' or 'lung', got {dense_heads!r}")
     lo, hi = (float(v) for v in c["hu_window"])
     hn_thr = (float(c["hard_negative_hu"]) - lo) / (hi - lo)
     hn_r = max(1, int(round(float(c["hard_negative_mm"]) / float(min(c["model_spacing_mm"])))))
@@ -593,7 +933,8 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             # cosine decay over whichever ends first: the iterations or the time budget
-            progress = min(1.0, max(it / iters, (time.perf_counter() - t0) / max_s))
+            # (not at the first step: the time then is start-up alone, and would make a seeded run differ)
+            progress = min(1.0, max(it / iters, (time.perf_counter() - t0) / max_s if it else 0.0))
             for g in opt.param_groups:
                 g["lr"] = base_lr * min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress))
             opt.step()
@@ -630,7 +971,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
         write_manifest(tmp)
-        info = {"iterations": it, "wall_s": wall, "device": str(dev),
+        info = {"iterations": it, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
                 "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
                 "torch": torch.__version__, "cfg": c,
                 "cases": [Path(p).stem for p in cache_files], "history": hist}

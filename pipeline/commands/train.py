@@ -2,9 +2,11 @@
 
 Backgrounds are DICOM series folders: by default the clean scans of ``../shared/data/chest`` listed in
 :data:`segmentation.training.DEFAULT_BACKGROUNDS` (the held-out ``normal001`` is never used), or the
-sub-folders of ``--data``. A folder with ``lungs.nii.gz`` (1 right, 2 left) uses that as the lung
-label instead of the classical teacher; with ``lesions.nii.gz`` as well, its real lesions are trained on
-as they are (no synthesis). ``--backgrounds-file`` lists backgrounds in YAML instead, including image
+sub-folders of ``--data``. A folder with ``lungs.nii.gz`` (1 right, 2 left, on the CT's geometry; any
+grid) uses that as the lung label instead of the classical teacher; with ``lesions.nii.gz`` as well, its
+real lesions are trained on as they are (no synthesis; a lesion mask without a lung mask is refused).
+The cache (``--cache``) remembers what each case was made from: a changed image, label file, label
+values or teacher grid makes that case again. ``--backgrounds-file`` lists backgrounds in YAML instead, including image
 files (NIfTI, NRRD) with their own label map (e.g. a lobe map; the values meaning right and left are
 listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights.
 Python twin: :func:`segmentation.recipe.train_segmenter` (same options, same errors).
@@ -50,7 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "after the other, each from the weights of the one before = a whole recipe, e.g. "
                         "segmentation/weights/recipe.yaml; a stage's 'backgrounds_file' trains it on that list); "
                         "command-line options win over the top level")
-    p.add_argument("--init", default=None, help="fine-tune from this model.safetensors")
+    p.add_argument("--init", default=None,
+                   help="fine-tune from these weights: a model.safetensors or a model folder (as ctscore run "
+                        "--model takes, e.g. segmentation/weights); its network is kept, its model grid must be "
+                        "the training config's")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -181,7 +181,8 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     """Cache the backgrounds and train (or fine-tune from ``init``) the segmenter into ``out``.
 
     Options as ``ctscore train --help`` (``backgrounds_file`` replaces ``data``/``backgrounds``; the
-    keyword options win over the top level of ``train_config``). Returns ``{"cache_files": [...]}`` plus,
+    keyword options win over ``train_config``, its stages included; a stage's own ``backgrounds_file`` wins over
+    ``backgrounds_file``, which wins over the config's top level). Returns ``{"cache_files": [...]}`` plus,
     unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
     """
     from segmentation.training import DEFAULT_TRAIN, check_init_fits, check_train_config, read_init, train
@@ -195,14 +196,18 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         cfg, stages, problem = read_train_config(Path(train_config))
         if problem:
             raise ConfigError(problem, train_config)
-    # the command's options win over the top level of the training config
-    cfg.update({k: v for k, v in {"iterations": iterations, "max_minutes": max_minutes, "batch_size": batch_size,
-                                  "num_workers": num_workers, "seed": seed, "lr": lr}.items() if v is not None})
-    if p_empty is not None:
-        cfg["synth"] = {**(cfg.get("synth") or {}), "p_empty": p_empty}
+    # the command's options win over the training config, its stages included (`--iterations 5` shortens every
+    # stage of a recipe, for a quick try)
+    cli = {k: v for k, v in {"iterations": iterations, "max_minutes": max_minutes, "batch_size": batch_size,
+                             "num_workers": num_workers, "seed": seed, "lr": lr}.items() if v is not None}
+    cli_synth = {} if p_empty is None else {"p_empty": p_empty}
+
+    def stage_options(stage: dict) -> dict:
+        m = {k: v for k, v in merge_stage(cfg, stage).items() if k != "backgrounds_file"}
+        return {**m, **cli, "synth": {**m["synth"], **cli_synth}}
     # every stage's options checked before anything is made (a bad value in a late stage would cost the early ones)
     init_arch, init_yaml = read_init(init)[1:] if init else (None, {})
-    merged = [merge_stage(cfg, st) for st in stages]
+    merged = [stage_options(st) for st in stages]
     for i, m in enumerate(merged):
         problems = check_train_config(m, init_arch)
         if problems:
@@ -233,7 +238,9 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
             base_srcs = folders
     stage_srcs: list[list | None] = []
     for i, stage in enumerate(stages):
-        bfile = stage.get("backgrounds_file", cfg.get("backgrounds_file"))
+        # a stage's own list; else the command's (--backgrounds-file / --data), else the config's top level
+        bfile = stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
+                                                  else cfg.get("backgrounds_file"))
         stage_srcs.append(_read_backgrounds(bfile, f"{train_config}: stages[{i}] backgrounds_file: ")
                           if bfile else base_srcs)
     if not prepare_only:  # an epoch too small for one batch would never end
@@ -264,7 +271,9 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     # a stage (or the whole file) may name its own background list: cached now, before any training
     stage_files: list[list[Path]] = []
     for i, stage in enumerate(stages):
-        bfile = stage.get("backgrounds_file", cfg.get("backgrounds_file"))
+        # a stage's own list; else the command's (--backgrounds-file / --data), else the config's top level
+        bfile = stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
+                                                  else cfg.get("backgrounds_file"))
         if not bfile:
             stage_files.append(files)
             continue
@@ -287,7 +296,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         return result
     out = Path(out)
     if len(stages) == 1:
-        result["stages"] = [train(stage_files[0], out, merge_stage(cfg, stages[0]), device=device,
+        result["stages"] = [train(stage_files[0], out, merged[0], device=device,
                                   init_weights=str(init) if init else None)]
         return result
     # a recipe: each stage starts from the weights of the one before; the last one's files go to out
@@ -296,7 +305,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     for i, stage in enumerate(stages):
         name = str(stage.get("name", f"stage{i + 1}"))
         log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
-        info = train(stage_files[i], out / "stages" / name, merge_stage(cfg, stage), device=device,
+        info = train(stage_files[i], out / "stages" / name, merged[i], device=device,
                      init_weights=current)
         current = str(out / "stages" / name / "model.safetensors")
         shutil.copy2(out / "stages" / name / "train_log.json", out / f"train_log_{name}.json")

@@ -173,3 +173,26 @@ def test_recipe_stage_with_its_own_backgrounds_file(tmp_path):
     recipe.write_text("stages:\n  - {name: a}\n  - {name: b, backgrounds_file: missing.yaml}\n")
     assert main(common + ["--out", str(tmp_path / "out2"), "--train-config", str(recipe)]) == EXIT_USAGE
     assert not (tmp_path / "out2").exists()
+
+
+def test_command_line_options_win_over_the_stages_of_a_recipe(tmp_path):
+    """`--iterations 1` shortens every stage of a recipe, even one that sets its own iterations (a quick try of a
+    long recipe), and `--lr` reaches every stage; the stages' other options stay theirs."""
+    import json
+
+    from pipeline.cli import main
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    toy_cached_case(cache / "base.npz")
+    (tmp_path / "data" / "base").mkdir(parents=True)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nlr: 0.01\nstages:\n"
+                      "  - {name: a, iterations: 500}\n  - {name: b, iterations: 300, lr: 0.002, deform_prob: 0.5}\n")
+    assert main(["train", "--data", str(tmp_path / "data"), "--backgrounds", "base", "--cache", str(cache),
+                 "--iterations", "1", "--lr", "0.0005", "--batch-size", "1", "--num-workers", "0", "--device", "cpu",
+                 "--out", str(tmp_path / "out"), "--train-config", str(recipe)]) == 0
+    for name in ("a", "b"):
+        log = json.loads((tmp_path / "out" / f"train_log_{name}.json").read_text())
+        assert log["cfg"]["iterations"] == 1 and log["cfg"]["lr"] == 0.0005, name
+    assert json.loads((tmp_path / "out" / "train_log_b.json").read_text())["cfg"]["deform_prob"] == 0.5

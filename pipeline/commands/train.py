@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "keys of segmentation.synth.DEFAULTS; 'stages': a list of such option sets run one "
                         "after the other, each from the weights of the one before = a whole recipe, e.g. "
                         "segmentation/weights/recipe.yaml; a stage's 'backgrounds_file' trains it on that list); "
-                        "command-line options win over the top level")
+                        "command-line options win over it, its stages included")
     p.add_argument("--init", default=None,
                    help="fine-tune from these weights: a model.safetensors or a model folder (as ctscore run "
                         "--model takes, e.g. segmentation/weights); its network is kept, its model grid must be "

@@ -10,7 +10,7 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    ``source``: what it was made from, so a changed image, label file or option makes it again), written
    atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
    geometry, right and left swapped) are refused naming the file.
-   User masks: ``lungs.nii.gz`` (1 right, 2 left; what ``ctscore run`` writes) and optionally
+   User masks: ``lungs.nii.gz`` (or .nii, .nrrd, .mha, .mhd; 1 right, 2 left; what ``ctscore run`` writes) and optionally
    ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
    lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
 2. :func:`train`: a MONAI ``CacheDataset`` over the cached cases, random transforms (lesion synthesis,
@@ -336,11 +336,20 @@ def check_background(bg: Background) -> None:
                          f"1 right / 2 left) beside it; background {bg.name!r} has none")
 
 
+#: File name endings a user's mask may have (SimpleITK reads them all).
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
 def _find_mask(folder: Path, name: str) -> Path | None:
-    for cand in (folder / name, folder / "labels" / name):
-        if cand.exists():
-            return cand
-    return None
+    """``<name>`` with any of :data:`MASK_SUFFIXES` (``lungs.nii.gz``, ``lungs.nrrd``, ...) beside the DICOM files or
+    in ``labels/``; ``ValueError`` when there are several (which one was meant?)."""
+    stem = name.split(".", 1)[0]
+    found = [folder / sub / f"{stem}{suffix}" for sub in ("", "labels") for suffix in MASK_SUFFIXES
+             if (folder / sub / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several {stem} masks ({', '.join(str(f.relative_to(folder)) for f in found)}); "
+                         f"keep one")
+    return found[0] if found else None
 
 
 def _onto(mask: Any, ref: Any) -> np.ndarray:

@@ -382,3 +382,24 @@ def test_seeded_cpu_training_is_reproducible_and_the_model_id_follows_the_weight
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.safetensors",
                                                                   "model.yaml", "train_log.json"]
     assert MonaiSegmenter(tmp_path / "a", device="cpu").model_id == ids[2]
+
+
+def test_folder_masks_in_other_formats_are_found_and_two_are_refused(tmp_path):
+    """``lungs.nrrd`` (or .nii, .mha) beside a DICOM series was ignored without a word (the teacher's lungs were
+    trained on instead); now it is the case's mask, and two lung masks in one folder are refused."""
+    from segmentation.training import Background
+    from tests.dicom_factory import write_series
+
+    write_series(tmp_path / "a", 8)
+    _, labels = toy_volume(tmp_path / "d")
+    sitk.WriteImage(sitk.ReadImage(str(labels)), str(tmp_path / "a" / "lungs.nrrd"))
+    sitk.WriteImage(sitk.ReadImage(str(labels)), str(tmp_path / "a" / "lesions.nii"))
+    bg = Background.from_folder(tmp_path / "a")
+    assert bg.lungs == tmp_path / "a" / "lungs.nrrd" and bg.lesions == tmp_path / "a" / "lesions.nii"
+    (tmp_path / "a" / "labels").mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(labels)), str(tmp_path / "a" / "labels" / "lungs.nii.gz"))
+    with pytest.raises(ValueError, match="several lungs masks"):
+        Background.from_folder(tmp_path / "a")
+    with pytest.raises(ConfigError, match="several lungs masks"):
+        train_segmenter(tmp_path / "out", data=tmp_path, backgrounds=["a"], cache=tmp_path / "cache",
+                        prepare_only=True)

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from segmentation.base import Segmenter  # noqa: E402
-from tests.toy_cases import toy_cached_case  # noqa: E402
+from tests.toy_cases import toy_cached_case, toy_training_dirs  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "segmentation" / "weights"
 
@@ -684,10 +684,7 @@ def test_train_config_file_and_unknown_keys(tmp_path):
     from pipeline.cli import main
     from pipeline.errors import EXIT_USAGE
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    toy_cached_case(cache / "toy.npz")
-    (tmp_path / "data" / "toy").mkdir(parents=True)
+    cache, _ = toy_training_dirs(tmp_path)
     cfg = tmp_path / "t.yaml"
     cfg.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nlesion_lung_weight: 1.0\n"
                    "hard_negative_weight: 1.0\nsynth: {p_empty: 0.0, p_pleural_consolidation: 1.0}\n")
@@ -743,10 +740,7 @@ def test_train_command_runs_two_iterations(tmp_path):
     """``ctscore train`` end to end on a tiny cached case (CPU, 2 iterations)."""
     from pipeline.cli import main
 
-    cache = tmp_path / "cache"
-    toy_cached_case(cache / "toy.npz", noise_hu=10.0)
-    data = tmp_path / "data"
-    (data / "toy").mkdir(parents=True)  # an empty folder: the cached case is used
+    cache, data = toy_training_dirs(tmp_path, noise_hu=10.0)
     import segmentation.training as tr
 
     old = dict(tr.DEFAULT_TRAIN)

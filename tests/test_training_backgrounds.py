@@ -15,7 +15,7 @@ import pytest
 sitk = pytest.importorskip("SimpleITK")
 
 from segmentation.training import Background, prepare_case, read_backgrounds_file  # noqa: E402
-from tests.toy_cases import toy_cached_case  # noqa: E402
+from tests.toy_cases import toy_training_dirs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CTSCORE_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -156,10 +156,7 @@ def test_recipe_stage_with_its_own_backgrounds_file(tmp_path):
     toy_volume(tmp_path / "d")
     write_list(tmp_path / "bg.yaml", "backgrounds:\n  - name: toy\n    image: d/ct.nii.gz\n"
                "    lungs: d/labels.nii.gz\n    right: [12, 524, 780]\n    left: [9, 777]\n")
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    toy_cached_case(cache / "base.npz")
-    (tmp_path / "data" / "base").mkdir(parents=True)
+    cache, _ = toy_training_dirs(tmp_path, "base")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nstages:\n  - {name: a}\n"
                       f"  - {{name: b, backgrounds_file: {tmp_path / 'bg.yaml'}, deform_prob: 1.0}}\n")
@@ -182,10 +179,7 @@ def test_command_line_options_win_over_the_stages_of_a_recipe(tmp_path):
 
     from pipeline.cli import main
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    toy_cached_case(cache / "base.npz")
-    (tmp_path / "data" / "base").mkdir(parents=True)
+    cache, _ = toy_training_dirs(tmp_path, "base")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("roi_size: [16, 32, 32]\nsamples_per_volume: 2\nlr: 0.01\nstages:\n"
                       "  - {name: a, iterations: 500}\n  - {name: b, iterations: 300, lr: 0.002, deform_prob: 0.5}\n")

@@ -19,3 +19,12 @@ def toy_cached_case(path: Path, noise_hu: float = 0.0, spacing: float = 2.5) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, image=img, lungs=lungs, spacing=np.full(3, spacing, np.float32))
     return path
+
+
+def toy_training_dirs(tmp_path: Path, name: str = "toy", noise_hu: float = 0.0) -> tuple[Path, Path]:
+    """``(cache, data)`` for ``ctscore train --data DATA --backgrounds NAME --cache CACHE``: the cache holds the toy
+    case ``NAME.npz`` and ``DATA/NAME`` is an empty folder (the cached case is used)."""
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    toy_cached_case(cache / f"{name}.npz", noise_hu=noise_hu)
+    (data / name).mkdir(parents=True)
+    return cache, data

@@ -199,3 +199,23 @@ def test_peak_timing_needs_min_n_non_zero_lags():
     assert row["n_patients"] == 3 and row["n_lab_first"] == 1 and row["n_same_day"] == 2
     assert np.isnan(row["wilcoxon_p"]) and np.isnan(row["sign_test_p"])  # was p = 1 from a single lag
     assert row["note"].startswith("not tested")
+
+
+def test_a_word_in_a_numeric_score_column_is_refused(small, tmp_path):  # noqa: F811
+    """A pipeline column that must be a number (percent_opacity, volumes, ...) holding text was kept as text and
+    the analyses using it went wrong later; it is refused with the line, as the totals are."""
+    scans = pd.read_csv(small["scans"], dtype=str, keep_default_na=False)
+    assert "percent_opacity" in scans.columns
+    i = int(np.flatnonzero(scans["status"] == "ok")[1])
+    scans.loc[i, "percent_opacity"] = "12,5"
+    scans.to_csv(tmp_path / "scans.csv", index=False)
+    with pytest.raises(CTScoreError, match=rf"column 'percent_opacity', line {i + 2}: value '12,5' is not a number"):
+        run_stats(tmp_path / "scans.csv", small["clinical"], small["labs"], study="li2020")
+
+
+def test_an_infinite_lab_value_is_refused(small, tmp_path):  # noqa: F811
+    labs = pd.read_csv(small["labs"], dtype=str, keep_default_na=False)
+    labs.loc[3, "value"] = "inf"
+    labs.to_csv(tmp_path / "labs.csv", index=False)
+    with pytest.raises(CTScoreError, match="column 'value', line 5: value 'inf' is not a finite number"):
+        run_stats(small["scores"], small["clinical"], tmp_path / "labs.csv", study="li2020")

@@ -58,6 +58,13 @@ CLINICAL_OPTIONAL = ("scores_patient_id", "onset_date", "admission_date", "outco
                      "sex", "glucocorticoid", "treatment_date")
 LABS_REQUIRED = ("patient_id", "date", "analyte", "value")
 SCANS_REQUIRED = ("scan_id", "patient_id", "study_date", "six_zone_total", "zhang900_total")
+#: Numeric columns of the pipeline's scans.csv: a value in them that is not a number is refused (file, line);
+#: other columns are numbers when every value is one, else text.
+SCANS_NUMERIC = ("six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "lung_volume_ml_right",
+                 "lung_volume_ml_left", "lesion_volume_ml", "lesion_volume_ml_right", "lesion_volume_ml_left",
+                 "ggo_volume_ml", "faint_ggo_volume_ml", "consolidation_volume_ml", "percent_opacity",
+                 "percent_high_opacity", "mean_lung_hu", "mean_lung_hu_right", "mean_lung_hu_left", "n_slices",
+                 "slice_thickness_mm")
 ZONES_REQUIRED = ("scan_id", "system", "lung", "unit", "unit_score")
 
 
@@ -140,6 +147,10 @@ def _parse_numbers(s: pd.Series, column: str, code: str, path: Path | None,
     if bad.any():
         i = bad.idxmax()
         raise _bad(code, path, column, int(i) + 2, s[i], "is not a number")
+    infinite = np.isinf(out)
+    if infinite.any():  # "inf" parses as a number but no analysis can use it
+        i = infinite.idxmax()
+        raise _bad(code, path, column, int(i) + 2, s[i], "is not a finite number")
     if lo is not None and (out < lo).any():
         i = (out < lo).idxmax()
         raise _bad(code, path, column, int(i) + 2, s[i], f"is below {lo}")
@@ -331,7 +342,7 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                                                      "status", "mosmed_category")]
     for c in numeric:
         num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
-        if c in ("six_zone_total", "zhang900_total") or num.notna().sum() == (scans[c] != "").sum():
+        if c in SCANS_NUMERIC or num.notna().sum() == (scans[c] != "").sum():
             bad = num.isna() & (scans[c] != "")
             if bad.any():
                 i = int(bad.idxmax())

@@ -77,18 +77,22 @@ def _find(folder: Path, candidates: list[str]) -> Path | None:
     return None
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """A state dict from ``.safetensors`` or a ``.pt`` read with ``torch.load(weights_only=True)``; a file that is
-    not one (truncated, corrupt, a pickle of other objects) is a :class:`BundleError` naming it."""
+def load_state(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a ``.pt`` read with ``torch.load(weights_only=True)`` (from ``data``,
+    the file's bytes already read and checked, when given); a file that is not one (truncated, corrupt, a pickle
+    of other objects) is a :class:`BundleError` naming it."""
+    import io
+
     import torch
 
     try:
+        data = path.read_bytes() if data is None else data
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load
 
-            state = load_file(str(path))
+            state = load(data)
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - SafetensorError, pickle.UnpicklingError, zip errors, ...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"unreadable weights, not a state dict saved with safetensors or torch.save "
@@ -286,7 +290,7 @@ class BundleSegmenter:
         from monai.bundle import ConfigParser
         from monai.inferers import SlidingWindowInferer
 
-        from segmentation.monai_segmenter import check_manifest, resolve_device
+        from segmentation.monai_segmenter import read_verified, resolve_device
         from segmentation.training import sha256_file
 
         self.folder = Path(folder)
@@ -308,8 +312,10 @@ class BundleSegmenter:
         weights = _find(self.folder, ["models/model.safetensors", "models/model.pt"])
         if weights is None:
             raise BundleError("no models/model.safetensors or models/model.pt", self.folder)
+        data = None  # the weights' bytes when checked against a manifest: loaded as checked
         if (weights.parent / "manifest.json").exists():
-            self.sha256 = check_manifest(weights.parent, [weights.name])[weights.name]
+            hashes, contents = read_verified(weights.parent, [weights.name])
+            self.sha256, data = hashes[weights.name], contents[weights.name]
         else:
             self.sha256 = sha256_file(weights)
             log.warning("bundle %s has no models/manifest.json: weights not verified (sha256 %s)", self.folder,
@@ -328,7 +334,7 @@ class BundleSegmenter:
             raise BundleError(f"network_def cannot be built ({type(exc).__name__}: {exc})", config) from exc
         if not isinstance(self.net, torch.nn.Module):
             raise _bad_def(f"it gives a {type(self.net).__name__}, not a torch.nn.Module", config)
-        state = load_state(weights)
+        state = load_state(weights, data)
         try:
             self.net.load_state_dict(state)
         except (RuntimeError, ValueError, TypeError, OSError) as exc:

@@ -80,7 +80,13 @@ def resolve_device(device: str | None) -> Any:
 
 def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
     """sha256 of each file in ``files`` against ``folder/manifest.json``; returns the hashes."""
-    from segmentation.training import sha256_file
+    return read_verified(folder, files)[0]
+
+
+def read_verified(folder: Path, files: list[str]) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The bytes of each file in ``files``, their sha256 checked against ``folder/manifest.json``: (hashes,
+    contents). Load from these bytes, not from the file again, so that what is loaded is what was checked."""
+    import hashlib
 
     man_path = folder / "manifest.json"
     if not man_path.exists():
@@ -92,7 +98,7 @@ def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"unreadable manifest, expected {{'files': {{name: {{'sha256': ...}}}}}} ({exc})",
                            man_path) from exc
-    out = {}
+    hashes, contents = {}, {}
     for f in files:
         path = folder / f
         if not path.exists():
@@ -100,11 +106,15 @@ def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
         entry = manifest.get(f)
         if not isinstance(entry, dict) or "sha256" not in entry:
             raise WeightsError(f"manifest has no sha256 for {f}", man_path)
-        got = sha256_file(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WeightsError(f"unreadable model file ({exc})", path) from exc
+        got = hashlib.sha256(data).hexdigest()
         if entry["sha256"] != got:
             raise WeightsError(f"sha256 of {f} is {got}, manifest.json says {entry['sha256']}", path)
-        out[f] = got
-    return out
+        hashes[f], contents[f] = got, data
+    return hashes, contents
 
 
 def resize_to(x: Any, size: tuple[int, int, int]) -> Any:
@@ -245,7 +255,7 @@ class MonaiSegmenter:
         import torch
         import yaml
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load as load_bytes
 
         from segmentation.network import build_network
 
@@ -263,21 +273,21 @@ class MonaiSegmenter:
         elif not folder.is_dir():
             raise WeightsError("no such weights folder", folder)
         self.folder = folder
-        self.hashes = check_manifest(folder, ["model.safetensors", "model.yaml"])
+        self.hashes, contents = read_verified(folder, ["model.safetensors", "model.yaml"])
         yaml_path = folder / "model.yaml"
         try:
-            self.meta: dict[str, Any] = yaml.safe_load(yaml_path.read_text())
+            self.meta: dict[str, Any] = yaml.safe_load(contents["model.yaml"].decode("utf-8"))
             if not isinstance(self.meta, dict):
                 raise yaml.YAMLError("not a mapping")
             missing = [k for k in ("arch", "model_spacing_mm", "roi_size", "hu_window") if k not in self.meta]
-        except (OSError, yaml.YAMLError) as exc:
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
             raise WeightsError(f"unreadable model description ({exc})", yaml_path) from exc
         if missing:
             raise WeightsError(f"model description lacks {missing}", yaml_path)
         check_model_yaml(self.meta, yaml_path)
         self.device = resolve_device(device)
         try:
-            state = load_file(str(folder / "model.safetensors"))  # safetensors: no pickle, no code
+            state = load_bytes(contents.pop("model.safetensors"))  # safetensors: no pickle, no code
         except (SafetensorError, OSError) as exc:  # truncated or not a safetensors file (its manifest hash fits)
             raise WeightsError(f"unreadable weights, not a safetensors file ({type(exc).__name__}: {exc})",
                                folder / "model.safetensors") from exc

@@ -304,3 +304,21 @@ def test_threads_share_one_loaded_segmenter(tmp_path, monkeypatch):
         t.join()
     factory._cached.cache_clear()
     assert len(built) == 1 and len({id(s) for s in got}) == 1
+
+
+def test_the_weights_loaded_are_the_bytes_whose_sha256_was_checked(tmp_path, monkeypatch):
+    """The weights were hashed, then read again to load: a file replaced in between was loaded unchecked. Now the
+    checked bytes themselves are loaded (a plug-in bundle's too)."""
+    import segmentation.monai_segmenter as ms
+
+    w = tiny_weights(tmp_path / "w")
+    checked = ms.read_verified
+
+    def swap_after_check(folder, files):
+        out = checked(folder, files)
+        (Path(folder) / "model.safetensors").write_bytes(b"not the weights that were checked")
+        return out
+
+    monkeypatch.setattr(ms, "read_verified", swap_after_check)
+    seg = MonaiSegmenter(w, device="cpu")  # loads what was checked, not what is on disk now
+    assert seg.hashes["model.safetensors"] != sha256_file(Path(w) / "model.safetensors")

@@ -7,7 +7,10 @@ width and its centre is shifted towards the patient's left by a fraction of the 
 lung (``--radius 0.75 --shift 0.12``, the default, cuts normal001's right lung on most slices).
 
     python scripts/fov_truncation.py ../shared/data/chest/normal001 [--segmenter monai|classical] [--radius R]
-        [--shift S]
+        [--shift S] [--fill-hu HU]
+
+``--fill-hu 0`` fills the outside with water instead of air (what the segmenters would see if the padding were
+shown to them as tissue): an experiment, not what the pipeline does.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--radius", type=float, default=0.75, help="FOV radius, fraction of half the image width")
     ap.add_argument("--shift", type=float, default=0.12, help="FOV centre shift to the patient's left, "
                     "fraction of the image width")
+    ap.add_argument("--fill-hu", type=float, default=-1000.0, help="HU written outside the field of view "
+                    "(default -1000, as the loader writes padding)")
     args = ap.parse_args(argv)
 
     import SimpleITK as sitk
@@ -47,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     yy, xx = np.mgrid[:ny, :nx]
     outside = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2 - args.shift * nx) > args.radius * nx / 2
     pad = np.broadcast_to(outside, hu.shape)
-    cut = sitk.GetImageFromArray(np.where(pad, -1000.0, hu).astype(np.float32))
+    cut = sitk.GetImageFromArray(np.where(pad, args.fill_hu, hu).astype(np.float32))
     cut.CopyInformation(image)
     padding = sitk.GetImageFromArray(pad.astype(np.uint8))
     padding.CopyInformation(image)
 
     segmenter = build_segmenter(cfg)
     print(f"{args.series}: {args.segmenter}, field of view radius {args.radius} x half width, centre shifted "
-          f"{args.shift} x width to the left; {100 * outside.mean():.0f} % of each slice outside")
+          f"{args.shift} x width to the left; {100 * outside.mean():.0f} % of each slice outside, filled with "
+          f"{args.fill_hu:g} HU")
     for name, img, pad_img in (("whole", image, None), ("cut", cut, padding)):
         res = analyse_volume(img, cfg, segmenter, padding=pad_img)
         row = res["row"]

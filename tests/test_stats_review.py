@@ -219,3 +219,31 @@ def test_an_infinite_lab_value_is_refused(small, tmp_path):  # noqa: F811
     labs.to_csv(tmp_path / "labs.csv", index=False)
     with pytest.raises(CTScoreError, match="column 'value', line 5: value 'inf' is not a finite number"):
         run_stats(small["scores"], small["clinical"], tmp_path / "labs.csv", study="li2020")
+
+
+def test_week8_value_and_day_come_from_one_scan(small, tmp_path):  # noqa: F811
+    """liao2021 week 8: a later week-8 scan without a score no longer lends its day to an earlier scan's score
+    (pandas' last() took each column's own last value), and a patient whose week-8 scans all lack a score is
+    unclassified with that reason, not "recovery"."""
+    scans = pd.read_csv(small["scans"], dtype=str, keep_default_na=False)
+    clin = pd.read_csv(small["clinical"])
+    onset = clin.set_index("scores_patient_id")["onset_date"]
+    day = (pd.to_datetime(scans["study_date"], format="%Y%m%d")
+           - pd.to_datetime(scans["patient_id"].map(onset))).dt.days
+    in_w8 = (day >= 49) & (day <= 55) & (scans["status"] == "ok")
+    alone = scans.loc[in_w8, "patient_id"].value_counts().eq(1)  # patients with one week-8 scan
+    w8 = scans[in_w8 & (day <= 53) & scans["patient_id"].map(alone).fillna(False).astype(bool)]
+    a, b = w8.index[0], w8.index[1]
+    later = scans.loc[[a]].copy()
+    later["scan_id"] = later["scan_id"] + "-later"
+    later["study_date"] = (pd.to_datetime(later["study_date"], format="%Y%m%d") + pd.Timedelta(days=1)).dt.strftime(
+        "%Y%m%d")
+    later["six_zone_total"] = ""
+    scans.loc[b, "six_zone_total"] = ""
+    pd.concat([scans, later]).to_csv(tmp_path / "scans.csv", index=False)
+    g = run_stats(tmp_path / "scans.csv", small["clinical"], study="liao2021")["liao2021_lesion_groups"]
+    pid = dict(zip(clin["scores_patient_id"], clin["patient_id"], strict=True))
+    ra = g.set_index("patient_id").loc[pid[scans.loc[a, "patient_id"]]]
+    rb = g.set_index("patient_id").loc[pid[scans.loc[b, "patient_id"]]]
+    assert ra["week8_score"] == float(scans.loc[a, "six_zone_total"]) and ra["week8_day"] == day[a]
+    assert rb["group"] == "unclassified" and "week-8 score missing" in rb["reason"] and rb["week8_day"] == day[b]

@@ -50,9 +50,18 @@ def add_time(df: pd.DataFrame, clinical: pd.DataFrame, date_col: str, id_col: st
 
 
 def one_per_bin(df: pd.DataFrame, bin_col: str, value_cols: list[str], how: str = "last",
-                date_col: str = "date") -> pd.DataFrame:
-    """Reduce to one row per patient and bin: the ``last``/``first`` dated value, or ``mean``/``max``."""
-    d = df.dropna(subset=[bin_col]).sort_values(["patient_id", date_col])
+                date_col: str = "date", whole_rows: bool = False) -> pd.DataFrame:
+    """Reduce to one row per patient and bin: the ``last``/``first`` dated value, or ``mean``/``max``.
+
+    ``whole_rows``: with ``last``/``first``, every column comes from the one last (first) row whose
+    ``value_cols[0]`` is not empty (one scan: its score, its day, its date); without it each column takes its own
+    last non-empty value (labs: each analyte its own last measurement)."""
+    d = df.dropna(subset=[bin_col]).sort_values(["patient_id", date_col], kind="stable")
+    if whole_rows and how in ("last", "first"):
+        d = d.dropna(subset=[value_cols[0]])
+        g = d.groupby(["patient_id", bin_col], observed=True)
+        picked = g.tail(1) if how == "last" else g.head(1)
+        return picked[["patient_id", bin_col, *value_cols, date_col]].reset_index(drop=True)
     g = d.groupby(["patient_id", bin_col], observed=True)
     if how == "last":
         out = g[[*value_cols, date_col]].last()

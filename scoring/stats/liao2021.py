@@ -28,8 +28,11 @@ COVARIATES = ("il6", "age", "lymphocyte_count")
 def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> pd.DataFrame:
     """One row per clinical patient: week-8 score, group (persistent/recovery/unclassified), reason."""
     s = cohort.scans[cohort.scans["week"] == binning.N_WEEKS]
-    w8 = binning.one_per_bin(s, "week", [score, "days_since_onset"], how=within, date_col="study_date")
-    w8 = w8.set_index("patient_id")
+    # the week-8 value of each patient and the day of the very scan it comes from (a later scan of the week
+    # without a score does not lend its day to an earlier one's score)
+    w8 = binning.one_per_bin(s, "week", [score, "days_since_onset"], how=within, date_col="study_date",
+                             whole_rows=True).set_index("patient_id")
+    w8_unscored = s.sort_values("study_date", kind="stable").groupby("patient_id")["days_since_onset"].last()
     has_scan = set(cohort.scans["patient_id"])
     rows = []
     for _, p in cohort.clinical.iterrows():
@@ -39,9 +42,8 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
             v = float(w8.loc[pid, score])
             row.update(week8_score=v, week8_day=float(w8.loc[pid, "days_since_onset"]),
                        group="persistent" if v >= threshold else "recovery")
-        elif pid in w8.index:  # a week-8 scan whose score is empty (zones the scan cannot see): not recovery
-            row.update(week8_day=float(w8.loc[pid, "days_since_onset"]),
-                       reason="week-8 score missing (zones the scan cannot see)")
+        elif pid in w8_unscored.index:  # week-8 scans, none with a score (zones the scan cannot see): not recovery
+            row.update(week8_day=float(w8_unscored[pid]), reason="week-8 score missing (zones the scan cannot see)")
         elif pid not in has_scan:
             row["reason"] = "no scored scan"
         elif "onset_date" not in cohort.clinical.columns or pd.isna(p.get("onset_date")):
@@ -56,7 +58,8 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
 
 def _weekly(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.DataFrame:
     """One value per patient and week for the score (from scans) and each lab (from the lab table)."""
-    sc = binning.one_per_bin(cohort.scans, "week", [score], how=within, date_col="study_date").drop(columns="study_date")
+    sc = binning.one_per_bin(cohort.scans, "week", [score], how=within, date_col="study_date",
+                             whole_rows=True).drop(columns="study_date")
     out = sc
     if labs and "week" in cohort.labs.columns:
         lb = binning.one_per_bin(cohort.labs, "week", labs, how=within, date_col="date").drop(columns="date")

@@ -30,12 +30,19 @@ MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_
                 "unit_score": math.nan, "status": "missing"}
 
 
+def slice_step_mm(z_mm: np.ndarray) -> float:
+    """Median distance (mm) between consecutive slice centres; 0 for a single slice."""
+    return float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
+
+
 def _interval_seen(iv: ZInterval, z_mm: np.ndarray, lung_cut_top: bool, lung_cut_bottom: bool,
                    slab: bool) -> bool:
-    """Whether the scan sees all of a zone: a zone reaching past a cut-off end of the lung is missing."""
+    """Whether the scan sees all of a zone: a zone reaching past a cut-off end of the lung is missing; a slab
+    must lie within the scanned z range (the first and last slices reach half a slice step beyond their centres)."""
     zmin, zmax = float(z_mm.min()), float(z_mm.max())
     if slab:
-        return iv.low >= zmin - 1e-6 and iv.high <= zmax + 1e-6
+        half = 0.5 * slice_step_mm(z_mm)
+        return iv.low >= zmin - half - 1e-6 and iv.high <= zmax + half + 1e-6
     if lung_cut_top and iv.high > zmax:
         return False
     if lung_cut_bottom and iv.low < zmin:
@@ -106,6 +113,9 @@ def score_scan(
     row: dict[str, Any] = {}
 
     lung_all = lungs > 0
+    # Lesion voxels outside the lung mask are not lung (SCORING.md: the lung mask is the denominator): they count
+    # nowhere, so that scan-level lesion volumes, PO, PHO and MosMed agree with the per-lung and per-zone rows.
+    classes = np.where(lung_all, classes, 0).astype(classes.dtype, copy=False)
     lesion_all = classes > 0
     lung_ml = float(lung_all.sum()) * voxel_ml
     for side, name in SIDES.items():
@@ -176,7 +186,10 @@ def score_scan(
         # zhang900
         dome = lz(f"dome_{name}")
         levels = [lz("suprasternal_notch"), lz("aortic_arch"), lz("carina"), lz("bronchus_intermedius"), dome]
-        ivs = zhang_intervals(levels, zcfg["mode"], zcfg["slab_half_thickness_mm"])
+        # A slab at least one slice step thick: thinner than the slice step it may fall between two slice centres,
+        # select no voxel and score 0 as if healthy (12 mm slices, +-5 mm slab); it holds the nearest slice.
+        half_mm = max(float(zcfg["slab_half_thickness_mm"]), 0.5 * slice_step_mm(z_mm))
+        ivs = zhang_intervals(levels, zcfg["mode"], half_mm)
         for unit in ZHANG_LEVELS:
             iv = ivs[unit]
             r = {"system": "zhang900", "lung": name, "unit": unit}

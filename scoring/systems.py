@@ -68,7 +68,9 @@ def density_grade(class_volumes: Mapping[int, float], rule: str = "densest", sha
         return int(predominant)
     if rule == "densest":
         for c in classes:
-            if class_volumes[c] / total >= share:
+            # rounded like quantify.percent: volumes are voxel counts x the voxel volume, and the sum's
+            # floating-point error must not move a share exactly on density_share (1 of 5 voxels is 20 %)
+            if round(class_volumes[c] / total, 9) >= share:
                 return int(c)
         return int(predominant)
     raise ValueError(f"unknown density rule {rule!r}")

@@ -9,7 +9,7 @@ midpoints between consecutive levels (``zone`` mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,33 +22,45 @@ INF = float("inf")
 
 @dataclass(frozen=True)
 class ZInterval:
-    """Half-open interval of patient z: low < z <= high (mm)."""
+    """Interval of patient z (mm): by default half-open, low < z <= high; ``low_closed`` / ``high_closed`` say
+    whether a z exactly on ``low`` / ``high`` belongs to it (a slice exactly on a level). Equality compares the
+    bounds only."""
 
     low: float
     high: float
+    low_closed: bool = field(default=False, compare=False)
+    high_closed: bool = field(default=True, compare=False)
 
     def mask(self, z_mm: np.ndarray) -> np.ndarray:
-        return (z_mm > self.low) & (z_mm <= self.high)
+        lo = (z_mm >= self.low) if self.low_closed else (z_mm > self.low)
+        hi = (z_mm <= self.high) if self.high_closed else (z_mm < self.high)
+        return lo & hi
 
 
 def six_zone_intervals(carina_z: float | None, ipv_z: float | None) -> dict[str, ZInterval | None]:
-    """Upper (above carina), middle (carina to IPV) and lower (below IPV) zones."""
-    if carina_z is None or ipv_z is None:
+    """Upper (above the carina: z > carina), middle (from the carina down to the IPV, both levels included:
+    IPV <= z <= carina) and lower (below the IPV: z < IPV) zones, as SCORING.md words them. Missing when a level
+    is missing or the IPV is not below the carina (the zones would overlap)."""
+    if carina_z is None or ipv_z is None or not ipv_z < carina_z:
         return dict.fromkeys(SIX_ZONE_UNITS)
     return {
         "upper": ZInterval(carina_z, INF),
-        "middle": ZInterval(ipv_z, carina_z),
-        "lower": ZInterval(-INF, ipv_z),
+        "middle": ZInterval(ipv_z, carina_z, low_closed=True),
+        "lower": ZInterval(-INF, ipv_z, high_closed=False),
     }
 
 
 def zhang_intervals(levels_z: list[float | None], mode: str = "slab",
                     half_thickness_mm: float = 5.0) -> dict[str, ZInterval | None]:
-    """The five zhang900 units of one lung from its five level z values (cranial to caudal)."""
+    """The five zhang900 units of one lung from its five level z values (cranial to caudal).
+
+    ``slab``: level - half_thickness_mm <= z <= level + half_thickness_mm (symmetric about the level).
+    ``zone``: half-open volumes low < z <= high between the midpoints of consecutive levels."""
     out: dict[str, ZInterval | None] = {}
     if mode == "slab":
         for name, z in zip(ZHANG_LEVELS, levels_z):
-            out[name] = None if z is None else ZInterval(z - half_thickness_mm, z + half_thickness_mm)
+            out[name] = None if z is None else ZInterval(z - half_thickness_mm, z + half_thickness_mm,
+                                                         low_closed=True)
         return out
     if mode != "zone":
         raise ValueError(f"unknown zhang900 mode {mode!r}")

@@ -1,0 +1,96 @@
+"""Scoring-core review: boundary slices, slab thickness, density share and lesions outside the lung."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipeline.config import load_config
+from scoring import systems
+from scoring.landmarks import Landmark
+from scoring.quantify import score_scan
+from scoring.zones import six_zone_intervals, zhang_intervals
+
+Z = np.arange(20, dtype=float) * 10.0
+LEVELS = dict(suprasternal_notch=170.0, aortic_arch=140.0, carina=110.0, bronchus_intermedius=80.0,
+              ipv=60.0, dome_right=30.0, dome_left=30.0)
+
+
+def lms(**z):
+    return {k: Landmark(k, v, "detected", "high") for k, v in z.items()}
+
+
+def phantom(lesion_slices=None):
+    lungs = np.zeros((len(Z), 10, 20), np.uint8)
+    lungs[1:-1, :, :10] = 1
+    lungs[1:-1, :, 10:] = 2
+    classes = np.zeros(lungs.shape, np.uint8)
+    for k, n in (lesion_slices or {}).items():
+        classes[k, :n, :10] = 2
+    hu = np.where(classes > 0, -500, -850).astype(float)
+    return hu, lungs, classes
+
+
+def cfg(**zhang):
+    c = load_config()
+    c["scoring"]["min_involvement_ml"] = 0.0
+    c["scoring"]["min_involvement_pct"] = 0.0
+    c["scoring"]["zhang900"].update(zhang)
+    return c
+
+
+def units(zones, system, lung="right"):
+    return {r["unit"]: r for r in zones if r["system"] == system and r["lung"] == lung}
+
+
+def test_slice_exactly_on_the_ipv_is_middle_zone():
+    """SCORING.md: middle = from the carina down to the IPV, lower = below the IPV (it went to lower)."""
+    iv = six_zone_intervals(110.0, 60.0)
+    z = np.array([59.9, 60.0, 60.1, 110.0, 110.1])
+    assert iv["lower"].mask(z).tolist() == [True, False, False, False, False]
+    assert iv["middle"].mask(z).tolist() == [False, True, True, True, False]
+    assert iv["upper"].mask(z).tolist() == [False, False, False, False, True]
+    hu, lungs, classes = phantom({6: 10})  # slice 6 is at z = 60 = IPV
+    _, zones, _ = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg())
+    r = units(zones, "six_zone")
+    assert r["middle"]["lesion_ml"] == 0.1 and r["lower"]["lesion_ml"] == 0.0
+    assert r["lower"]["lung_ml"] + r["middle"]["lung_ml"] + r["upper"]["lung_ml"] == 1.8
+    # an IPV at or above the carina gives no zones (they would overlap), not double-counted lung
+    assert six_zone_intervals(60.0, 60.0) == dict.fromkeys(("upper", "middle", "lower"))
+
+
+def test_slab_is_symmetric_about_its_level():
+    """level +- 5 mm holds the slices at level - 5 and level + 5 alike (it held only the upper one)."""
+    iv = zhang_intervals([170.0, 140.0, 110.0, 80.0, 30.0], "slab", 5.0)["L3"]
+    assert iv.mask(np.array([104.9, 105.0, 110.0, 115.0, 115.1])).tolist() == [False, True, True, True, False]
+
+
+def test_slab_thinner_than_the_slice_step_is_not_scored_zero():
+    """12 mm slices, carina 114 mm: the +-5 mm slab held no slice and L3 scored 0 (status ok) over a lesion."""
+    z12 = np.arange(20, dtype=float) * 12.0
+    hu, lungs, classes = phantom({9: 10})  # slice 9 at z = 108, the nearest to the carina
+    _, zones, _ = score_scan(hu, lungs, classes, z12, 0.001, lms(**dict(LEVELS, carina=114.0)), cfg())
+    l3 = units(zones, "zhang900")["L3"]
+    assert l3["lung_ml"] > 0 and l3["lesion_ml"] > 0 and l3["unit_score"] > 0
+
+
+def test_density_share_exactly_on_the_boundary_whatever_the_voxel_size():
+    """1 of 5 lesion voxels consolidated is 20 % = density_share: densest grade 3 (float error gave 1)."""
+    for sp in ((0.742, 0.742, 2.0), (0.7, 0.7, 1.25), (0.6, 0.6, 0.625), (1.5, 1.5, 1.5)):
+        v = sp[0] * sp[1] * sp[2] / 1000.0
+        for n in (1, 5, 13):
+            assert systems.density_grade({1: 4 * n * v, 2: 0.0, 3: n * v}, "densest", 0.2) == 3
+
+
+def test_lesion_voxels_outside_the_lung_count_nowhere():
+    """Lesion voxels outside the lung mask entered lesion_volume_ml, PO, PHO and MosMed but no lung or zone."""
+    hu, lungs, classes = phantom()
+    classes[0] = 3  # slice 0 holds no lung
+    hu[0] = 0.0
+    row, zones, _ = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg())
+    assert row["lesion_volume_ml"] == 0.0 and row["consolidation_volume_ml"] == 0.0
+    assert row["percent_opacity"] == 0.0 and row["percent_high_opacity"] == 0.0
+    assert row["mosmed_category"] == "CT-0"
+    assert row["lesion_volume_ml"] == row["lesion_volume_ml_right"] + row["lesion_volume_ml_left"]
+    assert not math.isnan(row["six_zone_total"]) and row["six_zone_total"] == 0

@@ -6,38 +6,10 @@ import math
 
 import numpy as np
 
-from pipeline.config import load_config
 from scoring import systems
-from scoring.landmarks import Landmark
 from scoring.quantify import score_scan
 from scoring.zones import six_zone_intervals, zhang_intervals
-
-Z = np.arange(20, dtype=float) * 10.0
-LEVELS = dict(suprasternal_notch=170.0, aortic_arch=140.0, carina=110.0, bronchus_intermedius=80.0,
-              ipv=60.0, dome_right=30.0, dome_left=30.0)
-
-
-def lms(**z):
-    return {k: Landmark(k, v, "detected", "high") for k, v in z.items()}
-
-
-def phantom(lesion_slices=None):
-    lungs = np.zeros((len(Z), 10, 20), np.uint8)
-    lungs[1:-1, :, :10] = 1
-    lungs[1:-1, :, 10:] = 2
-    classes = np.zeros(lungs.shape, np.uint8)
-    for k, n in (lesion_slices or {}).items():
-        classes[k, :n, :10] = 2
-    hu = np.where(classes > 0, -500, -850).astype(float)
-    return hu, lungs, classes
-
-
-def cfg(**zhang):
-    c = load_config()
-    c["scoring"]["min_involvement_ml"] = 0.0
-    c["scoring"]["min_involvement_pct"] = 0.0
-    c["scoring"]["zhang900"].update(zhang)
-    return c
+from tests.test_zones import LEVELS, Z, cfg, lms, phantom
 
 
 def units(zones, system, lung="right"):

@@ -247,3 +247,25 @@ def test_week8_value_and_day_come_from_one_scan(small, tmp_path):  # noqa: F811
     rb = g.set_index("patient_id").loc[pid[scans.loc[b, "patient_id"]]]
     assert ra["week8_score"] == float(scans.loc[a, "six_zone_total"]) and ra["week8_day"] == day[a]
     assert rb["group"] == "unclassified" and "week-8 score missing" in rb["reason"] and rb["week8_day"] == day[b]
+
+
+@pytest.mark.parametrize("within", ["last", "first", "mean"])
+def test_li2020_period_score_and_day_come_from_the_scored_scans(within):
+    """li2020 per period: a scan without a score no longer lends its day to the period (pandas' last()/first()
+    took each column's own last value, and the mean of days counted unscored scans)."""
+    from types import SimpleNamespace
+
+    d = pd.to_datetime
+    scans = pd.DataFrame({
+        "patient_id": ["p1", "p1", "p1", "p2"],
+        "study_date": d(["2020-02-07", "2020-02-09", "2020-02-05", "2020-02-08"]),
+        "days_since_onset": [6.0, 8.0, 4.0, 7.0],
+        "period": ["6-10", "6-10", "0-5", "6-10"],
+        "six_zone_total": [10.0, np.nan, np.nan, 3.0],  # p1's later 6-10 scan and its 0-5 scan have no score
+    })
+    cohort = SimpleNamespace(scans=scans, clinical=pd.DataFrame({"patient_id": ["p1", "p2"],
+                                                                 "outcome": ["survivor", "non-survivor"]}))
+    per = li2020._serial(cohort, "six_zone_total", [], within).set_index(["patient_id", "period"])
+    assert per.loc[("p1", "6-10"), "six_zone_total"] == 10.0
+    assert per.loc[("p1", "6-10"), "days_since_onset"] == 6.0  # the scored scan's day, not 8 (or their mean 7)
+    assert ("p1", "0-5") not in per.index  # a period with no scored scan is not a row with an empty score

@@ -43,7 +43,11 @@ def _serial(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.Data
     s = cohort.scans.dropna(subset=["period"])
     s = s[s["patient_id"].isin(cohort.clinical.loc[cohort.clinical.get("outcome").notna(), "patient_id"])] \
         if "outcome" in cohort.clinical.columns else s.iloc[0:0]
-    per = binning.one_per_bin(s, "period", [score, "days_since_onset", *labs], how=within, date_col="study_date")
+    # a scan without a score (failed, or zones it cannot see) lends nothing to its period: not its day to the mean
+    # of days, and with last/first the score, its day and its labs all come from the one scan picked
+    s = s.dropna(subset=[score])
+    per = binning.one_per_bin(s, "period", [score, "days_since_onset", *labs], how=within, date_col="study_date",
+                              whole_rows=True)
     per = per.merge(cohort.clinical[["patient_id", "outcome"]], on="patient_id")
     per["period"] = pd.Categorical(per["period"], categories=binning.PERIOD_LABELS, ordered=True)
     return per

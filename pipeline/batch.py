@@ -254,7 +254,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
         return {"scan_id": state["scan_id"], "series_uid": state["series_uid"], "status": "ok",
                 "row": res.get("scores", {}), "zones": res.get("zones", []), "timings": res.get("timings_s", {}),
                 "config_sha256": state["config_sha256"],
-                "segmenter": res.get("segmenter", {})}
+                "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", "")}
     return {k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
                                           "config_sha256", "model_id", "patient_id", "study_date")}
 
@@ -827,6 +827,7 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
         raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)
     hashes = sorted({s.get("config_sha256", "") for s in statuses} - {""})
     models = sorted({(s.get("segmenter") or {}).get("model_id", s.get("model_id", "")) for s in statuses} - {""})
+    versions = Counter(str(s.get("ctscore_version")) for s in statuses if s.get("ctscore_version"))
     if len(hashes) > 1 or len(models) > 1:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
@@ -849,4 +850,31 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
             if values and all(v == values[0] for v in values):
                 provenance[key] = values[0]
         provenance["seconds"] = round(sum(float(r.get("seconds") or 0) for r in shard_runs), 2)
-    return write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}", provenance=provenance)
+    if len(hashes) > 1:  # run.json's config is one of them: name them all
+        provenance["config_sha256_all"] = hashes
+    if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)
+        provenance["ctscore_versions"] = dict(sorted(versions.items()))
+    summary = write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}",
+                               provenance=provenance)
+    for message in merge_warnings(summary["scans"], versions):
+        log.warning(message)
+    return summary
+
+
+def merge_warnings(scans: Any, versions: Counter) -> list[str]:
+    """What merged results can hide, as warnings: one series under several scan ids (several stacks of it scored
+    with --all-series, or results made with different pseudonym salts: a statistic would count it, and its patient,
+    twice) and results made by several ctscore versions (``versions``: version -> number of scans)."""
+    messages = []
+    uids = scans["series_uid"].astype("string").fillna("")
+    twice = scans[(uids != "") & uids.duplicated(keep=False)]
+    if len(twice):
+        ids = ", ".join(twice["scan_id"].astype(str).head(6)) + (", ..." if len(twice) > 6 else "")
+        messages.append(f"{twice['series_uid'].nunique()} series appear under more than one scan id ({ids}): several "
+                        "stacks of one series (--all-series), or results made with different pseudonym salts (the "
+                        "patient_id differs too); keep one row per series before statistics")
+    if len(versions) > 1:
+        messages.append("the results were made by several ctscore versions (" +
+                        ", ".join(f"{v}: {n} scans" for v, n in sorted(versions.items())) +
+                        "); run.json lists them under ctscore_versions")
+    return messages

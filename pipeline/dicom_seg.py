@@ -10,6 +10,7 @@ the SEG cannot come out mirrored.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import SimpleITK as sitk
 from pydicom.sr.codedict import codes
 
 from pipeline import __version__
+
+log = logging.getLogger(__name__)
 
 
 def _code(scheme: str, value: str, meaning: str):
@@ -38,8 +41,11 @@ SEGMENTS = [
 ]
 
 
-_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
-                        "AccessionNumber", "StudyDate", "StudyTime", "ReferringPhysicianName")
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+                 "AccessionNumber", "StudyDate", "StudyTime", "ReferringPhysicianName", "SliceThickness")
+# type-1 UIDs that anonymised or hand-made exports sometimes lack (the loader scores such series; the inventory
+# flags a missing SeriesInstanceUID): the SEG must have them, so they are made up, the same for the same images
+_TYPE1_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 
 
 def _uid(*parts: str) -> str:
@@ -57,9 +63,17 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
 
     sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
     for ds in sources:  # anonymised exports drop type-2 attributes the SEG must copy (in memory only)
-        for kw in _TYPE2_PATIENT_STUDY:
+        for kw in _TYPE2_COPIED:
             if kw not in ds:
                 setattr(ds, kw, "")
+    instances = sorted(str(ds.SOPInstanceUID) for ds in sources)
+    for kw in _TYPE1_UIDS:
+        if any(not ds.get(kw) for ds in sources):
+            value = next((str(ds.get(kw)) for ds in sources if ds.get(kw)), None) or _uid(kw, *instances)
+            log.warning("the source images lack %s: the DICOM-SEG gets %s", kw, value)
+            for ds in sources:
+                if not ds.get(kw):
+                    setattr(ds, kw, value)
     def volume(img: sitk.Image, **kw):
         # highdicom's Volume is (x, y, z) from SimpleITK; frames run along its first axis: back to (z, y, x)
         return hd.Volume.from_simpleitk(img, **kw).permute_spatial_axes([2, 1, 0])

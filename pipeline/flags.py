@@ -21,6 +21,8 @@ SCORING_FLAGS: dict[str, str] = {
     "LANDMARK_ESTIMATED": "a level placed from the others, not found in the image: the zones it bounds rest on an "
                           "estimate",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
+    "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
+                        "scores and NIfTI masks as usual, no seg.dcm",
 }
 
 

@@ -99,10 +99,23 @@ def fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
+_umask_lock = threading.Lock()
+
+
 def current_umask() -> int:
-    """The process umask (read without changing it for good)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process umask, read without changing it (Linux: /proc/self/status). Elsewhere it is set and put back
+    under a lock: two threads swapping it at once (scans in the threads of one worker) left it at 0 for good, and
+    every later output world-writable."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0)
+        os.umask(mask)
     return mask
 
 

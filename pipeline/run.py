@@ -9,6 +9,7 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import platform
@@ -232,6 +233,19 @@ def table_patient_id(header: dict[str, Any], cfg: dict[str, Any]) -> str:
     return patient
 
 
+def _write_dicom_seg(folder: SeriesFolder, vol, res: dict[str, Any], segmenter, scan_id: str) -> None:
+    from pipeline.dicom_seg import build_seg
+
+    lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
+    les_img = _orient_like(res["classes"], res["orig"], vol.image)
+    seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id)
+    log.info("%s: seg.dcm carries the patient and study attributes of its source images (not "
+             "pseudonymous)", scan_id)
+    buf = io.BytesIO()
+    seg_ds.save_as(buf, enforce_file_format=True)
+    atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
+
+
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
                    header: dict[str, Any] | None = None, segmenter=None,
                    inventory_flags: list[str] | None = None) -> dict[str, Any]:
@@ -271,16 +285,11 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                   if k in ("suprasternal_notch", "aortic_arch", "carina", "bronchus_intermedius", "ipv",
                            "dome_right", "dome_left")}
         if outs["write_dicom_seg"]:
-            from pipeline.dicom_seg import build_seg
-
-            lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
-            les_img = _orient_like(res["classes"], res["orig"], vol.image)
-            seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id)
-            log.info("%s: seg.dcm carries the patient and study attributes of its source images (not "
-                     "pseudonymous)", scan_id)
-            buf = __import__("io").BytesIO()
-            seg_ds.save_as(buf, enforce_file_format=True)
-            atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
+            try:
+                _write_dicom_seg(folder, vol, res, segmenter, scan_id)
+            except Exception as exc:  # noqa: BLE001 - an export the headers do not allow must not lose the scores
+                log.warning("%s: no seg.dcm: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
+                res["flags"].append("DICOM_SEG_FAILED")
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
                          title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'])}  "

@@ -30,3 +30,4 @@ def main(args: argparse.Namespace) -> int:
     summary = aggregate(args.out)
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["n_failed"] else EXIT_OK
+

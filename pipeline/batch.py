@@ -135,9 +135,10 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
     for f in sorted(os.path.abspath(str(f)) for f in files):
         try:
             st = os.stat(f)
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            line = f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n"
         except OSError:
-            h.update(f"{f}\0missing\n".encode())
+            line = f"{f}\0missing\n"
+        h.update(line.encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 (a Latin-1 CD)
     return h.hexdigest()
 
 

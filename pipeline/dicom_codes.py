@@ -35,7 +35,8 @@ _CODES = [
          "CORRUPT_FILE instead", "nothing; ignored"),
     Code("SECONDARY_CAPTURE", "S", "a secondary capture (screenshot-like image without CT geometry)",
          "nothing; ignored"),
-    Code("UNREADABLE_FILE", "S", "a file with a DICOM preamble whose header cannot be parsed; a stray file",
+    Code("UNREADABLE_FILE", "S", "a file with a DICOM preamble whose header cannot be parsed; a stray file; a folder "
+         "that cannot be listed; a link to nothing",
          "check the copy if you expected it to be part of a series"),
     Code("DUPLICATE_SOP_INSTANCE", "S", "same SOPInstanceUID as a file already kept (F: de-duplicated)",
          "nothing; one copy is used (uncompressed or lossless preferred)"),
@@ -123,7 +124,8 @@ _CODES = [
     Code("MISSING_SERIES_UID", "W", "no SeriesInstanceUID; the files of one folder were grouped as one series",
          "nothing; the series is named NO_SERIES_UID:<hash of its folder>"),
     Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "
-         "data (inventory); loading refuses the stack with CORRUPT_FILE if so", "copy the series again"),
+         "data (inventory); the stack also gets the predicted problem CORRUPT_FILE (loading refuses it), so another "
+         "stack of the study is preferred", "copy the series again"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

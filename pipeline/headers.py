@@ -104,6 +104,16 @@ def image_type(ds: pydicom.Dataset) -> list[str]:
         return []
 
 
+def kernel(ds: pydicom.Dataset) -> str:
+    """ConvolutionKernel; for enhanced CT, where it is not at the top level, that of the first frame's
+    CT Reconstruction functional group."""
+    value = text(ds, "ConvolutionKernel")
+    if value or not is_multiframe(ds):
+        return value
+    recon = _functional(ds, 0, "CTReconstructionSequence")
+    return text(recon, "ConvolutionKernel") if recon is not None else ""
+
+
 def _first_item(ds: pydicom.Dataset, keyword: str) -> pydicom.Dataset | None:
     seq = get(ds, keyword, None)
     try:

@@ -102,7 +102,13 @@ class SeriesCandidate:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """All regular files under ``root`` (or ``root`` itself), any depth, sorted for determinism."""
+    """All regular files under ``root`` (or ``root`` itself), any depth, sorted for determinism.
+
+    Links to folders are followed, each folder once (a link loop ends there). A folder that cannot be
+    listed and a link to nothing are yielded too, so that :func:`read_file` names them (UNREADABLE_FILE).
+    A DICOMDIR given as the input stands for the folder it indexes (a CD's root)."""
+    if root.is_file() and root.name.upper() == "DICOMDIR":
+        root = root.parent
     if root.is_file():
         yield root
         return
@@ -110,12 +116,23 @@ def iter_files(root: Path) -> Iterator[Path]:
         raise CTScoreError("INPUT_NOT_FOUND", "input path does not exist", root)
     if not os.access(root, os.R_OK | os.X_OK):
         raise CTScoreError("INPUT_NOT_FOUND", "input folder cannot be read (permissions)", root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    unlisted: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda exc: unlisted.append(Path(exc.filename)),
+                                                followlinks=True):
+        yield from unlisted
+        unlisted.clear()
+        real = os.path.realpath(dirpath)
+        if real in seen:  # reached again through a link
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if p.is_file():
+            if p.is_file() or (p.is_symlink() and not p.exists()):
                 yield p
+    yield from unlisted
 
 
 def _peek_pixels(fp, ds: pydicom.Dataset, size: int) -> tuple[bool, bool]:
@@ -188,6 +205,18 @@ def is_image_storage(ds: pydicom.Dataset, sop_class: str) -> bool:
 def read_file(path: Path) -> FileRecord:
     """Read one file's header (never its pixels) and classify it."""
     rec = FileRecord(path=path)
+    if path.is_dir():  # a folder the walk could not list
+        try:
+            os.listdir(path)
+            detail = "folder could not be listed"
+        except OSError as exc:
+            detail = f"folder cannot be listed: {exc.strerror or exc}"
+        rec.status, rec.code, rec.detail = "skipped", "UNREADABLE_FILE", detail
+        return rec
+    if path.is_symlink() and not path.exists():
+        rec.status, rec.code, rec.detail = ("skipped", "UNREADABLE_FILE",
+                                            "a link that leads to no file (missing target, or a loop)")
+        return rec
     try:
         size = path.stat().st_size
         with open(path, "rb") as fp:
@@ -252,7 +281,7 @@ def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
         "image_type": "\\".join(H.image_type(ds)),
         "manufacturer": H.text(ds, "Manufacturer"),
         "model": H.text(ds, "ManufacturerModelName"),
-        "kernel": H.text(ds, "ConvolutionKernel"),
+        "kernel": H.kernel(ds),
         "slice_thickness": H.number(ds, "SliceThickness", 0.0) or 0.0,
         "body_part": H.text(ds, "BodyPartExamined").upper(),
         "contrast": H.text(ds, "ContrastBolusAgent"),
@@ -347,15 +376,16 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
                 spacing_key = tuple(np.round(s.frames[0].spacing, 3))
             multiframe = str(s.rec.path) if H.is_multiframe(ds) else ""
             key = (orient, H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0), spacing_key,
-                   tuple(H.image_type(ds)[:3]), H.text(ds, "ConvolutionKernel").upper(), H.text(ds, "Modality"),
+                   tuple(H.image_type(ds)[:3]), H.kernel(ds).upper(), H.text(ds, "Modality"),
                    multiframe)
             groups.setdefault(key, []).append(s)
         parts: list[list[_Slice]] = []
         merged_acq: list[bool] = []
         for group in groups.values():
-            split = _split_overlapping_acquisitions(group)
-            parts.extend(split)
-            merged_acq.extend(len({s.acquisition for s in part}) > 1 for part in split)
+            for recon in _split_overlapping(group, _thickness_labels(group)):
+                split = _split_overlapping(recon, {id(s): s.acquisition for s in recon})
+                parts.extend(split)
+                merged_acq.extend(len({s.acquisition for s in part}) > 1 for part in split)
         parts_sorted = sorted(zip(parts, merged_acq), key=lambda pm: str(pm[0][0].rec.path))
         for k, (part, merged) in enumerate(parts_sorted, start=1):
             cand = _make_candidate(uid, part, k if len(parts_sorted) > 1 else 0)
@@ -400,22 +430,38 @@ class _AcquisitionStack:
         self.members.extend(slices)
 
 
-def _split_overlapping_acquisitions(group: list[_Slice]) -> list[list[_Slice]]:
-    """One stack, unless acquisitions overlap along the slice normal: then acquisitions are gathered
-    greedily (in AcquisitionNumber order) into stacks in which none overlaps another.
+def _thickness_labels(group: list[_Slice]) -> dict[int, str]:
+    """Each slice's reconstruction by slice thickness (in steps of 0.05 mm, as a whole number); a slice
+    without a thickness, or alone with its thickness (a stray header value), is given the commonest one."""
+    labels = {}
+    for s in group:
+        t = s.frames[0].thickness if s.frames else None
+        labels[id(s)] = str(int(round(t / 0.05))) if t and t > 0 else ""
+    counts: dict[str, int] = {}
+    for v in labels.values():
+        counts[v] = counts.get(v, 0) + 1
+    common = max((v for v in counts if v), key=lambda v: counts[v], default="")
+    return {k: (v if v and counts[v] > 1 else common) for k, v in labels.items()}
+
+
+def _split_overlapping(group: list[_Slice], labels: dict[int, str]) -> list[list[_Slice]]:
+    """One stack, unless slices of different ``labels`` (keyed by ``id`` of the slice: acquisitions, or
+    reconstructions of another slice thickness) overlap along the slice normal: then the labels are
+    gathered greedily (in label order, numbers numerically) into stacks in which none overlaps another.
 
     Two acquisitions overlap when a position of one coincides with a position of the other, or when
     their position ranges overlap by a slice spacing or more (a repeated breath-hold or contrast phase
-    shifted by a fraction of a slice would otherwise be interleaved into one volume). Acquisitions that
-    tile z (the next starts about one spacing after the previous ends, or a little before) stay one stack.
+    shifted by a fraction of a slice would otherwise be interleaved into one volume; so would a 5 mm
+    reconstruction stored in the series of a 1 mm one). Acquisitions that tile z (the next starts about
+    one spacing after the previous ends, or a little before) stay one stack.
     """
-    acqs = {s.acquisition for s in group}
+    acqs = {labels[id(s)] for s in group}
     if len(acqs) < 2 or any(s.frames is None for s in group):
         return [group]
     normal = normal_of(group[0].frames[0].iop)
     by_acq: dict[str, list[_Slice]] = {}
     for s in group:
-        by_acq.setdefault(s.acquisition, []).append(s)
+        by_acq.setdefault(labels[id(s)], []).append(s)
 
     def acq_order(a: str) -> tuple:
         return (0, int(a)) if a.isdigit() else (1, a)
@@ -463,10 +509,14 @@ def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate
             cand.messages["INCONSISTENT_FRAME_OF_REFERENCE"] = f"{len(frame_ref)} FrameOfReferenceUIDs in one stack"
         thick = [f.thickness for f in frames if f.thickness]
         header["slice_thickness"] = float(np.median(thick)) if thick else header["slice_thickness"]
-    truncated = sum(s.rec.truncated for s in part)
+    truncated = [s.rec for s in part if s.rec.truncated]
     if truncated:
         cand.flags.append("CORRUPT_FILES_IN_STACK")
-        cand.messages["CORRUPT_FILES_IN_STACK"] = f"{truncated} file(s) look truncated"
+        cand.messages["CORRUPT_FILES_IN_STACK"] = f"{len(truncated)} file(s) look truncated"
+        # loading refuses the stack naming such a file: a refusal predicted from the headers (ranked last)
+        cand.problems.append("CORRUPT_FILE")
+        cand.messages["CORRUPT_FILE"] = (f"{len(truncated)} of {len(part)} files cannot be read to the end, first "
+                                         f"{truncated[0].path.name}: {truncated[0].detail}")
     syntaxes = sorted({transfer_syntax_of(s.rec.ds) for s in part})
     lossy = any(is_lossy(s.rec.ds) for s in part)
     ts_names = []
@@ -516,6 +566,17 @@ FILE_COLUMNS = ["path", "file_status", "file_code", "file_detail"] + STACK_COLUM
 IDENTIFYING_COLUMNS = ["patient_id", "study_date"]
 
 
+def _printable(value: Any) -> Any:
+    """Text that a table can hold: a file name that is not valid UTF-8 (a Latin-1 name from a CD, decoded
+    by Python with surrogate escapes) has its odd bytes written as ``\\xNN``; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def stack_row(c: SeriesCandidate, identifiers: bool = False) -> dict[str, Any]:
     """The inventory columns of one stack."""
     h = c.header
@@ -532,7 +593,7 @@ def stack_row(c: SeriesCandidate, identifiers: bool = False) -> dict[str, Any]:
     }
     if identifiers:
         row.update(patient_id=h.get("patient_id", ""), study_date=h.get("study_date", ""))
-    return row
+    return {k: _printable(v) for k, v in row.items()}
 
 
 @dataclass
@@ -573,8 +634,8 @@ def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_
     cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])
     file_rows = []
     for rec in records:
-        row = {"path": str(rec.path), "file_status": "used" if rec.stack_id else "skipped",
-               "file_code": rec.code, "file_detail": rec.detail}
+        row = {"path": _printable(str(rec.path)), "file_status": "used" if rec.stack_id else "skipped",
+               "file_code": rec.code, "file_detail": _printable(rec.detail)}
         row.update(by_id.get(rec.stack_id, {}))
         if rec.stack_id and by_id[rec.stack_id]["decision"] != "selected":
             row["file_status"] = "not scored"

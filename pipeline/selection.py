@@ -101,7 +101,7 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
     """(Re)compute the header-predicted geometry problems and flags of a stack under ``cfg``."""
     load = _loading(cfg)
     keep_problems = [p for p in cand.problems if p in ("MISSING_GEOMETRY", "INCONSISTENT_FRAME_OF_REFERENCE",
-                                                       "BAD_HEADER_VALUE")]
+                                                       "BAD_HEADER_VALUE", "CORRUPT_FILE")]
     keep_flags = [f for f in cand.flags if f in ("ACQUISITIONS_MERGED", "MISSING_SERIES_UID",
                                                  "CORRUPT_FILES_IN_STACK")]
     messages = {k: v for k, v in cand.messages.items() if k in keep_problems + keep_flags}

@@ -18,7 +18,10 @@ from pipeline.geometry import analyse_stack, axial_angle_deg
 
 log = logging.getLogger(__name__)
 
-PREFERENCES = ("original", "primary", "axial", "coverage", "thin", "kernel", "slices")
+PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "thin", "kernel", "slices")
+#: BodyPartExamined values (substrings) that name the chest; the "chest" preference ranks them, and stacks that
+#: name no body part, above stacks that name another one (the ABDOMEN series of a chest-abdomen study).
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "THX", "TORAX", "THORAC")
 #: Thickness differences smaller than this (mm) do not make one stack "thinner" than another.
 THICKNESS_TIE_MM = 0.05
 
@@ -135,7 +138,10 @@ def _preference_key(cand, rules: SelectionRules) -> tuple:
     itype = h.get("image_type", "").split("\\")
     key: list[Any] = [bool(cand.problems)]  # loadable first
     for pref in rules.preferences:
-        if pref == "original":
+        if pref == "chest":
+            part = (h.get("body_part") or "").upper()
+            key.append(bool(part) and not any(w in part for w in CHEST_BODY_PARTS))
+        elif pref == "original":
             key.append(itype[0] != "ORIGINAL" if itype else True)
         elif pref == "primary":
             key.append(len(itype) < 2 or itype[1] != "PRIMARY")

@@ -42,7 +42,7 @@ def make_dataset(hu: np.ndarray, z: float, *, series_uid: str, study_uid: str, f
                  thickness: float = 2.0, slope: float = 1.0, intercept: float = -1024.0, instance: int = 1,
                  image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", modality: str = "CT", kernel: str = "B60f",
                  acquisition: int = 1, photometric: str = "MONOCHROME2", pad_value: int | None = None,
-                 sop_uid: str | None = None) -> Dataset:
+                 sop_uid: str | None = None, body_part: str = "CHEST") -> Dataset:
     """One CT Image Storage dataset whose stored values give ``hu`` through slope/intercept."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -61,7 +61,8 @@ def make_dataset(hu: np.ndarray, z: float, *, series_uid: str, study_uid: str, f
     ds.Manufacturer = "ctscore-tests"
     ds.ImageType = image_type.split("\\")
     ds.ConvolutionKernel = kernel
-    ds.BodyPartExamined = "CHEST"
+    if body_part:
+        ds.BodyPartExamined = body_part
     ds.SeriesNumber = 1
     ds.AcquisitionNumber = acquisition
     ds.InstanceNumber = instance

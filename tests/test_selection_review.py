@@ -205,3 +205,20 @@ def test_ctscore_run_scores_a_series_with_a_file_name_not_utf8(tmp_path):
     summary = run_pipeline(src, tmp_path / "out", cfg, batch=BatchOptions(progress=False))
     assert summary["n_ok"] == 1, (tmp_path / "out" / "failures.csv").read_text()
     assert pd.read_csv(tmp_path / "out" / "scans.csv")["status"].tolist() == ["ok"]
+
+
+def test_the_chest_series_of_a_study_is_preferred_to_a_thinner_abdomen_series(tmp_path):
+    """A chest-abdomen study with a 1 mm ABDOMEN series (lung bases only) and a 2 mm CHEST series: the abdomen one
+    was chosen for being thinner. Now the chest (or unnamed) body part ranks first, and the reason says so."""
+    study = generate_uid()
+    chest = write_series(tmp_path / "chest", 12, dz=2.0, thickness=2.0, study_uid=study)
+    write_series(tmp_path / "abd", 30, dz=1.0, thickness=1.0, study_uid=study,
+                 per_slice=lambda k, p: p.update(body_part="ABDOMEN"))
+    inv = build_inventory(tmp_path)
+    (chosen,) = inv.chosen
+    assert set(chosen.files) == set(chest)
+    assert "preferred by chest" in inv.stacks.set_index("n_slices").loc[30]["reason"]
+    # a stack that names no body part is not pushed back (many exports leave BodyPartExamined empty)
+    unnamed = write_series(tmp_path / "unnamed", 20, dz=1.0, thickness=1.0, study_uid=study,
+                           per_slice=lambda k, p: p.update(body_part=""))
+    assert set(build_inventory(tmp_path).chosen[0].files) == set(unnamed)

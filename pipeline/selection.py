@@ -18,7 +18,7 @@ from pipeline.geometry import analyse_stack, axial_angle_deg
 
 log = logging.getLogger(__name__)
 
-PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "thin", "kernel", "slices")
+PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "noncontrast", "thin", "kernel", "slices")
 #: BodyPartExamined values (substrings) that name the chest; the "chest" preference ranks them, and stacks that
 #: name no body part, above stacks that name another one (the ABDOMEN series of a chest-abdomen study).
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "THX", "TORAX", "THORAC")
@@ -149,6 +149,8 @@ def _preference_key(cand, rules: SelectionRules) -> tuple:
             key.append(round(float(cand.info.get("axial_angle_deg") or 0.0), 1))
         elif pref == "coverage":
             key.append(float(cand.info.get("z_coverage_mm") or 0.0) < rules.full_coverage_mm)
+        elif pref == "noncontrast":  # the published scores were read on non-contrast CT; contrast shifts HU
+            key.append(bool((h.get("contrast") or "").strip()))
         elif pref == "thin":
             t = h.get("slice_thickness") or cand.info.get("slice_spacing_mm") or 99.0
             key.append(round(float(t) / THICKNESS_TIE_MM))

@@ -42,7 +42,7 @@ def make_dataset(hu: np.ndarray, z: float, *, series_uid: str, study_uid: str, f
                  thickness: float = 2.0, slope: float = 1.0, intercept: float = -1024.0, instance: int = 1,
                  image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", modality: str = "CT", kernel: str = "B60f",
                  acquisition: int = 1, photometric: str = "MONOCHROME2", pad_value: int | None = None,
-                 sop_uid: str | None = None, body_part: str = "CHEST") -> Dataset:
+                 sop_uid: str | None = None, body_part: str = "CHEST", contrast: str = "") -> Dataset:
     """One CT Image Storage dataset whose stored values give ``hu`` through slope/intercept."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -63,6 +63,8 @@ def make_dataset(hu: np.ndarray, z: float, *, series_uid: str, study_uid: str, f
     ds.ConvolutionKernel = kernel
     if body_part:
         ds.BodyPartExamined = body_part
+    if contrast:
+        ds.ContrastBolusAgent = contrast
     ds.SeriesNumber = 1
     ds.AcquisitionNumber = acquisition
     ds.InstanceNumber = instance

@@ -222,3 +222,15 @@ def test_the_chest_series_of_a_study_is_preferred_to_a_thinner_abdomen_series(tm
     unnamed = write_series(tmp_path / "unnamed", 20, dz=1.0, thickness=1.0, study_uid=study,
                            per_slice=lambda k, p: p.update(body_part=""))
     assert set(build_inventory(tmp_path).chosen[0].files) == set(unnamed)
+
+
+def test_the_non_contrast_series_of_a_study_is_preferred_to_a_thinner_contrast_one(tmp_path):
+    """A study with a 2 mm non-contrast and a 1 mm contrast-enhanced chest series: the contrast one was chosen for
+    being thinner; the studies' scores and the HU bands are of non-contrast CT."""
+    study = generate_uid()
+    plain = write_series(tmp_path / "plain", 12, dz=2.0, thickness=2.0, study_uid=study)
+    write_series(tmp_path / "cm", 24, dz=1.0, thickness=1.0, study_uid=study,
+                 per_slice=lambda k, p: p.update(contrast="IOHEXOL"))
+    inv = build_inventory(tmp_path)
+    assert set(inv.chosen[0].files) == set(plain)
+    assert "preferred by noncontrast" in inv.stacks.set_index("n_slices").loc[24]["reason"]

@@ -255,7 +255,8 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
         return {"scan_id": state["scan_id"], "series_uid": state["series_uid"], "status": "ok",
                 "row": res.get("scores", {}), "zones": res.get("zones", []), "timings": res.get("timings_s", {}),
                 "config_sha256": state["config_sha256"],
-                "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", "")}
+                "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", ""),
+                "config": res.get("config")}
     return {k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
                                           "config_sha256", "model_id", "patient_id", "study_date")}
 
@@ -838,6 +839,8 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
         if run.get("config_sha256") in hashes and run.get("config"):
             cfg = run["config"]
             break
+    if cfg is None:  # no run.json names it (a later run into OUT rewrote it): the scans keep their own
+        cfg = next((s["config"] for s in statuses if s.get("config") and s.get("config_sha256") in hashes), None)
     names = sorted({(s.get("segmenter") or {}).get("name", "") for s in statuses} - {""})
     segmenter = {"name": ";".join(names), "model_id": ";".join(models)}
     # what the shards ran on, not the machine that aggregates: their inputs, package versions and time

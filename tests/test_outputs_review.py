@@ -145,3 +145,22 @@ def test_a_dicom_seg_that_cannot_be_made_keeps_the_scores(chest, tmp_path, monke
     scans = pd.read_csv(out / "scans.csv")
     assert "DICOM_SEG_FAILED" in scans.loc[0, "qc_flags"] and scans.loc[0, "six_zone_total"] >= 0
     assert not list(out.glob("scan-*/seg.dcm"))
+
+
+def test_each_result_keeps_its_configuration(chest, tmp_path):
+    """result.json kept only the configuration's hash, and run.json is rewritten by the next run into the same folder:
+    the settings an older scan was made with could not be recovered. Each result now holds its own (the site salt
+    redacted), and aggregate falls back to it when no run.json names that configuration."""
+    import json
+
+    from pipeline.batch import aggregate
+
+    out = tmp_path / "out"
+    run_pipeline(chest, out, _cfg("outputs.pseudonym_salt=site-secret", "scoring.min_involvement_ml=0.3"),
+                 batch=BatchOptions(progress=False))
+    (result,) = [json.loads(p.read_text()) for p in out.glob("scan-*/result.json")]
+    assert result["config"]["scoring"]["min_involvement_ml"] == 0.3
+    assert result["config"]["outputs"]["pseudonym_salt"].startswith("<redacted")
+    (out / "run.json").unlink()
+    aggregate(out)
+    assert json.loads((out / "run.json").read_text())["config"]["scoring"]["min_involvement_ml"] == 0.3

@@ -218,10 +218,13 @@ def score_scan(
         t4 = t5 = 0
         lobes_missing = False
         for code, lobe in LOBES.items():
-            m = lobes == code
+            in_map = lobes == code
+            # the lobe's lung is the lung mask inside it: the denominator of the zones, PO and the lesion classes
+            # (a lobe map's own border, e.g. TotalSegmentator's, takes in hilum and pleura the lung mask leaves out)
+            m = in_map & lung_all
             lml = float(m.sum()) * voxel_ml
             r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
-            if lml <= 0 or any(edge_cut(m, z_mm, voxel_ml)):
+            if lml <= 0 or any(edge_cut(in_map, z_mm, voxel_ml)):
                 r.update(MISSING_UNIT, lung_ml=round(lml, 2))
                 lobes_missing = True
                 zone_rows.append(r)

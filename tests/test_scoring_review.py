@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from scoring import systems
 from scoring.quantify import score_scan
@@ -66,3 +67,20 @@ def test_lesion_voxels_outside_the_lung_count_nowhere():
     assert row["mosmed_category"] == "CT-0"
     assert row["lesion_volume_ml"] == row["lesion_volume_ml_right"] + row["lesion_volume_ml_left"]
     assert not math.isnan(row["six_zone_total"]) and row["six_zone_total"] == 0
+
+
+def test_lobe_lung_is_the_lung_mask_inside_the_lobe():
+    """A lobe map whose border takes in more than the lung mask (TotalSegmentator's lobes include hilum and pleura
+    the lung mask leaves out): the lobe's lung volume, the denominator of its involvement, was the lobe map's own,
+    so the same lesion scored lower in a lobe than in the zones. Now it is the lung mask inside the lobe."""
+    hu, lungs, classes = phantom()
+    lobes = np.zeros(lungs.shape, np.uint8)
+    for code, (a, b) in {1: (0, 2), 2: (2, 5), 3: (5, 10), 4: (10, 15), 5: (15, 20)}.items():
+        lobes[:, :, a:b] = code  # every slice: the lung mask holds slices 1..18 only
+    lobes[0], lobes[-1] = 0, 0  # not cut off at the scan's edges
+    lungs[1:19, 5:, 0:2] = 0  # the right upper lobe's lung mask: half of its lobe-map rows
+    classes[1:19, :5, 0:2] = 2  # all of that lung is lesion
+    row, zones, _ = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=lobes)
+    ru = {r["unit"]: r for r in zones if r["system"] == "lobar"}["right_upper"]
+    assert ru["lung_ml"] == pytest.approx(18 * 5 * 2 * 0.001)
+    assert ru["involvement_pct"] == 100.0 and ru["extent_score"] == 4

@@ -8,7 +8,8 @@ y posteriorly, and the z index grows cranially; ``z_mm[k]`` is the patient z of 
 What is detected and how (definitions of ../shared/data/landmarks/README.md):
 
 * ``carina``: lowest slice where the airway (trachea, region-grown by the segmenter) is still one
-  lumen, walking down from the trachea.
+  lumen, walking down from the trachea; the two lumina must lie beside the trachea followed from
+  above, and a division above the highest lung apex (the larynx) does not count.
 * ``rul_takeoff``, ``rml_origin``, ``bronchus_intermedius``: the right bronchial tree below the
   carina is region-grown from the trachea (HU below :data:`BRONCHUS_HU`, inside a box around the
   hilum, threshold lowered when it leaks). Walking down the right main bronchus, the right upper-lobe
@@ -151,42 +152,71 @@ def airway_lumen(airway: np.ndarray | None, hu: np.ndarray | None, spacing: Spac
 
 
 def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing, min_area_mm2: float = 10.0,
-                  min_trachea_mm: float = 20.0, persist: int = 2, min_sep_mm: float = 10.0) -> Landmark:
+                  min_trachea_mm: float = 20.0, persist: int = 2, min_sep_mm: float = 10.0,
+                  max_gap_mm: float = 10.0, below_mm: float | None = None) -> Landmark:
     """The lowest slice where the airway is still one lumen, walking down the trachea.
 
     A division counts when two lumina of at least ``min_area_mm2``, at least ``min_sep_mm`` apart
     left-right, are seen in ``persist`` + 1 consecutive slices after at least ``min_trachea_mm`` of
-    one lumen (so the larynx and pharynx above do not count). Reported at the centre of the last
-    one-lumen slice (the reference convention)."""
+    one lumen (so the larynx and pharynx above do not count). Both lumina must lie within
+    ``max_gap_mm`` of the airway they come from in the slice above (the largest lumen, the trachea,
+    or the two lumina of the division): a separate lumen beside the trachea (a lung bronchus the
+    growth reached, oesophageal gas) is not a division. A division above ``below_mm`` (the highest lung
+    apex: the larynx and pharynx of a scan that reaches the neck) is not the carina either; the walk goes
+    on below it. Reported at the centre of the last one-lumen slice (the reference convention)."""
     if airway is None or not airway.any():
         return _missing("carina", "no airway segmented")
     pix = spacing[1] * spacing[2]
     zs = np.nonzero(airway.any(axis=(1, 2)))[0]
 
-    def split(k: int) -> bool:
+    def near(lab: np.ndarray, parent: np.ndarray) -> np.ndarray:
+        """Labels of the lumina within ``max_gap_mm`` of ``parent``."""
+        close = ndi.distance_transform_edt(~parent, sampling=spacing[1:]) <= max_gap_mm
+        return np.unique(lab[close & (lab > 0)])
+
+    def division(k: int, parent: np.ndarray | None) -> np.ndarray | None:
+        """The two lumina of slice ``k`` near ``parent`` when they make a division, else None."""
         lab, n = ndi.label(airway[k])
         if n < 2:
-            return False
+            return None
         areas = np.bincount(lab.ravel())[1:] * pix
+        if parent is not None and parent.any():
+            areas[np.setdiff1d(np.arange(n), near(lab, parent) - 1)] = 0.0
         big = np.argsort(areas)[::-1][:2]
         if areas[big[1]] < min_area_mm2:
-            return False
+            return None
         xa = np.nonzero(lab == big[0] + 1)[1].mean()
         xb = np.nonzero(lab == big[1] + 1)[1].mean()
-        return abs(xa - xb) * spacing[2] >= min_sep_mm
+        if abs(xa - xb) * spacing[2] < min_sep_mm:
+            return None
+        return (lab == big[0] + 1) | (lab == big[1] + 1)
+
+    def persists(k: int, kids: np.ndarray) -> bool:
+        for j in range(1, persist + 1):
+            kids = division(k - j, kids) if k - j >= 0 else None
+            if kids is None:
+                return False
+        return True
 
     run = 0
+    parent = None
     for k in range(zs.max(), zs.min() - 1, -1):  # z index grows cranially: walk downwards
         if not airway[k].any():
-            run = 0
+            run, parent = 0, None
             continue
-        if split(k):
-            if run * spacing[0] >= min_trachea_mm and all(k - j >= 0 and split(k - j) for j in range(1, persist + 1)):
+        kids = division(k, parent)
+        if kids is not None:
+            if (run * spacing[0] >= min_trachea_mm and (below_mm is None or z_mm[k + 1] <= below_mm)
+                    and persists(k, kids)):
                 return Landmark("carina", float(z_mm[k + 1]), "detected", "high",
                                 "last slice where the airway is one lumen")
-            run = 0
+            run, parent = 0, kids
         else:
             run += 1
+            # follow the trachea: the lumina near the one above (all of it starts at the largest lumen)
+            lab, _ = ndi.label(airway[k])
+            ids = near(lab, parent) if parent is not None and parent.any() else np.array([], int)
+            parent = np.isin(lab, ids) if ids.size else lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
     return _missing("carina", "airway never divides")
 
 
@@ -474,10 +504,24 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
 
     ``hu`` enables the detections that need more than the masks (bronchi, sternum, recess tips);
     without it those levels are estimated. ``cfg`` is the ``landmarks`` config section
-    (``estimate_from_lung_extent``)."""
+    (``estimate_from_lung_extent``).
+
+    ``z_mm`` must hold one patient z per slice, in slice order. A stack whose z falls with the index
+    (a feet-first series not reoriented) is flipped to the cranially growing order first; a z that is
+    not strictly monotonic (unsorted or repeated slices) is refused, since apex, base and domes would
+    be read from the wrong ends."""
     cfg = dict(cfg or {})
     cal = CALIBRATION
     z_mm = np.asarray(z_mm, float)
+    if z_mm.ndim != 1 or len(z_mm) != lungs.shape[0]:
+        raise ValueError(f"z_mm has shape {z_mm.shape}, expected one z per slice ({lungs.shape[0]})")
+    step = np.diff(z_mm)
+    if len(z_mm) > 1 and np.all(step < 0):
+        lungs, z_mm = lungs[::-1], z_mm[::-1]
+        airway = None if airway is None else airway[::-1]
+        hu = None if hu is None else hu[::-1]
+    elif not np.all(step > 0):
+        raise ValueError("z_mm is not strictly monotonic along the slices (unsorted or repeated slices)")
     out: dict[str, Landmark] = {}
 
     # lungs: apices, bases, domes
@@ -512,16 +556,11 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     if kr is not None:
         excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
     out["dome_left"] = detect_dome(per_side[LEFT_LUNG], "dome_left", z_mm, exclude=excl)
-    for a, b, off in (("dome_left", "dome_right", cal["dome_left_from_right_mm"]),
-                      ("dome_right", "dome_left", -cal["dome_left_from_right_mm"])):
-        if out[a].z_mm is None and out[b].z_mm is not None and out[b].method == "detected":
-            z = out[b].z_mm + off
-            if z > z_mm.min():
-                out[a] = Landmark(a, z, "estimated", "low", f"{b} {off:+.0f} mm ({a} not found)")
 
     # carina
     lumen, lumen_note = airway_lumen(airway, hu, spacing)
-    carina = detect_carina(lumen, z_mm, spacing)
+    apex_top = max((out[k].z_mm for k in ("apex_right", "apex_left") if out[k].z_mm is not None), default=None)
+    carina = detect_carina(lumen, z_mm, spacing, below_mm=apex_top)
     if carina.z_mm is None and cfg.get("estimate_from_lung_extent", True):
         apex = max((out[k].z_mm for k in ("apex_right", "apex_left") if out[k].z_mm is not None), default=None)
         base = min((out[k].z_mm for k in ("base_right", "base_left") if out[k].z_mm is not None), default=None)
@@ -536,8 +575,11 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         if zc is None:
             return _missing(name, "needs the carina")
         off = cal[key]
-        return Landmark(name, zc + off, "estimated", "low" if name == "suprasternal_notch" else "medium",
-                        f"carina {off:+.1f} mm (reference mean); {why}")
+        # no surer than the carina it rests on: from an estimated carina it is low too
+        sure = name != "suprasternal_notch" and carina.method == "detected"
+        return Landmark(name, zc + off, "estimated", "medium" if sure else "low",
+                        f"{'' if carina.method == 'detected' else 'estimated '}carina {off:+.1f} mm (reference mean); "
+                        f"{why}")
 
     centre = None
     kc = None
@@ -577,6 +619,13 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         if out[k].z_mm is not None and upper and out[k].z_mm >= min(upper):
             out[k] = _missing(k, f"found at {out[k].z_mm:.0f} mm, not below the bronchus intermedius / carina "
                                  f"({min(upper):.0f} mm): not a dome")
+    # one dome not found: estimated from the other (detected, and kept by the check above), below the levels above
+    for a, b, off in (("dome_left", "dome_right", cal["dome_left_from_right_mm"]),
+                      ("dome_right", "dome_left", -cal["dome_left_from_right_mm"])):
+        if out[a].z_mm is None and out[b].z_mm is not None and out[b].method == "detected":
+            z = out[b].z_mm + off
+            if z > z_mm.min() and not (upper and z >= min(upper)):
+                out[a] = Landmark(a, z, "estimated", "low", f"{b} {off:+.0f} mm ({a} not found)")
     # inferior pulmonary veins
     domes = [out[k].z_mm for k in ("dome_right", "dome_left") if out[k].z_mm is not None]
     # Two estimates, averaged: a fraction of the carina-dome distance (scales with the chest) and a

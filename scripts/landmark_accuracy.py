@@ -9,7 +9,10 @@ under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmente
 segmenter), and :func:`scoring.landmarks.detect_landmarks` is run. ``--cache`` keeps the working-grid
 arrays (HU, lungs, airway) as ``<scan>.npz`` so that later runs only re-run the detector.
 Estimated levels count like detected ones; a level the detector leaves missing where the reference
-has a value is counted in ``n_missing``. Exit status 0 even when the targets are not met.
+has a value is counted in ``missing``, and a level it reports as detected where the reference has a row
+with an empty z (not in the scan, e.g. a base cut off) in ``spurious``; either fails the target (an
+estimate where the reader could not identify the structure is not counted). Exit status 0 even when
+the targets are not met.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ DEFAULT_TARGET_MM = 8.0
 MAX_ERROR_MM = 15.0
 
 
-def read_reference(path: Path) -> dict[str, dict[str, float]]:
-    """{scan: {landmark: z_mm}} from the reference CSV (rows with an empty z are skipped)."""
-    ref: dict[str, dict[str, float]] = defaultdict(dict)
+def read_reference(path: Path) -> dict[str, dict[str, float | None]]:
+    """{scan: {landmark: z_mm}} from the reference CSV; None where the z is empty (not in the scan)."""
+    ref: dict[str, dict[str, float | None]] = defaultdict(dict)
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["z_mm"].strip() and row["landmark"].endswith("_z"):
+            if row["landmark"].endswith("_z"):
                 name = row["landmark"][:-2]
-                ref[row["scan"]][NAME_MAP.get(name, name)] = float(row["z_mm"])
+                ref[row["scan"]][NAME_MAP.get(name, name)] = float(row["z_mm"]) if row["z_mm"].strip() else None
     return dict(ref)
 
 
@@ -80,12 +83,13 @@ def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def evaluate(reference: dict[str, dict[str, float]], data_root: Path, cache: Path | None,
+def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cache: Path | None,
              scans: list[str] | None = None, verbose: bool = False) -> dict[str, dict]:
-    """Per landmark: signed errors (detector - reference), n missing and methods used."""
+    """Per landmark: signed errors (detector - reference), n missing, n spurious and methods used."""
     from scoring.landmarks import detect_landmarks
 
-    res: dict[str, dict] = defaultdict(lambda: {"errors": [], "missing": 0, "methods": defaultdict(int)})
+    res: dict[str, dict] = defaultdict(lambda: {"errors": [], "missing": 0, "spurious": 0,
+                                                "methods": defaultdict(int)})
     for scan, levels in reference.items():
         if scans and scan not in scans:
             continue
@@ -101,28 +105,31 @@ def evaluate(reference: dict[str, dict[str, float]], data_root: Path, cache: Pat
             lm = lms[name]
             r = res[name]
             r["methods"][lm.method] += 1
-            if lm.z_mm is None:
+            if z_ref is None:
+                r["spurious"] += lm.method == "detected"  # detected where the reference sees none
+            elif lm.z_mm is None:
                 r["missing"] += 1
             else:
                 r["errors"].append(lm.z_mm - z_ref)
             if verbose:
-                err = "" if lm.z_mm is None else f"{lm.z_mm - z_ref:+7.1f}"
-                print(f"{scan:22s} {name:22s} ref {z_ref:8.1f} got {lm.z_mm!s:>8.8s} err {err:>7s} {lm.method}")
+                err = "" if lm.z_mm is None or z_ref is None else f"{lm.z_mm - z_ref:+7.1f}"
+                print(f"{scan:22s} {name:22s} ref {'-' if z_ref is None else f'{z_ref:.1f}':>8s} got {lm.z_mm!s:>8.8s} err {err:>7s} {lm.method}")
     return dict(res)
 
 
 def format_table(res: dict[str, dict]) -> str:
     """The error table as fixed-width text (markdown-compatible)."""
-    lines = ["| landmark | n | median abs err (mm) | max abs err (mm) | missing | methods | target met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| landmark | n | median abs err (mm) | max abs err (mm) | missing | spurious | methods | target met |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         e = np.abs(np.asarray(r["errors"], float))
         med = float(np.median(e)) if e.size else float("nan")
         mx = float(e.max()) if e.size else float("nan")
         target = TARGET_MEDIAN_MM.get(name, DEFAULT_TARGET_MM)
-        met = e.size > 0 and med <= target and mx <= MAX_ERROR_MM and r["missing"] == 0
+        spurious = r.get("spurious", 0)
+        met = e.size > 0 and med <= target and mx <= MAX_ERROR_MM and r["missing"] == 0 and spurious == 0
         methods = ", ".join(f"{k} {v}" for k, v in sorted(r["methods"].items()))
-        lines.append(f"| {name} | {e.size} | {med:.1f} | {mx:.1f} | {r['missing']} | {methods} | "
+        lines.append(f"| {name} | {e.size} | {med:.1f} | {mx:.1f} | {r['missing']} | {spurious} | {methods} | "
                      f"{'yes' if met else 'NO'} (<= {target:g} / {MAX_ERROR_MM:g}) |")
     return "\n".join(lines)
 

@@ -1,0 +1,115 @@
+"""Landmark and zone review: defects found against SCORING.md and reference.csv, each with a failing-first test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scoring.landmarks import detect_carina, detect_landmarks
+from segmentation.base import LEFT_LUNG, RIGHT_LUNG
+from tests.test_landmarks import SP, synthetic
+
+
+def test_lumen_beside_the_trachea_is_not_the_carina():
+    """A separate lumen 25 mm beside the trachea (a lung bronchus the airway growth reached; ricord_covid_419639,
+    +6.4 mm) counted as the division: the carina was put at its top, 30 mm above the real one."""
+    airway, _, z = synthetic()
+    airway[70:80, 28:33, 50:55] = True  # side lumen, 17 voxels (25 mm) lateral of the trachea, slices 70..79
+    c = detect_carina(airway, z, SP)
+    assert c.method == "detected" and c.z_mm == pytest.approx(z[60])
+
+
+def test_stack_with_z_falling_along_the_index_gives_the_same_levels():
+    """A feet-first stack not reoriented (z falls with the index): apex and base came out swapped, both
+    'detected', the domes missing and the carina estimated; the levels must be those of the reoriented stack."""
+    airway, lungs, z = synthetic()
+    hu = np.where(lungs > 0, -850.0, 40.0)
+    hu[airway] = -1000.0
+    ref = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    got = detect_landmarks(lungs[::-1], airway[::-1], z[::-1], SP, hu=hu[::-1])
+    assert {k: (v.z_mm, v.method) for k, v in got.items()} == {k: (v.z_mm, v.method) for k, v in ref.items()}
+    assert got["apex_right"].z_mm > got["base_right"].z_mm
+
+
+def test_unsorted_or_mismatched_z_is_refused():
+    airway, lungs, z = synthetic()
+    zz = z.copy()
+    zz[[5, 6]] = zz[[6, 5]]
+    with pytest.raises(ValueError, match="monotonic"):
+        detect_landmarks(lungs, airway, zz, SP)
+    with pytest.raises(ValueError, match="one z per slice"):
+        detect_landmarks(lungs, airway, z[:-1], SP)
+
+
+def test_levels_from_an_estimated_carina_are_not_surer_than_it():
+    """Without an airway the carina is a low-confidence estimate from lung extent; the aortic arch and bronchus
+    intermedius placed at fixed offsets from it were still reported with medium confidence."""
+    _, lungs, z = synthetic()
+    lm = detect_landmarks(lungs, None, z, SP)
+    assert lm["carina"].method == "estimated" and lm["carina"].confidence == "low"
+    for name in ("aortic_arch", "bronchus_intermedius", "suprasternal_notch"):
+        assert lm[name].confidence == "low" and "estimated carina" in lm[name].note
+    airway, lungs, z = synthetic()
+    assert detect_landmarks(lungs, airway, z, SP)["aortic_arch"].confidence == "medium"
+
+
+def test_division_above_the_lung_apices_is_not_the_carina():
+    """A scan reaching the neck: the airway divides (larynx, piriform sinuses) 30 mm above the lung apices after
+    a long single lumen; that division was reported as the carina, detected with high confidence."""
+    nz = 160
+    airway, lungs, _ = synthetic()
+    z = np.arange(nz) * 1.5 - 100.0
+    airway = np.concatenate([airway, np.zeros((nz - 120, 60, 60), bool)])
+    lungs = np.concatenate([lungs, np.zeros((nz - 120, 60, 60), np.uint8)])
+    airway[120:, 28:33, 28:33] = True  # a longer single lumen up into the neck
+    airway[125:131, 28:33, 28:33] = False
+    airway[125:131, 28:33, 20:25] = True  # two lumina in slices 125..130, above the apices (slice 109)
+    airway[125:131, 28:33, 36:41] = True
+    lm = detect_landmarks(lungs, airway, z, SP)
+    assert lm["apex_right"].z_mm == pytest.approx(z[109])
+    assert lm["carina"].method == "detected" and lm["carina"].z_mm == pytest.approx(z[60])
+
+
+def test_accuracy_counts_a_base_detected_where_the_reference_has_none(tmp_path, monkeypatch):
+    """reference.csv leaves base_right empty when the scan cuts the base off; a base the detector reported there
+    (a confident wrong level) was skipped, and the table said the target was met."""
+    from tests.scripts_loader import load_script
+
+    la = load_script("landmark_accuracy")
+    airway, lungs, z = synthetic()  # both bases inside the scan: detected
+    ref_csv = tmp_path / "reference.csv"
+    ref_csv.write_text("scan,landmark,z_mm,confidence,note\n"
+                       f"s1,base_right_z,,high,not visible: cut off\ns1,base_left_z,{z[20]},high,tip\n")
+    (tmp_path / "s1").mkdir()
+    arrays = {"hu": None, "lungs": lungs, "airway": airway, "z_mm": z, "spacing": np.asarray(SP)}
+    monkeypatch.setattr(la, "working_arrays", lambda scan_dir, cache: arrays)
+    ref = la.read_reference(ref_csv)
+    assert ref["s1"] == {"base_right": None, "base_left": pytest.approx(z[20])}
+    res = la.evaluate(ref, tmp_path, None, verbose=True)
+    assert res["base_right"]["spurious"] == 1 and res["base_left"]["spurious"] == 0
+    line = next(ln for ln in la.format_table(res).splitlines() if ln.startswith("| base_right |"))
+    assert "| NO " in line
+
+
+def test_no_dome_estimated_from_a_dome_that_is_not_one():
+    """The right 'dome' found above the bronchus intermedius is dropped as not a dome, but the left dome had
+    already been estimated from it (right - 23 mm) and stayed, with the IPV and the left L5 unit built on it."""
+    airway, lungs, z = synthetic()
+    lungs[10:50][lungs[10:50] == RIGHT_LUNG] = 0  # right lung floor at slice 50, above the bronchus intermedius
+    lungs[0:20, 10:50, 36:58] = LEFT_LUNG  # left lung runs out of the bottom of the scan: its dome is not seen
+    lm = detect_landmarks(lungs, airway, z, SP)
+    assert lm["dome_right"].method == "missing"
+    assert lm["dome_left"].method == "missing"
+    assert lm["ipv"].z_mm is None
+
+
+def test_tiny_lumina_just_above_the_division_keep_both_bronchi_in_view():
+    """The slice above the division shows two specks (below the minimum area) instead of the trachea: both are
+    followed, so that the division below them is found (following only one speck lost the carina of the sample)."""
+    airway, _, z = synthetic()
+    airway[60] = False
+    airway[60, 30, 24] = airway[60, 30, 37] = True  # two specks of 2 mm2, 20 mm apart
+    c = detect_carina(airway, z, SP)
+    assert c.method == "detected" and c.z_mm == pytest.approx(z[60])
+    airway[62:70, 28:33, 50:55] = True  # with a separate lumen beside the trachea above it too
+    assert detect_carina(airway, z, SP).z_mm == pytest.approx(z[60])

@@ -44,18 +44,18 @@ def axial_grid(image: sitk.Image) -> sitk.Image:
 
 
 def labels_to_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Bring a label map onto ``reference``'s grid by physical position.
+    """Bring a label map onto ``reference``'s grid by physical position (nearest neighbour).
 
-    Each label is resampled as a smooth indicator (linear) and the most probable label wins, which
-    gives smoother boundaries than nearest neighbour when going from a coarse to a fine grid. Only the
-    part of ``reference`` around the labelled voxels (their bounding box plus two label voxels, where
-    the indicator can be above zero) is resampled; the rest is 0, as a full resample would give.
+    Nearest neighbour keeps each label's volume (every reference voxel takes the label of the voxel it lies in), at
+    any scale: the most probable label of linearly interpolated indicators, thresholded at 50 %, loses the corners
+    of every label voxel (an isolated 1.5 mm voxel keeps under a third of its volume on a 0.7 mm grid; a real
+    lesion mask 2-4 % of its volume). Only the part of ``reference`` around the labelled voxels (their bounding box
+    plus two label voxels) is resampled; the rest is 0, as a full resample would give.
     """
     arr = sitk.GetArrayViewFromImage(labels)
-    values = [int(v) for v in np.unique(arr) if v != 0]
     ref_shape = reference.GetSize()[::-1]
     out = np.zeros(ref_shape, np.uint8)
-    if values:
+    if arr.any():
         idx = np.nonzero(arr)
         lo_l = [int(i.min()) - 2 for i in reversed(idx)]  # x, y, z label indices
         hi_l = [int(i.max()) + 2 for i in reversed(idx)]
@@ -71,15 +71,9 @@ def labels_to_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
             sub.SetDirection(reference.GetDirection())
             sub.SetOrigin(reference.TransformIndexToPhysicalPoint([int(v) for v in lo]))
             box = tuple(slice(int(a), int(b)) for a, b in zip(reversed(lo), reversed(hi)))
-            best = np.full(out[box].shape, 0.5, np.float32)  # a voxel belongs to a label above 50 %
-            region = out[box]
-            for v in values:
-                ind = sitk.Cast(labels == v, sitk.sitkFloat32)
-                res = sitk.Resample(ind, sub, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-                prob = sitk.GetArrayFromImage(res)
-                win = prob > best
-                region[win] = v
-                best[win] = prob[win]
+            res = sitk.Resample(sitk.Cast(labels, sitk.sitkUInt8), sub, sitk.Transform(), sitk.sitkNearestNeighbor,
+                                0, sitk.sitkUInt8)
+            out[box] = sitk.GetArrayViewFromImage(res)
     img = sitk.GetImageFromArray(out)
     img.CopyInformation(reference)
     return img

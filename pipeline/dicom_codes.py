@@ -106,7 +106,7 @@ _CODES = [
          "shifted in its plane (shear) onto an orthogonal grid; tilt angle in meta['gantry_tilt_deg']",
          "nothing; check the QC picture"),
     Code("NON_UNIFORM_SPACING_RESAMPLED", "W", "slice spacing varies by more than loading.spacing_tolerance; "
-         "resampled to a uniform spacing (linear along the slice normal)", "nothing; check the QC picture"),
+         "resampled to a uniform spacing (linear along the slice normal; the median step, adjusted so that the first and last slices are kept)", "nothing; check the QC picture"),
     Code("SLICE_GAP_ALLOWED", "W", "slices are missing but loading.allow_gaps is true; the gap was interpolated",
          "interpret zones across the gap with care"),
     Code("PADDING_MASKED", "F", "padding values (PixelPaddingValue, <= -1500 HU such as -2000, -3024, -32768) "

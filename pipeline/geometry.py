@@ -229,10 +229,14 @@ def resample_along_normal(
     """Linear interpolation of slices at sorted ``positions`` onto a uniform grid of ``spacing`` mm.
 
     Returns the new volume, its padding mask (a voxel is padding when its nearer source slice is)
-    and the new positions (starting at ``positions[0]``).
+    and the new positions, from ``positions[0]`` to ``positions[-1]``: the step is ``spacing`` adjusted to
+    the nearest one that divides the extent (a whole number of steps of ``spacing`` would drop up to one
+    step of the last slices, e.g. the last slice of 0, 2, ..., 8, 11, 14, 17, 19, ..., 25 mm).
     """
-    n = int(np.floor((positions[-1] - positions[0]) / spacing + 1e-6)) + 1
-    new_pos = positions[0] + spacing * np.arange(n)
+    extent = float(positions[-1] - positions[0])
+    n = max(1, int(round(extent / spacing))) + 1 if extent > 0 else 1
+    new_pos = positions[0] + (extent / (n - 1) if n > 1 else spacing) * np.arange(n)
+    new_pos[-1] = positions[-1]
     idx = np.clip(np.searchsorted(positions, new_pos, side="right") - 1, 0, len(positions) - 2)
     lo, hi = positions[idx], positions[idx + 1]
     w = np.clip((new_pos - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0).astype(np.float32)

@@ -446,7 +446,8 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         _add(flags, "OBLIQUE_ORIENTATION")
     dz = geo.spacing if len(along) > 1 else float(thickness or 1.0)
     if resample:
-        hu, pad, _ = resample_along_normal(hu, pad, along, dz)
+        hu, pad, new_along = resample_along_normal(hu, pad, along, dz)
+        dz = float(new_along[1] - new_along[0]) if len(new_along) > 1 else dz  # the extent in whole steps
         _add(flags, "SLICE_GAP_ALLOWED" if geo.gap_steps else "NON_UNIFORM_SPACING_RESAMPLED")
         if geo.gap_steps:
             _add(flags, "NON_UNIFORM_SPACING_RESAMPLED")

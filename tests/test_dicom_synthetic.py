@@ -146,8 +146,12 @@ def test_non_uniform_spacing_resampled(tmp_path):
     zs = np.cumsum([0, 2, 2, 2, 2, 3, 3, 3, 2, 2, 2, 2]) - 100.0
     vol = load_series(write_series(tmp_path, positions=zs))
     assert "NON_UNIFORM_SPACING_RESAMPLED" in vol.flags
-    assert vol.image.GetSpacing()[2] == pytest.approx(2.0)
-    assert vol.image.GetSize()[2] == int((zs[-1] - zs[0]) / 2.0) + 1
+    # 25 mm in 12 steps of 2.083 mm (the nearest to the median step 2 that divides it): first to last slice kept
+    assert vol.image.GetSpacing()[2] == pytest.approx(25.0 / 12)
+    assert vol.image.GetSize()[2] == 13
+    top = vol.image.TransformIndexToPhysicalPoint((0, 0, 12))[2]
+    bottom = vol.image.TransformIndexToPhysicalPoint((0, 0, 0))[2]
+    assert sorted([top, bottom]) == pytest.approx([zs[0], zs[-1]])  # the last slice (25 mm) was dropped before
 
 
 def test_gap_refused_unless_allowed(tmp_path):

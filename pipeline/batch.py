@@ -288,8 +288,9 @@ class ScanTimeout(BaseException):
 
 def _test_hook(scan_id: str) -> None:
     """FOR TESTS ONLY: misbehave for chosen scans when ``$CTSCORE_TEST_HOOKS`` is set, e.g.
-    ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"]}`` (sleep seconds before the scan;
-    SIGKILL the process running it). Never set in production; unset, this does nothing."""
+    ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"], "log": "/tmp/starts.txt"}`` (sleep seconds
+    before the scan; SIGKILL the process running it; ``log``: see :func:`_test_log`). Never set in production;
+    unset, this does nothing."""
     raw = os.environ.get(TEST_HOOKS_ENV)
     if not raw:
         return
@@ -300,6 +301,16 @@ def _test_hook(scan_id: str) -> None:
     seconds = sleep.get(scan_id, sleep.get("*", 0))
     if seconds:
         time.sleep(float(seconds))
+
+
+def _test_log(scan_id: str) -> None:
+    """FOR TESTS ONLY: with ``"log": PATH`` in ``$CTSCORE_TEST_HOOKS``, append the scan id to PATH each time a
+    task for it begins (before anything else), so a test can count how often a scan was started."""
+    raw = os.environ.get(TEST_HOOKS_ENV)
+    path = json.loads(raw).get("log") if raw else None
+    if path:
+        with open(path, "a") as fh:
+            fh.write(scan_id + "\n")
 
 
 _SMALL_KEYS = ("scan_id", "series_uid", "status", "code", "message", "path", "seconds")
@@ -342,6 +353,7 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     from pipeline.run import process_series
     from segmentation.factory import get_segmenter
 
+    _test_log(task.scan_id)
     out_dir = Path(out_dir)
     prev = _read_json(record_path(out_dir, task.scan_id))
     if attempt and prev is not None and prev.get("attempt") == attempt and prev.get("status") != STARTED:
@@ -387,11 +399,26 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     if restart:
         worker = _current_dask_worker()
         if worker is not None:
+            _stop_taking_scans(worker)
             small["restart_worker"] = worker.address
         else:
             log.warning("%s: the timed-out scan keeps running in a background thread (serial executor "
                         "outside the main thread); use --workers 2 to have it stopped", task.scan_id)
     return small
+
+
+def _stop_taking_scans(worker: Any) -> None:
+    """Have the scheduler send this worker no more scans before it learns that the timed-out one returned: the
+    worker is restarted next (a thread of it still runs that scan), and a scan started there in the meantime
+    died with it (retried, and counted against it). The status change is queued on the worker's event loop
+    ahead of this task's result, so the scheduler sees it first; the restarted worker starts as running."""
+    from distributed.core import Status
+
+    def close_to_new_work() -> None:
+        if worker.status == Status.running:
+            worker.status = Status.closing_gracefully
+
+    worker.loop.add_callback(close_to_new_work)
 
 
 def _current_dask_worker() -> Any:

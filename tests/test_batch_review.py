@@ -15,13 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pipeline.batch import BatchOptions
 from pipeline.errors import EXIT_SOME_FAILED, ConfigError
-from tests.test_batch import REPO, _csv, _hooks, cfg, series  # noqa: F401 - fixtures
+from tests.test_batch import N_SERIES, REPO, _csv, _hooks, cfg, series  # noqa: F401 - fixtures
 
 _CLI = ["--all-series", "-q", "--set", "resample.spacing_mm=[3,3,3]", "--set", "outputs.write_qc_png=false",
         "--set", "outputs.write_masks=false", "--segmenter", "classical"]
@@ -194,3 +195,21 @@ def test_run_pipeline_checks_its_options_and_config_before_writing(tmp_path):
         with pytest.raises(ConfigError, match=word.replace(".", r"\.")):
             run_pipeline(sample, out, **kw)
         assert not out.exists(), kw
+
+
+def test_a_timed_out_scan_does_not_take_its_neighbour_down(tmp_path, series, cfg, monkeypatch):
+    """One worker: the scan after the one that times out started on the same worker before the driver restarted
+    it, and was killed with it (run twice, counted as a worker death). Now the worker takes no new scan once its
+    scan timed out; every healthy scan starts exactly once."""
+    root, ids = series
+    starts = tmp_path / "starts.txt"
+    # the first series hangs, so that others come after it on the one worker (series CORRUPT fails as usual)
+    monkeypatch.setenv("CTSCORE_TEST_HOOKS", _hooks(sleep={ids[0]: 60}, log=str(starts)))
+    opts = BatchOptions(executor="local", workers=1, threads_per_worker=1, timeout_s=8, progress=False)
+    from pipeline.run import run_pipeline
+
+    summary = run_pipeline(root, tmp_path / "out", cfg, all_series=True, batch=opts)
+    assert (summary["n_ok"], summary["n_failed"]) == (N_SERIES - 2, 2)
+    counts = Counter(starts.read_text().split())
+    assert counts[ids[0]] == 1
+    assert {sid: n for sid, n in counts.items() if n != 1} == {}

@@ -196,7 +196,7 @@ def find_trachea_seed(air: np.ndarray, body: np.ndarray, spacing: tuple[float, f
         return None
     # Search downwards from the top of the body, over the upper third of the body's extent.
     top, bottom = zs.max(), zs.min()
-    for z in range(top, top - max(3, (top - bottom) // 3), -1):
+    for z in range(top, max(bottom - 1, top - max(3, (top - bottom) // 3)), -1):  # not below the body
         ys, xs = np.nonzero(body[z])
         if ys.size == 0:
             continue
@@ -283,15 +283,31 @@ def segment_airway(hu: np.ndarray, spacing: tuple[float, float, float],
     return out
 
 
+def side_by_side(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two parts lie as a right and a left lung do: apart across x (their x centres further apart than
+    half their mean width, 5th to 95th percentile) and both reaching up to the apices (their tops less than
+    half the taller one's height apart). One lung cut into a front and a back or an upper and a lower part,
+    or a lung and stomach or colon gas under the other hemidiaphragm, are not two lungs."""
+    za, _, xa = np.nonzero(a)
+    zb, _, xb = np.nonzero(b)
+    width = (np.subtract(*np.percentile(xa, [95, 5])) + np.subtract(*np.percentile(xb, [95, 5]))) / 2.0
+    height = max(za.max() - za.min(), zb.max() - zb.min()) + 1
+    return abs(xa.mean() - xb.mean()) > 0.5 * width and abs(int(za.max()) - int(zb.max())) < 0.5 * height
+
+
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
-    """Label the lungs 1 (right, low x) and 2 (left), separating them by erosion when they touch."""
+    """Label the lungs 1 (right, low x) and 2 (left), separating them by erosion when they touch.
+
+    Two parts are taken for two lungs only when they lie side by side (:func:`side_by_side`); otherwise the
+    largest part is one lung (a pneumonectomy, a collapsed lung), its side from its place in the image."""
     out = np.zeros(lungs.shape, np.uint8)
     if not lungs.any():
         return out
     box = crop_box(lungs, margin=1)
     sub = lungs[box]
     labels, ids = largest_components(sub, 2, min_voxels)
-    if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * sub.sum():
+    if (len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * sub.sum()
+            and side_by_side(labels == ids[0], labels == ids[1])):
         comps = ids
     else:
         # One connected blob: erode (deeper and deeper, via one distance map) until it falls apart
@@ -303,8 +319,10 @@ def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxe
             eroded = depth > k * step
             labels, ids = largest_components(eroded, 2, min_voxels // 10)
             if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * eroded.sum():
-                comps = ids
-                break
+                if side_by_side(labels == ids[0], labels == ids[1]):
+                    comps = ids
+                    break
+                # two parts, but the front and back (or top and bottom) of one lung: erode deeper
         if comps:
             markers = np.zeros(sub.shape, np.int32)
             for k, i in enumerate(comps, 1):

@@ -13,10 +13,10 @@ series still need work, hands them to an existing engine and records what happen
   ``ok`` and its input fingerprint, config hash and model id all match; a failed scan with the same
   inputs is kept as failed unless ``retry_failed``; ``overwrite`` redoes everything.
 * **Isolation.** A scan that raises is a failure record (``process_series`` never raises); a scan
-  that runs past ``timeout_s`` is recorded as ``TIMEOUT`` and its worker is restarted by its dask
-  Nanny; a scan that kills its worker (segfault, out of memory) more than ``allowed_failures`` times is
-  recorded as ``WORKER_DIED`` (serial executor: counted across runs by the scan's ``started`` record, see
-  :func:`run_task`). All other scans go on.
+  that runs past ``timeout_s`` is recorded as ``TIMEOUT`` and its worker takes no new scan and is
+  restarted by its dask Nanny; a scan that kills its worker (segfault, out of memory) more than
+  ``allowed_failures`` times is recorded as ``WORKER_DIED`` (serial executor: counted across runs by the
+  scan's ``started`` record, see :func:`run_task`). All other scans go on.
 * **Tables** are a pure function of the per-scan records (:func:`collect_statuses`), so a resumed run,
   an uninterrupted run and ``ctscore aggregate`` over shards write the same ``scans.csv``,
   ``zones.csv`` and ``failures.csv``.
@@ -845,7 +845,11 @@ def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any
 
 def aggregate(out_dir: str | Path) -> dict[str, Any]:
     """Rebuild ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``run.json`` in ``out_dir`` from every
-    per-scan record under it (e.g. after the shards of a job array). Returns the tables summary."""
+    per-scan record under it (e.g. after the shards of a job array). Returns the tables summary.
+
+    The configuration in ``run.json`` is that of an earlier run.json with one of the scans' hashes, else a
+    scan's own (``result.json``); the warnings of :func:`merge_warnings` and mixed configurations or models are
+    logged."""
     from pipeline.run import write_run_tables
 
     out_dir = Path(out_dir)

@@ -57,7 +57,9 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     """A highdicom Segmentation with 4 binary segments on the source series' grid.
 
     ``lungs`` (1 right, 2 left) and ``lesions`` (1 faint GGO, 2 GGO, 3 consolidation) are SimpleITK
-    images on the source grid (any orientation: geometry comes from the image).
+    images on the source grid (any orientation: geometry comes from the image). Type-2 attributes the
+    sources lack are copied empty, and a StudyInstanceUID, SeriesInstanceUID or FrameOfReferenceUID they lack
+    is taken from another source file or made up (the same for the same images), in memory only.
     """
     import highdicom as hd
 

@@ -1,7 +1,8 @@
 """What each QC flag means, in one line: the tooltips of report.html (the README's QC-flag table says the same).
 
 Loader codes (fixes and warnings of DICOM ingestion) are explained by :mod:`pipeline.dicom_codes`; the flags that
-segmentation and scoring add are here. A flag may carry a value after a colon (``LUNG_NOT_FOUND:right``).
+segmentation, scoring and the DICOM-SEG export add are here. A flag may carry a value after a colon
+(``LUNG_NOT_FOUND:right``).
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def shear_to_orthogonal(
 def resample_along_normal(
     volume: np.ndarray, pad: np.ndarray, positions: np.ndarray, spacing: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation of slices at sorted ``positions`` onto a uniform grid of ``spacing`` mm.
+    """Linear interpolation of slices at sorted ``positions`` onto a uniform grid of about ``spacing`` mm.
 
     Returns the new volume, its padding mask (a voxel is padding when its nearer source slice is)
     and the new positions, from ``positions[0]`` to ``positions[-1]``: the step is ``spacing`` adjusted to

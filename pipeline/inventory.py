@@ -4,10 +4,10 @@ Pixels are never decoded here: each file is read with ``stop_before_pixels`` and
 length of its pixel data are checked by peeking at the next element. Files are classified (kept or
 skipped with a code), de-duplicated by SOPInstanceUID, grouped by series, and each series is split
 into stacks by orientation, matrix size, pixel spacing, image type, kernel and (when they overlap)
-acquisition. Each stack's geometry is judged with :mod:`pipeline.geometry` so that the inventory
-shows what loading will do; :mod:`pipeline.selection` then decides which stacks are scored.
+acquisition or slice thickness. Each stack's geometry is judged with :mod:`pipeline.geometry` so that
+the inventory shows what loading will do; :mod:`pipeline.selection` then decides which stacks are scored.
 
-:func:`scan_inventory` is the Python twin of ``ctscore scan``.
+:func:`build_inventory` is the Python twin of ``ctscore scan`` (:func:`scan_inventory`: its per-file table only).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ body's bounding box:
    volume (a leak into the lung);
 3. lungs: air-like voxels minus the airway. The lungs are told apart (and from stomach or colon gas
    that touches them through a thin diaphragm) on clearly aerated voxels after an opening, split
-   into right and left (by erosion when they touch), grown back a few mm; partly aerated pieces
-   that touch a lung come back unless they are gas (mostly below -950 HU) or bronchial wall. Each
+   into right and left (by erosion when they touch; two parts are two lungs only when side by side,
+   else the largest is one lung), grown back a few mm; partly aerated pieces that touch a lung come
+   back unless they are gas (mostly below -950 HU) or bronchial wall. Each
    lung is then closed and hole-filled (``fill_enclosed``: axial holes that are also coronal or
    sagittal holes, so the liver dome is not taken), and a large 2D rolling ball (closed in at least
    two of the axial, coronal and sagittal planes, not in the mediastinum, not bone) takes

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("aggregate", help="rebuild scans.csv, zones.csv and failures.csv from per-scan results",
                        description="Merge every per-scan result (OUT/<scan_id>/result.json) and failure record "
                                    "(OUT/.status/<scan_id>.json) under OUT into OUT/scans.csv, zones.csv, "
-                                   "failures.csv and run.json.")
+                                   "failures.csv and run.json; warns when they were made with several configurations, "
+                                   "models or ctscore versions, or hold one series under several scan ids.")
     p.add_argument("out", help="output folder of one or more `ctscore run` (e.g. all shards of a job array)")
     add_log_args(p)
     p.set_defaults(func=main)
@@ -30,4 +31,3 @@ def main(args: argparse.Namespace) -> int:
     summary = aggregate(args.out)
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["n_failed"] else EXIT_OK
-

@@ -41,7 +41,9 @@ def register(sub) -> None:
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
-    p.add_argument("--dicom-seg", action="store_true", help="also write a DICOM-SEG per series (outputs.write_dicom_seg)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write a DICOM-SEG per series (outputs.write_dicom_seg); one that cannot be made is "
+                        "flagged DICOM_SEG_FAILED, the scores kept")
     add_batch_args(p)
     add_log_args(p)
     p.set_defaults(func=main)

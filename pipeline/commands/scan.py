@@ -2,7 +2,7 @@
 
 Every file gets a row (used, not scored, or skipped with a code); every stack its modality, image
 type, orientation, slice count, thickness, spacing, z coverage, kernel, manufacturer/model, transfer
-syntax, contrast, and the selection decision with its reason. No pixel data are decoded.
+syntax, contrast, body part, and the selection decision with its reason. No pixel data are decoded.
 Exit codes: see docs/dicom_input.md.
 """
 

@@ -75,7 +75,15 @@ def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[
 def unit_measures(sel: np.ndarray, lung_side: np.ndarray, classes: np.ndarray, voxel_ml: float) -> dict:
     """Lung and lesion volumes (mL) per class inside a z-selection of one lung: ``sel`` selects slices (1-D)
     or voxels (an array of the volume's shape, for tilted slices)."""
-    lung = lung_side & (sel[:, None, None] if sel.ndim == 1 else sel)
+    if sel.ndim == 1:
+        ks = np.flatnonzero(sel)
+        if ks.size and ks.size == ks[-1] + 1 - ks[0]:  # consecutive slices (a zone): views, no full-volume mask
+            lung_side, classes = lung_side[ks[0]:ks[-1] + 1], classes[ks[0]:ks[-1] + 1]
+            lung = lung_side
+        else:
+            lung = lung_side & sel[:, None, None]
+    else:
+        lung = lung_side & sel
     lung_ml = float(lung.sum()) * voxel_ml
     cls = classes[lung]
     counts = np.bincount(cls, minlength=4) * voxel_ml
@@ -130,7 +138,7 @@ def score_scan(
                                  * voxel_ml, 2)
     row["consolidation_volume_ml"] = round(float((classes == systems.CONSOLIDATION).sum()) * voxel_ml, 2)
     po = percent(lesion_ml, lung_ml)
-    pho = percent(float((lesion_all & (hu > pho_min)).sum()) * voxel_ml, lung_ml)
+    pho = percent(float(np.count_nonzero(hu[lesion_all] > pho_min)) * voxel_ml, lung_ml)
     row["percent_opacity"] = round(po, 3)
     row["percent_high_opacity"] = round(pho, 3)
     row["mean_lung_hu"] = round(float(hu[lung_all].mean()), 1) if lung_all.any() else math.nan

@@ -9,7 +9,10 @@ import SimpleITK as sitk
 
 
 def to_lps(image: sitk.Image) -> sitk.Image:
-    """Reorient so that array axes [z, y, x] run towards head, posterior, left (no resampling)."""
+    """Reorient so that array axes [z, y, x] run towards head, posterior, left (no resampling). An image already
+    so oriented is returned as it is (DICOMOrient would copy it: 0.6 GB for a 512x512x600 series)."""
+    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == "LPS":
+        return image
     return sitk.DICOMOrient(image, "LPS")
 
 

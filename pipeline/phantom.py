@@ -575,6 +575,21 @@ SIX_ZONES = ("upper", "middle", "lower")
 ZHANG_LEVELS = ("L1", "L2", "L3", "L4", "L5")
 SLAB_HALF_MM = 5.0
 DENSITY_SHARE = 0.2
+#: configs/default.yaml ``scoring.min_involvement_ml`` / ``_pct``: below either a unit is not involved (SCORING.md)
+MIN_INVOLVEMENT_ML, MIN_INVOLVEMENT_PCT = 1.0, 0.25
+#: less lung than this (mm2) in the scan's first/last slice is stray voxels, not a cut-off lung (docs/scoring.md)
+MIN_LUNG_AREA_MM2 = 5.0
+
+
+def _pct(part: float, whole: float) -> float:
+    """100 x part / whole rounded to 1e-9 % (docs/scoring.md: a share exactly on a grade boundary keeps its grade
+    whatever the voxel size); 0 when ``whole`` is 0."""
+    return round(100.0 * part / whole, 9) if whole > 0 else 0.0
+
+
+def is_involved(lesion_ml: float, pct: float) -> bool:
+    """A unit counts as involved only with >= 1 mL and >= 0.25 % of lesion (the scorer's documented defaults)."""
+    return lesion_ml >= MIN_INVOLVEMENT_ML and pct >= MIN_INVOLVEMENT_PCT and pct > 0
 
 
 def six_zone_score(pct: float) -> int:
@@ -597,7 +612,7 @@ def density_grade(class_ml: dict[int, float], share: float = DENSITY_SHARE) -> i
     if total <= 0:
         return 0
     for cls in (CONSOLIDATION, GGO, FAINT_GGO):
-        if class_ml.get(cls, 0.0) / total >= share:
+        if round(class_ml.get(cls, 0.0) / total, 9) >= share:
             return cls
     return max(class_ml, key=lambda c: (class_ml[c], c))
 
@@ -609,9 +624,42 @@ def mosmed_category(pct: float) -> str:
     return "CT-1" if pct < 25 else "CT-2" if pct < 50 else "CT-3" if pct < 75 else "CT-4"
 
 
-def six_zone_intervals(carina: float, ipv: float) -> dict[str, tuple[float, float]]:
-    """Half-open z intervals (low, high] of the six-zone zones."""
-    return {"upper": (carina, math.inf), "middle": (ipv, carina), "lower": (-math.inf, ipv)}
+Interval = tuple[float, float, bool, bool]  # (low, high, low closed, high closed) of patient z
+
+
+def six_zone_intervals(carina: float, ipv: float) -> dict[str, Interval]:
+    """z intervals of the six-zone zones: upper z > carina, middle ipv <= z <= carina (SCORING.md "from the carina
+    down to the IPV": a slice exactly on either level is middle), lower z < ipv ("below the IPV")."""
+    return {"upper": (carina, math.inf, False, True), "middle": (ipv, carina, True, True),
+            "lower": (-math.inf, ipv, False, False)}
+
+
+def slab_half_mm(z_mm: np.ndarray) -> float:
+    """zhang900 slab half thickness: 5 mm, widened to half the slice step on thicker slices (docs/scoring.md: a
+    slab always holds the slice nearest its level)."""
+    step = float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
+    return max(SLAB_HALF_MM, 0.5 * step)
+
+
+def _in_interval(z_mm: np.ndarray, iv: Interval) -> np.ndarray:
+    low, high, low_closed, high_closed = iv
+    return ((z_mm >= low) if low_closed else (z_mm > low)) & ((z_mm <= high) if high_closed else (z_mm < high))
+
+
+def _seen(iv: Interval, z_mm: np.ndarray, cut_top: bool, cut_bottom: bool, slab: bool) -> bool:
+    """Whether the scan sees all of a unit (SCORING.md: what it cannot see is missing, not 0): a slab lies within
+    the scanned range (first/last slice centre -+ half a step); a zone does not reach past a cut-off end."""
+    zmin, zmax = float(np.min(z_mm)), float(np.max(z_mm))
+    if slab:
+        half = 0.5 * float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
+        return iv[0] >= zmin - half - 1e-6 and iv[1] <= zmax + half + 1e-6
+    return not (cut_top and iv[1] > zmax) and not (cut_bottom and iv[0] < zmin)
+
+
+def lung_cut(lungs: np.ndarray, side: int, pixel_mm2: float) -> tuple[bool, bool]:
+    """(top, bottom) cut off: the scan's last (first) slice holds >= 5 mm2 of that lung."""
+    return (bool((lungs[-1] == side).sum() * pixel_mm2 >= MIN_LUNG_AREA_MM2),
+            bool((lungs[0] == side).sum() * pixel_mm2 >= MIN_LUNG_AREA_MM2))
 
 
 def zhang_levels(landmarks: dict[str, float], side: str) -> dict[str, float]:
@@ -621,44 +669,60 @@ def zhang_levels(landmarks: dict[str, float], side: str) -> dict[str, float]:
 
 
 def unit_measures(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, side: int,
-                  interval: tuple[float, float], voxel_ml: float) -> dict[str, Any]:
-    """Lung and lesion volumes (mL) of one lung within the slices whose z lies in (low, high]."""
-    low, high = interval
-    ks = (z_mm > low) & (z_mm <= high)
+                  interval: Interval, voxel_ml: float) -> dict[str, Any]:
+    """Lung and lesion volumes (mL) of one lung within the slices whose z lies in the interval."""
+    ks = _in_interval(np.asarray(z_mm), interval)
     lung = lungs[ks] == side
     les = lesions[ks][lung]
     counts = np.bincount(les.ravel(), minlength=4)
     class_ml = {c: float(counts[c]) * voxel_ml for c in (FAINT_GGO, GGO, CONSOLIDATION)}
     lung_ml = float(lung.sum()) * voxel_ml
     lesion_ml = sum(class_ml.values())
-    pct = 100.0 * lesion_ml / lung_ml if lung_ml > 0 else 0.0
+    pct = _pct(lesion_ml, lung_ml)
     return {"lung_ml": lung_ml, "lesion_ml": lesion_ml, "class_ml": class_ml, "pct": pct}
 
 
 def score_truth(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, landmarks: dict[str, float],
                 voxel_ml: float, shift_mm: float = 0.0) -> dict[str, Any]:
-    """Six-zone and zhang900 (slab mode, +-5 mm) scores of truth masks; ``shift_mm`` moves every plane."""
+    """Six-zone and zhang900 (slab mode) scores of truth masks; ``shift_mm`` moves every plane.
+
+    A unit the scan cannot see (a zone reaching past a cut-off end of the lung, a slab not wholly inside the
+    scanned range) is missing: score None, and its system's total None (SCORING.md: missing, not 0)."""
     six, zh, detail = {}, {}, {}
+    z_mm = np.asarray(z_mm, float)
     carina, ipv = landmarks["carina"] + shift_mm, landmarks["ipv"] + shift_mm
+    half = slab_half_mm(z_mm)
+    step = float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
+    pixel_mm2 = voxel_ml * 1000.0 / step if step > 0 else math.inf
     for side, name in SIDE_NAMES.items():
+        cut_top, cut_bottom = lung_cut(lungs, side, pixel_mm2)
         for zone, iv in six_zone_intervals(carina, ipv).items():
             m = unit_measures(lungs, lesions, z_mm, side, iv, voxel_ml)
-            s = six_zone_score(m["pct"])
+            s = six_zone_score(m["pct"]) if is_involved(m["lesion_ml"], m["pct"]) else 0
+            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=False):
+                s = None
             six[f"{name}_{zone}"] = s
             detail[f"six_zone/{name}_{zone}"] = _detail("six_zone", name, zone, iv, m, s, None, s)
         for level, zl in zhang_levels(landmarks, name).items():
-            iv = (zl + shift_mm - SLAB_HALF_MM, zl + shift_mm + SLAB_HALF_MM)
+            iv = (zl + shift_mm - half, zl + shift_mm + half, True, True)
             m = unit_measures(lungs, lesions, z_mm, side, iv, voxel_ml)
-            ext = zhang_extent(m["pct"])
+            ext = zhang_extent(m["pct"]) if is_involved(m["lesion_ml"], m["pct"]) else 0
             den = density_grade(m["class_ml"]) if ext else 0
-            zh[f"{name}_{level}"] = ext * den**2
-            detail[f"zhang900/{name}_{level}"] = _detail("zhang900", name, level, iv, m, ext, den, ext * den**2)
+            score = ext * den**2
+            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=True):
+                ext = den = score = None
+            zh[f"{name}_{level}"] = score
+            detail[f"zhang900/{name}_{level}"] = _detail("zhang900", name, level, iv, m, ext, den, score)
+
+    def total(scores: dict[str, int | None]) -> int | None:
+        return None if None in scores.values() else int(sum(scores.values()))
+
     return {"six_zone": six, "zhang900": zh, "detail": detail,
-            "six_zone_total": int(sum(six.values())), "zhang900_total": int(sum(zh.values()))}
+            "six_zone_total": total(six), "zhang900_total": total(zh)}
 
 
-def _detail(system: str, lung: str, unit: str, iv: tuple[float, float], m: dict[str, Any], extent: int,
-            density: int | None, score: int) -> dict[str, Any]:
+def _detail(system: str, lung: str, unit: str, iv: Interval, m: dict[str, Any], extent: int | None,
+            density: int | None, score: int | None) -> dict[str, Any]:
     def num(v: float) -> float | None:
         return None if math.isinf(v) else round(float(v), 3)
 
@@ -699,18 +763,22 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
     """The ground-truth document written next to the sample series (ground_truth.json)."""
     sc = score_truth(ph.lungs, ph.lesions, ph.z_mm, ph.landmarks_z_mm, ph.voxel_ml)
     vols = volumes_ml(ph)
-    po = 100.0 * vols["lesion_total"] / vols["lung_total"] if vols["lung_total"] else 0.0
+    lesion_ml = float(((ph.lungs > 0) & (ph.lesions > 0)).sum()) * ph.voxel_ml
+    po = _pct(lesion_ml, float((ph.lungs > 0).sum()) * ph.voxel_ml)
     robust = {}
     for shift in (-2.5, 2.5):
         alt = score_truth(ph.lungs, ph.lesions, ph.z_mm, ph.landmarks_z_mm, ph.voxel_ml, shift)
         robust[f"{shift:+.1f}"] = {"six_zone_total": alt["six_zone_total"], "zhang900_total": alt["zhang900_total"]}
     return {
         "description": "Procedural chest CT phantom (pipeline/phantom.py). Scores from the truth label maps: "
-                       "six-zone split at carina and IPV z; zhang900 slab mode (+-5 mm around each level), "
-                       "density = densest class with >= 20 % of the unit's lesion volume.",
+                       "six-zone upper z > carina, middle IPV <= z <= carina, lower z < IPV; zhang900 slab mode "
+                       "(level - h <= z <= level + h, h = 5 mm or half the slice step if more), density = densest "
+                       "class with >= 20 % of the unit's lesion volume; a unit is involved with >= 1 mL and "
+                       ">= 0.25 %; a unit the scan cannot see is null (missing), and so is its system's total.",
         "scores": {"six_zone_total": sc["six_zone_total"], "zhang900_total": sc["zhang900_total"],
                    "six_zone": sc["six_zone"], "zhang900": sc["zhang900"],
-                   "percent_opacity": round(po, 3), "mosmed_category": mosmed_category(po)},
+                   "percent_opacity": round(po, 3),
+                   "mosmed_category": mosmed_category(po if is_involved(lesion_ml, po) else 0.0)},
         "volumes_ml": vols,
         "landmarks_z_mm": {k: round(v, 3) for k, v in sorted(ph.landmarks_z_mm.items())},
         "zones": sc["detail"],

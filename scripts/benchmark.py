@@ -23,10 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("series", nargs="?", default=str(REPO / "sample_dicoms"), help="folder with one CT series")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=positive_int, default=3)
     ap.add_argument("--segmenter", default=None, help="classical | monai | bundle path (default: config)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", action="append", default=[], dest="overrides")
@@ -34,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.config import load_config
     from pipeline.discovery import discover, select_series
+    from pipeline.errors import CTScoreError
     from pipeline.outputs import scan_id_for
     from pipeline.run import process_series
     from segmentation.factory import get_segmenter
@@ -43,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         extra.setdefault("segmentation", {})["method"] = args.segmenter
     if args.device:
         extra.setdefault("segmentation", {})["device"] = args.device
-    cfg = load_config(overrides=args.overrides, extra=extra)
-    chosen = select_series(discover(args.series), cfg=cfg)
+    try:
+        cfg = load_config(overrides=args.overrides, extra=extra)
+        chosen = select_series(discover(args.series), cfg=cfg)
+    except CTScoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not chosen:
         print(f"no eligible series under {args.series}", file=sys.stderr)
         return 2

@@ -17,7 +17,6 @@ DICOM; ``write_chest_series`` is also used by tests/test_batch.py.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -105,12 +104,29 @@ def time_config(input_dir: Path, workers: int, threads: int, cfg: dict, n: int) 
     return seconds
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def workers_threads(text: str) -> tuple[int, int]:
+    """argparse type: ``WxT`` (workers x threads per worker, both >= 1) as ``(W, T)``."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WORKERSxTHREADS such as 2x1, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--series", type=int, default=12, help="number of generated series (default 12)")
-    ap.add_argument("--shape", type=int, nargs=3, default=[40, 64, 64], metavar=("Z", "Y", "X"))
-    ap.add_argument("--configs", nargs="+", default=["1x1", "2x1"], help="WORKERSxTHREADS (default 1x1 2x1)")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--series", type=positive_int, default=12, help="number of generated series (default 12)")
+    ap.add_argument("--shape", type=positive_int, nargs=3, default=[40, 64, 64], metavar=("Z", "Y", "X"))
+    ap.add_argument("--configs", nargs="+", type=workers_threads, default=[(1, 1), (2, 1)],
+                    help="WORKERSxTHREADS (default 1x1 2x1)")
+    ap.add_argument("--repeats", type=positive_int, default=1)
     ap.add_argument("--segmenter", default="classical")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
@@ -119,17 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from pipeline.config import load_config
+    from pipeline.errors import CTScoreError
+    from pipeline.outputs import atomic_write_json
 
     extra: dict = {"segmentation": {"method": args.segmenter}, "outputs": {"write_qc_png": False}}
     if args.device:
         extra["segmentation"]["device"] = args.device
-    cfg = load_config(overrides=args.overrides, extra=extra)
+    try:
+        cfg = load_config(overrides=args.overrides, extra=extra)
+    except CTScoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.series):
             write_chest_series(Path(tmp) / f"s{i:03d}", i, tuple(args.shape))
-        for conf in args.configs:
-            w, t = (int(v) for v in conf.lower().split("x"))
+        for w, t in args.configs:
+            conf = f"{w}x{t}"
             runs = [time_config(Path(tmp), w, t, cfg, args.series) for _ in range(args.repeats)]
             med = statistics.median(runs)
             figures.append({"config": conf, "workers": w, "threads": t, "seconds": [round(r, 2) for r in runs],
@@ -141,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         f["speedup"] = round(f["series_per_min"] / base, 2)
     print("speed-up vs " + figures[0]["config"] + ": " + ", ".join(f"{f['config']} {f['speedup']}x" for f in figures))
     if args.json:
-        Path(args.json).write_text(json.dumps({"host": platform.node(), "series": args.series,
-                                               "shape": args.shape, "segmenter": args.segmenter,
-                                               "figures": figures}, indent=2))
+        atomic_write_json(Path(args.json), {"host": platform.node(), "series": args.series, "shape": args.shape,
+                                            "segmenter": args.segmenter, "figures": figures})
     return 0
 
 

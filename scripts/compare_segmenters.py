@@ -109,9 +109,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from evaluate_segmenter import working_grid  # this script's neighbour in scripts/
 
-    hu, sp = working_grid(args.series, args.spacing)
-    a = _segmenter(args.a, args.device).segment(hu, sp)
-    b = _segmenter(args.b, args.device).segment(hu, sp)
+    from pipeline.errors import CTScoreError
+
+    try:
+        seg_a, seg_b = _segmenter(args.a, args.device), _segmenter(args.b, args.device)
+        hu, sp = working_grid(args.series, args.spacing)
+    except (CTScoreError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    a = seg_a.segment(hu, sp)
+    b = seg_b.segment(hu, sp)
     vml = float(np.prod(sp)) / 1000.0
     print(f"{args.series.name}: lung A {(a.lungs > 0).sum() * vml:.0f} mL, B {(b.lungs > 0).sum() * vml:.0f} mL; "
           f"lesion A {(a.lesions > 0).sum() * vml:.0f} mL, B {(b.lesions > 0).sum() * vml:.0f} mL; "

@@ -38,20 +38,32 @@ def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
 
     from pipeline.config import load_config
+    from pipeline.discovery import discover, select_series
+    from pipeline.errors import CTScoreError
     from pipeline.loading import load_series
     from pipeline.resample import to_lps
     from pipeline.run import analyse_volume
     from segmentation.factory import build_segmenter
 
     cfg = load_config(extra={"segmentation": {"method": args.segmenter}})
-    files = sorted(str(p) for p in Path(args.series).iterdir() if p.is_file())
-    vol = load_series(files, cfg)
+    try:  # the series the pipeline would pick (not every file: a folder may hold other series or non-DICOM files)
+        chosen = select_series(discover(args.series), cfg=cfg)
+        if not chosen:
+            print(f"error: no eligible series under {args.series}", file=sys.stderr)
+            return 2
+        vol = load_series([str(f) for f in chosen[0].files], cfg)
+    except CTScoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     image = to_lps(vol.image)  # array x grows towards the patient's left
     hu = sitk.GetArrayFromImage(image)
     nz, ny, nx = hu.shape
     yy, xx = np.mgrid[:ny, :nx]
     outside = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2 - args.shift * nx) > args.radius * nx / 2
+    loader_pad = None if vol.padding_mask is None else to_lps(vol.padding_mask)
     pad = np.broadcast_to(outside, hu.shape)
+    if loader_pad is not None:  # the reconstruction's own outside stays padding
+        pad = pad | (sitk.GetArrayFromImage(loader_pad) > 0)
     cut = sitk.GetImageFromArray(np.where(pad, args.fill_hu, hu).astype(np.float32))
     cut.CopyInformation(image)
     padding = sitk.GetImageFromArray(pad.astype(np.uint8))
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.series}: {args.segmenter}, field of view radius {args.radius} x half width, centre shifted "
           f"{args.shift} x width to the left; {100 * outside.mean():.0f} % of each slice outside, filled with "
           f"{args.fill_hu:g} HU")
-    for name, img, pad_img in (("whole", image, None), ("cut", cut, padding)):
+    for name, img, pad_img in (("whole", image, loader_pad), ("cut", cut, padding)):  # as the pipeline does
         res = analyse_volume(img, cfg, segmenter, padding=pad_img)
         row = res["row"]
         print(f"  {name:5s} lung right / left {row['lung_volume_ml_right']:7.0f} / {row['lung_volume_ml_left']:7.0f} "

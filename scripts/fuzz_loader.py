@@ -21,6 +21,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=20000, help="hypothesis examples per fuzz test (default 20000)")
     args = p.parse_args()
+    if args.cases < 1:
+        p.error(f"--cases must be at least 1, got {args.cases}")
     env = dict(os.environ, CTSCORE_FUZZ_CASES=str(args.cases), CTSCORE_FUZZ_RANDOM="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
            "tests/test_dicom_fuzz.py", "-k", "fuzz_header_values or fuzz_bytes"]

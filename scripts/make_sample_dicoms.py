@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from pipeline.outputs import atomic_write_bytes  # noqa: E402
 from pipeline.phantom import (  # noqa: E402
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -53,20 +55,33 @@ def make_sample(out: Path, seed: int = 0, shape: tuple[int, int, int] = DEFAULT_
     truth = ground_truth(ph, series_uid=info["series_uid"])
     truth["series"] = {"n_files": info["n"], "transfer_syntax": info["transfer_syntax"],
                        "orientation": orientation, "study_uid": info["study_uid"]}
-    (out / "ground_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=False) + "\n")
+    atomic_write_bytes(out / "ground_truth.json", (json.dumps(truth, indent=1, sort_keys=False) + "\n").encode())
     return truth
+
+
+def _positive(kind: type):
+    """argparse type: a finite ``kind`` number > 0."""
+    def parse(text: str):
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "sample_dicoms", help="output folder")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("Z", "Y", "X"))
-    ap.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), metavar=("DZ", "DY", "DX"))
+    ap.add_argument("--shape", type=_positive(int), nargs=3, default=list(DEFAULT_SHAPE), metavar=("Z", "Y", "X"))
+    ap.add_argument("--spacing", type=_positive(float), nargs=3, default=list(DEFAULT_SPACING), metavar=("DZ", "DY", "DX"))
     ap.add_argument("--lesions", default="default", choices=["default", "heavy", "none"])
     ap.add_argument("--orientation", default="axial", choices=sorted(ORIENTATIONS))
     ap.add_argument("--no-compress", action="store_true", help="explicit VR little endian instead of RLE")
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        ap.error(f"--out {a.out} is not a folder")
     truth = make_sample(a.out, a.seed, tuple(a.shape), tuple(a.spacing), a.lesions, a.orientation,
                         not a.no_compress)
     size = sum(p.stat().st_size for p in a.out.iterdir() if p.is_file())

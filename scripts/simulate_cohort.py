@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--survivors", type=int, default=68)
     p.add_argument("--non-survivors", type=int, default=25)
     a = p.parse_args(argv)
+    if a.survivors < 1 or a.non_survivors < 0 or a.survivors + a.non_survivors < 2:
+        p.error("need --survivors >= 1, --non-survivors >= 0 and at least 2 patients in all")
     paths = write_cohort(a.output, seed=a.seed, n_survivors=a.survivors, n_nonsurvivors=a.non_survivors)
     for key, path in paths.items():
         print(f"{key}: {path}")

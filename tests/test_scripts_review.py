@@ -1,0 +1,178 @@
+"""Review of scripts/: clear errors on bad input, atomic outputs that other tools read, the series a script reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.scripts_loader import load_script
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hardlink_watch(path: Path) -> Path:
+    """A hard link to the existing ``path``: an in-place rewrite changes it too, a rename into place does not."""
+    watch = path.with_name(path.name + ".watch")
+    os.link(path, watch)
+    return watch
+
+
+# --- benchmark.py --------------------------------------------------------------------------------------------
+
+
+def test_benchmark_missing_series_is_a_clear_error(tmp_path, capsys):
+    assert load_script("benchmark").main([str(tmp_path / "missing"), "--segmenter", "classical"]) == 2
+    assert "INPUT_NOT_FOUND" in capsys.readouterr().err
+
+
+def test_benchmark_zero_runs_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("benchmark").main([str(REPO / "sample_dicoms"), "--runs", "0", "--segmenter", "classical"])
+    assert e.value.code == 2 and "--runs" in capsys.readouterr().err
+
+
+# --- benchmark_batch.py --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [["--configs", "1y1"], ["--configs", "0x1"], ["--series", "0"], ["--repeats", "0"]])
+def test_benchmark_batch_bad_options_are_refused_by_the_parser(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("benchmark_batch").main(bad)
+    assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_benchmark_batch_json_is_written_atomically(tmp_path, monkeypatch):
+    bench = load_script("benchmark_batch")
+    monkeypatch.setattr(bench, "time_config", lambda input_dir, w, t, cfg, n: 6.0 / w)
+    monkeypatch.setattr(bench, "write_chest_series", lambda *a, **k: "")
+    out = tmp_path / "bench.json"
+    out.write_text("old")
+    watch = _hardlink_watch(out)
+    assert bench.main(["--series", "2", "--configs", "1x1", "2X1", "--json", str(out)]) == 0
+    assert watch.read_text() == "old"  # the old file was replaced, not rewritten in place
+    figures = json.loads(out.read_text())["figures"]
+    assert [f["config"] for f in figures] == ["1x1", "2x1"] and [f["speedup"] for f in figures] == [1.0, 2.0]
+
+
+# --- compare_segmenters.py -----------------------------------------------------------------------------------
+
+
+def test_compare_segmenters_missing_series_is_a_clear_error(tmp_path, capsys):
+    rc = load_script("compare_segmenters").main([str(tmp_path / "missing"), "--a", "classical", "--b", "classical"])
+    assert rc == 2 and "INPUT_NOT_FOUND" in capsys.readouterr().err
+
+
+def test_compare_segmenters_missing_weights_is_a_clear_error(tmp_path, capsys):
+    rc = load_script("compare_segmenters").main([str(REPO / "sample_dicoms"), "--a", str(tmp_path / "nope"),
+                                                 "--b", "classical"])
+    assert rc == 2 and "BAD_MODEL" in capsys.readouterr().err
+
+
+# --- fov_truncation.py ---------------------------------------------------------------------------------------
+
+
+def test_fov_truncation_reads_only_the_selected_series(tmp_path, monkeypatch, capsys):
+    """A series folder with a non-DICOM file (sample_dicoms/ has ground_truth.json) must not be loaded whole."""
+    import pipeline.loading
+    from pipeline.errors import CTScoreError
+
+    load_script("benchmark_batch").write_chest_series(tmp_path, 0, shape=(12, 32, 32))
+    (tmp_path / "notes.txt").write_text("reader notes\n")
+    seen: list[list[str]] = []
+
+    def fake_load(files, cfg):
+        seen.append(list(files))
+        raise CTScoreError("STOP", "stop after the file list")
+
+    monkeypatch.setattr(pipeline.loading, "load_series", fake_load)
+    assert load_script("fov_truncation").main([str(tmp_path), "--segmenter", "classical"]) == 2
+    assert "STOP" in capsys.readouterr().err
+    assert len(seen[0]) == 12 and all(f.endswith(".dcm") for f in seen[0])
+
+
+def test_fov_truncation_missing_series_is_a_clear_error(tmp_path, capsys):
+    assert load_script("fov_truncation").main([str(tmp_path / "missing"), "--segmenter", "classical"]) == 2
+    assert "INPUT_NOT_FOUND" in capsys.readouterr().err
+
+
+# --- make_reference_from_phantom.py --------------------------------------------------------------------------
+
+
+def test_make_reference_csv_is_written_atomically(tmp_path):
+    out = tmp_path / "readers.csv"
+    out.write_text("old")
+    watch = _hardlink_watch(out)
+    assert load_script("make_reference_from_phantom").main(["-o", str(out), "--seed", "0"]) == 0
+    assert watch.read_text() == "old"
+    assert out.read_text().startswith("series_uid,scan_id,system,unit,reader,value\n")
+
+
+@pytest.mark.parametrize("bad", [["--flip-prob", "2"], ["--flip-prob", "nan"], ["--readers", "-1"],
+                                 ["--percent-sd", "-1"]])
+def test_make_reference_out_of_range_options_are_refused(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("make_reference_from_phantom").main(["-o", str(tmp_path / "r.csv"), *bad])
+    assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_make_reference_unreadable_truth_is_a_clear_error(tmp_path, capsys):
+    truth = tmp_path / "truth.json"
+    truth.write_text("not json")
+    rc = load_script("make_reference_from_phantom").main(["--truth", str(truth), "-o", str(tmp_path / "r.csv")])
+    assert rc == 1 and "not a readable ground-truth JSON" in capsys.readouterr().err
+
+
+# --- make_sample_dicoms.py -----------------------------------------------------------------------------------
+
+
+def test_make_sample_ground_truth_is_written_atomically(tmp_path):
+    gt = tmp_path / "ground_truth.json"
+    gt.write_text("old")
+    watch = _hardlink_watch(gt)
+    ms = load_script("make_sample_dicoms")
+    assert ms.main(["--out", str(tmp_path), "--shape", "16", "32", "32", "--no-compress"]) == 0
+    assert watch.read_text() == "old"
+    assert "scores" in json.loads(gt.read_text())
+
+
+@pytest.mark.parametrize("bad", [["--shape", "0", "32", "32"], ["--spacing", "0", "1", "1"],
+                                 ["--spacing", "inf", "1", "1"]])
+def test_make_sample_bad_geometry_is_refused_before_writing(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("make_sample_dicoms").main(["--out", str(tmp_path / "s"), *bad])
+    assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_make_sample_out_that_is_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        load_script("make_sample_dicoms").main(["--out", str(f)])
+    assert e.value.code == 2 and "not a folder" in capsys.readouterr().err
+
+
+# --- simulate_cohort.py / fuzz_loader.py ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [["--survivors", "0"], ["--non-survivors", "-1"],
+                                 ["--survivors", "1", "--non-survivors", "0"]])
+def test_simulate_cohort_impossible_sizes_are_refused(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script("simulate_cohort").main(["-o", str(tmp_path / "sim"), *bad])
+    assert e.value.code == 2 and "--survivors" in capsys.readouterr().err
+
+
+def test_fuzz_loader_zero_cases_is_refused(monkeypatch, capsys):
+    import subprocess
+
+    monkeypatch.setattr(sys, "argv", ["fuzz_loader.py", "--cases", "0"])
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("pytest started with 0 cases"))
+    with pytest.raises(SystemExit) as e:
+        load_script("fuzz_loader").main()
+    assert e.value.code == 2 and "--cases" in capsys.readouterr().err

@@ -478,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        from pipeline.outputs import atomic_write_json
+
+        atomic_write_json(Path(args.json), res)
     return 0
 
 

@@ -47,19 +47,23 @@ def read_reference(path: Path) -> dict[str, dict[str, float | None]]:
 
 
 def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
-    """HU, lungs, airway, z_mm and spacing of a scan on the working grid (cached when asked)."""
-    if cache is not None and (cache / f"{scan_dir.name}.npz").is_file():
-        return dict(np.load(cache / f"{scan_dir.name}.npz"))
+    """HU, lungs, airway, z_mm and spacing of a scan on the working grid (cached when asked: the file name holds
+    the working spacing, so a cache made on another grid is not reused)."""
+    from pipeline.config import load_config
+
+    cfg = load_config()
+    key = "x".join(f"{s:g}" for s in cfg["resample"]["spacing_mm"])
+    cached = None if cache is None else cache / f"{scan_dir.name}_{key}.npz"
+    if cached is not None and cached.is_file():
+        return dict(np.load(cached))
     import SimpleITK as sitk
 
-    from pipeline.config import load_config
     from pipeline.discovery import discover, select_series
     from pipeline.loading import load_series
     from pipeline.resample import resample_to_spacing, to_lps
     from pipeline.run import slice_z_mm
     from segmentation.classical import ClassicalSegmenter
 
-    cfg = load_config()
     try:
         chosen = select_series(discover(scan_dir), cfg=cfg)
     except TypeError:  # older signature
@@ -77,9 +81,15 @@ def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
     arrays = {"hu": hu.astype(np.int16), "lungs": seg.lungs.astype(np.uint8),
               "airway": (seg.airway if seg.airway is not None else np.zeros(hu.shape, bool)),
               "z_mm": slice_z_mm(work), "spacing": np.asarray(spacing)}
-    if cache is not None:
+    if cached is not None:
+        import io
+
+        from pipeline.outputs import atomic_write_bytes
+
         cache.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache / f"{scan_dir.name}.npz", **arrays)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(cached, buf.getvalue())  # a run killed while writing leaves no partial cache
     return arrays
 
 
@@ -144,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="print every comparison")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if not args.reference.is_file():
+        p.error(f"reference CSV not found: {args.reference}")
     ref = read_reference(args.reference)
-    res = evaluate(ref, args.data_root, args.cache, [s for s in args.scans.split(",") if s], args.verbose)
+    scans = [s for s in args.scans.split(",") if s]
+    unknown = sorted(set(scans) - set(ref))
+    if unknown:
+        p.error(f"--scans not in the reference: {', '.join(unknown)} (it has {', '.join(sorted(ref))})")
+    res = evaluate(ref, args.data_root, args.cache, scans, args.verbose)
     print(format_table(res))
     return 0
 

@@ -176,3 +176,44 @@ def test_fuzz_loader_zero_cases_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         load_script("fuzz_loader").main()
     assert e.value.code == 2 and "--cases" in capsys.readouterr().err
+
+
+# --- landmark_accuracy.py, simulate.write_cohort -------------------------------------------------------------
+
+
+def test_landmark_accuracy_missing_reference_and_unknown_scans_are_clear_errors(tmp_path, capsys):
+    """A missing reference CSV gave a FileNotFoundError traceback; --scans naming no reference scan printed an empty
+    table as if all was well."""
+    la = load_script("landmark_accuracy")
+    with pytest.raises(SystemExit) as e:
+        la.main(["--reference", str(tmp_path / "none.csv")])
+    assert e.value.code == 2 and "reference CSV not found" in capsys.readouterr().err
+    ref = tmp_path / "ref.csv"
+    ref.write_text("scan,landmark,z_mm,confidence,note\nscanA,carina_z,-120.5,high,\n")
+    with pytest.raises(SystemExit) as e:
+        la.main(["--reference", str(ref), "--scans", "scanB"])
+    assert e.value.code == 2 and "not in the reference: scanB" in capsys.readouterr().err
+
+
+def test_landmark_cache_is_keyed_by_the_working_spacing_and_written_atomically(tmp_path, monkeypatch):
+    """The cache was one <scan>.npz whatever the working grid (a changed resample.spacing_mm reused stale arrays),
+    written in place (a killed run left a partial file that later runs loaded)."""
+    import numpy as np
+
+    la = load_script("landmark_accuracy")
+    arrays = {"hu": np.zeros((2, 3, 3), np.int16), "z_mm": np.arange(2.0)}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "scanA.npz").write_bytes(b"partial")  # an old-style (or half-written) cache is not read
+    np.savez_compressed(cache / "scanA_1.5x1.5x1.5.npz", **arrays)
+    got = la.working_arrays(tmp_path / "scanA", cache)
+    assert np.array_equal(got["z_mm"], arrays["z_mm"])
+
+
+def test_simulated_cohort_tables_are_written_atomically(tmp_path):
+    from scoring.stats.simulate import write_cohort
+
+    first = write_cohort(tmp_path, seed=0, n_survivors=3, n_nonsurvivors=2)
+    watch = _hardlink_watch(first["clinical"])
+    write_cohort(tmp_path, seed=1, n_survivors=3, n_nonsurvivors=2)
+    assert watch.read_bytes() != first["clinical"].read_bytes()  # replaced, not rewritten in place

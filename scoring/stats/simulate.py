@@ -177,7 +177,9 @@ def write_cohort(out_dir: str | Path, seed: int = 0, n_survivors: int = 68, n_no
     c = make_cohort(seed=seed, n_survivors=n_survivors, n_nonsurvivors=n_nonsurvivors)
     paths = {"scans": out / "scores" / "scans.csv", "zones": out / "scores" / "zones.csv",
              "clinical": out / "clinical.csv", "labs": out / "labs.csv"}
-    for key, p in paths.items():
-        c[key].to_csv(p, index=False)
+    from pipeline.outputs import atomic_write_bytes
+
+    for key, p in paths.items():  # atomic: `ctscore stats` reads them
+        atomic_write_bytes(p, c[key].to_csv(index=False).encode())
     paths["scores"] = out / "scores"
     return paths

@@ -4,6 +4,7 @@ the peak memory, on the embedded sample or on any series folder.
 
     python scripts/benchmark.py                       # sample_dicoms/, 3 runs
     python scripts/benchmark.py ../shared/data/chest/normal001 --runs 3 --segmenter classical
+    python scripts/benchmark.py --generated 600 --runs 3  # a generated 512x512x600 chest, 0.6 mm
 
 Prints the median of each stage over the runs (the first run also loads the model; the segmenter is
 built once, as in a batch). Peak RSS is that of this process (ru_maxrss).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics as stats_lib
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmenter", default=None, help="classical | monai | bundle path (default: config)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--generated", type=positive_int, metavar="NZ",
+                    help="instead of SERIES: a generated chest of NZ slices of 512 x 512 at 0.6 mm (the generator of "
+                         "scripts/benchmark_batch.py, run in its own process so its memory is not counted)")
     args = ap.parse_args(argv)
+    if args.generated:
+        with tempfile.TemporaryDirectory() as tmp:
+            code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.scripts_loader import load_script; "
+                    "load_script('benchmark_batch').write_chest_series(sys.argv[2], 0, "
+                    "shape=(int(sys.argv[3]), 512, 512), spacing_mm=0.6)")
+            subprocess.run([sys.executable, "-c", code, str(REPO), tmp, str(args.generated)], check=True)
+            given = list(argv if argv is not None else sys.argv[1:])
+            rest = [a for i, a in enumerate(given) if not (a == "--generated" or a.startswith("--generated=")
+                                                           or (i > 0 and given[i - 1] == "--generated"))]
+            return main([tmp, *rest])
 
     from pipeline.config import load_config
     from pipeline.discovery import discover, select_series

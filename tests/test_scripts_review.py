@@ -217,3 +217,11 @@ def test_simulated_cohort_tables_are_written_atomically(tmp_path):
     watch = _hardlink_watch(first["clinical"])
     write_cohort(tmp_path, seed=1, n_survivors=3, n_nonsurvivors=2)
     assert watch.read_bytes() != first["clinical"].read_bytes()  # replaced, not rewritten in place
+
+
+def test_benchmark_on_a_generated_series(capsys):
+    """--generated NZ benchmarks a generated 512 x 512 x NZ chest (the large-series memory figure of the README);
+    the other options are kept."""
+    assert load_script("benchmark").main(["--generated", "40", "--runs", "1", "--segmenter", "classical"]) == 0
+    out = capsys.readouterr().out
+    assert "(40 files)" in out and "runs: 1" in out and "peak RSS" in out

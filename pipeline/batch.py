@@ -411,14 +411,26 @@ def _stop_taking_scans(worker: Any) -> None:
     """Have the scheduler send this worker no more scans before it learns that the timed-out one returned: the
     worker is restarted next (a thread of it still runs that scan), and a scan started there in the meantime
     died with it (retried, and counted against it). The status change is queued on the worker's event loop
-    ahead of this task's result, so the scheduler sees it first; the restarted worker starts as running."""
+    ahead of this task's result, so the scheduler sees it first; the restarted worker starts as running. Should
+    the restart never come (the driver gone, a failed restart), the process ends itself after
+    :data:`RESTART_GRACE_S`, so that the Nanny replaces it and the worker does not sit closed to work for good."""
     from distributed.core import Status
+
+    def exit_if_still_closed() -> None:
+        if worker.status == Status.closing_gracefully:
+            log.warning("no restart %g s after a timed-out scan: this worker process ends", RESTART_GRACE_S)
+            os._exit(1)
 
     def close_to_new_work() -> None:
         if worker.status == Status.running:
             worker.status = Status.closing_gracefully
+            worker.loop.call_later(RESTART_GRACE_S, exit_if_still_closed)
 
     worker.loop.add_callback(close_to_new_work)
+
+
+#: Seconds a worker closed to new scans after a timeout waits for the driver's restart before ending itself.
+RESTART_GRACE_S = 300.0
 
 
 def _current_dask_worker() -> Any:

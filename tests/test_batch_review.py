@@ -213,3 +213,38 @@ def test_a_timed_out_scan_does_not_take_its_neighbour_down(tmp_path, series, cfg
     counts = Counter(starts.read_text().split())
     assert counts[ids[0]] == 1
     assert {sid: n for sid, n in counts.items() if n != 1} == {}
+
+
+def test_a_worker_closed_after_a_timeout_ends_itself_if_no_restart_comes(monkeypatch):
+    """The worker of a timed-out scan takes no new scan until the driver restarts it; should that restart never
+    come, it would sit closed to work for good (a one-worker run would hang): it ends itself after the grace
+    period, so that its Nanny replaces it."""
+    from distributed.core import Status
+
+    from pipeline import batch
+
+    class Loop:
+        def __init__(self):
+            self.now, self.later = [], []
+
+        def add_callback(self, fn):
+            self.now.append(fn)
+
+        def call_later(self, delay, fn):
+            self.later.append((delay, fn))
+
+    worker = type("W", (), {})()
+    worker.status, worker.loop = Status.running, Loop()
+    exits = []
+    monkeypatch.setattr(batch.os, "_exit", exits.append)
+    batch._stop_taking_scans(worker)
+    assert worker.status == Status.running  # changed on the worker's event loop, not from the task's thread
+    worker.loop.now[0]()
+    assert worker.status == Status.closing_gracefully
+    (delay, fn), = worker.loop.later
+    assert delay == batch.RESTART_GRACE_S
+    fn()
+    assert exits == [1]
+    worker.status, exits[:] = Status.running, []  # restarted meanwhile (a new process would not even run it)
+    fn()
+    assert exits == []

@@ -6,8 +6,10 @@ the peak memory, on the embedded sample or on any series folder.
     python scripts/benchmark.py ../shared/data/chest/normal001 --runs 3 --segmenter classical
     python scripts/benchmark.py --generated 600 --runs 3  # a generated 512x512x600 chest, 0.6 mm
 
-Prints the median of each stage over the runs (the first run also loads the model; the segmenter is
-built once, as in a batch). Peak RSS is that of this process (ru_maxrss).
+Prints the median of each stage over the runs. The segmenter is built once before the runs, as in a batch,
+and timed on its own ("segmenter build"); the first run still pays first-call warm-up, so use 3 runs or more.
+Peak RSS is that of this process (ru_maxrss). "write" is the masks and pictures; writing result.json and committing
+the series folder count in "total" only.
 """
 
 from __future__ import annotations

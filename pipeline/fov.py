@@ -34,35 +34,59 @@ def _distance_to_outside(outside: np.ndarray, sampling: tuple[float, float]) -> 
     return ndimage.distance_transform_edt(~framed, sampling=sampling)[1:-1, 1:-1]
 
 
+def _edge(outside: np.ndarray, sampling: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The edge of the field of view on one slice: its innermost ring of pixels (inside, with a 4-neighbour
+    outside or beyond the image border) and the length (mm) of edge each stands for: the pixel's width along
+    the edge (``sx`` on a row edge, ``sy`` on a column edge, the diagonal where it has both)."""
+    sy, sx = sampling
+    framed = np.pad(outside, 1, constant_values=True)
+    out_y = (framed[:-2, 1:-1] | framed[2:, 1:-1]) & ~outside
+    out_x = (framed[1:-1, :-2] | framed[1:-1, 2:]) & ~outside
+    length = np.where(out_y & out_x, np.hypot(sy, sx), np.where(out_y, sx, np.where(out_x, sy, 0.0)))
+    return out_y | out_x, length
+
+
 def lung_fov_contact(lungs: np.ndarray, spacing_zyx: Sequence[float], padding: np.ndarray | None = None,
                      tolerance_mm: float = EDGE_TOLERANCE_MM) -> dict[str, float]:
     """How far the lung mask runs along the field of view's edge.
 
-    On every slice, the contact is the length of the edge (its innermost ring of pixels) that has lung within
-    ``tolerance_mm``. Returns ``cut_slices`` (slices with a contact >= MIN_CONTACT_MM), ``lung_slices``,
-    ``cut_share`` (their ratio) and ``max_contact_mm`` (the longest contact on one slice)."""
+    On every slice, the contact is the length of the edge (its innermost ring of pixels) that lung within
+    ``tolerance_mm`` of it faces: every such lung pixel marks its nearest edge pixel, so that a lung touching the
+    edge over 4 mm counts 4 mm, not 4 mm plus the tolerance at either end. Returns ``cut_slices`` (slices with a
+    contact >= MIN_CONTACT_MM), ``lung_slices``, ``cut_share`` (their ratio) and ``max_contact_mm`` (the longest
+    contact on one slice). ``padding``, when given, must be on the lung mask's grid (same shape, same orientation)."""
     lung = np.asarray(lungs) > 0
+    if padding is not None and np.shape(padding) != lung.shape:
+        raise ValueError(f"padding mask of shape {np.shape(padding)} is not on the lung mask's grid {lung.shape}")
     has_lung = lung.any(axis=(1, 2))
     lung_slices = int(has_lung.sum())
     sy, sx = float(spacing_zyx[1]), float(spacing_zyx[2])
     px = max(sy, sx)
-    reach = (2 * int(np.ceil(tolerance_mm / sy)) + 1, 2 * int(np.ceil(tolerance_mm / sx)) + 1)
     no_padding = np.zeros(lung.shape[1:], bool)
-    cache: dict[bytes, np.ndarray] = {}  # slices usually share one padding pattern
+    cache: dict[bytes, tuple] = {}  # slices usually share one padding pattern
     contact_mm = np.zeros(lung.shape[0])
     for k in np.flatnonzero(has_lung):
         outside = no_padding if padding is None else np.asarray(padding[k], bool)
         key = np.packbits(outside).tobytes()
-        dist = cache.get(key)
-        if dist is None:
+        edge = cache.get(key)
+        if edge is None:
+            ring, length = _edge(outside, (sy, sx))
             dist = _distance_to_outside(outside, (sy, sx))
+            # the nearest ring pixel of every pixel
+            nearest = ndimage.distance_transform_edt(~ring, sampling=(sy, sx), return_distances=False,
+                                                     return_indices=True) if ring.any() else None
+            edge = (ring, length, dist, nearest)
             if len(cache) < 16:
-                cache[key] = dist
+                cache[key] = edge
+        ring, length, dist, nearest = edge
         near = lung[k] & (dist <= tolerance_mm + px)  # lung close to the edge
-        if not near.any():
+        if nearest is None or not near.any():
             continue
-        ring = (dist > 0) & (dist <= px + 1e-3)  # the first pixels inside the field of view
-        contact_mm[k] = (ring & ndimage.maximum_filter(near, size=reach)).sum() * 0.5 * (sy + sx)
+        touched = np.zeros_like(ring)
+        touched[nearest[0][near], nearest[1][near]] = True
+        # a lung stopping short of a stepped (circular) edge may miss a ring pixel between two it marks: fill it
+        touched |= ring & (ndimage.convolve(touched.astype(np.uint8), np.ones((3, 3), np.uint8), mode="constant") >= 2)
+        contact_mm[k] = float(length[touched].sum())
     cut = contact_mm >= MIN_CONTACT_MM
     return {"cut_slices": int(cut.sum()), "lung_slices": lung_slices,
             "cut_share": float(cut.sum()) / lung_slices if lung_slices else 0.0,

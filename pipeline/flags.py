@@ -13,7 +13,7 @@ SCORING_FLAGS: dict[str, str] = {
     "LOBES_MISSING": "a lobe is cut off or absent from the lobe map: the lobar totals are empty",
     "LOBES_NOT_FOUND": "scoring.lobar.lobes_dir holds no lobe map for this series: no lobar scores",
     "LUNG_NOT_FOUND": "the segmentation found no lung on this side (a failure, a lung outside the field of view, "
-                      "a pneumonectomy): its units are missing",
+                      "a pneumonectomy): its units, the totals and the whole-scan percentages are missing",
     "LUNG_CUT_BY_FOV": "a lung runs along the edge of the field of view on this percentage of its slices: its "
                        "measures are of the visible part; review",
     "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",

@@ -158,7 +158,8 @@ def score_scan(
 
     # A lung the segmentation did not find (left out of the field of view, a segmenter failure, a
     # pneumonectomy) has zones the scan cannot score: missing, not 0 (SCORING.md), flag LUNG_NOT_FOUND:<side>.
-    # Not found = smaller than segmentation.min_lung_volume_ml and than ABSENT_SHARE of the other lung.
+    # Not found = empty, or smaller than segmentation.min_lung_volume_ml and than ABSENT_SHARE of the other lung.
+    # The whole-scan percentages (PO, PHO, MosMed) and mean HU would be one lung's: they are empty too.
     min_side_ml = float(cfg.get("segmentation", {}).get("min_lung_volume_ml", MIN_SIDE_ML))
     zone_rows: list[dict[str, Any]] = []
     six_total, six_missing = 0, False
@@ -167,9 +168,12 @@ def score_scan(
         lung_side = lungs == side
         cut_top, cut_bottom = cut[side]
         other = row[f"lung_volume_ml_{SIDES[LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG]}"]
-        absent = row[f"lung_volume_ml_{name}"] < min(min_side_ml, ABSENT_SHARE * other)
+        vol = row[f"lung_volume_ml_{name}"]
+        absent = vol <= 0 or vol < min(min_side_ml, ABSENT_SHARE * other)
         if absent:
             flags.append(f"LUNG_NOT_FOUND:{name}")
+            row.update(percent_opacity=math.nan, percent_high_opacity=math.nan, mosmed_category="",
+                       mean_lung_hu=math.nan)
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""

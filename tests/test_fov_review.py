@@ -58,3 +58,23 @@ def test_a_padding_mask_off_the_lung_grid_is_refused():
         fov_flags(lungs, (1.0, 1.0, 1.0), np.zeros((5, 50, 50), bool))
     with pytest.raises(ValueError, match="grid"):
         fov_flags(lungs, (1.0, 1.0, 1.0), np.zeros((7, 40, 40), bool))
+
+
+def test_whole_scan_percentages_are_empty_when_a_lung_is_not_found():
+    """With one lung not found, percent opacity, PHO, MosMed and mean lung HU were the found lung's, reported as
+    the whole scan's (a right lung missing read PO 0 %, CT-0); and with both lungs empty neither side counted as not
+    found (the threshold became 0) and the totals were 0, as if healthy."""
+    import math
+
+    from tests.test_fov import _score, two_lungs
+
+    lungs = two_lungs()
+    lungs[lungs == 1] = 0
+    row, _, flags = _score(lungs)
+    assert "LUNG_NOT_FOUND:right" in flags
+    assert math.isnan(row["percent_opacity"]) and math.isnan(row["percent_high_opacity"])
+    assert row["mosmed_category"] == "" and math.isnan(row["mean_lung_hu"])
+    assert row["lung_volume_ml_left"] > 0 and not math.isnan(row["mean_lung_hu_left"])  # the found lung's own
+    row, _, flags = _score(np.zeros_like(lungs))
+    assert {"LUNG_NOT_FOUND:right", "LUNG_NOT_FOUND:left"} <= set(flags)
+    assert math.isnan(row["six_zone_total"]) and math.isnan(row["zhang900_total"])

@@ -111,8 +111,8 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     from pipeline.fov import fov_flags
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
-    from scoring.landmarks import detect_landmarks
-    from scoring.quantify import score_scan
+    from scoring.landmarks import detect_landmarks, temper_for_thick_slices
+    from scoring.quantify import score_scan, slice_step_mm
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -157,6 +157,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         landmarks = axial_landmarks(seg, work, landmarks, cfg)
         z_voxel = voxel_z_mm(orig)
         flags_tilt = [f"ZONED_AXIALLY:{tilt:.1f}"]
+    temper_for_thick_slices(landmarks, slice_step_mm(z_o))
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,

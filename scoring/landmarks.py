@@ -105,6 +105,22 @@ class Landmark:
         return asdict(self)
 
 
+#: Source slices thicker than this (mm): a level detected on the interpolated working grid is no surer than half a slice.
+THICK_SLICE_MM = 5.0
+
+
+def temper_for_thick_slices(landmarks: dict[str, Landmark], slice_step_mm: float) -> None:
+    """On source slices more than :data:`THICK_SLICE_MM` apart, the levels detected with high confidence (on the
+    finer working grid the series was interpolated to) are lowered to medium, with the uncertainty in the note:
+    an 8 mm series places an apex or a carina only to within half a slice."""
+    if not slice_step_mm > THICK_SLICE_MM:
+        return
+    for lm in landmarks.values():
+        if lm.method == "detected" and lm.confidence == "high":
+            lm.confidence = "medium"
+            lm.note = f"{lm.note}; to within half a {slice_step_mm:.1f} mm source slice".lstrip("; ")
+
+
 def _missing(name: str, note: str) -> Landmark:
     return Landmark(name, None, "missing", "low", note)
 

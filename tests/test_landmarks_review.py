@@ -113,3 +113,23 @@ def test_tiny_lumina_just_above_the_division_keep_both_bronchi_in_view():
     assert c.method == "detected" and c.z_mm == pytest.approx(z[60])
     airway[62:70, 28:33, 50:55] = True  # with a separate lumen beside the trachea above it too
     assert detect_carina(airway, z, SP).z_mm == pytest.approx(z[60])
+
+
+def test_levels_detected_on_thick_source_slices_are_not_high_confidence():
+    """On an 8 mm series (lung_pet_ct_dx_A0002) the apex came out 7 mm from the reference with high confidence: it
+    was found on the 1.5 mm grid the slices were interpolated to. Above 5 mm source slices, high becomes medium."""
+    from scoring.landmarks import Landmark, temper_for_thick_slices
+
+    def levels():
+        return {"apex_right": Landmark("apex_right", 100.0, "detected", "high", "top slice with lung"),
+                "carina": Landmark("carina", 50.0, "detected", "high"),
+                "ipv": Landmark("ipv", 10.0, "estimated", "low", "from the carina")}
+
+    thin = levels()
+    temper_for_thick_slices(thin, 2.0)
+    assert thin["apex_right"].confidence == "high"
+    thick = levels()
+    temper_for_thick_slices(thick, 8.0)
+    assert thick["apex_right"].confidence == "medium" and "half a 8.0 mm source slice" in thick["apex_right"].note
+    assert thick["carina"].confidence == "medium" and thick["carina"].note.startswith("to within")
+    assert thick["ipv"].confidence == "low"

@@ -19,7 +19,8 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   trachea near the midline below the notch, then followed cranially in a narrow midline box
   until no bone is left; the bone must also cross the midline (within
   :data:`NOTCH_MIDLINE_HALF_WIDTH_MM` of both the trachea's x in that slice and the spine's x),
-  which the clavicular heads beside the notch do not. The top
+  which the clavicular heads beside the notch do not; a slice holding two heads with soft tissue between
+  them near the midline is above the notch (:func:`_clavicular_heads`: a rotated head crosses both markers). The top
   bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated.
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
   column), excluding columns medial to the heart border (taken from the lung's medial edge in the
@@ -302,6 +303,38 @@ def detect_right_bronchi(tree: np.ndarray, k_carina: int, centre: tuple[float, f
 
 
 # ------------------------------------------------------------------------------------------- bone
+def _clavicular_heads(anterior: np.ndarray, x_mid: float, spine_x: float | None, spacing: Spacing,
+                      half_width_mm: float = 30.0, min_area_mm2: float = 40.0, min_gap_mm: float = 2.0,
+                      max_offset_mm: float = 12.0) -> bool:
+    """True when the bone in front of the trachea is two heads with soft tissue between them, near the midline.
+
+    ``anterior`` is a slice's bone mask in front of the trachea. At and above the suprasternal notch the
+    midline holds the two clavicular heads with the notch between them; below it the manubrium lies
+    between (or joins) them. A rotated patient puts one head across the trachea's and the spine's x,
+    which the midline test alone takes for the manubrium (ricord_covid_419639: 15 mm too high).
+    Bone pieces of at least ``min_area_mm2`` reaching within ``half_width_mm`` of ``x_mid`` count; the
+    slice is the heads' when there are exactly two, at least ``min_gap_mm`` apart with no bone between them,
+    the gap's centre within ``max_offset_mm`` of ``x_mid`` or of the spine's x."""
+    lab, n = ndi.label(anterior)
+    if n < 2:
+        return False
+    areas = np.bincount(lab.ravel()) * (spacing[1] * spacing[2])
+    areas[0] = 0.0
+    x0 = int(max(0, x_mid - half_width_mm / spacing[2]))
+    x1 = int(x_mid + half_width_mm / spacing[2]) + 1
+    near = np.unique(lab[:, x0:x1])
+    big = [int(i) for i in near if i > 0 and areas[i] >= min_area_mm2]
+    if len(big) != 2:
+        return False
+    cols = [np.nonzero((lab == i).any(axis=0))[0] for i in big]
+    (ra, rb), (la, lb) = sorted((int(c.min()), int(c.max())) for c in cols)
+    if (la - rb - 1) * spacing[2] < min_gap_mm or anterior[:, rb + 1:la].any():
+        return False  # touching, or bone between them (a manubrium's cortex broken into pieces)
+    mid = 0.5 * (rb + la)
+    refs = [x_mid] if spine_x is None else [x_mid, spine_x]
+    return bool(min(abs(mid - r) for r in refs) * spacing[2] <= max_offset_mm)
+
+
 def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float, float], z_mm: np.ndarray,
                               spacing: Spacing, min_area_mm2: float = 5.0, box_half_width_mm: float = 10.0,
                               gap_mm: float = 6.0, airway: np.ndarray | None = None,
@@ -372,6 +405,8 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
                     continue
                 ma, mb = int(max(0, tx - mw)), int(tx + mw) + 1
                 area = min(area, bone[k, :ymax, ma:mb].sum() * pix)
+        if area >= min_area_mm2 and _clavicular_heads(bone[k, :ymax], xs_c, spine_x, spacing):
+            area = 0.0  # the notch lies between the two heads: above the manubrium, however rotated
         if area >= min_area_mm2:
             last_bone, gap = k, 0
             xs_c = 0.8 * xs_c + 0.2 * (np.nonzero(sl)[1].mean() + xa)  # follow a rotated sternum slowly

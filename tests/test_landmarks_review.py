@@ -133,3 +133,45 @@ def test_levels_detected_on_thick_source_slices_are_not_high_confidence():
     assert thick["apex_right"].confidence == "medium" and "half a 8.0 mm source slice" in thick["apex_right"].note
     assert thick["carina"].confidence == "medium" and thick["carina"].note.startswith("to within")
     assert thick["ipv"].confidence == "low"
+
+
+def _anterior(pieces: list[tuple[int, int]], rows: tuple[int, int] = (20, 40), width: int = 120) -> np.ndarray:
+    """A slice's bone in front of the trachea (1.5 mm pixels): one solid piece per (first, last) column."""
+    m = np.zeros((50, width), bool)
+    for a, b in pieces:
+        m[rows[0]:rows[1], a:b + 1] = True
+    return m
+
+
+def test_two_clavicular_heads_are_told_from_the_manubrium():
+    """ricord_covid_419639 (rotated): the right clavicular head crosses the trachea's and the spine's x above the
+    manubrium, so the midline test followed it 15 mm past the notch. Two heads with soft tissue between them, the
+    gap near the midline, are above the notch; the manubrium between or joining them, or a manubrium whose cortex
+    breaks into pieces with bone still between them (lung_pet_ct_dx_A0002, 8 mm slices), is not."""
+    from scoring.landmarks import _clavicular_heads
+
+    sp = (1.5, 1.5, 1.5)
+    heads = _anterior([(33, 57), (69, 91)])  # gap at x 58-68, one head across x_mid 53
+    assert _clavicular_heads(heads, 53.0, 57.3, sp)
+    assert not _clavicular_heads(_anterior([(33, 57), (60, 66), (69, 91)]), 53.0, 57.3, sp)  # manubrium between
+    assert not _clavicular_heads(_anterior([(33, 91)]), 53.0, 57.3, sp)  # one bone across
+    assert not _clavicular_heads(_anterior([(33, 57), (58, 91)]), 53.0, 57.3, sp)  # touching
+    broken = _anterior([(33, 57), (69, 91)])
+    broken[25:27, 62:64] = True  # a fleck of cortex in the gap: a manubrium, not the notch
+    assert not _clavicular_heads(broken, 53.0, 57.3, sp)
+    far = _anterior([(5, 30), (90, 115)])  # the gap's centre 30 mm from both midline markers (limit 12 mm)
+    assert not _clavicular_heads(far, 40.0, 40.0, sp)
+
+
+@pytest.mark.slow
+def test_ricord_notch_is_not_taken_from_a_clavicular_head(shared_data):
+    """The rotated patient's notch: 15.4 mm too high before (216.4 mm, the right clavicular head's top); the
+    reference reads 201 mm."""
+    from scripts.landmark_accuracy import evaluate, read_reference
+    from tests.conftest import require
+
+    scan = require(shared_data / "chest" / "ricord_covid_419639")
+    ref = read_reference(require(shared_data / "landmarks" / "reference.csv"))
+    res = evaluate({"ricord_covid_419639": ref["ricord_covid_419639"]}, scan.parent, cache=None)
+    assert abs(res["suprasternal_notch"]["errors"][0]) <= 3.0
+    assert abs(res["carina"]["errors"][0]) <= 3.0

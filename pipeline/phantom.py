@@ -589,7 +589,7 @@ def _pct(part: float, whole: float) -> float:
 
 def is_involved(lesion_ml: float, pct: float) -> bool:
     """A unit counts as involved only with >= 1 mL and >= 0.25 % of lesion (the scorer's documented defaults)."""
-    return lesion_ml >= MIN_INVOLVEMENT_ML and pct >= MIN_INVOLVEMENT_PCT and pct > 0
+    return round(lesion_ml, 9) >= MIN_INVOLVEMENT_ML and pct >= MIN_INVOLVEMENT_PCT and pct > 0  # as the scorer
 
 
 def six_zone_score(pct: float) -> int:

@@ -28,8 +28,10 @@ CLASS_NAMES = {FAINT_GGO: "faint_ggo", GGO: "ggo", CONSOLIDATION: "consolidation
 
 
 def is_involved(lesion_ml: float, involvement_pct: float, min_ml: float, min_pct: float) -> bool:
-    """A unit counts as involved only when its lesion volume and percentage reach both minima."""
-    return lesion_ml >= min_ml and involvement_pct >= min_pct and involvement_pct > 0
+    """A unit counts as involved only when its lesion volume and percentage reach both minima. The volume is
+    rounded to 1e-9 mL, like the percentages: voxel counts x the voxel volume (summed over the classes) have
+    floating-point error, and 1000 voxels of 1 mm3 came out 0.9999999999999999 mL, under a 1 mL minimum."""
+    return round(lesion_ml, 9) >= min_ml and involvement_pct >= min_pct and involvement_pct > 0
 
 
 def six_zone_score(involvement_pct: float, involved: bool = True) -> int:

@@ -40,7 +40,10 @@ class ZInterval:
 def six_zone_intervals(carina_z: float | None, ipv_z: float | None) -> dict[str, ZInterval | None]:
     """Upper (above the carina: z > carina), middle (from the carina down to the IPV, both levels included:
     IPV <= z <= carina) and lower (below the IPV: z < IPV) zones, as SCORING.md words them. Missing when a level
-    is missing or the IPV is not below the carina (the zones would overlap)."""
+    they need is missing (without the IPV, e.g. a scan that stops above the diaphragm, the upper zone is still
+    defined) or the IPV is not below the carina (the zones would overlap)."""
+    if carina_z is not None and ipv_z is None:
+        return {"upper": ZInterval(carina_z, INF), "middle": None, "lower": None}
     if carina_z is None or ipv_z is None or not ipv_z < carina_z:
         return dict.fromkeys(SIX_ZONE_UNITS)
     return {

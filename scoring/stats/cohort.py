@@ -46,6 +46,18 @@ class Cohort:
         return out
 
 
+def _id_text(ids: pd.Series) -> pd.Series:
+    """Ids as stripped text for matching; an id column read as numbers gives '7' for 7.0, '' for empty."""
+    if pd.api.types.is_numeric_dtype(ids):
+        return ids.map(lambda v: "" if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
+    return ids.astype(str).str.strip()
+
+
+def _digits_key(ids: pd.Series) -> pd.Series:
+    """An all-digit id without its leading zeros ('007' -> '7'); NaN for other ids."""
+    return ids.str.lstrip("0").replace("", "0").where(ids.str.fullmatch(r"\d+"))
+
+
 def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.DataFrame, labs: pd.DataFrame | None,
                  window_days: int = 1, id_column: str | None = None) -> Cohort:
     """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
@@ -57,18 +69,47 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         raise CTScoreError("BAD_CLINICAL_DATA", f"id column {id_column!r} is not in the clinical table")
     if window_days < 0:
         raise CTScoreError("BAD_OPTION", f"window_days must be >= 0, not {window_days}")
-    mapping = pd.Series(clinical["patient_id"].to_numpy(), index=clinical[id_column].astype(str).to_numpy())
-    mapping = mapping[(mapping.index != "") & ~mapping.index.duplicated()]
+    ids = _id_text(clinical[id_column])
+    dup = ids.duplicated() & (ids != "")
+    if dup.any():  # the scans of both patients would all go to the first one
+        raise CTScoreError("BAD_CLINICAL_DATA", f"column {id_column!r}: value {ids[dup].iloc[0]!r} appears more than "
+                           "once; the id that matches scans to patients must be unique", clinical.attrs.get("source"))
+    mapping = pd.Series(clinical["patient_id"].to_numpy(), index=ids.to_numpy())
+    mapping = mapping[mapping.index != ""]
     scans = scans.copy()
-    scans["patient_id"] = scans["patient_id"].map(mapping)
+    scan_ids = _id_text(scans["patient_id"])
+    scans["patient_id"] = scan_ids.map(mapping)
+    # a numeric id that lost its leading zeros on one side (a spreadsheet: '007' -> 7) matches when unambiguous:
+    # one clinical id with that number, which no scan carries as such, and one spelling of it among the scans
+    digits = _digits_key(pd.Series(mapping.index, index=mapping.index))
+    digits = digits[digits.notna() & ~digits.duplicated(keep=False) & ~digits.index.isin(set(scan_ids))]
+    clin_id = pd.Series(digits.index, index=digits.to_numpy())  # number -> clinical id text
+    left = scans["patient_id"].isna()
+    key = _digits_key(scan_ids[left])
+    spellings = scan_ids[left].groupby(key).nunique()
+    key = key[key.isin(clin_id.index) & key.map(spellings).eq(1)]
+    if len(key):
+        scans.loc[key.index, "patient_id"] = key.map(clin_id).map(mapping)
+        pairs = dict(zip(scan_ids[key.index], key.map(clin_id), strict=True))
+        notes.append(f"{len(key)} scan(s) matched on their number without leading zeros (e.g. "
+                     + ", ".join(f"{a!r} = {b!r}" for a, b in list(pairs.items())[:3])
+                     + f" in {id_column!r}); check that these ids mean the same patients")
+        log.warning(notes[-1])
     unmatched = scans["patient_id"].isna()
     if unmatched.all():
         raise CTScoreError("BAD_CLINICAL_DATA", f"no scan's patient_id matches clinical column {id_column!r}; "
                            "pseudonymous ids need a 'scores_patient_id' column (see docs/clinical_schema.md)")
     if unmatched.any():
-        notes.append(f"{int(unmatched.sum())} scan(s) whose patient_id is not in the clinical table were left out")
+        examples = ", ".join(repr(x) for x in scan_ids[unmatched].drop_duplicates()[:3])
+        notes.append(f"{int(unmatched.sum())} scan(s) whose patient_id is not in the clinical table were left out "
+                     f"(e.g. {examples})")
         log.warning(notes[-1])
         scans = scans[~unmatched]
+    no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
+    if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
+        notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "
+                     + ", ".join(repr(x) for x in clinical.loc[no_scan, "patient_id"][:3]) + ")")
+        log.warning(notes[-1])
     scans = binning.add_time(scans, clinical, "study_date")
     no_onset = scans["days_since_onset"].isna()
     if no_onset.any():
@@ -86,6 +127,13 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         notes.append(f"{int(neg.sum())} scan(s) dated before symptom onset: excluded from weekly and period analyses")
     if zones is not None:
         zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))].reset_index(drop=True)
+    if labs is not None and len(labs):
+        unknown = ~labs["patient_id"].isin(set(clinical["patient_id"]))
+        if unknown.any():
+            notes.append(f"{int(unknown.sum())} lab value(s) of {labs.loc[unknown, 'patient_id'].nunique()} patient(s) "
+                         "not in the clinical table were left out")
+            log.warning(notes[-1])
+            labs = labs[~unknown]
     if labs is None or labs.empty:
         labs_w = pd.DataFrame(columns=["patient_id", "date"])
         labs_w["date"] = pd.to_datetime(labs_w["date"])
@@ -105,5 +153,5 @@ def load_cohort(scores: str | Path, clinical_csv: str | Path, labs_csv: str | Pa
     """Read and validate the three inputs from disk and join them (see :func:`build_cohort`)."""
     scans, zones = schema.read_scores(scores)
     clinical = schema.read_clinical(clinical_csv)
-    labs = schema.read_labs(labs_csv, set(clinical["patient_id"])) if labs_csv is not None else None
+    labs = schema.read_labs(labs_csv) if labs_csv is not None else None  # unknown patients: counted by build_cohort
     return build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)

@@ -35,10 +35,15 @@ def describe(x: Sequence[float] | pd.Series) -> dict[str, float]:
             "sd": float(a.std(ddof=1)) if a.size > 1 else np.nan}
 
 
+def _num(v: float) -> str:
+    """3 significant digits, whole numbers from 1000 on (ferritin 1234, not 1.23e+03)."""
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
 def fmt_median_iqr(x: Sequence[float] | pd.Series) -> str:
     """'median [Q1, Q3]' for the summary tables."""
     d = describe(x)
-    return "" if d["n"] == 0 else f"{d['median']:.3g} [{d['q1']:.3g}, {d['q3']:.3g}]"
+    return "" if d["n"] == 0 else f"{_num(d['median'])} [{_num(d['q1'])}, {_num(d['q3'])}]"
 
 
 def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str = "auto",
@@ -61,6 +66,8 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
              "ttest": "Student t-test (two-sided)", "anova": "one-way ANOVA"}
     if test not in names:
         raise ValueError(f"unknown test {test!r}")
+    if test in ("mannwhitney", "ttest") and len(data) != 2:  # not the first two of three, silently
+        raise ValueError(f"{names[test]} needs exactly two groups, not {len(data)}")
     row.update(test=names[test], statistic=np.nan, p_value=np.nan, effect_size=np.nan, effect_size_name="",
                note="")
     small = [k for k, a in data.items() if a.size < min_n]
@@ -76,8 +83,6 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
         row["note"] = "not tested: no variance within the groups"
         return row
     if test == "mannwhitney":
-        if len(arrays) != 2:
-            raise ValueError("Mann-Whitney needs exactly two groups")
         res = stats.mannwhitneyu(arrays[0], arrays[1], alternative="two-sided")
         n1, n2 = arrays[0].size, arrays[1].size
         row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
@@ -123,6 +128,8 @@ def paired(before: Sequence[float] | pd.Series, after: Sequence[float] | pd.Seri
             row["note"] = f"not tested: fewer than {min_n} complete pairs"
         elif np.all(d == 0):
             row["note"] = "not tested: no change in any pair"
+        elif name.startswith("Wilcoxon") and np.count_nonzero(d) < min_n:  # zero changes drop out of the ranks
+            row["note"] = f"not tested: fewer than {min_n} pairs that changed (pairs without change drop out)"
         elif name.startswith("paired t") and np.ptp(d) == 0:  # t = mean / 0: scipy gives t = inf, p = 0
             row["note"] = "not tested: every pair changed by the same amount (no variance of the change)"
         else:
@@ -265,7 +272,9 @@ def categorical(table: pd.DataFrame) -> dict[str, object]:
         what = "odds ratio" if t.shape == (2, 2) else "statistic = probability of the observed table"
         row.update(test=method, statistic=statistic, p_value=p, note=f"expected count < 5 in some cell; {what}")
         return row
-    row.update(test=f"chi-square (df={chi.dof})", statistic=float(chi.statistic), p_value=float(chi.pvalue))
+    # scipy (as R's chisq.test) applies Yates' continuity correction to a 2 x 2 table: the name says so
+    yates = " with Yates' continuity correction" if chi.dof == 1 else ""
+    row.update(test=f"chi-square{yates} (df={chi.dof})", statistic=float(chi.statistic), p_value=float(chi.pvalue))
     return row
 
 

@@ -76,6 +76,8 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         if v != v:  # NaN
             return ""
+        if 1e3 <= abs(v) < 1e9:  # counts and large values in full (n 1234, not 1.23e+03)
+            return f"{v:.0f}"
         return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
     return str(v)
 

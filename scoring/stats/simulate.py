@@ -5,7 +5,7 @@ Planted effects (everything else is noise):
 - li2020: non-survivors have higher scores in every period (latent severity), serial scans over the
   five periods; non-survivors' lesions keep growing until death (day 18-32).
 - liao2021: a latent inflammation level raises admission IL-6 and the chance of residual lesions at
-  week 8 (six-zone >= 5, "persistent"); about 15 % of survivors miss the week-8 scan (unclassified);
+  week 8 (six-zone >= 5, "persistent"); about 12 % of survivors drop out after day 40 and miss the week-8 scan (unclassified);
   IL-6 peaks about five days before the CT score.
 - zhang2020: CRP, IL-6, D-dimer, LDH, neutrophils rise and lymphocytes fall with the current extent
   of lesions; glucocorticoids speed up the resolution after admission (larger score decrease).
@@ -85,7 +85,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
             days.append(days[-1] + int(rng.integers(4, 7)))
         while days[-1] < 44:
             days.append(days[-1] + int(rng.integers(6, 9)))
-        days.append(int(rng.integers(49, 56)))
+        days.append(int(rng.integers(max(49, days[-1] + 1), 56)))  # week 8 (days 49-55), after the last scan
         if died[i]:
             days = [d for d in days if d < death_day[i]]
         elif dropout[i]:

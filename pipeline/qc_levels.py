@@ -3,9 +3,10 @@
 Left: a coronal view through the lungs' centre (lung window); right: a sagittal view through the
 trachea (mediastinal window, so the sternum, the arch and the heart show). Each level is drawn
 across both views at its patient z, labelled with its name, z (mm) and how it was found: a solid
-line when detected, dashed when estimated. Missing levels are listed in the title. Images are in
-the radiological convention (patient right on the left of the coronal view, anterior on the left
-of the sagittal view, head at the top), with true millimetre proportions.
+line when detected, dashed when estimated. Missing levels (no z, or a z that is not finite) are listed in
+the title. Images are in the radiological convention (patient right on the left of the coronal view, anterior
+on the left of the sagittal view, head at the top), with true millimetre proportions; each slice spans half-way
+to its neighbours, so unevenly spaced slices, in either order, lie at their own z.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
 """
@@ -72,9 +73,20 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         _, _, axs = np.nonzero(airway)
         xc = int(np.median(axs))
     order = np.argsort(z_mm)
-    zlo, zhi = float(z_mm[order[0]]) - sz / 2, float(z_mm[order[-1]]) + sz / 2
     cor = hu[order, yc, :]
     sag = hu[order, :, xc]
+    # each slice reaches half-way to its neighbours (half a slice spacing at a lone slice): on unevenly spaced
+    # slices the rows are repeated onto an even grid (the nearest slice), so every row lies at its patient z
+    zs = z_mm[order]
+    half = np.diff(zs) / 2 if nz > 1 else np.array([sz / 2])
+    edges = np.concatenate([[zs[0] - half[0]], zs[:-1] + half[: nz - 1], [zs[-1] + half[-1]]])
+    zlo, zhi = float(edges[0]), float(edges[-1])
+    steps = np.diff(edges)
+    if not np.allclose(steps, steps.mean(), rtol=1e-3):
+        dz = max(float(steps.min()), (zhi - zlo) / 4000)
+        idx = np.clip(np.searchsorted(edges, np.arange(zlo + dz / 2, zhi, dz), side="right") - 1, 0, nz - 1)
+        cor, sag = cor[idx], sag[idx]
+        zhi = zlo + len(idx) * dz
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 7), dpi=100, facecolor="black",
                              gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
@@ -95,7 +107,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         if name not in landmarks:
             continue
         z = _z(landmarks[name])
-        if z is None:
+        if z is None or not np.isfinite(z):
             missing.append(label)
             continue
         meth = _method(landmarks[name])

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 
 from pipeline import __version__
 from pipeline.commands import COMMANDS
@@ -39,6 +42,21 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | No
                         force=True)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``scancel``, a wall-time limit) turned into an exception, as Ctrl-C is: the scan under way
+    then keeps no outcome (it is scored again on resume, not counted as a crash of its own)."""
+
+
+def _stop_handler(pid: int):
+    def stop(signum, frame):
+        if os.getpid() != pid:  # a forked child (a data-loader worker) that inherited the handler: die as before
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+    return stop
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,11 +64,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False), getattr(args, "log_file", None))
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    previous = signal.signal(signal.SIGTERM, _stop_handler(os.getpid())) if main_thread else None
     try:
         return int(args.func(args))
     except CTScoreError as exc:
         print(f"ctscore: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_UNREADABLE if exc.code in INPUT_CODES else EXIT_USAGE
+    except OSError as exc:  # a file that cannot be read or written outside any scan (e.g. a full disk)
+        print(f"ctscore: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if isinstance(exc, Stopped) else signal.SIGINT
+        resume = "; finished series are kept: run the same command again to resume" if args.command == "run" else ""
+        print(f"ctscore: stopped ({signal.Signals(signum).name}){resume}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

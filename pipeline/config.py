@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -22,6 +23,21 @@ import yaml
 from pipeline.errors import ConfigError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a
+    second ``scoring:`` section would drop every setting of the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' is given twice (line {key_node.start_mark.line + 1}); "
+                                  "merge the two into one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def default_config() -> dict[str, Any]:
     """The packaged default configuration."""
     text = resources.files("configs").joinpath("default.yaml").read_text(encoding="utf-8")
@@ -29,8 +45,11 @@ def default_config() -> dict[str, Any]:
 
 
 def _check_type(key: str, default: Any, value: Any) -> Any:
-    if default is None or value is None:
+    if default is None:
         return value
+    if value is None:  # an empty value in YAML (``key:``): the code needs one
+        raise ConfigError(f"{key} has no value (empty or null); give one, or leave the key out for the default "
+                          f"{default!r}")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -38,6 +57,8 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, float) and math.isnan(value):  # NaN compares false: every threshold would be off
+            raise ConfigError(f"{key} must be a number, got NaN")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, list):
         if not isinstance(value, list) or len(value) != len(default):
@@ -70,7 +91,11 @@ def parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like section.key=value")
     dotted, raw = item.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': the value is not valid YAML (quote text that holds special "
+                          f"characters): {exc}") from None
     node: dict[str, Any] = {}
     cur = node
     parts = dotted.strip().split(".")
@@ -103,8 +128,8 @@ def validate(cfg: dict[str, Any]) -> None:
     zoom = cfg["segmentation"]["monai"]["scale_tta"]
     if not 0 <= zoom < 0.5:
         raise ConfigError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
-    if any(s <= 0 for s in cfg["resample"]["spacing_mm"]):
-        raise ConfigError("resample.spacing_mm must be positive")
+    if not all(0 < s < math.inf for s in cfg["resample"]["spacing_mm"]):
+        raise ConfigError(f"resample.spacing_mm must be positive and finite, got {cfg['resample']['spacing_mm']}")
     z = cfg["scoring"]["zhang900"]
     if z["mode"] not in ("slab", "zone"):
         raise ConfigError(f"scoring.zhang900.mode must be 'slab' or 'zone', got {z['mode']!r}")
@@ -135,11 +160,17 @@ def load_config(
     for p in paths:
         p = Path(p)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError as exc:
             raise ConfigError("config file not found", p) from exc
+        except ConfigError as exc:
+            raise ConfigError(exc.message, p) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"not valid YAML: {exc}", p) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not a text file (UTF-8): {exc.reason} at byte {exc.start}", p) from None
+        except OSError as exc:
+            raise ConfigError(f"config file cannot be read ({exc.strerror or exc})", p) from None
         if not isinstance(data, Mapping):
             raise ConfigError("config file must hold a mapping of sections", p)
         try:

@@ -9,12 +9,14 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import os
 import platform
 import time
 import traceback
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +215,16 @@ def _orient_like(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image) -> 
 
 
 def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path: Path) -> None:
-    """Write a mask on the original grid (orientation of the source image restored)."""
+    """Write a mask on the original grid (orientation of the source image restored). SimpleITK does not report
+    a failed write (a full disk leaves a truncated file and a line on stderr), so the file is read back: an
+    incomplete one raises OSError."""
     sitk.WriteImage(_orient_like(arr, lps_ref, original), str(path), useCompression=True)
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise OSError(f"{path.name} was not written completely (disk full?): {exc}") from None
 
 
 def _total_text(value: Any) -> str:
@@ -234,7 +244,7 @@ def table_patient_id(header: dict[str, Any], cfg: dict[str, Any]) -> str:
     return patient
 
 
-def _write_dicom_seg(folder: SeriesFolder, vol, res: dict[str, Any], segmenter, scan_id: str) -> None:
+def _dicom_seg_bytes(vol, res: dict[str, Any], segmenter, scan_id: str) -> bytes:
     from pipeline.dicom_seg import build_seg
 
     lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
@@ -244,13 +254,17 @@ def _write_dicom_seg(folder: SeriesFolder, vol, res: dict[str, Any], segmenter, 
              "pseudonymous)", scan_id)
     buf = io.BytesIO()
     seg_ds.save_as(buf, enforce_file_format=True)
-    atomic_write_bytes(folder.path("seg.dcm"), buf.getvalue())
+    return buf.getvalue()
 
 
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
                    header: dict[str, Any] | None = None, segmenter=None,
                    inventory_flags: list[str] | None = None) -> dict[str, Any]:
     """The unit of work: one series in, one series folder out. Returns a small status dict.
+
+    A scan that cannot be scored is a ``failed`` status, never an exception; but an output folder that cannot be
+    written (a full disk, a read-only or vanished folder) is no fault of the scan and would fail every scan after
+    it: that raises CTScoreError OUTPUT_UNWRITABLE, and the scan keeps no outcome (it is scored on resume).
 
     ``inventory_flags``: the fixes and warnings the inventory found for this series (ACQUISITIONS_MERGED,
     MISSING_SERIES_UID, ...); they go into the scan's QC flags with the loader's and the scoring's."""
@@ -264,6 +278,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     status: dict[str, Any] = {"scan_id": scan_id, "series_uid": header.get("series_uid", ""), "status": "failed"}
     t0 = time.perf_counter()
     folder = None
+    writing = False  # from here on an OSError is the output folder's (OUTPUT_UNWRITABLE), not the scan's
     try:
         t = time.perf_counter()
         vol = load_series(files, cfg)
@@ -277,6 +292,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         res["timings"] = {"read_s": read_s, **res["timings"]}
 
         t = time.perf_counter()
+        writing = True
         folder = SeriesFolder(out_dir, scan_id)
         outs = cfg["outputs"]
         if outs["write_masks"]:
@@ -287,10 +303,12 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                            "dome_right", "dome_left")}
         if outs["write_dicom_seg"]:
             try:
-                _write_dicom_seg(folder, vol, res, segmenter, scan_id)
+                seg_bytes = _dicom_seg_bytes(vol, res, segmenter, scan_id)
             except Exception as exc:  # noqa: BLE001 - an export the headers do not allow must not lose the scores
                 log.warning("%s: no seg.dcm: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
                 res["flags"].append("DICOM_SEG_FAILED")
+            else:
+                atomic_write_bytes(folder.path("seg.dcm"), seg_bytes)  # a full disk is OUTPUT_UNWRITABLE
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
                          title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'])}  "
@@ -332,6 +350,10 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     except Exception as exc:  # one bad scan never stops a batch
         if folder:
             folder.discard()
+        if writing and isinstance(exc, OSError):
+            raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the results of {scan_id} ({exc.strerror or exc}); "
+                               "free space or fix the output folder, then run the same command again to resume",
+                               out_dir) from exc
         where = str(Path(os.path.commonpath([str(f) for f in files])).resolve()) if files else ""
         if where and Path(where).is_file():
             where = str(Path(where).parent)
@@ -339,6 +361,10 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                     exc_info=True)
         status.update(code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}",
                       path=where, traceback=traceback.format_exc(limit=8))
+    except BaseException:  # Ctrl-C, SIGTERM: no outcome, and no temporary folder left behind
+        if folder:
+            folder.discard()
+        raise
     status["seconds"] = round(time.perf_counter() - t0, 2)
     return status
 
@@ -365,12 +391,11 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
+        atomic_write_bytes(out / "inventory.parquet", inventory.files.astype(
+            {c: "string" for c in inventory.files.columns if inventory.files[c].dtype == object}).to_parquet(index=False))
     except OSError as exc:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
                            out) from exc
-    atomic_write_bytes(out / "inventory.parquet", inventory.files.astype({c: "string" for c in inventory.files.columns
-                                                                          if inventory.files[c].dtype == object})
-                       .to_parquet(index=False))
     if cfg["outputs"]["pseudonymize"] and cfg["outputs"]["pseudonym_salt"] == DEFAULT_SALT:
         log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
                     "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)", DEFAULT_SALT)
@@ -384,8 +409,20 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
     """scans.csv, zones.csv, failures.csv and run.json from per-series statuses.
 
     ``segmenter`` is a segmenter or a ``{"name", "model_id"}`` dict; ``cfg`` may be None when it is not
-    known (``ctscore aggregate`` of results made elsewhere).
+    known (``ctscore aggregate`` of results made elsewhere). An output folder that cannot be written (a full disk)
+    raises CTScoreError OUTPUT_UNWRITABLE; the per-scan results stay, and a rerun (or ``ctscore aggregate``) writes
+    the tables.
     """
+    try:
+        return _write_run_tables(out_dir, statuses, cfg, segmenter, seconds, input_path, provenance)
+    except OSError as exc:
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the run tables ({exc.strerror or exc}); free space, "
+                           "then run the same command again (finished scans are kept)", out_dir) from exc
+
+
+def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
+                      seconds: float, input_path: str = "", provenance: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
     if not isinstance(segmenter, dict):
         segmenter = {"name": segmenter.name, "model_id": segmenter.model_id}
     rows, zones, failures = [], [], []

@@ -27,6 +27,8 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   slices above the right dome), so that the lung lying on the heart does not count as diaphragm.
   The right dome is refined the same way (:data:`DOME_RIGHT_PASSES` passes): columns medial to the
   right lung's heart border in the slab :data:`DOME_HEART_SLAB_MM` above the current estimate.
+  Columns whose lung reaches the scan's bottom slice count with their floor there: on a scan cut
+  below the dome's top the dome is found or missing, never taken from the high floors left over.
 * ``apex_*``/``base_*``: most cranial / most caudal slice holding at least
   :data:`MIN_LUNG_AREA_MM2` of that lung; the base follows aerated lung (HU < -400) below the lung
   mask into the costophrenic recess tips. Missing when the scan's first/last slice itself holds at least
@@ -507,6 +509,8 @@ def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
 #: (0.62-1.00 on real scans cut above the domes; 0.00-0.01 on whole scans, 0.09-0.27 on a phantom cut just
 #: below its domes)
 DOME_CUT_SHARE = 0.5
+#: note of a dome missing because the lung runs out of the scan's bottom (no estimate from the other dome then)
+FLOOR_BELOW_SCAN = "lung floor below the scan"
 
 
 def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarray | None = None,
@@ -527,9 +531,12 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
     if lung[0].any() and cols.any():
         reach = float((lung[0] & cols).sum()) / float(cols.sum())
         if reach > DOME_CUT_SHARE:
-            return _missing(name, f"lung floor below the scan ({reach:.0%} of the diaphragm columns reach its "
+            return _missing(name, f"{FLOOR_BELOW_SCAN} ({reach:.0%} of the diaphragm columns reach its "
                                   "bottom slice)")
-    has = lung.any(axis=0) & ~lung[0]
+    # columns whose lung reaches the bottom slice count with their floor there (censored): left out, they made the
+    # high floors of a scan cut below the dome the percentile (a dome 20-40 mm too high); the percentile at
+    # the bottom slice means the dome is not in the scan
+    has = lung.any(axis=0)
     floor = np.argmax(lung, axis=0)
     ok = has & central_columns(lung)
     if exclude is not None:
@@ -538,8 +545,10 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
     for sel in (ok, ok & basal_columns(lung)):
         if sel.sum() >= 10:
             ks.append(int(np.percentile(floor[sel], q)))
-    if not ks or min(ks) <= 0:
-        return _missing(name, "lung floor not in the scan")
+    if not ks:
+        return _missing(name, "too few lung columns over the diaphragm")
+    if min(ks) <= 0:
+        return _missing(name, f"{FLOOR_BELOW_SCAN} (the lung floor's percentile is its bottom slice)")
     k = min(ks)
     dz = abs(float(z_mm[1] - z_mm[0])) if len(z_mm) > 1 else 0.0
     note = "high percentile of the lung floor over the diaphragm columns"
@@ -673,7 +682,8 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     # one dome not found: estimated from the other (detected, and kept by the check above), below the levels above
     for a, b, off in (("dome_left", "dome_right", cal["dome_left_from_right_mm"]),
                       ("dome_right", "dome_left", -cal["dome_left_from_right_mm"])):
-        if out[a].z_mm is None and out[b].z_mm is not None and out[b].method == "detected":
+        runs_out = out[a].note.startswith(FLOOR_BELOW_SCAN)  # its own lung says the dome is at or below the bottom
+        if out[a].z_mm is None and not runs_out and out[b].z_mm is not None and out[b].method == "detected":
             z = out[b].z_mm + off
             if z > z_mm.min() and not (upper and z >= min(upper)):
                 out[a] = Landmark(a, z, "estimated", "low", f"{b} {off:+.0f} mm ({a} not found)")

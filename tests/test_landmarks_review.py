@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring.landmarks import detect_carina, detect_landmarks
+from scoring.landmarks import detect_carina, detect_dome, detect_landmarks
 from segmentation.base import LEFT_LUNG, RIGHT_LUNG
 from tests.test_landmarks import SP, synthetic
 
@@ -175,3 +175,40 @@ def test_ricord_notch_is_not_taken_from_a_clavicular_head(shared_data):
     res = evaluate({"ricord_covid_419639": ref["ricord_covid_419639"]}, scan.parent, cache=None)
     assert abs(res["suprasternal_notch"]["errors"][0]) <= 3.0
     assert abs(res["carina"]["errors"][0]) <= 3.0
+
+
+def _domed_lung(nz: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """One lung on a dome: floor 40 slices up at the centre, falling 1 slice per pixel of radius (recesses),
+    and a strip of columns whose floor is high (the lung's under-surface over the heart), 1.5 mm slices."""
+    z = np.arange(nz) * 1.5
+    yy, xx = np.mgrid[0:40, 0:40]
+    floor = np.clip(40 - np.hypot(yy - 20, xx - 20).astype(int), 2, None)
+    floor[:, 30:33] = 65  # over the heart: about 8 % of the central columns
+    lung = np.arange(nz)[:, None, None] >= floor[None]
+    lung[75:] = False
+    return lung, z
+
+
+def test_a_dome_below_the_scan_is_not_taken_from_the_high_floors_left():
+    """A scan cut just below the dome (four cut real scans: a dome 16-42 mm too high, 'detected'): the columns whose
+    lung reaches the bottom slice were left out, so the high floors (over the heart) made the percentile. Now they
+    count with their floor at the bottom: the dome is found where it is, or missing when it is below the scan."""
+    lung, z = _domed_lung()
+    full = detect_dome(lung, "dome_right", z)
+    assert abs(full.z_mm - 40 * 1.5) <= 3.0
+    cut = detect_dome(lung[25:], "dome_right", z[25:])  # 22 mm below the dome: half the columns reach the bottom
+    assert cut.z_mm is None or abs(cut.z_mm - full.z_mm) <= 6.0, cut
+    below = detect_dome(lung[44:], "dome_right", z[44:])  # the dome 6 mm below the scan
+    assert below.z_mm is None and below.note.startswith("lung floor below the scan"), below
+
+
+def test_a_dome_running_out_of_the_scan_is_not_estimated_from_the_other():
+    """The left dome of a scan cut above it was estimated 23 mm below the right one, inside the scan, although the
+    left lung ran out of the bottom slice (normal001 cut at 35 %: 21 mm too high). Now missing."""
+    airway, lungs, z = synthetic()
+    lungs[20:110][lungs[20:110] == LEFT_LUNG] = 0
+    lungs[0:110, 10:50, 36:58] = LEFT_LUNG  # the left lung runs out of the scan's bottom slice
+    lungs[10:30][lungs[10:30] == RIGHT_LUNG] = 0  # the right dome 45 mm up: its estimate would fall in the scan
+    lms = detect_landmarks(lungs, airway, z, SP)
+    assert lms["dome_right"].method == "detected"
+    assert lms["dome_left"].z_mm is None, lms["dome_left"]

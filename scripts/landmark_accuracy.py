@@ -127,6 +127,30 @@ def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cac
     return dict(res)
 
 
+def cut_bases(ref: dict[str, dict[str, float | None]], data_root: Path, cache: Path | None, fractions: list[float],
+              scans: list[str] | None = None, bad_mm: float = 15.0) -> list[dict]:
+    """Domes and IPV on each scan cut from below (its lowest ``fraction`` of slices removed) against the same
+    levels found on the whole scan: a level more than ``bad_mm`` off is wrong (a level missing is not)."""
+    from scoring.landmarks import detect_landmarks
+
+    rows = []
+    for scan in ref:
+        if scans and scan not in scans or not (data_root / scan).is_dir():
+            continue
+        a = working_arrays(data_root / scan, cache)
+        sp = tuple(float(s) for s in a["spacing"])
+        full = detect_landmarks(a["lungs"], a["airway"], a["z_mm"], sp, hu=a["hu"])
+        for f in fractions:
+            c = int(f * len(a["z_mm"]))
+            cut = detect_landmarks(a["lungs"][c:], a["airway"][c:], a["z_mm"][c:], sp, hu=a["hu"][c:])
+            for name in ("dome_right", "dome_left", "ipv"):
+                got, whole = cut[name], full[name].z_mm
+                err = None if got.z_mm is None or whole is None else got.z_mm - whole
+                rows.append({"scan": scan, "cut": f, "level": name, "method": got.method, "error_mm": err,
+                             "wrong": err is not None and abs(err) > bad_mm})
+    return rows
+
+
 def format_table(res: dict[str, dict]) -> str:
     """The error table as fixed-width text (markdown-compatible)."""
     lines = ["| landmark | n | median abs err (mm) | max abs err (mm) | missing | spurious | methods | target met |",
@@ -152,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder for cached working-grid arrays")
     p.add_argument("--scans", default="", help="comma-separated subset of scans")
     p.add_argument("-v", "--verbose", action="store_true", help="print every comparison")
+    p.add_argument("--cut-bases", default="", metavar="FRACTIONS",
+                   help="instead of the reference table: cut each scan from below by these fractions of its slices "
+                        "(e.g. 0.1,0.2,0.3,0.4) and count domes / IPV more than 15 mm from the whole scan's")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.reference.is_file():
@@ -161,6 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(scans) - set(ref))
     if unknown:
         p.error(f"--scans not in the reference: {', '.join(unknown)} (it has {', '.join(sorted(ref))})")
+    if args.cut_bases:
+        try:
+            fractions = [float(x) for x in args.cut_bases.split(",") if x]
+        except ValueError:
+            p.error(f"--cut-bases: comma-separated fractions, not {args.cut_bases!r}")
+        if not fractions or not all(0.0 <= f < 1.0 for f in fractions):
+            p.error("--cut-bases: fractions from 0 up to (not including) 1")
+        rows = cut_bases(ref, args.data_root, args.cache, fractions, scans)
+        for r in rows:
+            if args.verbose or r["wrong"]:
+                e = "" if r["error_mm"] is None else f"{r['error_mm']:+.1f}"
+                print(f"{r['scan']:22s} cut {r['cut']:.2f} {r['level']:11s} {r['method']:9s} {e:>7s}"
+                      f"{'  WRONG' if r['wrong'] else ''}")
+        found = [r for r in rows if r["error_mm"] is not None]
+        print(f"{len(rows)} levels on cut scans: {len(found)} found, {len(rows) - len(found)} missing, "
+              f"{sum(r['wrong'] for r in rows)} more than 15 mm from the whole scan's")
+        return 0
     res = evaluate(ref, args.data_root, args.cache, scans, args.verbose)
     print(format_table(res))
     return 0

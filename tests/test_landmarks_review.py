@@ -212,3 +212,16 @@ def test_a_dome_running_out_of_the_scan_is_not_estimated_from_the_other():
     lms = detect_landmarks(lungs, airway, z, SP)
     assert lms["dome_right"].method == "detected"
     assert lms["dome_left"].z_mm is None, lms["dome_left"]
+
+
+@pytest.mark.parametrize("bad", ["x", "1.0", "-0.1"])
+def test_landmark_accuracy_cut_bases_refuses_bad_fractions(tmp_path, bad, capsys):
+    """`landmark_accuracy.py --cut-bases` (the cut-scan check of the domes) takes fractions in [0, 1)."""
+    from tests.scripts_loader import load_script
+
+    ref = tmp_path / "reference.csv"
+    ref.write_text("scan,landmark,z_mm,confidence,note\ns1,carina_z,1.0,high,\n")
+    with pytest.raises(SystemExit) as e:
+        load_script("landmark_accuracy").main(["--reference", str(ref), "--data-root", str(tmp_path),
+                                               "--cut-bases", bad])
+    assert e.value.code == 2 and "--cut-bases" in capsys.readouterr().err

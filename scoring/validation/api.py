@@ -119,6 +119,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         ("reference rows left out (no matching scan)", len(left_out)),
         ("readers", ", ".join(readers)),
         ("scans in the reference", reference["scan_id"].nunique()),
+        ("pipeline scans without a reference row", int((~scans["scan_id"].isin(set(reference["scan_id"]))).sum())),
         ("systems", ", ".join(s for s in SYSTEMS if s in set(reference["system"]))),
         ("targets (scan x system x unit)", len(wide)),
         ("targets without a ctscore value", int(wide["ctscore"].isna().sum())),

@@ -106,8 +106,14 @@ def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> p
             both = g[[a, b]].dropna()
             stats = metrics.agreement(both[a].to_numpy(), both[b].to_numpy(), ordinal=labels is not None,
                                       labels=labels, min_n=min_n)
+            n_scans = int(g.loc[both.index, "scan_id"].nunique())
+            if unit == ALL_UNITS and n_scans < len(both) and min_n <= len(both):
+                # the units of one scan are not independent targets: the F, t and rank tests assume they are
+                pooled = (f"all_units pools {len(both)} targets from {n_scans} scan(s) as if independent: "
+                          "CIs too narrow, p too small")
+                stats["note"] = "; ".join(x for x in (stats["note"], pooled) if x)
             rows.append({"system": system, "unit": unit, "comparison": comparison, "rater_a": a, "rater_b": b,
-                         "n_scans": int(g.loc[both.index, "scan_id"].nunique()), **stats})
+                         "n_scans": n_scans, **stats})
     cols = ["system", "unit", "comparison", "rater_a", "rater_b", "n", "n_scans", "kappa_qw",
             "icc2_1", "icc2_1_ci_low", "icc2_1_ci_high", "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high",
             "spearman_rho", "spearman_p", "mae", "exact_agreement", "ba_bias", "ba_sd", "ba_loa_low",

@@ -39,7 +39,8 @@ def weighted_kappa(a: Sequence[float], b: Sequence[float], labels: Sequence[int]
     """Quadratic-weighted Cohen's kappa (sklearn); NaN when undefined (both raters constant and equal).
 
     ``labels``: the full category range (e.g. 0..4), so weights reflect the scale, not only the
-    values seen.
+    values seen; without it, every whole number from the lowest to the highest value seen (the
+    quadratic weights are by position in ``labels``: a category left out would shrink the distances).
     """
     from sklearn.metrics import cohen_kappa_score
 
@@ -47,7 +48,7 @@ def weighted_kappa(a: Sequence[float], b: Sequence[float], labels: Sequence[int]
     if len(x) == 0:
         return NAN
     xi, yi = to_category(x), to_category(y)
-    lab = list(labels) if labels is not None else sorted(set(xi) | set(yi))
+    lab = list(labels) if labels is not None else list(range(min(xi.min(), yi.min()), max(xi.max(), yi.max()) + 1))
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore")  # undefined kappa (no variation) is reported as NaN, this call only
         k = float(cohen_kappa_score(xi, yi, labels=lab, weights="quadratic"))

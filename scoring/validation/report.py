@@ -17,7 +17,8 @@ TABLE_NOTES = {
                     "ctscore_vs_readers_* = mean over readers; within_readers_mae: ctscore's mean absolute "
                     "difference from the readers is no larger than the readers' from each other; "
                     "within_readers_icc: ctscore's mean ICC(2,1) with the readers is no lower than theirs.",
-    "agreement_summary": "Totals and all units pooled (each scan x unit one target). Quadratic-weighted kappa "
+    "agreement_summary": "Totals and all units pooled (each scan x unit one target; their CIs and p values "
+                         "treat the units of a scan as independent, so they are too narrow). Quadratic-weighted kappa "
                          "(ordinal scores), ICC(2,1) absolute agreement and ICC(3,1) consistency with 95 % CI, "
                          "Spearman rho, MAE, Bland-Altman bias (a - b) and 95 % limits of agreement. "
                          "Per-unit rows: agreement.csv.",

@@ -9,7 +9,8 @@ is the header) under a searchable code:
 columns, no rows), ``REFERENCE_BAD_SYSTEM``,
 ``REFERENCE_BAD_UNIT``, ``REFERENCE_BAD_READER``, ``REFERENCE_BAD_VALUE`` (not a number/category),
 ``REFERENCE_OUT_OF_RANGE``, ``REFERENCE_NO_MATCH`` (names no scan of the pipeline output),
-``REFERENCE_AMBIGUOUS`` (patient + date match several series), ``REFERENCE_DUPLICATE``.
+``REFERENCE_AMBIGUOUS`` (patient + date match several series, or a series_uid several scored stacks),
+``REFERENCE_DUPLICATE``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+        # blank lines are kept as empty rows (dropped below), so that every row keeps its file line number
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
+                         skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise CTScoreError("REFERENCE_SCHEMA", "reference file is empty (not even a header row)", path) from None
     except UnicodeDecodeError:
@@ -96,6 +99,14 @@ def read_reference(path: str | Path) -> pd.DataFrame:
             df[c] = ""
     df = df.astype(str).apply(lambda s: s.str.strip())
     df.insert(0, "line", range(2, len(df) + 2))
+    # blank lines, and ",,,," rows a spreadsheet leaves after the data
+    blank = (df.drop(columns="line") == "").all(axis=1)
+    if blank.any():
+        log.info("reference: %d empty row(s) skipped (lines %s)", int(blank.sum()),
+                 ", ".join(map(str, df.loc[blank, "line"].head(MAX_LISTED))))
+        df = df[~blank]
+        if df.empty:
+            raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows (only empty ones)", path)
     return df
 
 
@@ -193,19 +204,20 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
         if row["scan_id"]:
             sid = row["scan_id"] if row["scan_id"] in by_id else None
             how = f"scan_id {row['scan_id']!r}"
-        elif row["series_uid"]:
-            found = by_uid.get(row["series_uid"], [])
-            sid = found[0] if found else None
-            how = f"series_uid {row['series_uid']!r}"
-        elif row["patient_id"] and row["study_date"]:
-            key = (row["patient_id"], normalise_date(row["study_date"]) or "")
-            found = by_pd.get(key, [])
+        elif row["series_uid"] or (row["patient_id"] and row["study_date"]):
+            if row["series_uid"]:
+                # several stacks of one series are scored apart (--all-series): one scan_id each
+                found = by_uid.get(row["series_uid"], [])
+                how, what, name_by = f"series_uid {row['series_uid']!r}", "scans", "scan_id"
+            else:
+                key = (row["patient_id"], normalise_date(row["study_date"]) or "")
+                found = by_pd.get(key, [])
+                how, what, name_by = f"patient_id {key[0]!r} + study_date {key[1]!r}", "series", "series_uid or scan_id"
+                hint = date_hint
             ok = [f for f in found if status.get(f) == "ok"]
-            how = f"patient_id {key[0]!r} + study_date {key[1]!r}"
-            hint = date_hint
             if len(ok) > 1 or (not ok and len(found) > 1):
-                problems.add("REFERENCE_AMBIGUOUS", line, f"{desc}: {how} matches {len(found)} series "
-                             f"({', '.join(found)}); name the scan by series_uid or scan_id")
+                problems.add("REFERENCE_AMBIGUOUS", line, f"{desc}: {how} matches {len(found)} {what} "
+                             f"({', '.join(found)}); name the scan by {name_by}")
                 resolved.append(None)
                 continue
             sid = (ok or found or [None])[0]

@@ -12,11 +12,16 @@ series still need work, hands them to an existing engine and records what happen
   (the series folder is renamed into place only when complete). A scan is skipped when its state is
   ``ok`` and its input fingerprint, config hash and model id all match; a failed scan with the same
   inputs is kept as failed unless ``retry_failed``; ``overwrite`` redoes everything.
-* **Isolation.** A scan that raises is a failure record (``process_series`` never raises); a scan
+* **Isolation.** A scan that raises is a failure record (``process_series`` never raises for a bad scan); a scan
   that runs past ``timeout_s`` is recorded as ``TIMEOUT`` and its worker takes no new scan and is
   restarted by its dask Nanny; a scan that kills its worker (segfault, out of memory) more than
   ``allowed_failures`` times is recorded as ``WORKER_DIED`` (serial executor: counted across runs by the
   scan's ``started`` record, see :func:`run_task`). All other scans go on.
+* **Output folder.** An output folder that cannot be written (a full disk, a read-only or vanished folder) is no
+  fault of the scan and would fail every scan after it: ``process_series`` raises CTScoreError
+  ``OUTPUT_UNWRITABLE``, and so does a per-scan record that cannot be written. That scan keeps no outcome (it is
+  scored on resume) and the run stops with that error, with every executor: a dask run gives the scans not yet
+  started back and lets those under way finish (their outcomes are recorded as usual).
 * **Tables** are a pure function of the per-scan records (:func:`collect_statuses`), so a resumed run,
   an uninterrupted run and ``ctscore aggregate`` over shards write the same ``scans.csv``,
   ``zones.csv`` and ``failures.csv``.
@@ -179,10 +184,25 @@ def record_path(out_dir: Path, scan_id: str) -> Path:
     return Path(out_dir) / STATUS_DIR / f"{scan_id}.json"
 
 
+OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"
+
+
+def _write_record_file(out_dir: Path, scan_id: str, rec: dict[str, Any]) -> None:
+    """Write a per-scan record atomically; an output folder that cannot take it is OUTPUT_UNWRITABLE (as in
+    :func:`pipeline.run.process_series`), not an error of the scan."""
+    try:
+        atomic_write_json(record_path(out_dir, scan_id), rec)
+    except OSError as exc:
+        raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write the record of {scan_id} ({exc.strerror or exc}); free "
+                           "space or fix the output folder, then run the same command again to resume",
+                           out_dir) from exc
+
+
 def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha256: str, model_id: str,
                  attempt: str = "") -> None:
     """Record the outcome of one attempt (atomically): what failed and why, the hashes resume needs, and
-    the run's ``attempt`` token (a task that dask runs again in the same run returns this record)."""
+    the run's ``attempt`` token (a task that dask runs again in the same run returns this record). Raises
+    CTScoreError OUTPUT_UNWRITABLE when the record cannot be written."""
     rec = {k: status.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path")}
     rec.update(patient_id=task.patient_id, study_date=task.study_date)  # a failed row still names its patient
     if status.get("traceback"):  # an unexpected error: where in the code, for the bug report
@@ -190,7 +210,7 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
                config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    atomic_write_json(record_path(out_dir, task.scan_id), rec)
+    _write_record_file(out_dir, task.scan_id, rec)
 
 
 def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, model_id: str,
@@ -199,8 +219,9 @@ def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, mo
 
     The record is replaced by the outcome (:func:`write_record`); a ``started`` record found when the scan
     is tried again means the process running it died (a segfault, an out-of-memory kill, a wall-time kill).
+    Raises CTScoreError OUTPUT_UNWRITABLE when the record cannot be written.
     """
-    atomic_write_json(record_path(out_dir, task.scan_id), {
+    _write_record_file(out_dir, task.scan_id, {
         "scan_id": task.scan_id, "series_uid": task.series_uid, "status": STARTED, "starts": starts,
         "input_fingerprint": task.fingerprint, "config_sha256": config_sha256, "model_id": model_id,
         "attempt": attempt, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()})
@@ -288,15 +309,20 @@ class ScanTimeout(BaseException):
 
 def _test_hook(scan_id: str) -> None:
     """FOR TESTS ONLY: misbehave for chosen scans when ``$CTSCORE_TEST_HOOKS`` is set, e.g.
-    ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"], "log": "/tmp/starts.txt"}`` (sleep seconds
-    before the scan; SIGKILL the process running it; ``log``: see :func:`_test_log`). Never set in production;
-    unset, this does nothing."""
+    ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"], "unwritable": ["scan-123"], "log":
+    "/tmp/starts.txt"}`` (sleep seconds before the scan; SIGKILL the process running it; raise OUTPUT_UNWRITABLE
+    as :func:`pipeline.run.process_series` does on a full disk; ``log``: see :func:`_test_log`). Never set in
+    production; unset, this does nothing."""
     raw = os.environ.get(TEST_HOOKS_ENV)
     if not raw:
         return
     hooks = json.loads(raw)
     if scan_id in hooks.get("crash", []):
         os.kill(os.getpid(), signal.SIGKILL)
+    if scan_id in hooks.get("unwritable", []):
+        time.sleep(float(hooks.get("sleep", {}).get(scan_id, 0)))
+        raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write the results of {scan_id} ([Errno 28] No space left on "
+                           "device); free space or fix the output folder, then run the same command again to resume")
     sleep = hooks.get("sleep", {})
     seconds = sleep.get(scan_id, sleep.get("*", 0))
     if seconds:
@@ -320,6 +346,22 @@ def _remove_partials(out_dir: Path, scan_id: str) -> None:
     """Remove temporary folders left by an earlier, interrupted attempt at this scan."""
     for p in out_dir.glob(f".{scan_id}.*.partial"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _forget_attempt(out_dir: Path, scan_id: str, prev: dict[str, Any] | None) -> None:
+    """Undo this attempt's ``started`` record: put back the record of the attempt before (``prev``), or none. On a
+    full disk the old record may not fit back: then the scan keeps no record (it is scored again on resume)."""
+    try:
+        if prev is not None:
+            atomic_write_json(record_path(out_dir, scan_id), prev)
+            return
+    except OSError:
+        pass
+    record_path(out_dir, scan_id).unlink(missing_ok=True)
+
+
+def _is_unwritable(exc: BaseException) -> bool:
+    return isinstance(exc, CTScoreError) and exc.code == OUTPUT_UNWRITABLE
 
 
 def _worker_died_status(task: Task, deaths: int) -> dict[str, Any]:
@@ -386,15 +428,16 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
             status = _run_with_alarm(work, task, timeout_s)
         else:
             status, restart = _run_in_thread(work, task, timeout_s)
-    except BaseException:  # Ctrl-C, SystemExit: stopped, not a crash of the scan; leave the record as it was
-        if prev is not None:
-            atomic_write_json(record_path(out_dir, task.scan_id), prev)
-        else:
-            record_path(out_dir, task.scan_id).unlink(missing_ok=True)
+    except BaseException:  # Ctrl-C, SystemExit, OUTPUT_UNWRITABLE: not an outcome of the scan; the record as it was
+        _forget_attempt(out_dir, task.scan_id, prev)
         raise
     if status["status"] != "ok":
         _remove_partials(out_dir, task.scan_id)
-    write_record(out_dir, task, status, config_sha256, segmenter.model_id, attempt)
+    try:
+        write_record(out_dir, task, status, config_sha256, segmenter.model_id, attempt)
+    except CTScoreError:  # OUTPUT_UNWRITABLE: no outcome recorded (a committed result folder still counts as ok)
+        record_path(out_dir, task.scan_id).unlink(missing_ok=True)
+        raise
     small = {k: status.get(k) for k in _SMALL_KEYS if k in status}
     if restart:
         worker = _current_dask_worker()
@@ -486,6 +529,8 @@ def _run_in_thread(work, task: Task, timeout_s: float) -> tuple[dict[str, Any], 
         return _timeout_status(task, timeout_s), True
     if "error" in box:
         exc = box["error"]
+        if _is_unwritable(exc):  # the output folder's fault, not the scan's: the run stops (see run_task)
+            raise exc
         return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
                 "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}", "path": ""}, False
     return box["status"], False
@@ -759,6 +804,23 @@ def _run_serial(todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: Batc
         progress.update(run_task(task, cfg, out_dir, opts.timeout_s, allowed_failures=opts.allowed_failures))
 
 
+STOPPED = "stopped"  # the status of a scan whose output could not be written (OUTPUT_UNWRITABLE): the run stops
+
+
+def _run_task_on_worker(task: Task, cfg: dict[str, Any], out_dir: str, timeout_s: float | None,
+                        attempt: str) -> dict[str, Any]:
+    """:func:`run_task` on a dask worker, with OUTPUT_UNWRITABLE returned as a ``stopped`` status instead of raised
+    (a CTScoreError does not come back through pickle: its arguments are not its constructor's); the driver
+    raises it again and stops the run, as the serial executor does."""
+    try:
+        return run_task(task, cfg, out_dir, timeout_s, attempt)
+    except CTScoreError as exc:
+        if not _is_unwritable(exc):
+            raise
+        return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": STOPPED, "code": exc.code,
+                "message": exc.message, "path": exc.path}
+
+
 def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts: BatchOptions, progress: Progress,
               resources: dict[str, int] | None, config_sha256: str, model_id: str) -> None:
     from distributed import as_completed
@@ -766,26 +828,55 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
     from distributed.scheduler import KilledWorker
 
     attempt = uuid.uuid4().hex
-    futures = {client.submit(run_task, t, cfg, str(out_dir), opts.timeout_s, attempt,
+    futures = {client.submit(_run_task_on_worker, t, cfg, str(out_dir), opts.timeout_s, attempt,
                              key=f"ctscore-{t.scan_id}-{attempt[:8]}", resources=resources, pure=False): t
                for t in todo}
-    for fut in as_completed(futures):
-        task = futures.pop(fut)
+    stop: CTScoreError | None = None
+
+    def stop_run(exc: CTScoreError) -> None:
+        """The output folder cannot be written: no scan is started any more; those under way finish (their
+        outcomes recorded as usual, or none when they cannot be written either) and the run then stops with the
+        first error, as the serial executor does."""
+        nonlocal stop
+        if stop is not None:
+            return
+        stop = exc
+        running = {key for keys in client.processing().values() for key in keys}
+        queued = [f for f in futures if f.key not in running]
+        client.cancel(queued)
+        for f in queued:
+            futures.pop(f, None)
+        log.warning("%s: the output folder cannot be written; the run stops after the %d scan(s) under way",
+                    exc.code, len(futures))
+
+    for fut in as_completed(list(futures)):
+        task = futures.pop(fut, None)
+        if task is None:  # given back after the run was stopped
+            continue
         try:
-            status = fut.result()
-        except KilledWorker:
-            status = _worker_died_status(task, opts.allowed_failures + 1)
-            write_record(out_dir, task, status, config_sha256, model_id, attempt)
-        except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
-            status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
-                      "code": "INTERNAL_ERROR", "path": "", "message": f"{type(exc).__name__}: {exc}"}
-            write_record(out_dir, task, status, config_sha256, model_id, attempt)
+            try:
+                status = fut.result()
+            except KilledWorker:
+                status = _worker_died_status(task, opts.allowed_failures + 1)
+                write_record(out_dir, task, status, config_sha256, model_id, attempt)
+            except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
+                status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
+                          "code": "INTERNAL_ERROR", "path": "", "message": f"{type(exc).__name__}: {exc}"}
+                write_record(out_dir, task, status, config_sha256, model_id, attempt)
+        except CTScoreError as exc:  # the record cannot be written (OUTPUT_UNWRITABLE): the scan keeps none
+            stop_run(exc)
+            continue
         fut.release()  # a result held by a worker that is restarted below must not be recomputed
+        if status["status"] == STOPPED:
+            stop_run(CTScoreError(status["code"], status["message"], status.get("path") or None))
+            continue
         addr = status.pop("restart_worker", None)
         if addr:
             log.warning("%s ran past the time limit: restarting worker %s", task.scan_id, addr)
             client.restart_workers([addr], raise_for_error=False)
         progress.update(status)
+    if stop is not None:
+        raise stop
 
 
 def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any], opts: BatchOptions | None = None,

@@ -122,7 +122,7 @@ _CODES = [
          "about one spacing after the previous ends, or less than a spacing before) and form one stack; "
          "acquisitions whose ranges overlap are separate stacks", "nothing"),
     Code("MISSING_SERIES_UID", "W", "no SeriesInstanceUID; the files of one folder were grouped as one series",
-         "nothing; the series is named NO_SERIES_UID:<hash of its folder>"),
+         "nothing; the series is named NO_SERIES_UID:<salted hash of its folder>"),
     Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "
          "data (inventory); the stack also gets the predicted problem CORRUPT_FILE (loading refuses it), so another "
          "stack of the study is preferred", "copy the series again"),

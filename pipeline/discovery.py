@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.inventory import SeriesCandidate, discover_records, iter_files, read_file, summarize
+from pipeline.inventory import SeriesCandidate, _salt_of, discover_records, iter_files, read_file, summarize
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def discover(root: str | Path, cfg: dict[str, Any] | None = None) -> list[Series
     (defaults when None). Raises CTScoreError INPUT_NOT_FOUND when ``root`` cannot be read."""
     from pipeline.selection import select_stacks
 
-    records, stacks = discover_records(root)
+    records, stacks = discover_records(root, _salt_of(cfg))
     skipped = sum(r.status == "skipped" for r in records)
     log.info("%d files under %s: %d skipped, %d stack(s)", len(records), root, skipped, len(stacks))
     select_stacks(stacks, cfg)  # fills eligibility, predicted problems and a default decision

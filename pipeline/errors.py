@@ -20,6 +20,15 @@ class CTScoreError(Exception):
         where = f" [{self.path}]" if self.path else ""
         super().__init__(f"{code}: {message}{where}")
 
+    def __reduce__(self):  # pickled across processes (dask workers) whatever the subclass's own arguments
+        return _rebuild, (type(self), self.code, self.message, self.path)
+
+
+def _rebuild(cls: type, code: str, message: str, path: str | None) -> CTScoreError:
+    err = cls.__new__(cls)
+    CTScoreError.__init__(err, code, message, path)
+    return err
+
 
 class ConfigError(CTScoreError):
     """Invalid configuration (unknown key, bad value)."""

@@ -13,8 +13,10 @@ the inventory shows what loading will do; :mod:`pipeline.selection` then decides
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,12 +103,54 @@ class SeriesCandidate:
     positions: np.ndarray | None = field(default=None, repr=False)
 
 
+#: What ``ctscore run`` writes into its output folder (pipeline.run, pipeline.batch, pipeline.report): left out of the
+#: inventory when that folder lies inside the input (a second run listed them all as skipped files).
+RUN_OUTPUT_FILES = {f"{name}.{ext}" for name in ("scans", "zones", "failures", "inventory") for ext in ("csv", "parquet")
+                    } | {"run.json", "report.html"}
+RUN_OUTPUT_DIRS = {".status", "shards"}
+_SCAN_FOLDER = re.compile(r"\.?scan-[0-9a-f]{12}(\..+\.partial|\.old)?")  # scan-<id>, .scan-<id>.*.partial, ...old
+
+
+def is_run_folder(folder: str | Path, dirnames: list[str], filenames: list[str]) -> bool:
+    """Whether ``folder`` (listing ``dirnames``, ``filenames``) is the output folder of a ``ctscore run``: a
+    ``run.json`` written by ctscore, or the per-scan records and the inventory of a run that has not finished."""
+    if ".status" in dirnames and "inventory.parquet" in filenames:
+        return True
+    if "run.json" not in filenames:
+        return False
+    try:
+        with open(os.path.join(folder, "run.json"), "rb") as fh:
+            run = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(run, dict) and "ctscore_version" in run and "config_sha256" in run
+
+
+def _leave_out_run_outputs(folder: str, dirnames: list[str], filenames: list[str]) -> None:
+    """In a ctscore output folder (:func:`is_run_folder`), drop ctscore's own entries from an ``os.walk`` listing:
+    its tables, run.json, report.html, per-scan records, shards and series folders (and their temporary names).
+    Anything else in it (a user's own files) is kept."""
+    if not is_run_folder(folder, dirnames, filenames):
+        return
+
+    def ours(name: str, names: set[str]) -> bool:  # .scans.csv.<random>.tmp: an atomic write under way
+        return name in names or (name.startswith(".") and name.endswith(".tmp") and
+                                 name[1:].split(".tmp", 1)[0].rsplit(".", 1)[0] in names)
+
+    kept_dirs = [d for d in dirnames if d not in RUN_OUTPUT_DIRS and not _SCAN_FOLDER.fullmatch(d)]
+    kept_files = [f for f in filenames if not ours(f, RUN_OUTPUT_FILES)]
+    n = len(dirnames) - len(kept_dirs) + len(filenames) - len(kept_files)
+    log.info("%s is a ctscore output folder: its %d own entries are left out of the inventory", folder, n)
+    dirnames[:], filenames[:] = kept_dirs, kept_files
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """All regular files under ``root`` (or ``root`` itself), any depth, sorted for determinism.
 
     Links to folders are followed, each folder once (a link loop ends there). A folder that cannot be
     listed and a link to nothing are yielded too, so that :func:`read_file` names them (UNREADABLE_FILE).
-    A DICOMDIR given as the input stands for the folder it indexes (a CD's root)."""
+    A DICOMDIR given as the input stands for the folder it indexes (a CD's root). The outputs of ``ctscore run`` in
+    an output folder inside the input are left out (:func:`is_run_folder`)."""
     if root.is_file() and root.name.upper() == "DICOMDIR":
         root = root.parent
     if root.is_file():
@@ -127,6 +171,7 @@ def iter_files(root: Path) -> Iterator[Path]:
             dirnames.clear()
             continue
         seen.add(real)
+        _leave_out_run_outputs(dirpath, dirnames, filenames)
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
@@ -264,8 +309,21 @@ def read_file(path: Path) -> FileRecord:
     return rec
 
 
-def _short_hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:10]
+def _short_hash(value: str, salt: str) -> str:
+    """A salted hash of an identifier or a folder path (as the pseudonyms of :mod:`pipeline.outputs`): an unsalted
+    one of a folder path could be checked against guessed, patient-named folders."""
+    return hashlib.sha256(f"{salt}:{value}".encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
+def _folder_key(path: Path) -> str:
+    """The folder of a file as an absolute path: the same however the input was written (relative or absolute)."""
+    return os.path.abspath(str(path.parent))
+
+
+def _salt_of(cfg: dict[str, Any] | None) -> str:
+    from pipeline.outputs import DEFAULT_SALT
+
+    return str(((cfg or {}).get("outputs") or {}).get("pseudonym_salt") or DEFAULT_SALT)
 
 
 def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
@@ -341,8 +399,10 @@ def _group_orientation(iops: list[np.ndarray], iop: np.ndarray) -> int:
     return len(iops) - 1
 
 
-def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
-    """Group kept files into series and stacks (header values only)."""
+def build_stacks(records: list[FileRecord], salt: str | None = None) -> list[SeriesCandidate]:
+    """Group kept files into series and stacks (header values only). ``salt`` (``outputs.pseudonym_salt``; the
+    built-in one when None) salts the ids of series without a SeriesInstanceUID and the study keys."""
+    salt = _salt_of(None) if salt is None else salt
     _dedupe(records)
     series: dict[str, list[_Slice]] = {}
     missing_uid: set[str] = set()
@@ -352,7 +412,7 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
         ds = rec.ds
         uid = H.text(ds, "SeriesInstanceUID")
         if not uid:
-            uid = f"NO_SERIES_UID:{_short_hash(str(rec.path.parent))}"  # a folder name may identify
+            uid = f"NO_SERIES_UID:{_short_hash(_folder_key(rec.path), salt)}"  # a folder name may identify
             missing_uid.add(uid)
         try:
             frames, error = H.frames_of(ds, rec.path), None
@@ -388,7 +448,7 @@ def build_stacks(records: list[FileRecord]) -> list[SeriesCandidate]:
                 merged_acq.extend(len({s.acquisition for s in part}) > 1 for part in split)
         parts_sorted = sorted(zip(parts, merged_acq), key=lambda pm: str(pm[0][0].rec.path))
         for k, (part, merged) in enumerate(parts_sorted, start=1):
-            cand = _make_candidate(uid, part, k if len(parts_sorted) > 1 else 0)
+            cand = _make_candidate(uid, part, k if len(parts_sorted) > 1 else 0, salt)
             if merged:
                 cand.flags.append("ACQUISITIONS_MERGED")
             if uid in missing_uid:
@@ -480,15 +540,15 @@ def _split_overlapping(group: list[_Slice], labels: dict[int, str]) -> list[list
     return [st.members for st in stacks]
 
 
-def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate:
+def _make_candidate(uid: str, part: list[_Slice], index: int, salt: str) -> SeriesCandidate:
     first = part[0].rec.ds
     header = summarize(first)
     header["series_uid"] = uid
-    study = header["study_uid"] or f"NO_STUDY_UID:{part[0].rec.path.parent}"
+    study = header["study_uid"] or f"NO_STUDY_UID:{_folder_key(part[0].rec.path)}"
     stack_id = f"{uid}" if index == 0 else f"{uid}#{index}"
     frames = [f for s in part if s.frames for f in s.frames]
     errors = [s.error for s in part if s.error is not None]
-    cand = SeriesCandidate(series_uid=uid, header=header, stack_id=stack_id, study_key=_short_hash(study))
+    cand = SeriesCandidate(series_uid=uid, header=header, stack_id=stack_id, study_key=_short_hash(study, salt))
     cand.files = [s.rec.path for s in part]
     for s in part:
         s.rec.stack_id = stack_id
@@ -543,11 +603,12 @@ def _make_candidate(uid: str, part: list[_Slice], index: int) -> SeriesCandidate
     return cand
 
 
-def discover_records(root: str | Path) -> tuple[list[FileRecord], list[SeriesCandidate]]:
-    """Every file under ``root`` with its classification, and the stacks they form."""
+def discover_records(root: str | Path, salt: str | None = None) -> tuple[list[FileRecord], list[SeriesCandidate]]:
+    """Every file under ``root`` with its classification, and the stacks they form (``salt``: see
+    :func:`build_stacks`)."""
     root = Path(root)
     records = [read_file(p) for p in iter_files(root)]
-    stacks = build_stacks(records)
+    stacks = build_stacks(records, salt)
     for rec in records:
         rec.ds = None  # headers are not needed any more; keep memory small for large trees
     return records, stacks
@@ -628,7 +689,7 @@ def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_
     from pipeline.selection import select_stacks
 
     all_series = _all_series(all_series, all_eligible)
-    records, stacks = discover_records(root)
+    records, stacks = discover_records(root, _salt_of(cfg))
     chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)
     by_id = {c.stack_id: stack_row(c, identifiers) for c in stacks}
     cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])

@@ -14,6 +14,9 @@ What is modelled (all numbers are defaults of :data:`DEFAULTS`, overridable per 
 - texture: correlated noise inside the lesion; soft partial-volume edges; ground glass is added to the
   parenchyma (vessels stay visible through it), consolidation replaces it (air bronchograms kept
   with a probability);
+- opt-in fixes, off by default (the shipped model was trained without them): tube-like air bronchograms,
+  a minimum ground-glass contrast, labels covering the visibly raised edge, crazy paving drawn as septa
+  around secondary lobules (see :data:`DEFAULTS`);
 - lesions never leave the lung mask, so the lung label (the teacher's mask of the clean scan) stays
   the right answer: consolidated lung is still lung.
 
@@ -59,6 +62,15 @@ DEFAULTS: dict[str, Any] = {
     "vessel_gain": 0.3,  # share of the GGO attenuation added to voxels already dense (vessels)
     "crazy_line_hu": [80.0, 200.0],
     "label_threshold": 0.5,  # alpha above which a voxel is labelled lesion
+    # Opt-in fixes, all off by default: the shipped weights were trained without them, and with these defaults
+    # every synthetic case is byte-identical to theirs (tests/test_synth_v2.py). Numbers, not words, so that
+    # training configs carrying them pass segmentation.training.check_train_config as it is.
+    "air_bronchogram_below_median_hu": 0.0,  # > 0: air bronchograms only in tube-like air this far below the
+    # scan's lung median (and below -920 HU), set to -1000..-950 HU; 0: any voxel < -920 HU (emphysema too)
+    "ggo_min_contrast_hu": 0.0,  # > 0: ground glass at least this far above the local lung median
+    "label_min_change_hu": 0.0,  # > 0: also label the (soft-edge) voxels the lesions raised by this many HU
+    "crazy_paving_lobule_mm": [0.0, 0.0],  # > 0: septal lines on the walls of lobules this far apart
+    "crazy_paving_septum_mm": 1.5,  # thickness of those septal lines
 }
 
 
@@ -122,6 +134,8 @@ def centre_weights(lungs: np.ndarray, spacing: np.ndarray, stride: np.ndarray, p
     lc = lungs[:: stride[0], :: stride[1], :: stride[2]]
     inside = lc > 0
     dist = ndi.distance_transform_edt(inside, sampling=spacing * stride)
+    if not inside.any():  # a lung no coarse grid voxel falls on (a few voxels): no centre, no lesion
+        return lc, np.zeros(lc.shape), dist
     w = np.exp(-dist / float(p["peripheral_scale_mm"]))
     zz, yy, _ = np.nonzero(inside)
     z0, z1 = zz.min(), zz.max() + 1e-6
@@ -159,9 +173,45 @@ def _pick_centre(rng: np.random.Generator, lc: np.ndarray, w: np.ndarray, side: 
     return tuple(int(v) for v in np.unravel_index(k, lc.shape))
 
 
+def septal_lines(shape: tuple[int, ...], spacing: np.ndarray, where: np.ndarray, cell_mm: float,
+                 septum_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Interlobular septa for crazy paving: 1 on the walls of a Voronoi tessellation of seeds about
+    ``cell_mm`` apart (a jittered grid), ``septum_mm`` thick (a septum thinner than the voxel is fainter:
+    partial volume), 0 inside the lobules; computed where ``where``."""
+    from scipy.spatial import cKDTree
+
+    n = np.ceil(np.asarray(shape) * spacing / cell_mm).astype(int) + 2
+    grid = np.stack(np.meshgrid(*[np.arange(-1, k - 1) for k in n], indexing="ij"), -1).reshape(-1, 3)
+    seeds = (grid + 0.5 + rng.uniform(-0.25, 0.25, grid.shape)) * cell_mm  # 0.5-1.5 cell_mm apart
+    lines = np.zeros(shape, np.float32)
+    idx = np.nonzero(where)
+    if idx[0].size == 0:
+        return lines
+    d, _ = cKDTree(seeds).query(np.stack(idx, 1) * spacing, k=2)
+    wall = (d[:, 1] - d[:, 0]) / 2.0  # about the distance to the wall between the two nearest lobules (mm)
+    v, h = float(spacing.mean()), septum_mm / 2.0  # share of the voxel the septum covers (partial volume)
+    lines[idx] = np.clip(np.minimum(wall + v / 2, h) - np.maximum(wall - v / 2, -h), 0.0, None) / v
+    return lines
+
+
+def _tubular(air: np.ndarray, spacing: np.ndarray, min_elongation: float = 2.5) -> np.ndarray:
+    """The parts of ``air`` in elongated connected components (airways), not round or scattered ones
+    (emphysema): largest over second principal axis of each component's voxels at least ``min_elongation``."""
+    lab, n = ndi.label(air, structure=np.ones((3, 3, 3)))
+    keep = np.zeros(n + 1, bool)
+    floor = float(spacing.min()) ** 2 / 12.0  # variance across a one-voxel-wide line
+    for i, sl in enumerate(ndi.find_objects(lab), 1):
+        pts = (np.argwhere(lab[sl] == i) + [s.start for s in sl]) * spacing
+        if len(pts) >= 3:
+            ev = np.linalg.eigvalsh(np.cov(pts.T))
+            keep[i] = ev[2] >= min_elongation**2 * max(ev[1], floor)
+    return keep[lab]
+
+
 def _insert_one(out: np.ndarray, orig: np.ndarray, lung: np.ndarray, spacing: np.ndarray, centre: np.ndarray,
                 radius: float, kind: str, rng: np.random.Generator, p: dict[str, Any],
-                alpha_any: np.ndarray, alpha_cons: np.ndarray) -> tuple[float, tuple[slice, ...]] | None:
+                alpha_any: np.ndarray, alpha_cons: np.ndarray,
+                lung_median: float = -850.0) -> tuple[float, tuple[slice, ...]] | None:
     """Paint one lesion into ``out`` (in place); update the soft label maps. Returns (HU level, box)."""
     radii = radius * rng.uniform(0.6, 1.4, 3)
     radii[0] *= rng.uniform(0.8, 1.6)  # lesions are often elongated cranio-caudally
@@ -192,21 +242,28 @@ def _insert_one(out: np.ndarray, orig: np.ndarray, lung: np.ndarray, spacing: np
 
     o = orig[box]
     cur = out[box]
+    local = float(np.median(o[lung_b > 0])) if p["ggo_min_contrast_hu"] > 0 else 0.0
     tex = smooth_noise(shape, np.maximum(p["texture_sigma_mm"] / spacing, 0.3), rng)
     tstd = rng.uniform(*p["texture_std_hu"])
     level = 0.0
     cons_alpha = np.zeros(shape, np.float32)
     if kind in ("ggo", "mixed", "crazy_paving"):
         level = rng.uniform(*p["ggo_hu"])
+        if p["ggo_min_contrast_hu"] > 0:  # visible on dense lung too
+            level = max(level, local + p["ggo_min_contrast_hu"])
         target = level + tstd * tex
         par = np.minimum(o, -750.0)
         gain = np.maximum(target - par, 0.0)
         gain = np.where(o > -600.0, gain * p["vessel_gain"], gain)  # vessels stay visible through GGO
         ggo = o + gain
         if kind == "crazy_paving":
-            band = smooth_noise(shape, np.maximum(1.2 / spacing, 0.3), rng) - smooth_noise(
-                shape, np.maximum(3.0 / spacing, 0.5), rng)
-            lines = np.clip(1.0 - np.abs(band) / 0.25, 0, 1)
+            if max(p["crazy_paving_lobule_mm"]) > 0:  # a network of septa around secondary lobules
+                lines = septal_lines(shape, spacing, alpha > 0, rng.uniform(*p["crazy_paving_lobule_mm"]),
+                                     float(p["crazy_paving_septum_mm"]), rng)
+            else:
+                band = smooth_noise(shape, np.maximum(1.2 / spacing, 0.3), rng) - smooth_noise(
+                    shape, np.maximum(3.0 / spacing, 0.5), rng)
+                lines = np.clip(1.0 - np.abs(band) / 0.25, 0, 1)
             ggo = ggo + rng.uniform(*p["crazy_line_hu"]) * lines
         cur = np.maximum(cur, (1 - alpha) * cur + alpha * ggo)
         if kind == "mixed":
@@ -220,8 +277,13 @@ def _insert_one(out: np.ndarray, orig: np.ndarray, lung: np.ndarray, spacing: np
         ctarget = clevel + tstd * tex
         new = (1 - cons_alpha) * cur + cons_alpha * ctarget
         if rng.random() < p["p_air_bronchogram"]:
-            air = ndi.gaussian_filter(o, 0.7) < -920.0
-            new = np.where(air & (cons_alpha > 0.5), np.minimum(o + 100.0, new), new)
+            below = p["air_bronchogram_below_median_hu"]
+            air = ndi.gaussian_filter(o, 0.7) < (min(-920.0, lung_median - below) if below > 0 else -920.0)
+            if below > 0:  # air only in airways (tubes), as air: not in emphysematous lung
+                air = _tubular(air & (cons_alpha > 0.5), spacing)
+                new = np.where(air, np.clip(o, -1000.0, -950.0), new)
+            else:
+                new = np.where(air & (cons_alpha > 0.5), np.minimum(o + 100.0, new), new)
         cur = new
     out[box] = cur
     np.maximum(alpha_any[box], alpha, out=alpha_any[box])
@@ -247,6 +309,9 @@ def synthesize(hu: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, f
         pleural-consolidation masks (all inside ``lungs``).
     """
     p = _params(cfg)
+    if max(p["crazy_paving_lobule_mm"]) > 0 and min(p["crazy_paving_lobule_mm"]) < 2.0:
+        raise ValueError("crazy_paving_lobule_mm must be [0, 0] (off) or at least 2 mm, got "
+                         f"{p['crazy_paving_lobule_mm']}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     sp = np.asarray(spacing, float)
     orig = np.asarray(hu, np.float32)
@@ -261,6 +326,7 @@ def synthesize(hu: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, f
     if n_lesions is None:
         n_lesions = 0 if rng.random() < p["p_empty"] else int(
             np.clip(rng.poisson(p["mean_lesions"] - 1) + 1, 1, p["max_lesions"]))
+    lung_median = float(np.median(orig[lung > 0])) if p["air_bronchogram_below_median_hu"] > 0 else -850.0
     stride = np.maximum(1, np.round(4.0 / sp)).astype(int)
     lc, w, dist = centre_weights(lungs, sp, stride, p)
     sides = [s for s in (1, 2) if (lc == s).any()]
@@ -283,7 +349,8 @@ def synthesize(hu: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, f
             continue
         centre = np.minimum(np.asarray(c) * stride + stride // 2, np.asarray(orig.shape) - 1)
         before = alpha_cons.copy() if pleural else None
-        res = _insert_one(out, orig, lung, sp, centre, radius, kind, rng, p, alpha_any, alpha_cons)
+        res = _insert_one(out, orig, lung, sp, centre, radius, kind, rng, p, alpha_any, alpha_cons,
+                          lung_median)
         if res is None:
             continue
         level, box = res
@@ -292,6 +359,8 @@ def synthesize(hu: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, f
         if pleural and before is not None:
             pleural_cons[box] |= (alpha_cons[box] > p["label_threshold"]) & ~(before[box] > p["label_threshold"])
     lesions = (alpha_any > p["label_threshold"]) & (lung > 0)
+    if p["label_min_change_hu"] > 0:  # also the soft edges the lesions visibly raised
+        lesions |= (out - orig >= p["label_min_change_hu"]) & (lung > 0)
     cons = (alpha_cons > p["label_threshold"]) & (lung > 0)
     pleural_cons &= cons
     # A pleural consolidation must actually reach the pleura (touch the lung border).

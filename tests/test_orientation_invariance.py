@@ -42,15 +42,15 @@ def test_network_output_does_not_depend_on_the_air_around_the_body(tmp_path):
 
 
 def test_body_crop_pads_a_body_cut_by_the_field_of_view():
-    """The box is the body (above -500 HU) plus 10 mm; where the field of view cuts the body, the margin is
+    """The box is the body (above -500 HU) plus 5 mm; where the field of view cuts the body, the margin is
     air added in-plane, never along z (the chest is always cut there)."""
     from segmentation.monai_segmenter import body_crop
 
     hu = np.full((10, 50, 60), AIR, np.float32)
     hu[:, 20:50, 15:40] = 40.0  # reaches the posterior edge (y) and every slice (z)
     box, pad = body_crop(hu, (2.0, 2.0, 2.5))
-    assert box == (slice(0, 10), slice(15, 50), slice(11, 44))
-    assert pad == [(0, 0), (0, 5), (0, 0)]
+    assert box == (slice(0, 10), slice(17, 50), slice(13, 42))
+    assert pad == [(0, 0), (0, 3), (0, 0)]
     box, pad = body_crop(np.full((4, 8, 8), AIR, np.float32), (1.0, 1.0, 1.0))  # no body: everything, as is
     assert box == (slice(0, 4), slice(0, 8), slice(0, 8)) and pad == [(0, 0)] * 3
 

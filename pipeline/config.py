@@ -157,8 +157,9 @@ def load_config(
     if isinstance(overrides, str):
         overrides = [overrides]
     cfg = default_config()
+    paths = [Path(p) for p in paths]
+    overrides = list(overrides)
     for p in paths:
-        p = Path(p)
         try:
             data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError as exc:
@@ -181,7 +182,16 @@ def load_config(
         cfg = merge(cfg, parse_override(item))
     if extra:
         cfg = merge(cfg, extra)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        # a rule across keys (bands, method, spacing...) is checked on the merged result: say where it came from
+        if exc.path is not None or not (paths or overrides):
+            raise
+        given = [str(p) for p in paths] + [f"--set {o}" for o in overrides] + (["the Python overrides"] if extra else [])
+        where = paths[0] if len(given) == 1 and paths else None
+        raise ConfigError(exc.message if where else f"{exc.message} (in the configuration from {', '.join(given)})",
+                          where) from None
     return cfg
 
 

@@ -1,0 +1,38 @@
+"""A configuration rule across keys (checked on the merged result) names where the configuration came from."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+
+def test_cross_key_error_names_the_file(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("hu_classes:\n  ggo: [-300, -200]\n")  # overlaps the default consolidation band
+    with pytest.raises(ConfigError, match="ggo overlaps") as info:
+        load_config(f)
+    assert info.value.path == str(f) and str(f) in str(info.value)
+
+
+def test_cross_key_error_lists_every_source(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("hu_classes:\n  ggo: [-300, -200]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config([f], overrides=["resample.spacing_mm=[1,1,1]"])
+    assert f"in the configuration from {f}, --set resample.spacing_mm=[1,1,1]" in info.value.message
+    with pytest.raises(ConfigError, match=r"got 'x' \(in the configuration from --set scoring.zhang900.mode=x\)"):
+        load_config(overrides=["scoring.zhang900.mode=x"])
+
+
+def test_python_only_configuration_unchanged():
+    with pytest.raises(ConfigError) as info:
+        load_config(extra={"scoring": {"zhang900": {"mode": "x"}}})
+    assert info.value.message == "scoring.zhang900.mode must be 'slab' or 'zone', got 'x'" and info.value.path is None
+
+
+def test_generator_of_paths_still_read(tmp_path):
+    f = tmp_path / "ok.yaml"
+    f.write_text("resample:\n  spacing_mm: [2, 2, 2]\n")
+    assert load_config(p for p in [f])["resample"]["spacing_mm"] == [2, 2, 2]

@@ -23,7 +23,21 @@ import yaml
 from pipeline.errors import ConfigError
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class NumberLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e3`` or ``5E-2`` (exponent, no decimal point) as numbers, as YAML 1.2 does; PyYAML
+    follows YAML 1.1 and leaves them as text, so ``lr: 1e-4`` was refused as "not a number"."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with exponent numbers read as numbers (:class:`NumberLoader`)."""
+    return yaml.load(text, Loader=NumberLoader)
+
+
+class _UniqueKeyLoader(NumberLoader):
     """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a
     second ``scoring:`` section would drop every setting of the first)."""
 
@@ -92,7 +106,7 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"override '{item}' must look like section.key=value")
     dotted, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': the value is not valid YAML (quote text that holds special "
                           f"characters): {exc}") from None

@@ -46,11 +46,12 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
     """
     import yaml
 
+    from pipeline.config import load_yaml
     from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
     from segmentation.training import DEFAULT_TRAIN
 
     try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
+        doc = load_yaml(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         return {}, [{}], f"cannot read: {exc}"
     if not isinstance(doc, dict):

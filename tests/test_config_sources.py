@@ -36,3 +36,26 @@ def test_generator_of_paths_still_read(tmp_path):
     f = tmp_path / "ok.yaml"
     f.write_text("resample:\n  spacing_mm: [2, 2, 2]\n")
     assert load_config(p for p in [f])["resample"]["spacing_mm"] == [2, 2, 2]
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e3 as text; a number key takes it as the number it is, in files and --set."""
+    f = tmp_path / "site.yaml"
+    f.write_text("segmentation:\n  min_lung_volume_ml: 1e3\nresample:\n  spacing_mm: [15e-1, 1.5, 1.5]\n")
+    cfg = load_config(f)
+    assert cfg["segmentation"]["min_lung_volume_ml"] == 1000.0
+    assert cfg["resample"]["spacing_mm"] == [1.5, 1.5, 1.5]
+    assert load_config(overrides=["segmentation.min_lung_volume_ml=2E2"])["segmentation"]["min_lung_volume_ml"] == 200
+    with pytest.raises(ConfigError, match="must be a number, got '1e3x'"):
+        load_config(overrides=["segmentation.min_lung_volume_ml=1e3x"])
+    with pytest.raises(ConfigError, match="must be text, got 1000.0"):  # a number, as YAML 1.2 reads it
+        load_config(overrides=["segmentation.method=1e3"])
+
+
+def test_training_config_reads_exponent_numbers(tmp_path):
+    from segmentation.recipe import read_train_config
+
+    f = tmp_path / "t.yaml"
+    f.write_text("lr: 1e-4\niterations: 10\n")
+    common, stages, problem = read_train_config(f)
+    assert problem is None and common["lr"] == 1e-4 and isinstance(common["lr"], float)

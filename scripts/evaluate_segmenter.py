@@ -305,7 +305,8 @@ def working_grid(folder: Path, spacing_xyz: list[float]) -> tuple[np.ndarray, tu
 def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacing_xyz: list[float],
              real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
              scale_tta: float = 0.15, lesion_threshold: float | None = None,
-             lung_thresholds: list[float] | None = None, lesion_probabilities: bool = False) -> dict:
+             lung_thresholds: list[float] | None = None, lesion_probabilities: bool = False,
+             body_margin_mm: float | None = None) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
@@ -314,6 +315,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     opts = {"flip_tta": flip_tta, "scale_tta": scale_tta}
     if lesion_threshold is not None:  # else the weights' own (model.yaml)
         opts["lesion_threshold"] = lesion_threshold
+    if body_margin_mm is not None:  # else the segmenter's default (BODY_MARGIN_MM)
+        opts["body_margin_mm"] = body_margin_mm
     model = MonaiSegmenter(weights, device=device, cfg={"segmentation": {"monai": opts}})
     teacher = ClassicalSegmenter()
     hu, sp = working_grid(series, spacing_xyz)
@@ -333,7 +336,8 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     t = time.perf_counter()
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
-    res: dict = {"series": series.name, "model_id": model.model_id, "flip_tta": flip_tta, "scale_tta": scale_tta,
+    res: dict = {"series": series.name, "model_id": model.model_id, "body_margin_mm": model.body_margin_mm,
+                 "flip_tta": flip_tta, "scale_tta": scale_tta,
                  "lesion_threshold": model.lesion_threshold,
                  "working_spacing_zyx": sp,
                  "segment_s_clean": seg_s,
@@ -467,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lesion-probabilities", action="store_true",
                     help="also report, per inserted lesion, the 90th percentile of the model's lesion probability "
                          "over it (one more network pass per case)")
+    ap.add_argument("--body-margin-mm", type=float, default=None,
+                    help="air around the body in the network's box (default: the segmenter's, 5 mm; the model "
+                         "card's 'Inference box' table)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -474,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
                    args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
                    scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
-                   lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities)
+                   lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities,
+                   body_margin_mm=args.body_margin_mm)
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

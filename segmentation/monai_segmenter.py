@@ -162,9 +162,10 @@ BODY_MARGIN_MM = 5.0
 MARGIN_AIR_HU = -1000.0
 
 
-def body_crop(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+def body_crop(hu: np.ndarray, spacing: tuple[float, float, float],
+              margin_mm: float = BODY_MARGIN_MM) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
     """The part of ``hu`` [z, y, x] the network is run on: the bounding box of the voxels above :data:`BODY_HU`
-    grown by :data:`BODY_MARGIN_MM` (the whole volume when there are none), and the in-plane (y, x) padding, as
+    grown by ``margin_mm`` (default :data:`BODY_MARGIN_MM`) (the whole volume when there are none), and the in-plane (y, x) padding, as
     for ``np.pad``, where the margin reaches past the field of view (air is put there; z is never padded).
 
     Run on a whole field of view, the instance-normalised network depends on how much air surrounds the patient,
@@ -181,7 +182,7 @@ def body_crop(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[tupl
         return tuple(slice(0, n) for n in hu.shape), [(0, 0)] * 3
     box, pad = [], []
     for axis, (i, n, s) in enumerate(zip(idx, hu.shape, spacing)):
-        m = int(np.ceil(BODY_MARGIN_MM / s))
+        m = int(np.ceil(margin_mm / s))
         lo, hi = int(i.min()) - m, int(i.max()) + m + 1
         box.append(slice(max(0, lo), min(n, hi)))
         pad.append((0, 0) if axis == 0 else (max(0, -lo), max(0, hi - n)))
@@ -299,7 +300,7 @@ class MonaiSegmenter:
         from segmentation.network import build_network
 
         seg_cfg = (cfg or {}).get("segmentation", {}) if cfg else {}
-        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta, scale_tta,
+        # optional options: segmentation.monai.{weights, lesion_threshold, sw_batch_size, flip_tta, scale_tta, body_margin_mm,
         # remove_bowel_gas}
         self.options: dict[str, Any] = dict(seg_cfg.get("monai", {}) or {})
         weights_path = weights_path or self.options.get("weights")
@@ -354,6 +355,9 @@ class MonaiSegmenter:
             raise ConfigError(f"segmentation.monai.scale_tta must be in [0, 0.5), got {zoom}")
         self.scales = (1.0,) if zoom == 0 else (1.0 - zoom, 1.0, 1.0 + zoom)
         self.remove_bowel_gas = bool(self.options.get("remove_bowel_gas", True))
+        self.body_margin_mm = float(self.options.get("body_margin_mm", BODY_MARGIN_MM))  # for experiments
+        if not 0.0 <= self.body_margin_mm < 200.0:  # also false for NaN
+            raise ConfigError(f"segmentation.monai.body_margin_mm must be in [0, 200) mm, got {self.body_margin_mm}")
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.sw_batch_size = int(self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4))
@@ -421,7 +425,7 @@ class MonaiSegmenter:
         import torch
 
         hu = np.asarray(hu, np.float32)
-        box, pad = body_crop(hu, spacing)
+        box, pad = body_crop(hu, spacing, self.body_margin_mm)
         x = np.pad(hu[box], pad, constant_values=MARGIN_AIR_HU)
         logits = self.predict_logits(x, spacing)
         lung, lesion = np.zeros(x.shape, np.float16), np.zeros(x.shape, np.float16)
@@ -448,7 +452,7 @@ class MonaiSegmenter:
         import torch
 
         hu = np.asarray(hu, np.float32)
-        box, pad = body_crop(hu, spacing)  # the network sees the body, whatever the field of view around it
+        box, pad = body_crop(hu, spacing, self.body_margin_mm)  # the network sees the body, whatever the field of view around it
         x = np.pad(hu[box], pad, constant_values=MARGIN_AIR_HU)
         logits = self.predict_logits(x, spacing)
         net_lungs = np.zeros(x.shape, np.uint8)

@@ -81,3 +81,22 @@ def test_shipped_network_on_cap001_in_a_500_mm_field_of_view(shared_data):
         assert abs(vb - va) < 0.01 * va, (side, va, vb)
     la, lb = a.lesions.sum() * ml, b.lesions.sum() * ml
     assert abs(lb - la) < 0.03 * la + 1.0, (la, lb)
+
+
+def test_body_margin_is_an_option_checked_at_build(tmp_path):
+    """segmentation.monai.body_margin_mm (default 5) sets the air around the body in the network's box, for
+    experiments (scripts/evaluate_segmenter.py --body-margin-mm); a negative or NaN margin is refused."""
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    from segmentation.monai_segmenter import BODY_MARGIN_MM, MonaiSegmenter, body_crop
+
+    assert load_config()["segmentation"]["monai"]["body_margin_mm"] == BODY_MARGIN_MM == 5.0
+    cfg = load_config(overrides=["segmentation.monai.body_margin_mm=20"])
+    assert MonaiSegmenter(device="cpu", cfg=cfg).body_margin_mm == 20.0
+    for bad in ("-1", "nan"):
+        with pytest.raises(ConfigError, match="body_margin_mm must be in"):
+            MonaiSegmenter(device="cpu", cfg={"segmentation": {"monai": {"body_margin_mm": float(bad)}}})
+    hu = np.full((10, 50, 60), AIR, np.float32)
+    hu[:, 20:30, 20:30] = 40.0
+    box, _ = body_crop(hu, (2.0, 2.0, 2.0), margin_mm=20.0)
+    assert box[1] == slice(10, 40) and box[2] == slice(10, 40)

@@ -140,11 +140,17 @@ def atomic_write_json(path: Path, data: Any) -> None:
 _TEXT = {"scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "system", "lung", "unit", "code", "message", "path"}
 _BOOL = {"apex_covered", "base_covered"}
+#: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
+#: every score of the column into "7.0" in the CSV
+_INT = {"six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "n_slices", "extent_score",
+        "density_grade", "unit_score"}
 
 
 def table_dtypes(columns: Iterable[str]) -> dict[str, str]:
-    """pandas dtypes of the output table columns: text as string, flags as boolean, the rest float."""
-    return {c: "string" if c in _TEXT else "boolean" if c in _BOOL else "float64" for c in columns}
+    """pandas dtypes of the output table columns: text as string, flags as boolean, scores and counts as
+    nullable integers (``Int64``), the rest float."""
+    return {c: "string" if c in _TEXT else "boolean" if c in _BOOL else "Int64" if c in _INT else "float64"
+            for c in columns}
 
 
 def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -156,8 +162,13 @@ def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: l
     df = pd.DataFrame(list(rows))
     extra = [c for c in df.columns if c not in columns]
     df = df.reindex(columns=columns + extra)
-    df = df.astype({c: t for c, t in table_dtypes(df.columns).items() if c not in extra or t != "float64"},
-                   errors="ignore")
+    for c, t in table_dtypes(df.columns).items():
+        if c in extra and t == "float64":
+            continue  # an unknown extra column keeps the type pandas gave it
+        try:
+            df[c] = df[c].astype(t)
+        except (TypeError, ValueError):
+            pass  # e.g. a fractional value in a whole-number column: kept as it is rather than truncated
     atomic_write_bytes(path, df.to_csv(index=False).encode())
     atomic_write_bytes(path.with_suffix(".parquet"), df.to_parquet(index=False))
     return df

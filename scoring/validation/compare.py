@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.validation import metrics
-from scoring.validation.systems import ALL_UNITS, SYSTEMS, TOTAL
+from scoring.validation.systems import ALL_UNITS, SIDES, SIX_ZONE_UNITS, SYSTEMS, TOTAL
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,49 @@ def rater_pairs(readers: list[str], has_consensus: bool) -> list[tuple[str, str,
     return pairs
 
 
+def _partition(unit: str) -> str:
+    """Which partition of the lungs a percent_involvement unit belongs to (units of one never overlap)."""
+    if unit in SIDES:
+        return "right/left"
+    if unit.startswith("lobe:"):
+        return "lobe"
+    return "six_zone" if unit in SIX_ZONE_UNITS else "zhang900"
+
+
+def pooled_units(system: str, units: Iterable[str]) -> tuple[list[str], str]:
+    """The units ``all_units`` pools, and a note when some present units are left out of the pool.
+
+    Units of one system are disjoint regions, except percent_involvement's: a reference may give the
+    percentage per lung, per six-zone zone, per zhang900 unit and per lobe, and a right lung holds its
+    three zones. Pooling those would count the same lung several times, so percent_involvement pools the
+    one partition with the most units in the reference (ties: right/left, six_zone, zhang900, lobe).
+    """
+    units = [u for u in units if u != TOTAL]
+    if system != "percent_involvement":
+        return units, ""
+    by_part: dict[str, list[str]] = {}
+    for u in units:
+        by_part.setdefault(_partition(u), []).append(u)
+    if len(by_part) <= 1:
+        return units, ""
+    order = ["right/left", "six_zone", "zhang900", "lobe"]
+    best = max(by_part, key=lambda p: (len(by_part[p]), -order.index(p)))
+    left_out = [p for p in order if p in by_part and p != best]
+    return by_part[best], (f"all_units pools the {best} units only: the {', '.join(left_out)} units overlap "
+                           "them (same lung counted twice)")
+
+
 def groups(wide: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(system, unit, rows) per unit, per total and per system's pooled units."""
+    """(system, unit, rows) per unit, per total and per system's pooled units (see :func:`pooled_units`)."""
     out = []
     for system in [s for s in SYSTEMS if s in set(wide["system"])]:
         sw = wide[wide["system"] == system]
         units = unit_order(system, sw["unit"].unique())
         for u in units:
             out.append((system, u, sw[sw["unit"] == u]))
-        non_total = [u for u in units if u != TOTAL]
-        if len(non_total) > 1:
-            out.append((system, ALL_UNITS, sw[sw["unit"] != TOTAL]))
+        pooled, _ = pooled_units(system, units)
+        if len(pooled) > 1:
+            out.append((system, ALL_UNITS, sw[sw["unit"].isin(pooled)]))
     return out
 
 
@@ -112,6 +144,9 @@ def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> p
                 pooled = (f"all_units pools {len(both)} targets from {n_scans} scan(s) as if independent: "
                           "CIs too narrow, p too small")
                 stats["note"] = "; ".join(x for x in (stats["note"], pooled) if x)
+            if unit == ALL_UNITS:
+                _, partial = pooled_units(system, wide.loc[wide["system"] == system, "unit"].unique())
+                stats["note"] = "; ".join(x for x in (stats["note"], partial) if x)
             rows.append({"system": system, "unit": unit, "comparison": comparison, "rater_a": a, "rater_b": b,
                          "n_scans": n_scans, **stats})
     cols = ["system", "unit", "comparison", "rater_a", "rater_b", "n", "n_scans", "kappa_qw",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,31 @@ TABLE_NOTES = {
     "li2020_predicted_mortality": "Predicted mortality by score band x period (the study's Table 3), with observed counts.",
     "li2020_kendall": "Kendall tau-b between serial scores and labs matched to the same scan.",
 }
+#: How ``within_bin`` takes one value per patient out of a week's (liao2021) or a period's (li2020) scans and labs.
+_WITHIN_BIN_WORDS = {"last": "the last {x} of the {b}", "first": "the first {x} of the {b}",
+                     "mean": "the mean of the {b}'s {xs}", "median": "the median of the {b}'s {xs}",
+                     "max": "the highest of the {b}'s {xs}"}
+#: The default ``within_bin`` of each study's runner (liao2021.run, li2020.run).
+_WITHIN_BIN_DEFAULT = {"liao2021": "last", "li2020": "mean"}
+
+
+def table_notes(options: dict[str, dict[str, object]] | None = None) -> dict[str, str]:
+    """:data:`TABLE_NOTES` as they apply to this run: the binned tables say which ``within_bin`` made them."""
+    notes = dict(TABLE_NOTES)
+    opts = options or {}
+    liao = str(opts.get("liao2021", {}).get("within_bin", _WITHIN_BIN_DEFAULT["liao2021"]))
+    li = str(opts.get("li2020", {}).get("within_bin", _WITHIN_BIN_DEFAULT["li2020"]))
+    if liao in _WITHIN_BIN_WORDS:
+        notes["liao2021_weekly_tests"] = (
+            f"Per week since onset, one value per patient ({_WITHIN_BIN_WORDS[liao].format(x='scan/lab', xs='scans/labs', b='week')}): "
+            "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).")
+    if li in _WITHIN_BIN_WORDS:
+        notes["li2020_period_comparison"] = (
+            f"Per period since onset, one value per patient ({_WITHIN_BIN_WORDS[li].format(x='scan', xs='scans', b='period')}): "
+            "Mann-Whitney U, survivors vs non-survivors; days from onset to CT too.")
+    return notes
+
+
 #: Per-patient tables: written as CSV, left out of the HTML page.
 DETAIL_TABLES = {"liao2021_lesion_groups", "liao2021_trajectories", "liao2021_peak_timing_patients",
                  "zhang2020_before_after_patients"}
@@ -60,15 +86,20 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 
 
 def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> list[Path]:
-    """Draw each figure to ``out_dir``; a figure that fails is logged, not fatal."""
+    """Draw each figure to ``out_dir`` (under a temporary name, renamed when complete); a figure that fails
+    is logged, not fatal."""
     paths = []
     for name, draw in figures.items():
         p = out_dir / name
+        tmp = out_dir / f".{p.stem}.{os.getpid()}.tmp{p.suffix}"  # the suffix tells matplotlib the format
         try:
-            draw(str(p))
+            draw(str(tmp))
+            os.replace(tmp, p)
             paths.append(p)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("figure %s not drawn: %s", name, exc)
+        finally:
+            tmp.unlink(missing_ok=True)
     return paths
 
 
@@ -83,8 +114,11 @@ def _fmt(v: object) -> str:
 
 
 def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path, title: str,
-               settings: dict[str, object]) -> Path:
-    """A single readable page: settings, then per study its tables (3 significant digits) and figures."""
+               settings: dict[str, object], notes: dict[str, str] | None = None) -> Path:
+    """A single readable page: settings, then per study its tables (3 significant digits) and figures.
+
+    ``notes``: the sentence above each table (default :func:`table_notes` with the default options)."""
+    notes = table_notes() if notes is None else notes
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
              "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
@@ -107,14 +141,16 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
             parts.append(f"<p><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}' style='max-width:100%'></p>")
         for n in names:
             parts.append(f"<h3>{html.escape(n)}</h3>")
-            if n in TABLE_NOTES:
-                parts.append(f"<p class='note'>{html.escape(TABLE_NOTES[n])}</p>")
+            if n in notes:
+                parts.append(f"<p class='note'>{html.escape(notes[n])}</p>")
             df = tables[n]
             parts.append(df.to_html(index=False, na_rep="", formatters={c: _fmt for c in df.columns}, border=0))
         detail = [n for n in tables if n.startswith(study) and n in DETAIL_TABLES]
         if detail:
             parts.append("<p class='note'>Per-patient detail: " + ", ".join(f"<code>{d}.csv</code>" for d in detail) + "</p>")
     parts.append("</body></html>")
+    from pipeline.outputs import atomic_write_bytes
+
     p = out_dir / "summary.html"
-    p.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))
     return p

@@ -6,7 +6,8 @@ across both views at its patient z, labelled with its name, z (mm) and how it wa
 line when detected, dashed when estimated. Missing levels (no z, or a z that is not finite) are listed in
 the title. Images are in the radiological convention (patient right on the left of the coronal view, anterior
 on the left of the sagittal view, head at the top), with true millimetre proportions; each slice spans half-way
-to its neighbours, so unevenly spaced slices, in either order, lie at their own z.
+to its neighbours, so unevenly spaced slices, in either order, lie at their own z. Both views are cropped to the
+body and the lungs plus 10 mm of air (:data:`VIEW_MARGIN_MM`), whatever the field of view.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
 """
@@ -39,6 +40,23 @@ LEVELS: dict[str, tuple[str, str]] = {
 }
 LUNG_WINDOW = (-1350.0, 150.0)
 SOFT_WINDOW = (-160.0, 240.0)
+#: Air kept beside the body in each view (mm): the views are cropped to the body (above
+#: :data:`pipeline.qc.BODY_MIN_HU`) and the lungs, so a 500 mm field of view does not shrink the chest.
+VIEW_MARGIN_MM = 10.0
+
+
+def view_span(img: np.ndarray, lung_cols: np.ndarray, spacing: float, margin_mm: float = VIEW_MARGIN_MM
+              ) -> tuple[int, int]:
+    """[start, stop) of the columns of a ``[z, col]`` view that hold the body or the lungs, plus ``margin_mm``;
+    every column when neither is there."""
+    from pipeline.qc import BODY_MIN_HU
+
+    cols = np.nonzero((img > BODY_MIN_HU).any(axis=0) | lung_cols)[0]
+    n = img.shape[1]
+    if cols.size == 0:
+        return 0, n
+    m = int(np.ceil(margin_mm / spacing)) if spacing > 0 else 0
+    return max(0, int(cols[0]) - m), min(n, int(cols[-1]) + 1 + m)
 
 
 def _z(lm: Any) -> float | None:
@@ -75,6 +93,10 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     order = np.argsort(z_mm)
     cor = hu[order, yc, :]
     sag = hu[order, :, xc]
+    x0, x1 = view_span(cor, lung.any(axis=(0, 1)), sx)
+    y0, y1 = view_span(sag, lung.any(axis=(0, 2)), sy)
+    cor, sag = cor[:, x0:x1], sag[:, y0:y1]
+    nx, ny = x1 - x0, y1 - y0
     # each slice reaches half-way to its neighbours (half a slice spacing at a lone slice): on unevenly spaced
     # slices the rows are repeated onto an even grid (the nearest slice), so every row lies at its patient z
     zs = z_mm[order]
@@ -100,7 +122,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         ax.set_xticks([])
         ax.set_ylabel("patient z (mm)", color="white", fontsize=8)
     if lung.any() and nz > 1 and nx > 1:  # the outline at the pixel centres of the image it is drawn on
-        axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, :].astype(float),
+        axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, x0:x1].astype(float),
                         levels=[0.5], colors="#4cc9f0", linewidths=0.6)
     missing = []
     for name, (label, colour) in LEVELS.items():

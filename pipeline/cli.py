@@ -33,8 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose INFO lines are their own working (highdicom: nine lines per DICOM-SEG, each naming the source
+#: SOP Instance UID): shown with --verbose, else from WARNING up.
+CHATTY_LIBRARIES = ("highdicom",)
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))

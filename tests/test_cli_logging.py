@@ -1,0 +1,40 @@
+"""The run log carries ctscore's own lines; a library's working lines (with UIDs) only with --verbose."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import CHATTY_LIBRARIES, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    saved = {n: logging.getLogger(n).level for n in ("", *CHATTY_LIBRARIES)}
+    yield
+    for n, level in saved.items():
+        logging.getLogger(n).setLevel(level)
+
+
+def test_highdicom_info_is_quiet_unless_verbose():
+    setup_logging()
+    assert logging.getLogger("pipeline.run").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("highdicom.base").isEnabledFor(logging.INFO)
+    assert logging.getLogger("highdicom.base").isEnabledFor(logging.WARNING)
+    setup_logging(verbose=True)
+    assert logging.getLogger("highdicom.base").isEnabledFor(logging.DEBUG)
+    setup_logging()  # and back again in the same process (notebooks call it more than once)
+    assert not logging.getLogger("highdicom.base").isEnabledFor(logging.INFO)
+
+
+def test_a_dicom_seg_run_logs_no_source_uid(tmp_path, capfd):
+    from pipeline.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicoms"
+    assert main(["run", str(sample), "-o", str(tmp_path / "out"), "--segmenter", "classical", "--dicom-seg"]) == 0
+    assert list((tmp_path / "out").glob("scan-*/seg.dcm"))
+    err = capfd.readouterr().err
+    assert "scored" in err or "ok in" in err  # ctscore's own INFO lines are there
+    assert "highdicom" not in err and "copy Patient-related attributes" not in err

@@ -39,7 +39,8 @@ What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION
 * ``aortic_arch``: carina + 26 mm. The arch is soft tissue like its neighbours on non-contrast CT,
   and the offset from the carina varies little (22-30 mm over the six reference scans).
 * ``ipv_right``/``ipv_left``/``ipv``: the mean of two estimates, a fixed fraction of the way from
-  the carina down to the mean dome level and a fixed offset below the carina. Non-contrast veins cannot be followed reliably into the left atrium.
+  the carina down to the mean dome level and a fixed offset below the carina; the fraction alone where that mean
+  would reach the domes (:func:`estimate_ipv`). Non-contrast veins cannot be followed reliably into the left atrium.
 * Any detected level that fails (no airway, no bone, implausible result) falls back on an estimate
   from the carina, the domes or the lung extent, and is reported as ``estimated``.
 """
@@ -558,6 +559,27 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
 
 
 # ------------------------------------------------------------------------------------------ main
+def estimate_ipv(name: str, z_carina: float, z_dome: float, cal: Mapping[str, float] = CALIBRATION) -> Landmark:
+    """The inferior pulmonary vein level ``name`` (``ipv_right``, ``ipv_left``, ``ipv``) from the carina and the mean
+    dome: the mean of a fraction of the way down (scales with the chest) and a fixed offset below the carina (does
+    not move with breathing; the better of the two on the reference scans, normal001 included, whose carina lies
+    81 mm above its mean dome).
+
+    Where the carina lies less than about 42 mm above the mean dome (lung volume loss, a raised hemidiaphragm,
+    a dome found too high) that mean would fall at or below the domes and leave no lower zone: the veins drain
+    above the diaphragm, so the fraction alone is used there, which always lies between the carina and the domes."""
+    f, off = cal[f"{name}_fraction"], cal[f"{name}_from_carina_mm"]
+    by_fraction = z_carina - f * (z_carina - z_dome)
+    mean = 0.5 * by_fraction + 0.5 * (z_carina + off)
+    if mean > z_dome:
+        return Landmark(name, mean, "estimated", "low",
+                        f"mean of {f:.2f} of the way from the carina to the mean dome and carina {off:+.0f} mm "
+                        "(veins not traced without contrast)")
+    return Landmark(name, by_fraction, "estimated", "low",
+                    f"{f:.2f} of the way from the carina to the mean dome, {z_carina - z_dome:.0f} mm below it (with "
+                    f"carina {off:+.0f} mm the level would be at or below the domes; veins not traced without contrast)")
+
+
 def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
                      hu: np.ndarray | None = None, cfg: Mapping[str, Any] | None = None) -> dict[str, Landmark]:
     """All levels needed by the zone systems, on an LPS-oriented grid (z index grows cranially).
@@ -695,11 +717,7 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         if zc is None or not domes:
             out[name] = _missing(name, "needs the carina and a dome")
             continue
-        f, off = cal[f"{name}_fraction"], cal[f"{name}_from_carina_mm"]
-        zd = float(np.mean(domes))
-        out[name] = Landmark(name, 0.5 * (zc - f * (zc - zd)) + 0.5 * (zc + off), "estimated", "low",
-                             f"mean of {f:.2f} of the way from the carina to the mean dome and carina {off:+.0f} mm "
-                             "(veins not traced without contrast)")
+        out[name] = estimate_ipv(name, zc, float(np.mean(domes)), cal)
     for lm in out.values():
         log.debug("landmark %s: %s (%s, %s) %s", lm.name, lm.z_mm, lm.method, lm.confidence, lm.note)
     return out

@@ -57,8 +57,17 @@ def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: i
     omni, pair = [], []
     for lab in labs:
         groups = {g: adm.loc[adm["subgroup"] == g, lab] for g in SUBGROUPS}
-        row = {"variable": lab} | compare.compare_groups(groups, test="anova" if lab in normal else "kruskal",
-                                                         min_n=min_n)
+        test = "anova" if lab in normal else "kruskal"
+        row = {"variable": lab} | compare.compare_groups(groups, test=test, min_n=min_n)
+        big = {g: v for g, v in groups.items() if v.notna().sum() >= min_n}
+        if len(big) < len(groups) and len(big) >= 2:
+            # as the pairwise tests below: across the subgroups with enough values, the others named (a small
+            # '>200' group in a mild cohort left the labs without any test); n and median [IQR] stay for all three
+            small = [g for g in groups if g not in big]
+            kept = compare.compare_groups(big, test=test, min_n=min_n)
+            row.update({k: kept[k] for k in ("statistic", "p_value", "effect_size", "effect_size_name")})
+            row["note"] = "; ".join(x for x in (
+                f"across {', '.join(big)} only: fewer than {min_n} values in {', '.join(small)}", kept["note"]) if x)
         omni.append(row)
         d = adm[["subgroup", lab]].dropna()
         sizes = d["subgroup"].value_counts()

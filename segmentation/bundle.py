@@ -12,7 +12,8 @@ Folder layout (the MONAI bundle convention, plus ``ctscore_labels.yaml``)::
 
     spacing_mm: [1.5, 1.5, 1.5]     # z, y, x grid the network expects (default: the input grid)
     hu_window: [-1024, 400]         # clipped, then scaled to [0, 1]; or
-    intensity: {a_min: -1024, a_max: 400, b_min: 0.0, b_max: 1.0}
+    intensity: {a_min: -1024, a_max: 400, b_min: 0.0, b_max: 1.0, clip: true}   # MONAI's ScaleIntensityRanged
+                                    # (clip: true by default here; false scales the HU outside [a_min, a_max] too)
     roi_size: [96, 96, 96]          # sliding-window size
     output: softmax                 # softmax: argmax over channels | sigmoid: each channel > 0.5
     orientation: LPS                # LPS (default): the network gets ctscore's arrays [z, y, x], x to the
@@ -25,9 +26,13 @@ Folder layout (the MONAI bundle convention, plus ``ctscore_labels.yaml``)::
       lesion: [3]                   # optional; a lesion label also counts as lung
       lobes: {right_upper: 1, right_middle: 2, right_lower: 3, left_upper: 4, left_lower: 5}
 
-The mapping is checked when the bundle is loaded (unknown keys, labels that are not whole numbers, label 0 of a
-softmax output, a label given to two meanings, labels beyond the network's output channels): a
-:class:`BundleError` naming the file.
+The mapping is checked when the bundle is loaded (unknown keys, a key written twice, labels that are not whole
+numbers, label 0 of a softmax output, a label given to two meanings, a side with neither its lung label nor any of
+its lobes): a :class:`BundleError` naming the file; labels beyond the network's output channels are the same error
+at the first scan. A side whose lobes are mapped only in part and that has no lung label is warned about: the
+unmapped lobes are not lung at all. ctscore gives the network one channel of 3-D CT: a ``network_def`` with another
+``in_channels`` or ``spatial_dims`` is refused at load, and a network that fails on the ``roi_size`` window is a
+:class:`BundleError` naming the config (not a bare error at every scan).
 
 With ``lobes`` the lungs are the union of the lobes (right = right_*), and :class:`Segmentation`
 carries ``lobes`` (coded as :data:`segmentation.base.LOBES`), which makes lobar scores available.
@@ -46,6 +51,7 @@ weights, the config and the label mapping together.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -77,11 +83,16 @@ def _find(folder: Path, candidates: list[str]) -> Path | None:
     return None
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def load_state(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """A state dict from ``.safetensors`` or a ``.pt`` read with ``torch.load(weights_only=True)`` (from ``data``,
-    the file's bytes already read and checked, when given); a file that is not one (truncated, corrupt, a pickle
-    of other objects) is a :class:`BundleError` naming it."""
+    the file's bytes already read and checked, when given); a checkpoint holding it under ``model`` or
+    ``state_dict`` gives that. A file that is not one (truncated, corrupt, a pickle of other objects such as a whole
+    model saved with ``torch.save(model)``) is a :class:`BundleError` naming it."""
     import io
+    import pickle
 
     import torch
 
@@ -94,14 +105,46 @@ def load_state(path: Path, data: bytes | None = None) -> dict[str, Any]:
         else:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - SafetensorError, pickle.UnpicklingError, zip errors, ...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI_RE.sub("", str(exc)).strip()
+        if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+            # torch's own text goes on to say how to load it anyway (running the pickle): not our advice
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise BundleError(f"unreadable weights: the file holds pickled Python objects{what}, not only tensors (a "
+                              f"whole model saved with torch.save(model)?); they are not loaded, a pickle can run "
+                              f"code. Save the weights alone: torch.save(model.state_dict(), ...) or safetensors",
+                              path) from exc
+        msg = text.splitlines()[0] if text else type(exc).__name__
         raise BundleError(f"unreadable weights, not a state dict saved with safetensors or torch.save "
                           f"({type(exc).__name__}: {msg[:300]})", path) from exc
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    for key in ("model", "state_dict"):  # a training checkpoint: {"model": ..., "optimizer": ..., "epoch": ...}
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BundleError(f"the weights file holds {type(state).__name__}, not a state dict of tensors", path)
+        what = (f"a dict whose keys {sorted(map(str, state))[:8]} hold other things than tensors"
+                if isinstance(state, dict) else type(state).__name__)
+        raise BundleError(f"the weights file holds {what}, not a state dict of tensors (nor one under 'model' or "
+                          f"'state_dict')", path)
     return state
+
+
+def load_into(net: Any, state: dict[str, Any], path: Path) -> None:
+    """Load ``state`` into ``net`` (strict), saying which tensors are missing, unexpected or of another shape (torch's
+    lines after its first, which names only the class); a state dict saved from DataParallel /
+    DistributedDataParallel (every key ``module.``-prefixed) loads too."""
+    if state and all(k.startswith("module.") for k in state) and not any(
+            k.startswith("module.") for k in net.state_dict()):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, OSError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+            lines = lines[1:]
+        msg = "; ".join(ln if len(ln) <= 240 else ln[:240] + "..." for ln in lines[:4]) or type(exc).__name__
+        raise BundleError(f"the weights do not fit network_def (another network, or another out_channels or "
+                          f"features in the config?): {msg}", path) from exc
 
 
 SAFE_TARGET_MODULES = ("monai.networks.", "torch.nn.")
@@ -192,8 +235,53 @@ def safe_network_def(config: dict[str, Any], path: Path) -> Any:
     return net
 
 
+def check_network_input(net_def: dict[str, Any], path: Path) -> None:
+    """ctscore gives the network one channel of 3-D CT: a ``network_def`` asking for more input channels (CT + PET,
+    ...) or another number of spatial dimensions (a 2-D network) is a :class:`BundleError` naming the config (it
+    was loaded, then failed every scan with a bare RuntimeError). Only literal values are checked; a network whose
+    input keys are named otherwise fails at its first window (see :meth:`BundleSegmenter.label_map`)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    n_in = net_def.get("in_channels")
+    if whole(n_in) and n_in != 1:
+        raise _bad_def(f"in_channels is {n_in}, but ctscore gives the network one channel (the CT in HU, normalized "
+                       f"as the label mapping says)", path)
+    for key in ("spatial_dims", "dimensions"):  # ``dimensions``: MONAI's older name
+        dims = net_def.get(key)
+        if whole(dims) and dims != 3:
+            raise _bad_def(f"{key} is {dims}, but ctscore runs 3-D networks on the whole volume", path)
+
+
+@functools.cache
+def _unique_key_loader() -> Any:
+    """A YAML safe loader that refuses a key written twice in one mapping (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
+
+
 _MAPPING_KEYS = {"name", "spacing_mm", "hu_window", "intensity", "roi_size", "output", "labels", "orientation"}
 _LABEL_KEYS = ("right_lung", "left_lung", "lesion", "lobes")
+_INTENSITY_KEYS = ("a_min", "a_max", "b_min", "b_max", "clip")
 
 
 def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -233,6 +321,9 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
             raise bad(f"hu_window must be [low, high] with low < high, got {m['hu_window']!r}")
     if "intensity" in m:
         i = m["intensity"]
+        if isinstance(i, dict) and sorted(set(map(str, i)) - set(_INTENSITY_KEYS)):
+            raise bad(f"unknown intensity key(s) {sorted(set(map(str, i)) - set(_INTENSITY_KEYS))}; expected "
+                      f"{list(_INTENSITY_KEYS)} (MONAI's ScaleIntensityRanged)")
         try:
             a0, a1 = float(i["a_min"]), float(i["a_max"])
             b0, b1 = float(i.get("b_min", 0.0)), float(i.get("b_max", 1.0))
@@ -240,6 +331,8 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
             raise bad(f"intensity must be {{a_min, a_max, b_min, b_max}} numbers, got {i!r}") from exc
         if not all(math.isfinite(v) for v in (a0, a1, b0, b1)) or not a0 < a1:
             raise bad(f"intensity must have finite numbers and a_min < a_max, got {i!r}")
+        if not isinstance(i.get("clip", True), bool):
+            raise bad(f"intensity clip must be true or false, got {i['clip']!r}")
     labels = m.get("labels") or {}
     if not isinstance(labels, dict) or not (("right_lung" in labels and "left_lung" in labels) or "lobes" in labels):
         raise bad("labels must give right_lung and left_lung, or lobes")
@@ -274,6 +367,18 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("right_lung", "left_lung", "lesion"):
         if key in labels:
             out[key] = values(labels[key], key)
+    for side in ("right", "left"):  # each lung from its lung label or from its lobes
+        if f"{side}_lung" in out:
+            continue
+        lobes_of_side = sorted(n for n in LOBE_CODES if n.startswith(side))
+        missing = [n for n in lobes_of_side if n not in out.get("lobes", {})]
+        if missing == lobes_of_side:
+            raise bad(f"labels give no {side} lung: neither {side}_lung nor any {side} lobe (the {side} lung would "
+                      f"never be segmented)")
+        if missing:
+            log.warning("%s maps %s but not %s, and gives no %s_lung: those voxels are not lung at all (add %s_lung "
+                        "with the labels of the rest of that lung)", path, ", ".join(
+                            n for n in lobes_of_side if n not in missing), ", ".join(missing), side, side)
     m["labels"] = out
     m["max_label"] = max(used)
     return m
@@ -299,11 +404,13 @@ class BundleSegmenter:
             raise BundleError(f"no {LABELS_FILE} (the label mapping ctscore needs; a weights folder from "
                               f"'ctscore train' has model.safetensors, model.yaml and manifest.json)", self.folder)
         try:
-            mapping = yaml.safe_load(labels_path.read_text()) or {}
+            mapping = yaml.load(labels_path.read_text(), Loader=_unique_key_loader()) or {}  # noqa: S506
             if not isinstance(mapping, dict):
                 raise yaml.YAMLError("not a mapping")
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise BundleError(f"unreadable label mapping ({exc})", labels_path) from exc
+            mark = getattr(exc, "problem_mark", None)
+            why = f"{exc.problem}, line {mark.line + 1}" if mark is not None and getattr(exc, "problem", None) else exc
+            raise BundleError(f"unreadable label mapping ({why})", labels_path) from exc
         self.mapping: dict[str, Any] = check_mapping(mapping, labels_path)
         self.labels_path = labels_path
         config = _find(self.folder, ["configs/inference.json", "configs/inference.yaml", "configs/inference.yml"])
@@ -328,18 +435,15 @@ class BundleSegmenter:
         except Exception as exc:  # noqa: BLE001 - json, yaml and OS errors alike mean an unreadable config
             raise BundleError(f"unreadable config ({type(exc).__name__}: {exc})", config) from exc
         net_def = safe_network_def(raw, config)  # literal values and network classes only: nothing else runs
+        check_network_input(net_def, config)
+        self.config_path = config
         try:
             self.net = ConfigParser({"network_def": net_def}).get_parsed_content("network_def")
         except Exception as exc:  # noqa: BLE001 - MONAI's parser raises many kinds; all mean a bad config
             raise BundleError(f"network_def cannot be built ({type(exc).__name__}: {exc})", config) from exc
         if not isinstance(self.net, torch.nn.Module):
             raise _bad_def(f"it gives a {type(self.net).__name__}, not a torch.nn.Module", config)
-        state = load_state(weights, data)
-        try:
-            self.net.load_state_dict(state)
-        except (RuntimeError, ValueError, TypeError, OSError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"the weights do not load into network_def ({msg})", weights) from exc
+        load_into(self.net, load_state(weights, data), weights)
         self.net.eval().to(self.device)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -377,7 +481,9 @@ class BundleSegmenter:
             i = m["intensity"]
             a0, a1 = float(i["a_min"]), float(i["a_max"])
             b0, b1 = float(i.get("b_min", 0.0)), float(i.get("b_max", 1.0))
-            return (x.clamp(a0, a1) - a0) / (a1 - a0) * (b1 - b0) + b0
+            if i.get("clip", True):
+                x = x.clamp(a0, a1)
+            return (x - a0) / (a1 - a0) * (b1 - b0) + b0
         lo, hi = (float(v) for v in m.get("hu_window", [-1024.0, 400.0]))
         return (x.clamp(lo, hi) - lo) / (hi - lo)
 
@@ -397,11 +503,23 @@ class BundleSegmenter:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(hu, np.float32))[None, None]
             x = self._normalize(resize_to(x, tuple(size))).to(self.device)
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
+            try:
+                if self.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.float16):
+                        y = self.inferer(x, self.net)
+                else:
                     y = self.inferer(x, self.net)
-            else:
-                y = self.inferer(x, self.net)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                text = str(exc).strip()
+                low = text.lower()
+                if isinstance(exc, torch.cuda.OutOfMemoryError) or any(
+                        w in low for w in ("out of memory", "can't allocate memory", "cuda error")):
+                    raise  # the machine's limit or fault, not the bundle's
+                msg = text.splitlines()[0] if text else type(exc).__name__
+                roi = ", ".join(str(int(v)) for v in getattr(self.inferer, "roi_size", ())) or "?"
+                raise BundleError(f"the network fails on the windows ctscore gives it, [1, 1, {roi}] (one channel "
+                                  f"of 3-D CT; the window is roi_size of {LABELS_FILE}) ({type(exc).__name__}: "
+                                  f"{msg[:300]})", self.config_path) from exc
             y = y[0].float().cpu()
         self._check_channels(int(y.shape[0]))  # labels beyond the output channels would never be found
         sigmoid = self.mapping["output"] == "sigmoid"

@@ -135,7 +135,7 @@ def validate(cfg: dict[str, Any]) -> None:
     method = str(seg["method"])
     if method not in ("classical", "monai") and not Path(method).is_dir():
         raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
-                          f"weights from 'ctscore train'), got {method!r}: no such folder")
+                          f"weights from 'ctscore train'), got {method!r}: {model_folder_problem(method)}")
     device = str(seg.get("device") or "auto").strip().lower()
     if not re.fullmatch(r"auto|cpu|(cuda|gpu)(:\d+)?", device):
         raise ConfigError(f"segmentation.device must be cpu, cuda, cuda:N or auto, got {seg.get('device')!r}")
@@ -230,3 +230,9 @@ def redact_secrets(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
         outs["pseudonym_salt"] = "<redacted: a site secret>"
     return out
 
+
+def model_folder_problem(path: str) -> str:
+    """Why ``path`` is not a model folder: a file (the weights alone, given instead of their folder) or nothing."""
+    if Path(path).is_file():
+        return "a file, not a folder: give the folder that holds the weights (with ctscore_labels.yaml for a bundle)"
+    return "no such folder"

@@ -294,7 +294,7 @@ def read_file(path: Path) -> FileRecord:
     elif any(sop_class.startswith(p) for p in NON_IMAGE_SOP_CLASSES):
         kind = next(v for p, v in NON_IMAGE_SOP_CLASSES.items() if sop_class.startswith(p))
         rec.status, rec.code, rec.detail = "skipped", "NOT_IMAGE", kind
-    elif sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
+    elif sop_class == SECONDARY_CAPTURE_PREFIX or sop_class.startswith(SECONDARY_CAPTURE_PREFIX + "."):
         rec.status, rec.code, rec.detail = "skipped", "SECONDARY_CAPTURE", "secondary capture"
     elif not rec.has_pixels and (is_image_storage(ds, sop_class) or is_image_storage(ds, media)):
         # an image cut off before its pixel data (or stripped of them): part of its series, refused by name

@@ -84,7 +84,7 @@ SCORE_COLUMNS: tuple[Column, ...] = (
     Column("six_zone_total", "six-zone", "six-zone score, 0-24", _fmt(0)),
     Column("zhang900_total", "0-900", "zhang900 score, 0-900", _fmt(0)),
     Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt(2)),
-    Column("percent_high_opacity", "% high opac.", "lesion above hu_classes.high_opacity_min_hu (-200 HU) / lung volume, %", _fmt(2)),
+    Column("percent_high_opacity", "% high opac.", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
     Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4"),
     Column("lung_volume_ml_right", "lung R ml", "right lung volume, ml", _fmt(0)),
     Column("lung_volume_ml_left", "lung L ml", "left lung volume, ml", _fmt(0)),

@@ -47,3 +47,16 @@ def test_one_partition_is_pooled_whole_and_other_systems_are_unchanged():
     # a tie goes to the coarser partition, deterministically
     units, note = pooled_units("percent_involvement", ["right", "left", "lobe:right_upper", "lobe:left_upper"])
     assert units == ["right", "left"] and "the lobe units overlap" in note
+
+
+def test_the_pooled_figure_names_the_partition(tmp_path, monkeypatch):
+    from scoring.validation import figures
+
+    titles = []
+    monkeypatch.setattr(figures, "bland_altman_png", lambda g, pairs, title, path: titles.append((title, len(g))))
+    ref, pred = _frames(("right", "left", *ZONES))
+    from scoring.validation.compare import ratings_table
+
+    wide, readers = ratings_table(ref, pred)
+    figures.write_figures(wide, readers, tmp_path)
+    assert ("percent_involvement six_zone units pooled", 24) in titles

@@ -73,7 +73,7 @@ def rater_pairs(readers: list[str], has_consensus: bool) -> list[tuple[str, str,
     return pairs
 
 
-def _partition(unit: str) -> str:
+def partition_of(unit: str) -> str:
     """Which partition of the lungs a percent_involvement unit belongs to (units of one never overlap)."""
     if unit in SIDES:
         return "right/left"
@@ -95,7 +95,7 @@ def pooled_units(system: str, units: Iterable[str]) -> tuple[list[str], str]:
         return units, ""
     by_part: dict[str, list[str]] = {}
     for u in units:
-        by_part.setdefault(_partition(u), []).append(u)
+        by_part.setdefault(partition_of(u), []).append(u)
     if len(by_part) <= 1:
         return units, ""
     order = ["right/left", "six_zone", "zhang900", "lobe"]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.validation import metrics
-from scoring.validation.compare import CONSENSUS, groups, labels_for, rater_pairs
+from scoring.validation.compare import CONSENSUS, groups, labels_for, partition_of, pooled_units, rater_pairs
 from scoring.validation.systems import ALL_UNITS, MOSMED_CATEGORIES, SYSTEMS, TOTAL
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ def write_figures(wide: pd.DataFrame, readers: list[str], out_dir: Path,
         if unit not in (TOTAL, ALL_UNITS):
             continue
         title = _title(system, unit)
+        if unit == ALL_UNITS and system == "percent_involvement":  # one partition of the lung only
+            pooled, _ = pooled_units(system, wide.loc[wide["system"] == system, "unit"].unique())
+            title = f"{system} {partition_of(pooled[0])} units pooled"
         try:
             p = bland_altman_png(g, pairs, title, out_dir / f"bland_altman_{system}_{unit}.png")
             if p:

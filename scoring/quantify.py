@@ -164,6 +164,7 @@ def score_scan(
     zone_rows: list[dict[str, Any]] = []
     six_total, six_missing = 0, False
     zh_total, zh_missing = 0, False
+    absent_sides: set[str] = set()
     for side, name in SIDES.items():
         lung_side = lungs == side
         cut_top, cut_bottom = cut[side]
@@ -171,6 +172,7 @@ def score_scan(
         vol = row[f"lung_volume_ml_{name}"]
         absent = vol <= 0 or vol < min(min_side_ml, ABSENT_SHARE * other)
         if absent:
+            absent_sides.add(name)
             flags.append(f"LUNG_NOT_FOUND:{name}")
             row.update(percent_opacity=math.nan, percent_high_opacity=math.nan, mosmed_category="",
                        mean_lung_hu=math.nan)
@@ -224,8 +226,9 @@ def score_scan(
     row["six_zone_total"] = math.nan if six_missing else six_total
     row["zhang900_total"] = math.nan if zh_missing else zh_total
 
-    # Lobar scores, only with a lobe map. A lobe the scan cannot see all of (it lies in a cut-off edge slice) or
-    # that the map does not hold is missing, and so are the totals, as for the zones.
+    # Lobar scores, only with a lobe map. A lobe the scan cannot see all of (its lung lies in a cut-off edge slice),
+    # that the map does not hold, or of a lung not found (LUNG_NOT_FOUND: its few stray voxels are no lobe's lung) is
+    # missing, and so are the totals, as for the zones.
     if lobes is not None and lobes.any():
         t4 = t5 = 0
         lobes_missing = False
@@ -236,7 +239,9 @@ def score_scan(
             m = in_map & lung_all
             lml = float(m.sum()) * voxel_ml
             r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
-            if lml <= 0 or any(edge_cut(in_map, z_mm, voxel_ml)):
+            # cut off: the lobe's lung (not the lobe map, whose border may reach past the lung mask) in an edge slice,
+            # by the rule of the lungs' own apex_covered / base_covered
+            if lml <= 0 or r["lung"] in absent_sides or any(edge_cut(m, z_mm, voxel_ml)):
                 r.update(MISSING_UNIT, lung_ml=round(lml, 2))
                 lobes_missing = True
                 zone_rows.append(r)

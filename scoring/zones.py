@@ -58,7 +58,9 @@ def zhang_intervals(levels_z: list[float | None], mode: str = "slab",
     """The five zhang900 units of one lung from its five level z values (cranial to caudal).
 
     ``slab``: level - half_thickness_mm <= z <= level + half_thickness_mm (symmetric about the level).
-    ``zone``: half-open volumes low < z <= high between the midpoints of consecutive levels."""
+    ``zone``: half-open volumes low < z <= high between the midpoints of consecutive levels; L1 reaches up to the
+    apex and L5 down to the base. A unit next to a missing level is missing too: its boundary there is unknown (L4
+    without the dome reached down to the base, taking in L5's volume)."""
     out: dict[str, ZInterval | None] = {}
     if mode == "slab":
         for name, z in zip(ZHANG_LEVELS, levels_z):
@@ -71,8 +73,11 @@ def zhang_intervals(levels_z: list[float | None], mode: str = "slab",
         if z is None:
             out[name] = None
             continue
-        above = next((levels_z[j] for j in range(i - 1, -1, -1) if levels_z[j] is not None), None)
-        below = next((levels_z[j] for j in range(i + 1, len(levels_z)) if levels_z[j] is not None), None)
+        above = levels_z[i - 1] if i > 0 else None
+        below = levels_z[i + 1] if i + 1 < len(levels_z) else None
+        if (i > 0 and above is None) or (i + 1 < len(levels_z) and below is None):
+            out[name] = None
+            continue
         high = INF if above is None else 0.5 * (z + above)
         low = -INF if below is None else 0.5 * (z + below)
         out[name] = ZInterval(low, high)

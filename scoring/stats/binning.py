@@ -53,12 +53,14 @@ def one_per_bin(df: pd.DataFrame, bin_col: str, value_cols: list[str], how: str 
                 date_col: str = "date", whole_rows: bool = False) -> pd.DataFrame:
     """Reduce to one row per patient and bin: the ``last``/``first`` dated value, or ``mean``/``max``.
 
-    ``whole_rows``: with ``last``/``first``, every column comes from the one last (first) row whose
-    ``value_cols[0]`` is not empty (one scan: its score, its day, its date); without it each column takes its own
-    last non-empty value (labs: each analyte its own last measurement)."""
+    ``whole_rows``: only the rows whose ``value_cols[0]`` is not empty count (a scan without a score lends nothing,
+    not its day to a mean of days); with ``last``/``first`` every column comes from the one last (first) such row
+    (one scan: its score, its day, its date). Without it each column takes its own last non-empty value (labs: each
+    analyte its own last measurement)."""
     d = df.dropna(subset=[bin_col]).sort_values(["patient_id", date_col], kind="stable")
-    if whole_rows and how in ("last", "first"):
+    if whole_rows:
         d = d.dropna(subset=[value_cols[0]])
+    if whole_rows and how in ("last", "first"):
         g = d.groupby(["patient_id", bin_col], observed=True)
         picked = g.tail(1) if how == "last" else g.head(1)
         return picked[["patient_id", bin_col, *value_cols, date_col]].reset_index(drop=True)

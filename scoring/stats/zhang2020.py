@@ -150,11 +150,13 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
                  clinical_columns: list[str] | None = None) -> pd.DataFrame:
     """One row per patient: the scan before treatment and the follow-up scan, with labs and the change.
 
-    Before: the last scan on or before ``treatment_date`` (the first scan when there is none or no
-    treatment date). After: among scans at least ``min_gap_days`` later, the one nearest to
-    before + ``followup_days``.
+    Before: the last scored scan on or before ``treatment_date`` (the first scored scan when there is none or no
+    treatment date). After: among scored scans at least ``min_gap_days`` later, the one nearest to
+    before + ``followup_days``. Scans without a score (zones the scan cannot see) are not picked: an unscored end
+    dropped the patient from the score's paired tests although a scored scan qualified. Of two scans on one day
+    the earlier row of scans.csv is taken (as for the admission scan).
     """
-    s = cohort.scans.sort_values(["patient_id", "study_date"])
+    s = cohort.scans.sort_values(["patient_id", "study_date"], kind="stable").dropna(subset=[score])
     tdate = cohort.clinical.set_index("patient_id").get("treatment_date")
     rows = []
     cols = [score, *labs]
@@ -162,8 +164,8 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
         before = g.iloc[0]
         if tdate is not None and pd.notna(tdate.get(pid)):
             on_or_before = g[g["study_date"] <= tdate[pid]]
-            if len(on_or_before):
-                before = on_or_before.iloc[-1]
+            if len(on_or_before):  # the last day on or before treatment; of two scans that day, the earlier row
+                before = on_or_before[on_or_before["study_date"] == on_or_before["study_date"].iloc[-1]].iloc[0]
         later = g[(g["study_date"] - before["study_date"]).dt.days >= min_gap_days]
         if later.empty:
             continue

@@ -108,6 +108,9 @@ class BatchOptions:
             raise ConfigError("--workers must be >= 0 and --threads-per-worker >= 1")
         if self.timeout_s is not None and not self.timeout_s >= 0:  # also refuses NaN
             raise ConfigError(f"--timeout must be >= 0 seconds (0: no limit), got {self.timeout_s:g}")
+        if self.timeout_s is not None and self.timeout_s > threading.TIMEOUT_MAX:  # inf: the alarm cannot be set
+            raise ConfigError(f"--timeout must be at most {threading.TIMEOUT_MAX:.0f} seconds (0: no limit), "
+                              f"got {self.timeout_s:g}")
         if self.allowed_failures < 0:
             raise ConfigError(f"allowed_failures must be >= 0, got {self.allowed_failures}")
         if (self.shard_index is None) != (self.num_shards is None):
@@ -228,10 +231,12 @@ def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, mo
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it cannot be read or holds anything else (a stray file)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
@@ -245,15 +250,25 @@ def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
     if restore_interrupted(Path(out_dir), scan_id):
         log.warning("%s: a commit was interrupted; the earlier result folder is put back", scan_id)
     rec = _read_json(record_path(out_dir, scan_id))
+    if rec is not None and rec.get("scan_id") != scan_id:  # not a record of ctscore's (a stray file)
+        rec = None
     result = _read_json(Path(out_dir) / scan_id / "result.json")
+    if result is not None and result.get("scan_id") != scan_id:  # another tool's result.json
+        result = None
     if rec is not None and rec.get("status") not in ("ok", STARTED):  # a started record has no outcome yet
         return {**rec, "status": "failed"}
     if result is None:
         return None
+    # The fingerprint of the files the scan was made from is the one taken before it read them (its task's, in
+    # the ok record of the attempt that committed this folder); result.json's is taken after scoring, and a file
+    # rewritten in between would make the stale result match the new files.
+    fingerprint = result.get("input_fingerprint", "")
+    if rec is not None and rec.get("status") == "ok" and rec.get("input_fingerprint"):
+        fingerprint = rec["input_fingerprint"]
     return {
-        "status": "ok", "scan_id": scan_id, "series_uid": result.get("scores", {}).get("series_uid", ""),
-        "input_fingerprint": result.get("input_fingerprint", ""), "config_sha256": result.get("config_sha256", ""),
-        "model_id": result.get("segmenter", {}).get("model_id", ""), "result": result,
+        "status": "ok", "scan_id": scan_id, "series_uid": (result.get("scores") or {}).get("series_uid", ""),
+        "input_fingerprint": fingerprint, "config_sha256": result.get("config_sha256", ""),
+        "model_id": (result.get("segmenter") or {}).get("model_id", ""), "result": result,
     }
 
 
@@ -968,7 +983,8 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
     cfg = None
-    shard_runs = [r for r in (_read_json(p) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))) if r]
+    shard_found = [(p.parent.name, _read_json(p)) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))]
+    shard_runs = [r for _, r in shard_found if r]
     for run in shard_runs + [_read_json(out_dir / "run.json") or {}]:
         if run.get("config_sha256") in hashes and run.get("config"):
             cfg = run["config"]
@@ -978,8 +994,7 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
     names = sorted({(s.get("segmenter") or {}).get("name", "") for s in statuses} - {""})
     segmenter = {"name": ";".join(names), "model_id": ";".join(models)}
     # what the shards ran on, not the machine that aggregates: their inputs, package versions and time
-    provenance: dict[str, Any] = {"aggregated_from": sorted(p.parent.name for p in
-                                                            (out_dir / SHARDS_DIR).glob("*/run.json"))}
+    provenance: dict[str, Any] = {"aggregated_from": [name for name, r in shard_found if r]}
     if shard_runs:
         inputs = sorted({str(r.get("input", "")) for r in shard_runs} - {""})
         provenance["input"] = inputs[0] if len(inputs) == 1 else inputs
@@ -987,7 +1002,7 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
             values = [r[key] for r in shard_runs if key in r]
             if values and all(v == values[0] for v in values):
                 provenance[key] = values[0]
-        provenance["seconds"] = round(sum(float(r.get("seconds") or 0) for r in shard_runs), 2)
+        provenance["seconds"] = round(sum(_seconds(r.get("seconds")) for r in shard_runs), 2)
     if len(hashes) > 1:  # run.json's config is one of them: name them all
         provenance["config_sha256_all"] = hashes
     if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)
@@ -997,6 +1012,14 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
     for message in merge_warnings(summary["scans"], versions):
         log.warning(message)
     return summary
+
+
+def _seconds(value: Any) -> float:
+    """The ``seconds`` of a shard's run.json as a number (0 when it holds none)."""
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def merge_warnings(scans: Any, versions: Counter) -> list[str]:

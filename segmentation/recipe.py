@@ -131,6 +131,33 @@ def _read_backgrounds(path: str | Path, where: str = "") -> list:
     return srcs
 
 
+def _check_case_names(lists: list[list | None], spacing: list[float], teacher_spacing: list[float]) -> None:
+    """The cache names a case by its background's name: refuse (ConfigError naming both sources) two backgrounds of
+    the lists a run caches that share a name but are made from different images, label files or label values (the
+    later one would re-make the file and every stage would train on it)."""
+    from segmentation.training import Background, background_fingerprint
+
+    seen: dict[str, tuple[str, Background]] = {}
+    for srcs in lists:
+        for src in srcs or []:
+            try:
+                bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
+            except ValueError as exc:
+                raise ConfigError(str(exc), src) from exc
+            fp = background_fingerprint(bg, spacing, teacher_spacing)
+            if bg.name in seen and seen[bg.name][0] != fp:
+
+                def made_of(b: Background) -> str:
+                    return f"{b.image}" + (f" with lungs {b.lungs} (right {list(b.right)}, left {list(b.left)})"
+                                           + (f" and lesions {b.lesions}" if b.lesions else "") if b.lungs else "")
+
+                raise ConfigError(f"two backgrounds named {bg.name!r} are made from different sources "
+                                  f"({made_of(seen[bg.name][1])}; {made_of(bg)}); the cache names each case by its "
+                                  f"name, so one would replace the other for every stage: give one another name "
+                                  f"('name:' in its backgrounds file)")
+            seen.setdefault(bg.name, (fp, bg))
+
+
 def _cache(sources: list, cache: Path, spacing: list[float], where: str = "",
            teacher_spacing: list[float] | None = None) -> list[Path]:
     from segmentation.training import DEFAULT_TRAIN, prepare_cache
@@ -237,13 +264,16 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         folders = _default_folders(data, backgrounds)
         if all(f.exists() for f in folders):
             base_srcs = folders
+    # each stage's list: its own; else the command's (--backgrounds-file / --data), else the config's top level
+    # (None: the command's backgrounds, cached as `files` below)
+    bfiles = [stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
+                                                else cfg.get("backgrounds_file")) for stage in stages]
     stage_srcs: list[list | None] = []
-    for i, stage in enumerate(stages):
-        # a stage's own list; else the command's (--backgrounds-file / --data), else the config's top level
-        bfile = stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
-                                                  else cfg.get("backgrounds_file"))
+    for i, bfile in enumerate(bfiles):
         stage_srcs.append(_read_backgrounds(bfile, f"{train_config}: stages[{i}] backgrounds_file: ")
                           if bfile else base_srcs)
+    _check_case_names([base_srcs if not all(bfiles) else None]
+                      + [stage_srcs[i] if b else None for i, b in enumerate(bfiles)], spacing, teacher_spacing)
     if not prepare_only:  # an epoch too small for one batch would never end
         for i, m in enumerate(merged):
             n = len(stage_srcs[i]) if stage_srcs[i] is not None else len(folders)
@@ -257,7 +287,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
                 raise ConfigError(f"{where}batch_size {bs} is more than the "
                                   f"{n * spv} crops of an epoch ({n} case(s) x samples_per_volume {spv})",
                                   train_config)
-    if not any(not stage.get("backgrounds_file", cfg.get("backgrounds_file")) for stage in stages):
+    if all(bfiles):
         files = []  # every stage trains on its own list: the command's backgrounds are not needed
     elif base_srcs is not None:
         files = _cache(base_srcs, cache, spacing, teacher_spacing=teacher_spacing)
@@ -271,10 +301,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         log.info("using cached cases %s", [p.stem for p in files])
     # a stage (or the whole file) may name its own background list: cached now, before any training
     stage_files: list[list[Path]] = []
-    for i, stage in enumerate(stages):
-        # a stage's own list; else the command's (--backgrounds-file / --data), else the config's top level
-        bfile = stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
-                                                  else cfg.get("backgrounds_file"))
+    for i, bfile in enumerate(bfiles):
         if not bfile:
             stage_files.append(files)
             continue

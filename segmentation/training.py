@@ -9,7 +9,7 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``, and
    ``source``: what it was made from, so a changed image, label file or option makes it again), written
    atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
-   geometry, right and left swapped) are refused naming the file.
+   geometry, mirrored head-feet or front-back against it, right and left swapped) are refused naming the file.
    User masks: ``lungs.nii.gz`` (or .nii, .nrrd, .mha, .mhd; 1 right, 2 left; what ``ctscore run`` writes) and optionally
    ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
    lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
@@ -242,6 +242,9 @@ def load_image_lps(path: str | Path) -> Any:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1]})") from exc
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: a background's CT must be one 3D volume of HU, got {img.GetDimension()}D with "
+                         f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel")
     return to_lps(sitk.Cast(img, sitk.sitkFloat32))
 
 
@@ -387,11 +390,26 @@ def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | 
     lung = lungs > 0
     clear = lung & ~(lesions > 0) if lesions is not None else lung
     if clear.sum() >= 50:
-        aerated = float((hu[clear] < -400).mean())
+        air = np.asarray(hu) < -400
+        aerated = float(air[clear].mean())
         if aerated < 0.5:
             raise ValueError(f"{path}: only {100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are "
                              f"air-like (< -400 HU) on the CT {image}: the label file is not on this CT (shifted, "
                              f"flipped, another case's mask), or the image is not in HU")
+        # a mask mirrored against its CT (an array written in the other slice or row order with the CT's header)
+        # keeps its volume and may still lie mostly on air; it lies clearly better on air mirrored back (real lung
+        # masks: 88-98 % as given, 31-78 % mirrored; mirrored right-left: the side check below). Mirrored, only air
+        # enclosed by the body in its slice counts (not the air around a patient off the centre of the field of view)
+        from scipy import ndimage as ndi
+
+        inner = air & np.stack([ndi.binary_fill_holes(~a) for a in air])
+        for axis, how in ((0, "head-feet (its slices in the other order)"), (1, "front-back")):
+            mirrored = float(inner[np.flip(clear, axis)].mean())
+            if mirrored > aerated + 0.15:
+                raise ValueError(f"{path}: the lung labels lie on the CT {image} better mirrored {how}: "
+                                 f"{100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are air-like "
+                                 f"(< -400 HU) as given, {100 * mirrored:.0f} % mirrored; the label file is flipped "
+                                 f"against the CT (written from an array without the CT's orientation?)")
     xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
     if xr > xl:
         raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
@@ -779,11 +797,16 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
     man = p.parent / "manifest.json"
     if man.is_file():
         try:
-            want = json.loads(man.read_text())["files"].get(p.name, {}).get("sha256")
+            files = json.loads(man.read_text())["files"]
+            want, want_yaml = (files.get(f, {}).get("sha256") for f in (p.name, "model.yaml"))
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             raise ConfigError(f"unreadable manifest beside the init weights ({exc})", man) from exc
         if want and want != sha256_file(p):
             raise ConfigError("the init weights do not match the sha256 in the manifest beside them", p)
+        # the grid, window and network fine-tuning keeps come from model.yaml: it must be the one the manifest vouches for
+        if want_yaml and (p.parent / "model.yaml").is_file() and want_yaml != sha256_file(p.parent / "model.yaml"):
+            raise ConfigError("model.yaml beside the init weights does not match the sha256 in the manifest beside "
+                              "it (edited after the weights were written?)", p.parent / "model.yaml")
     model_yaml: dict[str, Any] = {}
     if (p.parent / "model.yaml").is_file():
         try:

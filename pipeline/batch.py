@@ -253,8 +253,8 @@ def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
     if rec is not None and rec.get("scan_id") != scan_id:  # not a record of ctscore's (a stray file)
         rec = None
     result = _read_json(Path(out_dir) / scan_id / "result.json")
-    if result is not None and result.get("scan_id") != scan_id:  # another tool's result.json
-        result = None
+    if result is not None and (result.get("scan_id", scan_id) != scan_id or not isinstance(result.get("scores"), dict)):
+        result = None  # another tool's result.json (ctscore's carry their scan_id and scores)
     if rec is not None and rec.get("status") not in ("ok", STARTED):  # a started record has no outcome yet
         return {**rec, "status": "failed"}
     if result is None:

@@ -210,3 +210,16 @@ def replace_frame(path: Path, damage) -> None:
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = encapsulate([damage(frame)])
     ds.save_as(path)
+
+
+def strip_preamble(files: Sequence[Path], keep_meta: bool = True) -> None:
+    """Rewrite files without the 128-byte preamble; without any File Meta Information too unless ``keep_meta``
+    (a raw dataset, implicit VR little endian)."""
+    for f in files:
+        ds = read(f)
+        ds.preamble = None
+        if keep_meta:
+            pydicom.dcmwrite(f, ds, enforce_file_format=False)
+        else:
+            ds.file_meta = FileMetaDataset()  # a raw dataset: no meta group at all
+            pydicom.dcmwrite(f, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)

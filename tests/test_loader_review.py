@@ -22,7 +22,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
@@ -34,7 +33,7 @@ from pipeline.loading import MIN_PHYSICAL_HU, load_series
 from tests.conftest import require
 from tests.dicom_factory import edit_file as _edit
 from tests.dicom_factory import loading_config as _cfg
-from tests.dicom_factory import phantom_slice, read, write_enhanced, write_series
+from tests.dicom_factory import phantom_slice, read, strip_preamble, write_enhanced, write_series
 from tests.dicom_factory import refused as _refused
 from tests.dicom_factory import replace_frame as _damage_stream
 
@@ -288,14 +287,7 @@ def test_ge_three_acquisitions_load_as_one_volume(shared_data):
 @pytest.mark.parametrize("keep_meta", [True, False])
 def test_files_without_preamble_load_like_the_inventory_reads_them(tmp_path, keep_meta):
     files = write_series(tmp_path, 12, shuffle=False)
-    for f in files:
-        ds = read(f)
-        ds.preamble = None
-        if keep_meta:
-            pydicom.dcmwrite(f, ds, enforce_file_format=False)
-        else:
-            ds.file_meta = FileMetaDataset()  # a raw dataset: no meta group at all
-            pydicom.dcmwrite(f, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    strip_preamble(files, keep_meta)
     head = files[0].read_bytes()[:4]
     assert head[:2] == (b"\x02\x00" if keep_meta else b"\x08\x00")
     (stack,) = build_inventory(tmp_path).chosen

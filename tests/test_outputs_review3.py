@@ -11,10 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileMetaDataset
 
 from tests.conftest import require
-from tests.dicom_factory import read, write_series
+from tests.dicom_factory import read, strip_preamble, write_series
 
 
 def _seg_of(files):
@@ -71,14 +70,7 @@ def test_seg_of_files_without_preamble(tmp_path, keep_meta):
     the loader and scored; --dicom-seg read them with a plain dcmread, which refuses them (InvalidDicomError), so
     every such series got DICOM_SEG_FAILED and no seg.dcm."""
     files = write_series(tmp_path, 10, shuffle=False)
-    for f in files:
-        ds = read(f)
-        ds.preamble = None
-        if keep_meta:
-            pydicom.dcmwrite(f, ds, enforce_file_format=False)
-        else:
-            ds.file_meta = FileMetaDataset()
-            pydicom.dcmwrite(f, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    strip_preamble(files, keep_meta)
     seg, _ = _seg_of(files)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     _assert_frames_on_their_slices(seg, files)

@@ -972,7 +972,9 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        raise CTScoreError("INPUT_NOT_FOUND", "output folder does not exist", out_dir)
+        what = ("is a file, not a run's output folder (give the folder that holds run.json and scans.csv)"
+                if out_dir.exists() else "output folder does not exist")
+        raise CTScoreError("INPUT_NOT_FOUND", what, out_dir)
     statuses = collect_statuses(out_dir)
     if not statuses:
         raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)

@@ -30,7 +30,7 @@ from pipeline.batch import (
     slurm_cluster_kwargs,
 )
 from pipeline.config import load_config
-from pipeline.errors import EXIT_SOME_FAILED, EXIT_USAGE, ConfigError
+from pipeline.errors import EXIT_SOME_FAILED, EXIT_USAGE, ConfigError, CTScoreError
 from pipeline.outputs import scan_id_for
 from pipeline.run import run_pipeline
 from tests.scripts_loader import load_script
@@ -270,6 +270,16 @@ def test_aggregate_refuses_an_empty_folder(tmp_path):
     assert main(["aggregate", str(tmp_path), "-q"]) == EXIT_USAGE
     with pytest.raises(Exception, match="NOTHING_TO_AGGREGATE"):
         aggregate(tmp_path)
+
+
+def test_aggregate_of_a_file_says_it_is_a_file(tmp_path):
+    f = tmp_path / "scans.csv"
+    f.write_text("scan_id\n")
+    with pytest.raises(CTScoreError, match="is a file, not a run's output folder") as err:
+        aggregate(f)
+    assert err.value.code == "INPUT_NOT_FOUND"
+    with pytest.raises(CTScoreError, match="output folder does not exist"):
+        aggregate(tmp_path / "missing")
 
 
 def test_slurm_job_script_from_example_profile():

@@ -269,3 +269,14 @@ def test_li2020_period_score_and_day_come_from_the_scored_scans(within):
     assert per.loc[("p1", "6-10"), "six_zone_total"] == 10.0
     assert per.loc[("p1", "6-10"), "days_since_onset"] == 6.0  # the scored scan's day, not 8 (or their mean 7)
     assert ("p1", "0-5") not in per.index  # a period with no scored scan is not a row with an empty score
+
+
+def test_liao2021_covariate_lab_names_in_any_accepted_spelling(small):  # noqa: F811
+    """A lab covariate spelled as in labs.csv or the paper ("IL-6", "Lymphocyte count") is the lab: it was looked
+    up under that spelling, found nowhere and reported "not in the data"."""
+    plain = run_stats(small["scores"], small["clinical"], small["labs"], study="liao2021",
+                      liao2021={"covariates": ["il6", "age"]})["liao2021_logistic"]
+    spelled = run_stats(small["scores"], small["clinical"], small["labs"], study="liao2021",
+                        liao2021={"covariates": ["IL-6", "age", "il6"]})["liao2021_logistic"]
+    assert "not in the data" not in " ".join(spelled.get("note", pd.Series(dtype=str)).fillna("").astype(str))
+    pd.testing.assert_frame_equal(plain, spelled)

@@ -198,7 +198,10 @@ def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, wit
         admission_window_days: int = 2, min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """All liao2021 tables; returns (tables, figure makers keyed by file name)."""
     labs = [lab for lab in (labs if labs is not None else TRAJECTORY_LABS) if lab in cohort.labs.columns]
-    covariates = list(covariates if covariates is not None else COVARIATES)
+    # a covariate is a clinical column as spelled there, else a lab: its name in any accepted spelling ("IL-6")
+    covariates = [c if c in cohort.clinical.columns or schema.canonical_analyte(c) not in schema.ANALYTES
+                  else schema.canonical_analyte(c) for c in (covariates if covariates is not None else COVARIATES)]
+    covariates = list(dict.fromkeys(covariates))
     tables: dict[str, pd.DataFrame] = {}
     groups = lesion_groups(cohort, score, threshold, within_bin)
     tables["liao2021_lesion_groups"] = groups

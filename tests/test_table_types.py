@@ -52,3 +52,17 @@ def test_a_fractional_value_in_a_whole_number_column_is_kept_not_truncated(tmp_p
     (row,) = _rows(tmp_path / "scans.csv")
     assert row["six_zone_total"] == "7.5" and df["six_zone_total"].tolist() == [7.5]
     assert str(df["percent_opacity"].dtype) == "float64"
+
+
+def test_console_summary_shows_a_missing_total_as_nan(capsys):
+    """The summary ``ctscore run`` prints says NaN for a missing total (docs/scoring.md), not pandas' <NA>."""
+    import pandas as pd
+
+    from pipeline.commands.run import print_summary
+
+    df = pd.DataFrame({"scan_id": ["scan-a", "scan-b"], "status": ["ok", "ok"], "percent_opacity": [3.7, 0.0],
+                       "six_zone_total": pd.array([4, None], dtype="Int64")})
+    print_summary({"scans": df, "n_ok": 2, "n_series": 2, "n_failed": 0, "out_dir": "OUT"})
+    out = capsys.readouterr().out
+    assert "<NA>" not in out and out.splitlines()[2].split() == ["scan-b", "ok", "0.0", "NaN"]
+    assert out.splitlines()[1].split() == ["scan-a", "ok", "3.7", "4"]

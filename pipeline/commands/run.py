@@ -109,7 +109,8 @@ def print_summary(summary: dict) -> None:
     cols = [c for c in ("scan_id", "status", "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml",
                         "percent_opacity", "six_zone_total", "zhang900_total", "mosmed_category") if c in df]
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
-        print(df[cols].to_string(index=False))
+        shown = df[cols].astype(object)  # a missing total reads NaN, as in docs/scoring.md (not <NA> in whole columns)
+        print(shown.where(shown.notna(), "NaN").to_string(index=False))
     skipped = f" ({summary['n_skipped']} already done)" if summary.get("n_skipped") else ""
     print(f"\n{summary['n_ok']} of {summary['n_series']} series scored{skipped}, {summary['n_failed']} failed; "
           f"outputs in {summary['out_dir']}")

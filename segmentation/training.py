@@ -824,6 +824,26 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
     return p, (arch if isinstance(arch, dict) else None), model_yaml
 
 
+#: the model.yaml keys that say how the network is run (not how it was trained): a fine-tune keeps its init's
+INFERENCE_KEYS = ("inference_roi_size", "lesion_threshold", "sw_overlap")
+
+
+def check_inference_settings(values: dict[str, Any], path: str | Path) -> None:
+    """Inference settings carried from an init model.yaml are usable: a ConfigError naming that file otherwise
+    (published unchecked, they would make a model that fails at its first scan)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    if "lesion_threshold" in values and not (number(values["lesion_threshold"]) and 0 < values["lesion_threshold"] < 1):
+        raise ConfigError(f"lesion_threshold must be a number in (0, 1), got {values['lesion_threshold']!r}", path)
+    if "sw_overlap" in values and not (number(values["sw_overlap"]) and 0 <= values["sw_overlap"] < 1):
+        raise ConfigError(f"sw_overlap must be a number in [0, 1), got {values['sw_overlap']!r}", path)
+    roi = values.get("inference_roi_size")
+    if roi is not None and not (isinstance(roi, list | tuple) and len(roi) == 3
+                                and all(number(v) and v >= 1 and float(v).is_integer() for v in roi)):
+        raise ConfigError(f"inference_roi_size must be three positive whole numbers, got {roi!r}", path)
+
+
 def check_init_fits(model_yaml: dict[str, Any], cfg: dict[str, Any], init: str | Path) -> None:
     """Fine-tuning keeps the init model's input grid and HU window: refuse a training config that asks for others
     (the published model.yaml would describe a grid the weights were not made for)."""
@@ -854,6 +874,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
         if arch is None:
             arch = init_arch
         check_init_fits(init_yaml, c, init_weights)
+        check_inference_settings(init_yaml, Path(init_weights).parent / "model.yaml")  # before, not after, training
     arch = {**DEFAULT_ARCH, **(arch or {})}
     problems = check_train_config(c, arch)
     if problems:
@@ -999,6 +1020,12 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
             "lesion_threshold": 0.5,
             "sw_overlap": 0.25,
         }
+        # a fine-tune keeps the inference settings of the model it started from (a lab's tuned lesion
+        # threshold or window); they were checked when that model.yaml was read against its manifest
+        kept = {k: init_yaml[k] for k in INFERENCE_KEYS if k in init_yaml}
+        if kept:
+            model_yaml.update(kept)
+            log.info("inference settings kept from the init model: %s", kept)
         import yaml
 
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))

@@ -192,3 +192,35 @@ def test_image_file_that_is_not_one_ct_volume_is_refused_naming_it(tmp_path, kin
     assert main(["train", "--backgrounds-file", str(lst), "--cache", str(tmp_path / "c"), "--prepare-only"]) \
         == EXIT_USAGE
     assert "ctscore train: error:" in capsys.readouterr().err
+
+
+def test_fine_tune_keeps_the_init_models_inference_settings(tmp_path):
+    """A fine-tune wrote model.yaml with the built-in inference settings (lesion threshold 0.5, overlap 0.25,
+    window 160x192x192) whatever the init model's were: a lab's tuned threshold was lost silently. Now they are
+    kept; unusable ones are refused naming the init model.yaml before any training."""
+    import yaml
+
+    from segmentation.training import write_manifest
+    from tests.test_segmentation_monai import tiny_weights
+    from tests.toy_cases import toy_cached_case
+
+    tiny = tiny_weights(tmp_path / "tiny")  # 4 mm grid
+    y = tiny / "model.yaml"
+    meta = yaml.safe_load(y.read_text())
+    meta.update(lesion_threshold=0.35, sw_overlap=0.5, inference_roi_size=[16, 32, 48])
+    y.write_text(yaml.safe_dump(meta))
+    write_manifest(tiny)
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    toy_cached_case(tmp_path / "cache" / "toy.npz", spacing=4.0)
+    cfg = write_list(tmp_path / "c.yaml", "model_spacing_mm: [4.0, 4.0, 4.0]\nroi_size: [8, 16, 16]\n"
+                     "samples_per_volume: 2\n")
+    kw = dict(data=tmp_path / "data", cache=tmp_path / "cache", train_config=cfg, init=tiny, **FAST)
+    train_segmenter(tmp_path / "out", **kw)
+    out = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())
+    assert (out["lesion_threshold"], out["sw_overlap"], out["inference_roi_size"]) == (0.35, 0.5, [16, 32, 48])
+    meta["lesion_threshold"] = 1.5
+    y.write_text(yaml.safe_dump(meta))
+    write_manifest(tiny)
+    with pytest.raises(ConfigError, match=r"lesion_threshold must be a number in \(0, 1\)") as e:
+        train_segmenter(tmp_path / "out2", **kw)
+    assert e.value.path == str(y) and not (tmp_path / "out2").exists()

@@ -205,19 +205,32 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
                     init: str | Path | None = None, device: str = "auto", prepare_only: bool = False,
                     iterations: int | None = None, max_minutes: float | None = None,
                     batch_size: int | None = None, num_workers: int | None = None, seed: int | None = None,
-                    lr: float | None = None, p_empty: float | None = None) -> dict[str, Any]:
+                    lr: float | None = None, p_empty: float | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Cache the backgrounds and train (or fine-tune from ``init``) the segmenter into ``out``.
+
+    ``out`` holding a model already (``model.safetensors``, e.g. the shipped ``segmentation/weights`` or an
+    earlier run's hours of training) is refused before anything is made, unless ``overwrite``.
 
     Options as ``ctscore train --help`` (``backgrounds_file`` replaces ``data``/``backgrounds``; the
     keyword options win over ``train_config``, its stages included; a stage's own ``backgrounds_file`` wins over
     ``backgrounds_file``, which wins over the config's top level). Returns ``{"cache_files": [...]}`` plus,
     unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
     """
-    from segmentation.training import DEFAULT_TRAIN, check_init_fits, check_train_config, read_init, train
+    from segmentation.training import (
+        DEFAULT_TRAIN,
+        check_inference_settings,
+        check_init_fits,
+        check_train_config,
+        read_init,
+        train,
+    )
 
     check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
                         max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
                         p_empty=p_empty, seed=seed)
+    if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
+        raise ConfigError("the output folder already holds a model (model.safetensors): give another --out, or "
+                          "--overwrite to replace it", out)
     cfg: dict = {}
     stages: list[dict] = [{}]
     if train_config:
@@ -243,6 +256,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
             raise ConfigError(where + "; ".join(problems), train_config)
     if init:
         check_init_fits(init_yaml, merged[0], init)
+        check_inference_settings(init_yaml, read_init(init)[0].parent / "model.yaml")
     # the cache is made at the model grid (and the teacher at its grid) the training config asks for
     grids = {}
     for key in ("model_spacing_mm", "teacher_spacing_mm"):

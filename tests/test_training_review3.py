@@ -224,3 +224,30 @@ def test_fine_tune_keeps_the_init_models_inference_settings(tmp_path):
     with pytest.raises(ConfigError, match=r"lesion_threshold must be a number in \(0, 1\)") as e:
         train_segmenter(tmp_path / "out2", **kw)
     assert e.value.path == str(y) and not (tmp_path / "out2").exists()
+
+
+def test_a_model_in_out_is_not_replaced_without_overwrite(tmp_path):
+    """``--out`` holding a model (the shipped segmentation/weights, or an earlier run's hours of training) was
+    replaced without a word; now refused before anything is cached, unless --overwrite (CLI and Python alike)."""
+    from pipeline.cli import main
+    from pipeline.errors import EXIT_USAGE
+    from tests.test_segmentation_monai import tiny_weights
+    from tests.toy_cases import toy_cached_case
+
+    out = tiny_weights(tmp_path / "out")
+    before = (out / "model.safetensors").read_bytes()
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    cfg = write_list(tmp_path / "c.yaml", "model_spacing_mm: [4.0, 4.0, 4.0]\nroi_size: [8, 16, 16]\n"
+                     "samples_per_volume: 2\n")
+    init = tiny_weights(tmp_path / "init")
+    kw = dict(data=tmp_path / "data", cache=tmp_path / "cache", train_config=cfg, init=init, **FAST)
+    with pytest.raises(ConfigError, match="already holds a model") as e:
+        train_segmenter(out, **kw)
+    assert e.value.path == str(out) and not (tmp_path / "cache").exists()
+    argv = ["train", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "cache"), "--out", str(out),
+            "--train-config", str(cfg), "--init", str(init), "--iterations", "1", "--batch-size", "1", "--num-workers", "0",
+            "--device", "cpu"]
+    assert main(argv) == EXIT_USAGE and (out / "model.safetensors").read_bytes() == before
+    toy_cached_case(tmp_path / "cache" / "toy.npz", spacing=4.0)
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != before

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. configs/training/backgrounds.yaml); paths relative to the file")
     p.add_argument("--cache", default=".train_cache", help="cache folder of preprocessed cases (.npz)")
     p.add_argument("--out", default="segmentation/weights_new", help="output folder for the weights")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model already in --out (refused otherwise, before anything is made)")
     p.add_argument("--prepare-only", action="store_true", help="only build the cache")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None)
@@ -78,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
                         backgrounds_file=args.backgrounds_file, cache=args.cache, train_config=args.train_config,
                         init=args.init, device=args.device, prepare_only=args.prepare_only,
                         iterations=args.iterations, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                        num_workers=args.num_workers, seed=args.seed, lr=args.lr, p_empty=args.p_empty)
+                        num_workers=args.num_workers, seed=args.seed, lr=args.lr, p_empty=args.p_empty,
+                        overwrite=args.overwrite)
     except CTScoreError as exc:
         print(f"ctscore train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

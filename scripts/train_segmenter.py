@@ -4,7 +4,7 @@
     # 1. cache the default clean backgrounds of ../shared/data/chest (teacher = classical segmenter)
     python scripts/train_segmenter.py --prepare-only --cache .train_cache
     # 2. train from the cache (GPU if there is one) and write the weights folder
-    python scripts/train_segmenter.py --cache .train_cache --out segmentation/weights
+    python scripts/train_segmenter.py --cache .train_cache --out my_model   # a folder holding a model: --overwrite
     # your own backgrounds (DICOM folders; lungs.nii.gz / lesions.nii.gz beside them = your labels)
     python scripts/train_segmenter.py --data /my/scans --cache /tmp/cache --out my_model
     # image files (NIfTI, NRRD) with their own label maps, listed in YAML (values meaning right / left)

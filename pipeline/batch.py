@@ -227,7 +227,8 @@ def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, mo
     _write_record_file(out_dir, task.scan_id, {
         "scan_id": task.scan_id, "series_uid": task.series_uid, "status": STARTED, "starts": starts,
         "input_fingerprint": task.fingerprint, "config_sha256": config_sha256, "model_id": model_id,
-        "attempt": attempt, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()})
+        "attempt": attempt, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+        "executor": "serial" if _current_dask_worker() is None else "dask"})
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -419,7 +420,10 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     segmenter = get_segmenter(cfg)  # cached: loaded once per process
     config_sha256 = config_hash(cfg)
     deaths = 0
-    if prev is not None and prev.get("status") == STARTED and _current_dask_worker() is None and all(
+    # a started record left by a dask worker is no death of the serial process (dask counts its workers' deaths;
+    # a dask run stopped with Ctrl-C or killed whole leaves the records of the scans under way)
+    if prev is not None and prev.get("status") == STARTED and _current_dask_worker() is None \
+            and prev.get("executor", "serial") == "serial" and all(
             prev.get(k) == v for k, v in (("input_fingerprint", task.fingerprint), ("config_sha256", config_sha256),
                                           ("model_id", segmenter.model_id))):
         deaths = int(prev.get("starts", 1))

@@ -248,3 +248,31 @@ def test_a_worker_closed_after_a_timeout_ends_itself_if_no_restart_comes(monkeyp
     worker.status, exits[:] = Status.running, []  # restarted meanwhile (a new process would not even run it)
     fn()
     assert exits == []
+
+
+def test_a_started_record_left_by_a_dask_worker_is_no_serial_death(tmp_path, series, monkeypatch):
+    """A dask run stopped with Ctrl-C (or killed whole) leaves the ``started`` records of the scans under way; a
+    later serial resume counted each as a death of the serial process, so the scan was recorded WORKER_DIED after
+    one real crash instead of allowed_failures + 1 = 2."""
+    import json
+    from types import SimpleNamespace
+
+    import pipeline.batch as batch
+
+    src, ids = series
+    crash = ids[0]  # the scan of s00
+    root = tmp_path / "in"
+    shutil.copytree(src / "s00", root / "s00")
+    out = tmp_path / "out"
+    env = {**os.environ, "CTSCORE_TEST_HOOKS": _hooks(crash=[crash])}
+    cmd = [sys.executable, "-m", "pipeline", "run", str(root), "-o", str(out), "--executor", "serial", *_CLI]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == -9  # leaves a started record
+    rec = json.loads(batch.record_path(out, crash).read_text())
+    assert rec["status"] == batch.STARTED
+    # the same scan's record as a dask worker writes it, for a dask run stopped while the scan was under way
+    monkeypatch.setattr(batch, "_current_dask_worker", lambda: object())
+    task = SimpleNamespace(scan_id=crash, series_uid=rec["series_uid"], fingerprint=rec["input_fingerprint"])
+    batch.write_started(out, task, 1, rec["config_sha256"], rec["model_id"], "a1")
+    codes = [subprocess.run(cmd, env=env, capture_output=True).returncode for _ in range(3)]
+    assert codes == [-9, -9, EXIT_SOME_FAILED]  # two serial crashes, then WORKER_DIED (was [-9, 8, 8])
+    assert "2 time(s)" in _csv(out / "failures.csv")[0]["message"]

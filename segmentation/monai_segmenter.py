@@ -60,7 +60,7 @@ def resolve_device(device: str | None) -> Any:
     is a :class:`~pipeline.errors.ConfigError`."""
     import torch
 
-    d = (device or "auto").strip().lower()
+    d = str(device or "auto").strip().lower()  # a torch.device too (from Python)
     if d == "gpu" or d.startswith("gpu:"):
         d = "cuda" + d[3:]
     if d == "auto":
@@ -162,6 +162,45 @@ BODY_MARGIN_MM = 5.0
 MARGIN_AIR_HU = -1000.0
 
 
+def mask_extent(mask: np.ndarray) -> list[tuple[int, int]] | None:
+    """The first and last index along each axis of the true voxels of a 3-D ``mask``; None when there are none.
+
+    From projections of the mask, not ``np.nonzero`` (three int64 arrays, 24 bytes per true voxel: 1.5 GB for the
+    body of a 512x512x600 series, for six numbers)."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    plane = mask[zs[0]:zs[-1] + 1].any(axis=0)
+    ys, xs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    return [(int(zs[0]), int(zs[-1])), (int(ys[0]), int(ys[-1])), (int(xs[0]), int(xs[-1]))]
+
+
+def scan_input(hu: np.ndarray, spacing: Any) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """``hu`` as float32 [z, y, x] and ``spacing`` as three floats, or a ValueError saying what is wrong (a 2-D
+    slice, an empty volume, a spacing that is not three positive numbers). NaN voxels (missing data: some NIfTI
+    writers and resamplers put NaN outside the field of view) become :data:`MARGIN_AIR_HU`, as the outside of the
+    field of view: one NaN in the body made every logit of the instance-normalised window NaN, and the whole body
+    box left lung."""
+    hu = np.asarray(hu, np.float32)
+    if hu.ndim != 3:
+        raise ValueError(f"the HU volume must be 3-D [z, y, x], got an array of shape {hu.shape}")
+    if hu.size == 0:
+        raise ValueError(f"the HU volume is empty (shape {hu.shape})")
+    try:
+        sp = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        sp = ()
+    if len(sp) != 3 or not all(np.isfinite(v) and v > 0 for v in sp):
+        raise ValueError(f"spacing must be three positive numbers (z, y, x mm), got {spacing!r}")
+    if not np.isfinite(hu.sum(dtype=np.float64)):  # one pass without a copy; NaN (or +inf and -inf) somewhere
+        nan = np.isnan(hu)
+        if nan.any():
+            log.warning("%d NaN voxels in the HU volume: taken as air (%.0f HU), as outside the field of view",
+                        int(nan.sum()), MARGIN_AIR_HU)
+            hu = np.where(nan, np.float32(MARGIN_AIR_HU), hu)
+    return hu, sp  # type: ignore[return-value]
+
+
 def body_crop(hu: np.ndarray, spacing: tuple[float, float, float],
               margin_mm: float = BODY_MARGIN_MM) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
     """The part of ``hu`` [z, y, x] the network is run on: the bounding box of the voxels above :data:`BODY_HU`
@@ -177,16 +216,23 @@ def body_crop(hu: np.ndarray, spacing: tuple[float, float, float],
     right hemidiaphragm called consolidation) and synthetic lesion Dice 0.814 / 0.844 / 0.844 / 0.851 / 0.858 /
     0.843; 5 mm sits inside the clean plateau. The training cases were cut to the body plus 4 voxels of 2.5 mm
     (``prepare_case``), then cropped or air-padded to the 96x128x128 training window."""
-    idx = np.nonzero(np.asarray(hu) > BODY_HU)
-    if idx[0].size == 0:
+    ext = mask_extent(np.asarray(hu) > BODY_HU)
+    if ext is None:
         return tuple(slice(0, n) for n in hu.shape), [(0, 0)] * 3
     box, pad = [], []
-    for axis, (i, n, s) in enumerate(zip(idx, hu.shape, spacing)):
+    for axis, ((first, last), n, s) in enumerate(zip(ext, hu.shape, spacing)):
         m = int(np.ceil(margin_mm / s))
-        lo, hi = int(i.min()) - m, int(i.max()) + m + 1
+        lo, hi = first - m, last + m + 1
         box.append(slice(max(0, lo), min(n, hi)))
         pad.append((0, 0) if axis == 0 else (max(0, -lo), max(0, hi - n)))
     return tuple(box), pad
+
+
+def _no_body(hu: np.ndarray, box: tuple[slice, ...], pad: list[tuple[int, int]]) -> bool:
+    """Whether :func:`body_crop` found no body (no voxel above :data:`BODY_HU`): its box is then the whole volume,
+    unpadded (checked again only in that case, which a body rarely gives)."""
+    whole = all(b == slice(0, n) for b, n in zip(box, hu.shape)) and all(p == (0, 0) for p in pad)
+    return whole and not bool((hu > BODY_HU).any())
 
 
 def _inner(pad: list[tuple[int, int]], shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -235,7 +281,7 @@ def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
         whole = out == side
         if not whole.any():
             continue
-        side_box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(whole))
+        side_box = tuple(slice(a, b + 1) for a, b in mask_extent(whole))
         m, h = whole[side_box], hu[side_box]  # all work within the side's box
         pieces, n = ndi.label(m & (h < aerated_hu))
         if n < 2:
@@ -280,9 +326,27 @@ def check_model_yaml(meta: dict[str, Any], path: Path) -> None:
     lo, hi = numbers("hu_window", 2)
     if not lo < hi:
         raise WeightsError(f"hu_window must be [low, high] with low < high, got {meta['hu_window']!r}", path)
+    from segmentation.network import downsampling_factor
+
+    div = downsampling_factor(meta["arch"])
     for key in ("roi_size", "inference_roi_size"):
         if key in meta and (min(numbers(key, 3)) < 1 or not all(v.is_integer() for v in numbers(key, 3))):
             raise WeightsError(f"{key} must be three positive whole numbers, got {meta[key]!r}", path)
+        if key in meta and any(int(v) % div for v in numbers(key, 3)):  # else every scan fails in the network
+            raise WeightsError(f"{key} {meta[key]!r}: each side must be a multiple of {div} (the network's "
+                               f"downsampling, the product of its strides)", path)
+
+    def number_in(key: str, lo: float, hi: float) -> None:
+        v = meta[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and lo <= v < hi):
+            raise WeightsError(f"{key} must be a number in [{lo:g}, {hi:g}), got {v!r}", path)
+
+    if "sw_overlap" in meta:
+        number_in("sw_overlap", 0.0, 1.0)
+    if "scale_tta" in meta:
+        number_in("scale_tta", 0.0, 0.5)
+    if "flip_tta" in meta and not isinstance(meta["flip_tta"], bool):
+        raise WeightsError(f"flip_tta must be true or false, got {meta['flip_tta']!r}", path)
 
 
 class MonaiSegmenter:
@@ -360,7 +424,11 @@ class MonaiSegmenter:
             raise ConfigError(f"segmentation.monai.body_margin_mm must be in [0, 200) mm, got {self.body_margin_mm}")
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.sw_batch_size = int(self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4))
+        self.sw_batch_size = self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4)
+        if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int | np.integer) \
+                or self.sw_batch_size < 1:
+            raise ConfigError(f"segmentation.monai.sw_batch_size must be a whole number >= 1, "
+                              f"got {self.sw_batch_size!r}")
         self.sw_overlap = float(self.meta.get("sw_overlap", 0.25))
         log.info("MONAI segmenter loaded from %s on %s (sha256 %s)", folder, self.device,
                  self.hashes["model.safetensors"][:12])
@@ -386,12 +454,15 @@ class MonaiSegmenter:
         import torch
         from monai.inferers import SlidingWindowInferer
 
-        from segmentation.network import normalize_hu
+        from segmentation.network import downsampling_factor, normalize_hu
 
         msp = np.asarray(self.meta["model_spacing_mm"], float)
         extent = np.asarray(hu.shape) * np.asarray(spacing, float)  # mm
         size = tuple(int(v) for v in np.maximum(1, np.round(extent / msp)))
         cap = np.asarray(self.meta.get("inference_roi_size", self.meta["roi_size"]))
+        # windows are multiples of 16 and of the network's downsampling (model.yaml's windows are, see
+        # check_model_yaml), at least two of them (a U-Net needs more than one voxel at its bottom)
+        mult = int(np.lcm(16, downsampling_factor(self.meta["arch"])))
         with torch.inference_mode():
             x0 = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
             acc = None
@@ -399,13 +470,14 @@ class MonaiSegmenter:
                 # zoom f: the scan seen as if its voxels were f times larger (anatomy f times bigger)
                 sz = tuple(int(v) for v in np.maximum(1, np.round(extent * f / msp)))
                 x = normalize_hu(resize_to(x0, sz), tuple(self.meta["hu_window"])).to(self.device)
-                # one window when the scan fits (no padding beyond the next multiple of 16), else sliding;
+                # one window when the scan fits (no padding beyond the next multiple of `mult`), else sliding;
                 # an inferer per view, not a shared one re-sized: scans may run in threads of one process
-                # (at least 32: a 16-voxel window leaves the 4-stride U-Net one voxel at its bottom, which
-                # instance norm refuses; a scan of a few slices or a small field of view gets such a window)
+                # (at least 2 * mult, 32 for the shipped net: a 16-voxel window leaves the 4-stride U-Net one
+                # voxel at its bottom, which instance norm refuses; a scan of a few slices or a small field of
+                # view gets such a window)
                 inferer = SlidingWindowInferer(
-                    roi_size=tuple(int(v) for v in np.minimum(np.maximum(np.ceil(np.asarray(sz) / 16.0) * 16, 32),
-                                                              cap)),
+                    roi_size=tuple(int(v) for v in np.minimum(
+                        np.maximum(np.ceil(np.asarray(sz) / mult) * mult, 2 * mult), cap)),
                     sw_batch_size=self.sw_batch_size, overlap=self.sw_overlap, mode="gaussian")
                 y = self._infer(inferer, x)
                 if self.flip_tta and f == 1.0:
@@ -424,8 +496,10 @@ class MonaiSegmenter:
         threshold would add); :meth:`segment` does not keep them (memory)."""
         import torch
 
-        hu = np.asarray(hu, np.float32)
+        hu, spacing = scan_input(hu, spacing)
         box, pad = body_crop(hu, spacing, self.body_margin_mm)
+        if _no_body(hu, box, pad):
+            return {"lung": np.zeros(hu.shape, np.float16), "lesion": np.zeros(hu.shape, np.float16)}
         x = np.pad(hu[box], pad, constant_values=MARGIN_AIR_HU)
         logits = self.predict_logits(x, spacing)
         lung, lesion = np.zeros(x.shape, np.float16), np.zeros(x.shape, np.float16)
@@ -448,11 +522,19 @@ class MonaiSegmenter:
         return inferer(x, self.net)
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
-        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""
+        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm.
+
+        NaN voxels are taken as air (outside the field of view); a volume without body (no voxel above
+        :data:`BODY_HU`) gets empty masks; a volume that is not 3-D or a spacing that is not three positive numbers
+        is a ValueError (:func:`scan_input`)."""
         import torch
 
-        hu = np.asarray(hu, np.float32)
+        hu, spacing = scan_input(hu, spacing)
         box, pad = body_crop(hu, spacing, self.body_margin_mm)  # the network sees the body, whatever the field of view around it
+        if _no_body(hu, box, pad):  # no voxel above -500 HU: no chest (the network called some of such air lung)
+            log.warning("no body in the volume (no voxel above %.0f HU): empty lung and lesion masks", BODY_HU)
+            return Segmentation(lungs=np.zeros(hu.shape, np.uint8), lesions=np.zeros(hu.shape, bool),
+                                airway=np.zeros(hu.shape, bool), lobes=None, flags=[])
         x = np.pad(hu[box], pad, constant_values=MARGIN_AIR_HU)
         logits = self.predict_logits(x, spacing)
         net_lungs = np.zeros(x.shape, np.uint8)
@@ -471,7 +553,7 @@ class MonaiSegmenter:
         for side in (RIGHT_LUNG, LEFT_LUNG):
             m = lungs == side
             if m.any():
-                box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(m))
+                box = tuple(slice(max(a - 1, 0), b + 2) for a, b in mask_extent(m))
                 region = out[box]  # a view: clean-up within the side's bounding box (same result, faster)
                 region[ndi.binary_fill_holes(keep_main_components(m[box])) & (region == 0)] = side
         flags: list[str] = []

@@ -54,6 +54,24 @@ def build_network(arch: dict[str, Any] | None = None) -> torch.nn.Module:
     raise ValueError(f"unknown network name {name!r} (unet | basicunet)")
 
 
+def downsampling_factor(arch: dict[str, Any] | None = None) -> int:
+    """What every side of a window fed to the network of ``arch`` must be a multiple of: the product of the
+    U-Net's ``strides`` (its skip connections concatenate halved and doubled sizes, which differ for other
+    sides), 16 for ``basicunet`` (four poolings; the training's rule for its crops); 1 when ``strides`` are
+    not whole numbers (``build_network`` refuses those)."""
+    a = dict(DEFAULT_ARCH)
+    a.update(arch or {})
+    if str(a.get("name", "unet")).lower() == "basicunet":
+        return 16
+    try:
+        f = 1
+        for s in a.get("strides", DEFAULT_ARCH["strides"]):
+            f *= int(s)
+        return max(f, 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def normalize_hu(hu: torch.Tensor, window: tuple[float, float] = (-1024.0, 400.0)) -> torch.Tensor:
     """HU to the network's input range: clip to ``window`` and scale to [0, 1]."""
     lo, hi = float(window[0]), float(window[1])

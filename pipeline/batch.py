@@ -55,6 +55,7 @@ from pipeline.outputs import (
     reset_commit_state,
     restore_interrupted,
     scan_id_for,
+    series_location,
 )
 
 log = logging.getLogger(__name__)
@@ -382,14 +383,14 @@ def _is_unwritable(exc: BaseException) -> bool:
 
 def _worker_died_status(task: Task, deaths: int) -> dict[str, Any]:
     return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "WORKER_DIED",
-            "path": "", "message": f"the process died {deaths} time(s) while scoring this series "
+            "path": series_location(task.files), "message": f"the process died {deaths} time(s) while scoring this series "
                                    "(crash, out of memory or killed)"}
 
 
 def _timeout_status(task: Task, timeout_s: float) -> dict[str, Any]:
     return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "TIMEOUT",
             "message": f"no result after {timeout_s:g} s (per-scan timeout); the scan was stopped",
-            "path": "", "seconds": round(timeout_s, 2)}
+            "path": series_location(task.files), "seconds": round(timeout_s, 2)}
 
 
 def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: float | None = None,
@@ -551,7 +552,8 @@ def _run_in_thread(work, task: Task, timeout_s: float) -> tuple[dict[str, Any], 
         if _is_unwritable(exc):  # the output folder's fault, not the scan's: the run stops (see run_task)
             raise exc
         return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
-                "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}", "path": ""}, False
+                "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}",
+                "path": series_location(task.files)}, False
     return box["status"], False
 
 
@@ -880,7 +882,8 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
                 write_record(out_dir, task, status, config_sha256, model_id, attempt)
             except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
                 status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",
-                          "code": "INTERNAL_ERROR", "path": "", "message": f"{type(exc).__name__}: {exc}"}
+                          "code": "INTERNAL_ERROR", "path": series_location(task.files),
+                          "message": f"{type(exc).__name__}: {exc}"}
                 write_record(out_dir, task, status, config_sha256, model_id, attempt)
         except CTScoreError as exc:  # the record cannot be written (OUTPUT_UNWRITABLE): the scan keeps none
             stop_run(exc)

@@ -55,6 +55,18 @@ def scan_id_for(series_uid: str, salt: str) -> str:
     return pseudonym(series_uid, salt, "scan-")
 
 
+def series_location(files: Iterable[str | Path]) -> str:
+    """Where a series lies, for the ``path`` of its failure row: the folder its files share (the file itself for a
+    one-file series, e.g. an enhanced multi-frame CT); "" for none."""
+    files = [str(f) for f in files]
+    if not files:
+        return ""
+    if len(files) == 1:
+        return str(Path(files[0]).resolve())
+    where = Path(os.path.commonpath(files)).resolve()
+    return str(where.parent if where.is_file() else where)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` all or nothing: into a temporary file beside it, flushed to disk (fsync), then
     renamed over it; a crash or power cut leaves the old file or the new one, never an empty or partial one."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
 import platform
 import time
 import traceback
@@ -36,6 +35,7 @@ from pipeline.outputs import (
     atomic_write_json,
     atomic_write_table,
     pseudonym,
+    series_location,
 )
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     except CTScoreError as exc:
         if folder:
             folder.discard()
-        status.update(code=exc.code, message=exc.message, path=exc.path or "")
+        status.update(code=exc.code, message=exc.message, path=exc.path or series_location(files))
     except Exception as exc:  # one bad scan never stops a batch
         if folder:
             folder.discard()
@@ -354,9 +354,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the results of {scan_id} ({exc.strerror or exc}); "
                                "free space or fix the output folder, then run the same command again to resume",
                                out_dir) from exc
-        where = str(Path(os.path.commonpath([str(f) for f in files])).resolve()) if files else ""
-        if where and Path(where).is_file():
-            where = str(Path(where).parent)
+        where = series_location(files)
         log.warning("scan %s (%s): unexpected error %s: %s", scan_id, where, type(exc).__name__, exc,
                     exc_info=True)
         status.update(code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}",

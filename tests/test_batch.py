@@ -261,7 +261,22 @@ def test_serial_timeout_stops_a_hanging_scan(tmp_path, series, cfg, monkeypatch)
                            batch=BatchOptions(timeout_s=5, progress=False))
     assert time.perf_counter() - t < 30
     assert (summary["n_ok"], summary["n_failed"]) == (1, 1)
-    assert [r["code"] for r in _csv(tmp_path / "out" / "failures.csv")] == ["TIMEOUT"]
+    failures = _csv(tmp_path / "out" / "failures.csv")
+    assert [r["code"] for r in failures] == ["TIMEOUT"]
+    assert failures[0]["path"] == str((root / "s01").resolve())  # was empty: which series hung?
+
+
+def test_every_failure_row_names_its_series(tmp_path, series, cfg):
+    """failures.csv's ``path`` was empty for NO_LUNG_FOUND (and TIMEOUT, WORKER_DIED, INTERNAL_ERROR): the README
+    promises the offending file or series folder for each failed series."""
+    src, _ = series
+    root = tmp_path / "in"
+    shutil.copytree(src / "s00", root / "s00")
+    c = json.loads(json.dumps(cfg))
+    c["segmentation"]["min_lung_volume_ml"] = 1e9  # no scan has that much lung: NO_LUNG_FOUND
+    run_pipeline(root, tmp_path / "out", c, all_series=True, batch=BatchOptions(progress=False))
+    failures = _csv(tmp_path / "out" / "failures.csv")
+    assert [(r["code"], r["path"]) for r in failures] == [("NO_LUNG_FOUND", str((root / "s00").resolve()))]
 
 
 def test_aggregate_refuses_an_empty_folder(tmp_path):

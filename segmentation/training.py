@@ -104,15 +104,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
 
 def _roi_divisor(arch: dict[str, Any] | None) -> int:
     """What every side of a training crop must be a multiple of for the network's down- and up-sampling."""
-    from segmentation.network import DEFAULT_ARCH
+    from segmentation.network import downsampling_factor
 
-    a = {**DEFAULT_ARCH, **(arch or {})}
-    if str(a.get("name", "unet")).lower() == "basicunet":
-        return 16
-    try:
-        return int(np.prod([int(v) for v in a.get("strides", [2, 2, 2, 2])]))
-    except (TypeError, ValueError):
-        return 1
+    return downsampling_factor(arch)
 
 
 def check_train_config(cfg: dict[str, Any], arch: dict[str, Any] | None = None) -> list[str]:
@@ -842,6 +836,10 @@ def check_inference_settings(values: dict[str, Any], path: str | Path) -> None:
     if roi is not None and not (isinstance(roi, list | tuple) and len(roi) == 3
                                 and all(number(v) and v >= 1 and float(v).is_integer() for v in roi)):
         raise ConfigError(f"inference_roi_size must be three positive whole numbers, got {roi!r}", path)
+    div = _roi_divisor(values.get("arch") if isinstance(values.get("arch"), dict) else None)
+    if roi is not None and any(int(v) % div for v in roi):
+        raise ConfigError(f"inference_roi_size {list(roi)}: each side must be a multiple of {div} (the network's "
+                          f"downsampling)", path)
 
 
 def check_init_fits(model_yaml: dict[str, Any], cfg: dict[str, Any], init: str | Path) -> None:

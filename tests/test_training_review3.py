@@ -224,6 +224,11 @@ def test_fine_tune_keeps_the_init_models_inference_settings(tmp_path):
     with pytest.raises(ConfigError, match=r"lesion_threshold must be a number in \(0, 1\)") as e:
         train_segmenter(tmp_path / "out2", **kw)
     assert e.value.path == str(y) and not (tmp_path / "out2").exists()
+    meta.update(lesion_threshold=0.35, inference_roi_size=[16, 32, 47])  # the tiny net halves once: odd refused
+    y.write_text(yaml.safe_dump(meta))
+    write_manifest(tiny)
+    with pytest.raises(ConfigError, match=r"inference_roi_size \[16, 32, 47\]: each side must be a multiple of 2"):
+        train_segmenter(tmp_path / "out3", **kw)
 
 
 def test_a_model_in_out_is_not_replaced_without_overwrite(tmp_path):

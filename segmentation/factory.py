@@ -45,8 +45,33 @@ def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(cfg_json: str) -> Segmenter:
+def _cached(cfg_json: str, stamp: tuple) -> Segmenter:
     return build_segmenter(json.loads(cfg_json))
+
+
+def model_stamp(cfg: dict[str, Any]) -> tuple:
+    """(name, size, mtime) of every file of the model folder ``cfg`` names (none for ``classical``): part of the
+    cache key, so that a model folder written again in this process (``ctscore train --overwrite``, a notebook
+    re-training into the same folder) is loaded again, not served from the cache as it was."""
+    seg = cfg.get("segmentation") or {}
+    method = str(seg.get("method", ""))
+    if method == "classical":
+        return ()
+    if method == "monai":
+        from segmentation.monai_segmenter import WEIGHTS_DIR
+
+        folder = Path((seg.get("monai") or {}).get("weights") or WEIGHTS_DIR)
+    else:
+        folder = Path(method)
+    try:
+        # the folder's own files and a MONAI bundle's configs/ and models/ (not a walk: a wrong --model could be
+        # a folder of thousands of scans)
+        files = sorted(p for d in (folder, folder / "configs", folder / "models") if d.is_dir()
+                       for p in d.iterdir() if p.is_file())
+        return tuple((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns) for p in files
+                     for st in [p.stat()])
+    except OSError:  # not there or unreadable: build_segmenter says why
+        return ()
 
 
 _LOCK = threading.Lock()
@@ -58,4 +83,4 @@ def get_segmenter(cfg: dict[str, Any]) -> Segmenter:
     thread build its own on a cache miss)."""
     key = json.dumps(cfg, sort_keys=True)
     with _LOCK:
-        return _cached(key)
+        return _cached(key, model_stamp(cfg))

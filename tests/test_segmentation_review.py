@@ -322,3 +322,32 @@ def test_the_weights_loaded_are_the_bytes_whose_sha256_was_checked(tmp_path, mon
     monkeypatch.setattr(ms, "read_verified", swap_after_check)
     seg = MonaiSegmenter(w, device="cpu")  # loads what was checked, not what is on disk now
     assert seg.hashes["model.safetensors"] != sha256_file(Path(w) / "model.safetensors")
+
+
+def test_a_model_folder_written_again_is_loaded_again(tmp_path):
+    """The process-wide cache was keyed on the configuration only: a model folder trained again in the same
+    process (``ctscore train --overwrite``, a notebook re-training into the same folder) kept being served as it
+    was loaded the first time."""
+    import os
+
+    import segmentation.factory as factory
+    from segmentation.training import write_manifest
+
+    folder = tiny_weights(tmp_path / "w")
+    cfg = {"segmentation": {"method": str(folder), "device": "cpu"}}
+    first = factory.get_segmenter(cfg)
+    assert factory.get_segmenter(cfg) is first  # unchanged: the same loaded model
+    torch.manual_seed(1)  # new weights in place, as a re-training writes them
+    from safetensors.torch import save_file
+
+    from segmentation.network import build_network
+
+    net = build_network({"name": "unet", "channels": [4, 8], "strides": [2], "num_res_units": 0})
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    write_manifest(folder)
+    st = (folder / "model.safetensors").stat()
+    os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks
+    second = factory.get_segmenter(cfg)
+    assert second is not first and second.model_id != first.model_id
+    assert factory.get_segmenter({"segmentation": {"method": "classical"}}) is \
+        factory.get_segmenter({"segmentation": {"method": "classical"}})

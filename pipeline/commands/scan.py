@@ -40,6 +40,21 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
+def check_destination(dest: str) -> None:
+    """OUTPUT_UNWRITABLE for a table that could not be written, found before the inventory is built (and before
+    the other table is written): a folder in its place, or no writable folder to make it in."""
+    import os
+
+    path = Path(dest).absolute()
+    where = path.parent
+    while not where.exists() and where.parent != where:  # the nearest existing folder: the new ones go into it
+        where = where.parent
+    why = ("a folder is in its place" if path.is_dir() else f"{where} is not a folder" if not where.is_dir() else
+           f"{where}: permission denied" if not os.access(where, os.W_OK | os.X_OK) else None)
+    if why:
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the table ({why})", dest)
+
+
 def exit_code(inv) -> int:
     """0 selected stacks all look loadable; 8 some selected stack is predicted to fail; 2 nothing eligible."""
     if not inv.chosen:
@@ -56,6 +71,9 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.inventory import build_inventory
 
     cfg = load_config(args.config, args.overrides)
+    for dest in (args.out, args.stacks):
+        if dest:
+            check_destination(dest)
     try:
         inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_series=args.all_series,
                               identifiers=args.identifiers)

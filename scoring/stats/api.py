@@ -94,6 +94,10 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
         if score is not None and (score not in cohort.scans.columns
                                   or not pd.api.types.is_numeric_dtype(cohort.scans[score])):
             raise CTScoreError("BAD_OPTION", f"{s}: score {score!r} is not a numeric column of scans.csv")
+    if out_dir is not None:  # inputs read and options checked: a failed run leaves no folder behind
+        from pipeline.outputs import prepare_output_dir
+
+        prepare_output_dir(out_dir)
     tables: dict[str, pd.DataFrame] = {"data_summary": cohort.data_summary()}
     figures: dict[str, Any] = {}
     for s in studies:
@@ -129,8 +133,9 @@ def run_stats(scores_dir: str | Path, clinical_csv: str | Path, labs_csv: str | 
     if study != "all" and study not in _RUNNERS:
         raise CTScoreError("BAD_OPTION", f"unknown study {study!r}; choose one of {', '.join(STUDIES)} or all")
     if out_dir is not None:
-        from pipeline.outputs import prepare_output_dir
+        from scoring.validation.report import check_output_dir
 
-        prepare_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis
+        check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; the folder is made once the
+        # inputs are read (run_cohort)
     cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column)
     return run_cohort(cohort, study=study, out_dir=out_dir, options=options)

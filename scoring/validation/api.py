@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.errors import CTScoreError
 from scoring.validation import compare, figures, report
-from scoring.validation.predictions import load_predictions, load_scans
+from scoring.validation.predictions import check_columns, load_predictions, load_scans
 from scoring.validation.schema import load_reference
 from scoring.validation.systems import SYSTEMS, canonical_system
 
@@ -98,9 +98,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     scans = load_scans(pred_dir)
     if out_dir is not None:
-        from pipeline.outputs import prepare_output_dir
-
-        prepare_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis
+        report.check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
     left_out: list[int] = []
     reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
     if systems:
@@ -108,7 +106,12 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         if reference.empty:
             raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {systems}",
                                reference_csv)
+    check_columns(pred_dir, scans, reference)  # PRED_SCHEMA: a column the reference's systems need
     predictions = load_predictions(pred_dir, scans)
+    if out_dir is not None:  # every input read and checked: a failed run leaves no folder behind
+        from pipeline.outputs import prepare_output_dir
+
+        prepare_output_dir(out_dir)
     tables = validate_frames(reference, predictions, min_n=min_n,
                              max_confusion_categories=opts["max_confusion_categories"])
     readers = sorted(reference["reader"].unique())

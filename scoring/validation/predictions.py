@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from scoring.validation.systems import TOTAL, mosmed_to_ordinal
+from scoring.validation.systems import SIDES, TOTAL, mosmed_to_ordinal
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ TOTAL_COLUMNS = {
 }
 
 
+#: zones.csv columns every row is read by (with the value column of its system).
+ZONE_KEY_COLUMNS = ("scan_id", "system", "lung", "unit")
+
+
 def _scans_path(pred: Path) -> Path:
     return pred if pred.is_file() else pred / "scans.csv"
 
@@ -41,18 +45,78 @@ def load_scans(pred: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CTScoreError("PRED_NOT_FOUND", "no scans.csv: --pred must be a ctscore output folder "
                            "(with scans.csv and zones.csv) or a scans.csv file", path)
-    scans = pd.read_csv(path, dtype={c: str for c in SCAN_ID_COLUMNS}, keep_default_na=True)
+    scans = _read_table(path, dtype={c: str for c in SCAN_ID_COLUMNS}, keep_default_na=True)
     missing = [c for c in ("scan_id",) if c not in scans.columns]
     if missing:
         raise CTScoreError("PRED_SCHEMA", f"scans.csv lacks column(s) {missing}", path)
-    for c in ("patient_id", "study_date", "series_uid", "status"):
-        if c not in scans.columns:
-            scans[c] = pd.NA
+    absent = [c for c in ("patient_id", "study_date", "series_uid", "status") if c not in scans.columns]
+    for c in absent:
+        scans[c] = pd.NA
     scans["study_date"] = scans["study_date"].map(normalise_date)
     if scans["scan_id"].duplicated().any():
         dup = scans.loc[scans["scan_id"].duplicated(), "scan_id"].iloc[0]
         raise CTScoreError("PRED_SCHEMA", f"scan_id {dup!r} appears more than once in scans.csv", path)
+    # where the table came from, and the identifier columns it lacked (filled in empty above): a reference naming
+    # scans by one of them is refused with PRED_SCHEMA, not left unmatched (schema.resolve_scans)
+    scans.attrs.update(source=str(path), absent_columns=absent)
     return scans
+
+
+def _read_table(path: Path, **kwargs) -> pd.DataFrame:
+    """A table of the pipeline output; PRED_SCHEMA naming it when it is empty or not a readable UTF-8 CSV."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise CTScoreError("PRED_SCHEMA", f"{path.name} is empty (not even a header row)", path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CTScoreError("PRED_SCHEMA", f"{path.name} is not a readable CSV file: {exc}".strip(), path) from None
+
+
+def _zones_path(pred: Path) -> Path:
+    return (pred.parent if pred.is_file() else pred) / "zones.csv"
+
+
+def needed_columns(targets: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The scans.csv and zones.csv columns that ctscore's values for the reference's targets (its ``system`` x
+    ``unit`` pairs) are read from (see :func:`load_predictions`)."""
+    in_scans: list[str] = []
+    in_zones: list[str] = []
+    for system, unit in targets[["system", "unit"]].drop_duplicates().itertuples(index=False):
+        if unit == TOTAL:
+            cols, into = [TOTAL_COLUMNS[system]], in_scans
+        elif system == "percent_involvement" and unit in SIDES:
+            cols, into = [f"lesion_volume_ml_{unit}", f"lung_volume_ml_{unit}"], in_scans
+        else:
+            value = {"percent_involvement": "involvement_pct", "lobar": "extent_score"}.get(system, "unit_score")
+            cols, into = [*ZONE_KEY_COLUMNS, value], in_zones
+        into.extend(c for c in cols if c not in into)
+    return in_scans, in_zones
+
+
+def check_columns(pred: str | Path, scans: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """PRED_SCHEMA naming the file and the columns when scans.csv (or zones.csv, when there is one) lacks a column
+    ctscore writes that the reference's systems and units need; a column of a system the reference does not score
+    is not needed. Without zones.csv only totals can be compared (a warning, :func:`load_predictions`)."""
+    pred = Path(pred)
+    in_scans, in_zones = needed_columns(reference)
+    missing = [c for c in in_scans if c not in scans.columns]
+    if missing:
+        raise CTScoreError("PRED_SCHEMA", f"scans.csv lacks column(s) {missing}, needed for the reference's "
+                           f"{_systems_needing(missing)} scores", _scans_path(pred))
+    zpath = _zones_path(pred)
+    if in_zones and zpath.is_file():
+        columns = _read_table(zpath, nrows=0).columns
+        missing = [c for c in in_zones if c not in columns]
+        if missing:
+            raise CTScoreError("PRED_SCHEMA", f"zones.csv lacks column(s) {missing}, needed for the reference's "
+                               "unit scores", zpath)
+
+
+def _systems_needing(columns: list[str]) -> str:
+    systems = {s for s, c in TOTAL_COLUMNS.items() if c in columns}
+    if any(c.startswith(("lesion_volume_ml_", "lung_volume_ml_")) for c in columns):
+        systems.add("percent_involvement")
+    return ", ".join(s for s in TOTAL_COLUMNS if s in systems)
 
 
 def normalise_date(value: object) -> str | None:
@@ -100,9 +164,13 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None) -> pd.
                 pct = 100.0 * a / b if b and b > 0 else math.nan
                 rows.append({"scan_id": sid, "system": "percent_involvement", "unit": side, "value": pct})
 
-    zpath = (pred.parent if pred.is_file() else pred) / "zones.csv"
+    zpath = _zones_path(pred)
     if zpath.is_file():
-        zones = pd.read_csv(zpath, dtype={"scan_id": str, "system": str, "lung": str, "unit": str})
+        zones = _read_table(zpath, dtype={"scan_id": str, "system": str, "lung": str, "unit": str})
+        missing = [c for c in ZONE_KEY_COLUMNS if c not in zones.columns]
+        if missing:  # refused by check_columns when the reference has unit scores
+            log.warning("zones.csv lacks column(s) %s: only totals can be compared (%s)", missing, zpath)
+            zones = pd.DataFrame(columns=list(ZONE_KEY_COLUMNS))
         zones = zones[zones["scan_id"].isin(set(ok["scan_id"]))]
         for z in zones.itertuples(index=False):
             unit = _unit_name(z.lung, z.unit)

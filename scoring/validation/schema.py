@@ -112,7 +112,8 @@ def read_reference(path: str | Path) -> pd.DataFrame:
 
 def _describe(row: pd.Series) -> str:
     ident = row["scan_id"] or row["series_uid"] or f"{row['patient_id']}/{row['study_date']}"
-    return f"{ident} {row['system']} {row['unit']} {row['reader']}={row['value']!r}"
+    value = row["value_text"] if "value_text" in row.index else row["value"]  # as written, after check_values too
+    return f"{ident} {row['system']} {row['unit']} {row['reader']}={value!r}"
 
 
 def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -161,6 +162,7 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         values[-1] = value
     problems.raise_if_any()
     out = df.copy()
+    out["value_text"] = df["value"]
     out["system"], out["unit"], out["value"] = systems, units, values
     return out
 
@@ -174,6 +176,26 @@ def _failed_without(scans: pd.DataFrame, columns: tuple[str, ...]) -> int:
     return int((failed & empty).sum())
 
 
+def _check_id_columns(df: pd.DataFrame, scans: pd.DataFrame) -> None:
+    """PRED_SCHEMA when reference rows name their scan by a column scans.csv lacks (``series_uid``, ``patient_id``,
+    ``study_date``: :func:`~scoring.validation.predictions.load_scans` fills them in empty), instead of calling
+    every such row unmatched. A column no row names its scan by is not needed."""
+    absent = set(scans.attrs.get("absent_columns", ()))
+    if not absent:
+        return
+    by_uid = (df["scan_id"] == "") & (df["series_uid"] != "")
+    by_date = (df["scan_id"] == "") & (df["series_uid"] == "") & (df["patient_id"] != "") & (df["study_date"] != "")
+    for rows, columns in ((by_uid, ["series_uid"]), (by_date, ["patient_id", "study_date"])):
+        missing = [c for c in columns if c in absent]
+        if missing and rows.any():
+            lines = [str(x) for x in df.loc[rows, "line"]]
+            shown = ", ".join(lines[:MAX_LISTED]) + (f" and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED
+                                                     else "")
+            raise CTScoreError("PRED_SCHEMA", f"scans.csv lacks column(s) {missing}, by which the reference names "
+                               f"its scans (line(s) {shown}); give the scans.csv ctscore wrote, or name the scans by "
+                               "scan_id", scans.attrs.get("source"))
+
+
 def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error",
                   left_out: list[int] | None = None) -> pd.DataFrame:
     """Give every reference row the pipeline's ``scan_id``.
@@ -183,6 +205,7 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
     """
     if on_unmatched not in ("error", "warn"):
         raise CTScoreError("BAD_OPTION", f"on_unmatched must be 'error' or 'warn', not {on_unmatched!r}")
+    _check_id_columns(df, scans)
     by_id = set(scans["scan_id"].dropna())
     by_uid: dict[str, list[str]] = {}
     by_pd: dict[tuple[str, str], list[str]] = {}

@@ -44,7 +44,11 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | No
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:  # a folder that does not exist, no permission: one line, not a traceback
+            raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot open the log file ({exc.strerror or exc})",
+                               log_file) from None
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers,
                         force=True)
 
@@ -64,22 +68,36 @@ def _stop_handler(pid: int):
     return stop
 
 
+def _error(line: str) -> None:
+    """The one line of a failed command: on stderr, and in the --log-file too (which otherwise ends without it)."""
+    print(line, file=sys.stderr)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.emit(logging.makeLogRecord({"name": "ctscore", "levelno": logging.ERROR, "levelname": "ERROR",
+                                          "msg": line}))
+            h.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False), getattr(args, "log_file", None))
+    try:
+        setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False), getattr(args, "log_file", None))
+    except CTScoreError as exc:
+        print(f"ctscore: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = signal.signal(signal.SIGTERM, _stop_handler(os.getpid())) if main_thread else None
     try:
         return int(args.func(args))
     except CTScoreError as exc:
-        print(f"ctscore: error: {exc}", file=sys.stderr)
+        _error(f"ctscore: error: {exc}")
         return EXIT_INPUT_UNREADABLE if exc.code in INPUT_CODES else EXIT_USAGE
     except OSError as exc:  # a file that cannot be read or written outside any scan (e.g. a full disk)
-        print(f"ctscore: error: {exc}", file=sys.stderr)
+        _error(f"ctscore: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if isinstance(exc, Stopped) else signal.SIGINT

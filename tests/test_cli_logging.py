@@ -38,3 +38,24 @@ def test_a_dicom_seg_run_logs_no_source_uid(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "scored" in err or "ok in" in err  # ctscore's own INFO lines are there
     assert "highdicom" not in err and "copy Patient-related attributes" not in err
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_line_and_errors_reach_the_log(tmp_path, capsys):
+    """--log-file in a folder that does not exist was a FileNotFoundError traceback; and the error line of a failed
+    command went to stderr only, leaving the log file without it."""
+    from pipeline.cli import main
+    from pipeline.errors import EXIT_USAGE
+
+    bad = tmp_path / "no" / "such" / "run.log"
+    assert main(["aggregate", str(tmp_path), "--log-file", str(bad)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot open the log file" in err and str(bad) in err and "Traceback" not in err
+    log = tmp_path / "run.log"
+    try:
+        assert main(["aggregate", str(tmp_path / "missing"), "--log-file", str(log)]) != 0
+    finally:
+        for h in list(logging.getLogger().handlers):  # close the file handler this test opened
+            if isinstance(h, logging.FileHandler):
+                logging.getLogger().removeHandler(h)
+                h.close()
+    assert "output folder does not exist" in log.read_text()

@@ -96,5 +96,11 @@ def main_argv(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose, args.quiet, args.log_file)
+    from pipeline.errors import CTScoreError
+
+    try:
+        setup_logging(args.verbose, args.quiet, args.log_file)
+    except CTScoreError as exc:
+        print(f"train_segmenter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return main(args)

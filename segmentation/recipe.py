@@ -108,7 +108,11 @@ def _default_folders(data: str | Path | None, names: list[str] | None) -> list[P
         root = Path(data)
         if not root.is_dir():
             raise ConfigError("no such folder of background series", root)
-        names = names or sorted(d.name for d in root.iterdir() if d.is_dir())
+        names = names or sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not names:  # was blamed on the batch size ("more than the 0 crops of an epoch")
+            raise ConfigError("no background series in this folder: --data takes a folder with one subfolder per "
+                              "series (a single series: give the folder above it, or its name with --backgrounds)",
+                              root)
     else:
         root = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest"
         names = names or list(DEFAULT_BACKGROUNDS)
@@ -310,8 +314,10 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         wanted = {f.name for f in folders}
         files = [p for p in existing if p.stem in wanted]
         if len(files) < len(wanted):
-            raise ConfigError(f"background folders not found and not cached: "
-                              f"{[str(f) for f in folders if not f.exists()]}", cache)
+            cached = {p.stem for p in files}
+            absent = [f for f in folders if not f.exists()]
+            raise ConfigError(f"background folder(s) not found: {[str(f) for f in absent]}; the cache {cache} "
+                              f"lacks {sorted(f.name for f in folders if f.name not in cached)}", absent[0])
         log.info("using cached cases %s", [p.stem for p in files])
     # a stage (or the whole file) may name its own background list: cached now, before any training
     stage_files: list[list[Path]] = []

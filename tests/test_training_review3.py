@@ -256,3 +256,19 @@ def test_a_model_in_out_is_not_replaced_without_overwrite(tmp_path):
     toy_cached_case(tmp_path / "cache" / "toy.npz", spacing=4.0)
     assert main([*argv, "--overwrite"]) == 0
     assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_data_folder_problems_name_the_folder_and_the_cause(tmp_path):
+    """An empty --data folder was blamed on the batch size ("more than the 0 crops of an epoch"); a background
+    folder neither present nor cached was reported with the cache folder as its path."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no background series in this folder") as e:
+        train_segmenter(tmp_path / "out", data=tmp_path / "empty", cache=tmp_path / "cache", **FAST)
+    assert e.value.path == str(tmp_path / "empty")
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    want = r"background folder\(s\) not found: .*gone'\]; the cache .* lacks \['gone', 'toy'\]"
+    with pytest.raises(ConfigError, match=want) as e:
+        train_segmenter(tmp_path / "out", data=tmp_path / "data", backgrounds=["toy", "gone"],
+                        cache=tmp_path / "cache", **FAST)
+    assert e.value.path == str(tmp_path / "data" / "gone")
+    assert not (tmp_path / "out").exists()

@@ -211,3 +211,13 @@ def test_unmatched_row_is_described_with_the_value_as_written(val, tmp_path):
     with pytest.raises(CTScoreError) as e:
         run_validation(pred, bad, draw=False)
     assert e.value.code == "REFERENCE_NO_MATCH" and f"={df.loc[0, 'value']!r}" in e.value.message  # not 2.0 for '2'
+
+
+def test_scan_of_a_missing_input_says_error_like_every_command(tmp_path, capsys):
+    """``ctscore scan`` printed "ctscore: INPUT_NOT_FOUND ..." (its own handler), the other commands
+    "ctscore: error: ..."; the exit code is 4 either way."""
+    from pipeline.cli import main
+    from pipeline.errors import EXIT_INPUT_UNREADABLE
+
+    assert main(["scan", str(tmp_path / "nowhere")]) == EXIT_INPUT_UNREADABLE
+    assert capsys.readouterr().err.startswith("ctscore: error: INPUT_NOT_FOUND")

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import (
-    EXIT_INPUT_UNREADABLE,
     EXIT_NOTHING_ELIGIBLE,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -74,14 +73,9 @@ def main(args: argparse.Namespace) -> int:
     for dest in (args.out, args.stacks):
         if dest:
             check_destination(dest)
-    try:
-        inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_series=args.all_series,
-                              identifiers=args.identifiers)
-    except CTScoreError as exc:
-        if exc.code == "INPUT_NOT_FOUND":
-            print(f"ctscore: {exc}", file=sys.stderr)
-            return EXIT_INPUT_UNREADABLE
-        raise
+    # INPUT_NOT_FOUND: "ctscore: error: ..." and exit 4 from the CLI's handler, as for every command
+    inv = build_inventory(args.input, cfg, series_uid=args.series_uid, all_series=args.all_series,
+                          identifiers=args.identifiers)
     for dest, table in ((args.out, inv.files), (args.stacks, inv.stacks)):
         if dest:
             try:

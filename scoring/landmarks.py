@@ -21,10 +21,12 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   :data:`NOTCH_MIDLINE_HALF_WIDTH_MM` of both the trachea's x in that slice and the spine's x),
   which the clavicular heads beside the notch do not; a slice holding two heads with soft tissue between
   them near the midline is above the notch (:func:`_clavicular_heads`: a rotated head crosses both markers). The top
-  bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated.
+  bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated, and it is
+  missing when the bone reaches the scan's top slice (the notch is above the scan).
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
-  column), excluding columns medial to the heart border (taken from the lung's medial edge in the
-  slices above the right dome), so that the lung lying on the heart does not count as diaphragm.
+  column), excluding columns medial to the heart border (taken from the left lung's medial edge in the
+  slab :data:`DOME_LEFT_HEART_SLAB_MM` above its own median floor), so that the lung lying on the heart does
+  not count as diaphragm.
   The right dome is refined the same way (:data:`DOME_RIGHT_PASSES` passes): columns medial to the
   right lung's heart border in the slab :data:`DOME_HEART_SLAB_MM` above the current estimate.
   Columns whose lung reaches the scan's bottom slice count with their floor there: on a scan cut
@@ -90,9 +92,16 @@ AERATED_HU = -400.0
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
+#: left dome: heart border read in this slab above the median floor of the left lung's central columns (mm)
+DOME_LEFT_HEART_SLAB_MM = (25.0, 45.0)
+#: ... unless more of its central columns than this share reach the scan's bottom slice (then: 0-20 mm above the
+#: right dome)
+DOME_LEFT_CENSORED_SHARE = 0.25
 #: notch: bone must cross the trachea's x within this half-width (mm); plausible height above the carina (mm)
 NOTCH_MIDLINE_HALF_WIDTH_MM = 5.0
 NOTCH_ABOVE_CARINA_MM = (30.0, 90.0)
+#: note of a notch missing because the sternal bone reaches the scan's top slice (no estimate from the carina then)
+MANUBRIUM_AT_TOP = "manubrium reaches the top of the scan"
 
 
 @dataclass
@@ -173,7 +182,7 @@ def airway_lumen(airway: np.ndarray | None, hu: np.ndarray | None, spacing: Spac
 
 def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing, min_area_mm2: float = 10.0,
                   min_trachea_mm: float = 20.0, persist: int = 2, min_sep_mm: float = 10.0,
-                  max_gap_mm: float = 10.0, below_mm: float | None = None) -> Landmark:
+                  max_gap_mm: float = 10.0, below_mm: float | None = None, max_lost_mm: float = 10.0) -> Landmark:
     """The lowest slice where the airway is still one lumen, walking down the trachea.
 
     A division counts when two lumina of at least ``min_area_mm2``, at least ``min_sep_mm`` apart
@@ -183,7 +192,8 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
     or the two lumina of the division): a separate lumen beside the trachea (a lung bronchus the
     growth reached, oesophageal gas) is not a division. A division above ``below_mm`` (the highest lung
     apex: the larynx and pharynx of a scan that reaches the neck) is not the carina either; the walk goes
-    on below it. Reported at the centre of the last one-lumen slice (the reference convention)."""
+    on below it. Slices without airway over at most ``max_lost_mm`` (a lumen filled or lost for a few slices) are
+    bridged. Reported at the centre of the last one-lumen slice (the reference convention)."""
     if airway is None or not airway.any():
         return _missing("carina", "no airway segmented")
     pix = spacing[1] * spacing[2]
@@ -220,10 +230,16 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
 
     run = 0
     parent = None
+    lost = 0
     for k in range(zs.max(), zs.min() - 1, -1):  # z index grows cranially: walk downwards
         if not airway[k].any():
-            run, parent = 0, None
+            # a lumen lost over a few slices (secretions, a tube's cuff, a slice where the threshold loses it) does
+            # not start the trachea anew: its length above still counts (reset, the carina below it was missed)
+            lost += 1
+            if lost * spacing[0] > max_lost_mm:
+                run, parent = 0, None
             continue
+        lost = 0
         kids = division(k, parent)
         if kids is not None:
             if (run * spacing[0] >= min_trachea_mm and (below_mm is None or z_mm[k + 1] <= below_mm)
@@ -418,7 +434,7 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
             if gap * dz >= gap_mm:
                 break
     if last_bone >= nz - 1:
-        return _missing(name, "manubrium reaches the top of the scan")
+        return _missing(name, f"{MANUBRIUM_AT_TOP}: the notch is above it")
     return Landmark(name, float(z_mm[last_bone]), "detected", "medium",
                     "top of the sternal bone in a midline box, followed up from below the notch")
 
@@ -633,11 +649,24 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         if refined.z_mm is None:
             break
         out["dome_right"] = refined
+    # The left lung lies on the heart over a large part of its floor: its heart border is read in the slab
+    # DOME_LEFT_HEART_SLAB_MM above the median floor of its own central columns (near its dome). Read only at the
+    # right dome, it was lost with the right dome (a collapsed or absent right lung: the left dome at the heart's
+    # top, 80 mm too high) and misplaced when the two domes differ (eventration: above the heart, or below a raised
+    # left dome, excluding the dome itself). The right dome's slab (0-20 mm above it) stays in use where the median
+    # floor is not the lung's own: more than DOME_LEFT_CENSORED_SHARE of the columns reach the scan's bottom slice.
     kr = _k_of(z_mm, out["dome_right"].z_mm) if out["dome_right"].z_mm is not None else None
     excl = None
-    if kr is not None:
+    left = per_side[LEFT_LUNG]
+    sel = left.any(axis=0) & central_columns(left) if left.any() else None
+    if sel is not None and sel.any() and (left[0] & sel).sum() <= DOME_LEFT_CENSORED_SHARE * sel.sum():
+        k_med = int(np.median(np.argmax(left, axis=0)[sel]))
+        lo_mm, hi_mm = DOME_LEFT_HEART_SLAB_MM
+        excl = heart_columns(lungs, LEFT_LUNG, k_med + int(round(lo_mm / spacing[0])),
+                             k_med + int(round(hi_mm / spacing[0])))
+    elif kr is not None:
         excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
-    out["dome_left"] = detect_dome(per_side[LEFT_LUNG], "dome_left", z_mm, exclude=excl)
+    out["dome_left"] = detect_dome(left, "dome_left", z_mm, exclude=excl)
 
     # carina
     lumen, lumen_note = airway_lumen(airway, hu, spacing)
@@ -687,8 +716,10 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         if notch.z_mm is not None and not NOTCH_ABOVE_CARINA_MM[0] <= notch.z_mm - zc <= NOTCH_ABOVE_CARINA_MM[1]:
             log.info("suprasternal notch at carina %+.0f mm is implausible; estimated", notch.z_mm - zc)
             notch = None
-        elif notch.z_mm is None:
+        elif notch.z_mm is None and not notch.note.startswith(MANUBRIUM_AT_TOP):
             notch = None
+        # the manubrium still at the midline in the top slice: the notch is above the scan, not at carina + 64 mm
+        # inside it (a tall patient's scan starting below the notch had its L1 slab scored there); missing
     out["suprasternal_notch"] = notch or from_carina("suprasternal_notch", "suprasternal_notch_from_carina_mm",
                                                      "sternum not found")
     # aortic arch

@@ -22,6 +22,8 @@ series still need work, hands them to an existing engine and records what happen
   ``OUTPUT_UNWRITABLE``, and so does a per-scan record that cannot be written. That scan keeps no outcome (it is
   scored on resume) and the run stops with that error, with every executor: a dask run gives the scans not yet
   started back and lets those under way finish (their outcomes are recorded as usual).
+* **One writer.** The driver holds a lock on the output folder (a shard: on its shard) for the whole run; a second
+  run into it is refused with ``OUTPUT_LOCKED`` before it scores anything (:func:`writer_lock`).
 * **Tables** are a pure function of the per-scan records (:func:`collect_statuses`), so a resumed run,
   an uninterrupted run and ``ctscore aggregate`` over shards write the same ``scans.csv``,
   ``zones.csv`` and ``failures.csv``.
@@ -32,12 +34,14 @@ dask and dask-jobqueue are imported only when their executor is used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -48,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, CTScoreError
+from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
     atomic_write_json,
     commit_started,
@@ -94,6 +98,10 @@ class BatchOptions:
         if ex not in EXECUTORS:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {ex!r}")
         return ex
+
+    def shard_name(self) -> str | None:
+        """``K-of-N`` for a shard (its folder under ``OUT/shards/``), None for a whole run."""
+        return None if self.num_shards is None else f"{self.shard_index}-of-{self.num_shards}"
 
     def validate(self) -> None:
         """Refuse inconsistent options with a message a user can act on."""
@@ -313,6 +321,102 @@ def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> li
         if state is not None:
             statuses.append(status_from_state(state))
     return statuses
+
+
+# --------------------------------------------------------------------------------------------------
+# One writer per output folder
+
+
+LOCK_NAME = ".lock"
+_writing: set[tuple[str, str | None]] = set()  # (folder, shard) whose lock this process holds
+
+
+def lock_path(out_dir: str | Path, shard: str | None = None) -> Path:
+    """The lock file of ``out_dir`` (``OUT/.status/.lock``, out of the inventory of an OUT inside the input), or
+    of one shard of it (``OUT/shards/K-of-N/.lock``)."""
+    out = Path(out_dir)
+    return out / SHARDS_DIR / shard / LOCK_NAME if shard else out / STATUS_DIR / LOCK_NAME
+
+
+def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str) -> bool | OSError:
+    """``fcntl.flock`` ``path`` (LOCK_EX or LOCK_SH) without waiting, until ``stack`` closes: True when taken, False
+    when another process holds a conflicting lock, the OSError when the file system has no locks (ENOLCK,
+    EOPNOTSUPP, ENOSYS on some NFS and Lustre mounts). An exclusive holder writes its command, host, pid and start
+    time into the file, for the message of a run it refuses."""
+    try:
+        import fcntl
+    except ImportError as exc:  # not a POSIX system
+        return OSError(errno.ENOSYS, str(exc))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # held open for the run; not inherited by worker processes
+            fh = stack.enter_context(open(path, "a+"))
+        except PermissionError:  # left by another user of a shared folder: locked all the same, without the text
+            fh = stack.enter_context(open(path))
+    except OSError as exc:
+        raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write into the output folder ({exc.strerror or exc})",
+                           path.parent) from exc
+    try:
+        fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as exc:
+        return False if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else exc
+    if exclusive:
+        with contextlib.suppress(OSError):  # only the text of a refusal
+            fh.truncate(0)
+            fh.write(json.dumps({"command": command, "host": socket.gethostname(), "pid": os.getpid(),
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+            fh.flush()
+    return True  # closing the file (stack) releases the lock
+
+
+def _holder(path: Path) -> str:
+    """Who holds the exclusive lock ``path``, from what it wrote there: "ctscore run (pid P on host H, since T)"."""
+    info = _read_json(path) or {}
+    return (f"{info.get('command', 'ctscore run')} (pid {info.get('pid', '?')} on host {info.get('host', '?')}, "
+            f"since {info.get('since', '?')})")
+
+
+@contextlib.contextmanager
+def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool = False):
+    """Hold the lock of one writer into ``out_dir`` for the ``with`` block, or raise OutputLocked (OUTPUT_LOCKED)
+    naming the process that holds it.
+
+    A run holds ``OUT/.status/.lock`` exclusively; a shard ``K-of-N`` (``shard``) holds it shared, so that shards
+    run side by side but not next to a whole run, and holds ``OUT/shards/K-of-N/.lock`` exclusively.
+    ``ctscore aggregate`` (``aggregating``) holds it exclusively, or shared while shards run (with a warning that
+    their tables are not complete). ``flock`` locks go with the process: a killed run leaves the file, not the lock.
+    Where the file system has no locks, one warning, and the run goes on without."""
+    out = Path(out_dir)
+    key = (os.path.abspath(out), shard)
+    if key in _writing:  # held already by this process (run_pipeline, then run_batch)
+        yield
+        return
+    path = lock_path(out)
+    command = "ctscore aggregate" if aggregating else "ctscore run"
+    hint = "wait for it" + ("" if aggregating else ", or for parallel jobs use --shard-index/--num-shards")
+    with contextlib.ExitStack() as stack:
+        got = _take(stack, path, exclusive=shard is None, command=command)
+        if got is False and shard is None:
+            got = _take(stack, path, exclusive=False, command=command)  # taken: only shards hold it (shared)
+            if got is True and aggregating:
+                log.warning("shard runs are still writing into %s: the tables hold the series they finished so far; "
+                            "run ctscore aggregate again when they have ended", out)
+            elif got is True:
+                raise OutputLocked(f"ctscore runs of shards (--shard-index/--num-shards) are writing to {out}; wait "
+                                   "for them, or run this one as a shard too")
+        if got is False:
+            raise OutputLocked(f"another {_holder(path)} is writing to {out}; {hint}")
+        if got is True and shard is not None:
+            got = _take(stack, lock_path(out, shard), exclusive=True, command=f"{command} of shard {shard}")
+            if got is False:
+                raise OutputLocked(f"another {_holder(lock_path(out, shard))} is writing to {out}; wait for it, or "
+                                   "give each parallel job its own --shard-index")
+        if isinstance(got, OSError):
+            log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another ctscore run "
+                        "from writing into %s at the same time", path, got.strerror or got, out)
+        _writing.add(key)
+        stack.callback(_writing.discard, key)
+        yield
 
 
 # --------------------------------------------------------------------------------------------------
@@ -907,22 +1011,29 @@ def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any
 
     Skips finished scans (resume), runs the rest, and writes the run tables (into
     ``OUT/shards/K-of-N/`` for a shard; ``ctscore aggregate OUT`` merges them). Returns the summary of
-    :func:`pipeline.run.write_run_tables` plus ``n_skipped`` and ``n_run``.
+    :func:`pipeline.run.write_run_tables` plus ``n_skipped`` and ``n_run``. Raises OutputLocked (OUTPUT_LOCKED),
+    before scoring anything, while another process writes into ``out_dir`` (the same shard of it; see
+    :func:`writer_lock`).
     """
-    from pipeline.config import config_hash
-    from pipeline.run import write_run_tables
-
     opts = opts or BatchOptions()
     opts.validate()
     executor = opts.resolved_executor()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out_dir, opts.shard_name()):  # OUTPUT_LOCKED while another run writes there
+        return _run_batch(candidates, out_dir, cfg, opts, executor, input_path)
+
+
+def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], opts: BatchOptions, executor: str,
+               input_path: str) -> dict[str, Any]:
+    from pipeline.config import config_hash
+    from pipeline.run import write_run_tables
+
     t0 = time.perf_counter()
     tasks = tasks_for(candidates, cfg)
     tables_dir = out_dir
     if opts.num_shards is not None:
         tasks = shard(tasks, int(opts.shard_index or 0), opts.num_shards)
-        tables_dir = out_dir / SHARDS_DIR / f"{opts.shard_index}-of-{opts.num_shards}"
+        tables_dir = out_dir / SHARDS_DIR / str(opts.shard_name())
         tables_dir.mkdir(parents=True, exist_ok=True)
         log.info("shard %d of %d: %d series", opts.shard_index, opts.num_shards, len(tasks))
     config_sha256 = config_hash(cfg)
@@ -974,14 +1085,20 @@ def aggregate(out_dir: str | Path) -> dict[str, Any]:
 
     The configuration in ``run.json`` is that of an earlier run.json with one of the scans' hashes, else a
     scan's own (``result.json``); the warnings of :func:`merge_warnings` and mixed configurations or models are
-    logged."""
-    from pipeline.run import write_run_tables
-
+    logged. Raises OutputLocked (OUTPUT_LOCKED) while a run (not a shard) writes into ``out_dir``; while shards run,
+    warns that their series are not all in the tables yet (see :func:`writer_lock`)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         what = ("is a file, not a run's output folder (give the folder that holds run.json and scans.csv)"
                 if out_dir.exists() else "output folder does not exist")
         raise CTScoreError("INPUT_NOT_FOUND", what, out_dir)
+    with writer_lock(out_dir, aggregating=True):
+        return _aggregate(out_dir)
+
+
+def _aggregate(out_dir: Path) -> dict[str, Any]:
+    from pipeline.run import write_run_tables
+
     statuses = collect_statuses(out_dir)
     if not statuses:
         raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)

@@ -45,6 +45,13 @@ class ModelError(CTScoreError):
         super().__init__("BAD_MODEL", message, path)
 
 
+class OutputLocked(CTScoreError):
+    """Another ctscore process is writing into the same output folder (or the same shard of it)."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        super().__init__("OUTPUT_LOCKED", message, path)
+
+
 class SeriesError(CTScoreError):
     """A series that cannot be scored (the selected series is refused)."""
 

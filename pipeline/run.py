@@ -374,10 +374,11 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     ``batch`` (a :class:`pipeline.batch.BatchOptions`) picks the executor (serial, dask local or
     SLURM), the shard, resume and the per-scan timeout; the default is a serial, resumable run.
     Returns a summary dict (counts, tables as records). Raises NoEligibleSeries when nothing under
-    the input can be scored. ``cfg`` (e.g. a configuration edited in a notebook) and ``batch`` are checked as
-    the CLI checks them, before anything is written.
+    the input can be scored, and OutputLocked (OUTPUT_LOCKED), before writing anything, while another ctscore
+    process writes into ``out_dir`` (or the same shard of it). ``cfg`` (e.g. a configuration edited in a notebook)
+    and ``batch`` are checked as the CLI checks them, before anything is written.
     """
-    from pipeline.batch import BatchOptions, run_batch
+    from pipeline.batch import BatchOptions, run_batch, writer_lock
     from pipeline.inventory import build_inventory
 
     cfg = load_config(extra=cfg) if cfg else load_config()  # merged over the defaults and validated
@@ -386,20 +387,23 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_series=all_series)
     # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
-        atomic_write_bytes(out / "inventory.parquet", inventory.files.astype(
-            {c: "string" for c in inventory.files.columns if inventory.files[c].dtype == object}).to_parquet(index=False))
-    except OSError as exc:
-        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
-                           out) from exc
-    if cfg["outputs"]["pseudonymize"] and cfg["outputs"]["pseudonym_salt"] == DEFAULT_SALT:
-        log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
-                    "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)", DEFAULT_SALT)
-    if not inventory.chosen:
-        raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
-    return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
+    with writer_lock(out, batch.shard_name()):  # refused (OUTPUT_LOCKED) while another run writes into OUT
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
+            atomic_write_bytes(out / "inventory.parquet", inventory.files.astype(
+                {c: "string" for c in inventory.files.columns if inventory.files[c].dtype == object}
+            ).to_parquet(index=False))
+        except OSError as exc:
+            raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
+                               out) from exc
+        if cfg["outputs"]["pseudonymize"] and cfg["outputs"]["pseudonym_salt"] == DEFAULT_SALT:
+            log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
+                        "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)",
+                        DEFAULT_SALT)
+        if not inventory.chosen:
+            raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
+        return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,

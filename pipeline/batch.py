@@ -669,6 +669,22 @@ def segmenter_info(cfg: dict[str, Any]) -> dict[str, str]:
     return {"name": seg.name, "model_id": seg.model_id}
 
 
+def preflight(cfg: dict[str, Any], opts: BatchOptions) -> None:
+    """What can be checked before anything is written (``run_pipeline`` calls it before making OUT): the SLURM
+    profile is readable; serially, the segmenter loads (the model folder is a model, the device exists; it is
+    loaded once and kept for the run); for a local dask run the device exists (the workers load the model). A
+    SLURM run's device and model are the compute nodes' to check."""
+    executor = opts.resolved_executor()
+    if executor == "slurm":
+        load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
+    elif executor == "serial":
+        segmenter_info(cfg)
+    elif str(cfg["segmentation"]["method"]) != "classical":
+        from segmentation.monai_segmenter import resolve_device
+
+        resolve_device(str(cfg["segmentation"].get("device", "auto")))
+
+
 def wants_gpu(cfg: dict[str, Any]) -> bool:
     """Whether the configured segmenter runs on a GPU here (classical never does)."""
     seg = cfg["segmentation"]

@@ -221,3 +221,33 @@ def test_scan_of_a_missing_input_says_error_like_every_command(tmp_path, capsys)
 
     assert main(["scan", str(tmp_path / "nowhere")]) == EXIT_INPUT_UNREADABLE
     assert capsys.readouterr().err.startswith("ctscore: error: INPUT_NOT_FOUND")
+
+
+def test_run_with_an_unusable_model_device_or_slurm_profile_leaves_no_output_folder(tmp_path, capsys):
+    """``run`` wrote OUT/inventory.csv before the model, the device or the SLURM profile were known to be usable: a
+    folder that is no model, ``-d cuda:0`` without a GPU, a missing SLURM profile each left an OUT behind."""
+    import torch
+
+    from pipeline.batch import BatchOptions
+    from pipeline.run import run_pipeline
+    from tests.conftest import REPO
+
+    sample = REPO / "sample_dicoms"
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
+    cases = [["--model", str(tmp_path / "not_a_model")],
+             ["--executor", "slurm", "--slurm-profile", str(tmp_path / "missing.yaml")]]
+    if not torch.cuda.is_available():
+        cases += [["-d", "cuda:0"], ["-d", "cuda:0", "--executor", "local"]]
+    for i, extra in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        assert main(["run", str(sample), "-o", str(out), "-q", *extra]) == 1, extra
+        assert "ctscore: error:" in capsys.readouterr().err
+        assert not out.exists(), extra
+    with pytest.raises(CTScoreError):  # the Python twin alike
+        run_pipeline(sample, tmp_path / "py", {"segmentation": {"method": str(tmp_path / "not_a_model")}})
+    assert not (tmp_path / "py").exists()
+    with pytest.raises(CTScoreError):
+        run_pipeline(sample, tmp_path / "py2", batch=BatchOptions(executor="slurm",
+                                                                  slurm_profile=str(tmp_path / "missing.yaml")))
+    assert not (tmp_path / "py2").exists()

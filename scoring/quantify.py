@@ -67,9 +67,12 @@ def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[
         pixel_mm2 = voxel_ml * 1000.0 / dz if dz > 0 else 0.0
     else:
         pixel_mm2 = 0.0
+    # the top slice is the one with the largest z (the last on an LPS grid; the first where z falls with the index:
+    # the ends were swapped there, a lung cut off at the apex was reported cut at the base)
+    top, bottom = (n[-1], n[0]) if z_mm[-1] >= z_mm[0] else (n[0], n[-1])
     if pixel_mm2 <= 0:
-        return bool(n[-1] > 0), bool(n[0] > 0)
-    return bool(n[-1] * pixel_mm2 >= MIN_LUNG_AREA_MM2), bool(n[0] * pixel_mm2 >= MIN_LUNG_AREA_MM2)
+        return bool(top > 0), bool(bottom > 0)
+    return bool(top * pixel_mm2 >= MIN_LUNG_AREA_MM2), bool(bottom * pixel_mm2 >= MIN_LUNG_AREA_MM2)
 
 
 def unit_measures(sel: np.ndarray, lung_side: np.ndarray, classes: np.ndarray, voxel_ml: float) -> dict:
@@ -112,6 +115,13 @@ def score_scan(
     slice centre (``z_mm``, which still decides which edge slices are cut off)."""
     if z_voxel is not None and z_voxel.shape != lungs.shape:
         raise ValueError(f"z_voxel has shape {z_voxel.shape}, the volume {lungs.shape}")
+    # one z per slice and arrays of the volume's shape: a longer z list was cut to the volume silently, and classes of
+    # another shape broadcast
+    if len(z_mm) != lungs.shape[0]:
+        raise ValueError(f"z_mm has {len(z_mm)} values, the volume {lungs.shape[0]} slices")
+    for name, arr in (("hu", hu), ("classes", classes), ("lobes", lobes)):
+        if arr is not None and arr.shape != lungs.shape:
+            raise ValueError(f"{name} has shape {arr.shape}, the lung mask {lungs.shape}")
     z_sel = z_mm if z_voxel is None else z_voxel
     sc = cfg["scoring"]
     zcfg = sc["zhang900"]
@@ -124,6 +134,11 @@ def score_scan(
     # Lesion voxels outside the lung mask are not lung (SCORING.md: the lung mask is the denominator): they count
     # nowhere, so that scan-level lesion volumes, PO, PHO and MosMed agree with the per-lung and per-zone rows.
     classes = np.where(lung_all, classes, 0).astype(classes.dtype, copy=False)
+    # codes 1-3 only (scoring.systems): a lesion voxel of another code (a 0/255 mask) was lesion with no class, and
+    # a unit full of it scored extent 10 x density 0 = 0
+    if classes.size and (int(classes.max()) > systems.CONSOLIDATION or int(classes.min()) < 0):
+        raise ValueError(f"classes holds codes {int(classes.min())}..{int(classes.max())}; lesion classes are 0 none, "
+                         "1 faint ground glass, 2 ground glass, 3 consolidation (scoring.hu_classes.classify_lesions)")
     lesion_all = classes > 0
     lung_ml = float(lung_all.sum()) * voxel_ml
     for side, name in SIDES.items():
@@ -154,7 +169,8 @@ def score_scan(
 
     def lz(name: str) -> float | None:
         lm = landmarks.get(name)
-        return None if lm is None else lm.z_mm
+        # a level that is not a number (NaN, inf) is missing: as a z it selected no voxel, and zone-mode units scored 0
+        return None if lm is None or lm.z_mm is None or not math.isfinite(lm.z_mm) else lm.z_mm
 
     # A lung the segmentation did not find (left out of the field of view, a segmenter failure, a
     # pneumonectomy) has zones the scan cannot score: missing, not 0 (SCORING.md), flag LUNG_NOT_FOUND:<side>.

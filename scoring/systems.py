@@ -34,8 +34,17 @@ def is_involved(lesion_ml: float, involvement_pct: float, min_ml: float, min_pct
     return round(lesion_ml, 9) >= min_ml and involvement_pct >= min_pct and involvement_pct > 0
 
 
+def _check_pct(involvement_pct: float) -> None:
+    """A percentage that is not a number (NaN: a missing unit; inf) has no grade: it failed every '<' test below and
+    got the top one (six-zone 4, lobar 5, CT-4). SCORING.md: a unit the scan cannot see is missing, never scored."""
+    if not math.isfinite(involvement_pct):
+        raise ValueError(f"involvement percentage {involvement_pct} is not a finite number (a missing unit has no "
+                         "score)")
+
+
 def six_zone_score(involvement_pct: float, involved: bool = True) -> int:
     """Six-zone involvement score 0-4 of one zone."""
+    _check_pct(involvement_pct)
     if not involved or involvement_pct <= 0:
         return 0
     if involvement_pct < 25:
@@ -49,6 +58,7 @@ def six_zone_score(involvement_pct: float, involved: bool = True) -> int:
 
 def zhang_extent(involvement_pct: float, involved: bool = True) -> int:
     """zhang2020 extent 0-10: nearest 10 % step (halves round up), at least 1 when involved."""
+    _check_pct(involvement_pct)
     if not involved or involvement_pct <= 0:
         return 0
     return int(min(10, max(1, math.floor(involvement_pct / 10.0 + 0.5))))
@@ -87,6 +97,7 @@ def zhang_unit_score(extent: int, density: int) -> int:
 
 def mosmed_category(involvement_pct: float) -> str:
     """MosMedData CT-0..CT-4 from whole-lung percent involvement."""
+    _check_pct(involvement_pct)
     if involvement_pct <= 0:
         return "CT-0"
     if involvement_pct < 25:
@@ -100,6 +111,7 @@ def mosmed_category(involvement_pct: float) -> str:
 
 def lobar_score_5(involvement_pct: float, involved: bool = True) -> int:
     """Lobe score 0-5: 0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %."""
+    _check_pct(involvement_pct)
     if not involved or involvement_pct <= 0:
         return 0
     if involvement_pct < 5:

@@ -82,22 +82,50 @@ def disk(radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
     return ball(radius_mm, (1e9, *spacing_yx))
 
 
+# Voxels per chunk when a full-volume label map is counted or looked up: numpy turns int32 labels into an int64
+# copy for np.bincount and for fancy indexing, twice the size of a float32 volume at once otherwise.
+_CHUNK = 1 << 20
+
+
+def label_sizes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Voxels per label (``np.bincount(labels.ravel(), minlength=count + 1)``, counted chunk by chunk)."""
+    flat = labels.reshape(-1)
+    sizes = np.zeros(count + 1, np.intp)
+    for i in range(0, flat.size, _CHUNK):
+        sizes += np.bincount(flat[i : i + _CHUNK], minlength=count + 1)
+    return sizes
+
+
+def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``table[labels]`` computed slab by slab along the first axis (no full-volume int64 index copy)."""
+    out = np.empty(labels.shape, table.dtype)
+    step = max(1, _CHUNK // max(1, labels[0].size)) if labels.ndim else 1
+    for i in range(0, labels.shape[0], step):
+        out[i : i + step] = table[labels[i : i + step]]
+    return out
+
+
 def largest_components(mask: np.ndarray, n: int = 1, min_size: int = 0) -> tuple[np.ndarray, list[int]]:
     """Label ``mask`` and return the labels plus the ids of the ``n`` largest components."""
     labels, count = ndi.label(mask)
     if count == 0:
         return labels, []
-    sizes = np.bincount(labels.ravel())
+    sizes = label_sizes(labels, count)
     sizes[0] = 0
     order = [int(i) for i in np.argsort(sizes)[::-1][:n] if sizes[i] > min_size]
     return labels, order
 
 
 def crop_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """The bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
-    idx = np.nonzero(mask)
-    return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1))
-                 for i, n in zip(idx, mask.shape))
+    """The bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array).
+
+    From the mask's projections on each axis (``np.nonzero`` of the whole mask would hold three int64 indices
+    per voxel of it)."""
+    out = []
+    for axis, n in enumerate(mask.shape):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(max(0, int(idx[0]) - margin), min(n, int(idx[-1]) + margin + 1)))
+    return tuple(out)
 
 
 def fill_holes_planar(mask: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -125,7 +153,7 @@ def fill_holes_planar(mask: np.ndarray, axis: int = 0) -> np.ndarray:
         for end in (0, mask.shape[a] - 1):
             border[np.unique(np.take(lab, end, axis=a))] = True
     border[0] = True
-    return mask | ~border[lab]
+    return mask | ~lookup(border, lab)
 
 
 def fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
@@ -173,7 +201,7 @@ def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, flo
 
 def mediastinum(lungs: np.ndarray) -> np.ndarray:
     """Voxels between the right and left lung in each (z, y) row where both lungs are present."""
-    x = np.arange(lungs.shape[2])
+    x = np.arange(lungs.shape[2], dtype=np.int32)  # (memory: int64 would make two 8-byte volumes)
     right_max = np.where(lungs == RIGHT_LUNG, x, -1).max(axis=2)
     left_min = np.where(lungs == LEFT_LUNG, x, lungs.shape[2]).min(axis=2)
     both = (right_max >= 0) & (left_min < lungs.shape[2])
@@ -182,22 +210,28 @@ def mediastinum(lungs: np.ndarray) -> np.ndarray:
 
 def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
     """The patient's body (largest dense component, holes filled per slice, table excluded)."""
-    dense = hu > threshold
-    labels, ids = largest_components(dense, 1)
+    labels, ids = largest_components(hu > threshold, 1)
     if not ids:
-        return np.zeros_like(dense)
-    return fill_holes_slicewise(labels == ids[0])
+        return np.zeros(hu.shape, bool)
+    body = labels == ids[0]
+    del labels  # (memory: the label map is not needed while the holes are filled)
+    return fill_holes_slicewise(body)
+
+
+def trachea_search_slices(body: np.ndarray) -> range:
+    """The slices searched for the trachea: downwards from the top of the body over the upper third of its
+    extent (at least 3 slices, never below the body)."""
+    zs = np.flatnonzero(body.any(axis=(1, 2)))
+    if zs.size == 0:
+        return range(0)
+    top, bottom = int(zs[-1]), int(zs[0])
+    return range(top, max(bottom - 1, top - max(3, (top - bottom) // 3)), -1)
 
 
 def find_trachea_seed(air: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]) -> tuple | None:
     """A voxel inside the trachea: a round air blob near the body's midline in an upper slice."""
     pix_area = spacing[1] * spacing[2]
-    zs = np.nonzero(body.any(axis=(1, 2)))[0]
-    if zs.size == 0:
-        return None
-    # Search downwards from the top of the body, over the upper third of the body's extent.
-    top, bottom = zs.max(), zs.min()
-    for z in range(top, max(bottom - 1, top - max(3, (top - bottom) // 3)), -1):  # not below the body
+    for z in trachea_search_slices(body):
         ys, xs = np.nonzero(body[z])
         if ys.size == 0:
             continue
@@ -257,9 +291,11 @@ def grow_airway(
     return out
 
 
-def _airway(hu: np.ndarray, smooth: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float],
+def _airway(hu: np.ndarray, air: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float],
             p: dict[str, Any]) -> np.ndarray:
-    seed = find_trachea_seed(smooth < -900, body, spacing)
+    """The airway from a trachea seed found on ``air`` (smoothed image below -900 HU; only the slices of
+    :func:`trachea_search_slices` are read)."""
+    seed = find_trachea_seed(air, body, spacing)
     if seed is None:
         log.warning("no trachea found: airway not segmented")
         return np.zeros(hu.shape, bool)
@@ -280,7 +316,13 @@ def segment_airway(hu: np.ndarray, spacing: tuple[float, float, float],
     if not body_full.any():
         return out
     box = crop_box(body_full, margin=2)
-    out[box] = _airway(hu[box], ndi.gaussian_filter(hu[box], sigma=0.7), body_full[box], spacing, p)
+    hu_b, body_b = hu[box], body_full[box]
+    # The smoothed image is needed only where the trachea is searched for: smooth those slices (and 4 below,
+    # beyond the 3-voxel reach of the filter, so the searched slices are as if the whole box had been smoothed).
+    z0 = max(0, min(trachea_search_slices(body_b)) - 4)
+    air = np.zeros(hu_b.shape, bool)
+    air[z0:] = ndi.gaussian_filter(hu_b[z0:], sigma=0.7) < -900
+    out[box] = _airway(hu_b, air, body_b, spacing, p)
     return out
 
 
@@ -299,15 +341,18 @@ def side_by_side(a: np.ndarray, b: np.ndarray) -> bool:
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
     """Label the lungs 1 (right, low x) and 2 (left), separating them by erosion when they touch.
 
-    Two parts are taken for two lungs only when they lie side by side (:func:`side_by_side`); otherwise the
-    largest part is one lung (a pneumonectomy, a collapsed lung), its side from its place in the image."""
+    Two parts are taken for two lungs only when they lie side by side (:func:`side_by_side`) and the smaller
+    holds at least 5 % of the air (15 % of what is left after erosion when they touch); otherwise the largest
+    part is one lung (a pneumonectomy, a collapsed lung), its side from its place in the body's bounding box."""
     out = np.zeros(lungs.shape, np.uint8)
     if not lungs.any():
         return out
     box = crop_box(lungs, margin=1)
     sub = lungs[box]
     labels, ids = largest_components(sub, 2, min_voxels)
-    if (len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * sub.sum()
+    # Two separate parts side by side: two lungs, even when one holds little air (a lung mostly collapsed or
+    # under an effusion: 390 of 2790 mL of aerated lung was dropped whole at the 15 % the erosion below asks).
+    if (len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.05 * sub.sum()
             and side_by_side(labels == ids[0], labels == ids[1])):
         comps = ids
     else:
@@ -466,7 +511,7 @@ class ClassicalSegmenter:
         smooth = ndi.gaussian_filter(hu, sigma=0.7)
         air = (smooth < p["lung_threshold_hu"]) & body
 
-        airway = _airway(hu, smooth, body, spacing, p)
+        airway = _airway(hu, smooth < -900, body, spacing, p)
         airway_zone = ndi.binary_dilation(airway, ball(2.0, spacing)) & (smooth < -400) | airway
 
         lungs = self._lungs(smooth, body, air, airway_zone, spacing, voxel_ml)
@@ -523,7 +568,11 @@ class ClassicalSegmenter:
             lab, ids = largest_components(m, 1)
             m = lab == ids[0]
             box = crop_box(m, margin=8)
-            closed = erode(dilate(np.pad(m[box], 8), 5.0, spacing), 5.0, spacing)[8:-8, 8:-8, 8:-8]
+            # Padded by at least the ball's radius, so a lung cut by the first or last slice is not eroded
+            # there (the dilation would be cut at the pad's edge: on slices under 0.625 mm it lost 2 slices).
+            pad = max(8, max(int(np.floor(5.0 / s)) for s in spacing) + 1)
+            inner = (slice(pad, -pad),) * 3
+            closed = erode(dilate(np.pad(m[box], pad), 5.0, spacing), 5.0, spacing)[inner]
             filled = np.zeros_like(m)
             filled[box] = closed & fill_enclosed(closed)
             filled &= body

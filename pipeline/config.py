@@ -129,8 +129,20 @@ def validate(cfg: dict[str, Any]) -> None:
         if not lo < hi:
             raise ConfigError(f"hu_classes.{name} must be [low, high) with low < high, got {bands[name]}")
     for a, b in zip(order, order[1:]):
+        if bands[a][0] >= bands[b][0]:  # was reported as an overlap
+            raise ConfigError(f"hu_classes.{a} must lie below hu_classes.{b} (denser classes have higher HU), got "
+                              f"{bands[a]} and {bands[b]}")
         if bands[a][1] > bands[b][0]:
             raise ConfigError(f"hu_classes.{a} overlaps hu_classes.{b}")
+    sc = cfg["scoring"]
+    # a negative limit counts every unit as involved; a percentage above 100 none (every unit scored 0)
+    if not 0 <= sc["min_involvement_pct"] <= 100:
+        raise ConfigError(f"scoring.min_involvement_pct must be in [0, 100], got {sc['min_involvement_pct']}")
+    if not 0 <= sc["min_involvement_ml"] < math.inf:
+        raise ConfigError(f"scoring.min_involvement_ml must be >= 0 mL, got {sc['min_involvement_ml']}")
+    if not 0 < sc["zhang900"]["slab_half_thickness_mm"] < math.inf:  # 0 or less: an empty slab scored 0
+        raise ConfigError(f"scoring.zhang900.slab_half_thickness_mm must be > 0 mm, got "
+                          f"{sc['zhang900']['slab_half_thickness_mm']}")
     seg = cfg["segmentation"]
     method = str(seg["method"])
     if method not in ("classical", "monai") and not Path(method).is_dir():

@@ -45,3 +45,18 @@ def test_override_changes_value_and_hash():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config([tmp_path / "nope.yaml"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("scoring.min_involvement_pct=-1", "min_involvement_pct must be in \\[0, 100\\]"),
+    ("scoring.min_involvement_pct=150", "min_involvement_pct must be in \\[0, 100\\]"),  # every unit scored 0
+    ("scoring.min_involvement_ml=-0.5", "min_involvement_ml must be >= 0"),
+    ("scoring.zhang900.slab_half_thickness_mm=0", "slab_half_thickness_mm must be > 0"),
+    ("scoring.zhang900.slab_half_thickness_mm=-2", "slab_half_thickness_mm must be > 0"),
+    ("hu_classes.ggo=[-800,-700]", "faint_ggo must lie below hu_classes.ggo"),  # was called an overlap
+])
+def test_scoring_limits_that_make_no_sense_are_refused(override, message):
+    """A negative involvement minimum counted every unit as involved, a percentage above 100 none, a slab of no
+    thickness scored an empty slab 0; bands in the wrong order were reported as overlapping."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])

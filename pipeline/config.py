@@ -129,7 +129,7 @@ def validate(cfg: dict[str, Any]) -> None:
         if not lo < hi:
             raise ConfigError(f"hu_classes.{name} must be [low, high) with low < high, got {bands[name]}")
     for a, b in zip(order, order[1:]):
-        if bands[a][0] >= bands[b][0]:  # was reported as an overlap
+        if bands[a][0] > bands[b][0]:  # was reported as an overlap
             raise ConfigError(f"hu_classes.{a} must lie below hu_classes.{b} (denser classes have higher HU), got "
                               f"{bands[a]} and {bands[b]}")
         if bands[a][1] > bands[b][0]:

@@ -105,8 +105,10 @@ _CODES = [
     Code("GANTRY_TILT_CORRECTED", "F", "tilted gantry (slices stacked obliquely to their normal): each slice was "
          "shifted in its plane (shear) onto an orthogonal grid; tilt angle in meta['gantry_tilt_deg']",
          "nothing; check the QC picture"),
-    Code("NON_UNIFORM_SPACING_RESAMPLED", "W", "slice spacing varies by more than loading.spacing_tolerance; "
-         "resampled to a uniform spacing (linear along the slice normal; the median step, adjusted so that the first and last slices are kept)", "nothing; check the QC picture"),
+    Code("NON_UNIFORM_SPACING_RESAMPLED", "W", "slice spacing varies by more than loading.spacing_tolerance (a step "
+         "off the median step, or a slice off the grid of median steps from the first slice, by more than that "
+         "fraction of the median step); resampled to a uniform spacing (linear along the slice normal; the median "
+         "step, adjusted so that the first and last slices are kept)", "nothing; check the QC picture"),
     Code("SLICE_GAP_ALLOWED", "W", "slices are missing but loading.allow_gaps is true; the gap was interpolated",
          "interpret zones across the gap with care"),
     Code("PADDING_MASKED", "F", "padding values (PixelPaddingValue, <= -1500 HU such as -2000, -3024, -32768) "

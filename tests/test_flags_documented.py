@@ -52,3 +52,15 @@ def test_every_loader_code_is_explained_in_dicom_input_md():
 
     doc = (REPO / "docs" / "dicom_input.md").read_text()
     assert not [c for c in CODES if c not in doc]
+
+
+def test_dicom_input_md_table_says_what_the_code_says():
+    """Each loader code's row in docs/dicom_input.md (action, meaning, what to do) is the text ``ctscore scan`` and
+    the tables give (pipeline/dicom_codes.py): the two had drifted apart for NON_UNIFORM_SPACING_RESAMPLED."""
+    from pipeline.dicom_codes import CODES
+
+    doc = (REPO / "docs" / "dicom_input.md").read_text()
+    rows = {m.group(1): m.groups()[1:] for line in doc.splitlines()
+            if (m := re.match(r"\| `([A-Z_0-9]+)` \| (\w) \| (.*) \| (.*) \|$", line))}
+    differ = [c.code for c in CODES.values() if rows.get(c.code) != (c.action, c.meaning, c.what_to_do)]
+    assert not differ, f"docs/dicom_input.md rows that differ from pipeline/dicom_codes.py: {differ}"

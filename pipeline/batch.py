@@ -161,7 +161,7 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
-    from pipeline.run import table_patient_id
+    from pipeline.run import find_user_lobes, table_patient_id
 
     salt = cfg["outputs"]["pseudonym_salt"]
     per_series = Counter(cand.series_uid for cand in candidates)
@@ -173,7 +173,10 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # are scored (--all-series) does the stack id tell them apart
         key = cand.series_uid if per_series[cand.series_uid] == 1 and cand.series_uid else (cand.stack_id or
                                                                                             cand.series_uid)
-        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), input_fingerprint(files),
+        # a lobe map of the user's (--lobes) is an input too: replaced, added or removed, the scan is scored again
+        lobes = find_user_lobes(cfg, cand.series_uid)
+        fingerprint = input_fingerprint(files + ([str(lobes)] if lobes else []))
+        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or "")))
     return sorted(tasks, key=lambda t: t.scan_id)

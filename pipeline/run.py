@@ -336,7 +336,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id,
                                              "device": str(getattr(segmenter, "device", "cpu"))},
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
-            "input_fingerprint": input_fingerprint(files),
+            "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
         }

@@ -84,3 +84,29 @@ def test_user_lobes_missing_empty_or_unreadable(sample_run, tmp_path):
     assert "LOBES_UNREADABLE" in (tmp_path / "o4" / "failures.csv").read_text()
     # a lobes folder that does not exist is a usage error before anything runs
     assert main(["run", str(SAMPLE), "-o", str(tmp_path / "o5"), "-q", "--lobes", str(tmp_path / "nope")]) == EXIT_USAGE
+
+
+def test_a_replaced_lobe_map_scores_the_scan_again_on_resume(sample_run, tmp_path):
+    """The resume fingerprint covered the DICOM files only: a lobe map added, replaced or removed under --lobes
+    left the scan 'already done' with the lobar scores of the old map (or none)."""
+    from pipeline.batch import BatchOptions
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    scan = _scan_dir(sample_run)
+    uid = json.loads((scan / "result.json").read_text())["scores"]["series_uid"]
+    lobes = tmp_path / "lobes"
+    lobes.mkdir()
+    cfg = load_config(extra={"segmentation": {"method": "classical"}, "scoring": {"lobar": {"lobes_dir": str(lobes)}},
+                             "outputs": {"write_qc_png": False, "write_masks": False}})
+
+    def run() -> dict:
+        return run_pipeline(SAMPLE, tmp_path / "out", cfg, batch=BatchOptions(progress=False))
+
+    assert run()["n_run"] == 1  # no lobe map yet: LOBES_NOT_FOUND
+    sitk.WriteImage(_lobe_map(scan / "lungs.nii.gz"), str(lobes / f"{uid}.nii.gz"))
+    summary = run()  # the map added: scored again, now with lobar scores
+    assert summary["n_run"] == 1
+    row = next(csv.DictReader((tmp_path / "out" / "scans.csv").open()))
+    assert row["lobar20_total"] not in ("", "nan")
+    assert run()["n_run"] == 0  # nothing changed: resumed

@@ -1148,6 +1148,11 @@ def _aggregate(out_dir: Path) -> dict[str, Any]:
             if values and all(v == values[0] for v in values):
                 provenance[key] = values[0]
         provenance["seconds"] = round(sum(_seconds(r.get("seconds")) for r in shard_runs), 2)
+    else:  # no shards: the run that wrote OUT's run.json made the results; its input and time stay (they were
+        # replaced by "aggregate of OUT" and 0 s)
+        prior = _read_json(out_dir / "run.json") or {}
+        provenance.update({k: prior[k] for k in ("input", "versions", "python", "platform", "seconds")
+                           if k in prior})
     if len(hashes) > 1:  # run.json's config is one of them: name them all
         provenance["config_sha256_all"] = hashes
     if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)

@@ -327,3 +327,19 @@ def _csv(path: Path) -> list[dict]:
 
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_aggregate_of_a_run_without_shards_keeps_its_input_and_time(tmp_path, series, cfg):
+    """run.json after ``ctscore aggregate`` on an OUT made without shards said input "aggregate of OUT" and 0 s:
+    where the results came from was lost."""
+    src, _ = series
+    root = tmp_path / "in"
+    shutil.copytree(src / "s00", root / "s00")
+    out = tmp_path / "out"
+    run_pipeline(root, out, cfg, all_series=True, batch=BatchOptions(progress=False))
+    before = json.loads((out / "run.json").read_text())
+    aggregate(out)
+    after = json.loads((out / "run.json").read_text())
+    assert after["input"] == before["input"] == str(root.resolve())
+    assert after["seconds"] == before["seconds"] > 0
+    assert after["n_ok"] == before["n_ok"] == 1

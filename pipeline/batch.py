@@ -341,7 +341,8 @@ def lock_path(out_dir: str | Path, shard: str | None = None) -> Path:
     return out / SHARDS_DIR / shard / LOCK_NAME if shard else out / STATUS_DIR / LOCK_NAME
 
 
-def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str) -> bool | OSError:
+def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str,
+          folder: Path | None = None) -> bool | OSError:
     """``fcntl.flock`` ``path`` (LOCK_EX or LOCK_SH) without waiting, until ``stack`` closes: True when taken, False
     when another process holds a conflicting lock, the OSError when the file system has no locks (ENOLCK,
     EOPNOTSUPP, ENOSYS on some NFS and Lustre mounts). An exclusive holder writes its command, host, pid and start
@@ -358,7 +359,7 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
             fh = stack.enter_context(open(path))
     except OSError as exc:
         raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write into the output folder ({exc.strerror or exc})",
-                           path.parent) from exc
+                           folder or path.parent) from exc
     try:
         fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError as exc:
@@ -398,9 +399,9 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
     command = "ctscore aggregate" if aggregating else "ctscore run"
     hint = "wait for it" + ("" if aggregating else ", or for parallel jobs use --shard-index/--num-shards")
     with contextlib.ExitStack() as stack:
-        got = _take(stack, path, exclusive=shard is None, command=command)
+        got = _take(stack, path, exclusive=shard is None, command=command, folder=out)
         if got is False and shard is None:
-            got = _take(stack, path, exclusive=False, command=command)  # taken: only shards hold it (shared)
+            got = _take(stack, path, exclusive=False, command=command, folder=out)  # taken: only shards hold it (shared)
             if got is True and aggregating:
                 log.warning("shard runs are still writing into %s: the tables hold the series they finished so far; "
                             "run ctscore aggregate again when they have ended", out)
@@ -410,7 +411,8 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
         if got is False:
             raise OutputLocked(f"another {_holder(path)} is writing to {out}; {hint}")
         if got is True and shard is not None:
-            got = _take(stack, lock_path(out, shard), exclusive=True, command=f"{command} of shard {shard}")
+            got = _take(stack, lock_path(out, shard), exclusive=True, command=f"{command} of shard {shard}",
+                        folder=out)
             if got is False:
                 raise OutputLocked(f"another {_holder(lock_path(out, shard))} is writing to {out}; wait for it, or "
                                    "give each parallel job its own --shard-index")

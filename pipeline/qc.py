@@ -138,7 +138,7 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
     ax.imshow(hu2d, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
     if (classes2d > 0).any():
         ax.imshow(_lesion_rgba(classes2d), aspect=aspect, interpolation="nearest")
-    if (lungs2d > 0).any():
+    if (lungs2d > 0).any() and min(lungs2d.shape) >= 2:  # contour needs 2 x 2 (a one-slice series: no outline)
         ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -177,7 +177,8 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
 
     # Coronal view through the lungs' centre, head at the top.
     ax = fig.add_subplot(grid[:, 0:2])
-    yc = int(round(np.nonzero(lungs)[1].mean())) if lungs.any() else hu.shape[1] // 2
+    per_row = np.count_nonzero(lungs, axis=(0, 2))  # lung voxels per y: the mean y without every voxel's indices
+    yc = int(round(float(per_row @ np.arange(per_row.size)) / per_row.sum())) if per_row.any() else hu.shape[1] // 2
     rows = np.arange(hu.shape[0])[crop_z]
     rows = rows[np.argsort(-z_mm[rows], kind="stable")]  # cranial first
     _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx)
@@ -189,11 +190,18 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
             return None
         return int(np.argmin(np.abs(z_rows - z)))
 
+    def plane_row(z: float) -> float | None:
+        """The (fractional) row of patient z: a plane lies at its own z, between the slices it separates, not
+        snapped to the nearest slice (half a slice off, 4 mm on 8 mm slices)."""
+        if not (z_rows.min() <= z <= z_rows.max()):
+            return None
+        return float(np.interp(z, z_rows[::-1], np.arange(len(z_rows), dtype=float)[::-1]))
+
     gap = LABEL_GAP * len(rows)
     last = -np.inf
     planes = [(r, label + (" (est.)" if name in estimated else ""), "--" if name in estimated else "-")
               for name, label in ZONE_PLANES.items()
-              if levels.get(name) is not None and (r := row_of(float(levels[name]))) is not None]
+              if levels.get(name) is not None and (r := plane_row(float(levels[name]))) is not None]
     for r, label, style in sorted(planes):
         ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9, linestyle=style)
         below = r - last < gap  # too close to the label above: write this one under its line

@@ -3,10 +3,11 @@
 Left: a coronal view through the lungs' centre (lung window); right: a sagittal view through the
 trachea (mediastinal window, so the sternum, the arch and the heart show). Each level is drawn
 across both views at its patient z, labelled with its name, z (mm) and how it was found: a solid
-line when detected, dashed when estimated. Missing levels (no z, or a z that is not finite) are listed in
-the title. Images are in the radiological convention (patient right on the left of the coronal view, anterior
-on the left of the sagittal view, head at the top), with true millimetre proportions; each slice spans half-way
-to its neighbours, so unevenly spaced slices, in either order, lie at their own z. Both views are cropped to the
+line when detected, dashed when estimated (a label that would cover the one above it goes under its line).
+Missing levels (no z, or a z that is not finite) are listed in the title. Images are in the radiological
+convention (patient right on the left of the coronal view, anterior on the left of the sagittal view, head at
+the top), with true millimetre proportions; each slice spans half-way to its neighbours, so unevenly spaced
+slices, in either order, lie at their own z. Both views are cropped to the
 body and the lungs plus 10 mm of air (:data:`VIEW_MARGIN_MM`), whatever the field of view.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
@@ -43,6 +44,11 @@ SOFT_WINDOW = (-160.0, 240.0)
 #: Air kept beside the body in each view (mm): the views are cropped to the body (above
 #: :data:`pipeline.qc.BODY_MIN_HU`) and the lungs, so a 500 mm field of view does not shrink the chest.
 VIEW_MARGIN_MM = 10.0
+#: Dark box behind the level labels: coloured text stays readable on bone and soft tissue (near white in the
+#: lung window), as in qc.png.
+LABEL_BOX = {"facecolor": "black", "alpha": 0.85, "pad": 0.5, "linewidth": 0}
+#: A label sits this far (mm) above its line, or below it when the label above leaves no room.
+LABEL_OFFSET_MM = 1.0
 
 
 def view_span(img: np.ndarray, lung_cols: np.ndarray, spacing: float, margin_mm: float = VIEW_MARGIN_MM
@@ -57,6 +63,41 @@ def view_span(img: np.ndarray, lung_cols: np.ndarray, spacing: float, margin_mm:
         return 0, n
     m = int(np.ceil(margin_mm / spacing)) if spacing > 0 else 0
     return max(0, int(cols[0]) - m), min(n, int(cols[-1]) + 1 + m)
+
+
+def _median_index(counts: np.ndarray) -> int:
+    """``int(np.median(idx))`` of the indices ``idx`` that ``counts[i]`` times hold ``i``, without listing them."""
+    cum = np.cumsum(counts)
+    n = int(cum[-1])
+    lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))  # the middle element(s) of the sorted list
+    hi = int(np.searchsorted(cum, n // 2, side="right"))
+    return int(0.5 * (lo + hi))
+
+
+def _spread_labels(fig: Any, labels: Sequence[tuple[Any, str, float, Any]]) -> None:
+    """Labels on one side of one view closer than their height (the carina and the RUL take-off, 3 mm apart)
+    hid one another. From the top down, a label that would overlap the one above goes under its own line, or
+    just under that label."""
+    renderer = fig.canvas.get_renderer()
+    groups: dict[tuple[int, str], list[tuple[float, Any, Any]]] = {}
+    for ax, side, z, text in labels:
+        groups.setdefault((id(ax), side), []).append((z, ax, text))
+    pad_px = LABEL_BOX["pad"] * fig.dpi / 72.0
+    for items in groups.values():
+        ax = items[0][1]
+        ax.apply_aspect()
+        y0, y1 = ax.get_ylim()
+        mm_per_px = abs(y1 - y0) / max(ax.get_window_extent(renderer).height, 1.0)
+        pad = (pad_px + 0.5) * mm_per_px
+        floor = np.inf  # the lowest box edge so far
+        for z, _, text in sorted(items, key=lambda item: -item[0]):
+            h = text.get_window_extent(renderer).height * mm_per_px
+            top = z + LABEL_OFFSET_MM + h + pad  # of its box, when above its line
+            if top > floor:
+                top = min(z - LABEL_OFFSET_MM + pad, floor)  # under its line, or under the label above
+                text.set_y(top - pad)
+                text.set_verticalalignment("top")
+            floor = top - h - 2 * pad
 
 
 def _z(lm: Any) -> float | None:
@@ -82,14 +123,17 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     nz, ny, nx = hu.shape
     sz, sy, sx = (float(s) for s in spacing_zyx)
     lung = lungs > 0
-    if lung.any():
-        _, ys, xs = np.nonzero(lung)
-        yc, xc = int(np.median(ys)), int(round(0.5 * (xs.min() + xs.max())))
+    # the centre from the counts per row and column: np.nonzero would hold three int64 indices per lung voxel
+    # (about 1 GB for a 600-slice scan)
+    per_y = np.count_nonzero(lung, axis=(0, 2))
+    if per_y.any():
+        xs = np.nonzero(lung.any(axis=(0, 1)))[0]
+        yc, xc = _median_index(per_y), int(round(0.5 * (xs[0] + xs[-1])))
     else:
         yc, xc = ny // 2, nx // 2
-    if airway is not None and airway.any():
-        _, _, axs = np.nonzero(airway)
-        xc = int(np.median(axs))
+    per_x = None if airway is None else np.count_nonzero(airway, axis=(0, 1))
+    if per_x is not None and per_x.any():
+        xc = _median_index(per_x)
     order = np.argsort(z_mm)
     cor = hu[order, yc, :]
     sag = hu[order, :, xc]
@@ -125,6 +169,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, x0:x1].astype(float),
                         levels=[0.5], colors="#4cc9f0", linewidths=0.6)
     missing = []
+    labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     for name, (label, colour) in LEVELS.items():
         if name not in landmarks:
             continue
@@ -142,14 +187,15 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
                 ha = "left" if i == 0 else "right"
             else:
                 xt, ha = width - 2, "right"
-            ax.text(xt, z + 1, f"{label} {round(z) + 0:.0f} {'D' if meth == 'detected' else 'E'}", color=colour,
-                    fontsize=7, ha=ha, va="bottom",
-                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
+            text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {'D' if meth == 'detected' else 'E'}",
+                           color=colour, fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
+            labels.append((ax, ha, z, text))
     sub = "solid = detected (D), dashed = estimated (E)"
     if missing:
         sub += "; missing: " + ", ".join(missing)
     fig.suptitle(f"{title}\n{sub}", color="white", fontsize=9)
     fig.tight_layout()
+    _spread_labels(fig, labels)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor="black")
     plt.close(fig)

@@ -197,11 +197,12 @@ def _flags(value: Any) -> list[str]:
     return out
 
 
-def _flag_span(flag: str) -> str:
-    """One flag as a badge, its meaning on hover (pipeline.flags.explain)."""
+def _flag_span(flag: str, fallback: str = "") -> str:
+    """One flag as a badge, its meaning on hover (pipeline.flags.explain; ``fallback`` where that has none, e.g.
+    the reason of a failure code such as NO_LUNG_FOUND or TIMEOUT)."""
     from pipeline.flags import explain
 
-    tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag)
+    tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag) or fallback
     title = f' title="{escape(tip)}"' if tip else ""
     return f'<span class="flag"{title}>{escape(flag)}</span>'
 
@@ -247,9 +248,12 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
             x = _number(value)
             cells.append(_td(col.fmt(value), "num", sort="" if x is None else repr(x)))
     flags = _flags(result.get("qc_flags", scores.get("qc_flags", "")))
+    spans = [_flag_span(f) for f in flags]
     if failure:
         flags.insert(0, failure.get("code", "") or "FAILED")
-    cells.append(_td("".join(_flag_span(f) for f in flags), "flags", sort=str(len(flags)), raw=True))
+        reason = _hide_path(failure.get("message", "") or "", failure.get("path", "") or "")
+        spans.insert(0, _flag_span(flags[0], f"failed: {reason}" if reason else "failed (see Failures)"))
+    cells.append(_td("".join(spans), "flags", sort=str(len(flags)), raw=True))
     links = [f'<a href="{escape(_href(out_dir, folder / n))}">{escape(n)}</a>'
              for n in SERIES_FILES if folder and (folder / n).is_file()]
     if previous is not None and (previous / "result.json").is_file():

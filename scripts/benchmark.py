@@ -37,7 +37,7 @@ def positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("series", nargs="?", default=str(REPO / "sample_dicoms"), help="folder with one CT series")
+    ap.add_argument("series", nargs="?", default=None, help="folder with one CT series (default: sample_dicoms/)")
     ap.add_argument("--runs", type=positive_int, default=3)
     ap.add_argument("--segmenter", default=None, help="classical | monai | bundle path (default: config)")
     ap.add_argument("--device", default=None)
@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of SERIES: a generated chest of NZ slices of 512 x 512 at 0.6 mm (the generator of "
                          "scripts/benchmark_batch.py, run in its own process so its memory is not counted)")
     args = ap.parse_args(argv)
+    if args.generated and args.series is not None:
+        ap.error("give SERIES or --generated, not both")
+    if args.series is None:
+        args.series = str(REPO / "sample_dicoms")
     if args.generated:
         with tempfile.TemporaryDirectory() as tmp:
             code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.scripts_loader import load_script; "
@@ -80,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cand = chosen[0]
     t = time.perf_counter()
-    segmenter = get_segmenter(cfg)
+    try:  # a model folder that does not load, --device cuda without CUDA: one line, not a traceback
+        segmenter = get_segmenter(cfg)
+    except CTScoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     build_s = time.perf_counter() - t
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -99,8 +99,13 @@ def time_config(input_dir: Path, workers: int, threads: int, cfg: dict, n: int) 
         t = time.perf_counter()
         summary = run_pipeline(input_dir, out, cfg, all_series=True, batch=opts)
         seconds = time.perf_counter() - t
-    if summary["n_ok"] != n:
-        raise RuntimeError(f"{summary['n_failed']} series failed")
+        if summary["n_ok"] != n:  # name the first failure before the output folder goes
+            import csv
+
+            with open(Path(out) / "failures.csv", newline="") as fh:
+                first = next(csv.DictReader(fh), {})
+            raise RuntimeError(f"{workers}x{threads}: {summary['n_failed']} of {n} series failed (first: "
+                               f"{first.get('code', '?')}: {first.get('message', '')})")
     return seconds
 
 
@@ -152,7 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             write_chest_series(Path(tmp) / f"s{i:03d}", i, tuple(args.shape))
         for w, t in args.configs:
             conf = f"{w}x{t}"
-            runs = [time_config(Path(tmp), w, t, cfg, args.series) for _ in range(args.repeats)]
+            try:  # --device cuda without CUDA, a model that does not load, a series that fails: one line
+                runs = [time_config(Path(tmp), w, t, cfg, args.series) for _ in range(args.repeats)]
+            except CTScoreError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except RuntimeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             med = statistics.median(runs)
             figures.append({"config": conf, "workers": w, "threads": t, "seconds": [round(r, 2) for r in runs],
                             "median_s": round(med, 2), "series_per_min": round(60 * args.series / med, 2)})
@@ -164,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print("speed-up vs " + figures[0]["config"] + ": " + ", ".join(f"{f['config']} {f['speedup']}x" for f in figures))
     if args.json:
         atomic_write_json(Path(args.json), {"host": platform.node(), "series": args.series, "shape": args.shape,
-                                            "segmenter": args.segmenter, "figures": figures})
+                                            "segmenter": args.segmenter, "device": args.device, "overrides": args.overrides,
+                                            "repeats": args.repeats, "figures": figures})
     return 0
 
 

@@ -139,22 +139,38 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--runs must be at least 1")
     if len(set(args.devices)) != len(args.devices):
         ap.error("name each device once")
+    from pipeline.errors import CTScoreError
+
     if args.save_npz:
         if len(args.inputs) != 1 or args.npz:
             ap.error("--save-npz takes one series folder")
-        hu, spacing = load_working_grid(args.inputs[0])
+        try:
+            hu, spacing = load_working_grid(args.inputs[0])
+        except CTScoreError as exc:
+            print(f"error: {args.inputs[0]}: {exc}", file=sys.stderr)
+            return 2
         save_npz(args.save_npz, hu, spacing)
         print(f"{args.save_npz}: {hu.shape} at {spacing} mm")
         return 0
+    from segmentation.monai_segmenter import resolve_device
+
+    for device in args.devices:  # before any input is loaded or run: cuda on a machine without it fails now
+        try:
+            resolve_device(device)
+        except CTScoreError as exc:
+            print(f"error: device {device}: {exc}", file=sys.stderr)
+            return 2
     inputs = []
     for path in args.inputs:
         if not Path(path).exists():
             print(f"error: {path}: no such file or folder", file=sys.stderr)
             return 2
-        hu, spacing = load_npz(path) if args.npz else load_working_grid(path)
+        try:
+            hu, spacing = load_npz(path) if args.npz else load_working_grid(path)
+        except CTScoreError as exc:  # an unreadable series: one line naming it, not a traceback
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
         inputs.append((Path(path).name.removesuffix(".npz"), hu, spacing))
-
-    from pipeline.errors import CTScoreError
 
     results = {}
     for device in args.devices:

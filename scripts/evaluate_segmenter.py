@@ -476,13 +476,32 @@ def main(argv: list[str] | None = None) -> int:
                          "card's 'Inference box' table)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.cases < 0 or args.pleural_cases < 0:
+        ap.error("--cases and --pleural-cases must be 0 or more")
+    if not all(v > 0 for v in args.spacing):
+        ap.error(f"--spacing must be three positive sizes in mm, got {args.spacing}")
+    # every input is checked now, not when the evaluation reaches it (a misspelt --real name failed after the
+    # synthetic cases, minutes to hours in, with a traceback and nothing written)
+    if not Path(args.series).is_dir():
+        ap.error(f"--series {args.series}: no such folder")
     real = [Path(r) if Path(r).exists() else data / r for r in args.real]
-    res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
-                   args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
-                   scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
-                   lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities,
-                   body_margin_mm=args.body_margin_mm)
+    missing = [r for r, path in zip(args.real, real) if not path.is_dir()]
+    if missing:
+        ap.error(f"--real: no such folder, as given or under {data}: {', '.join(missing)}")
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).resolve().parent.is_dir()):
+        ap.error(f"--json {args.json}: give a file in an existing folder")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from pipeline.errors import CTScoreError
+
+    try:
+        res = evaluate(Path(args.series), Path(args.weights) if args.weights else None, args.cases, args.device,
+                       args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
+                       scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
+                       lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities,
+                       body_margin_mm=args.body_margin_mm)
+    except CTScoreError as exc:  # weights that do not load, --device cuda without CUDA, an unreadable series
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = {k: v for k, v in res.items() if k not in ("synthetic_cases",)}
     print(json.dumps(summary, indent=1))
     if args.json:

@@ -7,12 +7,14 @@ Usage::
 For every scan in the reference (columns ``scan,landmark,z_mm,...``; ``<name>_z`` rows), the series
 under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmented (classical
 segmenter), and :func:`scoring.landmarks.detect_landmarks` is run. ``--cache`` keeps the working-grid
-arrays (HU, lungs, airway) as ``<scan>.npz`` so that later runs only re-run the detector.
+arrays (HU, lungs, airway) as ``<scan>_<working spacing>.npz`` (e.g. ``normal001_1.5x1.5x1.5.npz``) so that
+later runs only re-run the detector.
 Estimated levels count like detected ones; a level the detector leaves missing where the reference
 has a value is counted in ``missing``, and a level it reports as detected where the reference has a row
 with an empty z (not in the scan, e.g. a base cut off) in ``spurious``; either fails the target (an
-estimate where the reader could not identify the structure is not counted). Exit status 0 even when
-the targets are not met.
+estimate where the reader could not identify the structure is not counted). A landmark with nothing to
+compare (no error, none missing, none spurious: e.g. ``--scans`` naming only a scan whose base is cut off) is
+``n/a``, not a failed target. Exit status 0 even when the targets are not met.
 """
 
 from __future__ import annotations
@@ -162,9 +164,10 @@ def format_table(res: dict[str, dict]) -> str:
         target = TARGET_MEDIAN_MM.get(name, DEFAULT_TARGET_MM)
         spurious = r.get("spurious", 0)
         met = e.size > 0 and med <= target and mx <= MAX_ERROR_MM and r["missing"] == 0 and spurious == 0
+        nothing = e.size == 0 and r["missing"] == 0 and spurious == 0  # no level to compare: not a failure
         methods = ", ".join(f"{k} {v}" for k, v in sorted(r["methods"].items()))
         lines.append(f"| {name} | {e.size} | {med:.1f} | {mx:.1f} | {r['missing']} | {spurious} | {methods} | "
-                     f"{'yes' if met else 'NO'} (<= {target:g} / {MAX_ERROR_MM:g}) |")
+                     f"{'n/a' if nothing else 'yes' if met else 'NO'} (<= {target:g} / {MAX_ERROR_MM:g}) |")
     return "\n".join(lines)
 
 
@@ -195,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--cut-bases: comma-separated fractions, not {args.cut_bases!r}")
         if not fractions or not all(0.0 <= f < 1.0 for f in fractions):
             p.error("--cut-bases: fractions from 0 up to (not including) 1")
+    wanted = scans or sorted(ref)
+    if not any((args.data_root / s).is_dir() for s in wanted):  # else an empty table, exit 0, as if all was well
+        p.error(f"--data-root {args.data_root}: none of the scans ({', '.join(wanted)}) is a folder there")
+    if args.cut_bases:
         rows = cut_bases(ref, args.data_root, args.cache, fractions, scans)
         for r in rows:
             if args.verbose or r["wrong"]:

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="relative SD of the simulated percent involvement (default 0.15)")
     p.add_argument("--scan-id", default=None, help="name the scan by this scan_id when the truth file has no series_uid")
     args = p.parse_args(argv)
+    if Path(args.output).is_dir():
+        p.error(f"-o {args.output} is a folder; give the CSV file to write")
     truth_path = Path(args.truth)
     if not truth_path.is_file():
         print(f"error: {truth_path} not found (run scripts/make_sample_dicoms.py first)", file=sys.stderr)

@@ -57,15 +57,22 @@ def render(report: Path, png: Path, width: int = 1600, height: int | None = None
     png = png.resolve()
     height = height or guess_height(report.read_text(encoding="utf-8"))
     exe = find_chromium(chromium)
-    with tempfile.TemporaryDirectory(prefix="ctscore-chromium-") as profile:
-        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
-               f"--window-size={width},{height}", report.as_uri()]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.insert(1, "--no-sandbox")
-        png.unlink(missing_ok=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-    if not png.is_file():
-        raise RuntimeError(f"Chromium wrote no screenshot (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    # Chromium writes a part file beside the PNG, renamed into place when whole: a failed or killed render
+    # leaves an earlier PNG as it was, never a half-written one or none
+    part = png.with_name(f".{png.name}.{os.getpid()}.part.png")
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctscore-chromium-") as profile:
+            cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={part}",
+                   f"--window-size={width},{height}", report.as_uri()]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                cmd.insert(1, "--no-sandbox")
+            part.unlink(missing_ok=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        if not part.is_file():
+            raise RuntimeError(f"Chromium wrote no screenshot (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        os.replace(part, png)
+    finally:
+        part.unlink(missing_ok=True)
     return png
 
 
@@ -82,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no report at {report}", file=sys.stderr)
         return 2
     out = args.out or report.with_suffix(".png")
+    if args.width <= 0 or (args.height is not None and args.height <= 0):
+        ap.error("--width and --height must be at least 1 px")
+    if out.is_dir() or not out.resolve().parent.is_dir():
+        ap.error(f"-o {out}: give a PNG file in an existing folder")
     try:
         print(render(report, out, args.width, args.height, args.chromium))
     except (FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as exc:

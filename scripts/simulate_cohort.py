@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.survivors < 1 or a.non_survivors < 0 or a.survivors + a.non_survivors < 2:
         p.error("need --survivors >= 1, --non-survivors >= 0 and at least 2 patients in all")
+    if Path(a.output).exists() and not Path(a.output).is_dir():
+        p.error(f"-o {a.output} is a file, not a folder")
     paths = write_cohort(a.output, seed=a.seed, n_survivors=a.survivors, n_nonsurvivors=a.non_survivors)
     for key, path in paths.items():
         print(f"{key}: {path}")

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in rows[0]:
         vals = [r[key] for r in rows]
         print(f"{key:<22}{stats_lib.median(vals):>10.2f}{min(vals):>10.2f}{max(vals):>10.2f}")
-    print(f"peak RSS: {peak_mb:.0f} MB")
+    print(f"peak RSS: {peak_mb:.0f} MiB")  # ru_maxrss (KiB) / 1024
     return 0
 
 

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{rec['left_ml']:.0f} mL, lesion {rec['lesion_ml']:.1f} mL; repeats identical: "
                     f"{rec['repeat_identical']}")
             if "peak_gpu_mb" in rec:
-                line += f"; peak GPU memory {rec['peak_gpu_mb']:.0f} MB"
+                line += f"; peak GPU memory {rec['peak_gpu_mb']:.0f} MiB"
             print(line)
             if device != ref:
                 lungs_r, les_r = results[ref]["inputs"][name]["_masks"]

@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -449,7 +450,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = REPO.parent / "shared" / "data" / "chest"
+    data = Path(os.environ.get("CTSCORE_TEST_DATA") or REPO.parent / "shared" / "data") / "chest"  # as the tests
     ap.add_argument("--series", default=str(data / "normal001"), help="held-out clean background (DICOM folder)")
     ap.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
     ap.add_argument("--cases", type=int, default=6, help="number of synthetic insertions")

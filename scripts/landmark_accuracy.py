@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -173,9 +174,10 @@ def format_table(res: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parents[1]
+    data = Path(os.environ.get("CTSCORE_TEST_DATA") or here.parent / "shared" / "data")  # as the tests find it
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--reference", type=Path, default=here.parent / "shared/data/landmarks/reference.csv")
-    p.add_argument("--data-root", type=Path, default=here.parent / "shared/data/chest")
+    p.add_argument("--reference", type=Path, default=data / "landmarks" / "reference.csv")
+    p.add_argument("--data-root", type=Path, default=data / "chest")
     p.add_argument("--cache", type=Path, default=None, help="folder for cached working-grid arrays")
     p.add_argument("--scans", default="", help="comma-separated subset of scans")
     p.add_argument("-v", "--verbose", action="store_true", help="print every comparison")

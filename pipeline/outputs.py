@@ -33,10 +33,14 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml", "faint_ggo_volume_ml", "percent_opacity", "percent_high_opacity",
     "six_zone_total", "zhang900_total", "mosmed_category", "lobar20_total", "lobar25_total",
     "lesion_volume_ml_right", "lesion_volume_ml_left", "mean_lung_hu", "mean_lung_hu_right",
-    "mean_lung_hu_left", "apex_covered", "base_covered", "qc_flags", "n_slices",
+    "mean_lung_hu_left", "ggo_volume_ml_right", "ggo_volume_ml_left", "consolidation_volume_ml_right",
+    "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
+    "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
+    "apex_covered", "base_covered", "qc_flags", "n_slices",
     "slice_thickness_mm", "manufacturer", "kernel",
 ]
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
+                "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score"]
 FAILURE_COLUMNS = ["scan_id", "series_uid", "code", "message", "path"]
 

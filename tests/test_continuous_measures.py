@@ -1,0 +1,217 @@
+"""SCORING.md "Continuous measures" per lung and per zone: ground-glass, consolidation and faint ground-glass volumes,
+PO, PHO and mean lung HU in scans.csv (``<measure>_<side>``) and zones.csv (``ggo_ml`` ... ``mean_lung_hu``), on a
+synthetic case with hand-computed answers, and in the tables a pipeline run writes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.outputs import SCAN_COLUMNS, ZONE_COLUMNS, table_dtypes
+from scoring.quantify import score_scan
+from tests.test_zones import LEVELS, Z, cfg, lms
+
+VML = 0.1  # mL per voxel: 100 voxels per lung slice = 10 mL
+SIDE_COLS = ("ggo_volume_ml", "consolidation_volume_ml", "faint_ggo_volume_ml", "percent_opacity",
+             "percent_high_opacity")
+UNIT_COLS = ("ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu")
+CLASS_COLS = {"ggo_ml": "ggo_volume_ml", "consolidation_ml": "consolidation_volume_ml",
+              "faint_ggo_ml": "faint_ggo_volume_ml"}
+
+
+def case(left: bool = True):
+    """Both lungs in slices 1..18 (10 x 10 voxels each; z = 10..180 mm). Six-zone (carina 110, IPV 60): upper =
+    slices 12..18 (700 voxels a lung), middle 6..11 (600), lower 1..5 (500).
+
+    Right (background -850 HU): upper: 20 faint GGO (-650) in slice 15, 30 GGO (-400) in slice 16; middle
+    (slice 8): 10 consolidation at 0 HU (high opacity), 10 consolidation at -250 HU (not above -200), 2 vessel
+    voxels at 40 HU (no lesion); lower (slice 3): 10 GGO (-400).
+    Left (background -800 HU): lower (slice 4): 7 faint GGO (-650); upper (slice 14): 3 consolidation at 50 HU."""
+    lungs = np.zeros((len(Z), 10, 20), np.uint8)
+    lungs[1:19, :, :10] = 1
+    lungs[1:19, :, 10:] = 2
+    if not left:
+        lungs[lungs == 2] = 0
+    classes = np.zeros(lungs.shape, np.uint8)
+    hu = np.where(lungs == 2, -800.0, -850.0)
+    hu[lungs == 0] = -1000.0
+
+    def put(k, rows, cols, cls, value):
+        classes[k, rows, cols] = cls
+        hu[k, rows, cols] = value
+
+    put(15, slice(0, 2), slice(0, 10), 1, -650.0)
+    put(16, slice(0, 3), slice(0, 10), 2, -400.0)
+    put(8, 0, slice(0, 10), 3, 0.0)
+    put(8, 1, slice(0, 10), 3, -250.0)
+    hu[8, 5, 0:2] = 40.0
+    put(3, 0, slice(0, 10), 2, -400.0)
+    if left:
+        put(4, 0, slice(10, 17), 1, -650.0)
+        put(14, 0, slice(10, 13), 3, 50.0)
+    return hu, lungs, classes
+
+
+def score(hu, lungs, classes, lobes=None, **zhang):
+    row, zones, flags = score_scan(hu, lungs, classes, Z, VML, lms(**LEVELS), cfg(**zhang), lobes=lobes)
+    return row, {(r["system"], r["lung"], r["unit"]): r for r in zones}, flags
+
+
+def test_per_lung_columns_hand_computed():
+    row, _, flags = score(*case())
+    assert not flags
+    # right: lung 1800 voxels = 180 mL; lesion 20 + 30 + 20 + 10 = 80 voxels
+    assert row["ggo_volume_ml_right"] == 6.0  # faint + ground glass: 20 + 30 + 10 voxels
+    assert row["faint_ggo_volume_ml_right"] == 2.0
+    assert row["consolidation_volume_ml_right"] == 2.0
+    assert row["percent_opacity_right"] == round(100 * 80 / 1800, 3) == 4.444
+    assert row["percent_high_opacity_right"] == round(100 * 10 / 1800, 3) == 0.556  # the 10 voxels at 0 HU
+    # left: 7 faint GGO + 3 consolidation (50 HU)
+    assert row["ggo_volume_ml_left"] == row["faint_ggo_volume_ml_left"] == 0.7
+    assert row["consolidation_volume_ml_left"] == 0.3
+    assert row["percent_opacity_left"] == round(100 * 10 / 1800, 3)
+    assert row["percent_high_opacity_left"] == round(100 * 3 / 1800, 3) == 0.167
+    # the per-lung class volumes add up to the scan's; the lesion volume of a lung is its classes' sum
+    for c in ("ggo_volume_ml", "consolidation_volume_ml", "faint_ggo_volume_ml"):
+        assert row[f"{c}_right"] + row[f"{c}_left"] == pytest.approx(row[c], abs=0.011)
+    for side in ("right", "left"):
+        assert (row[f"ggo_volume_ml_{side}"] + row[f"consolidation_volume_ml_{side}"]
+                == pytest.approx(row[f"lesion_volume_ml_{side}"], abs=0.011))
+    # the scan-level PO / PHO are the lung-volume-weighted means of the per-lung ones (equal lungs: plain mean)
+    assert row["percent_opacity"] == pytest.approx((row["percent_opacity_right"] + row["percent_opacity_left"]) / 2,
+                                                   abs=1e-3)
+    assert row["percent_high_opacity"] == pytest.approx(
+        (row["percent_high_opacity_right"] + row["percent_high_opacity_left"]) / 2, abs=1e-3)
+
+
+def test_per_zone_columns_hand_computed():
+    _, z, _ = score(*case())
+    up, mid, low = (z[("six_zone", "right", u)] for u in ("upper", "middle", "lower"))
+    assert (up["lung_ml"], up["ggo_ml"], up["faint_ggo_ml"], up["consolidation_ml"]) == (70.0, 5.0, 2.0, 0.0)
+    assert up["involvement_pct"] == round(100 * 50 / 700, 3) and up["percent_high_opacity"] == 0.0
+    assert up["mean_lung_hu"] == round((650 * -850 + 20 * -650 + 30 * -400) / 700, 1) == -825.0
+    assert (mid["lung_ml"], mid["ggo_ml"], mid["faint_ggo_ml"], mid["consolidation_ml"]) == (60.0, 0.0, 0.0, 2.0)
+    assert mid["percent_high_opacity"] == round(100 * 10 / 600, 3) == 1.667  # not the -250 HU ones, nor vessels
+    assert mid["mean_lung_hu"] == pytest.approx((578 * -850 + 10 * 0 + 10 * -250 + 2 * 40) / 600, abs=0.05)
+    assert (low["ggo_ml"], low["faint_ggo_ml"], low["consolidation_ml"], low["percent_high_opacity"]) == (
+        1.0, 0.0, 0.0, 0.0)
+    assert low["mean_lung_hu"] == round((490 * -850 + 10 * -400) / 500, 1)
+    lup = z[("six_zone", "left", "upper")]
+    assert lup["consolidation_ml"] == 0.3 and lup["percent_high_opacity"] == round(100 * 3 / 700, 3)
+    assert lup["mean_lung_hu"] == round((697 * -800 + 3 * 50) / 700, 1)
+    # zhang900 slab L3 (z 105..115 mm: slice 11 only): no lesion, its lung's background HU
+    l3 = z[("zhang900", "right", "L3")]
+    assert (l3["lung_ml"], l3["ggo_ml"], l3["consolidation_ml"], l3["percent_high_opacity"],
+            l3["mean_lung_hu"]) == (10.0, 0.0, 0.0, 0.0, -850.0)
+
+
+@pytest.mark.parametrize("system,mode", [("six_zone", "slab"), ("zhang900", "zone")])
+def test_zones_add_up_to_the_lung(system, mode):
+    """Units that cover the lung (six zones; zhang900 in zone mode) sum to the per-lung columns; the lung-volume
+    weighted mean of the units' mean HU and PHO is the lung's."""
+    row, z, _ = score(*case(), mode=mode)
+    for side in ("right", "left"):
+        us = [r for (s, lung, _), r in z.items() if s == system and lung == side]
+        assert all(r["status"] == "ok" for r in us) and len(us) in (3, 5)
+        lung_ml = sum(r["lung_ml"] for r in us)
+        assert lung_ml == pytest.approx(row[f"lung_volume_ml_{side}"])
+        for unit_col, scan_col in CLASS_COLS.items():
+            assert sum(r[unit_col] for r in us) == pytest.approx(row[f"{scan_col}_{side}"], abs=0.005 * len(us))
+        hu = sum(r["mean_lung_hu"] * r["lung_ml"] for r in us) / lung_ml
+        assert hu == pytest.approx(row[f"mean_lung_hu_{side}"], abs=0.06)
+        pho = sum(r["percent_high_opacity"] * r["lung_ml"] for r in us) / lung_ml
+        assert pho == pytest.approx(row[f"percent_high_opacity_{side}"], abs=1e-3)
+        po = sum(r["involvement_pct"] * r["lung_ml"] for r in us) / lung_ml
+        assert po == pytest.approx(row[f"percent_opacity_{side}"], abs=1e-3)
+
+
+def test_missing_units_and_a_lung_not_found_are_empty():
+    # the apex cut off: the upper zones are missing, their new columns empty like lung_ml / lesion_ml
+    hu, lungs, classes = case()
+    lungs[19] = lungs[18]
+    _, z, flags = score(hu, lungs, classes)
+    assert "ZONES_MISSING" in flags
+    up = z[("six_zone", "right", "upper")]
+    assert up["status"] == "missing"
+    for c in ("lung_ml", "lesion_ml", *UNIT_COLS):
+        assert math.isnan(up.get(c, math.nan)), c
+    assert z[("six_zone", "right", "middle")]["consolidation_ml"] == 2.0
+    # no left lung: its per-lung volumes 0, percentages and mean HU empty; its units missing
+    row, z, flags = score(*case(left=False))
+    assert "LUNG_NOT_FOUND:left" in flags
+    assert row["ggo_volume_ml_left"] == row["consolidation_volume_ml_left"] == row["faint_ggo_volume_ml_left"] == 0
+    assert row["lung_volume_ml_left"] == row["lesion_volume_ml_left"] == 0
+    for c in ("percent_opacity_left", "percent_high_opacity_left", "mean_lung_hu_left"):
+        assert math.isnan(row[c]), c
+    assert row["percent_opacity_right"] == 4.444 and row["ggo_volume_ml_right"] == 6.0  # the found lung's own
+    for (s, lung, u), r in z.items():
+        if lung == "left":
+            assert r["status"] == "missing" and all(math.isnan(r.get(c, math.nan)) for c in UNIT_COLS), (s, u)
+
+
+def test_lobar_rows():
+    """Lobes (RUL slices 10..18, RLL 1..9, no RML; LUL 10..18, LLL 1..9): an ok lobe has the new columns, the
+    missing RML has them empty; the lobes of a lung add up to it."""
+    hu, lungs, classes = case()
+    lobes = np.zeros(lungs.shape, np.uint8)
+    upper = np.arange(len(Z))[:, None, None] >= 10
+    lobes[(lungs == 1) & upper], lobes[(lungs == 1) & ~upper] = 1, 3
+    lobes[(lungs == 2) & upper], lobes[(lungs == 2) & ~upper] = 4, 5
+    row, z, flags = score(hu, lungs, classes, lobes=lobes)
+    assert "LOBES_MISSING" in flags
+    rul, rll, rml = (z[("lobar", "right", u)] for u in ("right_upper", "right_lower", "right_middle"))
+    assert (rul["ggo_ml"], rul["faint_ggo_ml"], rul["consolidation_ml"], rul["percent_high_opacity"]) == (
+        5.0, 2.0, 0.0, 0.0)
+    assert (rll["ggo_ml"], rll["consolidation_ml"], rll["percent_high_opacity"]) == (1.0, 2.0, round(1000 / 900, 3))
+    assert rul["mean_lung_hu"] == round((850 * -850 + 20 * -650 + 30 * -400) / 900, 1)
+    assert rml["status"] == "missing" and all(math.isnan(rml.get(c, math.nan)) for c in UNIT_COLS)
+    lul, lll = z[("lobar", "left", "left_upper")], z[("lobar", "left", "left_lower")]
+    for unit_col, scan_col in CLASS_COLS.items():
+        assert lul[unit_col] + lll[unit_col] == pytest.approx(row[f"{scan_col}_left"], abs=0.011)
+
+
+# --- the written tables -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_tables(tmp_path_factory):
+    """One run over sample_dicoms/ (classical segmenter, no masks or pictures)."""
+    from pipeline.cli import main
+    from tests.conftest import SAMPLE
+
+    out = tmp_path_factory.mktemp("continuous")
+    rc = main(["run", str(SAMPLE), "-o", str(out), "--segmenter", "classical", "-q",
+               "--set", "outputs.write_masks=false", "--set", "outputs.write_qc_png=false"])
+    assert rc == 0, (out / "failures.csv").read_text() if (out / "failures.csv").exists() else rc
+    return out
+
+
+def test_written_tables_hold_the_columns_with_their_types(run_tables):
+    new_scan = [f"{c}_{s}" for c in SIDE_COLS for s in ("right", "left")]
+    assert set(new_scan) <= set(SCAN_COLUMNS) and set(UNIT_COLS) <= set(ZONE_COLUMNS)
+    for name, cols, new in (("scans", SCAN_COLUMNS, new_scan), ("zones", ZONE_COLUMNS, list(UNIT_COLS))):
+        csv = pd.read_csv(run_tables / f"{name}.csv", dtype=table_dtypes(cols))
+        pq = pd.read_parquet(run_tables / f"{name}.parquet")
+        assert list(csv.columns) == list(pq.columns) == cols
+        for c in new:
+            assert table_dtypes([c])[c] == "float64" and str(pq[c].dtype) == "float64", c
+    scans = pd.read_parquet(run_tables / "scans.parquet")
+    zones = pd.read_parquet(run_tables / "zones.parquet")
+    assert len(scans) == 1 and scans["status"].iloc[0] == "ok"
+    row = scans.iloc[0]
+    for c in ("ggo_volume_ml", "consolidation_volume_ml", "faint_ggo_volume_ml"):
+        assert row[f"{c}_right"] + row[f"{c}_left"] == pytest.approx(row[c], abs=0.011)
+        assert row[f"{c}_right"] >= 0 and row[f"{c}_left"] >= 0
+    six = zones[zones["system"] == "six_zone"]
+    for side in ("right", "left"):
+        u = six[six["lung"] == side]
+        assert len(u) == 3 and (u["status"] == "ok").all()
+        for unit_col, scan_col in CLASS_COLS.items():
+            assert u[unit_col].sum() == pytest.approx(row[f"{scan_col}_{side}"], abs=0.016)
+        assert (u["percent_high_opacity"] * u["lung_ml"]).sum() / u["lung_ml"].sum() == pytest.approx(
+            row[f"percent_high_opacity_{side}"], abs=2e-3)
+        assert (u["mean_lung_hu"] * u["lung_ml"]).sum() / u["lung_ml"].sum() == pytest.approx(
+            row[f"mean_lung_hu_{side}"], abs=0.06)
+    assert zones[zones["status"] == "ok"][list(UNIT_COLS)].notna().all().all()

@@ -21,6 +21,7 @@ pytest.importorskip("monai")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.errors import ConfigError  # noqa: E402
 from segmentation.recipe import train_segmenter  # noqa: E402
+from tests.conftest import shared_data_dir  # noqa: E402
 from tests.test_training_backgrounds import toy_volume, write_list  # noqa: E402
 
 FAST = dict(device="cpu", iterations=1, batch_size=1, num_workers=0)
@@ -151,7 +152,7 @@ def test_lung_mask_flipped_against_its_ct_is_refused(tmp_path, axis, word):
     assert str(bad) in str(e.value) and str(ct) in str(e.value)
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data_dir() or Path(__file__).resolve().parents[2] / "shared" / "data"  # $CTSCORE_TEST_DATA first
 
 
 def test_flipped_real_label_map_is_refused(tmp_path):
@@ -161,7 +162,7 @@ def test_flipped_real_label_map_is_refused(tmp_path):
 
     ct, lm = DATA / "cip_copdgene" / "ct-64.nrrd", DATA / "cip_copdgene" / "lm-64.nrrd"
     if not (ct.exists() and lm.exists()):
-        pytest.skip("../shared/data/cip_copdgene not present")
+        pytest.skip(f"{DATA / 'cip_copdgene'} not present (set CTSCORE_TEST_DATA)")
     right, left = (12, 13, 14, 524, 525, 526, 780, 781, 782), (9, 10, 11, 521, 522, 777, 778, 779)
     ref = sitk.ReadImage(str(lm))
     arr = sitk.GetArrayFromImage(ref)

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-ml", type=float, default=1.0)
     ap.add_argument("--png", type=Path, help="picture of the largest pieces")
     args = ap.parse_args(argv)
+    if not all(v > 0 for v in args.spacing):
+        ap.error(f"--spacing must be three sizes > 0 mm, got {args.spacing}")
     if args.png is not None and not args.png.parent.is_dir():  # found out before the segmenters run, not after
         ap.error(f"--png {args.png}: folder {args.png.parent} does not exist")
     if args.png is not None and args.png.is_dir():

@@ -404,7 +404,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
                                                  "pleural_miss_location")})
         per_case.append(row)
     res["synthetic_cases"] = per_case
-    res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else 1.0
+    res["lesion_dice_pooled"] = 2.0 * inter / tot if tot else None  # no synthetic lesion: nothing measured
     res["lesion_dice_median"] = float(np.median([r["lesion_dice"] for r in per_case])) if per_case else None
     res["pleural_consolidation_coverage"] = cov_in / cov_tot if cov_tot else None
     res["pleural_coverage_ci95"] = pooled_coverage_interval(per_case)

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill-hu", type=float, default=-1000.0, help="HU written outside the field of view "
                     "(default -1000, as the loader writes padding)")
     args = ap.parse_args(argv)
+    if not args.radius > 0:
+        ap.error(f"--radius must be > 0 (a fraction of half the image width), got {args.radius}")
 
     import SimpleITK as sitk
 

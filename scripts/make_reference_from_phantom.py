@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runs from a checkout without `pip install -e`, as the other scripts
 
 
 def _number(low: float, high: float | None = None, kind: type = float):

@@ -265,3 +265,17 @@ def test_render_report_bad_size_or_output_is_refused(tmp_path, bad, capsys):
     with pytest.raises(SystemExit) as e:
         load_script("render_report").main([str(tmp_path), "--chromium", "/bin/false", *bad])
     assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_sizes_of_zero_or_less_are_refused_before_any_work(monkeypatch, capsys):
+    """compare_segmenters --spacing 0 and fov_truncation --radius 0 were taken (a grid of no size, a field of view
+    of no size) and failed deep inside with a traceback."""
+    cs = load_script("compare_segmenters")
+    monkeypatch.setattr(cs, "_segmenter", _must_not_run)
+    with pytest.raises(SystemExit) as e:
+        cs.main([str(SAMPLE), "--a", "classical", "--b", "classical", "--spacing", "1.5", "0", "1.5"])
+    assert e.value.code == 2 and "--spacing must be three sizes > 0" in capsys.readouterr().err
+    fov = load_script("fov_truncation")
+    with pytest.raises(SystemExit) as e:
+        fov.main([str(SAMPLE), "--radius", "0"])
+    assert e.value.code == 2 and "--radius must be > 0" in capsys.readouterr().err

@@ -255,6 +255,30 @@ class SeriesFolder:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def folder_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` could not be made and written into, found without making anything (its nearest existing
+    ancestor, where new folders would go, is not a folder or not writable), or None."""
+    where = Path(folder).absolute()
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    if not where.is_dir():
+        return f"{where}: not a folder"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"{where}: permission denied"
+    return None
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """OUTPUT_UNWRITABLE naming ``out_dir`` when it cannot be made or written into, found without making anything
+    (``ctscore validate`` and ``ctscore stats`` check it first, read their inputs, and only then make the folder with
+    :func:`prepare_output_dir`: a wrong ``-o`` fails at once, a missing input leaves no folder)."""
+    from pipeline.errors import CTScoreError
+
+    why = folder_problem(out_dir)
+    if why:
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({why})", out_dir)
+
+
 def prepare_output_dir(out_dir: str | Path) -> Path:
     """Create the output folder (and its parents); OUTPUT_UNWRITABLE naming it when that is not possible. Call it
     before the work, so that a wrong ``-o`` fails at once, not after the analysis."""

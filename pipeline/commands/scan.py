@@ -42,14 +42,10 @@ def register(sub) -> None:
 def check_destination(dest: str) -> None:
     """OUTPUT_UNWRITABLE for a table that could not be written, found before the inventory is built (and before
     the other table is written): a folder in its place, or no writable folder to make it in."""
-    import os
+    from pipeline.outputs import folder_problem
 
     path = Path(dest).absolute()
-    where = path.parent
-    while not where.exists() and where.parent != where:  # the nearest existing folder: the new ones go into it
-        where = where.parent
-    why = ("a folder is in its place" if path.is_dir() else f"{where} is not a folder" if not where.is_dir() else
-           f"{where}: permission denied" if not os.access(where, os.W_OK | os.X_OK) else None)
+    why = "a folder is in its place" if path.is_dir() else folder_problem(path.parent)
     if why:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the table ({why})", dest)
 

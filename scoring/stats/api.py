@@ -133,7 +133,7 @@ def run_stats(scores_dir: str | Path, clinical_csv: str | Path, labs_csv: str | 
     if study != "all" and study not in _RUNNERS:
         raise CTScoreError("BAD_OPTION", f"unknown study {study!r}; choose one of {', '.join(STUDIES)} or all")
     if out_dir is not None:
-        from scoring.validation.report import check_output_dir
+        from pipeline.outputs import check_output_dir
 
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; the folder is made once the
         # inputs are read (run_cohort)

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from pipeline.outputs import check_output_dir
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import check_columns, load_predictions, load_scans
 from scoring.validation.schema import load_reference
@@ -98,7 +99,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     scans = load_scans(pred_dir)
     if out_dir is not None:
-        report.check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
+        check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
     left_out: list[int] = []
     reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
     if systems:

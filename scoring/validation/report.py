@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from scoring.validation.systems import ALL_UNITS, TOTAL
-
-
-def check_output_dir(out_dir: str | Path) -> None:
-    """OUTPUT_UNWRITABLE naming ``out_dir`` when it cannot be made or written into, found without making anything
-    (``ctscore validate`` and ``ctscore stats`` check it first, read their inputs, and only then make the folder with
-    :func:`pipeline.outputs.prepare_output_dir`: a wrong ``-o`` fails at once, a missing input leaves no folder)."""
-    from pipeline.errors import CTScoreError
-
-    where = Path(out_dir).absolute()
-    while not where.exists() and where.parent != where:  # the nearest existing folder: the new ones go into it
-        where = where.parent
-    why = ("not a folder" if not where.is_dir() else
-           "permission denied" if not os.access(where, os.W_OK | os.X_OK) else None)
-    if why:
-        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({where}: {why})", out_dir)
 
 TABLE_NOTES = {
     "data_summary": "What was read and matched.",

@@ -378,16 +378,19 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
     process writes into ``out_dir`` (or the same shard of it). ``cfg`` (e.g. a configuration edited in a notebook)
     and ``batch`` are checked as the CLI checks them, before anything is written.
     """
-    from pipeline.batch import BatchOptions, preflight, run_batch, writer_lock
+    from pipeline.batch import BatchOptions, lock_path, preflight, run_batch, writer_lock
     from pipeline.inventory import build_inventory
 
     cfg = load_config(extra=cfg) if cfg else load_config()  # merged over the defaults and validated
     batch = batch or BatchOptions()
     batch.validate()
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
+    out = Path(out_dir)
+    if lock_path(out).is_file():  # a writer now is refused before the inventory reads every header (minutes on a
+        with writer_lock(out, batch.shard_name()):  # large input); the lock is taken again for the writing below
+            pass
     inventory = build_inventory(input_path, cfg, series_uid=series_uid, all_series=all_series)
     # Every file and stack with its decision (used, skipped and why), as `ctscore scan` writes it.
-    out = Path(out_dir)
     with writer_lock(out, batch.shard_name()):  # refused (OUTPUT_LOCKED) while another run writes into OUT
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -203,3 +203,21 @@ def test_run_pipeline_raises_the_same_error_before_writing_anything(tmp_path, se
     assert sorted(p.name for p in out.rglob("*")) == [".lock", ".status"]  # no inventory, no record, no table
     with writer_lock(out), writer_lock(out):  # re-entrant in one process (run_pipeline, then run_batch)
         assert run_pipeline(root, out, cfg, batch=BatchOptions(progress=False))["n_ok"] == 1
+
+
+def test_a_locked_folder_is_refused_before_the_inventory_reads_the_input(tmp_path, series, cfg, monkeypatch):
+    """Before: the refusal came only after the inventory had read every header under the input (minutes on a
+    large study folder). Now the held lock is found first, and the input is not read."""
+    import pipeline.inventory
+
+    read = []
+    real = pipeline.inventory.build_inventory
+    monkeypatch.setattr(pipeline.inventory, "build_inventory", lambda *a, **k: read.append(a) or real(*a, **k))
+    root = _inputs(tmp_path, series[0], 1)
+    out = tmp_path / "out"
+    with _held(out):
+        with pytest.raises(OutputLocked, match="another ctscore run \\(pid"):
+            run_pipeline(root, out, cfg, batch=BatchOptions(progress=False))
+    assert read == []
+    assert run_pipeline(root, out, cfg, batch=BatchOptions(progress=False))["n_ok"] == 1  # and free again after
+    assert len(read) == 1

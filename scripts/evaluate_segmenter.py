@@ -26,9 +26,10 @@ On the pipeline's working grid (1.5 mm):
 - the scores the masks give (``score_agreement``): per synthetic case the six-zone (0-24) and
   Zhang (0-900) totals and % opacity from the model's masks and from the reference masks (teacher lung of
   the clean scan, inserted lesions), with the same zones (landmarks of the clean scan), and per set
-  their mean difference (model - reference) and mean absolute difference: what the misses cost in the
-  figures a study reports; and where the missed lesion volume is (``lesion_missed_outside_lung_frac``: left
-  out of the lung mask; ``lesion_missed_inside_lung_frac``: in the lung mask, not called lesion);
+  their mean difference (model - reference), mean absolute difference and both means, over the ``n`` cases
+  where both totals could be computed: what the misses cost in the figures a study reports; and where the
+  missed lesion volume is (``lesion_missed_outside_lung_frac``: left out of the lung mask;
+  ``lesion_missed_inside_lung_frac``: in the lung mask, not called lesion);
 - with ``--lung-thresholds T [T ...]`` (one more network pass per case): how sure the model is where it
   misses (``miss_probabilities``: quantiles of the lung and lesion probabilities over the pleura-touching
   consolidation left out of the lung mask) and what a lower lung threshold would buy and cost
@@ -274,20 +275,27 @@ def case_scores(hu: np.ndarray, sp: tuple[float, float, float], lungs: np.ndarra
 
 
 def score_agreement(rows: list[dict]) -> dict[str, dict]:
-    """Per set of cases (``default``, ``pleural``, ``all``) and score: the mean of model - reference and the
-    mean absolute difference, from the ``scores`` of each row ({"model": {...}, "reference": {...}})."""
+    """Per set of cases (``default``, ``pleural``, ``all``) and score: the mean of model - reference, the mean
+    absolute difference and the model's and the reference's means, from the ``scores`` of each row
+    ({"model": {...}, "reference": {...}}). ``n`` per set counts its cases, ``n`` per score the cases every figure
+    of that score is computed on: those where both the model's and the reference's value could be computed (a
+    missing landmark gives NaN), so that the means are of the same cases as the differences."""
     out: dict[str, dict] = {}
     for name in ("default", "pleural", "all"):
         sel = [r["scores"] for r in rows if "scores" in r and (name == "all" or r["set"] == name)]
         if not sel:
             continue
         out[name] = {"n": len(sel)}
-        for k in SCORE_KEYS:  # a score that cannot be computed (a missing landmark: NaN) leaves its case out
+        for k in SCORE_KEYS:  # a score that cannot be computed (NaN) on either side leaves its case out
             ref = np.array([s["reference"][k] for s in sel], float)
-            d = np.array([s["model"][k] for s in sel], float) - ref
-            d, ref = d[np.isfinite(d)], ref[np.isfinite(ref)]
-            out[name][k] = {"mean_difference": float(d.mean()) if d.size else None,
+            model = np.array([s["model"][k] for s in sel], float)
+            paired = np.isfinite(ref) & np.isfinite(model)
+            ref, model = ref[paired], model[paired]
+            d = model - ref
+            out[name][k] = {"n": int(paired.sum()),
+                            "mean_difference": float(d.mean()) if d.size else None,
                             "mean_absolute_difference": float(np.abs(d).mean()) if d.size else None,
+                            "model_mean": float(model.mean()) if model.size else None,
                             "reference_mean": float(ref.mean()) if ref.size else None}
     return out
 

@@ -68,7 +68,9 @@ def test_score_agreement_means_per_set():
     assert agg["all"]["n"] == 4 and agg["all"]["zhang900_total"]["reference_mean"] == 175.0
     assert "pleural" not in ev.score_agreement(rows[:1])
     nan_only = ev.score_agreement(rows[3:])["pleural"]["six_zone_total"]  # no computable six-zone total
-    assert nan_only == {"mean_difference": None, "mean_absolute_difference": None, "reference_mean": 8.0}
+    # no case has both totals: no figure, not the reference mean of cases the model has none for
+    assert nan_only == {"n": 0, "mean_difference": None, "mean_absolute_difference": None, "model_mean": None,
+                        "reference_mean": None}
     nan_ref = [row("default", (4, 0, 1.0), (float("nan"), 0, 1.0))]
     assert ev.score_agreement(nan_ref)["default"]["six_zone_total"]["reference_mean"] is None
 

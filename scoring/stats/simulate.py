@@ -10,6 +10,13 @@ Planted effects (everything else is noise):
 - zhang2020: CRP, IL-6, D-dimer, LDH, neutrophils rise and lymphocytes fall with the current extent
   of lesions; glucocorticoids speed up the resolution after admission (larger score decrease).
 - No effect: ``potassium`` (lab), ``age`` and ``sex`` (clinical) are independent of everything.
+
+The tables have every column of the pipeline's (``pipeline.outputs.SCAN_COLUMNS``, ``ZONE_COLUMNS``), with the
+measures consistent as the pipeline's are: the six-zone zones are thirds of their lung and add up to it (lesion,
+ground glass, consolidation, faint ground glass, mean HU), the lungs to the scan; ground glass + consolidation =
+lesion; high opacity (PHO) is the consolidation (every consolidation voxel above -200 HU); a zhang900 unit's class
+volumes give its density grade by the default ``densest`` rule (share 0.2). The measures are computed from the
+simulated involvement without further random draws, so the other columns of a seed are those they always were.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ SIX_ZONE_WEIGHT = {"upper": 0.6, "middle": 1.0, "lower": 1.4}
 LEVEL_WEIGHT = {"L1": 0.4, "L2": 0.7, "L3": 1.0, "L4": 1.3, "L5": 1.5}
 LUNG_WEIGHT = {"right": 1.1, "left": 0.9}
 ZONE_FLOOR_PCT = 1.0  # simulated involvement below this is "not involved"
+#: lung volume share of a zhang900 unit (a 10 mm slab around its level: slab mode, configs/default.yaml)
+LEVEL_SHARE = {"L1": 0.03, "L2": 0.04, "L3": 0.05, "L4": 0.05, "L5": 0.04}
+#: mean HU of normal lung and of each lesion class (faint ground glass, ground glass, consolidation above the
+#: -200 HU of high opacity), for the simulated mean_lung_hu
+HU_NORMAL, HU_FAINT, HU_GGO, HU_CONSOLIDATION = -860.0, -650.0, -425.0, -100.0
+SIM_SLICES, SIM_SLICE_MM = 300, 1.0  # the scans.csv series description of a simulated scan
 LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
              "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
              "d_dimer": "mg/L FEU", "ldh": "U/L", "esr": "mm/h", "pct": "ng/mL", "ferritin": "ng/mL",
@@ -43,6 +56,26 @@ def _six_zone_points(pct: float) -> int:
 
 def _mosmed(pct: float) -> str:
     return "CT-0" if pct <= 0 else "CT-1" if pct < 25 else "CT-2" if pct < 50 else "CT-3" if pct < 75 else "CT-4"
+
+
+def _unit_measures(lung_ml: float, lesion_ml: float, cons_share: float, faint_share: float) -> dict[str, float]:
+    """A unit's volumes (mL) by class, its high-opacity volume and the sum of its voxels' HU x mL: ``cons_share``
+    of the lesion is consolidation (all of it high opacity), the rest ground glass, ``faint_share`` of that faint."""
+    cons = lesion_ml * cons_share
+    ggo = lesion_ml - cons
+    faint = ggo * faint_share
+    hu_ml = (HU_NORMAL * (lung_ml - lesion_ml) + HU_FAINT * faint + HU_GGO * (ggo - faint)
+             + HU_CONSOLIDATION * cons)
+    return {"lung": lung_ml, "lesion": lesion_ml, "ggo": ggo, "cons": cons, "faint": faint, "high": cons,
+            "hu_ml": hu_ml}
+
+
+def _unit_columns(m: dict[str, float]) -> dict[str, float]:
+    """The measure columns of a zones.csv row (rounded as ``scoring.quantify.unit_columns`` rounds them)."""
+    lung = m["lung"]
+    return {"status": "ok", "lung_ml": round(lung, 2), "lesion_ml": round(m["lesion"], 2),
+            "ggo_ml": round(m["ggo"], 2), "consolidation_ml": round(m["cons"], 2), "faint_ggo_ml": round(m["faint"], 2),
+            "percent_high_opacity": round(100 * m["high"] / lung, 3), "mean_lung_hu": round(m["hu_ml"] / lung, 1)}
 
 
 def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
@@ -96,17 +129,25 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
             date = onset[i] + pd.Timedelta(days=d)
             scan_id = f"{hashed[i]}_{k:02d}"
             six, lesion, high = 0, 0.0, 0.0
+            # the six zones are thirds of their lung: their measures add up to the lung's (scans.csv _right/_left)
+            side = {lung: dict.fromkeys(("lesion", "ggo", "cons", "faint", "high", "hu_ml"), 0.0)
+                    for lung in ("right", "left")}
+            faint_share = 0.7 - 0.6 * min(1.0, f)  # faint ground glass gives way to denser lesions as they grow
             for lung in ("right", "left"):
                 for unit, w in SIX_ZONE_WEIGHT.items():
                     pct = float(np.clip(100 * f * w * LUNG_WEIGHT[lung] * np.exp(rng.normal(0, 0.25)), 0, 100))
                     pct = 0.0 if pct < ZONE_FLOOR_PCT else round(pct, 2)
                     pts = _six_zone_points(pct)
                     six += pts
-                    lesion += pct / 100 * vol[lung] / 3
-                    high += pct / 100 * vol[lung] / 3 * min(0.8, f)
+                    zone_lesion = pct / 100 * vol[lung] / 3
+                    lesion += zone_lesion
+                    high += zone_lesion * min(0.8, f)
+                    m = _unit_measures(vol[lung] / 3, zone_lesion, min(0.8, f), faint_share)
+                    for key in side[lung]:
+                        side[lung][key] += m[key]
                     zone_rows.append({"scan_id": scan_id, "system": "six_zone", "lung": lung, "unit": unit,
-                                      "involvement_pct": pct, "extent_score": pts, "density_grade": "",
-                                      "unit_score": pts})
+                                      **_unit_columns(m), "involvement_pct": pct, "extent_score": pts,
+                                      "density_grade": "", "unit_score": pts})
             z900 = 0
             for lung in ("right", "left"):
                 for unit, w in LEVEL_WEIGHT.items():
@@ -115,19 +156,42 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     ext = int(min(10, np.ceil(pct / 10)))
                     dens = 0 if ext == 0 else 3 if (f > 0.3 and rng.random() < 0.6) else 1 if f < 0.08 else 2
                     z900 += ext * dens**2
+                    # class shares that give this density grade by the densest rule (share 0.2): consolidation
+                    # >= 25 % for 3; 10 % consolidation, 60 % ground glass for 2; 90 % faint ground glass for 1
+                    cons_share, faint_share_unit = ((0.25 + 0.5 * min(1.0, f), 0.3 * (1 - min(1.0, f))) if dens == 3
+                                                    else (0.1, 1 / 3) if dens == 2 else (0.0, 0.9))
+                    unit_ml = vol[lung] * LEVEL_SHARE[unit]
+                    m = _unit_measures(unit_ml, pct / 100 * unit_ml, cons_share, faint_share_unit)
                     zone_rows.append({"scan_id": scan_id, "system": "zhang900", "lung": lung, "unit": unit,
-                                      "involvement_pct": pct, "extent_score": ext, "density_grade": dens,
-                                      "unit_score": ext * dens**2})
+                                      **_unit_columns(m), "involvement_pct": pct, "extent_score": ext,
+                                      "density_grade": dens, "unit_score": ext * dens**2})
             lung_ml = vol["right"] + vol["left"]
             po = 100 * lesion / lung_ml
+            per_lung = {}
+            for lung, m in side.items():
+                per_lung.update({
+                    f"lesion_volume_ml_{lung}": round(m["lesion"], 1),
+                    f"mean_lung_hu_{lung}": round(m["hu_ml"] / vol[lung], 1),
+                    f"ggo_volume_ml_{lung}": round(m["ggo"], 1),
+                    f"consolidation_volume_ml_{lung}": round(m["cons"], 1),
+                    f"faint_ggo_volume_ml_{lung}": round(m["faint"], 1),
+                    f"percent_opacity_{lung}": round(100 * m["lesion"] / vol[lung], 2),
+                    f"percent_high_opacity_{lung}": round(100 * m["high"] / vol[lung], 2)})
             scan_rows.append({
                 "scan_id": scan_id, "patient_id": hashed[i], "study_date": date.strftime("%Y%m%d"),
                 "series_uid": f"1.2.826.0.1.3680043.10.999.{i + 1}.{k + 1}", "status": "ok",
+                "segmenter": "simulated",
                 "lung_volume_ml_right": round(vol["right"], 1), "lung_volume_ml_left": round(vol["left"], 1),
                 "lesion_volume_ml": round(lesion, 1), "ggo_volume_ml": round(lesion - high, 1),
-                "consolidation_volume_ml": round(high, 1), "percent_opacity": round(po, 2),
+                "consolidation_volume_ml": round(high, 1),
+                "faint_ggo_volume_ml": round(side["right"]["faint"] + side["left"]["faint"], 1),
+                "percent_opacity": round(po, 2),
                 "percent_high_opacity": round(100 * high / lung_ml, 2), "six_zone_total": six,
-                "zhang900_total": z900, "mosmed_category": _mosmed(po)})
+                "zhang900_total": z900, "mosmed_category": _mosmed(po),
+                "mean_lung_hu": round((side["right"]["hu_ml"] + side["left"]["hu_ml"]) / lung_ml, 1), **per_lung,
+                # no lobe map (lobar totals empty, as a run of the classical segmenter), whole lungs in view
+                "apex_covered": True, "base_covered": True, "qc_flags": "", "n_slices": SIM_SLICES,
+                "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": ""})
             # labs drawn on the scan day (15 % the day before), each value missing 8 % of the time
             lab_date = date - pd.Timedelta(days=1) if rng.random() < 0.15 else date
             il6_pulse = 1.3 * np.exp(-(((d - (t_peak[i] - 5)) / 4.0) ** 2))
@@ -163,8 +227,11 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
         "glucocorticoid": np.where(gc, "yes", "no"),
         "treatment_date": (onset + pd.to_timedelta(adm_day, unit="D")).strftime("%Y-%m-%d"),
     })
-    scans = pd.DataFrame(scan_rows)
-    zones = pd.DataFrame(zone_rows)
+    from pipeline.outputs import SCAN_COLUMNS, ZONE_COLUMNS
+
+    # the pipeline's columns in its order (a failed series has only its identifiers and status, as there)
+    scans = pd.DataFrame(scan_rows).reindex(columns=SCAN_COLUMNS)
+    zones = pd.DataFrame(zone_rows).reindex(columns=ZONE_COLUMNS)
     labs = pd.DataFrame(lab_rows)
     log.info("simulated %d patients, %d scans, %d lab values", n, len(scans), len(labs))
     return {"scans": scans, "zones": zones, "clinical": clinical, "labs": labs}

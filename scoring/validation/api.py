@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.errors import CTScoreError
 from pipeline.outputs import check_output_dir
 from scoring.validation import compare, figures, report
-from scoring.validation.predictions import check_columns, load_predictions, load_scans
+from scoring.validation.predictions import check_columns, load_predictions, load_scans, needed_columns
 from scoring.validation.schema import load_reference
 from scoring.validation.systems import SYSTEMS, canonical_system
 
@@ -108,7 +108,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
             raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {systems}",
                                reference_csv)
     check_columns(pred_dir, scans, reference)  # PRED_SCHEMA: a column the reference's systems need
-    predictions = load_predictions(pred_dir, scans)
+    predictions = load_predictions(pred_dir, scans, needed=[c for cols in needed_columns(reference) for c in cols])
     if out_dir is not None:  # every input read and checked: a failed run leaves no folder behind
         from pipeline.outputs import prepare_output_dir
 

@@ -177,6 +177,26 @@ def mae(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.abs(x - y).mean()) if len(x) else NAN
 
 
+#: Largest difference :func:`exact_agreement` still calls identical: floating-point noise only, far below the
+#: 0.001 the pipeline rounds percentages to.
+EXACT_TOLERANCE = 1e-9
+
+
+def exact_agreement(a: Sequence[float], b: Sequence[float]) -> float:
+    """Share of targets the two raters give identical values; NaN without targets.
+
+    Identical up to :data:`EXACT_TOLERANCE` (absolute) only. ``np.isclose``'s default relative tolerance (1e-5
+    of the second value) never merged two different whole-number scores (at most 0.009 on a 0-900 total), but on
+    percent_involvement it called 99.999 and 100 (pipeline percentages have 3 decimals) the same value, and 100
+    and 99.999 not (the figure depended on which rater came first). A
+    consensus that is a half (the median of two readers) equals no whole-number score here; kappa and the
+    confusion matrices round it up (:func:`to_category`), so with an even number of readers
+    ``exact_agreement`` with the consensus can be below the confusion matrix's diagonal share.
+    """
+    x, y = _arrays(a, b)
+    return float(np.mean(np.abs(x - y) <= EXACT_TOLERANCE)) if len(x) else NAN
+
+
 def confusion(a: Sequence[float], b: Sequence[float], labels: Sequence[int]) -> pd.DataFrame:
     """Counts with rows = a's category and columns = b's category, over the full ``labels`` range."""
     from sklearn.metrics import confusion_matrix
@@ -195,7 +215,7 @@ def agreement(a: Sequence[float], b: Sequence[float], *, ordinal: bool, labels: 
     row: dict[str, float | int | str] = {"n": n, "mean_a": float(x.mean()) if n else NAN,
                                          "mean_b": float(y.mean()) if n else NAN}
     row["mae"] = mae(x, y)
-    row["exact_agreement"] = float(np.mean(np.isclose(x, y))) if n else NAN
+    row["exact_agreement"] = exact_agreement(x, y)
     row.update(bland_altman(x, y))
     notes = []
     if n == 0:

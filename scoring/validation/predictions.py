@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -139,11 +140,23 @@ def _unit_name(lung: object, unit: object) -> str:
     return unit if unit.startswith(f"{lung}_") else f"{lung}_{unit}"
 
 
-def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None) -> pd.DataFrame:
-    """ctscore's scores in long form: scan_id, system, unit, value (ok scans only)."""
+def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
+                     needed: Iterable[str] | None = None) -> pd.DataFrame:
+    """ctscore's scores in long form: scan_id, system, unit, value (ok scans only).
+
+    An empty value is missing; a value that is there but not a number (``ten``, ``12,5``) is refused with
+    PRED_SCHEMA naming the file, the column and the scan (it was read as missing, and the comparison called its
+    targets scored by the readers only). ``needed``: the columns the reference needs (:func:`needed_columns`);
+    a non-number in another column is read as missing, with a warning. Default: every column is needed."""
     pred = Path(pred)
+    strict = None if needed is None else set(needed)
+
+    def _number(v: object, path: Path, column: str, scan_id: object, where: str = "scan") -> float:
+        return _value(v, path, column, scan_id, where, strict is None or column in strict)
+
     scans = load_scans(pred) if scans is None else scans
     ok = scans[scans["status"].fillna("ok").str.lower() == "ok"]
+    spath = _scans_path(pred)
     rows: list[dict] = []
     for system, col in TOTAL_COLUMNS.items():
         if col not in ok.columns:
@@ -155,12 +168,12 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None) -> pd.
                 except ValueError:
                     log.warning("scan %s: unreadable mosmed_category %r", sid, v)
                     v = math.nan
-            rows.append({"scan_id": sid, "system": system, "unit": TOTAL, "value": _float(v)})
+            rows.append({"scan_id": sid, "system": system, "unit": TOTAL, "value": _number(v, spath, col, sid)})
     for side in ("right", "left"):
         les, lung = f"lesion_volume_ml_{side}", f"lung_volume_ml_{side}"
         if les in ok.columns and lung in ok.columns:
             for sid, a, b in zip(ok["scan_id"], ok[les], ok[lung]):
-                a, b = _float(a), _float(b)
+                a, b = _number(a, spath, les, sid), _number(b, spath, lung, sid)
                 pct = 100.0 * a / b if b and b > 0 else math.nan
                 rows.append({"scan_id": sid, "system": "percent_involvement", "unit": side, "value": pct})
 
@@ -174,13 +187,18 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None) -> pd.
         zones = zones[zones["scan_id"].isin(set(ok["scan_id"]))]
         for z in zones.itertuples(index=False):
             unit = _unit_name(z.lung, z.unit)
-            score, pct = _float(getattr(z, "unit_score", math.nan)), _float(getattr(z, "involvement_pct", math.nan))
+            where = f"{z.system} {unit} of scan"
+
+            def number(column: str, z=z, where=where) -> float:
+                return _number(getattr(z, column, math.nan), zpath, column, z.scan_id, where)
+
             if z.system in ("six_zone", "zhang900"):
-                rows.append({"scan_id": z.scan_id, "system": z.system, "unit": unit, "value": score})
-                rows.append({"scan_id": z.scan_id, "system": "percent_involvement", "unit": unit, "value": pct})
+                rows.append({"scan_id": z.scan_id, "system": z.system, "unit": unit, "value": number("unit_score")})
+                rows.append({"scan_id": z.scan_id, "system": "percent_involvement", "unit": unit,
+                             "value": number("involvement_pct")})
             elif z.system == "lobar":
-                rows.append({"scan_id": z.scan_id, "system": "lobar", "unit": unit,
-                             "value": _float(getattr(z, "extent_score", math.nan))})
+                score, pct = number("unit_score"), number("involvement_pct")
+                rows.append({"scan_id": z.scan_id, "system": "lobar", "unit": unit, "value": number("extent_score")})
                 rows.append({"scan_id": z.scan_id, "system": "lobar25", "unit": unit, "value": score})
                 rows.append({"scan_id": z.scan_id, "system": "percent_involvement", "unit": f"lobe:{unit}",
                              "value": pct})
@@ -190,8 +208,16 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None) -> pd.
     return out.astype({"scan_id": str, "system": str, "unit": str, "value": float})
 
 
-def _float(v: object) -> float:
+def _value(v: object, path: Path, column: str, scan_id: object, where: str, refuse: bool) -> float:
+    """``v`` as a float, NaN when empty; when it is not a number PRED_SCHEMA naming ``path``, ``column`` and the
+    scan (``refuse``), else NaN with a warning."""
+    if v is None or v is pd.NA or (isinstance(v, str) and v.strip() == ""):
+        return math.nan
     try:
-        return float(v)  # type: ignore[arg-type]
+        return float(v.strip() if isinstance(v, str) else v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
+        message = f"{path.name}: {column} of {where} {scan_id} is {v!r}, not a number"
+        if refuse:
+            raise CTScoreError("PRED_SCHEMA", message, path) from None
+        log.warning("%s; read as missing (%s)", message, path)
         return math.nan

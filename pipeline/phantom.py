@@ -22,6 +22,7 @@ truth label maps by small functions that do not use the rest of the project.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ FAINT_GGO, GGO, CONSOLIDATION = 1, 2, 3
 CLASS_KEYS = {FAINT_GGO: "faint_ggo", GGO: "ggo", CONSOLIDATION: "consolidation"}
 SIDE_NAMES = {RIGHT: "right", LEFT: "left"}
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+DEFAULT_STUDY_DATE = "20200315"
+IMPLEMENTATION_VERSION_NAME = "CTSCORE_PHANTOM"  # in every file write_dicom_series writes (its file meta)
 
 DEFAULT_SHAPE = (124, 160, 160)
 DEFAULT_SPACING = (2.5, 2.2, 2.2)  # (dz, dy, dx) mm
@@ -82,6 +85,19 @@ class LesionSpec:
     radii_mm: tuple[float, float, float]
     z_power: float = 6.0
     roughness: float = 0.12
+
+    def __post_init__(self) -> None:
+        if isinstance(self.side, bool) or self.side not in SIDE_NAMES:
+            raise ValueError(f"lesion {self.name!r}: side must be RIGHT (1) or LEFT (2), got {self.side!r}")
+        if isinstance(self.cls, bool) or self.cls not in CLASS_KEYS:
+            raise ValueError(f"lesion {self.name!r}: cls must be FAINT_GGO (1), GGO (2) or CONSOLIDATION (3), "
+                             f"got {self.cls!r}")
+        if len(self.center_mm) != 3 or not all(math.isfinite(v) for v in self.center_mm):
+            raise ValueError(f"lesion {self.name!r}: center_mm must be three finite numbers (x, y, z), "
+                             f"got {self.center_mm!r}")
+        if len(self.radii_mm) != 3 or not all(math.isfinite(v) and v > 0 for v in self.radii_mm):
+            raise ValueError(f"lesion {self.name!r}: radii_mm must be three finite numbers > 0 (rx, ry, rz), "
+                             f"got {self.radii_mm!r}")
 
 
 def default_lesions() -> list[LesionSpec]:
@@ -317,6 +333,14 @@ def _resolve_lesions(lesions: str | Sequence[LesionSpec] | None) -> list[LesionS
     return list(lesions)
 
 
+def _check_grid(shape: Sequence[int], spacing: Sequence[float]) -> None:
+    """Refuse a grid the phantom cannot be built on, naming the argument (not an IndexError deep inside)."""
+    if len(shape) != 3 or not all(int(s) == s and s >= 1 for s in shape):
+        raise ValueError(f"shape must be three whole numbers >= 1 (Z, Y, X), got {tuple(shape)!r}")
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three finite numbers > 0 (dz, dy, dx) in mm, got {tuple(spacing)!r}")
+
+
 def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] = DEFAULT_SPACING,
                  seed: int = 0, lesions: str | Sequence[LesionSpec] | None = "default",
                  orientation: str = "axial", noise_sd: float = 18.0,
@@ -330,6 +354,7 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] 
     """
     if orientation not in ORIENTATIONS:
         raise ValueError(f"unknown orientation {orientation!r}: one of {sorted(ORIENTATIONS)}")
+    _check_grid(shape, spacing)
     grid = _make_grid(shape, spacing, z_center_mm)
     nz, ny, nx = grid.shape
     rng = np.random.default_rng(seed)
@@ -780,7 +805,8 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
                    "percent_opacity": round(po, 3),
                    "mosmed_category": mosmed_category(po if is_involved(lesion_ml, po) else 0.0)},
         "volumes_ml": vols,
-        "landmarks_z_mm": {k: round(v, 3) for k, v in sorted(ph.landmarks_z_mm.items())},
+        # a lung the scan does not reach has no apex or base: null, not NaN (which is not JSON)
+        "landmarks_z_mm": {k: round(v, 3) if math.isfinite(v) else None for k, v in sorted(ph.landmarks_z_mm.items())},
         "zones": sc["detail"],
         "robustness": {"totals_with_all_planes_shifted_mm": robust,
                        "lesion_distance_to_zone_planes_mm": lesion_boundary_margins(ph)},
@@ -809,6 +835,15 @@ def _uid(*parts: Any) -> str:
     return f"2.25.{int(digest[:32], 16)}"
 
 
+def _ds(value: float) -> str:
+    """A DS string that reads back as ``value``: the short "%g" form ("2.2", "2.5") when it is exact, otherwise
+    the most precise form that fits DS's 16 characters ("0.68359375", not "0.683594")."""
+    from pydicom.valuerep import format_number_as_ds
+
+    text = f"{value:g}"
+    return text if float(text) == value else format_number_as_ds(float(value))
+
+
 def _param_key(ph: Phantom, extra: dict[str, Any]) -> str:
     blob = json.dumps({**ph.params, **extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -816,18 +851,22 @@ def _param_key(ph: Phantom, extra: dict[str, Any]) -> str:
 
 def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | None = None,
                        compress: bool = True, rescale: str = "fixed", series_number: int = 1,
-                       study_date: str = "20200315") -> dict[str, Any]:
+                       study_date: str = DEFAULT_STUDY_DATE) -> dict[str, Any]:
     """Write the phantom as one CT Image Storage file per slice; returns UIDs and file names.
 
     ``orientation``: see :data:`ORIENTATIONS` (default: the phantom's). ``compress``: RLE Lossless
     (pydicom's own encoder, so the bytes do not depend on optional codecs) instead of explicit VR
     little endian. ``rescale``: "fixed" (slope 1, intercept -1024 on every slice) or "per_slice"
     (slope and intercept vary from slice to slice; HU are still exact). File names are hex digests,
-    unrelated to slice order. Everything is deterministic (UIDs from the seed and parameters).
+    unrelated to slice order. Everything is deterministic (UIDs from the seed and parameters; a
+    ``study_date`` other than the default makes another study, so a follow-up written from the same
+    phantom never shares a UID with the baseline). Each file is written all or nothing.
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+
+    from pipeline.outputs import atomic_write_bytes
 
     orientation = orientation or ph.orientation
     if orientation not in ORIENTATIONS:
@@ -836,8 +875,13 @@ def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | N
         raise ValueError(f"unknown rescale mode {rescale!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    key = _param_key(ph, {"orientation": orientation, "rescale": rescale, "series_number": series_number})
-    study_uid = _uid("study", ph.seed)
+    extra: dict[str, Any] = {"orientation": orientation, "rescale": rescale, "series_number": series_number}
+    study_parts: list[Any] = [ph.seed]
+    if study_date != DEFAULT_STUDY_DATE:  # the default adds nothing, so the committed sample keeps its UIDs
+        extra["study_date"] = study_date
+        study_parts.append(study_date)
+    key = _param_key(ph, extra)
+    study_uid = _uid("study", *study_parts)
     series_uid = _uid("series", key)
     frame_uid = _uid("frame", key)
     nz, ny, nx = ph.hu.shape
@@ -858,7 +902,7 @@ def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | N
         meta.MediaStorageSOPInstanceUID = sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
-        meta.ImplementationVersionName = "CTSCORE_PHANTOM"
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         ds = Dataset()
         ds.file_meta = meta
         ds.SpecificCharacterSet = "ISO_IR 100"
@@ -879,7 +923,7 @@ def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | N
         ds.PatientBirthDate = ""
         ds.PatientSex = "O"
         ds.BodyPartExamined = "CHEST"
-        ds.SliceThickness = f"{dz:g}"
+        ds.SliceThickness = _ds(dz)
         ds.KVP = "120"
         ds.ConvolutionKernel = "STANDARD"
         ds.PatientPosition = "FFS" if orientation == "feet_first" else "HFS"
@@ -899,7 +943,7 @@ def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | N
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = ny, nx
-        ds.PixelSpacing = [f"{dy:g}", f"{dx:g}"]
+        ds.PixelSpacing = [_ds(dy), _ds(dx)]
         ds.BitsAllocated = 16
         ds.BitsStored = 16
         ds.HighBit = 15
@@ -914,7 +958,9 @@ def write_dicom_series(ph: Phantom, out_dir: str | Path, *, orientation: str | N
         else:
             ds.PixelData = stored.tobytes()
         name = hashlib.sha256(sop_uid.encode()).hexdigest()[:16]
-        pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
+        buf = io.BytesIO()
+        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+        atomic_write_bytes(out / name, buf.getvalue())  # never a truncated file in the series folder
         files.append(name)
     return {"series_uid": series_uid, "study_uid": study_uid, "files": sorted(files), "n": nz,
             "transfer_syntax": str(RLELossless if compress else ExplicitVRLittleEndian)}

@@ -120,9 +120,12 @@ def make_reference(truth: Any, *, n_simulated: int = 1, seed: int = 0, flip_prob
     reader2.. = simulated. Scans are named by series_uid; ``scan_id`` names a scan whose truth has none
     (a truth with a series_uid keeps it, so several series never share one ``scan_id``).
     """
+    entries = truth_entries(truth)
+    if not entries:  # else a header-only reference, reported as written
+        raise CTScoreError("TRUTH_SCHEMA", "ground truth holds no series entries (an empty list or \"series\": [])")
     rng = np.random.default_rng(seed)
     rows = []
-    for entry in truth_entries(truth):
+    for entry in entries:
         uid = _find_uid(entry)
         if uid is None and not scan_id:
             raise CTScoreError("TRUTH_SCHEMA", "ground truth names no series_uid; pass scan_id")

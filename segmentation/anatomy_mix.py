@@ -142,22 +142,38 @@ def prepare_mixes(cache_files: Sequence[str | Path], alphas: Sequence[float] = (
                   out_dir: str | Path | None = None) -> list[Path]:
     """Every ordered pair (A, B) of the cached backgrounds (mixes and cases with their own lesion masks left out),
     A warped towards B by each alpha: one npz each, next to the cache (or in ``out_dir``); existing files are
-    kept unless one of their two backgrounds is newer. Returns the mix files in a fixed order."""
+    kept unless one of their two backgrounds is newer. Returns the mix files in a fixed order. ValueError for an
+    alpha outside (0, 1] or two alphas with one file name, a background without lung voxels, or fewer than two
+    backgrounds to mix."""
     srcs = [Path(p) for p in cache_files if not Path(p).stem.startswith(MIX_PREFIX)]
+    named: dict[str, float] = {}
     for a in alphas:
         if not 0.0 < float(a) <= 1.0:
             raise ValueError(f"anatomy_mix: alphas must be in (0, 1], got {a}")
+        # the file name keeps the alpha in hundredths: two alphas with one name would write one file twice
+        suffix = mix_name("", "", float(a)).rsplit("_", 1)[1]
+        if named.setdefault(suffix, float(a)) != float(a):
+            raise ValueError(f"anatomy_mix: alphas {named[suffix]} and {a} both give mixes named ..._{suffix} "
+                             f"(alphas are named in hundredths): use alphas at least 0.01 apart")
     if len(srcs) < 2:
         raise ValueError(f"anatomy_mix needs at least two backgrounds, got {[p.stem for p in srcs]}")
     cases: dict[str, dict[str, np.ndarray]] = {}
     paths: dict[str, Path] = {}
+    drawn: list[str] = []
     for p in srcs:
         with np.load(p) as z:
             if "lesions" in z.files:
                 log.info("anatomy_mix: %s has its own lesion mask; not mixed", p.stem)
+                drawn.append(p.stem)
                 continue
             cases[p.stem] = {k: z[k] for k in ("image", "lungs", "spacing")}
             paths[p.stem] = p
+        if not (cases[p.stem]["lungs"] > 0).any():  # its lung centre (the registration's origin) would be NaN
+            raise ValueError(f"anatomy_mix: {p} has no lung voxel: it cannot be registered (a mix of it would have "
+                             f"no lungs); check its lung labels or leave it out of the backgrounds")
+    if len(cases) < 2:
+        raise ValueError(f"anatomy_mix needs at least two backgrounds without their own lesion masks, got "
+                         f"{list(cases)}" + (f" ({', '.join(drawn)}: lesion masks, not mixed)" if drawn else ""))
     out: list[Path] = []
     names = list(cases)
     for a_name in names:

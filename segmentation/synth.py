@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "p_bilateral": 0.7,
     "kind_probs": {"ggo": 0.4, "consolidation": 0.2, "mixed": 0.25, "crazy_paving": 0.15},
     "size_probs": {"small": 0.35, "medium": 0.45, "large": 0.2},
-    "radius_mm": {"small": [3.0, 10.0], "medium": [10.0, 30.0], "large": [30.0, 60.0]},
+    "radius_mm": {"small": [3.0, 10.0], "medium": [10.0, 30.0], "large": [30.0, 60.0]},  # a cfg may give some only
     "ggo_hu": [-700.0, -400.0],
     "consolidation_hu": [-100.0, 50.0],
     "texture_std_hu": [10.0, 40.0],
@@ -102,6 +102,11 @@ def _params(cfg: dict[str, Any] | None) -> dict[str, Any]:
     p = dict(DEFAULTS)
     if cfg:
         p.update(cfg)
+        # radius_mm is looked up by the size drawn, so a config that gives only some sizes (``radius_mm:
+        # {large: [30, 40]}``, which check_train_config accepts) keeps the default ranges of the others instead
+        # of failing with KeyError mid-training; kind_probs and size_probs are distributions and stay as given
+        if isinstance(cfg.get("radius_mm"), dict):
+            p["radius_mm"] = {**DEFAULTS["radius_mm"], **cfg["radius_mm"]}
     return p
 
 

@@ -42,18 +42,22 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     """Write to ``out`` the weighted mean of the parameters of the model folders ``sources``.
 
     ``weights`` (one per source, >= 0, not all 0) are normalised to sum to 1; None = equal weights.
-    Every source is verified against its ``manifest.json`` first and must describe the same network
-    (``arch``, ``model_spacing_mm``, ``hu_window`` of ``model.yaml``; the same parameter names and
-    shapes). The other ``model.yaml`` settings (inference window, lesion threshold) are the first
-    source's. ``out`` must not exist or be empty; it is filled atomically (written beside it, then
-    renamed). Returns the new ``model.yaml`` as a dict.
+    Every source is verified against its ``manifest.json`` (what is read is the bytes whose sha256 was
+    checked, and recorded) and must describe the same network (``arch``, ``model_spacing_mm``,
+    ``hu_window`` of ``model.yaml``; the same parameter names and shapes); an unreadable or mismatched
+    source is an :class:`AveragingError` naming its file, raised before anything is written. The other
+    ``model.yaml`` settings (inference window, lesion threshold) are the first source's. ``out`` must
+    not exist or be empty; it is filled atomically (written beside it, then renamed); a place where it
+    cannot be written is an :class:`AveragingError` too. Returns the new ``model.yaml`` as a dict.
     """
     import torch
     import yaml
-    from safetensors.torch import load_file, save_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
+    from safetensors.torch import save_file
 
     from pipeline.outputs import current_umask
-    from segmentation.monai_segmenter import WeightsError, check_manifest
+    from segmentation.monai_segmenter import WeightsError, read_verified
     from segmentation.training import write_manifest
 
     folders = [_folder(s) for s in sources]
@@ -71,13 +75,24 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AveragingError(f"output {out} exists and is not an empty folder: refusing to overwrite")
 
-    metas, hashes = [], []
-    for f in folders:
+    def verified(f: Path, name: str) -> tuple[str, bytes]:
+        """sha256 and bytes of ``f/name``, checked against the manifest: parse these, not the file again."""
         try:
-            hashes.append(check_manifest(f, ["model.safetensors", "model.yaml"])["model.safetensors"])
+            got, contents = read_verified(f, [name])
         except WeightsError as e:
             raise AveragingError(str(e)) from e
-        metas.append(yaml.safe_load((f / "model.yaml").read_text()))
+        return got[name], contents[name]
+
+    metas: list[dict[str, Any]] = []
+    for f in folders:
+        try:
+            m = yaml.safe_load(verified(f, "model.yaml")[1].decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise AveragingError(f"{f / 'model.yaml'}: unreadable model description ({e})") from e
+        missing = [k for k in MUST_AGREE if k not in m] if isinstance(m, dict) else list(MUST_AGREE)
+        if missing:
+            raise AveragingError(f"{f / 'model.yaml'}: not a model description, it lacks {missing}")
+        metas.append(m)
     for f, m in zip(folders[1:], metas[1:]):
         for k in MUST_AGREE:
             if m.get(k) != metas[0].get(k):
@@ -86,8 +101,16 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
 
     acc: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] = {}
+    hashes: list[str] = []
     for i, (f, wi) in enumerate(zip(folders, w)):
-        state = load_file(str(f / "model.safetensors"))  # safetensors: no pickle, no code
+        h, data = verified(f, "model.safetensors")
+        hashes.append(h)
+        try:
+            state = load_bytes(data)  # safetensors: no pickle, no code; the bytes whose sha256 was checked
+        except (SafetensorError, OSError) as e:  # truncated or not a safetensors file (its manifest hash fits)
+            raise AveragingError(f"{f / 'model.safetensors'}: unreadable weights, not a safetensors file "
+                                 f"({type(e).__name__}: {e})") from e
+        del data
         if i == 0:
             first = state
             acc = {k: v.double() * wi for k, v in state.items() if v.is_floating_point()}
@@ -108,8 +131,11 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
     meta = dict(metas[0])
     meta["averaged_from"] = [{"folder": f.name, "sha256": h, "weight": round(wi, 6)}
                              for f, h, wi in zip(folders, hashes, w)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:  # read-only place, a file on the way, ...: the command's error, not a traceback
+        raise AveragingError(f"output {out}: cannot create a folder there ({e})") from e
     try:
         # the same header as training writes (the network), plus how many folders were averaged
         save_file(merged, str(tmp / "model.safetensors"),
@@ -120,7 +146,9 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # disk full, ...
+            raise AveragingError(f"output {out}: cannot write the model there ({e})") from e
         raise
     return meta

@@ -187,6 +187,8 @@ def check_train_config(cfg: dict[str, Any], arch: dict[str, Any] | None = None) 
             ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(num(y) for y in v) and v[0] <= v[1]
         elif k == "max_lesions":
             ok = whole(v) and v >= 1
+        elif k == "peripheral_scale_mm":  # the decay length of the pleural preference: 0 divides by zero
+            ok = num(v) and v > 0
         else:
             ok = num(v) and v >= (1 if k == "mean_lesions" else 0)
         if not ok:

@@ -194,3 +194,14 @@ def test_output_that_cannot_be_created_is_an_averaging_error(tmp_path, capsys):
     assert load_script("average_weights").main([str(a), str(b), "--out", str(out)]) == 2
     assert "cannot create a folder there" in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_peripheral_scale_of_zero_is_refused_by_the_training_config_check():
+    """Before: ``synth.peripheral_scale_mm: 0`` passed check_train_config, then divided by zero in every case
+    (NaN weights: the preference for peripheral centres silently off). Now it is named like other bad values."""
+    from segmentation.training import check_train_config
+
+    assert check_train_config({"synth": {"peripheral_scale_mm": 15.0}}) == []
+    for bad in (0, 0.0, -5):
+        [msg] = check_train_config({"synth": {"peripheral_scale_mm": bad}})
+        assert msg.startswith(f"synth.peripheral_scale_mm: bad value {bad!r}")

@@ -4,8 +4,9 @@ The montage has one fixed layout so that many scans can be compared at a glance,
 size: on the left a large coronal view through the lungs' centre with the six-zone planes (carina,
 inferior pulmonary vein) drawn across it and ticks at the levels of the axial slices; on the right a
 2 x 2 grid of axial slices, one in each six-zone zone (upper, middle, lower) and the slice with the
-most lesion. Lungs are outlined in one colour; lesion classes are filled, each in its own colour
-(faint ground glass, ground glass, consolidation). Images are shown in the radiological convention
+most lesion; a zone the scan has no slice of (no IPV level, no lung in it) gets a panel that says so.
+Lungs are outlined in one colour; lesion classes are filled, each in its own colour (faint ground glass,
+ground glass, consolidation). Images are shown in the radiological convention
 (patient right on the left of the picture, head at the top) with the lung window, cropped to the lungs
 (widened to be symmetric about the body midline, so both sides show even when one lung is missing).
 
@@ -15,10 +16,13 @@ All functions here are pure: arrays in, PNG bytes out. Arrays are LPS-oriented `
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from scoring.zones import six_zone_intervals
 
 #: Fill colour of each lesion class (value in the lesion mask) and its legend name.
 LESION_CLASSES: dict[int, tuple[str, str]] = {
@@ -45,11 +49,13 @@ CROP_MARGIN = 0.08
 
 @dataclass(frozen=True)
 class AxialPick:
-    """One axial slice of the montage: a short tag (drawn on the coronal view too), a label and its index."""
+    """One axial slice of the montage: a short tag (drawn on the coronal view too), a label and its index; ``k`` is
+    None for a zone the scan has no slice of (its panel says why, in ``note``)."""
 
     tag: str
     label: str
-    k: int
+    k: int | None
+    note: str = ""
 
 
 def _bbox(mask: np.ndarray, margin: float) -> tuple[slice, ...]:
@@ -90,32 +96,52 @@ def _crop_box(hu: np.ndarray, lungs: np.ndarray, margin: float) -> tuple[slice, 
     return crop_z, crop_y, slice(max(0, lo), min(hu.shape[2], hi))
 
 
+def _level(levels: Mapping[str, float | None], name: str) -> float | None:
+    """The z of a level, or None when it is missing or not a finite number."""
+    z = levels.get(name)
+    return None if z is None or not math.isfinite(float(z)) else float(z)
+
+
 def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
                       levels: Mapping[str, float | None]) -> list[AxialPick]:
     """The four axial slices of the montage: the middle of each six-zone zone and the most-lesion slice.
 
-    Zones are bounded by the carina and IPV levels and by the lungs' top and bottom slices; without
-    those landmarks the lungs' craniocaudal extent is split in thirds. Without any lesion the fourth
-    slice is the lung base (15 % above the lowest lung slice).
+    Zones are those the six-zone score uses (:func:`scoring.zones.six_zone_intervals`, from the carina and IPV
+    levels), clipped to the lungs' top and bottom slices; each zone's slice lies inside it. A zone that is missing
+    (no IPV level: the middle and lower zones of a scan that stops above the diaphragm) or that holds no lung slice
+    gets no slice (``k`` None), never a slice of another zone under its name. Without the carina, or with the IPV
+    not below it, no zone is known and the lungs' craniocaudal extent is split in thirds, labelled so. Without any
+    lesion the fourth slice is the lung base (15 % above the lowest lung slice); where the lungs reach the scan's
+    last slice (base cut off) it is the lowest lung slice, labelled "base cut off".
     """
     ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
     if ks.size == 0:
         ks = np.arange(lungs.shape[0])
     z_lung = z_mm[ks]
     z_top, z_bottom = float(z_lung.max()), float(z_lung.min())
-    carina, ipv = levels.get("carina"), levels.get("ipv")
-    if carina is None or ipv is None or not (z_bottom < ipv < carina < z_top):
-        span = z_top - z_bottom
-        carina, ipv = z_top - span / 3.0, z_top - 2.0 * span / 3.0
-        unit = "third"  # zones not known: thirds of the lungs' height
+    carina, ipv = _level(levels, "carina"), _level(levels, "ipv")
+    picks: list[AxialPick] = []
+    if carina is None or (ipv is not None and not ipv < carina):
+        span = z_top - z_bottom  # zones not known: thirds of the lungs' height
+        centres = {"upper": z_top - span / 6.0, "middle": z_top - span / 2.0, "lower": z_top - 5.0 * span / 6.0}
+        picks += [AxialPick(name[0].upper(), f"{name} third", int(ks[np.argmin(np.abs(z_lung - z))]))
+                  for name, z in centres.items()]
     else:
-        unit = "zone"
-    centres = {"upper": (z_top + carina) / 2.0, "middle": (carina + ipv) / 2.0, "lower": (ipv + z_bottom) / 2.0}
-    picks = [AxialPick(name[0].upper(), f"{name} {unit}", int(ks[np.argmin(np.abs(z_lung - z))]))
-             for name, z in centres.items()]
+        for name, iv in six_zone_intervals(carina, ipv).items():
+            tag = name[0].upper()
+            inside = np.zeros(len(ks), bool) if iv is None else iv.mask(z_lung)
+            if not inside.any():
+                why = "no IPV level" if iv is None else "no lung slice in this zone"
+                picks.append(AxialPick(tag, f"{name} zone: missing", None, why))
+                continue
+            z_in = z_lung[inside]
+            z = (max(iv.low, z_bottom) + min(iv.high, z_top)) / 2.0
+            picks.append(AxialPick(tag, f"{name} zone", int(ks[inside][np.argmin(np.abs(z_in - z))])))
     per_slice = (classes > 0).sum(axis=(1, 2))
     if per_slice.any():
         picks.append(AxialPick("*", "most lesion", int(np.argmax(per_slice))))
+    elif lungs[int(np.argmin(z_mm))].any():  # the lungs go on below the scan: its lowest slice is not their base
+        picks.append(AxialPick("B", "base cut off", int(ks[np.argmin(z_lung)])))
     else:
         z = z_bottom + 0.15 * (z_top - z_bottom)
         picks.append(AxialPick("B", "lung base", int(ks[np.argmin(np.abs(z_lung - z))])))
@@ -209,7 +235,8 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
                 va="top" if below else "bottom", fontweight="bold", bbox=LABEL_BOX)
         last = r
     ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
-    for r, tag in sorted((r, p.tag) for p in picks if (r := row_of(float(z_mm[p.k]))) is not None):
+    for r, tag in sorted((r, p.tag) for p in picks
+                         if p.k is not None and (r := row_of(float(z_mm[p.k]))) is not None):
         if ticks and r - ticks[-1][0] < gap:
             ticks[-1] = (ticks[-1][0], f"{ticks[-1][1]} {tag}")
         else:
@@ -225,6 +252,14 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     for pick, cell in zip(picks, [grid[0, 2], grid[0, 3], grid[1, 2], grid[1, 3]]):
         ax = fig.add_subplot(cell)
         k = pick.k
+        if k is None:  # a zone the scan has no slice of: an empty panel that says so
+            ax.set_facecolor("black")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, pick.note, color="#aaaaaa", fontsize=12, ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(f"{pick.tag}  {pick.label}", **text)
+            continue
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
         ax.set_title(f"{pick.tag}  {pick.label}  z={round(z_mm[k]) + 0:.0f}", **text)
 

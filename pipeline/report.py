@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from html import escape as _html_escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as _url_quote
 
 from pipeline.outputs import atomic_write_bytes
 from pipeline.qc import LESION_CLASSES, LUNG_COLOUR, PLANE_COLOUR
@@ -175,8 +176,11 @@ def _series_dir(out_dir: Path, scan_id: str) -> Path | None:
 
 
 def _href(out_dir: Path, target: Path) -> str:
-    """A relative, URL-style link from the report folder to ``target``."""
-    return Path(os.path.relpath(target, out_dir)).as_posix()
+    """A relative, URL-style link from the report folder to ``target``, each path segment percent-encoded: a
+    folder named with '#', '?', '%', a space or non-ASCII letters (a scan_id not made by the pipeline, e.g. in a
+    hand-made scans.csv) would otherwise end the path early (a fragment, a query) or point to another name."""
+    rel = Path(os.path.relpath(target, out_dir)).as_posix()
+    return "/".join(_url_quote(part, safe="") for part in rel.split("/"))
 
 
 def _patient(value: str) -> str:

@@ -51,11 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.series is None:
         args.series = str(REPO / "sample_dicoms")
     if args.generated:
-        with tempfile.TemporaryDirectory() as tmp:
+        try:
+            tmp_dir = tempfile.TemporaryDirectory()
+        except OSError as exc:  # no writable temporary folder: one line, not a traceback
+            print(f"error: no temporary folder for the generated chest: {exc}", file=sys.stderr)
+            return 1
+        with tmp_dir as tmp:
             code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.scripts_loader import load_script; "
                     "load_script('benchmark_batch').write_chest_series(sys.argv[2], 0, "
                     "shape=(int(sys.argv[3]), 512, 512), spacing_mm=0.6)")
-            subprocess.run([sys.executable, "-c", code, str(REPO), tmp, str(args.generated)], check=True)
+            # a failed generation (a full disk: 0.5 MB a slice; out of memory at a large NZ) is one line naming the
+            # cause, not the child's traceback followed by this process's CalledProcessError traceback
+            try:
+                gen = subprocess.run([sys.executable, "-c", code, str(REPO), tmp, str(args.generated)],
+                                     capture_output=True, text=True, check=False)
+            except OSError as exc:
+                print(f"error: cannot start the generator: {exc}", file=sys.stderr)
+                return 1
+            if gen.returncode != 0:
+                lines = [ln.strip() for ln in (gen.stderr or "").splitlines() if ln.strip()]
+                why = lines[-1] if lines else (f"killed by signal {-gen.returncode} (out of memory?)"
+                                               if gen.returncode < 0 else f"exit status {gen.returncode}")
+                print(f"error: generating the {args.generated}-slice chest failed: {why}", file=sys.stderr)
+                return 1
             given = list(argv if argv is not None else sys.argv[1:])
             rest = [a for i, a in enumerate(given) if not (a == "--generated" or a.startswith("--generated=")
                                                            or (i > 0 and given[i - 1] == "--generated"))]
@@ -94,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             t = time.perf_counter()
-            st = process_series([str(f) for f in cand.files], cfg, Path(tmp) / f"run{i}",
-                                scan_id_for(cand.series_uid, "bench"), cand.header, segmenter)
+            try:  # an output folder that cannot be written (a full temporary disk): one line, not a traceback
+                st = process_series([str(f) for f in cand.files], cfg, Path(tmp) / f"run{i}",
+                                    scan_id_for(cand.series_uid, "bench"), cand.header, segmenter)
+            except CTScoreError as exc:
+                print(f"run {i} failed: {exc}", file=sys.stderr)
+                return 1
             total = time.perf_counter() - t
             if st["status"] != "ok":
                 print(f"run {i} failed: {st.get('code')}: {st.get('message')}", file=sys.stderr)

@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"-o {out}: give a PNG file in an existing folder")
     try:
         print(render(report, out, args.width, args.height, args.chromium))
-    except (FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as exc:
+    # OSError, not only FileNotFoundError: a --chromium that is a folder or not executable (PermissionError), or a
+    # PNG that cannot be moved into place, is one line too, not a traceback
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0

@@ -248,6 +248,9 @@ def score_scan(
             flags.append(f"LUNG_NOT_FOUND:{name}")
             row.update(percent_opacity=math.nan, percent_high_opacity=math.nan, mosmed_category="",
                        mean_lung_hu=math.nan)
+            # and its own percentages and mean HU: of a few stray voxels (all lesion: 100 %), not of a lung
+            row.update({f"percent_opacity_{name}": math.nan, f"percent_high_opacity_{name}": math.nan,
+                        f"mean_lung_hu_{name}": math.nan})
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""

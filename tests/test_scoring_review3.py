@@ -85,3 +85,20 @@ def test_zone_mode_unit_next_to_a_missing_level_is_missing():
     assert zh["L4"]["status"] == "missing" and math.isnan(zh["L4"]["unit_score"])
     assert zh["L3"]["status"] == "ok" and zh["L3"]["lung_ml"] == 0.3
     assert math.isnan(row["zhang900_total"]) and "ZONES_MISSING" in flags
+
+
+def test_the_percentages_of_a_lung_not_found_are_empty_not_those_of_its_stray_voxels():
+    """Its zones and lobes were missing, but percent_opacity_left / percent_high_opacity_left / mean_lung_hu_left
+    were those of the 10 stray voxels (all lesion: 100 % opacity, a left lung 'fully involved'). Its volumes stay
+    (what the mask holds)."""
+    hu, lungs, classes = phantom()
+    lungs[:, :, 10:] = 0
+    lungs[5, 0, 10:] = 2
+    classes[5, 0, 10:] = 3
+    hu[5, 0, 10:] = 20.0
+    row, _, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg())
+    assert "LUNG_NOT_FOUND:left" in flags
+    for c in ("percent_opacity_left", "percent_high_opacity_left", "mean_lung_hu_left"):
+        assert math.isnan(row[c]), (c, row[c])
+    assert row["lung_volume_ml_left"] == row["lesion_volume_ml_left"] == 0.01
+    assert math.isfinite(row["percent_opacity_right"]) and math.isfinite(row["mean_lung_hu_right"])

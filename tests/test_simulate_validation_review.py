@@ -190,3 +190,30 @@ def test_a_ctscore_value_that_is_not_a_number_is_named(tmp_path, caplog):
     msg = str(e.value)
     assert e.value.code == "PRED_SCHEMA" and "zones.csv" in msg and "unit_score" in msg
     assert f"zhang900 {zones.loc[i, 'lung']}_{zones.loc[i, 'unit']} of scan scan-002" in msg
+
+
+def test_a_lungs_percent_is_the_pipelines_own_empty_for_a_lung_not_found(tmp_path):
+    """A lung's percent involvement was lesion / lung volume from scans.csv, so a lung not found (LUNG_NOT_FOUND,
+    a few stray voxels, all lesion) compared as 100 % involved. It is now scans.csv's percent_opacity_<side>, empty
+    for such a lung; results without that column still give lesion / lung volume."""
+    from scoring.validation.predictions import load_predictions
+
+    pred, _, _, _ = write_validation_cohort(tmp_path, 4, 5, "1.2.826.0.56")
+    scans = pd.read_csv(pred / "scans.csv", dtype=str, keep_default_na=False)
+    scans["lesion_volume_ml_left"] = scans["lung_volume_ml_left"] = "0.01"  # stray voxels, all lesion
+    scans["percent_opacity_left"] = ""  # as score_scan writes a lung not found
+    scans["lesion_volume_ml_right"], scans["lung_volume_ml_right"] = "30", "1500"
+    scans["percent_opacity_right"] = "2.0"
+    scans.to_csv(pred / "scans.csv", index=False)
+
+    def per_lung() -> dict[str, list[float]]:
+        p = load_predictions(pred)
+        p = p[(p["system"] == "percent_involvement") & p["unit"].isin(["right", "left"])]
+        return {side: p.loc[p["unit"] == side, "value"].tolist() for side in ("right", "left")}
+
+    got = per_lung()
+    assert len(got["left"]) == len(scans) and all(np.isnan(got["left"]))
+    assert got["right"] == [2.0] * len(scans)
+    scans.drop(columns=["percent_opacity_left", "percent_opacity_right"]).to_csv(pred / "scans.csv", index=False)
+    got = per_lung()  # an older scans.csv: from the volumes, as before
+    assert got["left"] == [100.0] * len(scans) and got["right"] == [2.0] * len(scans)

@@ -150,6 +150,8 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
     a non-number in another column is read as missing, with a warning. Default: every column is needed."""
     pred = Path(pred)
     strict = None if needed is None else set(needed)
+    if strict is not None:  # a lung's percent is read from percent_opacity_<side> where scans.csv has it
+        strict |= {f"percent_opacity_{side}" for side in SIDES if f"lesion_volume_ml_{side}" in strict}
 
     def _number(v: object, path: Path, column: str, scan_id: object, where: str = "scan") -> float:
         return _value(v, path, column, scan_id, where, strict is None or column in strict)
@@ -170,8 +172,12 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
                     v = math.nan
             rows.append({"scan_id": sid, "system": system, "unit": TOTAL, "value": _number(v, spath, col, sid)})
     for side in ("right", "left"):
-        les, lung = f"lesion_volume_ml_{side}", f"lung_volume_ml_{side}"
-        if les in ok.columns and lung in ok.columns:
+        les, lung, po = f"lesion_volume_ml_{side}", f"lung_volume_ml_{side}", f"percent_opacity_{side}"
+        if po in ok.columns:  # the pipeline's own (empty for a lung not found: LUNG_NOT_FOUND, not its stray voxels)
+            for sid, v in zip(ok["scan_id"], ok[po]):
+                rows.append({"scan_id": sid, "system": "percent_involvement", "unit": side,
+                             "value": _number(v, spath, po, sid)})
+        elif les in ok.columns and lung in ok.columns:  # results of versions without the per-lung percentages
             for sid, a, b in zip(ok["scan_id"], ok[les], ok[lung]):
                 a, b = _number(a, spath, les, sid), _number(b, spath, lung, sid)
                 pct = 100.0 * a / b if b and b > 0 else math.nan

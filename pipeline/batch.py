@@ -143,6 +143,16 @@ class Task:
     flags: list[str] = field(default_factory=list)  # the inventory's fixes and warnings (ACQUISITIONS_MERGED ...)
     patient_id: str = ""  # as the tables show it (pseudonymous by default): failed rows keep it too
     study_date: str = ""
+    input_id: str = ""  # which INPUT the run was given (:func:`input_id_for`), recorded with the outcome
+
+
+def input_id_for(input_path: str | Path | None, salt: str) -> str:
+    """A salted hash of a run's INPUT folder (its absolute path), recorded in each ``result.json`` and per-scan record
+    so that ``ctscore aggregate`` can tell results of different inputs apart without naming the path (folder names
+    often hold patient names); "" when the input is not known."""
+    from pipeline.outputs import pseudonym
+
+    return pseudonym(os.path.abspath(str(input_path)), salt, "input-", 12) if input_path else ""
 
 
 def input_fingerprint(files: Iterable[str | Path]) -> str:
@@ -223,6 +233,7 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     if status.get("traceback"):  # an unexpected error: where in the code, for the bug report
         rec["traceback"] = status["traceback"]
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
+               input_id=task.input_id,
                config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     _write_record_file(out_dir, task.scan_id, rec)
@@ -276,12 +287,14 @@ def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
     # the ok record of the attempt that committed this folder); result.json's is taken after scoring, and a file
     # rewritten in between would make the stale result match the new files.
     fingerprint = result.get("input_fingerprint", "")
-    if rec is not None and rec.get("status") == "ok" and rec.get("input_fingerprint"):
-        fingerprint = rec["input_fingerprint"]
+    ok_rec = rec if rec is not None and rec.get("status") == "ok" else {}
+    if ok_rec.get("input_fingerprint"):
+        fingerprint = ok_rec["input_fingerprint"]
     return {
         "status": "ok", "scan_id": scan_id, "series_uid": (result.get("scores") or {}).get("series_uid", ""),
         "input_fingerprint": fingerprint, "config_sha256": result.get("config_sha256", ""),
         "model_id": (result.get("segmenter") or {}).get("model_id", ""), "result": result,
+        "input_id": result.get("input_id") or ok_rec.get("input_id", ""), "seconds": ok_rec.get("seconds"),
     }
 
 
@@ -305,9 +318,28 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
                 "row": res.get("scores", {}), "zones": res.get("zones", []), "timings": res.get("timings_s", {}),
                 "config_sha256": state["config_sha256"],
                 "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", ""),
-                "config": res.get("config")}
-    return {k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
-                                          "config_sha256", "model_id", "patient_id", "study_date")}
+                "config": res.get("config"), "input_id": state.get("input_id", ""),
+                "seconds": _scan_seconds(state.get("seconds"), res.get("timings_s"))}
+    return {**{k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
+                                             "config_sha256", "model_id", "patient_id", "study_date", "input_id")},
+            "seconds": _scan_seconds(state.get("seconds"))}
+
+
+def _scan_seconds(recorded: Any, timings: Any = None) -> float:
+    """The time one scan took when it was scored: its record's ``seconds``, else the sum of its result's stage
+    timings (a result copied without its record), else 0."""
+    value = _seconds(recorded)
+    if not value and isinstance(timings, dict):
+        value = sum(_seconds(v) for v in timings.values())
+    return value
+
+
+def scan_ids_under(out_dir: Path) -> set[str]:
+    """The scan ids with a per-scan record or a result folder in ``out_dir`` (what ``ctscore aggregate`` merges)."""
+    out_dir = Path(out_dir)
+    found = {p.stem for p in (out_dir / STATUS_DIR).glob("*.json")}
+    found |= {p.parent.name for p in out_dir.glob("*/result.json") if not p.parent.name.startswith(".")}
+    return found
 
 
 def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -315,9 +347,7 @@ def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> li
     scan id. Scans with no finished attempt are left out."""
     out_dir = Path(out_dir)
     if scan_ids is None:
-        found = {p.stem for p in (out_dir / STATUS_DIR).glob("*.json")}
-        found |= {p.parent.name for p in out_dir.glob("*/result.json") if not p.parent.name.startswith(".")}
-        scan_ids = found
+        scan_ids = scan_ids_under(out_dir)
     statuses = []
     for sid in sorted(set(scan_ids)):
         state = scan_state(out_dir, sid)
@@ -547,7 +577,7 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     def work() -> dict[str, Any]:
         _test_hook(task.scan_id)
         return process_series(task.files, cfg, out_dir, task.scan_id, task.header, segmenter,
-                              inventory_flags=task.flags)
+                              inventory_flags=task.flags, input_id=task.input_id)
 
     restart = False
     try:
@@ -1051,6 +1081,10 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
 
     t0 = time.perf_counter()
     tasks = tasks_for(candidates, cfg)
+    input_id = input_id_for(input_path, cfg["outputs"]["pseudonym_salt"])
+    for t in tasks:
+        t.input_id = input_id
+    input_ids = {t.scan_id for t in tasks}  # every series of this run's input (all shards)
     tables_dir = out_dir
     if opts.num_shards is not None:
         tasks = shard(tasks, int(opts.shard_index or 0), opts.num_shards)
@@ -1073,9 +1107,13 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                 client.register_plugin(plugin)
                 segmenter = client.submit(segmenter_info, cfg, resources=resources, pure=False).result()
             model_id = segmenter["model_id"]
-            todo = [t for t in tasks if needs_work(scan_state(out_dir, t.scan_id), t, config_sha256, model_id,
+            states = {t.scan_id: scan_state(out_dir, t.scan_id) for t in tasks}
+            todo = [t for t in tasks if needs_work(states[t.scan_id], t, config_sha256, model_id,
                                                    opts.overwrite, opts.retry_failed)]
             n_skipped = len(tasks) - len(todo)
+            if not opts.overwrite:
+                _warn_replaced(out_dir, [s for s in states.values() if s is not None], config_sha256, model_id)
+            _warn_not_in_input(out_dir, input_ids, input_path)
             log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
             progress = Progress(len(todo), opts.progress)
             try:
@@ -1095,9 +1133,48 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
     missing = {t.scan_id for t in tasks} - {s["scan_id"] for s in statuses}
     if missing:  # cannot happen unless records were deleted during the run
         raise CTScoreError("INTERNAL_ERROR", f"no outcome recorded for {len(missing)} series", out_dir)
-    summary = write_run_tables(tables_dir, statuses, cfg, segmenter, time.perf_counter() - t0, input_path)
+    # the inputs of earlier runs into this folder stay named, for ctscore aggregate's warning about merged inputs
+    names = _input_names([_read_json(tables_dir / "run.json") or {}])
+    if input_id:
+        names[input_id] = input_path
+    summary = write_run_tables(tables_dir, statuses, cfg, segmenter, time.perf_counter() - t0, input_path,
+                               provenance={"input_id": input_id, "input_names": dict(sorted(names.items()))})
     summary.update(n_skipped=n_skipped, n_run=len(todo), executor=executor)
     return summary
+
+
+def _short(text: str, n: int = 12) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _warn_replaced(out_dir: Path, states: list[dict[str, Any]], config_sha256: str, model_id: str) -> None:
+    """Warn, before scoring, that earlier results of this run's series were made with another configuration or
+    model: resume does not keep them, so they are about to be replaced (``states``: see :func:`scan_state`)."""
+    other = [s for s in states if (s.get("config_sha256"), s.get("model_id")) != (config_sha256, model_id)]
+    if not other:
+        return
+    made = Counter((s.get("config_sha256") or "?", s.get("model_id") or "?") for s in other)
+    what = "; ".join(f"config sha256 {_short(c)}, model {m}" + (f": {n}" if len(made) > 1 else "")
+                     for (c, m), n in sorted(made.items()))
+    n_failed = sum(s.get("status") != "ok" for s in other)
+    kinds = f" ({len(other) - n_failed} scored, {n_failed} failed)" if n_failed else ""
+    log.warning("%d earlier result(s)%s under %s were made with another configuration or model (%s; this run: config "
+                "sha256 %s, model %s) and will be replaced: resume keeps only results of the same configuration and "
+                "model; to keep both, use another output folder", len(other), kinds, out_dir, what,
+                _short(config_sha256), model_id)
+
+
+def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> None:
+    """Warn that results under ``out_dir`` are no series of this run's input (``scan_ids``: every series of it, all
+    shards): the run's tables leave them out, but ``ctscore aggregate`` would merge them with this run's."""
+    others = sorted(sid for sid in scan_ids_under(out_dir) - scan_ids if scan_state(out_dir, sid) is not None)
+    if not others:
+        return
+    ids = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    log.warning("%d result(s) under %s (%s) are not part of this run's input%s (another input, series selection or "
+                "pseudonym salt): this run's scans.csv and report.html leave them out, but `ctscore aggregate %s` "
+                "would merge them with this run's results; use one output folder per input, or move them away",
+                len(others), out_dir, ids, f" {input_path}" if input_path else "", out_dir)
 
 
 def aggregate(out_dir: str | Path) -> dict[str, Any]:
@@ -1153,8 +1230,26 @@ def _aggregate(out_dir: Path) -> dict[str, Any]:
     else:  # no shards: the run that wrote OUT's run.json made the results; its input and time stay (they were
         # replaced by "aggregate of OUT" and 0 s)
         prior = _read_json(out_dir / "run.json") or {}
-        provenance.update({k: prior[k] for k in ("input", "versions", "python", "platform", "seconds")
+        provenance.update({k: prior[k] for k in ("input", "input_id", "versions", "python", "platform", "seconds")
                            if k in prior})
+    # the input each result was made from (recorded with it): results of several inputs merged are named
+    named = _input_names(shard_runs + [_read_json(out_dir / "run.json") or {}])
+    inputs = Counter(s["input_id"] for s in statuses if s.get("input_id"))
+    if named:
+        provenance["input_names"] = {i: named[i] for i in sorted(inputs) if i in named}
+    if len(inputs) > 1:
+        provenance["input"] = sorted({named.get(i, i) for i in inputs})
+        provenance["input_id"] = sorted(inputs)
+        log.warning("the results under %s were made from %d different inputs (%s): check that they belong together "
+                    "(expected for results copied together from several machines; not for an output folder re-used "
+                    "for another input, whose earlier results are merged here too)", out_dir, len(inputs),
+                    "; ".join(f"{named.get(i, i + ' (no run.json names it)')}: {n} result(s)"
+                              for i, n in sorted(inputs.items())))
+    elif inputs:
+        (only,) = inputs
+        provenance["input_id"] = only
+        if only in named:
+            provenance["input"] = named[only]
     if len(hashes) > 1:  # run.json's config is one of them: name them all
         provenance["config_sha256_all"] = hashes
     if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)
@@ -1166,8 +1261,20 @@ def _aggregate(out_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def _input_names(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """input id -> the input path, from run.json files (their ``input_names``, and ``input_id`` with ``input``)."""
+    names: dict[str, str] = {}
+    for r in runs:
+        known = r.get("input_names")
+        if isinstance(known, dict):
+            names.update({k: v for k, v in known.items() if isinstance(k, str) and isinstance(v, str) and v})
+        if isinstance(r.get("input_id"), str) and r.get("input_id") and isinstance(r.get("input"), str):
+            names[r["input_id"]] = r["input"]
+    return names
+
+
 def _seconds(value: Any) -> float:
-    """The ``seconds`` of a shard's run.json as a number (0 when it holds none)."""
+    """A ``seconds`` of a run.json or a per-scan record as a number (0 when it holds none)."""
     try:
         return float(value or 0)
     except (TypeError, ValueError):

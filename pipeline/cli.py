@@ -12,7 +12,13 @@ import threading
 
 from pipeline import __version__
 from pipeline.commands import COMMANDS
-from pipeline.errors import EXIT_INPUT_UNREADABLE, EXIT_USAGE, CTScoreError
+from pipeline.errors import (
+    EXIT_INPUT_UNREADABLE,
+    EXIT_NOTHING_ELIGIBLE,
+    EXIT_USAGE,
+    CTScoreError,
+    NoEligibleSeries,
+)
 
 # Errors about the input itself (exit code 4); other CTScoreErrors are usage/configuration (exit 1).
 INPUT_CODES = {"INPUT_NOT_FOUND", "INPUT_UNREADABLE", "PRED_NOT_FOUND", "REFERENCE_NOT_FOUND"}
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _stop_handler(os.getpid())) if main_thread else None
     try:
         return int(args.func(args))
+    except NoEligibleSeries as exc:  # ctscore run: nothing under INPUT can be scored (the inventory says why)
+        _error(f"ctscore: error: {exc}")
+        return EXIT_NOTHING_ELIGIBLE
     except CTScoreError as exc:
         _error(f"ctscore: error: {exc}")
         return EXIT_INPUT_UNREADABLE if exc.code in INPUT_CODES else EXIT_USAGE

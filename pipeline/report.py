@@ -324,6 +324,29 @@ def _timings_table(timings: Mapping[str, Any]) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
+def _secs(value: Any) -> str:
+    """Seconds as the report shows them: 0.01 s is not "0.0 s"."""
+    x = _number(value) or 0.0
+    return f"{x:.1f} s" if x >= 1 or x == 0 else f"{x:.2g} s"
+
+
+def _times(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The scoring time of the series in the tables (summed over them, each when it was scored: the same after a
+    resume or ``ctscore aggregate``) and the wall time of the call(s) that wrote run.json, each saying what it is."""
+    items = []
+    if "scoring_seconds" in run:
+        items.append(("scoring time", f"{_secs(run.get('scoring_seconds'))}, summed over the "
+                                      f"{run.get('n_series', '')} series (each when it was scored)"))
+    if run.get("aggregated_from"):
+        label = "wall time of the shard runs merged (summed)"
+    elif "aggregated_from" in run:
+        label = "wall time of the run before ctscore aggregate"
+    else:
+        label = "wall time of this run (a resume counts only its own call)"
+    items.append((label, _secs(run.get("seconds"))))
+    return items
+
+
 def _provenance(run: Mapping[str, Any]) -> str:
     if not run:
         return "<p>run.json is missing: no provenance.</p>"
@@ -336,7 +359,7 @@ def _provenance(run: Mapping[str, Any]) -> str:
         ("model id", str(seg.get("model_id", ""))),
         ("input", str(run.get("input", ""))),
         ("series", f"{run.get('n_series', '')} ({run.get('n_ok', '')} ok, {run.get('n_failed', '')} failed)"),
-        ("wall time", f"{_number(run.get('seconds')) or 0:.1f} s"),
+        *_times(run),
         ("python", f"{run.get('python', '')} on {run.get('platform', '')}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in versions.items())),
     ]

@@ -259,7 +259,7 @@ def _dicom_seg_bytes(vol, res: dict[str, Any], segmenter, scan_id: str) -> bytes
 
 def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
                    header: dict[str, Any] | None = None, segmenter=None,
-                   inventory_flags: list[str] | None = None) -> dict[str, Any]:
+                   inventory_flags: list[str] | None = None, input_id: str = "") -> dict[str, Any]:
     """The unit of work: one series in, one series folder out. Returns a small status dict.
 
     A scan that cannot be scored is a ``failed`` status, never an exception; but an output folder that cannot be
@@ -267,7 +267,8 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     it: that raises CTScoreError OUTPUT_UNWRITABLE, and the scan keeps no outcome (it is scored on resume).
 
     ``inventory_flags``: the fixes and warnings the inventory found for this series (ACQUISITIONS_MERGED,
-    MISSING_SERIES_UID, ...); they go into the scan's QC flags with the loader's and the scoring's."""
+    MISSING_SERIES_UID, ...); they go into the scan's QC flags with the loader's and the scoring's. ``input_id``: which
+    INPUT the run was given (:func:`pipeline.batch.input_id_for`), recorded in ``result.json``."""
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
@@ -337,6 +338,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
                                              "device": str(getattr(segmenter, "device", "cpu"))},
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
+            "input_id": input_id,
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
         }
@@ -406,7 +408,9 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
                         "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)",
                         DEFAULT_SALT)
         if not inventory.chosen:
-            raise NoEligibleSeries("no eligible CT series found (see inventory.csv or run `ctscore scan`)", input_path)
+            raise NoEligibleSeries(f"no eligible CT series found under the input; every file and stack with the "
+                                   f"reason it was skipped is in {out / 'inventory.csv'} (or run `ctscore scan "
+                                   "INPUT`)", input_path)
         return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
 
 
@@ -457,6 +461,9 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         "n_ok": sum(st["status"] == "ok" for st in statuses),
         "n_failed": sum(st["status"] != "ok" for st in statuses),
         "seconds": round(seconds, 2),
+        # the time the series of these tables took when each was scored (in this call or an earlier one): unlike
+        # ``seconds``, the same after a resume that scored nothing or a ctscore aggregate
+        "scoring_seconds": round(sum(float(st.get("seconds") or 0) for st in statuses), 2),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
     }

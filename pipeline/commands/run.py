@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from pipeline.errors import EXIT_NOTHING_ELIGIBLE, EXIT_OK, EXIT_SOME_FAILED, ConfigError, NoEligibleSeries
+from pipeline.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -94,12 +93,9 @@ def main(args: argparse.Namespace) -> int:
         import distributed  # noqa: F401 - its import sets its own log levels; quieten them afterwards
 
         logging.getLogger("distributed").setLevel(logging.WARNING)  # scheduler/nanny lines drown the scans
-    try:
-        summary = run_pipeline(args.input, args.out, cfg, series_uid=args.series_uid, all_series=args.all_series,
-                               batch=batch)
-    except NoEligibleSeries as exc:
-        print(f"ctscore: {exc}", file=sys.stderr)
-        return EXIT_NOTHING_ELIGIBLE
+    # NO_ELIGIBLE_SERIES: "ctscore: error: ..." and exit 2 from the CLI's handler, as every other error is printed
+    summary = run_pipeline(args.input, args.out, cfg, series_uid=args.series_uid, all_series=args.all_series,
+                           batch=batch)
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["n_failed"] else EXIT_OK
 

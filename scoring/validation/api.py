@@ -12,7 +12,13 @@ import pandas as pd
 from pipeline.errors import CTScoreError
 from pipeline.outputs import check_output_dir
 from scoring.validation import compare, figures, report
-from scoring.validation.predictions import check_columns, load_predictions, load_scans, needed_columns
+from scoring.validation.predictions import (
+    check_columns,
+    load_predictions,
+    load_scans,
+    needed_columns,
+    zone_targets_without_zones,
+)
 from scoring.validation.schema import load_reference
 from scoring.validation.systems import SYSTEMS, canonical_system
 
@@ -63,9 +69,11 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_frames(reference: pd.DataFrame, predictions: pd.DataFrame, *, min_n: int = 3,
-                    max_confusion_categories: int = compare.MAX_CONFUSION_CATEGORIES) -> dict[str, pd.DataFrame]:
-    """The validation tables from a checked reference and ctscore's long-form predictions."""
-    wide, readers = compare.ratings_table(reference, predictions)
+                    max_confusion_categories: int = compare.MAX_CONFUSION_CATEGORIES,
+                    unit_targets_without_zones: int = 0) -> dict[str, pd.DataFrame]:
+    """The validation tables from a checked reference and ctscore's long-form predictions
+    (``unit_targets_without_zones``: see :func:`scoring.validation.compare.ratings_table`)."""
+    wide, readers = compare.ratings_table(reference, predictions, unit_targets_without_zones)
     agree = compare.agreement_table(wide, readers, min_n=min_n)
     return {
         "ratings": wide,
@@ -114,7 +122,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
 
         prepare_output_dir(out_dir)
     tables = validate_frames(reference, predictions, min_n=min_n,
-                             max_confusion_categories=opts["max_confusion_categories"])
+                             max_confusion_categories=opts["max_confusion_categories"],
+                             unit_targets_without_zones=zone_targets_without_zones(pred_dir, reference))
     readers = sorted(reference["reader"].unique())
     wide = tables["ratings"]
     summary = [

@@ -35,10 +35,13 @@ def unit_order(system: str, units: Iterable[str]) -> list[str]:
     return [u for u in (TOTAL, *spec_units) if u in present]
 
 
-def ratings_table(reference: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def ratings_table(reference: pd.DataFrame, predictions: pd.DataFrame,
+                  unit_targets_without_zones: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """Wide table: scan_id, system, unit, ctscore, <reader...>, consensus; and the reader names.
 
-    Only targets some reader scored are kept; ctscore is NaN where the pipeline had no value.
+    Only targets some reader scored are kept; ctscore is NaN where the pipeline had no value. The warning that
+    counts those says how many are unit targets that no zones.csv could give (``unit_targets_without_zones``, when
+    the pipeline output has none), instead of blaming failed scans or missing zones for them.
     """
     readers = sorted(reference["reader"].unique())
     wide = reference.pivot_table(index=KEY, columns="reader", values="value", aggfunc="first")
@@ -59,7 +62,12 @@ def ratings_table(reference: pd.DataFrame, predictions: pd.DataFrame) -> tuple[p
         "scan_id": wide["scan_id"]}, index=wide.index)
     wide = wide.loc[keys.sort_values(["system", "unit", "scan_id"], kind="stable").index].reset_index(drop=True)
     missing = wide[CTSCORE].isna().sum()
-    if missing:
+    units = min(int(unit_targets_without_zones), int(missing))
+    if units:
+        rest = "" if missing == units else f", {missing - units} of a failed scan or a zone reported missing"
+        log.warning("%d reference target(s) have no ctscore value: %d unit target(s) because zones.csv is absent, so "
+                    "unit scores cannot be compared%s", missing, units, rest)
+    elif missing:
         log.warning("%d reference target(s) have no ctscore value (failed scan or zone reported missing)", missing)
     return wide, readers
 

@@ -77,6 +77,21 @@ def _zones_path(pred: Path) -> Path:
     return (pred.parent if pred.is_file() else pred) / "zones.csv"
 
 
+def needs_zones(system: str, unit: str) -> bool:
+    """Whether ctscore's value for a reference target (``system`` x ``unit``) is read from zones.csv: every unit
+    score; totals and the per-lung percentages are in scans.csv."""
+    return unit != TOTAL and not (system == "percent_involvement" and unit in SIDES)
+
+
+def zone_targets_without_zones(pred: str | Path, targets: pd.DataFrame) -> int:
+    """How many of the reference's targets (distinct scan x system x unit) need zones.csv (:func:`needs_zones`)
+    when the pipeline output has none next to its scans.csv; 0 when it has one."""
+    if _zones_path(Path(pred)).is_file() or targets.empty:
+        return 0
+    keys = targets[["scan_id", "system", "unit"]].drop_duplicates()
+    return int(sum(needs_zones(s, u) for s, u in zip(keys["system"], keys["unit"])))
+
+
 def needed_columns(targets: pd.DataFrame) -> tuple[list[str], list[str]]:
     """The scans.csv and zones.csv columns that ctscore's values for the reference's targets (its ``system`` x
     ``unit`` pairs) are read from (see :func:`load_predictions`)."""
@@ -85,7 +100,7 @@ def needed_columns(targets: pd.DataFrame) -> tuple[list[str], list[str]]:
     for system, unit in targets[["system", "unit"]].drop_duplicates().itertuples(index=False):
         if unit == TOTAL:
             cols, into = [TOTAL_COLUMNS[system]], in_scans
-        elif system == "percent_involvement" and unit in SIDES:
+        elif not needs_zones(system, unit):  # a lung's percent_involvement
             cols, into = [f"lesion_volume_ml_{unit}", f"lung_volume_ml_{unit}"], in_scans
         else:
             value = {"percent_involvement": "involvement_pct", "lobar": "extent_score"}.get(system, "unit_score")
@@ -208,6 +223,9 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
                 rows.append({"scan_id": z.scan_id, "system": "lobar25", "unit": unit, "value": score})
                 rows.append({"scan_id": z.scan_id, "system": "percent_involvement", "unit": f"lobe:{unit}",
                              "value": pct})
+    elif strict is not None and strict & set(ZONE_KEY_COLUMNS):  # the reference has unit scores
+        log.warning("zones.csv is absent (%s): the reference's unit scores cannot be compared (ctscore writes them "
+                    "to zones.csv next to scans.csv); only totals and per-lung percentages are", zpath)
     else:
         log.warning("no zones.csv next to scans.csv: only totals can be compared (%s)", zpath)
     out = pd.DataFrame(rows, columns=["scan_id", "system", "unit", "value"])

@@ -31,10 +31,16 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   right lung's heart border in the slab :data:`DOME_HEART_SLAB_MM` above the current estimate.
   Columns whose lung reaches the scan's bottom slice count with their floor there: on a scan cut
   below the dome's top the dome is found or missing, never taken from the high floors left over.
-* ``apex_*``/``base_*``: most cranial / most caudal slice holding at least
-  :data:`MIN_LUNG_AREA_MM2` of that lung; the base follows aerated lung (HU < -400) below the lung
-  mask into the costophrenic recess tips. Missing when the scan's first/last slice itself holds at least
-  :data:`MIN_LUNG_AREA_MM2` of that lung (cut off).
+* ``apex_*``/``base_*``: most cranial / most caudal slice of the segmenter's lung mask holding at least
+  :data:`MIN_LUNG_AREA_MM2` of that lung. Missing when the scan's first/last slice itself holds at least
+  :data:`MIN_LUNG_AREA_MM2` of that lung (cut off). One rule, :func:`lung_ends`, for these levels and the
+  scan's coverage (``scoring.quantify.edge_cut``), and the scoring settles them on its own mask
+  (:func:`settle_lung_ends`), so that result.json, levels.png, ``apex_covered``/``base_covered``,
+  ``PARTIAL_LUNG_COVERAGE`` and the zones' missing status agree. A base's z follows the aerated
+  recess tips below the mask (:func:`aerated_lung`, HU < -400, <= 15 mm), which the mask leaves out;
+  where that tissue runs on to the bottom slice (a lung the mask ends above, or gas under it: a
+  stomach bubble) the base is the mask's own, with low confidence and a note saying so (it once made
+  the base "cut off" where the coverage saw the lung whole).
 
 What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION`):
 
@@ -443,7 +449,10 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
 def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_mm: float = 15.0,
                  spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
     """The lung mask of one side, extended caudally into aerated recess tips (HU < -400) that the
-    mask cut off: slice by slice downwards, aerated voxels overlapping the slice above."""
+    mask cut off: slice by slice downwards, aerated voxels overlapping the slice above.
+
+    Used for the domes' floor map and a base's z; the extension also follows gas under the lung (a stomach
+    bubble), so "cut off by the scan" is read from the mask itself (:func:`lung_ends`)."""
     m = lungs == side
     if hu is None or not m.any():
         return m
@@ -468,18 +477,59 @@ def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_
     return out
 
 
-def lung_extent(lung: np.ndarray, z_mm: np.ndarray, spacing: Spacing) -> tuple[float | None, float | None, bool, bool]:
-    """Apex and base z of one lung mask, and whether it is cut off at the top / bottom of the scan."""
-    area = lung.sum(axis=(1, 2)) * spacing[1] * spacing[2]
-    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
-    if ks.size == 0:
+def lung_ends(lung: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[float | None, float | None, bool, bool]:
+    """(apex z, base z, cut at the top, cut at the bottom) of one lung mask: the one rule of the apex/base landmarks
+    and of the scan's coverage (:func:`scoring.quantify.edge_cut`: ``apex_covered``/``base_covered``,
+    ``PARTIAL_LUNG_COVERAGE``, the zones reaching past a cut-off end).
+
+    A slice holds the lung when it holds at least :data:`MIN_LUNG_AREA_MM2` of it (stray voxels do not count; the
+    pixel area is ``voxel_ml`` over the median slice step; a single-slice scan counts any voxel). Apex and base are
+    the highest and lowest such slice's z; the lung is cut off at the top (bottom) when the top (bottom) slice
+    itself holds it. The top slice is the one with the largest z, in either slice order. Apex and base are given
+    even when cut off (the scan's edge slice then); the landmarks report them missing."""
+    z_mm = np.asarray(z_mm, float)
+    if not len(z_mm) or not lung.size:
         return None, None, False, False
-    top, bottom = int(ks.max()), int(ks.min())
-    # a few stray voxels (or gas) in the edge slice do not make the lung cut off: the edge slice must
-    # itself hold the minimum area
-    cut_top = bool(area[-1] >= MIN_LUNG_AREA_MM2)
-    cut_bottom = bool(area[0] >= MIN_LUNG_AREA_MM2)
-    return float(z_mm[top]), float(z_mm[bottom]), cut_top, cut_bottom
+    n = np.count_nonzero(lung.reshape(lung.shape[0], -1), axis=1)
+    dz = float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
+    pixel_mm2 = voxel_ml * 1000.0 / dz if dz > 0 else 0.0
+    held = n * pixel_mm2 >= MIN_LUNG_AREA_MM2 if pixel_mm2 > 0 else n > 0
+    i_top, i_bottom = (len(z_mm) - 1, 0) if z_mm[-1] >= z_mm[0] else (0, len(z_mm) - 1)
+    cut_top, cut_bottom = bool(held[i_top]), bool(held[i_bottom])
+    if not held.any():
+        return None, None, cut_top, cut_bottom
+    zs = z_mm[held]
+    return float(zs.max()), float(zs.min()), cut_top, cut_bottom
+
+
+def settle_lung_ends(landmarks: Mapping[str, Landmark], side: str,
+                     ends: tuple[float | None, float | None, bool, bool], slice_step_mm: float = 0.0) -> None:
+    """Bring ``apex_<side>`` and ``base_<side>`` in line with :func:`lung_ends` ``ends`` of the scoring's own lung
+    mask (in place; levels not in ``landmarks`` are left out).
+
+    The levels are found on the working grid, the coverage on the original grid (or, for tilted slices, on an axial
+    reformat): an edge slice interpolated differently could make the two disagree. The scoring's decision stands:
+    a lung cut off there has its level missing ("cut off by the scan"); one not cut off keeps a detected level, or
+    gets the scoring mask's top/bottom slice where the level was missing (tempered on thick source slices as
+    :func:`temper_for_thick_slices` does)."""
+    apex, base, cut_top, cut_bottom = ends
+    for kind, z, cut, edge in (("apex", apex, cut_top, "top"), ("base", base, cut_bottom, "bottom")):
+        lm = landmarks.get(f"{kind}_{side}")
+        if lm is None:
+            continue
+        if cut:
+            new = _missing(lm.name, f"{kind} cut off by the scan")
+        elif z is None:
+            new = _missing(lm.name, "no lung")
+        elif lm.method == "detected" and lm.z_mm is not None:
+            continue
+        else:
+            new = Landmark(lm.name, z, "detected", "high", f"{edge} slice with >= 5 mm2 lung")
+            temper_for_thick_slices({lm.name: new}, slice_step_mm)
+        if (lm.z_mm, lm.method, lm.note) != (new.z_mm, new.method, new.note):
+            log.info("%s: %s (%s) -> %s (%s), by the coverage of the scored lung mask", lm.name, lm.z_mm, lm.method,
+                     new.z_mm, new.method)
+        lm.z_mm, lm.method, lm.confidence, lm.note = new.z_mm, new.method, new.confidence, new.note
 
 
 def heart_columns(lungs: np.ndarray, side: int, k_from: int, k_to: int, margin_px: int = 3) -> np.ndarray:
@@ -625,16 +675,30 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     # lungs: apices, bases, domes
     per_side: dict[int, np.ndarray] = {}
     for side, nm in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")):
-        lung = aerated_lung(lungs, hu, side, spacing=spacing)
-        per_side[side] = lung
-        apex, base, cut_top, cut_bottom = lung_extent(lung, z_mm, spacing)
+        # apex, base and "cut off by the scan" from the segmenter's lung mask, by the coverage's rule (lung_ends): the
+        # aerated extension below it (for the domes) once took gas under the lung (a stomach bubble) down to the
+        # bottom slice for lung, reporting a base cut off that the coverage and the zones saw whole
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        apex, base, cut_top, cut_bottom = lung_ends(lungs == side, z_mm, voxel_ml)
+        per_side[side] = aerated_lung(lungs, hu, side, spacing=spacing)
+        # the base's z follows the aerated recess tips the mask leaves out (calibrated on reference.csv: 0.5-1.3 mm
+        # off on the normal scans, 5-10 mm on the mask alone), unless that tissue runs on to the bottom slice (a lung
+        # the mask ends above, or gas under it: a stomach bubble): the mask's own base then, with low confidence
+        _, base_aerated, _, aerated_cut = lung_ends(per_side[side], z_mm, voxel_ml)
         out[f"apex_{nm}"] = (_missing(f"apex_{nm}", "apex cut off by the scan" if cut_top else "no lung")
                              if cut_top or apex is None else
                              Landmark(f"apex_{nm}", apex, "detected", "high", "top slice with >= 5 mm2 lung"))
-        out[f"base_{nm}"] = (_missing(f"base_{nm}", "base cut off by the scan" if cut_bottom else "no lung")
-                             if cut_bottom or base is None else
-                             Landmark(f"base_{nm}", base, "detected", "high",
-                                      "bottom slice with >= 5 mm2 lung (aerated recess tips followed)"))
+        if cut_bottom or base is None:
+            out[f"base_{nm}"] = _missing(f"base_{nm}", "base cut off by the scan" if cut_bottom else "no lung")
+        elif aerated_cut:
+            out[f"base_{nm}"] = Landmark(
+                f"base_{nm}", base, "detected", "low", "bottom slice with >= 5 mm2 of the lung mask; aerated tissue "
+                "below it runs on to the scan's bottom slice: the base may lie below the scan (or that tissue is gas "
+                "under the lung); coverage and zones follow the lung mask")
+        else:
+            out[f"base_{nm}"] = Landmark(f"base_{nm}", min(base, base_aerated) if base_aerated is not None else base,
+                                         "detected", "high",
+                                         "bottom slice with >= 5 mm2 lung (aerated recess tips followed)")
     out["dome_right"] = detect_dome(per_side[RIGHT_LUNG], "dome_right", z_mm)
     # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
     # Refine twice: exclude the columns medial to the right lung's heart border, read in the slab

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from scoring import systems
-from scoring.landmarks import MIN_LUNG_AREA_MM2, Landmark
+from scoring.landmarks import Landmark, lung_ends, settle_lung_ends
 from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_intervals
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
 
@@ -59,20 +59,12 @@ def percent(part_ml: float, whole_ml: float) -> float:
 
 def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[bool, bool]:
     """(top cut, bottom cut) of one lung: its first/last slice itself holds at least
-    :data:`scoring.landmarks.MIN_LUNG_AREA_MM2` of it (stray voxels there do not count), the landmark
-    detector's rule. A single-slice scan (no slice step) counts any lung voxel in it."""
-    n = lung_side.sum(axis=(1, 2))
-    if len(z_mm) > 1:
-        dz = float(np.median(np.abs(np.diff(z_mm))))
-        pixel_mm2 = voxel_ml * 1000.0 / dz if dz > 0 else 0.0
-    else:
-        pixel_mm2 = 0.0
-    # the top slice is the one with the largest z (the last on an LPS grid; the first where z falls with the index:
-    # the ends were swapped there, a lung cut off at the apex was reported cut at the base)
-    top, bottom = (n[-1], n[0]) if z_mm[-1] >= z_mm[0] else (n[0], n[-1])
-    if pixel_mm2 <= 0:
-        return bool(top > 0), bool(bottom > 0)
-    return bool(top * pixel_mm2 >= MIN_LUNG_AREA_MM2), bool(bottom * pixel_mm2 >= MIN_LUNG_AREA_MM2)
+    :data:`scoring.landmarks.MIN_LUNG_AREA_MM2` of it (stray voxels there do not count). The same function as the
+    apex/base landmarks' "cut off by the scan" (:func:`scoring.landmarks.lung_ends`). A single-slice scan (no
+    slice step) counts any lung voxel in it. The top slice is the one with the largest z (the last on an LPS grid;
+    the first where z falls with the index: the ends were swapped there, a lung cut off at the apex was reported
+    cut at the base)."""
+    return lung_ends(lung_side, z_mm, voxel_ml)[2:]
 
 
 def class_counts(cls: np.ndarray) -> np.ndarray:
@@ -216,8 +208,13 @@ def score_scan(
     for name in SIDES.values():
         row.update(per_lung[name])
 
-    # Coverage: a lung present in the first/last slice is cut off there (z index grows cranially).
-    cut = {side: edge_cut(lungs == side, z_mm, voxel_ml) for side in SIDES}
+    # Coverage: a lung present in the first/last slice is cut off there (z index grows cranially). The apex/base
+    # landmarks (found on the working grid by the same rule) are settled on this mask, in place, so that result.json
+    # and levels.png say what apex_covered/base_covered and the zones' missing status say.
+    ends = {side: lung_ends(lungs == side, z_mm, voxel_ml) for side in SIDES}
+    cut = {side: e[2:] for side, e in ends.items()}
+    for side, e in ends.items():
+        settle_lung_ends(landmarks, SIDES[side], e, slice_step_mm(z_mm))
     row["apex_covered"] = not any(c[0] for c in cut.values())
     row["base_covered"] = not any(c[1] for c in cut.values())
     if not row["apex_covered"] or not row["base_covered"]:

@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.errors import CTScoreError
 from scoring.stats import li2020, liao2021, report, zhang2020
 from scoring.stats.cohort import Cohort, load_cohort
-from scoring.stats.schema import canonical_analyte
+from scoring.stats.schema import canonical_analyte, close_column, misspelling_hint
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,54 @@ def check_options(options: dict[str, dict[str, Any]], window_days: Any = 1) -> d
     return checked
 
 
+#: Clinical columns a study cannot run without (docs/clinical_schema.md, "required" column); the others are optional
+#: and an analysis that lacks one says so in its table's note.
+STUDY_COLUMNS = {"li2020": {"outcome": "survivor / non-survivor"}}
+
+
+def check_study_columns(cohort: Cohort, studies: list[str]) -> None:
+    """BAD_CLINICAL_DATA, before any output is written, when a study lacks a clinical column it requires: the message
+    names the column, the study, a column that looks like its misspelling, the columns found and the file."""
+    columns = list(cohort.clinical.columns)
+    for s in studies:
+        for col, values in STUDY_COLUMNS.get(s, {}).items():
+            if col not in columns:
+                others = [x for x in STUDIES if x in studies and x not in STUDY_COLUMNS]
+                raise CTScoreError(
+                    "BAD_CLINICAL_DATA",
+                    f"{s} needs column {col!r} ({values}) in the clinical table{misspelling_hint(col, columns)}; "
+                    f"found {columns}" + (f"; {' and '.join(others)} run without it (--study "
+                                          + " or --study ".join(others) + ")" if others else ""),
+                    cohort.clinical.attrs.get("source"))
+
+
+def lab_option_notes(cohort: Cohort, options: dict[str, dict[str, Any]], studies: list[str]) -> list[str]:
+    """A note (also logged) for each lab named in a study's ``labs``/``normal_labs``/``timing_labs`` option that is no
+    lab column of the data (a typo of a lab name would otherwise go unused without a word), naming the labs there are
+    and the nearest one."""
+    notes = []
+    available = list(cohort.analytes)
+    for s in studies:
+        for key in sorted(_LAB_OPTIONS & set(options.get(s, {}))):
+            flag = "--normal-labs" if key == "normal_labs" else key
+            compared = None
+            if s == "zhang2020" and key == "normal_labs":  # only the labs zhang2020 compares across subgroups
+                compared = [x for x in (options[s].get("labs") or zhang2020.LABS) if x in available]
+            for name in options[s][key] or []:
+                if name in available and (compared is None or name in compared):
+                    continue
+                if name in available:
+                    notes.append(f"{s}: {flag} names {name!r}, which is in the lab table but not among the labs "
+                                 f"{s} compares ({', '.join(compared) or 'none'}); it is not used")
+                else:
+                    near = close_column(name, available)
+                    notes.append(f"{s}: {flag} names {name!r}, which is not a lab in the lab table"
+                                 + (f"; did you mean {near!r}?" if near else ".")
+                                 + f" Labs available: {', '.join(available) or 'none'}")
+                log.warning(notes[-1])
+    return notes
+
+
 def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = None,
                options: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
     """Run the analyses of ``study`` (a key or ``all``) on an assembled cohort.
@@ -94,6 +142,10 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
         if score is not None and (score not in cohort.scans.columns
                                   or not pd.api.types.is_numeric_dtype(cohort.scans[score])):
             raise CTScoreError("BAD_OPTION", f"{s}: score {score!r} is not a numeric column of scans.csv")
+    check_study_columns(cohort, studies)
+    for note in lab_option_notes(cohort, options, studies):
+        if note not in cohort.notes:
+            cohort.notes.append(note)
     if out_dir is not None:  # inputs read and options checked: a failed run leaves no folder behind
         from pipeline.outputs import prepare_output_dir
 
@@ -105,6 +157,7 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
         t, f = _RUNNERS[s](cohort, **options.get(s, {}))
         tables.update(t)
         figures.update(f)
+    tables["data_summary"] = cohort.data_summary()  # with the notes the analyses added (zhang2020)
     if out_dir is not None:
         out = Path(out_dir)
         report.write_tables(tables, out)

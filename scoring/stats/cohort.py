@@ -62,18 +62,22 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                  window_days: int = 1, id_column: str | None = None) -> Cohort:
     """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
     (default ``scores_patient_id`` when present, else ``patient_id``)."""
-    notes: list[str] = []
+    # what validation noticed (a column that looks like a misspelt schema column), for data_summary
+    notes: list[str] = [*clinical.attrs.get("notes", []), *(labs.attrs.get("notes", []) if labs is not None else [])]
+    source = clinical.attrs.get("source")
     if id_column is None:
         id_column = "scores_patient_id" if "scores_patient_id" in clinical.columns else "patient_id"
     if id_column not in clinical.columns:
-        raise CTScoreError("BAD_CLINICAL_DATA", f"id column {id_column!r} is not in the clinical table")
+        raise CTScoreError("BAD_CLINICAL_DATA", f"id column {id_column!r} is not in the clinical table"
+                           f"{schema.misspelling_hint(id_column, clinical.columns)}; found {list(clinical.columns)}",
+                           source)
     if window_days < 0:
         raise CTScoreError("BAD_OPTION", f"window_days must be >= 0, not {window_days}")
     ids = _id_text(clinical[id_column])
     dup = ids.duplicated() & (ids != "")
     if dup.any():  # the scans of both patients would all go to the first one
         raise CTScoreError("BAD_CLINICAL_DATA", f"column {id_column!r}: value {ids[dup].iloc[0]!r} appears more than "
-                           "once; the id that matches scans to patients must be unique", clinical.attrs.get("source"))
+                           "once; the id that matches scans to patients must be unique", source)
     mapping = pd.Series(clinical["patient_id"].to_numpy(), index=ids.to_numpy())
     mapping = mapping[mapping.index != ""]
     scans = scans.copy()
@@ -97,8 +101,11 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         log.warning(notes[-1])
     unmatched = scans["patient_id"].isna()
     if unmatched.all():
+        hint = "" if "scores_patient_id" in clinical.columns else \
+            schema.misspelling_hint("scores_patient_id", clinical.columns)
         raise CTScoreError("BAD_CLINICAL_DATA", f"no scan's patient_id matches clinical column {id_column!r}; "
-                           "pseudonymous ids need a 'scores_patient_id' column (see docs/clinical_schema.md)")
+                           f"pseudonymous ids need a 'scores_patient_id' column{hint} (see docs/clinical_schema.md)",
+                           source)
     if unmatched.any():
         examples = ", ".join(repr(x) for x in scan_ids[unmatched].drop_duplicates()[:3])
         notes.append(f"{int(unmatched.sum())} scan(s) whose patient_id is not in the clinical table were left out "
@@ -109,6 +116,10 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
         notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "
                      + ", ".join(repr(x) for x in clinical.loc[no_scan, "patient_id"][:3]) + ")")
+        log.warning(notes[-1])
+    if "onset_date" not in clinical.columns:
+        notes.append("the clinical table has no 'onset_date' column: weekly (liao2021) and period (li2020) analyses "
+                     "have no scans")
         log.warning(notes[-1])
     scans = binning.add_time(scans, clinical, "study_date")
     no_onset = scans["days_since_onset"].isna()

@@ -46,6 +46,8 @@ def _serial(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.Data
     # a scan without a score (failed, or zones it cannot see) lends nothing to its period: not its day to the mean
     # of days, and with last/first the score, its day and its labs all come from the one scan picked
     s = s.dropna(subset=[score])
+    if "outcome" not in cohort.clinical.columns:  # api.run_cohort refuses this; a direct call gets the table's note
+        return pd.DataFrame(columns=["patient_id", "period", score, "days_since_onset", *labs, "outcome"])
     per = binning.one_per_bin(s, "period", [score, "days_since_onset", *labs], how=within, date_col="study_date",
                               whole_rows=True)
     per = per.merge(cohort.clinical[["patient_id", "outcome"]], on="patient_id")

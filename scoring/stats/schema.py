@@ -6,6 +6,7 @@ the file (header = line 1) and the offending value, so a researcher can fix the 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from pathlib import Path
@@ -57,6 +58,20 @@ CLINICAL_REQUIRED = ("patient_id",)
 CLINICAL_OPTIONAL = ("scores_patient_id", "onset_date", "admission_date", "outcome", "severity", "age",
                      "sex", "glucocorticoid", "treatment_date")
 LABS_REQUIRED = ("patient_id", "date", "analyte", "value")
+LABS_OPTIONAL = ("unit",)
+#: What a schema column is used for, said when a column of the table looks like a misspelling of it.
+COLUMN_USE = {
+    "scores_patient_id": "matching scans to patients (the pseudonymous id of scans.csv)",
+    "onset_date": "weeks (liao2021) and periods (li2020) since onset",
+    "admission_date": "admission labs (liao2021)",
+    "outcome": "li2020, which requires it",
+    "severity": "liao2021 trajectories, zhang2020",
+    "age": "liao2021 logistic, zhang2020 partial correlation",
+    "sex": "zhang2020 categorical",
+    "glucocorticoid": "zhang2020 glucocorticoid vs none",
+    "treatment_date": "zhang2020 before/after treatment",
+    "unit": "the unit check of each lab value",
+}
 SCANS_REQUIRED = ("scan_id", "patient_id", "study_date", "six_zone_total", "zhang900_total")
 #: Numeric columns of the pipeline's scans.csv: a value in them that is not a number is refused (file, line);
 #: other columns are numbers when every value is one, else text.
@@ -121,10 +136,43 @@ def numeric_column(clinical: pd.DataFrame, column: str, use: str) -> pd.Series:
     return num.astype(float)
 
 
+def close_column(name: str, columns: object) -> str | None:
+    """The column of ``columns`` that ``name`` looks like a misspelling of (difflib, case-insensitive), or None."""
+    lower = {str(c).lower(): str(c) for c in columns}
+    match = difflib.get_close_matches(str(name).lower(), list(lower), n=1, cutoff=0.8)
+    return lower[match[0]] if match else None
+
+
+def misspelling_hint(wanted: str, columns: object) -> str:
+    """``" ('outcom' looks like a misspelling of 'outcome')"`` when a column of the table is close to ``wanted``."""
+    near = close_column(wanted, [c for c in columns if c != wanted])
+    return f" ({near!r} looks like a misspelling of {wanted!r})" if near else ""
+
+
+def unknown_column_notes(df: pd.DataFrame, schema_columns: tuple[str, ...], table: str) -> list[str]:
+    """A note (also logged) for each column that is not in the schema but closely matches a schema column the table
+    lacks: ``onset_dat`` is kept as an extra column and ``onset_date`` counts as absent, which the user should know.
+    Extra columns that match nothing are kept without a word (users carry their own columns)."""
+    notes = []
+    absent = [c for c in schema_columns if c not in df.columns]
+    for c in df.columns:
+        if c in schema_columns:
+            continue
+        near = close_column(c, absent)
+        if near is None:
+            continue
+        use = COLUMN_USE.get(near)
+        notes.append(f"{table}: column {c!r} is not a schema column; did you mean {near!r}? It is kept as an extra "
+                     f"column and {near!r} counts as absent" + (f" (used for {use})" if use else ""))
+        log.warning(notes[-1])
+    return notes
+
+
 def _require(df: pd.DataFrame, cols: tuple[str, ...], code: str, path: Path | None) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise CTScoreError(code, f"missing required column(s) {missing}; found {list(df.columns)}", path)
+        hints = "".join(misspelling_hint(c, df.columns) for c in missing)
+        raise CTScoreError(code, f"missing required column(s) {missing}{hints}; found {list(df.columns)}", path)
 
 
 def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.Series:
@@ -223,7 +271,9 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         if c in df.columns:
             df[c] = _parse_dates(df[c], c, code, p)
     if "onset_date" not in df.columns and "admission_date" not in df.columns:
-        raise CTScoreError(code, "needs 'onset_date' and/or 'admission_date' (weeks and periods count from onset)", p)
+        hints = misspelling_hint("onset_date", df.columns) + misspelling_hint("admission_date", df.columns)
+        raise CTScoreError(code, "needs 'onset_date' and/or 'admission_date' (weeks and periods count from onset)"
+                           f"{hints}; found {list(df.columns)}", p)
     if "onset_date" in df.columns and "admission_date" in df.columns:
         late = df["onset_date"] > df["admission_date"]
         if late.any():
@@ -252,6 +302,7 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
             df[c] = num.astype(float)
     if p is not None:
         df.attrs["source"] = str(p)
+    df.attrs["notes"] = unknown_column_notes(df, CLINICAL_REQUIRED + CLINICAL_OPTIONAL, "clinical table")
     return df
 
 
@@ -272,6 +323,7 @@ def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patien
     p = Path(path) if path is not None else None
     df = _line_index(df.copy()).astype(str)
     _require(df, LABS_REQUIRED, code, p)
+    notes = unknown_column_notes(df, LABS_REQUIRED + LABS_OPTIONAL, "lab table")
     df["patient_id"] = df["patient_id"].str.strip()
     empty = df["patient_id"] == ""
     if empty.any():
@@ -299,7 +351,9 @@ def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patien
             log.warning("labs: %d row(s) for %d patient(s) not in the clinical table are ignored",
                         int(unknown.sum()), df.loc[unknown, "patient_id"].nunique())
             df = df[~unknown]
-    return df.dropna(subset=["value"]).reset_index(drop=True)
+    df = df.dropna(subset=["value"]).reset_index(drop=True)
+    df.attrs["notes"] = notes  # build_cohort carries them into data_summary
+    return df
 
 
 def read_clinical(path: str | Path) -> pd.DataFrame:

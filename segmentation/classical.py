@@ -87,13 +87,30 @@ def disk(radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
 _CHUNK = 1 << 20
 
 
-def label_sizes(labels: np.ndarray, count: int) -> np.ndarray:
-    """Voxels per label (``np.bincount(labels.ravel(), minlength=count + 1)``, counted chunk by chunk)."""
+def label_sizes(labels: np.ndarray, count: int, where: np.ndarray | None = None) -> np.ndarray:
+    """Voxels per label (``np.bincount(labels.ravel(), minlength=count + 1)``, counted chunk by chunk).
+
+    With ``where`` (a boolean array of the same shape): only the voxels where it is true are counted, so
+    ``label_sizes(labels, n, mask)[1:] / label_sizes(labels, n)[1:]`` is ``ndi.mean(mask, labels, 1..n)`` exactly
+    (which would hold a float64 copy of ``mask`` and an int64 copy of ``labels`` at once)."""
     flat = labels.reshape(-1)
+    if where is not None and where.shape != labels.shape:
+        raise ValueError(f"where {where.shape} and labels {labels.shape} differ in shape")
+    sel = None if where is None else where.reshape(-1)
     sizes = np.zeros(count + 1, np.intp)
     for i in range(0, flat.size, _CHUNK):
-        sizes += np.bincount(flat[i : i + _CHUNK], minlength=count + 1)
+        chunk = flat[i : i + _CHUNK]
+        if sel is not None:
+            chunk = chunk[sel[i : i + _CHUNK]]
+        sizes += np.bincount(chunk, minlength=count + 1)
     return sizes
+
+
+def label_share(labels: np.ndarray, count: int, where: np.ndarray) -> np.ndarray:
+    """The share of each label's voxels (1..count) where ``where`` is true: the same float64 values as
+    ``ndi.mean(where, labels, index=np.arange(1, count + 1))`` (integer sums, so the division is the same)."""
+    total = label_sizes(labels, count)[1:].astype(np.float64)
+    return label_sizes(labels, count, where)[1:] / total
 
 
 def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -102,6 +119,35 @@ def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
     step = max(1, _CHUNK // max(1, labels[0].size)) if labels.ndim else 1
     for i in range(0, labels.shape[0], step):
         out[i : i + step] = table[labels[i : i + step]]
+    return out
+
+
+def edt(mask: np.ndarray, sampling, then=None, dtype=np.float64) -> np.ndarray:
+    """``then(ndi.distance_transform_edt(mask, sampling=sampling))`` (``then`` elementwise, its result of ``dtype``;
+    none: the distances), the same values with a fraction of the memory.
+
+    scipy turns its int32 feature transform (12 bytes a voxel) into distances through full-volume int32
+    offsets and their float64 copy (about 50 bytes a voxel at once); here the offsets, distances and ``then``
+    are computed from the feature transform slab by slab, by the same operations in the same order."""
+    ft = ndi.distance_transform_edt(mask, sampling=sampling, return_distances=False, return_indices=True)
+    samp = np.asarray(sampling, dtype=np.float64).reshape(-1)
+    if samp.size == 1:
+        samp = np.repeat(samp, mask.ndim)
+    out = np.empty(mask.shape, dtype)
+    if mask.size == 0:
+        return out
+    step = max(1, (_CHUNK >> 4) // max(1, mask[0].size))  # (float64 temporaries of a few MiB)
+    for z0 in range(0, mask.shape[0], step):
+        sub = ft[:, z0 : z0 + step]
+        dt = np.empty(sub.shape, np.float64)
+        for a in range(mask.ndim):
+            pos = np.arange(sub.shape[a + 1], dtype=np.int32) + (z0 if a == 0 else 0)
+            dt[a] = sub[a] - pos.reshape((-1,) + (1,) * (mask.ndim - 1 - a))  # int32 offsets, as scipy's
+            dt[a] *= samp[a]
+        np.multiply(dt, dt, dt)
+        d = np.sqrt(np.add.reduce(dt, axis=0))
+        del dt
+        out[z0 : z0 + step] = d if then is None else then(d)
     return out
 
 
@@ -194,6 +240,19 @@ def coarse_distance(mask: np.ndarray, spacing: tuple[float, float, float], facto
     return d[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
+def coarse_within(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float,
+                  factor: int = 2) -> np.ndarray:
+    """``coarse_distance(mask, spacing, factor) < radius_mm``, thresholded on the coarse grid before it is
+    repeated (the same voxels; a boolean instead of a float32 volume and its repeated copies)."""
+    small = mask[::factor, ::factor, ::factor]
+    if not small.any():
+        return np.zeros(mask.shape, bool)
+    # float32 distances against the same scalar, as coarse_distance's result was compared
+    near = edt(~small, [s * factor for s in spacing], lambda d: d.astype(np.float32) < radius_mm, bool)
+    near = near.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
+    return near[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+
+
 def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
     """Binary opening by a ball of ``radius_mm``: what remains of structures thicker than the ball."""
     return ndi.binary_opening(mask, ball(radius_mm, spacing))
@@ -201,10 +260,18 @@ def opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, flo
 
 def mediastinum(lungs: np.ndarray) -> np.ndarray:
     """Voxels between the right and left lung in each (z, y) row where both lungs are present."""
-    x = np.arange(lungs.shape[2], dtype=np.int32)  # (memory: int64 would make two 8-byte volumes)
-    right_max = np.where(lungs == RIGHT_LUNG, x, -1).max(axis=2)
-    left_min = np.where(lungs == LEFT_LUNG, x, lungs.shape[2]).min(axis=2)
-    both = (right_max >= 0) & (left_min < lungs.shape[2])
+    nx = lungs.shape[2]
+    x = np.arange(nx, dtype=np.int32)
+    # The right lung's last and the left lung's first x per row from argmax on boolean masks (memory: no
+    # full-volume int32 map of x per side, 4 bytes a voxel, for a max or min along x).
+    side = lungs == RIGHT_LUNG
+    right_any = side.any(axis=2)
+    right_max = np.where(right_any, nx - 1 - np.argmax(side[..., ::-1], axis=2), -1)
+    side = lungs == LEFT_LUNG
+    left_any = side.any(axis=2)
+    left_min = np.where(left_any, np.argmax(side, axis=2), nx)
+    del side
+    both = right_any & left_any
     return both[..., None] & (x > right_max[..., None]) & (x < left_min[..., None])
 
 
@@ -331,11 +398,36 @@ def side_by_side(a: np.ndarray, b: np.ndarray) -> bool:
     half their mean width, 5th to 95th percentile) and both reaching up to the apices (their tops less than
     half the taller one's height apart). One lung cut into a front and a back or an upper and a lower part,
     or a lung and stomach or colon gas under the other hemidiaphragm, are not two lungs."""
-    za, _, xa = np.nonzero(a)
-    zb, _, xb = np.nonzero(b)
-    width = (np.subtract(*np.percentile(xa, [95, 5])) + np.subtract(*np.percentile(xb, [95, 5]))) / 2.0
-    height = max(za.max() - za.min(), zb.max() - zb.min()) + 1
-    return abs(xa.mean() - xb.mean()) > 0.5 * width and abs(int(za.max()) - int(zb.max())) < 0.5 * height
+    # (memory: the parts' x coordinates, sorted, from their counts per x instead of np.nonzero's three int64
+    # indices per voxel; the same percentiles and, the sums being exact integers, the same means)
+    za, xa = _z_extent(a), _per_x(a)
+    zb, xb = _z_extent(b), _per_x(b)
+    width = (_x_spread(xa) + _x_spread(xb)) / 2.0
+    height = max(za[1] - za[0], zb[1] - zb[0]) + 1
+    return abs(_x_mean(xa) - _x_mean(xb)) > 0.5 * width and abs(za[1] - zb[1]) < 0.5 * height
+
+
+def _z_extent(mask: np.ndarray) -> tuple[int, int]:
+    """The lowest and highest z of a non-empty 3D ``mask``."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    return int(zs[0]), int(zs[-1])
+
+
+def _per_x(mask: np.ndarray) -> np.ndarray:
+    """Voxels of a 3D ``mask`` per x."""
+    return np.count_nonzero(mask, axis=(0, 1))
+
+
+def _x_mean(per_x: np.ndarray) -> np.float64:
+    """``np.nonzero(mask)[2].mean()`` from the counts per x: the sum is an exact integer either way."""
+    return np.float64(np.dot(np.arange(per_x.size, dtype=np.intp), per_x)) / np.float64(per_x.sum())
+
+
+def _x_spread(per_x: np.ndarray) -> np.float64:
+    """``np.subtract(*np.percentile(np.nonzero(mask)[2], [95, 5]))`` from the counts per x (the same sorted
+    coordinates)."""
+    xs = np.repeat(np.arange(per_x.size, dtype=np.intp), per_x)
+    return np.subtract(*np.percentile(xs, [95, 5], overwrite_input=True))
 
 
 def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxels: int) -> np.ndarray:
@@ -358,33 +450,47 @@ def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxe
     else:
         # One connected blob: erode (deeper and deeper, via one distance map) until it falls apart
         # into two large parts, then grow these back (nearest part wins).
-        depth = ndi.distance_transform_edt(np.pad(sub, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        del labels
         step = 1.5 * max(spacing[1:])
+        levels = range(1, 13)
+        # (memory: the depth is kept as the number of levels it exceeds, ``depth > k * step`` being ``level >= k``,
+        # one byte a voxel instead of float64)
+        level = edt(np.pad(sub, 1), spacing, lambda d: _levels_exceeded(d, [k * step for k in levels]),
+                    np.uint8)[1:-1, 1:-1, 1:-1]
         comps = []
-        for k in range(1, 13):
-            eroded = depth > k * step
+        for k in levels:
+            eroded = level >= k  # depth > k * step
             labels, ids = largest_components(eroded, 2, min_voxels // 10)
             if len(ids) == 2 and min((labels == i).sum() for i in ids) > 0.15 * eroded.sum():
                 if side_by_side(labels == ids[0], labels == ids[1]):
                     comps = ids
                     break
                 # two parts, but the front and back (or top and bottom) of one lung: erode deeper
+        del level, eroded
         if comps:
-            markers = np.zeros(sub.shape, np.int32)
+            # (memory: uint8 markers, so the grown labels are uint8 too; the feature transform is freed once
+            # used; a lookup table instead of np.isin on the int32 component map)
+            markers = np.zeros(sub.shape, np.uint8)
             for k, i in enumerate(comps, 1):
                 markers[labels == i] = k
+            del labels
             dist_idx = ndi.distance_transform_edt(markers == 0, sampling=spacing, return_distances=False,
                                                   return_indices=True)
             grown = markers[tuple(dist_idx)]
+            del dist_idx
             # Only the components that hold a marker (not bowel gas or other stray air).
-            comp, _ = ndi.label(sub)
+            comp, n_comp = ndi.label(sub)
             held = np.unique(comp[markers > 0])
-            grown[~np.isin(comp, held[held > 0])] = 0
+            del markers
+            kept = np.zeros(n_comp + 1, bool)
+            kept[held[held > 0]] = True
+            grown[~lookup(kept, comp)] = 0
+            del comp
             labels, comps = grown, [1, 2]
         else:
             labels, ids = largest_components(sub, 1, min_voxels)
             comps = ids
-    centroids = sorted((np.nonzero(labels == i)[2].mean(), i) for i in comps)
+    centroids = sorted((_x_mean(_per_x(labels == i)), i) for i in comps)
     region = out[box]
     if len(centroids) == 2:
         region[labels == centroids[0][1]] = RIGHT_LUNG
@@ -396,14 +502,22 @@ def split_lungs(lungs: np.ndarray, spacing: tuple[float, float, float], min_voxe
     return out
 
 
+def _levels_exceeded(d: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """How many of the increasing ``thresholds`` each value of ``d`` exceeds (``d > t``), as uint8."""
+    out = np.zeros(d.shape, np.uint8)
+    for t in thresholds:
+        out += d > t
+    return out
+
+
 def planar_closing(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float], axis: int) -> np.ndarray:
     """2D closing of every plane normal to ``axis`` with a disk of ``radius_mm`` (EDT-based, any radius)."""
     samp = list(spacing)
     samp[axis] = 1e4  # planes do not see each other
     pad = [(0, 0) if a == axis else (int(np.ceil(radius_mm / spacing[a])) + 2,) * 2 for a in range(3)]
     m = np.pad(mask, pad)
-    dilated = ndi.distance_transform_edt(~m, sampling=samp) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=samp) > radius_mm
+    dilated = edt(~m, samp, lambda d: d <= radius_mm, bool)
+    closed = edt(dilated, samp, lambda d: d > radius_mm, bool)
     return closed[tuple(slice(p[0], p[0] + n) for p, n in zip(pad, mask.shape))]
 
 
@@ -426,7 +540,8 @@ def pleural_fill(
         if not m.any():
             continue
         box = crop_box(m, margin=int(np.ceil(radius_mm / min(spacing))) + 2)
-        mc = m[box]
+        mc = m[box].copy()
+        del m  # (memory: only its box is used)
         small = mc[::f, ::f, ::f]
         sp = tuple(s * f for s in spacing)
         ax, co, sa = (planar_closing(small, radius_mm, sp, a) for a in range(3))
@@ -496,34 +611,50 @@ class ClassicalSegmenter:
         spacing = tuple(float(s) for s in spacing)
         voxel_ml = float(np.prod(spacing)) / 1000.0
         hu = np.asarray(hu, np.float32)
-        lungs_out = np.zeros(hu.shape, np.uint8)
-        lesions_out = np.zeros(hu.shape, bool)
-        airway_out = np.zeros(hu.shape, bool)
+        shape = hu.shape
 
-        # Everything happens in the body's bounding box.
-        body_full = body_mask(hu, p["body_threshold_hu"])
-        if not body_full.any():
+        # Everything happens in the body's bounding box. (Memory: the full-size outputs are made at the end, and
+        # only the box of the body mask is kept.)
+        body = body_mask(hu, p["body_threshold_hu"])
+        if not body.any():
             log.warning("no body found: nothing segmented")
-            return Segmentation(lungs=lungs_out, lesions=lesions_out, airway=airway_out)
-        box = crop_box(body_full, margin=2)
+            return Segmentation(lungs=np.zeros(shape, np.uint8), lesions=np.zeros(shape, bool),
+                                airway=np.zeros(shape, bool))
+        box = crop_box(body, margin=2)
         hu = hu[box]
-        body = body_full[box]
+        body = body[box].copy()
         smooth = ndi.gaussian_filter(hu, sigma=0.7)
-        air = (smooth < p["lung_threshold_hu"]) & body
 
         airway = _airway(hu, smooth < -900, body, spacing, p)
         airway_zone = ndi.binary_dilation(airway, ball(2.0, spacing)) & (smooth < -400) | airway
+        # (memory: only the airway's own bounding box is kept until the output is made)
+        abox = crop_box(airway) if airway.any() else None
+        airway = airway[abox].copy() if abox else None
 
-        lungs = self._lungs(smooth, body, air, airway_zone, spacing, voxel_ml)
+        # (the air mask is passed without a name here, so that _lungs can free it once used)
+        lungs = self._lungs(smooth, body, (smooth < p["lung_threshold_hu"]) & body, airway_zone, spacing, voxel_ml)
+        del body
 
-        lesions = np.zeros(hu.shape, bool)
+        lesions = lbox = None
         if lungs.any():
             lbox = crop_box(lungs > 0, margin=int(np.ceil(8.0 / min(spacing))))
-            lesions[lbox] = self._lesions(hu[lbox], smooth[lbox], lungs[lbox], airway_zone[lbox], spacing,
-                                          voxel_ml)
+            # The lesion stage gets its own copy of the smoothed lung box and uses it as scratch memory; the
+            # smoothed body box is freed first.
+            smooth_lbox, zone_lbox = smooth[lbox].copy(), airway_zone[lbox].copy()
+            del smooth, airway_zone
+            lesions = self._lesions(hu[lbox], smooth_lbox, lungs[lbox], zone_lbox, spacing, voxel_ml)
+            del smooth_lbox, zone_lbox
+            lesions &= lungs[lbox] > 0
+        lungs_out = np.zeros(shape, np.uint8)
         lungs_out[box] = lungs
-        lesions_out[box] = lesions & (lungs > 0)
-        airway_out[box] = airway
+        del lungs
+        lesions_out = np.zeros(shape, bool)
+        if lesions is not None:
+            lesions_out[box][lbox] = lesions
+        del lesions
+        airway_out = np.zeros(shape, bool)
+        if abox:
+            airway_out[box][abox] = airway
         return Segmentation(lungs=lungs_out, lesions=lesions_out, airway=airway_out)
 
     def _lungs(self, smooth: np.ndarray, body: np.ndarray, air: np.ndarray, airway_zone: np.ndarray,
@@ -532,6 +663,7 @@ class ClassicalSegmenter:
         p = self.params
         min_vox = int(p["min_lung_volume_ml"] / voxel_ml)
         lungs_raw = air & ~airway_zone
+        del air  # (memory: the caller keeps no reference to it)
         lungs_raw = ndi.binary_opening(lungs_raw, ball(1.0 * max(spacing), spacing)) | (lungs_raw & (smooth < -600))
         # The lungs are told apart, and from bowel gas that touches them through a thin diaphragm, on
         # clearly aerated voxels; then they grow back into the air-like voxels next to them.
@@ -539,6 +671,7 @@ class ClassicalSegmenter:
         core = lungs_raw & (smooth < p["lung_core_threshold_hu"])
         core = opening(core, p["lung_grow_mm"], spacing)
         labels = split_lungs(core, spacing, min_vox)
+        del core
         steps = max(1, int(np.ceil(p["lung_grow_mm"] / min(spacing))))
         conn = ndi.generate_binary_structure(3, 3)
         for side in (RIGHT_LUNG, LEFT_LUNG):
@@ -546,18 +679,31 @@ class ClassicalSegmenter:
             if m.any():
                 grown = ndi.binary_dilation(m, conn, iterations=steps, mask=lungs_raw & (labels == 0))
                 labels[grown & (labels == 0)] = side
+                del grown
+        del m
         # Partly aerated lung cut off by the opening (diseased lower lobes) comes back when it touches
         # a lung and is not gas (bowel gas is homogeneous air: many voxels below -950 HU).
         # (not near the segmented airway: the partial-volume shell of the bronchi is not lung).
         near_airway = ndi.binary_dilation(airway_zone, conn, iterations=3)
-        rest, n_rest = ndi.label(lungs_raw & (labels == 0) & ~near_airway)
+        # (memory: labelled in the bounding box of the pieces, the same components in the same order)
+        rest = lungs_raw & (labels == 0) & ~near_airway
+        del near_airway, lungs_raw
+        rbox = crop_box(rest) if rest.any() else (slice(0, 0),) * 3
+        rest, n_rest = ndi.label(rest[rbox])
         if n_rest:
+            # (memory: label_share and lookup instead of ndi.mean and np.isin, which copy the int32 labels to
+            # int64 or shift them, and the mask to float64; same values)
             pure = np.ones(n_rest + 1)
-            pure[1:] = ndi.mean(smooth < -950, rest, index=np.arange(1, n_rest + 1))
+            pure[1:] = label_share(rest, n_rest, smooth[rbox] < -950)
             for side in (RIGHT_LUNG, LEFT_LUNG):
-                touch = np.unique(rest[ndi.binary_dilation(labels == side, conn) & (rest > 0)])
+                touch = np.unique(rest[ndi.binary_dilation(labels == side, conn)[rbox] & (rest > 0)])
                 touch = touch[pure[touch] < p["addback_max_air_fraction"]]
-                labels[np.isin(rest, touch) & (labels == 0)] = side
+                taken = np.zeros(n_rest + 1, bool)
+                taken[touch] = True
+                region = labels[rbox]
+                region[lookup(taken, rest) & (region == 0)] = side
+                del region  # (a view: it would keep labels alive)
+        del rest
 
         lungs = np.zeros(smooth.shape, np.uint8)
         for side in (RIGHT_LUNG, LEFT_LUNG):
@@ -565,8 +711,12 @@ class ClassicalSegmenter:
             if not m.any():
                 continue
             # Keep the main component only (stray air such as the oesophagus is not lung).
-            lab, ids = largest_components(m, 1)
-            m = lab == ids[0]
+            # (memory: labelled in the side's bounding box, the same components in the same order)
+            mbox = crop_box(m)
+            lab, ids = largest_components(m[mbox], 1)
+            m = np.zeros_like(m)
+            m[mbox] = lab == ids[0]
+            del lab
             box = crop_box(m, margin=8)
             # Padded by at least the ball's radius, so a lung cut by the first or last slice is not eroded
             # there (the dilation would be cut at the pad's edge: on slices under 0.625 mm it lost 2 slices).
@@ -577,6 +727,8 @@ class ClassicalSegmenter:
             filled[box] = closed & fill_enclosed(closed)
             filled &= body
             lungs[filled & (lungs == 0)] = side
+            del m, closed, filled
+        del labels
         lungs[airway_zone] = 0
         if p["pleural_closing_radius_mm"] > 0 and lungs.any():
             allowed = body & ~airway_zone & ~mediastinum(lungs)
@@ -586,21 +738,26 @@ class ClassicalSegmenter:
 
     def _lesions(self, hu: np.ndarray, smooth: np.ndarray, lungs: np.ndarray, airway_zone: np.ndarray,
                  spacing: tuple[float, float, float], voxel_ml: float) -> np.ndarray:
-        """Pneumonia opacity inside the lungs: ground glass, reticulation and consolidation."""
+        """Pneumonia opacity inside the lungs: ground glass, reticulation and consolidation.
+
+        (Memory: temporaries are freed as soon as they are used, the float32 filters work in place, label maps
+        are counted and looked up chunk by chunk; at most two float32 volumes of the box are alive at once.)"""
         p = self.params
+        scratch = smooth  # (overwritten once smooth is no longer read: the caller passes a copy it does not keep)
         lung = lungs > 0
         rim = lung & ~erode(lung, 2.0 * max(spacing[1:]), spacing)
-        bright = (smooth > p["dense_threshold_hu"]) & lung
         # Dense tissue outside the lung (chest wall, diaphragm) counts as dense for the thickness
         # tests, so that consolidation against the pleura is judged by its full depth; the pleural
         # rim is left out when forming components so the rim does not join them all together.
-        bright_ext = bright | (~lung & (smooth > p["dense_threshold_hu"]))
+        bright_ext = smooth > p["dense_threshold_hu"]  # (bright lung, or dense and not lung)
+        bright = bright_ext & lung
         thick = opening(bright_ext, p["vessel_max_radius_mm"], spacing) & bright
         # Thick dense regions are consolidation, unless small or at the hilum (large vessels).
-        near_hilum = coarse_distance(mediastinum(lungs), spacing) < p["hilum_margin_mm"]
+        near_hilum = coarse_within(mediastinum(lungs), spacing, p["hilum_margin_mm"])
         lab, n = ndi.label(thick & ~rim)
         if n:
-            sizes = np.bincount(lab.ravel(), minlength=n + 1) * voxel_ml
+            counts = label_sizes(lab, n)
+            sizes = counts * voxel_ml
             # Vessels are tubes: their thickest point is thin. Consolidation is a thick blob.
             # The thick core must lie away from the hilum (large hilar vessels are thick too), and a
             # component mostly at the hilum is vessels; consolidation that merely reaches the
@@ -608,60 +765,93 @@ class ClassicalSegmenter:
             core = erode(bright_ext, p["consolidation_min_radius_mm"], spacing) & lung & ~near_hilum
             has_core = np.zeros(n + 1, bool)
             has_core[np.unique(lab[core])] = True
+            del core
             hilar_share = np.zeros(n + 1)
-            hilar_share[1:] = ndi.mean(near_hilum, lab, index=np.arange(1, n + 1))
+            hilar_share[1:] = label_sizes(lab, n, near_hilum)[1:] / counts[1:].astype(np.float64)
             vessel_like = (sizes < p["consolidation_min_ml"]) | ~has_core | (hilar_share > 0.5)
-            vessel_like[0] = False
-            consolidation = (lab > 0) & ~vessel_like[lab]
+            taken = ~vessel_like
+            taken[0] = False  # (lab > 0) & ~vessel_like[lab]
+            consolidation = lookup(taken, lab)
+            del lab
             consolidation |= thick & rim & dilate(consolidation, 2.0 * max(spacing[1:]), spacing)
             thick_vessels = thick & ~consolidation
         else:
+            del lab
             thick_vessels = consolidation = np.zeros_like(thick)
+        del thick, bright_ext
         # Small vessels (not bright at this resolution) are thin structures above the vessel threshold.
         elevated = (smooth > p["vessel_threshold_hu"]) & lung
         tubes = elevated & ~opening(elevated, p["small_vessel_radius_mm"], spacing)
+        del elevated
         vessels = ((bright | tubes) & ~consolidation) | thick_vessels
+        del tubes
         airway_halo = dilate(airway_zone, 3.0, spacing)
         halo = dilate(vessels, p["vessel_halo_mm"], spacing) & ~consolidation
+        del vessels
         halo |= airway_halo
         # Healthy-looking parenchyma per height (gravity gradient: dependent lung is denser).
         big_vessels = ndi.binary_dilation(thick_vessels | ndi.binary_opening(bright, ball(2.0, spacing)),
                                           ball(1.5, spacing)) & ~consolidation
+        del thick_vessels
         valid = lung & ~big_vessels & ~airway_halo & ~rim & (smooth < -500)
         if valid.sum() > 1000:
             base = np.minimum(parenchyma_baseline(smooth, valid), p["baseline_max_hu"])[:, :, None]
         else:
             base = np.full((1, 1, 1), p["baseline_max_hu"], np.float32)
+        del valid
+        # 2) (first, the last use of smooth) Reticulation and patchy opacity: regions where most non-vessel
+        # lung voxels are denser than the baseline by texture_delta_hu (or than texture_threshold_hu). Not at
+        # the hilum, where vessels crowd.
+        elev = (smooth > base + p["texture_delta_hu"]) | (smooth > p["texture_threshold_hu"])
+        elev &= ~ndi.binary_dilation(bright & ~consolidation, ball(1.5, spacing))  # vessel cores and walls
+        del bright, smooth
         # 1) Ground glass: parenchymal density, a local mean over lung voxels that are not vessels,
         # vessel/airway walls or the pleural rim (normalised convolution), so partial-volume halos
         # do not look like ground glass; above the lesion band and above the local baseline.
-        weight = (lung & ~halo & ~rim).astype(np.float32)
         sigma = [2.0 / s for s in spacing]
-        num = ndi.gaussian_filter(hu * weight, sigma)
+        weight = scratch
+        np.copyto(weight, lung & ~halo & ~rim)  # (lung & ~halo & ~rim).astype(np.float32)
         den = ndi.gaussian_filter(weight, sigma)
-        density = np.where(den > 0.05, num / np.maximum(den, 1e-6), -1000.0)
+        num = ndi.gaussian_filter(np.multiply(hu, weight, out=weight), sigma, output=weight)  # hu * weight
+        density = _normalised(num, den, 0.05, -1000.0)  # (in num's memory; den is consumed)
+        del num, den, weight
         ggo_min = np.maximum(p["lesion_min_hu"], base + p["ggo_delta_hu"])
         cand = lung & ~halo & (density >= ggo_min) & (density < p["lesion_max_hu"])
-        # 2) Reticulation and patchy opacity: regions where most non-vessel lung voxels are denser
-        # than the baseline by texture_delta_hu (or than texture_threshold_hu). Not at the hilum,
-        # where vessels crowd.
-        elev = (smooth > base + p["texture_delta_hu"]) | (smooth > p["texture_threshold_hu"])
-        elev &= ~ndi.binary_dilation(bright & ~consolidation, ball(1.5, spacing))  # vessel cores and walls
+        del density, halo
         # The share is measured without the pleural rim (partial volume with the chest wall and the
         # diaphragm would fill thin costophrenic recesses), but rim voxels may still be flagged.
         texture_zone = lung & ~big_vessels & ~airway_halo
-        w = (texture_zone & ~rim).astype(np.float32)
+        del big_vessels, airway_halo
+        w = texture_zone & ~rim
         sig = [p["texture_sigma_mm"] / s for s in spacing]
-        frac_num = ndi.gaussian_filter(elev * w, sig)
-        frac_den = ndi.gaussian_filter(w, sig)
-        frac = np.where(frac_den > 0.1, frac_num / np.maximum(frac_den, 1e-6), 0.0)
+        elev &= w  # elev * w as float32 is (elev & w) as float32: 0.0 or 1.0
+        frac_num = scratch
+        np.copyto(frac_num, elev)  # elev.astype(np.float32)
+        del elev
+        ndi.gaussian_filter(frac_num, sig, output=frac_num)  # (in place, as scipy does for every axis after the first)
+        frac_den = w.astype(np.float32)
+        del w
+        ndi.gaussian_filter(frac_den, sig, output=frac_den)
+        frac = _normalised(frac_num, frac_den, 0.1, 0.0)
+        del frac_num, frac_den
         cand |= texture_zone & (frac > p["texture_fraction"]) & ~near_hilum
+        del frac, texture_zone
         cand |= consolidation
         cand = ndi.binary_opening(cand, ball(1.0 * max(spacing), spacing))
         labels, n = ndi.label(cand)
         if n:
-            sizes = np.bincount(labels.ravel())
+            sizes = label_sizes(labels, n)
             keep = sizes * voxel_ml >= p["lesion_min_component_ml"]
             keep[0] = False
-            cand = keep[labels]
+            cand = lookup(keep, labels)
         return cand
+
+
+def _normalised(num: np.ndarray, den: np.ndarray, min_den: float, fill: float) -> np.ndarray:
+    """``np.where(den > min_den, num / np.maximum(den, 1e-6), fill)`` for float32 ``num`` and ``den``, computed in
+    ``num``'s memory (``den`` is overwritten): the same float32 operations, without three more volumes."""
+    ok = den > min_den
+    np.maximum(den, 1e-6, out=den)
+    np.divide(num, den, out=num)
+    num[~ok] = fill
+    return num

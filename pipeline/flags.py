@@ -19,8 +19,8 @@ SCORING_FLAGS: dict[str, str] = {
     "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",
     "ZONED_AXIALLY": "slices tilted this many degrees from axial: levels found on an axial reformat, zones cut "
                      "voxel by voxel",
-    "LANDMARK_ESTIMATED": "a level placed from the others, not found in the image: the zones it bounds rest on an "
-                          "estimate",
+    "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
+                          "rest on an estimate",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",

@@ -272,6 +272,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
+    from scoring.landmarks import estimated_flags
     from segmentation.factory import get_segmenter
 
     out_dir = Path(out_dir)
@@ -321,8 +322,7 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
             atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
                                                                      res["spacing_zyx"], res["landmarks"], title=scan_id))
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
-                                   [f"LANDMARK_ESTIMATED:{k}" for k, lm in res["landmarks"].items()
-                                    if lm.method == "estimated"]))
+                                   estimated_flags(res["landmarks"])))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_uid": header.get("series_uid", ""), "status": "ok", "segmenter": segmenter.name,

@@ -477,6 +477,21 @@ def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_
     return out
 
 
+#: Levels that are always placed from the others (no detector: non-contrast CT does not show them reliably). Their
+#: method is "estimated" on every scan, so they raise no LANDMARK_ESTIMATED flag (a flag every scan carries tells a
+#: reviewer nothing and buries the estimates that are a detector's fallback); result.json and the pictures still
+#: show them as estimated (dashed).
+ESTIMATED_BY_DESIGN = frozenset({"bronchus_intermedius", "aortic_arch", "ipv_right", "ipv_left", "ipv"})
+
+
+def estimated_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
+    """``LANDMARK_ESTIMATED:<name>`` for each level a detector was meant to find but that was estimated instead
+    (e.g. a carina from lung extent, a dome from the other, the notch's fallback); not for
+    :data:`ESTIMATED_BY_DESIGN`."""
+    return [f"LANDMARK_ESTIMATED:{name}" for name, lm in landmarks.items()
+            if lm.method == "estimated" and name not in ESTIMATED_BY_DESIGN]
+
+
 def lung_ends(lung: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[float | None, float | None, bool, bool]:
     """(apex z, base z, cut at the top, cut at the bottom) of one lung mask: the one rule of the apex/base landmarks
     and of the scan's coverage (:func:`scoring.quantify.edge_cut`: ``apex_covered``/``base_covered``,

@@ -44,7 +44,7 @@ def test_report_shows_each_flags_meaning_on_hover(tmp_path):
     (tmp_path / "scans.csv").write_text(f"scan_id,status,qc_flags\n{d.name},ok,LUNG_CUT_BY_FOV:12\n")
     html = write_run_report(tmp_path).read_text()
     assert 'title="a lung runs along the edge of the field of view' in html
-    assert 'title="a level placed from the others' in html
+    assert 'title="a level a detector was meant to find, placed from the others' in html
 
 
 def test_every_loader_code_is_explained_in_dicom_input_md():

@@ -126,3 +126,18 @@ def test_one_rule_in_either_slice_order():
     assert edge_cut(right, Z, VOXEL_ML) == (False, True)
     assert lung_ends(right[::-1], Z[::-1], VOXEL_ML)[2:] == (False, True)
     assert edge_cut(right[::-1], Z[::-1], VOXEL_ML) == (False, True)
+
+
+def test_levels_estimated_by_design_raise_no_flag():
+    """Every scan carried LANDMARK_ESTIMATED for the bronchus intermedius, the aortic arch and the three IPV levels
+    (estimated on every scan by design), so 'scans with QC flags' selected every scan and buried the estimates that
+    are a detector's fallback. Those are flagged; the by-design ones keep method 'estimated' in result.json only."""
+    from scoring.landmarks import ESTIMATED_BY_DESIGN, estimated_flags
+
+    airway, lungs, hu = chest()
+    lm = detect_landmarks(lungs, airway, Z, SP, hu=hu)
+    assert {k for k, v in lm.items() if v.method == "estimated"} >= ESTIMATED_BY_DESIGN
+    assert estimated_flags({k: lm[k] for k in ESTIMATED_BY_DESIGN}) == []
+    fallback = {k: lm[k] for k in ESTIMATED_BY_DESIGN}
+    fallback["carina"] = Landmark("carina", 10.0, "estimated", "low", "from lung extent")
+    assert estimated_flags(fallback) == ["LANDMARK_ESTIMATED:carina"]

@@ -251,3 +251,21 @@ def test_run_with_an_unusable_model_device_or_slurm_profile_leaves_no_output_fol
         run_pipeline(sample, tmp_path / "py2", batch=BatchOptions(executor="slurm",
                                                                   slurm_profile=str(tmp_path / "missing.yaml")))
     assert not (tmp_path / "py2").exists()
+
+
+def test_scan_summary_names_each_stacks_folder_and_says_what_skipped_counts(tmp_path, capsys):
+    """A tester could not tell which row of `ctscore scan`'s table was which patient folder (stack ids cut from the
+    left, no folder), and read "0 skipped" against stacks whose decision was "skipped". Each stack now shows its
+    folder relative to INPUT, and the file count says it counts files skipped one by one."""
+    import shutil
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicoms"
+    root = tmp_path / "in"
+    shutil.copytree(sample, root / "patient A" / "ct")
+    (root / "notes.txt").write_text("not DICOM")
+    assert main(["scan", str(root)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert "in stacks not selected" in first and "skipped as files (not DICOM, unreadable or no image)" in first
+    header, row = out.splitlines()[1:3]
+    assert header.split()[0] == "folder" and row.split()[:2] == ["patient", "A/ct"]

@@ -9,6 +9,7 @@ Exit codes: see docs/dicom_input.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,23 @@ def exit_code(inv) -> int:
     return EXIT_OK
 
 
+def stack_folders(files, input_path: str | Path) -> dict[str, str]:
+    """stack id -> the folder holding its files (their common folder), relative to ``input_path`` ("." for the
+    input itself)."""
+    root = Path(input_path).resolve()
+    root = root.parent if root.is_file() else root
+    out: dict[str, str] = {}
+    used = files[files["stack_id"].fillna("") != ""]
+    for stack, paths in used.groupby("stack_id")["path"]:
+        folders = {str(Path(p).resolve().parent) for p in paths}
+        common = Path(os.path.commonpath(sorted(folders)))
+        try:
+            out[stack] = common.relative_to(root).as_posix() or "."
+        except ValueError:
+            out[stack] = str(common)
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -82,13 +100,19 @@ def main(args: argparse.Namespace) -> int:
     files = inv.files
     counts = files["file_status"].value_counts().to_dict()
     skip_codes = files.loc[files["file_status"] == "skipped", "file_code"].value_counts().to_dict()
-    print(f"{len(files)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in other "
-          f"stacks, {counts.get('skipped', 0)} skipped" + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})"
-                                                          if skip_codes else ""))
-    cols = ["stack_id", "modality", "orientation", "n_slices", "slice_thickness_mm", "slice_spacing_mm",
+    # files skipped one by one (not DICOM, unreadable, no image) are not the stacks skipped below (a localizer ...)
+    print(f"{len(files)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in stacks "
+          f"not selected, {counts.get('skipped', 0)} skipped as files (not DICOM, unreadable or no image)"
+          + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})" if skip_codes else ""))
+    cols = ["folder", "stack_id", "modality", "orientation", "n_slices", "slice_thickness_mm", "slice_spacing_mm",
             "z_coverage_mm", "kernel", "decision", "reason"]
-    stacks = inv.stacks[cols].copy()
+    stacks = inv.stacks.copy()
+    # which of the user's folders each stack is in (its files' common folder, relative to INPUT): the stack ids
+    # alone do not say which row is which patient
+    stacks["folder"] = stacks["stack_id"].map(stack_folders(files, args.input))
+    stacks = stacks[cols]
     stacks["stack_id"] = stacks["stack_id"].map(lambda s: s if len(s) <= 28 else "..." + s[-25:])
+    stacks["folder"] = stacks["folder"].fillna("").map(lambda s: s if len(s) <= 40 else "..." + s[-37:])
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 70,
                            "display.max_rows", 500):
         print(stacks.to_string(index=False))

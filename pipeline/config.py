@@ -146,7 +146,7 @@ def validate(cfg: dict[str, Any]) -> None:
     seg = cfg["segmentation"]
     method = str(seg["method"])
     if method not in ("classical", "monai") and not Path(method).is_dir():
-        raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
+        raise ConfigError(f"segmentation.method (--segmenter) must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
                           f"weights from 'ctscore train'), got {method!r}: {model_folder_problem(method)}")
     device = str(seg.get("device") or "auto").strip().lower()
     if not re.fullmatch(r"auto|cpu|(cuda|gpu)(:\d+)?", device):

@@ -40,7 +40,7 @@ def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
         return BundleSegmenter(path, device=seg.get("device", "auto"), cfg=cfg)
     from pipeline.config import model_folder_problem
 
-    raise ConfigError(f"segmentation.method must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
+    raise ConfigError(f"segmentation.method (--segmenter) must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
                       f"weights from 'ctscore train'), got {method!r}: {model_folder_problem(method)}")
 
 

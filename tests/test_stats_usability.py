@@ -134,3 +134,18 @@ def test_schema_doc_explains_how_to_get_the_pseudonymous_ids():
     doc = (REPO / "docs" / "clinical_schema.md").read_text()
     assert "ctscore scan" in doc and "--identifiers" in doc and "--stacks" in doc
     assert "series_uid" in doc and "pseudonym_salt" in doc
+
+
+@pytest.mark.parametrize("sep, word", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_table_separated_by_semicolons_or_tabs_says_so(tmp_path, sep, word):
+    """A spreadsheet saved with ';' (a European locale's CSV) or tabs was refused as 'missing required column(s)
+    ['patient_id']', the whole header read as one column name."""
+    from scoring.stats.schema import read_clinical
+
+    path = tmp_path / "clinical.csv"
+    path.write_text(sep.join(["patient_id", "scores_patient_id", "age", "sex", "outcome"]) + "\n"
+                    + sep.join(["P1", "pt-1", "61", "M", "survivor"]) + "\n")
+    with pytest.raises(CTScoreError) as e:
+        read_clinical(path)
+    assert e.value.code == "BAD_CLINICAL_DATA" and f"separated by {word}, not commas" in str(e.value)
+    assert "clinical.csv" in str(e.value)

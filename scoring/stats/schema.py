@@ -105,6 +105,10 @@ def _read_csv(path: str | Path, code: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise CTScoreError(code, f"cannot read CSV: {exc}", path) from exc
     df.columns = [c.strip() for c in df.columns]
+    if len(df.columns) == 1 and (";" in df.columns[0] or "\t" in df.columns[0]):  # a spreadsheet's export setting
+        by = "semicolons" if ";" in df.columns[0] else "tabs"
+        raise CTScoreError(code, f"the columns are separated by {by}, not commas (header {df.columns[0][:60]!r}): "
+                           "save the table as comma-separated CSV", path)
     empty = df.apply(lambda col: col.str.strip() == "").all(axis=1) if len(df.columns) else pd.Series(dtype=bool)
     df = df[~empty]
     df.attrs["source"] = str(path)

@@ -259,24 +259,40 @@ def keep_main_components(mask: np.ndarray, min_share: float = 0.1) -> np.ndarray
     return np.isin(lab, keep)
 
 
+def air_level(hu: np.ndarray, spacing: tuple[float, float, float]) -> float | None:
+    """What air reads on this scan: the median HU of its trachea and main bronchi
+    (:func:`segmentation.classical.segment_airway`); None where none is found. Nominally -1000; scanners differ
+    (of the six real series in shared/data/chest: -990 to -935)."""
+    airway = segment_airway(hu, spacing)
+    return float(np.median(hu[airway])) if airway.any() else None
+
+
 def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
-                     gas_hu: float = -950.0, aerated_hu: float = -500.0, min_ml: float = 2.0,
-                     wall_mm: float = 8.0, low_quantile: float = 25.0) -> tuple[np.ndarray, dict[int, float]]:
+                     gas_hu: float = -950.0, aerated_hu: float = -600.0, min_ml: float = 2.0,
+                     wall_mm: float = 8.0, low_quantile: float = 25.0, air_hu: float | None = None,
+                     max_air_shift: float = 50.0) -> tuple[np.ndarray, dict[int, float]]:
     """Stomach or colon gas that the lung mask took in through the thin diaphragm, taken out again.
 
     Per side, the aerated part of the mask (below ``aerated_hu``) falls into connected pieces. A piece other than
     the largest is bowel gas when it is at least ``min_ml``, homogeneous air (median below ``gas_hu``; aerated lung
     parenchyma is -950 to -700 HU, bowel gas about -1000) and low (its mean height below the ``low_quantile``-th
-    percentile of the largest piece's slices: under the dome). The gas goes, with the mask voxels within
-    ``wall_mm`` of it that are nearer to it than to the largest piece (diaphragm and stomach wall); what is then cut
-    off the side goes too. An aerated island cut off by consolidation is lung density and stays; gas joined to the
-    lung by voxels below ``aerated_hu`` is one piece with it and is not found here.
+    percentile of the largest piece's slices: under the dome). ``gas_hu`` is for a scan on which air reads -1000;
+    where air reads higher (``air_hu``; by default measured in the trachea, :func:`air_level`, and only when a
+    low piece's median lies within ``max_air_shift`` above ``gas_hu``) the limit rises with it, by at most
+    ``max_air_shift`` (ricord_covid_419639: trachea -945 HU, the gastric gas in its left lung mask -943 HU, the
+    basal lung -800 HU). The gas goes, with the mask voxels within ``wall_mm`` of it that are nearer to it than to
+    the largest piece (diaphragm and stomach wall); what is then cut off the side goes too. An aerated island cut
+    off by consolidation is lung density and stays. The pieces are cut at -600 HU, not -500: a thin diaphragm
+    seen obliquely reads -600 to -500 HU in 1.5 mm voxels, which joined ricord_covid_419639's gastric gas to its
+    lung (34 mL of gas and wall kept). Gas joined to the lung by voxels below ``aerated_hu`` is one piece with it and is not
+    found here.
 
     Returns the new label map and the removed volume (mL) per side label. ``lungs`` is not changed."""
     out = lungs.copy()
     sp = np.asarray(spacing, float)
     voxel_ml = float(np.prod(sp)) / 1000.0
     removed: dict[int, float] = {}
+    measured = air_hu is not None
     for side in (RIGHT_LUNG, LEFT_LUNG):
         whole = out == side
         if not whole.any():
@@ -292,7 +308,13 @@ def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
         gas = np.zeros(m.shape, bool)
         for k in np.flatnonzero(sizes * voxel_ml >= min_ml) + 1:
             piece = pieces == k
-            if k != main and np.median(h[piece]) < gas_hu and np.nonzero(piece)[0].mean() < z_low:
+            if k == main or np.nonzero(piece)[0].mean() >= z_low:
+                continue
+            median = float(np.median(h[piece]))
+            if gas_hu <= median < gas_hu + max_air_shift and not measured:  # measured once, only when it matters
+                air_hu, measured = air_level(hu, spacing), True
+            shift = min(max((air_hu if air_hu is not None else -1000.0) + 1000.0, 0.0), max_air_shift)
+            if median < gas_hu + shift:
                 gas |= piece
         if not gas.any():
             continue

@@ -23,16 +23,21 @@ Folder layout (the MONAI bundle convention, plus ``ctscore_labels.yaml``)::
     labels:                         # output label (softmax) or channel (sigmoid) -> meaning
       right_lung: [1]
       left_lung: [2]
-      lesion: [3]                   # optional; a lesion label also counts as lung
+      lesion: [3]                   # required: the lesion label(s) or channel(s); lesion also counts as lung
       lobes: {right_upper: 1, right_middle: 2, right_lower: 3, left_upper: 4, left_lower: 5}
 
 The mapping is checked when the bundle is loaded (unknown keys, a key written twice, labels that are not whole
 numbers, label 0 of a softmax output, a label given to two meanings, a side with neither its lung label nor any of
-its lobes): a :class:`BundleError` naming the file; labels beyond the network's output channels are the same error
-at the first scan. A side whose lobes are mapped only in part and that has no lung label is warned about: the
-unmapped lobes are not lung at all. ctscore gives the network one channel of 3-D CT: a ``network_def`` with another
-``in_channels`` or ``spatial_dims`` is refused at load, and a network that fails on the ``roi_size`` window is a
-:class:`BundleError` naming the config (not a bare error at every scan).
+its lobes, no ``lesion`` label): a :class:`BundleError` naming the file. ``lesion`` is required: every score
+ctscore gives (lesion volumes, six-zone, zhang900, MosMed) is made from the lesion mask, and a model that cannot
+see lesions would score every patient as healthy. A side whose lobes are mapped only in part and that has no lung
+label is warned about: the unmapped lobes are not lung at all. ctscore gives the network one channel of 3-D CT: a
+``network_def`` with another ``in_channels`` or ``spatial_dims`` is refused at load. When ctscore loads the bundle
+(:func:`segmentation.factory.build_segmenter`: ``ctscore run --model``) it runs the network once on a window of
+``roi_size`` (:meth:`BundleSegmenter.check_output`), so that labels beyond the network's output channels (a
+:class:`BundleError` naming the mapping) and a network that fails on that window (one naming the config) stop the
+run before any scan, not every scan after its inference; a :class:`BundleSegmenter` made directly finds them at
+its first scan.
 
 With ``lobes`` the lungs are the union of the lobes (right = right_*), and :class:`Segmentation`
 carries ``lobes`` (coded as :data:`segmentation.base.LOBES`), which makes lobar scores available.
@@ -379,9 +384,23 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
             log.warning("%s maps %s but not %s, and gives no %s_lung: those voxels are not lung at all (add %s_lung "
                         "with the labels of the rest of that lung)", path, ", ".join(
                             n for n in lobes_of_side if n not in missing), ", ".join(missing), side, side)
+    if "lesion" not in out:
+        raise bad("labels give no lesion label: it is required, every score ctscore gives (lesion volumes, six-zone, "
+                  "zhang900, MosMed) is made from the lesion mask, and a model that cannot see lesions would score "
+                  "every patient as healthy; add lesion: [...] with the network's lesion label(s) (softmax) or "
+                  "channel(s) (sigmoid)")
     m["labels"] = out
     m["max_label"] = max(used)
     return m
+
+
+def _machine_fault(exc: BaseException) -> bool:
+    """Out of memory or a device fault: the machine's limit, not the bundle's error."""
+    import torch
+
+    low = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(
+        w in low for w in ("out of memory", "can't allocate memory", "cuda error"))
 
 
 class BundleSegmenter:
@@ -475,6 +494,53 @@ class BundleSegmenter:
             raise BundleError(f"label {m['max_label']} is beyond the network's {n_out} output channels "
                               f"(0-{n_out - 1})", self.labels_path)
 
+    def _infer(self, x: Any) -> Any:
+        """The sliding-window output ``[1, C, ...]`` of the network on ``x`` ``[1, 1, ...]`` (normalized, on the
+        device); a network that fails on the window is a :class:`BundleError` naming the config (out of memory and
+        device faults are raised as they are: the machine's, not the bundle's)."""
+        import torch
+
+        with torch.inference_mode():
+            try:
+                if self.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.float16):
+                        return self.inferer(x, self.net)
+                return self.inferer(x, self.net)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                if _machine_fault(exc):
+                    raise  # the machine's limit or fault, not the bundle's
+                text = str(exc).strip()
+                msg = text.splitlines()[0] if text else type(exc).__name__
+                roi = ", ".join(str(int(v)) for v in getattr(self.inferer, "roi_size", ())) or "?"
+                raise BundleError(f"the network fails on the windows ctscore gives it, [1, 1, {roi}] (one channel "
+                                  f"of 3-D CT; the window is roi_size of {LABELS_FILE}) ({type(exc).__name__}: "
+                                  f"{msg[:300]})", self.config_path) from exc
+
+    def check_output(self) -> int | None:
+        """Run the network once on a window of ``roi_size`` (zeros) and check its output channels against the
+        label mapping: labels beyond them (or a softmax of one channel) are a :class:`BundleError` naming the
+        mapping, and a network that fails on the window one naming the config, when the model is loaded instead
+        of at every scan after its inference. Returns the number of output channels; None (with a warning) when
+        the machine could not run even that window (out of memory: the channels are then checked at the first
+        scan). The cost is one window of the many of a scan."""
+        import torch
+
+        roi = tuple(int(v) for v in self.inferer.roi_size)
+        try:
+            y = self._infer(torch.zeros((1, 1) + roi, device=self.device))
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            if isinstance(exc, BundleError) or not _machine_fault(exc):
+                raise
+            log.warning("bundle %s: could not run one %s window at load (%s); its output channels are checked at "
+                        "the first scan", self.folder, list(roi), str(exc).strip().splitlines()[0][:200])
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+        n_out = int(y.shape[1])
+        del y
+        self._check_channels(n_out)
+        return n_out
+
     def _normalize(self, x: Any) -> Any:
         m = self.mapping
         if "intensity" in m:
@@ -503,24 +569,7 @@ class BundleSegmenter:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(hu, np.float32))[None, None]
             x = self._normalize(resize_to(x, tuple(size))).to(self.device)
-            try:
-                if self.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.float16):
-                        y = self.inferer(x, self.net)
-                else:
-                    y = self.inferer(x, self.net)
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                text = str(exc).strip()
-                low = text.lower()
-                if isinstance(exc, torch.cuda.OutOfMemoryError) or any(
-                        w in low for w in ("out of memory", "can't allocate memory", "cuda error")):
-                    raise  # the machine's limit or fault, not the bundle's
-                msg = text.splitlines()[0] if text else type(exc).__name__
-                roi = ", ".join(str(int(v)) for v in getattr(self.inferer, "roi_size", ())) or "?"
-                raise BundleError(f"the network fails on the windows ctscore gives it, [1, 1, {roi}] (one channel "
-                                  f"of 3-D CT; the window is roi_size of {LABELS_FILE}) ({type(exc).__name__}: "
-                                  f"{msg[:300]})", self.config_path) from exc
-            y = y[0].float().cpu()
+            y = self._infer(x)[0].float().cpu()
         self._check_channels(int(y.shape[0]))  # labels beyond the output channels would never be found
         sigmoid = self.mapping["output"] == "sigmoid"
         out = np.zeros(((y.shape[0],) if sigmoid else ()) + tuple(hu.shape), bool if sigmoid else np.uint8)
@@ -595,7 +644,7 @@ def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 
     folder = Path(folder)
     (folder / "configs").mkdir(parents=True, exist_ok=True)
     (folder / "models").mkdir(parents=True, exist_ok=True)
-    n_out = 6 if with_lobes else 4
+    n_out = 7 if with_lobes else 4
     net_def = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 3, "in_channels": 1,
                "out_channels": n_out, "features": [4, 4, 4, 4, 4, 4]}
     (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": net_def}, indent=1))
@@ -605,8 +654,8 @@ def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 
     sha = sha256_file(folder / "models" / "model.safetensors")
     (folder / "models" / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": sha}}}))
     labels: dict[str, Any] = ({"lobes": {"right_upper": 1, "right_middle": 2, "right_lower": 3, "left_upper": 4,
-                                         "left_lower": 5}} if with_lobes else {"right_lung": [1], "left_lung": [2],
-                                                                               "lesion": [3]})
+                                         "left_lower": 5}, "lesion": [6]} if with_lobes
+                              else {"right_lung": [1], "left_lung": [2], "lesion": [3]})
     mapping = {"name": "tiny-bundle", "spacing_mm": [4.0, 4.0, 4.0], "hu_window": [-1024, 400],
                "roi_size": [32, 32, 32], "output": "softmax", "labels": labels}
     (folder / LABELS_FILE).write_text(yaml.safe_dump(mapping, sort_keys=False))

@@ -37,7 +37,11 @@ def build_segmenter(cfg: dict[str, Any]) -> Segmenter:
     if path.is_dir():
         from segmentation.bundle import BundleSegmenter
 
-        return BundleSegmenter(path, device=seg.get("device", "auto"), cfg=cfg)
+        bundle = BundleSegmenter(path, device=seg.get("device", "auto"), cfg=cfg)
+        # one window through the network now: labels beyond its output channels (or a network that fails on its
+        # window) are the model's error, found here once instead of at every scan after a whole inference
+        bundle.check_output()
+        return bundle
     from pipeline.config import model_folder_problem
 
     raise ConfigError(f"segmentation.method (--segmenter) must be 'classical', 'monai' or a model folder (a MONAI bundle, or "

@@ -560,11 +560,14 @@ def cache_fingerprint(path: str | Path) -> str | None:
 def save_case(dest: str | Path, case: dict[str, np.ndarray]) -> None:
     """Write a cached case atomically: to a hidden file beside ``dest``, then renamed, so an interrupted write
     never leaves a half file under the name the cache trusts."""
+    from pipeline.outputs import current_umask
+
     dest = Path(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".partial.npz", dir=dest.parent)
     os.close(fd)
     try:
         np.savez_compressed(tmp, **case)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it private (0600); as readable as any other output
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -864,6 +867,7 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     from monai.utils import set_determinism
     from safetensors.torch import load_file, save_file
 
+    from pipeline.outputs import current_umask
     from segmentation.network import DEFAULT_ARCH, build_network
 
     c = dict(DEFAULT_TRAIN)
@@ -1011,6 +1015,9 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     try:
         wpath = tmp / "model.safetensors"
         save_file(state, str(wpath), metadata={"arch": json.dumps(arch)})
+        # safetensors writes its file 0600: the model is as readable as the other outputs (the umask says), so that
+        # the other users of a lab server can run it
+        os.chmod(wpath, 0o666 & ~current_umask())
         model_yaml = {
             "arch": arch,
             "model_spacing_mm": [float(v) for v in c["model_spacing_mm"]],

@@ -163,7 +163,7 @@ def test_bundle_lesions_get_a_lobe_and_the_airway_is_not_lung(tmp_path, monkeypa
 
     b = bundle.write_tiny_bundle(tmp_path / "b", with_lobes=True)
     mapping = yaml.safe_load((b / bundle.LABELS_FILE).read_text())
-    mapping["labels"]["lesion"] = [5 + 1]  # one more output label than the lobes (tiny bundle: 6 channels, 0-5)
+    mapping["labels"]["lesion"] = [5 + 1]  # the label after the lobes (the tiny bundle's lesion label)
     mapping["labels"]["lobes"].pop("left_lower")
     (b / bundle.LABELS_FILE).write_text(yaml.safe_dump(mapping))
     seg = bundle.BundleSegmenter(b, device="cpu")

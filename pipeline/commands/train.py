@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from pipeline.errors import EXIT_OK, EXIT_USAGE
@@ -35,17 +36,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML listing the backgrounds instead of --data/--backgrounds: DICOM folders, or image "
                         "files (NIfTI, NRRD) with their own lung label map and the values meaning right / left "
                         "(e.g. configs/training/backgrounds.yaml); paths relative to the file")
-    p.add_argument("--cache", default=".train_cache", help="cache folder of preprocessed cases (.npz)")
-    p.add_argument("--out", default="segmentation/weights_new", help="output folder for the weights")
+    p.add_argument("--cache", default=".train_cache",
+                   help="cache folder of preprocessed cases (.npz; default %(default)s)")
+    p.add_argument("--out", default="segmentation/weights_new",
+                   help="output folder for the weights (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model already in --out (refused otherwise, before anything is made)")
     p.add_argument("--prepare-only", action="store_true", help="only build the cache")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
+    d = _train_defaults()
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"training steps (batches) at most, per stage of a recipe (default {d['iterations']}, or "
+                        f"the training config's)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help=f"wall-clock limit of the training loop in minutes, per stage; training stops at "
+                        f"--iterations or at this limit, whichever comes first (default {d['max_minutes']:g}, or "
+                        f"the training config's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"crops per training step (default {d['batch_size']}, or the training config's)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help=f"data-loader worker processes making the random crops (0: in the training process; "
+                        f"default {d['num_workers']}, or the training config's). Part of the recipe: each worker "
+                        f"draws its own random numbers, so for one --seed another number of workers trains "
+                        f"other weights. More workers than CPUs only makes torch warn and run slower; on a small "
+                        f"machine give e.g. --num-workers 1")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed of the crops, synthetic lesions and network initialisation: a CPU run with "
+                        f"the same seed, data and options gives the same weights (default {d['seed']}, or the "
+                        f"training config's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (AdamW, cosine decay; default {d['lr']:g}, or the training config's)")
     p.add_argument("--p-empty", type=float, default=None,
                    help="share of training samples without synthetic lesions (default 0.15)")
     p.add_argument("--train-config", default=None,
@@ -58,15 +77,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune from these weights: a model.safetensors or a model folder (as ctscore run "
                         "--model takes, e.g. segmentation/weights); its network is kept, its model grid must be "
                         "the training config's")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--log-file", default=None)
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("--log-file", default=None, help="also write the log to this file")
+
+
+def _train_defaults() -> dict:
+    """segmentation.training.DEFAULT_TRAIN, for the defaults the help shows (read, not copied: they cannot drift
+    apart)."""
+    from segmentation.training import DEFAULT_TRAIN
+
+    return DEFAULT_TRAIN
+
+
+_ROLE_RE = re.compile(r":(?:data|func|class|meth|mod|attr|obj|exc):`~?([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """reST/Sphinx markup of a docstring as plain text for --help: ``x`` and :func:`x` become x."""
+    return _ROLE_RE.sub(r"\1", text).replace("``", "")
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune the MONAI lung/lesion segmenter",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=main)
 
@@ -92,7 +127,7 @@ def main_argv(argv: list[str]) -> int:
     """Entry point of scripts/train_segmenter.py (same options as ``ctscore train``)."""
     from pipeline.cli import setup_logging
 
-    p = argparse.ArgumentParser(prog="train_segmenter", description=__doc__,
+    p = argparse.ArgumentParser(prog="train_segmenter", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)

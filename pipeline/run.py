@@ -138,7 +138,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     lobes_o = None
     lobar_on = bool(cfg["scoring"]["lobar"].get("enabled", True))  # false: no lobar scores even with lobes
     if lobes_path is not None and lobar_on:
-        lobes_o = read_user_lobes(lobes_path, orig, cfg)
+        lobes_o = read_user_lobes(lobes_path, orig, cfg, lungs=lungs_o)
     elif seg.lobes is not None and lobar_on:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
     hu_o = sitk.GetArrayFromImage(orig)
@@ -190,17 +190,61 @@ def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
     return None
 
 
-def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any]) -> np.ndarray:
-    """A user lobe map on the LPS original grid, in ctscore lobe codes; a clear error when it is unusable."""
-    from scoring.quantify import TOTALSEGMENTATOR_LOBES, load_lobe_map
+def lobes_dir_warnings(folder: str | Path | None, series_uids: list[str]) -> list[str]:
+    """What the start of a run says about ``--lobes DIR``: the lobe map files (:data:`LOBE_SUFFIXES`) named after no
+    series of the input (a map is found by its file name only: ``scan-xxxx.nii.gz`` or ``lobes.nii.gz`` is never
+    read), and the series that have no map there (scored without lobar scores, ``LOBES_NOT_FOUND``)."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    stems = {}
+    for f in sorted(Path(folder).iterdir()):
+        suffix = next((x for x in LOBE_SUFFIXES if f.name.endswith(x)), None)
+        if suffix and f.is_file():
+            stems.setdefault(f.name[:-len(suffix)], f.name)
+    uids = sorted({u for u in series_uids if u})
+    stray = [name for stem, name in stems.items() if stem not in uids]
+    without = [u for u in uids if u not in stems]
+    out = []
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    if stray:
+        out.append(f"--lobes {folder}: {len(stray)} of {len(stems)} lobe map files match no series of the input "
+                   f"({some(stray)}); a map is found by its name only, <SeriesInstanceUID>.nii.gz (or "
+                   f"{', '.join(LOBE_SUFFIXES[1:])})")
+    if without:
+        out.append(f"--lobes {folder}: {len(without)} of {len(uids)} series have no lobe map there (expected "
+                   f"{some([u + '.nii.gz' for u in without])}): they get no lobar scores (QC flag LOBES_NOT_FOUND)")
+    return out
+
+
+def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any],
+                    lungs: np.ndarray | None = None) -> np.ndarray:
+    """A user lobe map on the LPS original grid, in ctscore lobe codes; a clear error when it is unusable.
+
+    A map of non-integer values fails (``LOBES_UNREADABLE``); label values the convention does not know are named in
+    a warning (with ``lungs``, the lung mask on the same grid: those covering part of it; in the ``ctscore``
+    convention, every one): their voxels are in no lobe."""
+    from scoring.quantify import TOTALSEGMENTATOR_LOBES, foreign_lobe_labels, map_lobe_labels, read_label_map
 
     convention = cfg["scoring"]["lobar"].get("lobe_labels", "totalsegmentator")
     label_map = TOTALSEGMENTATOR_LOBES if convention == "totalsegmentator" else {i: i for i in range(1, 6)}
     try:
-        lobes = load_lobe_map(str(path), reference=orig, label_map=label_map)
+        labels = read_label_map(str(path), reference=orig)
     except RuntimeError as exc:  # SimpleITK: unreadable file
         raise SeriesError("LOBES_UNREADABLE", f"lobe map {path} cannot be read: {str(exc).strip()[:200]}",
                           path) from None
+    except ValueError as exc:  # non-integer labels
+        raise SeriesError("LOBES_UNREADABLE", str(exc), path) from None
+    lobes = map_lobe_labels(labels, label_map)
+    foreign = foreign_lobe_labels(labels, label_map, lungs, anywhere=convention != "totalsegmentator")
+    if foreign:
+        known = ", ".join(str(k) for k in sorted(label_map))
+        log.warning("lobe map %s: label values %s are no %s lobe label (%s): their voxels are in no lobe "
+                    "(another convention? scoring.lobar.lobe_labels)", path,
+                    ", ".join(f"{v} ({p:g} % of the lung mask)" for v, p in list(foreign.items())[:10]),
+                    convention, known)
     if not lobes.any():
         raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT "
                           "(wrong label convention, or a map of another series)", path)
@@ -291,6 +335,12 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
         res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path, padding=vol.padding_mask)
         if cfg["scoring"]["lobar"].get("lobes_dir") and lobes_path is None:
             res["flags"].append("LOBES_NOT_FOUND")
+        for flag in res["flags"]:
+            if flag == "LOBES_SIDES_SWAPPED" or flag.startswith("LOBES_PARTIAL:"):
+                from pipeline.flags import explain
+
+                log.warning("%s: no lobar scores from %s: %s (%s)", scan_id,
+                            f"lobe map {lobes_path}" if lobes_path else "the segmenter's lobes", flag, explain(flag))
         res["timings"] = {"read_s": read_s, **res["timings"]}
 
         t = time.perf_counter()
@@ -411,6 +461,9 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
             raise NoEligibleSeries(f"no eligible CT series found under the input; every file and stack with the "
                                    f"reason it was skipped is in {out / 'inventory.csv'} (or run `ctscore scan "
                                    "INPUT`)", input_path)
+        for message in lobes_dir_warnings(cfg["scoring"]["lobar"].get("lobes_dir"),
+                                          [c.series_uid for c in inventory.chosen]):
+            log.warning("%s", message)
         return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_fragments, generate_frames
 
 from pipeline import headers as H
 from pipeline.errors import SeriesError
@@ -305,6 +305,70 @@ def _lossless_mismatch(stream: bytes, frame: np.ndarray, ds: pydicom.Dataset) ->
             f"(the decoder stopped out of step with the data)")
 
 
+#: JPEG (ITU-T T.81) transfer syntaxes: baseline, extended, spectral selection, progression, lossless.
+JPEG_10918 = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.70")
+#: Sample precisions (bits) of a JPEG frame header that python-gdcm decodes; outside them (0, 1, 2, 4, 17, ...)
+#: its JPEG codec fails an internal assertion and aborts the whole process (SIGABRT / SIGSEGV), no exception.
+JPEG_PRECISION_RANGE = (8, 16)
+
+
+def _jpeg_header_problem(stream: bytes) -> str:
+    """Why a JPEG stream that starts with a start-of-image marker has no usable frame header ('' when it has
+    one, or when it does not start with SOI: decoders refuse such streams with an exception)."""
+    b, n = stream, len(stream)
+    if n < 2 or b[0] != 0xFF or b[1] != 0xD8:
+        return ""
+    i = 2
+    while True:
+        if i + 2 > n:
+            return "the JPEG stream ends before its frame header (start-of-frame marker)"
+        if b[i] != 0xFF:
+            return f"no JPEG marker at byte {i} of the stream, before its frame header"
+        m = b[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+            continue
+        if m == 0x01 or 0xD0 <= m <= 0xD7:  # markers without a segment
+            i += 2
+            continue
+        if m in (0xD9, 0xDA):
+            return "the JPEG stream has no frame header (start-of-frame marker) before its scan or end"
+        if i + 4 > n:
+            return "the JPEG stream ends inside a marker segment before its frame header"
+        length = (b[i + 2] << 8) | b[i + 3]
+        if length < 2 or i + 2 + length > n:
+            return "a JPEG marker segment before the frame header runs past the end of the stream"
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):  # SOFn
+            if length < 8:
+                return "the JPEG frame header is too short"
+            precision = b[i + 4]
+            lo, hi = JPEG_PRECISION_RANGE
+            if not lo <= precision <= hi:
+                return (f"the JPEG frame header declares a sample precision of {precision} bits (CT images hold "
+                        f"{lo} to {hi})")
+            return ""
+        i += 2 + length
+
+
+def _check_jpeg_headers(ds: pydicom.Dataset, path: Path, frames: int, tsyntax: str) -> None:
+    """Refuse JPEG streams whose frame header is missing, cut off or impossible before any decoder sees them:
+    python-gdcm aborts the process on such a stream (one bad file would stop a whole batch)."""
+    if not tsyntax.startswith(JPEG_10918) or "PixelData" not in ds:
+        return
+    streams = _encoded_frames(ds, frames)
+    if streams is None:  # fragments that do not split into the declared frames: check them as one stream
+        try:
+            streams = [b"".join(bytes(f) for f in generate_fragments(ds.PixelData))]
+        except Exception:  # noqa: BLE001 - not encapsulated: the decoders report it
+            return
+    for k, stream in enumerate(streams):
+        why = _jpeg_header_problem(stream)
+        if why:
+            where = f" (frame {k + 1})" if len(streams) > 1 else ""
+            raise SeriesError("CORRUPT_PIXEL_DATA", f"the {_ts_name(tsyntax)} pixel data{where} are damaged: {why}; "
+                              "copy the series again", path)
+
+
 def _encoded_frames(ds: pydicom.Dataset, frames: int) -> list[bytes] | None:
     try:
         return [bytes(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)]
@@ -360,6 +424,7 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
         raise SeriesError("NO_PIXEL_DATA", "the file has no pixel data", path)
     shape = (frames, rows, cols)
     tsyntax = transfer_syntax_of(ds)
+    _check_jpeg_headers(ds, path, frames, tsyntax)
     try:
         arr = ds.pixel_array
     except MemoryError as exc:

@@ -62,8 +62,8 @@ _CODES = [
          "image cut off before its pixel data (the inventory keeps it in its stack so that loading names it)",
          "copy the series again from the source"),
     Code("NO_PIXEL_DATA", "E", "a file of the series has no pixel data", "copy the series again"),
-    Code("MISSING_GEOMETRY", "E", "ImagePositionPatient, ImageOrientationPatient or PixelSpacing is missing "
-         "or not numeric; a file of the series without them is split off in the inventory (file_code "
+    Code("MISSING_GEOMETRY", "E", "ImagePositionPatient, ImageOrientationPatient or PixelSpacing is missing, "
+         "not numeric or not plausible (a position beyond 1 km, a spacing beyond 1 m); a file of the series without them is split off in the inventory (file_code "
          "MISSING_GEOMETRY), and the series is refused with this code naming the file when its absence leaves a "
          "gap", "re-export the series from the PACS; anonymisers sometimes strip these"),
     Code("INCONSISTENT_ORIENTATION", "E", "slices of one stack have different orientations; or a file of the "
@@ -92,7 +92,9 @@ _CODES = [
     Code("CORRUPT_PIXEL_DATA", "E", "the pixel data cannot be decoded although a decoder for their transfer "
          "syntax is installed (truncated or damaged), or do not decode to the declared size, or decode to values "
          "their stream cannot hold (JPEG Lossless whose entropy-coded data do not match the decoded image; JPEG "
-         "2000 / JPEG-LS decoding to one single value from a long stream)", "copy the series again"),
+         "2000 / JPEG-LS decoding to one single value from a long stream), or a JPEG stream without a complete frame "
+         "header or with a precision outside 8-16 bits (refused before decoding: python-gdcm aborts the process on "
+         "such streams)", "copy the series again"),
     Code("NOT_MONOCHROME", "E", "RGB, YBR or palette colour images are not CT values", "use the original CT series"),
     Code("LOSSY_REFUSED", "E", "lossy compression while loading.allow_lossy is false",
          "get the original series, or set loading.allow_lossy: true"),

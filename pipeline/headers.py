@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 #: Upper limit on Rows / Columns / frames that a header may declare before we call it malformed.
 MAX_DIMENSION = 65535
+#: ImagePositionPatient values farther than this from the origin (mm, i.e. 1 km) are malformed, not a position.
+MAX_POSITION_MM = 1e6
 
 
 @dataclass
@@ -201,3 +203,7 @@ def _check_geometry(iop, ipp, spacing, path: Path, where: str) -> None:
                           f"vectors{where}", path)
     if np.any(spacing <= 0) or np.any(spacing > 1e3):
         raise SeriesError("MISSING_GEOMETRY", f"PixelSpacing {list(spacing)} is not a plausible size{where}", path)
+    if np.any(np.abs(ipp) > MAX_POSITION_MM):
+        # finite but huge (1e308): positions along the normal, their differences and the stack extent overflow
+        raise SeriesError("MISSING_GEOMETRY", f"ImagePositionPatient {[float(v) for v in ipp]} is not a plausible "
+                          f"position (more than {MAX_POSITION_MM:g} mm from the origin){where}", path)

@@ -496,7 +496,8 @@ def _thickness_labels(group: list[_Slice]) -> dict[int, str]:
     labels = {}
     for s in group:
         t = s.frames[0].thickness if s.frames else None
-        labels[id(s)] = str(int(round(t / 0.05))) if t and t > 0 else ""
+        steps = t / 0.05 if t and t > 0 else None  # SliceThickness 1e308 (finite) gives inf steps: a label of its own
+        labels[id(s)] = "" if steps is None else (str(int(round(steps))) if np.isfinite(steps) else f"{t:g}")
     counts: dict[str, int] = {}
     for v in labels.values():
         counts[v] = counts.get(v, 0) + 1

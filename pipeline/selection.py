@@ -9,6 +9,7 @@ preferences. Every stack gets a decision and a reason a researcher can read.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -152,8 +153,9 @@ def _preference_key(cand, rules: SelectionRules) -> tuple:
         elif pref == "noncontrast":  # the published scores were read on non-contrast CT; contrast shifts HU
             key.append(bool((h.get("contrast") or "").strip()))
         elif pref == "thin":
-            t = h.get("slice_thickness") or cand.info.get("slice_spacing_mm") or 99.0
-            key.append(round(float(t) / THICKNESS_TIE_MM))
+            t = float(h.get("slice_thickness") or cand.info.get("slice_spacing_mm") or 99.0)
+            steps = t / THICKNESS_TIE_MM  # inf for a thickness or spacing near the float maximum (1e308 mm)
+            key.append(round(steps) if math.isfinite(steps) else math.inf)
         elif pref == "kernel":
             lung = bool(rules.lung_kernel.search(h.get("kernel", "") or ""))
             key.append(0 if rules.kernel_preference == "none" else (not lung if rules.kernel_preference == "lung"

@@ -263,15 +263,18 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def scan_state(out_dir: Path, scan_id: str) -> dict[str, Any] | None:
+def scan_state(out_dir: Path, scan_id: str, restore: bool = True) -> dict[str, Any] | None:
     """The state of one scan in ``out_dir``, or None when it has no finished attempt.
+
+    ``restore``: first put back a result folder whose commit was interrupted (:func:`restore_interrupted`); off to
+    only look at scans this process does not own (another input's, that shards of it may be committing).
 
     The record of the last attempt decides; an ``ok`` state also needs the committed
     ``result.json``. With no record (the process died between committing the folder and writing the
     record), a committed ``result.json`` counts as ok. Returned keys: ``status`` (ok | failed),
     ``input_fingerprint``, ``config_sha256``, ``model_id``, plus ``result`` (ok) or the failure fields.
     """
-    if restore_interrupted(Path(out_dir), scan_id):
+    if restore and restore_interrupted(Path(out_dir), scan_id):
         log.warning("%s: a commit was interrupted; the earlier result folder is put back", scan_id)
     rec = _read_json(record_path(out_dir, scan_id))
     if rec is not None and rec.get("scan_id") != scan_id:  # not a record of ctscore's (a stray file)
@@ -1167,7 +1170,9 @@ def _warn_replaced(out_dir: Path, states: list[dict[str, Any]], config_sha256: s
 def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> None:
     """Warn that results under ``out_dir`` are no series of this run's input (``scan_ids``: every series of it, all
     shards): the run's tables leave them out, but ``ctscore aggregate`` would merge them with this run's."""
-    others = sorted(sid for sid in scan_ids_under(out_dir) - scan_ids if scan_state(out_dir, sid) is not None)
+    # read only: these scans may be another input's, whose shards may be committing them (a restore would race)
+    others = sorted(sid for sid in scan_ids_under(out_dir) - scan_ids
+                    if scan_state(out_dir, sid, restore=False) is not None)
     if not others:
         return
     ids = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

@@ -102,8 +102,17 @@ def _level(levels: Mapping[str, float | None], name: str) -> float | None:
     return None if z is None or not math.isfinite(float(z)) else float(z)
 
 
+def _base_cut(lungs: np.ndarray, z_mm: np.ndarray, voxel_ml: float | None) -> bool:
+    """Whether a lung runs out of the scan's lowest slice (see :func:`pick_axial_slices`)."""
+    if voxel_ml is None:
+        return bool(lungs[int(np.argmin(z_mm))].any())
+    from scoring.landmarks import lung_ends
+
+    return any(lung_ends(lungs == side, z_mm, voxel_ml)[3] for side in np.unique(lungs[lungs > 0]))
+
+
 def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
-                      levels: Mapping[str, float | None]) -> list[AxialPick]:
+                      levels: Mapping[str, float | None], voxel_ml: float | None = None) -> list[AxialPick]:
     """The four axial slices of the montage: the middle of each six-zone zone and the most-lesion slice.
 
     Zones are those the six-zone score uses (:func:`scoring.zones.six_zone_intervals`, from the carina and IPV
@@ -112,7 +121,9 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     gets no slice (``k`` None), never a slice of another zone under its name. Without the carina, or with the IPV
     not below it, no zone is known and the lungs' craniocaudal extent is split in thirds, labelled so. Without any
     lesion the fourth slice is the lung base (15 % above the lowest lung slice); where the lungs reach the scan's
-    last slice (base cut off) it is the lowest lung slice, labelled "base cut off".
+    last slice (base cut off) it is the lowest lung slice, labelled "base cut off": with ``voxel_ml`` (mL per voxel)
+    by the coverage's rule (:func:`scoring.landmarks.lung_ends`: that slice holds >= 5 mm2 of a lung, stray voxels do
+    not count), so the picture says what scans.csv's base_covered says; without it, any lung voxel there.
     """
     ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
     if ks.size == 0:
@@ -140,7 +151,7 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     per_slice = (classes > 0).sum(axis=(1, 2))
     if per_slice.any():
         picks.append(AxialPick("*", "most lesion", int(np.argmax(per_slice))))
-    elif lungs[int(np.argmin(z_mm))].any():  # the lungs go on below the scan: its lowest slice is not their base
+    elif _base_cut(lungs, z_mm, voxel_ml):  # the lungs go on below the scan: its lowest slice is not their base
         picks.append(AxialPick("B", "base cut off", int(ks[np.argmin(z_lung)])))
     else:
         z = z_bottom + 0.15 * (z_top - z_bottom)
@@ -194,7 +205,7 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
                          f"{len(z_mm)} z values")
     z_mm = np.asarray(z_mm, dtype=float)
     sz, sy, sx = (float(s) for s in spacing_zyx)
-    picks = pick_axial_slices(lungs, classes, z_mm, levels)
+    picks = pick_axial_slices(lungs, classes, z_mm, levels, voxel_ml=sz * sy * sx / 1000.0)
     crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
 
     fig = plt.figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")

@@ -357,7 +357,7 @@ def _provenance(run: Mapping[str, Any]) -> str:
         ("config sha256", str(run.get("config_sha256", "") or "(not known)")),
         ("segmenter", str(seg.get("name", ""))),
         ("model id", str(seg.get("model_id", ""))),
-        ("input", str(run.get("input", ""))),
+        ("input", "; ".join(map(str, run["input"])) if isinstance(run.get("input"), list) else str(run.get("input", ""))),
         ("series", f"{run.get('n_series', '')} ({run.get('n_ok', '')} ok, {run.get('n_failed', '')} failed)"),
         *_times(run),
         ("python", f"{run.get('python', '')} on {run.get('platform', '')}"),

@@ -197,7 +197,11 @@ def lobes_dir_warnings(folder: str | Path | None, series_uids: list[str]) -> lis
     if not folder or not Path(folder).is_dir():
         return []
     stems = {}
-    for f in sorted(Path(folder).iterdir()):
+    try:
+        files = sorted(Path(folder).iterdir())
+    except OSError:  # a folder that cannot be listed (no read permission): maps are still found by their names
+        return []
+    for f in files:
         suffix = next((x for x in LOBE_SUFFIXES if f.name.endswith(x)), None)
         if suffix and f.is_file():
             stems.setdefault(f.name[:-len(suffix)], f.name)
@@ -461,7 +465,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any
             raise NoEligibleSeries(f"no eligible CT series found under the input; every file and stack with the "
                                    f"reason it was skipped is in {out / 'inventory.csv'} (or run `ctscore scan "
                                    "INPUT`)", input_path)
-        for message in lobes_dir_warnings(cfg["scoring"]["lobar"].get("lobes_dir"),
+        lobar = cfg["scoring"]["lobar"]
+        for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
                                           [c.series_uid for c in inventory.chosen]):
             log.warning("%s", message)
         return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))

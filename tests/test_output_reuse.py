@@ -173,3 +173,25 @@ def test_docs_describe_the_lobes_in_the_fingerprint_and_output_reuse():
     assert "`--lobes` map" in fingerprint
     for text in (cluster, (REPO / "README.md").read_text()):
         assert "not in this\nrun's input" in text and "merges results of\nseveral inputs" in text
+
+
+def test_review_follow_ups_report_inputs_read_only_state_and_lobes_warnings(tmp_path):
+    """A reviewer's findings on this file's changes: (1) after aggregate merged several inputs, report.html showed
+    the input as a Python list; (2) the warning about results of another input put back their interrupted commits
+    (a rename racing that input's own shards): it now only looks; (3) the --lobes warnings did not stand down for a
+    folder that cannot be listed."""
+    from pipeline.batch import scan_state
+    from pipeline.outputs import previous_name
+    from pipeline.report import _provenance
+    from pipeline.run import lobes_dir_warnings
+
+    html = _provenance({"input": ["/data/a", "/data/b"], "segmenter": {}})
+    assert "/data/a; /data/b" in html and "[&#x27;" not in html and "['" not in html
+    old = previous_name(tmp_path / "scan-x")
+    old.mkdir()
+    (old / "result.json").write_text("{}")
+    assert scan_state(tmp_path, "scan-x", restore=False) is None
+    assert old.is_dir() and not (tmp_path / "scan-x").exists()  # left for its owner
+    scan_state(tmp_path, "scan-x")
+    assert (tmp_path / "scan-x").is_dir()  # the default still restores
+    assert lobes_dir_warnings(tmp_path / "no-such", ["1.2.3"]) == []

@@ -241,3 +241,24 @@ def test_render_report_chromium_that_is_not_a_program_is_one_line(tmp_path: Path
     err = capsys.readouterr().err
     assert rc == 1 and "Permission denied" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "report.png").exists()
+
+
+def test_one_stray_voxel_in_the_bottom_slice_is_not_a_base_cut_off():
+    """qc.png's fourth panel said "base cut off" for any lung voxel in the scan's lowest slice, while the coverage
+    (scans.csv base_covered, result.json, levels.png) needs >= 5 mm2 there: the picture contradicted the tables and
+    showed an almost empty slice. Given the voxel size it uses the coverage's rule."""
+    from scoring.quantify import edge_cut
+
+    nz = 40
+    lungs = np.zeros((nz, 64, 64), np.uint8)
+    lungs[5:35, 10:30, 10:28] = 1
+    lungs[5:35, 10:30, 36:54] = 2
+    lungs[0, 20, 20] = 1  # one stray voxel in the bottom slice
+    z = np.arange(nz) * 2.0
+    voxel_ml = 1.5 * 1.5 * 2.0 / 1000.0
+    assert edge_cut(lungs == 1, z, voxel_ml) == (False, False)
+    last = qc.pick_axial_slices(lungs, np.zeros_like(lungs), z, {"carina": 50.0, "ipv": 30.0}, voxel_ml=voxel_ml)[-1]
+    assert last.label == "lung base" and last.k > 0
+    lungs[0, 10:30, 10:28] = 1  # now the right lung itself runs out of the bottom slice
+    last = qc.pick_axial_slices(lungs, np.zeros_like(lungs), z, {"carina": 50.0, "ipv": 30.0}, voxel_ml=voxel_ml)[-1]
+    assert last.label == "base cut off" and last.k == 0

@@ -46,7 +46,9 @@ RANDOM = bool(os.environ.get("CTSCORE_FUZZ_RANDOM"))
 N_SLICES = 4
 SIZE = 16
 
-FUZZ = settings(max_examples=FUZZ_CASES, deadline=10_000, derandomize=not RANDOM,
+# No deadline in CI (a loaded 2-core runner took 12.5 s for one first example, 5.5 s when repeated: a flaky failure,
+# not a slow input); the long random runs of the fuzz script keep one, to find inputs that make the loader crawl.
+FUZZ = settings(max_examples=FUZZ_CASES, deadline=10_000 if RANDOM else None, derandomize=not RANDOM,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 

@@ -2,6 +2,8 @@
 (segmentation/anatomy_mix.py) and weight averaging (segmentation/weight_averaging.py,
 scripts/average_weights.py). Each test is a defect that crashed, lost data silently or failed unclearly."""
 
+# ruff: noqa: F811 - the chest fixture imported from tests.test_synth is a test argument
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,22 +12,7 @@ import numpy as np
 import pytest
 
 from segmentation.synth import DEFAULTS, synthesize
-
-
-@pytest.fixture(scope="module")
-def chest() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """A tiny chest on a 3 mm grid (as in tests/test_synth.py): two air-filled lungs in soft tissue."""
-    rng = np.random.default_rng(0)
-    shape = (40, 64, 80)
-    hu = np.full(shape, 40.0, np.float32) + rng.normal(0, 10, shape).astype(np.float32)
-    lungs = np.zeros(shape, np.uint8)
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    for side, cx in ((1, 22), (2, 58)):
-        inside = ((xx - cx) / 16.0) ** 2 + ((yy - 32) / 24.0) ** 2 + ((zz - 20) / 18.0) ** 2 < 1
-        lungs[inside] = side
-    hu[lungs > 0] = -850 + rng.normal(0, 20, int((lungs > 0).sum()))
-    return hu, lungs, (3.0, 3.0, 3.0)
-
+from tests.test_synth import chest  # noqa: F401 - a fixture
 
 # --- segmentation/synth.py ---------------------------------------------------------------------------------
 

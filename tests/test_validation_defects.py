@@ -260,3 +260,9 @@ def test_scan_id_names_only_a_truth_without_series_uid():
                         {"scores": {"six_zone_total": 5}}]}
     ref = make_reference(truth, n_simulated=0, scan_id="scan-x")
     assert ref[["series_uid", "scan_id"]].values.tolist() == [["1.2.3", ""], ["", "scan-x"]]
+
+
+def test_two_truths_without_series_uid_are_refused_not_pooled_under_one_scan_id():
+    truth = [{"scores": {"six_zone_total": 4}}, {"scores": {"six_zone_total": 5}}]
+    with pytest.raises(CTScoreError, match="2 ground-truth entries name no series_uid"):
+        make_reference(truth, n_simulated=0, scan_id="scan-x")

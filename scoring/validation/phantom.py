@@ -118,11 +118,16 @@ def make_reference(truth: Any, *, n_simulated: int = 1, seed: int = 0, flip_prob
                    percent_sd: float = 0.15, scan_id: str | None = None) -> pd.DataFrame:
     """Long-form reference (docs/reference_schema.md) from a ground-truth dict: reader1 = truth,
     reader2.. = simulated. Scans are named by series_uid; ``scan_id`` names a scan whose truth has none
-    (a truth with a series_uid keeps it, so several series never share one ``scan_id``).
+    (a truth with a series_uid keeps it, so several series never share one ``scan_id``; more than one
+    entry without a series_uid is refused for the same reason).
     """
     entries = truth_entries(truth)
     if not entries:  # else a header-only reference, reported as written
         raise CTScoreError("TRUTH_SCHEMA", "ground truth holds no series entries (an empty list or \"series\": [])")
+    without_uid = sum(_find_uid(e) is None for e in entries)
+    if without_uid > 1:  # one scan_id for several series would pool their scores under one scan
+        raise CTScoreError("TRUTH_SCHEMA", f"{without_uid} ground-truth entries name no series_uid; scan_id "
+                           "names one scan only: give each entry its series_uid")
     rng = np.random.default_rng(seed)
     rows = []
     for entry in entries:

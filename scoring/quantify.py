@@ -212,7 +212,9 @@ def score_scan(
     row["percent_opacity"] = round(po, 3)
     row["percent_high_opacity"] = round(pho, 3)
     row["mean_lung_hu"] = round(float(hu[lung_all].mean()), 1) if lung_all.any() else math.nan
-    involved = systems.is_involved(lesion_ml, po, min_ml, min_pct) if lung_ml > 0 else False
+    # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
+    # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
+    involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
     row["mosmed_category"] = (systems.mosmed_category(po if involved else 0.0)) if lung_ml > 0 else ""
     for name in SIDES.values():
         row.update(per_lung[name])

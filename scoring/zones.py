@@ -19,11 +19,17 @@ ZHANG_LANDMARKS = ("suprasternal_notch", "aortic_arch", "carina", "bronchus_inte
 
 INF = float("inf")
 
+#: a slice z within this distance (mm) of a level lies on it: a level read on the working grid and the same plane
+#: on the original grid can differ in their last bit (-66.60000000000001 vs -66.6), which put a slice exactly on
+#: the carina in the upper zone
+LEVEL_TOLERANCE_MM = 1e-6
+
 
 @dataclass(frozen=True)
 class ZInterval:
     """Interval of patient z (mm): by default half-open, low < z <= high; ``low_closed`` / ``high_closed`` say
-    whether a z exactly on ``low`` / ``high`` belongs to it (a slice exactly on a level). Equality compares the
+    whether a z exactly on ``low`` / ``high`` belongs to it (a slice exactly on a level: within
+    :data:`LEVEL_TOLERANCE_MM` of it, so neighbouring intervals still share no slice). Equality compares the
     bounds only."""
 
     low: float
@@ -32,8 +38,9 @@ class ZInterval:
     high_closed: bool = field(default=True, compare=False)
 
     def mask(self, z_mm: np.ndarray) -> np.ndarray:
-        lo = (z_mm >= self.low) if self.low_closed else (z_mm > self.low)
-        hi = (z_mm <= self.high) if self.high_closed else (z_mm < self.high)
+        t = LEVEL_TOLERANCE_MM  # inf +- t stays inf
+        lo = (z_mm >= self.low - t) if self.low_closed else (z_mm > self.low + t)
+        hi = (z_mm <= self.high + t) if self.high_closed else (z_mm < self.high - t)
         return lo & hi
 
 

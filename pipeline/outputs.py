@@ -37,7 +37,7 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel",
+    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note",
 ]
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
@@ -154,7 +154,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter", "mosmed_category",
-         "qc_flags", "manufacturer", "kernel", "system", "lung", "unit", "code", "message", "path"}
+         "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path"}
 _BOOL = {"apex_covered", "base_covered"}
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
 #: every score of the column into "7.0" in the CSV

@@ -164,6 +164,12 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
                                    z_voxel=z_voxel)
+    if lobes_o is None:  # why the lobar totals are empty (SCORING.md: "they stay empty, with the reason")
+        row["lobar_note"] = (
+            "lobar scoring off (scoring.lobar.enabled: false)" if not lobar_on else
+            "no lobe map for this series in scoring.lobar.lobes_dir (LOBES_NOT_FOUND)"
+            if cfg["scoring"]["lobar"].get("lobes_dir") else
+            "no lobe map: the segmenter makes none (give your own with --lobes DIR)")
     pad_o = None if padding is None else sitk.GetArrayFromImage(to_lps(padding)) > 0
     flags_fov = fov_flags(lungs_o, tuple(spacing_o[::-1]), pad_o)
     flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov

@@ -348,8 +348,12 @@ def score_scan(
         if lobes_missing:
             flags.append("LOBES_MISSING")
         row["lobar20_total"], row["lobar25_total"] = (math.nan, math.nan) if lobes_missing or refused else (t4, t5)
+        row["lobar_note"] = (f"lobe map not used ({refused})" if refused else
+                             "a lobe is missing: cut off, absent from the map or in a lung not found (LOBES_MISSING)"
+                             if lobes_missing else "")
     else:
         row["lobar20_total"] = row["lobar25_total"] = math.nan
+        row["lobar_note"] = "no lobe map" if lobes is None else "the lobe map holds no lobe"
     return row, zone_rows, flags
 
 

@@ -26,6 +26,8 @@ SCORING_FLAGS: dict[str, str] = {
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
                           "rest on an estimate",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
+    "LUNG_OUTSIDE_BODY_REMOVED": "this many mL the segmentation labelled lung lay in the air around the patient "
+                                 "(outside the body's outline) and was taken out: review the lung outline",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }

@@ -115,6 +115,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import detect_landmarks, temper_for_thick_slices
     from scoring.quantify import score_scan, slice_step_mm
+    from segmentation.base import lung_outside_body
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -127,10 +128,20 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     spacing_w = tuple(work.GetSpacing()[::-1])
     seg = segmenter.segment(hu_w, spacing_w)
     timings["segment_s"] = time.perf_counter() - t
-    lung_ml = float((seg.lungs > 0).sum()) * float(np.prod(spacing_w)) / 1000.0
+    voxel_ml_w = float(np.prod(spacing_w)) / 1000.0
+    # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
+    # scored on 345 mL of "lung" outside the body)
+    air = lung_outside_body(hu_w, seg.lungs)
+    air_ml = float(air.sum()) * voxel_ml_w
+    if air.any():
+        seg.lungs = np.where(air, 0, seg.lungs).astype(seg.lungs.dtype)
+        seg.lesions = seg.lesions & ~air
+        seg.flags = [*(getattr(seg, "flags", None) or []), f"LUNG_OUTSIDE_BODY_REMOVED:{air_ml:.0f}"]
+    lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
     if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
-        raise SeriesError("NO_LUNG_FOUND", f"no lung found in this series ({lung_ml:.0f} mL of lung; not a chest "
-                          "CT, or a field of view that misses the lungs)")
+        removed = f", after {air_ml:.0f} mL labelled lung outside the body was taken out" if air_ml >= 0.5 else ""
+        raise SeriesError("NO_LUNG_FOUND", f"no lung found in this series ({lung_ml:.0f} mL of lung{removed}; not a "
+                          "chest CT, or a field of view that misses the lungs)")
 
     t = time.perf_counter()
     lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))

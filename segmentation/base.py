@@ -62,3 +62,45 @@ def sides_swapped(lungs: np.ndarray) -> bool:
     med = [int(np.searchsorted(np.cumsum(c), c.sum() / 2.0)) for c in cols]
     present = np.flatnonzero(cols[0] + cols[1])
     return med[0] - med[1] > 0.25 * (present[-1] - present[0] + 1)
+
+
+#: a lung component with at least this share of its voxels outside the body's outline is air around the patient
+#: (a real lung cut by the field of view has only the sliver between the outline's chord and the FOV edge outside)
+OUTSIDE_BODY_SHARE = 0.5
+
+
+def lung_outside_body(hu: np.ndarray, lungs: np.ndarray, body_threshold_hu: float = -500.0) -> np.ndarray:
+    """The lung labels that lie in the air around the patient: voxels outside the convex outline of the body (its
+    largest component denser than ``body_threshold_hu``, per slice) in lung components (3D, per side) that lie
+    mostly (:data:`OUTSIDE_BODY_SHARE`) outside it.
+
+    A network shown a scan with little or no lung (an abdominal series) labelled the air around the patient, the
+    arms and the table as lung (400 mL: an upper abdomen scored CT-1). Real lungs lie inside the outline, also
+    where the field of view cuts them (the outline's chord between the chest wall's two cut ends); its slivers
+    beyond the chord are a small share of their component and are kept."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import convex_hull_image
+
+    from segmentation.classical import body_mask
+
+    out = np.zeros(lungs.shape, bool)
+    if not lungs.any():
+        return out
+    body = body_mask(hu, body_threshold_hu)
+    outside = (lungs > 0) & ~body  # holes filled per slice: a lung inside the chest is body here
+    for k in np.flatnonzero(outside.any(axis=(1, 2))):
+        if body[k].any():  # the convex outline: a lung open to the FOV edge, or air between arm and chest
+            outside[k] &= ~convex_hull_image(body[k])
+    if not outside.any():
+        return out
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        labels, n = ndi.label(lungs == side)
+        if n == 0:
+            continue
+        size = np.bincount(labels.ravel(), minlength=n + 1)
+        out_n = np.bincount(labels[outside].ravel(), minlength=n + 1)
+        air = np.flatnonzero(out_n >= OUTSIDE_BODY_SHARE * np.maximum(size, 1))
+        air = air[air > 0]
+        if air.size:
+            out |= np.isin(labels, air) & outside
+    return out

@@ -165,7 +165,7 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
         settings = {"studies": ", ".join(studies), "scan-lab window (days)": cohort.window_days,
                     **{f"{s} options": v for s, v in options.items() if v}}
         report.write_html(tables, figs, out, "ctscore statistics: " + ", ".join(studies), settings,
-                          notes=report.table_notes(options))
+                          notes=report.table_notes(options), headings=report.study_titles(options))
         log.info("wrote %d tables and %d figures to %s", len(tables), len(figs), out)
     return tables
 

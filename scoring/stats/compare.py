@@ -163,21 +163,44 @@ def correlate(x: Sequence[float] | pd.Series, y: Sequence[float] | pd.Series, me
 
 
 def partial_correlation(data: pd.DataFrame, x: str, y: str, covariates: Sequence[str] = (),
-                        method: str = "spearman", confidence: float = 0.95) -> dict[str, float]:
+                        method: str = "spearman", confidence: float = 0.95,
+                        drop_constant_covariates: bool = False) -> dict[str, object]:
     """Partial correlation of ``x`` and ``y`` given ``covariates`` on the complete rows of ``data``.
 
     The textbook computation (pingouin's ``partial_corr``; R's ``ppcor::pcor.test`` gives the same r and p): the
     partial correlation matrix from the inverse of the covariance matrix of the variables (of their ranks for
     ``spearman``); two-sided p from t = r sqrt((n - 2 - k) / (1 - r^2)) with n - 2 - k degrees of freedom (k
     covariates); confidence interval by Fisher's z with standard error 1 / sqrt(n - k - 3). Returns n, r,
-    ci_low, ci_high, p_value (NaN when a variable is constant or n - k - 3 < 1)."""
+    ci_low, ci_high, p_value (NaN when a variable is constant or n - k - 3 < 1), ``note`` (why r is NaN),
+    ``covariates`` (those in the model) and ``left_out`` ({covariate: its one value}).
+
+    A covariate constant on the complete rows cannot be adjusted for (r is NaN, the note names it), unless
+    ``drop_constant_covariates``: then it is left out of the model on the same rows (adjusting for a constant is
+    adjusting for nothing) and listed in ``left_out``."""
     if method not in ("spearman", "pearson"):
         raise ValueError(f"partial correlation method must be spearman or pearson, not {method!r}")
+    covariates = list(covariates)
     cols = [x, y, *covariates]
     d = data[cols].apply(pd.to_numeric, errors="coerce").dropna()
+    out: dict[str, object] = {"n": len(d), "r": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
+                              "note": "", "covariates": covariates, "left_out": {}}
+    constant_vars = [c for c in (x, y) if d[c].nunique() < 2]
+    constant_cov = [c for c in covariates if d[c].nunique() < 2]
+    if len(d) and constant_cov and drop_constant_covariates:
+        out["left_out"] = {c: d[c].iloc[0] for c in constant_cov}
+        covariates = [c for c in covariates if c not in constant_cov]
+        out["covariates"] = covariates
+        d = d[[x, y, *covariates]]
+        constant_cov = []
     n, k = len(d), len(covariates)
-    out = {"n": n, "r": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
-    if n - k - 3 < 1 or (d.nunique() < 2).any():
+    if n - k - 3 < 1:
+        out["note"] = f"not tested: {n} complete rows for {k} covariate(s) (needs n - k - 3 >= 1)"
+        return out
+    if constant_vars:
+        out["note"] = f"not tested: {' and '.join(constant_vars)} is constant"
+        return out
+    if constant_cov:
+        out["note"] = f"not tested: covariate {', '.join(constant_cov)} is constant"
         return out
     v = d.rank().cov() if method == "spearman" else ((d - d.mean()) / d.std()).cov()
     vi = np.linalg.pinv(v.to_numpy(), hermitian=True)
@@ -278,12 +301,37 @@ def categorical(table: pd.DataFrame) -> dict[str, object]:
     return row
 
 
+#: A fitted log odds ratio per standard deviation of its predictor (or its standard error) beyond this is taken as a
+#: diverging estimate (quasi-separation): an odds ratio above e^10 = 22 026 per SD. Real effects stay far below.
+LOGIT_MAX_COEF_PER_SD = 10.0
+
+
+def _quasi_separation(res: object, d: pd.DataFrame, predictors: list[str]) -> str:
+    """Why a logistic fit is a quasi-separated one ('' when it is not): the fit did not converge, or an estimate or
+    its standard error is not finite or absurdly large (:data:`LOGIT_MAX_COEF_PER_SD`, per SD of the predictor)."""
+    reasons = []
+    if not res.mle_retvals.get("converged", True):
+        reasons.append("the fit did not converge")
+    params, bse = res.params[predictors], res.bse[predictors]
+    bad = [p for p in predictors if not (np.isfinite(params[p]) and np.isfinite(bse[p]))]
+    if bad:
+        reasons.append(f"estimate or SE not finite for {', '.join(bad)}")
+    sd = d[predictors].std(ddof=1)
+    huge = [p for p in predictors if p not in bad
+            and max(abs(params[p]), bse[p]) * sd[p] > LOGIT_MAX_COEF_PER_SD]
+    if huge:
+        reasons.append(f"log odds ratio or its SE > {LOGIT_MAX_COEF_PER_SD:g} per SD of {', '.join(huge)}")
+    return "; ".join(reasons)
+
+
 def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str | None = None,
              min_events: int = 2) -> tuple[pd.DataFrame, object | None, str]:
     """Binary logistic regression (statsmodels Logit) on complete cases.
 
     Returns (table of odds ratios with 95 % CI and Wald p per predictor, fitted result or None, note).
-    With ``cluster`` the standard errors are cluster-robust (repeated rows per patient).
+    With ``cluster`` the standard errors are cluster-robust (repeated rows per patient). A fit that did not
+    converge, or whose estimate or SE is not finite or absurd (quasi-separation, :func:`_quasi_separation`), is
+    reported as not fitted: OR, CI and p blank, the reason in ``note`` (its Wald p would be meaningless).
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
@@ -323,8 +371,13 @@ def logistic(df: pd.DataFrame, outcome: str, predictors: list[str], cluster: str
         note = "not fitted: perfect separation (a predictor splits the outcome exactly)"
         empty["note"] = note
         return empty, None, note
-    if not res.mle_retvals.get("converged", True):
-        note = "did not converge (possible separation); interpret with care"
+    quasi = _quasi_separation(res, d, predictors)
+    if quasi:
+        # a Wald p (and CI) of a diverging estimate is meaningless (Hauck-Donner): OR 1e13, CI [0, inf], p 0.9998
+        note = (f"not fitted: quasi-separation ({quasi}): a predictor almost splits the outcome; no OR, CI or p "
+                "(the Wald test of a diverging estimate means nothing)")
+        empty["note"] = note
+        return empty, None, note
     ci = res.conf_int()
     tab = pd.DataFrame({"term": predictors, "odds_ratio": np.exp(res.params[predictors]).to_numpy(),
                         "ci_low": np.exp(ci.loc[predictors, 0]).to_numpy(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,17 +27,45 @@ SCALE_MAX = {"six_zone_total": 24, "zhang900_total": 900, "lobar20_total": 20, "
              "percent_opacity": 100, "percent_high_opacity": 100}
 
 
-def score_bands(score: str, values: pd.Series | None = None) -> tuple[tuple[int, int], ...]:
-    """Five integer bands over the score's scale: the study's for the six-zone score, five equal ones over
-    0-max for the others (max of the scale, or of the values for a score of unknown range)."""
+class Band(NamedTuple):
+    """A score band of the predicted-mortality table: ``lo <= score < hi`` (the last band: ``score >= lo``).
+
+    ``label`` is what the table shows, ``mid`` the score at which the mortality is predicted."""
+
+    lo: float
+    hi: float
+    label: str
+    mid: float
+
+
+def _bound(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def score_bands(score: str, values: pd.Series | None = None) -> tuple[Band, ...]:
+    """Five bands over the score's scale.
+
+    six-zone total: the study's bands 0-4, 5-9, 10-14, 15-19, 20-24 of whole scores; band ``a-b`` holds
+    ``a <= score < b + 1`` (a period's mean of 4.5 is in 0-4) and the prediction is at its middle whole score
+    (2, 7, ...). Any other score (continuous, such as percent_opacity, or a period's mean): five equal bands over
+    0 to the scale's maximum (:data:`SCALE_MAX`; for a score of unknown range the largest value, rounded up),
+    labelled ``0-<20``, ``20-<40``, ..., ``80-100`` (half-open, the last closed at the maximum, no label beyond
+    it); the prediction is at the band's midpoint."""
     if score == "six_zone_total":
-        return SCORE_BANDS
+        return tuple(Band(lo, hi + 1, f"{lo}-{hi}", (lo + hi) / 2) for lo, hi in SCORE_BANDS)
     top = SCALE_MAX.get(score)
     if top is None:
         v = pd.to_numeric(values, errors="coerce") if values is not None else pd.Series(dtype=float)
-        top = int(np.ceil(v.max())) if v.notna().any() else 0
-    width = max(1, int(np.ceil((top + 1) / 5)))
-    return tuple((lo, lo + width - 1) for lo in range(0, width * 5, width))
+        top = float(np.ceil(v.max())) if v.notna().any() and v.max() > 0 else 1.0
+    edges = [float(top) * i / 5 for i in range(6)]  # i * top / 5: 22.2, not linspace's 22.200000000000003
+    return tuple(Band(float(lo), float(hi), f"{_bound(lo)}-{_bound(hi)}" if i == 4 else f"{_bound(lo)}-<{_bound(hi)}",
+                      float((lo + hi) / 2)) for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)))
+
+
+def _as_bands(bands: tuple) -> tuple[Band, ...]:
+    """Bands given as (lo, hi) pairs of whole scores (``lo-hi`` holds ``lo <= score < hi + 1``) or as :class:`Band`."""
+    return tuple(b if isinstance(b, Band) else Band(b[0], b[1] + 1, f"{b[0]}-{b[1]}", (b[0] + b[1]) / 2)
+                 for b in bands)
 
 
 def _serial(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.DataFrame:
@@ -135,15 +164,33 @@ def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tup
     return pd.DataFrame(fixed), pd.DataFrame(tests)
 
 
-def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, int], ...] | None = None
+def _tests_of_unfitted(fixed: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """The joint Wald tests plus, for each variable whose model was not fitted, a row that says why (a table without
+    a column when no model was fitted)."""
+    if fixed.empty:
+        return tests if not tests.empty else pd.DataFrame({"note": ["not run: no mixed model (no variable to model)"]})
+    tested = set(tests["variable"]) if "variable" in tests else set()
+    rows = []
+    for _, r in fixed[~fixed["variable"].isin(tested)].drop_duplicates("variable").iterrows():
+        why = str(r.get("note", "") or "")
+        why = why.removeprefix("not fitted: ")
+        rows.append({"variable": r["variable"], "n_obs": r["n_obs"], "n_patients": r["n_patients"],
+                     "note": f"not run: model not fitted ({why})" if why else "not run: model not fitted"})
+    if not rows:
+        return tests
+    return pd.concat([tests, pd.DataFrame(rows)], ignore_index=True) if not tests.empty else pd.DataFrame(rows)
+
+
+def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple | None = None
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Death ~ score + days since onset on one row per patient and period (cluster-robust SE).
 
     Returns (odds ratio table with AUC, predicted mortality by score band x period with observed counts).
-    Band ``lo-hi`` holds ``lo <= score < hi + 1`` (the last band everything above ``lo``): a period's mean of
-    two scans (4.5) falls in a band, not between two. Default bands: :func:`score_bands`.
+    A band holds ``lo <= score < hi`` (the last band everything from ``lo`` up; ``band_rule`` says it): a period's
+    mean of two scans (4.5) falls in a band, not between two. Default bands: :func:`score_bands`; (lo, hi) pairs
+    of whole scores are bands ``lo <= score < hi + 1``.
     """
-    bands = bands or score_bands(score, per[score] if score in per else None)
+    bands = _as_bands(bands or score_bands(score, per[score] if score in per else None))
     from sklearn.metrics import roc_auc_score
 
     d = per.assign(death=(per["outcome"] == "non-survivor").astype(float)).dropna(subset=[score, "days_since_onset"])
@@ -155,17 +202,19 @@ def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple[tuple[int, in
     for period in binning.PERIOD_LABELS:
         dp = d[d["period"] == period]
         day = float(dp["days_since_onset"].mean()) if len(dp) else np.nan
-        for i, (lo, hi) in enumerate(bands):
+        for i, band in enumerate(bands):
             last = i == len(bands) - 1
-            cell = dp[(dp[score] >= lo) & ((dp[score] < hi + 1) | last)]
+            cell = dp[(dp[score] >= band.lo) & ((dp[score] < band.hi) | last)]
             p = np.nan
             if res is not None and np.isfinite(day):
-                x = pd.DataFrame({"const": [1.0], score: [(lo + hi) / 2], "days_since_onset": [day]})
+                x = pd.DataFrame({"const": [1.0], score: [band.mid], "days_since_onset": [day]})
                 p = float(res.predict(x)[0])
-            pred_rows.append({"period_days": period, "score_band": f"{lo}-{hi}", "mean_days_since_onset": day,
+            rule = f"{score} >= {_bound(band.lo)}" if last else f"{_bound(band.lo)} <= {score} < {_bound(band.hi)}"
+            pred_rows.append({"period_days": period, "score_band": band.label, "band_rule": rule,
+                              "predicted_at_score": band.mid, "mean_days_since_onset": day,
                               "predicted_mortality": p, "n_observed": len(cell),
                               "deaths_observed": int(cell["death"].sum()),
-                              "note": note or "prediction at band midpoint and the period's mean day"})
+                              "note": note or "prediction at band midpoint (predicted_at_score) and the period's mean day"})
     return tab, pd.DataFrame(pred_rows)
 
 
@@ -221,7 +270,7 @@ def run(cohort: Cohort, score: str = "six_zone_total", within_bin: str = "mean",
     tables["li2020_period_comparison"] = period_comparison(per, score, min_n)
     fe, wald = mixed_models(cohort, score, present, min_n)
     tables["li2020_mixed_model"] = fe
-    tables["li2020_mixed_model_tests"] = wald
+    tables["li2020_mixed_model_tests"] = _tests_of_unfitted(fe, wald)
     tables["li2020_mortality_logistic"], tables["li2020_predicted_mortality"] = mortality_logistic(per, score)
     tables["li2020_kendall"] = kendall(cohort, score, labs, min_n)
     figures = {"li2020_score_by_period.png": lambda p: figure_score_by_period(per, score, p)}

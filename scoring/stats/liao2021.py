@@ -104,14 +104,19 @@ def admission_values(cohort: Cohort, analytes: list[str], window_days: int) -> p
 
 
 def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """ROC AUC (sklearn) with a stratified percentile-bootstrap 95 % CI and the Youden cut-off."""
+    """ROC AUC (sklearn) with a stratified percentile-bootstrap 95 % CI and the Youden cut-off.
+
+    The cut-off is for ``label >= cut-off`` counting as positive (persistent lesions), as the AUC is. When the AUC is
+    below 0.5 lower values go with the outcome: the cut-off is then the Youden one of the reverse rule,
+    ``label <= cut-off`` (its sensitivity and specificity are those of that rule), and ``cutoff_rule`` and the note
+    say so. No cut-off (never sklearn's infinite first threshold) when no threshold beats chance (AUC 0.5)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     ok = y.notna() & x.notna()
     y, x = y[ok].astype(int).to_numpy(), x[ok].astype(float).to_numpy()
     row: dict[str, object] = {"predictor": label, "n_persistent": int(y.sum()), "n_recovery": int((1 - y).sum()),
                               "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan, "youden_cutoff": np.nan,
-                              "sensitivity": np.nan, "specificity": np.nan,
+                              "cutoff_rule": "", "sensitivity": np.nan, "specificity": np.nan,
                               "method": "roc_auc_score; stratified bootstrap percentile CI", "note": ""}
     if y.sum() < 2 or (1 - y).sum() < 2:
         row["note"] = "not computed: fewer than 2 patients in a group"
@@ -123,19 +128,45 @@ def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: 
     bn = xn[rng.integers(0, xn.size, (n_boot, xn.size))]
     # AUC = U / (n1 n2); scipy computes U for all resamples at once
     boots = stats.mannwhitneyu(bp, bn, axis=1, method="asymptotic").statistic / (xp.size * xn.size)
-    fpr, tpr, thr = roc_curve(y, x)
-    k = int(np.argmax(tpr - fpr))
-    row.update(auc=float(auc), ci_low=float(np.percentile(boots, 2.5)), ci_high=float(np.percentile(boots, 97.5)),
-               youden_cutoff=float(thr[k]), sensitivity=float(tpr[k]), specificity=float(1 - fpr[k]))
+    row.update(auc=float(auc), ci_low=float(np.percentile(boots, 2.5)), ci_high=float(np.percentile(boots, 97.5)))
+    lower = auc < 0.5  # lower values go with the outcome: the >= rule's best cut-off is sklearn's +inf
+    fpr, tpr, thr = roc_curve(y, -x if lower else x)
+    j = tpr - fpr
+    k = int(np.argmax(j))
+    if j[k] <= 0 or not np.isfinite(thr[k]):
+        row["note"] = "no cut-off: no threshold separates the groups better than chance (Youden J <= 0)"
+        return pd.DataFrame([row])
+    cut = float(-thr[k] if lower else thr[k])
+    row.update(youden_cutoff=cut, sensitivity=float(tpr[k]), specificity=float(1 - fpr[k]),
+               cutoff_rule=f"{label} {'<=' if lower else '>='} cut-off counts as persistent")
+    if lower:
+        row["note"] = (f"AUC < 0.5: lower {label} goes with persistent lesions; the Youden cut-off is for the "
+                       f"reverse rule {label} <= cut-off (AUC of that rule {1 - auc:.3g})")
     return pd.DataFrame([row])
+
+
+def peak_day(days: pd.Series, values: pd.Series) -> tuple[float, int]:
+    """(day of the peak, number of distinct days at the peak value). A maximum reached on several days (six-zone
+    scores are whole numbers: ties are common) is a tied peak: its day is the mean of those distinct days (the
+    midpoint of two), so that the rule favours neither the earliest nor the latest of them."""
+    top = values.max()
+    tied = np.unique(days[values == top].to_numpy(dtype=float))
+    return float(tied.mean()), int(tied.size)
+
+
+#: The peak-day rule, as the table note and docs/clinical_schema.md state it.
+PEAK_RULE = ("a maximum reached on several days (a tied peak) is placed at the mean of those days "
+             "(the midpoint of two)")
 
 
 def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3, min_n: int = compare.MIN_N
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per patient: day of the lab peak vs day of the CT-score peak (weeks 1-8); summary per lab.
 
-    lag = score-peak day - lab-peak day (positive: the lab peaks first). Summary: counts, median lag,
-    Wilcoxon signed-rank test of lag = 0 and a sign (binomial) test of 'lab first' vs 'score first'.
+    lag = score-peak day - lab-peak day (positive: the lab peaks first). A tied peak (the maximum on several days)
+    is placed at the mean of its days (:func:`peak_day`); the summary counts the patients with a tied score peak
+    and with a tied lab peak. Summary: counts, median lag, Wilcoxon signed-rank test of lag = 0 and a sign
+    (binomial) test of 'lab first' vs 'score first'.
     """
     sc = cohort.scans.dropna(subset=["week", score])
     per_patient, summary = [], []
@@ -144,30 +175,36 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
             summary.append({"lab": lab, "n_patients": 0, "note": "no such lab in the data"})
             continue
         lb = cohort.labs.dropna(subset=["week", lab])
-        lags = []
+        lags, tied_score, tied_lab = [], 0, 0
         for pid, s in sc.groupby("patient_id"):
             lp = lb[lb["patient_id"] == pid]
             if len(s) < min_points or len(lp) < min_points:
                 continue
-            d_score = float(s.loc[s[score].idxmax(), "days_since_onset"])
-            d_lab = float(lp.loc[lp[lab].idxmax(), "days_since_onset"])
+            d_score, k_score = peak_day(s["days_since_onset"], s[score])
+            d_lab, k_lab = peak_day(lp["days_since_onset"], lp[lab])
+            tied_score += k_score > 1
+            tied_lab += k_lab > 1
             lags.append(d_score - d_lab)
             per_patient.append({"patient_id": pid, "lab": lab, "lab_peak_day": d_lab, "score_peak_day": d_score,
-                                "lag_days": d_score - d_lab, "lab_peak_precedes": d_score > d_lab})
+                                "lag_days": d_score - d_lab, "lab_peak_precedes": d_score > d_lab,
+                                "score_peak_tied_days": k_score, "lab_peak_tied_days": k_lab})
         lg = np.asarray(lags)
         row = {"lab": lab, "n_patients": int(lg.size), "n_lab_first": int((lg > 0).sum()),
                "n_same_day": int((lg == 0).sum()), "n_score_first": int((lg < 0).sum()),
+               "n_tied_score_peak": tied_score, "n_tied_lab_peak": tied_lab,
                "median_iqr_lag_days": compare.fmt_median_iqr(lg),
                "wilcoxon_p": np.nan, "sign_test_p": np.nan,
                "test": "Wilcoxon signed-rank (lag = 0); exact binomial sign test (lab first vs score first)",
-               "note": f"patients with >= {min_points} scans and >= {min_points} values in weeks 1-8"}
+               "note": f"patients with >= {min_points} scans and >= {min_points} values in weeks 1-8; {PEAK_RULE}"}
         if int((lg != 0).sum()) >= min_n:  # ties (lag 0) drop out of both tests
             row["wilcoxon_p"] = float(stats.wilcoxon(lg[lg != 0]).pvalue)
             row["sign_test_p"] = float(stats.binomtest(int((lg > 0).sum()), int((lg != 0).sum())).pvalue)
         else:
-            row["note"] = f"not tested: fewer than {min_n} patients with a non-zero lag"
+            row["note"] = f"not tested: fewer than {min_n} patients with a non-zero lag; {PEAK_RULE}"
         summary.append(row)
-    return pd.DataFrame(per_patient), pd.DataFrame(summary)
+    cols = ["patient_id", "lab", "lab_peak_day", "score_peak_day", "lag_days", "lab_peak_precedes",
+            "score_peak_tied_days", "lab_peak_tied_days"]
+    return pd.DataFrame(per_patient, columns=cols), pd.DataFrame(summary)
 
 
 def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str) -> None:

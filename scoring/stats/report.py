@@ -12,12 +12,36 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
+#: The headings with each study's default score (:func:`study_titles` builds them from the score a run used).
 STUDY_TITLES = {
     "data": "Data used",
     "liao2021": "liao2021 - persistent lesions at week 8 and IL-6 (six-zone score, 0-24)",
     "zhang2020": "zhang2020 - admission score (0-900) vs inflammatory markers; treatment",
     "li2020": "li2020 - serial CT in survivors vs non-survivors by period since onset (six-zone, 0-24)",
 }
+#: The default ``score`` of each study's runner.
+_SCORE_DEFAULT = {"liao2021": "six_zone_total", "zhang2020": "zhang900_total", "li2020": "six_zone_total"}
+#: How a heading names a score and its range.
+_SCORE_WORDS = {"six_zone_total": ("six-zone score, 0-24", "six-zone, 0-24"), "zhang900_total": ("0-900", "0-900"),
+                "lobar20_total": ("lobar score, 0-20", "lobar, 0-20"), "lobar25_total": ("lobar score, 0-25", "lobar, 0-25"),
+                "percent_opacity": ("percent opacity, 0-100 %", "percent opacity, 0-100 %"),
+                "percent_high_opacity": ("percent high opacity, 0-100 %", "percent high opacity, 0-100 %")}
+
+
+def study_titles(options: dict[str, dict[str, object]] | None = None) -> dict[str, str]:
+    """The study headings of the summary, naming the score each study used (its ``score`` option, else its
+    default): li2020 run on percent_opacity no longer says "(six-zone, 0-24)"."""
+    opts = options or {}
+    titles = {"data": STUDY_TITLES["data"]}
+    for study, default in _SCORE_DEFAULT.items():
+        score = str(opts.get(study, {}).get("score") or default)
+        long, short = _SCORE_WORDS.get(score, (score, score))
+        titles[study] = {
+            "liao2021": f"liao2021 - persistent lesions at week 8 and IL-6 ({long})",
+            "zhang2020": f"zhang2020 - admission score ({long}) vs inflammatory markers; treatment",
+            "li2020": f"li2020 - serial CT in survivors vs non-survivors by period since onset ({short})",
+        }[study]
+    return titles
 #: One sentence per table shown above it in the summary (what it is and how it was computed).
 TABLE_NOTES = {
     "data_summary": "What was read, matched and left out.",
@@ -26,8 +50,12 @@ TABLE_NOTES = {
                              "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).",
     "liao2021_logistic": "Multivariable logistic regression of persistent lesions on admission values "
                          "(odds ratio per unit, 95 % CI, Wald p).",
-    "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions.",
-    "liao2021_peak_timing": "Does the lab peak precede the CT-score peak? lag = score-peak day - lab-peak day.",
+    "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions. The Youden cut-off is for IL-6 >= cut-off "
+                    "counting as persistent (cutoff_rule); when the AUC is below 0.5 lower IL-6 goes with persistent "
+                    "lesions and the cut-off is for IL-6 <= cut-off.",
+    "liao2021_peak_timing": "Does the lab peak precede the CT-score peak? lag = score-peak day - lab-peak day. A maximum "
+                            "reached on several days (a tied peak; n_tied_score_peak, n_tied_lab_peak) is placed at "
+                            "the mean of those days (the midpoint of two), favouring neither the first nor the last.",
     "zhang2020_subgroups": "Patients per admission-score subgroup.",
     "zhang2020_subgroup_labs": "Labs across subgroups: Kruskal-Wallis (ANOVA for variables declared normal).",
     "zhang2020_pairwise": "Pairwise Mann-Whitney with Bonferroni correction (LSD t-tests after ANOVA).",
@@ -45,7 +73,8 @@ TABLE_NOTES = {
     "li2020_mixed_model_tests": "Joint Wald tests of the model's terms.",
     "li2020_mortality_logistic": "Logistic regression of death on score and days since onset "
                                  "(one row per patient x period, cluster-robust SE).",
-    "li2020_predicted_mortality": "Predicted mortality by score band x period (the study's Table 3), with observed counts.",
+    "li2020_predicted_mortality": "Predicted mortality by score band x period (the study's Table 3), with observed "
+                                  "counts; band_rule says which values a band holds.",
     "li2020_kendall": "Kendall tau-b between serial scores and labs matched to the same scan.",
 }
 #: How ``within_bin`` takes one value per patient out of a week's (liao2021) or a period's (li2020) scans and labs.
@@ -114,11 +143,14 @@ def _fmt(v: object) -> str:
 
 
 def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path, title: str,
-               settings: dict[str, object], notes: dict[str, str] | None = None) -> Path:
+               settings: dict[str, object], notes: dict[str, str] | None = None,
+               headings: dict[str, str] | None = None) -> Path:
     """A single readable page: settings, then per study its tables (3 significant digits) and figures.
 
-    ``notes``: the sentence above each table (default :func:`table_notes` with the default options)."""
+    ``notes``: the sentence above each table (default :func:`table_notes` with the default options);
+    ``headings``: the heading of each study (default :func:`study_titles` with the default options)."""
     notes = table_notes() if notes is None else notes
+    headings = study_titles() if headings is None else headings
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
              "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
@@ -130,7 +162,8 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
              "<h2>Settings</h2><ul>"]
     parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]
     parts.append("</ul>")
-    for study, heading in STUDY_TITLES.items():
+    for study in STUDY_TITLES:
+        heading = headings.get(study, STUDY_TITLES[study])
         names = [n for n in tables if (n.startswith(study) or (study == "data" and n == "data_summary"))
                  and n not in DETAIL_TABLES]
         figs = [f for f in figures if f.name.startswith(study)]

@@ -26,6 +26,13 @@ LABS = ("wbc", "lymphocyte_count", "neutrophil_count", "crp", "esr", "pct", "d_d
 CATEGORICAL = ("sex", "severity", "glucocorticoid", "outcome")
 
 
+def _value_word(column: str, value: object) -> str:
+    """A covariate's value as the clinical table spells it: glucocorticoid 1/0 as yes/no, numbers without '.0'."""
+    if column == "glucocorticoid" and value in (0, 1):
+        return "yes" if value == 1 else "no"
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
 def subgroup(score: pd.Series) -> pd.Series:
     """0-100, 101-200, > 200 (the study's subgroups of the 0-900 score)."""
     return pd.cut(score, [-np.inf, 100, 200, np.inf], labels=list(SUBGROUPS)).astype(object)
@@ -76,19 +83,31 @@ def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: i
         if len(present) < 2:
             pair.append({"variable": lab, "note": f"pairwise tests not run: fewer than two subgroups with >= {min_n} values"})
             continue
+        values = {g: d.loc[d["subgroup"] == g, lab].to_numpy(dtype=float) for g in present}
+        pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1:]]
+        # a pair whose values are all one number has nothing to test (Mann-Whitney gave p = 1, the LSD t = 0 / 0);
+        # LSD's pooled SD is that of all subgroups: zero when no subgroup varies (t = x / 0)
+        untestable = {(a, b): "not tested: all values identical" for a, b in pairs
+                      if np.ptp(np.concatenate([values[a], values[b]])) == 0}
         if lab in normal:
-            p = sp.posthoc_ttest(d, val_col=lab, group_col="subgroup", pool_sd=True, p_adjust=None)
             test, corr = "LSD (pooled-SD t-tests after ANOVA)", "none (LSD)"
-            p_adj = p
+            if all(np.ptp(v) == 0 for v in values.values()):
+                untestable = {pr: untestable.get(pr, "not tested: no variance within the subgroups (pooled SD 0)")
+                              for pr in pairs}
         else:
-            p = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust=None)
-            p_adj = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust="bonferroni")
             test, corr = "Mann-Whitney U (two-sided)", "Bonferroni"
-        for i, a in enumerate(present):
-            for b in present[i + 1:]:
-                pair.append({"variable": lab, "group_a": a, "group_b": b, "n_a": int(sizes[a]), "n_b": int(sizes[b]),
-                             "test": test, "p_value": float(p.loc[a, b]), "p_adjusted": float(p_adj.loc[a, b]),
-                             "correction": corr, "omnibus_p": row["p_value"], "note": ""})
+        if len(untestable) < len(pairs):
+            if lab in normal:
+                p = p_adj = sp.posthoc_ttest(d, val_col=lab, group_col="subgroup", pool_sd=True, p_adjust=None)
+            else:
+                p = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust=None)
+                p_adj = sp.posthoc_mannwhitney(d, val_col=lab, group_col="subgroup", p_adjust="bonferroni")
+        for a, b in pairs:
+            why = untestable.get((a, b), "")
+            pair.append({"variable": lab, "group_a": a, "group_b": b, "n_a": int(sizes[a]), "n_b": int(sizes[b]),
+                         "test": test, "p_value": np.nan if why else float(p.loc[a, b]),
+                         "p_adjusted": np.nan if why else float(p_adj.loc[a, b]),
+                         "correction": corr, "omnibus_p": row["p_value"], "note": why})
     return pd.DataFrame(omni), pd.DataFrame(pair)
 
 
@@ -186,12 +205,21 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
     return out.merge(clin, on="patient_id", how="left")
 
 
+def no_labs_reason(cohort: Cohort, requested: list[str]) -> str:
+    """'not run: ...' for a lab table without any lab to test: no lab values at all, or none of those asked for."""
+    if not cohort.analytes:
+        return "not run: no lab values (no lab table given, or none of its values belongs to a clinical patient)"
+    return (f"not run: none of the labs {', '.join(requested) or '(none)'} is in the lab table "
+            f"(labs there: {', '.join(cohort.analytes)})")
+
+
 def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = None,
         normal_labs: list[str] | None = None, categorical: list[str] | None = None, followup_days: int = 14,
         min_gap_days: int = 5, partial_covariates: list[str] | None = None, partial_method: str = "spearman",
         min_n: int = compare.MIN_N) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """All zhang2020 tables; returns (tables, figure makers keyed by file name)."""
-    labs = [lab for lab in (labs if labs is not None else LABS) if lab in cohort.scans.columns]
+    requested_labs = list(labs if labs is not None else LABS)
+    labs = [lab for lab in requested_labs if lab in cohort.scans.columns]
     tables: dict[str, pd.DataFrame] = {}
     adm = admission_scans(cohort, score)
     counts = adm["subgroup"].value_counts().reindex(list(SUBGROUPS), fill_value=0).rename("n").reset_index()
@@ -229,18 +257,36 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
         if var == score:
             continue
         d = ba[[f"{score}_change", ch, *covars]].dropna()
-        row = {"x": f"change in {score}", "y": f"change in {var}", "covariates": ", ".join(covars) or "none",
+        # a covariate with one value on these rows (every patient got glucocorticoids) cannot be adjusted for: it is
+        # left out of the model, on the same rows, and the note says so (the row was NaN without a word)
+        constant = {c: d[c].iloc[0] for c in covars if len(d) and d[c].nunique() < 2}
+        used = [c for c in covars if c not in constant]
+        left_note = "; ".join(f"{c} constant (all {_value_word(c, v)}): left out" for c, v in constant.items())
+        names = {f"{score}_change": f"change in {score}", ch: f"change in {var}"}
+        row = {"x": names[f"{score}_change"], "y": names[ch], "covariates": ", ".join(used) or "none",
                "n": len(d), "test": f"partial correlation ({partial_method})", "coefficient": np.nan,
-               "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan, "note": absent_note}
-        if len(d) < max(min_n, len(covars) + 5):
-            row["note"] = "; ".join(x for x in ("not tested: too few complete pairs", absent_note) if x)
+               "ci95_low": np.nan, "ci95_high": np.nan, "p_value": np.nan}
+        flat = [names[c] for c in names if len(d) and d[c].nunique() < 2]
+        if len(d) < max(min_n, len(used) + 5):
+            why = "not tested: too few complete pairs"
+        elif flat:
+            why = f"not tested: {' and '.join(flat)} {'is' if len(flat) == 1 else 'are'} constant"
         else:
-            pc = compare.partial_correlation(d, f"{score}_change", ch, covars, partial_method)
+            pc = compare.partial_correlation(d, f"{score}_change", ch, covars, partial_method,
+                                             drop_constant_covariates=True)
+            why = pc["note"]
             row.update(coefficient=pc["r"], ci95_low=pc["ci_low"], ci95_high=pc["ci_high"], p_value=pc["p_value"])
+        row["note"] = "; ".join(x for x in (why, left_note, absent_note) if x)
         pc_rows.append(row)
     tables["zhang2020_glucocorticoid_change"] = pd.DataFrame(gc_rows) if gc_rows else pd.DataFrame(
         {"note": ["not run: no 'glucocorticoid' column in the clinical table"]})
     tables["zhang2020_partial_correlation"] = pd.DataFrame(pc_rows)
+    if not labs:  # the lab tables came out without a column: one line that says why
+        why = no_labs_reason(cohort, requested_labs)
+        # (zhang2020_correlations stays empty: tests/test_stats_edge_cli.py expects it so)
+        for name in ("zhang2020_subgroup_labs", "zhang2020_pairwise", "zhang2020_partial_correlation"):
+            if tables[name].empty:
+                tables[name] = pd.DataFrame({"note": [why]})
     corr = tables["zhang2020_correlations"]
     figures = {"zhang2020_score_vs_labs.png": lambda p: figure_score_vs_labs(adm, score, labs, corr, p)}
     return tables, figures

@@ -47,7 +47,7 @@ _CODES = [
          "point ctscore at the original axial series"),
     Code("NOT_AXIAL", "S", "slice normal more than selection.max_axial_angle_deg from the patient z axis "
          "(coronal, sagittal, strongly oblique)", "nothing; only axial stacks are scored"),
-    Code("NOT_A_VOLUME", "S", "all slices of the stack lie at one position", "nothing"),
+    Code("NOT_A_VOLUME", "S", "all slices of the stack lie at one position, or it is a single slice", "nothing"),
     Code("TOO_FEW_SLICES", "S", "fewer slices than selection.min_slices", "lower selection.min_slices if intended"),
     Code("TOO_THICK", "S", "slices thicker than selection.max_slice_thickness_mm", "use a thinner reconstruction"),
     Code("BODY_PART_EXCLUDED", "S", "BodyPartExamined is in selection.exclude_body_parts",

@@ -93,6 +93,9 @@ def hard_filter(cand, rules: SelectionRules) -> str:
         return "NOT_A_VOLUME"
     if n < rules.min_slices:
         return "TOO_FEW_SLICES"
+    if n < 2:  # selection.min_slices lowered to 1: a single slice is still no volume (it failed NO_LUNG_FOUND)
+        cand.messages.setdefault("NOT_A_VOLUME", "a single slice")
+        return "NOT_A_VOLUME"
     thickness = h.get("slice_thickness") or 0.0
     if thickness and thickness > rules.max_slice_thickness_mm:
         return "TOO_THICK"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from scoring.stats import li2020, liao2021, report, zhang2020
-from scoring.stats.cohort import Cohort, load_cohort
+from scoring.stats import compare, li2020, liao2021, report, zhang2020
+from scoring.stats.cohort import Cohort, check_input, load_cohort
 from scoring.stats.schema import canonical_analyte, close_column, misspelling_hint
 
 log = logging.getLogger(__name__)
@@ -125,18 +126,62 @@ def lab_option_notes(cohort: Cohort, options: dict[str, dict[str, Any]], studies
     return notes
 
 
-def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = None,
-               options: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
-    """Run the analyses of ``study`` (a key or ``all``) on an assembled cohort.
-
-    ``options``: per-study keyword arguments, e.g. ``{"liao2021": {"threshold": 5}}``.
-    When ``out_dir`` is given, CSV tables, PNG figures and ``summary.html`` are written there.
-    """
-    studies = list(STUDIES) if study == "all" else [study]
-    unknown = [s for s in studies if s not in _RUNNERS]
+def resolve_studies(study: Any) -> list[str]:
+    """``study`` ("all", one study's name, or a list/tuple of names) as the list of studies to run, in the order of
+    :data:`STUDIES`; BAD_OPTION for anything else."""
+    if isinstance(study, str):
+        names = list(STUDIES) if study == "all" else [study]
+    elif isinstance(study, (list, tuple, set, frozenset)) and study and all(isinstance(x, str) for x in study):
+        names = list(STUDIES) if "all" in study else list(study)
+    else:
+        raise CTScoreError("BAD_OPTION", f"study must be 'all', one of {', '.join(STUDIES)}, or a list of them, "
+                           f"not {study!r}")
+    unknown = [s for s in names if s not in _RUNNERS]
     if unknown:
         raise CTScoreError("BAD_OPTION", f"unknown study {unknown[0]!r}; choose one of {', '.join(STUDIES)} or all")
+    return [s for s in STUDIES if s in names]
+
+
+#: The options ``ctscore stats`` sets for each study (``--persistent-threshold``, ``--followup-days``,
+#: ``--normal-labs``, ``--min-n``): ``summary.html`` lists them, with their defaults when not given, and any other
+#: option given, so that the command and :func:`run_stats` list the same settings.
+_SHOWN_OPTIONS = {"liao2021": ("threshold", "min_n"), "zhang2020": ("followup_days", "normal_labs", "min_n"),
+                  "li2020": ("min_n",)}
+
+
+def _plain(v: Any) -> Any:
+    """A value for the settings line: 5 for 5.0 (the command's float threshold), lists and numbers as such."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return v
+
+
+def options_used(study: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``study`` that ``summary.html`` lists: those ``ctscore stats`` sets (their runner defaults
+    when not given) and every other one given, in the order of the runner's parameters; empty lists and None left
+    out (``normal_labs`` none)."""
+    params = [k for k in inspect.signature(_RUNNERS[study]).parameters if k != "cohort"]
+    defaults = {k: inspect.signature(_RUNNERS[study]).parameters[k].default for k in _SHOWN_OPTIONS[study]}
+    merged = {**defaults, **options}
+    return {k: _plain(merged[k]) for k in params if k in merged and merged[k] is not None and merged[k] != []}
+
+
+def run_cohort(cohort: Cohort, study: str | list[str] | tuple[str, ...] = "all", out_dir: str | Path | None = None,
+               options: dict[str, dict[str, Any]] | None = None, *, min_n: int = compare.MIN_N
+               ) -> dict[str, pd.DataFrame]:
+    """Run the analyses of ``study`` ("all", a study's name or a list of names) on an assembled cohort.
+
+    ``options``: per-study keyword arguments, e.g. ``{"liao2021": {"threshold": 5}}``; ``min_n`` applies to every
+    study whose options give none. When ``out_dir`` is given, CSV tables, PNG figures and ``summary.html`` are
+    written there; the tables and figures a previous run left there are removed first
+    (:func:`scoring.stats.report.remove_stale`: only this module's own file names).
+    """
+    studies = resolve_studies(study)
+    min_n = _whole("all studies", "min_n", min_n, 2)
     options = check_options(options or {}, cohort.window_days)
+    options = {s: {"min_n": min_n, **options.get(s, {})} for s in studies}
     for s in studies:
         score = options.get(s, {}).get("score")
         if score is not None and (score not in cohort.scans.columns
@@ -154,41 +199,91 @@ def run_cohort(cohort: Cohort, study: str = "all", out_dir: str | Path | None = 
     figures: dict[str, Any] = {}
     for s in studies:
         log.info("running %s analyses", s)
-        t, f = _RUNNERS[s](cohort, **options.get(s, {}))
+        t, f = _RUNNERS[s](cohort, **options[s])
         tables.update(t)
         figures.update(f)
     tables["data_summary"] = cohort.data_summary()  # with the notes the analyses added (zhang2020)
     if out_dir is not None:
         out = Path(out_dir)
+        report.remove_stale(out)  # another study's (or an undrawn figure's) files of the last run
         report.write_tables(tables, out)
         figs = report.write_figures(figures, out)
         settings = {"studies": ", ".join(studies), "scan-lab window (days)": cohort.window_days,
-                    **{f"{s} options": v for s, v in options.items() if v}}
+                    **{f"{s} options": options_used(s, options[s]) for s in studies}}
         report.write_html(tables, figs, out, "ctscore statistics: " + ", ".join(studies), settings,
                           notes=report.table_notes(options), headings=report.study_titles(options))
         log.info("wrote %d tables and %d figures to %s", len(tables), len(figs), out)
     return tables
 
 
-def run_stats(scores_dir: str | Path, clinical_csv: str | Path, labs_csv: str | Path | None = None,
-              study: str = "all", out_dir: str | Path | None = None, *, window_days: int = 1,
-              id_column: str | None = None, **options: Any) -> dict[str, pd.DataFrame]:
-    """Replay the source studies' analyses on a cohort; returns the tables by name.
+#: The keyword arguments of :func:`run_stats` besides the per-study option dicts (named in its messages).
+_KEYWORDS = ("window_days", "id_column", "min_n")
+#: ``ctscore stats`` flags that set one study's option, as the message for a keyword run_stats lacks spells them.
+_STUDY_FLAGS = {"threshold": "--persistent-threshold", "persistent_threshold": "--persistent-threshold",
+                "followup_days": "--followup-days", "normal_labs": "--normal-labs"}
 
-    ``scores_dir``: the pipeline's output folder (``scans.csv``, ``zones.csv``) or a ``scans.csv`` path.
-    ``window_days``: labs are matched to a scan when within this many days (nearest wins).
-    ``id_column``: clinical column holding the id the scores carry (default ``scores_patient_id`` when
-    present, else ``patient_id``). Other keyword arguments are per-study option dicts, e.g.
-    ``liao2021={"threshold": 5}``, ``zhang2020={"normal_labs": ["ldh"]}``, ``li2020={"within_bin": "last"}``.
+
+def _unknown_keywords(unknown: dict[str, Any]) -> CTScoreError:
+    """BAD_OPTION for keyword arguments of run_stats that are neither a global option nor a study: names what is
+    accepted and, for a study's option given on its own (``threshold=5``), the dict it belongs in."""
+    hints = []
+    for k in sorted(unknown):
+        key = "threshold" if k == "persistent_threshold" else k
+        owners = [s for s in STUDIES if key in _OPTIONS[s]]
+        if owners:
+            flag = f" (ctscore stats {_STUDY_FLAGS[k]})" if k in _STUDY_FLAGS else ""
+            hints.append(f"{k!r}{flag} is an option of {' and '.join(owners)}: pass "
+                         + " and ".join(f"{s}={{{key!r}: ...}}" for s in owners))
+        else:
+            near = close_column(k, [*_KEYWORDS, *STUDIES])
+            if near:
+                hints.append(f"did you mean {near!r}?")
+    return CTScoreError(
+        "BAD_OPTION",
+        f"run_stats: unknown keyword argument(s) {', '.join(repr(k) for k in sorted(unknown))}; accepted: "
+        f"{', '.join(_KEYWORDS)} (all studies) and the per-study option dicts {', '.join(f'{s}={{...}}' for s in STUDIES)}"
+        + (f" ({'; '.join(hints)})" if hints else "")
+        + "; options of each study: " + "; ".join(f"{s}: {', '.join(sorted(_OPTIONS[s]))}" for s in STUDIES))
+
+
+def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | pd.DataFrame,
+              labs_csv: str | Path | pd.DataFrame | None = None, study: str | list[str] | tuple[str, ...] = "all",
+              out_dir: str | Path | None = None, *, window_days: int = 1, id_column: str | None = None,
+              min_n: int = compare.MIN_N, liao2021: dict[str, Any] | None = None,
+              zhang2020: dict[str, Any] | None = None, li2020: dict[str, Any] | None = None,
+              **unknown: Any) -> dict[str, pd.DataFrame]:
+    """Replay the source studies' analyses on a cohort; returns the tables by name (``ctscore stats``).
+
+    ``scores_dir``: the pipeline's output folder (``scans.csv``, ``zones.csv``), a ``scans.csv`` path, or a DataFrame
+    of ``scans.csv`` (then without ``zones.csv``: zhang2020's lung-side and level tables say ``not run``).
+    ``clinical_csv``, ``labs_csv``: paths or DataFrames of those tables (checked by the same rules as the files).
+    ``study``: ``"all"``, one of ``"liao2021"``, ``"zhang2020"``, ``"li2020"``, or a list/tuple of them.
+    ``out_dir``: when given, CSV tables, PNG figures and ``summary.html`` are written there (the tables and figures
+    of a previous run in that folder are removed first; no other file).
+
+    Options for all studies, with the command's defaults: ``window_days`` (``--window-days``, 1: labs are matched
+    to a scan when within this many days, nearest wins), ``id_column`` (``--id-column``: the clinical column
+    holding the id the scores carry; default ``scores_patient_id`` when present, else ``patient_id``), ``min_n``
+    (``--min-n``, 3: fewest values per group for a test to run).
+    Per-study options are dicts: ``liao2021={"threshold": 5}`` (``--persistent-threshold``),
+    ``zhang2020={"followup_days": 14, "normal_labs": ["ldh"]}`` (``--followup-days``, ``--normal-labs``),
+    ``li2020={"within_bin": "last"}``; a study's ``min_n`` there wins over ``min_n``.
+    Any other keyword argument: BAD_OPTION naming the accepted ones.
     """
-    options = check_options(options, window_days)  # BAD_OPTION before anything is read or written
+    if unknown:
+        raise _unknown_keywords(unknown)
+    given = {s: v for s, v in (("liao2021", liao2021), ("zhang2020", zhang2020), ("li2020", li2020)) if v is not None}
+    options = check_options(given, window_days)  # BAD_OPTION before anything is read or written
     window_days = _whole("scan-lab matching", "window_days", window_days, 0)
-    if study != "all" and study not in _RUNNERS:
-        raise CTScoreError("BAD_OPTION", f"unknown study {study!r}; choose one of {', '.join(STUDIES)} or all")
+    min_n = _whole("all studies", "min_n", min_n, 2)
+    studies = resolve_studies(study)
+    check_input(scores_dir, "scores", "scores_dir")
+    check_input(clinical_csv, "clinical", "clinical_csv")
+    check_input(labs_csv, "labs", "labs_csv")
     if out_dir is not None:
         from pipeline.outputs import check_output_dir
 
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; the folder is made once the
         # inputs are read (run_cohort)
     cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column)
-    return run_cohort(cohort, study=study, out_dir=out_dir, options=options)
+    return run_cohort(cohort, study=studies, out_dir=out_dir, options=options, min_n=min_n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +108,20 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                            f"pseudonymous ids need a 'scores_patient_id' column{hint} (see docs/clinical_schema.md)",
                            source)
     if unmatched.any():
-        examples = ", ".join(repr(x) for x in scan_ids[unmatched].drop_duplicates()[:3])
-        notes.append(f"{int(unmatched.sum())} scan(s) whose patient_id is not in the clinical table were left out "
-                     f"(e.g. {examples})")
-        log.warning(notes[-1])
+        no_id = unmatched & (scan_ids == "")  # no PatientID in the DICOM headers: no clinical row can name it
+        if no_id.any():
+            examples = ", ".join(repr(x) for x in scans.loc[no_id, "scan_id"].astype(str)[:3])
+            notes.append(f"{int(no_id.sum())} scan(s) have no patient_id (no PatientID in their DICOM headers): left "
+                         f"out, as no clinical row can match an empty id (scan_id e.g. {examples}); to use one, write "
+                         f"its patient's {id_column!r} value of the clinical table into its empty patient_id in "
+                         "scans.csv (docs/clinical_schema.md, matching scores to patients)")
+            log.warning(notes[-1])
+        other = unmatched & ~no_id
+        if other.any():
+            examples = ", ".join(repr(x) for x in scan_ids[other].drop_duplicates()[:3])
+            notes.append(f"{int(other.sum())} scan(s) whose patient_id is not in the clinical table were left out "
+                         f"(e.g. {examples})")
+            log.warning(notes[-1])
         scans = scans[~unmatched]
     no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
@@ -159,10 +170,42 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                   analytes=analytes, window_days=window_days, notes=notes)
 
 
-def load_cohort(scores: str | Path, clinical_csv: str | Path, labs_csv: str | Path | None = None,
-                window_days: int = 1, id_column: str | None = None) -> Cohort:
-    """Read and validate the three inputs from disk and join them (see :func:`build_cohort`)."""
-    scans, zones = schema.read_scores(scores)
-    clinical = schema.read_clinical(clinical_csv)
-    labs = schema.read_labs(labs_csv) if labs_csv is not None else None  # unknown patients: counted by build_cohort
+#: What each input of :func:`load_cohort` / ``run_stats`` may be, for the message when it is something else.
+_INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFrame of scans.csv",
+           "clinical": "a path to clinical.csv or a DataFrame of it",
+           "labs": "a path to labs.csv, a DataFrame of it, or None"}
+
+
+def check_input(value: object, name: str, argument: str | None = None) -> None:
+    """BAD_OPTION, before anything is read, when input ``name`` (scores, clinical, labs) is neither a path nor a
+    pandas DataFrame (a list, a dict or a number otherwise failed deep inside with a TypeError)."""
+    if isinstance(value, (str, os.PathLike, pd.DataFrame)) or (value is None and name == "labs"):
+        return
+    raise CTScoreError("BAD_OPTION", f"{argument or name} must be {_INPUTS[name]}, not {type(value).__name__}")
+
+
+def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd.DataFrame,
+                labs_csv: str | Path | pd.DataFrame | None = None, window_days: int = 1,
+                id_column: str | None = None) -> Cohort:
+    """Read and validate the three inputs and join them (see :func:`build_cohort`).
+
+    Each input is a path or a pandas DataFrame of the file's table (as ``pd.read_csv`` gives it, or built in Python);
+    a DataFrame is held to the same rules as the file (:func:`scoring.stats.schema.as_text`), its "line N" in a
+    message is row label N - 2 (``pd.read_csv``'s numbering). A scans DataFrame comes without ``zones.csv``:
+    zhang2020's lung-side and level tables then say ``not run`` (give the output folder for them)."""
+    check_input(scores, "scores")
+    check_input(clinical_csv, "clinical")
+    check_input(labs_csv, "labs")
+    if isinstance(scores, pd.DataFrame):
+        scans, zones = schema.validate_scans(schema.as_text(scores)), None
+    else:
+        scans, zones = schema.read_scores(scores)
+    clinical = schema.validate_clinical(schema.as_text(clinical_csv)) if isinstance(clinical_csv, pd.DataFrame) \
+        else schema.read_clinical(clinical_csv)
+    if labs_csv is None:
+        labs = None
+    elif isinstance(labs_csv, pd.DataFrame):
+        labs = schema.validate_labs(schema.as_text(labs_csv))
+    else:  # unknown patients: counted by build_cohort
+        labs = schema.read_labs(labs_csv)
     return build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)

@@ -235,12 +235,10 @@ def kendall(cohort: Cohort, score: str, labs: list[str], min_n: int) -> pd.DataF
 
 def figure_score_by_period(per: pd.DataFrame, score: str, path: str) -> None:
     """Mean score (SD error bars) vs mean days since onset per period, one line per outcome."""
-    import matplotlib
+    from scoring.stats.report import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     for outcome, color in zip(OUTCOMES, ("tab:blue", "tab:red"), strict=True):
         g = per[per["outcome"] == outcome].groupby("period", observed=True)
         m = g.agg(day=("days_since_onset", "mean"), mean=(score, "mean"), sd=(score, "std"), n=(score, "size"))
@@ -252,7 +250,6 @@ def figure_score_by_period(per: pd.DataFrame, score: str, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(cohort: Cohort, score: str = "six_zone_total", within_bin: str = "mean", labs: list[str] | None = None,

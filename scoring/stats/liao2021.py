@@ -209,13 +209,11 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
 
 def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str) -> None:
     """Median (IQR band) per week by lesion group, one panel per variable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scoring.stats.report import new_figure
 
     d = desc[desc["grouping"] == "group"]
-    fig, axes = plt.subplots(1, len(variables), figsize=(4.5 * len(variables), 3.6), squeeze=False)
+    fig = new_figure(figsize=(4.5 * len(variables), 3.6))
+    axes = fig.subplots(1, len(variables), squeeze=False)
     for ax, var in zip(axes[0], variables, strict=True):
         for grp, color in (("persistent", "tab:red"), ("recovery", "tab:green")):
             g = d[(d["variable"] == var) & (d["group"] == grp) & (d["n"] > 0)]
@@ -227,7 +225,6 @@ def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str) -> 
     fig.suptitle("liao2021: trajectories by lesion group at week 8")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, within_bin: str = "last",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +106,41 @@ def table_notes(options: dict[str, dict[str, object]] | None = None) -> dict[str
 #: Per-patient tables: written as CSV, left out of the HTML page.
 DETAIL_TABLES = {"liao2021_lesion_groups", "liao2021_trajectories", "liao2021_peak_timing_patients",
                  "zhang2020_before_after_patients"}
+
+
+#: The figures the studies draw (file names).
+FIGURE_FILES = ("liao2021_trajectories.png", "zhang2020_score_vs_labs.png", "li2020_score_by_period.png")
+#: Every table and figure file a study writes: what :func:`remove_stale` may remove (``data_summary.csv`` and
+#: ``summary.html``, written by every run, are replaced instead). A test checks that a run writes no other name.
+STUDY_FILES = frozenset({f"{n}.csv" for n in (*TABLE_NOTES, *DETAIL_TABLES) if n != "data_summary"} | set(FIGURE_FILES))
+#: A figure's temporary file that a killed run left behind (:func:`write_figures`).
+_FIGURE_TMP = re.compile(r"\.(" + "|".join(re.escape(Path(f).stem) for f in FIGURE_FILES) + r")\.\d+\.tmp\.png")
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Remove the tables and figures a previous run wrote to ``out_dir`` (only the file names in
+    :data:`STUDY_FILES` and figure temporaries; nothing else in the folder), so that a run of another study, or one
+    whose figure was not drawn this time, leaves no outdated file next to its ``summary.html``."""
+    gone = []
+    if out_dir.is_dir():
+        for p in sorted(out_dir.iterdir()):
+            if (p.name in STUDY_FILES or _FIGURE_TMP.fullmatch(p.name)) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+                gone.append(p)
+    if gone:
+        log.info("removed %d table(s)/figure(s) of a previous run from %s", len(gone), out_dir)
+    return gone
+
+
+def new_figure(figsize: tuple[float, float]):
+    """A ``matplotlib.figure.Figure`` on its own Agg canvas: drawing it sets no global backend and leaves pyplot's
+    figures alone (a notebook's inline plots keep working after a run)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:

@@ -379,7 +379,17 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     scores = Path(scores)
     scans_path = scores / "scans.csv" if scores.is_dir() else scores
     zones_path = scans_path.parent / "zones.csv"
-    scans = _read_csv(scans_path, code)
+    scans = validate_scans(_read_csv(scans_path, code), scans_path)
+    zones = validate_zones(_read_csv(zones_path, code), scans, zones_path) if zones_path.is_file() else None
+    return scans, zones
+
+
+def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
+    """Check and type a table of scores as ``scans.csv`` holds them (text cells: :func:`as_text` turns a frame of
+    numbers and dates into such a table). Failed scans (``status != 'ok'``) are dropped with a log line."""
+    code = "BAD_SCORES"
+    scans_path = Path(path) if path is not None else None
+    scans = _line_index(scans.copy())
     _require(scans, SCANS_REQUIRED, code, scans_path)
     scans["patient_id"] = scans["patient_id"].str.strip()
     if "status" in scans.columns:
@@ -413,20 +423,46 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         if out.any():
             i = int(out.idxmax())
             raise _bad(code, scans_path, c, i + 2, scans[c][i], f"is outside 0-{hi}")
-    scans = scans.reset_index(drop=True)
-    zones = None
-    if zones_path.is_file():
-        zones = _read_csv(zones_path, code)
-        _require(zones, ZONES_REQUIRED, code, zones_path)
-        for c in ("involvement_pct", "extent_score", "density_grade", "unit_score"):
-            if c in zones.columns:
-                zones[c] = pd.to_numeric(zones[c].replace("", np.nan), errors="coerce")
-        zones["scan_id"] = zones["scan_id"].str.strip()
-        zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))]
-        dup = zones.duplicated(["scan_id", "system", "lung", "unit"])
-        if dup.any():
-            i = dup.idxmax()
-            raise _bad(code, zones_path, "scan_id", int(i) + 2, zones["scan_id"][i],
-                       f"has the {zones['system'][i]} unit {zones['lung'][i]} {zones['unit'][i]} more than once")
-        zones = zones.reset_index(drop=True)
-    return scans, zones
+    return scans.reset_index(drop=True)
+
+
+def validate_zones(zones: pd.DataFrame, scans: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
+    """Check and type ``zones.csv`` (text cells), keeping the rows of the scans in ``scans`` (checked ones)."""
+    code = "BAD_SCORES"
+    zones_path = Path(path) if path is not None else None
+    zones = _line_index(zones.copy())
+    _require(zones, ZONES_REQUIRED, code, zones_path)
+    for c in ("involvement_pct", "extent_score", "density_grade", "unit_score"):
+        if c in zones.columns:
+            zones[c] = pd.to_numeric(zones[c].replace("", np.nan), errors="coerce")
+    zones["scan_id"] = zones["scan_id"].str.strip()
+    zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))]
+    dup = zones.duplicated(["scan_id", "system", "lung", "unit"])
+    if dup.any():
+        i = dup.idxmax()
+        raise _bad(code, zones_path, "scan_id", int(i) + 2, zones["scan_id"][i],
+                   f"has the {zones['system'][i]} unit {zones['lung'][i]} {zones['unit'][i]} more than once")
+    return zones.reset_index(drop=True)
+
+
+def _cell_text(v: object) -> str:
+    """One cell as a CSV file would hold it: empty for a missing value, a date without its midnight, 7 for 7.0."""
+    if v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d") if v == v.normalize() else str(v)
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    if hasattr(v, "isoformat") and not isinstance(v, str):  # datetime.date
+        return v.isoformat()
+    return str(v)
+
+
+def as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame (``pd.read_csv``'s numbers, NaN and dates, or a frame built in Python) as text cells, the form
+    the ``validate_*`` functions check, so that a frame is held to the same rules as the file it stands for."""
+    out = df.copy()
+    out.columns = [str(c).strip() for c in out.columns]
+    for c in out.columns:
+        out[c] = [_cell_text(v) for v in out[c].tolist()]
+    return out

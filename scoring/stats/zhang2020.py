@@ -143,7 +143,7 @@ def _complete_sum(values: pd.Series) -> float:
 def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Left vs right lung (t-test as in the study, and paired Wilcoxon) and the score by level 1-5."""
     if cohort.zones is None:
-        note = pd.DataFrame({"note": ["not run: no zones.csv next to scans.csv"]})
+        note = pd.DataFrame({"note": ["not run: no zones.csv next to scans.csv (nor with scores given as a DataFrame)"]})
         return note, note
     z = cohort.zones[(cohort.zones["system"] == "zhang900") & cohort.zones["scan_id"].isin(set(adm["scan_id"]))]
     if z.empty:
@@ -283,8 +283,8 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
     tables["zhang2020_partial_correlation"] = pd.DataFrame(pc_rows)
     if not labs:  # the lab tables came out without a column: one line that says why
         why = no_labs_reason(cohort, requested_labs)
-        # (zhang2020_correlations stays empty: tests/test_stats_edge_cli.py expects it so)
-        for name in ("zhang2020_subgroup_labs", "zhang2020_pairwise", "zhang2020_partial_correlation"):
+        for name in ("zhang2020_subgroup_labs", "zhang2020_pairwise", "zhang2020_correlations",
+                     "zhang2020_partial_correlation"):
             if tables[name].empty:
                 tables[name] = pd.DataFrame({"note": [why]})
     corr = tables["zhang2020_correlations"]
@@ -294,15 +294,13 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
 
 def figure_score_vs_labs(adm: pd.DataFrame, score: str, labs: list[str], corr: pd.DataFrame, path: str) -> None:
     """Scatter of the admission score against each lab, Spearman rho and p in each panel title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scoring.stats.report import new_figure
 
     labs = [lab for lab in labs if adm[lab].notna().any()] or ["(no labs)"]
     ncol = min(4, len(labs))
     nrow = int(np.ceil(len(labs) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False)
+    fig = new_figure(figsize=(3.4 * ncol, 3.0 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     c = corr.set_index("lab") if "lab" in corr else pd.DataFrame()
     for ax, lab in zip(axes.ravel(), labs, strict=False):
         if lab in adm:
@@ -317,4 +315,3 @@ def figure_score_vs_labs(adm: pd.DataFrame, score: str, labs: list[str], corr: p
     fig.suptitle("zhang2020: admission score vs laboratory values (Spearman)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,18 @@ def validate_frames(reference: pd.DataFrame, predictions: pd.DataFrame, *, min_n
     }
 
 
+def _check_path(value: Any, argument: str, what: str) -> None:
+    """BAD_OPTION when an input of :func:`run_validation` is not a path (a DataFrame failed with a raw TypeError):
+    run_validation reads files; the frame-level function is :func:`validate_frames`."""
+    if isinstance(value, (str, os.PathLike)):
+        return
+    kind = "a pandas DataFrame" if isinstance(value, pd.DataFrame) else type(value).__name__
+    raise CTScoreError("BAD_OPTION", f"run_validation: {argument} must be a path to {what}, not {kind}; run_validation "
+                       "reads and checks files (write a frame with df.to_csv(path, index=False)); for frames use "
+                       "scoring.validation.api.validate_frames(reference, predictions), which takes a checked "
+                       "reference and ctscore's long-form predictions")
+
+
 def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str | Path | None = None,
                    **options: Any) -> dict[str, pd.DataFrame]:
     """Compare ctscore's scores with the readers' reference; returns the tables by name.
@@ -104,6 +117,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     targets ctscore and every reader scored), ``confusion_matrices`` (long counts).
     """
     opts = check_options(options)
+    _check_path(pred_dir, "pred_dir", "a ctscore run output folder or its scans.csv")
+    _check_path(reference_csv, "reference_csv", "the reference CSV (docs/reference_schema.md)")
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     scans = load_scans(pred_dir)
     if out_dir is not None:

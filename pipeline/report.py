@@ -401,7 +401,10 @@ ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 {escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
 <h2>Series</h2>
 <p class="summary">Click a column header to sort; click a picture for the full QC montage
-(coronal view with the six-zone planes, axial slices in each zone):{_legend()}</p>
+(coronal view with the six-zone planes, axial slices in each zone):{_legend()}
+Which input folder a series came from is kept off this page (folder names often hold patient names): find its
+scan_id in scans.csv (series_uid) and that series_uid in inventory.csv (path), or, for a failed series, in
+failures.csv (path).</p>
 {_series_table(out_dir, rows, by_scan)}
 <h2>Failures</h2>
 {_failures_section(failures)}

@@ -47,8 +47,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -113,22 +113,44 @@ class BatchOptions:
                                            or not isinstance(self.timeout_s, (int, float))):
             raise ConfigError(f"timeout_s must be a number of seconds, got {self.timeout_s!r}")
         self.resolved_executor()
+        # each option named as the Python field and the command-line option (--workers ...) it comes from
         if self.workers < 0 or self.threads_per_worker < 1:
-            raise ConfigError("--workers must be >= 0 and --threads-per-worker >= 1")
+            raise ConfigError("workers (--workers) must be >= 0 and threads_per_worker (--threads-per-worker) >= 1")
         if self.timeout_s is not None and not self.timeout_s >= 0:  # also refuses NaN
-            raise ConfigError(f"--timeout must be >= 0 seconds (0: no limit), got {self.timeout_s:g}")
+            raise ConfigError(f"timeout_s (--timeout) must be >= 0 seconds (0: no limit), got {self.timeout_s:g}")
         if self.timeout_s is not None and self.timeout_s > threading.TIMEOUT_MAX:  # inf: the alarm cannot be set
-            raise ConfigError(f"--timeout must be at most {threading.TIMEOUT_MAX:.0f} seconds (0: no limit), "
-                              f"got {self.timeout_s:g}")
+            raise ConfigError(f"timeout_s (--timeout) must be at most {threading.TIMEOUT_MAX:.0f} seconds (0: no "
+                              f"limit), got {self.timeout_s:g}")
         if self.allowed_failures < 0:
             raise ConfigError(f"allowed_failures must be >= 0, got {self.allowed_failures}")
         if (self.shard_index is None) != (self.num_shards is None):
-            raise ConfigError("--shard-index and --num-shards go together")
+            raise ConfigError("shard_index and num_shards (--shard-index, --num-shards) go together")
         if self.num_shards is not None and not 0 <= int(self.shard_index or 0) < self.num_shards:
-            raise ConfigError(f"--shard-index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+            raise ConfigError(f"shard_index (--shard-index) must be in 0..{self.num_shards - 1}, "
+                              f"got {self.shard_index}")
         if self.resolved_executor() == "slurm" and not self.slurm_profile:
-            raise ConfigError("--executor slurm needs --slurm-profile PROFILE.yaml "
-                              "(see scripts/slurm/profile.example.yaml)")
+            raise ConfigError("executor 'slurm' (--executor slurm) needs slurm_profile (--slurm-profile "
+                              "PROFILE.yaml, see scripts/slurm/profile.example.yaml)")
+
+
+def batch_options(batch: Any = None) -> BatchOptions:
+    """The ``batch`` argument of :func:`pipeline.run.run_pipeline` (and :func:`run_batch`) as a :class:`BatchOptions`:
+    None (the defaults, those of ``ctscore run``), a BatchOptions, or a mapping of its fields (``{"workers": 2,
+    "executor": "local"}``). Anything else, or an unknown field, is a ConfigError (BAD_CONFIG) naming the accepted
+    forms and fields. Not yet validated (:meth:`BatchOptions.validate`)."""
+    if batch is None:
+        return BatchOptions()
+    if isinstance(batch, BatchOptions):
+        return batch
+    known = [f.name for f in fields(BatchOptions)]
+    if isinstance(batch, Mapping):
+        unknown = [k for k in batch if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown batch option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return BatchOptions(**batch)
+    raise ConfigError(f"batch must be a pipeline.batch.BatchOptions, a mapping of its options (e.g. "
+                      f"{{'workers': 2}}; known: {', '.join(known)}) or None, got {type(batch).__name__} "
+                      f"{batch!r}"[:600])
 
 
 @dataclass
@@ -1059,17 +1081,18 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
         raise stop
 
 
-def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any], opts: BatchOptions | None = None,
+def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any], opts: Any = None,
               input_path: str = "") -> dict[str, Any]:
     """Score the selected series ``candidates`` into ``out_dir`` with the executor of ``opts``.
 
     Skips finished scans (resume), runs the rest, and writes the run tables (into
-    ``OUT/shards/K-of-N/`` for a shard; ``ctscore aggregate OUT`` merges them). Returns the summary of
-    :func:`pipeline.run.write_run_tables` plus ``n_skipped`` and ``n_run``. Raises OutputLocked (OUTPUT_LOCKED),
+    ``OUT/shards/K-of-N/`` for a shard; ``ctscore aggregate OUT`` merges them). ``opts``: as ``batch`` of
+    :func:`batch_options`. Returns the summary of :func:`pipeline.run.write_run_tables` plus ``n_skipped``,
+    ``n_run`` and ``executor`` (see :func:`pipeline.run.run_pipeline`). Raises OutputLocked (OUTPUT_LOCKED),
     before scoring anything, while another process writes into ``out_dir`` (the same shard of it; see
     :func:`writer_lock`).
     """
-    opts = opts or BatchOptions()
+    opts = batch_options(opts)
     opts.validate()
     executor = opts.resolved_executor()
     out_dir = Path(out_dir)

@@ -12,12 +12,14 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipeline.errors import ConfigError
@@ -58,9 +60,24 @@ def default_config() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+def _plain(value: Any) -> Any:
+    """A value from a notebook as YAML would have given it: a path (``pathlib.Path``, any ``os.PathLike``) as its
+    text, a numpy scalar (``np.int64(20)``, ``np.bool_``, ``np.float32``) or 0-d array as the Python number or bool
+    (the resolved config is written to run.json and hashed as JSON)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+        return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    return value
+
+
 def _check_type(key: str, default: Any, value: Any) -> Any:
-    if default is None:
-        return value
+    value = _plain(value)
+    if default is None:  # a key with no default value (scoring.lobar.lobes_dir): a path, as text, or none
+        if value is None or isinstance(value, str):
+            return None if value is None else str(value)
+        raise ConfigError(f"{key} must be text (a path) or null, got {type(value).__name__} {value!r}")
     if value is None:  # an empty value in YAML (``key:``): the code needs one
         raise ConfigError(f"{key} has no value (empty or null); give one, or leave the key out for the default "
                           f"{default!r}")
@@ -75,11 +92,15 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be a number, got NaN")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, list):
+        if isinstance(value, (tuple, np.ndarray)):  # a tuple or a numpy array from a notebook: a list
+            value = list(value)
         if not isinstance(value, list) or len(value) != len(default):
             raise ConfigError(f"{key} must be a list of {len(default)} values, got {value!r}")
         return [_check_type(f"{key}[{i}]", d, v) for i, (d, v) in enumerate(zip(default, value))]
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{key} must be text, got {value!r}")
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be text, got {value!r}")
+        return str(value)
     return value
 
 
@@ -178,10 +199,12 @@ def load_config(
     """Resolve the configuration: defaults, then each YAML file, then ``--set`` overrides, then ``extra`` (a
     mapping of sections, e.g. a configuration edited in a notebook). One path or one override may be given as
     a plain string."""
-    if isinstance(paths, (str, Path)):
+    if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if isinstance(overrides, str):
         overrides = [overrides]
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ConfigError(f"extra must be a mapping of sections (as a YAML file holds), got {type(extra).__name__}")
     cfg = default_config()
     paths = [Path(p) for p in paths]
     overrides = list(overrides)
@@ -219,6 +242,29 @@ def load_config(
         raise ConfigError(exc.message if where else f"{exc.message} (in the configuration from {', '.join(given)})",
                           where) from None
     return cfg
+
+
+def resolve_config(cfg: Any = None) -> dict[str, Any]:
+    """The ``cfg`` argument of a Python twin (``run_pipeline``, ``build_inventory``) resolved as the command line
+    resolves its options: None, the defaults; a mapping of sections (only the keys you change, or a whole
+    configuration from :func:`load_config`), merged over the defaults (:func:`load_config` ``extra``); a YAML file
+    (a ``str`` or ``os.PathLike`` path, as ``--config``). Checked as the CLI checks it (unknown keys, types, the
+    rules across keys). Anything else is a :class:`ConfigError` (BAD_CONFIG) saying what is accepted."""
+    if cfg is None:
+        return load_config()
+    if isinstance(cfg, Mapping):
+        return load_config(extra=cfg)
+    if isinstance(cfg, (str, os.PathLike)):
+        if isinstance(cfg, str) and "=" in cfg and not Path(cfg).exists():
+            raise ConfigError(f"{cfg!r} looks like a --set override, not a configuration file: pass "
+                              f"load_config(overrides=[{cfg!r}]) (or a mapping of sections)")
+        return load_config(paths=[cfg])
+    hint = ""
+    if isinstance(cfg, (list, tuple)) and cfg and all(isinstance(x, str) and "=" in x for x in cfg):
+        hint = f"; for --set overrides pass load_config(overrides={list(cfg)!r})"
+    raise ConfigError(f"the configuration must be a mapping of sections (e.g. from load_config()), the path of a "
+                      f"YAML file (as --config) or None (the defaults), got {type(cfg).__name__} {cfg!r}"[:400]
+                      + hint)
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:

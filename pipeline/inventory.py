@@ -679,16 +679,23 @@ def _all_series(all_series: bool, all_eligible: bool | None) -> bool:
     return bool(all_eligible) or all_series
 
 
-def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
+def build_inventory(root: str | Path, cfg: Any = None, series_uid: str | None = None,
                     all_series: bool = False, identifiers: bool = False, *, all_eligible: bool | None = None
                     ) -> Inventory:
     """Scan ``root`` (headers only), decide every stack and return the inventory tables (``ctscore scan``).
 
-    ``all_series``: select every eligible stack, not one per study (``--all-series``, as in ``run_pipeline``)."""
+    ``cfg``: None (the defaults), a mapping of sections with only the keys you change (e.g.
+    ``{"selection": {"min_slices": 50}}``) or a whole configuration, or the path of a YAML file (``--config``):
+    merged over the defaults and checked as ``ctscore scan`` checks it (:func:`pipeline.config.resolve_config`:
+    an unknown key or a bad value is a ConfigError, BAD_CONFIG). ``all_series``: select every eligible stack, not
+    one per study (``--all-series``, as in ``run_pipeline``); ``series_uid``: ``--series-uid``; ``identifiers``:
+    ``--identifiers``."""
     import pandas as pd
 
+    from pipeline.config import resolve_config
     from pipeline.selection import select_stacks
 
+    cfg = resolve_config(cfg)  # as the CLI's load_config: merged over the defaults, unknown keys refused
     all_series = _all_series(all_series, all_eligible)
     records, stacks = discover_records(root, _salt_of(cfg))
     chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)
@@ -707,7 +714,7 @@ def build_inventory(root: str | Path, cfg: dict[str, Any] | None = None, series_
     return Inventory(files=files_df, stacks=stacks_df, candidates=stacks, chosen=chosen)
 
 
-def scan_inventory(input: str | Path, cfg: dict[str, Any] | None = None, series_uid: str | None = None,
+def scan_inventory(input: str | Path, cfg: Any = None, series_uid: str | None = None,
                    all_series: bool = False, identifiers: bool = False, *, all_eligible: bool | None = None):
     """Header-only inventory of ``input`` as a DataFrame with one row per file (``ctscore scan``).
 

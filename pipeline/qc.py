@@ -194,10 +194,10 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     ``estimated`` (placed from the others, not found in the image) are drawn dashed and labelled "(est.)", as in
     levels.png: the zones they bound are only as good as the estimate.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
+    # touched, and the picture is the same as pyplot with the Agg backend drew it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
@@ -208,7 +208,8 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     picks = pick_axial_slices(lungs, classes, z_mm, levels, voxel_ml=sz * sy * sx / 1000.0)
     crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
 
-    fig = plt.figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
+    fig = Figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
+    FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.14)
     text = {"color": "white", "fontsize": 12}
 
@@ -283,7 +284,6 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -114,10 +114,10 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
 
     ``landmarks`` maps a name to a :class:`scoring.landmarks.Landmark` or its dict form.
     The sagittal plane goes through the trachea when ``airway`` is given, else the lungs' midline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
+    # touched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     z_mm = np.asarray(z_mm, float)
     nz, ny, nx = hu.shape
@@ -154,8 +154,9 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         cor, sag = cor[idx], sag[idx]
         zhi = zlo + len(idx) * dz
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 7), dpi=100, facecolor="black",
-                             gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
+    fig = Figure(figsize=(11, 7), dpi=100, facecolor="black")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
     for ax, img, width, win, lab in ((axes[0], cor, nx * sx, LUNG_WINDOW, "coronal (R | L)"),
                                      (axes[1], sag, ny * sy, SOFT_WINDOW, "sagittal (A | P)")):
         ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1], origin="lower",
@@ -198,5 +199,4 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     _spread_labels(fig, labels)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor="black")
-    plt.close(fig)
     return buf.getvalue()

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline import __version__
-from pipeline.config import config_hash, load_config, redact_secrets
+from pipeline.config import config_hash, redact_secrets
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.outputs import (
     DEFAULT_SALT,
@@ -440,22 +440,52 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
     return status
 
 
-def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: dict[str, Any] | None = None,
-                 series_uid: str | None = None, all_series: bool = False, batch=None) -> dict[str, Any]:
-    """Score every selected series under ``input_path``; write run tables to ``out_dir``.
+def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
+                 series_uid: str | None = None, all_series: bool = False, batch: Any = None) -> dict[str, Any]:
+    """Score every selected series under ``input_path``; write the run tables to ``out_dir`` (``ctscore run``).
 
-    ``batch`` (a :class:`pipeline.batch.BatchOptions`) picks the executor (serial, dask local or
-    SLURM), the shard, resume and the per-scan timeout; the default is a serial, resumable run.
-    Returns a summary dict (counts, tables as records). Raises NoEligibleSeries when nothing under
-    the input can be scored, and OutputLocked (OUTPUT_LOCKED), before writing anything, while another ctscore
-    process writes into ``out_dir`` (or the same shard of it). ``cfg`` (e.g. a configuration edited in a notebook)
-    and ``batch`` are checked as the CLI checks them, before anything is written.
+    ``cfg``: None (the defaults), a mapping of sections with only the keys you change (e.g.
+    ``{"segmentation": {"method": "classical"}}``) or a whole configuration from
+    :func:`pipeline.config.load_config`, or the path of a YAML file (``--config``); merged over the defaults and
+    checked as the CLI checks it (:func:`pipeline.config.resolve_config`), paths (``pathlib.Path``), tuples, numpy
+    arrays and numpy scalars taken as text, lists and numbers. The options of ``ctscore run`` that are config keys:
+    ``--segmenter NAME`` and ``--model PATH`` set ``segmentation.method`` (``"classical"``, ``"monai"`` or a model
+    folder), ``-d/--device`` sets ``segmentation.device``, ``--lobes DIR`` sets ``scoring.lobar.lobes_dir`` (the CLI
+    makes it absolute), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
+    ``load_config(paths, overrides)``. ``series_uid`` and ``all_series`` are ``--series-uid`` and ``--all-series``.
+
+    ``batch``: a :class:`pipeline.batch.BatchOptions`, a mapping of its fields (e.g. ``{"workers": 2}``) or None
+    (a serial, resumable run, per-scan timeout 3600 s: the CLI's defaults); it picks the executor (serial, dask
+    local or SLURM), the shard, resume and the per-scan timeout (the ``--executor``, ``--workers``, ... options).
+
+    Returns a dict:
+
+    - ``n_series`` (int): series of this run (of this shard), ``n_ok`` (int) scored, ``n_failed`` (int) failed;
+    - ``n_skipped`` (int): of them, finished in an earlier run into ``out_dir`` and not scored again (resume);
+      ``n_run`` (int): scored (or tried) in this call;
+    - ``scans`` (pandas DataFrame): ``scans.csv``, one row per series (failed ones with ``status`` "failed");
+    - ``failures`` (pandas DataFrame): ``failures.csv``, one row per failed series: why (``code``, ``message``,
+      ``path``, with ``scan_id`` and ``series_uid``; no rows when none failed);
+    - ``out_dir`` (str): the folder holding the tables: ``out_dir``, or ``out_dir/shards/K-of-N`` for a shard;
+    - ``executor`` (str): ``"serial"``, ``"local"`` or ``"slurm"``.
+
+    The same tables are files in the returned ``out_dir``: ``scans.csv``, ``failures.csv`` (why a series failed),
+    ``zones.csv`` (the zone rows, not returned), each with a Parquet twin, and ``run.json`` (provenance).
+
+    A series that cannot be scored raises nothing: it is a row of ``failures``. Raises
+    :class:`~pipeline.errors.CTScoreError` (the ``code`` the CLI prints): before anything is written, ConfigError
+    (BAD_CONFIG) for a bad configuration or batch option, ModelError (BAD_MODEL) for a model that does not load,
+    OutputLocked (OUTPUT_LOCKED) while another ctscore process writes into ``out_dir`` (or the same shard of it),
+    INPUT_NOT_FOUND for an input that is not there or cannot be listed; NoEligibleSeries (NO_ELIGIBLE_SERIES) when
+    nothing under the input can be scored (``inventory.csv`` in ``out_dir`` says why); OUTPUT_UNWRITABLE when
+    ``out_dir`` cannot be written.
     """
-    from pipeline.batch import BatchOptions, lock_path, preflight, run_batch, writer_lock
+    from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
+    from pipeline.config import resolve_config
     from pipeline.inventory import build_inventory
 
-    cfg = load_config(extra=cfg) if cfg else load_config()  # merged over the defaults and validated
-    batch = batch or BatchOptions()
+    cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
+    batch = batch_options(batch)
     batch.validate()
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
     out = Path(out_dir)
@@ -522,7 +552,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
             failures.append({k: st.get(k, "") for k in FAILURE_COLUMNS})
     scans_df = atomic_write_table(out_dir / "scans.csv", rows, SCAN_COLUMNS)
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
-    atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
+    failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
     run = {
         "ctscore_version": __version__,
         "python": platform.python_version(),
@@ -547,7 +577,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     from pipeline.report import write_run_report
     write_run_report(out_dir)  # OUT/report.html, from the files just written
     return {"n_series": run["n_series"], "n_ok": run["n_ok"], "n_failed": run["n_failed"],
-            "scans": scans_df, "out_dir": str(out_dir)}
+            "scans": scans_df, "failures": failures_df, "out_dir": str(out_dir)}
 
 
 def _versions() -> dict[str, str]:

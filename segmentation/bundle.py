@@ -464,8 +464,9 @@ class BundleSegmenter:
             raise _bad_def(f"it gives a {type(self.net).__name__}, not a torch.nn.Module", config)
         load_into(self.net, load_state(weights, data), weights)
         self.net.eval().to(self.device)
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # CPU inference with deterministic algorithms, switched on only while segment, label_map or check_output runs
+        # (monai_segmenter.deterministic_algorithms): the process's own torch setting is left as it was
+        self.deterministic = self.device.type == "cpu"
         roi = self.mapping.get("roi_size", [96, 96, 96])
         self.orientation = self.mapping["orientation"]
         self.inferer = SlidingWindowInferer(roi_size=tuple(int(v) for v in roi), sw_batch_size=1, overlap=0.25,
@@ -500,7 +501,9 @@ class BundleSegmenter:
         device faults are raised as they are: the machine's, not the bundle's)."""
         import torch
 
-        with torch.inference_mode():
+        from segmentation.monai_segmenter import deterministic_algorithms
+
+        with torch.inference_mode(), deterministic_algorithms(self.deterministic):
             try:
                 if self.device.type == "cuda":
                     with torch.autocast("cuda", dtype=torch.float16):
@@ -555,6 +558,12 @@ class BundleSegmenter:
 
     def label_map(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         """The bundle's output on the input grid: a label map (softmax) or [C, z, y, x] bool (sigmoid)."""
+        from segmentation.monai_segmenter import deterministic_algorithms
+
+        with deterministic_algorithms(self.deterministic):
+            return self._label_map(hu, spacing)
+
+    def _label_map(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         import torch
 
         from segmentation.monai_segmenter import resize_to, upsample_slabs
@@ -586,7 +595,14 @@ class BundleSegmenter:
         return out
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
-        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm."""
+        """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm. On CPU, torch's
+        deterministic algorithms are on while it runs, the process's own setting restored after it."""
+        from segmentation.monai_segmenter import deterministic_algorithms
+
+        with deterministic_algorithms(self.deterministic):
+            return self._segment(hu, spacing)
+
+    def _segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         out = self.label_map(np.asarray(hu, np.float32), spacing)
         labels = self.mapping["labels"]
 
@@ -648,8 +664,9 @@ def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 
     net_def = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 3, "in_channels": 1,
                "out_channels": n_out, "features": [4, 4, 4, 4, 4, 4]}
     (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": net_def}, indent=1))
-    torch.manual_seed(seed)
-    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_out, features=(4, 4, 4, 4, 4, 4))
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's torch random state is left as it was
+        torch.manual_seed(seed)
+        net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_out, features=(4, 4, 4, 4, 4, 4))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "models" / "model.safetensors"))
     sha = sha256_file(folder / "models" / "model.safetensors")
     (folder / "models" / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": sha}}}))

@@ -28,10 +28,13 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,38 @@ class WeightsError(ModelError):
 _DEVICE_RE = re.compile(r"cuda(?::(\d+))?")
 
 
+_DETERMINISTIC_LOCK = threading.Lock()
+_deterministic_users = 0
+_deterministic_saved: tuple[bool, bool] = (False, False)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` for the inference inside, and the caller's
+    setting (:func:`torch.are_deterministic_algorithms_enabled`, its warn-only flag) restored after it: a notebook
+    that runs a scan keeps its own torch settings. Nested and concurrent uses (scans in threads of one process)
+    share one switch: the setting is restored when the last of them ends. ``enabled`` false: nothing changes."""
+    global _deterministic_users, _deterministic_saved
+    if not enabled:
+        yield
+        return
+    import torch
+
+    with _DETERMINISTIC_LOCK:
+        if _deterministic_users == 0:
+            _deterministic_saved = (torch.are_deterministic_algorithms_enabled(),
+                                    torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_users += 1
+    try:
+        yield
+    finally:
+        with _DETERMINISTIC_LOCK:
+            _deterministic_users -= 1
+            if _deterministic_users == 0:
+                torch.use_deterministic_algorithms(_deterministic_saved[0], warn_only=_deterministic_saved[1])
+
+
 def resolve_device(device: str | None) -> Any:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (``gpu``/``gpu:N`` alike) as a torch
     device; anything else, CUDA asked for where there is none, or a CUDA index beyond the visible devices
@@ -71,7 +106,8 @@ def resolve_device(device: str | None) -> Any:
     if not m:
         raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available (use --device cpu or auto)")
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available (use device cpu or auto: "
+                          "--device, segmentation.device)")
     n = torch.cuda.device_count()
     if m.group(1) is not None and int(m.group(1)) >= n:
         raise ConfigError(f"device {device!r} asked for, but {n} CUDA device(s) are visible "
@@ -378,7 +414,6 @@ class MonaiSegmenter:
 
     def __init__(self, weights_path: str | Path | None = None, device: str = "auto",
                  cfg: dict[str, Any] | None = None) -> None:
-        import torch
         import yaml
         from safetensors import SafetensorError
         from safetensors.torch import load as load_bytes
@@ -444,8 +479,9 @@ class MonaiSegmenter:
         self.body_margin_mm = float(self.options.get("body_margin_mm", BODY_MARGIN_MM))  # for experiments
         if not 0.0 <= self.body_margin_mm < 200.0:  # also false for NaN
             raise ConfigError(f"segmentation.monai.body_margin_mm must be in [0, 200) mm, got {self.body_margin_mm}")
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # CPU inference with deterministic algorithms, switched on only while segment, probabilities or
+        # predict_logits runs (:func:`deterministic_algorithms`): the process's own torch setting is left as it was
+        self.deterministic = self.device.type == "cpu"
         self.sw_batch_size = self.options.get("sw_batch_size", 1 if self.device.type == "cpu" else 4)
         if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int | np.integer) \
                 or self.sw_batch_size < 1:
@@ -485,7 +521,7 @@ class MonaiSegmenter:
         # windows are multiples of 16 and of the network's downsampling (model.yaml's windows are, see
         # check_model_yaml), at least two of them (a U-Net needs more than one voxel at its bottom)
         mult = int(np.lcm(16, downsampling_factor(self.meta["arch"])))
-        with torch.inference_mode():
+        with torch.inference_mode(), deterministic_algorithms(self.deterministic):
             x0 = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
             acc = None
             for f in self.scales:
@@ -516,6 +552,10 @@ class MonaiSegmenter:
 
         Before any threshold and clean-up: for diagnostics (how sure the model is where it misses, what a lower
         threshold would add); :meth:`segment` does not keep them (memory)."""
+        with deterministic_algorithms(self.deterministic):
+            return self._probabilities(hu, spacing)
+
+    def _probabilities(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, np.ndarray]:
         import torch
 
         hu, spacing = scan_input(hu, spacing)
@@ -548,7 +588,12 @@ class MonaiSegmenter:
 
         NaN voxels are taken as air (outside the field of view); a volume without body (no voxel above
         :data:`BODY_HU`) gets empty masks; a volume that is not 3-D or a spacing that is not three positive numbers
-        is a ValueError (:func:`scan_input`)."""
+        is a ValueError (:func:`scan_input`). On CPU, torch's deterministic algorithms are on while it runs
+        (:func:`deterministic_algorithms`), the process's own setting restored after it."""
+        with deterministic_algorithms(self.deterministic):
+            return self._segment(hu, spacing)
+
+    def _segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         import torch
 
         hu, spacing = scan_input(hu, spacing)

@@ -14,6 +14,7 @@ the one before; the last stage's model files are moved into ``out`` with the man
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ def check_train_options(*, init: str | Path | None, device: str, prepare_only: b
 
 
 def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str | Path | None = None,
-                    backgrounds: list[str] | None = None, backgrounds_file: str | Path | None = None,
+                    backgrounds: str | Path | list[str | Path] | None = None, backgrounds_file: str | Path | None = None,
                     cache: str | Path = ".train_cache", train_config: str | Path | None = None,
                     init: str | Path | None = None, device: str = "auto", prepare_only: bool = False,
                     iterations: int | None = None, max_minutes: float | None = None,
@@ -215,7 +216,8 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     ``out`` holding a model already (``model.safetensors``, e.g. the shipped ``segmentation/weights`` or an
     earlier run's hours of training) is refused before anything is made, unless ``overwrite``.
 
-    Options as ``ctscore train --help`` (``backgrounds_file`` replaces ``data``/``backgrounds``; the
+    Options as ``ctscore train --help`` (``backgrounds``: the names of sub-folders of ``data``, or one name as a
+    ``str``/``Path``, as ``--backgrounds A B``; ``backgrounds_file`` replaces ``data``/``backgrounds``; the
     keyword options win over ``train_config``, its stages included; a stage's own ``backgrounds_file`` wins over
     ``backgrounds_file``, which wins over the config's top level). Returns ``{"cache_files": [...]}`` plus,
     unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
@@ -229,12 +231,16 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         train,
     )
 
+    if isinstance(backgrounds, (str, os.PathLike)):  # one background, not its letters
+        backgrounds = [backgrounds]
+    if backgrounds is not None:
+        backgrounds = [os.fspath(b) if isinstance(b, os.PathLike) else b for b in backgrounds]
     check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
                         max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
                         p_empty=p_empty, seed=seed)
     if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
-        raise ConfigError("the output folder already holds a model (model.safetensors): give another --out, or "
-                          "--overwrite to replace it", out)
+        raise ConfigError("the output folder already holds a model (model.safetensors): give another out folder "
+                          "(--out), or overwrite=True (--overwrite) to replace it", out)
     cfg: dict = {}
     stages: list[dict] = [{}]
     if train_config:

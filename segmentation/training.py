@@ -22,6 +22,7 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -857,10 +858,55 @@ def check_init_fits(model_yaml: dict[str, Any], cfg: dict[str, Any], init: str |
                               f"for {list(c[k])}; fine-tune at the init's {k}", init)
 
 
+@contextlib.contextmanager
+def global_random_state_kept() -> Iterator[None]:
+    """The process's global random state as it was before the block, whatever the block seeds: Python's
+    ``random``, numpy's global generator, torch's CPU generator and (where CUDA is available) every CUDA
+    device's, cuDNN's ``deterministic`` and ``benchmark`` flags, torch's deterministic-algorithms setting and
+    MONAI's recorded seed. :func:`train` seeds them all (``set_determinism``); a notebook calling it keeps its own."""
+    import random
+
+    import torch
+
+    try:
+        import monai.utils.misc as monai_misc
+    except ImportError:  # pragma: no cover - training needs MONAI anyway
+        monai_misc = None
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    monai_seed = getattr(monai_misc, "_seed", None)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        with torch.backends.__allow_nonbracketed_mutation():  # as set_determinism sets them
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+        if monai_misc is not None:
+            monai_misc._seed = monai_seed
+
+
 def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
           arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
           ) -> dict[str, Any]:
-    """Train the network on cached cases; write weights, model.yaml, manifest.json; return the log."""
+    """Train the network on cached cases; write weights, model.yaml, manifest.json; return the log.
+
+    Seeded (``seed`` of the training config: Python's, numpy's and torch's global generators, cuDNN's flags), and
+    the caller's global random state and cuDNN flags restored afterwards (:func:`global_random_state_kept`): what it
+    computes is as seeded, and a notebook's own random numbers go on as they would have."""
+    with global_random_state_kept():
+        return _train(cache_files, out_dir, cfg, arch, device, init_weights)
+
+
+def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
+           arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
+           ) -> dict[str, Any]:
     import torch
     from monai.data import CacheDataset, DataLoader, Dataset
     from monai.losses import DiceCELoss, DiceLoss

@@ -34,11 +34,17 @@ def _chest(nz: int = 30, ny: int = 48, nx: int = 64, dz: float = 8.0) -> dict:
 
 
 def _keep_figure(monkeypatch: pytest.MonkeyPatch) -> list:
-    """The figures that levels_png would close, kept open to look at what was drawn."""
-    import matplotlib.pyplot as plt
+    """The figures levels_png saves (on their own canvas, no pyplot), kept to look at what was drawn."""
+    from matplotlib.figure import Figure
 
     kept: list = []
-    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    save = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        kept.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
     return kept
 
 

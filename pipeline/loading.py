@@ -444,7 +444,9 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         log.warning("gantry tilt of %.1f deg corrected by shearing slices in-plane", geo.tilt_deg)
     elif geo.oblique:
         _add(flags, "OBLIQUE_ORIENTATION")
-    dz = geo.spacing if len(along) > 1 else float(thickness or 1.0)
+    # one slice: its thickness, when that is a usable length (a negative or absent one: 1 mm, only a nominal size)
+    t = float(thickness or 0.0)
+    dz = geo.spacing if len(along) > 1 else (t if np.isfinite(t) and 0.0 < t < 1e6 else 1.0)
     if resample:
         hu, pad, new_along = resample_along_normal(hu, pad, along, dz)
         dz = float(new_along[1] - new_along[0]) if len(new_along) > 1 else dz  # the extent in whole steps

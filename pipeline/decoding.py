@@ -121,7 +121,60 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _gdcm_decode(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode with python-gdcm's ImageReader (stored values), shaped (frames, rows, cols)."""
+    """Decode with python-gdcm's ImageReader (stored values), shaped (frames, rows, cols), in a child process
+    (:mod:`pipeline.gdcm_worker`): GDCM aborts the whole process on some damaged streams, which then fail this
+    file only (``GdcmCrashed``, a RuntimeError)."""
+    from pipeline.gdcm_worker import decode
+
+    return decode(path, shape, "raw")
+
+
+def _pydicom_gdcm_here(path: Path) -> np.ndarray:
+    """pydicom's ``pixel_array`` of the file with its gdcm plugin, in this process (what the child process of
+    :func:`_pixel_array` runs)."""
+    from pipeline.inventory import dcmread_as_inventory
+
+    ds = dcmread_as_inventory(path)
+    ds.pixel_array_options(decoding_plugin="gdcm")
+    return ds.pixel_array
+
+
+def _pixel_array(ds: pydicom.Dataset, path: Path, tsyntax: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """``ds.pixel_array``, with pydicom's gdcm plugin run in a child process (:mod:`pipeline.gdcm_worker`: GDCM
+    aborts the process on some damaged streams) and the other plugins here, in pydicom's own order (gdcm first
+    where it is installed: the same decoder, so the same values, as pydicom's ``pixel_array``). When every plugin
+    fails, the error lists each one's reason, as pydicom's own does."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        plugins = tuple(get_decoder(tsyntax).available_plugins)
+    except Exception:  # noqa: BLE001 - native or unknown syntax: pydicom says what it says
+        plugins = ()
+    if "gdcm" not in plugins:
+        return ds.pixel_array
+    from pipeline.gdcm_worker import decode
+
+    errors = []
+    try:
+        for plugin in plugins:
+            try:
+                if plugin == "gdcm":
+                    return decode(path, shape, "pydicom")
+                ds.pixel_array_options(decoding_plugin=plugin)
+                return ds.pixel_array
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - pydicom and its plugins raise many types
+                said = _one_line(exc)
+                errors.append(said if said.startswith(f"{plugin}:") else f"{plugin}: {said}")
+    finally:
+        ds.pixel_array_options()  # pydicom's defaults again
+    raise RuntimeError("Unable to decode the pixel data as the following exceptions were raised by all available "
+                       "plugins:\n" + "\n".join(errors))
+
+
+def _gdcm_decode_here(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """:func:`_gdcm_decode` in this process (what the child process runs)."""
     import gdcm  # python-gdcm, BSD licence
 
     reader = gdcm.ImageReader()
@@ -426,7 +479,7 @@ def decode_frames(ds: pydicom.Dataset, path: Path, frames: int, rows: int, cols:
     tsyntax = transfer_syntax_of(ds)
     _check_jpeg_headers(ds, path, frames, tsyntax)
     try:
-        arr = ds.pixel_array
+        arr = _pixel_array(ds, path, tsyntax, shape)
     except MemoryError as exc:
         raise SeriesError("TOO_LARGE", "not enough memory to decode the pixel data", path) from exc
     except Exception as first:  # noqa: BLE001 - pydicom and its plugins raise many types

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,7 +201,9 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     per_series = Counter(cand.series_uid for cand in candidates)
     tasks = []
     for cand in candidates:
-        files = [str(f) for f in cand.files]
+        # absolute: a failure's path in failures.csv names the files wherever the run was started from (and a worker
+        # whose working directory differs still finds them)
+        files = [os.path.abspath(str(f)) for f in cand.files]
         # the scan id hashes the SeriesInstanceUID: stable when a stray file (a localizer, a slice without
         # position) splits the series into stacks and renumbers them; only when several stacks of one series
         # are scored (--all-series) does the stack id tell them apart
@@ -443,21 +447,30 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
     A run holds ``OUT/.status/.lock`` exclusively; a shard ``K-of-N`` (``shard``) holds it shared, so that shards
     run side by side but not next to a whole run, and holds ``OUT/shards/K-of-N/.lock`` exclusively.
     ``ctscore aggregate`` (``aggregating``) holds it exclusively, or shared while shards run (with a warning that
-    their tables are not complete). ``flock`` locks go with the process: a killed run leaves the file, not the lock.
-    Where the file system has no locks, one warning, and the run goes on without."""
+    their tables are not complete; the ``with`` block then gets True, else False). ``flock`` locks go with the
+    process: a killed run leaves the file, not the lock. Where the file system has no locks, one warning, and the run
+    goes on without."""
     out = Path(out_dir)
     key = (os.path.abspath(out), shard)
     if key in _writing:  # held already by this process (run_pipeline, then run_batch)
-        yield
+        yield False
         return
     path = lock_path(out)
     command = "ctscore aggregate" if aggregating else "ctscore run"
-    hint = "wait for it" + ("" if aggregating else ", or for parallel jobs use --shard-index/--num-shards")
+    if aggregating:
+        hint = "wait for it"
+    elif shard is not None:  # a shard is refused by a whole run (or an aggregate): it already is a parallel job
+        hint = ("wait for it: shards (--shard-index/--num-shards) cannot write into an output folder while a run "
+                "without them, or ctscore aggregate, writes there")
+    else:
+        hint = "wait for it, or for parallel jobs use --shard-index/--num-shards"
+    shards_running = False
     with contextlib.ExitStack() as stack:
         got = _take(stack, path, exclusive=shard is None, command=command, folder=out)
         if got is False and shard is None:
             got = _take(stack, path, exclusive=False, command=command, folder=out)  # taken: only shards hold it (shared)
             if got is True and aggregating:
+                shards_running = True
                 log.warning("shard runs are still writing into %s: the tables hold the series they finished so far; "
                             "run ctscore aggregate again when they have ended", out)
             elif got is True:
@@ -476,7 +489,7 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
                         "from writing into %s at the same time", path, got.strerror or got, out)
         _writing.add(key)
         stack.callback(_writing.discard, key)
-        yield
+        yield shards_running
 
 
 # --------------------------------------------------------------------------------------------------
@@ -821,7 +834,8 @@ def _worker_setup(threads: int, n_gpus: int = 0) -> Any:
 
 
 def load_slurm_profile(path: str | Path) -> dict[str, Any]:
-    """Read a SLURM profile (YAML with a ``slurm:`` section and an optional ``scale:`` section)."""
+    """Read a SLURM profile (YAML with a ``slurm:`` section and an optional ``scale:`` section) and check it
+    (:func:`check_slurm_profile`: an unknown or misspelt key is a ConfigError naming the known ones)."""
     import yaml
 
     path = Path(path)
@@ -829,14 +843,106 @@ def load_slurm_profile(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read SLURM profile: {exc}", path) from exc
-    if not isinstance(data.get("slurm"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("slurm"), dict):
         raise ConfigError("a SLURM profile needs a 'slurm:' mapping (see scripts/slurm/profile.example.yaml)", path)
+    try:
+        check_slurm_profile(data)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, exc.path or path) from None
     return data
 
 
 _PROFILE_KEYS = {"queue", "account", "walltime", "cores", "processes", "memory", "gpus_per_job", "prologue",
                  "worker_lifetime", "lifetime_stagger", "local_directory", "log_directory", "interface",
-                 "job_extra_directives", "python", "job_name"}
+                 "job_extra_directives", "python", "job_name", "worker_start_timeout"}
+_TOP_KEYS = ("slurm", "scale")
+_SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
+#: ``scale:`` without ``jobs:`` and without ``maximum_jobs:`` (and ``--workers`` 1): at most this many jobs at once.
+DEFAULT_MAXIMUM_JOBS = 4
+#: ``slurm: worker_start_timeout`` when the profile does not set it: how long a run waits for its first worker.
+DEFAULT_WORKER_START_TIMEOUT_S = 1800.0
+
+
+def check_slurm_profile(profile: dict[str, Any]) -> None:
+    """Refuse (ConfigError BAD_CONFIG) what a SLURM profile cannot mean: unknown keys at the top, under ``slurm:``
+    or under ``scale:`` (a misspelt ``max_jobs:`` would silently leave the default maximum), job counts that are
+    not whole numbers, and a ``worker_start_timeout`` that is not a duration."""
+    unknown = sorted(set(profile) - set(_TOP_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"unknown SLURM profile section(s): {', '.join(map(str, unknown))} "
+                          f"(known: {', '.join(_TOP_KEYS)})")
+    try:
+        slurm_cluster_kwargs(profile)  # unknown slurm: keys
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"slurm: cores, processes and gpus_per_job in the SLURM profile must be whole numbers, "
+                          f"and prologue and job_extra_directives lists ({exc})") from None
+    worker_start_timeout(profile)
+    scale_settings(profile)
+
+
+def scale_settings(profile: dict[str, Any]) -> dict[str, int]:
+    """The profile's ``scale:`` section, checked: ``jobs`` (a fixed number), or ``minimum_jobs`` (default 0) and
+    ``maximum_jobs`` (default :data:`DEFAULT_MAXIMUM_JOBS`). An unknown key is a ConfigError listing the known ones."""
+    scale = profile.get("scale")
+    if scale is None:
+        scale = {}
+    if not isinstance(scale, dict):
+        raise ConfigError(f"the SLURM profile's 'scale:' must be a mapping of {', '.join(_SCALE_KEYS)}, got {scale!r}")
+    unknown = sorted(set(scale) - set(_SCALE_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"unknown SLURM profile key(s) under scale: {', '.join(map(str, unknown))} "
+                          f"(known: {', '.join(_SCALE_KEYS)})")
+    out: dict[str, int] = {}
+    for key, value in scale.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "jobs" else 0):
+            raise ConfigError(f"scale: {key} in the SLURM profile must be a whole number >= "
+                              f"{1 if key == 'jobs' else 0}, got {value!r}")
+        out[key] = value
+    if "jobs" not in out:
+        out.setdefault("minimum_jobs", 0)
+        out.setdefault("maximum_jobs", max(DEFAULT_MAXIMUM_JOBS, out["minimum_jobs"]))
+        if out["maximum_jobs"] < max(1, out["minimum_jobs"]):
+            raise ConfigError(f"scale: maximum_jobs in the SLURM profile must be >= 1 and >= minimum_jobs "
+                              f"({out['minimum_jobs']}), got {out['maximum_jobs']}")
+    return out
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def worker_start_timeout(profile: dict[str, Any]) -> float | None:
+    """``slurm: worker_start_timeout`` in seconds (a number, or ``90s``, ``30m``, ``2h``, ``1d``; default
+    :data:`DEFAULT_WORKER_START_TIMEOUT_S`): how long a run waits for its first worker before it gives up with
+    SLURM_NO_WORKERS. 0: wait as long as it takes. None when there is no limit."""
+    value = (profile.get("slurm") or {}).get("worker_start_timeout")
+    if value is None:
+        return DEFAULT_WORKER_START_TIMEOUT_S
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-z]*)\s*", value.lower())
+        if m and m.group(2) in _DURATION_UNITS:
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds is None or not 0 <= seconds < float("inf"):
+        raise ConfigError(f"slurm: worker_start_timeout in the SLURM profile must be a duration (seconds, or e.g. "
+                          f"90s, 30m, 2h; 0: no limit), got {value!r}")
+    return seconds or None
+
+
+def _shell_word(value: str) -> str:
+    """``value`` as one word of the job script's worker command line, whatever it expands to on the node: plain
+    words as they are, anything else in double quotes, so that ``$VAR`` and ``${VAR:-/tmp}`` still expand there
+    but an unset variable (or a path with a space) can no longer swallow the next argument or split in two. A
+    leading ``~/`` becomes ``$HOME/`` (no tilde expansion inside quotes); a value already in quotes is kept."""
+    value = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_./:@%+=,-]+", value):
+        return value
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value
+    if value == "~" or value.startswith("~/"):
+        value = "$HOME" + value[1:]
+    return '"' + re.sub(r'(["\\`])', r"\\\1", value) + '"'
 
 
 def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
@@ -845,11 +951,14 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
     ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=N // processes`` (at least 1);
     ``prologue`` (e.g. module loads) goes before the worker starts; ``worker_lifetime`` makes workers retire
     before the wall time (``--lifetime``); :func:`_scale_slurm` keeps submitting jobs to replace them.
+    ``local_directory``, ``python`` and ``interface`` go into the worker's command line as one shell word each
+    (:func:`_shell_word`: ``$TMPDIR`` unset on a node no longer swallows the next argument).
+    ``worker_start_timeout`` is ctscore's own (see :func:`worker_start_timeout`), not a SLURMCluster argument.
     """
     s = dict(profile["slurm"])
     unknown = set(s) - _PROFILE_KEYS
     if unknown:
-        raise ConfigError(f"unknown SLURM profile key(s): {', '.join(sorted(unknown))} "
+        raise ConfigError(f"unknown SLURM profile key(s) under slurm: {', '.join(sorted(map(str, unknown)))} "
                           f"(known: {', '.join(sorted(_PROFILE_KEYS))})")
     gpus = int(s.get("gpus_per_job", 0) or 0)
     processes = int(s.get("processes", 1))
@@ -865,10 +974,13 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
         per_worker = max(1, gpus // processes)
         kwargs["worker_extra_args"] += ["--resources", f"GPU={per_worker}"]
     if s.get("worker_lifetime"):
-        kwargs["worker_extra_args"] += ["--lifetime", str(s["worker_lifetime"]),
-                                        "--lifetime-stagger", str(s.get("lifetime_stagger", "2m"))]
-    for key in ("local_directory", "log_directory", "interface", "python", "job_name"):
-        if s.get(key):  # $VARS are left for the job's shell (node-local $TMPDIR)
+        kwargs["worker_extra_args"] += ["--lifetime", _shell_word(s["worker_lifetime"]),
+                                        "--lifetime-stagger", _shell_word(s.get("lifetime_stagger", "2m"))]
+    for key in ("local_directory", "python", "interface"):
+        if s.get(key):  # $VARS are left for the job's shell (node-local $TMPDIR), quoted as one word
+            kwargs[key] = _shell_word(s[key])
+    for key in ("log_directory", "job_name"):  # #SBATCH lines and the driver's own folder: no shell there
+        if s.get(key):
             kwargs[key] = str(s[key])
     return kwargs
 
@@ -882,20 +994,22 @@ def check_local_gpu_device(cfg: dict[str, Any], n_gpus: int) -> None:
                           f"(or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs the run may use")
 
 
-def _scale_slurm(cluster, opts: BatchOptions, profile: dict[str, Any]) -> None:
+def _scale_slurm(cluster, opts: BatchOptions, profile: dict[str, Any]) -> tuple[int, int]:
     """Ask for worker jobs: a fixed number (``--workers N`` with N > 1, else ``scale: jobs: N``) or adaptive
-    between ``scale: minimum_jobs`` and ``maximum_jobs``.
+    between ``scale: minimum_jobs`` (default 0) and ``maximum_jobs`` (default :data:`DEFAULT_MAXIMUM_JOBS`).
+    Returns the (minimum, maximum) number of jobs asked for.
 
     A fixed number is ``adapt(minimum_jobs=N, maximum_jobs=N)``, not ``scale(jobs=N)``: ``scale`` does not
     replace jobs that end (a worker retired by ``worker_lifetime``, a job killed at its wall time), and the
     run would wait forever for workers (dask-jobqueue issues #122, #611); the adaptive loop submits new ones.
     """
-    scale = profile.get("scale", {}) or {}
+    scale = scale_settings(profile)
     if opts.workers > 1 or "jobs" in scale:
         jobs = int(opts.workers if opts.workers > 1 else scale["jobs"])
         cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
-    else:
-        cluster.adapt(minimum_jobs=int(scale.get("minimum_jobs", 0)), maximum_jobs=int(scale.get("maximum_jobs", 4)))
+        return jobs, jobs
+    cluster.adapt(minimum_jobs=scale["minimum_jobs"], maximum_jobs=scale["maximum_jobs"])
+    return scale["minimum_jobs"], scale["maximum_jobs"]
 
 
 def _dask_settings(opts: BatchOptions):
@@ -914,7 +1028,9 @@ def _dask_settings(opts: BatchOptions):
 
 
 def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
-    """A started dask cluster and its resources per task (``{"GPU": 1}`` for GPU work, else None)."""
+    """A started dask cluster, its worker plugin, its resources per task (``{"GPU": 1}`` for GPU work, else None)
+    and, for SLURM, how to wait for the first result (:func:`_first_result_from_slurm`, given the client and the
+    future; None for a LocalCluster, whose workers are there when it has started)."""
     import dask
 
     if executor == "local":
@@ -940,19 +1056,221 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
                                    dashboard_address=None, scheduler_port=0, **kwargs)
         log.info("LocalCluster: %d worker(s) x %d thread(s)%s", workers, threads,
                  f", one GPU each ({n_gpus} found)" if n_gpus else "")
-        return cluster, _worker_setup(threads, n_gpus), ({"GPU": 1} if n_gpus else None)
-    from dask_jobqueue import SLURMCluster
+        return cluster, _worker_setup(threads, n_gpus), ({"GPU": 1} if n_gpus else None), None
+    SLURMCluster = _slurm_cluster_class()  # noqa: N806 - the class
 
     profile = load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
     kwargs = slurm_cluster_kwargs(profile)
-    cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, **kwargs)
-    _scale_slurm(cluster, opts, profile)
+    processes = max(1, kwargs["processes"])
+    if opts.threads_per_worker != 1:
+        warn_threads_ignored(opts.threads_per_worker, profile)
+    _warn_bare_variables(profile)
+    jobs = _SlurmJobs()
+    cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, job_cls=_recording_job_class(jobs),
+                           **kwargs)
+    asked = _scale_slurm(cluster, opts, profile)
     gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
     log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
     # each worker process of a job takes one of the job's GPUs (SLURM sets CUDA_VISIBLE_DEVICES to them)
-    processes = max(1, kwargs["processes"])
     setup = _worker_setup(kwargs["cores"] // processes, gpus if processes > 1 else 0)
-    return cluster, setup, ({"GPU": 1} if gpus else None)
+    wait = functools.partial(_first_result_from_slurm, jobs=jobs, timeout_s=worker_start_timeout(profile),
+                             logs=_job_logs(kwargs), asked=asked)
+    return cluster, setup, ({"GPU": 1} if gpus else None), wait
+
+
+def _slurm_cluster_class() -> Any:
+    """dask-jobqueue's SLURMCluster, imported without its SIGINT handler.
+
+    Importing dask_jobqueue (its ``runner`` module) replaces Python's SIGINT handler with one that calls
+    ``sys.exit()``: Ctrl-C then ended a SLURM run with exit code 0 and no message, instead of KeyboardInterrupt (exit
+    130 and the resume hint, as with the other executors). The handler in place before the import is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        from dask_jobqueue import SLURMCluster
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGINT) is not previous:
+            signal.signal(signal.SIGINT, previous)
+    return SLURMCluster
+
+
+def warn_threads_ignored(threads_per_worker: int, profile: Any = None) -> None:
+    """Warn that ``threads_per_worker`` (``--threads-per-worker``) does not apply to the slurm executor: a worker of
+    a SLURM job runs ``cores / processes`` threads of the profile's ``slurm:`` section (``profile``: the profile or
+    its path, to name that number)."""
+    threads = None
+    with contextlib.suppress(Exception):  # a profile that cannot be read is refused by the run itself
+        data = profile if isinstance(profile, dict) else load_slurm_profile(profile)
+        kw = slurm_cluster_kwargs(data)
+        threads = max(1, kw["cores"] // max(1, kw["processes"]))
+    here = f" ({threads} with this profile)" if threads else ""
+    log.warning("--threads-per-worker (threads_per_worker) %s is not used with --executor slurm: each worker runs "
+                "cores / processes threads of the SLURM profile's slurm: section%s; set cores and processes there",
+                threads_per_worker, here)
+
+
+def _warn_bare_variables(profile: dict[str, Any]) -> None:
+    """Warn that ``local_directory`` names a variable with no fallback (``$TMPDIR``): where it is not set on a
+    node, the worker puts its scratch files into its working directory (the quoted word is empty)."""
+    value = str(profile["slurm"].get("local_directory") or "")
+    always = ("HOME", "USER", "LOGNAME")  # and SLURM's own: set in every job
+    bare = [name for a, b in re.findall(r"\$(?:\{(\w+)\}|(\w+))", value)
+            if (name := a or b) not in always and not name.startswith("SLURM")]
+    if bare:
+        names = ", ".join(dict.fromkeys(bare))
+        log.warning("slurm: local_directory %s: where %s is not set on a node, the workers there write their scratch "
+                    "files into the job's working directory; write ${%s:-/tmp} for a fallback", value, names, bare[0])
+
+
+class _SlurmJobs:
+    """What the worker jobs of one SLURM run did: the job ids sbatch gave, and the submissions that failed (the
+    gist of each error), recorded by :func:`_recording_job_class`."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.failed: list[str] = []
+        self.pending = 0  # submissions under way
+
+
+def _submit_error(exc: BaseException) -> str:
+    """The gist of a failed submission: what sbatch wrote on stderr (dask-jobqueue's RuntimeError holds the command,
+    its exit code, stdout and stderr), or that sbatch could not be run at all."""
+    if isinstance(exc, FileNotFoundError):
+        return (f"sbatch could not be run ({exc.strerror or exc}: {exc.filename or 'sbatch'}): run ctscore on a SLURM "
+                "login node, with sbatch on PATH")
+    text = str(exc)
+    if "stderr:" in text:
+        said = " ".join(text.split("stderr:", 1)[1].split()) or " ".join(text.split("stdout:", 1)[-1].split())
+        code = re.search(r"Exit code: (-?\d+)", text)
+        return f"sbatch said: {said or '(nothing)'}" + (f" (exit code {code.group(1)})" if code else "")
+    return f"{type(exc).__name__}: {' '.join(text.split())}"[:1000]
+
+
+def _recording_job_class(jobs: _SlurmJobs) -> type:
+    """dask-jobqueue's SLURMJob, recording into ``jobs`` each job id and each failed submission: dask-jobqueue only
+    logs a failed ``sbatch`` (from its event loop), and the run would wait for workers that never come."""
+    from dask_jobqueue.slurm import SLURMJob
+    from distributed.core import Status
+
+    async def start(self) -> None:
+        jobs.pending += 1
+        try:
+            await SLURMJob.start(self)
+        except Exception as exc:
+            jobs.failed.append(_submit_error(exc))
+            self.status = Status.failed  # else closing the cluster fails on a job that never started
+            raise
+        else:
+            jobs.submitted.append(str(self.job_id))
+        finally:
+            jobs.pending -= 1
+
+    return type("CTScoreSLURMJob", (SLURMJob,), {"start": start, "__module__": __name__})
+
+
+def _job_logs(kwargs: dict[str, Any]) -> str:
+    """Where the worker jobs' output goes, for the messages of a run that waits for them."""
+    if kwargs.get("log_directory"):
+        return f"{os.path.abspath(kwargs['log_directory'])} (dask-worker-<jobid>.err and .out)"
+    return (f"the jobs' output files (slurm-<jobid>.out in {os.getcwd()}; set log_directory: in the profile to keep "
+            "them together)")
+
+
+#: Seconds between two "waiting for SLURM workers" lines (the first comes after WAIT_FIRST_REPORT_S).
+WAIT_REPORT_S = 60.0
+WAIT_FIRST_REPORT_S = 10.0
+WAIT_POLL_S = 1.0
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 60:.3g} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _squeue(job_ids: list[str]) -> str:
+    """What squeue says of ``job_ids`` ("1001 PENDING (Priority), ..."), "" when it cannot say."""
+    if not job_ids:
+        return ""
+    import subprocess
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids[-20:]), "-o", "%i %T %r"], capture_output=True,
+                             text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    lines = [line.split(None, 2) for line in out.stdout.splitlines() if line.strip()]
+    if out.returncode == 0 and not lines or "Invalid job id" in out.stderr:
+        return "none of them is in the queue any more (they ended: see their logs)"
+    if out.returncode:
+        return ""
+    running = sum(len(p) > 1 and p[1] == "RUNNING" for p in lines)
+    states = ", ".join(f"{p[0]} {p[1]}" + (f" ({p[2]})" if len(p) > 2 and p[2] not in ("None", "(null)") else "")
+                       for p in lines[:8] if len(p) > 1)
+    return f"{running} of {len(lines)} running (squeue: {states}{', ...' if len(lines) > 8 else ''})"
+
+
+def _jobs_text(jobs: _SlurmJobs) -> str:
+    ids = jobs.submitted
+    if not ids:
+        return "no job submitted yet"
+    text = f"{len(ids)} job(s) submitted ({', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})"
+    queue = _squeue(ids)
+    return f"{text}: {queue}" if queue else text
+
+
+def _first_result_from_slurm(client: Any, future: Any, jobs: _SlurmJobs, timeout_s: float | None, logs: str,
+                             asked: tuple[int, int]) -> Any:
+    """The result of ``future`` (the run's first task), waiting for the SLURM workers to connect.
+
+    Every :data:`WAIT_REPORT_S` seconds a line says how many jobs were submitted (and what squeue says of them) and
+    where their logs are. Submissions that all fail (sbatch missing, or refusing the job) are CTScoreError
+    SLURM_SUBMIT_FAILED at once (some of them only, e.g. a limit of jobs per user: a warning, and the run waits for
+    the others); no worker connected for ``timeout_s`` (``slurm: worker_start_timeout``) is SLURM_NO_WORKERS. (The
+    caller's cleanup closes the cluster: the jobs are cancelled.)"""
+    from distributed import TimeoutError as DaskTimeoutError
+
+    t0 = time.monotonic()
+    no_worker_since = t0
+    next_report = t0 + min(WAIT_FIRST_REPORT_S, timeout_s / 2 if timeout_s else WAIT_FIRST_REPORT_S)
+    wanted = f"{asked[0]}" if asked[0] == asked[1] else f"{asked[0]} to {asked[1]}"
+    n_failed_told = 0
+    while True:
+        if jobs.failed and not jobs.submitted and not jobs.pending:
+            raise CTScoreError("SLURM_SUBMIT_FAILED", f"a worker job could not be submitted: {jobs.failed[0]}; check "
+                               "the slurm: section of the SLURM profile (queue, account, walltime, memory, gpus_per_job,"
+                               " job_extra_directives: what your site accepts)")
+        if jobs.submitted and len(jobs.failed) > n_failed_told:
+            log.warning("%d worker job(s) could not be submitted (%s); waiting for the %d submitted",
+                        len(jobs.failed) - n_failed_told, jobs.failed[-1], len(jobs.submitted))
+            n_failed_told = len(jobs.failed)
+        try:
+            return future.result(timeout=WAIT_POLL_S)
+        except (TimeoutError, DaskTimeoutError):
+            pass
+        now = time.monotonic()
+        n_workers = len(client.scheduler_info().get("workers") or {})
+        if n_workers:
+            no_worker_since = now
+        elif timeout_s and now - no_worker_since >= timeout_s:
+            raise CTScoreError("SLURM_NO_WORKERS", f"no SLURM worker connected within {_duration(timeout_s)} "
+                               f"(slurm: worker_start_timeout in the SLURM profile; 0: no limit); {_jobs_text(jobs)}. "
+                               "The jobs may still wait in the queue (raise worker_start_timeout where queues are "
+                               "long), or their workers failed to start or cannot reach this host (check the job "
+                               f"logs in {logs}: a prologue line that fails, a python the nodes cannot run, "
+                               "interface:). The jobs are cancelled; run the same command again to resume")
+        if now >= next_report:
+            waited = _duration(now - t0)
+            if n_workers:
+                log.info("waiting for SLURM workers (%s): %d worker(s) connected, loading the model", waited,
+                         n_workers)
+            else:
+                limit = f"; giving up after {_duration(timeout_s)} (slurm: worker_start_timeout)" if timeout_s else ""
+                log.log(logging.INFO if now - t0 < 600 else logging.WARNING,
+                        "waiting for SLURM workers (%s): none connected yet, %s job(s) asked for, %s; if the jobs run "
+                        "but no worker connects, check the job logs in %s%s", waited, wanted, _jobs_text(jobs), logs,
+                        limit)
+            next_report = now + WAIT_REPORT_S
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1118,22 +1436,30 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
         tables_dir.mkdir(parents=True, exist_ok=True)
         log.info("shard %d of %d: %d series", opts.shard_index, opts.num_shards, len(tasks))
     config_sha256 = config_hash(cfg)
+    states = {t.scan_id: scan_state(out_dir, t.scan_id) for t in tasks}
+    # nothing left to score (a resume after the run ended): no cluster is started, no SLURM job submitted
+    segmenter = None if executor == "serial" else _segmenter_if_all_done(cfg, tasks, states, config_sha256, opts)
+    if segmenter is not None:
+        log.info("every series is done already: no %s cluster is started", executor)
 
     cluster = client = None
     resources = None
-    with contextlib.nullcontext() if executor == "serial" else _dask_settings(opts):  # undone after the run
+    dask_run = executor != "serial" and segmenter is None
+    with _dask_settings(opts) if dask_run else contextlib.nullcontext():  # undone after the run
         try:
-            if executor == "serial":
+            if segmenter is not None:
+                pass
+            elif executor == "serial":
                 segmenter = segmenter_info(cfg)
             else:
                 from distributed import Client
 
-                cluster, plugin, resources = _start_cluster(opts, cfg, executor)
+                cluster, plugin, resources, wait = _start_cluster(opts, cfg, executor)
                 client = Client(cluster)
                 client.register_plugin(plugin)
-                segmenter = client.submit(segmenter_info, cfg, resources=resources, pure=False).result()
+                first = client.submit(segmenter_info, cfg, resources=resources, pure=False)
+                segmenter = first.result() if wait is None else wait(client, first)
             model_id = segmenter["model_id"]
-            states = {t.scan_id: scan_state(out_dir, t.scan_id) for t in tasks}
             todo = [t for t in tasks if needs_work(states[t.scan_id], t, config_sha256, model_id,
                                                    opts.overwrite, opts.retry_failed)]
             n_skipped = len(tasks) - len(todo)
@@ -1143,17 +1469,14 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
             log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
             progress = Progress(len(todo), opts.progress)
             try:
-                if executor == "serial":
+                if executor == "serial" or not todo:
                     _run_serial(todo, cfg, out_dir, opts, progress)
                 else:
                     _run_dask(client, todo, cfg, out_dir, opts, progress, resources, config_sha256, model_id)
             finally:
                 progress.close()
         finally:
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
+            _close_quietly(client, cluster)
 
     statuses = collect_statuses(out_dir, [t.scan_id for t in tasks])
     missing = {t.scan_id for t in tasks} - {s["scan_id"] for s in statuses}
@@ -1167,6 +1490,54 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                                provenance={"input_id": input_id, "input_names": dict(sorted(names.items()))})
     summary.update(n_skipped=n_skipped, n_run=len(todo), executor=executor)
     return summary
+
+
+def _close_quietly(*things: Any) -> None:
+    """Close the dask client and cluster of a run (jobs of a SLURM cluster are cancelled): a failure to close is a
+    warning, never an error that would hide the one that ended the run."""
+    for thing in things:
+        if thing is None:
+            continue
+        try:
+            thing.close()
+        except Exception as exc:  # noqa: BLE001 - cleanup
+            log.warning("could not close the dask %s cleanly: %s: %s", type(thing).__name__, type(exc).__name__, exc)
+
+
+def _segmenter_if_all_done(cfg: dict[str, Any], tasks: list[Task], states: dict[str, Any], config_sha256: str,
+                           opts: BatchOptions) -> dict[str, str] | None:
+    """The segmenter's name and model id when no task needs work (resume after a run that ended), else None.
+
+    Whether a scan is done depends on the model id, which the workers report: here, when every scan has an outcome
+    with this run's inputs and configuration and one model id, the model is loaded once in this process, on the CPU,
+    to compare (cheaper than a dask cluster or SLURM jobs that would score nothing). A model that cannot be loaded
+    here (None) leaves the question to the workers."""
+    if opts.overwrite:
+        return None
+    models = set()
+    for t in tasks:
+        state = states[t.scan_id]
+        if state is None or (state.get("input_fingerprint"), state.get("config_sha256")) != (t.fingerprint,
+                                                                                             config_sha256):
+            return None
+        if state["status"] != "ok" and opts.retry_failed:
+            return None
+        models.add(state.get("model_id", ""))
+    if len(models) > 1:
+        return None
+    from segmentation.factory import build_segmenter
+
+    here = json.loads(json.dumps(cfg))  # a copy, on the CPU: the model id is the files', whatever the device
+    here["segmentation"]["device"] = "cpu"
+    try:
+        seg = build_segmenter(here)
+        info = {"name": seg.name, "model_id": seg.model_id}
+    except Exception as exc:  # noqa: BLE001 - the workers will load it (and say why not)
+        log.debug("cannot load the model here to check for a no-op resume (%s): the workers will", exc)
+        return None
+    if models and models != {info["model_id"]}:
+        return None
+    return info
 
 
 def _short(text: str, n: int = 12) -> str:
@@ -1205,26 +1576,89 @@ def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> No
                 len(others), out_dir, ids, f" {input_path}" if input_path else "", out_dir)
 
 
-def aggregate(out_dir: str | Path) -> dict[str, Any]:
+def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[str, Any]:
     """Rebuild ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``run.json`` in ``out_dir`` from every
     per-scan record under it (e.g. after the shards of a job array). Returns the tables summary.
 
     The configuration in ``run.json`` is that of an earlier run.json with one of the scans' hashes, else a
     scan's own (``result.json``); the warnings of :func:`merge_warnings` and mixed configurations or models are
     logged. Raises OutputLocked (OUTPUT_LOCKED) while a run (not a shard) writes into ``out_dir``; while shards run,
-    warns that their series are not all in the tables yet (see :func:`writer_lock`)."""
+    warns that their series are not all in the tables yet (see :func:`writer_lock`).
+
+    Shards (``OUT/shards/K-of-N/``, see :func:`check_shards`): a shard of the N found that has not ended (no
+    ``run.json`` in its folder) is CTScoreError SHARDS_MISSING, shards of different N are SHARDS_MIXED, unless
+    ``allow_missing_shards`` (``--allow-missing-shards``): then a warning, and run.json lists them under
+    ``missing_shards``. While shards still run, a warning only."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         what = ("is a file, not a run's output folder (give the folder that holds run.json and scans.csv)"
                 if out_dir.exists() else "output folder does not exist")
         raise CTScoreError("INPUT_NOT_FOUND", what, out_dir)
-    with writer_lock(out_dir, aggregating=True):
-        return _aggregate(out_dir)
+    with writer_lock(out_dir, aggregating=True) as shards_running:
+        return _aggregate(out_dir, allow_missing_shards, shards_running)
 
 
-def _aggregate(out_dir: Path) -> dict[str, Any]:
+_SHARD_FOLDER = re.compile(r"(\d+)-of-(\d+)")
+
+
+def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_running: bool = False) -> dict[str, Any]:
+    """Check the shard folders under ``OUT/shards/`` before ``ctscore aggregate`` merges them: their names
+    (``K-of-N``) say how many there should be. A shard whose folder holds no ``run.json`` (never run, or stopped
+    before it ended) is missing; folders of several N are mixed (arrays of different ``--num-shards``).
+
+    Raises CTScoreError SHARDS_MIXED or SHARDS_MISSING naming them, unless ``allow_missing`` (or ``shards_running``:
+    the tables are known to be partial): then a warning. Returns what run.json records: ``missing_shards`` (and
+    ``num_shards_found`` when mixed), {} when all is well or there are no shards."""
+    root = Path(out_dir) / SHARDS_DIR
+    found: dict[int, dict[int, bool]] = {}  # N -> {K: ended (has run.json)}
+    if root.is_dir():
+        for p in root.iterdir():
+            m = _SHARD_FOLDER.fullmatch(p.name)
+            if not m or not p.is_dir():
+                continue
+            k, n = int(m.group(1)), int(m.group(2))
+            if 0 <= k < n:
+                found.setdefault(n, {})[k] = _read_json(p / "run.json") is not None
+    if not found:
+        return {}
+    missing = [f"{k}-of-{n}" for n in sorted(found) for k in range(n) if not found[n].get(k)]
+    names = ", ".join(missing[:12]) + (f", ... ({len(missing)} in all)" if len(missing) > 12 else "")
+    unended = [f"{k}-of-{n}" for n in sorted(found) for k, ended in sorted(found[n].items()) if not ended]
+    if len(found) > 1:
+        code = "SHARDS_MIXED"
+        kinds = "; ".join(f"--num-shards {n}: {', '.join(f'{k}-of-{n}' for k in sorted(found[n]))}"
+                          for n in sorted(found))
+        what = (f"shards of {len(found)} different --num-shards under {root} ({kinds}): they split the series "
+                f"differently, so their union may miss some" + (f" (missing: {names})" if missing else "") +
+                "; let one array end before resubmitting it with another NUM_SHARDS, and remove the shard folders "
+                "of the other number (their tables only: the results stay in OUT)")
+    elif missing:
+        code = "SHARDS_MISSING"
+        (n,) = found
+        why = (f" ({', '.join(unended)} did not end: no run.json)" if unended else "")
+        what = (f"{len(missing)} of {n} shards have no tables under {root}: {names}{why}; their series are not all "
+                f"in OUT: run them again (e.g. sbatch --array={','.join(m.split('-')[0] for m in missing[:12])} "
+                f"with NUM_SHARDS={n}; finished series are skipped)")
+    else:
+        return {}
+    record: dict[str, Any] = {"missing_shards": missing}
+    if len(found) > 1:
+        record["num_shards_found"] = sorted(found)
+    if shards_running:
+        log.warning("%s: %s", code, what)
+    elif not allow_missing:
+        raise CTScoreError(code, what + ", or merge what is there with --allow-missing-shards (Python: "
+                           "allow_missing_shards=True)", root)
+    else:
+        log.warning("%s: %s; merged anyway (--allow-missing-shards): run.json lists them under missing_shards",
+                    code, what)
+    return record
+
+
+def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running: bool = False) -> dict[str, Any]:
     from pipeline.run import write_run_tables
 
+    shard_check = check_shards(out_dir, allow_missing_shards, shards_running)
     statuses = collect_statuses(out_dir)
     if not statuses:
         raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)
@@ -1246,7 +1680,7 @@ def _aggregate(out_dir: Path) -> dict[str, Any]:
     names = sorted({(s.get("segmenter") or {}).get("name", "") for s in statuses} - {""})
     segmenter = {"name": ";".join(names), "model_id": ";".join(models)}
     # what the shards ran on, not the machine that aggregates: their inputs, package versions and time
-    provenance: dict[str, Any] = {"aggregated_from": [name for name, r in shard_found if r]}
+    provenance: dict[str, Any] = {"aggregated_from": [name for name, r in shard_found if r], **shard_check}
     if shard_runs:
         inputs = sorted({str(r.get("input", "")) for r in shard_runs} - {""})
         provenance["input"] = inputs[0] if len(inputs) == 1 else inputs

@@ -144,6 +144,18 @@ def _leave_out_run_outputs(folder: str, dirnames: list[str], filenames: list[str
     dirnames[:], filenames[:] = kept_dirs, kept_files
 
 
+def check_input(root: str | Path) -> None:
+    """CTScoreError INPUT_NOT_FOUND unless ``root`` is a file, or a folder that can be listed (``ctscore run`` checks
+    this before it loads the model; :func:`iter_files` before it walks the folder)."""
+    root = Path(root)
+    if root.is_file():
+        return
+    if not root.exists():
+        raise CTScoreError("INPUT_NOT_FOUND", "input path does not exist", root)
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise CTScoreError("INPUT_NOT_FOUND", "input folder cannot be read (permissions)", root)
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """All regular files under ``root`` (or ``root`` itself), any depth, sorted for determinism.
 
@@ -156,10 +168,7 @@ def iter_files(root: Path) -> Iterator[Path]:
     if root.is_file():
         yield root
         return
-    if not root.exists():
-        raise CTScoreError("INPUT_NOT_FOUND", "input path does not exist", root)
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise CTScoreError("INPUT_NOT_FOUND", "input folder cannot be read (permissions)", root)
+    check_input(root)
     unlisted: list[Path] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda exc: unlisted.append(Path(exc.filename)),
@@ -368,21 +377,31 @@ class _Slice:
 
 
 def _dedupe(records: list[FileRecord]) -> None:
-    """Mark files whose SOPInstanceUID was already seen (keeping uncompressed/lossless, then path order)."""
+    """Mark files whose SOPInstanceUID was already seen. Kept: a complete copy before a truncated one, a lossless
+    before a lossy one; among copies of the same pixels, the one in the folder holding most of its series (the
+    folder the rest of the series is in: a copy of one slice elsewhere, e.g. in a folder of test files, must not
+    pull the series' stack, its folder and its fingerprint there), then uncompressed (explicit VR, implicit VR, big
+    endian) before compressed, then path order."""
     by_sop: dict[str, list[FileRecord]] = {}
+    # series -> folder -> the SOPInstanceUIDs there (copies of one instance count once)
+    folders: dict[str, dict[str, set[str]]] = {}
     for rec in records:
         if rec.status != "ok" or rec.ds is None:
             continue
         sop = H.text(rec.ds, "SOPInstanceUID")
         if sop:
             by_sop.setdefault(sop, []).append(rec)
+        folders.setdefault(H.text(rec.ds, "SeriesInstanceUID"), {}).setdefault(
+            _folder_key(rec.path), set()).add(sop or str(rec.path))
     for recs in by_sop.values():
         if len(recs) < 2:
             continue
 
         def pref(r: FileRecord) -> tuple:
             ts = transfer_syntax_of(r.ds)
-            return (r.truncated, is_lossy(r.ds), _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9, str(r.path))
+            home = len(folders.get(H.text(r.ds, "SeriesInstanceUID"), {}).get(_folder_key(r.path), ()))
+            return (r.truncated, is_lossy(r.ds), -home, _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9,
+                    str(r.path))
 
         keep = min(recs, key=pref)
         for r in recs:
@@ -724,3 +743,113 @@ def scan_inventory(input: str | Path, cfg: Any = None, series_uid: str | None = 
     Identifying values (patient id, study date) only with ``identifiers=True``.
     """
     return build_inventory(input, cfg, series_uid, _all_series(all_series, all_eligible), identifiers).files
+
+
+# --- what to tell the user when nothing can be scored ----------------------------------------------
+
+#: Image volume formats that ctscore does not read as input (it reads DICOM series); the suffixes of such files.
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_files(files: Any) -> list[str]:
+    """The paths of the per-file table ``files`` (:attr:`Inventory.files`) that are NIfTI/NRRD/MHA volumes."""
+    if files is None or not len(files):
+        return []
+    return [p for p in files["path"].astype(str) if p.lower().endswith(VOLUME_SUFFIXES)]
+
+
+def volume_hint(files: Any) -> str:
+    """A sentence when NIfTI/NRRD/MHA files are among ``files`` (they are skipped as NOT_DICOM); '' when none is."""
+    volumes = volume_files(files)
+    if not volumes:
+        return ""
+    some = ", ".join(Path(p).name for p in volumes[:2]) + (", ..." if len(volumes) > 2 else "")
+    if len(volumes) == len(files):
+        return f"NIfTI/NRRD/MHA files ({some}) are not read: ctscore reads DICOM series; give it the scan's DICOM folder"
+    return (f"{len(volumes)} of the {len(files)} files are NIfTI/NRRD/MHA ({some}), not read: ctscore reads DICOM "
+            "series")
+
+
+def file_summary(files: Any) -> str:
+    """What the files of an input without any DICOM image stack are: "4 files, none DICOM", "3 files: NOT_DICOM 2,
+    NOT_IMAGE 1", "no files"."""
+    n = 0 if files is None else len(files)
+    if not n:
+        return "no files"
+    codes = files["file_code"].fillna("").astype(str).replace("", "kept").value_counts()
+    if codes.get("NOT_DICOM", 0) == n:
+        return f"{n} file{'s' if n > 1 else ''}, none DICOM"
+    return f"{n} file{'s' if n > 1 else ''}: " + ", ".join(f"{k} {v}" for k, v in codes.items())
+
+
+def no_stack_sentence(files: Any) -> str:
+    """One sentence for an input in which no DICOM image stack was found (``ctscore scan`` prints it instead of an
+    empty table): how many files, what they are, and the NIfTI/NRRD hint of :func:`volume_hint`."""
+    hint = volume_hint(files)
+    return f"no DICOM image stack found: {file_summary(files)}" + (f" ({hint})" if hint else "")
+
+
+def _filter_detail(c: SeriesCandidate, code: str, cfg: dict[str, Any]) -> tuple[str, str]:
+    """(what the stack has that the hard filter ``code`` refuses, a setting that lifts it, '' when none does)."""
+    sel = cfg.get("selection") or {}
+    h, info = c.header, c.info
+
+    if code == "BODY_PART_EXCLUDED":  # the configured list without this body part (matched as selection does)
+        part = h.get("body_part", "")
+        kept = [v.strip() for v in str(sel.get("exclude_body_parts", "")).split(",")
+                if v.strip() and v.strip().upper() != part.upper()]
+        return f"BodyPartExamined {part}", f'--set selection.exclude_body_parts="{",".join(kept)}"'
+    if code == "TOO_FEW_SLICES":
+        return (f"{info.get('n_slices', len(c.files))} slices, selection.min_slices {sel.get('min_slices')}",
+                f"--set selection.min_slices={info.get('n_slices', len(c.files))}")
+    if code == "TOO_THICK":
+        t = h.get("slice_thickness")
+        return (f"{t:g} mm slices, selection.max_slice_thickness_mm {sel.get('max_slice_thickness_mm')}",
+                f"--set selection.max_slice_thickness_mm={t:g}") if t else ("", "")
+    if code == "NOT_AXIAL":
+        return (f"{info.get('axial_angle_deg')} deg from axial, selection.max_axial_angle_deg "
+                f"{sel.get('max_axial_angle_deg')}", "")
+    if code == "NOT_CT":
+        return f"Modality {h.get('modality') or '(none)'}, selection.modalities {sel.get('modalities')}", ""
+    if code in ("LOCALIZER", "DERIVED_REFORMAT"):
+        return f"ImageType {h.get('image_type') or '(none)'}", ""
+    if code == "NOT_MONOCHROME":
+        return f"PhotometricInterpretation {h.get('photometric')}", ""
+    if code == "NOT_A_VOLUME":
+        return c.messages.get("NOT_A_VOLUME", ""), ""
+    return "", ""
+
+
+def requested_series_problem(candidates: list[SeriesCandidate], series_uid: str, cfg: Any = None) -> str:
+    """Why the series (or stack id) ``series_uid`` given with ``--series-uid`` is not scored: not found under the
+    input, or each of its stacks with the hard filter that refused it (code, meaning, the value refused and the
+    remedy of :mod:`pipeline.dicom_codes`). '' when one of its stacks was selected."""
+    from pipeline.config import resolve_config
+    from pipeline.dicom_codes import CODES
+
+    cfg = resolve_config(cfg)
+    mine = [c for c in candidates if series_uid in (c.series_uid, c.stack_id)]
+    if not mine:
+        n = len(candidates)
+        listed = (f"; it holds {n} stack(s), their series_uid and stack_id in full in `ctscore scan INPUT --stacks "
+                  "stacks.csv`") if n else "; it holds no DICOM image stack"
+        return f"--series-uid {series_uid}: no series or stack with this SeriesInstanceUID or stack id under the " \
+               f"input{listed}"
+    if any(c.decision == "selected" for c in mine):
+        return ""
+    parts = []
+    for c in mine:
+        code = (c.reason or "").split(" ", 1)[0].split(":", 1)[0]
+        known = CODES.get(code)
+        detail, setting = _filter_detail(c, code, cfg)
+        text = f"{code}: {known.meaning if known else c.reason}"
+        if detail:
+            text += f" (here {detail})"
+        if known and known.what_to_do:
+            text += f"; what to do: {known.what_to_do}"
+        if setting:
+            text += f", e.g. {setting}"
+        parts.append(text if len(mine) == 1 else f"stack {c.stack_id}: {text}")
+    which = "its stack is" if len(mine) == 1 else f"each of its {len(mine)} stacks is"
+    return (f"--series-uid {series_uid}: {which} refused by a hard filter (--series-uid chooses among the eligible "
+            f"stacks; it does not lift the hard filters of selection:): " + "; ".join(parts))

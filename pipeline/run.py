@@ -9,9 +9,11 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 
 from __future__ import annotations
 
+import contextvars
 import gzip
 import io
 import logging
+import os
 import platform
 import time
 import traceback
@@ -39,6 +41,39 @@ from pipeline.outputs import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Loggers (and their children) whose records, while :func:`process_series` scores a scan, begin with its scan_id
+#: ("scan-0123abcd4567: no trachea found: airway not segmented"): their messages do not know which scan they are of.
+SCAN_LOGGERS = ("segmentation", "scoring")
+_current_scan: contextvars.ContextVar[str] = contextvars.ContextVar("ctscore_scan_id", default="")
+
+
+def _scan_record_factory(previous):
+    """A log record factory (wrapping ``previous``) that puts the scan under way (:data:`_current_scan`) before the
+    message of a record of the :data:`SCAN_LOGGERS`. It works wherever :func:`process_series` runs (this process, a
+    dask worker, a timeout thread: the scan is a context variable set by process_series itself), whatever handlers and
+    format the process logs with."""
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        scan = _current_scan.get()
+        if scan and record.name.split(".", 1)[0] in SCAN_LOGGERS and isinstance(record.msg, str) \
+                and not record.msg.startswith(scan):
+            record.msg = f"{scan}: {record.msg}"
+        return record
+
+    factory.ctscore_scan_prefix = True
+    return factory
+
+
+def _install_scan_prefix() -> None:
+    """Install :func:`_scan_record_factory` once per process (at the import of this module)."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "ctscore_scan_prefix", False):
+        logging.setLogRecordFactory(_scan_record_factory(current))
+
+
+_install_scan_prefix()
 
 #: slice planes tilted more than this from axial: landmarks found on an axial reformat, zones cut voxel by voxel
 #: (each voxel's own patient z), QC flag ZONED_AXIALLY:<degrees>
@@ -333,7 +368,20 @@ def process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, s
 
     ``inventory_flags``: the fixes and warnings the inventory found for this series (ACQUISITIONS_MERGED,
     MISSING_SERIES_UID, ...); they go into the scan's QC flags with the loader's and the scoring's. ``input_id``: which
-    INPUT the run was given (:func:`pipeline.batch.input_id_for`), recorded in ``result.json``."""
+    INPUT the run was given (:func:`pipeline.batch.input_id_for`), recorded in ``result.json``.
+
+    While it runs, the log records of the segmenters and the scoring (:data:`SCAN_LOGGERS`) begin with ``scan_id``."""
+    token = _current_scan.set(scan_id)
+    try:
+        return _process_series(files, cfg, out_dir, scan_id, header, segmenter, inventory_flags, input_id)
+    finally:
+        _current_scan.reset(token)
+
+
+def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, scan_id: str,
+                    header: dict[str, Any] | None, segmenter, inventory_flags: list[str] | None,
+                    input_id: str) -> dict[str, Any]:
+    """:func:`process_series`, its scan_id set for the log records."""
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
@@ -462,7 +510,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
 
     - ``n_series`` (int): series of this run (of this shard), ``n_ok`` (int) scored, ``n_failed`` (int) failed;
     - ``n_skipped`` (int): of them, finished in an earlier run into ``out_dir`` and not scored again (resume);
-      ``n_run`` (int): scored (or tried) in this call;
+      ``n_run`` (int): scored (or tried) in this call; ``n_failed_kept`` (int): of the failed ones, those that failed
+      in an earlier run and were not tried again (``--retry-failed`` / ``BatchOptions.retry_failed`` tries them);
     - ``scans`` (pandas DataFrame): ``scans.csv``, one row per series (failed ones with ``status`` "failed");
     - ``failures`` (pandas DataFrame): ``failures.csv``, one row per failed series: why (``code``, ``message``,
       ``path``, with ``scan_id`` and ``series_uid``; no rows when none failed);
@@ -482,11 +531,12 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     """
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
     from pipeline.config import resolve_config
-    from pipeline.inventory import build_inventory
+    from pipeline.inventory import build_inventory, check_input
 
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
     batch = batch_options(batch)
     batch.validate()
+    check_input(input_path)  # INPUT_NOT_FOUND before the model is loaded (seconds, and a log line, for nothing)
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
     out = Path(out_dir)
     if lock_path(out).is_file():  # a writer now is refused before the inventory reads every header (minutes on a
@@ -509,14 +559,61 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
                         "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)",
                         DEFAULT_SALT)
         if not inventory.chosen:
-            raise NoEligibleSeries(f"no eligible CT series found under the input; every file and stack with the "
-                                   f"reason it was skipped is in {out / 'inventory.csv'} (or run `ctscore scan "
-                                   "INPUT`)", input_path)
+            raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
         lobar = cfg["scoring"]["lobar"]
         for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
                                           [c.series_uid for c in inventory.chosen]):
             log.warning("%s", message)
-        return run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
+        before = _status_records(out)
+        summary = run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
+        summary["n_failed_kept"] = _failed_kept(out, summary, before)
+        return summary
+
+
+def no_eligible_message(inventory, series_uid: str | None, cfg: dict[str, Any], table: Path) -> str:
+    """The NO_ELIGIBLE_SERIES message of ``ctscore run``: with ``--series-uid``, why that series is not scored
+    (not found, or the hard filter that refused it and what to do); a note when the input holds NIfTI/NRRD/MHA
+    files (not read); and where the inventory is."""
+    from pipeline.inventory import file_summary, requested_series_problem, volume_hint
+
+    parts = ["no eligible CT series found under the input"]
+    if not inventory.candidates:
+        parts[0] += f" (no DICOM image stack in it: {file_summary(inventory.files)})"
+    if series_uid:
+        parts.append(requested_series_problem(inventory.candidates, series_uid, cfg))
+    hint = volume_hint(inventory.files)
+    if hint:
+        parts.append(hint)
+    parts.append(f"every file and stack with the reason it was skipped is in {table} (or run `ctscore scan INPUT`)")
+    return "; ".join(parts)
+
+
+def _status_records(out: Path) -> dict[str, tuple[int, int, int]]:
+    """The per-scan records under ``out`` now (name -> inode, mtime, size), to tell after a run which were kept."""
+    from pipeline.batch import STATUS_DIR
+
+    try:
+        with os.scandir(out / STATUS_DIR) as entries:
+            return {e.name: (st.st_ino, st.st_mtime_ns, st.st_size) for e in entries
+                    if e.name.endswith(".json") and (st := e.stat())}
+    except OSError:
+        return {}
+
+
+def _failed_kept(out: Path, summary: dict[str, Any], before: dict[str, tuple[int, int, int]]) -> int:
+    """How many of the run's failed series kept the record of an earlier run (not tried again: resume)."""
+    from pipeline.batch import record_path
+
+    kept = 0
+    failures = summary.get("failures")
+    for scan_id in ([] if failures is None else failures["scan_id"].astype(str)):
+        path = record_path(out, scan_id)
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        kept += before.get(path.name) == (st.st_ino, st.st_mtime_ns, st.st_size)
+    return kept
 
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,

@@ -54,8 +54,9 @@ def test_a_fractional_value_in_a_whole_number_column_is_kept_not_truncated(tmp_p
     assert str(df["percent_opacity"].dtype) == "float64"
 
 
-def test_console_summary_shows_a_missing_total_as_nan(capsys):
-    """The summary ``ctscore run`` prints says NaN for a missing total (docs/scoring.md), not pandas' <NA>."""
+def test_console_summary_shows_a_missing_total_as_a_dash(capsys):
+    """The summary ``ctscore run`` prints shows a missing total as "-" (as report.html does), not pandas' <NA> or a
+    NaN a first-time user reads as an error."""
     import pandas as pd
 
     from pipeline.commands.run import print_summary
@@ -64,5 +65,5 @@ def test_console_summary_shows_a_missing_total_as_nan(capsys):
                        "six_zone_total": pd.array([4, None], dtype="Int64")})
     print_summary({"scans": df, "n_ok": 2, "n_series": 2, "n_failed": 0, "out_dir": "OUT"})
     out = capsys.readouterr().out
-    assert "<NA>" not in out and out.splitlines()[2].split() == ["scan-b", "ok", "0.0", "NaN"]
+    assert "<NA>" not in out and out.splitlines()[2].split() == ["scan-b", "ok", "0.0", "-"]
     assert out.splitlines()[1].split() == ["scan-a", "ok", "3.7", "4"]

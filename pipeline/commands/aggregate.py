@@ -18,8 +18,14 @@ def register(sub) -> None:
                        description="Merge every per-scan result (OUT/<scan_id>/result.json) and failure record "
                                    "(OUT/.status/<scan_id>.json) under OUT into OUT/scans.csv, zones.csv, "
                                    "failures.csv and run.json; warns when they were made with several configurations, "
-                                   "models or ctscore versions, or hold one series under several scan ids.")
+                                   "models or ctscore versions, or hold one series under several scan ids. Refuses "
+                                   "(exit 1) to merge shards with some of their K-of-N missing or of different "
+                                   "--num-shards, unless --allow-missing-shards.")
     p.add_argument("out", help="output folder of one or more `ctscore run` (e.g. all shards of a job array)")
+    p.add_argument("--allow-missing-shards", action="store_true",
+                   help="merge the shards under OUT/shards/ even when some of the K-of-N are missing (not run, or "
+                        "not ended) or come from arrays of different --num-shards (refused otherwise: "
+                        "SHARDS_MISSING, SHARDS_MIXED); run.json lists the missing ones")
     add_log_args(p)
     p.set_defaults(func=main)
 
@@ -28,6 +34,6 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.batch import aggregate
     from pipeline.commands.run import print_summary
 
-    summary = aggregate(args.out)
+    summary = aggregate(args.out, allow_missing_shards=args.allow_missing_shards)
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["n_failed"] else EXIT_OK

@@ -38,7 +38,10 @@ def register(sub) -> None:
                    help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
                         "unless scoring.lobar.lobe_labels=ctscore): lobar scores (scoring.lobar.lobes_dir)")
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
-    p.add_argument("--series-uid", help="score only this SeriesInstanceUID")
+    p.add_argument("--series-uid", metavar="UID",
+                   help="score only this SeriesInstanceUID (or stack id of `ctscore scan`): chosen over the other "
+                        "stacks of its study, but the hard filters of selection: still apply (a head CT stays "
+                        "BODY_PART_EXCLUDED; lift one with e.g. --set selection.exclude_body_parts=\"\")")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write a DICOM-SEG per series (outputs.write_dicom_seg); one that cannot be made is "
@@ -57,7 +60,10 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local: worker processes (at most one per GPU for GPU models); slurm: N > 1 jobs kept "
                         "running, else the profile's scale: section (jobs: N, or adaptive) (default 1)")
-    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="threads per worker (default 1)")
+    g.add_argument("--threads-per-worker", type=int, default=None, metavar="N",
+                   help="local executor: threads per worker process (dask, ITK, BLAS) (default 1); not used by "
+                        "serial (one process) nor by slurm, whose workers run cores / processes threads of the "
+                        "profile's slurm: section")
     g.add_argument("--slurm-profile", metavar="YAML", help="SLURM profile (see scripts/slurm/profile.example.yaml)")
     g.add_argument("--shard-index", type=int, metavar="K", help="run only shard K of --num-shards (job arrays)")
     g.add_argument("--num-shards", type=int, metavar="N", help="number of shards; merge with `ctscore aggregate OUT`")
@@ -84,11 +90,17 @@ def main(args: argparse.Namespace) -> int:
     if args.dicom_seg:
         extra.setdefault("outputs", {})["write_dicom_seg"] = True
     cfg = load_config(args.config, args.overrides, extra)
-    batch = BatchOptions(executor=args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+    threads = 1 if args.threads_per_worker is None else args.threads_per_worker
+    slurm = args.executor == "slurm"
+    batch = BatchOptions(executor=args.executor, workers=args.workers, threads_per_worker=1 if slurm else threads,
                          slurm_profile=args.slurm_profile, shard_index=args.shard_index, num_shards=args.num_shards,
                          overwrite=args.overwrite, retry_failed=args.retry_failed, timeout_s=args.timeout or None,
                          progress=None if not args.quiet else False)
     batch.validate()
+    if slurm and args.threads_per_worker is not None:  # given, and ignored: said once, here
+        from pipeline.batch import warn_threads_ignored
+
+        warn_threads_ignored(args.threads_per_worker, args.slurm_profile)
     if batch.resolved_executor() != "serial" and not args.verbose:
         import distributed  # noqa: F401 - its import sets its own log levels; quieten them afterwards
 
@@ -105,10 +117,30 @@ def print_summary(summary: dict) -> None:
     cols = [c for c in ("scan_id", "status", "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml",
                         "percent_opacity", "six_zone_total", "zhang900_total", "mosmed_category") if c in df]
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
-        shown = df[cols].astype(object)  # a missing total reads NaN, as in docs/scoring.md (not <NA> in whole columns)
-        print(shown.where(shown.notna(), "NaN").to_string(index=False))
-    skipped = f" ({summary['n_skipped']} already done)" if summary.get("n_skipped") else ""
-    print(f"\n{summary['n_ok']} of {summary['n_series']} series scored{skipped}, {summary['n_failed']} failed; "
-          f"outputs in {summary['out_dir']}")
+        shown = df[cols].astype(object)  # a missing value reads "-", as in report.html (not NaN, nor <NA>)
+        print(shown.where(shown.notna(), MISSING).to_string(index=False))
+    print(f"\n{summary_line(summary)}; outputs in {summary['out_dir']}")
     if summary["n_failed"]:
         print(f"see {summary['out_dir']}/failures.csv for the reasons")
+
+
+#: How the console summary shows a missing value (a total of zones the scan cannot see, the scores of a failed series)
+MISSING = "-"
+
+
+def summary_line(summary: dict) -> str:
+    """"7 of 8 series scored, 1 failed", and on a resume which of them an earlier run finished (``n_skipped``) and
+    how many failures it left that ``--retry-failed`` would try again (``n_failed_kept``, when the summary has it)."""
+    n, n_failed = summary["n_series"], summary["n_failed"]
+    line = f"{summary['n_ok']} of {n} series scored, {n_failed} failed"
+    done = int(summary.get("n_skipped") or 0)
+    if not done:
+        return line
+    kept = summary.get("n_failed_kept")
+    earlier = (f"all {n} " if n > 1 else "") if done == n else f"{done} of the {n} "
+    note = f"{earlier}finished in an earlier run" + ("" if done == n else f", {n - done} scored or tried now")
+    if kept:
+        which = ("the failed one" if n_failed == 1 else f"the {kept} failed ones") if kept == n_failed else \
+            f"the {'one' if kept == 1 else kept} that failed in the earlier run"
+        note += f"; --retry-failed scores {which} again"
+    return f"{line} ({note})"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from pipeline.errors import (
@@ -31,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", metavar="CSV", help="write the per-file inventory here (inventory.csv)")
     p.add_argument("--stacks", metavar="CSV", help="also write one row per stack here")
-    p.add_argument("--series-uid", help="consider only this SeriesInstanceUID (or stack id)")
+    p.add_argument("--series-uid", metavar="UID",
+                   help="consider only this SeriesInstanceUID (or stack id): chosen over the other stacks of its "
+                        "study, but the hard filters of selection: still apply (its reason says which refused it)")
     p.add_argument("--all-series", action="store_true", help="select every eligible stack, not one per study")
     p.add_argument("--identifiers", action="store_true",
                    help="include patient id and study date in the tables (left out by default)")
@@ -81,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pipeline.config import load_config
-    from pipeline.inventory import build_inventory
+    from pipeline.inventory import build_inventory, no_stack_sentence, requested_series_problem
 
     cfg = load_config(args.config, args.overrides)
     for dest in (args.out, args.stacks):
@@ -104,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{len(files)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in stacks "
           f"not selected, {counts.get('skipped', 0)} skipped as files (not DICOM, unreadable or no image)"
           + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})" if skip_codes else ""))
+    if not len(inv.stacks):  # not an empty table: what was found instead (NIfTI/NRRD files: ctscore reads DICOM)
+        print(no_stack_sentence(files))
+        print("\n0 stack(s) selected of 0" + (f"; written {args.out}" if args.out else ""))
+        return exit_code(inv)
     cols = ["folder", "stack_id", "modality", "orientation", "n_slices", "slice_thickness_mm", "slice_spacing_mm",
             "z_coverage_mm", "kernel", "decision", "reason"]
     stacks = inv.stacks.copy()
@@ -118,6 +123,6 @@ def main(args: argparse.Namespace) -> int:
         print(stacks.to_string(index=False))
     print(f"\n{len(inv.chosen)} stack(s) selected of {len(inv.candidates)}"
           + (f"; written {args.out}" if args.out else ""))
-    if not inv.chosen and len(files) and not counts.get("used") and not len(inv.candidates):
-        print("no DICOM image stacks found", file=sys.stderr)
+    if args.series_uid and not inv.chosen:
+        print(requested_series_problem(inv.candidates, args.series_uid, cfg))
     return exit_code(inv)

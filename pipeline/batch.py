@@ -1466,7 +1466,12 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
             if not opts.overwrite:
                 _warn_replaced(out_dir, [s for s in states.values() if s is not None], config_sha256, model_id)
             _warn_not_in_input(out_dir, input_ids, input_path)
-            log.info("%d series: %d to score, %d already done (resume)", len(tasks), len(todo), n_skipped)
+            todo_ids = {t.scan_id for t in todo}
+            kept_failed = sum(1 for t in tasks if t.scan_id not in todo_ids
+                              and (states[t.scan_id] or {}).get("status") != "ok")
+            log.info("%d series: %d to score, %d finished in an earlier run (resume)%s", len(tasks), len(todo),
+                     n_skipped, f", {kept_failed} of them failed (--retry-failed scores them again)"
+                     if kept_failed else "")
             progress = Progress(len(todo), opts.progress)
             try:
                 if executor == "serial" or not todo:

@@ -377,3 +377,19 @@ def test_console_summary_prints_a_missing_value_as_a_dash(capsys, tmp_path):
     assert lines[3].split() == ["scan-c", "failed", "-", "-", "-"]
     df.to_csv(tmp_path / "scans.csv", index=False)  # the tables keep their empty cells
     assert ",," in (tmp_path / "scans.csv").read_text()
+
+
+def test_resume_log_line_says_how_many_kept_series_failed(tmp_path, capfd):
+    """The driver's log line counted a failed series among those "already done", without --retry-failed."""
+    from pipeline.cli import main
+    from tests.dicom_factory import write_series
+
+    write_series(tmp_path / "in" / "bad", 3)  # too few slices for a lung: fails NO_LUNG_FOUND when forced
+    args = ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--segmenter", "classical",
+            "--set", "selection.min_slices=3", "--set", "outputs.write_qc_png=false"]
+    assert main(args) == 8
+    capfd.readouterr()
+    assert main(args) == 8
+    err = capfd.readouterr().err
+    assert ("1 series: 0 to score, 1 finished in an earlier run (resume), 1 of them failed "
+            "(--retry-failed scores them again)") in err

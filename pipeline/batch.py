@@ -979,6 +979,10 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
     for key in ("local_directory", "python", "interface"):
         if s.get(key):  # $VARS are left for the job's shell (node-local $TMPDIR), quoted as one word
             kwargs[key] = _shell_word(s[key])
+    if s.get("python"):  # a command with arguments (apptainer exec img.sif python, python -u): word by word
+        import shlex
+
+        kwargs["python"] = " ".join(_shell_word(w) for w in shlex.split(str(s["python"])))
     for key in ("log_directory", "job_name"):  # #SBATCH lines and the driver's own folder: no shell there
         if s.get(key):
             kwargs[key] = str(s[key])

@@ -77,6 +77,8 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
     if default is None:  # a key with no default value (scoring.lobar.lobes_dir): a path, as text, or none
         if value is None or isinstance(value, str):
             return None if value is None else str(value)
+        if isinstance(value, int) and not isinstance(value, bool):  # a folder named 2020 (YAML reads a number)
+            return str(value)
         raise ConfigError(f"{key} must be text (a path) or null, got {type(value).__name__} {value!r}")
     if value is None:  # an empty value in YAML (``key:``): the code needs one
         raise ConfigError(f"{key} has no value (empty or null); give one, or leave the key out for the default "

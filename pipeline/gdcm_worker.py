@@ -31,19 +31,28 @@ import numpy as np
 
 
 class GdcmCrashed(RuntimeError):
-    """The child process decoding a file died (GDCM aborted on the file's pixel data)."""
+    """The child process decoding a file died (GDCM aborted on the file's pixel data) or did not answer in time."""
 
+
+#: seconds a file may take to decode in the child before it is killed and the file refused (a 1000-frame enhanced
+#: CT takes a few seconds; a decoder caught in a loop on damaged data would hold the whole run)
+DECODE_TIMEOUT_S = 600.0
 
 _lock = threading.Lock()
 _child: subprocess.Popen | None = None
+_serial = 0
 
 
 def _start() -> subprocess.Popen:
+    # its own session: a Ctrl-C in the terminal reaches ctscore, which stops the child, not the child itself
     return subprocess.Popen([sys.executable, "-m", "pipeline.gdcm_worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=None, cwd=str(Path(__file__).resolve().parents[1]))
+                            stdout=subprocess.PIPE, stderr=None, bufsize=0, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[1]))
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _stop(child: subprocess.Popen, kill: bool = False) -> None:
+    if kill:
+        child.kill()
     for stream in (child.stdin, child.stdout):
         try:
             stream.close()
@@ -59,65 +68,133 @@ def _stop(child: subprocess.Popen) -> None:
 @atexit.register
 def _stop_at_exit() -> None:
     global _child
-    with _lock:
-        if _child is not None:
-            _stop(_child)
+    child = _child
+    if child is None:
+        return
+    if _lock.acquire(timeout=1.0):  # a thread stuck in decode holds it: kill the child without it
+        try:
+            _stop(child)  # its stdin closed: it ends
             _child = None
+        finally:
+            _lock.release()
+    else:
+        child.kill()
 
 
-def decode(path: Path, shape: tuple[int, int, int], mode: str = "raw") -> np.ndarray:
+def _read(fd: int, n: int, deadline: float, into: memoryview | None = None) -> bytes | None:
+    """Exactly ``n`` bytes from ``fd`` (into ``into`` when given), or raise EOFError / TimeoutError."""
+    import select
+    import time
+
+    got, parts = 0, []
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+        if into is not None:
+            k = os.readv(fd, [into[got:]])
+        else:
+            chunk = os.read(fd, n - got)
+            k = len(chunk)
+            parts.append(chunk)
+        if k == 0:
+            raise EOFError
+        got += k
+    return None if into is not None else b"".join(parts)
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        line += _read(fd, 1, deadline)
+        if len(line) > 1 << 16:
+            raise ValueError("answer line too long")
+    return line
+
+
+def decode(path: Path, shape: tuple[int, int, int], mode: str = "raw", _test_delay_s: float = 0.0) -> np.ndarray:
     """The file decoded in the child (``mode`` as in the module's protocol); its errors are raised here with their
-    message (as RuntimeError, ImportError kept as ImportError); :class:`GdcmCrashed` when the child died on this
-    file."""
-    global _child
-    request = (json.dumps({"mode": mode, "path": str(path), "shape": list(shape)}) + "\n").encode()
+    message (RuntimeError; ImportError and MemoryError kept); :class:`GdcmCrashed` when the child died on this
+    file or did not answer within :data:`DECODE_TIMEOUT_S`. Anything raised while waiting (a scan's timeout
+    alarm, Ctrl-C) stops the child too, so that no later file reads this one's answer."""
+    import time
+
+    global _child, _serial
     with _lock:
+        _serial += 1
+        request = (json.dumps({"id": _serial, "mode": mode, "path": str(path), "shape": list(shape),
+                               "delay_s": _test_delay_s}) + "\n").encode()
         if _child is None or _child.poll() is not None:
             _child = _start()
         child = _child
+        fd = child.stdout.fileno()
+        deadline = time.monotonic() + DECODE_TIMEOUT_S
         try:
             child.stdin.write(request)
-            child.stdin.flush()
-            header = child.stdout.readline()
-            if not header:
-                raise EOFError
-            answer = json.loads(header)
+            answer = json.loads(_read_line(fd, deadline))
+            if answer.get("id") != _serial:
+                raise ValueError(f"answer {answer.get('id')} to request {_serial}")
             if "error" in answer:
-                kind = ImportError if answer.get("type") == "ImportError" else RuntimeError
+                kind = {"ImportError": ImportError, "MemoryError": MemoryError}.get(answer.get("type"), RuntimeError)
                 raise kind(answer["error"])
-            raw = child.stdout.read(int(answer["nbytes"]))
-            if len(raw) != int(answer["nbytes"]):
-                raise EOFError
-        except (EOFError, BrokenPipeError, OSError, ValueError) as exc:
-            _stop(child)
+            arr = np.empty(answer["shape"], dtype=np.dtype(answer["dtype"]))
+            if arr.nbytes != int(answer["nbytes"]):
+                raise ValueError("answer size does not match its shape")
+            _read(fd, arr.nbytes, deadline, into=memoryview(arr.reshape(-1).view(np.uint8)))
+        except (ImportError, MemoryError, RuntimeError):
+            raise  # the child's own answer: it is in step and stays
+        except TimeoutError as exc:
+            _stop(child, kill=True)
+            _child = None
+            raise GdcmCrashed(f"gdcm did not finish decoding this file in {DECODE_TIMEOUT_S:.0f} s (stopped): the "
+                              "pixel data are likely damaged") from exc
+        except (EOFError, OSError, ValueError) as exc:
+            _stop(child, kill=child.poll() is None)
             _child = None
             code = child.returncode
+            if code == -9:  # SIGKILL from outside: the kernel's out-of-memory killer, most likely
+                raise MemoryError("the gdcm decoding process was killed (out of memory?)") from exc
             raise GdcmCrashed(f"gdcm ended its process while decoding this file (exit {code}): the pixel data are "
                               "damaged") from exc
-    return np.frombuffer(raw, dtype=np.dtype(answer["dtype"])).reshape(answer["shape"])
+        except BaseException:  # a timeout alarm or Ctrl-C while waiting: the answer would reach the next file
+            _stop(child, kill=True)
+            _child = None
+            raise
+    return arr
 
 
 def _serve() -> None:
     """The child's loop: decode each requested file (:func:`pipeline.decoding._gdcm_decode_here` or
-    :func:`pipeline.decoding._pydicom_gdcm_here`)."""
+    :func:`pipeline.decoding._pydicom_gdcm_here`); ends when its stdin closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it
     out = os.fdopen(os.dup(1), "wb")  # the protocol's own stream; GDCM's prints go to stderr
     os.dup2(2, 1)
     from pipeline.decoding import _gdcm_decode_here, _pydicom_gdcm_here
 
-    for line in sys.stdin.buffer:
-        req = json.loads(line)
-        try:
-            path = Path(req["path"])
-            arr = (_pydicom_gdcm_here(path) if req.get("mode") == "pydicom"
-                   else _gdcm_decode_here(path, tuple(req["shape"])))
-            arr = np.ascontiguousarray(arr)
-        except Exception as exc:  # noqa: BLE001 - sent back to the caller, who decides
-            out.write((json.dumps({"error": str(exc), "type": type(exc).__name__}) + "\n").encode())
-        else:
-            out.write((json.dumps({"dtype": arr.dtype.str, "shape": list(arr.shape), "nbytes": arr.nbytes})
-                       + "\n").encode())
-            out.write(arr.tobytes())
-        out.flush()
+    try:
+        for line in sys.stdin.buffer:
+            req = json.loads(line)
+            try:
+                if os.environ.get("CTSCORE_GDCM_WORKER_TESTING"):  # tests: a slow or hung decoder
+                    import time
+
+                    time.sleep(float(req.get("delay_s") or 0.0))
+                path = Path(req["path"])
+                arr = (_pydicom_gdcm_here(path) if req.get("mode") == "pydicom"
+                       else _gdcm_decode_here(path, tuple(req["shape"])))
+                arr = np.ascontiguousarray(arr)
+            except Exception as exc:  # noqa: BLE001 - sent back to the caller, who decides
+                out.write((json.dumps({"id": req.get("id"), "error": str(exc), "type": type(exc).__name__})
+                           + "\n").encode())
+            else:
+                out.write((json.dumps({"id": req.get("id"), "dtype": arr.dtype.str, "shape": list(arr.shape),
+                                       "nbytes": arr.nbytes}) + "\n").encode())
+                out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            out.flush()
+    except (BrokenPipeError, KeyboardInterrupt):  # the parent went away
+        pass
 
 
 if __name__ == "__main__":

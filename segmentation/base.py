@@ -91,6 +91,8 @@ def lung_outside_body(hu: np.ndarray, lungs: np.ndarray, body_threshold_hu: floa
     for k in np.flatnonzero(outside.any(axis=(1, 2))):
         if body[k].any():  # the convex outline: a lung open to the FOV edge, or air between arm and chest
             outside[k] &= ~convex_hull_image(body[k])
+        else:  # no body in this slice (a body split along z, the largest part elsewhere): no outline to judge by
+            outside[k] = False
     if not outside.any():
         return out
     for side in (RIGHT_LUNG, LEFT_LUNG):

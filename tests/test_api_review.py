@@ -75,7 +75,14 @@ def test_path_where_text_is_expected_is_converted(tmp_path):
     json.dumps(cfg)  # what get_segmenter and run.json do with it
 
 
-@pytest.mark.parametrize("value", [5, 2.5, True, ["a"], {"a": 1}, object()])
+def test_a_folder_named_by_a_number_is_taken_as_its_name(tmp_path, monkeypatch):
+    """``--set scoring.lobar.lobes_dir=2020``: YAML reads the folder name 2020 as a number."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2020").mkdir()
+    assert load_config(overrides=["scoring.lobar.lobes_dir=2020"])["scoring"]["lobar"]["lobes_dir"] == "2020"
+
+
+@pytest.mark.parametrize("value", [2.5, True, ["a"], {"a": 1}, object()])
 def test_non_text_for_a_key_without_default_is_refused_naming_it(value):
     with pytest.raises(ConfigError, match=r"scoring\.lobar\.lobes_dir must be text") as e:
         load_config(extra={"scoring": {"lobar": {"lobes_dir": value}}})

@@ -449,3 +449,14 @@ def test_failure_paths_are_absolute_when_the_input_is_relative(tmp_path, inputs,
     assert row["code"].startswith("CORRUPT_"), row
     assert os.path.isabs(row["path"]), row["path"]
     assert Path(row["path"]).resolve().is_relative_to((tmp_path / "in" / f"s{CORRUPT:02d}").resolve())
+
+
+def test_a_python_command_with_arguments_stays_a_command():
+    """``python: apptainer exec img.sif python`` was quoted as one word: a command name that does not exist on the
+    node (SLURM_NO_WORKERS only after the start timeout)."""
+    from pipeline.batch import slurm_cluster_kwargs
+
+    kw = slurm_cluster_kwargs({"slurm": {"python": "apptainer exec /opt/img.sif python -u"}})
+    assert kw["python"] == "apptainer exec /opt/img.sif python -u"
+    kw = slurm_cluster_kwargs({"slurm": {"python": "$HOME/envs/ct/bin/python"}})
+    assert kw["python"] == '"$HOME/envs/ct/bin/python"'

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline import __version__
 from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
     atomic_write_json,
@@ -261,7 +262,7 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
                input_id=task.input_id,
                config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
-               finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+               finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), ctscore_version=__version__)
     _write_record_file(out_dir, task.scan_id, rec)
 
 
@@ -323,6 +324,7 @@ def scan_state(out_dir: Path, scan_id: str, restore: bool = True) -> dict[str, A
         "status": "ok", "scan_id": scan_id, "series_uid": (result.get("scores") or {}).get("series_uid", ""),
         "input_fingerprint": fingerprint, "config_sha256": result.get("config_sha256", ""),
         "model_id": (result.get("segmenter") or {}).get("model_id", ""), "result": result,
+        "ctscore_version": result.get("ctscore_version", ""),
         "input_id": result.get("input_id") or ok_rec.get("input_id", ""), "seconds": ok_rec.get("seconds"),
     }
 
@@ -332,8 +334,9 @@ def needs_work(state: dict[str, Any] | None, task: Task, config_sha256: str, mod
     """Whether ``task`` must run, given its current ``state`` (see :func:`scan_state`)."""
     if overwrite or state is None:
         return True
+    # another ctscore version may score differently (its scoring rules): its results are made again
     same = (state.get("input_fingerprint") == task.fingerprint and state.get("config_sha256") == config_sha256
-            and state.get("model_id") == model_id)
+            and state.get("model_id") == model_id and state.get("ctscore_version") == __version__)
     if not same:
         return True
     return state["status"] != "ok" and retry_failed

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import __version__
 from pipeline.batch import (
     BatchOptions,
     Task,
@@ -95,12 +96,15 @@ def test_shards_cover_every_item_exactly_once():
 
 def test_resume_rules():
     task = Task("scan-a", "1.2", ["f"], fingerprint="fp")
-    ok = {"status": "ok", "input_fingerprint": "fp", "config_sha256": "c", "model_id": "m"}
+    ok = {"status": "ok", "input_fingerprint": "fp", "config_sha256": "c", "model_id": "m",
+          "ctscore_version": __version__}
     failed = {**ok, "status": "failed"}
     assert needs_work(None, task, "c", "m")  # never attempted (or interrupted)
     assert not needs_work(ok, task, "c", "m")
     assert needs_work(ok, task, "c2", "m")  # config changed
     assert needs_work(ok, task, "c", "m2")  # model changed
+    assert needs_work({**ok, "ctscore_version": "0.1.0"}, task, "c", "m")  # another version (its scoring rules)
+    assert needs_work({**failed, "ctscore_version": "0.1.0"}, task, "c", "m")
     assert needs_work({**ok, "input_fingerprint": "other"}, task, "c", "m")  # input changed
     assert needs_work(ok, task, "c", "m", overwrite=True)
     assert not needs_work(failed, task, "c", "m")  # failures are kept ...

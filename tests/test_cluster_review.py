@@ -6,6 +6,8 @@ No SLURM is needed: the SLURM runs use a fake ``sbatch`` (and ``scancel``, ``squ
 folder; job scripts are checked by running their worker command line through bash with the worker replaced.
 """
 
+# ruff: noqa: F811 - the cfg fixture imported from tests.test_batch is a test argument
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,10 +25,10 @@ import pytest
 import yaml
 
 from pipeline.batch import BatchOptions, aggregate, load_slurm_profile, slurm_cluster_kwargs, writer_lock
-from pipeline.config import load_config
 from pipeline.errors import EXIT_USAGE, ConfigError, CTScoreError, OutputLocked
 from pipeline.run import run_pipeline
 from tests.scripts_loader import load_script
+from tests.test_batch import cfg  # noqa: F401 - the same module-scoped classical config fixture
 
 REPO = Path(__file__).resolve().parents[1]
 needs_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
@@ -34,13 +36,6 @@ needs_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is
 N_SERIES, CORRUPT = 3, 1  # series CORRUPT has a truncated slice: a failure row with a file path
 CLI_CFG = ["--segmenter", "classical", "--set", "resample.spacing_mm=[3,3,3]", "--set", "outputs.write_qc_png=false",
            "--set", "outputs.write_masks=false"]
-
-
-@pytest.fixture(scope="module")
-def cfg() -> dict:
-    return load_config(overrides=["resample.spacing_mm=[3,3,3]"],
-                       extra={"segmentation": {"method": "classical"},
-                              "outputs": {"write_qc_png": False, "write_masks": False}})
 
 
 @pytest.fixture(scope="module")

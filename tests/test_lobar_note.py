@@ -7,13 +7,12 @@ import csv
 import json
 
 import numpy as np
-import SimpleITK as sitk
 
 from pipeline.cli import main
 from pipeline.errors import EXIT_OK
 from scoring.quantify import score_scan
 from tests.test_scoring_review3 import lobe_map
-from tests.test_user_lobes import SAMPLE, _lobe_map, _scan_dir
+from tests.test_user_lobes import SAMPLE, _scan_dir, lobes_folder
 from tests.test_zones import LEVELS, Z, cfg, lms, phantom
 
 
@@ -30,11 +29,7 @@ def test_a_run_without_lobe_maps_says_why_its_lobar_totals_are_empty(sample_run)
 
 
 def test_lobar_note_follows_the_lobe_map_and_the_config(sample_run, tmp_path):
-    scan = _scan_dir(sample_run)
-    uid = json.loads((scan / "result.json").read_text())["scores"]["series_uid"]
-    lobes = tmp_path / "lobes"
-    lobes.mkdir()
-    sitk.WriteImage(_lobe_map(scan / "lungs.nii.gz"), str(lobes / f"{uid}.nii.gz"))
+    lobes = lobes_folder(sample_run, tmp_path)
     common = ["-q", "--segmenter", "classical", "--set", "outputs.write_qc_png=false"]
     runs = {"scored": ["--lobes", str(lobes)],
             "off": ["--lobes", str(lobes), "--set", "scoring.lobar.enabled=false"],

@@ -37,12 +37,18 @@ def _lobe_map(lungs_path: Path, totalseg: bool = True) -> sitk.Image:
     return img
 
 
-def test_user_lobes_give_lobar_scores(sample_run, tmp_path):
+def lobes_folder(sample_run: Path, tmp_path: Path) -> Path:
+    """A ``--lobes`` folder holding a TotalSegmentator-convention map of the sample run's lungs."""
     scan = _scan_dir(sample_run)
     uid = json.loads((scan / "result.json").read_text())["scores"]["series_uid"]
     lobes = tmp_path / "lobes"
     lobes.mkdir()
     sitk.WriteImage(_lobe_map(scan / "lungs.nii.gz"), str(lobes / f"{uid}.nii.gz"))
+    return lobes
+
+
+def test_user_lobes_give_lobar_scores(sample_run, tmp_path):
+    lobes = lobes_folder(sample_run, tmp_path)
     out = tmp_path / "out"
     assert main(["run", str(SAMPLE), "-o", str(out), "-q", "--segmenter", "classical", "--lobes", str(lobes),
                  "--set", "outputs.write_qc_png=false"]) == EXIT_OK

@@ -147,6 +147,12 @@ def agreement_table(wide: pd.DataFrame, readers: list[str], min_n: int = 3) -> p
             stats = metrics.agreement(both[a].to_numpy(), both[b].to_numpy(), ordinal=labels is not None,
                                       labels=labels, min_n=min_n)
             n_scans = int(g.loc[both.index, "scan_id"].nunique())
+            if a == CTSCORE:
+                lacking = int((g[b].notna() & g[a].isna()).sum())
+                if lacking:  # a failed scan or a missing unit: said in data_summary.csv, and here beside the n
+                    gap = (f"{lacking} target(s) {b} scored have no ctscore value (failed scan or missing unit; "
+                           "data_summary.csv)")
+                    stats["note"] = "; ".join(x for x in (stats["note"], gap) if x)
             if unit == ALL_UNITS and n_scans < len(both) and min_n <= len(both):
                 # the units of one scan are not independent targets: the F, t and rank tests assume they are
                 pooled = (f"all_units pools {len(both)} targets from {n_scans} scan(s) as if independent: "

@@ -33,7 +33,8 @@ def _figure(n_panels: int, size: float = 3.6):
     fig = Figure(figsize=(size * cols + 0.6, size * rows + 0.6))
     FigureCanvasAgg(fig)
     # fixed margins: tight_layout costs more than the drawing itself
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12 / rows, top=1 - 0.14 / rows, wspace=0.35,
+    # the left margin in inches (0.75: tick labels and the y label), not a share of a width that varies 3x
+    fig.subplots_adjust(left=0.75 / fig.get_figwidth(), right=0.98, bottom=0.12 / rows, top=1 - 0.14 / rows, wspace=0.35,
                         hspace=0.45)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
     return fig, axes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -136,15 +137,17 @@ def _systems_needing(columns: list[str]) -> str:
 
 
 def normalise_date(value: object) -> str | None:
-    """``YYYYMMDD`` from ``YYYYMMDD``, ``YYYY-MM-DD`` or ``YYYY/MM/DD``; None for empty."""
+    """``YYYYMMDD`` from ``YYYYMMDD``, ``YYYY-MM-DD``, ``YYYY/MM/DD`` or ``YYYY.MM.DD`` (a spreadsheet's
+    ``YYYY-MM-DD 00:00:00`` too); None for empty; anything else as written (``07.03.2020`` is not taken for
+    a year 0703: it matches no scan, and the reference check says the format is not known)."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     text = str(value).strip()
     if text == "" or text.lower() == "nan":
         return None
-    digits = text.replace("-", "").replace("/", "").replace(".", "")
-    if len(digits) == 8 and digits.isdigit():
-        return digits
+    m = re.fullmatch(r"(\d{4})([-/.]?)(\d{2})\2(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?", text)
+    if m:
+        return m.group(1) + m.group(3) + m.group(4)
     if text.endswith(".0") and text[:-2].isdigit():  # a date read as a number
         return text[:-2]
     return text

@@ -10,13 +10,17 @@ columns, no rows), ``REFERENCE_BAD_SYSTEM``,
 ``REFERENCE_BAD_UNIT``, ``REFERENCE_BAD_READER``, ``REFERENCE_BAD_VALUE`` (not a number/category),
 ``REFERENCE_OUT_OF_RANGE``, ``REFERENCE_NO_MATCH`` (names no scan of the pipeline output),
 ``REFERENCE_AMBIGUOUS`` (patient + date match several series, or a series_uid several scored stacks),
+``REFERENCE_ID_CONFLICT`` (a row's identifiers name different scans),
 ``REFERENCE_DUPLICATE``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,47 +70,113 @@ def _first_bad_byte(path: Path) -> str:
     return "undecodable bytes"
 
 
+def _rows_with_lines(text: str, path: Path) -> list[tuple[int, list[str]]]:
+    """The CSV's rows, each with the file line it starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows, start = [], 1
+    try:
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not a readable CSV file (line {reader.line_num}): "
+                           f"{exc}", path) from None
+    return rows
+
+
+def _header(cells: list[str], path: Path) -> list[str]:
+    """Normalised column names; refuses another separator than the comma and columns named twice (only the
+    first would be read: a second reader's scores beside the first one's were dropped without a word)."""
+    if len(cells) == 1 and (";" in cells[0] or "\t" in cells[0]):
+        by = "semicolons" if ";" in cells[0] else "tabs"
+        raise CTScoreError("REFERENCE_SCHEMA", f"the columns are separated by {by}, not commas (header "
+                           f"{cells[0][:60]!r}): save the table as comma-separated CSV (Excel: CSV UTF-8)", path)
+    names = [c.strip().lower() for c in cells]
+    if "scan" in names and "scan_id" not in names:
+        names = ["scan_id" if n == "scan" else n for n in names]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, 1):
+        if n and n in seen:
+            raise CTScoreError("REFERENCE_SCHEMA", f"column {n!r} appears twice in the header (columns {seen[n]} "
+                               f"and {i}): the reference is long form, one row per scan, system, unit and reader "
+                               "(several readers: several rows, see docs/reference_schema.md)", path)
+        seen.setdefault(n, i)
+    return names
+
+
+def _name_unused_columns(names: list[str], records: list[list[str]]) -> None:
+    """Log the filled columns the comparison does not read: a warning for those holding numbers (a second
+    reader's scores in a column of its own would be lost), a note for the rest (comments, the lab's own ids)."""
+    scores, other = [], []
+    for i, n in enumerate(names):
+        if n in (*REQUIRED, *ID_COLUMNS):
+            continue
+        filled = [r[i] for r in records if r[i]]
+        if not filled:
+            continue
+        label = repr(n) if n else f"unnamed column {i + 1}"
+        numeric = sum(re.fullmatch(r"[+-]?\d+([.,]\d+)?|CT-?\d", v, re.IGNORECASE) is not None for v in filled)
+        (scores if numeric > len(filled) / 2 else other).append(label)
+    if scores:
+        log.warning("reference: column(s) %s hold numbers but are not read: one row per scan, system, unit and "
+                    "reader is read (a second reader's scores are rows of their own, not a column)", ", ".join(scores))
+    if other:
+        log.info("reference: column(s) %s not used", ", ".join(other))
+
+
 def read_reference(path: str | Path) -> pd.DataFrame:
-    """The reference CSV as text, with normalised column names and a ``line`` column (file line number)."""
+    """The reference CSV as text, with normalised column names and a ``line`` column (the file line each row
+    starts on)."""
     path = Path(path)
     if not path.is_file():
         raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
     try:
-        # blank lines are kept as empty rows (dropped below), so that every row keeps its file line number
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
-                         skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise CTScoreError("REFERENCE_SCHEMA", "reference file is empty (not even a header row)", path) from None
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CTScoreError("REFERENCE_SCHEMA", f"reference is not UTF-8 text ({_first_bad_byte(path)}); save it "
                            "as CSV UTF-8", path) from None
-    except pd.errors.ParserError as exc:
-        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not a readable CSV file: {exc}".strip(), path) from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    if "scan" in df.columns and "scan_id" not in df.columns:
-        df = df.rename(columns={"scan": "scan_id"})
-    missing = [c for c in REQUIRED if c not in df.columns]
+    rows = _rows_with_lines(text, path)
+    if not rows or not any(c.strip() for c in rows[0][1]):
+        raise CTScoreError("REFERENCE_SCHEMA", "reference file is empty (not even a header row)", path)
+    names = _header(rows[0][1], path)
+    missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise CTScoreError("REFERENCE_SCHEMA", f"reference lacks column(s) {missing}; needs {list(REQUIRED)} "
-                           "plus scan_id, series_uid or patient_id + study_date", path)
-    if not any(c in df.columns for c in ("scan_id", "series_uid")) and not {"patient_id", "study_date"} <= set(df.columns):
+                           "plus scan_id, series_uid or patient_id + study_date (header: "
+                           f"{[c.strip() for c in rows[0][1]]})", path)
+    if not any(c in names for c in ("scan_id", "series_uid")) and not {"patient_id", "study_date"} <= set(names):
         raise CTScoreError("REFERENCE_SCHEMA", "reference names no scan: give a scan_id (or scan), series_uid, "
                            "or patient_id + study_date column", path)
-    if df.empty:
-        raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows", path)
+    problems = Problems(path)
+    records, lines, skipped = [], [], []
+    width = len(names)
+    for line, cells in rows[1:]:
+        cells = [c.strip() for c in cells]
+        if not any(cells):  # blank lines, and ",,,," rows a spreadsheet leaves after the data
+            skipped.append(line)
+            continue
+        if len(cells) > width:
+            if any(cells[width:]):
+                problems.add("REFERENCE_SCHEMA", line, f"the row has {len(cells)} fields, the header {width} "
+                             f"(row {','.join(cells)!r}): a comma inside a value? write decimals with a point, "
+                             "or quote the cell")
+                continue
+            cells = cells[:width]  # a trailing comma
+        records.append(cells + [""] * (width - len(cells)))
+        lines.append(line)
+    problems.raise_if_any()
+    if skipped:
+        log.info("reference: %d empty row(s) skipped (lines %s)", len(skipped), ", ".join(map(str, skipped[:MAX_LISTED])))
+    if not records:
+        raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows" + (" (only empty ones)" if skipped else ""),
+                           path)
+    keep = [i for i, n in enumerate(names) if n]
+    df = pd.DataFrame([[r[i] for i in keep] for r in records], columns=[names[i] for i in keep], dtype=str)
+    _name_unused_columns(names, records)
     for c in ID_COLUMNS:
         if c not in df.columns:
             df[c] = ""
-    df = df.astype(str).apply(lambda s: s.str.strip())
-    df.insert(0, "line", range(2, len(df) + 2))
-    # blank lines, and ",,,," rows a spreadsheet leaves after the data
-    blank = (df.drop(columns="line") == "").all(axis=1)
-    if blank.any():
-        log.info("reference: %d empty row(s) skipped (lines %s)", int(blank.sum()),
-                 ", ".join(map(str, df.loc[blank, "line"].head(MAX_LISTED))))
-        df = df[~blank]
-        if df.empty:
-            raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows (only empty ones)", path)
+    df.insert(0, "line", lines)
     return df
 
 
@@ -114,6 +184,29 @@ def _describe(row: pd.Series) -> str:
     ident = row["scan_id"] or row["series_uid"] or f"{row['patient_id']}/{row['study_date']}"
     value = row["value_text"] if "value_text" in row.index else row["value"]  # as written, after check_values too
     return f"{ident} {row['system']} {row['unit']} {row['reader']}={value!r}"
+
+
+def _number(text: str) -> float:
+    """A reader's value as a number: decimal notation only (``float`` alone also takes ``1_2`` as 12)."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
+def _check_reader_spellings(df: pd.DataFrame, problems: Problems) -> None:
+    """Reader names that differ only in case or inner spaces ('Smith', 'smith') are one reader written two ways:
+    read as two, each had half the scans and their comparison none."""
+    first: dict[str, tuple[str, int]] = {}
+    reported: set[str] = set()
+    for name, line in zip(df["reader"], df["line"]):
+        key = " ".join(name.split()).lower()
+        if not key:
+            continue
+        seen = first.setdefault(key, (name, int(line)))
+        if seen[0] != name and key not in reported:
+            reported.add(key)
+            problems.add("REFERENCE_BAD_READER", int(line), f"reader {name!r} is written {seen[0]!r} on line "
+                         f"{seen[1]}: spell each reader one way (names are compared as written)")
 
 
 def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -124,7 +217,7 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         line, desc = int(row["line"]), _describe(row)
         system = canonical_system(row["system"])
         unit = row["unit"].strip().lower()
-        unit = TOTAL if unit in ("", "all", "whole", "total") else unit
+        unit = TOTAL if unit in ("all", "whole", "total") else unit
         value = math.nan
         systems.append(system)
         units.append(unit)
@@ -134,6 +227,9 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                          f"(known: {', '.join(SYSTEMS)})")
             continue
         spec = SYSTEMS[system]
+        if not unit:  # a zone-level file with one zone name missing: read as total, it was compared with the total
+            problems.add("REFERENCE_BAD_UNIT", line, f"{desc}: empty unit (write total for the whole-scan score)")
+            continue
         unit = {u.lower(): u for u in spec.units}.get(unit, unit)  # right_l3 -> right_L3
         units[-1] = unit
         if unit != TOTAL and unit not in spec.units:
@@ -147,10 +243,12 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                          f"{sorted(RESERVED_READERS)}")
             continue
         try:
-            value = mosmed_to_ordinal(row["value"]) if system == "mosmed" else float(row["value"])
+            value = mosmed_to_ordinal(row["value"]) if system == "mosmed" else _number(row["value"])
         except ValueError:
             expect = "CT-0..CT-4" if system == "mosmed" else "a number"
-            problems.add("REFERENCE_BAD_VALUE", line, f"{desc}: value {row['value']!r} is not {expect}")
+            hint = (" (write decimals with a point)" if system != "mosmed"
+                    and re.fullmatch(r"[+-]?\d+,\d+", row["value"]) else "")
+            problems.add("REFERENCE_BAD_VALUE", line, f"{desc}: value {row['value']!r} is not {expect}{hint}")
             continue
         if math.isnan(value):
             problems.add("REFERENCE_BAD_VALUE", line, f"{desc}: empty value (leave the row out instead)")
@@ -160,6 +258,7 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             problems.add("REFERENCE_OUT_OF_RANGE", line, f"{desc}: {why}")
             continue
         values[-1] = value
+    _check_reader_spellings(df, problems)
     problems.raise_if_any()
     out = df.copy()
     out["value_text"] = df["value"]
@@ -196,6 +295,24 @@ def _check_id_columns(df: pd.DataFrame, scans: pd.DataFrame) -> None:
                                "scan_id", scans.attrs.get("source"))
 
 
+def _id_conflict(row: pd.Series, known: tuple[object, object, object] | None, uids: set[str],
+                 patients: set[str]) -> str:
+    """What of the scan found by the row's first identifier contradicts the row's other identifiers ('' if none).
+    Only identifiers of another scan in scans.csv count (a shifted column); a lab's own patient numbers beside a
+    scan_id are not ctscore's pseudonyms and are left alone."""
+    if known is None:
+        return ""
+    uid, patient, date = (str(x) if isinstance(x, str) else "" for x in known)
+    if row["scan_id"] and row["series_uid"] in uids and row["series_uid"] != uid:
+        return f"series_uid is {uid!r}, not {row['series_uid']!r}"
+    if (row["scan_id"] or row["series_uid"]) and row["patient_id"] in patients and row["study_date"] and patient \
+            and date:
+        given = (row["patient_id"], normalise_date(row["study_date"]) or "")
+        if given != (patient, normalise_date(date) or ""):
+            return f"patient_id + study_date are {patient!r} + {date!r}, not {given[0]!r} + {given[1]!r}"
+    return ""
+
+
 def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error",
                   left_out: list[int] | None = None) -> pd.DataFrame:
     """Give every reference row the pipeline's ``scan_id``.
@@ -215,6 +332,9 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
         if isinstance(s.patient_id, str) and isinstance(s.study_date, str):
             by_pd.setdefault((s.patient_id, s.study_date), []).append(s.scan_id)
     status = dict(zip(scans["scan_id"], scans["status"].fillna("ok").str.lower()))
+    idents = {s.scan_id: (s.series_uid, s.patient_id, s.study_date) for s in scans.itertuples(index=False)}
+    pseudonymous = scans["patient_id"].dropna().astype(str).str.startswith("pt-")
+    patients = {p for p, _ in by_pd}
     n_failed_bare = _failed_without(scans, ("patient_id", "study_date"))
     date_hint = (f" ({n_failed_bare} failed scan(s) in scans.csv lack patient_id or study_date: name a failed scan "
                "by series_uid or scan_id)" if n_failed_bare else "")
@@ -249,6 +369,19 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
                          "patient_id + study_date all empty)")
             resolved.append(None)
             continue
+        conflict = _id_conflict(row, idents.get(sid), set(by_uid), patients) if sid is not None else ""
+        if conflict:
+            problems.add("REFERENCE_ID_CONFLICT", line, f"{desc}: {how} is scan {sid}, whose {conflict}; the row's "
+                         "identifiers name different scans (a shifted column?)")
+            resolved.append(None)
+            continue
+        if sid is None and row["study_date"] and not row["scan_id"] and not row["series_uid"] \
+                and not re.fullmatch(r"\d{8}", normalise_date(row["study_date"]) or ""):
+            hint += f" (study_date {row['study_date']!r} is not YYYYMMDD or YYYY-MM-DD)"
+        elif sid is None and row["patient_id"] and not row["scan_id"] and not row["series_uid"] \
+                and len(pseudonymous) and pseudonymous.all() and not row["patient_id"].startswith("pt-"):
+            hint += (" (scans.csv holds pseudonymous patient_ids, pt-...: use those, or name scans by series_uid; "
+                     "docs/reference_schema.md)")
         if sid is None:
             if on_unmatched == "error":
                 problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output{hint}")

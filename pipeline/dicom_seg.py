@@ -133,13 +133,30 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     # settings, another model) give new ones, so that an archive never holds two contents under one UID
     content = hashlib.sha256(np.ascontiguousarray(stack).tobytes()).hexdigest()
     series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, **planes, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
         sop_instance_uid=_uid("seg-instance", series_uid), instance_number=1, manufacturer="ctscore",
         manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
         series_description="ctscore lungs and lesions",
     )
+    _set_slice_spacing(seg, geom)
+    return seg
+
+
+def _set_slice_spacing(seg, geom) -> None:
+    """SpacingBetweenSlices of the SEG's shared Pixel Measures: the step between the masks' slices. highdicom copies
+    the first source header's value when the pixel spacing matches (highdicom 0.28), and source headers can be
+    wrong (a GE series said 6.5 mm for 2.5 mm slices; highdicom then could not read the SEG back as a volume) or
+    negative (-2.0 on itkelastix00: the standard's value is a distance)."""
+    step = float(np.linalg.norm(np.asarray(geom.affine, float)[:3, 0]))
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    if shared is None or "PixelMeasuresSequence" not in shared or not step > 0:
+        return
+    measures = shared.PixelMeasuresSequence[0]
+    written = measures.get("SpacingBetweenSlices")
+    if written is None or abs(float(written) - step) > 1e-3 * step:
+        measures.SpacingBetweenSlices = pydicom.valuerep.DS(step, auto_format=True)
 
 
 def _source_positions(sources: Sequence[pydicom.Dataset], files: Sequence[str | Path], geom) -> list[list[float]] | None:

@@ -33,6 +33,7 @@ dask and dask-jobqueue are imported only when their executor is used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -1153,11 +1154,32 @@ def _submit_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(text.split())}"[:1000]
 
 
+class _ReportedSubmitErrors(logging.Filter):
+    """Drops tornado's "Exception in callback" traceback of a failed ``sbatch`` that ctscore has recorded (and
+    reports as SLURM_SUBMIT_FAILED or a warning): the traceback printed before ctscore's own one-line error.
+    Anything else tornado logs passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: collections.deque = collections.deque(maxlen=64)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not any(exc is e for e in self.errors)
+
+
+_REPORTED_SUBMIT_ERRORS = _ReportedSubmitErrors()
+
+
 def _recording_job_class(jobs: _SlurmJobs) -> type:
     """dask-jobqueue's SLURMJob, recording into ``jobs`` each job id and each failed submission: dask-jobqueue only
     logs a failed ``sbatch`` (from its event loop), and the run would wait for workers that never come."""
     from dask_jobqueue.slurm import SLURMJob
     from distributed.core import Status
+
+    tornado_log = logging.getLogger("tornado.application")
+    if _REPORTED_SUBMIT_ERRORS not in tornado_log.filters:
+        tornado_log.addFilter(_REPORTED_SUBMIT_ERRORS)
 
     async def start(self) -> None:
         jobs.pending += 1
@@ -1165,6 +1187,7 @@ def _recording_job_class(jobs: _SlurmJobs) -> type:
             await SLURMJob.start(self)
         except Exception as exc:
             jobs.failed.append(_submit_error(exc))
+            _REPORTED_SUBMIT_ERRORS.errors.append(exc)
             self.status = Status.failed  # else closing the cluster fails on a job that never started
             raise
         else:

@@ -488,7 +488,7 @@ class MonaiSegmenter:
             raise ConfigError(f"segmentation.monai.sw_batch_size must be a whole number >= 1, "
                               f"got {self.sw_batch_size!r}")
         self.sw_overlap = float(self.meta.get("sw_overlap", 0.25))
-        log.info("MONAI segmenter loaded from %s on %s (sha256 %s)", folder, self.device,
+        log.info("MONAI segmenter %s loaded from %s on %s (weights sha256 %s)", self.model_id, folder, self.device,
                  self.hashes["model.safetensors"][:12])
 
     @property

@@ -527,15 +527,16 @@ CACHE_VERSION = 2  # bump when prepare_case changes what it writes: older files 
 
 def _file_stamp(path: Path) -> list:
     st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
                            teacher_spacing_xyz: Sequence[float] | None) -> str:
     """What a cached case was made from (JSON): the image (every file of a DICOM folder: path, size, mtime),
     the label files and values, the model grid and, for teacher-labelled cases, the teacher's grid. A cached file
-    whose fingerprint differs is made again."""
-    image = Path(bg.image)
+    whose fingerprint differs is made again. Paths are resolved: one folder reached through a symlink and through
+    its target (the recipe's default ../shared/data/chest and a backgrounds file's resolved entries) is one source."""
+    image = Path(bg.image).resolve()
     if image.is_dir():
         files = sorted(f for f in image.rglob("*") if f.is_file())
         stamp = hashlib.sha256(json.dumps([_file_stamp(f) for f in files]).encode()).hexdigest()

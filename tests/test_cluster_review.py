@@ -168,6 +168,7 @@ def test_a_worker_job_that_cannot_be_submitted_stops_the_run_at_once(tmp_path, i
     else:
         assert "sbatch could not be run" in line and "sbatch on PATH" in line
     assert "queue, account" in line  # where to look
+    assert "Traceback" not in proc.stderr, proc.stderr  # tornado printed dask's traceback of the failure first
 
 
 @needs_jobqueue

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from scoring.csv_input import read_csv_table
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +97,14 @@ _INPUT_NAMES = {"BAD_CLINICAL_DATA": "clinical table (--clinical)", "BAD_LAB_DAT
 
 
 def _read_csv(path: str | Path, code: str) -> pd.DataFrame:
+    """The table as text, row label + 2 = file line (:func:`scoring.csv_input.read_csv_table`: a trailing comma on
+    every row, an unquoted decimal comma, a column named twice, another separator or encoding are refused or
+    harmless, never shifted or dropped silently)."""
     path = Path(path)
     if not path.is_file():
         raise CTScoreError("INPUT_NOT_FOUND", f"{_INPUT_NAMES.get(code, 'input')} not found", path)
-    try:
-        # blank lines are kept while reading, then dropped, so that row label i is line i + 2 of the file
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CTScoreError(code, f"cannot read CSV: {exc}", path) from exc
-    df.columns = [c.strip() for c in df.columns]
-    if len(df.columns) == 1 and (";" in df.columns[0] or "\t" in df.columns[0]):  # a spreadsheet's export setting
-        by = "semicolons" if ";" in df.columns[0] else "tabs"
-        raise CTScoreError(code, f"the columns are separated by {by}, not commas (header {df.columns[0][:60]!r}): "
-                           "save the table as comma-separated CSV", path)
-    empty = df.apply(lambda col: col.str.strip() == "").all(axis=1) if len(df.columns) else pd.Series(dtype=bool)
-    df = df[~empty]
-    df.attrs["source"] = str(path)
-    return df
+    what = _INPUT_NAMES.get(code, "input").split(" (")[0]
+    return read_csv_table(path, code, what)
 
 
 def _line_index(df: pd.DataFrame) -> pd.DataFrame:

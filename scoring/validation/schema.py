@@ -16,8 +16,6 @@ columns, no rows), ``REFERENCE_BAD_SYSTEM``,
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import re
@@ -27,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from scoring.csv_input import read_csv_table
 from scoring.validation.predictions import normalise_date
 from scoring.validation.systems import SYSTEMS, TOTAL, canonical_system, mosmed_to_ordinal
 
@@ -59,62 +58,21 @@ class Problems:
         raise CTScoreError(code, "reference: " + "; ".join(shown) + tail, self.path)
 
 
-def _first_bad_byte(path: Path) -> str:
-    """Where the first byte that is not UTF-8 sits, e.g. ``byte 0xfc on line 2``."""
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        return f"byte 0x{raw[exc.start]:02x} on line {line}"
-    return "undecodable bytes"
+def _column_name(cell: str) -> str:
+    return cell.strip().lower()
 
 
-def _rows_with_lines(text: str, path: Path) -> list[tuple[int, list[str]]]:
-    """The CSV's rows, each with the file line it starts on (a quoted cell may span lines)."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows, start = [], 1
-    try:
-        for row in reader:
-            rows.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not a readable CSV file (line {reader.line_num}): "
-                           f"{exc}", path) from None
-    return rows
-
-
-def _header(cells: list[str], path: Path) -> list[str]:
-    """Normalised column names; refuses another separator than the comma and columns named twice (only the
-    first would be read: a second reader's scores beside the first one's were dropped without a word)."""
-    if len(cells) == 1 and (";" in cells[0] or "\t" in cells[0]):
-        by = "semicolons" if ";" in cells[0] else "tabs"
-        raise CTScoreError("REFERENCE_SCHEMA", f"the columns are separated by {by}, not commas (header "
-                           f"{cells[0][:60]!r}): save the table as comma-separated CSV (Excel: CSV UTF-8)", path)
-    names = [c.strip().lower() for c in cells]
-    if "scan" in names and "scan_id" not in names:
-        names = ["scan_id" if n == "scan" else n for n in names]
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names, 1):
-        if n and n in seen:
-            raise CTScoreError("REFERENCE_SCHEMA", f"column {n!r} appears twice in the header (columns {seen[n]} "
-                               f"and {i}): the reference is long form, one row per scan, system, unit and reader "
-                               "(several readers: several rows, see docs/reference_schema.md)", path)
-        seen.setdefault(n, i)
-    return names
-
-
-def _name_unused_columns(names: list[str], records: list[list[str]]) -> None:
+def _name_unused_columns(df: pd.DataFrame) -> None:
     """Log the filled columns the comparison does not read: a warning for those holding numbers (a second
     reader's scores in a column of its own would be lost), a note for the rest (comments, the lab's own ids)."""
     scores, other = [], []
-    for i, n in enumerate(names):
+    for n in df.columns:
         if n in (*REQUIRED, *ID_COLUMNS):
             continue
-        filled = [r[i] for r in records if r[i]]
+        filled = [v for v in df[n] if v]
         if not filled:
             continue
-        label = repr(n) if n else f"unnamed column {i + 1}"
+        label = repr(n)
         numeric = sum(re.fullmatch(r"[+-]?\d+([.,]\d+)?|CT-?\d", v, re.IGNORECASE) is not None for v in filled)
         (scores if numeric > len(filled) / 2 else other).append(label)
     if scores:
@@ -126,58 +84,37 @@ def _name_unused_columns(names: list[str], records: list[list[str]]) -> None:
 
 def read_reference(path: str | Path) -> pd.DataFrame:
     """The reference CSV as text, with normalised column names and a ``line`` column (the file line each row
-    starts on)."""
+    starts on). Read by :func:`scoring.csv_input.read_csv_table`: another separator than the comma, a column named
+    twice (a second reader's ``reader,value`` pair), a row longer than the header (an unquoted decimal comma) are
+    refused naming the line."""
     path = Path(path)
     if not path.is_file():
         raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CTScoreError("REFERENCE_SCHEMA", f"reference is not UTF-8 text ({_first_bad_byte(path)}); save it "
-                           "as CSV UTF-8", path) from None
-    rows = _rows_with_lines(text, path)
-    if not rows or not any(c.strip() for c in rows[0][1]):
-        raise CTScoreError("REFERENCE_SCHEMA", "reference file is empty (not even a header row)", path)
-    names = _header(rows[0][1], path)
+    df = read_csv_table(path, "REFERENCE_SCHEMA", "reference", normalise=_column_name, strip_cells=True,
+                        twice_hint="the reference is long form, one row per scan, system, unit and reader (several "
+                        "readers: several rows, see docs/reference_schema.md)")
+    if "scan" in df.columns and "scan_id" not in df.columns:
+        df = df.rename(columns={"scan": "scan_id"})
+    names = list(df.columns)
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise CTScoreError("REFERENCE_SCHEMA", f"reference lacks column(s) {missing}; needs {list(REQUIRED)} "
-                           "plus scan_id, series_uid or patient_id + study_date (header: "
-                           f"{[c.strip() for c in rows[0][1]]})", path)
+                           f"plus scan_id, series_uid or patient_id + study_date (header: {names})", path)
     if not any(c in names for c in ("scan_id", "series_uid")) and not {"patient_id", "study_date"} <= set(names):
         raise CTScoreError("REFERENCE_SCHEMA", "reference names no scan: give a scan_id (or scan), series_uid, "
                            "or patient_id + study_date column", path)
-    problems = Problems(path)
-    records, lines, skipped = [], [], []
-    width = len(names)
-    for line, cells in rows[1:]:
-        cells = [c.strip() for c in cells]
-        if not any(cells):  # blank lines, and ",,,," rows a spreadsheet leaves after the data
-            skipped.append(line)
-            continue
-        if len(cells) > width:
-            if any(cells[width:]):
-                problems.add("REFERENCE_SCHEMA", line, f"the row has {len(cells)} fields, the header {width} "
-                             f"(row {','.join(cells)!r}): a comma inside a value? write decimals with a point, "
-                             "or quote the cell")
-                continue
-            cells = cells[:width]  # a trailing comma
-        records.append(cells + [""] * (width - len(cells)))
-        lines.append(line)
-    problems.raise_if_any()
+    skipped = df.attrs["skipped_lines"]
     if skipped:
         log.info("reference: %d empty row(s) skipped (lines %s)", len(skipped), ", ".join(map(str, skipped[:MAX_LISTED])))
-    if not records:
+    if df.empty:
         raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows" + (" (only empty ones)" if skipped else ""),
                            path)
-    keep = [i for i, n in enumerate(names) if n]
-    df = pd.DataFrame([[r[i] for i in keep] for r in records], columns=[names[i] for i in keep], dtype=str)
-    _name_unused_columns(names, records)
+    _name_unused_columns(df)
     for c in ID_COLUMNS:
         if c not in df.columns:
             df[c] = ""
-    df.insert(0, "line", lines)
-    return df
+    df.insert(0, "line", [int(i) + 2 for i in df.index])
+    return df.reset_index(drop=True)
 
 
 def _describe(row: pd.Series) -> str:

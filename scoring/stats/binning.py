@@ -7,6 +7,9 @@ import logging
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import CTScoreError
+from scoring.stats import schema
+
 log = logging.getLogger(__name__)
 
 #: li2020 periods since symptom onset (days, inclusive bounds); the last is open-ended.
@@ -78,12 +81,21 @@ def one_per_bin(df: pd.DataFrame, bin_col: str, value_cols: list[str], how: str 
 
 
 def labs_wide(labs: pd.DataFrame) -> pd.DataFrame:
-    """Long labs -> one row per patient and date, one column per analyte (same-day values averaged).
+    """Long labs -> one row per patient and date, one column per analyte (same-day values averaged; they are in one
+    unit: BAD_LAB_DATA when a ``unit`` column gives an analyte two).
 
     Adds ``nlr`` (neutrophil / lymphocyte count) where both are present on the same day.
     """
     if labs.empty:
         return pd.DataFrame(columns=["patient_id", "date"])
+    if "unit" in labs.columns:  # validate_labs leaves one unit per analyte; a frame built otherwise is checked here
+        key = labs["unit"].map(schema._unit_key)
+        units = key[key != ""].groupby(labs.loc[key != "", "analyte"]).nunique()
+        if (units > 1).any():
+            a = units[units > 1].index[0]
+            raise CTScoreError("BAD_LAB_DATA", f"analyte {a!r} has values in more than one unit "
+                               f"({sorted(set(labs.loc[(labs['analyte'] == a) & (key != ''), 'unit']))}): values of "
+                               "different units are never averaged (schema.validate_labs keeps the expected one)")
     w = labs.pivot_table(index=["patient_id", "date"], columns="analyte", values="value", aggfunc="mean")
     w.columns.name = None
     w = w.reset_index()

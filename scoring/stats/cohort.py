@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,149 @@ def _digits_key(ids: pd.Series) -> pd.Series:
     return ids.str.lstrip("0").replace("", "0").where(ids.str.fullmatch(r"\d+"))
 
 
+def _recover_leading_zeros(ids: pd.Series, targets: pd.Index) -> pd.Series:
+    """For each of ``ids`` (text) that is not in ``targets``: the target with the same number without leading zeros
+    (a spreadsheet turned '007' into 7), when unambiguous: one target with that number, which no id carries as
+    such, and one spelling of it among the ids. Returns the target of each id so matched (index: that of ``ids``)."""
+    digits = _digits_key(pd.Series(list(targets), index=list(targets), dtype=object))
+    digits = digits[digits.notna() & ~digits.duplicated(keep=False) & ~digits.index.isin(set(ids))]
+    target_of = pd.Series(digits.index, index=digits.to_numpy())  # number -> target id text
+    left = ~ids.isin(set(targets))
+    key = _digits_key(ids[left])
+    spellings = ids[left].groupby(key).nunique()
+    key = key[key.isin(target_of.index) & key.map(spellings).eq(1)]
+    return key.map(target_of)
+
+
+def _loose_id(x: str) -> str:
+    """An id as compared to find a likely cause of a mismatch: case-folded, a number without a '.0' suffix and
+    leading zeros."""
+    s = re.sub(r"^(\d+)\.0+$", r"\1", str(x).strip().casefold())
+    return (s.lstrip("0") or "0") if s.isdigit() else s
+
+
+def _id_differences(a: str, b: str) -> list[str]:
+    """How two ids of one :func:`_loose_id` differ: 'case', "a '.0' suffix", 'leading zeros'."""
+    why = []
+    a2, b2 = (re.sub(r"^(\d+)\.0+$", r"\1", x) for x in (a, b))
+    if a2 != a or b2 != b:
+        why.append("a '.0' suffix (a spreadsheet's number format)")
+    if a2.isdigit() and b2.isdigit() and a2 != b2:
+        why.append("leading zeros")
+    if a2.casefold() == b2.casefold() and a2 != b2:
+        why.append("case")
+    return why
+
+
+def _near_ids(ids: pd.Series, targets: pd.Series, what: str, target_what: str) -> tuple[int, str]:
+    """The ids of ``ids`` that are no target but differ from one only by case, a '.0' suffix or leading zeros: how
+    many, and a sentence naming every cause and up to three pairs ("1 lab id(s) differ only by case from one of the
+    clinical 'patient_id' (e.g. 'sim005' vs 'SIM005')"; '' when there are none)."""
+    loose: dict[str, list[str]] = {}
+    for t in dict.fromkeys(targets.astype(str)):
+        if t:
+            loose.setdefault(_loose_id(t), []).append(t)
+    pairs = []
+    for u in dict.fromkeys(ids.astype(str)):
+        near = loose.get(_loose_id(u)) if u else None
+        if near and u not in near:
+            pairs.append((u, near[0], _id_differences(u, near[0])))
+    if not pairs:
+        return 0, ""
+    causes = list(dict.fromkeys(c for *_, why in pairs for c in why))
+    return len(pairs), (f"{len(pairs)} {what} id(s) differ only by {' and '.join(causes)} from one of {target_what} "
+                        "(e.g. " + ", ".join(f"{u!r} vs {t!r}" for u, t, _ in pairs[:3]) + ")")
+
+
+def _examples(ids: pd.Series, n: int = 3) -> str:
+    return ", ".join(repr(x) for x in list(dict.fromkeys(x for x in ids.astype(str) if x))[:n])
+
+
+def _no_scan_matches(scan_ids: pd.Series, clinical: pd.DataFrame, id_column: str, ids: pd.Series) -> str:
+    """The message when no scan matches: example ids of both sides and the likely cause (ids that differ only by
+    case, a '.0' suffix or leading zeros; the scans' ids in another column, e.g. 'SCORES_PATIENT_ID'; a missing
+    'scores_patient_id' column for pseudonymous ids)."""
+    msg = (f"no scan's patient_id matches clinical column {id_column!r} (scans.csv e.g. {_examples(scan_ids)}; "
+           f"{id_column!r} e.g. {_examples(ids)})")
+    _, near = _near_ids(scan_ids, ids, "scan", f"the clinical {id_column!r}")
+    if near:
+        return f"{msg}; {near}: write the ids as scans.csv spells them"
+    best, best_n, best_loose = None, 0, 0
+    for c in clinical.columns:  # another column of unique values (an id) that holds the scans' ids
+        if c == id_column or pd.api.types.is_datetime64_any_dtype(clinical[c]):
+            continue
+        vals = _id_text(clinical[c])
+        vals = vals[vals != ""]
+        if vals.duplicated().any():
+            continue
+        n = int(scan_ids.isin(set(vals)).sum())
+        n_loose = _near_ids(scan_ids, vals, "scan", "")[0]
+        if (n, n_loose) > (best_n, best_loose):
+            best, best_n, best_loose = c, n, n_loose
+    if best is not None:
+        how = f"{best_n} of {len(scan_ids)} scans" if best_n else "ids that differ only by case, a '.0' suffix or " \
+                                                                   "leading zeros"
+        use = f"pass --id-column {best} (Python: id_column={best!r})"
+        near = "" if "scores_patient_id" in clinical.columns else schema.misspelling_hint("scores_patient_id", [best])
+        if str(best).strip().lower() == "scores_patient_id":
+            use = f"column names are case-sensitive: rename it 'scores_patient_id', or {use}"
+        elif near:
+            use = f"rename it 'scores_patient_id', or {use}"
+        return f"{msg}; the scans' ids are in column {best!r} ({how}){near}: {use} (see docs/clinical_schema.md)"
+    if "scores_patient_id" in clinical.columns:
+        return (f"{msg}; check that 'scores_patient_id' holds the patient_id values of this scans.csv (another run "
+                "or pseudonym salt gives other ids; see docs/clinical_schema.md)")
+    hint = schema.misspelling_hint("scores_patient_id", clinical.columns)
+    return f"{msg}; pseudonymous ids need a 'scores_patient_id' column{hint} (see docs/clinical_schema.md)"
+
+
+def _match_labs_to_patients(labs: pd.DataFrame, clinical: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Lab rows with the clinical ``patient_id`` they belong to, matched as scans are: as written, or on their
+    number without leading zeros when unambiguous (noted). The rest are left out with a note naming examples and
+    ids that differ only by case, a '.0' suffix or leading zeros; when no lab value matches: BAD_LAB_DATA."""
+    source = labs.attrs.get("source")
+    labs = labs.reset_index(drop=True)
+    lab_ids = _id_text(labs["patient_id"])
+    clin_ids = _id_text(clinical["patient_id"])
+    to_patient = pd.Series(clinical["patient_id"].to_numpy(), index=clin_ids.to_numpy())
+    to_patient = to_patient[~to_patient.index.duplicated()]
+    pid = lab_ids.map(to_patient).astype(object)
+    rec = _recover_leading_zeros(lab_ids, to_patient.index)
+    if len(rec):
+        pid[rec.index] = rec.map(to_patient)
+        pairs = dict(zip(lab_ids[rec.index], rec, strict=True))
+        notes.append(f"{len(rec)} lab value(s) of {len(pairs)} patient(s) matched on their number without leading "
+                     "zeros (e.g. " + ", ".join(f"{a!r} = {b!r}" for a, b in list(pairs.items())[:3])
+                     + " in the clinical 'patient_id'); check that these ids mean the same patients")
+        log.warning(notes[-1])
+    unknown = pid.isna()
+    if unknown.all():
+        _, near = _near_ids(lab_ids, clin_ids, "lab", "the clinical 'patient_id'")
+        if not near:  # the lab ids in another id column of the clinical table (scores_patient_id)
+            for c in clinical.columns:
+                if c == "patient_id" or pd.api.types.is_datetime64_any_dtype(clinical[c]):
+                    continue
+                vals = _id_text(clinical[c])
+                vals = vals[vals != ""]
+                if not vals.duplicated().any() and lab_ids.isin(set(vals)).any():
+                    near = f"the lab ids are values of the clinical column {c!r}"
+                    break
+        raise CTScoreError("BAD_LAB_DATA", f"no lab value's patient_id matches the clinical table's 'patient_id' "
+                           f"(labs e.g. {_examples(lab_ids)}; clinical e.g. {_examples(clin_ids)}); "
+                           + (f"{near}: " if near else "")
+                           + "write each lab value's patient_id as the clinical table's patient_id spells it "
+                           "(not the scores' id)", source)
+    if unknown.any():
+        _, near = _near_ids(lab_ids[unknown], clin_ids, "lab", "the clinical 'patient_id'")
+        notes.append(f"{int(unknown.sum())} lab value(s) of {lab_ids[unknown].nunique()} patient(s) not in the "
+                     f"clinical table were left out (e.g. {_examples(lab_ids[unknown])})"
+                     + (f"; {near}: write them as the clinical table does to use them" if near else ""))
+        log.warning(notes[-1])
+    out = labs[~unknown].copy()
+    out["patient_id"] = pid[~unknown].to_numpy()
+    return out
+
+
 def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.DataFrame, labs: pd.DataFrame | None,
                  window_days: int = 1, id_column: str | None = None) -> Cohort:
     """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
@@ -86,26 +230,17 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     scans["patient_id"] = scan_ids.map(mapping)
     # a numeric id that lost its leading zeros on one side (a spreadsheet: '007' -> 7) matches when unambiguous:
     # one clinical id with that number, which no scan carries as such, and one spelling of it among the scans
-    digits = _digits_key(pd.Series(mapping.index, index=mapping.index))
-    digits = digits[digits.notna() & ~digits.duplicated(keep=False) & ~digits.index.isin(set(scan_ids))]
-    clin_id = pd.Series(digits.index, index=digits.to_numpy())  # number -> clinical id text
-    left = scans["patient_id"].isna()
-    key = _digits_key(scan_ids[left])
-    spellings = scan_ids[left].groupby(key).nunique()
-    key = key[key.isin(clin_id.index) & key.map(spellings).eq(1)]
+    key = _recover_leading_zeros(scan_ids, mapping.index)
     if len(key):
-        scans.loc[key.index, "patient_id"] = key.map(clin_id).map(mapping)
-        pairs = dict(zip(scan_ids[key.index], key.map(clin_id), strict=True))
+        scans.loc[key.index, "patient_id"] = key.map(mapping)
+        pairs = dict(zip(scan_ids[key.index], key, strict=True))
         notes.append(f"{len(key)} scan(s) matched on their number without leading zeros (e.g. "
                      + ", ".join(f"{a!r} = {b!r}" for a, b in list(pairs.items())[:3])
                      + f" in {id_column!r}); check that these ids mean the same patients")
         log.warning(notes[-1])
     unmatched = scans["patient_id"].isna()
     if unmatched.all():
-        hint = "" if "scores_patient_id" in clinical.columns else \
-            schema.misspelling_hint("scores_patient_id", clinical.columns)
-        raise CTScoreError("BAD_CLINICAL_DATA", f"no scan's patient_id matches clinical column {id_column!r}; "
-                           f"pseudonymous ids need a 'scores_patient_id' column{hint} (see docs/clinical_schema.md)",
+        raise CTScoreError("BAD_CLINICAL_DATA", _no_scan_matches(scan_ids, clinical, id_column, ids[ids != ""]),
                            source)
     if unmatched.any():
         no_id = unmatched & (scan_ids == "")  # no PatientID in the DICOM headers: no clinical row can name it
@@ -119,8 +254,9 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         other = unmatched & ~no_id
         if other.any():
             examples = ", ".join(repr(x) for x in scan_ids[other].drop_duplicates()[:3])
+            _, near = _near_ids(scan_ids[other], ids, "scan", f"the clinical {id_column!r}")
             notes.append(f"{int(other.sum())} scan(s) whose patient_id is not in the clinical table were left out "
-                         f"(e.g. {examples})")
+                         f"(e.g. {examples})" + (f"; {near}: write them as scans.csv does to use them" if near else ""))
             log.warning(notes[-1])
         scans = scans[~unmatched]
     no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
@@ -149,13 +285,8 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         notes.append(f"{int(neg.sum())} scan(s) dated before symptom onset: excluded from weekly and period analyses")
     if zones is not None:
         zones = zones[zones["scan_id"].isin(set(scans["scan_id"]))].reset_index(drop=True)
-    if labs is not None and len(labs):
-        unknown = ~labs["patient_id"].isin(set(clinical["patient_id"]))
-        if unknown.any():
-            notes.append(f"{int(unknown.sum())} lab value(s) of {labs.loc[unknown, 'patient_id'].nunique()} patient(s) "
-                         "not in the clinical table were left out")
-            log.warning(notes[-1])
-            labs = labs[~unknown]
+    if labs is not None and len(labs):  # matched as the scans are (leading zeros), the rest named
+        labs = _match_labs_to_patients(labs, clinical, notes)
     if labs is None or labs.empty:
         labs_w = pd.DataFrame(columns=["patient_id", "date"])
         labs_w["date"] = pd.to_datetime(labs_w["date"])

@@ -313,6 +313,81 @@ def canonical_analyte(name: str) -> str:
     return re.sub(r"[^0-9a-z%]+", "_", name.strip().lower()).strip("_")
 
 
+#: Unit cells that say "no unit given", as an empty cell does (the value is taken to be in the expected unit).
+_NO_UNIT = frozenset({"", "na", "n/a", "-", "nan", "none", "null"})
+#: Other spellings of a unit (as :func:`_unit_key` writes them: case-folded, without spaces or brackets) -> the key
+#: of the unit they equal. Each pair is the same quantity with the same numbers (1 ug/L = 1 ng/mL, 10^3/uL =
+#: 10^9/L), so no value is converted.
+_SAME_UNIT = {"10^3/ul": "10^9/l", "10^3/mm^3": "10^9/l", "10^3/mm3": "10^9/l", "k/ul": "10^9/l", "/nl": "10^9/l",
+              "percent": "%", "ug/ml": "mg/l", "mm/hr": "mm/h", "mm/hour": "mm/h", "ug/l": "ng/ml",
+              "ug/mlfeu": "mg/lfeu", "mgfeu/l": "mg/lfeu", "ugfeu/ml": "mg/lfeu", "iu/l": "u/l", "ng/l": "pg/ml"}
+#: A count analyte and its percentage twin: a count row whose unit is '%' holds the percentage (a blood count export
+#: names both 'Neutrophils'), and is taken as the twin.
+_PCT_TWIN = {a: a[:-len("_count")] + "_pct" for a in ANALYTES
+             if a.endswith("_count") and a[:-len("_count")] + "_pct" in ANALYTES}
+_SUPERSCRIPT = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079", "0123456789")
+
+
+def _unit_key(unit: object) -> str:
+    """A unit as compared: case, spaces, brackets, the micro sign and the spellings of 10^9 ('x10^9/L', '10*9/l',
+    '10E9/L', superscripts) do not count, nor do the equal units of :data:`_SAME_UNIT`; '' for no unit. 'G/L' (giga
+    per litre, upper-case G) is 10^9/L."""
+    import unicodedata
+
+    s = re.sub(r"[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+", lambda m: "^" + m.group().translate(_SUPERSCRIPT),
+               str(unit).strip())
+    s = unicodedata.normalize("NFKC", s)
+    if re.fullmatch(r"G\s*/\s*L", s):
+        return "10^9/l"
+    s = re.sub(r"[\s()\[\]]", "", s).lower().replace("\u03bc", "u").replace("\u00d7", "x")
+    s = re.sub(r"^[x*]?10(?:\*\*|\*|\^|e)(\d+)", r"10^\1", s)
+    if s in _NO_UNIT:
+        return ""
+    return _SAME_UNIT.get(s, s)
+
+
+def _check_units(df: pd.DataFrame, names: pd.Series, path: Path | None) -> tuple[pd.DataFrame, list[str]]:
+    """Units of a lab table whose ``analyte`` is canonical (``names``: as the file spells them), so that no analyte
+    mixes units: a count in '%' becomes its percentage twin (:data:`_PCT_TWIN`); a value in another unit than the
+    expected one (:data:`ANALYTES`; for other analytes the unit most of their values carry) is left out. Returns the
+    kept rows and a note for each change (they reach data_summary.csv); values are never converted."""
+    notes: list[str] = []
+    where = f" of {path.name}" if path is not None else ""
+    key = df["unit"].map(_unit_key)
+    twin = df["analyte"].map(_PCT_TWIN)
+    routed = twin.notna() & (key == "%")
+    if routed.any():
+        for (name, canon), g in df[routed].groupby([names[routed], df.loc[routed, "analyte"]], sort=False):
+            notes.append(f"lab table: {len(g)} value(s) of {name!r} in '%' (e.g. line {int(g.index[0]) + 2}{where}) "
+                         f"are taken as {_PCT_TWIN[canon]}: a percentage is not a count ({canon} is in "
+                         f"{ANALYTES[canon]}); they are not averaged with the counts")
+            log.warning(notes[-1])
+        df = df.copy()
+        df.loc[routed, "analyte"] = twin[routed]
+    expected = {a: (_unit_key(u), u) for a, u in ANALYTES.items()}
+    given = key != ""
+    for a in df.loc[given & ~df["analyte"].isin(list(ANALYTES)), "analyte"].unique():  # no expected unit: the most
+        k = key[given & (df["analyte"] == a)]  # common one (of a tie, the first in the file)
+        counts = k.value_counts()
+        top = next(u for u in dict.fromkeys(k) if counts[u] == counts.max())
+        expected[a] = (top, df.loc[k.index[k == top][0], "unit"].strip())
+    want = df["analyte"].map(lambda a: expected.get(a, ("", ""))[0])
+    bad = given & (want != "") & (key != want)
+    for a in df.loc[bad, "analyte"].unique():
+        rows = df[bad & (df["analyte"] == a)]
+        units = rows["unit"].str.strip().value_counts()
+        spelled = ", ".join(f"{u!r}" + (f" ({n})" if len(units) > 1 else "") for u, n in units.head(3).items()) \
+            + (", ..." if len(units) > 3 else "")
+        exp_unit = expected[a][1]
+        whose = "" if a in ANALYTES else f", the unit of most {a} values"
+        notes.append(f"lab table: {len(rows)} value(s) of {a} in unit(s) {spelled} (e.g. line {int(rows.index[0]) + 2}"
+                     f"{where}) were left out: expected {exp_unit!r}{whose}; values are never converted and one "
+                     f"analyte is never averaged across units (convert them to {exp_unit} and write that unit, or "
+                     "correct the unit, to use them)")
+        log.warning(notes[-1])
+    return df[~bad], notes
+
+
 def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patients: set[str] | None = None) -> pd.DataFrame:
     """Check and type a long-form laboratory table (patient_id, date, analyte, value[, unit])."""
     code = "BAD_LAB_DATA"
@@ -332,23 +407,24 @@ def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patien
     if (df["analyte"].str.strip() == "").any():
         i = int((df["analyte"].str.strip() == "").idxmax())
         raise _bad(code, p, "analyte", i + 2, "", "is empty")
+    names = df["analyte"].str.strip()
     df["analyte"] = df["analyte"].map(canonical_analyte)
     df["value"] = _parse_numbers(df["value"], "value", code, p)
     if "unit" not in df.columns:
         df["unit"] = ""
-    for analyte, unit in ANALYTES.items():
-        rows = (df["analyte"] == analyte) & (df["unit"].str.strip() != "") & (df["unit"].str.strip() != unit)
-        if rows.any():
-            log.warning("labs: %d row(s) of %s in unit(s) %s, expected %s; values are used as given",
-                        int(rows.sum()), analyte, sorted(df.loc[rows, "unit"].unique()), unit)
+    df = df.dropna(subset=["value"])
+    df, unit_notes = _check_units(df, names, p)  # no analyte mixes units (a % is not a count)
+    notes += unit_notes
     if known_patients is not None:
         unknown = ~df["patient_id"].isin(known_patients)
         if unknown.any():
             log.warning("labs: %d row(s) for %d patient(s) not in the clinical table are ignored",
                         int(unknown.sum()), df.loc[unknown, "patient_id"].nunique())
             df = df[~unknown]
-    df = df.dropna(subset=["value"]).reset_index(drop=True)
+    df = df.reset_index(drop=True)
     df.attrs["notes"] = notes  # build_cohort carries them into data_summary
+    if p is not None:
+        df.attrs["source"] = str(p)
     return df
 
 

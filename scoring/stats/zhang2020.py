@@ -111,20 +111,51 @@ def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: i
     return pd.DataFrame(omni), pd.DataFrame(pair)
 
 
+def categories(values: pd.Series) -> tuple[pd.Series, str]:
+    """A text column's values as categories: surrounding spaces and runs of spaces do not count, nor does case
+    ('yes', 'Yes', 'YES ' are one category, shown in its most common spelling, of a tie the first in the table);
+    an empty cell is missing (NaN), not a category. Returns the values and a note naming the spellings merged
+    ('' when none were). Values that are not text (numbers, NaN) are kept as they are."""
+    text = values.map(lambda v: " ".join(v.split()) if isinstance(v, str) else v)
+    text = text.map(lambda v: np.nan if isinstance(v, str) and v == "" else v)
+    is_text = text.map(lambda v: isinstance(v, str))
+    if not is_text.any():
+        return text, ""
+    key = text[is_text].map(str.casefold)
+    label, merged = {}, []
+    for k, spell in text[is_text].groupby(key, sort=False):
+        counts = spell.value_counts(sort=False)
+        label[k] = next(x for x in dict.fromkeys(spell) if counts[x] == counts.max())
+        raw = list(dict.fromkeys(values[spell.index]))
+        if len(raw) > 1:
+            merged.append(", ".join(repr(x) for x in raw) + f" counted as {label[k]!r}")
+    out = text.copy()
+    out[is_text] = key.map(label)
+    note = ("categories compared ignoring case and extra spaces: " + "; ".join(merged)) if merged else ""
+    return out, note
+
+
 def subgroup_categorical(adm: pd.DataFrame, variables: list[str]) -> pd.DataFrame:
-    """Chi-square (or Fisher) of each categorical clinical variable across the subgroups."""
+    """Chi-square (or Fisher) of each categorical clinical variable across the subgroups. Categories are compared
+    ignoring case and extra spaces (:func:`categories`); a patient without a value (an empty cell) is left out of n
+    and counted in ``note``."""
     rows = []
     for var in variables:
-        if var not in adm.columns or adm[var].notna().sum() == 0:
+        values, merged = categories(adm[var]) if var in adm.columns else (None, "")
+        if values is None or values.notna().sum() == 0:
             rows.append({"variable": var, "note": "not in the data"})
             continue
-        d = adm[["subgroup", var]].dropna()
+        d = pd.DataFrame({"subgroup": adm["subgroup"], var: values}).dropna()
+        missing = int((adm["subgroup"].notna() & values.isna()).sum())
         if var == "glucocorticoid":
             d[var] = d[var].map({1.0: "yes", 0.0: "no"})
         tab = pd.crosstab(d[var], d["subgroup"]).reindex(columns=list(SUBGROUPS), fill_value=0)
         counts = "; ".join(f"{lv}: " + "/".join(str(int(x)) for x in tab.loc[lv]) for lv in tab.index)
-        rows.append({"variable": var, "n": int(tab.to_numpy().sum()),
-                     "counts (" + "/".join(SUBGROUPS) + ")": counts} | compare.categorical(tab))
+        row = {"variable": var, "n": int(tab.to_numpy().sum()),
+               "counts (" + "/".join(SUBGROUPS) + ")": counts} | compare.categorical(tab)
+        left = f"{missing} patient(s) without a {var} value (empty cell) left out" if missing else ""
+        row["note"] = "; ".join(x for x in (row.get("note", ""), merged, left) if x)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -83,3 +83,13 @@ def test_reader_contract(tmp_path):
     assert list(df.columns) == ["a", "b", "unnamed_3"] and df.attrs["unnamed_columns"] == ["unnamed_3"]
     assert df.index.tolist() == [0, 3, 4] and df.attrs["skipped_lines"] == [3, 4]  # label + 2 = file line
     assert df.loc[4].tolist() == ["4", "", ""]
+
+
+def test_a_dataframe_with_a_column_named_twice_is_refused():
+    """The same rule for a DataFrame given to run_stats: 'age' and 'age ' were a traceback ('tolist')."""
+    from scoring.stats.schema import as_text
+
+    frame = pd.DataFrame([r + ["62"] for r in ROWS], columns=HEADER + ["age "])
+    with pytest.raises(CTScoreError) as e:
+        as_text(frame, "BAD_CLINICAL_DATA")
+    assert e.value.code == "BAD_CLINICAL_DATA" and "'age' appears twice" in e.value.message

@@ -328,15 +328,15 @@ def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd
     check_input(clinical_csv, "clinical")
     check_input(labs_csv, "labs")
     if isinstance(scores, pd.DataFrame):
-        scans, zones = schema.validate_scans(schema.as_text(scores)), None
+        scans, zones = schema.validate_scans(schema.as_text(scores, "BAD_SCORES")), None
     else:
         scans, zones = schema.read_scores(scores)
-    clinical = schema.validate_clinical(schema.as_text(clinical_csv)) if isinstance(clinical_csv, pd.DataFrame) \
+    clinical = schema.validate_clinical(schema.as_text(clinical_csv, "BAD_CLINICAL_DATA")) if isinstance(clinical_csv, pd.DataFrame) \
         else schema.read_clinical(clinical_csv)
     if labs_csv is None:
         labs = None
     elif isinstance(labs_csv, pd.DataFrame):
-        labs = schema.validate_labs(schema.as_text(labs_csv))
+        labs = schema.validate_labs(schema.as_text(labs_csv, "BAD_LAB_DATA"))
     else:  # unknown patients: counted by build_cohort
         labs = schema.read_labs(labs_csv)
     return build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)

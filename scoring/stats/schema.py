@@ -526,11 +526,19 @@ def _cell_text(v: object) -> str:
     return str(v)
 
 
-def as_text(df: pd.DataFrame) -> pd.DataFrame:
+def as_text(df: pd.DataFrame, code: str = "BAD_CLINICAL_DATA") -> pd.DataFrame:
     """A DataFrame (``pd.read_csv``'s numbers, NaN and dates, or a frame built in Python) as text cells, the form
-    the ``validate_*`` functions check, so that a frame is held to the same rules as the file it stands for."""
+    the ``validate_*`` functions check, so that a frame is held to the same rules as the file it stands for
+    (also: two columns whose names differ only by surrounding spaces are refused with ``code``, as in a file)."""
     out = df.copy()
-    out.columns = [str(c).strip() for c in out.columns]
+    names = [str(c).strip() for c in out.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        what = _INPUT_NAMES.get(code, "input").split(" (")[0]
+        raise CTScoreError(code, f"column {twice[0]!r} appears twice in the {what} given as a DataFrame (names "
+                           f"{[str(c) for c in df.columns if str(c).strip() == twice[0]]}: only one would be read); "
+                           "give each column one name")
+    out.columns = names
     for c in out.columns:
         out[c] = [_cell_text(v) for v in out[c].tolist()]
     return out

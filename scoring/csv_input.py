@@ -34,31 +34,36 @@ def _first_bad_byte(raw: bytes) -> str:
     return "undecodable bytes"
 
 
-def _rows(text: str, code: str, what: str, path: Path) -> list[tuple[int, list[str]]]:
-    """Each row with the file line it starts on (a quoted cell may span lines)."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows, start = [], 1
+def _rows(text: str, code: str, what: str, path: Path, skip_initial_space: bool) -> tuple[list[list[str]], list[int]]:
+    """The rows, and the file line each starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=skip_initial_space)
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    start = 1
     try:
         for row in reader:
-            rows.append((start, row))
+            rows.append(row)
+            starts.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
         raise CTScoreError(code, f"{what} is not a readable CSV file (line {start}): {exc}", path) from None
-    return rows
+    return rows, starts
 
 
 def read_csv_table(path: str | Path, code: str, what: str, *,
                    normalise: Callable[[str], str] = str.strip, strip_cells: bool = False,
-                   twice_hint: str = "give each column one name") -> pd.DataFrame:
+                   twice_hint: str = "give each column one name", skip_initial_space: bool = False) -> pd.DataFrame:
     """The CSV at ``path`` as a DataFrame of text (see the module docstring); problems are ``CTScoreError(code)``
     naming ``what`` (e.g. "clinical table") and the path.
 
     ``normalise`` maps each header cell to its column name (default: trimmed); two header cells with the same
-    name are refused (``twice_hint`` says what to do). Columns with an empty name and no value are dropped (a trailing comma); one with values is
-    kept as ``unnamed_<column number>`` and listed in ``attrs["unnamed_columns"]``. Rows with more fields than
+    name are refused (``twice_hint`` says what to do). Columns with an empty name and no value are dropped (a
+    trailing comma); one with values is kept as ``unnamed_<column number>`` and listed in ``attrs["unnamed_columns"]``. Rows with more fields than
     the header are refused unless the extra fields are empty (a trailing comma); shorter rows are padded with
     empty cells. Rows with no value are dropped (blank lines, a spreadsheet's ``,,,,`` rows): their lines are in
-    ``attrs["skipped_lines"]``. ``attrs["source"]`` is the path as text."""
+    ``attrs["skipped_lines"]``; blank lines above the header are skipped too. ``skip_initial_space``: spaces after a
+    comma are not part of the cell (so that ``, "Smith, J"`` is one quoted cell). ``attrs["source"]`` is the path
+    as text."""
     path = Path(path)
     raw = path.read_bytes()
     try:
@@ -66,10 +71,11 @@ def read_csv_table(path: str | Path, code: str, what: str, *,
     except UnicodeDecodeError:
         raise CTScoreError(code, f"{what} is not UTF-8 text ({_first_bad_byte(raw)}); save it as CSV UTF-8",
                            path) from None
-    rows = _rows(text, code, what, path)
-    if not rows or not any(c.strip() for c in rows[0][1]):
+    rows, starts = _rows(text, code, what, path, skip_initial_space)
+    first = next((k for k, r in enumerate(rows) if any(c.strip() for c in r)), None)  # blank lines above the header
+    if first is None:
         raise CTScoreError(code, f"{what} is empty (not even a header row)", path)
-    header = rows[0][1]
+    header = rows[first]
     if len(header) == 1 and (";" in header[0] or "\t" in header[0]):  # a spreadsheet's export setting
         by = "semicolons" if ";" in header[0] else "tabs"
         raise CTScoreError(code, f"the columns are separated by {by}, not commas (header {header[0][:60]!r}): save "
@@ -83,24 +89,37 @@ def read_csv_table(path: str | Path, code: str, what: str, *,
         seen.setdefault(n, i)
     width = len(names)
     records, labels, skipped = [], [], []
-    for line, cells in rows[1:]:
+    body = rows[first + 1:]
+    if not strip_cells and all(len(r) == width for r in body) and all("".join(r).strip() for r in body):
+        records, labels = body, [start - 2 for start in starts[first + 1:]]  # the usual table: nothing to mend
+        body = []
+    for k in range(len(rows) - len(body), len(rows)):
+        cells = rows[k]
         if strip_cells:
             cells = [c.strip() for c in cells]
-        if not any(c.strip() for c in cells):
-            skipped.append(line)
+        n = len(cells)
+        filled = "".join(cells).strip() != ""
+        if n == width and filled:  # the usual row
+            records.append(cells)
+            labels.append(starts[k] - 2)
             continue
-        if len(cells) > width:
+        if not filled:
+            skipped.append(starts[k])
+            continue
+        if n > width:
             if any(c.strip() for c in cells[width:]):
-                raise CTScoreError(code, f"line {line} of the {what} has {len(cells)} fields, the header {width} "
-                                   f"(row {','.join(cells)[:120]!r}): a comma inside a value? write decimals with "
-                                   "a point, or quote the cell", path)
+                raise CTScoreError(code, f"line {starts[k]} of the {what} has {n} fields, the header {width} "
+                                   f"(fields {cells[:12]!r}): a comma inside a value? write decimals with a point, "
+                                   "or quote the cell", path)
             cells = cells[:width]  # a trailing comma
         records.append(cells + [""] * (width - len(cells)))
-        labels.append(line - 2)
-    unnamed = [i for i, n in enumerate(names) if not n and any(r[i].strip() for r in records)]
+        labels.append(starts[k] - 2)
+    del rows, body
+    df = pd.DataFrame(records, columns=range(width), index=pd.Index(labels, dtype="int64"), dtype=object)
+    del records
+    unnamed = [i for i, n in enumerate(names) if not n and (df[i].str.strip() != "").any()]
     keep = [i for i, n in enumerate(names) if n or i in unnamed]
-    columns = [names[i] or f"unnamed_{i + 1}" for i in keep]
-    df = pd.DataFrame([[r[i] for i in keep] for r in records], columns=columns, index=labels, dtype=object)
-    df = df.astype(str) if len(df) else df.astype(object)
+    df = df[keep]
+    df.columns = [names[i] or f"unnamed_{i + 1}" for i in keep]
     df.attrs.update(source=str(path), skipped_lines=skipped, unnamed_columns=[f"unnamed_{i + 1}" for i in unnamed])
     return df

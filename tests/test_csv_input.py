@@ -93,3 +93,9 @@ def test_a_dataframe_with_a_column_named_twice_is_refused():
     with pytest.raises(CTScoreError) as e:
         as_text(frame, "BAD_CLINICAL_DATA")
     assert e.value.code == "BAD_CLINICAL_DATA" and "'age' appears twice" in e.value.message
+
+
+def test_giga_per_litre_in_either_case_of_litre():
+    from scoring.stats.schema import _unit_key
+
+    assert _unit_key("G/l") == _unit_key("G/L") == _unit_key("10^9/L") and _unit_key("g/L") != _unit_key("G/L")

@@ -132,3 +132,37 @@ def test_one_panel_bland_altman_keeps_its_y_label_on_the_canvas():
     fig.canvas.draw()
     box = ax.yaxis.label.get_window_extent(fig.canvas.get_renderer())
     assert box.x0 >= 0, box
+
+
+# --- a reviewer's read of the changes above -----------------------------------------------------------------------
+
+def test_a_day_first_date_beside_a_scan_id_is_no_conflict(tmp_path):
+    """Excel re-saves dates in the local format: the same patient and date written 01.03.2020 beside the scan_id
+    was refused as REFERENCE_ID_CONFLICT ('a shifted column?')."""
+    ref = _load(tmp_path, "scan_id,patient_id,study_date,system,unit,reader,value\n"
+                          "scan-a,pt-aaaa,01.03.2020,six_zone,total,R1,11\nscan-b,pt-bbbb,2020-3-2,six_zone,total,R1,3\n")
+    assert ref["scan_id"].tolist() == ["scan-a", "scan-b"]
+
+
+def test_a_space_before_a_quoted_cell_is_not_part_of_it(tmp_path):
+    ref = _load(tmp_path, 'scan_id, system, unit, reader, value\nscan-a, six_zone, total, "Smith, J", 12\n')
+    assert ref["reader"].tolist() == ["Smith, J"] and ref["value"].tolist() == [12]
+
+
+def test_impossible_dates_are_not_dates():
+    from scoring.validation.predictions import normalise_date
+
+    assert normalise_date("2020-02-30") == "2020-02-30" and normalise_date("07032020") == "07032020"
+    assert normalise_date("2020-02-29") == "20200229"
+
+
+def test_an_empty_unit_of_a_system_without_units_is_its_total(tmp_path):
+    ref = _load(tmp_path, HEADER + "scan-a,mosmed,,R1,CT-2\n")
+    assert ref["unit"].tolist() == ["total"]
+
+
+def test_blank_lines_above_the_header_are_skipped(tmp_path):
+    ref = _load(tmp_path, "\n\n" + HEADER + "scan-a,six_zone,total,R1,3\nscan-b,six_zone,total,R1,4\n")
+    assert ref["line"].tolist() == [4, 5]
+    e = _error(tmp_path, "\n" + HEADER + "scan-a,six_zone,total,R1,30\n")
+    assert e.code == "REFERENCE_OUT_OF_RANGE" and "line 3" in e.message

@@ -337,7 +337,7 @@ def _unit_key(unit: object) -> str:
     s = re.sub(r"[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+", lambda m: "^" + m.group().translate(_SUPERSCRIPT),
                str(unit).strip())
     s = unicodedata.normalize("NFKC", s)
-    if re.fullmatch(r"G\s*/\s*L", s):
+    if re.fullmatch(r"G\s*/\s*[Ll]", s):  # 'G/l' too (French exports); lower-case 'g/L' is grams
         return "10^9/l"
     s = re.sub(r"[\s()\[\]]", "", s).lower().replace("\u03bc", "u").replace("\u00d7", "x")
     s = re.sub(r"^[x*]?10(?:\*\*|\*|\^|e)(\d+)", r"10^\1", s)

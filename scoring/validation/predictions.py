@@ -7,6 +7,7 @@ pipeline reports as missing (zone not seen by the scan) has NaN and is left out 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import re
@@ -147,7 +148,12 @@ def normalise_date(value: object) -> str | None:
         return None
     m = re.fullmatch(r"(\d{4})([-/.]?)(\d{2})\2(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?", text)
     if m:
-        return m.group(1) + m.group(3) + m.group(4)
+        digits = m.group(1) + m.group(3) + m.group(4)
+        try:  # 2020-02-30 is no date: kept as written, so that the reference check says the format is not known
+            datetime.datetime.strptime(digits, "%Y%m%d")
+        except ValueError:
+            return text
+        return digits
     if text.endswith(".0") and text[:-2].isdigit():  # a date read as a number
         return text[:-2]
     return text

@@ -91,6 +91,7 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CTScoreError("REFERENCE_NOT_FOUND", "reference CSV not found", path)
     df = read_csv_table(path, "REFERENCE_SCHEMA", "reference", normalise=_column_name, strip_cells=True,
+                        skip_initial_space=True,
                         twice_hint="the reference is long form, one row per scan, system, unit and reader (several "
                         "readers: several rows, see docs/reference_schema.md)")
     if "scan" in df.columns and "scan_id" not in df.columns:
@@ -164,6 +165,8 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                          f"(known: {', '.join(SYSTEMS)})")
             continue
         spec = SYSTEMS[system]
+        if not unit and not spec.units:  # mosmed: the total is all there is
+            unit = units[-1] = TOTAL
         if not unit:  # a zone-level file with one zone name missing: read as total, it was compared with the total
             problems.add("REFERENCE_BAD_UNIT", line, f"{desc}: empty unit (write total for the whole-scan score)")
             continue
@@ -245,6 +248,8 @@ def _id_conflict(row: pd.Series, known: tuple[object, object, object] | None, ui
     if (row["scan_id"] or row["series_uid"]) and row["patient_id"] in patients and row["study_date"] and patient \
             and date:
         given = (row["patient_id"], normalise_date(row["study_date"]) or "")
+        if not re.fullmatch(r"\d{8}", given[1]):  # a date format not known (07.03.2020) is no evidence either way
+            return ""
         if given != (patient, normalise_date(date) or ""):
             return f"patient_id + study_date are {patient!r} + {date!r}, not {given[0]!r} + {given[1]!r}"
     return ""

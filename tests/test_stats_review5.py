@@ -26,6 +26,7 @@ from scoring.stats import binning, schema, zhang2020
 from scoring.stats.api import run_stats
 from scoring.stats.cohort import build_cohort, load_cohort
 from scoring.stats.simulate import write_cohort
+from tests.test_stats_review2 import _clin, _scans
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +40,6 @@ def _text(path: Path) -> pd.DataFrame:
 
 def _notes(cohort) -> list[str]:
     return cohort.data_summary().query("item == 'note'")["value"].tolist()
-
-
-def _scans(ids: list[object]) -> pd.DataFrame:
-    n = len(ids)
-    return pd.DataFrame({"scan_id": [f"s{i}" for i in range(n)], "patient_id": ids,
-                         "study_date": pd.to_datetime("2020-02-01") + pd.to_timedelta(np.arange(n) * 7, unit="D"),
-                         "six_zone_total": np.arange(n, dtype=float), "zhang900_total": np.arange(n, dtype=float)})
-
-
-def _clin(**cols: list[str]) -> pd.DataFrame:
-    n = len(next(iter(cols.values())))
-    return schema.validate_clinical(pd.DataFrame({**cols, "onset_date": ["2020-01-25"] * n}))
 
 
 # ---- 1. units: one analyte name in two units is never averaged --------------------------------------------------

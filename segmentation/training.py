@@ -261,6 +261,9 @@ class Background:
     lesions: Path | None = None
     right: tuple[int, ...] = (1,)
     left: tuple[int, ...] = (2,)
+    #: label values of ``lesions`` meaning lesion; empty: any value above 0 (a binary lesion mask). A combined map
+    #: (e.g. 1 left lung, 2 right lung, 3 infection) is given as both ``lungs`` and ``lesions`` with these values.
+    lesion_values: tuple[int, ...] = ()
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Background:
@@ -269,14 +272,14 @@ class Background:
         return cls(folder.name, folder, _find_mask(folder, "lungs.nii.gz"), _find_mask(folder, "lesions.nii.gz"))
 
 
-BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left"}
+BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left", "lesion_values"}
 
 
 def read_backgrounds_file(path: str | Path) -> list[Background]:
     """Backgrounds listed in a YAML file (``backgrounds:`` list); paths are relative to the file.
 
     Each entry is a DICOM folder path, or a mapping with ``image`` and optionally ``name``, ``lungs``,
-    ``lesions``, ``right``, ``left`` (see :class:`Background`). Raises ``ValueError`` naming the file
+    ``lesions``, ``right``, ``left``, ``lesion_values`` (see :class:`Background`). Raises ``ValueError`` naming the file
     and the entry for anything malformed or missing.
     """
     import yaml
@@ -310,6 +313,9 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
         if image.is_dir() and files["lungs"] is None:
             found = Background.from_folder(image)
             files = {"lungs": found.lungs, "lesions": found.lesions}
+        elif image.is_dir() and files["lesions"] is None and Background.from_folder(image).lesions is not None:
+            log.warning("%s: 'lungs' is given, so %s beside the series is not used: the case gets synthetic lesions "
+                        "(add 'lesions:' to train on it)", where, Background.from_folder(image).lesions)
         try:
             right = tuple(int(v) for v in e.get("right", [1]))
             left = tuple(int(v) for v in e.get("left", [2]))
@@ -317,8 +323,14 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
             raise ValueError(f"{where}: 'right' and 'left' must be lists of label values") from exc
         if set(right) & set(left):
             raise ValueError(f"{where}: label values in both 'right' and 'left': {sorted(set(right) & set(left))}")
+        try:
+            lesion_values = tuple(int(v) for v in e.get("lesion_values") or ())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: 'lesion_values' must be a list of label values") from exc
+        if lesion_values and files["lesions"] is None:
+            raise ValueError(f"{where}: 'lesion_values' needs 'lesions' (the label file they are values of)")
         name = str(e.get("name") or (image.name if image.is_dir() else image.name.split(".")[0]))
-        out.append(Background(name, image, files["lungs"], files["lesions"], right, left))
+        out.append(Background(name, image, files["lungs"], files["lesions"], right, left, lesion_values))
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: background names must be unique (the cache is named by them): {names}")
@@ -407,6 +419,17 @@ def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | 
                                  f"{100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are air-like "
                                  f"(< -400 HU) as given, {100 * mirrored:.0f} % mirrored; the label file is flipped "
                                  f"against the CT (written from an array without the CT's orientation?)")
+    hu_a = np.asarray(hu)
+    sides = {k: lungs == k for k in (1, 2)}
+    vol = {k: int(m.sum()) for k, m in sides.items()}
+    for k, side in ((1, "right"), (2, "left")):
+        other = 3 - k
+        med = float(np.median(hu_a[sides[k]]))
+        if med > -300 and vol[k] < 0.2 * vol[other]:
+            raise ValueError(f"{path}: the {side} lung label is {100 * vol[k] / vol[other]:.0f} % of the size of the "
+                             f"other one and not aerated (median {med:.0f} HU) on the CT {image}: a lesion label read "
+                             "as a lung? lung labels are 1 right / 2 left (list the values meaning right and left in "
+                             "a backgrounds file); a lesion map goes under 'lesions'")
     xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
     if xr > xl:
         raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
@@ -431,6 +454,17 @@ def _check_on_ct(label: Any, on_ct: np.ndarray, ct: Any, values: dict[int, str],
                              f"origin / spacing / orientation lost); write it with the CT's geometry")
 
 
+def _whole_values(a: np.ndarray, path: Path, what: str) -> None:
+    """Refuse a label map with fractional values (one resampled with linear interpolation: its edges are blurred
+    into values between the labels, read as other labels or as lesion)."""
+    if np.issubdtype(a.dtype, np.floating):
+        frac = a[np.isfinite(a) & (a != np.round(a))]
+        if frac.size:
+            raise ValueError(f"{path}: the {what} label file holds fractional values ({frac.size} voxels, e.g. "
+                             f"{float(frac[0]):g}): a label map resampled with linear interpolation? resample it with "
+                             "nearest neighbour (or write it on the CT's grid)")
+
+
 def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
     """The label image at ``path`` mapped to 0 / 1 right / 2 left on its own grid (before any resampling,
     so label values above 255 survive). Both lungs must be there: a binary lung mask (0/1) would otherwise
@@ -439,6 +473,7 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
 
     src = _read_label_image(path, "lung")
     a = sitk.GetArrayFromImage(src)
+    _whole_values(a, path, "lung")
     lab = np.where(np.isin(a, list(right)), 1, np.where(np.isin(a, list(left)), 2, 0)).astype(np.uint8)
     present = np.unique(a)
     shown = ", ".join(f"{v:g}" for v in present[:12]) + (", ..." if present.size > 12 else "")
@@ -450,9 +485,64 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
             raise ValueError(f"{path}: no voxel carries the {side} lung label values {list(vals)} (values in the "
                              f"file: {shown}); lung labels must be 1 right / 2 left (a binary lung mask is not "
                              f"enough), or list the values meaning right and left in a backgrounds file")
+    other = (a != 0) & (lab == 0) & np.isfinite(a)
+    if other.any():  # e.g. the infection label of a combined map: lung dropped out of the lung labels
+        vals, counts = np.unique(a[other], return_counts=True)
+        listed = ", ".join(f"{v:g} ({_ml(int(n), src):.1f} mL)" for v, n in zip(vals[:6], counts[:6]))
+        log.warning("%s: label values %s are neither right %s nor left %s lung and are left out of the lungs (a "
+                    "lesion label of a combined map? give the file as 'lesions' too, with 'lesion_values')", path,
+                    listed, list(right), list(left))
     out = sitk.GetImageFromArray(lab)
     out.CopyInformation(src)
     return out
+
+
+def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
+                         path: Path, image: Path) -> np.ndarray:
+    """Refuse a lesion mask that does not sit on the CT's diseased lung (``ValueError`` naming both files) and
+    return the lung labels with the lesion beside them added: lesion voxels must be denser than the clear lung
+    (a mask mirrored or shifted against its CT lands on normal lung), lie in or beside the lungs (within 5 mm),
+    and not cover nearly all of the lung (a combined lung + lesion map read as all lesion). Lesion voxels just
+    outside the lung labels (a lung mask that excludes its lesions) join the nearest lung: consolidated lung is
+    lung, which is what the lung head must learn (a lesion piece lying mostly within 5 mm of a lung or in a hole of
+    its mask joins it whole)."""
+    from scipy import ndimage as ndi
+
+    les = lesions > 0
+    n_les = int(les.sum())
+    if n_les < 10:
+        return lungs
+    lung = lungs > 0
+    covered = float((les & lung).sum()) / max(int(lung.sum()), 1)
+    if covered > 0.9:
+        raise ValueError(f"{path}: the lesion mask covers {100 * covered:.0f} % of the lung labels on the CT {image}: "
+                         "a combined lung + lesion map read as all lesion? list the values meaning lesion with "
+                         "'lesion_values' in a backgrounds file (any value above 0 is lesion without it)")
+    dist, idx = ndi.distance_transform_edt(~lung, sampling=spacing_zyx, return_indices=True)
+    holes = np.stack([ndi.binary_fill_holes(s) for s in lung]) & ~lung  # where a lung mask left its lesions out
+    close = les & ((dist <= 5.0) | holes)
+    inside = float(close.sum()) / n_les
+    if inside < 0.8:
+        raise ValueError(f"{path}: only {100 * inside:.0f} % of the lesion voxels lie in or within 5 mm of the lung "
+                         f"labels on the CT {image}: the lesion mask is not on this CT's lungs (mirrored, shifted, "
+                         "another case's mask)")
+    clear = lung & ~les
+    if clear.sum() >= 50:
+        les_hu, clear_hu = float(np.median(hu[les])), float(np.median(hu[clear]))
+        if les_hu < clear_hu + 50:
+            raise ValueError(f"{path}: the voxels labelled lesion are no denser than the clear lung on the CT {image} "
+                             f"(median {les_hu:.0f} HU against {clear_hu:.0f} HU): the lesion mask is mirrored or "
+                             "shifted against the CT (written from an array without the CT's orientation?), or "
+                             "another case's")
+    pieces, n = ndi.label(les)
+    share = ndi.mean(close, pieces, index=np.arange(1, n + 1)) if n else np.zeros(0)
+    add = np.isin(pieces, np.flatnonzero(share >= 0.5) + 1) & ~lung  # pieces mostly in, beside or enclosed by a lung
+    if add.any():
+        lungs = lungs.copy()
+        lungs[add] = lungs[tuple(i[add] for i in idx)]
+        log.info("%s: %.1f mL of lesion beside the lung labels joined the lungs (consolidated lung is lung)", path,
+                 float(add.sum()) * float(np.prod(spacing_zyx)) / 1000.0)
+    return lungs
 
 
 def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[float], teacher: Any = None,
@@ -479,13 +569,21 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
         _check_on_ct(lab_img, lungs_arr, model_img, {1: "right lung", 2: "left lung"}, bg.lungs, bg.image, 1.4)
         if bg.lesions is not None:
             les_src = _read_label_image(bg.lesions, "lesion")
-            les_bin = sitk.Cast(sitk.GetImageFromArray((sitk.GetArrayFromImage(les_src) > 0).astype(np.uint8)),
-                                sitk.sitkUInt8)
+            les_a = sitk.GetArrayFromImage(les_src)
+            _whole_values(les_a, bg.lesions, "lesion")
+            les_sel = np.isin(les_a, list(bg.lesion_values)) if bg.lesion_values else les_a > 0
+            if bg.lesion_values and not les_sel.any():
+                raise ValueError(f"{bg.lesions}: no voxel carries the lesion values {list(bg.lesion_values)} "
+                                 f"(values in the file: {', '.join(f'{v:g}' for v in np.unique(les_a)[:12])})")
+            les_bin = sitk.Cast(sitk.GetImageFromArray(les_sel.astype(np.uint8)), sitk.sitkUInt8)
             les_bin.CopyInformation(les_src)
             lesions_arr = _onto(les_bin, model_img)
             # a few voxels' worth of lesion may vanish or double on a coarser grid; a whole mask may not
             if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
                 _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
+        if lesions_arr is not None:
+            lungs_arr = _check_lesions_on_ct(lungs_arr, lesions_arr, sitk.GetArrayViewFromImage(model_img),
+                                             list(model_spacing_zyx), bg.lesions, bg.image)
         _check_lungs_on_ct(lungs_arr, sitk.GetArrayViewFromImage(model_img), lesions_arr, bg.lungs, bg.image)
     else:
         if teacher is None:
@@ -550,6 +648,8 @@ def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
            "model_spacing_mm": [round(float(v), 6) for v in model_spacing_zyx],
            "teacher_spacing_mm": (None if bg.lungs or teacher_spacing_xyz is None
                                   else [round(float(v), 6) for v in teacher_spacing_xyz])}
+    if bg.lesion_values:  # (only when given: caches made before the option stay valid)
+        doc["lesion_values"] = [int(v) for v in bg.lesion_values]
     return json.dumps(doc, sort_keys=True)
 
 

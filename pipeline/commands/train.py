@@ -34,8 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="names of the sub-folders to use (default: all of --data, or the clean chest scans)")
     p.add_argument("--backgrounds-file", default=None,
                    help="YAML listing the backgrounds instead of --data/--backgrounds: DICOM folders, or image "
-                        "files (NIfTI, NRRD) with their own lung label map and the values meaning right / left "
-                        "(e.g. configs/training/backgrounds.yaml); paths relative to the file")
+                        "files (NIfTI, NRRD) with their own lung label map and the values meaning right / left, "
+                        "optionally a lesion mask (lesions:, with lesion_values: for a combined map; trained on "
+                        "as it is, no synthesis) (e.g. configs/training/backgrounds.yaml); paths relative to the "
+                        "file")
     p.add_argument("--cache", default=".train_cache",
                    help="cache folder of preprocessed cases (.npz; default %(default)s)")
     p.add_argument("--out", default="segmentation/weights_new",

@@ -164,6 +164,15 @@ def score_scan(
     for name, arr in (("hu", hu), ("classes", classes), ("lobes", lobes)):
         if arr is not None and arr.shape != lungs.shape:
             raise ValueError(f"{name} has shape {arr.shape}, the lung mask {lungs.shape}")
+    # one finite z per slice, in ascending or descending order (the ends are the top and bottom slices): a NaN z
+    # dropped its slice out of every zone, and unsorted z put the coverage ends on the wrong slices
+    z_arr = np.asarray(z_mm, dtype=float)
+    if not np.isfinite(z_arr).all():
+        raise ValueError("z_mm holds values that are not finite numbers (NaN or inf); give one z per slice")
+    steps = np.diff(z_arr)
+    if steps.size and not ((steps > 0).all() or (steps < 0).all()):
+        raise ValueError("z_mm is not in ascending or descending order (or repeats a z); give the slices sorted "
+                         "along z")
     z_sel = z_mm if z_voxel is None else z_voxel
     sc = cfg["scoring"]
     zcfg = sc["zhang900"]
@@ -178,7 +187,8 @@ def score_scan(
     classes = np.where(lung_all, classes, 0).astype(classes.dtype, copy=False)
     # codes 1-3 only (scoring.systems): a lesion voxel of another code (a 0/255 mask) was lesion with no class, and
     # a unit full of it scored extent 10 x density 0 = 0
-    if classes.size and (int(classes.max()) > systems.CONSOLIDATION or int(classes.min()) < 0):
+    if classes.size and (int(classes.max()) > systems.CONSOLIDATION or int(classes.min()) < 0
+                         or (np.issubdtype(classes.dtype, np.floating) and (classes != np.round(classes)).any())):
         raise ValueError(f"classes holds codes {int(classes.min())}..{int(classes.max())}; lesion classes are 0 none, "
                          "1 faint ground glass, 2 ground glass, 3 consolidation (scoring.hu_classes.classify_lesions)")
     lesion_all = classes > 0

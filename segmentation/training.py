@@ -313,9 +313,11 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
         if image.is_dir() and files["lungs"] is None:
             found = Background.from_folder(image)
             files = {"lungs": found.lungs, "lesions": found.lesions}
-        elif image.is_dir() and files["lesions"] is None and Background.from_folder(image).lesions is not None:
-            log.warning("%s: 'lungs' is given, so %s beside the series is not used: the case gets synthetic lesions "
-                        "(add 'lesions:' to train on it)", where, Background.from_folder(image).lesions)
+        elif image.is_dir() and files["lesions"] is None:
+            beside = Background.from_folder(image).lesions
+            if beside is not None:
+                log.warning("%s: 'lungs' is given, so %s beside the series is not used: the case gets synthetic "
+                            "lesions (add 'lesions:' to train on it)", where, beside)
         try:
             right = tuple(int(v) for v in e.get("right", [1]))
             left = tuple(int(v) for v in e.get("left", [2]))

@@ -277,6 +277,7 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
     idents = {s.scan_id: (s.series_uid, s.patient_id, s.study_date) for s in scans.itertuples(index=False)}
     pseudonymous = scans["patient_id"].dropna().astype(str).str.startswith("pt-")
     patients = {p for p, _ in by_pd}
+    uids = set(by_uid)
     n_failed_bare = _failed_without(scans, ("patient_id", "study_date"))
     date_hint = (f" ({n_failed_bare} failed scan(s) in scans.csv lack patient_id or study_date: name a failed scan "
                "by series_uid or scan_id)" if n_failed_bare else "")
@@ -311,7 +312,7 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
                          "patient_id + study_date all empty)")
             resolved.append(None)
             continue
-        conflict = _id_conflict(row, idents.get(sid), set(by_uid), patients) if sid is not None else ""
+        conflict = _id_conflict(row, idents.get(sid), uids, patients) if sid is not None else ""
         if conflict:
             problems.add("REFERENCE_ID_CONFLICT", line, f"{desc}: {how} is scan {sid}, whose {conflict}; the row's "
                          "identifiers name different scans (a shifted column?)")

@@ -301,8 +301,9 @@ def test_aggregate_of_a_file_says_it_is_a_file(tmp_path):
         aggregate(tmp_path / "missing")
 
 
-def test_slurm_job_script_from_example_profile():
+def test_slurm_job_script_from_example_profile(tmp_path, monkeypatch):
     pytest.importorskip("dask_jobqueue")
+    monkeypatch.chdir(tmp_path)  # the example's relative log_directory is created where the cluster is made
     from dask_jobqueue import SLURMCluster
 
     profile = load_slurm_profile(REPO / "scripts" / "slurm" / "profile.example.yaml")

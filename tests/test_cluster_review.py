@@ -230,9 +230,10 @@ def _worker_argv(kwargs: dict, unset: str) -> list[str]:
     return json.loads(proc.stdout)
 
 
-def test_the_example_profile_local_directory_survives_an_unset_tmpdir():
+def test_the_example_profile_local_directory_survives_an_unset_tmpdir(tmp_path, monkeypatch):
     """``local_directory: $TMPDIR`` went unquoted into the job script: where TMPDIR is unset the worker took the next
     option as the directory and failed (``Got unexpected extra argument``)."""
+    monkeypatch.chdir(tmp_path)  # the example's relative log_directory is created where the cluster is made
     profile = load_slurm_profile(REPO / "scripts" / "slurm" / "profile.example.yaml")
     assert ":-" in profile["slurm"]["local_directory"]  # ${TMPDIR:-/tmp}
     argv = _worker_argv(slurm_cluster_kwargs(profile), "TMPDIR")

@@ -56,6 +56,29 @@ def test_labs_error_and_analyte_names():
     assert schema.canonical_analyte("D-dimer") == "d_dimer"
 
 
+@pytest.mark.parametrize("name, canon", [
+    ("Lymphocytes %", "lymphocyte_pct"), ("Lymphocytes (%)", "lymphocyte_pct"), ("NEUT%", "neutrophil_pct"),
+    ("neu%", "neutrophil_pct"), ("lymphocyte percentage", "lymphocyte_pct"), ("LYMPH#", "lymphocyte_count"),
+    ("NEUT#", "neutrophil_count"), ("WBC count", "wbc"), ("PCT", "pct"), ("Procalcitonin", "pct"),
+    ("Absolute lymphocyte count", "lymphocyte_count"), ("hs-CRP", "hs_crp"), ("Glucose", "glucose")])
+def test_blood_count_analyser_spellings(name, canon):
+    """'Lymphocytes %' was a lab of its own ('lymphocytes_%'), 'LYMPH#' became 'lymph': the percentage and the count
+    the studies use were missing from the analyses without a word."""
+    assert schema.canonical_analyte(name) == canon
+
+
+def test_unknown_lab_names_are_listed_in_one_note():
+    df = pd.DataFrame({"patient_id": ["A"] * 4, "date": ["2020-02-05"] * 4,
+                       "analyte": ["Lymphocytes %", "hs-CRP", "glucose", "HS CRP"], "value": ["12.5", "1.1", "5", "3"],
+                       "unit": ["%", "mg/L", "mmol/L", "mg/L"]})
+    ok = schema.validate_labs(df)
+    assert list(ok["analyte"]) == ["lymphocyte_pct", "hs_crp", "glucose", "hs_crp"]
+    [note] = ok.attrs["notes"]
+    assert "2 lab name(s) are none of those the studies use" in note
+    assert "hs_crp (from 'hs-CRP', 'HS CRP'; 2 value(s))" in note and "glucose (from 'glucose'; 1 value(s))" in note
+    assert schema.validate_labs(df.iloc[:1]).attrs["notes"] == []
+
+
 def test_week_and_period_boundaries():
     days = pd.Series([-1, 0, 6, 7, 48, 49, 55, 56], dtype=float)
     assert binning.week_since_onset(days).tolist()[1:7] == [1, 1, 2, 7, 8, 8]

@@ -107,15 +107,15 @@ def test_misspelt_admission_date_and_unit_are_noted(cohort, tmp_path):
 def test_normal_labs_typo_is_noted_with_the_labs_available(cohort, tmp_path):
     out = tmp_path / "o"
     rc = main(["stats", "--scores", str(cohort["scores"]), "--clinical", str(cohort["clinical"]), "--labs",
-               str(cohort["labs"]), "--study", "zhang2020", "--normal-labs", "crp,lymphocytes_count", "-o", str(out),
+               str(cohort["labs"]), "--study", "zhang2020", "--normal-labs", "crp,lymphocite_count", "-o", str(out),
                "-q"])
     assert rc == 0
     summary = pd.read_csv(out / "data_summary.csv")
     notes = summary.loc[summary["item"] == "note", "value"].tolist()
-    typo = [n for n in notes if "'lymphocytes_count'" in n]
+    typo = [n for n in notes if "'lymphocite_count'" in n]
     assert len(typo) == 1 and "did you mean 'lymphocyte_count'?" in typo[0] and "Labs available:" in typo[0]
     assert not any("'crp'" in n for n in notes)  # a lab that is there: no note
-    assert "lymphocytes_count" in (out / "summary.html").read_text()
+    assert "lymphocite_count" in (out / "summary.html").read_text()
 
 
 def test_misspelt_scores_patient_id_error_names_the_file(cohort, tmp_path):

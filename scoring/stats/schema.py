@@ -53,7 +53,21 @@ ALIASES: dict[str, str] = {
     "creactiveprotein": "crp", "procalcitonin": "pct", "ddimer": "d_dimer",
     "lactatedehydrogenase": "ldh", "interleukin6": "il6", "il6": "il6", "interleukin10": "il10",
     "il10": "il10",
+    # blood-count analyser and LIS spellings (a trailing '#' marks the count, '%' the percentage: see
+    # canonical_analyte)
+    "lymphocyte": "lymphocyte_count", "lymphs": "lymphocyte_count", "alc": "lymphocyte_count",
+    "absolutelymphocytecount": "lymphocyte_count", "lymphocytesabsolute": "lymphocyte_count",
+    "lymphocyteabsolute": "lymphocyte_count", "neutrophil": "neutrophil_count", "neut": "neutrophil_count",
+    "anc": "neutrophil_count", "absoluteneutrophilcount": "neutrophil_count",
+    "neutrophilsabsolute": "neutrophil_count", "neutrophilabsolute": "neutrophil_count",
+    "wbccount": "wbc", "whitebloodcellcount": "wbc", "whitecellcount": "wbc", "leukocytecount": "wbc",
+    "leucocytes": "wbc", "leucocytecount": "wbc", "erythrocytesedimentationrate": "esr", "sedrate": "esr",
+    "serumferritin": "ferritin", "pct": "pct", "crp": "crp",
 }
+#: Endings of a lab name that say it is the percentage (``Lymphocytes %``, ``NEUT%``, ``Lymphocytes (percent)``) or
+#: the count (``LYMPH#``) of a blood-count analyte with a percentage twin.
+_PCT_ENDINGS = ("%", "percentage", "percent", "pct")
+_COUNT_ENDINGS = ("#", "count")
 
 CLINICAL_REQUIRED = ("patient_id",)
 CLINICAL_OPTIONAL = ("scores_patient_id", "onset_date", "admission_date", "outcome", "severity", "age",
@@ -302,15 +316,35 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     return df
 
 
-def canonical_analyte(name: str) -> str:
-    """Map a lab name to its canonical form (``'IL-6'`` -> ``'il6'``); unknown names are snake-cased."""
-    key = re.sub(r"[\s\-_]", "", name.strip().lower())
+def _known_analyte(key: str) -> str | None:
+    """The canonical analyte a name key (lower case, no spaces, hyphens, underscores or brackets) stands for."""
     if key in ALIASES:
         return ALIASES[key]
     for canon in ANALYTES:
         if key == canon.replace("_", ""):
             return canon
-    return re.sub(r"[^0-9a-z%]+", "_", name.strip().lower()).strip("_")
+    for ending in _PCT_ENDINGS:  # 'Lymphocytes %', 'NEUT%': the percentage twin of the count
+        if key.endswith(ending) and len(key) > len(ending):
+            base = _known_analyte(key[:-len(ending)])
+            if base in _PCT_TWIN:
+                return _PCT_TWIN[base]
+            if base in _PCT_TWIN.values():
+                return base
+    for ending in _COUNT_ENDINGS:  # 'LYMPH#': the count
+        if key.endswith(ending) and len(key) > len(ending):
+            base = _known_analyte(key[:-len(ending)])
+            if base in _PCT_TWIN:
+                return base
+    return None
+
+
+def canonical_analyte(name: str) -> str:
+    """Map a lab name to its canonical form (``'IL-6'`` -> ``'il6'``, ``'Lymphocytes (%)'`` -> ``'lymphocyte_pct'``,
+    ``'LYMPH#'`` -> ``'lymphocyte_count'``); unknown names are snake-cased."""
+    known = _known_analyte(re.sub(r"[\s\-_()\[\]]", "", name.strip().lower()))
+    if known is not None:
+        return known
+    return re.sub(r"[^0-9a-z%#]+", "_", name.strip().lower()).strip("_")
 
 
 #: Unit cells that say "no unit given", as an empty cell does (the value is taken to be in the expected unit).
@@ -388,6 +422,23 @@ def _check_units(df: pd.DataFrame, names: pd.Series, path: Path | None) -> tuple
     return df[~bad], notes
 
 
+def _unknown_analyte_notes(canon: pd.Series, names: pd.Series) -> list[str]:
+    """One note naming the lab names that are none of :data:`ANALYTES` (a spelling ctscore does not know, or another
+    lab): they are kept under their own name and used only where a study's ``labs`` option names them."""
+    unknown = ~canon.isin(list(ANALYTES))
+    if not unknown.any():
+        return []
+    parts = []
+    for a, g in names[unknown].groupby(canon[unknown], sort=False):
+        spelled = ", ".join(repr(n) for n in dict.fromkeys(g))
+        near = close_column(a, list(ANALYTES))
+        parts.append(f"{a} (from {spelled}; {len(g)} value(s)" + (f"; is it {near}?" if near else "") + ")")
+    note = (f"lab table: {len(parts)} lab name(s) are none of those the studies use ({', '.join(ANALYTES)}) and are "
+            f"kept under their own name, used only where a study's labs option names them: {'; '.join(parts)}")
+    log.info(note)
+    return [note]
+
+
 def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patients: set[str] | None = None) -> pd.DataFrame:
     """Check and type a long-form laboratory table (patient_id, date, analyte, value[, unit])."""
     code = "BAD_LAB_DATA"
@@ -409,6 +460,7 @@ def validate_labs(df: pd.DataFrame, path: str | Path | None = None, known_patien
         raise _bad(code, p, "analyte", i + 2, "", "is empty")
     names = df["analyte"].str.strip()
     df["analyte"] = df["analyte"].map(canonical_analyte)
+    notes += _unknown_analyte_notes(df["analyte"], names)
     df["value"] = _parse_numbers(df["value"], "value", code, p)
     if "unit" not in df.columns:
         df["unit"] = ""

@@ -266,3 +266,19 @@ def test_two_truths_without_series_uid_are_refused_not_pooled_under_one_scan_id(
     truth = [{"scores": {"six_zone_total": 4}}, {"scores": {"six_zone_total": 5}}]
     with pytest.raises(CTScoreError, match="2 ground-truth entries name no series_uid"):
         make_reference(truth, n_simulated=0, scan_id="scan-x")
+
+
+def test_a_six_zone_confusion_picture_has_its_counts_and_a_colour_bar(tmp_path, monkeypatch):
+    """A scale of more than 10 categories (the 0-24 six-zone total) was drawn as shades alone: no count in any cell
+    and no colour bar saying what a shade means."""
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 25, 40)
+    g = pd.DataFrame({"alice": a, "bob": np.clip(a + rng.integers(-1, 2, 40), 0, 24)})
+    assert figures.confusion_png(g, [("r", "alice", "bob")], list(range(25)), "six_zone total", tmp_path / "c.png")
+    [fig] = drawn
+    panel, bar = fig.axes  # the heat map and its colour bar
+    cm = metrics.confusion(g["alice"].to_numpy(), g["bob"].to_numpy(), list(range(25))).to_numpy()
+    assert sorted(int(t.get_text()) for t in panel.texts) == sorted(cm[cm > 0].tolist())
+    assert bar.get_ylim()[1] >= cm.max()

@@ -116,17 +116,19 @@ def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: li
     usable = [(c, a, b) for c, a, b in pairs if len(g[[a, b]].dropna()) >= 1]
     if not usable:
         return None
-    fig, axes = _figure(len(usable))
+    fig, axes = _figure(len(usable), 3.6 if len(labels) <= 10 else 6.0)  # room for the counts of a 0-24 scale
     names = tick_names or [str(v) for v in labels]
     for ax, (_, a, b) in zip(axes, usable):
         both = g[[a, b]].dropna()
         cm = metrics.confusion(both[a].to_numpy(), both[b].to_numpy(), labels).to_numpy()
-        ax.imshow(cm, cmap="Blues", origin="upper")
-        if len(labels) <= 10:
+        im = ax.imshow(cm, cmap="Blues", origin="upper", vmin=0)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)  # shade = number of scans
+        if len(labels) <= 25:  # every count written (0-24 six-zone totals included); a bigger scale: the shade only
+            size = 8 if len(labels) <= 10 else 6
             for i in range(cm.shape[0]):
                 for j in range(cm.shape[1]):
                     if cm[i, j]:
-                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size,
                                 color="white" if cm[i, j] > cm.max() / 2 else "black")
         step = 1 if len(labels) <= 10 else 4
         ticks = list(range(0, len(labels), step))

@@ -197,3 +197,17 @@ def test_partial_correlation_equals_the_correlation_of_residuals_and_pingouins_f
     assert np.isnan(compare.partial_correlation(d.head(5), "x", "y", ["gc", "age"])["r"])
     with pytest.raises(ValueError):
         compare.partial_correlation(d, "x", "y", [], "kendall")
+
+
+def test_lab_dates_with_the_sampling_time(tmp_path):
+    """A laboratory export's '2020-02-05 10:30' (and a DataFrame's Timestamp with a time) was refused as 'not a
+    date'; the time is now checked and dropped (the analyses count days)."""
+    f = tmp_path / "labs.csv"
+    f.write_text("patient_id,date,analyte,value,unit\nA,2020-02-05 10:30,CRP,3,mg/L\nA,20200206T23:59:59,CRP,4,mg/L\n")
+    assert [str(d.date()) for d in schema.read_labs(f)["date"]] == ["2020-02-05", "2020-02-06"]
+    frame = pd.DataFrame({"patient_id": ["A"], "date": pd.to_datetime(["2020-02-05 10:30"]), "analyte": ["CRP"],
+                          "value": [3.0]})
+    assert str(schema.validate_labs(schema.as_text(frame, "BAD_LAB_DATA"))["date"][0]) == "2020-02-05 00:00:00"
+    f.write_text("patient_id,date,analyte,value\nA,2020-02-05 25:00,CRP,3\n")
+    with pytest.raises(CTScoreError, match="line 2: value '2020-02-05 25:00' is not a date"):
+        schema.read_labs(f)

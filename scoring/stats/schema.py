@@ -186,18 +186,32 @@ def _require(df: pd.DataFrame, cols: tuple[str, ...], code: str, path: Path | No
 
 
 def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.Series:
-    """Parse YYYY-MM-DD or YYYYMMDD strings; empty cells become NaT; anything else is refused."""
+    """Parse YYYY-MM-DD or YYYYMMDD strings, also followed by a time of day (``2020-02-05 10:30``, ``...T10:30:00``,
+    as laboratory systems export the sampling time: the analyses count days, so the time is checked and dropped);
+    empty cells become NaT; anything else is refused."""
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     for i, raw in s.items():
         v = str(raw).strip()
         if v == "":
             continue
-        fmt = "%Y%m%d" if re.fullmatch(r"\d{8}", v) else "%Y-%m-%d" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) else None
-        parsed = pd.to_datetime(v, format=fmt, errors="coerce") if fmt else pd.NaT
+        m = _DATE_TIME.fullmatch(v)
+        parsed = pd.NaT
+        if m:
+            day, clock = m.group(1), m.group(2)
+            parsed = pd.to_datetime(day, format="%Y%m%d" if len(day) == 8 else "%Y-%m-%d", errors="coerce")
+            if clock is not None and not pd.isna(parsed):
+                hour, minute, second = (float(x) for x in (clock.split(":") + ["0"])[:3])
+                if not (hour < 24 and minute < 60 and second < 61):
+                    parsed = pd.NaT
         if pd.isna(parsed):
-            raise _bad(code, path, column, int(i) + 2, raw, "is not a date (use YYYY-MM-DD or YYYYMMDD)")
+            raise _bad(code, path, column, int(i) + 2, raw, "is not a date (use YYYY-MM-DD or YYYYMMDD, a time of "
+                       "day after it is allowed)")
         out[i] = parsed
     return out
+
+
+#: A date (YYYY-MM-DD or YYYYMMDD) and an optional time of day (HH:MM or HH:MM:SS[.fff], after a space or a 'T').
+_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(?:[T ](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?")
 
 
 def _parse_numbers(s: pd.Series, column: str, code: str, path: Path | None,

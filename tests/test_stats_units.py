@@ -211,3 +211,15 @@ def test_lab_dates_with_the_sampling_time(tmp_path):
     f.write_text("patient_id,date,analyte,value\nA,2020-02-05 25:00,CRP,3\n")
     with pytest.raises(CTScoreError, match="line 2: value '2020-02-05 25:00' is not a date"):
         schema.read_labs(f)
+
+
+def test_a_flag_column_written_by_pandas_with_a_gap(tmp_path):
+    """pandas writes a 0/1 column with a missing value as 1.0 / 0.0: the file was refused ('not a yes/no flag') while
+    the same DataFrame given to the API was read."""
+    frame = pd.DataFrame({"patient_id": ["A", "B", "C"], "onset_date": ["2020-02-01"] * 3,
+                          "glucocorticoid": [1, 0, np.nan]})
+    frame.to_csv(tmp_path / "clinical.csv", index=False)
+    assert "1.0" in (tmp_path / "clinical.csv").read_text()
+    read = schema.read_clinical(tmp_path / "clinical.csv")["glucocorticoid"].tolist()
+    assert read[:2] == [1.0, 0.0] and np.isnan(read[2])
+    assert schema.validate_clinical(schema.as_text(frame))["glucocorticoid"].tolist()[:2] == [1.0, 0.0]

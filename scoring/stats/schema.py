@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("survivor", "non-survivor")
 SEVERITIES = ("mild", "moderate", "severe")
 SEXES = ("M", "F")
-_TRUE = {"1", "yes", "y", "true", "t"}
-_FALSE = {"0", "no", "n", "false", "f"}
+_TRUE = {"1", "1.0", "yes", "y", "true", "t"}  # 1.0 / 0.0: a flag column with a gap, as pandas' to_csv writes it
+_FALSE = {"0", "0.0", "no", "n", "false", "f"}
 
 #: Canonical analyte names and the unit each is expected in (documentation + a logged warning when a
 #: row carries another unit; values are never converted silently).

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,13 +134,18 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     # settings, another model) give new ones, so that an archive never holds two contents under one UID
     content = hashlib.sha256(np.ascontiguousarray(stack).tobytes()).hexdigest()
     series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, **planes, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
-        sop_instance_uid=_uid("seg-instance", series_uid), instance_number=1, manufacturer="ctscore",
-        manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
-        series_description="ctscore lungs and lesions",
-    )
+    with warnings.catch_warnings():
+        # highdicom's warning about a one-word PatientName quotes the name: it would put an identifier on the
+        # console and into cluster job logs (the SEG copies the source's patient module as it is, by design)
+        warnings.filterwarnings("ignore", message=r"The string .* is unlikely to represent the intended person name")
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=pixels, **planes,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
+            sop_instance_uid=_uid("seg-instance", series_uid), instance_number=1, manufacturer="ctscore",
+            manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
+            series_description="ctscore lungs and lesions",
+        )
     _set_slice_spacing(seg, geom)
     return seg
 

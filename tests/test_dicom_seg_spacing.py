@@ -32,3 +32,23 @@ def test_seg_spacing_is_the_slice_step(tmp_path, header_value):
     back = hd.seg.Segmentation.from_dataset(seg, copy=True).get_volume(combine_segments=False)
     assert back.spacing[0] == pytest.approx(2.5)  # empty frames are left out: the 4 slices with masks
     assert int(back.array[..., 0].sum()) == int((arr == 1).sum())
+
+
+def test_a_one_word_patient_name_is_not_printed(tmp_path, recwarn, capsys):
+    """highdicom warns about a PatientName of one component and quotes it ('The string "MIDRC-RICORD-1A-419639-001012"
+    is unlikely to represent ...'): with --dicom-seg the patient's name reached the console and cluster job logs."""
+    files = write_series(tmp_path / "ct", 6, dz=2.5)
+    for f in files:
+        edit_file(f, PatientName="SECRETNAME")
+    vol = load_series([str(f) for f in files])
+    arr = np.zeros(sitk.GetArrayViewFromImage(vol.image).shape, np.uint8)
+    arr[1:5, 8:14, 6:12] = 1
+    lungs = sitk.GetImageFromArray(arr)
+    lungs.CopyInformation(vol.image)
+    lesions = sitk.GetImageFromArray(np.zeros_like(arr))
+    lesions.CopyInformation(vol.image)
+    seg = build_seg(vol.files, lungs, lesions, "test")
+    assert str(seg.PatientName) == "SECRETNAME"  # the SEG's patient module is the source's, as documented
+    assert not [w for w in recwarn if "SECRETNAME" in str(w.message)]
+    out = capsys.readouterr()
+    assert "SECRETNAME" not in out.out + out.err

@@ -36,7 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.register(sub)
+    for subparser in sub.choices.values():
+        _refuse_repeats(subparser)
     return parser
+
+
+class _StoreOnce(argparse._StoreAction):
+    """A single-valued option given twice is an error: argparse keeps the last value silently, so ``--scores A
+    --scores B`` analysed B alone (options that take several values, ``--set`` and ``--config``, are appended)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_options_given", {})
+        if self.dest in seen:
+            parser.error(f"{option_string} given twice ({seen[self.dest]!r} and {values!r}): it takes one value"
+                         + (" (to analyse several output folders together, copy their scan-* folders into one folder "
+                            "and run 'ctscore aggregate' on it)" if self.dest in ("scores", "pred") else ""))
+        seen[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _refuse_repeats(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if type(action) is argparse._StoreAction and action.option_strings:
+            action.__class__ = _StoreOnce
 
 
 #: Libraries whose INFO lines are their own working (highdicom: nine lines per DICOM-SEG, each naming the source

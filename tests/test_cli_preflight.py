@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
 from pipeline.errors import CTScoreError
 from scoring.stats.api import run_stats
 from scoring.stats.simulate import write_cohort as write_stats_cohort
@@ -269,3 +269,20 @@ def test_scan_summary_names_each_stacks_folder_and_says_what_skipped_counts(tmp_
     assert "in stacks not selected" in first and "skipped as files (not DICOM, unreadable or no image)" in first
     header, row = out.splitlines()[1:3]
     assert header.split()[0] == "folder" and row.split()[:2] == ["patient", "A/ct"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["stats", "--scores", "A", "--scores", "B", "--clinical", "c.csv", "-o", "o"], "--scores"),
+    (["validate", "--pred", "A", "--pred", "B", "--reference", "r.csv", "-o", "o"], "--pred"),
+    (["stats", "--scores", "A", "--clinical", "c.csv", "--study", "liao2021", "--study", "li2020", "-o", "o"],
+     "--study"),
+    (["run", "IN", "-o", "A", "--out", "B"], "--out")])
+def test_a_single_valued_option_given_twice_is_refused(argv, option, capsys):
+    """argparse kept the last value: 'ctscore stats --scores outA --scores outB' analysed site B alone, exit 0."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert f"{option} given twice" in capsys.readouterr().err
+    args = build_parser().parse_args(["run", "IN", "-o", "A", "--set", "a=1", "--set", "b=2", "--config", "x.yaml",
+                                      "--config", "y.yaml"])
+    assert args.overrides == ["a=1", "b=2"] and args.config == ["x.yaml", "y.yaml"]

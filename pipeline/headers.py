@@ -8,6 +8,7 @@ code, never another exception.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def floats(ds: pydicom.Dataset, keyword: str, n: int) -> np.ndarray | None:
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         return None
     return arr
+
+
+def time_of_day(ds: pydicom.Dataset) -> str:
+    """When the series was made, as ``HH:MM:SS``: SeriesTime, else AcquisitionTime, ContentTime, StudyTime (DICOM
+    ``HHMMSS.FFFFFF``, a shorter ``HHMM``, or the old ``HH:MM:SS``); '' when none is a valid time. It orders two
+    scans of one patient on one day (the statistics' earlier / later scan)."""
+    for keyword in ("SeriesTime", "AcquisitionTime", "ContentTime", "StudyTime"):
+        m = re.fullmatch(r"(\d{2}):?(\d{2})?:?(\d{2})?(?:\.\d*)?", text(ds, keyword))
+        if m:
+            hh, mm, ss = (int(g) if g else 0 for g in m.groups())
+            if hh < 24 and mm < 60 and ss < 61:
+                return f"{hh:02d}:{mm:02d}:{min(ss, 59):02d}"
+    return ""
 
 
 def image_type(ds: pydicom.Dataset) -> list[str]:

@@ -340,6 +340,7 @@ def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
     return {
         "patient_id": H.text(ds, "PatientID"),
         "study_date": H.text(ds, "StudyDate"),
+        "series_time": H.time_of_day(ds),
         "study_uid": H.text(ds, "StudyInstanceUID"),
         "series_uid": H.text(ds, "SeriesInstanceUID"),
         "series_description": H.text(ds, "SeriesDescription"),

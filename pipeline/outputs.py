@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 SCAN_COLUMNS = [
-    "scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter",
+    "scan_id", "patient_id", "study_date", "series_time", "series_uid", "status", "segmenter",
     "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml", "ggo_volume_ml",
     "consolidation_volume_ml", "faint_ggo_volume_ml", "percent_opacity", "percent_high_opacity",
     "six_zone_total", "zhang900_total", "mosmed_category", "lobar20_total", "lobar25_total",
@@ -153,7 +153,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
-_TEXT = {"scan_id", "patient_id", "study_date", "series_uid", "status", "segmenter", "mosmed_category",
+_TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path"}
 _BOOL = {"apex_covered", "base_covered"}
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn

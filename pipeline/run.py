@@ -444,6 +444,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                                    estimated_flags(res["landmarks"])))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
+            "series_time": header.get("series_time", ""),
             "series_uid": header.get("series_uid", ""), "status": "ok", "segmenter": segmenter.name,
             **res["row"], "qc_flags": ";".join(flags), "n_slices": int(res["hu"].shape[0]),
             "slice_thickness_mm": header.get("slice_thickness"), "manufacturer": header.get("manufacturer", ""),

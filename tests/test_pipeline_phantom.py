@@ -84,3 +84,33 @@ def test_feet_first_mirrored_rows_and_per_slice_rescale_score_the_same(sample_ru
         assert got[key] == pytest.approx(want[key]), key
     zones = [pd.read_csv(d / "zones.csv").drop(columns="scan_id") for d in (tmp_path / "out", sample_run)]
     pd.testing.assert_frame_equal(zones[0], zones[1])
+
+
+def test_scans_csv_has_the_series_time(sample_run):
+    """Two scans of one patient on one day were earlier / later by their row in scans.csv (sorted by a salted hash):
+    the series time now orders them (the sample's SeriesTime is 120000)."""
+    row = pd.read_csv(sample_run / "scans.csv", dtype=str).iloc[0]
+    assert row["series_time"] == "12:00:00"
+    cols = list(pd.read_csv(sample_run / "scans.csv", nrows=0).columns)
+    assert cols.index("series_time") == cols.index("study_date") + 1
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"SeriesTime": "101530.123", "StudyTime": "090000"}, "10:15:30"),
+    ({"SeriesTime": "", "AcquisitionTime": "1015", "StudyTime": "090000"}, "10:15:00"),
+    ({"StudyTime": "09:00:00"}, "09:00:00"),
+    ({"SeriesTime": "2560", "ContentTime": "083000"}, "08:30:00"),  # an impossible time: the next one
+    ({}, "")])
+def test_time_of_day(values, expected):
+    import warnings
+
+    import pydicom
+
+    from pipeline.headers import time_of_day
+
+    ds = pydicom.Dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own warning about an invalid TM
+        for k, v in values.items():
+            setattr(ds, k, v)
+        assert time_of_day(ds) == expected

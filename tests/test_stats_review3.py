@@ -32,19 +32,27 @@ def _clinical(n: int = 1, **cols: list[str]) -> pd.DataFrame:
 # ---- zhang2020 before / after treatment ------------------------------------------------------------
 
 def test_before_treatment_takes_the_earlier_of_two_scans_on_the_treatment_day():
-    """docs/clinical_schema.md: two scored scans of one patient on one day -> zhang2020 takes the earlier row of
-    scans.csv (as its admission scan does). The before-treatment scan took the later one (iloc[-1])."""
+    """docs/clinical_schema.md: two scored scans of one patient on one day -> zhang2020 takes the earlier (by
+    series_time, then scan_id), as its admission scan does. The before-treatment scan took the later one (iloc[-1])."""
     scans = _scans([("s1", "A", "2020-01-03", 10), ("s2", "A", "2020-01-05", 20), ("s3", "A", "2020-01-05", 30),
                     ("s4", "A", "2020-01-19", 40)])
     c = build_cohort(scans, None, _clinical(treatment_date=["2020-01-05"]), None)
     ba = zhang2020.before_after(c, "zhang900_total", [], followup_days=14, min_gap_days=5).set_index("patient_id")
     assert ba.loc["A", "zhang900_total_before"] == 20  # s2, the earlier row of the treatment day (was 30, s3)
     assert ba.loc["A", "zhang900_total_change"] == 20
-    # the same two rows in the other order: the earlier row of scans.csv is still the one taken
+    # the same two rows in the other order: the same scan (the order of scans.csv, sorted by a salted hash, decided
+    # which scan counted: a walk-through's reversed table changed 9 output tables)
     c2 = build_cohort(scans.iloc[[0, 2, 1, 3]].reset_index(drop=True), None, _clinical(treatment_date=["2020-01-05"]),
                       None)
     ba2 = zhang2020.before_after(c2, "zhang900_total", [], 14, 5).set_index("patient_id")
-    assert ba2.loc["A", "zhang900_total_before"] == 30
+    assert ba2.loc["A", "zhang900_total_before"] == 20
+    # with series times the earlier of the day is the one made first, whatever the rows' order and scan_ids
+    timed = scans.assign(series_time=["09:00:00", "14:10:00", "08:05:00", "09:00:00"])
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        c3 = build_cohort(timed.iloc[order].reset_index(drop=True), None, _clinical(treatment_date=["2020-01-05"]),
+                          None)
+        ba3 = zhang2020.before_after(c3, "zhang900_total", [], 14, 5).set_index("patient_id")
+        assert ba3.loc["A", "zhang900_total_before"] == 30  # s3, made at 08:05
 
 
 def test_before_after_pairs_are_scored_scans():

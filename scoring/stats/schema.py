@@ -88,6 +88,10 @@ COLUMN_USE = {
     "unit": "the unit check of each lab value",
 }
 SCANS_REQUIRED = ("scan_id", "patient_id", "study_date", "six_zone_total", "zhang900_total")
+#: The order of a cohort's scans: two scans of one patient on one day are earlier / later by ``series_time``
+#: (HH:MM:SS, written by ctscore run since 0.2.0), then by scan_id where it is missing or the same, never by the row
+#: order of scans.csv (sorted by scan_id, a salted hash: which scan counted changed with the salt or a merge).
+SCAN_ORDER = ["patient_id", "study_date", "series_time", "scan_id"]
 #: Numeric columns of the pipeline's scans.csv: a value in them that is not a number is refused (file, line);
 #: other columns are numbers when every value is one, else text.
 SCANS_NUMERIC = ("six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "lung_volume_ml_right",
@@ -542,8 +546,11 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     if scans["study_date"].isna().any():
         i = int(scans["study_date"].isna().idxmax())
         raise _bad(code, scans_path, "study_date", i + 2, "", "is empty (every scored scan needs its date)")
-    numeric = [c for c in scans.columns if c not in ("scan_id", "patient_id", "study_date", "series_uid",
-                                                     "status", "mosmed_category")]
+    if "series_time" not in scans.columns:  # scans.csv of ctscore < 0.2.0, or a table made by hand
+        scans["series_time"] = ""
+    scans["series_time"] = scans["series_time"].fillna("").astype(str).str.strip()
+    numeric = [c for c in scans.columns if c not in ("scan_id", "patient_id", "study_date", "series_time",
+                                                     "series_uid", "status", "mosmed_category")]
     for c in numeric:
         num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
         if c in SCANS_NUMERIC or num.notna().sum() == (scans[c] != "").sum():

@@ -40,7 +40,7 @@ def subgroup(score: pd.Series) -> pd.Series:
 
 def admission_scans(cohort: Cohort, score: str) -> pd.DataFrame:
     """The first scored scan of each patient with its matched labs and clinical columns."""
-    scans = cohort.scans.sort_values(["patient_id", "study_date"])
+    scans = cohort.scans.sort_values(["patient_id", "study_date"], kind="stable")  # same day: schema.SCAN_ORDER
     first = scans.dropna(subset=[score]).drop_duplicates("patient_id")
     # a patient whose first scan has no score (zones it cannot see) is kept with the first scan that has one
     later = set(first["patient_id"]) - set(scans.drop_duplicates("patient_id").dropna(subset=[score])["patient_id"])
@@ -204,7 +204,7 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
     treatment date). After: among scored scans at least ``min_gap_days`` later, the one nearest to
     before + ``followup_days``. Scans without a score (zones the scan cannot see) are not picked: an unscored end
     dropped the patient from the score's paired tests although a scored scan qualified. Of two scans on one day
-    the earlier row of scans.csv is taken (as for the admission scan).
+    the earlier (``schema.SCAN_ORDER``: by series_time) is taken, as for the admission scan.
     """
     s = cohort.scans.sort_values(["patient_id", "study_date"], kind="stable").dropna(subset=[score])
     tdate = cohort.clinical.set_index("patient_id").get("treatment_date")
@@ -214,7 +214,7 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
         before = g.iloc[0]
         if tdate is not None and pd.notna(tdate.get(pid)):
             on_or_before = g[g["study_date"] <= tdate[pid]]
-            if len(on_or_before):  # the last day on or before treatment; of two scans that day, the earlier row
+            if len(on_or_before):  # the last day on or before treatment; of two scans that day, the earlier one
                 before = on_or_before[on_or_before["study_date"] == on_or_before["study_date"].iloc[-1]].iloc[0]
         later = g[(g["study_date"] - before["study_date"]).dt.days >= min_gap_days]
         if later.empty:

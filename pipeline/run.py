@@ -517,7 +517,9 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     - ``failures`` (pandas DataFrame): ``failures.csv``, one row per failed series: why (``code``, ``message``,
       ``path``, with ``scan_id`` and ``series_uid``; no rows when none failed);
     - ``out_dir`` (str): the folder holding the tables: ``out_dir``, or ``out_dir/shards/K-of-N`` for a shard;
-    - ``executor`` (str): ``"serial"``, ``"local"`` or ``"slurm"``.
+    - ``executor`` (str): ``"serial"``, ``"local"`` or ``"slurm"``;
+    - ``unreadable`` (str or None): the warning naming files and folders under the input that could not be read
+      (``UNREADABLE_FILE`` rows of ``inventory.csv``: their series are not in the batch).
 
     The same tables are files in the returned ``out_dir``: ``scans.csv``, ``failures.csv`` (why a series failed),
     ``zones.csv`` (the zone rows, not returned), each with a Parquet twin, and ``run.json`` (provenance).
@@ -526,7 +528,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     :class:`~pipeline.errors.CTScoreError` (the ``code`` the CLI prints): before anything is written, ConfigError
     (BAD_CONFIG) for a bad configuration or batch option, ModelError (BAD_MODEL) for a model that does not load,
     OutputLocked (OUTPUT_LOCKED) while another ctscore process writes into ``out_dir`` (or the same shard of it),
-    INPUT_NOT_FOUND for an input that is not there or cannot be listed; NoEligibleSeries (NO_ELIGIBLE_SERIES) when
+    INPUT_NOT_FOUND for an input that is not there or cannot be listed; OUTPUT_IS_INPUT when ``out_dir`` is the
+    input folder itself; NoEligibleSeries (NO_ELIGIBLE_SERIES) when
     nothing under the input can be scored (``inventory.csv`` in ``out_dir`` says why); OUTPUT_UNWRITABLE when
     ``out_dir`` cannot be written.
     """
@@ -538,6 +541,11 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     batch = batch_options(batch)
     batch.validate()
     check_input(input_path)  # INPUT_NOT_FOUND before the model is loaded (seconds, and a log line, for nothing)
+    if Path(input_path).is_dir() and Path(out_dir).resolve() == Path(input_path).resolve():
+        raise CTScoreError("OUTPUT_IS_INPUT", "the output folder is the input folder: the tables, report.html and "
+                           "scan folders would be written among the images (replacing a scans.csv or report.html "
+                           "there); give the outputs a folder of their own (one inside INPUT is fine: it is not read)",
+                           out_dir)
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
     out = Path(out_dir)
     if lock_path(out).is_file():  # a writer now is refused before the inventory reads every header (minutes on a
@@ -559,6 +567,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
             log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
                         "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)",
                         DEFAULT_SALT)
+        unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
             raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
         lobar = cfg["scoring"]["lobar"]
@@ -568,7 +577,24 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
         before = _status_records(out)
         summary = run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
         summary["n_failed_kept"] = _failed_kept(out, summary, before)
+        summary["unreadable"] = unreadable  # said again at the end of the console summary
         return summary
+
+
+def unreadable_warning(files, table: Path) -> str | None:
+    """A warning (logged, and returned) naming the files and folders under INPUT that could not be read (a folder
+    without permission, a link to nothing, a damaged header): their series are missing from the batch, which
+    otherwise ended 'all scored', exit 0, with the cause only in inventory.csv."""
+    if files is None or not len(files) or "file_code" not in files.columns:
+        return None
+    bad = files[files["file_code"] == "UNREADABLE_FILE"]
+    if bad.empty:
+        return None
+    examples = "; ".join(f"{r.path} ({r.file_detail})" for r in bad.head(3).itertuples())
+    message = (f"{len(bad)} file(s) or folder(s) under the input could not be read and are not in this batch: "
+               f"{examples}{'; ...' if len(bad) > 3 else ''} (all of them: UNREADABLE_FILE rows of {table})")
+    log.warning("%s", message)
+    return message
 
 
 def no_eligible_message(inventory, series_uid: str | None, cfg: dict[str, Any], table: Path) -> str:

@@ -122,6 +122,8 @@ def print_summary(summary: dict) -> None:
     print(f"\n{summary_line(summary)}; outputs in {summary['out_dir']}")
     if summary["n_failed"]:
         print(f"see {summary['out_dir']}/failures.csv for the reasons")
+    if summary.get("unreadable"):
+        print(f"note: {summary['unreadable']}")
 
 
 #: How the console summary shows a missing value (a total of zones the scan cannot see, the scores of a failed series)

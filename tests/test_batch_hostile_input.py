@@ -1,0 +1,55 @@
+"""A batch on a hostile input (a walk-through of interrupted and hostile batch runs): an unreadable part of INPUT is
+said at the start and at the end of the run, not only in inventory.csv; OUT = INPUT is refused."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.errors import CTScoreError
+from pipeline.run import run_pipeline, unreadable_warning
+from tests.conftest import SAMPLE
+
+
+def test_the_output_folder_may_not_be_the_input_folder(tmp_path, capsys):
+    """'ctscore run IN -o IN' wrote its tables among the images and replaced the user's own report.html and
+    scans.csv there, exit 0."""
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE, src)
+    (src / "report.html").write_text("my notes")
+    with pytest.raises(CTScoreError) as e:
+        run_pipeline(src, src / ".." / "in", load_config(extra={"segmentation": {"method": "classical"}}))
+    assert e.value.code == "OUTPUT_IS_INPUT" and "the output folder is the input folder" in e.value.message
+    assert main(["run", str(src), "-o", str(src), "--segmenter", "classical", "-q"]) == 1
+    assert "OUTPUT_IS_INPUT" in capsys.readouterr().err
+    assert (src / "report.html").read_text() == "my notes" and not (src / "scans.csv").exists()
+
+
+def test_unreadable_files_are_named_at_the_start_and_the_end(tmp_path, capsys):
+    """A folder that could not be listed dropped its series from the batch: '1 of 1 series scored, 0 failed',
+    exit 0, nothing on the console (the cause only in inventory.csv)."""
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE, src / "patient1")
+    (src / "patient2").mkdir()
+    (src / "patient2" / "IM0001").symlink_to(tmp_path / "gone")  # a link to nothing, as root ignores chmod 000
+    out = tmp_path / "out"
+    assert main(["run", str(src), "-o", str(out), "--segmenter", "classical"]) == 0
+    printed = capsys.readouterr()
+    note = [line for line in printed.out.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1 and "1 file(s) or folder(s) under the input could not be read" in note[0]
+    assert "IM0001" in note[0] and "inventory.csv" in note[0]
+    assert "WARNING pipeline.run: 1 file(s) or folder(s) under the input could not be read" in printed.err
+
+
+def test_unreadable_warning_lists_three_and_counts_all():
+    files = pd.DataFrame({"path": [f"/in/f{i}" for i in range(5)] + ["/in/ok"],
+                          "file_code": ["UNREADABLE_FILE"] * 5 + [""],
+                          "file_detail": ["Permission denied"] * 5 + [""]})
+    message = unreadable_warning(files, "OUT/inventory.csv")
+    assert message.startswith("5 file(s) or folder(s)") and "/in/f2 (Permission denied); ..." in message
+    assert "/in/f3" not in message
+    assert unreadable_warning(files.iloc[5:], "OUT/inventory.csv") is None

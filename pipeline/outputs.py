@@ -37,8 +37,11 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note",
+    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", *("ctscore_version", "model_id", "config_sha256"),
 ]
+#: The settings that made a scan's scores (``config_sha256``: the first 12 hex digits of result.json's): scores made
+#: with different ones are not comparable, and ``ctscore stats`` / ``validate`` say so (:func:`settings_note`).
+SETTINGS_COLUMNS = ("ctscore_version", "model_id", "config_sha256")
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score"]
@@ -153,7 +156,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
-_TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", "status", "segmenter", "mosmed_category",
+_TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path"}
 _BOOL = {"apex_covered", "base_covered"}
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
@@ -304,3 +307,27 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[
         atomic_write_bytes(p, df.to_csv(index=False).encode())
         paths.append(p)
     return paths
+
+
+def settings_note(scans: "pd.DataFrame", what: str = "these scores") -> str | None:
+    """A note when the scored rows of a scans table were made with more than one ctscore version, model or
+    configuration (:data:`SETTINGS_COLUMNS`; a table of ctscore before 0.2.0 has only ``segmenter``), naming each
+    setting and how many scans it made; None when one made them all (or the table does not say)."""
+    if scans is None or not len(scans):
+        return None
+    df = scans
+    if "status" in df.columns:
+        df = df[df["status"].astype(str).str.strip().str.lower().isin(["ok", ""])]
+    parts = []
+    for col in ("segmenter", *SETTINGS_COLUMNS):
+        if col not in df.columns:
+            continue
+        values = df[col].astype(str).str.strip().replace({"nan": "", "<NA>": "", "None": ""})
+        counts = values[values != ""].value_counts()
+        if len(counts) > 1:
+            parts.append(f"{col} " + ", ".join(f"{v} ({n} scans)" for v, n in counts.items()))
+    if not parts:
+        return None
+    return (f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "
+            "configurations or versions are not comparable; score every scan with one setting (ctscore run "
+            "--overwrite into one OUT) or analyse each setting apart")

@@ -666,8 +666,10 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         segmenter = {"name": segmenter.name, "model_id": segmenter.model_id}
     rows, zones, failures = [], [], []
     for st in statuses:
-        if st["status"] == "ok":
-            rows.append(st["row"])
+        if st["status"] == "ok":  # the settings that made it, from its result.json: a merged table shows a mix
+            rows.append({**st["row"], "ctscore_version": st.get("ctscore_version", ""),
+                         "model_id": (st.get("segmenter") or {}).get("model_id", ""),
+                         "config_sha256": str(st.get("config_sha256") or "")[:12]})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),

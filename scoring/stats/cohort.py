@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from pipeline.outputs import settings_note
 from scoring.stats import binning, schema
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,10 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                          f"(e.g. {examples})" + (f"; {near}: write them as scans.csv does to use them" if near else ""))
             log.warning(notes[-1])
         scans = scans[~unmatched]
+    mixed = settings_note(scans, "the scores of the cohort")
+    if mixed:
+        notes.append(mixed)
+        log.warning(notes[-1])
     no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
         notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "

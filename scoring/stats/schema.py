@@ -550,7 +550,8 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         scans["series_time"] = ""
     scans["series_time"] = scans["series_time"].fillna("").astype(str).str.strip()
     numeric = [c for c in scans.columns if c not in ("scan_id", "patient_id", "study_date", "series_time",
-                                                     "series_uid", "status", "mosmed_category")]
+                                                     "series_uid", "status", "mosmed_category", "ctscore_version",
+                                                     "model_id", "config_sha256")]
     for c in numeric:
         num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
         if c in SCANS_NUMERIC or num.notna().sum() == (scans[c] != "").sum():

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from pipeline.outputs import check_output_dir
+from pipeline.outputs import check_output_dir, settings_note
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import (
     check_columns,
@@ -155,6 +155,23 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
                       "and confusion matrices" if len(readers) >= 2 else
                       f"not formed ({len(readers)} reader{'s' if len(readers) != 1 else ''})"),
     ]
+    compared = scans[scans["scan_id"].isin(set(reference["scan_id"]))]
+    if "patient_id" in compared.columns:
+        ids = compared["patient_id"].fillna("").astype(str).str.strip()
+        n_patients = ids[ids != ""].nunique()
+        summary.insert(5, ("patients of those scans", n_patients))
+        repeated = ids[ids != ""].value_counts()
+        repeated = repeated[repeated > 1]
+        if len(repeated):
+            summary.append(("note", f"{len(repeated)} patient(s) have more than one scan in the comparison "
+                                    f"({int(repeated.sum())} scans): kappa, ICC and Bland-Altman count every scan as "
+                                    "independent, so their confidence intervals are too narrow for repeated scans of "
+                                    "one patient; for a strict estimate keep one scan per patient in the reference"))
+            log.warning(summary[-1][1])
+    mixed = settings_note(compared, "the ctscore scores compared")
+    if mixed:
+        summary.append(("note", mixed))
+        log.warning(mixed)
     tables = {"data_summary": pd.DataFrame(summary, columns=["item", "value"]).astype({"value": str}), **tables}
     if out_dir is not None:
         out = Path(out_dir)

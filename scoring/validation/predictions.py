@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from pipeline.outputs import SETTINGS_COLUMNS
 from scoring.validation.systems import SIDES, TOTAL, mosmed_to_ordinal
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def load_scans(pred: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CTScoreError("PRED_NOT_FOUND", "no scans.csv: --pred must be a ctscore output folder "
                            "(with scans.csv and zones.csv) or a scans.csv file", path)
-    scans = _read_table(path, dtype={c: str for c in SCAN_ID_COLUMNS}, keep_default_na=True)
+    scans = _read_table(path, dtype={c: str for c in (*SCAN_ID_COLUMNS, *SETTINGS_COLUMNS)}, keep_default_na=True)
     missing = [c for c in ("scan_id",) if c not in scans.columns]
     if missing:
         raise CTScoreError("PRED_SCHEMA", f"scans.csv lacks column(s) {missing}", path)

@@ -1,0 +1,57 @@
+"""Scores made with different settings in one table (a longitudinal, multi-site walk-through: two sites' folders
+merged, a config changed half-way) were analysed without a word; repeated scans of one patient in a validation
+were counted as independent without a word."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from pipeline.outputs import SETTINGS_COLUMNS, settings_note
+from scoring.stats.cohort import load_cohort
+from scoring.stats.simulate import write_cohort as write_stats_cohort
+from scoring.validation.api import run_validation
+from tests.test_validation_end_to_end import write_cohort as write_validation_cohort
+
+
+def test_scans_csv_says_which_settings_made_each_row(sample_run):
+    row = pd.read_csv(sample_run / "scans.csv", dtype=str).iloc[0]
+    result = json.loads((sample_run / row["scan_id"] / "result.json").read_text())
+    assert row["ctscore_version"] == result["ctscore_version"]
+    assert row["model_id"] == result["segmenter"]["model_id"]
+    assert row["config_sha256"] == result["config_sha256"][:12]
+
+
+def test_settings_note_names_each_setting_and_its_scans():
+    df = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "segmenter": ["monai"] * 4,
+                       "model_id": ["m1", "m1", "m2", "m3"], "config_sha256": ["abc", "abc", "abc", "def"]})
+    note = settings_note(df)
+    assert "model_id m1 (2 scans), m2 (1 scans)" in note and "m3" not in note  # a failed scan made no score
+    assert "config_sha256" not in note and "segmenter" not in note
+    assert settings_note(df.iloc[:2]) is None
+    assert settings_note(df.drop(columns=list(SETTINGS_COLUMNS[1:]))) is None  # an older table: nothing to say
+
+
+def test_stats_note_a_cohort_scored_with_two_configurations(tmp_path):
+    paths = write_stats_cohort(tmp_path / "sim", seed=1, n_survivors=12, n_nonsurvivors=4)
+    scans = pd.read_csv(paths["scores"] / "scans.csv", dtype=str, keep_default_na=False)
+    scans["config_sha256"] = ["0123456789ab" if i % 3 else "ba9876543210" for i in range(len(scans))]
+    scans.to_csv(paths["scores"] / "scans.csv", index=False)
+    cohort = load_cohort(paths["scores"], paths["clinical"], paths["labs"])
+    notes = cohort.data_summary().query("item == 'note'")["value"].tolist()
+    [mixed] = [n for n in notes if "different settings" in n]
+    assert mixed.startswith("the scores of the cohort were made with different settings (config_sha256 ")
+    assert "0123456789ab (" in mixed and "ba9876543210 (" in mixed
+
+
+def test_validate_notes_repeated_scans_and_mixed_settings(tmp_path):
+    pred, ref, _, _ = write_validation_cohort(tmp_path, 8, 3, "1.2.826.0.77")  # two scans per patient
+    scans = pd.read_csv(pred / "scans.csv", dtype=str)
+    scans["model_id"] = ["monai-a"] * 4 + ["monai-b"] * 4
+    scans.to_csv(pred / "scans.csv", index=False)
+    summary = run_validation(pred, ref, draw=False)["data_summary"].set_index("item")["value"]
+    assert summary["patients of those scans"] == "4"
+    notes = run_validation(pred, ref, draw=False)["data_summary"].query("item == 'note'")["value"].tolist()
+    assert any(n.startswith("4 patient(s) have more than one scan in the comparison (8 scans)") for n in notes)
+    assert any("model_id monai-a (4 scans), monai-b (4 scans)" in n for n in notes)

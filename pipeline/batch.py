@@ -352,6 +352,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
                 "config_sha256": state["config_sha256"],
                 "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", ""),
                 "config": res.get("config"), "input_id": state.get("input_id", ""),
+                "pseudonym_salt_id": res.get("pseudonym_salt_id", ""),
                 "seconds": _scan_seconds(state.get("seconds"), res.get("timings_s"))}
     return {**{k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
                                              "config_sha256", "model_id", "patient_id", "study_date", "input_id")},
@@ -1749,6 +1750,14 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
             provenance["input"] = named[only]
     if len(hashes) > 1:  # run.json's config is one of them: name them all
         provenance["config_sha256_all"] = hashes
+    salts = Counter(s["pseudonym_salt_id"] for s in statuses if s.get("pseudonym_salt_id"))
+    if salts:
+        provenance["pseudonym_salt_ids"] = dict(sorted(salts.items()))
+    if len(salts) > 1:
+        log.warning("the results under %s were made with %d different pseudonym salts (salt id %s): one patient has "
+                    "a different patient_id under each, and the statistics would count them as different patients; "
+                    "score every site with the same outputs.pseudonym_salt", out_dir, len(salts),
+                    ", ".join(f"{k}: {n} result(s)" for k, n in sorted(salts.items())))
     if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)
         provenance["ctscore_versions"] = dict(sorted(versions.items()))
     summary = write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}",

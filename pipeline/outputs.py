@@ -14,6 +14,7 @@ folder is built under a temporary name and renamed when complete, so partial out
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -51,6 +52,17 @@ FAILURE_COLUMNS = ["scan_id", "series_uid", "code", "message", "path"]
 #: the built-in pseudonym salt (configs/default.yaml): public, so pseudonyms made with it can be recomputed by
 #: anyone holding the PatientIDs; a site sets its own secret ``outputs.pseudonym_salt``
 DEFAULT_SALT = "ctscore"
+
+
+@functools.lru_cache(maxsize=8)
+def salt_id(salt: str | None, pseudonymize: bool = True) -> str:
+    """Which pseudonym salt made a result's ids, without giving the salt away: 8 hex digits of a slow key derivation
+    (PBKDF2, 200 000 rounds, so that trying guesses is slow), ``"none"`` when the ids are not pseudonymised. Results
+    with different salt ids give one patient different patient_ids (``ctscore aggregate`` warns)."""
+    if not pseudonymize:
+        return "none"
+    return hashlib.pbkdf2_hmac("sha256", str(salt or DEFAULT_SALT).encode(), b"ctscore pseudonym salt id",
+                               200_000)[:4].hex()
 
 
 def pseudonym(value: str, salt: str, prefix: str, n: int = 12) -> str:

@@ -37,6 +37,7 @@ from pipeline.outputs import (
     atomic_write_json,
     atomic_write_table,
     pseudonym,
+    salt_id,
     series_location,
 )
 
@@ -457,6 +458,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id,
                                              "device": str(getattr(segmenter, "device", "cpu"))},
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
+            "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
             "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
             "input_id": input_id,
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),

@@ -348,3 +348,33 @@ def test_aggregate_of_a_run_without_shards_keeps_its_input_and_time(tmp_path, se
     assert after["input"] == before["input"] == str(root.resolve())
     assert after["seconds"] == before["seconds"] > 0
     assert after["n_ok"] == before["n_ok"] == 1
+
+
+def test_aggregate_warns_about_results_made_with_different_salts(tmp_path, series, cfg, caplog):
+    """Two sites with their own pseudonym salts: one patient was two patient_ids in the merged tables, and aggregate
+    gave only its generic 'several inputs' warning (which also fires when the salts match)."""
+    import copy
+    import logging
+
+    src, _ = series
+    outs = []
+    for i, salt in enumerate(("site-a-secret", "site-b-secret")):
+        c = copy.deepcopy(cfg)
+        c["outputs"]["pseudonym_salt"] = salt
+        root = tmp_path / f"in{i}"
+        shutil.copytree(src / f"s0{i}", root / f"s0{i}")
+        outs.append(tmp_path / f"out{i}")
+        run_pipeline(root, outs[-1], c, all_series=True, batch=BatchOptions(progress=False))
+    ids = [json.loads(next(o.glob("scan-*/result.json")).read_text())["pseudonym_salt_id"] for o in outs]
+    assert len(set(ids)) == 2 and all(len(i) == 8 for i in ids)
+    assert all("site-a-secret" not in (o / "run.json").read_text() for o in outs)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    for o in outs:
+        for d in o.glob("scan-*"):
+            shutil.copytree(d, merged / d.name)
+    with caplog.at_level(logging.WARNING, logger="pipeline.batch"):
+        aggregate(merged)
+    [warning] = [r.getMessage() for r in caplog.records if "pseudonym salts" in r.getMessage()]
+    assert "made with 2 different pseudonym salts" in warning and f"{ids[0]}: 1 result(s)" in warning
+    assert json.loads((merged / "run.json").read_text())["pseudonym_salt_ids"] == {i: 1 for i in sorted(ids)}

@@ -10,6 +10,7 @@ scan: a :class:`~pipeline.errors.CTScoreError` becomes ``status="failed"`` with 
 from __future__ import annotations
 
 import contextvars
+import functools
 import gzip
 import io
 import logging
@@ -456,7 +457,9 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "ctscore_version": __version__, "scan_id": scan_id, "scores": row,
             "zones": res["zones"], "landmarks": {k: lm.to_dict() for k, lm in res["landmarks"].items()},
             "qc_flags": flags, "segmenter": {"name": segmenter.name, "model_id": segmenter.model_id,
-                                             "device": str(getattr(segmenter, "device", "cpu"))},
+                                             "device": str(getattr(segmenter, "device", "cpu")),
+                                             **_weights_hashes(segmenter)},
+            "environment": _environment(),  # a result.json shared or merged alone still says what made it
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
             "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
@@ -685,7 +688,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         "ctscore_version": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": _versions(),
+        "versions": dict(_versions()),
         "input": input_path,
         "config": redact_secrets(cfg),
         "config_sha256": config_hash(cfg) if cfg is not None else "",
@@ -708,6 +711,28 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
             "scans": scans_df, "failures": failures_df, "out_dir": str(out_dir)}
 
 
+def _weights_hashes(segmenter) -> dict[str, Any]:
+    """The full sha256 of the model's files (model_id is a 16-hex digest of them), where the segmenter has them."""
+    hashes = getattr(segmenter, "hashes", None)
+    if isinstance(hashes, dict) and hashes:
+        return {"files_sha256": dict(sorted(hashes.items()))}
+    sha = getattr(segmenter, "sha256", None)
+    return {"files_sha256": {"weights": sha}} if isinstance(sha, str) and sha else {}
+
+
+def _environment() -> dict[str, Any]:
+    """Python, platform, the packages' versions and torch's thread count (results can differ in the last voxel
+    between thread counts) of the process that scored a scan."""
+    import sys
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                           "versions": dict(_versions())}
+    if "torch" in sys.modules:
+        env["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return env
+
+
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 

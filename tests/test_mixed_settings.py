@@ -55,3 +55,23 @@ def test_validate_notes_repeated_scans_and_mixed_settings(tmp_path):
     notes = run_validation(pred, ref, draw=False)["data_summary"].query("item == 'note'")["value"].tolist()
     assert any(n.startswith("4 patient(s) have more than one scan in the comparison (8 scans)") for n in notes)
     assert any("model_id monai-a (4 scans), monai-b (4 scans)" in n for n in notes)
+
+
+def test_result_json_carries_its_environment_and_model_hashes(sample_run):
+    """A result.json shared or merged alone lost the package versions (only in run.json), and the weights' full
+    sha256 was never written (model_id is a 16-hex digest of it)."""
+    result = json.loads(next(sample_run.glob("scan-*/result.json")).read_text())
+    env = result["environment"]
+    assert env["python"] and env["versions"]["pydicom"] and env["versions"]["SimpleITK"]
+    run = json.loads((sample_run / "run.json").read_text())
+    assert env["versions"] == run["versions"]
+
+
+def test_model_file_hashes_of_the_monai_segmenter():
+    from pipeline.run import _weights_hashes
+
+    class Seg:
+        hashes = {"model.yaml": "b" * 64, "model.safetensors": "a" * 64}
+
+    assert _weights_hashes(Seg()) == {"files_sha256": {"model.safetensors": "a" * 64, "model.yaml": "b" * 64}}
+    assert _weights_hashes(object()) == {}

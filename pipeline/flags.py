@@ -28,6 +28,9 @@ SCORING_FLAGS: dict[str, str] = {
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
     "LUNG_OUTSIDE_BODY_REMOVED": "this many mL the segmentation labelled lung lay in the air around the patient "
                                  "(outside the body's outline) and was taken out: review the lung outline",
+    "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
+                    "(median 0 HU or more): often the heart, a vessel or the liver dome taken as lung, sometimes a "
+                    "dense consolidation; review qc.png (scores include them)",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }

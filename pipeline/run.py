@@ -151,7 +151,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import detect_landmarks, temper_for_thick_slices
-    from scoring.quantify import score_scan, slice_step_mm
+    from scoring.quantify import score_scan, slice_step_mm, solid_lesion_ml
     from segmentation.base import lung_outside_body
 
     timings: dict[str, float] = {}
@@ -220,7 +220,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
             "no lobe map: the segmenter makes none (give your own with --lobes DIR)")
     pad_o = None if padding is None else sitk.GetArrayFromImage(to_lps(padding)) > 0
     flags_fov = fov_flags(lungs_o, tuple(spacing_o[::-1]), pad_o)
-    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov
+    solid = solid_lesion_ml(hu_o, classes, voxel_ml)
+    flags_solid = [f"SOLID_LESION:{solid:.0f}"] if solid else []
+    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,

@@ -369,9 +369,9 @@ def test_run_pipeline_docstring_names_every_key_it_returns(notebook_run):
     from pipeline.run import run_pipeline
 
     summary, out, _ = notebook_run
-    documented = dict(re.findall(r"``(\w+)`` \((int|str|pandas DataFrame)\)", run_pipeline.__doc__))
+    documented = dict(re.findall(r"``(\w+)`` \((int|str or None|str|pandas DataFrame)\)", run_pipeline.__doc__))
     assert set(documented) == set(summary), (documented, sorted(summary))
-    kinds = {"int": int, "str": str, "pandas DataFrame": pd.DataFrame}
+    kinds = {"int": int, "str": str, "str or None": (str, type(None)), "pandas DataFrame": pd.DataFrame}
     for key, kind in documented.items():
         assert isinstance(summary[key], kinds[kind]), key
     for option, key in (("--segmenter", "segmentation.method"), ("--model", "segmentation.method"),

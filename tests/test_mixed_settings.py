@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from pipeline.outputs import SETTINGS_COLUMNS, settings_note
 from scoring.stats.cohort import load_cohort
@@ -75,3 +76,23 @@ def test_model_file_hashes_of_the_monai_segmenter():
 
     assert _weights_hashes(Seg()) == {"files_sha256": {"model.safetensors": "a" * 64, "model.yaml": "b" * 64}}
     assert _weights_hashes(object()) == {}
+
+
+def test_a_solid_lesion_piece_without_air_is_measured():
+    """The aortic arch and the liver dome taken as lung and consolidation (ricord_covid_419639: 49 mL, 0-900 score
+    117 instead of 72) carried no flag; a real lesion keeps some air or ground glass."""
+    import numpy as np
+
+    from scoring.quantify import solid_lesion_ml
+
+    hu = np.full((30, 40, 40), -850.0)
+    classes = np.zeros(hu.shape, np.uint8)
+    hu[2:12, 2:12, 2:12], classes[2:12, 2:12, 2:12] = 40.0, 3  # 1000 voxels of blood: 8 mL at 8 uL
+    hu[15:25, 15:25, 15:25], classes[15:25, 15:25, 15:25] = 30.0, 3  # a consolidation with a ground-glass rim
+    hu[15:25, 15:25, 15:17], classes[15:25, 15:25, 15:17] = -550.0, 2
+    hu[2:6, 30:34, 30:34], classes[2:6, 30:34, 30:34] = 40.0, 3  # solid but small (0.5 mL)
+    assert solid_lesion_ml(hu, classes, 0.008) == pytest.approx(8.0)
+    hu[5, 5, 5] = -700.0  # one aerated voxel in 1000 is not air
+    assert solid_lesion_ml(hu, classes, 0.008) == pytest.approx(8.0)
+    hu[2:12, 2:12, 2:4] = -700.0  # 20 % aerated: a lesion
+    assert solid_lesion_ml(hu, classes, 0.008) == 0.0

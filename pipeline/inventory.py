@@ -278,7 +278,8 @@ def read_file(path: Path) -> FileRecord:
             fp.seek(0)
             has_preamble = has_dicm_preamble(start)
             if not has_preamble and start[:2] not in (b"\x08\x00", b"\x02\x00"):
-                rec.status, rec.code, rec.detail = "skipped", "NOT_DICOM", "no DICM preamble"
+                rec.status, rec.code, rec.detail = "skipped", "NOT_DICOM", (
+                    "empty file (0 bytes: still being copied?)" if size == 0 else "no DICM preamble")
                 return rec
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)

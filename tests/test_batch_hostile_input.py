@@ -53,3 +53,14 @@ def test_unreadable_warning_lists_three_and_counts_all():
     assert message.startswith("5 file(s) or folder(s)") and "/in/f2 (Permission denied); ..." in message
     assert "/in/f3" not in message
     assert unreadable_warning(files.iloc[5:], "OUT/inventory.csv") is None
+
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path):
+    """A 0-byte .dcm still being copied was listed as 'no DICM preamble'."""
+    from pipeline.inventory import read_file
+
+    (tmp_path / "IM0001.dcm").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("a note")
+    empty, text = read_file(tmp_path / "IM0001.dcm"), read_file(tmp_path / "notes.txt")
+    assert (empty.code, empty.detail) == ("NOT_DICOM", "empty file (0 bytes: still being copied?)")
+    assert (text.code, text.detail) == ("NOT_DICOM", "no DICM preamble")

@@ -14,9 +14,11 @@ folder is built under a temporary name and renamed when complete, so partial out
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 SCAN_COLUMNS = [
     "scan_id", "patient_id", "study_date", "series_time", "series_uid", "status", "segmenter",
@@ -258,9 +262,15 @@ class SeriesFolder:
         if self.final.exists():
             old = previous_name(self.final)
             shutil.rmtree(old, ignore_errors=True)
+            if old.exists():  # left by an earlier commit that could not remove it: named, not "Directory not empty"
+                raise OSError(errno.ENOTEMPTY, f"an earlier copy of these results, {old}, cannot be removed "
+                                               "(permissions?): remove it by hand")
             os.replace(self.final, old)
             os.replace(self.tmp, self.final)
             shutil.rmtree(old, ignore_errors=True)
+            if old.exists():
+                log.warning("the earlier results of %s were replaced, but their folder %s could not be removed "
+                            "(permissions?): remove it by hand", self.final.name, old)
         else:
             os.replace(self.tmp, self.final)
         fsync_dir(self.final.parent)

@@ -64,3 +64,27 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path):
     empty, text = read_file(tmp_path / "IM0001.dcm"), read_file(tmp_path / "notes.txt")
     assert (empty.code, empty.detail) == ("NOT_DICOM", "empty file (0 bytes: still being copied?)")
     assert (text.code, text.detail) == ("NOT_DICOM", "no DICM preamble")
+
+
+def test_a_leftover_earlier_copy_is_named(tmp_path, monkeypatch, caplog):
+    """A '.scan-<id>.old' folder that could not be removed stayed without a word, and the next --overwrite stopped
+    the batch with 'OUTPUT_UNWRITABLE: ... (Directory not empty)', not naming it."""
+    import logging
+
+    import pipeline.outputs as outputs
+
+    out = tmp_path / "out"
+    (out / "scan-x").mkdir(parents=True)
+    (out / "scan-x" / "result.json").write_text("{}")
+    monkeypatch.setattr(outputs.shutil, "rmtree", lambda *a, **k: None)  # as a folder without write permission
+    folder = outputs.SeriesFolder(out, "scan-x")
+    folder.path("result.json").write_text('{"new": 1}')
+    with caplog.at_level(logging.WARNING, logger="pipeline.outputs"):
+        folder.commit()
+    assert (out / "scan-x" / "result.json").read_text() == '{"new": 1}'
+    assert any(".scan-x.old could not be removed" in r.getMessage() for r in caplog.records)
+    again = outputs.SeriesFolder(out, "scan-x")
+    with pytest.raises(OSError) as e:
+        again.commit()
+    assert ".scan-x.old" in e.value.strerror and "remove it by hand" in e.value.strerror
+    assert (out / "scan-x" / "result.json").read_text() == '{"new": 1}'  # the results in place are kept

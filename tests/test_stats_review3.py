@@ -106,3 +106,16 @@ def test_week8_day_with_mean_counts_only_the_scored_scans():
         g = liao2021.lesion_groups(c, "six_zone_total", 5, within).set_index("patient_id")
         assert g.loc["A", "week8_score"] == 6.0 and g.loc["A", "group"] == "persistent"
         assert g.loc["A", "week8_day"] == 49.0, within
+
+
+def test_a_follow_up_months_later_is_named_in_a_note():
+    """A longitudinal cohort: the 'after' scan of one patient was 73 days later, pooled with the 14-day pairs in
+    zhang2020_before_after.csv without a note (only days_between in the per-patient table showed it)."""
+    rows = [("A1", "A", "2020-01-04", 100), ("A2", "A", "2020-01-18", 60),
+            ("B1", "B", "2020-01-04", 200), ("B2", "B", "2020-03-17", 150)]
+    clin = _clinical(2, treatment_date=["2020-01-05"] * 2, glucocorticoid=["1", "0"])
+    c = build_cohort(_scans(rows), None, clin, None)
+    zhang2020.run(c)
+    [note] = [n for n in c.notes if "before/after" in n]
+    assert note.startswith("zhang2020 before/after: 1 of 2 pair(s) are more than 7 days from the 14-day follow-up "
+                           "(days_between 73-73;")

@@ -196,6 +196,10 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
     return pd.DataFrame(rows), levels
 
 
+#: A before/after pair further than this from the follow-up day (``followup_days``) is named in a note.
+FOLLOWUP_TOLERANCE_DAYS = 7
+
+
 def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int,
                  clinical_columns: list[str] | None = None) -> pd.DataFrame:
     """One row per patient: the scan before treatment and the follow-up scan, with labs and the change.
@@ -266,6 +270,15 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
     absent = [c for c in requested if c not in cohort.clinical.columns]
     ba = before_after(cohort, score, labs, followup_days, min_gap_days, ["glucocorticoid", *requested])
     tables["zhang2020_before_after_patients"] = ba
+    far = ba[(ba["days_between"] - followup_days).abs() > FOLLOWUP_TOLERANCE_DAYS]
+    if len(far):  # a longitudinal cohort's scan months later is the nearest one: pooled with the 14-day pairs
+        note = (f"zhang2020 before/after: {len(far)} of {len(ba)} pair(s) are more than {FOLLOWUP_TOLERANCE_DAYS} "
+                f"days from the {followup_days}-day follow-up (days_between {int(far['days_between'].min())}-"
+                f"{int(far['days_between'].max())}; zhang2020_before_after_patients.csv names them): the nearest "
+                "scan was taken; set --followup-days, or leave those scans out, if they are not the follow-up meant")
+        if note not in cohort.notes:
+            cohort.notes.append(note)
+        log.warning(note)
     rows = []
     for var in [score, *labs]:
         if f"{var}_before" not in ba:

@@ -96,6 +96,7 @@ CSS = """
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.2em 2em; color: #1b1b1b; }
 h1 { font-size: 1.5em; margin: 0 0 .2em; } h2 { font-size: 1.2em; margin: 1.4em 0 .4em; }
 .summary { color: #444; margin-bottom: .6em; } .summary a { margin-right: .8em; }
+.mixed { background: #fff3cd; border-left: 4px solid #d39e00; padding: .4em .8em; }
 table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; vertical-align: middle; text-align: left; }
 th { background: #f3f3f3; position: sticky; top: 0; }
@@ -352,9 +353,16 @@ def _provenance(run: Mapping[str, Any]) -> str:
         return "<p>run.json is missing: no provenance.</p>"
     seg = run.get("segmenter") or {}
     versions = run.get("versions") or {}
+    made_by = run.get("ctscore_versions") or {}
+    version = str(run.get("ctscore_version", ""))
+    if isinstance(made_by, dict) and (len(made_by) > 1 or (made_by and version not in made_by)):
+        version += " (wrote these tables); the results were made by " + ", ".join(
+            f"{v}: {n} scan(s)" for v, n in made_by.items())
+    configs = run.get("config_sha256_all")
     items = [
-        ("ctscore version", str(run.get("ctscore_version", ""))),
-        ("config sha256", str(run.get("config_sha256", "") or "(not known)")),
+        ("ctscore version", version),
+        ("config sha256", "; ".join(map(str, configs)) + " (several)" if isinstance(configs, list) and len(configs) > 1
+         else str(run.get("config_sha256", "") or "(not known)")),
         ("segmenter", str(seg.get("name", ""))),
         ("model id", str(seg.get("model_id", ""))),
         ("input", "; ".join(map(str, run["input"])) if isinstance(run.get("input"), list) else str(run.get("input", ""))),
@@ -365,6 +373,16 @@ def _provenance(run: Mapping[str, Any]) -> str:
     ]
     dl = "".join(f"<dt>{escape(k)}</dt><dd><code>{escape(v)}</code></dd>" for k, v in items)
     return f"<dl>{dl}</dl>\n{_timings_table(run.get('timings_s') or {})}"
+
+
+def _mixed_settings(rows: list[dict[str, Any]]) -> str:
+    """A warning box when the series of the folder were made with different settings (a merge of several runs)."""
+    import pandas as pd
+
+    from pipeline.outputs import settings_note
+
+    note = settings_note(pd.DataFrame(rows), "the series of this folder") if rows else None
+    return f'<p class="mixed">{escape(note)}</p>' if note else ""
 
 
 def _legend() -> str:
@@ -399,6 +417,7 @@ def render_run_report(out_dir: str | Path) -> str:
 <p class="summary">{len(rows)} series: {n_ok} ok, {len(rows) - n_ok} failed.
 ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 {escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
+{_mixed_settings(rows)}
 <h2>Series</h2>
 <p class="summary">Click a column header to sort; click a picture for the full QC montage
 (coronal view with the six-zone planes, axial slices in each zone):{_legend()}

@@ -96,3 +96,20 @@ def test_a_solid_lesion_piece_without_air_is_measured():
     assert solid_lesion_ml(hu, classes, 0.008) == pytest.approx(8.0)
     hu[2:12, 2:12, 2:4] = -700.0  # 20 % aerated: a lesion
     assert solid_lesion_ml(hu, classes, 0.008) == 0.0
+
+
+def test_the_report_of_a_merged_folder_says_its_settings_differ(tmp_path):
+    """report.html of an aggregate of 0.1.0 and 0.2.0 results showed 'ctscore 0.2.0' and one config sha."""
+    import json as _json
+
+    from pipeline.report import render_run_report
+
+    (tmp_path / "scans.csv").write_text("scan_id,status,ctscore_version,model_id,config_sha256\n"
+                                        "scan-a,ok,0.1.0,m1,aaaaaaaaaaaa\nscan-b,ok,0.2.0,m1,bbbbbbbbbbbb\n")
+    (tmp_path / "run.json").write_text(_json.dumps({
+        "ctscore_version": "0.2.0", "config_sha256": "a" * 64, "config_sha256_all": ["a" * 64, "b" * 64],
+        "ctscore_versions": {"0.1.0": 1, "0.2.0": 1}, "segmenter": {"name": "monai", "model_id": "m1"}}))
+    html = render_run_report(tmp_path)
+    assert '<p class="mixed">the series of this folder were made with different settings' in html
+    assert "0.2.0 (wrote these tables); the results were made by 0.1.0: 1 scan(s), 0.2.0: 1 scan(s)" in html
+    assert f"{'a' * 64}; {'b' * 64} (several)" in html

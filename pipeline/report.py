@@ -64,9 +64,15 @@ def _number(value: Any) -> float | None:
 
 
 def _fmt(decimals: int) -> Callable[[Any], str]:
+    """The value rounded half up from its written decimals, as a reader rounds the CSV's (10.795 -> 10.80 as 0.005
+    -> 0.01; binary floating point made the first 10.79)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    step = Decimal(1).scaleb(-decimals)
+
     def fmt(value: Any) -> str:
         x = _number(value)
-        return MISSING if x is None else f"{x:,.{decimals}f}"
+        return MISSING if x is None else f"{Decimal(repr(x)).quantize(step, rounding=ROUND_HALF_UP):,.{decimals}f}"
 
     return fmt
 
@@ -87,9 +93,9 @@ SCORE_COLUMNS: tuple[Column, ...] = (
     Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt(2)),
     Column("percent_high_opacity", "% high opac.", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
     Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4"),
-    Column("lung_volume_ml_right", "lung R ml", "right lung volume, ml", _fmt(0)),
-    Column("lung_volume_ml_left", "lung L ml", "left lung volume, ml", _fmt(0)),
-    Column("lesion_volume_ml", "lesion ml", "lesion volume (all classes), ml", _fmt(1)),
+    Column("lung_volume_ml_right", "lung R mL", "right lung volume, mL", _fmt(0)),
+    Column("lung_volume_ml_left", "lung L mL", "left lung volume, mL", _fmt(0)),
+    Column("lesion_volume_ml", "lesion mL", "lesion volume (all classes), mL", _fmt(1)),
 )
 
 CSS = """
@@ -270,7 +276,7 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
 
 def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
                   failures: Mapping[str, Mapping[str, str]]) -> str:
-    headers = [("", "QC montage (click for full size)", False), ("scan_id", "", True), ("patient", "pseudonym", True),
+    headers = [("", "QC montage (click for full size)", False), ("scan_id", "", True), ("patient", "pseudonymous patient id (hidden when the tables hold a PatientID)", True),
                ("status", "", True)]
     headers += [(c.header, c.tip, True) for c in SCORE_COLUMNS]
     headers += [("flags", "QC flags and failure code", True), ("files", "", False)]

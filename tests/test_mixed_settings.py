@@ -113,3 +113,11 @@ def test_the_report_of_a_merged_folder_says_its_settings_differ(tmp_path):
     assert '<p class="mixed">the series of this folder were made with different settings' in html
     assert "0.2.0 (wrote these tables); the results were made by 0.1.0: 1 scan(s), 0.2.0: 1 scan(s)" in html
     assert f"{'a' * 64}; {'b' * 64} (several)" in html
+
+
+def test_report_rounds_as_a_reader_rounds_the_csv():
+    """10.795 showed as 10.79 (binary floating point) while 0.005 showed as 0.01."""
+    from pipeline.report import _fmt
+
+    assert [_fmt(2)(v) for v in (10.795, 0.005, 1234.5)] == ["10.80", "0.01", "1,234.50"]
+    assert _fmt(0)(1528.49) == "1,528" and _fmt(1)("337.26") == "337.3"

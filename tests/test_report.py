@@ -151,7 +151,7 @@ def test_rows_scores_failures_and_provenance(fake_run: Path) -> None:
     body_rows = root.findall(".//table[@id='series']/tbody/tr")
     assert len(body_rows) == 3
     text = " ".join(_parse(html).text)
-    for expected in ("scan-aaaaaaaaaaaa", "pt-0123456789", "210", "12.50", "CT-1", "2,100",
+    for expected in ("scan-aaaaaaaaaaaa", "pt-0123456789", "210", "12.50", "CT-1", "2,101",
                      "PARTIAL_LUNG_COVERAGE", "landmarks estimated: ipv"):
         assert expected in text
     failures = root.findall(".//table[@id='failures']/tbody/tr")

@@ -274,6 +274,9 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
             continue
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
         ax.set_title(f"{pick.tag}  {pick.label}  z={round(z_mm[k]) + 0:.0f}", **text)
+        for x, side in ((0.04, "R"), (0.96, "L")):  # the patient's sides (anterior is up)
+            ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
+                    transform=ax.transAxes, bbox=LABEL_BOX)
 
     handles = [Patch(facecolor=c, edgecolor="none") for c, _ in LESION_CLASSES.values()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
@@ -282,6 +285,9 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
                labelcolor="white", handlelength=1.2, columnspacing=1.5, borderaxespad=0.2)
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
+    low, high = WINDOW_HU
+    fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}", color="#aaaaaa",
+             fontsize=9, ha="left", va="bottom")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
     return buf.getvalue()

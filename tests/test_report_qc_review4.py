@@ -181,7 +181,10 @@ def test_montage_says_which_zone_is_missing(monkeypatch: pytest.MonkeyPatch) -> 
     assert "L  lower zone: missing" in titles and "M  middle zone: missing" in titles
     assert not any("third" in t for t in titles)
     assert texts.count("no IPV level") == 2
-    assert not any("L" in t.split() for t in texts)  # the coronal's slice ticks: "U", "B", or "U B" when close
+    # the coronal's slice ticks: "U", "B", or "U B" when close; "R" and "L" only as the patient's sides on the two
+    # axial panels drawn
+    assert texts.count("R") == texts.count("L") == 2
+    assert not any("L" in t.split() for t in texts if t != "L")
 
 
 # ---------------------------------------------------------------------------------------------- scripts

@@ -277,6 +277,21 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
                           ).hexdigest()
 
 
+#: Configuration sections that do not change the scores of a series: what is written (outputs, the salt) and which
+#: series of a study is taken (selection).
+NOT_SCORING_SECTIONS = ("outputs", "selection")
+
+
+def scores_config_hash(cfg: Mapping[str, Any] | None) -> str:
+    """sha256 of the configuration without :data:`NOT_SCORING_SECTIONS` ('' for None): equal for two runs whose
+    settings score a series alike (a follow-up batch run with --dicom-seg, or without QC pictures, is not another
+    setting; ``config_sha256`` differs)."""
+    if not cfg:
+        return ""
+    kept = {k: v for k, v in dict(cfg).items() if k not in NOT_SCORING_SECTIONS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 def redact_secrets(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
     """The configuration as written to run.json: a site's own pseudonym salt is a secret (with it and a list of
     PatientIDs anyone could recompute the pseudonyms), so it is replaced by a marker; the built-in one is shown."""

@@ -42,11 +42,13 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", *("ctscore_version", "model_id", "config_sha256"),
+    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", *("ctscore_version", "model_id", "scores_config_sha256"),
 ]
-#: The settings that made a scan's scores (``config_sha256``: the first 12 hex digits of result.json's): scores made
-#: with different ones are not comparable, and ``ctscore stats`` / ``validate`` say so (:func:`settings_note`).
-SETTINGS_COLUMNS = ("ctscore_version", "model_id", "config_sha256")
+#: The settings that made a scan's scores (``scores_config_sha256``: 12 hex digits of
+#: :func:`pipeline.config.scores_config_hash`, the configuration without the sections that do not change a series'
+#: scores): scores made with different ones are not comparable, and ``ctscore stats`` / ``validate`` say so
+#: (:func:`settings_note`).
+SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256")
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score"]

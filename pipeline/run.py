@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline import __version__
-from pipeline.config import config_hash, redact_secrets
+from pipeline.config import config_hash, redact_secrets, scores_config_hash
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.outputs import (
     DEFAULT_SALT,
@@ -676,7 +676,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         if st["status"] == "ok":  # the settings that made it, from its result.json: a merged table shows a mix
             rows.append({**st["row"], "ctscore_version": st.get("ctscore_version", ""),
                          "model_id": (st.get("segmenter") or {}).get("model_id", ""),
-                         "config_sha256": str(st.get("config_sha256") or "")[:12]})
+                         "scores_config_sha256": scores_config_hash(st.get("config"))[:12]})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),

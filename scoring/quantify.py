@@ -386,13 +386,17 @@ def solid_lesion_ml(hu: np.ndarray, classes: np.ndarray, voxel_ml: float) -> flo
     lesion = classes > 0
     if voxel_ml <= 0 or lesion.sum() * voxel_ml < SOLID_PIECE_MIN_ML:
         return 0.0
-    labels, n = ndi.label(lesion, structure=np.ones((3, 3, 3), bool))
+    box = ndi.find_objects(lesion.astype(np.uint8))[0]  # labelled within the lesions' box, each piece within its own
+    labels, n = ndi.label(lesion[box], structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    pieces = ndi.find_objects(labels)
+    hu_box = hu[box]
     total = 0.0
     for i in np.flatnonzero(sizes * voxel_ml >= SOLID_PIECE_MIN_ML):
         if i == 0:
             continue
-        values = hu[labels == i]
+        sl = pieces[i - 1]
+        values = hu_box[sl][labels[sl] == i]
         if np.median(values) >= 0 and (values < -300).mean() < SOLID_PIECE_MAX_AERATED:
             total += sizes[i] * voxel_ml
     return total

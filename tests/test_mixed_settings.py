@@ -21,12 +21,19 @@ def test_scans_csv_says_which_settings_made_each_row(sample_run):
     result = json.loads((sample_run / row["scan_id"] / "result.json").read_text())
     assert row["ctscore_version"] == result["ctscore_version"]
     assert row["model_id"] == result["segmenter"]["model_id"]
-    assert row["config_sha256"] == result["config_sha256"][:12]
+    from pipeline.config import load_config, scores_config_hash
+
+    assert row["scores_config_sha256"] == scores_config_hash(result["config"])[:12]
+    # settings that do not change a series' scores are not another setting (a follow-up batch with --dicom-seg)
+    plain = load_config()
+    assert scores_config_hash(plain) == scores_config_hash(load_config(extra={"outputs": {"write_dicom_seg": True,
+                                                                                          "pseudonym_salt": "s"}}))
+    assert scores_config_hash(plain) != scores_config_hash(load_config(overrides=["scoring.zhang900.mode=zone"]))
 
 
 def test_settings_note_names_each_setting_and_its_scans():
     df = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "segmenter": ["monai"] * 4,
-                       "model_id": ["m1", "m1", "m2", "m3"], "config_sha256": ["abc", "abc", "abc", "def"]})
+                       "model_id": ["m1", "m1", "m2", "m3"], "scores_config_sha256": ["abc", "abc", "abc", "def"]})
     note = settings_note(df)
     assert "model_id m1 (2 scans), m2 (1 scans)" in note and "m3" not in note  # a failed scan made no score
     assert "config_sha256" not in note and "segmenter" not in note
@@ -37,12 +44,12 @@ def test_settings_note_names_each_setting_and_its_scans():
 def test_stats_note_a_cohort_scored_with_two_configurations(tmp_path):
     paths = write_stats_cohort(tmp_path / "sim", seed=1, n_survivors=12, n_nonsurvivors=4)
     scans = pd.read_csv(paths["scores"] / "scans.csv", dtype=str, keep_default_na=False)
-    scans["config_sha256"] = ["0123456789ab" if i % 3 else "ba9876543210" for i in range(len(scans))]
+    scans["scores_config_sha256"] = ["0123456789ab" if i % 3 else "ba9876543210" for i in range(len(scans))]
     scans.to_csv(paths["scores"] / "scans.csv", index=False)
     cohort = load_cohort(paths["scores"], paths["clinical"], paths["labs"])
     notes = cohort.data_summary().query("item == 'note'")["value"].tolist()
     [mixed] = [n for n in notes if "different settings" in n]
-    assert mixed.startswith("the scores of the cohort were made with different settings (config_sha256 ")
+    assert mixed.startswith("the scores of the cohort were made with different settings (scores_config_sha256 ")
     assert "0123456789ab (" in mixed and "ba9876543210 (" in mixed
 
 
@@ -104,7 +111,7 @@ def test_the_report_of_a_merged_folder_says_its_settings_differ(tmp_path):
 
     from pipeline.report import render_run_report
 
-    (tmp_path / "scans.csv").write_text("scan_id,status,ctscore_version,model_id,config_sha256\n"
+    (tmp_path / "scans.csv").write_text("scan_id,status,ctscore_version,model_id,scores_config_sha256\n"
                                         "scan-a,ok,0.1.0,m1,aaaaaaaaaaaa\nscan-b,ok,0.2.0,m1,bbbbbbbbbbbb\n")
     (tmp_path / "run.json").write_text(_json.dumps({
         "ctscore_version": "0.2.0", "config_sha256": "a" * 64, "config_sha256_all": ["a" * 64, "b" * 64],

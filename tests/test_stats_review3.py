@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
+from pipeline.errors import CTScoreError
 from scoring.stats import compare, liao2021, schema, zhang2020
 from scoring.stats.cohort import build_cohort
 
@@ -119,3 +121,18 @@ def test_a_follow_up_months_later_is_named_in_a_note():
     [note] = [n for n in c.notes if "before/after" in n]
     assert note.startswith("zhang2020 before/after: 1 of 2 pair(s) are more than 7 days from the 14-day follow-up "
                            "(days_between 73-73;")
+
+
+def test_series_times_as_a_spreadsheet_writes_them_and_a_day_with_one_missing():
+    """'8:05:00' (a spreadsheet's re-save of 08:05:00) sorted as text after '14:10:00', and a scan without a time
+    sorted before every timed scan of its day although the docs said scan_id decides then."""
+    rows = [("s1", "A", "2020-01-05", 100), ("s2", "A", "2020-01-05", 300), ("s9", "A", "2020-01-25", 40)]
+    timed = _scans(rows).assign(series_time=["14:10:00", "8:05:00", "09:00:00"])
+    c = build_cohort(timed, None, _clinical(), None)
+    assert list(c.scans["scan_id"]) == ["s2", "s1", "s9"] and c.scans["series_time"].iloc[0] == "08:05:00"
+    assert zhang2020.admission_scans(c, "zhang900_total")["zhang900_total"].tolist() == [300]
+    one_missing = _scans(rows).assign(series_time=["", "08:05:00", ""])  # s1 has no time: the day by scan_id
+    c2 = build_cohort(one_missing, None, _clinical(), None)
+    assert list(c2.scans["scan_id"]) == ["s1", "s2", "s9"]
+    with pytest.raises(CTScoreError, match="'series_time', line 3: value 'noon' is not a time of day"):
+        build_cohort(_scans(rows).assign(series_time=["", "noon", ""]), None, _clinical(), None)

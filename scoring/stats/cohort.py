@@ -282,9 +282,9 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if same_day.any():
         n_days = scans.loc[same_day, ["patient_id", "study_date"]].drop_duplicates().shape[0]
         notes.append(f"{n_days} patient-day(s) with more than one scored scan ({int(same_day.sum())} scans, e.g. two "
-                     "series of one study): liao2021 takes the later by series_time, zhang2020 the earlier (by scan_id where "
-                     "series_time is missing or the same), li2020 averages them within a period; the mixed model and "
-                     "Kendall tau count each")
+                     "series of one study): liao2021 takes the later by series_time, zhang2020 the earlier (by scan_id when "
+                     "a scan of the day has no series_time, or two the same), li2020 averages them within a period; "
+                     "the mixed model and Kendall tau count each")
         log.warning(notes[-1])
     neg = scans["days_since_onset"] < 0
     if neg.any():
@@ -302,7 +302,7 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
         analytes = [c for c in labs_w.columns if c not in ("patient_id", "date")]
     matched = binning.match_labs(scans, labs_w, window_days=window_days)
     scans = scans.merge(matched, on="scan_id", how="left")
-    scans = scans.sort_values([c for c in schema.SCAN_ORDER if c in scans.columns], kind="stable")
+    scans = schema.order_scans(scans)
     labs_w = binning.add_time(labs_w, clinical, "date") if len(labs_w) else labs_w
     return Cohort(scans=scans.reset_index(drop=True), zones=zones, clinical=clinical, labs=labs_w,
                   analytes=analytes, window_days=window_days, notes=notes)

@@ -89,8 +89,9 @@ COLUMN_USE = {
 }
 SCANS_REQUIRED = ("scan_id", "patient_id", "study_date", "six_zone_total", "zhang900_total")
 #: The order of a cohort's scans: two scans of one patient on one day are earlier / later by ``series_time``
-#: (HH:MM:SS, written by ctscore run since 0.2.0), then by scan_id where it is missing or the same, never by the row
-#: order of scans.csv (sorted by scan_id, a salted hash: which scan counted changed with the salt or a merge).
+#: (HH:MM:SS, written by ctscore run since 0.2.0) when each scan of the day has one, else by scan_id
+#: (:func:`order_scans`), never by the row order of scans.csv (sorted by scan_id, a salted hash: which scan counted
+#: changed with the salt or a merge).
 SCAN_ORDER = ["patient_id", "study_date", "series_time", "scan_id"]
 #: Numeric columns of the pipeline's scans.csv: a value in them that is not a number is refused (file, line);
 #: other columns are numbers when every value is one, else text.
@@ -212,6 +213,41 @@ def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.
                        "day after it is allowed)")
         out[i] = parsed
     return out
+
+
+def _parse_times(s: pd.Series, code: str, path: Path | None) -> pd.Series:
+    """``series_time`` as HH:MM:SS (a spreadsheet's re-save writes 8:05:00 for 08:05:00, which sorted as text after
+    14:10:00); '' where empty; a value that is no time of day is refused naming its line."""
+    out = []
+    for i, raw in s.items():
+        v = str(raw).strip()
+        if v in ("", "nan", "NaT", "<NA>"):
+            out.append("")
+            continue
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d*)?)?|(\d{2})(\d{2})(\d{2})?(?:\.\d*)?", v)
+        parts = [int(g) if g else 0 for g in ((m.group(1), m.group(2), m.group(3)) if m and m.group(1) else
+                                               (m.group(4), m.group(5), m.group(6)) if m else ())]
+        if not m or not (parts[0] < 24 and parts[1] < 60 and parts[2] < 61):
+            raise _bad(code, path, "series_time", int(i) + 2, raw, "is not a time of day (HH:MM:SS)")
+        out.append(f"{parts[0]:02d}:{parts[1]:02d}:{min(parts[2], 59):02d}")
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def order_scans(scans: pd.DataFrame) -> pd.DataFrame:
+    """The scans in :data:`SCAN_ORDER`: a patient's scans by date; two on one day by ``series_time`` when each of
+    that day's scans has one, else (an old table, or times blanked by an anonymiser) by scan_id, never by the row
+    order of the table."""
+    if scans.empty or not {"patient_id", "study_date"} <= set(scans.columns):
+        return scans
+    keys = [c for c in SCAN_ORDER if c in scans.columns]
+    if "series_time" not in scans.columns:
+        return scans.sort_values(keys, kind="stable")
+    scans = scans.assign(series_time=_parse_times(scans["series_time"].fillna("").astype(str), "BAD_SCORES",
+                                                  None))  # as validate_scans writes them (a frame given as is)
+    timed = scans["series_time"] != ""
+    whole_day = timed.groupby([scans["patient_id"], scans["study_date"]], dropna=False).transform("all")
+    return (scans.assign(_time=scans["series_time"].where(whole_day, ""))
+            .sort_values([c if c != "series_time" else "_time" for c in keys], kind="stable").drop(columns="_time"))
 
 
 #: A date (YYYY-MM-DD or YYYYMMDD) and an optional time of day (HH:MM or HH:MM:SS[.fff], after a space or a 'T').
@@ -548,10 +584,10 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         raise _bad(code, scans_path, "study_date", i + 2, "", "is empty (every scored scan needs its date)")
     if "series_time" not in scans.columns:  # scans.csv of ctscore < 0.2.0, or a table made by hand
         scans["series_time"] = ""
-    scans["series_time"] = scans["series_time"].fillna("").astype(str).str.strip()
+    scans["series_time"] = _parse_times(scans["series_time"].fillna("").astype(str), code, scans_path)
     numeric = [c for c in scans.columns if c not in ("scan_id", "patient_id", "study_date", "series_time",
                                                      "series_uid", "status", "mosmed_category", "ctscore_version",
-                                                     "model_id", "config_sha256")]
+                                                     "model_id", "scores_config_sha256")]
     for c in numeric:
         num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
         if c in SCANS_NUMERIC or num.notna().sum() == (scans[c] != "").sum():

@@ -48,7 +48,8 @@ class _StoreOnce(argparse._StoreAction):
     def __call__(self, parser, namespace, values, option_string=None):
         seen = namespace.__dict__.setdefault("_options_given", {})
         if self.dest in seen:
-            parser.error(f"{option_string} given twice ({seen[self.dest]!r} and {values!r}): it takes one value"
+            takes = "it takes one value" if self.nargs in (None, "?") else f"give all its values after one {option_string}"
+            parser.error(f"{option_string} given twice ({seen[self.dest]!r} and {values!r}): {takes}"
                          + (" (to analyse several output folders together, copy their scan-* folders into one folder "
                             "and run 'ctscore aggregate' on it)" if self.dest in ("scores", "pred") else ""))
         seen[self.dest] = values

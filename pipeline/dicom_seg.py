@@ -35,6 +35,10 @@ from pipeline.errors import SeriesError
 from pipeline.inventory import dcmread_as_inventory
 
 log = logging.getLogger(__name__)
+#: highdicom's warning about a one-word PatientName quotes the name (an identifier on the console and in job logs):
+#: silenced for the process as well as around build_seg (warnings.catch_warnings is not thread-safe)
+_PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
+warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
 
 
 def _code(scheme: str, value: str, meaning: str):
@@ -137,7 +141,7 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     with warnings.catch_warnings():
         # highdicom's warning about a one-word PatientName quotes the name: it would put an identifier on the
         # console and into cluster job logs (the SEG copies the source's patient module as it is, by design)
-        warnings.filterwarnings("ignore", message=r"The string .* is unlikely to represent the intended person name")
+        warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
         seg = hd.seg.Segmentation(
             source_images=sources, pixel_array=pixels, **planes,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

@@ -349,7 +349,7 @@ def settings_note(scans: "pd.DataFrame", what: str = "these scores") -> str | No
         values = df[col].astype(str).str.strip().replace({"nan": "", "<NA>": "", "None": ""})
         counts = values[values != ""].value_counts()
         if len(counts) > 1:
-            parts.append(f"{col} " + ", ".join(f"{v} ({n} scans)" for v, n in counts.items()))
+            parts.append(f"{col} " + ", ".join(f"{v} ({n} scan{'s' if n != 1 else ''})" for v, n in counts.items()))
     if not parts:
         return None
     return (f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "

@@ -548,7 +548,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     batch = batch_options(batch)
     batch.validate()
     check_input(input_path)  # INPUT_NOT_FOUND before the model is loaded (seconds, and a log line, for nothing)
-    if Path(input_path).is_dir() and Path(out_dir).resolve() == Path(input_path).resolve():
+    in_folder = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent  # a file: its folder
+    if Path(out_dir).resolve() == in_folder.resolve():
         raise CTScoreError("OUTPUT_IS_INPUT", "the output folder is the input folder: the tables, report.html and "
                            "scan folders would be written among the images (replacing a scans.csv or report.html "
                            "there); give the outputs a folder of their own (one inside INPUT is fine: it is not read)",

@@ -88,3 +88,12 @@ def test_a_leftover_earlier_copy_is_named(tmp_path, monkeypatch, caplog):
         again.commit()
     assert ".scan-x.old" in e.value.strerror and "remove it by hand" in e.value.strerror
     assert (out / "scan-x" / "result.json").read_text() == '{"new": 1}'  # the results in place are kept
+
+
+def test_a_file_input_may_not_write_into_its_own_folder(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE, src)
+    one = sorted(p for p in src.iterdir() if p.is_file() and p.suffix != ".json")[0]
+    with pytest.raises(CTScoreError) as e:
+        run_pipeline(one, src, load_config(extra={"segmentation": {"method": "classical"}}))
+    assert e.value.code == "OUTPUT_IS_INPUT"

@@ -286,3 +286,9 @@ def test_a_single_valued_option_given_twice_is_refused(argv, option, capsys):
     args = build_parser().parse_args(["run", "IN", "-o", "A", "--set", "a=1", "--set", "b=2", "--config", "x.yaml",
                                       "--config", "y.yaml"])
     assert args.overrides == ["a=1", "b=2"] and args.config == ["x.yaml", "y.yaml"]
+
+
+def test_a_list_option_given_twice_says_to_give_all_values_once(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "-o", "w", "--backgrounds", "a", "--backgrounds", "b"])
+    assert "give all its values after one --backgrounds" in capsys.readouterr().err

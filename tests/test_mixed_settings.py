@@ -35,7 +35,7 @@ def test_settings_note_names_each_setting_and_its_scans():
     df = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "segmenter": ["monai"] * 4,
                        "model_id": ["m1", "m1", "m2", "m3"], "scores_config_sha256": ["abc", "abc", "abc", "def"]})
     note = settings_note(df)
-    assert "model_id m1 (2 scans), m2 (1 scans)" in note and "m3" not in note  # a failed scan made no score
+    assert "model_id m1 (2 scans), m2 (1 scan)" in note and "m3" not in note  # a failed scan made no score
     assert "config_sha256" not in note and "segmenter" not in note
     assert settings_note(df.iloc[:2]) is None
     assert settings_note(df.drop(columns=list(SETTINGS_COLUMNS[1:]))) is None  # an older table: nothing to say

@@ -57,8 +57,8 @@ ALIASES: dict[str, str] = {
     # canonical_analyte)
     "lymphocyte": "lymphocyte_count", "lymphs": "lymphocyte_count", "alc": "lymphocyte_count",
     "absolutelymphocytecount": "lymphocyte_count", "lymphocytesabsolute": "lymphocyte_count",
-    "lymphocyteabsolute": "lymphocyte_count", "neutrophil": "neutrophil_count", "neut": "neutrophil_count",
-    "anc": "neutrophil_count", "absoluteneutrophilcount": "neutrophil_count",
+    "lymphocyteabsolute": "lymphocyte_count", "neutrophil": "neutrophil_count",
+    "anc": "neutrophil_count", "absoluteneutrophilcount": "neutrophil_count",  # not a bare 'NEUT' (count or %?)
     "neutrophilsabsolute": "neutrophil_count", "neutrophilabsolute": "neutrophil_count",
     "wbccount": "wbc", "whitebloodcellcount": "wbc", "whitecellcount": "wbc", "leukocytecount": "wbc",
     "leucocytes": "wbc", "leucocytecount": "wbc", "erythrocytesedimentationrate": "esr", "sedrate": "esr",
@@ -68,6 +68,8 @@ ALIASES: dict[str, str] = {
 #: the count (``LYMPH#``) of a blood-count analyte with a percentage twin.
 _PCT_ENDINGS = ("%", "percentage", "percent", "pct")
 _COUNT_ENDINGS = ("#", "count")
+#: Stems that name a blood-count analyte only with an ending ('NEUT#', 'NEUT%'): a bare 'NEUT' may be either.
+_COUNT_STEMS = {"neut": "neutrophil_count"}
 
 CLINICAL_REQUIRED = ("patient_id",)
 CLINICAL_OPTIONAL = ("scores_patient_id", "onset_date", "admission_date", "outcome", "severity", "age",
@@ -251,7 +253,7 @@ def order_scans(scans: pd.DataFrame) -> pd.DataFrame:
 
 
 #: A date (YYYY-MM-DD or YYYYMMDD) and an optional time of day (HH:MM or HH:MM:SS[.fff], after a space or a 'T').
-_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(?:[T ](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?")
+_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(?:[T ](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(?:Z|[+-]\d{2}:?\d{2})?)?")
 
 
 def _parse_numbers(s: pd.Series, column: str, code: str, path: Path | None,
@@ -379,14 +381,14 @@ def _known_analyte(key: str) -> str | None:
             return canon
     for ending in _PCT_ENDINGS:  # 'Lymphocytes %', 'NEUT%': the percentage twin of the count
         if key.endswith(ending) and len(key) > len(ending):
-            base = _known_analyte(key[:-len(ending)])
+            base = _COUNT_STEMS.get(key[:-len(ending)]) or _known_analyte(key[:-len(ending)])
             if base in _PCT_TWIN:
                 return _PCT_TWIN[base]
             if base in _PCT_TWIN.values():
                 return base
     for ending in _COUNT_ENDINGS:  # 'LYMPH#': the count
         if key.endswith(ending) and len(key) > len(ending):
-            base = _known_analyte(key[:-len(ending)])
+            base = _COUNT_STEMS.get(key[:-len(ending)]) or _known_analyte(key[:-len(ending)])
             if base in _PCT_TWIN:
                 return base
     return None

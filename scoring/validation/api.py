@@ -155,7 +155,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
                       "and confusion matrices" if len(readers) >= 2 else
                       f"not formed ({len(readers)} reader{'s' if len(readers) != 1 else ''})"),
     ]
-    compared = scans[scans["scan_id"].isin(set(reference["scan_id"]))]
+    compared = scans[scans["scan_id"].isin(set(reference["scan_id"]))
+                     & (scans["status"].fillna("ok").astype(str).str.lower() == "ok")]
     if "patient_id" in compared.columns:
         ids = compared["patient_id"].fillna("").astype(str).str.strip()
         n_patients = ids[ids != ""].nunique()

@@ -14,8 +14,10 @@ SCORING_FLAGS: dict[str, str] = {
     "LOBES_NOT_FOUND": "scoring.lobar.lobes_dir holds no lobe map for this series: no lobar scores",
     "LOBES_SIDES_SWAPPED": "the lobe map's right lobes lie on the left lung mask and its left lobes on the right one "
                            "(a mirrored map, or lung sides swapped): no lobar scores",
-    "LOBES_PARTIAL": "this percentage of the lung mask lies in no lobe of its side (over 5 %: a misaligned, cropped "
-                     "or shifted lobe map, or another scan's): no lobar scores",
+    "LOBES_PARTIAL": "this percentage of the lung mask (or of one lung) lies in no lobe of its side (over 5 %: a "
+                     "misaligned, cropped or shifted lobe map, or another scan's): no lobar scores",
+    "LOBES_UPPER_BELOW_LOWER": "a side's upper lobe lies lower than its lower lobe in the lobe map (upper and lower "
+                               "labels swapped): no lobar scores",
     "LUNG_NOT_FOUND": "the segmentation found no lung on this side (a failure, a lung outside the field of view, "
                       "a pneumonectomy): its units, the totals and the whole-scan percentages are missing",
     "LUNG_CUT_BY_FOV": "a lung runs along the edge of the field of view on this percentage of its slices: its "

@@ -34,6 +34,10 @@ MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_
 #: on the scored lung mask leaves 0 %, one made on the MONAI network's lung mask 3.4 %, one at half the resolution
 #: 3.7 %, one shifted a voxel 1.7-3.3 %; shifted 5 mm sideways 6.5 %, 10 mm in z 6.5 %, 25 mm in z 15 %.
 LOBES_MAX_UNCOVERED_PCT = 5.0
+#: A lobe whose lung is less than this percentage of its side's lung is missing (``LOBES_MISSING``): a map whose
+#: middle lobe was merged into the upper one but for a few stray voxels scored "a healthy middle lobe" (the smallest
+#: lobe, the right middle, is about a tenth of its lung).
+LOBE_MIN_SHARE_PCT = 1.0
 #: A label value outside the lobe labels is named in a warning (:func:`foreign_lobe_labels`) when it covers at least
 #: this percentage of the lung mask (TotalSegmentator's ``total`` maps hold 112 other structures, some touching it).
 FOREIGN_LABEL_MIN_PCT = 1.0
@@ -325,7 +329,8 @@ def score_scan(
     if lobes is not None and lobes.any():
         t4 = t5 = 0
         lobes_missing = False
-        refused = check_lobe_map(lungs, lobes, skip_sides={s for s, n in SIDES.items() if n in absent_sides})
+        refused = check_lobe_map(lungs, lobes, skip_sides={s for s, n in SIDES.items() if n in absent_sides},
+                                 z_mm=z_arr)
         if refused:
             flags.append(refused)
         for code, lobe in LOBES.items():
@@ -336,12 +341,15 @@ def score_scan(
             in_map = lobes == code
             # the lobe's lung is the lung mask inside it: the denominator of the zones, PO and the lesion classes
             # (a lobe map's own border, e.g. TotalSegmentator's, takes in hilum and pleura the lung mask leaves out)
-            m = in_map & lung_all
+            # (of its own side: a right lobe holds no left lung)
+            side_lung = lungs == (RIGHT_LUNG if code <= 3 else LEFT_LUNG)
+            m = in_map & side_lung
             lml = float(m.sum()) * voxel_ml
             r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
+            stray = 100.0 * m.sum() < LOBE_MIN_SHARE_PCT * np.count_nonzero(side_lung)  # a few voxels are no lobe
             # cut off: the lobe's lung (not the lobe map, whose border may reach past the lung mask) in an edge slice,
             # by the rule of the lungs' own apex_covered / base_covered
-            if lml <= 0 or r["lung"] in absent_sides or any(edge_cut(m, z_mm, voxel_ml)):
+            if lml <= 0 or stray or r["lung"] in absent_sides or any(edge_cut(m, z_mm, voxel_ml)):
                 r.update(MISSING_UNIT, lung_ml=round(lml, 2))
                 lobes_missing = True
                 zone_rows.append(r)
@@ -402,13 +410,17 @@ def solid_lesion_ml(hu: np.ndarray, classes: np.ndarray, voxel_ml: float) -> flo
     return total
 
 
-def check_lobe_map(lungs: np.ndarray, lobes: np.ndarray, skip_sides: set[int] | frozenset = frozenset()) -> str | None:
+def check_lobe_map(lungs: np.ndarray, lobes: np.ndarray, skip_sides: set[int] | frozenset = frozenset(),
+                   z_mm: np.ndarray | None = None) -> str | None:
     """The QC flag refusing a lobe map (our lobe codes, on the lung mask's grid), or None when it fits the lungs.
 
     ``LOBES_SIDES_SWAPPED``: more lung voxels lie in a lobe of the other side (right lobes on the left lung mask and
     left lobes on the right one) than in a lobe of their own side: a mirrored map, or a lung mask with swapped sides.
     ``LOBES_PARTIAL:<percent>``: more than :data:`LOBES_MAX_UNCOVERED_PCT` of the lung mask is in no lobe of its
-    side, counted over the lungs whose lobes the map all holds and not in ``skip_sides`` (lungs not found)."""
+    side, counted over the lungs whose lobes the map all holds and not in ``skip_sides`` (lungs not found), or of
+    one lung in lobes of the other side (a piece of the left lung labelled a right lobe was scored in that lobe).
+    ``LOBES_UPPER_BELOW_LOWER``: with ``z_mm`` (one z per slice, cranial larger), an upper lobe whose lung lies lower
+    on average than its side's lower lobe (upper and lower labels swapped)."""
     right_lobes = (lobes >= 1) & (lobes <= 3)
     left_lobes = (lobes >= 4) & (lobes <= 5)
     right_lung, left_lung = lungs == RIGHT_LUNG, lungs == LEFT_LUNG
@@ -425,7 +437,23 @@ def check_lobe_map(lungs: np.ndarray, lobes: np.ndarray, skip_sides: set[int] | 
         n_lung += np.count_nonzero(lung_side)
         n_uncovered += np.count_nonzero(lung_side & ~side_lobes)
     pct = 100.0 * n_uncovered / n_lung if n_lung else 0.0
-    return f"LOBES_PARTIAL:{pct:.1f}" if pct > LOBES_MAX_UNCOVERED_PCT else None
+    for side, lung_side, other_lobes in ((RIGHT_LUNG, right_lung, left_lobes), (LEFT_LUNG, left_lung, right_lobes)):
+        n_side = np.count_nonzero(lung_side)
+        if side not in skip_sides and n_side:
+            pct = max(pct, 100.0 * np.count_nonzero(lung_side & other_lobes) / n_side)
+    if pct > LOBES_MAX_UNCOVERED_PCT:
+        return f"LOBES_PARTIAL:{pct:.1f}"
+    if z_mm is not None and len(z_mm) == lungs.shape[0]:
+        z = np.asarray(z_mm, float)
+        for side, upper, lower in ((RIGHT_LUNG, 1, 3), (LEFT_LUNG, 4, 5)):
+            lung_side = lungs == side
+            heights = []
+            for code in (upper, lower):
+                per_slice = np.count_nonzero((lobes == code) & lung_side, axis=(1, 2))
+                heights.append(float((per_slice * z).sum() / per_slice.sum()) if per_slice.sum() else None)
+            if side not in skip_sides and None not in heights and heights[0] < heights[1]:
+                return "LOBES_UPPER_BELOW_LOWER"
+    return None
 
 
 #: TotalSegmentator lobe labels (``total`` task) -> our lobe codes (:data:`segmentation.base.LOBES`).

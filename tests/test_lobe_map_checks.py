@@ -55,9 +55,9 @@ def test_a_lobe_map_leaving_lung_in_no_lobe_gives_no_lobar_scores():
     assert f"LOBES_PARTIAL:{100 * 3 / 18:.1f}" in flags and _refused(row, zones), (flags, row)
     # a left lobe's lung in a right lobe is in no lobe of its side either
     crossed = good.copy()
-    crossed[1:19, :, 10:12] = 3  # 2 of the left lung's 10 columns: 10 % of the lungs
+    crossed[1:19, :, 10:12] = 3  # 2 of the left lung's 10 columns: 10 % of the lungs, 20 % of the left one
     row, zones, flags = _score(crossed)
-    assert "LOBES_PARTIAL:10.0" in flags and _refused(row, zones)
+    assert "LOBES_PARTIAL:20.0" in flags and _refused(row, zones)  # the share of the lung it happens in
     # under the threshold (one row of one slice uncovered, 0.6 %): scored as before, no flag
     trimmed = good.copy()
     trimmed[5, 0, :] = 0
@@ -166,3 +166,32 @@ def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog)
     assert "LOBES_SIDES_SWAPPED" in row["qc_flags"] and row["lobar20_total"] in ("", "nan")
     lob = [r for r in csv.DictReader((tmp_path / "out" / "zones.csv").open()) if r["system"] == "lobar"]
     assert len(lob) == 5 and all(r["status"] == "missing" for r in lob)
+
+
+def test_upper_and_lower_lobes_swapped_give_no_lobar_scores():
+    """A map with the upper and lower labels of a side swapped was scored (a walk-through of lobe maps from other
+    tools: right_upper 1334 mL / 12.7 % instead of 607 mL / 10.6 %), no flag."""
+    lungs = phantom()[1]
+    zi = np.arange(lungs.shape[0])[:, None, None] * np.ones(lungs.shape, int)  # z grows with the slice index (Z)
+    good = np.where(lungs == 1, np.where(zi >= 13, 1, np.where(zi >= 7, 2, 3)),
+                    np.where(lungs == 2, np.where(zi >= 10, 4, 5), 0)).astype(np.uint8)
+    row, zones, flags = _score(good)
+    assert not [f for f in flags if f.startswith("LOBES_")] and row["lobar20_total"] >= 0, flags
+    for upper, lower in ((1, 3), (4, 5)):
+        swapped = good.copy()
+        swapped[good == upper], swapped[good == lower] = lower, upper
+        row, zones, flags = _score(swapped)
+        assert "LOBES_UPPER_BELOW_LOWER" in flags and _refused(row, zones), flags
+
+
+def test_a_lobe_of_a_few_stray_voxels_is_missing():
+    """The middle lobe merged into the upper one but for 50 stray voxels was scored as a healthy lobe (0.61 mL,
+    score 0) and the totals given."""
+    good = lobe_map(phantom()[1].shape)
+    merged = good.copy()
+    merged[good == 2] = 1
+    idx = np.argwhere(good == 2)[:3]
+    merged[tuple(idx.T)] = 2
+    row, zones, flags = _score(merged)
+    assert "LOBES_MISSING" in flags and lobar(zones)["right_middle"]["status"] == "missing"
+    assert np.isnan(row["lobar20_total"])

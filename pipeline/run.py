@@ -235,15 +235,17 @@ LOBE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
-    """``<scoring.lobar.lobes_dir>/<SeriesInstanceUID>.<ext>`` when that folder is configured and the file exists."""
+    """``<scoring.lobar.lobes_dir>/<SeriesInstanceUID>.<ext>`` when that folder is configured and the file exists;
+    of several (the same series in two formats), the first of :data:`LOBE_SUFFIXES`, with a warning naming them."""
     folder = cfg["scoring"]["lobar"].get("lobes_dir")
     if not folder or not series_uid:
         return None
-    for suffix in LOBE_SUFFIXES:
-        cand = Path(folder) / f"{series_uid}{suffix}"
-        if cand.is_file():
-            return cand
-    return None
+    found = [Path(folder) / f"{series_uid}{suffix}" for suffix in LOBE_SUFFIXES
+             if (Path(folder) / f"{series_uid}{suffix}").is_file()]
+    if len(found) > 1:
+        log.warning("%d lobe maps for one series in %s (%s): %s is used; remove the others if it is not the right one",
+                    len(found), folder, ", ".join(p.name for p in found), found[0].name)
+    return found[0] if found else None
 
 
 def lobes_dir_warnings(folder: str | Path | None, series_uids: list[str]) -> list[str]:
@@ -465,6 +467,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
             "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
+            "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},

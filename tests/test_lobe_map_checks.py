@@ -195,3 +195,16 @@ def test_a_lobe_of_a_few_stray_voxels_is_missing():
     row, zones, flags = _score(merged)
     assert "LOBES_MISSING" in flags and lobar(zones)["right_middle"]["status"] == "missing"
     assert np.isnan(row["lobar20_total"])
+
+
+def test_two_lobe_maps_for_one_series_are_named(tmp_path, caplog):
+    """maps/<uid>.nrrd and maps/<uid>.nii: the .nii was used without a word, and result.json did not say which."""
+    from pipeline.run import find_user_lobes
+
+    (tmp_path / "1.2.3.nrrd").write_bytes(b"x")
+    (tmp_path / "1.2.3.nii").write_bytes(b"x")
+    cfg_ = {"scoring": {"lobar": {"lobes_dir": str(tmp_path)}}}
+    with caplog.at_level(logging.WARNING, logger="pipeline.run"):
+        assert find_user_lobes(cfg_, "1.2.3") == tmp_path / "1.2.3.nii"
+    assert any("2 lobe maps for one series" in r.getMessage() and "1.2.3.nii is used" in r.getMessage()
+               for r in caplog.records)

@@ -197,7 +197,7 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
-    from pipeline.run import find_user_lobes, table_patient_id
+    from pipeline.run import _lobe_inputs, find_user_lobes, table_patient_id
 
     salt = cfg["outputs"]["pseudonym_salt"]
     per_series = Counter(cand.series_uid for cand in candidates)
@@ -213,7 +213,7 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
                                                                                             cand.series_uid)
         # a lobe map of the user's (--lobes) is an input too: replaced, added or removed, the scan is scored again
         lobes = find_user_lobes(cfg, cand.series_uid)
-        fingerprint = input_fingerprint(files + ([str(lobes)] if lobes else []))
+        fingerprint = input_fingerprint(files + _lobe_inputs(lobes))
         tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or "")))

@@ -232,6 +232,21 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
 
 
 LOBE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: TotalSegmentator's default output, one binary mask per structure in a folder: its lobe files -> our lobe codes.
+TOTALSEGMENTATOR_LOBE_FILES: dict[str, int] = {
+    "lung_upper_lobe_right": 1, "lung_middle_lobe_right": 2, "lung_lower_lobe_right": 3,
+    "lung_upper_lobe_left": 4, "lung_lower_lobe_left": 5}
+
+
+def lobe_files_in(folder: Path) -> dict[int, Path]:
+    """Lobe code -> file of a TotalSegmentator output folder (``<uid>/lung_upper_lobe_left.nii.gz``, ...)."""
+    out = {}
+    for name, code in TOTALSEGMENTATOR_LOBE_FILES.items():
+        for suffix in LOBE_SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                out[code] = folder / f"{name}{suffix}"
+                break
+    return out
 
 
 def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
@@ -242,6 +257,8 @@ def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
         return None
     found = [Path(folder) / f"{series_uid}{suffix}" for suffix in LOBE_SUFFIXES
              if (Path(folder) / f"{series_uid}{suffix}").is_file()]
+    if (Path(folder) / series_uid).is_dir() and lobe_files_in(Path(folder) / series_uid):
+        found.append(Path(folder) / series_uid)  # TotalSegmentator's folder of one mask per lobe
     if len(found) > 1:
         log.warning("%d lobe maps for one series in %s (%s): %s is used; remove the others if it is not the right one",
                     len(found), folder, ", ".join(p.name for p in found), found[0].name)
@@ -263,6 +280,8 @@ def lobes_dir_warnings(folder: str | Path | None, series_uids: list[str]) -> lis
         suffix = next((x for x in LOBE_SUFFIXES if f.name.endswith(x)), None)
         if suffix and f.is_file():
             stems.setdefault(f.name[:-len(suffix)], f.name)
+        elif f.is_dir() and f.name in series_uids and lobe_files_in(f):
+            stems.setdefault(f.name, f.name + "/")
     uids = sorted({u for u in series_uids if u})
     stray = [name for stem, name in stems.items() if stem not in uids]
     without = [u for u in uids if u not in stems]
@@ -290,6 +309,8 @@ def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any],
     convention, every one): their voxels are in no lobe."""
     from scoring.quantify import TOTALSEGMENTATOR_LOBES, foreign_lobe_labels, map_lobe_labels, read_label_map
 
+    if Path(path).is_dir():  # TotalSegmentator's default output: one mask per lobe, named by the structure
+        return _read_lobe_files(Path(path), orig)
     convention = cfg["scoring"]["lobar"].get("lobe_labels", "totalsegmentator")
     label_map = TOTALSEGMENTATOR_LOBES if convention == "totalsegmentator" else {i: i for i in range(1, 6)}
     try:
@@ -310,6 +331,36 @@ def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any],
     if not lobes.any():
         raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT "
                           "(wrong label convention, or a map of another series)", path)
+    return lobes
+
+
+def _lobe_inputs(lobes_path: str | Path | None) -> list[str]:
+    """The lobe map file(s) of a series, for its input fingerprint (a TotalSegmentator folder: its lobe files)."""
+    if not lobes_path:
+        return []
+    if Path(lobes_path).is_dir():
+        return [str(f) for _, f in sorted(lobe_files_in(Path(lobes_path)).items())]
+    return [str(lobes_path)]
+
+
+def _read_lobe_files(folder: Path, orig: sitk.Image) -> np.ndarray:
+    """The lobe map of a TotalSegmentator output folder (``lung_upper_lobe_right.nii.gz`` ...): each mask's nonzero
+    voxels are its lobe; a lobe file absent leaves that lobe missing (LOBES_MISSING)."""
+    from scoring.quantify import read_label_map
+
+    lobes = None
+    for code, f in sorted(lobe_files_in(folder).items()):
+        try:
+            mask = read_label_map(str(f), reference=orig) > 0
+        except RuntimeError as exc:
+            raise SeriesError("LOBES_UNREADABLE", f"lobe mask {f} cannot be read: {str(exc).strip()[:200]}",
+                              f) from None
+        except ValueError as exc:
+            raise SeriesError("LOBES_UNREADABLE", str(exc), f) from None
+        lobes = np.zeros(mask.shape, np.uint8) if lobes is None else lobes
+        lobes[mask & (lobes == 0)] = code
+    if lobes is None or not lobes.any():
+        raise SeriesError("LOBES_EMPTY", f"the lobe masks in {folder} are empty on this CT", folder)
     return lobes
 
 
@@ -466,7 +517,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "environment": _environment(),  # a result.json shared or merged alone still says what made it
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
-            "input_fingerprint": input_fingerprint(list(files) + ([str(lobes_path)] if lobes_path else [])),
+            "input_fingerprint": input_fingerprint(list(files) + _lobe_inputs(lobes_path)),
             "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),

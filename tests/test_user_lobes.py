@@ -116,3 +116,32 @@ def test_a_replaced_lobe_map_scores_the_scan_again_on_resume(sample_run, tmp_pat
     row = next(csv.DictReader((tmp_path / "out" / "scans.csv").open()))
     assert row["lobar20_total"] not in ("", "nan")
     assert run()["n_run"] == 0  # nothing changed: resumed
+
+
+def test_a_totalsegmentator_folder_of_one_mask_per_lobe(sample_run, tmp_path):
+    """TotalSegmentator's default output (a folder of lung_upper_lobe_left.nii.gz, ...) was not read ('no lobe map
+    there'); now <lobes>/<SeriesInstanceUID>/ with its five lobe files scores as the same map in one file does."""
+    one = lobes_folder(sample_run, tmp_path)
+    uid = next(one.iterdir()).name[:-len(".nii.gz")]
+    img = sitk.ReadImage(str(one / f"{uid}.nii.gz"))
+    arr = sitk.GetArrayFromImage(img)
+    split = tmp_path / "split" / uid
+    split.mkdir(parents=True)
+    names = {12: "lung_upper_lobe_right", 13: "lung_middle_lobe_right", 14: "lung_lower_lobe_right",
+             10: "lung_upper_lobe_left", 11: "lung_lower_lobe_left"}
+    for value, name in names.items():
+        mask = sitk.GetImageFromArray((arr == value).astype(np.uint8))
+        mask.CopyInformation(img)
+        sitk.WriteImage(mask, str(split / f"{name}.nii.gz"))
+    rows = {}
+    for key, folder in (("one", one), ("split", split.parent)):
+        out = tmp_path / f"out_{key}"
+        assert main(["run", str(SAMPLE), "-o", str(out), "-q", "--segmenter", "classical", "--lobes", str(folder),
+                     "--set", "outputs.write_qc_png=false"]) == EXIT_OK
+        rows[key] = next(csv.DictReader((out / "scans.csv").open()))
+        zones = [r for r in csv.DictReader((out / "zones.csv").open()) if r["system"] == "lobar"]
+        rows[key]["zones"] = [(r["unit"], r["lung_ml"], r["unit_score"]) for r in zones]
+    assert rows["split"]["lobar25_total"] == rows["one"]["lobar25_total"] not in ("", "nan")
+    assert rows["split"]["zones"] == rows["one"]["zones"]
+    result = json.loads((_scan_dir(tmp_path / "out_split") / "result.json").read_text())
+    assert result["lobe_map_file"] == uid

@@ -36,7 +36,8 @@ def register(sub) -> None:
                         "'ctscore train' (same as --segmenter PATH)")
     p.add_argument("--lobes", metavar="DIR",
                    help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
-                        "unless scoring.lobar.lobe_labels=ctscore): lobar scores (scoring.lobar.lobes_dir)")
+                        "unless scoring.lobar.lobe_labels=ctscore), or TotalSegmentator's folder of one mask per "
+                        "lobe as <SeriesInstanceUID>/: lobar scores (scoring.lobar.lobes_dir)")
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", metavar="UID",
                    help="score only this SeriesInstanceUID (or stack id of `ctscore scan`): chosen over the other "

@@ -333,7 +333,7 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[
     return paths
 
 
-def settings_note(scans: "pd.DataFrame", what: str = "these scores") -> str | None:
+def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None:
     """A note when the scored rows of a scans table were made with more than one ctscore version, model or
     configuration (:data:`SETTINGS_COLUMNS`; a table of ctscore before 0.2.0 has only ``segmenter``), naming each
     setting and how many scans it made; None when one made them all (or the table does not say)."""

@@ -263,6 +263,9 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
                 if suspects is not None:
                     suspects.append(path.name)
                 continue
+            if ds is None and suspects is not None and (rec.code == "UNREADABLE_FILE" or rec.detail.startswith("empty")):
+                suspects.append(f"{path.name} ({rec.detail})")  # no permission, or still being copied (0 bytes)
+                continue
             if ds is None or H.text(ds, "SeriesInstanceUID") not in series or "LOCALIZER" in H.image_type(ds):
                 continue
             same_matrix = (H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0)) == matrix
@@ -377,8 +380,8 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
                                   f"placed in it, which leaves a gap {_gap_neighbours(geo, frames, gap)}", exc.path)
             message += f"; the first gap lies {_gap_neighbours(geo, frames)}"
             if suspects:
-                message += (f"; truncated file(s) beside it whose series cannot be read may be the missing slices: "
-                            f"{', '.join(suspects[:5])}")
+                message += (f"; file(s) beside it that cannot be read (truncated, empty or without permission) may "
+                            f"be the missing slices: {', '.join(suspects[:5])}")
         raise SeriesError(code, message, items[0].path.parent)
 
     lossy = [it for it in items if is_lossy(it.ds)]

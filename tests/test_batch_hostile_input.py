@@ -97,3 +97,20 @@ def test_a_file_input_may_not_write_into_its_own_folder(tmp_path):
     with pytest.raises(CTScoreError) as e:
         run_pipeline(one, src, load_config(extra={"segmentation": {"method": "classical"}}))
     assert e.value.code == "OUTPUT_IS_INPUT"
+
+
+def test_a_slice_gap_names_the_empty_file_beside_it(tmp_path):
+    """A slice still being copied (0 bytes) left a SLICE_GAP naming only its neighbours; the cause was in
+    inventory.csv alone."""
+    from pipeline.errors import SeriesError
+    from pipeline.loading import load_series
+    from tests.dicom_factory import write_series
+
+    files = write_series(tmp_path / "ct", 12, dz=2.5)
+    victim = files[5]  # slice order: a middle slice
+    keep = [str(f) for f in files if f != victim]
+    victim.write_bytes(b"")
+    with pytest.raises(SeriesError) as e:
+        load_series(keep)
+    assert e.value.code == "SLICE_GAP"
+    assert f"{victim.name} (empty file (0 bytes: still being copied?))" in e.value.message

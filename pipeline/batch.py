@@ -1614,7 +1614,11 @@ def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> No
 
 def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[str, Any]:
     """Rebuild ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``run.json`` in ``out_dir`` from every
-    per-scan record under it (e.g. after the shards of a job array). Returns the tables summary.
+    per-scan record under it (e.g. after the shards of a job array). Returns the tables summary: ``n_series``,
+    ``n_ok``, ``n_failed``, ``scans`` and ``failures`` (DataFrames, as :func:`pipeline.run.run_pipeline` returns
+    them), ``out_dir``, and ``warnings``: the messages of the warnings logged meanwhile (results of several
+    inputs, salts, configurations or versions merged; one series under two scan ids), also on the console.
+    ``out_dir`` that is not a folder is CTScoreError INPUT_NOT_FOUND; a folder without results NOTHING_TO_AGGREGATE.
 
     The configuration in ``run.json`` is that of an earlier run.json with one of the scans' hashes, else a
     scan's own (``result.json``); the warnings of :func:`merge_warnings` and mixed configurations or models are
@@ -1630,8 +1634,12 @@ def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[s
         what = ("is a file, not a run's output folder (give the folder that holds run.json and scans.csv)"
                 if out_dir.exists() else "output folder does not exist")
         raise CTScoreError("INPUT_NOT_FOUND", what, out_dir)
-    with writer_lock(out_dir, aggregating=True) as shards_running:
-        return _aggregate(out_dir, allow_missing_shards, shards_running)
+    from pipeline.logcapture import collect_warnings
+
+    with collect_warnings() as said, writer_lock(out_dir, aggregating=True) as shards_running:
+        summary = _aggregate(out_dir, allow_missing_shards, shards_running)
+    summary["warnings"] = list(said)
+    return summary
 
 
 _SHARD_FOLDER = re.compile(r"(\d+)-of-(\d+)")
@@ -1735,12 +1743,16 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     inputs = Counter(s["input_id"] for s in statuses if s.get("input_id"))
     if named:
         provenance["input_names"] = {i: named[i] for i in sorted(inputs) if i in named}
+    salts = Counter(s["pseudonym_salt_id"] for s in statuses if s.get("pseudonym_salt_id"))
     if len(inputs) > 1:
         provenance["input"] = sorted({named.get(i, i) for i in inputs})
         provenance["input_id"] = sorted(inputs)
-        log.warning("the results under %s were made from %d different inputs (%s): check that they belong together "
+        # an input id is salted (it hides the folder's name): one folder scored with two salts has two ids
+        salted = (" (or one input scored with different pseudonym salts: an input id is a salted hash of the "
+                  "folder's path, see the salt warning)" if len(salts) > 1 else "")
+        log.warning("the results under %s were made from %d different inputs%s (%s): check that they belong together "
                     "(expected for results copied together from several machines; not for an output folder re-used "
-                    "for another input, whose earlier results are merged here too)", out_dir, len(inputs),
+                    "for another input, whose earlier results are merged here too)", out_dir, len(inputs), salted,
                     "; ".join(f"{named.get(i, i + ' (no run.json names it)')}: {n} result(s)"
                               for i, n in sorted(inputs.items())))
     elif inputs:
@@ -1750,7 +1762,6 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
             provenance["input"] = named[only]
     if len(hashes) > 1:  # run.json's config is one of them: name them all
         provenance["config_sha256_all"] = hashes
-    salts = Counter(s["pseudonym_salt_id"] for s in statuses if s.get("pseudonym_salt_id"))
     if salts:
         provenance["pseudonym_salt_ids"] = dict(sorted(salts.items()))
     if len(salts) > 1:

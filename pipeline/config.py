@@ -229,7 +229,13 @@ def load_config(
             cfg = merge(cfg, data)
         except ConfigError as exc:
             raise ConfigError(exc.message, p) from None
+    seen: dict[str, str] = {}
     for item in overrides:
+        key = item.split("=", 1)[0].strip() if isinstance(item, str) else None
+        if key and key in seen:  # argparse keeps both; the later one would win without a word
+            raise ConfigError(f"--set {key} is given twice ({seen[key]!r} and {item!r}): give each key once")
+        if key:
+            seen[key] = item
         cfg = merge(cfg, parse_override(item))
     if extra:
         cfg = merge(cfg, extra)
@@ -243,6 +249,9 @@ def load_config(
         where = paths[0] if len(given) == 1 and paths else None
         raise ConfigError(exc.message if where else f"{exc.message} (in the configuration from {', '.join(given)})",
                           where) from None
+    lob = cfg["scoring"]["lobar"]
+    if lob["lobes_dir"] is not None:  # as --lobes does: the same folder is the same setting from CLI and Python
+        lob["lobes_dir"] = str(Path(str(lob["lobes_dir"])).resolve())
     return cfg
 
 
@@ -285,10 +294,15 @@ NOT_SCORING_SECTIONS = ("outputs", "selection")
 def scores_config_hash(cfg: Mapping[str, Any] | None) -> str:
     """sha256 of the configuration without :data:`NOT_SCORING_SECTIONS` ('' for None): equal for two runs whose
     settings score a series alike (a follow-up batch run with --dicom-seg, or without QC pictures, is not another
-    setting; ``config_sha256`` differs)."""
+    setting; ``config_sha256`` differs), and without the path of ``scoring.lobar.lobes_dir`` (only whether one is
+    given: two sites keep their lobe maps in different folders)."""
     if not cfg:
         return ""
     kept = {k: v for k, v in dict(cfg).items() if k not in NOT_SCORING_SECTIONS}
+    lobar = kept.get("scoring", {}).get("lobar") if isinstance(kept.get("scoring"), Mapping) else None
+    if isinstance(lobar, Mapping) and lobar.get("lobes_dir"):
+        # where the lobe maps lie is no setting (two sites keep theirs in different folders); that there are some is
+        kept = {**kept, "scoring": {**kept["scoring"], "lobar": {**lobar, "lobes_dir": "given"}}}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

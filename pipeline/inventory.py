@@ -710,7 +710,16 @@ def build_inventory(root: str | Path, cfg: Any = None, series_uid: str | None = 
     merged over the defaults and checked as ``ctscore scan`` checks it (:func:`pipeline.config.resolve_config`:
     an unknown key or a bad value is a ConfigError, BAD_CONFIG). ``all_series``: select every eligible stack, not
     one per study (``--all-series``, as in ``run_pipeline``); ``series_uid``: ``--series-uid``; ``identifiers``:
-    ``--identifiers``."""
+    ``--identifiers``.
+
+    Returns an :class:`Inventory`: ``files`` (one row per file with its decision: the table ``-o`` writes,
+    ``inventory.csv``), ``stacks`` (one row per stack: ``--stacks``), ``candidates`` (every stack found) and
+    ``chosen`` (the stacks a run would score; each with ``problems``, the loading problems predicted from the
+    headers). Nothing eligible is no error here: ``chosen`` is empty (``ctscore scan`` exits 2 for it;
+    :func:`pipeline.commands.scan.exit_code` gives the CLI's exit code for an inventory, and
+    :func:`requested_series_problem` says why a ``series_uid`` was not chosen). Raises CTScoreError
+    INPUT_NOT_FOUND for an input that is not there or cannot be listed, ConfigError (BAD_CONFIG) for a bad
+    configuration."""
     import pandas as pd
 
     from pipeline.config import resolve_config

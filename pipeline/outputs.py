@@ -306,6 +306,45 @@ def check_output_dir(out_dir: str | Path) -> None:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({why})", out_dir)
 
 
+#: What each analysis command writes that the other does not (``data_summary.csv`` and ``summary.html`` both write):
+#: one -o for both would replace the other's summary (glob patterns).
+ANALYSIS_FILES = {
+    "stats": ("liao2021_*.csv", "zhang2020_*.csv", "li2020_*.csv"),
+    "validate": ("ratings.csv", "agreement.csv", "side_by_side.csv"),
+}
+
+
+def check_analysis_output(out_dir: str | Path, command: str, inputs: Iterable[str | Path] = ()) -> None:
+    """Before ``ctscore stats`` or ``ctscore validate`` writes into ``out_dir`` (``command``: which): refuse a folder
+    that is one of its ``inputs`` (the run's output folder it reads, or the folder of the scans.csv given) or that
+    holds a run's tables (``run.json``) with OUTPUT_IS_INPUT (some 30 tables and pictures would be mixed with the
+    run's, its summary.html beside report.html), and a folder holding the other command's tables with OUTPUT_IN_USE
+    (both write ``data_summary.csv`` and ``summary.html``: one would replace the other's)."""
+    from pipeline.errors import CTScoreError
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    here = out.resolve()
+    for given in inputs:
+        p = Path(given)
+        folder = p if p.is_dir() else p.parent
+        if folder.resolve() == here:
+            raise CTScoreError("OUTPUT_IS_INPUT", f"the output folder is the folder of the input {str(given)!r}: "
+                               f"the tables of `ctscore {command}` would be written among it; give -o a folder of "
+                               "its own (e.g. a sub-folder)", out_dir)
+    if (out / "run.json").is_file():
+        raise CTScoreError("OUTPUT_IS_INPUT", f"the output folder holds a ctscore run's tables (run.json): the tables "
+                           f"of `ctscore {command}` would be mixed with the run's; give -o a folder of its own (e.g. a "
+                           "sub-folder)", out_dir)
+    other = "validate" if command == "stats" else "stats"
+    found = sorted({p.name for pattern in ANALYSIS_FILES[other] for p in out.glob(pattern) if p.is_file()})[:3]
+    if found:
+        raise CTScoreError("OUTPUT_IN_USE", f"the output folder holds the tables of `ctscore {other}` "
+                           f"({', '.join(found)}): both write data_summary.csv and summary.html, so one would "
+                           f"replace the other's; give `ctscore {command}` a folder of its own", out_dir)
+
+
 def prepare_output_dir(out_dir: str | Path) -> Path:
     """Create the output folder (and its parents); OUTPUT_UNWRITABLE naming it when that is not possible. Call it
     before the work, so that a wrong ``-o`` fails at once, not after the analysis."""

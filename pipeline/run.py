@@ -560,8 +560,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     checked as the CLI checks it (:func:`pipeline.config.resolve_config`), paths (``pathlib.Path``), tuples, numpy
     arrays and numpy scalars taken as text, lists and numbers. The options of ``ctscore run`` that are config keys:
     ``--segmenter NAME`` and ``--model PATH`` set ``segmentation.method`` (``"classical"``, ``"monai"`` or a model
-    folder), ``-d/--device`` sets ``segmentation.device``, ``--lobes DIR`` sets ``scoring.lobar.lobes_dir`` (the CLI
-    makes it absolute), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
+    folder), ``-d/--device`` sets ``segmentation.device``, ``--lobes DIR`` sets ``scoring.lobar.lobes_dir`` (made
+    absolute, from the CLI or here), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
     ``load_config(paths, overrides)``. ``series_uid`` and ``all_series`` are ``--series-uid`` and ``--all-series``.
 
     ``batch``: a :class:`pipeline.batch.BatchOptions`, a mapping of its fields (e.g. ``{"workers": 2}``) or None
@@ -580,7 +580,10 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     - ``out_dir`` (str): the folder holding the tables: ``out_dir``, or ``out_dir/shards/K-of-N`` for a shard;
     - ``executor`` (str): ``"serial"``, ``"local"`` or ``"slurm"``;
     - ``unreadable`` (str or None): the warning naming files and folders under the input that could not be read
-      (``UNREADABLE_FILE`` rows of ``inventory.csv``: their series are not in the batch).
+      (``UNREADABLE_FILE`` rows of ``inventory.csv``: their series are not in the batch);
+    - ``warnings`` (list of str): the messages of every warning logged during the call (the built-in salt, earlier
+      results replaced, unreadable files, per-series problems...), in order, as the console shows them: a notebook
+      can test them in code.
 
     The same tables are files in the returned ``out_dir``: ``scans.csv``, ``failures.csv`` (why a series failed),
     ``zones.csv`` (the zone rows, not returned), each with a Parquet twin, and ``run.json`` (provenance).
@@ -594,6 +597,16 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     nothing under the input can be scored (``inventory.csv`` in ``out_dir`` says why); OUTPUT_UNWRITABLE when
     ``out_dir`` cannot be written.
     """
+    from pipeline.logcapture import collect_warnings
+
+    with collect_warnings() as said:
+        summary = _run_pipeline(input_path, out_dir, cfg, series_uid, all_series, batch)
+    summary["warnings"] = list(said)
+    return summary
+
+
+def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_uid: str | None, all_series: bool,
+                  batch: Any) -> dict[str, Any]:
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
     from pipeline.config import resolve_config
     from pipeline.inventory import build_inventory, check_input

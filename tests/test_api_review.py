@@ -79,7 +79,8 @@ def test_a_folder_named_by_a_number_is_taken_as_its_name(tmp_path, monkeypatch):
     """``--set scoring.lobar.lobes_dir=2020``: YAML reads the folder name 2020 as a number."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "2020").mkdir()
-    assert load_config(overrides=["scoring.lobar.lobes_dir=2020"])["scoring"]["lobar"]["lobes_dir"] == "2020"
+    folder = load_config(overrides=["scoring.lobar.lobes_dir=2020"])["scoring"]["lobar"]["lobes_dir"]
+    assert folder == str((tmp_path / "2020").resolve())  # made absolute, as --lobes does
 
 
 @pytest.mark.parametrize("value", [2.5, True, ["a"], {"a": 1}, object()])
@@ -369,9 +370,10 @@ def test_run_pipeline_docstring_names_every_key_it_returns(notebook_run):
     from pipeline.run import run_pipeline
 
     summary, out, _ = notebook_run
-    documented = dict(re.findall(r"``(\w+)`` \((int|str or None|str|pandas DataFrame)\)", run_pipeline.__doc__))
+    documented = dict(re.findall(r"``(\w+)`` \((int|str or None|str|pandas DataFrame|list of str)\)", run_pipeline.__doc__))
     assert set(documented) == set(summary), (documented, sorted(summary))
-    kinds = {"int": int, "str": str, "str or None": (str, type(None)), "pandas DataFrame": pd.DataFrame}
+    kinds = {"int": int, "str": str, "str or None": (str, type(None)), "pandas DataFrame": pd.DataFrame,
+             "list of str": list}
     for key, kind in documented.items():
         assert isinstance(summary[key], kinds[kind]), key
     for option, key in (("--segmenter", "segmentation.method"), ("--model", "segmentation.method"),

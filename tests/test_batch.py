@@ -374,7 +374,12 @@ def test_aggregate_warns_about_results_made_with_different_salts(tmp_path, serie
         for d in o.glob("scan-*"):
             shutil.copytree(d, merged / d.name)
     with caplog.at_level(logging.WARNING, logger="pipeline.batch"):
-        aggregate(merged)
-    [warning] = [r.getMessage() for r in caplog.records if "pseudonym salts" in r.getMessage()]
+        summary = aggregate(merged)
+    [warning] = [r.getMessage() for r in caplog.records if "different pseudonym salts (salt id" in r.getMessage()]
     assert "made with 2 different pseudonym salts" in warning and f"{ids[0]}: 1 result(s)" in warning
+    # a notebook can test it in code (the API twin returns what the console shows)
+    assert warning in summary["warnings"]
+    # the input ids are salted: one folder scored with two salts would also show as two inputs; the warning says so
+    [inputs] = [w for w in summary["warnings"] if "different inputs" in w]
+    assert "or one input scored with different pseudonym salts" in inputs
     assert json.loads((merged / "run.json").read_text())["pseudonym_salt_ids"] == {i: 1 for i in sorted(ids)}

@@ -113,7 +113,7 @@ def test_unreadable_label_file_names_it(tmp_path, capsys, which):
     assert main(["train", "--backgrounds-file", str(lst), "--cache", str(tmp_path / "c2"), "--prepare-only"]) \
         == EXIT_USAGE
     err = capsys.readouterr().err  # (main returning = no exception escaped)
-    assert any(line.startswith("ctscore train: error:") and "bad.nii.gz" in line for line in err.splitlines())
+    assert any(line.startswith("ctscore: error:") and "bad.nii.gz" in line for line in err.splitlines())
 
 
 def test_folder_with_lesions_but_no_lungs_is_refused(tmp_path):
@@ -142,7 +142,7 @@ def test_folder_without_a_ct_series_is_a_config_error(tmp_path, capsys):
     assert "notes" in str(e.value)
     assert main(["train", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "c"), "--prepare-only"]) \
         == EXIT_USAGE
-    assert "ctscore train: error:" in capsys.readouterr().err
+    assert "ctscore: error:" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ the cache

@@ -192,7 +192,7 @@ def test_image_file_that_is_not_one_ct_volume_is_refused_naming_it(tmp_path, kin
     assert str((tmp_path / "d" / "bad.nii.gz").resolve()) in str(e.value)
     assert main(["train", "--backgrounds-file", str(lst), "--cache", str(tmp_path / "c"), "--prepare-only"]) \
         == EXIT_USAGE
-    assert "ctscore train: error:" in capsys.readouterr().err
+    assert "ctscore: error:" in capsys.readouterr().err
 
 
 def test_fine_tune_keeps_the_init_models_inference_settings(tmp_path):

@@ -44,12 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from scoring.stats.api import run_stats
 
     normal = [s.strip() for s in args.normal_labs.split(",") if s.strip()]
-    opts = {"liao2021": {"threshold": args.persistent_threshold, "min_n": args.min_n},
-            "zhang2020": {"followup_days": args.followup_days, "normal_labs": normal, "min_n": args.min_n},
-            "li2020": {"min_n": args.min_n}}
+    opts = {"liao2021": {"threshold": args.persistent_threshold},
+            "zhang2020": {"followup_days": args.followup_days, "normal_labs": normal}, "li2020": {}}
     studies = ["liao2021", "zhang2020", "li2020"] if args.study == "all" else [args.study]
     tables = run_stats(args.scores, args.clinical, args.labs, study=args.study, out_dir=args.output,
-                       window_days=args.window_days, id_column=args.id_column,
-                       **{s: opts[s] for s in studies})
+                       window_days=args.window_days, id_column=args.id_column, min_n=args.min_n,
+                       **{s: opts[s] for s in studies if opts[s]})
     log.info("%d tables written to %s (summary.html)", len(tables), args.output)
     return EXIT_OK

@@ -109,19 +109,15 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.errors import CTScoreError
     from segmentation.recipe import train_segmenter
 
-    try:
-        train_segmenter(args.out, data=args.data, backgrounds=args.backgrounds,
-                        backgrounds_file=args.backgrounds_file, cache=args.cache, train_config=args.train_config,
-                        init=args.init, device=args.device, prepare_only=args.prepare_only,
-                        iterations=args.iterations, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                        num_workers=args.num_workers, seed=args.seed, lr=args.lr, p_empty=args.p_empty,
-                        overwrite=args.overwrite)
-    except CTScoreError as exc:
-        print(f"ctscore train: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    # an error is "ctscore: error: ..." with its exit code from the CLI's handler, as for every command
+    train_segmenter(args.out, data=args.data, backgrounds=args.backgrounds,
+                    backgrounds_file=args.backgrounds_file, cache=args.cache, train_config=args.train_config,
+                    init=args.init, device=args.device, prepare_only=args.prepare_only,
+                    iterations=args.iterations, max_minutes=args.max_minutes, batch_size=args.batch_size,
+                    num_workers=args.num_workers, seed=args.seed, lr=args.lr, p_empty=args.p_empty,
+                    overwrite=args.overwrite)
     return EXIT_OK
 
 
@@ -140,4 +136,8 @@ def main_argv(argv: list[str]) -> int:
     except CTScoreError as exc:
         print(f"train_segmenter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return main(args)
+    try:
+        return main(args)
+    except CTScoreError as exc:
+        print(f"train_segmenter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

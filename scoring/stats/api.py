@@ -281,9 +281,10 @@ def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | 
     check_input(clinical_csv, "clinical", "clinical_csv")
     check_input(labs_csv, "labs", "labs_csv")
     if out_dir is not None:
-        from pipeline.outputs import check_output_dir
+        from pipeline.outputs import check_analysis_output, check_output_dir
 
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; the folder is made once the
         # inputs are read (run_cohort)
+        check_analysis_output(out_dir, "stats", [scores_dir] if isinstance(scores_dir, (str, Path)) else [])
     cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column)
     return run_cohort(cohort, study=studies, out_dir=out_dir, options=options, min_n=min_n)

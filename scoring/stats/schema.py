@@ -627,8 +627,8 @@ def validate_zones(zones: pd.DataFrame, scans: pd.DataFrame, path: str | Path | 
 
 def _cell_text(v: object) -> str:
     """One cell as a CSV file would hold it: empty for a missing value, a date without its midnight, 7 for 7.0."""
-    if v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
-        return ""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""  # pd.NA: a nullable column (scans.parquet, read with dtype_backend="numpy_nullable")
     if isinstance(v, pd.Timestamp):
         return v.strftime("%Y-%m-%d") if v == v.normalize() else str(v)
     if isinstance(v, (float, np.floating)) and float(v).is_integer():

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from pipeline.outputs import check_output_dir, settings_note
+from pipeline.outputs import check_analysis_output, check_output_dir, settings_note
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import (
     check_columns,
@@ -123,6 +123,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     scans = load_scans(pred_dir)
     if out_dir is not None:
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
+        check_analysis_output(out_dir, "validate", [pred_dir])
     left_out: list[int] = []
     reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
     if systems:

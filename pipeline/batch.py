@@ -415,12 +415,22 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
         import fcntl
     except ImportError as exc:  # not a POSIX system
         return OSError(errno.ENOSYS, str(exc))
+    inside = [path]  # a link planted in OUT (.status, shards, K-of-N or the lock itself) would make the run write
+    # (truncate) a file elsewhere, e.g. another user's on a shared scratch space
+    while folder is not None and inside[-1].parent != inside[-1] and inside[-1].parent != Path(folder):
+        inside.append(inside[-1].parent)
+    for p in reversed(inside):
+        if p.is_symlink():
+            raise CTScoreError(OUTPUT_UNWRITABLE, f"{p.name} in the output folder is a symbolic link (to "
+                               f"{os.readlink(p)}): ctscore does not write through it; remove it", p)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
         try:  # held open for the run; not inherited by worker processes
-            fh = stack.enter_context(open(path, "a+"))
+            fh = stack.enter_context(os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | nofollow,
+                                                       0o666), "a+"))
         except PermissionError:  # left by another user of a shared folder: locked all the same, without the text
-            fh = stack.enter_context(open(path))
+            fh = stack.enter_context(os.fdopen(os.open(path, os.O_RDONLY | nofollow)))
     except OSError as exc:
         raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write into the output folder ({exc.strerror or exc})",
                            folder or path.parent) from exc

@@ -79,17 +79,17 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
             return None if value is None else str(value)
         if isinstance(value, int) and not isinstance(value, bool):  # a folder named 2020 (YAML reads a number)
             return str(value)
-        raise ConfigError(f"{key} must be text (a path) or null, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key} must be text (a path) or null, got {type(value).__name__} {shown(value)}")
     if value is None:  # an empty value in YAML (``key:``): the code needs one
         raise ConfigError(f"{key} has no value (empty or null); give one, or leave the key out for the default "
                           f"{default!r}")
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {shown(value)}")
         return value
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {shown(value)}")
         if isinstance(value, float) and math.isnan(value):  # NaN compares false: every threshold would be off
             raise ConfigError(f"{key} must be a number, got NaN")
         return float(value) if isinstance(default, float) else value
@@ -97,11 +97,11 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
         if isinstance(value, (tuple, np.ndarray)):  # a tuple or a numpy array from a notebook: a list
             value = list(value)
         if not isinstance(value, list) or len(value) != len(default):
-            raise ConfigError(f"{key} must be a list of {len(default)} values, got {value!r}")
+            raise ConfigError(f"{key} must be a list of {len(default)} values, got {shown(value)}")
         return [_check_type(f"{key}[{i}]", d, v) for i, (d, v) in enumerate(zip(default, value))]
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be text, got {value!r}")
+            raise ConfigError(f"{key} must be text, got {shown(value)}")
         return str(value)
     return value
 
@@ -116,11 +116,24 @@ def merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") -
             raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{dotted} must be a mapping, got {value!r}")
+                raise ConfigError(f"{dotted} must be a mapping, got {shown(value)}")
             out[key] = merge(base[key], value, prefix=f"{dotted}.")
         else:
             out[key] = _check_type(dotted, base[key], value)
     return out
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short (reprlib, which never builds the whole of it: a
+    YAML alias bomb's value printed in full was 254 MB of stderr)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 120
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 12
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def parse_override(item: str) -> dict[str, Any]:

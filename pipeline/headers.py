@@ -51,13 +51,35 @@ def get(ds: pydicom.Dataset, keyword: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+#: The longest header text kept (a crafted 100 kB SeriesDescription made inventory.csv cells longer than a
+#: spreadsheet holds); longer text is cut and ends with an ellipsis.
+MAX_TEXT = 1024
+#: Control characters (C0, DEL, C1) and bidirectional overrides: a header's ESC sequences reached the
+#: terminal through `ctscore scan`, and an override reverses what a table shows ("Siemens\u202egpj.exe").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(value: str) -> str:
+    """Header text as tables and the console show it: control characters and bidi overrides removed (a tab or a
+    line break a space), surrounding spaces stripped, at most :data:`MAX_TEXT` characters."""
+    value = _UNPRINTABLE.sub(lambda m: " " if m.group() in "\t\n\r" else "", value).strip()
+    return value if len(value) <= MAX_TEXT else value[:MAX_TEXT - 1] + "\u2026"
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, bytes):  # a value pydicom left undecoded: its characters, not the "b'...'" of its repr
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
 def text(ds: pydicom.Dataset, keyword: str) -> str:
-    """A header value as stripped text ('' when missing or malformed); multi-values joined by '\\'."""
+    """A header value as clean text (:func:`clean_text`; '' when missing or malformed); multi-values joined by
+    '\\'."""
     value = get(ds, keyword, "")
     try:
         if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-            return "\\".join(str(v).strip() for v in value)
-        return str(value).strip()
+            return clean_text("\\".join(_as_text(v).strip() for v in value))
+        return clean_text(_as_text(value))
     except Exception:  # noqa: BLE001
         return ""
 

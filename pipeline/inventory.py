@@ -256,6 +256,40 @@ def is_image_storage(ds: pydicom.Dataset, sop_class: str) -> bool:
     return H.integer(ds, "Rows", None) is not None and H.integer(ds, "Columns", None) is not None
 
 
+#: The most a Deflated Explicit VR Little Endian data set may inflate to (more than any CT file holds: 1000 frames
+#: of 512 x 512 x 16 bits are 0.5 GiB). pydicom inflates the whole of it in memory, before any size check.
+DEFLATE_MAX_BYTES = 1 << 30
+
+
+def deflate_problem(fp: Any, has_preamble: bool, limit: int = DEFLATE_MAX_BYTES) -> str | None:
+    """For a file in the deflated transfer syntax: why it is refused when its data set inflates to more than
+    ``limit`` bytes (counted by a streaming inflate that keeps nothing: a 1 MB file of 1 GiB of zeros took 3.3 GB of
+    memory in pydicom), else None; ``fp`` is left at its start. Other transfer syntaxes: None at once."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info
+
+    try:
+        fp.seek(132 if has_preamble else 0)
+        meta = _read_file_meta_info(fp)
+        if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return None
+        inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while total <= limit:
+            chunk = inflate.unconsumed_tail or fp.read(1 << 20)
+            if not chunk:
+                return None
+            total += len(inflate.decompress(chunk, 1 << 24))
+            if inflate.eof and total <= limit:
+                return None
+        return (f"deflated data set inflates to more than {limit >> 20} MiB (a decompression bomb, or no CT "
+                "image): not read")
+    except Exception:  # noqa: BLE001 - no readable meta or a damaged stream: pydicom says what is wrong
+        return None
+    finally:
+        fp.seek(0)
+
+
 def read_file(path: Path) -> FileRecord:
     """Read one file's header (never its pixels) and classify it."""
     rec = FileRecord(path=path)
@@ -282,6 +316,10 @@ def read_file(path: Path) -> FileRecord:
                     "empty file (0 bytes: still being copied?)" if size == 0 else "no DICM preamble")
                 return rec
             try:
+                bomb = deflate_problem(fp, has_preamble)
+                if bomb:
+                    rec.status, rec.code, rec.detail = "skipped", "UNREADABLE_FILE", bomb
+                    return rec
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
                 ensure_transfer_syntax(ds)
                 rec.has_pixels, rec.truncated = _peek_pixels(fp, ds, size)

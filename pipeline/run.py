@@ -255,6 +255,8 @@ def find_user_lobes(cfg: dict[str, Any], series_uid: str) -> Path | None:
     folder = cfg["scoring"]["lobar"].get("lobes_dir")
     if not folder or not series_uid:
         return None
+    if Path(series_uid).name != series_uid or series_uid in (".", ".."):  # a crafted UID ('../../x', '/x') would
+        return None  # name a file outside the folder; no lobe map can be named after it
     found = [Path(folder) / f"{series_uid}{suffix}" for suffix in LOBE_SUFFIXES
              if (Path(folder) / f"{series_uid}{suffix}").is_file()]
     if (Path(folder) / series_uid).is_dir() and lobe_files_in(Path(folder) / series_uid):

@@ -9,7 +9,9 @@ rows (zones.csv).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -511,6 +513,46 @@ def load_lobe_map(path: str, reference: Any = None,
     return map_lobe_labels(read_label_map(path, reference), label_map)
 
 
+#: The most voxels a label map may declare: 8 times its CT's (a map at twice the CT's resolution in each axis), and
+#: never more than this (a map of a whole-body CT at 0.5 mm is some 400 million).
+LABEL_MAP_MAX_VOXELS = 1_000_000_000
+
+
+def check_label_map_header(path: str | Path, reference: Any = None) -> None:
+    """Read a label file's header only and refuse, with ValueError naming the file, a size no lobe map of this CT
+    has (more than 8 times ``reference``'s voxels, or :data:`LABEL_MAP_MAX_VOXELS`: read whole, a header of 4096 x
+    4096 x 4096 would take gigabytes before any check), and a MetaImage header (``.mhd``) whose data file lies
+    outside the header's own folder (``ElementDataFile = /dev/zero`` or another user's file)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if path.suffix.lower() == ".mhd":
+        try:
+            head = path.read_text(encoding="latin-1", errors="replace")[:65536]
+        except OSError:
+            head = ""  # SimpleITK says why it cannot be read
+        m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", head, re.MULTILINE)
+        data = m.group(1) if m else ""
+        if data and data.split()[0] not in ("LOCAL", "LIST") and "%" not in data:
+            target = (path.parent / data).resolve()
+            if target.parent != path.parent.resolve():
+                raise ValueError(f"lobe map {path}: its ElementDataFile {data!r} lies outside the header's folder; "
+                                 "keep a MetaImage's data file beside its .mhd (or give a .mha/.nii.gz)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # not readable as an image: sitk.ReadImage says so, as before
+    voxels = math.prod(reader.GetSize())
+    limit = LABEL_MAP_MAX_VOXELS
+    if reference is not None:
+        limit = min(limit, 8 * math.prod(reference.GetSize()))
+    if voxels > limit:
+        raise ValueError(f"lobe map {path} declares {' x '.join(map(str, reader.GetSize()))} voxels ({voxels:,}), "
+                         f"more than a lobe map of this CT can hold ({limit:,}: 8 times the CT's voxels): not read")
+
+
 def read_label_map(path: str, reference: Any = None) -> np.ndarray:
     """A label file's own labels as an LPS ``[z, y, x]`` array (on ``reference``'s grid by nearest neighbour when
     given). A map holding values that are not whole numbers (12.4: a label map resampled with interpolation, or
@@ -518,6 +560,7 @@ def read_label_map(path: str, reference: Any = None) -> np.ndarray:
     lobes."""
     import SimpleITK as sitk
 
+    check_label_map_header(path, reference)
     img = sitk.ReadImage(str(path))
     if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         arr = sitk.GetArrayViewFromImage(img)

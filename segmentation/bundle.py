@@ -160,6 +160,10 @@ def _bad_def(msg: str, path: Path) -> BundleError:
     return BundleError(f"network_def cannot be built: {msg}", path)
 
 
+#: Keyword arguments of network classes that download weights when the network is built.
+_DOWNLOADS = re.compile(r"pretrain|url|download", re.IGNORECASE)
+
+
 def _safe_target(name: Any, where: str, path: Path) -> str:
     """The full name of a ``_target_`` that is a torch.nn.Module class in :data:`SAFE_TARGET_MODULES`."""
     import importlib
@@ -225,6 +229,11 @@ def safe_network_def(config: dict[str, Any], path: Path) -> Any:
                     continue
                 elif k.startswith("_") and k.endswith("_"):
                     raise _bad_def(f"{where}::{k} refused (only _target_ is allowed there)", path)
+                elif _DOWNLOADS.search(k) and v not in (False, None, "", 0):
+                    # DenseNet/ResNet/SENet(pretrained=True), HoVerNet(pretrained_url=...) fetch weights at build
+                    raise _bad_def(f"{where}::{k} = {str(v)[:80]!r} refused: the network would download weights "
+                                   "while it is built (ctscore opens no network connection; the bundle's own "
+                                   "weights are loaded after it); set it to false or leave it out", path)
                 else:
                     out[k] = walk(v, f"{where}::{k}", depth + 1)
             return out

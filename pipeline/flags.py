@@ -33,6 +33,16 @@ SCORING_FLAGS: dict[str, str] = {
     "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
                     "(median 0 HU or more): often the heart, a vessel or the liver dome taken as lung, sometimes a "
                     "dense consolidation; review qc.png (scores include them)",
+    "HU_CALIBRATION": "the median HU of the air around the patient / of the body's soft tissue is off (air not "
+                      "within -1080 to -920, tissue not within -150 to 100): a wrong rescale slope or intercept, or a "
+                      "scanner out of calibration; the HU classes and scores are unreliable",
+    "DENSE_LUNG": "the lung outside the lesions has this mean HU, above -700: an expiratory scan, poor inspiration or "
+                  "diffuse disease; normal lung reaches the ground-glass band: review",
+    "METAL": "this many mL at 2500 HU or more (wires, clips, a pacemaker, electrodes): streaks may be taken as ground "
+             "glass; review qc.png",
+    "CONTRAST": "the header names a contrast agent: enhanced vessels inside a lesion raise its density grade; the HU "
+                "bands and the network are of non-contrast CT",
+    "THICK_SLICES": "slices thicker than 5 mm (this many): partial volume may look like ground glass",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }

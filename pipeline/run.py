@@ -168,12 +168,18 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     voxel_ml_w = float(np.prod(spacing_w)) / 1000.0
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
     # scored on 345 mL of "lung" outside the body)
-    air = lung_outside_body(hu_w, seg.lungs)
+    from pipeline.hu_checks import measure as measure_hu
+    from segmentation.classical import body_mask
+
+    body_w = body_mask(hu_w, -500.0)
+    air = lung_outside_body(hu_w, seg.lungs, body=body_w)
     air_ml = float(air.sum()) * voxel_ml_w
     if air.any():
         seg.lungs = np.where(air, 0, seg.lungs).astype(seg.lungs.dtype)
         seg.lesions = seg.lesions & ~air
         seg.flags = [*(getattr(seg, "flags", None) or []), f"LUNG_OUTSIDE_BODY_REMOVED:{air_ml:.0f}"]
+    hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w)  # flagged in score_series
+    del body_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
     if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
         removed = f", after {air_ml:.0f} mL labelled lung outside the body was taken out" if air_ml >= 0.5 else ""
@@ -227,7 +233,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
-        "landmarks": landmarks, "timings": timings,
+        "landmarks": landmarks, "timings": timings, "hu_check": hu_check,
     }
 
 
@@ -499,8 +505,11 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             from pipeline.qc_levels import levels_png
             atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
                                                                      res["spacing_zyx"], res["landmarks"], title=scan_id))
+        from pipeline.hu_checks import flags_for as hu_flags
+
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
-                                   estimated_flags(res["landmarks"])))
+                                   estimated_flags(res["landmarks"]) +
+                                   hu_flags(res["hu_check"], header.get("contrast"), header.get("slice_thickness"))))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),
@@ -522,6 +531,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "input_fingerprint": input_fingerprint(list(files) + _lobe_inputs(lobes_path)),
             "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
+            "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
         }

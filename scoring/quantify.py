@@ -533,7 +533,7 @@ def check_label_map_header(path: str | Path, reference: Any = None) -> None:
             head = ""  # SimpleITK says why it cannot be read
         m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", head, re.MULTILINE)
         data = m.group(1) if m else ""
-        if data and data.split()[0] not in ("LOCAL", "LIST") and "%" not in data:
+        if data and data.split()[0].lower() not in ("local", "list") and "%" not in data:
             target = (path.parent / data).resolve()
             if target.parent != path.parent.resolve():
                 raise ValueError(f"lobe map {path}: its ElementDataFile {data!r} lies outside the header's folder; "

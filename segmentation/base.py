@@ -69,7 +69,8 @@ def sides_swapped(lungs: np.ndarray) -> bool:
 OUTSIDE_BODY_SHARE = 0.5
 
 
-def lung_outside_body(hu: np.ndarray, lungs: np.ndarray, body_threshold_hu: float = -500.0) -> np.ndarray:
+def lung_outside_body(hu: np.ndarray, lungs: np.ndarray, body_threshold_hu: float = -500.0,
+                      body: np.ndarray | None = None) -> np.ndarray:
     """The lung labels that lie in the air around the patient: voxels outside the convex outline of the body (its
     largest component denser than ``body_threshold_hu``, per slice) in lung components (3D, per side) that lie
     mostly (:data:`OUTSIDE_BODY_SHARE`) outside it.
@@ -86,7 +87,7 @@ def lung_outside_body(hu: np.ndarray, lungs: np.ndarray, body_threshold_hu: floa
     out = np.zeros(lungs.shape, bool)
     if not lungs.any():
         return out
-    body = body_mask(hu, body_threshold_hu)
+    body = body_mask(hu, body_threshold_hu) if body is None else body  # (given: the caller's, same threshold)
     outside = (lungs > 0) & ~body  # holes filled per slice: a lung inside the chest is body here
     for k in np.flatnonzero(outside.any(axis=(1, 2))):
         if body[k].any():  # the convex outline: a lung open to the FOV edge, or air between arm and chest

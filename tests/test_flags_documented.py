@@ -7,7 +7,7 @@ import re
 
 from tests.conftest import REPO
 
-FLAG_SOURCES = ["pipeline/run.py", "pipeline/fov.py", "scoring/quantify.py", "scoring/landmarks.py",
+FLAG_SOURCES = ["pipeline/run.py", "pipeline/fov.py", "pipeline/hu_checks.py", "scoring/quantify.py", "scoring/landmarks.py",
                 "segmentation/monai_segmenter.py", "segmentation/bundle.py", "segmentation/classical.py"]
 #: written into failures.csv (the series failed), not into qc_flags
 FAILURE_CODES = {"NO_LUNG_FOUND", "LOBES_UNREADABLE", "LOBES_EMPTY", "INTERNAL_ERROR", "OUTPUT_UNWRITABLE",

@@ -129,3 +129,17 @@ def test_normal001_dicom_seg_matches_nifti_and_references_sources(chest_run):
     sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in (data / "chest" / "normal001").iterdir()}
     refs = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
     assert refs and refs <= sources
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_real_chests_pass_the_hu_checks(chest_run, name):
+    """Calibrated inspiratory scans without metal, contrast or thick slices: none of pipeline.hu_checks' flags
+    (the limits were set from these series and three more: HU_CALIBRATION must never fire on real CT)."""
+    from pipeline.hu_checks import AIR_RANGE, TISSUE_RANGE
+
+    row = _row(chest_run[name])
+    m = json.loads((chest_run[name] / row["scan_id"] / "result.json").read_text())["hu_check"]
+    assert AIR_RANGE[0] + 20 <= m["air_hu"] <= AIR_RANGE[1] - 20 and TISSUE_RANGE[0] + 20 <= m["tissue_hu"] <= \
+        TISSUE_RANGE[1] - 20
+    assert not any(f.split(":")[0] in ("HU_CALIBRATION", "DENSE_LUNG", "METAL", "CONTRAST", "THICK_SLICES")
+                   for f in row["qc_flags"].split(";")), row["qc_flags"]

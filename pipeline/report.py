@@ -274,6 +274,28 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+#: Most series (and failures) report.html lists: a cohort of 50 000 made a 38 MB page; scans.csv has every row.
+REPORT_MAX_ROWS = 1000
+
+
+def _rows_shown(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """The rows the series table lists, in their order (at most :data:`REPORT_MAX_ROWS`: the failed ones first, then
+    those with QC flags, then the others), and the sentence saying what was left out ('' when nothing)."""
+    if len(rows) <= REPORT_MAX_ROWS:
+        return rows, ""
+    rank = [(0 if r.get("status") != "ok" else 1 if (r.get("qc_flags") or "").strip() else 2, i)
+            for i, r in enumerate(rows)]
+    keep = sorted(i for _, i in sorted(rank)[:REPORT_MAX_ROWS])
+    return [rows[i] for i in keep], (
+        f'<p class="summary"><b>This page lists {REPORT_MAX_ROWS} of the {len(rows)} series</b>: the failed ones '
+        "first, then those with QC flags, then the others in the order of scans.csv, which lists every series.</p>\n")
+
+
+def _more(n: int, table: str) -> str:
+    return f'\n<p class="summary">... and {n - REPORT_MAX_ROWS} more: {table} lists them all.</p>' \
+        if n > REPORT_MAX_ROWS else ""
+
+
 def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
                   failures: Mapping[str, Mapping[str, str]]) -> str:
     headers = [("", "QC montage (click for full size)", False), ("scan_id", "", True), ("patient", "pseudonymous patient id (hidden when the tables hold a PatientID)", True),
@@ -409,6 +431,7 @@ def render_run_report(out_dir: str | Path) -> str:
     rows += [{"scan_id": f.get("scan_id", ""), "status": "failed"} for f in failures
              if f.get("scan_id", "") not in seen]
     n_ok = sum(r.get("status") == "ok" for r in rows)
+    shown, cut = _rows_shown(rows)
     links = " ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n in RUN_FILES if (out_dir / n).is_file())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -430,9 +453,9 @@ ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 Which input folder a series came from is kept off this page (folder names often hold patient names): find its
 scan_id in scans.csv (series_uid) and that series_uid in inventory.csv (path), or, for a failed series, in
 failures.csv (path).</p>
-{_series_table(out_dir, rows, by_scan)}
+{cut}{_series_table(out_dir, shown, by_scan)}
 <h2>Failures</h2>
-{_failures_section(failures)}
+{_failures_section(failures[:REPORT_MAX_ROWS])}{_more(len(failures), "failures.csv")}
 <h2>Provenance</h2>
 {_provenance(run)}
 <script>//<![CDATA[{SORT_JS}//]]></script>

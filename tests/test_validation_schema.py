@@ -97,7 +97,7 @@ def test_unmatched_rows_can_be_left_out_with_a_warning(tmp_path, caplog):
     p = _ref(tmp_path, [_row(), _row(scan_id="scan-zzz")])
     ref = load_reference(p, SCANS, on_unmatched="warn")
     assert list(ref["scan_id"]) == ["scan-a"]
-    assert "matches no scan" in caplog.text
+    assert "match no scan" in caplog.text and "scan_id 'scan-zzz'" in caplog.text
 
 
 def test_many_problems_are_counted(tmp_path):

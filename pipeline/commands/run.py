@@ -117,9 +117,17 @@ def print_summary(summary: dict) -> None:
     df = summary["scans"]
     cols = [c for c in ("scan_id", "status", "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml",
                         "percent_opacity", "six_zone_total", "zhang900_total", "mosmed_category") if c in df]
+    more = 0
+    if len(df) > CONSOLE_ROWS:  # a cohort: not 50 000 lines in a SLURM log; the failed ones first, then the rest
+        failed = (df["status"].astype(str) != "ok") if "status" in df else df["scan_id"].isna() & False
+        keep = df[failed].head(CONSOLE_ROWS // 2).index
+        keep = keep.append(df[~failed].head(CONSOLE_ROWS - len(keep)).index)
+        more, df = len(df) - len(keep), df.loc[sorted(keep)]
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
         shown = df[cols].astype(object)  # a missing value reads "-", as in report.html (not NaN, nor <NA>)
         print(shown.where(shown.notna(), MISSING).to_string(index=False))
+    if more:
+        print(f"... and {more} more series: {summary['out_dir']}/scans.csv has every row")
     print(f"\n{summary_line(summary)}; outputs in {summary['out_dir']}")
     if summary["n_failed"]:
         print(f"see {summary['out_dir']}/failures.csv for the reasons")
@@ -127,6 +135,8 @@ def print_summary(summary: dict) -> None:
         print(f"note: {summary['unreadable']}")
 
 
+#: Most rows of the console summary (failed series first, up to half of them): scans.csv has every row.
+CONSOLE_ROWS = 40
 #: How the console summary shows a missing value (a total of zones the scan cannot see, the scores of a failed series)
 MISSING = "-"
 

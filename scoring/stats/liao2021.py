@@ -176,8 +176,9 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
             continue
         lb = cohort.labs.dropna(subset=["week", lab])
         lags, tied_score, tied_lab = [], 0, 0
+        by_patient = dict(tuple(lb.groupby("patient_id")))  # one pass (a mask per patient was quadratic)
         for pid, s in sc.groupby("patient_id"):
-            lp = lb[lb["patient_id"] == pid]
+            lp = by_patient.get(pid, lb.iloc[:0])
             if len(s) < min_points or len(lp) < min_points:
                 continue
             d_score, k_score = peak_day(s["days_since_onset"], s[score])

@@ -7,6 +7,7 @@ the file (header = line 1) and the offending value, so a researcher can fix the 
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 from pathlib import Path
@@ -196,25 +197,28 @@ def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.
     """Parse YYYY-MM-DD or YYYYMMDD strings, also followed by a time of day (``2020-02-05 10:30``, ``...T10:30:00``,
     as laboratory systems export the sampling time: the analyses count days, so the time is checked and dropped);
     empty cells become NaT; anything else is refused."""
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-    for i, raw in s.items():
-        v = str(raw).strip()
-        if v == "":
-            continue
-        m = _DATE_TIME.fullmatch(v)
-        parsed = pd.NaT
-        if m:
-            day, clock = m.group(1), m.group(2)
-            parsed = pd.to_datetime(day, format="%Y%m%d" if len(day) == 8 else "%Y-%m-%d", errors="coerce")
-            if clock is not None and not pd.isna(parsed):
-                hour, minute, second = (float(x) for x in (clock.split(":") + ["0"])[:3])
-                if not (hour < 24 and minute < 60 and second < 61):
-                    parsed = pd.NaT
-        if pd.isna(parsed):
-            raise _bad(code, path, column, int(i) + 2, raw, "is not a date (use YYYY-MM-DD or YYYYMMDD, a time of "
-                       "day after it is allowed)")
-        out[i] = parsed
-    return out
+    texts = s.astype(str).str.strip()
+    parsed = {v: _parse_date(v) for v in pd.unique(texts)}  # each distinct text once: 645k lab rows hold few days
+    bad = {v for v, p in parsed.items() if v != "" and pd.isna(p)}
+    if bad:
+        i = texts.index[texts.isin(bad)][0]  # the first bad line of the file
+        raise _bad(code, path, column, int(i) + 2, s[i], "is not a date (use YYYY-MM-DD or YYYYMMDD, a time of "
+                   "day after it is allowed)")
+    return pd.Series(pd.to_datetime(texts.map(parsed)).to_numpy(dtype="datetime64[ns]"), index=s.index)
+
+
+def _parse_date(v: str) -> pd.Timestamp:
+    """One stripped cell of :func:`_parse_dates`: its day, NaT for '' and for what is no date."""
+    m = _DATE_TIME.fullmatch(v) if v else None
+    if not m:
+        return pd.NaT
+    day, clock = m.group(1), m.group(2)
+    parsed = pd.to_datetime(day, format="%Y%m%d" if len(day) == 8 else "%Y-%m-%d", errors="coerce")
+    if clock is not None and not pd.isna(parsed):
+        hour, minute, second = (float(x) for x in (clock.split(":") + ["0"])[:3])
+        if not (hour < 24 and minute < 60 and second < 61):
+            return pd.NaT
+    return parsed
 
 
 def _parse_times(s: pd.Series, code: str, path: Path | None) -> pd.Series:
@@ -418,6 +422,7 @@ _PCT_TWIN = {a: a[:-len("_count")] + "_pct" for a in ANALYTES
 _SUPERSCRIPT = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079", "0123456789")
 
 
+@functools.lru_cache(maxsize=4096)
 def _unit_key(unit: object) -> str:
     """A unit as compared: case, spaces, brackets, the micro sign and the spellings of 10^9 ('x10^9/L', '10*9/l',
     '10E9/L', superscripts) do not count, nor do the equal units of :data:`_SAME_UNIT`; '' for no unit. 'G/L' (giga

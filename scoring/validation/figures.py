@@ -94,7 +94,8 @@ def bland_altman_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], title: 
         mean, diff = (x + y) / 2, x - y
         # jitter-free but visible overlaps: marker size grows with the count at a point
         pts, counts = np.unique(np.column_stack([mean, diff]), axis=0, return_counts=True)
-        ax.scatter(pts[:, 0], pts[:, 1], s=18 + 12 * (counts - 1), alpha=0.7, color="tab:blue")
+        ax.scatter(pts[:, 0], pts[:, 1], s=marker_areas(counts), alpha=0.7, color="tab:blue",
+                   label=f"largest dot: {counts.max()} targets" if counts.max() > 1 else None)
         ax.axhline(ba["ba_bias"], color="tab:red", label=f"bias {ba['ba_bias']:.2f}")
         if math.isfinite(ba["ba_sd"]):
             for v in (ba["ba_loa_low"], ba["ba_loa_high"]):
@@ -108,6 +109,21 @@ def bland_altman_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], title: 
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Bland-Altman: {title}")
     return _save(fig, path)
+
+
+def marker_areas(counts: np.ndarray) -> np.ndarray:
+    """Dot areas (points^2) for the number of targets at one point: 18 for one, 12 more per target up to 24 of them;
+    beyond (a cohort of thousands: one dot covered the low scores), the largest is 294 and the others scale by the
+    square root of their share of it."""
+    counts = np.asarray(counts, float)
+    if counts.max() <= 24:
+        return 18 + 12 * (counts - 1)
+    return 18 + 276 * np.sqrt((counts - 1) / (counts.max() - 1))
+
+
+def _count_text(v: int) -> str:
+    """A confusion count as written in its cell: 1234 as 1.2k, so that four digits fit a cell of a 0-24 scale."""
+    return str(v) if v < 1000 else f"{v / 1000:.1f}k" if v < 100_000 else f"{v // 1000}k"
 
 
 def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: list[int], title: str,
@@ -128,7 +144,7 @@ def confusion_png(g: pd.DataFrame, pairs: list[tuple[str, str, str]], labels: li
             for i in range(cm.shape[0]):
                 for j in range(cm.shape[1]):
                     if cm[i, j]:
-                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size,
+                        ax.text(j, i, _count_text(int(cm[i, j])), ha="center", va="center", fontsize=size,
                                 color="white" if cm[i, j] > cm.max() / 2 else "black")
         step = 1 if len(labels) <= 10 else 4
         ticks = list(range(0, len(labels), step))

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -118,10 +120,30 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _describe(row: pd.Series) -> str:
+def _describe(row: Mapping[str, Any]) -> str:
     ident = row["scan_id"] or row["series_uid"] or f"{row['patient_id']}/{row['study_date']}"
-    value = row["value_text"] if "value_text" in row.index else row["value"]  # as written, after check_values too
+    value = row["value_text"] if "value_text" in row else row["value"]  # as written, after check_values too
     return f"{ident} {row['system']} {row['unit']} {row['reader']}={value!r}"
+
+
+class _Described:
+    """A row's :func:`_describe`, made only when a message shows it (a million valid rows need none)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self.row = row
+
+    def __format__(self, spec: str) -> str:
+        return format(_describe(self.row), spec)
+
+    def __str__(self) -> str:
+        return _describe(self.row)
+
+
+def _rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as dicts (``iterrows`` builds a Series per row: 60 s for a million-row reader sheet)."""
+    return df.to_dict("records")
 
 
 def _number(text: str) -> float:
@@ -151,8 +173,8 @@ def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """System, unit, reader and value of every row; returns rows with canonical system and float value."""
     problems = Problems(path)
     systems, units, values = [], [], []
-    for _, row in df.iterrows():
-        line, desc = int(row["line"]), _describe(row)
+    for row in _rows(df):
+        line, desc = int(row["line"]), _Described(row)
         system = canonical_system(row["system"])
         unit = row["unit"].strip().lower()
         unit = TOTAL if unit in ("all", "whole", "total") else unit
@@ -235,7 +257,7 @@ def _check_id_columns(df: pd.DataFrame, scans: pd.DataFrame) -> None:
                                "scan_id", scans.attrs.get("source"))
 
 
-def _id_conflict(row: pd.Series, known: tuple[object, object, object] | None, uids: set[str],
+def _id_conflict(row: Mapping[str, Any], known: tuple[object, object, object] | None, uids: set[str],
                  patients: set[str]) -> str:
     """What of the scan found by the row's first identifier contradicts the row's other identifiers ('' if none).
     Only identifiers of another scan in scans.csv count (a shifted column); a lab's own patient numbers beside a
@@ -283,8 +305,9 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
                "by series_uid or scan_id)" if n_failed_bare else "")
     problems = Problems(path)
     resolved: list[str | None] = []
-    for _, row in df.iterrows():
-        line, desc = int(row["line"]), _describe(row)
+    unmatched: list[str] = []
+    for row in _rows(df):
+        line, desc = int(row["line"]), _Described(row)
         sid: str | None = None
         hint = ""
         if row["scan_id"]:
@@ -329,18 +352,24 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
             if on_unmatched == "error":
                 problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output{hint}")
             else:
-                log.warning("reference line %d: %s matches no scan; left out%s", line, how, hint)
+                if len(unmatched) < 5 or hint and not any(hint in u for u in unmatched):
+                    unmatched.append(f"line {line}: {how}{hint}")
                 if left_out is not None:
                     left_out.append(line)
         resolved.append(sid)
     problems.raise_if_any()
+    if unmatched:  # one warning, a few examples (not a line per row: 500 lines for a sheet of another cohort)
+        log.warning("reference rows that match no scan are left out (on_unmatched=warn), e.g. %s",
+                    "; ".join(unmatched[:6]))
     out = df.copy()
     out["scan_id"] = resolved
     out = out[out["scan_id"].notna()]
     failed = out["scan_id"].map(status) != "ok"
     if failed.any():
-        log.warning("%d reference row(s) name scans the pipeline failed on (%s); they have no ctscore value",
-                    int(failed.sum()), ", ".join(sorted(set(out.loc[failed, "scan_id"]))))
+        ids = sorted(set(out.loc[failed, "scan_id"]))
+        log.warning("%d reference row(s) name %d scan(s) the pipeline failed on (%s%s); they have no ctscore value "
+                    "(failures.csv says why)", int(failed.sum()), len(ids), ", ".join(ids[:5]),
+                    f" and {len(ids) - 5} more" if len(ids) > 5 else "")
     return out
 
 

@@ -67,11 +67,28 @@ def _refuse_repeats(parser: argparse.ArgumentParser) -> None:
 CHATTY_LIBRARIES = ("highdicom",)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A console handler that writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the
+    command started: a notebook or test harness that swaps stderr (and closes the old one) gets the lines instead of
+    a "--- Logging error ---" traceback on every later record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401 - the current stderr
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_CurrentStderr()]
     if log_file:
         try:
             handlers.append(logging.FileHandler(log_file))

@@ -244,8 +244,9 @@ def load_config(
             raise ConfigError(exc.message, p) from None
     seen: dict[str, str] = {}
     for item in overrides:
-        key = item.split("=", 1)[0].strip() if isinstance(item, str) else None
-        if key and key in seen:  # argparse keeps both; the later one would win without a word
+        key = item.split("=", 1)[0].strip() if isinstance(item, str) and "=" in item else None
+        if key and key in seen and seen[key].split("=", 1)[1].strip() != item.split("=", 1)[1].strip():
+            # argparse keeps both; the later one would win without a word (the same value twice: harmless)
             raise ConfigError(f"--set {key} is given twice ({seen[key]!r} and {item!r}): give each key once")
         if key:
             seen[key] = item
@@ -263,6 +264,8 @@ def load_config(
         raise ConfigError(exc.message if where else f"{exc.message} (in the configuration from {', '.join(given)})",
                           where) from None
     lob = cfg["scoring"]["lobar"]
+    if lob["lobes_dir"] is not None and str(lob["lobes_dir"]).strip() == "":
+        lob["lobes_dir"] = None  # '' as null (it meant no folder; resolved, it would be the working folder)
     if lob["lobes_dir"] is not None:  # as --lobes does: the same folder is the same setting from CLI and Python
         lob["lobes_dir"] = str(Path(str(lob["lobes_dir"])).resolve())
     return cfg

@@ -7,9 +7,9 @@ beyond the limits below. The loader refuses what is plainly no HU (``NOT_HU``: a
 low end of the values); these checks catch what passes it: a RescaleSlope that is wrong (air stays near -1000, soft
 tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration), an expiratory scan.
 
-- ``HU_CALIBRATION:<air>/<tissue>``: the median HU of the air around the patient (outside the body's outline,
-  -1200 to -500 HU) is outside :data:`AIR_RANGE`, or that of the body's soft tissue (outside the lungs, -200 to
-  300 HU) outside :data:`TISSUE_RANGE`.
+- ``HU_CALIBRATION:<air>/<tissue>``: the median HU of the air around the patient (outside the body's outline and
+  the lungs, not the padding outside the field of view, -1200 to -500 HU) is outside :data:`AIR_RANGE`, or that of
+  the body's soft tissue and bone (outside the lungs, -200 HU up to metal) outside :data:`TISSUE_RANGE`.
 - ``DENSE_LUNG:<HU>``: the mean HU of the lung outside the lesion mask is above :data:`DENSE_LUNG_HU` (an
   expiratory scan, poor inspiration, dependent atelectasis, diffuse disease the network did not mark): normal lung
   itself then reaches the ground-glass band.
@@ -24,18 +24,19 @@ tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration)
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
 #: Median HU of the air around the patient that is taken as calibrated (air is -1000 HU; the six real series of
-#: ../shared/data read -1000 to -947: a tight field of view leaves mostly air beside the skin, partial volume).
+#: ../shared/data read -997 to -947: a tight field of view leaves mostly air beside the skin, partial volume).
 AIR_RANGE = (-1080.0, -920.0)
 #: Median HU of the body's soft tissue and bone outside the lungs (fat -100, muscle and blood 40, bone 400 and up):
 #: the six real chests -83 to 41 HU (../shared/data).
 TISSUE_RANGE = (-150.0, 100.0)
 #: Mean HU of the lung outside the lesion mask above which the lung is flagged as dense (inspiratory normal lung:
-#: -900 to -800 HU; the ground-glass band starts at -700).
+#: -900 to -750 HU; the ground-glass band starts at -700).
 DENSE_LUNG_HU = -700.0
 #: HU at and above which a voxel is metal (12-bit scanners saturate at 3071; cortical bone stays below 2000).
 METAL_HU = 2500.0
@@ -49,20 +50,27 @@ NO_CONTRAST = {"", "none", "no", "nil", "n/a", "na", "0", "-", "without", "no co
 
 
 def has_contrast(agent: str | None) -> bool:
-    """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a" and the like do not)."""
-    return (agent or "").strip().lower() not in NO_CONTRAST
+    """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a", "NO CONTRAST AGENT", "NONE USED"
+    and the like do not)."""
+    text = " ".join((agent or "").strip().lower().split())
+    return text not in NO_CONTRAST and not re.match(r"(no|none|non|nil|without|n/a)\b", text)
 
 
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,
-            body: np.ndarray | None = None) -> dict[str, Any]:
+            body: np.ndarray | None = None, padding: np.ndarray | None = None) -> dict[str, Any]:
     """The HU measures of one series on one grid: ``air_hu`` (median of the air around the patient), ``tissue_hu``
-    (median of the body's soft tissue and bone outside the lungs, -200 HU and up), ``healthy_lung_hu`` (mean of the lung outside the
-    lesions), ``metal_ml``; NaN where there is nothing to measure. ``body``: the body mask above -500 HU
-    (:func:`segmentation.classical.body_mask`), made here when not given."""
+    (median of the body's soft tissue and bone outside the lungs, -200 HU and up), ``healthy_lung_hu`` (mean of the
+    lung outside the lesions), ``metal_ml``; NaN where there is nothing to measure. ``body``: the body mask above -500 HU
+    (:func:`segmentation.classical.body_mask`), made here when not given. ``padding``: the loader's mask of the
+    pixels outside the field of view, on the same grid: set to exactly -1000 HU, they are no measure of the air.
+    The lungs are never "air around the patient" (a field of view that cuts the chest wall leaves the body's
+    outline open, and its lungs outside the filled body)."""
     from segmentation.classical import body_mask
 
     body = body_mask(hu, -500.0) if body is None else body
-    outside = ~body & (hu >= -1200) & (hu <= -500)
+    outside = ~body & (lungs == 0) & (hu >= -1200) & (hu <= -500)
+    if padding is not None:
+        outside &= ~padding
     inside = body & (lungs == 0) & (hu >= -200) & (hu < METAL_HU)
     healthy = (lungs > 0) & ~lesions
     return {
@@ -91,7 +99,7 @@ def flags_for(m: dict[str, Any], contrast_agent: str | None = None, slice_thickn
         flags.append(f"DENSE_LUNG:{lung:.0f}")
     if m.get("metal_ml", 0.0) >= METAL_MIN_ML:
         flags.append(f"METAL:{m['metal_ml']:.1f}")
-    if has_contrast(contrast_agent):
+    if has_contrast(contrast_agent):  # (oral contrast too: still an agent the header names)
         flags.append("CONTRAST")
     t = slice_thickness_mm
     if t is not None and math.isfinite(float(t)) and float(t) > THICK_SLICE_MM:

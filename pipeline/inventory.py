@@ -261,6 +261,9 @@ def is_image_storage(ds: pydicom.Dataset, sop_class: str) -> bool:
 DEFLATE_MAX_BYTES = 1 << 30
 
 
+_DEFLATED_UID = str(pydicom.uid.DeflatedExplicitVRLittleEndian).encode()
+
+
 def deflate_problem(fp: Any, has_preamble: bool, limit: int = DEFLATE_MAX_BYTES) -> str | None:
     """For a file in the deflated transfer syntax: why it is refused when its data set inflates to more than
     ``limit`` bytes (counted by a streaming inflate that keeps nothing: a 1 MB file of 1 GiB of zeros took 3.3 GB of
@@ -270,6 +273,8 @@ def deflate_problem(fp: Any, has_preamble: bool, limit: int = DEFLATE_MAX_BYTES)
     from pydicom.filereader import _read_file_meta_info
 
     try:
+        if _DEFLATED_UID not in fp.read(16384):  # the file meta (a few hundred bytes) names no deflate: at once
+            return None
         fp.seek(132 if has_preamble else 0)
         meta = _read_file_meta_info(fp)
         if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:

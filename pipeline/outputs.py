@@ -316,20 +316,19 @@ ANALYSIS_FILES = {
 
 def check_analysis_output(out_dir: str | Path, command: str, inputs: Iterable[str | Path] = ()) -> None:
     """Before ``ctscore stats`` or ``ctscore validate`` writes into ``out_dir`` (``command``: which): refuse a folder
-    that is one of its ``inputs`` (the run's output folder it reads, or the folder of the scans.csv given) or that
-    holds a run's tables (``run.json``) with OUTPUT_IS_INPUT (some 30 tables and pictures would be mixed with the
-    run's, its summary.html beside report.html), and a folder holding the other command's tables with OUTPUT_IN_USE
-    (both write ``data_summary.csv`` and ``summary.html``: one would replace the other's)."""
+    that is one of its ``inputs`` (the run's output folder it reads) or that holds a run's tables (``run.json``)
+    with OUTPUT_IS_INPUT (some 30 tables and pictures would be mixed with the run's, its summary.html beside
+    report.html), and a folder holding the other command's tables and a
+    ``data_summary.csv`` or ``summary.html`` with OUTPUT_IN_USE (both write those: one would replace the other's)."""
     from pipeline.errors import CTScoreError
 
     out = Path(out_dir)
     if not out.is_dir():
         return
     here = out.resolve()
-    for given in inputs:
+    for given in inputs:  # the run folder read (a scans.csv given alone: only a run's folder is refused, below)
         p = Path(given)
-        folder = p if p.is_dir() else p.parent
-        if folder.resolve() == here:
+        if p.is_dir() and p.resolve() == here:
             raise CTScoreError("OUTPUT_IS_INPUT", f"the output folder is the folder of the input {str(given)!r}: "
                                f"the tables of `ctscore {command}` would be written among it; give -o a folder of "
                                "its own (e.g. a sub-folder)", out_dir)
@@ -339,7 +338,7 @@ def check_analysis_output(out_dir: str | Path, command: str, inputs: Iterable[st
                            "sub-folder)", out_dir)
     other = "validate" if command == "stats" else "stats"
     found = sorted({p.name for pattern in ANALYSIS_FILES[other] for p in out.glob(pattern) if p.is_file()})[:3]
-    if found:
+    if found and ((out / "data_summary.csv").is_file() or (out / "summary.html").is_file()):
         raise CTScoreError("OUTPUT_IN_USE", f"the output folder holds the tables of `ctscore {other}` "
                            f"({', '.join(found)}): both write data_summary.csv and summary.html, so one would "
                            f"replace the other's; give `ctscore {command}` a folder of its own", out_dir)

@@ -287,8 +287,9 @@ def _rows_shown(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
             for i, r in enumerate(rows)]
     keep = sorted(i for _, i in sorted(rank)[:REPORT_MAX_ROWS])
     return [rows[i] for i in keep], (
-        f'<p class="summary"><b>This page lists {REPORT_MAX_ROWS} of the {len(rows)} series</b>: the failed ones '
-        "first, then those with QC flags, then the others in the order of scans.csv, which lists every series.</p>\n")
+        f'<p class="summary"><b>This page lists {REPORT_MAX_ROWS} of the {len(rows)} series</b>, in the order of '
+        "scans.csv (which lists every series): all failed ones first chosen, then those with QC flags, then the "
+        "others.</p>\n")
 
 
 def _more(n: int, table: str) -> str:

@@ -178,8 +178,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         seg.lungs = np.where(air, 0, seg.lungs).astype(seg.lungs.dtype)
         seg.lesions = seg.lesions & ~air
         seg.flags = [*(getattr(seg, "flags", None) or []), f"LUNG_OUTSIDE_BODY_REMOVED:{air_ml:.0f}"]
-    hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w)  # flagged in score_series
-    del body_w
+    pad_w = None if padding is None else sitk.GetArrayFromImage(sitk.Resample(
+        to_lps(padding), work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
+    del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
     if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
         removed = f", after {air_ml:.0f} mL labelled lung outside the body was taken out" if air_ml >= 0.5 else ""
@@ -509,7 +511,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
 
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
                                    estimated_flags(res["landmarks"]) +
-                                   hu_flags(res["hu_check"], header.get("contrast"), header.get("slice_thickness"))))
+                                   hu_flags(res["hu_check"], header.get("contrast"),
+                                            header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),
@@ -593,9 +596,10 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     - ``executor`` (str): ``"serial"``, ``"local"`` or ``"slurm"``;
     - ``unreadable`` (str or None): the warning naming files and folders under the input that could not be read
       (``UNREADABLE_FILE`` rows of ``inventory.csv``: their series are not in the batch);
-    - ``warnings`` (list of str): the messages of every warning logged during the call (the built-in salt, earlier
-      results replaced, unreadable files, per-series problems...), in order, as the console shows them: a notebook
-      can test them in code.
+    - ``warnings`` (list of str): the messages of every warning logged in this process during the call (the
+      built-in salt, earlier results replaced, unreadable files, per-series problems...), in order, as the console
+      shows them: a notebook can test them in code. With ``executor`` local or slurm, the warnings a worker process
+      logs while it scores a series are on the console (and in ``--log-file``) only.
 
     The same tables are files in the returned ``out_dir``: ``scans.csv``, ``failures.csv`` (why a series failed),
     ``zones.csv`` (the zone rows, not returned), each with a Parquet twin, and ``run.json`` (provenance).

@@ -229,8 +229,9 @@ def safe_network_def(config: dict[str, Any], path: Path) -> Any:
                     continue
                 elif k.startswith("_") and k.endswith("_"):
                     raise _bad_def(f"{where}::{k} refused (only _target_ is allowed there)", path)
-                elif _DOWNLOADS.search(k) and v not in (False, None, "", 0):
-                    # DenseNet/ResNet/SENet(pretrained=True), HoVerNet(pretrained_url=...) fetch weights at build
+                elif (_DOWNLOADS.search(k) or k == "weights" and isinstance(v, str)) and v not in (False, None, "", 0):
+                    # DenseNet/ResNet/SENet(pretrained=True), HoVerNet(pretrained_url=...), TorchVisionFCModel(weights=
+                    # a torchvision weights name) fetch weights at build
                     raise _bad_def(f"{where}::{k} = {str(v)[:80]!r} refused: the network would download weights "
                                    "while it is built (ctscore opens no network connection; the bundle's own "
                                    "weights are loaded after it); set it to false or leave it out", path)

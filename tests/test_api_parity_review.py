@@ -58,6 +58,8 @@ def test_a_set_key_given_twice_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--set selection.min_slices is given twice" in err and "BAD_CONFIG" in err
     load_config(overrides=["selection.min_slices=10", "selection.max_slice_thickness_mm=5"])  # two keys: fine
+    load_config(overrides=["selection.min_slices=10", "selection.min_slices= 10"])  # the same value twice: harmless
+    assert load_config(overrides=['scoring.lobar.lobes_dir=""'])["scoring"]["lobar"]["lobes_dir"] is None
 
 
 def test_run_pipeline_returns_the_warnings_it_logged(monkeypatch):
@@ -83,6 +85,12 @@ def test_stats_and_validate_refuse_a_run_folder_and_each_others(tmp_path, sample
         with pytest.raises(CTScoreError) as e:
             run_stats(scores, cohort["clinical"], out_dir=sample_run)
         assert e.value.code == "OUTPUT_IS_INPUT" and "folder of its own" in e.value.message
+    # a copied scans.csv (no run folder) with the analysis beside it, a folder with a user's own agreement.csv: fine
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy(cohort["scans"], copied / "scans.csv")
+    (copied / "agreement.csv").write_text("my,own\n1,2\n")
+    run_stats(copied / "scans.csv", cohort["clinical"], study="li2020", out_dir=copied)
     run_dir = tmp_path / "another_run"
     shutil.copytree(sample_run, run_dir, ignore=shutil.ignore_patterns("scan-*"))
     with pytest.raises(CTScoreError) as e:

@@ -59,3 +59,25 @@ def test_a_log_file_that_cannot_be_opened_is_one_line_and_errors_reach_the_log(t
                 logging.getLogger().removeHandler(h)
                 h.close()
     assert "output folder does not exist" in log.read_text()
+
+
+def test_console_log_follows_a_swapped_stderr(monkeypatch):
+    """A harness (a notebook, pytest's capsys) that swaps stderr and closes the old one: later records went to the
+    closed stream, a "--- Logging error ---" traceback each (one test failed after any test that ran the CLI)."""
+    import io
+    import logging
+    import sys
+
+    from pipeline.cli import setup_logging
+
+    old = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", old)
+    setup_logging()
+    try:
+        old.close()
+        new = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", new)
+        logging.getLogger("pipeline.run").warning("after the swap")
+        assert "after the swap" in new.getvalue() and "Logging error" not in new.getvalue()
+    finally:
+        logging.basicConfig(force=True, handlers=[logging.NullHandler()])

@@ -85,3 +85,13 @@ def test_unmatched_reader_rows_are_one_warning(tmp_path, caplog):
     assert len(said) == 2, said  # the examples, and the count (load_reference)
     assert "e.g. line 3: scan_id 'scan-z0'" in said[0] and "scan-z39" not in said[0]
     assert said[1].startswith("40 reference row(s) left out")
+
+
+@pytest.mark.parametrize("value", ["3020-01-30", "9999-12-31"])
+def test_a_date_no_timestamp_holds_is_refused_not_wrapped(value):
+    """The review: 9999-12-31 (an 'open end' of hospital exports) became 1816-03-29 without a word."""
+    from scoring.stats.schema import _parse_dates
+
+    with pytest.raises(CTScoreError) as e:
+        _parse_dates(pd.Series(["2020-02-05", value]), "treatment_date", "BAD_CLINICAL_DATA", None)
+    assert "line 3" in e.value.message and "outside the years 1678-2261" in e.value.message

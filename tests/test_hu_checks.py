@@ -81,3 +81,24 @@ def test_a_scored_series_records_its_hu_measures(sample_run):
     assert abs(m["air_hu"] + 1000) < 20 and m["healthy_lung_hu"] < -750
     assert not any(f.split(":")[0] in ("HU_CALIBRATION", "DENSE_LUNG", "METAL", "CONTRAST", "THICK_SLICES")
                    for f in row["qc_flags"].split(";"))
+
+
+def test_padding_and_a_tight_field_of_view_do_not_fake_or_hide_the_air():
+    """The review: the loader's padding (set to exactly -1000 HU) fixed the air median at -1000 (an offset scan
+    passed); a field of view cutting the chest wall left the lungs outside the filled body, counted as 'air'."""
+    hu, lungs, les = _chest()
+    hu += 100  # +100 HU: the air says it (-900)
+    pad = np.zeros(hu.shape, bool)
+    pad[:, :, :14] = pad[:, :, -14:] = pad[:, :14, :] = pad[:, -14:, :] = True  # outside a square FOV
+    hu[pad] = -1000.0
+    m = measure(hu, lungs, les, VOXEL_ML, padding=pad)
+    assert m["air_hu"] == pytest.approx(-900, abs=5) and flags_for(m)[0].startswith("HU_CALIBRATION:")
+    hu, lungs, les = _chest()
+    tight = (slice(None), slice(20, 108), slice(24, 104))  # the body's outline cut on every side
+    m = measure(hu[tight], lungs[tight], les[tight], VOXEL_ML)
+    assert not any(f.startswith("HU_CALIBRATION") for f in flags_for(m)), m
+
+
+def test_free_text_without_contrast_is_not_contrast():
+    assert not any(has_contrast(v) for v in ("NO CONTRAST AGENT", "None used", "non-enhanced", "without contrast"))
+    assert has_contrast("ORAL") and has_contrast("Visipaque 320")

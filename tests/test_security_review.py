@@ -47,7 +47,8 @@ def test_a_link_planted_in_out_is_not_written_through(tmp_path):
         assert lock_path(tmp_path / "out4").is_file()
 
 
-@pytest.mark.parametrize("kw", [{"pretrained": True}, {"pretrained_url": "http://127.0.0.1:1/evil.pth"}])
+@pytest.mark.parametrize("kw", [{"pretrained": True}, {"pretrained_url": "http://127.0.0.1:1/evil.pth"},
+                                {"weights": "IMAGENET1K_V1"}])
 def test_a_bundle_network_that_downloads_is_refused(tmp_path, kw):
     from segmentation.bundle import BundleError, safe_network_def
 

@@ -197,14 +197,17 @@ def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.
     """Parse YYYY-MM-DD or YYYYMMDD strings, also followed by a time of day (``2020-02-05 10:30``, ``...T10:30:00``,
     as laboratory systems export the sampling time: the analyses count days, so the time is checked and dropped);
     empty cells become NaT; anything else is refused."""
-    texts = s.astype(str).str.strip()
+    texts = pd.Series([str(v).strip() for v in s], index=s.index, dtype=object)
     parsed = {v: _parse_date(v) for v in pd.unique(texts)}  # each distinct text once: 645k lab rows hold few days
     bad = {v for v, p in parsed.items() if v != "" and pd.isna(p)}
     if bad:
         i = texts.index[texts.isin(bad)][0]  # the first bad line of the file
-        raise _bad(code, path, column, int(i) + 2, s[i], "is not a date (use YYYY-MM-DD or YYYYMMDD, a time of "
-                   "day after it is allowed)")
-    return pd.Series(pd.to_datetime(texts.map(parsed)).to_numpy(dtype="datetime64[ns]"), index=s.index)
+        m = _DATE_TIME.fullmatch(texts[i])
+        far = bool(m) and not 1678 <= int(m.group(1)[:4]) <= 2261
+        raise _bad(code, path, column, int(i) + 2, s[i], "is a date outside the years 1678-2261 (a placeholder such "
+                   "as 9999-12-31? leave the cell empty)" if far else "is not a date (use YYYY-MM-DD or YYYYMMDD, a "
+                   "time of day after it is allowed)")
+    return pd.Series([parsed[v] for v in texts], index=s.index, dtype="datetime64[ns]")
 
 
 def _parse_date(v: str) -> pd.Timestamp:
@@ -214,6 +217,8 @@ def _parse_date(v: str) -> pd.Timestamp:
         return pd.NaT
     day, clock = m.group(1), m.group(2)
     parsed = pd.to_datetime(day, format="%Y%m%d" if len(day) == 8 else "%Y-%m-%d", errors="coerce")
+    if not pd.isna(parsed) and not pd.Timestamp.min <= parsed <= pd.Timestamp.max:
+        return pd.NaT  # 3020-01-30, 9999-12-31: no nanosecond timestamp holds them (they became 1750 and 1816)
     if clock is not None and not pd.isna(parsed):
         hour, minute, second = (float(x) for x in (clock.split(":") + ["0"])[:3])
         if not (hour < 24 and minute < 60 and second < 61):

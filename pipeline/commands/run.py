@@ -117,13 +117,15 @@ def print_summary(summary: dict) -> None:
     df = summary["scans"]
     cols = [c for c in ("scan_id", "status", "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml",
                         "percent_opacity", "six_zone_total", "zhang900_total", "mosmed_category") if c in df]
+    import pandas as pd
+
     more = 0
     if len(df) > CONSOLE_ROWS:  # a cohort: not 50 000 lines in a SLURM log; the failed ones first, then the rest
-        failed = (df["status"].astype(str) != "ok") if "status" in df else df["scan_id"].isna() & False
+        failed = df["status"].astype(str) != "ok" if "status" in df else pd.Series(False, index=df.index)
         keep = df[failed].head(CONSOLE_ROWS // 2).index
         keep = keep.append(df[~failed].head(CONSOLE_ROWS - len(keep)).index)
         more, df = len(df) - len(keep), df.loc[sorted(keep)]
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
         shown = df[cols].astype(object)  # a missing value reads "-", as in report.html (not NaN, nor <NA>)
         print(shown.where(shown.notna(), MISSING).to_string(index=False))
     if more:

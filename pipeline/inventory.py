@@ -259,15 +259,14 @@ def is_image_storage(ds: pydicom.Dataset, sop_class: str) -> bool:
 #: The most a Deflated Explicit VR Little Endian data set may inflate to (more than any CT file holds: 1000 frames
 #: of 512 x 512 x 16 bits are 0.5 GiB). pydicom inflates the whole of it in memory, before any size check.
 DEFLATE_MAX_BYTES = 1 << 30
-
-
 _DEFLATED_UID = str(pydicom.uid.DeflatedExplicitVRLittleEndian).encode()
 
 
-def deflate_problem(fp: Any, has_preamble: bool, limit: int = DEFLATE_MAX_BYTES) -> str | None:
+def deflate_problem(fp: Any, has_preamble: bool, limit: int | None = None) -> str | None:
     """For a file in the deflated transfer syntax: why it is refused when its data set inflates to more than
     ``limit`` bytes (counted by a streaming inflate that keeps nothing: a 1 MB file of 1 GiB of zeros took 3.3 GB of
-    memory in pydicom), else None; ``fp`` is left at its start. Other transfer syntaxes: None at once."""
+    memory in pydicom; ``limit`` None: :data:`DEFLATE_MAX_BYTES`), else None; ``fp`` is left at its start. Other
+    transfer syntaxes: None at once."""
     import zlib
 
     from pydicom.filereader import _read_file_meta_info
@@ -279,6 +278,7 @@ def deflate_problem(fp: Any, has_preamble: bool, limit: int = DEFLATE_MAX_BYTES)
         meta = _read_file_meta_info(fp)
         if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
             return None
+        limit = DEFLATE_MAX_BYTES if limit is None else limit
         inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         while total <= limit:
             chunk = inflate.unconsumed_tail or fp.read(1 << 20)

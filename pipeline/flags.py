@@ -42,10 +42,24 @@ SCORING_FLAGS: dict[str, str] = {
              "glass; review qc.png",
     "CONTRAST": "the header names a contrast agent: enhanced vessels inside a lesion raise its density grade; the HU "
                 "bands and the network are of non-contrast CT",
-    "THICK_SLICES": "slices thicker than 5 mm (this many): partial volume may look like ground glass",
+    "THICK_SLICES": "slices this many mm thick, over 5 mm: partial volume may look like ground glass",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }
+
+
+#: The unit of the value a flag carries after its colon (report.html shows it after the value).
+FLAG_UNITS: dict[str, str] = {
+    "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm",
+    "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
+    "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",
+}
+
+
+def unit_of(flag: str) -> str:
+    """The unit of a flag's value ("DENSE_LUNG:-620" -> "HU"); "" for a flag without a number."""
+    name, _, value = flag.partition(":")
+    return FLAG_UNITS.get(name.strip(), "") if value.strip() else ""
 
 
 def explain(flag: str) -> str:

@@ -119,6 +119,8 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from pipeline.qc import LUNG_COLOUR
+
     z_mm = np.asarray(z_mm, float)
     nz, ny, nx = hu.shape
     sz, sy, sx = (float(s) for s in spacing_zyx)
@@ -157,18 +159,18 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     fig = Figure(figsize=(11, 7), dpi=100, facecolor="black")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
-    for ax, img, width, win, lab in ((axes[0], cor, nx * sx, LUNG_WINDOW, "coronal (R | L)"),
-                                     (axes[1], sag, ny * sy, SOFT_WINDOW, "sagittal (A | P)")):
+    for ax, img, width, win, lab in ((axes[0], cor, nx * sx, LUNG_WINDOW, "coronal (R | L), lung window"),
+                                     (axes[1], sag, ny * sy, SOFT_WINDOW, "sagittal (A | P), soft-tissue window")):
         ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1], origin="lower",
                   extent=(0, width, zlo, zhi), aspect="equal", interpolation="nearest")
-        ax.set_title(lab, color="white", fontsize=9)
+        ax.set_title(f"{lab} W {win[1] - win[0]:.0f} / L {(win[0] + win[1]) / 2:.0f}", color="white", fontsize=10)
         ax.set_facecolor("black")
-        ax.tick_params(colors="white", labelsize=7)
+        ax.tick_params(colors="white", labelsize=9)
         ax.set_xticks([])
-        ax.set_ylabel("patient z (mm)", color="white", fontsize=8)
+        ax.set_ylabel("patient z (mm)", color="white", fontsize=10)
     if lung.any() and nz > 1 and nx > 1:  # the outline at the pixel centres of the image it is drawn on
         axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, x0:x1].astype(float),
-                        levels=[0.5], colors="#4cc9f0", linewidths=0.6)
+                        levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
     missing = []
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     for name, (label, colour) in LEVELS.items():
@@ -194,7 +196,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     sub = "solid = detected (D), dashed = estimated (E)"
     if missing:
         sub += "; missing: " + ", ".join(missing)
-    fig.suptitle(f"{title}\n{sub}", color="white", fontsize=9)
+    fig.suptitle(f"{title}\n{sub}", color="white", fontsize=10)
     fig.tight_layout()
     _spread_labels(fig, labels)
     buf = io.BytesIO()

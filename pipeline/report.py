@@ -88,11 +88,11 @@ class Column:
 
 
 SCORE_COLUMNS: tuple[Column, ...] = (
-    Column("six_zone_total", "six-zone", "six-zone score, 0-24", _fmt(0)),
-    Column("zhang900_total", "0-900", "zhang900 score, 0-900", _fmt(0)),
+    Column("six_zone_total", "six-zone (0-24)", "six-zone score, 0-24", _fmt(0)),
+    Column("zhang900_total", "zhang900 (0-900)", "zhang900 score (extent x density squared), 0-900", _fmt(0)),
     Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt(2)),
-    Column("percent_high_opacity", "% high opac.", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
-    Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4"),
+    Column("percent_high_opacity", "% high opacity", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
+    Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4 (see Key)"),
     Column("lung_volume_ml_right", "lung R mL", "right lung volume, mL", _fmt(0)),
     Column("lung_volume_ml_left", "lung L mL", "left lung volume, mL", _fmt(0)),
     Column("lesion_volume_ml", "lesion mL", "lesion volume (all classes), mL", _fmt(1)),
@@ -106,31 +106,42 @@ h1 { font-size: 1.5em; margin: 0 0 .2em; } h2 { font-size: 1.2em; margin: 1.4em 
 table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; vertical-align: middle; text-align: left; }
 th { background: #f3f3f3; position: sticky; top: 0; }
-table.sortable th[data-col] { cursor: pointer; user-select: none; }
-table.sortable th[data-col]::after { content: " \\2195"; color: #aaa; }
-table.sortable th[aria-sort="ascending"]::after { content: " \\2191"; color: #000; }
-table.sortable th[aria-sort="descending"]::after { content: " \\2193"; color: #000; }
+th button.sort { all: unset; cursor: pointer; } th button.sort:focus-visible { outline: 2px solid #0b57d0; }
+table.js-sort th[data-col] button.sort::after { content: " \\2195"; color: #595959; }
+table.js-sort th[aria-sort="ascending"] button.sort::after { content: " \\2191"; color: #000; }
+table.js-sort th[aria-sort="descending"] button.sort::after { content: " \\2193"; color: #000; }
 td.id { white-space: nowrap; font-family: ui-monospace, monospace; font-size: 12px; }
 td.flags { max-width: 260px; } td.files { max-width: 140px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.thumb img { display: block; width: 320px; height: auto; background: #000; }
-td.thumb .none { display: inline-block; width: 320px; color: #888; }
+td.thumb .none { display: inline-block; width: 320px; color: #595959; }
 .status-ok { color: #1a7f37; font-weight: 600; } .status-failed { color: #c62828; font-weight: 600; }
 .flag { display: inline-block; background: #fff3cd; border: 1px solid #e6c200; border-radius: 3px;
         padding: 0 4px; margin: 1px; font-size: 12px; }
 .files a { font-size: 12px; margin-right: .4em; }
-.swatch { display: inline-block; width: 12px; height: 12px; vertical-align: -1px; margin: 0 3px 0 8px; }
+.swatch { display: inline-block; width: 12px; height: 12px; vertical-align: -1px; margin: 0 3px 0 8px;
+          border: 1px solid #1b1b1b; print-color-adjust: exact; -webkit-print-color-adjust: exact; }
+.flag .unit { color: #444; }
+dl.key { grid-template-columns: max-content minmax(0, 60em); }
+@media print {
+  body { margin: 0; font-size: 10px; } th { position: static; }
+  td.thumb img, td.thumb .none { width: 160px; } td.flags, td.files { max-width: none; }
+  table { page-break-inside: auto; } tr { page-break-inside: avoid; }
+  table.js-sort th button.sort::after { content: ""; }
+}
 code { font-size: 12px; } dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dt { font-weight: 600; } dd { margin: 0; }
 """
 
 # No "<" or "&" in the script, and CDATA around it, so that the page also parses as XML.
 SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (t) { t.classList.add("js-sort"); });
 document.querySelectorAll("table.sortable th[data-col]").forEach(function (th) {
-  th.addEventListener("click", function () {
+  var button = th.querySelector("button.sort") || th;
+  button.addEventListener("click", function () {
     var table = th.closest("table"), body = table.tBodies[0], col = Number(th.dataset.col);
     var asc = th.getAttribute("aria-sort") !== "ascending";
-    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+    table.querySelectorAll("th[data-col]").forEach(function (h) { h.setAttribute("aria-sort", "none"); });
     th.setAttribute("aria-sort", asc ? "ascending" : "descending");
     function key(tr) { var td = tr.cells[col]; return td.hasAttribute("data-sort") ? td.getAttribute("data-sort") : td.textContent.trim(); }
     var rows = Array.prototype.slice.call(body.rows);
@@ -211,11 +222,13 @@ def _flags(value: Any) -> list[str]:
 def _flag_span(flag: str, fallback: str = "") -> str:
     """One flag as a badge, its meaning on hover (pipeline.flags.explain; ``fallback`` where that has none, e.g.
     the reason of a failure code such as NO_LUNG_FOUND or TIMEOUT)."""
-    from pipeline.flags import explain
+    from pipeline.flags import explain, unit_of
 
     tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag) or fallback
     title = f' title="{escape(tip)}"' if tip else ""
-    return f'<span class="flag"{title}>{escape(flag)}</span>'
+    unit = unit_of(flag)
+    unit = f'<span class="unit"> {escape(unit)}</span>' if unit else ""
+    return f'<span class="flag"{title}>{escape(flag)}{unit}</span>'
 
 
 def _td(text: str, cls: str = "", sort: str | None = None, raw: bool = False) -> str:
@@ -299,14 +312,16 @@ def _more(n: int, table: str) -> str:
 
 def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
                   failures: Mapping[str, Mapping[str, str]]) -> str:
-    headers = [("", "QC montage (click for full size)", False), ("scan_id", "", True), ("patient", "pseudonymous patient id (hidden when the tables hold a PatientID)", True),
-               ("status", "", True)]
+    headers = [("QC montage", "QC montage (click for full size)", False), ("scan_id", "", True),
+               ("patient", "pseudonymous patient id (hidden when the tables hold a PatientID)", True), ("status", "", True)]
     headers += [(c.header, c.tip, True) for c in SCORE_COLUMNS]
     headers += [("flags", "QC flags and failure code", True), ("files", "", False)]
     ths = ""
     for i, (name, tip, sortable) in enumerate(headers):
-        attrs = (f' data-col="{i}"' if sortable else "") + (f' title="{escape(tip)}"' if tip else "")
-        ths += f"<th{attrs}>{escape(name)}</th>"
+        attrs = ' scope="col"' + (f' data-col="{i}"' if sortable else "") + (f' title="{escape(tip)}"' if tip else "")
+        # a button: sorting works from the keyboard (Tab, Enter) too; without JavaScript it is plain text
+        label = f'<button type="button" class="sort">{escape(name)}</button>' if sortable else escape(name)
+        ths += f"<th{attrs}>{label}</th>"
     body = "\n".join(_series_row(out_dir, r, failures.get(r.get("scan_id", ""))) for r in rows)
     return (f'<table class="sortable" id="series">\n<thead><tr>{ths}</tr></thead>\n'
             f"<tbody>\n{body}\n</tbody>\n</table>")
@@ -414,6 +429,31 @@ def _mixed_settings(rows: list[dict[str, Any]]) -> str:
     return f'<p class="mixed">{escape(note)}</p>' if note else ""
 
 
+def _key(run: Mapping[str, Any]) -> str:
+    """What the columns' abbreviations and ranges mean, with this run's HU bands (run.json's config)."""
+    hu = (run.get("config") or {}).get("hu_classes") or {}
+
+    def band(name: str, default: tuple[int, int]) -> str:
+        low, high = (hu.get(name) or default)[:2]
+        return f"{low} to {high} HU"
+
+    pho = hu.get("high_opacity_min_hu", -200)
+    items = [
+        ("six-zone", "0-24: each lung in upper, middle and lower zones (at the carina and the inferior pulmonary "
+                     "veins), each zone 0-4 by its share of opacity"),
+        ("zhang900", "0-900: five axial levels in each lung (10 units), each extent 0-10 x density 0-3 squared"),
+        ("% opacity", "lesion volume / lung volume; on a scan flagged PARTIAL_LUNG_COVERAGE, of the lung in the scan"),
+        ("% high opacity", f"lesion voxels above {pho} HU / lung volume"),
+        ("MosMed", "CT-0 no opacity, CT-1 under 25 %, CT-2 25-50 %, CT-3 50-75 %, CT-4 75 % or more"),
+        ("faint GGO, GGO", f"faint ground-glass opacity {band('faint_ggo', (-750, -550))}, ground-glass opacity "
+                           f"{band('ggo', (-550, -300))}"),
+        ("consolidation", band("consolidation", (-300, 100))),
+        ("flags", "QC flags; hover for the meaning; a number after the colon is in the unit shown"),
+    ]
+    dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items)
+    return f'<details open="open"><summary>Key</summary><dl class="key">{dl}</dl></details>'
+
+
 def _legend() -> str:
     """Colour swatches of the QC montage, from the same table the montage is drawn with."""
     items = [(colour, name) for colour, name in LESION_CLASSES.values()]
@@ -449,11 +489,12 @@ ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 {escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
 {_mixed_settings(rows)}
 <h2>Series</h2>
-<p class="summary">Click a column header to sort; click a picture for the full QC montage
-(coronal view with the six-zone planes, axial slices in each zone):{_legend()}
+<p class="summary">Click a column header (or Tab to it and press Enter) to sort; click a picture for the full QC
+montage (coronal view with the six-zone planes, axial slices in each zone):{_legend()}.
 Which input folder a series came from is kept off this page (folder names often hold patient names): find its
 scan_id in scans.csv (series_uid) and that series_uid in inventory.csv (path), or, for a failed series, in
 failures.csv (path).</p>
+{_key(run)}
 {cut}{_series_table(out_dir, shown, by_scan)}
 <h2>Failures</h2>
 {_failures_section(failures[:REPORT_MAX_ROWS])}{_more(len(failures), "failures.csv")}

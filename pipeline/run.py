@@ -394,11 +394,11 @@ def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path
         raise OSError(f"{path.name} was not written completely (disk full?): {exc}") from None
 
 
-def _total_text(value: Any) -> str:
-    """A score total as the QC picture's title shows it: the number, or "missing" (zones the scan cannot see)."""
+def _total_text(value: Any, top: int) -> str:
+    """A score total as the QC picture's title shows it: "6/24", or "missing" (zones the scan cannot see)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "missing"
-    return f"{value:g}"
+    return f"{value:g}/{top}"
 
 
 def table_patient_id(header: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -499,8 +499,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                 atomic_write_bytes(folder.path("seg.dcm"), seg_bytes)  # a full disk is OUTPUT_UNWRITABLE
         if outs["write_qc_png"]:
             png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
-                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'])}  "
-                               f"0-900 {_total_text(res['row']['zhang900_total'])}",
+                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
+                               f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
                          estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"})
             atomic_write_bytes(folder.path("qc.png"), png)
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))

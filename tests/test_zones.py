@@ -258,5 +258,5 @@ def test_qc_title_says_missing_for_a_missing_total():
     """qc.png's title shows a total the scan cannot see as "missing" (it printed "nan")."""
     from pipeline.run import _total_text
 
-    assert _total_text(math.nan) == "missing" and _total_text(None) == "missing"
-    assert _total_text(6) == "6" and _total_text(6.0) == "6" and _total_text(12.5) == "12.5"
+    assert _total_text(math.nan, 24) == "missing" and _total_text(None, 900) == "missing"
+    assert _total_text(6, 24) == "6/24" and _total_text(6.0, 24) == "6/24" and _total_text(12.5, 900) == "12.5/900"

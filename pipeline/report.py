@@ -412,6 +412,7 @@ def _provenance(run: Mapping[str, Any]) -> str:
         ("input", "; ".join(map(str, run["input"])) if isinstance(run.get("input"), list) else str(run.get("input", ""))),
         ("series", f"{run.get('n_series', '')} ({run.get('n_ok', '')} ok, {run.get('n_failed', '')} failed)"),
         *_times(run),
+        ("finished", str(run.get("finished_at", "") or "(not known)")),
         ("python", f"{run.get('python', '')} on {run.get('platform', '')}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in versions.items())),
     ]

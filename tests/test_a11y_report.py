@@ -78,7 +78,8 @@ def run_dir(tmp_path: Path) -> Path:
         w.writerow(row)
     config = {"hu_classes": {"faint_ggo": [-760, -560], "ggo": [-560, -310], "consolidation": [-310, 100],
                              "high_opacity_min_hu": -210}}
-    (tmp_path / "run.json").write_text(json.dumps({"ctscore_version": "0.2.0", "config": config, "n_series": 1}))
+    (tmp_path / "run.json").write_text(json.dumps({"ctscore_version": "0.2.0", "config": config, "n_series": 1,
+                                                   "finished_at": "2026-12-05T06:24:43+0000"}))
     return tmp_path
 
 
@@ -107,3 +108,8 @@ def test_report_prints_legible(run_dir):
     html = render_run_report(run_dir)
     assert "@media print" in html and "print-color-adjust: exact" in html
     assert "#888" not in html and "#aaa" not in html  # grey text under 4.5:1 on white / the header grey
+
+
+def test_report_says_when_the_run_finished(run_dir):
+    """An ethics board reads when the results were made (run.json has it; the page did not show it)."""
+    assert "<dt>finished</dt><dd><code>2026-12-05T06:24:43+0000</code></dd>" in render_run_report(run_dir)

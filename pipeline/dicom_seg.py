@@ -8,9 +8,16 @@ the SEG cannot come out mirrored.
 
 The loader stacks the slices of a uniformly spaced series as they are, on a grid of the median step; header
 positions rounded to a few decimals drift from that grid by hundredths of a millimetre, and highdicom links
-frames to slices only within 0.001 mm (all or none). When the mask slices are the source slices (as many, each
-within 5 % of the slice spacing of its grid position and in plane), the frames take the slices' own positions
-and so reference them; a resampled or sheared volume keeps its own grid (its frames are not source slices).
+frames to slices only within 0.001 mm (all or none). A mask slice that is a source slice (within 5 % of the slice
+spacing of its grid position, and in plane) takes that slice's own position and references it; a slice the loader
+filled into a gap (``loading.allow_gaps``) stays on the grid and references nothing, and the others are linked here
+(:func:`_link_frames`) when highdicom linked none. A resampled or sheared volume (a tilted gantry) keeps its own
+grid: its frames are not source slices and reference none (viewers that place frames by geometry, such as
+3D Slicer and highdicom, overlay them; one that pairs frames with slices by reference does not).
+
+Every segment carries its recommended display colour (the QC picture's colours; a normal scan's empty lesion
+segments are described but have no frames, as DICOM allows) and the algorithm family: Image Processing for the
+classical baseline, Artificial Intelligence for a network.
 
 Source files are read as the inventory and the loader read them (without a preamble or File Meta Information
 too), and SOP Class and Instance UIDs that an export left only in the File Meta Information are taken from it.
@@ -49,12 +56,14 @@ def _code(scheme: str, value: str, meaning: str):
 
 _ANATOMY = ("SCT", "91723000", "Anatomical Structure")  # CID 7150
 _ABNORMAL = ("SCT", "49755003", "Morphologically Abnormal Structure")  # CID 7150
-# (label, property category, property type) of each segment (DICOM CID 7150 / 7151 / 6102)
+# (label, property category, property type, recommended display colour) of each segment (DICOM CID 7150 / 7151 /
+# 6102); the lesion colours are the QC picture's (pipeline.qc), the lungs two that stay apart from them and from
+# each other with colour blindness
 SEGMENTS = [
-    ("Right lung", _ANATOMY, ("SCT", "3341006", "Right lung")),
-    ("Left lung", _ANATOMY, ("SCT", "44029006", "Left lung")),
-    ("Ground glass opacity", _ABNORMAL, ("DCM", "112120", "Ground glass opacity")),
-    ("Consolidation", _ABNORMAL, ("SCT", "95436008", "Lung consolidation")),
+    ("Right lung", _ANATOMY, ("SCT", "3341006", "Right lung"), "#56b4e9"),
+    ("Left lung", _ANATOMY, ("SCT", "44029006", "Left lung"), "#009e73"),
+    ("Ground glass opacity", _ABNORMAL, ("DCM", "112120", "Ground glass opacity"), "#ffd400"),
+    ("Consolidation", _ABNORMAL, ("SCT", "95436008", "Lung consolidation"), "#5c0030"),
 ]
 
 
@@ -112,27 +121,32 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     lung_arr = volume(lungs).array
     les_arr = volume(lesions).array
     stack = np.stack([lung_arr == 1, lung_arr == 2, (les_arr == 1) | (les_arr == 2), les_arr == 3], axis=-1)
-    positions = _source_positions(sources, source_files, geom)
-    if positions is None:  # frames where the masks lie; highdicom links those that coincide with slices
+    frames = _source_frames(sources, source_files)
+    positions = _source_positions(frames, geom)
+    if positions is None:  # frames where the masks lie (a resampled or sheared volume: they are not source slices)
         pixels = hd.Volume(array=stack.astype(np.uint8), affine=geom.affine, coordinate_system="PATIENT",
                            frame_of_reference_uid=sources[0].FrameOfReferenceUID,
                            channels={"SegmentNumber": [1, 2, 3, 4]})
         planes = {}
-    else:  # the mask slices are the source slices: at their own positions
+    else:  # the mask slices that are source slices at those slices' own positions, a filled-in one on its grid
+        affine = np.asarray(geom.affine, float)
+        positions = [p if p is not None else [float(v) for v in affine[:3, 3] + k * affine[:3, 0]]
+                     for k, p in enumerate(positions)]
         pixels = stack.astype(np.uint8)
         planes = dict(plane_positions=[hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, p)
                                        for p in positions],
                       plane_orientation=geom.get_plane_orientation(), pixel_measures=geom.get_pixel_measures())
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="ctscore", family=codes.DCM.ArtificialIntelligence, version=f"{__version__} ({model_id})",
-    )
+    # the classical baseline is thresholds and morphology, not a trained model
+    family = codes.DCM.ImageProcessing if model_id.startswith("classical-") else codes.DCM.ArtificialIntelligence
+    algorithm = hd.AlgorithmIdentificationSequence(name="ctscore", family=family, version=f"{__version__} ({model_id})")
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i, segment_label=label, segmented_property_category=_code(*cat),
             segmented_property_type=_code(*typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*(int(colour[j:j + 2], 16) for j in (1, 3, 5))),
         )
-        for i, (label, cat, typ) in enumerate(SEGMENTS, start=1)
+        for i, (label, cat, typ, colour) in enumerate(SEGMENTS, start=1)
     ]
     # the same masks of the same series give the same UIDs (a rerun replaces its SEG); other masks (other
     # settings, another model) give new ones, so that an archive never holds two contents under one UID
@@ -151,6 +165,8 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
             series_description="ctscore lungs and lesions",
         )
     _set_slice_spacing(seg, geom)
+    if planes and frames:
+        _link_frames(seg, frames)
     return seg
 
 
@@ -169,25 +185,32 @@ def _set_slice_spacing(seg, geom) -> None:
         measures.SpacingBetweenSlices = pydicom.valuerep.DS(step, auto_format=True)
 
 
-def _source_positions(sources: Sequence[pydicom.Dataset], files: Sequence[str | Path], geom) -> list[list[float]] | None:
-    """The ImagePositionPatient of the source slice (or frame) that each slice of ``geom`` (a highdicom Volume,
-    slices first) is, in the volume's order; None when the volume's slices are not the source slices: another
-    count, orientation or pixel spacing, or a slice further than :data:`SAME_SLICE_TOLERANCE` of the slice spacing
-    (along the normal) or of the pixel spacing (in plane) from its grid position (a resampled or sheared volume)."""
+def _source_frames(sources: Sequence[pydicom.Dataset], files: Sequence[str | Path]
+                   ) -> list[tuple[pydicom.Dataset, H.FrameInfo]] | None:
+    """(dataset, frame) of every source slice (or frame of an enhanced file); None when a header cannot say."""
     try:
-        frames = [fr for ds, f in zip(sources, files) for fr in H.frames_of(ds, Path(f))]
+        return [(ds, fr) for ds, f in zip(sources, files) for fr in H.frames_of(ds, Path(f))]
     except SeriesError:
         return None
-    n = geom.spatial_shape[0]
-    if len(frames) != n:
+
+
+def _source_positions(frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]] | None, geom
+                      ) -> list[list[float] | None] | None:
+    """For each slice of ``geom`` (a highdicom Volume, slices first), in the volume's order, the ImagePositionPatient
+    of the source slice (or frame) it is, or None for a slice that is none (a slice the loader filled in a gap).
+    A source slice is a mask slice when it has the masks' orientation and pixel spacing and lies within
+    :data:`SAME_SLICE_TOLERANCE` of the slice spacing (along the normal) and of the pixel spacing (in plane) of the
+    slice's grid position. None when no source slice is (a resampled or sheared volume) or two are one slice."""
+    if not frames:
         return None
+    n = geom.spatial_shape[0]
     affine = np.asarray(geom.affine, float)
     origin, step, down, across = affine[:3, 3], affine[:3, 0], affine[:3, 1], affine[:3, 2]
     dz, dy, dx = (float(np.linalg.norm(v)) for v in (step, down, across))
     if min(dz, dy, dx) <= 0:
         return None
     positions: dict[int, list[float]] = {}
-    for fr in frames:
+    for _, fr in frames:
         if not (np.allclose(fr.iop[:3], across / dx, atol=1e-3) and np.allclose(fr.iop[3:], down / dy, atol=1e-3)
                 and np.allclose(fr.spacing, (dy, dx), rtol=1e-3)):
             return None
@@ -195,8 +218,38 @@ def _source_positions(sources: Sequence[pydicom.Dataset], files: Sequence[str | 
         t = float(offset @ step) / dz**2  # fractional slice index
         k = int(round(t))
         in_plane = offset - t * step
-        if (k in positions or not 0 <= k < n or abs(t - k) > SAME_SLICE_TOLERANCE
+        if (not 0 <= k < n or abs(t - k) > SAME_SLICE_TOLERANCE
                 or np.linalg.norm(in_plane) > SAME_SLICE_TOLERANCE * min(dx, dy)):
+            continue  # not a mask slice (a sheared stack: none is)
+        if k in positions:
             return None
         positions[k] = [float(v) for v in fr.ipp]
-    return [positions[k] for k in range(n)]
+    if not positions:
+        return None
+    return [positions.get(k) for k in range(n)]
+
+
+def _link_frames(seg: pydicom.Dataset, frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]]) -> int:
+    """Reference, in each SEG frame that references nothing, the source slice at its exact position (highdicom links
+    frames to slices only when every frame is a slice: a series with a slice gap got no reference at all, although
+    all but the filled-in slices are source slices). Returns the number of frames linked."""
+    from highdicom.image import _Image
+
+    by_position = {tuple(np.round(np.asarray(fr.ipp, float), 4)): (ds, fr) for ds, fr in frames}
+    linked = 0
+    for item in seg.get("PerFrameFunctionalGroupsSequence", []):
+        if item.get("DerivationImageSequence"):
+            continue
+        ipp = tuple(np.round(np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float), 4))
+        if ipp not in by_position:
+            continue
+        ds, fr = by_position[ipp]
+        multi = int(H.get(ds, "NumberOfFrames", 1) or 1) > 1
+        source = _Image._get_derivation_source_image_item(source_image=ds, frame_number=fr.frame + 1 if multi
+                                                          else None, locations_preserved=True)
+        derivation = pydicom.Dataset()
+        derivation.DerivationCodeSequence = [_code("DCM", "113076", "Segmentation")]
+        derivation.SourceImageSequence = [source]
+        item.DerivationImageSequence = [derivation]
+        linked += 1
+    return linked

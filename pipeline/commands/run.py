@@ -45,8 +45,9 @@ def register(sub) -> None:
                         "BODY_PART_EXCLUDED; lift one with e.g. --set selection.exclude_body_parts=\"\")")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
     p.add_argument("--dicom-seg", action="store_true",
-                   help="also write a DICOM-SEG per series (outputs.write_dicom_seg); one that cannot be made is "
-                        "flagged DICOM_SEG_FAILED, the scores kept")
+                   help="also write a DICOM-SEG per series (outputs.write_dicom_seg), for your PACS: it carries the "
+                        "patient and study attributes of the source images (not pseudonymous); one that cannot be "
+                        "made is flagged DICOM_SEG_FAILED, the scores kept")
     add_batch_args(p)
     add_log_args(p)
     p.set_defaults(func=main)

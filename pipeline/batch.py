@@ -1591,20 +1591,25 @@ def _short(text: str, n: int = 12) -> str:
 
 
 def _warn_replaced(out_dir: Path, states: list[dict[str, Any]], config_sha256: str, model_id: str) -> None:
-    """Warn, before scoring, that earlier results of this run's series were made with another configuration or
-    model: resume does not keep them, so they are about to be replaced (``states``: see :func:`scan_state`)."""
-    other = [s for s in states if (s.get("config_sha256"), s.get("model_id")) != (config_sha256, model_id)]
+    """Warn, before scoring, that earlier results of this run's series were made with another configuration, model
+    or ctscore version: resume does not keep them, so they are about to be replaced (``states``: see
+    :func:`scan_state`; an upgrade replaced every result of the earlier version without a word)."""
+    def setting(s: dict[str, Any]) -> tuple[str, str, str]:
+        return s.get("config_sha256") or "?", s.get("model_id") or "?", s.get("ctscore_version") or "?"
+
+    this = (config_sha256, model_id, __version__)
+    other = [s for s in states if setting(s) != this]
     if not other:
         return
-    made = Counter((s.get("config_sha256") or "?", s.get("model_id") or "?") for s in other)
-    what = "; ".join(f"config sha256 {_short(c)}, model {m}" + (f": {n}" if len(made) > 1 else "")
-                     for (c, m), n in sorted(made.items()))
+    made = Counter(setting(s) for s in other)
+    what = "; ".join(f"ctscore {v if v != '?' else '(unknown)'}, config sha256 {_short(c)}, model {m}"
+                     + (f": {n}" if len(made) > 1 else "") for (c, m, v), n in sorted(made.items()))
     n_failed = sum(s.get("status") != "ok" for s in other)
     kinds = f" ({len(other) - n_failed} scored, {n_failed} failed)" if n_failed else ""
-    log.warning("%d earlier result(s)%s under %s were made with another configuration or model (%s; this run: config "
-                "sha256 %s, model %s) and will be replaced: resume keeps only results of the same configuration and "
-                "model; to keep both, use another output folder", len(other), kinds, out_dir, what,
-                _short(config_sha256), model_id)
+    log.warning("%d earlier result(s)%s under %s were made with another ctscore version, configuration or model (%s; "
+                "this run: ctscore %s, config sha256 %s, model %s) and will be replaced: resume keeps only results of "
+                "the same version, configuration and model; to keep both, use another output folder (or copy this one "
+                "first)", len(other), kinds, out_dir, what, __version__, _short(config_sha256), model_id)
 
 
 def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> None:

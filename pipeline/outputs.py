@@ -371,10 +371,15 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[
     return paths
 
 
+#: A setting left empty in some rows of a table and given in others (rows of ctscore before 0.2.0 pooled with newer).
+NOT_RECORDED = "not recorded (ctscore before 0.2.0?)"
+
+
 def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None:
     """A note when the scored rows of a scans table were made with more than one ctscore version, model or
     configuration (:data:`SETTINGS_COLUMNS`; a table of ctscore before 0.2.0 has only ``segmenter``), naming each
-    setting and how many scans it made; None when one made them all (or the table does not say)."""
+    setting and how many scans it made, rows without it as :data:`NOT_RECORDED` when others have it; None when one
+    made them all (or the table does not say)."""
     if scans is None or not len(scans):
         return None
     df = scans
@@ -384,8 +389,11 @@ def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None
     for col in ("segmenter", *SETTINGS_COLUMNS):
         if col not in df.columns:
             continue
-        values = df[col].astype(str).str.strip().replace({"nan": "", "<NA>": "", "None": ""})
+        values = df[col].astype(object).where(df[col].notna(), "").astype(str).str.strip()
+        values = values.replace({"nan": "", "<NA>": "", "None": ""})
         counts = values[values != ""].value_counts()
+        if len(counts) and (values == "").any():  # rows of a table before 0.2.0 (no such column) pooled with newer
+            counts[NOT_RECORDED] = int((values == "").sum())
         if len(counts) > 1:
             parts.append(f"{col} " + ", ".join(f"{v} ({n} scan{'s' if n != 1 else ''})" for v, n in counts.items()))
     if not parts:

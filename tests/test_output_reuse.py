@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline import __version__
 from pipeline.batch import BatchOptions, aggregate
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -57,26 +58,28 @@ def test_another_configuration_warns_before_its_results_replace_the_earlier_ones
     caplog.set_level(logging.INFO, logger="pipeline.batch")
     caplog.clear()
     assert _run(src, out)["n_run"] == 0  # the same configuration: resumed, no warning
-    assert not [m for m in _messages(caplog) if "another configuration" in m]
+    assert not [m for m in _messages(caplog) if "will be replaced" in m]
 
     caplog.clear()
     summary = _run(src, out, "scoring.min_involvement_ml=2.0")
     assert summary["n_run"] == 2
     lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.batch"]
-    warned = [i for i, m in enumerate(lines) if "another configuration or model" in m]
+    warned = [i for i, m in enumerate(lines) if "another ctscore version, configuration or model" in m]
     assert len(warned) == 1, lines
     new_hash = json.loads((out / "run.json").read_text())["config_sha256"]
     message = lines[warned[0]]
-    assert message.startswith(f"2 earlier result(s) under {out} were made with another configuration or model")
-    assert f"(config sha256 {old_hash[:12]}..., model classical-" in message
-    assert f"this run: config sha256 {new_hash[:12]}..." in message and "will be replaced" in message
+    assert message.startswith(f"2 earlier result(s) under {out} were made with another ctscore version, configuration "
+                              "or model")
+    assert f"(ctscore {__version__}, config sha256 {old_hash[:12]}..., model classical-" in message
+    assert f"this run: ctscore {__version__}, config sha256 {new_hash[:12]}..." in message
+    assert "will be replaced" in message
     started = next(i for i, m in enumerate(lines) if "to score" in m)
     assert warned[0] < started  # told before scoring starts
 
     caplog.clear()  # --overwrite asks for it: no warning
     run_pipeline(src, out, load_config(overrides=FAST), all_series=True,
                  batch=BatchOptions(progress=False, overwrite=True))
-    assert not [m for m in _messages(caplog) if "another configuration" in m]
+    assert not [m for m in _messages(caplog) if "will be replaced" in m]
 
 
 def test_another_input_into_an_out_is_named_by_run_and_by_aggregate(tmp_path, inputs, caplog):

@@ -371,8 +371,8 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[
     return paths
 
 
-#: A setting left empty in some rows of a table and given in others (rows of ctscore before 0.2.0 pooled with newer).
-NOT_RECORDED = "not recorded (ctscore before 0.2.0?)"
+#: A setting left empty in some rows of a table and given in others (rows of an older ctscore pooled with newer).
+NOT_RECORDED = "not recorded (an older ctscore?)"
 
 
 def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None:

@@ -24,6 +24,7 @@ class Cohort:
     ``scans``: one row per scored scan with clinical ``patient_id``, ``study_date``, scores,
     ``days_since_onset``, ``week``, ``period`` and the matched lab values (one column per analyte).
     ``labs``: one row per patient and lab date (wide) with the same time columns.
+    ``units``: the unit of each analyte (:func:`scoring.stats.schema.analyte_units`).
     """
 
     scans: pd.DataFrame
@@ -33,6 +34,7 @@ class Cohort:
     analytes: list[str]
     window_days: int
     notes: list[str] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
 
     def data_summary(self) -> pd.DataFrame:
         """Counts and notes about what was read, matched and left out."""
@@ -305,7 +307,7 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     scans = schema.order_scans(scans)
     labs_w = binning.add_time(labs_w, clinical, "date") if len(labs_w) else labs_w
     return Cohort(scans=scans.reset_index(drop=True), zones=zones, clinical=clinical, labs=labs_w,
-                  analytes=analytes, window_days=window_days, notes=notes)
+                  analytes=analytes, window_days=window_days, notes=notes, units=schema.analyte_units(labs))
 
 
 #: What each input of :func:`load_cohort` / ``run_stats`` may be, for the message when it is something else.

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from scoring.stats import binning, compare
+from scoring.stats import binning, compare, report
 from scoring.stats.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple | None = None
     d = per.assign(death=(per["outcome"] == "non-survivor").astype(float)).dropna(subset=[score, "days_since_onset"])
     tab, res, note = compare.logistic(d, "death", [score, "days_since_onset"], cluster="patient_id")
     tab["test"] = "binary logistic regression (one row per patient x period)"
+    tab.insert(tab.columns.get_loc("term") + 1, "per", [report.per_unit(t) for t in tab["term"]])
     pred_rows = []
     if res is not None:
         tab["auc"] = roc_auc_score(d["death"], res.predict())
@@ -234,22 +235,23 @@ def kendall(cohort: Cohort, score: str, labs: list[str], min_n: int) -> pd.DataF
 
 
 def figure_score_by_period(per: pd.DataFrame, score: str, path: str) -> None:
-    """Mean score (SD error bars) vs mean days since onset per period, one line per outcome."""
-    from scoring.stats.report import new_figure
+    """Mean score (SD error bars) vs mean days since onset per period, one line per outcome; the outcomes differ in
+    colour (Okabe-Ito), marker and line style, so that they stay apart in greyscale."""
+    from scoring.stats.report import FIGURE_DPI, FIGURE_WIDTH, GROUP_STYLES, axis_label, new_figure
 
-    fig = new_figure(figsize=(6, 4))
+    fig = new_figure(figsize=(FIGURE_WIDTH, 4))
     ax = fig.subplots()
-    for outcome, color in zip(OUTCOMES, ("tab:blue", "tab:red"), strict=True):
+    for outcome, style in zip(OUTCOMES, GROUP_STYLES, strict=True):
         g = per[per["outcome"] == outcome].groupby("period", observed=True)
         m = g.agg(day=("days_since_onset", "mean"), mean=(score, "mean"), sd=(score, "std"), n=(score, "size"))
-        ax.errorbar(m["day"], m["mean"], yerr=m["sd"], marker="o", capsize=3, color=color,
+        ax.errorbar(m["day"], m["mean"], yerr=m["sd"], capsize=3, markersize=5, **style,
                     label=f"{outcome} (n={per.loc[per['outcome'] == outcome, 'patient_id'].nunique()})")
     ax.set_xlabel("days since symptom onset (period mean)")
-    ax.set_ylabel(f"{score} (mean, SD)")
+    ax.set_ylabel(f"{axis_label(score)}\nmean (SD)")
     ax.set_title("li2020: CT score by period since onset")
-    ax.legend()
+    ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=FIGURE_DPI)
 
 
 def run(cohort: Cohort, score: str = "six_zone_total", within_bin: str = "mean", labs: list[str] | None = None,

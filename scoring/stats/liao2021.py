@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from scoring.stats import binning, compare, schema
+from scoring.stats import binning, compare, report, schema
 from scoring.stats.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,10 @@ def admission_values(cohort: Cohort, analytes: list[str], window_days: int) -> p
     return cohort.clinical[["patient_id"]].merge(first, on="patient_id", how="left")
 
 
-def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """ROC AUC (sklearn) with a stratified percentile-bootstrap 95 % CI and the Youden cut-off.
+def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: int = 0, unit: str = ""
+              ) -> pd.DataFrame:
+    """ROC AUC (sklearn) with a stratified percentile-bootstrap 95 % CI and the Youden cut-off (in ``unit``, the
+    predictor's unit, given in ``cutoff_unit``).
 
     The cut-off is for ``label >= cut-off`` counting as positive (persistent lesions), as the AUC is. When the AUC is
     below 0.5 lower values go with the outcome: the cut-off is then the Youden one of the reverse rule,
@@ -116,7 +118,7 @@ def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: 
     y, x = y[ok].astype(int).to_numpy(), x[ok].astype(float).to_numpy()
     row: dict[str, object] = {"predictor": label, "n_persistent": int(y.sum()), "n_recovery": int((1 - y).sum()),
                               "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan, "youden_cutoff": np.nan,
-                              "cutoff_rule": "", "sensitivity": np.nan, "specificity": np.nan,
+                              "cutoff_unit": unit, "cutoff_rule": "", "sensitivity": np.nan, "specificity": np.nan,
                               "method": "roc_auc_score; stratified bootstrap percentile CI", "note": ""}
     if y.sum() < 2 or (1 - y).sum() < 2:
         row["note"] = "not computed: fewer than 2 patients in a group"
@@ -208,24 +210,31 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
     return pd.DataFrame(per_patient, columns=cols), pd.DataFrame(summary)
 
 
-def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str) -> None:
-    """Median (IQR band) per week by lesion group, one panel per variable."""
-    from scoring.stats.report import new_figure
+def figure_trajectories(desc: pd.DataFrame, variables: list[str], path: str,
+                        units: dict[str, str] | None = None) -> None:
+    """Median (IQR band) per week by lesion group, one panel per variable (``units``: each lab's unit, for the axis
+    labels); the groups differ in colour (Okabe-Ito), marker and line style."""
+    from scoring.stats.report import FIGURE_DPI, FIGURE_WIDTH, GROUP_STYLES, axis_label, new_figure
 
     d = desc[desc["grouping"] == "group"]
-    fig = new_figure(figsize=(4.5 * len(variables), 3.6))
-    axes = fig.subplots(1, len(variables), squeeze=False)
-    for ax, var in zip(axes[0], variables, strict=True):
-        for grp, color in (("persistent", "tab:red"), ("recovery", "tab:green")):
+    ncol = min(2, len(variables))
+    nrow = int(np.ceil(len(variables) / ncol))
+    fig = new_figure(figsize=(FIGURE_WIDTH, 3.0 * nrow + 0.4))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for ax, var in zip(axes.ravel(), variables, strict=False):
+        for grp, style in zip(("persistent", "recovery"), GROUP_STYLES, strict=True):
             g = d[(d["variable"] == var) & (d["group"] == grp) & (d["n"] > 0)]
-            ax.plot(g["week"], g["median"], marker="o", color=color, label=grp)
-            ax.fill_between(g["week"], g["q1"], g["q3"], color=color, alpha=0.2)
-        ax.set_xlabel("week since symptom onset")
-        ax.set_ylabel(f"{var} (median, IQR)")
-        ax.legend()
-    fig.suptitle("liao2021: trajectories by lesion group at week 8")
+            ax.plot(g["week"], g["median"], label=grp, markersize=5, **style)
+            ax.fill_between(g["week"], g["q1"], g["q3"], color=style["color"], alpha=0.15, linewidth=0)
+        ax.set_xlabel("week since symptom onset", fontsize=8)
+        ax.set_ylabel(f"{axis_label(var, units)}\nmedian (IQR band)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes.ravel()[len(variables):]:
+        ax.axis("off")
+    fig.suptitle("liao2021: trajectories by lesion group at week 8", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=FIGURE_DPI)
 
 
 def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, within_bin: str = "last",
@@ -266,13 +275,16 @@ def run(cohort: Cohort, score: str = "six_zone_total", threshold: float = 5, wit
     if missing:
         tab = pd.concat([tab, pd.DataFrame({"term": missing, "note": "not in the data"})], ignore_index=True)
     tab["test"] = "multivariable logistic regression, persistent vs recovery, admission values"
+    if "term" in tab:  # what each odds ratio is per (per 1 pg/mL of il6)
+        tab.insert(tab.columns.get_loc("term") + 1, "per", [report.per_unit(t, cohort.units) for t in tab["term"]])
     tables["liao2021_logistic"] = tab
-    tables["liao2021_roc"] = roc_table(model["persistent"], model["il6"], "admission il6") if "il6" in model \
+    tables["liao2021_roc"] = roc_table(model["persistent"], model["il6"], "admission il6",
+                                       unit=cohort.units.get("il6", "")) if "il6" in model \
         else pd.DataFrame({"predictor": ["admission il6"], "note": ["no il6 values in the data"]})
     timing_labs = [lab for lab in (timing_labs if timing_labs is not None else ["il6"])]
     tables["liao2021_peak_timing_patients"], tables["liao2021_peak_timing"] = peak_timing(cohort, score, timing_labs,
                                                                                         min_n=min_n)
     fig_vars = [score] + (["il6"] if "il6" in labs else [])
     desc = tables["liao2021_trajectories"]
-    figures = {"liao2021_trajectories.png": lambda p: figure_trajectories(desc, fig_vars, p)}
+    figures = {"liao2021_trajectories.png": lambda p: figure_trajectories(desc, fig_vars, p, cohort.units)}
     return tables, figures

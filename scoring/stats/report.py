@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import io
 import logging
 import os
 import re
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +52,9 @@ TABLE_NOTES = {
     "liao2021_weekly_tests": "Per week since onset, one value per patient (last scan/lab of the week): "
                              "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).",
     "liao2021_logistic": "Multivariable logistic regression of persistent lesions on admission values "
-                         "(odds ratio per unit, 95 % CI, Wald p).",
-    "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions. The Youden cut-off is for IL-6 >= cut-off "
+                         "(odds ratio per 1 unit of each predictor, the unit in column per; 95 % CI, Wald p).",
+    "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions. The Youden cut-off (in cutoff_unit) is for "
+                    "IL-6 >= cut-off "
                     "counting as persistent (cutoff_rule); when the AUC is below 0.5 lower IL-6 goes with persistent "
                     "lesions and the cut-off is for IL-6 <= cut-off.",
     "liao2021_peak_timing": "Does the lab peak precede the CT-score peak? lag = score-peak day - lab-peak day. A maximum "
@@ -73,7 +76,8 @@ TABLE_NOTES = {
                           "(REML, statsmodels MixedLM).",
     "li2020_mixed_model_tests": "Joint Wald tests of the model's terms.",
     "li2020_mortality_logistic": "Logistic regression of death on score and days since onset "
-                                 "(one row per patient x period, cluster-robust SE).",
+                                 "(one row per patient x period, cluster-robust SE; odds ratio per the unit in "
+                                 "column per).",
     "li2020_predicted_mortality": "Predicted mortality by score band x period (the study's Table 3), with observed "
                                   "counts; band_rule says which values a band holds.",
     "li2020_kendall": "Kendall tau-b between serial scores and labs matched to the same scan.",
@@ -132,6 +136,65 @@ def remove_stale(out_dir: Path) -> list[Path]:
     return gone
 
 
+#: Resolution of the PNG figures (dots per inch) and their widest size (inches: a journal column), so that text
+#: drawn at 7 pt or more keeps at least that size in print.
+FIGURE_DPI = 150
+FIGURE_WIDTH = 6.5
+#: Colour-blind-safe colours (Okabe-Ito), markers and line styles of two groups: told apart by any one of them.
+GROUP_STYLES = ({"color": "#D55E00", "marker": "o", "linestyle": "-"},
+                {"color": "#0072B2", "marker": "s", "linestyle": "--"})
+#: The unit and range of each score column of scans.csv (axis labels, the ``per`` of an odds ratio).
+SCORE_UNITS = {"six_zone_total": ("score points", "0-24"), "zhang900_total": ("score points", "0-900"),
+               "lobar20_total": ("score points", "0-20"), "lobar25_total": ("score points", "0-25"),
+               "percent_opacity": ("percentage points", "% of lung, 0-100"),
+               "percent_high_opacity": ("percentage points", "% of lung, 0-100")}
+#: The unit of the other predictors a regression may hold (``age``: years, docs/clinical_schema.md).
+_OTHER_UNITS = {"days_since_onset": "day", "age": "year"}
+
+
+def axis_label(var: str, units: dict[str, str] | None = None) -> str:
+    """An axis label with its unit: ``six_zone_total (score points, 0-24)``, ``IL-6, pg/mL`` (``units``: each lab's
+    unit, :attr:`Cohort.units`)."""
+    from scoring.stats.schema import analyte_label
+
+    if var in SCORE_UNITS:
+        unit, scale = SCORE_UNITS[var]
+        return f"{var} ({scale})" if unit == "percentage points" else f"{var} ({unit}, {scale})"
+    if var == "days_since_onset":
+        return "days since symptom onset"
+    unit = (units or {}).get(var, "")
+    return f"{analyte_label(var)}, {unit}" if unit else f"{analyte_label(var)} (unit not given)"
+
+
+def per_unit(term: str, units: dict[str, str] | None = None) -> str:
+    """What an odds ratio of ``term`` is per: ``per 1 pg/mL``, ``per 10^9/L``, ``per 1 score point``, ``per 1 year``."""
+    if term in SCORE_UNITS:
+        return f"per 1 {SCORE_UNITS[term][0][:-1]}"
+    if term in _OTHER_UNITS:
+        return f"per 1 {_OTHER_UNITS[term]}"
+    if term in (units or {}):
+        unit = units[term]
+        if not unit:
+            return "per 1 unit (no unit in the lab table)"
+        return f"per {unit}" if unit[0].isdigit() else f"per 1 {unit}"
+    return "per 1 unit of the clinical column"
+
+
+def compact_png(data: bytes) -> bytes:
+    """A PNG as a 256-colour palette image (a plot has few colours: about a third of the bytes, same look; its
+    resolution kept); anything Pillow cannot read is returned as it is."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            out = io.BytesIO()
+            dpi = im.info.get("dpi", (FIGURE_DPI, FIGURE_DPI))
+            im.convert("RGB").quantize(256).save(out, format="png", optimize=True, dpi=dpi)
+    except OSError:
+        return data
+    return out.getvalue()
+
+
 def new_figure(figsize: tuple[float, float]):
     """A ``matplotlib.figure.Figure`` on its own Agg canvas: drawing it sets no global backend and leaves pyplot's
     figures alone (a notebook's inline plots keep working after a run)."""
@@ -159,6 +222,7 @@ def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> l
         tmp = out_dir / f".{p.stem}.{os.getpid()}.tmp{p.suffix}"  # the suffix tells matplotlib the format
         try:
             draw(str(tmp))
+            tmp.write_bytes(compact_png(tmp.read_bytes()))
             os.replace(tmp, p)
             paths.append(p)
         except (ValueError, KeyError, TypeError) as exc:
@@ -178,24 +242,102 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+#: The style of both summary pages (statistics and validation): on screen, and for print (no table cut at the page
+#: edge, headers not sticky, pictures within the page).
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.4}"
+              "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
+              "td,th{border:1px solid #bbb;padding:2px 6px;text-align:left}"
+              "thead th{background:#eee;position:sticky;top:0}tbody th{background:#f7f7f7;font-weight:normal}"
+              "p.note,p.provenance,figcaption{color:#444;font-size:13px}div.wide{overflow-x:auto}"
+              "figure{margin:1em 0}img{max-width:100%;height:auto}"
+              "@media print{body{max-width:none;margin:0;padding:0;font-size:10pt}div.wide{overflow:visible}"
+              "table{font-size:7pt;width:100%}td,th{padding:1px 3px;overflow-wrap:anywhere}"
+              "thead th{position:static}thead{display:table-header-group}tr,figure{break-inside:avoid}"
+              "img{max-width:100%}}")
+
+
+def page_start(title: str, written_at: datetime | None = None) -> list[str]:
+    """The head of a summary page (language, viewport, style) and its top: the title and a provenance line with
+    ctscore's version and when the page was written (ISO 8601, UTC; ``written_at``, default now)."""
+    from pipeline import __version__
+
+    when = (written_at or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = html.escape(title)
+    return ["<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{t}</title><style>{PAGE_STYLE}</style></head><body>",
+            f"<h1>{t}</h1>",
+            f"<p class='provenance'>Written by ctscore {html.escape(__version__)} on "
+            f"<time datetime='{when}'>{when}</time> (UTC).</p>"]
+
+
+def _missing(v: object) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # a list or an array in a cell
+        return False
+
+
+def html_table(df: pd.DataFrame, fmt: Callable[[str, object], str], label_id: str = "", note_id: str = "",
+               row_header: str | None = None, headers: dict[str, str] | None = None) -> str:
+    """A table with ``<th scope="col">`` column headers (their text from ``headers``, else the column name), the
+    cells of column ``row_header`` as ``<th scope="row">``, tied to its heading (``label_id``) and note (``note_id``);
+    each cell is ``fmt(column, value)``, escaped (empty for a missing value)."""
+    tied = (f" aria-labelledby='{label_id}'" if label_id else "") + (f" aria-describedby='{note_id}'" if note_id else "")
+    head = "".join(f"<th scope='col'>{html.escape(str((headers or {}).get(c, c)), quote=False)}</th>"
+                   for c in df.columns)
+    rows = []
+    for values in df.itertuples(index=False, name=None):
+        cells = []
+        for c, v in zip(df.columns, values, strict=True):
+            text = "" if _missing(v) else html.escape(fmt(c, v), quote=False)
+            cells.append(f"<th scope='row'>{text}</th>" if c == row_header else f"<td>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='wide'><table{tied}><thead><tr>{head}</tr></thead><tbody>" + "\n".join(rows)
+            + "</tbody></table></div>")
+
+
+def html_figure(name: str, alt: str, caption: str) -> str:
+    """A picture with its alternative text (what it shows) and a visible caption."""
+    return (f"<figure><img src='{html.escape(name)}' alt='{html.escape(alt)}'>"
+            f"<figcaption>{html.escape(caption, quote=False)}</figcaption></figure>")
+
+
+#: What each figure shows: (alternative text, caption), the caption naming how groups are drawn and the table behind.
+FIGURE_TEXT = {
+    "liao2021_trajectories.png": (
+        "Line charts of the weekly median of the CT score (and of IL-6 where measured) in weeks 1 to 8 after symptom "
+        "onset, with the interquartile range as a band, for patients with persistent lesions at week 8 and those who "
+        "recovered.",
+        "liao2021: weekly median (band: interquartile range) by lesion group at week 8; persistent: solid line, "
+        "circles, vermillion; recovery: dashed line, squares, blue. Values: liao2021_trajectories.csv."),
+    "zhang2020_score_vs_labs.png": (
+        "Scatter plots of the admission CT score against each laboratory value, one panel per lab, with Spearman's "
+        "rho, its p value and n in each panel's title.",
+        "zhang2020: admission score against each lab (one dot per patient); axis labels give each lab's unit. "
+        "Values: zhang2020_correlations.csv."),
+    "li2020_score_by_period.png": (
+        "Line chart of the mean CT score, with standard-deviation error bars, against the mean day since symptom "
+        "onset of each period, for survivors and non-survivors.",
+        "li2020: mean score (error bars: SD) per period since onset; survivors: solid line, circles, vermillion; "
+        "non-survivors: dashed line, squares, blue. Values: li2020_period_comparison.csv."),
+}
+
+
 def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path, title: str,
                settings: dict[str, object], notes: dict[str, str] | None = None,
-               headings: dict[str, str] | None = None) -> Path:
+               headings: dict[str, str] | None = None, written_at: datetime | None = None) -> Path:
     """A single readable page: settings, then per study its tables (3 significant digits) and figures.
 
     ``notes``: the sentence above each table (default :func:`table_notes` with the default options);
-    ``headings``: the heading of each study (default :func:`study_titles` with the default options)."""
+    ``headings``: the heading of each study (default :func:`study_titles` with the default options);
+    ``written_at``: the time the provenance line gives (default now)."""
     notes = table_notes() if notes is None else notes
     headings = study_titles() if headings is None else headings
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
-             "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
-             "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}"
-             "p.note{color:#444;font-size:13px}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             "<p class='note'>Every table gives n per group, the test and the exact p value; a test that was not "
-             "run says why in <code>note</code>. Full-precision CSV files sit next to this page.</p>",
-             "<h2>Settings</h2><ul>"]
+    parts = page_start(title, written_at)
+    parts += ["<p class='note'>Every table gives n per group, the test and the exact p value; a test that was not "
+              "run says why in <code>note</code>. Full-precision CSV files sit next to this page.</p>",
+              "<h2>Settings</h2><ul>"]
     parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]
     parts.append("</ul>")
     for study in STUDY_TITLES:
@@ -207,13 +349,16 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
             continue
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         for f in figs:
-            parts.append(f"<p><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}' style='max-width:100%'></p>")
+            alt, caption = FIGURE_TEXT.get(f.name, (f"figure {f.stem}", f.name))
+            parts.append(html_figure(f.name, alt, caption))
         for n in names:
-            parts.append(f"<h3>{html.escape(n)}</h3>")
+            parts.append(f"<h3 id='t-{html.escape(n)}'>{html.escape(n)}</h3>")
+            note_id = ""
             if n in notes:
-                parts.append(f"<p class='note'>{html.escape(notes[n])}</p>")
-            df = tables[n]
-            parts.append(df.to_html(index=False, na_rep="", formatters={c: _fmt for c in df.columns}, border=0))
+                note_id = f"t-{html.escape(n)}-note"
+                parts.append(f"<p class='note' id='{note_id}'>{html.escape(notes[n])}</p>")
+            parts.append(html_table(tables[n], lambda _c, v: _fmt(v), f"t-{html.escape(n)}", note_id,
+                                    row_header="item" if n == "data_summary" else None))
         detail = [n for n in tables if n.startswith(study) and n in DETAIL_TABLES]
         if detail:
             parts.append("<p class='note'>Per-patient detail: " + ", ".join(f"<code>{d}.csv</code>" for d in detail) + "</p>")

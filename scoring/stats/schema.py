@@ -43,6 +43,39 @@ ANALYTES: dict[str, str] = {
     "il6": "pg/mL",
     "il10": "pg/mL",
 }
+#: How figures name an analyte, where its canonical name does not do (:func:`analyte_label`).
+ANALYTE_LABELS = {"lymphocyte_count": "lymphocyte count", "neutrophil_count": "neutrophil count",
+                  "lymphocyte_pct": "lymphocytes", "neutrophil_pct": "neutrophils", "pct": "procalcitonin",
+                  "d_dimer": "D-dimer"}
+
+
+def analyte_label(name: str) -> str:
+    """An analyte as a figure names it: ``il6`` as IL-6, ``crp`` in capitals, ``d_dimer`` as D-dimer."""
+    if name in ANALYTE_LABELS:
+        return ANALYTE_LABELS[name]
+    m = re.fullmatch(r"il(\d+)", name)
+    if m:
+        return f"IL-{m.group(1)}"
+    return name.upper() if name.isalpha() and len(name) <= 3 else name.replace("_", " ")
+
+
+def analyte_units(labs: pd.DataFrame | None) -> dict[str, str]:
+    """The unit of each analyte of a checked lab table (:func:`validate_labs`): the expected one of
+    :data:`ANALYTES` (values in another unit were left out, values without one are taken to be in it), else the unit
+    most of its values carry ('' when none says)."""
+    if labs is None or labs.empty or "analyte" not in labs.columns:
+        return {}
+    given = labs["unit"].astype(str).str.strip() if "unit" in labs.columns else pd.Series("", index=labs.index)
+    units = {}
+    for a in dict.fromkeys(labs["analyte"]):
+        if a in ANALYTES:
+            units[a] = ANALYTES[a]
+            continue
+        u = given[(labs["analyte"] == a) & ~given.map(_unit_key).eq("")]
+        units[a] = str(u.value_counts().index[0]) if len(u) else ""
+    return units
+
+
 #: Spellings accepted for the canonical names (compared after lower-casing and removing spaces,
 #: hyphens and underscores).
 ALIASES: dict[str, str] = {

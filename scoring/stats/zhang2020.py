@@ -332,30 +332,34 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
             if tables[name].empty:
                 tables[name] = pd.DataFrame({"note": [why]})
     corr = tables["zhang2020_correlations"]
-    figures = {"zhang2020_score_vs_labs.png": lambda p: figure_score_vs_labs(adm, score, labs, corr, p)}
+    figures = {"zhang2020_score_vs_labs.png": lambda p: figure_score_vs_labs(adm, score, labs, corr, p, cohort.units)}
     return tables, figures
 
 
-def figure_score_vs_labs(adm: pd.DataFrame, score: str, labs: list[str], corr: pd.DataFrame, path: str) -> None:
-    """Scatter of the admission score against each lab, Spearman rho and p in each panel title."""
-    from scoring.stats.report import new_figure
+def figure_score_vs_labs(adm: pd.DataFrame, score: str, labs: list[str], corr: pd.DataFrame, path: str,
+                         units: dict[str, str] | None = None) -> None:
+    """Scatter of the admission score against each lab, Spearman rho and p in each panel title; each axis names
+    its unit (``units``: each lab's unit)."""
+    from scoring.stats.report import FIGURE_DPI, FIGURE_WIDTH, axis_label, new_figure
 
     labs = [lab for lab in labs if adm[lab].notna().any()] or ["(no labs)"]
-    ncol = min(4, len(labs))
+    ncol = min(3, len(labs))
     nrow = int(np.ceil(len(labs) / ncol))
-    fig = new_figure(figsize=(3.4 * ncol, 3.0 * nrow))
+    fig = new_figure(figsize=(FIGURE_WIDTH, 2.4 * nrow + 0.4))
     axes = fig.subplots(nrow, ncol, squeeze=False)
     c = corr.set_index("lab") if "lab" in corr else pd.DataFrame()
-    for ax, lab in zip(axes.ravel(), labs, strict=False):
+    for i, (ax, lab) in enumerate(zip(axes.ravel(), labs, strict=False)):
         if lab in adm:
-            ax.scatter(adm[lab], adm[score], s=12, alpha=0.7)
+            ax.scatter(adm[lab], adm[score], s=12, alpha=0.7, color="#0072B2")
             r = c.loc[lab] if lab in c.index else None
             if r is not None and np.isfinite(r["coefficient"]):
-                ax.set_title(f"{lab}: rho={r['coefficient']:.2f}, p={r['p_value']:.2g}, n={r['n']}", fontsize=8)
-            ax.set_xlabel(lab)
-            ax.set_ylabel(score)
+                ax.set_title(f"{lab}\nrho={r['coefficient']:.2f}, p={r['p_value']:.2g}, n={r['n']}", fontsize=7)
+            ax.set_xlabel(axis_label(lab, units), fontsize=7)
+            if i % ncol == 0:  # the same score on every row
+                ax.set_ylabel(axis_label(score), fontsize=7)
+            ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(labs):]:
         ax.axis("off")
-    fig.suptitle("zhang2020: admission score vs laboratory values (Spearman)")
+    fig.suptitle("zhang2020: admission score vs laboratory values (Spearman)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=FIGURE_DPI)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import html
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from scoring.validation.systems import ALL_UNITS, TOTAL
+from scoring.stats.report import html_figure, html_table, page_start
+from scoring.validation.figures import MAX_PANELS, PICTURE_NAME
+from scoring.validation.systems import ALL_UNITS, TOTAL, difference_unit
 
 TABLE_NOTES = {
     "data_summary": "What was read and matched.",
@@ -16,12 +20,15 @@ TABLE_NOTES = {
                     "scored but ctscore did not). readers_* = mean over reader pairs; "
                     "ctscore_vs_readers_* = mean over readers; within_readers_mae: ctscore's mean absolute "
                     "difference from the readers is no larger than the readers' from each other; "
-                    "within_readers_icc: ctscore's mean ICC(2,1) with the readers is no lower than theirs.",
+                    "within_readers_icc: ctscore's mean ICC(2,1) with the readers is no lower than theirs (n beside "
+                    "each verdict: few targets make it uncertain). MAE and bias are differences on the system's "
+                    "scale, in the unit the column 'MAE, bias in' gives.",
     "agreement_summary": "Totals and all units pooled (each scan x unit one target; their CIs and p values "
                          "treat the units of a scan as independent, so they are too narrow). Quadratic-weighted kappa "
                          "(ordinal scores), ICC(2,1) absolute agreement and ICC(3,1) consistency with 95 % CI, "
-                         "Spearman rho, MAE, Bland-Altman bias (a - b) and 95 % limits of agreement. "
-                         "Per-unit rows: agreement.csv.",
+                         "Spearman rho, MAE, Bland-Altman bias (a - b) and 95 % limits of agreement (in the "
+                         "unit of column 'MAE, bias in'); exact agreement is the fraction (0-1) of targets the two "
+                         "raters gave the same value. Per-unit rows: agreement.csv.",
 }
 
 
@@ -32,34 +39,75 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     return write_csv_tables(tables, out_dir)
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return html.escape(str(v))
+def _is_count(column: str) -> bool:
+    """A column of counts (written whole when a missing value made it float)."""
+    return column == "n" or column.startswith("n_")
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, na_rep="", formatters={c: _fmt for c in df.columns}, border=0, escape=False)
+def _fmt(column: str, v: object) -> str:
+    """A cell of the page: statistics with 3 decimals (never an exponent: an ICC of 7.93e-17 is 0.000), p values
+    below 0.001 as '< 0.001', counts whole; the CSV files keep full precision."""
+    if isinstance(v, (float, np.floating)):
+        if _is_count(column) and float(v).is_integer():
+            return f"{v:.0f}"
+        if (column.endswith("_p") or column == "p_value") and v < 0.001:
+            return "< 0.001"
+        text = f"{v:.3f}"
+        return "0.000" if text == "-0.000" else text
+    return str(v)
+
+
+#: Header text of the page where a column's name alone does not say its scale.
+HEADERS = {"exact_agreement": "exact_agreement (fraction, 0-1)"}
+#: The column the page adds after ``unit``: the unit of MAE, bias and limits of agreement of each row's system.
+DIFF_COLUMN = "MAE, bias in"
+
+
+def shown_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as the page shows it: the unit of MAE and bias beside each system's rows, and n beside each
+    within_readers verdict ('yes (n=5)'), so that a verdict on few targets reads as such."""
+    out = df.copy()
+    if "system" in out.columns and ("mae" in out.columns or any(c.endswith("_mae") for c in out.columns)):
+        at = out.columns.get_loc("unit") + 1 if "unit" in out.columns else len(out.columns)
+        out.insert(at, DIFF_COLUMN, out["system"].map(difference_unit))
+    if "n" in out.columns:
+        for c in [c for c in out.columns if c.startswith("within_readers_")]:
+            out[c] = [f"{v} (n={n})" if isinstance(v, str) and v else v for v, n in zip(out[c], out["n"], strict=True)]
+    return out
+
+
+def _figure_text(name: str) -> tuple[str, str]:
+    """(alternative text, caption) of a picture, from its file name."""
+    m = PICTURE_NAME.fullmatch(name)
+    if not m:
+        return f"picture {name}", name
+    kind, system, unit = m.groups()
+    what = f"{system} {'total' if unit == TOTAL else 'units pooled'}"
+    diff = difference_unit(system)
+    if kind == "bland_altman":
+        return (f"Bland-Altman plots of the {what}: for each rater pair, the difference between the two raters in "
+                f"{diff} against their mean, with the bias and the 95 % limits of agreement.",
+                f"Bland-Altman plots, {what}: one panel per rater pair (at most {MAX_PANELS}; every pair is in "
+                f"agreement.csv); bias (solid line) and 95 % limits of agreement (dashed) in {diff}, also in each "
+                "panel's title; dotted line: no difference; a larger dot holds several targets.")
+    counted = "scan x unit targets" if unit == ALL_UNITS else "scans"
+    return (f"Confusion matrices of the {what}: for each rater pair, the number of {counted} at each pair of "
+            "categories, rows the first rater, columns the second; darker is more.",
+            f"Confusion matrices, {what}: rows the first rater's category, columns the second's; one colour scale "
+            f"(number of {counted}) for every panel. Counts: confusion_matrices.csv.")
 
 
 def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Path,
-               settings: dict[str, object]) -> Path:
+               settings: dict[str, object], written_at: datetime | None = None) -> Path:
     """summary.html (written atomically): settings, data summary, side-by-side verdicts, headline agreement,
-    pictures."""
+    pictures; ``written_at``: the time its provenance line gives (default now)."""
     from pipeline.outputs import atomic_write_bytes
 
-    title = "ctscore validation against readers"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
-             "<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto}"
-             "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
-             "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}"
-             "p.note{color:#444;font-size:13px}img{max-width:100%}</style></head><body>",
-             f"<h1>{title}</h1>",
-             "<p class='note'>Full-precision CSV files sit next to this page: agreement.csv (every unit and "
-             "rater pair), side_by_side.csv, confusion_matrices.csv, ratings.csv (the matched values).</p>",
-             "<h2>Settings</h2><ul>"]
+    parts = page_start("ctscore validation against readers", written_at)
+    parts += ["<p class='note'>Full-precision CSV files sit next to this page: agreement.csv (every unit and "
+              "rater pair), side_by_side.csv, confusion_matrices.csv, ratings.csv (the matched values). "
+              "Statistics here have 3 decimals.</p>",
+              "<h2>Settings</h2><ul>"]
     parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]
     parts.append("</ul>")
     agree = tables.get("agreement", pd.DataFrame())
@@ -71,16 +119,20 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
     for name, df in shown.items():
         if df is None:
             continue
-        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
+        parts.append(f"<h2 id='t-{name}'>{html.escape(name.replace('_', ' '))}</h2>")
+        note_id = ""
         if name in TABLE_NOTES:
-            parts.append(f"<p class='note'>{html.escape(TABLE_NOTES[name])}</p>")
-        parts.append(_table(df) if not df.empty else "<p>(nothing to compare)</p>")
+            note_id = f"t-{name}-note"
+            parts.append(f"<p class='note' id='{note_id}'>{html.escape(TABLE_NOTES[name])}</p>")
+        parts.append(html_table(shown_table(df), _fmt, f"t-{name}", note_id, headers=HEADERS,
+                                row_header="item" if name == "data_summary" else None)
+                     if not df.empty else "<p>(nothing to compare)</p>")
     ba = [f for f in figures if f.name.startswith("bland_altman")]
     cm = [f for f in figures if f.name.startswith("confusion")]
     for heading, figs in (("Bland-Altman plots", ba), ("Confusion matrices", cm)):
         if figs:
             parts.append(f"<h2>{heading}</h2>")
-            parts += [f"<p><img src='{html.escape(f.name)}' alt='{html.escape(f.stem)}'></p>" for f in figs]
+            parts += [html_figure(f.name, *_figure_text(f.name)) for f in figs]
     parts.append("</body></html>")
     p = out_dir / "summary.html"
     atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))

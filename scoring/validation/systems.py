@@ -79,6 +79,17 @@ SYSTEMS: dict[str, SystemSpec] = {
                           "five lobes scored 0-5 (Chung/Pan bands), total 0-25"),
 }
 
+#: The unit of a difference between two raters (MAE, Bland-Altman bias and limits) on each system's scale.
+DIFFERENCE_UNITS = {"six_zone": "score points", "zhang900": "score points", "lobar": "score points",
+                    "lobar25": "score points", "percent_involvement": "percentage points",
+                    "mosmed": "categories"}
+
+
+def difference_unit(system: str) -> str:
+    """What a difference of 1 means on ``system``'s scale ("score points", "percentage points", "categories")."""
+    return DIFFERENCE_UNITS.get(system, "")
+
+
 #: Other spellings accepted in the reference's ``system`` column.
 SYSTEM_ALIASES = {
     "sixzone": "six_zone", "six-zone": "six_zone", "six_zone_24": "six_zone",

@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if isinstance(exc, Stopped) else signal.SIGINT
-        resume = "; finished series are kept: run the same command again to resume" if args.command == "run" else ""
+        # the run's tables are written when it ends: after a stop they are still the last complete run's (an upgrade
+        # audit read 0.1.0 scores from scans.csv beside 0.2.0 results after a stop)
+        resume = ("; finished series are kept: run the same command again to resume (scans.csv, zones.csv and "
+                  "report.html are still those of the last complete run; `ctscore aggregate OUT` updates them "
+                  "now)") if args.command == "run" else ""
         print(f"ctscore: stopped ({signal.Signals(signum).name}){resume}", file=sys.stderr)
         return 128 + signum
     finally:

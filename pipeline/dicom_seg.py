@@ -11,13 +11,14 @@ positions rounded to a few decimals drift from that grid by hundredths of a mill
 frames to slices only within 0.001 mm (all or none). A mask slice that is a source slice (within 5 % of the slice
 spacing of its grid position, and in plane) takes that slice's own position and references it; a slice the loader
 filled into a gap (``loading.allow_gaps``) stays on the grid and references nothing, and the others are linked here
-(:func:`_link_frames`) when highdicom linked none. A resampled or sheared volume (a tilted gantry) keeps its own
-grid: its frames are not source slices and reference none (viewers that place frames by geometry, such as
-3D Slicer and highdicom, overlay them; one that pairs frames with slices by reference does not).
+(:func:`_link_frames`) when highdicom linked none. A resampled or sheared volume (uneven slices, a tilted gantry)
+keeps its own grid: highdicom references what it can match, often nothing (viewers that place frames by geometry,
+such as 3D Slicer and highdicom, overlay them; one that pairs frames with slices by reference does not).
 
-Every segment carries its recommended display colour (the QC picture's colours; a normal scan's empty lesion
-segments are described but have no frames, as DICOM allows) and the algorithm family: Image Processing for the
-classical baseline, Artificial Intelligence for a network.
+Every segment carries a recommended display colour (ground glass and consolidation those of the QC picture, where
+faint ground glass is a class of its own and here part of ground glass; the lungs two other colour-blind-safe
+colours; a normal scan's empty lesion segments are described but have no frames, as DICOM allows) and the
+algorithm family: Image Processing for the classical baseline, Artificial Intelligence for a network.
 
 Source files are read as the inventory and the loader read them (without a preamble or File Meta Information
 too), and SOP Class and Instance UIDs that an export left only in the File Meta Information are taken from it.
@@ -57,8 +58,8 @@ def _code(scheme: str, value: str, meaning: str):
 _ANATOMY = ("SCT", "91723000", "Anatomical Structure")  # CID 7150
 _ABNORMAL = ("SCT", "49755003", "Morphologically Abnormal Structure")  # CID 7150
 # (label, property category, property type, recommended display colour) of each segment (DICOM CID 7150 / 7151 /
-# 6102); the lesion colours are the QC picture's (pipeline.qc), the lungs two that stay apart from them and from
-# each other with colour blindness
+# 6102); the lesion colours are the QC picture's (pipeline.qc: ground glass, consolidation), the lungs two that stay
+# apart from them and from each other with colour blindness
 SEGMENTS = [
     ("Right lung", _ANATOMY, ("SCT", "3341006", "Right lung"), "#56b4e9"),
     ("Left lung", _ANATOMY, ("SCT", "44029006", "Left lung"), "#009e73"),
@@ -200,7 +201,8 @@ def _source_positions(frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]] | No
     of the source slice (or frame) it is, or None for a slice that is none (a slice the loader filled in a gap).
     A source slice is a mask slice when it has the masks' orientation and pixel spacing and lies within
     :data:`SAME_SLICE_TOLERANCE` of the slice spacing (along the normal) and of the pixel spacing (in plane) of the
-    slice's grid position. None when no source slice is (a resampled or sheared volume) or two are one slice."""
+    slice's grid position. None when fewer than half the mask slices are source slices (a resampled or sheared
+    volume: the first slice of a sheared stack lies on its grid's origin) or two source slices are one."""
     if not frames:
         return None
     n = geom.spatial_shape[0]
@@ -220,11 +222,11 @@ def _source_positions(frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]] | No
         in_plane = offset - t * step
         if (not 0 <= k < n or abs(t - k) > SAME_SLICE_TOLERANCE
                 or np.linalg.norm(in_plane) > SAME_SLICE_TOLERANCE * min(dx, dy)):
-            continue  # not a mask slice (a sheared stack: none is)
+            continue  # not a mask slice
         if k in positions:
             return None
         positions[k] = [float(v) for v in fr.ipp]
-    if not positions:
+    if len(positions) < n / 2:  # a resampled or sheared volume (only a slice or two coincide): on its own grid
         return None
     return [positions.get(k) for k in range(n)]
 
@@ -233,8 +235,6 @@ def _link_frames(seg: pydicom.Dataset, frames: Sequence[tuple[pydicom.Dataset, H
     """Reference, in each SEG frame that references nothing, the source slice at its exact position (highdicom links
     frames to slices only when every frame is a slice: a series with a slice gap got no reference at all, although
     all but the filled-in slices are source slices). Returns the number of frames linked."""
-    from highdicom.image import _Image
-
     by_position = {tuple(np.round(np.asarray(fr.ipp, float), 4)): (ds, fr) for ds, fr in frames}
     linked = 0
     for item in seg.get("PerFrameFunctionalGroupsSequence", []):
@@ -244,9 +244,14 @@ def _link_frames(seg: pydicom.Dataset, frames: Sequence[tuple[pydicom.Dataset, H
         if ipp not in by_position:
             continue
         ds, fr = by_position[ipp]
-        multi = int(H.get(ds, "NumberOfFrames", 1) or 1) > 1
-        source = _Image._get_derivation_source_image_item(source_image=ds, frame_number=fr.frame + 1 if multi
-                                                          else None, locations_preserved=True)
+        source = pydicom.Dataset()  # as highdicom writes a Source Image Sequence item
+        source.ReferencedSOPClassUID = ds.SOPClassUID
+        source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        if H.is_multiframe(ds):  # an enhanced (multi-frame) object: which frame
+            source.ReferencedFrameNumber = fr.frame + 1
+        source.SpatialLocationsPreserved = "YES"
+        source.PurposeOfReferenceCodeSequence = [_code("DCM", "121322",
+                                                       "Source image for image processing operation")]
         derivation = pydicom.Dataset()
         derivation.DerivationCodeSequence = [_code("DCM", "113076", "Segmentation")]
         derivation.SourceImageSequence = [source]

@@ -431,26 +431,50 @@ def _mixed_settings(rows: list[dict[str, Any]]) -> str:
 
 
 def _key(run: Mapping[str, Any]) -> str:
-    """What the columns' abbreviations and ranges mean, with this run's HU bands (run.json's config)."""
-    hu = (run.get("config") or {}).get("hu_classes") or {}
+    """What the columns' abbreviations and ranges mean, with this run's HU bands and minimum lesion (run.json's config;
+    the defaults, said to be such, when run.json has none or a value is malformed)."""
+    from pipeline.config import default_config
 
-    def band(name: str, default: tuple[int, int]) -> str:
-        low, high = (hu.get(name) or default)[:2]
-        return f"{low} to {high} HU"
+    config = run.get("config") if isinstance(run.get("config"), Mapping) else {}
+    defaults = default_config()
+    recorded = bool(config)
 
-    pho = hu.get("high_opacity_min_hu", -200)
+    def setting(section: str, key: str, ok) -> tuple[Any, bool]:
+        value = (config.get(section) or {}).get(key) if isinstance(config.get(section), Mapping) else None
+        return (value, True) if value is not None and ok(value) else (defaults[section][key], False)
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def pair(v: Any) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) >= 2 and all(number(x) for x in v[:2])
+
+    mark = {"default": False}
+
+    def band(name: str) -> str:
+        (low, high, *_), own = setting("hu_classes", name, pair)
+        mark["default"] |= not own
+        return f"{low:g} to {high:g} HU"
+
+    pho, own = setting("hu_classes", "high_opacity_min_hu", number)
+    mark["default"] |= not own
+    min_ml, own = setting("scoring", "min_involvement_ml", number)
+    mark["default"] |= not own
     items = [
         ("six-zone", "0-24: each lung in upper, middle and lower zones (at the carina and the inferior pulmonary "
                      "veins), each zone 0-4 by its share of opacity"),
         ("zhang900", "0-900: five axial levels in each lung (10 units), each extent 0-10 x density 0-3 squared"),
         ("% opacity", "lesion volume / lung volume; on a scan flagged PARTIAL_LUNG_COVERAGE, of the lung in the scan"),
-        ("% high opacity", f"lesion voxels above {pho} HU / lung volume"),
-        ("MosMed", "CT-0 no opacity, CT-1 under 25 %, CT-2 25-50 %, CT-3 50-75 %, CT-4 75 % or more"),
-        ("faint GGO, GGO", f"faint ground-glass opacity {band('faint_ggo', (-750, -550))}, ground-glass opacity "
-                           f"{band('ggo', (-550, -300))}"),
-        ("consolidation", band("consolidation", (-300, 100))),
+        ("% high opacity", f"lesion voxels above {pho:g} HU / lung volume"),
+        ("MosMed", f"% opacity: CT-0 no lesion of {min_ml:g} mL or more (scoring.min_involvement_ml), CT-1 under "
+                   "25 %, CT-2 25-50 %, CT-3 50-75 %, CT-4 75 % or more"),
+        ("faint GGO, GGO", f"faint ground-glass opacity {band('faint_ggo')}, ground-glass opacity {band('ggo')}"),
+        ("consolidation", band("consolidation")),
         ("flags", "QC flags; hover for the meaning; a number after the colon is in the unit shown"),
     ]
+    if mark["default"]:
+        items.append(("settings", "the defaults of this ctscore version" + (
+            " where run.json records none or a malformed value" if recorded else ": run.json records no configuration")))
     dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items)
     return f'<details open="open"><summary>Key</summary><dl class="key">{dl}</dl></details>'
 

@@ -76,5 +76,8 @@ def test_display_colours_and_algorithm_family(tmp_path, model_id, family):
     seg = build_seg(vol.files, *_masks(vol), model_id)
     colours = [tuple(item.RecommendedDisplayCIELabValue) for item in seg.SegmentSequence]
     assert len(colours) == len(SEGMENTS) == len(set(colours))
+    for value, (*_, colour) in zip(colours, SEGMENTS):  # the intended sRGB colour, back from the DICOM CIELab value
+        rgb = tuple(int(colour[j:j + 2], 16) for j in (1, 3, 5))
+        assert hd.color.CIELabColor.from_dicom_value(value).to_rgb() == rgb
     for item in seg.SegmentSequence:
         assert item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0].CodeMeaning == family

@@ -2,50 +2,65 @@
 same configuration and model), so a change of the code that alters scores, volumes, zones or QC flags must come
 with a new ``pipeline.__version__`` and a CHANGELOG entry. An upgrade audit found scoring changed three times under
 one version label (a resumed folder kept results the new code would not give). This test makes such a change
-visible: the sample's results (classical segmenter) are fingerprinted and the fingerprint recorded per version.
+visible on the sample (classical segmenter, the default configuration): its scores, categories, QC flags and zone
+grades exactly, its volumes within 1 %, recorded per version and scores configuration.
 
 When it fails after an intended change of results: bump ``__version__`` (pipeline/__init__.py and pyproject.toml),
-say what changed in CHANGELOG.md, and record the new fingerprint below. A change of the network's weights needs no
-bump (its model_id changes) nor does one of the configuration (its hash changes)."""
+say what changed in CHANGELOG.md, and record the new values under the new key. A change of the default configuration
+alone needs no bump (its hash is part of the key and resume compares it): record under the new key. When ctscore did
+not change but a dependency did (the failure lists the packages), record the new values and say so in CHANGELOG.md.
+It covers the code the classical path runs on one synthetic series, not the network's own steps or lobe maps."""
 
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 
 import pandas as pd
+import pytest
 
 from pipeline import __version__
 
-#: sha256 (first 16 hex digits) of the sample's results, by the version that gives them
-RESULTS_FINGERPRINT = {
-    "0.3.0": "fc536d11a8f3a5f1",
+EXACT_SCAN_COLUMNS = ["status", "six_zone_total", "zhang900_total", "mosmed_category", "lobar20_total",
+                      "lobar25_total", "lobar_note", "qc_flags", "apex_covered", "base_covered"]
+EXACT_ZONE_COLUMNS = ["system", "lung", "unit", "status", "extent_score", "density_grade", "unit_score"]
+VOLUMES = ["lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml", "ggo_volume_ml",
+           "consolidation_volume_ml", "faint_ggo_volume_ml"]
+
+#: (version, scores_config_sha256) -> the sample's exact results (sha256, 16 hex digits) and volumes in mL
+RECORDED = {
+    ("0.3.0", "d9dac4cad784"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2425.43, "lung_volume_ml_left": 2320.43, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
 }
 
-SCAN_COLUMNS = ["six_zone_total", "zhang900_total", "mosmed_category", "lobar20_total", "lobar25_total",
-                "lobar_note", "qc_flags", "apex_covered", "base_covered"]
-ROUNDED = {"lung_volume_ml_right": 0, "lung_volume_ml_left": 0, "lesion_volume_ml": 0, "ggo_volume_ml": 0,
-           "consolidation_volume_ml": 0, "faint_ggo_volume_ml": 0, "percent_opacity": 1, "mean_lung_hu": 0}
-ZONE_COLUMNS = ["system", "lung", "unit", "status", "extent_score", "density_grade", "unit_score"]
 
-
-def results_fingerprint(out) -> str:
-    """The scores, flags, coarsely rounded volumes and zone grades of a run's tables (rounding keeps the last digit of
-    a float sum, which may differ between CPUs, out)."""
+def sample_results(out) -> tuple[str, str, dict[str, float], str]:
+    """(config hash, sha256 of the exact part, volumes, the exact part as text) of a run's tables."""
     scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False).sort_values("scan_id")
     zones = pd.read_csv(out / "zones.csv", dtype=str, keep_default_na=False)
-    parts = [scans[SCAN_COLUMNS].to_csv(index=False)]
-    for col, digits in ROUNDED.items():
-        parts.append(",".join(f"{round(float(v), digits):.{digits}f}" if v else "" for v in scans[col]))
     zones = zones.sort_values(["scan_id", "system", "lung", "unit"])
-    parts.append(zones[ZONE_COLUMNS].to_csv(index=False))
-    parts.append(",".join(f"{round(float(v)):.0f}" if v else "" for v in zones["lesion_ml"]))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    exact = scans[EXACT_SCAN_COLUMNS].to_csv(index=False) + zones[EXACT_ZONE_COLUMNS].to_csv(index=False)
+    volumes = {c: float(scans[c].iloc[0]) for c in VOLUMES}
+    return (scans["scores_config_sha256"].iloc[0], hashlib.sha256(exact.encode()).hexdigest()[:16], volumes,
+            exact)
+
+
+def _packages() -> str:
+    names = ("numpy", "scipy", "scikit-image", "SimpleITK", "pandas", "pydicom")
+    return ", ".join(f"{n} {metadata.version(n)}" for n in names)
 
 
 def test_the_sample_s_results_are_those_of_this_version(sample_run):
-    got = results_fingerprint(sample_run)
-    assert __version__ in RESULTS_FINGERPRINT, f"no fingerprint recorded for {__version__}: add {got!r}"
-    assert got == RESULTS_FINGERPRINT[__version__], (
-        f"the sample's results changed ({got}, recorded {RESULTS_FINGERPRINT[__version__]} for {__version__}): if "
-        "intended, bump pipeline.__version__ and pyproject's version, add a CHANGELOG.md entry and record the new "
-        "fingerprint under the new version (resume keeps results of the same version only)")
+    config, exact, volumes, text = sample_results(sample_run)
+    key = (__version__, config)
+    assert key in RECORDED, (f"no results recorded for ctscore {__version__} with scores configuration {config}: "
+                             f"add {key!r}: {{'exact': {exact!r}, 'volumes_ml': {volumes!r}}} (packages: "
+                             f"{_packages()})")
+    want = RECORDED[key]
+    changed = [c for c in VOLUMES if volumes[c] != pytest.approx(want["volumes_ml"][c], rel=0.01, abs=0.5)]
+    assert exact == want["exact"] and not changed, (
+        f"the sample's results changed under ctscore {__version__} (exact part {exact}, recorded {want['exact']}; "
+        f"volumes beyond 1 %: {changed}): if ctscore's code did it, bump pipeline.__version__ and pyproject's "
+        f"version, add a CHANGELOG.md entry and record the new values under the new version; packages: "
+        f"{_packages()}; the exact part now:\n{text}")

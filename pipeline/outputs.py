@@ -42,16 +42,26 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", *("ctscore_version", "model_id", "scores_config_sha256"),
+    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note",
+    *("ctscore_version", "model_id", "scores_config_sha256", "device"),
 ]
 #: The settings that made a scan's scores (``scores_config_sha256``: 12 hex digits of
 #: :func:`pipeline.config.scores_config_hash`, the configuration without the sections that do not change a series'
 #: scores): scores made with different ones are not comparable, and ``ctscore stats`` / ``validate`` say so
 #: (:func:`settings_note`).
-SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256")
+SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device")
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score"]
+
+
+def device_text(device: Any) -> str:
+    """The kind of device that ran the segmenter, as scans.csv names it ("cuda:1" -> "cuda"; "" when not known): a
+    network on CUDA runs in half precision, and its masks differ a little from those made on the CPU."""
+    text = str(device or "").strip().lower()
+    return text.split(":", 1)[0]
+
+
 FAILURE_COLUMNS = ["scan_id", "series_uid", "code", "message", "path"]
 
 
@@ -399,5 +409,5 @@ def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None
     if not parts:
         return None
     return (f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "
-            "configurations or versions are not comparable; score every scan with one setting (ctscore run "
+            "configurations, versions or devices are not comparable; score every scan with one setting (ctscore run "
             "--overwrite into one OUT) or analyse each setting apart")

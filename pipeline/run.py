@@ -37,6 +37,7 @@ from pipeline.outputs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_table,
+    device_text,
     pseudonym,
     salt_id,
     series_location,
@@ -760,7 +761,8 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         if st["status"] == "ok":  # the settings that made it, from its result.json: a merged table shows a mix
             rows.append({**st["row"], "ctscore_version": st.get("ctscore_version", ""),
                          "model_id": (st.get("segmenter") or {}).get("model_id", ""),
-                         "scores_config_sha256": scores_config_hash(st.get("config"))[:12]})
+                         "scores_config_sha256": scores_config_hash(st.get("config"))[:12],
+                         "device": device_text((st.get("segmenter") or {}).get("device", ""))})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),

@@ -21,6 +21,7 @@ def test_scans_csv_says_which_settings_made_each_row(sample_run):
     result = json.loads((sample_run / row["scan_id"] / "result.json").read_text())
     assert row["ctscore_version"] == result["ctscore_version"]
     assert row["model_id"] == result["segmenter"]["model_id"]
+    assert row["device"] == "cpu" == result["segmenter"]["device"]
     from pipeline.config import load_config, scores_config_hash
 
     assert row["scores_config_sha256"] == scores_config_hash(result["config"])[:12]
@@ -38,7 +39,10 @@ def test_settings_note_names_each_setting_and_its_scans():
     assert "model_id m1 (2 scans), m2 (1 scan)" in note and "m3" not in note  # a failed scan made no score
     assert "config_sha256" not in note and "segmenter" not in note
     assert settings_note(df.iloc[:2]) is None
-    assert settings_note(df.drop(columns=list(SETTINGS_COLUMNS[1:]))) is None  # an older table: nothing to say
+    older = df.drop(columns=[c for c in SETTINGS_COLUMNS[1:] if c in df.columns])
+    assert settings_note(older) is None  # an older table: nothing to say
+    devices = df.assign(device=["cpu", "cuda", "cuda", "cpu"], model_id="m1", scores_config_sha256="abc")
+    assert "device cuda (2 scans), cpu (1 scan)" in settings_note(devices)  # shards on CPU and GPU nodes
 
 
 def test_stats_note_a_cohort_scored_with_two_configurations(tmp_path):
@@ -128,3 +132,11 @@ def test_report_rounds_as_a_reader_rounds_the_csv():
 
     assert [_fmt(2)(v) for v in (10.795, 0.005, 1234.5)] == ["10.80", "0.01", "1,234.50"]
     assert _fmt(0)(1528.49) == "1,528" and _fmt(1)("337.26") == "337.3"
+
+
+def test_device_column_names_the_kind_of_device(tmp_path):
+    """scans.csv says whether the network ran on the CPU or on CUDA (half precision: masks differ a little), so a
+    cohort scored partly on GPU nodes is noted (a reproducibility audit: only result.json said it)."""
+    from pipeline.outputs import device_text
+
+    assert device_text("cuda:1") == "cuda" and device_text("CPU") == "cpu" and device_text(None) == ""

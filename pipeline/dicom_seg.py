@@ -166,6 +166,11 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
             series_description="ctscore lungs and lesions",
         )
     _set_slice_spacing(seg, geom)
+    # highdicom draws a random DimensionOrganizationUID: the same content under the same SOP Instance UID then had
+    # two headers (a reproducibility audit); derived from the series instead
+    organization = _uid("seg-dimensions", series_uid)
+    for item in [*seg.get("DimensionOrganizationSequence", []), *seg.get("DimensionIndexSequence", [])]:
+        item.DimensionOrganizationUID = organization
     if planes and frames:
         _link_frames(seg, frames)
     return seg

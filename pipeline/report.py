@@ -404,7 +404,7 @@ def _provenance(run: Mapping[str, Any]) -> str:
             f"{v}: {n} scan(s)" for v, n in made_by.items())
     configs = run.get("config_sha256_all")
     items = [
-        ("ctscore version", version),
+        ("ctscore version", version + (f" ({run['source']})" if run.get("source") else "")),
         ("config sha256", "; ".join(map(str, configs)) + " (several)" if isinstance(configs, list) and len(configs) > 1
          else str(run.get("config_sha256", "") or "(not known)")),
         ("segmenter", str(seg.get("name", ""))),

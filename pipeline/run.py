@@ -774,6 +774,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
     run = {
         "ctscore_version": __version__,
+        **({"source": _source_revision()} if _source_revision() else {}),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": dict(_versions()),
@@ -817,7 +818,31 @@ def _environment() -> dict[str, Any]:
                            "versions": dict(_versions())}
     if "torch" in sys.modules:
         env["torch_threads"] = sys.modules["torch"].get_num_threads()
+    source = _source_revision()
+    if source:
+        env["source"] = source
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def _source_revision() -> str:
+    """The git commit of a ctscore run from a checkout (an editable install), with "+local changes" when its files
+    differ from that commit; "" for an installed release (its version says it) or when git cannot tell. A version
+    label alone cannot prove which code made a result when the code was edited (a reproducibility audit)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "pipeline", "scoring", "segmentation", "configs"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"git {head}" + (" +local changes" if dirty else "") if head else ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -826,7 +851,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("numpy", "scipy", "SimpleITK", "pydicom", "torch", "monai", "pandas", "highdicom", "safetensors",
-                "scikit-image", "matplotlib", "Pillow", "pyarrow", "dask", "distributed"):
+                "scikit-image", "matplotlib", "Pillow", "pyarrow", "dask", "distributed", "nibabel", "statsmodels",
+                "scikit-learn", "python-gdcm", "pylibjpeg", "pylibjpeg-openjpeg"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -400,3 +400,19 @@ def test_validation_csv_keeps_full_precision(tmp_path):
     side = pd.DataFrame({"system": ["six_zone"], "unit": ["total"], "n": [5], "ctscore_vs_readers_icc2_1": [7.93e-17]})
     val_report.write_tables({"side_by_side": side}, tmp_path)
     assert pd.read_csv(tmp_path / "side_by_side.csv")["ctscore_vs_readers_icc2_1"].iloc[0] == 7.93e-17
+
+
+def test_roc_method_names_its_bootstrap_resamples_and_seed():
+    """The ROC interval's bootstrap was seeded (seed 0, 1000 resamples) without a word in the table (a
+    reproducibility audit)."""
+    import numpy as np
+    import pandas as pd
+
+    from scoring.stats.liao2021 import roc_table
+
+    rng = np.random.default_rng(1)
+    y = pd.Series([1] * 10 + [0] * 10)
+    x = pd.Series(np.r_[rng.normal(2, 1, 10), rng.normal(0, 1, 10)])
+    row = roc_table(y, x, "il6", unit="pg/mL").iloc[0]
+    assert "1000 resamples, seed 0" in row["method"]
+    assert roc_table(y, x, "il6").iloc[0]["ci_low"] == row["ci_low"]  # the same interval again

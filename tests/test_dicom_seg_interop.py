@@ -81,3 +81,15 @@ def test_display_colours_and_algorithm_family(tmp_path, model_id, family):
         assert hd.color.CIELabColor.from_dicom_value(value).to_rgb() == rgb
     for item in seg.SegmentSequence:
         assert item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0].CodeMeaning == family
+
+
+def test_the_same_masks_give_the_same_header(tmp_path):
+    """The SOP Instance UID follows the content, but highdicom drew a new DimensionOrganizationUID each time: two
+    runs wrote one UID with two headers (a reproducibility audit)."""
+    files = write_series(tmp_path / "ct", 8, dz=2.5)
+    vol = load_series([str(f) for f in files])
+    a, b = (build_seg(vol.files, *_masks(vol), "m") for _ in range(2))
+    assert a.SOPInstanceUID == b.SOPInstanceUID
+    uids = {item.DimensionOrganizationUID for seg in (a, b)
+            for item in [*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence]}
+    assert len(uids) == 1

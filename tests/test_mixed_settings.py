@@ -5,6 +5,7 @@ were counted as independent without a word."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -140,3 +141,21 @@ def test_device_column_names_the_kind_of_device(tmp_path):
     from pipeline.outputs import device_text
 
     assert device_text("cuda:1") == "cuda" and device_text("CPU") == "cpu" and device_text(None) == ""
+
+
+def test_results_say_which_source_made_them_in_a_checkout(sample_run):
+    """A version label cannot prove which code made a result when the code was edited: a run from a git checkout
+    records its commit (and whether its files differ from it); the package list names the decoders and the
+    statistics packages too (a reproducibility audit)."""
+    import subprocess
+
+    run = json.loads((sample_run / "run.json").read_text())
+    result = json.loads(next(sample_run.glob("scan-*/result.json")).read_text())
+    for name in ("nibabel", "statsmodels", "scikit-learn", "python-gdcm"):
+        assert name in result["environment"]["versions"] and name in run["versions"]
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        assert "source" not in run  # an installed copy: its version says it
+        return
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert run["source"].startswith(f"git {head}") and result["environment"]["source"] == run["source"]

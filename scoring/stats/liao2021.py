@@ -119,7 +119,8 @@ def roc_table(y: pd.Series, x: pd.Series, label: str, n_boot: int = 1000, seed: 
     row: dict[str, object] = {"predictor": label, "n_persistent": int(y.sum()), "n_recovery": int((1 - y).sum()),
                               "auc": np.nan, "ci_low": np.nan, "ci_high": np.nan, "youden_cutoff": np.nan,
                               "cutoff_unit": unit, "cutoff_rule": "", "sensitivity": np.nan, "specificity": np.nan,
-                              "method": "roc_auc_score; stratified bootstrap percentile CI", "note": ""}
+                              "method": f"roc_auc_score; stratified bootstrap percentile CI ({n_boot} resamples, "
+                                        f"seed {seed}: the same tables on every run)", "note": ""}
     if y.sum() < 2 or (1 - y).sum() < 2:
         row["note"] = "not computed: fewer than 2 patients in a group"
         return pd.DataFrame([row])

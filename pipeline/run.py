@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import gzip
+import hashlib
 import io
+import json
 import logging
 import os
 import platform
@@ -538,6 +540,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
+            "image_sha256": image_digest(vol.image),
         }
         atomic_write_json(folder.path("result.json"), result)
         folder.commit()
@@ -807,6 +810,17 @@ def _weights_hashes(segmenter) -> dict[str, Any]:
         return {"files_sha256": dict(sorted(hashes.items()))}
     sha = getattr(segmenter, "sha256", None)
     return {"files_sha256": {"weights": sha}} if isinstance(sha, str) and sha else {}
+
+
+def image_digest(image: sitk.Image) -> str:
+    """sha256 of the HU volume as scored (its float32 voxels, then its size, spacing, origin and direction): the same
+    images decoded alike give the same digest wherever they lie and whatever their files are called, so a result can
+    be matched to its images (``input_fingerprint`` is of paths, sizes and times)."""
+    voxels = np.ascontiguousarray(sitk.GetArrayViewFromImage(image), dtype=np.float32)
+    h = hashlib.sha256(memoryview(voxels).cast("B"))
+    geometry = (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    h.update(json.dumps([[round(float(v), 6) for v in part] for part in geometry]).encode())
+    return h.hexdigest()
 
 
 def _environment() -> dict[str, Any]:

@@ -159,3 +159,21 @@ def test_results_say_which_source_made_them_in_a_checkout(sample_run):
         return
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert run["source"].startswith(f"git {head}") and result["environment"]["source"] == run["source"]
+
+
+def test_result_names_its_images_by_content(sample_run, tmp_path):
+    """result.json's image_sha256 is a digest of the HU volume scored: the same images copied elsewhere under other
+    names give the same digest (input_fingerprint is of paths, sizes and times; a reproducibility audit)."""
+    import shutil
+
+    from pipeline.inventory import build_inventory
+    from pipeline.loading import load_series
+    from pipeline.run import image_digest
+    from tests.conftest import SAMPLE
+
+    result = json.loads(next(sample_run.glob("scan-*/result.json")).read_text())
+    for i, f in enumerate(sorted(p for p in Path(SAMPLE).rglob("*") if p.is_file())):
+        (tmp_path / f"sub{i % 3}").mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / f"sub{i % 3}" / f"x{(i * 7919) % 1000:03d}.dcm")
+    files = build_inventory(tmp_path).chosen[0].files
+    assert image_digest(load_series(files).image) == result["image_sha256"]

@@ -1533,7 +1533,11 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
     if input_id:
         names[input_id] = input_path
     summary = write_run_tables(tables_dir, statuses, cfg, segmenter, time.perf_counter() - t0, input_path,
-                               provenance={"input_id": input_id, "input_names": dict(sorted(names.items()))})
+                               provenance={"input_id": input_id, "input_names": dict(sorted(names.items())),
+                                           # how this call ran (results repeat across executors and threads on the
+                                           # CPU; a methods reviewer asks anyway)
+                                           "execution": {"executor": executor, "workers": opts.workers,
+                                                         "threads_per_worker": opts.threads_per_worker}})
     summary.update(n_skipped=n_skipped, n_run=len(todo), executor=executor)
     return summary
 

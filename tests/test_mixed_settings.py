@@ -153,6 +153,7 @@ def test_results_say_which_source_made_them_in_a_checkout(sample_run):
     result = json.loads(next(sample_run.glob("scan-*/result.json")).read_text())
     for name in ("nibabel", "statsmodels", "scikit-learn", "python-gdcm"):
         assert name in result["environment"]["versions"] and name in run["versions"]
+    assert run["execution"] == {"executor": "serial", "workers": 1, "threads_per_worker": 1}
     repo = Path(__file__).resolve().parents[1]
     if not (repo / ".git").exists():
         assert "source" not in run  # an installed copy: its version says it

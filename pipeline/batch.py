@@ -60,6 +60,7 @@ from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
     atomic_write_json,
     commit_started,
+    device_text,
     reset_commit_state,
     restore_interrupted,
     scan_id_for,
@@ -1731,6 +1732,13 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     if len(hashes) > 1 or len(models) > 1:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
+    devices = Counter(device_text((s.get("segmenter") or {}).get("device", "")) for s in statuses
+                      if s.get("status") == "ok")
+    devices.pop("", None)
+    if len(devices) > 1:  # a network on CUDA runs in half precision: its masks differ a little from the CPU's
+        log.warning("the scans under %s were scored on several devices (%s): masks made on CUDA (half precision) "
+                    "differ a little from those made on the CPU; scans.csv's device column says which", out_dir,
+                    ", ".join(f"{d}: {n}" for d, n in sorted(devices.items())))
     cfg = None
     shard_found = [(p.parent.name, _read_json(p)) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))]
     shard_runs = [r for _, r in shard_found if r]

@@ -178,3 +178,25 @@ def test_result_names_its_images_by_content(sample_run, tmp_path):
         shutil.copy(f, tmp_path / f"sub{i % 3}" / f"x{(i * 7919) % 1000:03d}.dcm")
     files = build_inventory(tmp_path).chosen[0].files
     assert image_digest(load_series(files).image) == result["image_sha256"]
+
+
+def test_aggregate_warns_of_scans_from_several_devices(sample_run, tmp_path):
+    """Shards on CPU and GPU nodes merged by ctscore aggregate: said on the console too, not only in the tables."""
+    import shutil
+
+    from pipeline.batch import aggregate
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    scan = next(out.glob("scan-*"))
+    twin = out / "scan-ffffffffffff"
+    shutil.copytree(scan, twin)
+    result = json.loads((twin / "result.json").read_text())
+    result["scan_id"] = twin.name
+    result["scores"]["scan_id"] = twin.name
+    result["scores"]["series_uid"] = result["scores"]["series_uid"] + ".9"
+    result["segmenter"]["device"] = "cuda:0"
+    (twin / "result.json").write_text(json.dumps(result))
+    warnings = aggregate(out)["warnings"]
+    assert any("scored on several devices (cpu: 1, cuda: 1)" in w for w in warnings), warnings
+    assert sorted(pd.read_csv(out / "scans.csv")["device"]) == ["cpu", "cuda"]

@@ -1537,8 +1537,9 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                                provenance={"input_id": input_id, "input_names": dict(sorted(names.items())),
                                            # how this call ran (results repeat across executors and threads on the
                                            # CPU; a methods reviewer asks anyway)
-                                           "execution": {"executor": executor, "workers": opts.workers,
-                                                         "threads_per_worker": opts.threads_per_worker}})
+                                           "execution": {"executor": executor,
+                                                         "workers_requested": opts.workers,
+                                                         "threads_per_worker_requested": opts.threads_per_worker}})
     summary.update(n_skipped=n_skipped, n_run=len(todo), executor=executor)
     return summary
 

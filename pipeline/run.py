@@ -13,6 +13,7 @@ import contextvars
 import functools
 import gzip
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -524,6 +525,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "slice_thickness_mm": header.get("slice_thickness"), "manufacturer": header.get("manufacturer", ""),
             "kernel": header.get("kernel", ""),
         }
+        outs_cfg = cfg["outputs"]
+        digest = image_digest(vol.image, outs_cfg["pseudonym_salt"] if outs_cfg["pseudonymize"] else None)
         res["timings"]["write_s"] = time.perf_counter() - t
         result = {
             "ctscore_version": __version__, "scan_id": scan_id, "scores": row,
@@ -540,7 +543,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
-            "image_sha256": image_digest(vol.image),
+            "image_sha256": digest,
         }
         atomic_write_json(folder.path("result.json"), result)
         folder.commit()
@@ -812,12 +815,15 @@ def _weights_hashes(segmenter) -> dict[str, Any]:
     return {"files_sha256": {"weights": sha}} if isinstance(sha, str) and sha else {}
 
 
-def image_digest(image: sitk.Image) -> str:
+def image_digest(image: sitk.Image, salt: str | None = None) -> str:
     """sha256 of the HU volume as scored (its float32 voxels, then its size, spacing, origin and direction): the same
     images decoded alike give the same digest wherever they lie and whatever their files are called, so a result can
-    be matched to its images (``input_fingerprint`` is of paths, sizes and times)."""
+    be matched to its images (``input_fingerprint`` is of paths, sizes and times). With ``salt`` (the pseudonym salt,
+    when outputs are pseudonymous) an HMAC-SHA256 keyed with it: whoever holds the same images elsewhere cannot
+    link a pseudonymous result to them without the site's salt, as with scan_id and patient_id."""
     voxels = np.ascontiguousarray(sitk.GetArrayViewFromImage(image), dtype=np.float32)
-    h = hashlib.sha256(memoryview(voxels).cast("B"))
+    h = hmac.new(salt.encode(), digestmod=hashlib.sha256) if salt is not None else hashlib.sha256()
+    h.update(memoryview(voxels).cast("B"))
     geometry = (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     h.update(json.dumps([[round(float(v), 6) for v in part] for part in geometry]).encode())
     return h.hexdigest()
@@ -848,13 +854,16 @@ def _source_revision() -> str:
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return ""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # not another repository's (a hook's)
+    env["GIT_OPTIONAL_LOCKS"] = "0"  # git status refreshes no index file in the user's checkout
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+                              timeout=10, check=True, env=env).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
                                 "pipeline", "scoring", "segmentation", "configs"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+                               timeout=10, check=True, env=env).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:  # no git, a checkout of another owner, ...
+        log.debug("the source revision is not known: %s", exc)
         return ""
     return f"git {head}" + (" +local changes" if dirty else "") if head else ""
 

@@ -135,9 +135,9 @@ def test_report_rounds_as_a_reader_rounds_the_csv():
     assert _fmt(0)(1528.49) == "1,528" and _fmt(1)("337.26") == "337.3"
 
 
-def test_device_column_names_the_kind_of_device(tmp_path):
-    """scans.csv says whether the network ran on the CPU or on CUDA (half precision: masks differ a little), so a
-    cohort scored partly on GPU nodes is noted (a reproducibility audit: only result.json said it)."""
+def test_device_text_names_the_kind_of_device():
+    """How scans.csv's device column names a device (the row itself: test_scans_csv_says_which_settings_made_each_row
+    and test_aggregate_warns_of_scans_from_several_devices)."""
     from pipeline.outputs import device_text
 
     assert device_text("cuda:1") == "cuda" and device_text("CPU") == "cpu" and device_text(None) == ""
@@ -153,13 +153,32 @@ def test_results_say_which_source_made_them_in_a_checkout(sample_run):
     result = json.loads(next(sample_run.glob("scan-*/result.json")).read_text())
     for name in ("nibabel", "statsmodels", "scikit-learn", "python-gdcm"):
         assert name in result["environment"]["versions"] and name in run["versions"]
-    assert run["execution"] == {"executor": "serial", "workers": 1, "threads_per_worker": 1}
+    assert run["execution"] == {"executor": "serial", "workers_requested": 1, "threads_per_worker_requested": 1}
+    from pipeline.run import _source_revision
+
     repo = Path(__file__).resolve().parents[1]
-    if not (repo / ".git").exists():
-        assert "source" not in run  # an installed copy: its version says it
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() if (repo / ".git").exists() else ""
+    if not _source_revision():  # an installed copy (its version says it), no git, a checkout of another owner
+        assert "source" not in run and "source" not in result["environment"]
         return
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert run["source"].startswith(f"git {head}") and result["environment"]["source"] == run["source"]
+
+
+def test_source_revision_is_empty_when_git_cannot_tell(monkeypatch):
+    import subprocess
+
+    from pipeline import run as run_module
+
+    def fail(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", fail)
+    run_module._source_revision.cache_clear()
+    try:
+        assert run_module._source_revision() == ""
+    finally:
+        run_module._source_revision.cache_clear()
 
 
 def test_result_names_its_images_by_content(sample_run, tmp_path):
@@ -167,6 +186,9 @@ def test_result_names_its_images_by_content(sample_run, tmp_path):
     names give the same digest (input_fingerprint is of paths, sizes and times; a reproducibility audit)."""
     import shutil
 
+    import SimpleITK as sitk
+
+    from pipeline.config import load_config
     from pipeline.inventory import build_inventory
     from pipeline.loading import load_series
     from pipeline.run import image_digest
@@ -177,7 +199,15 @@ def test_result_names_its_images_by_content(sample_run, tmp_path):
         (tmp_path / f"sub{i % 3}").mkdir(exist_ok=True)
         shutil.copy(f, tmp_path / f"sub{i % 3}" / f"x{(i * 7919) % 1000:03d}.dcm")
     files = build_inventory(tmp_path).chosen[0].files
-    assert image_digest(load_series(files).image) == result["image_sha256"]
+    image = load_series(files).image
+    salt = load_config()["outputs"]["pseudonym_salt"]  # pseudonymous outputs: keyed with the site's salt
+    assert image_digest(image, salt) == result["image_sha256"]
+    assert image_digest(image, "another site") != result["image_sha256"] != image_digest(image)
+    moved = sitk.Image(image)
+    moved.SetOrigin([v + 1.0 for v in image.GetOrigin()])
+    changed = sitk.Image(image)
+    changed[0, 0, 0] = changed[0, 0, 0] + 1.0
+    assert len({image_digest(image, salt), image_digest(moved, salt), image_digest(changed, salt)}) == 3
 
 
 def test_aggregate_warns_of_scans_from_several_devices(sample_run, tmp_path):

@@ -855,11 +855,12 @@ def _source_revision() -> str:
     if not (root / ".git").exists():
         return ""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # not another repository's (a hook's)
-    env["GIT_OPTIONAL_LOCKS"] = "0"  # git status refreshes no index file in the user's checkout
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True, env=env).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+        # --no-optional-locks: git status refreshes no index file in the user's checkout
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no", "--",
                                 "pipeline", "scoring", "segmentation", "configs"], capture_output=True, text=True,
                                timeout=10, check=True, env=env).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:  # no git, a checkout of another owner, ...

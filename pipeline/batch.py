@@ -58,6 +58,8 @@ from typing import Any
 from pipeline import __version__
 from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
+    CommitGate,
+    ScanCancelled,
     atomic_write_json,
     commit_started,
     device_text,
@@ -65,6 +67,7 @@ from pipeline.outputs import (
     restore_interrupted,
     scan_id_for,
     series_location,
+    set_commit_gate,
 )
 
 log = logging.getLogger(__name__)
@@ -179,14 +182,21 @@ def input_id_for(input_path: str | Path | None, salt: str) -> str:
     often hold patient names); "" when the input is not known."""
     from pipeline.outputs import pseudonym
 
-    return pseudonym(os.path.abspath(str(input_path)), salt, "input-", 12) if input_path else ""
+    return pseudonym(_path_key(input_path), salt, "input-", 12) if input_path else ""
+
+
+def _path_key(path: str | Path) -> str:
+    """A path as the fingerprints hash it: absolute, and in one case where the file system ignores case (Windows:
+    ``D:\\Study`` and ``d:\\study`` are one folder, and a resume through either spelling finds the other's results;
+    ``os.path.normcase``, which changes nothing on POSIX systems)."""
+    return os.path.normcase(os.path.abspath(str(path)))
 
 
 def input_fingerprint(files: Iterable[str | Path]) -> str:
     """sha256 of the sorted (absolute path, size, mtime) of the input files: changes when any file
     of the series is added, removed, replaced or touched."""
     h = hashlib.sha256()
-    for f in sorted(os.path.abspath(str(f)) for f in files):
+    for f in sorted(_path_key(f) for f in files):
         try:
             st = os.stat(f)
             line = f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n"
@@ -286,7 +296,7 @@ def write_started(out_dir: Path, task: Task, starts: int, config_sha256: str, mo
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``; None when it cannot be read or holds anything else (a stray file)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -414,8 +424,10 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
     time into the file, for the message of a run it refuses."""
     try:
         import fcntl
-    except ImportError as exc:  # not a POSIX system
-        return OSError(errno.ENOSYS, str(exc))
+    except ImportError:  # Windows: LockFileEx
+        fcntl = None
+        if sys.platform != "win32":
+            return OSError(errno.ENOSYS, "neither fcntl nor Windows file locks")
     inside = [path]  # a link planted in OUT (.status, shards, K-of-N or the lock itself) would make the run write
     # (truncate) a file elsewhere, e.g. another user's on a shared scratch space
     while folder is not None and inside[-1].parent != inside[-1] and inside[-1].parent != Path(folder):
@@ -436,7 +448,11 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
         raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write into the output folder ({exc.strerror or exc})",
                            folder or path.parent) from exc
     try:
-        fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        if fcntl is None:
+            if not _lock_windows(fh.fileno(), exclusive):
+                return False
+        else:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError as exc:
         return False if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else exc
     if exclusive:
@@ -446,6 +462,30 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
             fh.flush()
     return True  # closing the file (stack) releases the lock
+
+
+def _lock_windows(fd: int, exclusive: bool) -> bool:
+    """Windows' ``LockFileEx``, shared or exclusive, without waiting, on one byte 4 GiB into the file (past its
+    end: the holder's text stays readable to the runs it refuses). True when taken, False when another process holds
+    a conflicting lock; OSError when the file system has none. Released when the file is closed, like ``flock``."""
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    class Overlapped(ctypes.Structure):
+        _fields_ = [("internal", ctypes.c_void_p), ("internal_high", ctypes.c_void_p), ("offset", wintypes.DWORD),
+                    ("offset_high", wintypes.DWORD), ("event", wintypes.HANDLE)]
+
+    fail_immediately, exclusive_lock, lock_violation, io_pending = 0x1, 0x2, 33, 997
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    where = Overlapped(None, None, 0, 1, None)
+    flags = fail_immediately | (exclusive_lock if exclusive else 0)
+    if kernel32.LockFileEx(wintypes.HANDLE(msvcrt.get_osfhandle(fd)), flags, 0, 1, 0, ctypes.byref(where)):
+        return True
+    code = ctypes.get_last_error()
+    if code in (lock_violation, io_pending):
+        return False
+    raise OSError(errno.ENOLCK, ctypes.FormatError(code))
 
 
 def _holder(path: Path) -> str:
@@ -464,8 +504,8 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
     run side by side but not next to a whole run, and holds ``OUT/shards/K-of-N/.lock`` exclusively.
     ``ctscore aggregate`` (``aggregating``) holds it exclusively, or shared while shards run (with a warning that
     their tables are not complete; the ``with`` block then gets True, else False). ``flock`` locks go with the
-    process: a killed run leaves the file, not the lock. Where the file system has no locks, one warning, and the run
-    goes on without."""
+    process: a killed run leaves the file, not the lock (Windows: ``LockFileEx``, the same). Where the file system has
+    no locks, one warning, and the run goes on without."""
     out = Path(out_dir)
     key = (os.path.abspath(out), shard)
     if key in _writing:  # held already by this process (run_pipeline, then run_batch)
@@ -658,8 +698,9 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
             _stop_taking_scans(worker)
             small["restart_worker"] = worker.address
         else:
-            log.warning("%s: the timed-out scan keeps running in a background thread (serial executor "
-                        "outside the main thread); use --workers 2 to have it stopped", task.scan_id)
+            log.warning("%s: the timed-out scan runs on in a background thread until it ends (its results are "
+                        "not kept), as no alarm can stop it here (Windows, or the serial executor outside the main "
+                        "thread); use --workers 2 to have it stopped", task.scan_id)
     return small
 
 
@@ -725,21 +766,34 @@ def _run_with_alarm(work, task: Task, timeout_s: float) -> dict[str, Any]:
 
 
 def _run_in_thread(work, task: Task, timeout_s: float) -> tuple[dict[str, Any], bool]:
-    """dask worker: run the scan in a daemon thread and stop waiting after ``timeout_s``. A thread
-    cannot be killed, so the caller asks the Nanny to restart the worker process."""
+    """Run the scan in a daemon thread and stop waiting after ``timeout_s`` (a dask worker; the serial executor
+    where no alarm can interrupt it: Windows, or outside the main thread). A thread cannot be killed: the scan is
+    cancelled through a :class:`pipeline.outputs.CommitGate` (it runs on, but its results are never put in place,
+    as its TIMEOUT record says), or, when it had begun to commit them, waited for and counted as finished. The
+    wait is in short steps, so that Ctrl-C reaches the caller meanwhile (a long ``join`` cannot be interrupted on
+    Windows before Python 3.14). True second: the caller asks the Nanny to restart the worker process."""
     box: dict[str, Any] = {}
+    gate = CommitGate()
 
     def target() -> None:
+        reset_commit_state()
+        set_commit_gate(gate)
         try:
             box["status"] = work()
+        except ScanCancelled:
+            pass  # recorded as timed out by the waiting thread
         except BaseException as exc:  # noqa: BLE001 - reported as the scan's failure
             box["error"] = exc
 
     th = threading.Thread(target=target, name=f"ctscore-{task.scan_id}", daemon=True)
     th.start()
-    th.join(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while th.is_alive() and (left := deadline - time.monotonic()) > 0:
+        th.join(min(left, 0.5))
     if th.is_alive():
-        return _timeout_status(task, timeout_s), True
+        if gate.cancel():
+            return _timeout_status(task, timeout_s), True
+        th.join()  # its commit has begun: its result is in place or being put there
     if "error" in box:
         exc = box["error"]
         if _is_unwritable(exc):  # the output folder's fault, not the scan's: the run stops (see run_task)
@@ -856,7 +910,7 @@ def load_slurm_profile(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read SLURM profile: {exc}", path) from exc
     if not isinstance(data, dict) or not isinstance(data.get("slurm"), dict):

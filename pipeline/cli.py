@@ -84,6 +84,16 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+def _tolerant_console() -> None:
+    """Text the console's encoding cannot show (a folder named with "≥" or "ü" printed to a Windows console or pipe in
+    cp1252) is escaped, not a UnicodeEncodeError that ended a finished run with exit 1."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # replaced by a test or a notebook: left as it is
+            pass
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     for name in CHATTY_LIBRARIES:
@@ -91,7 +101,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | No
     handlers: list[logging.Handler] = [_CurrentStderr()]
     if log_file:
         try:
-            handlers.append(logging.FileHandler(log_file))
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))  # Windows would write cp1252
         except OSError as exc:  # a folder that does not exist, no permission: one line, not a traceback
             raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot open the log file ({exc.strerror or exc})",
                                log_file) from None
@@ -125,6 +135,7 @@ def _error(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -23,6 +24,8 @@ import numpy as np
 import yaml
 
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class NumberLoader(yaml.SafeLoader):
@@ -92,7 +95,12 @@ def _check_type(key: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"{key} must be a number, got {shown(value)}")
         if isinstance(value, float) and math.isnan(value):  # NaN compares false: every threshold would be off
             raise ConfigError(f"{key} must be a number, got NaN")
-        return float(value) if isinstance(default, float) else value
+        if isinstance(value, float) and math.isinf(value):  # run.json would record it as null, not as used
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+        if isinstance(default, float):
+            return float(value)
+        # -320.0 for an integer default is -320: the same setting, the same hashes (else a resume scores again)
+        return int(value) if isinstance(value, float) and value.is_integer() else value
     if isinstance(default, list):
         if isinstance(value, (tuple, np.ndarray)):  # a tuple or a numpy array from a notebook: a list
             value = list(value)
@@ -113,7 +121,9 @@ def merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") -
         dotted = f"{prefix}{key}"
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
+            elsewhere = _where_else(default_config(), key)
+            hint = f"; did you mean {' or '.join(elsewhere)}?" if elsewhere else ""
+            raise ConfigError(f"unknown key '{dotted}' (known here: {known}){hint}")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted} must be a mapping, got {shown(value)}")
@@ -121,6 +131,18 @@ def merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") -
         else:
             out[key] = _check_type(dotted, base[key], value)
     return out
+
+
+def _where_else(tree: Mapping[str, Any], key: Any, prefix: str = "") -> list[str]:
+    """The dotted names of ``key`` anywhere in ``tree`` (a key put at the wrong level: ``scoring.density_rule``
+    is ``scoring.zhang900.density_rule``)."""
+    found = []
+    for k, v in tree.items():
+        if k == key:
+            found.append(f"{prefix}{k}")
+        if isinstance(v, Mapping):
+            found += _where_else(v, key, f"{prefix}{k}.")
+    return found
 
 
 def shown(value: Any) -> str:
@@ -156,6 +178,48 @@ def parse_override(item: str) -> dict[str, Any]:
     return node
 
 
+_INF = math.inf
+#: (key, low, high, (low included, high included)): sizes, radii and counts that make no sense out of range (a
+#: negative radius was taken as none, a sigma below 0 as no smoothing, a share above 1 turned a rule off).
+_RANGES: tuple[tuple[str, float, float, tuple[bool, bool]], ...] = (
+    *((f"segmentation.{k}", 0, _INF, (True, False)) for k in (
+        "min_lung_volume_ml", "lung_grow_mm", "pleural_closing_radius_mm", "small_vessel_radius_mm",
+        "vessel_max_radius_mm", "lesion_min_component_ml", "consolidation_min_ml", "consolidation_min_radius_mm",
+        "vessel_halo_mm", "hilum_margin_mm", "monai.body_margin_mm")),
+    ("segmentation.texture_sigma_mm", 0, _INF, (False, False)),
+    ("segmentation.addback_max_air_fraction", 0, 1, (True, True)),
+    ("segmentation.texture_fraction", 0, 1, (True, True)),
+    ("selection.max_axial_angle_deg", 0, 90, (True, True)),
+    ("selection.min_slices", 1, _INF, (True, False)),
+    ("selection.max_slice_thickness_mm", 0, _INF, (False, False)),
+    ("selection.full_coverage_mm", 0, _INF, (True, False)),
+    ("loading.max_gap_ratio", 1, _INF, (False, False)),
+    ("loading.spacing_tolerance", 0, _INF, (True, False)),
+    ("loading.max_voxels", 0, _INF, (False, False)),
+    ("loading.max_memory_mb", 0, _INF, (False, False)),
+)
+
+#: segmentation keys that only the classical segmenter reads (the learned ones read ``segmentation.monai``)
+_CLASSICAL_ONLY_EXEMPT = ("method", "device", "monai", "min_lung_volume_ml")
+
+
+def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def classical_only_changes(cfg: Mapping[str, Any]) -> list[str]:
+    """The ``segmentation`` keys changed from their defaults that only the classical segmenter reads, when another
+    segmenter is configured (it ignores them: a minimum lesion size set there changes nothing but the hashes)."""
+    seg = cfg["segmentation"]
+    if str(seg["method"]) == "classical":
+        return []
+    defaults = default_config()["segmentation"]
+    return [f"segmentation.{k}" for k, v in seg.items()
+            if k not in _CLASSICAL_ONLY_EXEMPT and k in defaults and v != defaults[k]]
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Checks that need more than types."""
     bands = cfg["hu_classes"]
@@ -169,7 +233,23 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"hu_classes.{a} must lie below hu_classes.{b} (denser classes have higher HU), got "
                               f"{bands[a]} and {bands[b]}")
         if bands[a][1] > bands[b][0]:
-            raise ConfigError(f"hu_classes.{a} overlaps hu_classes.{b}")
+            raise ConfigError(f"hu_classes.{a} {bands[a]} overlaps hu_classes.{b} {bands[b]}")
+        if bands[a][1] < bands[b][0]:  # the classes are split at ggo's and consolidation's lower bounds only
+            raise ConfigError(f"hu_classes.{a} {bands[a]} must end where hu_classes.{b} {bands[b]} begins: the "
+                              f"classes are split at the lower bounds of ggo and consolidation, so a lesion voxel "
+                              f"between {bands[a][1]:g} and {bands[b][0]:g} HU would be counted as {a} (set "
+                              f"{a}'s upper bound to {bands[b][0]:g})")
+    for dotted, lo, hi, closed in _RANGES:
+        value = _get(cfg, dotted)
+        for v in value if isinstance(value, list) else [value]:
+            if not ((lo <= v if closed[0] else lo < v) and (v <= hi if closed[1] else v < hi)):
+                raise ConfigError(f"{dotted} must be in {'[' if closed[0] else '('}{lo:g}, {hi:g}"
+                                  f"{']' if closed[1] else ')'}, got {shown(value)}")
+    if not float(cfg["selection"]["min_slices"]).is_integer():
+        raise ConfigError(f"selection.min_slices must be a whole number, got {cfg['selection']['min_slices']}")
+    air = cfg["loading"]["air_hu_range"]
+    if not air[0] < air[1]:
+        raise ConfigError(f"loading.air_hu_range must be [low, high] with low < high, got {air}")
     sc = cfg["scoring"]
     # a negative limit counts every unit as involved; a percentage above 100 none (every unit scored 0)
     if not 0 <= sc["min_involvement_pct"] <= 100:
@@ -231,7 +311,7 @@ def load_config(
         except ConfigError as exc:
             raise ConfigError(exc.message, p) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", p) from exc
+            raise ConfigError(f"not valid YAML: {str(exc).replace('<unicode string>', p.name)}", p) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError(f"not a text file (UTF-8): {exc.reason} at byte {exc.start}", p) from None
         except OSError as exc:
@@ -250,7 +330,10 @@ def load_config(
             raise ConfigError(f"--set {key} is given twice ({seen[key]!r} and {item!r}): give each key once")
         if key:
             seen[key] = item
-        cfg = merge(cfg, parse_override(item))
+        try:
+            cfg = merge(cfg, parse_override(item))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc.message}") from None
     if extra:
         cfg = merge(cfg, extra)
     try:
@@ -263,6 +346,13 @@ def load_config(
         where = paths[0] if len(given) == 1 and paths else None
         raise ConfigError(exc.message if where else f"{exc.message} (in the configuration from {', '.join(given)})",
                           where) from None
+    seg = cfg["segmentation"]
+    seg["device"] = str(seg.get("device") or "auto").strip().lower()  # CPU is cpu: one setting, one hash
+    ignored = classical_only_changes(cfg)
+    if ignored:
+        log.warning("%s %s read by the classical segmenter only (--segmenter classical); the %s segmenter ignores "
+                    "%s", ", ".join(ignored), "is" if len(ignored) == 1 else "are", seg["method"],
+                    "it" if len(ignored) == 1 else "them")
     lob = cfg["scoring"]["lobar"]
     if lob["lobes_dir"] is not None and str(lob["lobes_dir"]).strip() == "":
         lob["lobes_dir"] = None  # '' as null (it meant no folder; resolved, it would be the working folder)

@@ -81,8 +81,15 @@ def _stop_at_exit() -> None:
         child.kill()
 
 
+#: whether the child's pipe can be waited on with ``select`` (POSIX); on Windows ``select`` takes sockets only and
+#: there is no ``os.readv``: each answer is read by a helper thread that the caller waits for with a deadline.
+_SELECT_PIPES = sys.platform != "win32"
+
+
 def _read(fd: int, n: int, deadline: float, into: memoryview | None = None) -> bytes | None:
     """Exactly ``n`` bytes from ``fd`` (into ``into`` when given), or raise EOFError / TimeoutError."""
+    if not _SELECT_PIPES:
+        return _with_deadline(lambda: _read_blocking(fd, n, into), deadline)
     import select
     import time
 
@@ -103,7 +110,59 @@ def _read(fd: int, n: int, deadline: float, into: memoryview | None = None) -> b
     return None if into is not None else b"".join(parts)
 
 
+def _read_blocking(fd: int, n: int, into: memoryview | None = None) -> bytes | None:
+    """:func:`_read` without a deadline (blocking reads; ``os.read`` exists everywhere)."""
+    got, parts = 0, []
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 22))
+        if not chunk:
+            raise EOFError
+        if into is not None:
+            into[got:got + len(chunk)] = chunk
+        else:
+            parts.append(chunk)
+        got += len(chunk)
+    return None if into is not None else b"".join(parts)
+
+
+def _read_line_blocking(fd: int) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        line += _read_blocking(fd, 1)
+        if len(line) > 1 << 16:
+            raise ValueError("answer line too long")
+    return line
+
+
+def _with_deadline(read, deadline: float):
+    """``read()`` in a helper thread, waited for until ``deadline`` (TimeoutError after it); its exception is raised
+    here. The wait is in short steps, so that Ctrl-C and a scan's timeout reach the caller meanwhile; the caller
+    then kills the child, which ends the read (EOF) and the thread."""
+    import time
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = read()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="ctscore-gdcm-read", daemon=True)
+    t.start()
+    while t.is_alive():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        t.join(min(left, 0.25))
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def _read_line(fd: int, deadline: float) -> bytes:
+    if not _SELECT_PIPES:
+        return _with_deadline(lambda: _read_line_blocking(fd), deadline)
     line = b""
     while not line.endswith(b"\n"):
         line += _read(fd, 1, deadline)

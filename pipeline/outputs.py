@@ -22,8 +22,10 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        replace_path(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -135,15 +137,47 @@ def fsync_dir(folder: Path) -> None:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Flush every file of a folder (written by other libraries: SimpleITK, highdicom) and the folder itself."""
+    """Flush every file of a folder (written by other libraries: SimpleITK, highdicom) and the folder itself.
+    Each file is opened for writing: Windows flushes only such handles (on a read-only one ``os.fsync`` fails with
+    "Bad file descriptor", which stopped every run there at its first scan). A file that cannot be opened for
+    writing is flushed through a read-only handle where the system allows it, else left to the system."""
     for p in Path(folder).rglob("*"):
         if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
+            try:
+                fd, writable = os.open(p, os.O_RDWR), True
+            except PermissionError:
+                fd, writable = os.open(p, os.O_RDONLY), False
             try:
                 os.fsync(fd)
+            except OSError:
+                if writable:
+                    raise
             finally:
                 os.close(fd)
     fsync_dir(folder)
+
+
+#: How long :func:`replace_path` keeps trying on Windows, in seconds between tries.
+REPLACE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def replace_path(src: str | Path, dst: str | Path) -> None:
+    """``os.replace(src, dst)``. On Windows a file or folder another program holds open (a table open in Excel; an
+    antivirus or sync tool reading a file just written) cannot be replaced for that moment: the rename is tried
+    again for about 3 s, then refused with a message naming the likely cause."""
+    if sys.platform != "win32":
+        os.replace(src, dst)
+        return
+    for delay in (*REPLACE_RETRY_DELAYS, None):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError as exc:
+            if delay is None:
+                raise PermissionError(exc.errno, f"{dst} is held open by another program (a table open in Excel? an "
+                                                 "antivirus or file-sync tool?): close it and run again",
+                                      str(dst)) from exc
+            time.sleep(delay)
 
 
 _umask_lock = threading.Lock()
@@ -232,7 +266,7 @@ def restore_interrupted(out_dir: Path, scan_id: str) -> bool:
     final = Path(out_dir) / scan_id
     old = previous_name(final)
     if not final.exists() and old.is_dir():
-        os.replace(old, final)
+        replace_path(old, final)
         return True
     return False
 
@@ -250,6 +284,44 @@ def commit_started() -> bool:
 def reset_commit_state() -> None:
     """Forget earlier commits of the calling thread (before a scan starts)."""
     _commit_state.started = False
+    _commit_state.gate = None
+
+
+class ScanCancelled(BaseException):
+    """Raised by :meth:`SeriesFolder.commit` in a scan whose waiting thread gave up on it (:class:`CommitGate`):
+    the scan was recorded as timed out, and its results are not put in place. A BaseException, like Ctrl-C: the
+    scan's folder is discarded, and no failure is recorded for it (its TIMEOUT is)."""
+
+
+class CommitGate:
+    """Between a scan run in a helper thread and the thread that waits for it with a time limit (where no alarm
+    can interrupt the scan: a dask worker, Windows): at the limit the waiting thread either cancels the scan, whose
+    commit then refuses to put its results in place (they would contradict its TIMEOUT record), or, when the
+    commit has begun, lets it finish and takes its result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = False
+        self.cancelled = False
+
+    def begin_commit(self) -> None:
+        with self._lock:
+            if self.cancelled:
+                raise ScanCancelled("the scan ran past its time limit; its results are not kept")
+            self.started = True
+
+    def cancel(self) -> bool:
+        """True when the scan was cancelled before its commit; False when its commit has begun (wait for it)."""
+        with self._lock:
+            if self.started:
+                return False
+            self.cancelled = True
+            return True
+
+
+def set_commit_gate(gate: CommitGate | None) -> None:
+    """The :class:`CommitGate` of the scan the calling thread runs (after :func:`reset_commit_state`)."""
+    _commit_state.gate = gate
 
 
 class SeriesFolder:
@@ -270,6 +342,9 @@ class SeriesFolder:
         here on (:func:`commit_started`), and an interruption between the two renames is undone by
         :func:`restore_interrupted`."""
         fsync_tree(self.tmp)  # the files are on disk before the folder is renamed into place
+        gate = getattr(_commit_state, "gate", None)
+        if gate is not None:
+            gate.begin_commit()
         _commit_state.started = True
         if self.final.exists():
             old = previous_name(self.final)
@@ -277,14 +352,14 @@ class SeriesFolder:
             if old.exists():  # left by an earlier commit that could not remove it: named, not "Directory not empty"
                 raise OSError(errno.ENOTEMPTY, f"an earlier copy of these results, {old}, cannot be removed "
                                                "(permissions?): remove it by hand")
-            os.replace(self.final, old)
-            os.replace(self.tmp, self.final)
+            replace_path(self.final, old)
+            replace_path(self.tmp, self.final)
             shutil.rmtree(old, ignore_errors=True)
             if old.exists():
                 log.warning("the earlier results of %s were replaced, but their folder %s could not be removed "
                             "(permissions?): remove it by hand", self.final.name, old)
         else:
-            os.replace(self.tmp, self.final)
+            replace_path(self.tmp, self.final)
         fsync_dir(self.final.parent)
         return self.final
 

@@ -451,25 +451,49 @@ def _key(run: Mapping[str, Any]) -> str:
 
     mark = {"default": False}
 
-    def band(name: str) -> str:
-        (low, high, *_), own = setting("hu_classes", name, pair)
+    def split(name: str) -> float:  # the classes are split at the lower bounds of ggo and consolidation only
+        (low, *_), own = setting("hu_classes", name, pair)
         mark["default"] |= not own
-        return f"{low:g} to {high:g} HU"
+        return low
 
+    def choice(key: str, allowed: tuple[str, ...]) -> str:
+        z = config.get("scoring", {}).get("zhang900") if isinstance(config.get("scoring"), Mapping) else None
+        value = z.get(key) if isinstance(z, Mapping) else None
+        mark["default"] |= value not in allowed
+        return value if value in allowed else defaults["scoring"]["zhang900"][key]
+
+    def zhang_number(key: str) -> float:
+        z = config.get("scoring", {}).get("zhang900") if isinstance(config.get("scoring"), Mapping) else None
+        value = z.get(key) if isinstance(z, Mapping) else None
+        mark["default"] |= not number(value)
+        return value if number(value) else defaults["scoring"]["zhang900"][key]
+
+    ggo_low, cons_low = split("ggo"), split("consolidation")
     pho, own = setting("hu_classes", "high_opacity_min_hu", number)
     mark["default"] |= not own
     min_ml, own = setting("scoring", "min_involvement_ml", number)
     mark["default"] |= not own
+    min_pct, own = setting("scoring", "min_involvement_pct", number)
+    mark["default"] |= not own
+    mode, rule = choice("mode", ("slab", "zone")), choice("density_rule", ("densest", "predominant"))
+    reading = (f"a slab of +-{zhang_number('slab_half_thickness_mm'):g} mm around each level" if mode == "slab"
+               else "the volumes between the levels' midpoints")
+    density = (f"the densest class holding at least {zhang_number('density_share') * 100:g} % of the unit's lesion"
+               if rule == "densest" else "the unit's predominant lesion class")
     items = [
         ("six-zone", "0-24: each lung in upper, middle and lower zones (at the carina and the inferior pulmonary "
                      "veins), each zone 0-4 by its share of opacity"),
-        ("zhang900", "0-900: five axial levels in each lung (10 units), each extent 0-10 x density 0-3 squared"),
+        ("zhang900", f"0-900: five axial levels in each lung (10 units), each extent 0-10 x density 0-3 squared; "
+                     f"units read as {reading} ({mode} mode), density from {density}"),
+        ("involved", f"a zone or unit counts as involved with at least {min_ml:g} mL and {min_pct:g} % of lesion "
+                     "(scoring.min_involvement_ml, scoring.min_involvement_pct)"),
         ("% opacity", "lesion volume / lung volume; on a scan flagged PARTIAL_LUNG_COVERAGE, of the lung in the scan"),
         ("% high opacity", f"lesion voxels above {pho:g} HU / lung volume"),
         ("MosMed", f"% opacity: CT-0 no lesion of {min_ml:g} mL or more (scoring.min_involvement_ml), CT-1 under "
                    "25 %, CT-2 25-50 %, CT-3 50-75 %, CT-4 75 % or more"),
-        ("faint GGO, GGO", f"faint ground-glass opacity {band('faint_ggo')}, ground-glass opacity {band('ggo')}"),
-        ("consolidation", band("consolidation")),
+        ("faint GGO, GGO", f"lesion voxels: faint ground-glass opacity below {ggo_low:g} HU, ground-glass opacity "
+                           f"{ggo_low:g} to {cons_low:g} HU"),
+        ("consolidation", f"lesion voxels of {cons_low:g} HU and above"),
         ("flags", "QC flags; hover for the meaning; a number after the colon is in the unit shown"),
     ]
     if mark["default"]:

@@ -31,6 +31,7 @@ import SimpleITK as sitk
 from pipeline import __version__
 from pipeline.config import config_hash, redact_secrets, scores_config_hash
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
+from pipeline.imageio import write_nifti
 from pipeline.outputs import (
     DEFAULT_SALT,
     FAILURE_COLUMNS,
@@ -389,7 +390,7 @@ def _write_mask(arr: np.ndarray, lps_ref: sitk.Image, original: sitk.Image, path
     """Write a mask on the original grid (orientation of the source image restored). SimpleITK does not report
     a failed write (a full disk leaves a truncated file and a line on stderr), so the file is read back: an
     incomplete one raises OSError."""
-    sitk.WriteImage(_orient_like(arr, lps_ref, original), str(path), useCompression=True)
+    write_nifti(_orient_like(arr, lps_ref, original), path)
     try:
         with gzip.open(path, "rb") as fh:
             while fh.read(1 << 24):
@@ -719,8 +720,9 @@ def _status_records(out: Path) -> dict[str, tuple[int, int, int]]:
 
     try:
         with os.scandir(out / STATUS_DIR) as entries:
+            # os.stat, not the entry's cached stat: on Windows that has no inode (0), and every record looked kept
             return {e.name: (st.st_ino, st.st_mtime_ns, st.st_size) for e in entries
-                    if e.name.endswith(".json") and (st := e.stat())}
+                    if e.name.endswith(".json") and (st := os.stat(e.path))}
     except OSError:
         return {}
 

@@ -538,6 +538,9 @@ def check_label_map_header(path: str | Path, reference: Any = None) -> None:
             if target.parent != path.parent.resolve():
                 raise ValueError(f"lobe map {path}: its ElementDataFile {data!r} lies outside the header's folder; "
                                  "keep a MetaImage's data file beside its .mhd (or give a .mha/.nii.gz)")
+    from pipeline.imageio import check_sitk_path
+
+    check_sitk_path(path, "lobe map")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

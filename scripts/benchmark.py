@@ -15,7 +15,6 @@ the series folder count in "total" only.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics as stats_lib
 import subprocess
 import sys
@@ -25,6 +24,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS); None on Windows
+    (no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 def positive_int(text: str) -> int:
@@ -123,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {i} failed: {st.get('code')}: {st.get('message')}", file=sys.stderr)
                 return 1
             rows.append({**st["timings"], "total_s": total})
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = peak_rss_mib()
     print(f"series: {args.series} ({len(cand.files)} files), segmenter: {segmenter.name}, runs: {args.runs}")
     print(f"segmenter build (once): {build_s:.2f} s")
     print(f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
     for key in rows[0]:
         vals = [r[key] for r in rows]
         print(f"{key:<22}{stats_lib.median(vals):>10.2f}{min(vals):>10.2f}{max(vals):>10.2f}")
-    print(f"peak RSS: {peak_mb:.0f} MiB")  # ru_maxrss (KiB) / 1024
+    print(f"peak RSS: {peak_mb:.0f} MiB" if peak_mb is not None else "peak RSS: not measured on this system")
     return 0
 
 

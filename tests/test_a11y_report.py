@@ -98,8 +98,10 @@ def test_report_shows_ranges_units_and_the_run_s_hu_bands(run_dir):
     assert "six-zone (0-24)</button>" in html and "zhang900 (0-900)</button>" in html
     key = html.split("<summary>Key</summary>")[1].split("</details>")[0]
     for text in ("CT-0 no lesion of 1 mL or more", "CT-1 under 25 %", "CT-4 75 % or more",
-                 "faint ground-glass opacity -760 to -560 HU",
-                 "ground-glass opacity -560 to -310 HU", "-310 to 100 HU", "above -210 HU"):
+                 "faint ground-glass opacity below -560 HU",
+                 "ground-glass opacity -560 to -310 HU", "lesion voxels of -310 HU and above", "above -210 HU",
+                 "slab of +-5 mm around each level (slab mode)", "densest class holding at least 20 % of",
+                 "with at least 1 mL and 0.25 % of lesion"):
         assert text in key, text
     assert 'DENSE_LUNG:-620<span class="unit"> HU</span>' in html
     assert ">CONTRAST</span>" in html

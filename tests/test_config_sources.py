@@ -10,8 +10,8 @@ from pipeline.errors import ConfigError
 
 def test_cross_key_error_names_the_file(tmp_path):
     f = tmp_path / "site.yaml"
-    f.write_text("hu_classes:\n  ggo: [-300, -200]\n")  # overlaps the default consolidation band
-    with pytest.raises(ConfigError, match="ggo overlaps") as info:
+    f.write_text("hu_classes:\n  ggo: [-550, -200]\n")  # overlaps the default consolidation band
+    with pytest.raises(ConfigError, match=r"ggo \[-550, -200\] overlaps") as info:
         load_config(f)
     assert info.value.path == str(f) and str(f) in str(info.value)
 

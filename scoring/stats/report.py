@@ -216,6 +216,8 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> list[Path]:
     """Draw each figure to ``out_dir`` (under a temporary name, renamed when complete); a figure that fails
     is logged, not fatal."""
+    from pipeline.outputs import replace_path
+
     paths = []
     for name, draw in figures.items():
         p = out_dir / name
@@ -223,7 +225,7 @@ def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> l
         try:
             draw(str(tmp))
             tmp.write_bytes(compact_png(tmp.read_bytes()))
-            os.replace(tmp, p)
+            replace_path(tmp, p)
             paths.append(p)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("figure %s not drawn: %s", name, exc)

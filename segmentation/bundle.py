@@ -88,6 +88,19 @@ def _find(folder: Path, candidates: list[str]) -> Path | None:
     return None
 
 
+def _read_config(path: Path) -> Any:
+    """A bundle's config (JSON or YAML) as MONAI's ``ConfigParser.load_config_file`` reads it (a key given twice
+    is refused), but decoded as UTF-8: MONAI opens it in the locale's encoding (cp1252 on Windows), which garbles
+    or refuses a config with any non-ASCII character (an author's name, a description)."""
+    import yaml
+    from monai.utils.misc import CheckKeyDuplicatesYamlLoader, check_key_duplicates
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        return json.loads(text, object_pairs_hook=check_key_duplicates)
+    return yaml.load(text, CheckKeyDuplicatesYamlLoader)  # noqa: S506 - MONAI's safe loader
+
+
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -433,7 +446,7 @@ class BundleSegmenter:
             raise BundleError(f"no {LABELS_FILE} (the label mapping ctscore needs; a weights folder from "
                               f"'ctscore train' has model.safetensors, model.yaml and manifest.json)", self.folder)
         try:
-            mapping = yaml.load(labels_path.read_text(), Loader=_unique_key_loader()) or {}  # noqa: S506
+            mapping = yaml.load(labels_path.read_text(encoding="utf-8"), Loader=_unique_key_loader()) or {}  # noqa: S506
             if not isinstance(mapping, dict):
                 raise yaml.YAMLError("not a mapping")
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -460,7 +473,7 @@ class BundleSegmenter:
         self.config_sha256, self.labels_sha256 = sha256_file(config), sha256_file(labels_path)
         self.device = resolve_device(device)
         try:
-            raw = ConfigParser.load_config_file(str(config))  # JSON / safe YAML: reading runs nothing
+            raw = _read_config(config)  # JSON / safe YAML: reading runs nothing
         except Exception as exc:  # noqa: BLE001 - json, yaml and OS errors alike mean an unreadable config
             raise BundleError(f"unreadable config ({type(exc).__name__}: {exc})", config) from exc
         net_def = safe_network_def(raw, config)  # literal values and network classes only: nothing else runs
@@ -673,17 +686,19 @@ def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 
     n_out = 7 if with_lobes else 4
     net_def = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 3, "in_channels": 1,
                "out_channels": n_out, "features": [4, 4, 4, 4, 4, 4]}
-    (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": net_def}, indent=1))
+    (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": net_def}, indent=1),
+                                                       encoding="utf-8")
     with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's torch random state is left as it was
         torch.manual_seed(seed)
         net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_out, features=(4, 4, 4, 4, 4, 4))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "models" / "model.safetensors"))
     sha = sha256_file(folder / "models" / "model.safetensors")
-    (folder / "models" / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": sha}}}))
+    (folder / "models" / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": sha}}}),
+                                                     encoding="utf-8")
     labels: dict[str, Any] = ({"lobes": {"right_upper": 1, "right_middle": 2, "right_lower": 3, "left_upper": 4,
                                          "left_lower": 5}, "lesion": [6]} if with_lobes
                               else {"right_lung": [1], "left_lung": [2], "lesion": [3]})
     mapping = {"name": "tiny-bundle", "spacing_mm": [4.0, 4.0, 4.0], "hu_window": [-1024, 400],
                "roi_size": [32, 32, 32], "output": "softmax", "labels": labels}
-    (folder / LABELS_FILE).write_text(yaml.safe_dump(mapping, sort_keys=False))
+    (folder / LABELS_FILE).write_text(yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")
     return folder

@@ -129,7 +129,7 @@ def read_verified(folder: Path, files: list[str]) -> tuple[dict[str, str], dict[
     if not man_path.exists():
         raise WeightsError("no manifest.json: refusing unverified weights", man_path)
     try:
-        manifest = json.loads(man_path.read_text())["files"]
+        manifest = json.loads(man_path.read_text(encoding="utf-8"))["files"]
         if not isinstance(manifest, dict):
             raise TypeError("'files' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as exc:

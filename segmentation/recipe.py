@@ -49,11 +49,11 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
 
     from pipeline.config import load_yaml
     from segmentation.synth import DEFAULTS as SYNTH_DEFAULTS
-    from segmentation.training import DEFAULT_TRAIN
+    from segmentation.training import DEFAULT_TRAIN, casefold_clash
 
     try:
-        doc = load_yaml(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = load_yaml(Path(path).read_text(encoding="utf-8")) or {}  # not the locale's (cp1252 on Windows)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return {}, [{}], f"cannot read: {exc}"
     if not isinstance(doc, dict):
         return {}, [{}], "expected a mapping of options"
@@ -82,6 +82,10 @@ def read_train_config(path: Path) -> tuple[dict, list[dict], str | None]:
             other.append(f"stages[{i}].name {n!r} must be a plain file name")
     if len(set(names)) != len(names):
         other.append(f"stage names must be unique (each writes its own folder), got {names}")
+    elif clash := casefold_clash(names):  # on a case-insensitive file system: one folder, one stage lost
+        a, b = clash
+        other.append(f"stage names must be unique (each writes its own folder) also when upper and lower case are "
+                     f"not told apart, as on Windows and macOS: {a!r} and {b!r} would be one folder")
     msgs = ([f"unknown option(s) {problems}"] if problems else []) + other
     return doc, stages, ("; ".join(msgs) if msgs else None)
 
@@ -139,7 +143,8 @@ def _read_backgrounds(path: str | Path, where: str = "") -> list:
 def _check_case_names(lists: list[list | None], spacing: list[float], teacher_spacing: list[float]) -> None:
     """The cache names a case by its background's name: refuse (ConfigError naming both sources) two backgrounds of
     the lists a run caches that share a name but are made from different images, label files or label values (the
-    later one would re-make the file and every stage would train on it)."""
+    later one would re-make the file and every stage would train on it). Names that differ in case alone
+    (``Case01``, ``case01``) count as one: on a case-insensitive file system (Windows, macOS) they are one file."""
     from segmentation.training import Background, background_fingerprint
 
     seen: dict[str, tuple[str, Background]] = {}
@@ -150,17 +155,22 @@ def _check_case_names(lists: list[list | None], spacing: list[float], teacher_sp
             except ValueError as exc:
                 raise ConfigError(str(exc), src) from exc
             fp = background_fingerprint(bg, spacing, teacher_spacing)
-            if bg.name in seen and seen[bg.name][0] != fp:
+            key = bg.name.casefold()
+            if key in seen and seen[key][0] != fp:
 
                 def made_of(b: Background) -> str:
                     return f"{b.image}" + (f" with lungs {b.lungs} (right {list(b.right)}, left {list(b.left)})"
                                            + (f" and lesions {b.lesions}" if b.lesions else "") if b.lungs else "")
 
-                raise ConfigError(f"two backgrounds named {bg.name!r} are made from different sources "
-                                  f"({made_of(seen[bg.name][1])}; {made_of(bg)}); the cache names each case by its "
+                first = seen[key][1]
+                named = (f"named {bg.name!r}" if first.name == bg.name else
+                         f"named {first.name!r} and {bg.name!r} (one cache file where upper and lower case are not "
+                         f"told apart, as on Windows and macOS)")
+                raise ConfigError(f"two backgrounds {named} are made from different sources "
+                                  f"({made_of(first)}; {made_of(bg)}); the cache names each case by its "
                                   f"name, so one would replace the other for every stage: give one another name "
                                   f"('name:' in its backgrounds file)")
-            seen.setdefault(bg.name, (fp, bg))
+            seen.setdefault(key, (fp, bg))
 
 
 def _cache(sources: list, cache: Path, spacing: list[float], where: str = "",

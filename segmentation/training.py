@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,8 +286,8 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # not the locale's (cp1252 on Windows)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read ({exc})") from exc
     entries = doc.get("backgrounds") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -336,7 +336,23 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: background names must be unique (the cache is named by them): {names}")
+    clash = casefold_clash(names)
+    if clash:  # on a case-insensitive file system (Windows, macOS) both would be one cached case
+        raise ValueError(f"{path}: background names must be unique (the cache is named by them) also when upper "
+                         f"and lower case are not told apart, as on Windows and macOS: {clash[0]!r} and "
+                         f"{clash[1]!r} would be one cache file")
     return out
+
+
+def casefold_clash(names: Sequence[str]) -> tuple[str, str] | None:
+    """The first two different names that differ in case alone (``Case01`` and ``case01``), or None: a file
+    named by each would be one file on a case-insensitive file system (Windows, macOS by default)."""
+    seen: dict[str, str] = {}
+    for n in names:
+        other = seen.setdefault(str(n).casefold(), str(n))
+        if other != str(n):
+            return other, str(n)
+    return None
 
 
 def check_background(bg: Background) -> None:
@@ -730,108 +746,28 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
 
 
 def _monai_transforms(cfg: dict[str, Any]):
-    """The MONAI transform chain (deterministic load, then random synthesis and augmentation)."""
-    import torch
+    """The MONAI transform chain (deterministic load, then random synthesis and augmentation). Every transform is
+    an instance of a module-level class (:mod:`segmentation.training_transforms`), so both can be pickled: data
+    loader workers started with 'spawn' (macOS, Windows) receive them that way."""
     from monai.transforms import (
         Compose,
-        MapTransform,
         RandAffined,
         RandGaussianNoised,
         RandGaussianSmoothd,
-        Randomizable,
         RandScaleIntensityd,
         RandShiftIntensityd,
-        RandSmoothDeformd,
         RandSpatialCropd,
         SpatialPadd,
-        Transform,
     )
 
-    from segmentation.synth import synthesize
-
-    class LoadCase(Transform):
-        """npz path -> dict of channel-first float arrays (deterministic; cached by CacheDataset)."""
-
-        def __call__(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
-            with np.load(item["path"]) as z:
-                d = {"image": z["image"].astype(np.float32)[None], "lungs": z["lungs"].astype(np.float32)[None],
-                     "spacing": z["spacing"].astype(float)}
-                has = "lesions" in z.files
-                d["lesions"] = (z["lesions"].astype(np.float32) if has else np.zeros_like(z["image"],
-                                                                                          np.float32))[None]
-                d["real_lesions"] = has
-            return d
-
-    class Synthesize(Randomizable, Transform):
-        """Insert synthetic lesions (skipped for cases with user-drawn lesion masks)."""
-
-        def __init__(self, synth_cfg: dict[str, Any] | None = None) -> None:
-            self.synth_cfg = synth_cfg
-
-        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-            if d.get("real_lesions"):
-                return d
-            seed = int(self.R.randint(2**31 - 1))
-            # numpy in (after a deformation the arrays are MONAI MetaTensors)
-            image, lungs = (np.asarray(d[k].cpu() if hasattr(d[k], "cpu") else d[k]) for k in ("image", "lungs"))
-            res = synthesize(image[0].astype(np.float32), lungs[0].astype(np.uint8), tuple(d["spacing"]), seed,
-                             self.synth_cfg)
-            d = dict(d)
-            d["image"] = res.hu[None]
-            d["lesions"] = res.lesions.astype(np.float32)[None]
-            return d
-
-    class RandFlipLR(Randomizable, MapTransform):
-        """Mirror x (patient left-right) and swap the right/left lung labels."""
-
-        def __init__(self, prob: float = 0.5) -> None:
-            MapTransform.__init__(self, ["image", "lungs", "lesions"])
-            self.prob = prob
-
-        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-            if self.R.random() >= self.prob:
-                return d
-            d = dict(d)
-            for k in self.keys:
-                d[k] = np.ascontiguousarray(np.asarray(d[k])[..., ::-1])
-            lungs = d["lungs"]
-            d["lungs"] = np.where(lungs == 1, 2, np.where(lungs == 2, 1, lungs)).astype(np.float32)
-            return d
-
-    class Normalize(Transform):
-        def __init__(self, window: Sequence[float]) -> None:
-            self.lo, self.hi = float(window[0]), float(window[1])
-
-        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-            d = dict(d)
-            img = np.asarray(d["image"], np.float32)
-            d["image"] = (np.clip(img, self.lo, self.hi) - self.lo) / (self.hi - self.lo)
-            return d
-
-    class Pack(Transform):
-        """Keep tensors only (drop metadata that the default collate cannot batch); ``deformed`` 1.0 when the
-        smooth deformation bent this crop; with ``instances``, ``lesion_w`` (1 / the size of the lesion a voxel
-        belongs to, 0 elsewhere) and ``n_lesions`` for the lesion-wise term."""
-
-        def __init__(self, instances: bool = False) -> None:
-            self.instances = instances
-
-        def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-            out = {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.float32) for k in ("image", "lungs", "lesions")}
-            out["deformed"] = torch.tensor(float(d.get("deformed", 0.0)))
-            if self.instances:
-                w, n = lesion_instance_weights(out["lesions"].numpy()[0] > 0.5)
-                out["lesion_w"] = torch.as_tensor(w[None])
-                out["n_lesions"] = torch.tensor(float(n))
-            return out
-
-    class FlaggedSmoothDeformd(RandSmoothDeformd):
-        """MONAI's RandSmoothDeformd that records in the sample whether it bent it (``deformed``)."""
-
-        def __call__(self, data: Mapping[Hashable, Any]) -> dict[str, Any]:
-            d = dict(super().__call__(data))
-            d["deformed"] = float(self._do_transform)
-            return d
+    from segmentation.training_transforms import (
+        FlaggedSmoothDeformd,
+        LoadCase,
+        Normalize,
+        Pack,
+        RandFlipLR,
+        Synthesize,
+    )
 
     roi = [int(v) for v in cfg["roi_size"]]
     keys = ["image", "lungs", "lesions"]
@@ -864,6 +800,22 @@ def _monai_transforms(cfg: dict[str, Any]):
         Pack(instances=float(cfg.get("lesion_instance_weight", 0.0)) > 0),
     ])
     return load, rand
+
+
+def _training_dataset(cache_files: Sequence[str | Path], c: dict[str, Any]) -> Any:
+    """The dataset :func:`train` draws its batches from: each epoch ``samples_per_volume`` random crops (the
+    transforms of :func:`_monai_transforms`) of each cached case, loaded once into a MONAI ``CacheDataset``.
+    Picklable (a :class:`segmentation.training_transforms.Sampled`), for data loader workers started with 'spawn'."""
+    from monai.data import CacheDataset
+
+    from segmentation.training_transforms import Sampled
+
+    load, rand = _monai_transforms(c)
+    items = [{"path": str(p)} for p in cache_files]
+    cached = CacheDataset(items, transform=load, cache_rate=1.0, num_workers=0)
+    # each epoch draws samples_per_volume random crops per case
+    index = [i for i in range(len(cached)) for _ in range(int(c["samples_per_volume"]))]
+    return Sampled(cached, index, rand)
 
 
 def lesion_instance_weights(lesions: np.ndarray) -> tuple[np.ndarray, int]:
@@ -900,7 +852,7 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
     man = p.parent / "manifest.json"
     if man.is_file():
         try:
-            files = json.loads(man.read_text())["files"]
+            files = json.loads(man.read_text(encoding="utf-8"))["files"]
             want, want_yaml = (files.get(f, {}).get("sha256") for f in (p.name, "model.yaml"))
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             raise ConfigError(f"unreadable manifest beside the init weights ({exc})", man) from exc
@@ -913,8 +865,8 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
     model_yaml: dict[str, Any] = {}
     if (p.parent / "model.yaml").is_file():
         try:
-            model_yaml = yaml.safe_load((p.parent / "model.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            model_yaml = yaml.safe_load((p.parent / "model.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"unreadable model.yaml beside the init weights ({exc})", p.parent / "model.yaml") from exc
         if not isinstance(model_yaml, dict):
             raise ConfigError("model.yaml beside the init weights is not a mapping", p.parent / "model.yaml")
@@ -1011,7 +963,7 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
            arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
            ) -> dict[str, Any]:
     import torch
-    from monai.data import CacheDataset, DataLoader, Dataset
+    from monai.data import DataLoader
     from monai.losses import DiceCELoss, DiceLoss
     from monai.utils import set_determinism
     from safetensors.torch import load_file, save_file
@@ -1056,22 +1008,7 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=int(c["seed"]))
     torch.manual_seed(int(c["seed"]))
-    load, rand = _monai_transforms(c)
-    items = [{"path": str(p)} for p in cache_files]
-    cached = CacheDataset(items, transform=load, cache_rate=1.0, num_workers=0)
-    # each epoch draws samples_per_volume random crops per case
-    index = [i for i in range(len(cached)) for _ in range(int(c["samples_per_volume"]))]
-
-    class Sampled(Dataset):
-        """Random crops of the cached cases; ``transform`` is visible to MONAI's per-worker seeding."""
-
-        def __init__(self) -> None:
-            super().__init__(index, transform=rand)
-
-        def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
-            return self.transform(cached[index[i]])
-
-    ds = Sampled()
+    ds = _training_dataset(cache_files, c)
     loader = DataLoader(ds, batch_size=int(c["batch_size"]), shuffle=True, num_workers=int(c["num_workers"]),
                         persistent_workers=int(c["num_workers"]) > 0, drop_last=True)
     net = build_network(arch).to(dev)
@@ -1184,13 +1121,13 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
             log.info("inference settings kept from the init model: %s", kept)
         import yaml
 
-        (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+        (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False), encoding="utf-8")
         write_manifest(tmp)
         info = {"iterations": it, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
                 "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
                 "torch": torch.__version__, "cfg": c,
                 "cases": [Path(p).stem for p in cache_files], "history": hist}
-        (tmp / "train_log.json").write_text(json.dumps(info, indent=1))
+        (tmp / "train_log.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
         for name in ("model.safetensors", "model.yaml", "train_log.json", "manifest.json"):
             os.replace(tmp / name, out / name)
     finally:  # a crash while writing leaves no hidden half-written folder
@@ -1257,5 +1194,5 @@ def write_manifest(folder: str | Path, files: Sequence[str] = ("model.safetensor
     folder = Path(folder)
     man = {"files": {f: {"sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size}
                      for f in files if (folder / f).exists()}}
-    (folder / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+    (folder / "manifest.json").write_text(json.dumps(man, indent=1) + "\n", encoding="utf-8")
     return man

@@ -140,7 +140,7 @@ def average_weights(sources: Sequence[str | Path], out: str | Path,
         # the same header as training writes (the network), plus how many folders were averaged
         save_file(merged, str(tmp / "model.safetensors"),
                   metadata={"arch": json.dumps(meta["arch"]), "averaged_from": str(len(folders))})
-        (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         write_manifest(tmp)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it private; the folder is as readable as any other
         if out.exists():

@@ -174,6 +174,7 @@ class Task:
     patient_id: str = ""  # as the tables show it (pseudonymous by default): failed rows keep it too
     study_date: str = ""
     input_id: str = ""  # which INPUT the run was given (:func:`input_id_for`), recorded with the outcome
+    shape: tuple[int, int, int] = (0, 0, 0)  # slices, rows, columns from the headers (0: not known)
 
 
 def input_id_for(input_path: str | Path | None, salt: str) -> str:
@@ -227,8 +228,50 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         fingerprint = input_fingerprint(files + _lobe_inputs(lobes))
         tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
-                          study_date=str(cand.header.get("study_date") or "")))
+                          study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand)))
     return sorted(tasks, key=lambda t: t.scan_id)
+
+
+def _declared_shape(cand: Any) -> tuple[int, int, int]:
+    """Slices, rows and columns of a candidate as its headers declare them ((0, 0, 0) when not known)."""
+    info = getattr(cand, "info", None) or {}
+    try:
+        return int(info.get("n_slices") or 0), int(info.get("rows") or 0), int(info.get("columns") or 0)
+    except (TypeError, ValueError):
+        return 0, 0, 0
+
+
+def _memory_need_gb(task: Task, cfg: dict[str, Any]) -> float:
+    """The memory scoring ``task`` takes, estimated from its declared size (GB; 0 when not known)."""
+    from pipeline.loading import estimated_peak_mb
+
+    voxels = task.shape[0] * task.shape[1] * task.shape[2]
+    return estimated_peak_mb(voxels, bool(cfg["outputs"].get("write_dicom_seg"))) / 1024.0 if voxels else 0.0
+
+
+def _worker_memory_gb(client) -> float:
+    """The least memory a worker of ``client``'s cluster may use before dask stops it (GB; 0 when unlimited)."""
+    try:
+        limits = [float(w.get("memory_limit") or 0) for w in client.scheduler_info()["workers"].values()]
+    except Exception:  # noqa: BLE001 - only a warning depends on it
+        return 0.0
+    limits = [x for x in limits if x > 0]
+    return min(limits) / 2**30 if limits else 0.0
+
+
+def warn_memory(todo: Sequence[Task], cfg: dict[str, Any], worker_gb: float) -> dict[str, float]:
+    """Warn (once) about the series whose estimated need exceeds what a worker may use: dask stops such a worker
+    and the series ends WORKER_DIED after minutes of work. Returns each such scan's need in GB."""
+    if worker_gb <= 0:
+        return {}
+    over = {t.scan_id: need for t in todo if (need := _memory_need_gb(t, cfg)) > 0.95 * worker_gb}
+    if over:
+        big = max(todo, key=lambda t: over.get(t.scan_id, 0.0))
+        log.warning("%d series need more memory than a worker may use (%.1f GB each; dask stops a worker at 95 %%), "
+                    "e.g. %s (%d x %d x %d voxels, about %.1f GB): they will likely fail WORKER_DIED; run them with "
+                    "fewer --workers (--workers 1 uses the whole memory) or on a machine with more", len(over),
+                    worker_gb, big.scan_id, *big.shape, over[big.scan_id])
+    return over
 
 
 def shard(items: Sequence[Any], index: int, count: int) -> list[Any]:
@@ -1443,6 +1486,8 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
     from distributed.scheduler import KilledWorker
 
     attempt = uuid.uuid4().hex
+    worker_gb = _worker_memory_gb(client)
+    warn_memory(todo, cfg, worker_gb)
     futures = {client.submit(_run_task_on_worker, t, cfg, str(out_dir), opts.timeout_s, attempt,
                              key=f"ctscore-{t.scan_id}-{attempt[:8]}", resources=resources, pure=False): t
                for t in todo}
@@ -1473,6 +1518,11 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
                 status = fut.result()
             except KilledWorker:
                 status = _worker_died_status(task, opts.allowed_failures + 1)
+                need = _memory_need_gb(task, cfg)
+                if need and worker_gb:
+                    status["message"] += (f"; it needs about {need:.1f} GB, a worker may use {worker_gb:.1f} GB"
+                                          + (": likely out of memory, run it with --workers 1"
+                                             if need > 0.6 * worker_gb else ""))
                 write_record(out_dir, task, status, config_sha256, model_id, attempt)
             except (FutureCancelledError, Exception) as exc:  # noqa: BLE001 - one scan never stops the rest
                 status = {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed",

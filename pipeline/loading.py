@@ -48,8 +48,20 @@ log = logging.getLogger(__name__)
 AIR_HU = -1000.0
 #: Lowest physical CT value; padding-valued pixels inside the body are clipped to it.
 MIN_PHYSICAL_HU = -1024.0
-#: Working memory per voxel while loading (float32 HU, raw values, masks, one resampling copy).
+#: Working memory per voxel of a scan (float32 HU, raw values while loading, masks and classes on the CT's grid):
+#: a generated 512 x 512 x 600 series peaked at 2952 MiB with the network, about 1 GiB of program
+#: (:data:`PROGRAM_MB`) plus 13 bytes per voxel (``scripts/benchmark.py --generated 600``).
 WORKING_BYTES_PER_VOXEL = 14
+#: Memory of the program itself (Python, PyTorch and the model, SimpleITK), before any series.
+PROGRAM_MB = 1024.0
+#: Working memory per voxel that writing seg.dcm adds (``outputs.write_dicom_seg``).
+DICOM_SEG_BYTES_PER_VOXEL = 17
+
+
+def estimated_peak_mb(voxels: int, dicom_seg: bool = False) -> float:
+    """The peak memory of scoring a series of ``voxels`` voxels, estimated (MB)."""
+    per_voxel = WORKING_BYTES_PER_VOXEL + (DICOM_SEG_BYTES_PER_VOXEL if dicom_seg else 0)
+    return PROGRAM_MB + voxels * per_voxel / 2**20
 #: Relative difference of PixelSpacing between slices that is still "the same".
 PIXEL_SPACING_TOLERANCE = 1e-3
 #: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).

@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from pipeline import __version__
 from pipeline.config import config_hash, redact_secrets, scores_config_hash
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
-from pipeline.imageio import write_nifti
+from pipeline.imageio import array_view, write_nifti
 from pipeline.outputs import (
     DEFAULT_SALT,
     FAILURE_COLUMNS,
@@ -202,7 +202,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         lobes_o = read_user_lobes(lobes_path, orig, cfg, lungs=lungs_o)
     elif seg.lobes is not None and lobar_on:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
-    hu_o = sitk.GetArrayFromImage(orig)
+    hu_o = array_view(orig)  # read-only, no copy of the CT (it is kept in memory once)
     les_o &= lungs_o > 0
     classes = classify_lesions(hu_o, les_o, cfg["hu_classes"])
     timings["to_original_grid_s"] = time.perf_counter() - t

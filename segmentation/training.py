@@ -230,11 +230,13 @@ def load_image_lps(path: str | Path) -> Any:
     (NIfTI, NRRD, MetaImage: anything SimpleITK reads)."""
     import SimpleITK as sitk
 
+    from pipeline.imageio import check_sitk_path
     from pipeline.resample import to_lps
 
     path = Path(path)
     if path.is_dir():
         return load_series_lps(path)
+    check_sitk_path(path, "training image")
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -394,6 +396,9 @@ def _read_label_image(path: Path, what: str) -> Any:
     """A label file read by SimpleITK; ``ValueError`` naming the file when it cannot be read."""
     import SimpleITK as sitk
 
+    from pipeline.imageio import check_sitk_path
+
+    check_sitk_path(path, f"{what} label file")
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:

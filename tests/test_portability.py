@@ -348,3 +348,15 @@ def test_a_lobe_map_simpleitk_cannot_open_is_refused_by_name(tmp_path, monkeypat
     with pytest.raises(ValueError, match="lobe map .*M\u00fcller.*SimpleITK cannot open a path with characters "
                                          "outside ASCII on Windows"):
         check_label_map_header(p)
+
+
+def test_training_images_simpleitk_cannot_open_are_refused_by_name(tmp_path, monkeypatch):
+    from pipeline import imageio
+    from segmentation.training import _read_label_image, load_image_lps
+
+    p = tmp_path / "F\u00e4lle" / "ct.nii.gz"
+    monkeypatch.setattr(imageio.sys, "platform", "win32")
+    with pytest.raises(ValueError, match="training image .*F\u00e4lle.*outside ASCII on Windows"):
+        load_image_lps(p)
+    with pytest.raises(ValueError, match="lungs label file .*outside ASCII"):
+        _read_label_image(p, "lungs")

@@ -1,10 +1,14 @@
 """DICOM-SEG output (highdicom): lungs and lesions as segments referencing the source series.
 
-The masks travel as a geometry-carrying :class:`highdicom.Volume` built from the SimpleITK mask
-image (origin, spacing and direction included), its axes put in the source's order (slices first, as
-SimpleITK's arrays are), so that every SEG frame lies in a source slice's plane and references it
-(DerivationImageSequence): viewers overlay the frames on the CT slices. Nothing is flipped by hand and
-the SEG cannot come out mirrored.
+The masks' geometry is a :class:`highdicom.VolumeGeometry` built from the SimpleITK mask image (origin, spacing
+and direction included), its axes put in the source's order (slices first, as SimpleITK's arrays are), so that
+every SEG frame lies in a source slice's plane and references it (DerivationImageSequence): viewers overlay the
+frames on the CT slices. Nothing is flipped by hand and the SEG cannot come out mirrored.
+
+Memory: the masks are read as views of the images; the one copy is the 0/1 uint8 stack of the four segments (4 bytes
+a voxel, as highdicom takes them), hashed without a copy, and highdicom's check of segment overlap (a 64-bit sum of
+the whole stack) is done a slice at a time (:func:`_segmentation_class`): build_seg peaks at about 5 bytes a voxel
+(it was 20: a 1024 x 1024 x 496 series needed some 10 GiB more).
 
 The loader stacks the slices of a uniformly spaced series as they are, on a grid of the median step; header
 positions rounded to a few decimals drift from that grid by hundredths of a millimetre, and highdicom links
@@ -26,6 +30,7 @@ too), and SOP Class and Instance UIDs that an export left only in the File Meta 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import warnings
@@ -114,18 +119,18 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
             for ds in sources:
                 if not ds.get(kw):
                     setattr(ds, kw, value)
-    def volume(img: sitk.Image, **kw):
-        # highdicom's Volume is (x, y, z) from SimpleITK; frames run along its first axis: back to (z, y, x)
-        return hd.Volume.from_simpleitk(img, **kw).permute_spatial_axes([2, 1, 0])
-
-    geom = volume(lungs, frame_of_reference_uid=sources[0].FrameOfReferenceUID)
-    lung_arr = volume(lungs).array
-    les_arr = volume(lesions).array
-    stack = np.stack([lung_arr == 1, lung_arr == 2, (les_arr == 1) | (les_arr == 2), les_arr == 3], axis=-1)
+    # geometry without pixels (highdicom's Volume.from_simpleitk copies the whole array), the same affine;
+    # the masks as views of the images' buffers (slices first, as a permuted Volume's array was)
+    geom = hd.VolumeGeometry.from_components(
+        spatial_shape=lungs.GetSize(), spacing=lungs.GetSpacing(), coordinate_system="PATIENT",
+        direction=np.reshape(lungs.GetDirection(), (3, 3)), position=lungs.GetOrigin(),
+        frame_of_reference_uid=sources[0].FrameOfReferenceUID,
+    ).permute_spatial_axes([2, 1, 0])
+    stack = _segment_stack(sitk.GetArrayViewFromImage(lungs), sitk.GetArrayViewFromImage(lesions))
     frames = _source_frames(sources, source_files)
     positions = _source_positions(frames, geom)
     if positions is None:  # frames where the masks lie (a resampled or sheared volume: they are not source slices)
-        pixels = hd.Volume(array=stack.astype(np.uint8), affine=geom.affine, coordinate_system="PATIENT",
+        pixels = hd.Volume(array=stack, affine=geom.affine, coordinate_system="PATIENT",
                            frame_of_reference_uid=sources[0].FrameOfReferenceUID,
                            channels={"SegmentNumber": [1, 2, 3, 4]})
         planes = {}
@@ -133,7 +138,7 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
         affine = np.asarray(geom.affine, float)
         positions = [p if p is not None else [float(v) for v in affine[:3, 3] + k * affine[:3, 0]]
                      for k, p in enumerate(positions)]
-        pixels = stack.astype(np.uint8)
+        pixels = stack
         planes = dict(plane_positions=[hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, p)
                                        for p in positions],
                       plane_orientation=geom.get_plane_orientation(), pixel_measures=geom.get_pixel_measures())
@@ -151,13 +156,14 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     ]
     # the same masks of the same series give the same UIDs (a rerun replaces its SEG); other masks (other
     # settings, another model) give new ones, so that an archive never holds two contents under one UID
-    content = hashlib.sha256(np.ascontiguousarray(stack).tobytes()).hexdigest()
+    # (the digest of the 0/1 bytes of the segments stack, as it was of the boolean stack, without a copy of it)
+    content = hashlib.sha256(memoryview(stack).cast("B")).hexdigest()
     series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
     with warnings.catch_warnings():
         # highdicom's warning about a one-word PatientName quotes the name: it would put an identifier on the
         # console and into cluster job logs (the SEG copies the source's patient module as it is, by design)
         warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
-        seg = hd.seg.Segmentation(
+        seg = _segmentation_class()(
             source_images=sources, pixel_array=pixels, **planes,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
@@ -165,6 +171,8 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
             manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
             series_description="ctscore lungs and lesions",
         )
+    del pixels, stack
+    seg.__class__ = hd.seg.Segmentation  # a plain highdicom Segmentation (the subclass only checks differently)
     _set_slice_spacing(seg, geom)
     # highdicom draws a random DimensionOrganizationUID: the same content under the same SOP Instance UID then had
     # two headers (a reproducibility audit); derived from the series instead
@@ -174,6 +182,49 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     if planes and frames:
         _link_frames(seg, frames)
     return seg
+
+
+def _segment_stack(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:
+    """The four binary segments of the masks (right lung, left lung, ground glass with its faint part,
+    consolidation) as one 0/1 uint8 array (slices, rows, columns, segment), filled a slice at a time: no boolean
+    stack, cast copy or temporary the size of the volume (``lungs`` and ``lesions`` may be views of the images)."""
+    if lungs.ndim != 3 or lesions.shape != lungs.shape:
+        raise ValueError(f"the lung and lesion masks must be 3-D arrays of one shape, not {lungs.shape} and "
+                         f"{lesions.shape}")
+    out = np.empty((*lungs.shape, len(SEGMENTS)), np.uint8)
+    for k, (lung, lesion) in enumerate(zip(lungs, lesions)):
+        out[k, ..., 0] = lung == 1
+        out[k, ..., 1] = lung == 2
+        out[k, ..., 2] = (lesion == 1) | (lesion == 2)
+        out[k, ..., 3] = lesion == 3
+    return out
+
+
+@functools.cache
+def _segmentation_class():
+    """highdicom's Segmentation, but with the checks of a 0/1 uint8 stack of segments done a slice at a time.
+
+    highdicom (0.28) finds whether segments overlap by summing the segments of the whole stack into a 64-bit array
+    (8 bytes a voxel, twice the stack itself; then a boolean one more): the largest allocation of a SEG of a big
+    series. Here highdicom checks one slice (shape, type, number of segments, as it would the whole), the maximum
+    is taken without a copy and the overlap found a slice at a time; the same SegmentsOverlap. Anything else (an
+    array highdicom would cast or combine, values above 1) goes to highdicom's own check."""
+    import highdicom as hd
+
+    class _Segmentation(hd.seg.Segmentation):
+        @classmethod
+        def _check_and_cast_pixel_array(cls, pixel_array, *args, **kwargs):
+            plain = pixel_array.array if isinstance(pixel_array, hd.Volume) else pixel_array
+            if not (isinstance(plain, np.ndarray) and plain.dtype == np.uint8 and plain.ndim == 4 and len(plain)):
+                return super()._check_and_cast_pixel_array(pixel_array, *args, **kwargs)
+            first = plain[:1]
+            checked, _ = super()._check_and_cast_pixel_array(first, *args, **kwargs)
+            if checked is not first or plain.max() > 1:  # highdicom would change it, or refuse it
+                return super()._check_and_cast_pixel_array(pixel_array, *args, **kwargs)
+            overlap = any(frame.sum(axis=-1, dtype=np.uint8).max() > 1 for frame in plain)
+            return pixel_array, (hd.seg.SegmentsOverlapValues.YES if overlap else hd.seg.SegmentsOverlapValues.NO)
+
+    return _Segmentation
 
 
 def _set_slice_spacing(seg, geom) -> None:

@@ -54,8 +54,9 @@ MIN_PHYSICAL_HU = -1024.0
 WORKING_BYTES_PER_VOXEL = 14
 #: Memory of the program itself (Python, PyTorch and the model, SimpleITK), before any series.
 PROGRAM_MB = 1024.0
-#: Working memory per voxel that writing seg.dcm adds (``outputs.write_dicom_seg``).
-DICOM_SEG_BYTES_PER_VOXEL = 17
+#: Working memory per voxel that writing seg.dcm adds (``outputs.write_dicom_seg``): a margin; the same generated
+#: series peaked at 2802 MiB with it (it needs about 5 bytes per voxel, after scoring's arrays are freed).
+DICOM_SEG_BYTES_PER_VOXEL = 2
 
 
 def estimated_peak_mb(voxels: int, dicom_seg: bool = False) -> float:

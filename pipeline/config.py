@@ -318,6 +318,8 @@ def load_config(
             raise ConfigError(f"config file cannot be read ({exc.strerror or exc})", p) from None
         if not isinstance(data, Mapping):
             raise ConfigError("config file must hold a mapping of sections", p)
+        if not data:
+            log.warning("config file %s holds no settings (empty, or comments only): it changes nothing", p)
         try:
             cfg = merge(cfg, data)
         except ConfigError as exc:
@@ -348,6 +350,8 @@ def load_config(
                           where) from None
     seg = cfg["segmentation"]
     seg["device"] = str(seg.get("device") or "auto").strip().lower()  # CPU is cpu: one setting, one hash
+    if str(seg["method"]) == "classical" and seg["device"] not in ("auto", "cpu"):
+        log.warning("segmentation.device %s is not used: the classical segmenter runs on the CPU", seg["device"])
     ignored = classical_only_changes(cfg)
     if ignored:
         log.warning("%s %s read by the classical segmenter only (--segmenter classical); the %s segmenter ignores "

@@ -124,3 +124,12 @@ def test_the_report_key_says_how_zhang900_was_read_and_what_counts_as_involved(r
     assert "the volumes between the levels&#x27; midpoints (zone mode)" in key
     assert "density from the unit&#x27;s predominant lesion class" in key
     assert "with at least 2 mL and 1 % of lesion" in key
+
+
+def test_an_empty_config_file_and_an_unused_device_are_mentioned(tmp_path, caplog):
+    f = _yaml(tmp_path, "# protocol B: to be filled in\n")
+    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+        assert load_config(f) == load_config()
+        load_config(overrides=["segmentation.method=classical", "segmentation.device=cuda"])
+    assert "protocol.yaml holds no settings (empty, or comments only): it changes nothing" in caplog.text
+    assert "segmentation.device cuda is not used: the classical segmenter runs on the CPU" in caplog.text

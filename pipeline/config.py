@@ -335,7 +335,7 @@ def load_config(
         try:
             cfg = merge(cfg, parse_override(item))
         except ConfigError as exc:
-            raise ConfigError(f"--set {item}: {exc.message}") from None
+            raise ConfigError(f"{exc.message} (in --set {item})") from None
     if extra:
         cfg = merge(cfg, extra)
     try:

@@ -111,7 +111,7 @@ def test_a_yaml_error_names_the_file_and_a_set_error_the_option(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(f)
     assert "<unicode string>" not in str(info.value) and 'in "protocol.yaml", line' in str(info.value)
-    with pytest.raises(ConfigError, match=r"--set hu_clases.ggo=\[-550, -300\]: unknown key 'hu_clases'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'hu_clases' .*\(in --set hu_clases.ggo=\[-550, -300\]\)"):
         load_config(overrides=["hu_clases.ggo=[-550, -300]"])
 
 

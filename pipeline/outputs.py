@@ -45,13 +45,14 @@ SCAN_COLUMNS = [
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
     "slice_thickness_mm", "manufacturer", "kernel", "lobar_note",
-    *("ctscore_version", "model_id", "scores_config_sha256", "device"),
+    *("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id"),
 ]
 #: The settings that made a scan's scores (``scores_config_sha256``: 12 hex digits of
 #: :func:`pipeline.config.scores_config_hash`, the configuration without the sections that do not change a series'
 #: scores): scores made with different ones are not comparable, and ``ctscore stats`` / ``validate`` say so
-#: (:func:`settings_note`).
-SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device")
+#: (:func:`settings_note`). ``pseudonym_salt_id`` (:func:`salt_id`) says which salt made the row's patient_id: rows of
+#: different salts give one patient different ids.
+SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id")
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score"]
@@ -483,6 +484,8 @@ def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None
             parts.append(f"{col} " + ", ".join(f"{v} ({n} scan{'s' if n != 1 else ''})" for v, n in counts.items()))
     if not parts:
         return None
+    salts = " (patient ids made with different pseudonym salts differ for one patient)" if any(
+        p.startswith("pseudonym_salt_id ") for p in parts) else ""
     return (f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "
-            "configurations, versions or devices are not comparable; score every scan with one setting (ctscore run "
-            "--overwrite into one OUT) or analyse each setting apart")
+            f"configurations, versions or devices are not comparable{salts}; score every scan with one setting "
+            "(ctscore run --overwrite into one OUT) or analyse each setting apart")

@@ -770,7 +770,8 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
             rows.append({**st["row"], "ctscore_version": st.get("ctscore_version", ""),
                          "model_id": (st.get("segmenter") or {}).get("model_id", ""),
                          "scores_config_sha256": scores_config_hash(st.get("config"))[:12],
-                         "device": device_text((st.get("segmenter") or {}).get("device", ""))})
+                         "device": device_text((st.get("segmenter") or {}).get("device", "")),
+                         "pseudonym_salt_id": st.get("pseudonym_salt_id", "")})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),

@@ -1,0 +1,66 @@
+"""The tables as a biostatistician imports them (an audit): which salt made each row's patient id, and the
+zones table's key and lobar score columns as the README states them."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.outputs import SCAN_COLUMNS, SETTINGS_COLUMNS, salt_id, settings_note
+
+
+@pytest.fixture(scope="module")
+def run_out(tmp_path_factory):
+    from pipeline.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("analyst") / "out"
+    run_pipeline("sample_dicoms", out, {"segmentation": {"method": "classical"}, "outputs": {"write_qc_png": False}})
+    return out
+
+
+def test_each_row_says_which_salt_made_its_patient_id(run_out):
+    """Two scans.csv stacked in R gave one patient two patient_ids, with nothing in the rows to show it (only
+    ctscore aggregate warned, in its log and run.json)."""
+    assert "pseudonym_salt_id" in SCAN_COLUMNS and "pseudonym_salt_id" in SETTINGS_COLUMNS
+    for table in (pd.read_csv(run_out / "scans.csv", dtype=str), pd.read_parquet(run_out / "scans.parquet")):
+        assert table["pseudonym_salt_id"].tolist() == [salt_id("ctscore")]
+
+
+def test_stacked_tables_of_two_salts_are_noted(run_out):
+    a = pd.read_csv(run_out / "scans.csv", dtype=str)
+    b = a.assign(pseudonym_salt_id="none", patient_id="12345")
+    note = settings_note(pd.concat([a, b]))
+    assert note and "pseudonym_salt_id" in note and "different pseudonym salts differ for one patient" in note
+    assert settings_note(pd.concat([a, a])) is None
+
+
+def test_zones_key_and_lobar_columns_are_as_documented():
+    """README: one row per (scan_id, system, lung, unit); lobar extent_score sums to lobar20_total and unit_score
+    to lobar25_total; a lobar unit names its side."""
+    import numpy as np
+
+    from scoring.quantify import score_scan
+    from tests.test_zones import LEVELS, Z, cfg, lms
+
+    nz, ny, nx = len(Z), 30, 60
+    lungs = np.zeros((nz, ny, nx), np.uint8)
+    lungs[1:19, 5:25, 5:28] = 1
+    lungs[1:19, 5:25, 32:55] = 2
+    lobes = np.zeros_like(lungs)
+    lobes[12:19, :, 5:28], lobes[7:12, :, 5:28], lobes[1:7, :, 5:28] = 1, 2, 3  # index grows cranially
+    lobes[10:19, :, 32:55], lobes[1:10, :, 32:55] = 4, 5
+    lobes[lungs == 0] = 0
+    classes = np.zeros_like(lungs)
+    classes[2:10, 8:22, 8:25] = 2  # ground glass in the right middle and lower lobes
+    classes[13:17, 8:22, 35:50] = 3  # consolidation in the left upper lobe
+    hu = np.where(lungs > 0, -850.0, 40.0).astype(np.float32)
+    hu[classes == 2], hu[classes == 3] = -500.0, 20.0
+    row, zones, _ = score_scan(hu, lungs, classes, Z, 1.0, lms(**LEVELS), cfg(), lobes=lobes)
+    df = pd.DataFrame(zones)
+    assert not df.duplicated(["system", "lung", "unit"]).any()
+    lobar = df[df["system"] == "lobar"]
+    assert sorted(lobar["unit"]) == sorted(["right_upper", "right_middle", "right_lower", "left_upper", "left_lower"])
+    assert all(u.startswith(f"{lung}_") for lung, u in zip(lobar["lung"], lobar["unit"]))
+    assert lobar["extent_score"].sum() == row["lobar20_total"] > 0
+    assert lobar["unit_score"].sum() == row["lobar25_total"] != row["lobar20_total"]
+    assert lobar["extent_score"].max() <= 4 and lobar["unit_score"].max() <= 5

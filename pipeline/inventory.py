@@ -690,6 +690,25 @@ STACK_COLUMNS = [
 ]
 FILE_COLUMNS = ["path", "file_status", "file_code", "file_detail"] + STACK_COLUMNS
 IDENTIFYING_COLUMNS = ["patient_id", "study_date"]
+_INVENTORY_INT = ("n_files", "n_slices", "rows", "columns", "rank")
+_INVENTORY_BOOL = ("lossy", "multiframe", "eligible")
+
+
+def inventory_table(df: Any) -> Any:
+    """The inventory (files or stacks) as written to inventory.csv / .parquet: counts as whole numbers (nullable
+    ``Int64``: ``124``, not ``124.0``), yes/no columns as nullable booleans, everything else but measures as text;
+    the same dtypes whether or not a row of the input is not a DICOM file (its empty cells made them floats and text)."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if c in _INVENTORY_INT:
+            out[c] = out[c].astype("Float64").astype("Int64")
+        elif c in _INVENTORY_BOOL:
+            out[c] = out[c].astype("boolean")
+        elif not pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].astype("string")
+    return out
 
 
 def _printable(value: Any) -> Any:

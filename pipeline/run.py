@@ -633,7 +633,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                   batch: Any) -> dict[str, Any]:
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
     from pipeline.config import resolve_config
-    from pipeline.inventory import build_inventory, check_input
+    from pipeline.inventory import build_inventory, check_input, inventory_table
 
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
     batch = batch_options(batch)
@@ -655,10 +655,9 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
     with writer_lock(out, batch.shard_name()):  # refused (OUTPUT_LOCKED) while another run writes into OUT
         try:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(out / "inventory.csv", inventory.files.to_csv(index=False).encode())
-            atomic_write_bytes(out / "inventory.parquet", inventory.files.astype(
-                {c: "string" for c in inventory.files.columns if inventory.files[c].dtype == object}
-            ).to_parquet(index=False))
+            table = inventory_table(inventory.files)
+            atomic_write_bytes(out / "inventory.csv", table.to_csv(index=False).encode())
+            atomic_write_bytes(out / "inventory.parquet", table.to_parquet(index=False))
         except OSError as exc:
             raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write into the output folder ({exc.strerror or exc})",
                                out) from exc

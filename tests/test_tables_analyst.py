@@ -64,3 +64,23 @@ def test_zones_key_and_lobar_columns_are_as_documented():
     assert lobar["extent_score"].sum() == row["lobar20_total"] > 0
     assert lobar["unit_score"].sum() == row["lobar25_total"] != row["lobar20_total"]
     assert lobar["extent_score"].max() <= 4 and lobar["unit_score"].max() <= 5
+
+
+def test_inventory_types_do_not_depend_on_a_stray_non_dicom_file(tmp_path, run_out):
+    """sample_dicoms holds ground_truth.json: its empty row made n_slices 124.0 and eligible the text "False" in
+    inventory.csv / .parquet, while a folder of DICOM files only gave int64 and bool."""
+    import shutil
+
+    from pipeline.inventory import build_inventory, inventory_table
+
+    clean = tmp_path / "dicom_only"
+    shutil.copytree("sample_dicoms", clean, ignore=shutil.ignore_patterns("*.json"))
+    a = pd.read_parquet(run_out / "inventory.parquet")
+    b = inventory_table(build_inventory(clean).files)
+    cols = ["n_files", "n_slices", "rows", "columns", "rank", "lossy", "eligible", "multiframe", "series_number",
+            "pixel_spacing_mm"]
+    assert [str(a[c].dtype) for c in cols] == [str(b[c].dtype) for c in cols] == [
+        "Int64"] * 5 + ["boolean"] * 3 + ["string", "float64"]
+    csv = pd.read_csv(run_out / "inventory.csv", dtype=str, keep_default_na=False)
+    used = csv[csv["file_status"] != "skipped"].iloc[0]
+    assert used["n_slices"] == "124" and used["eligible"] == "True"

@@ -82,7 +82,12 @@ def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pipeline.config import load_config
-    from pipeline.inventory import build_inventory, no_stack_sentence, requested_series_problem
+    from pipeline.inventory import (
+        build_inventory,
+        inventory_table,
+        no_stack_sentence,
+        requested_series_problem,
+    )
 
     cfg = load_config(args.config, args.overrides)
     for dest in (args.out, args.stacks):
@@ -94,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     for dest, table in ((args.out, inv.files), (args.stacks, inv.stacks)):
         if dest:
             try:
-                atomic_write_bytes(Path(dest), table.to_csv(index=False).encode())
+                atomic_write_bytes(Path(dest), inventory_table(table).to_csv(index=False).encode())
             except OSError as exc:
                 raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the table ({exc.strerror or exc})", dest) from exc
 

@@ -1,7 +1,7 @@
 """Writing outputs atomically, and the output contract.
 
 Per run (in OUT/): ``run.json`` (versions, resolved config and its sha256, segmenter, timings),
-``scans.csv`` (one row per series), ``zones.csv`` (one row per scan x system x unit),
+``scans.csv`` (one row per series), ``zones.csv`` (one row per scan x system x lung x unit),
 ``failures.csv`` (series that could not be scored, with a code and a message).
 Per series (in OUT/<scan_id>/): ``result.json``, ``lungs.nii.gz`` (1 right, 2 left lung),
 ``lesions.nii.gz`` (1 faint ground glass, 2 ground glass, 3 consolidation), both on the original

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from pipeline import __version__
 from pipeline.config import config_hash, redact_secrets, scores_config_hash
+from pipeline.data_dictionary import write_data_dictionary
 from pipeline.errors import CTScoreError, NoEligibleSeries, SeriesError
 from pipeline.imageio import array_view, write_nifti
 from pipeline.outputs import (
@@ -780,6 +781,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     scans_df = atomic_write_table(out_dir / "scans.csv", rows, SCAN_COLUMNS)
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
     failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
+    write_data_dictionary(out_dir)  # the codebook of the three tables, beside them
     run = {
         "ctscore_version": __version__,
         **({"source": _source_revision()} if _source_revision() else {}),

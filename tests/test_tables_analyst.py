@@ -84,3 +84,13 @@ def test_inventory_types_do_not_depend_on_a_stray_non_dicom_file(tmp_path, run_o
     csv = pd.read_csv(run_out / "inventory.csv", dtype=str, keep_default_na=False)
     used = csv[csv["file_status"] != "skipped"].iloc[0]
     assert used["n_slices"] == "124" and used["eligible"] == "True"
+
+
+def test_the_codebook_is_written_beside_the_tables(run_out, tmp_path):
+    from pipeline.batch import aggregate
+
+    book = pd.read_csv(run_out / "data_dictionary.csv", dtype=str, keep_default_na=False)
+    assert list(book["column"][book["table"] == "scans"]) == SCAN_COLUMNS
+    (run_out / "data_dictionary.csv").unlink()
+    aggregate(run_out)  # the tables rebuilt: the codebook too
+    assert (run_out / "data_dictionary.csv").is_file()

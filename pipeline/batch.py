@@ -449,7 +449,15 @@ def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> li
 
 
 LOCK_NAME = ".lock"
-_writing: set[tuple[str, str | None]] = set()  # (folder, shard) whose lock this process holds
+_held = threading.local()
+
+
+def _writing() -> set[tuple[str, str | None]]:
+    """The (folder, shard) locks the calling thread holds: run_pipeline takes one and run_batch, called by it, finds
+    it held. Per thread, not per process: two notebook threads running into one folder were both let in."""
+    if not hasattr(_held, "keys"):
+        _held.keys = set()
+    return _held.keys
 
 
 def lock_path(out_dir: str | Path, shard: str | None = None) -> Path:
@@ -551,7 +559,7 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
     no locks, one warning, and the run goes on without."""
     out = Path(out_dir)
     key = (os.path.abspath(out), shard)
-    if key in _writing:  # held already by this process (run_pipeline, then run_batch)
+    if key in _writing():  # held already by this thread (run_pipeline, then run_batch)
         yield False
         return
     path = lock_path(out)
@@ -586,8 +594,8 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
         if isinstance(got, OSError):
             log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another ctscore run "
                         "from writing into %s at the same time", path, got.strerror or got, out)
-        _writing.add(key)
-        stack.callback(_writing.discard, key)
+        _writing().add(key)
+        stack.callback(_writing().discard, key)
         yield shards_running
 
 
@@ -1129,9 +1137,30 @@ def _scale_slurm(cluster, opts: BatchOptions, profile: dict[str, Any]) -> tuple[
     return scale["minimum_jobs"], scale["maximum_jobs"]
 
 
+#: variables that distributed's Nanny sets in the calling process too (``distributed.nanny.pre-spawn-environ``, applied
+#: with ``os.environ.update`` before it starts each worker): put back after a run, or a notebook's later runs and its
+#: own PyTorch got one thread
+_WORKER_ENVIRON = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
 def _dask_settings(opts: BatchOptions):
     """The dask settings of a run, as a context manager: the scheduler reads them while the cluster runs, and
-    they are undone afterwards (a notebook that calls :func:`run_batch` keeps its own settings)."""
+    they are undone afterwards (a notebook that calls :func:`run_batch` keeps its own settings, and its thread-count
+    variables, :data:`_WORKER_ENVIRON`)."""
+    saved = {v: os.environ.get(v) for v in _WORKER_ENVIRON}
+    try:
+        with _dask_config(opts):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _dask_config(opts: BatchOptions):
     import dask
     import distributed  # noqa: F401 - adds its defaults now: leaving the context must keep them
 
@@ -1142,6 +1171,20 @@ def _dask_settings(opts: BatchOptions):
         # crashes the worker. Scans are long, so queueing on the scheduler costs nothing.
         "distributed.scheduler.worker-saturation": 1.0,
     })
+
+
+def _started(make):
+    """``make()``, a dask cluster; interrupted while it starts (Ctrl-C in a notebook), the clusters it had begun are
+    closed (distributed cleans up after an Exception only: its scheduler and worker processes stayed in the kernel)."""
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        return make()
+    except BaseException:
+        for cluster in set(SpecCluster._instances) - before:
+            _close_quietly(cluster)
+        raise
 
 
 def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
@@ -1169,8 +1212,8 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
         threads = opts.threads_per_worker
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{v}": threads
                               for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                                   dashboard_address=None, scheduler_port=0, **kwargs)
+            cluster = _started(lambda: LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                                                    dashboard_address=":0", scheduler_port=0, **kwargs))
         log.info("LocalCluster: %d worker(s) x %d thread(s)%s", workers, threads,
                  f", one GPU each ({n_gpus} found)" if n_gpus else "")
         return cluster, _worker_setup(threads, n_gpus), ({"GPU": 1} if n_gpus else None), None
@@ -1183,8 +1226,8 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
         warn_threads_ignored(opts.threads_per_worker, profile)
     _warn_bare_variables(profile)
     jobs = _SlurmJobs()
-    cluster = SLURMCluster(scheduler_options={"dashboard_address": None}, job_cls=_recording_job_class(jobs),
-                           **kwargs)
+    cluster = _started(lambda: SLURMCluster(scheduler_options={"dashboard_address": None},
+                                            job_cls=_recording_job_class(jobs), **kwargs))
     asked = _scale_slurm(cluster, opts, profile)
     gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
     log.info("SLURMCluster started; job script:\n%s", cluster.job_script())

@@ -218,18 +218,18 @@ def test_output_folders_are_locked_on_windows(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fcntl", None)
     monkeypatch.setattr(batch.sys, "platform", "win32")
     monkeypatch.setattr(batch, "_lock_windows", fake_lock)
-    monkeypatch.setattr(batch, "_writing", set())
+    monkeypatch.setattr(batch, "_held", threading.local())
     out = tmp_path / "out"
     with batch.writer_lock(out):
-        key = next(iter(batch._writing))
-        batch._writing.discard(key)  # as if another process asked
+        key = next(iter(batch._writing()))
+        batch._writing().discard(key)  # as if another process asked
         with pytest.raises(OutputLocked, match="another ctscore run .* is writing to"):
             with batch.writer_lock(out):
                 pass
-        batch._writing.add(key)
+        batch._writing().add(key)
     held.clear()
     with batch.writer_lock(out, shard="1-of-2"):  # shards share the folder's lock
-        batch._writing.clear()
+        batch._writing().clear()
         with batch.writer_lock(out, shard="2-of-2"):
             pass
     assert real_close  # the lock goes with the file, closed by the with block

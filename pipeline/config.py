@@ -33,8 +33,9 @@ class NumberLoader(yaml.SafeLoader):
     follows YAML 1.1 and leaves them as text, so ``lr: 1e-4`` was refused as "not a number"."""
 
 
-NumberLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+$"), list("-+0123456789"))
+NumberLoader.add_implicit_resolver(  # 1e3, 5E-2, 2.5e8 (YAML 1.1 wants a decimal point and a signed exponent)
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def load_yaml(text: str) -> Any:
@@ -180,13 +181,13 @@ def parse_override(item: str) -> dict[str, Any]:
 
 _INF = math.inf
 #: (key, low, high, (low included, high included)): sizes, radii and counts that make no sense out of range (a
-#: negative radius was taken as none, a sigma below 0 as no smoothing, a share above 1 turned a rule off).
+#: negative radius was taken as none, a sigma below 0 as no smoothing, a share above 1 as 1).
 _RANGES: tuple[tuple[str, float, float, tuple[bool, bool]], ...] = (
     *((f"segmentation.{k}", 0, _INF, (True, False)) for k in (
         "min_lung_volume_ml", "lung_grow_mm", "pleural_closing_radius_mm", "small_vessel_radius_mm",
         "vessel_max_radius_mm", "lesion_min_component_ml", "consolidation_min_ml", "consolidation_min_radius_mm",
         "vessel_halo_mm", "hilum_margin_mm", "monai.body_margin_mm")),
-    ("segmentation.texture_sigma_mm", 0, _INF, (False, False)),
+    ("segmentation.texture_sigma_mm", 0, _INF, (True, False)),  # 0: no smoothing
     ("segmentation.addback_max_air_fraction", 0, 1, (True, True)),
     ("segmentation.texture_fraction", 0, 1, (True, True)),
     ("selection.max_axial_angle_deg", 0, 90, (True, True)),
@@ -218,6 +219,20 @@ def classical_only_changes(cfg: Mapping[str, Any]) -> list[str]:
     defaults = default_config()["segmentation"]
     return [f"segmentation.{k}" for k, v in seg.items()
             if k not in _CLASSICAL_ONLY_EXEMPT and k in defaults and v != defaults[k]]
+
+
+def warn_unused_settings(cfg: Mapping[str, Any]) -> None:
+    """Warn about segmentation settings the configured segmenter does not read (called once per run by
+    ``run_pipeline``; ``ctscore scan`` segments nothing): classical-only keys changed for the network, a device
+    for the classical segmenter."""
+    seg = cfg["segmentation"]
+    if str(seg["method"]) == "classical" and str(seg["device"]) not in ("auto", "cpu"):
+        log.warning("segmentation.device %s is not used: the classical segmenter runs on the CPU", seg["device"])
+    ignored = classical_only_changes(cfg)
+    if ignored:
+        log.warning("%s %s read by the classical segmenter only (--segmenter classical); the %s segmenter ignores "
+                    "%s", ", ".join(ignored), "is" if len(ignored) == 1 else "are", seg["method"],
+                    "it" if len(ignored) == 1 else "them")
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -350,13 +365,6 @@ def load_config(
                           where) from None
     seg = cfg["segmentation"]
     seg["device"] = str(seg.get("device") or "auto").strip().lower()  # CPU is cpu: one setting, one hash
-    if str(seg["method"]) == "classical" and seg["device"] not in ("auto", "cpu"):
-        log.warning("segmentation.device %s is not used: the classical segmenter runs on the CPU", seg["device"])
-    ignored = classical_only_changes(cfg)
-    if ignored:
-        log.warning("%s %s read by the classical segmenter only (--segmenter classical); the %s segmenter ignores "
-                    "%s", ", ".join(ignored), "is" if len(ignored) == 1 else "are", seg["method"],
-                    "it" if len(ignored) == 1 else "them")
     lob = cfg["scoring"]["lobar"]
     if lob["lobes_dir"] is not None and str(lob["lobes_dir"]).strip() == "":
         lob["lobes_dir"] = None  # '' as null (it meant no folder; resolved, it would be the working folder)

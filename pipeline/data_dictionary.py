@@ -256,8 +256,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "text", "", f"six_zone: {_SIX}; zhang900: {_ZHANG}; lobar: {_LOBAR}", "never empty",
         "The unit within its lung. six_zone: upper (above the carina), middle (carina to the inferior pulmonary vein "
         "level), lower (below it). zhang900: L1 suprasternal notch, L2 aortic arch, L3 carina, L4 bronchus "
-        "intermedius, L5 diaphragm dome, each by default a slab of +-5 mm around the level "
-        "(scoring.zhang900.mode). lobar: the lobe."),
+        "intermedius, L5 diaphragm dome, each by default a slab of +-5 mm (at least half the slice step) around "
+        "the level (scoring.zhang900.mode). lobar: the lobe."),
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored; missing: the scan cannot score it (not covered by the scan, a level "
@@ -294,7 +294,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "least 1 when involved). lobar: the lobe's lobar20 score 0-4 (six-zone bands), summed in lobar20_total."),
     "density_grade": (
         "integer", "score points", "zhang900: 0-3", "six_zone and lobar rows (not graded); or unit missing",
-        "zhang900 density grade: 0 normal, 1 faint ground glass, 2 ground glass, 3 consolidation "
+        "zhang900 density grade: 0 normal (also a unit with lesion under the involvement limits, "
+        "scoring.min_involvement_*), 1 faint ground glass, 2 ground glass, 3 consolidation "
         "(scoring.zhang900.density_rule)."),
     "unit_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-90; lobar: 0-5", _UNIT_MISSING,

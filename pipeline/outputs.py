@@ -471,7 +471,7 @@ def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None
     df = scans
     if "status" in df.columns:
         df = df[df["status"].astype(str).str.strip().str.lower().isin(["ok", ""])]
-    parts = []
+    parts, salts = [], ""
     for col in ("segmenter", *SETTINGS_COLUMNS):
         if col not in df.columns:
             continue
@@ -481,11 +481,18 @@ def settings_note(scans: pd.DataFrame, what: str = "these scores") -> str | None
         if len(counts) and (values == "").any():  # rows of a table before 0.2.0 (no such column) pooled with newer
             counts[NOT_RECORDED] = int((values == "").sum())
         if len(counts) > 1:
-            parts.append(f"{col} " + ", ".join(f"{v} ({n} scan{'s' if n != 1 else ''})" for v, n in counts.items()))
-    if not parts:
-        return None
-    salts = " (patient ids made with different pseudonym salts differ for one patient)" if any(
-        p.startswith("pseudonym_salt_id ") for p in parts) else ""
-    return (f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "
-            f"configurations, versions or devices are not comparable{salts}; score every scan with one setting "
-            "(ctscore run --overwrite into one OUT) or analyse each setting apart")
+            listed = ", ".join(f"{v} ({n} scan{'s' if n != 1 else ''})" for v, n in counts.items())
+            if col == "pseudonym_salt_id":  # ids, not scores: two sites' own secret salts are the normal case
+                salts = (f"patient ids were made with different pseudonym salts ({listed}): one patient has a "
+                         "different patient_id under each, so link patients across them by your own key, not by "
+                         "patient_id")
+            else:
+                parts.append(f"{col} {listed}")
+    notes = []
+    if parts:
+        notes.append(f"{what} were made with different settings ({'; '.join(parts)}): scores of different models, "
+                     "configurations, versions or devices are not comparable; score every scan with one setting "
+                     "(ctscore run --overwrite into one OUT) or analyse each setting apart")
+    if salts:
+        notes.append(salts)
+    return "; ".join(notes) or None

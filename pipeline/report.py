@@ -476,10 +476,10 @@ def _key(run: Mapping[str, Any]) -> str:
     min_pct, own = setting("scoring", "min_involvement_pct", number)
     mark["default"] |= not own
     mode, rule = choice("mode", ("slab", "zone")), choice("density_rule", ("densest", "predominant"))
-    reading = (f"a slab of +-{zhang_number('slab_half_thickness_mm'):g} mm around each level" if mode == "slab"
-               else "the volumes between the levels' midpoints")
-    density = (f"the densest class holding at least {zhang_number('density_share') * 100:g} % of the unit's lesion"
-               if rule == "densest" else "the unit's predominant lesion class")
+    reading = (f"a slab of +-{zhang_number('slab_half_thickness_mm'):g} mm (at least half the slice step) around each "
+               "level" if mode == "slab" else "the volumes between the levels' midpoints")
+    density = (f"the densest class holding at least {zhang_number('density_share') * 100:g} % of the unit's lesion "
+               "(else the predominant class)" if rule == "densest" else "the unit's predominant lesion class")
     items = [
         ("six-zone", "0-24: each lung in upper, middle and lower zones (at the carina and the inferior pulmonary "
                      "veins), each zone 0-4 by its share of opacity"),

@@ -633,7 +633,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
 def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_uid: str | None, all_series: bool,
                   batch: Any) -> dict[str, Any]:
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
-    from pipeline.config import resolve_config
+    from pipeline.config import resolve_config, warn_unused_settings
     from pipeline.inventory import build_inventory, check_input, inventory_table
 
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
@@ -647,6 +647,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                            "there); give the outputs a folder of their own (one inside INPUT is fine: it is not read)",
                            out_dir)
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
+    warn_unused_settings(cfg)
     out = Path(out_dir)
     if lock_path(out).is_file():  # a writer now is refused before the inventory reads every header (minutes on a
         with writer_lock(out, batch.shard_name()):  # large input); the lock is taken again for the writing below

@@ -100,7 +100,8 @@ def test_report_shows_ranges_units_and_the_run_s_hu_bands(run_dir):
     for text in ("CT-0 no lesion of 1 mL or more", "CT-1 under 25 %", "CT-4 75 % or more",
                  "faint ground-glass opacity below -560 HU",
                  "ground-glass opacity -560 to -310 HU", "lesion voxels of -310 HU and above", "above -210 HU",
-                 "slab of +-5 mm around each level (slab mode)", "densest class holding at least 20 % of",
+                 "slab of +-5 mm (at least half the slice step) around each level (slab mode)",
+                 "densest class holding at least 20 % of the unit&#x27;s lesion (else the predominant class)",
                  "with at least 1 mL and 0.25 % of lesion"):
         assert text in key, text
     assert 'DENSE_LUNG:-620<span class="unit"> HU</span>' in html

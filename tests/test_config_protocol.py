@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from pipeline.config import config_hash, load_config, scores_config_hash
+from pipeline.config import config_hash, load_config, scores_config_hash, warn_unused_settings
 from pipeline.errors import ConfigError
 from pipeline.report import render_run_report
 from tests.test_a11y_report import run_dir  # noqa: F401 - fixture
@@ -58,7 +58,6 @@ def test_a_gap_between_hu_bands_is_refused(tmp_path):
 
 @pytest.mark.parametrize("override, key", [
     ("segmentation.texture_sigma_mm=-3", "segmentation.texture_sigma_mm"),
-    ("segmentation.texture_sigma_mm=0", "segmentation.texture_sigma_mm"),
     ("segmentation.texture_fraction=7", "segmentation.texture_fraction"),
     ("segmentation.pleural_closing_radius_mm=-5", "segmentation.pleural_closing_radius_mm"),
     ("segmentation.lesion_min_component_ml=-1", "segmentation.lesion_min_component_ml"),
@@ -81,22 +80,38 @@ def test_values_out_of_range_are_refused_when_the_configuration_is_loaded(overri
 def test_edges_of_the_ranges_are_accepted():
     cfg = load_config(overrides=["segmentation.pleural_closing_radius_mm=0", "segmentation.texture_fraction=1",
                                  "selection.min_slices=1", "segmentation.monai.body_margin_mm=0",
-                                 "selection.min_slices=1"])
-    assert cfg["segmentation"]["pleural_closing_radius_mm"] == 0
+                                 "segmentation.texture_sigma_mm=0", "loading.max_voxels=2.5e8"])
+    assert cfg["segmentation"]["pleural_closing_radius_mm"] == 0 and cfg["segmentation"]["texture_sigma_mm"] == 0
+    assert cfg["loading"]["max_voxels"] == 250_000_000  # 2.5e8: a number (YAML 1.1 wanted 2.5e+8)
 
 
 def test_classical_only_settings_are_said_to_be_ignored_by_the_network(caplog):
     """lesion_min_component_ml: 50 with the default segmenter changed nothing but the hashes, without a word."""
     with caplog.at_level(logging.WARNING, logger="pipeline.config"):
-        load_config(overrides=["segmentation.lesion_min_component_ml=50", "segmentation.consolidation_min_ml=40"])
+        warn_unused_settings(load_config(overrides=["segmentation.lesion_min_component_ml=50",
+                                                    "segmentation.consolidation_min_ml=40"]))
     assert ("segmentation.lesion_min_component_ml, segmentation.consolidation_min_ml are read by the classical "
             "segmenter only (--segmenter classical); the monai segmenter ignores them") in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pipeline.config"):
-        load_config(overrides=["segmentation.lesion_min_component_ml=50", "segmentation.method=classical",
-                               "segmentation.min_lung_volume_ml=200", "segmentation.monai.flip_tta=false"])
-        load_config(overrides=["segmentation.min_lung_volume_ml=200"])  # read by every segmenter
+        warn_unused_settings(load_config(overrides=[
+            "segmentation.lesion_min_component_ml=50", "segmentation.method=classical",
+            "segmentation.min_lung_volume_ml=200", "segmentation.monai.flip_tta=false"]))
+        warn_unused_settings(load_config(overrides=["segmentation.min_lung_volume_ml=200"]))  # every segmenter's
     assert "ignores" not in caplog.text
+
+
+def test_the_unused_settings_warning_comes_once_per_run_and_not_from_scan(tmp_path, capsys):
+    """It came from every load_config: twice per `ctscore run` (the CLI's, then run_pipeline's) and from
+    `ctscore scan`, which segments nothing."""
+    from pipeline.cli import main
+
+    f = _yaml(tmp_path, "segmentation:\n  method: classical\n  device: cuda\n")
+    assert main(["scan", "sample_dicoms", "--config", str(f), "-o", str(tmp_path / "inv.csv")]) == 0
+    assert "is not used" not in capsys.readouterr().err
+    main(["run", "sample_dicoms", "-o", str(tmp_path / "out"), "--config", str(f), "--set",
+          "outputs.write_qc_png=false"])
+    assert capsys.readouterr().err.count("segmentation.device cuda is not used") == 1
 
 
 def test_a_key_at_the_wrong_level_is_pointed_to_its_place(tmp_path):
@@ -130,6 +145,6 @@ def test_an_empty_config_file_and_an_unused_device_are_mentioned(tmp_path, caplo
     f = _yaml(tmp_path, "# protocol B: to be filled in\n")
     with caplog.at_level(logging.WARNING, logger="pipeline.config"):
         assert load_config(f) == load_config()
-        load_config(overrides=["segmentation.method=classical", "segmentation.device=cuda"])
+        warn_unused_settings(load_config(overrides=["segmentation.method=classical", "segmentation.device=cuda"]))
     assert "protocol.yaml holds no settings (empty, or comments only): it changes nothing" in caplog.text
     assert "segmentation.device cuda is not used: the classical segmenter runs on the CPU" in caplog.text

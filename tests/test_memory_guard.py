@@ -36,18 +36,19 @@ def test_the_scan_analysis_holds_the_ct_once(tmp_path, monkeypatch):
 
     from pipeline import run
 
-    copies = []
-    real = sitk.GetArrayFromImage
+    copies, views = [], []
+    real, real_view = sitk.GetArrayFromImage, sitk.GetArrayViewFromImage
 
-    def counted(im):
+    def counted(im, into=copies, get=real):
         if im.GetPixelID() == sitk.sitkFloat32 and im.GetSize() == (160, 160, 124):  # the CT on its own grid
-            copies.append(im.GetSize())
-        return real(im)
+            into.append(im.GetSize())
+        return get(im)
 
     monkeypatch.setattr(sitk, "GetArrayFromImage", counted)
+    monkeypatch.setattr(sitk, "GetArrayViewFromImage", lambda im: counted(im, views, real_view))
     summary = run.run_pipeline("sample_dicoms", tmp_path / "out", {"segmentation": {"method": "classical"},
                                                                    "outputs": {"write_qc_png": False}})
-    assert summary["n_ok"] == 1 and copies == []
+    assert summary["n_ok"] == 1 and copies == [] and views  # the CT was seen, as a view
 
 
 def _task(name, shape):

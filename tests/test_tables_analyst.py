@@ -30,7 +30,10 @@ def test_stacked_tables_of_two_salts_are_noted(run_out):
     a = pd.read_csv(run_out / "scans.csv", dtype=str)
     b = a.assign(pseudonym_salt_id="none", patient_id="12345")
     note = settings_note(pd.concat([a, b]))
-    assert note and "pseudonym_salt_id" in note and "different pseudonym salts differ for one patient" in note
+    assert note.startswith("patient ids were made with different pseudonym salts (") and "link patients" in note
+    assert "not comparable" not in note  # two sites' own salts: the ids differ, the scores do not
+    c = b.assign(model_id="another")
+    assert "not comparable" in settings_note(pd.concat([a, c])) and "pseudonym salts" in settings_note(pd.concat([a, c]))
     assert settings_note(pd.concat([a, a])) is None
 
 

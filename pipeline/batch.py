@@ -449,15 +449,34 @@ def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> li
 
 
 LOCK_NAME = ".lock"
-_held = threading.local()
+_owners: dict[tuple[str, str | None], int] = {}  # (folder, shard) -> the thread of this process holding its lock
+_owners_lock = threading.Lock()
 
 
 def _writing() -> set[tuple[str, str | None]]:
     """The (folder, shard) locks the calling thread holds: run_pipeline takes one and run_batch, called by it, finds
-    it held. Per thread, not per process: two notebook threads running into one folder were both let in."""
-    if not hasattr(_held, "keys"):
-        _held.keys = set()
-    return _held.keys
+    it held."""
+    me = threading.get_ident()
+    with _owners_lock:
+        return {k for k, owner in _owners.items() if owner == me}
+
+
+def _claim(key: tuple[str, str | None]) -> bool:
+    """Claim ``key`` for the calling thread within this process: False when another thread holds it. Per thread, and
+    whatever the file system's locks do (NFS emulates flock with locks of the whole process; some have none): two
+    notebook threads running into one folder were both let in."""
+    me = threading.get_ident()
+    with _owners_lock:
+        if _owners.get(key, me) != me:
+            return False
+        _owners[key] = me
+        return True
+
+
+def _release(key: tuple[str, str | None]) -> None:
+    with _owners_lock:
+        if _owners.get(key) == threading.get_ident():
+            del _owners[key]
 
 
 def lock_path(out_dir: str | Path, shard: str | None = None) -> Path:
@@ -502,6 +521,7 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
         if fcntl is None:
             if not _lock_windows(fh.fileno(), exclusive):
                 return False
+            stack.callback(_unlock_windows, fh.fileno())  # before the file is closed (the stack runs backwards)
         else:
             fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError as exc:
@@ -515,10 +535,8 @@ def _take(stack: contextlib.ExitStack, path: Path, exclusive: bool, command: str
     return True  # closing the file (stack) releases the lock
 
 
-def _lock_windows(fd: int, exclusive: bool) -> bool:
-    """Windows' ``LockFileEx``, shared or exclusive, without waiting, on one byte 4 GiB into the file (past its
-    end: the holder's text stays readable to the runs it refuses). True when taken, False when another process holds
-    a conflicting lock; OSError when the file system has none. Released when the file is closed, like ``flock``."""
+def _windows_lock_call(name: str, fd: int, *flags: int) -> bool:
+    """``kernel32.<name>`` (LockFileEx or UnlockFileEx) on one byte 4 GiB into the file ``fd``; its result."""
     import ctypes
     import msvcrt
     from ctypes import wintypes
@@ -527,16 +545,30 @@ def _lock_windows(fd: int, exclusive: bool) -> bool:
         _fields_ = [("internal", ctypes.c_void_p), ("internal_high", ctypes.c_void_p), ("offset", wintypes.DWORD),
                     ("offset_high", wintypes.DWORD), ("event", wintypes.HANDLE)]
 
-    fail_immediately, exclusive_lock, lock_violation, io_pending = 0x1, 0x2, 33, 997
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     where = Overlapped(None, None, 0, 1, None)
-    flags = fail_immediately | (exclusive_lock if exclusive else 0)
-    if kernel32.LockFileEx(wintypes.HANDLE(msvcrt.get_osfhandle(fd)), flags, 0, 1, 0, ctypes.byref(where)):
+    call = getattr(ctypes.WinDLL("kernel32", use_last_error=True), name)
+    return bool(call(wintypes.HANDLE(msvcrt.get_osfhandle(fd)), *flags, 0, 1, 0, ctypes.byref(where)))
+
+
+def _lock_windows(fd: int, exclusive: bool) -> bool:
+    """Windows' ``LockFileEx``, shared or exclusive, without waiting, on one byte 4 GiB into the file (past its
+    end: the holder's text stays readable to the runs it refuses). True when taken, False when another process holds
+    a conflicting lock; OSError when the file system has none. Released by :func:`_unlock_windows`."""
+    import ctypes
+
+    fail_immediately, exclusive_lock, lock_violation, io_pending = 0x1, 0x2, 33, 997
+    if _windows_lock_call("LockFileEx", fd, fail_immediately | (exclusive_lock if exclusive else 0)):
         return True
     code = ctypes.get_last_error()
     if code in (lock_violation, io_pending):
         return False
     raise OSError(errno.ENOLCK, ctypes.FormatError(code))
+
+
+def _unlock_windows(fd: int) -> None:
+    """Release :func:`_lock_windows`'s byte now: Windows releases a lock left at close "after a delay that depends on
+    system resources", and a run takes the lock twice in a row (before and after its inventory)."""
+    _windows_lock_call("UnlockFileEx", fd)
 
 
 def _holder(path: Path) -> str:
@@ -562,6 +594,8 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
     if key in _writing():  # held already by this thread (run_pipeline, then run_batch)
         yield False
         return
+    if not _claim(key):
+        raise OutputLocked(f"another ctscore run of this process (another thread) is writing to {out}; wait for it")
     path = lock_path(out)
     command = "ctscore aggregate" if aggregating else "ctscore run"
     if aggregating:
@@ -573,6 +607,7 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
         hint = "wait for it, or for parallel jobs use --shard-index/--num-shards"
     shards_running = False
     with contextlib.ExitStack() as stack:
+        stack.callback(_release, key)
         got = _take(stack, path, exclusive=shard is None, command=command, folder=out)
         if got is False and shard is None:
             got = _take(stack, path, exclusive=False, command=command, folder=out)  # taken: only shards hold it (shared)
@@ -594,8 +629,6 @@ def writer_lock(out_dir: str | Path, shard: str | None = None, aggregating: bool
         if isinstance(got, OSError):
             log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another ctscore run "
                         "from writing into %s at the same time", path, got.strerror or got, out)
-        _writing().add(key)
-        stack.callback(_writing().discard, key)
         yield shards_running
 
 
@@ -839,8 +872,13 @@ def _run_in_thread(work, task: Task, timeout_s: float) -> tuple[dict[str, Any], 
     th = threading.Thread(target=target, name=f"ctscore-{task.scan_id}", daemon=True)
     th.start()
     deadline = time.monotonic() + timeout_s
-    while th.is_alive() and (left := deadline - time.monotonic()) > 0:
-        th.join(min(left, 0.5))
+    try:
+        while th.is_alive() and (left := deadline - time.monotonic()) > 0:
+            th.join(min(left, 0.5))
+    except BaseException:  # Ctrl-C while waiting: the scan must not put results in place after the run let go
+        if not gate.cancel():
+            th.join()  # its commit under way: let it end, as the alarm does
+        raise
     if th.is_alive():
         if gate.cancel():
             return _timeout_status(task, timeout_s), True
@@ -1228,9 +1266,13 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
     jobs = _SlurmJobs()
     cluster = _started(lambda: SLURMCluster(scheduler_options={"dashboard_address": None},
                                             job_cls=_recording_job_class(jobs), **kwargs))
-    asked = _scale_slurm(cluster, opts, profile)
+    try:  # scaling submits jobs: interrupted or failed here, the caller has no cluster to close
+        asked = _scale_slurm(cluster, opts, profile)
+        log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
+    except BaseException:
+        _close_quietly(cluster)
+        raise
     gpus = int(profile["slurm"].get("gpus_per_job", 0) or 0)
-    log.info("SLURMCluster started; job script:\n%s", cluster.job_script())
     # each worker process of a job takes one of the job's GPUs (SLURM sets CUDA_VISIBLE_DEVICES to them)
     setup = _worker_setup(kwargs["cores"] // processes, gpus if processes > 1 else 0)
     wait = functools.partial(_first_result_from_slurm, jobs=jobs, timeout_s=worker_start_timeout(profile),

@@ -12,18 +12,28 @@ PACKAGES = ("pipeline", "scoring", "segmentation")
 
 
 class _Collector(logging.Handler):
-    def __init__(self, show: frozenset[str] = frozenset()) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
-        self.show = show  # packages whose records no other handler would show: passed to logging.lastResort
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.messages.append(record.getMessage())
         except Exception:  # a record whose arguments do not format: logging itself reports it elsewhere
             self.handleError(record)
-        if record.name.split(".", 1)[0] in self.show and logging.lastResort is not None:
+        if not _shown_elsewhere(record) and logging.lastResort is not None:
             logging.lastResort.handle(record)
+
+
+def _shown_elsewhere(record: logging.LogRecord) -> bool:
+    """Whether a handler other than a collector handles ``record`` on its way up the logger tree (as logging's own
+    ``callHandlers`` walks it): where none does, Python would print it with its last-resort handler."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(not isinstance(h, _Collector) and record.levelno >= h.level for h in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
 
 
 @contextmanager
@@ -32,7 +42,7 @@ def collect_warnings() -> Iterator[list[str]]:
     ``with`` block, in order. The records still reach the other handlers (the console) as before; where there are
     none (a notebook kernel, a script that set up no logging), Python would print them itself (its last-resort
     handler), but not once a handler is attached: then the collector prints them as Python would have."""
-    collector = _Collector(frozenset(name for name in PACKAGES if not logging.getLogger(name).hasHandlers()))
+    collector = _Collector()
     loggers = [logging.getLogger(name) for name in PACKAGES]
     for lg in loggers:
         lg.addHandler(collector)

@@ -320,6 +320,15 @@ class CommitGate:
             return True
 
 
+def check_cancelled() -> None:
+    """Raise :class:`ScanCancelled` when the calling thread's scan was given up by the thread waiting for it: a
+    cancelled scan stops at its next stage instead of running to its commit beside the scans after it (sharing the
+    model, the GPU, the cores)."""
+    gate = getattr(_commit_state, "gate", None)
+    if gate is not None and gate.cancelled:
+        raise ScanCancelled("the scan ran past its time limit; stopped")
+
+
 def set_commit_gate(gate: CommitGate | None) -> None:
     """The :class:`CommitGate` of the scan the calling thread runs (after :func:`reset_commit_state`)."""
     _commit_state.gate = gate

@@ -42,6 +42,7 @@ from pipeline.outputs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_table,
+    check_cancelled,
     device_text,
     pseudonym,
     salt_id,
@@ -471,6 +472,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         t = time.perf_counter()
         vol = load_series(files, cfg)
         read_s = time.perf_counter() - t
+        check_cancelled()
         header.update({k: v for k, v in vol.meta.items() if k not in header or not header[k]})
         segmenter = segmenter or get_segmenter(cfg)
         lobes_path = find_user_lobes(cfg, header.get("series_uid", ""))
@@ -484,6 +486,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                 log.warning("%s: no lobar scores from %s: %s (%s)", scan_id,
                             f"lobe map {lobes_path}" if lobes_path else "the segmenter's lobes", flag, explain(flag))
         res["timings"] = {"read_s": read_s, **res["timings"]}
+        check_cancelled()
 
         t = time.perf_counter()
         writing = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -95,3 +96,91 @@ def test_warnings_are_not_printed_twice_where_logging_is_set_up(monkeypatch, cap
     with collect_warnings() as got:
         logging.getLogger("pipeline.batch").warning("once")
     assert got == ["once"] and capsys.readouterr().err.count("once") == 1
+
+
+def test_a_handler_on_a_sub_logger_only_prints_once(monkeypatch, capsys):
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.getLogger("pipeline.batch"), "handlers", [handler])
+    with collect_warnings():
+        logging.getLogger("pipeline.batch").warning("once?")
+    assert capsys.readouterr().err.count("once?") == 1
+
+
+def test_another_thread_is_refused_where_file_locks_belong_to_the_process(tmp_path, monkeypatch):
+    """NFS emulates flock with locks of the whole process (and some file systems have none): the file lock let a
+    second thread in; the process's own record of which thread writes where refuses it."""
+    monkeypatch.setattr(batch, "_take", lambda *a, **k: True)
+    out = tmp_path / "out"
+    refused = []
+
+    def second():
+        try:
+            with batch.writer_lock(out):
+                pass
+        except OutputLocked as exc:
+            refused.append(str(exc))
+
+    with batch.writer_lock(out):
+        th = threading.Thread(target=second)
+        th.start()
+        th.join(10)
+    assert refused and "another thread" in refused[0]
+    th = threading.Thread(target=second)
+    th.start()
+    th.join(10)
+    assert len(refused) == 1  # released: let in
+
+
+def test_an_interrupt_while_waiting_for_a_scan_keeps_its_results_out(tmp_path):
+    """Ctrl-C reached the thread waiting for a scan run in a thread (Windows, a notebook): the scan ran on and put
+    its results in place after the run had let go of the folder."""
+    import _thread
+
+    from pipeline import outputs
+
+    done = threading.Event()
+
+    def work():
+        try:
+            folder = outputs.SeriesFolder(tmp_path, "scan-k")
+            folder.path("result.json").write_text("{}")
+            time.sleep(1.0)
+            try:
+                folder.commit()
+            except BaseException:
+                folder.discard()
+                raise
+            return {"status": "ok"}
+        finally:
+            done.set()
+
+    threading.Timer(0.3, _thread.interrupt_main).start()
+    task = batch.Task(scan_id="scan-k", series_uid="1.5", files=[str(tmp_path / "f.dcm")])
+    with pytest.raises(KeyboardInterrupt):
+        batch._run_in_thread(work, task, 30)
+    assert done.wait(10)  # (an interrupted join can leave the Thread object looking ended: wait for the scan itself)
+    time.sleep(0.2)
+    assert not (tmp_path / "scan-k").exists() and not list(tmp_path.iterdir())
+
+
+def test_a_timed_out_scan_stops_at_its_next_stage(tmp_path):
+    from pipeline import outputs
+
+    went_on = []
+
+    def work():
+        time.sleep(0.6)
+        outputs.check_cancelled()  # as process_series does between loading, analysis and writing
+        went_on.append(True)
+        return {"status": "ok"}
+
+    task = batch.Task(scan_id="scan-s", series_uid="1.6", files=[str(tmp_path / "f.dcm")])
+    status, _ = batch._run_in_thread(work, task, 0.2)
+    assert status["code"] == "TIMEOUT"
+    for th in threading.enumerate():
+        if th.name == "ctscore-scan-s":
+            th.join(10)
+    assert went_on == []

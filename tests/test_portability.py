@@ -218,18 +218,19 @@ def test_output_folders_are_locked_on_windows(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fcntl", None)
     monkeypatch.setattr(batch.sys, "platform", "win32")
     monkeypatch.setattr(batch, "_lock_windows", fake_lock)
-    monkeypatch.setattr(batch, "_held", threading.local())
+    monkeypatch.setattr(batch, "_unlock_windows", lambda fd: held.pop(fd, None))
+    monkeypatch.setattr(batch, "_owners", {})
     out = tmp_path / "out"
     with batch.writer_lock(out):
-        key = next(iter(batch._writing()))
-        batch._writing().discard(key)  # as if another process asked
+        owners = dict(batch._owners)
+        batch._owners.clear()  # as if another process asked
         with pytest.raises(OutputLocked, match="another ctscore run .* is writing to"):
             with batch.writer_lock(out):
                 pass
-        batch._writing().add(key)
-    held.clear()
+        batch._owners.update(owners)
+    assert not held  # unlocked when the block ended
     with batch.writer_lock(out, shard="1-of-2"):  # shards share the folder's lock
-        batch._writing().clear()
+        batch._owners.clear()
         with batch.writer_lock(out, shard="2-of-2"):
             pass
     assert real_close  # the lock goes with the file, closed by the with block
@@ -360,3 +361,38 @@ def test_training_images_simpleitk_cannot_open_are_refused_by_name(tmp_path, mon
         load_image_lps(p)
     with pytest.raises(ValueError, match="lungs label file .*outside ASCII"):
         _read_label_image(p, "lungs")
+
+
+def test_the_windows_lock_calls_kernel32_as_documented(monkeypatch):
+    """LockFileEx(hFile, dwFlags, dwReserved, nBytesLow, nBytesHigh, lpOverlapped) and UnlockFileEx(hFile, dwReserved,
+    nBytesLow, nBytesHigh, lpOverlapped), checked against a fake kernel32 (the real one exists on Windows only)."""
+    import ctypes
+    import types
+
+    calls, answer = [], {"ok": 1, "error": 0}
+
+    class Kernel32:
+        def __getattr__(self, name):
+            def call(*args):
+                calls.append((name, args))
+                return answer["ok"]
+            return call
+
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False: Kernel32(), raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: answer["error"], raising=False)
+    monkeypatch.setattr(ctypes, "FormatError", lambda code: f"error {code}", raising=False)
+    monkeypatch.setitem(sys.modules, "msvcrt", types.SimpleNamespace(get_osfhandle=lambda fd: 1000 + fd))
+    assert batch._lock_windows(7, exclusive=True) is True
+    assert batch._lock_windows(7, exclusive=False) is True
+    batch._unlock_windows(7)
+    (n1, a1), (n2, a2), (n3, a3) = calls
+    assert (n1, n2, n3) == ("LockFileEx", "LockFileEx", "UnlockFileEx")
+    assert a1[0].value == 1007 and a1[1:5] == (0x1 | 0x2, 0, 1, 0) and a2[1:5] == (0x1, 0, 1, 0)
+    assert a3[0].value == 1007 and a3[1:4] == (0, 1, 0) and len(a3) == 5
+    overlapped = a1[5]._obj
+    assert (overlapped.offset, overlapped.offset_high) == (0, 1)  # one byte at 4 GiB, past the holder's text
+    answer.update(ok=0, error=33)  # ERROR_LOCK_VIOLATION: another process holds it
+    assert batch._lock_windows(7, exclusive=True) is False
+    answer.update(error=1)  # ERROR_INVALID_FUNCTION: a file system without locks
+    with pytest.raises(OSError, match="error 1"):
+        batch._lock_windows(7, exclusive=True)

@@ -280,3 +280,15 @@ def test_liao2021_covariate_lab_names_in_any_accepted_spelling(small):  # noqa: 
                         liao2021={"covariates": ["IL-6", "age", "il6"]})["liao2021_logistic"]
     assert "not in the data" not in " ".join(spelled.get("note", pd.Series(dtype=str)).fillna("").astype(str))
     pd.testing.assert_frame_equal(plain, spelled)
+
+
+def test_fisher_rxc_monte_carlo_branch_is_seeded_and_close_to_exact():
+    """The Monte Carlo branch (margins allowing more than max_tables tables) was never run by a test: it needs
+    scipy 1.15 (MonteCarloMethod(rng=...), fisher_exact(method=...)), while pyproject said scipy>=1.10."""
+    from scoring.stats.compare import fisher_exact_rxc
+
+    t = np.array([[3, 1, 0], [1, 2, 4], [0, 3, 2]])
+    _, exact, how = fisher_exact_rxc(t)
+    _, mc, how_mc = fisher_exact_rxc(t, max_tables=2)
+    assert how == "Fisher-Freeman-Halton exact" and how_mc.startswith("Fisher-Freeman-Halton (Monte Carlo p")
+    assert mc == fisher_exact_rxc(t, max_tables=2)[1] and abs(mc - exact) < 0.01

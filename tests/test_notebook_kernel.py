@@ -157,10 +157,17 @@ def test_an_interrupt_while_waiting_for_a_scan_keeps_its_results_out(tmp_path):
         finally:
             done.set()
 
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    task = batch.Task(scan_id="scan-k", series_uid="1.5", files=[str(tmp_path / "f.dcm")])
-    with pytest.raises(KeyboardInterrupt):
-        batch._run_in_thread(work, task, 30)
+    import signal
+
+    # Python's own Ctrl-C (dask_jobqueue, imported by other tests, replaces it with sys.exit)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        task = batch.Task(scan_id="scan-k", series_uid="1.5", files=[str(tmp_path / "f.dcm")])
+        with pytest.raises(KeyboardInterrupt):
+            batch._run_in_thread(work, task, 30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done.wait(10)  # (an interrupted join can leave the Thread object looking ended: wait for the scan itself)
     time.sleep(0.2)
     assert not (tmp_path / "scan-k").exists() and not list(tmp_path.iterdir())

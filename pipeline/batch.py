@@ -1718,6 +1718,7 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
     missing = {t.scan_id for t in tasks} - {s["scan_id"] for s in statuses}
     if missing:  # cannot happen unless records were deleted during the run
         raise CTScoreError("INTERNAL_ERROR", f"no outcome recorded for {len(missing)} series", out_dir)
+    warn_devices(out_dir, statuses)
     # the inputs of earlier runs into this folder stay named, for ctscore aggregate's warning about merged inputs
     names = _input_names([_read_json(tables_dir / "run.json") or {}])
     if input_id:
@@ -1909,6 +1910,18 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
     return record
 
 
+def warn_devices(out_dir: Path, statuses: Sequence[Mapping[str, Any]]) -> None:
+    """Warn when the scored scans of a folder were made on several devices (a resume on a GPU node of a folder begun
+    on CPUs keeps the CPU's results: resume does not score a scan again for another device)."""
+    devices = Counter(device_text((s.get("segmenter") or {}).get("device", "")) for s in statuses
+                      if s.get("status") == "ok")
+    devices.pop("", None)
+    if len(devices) > 1:  # a network on CUDA runs in half precision: its masks differ a little from the CPU's
+        log.warning("the scans under %s were scored on several devices (%s): masks made on CUDA (half precision) "
+                    "differ a little from those made on the CPU; scans.csv's device column says which", out_dir,
+                    ", ".join(f"{d}: {n}" for d, n in sorted(devices.items())))
+
+
 def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running: bool = False) -> dict[str, Any]:
     from pipeline.run import write_run_tables
 
@@ -1922,13 +1935,7 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     if len(hashes) > 1 or len(models) > 1:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
-    devices = Counter(device_text((s.get("segmenter") or {}).get("device", "")) for s in statuses
-                      if s.get("status") == "ok")
-    devices.pop("", None)
-    if len(devices) > 1:  # a network on CUDA runs in half precision: its masks differ a little from the CPU's
-        log.warning("the scans under %s were scored on several devices (%s): masks made on CUDA (half precision) "
-                    "differ a little from those made on the CPU; scans.csv's device column says which", out_dir,
-                    ", ".join(f"{d}: {n}" for d, n in sorted(devices.items())))
+    warn_devices(out_dir, statuses)
     cfg = None
     shard_found = [(p.parent.name, _read_json(p)) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))]
     shard_runs = [r for _, r in shard_found if r]

@@ -230,3 +230,27 @@ def test_aggregate_warns_of_scans_from_several_devices(sample_run, tmp_path):
     warnings = aggregate(out)["warnings"]
     assert any("scored on several devices (cpu: 1, cuda: 1)" in w for w in warnings), warnings
     assert sorted(pd.read_csv(out / "scans.csv")["device"]) == ["cpu", "cuda"]
+
+
+def test_a_run_warns_of_scans_from_several_devices_too(sample_run, tmp_path, monkeypatch, caplog):
+    """Only aggregate said so: a folder begun on CPUs and resumed on a GPU node (resume keeps a scan made on another
+    device) ended its `ctscore run` without a word."""
+    import logging
+    import shutil
+
+    from pipeline import batch
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.batch"):
+        batch.warn_devices(tmp_path, [{"status": "ok", "segmenter": {"device": "cpu"}},
+                                      {"status": "ok", "segmenter": {"device": "cuda:1"}},
+                                      {"status": "failed"}])
+    assert "scored on several devices (cpu: 1, cuda: 1)" in caplog.text
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    seen = []
+    monkeypatch.setattr(batch, "warn_devices", lambda where, statuses: seen.append([s["status"] for s in statuses]))
+    cfg = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
+    assert run_pipeline("sample_dicoms", out, cfg)["n_skipped"] == 1
+    assert seen == [["ok"]]  # the run's statuses, resumed ones included

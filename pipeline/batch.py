@@ -175,6 +175,7 @@ class Task:
     study_date: str = ""
     input_id: str = ""  # which INPUT the run was given (:func:`input_id_for`), recorded with the outcome
     shape: tuple[int, int, int] = (0, 0, 0)  # slices, rows, columns from the headers (0: not known)
+    alternatives: list[str] = field(default_factory=list)  # stack ids of the study's next eligible stacks
 
 
 def input_id_for(input_path: str | Path | None, salt: str) -> str:
@@ -228,7 +229,8 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         fingerprint = input_fingerprint(files + _lobe_inputs(lobes))
         tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
-                          study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand)))
+                          study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand),
+                          alternatives=list(getattr(cand, "alternatives", None) or [])))
     return sorted(tasks, key=lambda t: t.scan_id)
 
 
@@ -770,6 +772,9 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
         raise
     if status["status"] != "ok":
         _remove_partials(out_dir, task.scan_id)
+        if status["status"] == "failed" and task.alternatives and status.get("message"):
+            status["message"] += (f" (the study has other eligible stacks: {', '.join(task.alternatives)}; "
+                                   f"score one with --series-uid {task.alternatives[0]})")
     try:
         write_record(out_dir, task, status, config_sha256, segmenter.model_id, attempt)
     except CTScoreError:  # OUTPUT_UNWRITABLE: no outcome recorded (a committed result folder still counts as ok)

@@ -38,7 +38,8 @@ _CODES = [
     Code("UNREADABLE_FILE", "S", "a file with a DICOM preamble whose header cannot be parsed; a stray file; a folder "
          "that cannot be listed; a link to nothing",
          "check the copy if you expected it to be part of a series"),
-    Code("DUPLICATE_SOP_INSTANCE", "S", "same SOPInstanceUID as a file already kept (F: de-duplicated)",
+    Code("DUPLICATE_SOP_INSTANCE", "S", "same SOPInstanceUID as a file of the same series already kept (F: de-duplicated; "
+         "files of other series that reuse the UID are kept)",
          "nothing; one copy is used (a complete, lossless copy in the folder holding the rest of its series "
          "preferred, then an uncompressed one)"),
     # --- stacks (selection, S) ---
@@ -46,6 +47,8 @@ _CODES = [
     Code("LOCALIZER", "S", "localizer / scout / topogram image", "nothing"),
     Code("DERIVED_REFORMAT", "S", "derived reformat (MPR, MIP, MinIP, average, projection, curved)",
          "point ctscore at the original axial series"),
+    Code("NOT_HU_MAP", "S", "RescaleType names values other than HU (a dual-energy Z-effective, iodine or "
+         "electron-density map; HU or US, unspecified, are CT numbers)", "point ctscore at the conventional series"),
     Code("NOT_AXIAL", "S", "slice normal more than selection.max_axial_angle_deg from the patient z axis "
          "(coronal, sagittal, strongly oblique)",
          "nothing; only axial stacks are scored (selection.max_axial_angle_deg)"),
@@ -133,6 +136,12 @@ _CODES = [
     Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "
          "data (inventory); the stack also gets the predicted problem CORRUPT_FILE (loading refuses it), so another "
          "stack of the study is preferred", "copy the series again"),
+    Code("SPARSE_SLICES", "W", "slices spaced more than twice their thickness apart, with gaps of 2 mm or more "
+         "(sequential HRCT: 1 mm slices every 10 mm): most of the lung between the slices was not imaged; volumes "
+         "and scores are interpolated from a sample", "prefer a contiguous volumetric reconstruction of the study"),
+    Code("SELECTION_TIE", "W", "another stack of the study has headers that rank it equal to this one (dual-energy "
+         "tube images, repeated or inspiratory/expiratory series described alike): the choice fell to stack order",
+         "check the inventory (inventory.csv, reason column) and pick the series with --series-uid if needed"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -152,6 +152,36 @@ def kernel(ds: pydicom.Dataset) -> str:
     return text(recon, "ConvolutionKernel") if recon is not None else ""
 
 
+def contrast_agent(ds: pydicom.Dataset) -> str:
+    """ContrastBolusAgent; for enhanced CT, whose Enhanced Contrast/Bolus module names the agents in
+    ContrastBolusAgentSequence instead, the meanings of the agents administered there (an item with
+    ContrastBolusAgentAdministered NO is not given), joined by '\\'."""
+    value = text(ds, "ContrastBolusAgent")
+    if value:
+        return value
+    agents = []
+    try:
+        for item in get(ds, "ContrastBolusAgentSequence", None) or []:
+            if text(item, "ContrastBolusAgentAdministered").upper() == "NO":
+                continue
+            name = text(item, "CodeMeaning") or text(item, "CodeValue")
+            if name:
+                agents.append(name)
+    except Exception:  # noqa: BLE001 - a malformed sequence names no agent
+        return ""
+    return "\\".join(agents)
+
+
+def rescale_type(ds: pydicom.Dataset) -> str:
+    """RescaleType (HU, US, or what a map's values are, e.g. a dual-energy Z-effective or iodine map); for
+    enhanced CT that of the first frame's Pixel Value Transformation functional group; '' when absent."""
+    value = text(ds, "RescaleType")
+    if value or not is_multiframe(ds):
+        return value.upper()
+    item = _functional(ds, 0, "PixelValueTransformationSequence")
+    return text(item, "RescaleType").upper() if item is not None else ""
+
+
 def _first_item(ds: pydicom.Dataset, keyword: str) -> pydicom.Dataset | None:
     seq = get(ds, keyword, None)
     try:

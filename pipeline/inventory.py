@@ -98,6 +98,9 @@ class SeriesCandidate:
     flags: list[str] = field(default_factory=list)  # fixes / warnings predicted from headers
     messages: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # inventory columns
+    #: the stack ids of the next-ranked eligible stacks of the study, without predicted refusals (set on the chosen
+    #: stack when one stack per study is scored): named in its failure message, should it fail to load
+    alternatives: list[str] = field(default_factory=list)
     # geometry inputs kept for re-analysis with another config
     iop: np.ndarray | None = field(default=None, repr=False)
     positions: np.ndarray | None = field(default=None, repr=False)
@@ -396,7 +399,8 @@ def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
         "kernel": H.kernel(ds),
         "slice_thickness": H.number(ds, "SliceThickness", 0.0) or 0.0,
         "body_part": H.text(ds, "BodyPartExamined").upper(),
-        "contrast": H.text(ds, "ContrastBolusAgent"),
+        "contrast": H.contrast_agent(ds),
+        "rescale_type": H.rescale_type(ds),
         "photometric": H.text(ds, "PhotometricInterpretation").upper(),
         "transfer_syntax": transfer_syntax_of(ds),
         "sop_class": H.text(ds, "SOPClassUID"),
@@ -422,12 +426,13 @@ class _Slice:
 
 
 def _dedupe(records: list[FileRecord]) -> None:
-    """Mark files whose SOPInstanceUID was already seen. Kept: a complete copy before a truncated one, a lossless
+    """Mark files whose SOPInstanceUID was already seen in the same series (a SOPInstanceUID shared by files of two
+    series is an anonymiser's or a CD writer's reuse, not a copy: both are kept, each in its series). Kept: a complete copy before a truncated one, a lossless
     before a lossy one; among copies of the same pixels, the one in the folder holding most of its series (the
     folder the rest of the series is in: a copy of one slice elsewhere, e.g. in a folder of test files, must not
     pull the series' stack, its folder and its fingerprint there), then uncompressed (explicit VR, implicit VR, big
     endian) before compressed, then path order."""
-    by_sop: dict[str, list[FileRecord]] = {}
+    by_sop: dict[tuple[str, str], list[FileRecord]] = {}
     # series -> folder -> the SOPInstanceUIDs there (copies of one instance count once)
     folders: dict[str, dict[str, set[str]]] = {}
     for rec in records:
@@ -435,7 +440,7 @@ def _dedupe(records: list[FileRecord]) -> None:
             continue
         sop = H.text(rec.ds, "SOPInstanceUID")
         if sop:
-            by_sop.setdefault(sop, []).append(rec)
+            by_sop.setdefault((H.text(rec.ds, "SeriesInstanceUID"), sop), []).append(rec)
         folders.setdefault(H.text(rec.ds, "SeriesInstanceUID"), {}).setdefault(
             _folder_key(rec.path), set()).add(sop or str(rec.path))
     for recs in by_sop.values():

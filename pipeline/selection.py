@@ -16,15 +16,35 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.geometry import analyse_stack, axial_angle_deg
+from pipeline.hu_checks import has_contrast
 
 log = logging.getLogger(__name__)
 
-PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "noncontrast", "thin", "kernel", "slices")
+PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "fov", "contiguous", "inspiration", "noncontrast",
+               "thin", "kernel", "slices")
 #: BodyPartExamined values (substrings) that name the chest; the "chest" preference ranks them, and stacks that
 #: name no body part, above stacks that name another one (the ABDOMEN series of a chest-abdomen study).
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "THX", "TORAX", "THORAC")
 #: Thickness differences smaller than this (mm) do not make one stack "thinner" than another.
 THICKNESS_TIE_MM = 0.05
+#: The "fov" preference: a stack whose in-plane field of view is below this share of the widest stack of its study
+#: is a targeted reconstruction (one lung, a nodule) and ranks below the full field of view.
+TARGETED_FOV_SHARE = 0.8
+#: SPARSE_SLICES: slices spaced more than this many times their thickness apart, and with gaps of
+#: :data:`SPARSE_MIN_GAP_MM` or more between them (sequential HRCT: 1 mm slices every 10 mm), sample the lung.
+SPARSE_SPACING_RATIO = 2.0
+SPARSE_MIN_GAP_MM = 2.0
+#: The "inspiration" preference: a SeriesDescription with one of these words names an expiratory series (air
+#: trapping studies), whose normal lung reads as ground glass; one naming inspiration too ("INSP/EXP") is not.
+EXPIRATION_WORDS = re.compile(r"\b(EXP|EXPI|EXPIR\w*|EXSPIR\w*|EXHAL\w*|EXPIRIUM|EXSP)\b", re.IGNORECASE)
+INSPIRATION_WORDS = re.compile(r"\b(INSP\w*|INHAL\w*)\b", re.IGNORECASE)
+#: Words that make an ImageType value a projection or reformat even inside a longer value (vendors write
+#: "CT_SOM5 MIP" or "MIP_SLAB"); each counts only while ``selection.exclude_image_types`` lists it.
+PROJECTION_WORDS = ("MIP", "MINIP", "MPR", "CPR")
+_WORD_SPLIT = re.compile(r"[^A-Z0-9]+")
+#: RescaleType values of CT images in HU ("US", unspecified, is what most CT writes); any other names a map
+#: (a dual-energy Z-effective, iodine or electron-density map) whose values are not HU.
+HU_RESCALE_TYPES = ("", "HU", "US", "HOUNSFIELD UNITS", "HOUNSFIELD UNIT")
 
 
 def _csv(value: str) -> list[str]:
@@ -83,8 +103,11 @@ def hard_filter(cand, rules: SelectionRules) -> str:
         return "NOT_CT"
     if any(v in ("LOCALIZER", "SCOUT", "TOPOGRAM") for v in itype):
         return "LOCALIZER"
-    if any(v in rules.exclude_image_types for v in itype):
+    words = {w for v in itype for w in _WORD_SPLIT.split(v.upper()) if w in PROJECTION_WORDS}
+    if any(v in rules.exclude_image_types for v in itype) or words & set(rules.exclude_image_types):
         return "DERIVED_REFORMAT"
+    if (h.get("rescale_type") or "").upper() not in HU_RESCALE_TYPES:
+        return "NOT_HU_MAP"
     if h.get("photometric", "") and h["photometric"] not in ("MONOCHROME1", "MONOCHROME2"):
         return "NOT_MONOCHROME"
     if cand.iop is not None and axial_angle_deg(cand.iop) > rules.max_axial_angle_deg:
@@ -128,6 +151,10 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
         cand.flags.append("LOSSY_COMPRESSION")
         if not load["allow_lossy"]:
             cand.problems.append("LOSSY_REFUSED")
+    if _sparse(cand.header.get("slice_thickness") or 0.0, geo.spacing):
+        cand.flags.append("SPARSE_SLICES")
+        cand.messages["SPARSE_SLICES"] = (f"{float(cand.header['slice_thickness']):g} mm slices every "
+                                          f"{geo.spacing:.3g} mm")
     z = cand.positions[:, 2]
     cand.info.update(
         slice_spacing_mm=round(geo.spacing, 4) if geo.spacing else None,
@@ -137,7 +164,31 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
     )
 
 
-def _preference_key(cand, rules: SelectionRules) -> tuple:
+def _sparse(thickness: float, spacing: float | None) -> bool:
+    """Whether slices ``thickness`` mm thick every ``spacing`` mm leave the lung between them unimaged
+    (:data:`SPARSE_SPACING_RATIO`, :data:`SPARSE_MIN_GAP_MM`); False when either is unknown."""
+    if not thickness or not spacing or not (math.isfinite(thickness) and math.isfinite(spacing)):
+        return False
+    return spacing > SPARSE_SPACING_RATIO * thickness and spacing - thickness >= SPARSE_MIN_GAP_MM
+
+
+def fov_mm(cand) -> float:
+    """The in-plane field of view of a stack (mm): its larger matrix side times the pixel spacing; 0 when unknown."""
+    info = cand.info
+    try:
+        return float(max(int(info.get("rows") or 0), int(info.get("columns") or 0)) *
+                     float(info.get("pixel_spacing_mm") or 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _expiratory(description: str) -> bool:
+    return bool(EXPIRATION_WORDS.search(description)) and not INSPIRATION_WORDS.search(description)
+
+
+def _preference_key(cand, rules: SelectionRules, widest_fov_mm: float = 0.0) -> tuple:
+    """The sort key of a stack among the eligible stacks of its study; ``widest_fov_mm``: the widest in-plane
+    field of view among them (the "fov" preference)."""
     h = cand.header
     itype = h.get("image_type", "").split("\\")
     key: list[Any] = [bool(cand.problems)]  # loadable first
@@ -153,8 +204,15 @@ def _preference_key(cand, rules: SelectionRules) -> tuple:
             key.append(round(float(cand.info.get("axial_angle_deg") or 0.0), 1))
         elif pref == "coverage":
             key.append(float(cand.info.get("z_coverage_mm") or 0.0) < rules.full_coverage_mm)
+        elif pref == "fov":  # a targeted reconstruction (one lung, a nodule) does not show the whole chest
+            fov = fov_mm(cand)
+            key.append(bool(fov) and fov < TARGETED_FOV_SHARE * widest_fov_mm)
+        elif pref == "contiguous":  # sequential HRCT samples the lung: a volumetric series shows all of it
+            key.append(_sparse(h.get("slice_thickness") or 0.0, cand.info.get("slice_spacing_mm")))
+        elif pref == "inspiration":  # on an expiratory scan normal lung reads as ground glass
+            key.append(_expiratory(h.get("series_description") or ""))
         elif pref == "noncontrast":  # the published scores were read on non-contrast CT; contrast shifts HU
-            key.append(bool((h.get("contrast") or "").strip()))
+            key.append(has_contrast(h.get("contrast")))
         elif pref == "thin":
             t = float(h.get("slice_thickness") or cand.info.get("slice_spacing_mm") or 99.0)
             steps = t / THICKNESS_TIE_MM  # inf for a thickness or spacing near the float maximum (1e308 mm)
@@ -169,9 +227,9 @@ def _preference_key(cand, rules: SelectionRules) -> tuple:
     return tuple(key)
 
 
-def _explain(best, other, rules: SelectionRules) -> str:
+def _explain(best, other, rules: SelectionRules, widest_fov_mm: float = 0.0) -> str:
     """Why ``best`` ranked above ``other`` (the first preference that differs)."""
-    kb, ko = _preference_key(best, rules), _preference_key(other, rules)
+    kb, ko = _preference_key(best, rules, widest_fov_mm), _preference_key(other, rules, widest_fov_mm)
     names = ["loadable"] + rules.preferences + ["stack order"]
     for name, a, b in zip(names, kb, ko):
         if a != b:
@@ -205,7 +263,17 @@ def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: st
             studies.setdefault(c.study_key, []).append(c)
     chosen = []
     for group in studies.values():
-        ranked = sorted(group, key=lambda c: _preference_key(c, rules))
+        widest = max(fov_mm(c) for c in group)
+        ranked = sorted(group, key=lambda c: _preference_key(c, rules, widest))
+        if len(ranked) > 1 and one_per_study and _explain(ranked[0], ranked[1], rules, widest) == "stack order":
+            ties = [c.stack_id for c in ranked[1:] if _explain(ranked[0], c, rules, widest) == "stack order"]
+            ranked[0].flags.append("SELECTION_TIE")
+            ranked[0].messages["SELECTION_TIE"] = (f"ranked equal to {', '.join(ties)} by every preference; "
+                                                   "taken by stack order")
+            log.warning("study %s: stacks %s rank equal by every preference; %s taken by stack order (see the "
+                        "inventory; --series-uid picks another)", ranked[0].study_key,
+                        ", ".join([ranked[0].stack_id, *ties]), ranked[0].stack_id)
+        ranked[0].alternatives = [c.stack_id for c in ranked[1:] if not c.problems][:3] if one_per_study else []
         for k, c in enumerate(ranked, start=1):
             c.rank = k
             predicted = f"; headers predict {','.join(c.problems)}" if c.problems else ""
@@ -215,5 +283,5 @@ def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: st
                             else f"eligible (all series requested){predicted}")
                 chosen.append(c)
             else:
-                c.reason = f"NOT_SELECTED: rank {k}; {ranked[0].stack_id} preferred by {_explain(ranked[0], c, rules)}"
+                c.reason = f"NOT_SELECTED: rank {k}; {ranked[0].stack_id} preferred by {_explain(ranked[0], c, rules, widest)}"
     return chosen

@@ -75,8 +75,10 @@ def test_several_stacks_in_one_series_uid_are_split_and_the_axial_chosen(tmp_pat
     write_series(tmp_path / "ax", 12, series_uid=uid, study_uid=study, prefix="a")
     write_series(tmp_path / "cor", 12, series_uid=uid, study_uid=study, prefix="c", iop=CORONAL,
                  per_slice=lambda k, p: p.update(ipp=(-16.0, -20.0 + k, 16.0)))
+    # another matrix over the same field of view (24 x 4/3 mm = 32 x 1 mm): a smaller field of view would be a
+    # targeted reconstruction, ranked below by the "fov" preference
     write_series(tmp_path / "thin", 20, series_uid=uid, study_uid=study, prefix="t", size=24, dz=1.0,
-                 thickness=1.0)
+                 thickness=1.0, spacing=32 / 24)
     cands = discover(tmp_path)
     assert len(cands) == 3
     chosen = select_series(cands)

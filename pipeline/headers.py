@@ -66,10 +66,48 @@ def clean_text(value: str) -> str:
     return value if len(value) <= MAX_TEXT else value[:MAX_TEXT - 1] + "\u2026"
 
 
+#: UTF-8 multi-byte sequences as Latin-1 shows them ("Ã¶" for "ö"): text written as UTF-8 under a
+#: SpecificCharacterSet of ISO_IR 100 (or none), a common PACS and anonymiser mismatch.
+_UTF8_AS_LATIN1 = re.compile("[\xc2-\xf4][\x80-\xbf]")
+
+
 def _as_text(v: Any) -> str:
     if isinstance(v, bytes):  # a value pydicom left undecoded: its characters, not the "b'...'" of its repr
         return v.decode("utf-8", errors="replace")
-    return str(v)
+    text = str(v)
+    if _UTF8_AS_LATIN1.search(text):  # read as viewers do: as the UTF-8 it is, when it is valid UTF-8
+        try:
+            return text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return text
+
+
+class _RepeatedWarnings(logging.Filter):
+    """Lets each distinct message of pydicom's logger through once per inventory (an unknown
+    SpecificCharacterSet was logged several times for every file: 746 identical lines for 124 files);
+    :func:`reset_repeated_warnings` starts afresh (each :func:`pipeline.inventory.build_inventory`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        if len(self.seen) < 10000:
+            self.seen.add(message)
+        return True
+
+
+_PYDICOM_REPEATS = _RepeatedWarnings()
+logging.getLogger("pydicom").addFilter(_PYDICOM_REPEATS)
+
+
+def reset_repeated_warnings() -> None:
+    """Let pydicom's messages through once again (see :class:`_RepeatedWarnings`)."""
+    _PYDICOM_REPEATS.seen.clear()
 
 
 def text(ds: pydicom.Dataset, keyword: str) -> str:

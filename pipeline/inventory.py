@@ -793,6 +793,7 @@ def build_inventory(root: str | Path, cfg: Any = None, series_uid: str | None = 
     from pipeline.selection import select_stacks
 
     cfg = resolve_config(cfg)  # as the CLI's load_config: merged over the defaults, unknown keys refused
+    H.reset_repeated_warnings()
     all_series = _all_series(all_series, all_eligible)
     records, stacks = discover_records(root, _salt_of(cfg))
     chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)

@@ -263,3 +263,29 @@ def test_the_other_eligible_stacks_are_named_when_the_chosen_one_fails(tmp_path)
     # and --series-uid with that stack id scores it
     res2 = run_pipeline(tmp_path / "in", tmp_path / "out2", CLASSICAL, series_uid=other.stack_id)
     assert res2["scans"]["status"].iloc[0] == "ok"
+
+
+def test_utf8_text_under_a_latin1_character_set_reads_as_utf8(tmp_path):
+    from pydicom.dataelem import DataElement
+
+    for f in write_series(tmp_path / "s"):
+        ds = pydicom.dcmread(f)
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds[0x0008, 0x103E] = DataElement(0x0008103E, "LO", "Thorax nativ Lunge Größe".encode())
+        ds.save_as(f)
+    inv = build_inventory(tmp_path, load_config())
+    assert inv.stacks["series_description"].iloc[0] == "Thorax nativ Lunge Größe"
+    # real Latin-1 stays Latin-1
+    latin = Dataset()
+    latin.SpecificCharacterSet = "ISO_IR 100"
+    latin.SeriesDescription = "Größe"
+    assert H.text(latin, "SeriesDescription") == "Größe"
+
+
+def test_an_unknown_character_set_is_warned_once_not_per_file(tmp_path, caplog):
+    for f in write_series(tmp_path / "s", 20):
+        edit_file(f, SpecificCharacterSet="ISO_IR 999")
+    with caplog.at_level(logging.WARNING, logger="pydicom"):
+        build_inventory(tmp_path, load_config())
+    lines = [r for r in caplog.records if r.name == "pydicom" and "ISO_IR 999" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, len(lines)

@@ -11,7 +11,8 @@ Steps, each with a named refusal (:class:`~pipeline.errors.SeriesError`) or QC f
 4. decode (:mod:`pipeline.decoding`), invert MONOCHROME1, apply each slice's own rescale in float;
 5. resolve duplicate positions (identical pixels: keep one; else refuse), shear a tilted stack onto an
    orthogonal grid, resample non-uniform spacing;
-6. mark padding connected to the image border as outside the body; check that values are HU.
+6. mark padding connected to the image border as outside the body; check that values are HU (refused when
+   much of the body holds padding values, as stored values misread through a wrong PixelRepresentation do).
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ RESCALE_MATCH_HU = 100.0
 #: the extended CT scale (+32767 is the top of a signed 16-bit value with slope 1); padding reaches
 #: down to a 16-bit minimum shifted by an intercept (-32768 - 32768). Outside: HU_OUT_OF_RANGE.
 PLAUSIBLE_HU_RANGE = (-65536.0, 32767.0)
+#: Voxels above this (HU) count as body (soft tissue, fat, bone) for :data:`PADDING_IN_BODY_MAX_SHARE`.
+BODY_HU = -500.0
+#: Largest share of the body (voxels above BODY_HU, plus the padding-valued ones counted as body) that may hold values
+#: at or below ``loading.padding_hu_max`` (see :func:`_check_padding_in_body`); more is refused (NOT_HU). Real padding
+#: lies outside the body: on every real series of ../shared/data (chest/, dicom_edge/, cip_copdgene/,
+#: totalsegmentator_example/; padding -2048, -3024, -32768 and PixelPaddingValue) and on sample_dicoms the share is 0
+#: (not one such voxel), while unsigned stored values (HU + 32768) read through PixelRepresentation 1 make every voxel
+#: at or above 0 HU "padding": 58% of the body of the sample phantom, 15% of it enclosed by the body when the body
+#: touches the image border (the rest connected to the border, counted only through its reading as unsigned).
+PADDING_IN_BODY_MAX_SHARE = 0.05
+#: Values (HU) a misread slice would hold if its stored values were read with the other PixelRepresentation: the
+#: range of 12-bit CT (air to dense bone), for the hint that names PixelRepresentation.
+TISSUE_HU_RANGE = (-1024.0, 3071.0)
 
 
 @dataclass
@@ -442,12 +456,19 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         hu, pad = hu[keep], pad[keep]
         frames = [frames[i] for i in keep]
         _add(flags, "DUPLICATE_SLICE_REMOVED")
+    # Padding enclosed by the body, judged on the slices as stored (each names its file): a little is kept as image
+    # values below; much of the body is stored values misread (e.g. a wrong PixelRepresentation), refused.
+    outside = _border_connected(pad) if pad.any() else None
+    if outside is not None:
+        _check_padding_in_body(hu, outside, frames, opts)
     sorted_ipp = np.array([fr.ipp for _, fr in frames])
     along = geo.unique_positions
 
     meta_extra: dict[str, Any] = {}
     spacing_xy = (float(ref.spacing[1]), float(ref.spacing[0]))  # PixelSpacing is (row = y, column = x)
     resample = len(along) > 1 and (not geo.uniform or bool(geo.gap_steps))
+    if resample or "GANTRY_TILT_CORRECTED" in geo.fixes:
+        outside = None  # the grid changes: judged again on the new one
     if pad.any() and (resample or "GANTRY_TILT_CORRECTED" in geo.fixes):
         # Padding (-2000, -3024, -32768 HU) must not be interpolated into the tissue beside it: bring it to
         # the lowest physical value first (what it becomes anyway: -1000 HU outside, -1024 HU inside).
@@ -474,7 +495,8 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
 
     # Padding: candidates connected to the border are outside the body; enclosed ones are image values.
     if pad.any():
-        outside = _border_connected(pad)
+        if outside is None:
+            outside = _border_connected(pad)
         inside = pad & ~outside
         if inside.any():
             hu[inside] = np.maximum(hu[inside], MIN_PHYSICAL_HU)
@@ -515,10 +537,107 @@ def _check_hu_range(values: np.ndarray, padmask: np.ndarray | None, fr: H.FrameI
     low, high = float(kept.min()), float(kept.max())
     lo, hi = PLAUSIBLE_HU_RANGE
     if not (lo <= low and high <= hi):  # also refuses NaN
+        hint = _sign_hint(kept, fr, it.ds)
+        check = ("check PixelRepresentation (and RescaleSlope/RescaleIntercept) of this file" if hint else
+                 "check RescaleSlope/RescaleIntercept of this file")
         raise SeriesError("HU_OUT_OF_RANGE", f"values from {low:.6g} to {high:.6g} HU after this file's rescale{frame} "
                           f"(RescaleSlope {fr.slope:g}, RescaleIntercept {fr.intercept:g}); CT values, padding "
-                          f"included, lie between {lo:g} and {hi:g} HU: check RescaleSlope/RescaleIntercept of "
-                          "this file", it.path)
+                          f"included, lie between {lo:g} and {hi:g} HU{hint}: {check}", it.path)
+
+
+def _representation(ds: pydicom.Dataset) -> tuple[int | None, int]:
+    """PixelRepresentation (0 unsigned, 1 signed; None when absent or another value) and BitsStored of a file."""
+    pr = H.integer(ds, "PixelRepresentation", None)
+    bits = H.integer(ds, "BitsStored", None) or H.integer(ds, "BitsAllocated", None) or 16
+    return (pr if pr in (0, 1) else None), (bits if 2 <= bits <= 32 else 16)
+
+
+def _sign_hint(kept: np.ndarray, fr: H.FrameInfo, ds: pydicom.Dataset) -> str:
+    """'. PixelRepresentation ... look signed/unsigned ...' when the values, with the stored values read the other
+    way (two's complement of BitsStored bits), would be CT values; '' otherwise (the range is not explained by it).
+
+    Signed HU (air -1000) written under PixelRepresentation 0 read as 2**16 - 1000 = 64536: just below 2**BitsStored.
+    """
+    pr, bits = _representation(ds)
+    if pr is None or fr.slope <= 0 or H.text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1":
+        return ""
+    raw = (kept.astype(np.float64) - fr.intercept) / fr.slope
+    full, half = 2.0**bits, 2.0 ** (bits - 1)
+    wrapped = raw >= half if pr == 0 else raw < 0
+    if not wrapped.any():
+        return ""
+    other = np.where(wrapped, raw - full if pr == 0 else raw + full, raw) * fr.slope + fr.intercept
+    lo2, hi2 = float(other.min()), float(other.max())
+    if not (PLAUSIBLE_HU_RANGE[0] <= lo2 and hi2 <= PLAUSIBLE_HU_RANGE[1]):
+        return ""
+    if pr == 0:
+        top = float(raw.max())
+        return (f". PixelRepresentation is 0 (unsigned) but the stored values look signed (two's complement): the "
+                f"highest, {top:.0f}, lies {full - top:.0f} below 2**{bits}; read as signed they give {lo2:.6g} to "
+                f"{hi2:.6g} HU")
+    bottom = float(raw.min())
+    return (f". PixelRepresentation is 1 (signed) but the stored values look unsigned: the lowest, {bottom:.0f}, lies "
+            f"{bottom + half:.0f} above -2**{bits - 1}; read as unsigned they give {lo2:.6g} to {hi2:.6g} HU")
+
+
+def _check_padding_in_body(hu: np.ndarray, outside: np.ndarray, frames: list, opts: LoadOptions) -> None:
+    """Refuse a series in which much of the body holds padding values (<= ``loading.padding_hu_max``;
+    :data:`PADDING_IN_BODY_MAX_SHARE`): real padding lies outside the body. Unsigned stored values (HU + 32768,
+    RescaleIntercept -32768) read through PixelRepresentation 1 (signed) put every voxel at or above 0 HU near
+    -65000 HU: enclosed by the body they were kept as image values, clipped to -1024 HU and scored as lung, and where
+    the body touches the image border they were taken for padding outside it. So padding values count as body
+    when enclosed by it, and also when connected to the border in a file whose header cannot hold 0 HU as a signed
+    value (PixelRepresentation 1 with RescaleIntercept near -2**(BitsStored-1): such files are unsigned data) if
+    read as unsigned they are tissue (:data:`TISSUE_HU_RANGE`)."""
+    n = hu.shape[0]
+    shift = np.zeros(n)  # what reading the stored values as unsigned adds (HU); 0: the file is not signed
+    unsigned_only = np.zeros(n, bool)  # signed, yet its largest signed value is below 0 HU
+    for k, (it, fr) in enumerate(frames):
+        pr, bits = _representation(it.ds)
+        if pr == 1 and fr.slope > 0:
+            shift[k] = 2.0**bits * fr.slope
+            unsigned_only[k] = (2.0 ** (bits - 1) - 1) * fr.slope + fr.intercept < 0
+    misread = np.zeros(n, np.int64)
+
+    def misread_mask(k: int) -> np.ndarray:
+        low = hu[k] <= opts.padding_hu_max
+        m = low & ~outside[k]
+        if unsigned_only[k]:
+            alt = hu[k] + np.float32(shift[k])
+            m |= low & outside[k] & (alt >= TISSUE_HU_RANGE[0]) & (alt <= TISSUE_HU_RANGE[1])
+        return m
+
+    for k in range(n):
+        misread[k] = np.count_nonzero(misread_mask(k))
+    if not misread.any():
+        return
+    body = misread.copy()
+    for k in range(n):
+        body[k] += np.count_nonzero((hu[k] > BODY_HU) & ~outside[k])
+    share = float(misread.sum()) / float(body.sum())
+    if share <= PADDING_IN_BODY_MAX_SHARE:
+        return
+    per = misread / np.maximum(body, 1)
+    order = [int(k) for k in np.argsort(-per, kind="stable") if per[k] > PADDING_IN_BODY_MAX_SHARE]
+    order = order or [int(np.argmax(per))]
+    names = list(dict.fromkeys(frames[k][0].path.name for k in order))
+    worst = order[0]
+    it, fr = frames[worst]
+    typical = float(np.median(hu[worst][misread_mask(worst)]))
+    pr, bits = _representation(it.ds)
+    if shift[worst] and TISSUE_HU_RANGE[0] <= typical + shift[worst] <= TISSUE_HU_RANGE[1]:
+        cause = (f"PixelRepresentation is 1 (signed) but the stored values look unsigned: read as unsigned, their "
+                 f"median would be {typical + shift[worst]:.0f} HU (e.g. HU + {2 ** (bits - 1)} stored with "
+                 f"RescaleIntercept {fr.intercept:g}); check PixelRepresentation of these files")
+    else:
+        said = {0: "0 (unsigned)", 1: "1 (signed)"}.get(pr, "absent")
+        cause = (f"the stored values are likely misread: check PixelRepresentation ({said}; signed values read as "
+                 "unsigned or the reverse), RescaleSlope/RescaleIntercept and PixelPaddingValue of these files")
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise SeriesError("NOT_HU", f"{100 * share:.0f}% of the body ({int(misread.sum())} voxels; {len(order)} of {n} "
+                      f"slices over {100 * PADDING_IN_BODY_MAX_SHARE:g}%: {shown}) holds padding values (at or below "
+                      f"{opts.padding_hu_max:g} HU, median {typical:.0f} HU), where real padding does not lie; "
+                      f"{cause}", it.path)
 
 
 def _check_rescale_outliers(hu: np.ndarray, pad: np.ndarray, frames: list, opts: LoadOptions) -> None:

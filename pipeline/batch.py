@@ -69,6 +69,7 @@ from pipeline.outputs import (
     series_location,
     set_commit_gate,
 )
+from segmentation.factory import uses_gpu
 
 log = logging.getLogger(__name__)
 
@@ -916,16 +917,17 @@ def preflight(cfg: dict[str, Any], opts: BatchOptions) -> None:
         load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
     elif executor == "serial":
         segmenter_info(cfg)
-    elif str(cfg["segmentation"]["method"]) != "classical":
+    elif uses_gpu(cfg["segmentation"]["method"]):
         from segmentation.monai_segmenter import resolve_device
 
         resolve_device(str(cfg["segmentation"].get("device", "auto")))
 
 
 def wants_gpu(cfg: dict[str, Any]) -> bool:
-    """Whether the configured segmenter runs on a GPU here (classical never does)."""
+    """Whether the configured segmenter runs on a GPU here (one that never does, as classical, does not:
+    segmentation.factory.SEGMENTERS)."""
     seg = cfg["segmentation"]
-    if str(seg["method"]) == "classical":
+    if not uses_gpu(seg["method"]):
         return False
     device = str(seg.get("device", "auto"))
     if device.startswith("cuda"):

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from pipeline.errors import ConfigError
+from segmentation.factory import SEGMENTERS, unknown_method_message, uses_gpu
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,10 @@ _RANGES: tuple[tuple[str, float, float, tuple[bool, bool]], ...] = (
     ("loading.max_memory_mb", 0, _INF, (False, False)),
 )
 
-#: segmentation keys that only the classical segmenter reads (the learned ones read ``segmentation.monai``)
-_CLASSICAL_ONLY_EXEMPT = ("method", "device", "monai", "min_lung_volume_ml")
+#: flat segmentation keys read whatever the segmenter (the pipeline reads min_lung_volume_ml itself); the other flat
+#: keys are the classical segmenter's own, and every other segmenter reads its own section (segmentation.monai: the
+#: ``options`` of its entry in segmentation.factory.SEGMENTERS)
+SHARED_SEGMENTATION_KEYS = ("method", "device", "min_lung_volume_ml")
 
 
 def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
@@ -214,11 +217,13 @@ def classical_only_changes(cfg: Mapping[str, Any]) -> list[str]:
     """The ``segmentation`` keys changed from their defaults that only the classical segmenter reads, when another
     segmenter is configured (it ignores them: a minimum lesion size set there changes nothing but the hashes)."""
     seg = cfg["segmentation"]
-    if str(seg["method"]) == "classical":
+    spec = SEGMENTERS.get(str(seg["method"]))
+    if spec is not None and spec.options is None:  # the configured segmenter reads the flat keys (classical)
         return []
+    not_classical = {*SHARED_SEGMENTATION_KEYS, *(s.options for s in SEGMENTERS.values() if s.options)}
     defaults = default_config()["segmentation"]
     return [f"segmentation.{k}" for k, v in seg.items()
-            if k not in _CLASSICAL_ONLY_EXEMPT and k in defaults and v != defaults[k]]
+            if k not in not_classical and k in defaults and v != defaults[k]]
 
 
 def warn_unused_settings(cfg: Mapping[str, Any]) -> None:
@@ -226,8 +231,9 @@ def warn_unused_settings(cfg: Mapping[str, Any]) -> None:
     ``run_pipeline``; ``ctscore scan`` segments nothing): classical-only keys changed for the network, a device
     for the classical segmenter."""
     seg = cfg["segmentation"]
-    if str(seg["method"]) == "classical" and str(seg["device"]) not in ("auto", "cpu"):
-        log.warning("segmentation.device %s is not used: the classical segmenter runs on the CPU", seg["device"])
+    if not uses_gpu(seg["method"]) and str(seg["device"]) not in ("auto", "cpu"):
+        log.warning("segmentation.device %s is not used: the %s segmenter runs on the CPU", seg["device"],
+                    seg["method"])
     ignored = classical_only_changes(cfg)
     if ignored:
         log.warning("%s %s read by the classical segmenter only (--segmenter classical); the %s segmenter ignores "
@@ -276,9 +282,8 @@ def validate(cfg: dict[str, Any]) -> None:
                           f"{sc['zhang900']['slab_half_thickness_mm']}")
     seg = cfg["segmentation"]
     method = str(seg["method"])
-    if method not in ("classical", "monai") and not Path(method).is_dir():
-        raise ConfigError(f"segmentation.method (--segmenter) must be 'classical', 'monai' or a model folder (a MONAI bundle, or "
-                          f"weights from 'ctscore train'), got {method!r}: {model_folder_problem(method)}")
+    if method not in SEGMENTERS and not Path(method).is_dir():
+        raise ConfigError(unknown_method_message(method))
     device = str(seg.get("device") or "auto").strip().lower()
     if not re.fullmatch(r"auto|cpu|(cuda|gpu)(:\d+)?", device):
         raise ConfigError(f"segmentation.device must be cpu, cuda, cuda:N or auto, got {seg.get('device')!r}")

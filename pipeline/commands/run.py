@@ -23,14 +23,17 @@ def add_log_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
+    from pipeline.config import default_config
+    from segmentation.factory import segmenter_help
+
     p = sub.add_parser("run", help="segment and score the CT series under INPUT",
                        description="Find chest CT series under INPUT, segment lungs and lesions, and write "
                                    "scores, masks and QC pictures to OUT.")
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", required=True, help="output folder")
     add_config_args(p)
-    p.add_argument("--segmenter", help="monai (the default: the shipped network) | classical | path to a model folder "
-                                         "(segmentation.method)")
+    p.add_argument("--segmenter", help=f"{segmenter_help(default_config()['segmentation']['method'])} | path to a "
+                                       "model folder (segmentation.method)")
     p.add_argument("--model", metavar="PATH",
                    help="a model folder: a MONAI bundle with a label-mapping YAML, or weights written by "
                         "'ctscore train' (same as --segmenter PATH)")

@@ -76,7 +76,7 @@ SYSTEMS: dict[str, SystemSpec] = {
     "lobar": SystemSpec("lobar", LOBE_UNITS, (0, 4), (0, 20), True,
                         "five lobes scored 0-4 (six-zone bands), total 0-20"),
     "lobar25": SystemSpec("lobar25", LOBE_UNITS, (0, 5), (0, 25), True,
-                          "five lobes scored 0-5 (Chung/Pan bands), total 0-25"),
+                          "five lobes scored 0-5 (Pan et al. bands), total 0-25"),
 }
 
 #: The unit of a difference between two raters (MAE, Bland-Altman bias and limits) on each system's scale.

@@ -7,8 +7,10 @@ code, never another exception.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,45 +71,73 @@ def clean_text(value: str) -> str:
 #: UTF-8 multi-byte sequences as Latin-1 shows them ("Ã¶" for "ö"): text written as UTF-8 under a
 #: SpecificCharacterSet of ISO_IR 100 (or none), a common PACS and anonymiser mismatch.
 _UTF8_AS_LATIN1 = re.compile("[\xc2-\xf4][\x80-\xbf]")
+#: Character sets under which such text is read again as UTF-8 (Latin-1, or none declared).
+_LATIN1_SETS = ("", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 100", "ISO 2022 IR 6")
 
 
-def _as_text(v: Any) -> str:
+def _plausible(text: str) -> bool:
+    """Whether UTF-8 re-read text holds only characters of Latin, Greek, Cyrillic, Hebrew, Arabic or of the 3-byte
+    planes (CJK, ...): genuine Latin-1 pairs ("ß" + no-break space) decode to rare scripts (N'Ko) instead."""
+    return all(ord(ch) < 0x80 or 0xA0 <= ord(ch) < 0x0700 or ord(ch) >= 0x0800 for ch in text)
+
+
+def _as_text(v: Any, latin1: bool = False) -> str:
+    """``v`` as text; ``latin1``: the value was decoded as Latin-1, so UTF-8 bytes in it are read as UTF-8."""
     if isinstance(v, bytes):  # a value pydicom left undecoded: its characters, not the "b'...'" of its repr
         return v.decode("utf-8", errors="replace")
     text = str(v)
-    if _UTF8_AS_LATIN1.search(text):  # read as viewers do: as the UTF-8 it is, when it is valid UTF-8
+    if latin1 and _UTF8_AS_LATIN1.search(text):  # read as viewers do: as the UTF-8 it is
         try:
-            return text.encode("latin-1").decode("utf-8")
+            fixed = text.encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
+            return text
+        return fixed if _plausible(fixed) else text
     return text
 
 
-class _RepeatedWarnings(logging.Filter):
-    """Lets each distinct message of pydicom's logger through once per inventory (an unknown
-    SpecificCharacterSet was logged several times for every file: 746 identical lines for 124 files);
-    :func:`reset_repeated_warnings` starts afresh (each :func:`pipeline.inventory.build_inventory`)."""
+def _latin1(ds: pydicom.Dataset) -> bool:
+    """Whether the dataset's text was decoded as Latin-1 (SpecificCharacterSet ISO_IR 100, or none)."""
+    value = get(ds, "SpecificCharacterSet", "")
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else ""
+    return str(value).strip().upper() in _LATIN1_SETS
+
+
+class _RepeatedMessages(logging.Filter):
+    """Lets each distinct message of pydicom's logger through once and counts the rest (an unknown
+    SpecificCharacterSet was logged several times for every file: 746 identical lines for 124 files)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
+        self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call: let logging report it as it would
+            return True
         if message in self.seen:
+            self.dropped += 1
             return False
         if len(self.seen) < 10000:
             self.seen.add(message)
         return True
 
 
-_PYDICOM_REPEATS = _RepeatedWarnings()
-logging.getLogger("pydicom").addFilter(_PYDICOM_REPEATS)
-
-
-def reset_repeated_warnings() -> None:
-    """Let pydicom's messages through once again (see :class:`_RepeatedWarnings`)."""
-    _PYDICOM_REPEATS.seen.clear()
+@contextlib.contextmanager
+def repeated_pydicom_messages_once() -> Iterator[None]:
+    """While reading the headers of an inventory, pydicom's repeated messages are shown once (then counted in one
+    line); outside it, pydicom's logging is untouched."""
+    logger = logging.getLogger("pydicom")
+    once = _RepeatedMessages()
+    logger.addFilter(once)
+    try:
+        yield
+    finally:
+        logger.removeFilter(once)
+        if once.dropped:
+            log.info("%d repeated pydicom message(s) not shown again", once.dropped)
 
 
 def text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -115,9 +145,11 @@ def text(ds: pydicom.Dataset, keyword: str) -> str:
     '\\'."""
     value = get(ds, keyword, "")
     try:
+        # (not PatientID: its pseudonym must stay that of earlier runs, whatever its bytes)
+        latin1 = keyword != "PatientID" and _latin1(ds)
         if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-            return clean_text("\\".join(_as_text(v).strip() for v in value))
-        return clean_text(_as_text(value))
+            return clean_text("\\".join(_as_text(v, latin1).strip() for v in value))
+        return clean_text(_as_text(value, latin1))
     except Exception:  # noqa: BLE001
         return ""
 
@@ -192,15 +224,18 @@ def kernel(ds: pydicom.Dataset) -> str:
 
 def contrast_agent(ds: pydicom.Dataset) -> str:
     """ContrastBolusAgent; for enhanced CT, whose Enhanced Contrast/Bolus module names the agents in
-    ContrastBolusAgentSequence instead, the meanings of the agents administered there (an item with
-    ContrastBolusAgentAdministered NO is not given), joined by '\\'."""
+    ContrastBolusAgentSequence instead, the meanings of the agents there, joined by '\\', less those the first
+    frame's Contrast/Bolus Usage functional group says were not administered (ContrastBolusAgentAdministered NO
+    for their ContrastBolusAgentNumber)."""
     value = text(ds, "ContrastBolusAgent")
     if value:
         return value
     agents = []
     try:
+        not_given = {integer(u, "ContrastBolusAgentNumber") for u in _functional_items(ds, 0, "ContrastBolusUsageSequence")
+                     if text(u, "ContrastBolusAgentAdministered").upper() == "NO"}
         for item in get(ds, "ContrastBolusAgentSequence", None) or []:
-            if text(item, "ContrastBolusAgentAdministered").upper() == "NO":
+            if integer(item, "ContrastBolusAgentNumber") in not_given - {None}:
                 continue
             name = text(item, "CodeMeaning") or text(item, "CodeValue")
             if name:
@@ -208,6 +243,21 @@ def contrast_agent(ds: pydicom.Dataset) -> str:
     except Exception:  # noqa: BLE001 - a malformed sequence names no agent
         return ""
     return "\\".join(agents)
+
+
+def _functional_items(ds: pydicom.Dataset, frame: int, macro: str) -> list:
+    """All items of functional group ``macro`` for ``frame`` (per-frame first, then shared; [] when absent)."""
+    per_frame = get(ds, "PerFrameFunctionalGroupsSequence", None)
+    shared = get(ds, "SharedFunctionalGroupsSequence", None)
+    for group, index in ((per_frame, frame), (shared, 0)):
+        try:
+            if group is not None and index < len(group):
+                items = get(group[index], macro, None)
+                if items is not None and len(items):
+                    return list(items)
+        except Exception:  # noqa: BLE001 - a malformed group holds no items
+            continue
+    return []
 
 
 def rescale_type(ds: pydicom.Dataset) -> str:

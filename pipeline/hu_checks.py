@@ -44,16 +44,28 @@ METAL_HU = 2500.0
 METAL_MIN_ML = 0.1
 #: Slice thickness above which a series is flagged (mm).
 THICK_SLICE_MM = 5.0
-#: Header values of ContrastBolusAgent that say "no contrast".
+#: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
+#: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection").
 NO_CONTRAST = {"", "none", "no", "nil", "n/a", "na", "0", "-", "without", "no contrast", "non contrast",
-               "non-contrast", "noncontrast", "nc"}
+               "non-contrast", "noncontrast", "nc", "nativ", "native", "plain", "unenhanced", "non enhanced",
+               "non-enhanced", "nonenhanced"}
+#: Words that start a value saying "no contrast" ("NO CONTRAST AGENT", "NONE USED", "ohne KM", "sin contraste").
+_NEGATION = re.compile(r"(no|none|nil|without|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
+                       r"non[- ]?(contrast|enhanced))\b")
+#: Names of contrast agents (generic and brand): a value naming one is contrast even after a negation
+#: ("No oral, IV Omnipaque").
+_AGENTS = re.compile(r"io(hexol|pamidol|promide|dixanol|meprol|versol|bitridol|xaglate|pentol|xilan)|omnipaque|"
+                     r"isovue|ultravist|visipaque|iomeron|imeron|optiray|xenetix|hexabrix|accupaque|solutrast|"
+                     r"scanlux|barium|gastrografin|telebrix", re.IGNORECASE)
 
 
 def has_contrast(agent: str | None) -> bool:
-    """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a", "NO CONTRAST AGENT", "NONE USED"
-    and the like do not)."""
+    """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a", "NO CONTRAST AGENT", "NONE USED",
+    "nativ" and the like do not; "NON-IONIC CONTRAST" and "No oral, IV Omnipaque" do)."""
     text = " ".join((agent or "").strip().lower().split())
-    return text not in NO_CONTRAST and not re.match(r"(no|none|non|nil|without|n/a)\b", text)
+    if _AGENTS.search(text):
+        return True
+    return text not in NO_CONTRAST and not _NEGATION.match(text)
 
 
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,

@@ -787,16 +787,26 @@ def build_inventory(root: str | Path, cfg: Any = None, series_uid: str | None = 
     :func:`requested_series_problem` says why a ``series_uid`` was not chosen). Raises CTScoreError
     INPUT_NOT_FOUND for an input that is not there or cannot be listed, ConfigError (BAD_CONFIG) for a bad
     configuration."""
-    import pandas as pd
-
     from pipeline.config import resolve_config
-    from pipeline.selection import select_stacks
 
     cfg = resolve_config(cfg)  # as the CLI's load_config: merged over the defaults, unknown keys refused
-    H.reset_repeated_warnings()
     all_series = _all_series(all_series, all_eligible)
+    with H.repeated_pydicom_messages_once():  # header text is decoded while read, selected and tabled
+        return _build_inventory(root, cfg, series_uid, all_series, identifiers)
+
+
+def _build_inventory(root: str | Path, cfg: dict[str, Any], series_uid: str | None, all_series: bool,
+                     identifiers: bool) -> Inventory:
+    import pandas as pd
+
+    from pipeline.selection import select_stacks
+
     records, stacks = discover_records(root, _salt_of(cfg))
     chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)
+    for c in chosen:
+        if "SELECTION_TIE" in c.flags:
+            log.warning("stack %s of study %s was taken by stack order: %s (see the inventory; --series-uid picks "
+                        "another)", c.stack_id, c.study_key, c.messages.get("SELECTION_TIE", ""))
     by_id = {c.stack_id: stack_row(c, identifiers) for c in stacks}
     cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])
     file_rows = []

@@ -27,24 +27,29 @@ PREFERENCES = ("chest", "original", "primary", "axial", "coverage", "fov", "cont
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "THX", "TORAX", "THORAC")
 #: Thickness differences smaller than this (mm) do not make one stack "thinner" than another.
 THICKNESS_TIE_MM = 0.05
-#: The "fov" preference: a stack whose in-plane field of view is below this share of the widest stack of its study
-#: is a targeted reconstruction (one lung, a nodule) and ranks below the full field of view.
+#: The "fov" preference: a stack whose in-plane field of view is below this share of the widest loadable chest stack
+#: of its study, and below :data:`TARGETED_FOV_MM`, is a targeted reconstruction (one lung, a nodule) and ranks below
+#: the full field of view (a 360 mm lung reconstruction beside a 500 mm extended field of view is not targeted).
 TARGETED_FOV_SHARE = 0.8
+TARGETED_FOV_MM = 260.0
 #: SPARSE_SLICES: slices spaced more than this many times their thickness apart, and with gaps of
 #: :data:`SPARSE_MIN_GAP_MM` or more between them (sequential HRCT: 1 mm slices every 10 mm), sample the lung.
 SPARSE_SPACING_RATIO = 2.0
 SPARSE_MIN_GAP_MM = 2.0
 #: The "inspiration" preference: a SeriesDescription with one of these words names an expiratory series (air
 #: trapping studies), whose normal lung reads as ground glass; one naming inspiration too ("INSP/EXP") is not.
-EXPIRATION_WORDS = re.compile(r"\b(EXP|EXPI|EXPIR\w*|EXSPIR\w*|EXHAL\w*|EXPIRIUM|EXSP)\b", re.IGNORECASE)
-INSPIRATION_WORDS = re.compile(r"\b(INSP\w*|INHAL\w*)\b", re.IGNORECASE)
+#: Words are bounded by anything but a letter ("Thorax_Exp_1.0", "Exp1.0 B70f"); Spanish/Italian "espiración",
+#: "espirazione", German "Ausatmung" count.
+EXPIRATION_WORDS = re.compile(r"(?<![A-Z])(EXP|EXPI|EXPIR[A-Z]*|EXSPIR[A-Z]*|EXHAL[A-Z]*|EXSP|ESPIR[A-Z]*|"
+                              r"AUSATM[A-Z]*)(?![A-Z])", re.IGNORECASE)
+INSPIRATION_WORDS = re.compile(r"(?<![A-Z])(INSP[A-Z]*|INHAL[A-Z]*|EINATM[A-Z]*)(?![A-Z])", re.IGNORECASE)
 #: Words that make an ImageType value a projection or reformat even inside a longer value (vendors write
 #: "CT_SOM5 MIP" or "MIP_SLAB"); each counts only while ``selection.exclude_image_types`` lists it.
 PROJECTION_WORDS = ("MIP", "MINIP", "MPR", "CPR")
 _WORD_SPLIT = re.compile(r"[^A-Z0-9]+")
 #: RescaleType values of CT images in HU ("US", unspecified, is what most CT writes); any other names a map
 #: (a dual-energy Z-effective, iodine or electron-density map) whose values are not HU.
-HU_RESCALE_TYPES = ("", "HU", "US", "HOUNSFIELD UNITS", "HOUNSFIELD UNIT")
+HU_RESCALE_TYPES = ("", "HU", "US", "HOUNSFIELD", "HOUNSFIELDUNIT", "HOUNSFIELDUNITS")
 
 
 def _csv(value: str) -> list[str]:
@@ -106,7 +111,7 @@ def hard_filter(cand, rules: SelectionRules) -> str:
     words = {w for v in itype for w in _WORD_SPLIT.split(v.upper()) if w in PROJECTION_WORDS}
     if any(v in rules.exclude_image_types for v in itype) or words & set(rules.exclude_image_types):
         return "DERIVED_REFORMAT"
-    if (h.get("rescale_type") or "").upper() not in HU_RESCALE_TYPES:
+    if re.sub(r"[^A-Z]", "", (h.get("rescale_type") or "").upper()) not in HU_RESCALE_TYPES:
         return "NOT_HU_MAP"
     if h.get("photometric", "") and h["photometric"] not in ("MONOCHROME1", "MONOCHROME2"):
         return "NOT_MONOCHROME"
@@ -167,7 +172,7 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
 def _sparse(thickness: float, spacing: float | None) -> bool:
     """Whether slices ``thickness`` mm thick every ``spacing`` mm leave the lung between them unimaged
     (:data:`SPARSE_SPACING_RATIO`, :data:`SPARSE_MIN_GAP_MM`); False when either is unknown."""
-    if not thickness or not spacing or not (math.isfinite(thickness) and math.isfinite(spacing)):
+    if not thickness or not spacing or not (math.isfinite(thickness) and math.isfinite(spacing)) or thickness <= 0:
         return False
     return spacing > SPARSE_SPACING_RATIO * thickness and spacing - thickness >= SPARSE_MIN_GAP_MM
 
@@ -180,6 +185,17 @@ def fov_mm(cand) -> float:
                      float(info.get("pixel_spacing_mm") or 0.0))
     except (TypeError, ValueError):
         return 0.0
+
+
+def _widest_chest_fov(group: list) -> float:
+    """The widest in-plane field of view among the stacks of a study that are loadable and not of another body part
+    (an abdomen stack or one headers predict refused must not make the chest stacks "targeted"); 0 when none."""
+    def chest(c) -> bool:
+        part = (c.header.get("body_part") or "").upper()
+        return not part or any(w in part for w in CHEST_BODY_PARTS)
+
+    fovs = [fov_mm(c) for c in group if not c.problems and chest(c)]
+    return max(fovs, default=0.0)
 
 
 def _expiratory(description: str) -> bool:
@@ -206,7 +222,7 @@ def _preference_key(cand, rules: SelectionRules, widest_fov_mm: float = 0.0) -> 
             key.append(float(cand.info.get("z_coverage_mm") or 0.0) < rules.full_coverage_mm)
         elif pref == "fov":  # a targeted reconstruction (one lung, a nodule) does not show the whole chest
             fov = fov_mm(cand)
-            key.append(bool(fov) and fov < TARGETED_FOV_SHARE * widest_fov_mm)
+            key.append(bool(fov) and fov < TARGETED_FOV_SHARE * widest_fov_mm and fov < TARGETED_FOV_MM)
         elif pref == "contiguous":  # sequential HRCT samples the lung: a volumetric series shows all of it
             key.append(_sparse(h.get("slice_thickness") or 0.0, cand.info.get("slice_spacing_mm")))
         elif pref == "inspiration":  # on an expiratory scan normal lung reads as ground glass
@@ -244,6 +260,7 @@ def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: st
     rules = SelectionRules.from_config(cfg)
     for c in cands:
         assess(c, cfg)
+        c.alternatives = []
         code = hard_filter(c, rules)
         c.eligible = not code
         c.reason = code
@@ -263,16 +280,13 @@ def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: st
             studies.setdefault(c.study_key, []).append(c)
     chosen = []
     for group in studies.values():
-        widest = max(fov_mm(c) for c in group)
+        widest = _widest_chest_fov(group)
         ranked = sorted(group, key=lambda c: _preference_key(c, rules, widest))
         if len(ranked) > 1 and one_per_study and _explain(ranked[0], ranked[1], rules, widest) == "stack order":
             ties = [c.stack_id for c in ranked[1:] if _explain(ranked[0], c, rules, widest) == "stack order"]
             ranked[0].flags.append("SELECTION_TIE")
             ranked[0].messages["SELECTION_TIE"] = (f"ranked equal to {', '.join(ties)} by every preference; "
                                                    "taken by stack order")
-            log.warning("study %s: stacks %s rank equal by every preference; %s taken by stack order (see the "
-                        "inventory; --series-uid picks another)", ranked[0].study_key,
-                        ", ".join([ranked[0].stack_id, *ties]), ranked[0].stack_id)
         ranked[0].alternatives = [c.stack_id for c in ranked[1:] if not c.problems][:3] if one_per_study else []
         for k, c in enumerate(ranked, start=1):
             c.rank = k

@@ -31,6 +31,7 @@ NOT_FLAGS = {
     # phantom writer writes
     "AXIAL", "CORONAL", "SAGITTAL", "CHEST", "THORAX", "THORAC", "TORAX", "MINIP", "MIP_SLAB", "SCOUT", "TOPOGRAM",
     "ORIGINAL", "PRIMARY", "MONOCHROME1", "MONOCHROME2", "STANDARD", "PATIENT", "PHANTOM001", "CTSCORE_PHANTOM",
+    "HOUNSFIELD", "HOUNSFIELDUNIT", "HOUNSFIELDUNITS",
     # pixel data types and transfer syntax names of the decoder
     "FLOAT32", "FLOAT64", "INT16", "INT32", "UINT8", "UINT16", "UINT32", "HTJ2K", "MPEG2",
     # inventory placeholders for missing UIDs and an unknown plane (inventory.csv, docs/dicom_input.md)

@@ -221,16 +221,108 @@ def test_siemens_spiral_image_type_is_not_a_projection(tmp_path):
 
 
 def test_contrast_agents_of_an_enhanced_ct():
+    # Enhanced Contrast/Bolus module: the agents in ContrastBolusAgentSequence, whether each was given in the
+    # Contrast/Bolus Usage functional group (ContrastBolusAgentAdministered per ContrastBolusAgentNumber)
     ds = Dataset()
+    iohexol, barium = Dataset(), Dataset()
+    iohexol.CodeMeaning, iohexol.ContrastBolusAgentNumber = "Iohexol", 1
+    barium.CodeMeaning, barium.ContrastBolusAgentNumber = "Barium sulfate", 2
+    ds.ContrastBolusAgentSequence = [iohexol, barium]
     given, not_given = Dataset(), Dataset()
-    given.CodeMeaning, given.ContrastBolusAgentAdministered = "Iohexol", "YES"
-    not_given.CodeMeaning, not_given.ContrastBolusAgentAdministered = "Barium sulfate", "NO"
-    ds.ContrastBolusAgentSequence = [given, not_given]
+    given.ContrastBolusAgentNumber, given.ContrastBolusAgentAdministered = 1, "YES"
+    not_given.ContrastBolusAgentNumber, not_given.ContrastBolusAgentAdministered = 2, "NO"
+    shared = Dataset()
+    shared.ContrastBolusUsageSequence = [given, not_given]
+    ds.SharedFunctionalGroupsSequence = [shared]
     assert H.contrast_agent(ds) == "Iohexol"
+    del ds.SharedFunctionalGroupsSequence  # no usage recorded: every agent named counts
+    assert H.contrast_agent(ds) == "Iohexol\\Barium sulfate"
     plain = Dataset()
     plain.ContrastBolusAgent = "OMNIPAQUE"
     assert H.contrast_agent(plain) == "OMNIPAQUE"
     assert H.contrast_agent(Dataset()) == ""
+
+
+@pytest.mark.parametrize("agent,contrast", [("NONE", False), ("NON-IONIC CONTRAST", True), ("Non ionic", True),
+                                            ("No oral, IV Omnipaque", True), ("NATIV", False), ("ohne KM", False),
+                                            ("sin contraste", False), ("NO CONTRAST AGENT", False), ("", False),
+                                            ("Ultravist 370", True), ("non-contrast", False), ("ORAL", True)])
+def test_contrast_agent_values(agent, contrast):
+    from pipeline.hu_checks import has_contrast
+
+    assert has_contrast(agent) is contrast
+
+
+def test_a_lung_reconstruction_is_not_targeted_beside_an_extended_field_of_view(tmp_path):
+    # 360 mm, 1 mm, B70f beside 512 mm, 5 mm, B30f: the lung reconstruction (thin), not "targeted" by fov
+    uids = _study(tmp_path, {"a_wide": dict(spacing=16.0, thickness=5.0, dz=5.0, kernel="B30f"),
+                             "b_lung": dict(spacing=11.25, thickness=1.0, dz=1.0, n=60, kernel="B70f")})
+    chosen, stacks = _chosen(tmp_path)
+    assert chosen == uids["b_lung"]
+
+
+def test_the_widest_field_of_view_is_that_of_loadable_chest_stacks():
+    from types import SimpleNamespace
+
+    from pipeline.selection import _widest_chest_fov
+
+    def stack(fov, part="", problems=()):
+        return SimpleNamespace(info={"rows": 100, "columns": 100, "pixel_spacing_mm": fov / 100},
+                               header={"body_part": part}, problems=list(problems))
+
+    assert _widest_chest_fov([stack(240), stack(500, "ABDOMEN"), stack(480, problems=["SLICE_GAP"])]) == 240
+    assert _widest_chest_fov([stack(240), stack(300, "CHEST")]) == 300
+
+
+@pytest.mark.parametrize("text", ["Thorax_Exp_1.0_B70f", "EXP_HRCT", "Exp1.0 B70f", "Espiración", "espirazione",
+                                  "Ausatmung"])
+def test_expiration_words_bounded_by_non_letters(text):
+    from pipeline.selection import _expiratory
+
+    assert _expiratory(text)
+
+
+@pytest.mark.parametrize("text", ["EXPRESS", "Exposure", "Thorax Exp/Insp", "Expert lung"])
+def test_words_that_are_not_expiration(text):
+    from pipeline.selection import _expiratory
+
+    assert not _expiratory(text)
+
+
+def test_sparse_needs_a_positive_thickness():
+    from pipeline.selection import _sparse
+
+    assert not _sparse(-1.0, 10.0) and not _sparse(0.0, 10.0)
+
+
+@pytest.mark.parametrize("value,skipped", [("Hounsfield Units", False), ("HOUNSFIELD", False), ("US", False),
+                                           ("HU", False), ("Zeff", True), ("MG/ML", True)])
+def test_rescale_types(tmp_path, value, skipped):
+    for f in write_series(tmp_path / "s"):
+        edit_file(f, RescaleType=value)
+    inv = build_inventory(tmp_path, load_config())
+    assert (inv.stacks["reason"].iloc[0] == "NOT_HU_MAP") is skipped
+
+
+def test_the_tie_is_warned_once_and_not_through_discovery(tmp_path, caplog):
+    from pipeline.discovery import discover, select_series
+
+    _study(tmp_path, {"a": dict(kernel="Q30f"), "b": dict(kernel="Q30f")})
+    with caplog.at_level(logging.WARNING):
+        build_inventory(tmp_path, load_config())
+    assert sum("stack order" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        chosen = select_series(discover(tmp_path))
+    assert "SELECTION_TIE" in chosen[0].flags
+    assert not any("stack order" in r.getMessage() for r in caplog.records)
+
+
+def test_the_pydicom_filter_is_only_there_while_an_inventory_reads(tmp_path):
+    write_series(tmp_path / "s")
+    before = list(logging.getLogger("pydicom").filters)
+    build_inventory(tmp_path, load_config())
+    assert logging.getLogger("pydicom").filters == before
 
 
 def test_an_enhanced_ct_with_contrast_in_its_sequence_ranks_and_flags_as_contrast(tmp_path):
@@ -275,16 +367,24 @@ def test_utf8_text_under_a_latin1_character_set_reads_as_utf8(tmp_path):
         ds.save_as(f)
     inv = build_inventory(tmp_path, load_config())
     assert inv.stacks["series_description"].iloc[0] == "Thorax nativ Lunge Größe"
-    # real Latin-1 stays Latin-1
+    # real Latin-1 stays Latin-1, also where its bytes happen to be valid UTF-8 ("ß" + no-break space)
     latin = Dataset()
     latin.SpecificCharacterSet = "ISO_IR 100"
-    latin.SeriesDescription = "Größe"
-    assert H.text(latin, "SeriesDescription") == "Größe"
+    latin.SeriesDescription = "Fuß\xa0links Größe"
+    assert H.text(latin, "SeriesDescription") == "Fuß links Größe".replace(" links", "\xa0links")
+    # other character sets, and the PatientID (its pseudonym must not change), are left as decoded
+    other = Dataset()
+    other.SpecificCharacterSet = "ISO_IR 192"
+    other.SeriesDescription = "GrÃ¶Ãe"
+    assert H.text(other, "SeriesDescription") == "GrÃ¶Ãe"
+    latin.PatientID = "MÃ¼ller"
+    assert H.text(latin, "PatientID") == "MÃ¼ller"
 
 
 def test_an_unknown_character_set_is_warned_once_not_per_file(tmp_path, caplog):
     for f in write_series(tmp_path / "s", 20):
         edit_file(f, SpecificCharacterSet="ISO_IR 999")
+    caplog.clear()  # (writing the files logged it too)
     with caplog.at_level(logging.WARNING, logger="pydicom"):
         build_inventory(tmp_path, load_config())
     lines = [r for r in caplog.records if r.name == "pydicom" and "ISO_IR 999" in r.getMessage()]

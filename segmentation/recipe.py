@@ -8,14 +8,29 @@ Steps: the backgrounds (the clean scans of ``../shared/data/chest``, the sub-fol
 ``backgrounds_file``) are cached at the model grid of the training config; a stage may name its own
 ``backgrounds_file`` and add registration-made anatomies (``anatomy_mix``); then
 :func:`segmentation.training.train` runs once, or once per stage of a recipe (each from the weights of
-the one before; the last stage's model files are moved into ``out`` with the manifest last).
+the one before; the last stage's model files are moved into ``out`` with the manifest last, which covers the
+training logs too).
+
+The backgrounds a stage trains on: its own ``backgrounds_file`` when it names one (a warning says so when the command
+named a list of its own, whose cases that stage then does not see), else the command's (``--backgrounds-file``,
+``--data`` / ``--backgrounds``), else the config's top-level ``backgrounds_file``, else the clean chest scans.
+
+``out`` is locked for the run (another ``ctscore train`` into it is refused). A recipe resumes by stage: a finished
+stage (``out/stages/<name>`` with its model, manifest and log) made with the same options, training data and starting
+weights is reused; one made otherwise is refused unless ``overwrite``, which sets the earlier run's files aside
+(``out/.replaced``) and removes them once the new model is written (while ``out`` holds no model, ``overwrite`` too
+reuses the finished stages that match: the same command run again resumes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +39,15 @@ from pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.safetensors", "model.yaml", "manifest.json")  # manifest last: see publish_model
+
+#: peak learning rate of a fine-tune (``init``) whose command and training config give none: the from-scratch default
+#: (:data:`segmentation.training.DEFAULT_TRAIN` ``lr``, 2e-3) is ten times what the project's fine-tunes of trained
+#: weights used (1e-4 to 5e-4: segmentation/weights/recipe.yaml stages 3-6, configs/training/stage*.yaml and
+#: finetune_focus.yaml, EXPERIMENTS.md)
+FINE_TUNE_LR = 2e-4
+
+#: where an ``--overwrite`` run keeps the earlier run's files until its own model is written
+REPLACED_DIR = ".replaced"
 
 
 def mix_options(mix: object) -> dict:
@@ -214,6 +238,132 @@ def check_train_options(*, init: str | Path | None, device: str, prepare_only: b
         resolve_device(device)
 
 
+@contextlib.contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """Hold the lock of ``out`` for a training run, or raise :class:`pipeline.errors.OutputLocked` naming the run that
+    holds it: the project's output-folder lock (:mod:`pipeline.batch`, ``flock`` / ``LockFileEx``, per thread too) on
+    a hidden file beside ``out`` (``.<out name>.train.lock``: inside, it would be part of the model folder a user
+    shares). Where the file system has no locks, a warning and the run goes on."""
+    from pipeline import batch
+    from pipeline.errors import OutputLocked
+
+    out = Path(os.path.abspath(out))
+    path = out.parent / f".{out.name}.train.lock"
+    key = (str(out), "ctscore train")
+    if not batch._claim(key):
+        raise OutputLocked(f"another training run of this process (another thread) is writing to {out}; wait for it",
+                           out)
+    with contextlib.ExitStack() as stack:
+        stack.callback(batch._release, key)
+        got = batch._take(stack, path, exclusive=True, command="ctscore train", folder=out.parent)
+        if got is False:
+            raise OutputLocked(f"another {batch._holder(path)} is writing to {out}; wait for it, or give another --out",
+                               out)
+        if isinstance(got, OSError):
+            log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another ctscore train "
+                        "from writing into %s at the same time", path, got.strerror or got, out)
+        yield
+
+
+def _settings_key(cfg: dict, data: list[dict], init_sha256: str | None) -> str:
+    """What a stage's result depends on, as one sha256: its options (over the defaults), the sha256 of each cached
+    case it trains on and the sha256 of the weights it starts from. A finished stage with the same key is reused."""
+    from segmentation.training import DEFAULT_TRAIN
+
+    doc = {"cfg": {**DEFAULT_TRAIN, **cfg}, "data": sorted((d["case"], d["sha256"]) for d in data),
+           "init_sha256": init_sha256}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_digests(files: list[Path]) -> list[dict]:
+    from segmentation.training import sha256_file
+
+    return [{"case": Path(f).stem, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size} for f in files]
+
+
+def _finished_stage(folder: Path) -> dict | None:
+    """The training log of a finished stage folder (model, manifest vouching for it, log), else None."""
+    from segmentation.training import sha256_file
+
+    try:
+        man = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"]
+        info = json.loads((folder / "train_log.json").read_text(encoding="utf-8"))
+        if man["model.safetensors"]["sha256"] != sha256_file(folder / "model.safetensors"):
+            return None
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _background_record(srcs: list | None, origin: str, where: str | Path | None) -> dict:
+    """What a stage's background list was, for its training log: where it came from, the list file's sha256, and each
+    case's name and label mapping (own lung / lesion labels, the values meaning right, left and lesion)."""
+    from segmentation.training import Background, sha256_file
+
+    rec: dict[str, Any] = {"from": origin}
+    if where is not None:
+        rec["path"] = str(where)
+        if Path(where).is_file():
+            rec["sha256"] = sha256_file(where)
+    cases = []
+    for src in srcs or []:
+        try:
+            bg = src if isinstance(src, Background) else Background.from_folder(Path(src))
+        except ValueError:
+            continue
+        c: dict[str, Any] = {"name": bg.name, "own_lungs": bg.lungs is not None, "own_lesions": bg.lesions is not None}
+        if bg.lungs is not None:
+            c.update(right=[int(v) for v in bg.right], left=[int(v) for v in bg.left])
+        if bg.lesion_values:
+            c["lesion_values"] = [int(v) for v in bg.lesion_values]
+        cases.append(c)
+    if cases:
+        rec["cases"] = cases
+    return rec
+
+
+def _set_aside(out: Path, keep: set[str] = frozenset()) -> None:
+    """``--overwrite``: move the earlier run's model, logs and stages (but the stages ``keep``, reused, and their
+    logs) into ``out/.replaced`` (manifest first, so no manifest vouches for files that are gone), to be removed once
+    the new model is written (:func:`_drop_set_aside`): an interrupted run leaves them there."""
+    aside = out / REPLACED_DIR
+    if aside.exists():  # from a run interrupted before its model was written: older than what is in out now
+        shutil.rmtree(aside)
+    items = [out / f for f in ("manifest.json", "model.safetensors", "model.yaml", "train_log.json")]
+    items += [p for p in sorted(out.glob("train_log_*.json")) if p.name[len("train_log_"):-5] not in keep]
+    if (out / "stages").is_dir():
+        items += [d for d in sorted((out / "stages").iterdir()) if d.name not in keep]
+    items = [p for p in items if p.exists() or p.is_symlink()]
+    if not items:
+        return
+    for p in items:
+        dest = aside / p.relative_to(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest)
+    with contextlib.suppress(OSError):  # stages/ itself when no stage of it is kept
+        (out / "stages").rmdir()
+    log.warning("--overwrite: the earlier run's %s moved to %s; removed once the new model is written",
+                ", ".join(str(p.relative_to(out)) for p in items), aside)
+
+
+def _drop_set_aside(out: Path) -> None:
+    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)
+
+
+def _stale_outputs(out: Path, keep: set[str]) -> list[str]:
+    """Files of an earlier run in ``out`` that a run without ``--overwrite`` would leave beside its model: finished
+    stages and their logs not in ``keep`` (the stages it reuses), a lone ``train_log.json``."""
+    stale = []
+    stages = out / "stages"
+    if stages.is_dir():
+        stale += [f"stages/{d.name}" for d in sorted(stages.iterdir())
+                  if d.is_dir() and d.name not in keep and _finished_stage(d) is not None]
+    stale += [p.name for p in sorted(out.glob("train_log_*.json")) if p.name[len("train_log_"):-5] not in keep]
+    if (out / "train_log.json").exists():
+        stale.append("train_log.json")
+    return stale
+
+
 def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str | Path | None = None,
                     backgrounds: str | Path | list[str | Path] | None = None, backgrounds_file: str | Path | None = None,
                     cache: str | Path = ".train_cache", train_config: str | Path | None = None,
@@ -224,13 +374,22 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     """Cache the backgrounds and train (or fine-tune from ``init``) the segmenter into ``out``.
 
     ``out`` holding a model already (``model.safetensors``, e.g. the shipped ``segmentation/weights`` or an
-    earlier run's hours of training) is refused before anything is made, unless ``overwrite``.
+    earlier run's hours of training) is refused before anything is made, unless ``overwrite``; so are the files of
+    an earlier run that this one would leave beside its model (stages it does not reuse, their logs). ``out`` is
+    locked while training (:func:`out_lock`). A recipe whose run was interrupted resumes: each finished stage
+    (``out/stages/<name>``) trained with the same options, cached cases and starting weights is reused (logged), one
+    trained otherwise is refused unless ``overwrite``, which sets the earlier run's model, logs and stages aside and
+    removes them once the new model is written (while ``out`` holds no model, matching finished stages are reused
+    with ``overwrite`` too).
 
     Options as ``ctscore train --help`` (``backgrounds``: the names of sub-folders of ``data``, or one name as a
     ``str``/``Path``, as ``--backgrounds A B``; ``backgrounds_file`` replaces ``data``/``backgrounds``; the
     keyword options win over ``train_config``, its stages included; a stage's own ``backgrounds_file`` wins over
-    ``backgrounds_file``, which wins over the config's top level). Returns ``{"cache_files": [...]}`` plus,
-    unless ``prepare_only``, ``"stages"``: the training log of each stage (iterations, wall time, ...).
+    ``backgrounds_file`` (with a warning naming the stages that then do not train on the command's list), which
+    wins over the config's top level). With ``init`` and no ``lr`` (neither here nor in the training config or its
+    stage) a stage's peak learning rate is :data:`FINE_TUNE_LR`, not the from-scratch default. Returns
+    ``{"cache_files": [...]}`` plus, unless ``prepare_only``, ``"stages"``: the training log of each stage
+    (iterations, wall time, ..., ``"resumed": True`` for a stage reused from an earlier run).
     """
     from segmentation.training import (
         DEFAULT_TRAIN,
@@ -251,6 +410,14 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
         raise ConfigError("the output folder already holds a model (model.safetensors): give another out folder "
                           "(--out), or overwrite=True (--overwrite) to replace it", out)
+    if not prepare_only and overwrite and init:  # --overwrite sets out's model and stages aside before training
+        from segmentation.training import read_init
+
+        w = os.path.realpath(read_init(init)[0])
+        replaced = [os.path.realpath(Path(out) / "model.safetensors"), os.path.realpath(Path(out) / "stages")]
+        if w == replaced[0] or w.startswith(replaced[1] + os.sep):
+            raise ConfigError("the weights to start from (init) are the model --overwrite replaces: copy them to "
+                              "another folder first, or give another --out", init)
     cfg: dict = {}
     stages: list[dict] = [{}]
     if train_config:
@@ -265,6 +432,8 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
 
     def stage_options(stage: dict) -> dict:
         m = {k: v for k, v in merge_stage(cfg, stage).items() if k != "backgrounds_file"}
+        if init and "lr" not in m and "lr" not in cli:  # a fine-tune: not the from-scratch peak learning rate
+            m["lr"] = FINE_TUNE_LR
         return {**m, **cli, "synth": {**m["synth"], **cli_synth}}
     # every stage's options checked before anything is made (a bad value in a late stage would cost the early ones)
     init_arch, init_yaml = read_init(init)[1:] if init else (None, {})
@@ -300,8 +469,24 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
             base_srcs = folders
     # each stage's list: its own; else the command's (--backgrounds-file / --data), else the config's top level
     # (None: the command's backgrounds, cached as `files` below)
-    bfiles = [stage.get("backgrounds_file") or (None if (backgrounds_file or data or backgrounds)
-                                                else cfg.get("backgrounds_file")) for stage in stages]
+    command_list = bool(backgrounds_file or data or backgrounds)
+    bfiles = [stage.get("backgrounds_file") or (None if command_list else cfg.get("backgrounds_file"))
+              for stage in stages]
+    stage_names = [str(st.get("name", f"stage{i + 1}")) for i, st in enumerate(stages)]
+    own = [n for n, st in zip(stage_names, stages) if st.get("backgrounds_file")]
+    if command_list and own:  # the recipe's list wins for those stages: say so (the user's cases are not in them)
+        if backgrounds_file:
+            given = f"--backgrounds-file {backgrounds_file}"
+        else:
+            given = " ".join(([f"--data {data}"] if data else [])
+                             + ([f"--backgrounds {' '.join(map(str, backgrounds))}"] if backgrounds else []))
+        last = " (the last one, whose weights are the result)" if stage_names[-1] in own else ""
+        log.warning("stage(s) %s of %s name their own background list (backgrounds_file: %s) and train on it, "
+                    "not on the backgrounds of the command (%s)%s; to train on your cases in every stage, drop "
+                    "backgrounds_file from those stages or list your cases in that file",
+                    ", ".join(own), train_config, ", ".join(sorted({str(st["backgrounds_file"]) for st in stages
+                                                                    if st.get("backgrounds_file")})),
+                    given, last)
     stage_srcs: list[list | None] = []
     for i, bfile in enumerate(bfiles):
         stage_srcs.append(_read_backgrounds(bfile, f"{train_config}: stages[{i}] backgrounds_file: ")
@@ -359,21 +544,95 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     if prepare_only:
         return result
     out = Path(out)
-    if len(stages) == 1:
-        result["stages"] = [train(stage_files[0], out, merged[0], device=device,
-                                  init_weights=str(init) if init else None)]
-        return result
-    # a recipe: each stage starts from the weights of the one before; the last one's files go to out
-    result["stages"] = []
-    current = str(init) if init else None
-    for i, stage in enumerate(stages):
-        name = str(stage.get("name", f"stage{i + 1}"))
-        log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
-        info = train(stage_files[i], out / "stages" / name, merged[i], device=device,
-                     init_weights=current)
-        current = str(out / "stages" / name / "model.safetensors")
-        shutil.copy2(out / "stages" / name / "train_log.json", out / f"train_log_{name}.json")
-        log.info("stage %s: %d iterations, %.1f min", name, info["iterations"], info["wall_s"] / 60)
-        result["stages"].append(info)
-    publish_model(Path(current).parent, out)
+    # what each stage trained on, for its log (provenance): the list, its sha256, each case's label mapping
+    records = []
+    for i, bfile in enumerate(bfiles):
+        if bfile:
+            where = "stage backgrounds_file" if stages[i].get("backgrounds_file") else "training config backgrounds_file"
+            records.append(_background_record(stage_srcs[i], where, bfile))
+        elif backgrounds_file:
+            records.append(_background_record(base_srcs, "--backgrounds-file", backgrounds_file))
+        else:
+            records.append(_background_record(base_srcs or folders, "--data" if data else "default backgrounds",
+                                              Path(data) if data else None))
+    from segmentation.training import sha256_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out_lock(out):
+        if not overwrite and (out / "model.safetensors").exists():  # written by a run that ended meanwhile
+            raise ConfigError("the output folder already holds a model (model.safetensors): give another out "
+                              "folder (--out), or overwrite=True (--overwrite) to replace it", out)
+        init_sha = sha256_file(read_init(init)[0]) if init else None
+        digests = [_data_digests(fs) for fs in stage_files]
+        # the stages an earlier, interrupted run finished with the same settings: reused (a prefix of the recipe)
+        # (with --overwrite too when out holds no model: the same command run again after an interruption)
+        reused: dict[str, dict] = {}
+        prev = init_sha
+        for i, name in enumerate(stage_names):
+            if len(stages) == 1 or (overwrite and (out / "model.safetensors").exists()):
+                break
+            done = _finished_stage(out / "stages" / name)
+            if done is None:
+                break  # not finished: it and the stages after it are trained (a finished later one is stale)
+            if done.get("settings_sha256") != _settings_key(merged[i], digests[i], prev):
+                if overwrite:
+                    break  # replaced, with the stages after it
+                raise ConfigError(f"stages/{name} holds stage {name!r} of an earlier run made with other options, "
+                                  f"training data or starting weights (or before runs recorded them): give "
+                                  f"--overwrite to train the recipe again from its first stage, or another --out",
+                                  out / "stages" / name)
+            reused[name] = done
+            prev = sha256_file(out / "stages" / name / "model.safetensors")
+        if overwrite:
+            _set_aside(out, set(reused))
+        else:
+            stale = _stale_outputs(out, set(reused))
+            if stale:
+                raise ConfigError(f"the output folder holds files of an earlier run that this one would leave beside "
+                                  f"its model ({', '.join(stale)}): give --overwrite to replace them, or another "
+                                  f"--out", out)
+        if len(stages) == 1:
+            key = _settings_key(merged[0], digests[0], init_sha)
+            result["stages"] = [train(stage_files[0], out, merged[0], device=device,
+                                      init_weights=str(init) if init else None,
+                                      provenance={"backgrounds": records[0], "settings_sha256": key})]
+            _drop_set_aside(out)
+            return result
+        # a recipe: each stage starts from the weights of the one before; the last one's files go to out
+        result["stages"] = []
+        current = str(init) if init else None
+        for i, name in enumerate(stage_names):
+            folder = out / "stages" / name
+            if name in reused:
+                log.info("recipe stage %s (%d of %d): finished by an earlier run with the same options, data and "
+                         "starting weights (%s): reused", name, i + 1, len(stages), folder)
+                info = {**reused[name], "resumed": True}
+            else:
+                key = _settings_key(merged[i], digests[i], sha256_file(current) if i else init_sha)
+                log.info("recipe stage %s (%d of %d)", name, i + 1, len(stages))
+                info = train(stage_files[i], folder, merged[i], device=device, init_weights=current,
+                             provenance={"stage": name, "backgrounds": records[i], "settings_sha256": key})
+                log.info("stage %s: %d iterations, %.1f min", name, info["iterations"], info["wall_s"] / 60)
+            current = str(folder / "model.safetensors")
+            atomic_copy(folder / "train_log.json", out / f"train_log_{name}.json")
+            result["stages"].append(info)
+        publish_recipe_model(Path(current).parent, out, [f"train_log_{n}.json" for n in stage_names])
+        _drop_set_aside(out)
     return result
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    from pipeline.outputs import atomic_write_bytes
+
+    atomic_write_bytes(dst, src.read_bytes())
+
+
+def publish_recipe_model(src: Path, out: Path, logs: list[str]) -> None:
+    """The last stage's model files into ``out`` (each written atomically), then a manifest over them and the
+    stages' training logs (``logs``, in ``out``), written last: ``out`` never holds a manifest vouching for files it
+    was not made with, and the logs shared with the model are covered by it."""
+    from segmentation.training import write_manifest
+
+    for f in ("model.safetensors", "model.yaml"):
+        atomic_copy(src / f, out / f)
+    write_manifest(out, ["model.safetensors", "model.yaml", *logs])

@@ -10,8 +10,9 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    ``source``: what it was made from, so a changed image, label file or option makes it again), written
    atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
    geometry, mirrored head-feet or front-back against it, right and left swapped) are refused naming the file.
-   User masks: ``lungs.nii.gz`` (or .nii, .nrrd, .mha, .mhd; 1 right, 2 left; what ``ctscore run`` writes) and optionally
-   ``lesions.nii.gz`` next to the DICOM files (or in ``<folder>/labels/``). A case with its own
+   User masks: ``lungs.nii.gz`` (or ``lung``, any case; .nii, .nrrd, .seg.nrrd, .mha, .mhd; 1 right, 2 left; what
+   ``ctscore run`` writes) and optionally ``lesions.nii.gz`` (or ``lesion``) next to the DICOM files (or in
+   ``<folder>/labels/``); other image files there are named in a warning. A case with its own
    lesion mask is trained on as it is (no synthesis); a case with lungs only gets synthetic lesions.
 2. :func:`train`: a MONAI ``CacheDataset`` over the cached cases, random transforms (lesion synthesis,
    left-right flip with label swap, crop, affine scaling = spacing variety, optional smooth deformation = anatomy variety, blur = kernel and slice
@@ -244,7 +245,33 @@ def load_image_lps(path: str | Path) -> Any:
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{path}: a background's CT must be one 3D volume of HU, got {img.GetDimension()}D with "
                          f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel")
-    return to_lps(sitk.Cast(img, sitk.sitkFloat32))
+    img = sitk.Cast(img, sitk.sitkFloat32)
+    _check_in_hu(sitk.GetArrayViewFromImage(img), path)
+    return to_lps(img)
+
+
+#: Upper end of the darkest values (0.5th percentile, the DICOM loader's ``NOT_HU`` rule) an image file must reach to
+#: be taken as HU. The loader asks for -800 (air around the patient); an image file may be cropped to the body, where
+#: the darkest values are the lungs' (-950 to -700; the toy CTs of the tests: -700). A CT written without its rescale
+#: intercept (stored values = HU + 1024) has its darkest values near 0.
+IMAGE_AIR_HU_MAX = -500.0
+
+
+def _check_in_hu(hu: np.ndarray, path: Path) -> None:
+    """Refuse (``ValueError`` naming the file) an image file whose values are not plausibly HU: the DICOM loader's
+    rule (:func:`pipeline.loading._check_hu`: the darkest non-padding values must be air), padding being values at or
+    below ``loading.padding_hu_max`` (-1500)."""
+    from pipeline.errors import SeriesError
+    from pipeline.loading import LoadOptions, _check_hu
+
+    opts = LoadOptions()
+    opts = LoadOptions(air_hu_range=(opts.air_hu_range[0], IMAGE_AIR_HU_MAX))
+    try:
+        _check_hu(np.asarray(hu), np.asarray(hu) <= opts.padding_hu_max, opts, path)
+    except SeriesError as exc:
+        raise ValueError(f"{path}: the training image is not in Hounsfield units (NOT_HU): {exc.message}; an image "
+                         "written from the stored values without the rescale (HU + 1024: RescaleIntercept -1024 "
+                         "lost)? write it in HU") from exc
 
 
 @dataclass(frozen=True)
@@ -269,9 +296,13 @@ class Background:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Background:
-        """A DICOM folder, with ``lungs.nii.gz`` / ``lesions.nii.gz`` beside it (or in ``labels/``) if any."""
+        """A DICOM folder, with ``lungs.nii.gz`` / ``lesions.nii.gz`` beside it (or in ``labels/``) if any (also named
+        ``lung`` / ``lesion``, in any case, and with any of :data:`MASK_SUFFIXES`, e.g. Slicer's ``lungs.seg.nrrd``).
+        Other image files there are named in a warning (they are not used)."""
         folder = Path(folder)
-        return cls(folder.name, folder, _find_mask(folder, "lungs.nii.gz"), _find_mask(folder, "lesions.nii.gz"))
+        lungs, lesions = _find_mask(folder, "lungs.nii.gz"), _find_mask(folder, "lesions.nii.gz")
+        _warn_unused_images(folder, {lungs, lesions})
+        return cls(folder.name, folder, lungs, lesions)
 
 
 BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left", "lesion_values"}
@@ -336,13 +367,15 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
         name = str(e.get("name") or (image.name if image.is_dir() else image.name.split(".")[0]))
         out.append(Background(name, image, files["lungs"], files["lesions"], right, left, lesion_values))
     names = [b.name for b in out]
+    hint = ("; give each entry its own 'name:' (without one, an entry is named by its folder, or by its image file's "
+            "name without the extension: ct.nii.gz is 'ct')")
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: background names must be unique (the cache is named by them): {names}")
+        raise ValueError(f"{path}: background names must be unique (the cache is named by them): {names}{hint}")
     clash = casefold_clash(names)
     if clash:  # on a case-insensitive file system (Windows, macOS) both would be one cached case
         raise ValueError(f"{path}: background names must be unique (the cache is named by them) also when upper "
                          f"and lower case are not told apart, as on Windows and macOS: {clash[0]!r} and "
-                         f"{clash[1]!r} would be one cache file")
+                         f"{clash[1]!r} would be one cache file{hint}")
     return out
 
 
@@ -368,20 +401,51 @@ def check_background(bg: Background) -> None:
                          f"1 right / 2 left) beside it; background {bg.name!r} has none")
 
 
-#: File name endings a user's mask may have (SimpleITK reads them all).
-MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: File name endings a user's mask may have (SimpleITK reads them all; Slicer's ``.seg.nrrd`` is an NRRD label map),
+#: matched in any case (``Lungs.NII.GZ``).
+MASK_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
+#: The names a mask beside a DICOM series is read under (without the suffix, in any case).
+MASK_NAMES = {"lungs": ("lungs", "lung"), "lesions": ("lesions", "lesion")}
+_IMAGE_SUFFIXES = MASK_SUFFIXES + (".nhdr", ".nia", ".hdr", ".img", ".img.gz", ".vtk", ".tif", ".tiff")
+_warned_folders: set[str] = set()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files (by their name's ending, any case) in ``folder`` and ``folder/labels``."""
+    out = []
+    for sub in (folder, folder / "labels"):
+        if sub.is_dir():
+            out += sorted(f for f in sub.iterdir() if f.is_file() and f.name.lower().endswith(_IMAGE_SUFFIXES))
+    return out
 
 
 def _find_mask(folder: Path, name: str) -> Path | None:
-    """``<name>`` with any of :data:`MASK_SUFFIXES` (``lungs.nii.gz``, ``lungs.nrrd``, ...) beside the DICOM files or
-    in ``labels/``; ``ValueError`` when there are several (which one was meant?)."""
+    """``<name>`` (or another of its :data:`MASK_NAMES`, in any case) with any of :data:`MASK_SUFFIXES`
+    (``lungs.nii.gz``, ``Lung.nrrd``, ``lungs.seg.nrrd``, ...) beside the DICOM files or in ``labels/``;
+    ``ValueError`` when there are several (which one was meant?)."""
     stem = name.split(".", 1)[0]
-    found = [folder / sub / f"{stem}{suffix}" for sub in ("", "labels") for suffix in MASK_SUFFIXES
-             if (folder / sub / f"{stem}{suffix}").is_file()]
+    wanted = {f"{n}{suffix}" for n in MASK_NAMES.get(stem, (stem,)) for suffix in MASK_SUFFIXES}
+    found = [f for f in _image_files(folder) if f.name.lower() in wanted]
     if len(found) > 1:
         raise ValueError(f"{folder}: several {stem} masks ({', '.join(str(f.relative_to(folder)) for f in found)}); "
                          f"keep one")
     return found[0] if found else None
+
+
+def _warn_unused_images(folder: Path, used: set[Path | None]) -> None:
+    """Name (once per folder and run) the image files beside a DICOM series, or in its ``labels/``, that are not read
+    as its masks: a mask under another name (``lungs_mask.nii.gz``, ``infection.nii.gz``) was skipped without a word
+    and the case trained on the teacher's lungs and synthetic lesions; a CT as an image file is no DICOM series."""
+    if not folder.is_dir() or str(folder) in _warned_folders:
+        return
+    unused = [f for f in _image_files(folder) if f not in used]
+    if unused:
+        _warned_folders.add(str(folder))
+        names = "/".join(n for ns in MASK_NAMES.values() for n in ns)
+        log.warning("%s: image file(s) %s are not used: masks beside a DICOM series are read only as %s (any case; "
+                    "%s) here or in labels/; a CT given as an image file is a background of its own: list it "
+                    "in a --backgrounds-file (image:, lungs:, lesions:)", folder,
+                    ", ".join(str(f.relative_to(folder)) for f in unused), names, ", ".join(MASK_SUFFIXES))
 
 
 def _onto(mask: Any, ref: Any) -> np.ndarray:
@@ -405,8 +469,12 @@ def _read_label_image(path: Path, what: str) -> Any:
         raise ValueError(f"{path}: the {what} label file is not a readable image "
                          f"({str(exc).strip().splitlines()[-1]})") from exc
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        channels = img.GetDimension() == 4 or img.GetNumberOfComponentsPerPixel() > 1
+        hint = ("; one channel per label (a one-hot or multi-layer export)? make it one label map holding each voxel's "
+                "label (e.g. numpy argmax over the channel axis: 1 right / 2 left lung, or list the values in a "
+                "backgrounds file) and write it with the CT's geometry") if channels else ""
         raise ValueError(f"{path}: the {what} label file must be one 3D label volume, got "
-                         f"{img.GetDimension()}D with {img.GetNumberOfComponentsPerPixel()} component(s)")
+                         f"{img.GetDimension()}D with {img.GetNumberOfComponentsPerPixel()} component(s){hint}")
     return img
 
 
@@ -414,50 +482,36 @@ def _ml(count: int, img: Any) -> float:
     return float(count) * float(np.prod(img.GetSpacing())) / 1000.0
 
 
-def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | None, path: Path,
-                       image: Path) -> None:
-    """Refuse user lung labels that do not sit on the CT's lungs (``ValueError`` naming both files): lung that is
-    not lesion must be mostly air, and the right lung (1) must be on the patient's right (lower x on the LPS grid)
-    of the left one (2)."""
-    lung = lungs > 0
-    clear = lung & ~(lesions > 0) if lesions is not None else lung
-    if clear.sum() >= 50:
-        air = np.asarray(hu) < -400
-        aerated = float(air[clear].mean())
-        if aerated < 0.5:
-            raise ValueError(f"{path}: only {100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are "
-                             f"air-like (< -400 HU) on the CT {image}: the label file is not on this CT (shifted, "
-                             f"flipped, another case's mask), or the image is not in HU")
-        # a mask mirrored against its CT (an array written in the other slice or row order with the CT's header)
-        # keeps its volume and may still lie mostly on air; it lies clearly better on air mirrored back (real lung
-        # masks: 88-98 % as given, 31-78 % mirrored; mirrored right-left: the side check below). Mirrored, only air
-        # enclosed by the body in its slice counts (not the air around a patient off the centre of the field of view)
-        from scipy import ndimage as ndi
+def _corners(img: Any) -> np.ndarray:
+    """The 8 physical corners (outer voxel faces) of an image's grid."""
+    size = img.GetSize()
+    return np.asarray([img.TransformContinuousIndexToPhysicalPoint([s - 0.5 if hi else -0.5
+                                                                    for hi, s in zip(c, size)])
+                       for c in np.ndindex(2, 2, 2)])
 
-        inner = air & np.stack([ndi.binary_fill_holes(~a) for a in air])
-        for axis, how in ((0, "head-feet (its slices in the other order)"), (1, "front-back")):
-            mirrored = float(inner[np.flip(clear, axis)].mean())
-            if mirrored > aerated + 0.15:
-                raise ValueError(f"{path}: the lung labels lie on the CT {image} better mirrored {how}: "
-                                 f"{100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are air-like "
-                                 f"(< -400 HU) as given, {100 * mirrored:.0f} % mirrored; the label file is flipped "
-                                 f"against the CT (written from an array without the CT's orientation?)")
-    hu_a = np.asarray(hu)
-    sides = {k: lungs == k for k in (1, 2)}
-    vol = {k: int(m.sum()) for k, m in sides.items()}
-    for k, side in ((1, "right"), (2, "left")):
-        other = 3 - k
-        med = float(np.median(hu_a[sides[k]]))
-        if med > -300 and vol[k] < 0.2 * vol[other]:
-            raise ValueError(f"{path}: the {side} lung label is {100 * vol[k] / vol[other]:.0f} % of the size of the "
-                             f"other one and not aerated (median {med:.0f} HU) on the CT {image}: a lesion label read "
-                             "as a lung? lung labels are 1 right / 2 left (list the values meaning right and left in "
-                             "a backgrounds file); a lesion map goes under 'lesions'")
-    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
-    if xr > xl:
-        raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
-                         f"{image}: right and left swapped (lung labels are 1 right / 2 left, or list the values "
-                         f"meaning right and left in a backgrounds file), or the mask is mirrored")
+
+def _check_geometry(label: Any, ct: Any, path: Path, image: Path) -> None:
+    """Refuse a label image with its CT's voxel grid (the same numbers of voxels along its axes) that does not cover
+    the same physical box: an array written without the CT's geometry (``sitk.GetImageFromArray`` without
+    ``CopyInformation``: 1 mm voxels at origin 0; nibabel with another affine; or the axes in another order). Such a
+    mask was resampled onto the CT by physical position and may still keep part of its volume there (a 5.6 L lung
+    mask became 131 mL and was trained on). A mask on the same grid written in another orientation (RAS) is fine."""
+    if sorted(label.GetSize()) != sorted(ct.GetSize()):
+        return
+    a, b = _corners(label), _corners(ct)
+    gap = max(float(np.min(np.linalg.norm(b - p, axis=1))) for p in a)
+    if gap <= max(ct.GetSpacing()):
+        return
+
+    def fmt(v: Sequence[float]) -> str:
+        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+    raise ValueError(f"{path}: the label file has the voxel grid of the CT {image} "
+                     f"({' x '.join(str(s) for s in ct.GetSize())} voxels) but not its geometry (spacing "
+                     f"{fmt(label.GetSpacing())} mm, origin {fmt(label.GetOrigin())}; the CT: spacing "
+                     f"{fmt(ct.GetSpacing())} mm, origin {fmt(ct.GetOrigin())}), so it is not on this CT: it looks "
+                     "written from an array without the CT's geometry (SimpleITK: label.CopyInformation(ct); nibabel: "
+                     "the CT's affine), or with its axes in another order; write it with the CT's geometry")
 
 
 def _check_on_ct(label: Any, on_ct: np.ndarray, ct: Any, values: dict[int, str], path: Path, image: Path,
@@ -477,26 +531,59 @@ def _check_on_ct(label: Any, on_ct: np.ndarray, ct: Any, values: dict[int, str],
                              f"origin / spacing / orientation lost); write it with the CT's geometry")
 
 
-def _whole_values(a: np.ndarray, path: Path, what: str) -> None:
-    """Refuse a label map with fractional values (one resampled with linear interpolation: its edges are blurred
-    into values between the labels, read as other labels or as lesion)."""
-    if np.issubdtype(a.dtype, np.floating):
-        frac = a[np.isfinite(a) & (a != np.round(a))]
-        if frac.size:
-            raise ValueError(f"{path}: the {what} label file holds fractional values ({frac.size} voxels, e.g. "
-                             f"{float(frac[0]):g}): a label map resampled with linear interpolation? resample it with "
-                             "nearest neighbour (or write it on the CT's grid)")
+#: Label values within this of a whole number are read as that number (a mask stored as floating point: 0.99995).
+WHOLE_TOLERANCE = 1e-3
 
 
-def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
+def _whole_values(a: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """The label map with values within :data:`WHOLE_TOLERANCE` of a whole number rounded to it (said in the log);
+    ``ValueError`` for one with values between the labels (a probability map, or a map resampled with linear
+    interpolation: its edges are blurred into values between the labels, read as other labels or as lesion)."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return a
+    finite = np.isfinite(a)
+    whole = np.round(a)
+    off = finite & (a != whole)
+    if not off.any():
+        return a
+    far = off & (np.abs(a - whole) > WHOLE_TOLERANCE)
+    if far.any():
+        raise ValueError(f"{path}: the {what} label file holds fractional values ({int(far.sum())} voxels, e.g. "
+                         f"{float(a[far][0]):g}): a probability map, or a label map resampled with linear "
+                         "interpolation? threshold it, or resample it with nearest neighbour (or write it on the "
+                         "CT's grid)")
+    log.info("%s: %d voxels of the %s label file hold values within %g of a whole number (e.g. %g), read as that "
+             "number (labels stored as floating point)", path, int(off.sum()), what, WHOLE_TOLERANCE,
+             float(a[off][0]))
+    return np.where(finite, whole, a)
+
+
+#: A label value that is neither right nor left lung (nor a declared lesion value) holding this many mL or more of
+#: aerated voxels is lung left out of the lungs (refused): a lung in another value order (1 lesion, 2 right, 3 left
+#: read with the default 1 right / 2 left), or a lobe not listed. Smallest lobe (right middle) ~200-400 mL; the largest
+#: aerated non-lung label of the shipped lists, CIP's trachea (512), holds 35 mL.
+LUNG_SIZED_ML = 150.0
+#: A value left out of the lungs that borders the lung labels over this share of its surface, and holds at least
+#: :data:`OTHER_VALUE_WARN_SHARE` of their volume, is named in a warning (lung dropped out of the lungs, e.g. a
+#: combined map's lesion label: real lesions 55-64 % of their border on lung); others (airway, mediastinal vessels,
+#: other organs: CIP's trachea 512, 16 %; its hilar vessel 768, 0.02 % of the lungs) only in the log.
+OTHER_VALUE_WARN_BORDER = 0.3
+OTHER_VALUE_WARN_SHARE = 0.001
+
+
+def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int],
+                 lesion_values: Sequence[int] = ()) -> tuple[Any, list[dict[str, Any]]]:
     """The label image at ``path`` mapped to 0 / 1 right / 2 left on its own grid (before any resampling,
-    so label values above 255 survive). Both lungs must be there: a binary lung mask (0/1) would otherwise
-    teach the network that both lungs are the right one."""
+    so label values above 255 survive), and the other values in it (neither right nor left nor one of
+    ``lesion_values``, the lesion values of a combined map given as both lungs and lesions): dicts with ``value``,
+    ``ml``, ``border`` (the share of its surface on the lung labels), ``loud`` (worth a warning) and, for values of
+    :data:`LUNG_SIZED_ML` or more, ``mask`` (a 0/1 image of it). Both lungs must be there: a binary lung mask (0/1)
+    would otherwise teach the network that both lungs are the right one."""
     import SimpleITK as sitk
+    from scipy import ndimage as ndi
 
     src = _read_label_image(path, "lung")
-    a = sitk.GetArrayFromImage(src)
-    _whole_values(a, path, "lung")
+    a = _whole_values(sitk.GetArrayFromImage(src), path, "lung")
     lab = np.where(np.isin(a, list(right)), 1, np.where(np.isin(a, list(left)), 2, 0)).astype(np.uint8)
     present = np.unique(a)
     shown = ", ".join(f"{v:g}" for v in present[:12]) + (", ..." if present.size > 12 else "")
@@ -509,32 +596,205 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int]) -> Any:
                              f"file: {shown}); lung labels must be 1 right / 2 left (a binary lung mask is not "
                              f"enough), or list the values meaning right and left in a backgrounds file")
     other = (a != 0) & (lab == 0) & np.isfinite(a)
+    if lesion_values:
+        other &= ~np.isin(a, list(lesion_values))
+    others: list[dict[str, Any]] = []
     if other.any():  # e.g. the infection label of a combined map: lung dropped out of the lung labels
-        vals, counts = np.unique(a[other], return_counts=True)
-        listed = ", ".join(f"{v:g} ({_ml(int(n), src):.1f} mL)" for v, n in zip(vals[:6], counts[:6]))
-        log.warning("%s: label values %s are neither right %s nor left %s lung and are left out of the lungs (a "
-                    "lesion label of a combined map? give the file as 'lesions' too, with 'lesion_values')", path,
-                    listed, list(right), list(left))
+        lung = lab > 0
+        lung_ml = _ml(int(lung.sum()), src)
+        vals = np.unique(a[other])
+        index = np.zeros(a.shape, np.int32)
+        index[other] = np.searchsorted(vals, a[other]) + 1
+        cube = np.ones((3, 3, 3), bool)
+        for i, box in enumerate(ndi.find_objects(index)):
+            if box is None:
+                continue
+            box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+            m = index[box] == i + 1
+            shell = ndi.binary_dilation(m, cube) & ~m
+            border = float(lung[box][shell].mean()) if shell.any() else 0.0
+            ml = _ml(int(m.sum()), src)
+            o = {"value": float(vals[i]), "ml": ml, "border": border, "mask": None,
+                 "loud": border >= OTHER_VALUE_WARN_BORDER and ml >= OTHER_VALUE_WARN_SHARE * lung_ml}
+            if ml >= LUNG_SIZED_ML:
+                mask = sitk.GetImageFromArray((index == i + 1).astype(np.uint8))
+                mask.CopyInformation(src)
+                o["mask"] = mask
+            others.append(o)
     out = sitk.GetImageFromArray(lab)
     out.CopyInformation(src)
-    return out
+    return out, others
+
+
+def _check_other_values(others: list[dict[str, Any]], ct: Any, hu: np.ndarray, path: Path, image: Path,
+                        right: Sequence[int], left: Sequence[int], lesion_values: Sequence[int] = ()) -> None:
+    """Refuse (``ValueError`` naming the file and the values) label values left out of the lungs that hold a lung's
+    worth of aerated lung on the CT (:data:`LUNG_SIZED_ML`; aerated: median -950 to -700 HU, or to -600 HU with a
+    quarter of the voxels below -700: real lungs here -940 to -633 HU with 34-88 % below -700, lesion labels -400 to
+    -650 HU with at most 14 %); name the others in a warning (those in the lungs) or the log (those outside)."""
+    values = (f"right {list(right)}, left {list(left)}" +
+              (f" or lesion {list(lesion_values)}" if lesion_values else ""))
+    for o in others:
+        if o["mask"] is None:
+            continue
+        on = _onto(o["mask"], ct) > 0
+        if on.sum() < 10:
+            continue
+        vox = np.asarray(hu)[on]
+        med, dark = float(np.median(vox)), float((vox < -700).mean())
+        if -950 <= med <= -600 and (med <= -700 or dark >= 0.25):
+            raise ValueError(f"{path}: label value {o['value']:g} holds {o['ml']:.0f} mL of aerated lung on the CT "
+                             f"{image} (median {med:.0f} HU) but is none of the values read as lung ({values}): "
+                             "that lung would train as background. The labels in another order (e.g. 1 lesion, "
+                             "2 right, 3 left), or a lobe not listed? list the values meaning right and left (and "
+                             "lesion with 'lesions:' and 'lesion_values') in a backgrounds file")
+
+    def listed(os_: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{o['value']:g} ({o['ml']:.1f} mL)" for o in os_[:6]) + (", ..." if len(os_) > 6 else "")
+
+    loud = [o for o in others if o["loud"]]
+    quiet = [o for o in others if not o["loud"]]
+    if loud:
+        log.warning("%s: label values %s are neither right %s nor left %s lung and are left out of the lungs (a "
+                    "lesion label of a combined map? give the file as 'lesions' too, with 'lesion_values')", path,
+                    listed(loud), list(right), list(left))
+    if quiet:
+        log.info("%s: label values %s (outside the lungs or small: airway, vessels, other organs?) are background",
+                 path, listed(quiet))
+
+
+#: A lung label under this share of the other side's volume is not a lung when it is not aerated (median above
+#: :data:`SIDE_DENSE_HU`: a lesion label read as a lung), and under :data:`TINY_SIDE` in any case. Right and left
+#: lungs here: 0.74-0.92 of each other; a lesion label read as one: 0.04-0.08 (itk, nrm cases of the audit).
+SMALL_SIDE = 0.25
+TINY_SIDE = 0.10
+#: Ground glass is -700 to -300 HU (lesion labels here: medians -400 to -650); the densest real lungs here
+#: (ge_mister_ct) -633 to -663 HU.
+SIDE_DENSE_HU = -600.0
+#: Share of the CT's aerated lung (-950 to -500 HU, inside the body, in the air spaces the labels touch) the lung
+#: (and lesion) labels must cover: refused below :data:`LUNG_COVER_MIN` (the rest would train as background),
+#: a warning below :data:`LUNG_COVER_WARN`. Real labels (the CIP label map, the teacher's) cover 97-99 %; a mask
+#: drawn on a fifth of the slices ~20 %.
+LUNG_COVER_MIN = 0.5
+LUNG_COVER_WARN = 0.85
+
+
+def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | None, path: Path,
+                       image: Path) -> None:
+    """Refuse user lung labels that do not sit on the CT's lungs (``ValueError`` naming both files): lung that is
+    not lesion must be mostly air (each side), the right lung (1) must be on the patient's right (lower x on the LPS
+    grid) of the left one (2), neither may be a lesion-sized label next to the other, and the labels must cover most
+    of the CT's aerated lung."""
+    from scipy import ndimage as ndi
+
+    hu = np.asarray(hu)
+    lung = lungs > 0
+    clear = lung & ~(lesions > 0) if lesions is not None else lung
+    if clear.sum() >= 50:
+        air = hu < -400
+        aerated = float(air[clear].mean())
+        if aerated < 0.5:
+            raise ValueError(f"{path}: only {100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are "
+                             f"air-like (< -400 HU) on the CT {image}: the label file is not on this CT (shifted, "
+                             f"flipped, another case's mask), or the image is not in HU")
+        # a mask mirrored against its CT (an array written in the other slice or row order with the CT's header)
+        # keeps its volume and may still lie mostly on air; it lies clearly better on air mirrored back (real lung
+        # masks: 88-98 % as given, 31-78 % mirrored; mirrored right-left: the side check below). Mirrored, only air
+        # enclosed by the body in its slice counts (not the air around a patient off the centre of the field of view)
+        inner = air & np.stack([ndi.binary_fill_holes(~a) for a in air])
+        for axis, how in ((0, "head-feet (its slices in the other order)"), (1, "front-back")):
+            mirrored = float(inner[np.flip(clear, axis)].mean())
+            if mirrored > aerated + 0.15:
+                raise ValueError(f"{path}: the lung labels lie on the CT {image} better mirrored {how}: "
+                                 f"{100 * aerated:.0f} % of the voxels labelled lung (and not lesion) are air-like "
+                                 f"(< -400 HU) as given, {100 * mirrored:.0f} % mirrored; the label file is flipped "
+                                 f"against the CT (written from an array without the CT's orientation?)")
+    sides = {k: lungs == k for k in (1, 2)}
+    vol = {k: int(m.sum()) for k, m in sides.items()}
+    for k, side in ((1, "right"), (2, "left")):
+        ratio = vol[k] / max(vol[3 - k], 1)
+        if ratio >= SMALL_SIDE:
+            continue
+        med = float(np.median(hu[sides[k]]))
+        if med > SIDE_DENSE_HU:
+            raise ValueError(f"{path}: the {side} lung label is {100 * ratio:.0f} % of the size of the other one and "
+                             f"not aerated (median {med:.0f} HU) on the CT {image}: a lesion label read as a lung? "
+                             "lung labels are 1 right / 2 left (list the values meaning right and left in a "
+                             "backgrounds file); a lesion map goes under 'lesions' (a combined map with "
+                             "'lesion_values')")
+        if ratio < TINY_SIDE:
+            raise ValueError(f"{path}: the {side} lung label is {100 * ratio:.0f} % of the size of the other one on "
+                             f"the CT {image} (median {med:.0f} HU): too small for a lung (a lesion or airway label "
+                             "read as a lung? the labels in another order?); lung labels are 1 right / 2 left (list "
+                             "the values meaning right and left in a backgrounds file)")
+    for k, side in ((1, "right"), (2, "left")):
+        this = clear & sides[k]
+        share = float((hu[this] < -400).mean()) if this.sum() >= 50 else 1.0
+        if share < 0.5:
+            raise ValueError(f"{path}: only {100 * share:.0f} % of the voxels labelled {side} lung (and not lesion) "
+                             f"are air-like (< -400 HU) on the CT {image}: that label is not on this CT's {side} "
+                             "lung (another structure's label read as lung?)")
+    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
+    if xr > xl:
+        raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
+                         f"{image}: right and left swapped (lung labels are 1 right / 2 left, or list the values "
+                         f"meaning right and left in a backgrounds file), or the mask is mirrored")
+    labelled = lung | (lesions > 0) if lesions is not None else lung
+    _check_lung_cover(labelled, hu, path, image)
+
+
+def _check_lung_cover(labelled: np.ndarray, hu: np.ndarray, path: Path, image: Path) -> None:
+    """Refuse lung labels that cover under :data:`LUNG_COVER_MIN` of the CT's aerated lung (warn under
+    :data:`LUNG_COVER_WARN`): -950 to -500 HU, enclosed by the body in its slice, in the connected air spaces the
+    labels touch (so that bowel gas or air outside does not count). A lung labelled on a few slices only trained the
+    rest of the lung as background."""
+    from scipy import ndimage as ndi
+
+    body = np.stack([ndi.binary_fill_holes(s) for s in hu > -500])
+    aer = body & (hu >= -950) & (hu <= -500)
+    comp, n = ndi.label(aer)
+    if not n:
+        return
+    touched = np.unique(comp[labelled & aer])
+    region = np.isin(comp, touched[touched > 0])
+    total = int(region.sum())
+    if total < 50:
+        return
+    cover = float((region & labelled).sum()) / total
+    what = (f"{path}: the lung labels cover {100 * cover:.0f} % of the aerated lung (-950 to -500 HU inside the body) "
+            f"of the CT {image}")
+    if cover < LUNG_COVER_MIN:
+        raise ValueError(f"{what}: the rest would train as background (not lung); a mask drawn on some slices only, "
+                         "or a part of the lungs left out? label the whole of both lungs")
+    if cover < LUNG_COVER_WARN:
+        log.warning("%s: the rest trains as background (not lung); label the whole of both lungs", what)
+
+
+#: A lesion piece (connected component) a lung mask leaves out must border the lung labels over this share of its
+#: surface (real lesions left out of their lung mask: 45-100 %, 28 mm subpleural balls 53-66 %; a mask shifted into
+#: the chest wall: 0). Pieces mostly in or within 5 mm of the lung labels pass as they are.
+LESION_BORDER_MIN = 0.3
+#: Lesion pieces of this many mL or more lying on the lung labels must be denser than the clear lung.
+LESION_PIECE_ML = 2.0
 
 
 def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
                          path: Path, image: Path) -> np.ndarray:
     """Refuse a lesion mask that does not sit on the CT's diseased lung (``ValueError`` naming both files) and
     return the lung labels with the lesion beside them added: lesion voxels must be denser than the clear lung
-    (a mask mirrored or shifted against its CT lands on normal lung), lie in or beside the lungs (within 5 mm),
-    and not cover nearly all of the lung (a combined lung + lesion map read as all lesion). Lesion voxels just
-    outside the lung labels (a lung mask that excludes its lesions) join the nearest lung: consolidated lung is
-    lung, which is what the lung head must learn (a lesion piece lying mostly within 5 mm of a lung or in a hole of
-    its mask joins it whole)."""
+    (a mask mirrored or shifted against its CT lands on normal lung; so must each lesion piece of
+    :data:`LESION_PIECE_ML` or more lying on the lungs), lie in pieces that are in or beside the lungs (within 5 mm,
+    in a hole of the lung mask, or bordering the lung labels over :data:`LESION_BORDER_MIN` of their surface: a lung
+    mask that leaves out its lesions, as a combined map's lung values do), and not cover nearly all of the lung (a
+    combined lung + lesion map read as all lesion). Lesion pieces outside the lung labels join the nearest lung:
+    consolidated lung is lung, which is what the lung head must learn."""
     from scipy import ndimage as ndi
 
     les = lesions > 0
     n_les = int(les.sum())
     if n_les < 10:
         return lungs
+    hu = np.asarray(hu)
     lung = lungs > 0
     covered = float((les & lung).sum()) / max(int(lung.sum()), 1)
     if covered > 0.9:
@@ -543,12 +803,26 @@ def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray,
                          "'lesion_values' in a backgrounds file (any value above 0 is lesion without it)")
     dist, idx = ndi.distance_transform_edt(~lung, sampling=spacing_zyx, return_indices=True)
     holes = np.stack([ndi.binary_fill_holes(s) for s in lung]) & ~lung  # where a lung mask left its lesions out
-    close = les & ((dist <= 5.0) | holes)
-    inside = float(close.sum()) / n_les
+    near = les & ((dist <= 5.0) | holes)
+    cube = np.ones((3, 3, 3), bool)
+    pieces, n = ndi.label(les, cube)
+    ids = np.arange(1, n + 1)
+    size = np.asarray(ndi.sum(les, pieces, ids), float)
+    share = np.asarray(ndi.mean(near, pieces, ids), float)
+    in_lung = np.asarray(ndi.mean(lung, pieces, ids), float)
+    boxes = ndi.find_objects(pieces)
+    on_lung = share >= 0.5
+    for i in np.flatnonzero(~on_lung):  # a piece a lung mask leaves out: does it border the lung?
+        box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in boxes[i])
+        m = pieces[box] == i + 1
+        shell = ndi.binary_dilation(m, cube) & ~m
+        on_lung[i] = shell.any() and float(lung[box][shell].mean()) >= LESION_BORDER_MIN
+    inside = float(size[on_lung].sum()) / n_les
     if inside < 0.8:
-        raise ValueError(f"{path}: only {100 * inside:.0f} % of the lesion voxels lie in or within 5 mm of the lung "
-                         f"labels on the CT {image}: the lesion mask is not on this CT's lungs (mirrored, shifted, "
-                         "another case's mask)")
+        raise ValueError(f"{path}: only {100 * inside:.0f} % of the lesion voxels are in pieces in or within 5 mm of "
+                         f"the lung labels, or bordering them over {100 * LESION_BORDER_MIN:.0f} % of their surface "
+                         f"(as lesions a lung mask leaves out do) on the CT {image}: the lesion mask is not on this "
+                         "CT's lungs (mirrored, shifted, another case's mask)")
     clear = lung & ~les
     if clear.sum() >= 50:
         les_hu, clear_hu = float(np.median(hu[les])), float(np.median(hu[clear]))
@@ -557,15 +831,27 @@ def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray,
                              f"(median {les_hu:.0f} HU against {clear_hu:.0f} HU): the lesion mask is mirrored or "
                              "shifted against the CT (written from an array without the CT's orientation?), or "
                              "another case's")
-    pieces, n = ndi.label(les)
-    share = ndi.mean(close, pieces, index=np.arange(1, n + 1)) if n else np.zeros(0)
-    add = np.isin(pieces, np.flatnonzero(share >= 0.5) + 1) & ~lung  # pieces mostly in, beside or enclosed by a lung
+        voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+        faint = []
+        for i in np.flatnonzero((size * voxel_ml >= LESION_PIECE_ML) & (in_lung >= 0.8)):
+            med = float(np.median(hu[boxes[i]][pieces[boxes[i]] == i + 1]))
+            if med < clear_hu + 50:
+                faint.append(f"{size[i] * voxel_ml:.1f} mL at {med:.0f} HU")
+        if faint:
+            raise ValueError(f"{path}: lesion pieces on the lung labels are no denser than the clear lung "
+                             f"({clear_hu:.0f} HU) on the CT {image}: {', '.join(faint[:6])}: the lesion mask is "
+                             "shifted or mirrored against the CT, or another case's")
+    add = np.isin(pieces, np.flatnonzero(on_lung) + 1) & ~lung  # pieces in, beside, against or enclosed by a lung
     if add.any():
         lungs = lungs.copy()
         lungs[add] = lungs[tuple(i[add] for i in idx)]
-        log.info("%s: %.1f mL of lesion beside the lung labels joined the lungs (consolidated lung is lung)", path,
+        log.info("%s: %.1f mL of lesion outside the lung labels joined the lungs (consolidated lung is lung)", path,
                  float(add.sum()) * float(np.prod(spacing_zyx)) / 1000.0)
     return lungs
+
+
+#: A teacher-labelled case whose lungs hold less than this is refused (no lung: not a chest CT, or not in HU).
+TEACHER_MIN_LUNG_ML = 50.0
 
 
 def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[float], teacher: Any = None,
@@ -581,33 +867,45 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
     try:
         img = load_image_lps(bg.image)
     except (FileNotFoundError, CTScoreError) as exc:
-        raise ValueError(f"{bg.image}: background {bg.name!r} cannot be loaded as a CT ({exc})") from exc
+        hint = ""
+        if Path(bg.image).is_dir():
+            files = [f for f in _image_files(Path(bg.image)) if f not in (bg.lungs, bg.lesions)]
+            if files:
+                hint = (f"; it holds the image file(s) {', '.join(f.name for f in files)}, and a --data folder is "
+                        "read as DICOM series: list a CT given as an image file in a --backgrounds-file instead "
+                        f"(e.g. '- {{name: {bg.name}, image: {files[0]}, lungs: ..., lesions: ...}}')")
+        raise ValueError(f"{bg.image}: background {bg.name!r} cannot be loaded as a CT ({exc}){hint}") from exc
     sp_xyz = [float(s) for s in reversed(list(model_spacing_zyx))]
     model_img = resample_to_spacing(img, sp_xyz, default=-1024.0)
+    hu_m = sitk.GetArrayViewFromImage(model_img)
     lesions_arr = None
     if bg.lungs is not None:
         log.info("%s: own lung labels %s", bg.name, bg.lungs)
-        lab_img = _lung_labels(bg.lungs, bg.right, bg.left)
+        combined = bg.lesions is not None and Path(bg.lesions).resolve() == Path(bg.lungs).resolve()
+        declared = bg.lesion_values if combined else ()
+        lab_img, others = _lung_labels(bg.lungs, bg.right, bg.left, declared)
+        _check_geometry(lab_img, img, bg.lungs, bg.image)
         lungs_arr = _onto(lab_img, model_img)
         _check_on_ct(lab_img, lungs_arr, model_img, {1: "right lung", 2: "left lung"}, bg.lungs, bg.image, 1.4)
+        _check_other_values(others, model_img, hu_m, bg.lungs, bg.image, bg.right, bg.left, declared)
         if bg.lesions is not None:
             les_src = _read_label_image(bg.lesions, "lesion")
-            les_a = sitk.GetArrayFromImage(les_src)
-            _whole_values(les_a, bg.lesions, "lesion")
+            les_a = _whole_values(sitk.GetArrayFromImage(les_src), bg.lesions, "lesion")
             les_sel = np.isin(les_a, list(bg.lesion_values)) if bg.lesion_values else les_a > 0
             if bg.lesion_values and not les_sel.any():
                 raise ValueError(f"{bg.lesions}: no voxel carries the lesion values {list(bg.lesion_values)} "
                                  f"(values in the file: {', '.join(f'{v:g}' for v in np.unique(les_a)[:12])})")
             les_bin = sitk.Cast(sitk.GetImageFromArray(les_sel.astype(np.uint8)), sitk.sitkUInt8)
             les_bin.CopyInformation(les_src)
+            _check_geometry(les_bin, img, bg.lesions, bg.image)
             lesions_arr = _onto(les_bin, model_img)
             # a few voxels' worth of lesion may vanish or double on a coarser grid; a whole mask may not
             if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
                 _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
         if lesions_arr is not None:
-            lungs_arr = _check_lesions_on_ct(lungs_arr, lesions_arr, sitk.GetArrayViewFromImage(model_img),
-                                             list(model_spacing_zyx), bg.lesions, bg.image)
-        _check_lungs_on_ct(lungs_arr, sitk.GetArrayViewFromImage(model_img), lesions_arr, bg.lungs, bg.image)
+            lungs_arr = _check_lesions_on_ct(lungs_arr, lesions_arr, hu_m, list(model_spacing_zyx), bg.lesions,
+                                             bg.image)
+        _check_lungs_on_ct(lungs_arr, hu_m, lesions_arr, bg.lungs, bg.image)
     else:
         if teacher is None:
             from segmentation.classical import ClassicalSegmenter
@@ -617,9 +915,12 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
         hu_w = sitk.GetArrayFromImage(work).astype(np.float32)
         t = time.perf_counter()
         seg = teacher.segment(hu_w, tuple(reversed(work.GetSpacing())))
-        log.info("%s: teacher %.1f s, lungs R %.0f mL L %.0f mL", bg.name, time.perf_counter() - t,
-                 (seg.lungs == 1).sum() * np.prod(work.GetSpacing()) / 1000,
-                 (seg.lungs == 2).sum() * np.prod(work.GetSpacing()) / 1000)
+        ml = [float((seg.lungs == k).sum()) * float(np.prod(work.GetSpacing())) / 1000 for k in (1, 2)]
+        log.info("%s: teacher %.1f s, lungs R %.0f mL L %.0f mL", bg.name, time.perf_counter() - t, *ml)
+        if sum(ml) < TEACHER_MIN_LUNG_ML:
+            raise ValueError(f"{bg.image}: the teacher found no lung in background {bg.name!r} (right {ml[0]:.0f} mL, "
+                             f"left {ml[1]:.0f} mL): not a chest CT, or not in HU (stored values without the "
+                             "rescale?); such a case would teach that there is no lung")
         lab = sitk.GetImageFromArray(seg.lungs.astype(np.uint8))
         lab.CopyInformation(work)
         lungs_arr = _onto(lab, model_img)
@@ -953,20 +1254,27 @@ def global_random_state_kept() -> Iterator[None]:
 
 
 def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
-          arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
-          ) -> dict[str, Any]:
-    """Train the network on cached cases; write weights, model.yaml, manifest.json; return the log.
+          arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None,
+          provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the network on cached cases; write weights, model.yaml, train_log.json and manifest.json (over all
+    three); return the log.
+
+    The log (``train_log.json``) records what the model was made from: the options (``cfg``), each cached case's
+    name and sha256 (``cases``, ``data``), the starting weights (``init``: path, ``init_sha256``, ``init_model_id``
+    as ``ctscore run`` reports it), the versions of ctscore, torch, MONAI and numpy, the new model's ``model_id``, and
+    ``provenance`` (the caller's: e.g. the background list and its label mapping). Case names are recorded as they
+    are: name cases with ``name:`` in a backgrounds file where their names identify patients.
 
     Seeded (``seed`` of the training config: Python's, numpy's and torch's global generators, cuDNN's flags), and
     the caller's global random state and cuDNN flags restored afterwards (:func:`global_random_state_kept`): what it
     computes is as seeded, and a notebook's own random numbers go on as they would have."""
     with global_random_state_kept():
-        return _train(cache_files, out_dir, cfg, arch, device, init_weights)
+        return _train(cache_files, out_dir, cfg, arch, device, init_weights, provenance)
 
 
 def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str, Any] | None = None,
-           arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None
-           ) -> dict[str, Any]:
+           arch: dict[str, Any] | None = None, device: str = "auto", init_weights: str | Path | None = None,
+           provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
     from monai.data import DataLoader
     from monai.losses import DiceCELoss, DiceLoss
@@ -1127,12 +1435,18 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
         import yaml
 
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False), encoding="utf-8")
-        write_manifest(tmp)
         info = {"iterations": it, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
+                **(_init_record(Path(init_weights)) if init_weights else {}),
                 "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-                "torch": torch.__version__, "cfg": c,
-                "cases": [Path(p).stem for p in cache_files], "history": hist}
-        (tmp / "train_log.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+                **_versions(), "cfg": c,
+                "cases": [Path(p).stem for p in cache_files],
+                # the sha256 of each cached case trained on (image and labels on the model grid): the training data,
+                # without their names
+                "data": [{"case": Path(p).stem, "sha256": sha256_file(p), "bytes": Path(p).stat().st_size}
+                         for p in cache_files],
+                "model_id": model_id_of(tmp), **(provenance or {}), "history": hist}
+        (tmp / "train_log.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+        write_manifest(tmp)  # over the weights, model.yaml and the log: shared with the model, vouched for with it
         for name in ("model.safetensors", "model.yaml", "train_log.json", "manifest.json"):
             os.replace(tmp / name, out / name)
     finally:  # a crash while writing leaves no hidden half-written folder
@@ -1194,10 +1508,51 @@ def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: f
     return out
 
 
-def write_manifest(folder: str | Path, files: Sequence[str] = ("model.safetensors", "model.yaml")) -> dict[str, Any]:
-    """Write ``manifest.json`` with the sha256 of each model file in ``folder``."""
+def write_manifest(folder: str | Path, files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write ``manifest.json`` (atomically) with the sha256 of each file of ``files`` in ``folder``; by default the
+    model files and the training logs there (``model.safetensors``, ``model.yaml``, ``train_log.json``,
+    ``train_log_<stage>.json``). The loader checks the model files it reads; the logs are vouched for with them."""
+    from pipeline.outputs import atomic_write_bytes
+
     folder = Path(folder)
+    if files is None:
+        files = ["model.safetensors", "model.yaml", "train_log.json",
+                 *sorted(p.name for p in folder.glob("train_log_*.json"))]
     man = {"files": {f: {"sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size}
                      for f in files if (folder / f).exists()}}
-    (folder / "manifest.json").write_text(json.dumps(man, indent=1) + "\n", encoding="utf-8")
+    atomic_write_bytes(folder / "manifest.json", (json.dumps(man, indent=1) + "\n").encode("utf-8"))
     return man
+
+
+def model_id_of(folder: str | Path) -> str:
+    """The id ``ctscore run`` gives the model in ``folder`` (:attr:`segmentation.monai_segmenter.MonaiSegmenter.model_id`:
+    ``monai-`` and 16 hex digits of the sha256 over the sha256 of its weights and of its model.yaml)."""
+    folder = Path(folder)
+    both = f"{sha256_file(folder / 'model.safetensors')}:{sha256_file(folder / 'model.yaml')}"
+    return "monai-" + hashlib.sha256(both.encode()).hexdigest()[:16]
+
+
+def _init_record(weights: Path) -> dict[str, Any]:
+    """The starting weights of a fine-tune: their sha256 and, where model.yaml is beside them, the model id."""
+    rec: dict[str, Any] = {"init_sha256": sha256_file(weights)}
+    if (weights.parent / "model.yaml").is_file() and weights.name == "model.safetensors":
+        rec["init_model_id"] = model_id_of(weights.parent)
+    return rec
+
+
+def _versions() -> dict[str, Any]:
+    """The versions a model was trained with (ctscore, torch, MONAI, numpy, Python)."""
+    import platform
+
+    import torch
+
+    from pipeline import __version__
+
+    try:
+        import monai
+
+        monai_version = monai.__version__
+    except ImportError:  # pragma: no cover - training needs MONAI
+        monai_version = None
+    return {"ctscore": __version__, "torch": torch.__version__, "monai": monai_version, "numpy": np.__version__,
+            "python": platform.python_version()}

@@ -8,7 +8,8 @@ real lesions are trained on as they are (no synthesis; a lesion mask without a l
 The cache (``--cache``) remembers what each case was made from: a changed image, label file, label
 values or teacher grid makes that case again. ``--backgrounds-file`` lists backgrounds in YAML instead, including image
 files (NIfTI, NRRD) with their own label map (e.g. a lobe map; the values meaning right and left are
-listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights.
+listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights. ``--out`` is
+locked while training; an interrupted recipe resumes from its finished stages when run again.
 Python twin: :func:`segmentation.recipe.train_segmenter` (same options, same errors).
 """
 
@@ -43,7 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="segmentation/weights_new",
                    help="output folder for the weights (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a model already in --out (refused otherwise, before anything is made)")
+                   help="replace a model already in --out, with the logs and stages of the run that made it (refused "
+                        "otherwise, before anything is made). Without it, rerunning an interrupted recipe resumes: "
+                        "each finished stage (--out/stages/NAME) trained with the same options, cached cases and "
+                        "starting weights is reused, one trained otherwise is refused (with it: replaced; while --out "
+                        "holds no model, matching stages are reused with it too)")
     p.add_argument("--prepare-only", action="store_true", help="only build the cache")
     d = _train_defaults()
     p.add_argument("--iterations", type=int, default=None,
@@ -66,15 +71,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"the same seed, data and options gives the same weights (default {d['seed']}, or the "
                         f"training config's)")
     p.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (AdamW, cosine decay; default {d['lr']:g}, or the training config's)")
+                   help=f"peak learning rate (AdamW, cosine decay; default {d['lr']:g} from scratch, "
+                        f"{_fine_tune_lr():g} with --init, or the training config's)")
     p.add_argument("--p-empty", type=float, default=None,
                    help="share of training samples without synthetic lesions (default 0.15)")
     p.add_argument("--train-config", default=None,
                    help="YAML of training options (keys of segmentation.training.DEFAULT_TRAIN; 'synth': "
                         "keys of segmentation.synth.DEFAULTS; 'stages': a list of such option sets run one "
                         "after the other, each from the weights of the one before = a whole recipe, e.g. "
-                        "segmentation/weights/recipe.yaml; a stage's 'backgrounds_file' trains it on that list); "
-                        "command-line options win over it, its stages included")
+                        "segmentation/weights/recipe.yaml; a stage's 'backgrounds_file' trains it on that list "
+                        "instead of the command's, with a warning); command-line options win over it, its stages "
+                        "included")
     p.add_argument("--init", default=None,
                    help="fine-tune from these weights: a model.safetensors or a model folder (as ctscore run "
                         "--model takes, e.g. segmentation/weights); its network is kept, its model grid must be "
@@ -83,6 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     p.add_argument("--log-file", default=None, help="also write the log to this file")
+
+
+def _fine_tune_lr() -> float:
+    from segmentation.recipe import FINE_TUNE_LR
+
+    return FINE_TUNE_LR
 
 
 def _train_defaults() -> dict:

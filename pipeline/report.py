@@ -331,14 +331,21 @@ def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
 PATH_HIDDEN = "[input path, see failures.csv]"
 
 
+FILE_HIDDEN = "[file, see failures.csv]"
+#: File names a loader message may name ("a gap between DOE_JOHN_IMG0069.dcm and ..."): a token ending in a DICOM
+#: file extension; exports from viewers and PACS often put the patient's name in them.
+_FILE_NAME = re.compile(r"[^\s'\"(),;:\[\]/\\]+\.(?:dcm|dicom|ima|img)\b", re.IGNORECASE)
+
+
 def _hide_path(message: str, path: str) -> str:
-    """``message`` with the failure's input path (and anything under it) replaced by :data:`PATH_HIDDEN`:
-    DICOM folders are often named after the patient, and error texts (``FileNotFoundError: ... '/data/
-    DOE^JOHN/IM1'``) repeat them; the path column itself is not shown either."""
+    """``message`` with the failure's input path (and anything under it) replaced by :data:`PATH_HIDDEN`, and the
+    DICOM file names it names (``*.dcm``, ``*.ima``, ...) by :data:`FILE_HIDDEN`: DICOM folders and files are often
+    named after the patient, and error texts (``FileNotFoundError: ... '/data/DOE^JOHN/IM1'``, "a gap between
+    DOE_JOHN_0069.dcm and ...") repeat them; the path column itself is not shown either (failures.csv has it all)."""
     path = (path or "").strip().rstrip("/\\")
-    if len(path) < 2:
-        return message
-    return message.replace(path, PATH_HIDDEN)
+    if len(path) >= 2:
+        message = message.replace(path, PATH_HIDDEN)
+    return _FILE_NAME.sub(FILE_HIDDEN, message)
 
 
 def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:

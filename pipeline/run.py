@@ -668,8 +668,9 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                                out) from exc
         if cfg["outputs"]["pseudonymize"] and cfg["outputs"]["pseudonym_salt"] == DEFAULT_SALT:
             log.warning("pseudonyms are made with the built-in salt %r: anyone holding the PatientIDs can recompute "
-                        "them; set outputs.pseudonym_salt to a secret of your site (kept out of run.json)",
-                        DEFAULT_SALT)
+                        "them, and a numeric PatientID is found by trying every number (seconds for 7 digits); set "
+                        "outputs.pseudonym_salt to a secret of your site (kept out of run.json) before sharing "
+                        "outputs", DEFAULT_SALT)
         unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
             raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)

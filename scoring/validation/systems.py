@@ -120,7 +120,3 @@ def mosmed_to_ordinal(value: str | float) -> float:
         text = text[2:].lstrip("-")
     return float(text)
 
-
-def ordinal_to_mosmed(value: float) -> str:
-    """0-4 to ``CT-0``..``CT-4``."""
-    return MOSMED_CATEGORIES[int(value)]

@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -579,6 +579,30 @@ def _holder(path: Path) -> str:
     info = _read_json(path) or {}
     return (f"{info.get('command', 'ctscore run')} (pid {info.get('pid', '?')} on host {info.get('host', '?')}, "
             f"since {info.get('since', '?')})")
+
+
+@contextlib.contextmanager
+def lock_file(path: str | Path, command: str, target: str | Path, hint: str = "wait for it") -> Iterator[None]:
+    """Hold the lock file ``path`` exclusively for ``command`` (e.g. "ctscore train") while it writes ``target``,
+    with the same rules as :func:`writer_lock`: per thread within this process, ``flock`` / ``LockFileEx`` between
+    processes, one warning and no lock where the file system has none. Raises OutputLocked (OUTPUT_LOCKED) naming the
+    holder and ``hint`` (what to do)."""
+    from pipeline.errors import OutputLocked
+
+    path = Path(os.path.abspath(path))
+    key = (str(path), command)
+    if not _claim(key):
+        raise OutputLocked(f"another {command} of this process (another thread) is writing to {target}; {hint}",
+                           target)
+    with contextlib.ExitStack() as stack:
+        stack.callback(_release, key)
+        got = _take(stack, path, exclusive=True, command=command, folder=path.parent)
+        if got is False:
+            raise OutputLocked(f"another {_holder(path)} is writing to {target}; {hint}", target)
+        if isinstance(got, OSError):
+            log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another %s from "
+                        "writing into %s at the same time", path, got.strerror or got, command, target)
+        yield
 
 
 @contextlib.contextmanager

@@ -241,27 +241,14 @@ def check_train_options(*, init: str | Path | None, device: str, prepare_only: b
 @contextlib.contextmanager
 def out_lock(out: Path) -> Iterator[None]:
     """Hold the lock of ``out`` for a training run, or raise :class:`pipeline.errors.OutputLocked` naming the run that
-    holds it: the project's output-folder lock (:mod:`pipeline.batch`, ``flock`` / ``LockFileEx``, per thread too) on
-    a hidden file beside ``out`` (``.<out name>.train.lock``: inside, it would be part of the model folder a user
-    shares). Where the file system has no locks, a warning and the run goes on."""
-    from pipeline import batch
-    from pipeline.errors import OutputLocked
+    holds it: the project's output-folder lock (:func:`pipeline.batch.lock_file`, ``flock`` / ``LockFileEx``, per
+    thread too) on a hidden file beside ``out`` (``.<out name>.train.lock``: inside, it would be part of the model
+    folder a user shares). Where the file system has no locks, a warning and the run goes on."""
+    from pipeline.batch import lock_file
 
     out = Path(os.path.abspath(out))
-    path = out.parent / f".{out.name}.train.lock"
-    key = (str(out), "ctscore train")
-    if not batch._claim(key):
-        raise OutputLocked(f"another training run of this process (another thread) is writing to {out}; wait for it",
-                           out)
-    with contextlib.ExitStack() as stack:
-        stack.callback(batch._release, key)
-        got = batch._take(stack, path, exclusive=True, command="ctscore train", folder=out.parent)
-        if got is False:
-            raise OutputLocked(f"another {batch._holder(path)} is writing to {out}; wait for it, or give another --out",
-                               out)
-        if isinstance(got, OSError):
-            log.warning("cannot lock %s (%s: the file system has no file locks): nothing stops another ctscore train "
-                        "from writing into %s at the same time", path, got.strerror or got, out)
+    with lock_file(out.parent / f".{out.name}.train.lock", "ctscore train", out,
+                   hint="wait for it, or give another --out"):
         yield
 
 

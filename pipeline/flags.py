@@ -31,8 +31,11 @@ SCORING_FLAGS: dict[str, str] = {
     "LUNG_OUTSIDE_BODY_REMOVED": "this many mL the segmentation labelled lung lay in the air around the patient "
                                  "(outside the body's outline) and was taken out: review the lung outline",
     "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
-                    "(median 0 HU or more): often the heart, a vessel or the liver dome taken as lung, sometimes a "
-                    "dense consolidation; review qc.png (scores include them)",
+                    "(median 0 HU or more): often the heart, a vessel, the liver dome or a pleural effusion taken as "
+                    "lung, sometimes a dense consolidation; review qc.png (scores include them)",
+    "LUNG_NOT_AERATED": "this side's lung mask is under 10 % aerated (below -500 HU): a pneumonectomy or a lung "
+                        "collapsed or replaced by effusion taken as consolidated lung, or complete consolidation; "
+                        "review qc.png (scored as segmented)",
     "HU_CALIBRATION": "the median HU of the air around the patient / of the body's soft tissue is off (air not "
                       "within -1080 to -920, tissue not within -150 to 100): a wrong rescale slope or intercept, or a "
                       "scanner out of calibration; the HU classes and scores are unreliable",

@@ -27,6 +27,12 @@ SIDES = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
 MIN_SIDE_ML = 100.0
 #: ... and below this share of the other lung's volume.
 ABSENT_SHARE = 0.1
+#: LUNG_NOT_AERATED: a side whose lung mask holds less than this share of voxels below AERATED_HU (HU) holds almost no
+#: air: a pneumonectomy, a lung collapsed or replaced by effusion taken as consolidated lung, or complete
+#: consolidation. Flagged for review, scored as segmented (dropping it would drop the sickest lungs). A filled
+#: hemithorax taken as lung had 0 %; lungs of the real test series, diffuse pneumonia included, far more.
+AERATED_HU = -500.0
+AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
                 "unit_score": math.nan, "status": "missing"}
@@ -267,6 +273,10 @@ def score_scan(
         other = row[f"lung_volume_ml_{SIDES[LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG]}"]
         vol = row[f"lung_volume_ml_{name}"]
         absent = vol <= 0 or vol < min(min_side_ml, ABSENT_SHARE * other)
+        if not absent and vol > 0 and hu is not None:
+            aerated_ml = float(np.count_nonzero(lung_side & (hu < AERATED_HU))) * voxel_ml
+            if aerated_ml < AERATED_MIN_SHARE * vol:  # flag only: a white lung is lung, and scored
+                flags.append(f"LUNG_NOT_AERATED:{name}")
         if absent:
             absent_sides.add(name)
             flags.append(f"LUNG_NOT_FOUND:{name}")

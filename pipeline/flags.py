@@ -23,6 +23,8 @@ SCORING_FLAGS: dict[str, str] = {
     "LUNG_CUT_BY_FOV": "a lung runs along the edge of the field of view on this percentage of its slices: its "
                        "measures are of the visible part; review",
     "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",
+    "ORIENTATION_SUSPECT": "the anatomy contradicts the header's orientation: the spine lies in front of the lungs "
+                           "(spine_anterior: a prone scan with a supine header?); sides swapped, scores unreliable",
     "ZONED_AXIALLY": "slices tilted this many degrees from axial: levels found on an axial reformat, zones cut "
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "

@@ -155,6 +155,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     onto the CT by nearest neighbour; it replaces any lobes of the segmenter. ``padding``: the loader's mask of
     the pixels outside the field of view (same grid as ``image``), for the ``LUNG_CUT_BY_FOV`` check."""
     from pipeline.fov import fov_flags
+    from pipeline.orientation_check import flags_for as orientation_flags
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import detect_landmarks, temper_for_thick_slices
@@ -176,6 +177,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
     # scored on 345 mL of "lung" outside the body)
     from pipeline.hu_checks import measure as measure_hu
+    from pipeline.orientation_check import measure as measure_orientation
     from segmentation.classical import body_mask
 
     body_w = body_mask(hu_w, -500.0)
@@ -188,6 +190,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     pad_w = None if padding is None else sitk.GetArrayFromImage(sitk.Resample(
         to_lps(padding), work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
+    orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w)  # the spine behind the lungs (any segmenter)
     del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
     if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
@@ -237,12 +240,13 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     flags_fov = fov_flags(lungs_o, tuple(spacing_o[::-1]), pad_o)
     solid = solid_lesion_ml(hu_o, classes, voxel_ml)
     flags_solid = [f"SOLID_LESION:{solid:.0f}"] if solid else []
-    flags = list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
+    flags = (list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
+             + orientation_flags(orientation))
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
-        "landmarks": landmarks, "timings": timings, "hu_check": hu_check,
+        "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
     }
 
 
@@ -546,6 +550,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
             "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
+            "orientation_check": res.get("orientation_check"),  # behind ORIENTATION_SUSPECT (pipeline.orientation_check)
             "grid": {"size_xyz": list(vol.image.GetSize()), "spacing_xyz": list(vol.image.GetSpacing()),
                      "working_spacing_xyz": list(cfg["resample"]["spacing_mm"])},
             "image_sha256": digest,

@@ -96,7 +96,8 @@ RUN_KEYS = ("ctscore_version", "ctscore_versions", "source", "python", "platform
 #: result.json keys shared (``config`` redacted; ``image_sha256`` only when keyed with a site salt); any other key
 #: (``input_fingerprint``, ``input_id``, ``lobe_map_file``, keys of later versions) is left out.
 RESULT_KEYS = ("ctscore_version", "scan_id", "scores", "zones", "landmarks", "qc_flags", "segmenter", "environment",
-               "config_sha256", "config", "timings_s", "pseudonym_salt_id", "hu_check", "grid", "image_sha256")
+               "config_sha256", "config", "timings_s", "pseudonym_salt_id", "hu_check", "orientation_check", "grid",
+               "image_sha256")
 
 _BUILTIN = "builtin"
 _SITE = "site"

@@ -26,9 +26,12 @@ from typing import Any
 
 import numpy as np
 
-#: HU above which a voxel inside the body is bone (cancellous vertebral bone 150-400 HU, cortex higher).
-BONE_HU = 200.0
-#: Half width (mm) of the midline band searched for the spine, either side of the middle of the lungs' x extent
+#: HU above which a voxel inside the body is counted as bone: cortical bone (the vertebrae's shell and arches reach
+#: well above it), not cancellous bone (150-400 HU), so that contrast-filled blood (CT angiography, arterial phase:
+#: 250-500 HU in the heart and great vessels, anterior in the midline band) is not taken for spine: at 200 HU,
+#: normal001's mediastinum set to 350 HU moved the measure from +36 to -18 mm (flagged); at 600 HU it is unmoved.
+BONE_HU = 600.0
+#: Half width (mm) of the midline band searched for the spine, either side of the body's median x
 #: (a vertebral body is about 40 mm wide; the spinous processes lie in the midline).
 MIDLINE_HALF_WIDTH_MM = 20.0
 #: Least bone (mL) in the band for a measure (a scan of the lung apices only, a phantom without bone: none).
@@ -40,10 +43,10 @@ AERATED_HU = -500.0
 #: Least aerated lung (mL) for a measure.
 MIN_LUNG_ML = 50.0
 #: The spine lying more than this many mm anterior to the lungs' centre is flagged (0: anterior at all). Series
-#: with right headers (``spine_offset_mm``): the real chests of ../shared/data +36 to +129, the sample +64, the
-#: audit's copies of normal001 correctly labelled prone, decubitus and feet first +36, shrunk to a child's size
-#: +21; the naive prone copies (supine header) -36 with classical lung masks, -16 and -26 with the network's
-#: (tests/test_orientation_check.py lists them). The measure changes sign with the front-back axis.
+#: with right headers (``spine_offset_mm``, classical lung masks): the six real chests of ../shared/data/chest +42
+#: to +89 (bone 12-100 mL), the audit's copies of normal001 correctly labelled prone, decubitus and feet first +51,
+#: shrunk to a child's size +31 (4.5 mL of bone); the naive prone copies (supine header) -51, with the network's
+#: lung masks -32 and -42. The measure changes sign with the front-back axis.
 SPINE_ANTERIOR_MM = 0.0
 
 

@@ -40,7 +40,7 @@ SPACING = (2.0, 2.0, 2.0)
 
 def chest():
     """A supine chest: a body ellipse (40 HU), two lungs (-850 HU), a vertebral body and spinous process behind them
-    (400 HU) and a sternum in front (400 HU, smaller)."""
+    (700 HU, cortical) and a sternum in front (700 HU, smaller)."""
     z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
     hu = np.full(SHAPE, -1000.0, np.float32)
     body = ((y - 60) / 40.0) ** 2 + ((x - 60) / 55.0) ** 2 <= 1
@@ -52,9 +52,9 @@ def chest():
     lungs[2:28][:, left[0]] = LEFT_LUNG
     hu[lungs > 0] = -850.0
     vertebra = ((y - 78) / 8.0) ** 2 + ((x - 60) / 9.0) ** 2 <= 1
-    hu[:, vertebra[0]] = 400.0
-    hu[:, 86:96, 58:62] = 400.0  # the arch and spinous process
-    hu[:, 22:25, 56:64] = 400.0  # the sternum
+    hu[:, vertebra[0]] = 700.0
+    hu[:, 86:96, 58:62] = 700.0  # the arch and spinous process
+    hu[:, 22:25, 56:64] = 700.0  # the sternum
     return hu, lungs
 
 
@@ -182,3 +182,15 @@ def test_a_real_chest_passes_and_its_naive_prone_copy_is_flagged(shared_data):
                  (slice(None), slice(None, None, -1), slice(None, None, -1))):
         f = measure(hu[view], lungs[view], body_mask(hu[view], -500.0), spacing)
         assert f["spine_offset_mm"] < -25 and flags_for(f) == [FLAG]
+
+
+def test_contrast_filled_vessels_in_front_are_not_taken_for_spine():
+    """CT angiography: blood at 250-500 HU in the heart and great vessels, in front of the spine in the midline band,
+    pulled the median 'bone' in front of the lungs (a reviewer flagged normal001 with its mediastinum at 350 HU)."""
+    hu, lungs = chest()
+    mediastinum = np.zeros(hu.shape, bool)
+    mediastinum[:, 28:68, 48:72] = True
+    mediastinum &= (lungs == 0) & (hu == 40.0)
+    hu[mediastinum] = 450.0
+    m = _measure(hu, lungs)
+    assert m["spine_offset_mm"] > 0 and flags_for(m) == []

@@ -237,15 +237,21 @@ def _check_out(out: Path) -> None:
                            "not a folder: give the output folder of a ctscore run", out)
     if not (out / "run.json").is_file() or not (out / "scans.csv").is_file():
         hint = ""
-        if out.parent.name == "shards":
+        if _is_shard(out):
             hint = ": this is one shard's folder; run `ctscore aggregate` on the whole output folder and share that"
         elif (out / "shards").is_dir():
             hint = ": its shards were not merged; run `ctscore aggregate OUT` first"
         raise CTScoreError("NOTHING_TO_SHARE", f"not the output folder of a ctscore run (no run.json and "
                            f"scans.csv){hint}", out)
-    if out.parent.name == "shards":
+    if _is_shard(out):
         raise CTScoreError("NOTHING_TO_SHARE", "this is one shard's folder (its series folders lie two levels up): "
                            "run `ctscore aggregate` on the whole output folder and share that", out)
+
+
+def _is_shard(out: Path) -> bool:
+    """Whether ``out`` is one shard's folder of a sharded run (``OUT/shards/K-of-N``), not an output folder that
+    happens to lie in a folder named "shards"."""
+    return out.parent.name == "shards" and bool(re.fullmatch(r"\d+-of-\d+", out.name))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -276,6 +282,10 @@ def _check_dest(out: Path, dest: Path) -> None:
         if entries is not None:
             raise CTScoreError("OUTPUT_NOT_EMPTY", "the destination folder is not empty: ctscore share writes only "
                                "into a new or empty folder (nothing left there by mistake is shared along)", dest)
+    if dest.exists() and (os.path.ismount(dest) or dest.stat().st_dev != dest.parent.stat().st_dev):
+        # the copy is built beside DEST and renamed into place: across file systems no rename can do that
+        raise CTScoreError("OUTPUT_UNWRITABLE", "the destination is a mount point (another file system than its "
+                           "parent folder): give a new folder inside it, e.g. DEST/shared", dest)
     from pipeline.outputs import folder_problem
 
     why = folder_problem(Path(os.path.abspath(dest)).parent)
@@ -528,8 +538,10 @@ def _write_dictionary(out: Path, tmp: Path, sources: dict[Path, tuple[int, int]]
 
 
 def _looks_like_path(text: str) -> bool:
-    return (text.startswith(("/", "~", "\\\\", "./", "../")) or "/" in text
-            or bool(re.match(r"^[A-Za-z]:[\\/]", text)))
+    """A value that names a place on a disk: absolute, home-relative, relative with ./ or ../, a Windows drive or
+    share, or words joined by slashes without spaces ("models/site_a", not "ratio 1/2" or a regular expression)."""
+    return (text.startswith(("/", "~", "\\\\", "./", "../")) or bool(re.match(r"^[A-Za-z]:[\\/]", text))
+            or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)+/?", text)))
 
 
 def _redact_config(cfg: Any, where: str, redacted: list[str]) -> Any:

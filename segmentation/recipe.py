@@ -314,14 +314,28 @@ def _set_aside(out: Path, keep: set[str] = frozenset()) -> None:
     logs) into ``out/.replaced`` (manifest first, so no manifest vouches for files that are gone), to be removed once
     the new model is written (:func:`_drop_set_aside`): an interrupted run leaves them there."""
     aside = out / REPLACED_DIR
-    if aside.exists():  # from a run interrupted before its model was written: older than what is in out now
-        shutil.rmtree(aside)
+    keep_aside = aside.exists() and not (out / "model.safetensors").exists()
+    if aside.exists() and not keep_aside:  # from a run interrupted before its model was written, and a model was
+        shutil.rmtree(aside)               # written since: older than what is in out now
     items = [out / f for f in ("manifest.json", "model.safetensors", "model.yaml", "train_log.json")]
     items += [p for p in sorted(out.glob("train_log_*.json")) if p.name[len("train_log_"):-5] not in keep]
     if (out / "stages").is_dir():
         items += [d for d in sorted((out / "stages").iterdir()) if d.name not in keep]
     items = [p for p in items if p.exists() or p.is_symlink()]
     if not items:
+        return
+    if keep_aside:
+        # an earlier --overwrite run was interrupted: .replaced holds the model it replaced, the only copy left; what
+        # lies in out now is that run's unfinished work (stages it did not reuse), removed rather than set aside
+        log.info("%s holds the model an interrupted --overwrite run replaced: kept until this run's model is written; "
+                 "that run's unfinished stages are removed", aside)
+        for p in items:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        with contextlib.suppress(OSError):
+            (out / "stages").rmdir()
         return
     for p in items:
         dest = aside / p.relative_to(out)

@@ -944,7 +944,8 @@ def cache_spacing(path: str | Path) -> np.ndarray | None:
         return np.asarray(z["spacing"], np.float32) if "spacing" in z.files else None
 
 
-CACHE_VERSION = 2  # bump when prepare_case changes what it writes: older files are made again
+CACHE_VERSION = 3  # bump when prepare_case changes what it writes: older files are made again (3: the label
+#                    checks of 0.4.0, rounding, lesion pieces joining the lung)
 
 
 def _file_stamp(path: Path) -> list:

@@ -25,7 +25,7 @@ def test_an_airless_side_is_flagged_and_still_scored():
     assert "LUNG_NOT_FOUND:left" not in flags and row["six_zone_total"] > 0
 
 
-def test_aerated_lungs_and_dense_disease_under_the_share_are_not_flagged():
+def test_aerated_lungs_and_dense_disease_above_the_share_are_not_flagged():
     hu, lungs, classes = case()
     assert not [f for f in flags_of(hu, lungs, classes) if f.startswith("LUNG_NOT_AERATED")]
     # a lung with dense disease but still more air than the share: not flagged

@@ -336,3 +336,13 @@ def test_a_file_of_out_rewritten_during_the_share_stops_it(site_run, tmp_path, m
         share_outputs(copy, tmp_path / "d")
     assert err.value.code == "OUTPUT_CHANGED" and "scans.csv" in err.value.message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_output_folder_in_a_folder_named_shards_is_no_shard():
+    from pathlib import Path
+
+    from pipeline.share import _is_shard, _looks_like_path
+
+    assert _is_shard(Path("/p/out/shards/2-of-4")) and not _is_shard(Path("/proj/shards/run1"))
+    assert _looks_like_path("/home/ana/model") and _looks_like_path("models/site_a")
+    assert not _looks_like_path("ratio 1/2") and not _looks_like_path("LUNG|BONE|^B[5-9][0-9]")

@@ -242,3 +242,21 @@ def test_the_same_overwrite_command_run_again_resumes_its_own_stages(tmp_path, m
     assert (out / "stages" / "a" / "model.safetensors").stat().st_mtime_ns == mtime
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors", "model.yaml", "stages",
                                                      "train_log_a.json", "train_log_b.json"]
+
+
+def test_an_interrupted_overwrite_run_twice_keeps_the_replaced_model(tmp_path, monkeypatch):
+    """A second interrupted --overwrite run deleted .replaced, the only copy of the model the first replaced (a
+    reviewer's reproduction)."""
+    kw = tiny_setup(tmp_path)
+    out = tmp_path / "out"
+    train_segmenter(out, train_config=write_list(tmp_path / "c.yaml", GRID4), **kw)   # the user's good model
+    original = (out / "model.safetensors").read_bytes()
+    cfg = recipe(tmp_path)
+    interrupt_stage(monkeypatch, "a")       # first --overwrite run dies in its first stage
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(out, train_config=cfg, overwrite=True, **kw)
+    assert (out / ".replaced" / "model.safetensors").read_bytes() == original
+    with pytest.raises(KeyboardInterrupt):  # the same command again, dies again (OOM, Ctrl-C, wall-time limit)
+        train_segmenter(out, train_config=cfg, overwrite=True, **kw)
+    left = [p for p in out.rglob("model.safetensors") if p.read_bytes() == original]
+    assert left, "the original model is gone and no new one was written"

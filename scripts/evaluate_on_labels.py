@@ -15,10 +15,13 @@ for a clean scan).
 
 Each CT and its labels are brought onto the pipeline's working grid (``--spacing``, default that of
 configs/default.yaml, 1.5 mm) and each model (``--model DIR``, repeatable; default the shipped
-``segmentation/weights``) segments it as ``ctscore run`` would (:class:`segmentation.monai_segmenter.MonaiSegmenter`,
-its test-time augmentation and clean-up included). Printed per model, one row per case and the median over the
+``segmentation/weights``) segments it with :class:`segmentation.monai_segmenter.MonaiSegmenter` (its test-time
+augmentation and bowel-gas clean-up included), on the case as training prepares it (cropped to the body, HU clipped),
+not on the whole field of view, and without the pipeline's later step that removes lung outside the body: figures
+close to, not identical with, those of ``ctscore run``. Printed per model, one row per case and the median over the
 cases: lung Dice right and left, lesion Dice, lesion volume model minus reference (mL) and the six-zone score (0-24)
-model minus reference (zones from the reference lungs and the airway, the same for every model; ``--no-scores``
+model minus reference (zones from the reference lungs and the airway the first model's segmenter finds, the same for every
+model: list the model you compare against first; ``--no-scores``
 skips it); then, for each further model, its paired difference from the first one per case and the median of those.
 CPU is enough (``--device cpu``, the default): a few seconds to a minute per case and model.
 """

@@ -293,6 +293,11 @@ class Background:
     #: label values of ``lesions`` meaning lesion; empty: any value above 0 (a binary lesion mask). A combined map
     #: (e.g. 1 left lung, 2 right lung, 3 infection) is given as both ``lungs`` and ``lesions`` with these values.
     lesion_values: tuple[int, ...] = ()
+    #: what the plausibility checks of one's own labels do when they fail (a side barely aerated, one lung a
+    #: fraction of the other, a lesion mask covering nearly all of the lung, a large aerated label value that is
+    #: neither side): "refuse" (default), or "warn" for labels known right (a white lung, a collapsed lung, ARDS).
+    #: The checks of the label files against the CT (its geometry, a whole mask mirrored) always refuse.
+    checks: str = "refuse"
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Background:
@@ -305,7 +310,7 @@ class Background:
         return cls(folder.name, folder, lungs, lesions)
 
 
-BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left", "lesion_values"}
+BACKGROUND_KEYS = {"name", "image", "lungs", "lesions", "right", "left", "lesion_values", "checks"}
 
 
 def read_backgrounds_file(path: str | Path) -> list[Background]:
@@ -365,7 +370,10 @@ def read_backgrounds_file(path: str | Path) -> list[Background]:
         if lesion_values and files["lesions"] is None:
             raise ValueError(f"{where}: 'lesion_values' needs 'lesions' (the label file they are values of)")
         name = str(e.get("name") or (image.name if image.is_dir() else image.name.split(".")[0]))
-        out.append(Background(name, image, files["lungs"], files["lesions"], right, left, lesion_values))
+        checks = str(e.get("checks", "refuse")).strip().lower()
+        if checks not in ("refuse", "warn"):
+            raise ValueError(f"{where}: 'checks' must be refuse or warn, not {e.get('checks')!r}")
+        out.append(Background(name, image, files["lungs"], files["lesions"], right, left, lesion_values, checks))
     names = [b.name for b in out]
     hint = ("; give each entry its own 'name:' (without one, an entry is named by its folder, or by its image file's "
             "name without the extension: ct.nii.gz is 'ct')")
@@ -854,6 +862,19 @@ def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray,
 TEACHER_MIN_LUNG_ML = 50.0
 
 
+def _plausible(bg: Background, fallback: Any, check: Any, *args: Any) -> Any:
+    """``check(*args)``, one of the plausibility checks of one's own labels; when it refuses: the refusal again, with
+    how to accept labels known right, or, with ``checks: warn`` for this case, a warning and ``fallback``."""
+    try:
+        return check(*args)
+    except ValueError as exc:
+        if bg.checks == "warn":
+            log.warning("%s (checks: warn for %r: trained on as given)", exc, bg.name)
+            return fallback
+        raise ValueError(f"{exc} (if these labels are right, e.g. a white, collapsed or ARDS lung, set 'checks: warn' "
+                         f"for {bg.name!r} in the list)") from exc
+
+
 def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[float], teacher: Any = None,
                  teacher_spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5)) -> dict[str, np.ndarray]:
     """Load one background, label its lungs (its own labels or the teacher) and bring it to the model grid."""
@@ -887,7 +908,8 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
         _check_geometry(lab_img, img, bg.lungs, bg.image)
         lungs_arr = _onto(lab_img, model_img)
         _check_on_ct(lab_img, lungs_arr, model_img, {1: "right lung", 2: "left lung"}, bg.lungs, bg.image, 1.4)
-        _check_other_values(others, model_img, hu_m, bg.lungs, bg.image, bg.right, bg.left, declared)
+        _plausible(bg, None, _check_other_values, others, model_img, hu_m, bg.lungs, bg.image, bg.right, bg.left,
+                   declared)
         if bg.lesions is not None:
             les_src = _read_label_image(bg.lesions, "lesion")
             les_a = _whole_values(sitk.GetArrayFromImage(les_src), bg.lesions, "lesion")
@@ -903,9 +925,9 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
             if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
                 _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
         if lesions_arr is not None:
-            lungs_arr = _check_lesions_on_ct(lungs_arr, lesions_arr, hu_m, list(model_spacing_zyx), bg.lesions,
-                                             bg.image)
-        _check_lungs_on_ct(lungs_arr, hu_m, lesions_arr, bg.lungs, bg.image)
+            lungs_arr = _plausible(bg, lungs_arr, _check_lesions_on_ct, lungs_arr, lesions_arr, hu_m,
+                                   list(model_spacing_zyx), bg.lesions, bg.image)
+        _plausible(bg, None, _check_lungs_on_ct, lungs_arr, hu_m, lesions_arr, bg.lungs, bg.image)
     else:
         if teacher is None:
             from segmentation.classical import ClassicalSegmenter
@@ -975,6 +997,8 @@ def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
                                   else [round(float(v), 6) for v in teacher_spacing_xyz])}
     if bg.lesion_values:  # (only when given: caches made before the option stay valid)
         doc["lesion_values"] = [int(v) for v in bg.lesion_values]
+    if bg.checks != "refuse":  # (likewise)
+        doc["checks"] = bg.checks
     return json.dumps(doc, sort_keys=True)
 
 

@@ -252,3 +252,26 @@ def test_the_shipped_cip_label_map_is_taken_without_a_warning(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("512 (" in r.getMessage() and "768 (" in r.getMessage() for r in caplog.records)
     assert 1500 < (case["lungs"] == 1).sum() * 2.5 ** 3 / 1000 < 4000
+
+
+def test_labels_known_right_are_taken_with_checks_warn(chest, caplog, tmp_path):
+    """A collapsed, airless right lung (a reviewer: ARDS, a white or collapsed lung were refused with no way to
+    accept them): refused by default, naming the way out; with `checks: warn` for that case, a warning and trained on.
+    The label files must still fit the CT (a mask without its geometry stays refused)."""
+    hu = chest.hu.copy()
+    hu[chest.right] = 20  # the right lung airless: under a quarter of the left's volume after collapse
+    small = chest.right & (np.abs(np.mgrid[0:40, 0:64, 0:64][0] - 20) < 3)
+    lungs = np.where(small, 1, np.where(chest.left, 2, 0)).astype(np.uint8)
+    ct = _write(hu, tmp_path / "ct.nii.gz", chest.ref)
+    f = _write(lungs, tmp_path / "lungs.nii.gz", chest.ref)
+    with pytest.raises(ValueError, match="checks: warn"):
+        prepare_case(Background("c", ct, f), SP)
+    with caplog.at_level(logging.WARNING, logger="segmentation.training"):
+        case = prepare_case(Background("c", ct, f, checks="warn"), SP)
+    assert (case["lungs"] == 1).any() and any("checks: warn" in r.getMessage() for r in caplog.records)
+    listed = tmp_path / "list.yaml"
+    listed.write_text(f"backgrounds:\n  - {{image: {ct}, lungs: {f}, checks: warn}}\n")
+    assert read_backgrounds_file(listed)[0].checks == "warn"
+    listed.write_text(f"backgrounds:\n  - {{image: {ct}, lungs: {f}, checks: maybe}}\n")
+    with pytest.raises(ValueError, match="'checks' must be refuse or warn"):
+        read_backgrounds_file(listed)

@@ -3,16 +3,13 @@ HFS) was scored with the lungs' sides swapped and about 650 mL of "lesion" (live
 on a normal scan, without a flag (an anatomy audit). ``ORIENTATION_SUSPECT:spine_anterior``
 (pipeline.orientation_check): the vertebral column lies in front of the lungs, which no right header allows.
 
-Evidence behind ``SPINE_ANTERIOR_MM`` (``spine_offset_mm``, classical lung masks on the working grid; the network's
-masks of the audit's own run where noted). Right headers: the real chests cap001 +48.1, ge_mister_ct (contrast)
-+46.5, itkelastix00 +72.0, lung_pet_ct_dx_A0002 (8 mm slices) +52.4, normal001 +35.7, ricord_covid_419639 +49.0,
-cip_copdgene ct-64 +41.1 (NRRD and DICOM), totalsegmentator example_ct.nii.gz (lung bases only) +128.6 (its 20-slice
-DICOM: no lung, no measure); sample_dicoms +64.1; the audit's copies of normal001 correctly labelled prone (HFP),
-right side down (HFDR) and feet first (FFS) +35.7 (network +35.7), shrunk to a child's size +20.5 (network +22.1),
-cropped by the field of view, cut at the top or the bottom, with an effusion, a pneumothorax, a pneumonectomy
-+36.1 to +44.2. The naive prone copies (rotated 180 degrees; flipped front to back; header HFS): -35.7 each
-(network masks: -25.7 and -15.8, the network taking 1100-1600 mL of liver, spleen and muscle as lung). The flag is
-raised below 0 mm: at least 15.8 mm from every case on either side. The dicom_edge folders hold no whole chest.
+Evidence behind ``SPINE_ANTERIOR_MM`` and ``BONE_HU`` (``spine_offset_mm``, classical lung masks on the working grid;
+the network's masks of the audit's own run where noted), with cortical bone (above 600 HU): right headers, the six
+real chests of ../shared/data/chest +42 to +89 mm, the audit's copies of normal001 correctly labelled prone (HFP),
+right side down (HFDR) and feet first (FFS) +51, shrunk to a child's size +31; the naive prone copies (rotated 180
+degrees; flipped front to back; header HFS) -51 (network masks -32 and -42). With all bone above 200 HU the margins
+were narrower (+21 / -16 mm) and contrast-filled vessels in front of the spine could flag a correct scan. The flag
+is raised below 0 mm. The dicom_edge folders hold no whole chest.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Measured on the working grid (:func:`measure`, recorded in result.json as ``orie
   more than :data:`SPINE_ANTERIOR_MM` anterior to the lungs' centre (mean y of the aerated lung mask). The sternum
   is bone of that band too, but the vertebral bodies and arches outweigh it several times.
 
+``python scripts/orientation_margins.py SERIES...`` prints the measure of each series as recorded and with its pixels
+flipped front to back and rotated 180 degrees under the same header (the figures of :data:`SPINE_ANTERIOR_MM`).
+
 A few numpy reductions on the working grid with the body mask the pipeline already made: 10-40 ms a series
 (ricord_covid_419639, 512 x 512 x 248: 17 ms, against 6.6 s for the classical segmentation).
 """

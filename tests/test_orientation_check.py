@@ -191,3 +191,15 @@ def test_contrast_filled_vessels_in_front_are_not_taken_for_spine():
     hu[mediastinum] = 450.0
     m = _measure(hu, lungs)
     assert m["spine_offset_mm"] > 0 and flags_for(m) == []
+
+
+def test_the_margins_script_flags_the_flipped_sample_only(capsys):
+    """scripts/orientation_margins.py, which reproduces the figures above: the sample as recorded passes, its pixels
+    flipped front to back or rotated 180 degrees under the same header are flagged."""
+    from tests.scripts_loader import load_script
+
+    assert load_script("orientation_margins").main([str(SAMPLE)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sample_dicoms")]
+    assert len(rows) == 3
+    assert rows[0].rstrip().endswith("-") and float(rows[0].split()[-3]) > 0
+    assert all(r.rstrip().endswith("ORIENTATION_SUSPECT:spine_anterior") for r in rows[1:])

@@ -253,19 +253,31 @@ def out_lock(out: Path) -> Iterator[None]:
 
 
 def _settings_key(cfg: dict, data: list[dict], init_sha256: str | None) -> str:
-    """What a stage's result depends on, as one sha256: its options (over the defaults), the sha256 of each cached
-    case it trains on and the sha256 of the weights it starts from. A finished stage with the same key is reused."""
+    """What a stage's result depends on, as one sha256: its options (over the defaults), what each cached case it
+    trains on was made from (its cache fingerprint: the source files, label values, grids and cache version; the
+    file's own sha256 for a case without one, e.g. an anatomy mix) and the sha256 of the weights it starts from. A
+    finished stage with the same key is reused: also from a cache made again elsewhere (another --cache, another
+    machine) whose files differ in their last bits."""
     from segmentation.training import DEFAULT_TRAIN
 
-    doc = {"cfg": {**DEFAULT_TRAIN, **cfg}, "data": sorted((d["case"], d["sha256"]) for d in data),
+    doc = {"cfg": {**DEFAULT_TRAIN, **cfg}, "data": sorted((d["case"], d.get("source") or d["sha256"]) for d in data),
            "init_sha256": init_sha256}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _data_digests(files: list[Path]) -> list[dict]:
-    from segmentation.training import sha256_file
+    """Per cached case: its name, the file's sha256 and size, and the sha256 of its cache fingerprint ("source":
+    what it was made from; absent for a case written without one)."""
+    from segmentation.training import cache_fingerprint, sha256_file
 
-    return [{"case": Path(f).stem, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size} for f in files]
+    out = []
+    for f in files:
+        d = {"case": Path(f).stem, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size}
+        source = cache_fingerprint(f)
+        if source:
+            d["source"] = hashlib.sha256(source.encode()).hexdigest()
+        out.append(d)
+    return out
 
 
 def _finished_stage(folder: Path) -> dict | None:

@@ -260,3 +260,30 @@ def test_an_interrupted_overwrite_run_twice_keeps_the_replaced_model(tmp_path, m
         train_segmenter(out, train_config=cfg, overwrite=True, **kw)
     left = [p for p in out.rglob("model.safetensors") if p.read_bytes() == original]
     assert left, "the original model is gone and no new one was written"
+
+
+def test_the_resume_key_follows_what_a_case_was_made_from_not_its_bytes(tmp_path):
+    """The resume key hashed the cached files' bytes: a cache made again elsewhere (another --cache, an anatomy mix
+    registered again on another machine: last bits differ) made a finished stage "other data", refused. Now a case is
+    known by its cache fingerprint (what it was made from), by its bytes only when it has none."""
+    import numpy as np
+
+    from segmentation.recipe import _data_digests, _settings_key
+
+    def case(folder: str, noise: int, source: str | None) -> Path:
+        path = tmp_path / folder / "toy.npz"
+        path.parent.mkdir(exist_ok=True)
+        arrays = {"image": np.full((4, 8, 8), 40 + noise, np.int16), "lungs": np.zeros((4, 8, 8), np.uint8)}
+        if source is not None:
+            arrays["source"] = np.array(source)
+        np.savez_compressed(path, **arrays)
+        return path
+
+    def key(path: Path) -> str:
+        return _settings_key({}, _data_digests([path]), None)
+
+    assert key(case("a", 0, "sources 1")) == key(case("b", 1, "sources 1"))  # remade elsewhere: the same case
+    assert key(case("c", 0, "sources 1")) != key(case("d", 0, "sources 2"))  # made from other sources
+    assert key(case("e", 0, None)) != key(case("f", 1, None))  # no fingerprint: its bytes decide
+    assert _data_digests([tmp_path / "a" / "toy.npz"])[0]["sha256"] != _data_digests([tmp_path / "b" / "toy.npz"])[0][
+        "sha256"]  # the log still records each file's own digest

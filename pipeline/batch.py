@@ -581,6 +581,39 @@ def _holder(path: Path) -> str:
             f"since {info.get('since', '?')})")
 
 
+def writer_busy(out_dir: str | Path) -> str | None:
+    """Who holds the lock of ``out_dir`` (:func:`writer_lock`: "ctscore run (pid P on host H, since T)"), or None when
+    no run or aggregate writes into it. Only reads: the lock file is opened read-only and a shared lock taken and let
+    go at once; a folder without a lock file, a linked lock and a file system without locks count as not busy."""
+    path = lock_path(out_dir)
+    if (Path(out_dir) / STATUS_DIR).is_symlink() or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            try:
+                busy = not _lock_windows(fd, False)
+                if not busy:
+                    _unlock_windows(fd)
+            except OSError:
+                busy = False
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                busy = False
+            except OSError as exc:
+                busy = exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+    finally:
+        os.close(fd)
+    return _holder(path) if busy else None
+
+
 @contextlib.contextmanager
 def lock_file(path: str | Path, command: str, target: str | Path, hint: str = "wait for it") -> Iterator[None]:
     """Hold the lock file ``path`` exclusively for ``command`` (e.g. "ctscore train") while it writes ``target``,

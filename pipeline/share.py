@@ -294,42 +294,13 @@ def _check_dest(out: Path, dest: Path) -> None:
 
 
 def _check_not_locked(out: Path) -> None:
-    """OUTPUT_LOCKED when a ctscore run or aggregate holds OUT's lock (its tables are being rewritten). The lock file
-    is only opened to read (a shared lock taken and let go at once): nothing in OUT is created or written."""
-    from pipeline.batch import STATUS_DIR, _holder, lock_path
+    """OUTPUT_LOCKED when a ctscore run or aggregate holds OUT's lock (its tables are being rewritten); nothing in OUT
+    is created or written (:func:`pipeline.batch.writer_busy`)."""
+    from pipeline.batch import writer_busy
 
-    path = lock_path(out)
-    if (out / STATUS_DIR).is_symlink() or path.is_symlink() or not path.is_file():
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return
-    try:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            from pipeline.batch import _lock_windows, _unlock_windows
-
-            try:
-                if not _lock_windows(fd, False):
-                    busy = True
-                else:
-                    busy = False
-                    _unlock_windows(fd)
-            except OSError:
-                busy = False
-        else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                busy = False
-            except OSError as exc:
-                busy = exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
-    finally:
-        os.close(fd)
-    if busy:
-        raise OutputLocked(f"another {_holder(path)} is writing into {out}; wait for it, then run ctscore share "
+    holder = writer_busy(out)
+    if holder:
+        raise OutputLocked(f"another {holder} is writing into {out}; wait for it, then run ctscore share "
                            "(its tables are being rewritten)", out)
 
 

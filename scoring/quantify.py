@@ -166,7 +166,32 @@ def score_scan(
 
     ``z_voxel``: the patient z of every voxel (the volume's shape), for slices tilted from axial; the zones are
     then cut at axial planes through the volume, as SCORING.md defines them, instead of slice by slice at the
-    slice centre (``z_mm``, which still decides which edge slices are cut off)."""
+    slice centre (``z_mm``, which still decides which edge slices are cut off).
+
+    The steps, each a function below: :func:`_check_inputs`, :func:`_lesion_classes_in_lung`, :func:`_scan_measures`
+    (volumes, PO, PHO, MosMed), :func:`_coverage` (apex/base cut off), :func:`_absent_sides` (LUNG_NOT_FOUND,
+    LUNG_NOT_AERATED), :func:`_zone_scores` (six-zone and zhang900 units and totals), :func:`_lobar_scores`."""
+    z_arr = _check_inputs(hu, lungs, classes, z_mm, lobes, z_voxel)
+    sc = cfg["scoring"]
+    pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
+    flags: list[str] = []
+    classes = _lesion_classes_in_lung(lungs, classes)
+    row = _scan_measures(hu, lungs, classes, voxel_ml, pho_min, sc["min_involvement_ml"])
+    cut = _coverage(lungs, z_mm, voxel_ml, landmarks, row, flags)
+    absent_sides = _absent_sides(hu, lungs, voxel_ml, cfg, row, flags)
+    zone_rows, six_total, zh_total = _zone_scores(hu, lungs, classes, z_mm, z_mm if z_voxel is None else z_voxel,
+                                                  voxel_ml, landmarks, cfg, cut, absent_sides)
+    if six_total is None or zh_total is None:
+        flags.append("ZONES_MISSING")
+    row["six_zone_total"] = math.nan if six_total is None else six_total
+    row["zhang900_total"] = math.nan if zh_total is None else zh_total
+    zone_rows += _lobar_scores(hu, lungs, classes, z_mm, z_arr, voxel_ml, cfg, lobes, absent_sides, row, flags)
+    return row, zone_rows, flags
+
+
+def _check_inputs(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
+                  lobes: np.ndarray | None, z_voxel: np.ndarray | None) -> np.ndarray:
+    """Refuse arrays that do not fit together (ValueError); return ``z_mm`` as a float array."""
     if z_voxel is not None and z_voxel.shape != lungs.shape:
         raise ValueError(f"z_voxel has shape {z_voxel.shape}, the volume {lungs.shape}")
     # one z per slice and arrays of the volume's shape: a longer z list was cut to the volume silently, and classes of
@@ -185,24 +210,28 @@ def score_scan(
     if steps.size and not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError("z_mm is not in ascending or descending order (or repeats a z); give the slices sorted "
                          "along z")
-    z_sel = z_mm if z_voxel is None else z_voxel
-    sc = cfg["scoring"]
-    zcfg = sc["zhang900"]
-    min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
-    pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
-    flags: list[str] = []
-    row: dict[str, Any] = {}
+    return z_arr
 
-    lung_all = lungs > 0
+
+def _lesion_classes_in_lung(lungs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The lesion classes inside the lung mask, 0 outside it; ValueError for codes other than 0-3."""
     # Lesion voxels outside the lung mask are not lung (SCORING.md: the lung mask is the denominator): they count
     # nowhere, so that scan-level lesion volumes, PO, PHO and MosMed agree with the per-lung and per-zone rows.
-    classes = np.where(lung_all, classes, 0).astype(classes.dtype, copy=False)
+    classes = np.where(lungs > 0, classes, 0).astype(classes.dtype, copy=False)
     # codes 1-3 only (scoring.systems): a lesion voxel of another code (a 0/255 mask) was lesion with no class, and
     # a unit full of it scored extent 10 x density 0 = 0
     if classes.size and (int(classes.max()) > systems.CONSOLIDATION or int(classes.min()) < 0
                          or (np.issubdtype(classes.dtype, np.floating) and (classes != np.round(classes)).any())):
         raise ValueError(f"classes holds codes {int(classes.min())}..{int(classes.max())}; lesion classes are 0 none, "
                          "1 faint ground glass, 2 ground glass, 3 consolidation (scoring.hu_classes.classify_lesions)")
+    return classes
+
+
+def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel_ml: float, pho_min: float,
+                   min_ml: float) -> dict[str, Any]:
+    """The scan row's volumes, percentages, mean HU and MosMed category, whole scan and per lung."""
+    row: dict[str, Any] = {}
+    lung_all = lungs > 0
     lesion_all = classes > 0
     lung_ml = float(lung_all.sum()) * voxel_ml
     per_lung: dict[str, dict[str, Any]] = {}
@@ -240,10 +269,16 @@ def score_scan(
     row["mosmed_category"] = (systems.mosmed_category(po if involved else 0.0)) if lung_ml > 0 else ""
     for name in SIDES.values():
         row.update(per_lung[name])
+    return row
 
-    # Coverage: a lung present in the first/last slice is cut off there (z index grows cranially). The apex/base
-    # landmarks (found on the working grid by the same rule) are settled on this mask, in place, so that result.json
-    # and levels.png say what apex_covered/base_covered and the zones' missing status say.
+
+def _coverage(lungs: np.ndarray, z_mm: np.ndarray, voxel_ml: float, landmarks: Mapping[str, Landmark],
+              row: dict[str, Any], flags: list[str]) -> dict[int, tuple[bool, bool]]:
+    """(top cut, bottom cut) per lung side; sets ``apex_covered``/``base_covered`` and PARTIAL_LUNG_COVERAGE.
+
+    A lung present in the first/last slice is cut off there (z index grows cranially). The apex/base landmarks
+    (found on the working grid by the same rule) are settled on this mask, in place, so that result.json and
+    levels.png say what apex_covered/base_covered and the zones' missing status say."""
     ends = {side: lung_ends(lungs == side, z_mm, voxel_ml) for side in SIDES}
     cut = {side: e[2:] for side, e in ends.items()}
     for side, e in ends.items():
@@ -252,29 +287,26 @@ def score_scan(
     row["base_covered"] = not any(c[1] for c in cut.values())
     if not row["apex_covered"] or not row["base_covered"]:
         flags.append("PARTIAL_LUNG_COVERAGE")
+    return cut
 
-    def lz(name: str) -> float | None:
-        lm = landmarks.get(name)
-        # a level that is not a number (NaN, inf) is missing: as a z it selected no voxel, and zone-mode units scored 0
-        return None if lm is None or lm.z_mm is None or not math.isfinite(lm.z_mm) else lm.z_mm
 
-    # A lung the segmentation did not find (left out of the field of view, a segmenter failure, a
-    # pneumonectomy) has zones the scan cannot score: missing, not 0 (SCORING.md), flag LUNG_NOT_FOUND:<side>.
-    # Not found = empty, or smaller than segmentation.min_lung_volume_ml and than ABSENT_SHARE of the other lung.
-    # The whole-scan percentages (PO, PHO, MosMed) and mean HU would be one lung's: they are empty too.
+def _absent_sides(hu: np.ndarray, lungs: np.ndarray, voxel_ml: float, cfg: Mapping[str, Any], row: dict[str, Any],
+                  flags: list[str]) -> set[str]:
+    """Names of the lungs the segmentation did not find (flag LUNG_NOT_FOUND:<side>; their percentages and mean HU
+    emptied in ``row``); a lung found but holding almost no air is flagged LUNG_NOT_AERATED:<side> and scored.
+
+    A lung the segmentation did not find (left out of the field of view, a segmenter failure, a pneumonectomy) has
+    zones the scan cannot score: missing, not 0 (SCORING.md). Not found = empty, or smaller than
+    segmentation.min_lung_volume_ml and than ABSENT_SHARE of the other lung. The whole-scan percentages (PO, PHO,
+    MosMed) and mean HU would be one lung's: they are empty too."""
     min_side_ml = float(cfg.get("segmentation", {}).get("min_lung_volume_ml", MIN_SIDE_ML))
-    zone_rows: list[dict[str, Any]] = []
-    six_total, six_missing = 0, False
-    zh_total, zh_missing = 0, False
     absent_sides: set[str] = set()
     for side, name in SIDES.items():
-        lung_side = lungs == side
-        cut_top, cut_bottom = cut[side]
         other = row[f"lung_volume_ml_{SIDES[LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG]}"]
         vol = row[f"lung_volume_ml_{name}"]
         absent = vol <= 0 or vol < min(min_side_ml, ABSENT_SHARE * other)
         if not absent and vol > 0 and hu is not None:
-            aerated_ml = float(np.count_nonzero(lung_side & (hu < AERATED_HU))) * voxel_ml
+            aerated_ml = float(np.count_nonzero((lungs == side) & (hu < AERATED_HU))) * voxel_ml
             if aerated_ml < AERATED_MIN_SHARE * vol:  # flag only: a white lung is lung, and scored
                 flags.append(f"LUNG_NOT_AERATED:{name}")
         if absent:
@@ -285,6 +317,34 @@ def score_scan(
             # and its own percentages and mean HU: of a few stray voxels (all lesion: 100 %), not of a lung
             row.update({f"percent_opacity_{name}": math.nan, f"percent_high_opacity_{name}": math.nan,
                         f"mean_lung_hu_{name}": math.nan})
+    return absent_sides
+
+
+def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray, z_sel: np.ndarray,
+                 voxel_ml: float, landmarks: Mapping[str, Landmark], cfg: Mapping[str, Any],
+                 cut: Mapping[int, tuple[bool, bool]], absent_sides: set[str],
+                 ) -> tuple[list[dict[str, Any]], int | None, int | None]:
+    """The six-zone and zhang900 unit rows of both lungs, and the two totals (None when a unit is missing).
+
+    ``z_sel``: the z that selects a unit's voxels (``z_mm`` per slice, or per voxel for tilted slices); ``z_mm``
+    decides which edge slices are cut off."""
+    sc = cfg["scoring"]
+    zcfg = sc["zhang900"]
+    min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
+    pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
+
+    def lz(name: str) -> float | None:
+        lm = landmarks.get(name)
+        # a level that is not a number (NaN, inf) is missing: as a z it selected no voxel, and zone-mode units scored 0
+        return None if lm is None or lm.z_mm is None or not math.isfinite(lm.z_mm) else lm.z_mm
+
+    zone_rows: list[dict[str, Any]] = []
+    six_total, six_missing = 0, False
+    zh_total, zh_missing = 0, False
+    for side, name in SIDES.items():
+        lung_side = lungs == side
+        cut_top, cut_bottom = cut[side]
+        absent = name in absent_sides
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement and whether it counts as involved."""
@@ -328,63 +388,71 @@ def score_scan(
                          status="ok")
                 zh_total += s
             zone_rows.append(r)
-    if six_missing or zh_missing:
-        flags.append("ZONES_MISSING")
-    row["six_zone_total"] = math.nan if six_missing else six_total
-    row["zhang900_total"] = math.nan if zh_missing else zh_total
+    return zone_rows, None if six_missing else six_total, None if zh_missing else zh_total
 
-    # Lobar scores, only with a lobe map. A lobe the scan cannot see all of (its lung lies in a cut-off edge slice),
-    # that the map does not hold, or of a lung not found (LUNG_NOT_FOUND: its few stray voxels are no lobe's lung) is
-    # missing, and so are the totals, as for the zones.
-    # A map whose lobes lie on the wrong lungs (LOBES_SIDES_SWAPPED) or that leaves too much of the lung in no lobe
-    # (LOBES_PARTIAL) would score lobes on the wrong lung tissue: no lobar scores at all.
-    if lobes is not None and lobes.any():
-        t4 = t5 = 0
-        lobes_missing = False
-        refused = check_lobe_map(lungs, lobes, skip_sides={s for s, n in SIDES.items() if n in absent_sides},
-                                 z_mm=z_arr)
-        if refused:
-            flags.append(refused)
-        for code, lobe in LOBES.items():
-            if refused:
-                zone_rows.append({"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe,
-                                  **MISSING_UNIT})
-                continue
-            in_map = lobes == code
-            # the lobe's lung is the lung mask inside it: the denominator of the zones, PO and the lesion classes
-            # (a lobe map's own border, e.g. TotalSegmentator's, takes in hilum and pleura the lung mask leaves out)
-            # (of its own side: a right lobe holds no left lung)
-            side_lung = lungs == (RIGHT_LUNG if code <= 3 else LEFT_LUNG)
-            m = in_map & side_lung
-            lml = float(m.sum()) * voxel_ml
-            r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
-            stray = 100.0 * m.sum() < LOBE_MIN_SHARE_PCT * np.count_nonzero(side_lung)  # a few voxels are no lobe
-            # cut off: the lobe's lung (not the lobe map, whose border may reach past the lung mask) in an edge slice,
-            # by the rule of the lungs' own apex_covered / base_covered
-            if lml <= 0 or stray or r["lung"] in absent_sides or any(edge_cut(m, z_mm, voxel_ml)):
-                r.update(MISSING_UNIT, lung_ml=round(lml, 2))
-                lobes_missing = True
-                zone_rows.append(r)
-                continue
-            les = float((m & lesion_all).sum()) * voxel_ml
-            pct = percent(les, lml)
-            inv = systems.is_involved(les, pct, min_ml, min_pct)
-            s4, s5 = systems.six_zone_score(pct, inv), systems.lobar_score_5(pct, inv)
-            t4, t5 = t4 + s4, t5 + s5
-            # the lobe's class volumes, PHO and mean HU from its own mask (a voxel selection)
-            r.update(unit_columns(unit_measures(m, m, classes, voxel_ml, hu, pho_min), pct, voxel_ml),
-                     lesion_ml=round(les, 2), extent_score=s4, density_grade=math.nan, unit_score=s5, status="ok")
-            zone_rows.append(r)
-        if lobes_missing:
-            flags.append("LOBES_MISSING")
-        row["lobar20_total"], row["lobar25_total"] = (math.nan, math.nan) if lobes_missing or refused else (t4, t5)
-        row["lobar_note"] = (f"lobe map not used ({refused})" if refused else
-                             "a lobe is missing: cut off, absent from the map or in a lung not found (LOBES_MISSING)"
-                             if lobes_missing else "")
-    else:
+
+def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray, z_arr: np.ndarray,
+                  voxel_ml: float, cfg: Mapping[str, Any], lobes: np.ndarray | None, absent_sides: set[str],
+                  row: dict[str, Any], flags: list[str]) -> list[dict[str, Any]]:
+    """The lobar unit rows (none without a lobe map); sets ``lobar20_total``, ``lobar25_total`` and ``lobar_note``.
+
+    Only with a lobe map. A lobe the scan cannot see all of (its lung lies in a cut-off edge slice), that the map
+    does not hold, or of a lung not found (LUNG_NOT_FOUND: its few stray voxels are no lobe's lung) is missing, and
+    so are the totals, as for the zones. A map whose lobes lie on the wrong lungs (LOBES_SIDES_SWAPPED) or that
+    leaves too much of the lung in no lobe (LOBES_PARTIAL) would score lobes on the wrong lung tissue: no lobar
+    scores at all."""
+    if lobes is None or not lobes.any():
         row["lobar20_total"] = row["lobar25_total"] = math.nan
         row["lobar_note"] = "no lobe map" if lobes is None else "the lobe map holds no lobe"
-    return row, zone_rows, flags
+        return []
+    sc = cfg["scoring"]
+    min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
+    pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
+    lesion_all = classes > 0
+    zone_rows: list[dict[str, Any]] = []
+    t4 = t5 = 0
+    lobes_missing = False
+    refused = check_lobe_map(lungs, lobes, skip_sides={s for s, n in SIDES.items() if n in absent_sides},
+                             z_mm=z_arr)
+    if refused:
+        flags.append(refused)
+    for code, lobe in LOBES.items():
+        if refused:
+            zone_rows.append({"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe,
+                              **MISSING_UNIT})
+            continue
+        in_map = lobes == code
+        # the lobe's lung is the lung mask inside it: the denominator of the zones, PO and the lesion classes
+        # (a lobe map's own border, e.g. TotalSegmentator's, takes in hilum and pleura the lung mask leaves out)
+        # (of its own side: a right lobe holds no left lung)
+        side_lung = lungs == (RIGHT_LUNG if code <= 3 else LEFT_LUNG)
+        m = in_map & side_lung
+        lml = float(m.sum()) * voxel_ml
+        r = {"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe}
+        stray = 100.0 * m.sum() < LOBE_MIN_SHARE_PCT * np.count_nonzero(side_lung)  # a few voxels are no lobe
+        # cut off: the lobe's lung (not the lobe map, whose border may reach past the lung mask) in an edge slice,
+        # by the rule of the lungs' own apex_covered / base_covered
+        if lml <= 0 or stray or r["lung"] in absent_sides or any(edge_cut(m, z_mm, voxel_ml)):
+            r.update(MISSING_UNIT, lung_ml=round(lml, 2))
+            lobes_missing = True
+            zone_rows.append(r)
+            continue
+        les = float((m & lesion_all).sum()) * voxel_ml
+        pct = percent(les, lml)
+        inv = systems.is_involved(les, pct, min_ml, min_pct)
+        s4, s5 = systems.six_zone_score(pct, inv), systems.lobar_score_5(pct, inv)
+        t4, t5 = t4 + s4, t5 + s5
+        # the lobe's class volumes, PHO and mean HU from its own mask (a voxel selection)
+        r.update(unit_columns(unit_measures(m, m, classes, voxel_ml, hu, pho_min), pct, voxel_ml),
+                 lesion_ml=round(les, 2), extent_score=s4, density_grade=math.nan, unit_score=s5, status="ok")
+        zone_rows.append(r)
+    if lobes_missing:
+        flags.append("LOBES_MISSING")
+    row["lobar20_total"], row["lobar25_total"] = (math.nan, math.nan) if lobes_missing or refused else (t4, t5)
+    row["lobar_note"] = (f"lobe map not used ({refused})" if refused else
+                         "a lobe is missing: cut off, absent from the map or in a lung not found (LOBES_MISSING)"
+                         if lobes_missing else "")
+    return zone_rows
 
 
 #: A lesion piece of at least this many mL with no aerated or ground-glass part (:func:`solid_lesion_ml`) is flagged.

@@ -78,9 +78,10 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "PatientID as text (import it as text to keep leading zeros). Rows made with different salts "
         "(pseudonym_salt_id) give one patient different ids."),
     "study_date": (
-        "text", "", "YYYYMMDD (DICOM date, as written)", "the series' header has no StudyDate",
-        "The DICOM StudyDate as written in the header, YYYYMMDD text (not reformatted; not pseudonymised). Import as "
-        "text, or parse as a date with format %Y%m%d."),
+        "text", "", "YYYYMMDD (DICOM date)", "the series' header has no StudyDate, or one that is not a date "
+        "(QC flag STUDY_DATE_UNREADABLE)",
+        "The DICOM StudyDate, YYYYMMDD text (the old form YYYY.MM.DD is written YYYYMMDD, QC flag "
+        "STUDY_DATE_NORMALISED; not pseudonymised). Import as text, or parse as a date with format %Y%m%d."),
     "series_time": (
         "text", "", "HH:MM:SS",
         "series failed; or no valid SeriesTime, AcquisitionTime, ContentTime or StudyTime in the header",

@@ -8,6 +8,7 @@ code, never another exception.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import re
 from collections.abc import Iterator
@@ -199,6 +200,27 @@ def time_of_day(ds: pydicom.Dataset) -> str:
             if hh < 24 and mm < 60 and ss < 61:
                 return f"{hh:02d}:{mm:02d}:{min(ss, 59):02d}"
     return ""
+
+
+def dicom_date(ds: pydicom.Dataset, keyword: str) -> tuple[str, str]:
+    """A DICOM date as ``YYYYMMDD`` and how it was read: ``("20200405", "")`` for a DA value, ``("20200405",
+    "normalised")`` for the old ACR-NEMA ``YYYY.MM.DD`` (which PS3.5 asks readers to accept) or ``YYYY-MM-DD``,
+    ``("", "unreadable")`` for anything that is not a calendar date between 1900 and 2100 (``2020.13.45``, ``0``,
+    ``unknown``), ``("", "")`` when missing. Written as found, ``2020.04.05`` was refused by ``ctscore stats`` and read
+    as NA by R's ``as.Date(x, "%Y%m%d")``."""
+    raw = text(ds, keyword).strip()
+    if not raw:
+        return "", ""
+    m = re.fullmatch(r"(\d{4})([.\-]?)(\d{2})\2(\d{2})", raw)
+    if m:
+        y, mo, d = int(m.group(1)), int(m.group(3)), int(m.group(4))
+        try:
+            datetime.date(y, mo, d)
+        except ValueError:
+            return "", "unreadable"
+        if 1900 <= y <= 2100:
+            return f"{y:04d}{mo:02d}{d:02d}", "normalised" if m.group(2) else ""
+    return "", "unreadable"
 
 
 def image_type(ds: pydicom.Dataset) -> list[str]:

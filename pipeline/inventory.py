@@ -386,7 +386,7 @@ def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
     """The header values that selection and outputs need (may be identifying: never in paths)."""
     return {
         "patient_id": H.text(ds, "PatientID"),
-        "study_date": H.text(ds, "StudyDate"),
+        "study_date": H.dicom_date(ds, "StudyDate")[0],  # YYYYMMDD, or '' (pipeline.headers.dicom_date)
         "series_time": H.time_of_day(ds),
         "study_uid": H.text(ds, "StudyInstanceUID"),
         "series_uid": H.text(ds, "SeriesInstanceUID"),

@@ -516,6 +516,13 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
 
     first = items[0].ds
     meta = summarize(first)
+    date_read = H.dicom_date(first, "StudyDate")[1]
+    if date_read == "normalised":
+        _add(flags, "STUDY_DATE_NORMALISED")
+    elif date_read == "unreadable":
+        _add(flags, "STUDY_DATE_UNREADABLE")
+        log.warning("%s: StudyDate is not a date (YYYYMMDD); the tables leave study_date empty, and the statistics "
+                    "leave the scan out", items[0].path)
     meta.update(n_slices=int(hu.shape[0]), n_files=len(items), rows=rows, columns=cols,
                 slice_spacing_mm=float(dz), slice_thickness=thickness or meta.get("slice_thickness"),
                 transfer_syntaxes=sorted({transfer_syntax_of(it.ds) for it in items}), **meta_extra)

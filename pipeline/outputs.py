@@ -222,6 +222,10 @@ def atomic_write_json(path: Path, data: Any) -> None:
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path"}
 _BOOL = {"apex_covered", "base_covered"}
+#: text columns where an empty value is a missing one (null in the Parquet files and the API's frames, like the
+#: numbers): two scans without a PatientID were one patient "" to ``groupby`` there, while the CSV read them as NA.
+#: (An empty ``qc_flags`` or ``lobar_note`` says "none": it stays "".)
+_EMPTY_IS_MISSING = {"patient_id", "study_date", "series_time", "series_uid", "manufacturer", "kernel"}
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
 #: every score of the column into "7.0" in the CSV
 _INT = {"six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "n_slices", "extent_score",
@@ -244,6 +248,8 @@ def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: l
     df = pd.DataFrame(list(rows))
     extra = [c for c in df.columns if c not in columns]
     df = df.reindex(columns=columns + extra)
+    for c in _EMPTY_IS_MISSING.intersection(df.columns):
+        df[c] = df[c].mask(df[c].astype(object).map(lambda v: isinstance(v, str) and not v.strip()))
     for c, t in table_dtypes(df.columns).items():
         if c in extra and t == "float64":
             continue  # an unknown extra column keeps the type pandas gave it

@@ -260,6 +260,11 @@ def validate(cfg: dict[str, Any]) -> None:
                               f"classes are split at the lower bounds of ggo and consolidation, so a lesion voxel "
                               f"between {bands[a][1]:g} and {bands[b][0]:g} HU would be counted as {a} (set "
                               f"{a}'s upper bound to {bands[b][0]:g})")
+    top = bands.get("lesion_max_hu")
+    if top is not None and top <= bands["consolidation"][0]:
+        raise ConfigError(f"hu_classes.lesion_max_hu ({top:g}) must lie above the lower bound of "
+                          f"hu_classes.consolidation ({bands['consolidation'][0]:g}): every consolidation voxel would be "
+                          "left out of the lesions")
     for dotted, lo, hi, closed in _RANGES:
         value = _get(cfg, dotted)
         for v in value if isinstance(value, list) else [value]:

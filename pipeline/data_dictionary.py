@@ -53,7 +53,8 @@ _ML = ">= 0"
 _SIX, _ZHANG, _LOBAR = " | ".join(SIX_ZONE_UNITS), " | ".join(ZHANG_LEVELS), " | ".join(LOBES.values())
 
 _CLASSES = ("Lesion voxels are classed by HU (configs/default.yaml hu_classes): faint ground glass below -550 HU, "
-            "ground glass -550 to -300 HU, consolidation from -300 HU (defaults).")
+            "ground glass -550 to -300 HU, consolidation from -300 HU; voxels from hu_classes.lesion_max_hu (150 HU: "
+            "enhanced vessels, calcification) are no lesion (defaults).")
 
 
 def _side(side: str) -> str:

@@ -36,6 +36,10 @@ RECORDED = {
     ("0.4.0", "d9dac4cad784"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2425.43, "lung_volume_ml_left": 2320.43, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
+    # 0.5.0: hu_classes.lesion_max_hu 150 (no sample lesion voxel reaches it), study_date normalised, new QC flags
+    ("0.5.0", "5670f4ca1399"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2425.43, "lung_volume_ml_left": 2320.43, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
 }
 
 

@@ -102,3 +102,65 @@ def test_empty_identifiers_are_missing_in_parquet_and_frames_as_in_the_csv(tmp_p
     assert csv["patient_id"].isna().tolist() == [True, True, False]
     # an empty qc_flags says "no flag": it stays an empty string, not missing
     assert df["qc_flags"].tolist()[0] == ""
+
+
+# --- lesion voxels of enhanced vessels (an audit of contrast-enhanced CT) ---------------------------------------------
+
+def test_lesion_voxels_at_or_above_lesion_max_hu_are_no_lesion():
+    import numpy as np
+
+    from pipeline.config import default_config
+    from scoring.hu_classes import classify_lesions
+    from scoring.systems import density_grade
+
+    bands = default_config()["hu_classes"]
+    assert bands["lesion_max_hu"] == 150
+    hu = np.array([-800, -600, -400, -100, 40, 120, 149.9, 150, 350, 3000], float)
+    cls = classify_lesions(hu, np.ones(hu.shape, bool), bands)
+    assert cls.tolist() == [1, 1, 2, 3, 3, 3, 3, 0, 0, 0]
+    # a unit of ground glass with an enhanced vessel running through it: ground glass (grade 2), not consolidation
+    unit = np.r_[np.full(800, -450.0), np.full(200, 350.0)]
+    c = classify_lesions(unit, np.ones(unit.shape, bool), bands)
+    assert density_grade({k: float((c == k).sum()) for k in (1, 2, 3)}) == 2
+    # without the limit (older configurations, or a very high one) every voxel has a class, as before
+    old = {k: v for k, v in bands.items() if k != "lesion_max_hu"}
+    assert classify_lesions(hu, np.ones(hu.shape, bool), old).tolist()[-3:] == [3, 3, 3]
+
+
+def test_lesion_max_hu_below_consolidation_is_refused():
+    from pipeline.config import ConfigError, default_config, validate
+
+    cfg = default_config()
+    cfg["hu_classes"]["lesion_max_hu"] = -300
+    with pytest.raises(ConfigError, match="lesion_max_hu"):
+        validate(cfg)
+
+
+def test_enhanced_vessels_do_not_add_lesion_volume_or_pho():
+    """score_scan on the classes: the same lesion mask with its vessel at 40 HU or at 350 HU (contrast) gives the same
+    lesion volume, PHO and density; the lung volume is unchanged."""
+    import numpy as np
+
+    from pipeline.config import default_config
+    from scoring.hu_classes import classify_lesions
+    from scoring.quantify import _scan_measures
+
+    cfg = default_config()
+    lungs = np.ones((4, 10, 10), np.uint8)
+    lungs[:, :, 5:] = 2
+    lesion = np.zeros(lungs.shape, bool)
+    lesion[:, 2:8, 2:4] = True
+    hu = np.full(lungs.shape, -850.0)
+    hu[lesion] = -450.0
+    vessel = lesion.copy()
+    vessel[:, :, 3] = False  # half the lesion is an enhanced vessel
+    rows = {}
+    for v in (-450.0, 350.0):
+        h = hu.copy()
+        h[vessel] = v
+        classes = classify_lesions(h, lesion, cfg["hu_classes"])
+        rows[v] = _scan_measures(h, lungs, classes, 1.0, cfg["hu_classes"]["high_opacity_min_hu"], 1.0)
+    assert rows[350.0]["lesion_volume_ml"] == rows[-450.0]["lesion_volume_ml"] / 2
+    assert rows[350.0]["percent_high_opacity"] == 0.0
+    assert rows[350.0]["consolidation_volume_ml"] == 0.0
+    assert rows[350.0]["lung_volume_ml_right"] == rows[-450.0]["lung_volume_ml_right"]

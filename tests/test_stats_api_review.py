@@ -93,7 +93,7 @@ def test_second_run_removes_previous_outputs_only(cohort, tmp_path):
 
 def test_known_output_names_cover_every_table_and_figure(python_all):
     written = {p.name for p in python_all["out"].iterdir()}
-    assert written - {"summary.html", "data_summary.csv"} <= report.STUDY_FILES
+    assert written - {"summary.html", "data_summary.csv", "codebook.csv"} <= report.STUDY_FILES
     assert {f"{n}.csv" for n in python_all["tables"]} - {"data_summary.csv"} <= report.STUDY_FILES
     assert set(FIGURES) <= written
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.errors import CTScoreError
 from scoring.stats import compare, li2020, liao2021, report, zhang2020
+from scoring.stats.codebook import conform
 from scoring.stats.cohort import Cohort, check_input, load_cohort
 from scoring.stats.schema import canonical_analyte, close_column, misspelling_hint
 
@@ -203,10 +204,12 @@ def run_cohort(cohort: Cohort, study: str | list[str] | tuple[str, ...] = "all",
         tables.update(t)
         figures.update(f)
     tables["data_summary"] = cohort.data_summary()  # with the notes the analyses added (zhang2020)
+    # every table with all the columns of its categories, whatever the data held: two sites' tables stack
+    tables = {name: conform(name, df) for name, df in tables.items()}
     if out_dir is not None:
         out = Path(out_dir)
         report.remove_stale(out)  # another study's (or an undrawn figure's) files of the last run
-        report.write_tables(tables, out)
+        report.write_tables(tables, out, units=cohort.units)
         figs = report.write_figures(figures, out)
         settings = {"studies": ", ".join(studies), "scan-lab window (days)": cohort.window_days,
                     **{f"{s} options": options_used(s, options[s]) for s in studies}}

@@ -46,6 +46,13 @@ def fmt_median_iqr(x: Sequence[float] | pd.Series) -> str:
     return "" if d["n"] == 0 else f"{_num(d['median'])} [{_num(d['q1'])}, {_num(d['q3'])}]"
 
 
+def quartile_columns(x: Sequence[float] | pd.Series, suffix: str) -> dict[str, float]:
+    """The numeric companions of a ``median_iqr_<suffix>`` text cell: ``median_<suffix>``, ``q1_<suffix>``,
+    ``q3_<suffix>`` at full precision (NaN when there is no value)."""
+    d = describe(x)
+    return {f"{k}_{suffix}": d[k] for k in ("median", "q1", "q3")}
+
+
 def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str = "auto",
                    min_n: int = MIN_N) -> dict[str, object]:
     """Compare a continuous variable between groups.
@@ -53,8 +60,16 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
     ``test``: ``auto`` (Mann-Whitney U for two groups, Kruskal-Wallis for more), ``mannwhitney``,
     ``kruskal``, ``ttest`` (Student), ``anova`` (one-way). Returns n and median [IQR] per group, test,
     statistic, exact p and an effect size (rank-biserial r for Mann-Whitney, eta^2_H for
-    Kruskal-Wallis, Cohen's d for the t-test, eta^2 for ANOVA).
+    Kruskal-Wallis, Cohen's d for the t-test, eta^2 for ANOVA), then (after ``note``) the numbers behind each
+    group's median [IQR] text: ``median_<group>``, ``q1_<group>``, ``q3_<group>``.
     """
+    row = _compare_groups(groups, test, min_n)
+    for k, v in groups.items():
+        row.update(quartile_columns(v, str(k)))
+    return row
+
+
+def _compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str, min_n: int) -> dict[str, object]:
     data = {str(k): _clean(v) for k, v in groups.items()}
     row: dict[str, object] = {}
     for k, a in data.items():
@@ -112,7 +127,8 @@ def compare_groups(groups: Mapping[str, Sequence[float] | pd.Series], test: str 
 
 def paired(before: Sequence[float] | pd.Series, after: Sequence[float] | pd.Series,
            min_n: int = MIN_N) -> list[dict[str, object]]:
-    """Wilcoxon signed-rank and paired t-test rows for complete pairs (after - before)."""
+    """Wilcoxon signed-rank and paired t-test rows for complete pairs (after - before); after ``note`` the numbers
+    behind the median [IQR] texts (``median_before``, ``q1_before``, ``q3_before``, the same ``_after``)."""
     b = np.asarray(pd.to_numeric(pd.Series(before), errors="coerce"), dtype=float)
     a = np.asarray(pd.to_numeric(pd.Series(after), errors="coerce"), dtype=float)
     ok = np.isfinite(b) & np.isfinite(a)
@@ -121,9 +137,10 @@ def paired(before: Sequence[float] | pd.Series, after: Sequence[float] | pd.Seri
     base = {"n_pairs": int(ok.sum()), "median_iqr_before": fmt_median_iqr(b), "median_iqr_after": fmt_median_iqr(a),
             "mean_change": float(d.mean()) if d.size else np.nan,
             "sd_change": float(d.std(ddof=1)) if d.size > 1 else np.nan}
+    numbers = quartile_columns(b, "before") | quartile_columns(a, "after")  # after note: the text's numbers
     rows = []
     for name in ("Wilcoxon signed-rank (two-sided)", "paired t-test (two-sided)"):
-        row = dict(base, test=name, statistic=np.nan, p_value=np.nan, note="")
+        row = dict(base, test=name, statistic=np.nan, p_value=np.nan, note="", **numbers)
         if d.size < min_n:
             row["note"] = f"not tested: fewer than {min_n} complete pairs"
         elif np.all(d == 0):

@@ -92,11 +92,13 @@ def period_comparison(per: pd.DataFrame, score: str, min_n: int) -> pd.DataFrame
         for var in (score, "days_since_onset"):
             groups = {o: d.loc[d["outcome"] == o, var] for o in OUTCOMES}
             row = {"period_days": period, "variable": var}
+            numbers = {}  # the numbers of mean_sd_<outcome>, after the other columns
             for o, v in groups.items():
                 desc = compare.describe(v)
                 row[f"mean_sd_{o}"] = "" if desc["n"] == 0 else f"{desc['mean']:.3g} ({desc['sd']:.2g})"
+                numbers |= {f"mean_{o}": desc["mean"], f"sd_{o}": desc["sd"]}
             row.update(compare.compare_groups(groups, test="mannwhitney", min_n=min_n))
-            rows.append(row)
+            rows.append(row | numbers)
     return pd.DataFrame(rows)
 
 

@@ -69,13 +69,18 @@ def _weekly(cohort: Cohort, score: str, labs: list[str], within: str) -> pd.Data
 
 def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str], grouping: str,
                  min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Median/IQR per week and group, and the between-group test per week."""
+    """Median/IQR per week and group, and the between-group test per week.
+
+    Every level of the grouping (persistent, recovery; mild, moderate, severe: :data:`GROUP_LEVELS`) has its rows
+    and its columns, n 0 and empty cells for a level no patient of the cohort has, so that two sites' tables stack.
+    The test is run across the levels the cohort has (Mann-Whitney U for two, Kruskal-Wallis for three): ``test``
+    names it and ``note`` names the levels left out."""
     d = weekly.merge(groups[["patient_id", grouping]], on="patient_id").dropna(subset=[grouping])
     if grouping == "group":
         d = d[d["group"] != "unclassified"]
-        levels = ["persistent", "recovery"]
-    else:
-        levels = [lv for lv in ("mild", "moderate", "severe") if lv in set(d[grouping])]
+    levels = list(GROUP_LEVELS[grouping])
+    present = [lv for lv in levels if lv in set(d[grouping])]
+    absent = [lv for lv in levels if lv not in present]
     desc, tests = [], []
     for var in variables:
         for week in range(1, binning.N_WEEKS + 1):
@@ -84,10 +89,36 @@ def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str
             for lv, v in vals.items():
                 desc.append({"grouping": grouping, "variable": var, "week": week, "group": lv}
                             | {k: x for k, x in compare.describe(v).items() if k in ("n", "median", "q1", "q3")})
-            if len(vals) >= 2:
-                tests.append({"grouping": grouping, "variable": var, "week": week}
-                             | compare.compare_groups(vals, test="auto", min_n=min_n))
+            head = {"grouping": grouping, "variable": var, "week": week}
+            if len(present) >= 2:
+                row = compare.compare_groups({lv: vals[lv] for lv in present}, test="auto", min_n=min_n)
+            else:
+                row = compare.compare_groups(vals, test="kruskal" if len(levels) > 2 else "mannwhitney",
+                                             min_n=min_n)
+                row.update(test="", statistic=np.nan, p_value=np.nan, effect_size=np.nan, effect_size_name="",
+                           note=f"not tested: fewer than two {grouping} levels in the cohort")
+            if absent:  # the level's columns stay, with n 0 and empty cells
+                row.update({f"n_{lv}": 0 for lv in absent} | {f"median_iqr_{lv}": "" for lv in absent})
+                if len(present) >= 2:
+                    row["note"] = "; ".join(x for x in (
+                        f"no {', '.join(absent)} patient in the cohort: tested across {', '.join(present)} only",
+                        row["note"]) if x)
+            tests.append(head | _group_order(row, levels))
     return pd.DataFrame(desc), pd.DataFrame(tests)
+
+
+#: The levels of each grouping of the weekly tables (clinical ``severity``: :data:`scoring.stats.schema.SEVERITIES`).
+GROUP_LEVELS = {"group": ("persistent", "recovery"), "severity": schema.SEVERITIES}
+
+
+def _group_order(row: dict[str, object], levels: list[str]) -> dict[str, object]:
+    """A compare_groups row with every level's columns in the order of ``levels`` (n and median [IQR] first, the
+    test's columns, then median, q1, q3), whichever levels were tested."""
+    first = [c for lv in levels for c in (f"n_{lv}", f"median_iqr_{lv}")]
+    last = [f"{k}_{lv}" for lv in levels for k in ("median", "q1", "q3")]
+    out = {c: row.get(c, np.nan) for c in first}
+    out |= {c: v for c, v in row.items() if c not in first and c not in last}
+    return out | {c: row.get(c, np.nan) for c in last}
 
 
 def admission_values(cohort: Cohort, analytes: list[str], window_days: int) -> pd.DataFrame:
@@ -200,6 +231,7 @@ def peak_timing(cohort: Cohort, score: str, labs: list[str], min_points: int = 3
                "wilcoxon_p": np.nan, "sign_test_p": np.nan,
                "test": "Wilcoxon signed-rank (lag = 0); exact binomial sign test (lab first vs score first)",
                "note": f"patients with >= {min_points} scans and >= {min_points} values in weeks 1-8; {PEAK_RULE}"}
+        row |= compare.quartile_columns(lg, "lag_days")  # the numbers of median_iqr_lag_days
         if int((lg != 0).sum()) >= min_n:  # ties (lag 0) drop out of both tests
             row["wilcoxon_p"] = float(stats.wilcoxon(lg[lg != 0]).pvalue)
             row["sign_test_p"] = float(stats.binomtest(int((lg > 0).sum()), int((lg != 0).sum())).pvalue)

@@ -206,11 +206,44 @@ def new_figure(figsize: tuple[float, float]):
     return fig
 
 
-def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """One CSV per table (full precision), written atomically."""
-    from pipeline.outputs import write_csv_tables
+#: How a float is written to the CSV tables: 12 significant digits, which keeps every digit a statistic has and
+#: drops the binary noise of arithmetic (9.600999999999999 -> 9.601, 0.12099999999999955 -> 0.121); small values
+#: keep their exponent (a p value of 1e-12 stays 1e-12, never 0), whole numbers lose their '.0' (a count beside a
+#: missing value: 12, not 12.0). Read back, a value differs from the one computed by less than 1e-11 relative.
+FLOAT_FORMAT = "%.12g"
 
-    return write_csv_tables(tables, out_dir)
+
+def write_csv(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """One CSV per table, floats written with :data:`FLOAT_FORMAT`, each written atomically; returns the paths."""
+    from pipeline.outputs import atomic_write_bytes, prepare_output_dir
+
+    out_dir = prepare_output_dir(out_dir)
+    paths = []
+    for name, df in tables.items():
+        p = out_dir / f"{name}.csv"
+        atomic_write_bytes(p, df.to_csv(index=False, float_format=FLOAT_FORMAT).encode())
+        paths.append(p)
+    return paths
+
+
+#: The file, beside the tables, with one row per (table, column) (:mod:`scoring.stats.codebook`).
+CODEBOOK_FILE = "codebook.csv"
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path, units: dict[str, str] | None = None
+                 ) -> list[Path]:
+    """One CSV per table (12 significant digits: :data:`FLOAT_FORMAT`), written atomically, and ``codebook.csv``
+    describing each of their columns (``units``: each lab's unit, :attr:`Cohort.units`)."""
+    from pipeline.outputs import atomic_write_bytes
+    from scoring.stats.codebook import codebook
+
+    paths = write_csv(tables, out_dir)
+    book = codebook(tables, units=units)
+    for row in book[book["type"] == ""].itertuples():
+        log.warning("codebook: column %r of %s is not described", row.column, row.table)
+    p = Path(out_dir) / CODEBOOK_FILE
+    atomic_write_bytes(p, book.to_csv(index=False).encode())
+    return [*paths, p]
 
 
 def write_figures(figures: dict[str, Callable[[str], None]], out_dir: Path) -> list[Path]:
@@ -299,6 +332,21 @@ def html_table(df: pd.DataFrame, fmt: Callable[[str, object], str], label_id: st
             + "</tbody></table></div>")
 
 
+def page_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as the page shows it: without the numeric columns behind a ``median_iqr_<g>`` or ``mean_sd_<g>``
+    text (``median_<g>``, ``q1_<g>``, ``q3_<g>``; ``mean_<g>``, ``sd_<g>``), which the page would repeat; the CSV
+    files have them."""
+    drop = []
+    for c in map(str, df.columns):
+        if c.startswith("median_iqr_"):
+            g = c.removeprefix("median_iqr_")
+            drop += [f"median_{g}", f"q1_{g}", f"q3_{g}"]
+        elif c.startswith("mean_sd_"):
+            g = c.removeprefix("mean_sd_")
+            drop += [f"mean_{g}", f"sd_{g}"]
+    return df.drop(columns=[c for c in drop if c in df.columns])
+
+
 def html_figure(name: str, alt: str, caption: str) -> str:
     """A picture with its alternative text (what it shows) and a visible caption."""
     return (f"<figure><img src='{html.escape(name)}' alt='{html.escape(alt)}'>"
@@ -338,7 +386,8 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
     headings = study_titles() if headings is None else headings
     parts = page_start(title, written_at)
     parts += ["<p class='note'>Every table gives n per group, the test and the exact p value; a test that was not "
-              "run says why in <code>note</code>. Full-precision CSV files sit next to this page.</p>",
+              "run says why in <code>note</code>. CSV files (12 significant digits, with the numbers behind each "
+              "median [IQR] and mean (SD); codebook.csv describes their columns) sit next to this page.</p>",
               "<h2>Settings</h2><ul>"]
     parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]
     parts.append("</ul>")
@@ -359,7 +408,7 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
             if n in notes:
                 note_id = f"t-{html.escape(n)}-note"
                 parts.append(f"<p class='note' id='{note_id}'>{html.escape(notes[n])}</p>")
-            parts.append(html_table(tables[n], lambda _c, v: _fmt(v), f"t-{html.escape(n)}", note_id,
+            parts.append(html_table(page_columns(tables[n]), lambda _c, v: _fmt(v), f"t-{html.escape(n)}", note_id,
                                     row_header="item" if n == "data_summary" else None))
         detail = [n for n in tables if n.startswith(study) and n in DETAIL_TABLES]
         if detail:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from scoring.stats import compare, schema
 from scoring.stats.cohort import Cohort
+from scoring.zones import ZHANG_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +189,13 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
     rows.append({"comparison": "right vs left lung (paired, same scan)", "n_right": pr["n_pairs"],
                  "n_left": pr["n_pairs"], "median_iqr_right": pr["median_iqr_after"],
                  "median_iqr_left": pr["median_iqr_before"], "test": pr["test"], "statistic": pr["statistic"],
-                 "p_value": pr["p_value"], "note": pr["note"]})
+                 "p_value": pr["p_value"], "note": pr["note"],
+                 **{f"{k}_{side_}": pr[f"{k}_{when}"] for side_, when in (("right", "after"), ("left", "before"))
+                    for k in ("median", "q1", "q3")}})
     level = z.groupby(["scan_id", "unit"])["unit_score"].agg(_complete_sum).unstack()
-    lv = {u: level[u] for u in sorted(level.columns)}
+    # every level has its columns (n 0 when zones.csv has none of it); levels of another name come after them
+    lv = {u: level[u] if u in level.columns else pd.Series(dtype=float)
+          for u in [*ZHANG_LEVELS, *sorted(set(level.columns) - set(ZHANG_LEVELS))]}
     levels = pd.DataFrame([{"comparison": "score by level (both lungs), L1 suprasternal notch .. L5 diaphragm"}
                            | compare.compare_groups(lv, "kruskal", min_n)])
     return pd.DataFrame(rows), levels
@@ -226,17 +231,20 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
         gap = ((later["study_date"] - before["study_date"]).dt.days - followup_days).abs()
         after = later.loc[gap.idxmin()]
         row = {"patient_id": pid, "days_between": int((after["study_date"] - before["study_date"]).days)}
-        for c in cols:
-            row[f"{c}_before"], row[f"{c}_after"] = before[c], after[c]
-            row[f"{c}_change"] = after[c] - before[c]
+        for c in cols:  # a lab the data lacks keeps its columns, empty
+            row[f"{c}_before"], row[f"{c}_after"] = before.get(c, np.nan), after.get(c, np.nan)
+            row[f"{c}_change"] = row[f"{c}_after"] - row[f"{c}_before"]
         rows.append(row)
     # every column even without a pair, so that each test says "not tested: fewer than N complete pairs"
     out = pd.DataFrame(rows, columns=["patient_id", "days_between",
                                       *[f"{c}_{k}" for c in cols for k in ("before", "after", "change")]])
     wanted = clinical_columns if clinical_columns is not None else ["glucocorticoid", "age"]
-    wanted = [c for c in dict.fromkeys(wanted) if c in cohort.clinical.columns and c != "patient_id"]
+    # every covariate asked for has its column, empty when the clinical table lacks it (a site without
+    # glucocorticoid data writes the same columns as one with it)
+    wanted = [c for c in dict.fromkeys(wanted) if c != "patient_id"]
     clin = cohort.clinical[["patient_id"]].assign(
-        **{c: schema.numeric_column(cohort.clinical, c, "zhang2020 partial-correlation covariate") for c in wanted})
+        **{c: schema.numeric_column(cohort.clinical, c, "zhang2020 partial-correlation covariate")
+           if c in cohort.clinical.columns else np.nan for c in wanted})
     return out.merge(clin, on="patient_id", how="left")
 
 
@@ -268,7 +276,9 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
     tables["zhang2020_lung_side"], tables["zhang2020_levels"] = lungs_and_levels(cohort, adm, min_n)
     requested = list(partial_covariates if partial_covariates is not None else ["glucocorticoid", "age"])
     absent = [c for c in requested if c not in cohort.clinical.columns]
-    ba = before_after(cohort, score, labs, followup_days, min_gap_days, ["glucocorticoid", *requested])
+    # the columns of every lab asked for, whether the data has it or not (the tests below: the labs it has)
+    ba = before_after(cohort, score, list(dict.fromkeys(requested_labs)), followup_days, min_gap_days,
+                      ["glucocorticoid", *requested])
     tables["zhang2020_before_after_patients"] = ba
     far = ba[(ba["days_between"] - followup_days).abs() > FOLLOWUP_TOLERANCE_DAYS]
     if len(far):  # a longitudinal cohort's scan months later is the nearest one: pooled with the 14-day pairs
@@ -287,13 +297,13 @@ def run(cohort: Cohort, score: str = "zhang900_total", labs: list[str] | None = 
             rows.append({"variable": var} | r)
     tables["zhang2020_before_after"] = pd.DataFrame(rows)
     gc_rows, pc_rows = [], []
-    covars = [c for c in requested if c in ba.columns]
+    covars = [c for c in requested if c in cohort.clinical.columns and c != "patient_id"]
     absent_note = f"covariate(s) not in the clinical table, left out: {', '.join(absent)}" if absent else ""
     for var in [score, *labs]:
         ch = f"{var}_change"
         if ch not in ba:
             continue
-        if "glucocorticoid" in ba:
+        if "glucocorticoid" in cohort.clinical.columns:
             groups = {"glucocorticoid": ba.loc[ba["glucocorticoid"] == 1, ch],
                       "no_glucocorticoid": ba.loc[ba["glucocorticoid"] == 0, ch]}
             gc_rows.append({"variable": f"change in {var} (after - before)"}

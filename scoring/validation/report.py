@@ -32,11 +32,95 @@ TABLE_NOTES = {
 }
 
 
-def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """One CSV per table (full precision), written atomically."""
-    from pipeline.outputs import write_csv_tables
+def _s(kind: str, description: str, unit: str = "", allowed: str = "") -> tuple[str, str, str, str]:
+    return kind, unit, allowed, description
 
-    return write_csv_tables(tables, out_dir)
+
+_SCALE = "on the system's scale (the unit 'MAE, bias in' of summary.html: score points, or percentage points)"
+_AGREE = {
+    "system": _s("text", "the scoring system"), "unit": _s("text", "the scored unit, 'total', or 'all_units' (the "
+                                                                    "units pooled)"),
+    "comparison": _s("text", "which raters are compared",
+                     allowed="reader_vs_reader, ctscore_vs_reader, ctscore_vs_consensus"),
+    "rater_a": _s("text", "first rater (ctscore, a reader's name, or consensus)"),
+    "rater_b": _s("text", "second rater"),
+    "n": _s("integer", "targets both raters scored"), "n_scans": _s("integer", "scans those targets come from"),
+    "kappa_qw": _s("number", "quadratic-weighted kappa (ordinal scores; empty for continuous ones)"),
+    "icc2_1": _s("number", "ICC(2,1), absolute agreement"),
+    "icc2_1_ci_low": _s("number", "lower bound of the 95 % CI of ICC(2,1)"),
+    "icc2_1_ci_high": _s("number", "upper bound of the 95 % CI of ICC(2,1)"),
+    "icc3_1": _s("number", "ICC(3,1), consistency"),
+    "icc3_1_ci_low": _s("number", "lower bound of the 95 % CI of ICC(3,1)"),
+    "icc3_1_ci_high": _s("number", "upper bound of the 95 % CI of ICC(3,1)"),
+    "spearman_rho": _s("number", "Spearman rank correlation (-1 to 1)"),
+    "spearman_p": _s("number", "p value of spearman_rho, not rounded"),
+    "mae": _s("number", f"mean absolute difference, {_SCALE}"),
+    "exact_agreement": _s("number", "fraction (0-1) of targets both raters gave the same value"),
+    "ba_bias": _s("number", f"Bland-Altman bias (mean of a - b), {_SCALE}"),
+    "ba_sd": _s("number", f"standard deviation of a - b, {_SCALE}"),
+    "ba_loa_low": _s("number", f"lower 95 % limit of agreement, {_SCALE}"),
+    "ba_loa_high": _s("number", f"upper 95 % limit of agreement, {_SCALE}"),
+    "mean_a": _s("number", "mean score of rater_a on these targets"),
+    "mean_b": _s("number", "mean score of rater_b on these targets"),
+    "note": _s("text", "why a statistic is empty, and anything that qualifies the row; empty when nothing to say")}
+_METRIC_WORDS = {"kappa_qw": "quadratic-weighted kappa", "icc2_1": "ICC(2,1)", "mae": f"MAE ({_SCALE})",
+                 "ba_bias": f"Bland-Altman bias ({_SCALE})"}
+_PARTS = {"readers": "of the readers with each other (mean over reader pairs)",
+          "ctscore_vs_readers": "of ctscore with the readers (mean over readers)",
+          "ctscore_vs_consensus": "of ctscore with the consensus"}
+#: The columns of the validation tables, in order, with their codebook entry (type, unit, allowed, description);
+#: ``ratings`` has a column per reader besides these (:func:`_describe`).
+VALIDATION_COLUMNS: dict[str, dict[str, tuple[str, str, str, str]]] = {
+    "data_summary": {"item": _s("text", "what is counted or noted"), "value": _s("text", "its count or text")},
+    "ratings": {"scan_id": _s("text", "the scan (scan_id of scans.csv)"), "system": _AGREE["system"],
+                "unit": _AGREE["unit"], "ctscore": _s("number", "ctscore's score; empty when it has none")},
+    "agreement": _AGREE,
+    "side_by_side": (
+        {"system": _AGREE["system"], "unit": _AGREE["unit"],
+         "n": _s("integer", "targets ctscore and every reader scored (every figure of the row is on these)"),
+         "n_scans": _s("integer", "scans those targets come from"),
+         "n_without_ctscore": _s("integer", "targets every reader scored but ctscore did not")}
+        | {f"{part}_{m}": _s("number", f"{_METRIC_WORDS[m]} {words}")
+           for m in ("kappa_qw", "icc2_1", "mae", "ba_bias") for part, words in _PARTS.items()}
+        | {"within_readers_mae": _s("text", "ctscore's MAE from the readers is no larger than the readers' from each "
+                                            "other: written yes/no, empty when not decided (note says why); text, "
+                                            "not the True/False of the run tables", allowed="yes, no, (empty)"),
+           "within_readers_icc": _s("text", "ctscore's mean ICC(2,1) with the readers is no lower than the readers' "
+                                            "with each other: written yes/no, empty when not decided (note says "
+                                            "why); text, not the True/False of the run tables",
+                                    allowed="yes, no, (empty)"),
+           "note": _AGREE["note"]}),
+    "confusion_matrices": {"system": _AGREE["system"], "unit": _AGREE["unit"], "comparison": _AGREE["comparison"],
+                           "rater_a": _AGREE["rater_a"], "rater_b": _AGREE["rater_b"],
+                           "value_a": _s("integer", "rater_a's category"),
+                           "value_b": _s("integer", "rater_b's category"),
+                           "count": _s("integer", "targets with that pair of categories")},
+}
+
+
+def _describe(table: str, column: str) -> tuple[str, str, str, str] | None:
+    """The codebook entry of a rater column of ``ratings`` (one per reader, and the readers' consensus)."""
+    if table != "ratings" or column in VALIDATION_COLUMNS["ratings"]:
+        return None
+    if column == "consensus":
+        return _s("number", "median of the readers who scored the target (at least 2); the column is there only "
+                            "with two or more readers")
+    return _s("number", f"the score reader {column!r} gave (a column per reader, named as in the reference)")
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """One CSV per table (12 significant digits: :data:`scoring.stats.report.FLOAT_FORMAT`), each with every
+    column of its table (:data:`VALIDATION_COLUMNS`; side_by_side keeps its header when nothing was compared),
+    written atomically, and ``codebook.csv`` describing each column."""
+    from pipeline.outputs import atomic_write_bytes
+    from scoring.stats.codebook import codebook, conform
+    from scoring.stats.report import CODEBOOK_FILE, write_csv
+
+    tables = {n: df if n == "ratings" else conform(n, df, VALIDATION_COLUMNS) for n, df in tables.items()}
+    paths = write_csv(tables, out_dir)
+    p = Path(out_dir) / CODEBOOK_FILE
+    atomic_write_bytes(p, codebook(tables, VALIDATION_COLUMNS, describe=_describe).to_csv(index=False).encode())
+    return [*paths, p]
 
 
 def _is_count(column: str) -> bool:
@@ -46,7 +130,7 @@ def _is_count(column: str) -> bool:
 
 def _fmt(column: str, v: object) -> str:
     """A cell of the page: statistics with 3 decimals (never an exponent: an ICC of 7.93e-17 is 0.000), p values
-    below 0.001 as '< 0.001', counts whole; the CSV files keep full precision."""
+    below 0.001 as '< 0.001', counts whole; the CSV files keep 12 significant digits."""
     if isinstance(v, (float, np.floating)):
         if _is_count(column) and float(v).is_integer():
             return f"{v:.0f}"
@@ -104,8 +188,9 @@ def write_html(tables: dict[str, pd.DataFrame], figures: list[Path], out_dir: Pa
     from pipeline.outputs import atomic_write_bytes
 
     parts = page_start("ctscore validation against readers", written_at)
-    parts += ["<p class='note'>Full-precision CSV files sit next to this page: agreement.csv (every unit and "
-              "rater pair), side_by_side.csv, confusion_matrices.csv, ratings.csv (the matched values). "
+    parts += ["<p class='note'>CSV files (12 significant digits) sit next to this page: agreement.csv (every unit "
+              "and rater pair), side_by_side.csv, confusion_matrices.csv, ratings.csv (the matched values); "
+              "codebook.csv describes their columns. "
               "Statistics here have 3 decimals.</p>",
               "<h2>Settings</h2><ul>"]
     parts += [f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items()]

@@ -461,13 +461,15 @@ def prepare_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """One CSV per table (full precision), each written atomically; returns the paths."""
+def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path, float_format: str | None = None
+                     ) -> list[Path]:
+    """One CSV per table (floats in ``float_format``, full precision without one), each written atomically; returns
+    the paths."""
     out_dir = prepare_output_dir(out_dir)
     paths = []
     for name, df in tables.items():
         p = out_dir / f"{name}.csv"
-        atomic_write_bytes(p, df.to_csv(index=False).encode())
+        atomic_write_bytes(p, df.to_csv(index=False, float_format=float_format).encode())
         paths.append(p)
     return paths
 

@@ -215,15 +215,9 @@ FLOAT_FORMAT = "%.12g"
 
 def write_csv(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     """One CSV per table, floats written with :data:`FLOAT_FORMAT`, each written atomically; returns the paths."""
-    from pipeline.outputs import atomic_write_bytes, prepare_output_dir
+    from pipeline.outputs import write_csv_tables
 
-    out_dir = prepare_output_dir(out_dir)
-    paths = []
-    for name, df in tables.items():
-        p = out_dir / f"{name}.csv"
-        atomic_write_bytes(p, df.to_csv(index=False, float_format=FLOAT_FORMAT).encode())
-        paths.append(p)
-    return paths
+    return write_csv_tables(tables, out_dir, float_format=FLOAT_FORMAT)
 
 
 #: The file, beside the tables, with one row per (table, column) (:mod:`scoring.stats.codebook`).

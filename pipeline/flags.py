@@ -45,9 +45,13 @@ SCORING_FLAGS: dict[str, str] = {
                   "diffuse disease; normal lung reaches the ground-glass band: review",
     "METAL": "this many mL at 2500 HU or more (wires, clips, a pacemaker, electrodes): streaks may be taken as ground "
              "glass; review qc.png",
-    "CONTRAST": "the header names a contrast agent: enhanced vessels inside a lesion raise its density grade; the HU "
-                "bands and the network are of non-contrast CT",
+    "CONTRAST": "the header names a contrast agent: lesion voxels from 150 HU (enhanced vessels) are left out, "
+                "enhancement below that raises density, enhanced great vessels can be taken for the manubrium (check "
+                "the levels picture); the HU bands and the network are of non-contrast CT",
     "THICK_SLICES": "slices this many mm thick, over 5 mm: partial volume may look like ground glass",
+    "NOISY": "the image noise (median SD of the HU in 5 x 5 windows of the air around the patient, on the working "
+             "grid) is this many HU, over 35: ultra-low-dose noise; the liver dome, pericardial fat or noise may be "
+             "taken as lesion and voxels move between the HU classes (scores not changed): review qc.png",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }
@@ -55,7 +59,7 @@ SCORING_FLAGS: dict[str, str] = {
 
 #: The unit of the value a flag carries after its colon (report.html shows it after the value).
 FLAG_UNITS: dict[str, str] = {
-    "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm",
+    "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm", "NOISY": "HU",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",
 }

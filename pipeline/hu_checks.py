@@ -15,10 +15,16 @@ tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration)
   itself then reaches the ground-glass band.
 - ``METAL:<mL>``: this many mL at :data:`METAL_HU` or more (wires, clips, a pacemaker, electrodes; cortical bone
   stays below): their streaks can be taken as ground glass.
-- ``CONTRAST``: the header names a contrast agent (ContrastBolusAgent): enhanced vessels inside a lesion raise its
-  density grade; the HU bands and the network are of non-contrast CT.
+- ``CONTRAST``: the header names a contrast agent (ContrastBolusAgent): enhancement below
+  ``hu_classes.lesion_max_hu`` (enhanced vessels above it are left out of the lesions) raises a lesion's density
+  grade, enhanced great vessels can be taken for the manubrium; the HU bands and the network are of non-contrast CT.
 - ``THICK_SLICES:<mm>``: slices thicker than :data:`THICK_SLICE_MM`: partial volume of vessels and of the lung's
   edges with the chest wall looks like ground glass.
+- ``NOISY:<HU>``: the image noise (``noise_hu``: the median SD of the HU in 5 x 5 in-plane windows of the air around
+  the patient, on the working grid; :func:`noise_hu`) is above :data:`NOISE_MAX_HU`: ultra-low-dose noise. The
+  segmentation then takes the liver dome, pericardial fat or noise itself as lung lesion (a normal subject with
+  added noise SD 80 HU scored six-zone 2 / CT-1 with the default segmenter) and voxels move between the HU classes
+  (faint ground glass to consolidation). A flag only: it changes no score.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import re
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 #: Median HU of the air around the patient that is taken as calibrated (air is -1000 HU; the six real series of
 #: ../shared/data read -997 to -947: a tight field of view leaves mostly air beside the skin, partial volume).
@@ -42,16 +49,46 @@ DENSE_LUNG_HU = -700.0
 METAL_HU = 2500.0
 #: Metal volume flagged (mL): a few voxels of a beam-hardened bone edge are not metal.
 METAL_MIN_ML = 0.1
+#: noise_hu above which a series is flagged NOISY (HU). Measured as in production (pipeline.run: the loaded series,
+#: resampled to the 1.5 mm working grid, padding mask, classical lung mask) on the six real series of
+#: ../shared/data/chest, as scanned and with CT-like noise of SD 20/40/80/120 HU added before the resampling
+#: (smoothed in-plane, sigma 1 px: the noise audit's), and with SD 40/80 clipped at -1024 HU (storage floor):
+#:   series                 as scanned  +20   +40   +80   +120  +40 clipped  +80 clipped
+#:   cap001                     20.2    24.0  33.4  57.1  80.6     29.6         44.1
+#:   ge_mister_ct                6.3    15.9  29.1  56.1  79.5     26.8         44.6
+#:   itkelastix00               11.3    16.2  28.5  53.4  75.0     22.1         37.3
+#:   lung_pet_ct_dx_A0002        4.2    15.0  28.8  56.0  78.7     23.1         40.1
+#:   normal001                  10.7    17.0  28.3  52.4  75.6     23.0         38.1
+#:   ricord_covid_419639         7.6    16.5  29.7  56.6  80.1     25.5         43.4
+#: (the working grid's linear resampling lowers the noise: normal001 reads 18 on its own 0.7 mm grid, +80 reads 72).
+#: The audit saw false lesions from +80 (normal001: six-zone 2, CT-1), none at +40: 35 flags every +80, clipped or
+#: not (37.3 and up), no +40 (33.4 at most) and no series as scanned (20.2 at most).
+NOISE_MAX_HU = 35.0
+#: In-plane window of the local standard deviation behind ``noise_hu`` (voxels of the working grid, 1.5 mm: 7.5 mm).
+NOISE_WINDOW = 5
+#: Voxels between a noise window and the edge of the air (the skin's partial volume, the table, the padding).
+NOISE_MARGIN = 2
+#: Slices measured for ``noise_hu`` at most (evenly spread): keeps it cheap on a long scan.
+NOISE_SLICES = 64
 #: Slice thickness above which a series is flagged (mm).
 THICK_SLICE_MM = 5.0
 #: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
-#: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection").
+#: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection"; "n", "nein", "non" as the whole
+#: value). Underscores are read as spaces (NO_CONTRAST).
 NO_CONTRAST = {"", "none", "no", "nil", "n/a", "na", "0", "-", "without", "no contrast", "non contrast",
                "non-contrast", "noncontrast", "nc", "nativ", "native", "plain", "unenhanced", "non enhanced",
-               "non-enhanced", "nonenhanced"}
-#: Words that start a value saying "no contrast" ("NO CONTRAST AGENT", "NONE USED", "ohne KM", "sin contraste").
-_NEGATION = re.compile(r"(no|none|nil|without|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
-                       r"non[- ]?(contrast|enhanced))\b")
+               "non-enhanced", "nonenhanced", "n", "nein", "non", "w/o", "wo"}
+#: Values that say nobody knows, taken as no contrast: unknown is no agent, and a header that cannot say is treated
+#: like an empty one (no CONTRAST flag, no preference against the series in selection); a site that scans with
+#: contrast names the agent. A value of punctuation only ("?", "-/-", "--") names nothing either.
+UNKNOWN_CONTRAST = {"unknown", "unk", "not known", "unbekannt", "desconocido"}
+#: Words that start a value saying "no contrast" ("NO CONTRAST AGENT", "NONE USED", "ohne KM", "sin contraste", "W/O
+#: CONTRAST", "NON CON", "NOT APPLIED"). "non" alone negates only contrast or enhancement: "NON-IONIC CONTRAST" is
+#: contrast.
+_NEGATION = re.compile(r"(no|none|nil|without|w/?o|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
+                       r"non[- ]?(con|contrast|enhanced)|not (applied|used|given|administered|done))\b")
+#: A volume of nothing: "0", "0 ml", "0.0 cc", "0ml".
+_ZERO = re.compile(r"0+([.,]0*)?\s*(ml|cc|cm3)?")
 #: Names of contrast agents (generic and brand): a value naming one is contrast even after a negation
 #: ("No oral, IV Omnipaque").
 _AGENTS = re.compile(r"io(hexol|pamidol|promide|dixanol|meprol|versol|bitridol|xaglate|pentol|xilan)|omnipaque|"
@@ -61,11 +98,47 @@ _AGENTS = re.compile(r"io(hexol|pamidol|promide|dixanol|meprol|versol|bitridol|x
 
 def has_contrast(agent: str | None) -> bool:
     """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a", "NO CONTRAST AGENT", "NONE USED",
-    "nativ" and the like do not; "NON-IONIC CONTRAST" and "No oral, IV Omnipaque" do)."""
-    text = " ".join((agent or "").strip().lower().split())
+    "nativ", "W/O", "NON CON", "NOT GIVEN", "0 ml", "-/-" and the like do not, nor "UNKNOWN" or "?": unknown is
+    no agent; "NON-IONIC CONTRAST" and "No oral, IV Omnipaque" do)."""
+    text = " ".join((agent or "").replace("_", " ").strip().lower().split())
     if _AGENTS.search(text):
         return True
-    return text not in NO_CONTRAST and not _NEGATION.match(text)
+    if text in NO_CONTRAST or text in UNKNOWN_CONTRAST or not re.search(r"[^\W_]", text):
+        return False
+    return not _NEGATION.match(text) and not _ZERO.fullmatch(text)
+
+
+def noise_hu(hu: np.ndarray, air: np.ndarray) -> float:
+    """The image noise of a series (HU): the median, over the air region ``air`` (the air around the patient of
+    :func:`measure`), of the standard deviation of the HU in :data:`NOISE_WINDOW` x :data:`NOISE_WINDOW` in-plane
+    windows; NaN when fewer than 1000 windows lie wholly in the air.
+
+    Only windows that lie :data:`NOISE_MARGIN` voxels inside the air are taken (none straddles the skin, the
+    table, clothing or the field of view's edge), and no flat window (SD under 0.5 HU: the loader's padding, the
+    -1000 HU border the resampling adds). At most :data:`NOISE_SLICES` slices, evenly spread, are measured (the
+    windows are in-plane, so each slice is measured as in the whole volume).
+
+    Values clipped at the storage floor: air is stored down to -1024 HU on many scanners (unsigned pixels, intercept
+    -1024), so where noise is high a share of the air sits at the floor, and its SD reads low (Gaussian noise
+    around -1000 HU clipped at -1024: SD 20 reads 18, 40 reads 31, 80 reads 55). They are kept, not left out:
+    leaving out the windows that hold a clipped value keeps the windows whose noise happened to be low, and
+    leaving out the clipped values alone truncates the distribution further, both reading lower still. On the
+    working grid (linear resampling) few values stay exactly at the floor anyway. So a clipped scan's noise_hu is
+    a lower bound; :data:`NOISE_MAX_HU` is set low enough to flag ultra-low-dose noise even so. The trachea or
+    soft tissue were not taken instead: the trachea is a few hundred voxels at 1.5 mm and needs finding, and soft
+    tissue's windows hold fat-muscle edges and vessels (its local SD grows with anatomy, not with noise alone)."""
+    size = NOISE_WINDOW + 2 * NOISE_MARGIN
+    step = max(1, -(-hu.shape[0] // NOISE_SLICES))
+    zs = slice(step // 2, None, step)
+    region = air[zs]
+    if region.sum() < 1000:
+        return math.nan
+    inside = ndi.uniform_filter(region.astype(np.float32), (1, size, size), mode="constant") > 1.0 - 1e-3
+    x = hu[zs].astype(np.float32) + 1000.0  # (centred on air: float32 keeps x**2 - mean**2 to 0.01 HU**2)
+    mean = ndi.uniform_filter(x, (1, NOISE_WINDOW, NOISE_WINDOW))
+    var = ndi.uniform_filter(x * x, (1, NOISE_WINDOW, NOISE_WINDOW))[inside] - mean[inside] ** 2
+    values = var[var >= 0.25]  # (SD 0.5 HU)
+    return _round(math.sqrt(float(np.median(values)))) if values.size >= 1000 else math.nan
 
 
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,
@@ -90,6 +163,7 @@ def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: fl
         "tissue_hu": _round(np.median(hu[inside])) if inside.sum() >= 1000 else math.nan,
         "healthy_lung_hu": _round(hu[healthy].mean()) if healthy.sum() >= 1000 else math.nan,
         "metal_ml": round(float(np.count_nonzero(hu >= METAL_HU)) * voxel_ml, 2),
+        "noise_hu": noise_hu(hu, outside),
     }
 
 
@@ -116,6 +190,9 @@ def flags_for(m: dict[str, Any], contrast_agent: str | None = None, slice_thickn
     t = slice_thickness_mm
     if t is not None and math.isfinite(float(t)) and float(t) > THICK_SLICE_MM:
         flags.append(f"THICK_SLICES:{float(t):g}")
+    noise = m.get("noise_hu", math.nan)
+    if math.isfinite(noise) and noise > NOISE_MAX_HU:
+        flags.append(f"NOISY:{noise:.0f}")
     return flags
 
 

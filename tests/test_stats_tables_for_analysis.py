@@ -201,3 +201,39 @@ def test_codebook_documents_the_two_boolean_encodings(stats_runs, validate_run):
     assert set(side["within_readers_mae"]) <= {"yes", "no", ""}
     readers = val_book[(val_book["table"] == "ratings") & val_book["column"].isin(["alice", "bob"])]
     assert len(readers) == 2 and readers["description"].str.contains("reader").all()
+
+
+# --- measurement conditions of the cohort (an audit of contrast, noise and kernels) ------------------------------------
+
+def test_a_cohort_mixing_contrast_kernels_or_thick_slices_is_named_in_a_note():
+    import pandas as pd
+
+    from scoring.stats.cohort import conditions_note
+
+    scans = pd.DataFrame({"scan_id": list("abcd"), "qc_flags": ["CONTRAST;ZONES_MISSING", "", "THICK_SLICES:8", None],
+                          "kernel": ["B30f", "B30f", "B70f", None]})
+    note = conditions_note(scans)
+    assert "1 of 4 scans contrast-enhanced (CONTRAST)" in note
+    assert "1 of 4 scans slices thicker than 5 mm (THICK_SLICES)" in note
+    assert "2 reconstruction kernels: B30f (2), B70f (1)" in note
+    assert "NOISY" not in note and "DENSE_LUNG" not in note
+    # all alike (every scan contrast, one kernel) or not said: no note
+    same = pd.DataFrame({"scan_id": list("ab"), "qc_flags": ["CONTRAST", "CONTRAST:x"], "kernel": ["B30f", "B30f"]})
+    assert conditions_note(same) is None
+    assert conditions_note(pd.DataFrame({"scan_id": ["a"]})) is None
+
+
+def test_the_note_reaches_the_cohort_of_ctscore_stats(tmp_path):
+    """Through the public API on a simulated cohort whose scans.csv gets a CONTRAST flag on one scan."""
+    import pandas as pd
+
+    from scoring.stats.cohort import load_cohort
+    from tests.scripts_loader import load_script
+
+    sim = load_script("simulate_cohort")
+    sim.main(["-o", str(tmp_path / "sim"), "--seed", "0"])
+    scans = pd.read_csv(tmp_path / "sim" / "scores" / "scans.csv", dtype=str, keep_default_na=False)
+    scans.loc[0, "qc_flags"] = "CONTRAST"
+    scans.to_csv(tmp_path / "sim" / "scores" / "scans.csv", index=False)
+    cohort = load_cohort(tmp_path / "sim" / "scores", tmp_path / "sim" / "clinical.csv", tmp_path / "sim" / "labs.csv")
+    assert any("contrast-enhanced (CONTRAST)" in n for n in cohort.notes)

@@ -266,6 +266,10 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if mixed:
         notes.append(mixed)
         log.warning(notes[-1])
+    conditions = conditions_note(scans)
+    if conditions:
+        notes.append(conditions)
+        log.warning(notes[-1])
     no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
         notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "
@@ -314,6 +318,40 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
 _INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFrame of scans.csv",
            "clinical": "a path to clinical.csv or a DataFrame of it",
            "labs": "a path to labs.csv, a DataFrame of it, or None"}
+
+
+#: QC flags (scans.csv ``qc_flags``, the part before ``:``) of how a scan was made that move the HU-class measures
+#: and scores (README, "Measurement conditions"): a cohort mixing scans with and without one is named in a note.
+CONDITION_FLAGS = {"CONTRAST": "contrast-enhanced", "THICK_SLICES": "slices thicker than 5 mm",
+                   "NOISY": "noisy (low dose)", "DENSE_LUNG": "dense lung without lesion (expiration?)"}
+
+
+def conditions_note(scans: pd.DataFrame) -> str | None:
+    """A note when the cohort's scans were made under different conditions that move the scores: some carry a flag
+    of :data:`CONDITION_FLAGS` and others not, or the scans were reconstructed with several kernels. None when all
+    alike (or the table does not say: no ``qc_flags`` / ``kernel`` column)."""
+    if scans is None or not len(scans):
+        return None
+    parts = []
+    if "qc_flags" in scans.columns:
+        flags = scans["qc_flags"].astype(object).where(scans["qc_flags"].notna(), "").astype(str)
+        names = flags.map(lambda t: {f.split(":", 1)[0].strip() for f in t.split(";") if f.strip()})
+        for flag, what in CONDITION_FLAGS.items():
+            n = int(names.map(lambda s, flag=flag: flag in s).sum())
+            if 0 < n < len(scans):
+                parts.append(f"{n} of {len(scans)} scans {what} ({flag})")
+    if "kernel" in scans.columns:
+        kernels = scans["kernel"].astype(object).where(scans["kernel"].notna(), "").astype(str).str.strip()
+        counts = kernels[kernels != ""].value_counts()
+        if len(counts) > 1:
+            shown = ", ".join(f"{k} ({n})" for k, n in counts.head(6).items())
+            parts.append(f"{len(counts)} reconstruction kernels: {shown}{', ...' if len(counts) > 6 else ''}")
+    if not parts:
+        return None
+    return ("the scans were made under different conditions (" + "; ".join(parts) + "): ground-glass and "
+            "consolidation volumes, % high opacity and the density grades depend on them (README, \"Measurement "
+            "conditions\"); compare within a condition, or adjust for it (qc_flags, kernel, slice_thickness_mm of "
+            "scans.csv)")
 
 
 def check_input(value: object, name: str, argument: str | None = None) -> None:

@@ -45,6 +45,8 @@ SCORING_FLAGS: dict[str, str] = {
                   "diffuse disease; normal lung reaches the ground-glass band: review",
     "METAL": "this many mL at 2500 HU or more (wires, clips, a pacemaker, electrodes): streaks may be taken as ground "
              "glass; review qc.png",
+    "LOW_ATTENUATION": "this % of the lung is below -950 HU (%LAA-950, at least 10 %): emphysema or bullae; pneumonia "
+                       "around air cysts is under-segmented",
     "CONTRAST": "the header names a contrast agent: lesion voxels from 150 HU (enhanced vessels) are left out, "
                 "enhancement below that raises density, enhanced great vessels can be taken for the manubrium (check "
                 "the levels picture); the HU bands and the network are of non-contrast CT",
@@ -60,6 +62,7 @@ SCORING_FLAGS: dict[str, str] = {
 #: The unit of the value a flag carries after its colon (report.html shows it after the value).
 FLAG_UNITS: dict[str, str] = {
     "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm", "NOISY": "HU",
+    "LOW_ATTENUATION": "% of the lung",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",
 }

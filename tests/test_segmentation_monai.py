@@ -416,8 +416,9 @@ def test_bowel_gas_is_taken_out_of_the_lung_mask():
     hu2[57:63, 19:33, 59:73] = -1000.0  # ... around 4 mL of gas: a piece of its own, large and homogeneous enough
     out2, removed2 = remove_bowel_gas(lungs2, hu2, sp)
     assert removed2 == {} and np.array_equal(out2, lungs2)
-    # it is kept for its height alone: counted as low, it goes
-    assert set(remove_bowel_gas(lungs2, hu2, sp, low_quantile=100.0)[1]) == {2}
+    # counted as low it still stays, as lung lies below and beside it; with those tests off too, it goes
+    assert remove_bowel_gas(lungs2, hu2, sp, low_quantile=100.0)[1] == {}
+    assert set(remove_bowel_gas(lungs2, hu2, sp, low_quantile=100.0, under_share=0.0, beside_share=1.0)[1]) == {2}
 
 
 def test_remove_bowel_gas_is_a_config_key(tmp_path):

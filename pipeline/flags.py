@@ -50,6 +50,10 @@ SCORING_FLAGS: dict[str, str] = {
     "CONTRAST": "the header names a contrast agent: lesion voxels from 150 HU (enhanced vessels) are left out, "
                 "enhancement below that raises density, enhanced great vessels can be taken for the manubrium (check "
                 "the levels picture); the HU bands and the network are of non-contrast CT",
+    "CONTRAST_SUSPECTED": "the header names no contrast agent, but the mediastinal soft tissue between the lungs "
+                          "(upper quartile of its HU, heart and great vessels, lungs' middle third) reads this many "
+                          "HU, over 75 (non-contrast blood 30-60): enhanced blood, a CT angiogram with a blank "
+                          "header? The effects of CONTRAST follow (scores not changed): check the series",
     "THICK_SLICES": "slices this many mm thick, over 5 mm: partial volume may look like ground glass",
     "NOISY": "the image noise (median SD of the HU in 5 x 5 windows of the air around the patient, on the working "
              "grid) is this many HU, over 35: ultra-low-dose noise; the liver dome, pericardial fat or noise may be "
@@ -62,6 +66,7 @@ SCORING_FLAGS: dict[str, str] = {
 #: The unit of the value a flag carries after its colon (report.html shows it after the value).
 FLAG_UNITS: dict[str, str] = {
     "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm", "NOISY": "HU",
+    "CONTRAST_SUSPECTED": "HU",
     "LOW_ATTENUATION": "% of the lung",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",

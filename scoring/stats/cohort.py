@@ -322,7 +322,7 @@ _INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFram
 
 #: QC flags (scans.csv ``qc_flags``, the part before ``:``) of how a scan was made that move the HU-class measures
 #: and scores (README, "Measurement conditions"): a cohort mixing scans with and without one is named in a note.
-CONDITION_FLAGS = {"CONTRAST": "contrast-enhanced", "THICK_SLICES": "slices thicker than 5 mm",
+CONDITION_FLAGS = {"CONTRAST": "contrast-enhanced", "CONTRAST_SUSPECTED": "enhanced by their blood's HU (header silent)", "THICK_SLICES": "slices thicker than 5 mm",
                    "NOISY": "noisy (low dose)", "DENSE_LUNG": "dense lung without lesion (expiration?)",
                    "LOW_ATTENUATION": "with emphysema or bullae (over 10 % of the lung below -950 HU)"}
 

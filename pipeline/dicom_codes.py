@@ -134,8 +134,8 @@ _CODES = [
     Code("STUDY_DATE_NORMALISED", "F", "StudyDate written the old ACR-NEMA way (YYYY.MM.DD) or as YYYY-MM-DD; the tables "
          "hold it as YYYYMMDD", "nothing"),
     Code("STUDY_DATE_UNREADABLE", "W", "StudyDate is not a calendar date (YYYYMMDD, 1900-2100); study_date is left "
-         "empty and the statistics leave the scan out", "give the scan's date in the clinical table, or correct the "
-         "header"),
+         "empty and the statistics leave the scan out", "write the scan's date (YYYYMMDD) into its empty study_date in "
+         "scans.csv, or correct the header"),
     Code("MISSING_SERIES_UID", "W", "no SeriesInstanceUID; the files of one folder were grouped as one series",
          "nothing; the series is named NO_SERIES_UID:<salted hash of its folder>"),
     Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "

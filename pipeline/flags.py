@@ -47,7 +47,8 @@ SCORING_FLAGS: dict[str, str] = {
              "glass; review qc.png",
     "LOW_ATTENUATION": "this % of the lung is below -950 HU (%LAA-950, at least 10 %): emphysema or bullae; pneumonia "
                        "around air cysts is under-segmented",
-    "CONTRAST": "the header names a contrast agent: lesion voxels from 150 HU (enhanced vessels) are left out, "
+    "CONTRAST": "the header names a contrast agent: lesion voxels from hu_classes.lesion_max_hu (default 150 HU: "
+                "enhanced vessels) are left out, "
                 "enhancement below that raises density, enhanced great vessels can be taken for the manubrium (check "
                 "the levels picture); the HU bands and the network are of non-contrast CT",
     "CONTRAST_SUSPECTED": "the header names no contrast agent, but the mediastinal soft tissue between the lungs "

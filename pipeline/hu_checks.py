@@ -127,12 +127,25 @@ NO_CONTRAST = {"", "none", "no", "nil", "n/a", "na", "0", "-", "without", "no co
 #: Values that say nobody knows, taken as no contrast: unknown is no agent, and a header that cannot say is treated
 #: like an empty one (no CONTRAST flag, no preference against the series in selection); a site that scans with
 #: contrast names the agent. A value of punctuation only ("?", "-/-", "--") names nothing either.
-UNKNOWN_CONTRAST = {"unknown", "unk", "not known", "unbekannt", "desconocido"}
+UNKNOWN_CONTRAST = {"unknown", "unk", "not known", "unbekannt", "desconocido", "not specified", "unspecified",
+                    "nothing", "not applicable", "n.a.", "n.a", "na.", "c-", "pre-contrast", "precontrast",
+                    "pre contrast"}
+#: A value starting with one of these says nobody knows ("unknown contrast", "not known if given").
+_UNKNOWN_START = re.compile(r"(unknown|unk|not known|not specified|unspecified)\b")
 #: Words that start a value saying "no contrast" ("NO CONTRAST AGENT", "NONE USED", "ohne KM", "sin contraste", "W/O
 #: CONTRAST", "NON CON", "NOT APPLIED"). "non" alone negates only contrast or enhancement: "NON-IONIC CONTRAST" is
 #: contrast.
 _NEGATION = re.compile(r"(no|none|nil|without|w/?o|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
                        r"non[- ]?(con|contrast|enhanced)|not (applied|used|given|administered|done))\b")
+#: "CONTRAST: NONE", "IV: none", "CONTRAST NOT GIVEN", "oral nil": a route or the word contrast, then a negation.
+_TRAILING_NEGATION = re.compile(r"(contrast|kontrastmittel|km|agent|iv|i\.v\.?|intravenous|oral|rectal)\W*"
+                                r"(none|no|nil|n/?a|not (applied|used|given|administered|done))")
+#: Where one value holds several statements ("W/O ORAL W/ IV", "not given orally; IV contrast", "non con chest, IV
+#: for abdomen"): split at , ; + & "and" "w/" (not "w/o") "with"; a later statement counts only when it names a
+#: route or agent (below), so "NON CON CHEST, ABDOMEN" stays no contrast.
+_CLAUSES = re.compile(r"[,;+&]|\band\b|\bw/(?!o)|\bwith\b")
+#: A later statement that names a route or an agent: contrast unless negated itself.
+_ROUTE = re.compile(r"\b(iv|i\.v\.?|intraven\w*|contrast|kontrastmittel|km|agent|oral\w*|rectal\w*|\d+\s*(ml|cc))\b")
 #: A volume of nothing: "0", "0 ml", "0.0 cc", "0ml".
 _ZERO = re.compile(r"0+([.,]0*)?\s*(ml|cc|cm3)?")
 #: Names of contrast agents (generic and brand): a value naming one is contrast even after a negation
@@ -144,14 +157,24 @@ _AGENTS = re.compile(r"io(hexol|pamidol|promide|dixanol|meprol|versol|bitridol|x
 
 def has_contrast(agent: str | None) -> bool:
     """Whether a ContrastBolusAgent value names an agent ("none", "no", "n/a", "NO CONTRAST AGENT", "NONE USED",
-    "nativ", "W/O", "NON CON", "NOT GIVEN", "0 ml", "-/-" and the like do not, nor "UNKNOWN" or "?": unknown is
-    no agent; "NON-IONIC CONTRAST" and "No oral, IV Omnipaque" do)."""
+    "nativ", "W/O", "NON CON", "NOT GIVEN", "0 ml", "-/-", "C-", "CONTRAST: NONE" and the like do not, nor "UNKNOWN"
+    or "?": unknown is no agent; "NON-IONIC CONTRAST", "No oral, IV Omnipaque" and "W/O ORAL W/ IV" do: a value of
+    several statements is contrast when one of them says a route or agent was given)."""
     text = " ".join((agent or "").replace("_", " ").strip().lower().split())
     if _AGENTS.search(text):
         return True
-    if text in NO_CONTRAST or text in UNKNOWN_CONTRAST or not re.search(r"[^\W_]", text):
+    if text in NO_CONTRAST or text in UNKNOWN_CONTRAST or _UNKNOWN_START.match(text):
         return False
-    return not _NEGATION.match(text) and not _ZERO.fullmatch(text)
+    clauses = [c.strip(" .:-/") for c in _CLAUSES.split(text)]
+    return any(_says_given(c) and (i == 0 or _ROUTE.search(c)) for i, c in enumerate(clauses))
+
+
+def _says_given(clause: str) -> bool:
+    """Whether one statement of a ContrastBolusAgent value says an agent was given (:func:`has_contrast`)."""
+    if not re.search(r"[^\W_]", clause) or clause in NO_CONTRAST or clause in UNKNOWN_CONTRAST:
+        return False  # punctuation only ("?", "-/-"), or a whole-value negation
+    return not (_NEGATION.match(clause) or _ZERO.fullmatch(clause) or _TRAILING_NEGATION.fullmatch(clause)
+                or _UNKNOWN_START.match(clause))
 
 
 def noise_hu(hu: np.ndarray, air: np.ndarray) -> float:

@@ -211,7 +211,8 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
     (default ``scores_patient_id`` when present, else ``patient_id``)."""
     # what validation noticed (a column that looks like a misspelt schema column), for data_summary
-    notes: list[str] = [*clinical.attrs.get("notes", []), *(labs.attrs.get("notes", []) if labs is not None else [])]
+    notes: list[str] = [*scans.attrs.get("notes", []), *clinical.attrs.get("notes", []),
+                        *(labs.attrs.get("notes", []) if labs is not None else [])]
     source = clinical.attrs.get("source")
     if id_column is None:
         id_column = "scores_patient_id" if "scores_patient_id" in clinical.columns else "patient_id"
@@ -324,7 +325,7 @@ _INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFram
 #: and scores (README, "Measurement conditions"): a cohort mixing scans with and without one is named in a note.
 CONDITION_FLAGS = {"CONTRAST": "contrast-enhanced", "CONTRAST_SUSPECTED": "enhanced by their blood's HU (header silent)", "THICK_SLICES": "slices thicker than 5 mm",
                    "NOISY": "noisy (low dose)", "DENSE_LUNG": "dense lung without lesion (expiration?)",
-                   "LOW_ATTENUATION": "with emphysema or bullae (over 10 % of the lung below -950 HU)"}
+                   "LOW_ATTENUATION": "with emphysema or bullae (10 % of the lung or more below -950 HU)"}
 
 
 def conditions_note(scans: pd.DataFrame) -> str | None:

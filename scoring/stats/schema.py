@@ -624,9 +624,20 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         raise _bad(code, scans_path, "scan_id", int(i) + 2, scans["scan_id"][i],
                    f"appears more than once (also line {first}); one row per scan")
     scans["study_date"] = _parse_dates(scans["study_date"], "study_date", code, scans_path)
-    if scans["study_date"].isna().any():
-        i = int(scans["study_date"].isna().idxmax())
-        raise _bad(code, scans_path, "study_date", i + 2, "", "is empty (every scored scan needs its date)")
+    notes = []
+    undated = scans["study_date"].isna()
+    if undated.all() and len(scans):
+        i = int(undated.idxmax())
+        raise _bad(code, scans_path, "study_date", i + 2, "", "is empty in every scored row (every analysis needs "
+                   "the scan's date)")
+    if undated.any():  # no StudyDate in the header, or one that is no date (loader code STUDY_DATE_UNREADABLE)
+        lines = ", ".join(str(int(i) + 2) for i in scans.index[undated][:5])
+        notes.append(f"{int(undated.sum())} scored scan(s) without a study_date left out (line(s) {lines}"
+                     f"{', ...' if undated.sum() > 5 else ''} of scans.csv: no StudyDate in their header, or one "
+                     "that is no date, STUDY_DATE_UNREADABLE); to use one, write its date (YYYYMMDD) into its empty "
+                     "study_date")
+        log.warning(notes[-1])
+        scans = scans[~undated]
     if "series_time" not in scans.columns:  # scans.csv of ctscore < 0.2.0, or a table made by hand
         scans["series_time"] = ""
     scans["series_time"] = _parse_times(scans["series_time"].fillna("").astype(str), code, scans_path)
@@ -646,7 +657,9 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         if out.any():
             i = int(out.idxmax())
             raise _bad(code, scans_path, c, i + 2, scans[c][i], f"is outside 0-{hi}")
-    return scans.reset_index(drop=True)
+    scans = scans.reset_index(drop=True)
+    scans.attrs["notes"] = notes  # build_cohort carries them into data_summary
+    return scans
 
 
 def validate_zones(zones: pd.DataFrame, scans: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:

@@ -1,0 +1,61 @@
+"""Fixes of a review of the 0.5.0 changes: 'no contrast' words that hid IV contrast named later in the value, more
+'no contrast' values, and ``ctscore stats`` refusing a scores table with one undated scan (STUDY_DATE_UNREADABLE
+promises the scan is left out)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import CTScoreError
+from pipeline.hu_checks import has_contrast
+
+
+@pytest.mark.parametrize("value", [
+    "W/O ORAL W/ IV", "WO ORAL, IV", "not given orally; IV contrast", "non con chest, IV for abdomen",
+    "No oral, IV Omnipaque", "NON-IONIC CONTRAST", "Non ionic contrast", "NON-IONIC CONTRAST, 100 ML", "IV", "C+",
+    "Omnipaque 350", "50 ml iv", "oral only",
+])
+def test_contrast_given(value):
+    assert has_contrast(value)
+
+
+@pytest.mark.parametrize("value", [
+    "WO ORAL", "C-", "not applicable", "N.A.", "n.a", "pre-contrast", "PRECONTRAST", "CONTRAST NOT GIVEN",
+    "CONTRAST: NONE", "IV: none", "unknown contrast", "Not Specified", "nothing", "No IV contrast",
+    "NON CON CHEST, ABDOMEN", "NO CONTRAST, NO IV", "W/O", "NON CON", "0 ml", "UNKNOWN", "?",
+])
+def test_no_contrast(value):
+    assert not has_contrast(value)
+
+
+def _scans(dates):
+    return pd.DataFrame({"scan_id": [f"s{i}" for i in range(len(dates))], "patient_id": ["p1"] * len(dates),
+                         "study_date": dates, "status": ["ok"] * len(dates),
+                         "six_zone_total": ["3"] * len(dates), "zhang900_total": ["40"] * len(dates)})
+
+
+def test_an_undated_scan_is_left_out_with_a_note_not_the_whole_table(caplog):
+    from scoring.stats.schema import validate_scans
+
+    out = validate_scans(_scans(["20200405", "", "20200410"]))
+    assert out["scan_id"].tolist() == ["s0", "s2"]
+    assert any("1 scored scan(s) without a study_date left out (line(s) 3" in n for n in out.attrs["notes"])
+    assert any("without a study_date" in r.getMessage() for r in caplog.records)
+    # every scan undated: nothing to analyse, refused naming the column
+    with pytest.raises(CTScoreError, match="study_date"):
+        validate_scans(_scans(["", ""]))
+
+
+def test_the_note_reaches_the_cohort(tmp_path):
+    from scoring.stats.cohort import load_cohort
+    from tests.scripts_loader import load_script
+
+    load_script("simulate_cohort").main(["-o", str(tmp_path / "sim"), "--seed", "0"])
+    path = tmp_path / "sim" / "scores" / "scans.csv"
+    scans = pd.read_csv(path, dtype=str, keep_default_na=False)
+    scans.loc[0, "study_date"] = ""
+    scans.to_csv(path, index=False)
+    cohort = load_cohort(tmp_path / "sim" / "scores", tmp_path / "sim" / "clinical.csv", tmp_path / "sim" / "labs.csv")
+    assert any("without a study_date left out" in n for n in cohort.notes)
+    assert scans.loc[0, "scan_id"] not in set(cohort.scans["scan_id"])

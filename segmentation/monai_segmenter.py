@@ -367,7 +367,6 @@ def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
         # the floor of the largest piece in each (y, x) column (-1 where it has none): below it lies what is under
         # the lung (the dome and what is beneath it); an air space with lung below it in its column is in the lung
         floor = np.where(main_mask.any(axis=0), main_mask.argmax(axis=0), -1)
-        del main_mask
         gas = np.zeros(m.shape, bool)
         for k in np.flatnonzero(sizes * voxel_ml >= min_ml) + 1:
             if k == main:
@@ -375,7 +374,7 @@ def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
             piece = pieces == k
             z, y, x = np.nonzero(piece)
             if z.mean() >= z_low or np.mean(z < floor[y, x]) < under_share or \
-                    _beside_share(piece, pieces == main, sp, wall_mm, beside_mm) > beside_share:
+                    _beside_share(piece, main_mask, sp, wall_mm, beside_mm) > beside_share:
                 continue
             median = float(np.median(h[piece]))
             if gas_hu <= median < gas_hu + max_air_shift and not measured:  # measured once, only when it matters

@@ -17,7 +17,8 @@ copies into a new folder only what is meant to be shared:
 - ``run.json`` with the input redacted and only the keys known to say nothing of the input's location (versions,
   configuration, model id, timings, counts);
 - ``report.html`` made again from the files copied (the original names the INPUT folder), so that its links all
-  lead to files in DEST;
+  lead to files in DEST; ``METHODS.md`` (``ctscore methods``), when OUT has one, made again from them too (text
+  edited by hand is not copied: it may name anything);
 - ``SHARED.txt``, the manifest: what was copied (sha256 and size of each file), what was left out and why, what
   was redacted.
 
@@ -83,6 +84,7 @@ REWRITTEN = {
     "run.json": "rewritten: the input redacted, keys not known to be safe left out",
     "report.html": "made again from the shared files (the original names the input folder)",
     "data_dictionary.csv": "copied without the rows of failures.csv's columns left out",
+    "METHODS.md": "made again from the shared files (ctscore methods; the original may have been edited by hand)",
 }
 NOT_RECOGNISED = "not recognised as a ctscore output"
 LOG_REASON = "a log: it names input files and folders (a file that could not be read, a failed series)"
@@ -205,6 +207,11 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
 
         report = render_run_report(tmp).encode("utf-8")
         copied.append(_write_bytes(tmp / "report.html", "report.html", report, REWRITTEN["report.html"]))
+        if (out / "METHODS.md").is_file() and not (out / "METHODS.md").is_symlink():
+            from pipeline.methods import methods_text
+
+            copied.append(_write_bytes(tmp / "METHODS.md", "METHODS.md", methods_text(tmp).encode("utf-8"),
+                                       REWRITTEN["METHODS.md"]))
         changed = [str(p.relative_to(out)) for p, st in sources.items() if _stamp(p) != st]
         if changed:
             raise CTScoreError("OUTPUT_CHANGED", f"{len(changed)} file(s) of the output folder changed while they "

@@ -179,3 +179,24 @@ def test_missing_run_json_says_what_is_unknown(sample_run, tmp_path):
     version = pd.read_csv(out / "scans.csv", dtype=str)["ctscore_version"][0]
     assert "classical segmenter" in text and f"ctscore {version}," in text
     assert "Python (version unknown)" in text and "- Scans scored: 1\n" in text
+
+
+def test_share_makes_the_methods_text_again_from_the_shared_files(tmp_path, sample_run):
+    """A METHODS.md in OUT (which its authors may have edited: it could name anything) is not copied by ctscore share;
+    one is made again from the shared files, and says the same of the run."""
+    import shutil
+
+    from pipeline.methods import methods_text, write_methods
+    from pipeline.share import share_outputs
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    write_methods(out)
+    (out / "METHODS.md").write_text("Reviewed by Dr. Jane Roe at St. Example Hospital.\n")
+    summary = share_outputs(out, tmp_path / "dest", allow_builtin_salt=True)
+    shared = (tmp_path / "dest" / "METHODS.md").read_text()
+    assert "Jane Roe" not in shared
+    assert "ctscore" in shared and "six-zone" in shared
+    assert "METHODS.md" in {c["path"] for c in summary["copied"]}
+    # the same statements as made from OUT itself (the run.json shared is redacted of paths only)
+    assert shared.split("For reproducibility")[0] == methods_text(sample_run).split("For reproducibility")[0]

@@ -37,6 +37,7 @@ CITE_SIX_ZONE = ("Liao et al., Int J Med Sci 2021;18(1):29-41; Li et al., Theran
 CITE_ZHANG = "Zhang et al., Respiratory Research 2020;21:180"
 CITE_CHUNG = "Chung et al., Radiology 2020;295:202-207"
 CITE_PAN = "Pan et al., Radiology 2020;295:715-721"
+CITE_MOSMED = "Morozov et al., MosMedData, medRxiv 2020, doi:10.1101/2020.05.20.20100362"
 
 ZHANG_LEVELS = "suprasternal notch, aortic arch, carina, bronchus intermedius and diaphragm dome"
 
@@ -352,8 +353,8 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
     s.append(f"The extent \u00d7 density\u00b2 score (0-900; {CITE_ZHANG}) was measured {where}: extent 0-10 in 10 % "
              "steps (at least 1 when involved) and density 1 (faint ground glass), 2 (ground glass) or 3 "
              f"(consolidation), the density being {density}; each unit scored extent \u00d7 density\u00b2.")
-    s.append("The MosMedData category (CT-0 to CT-4: no lesion, <25 %, 25 to <50 %, 50 to <75 %, \u226575 %) was "
-             "assigned from the percentage of opacity of both lungs.")
+    s.append("The MosMedData category (CT-0 to CT-4: no lesion, <25 %, 25 to <50 %, 50 to <75 %, \u226575 %; "
+             f"{CITE_MOSMED}) was assigned from the percentage of opacity of both lungs.")
     n_lobar = sum(1 for a, b in zip(_values(ok, "lobar20_total") or [""] * n_ok,
                                     _values(ok, "lobar25_total") or [""] * n_ok) if a or b)
     if n_lobar:

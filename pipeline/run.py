@@ -243,7 +243,11 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     flags_fov = fov_flags(lungs_o, tuple(spacing_o[::-1]), pad_o)
     solid = solid_lesion_ml(hu_o, classes, voxel_ml)
     flags_solid = [f"SOLID_LESION:{solid:.0f}"] if solid else []
-    flags = (list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
+    # an airway of under AIRWAY_MIN_ML: the carina and the levels placed from it are estimated (LANDMARK_ESTIMATED);
+    # this says why (an ICU audit: an endotracheal tube in the trachea left 0.5 mL of airway, the carina 25 mm high)
+    airway_ml = 0.0 if seg.airway is None else float(np.count_nonzero(seg.airway)) * voxel_ml_w
+    flags_airway = [f"AIRWAY_NOT_FOUND:{airway_ml:.1f}"] if airway_ml < AIRWAY_MIN_ML else []
+    flags = (list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid + flags_airway
              + orientation_flags(orientation))
     timings["score_s"] = time.perf_counter() - t
     return {
@@ -252,6 +256,11 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
     }
 
+
+#: An airway (trachea and main bronchi, as the segmenter found them) of less mL than this is flagged
+#: AIRWAY_NOT_FOUND:<mL>. The six real chests of ../shared/data: 5.4 (8 mm slices) to 39.8 mL; an endotracheal tube
+#: simulated in ricord_covid_419639's trachea (a +100 HU ring, tip 4 cm above the carina) left 0.5 mL (36.6 without).
+AIRWAY_MIN_ML = 2.0
 
 LOBE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 #: TotalSegmentator's default output, one binary mask per structure in a folder: its lobe files -> our lobe codes.

@@ -59,3 +59,39 @@ def test_the_note_reaches_the_cohort(tmp_path):
     cohort = load_cohort(tmp_path / "sim" / "scores", tmp_path / "sim" / "clinical.csv", tmp_path / "sim" / "labs.csv")
     assert any("without a study_date left out" in n for n in cohort.notes)
     assert scans.loc[0, "scan_id"] not in set(cohort.scans["scan_id"])
+
+
+def test_an_airway_not_found_is_flagged_with_its_volume():
+    """An ICU audit: an endotracheal tube left 0.5 mL of airway, and the carina estimated 25 mm high was flagged
+    LANDMARK_ESTIMATED with no cause. AIRWAY_NOT_FOUND:<mL> says why; the sample's airway is not flagged."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from pipeline.config import load_config
+    from pipeline.run import AIRWAY_MIN_ML, analyse_volume
+    from segmentation.factory import build_segmenter
+    from segmentation.training import load_series_lps
+
+    sample = Path(__file__).parents[1] / "sample_dicoms"
+    if not (sample / "ground_truth.json").is_file():
+        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
+    cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    seg = build_segmenter(cfg)
+    img = load_series_lps(sample)
+    base = analyse_volume(img, cfg, seg)
+    assert not any(f.startswith("AIRWAY_NOT_FOUND") for f in base["flags"])
+
+    class NoAirway:  # the same segmentation with the airway (but a few voxels) lost, as behind a tube
+        name = seg.name
+
+        def segment(self, hu, spacing):
+            s = seg.segment(hu, spacing)
+            keep = np.zeros(s.airway.shape, bool)
+            keep[tuple(i[:10] for i in np.nonzero(s.airway))] = True
+            s.airway = keep
+            return s
+
+    res = analyse_volume(img, cfg, NoAirway())
+    flag = [f for f in res["flags"] if f.startswith("AIRWAY_NOT_FOUND:")]
+    assert len(flag) == 1 and float(flag[0].split(":")[1]) < AIRWAY_MIN_ML

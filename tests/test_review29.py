@@ -95,3 +95,36 @@ def test_an_airway_not_found_is_flagged_with_its_volume():
     res = analyse_volume(img, cfg, NoAirway())
     flag = [f for f in res["flags"] if f.startswith("AIRWAY_NOT_FOUND:")]
     assert len(flag) == 1 and float(flag[0].split(":")[1]) < AIRWAY_MIN_ML
+
+
+def test_a_thin_wire_is_metal_on_the_cts_own_grid():
+    """An ICU audit: a 1 mm lead at 3000 HU averaged below 2500 HU on the 1.5 mm working grid and was not flagged."""
+    from pathlib import Path
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from pipeline.config import load_config
+    from pipeline.hu_checks import flags_for
+    from pipeline.run import analyse_volume
+    from segmentation.factory import build_segmenter
+    from segmentation.training import load_series_lps
+
+    sample = Path(__file__).parents[1] / "sample_dicoms"
+    if not (sample / "ground_truth.json").is_file():
+        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
+    cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    img = load_series_lps(sample)
+    hu = sitk.GetArrayFromImage(img).astype(np.float32)
+    sp = img.GetSpacing()
+    body = np.nonzero(hu[hu.shape[0] // 2] > -300)
+    y0, x0 = int(body[0].min()) + 3, int(np.median(body[1]))  # just inside the front of the chest wall
+    wire = np.zeros(hu.shape, bool)
+    wire[:, y0, x0:x0 + max(1, round(1.0 / sp[0]))] = True  # 1 mm wide, one pixel deep, along the whole scan
+    assert wire.sum() * np.prod(sp) / 1000 >= 0.1
+    hu[wire] = 3000.0
+    im = sitk.GetImageFromArray(hu)
+    im.CopyInformation(img)
+    res = analyse_volume(im, cfg, build_segmenter(cfg))
+    assert res["hu_check"]["metal_ml"] >= 0.1
+    assert any(f.startswith("METAL:") for f in flags_for(res["hu_check"]))

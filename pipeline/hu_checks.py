@@ -135,15 +135,20 @@ _UNKNOWN_START = re.compile(r"(unknown|unk|not known|not specified|unspecified)\
 #: Words that start a value saying "no contrast" ("NO CONTRAST AGENT", "NONE USED", "ohne KM", "sin contraste", "W/O
 #: CONTRAST", "NON CON", "NOT APPLIED"). "non" alone negates only contrast or enhancement: "NON-IONIC CONTRAST" is
 #: contrast.
-_NEGATION = re.compile(r"(no|none|nil|without|w/?o|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
+_NEGATION = re.compile(r"(no|none|nil|without|w/?out|w/?o|n/a|ohne|kein\w*|sin|senza|sans|nativ|native|plain|unenhanced|"
                        r"non[- ]?(con|contrast|enhanced)|not (applied|used|given|administered|done))\b")
-#: "CONTRAST: NONE", "IV: none", "CONTRAST NOT GIVEN", "oral nil": a route or the word contrast, then a negation.
-_TRAILING_NEGATION = re.compile(r"(contrast|kontrastmittel|km|agent|iv|i\.v\.?|intravenous|oral|rectal)\W*"
-                                r"(none|no|nil|n/?a|not (applied|used|given|administered|done))")
+#: "CONTRAST: NONE", "IV: none", "IV CONTRAST: NOT GIVEN", "IV: 0 ml", "contrast?", "IV: unknown": routes or the word
+#: contrast, then a negation, nothing, or not known.
+_TRAILING_NEGATION = re.compile(r"((contrast|kontrastmittel|km|agent|iv|i\.v\.?|intravenous|oral|rectal)\W*)+"
+                                r"(none|no|nil|n|n/?a|-+|\?+|0+([.,]0*)?\s*(ml|cc)?|unknown|not known|not applicable|"
+                                r"not (applied|used|given|administered|done))")
+#: Words of a statement that name something other than an agent: "iv line in situ", "10 ML SALINE FLUSH", "oral
+#: water", "ORAL: NEGATIVE" (negative oral contrast is water): such a statement says no agent was given.
+_NOT_AGENT = re.compile(r"\b(saline|water|line|cannula|access|port|flush|negative|in situ)\b")
 #: Where one value holds several statements ("W/O ORAL W/ IV", "not given orally; IV contrast", "non con chest, IV
 #: for abdomen"): split at , ; + & "and" "w/" (not "w/o") "with"; a later statement counts only when it names a
 #: route or agent (below), so "NON CON CHEST, ABDOMEN" stays no contrast.
-_CLAUSES = re.compile(r"[,;+&]|\band\b|\bw/(?!o)|\bwith\b")
+_CLAUSES = re.compile(r"[,;+&]|\band\b|\bw/(?!o\b|out\b)|\bwith\b")
 #: A later statement that names a route or an agent: contrast unless negated itself.
 _ROUTE = re.compile(r"\b(iv|i\.v\.?|intraven\w*|contrast|kontrastmittel|km|agent|oral\w*|rectal\w*|\d+\s*(ml|cc))\b")
 #: A volume of nothing: "0", "0 ml", "0.0 cc", "0ml".
@@ -165,12 +170,15 @@ def has_contrast(agent: str | None) -> bool:
         return True
     if text in NO_CONTRAST or text in UNKNOWN_CONTRAST or _UNKNOWN_START.match(text):
         return False
-    clauses = [c.strip(" .:-/") for c in _CLAUSES.split(text)]
+    clauses = [c.strip() for c in _CLAUSES.split(text)]
     return any(_says_given(c) and (i == 0 or _ROUTE.search(c)) for i, c in enumerate(clauses))
 
 
 def _says_given(clause: str) -> bool:
     """Whether one statement of a ContrastBolusAgent value says an agent was given (:func:`has_contrast`)."""
+    if _TRAILING_NEGATION.fullmatch(clause) or _NOT_AGENT.search(clause):
+        return False
+    clause = clause.strip(" .:-/")
     if not re.search(r"[^\W_]", clause) or clause in NO_CONTRAST or clause in UNKNOWN_CONTRAST:
         return False  # punctuation only ("?", "-/-"), or a whole-value negation
     return not (_NEGATION.match(clause) or _ZERO.fullmatch(clause) or _TRAILING_NEGATION.fullmatch(clause)

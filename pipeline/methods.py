@@ -309,9 +309,10 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
     faint, ggo, cons = _band(cfg, "faint_ggo"), _band(cfg, "ggo"), _band(cfg, "consolidation")
     pho, lmax = _get(cfg, "hu_classes.high_opacity_min_hu"), _get(cfg, "hu_classes.lesion_max_hu")
     if faint and ggo and cons:
-        s.append(f"Lesion voxels were classified by attenuation as faint ground-glass opacity (below {_g(ggo[0])} HU; "
-                 f"band {_g(faint[0])} to {_g(faint[1])} HU), ground-glass opacity ({_g(ggo[0])} to {_g(cons[0])} HU) "
-                 f"and consolidation ({_g(cons[0])} HU and above; band {_g(cons[0])} to {_g(cons[1])} HU)"
+        s.append(f"Lesion voxels were classified by attenuation as faint ground-glass opacity (below {_g(ggo[0])} HU, "
+                 f"lesion voxels under {_g(faint[0])} HU included; this split of the ground-glass band is ctscore's "
+                 "assumption, as no source gives HU limits for Zhang et al.'s 'frosted glass'), ground-glass opacity "
+                 f"({_g(ggo[0])} to {_g(cons[0])} HU) and consolidation ({_g(cons[0])} HU and above)"
                  + (f"; lesion voxels at or above {_g(lmax)} HU (enhanced vessels, calcification, bone, metal) were "
                     "not counted as lesion" if lmax is not None else "")
                  + (f"; the percentage of high opacity counted lesion voxels above {_g(pho)} HU" if pho is not None

@@ -48,7 +48,8 @@ def test_text_states_what_the_run_did(sample_run):
     assert f"Python {run['python']}" in text and f"pydicom {run['versions']['pydicom']}" in text
     assert "torch" not in text  # no network ran
     # the HU bands, resampling and score settings of run.json
-    assert "faint ground-glass opacity (below -550 HU; band -750 to -550 HU)" in text
+    assert "faint ground-glass opacity (below -550 HU, lesion voxels under -750 HU included; this split" in text
+    assert "ctscore's assumption" in text
     assert "ground-glass opacity (-550 to -300 HU)" in text and "band -300 to 100 HU" in text
     assert "at or above 150 HU" in text and "above -200 HU" in text
     assert "1.5 \u00d7 1.5 \u00d7 1.5 mm grid" in text
@@ -73,7 +74,7 @@ def test_text_states_what_the_run_did(sample_run):
 
 def test_text_shows_the_runs_bands_not_the_defaults(banded_run):
     text = methods_text(banded_run)
-    assert "faint ground-glass opacity (below -500 HU; band -750 to -500 HU)" in text
+    assert "faint ground-glass opacity (below -500 HU, lesion voxels under -750 HU included" in text
     assert "ground-glass opacity (-500 to -300 HU)" in text
     assert "at or above 200 HU" in text and "above -250 HU" in text
     assert "-550" not in text and "150 HU" not in text and "-200 HU" not in text

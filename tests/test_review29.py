@@ -15,6 +15,9 @@ from pipeline.hu_checks import has_contrast
     "W/O ORAL W/ IV", "WO ORAL, IV", "not given orally; IV contrast", "non con chest, IV for abdomen",
     "No oral, IV Omnipaque", "NON-IONIC CONTRAST", "Non ionic contrast", "NON-IONIC CONTRAST, 100 ML", "IV", "C+",
     "Omnipaque 350", "50 ml iv", "oral only",
+    # (a second review) agents after a negation of another route; oral contrast counts, as designed
+    "NO ORAL CONTRAST, IV 80ML", "Oral: none, IV: Omnipaque", "ohne KM, mit KM i.v.", "w/ contrast", "oral and iv",
+    "w/o iv w/oral",
 ])
 def test_contrast_given(value):
     assert has_contrast(value)
@@ -24,6 +27,11 @@ def test_contrast_given(value):
     "WO ORAL", "C-", "not applicable", "N.A.", "n.a", "pre-contrast", "PRECONTRAST", "CONTRAST NOT GIVEN",
     "CONTRAST: NONE", "IV: none", "unknown contrast", "Not Specified", "nothing", "No IV contrast",
     "NON CON CHEST, ABDOMEN", "NO CONTRAST, NO IV", "W/O", "NON CON", "0 ml", "UNKNOWN", "?",
+    # (a second review) several routes before the negation, nothing, not known; a later statement of no agent
+    "IV CONTRAST: NOT GIVEN", "IV CONTRAST NOT ADMINISTERED", "contrast not applicable", "IV: 0", "iv: 0 ml",
+    "IV - 0", "IV: N", "IV: -", "IV: unknown", "contrast: unknown", "contrast?", "no contrast, iv line in situ",
+    "NONE, 10 ML SALINE FLUSH", "no contrast; 100 ml saline", "Nil by IV, oral water", "oral: water, iv: none",
+    "ORAL: NEGATIVE, IV: NONE", "W/OUT CONTRAST",
 ])
 def test_no_contrast(value):
     assert not has_contrast(value)

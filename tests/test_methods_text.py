@@ -50,7 +50,7 @@ def test_text_states_what_the_run_did(sample_run):
     # the HU bands, resampling and score settings of run.json
     assert "faint ground-glass opacity (below -550 HU, lesion voxels under -750 HU included; this split" in text
     assert "ctscore's assumption" in text
-    assert "ground-glass opacity (-550 to -300 HU)" in text and "band -300 to 100 HU" in text
+    assert "ground-glass opacity (-550 to -300 HU)" in text and "consolidation (-300 HU and above)" in text
     assert "at or above 150 HU" in text and "above -200 HU" in text
     assert "1.5 \u00d7 1.5 \u00d7 1.5 mm grid" in text
     assert "slabs of \u00b15 mm" in text and "densest class holding at least 20 %" in text

@@ -106,6 +106,10 @@ LOW_ATTENUATION_PCT = 10.0
 #: with contrast are lower bounds. 75 flags every enhanced series, venous 150 HU included (84 and up), and no series
 #: as scanned (44 at most) nor with noise SD 80 (67 at most). Measuring takes 0.02-0.03 s.
 CONTRAST_SUSPECTED_HU = 75.0
+#: ... raised by the noise above this (noise_hu, HU; the six real series as recorded read 4-20): noise lifts the upper
+#: quartile of the soft tissue. scripts/measurement_conditions.py on the sample with noise SD 80 added: mediastinum_hu
+#: 75.4 at noise_hu 36.8, flagged CONTRAST_SUSPECTED before this (its blood is 40 HU); the limit there is now 91.8.
+CONTRAST_NOISE_HU = 20.0
 #: HU window of the mediastinal soft tissue measured: fat, air and the lungs' partial volume below, cortical bone and
 #: metal above (after the smoothing of :func:`mediastinum_hu`).
 MEDIASTINUM_RANGE = (0.0, 600.0)
@@ -218,6 +222,13 @@ def noise_hu(hu: np.ndarray, air: np.ndarray) -> float:
     return _round(math.sqrt(float(np.median(values)))) if values.size >= 1000 else math.nan
 
 
+def contrast_limit(m: dict[str, Any]) -> float:
+    """The mediastinum_hu above which CONTRAST_SUSPECTED is flagged: :data:`CONTRAST_SUSPECTED_HU`, plus the noise
+    (``noise_hu``) beyond :data:`CONTRAST_NOISE_HU`."""
+    noise = m.get("noise_hu", math.nan)
+    return CONTRAST_SUSPECTED_HU + (max(0.0, noise - CONTRAST_NOISE_HU) if math.isfinite(noise) else 0.0)
+
+
 def metal_ml(hu: np.ndarray, voxel_ml: float) -> float:
     """mL at :data:`METAL_HU` or more. The pipeline measures it on the CT's own grid: on the 1.5 mm working grid a 1 mm
     lead (0.2 mL at 3000 HU) averaged below the limit and read 0 (an ICU audit); the six real chests of ../shared/data
@@ -327,7 +338,7 @@ def flags_for(m: dict[str, Any], contrast_agent: str | None = None, slice_thickn
         flags.append(f"METAL:{m['metal_ml']:.1f}")
     if has_contrast(contrast_agent):  # (oral contrast too: still an agent the header names)
         flags.append("CONTRAST")
-    elif math.isfinite(m.get("mediastinum_hu", math.nan)) and m["mediastinum_hu"] > CONTRAST_SUSPECTED_HU:
+    elif math.isfinite(m.get("mediastinum_hu", math.nan)) and m["mediastinum_hu"] > contrast_limit(m):
         flags.append(f"CONTRAST_SUSPECTED:{m['mediastinum_hu']:.0f}")  # (the header says nothing: the image does)
     t = slice_thickness_mm
     if t is not None and math.isfinite(float(t)) and float(t) > THICK_SLICE_MM:

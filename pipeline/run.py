@@ -247,6 +247,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     # an airway of under AIRWAY_MIN_ML: the carina and the levels placed from it are estimated (LANDMARK_ESTIMATED);
     # this says why (an ICU audit: an endotracheal tube in the trachea left 0.5 mL of airway, the carina 25 mm high)
     airway_ml = 0.0 if seg.airway is None else float(np.count_nonzero(seg.airway)) * voxel_ml_w
+    hu_check["airway_ml"] = round(airway_ml, 2)  # (result.json: the measure behind AIRWAY_NOT_FOUND)
     flags_airway = [f"AIRWAY_NOT_FOUND:{airway_ml:.1f}"] if airway_ml < AIRWAY_MIN_ML else []
     flags = (list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid + flags_airway
              + orientation_flags(orientation))

@@ -52,6 +52,18 @@ def sample_truth() -> dict:
 
 
 @pytest.fixture(scope="session")
+def sample_classical(sample_truth):
+    """(the sample as a SimpleITK image in LPS, the configuration with the classical segmenter, that segmenter): for
+    tests that score an edited copy of the sample with ``pipeline.run.analyse_volume``."""
+    from pipeline.config import load_config
+    from segmentation.factory import build_segmenter
+    from segmentation.training import load_series_lps
+
+    cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    return load_series_lps(SAMPLE), cfg, build_segmenter(cfg)
+
+
+@pytest.fixture(scope="session")
 def sample_run(tmp_path_factory, sample_truth) -> Path:
     """One pipeline run over sample_dicoms/ (classical segmenter, DICOM-SEG on), shared by tests."""
     from pipeline.config import load_config

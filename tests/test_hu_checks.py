@@ -77,7 +77,7 @@ def test_a_scored_series_records_its_hu_measures(sample_run):
     row = pd.read_csv(sample_run / "scans.csv", dtype=str, keep_default_na=False).iloc[0]
     result = json.loads((sample_run / row["scan_id"] / "result.json").read_text())
     m = result["hu_check"]
-    assert set(m) == {"air_hu", "tissue_hu", "healthy_lung_hu", "metal_ml", "noise_hu", "laa950_pct",
+    assert set(m) == {"air_hu", "tissue_hu", "healthy_lung_hu", "metal_ml", "noise_hu", "laa950_pct", "airway_ml",
                       "mediastinum_hu"}
     assert abs(m["air_hu"] + 1000) < 20 and m["healthy_lung_hu"] < -750 and 0 < m["noise_hu"] < 35
     assert 0 <= m["laa950_pct"] < 10

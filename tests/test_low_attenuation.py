@@ -4,14 +4,12 @@ mask, but pneumonia around air cysts is under-segmented, and no output said a lu
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.hu_checks import LAA_HU, LOW_ATTENUATION_PCT, flags_for, low_attenuation_pct
 
-SAMPLE = Path(__file__).parents[1] / "sample_dicoms"
 
 
 def test_low_attenuation_pct_is_the_share_of_the_lung_below_minus_950():
@@ -38,21 +36,14 @@ def test_flag(pct, flagged):
         assert f"LOW_ATTENUATION:{pct:.0f}" in flags
 
 
-def test_a_scored_emphysematous_chest_is_flagged_and_keeps_its_lung():
+def test_a_scored_emphysematous_chest_is_flagged_and_keeps_its_lung(sample_classical):
     """analyse_volume on the sample with a quarter of its lung voxels at -980 HU (classical segmenter): laa950_pct
     recorded on the CT's own grid, the flag raised, the lung volume not reduced."""
     import SimpleITK as sitk
 
-    from pipeline.config import load_config
     from pipeline.run import analyse_volume
-    from segmentation.factory import build_segmenter
-    from segmentation.training import load_series_lps
 
-    if not (SAMPLE / "ground_truth.json").is_file():
-        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
-    cfg = load_config(extra={"segmentation": {"method": "classical"}})
-    seg = build_segmenter(cfg)
-    img = load_series_lps(SAMPLE)
+    img, cfg, seg = sample_classical
     base = analyse_volume(img, cfg, seg)
     hu = sitk.GetArrayFromImage(img).astype(np.float32)
     rng = np.random.default_rng(0)

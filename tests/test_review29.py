@@ -69,24 +69,14 @@ def test_the_note_reaches_the_cohort(tmp_path):
     assert scans.loc[0, "scan_id"] not in set(cohort.scans["scan_id"])
 
 
-def test_an_airway_not_found_is_flagged_with_its_volume():
+def test_an_airway_not_found_is_flagged_with_its_volume(sample_classical):
     """An ICU audit: an endotracheal tube left 0.5 mL of airway, and the carina estimated 25 mm high was flagged
     LANDMARK_ESTIMATED with no cause. AIRWAY_NOT_FOUND:<mL> says why; the sample's airway is not flagged."""
-    from pathlib import Path
-
     import numpy as np
 
-    from pipeline.config import load_config
     from pipeline.run import AIRWAY_MIN_ML, analyse_volume
-    from segmentation.factory import build_segmenter
-    from segmentation.training import load_series_lps
 
-    sample = Path(__file__).parents[1] / "sample_dicoms"
-    if not (sample / "ground_truth.json").is_file():
-        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
-    cfg = load_config(extra={"segmentation": {"method": "classical"}})
-    seg = build_segmenter(cfg)
-    img = load_series_lps(sample)
+    img, cfg, seg = sample_classical
     base = analyse_volume(img, cfg, seg)
     assert not any(f.startswith("AIRWAY_NOT_FOUND") for f in base["flags"])
 
@@ -105,24 +95,15 @@ def test_an_airway_not_found_is_flagged_with_its_volume():
     assert len(flag) == 1 and float(flag[0].split(":")[1]) < AIRWAY_MIN_ML
 
 
-def test_a_thin_wire_is_metal_on_the_cts_own_grid():
+def test_a_thin_wire_is_metal_on_the_cts_own_grid(sample_classical):
     """An ICU audit: a 1 mm lead at 3000 HU averaged below 2500 HU on the 1.5 mm working grid and was not flagged."""
-    from pathlib import Path
-
     import numpy as np
     import SimpleITK as sitk
 
-    from pipeline.config import load_config
     from pipeline.hu_checks import flags_for
     from pipeline.run import analyse_volume
-    from segmentation.factory import build_segmenter
-    from segmentation.training import load_series_lps
 
-    sample = Path(__file__).parents[1] / "sample_dicoms"
-    if not (sample / "ground_truth.json").is_file():
-        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
-    cfg = load_config(extra={"segmentation": {"method": "classical"}})
-    img = load_series_lps(sample)
+    img, cfg, seg = sample_classical
     hu = sitk.GetArrayFromImage(img).astype(np.float32)
     sp = img.GetSpacing()
     body = np.nonzero(hu[hu.shape[0] // 2] > -300)
@@ -133,6 +114,30 @@ def test_a_thin_wire_is_metal_on_the_cts_own_grid():
     hu[wire] = 3000.0
     im = sitk.GetImageFromArray(hu)
     im.CopyInformation(img)
-    res = analyse_volume(im, cfg, build_segmenter(cfg))
+    res = analyse_volume(im, cfg, seg)
     assert res["hu_check"]["metal_ml"] >= 0.1
     assert any(f.startswith("METAL:") for f in flags_for(res["hu_check"]))
+
+
+def test_noise_does_not_make_a_non_contrast_scan_contrast_suspected():
+    """scripts/measurement_conditions.py on the sample with noise SD 80: mediastinum_hu 75.4 (its blood is 40 HU) at
+    noise_hu 36.8 was flagged CONTRAST_SUSPECTED; the limit now rises with the noise beyond that of real scans."""
+    from pipeline.hu_checks import CONTRAST_SUSPECTED_HU, contrast_limit, flags_for
+
+    assert contrast_limit({"noise_hu": 10.0}) == CONTRAST_SUSPECTED_HU
+    assert flags_for({"mediastinum_hu": 75.4, "noise_hu": 36.8}) == ["NOISY:37"]
+    assert flags_for({"mediastinum_hu": 84.0, "noise_hu": 10.0}) == ["CONTRAST_SUSPECTED:84"]  # enhanced, 150 HU blood
+    assert flags_for({"mediastinum_hu": 200.0, "noise_hu": 60.0})[0] == "CONTRAST_SUSPECTED:200"
+
+
+def test_the_measurement_conditions_script_reproduces_the_figures_on_the_sample(capsys):
+    from tests.scripts_loader import load_script
+
+    sample = __import__("pathlib").Path(__file__).parents[1] / "sample_dicoms"
+    if not (sample / "ground_truth.json").is_file():
+        pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
+    assert load_script("measurement_conditions").main([str(sample), "--noise", "0", "80"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(rows) == 2 and rows[0][-1] == "-"  # as recorded: no flag
+    assert float(rows[0][2]) < 20 and float(rows[1][2]) > 35  # noise_hu
+    assert rows[1][-1] == "NOISY:37"  # noisy, and not CONTRAST_SUSPECTED

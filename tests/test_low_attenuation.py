@@ -11,7 +11,6 @@ import pytest
 from pipeline.hu_checks import LAA_HU, LOW_ATTENUATION_PCT, flags_for, low_attenuation_pct
 
 
-
 def test_low_attenuation_pct_is_the_share_of_the_lung_below_minus_950():
     hu = np.full((4, 10, 10), -870.0)
     lungs = np.zeros(hu.shape, np.uint8)

@@ -47,8 +47,8 @@ SCORING_FLAGS: dict[str, str] = {
              "glass; review qc.png",
     "LOW_ATTENUATION": "this % of the lung is below -950 HU (%LAA-950, at least 10 %): emphysema or bullae; pneumonia "
                        "around air cysts is under-segmented",
-    "AIRWAY_NOT_FOUND": "the airway found is this many mL, under 2 (an endotracheal tube in the trachea, streaks, a "
-                        "scan starting below the carina): the carina and the levels placed from it are estimated",
+    "AIRWAY_NOT_FOUND": "the airway found is this many mL, under 2 (an endotracheal tube filling the trachea or with "
+                        "secretions around it, streaks, a scan starting below the carina): the carina and the levels placed from it are estimated",
     "CONTRAST": "the header names a contrast agent: lesion voxels from hu_classes.lesion_max_hu (default 150 HU: "
                 "enhanced vessels) are left out, "
                 "enhancement below that raises density, enhanced great vessels can be taken for the manubrium (check "

@@ -245,7 +245,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     solid = solid_lesion_ml(hu_o, classes, voxel_ml)
     flags_solid = [f"SOLID_LESION:{solid:.0f}"] if solid else []
     # an airway of under AIRWAY_MIN_ML: the carina and the levels placed from it are estimated (LANDMARK_ESTIMATED);
-    # this says why (an ICU audit: an endotracheal tube in the trachea left 0.5 mL of airway, the carina 25 mm high)
+    # this says why (an ICU audit: a tube with fluid around it in the trachea left 1.5 mL of airway)
     airway_ml = 0.0 if seg.airway is None else float(np.count_nonzero(seg.airway)) * voxel_ml_w
     hu_check["airway_ml"] = round(airway_ml, 2)  # (result.json: the measure behind AIRWAY_NOT_FOUND)
     flags_airway = [f"AIRWAY_NOT_FOUND:{airway_ml:.1f}"] if airway_ml < AIRWAY_MIN_ML else []
@@ -261,7 +261,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
 
 #: An airway (trachea and main bronchi, as the segmenter found them) of less mL than this is flagged
 #: AIRWAY_NOT_FOUND:<mL>. The six real chests of ../shared/data: 5.4 (8 mm slices) to 39.8 mL; an endotracheal tube
-#: simulated in ricord_covid_419639's trachea (a +100 HU ring, tip 4 cm above the carina) left 0.5 mL (36.6 without).
+#: simulated in ricord_covid_419639's trachea (a +100 HU ring, tip 4 cm above the carina) left 0.5 mL (36.6 without);
+#: the classical airway search now grows around such a tube (segmentation.classical.AIRWAY_RETRY_ML), not through
+#: one that fills the trachea or has secretions around it.
 AIRWAY_MIN_ML = 2.0
 
 LOBE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")

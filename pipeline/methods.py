@@ -41,9 +41,19 @@ CITE_MOSMED = "Morozov et al., MosMedData, medRxiv 2020, doi:10.1101/2020.05.20.
 
 ZHANG_LEVELS = "suprasternal notch, aortic arch, carina, bronchus intermedius and diaphragm dome"
 
+#: The in-sample error of the levels placed at fixed offsets, on the six reference scans they were calibrated on
+#: (``python scripts/landmark_accuracy.py``, ../shared/data/landmarks/reference.csv; median / maximum mm).
+OFFSET_LEVEL_ERRORS_MM = {"IPV": (3.0, 6.6), "aortic arch": (2.8, 7.1), "bronchus intermedius": (2.8, 3.9)}
 
-def methods_text(out_dir: str | Path) -> str:
+#: What the text states of the shipped network and of the classical segmenter (their model card's figures).
+EVALUATION_JSON = Path(__file__).resolve().parents[1] / "segmentation" / "weights" / "evaluation.json"
+
+
+def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None) -> str:
     """The Markdown "Methods" text of the run in ``out_dir`` (what ``ctscore methods OUT -o -`` prints).
+
+    ``inventory_from``: the folder whose ``inventory.csv`` gives the stacks found (default ``out_dir``; ``ctscore
+    share`` names the original output folder, as it does not share that file: only its counts are stated).
 
     Read from ``scans.csv``, ``failures.csv`` and ``run.json`` of ``out_dir``, never from the current defaults; a
     missing ``run.json`` leaves the settings it holds unknown (said in the text). Raises CTScoreError:
@@ -53,7 +63,8 @@ def methods_text(out_dir: str | Path) -> str:
     scans = _read_scans(out)
     failures = _read_failures(out)
     run, run_problem = _read_run(out)
-    return _compose(scans, failures, run, run_problem)
+    return _compose(scans, failures, run, run_problem,
+                    _read_inventory(Path(inventory_from) if inventory_from is not None else out))
 
 
 def write_methods(out_dir: str | Path, output: str | Path | None = None) -> Path:
@@ -114,6 +125,21 @@ def _read_failures(out: Path):
     except (OSError, ValueError) as exc:
         log.warning("failures.csv cannot be read (%s): failure codes are left out of the methods text", exc)
         return None
+
+
+def _read_inventory(out: Path):
+    """inventory.csv (every file and stack found, with the selection's decision), or None."""
+    import pandas as pd
+
+    path = out / "inventory.csv"
+    if not path.is_file():
+        return None
+    try:
+        inv = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        log.warning("inventory.csv cannot be read (%s): the stacks found are left out of the methods text", exc)
+        return None
+    return inv if {"stack_id", "decision"} <= set(inv.columns) else None
 
 
 def _read_run(out: Path) -> tuple[dict[str, Any], str]:
@@ -192,11 +218,42 @@ def _band(cfg: Mapping[str, Any], key: str) -> tuple[float, float] | None:
     return None
 
 
+def _evaluation() -> dict[str, Any]:
+    """segmentation/weights/evaluation.json ({} when it cannot be read: the text then asks the authors)."""
+    try:
+        data = json.loads(EVALUATION_JSON.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s): the network's evaluation is left for the authors to state",
+                    EVALUATION_JSON, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _shipped_ids(evaluation: Mapping[str, Any]) -> set[str]:
+    """The model ids of the network shipped with this ctscore (its manifest's, and earlier names of the same
+    model in evaluation.json)."""
+    from segmentation.monai_segmenter import shipped_model_id
+
+    ids = {str(m) for m in evaluation.get("model_ids") or []}
+    return ids | ({shipped_model_id()} - {None})
+
+
+def _shipped_meta() -> dict[str, Any]:
+    """The shipped network's model.yaml (its grid and lesion threshold; the model id covers its bytes)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((EVALUATION_JSON.parent / "model.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 # --------------------------------------------------------------------------------------------------
 # The text
 
 
-def _compose(scans, failures, run: dict[str, Any], run_problem: str) -> str:
+def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=None) -> str:
     from pipeline import __version__
 
     ok = scans[scans["status"].str.strip() == "ok"]
@@ -246,11 +303,19 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str) -> str:
         caveats.append(f"the network ran on several devices ({_counted(devices, False)}): CUDA runs in half "
                        "precision and its masks differ a little from the CPU's")
 
+    monai_models = Counter(m for m, n in zip(_values(ok, "model_id"), _values(ok, "segmenter")) if n == "monai" and m)
+    if not monai_models and "monai" in segmenters:
+        monai_models = models
+    evaluation = _evaluation()
+    shipped = bool(monai_models) and set(monai_models) <= _shipped_ids(evaluation)
     paragraphs = [
-        _software(run, versions, segmenters, models, devices, n_ok) + " " + _pipeline_text(cfg, segmenters),
+        _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg)
+        + " " + _pipeline_text(cfg, segmenters),
+        _segmenter_text(cfg, segmenters, shipped, evaluation),
         _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok),
     ]
-    bullets = _counts(ok, n_ok, n_failed, codes)
+    paragraphs = [p for p in paragraphs if p]
+    bullets = _counts(ok, n_ok, n_failed, codes, inventory)
     lines = ["## Methods", ""]
     for p in paragraphs:
         lines += [p, ""]
@@ -261,7 +326,8 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int) -> str:
+def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int,
+              shipped: bool) -> str:
     if versions:
         ctscore = "ctscore " + " and ".join(sorted(versions))
     else:
@@ -271,6 +337,12 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     pkg = run.get("versions") if isinstance(run.get("versions"), Mapping) else {}
     names = NAMED_PACKAGES + (NETWORK_PACKAGES if network else ())
     listed = [f"{name} {pkg[name]}" for name in names if pkg.get(name)]
+    source = str(run.get("source") or "")
+    if source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions):
+        # run from a checkout: the commit, and whether its files were changed (run.json's: one version only)
+        commit = source.split()[1][:12]
+        ctscore += (f" (commit {commit}, with local changes to its files: state them)" if "local changes" in source
+                    else f" (commit {commit})")
     python = f"Python {run['python']}" if run.get("python") else "Python (version unknown)"
     env = python + (f" with {', '.join(listed)}" if listed else "")
     text = f"Chest CT series were scored automatically with {ctscore}, a chest CT lung-injury scoring tool ({env})."
@@ -280,19 +352,124 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     for name in sorted(segmenters):
         if name == "classical":
             parts.append("ctscore's classical segmenter (Hounsfield-unit thresholds and morphology, no trained model")
-        elif name == "monai":
+        elif name == "monai" and shipped:
             parts.append("the convolutional neural network shipped with ctscore (MONAI")
+        elif name == "monai":
+            parts.append("a convolutional neural network given to ctscore as weights of its own, not the one shipped "
+                         "with it (MONAI")
         else:
             parts.append(f"the neural network of the model bundle \"{_md(name)}\" (MONAI")
     ids = ", ".join(f"`{m}`" for m in sorted(models))
     parts = [p + (f"; model id {ids})" if ids and len(parts) == 1 else ")") for p in parts]
-    model_text = f" (model ids {ids})" if ids and len(segmenters) > 1 else ""
+    model_text = f"; model ids {ids}" if ids and len(segmenters) > 1 else ""
     device_text = ""
     if devices:
         where = " and ".join("a GPU (CUDA, half precision)" if d.startswith("cuda") else "the CPU" if d == "cpu"
                              else d for d in sorted(devices))
         device_text = f", run on {where}"
-    return text + f" Lungs, airway and lesions were segmented by {' and '.join(parts)}{model_text}{device_text}."
+    if set(segmenters) == {"classical"}:
+        return text + f" Lungs, airway and lesions were segmented by {parts[0]}{device_text}."
+    return text + (f" Lungs and lesions were segmented by {' and '.join(parts)}{model_text}{device_text}; the airway, "
+                   "from which the carina was found, by ctscore's classical region growing.")
+
+
+def _selection_text(cfg) -> str:
+    """Which stacks were eligible and which of them were scored (run.json's selection and loading settings)."""
+    sel, load = _get(cfg, "selection"), _get(cfg, "loading")
+    if not isinstance(sel, Mapping):
+        return "How the series were selected is not recorded."
+    eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
+                f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections")
+    if sel.get("one_per_study") is False:
+        chosen = "every eligible stack was scored (several per study where a study held several)"
+    else:
+        prefs = ", ".join(p.strip() for p in str(sel.get("preferences") or "").split(",") if p.strip())
+        chosen = (f"the best-ranked one of each study was scored (ctscore's preferences, in this order: {prefs}; "
+                  f"kernel preference {sel.get('kernel_preference')})")
+    rules = [f"Series were selected automatically: eligible were {eligible}; {chosen}"]
+    if isinstance(load, Mapping):
+        rules.append("missing slices were interpolated" if load.get("allow_gaps") else
+                     "series with missing slices were not scored")
+        rules.append("lossy-compressed series were not scored" if load.get("allow_lossy") is False else
+                     "lossy-compressed series were scored and flagged")
+    return "; ".join(rules) + "."
+
+
+def _segmenter_text(cfg, segmenters: Counter, shipped: bool, evaluation: Mapping[str, Any]) -> str:
+    """How the network ran and how well it did (evaluation.json), or what the authors must add; the classical
+    segmenter's figures on the same test."""
+    s: list[str] = []
+    if "monai" in segmenters:
+        s.append(_network_settings(cfg, shipped))
+        s.append(_network_evaluation(evaluation) if shipped else
+                 "[Describe how this network was trained and validated: its weights are not those shipped with "
+                 "ctscore, and ctscore's model card does not apply to them.]")
+    bundles = sorted(n for n in segmenters if n not in ("monai", "classical"))
+    if bundles:
+        s.append(f"[Describe the inference settings, training data and validation of the model bundle(s) "
+                 f"{', '.join(_md(b) for b in bundles)}.]")
+    classical = evaluation.get("classical") if isinstance(evaluation.get("classical"), Mapping) else None
+    if "classical" in segmenters and classical and _num(classical.get("lesion_dice")) is not None:
+        s.append(f"On {evaluation.get('test_data', 'the developers held-out test')}, the classical segmenter's lesion "
+                 f"Dice was {_g(round(_num(classical.get('lesion_dice')) or 0, 2))}, and it kept {_g(classical.get('pleural_coverage_pct'))} "
+                 "% of the consolidation touching the pleura inside the lung mask (ctscore's model card).")
+    return " ".join(s)
+
+
+def _network_settings(cfg, shipped: bool) -> str:
+    opts = _get(cfg, "segmentation.monai")
+    if not isinstance(opts, Mapping):
+        return "The network's inference settings are not recorded."
+    meta = _shipped_meta() if shipped else {}
+    grid = meta.get("model_spacing_mm")
+    times = " \u00d7 "
+    grid_text = (f"its own {times.join(_g(v) for v in grid)} mm grid" if isinstance(grid, list) and grid
+                 else "its own model grid (the model.yaml of its weights)")
+
+    def said(key: str) -> str:
+        return _g(opts[key]) if opts.get(key) is not None else "(not recorded)"
+
+    views = ["the scan"]
+    if opts.get("flip_tta"):
+        views.append("its left-right mirror image")
+    zoom = _num(opts.get("scale_tta"))
+    if zoom:
+        views.append(f"the scan zoomed by {_g(round(1 - zoom, 6))} and {_g(round(1 + zoom, 6))}")
+    averaged = (f"its outputs were averaged over {', '.join(views[:-1])} and {views[-1]}" if len(views) > 1
+                else "it was run once (no test-time augmentation)")
+    threshold = opts.get("lesion_threshold", meta.get("lesion_threshold"))
+    threshold_text = (_g(threshold) if threshold is not None else
+                      "its lesion_threshold (model.yaml of its weights)" if not shipped else "(not recorded)")
+    text = (f"The network was run on the HU image resampled (trilinear) to {grid_text} and cut to the body (voxels "
+            f"above -500 HU) plus {said('body_margin_mm')} mm of air; {averaged}; voxels were lesion where its lesion "
+            f"probability exceeded {threshold_text}")
+    gas = opts.get("remove_bowel_gas")
+    if gas is not None:
+        text += ("; stomach and colon gas under the diaphragm was taken out of the lung mask" if gas else
+                 "; stomach and colon gas under the diaphragm was left in the lung mask")
+    return text + "."
+
+
+def _network_evaluation(ev: Mapping[str, Any]) -> str:
+    """The shipped network's training and test, from evaluation.json."""
+    needed = ("architecture", "training_data", "test_data", "lesion_dice", "lung_dice", "pleural_coverage_pct",
+              "pleural_coverage_ci95_pct", "pleural_coverage_target_pct", "small_lesions", "score_difference")
+    if any(k not in ev for k in needed):
+        return ("[Describe how the network was trained and validated (segmentation/weights/MODEL_CARD.md): its "
+                "evaluation record could not be read.]")
+    lo, hi = ev["pleural_coverage_ci95_pct"]
+    diff = ev["score_difference"]
+    lung = sorted(round(float(v), 2) for v in ev["lung_dice"])
+    return (f"The network, {ev['architecture']}, was trained by ctscore's developers on {ev['training_data']}. On "
+            f"{ev['test_data']}, its lesion Dice was {_g(round(ev['lesion_dice'], 2))} and its lung Dice "
+            f"{_g(lung[0]) if lung[0] == lung[-1] else f'{_g(lung[0])}-{_g(lung[-1])}'}; consolidation touching the pleura was kept inside the lung mask for "
+            f"{_g(ev['pleural_coverage_pct'])} % of its volume (95 % confidence interval {_g(lo)}-{_g(hi)} %; the "
+            f"developers' target was {_g(ev['pleural_coverage_target_pct'])} %); {ev['small_lesions']}; and its "
+            f"scores were lower than those of the inserted lesions (mean difference six-zone "
+            f"{_g(diff['six_zone_total'])}, 0-900 {_g(diff['zhang900_total'])} against a mean of "
+            f"{_g(diff['zhang900_reference_mean'])}; segmentation/weights/MODEL_CARD.md, `{ev.get('reproduce', '')}`). "
+            + ("It has not been validated against radiologists' reading of real pneumonia."
+               if not ev.get("validated_on_real_pneumonia") else ""))
 
 
 def _pipeline_text(cfg, segmenters: Counter) -> str:
@@ -300,8 +477,8 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
     spacing = _get(cfg, "resample.spacing_mm")
     if isinstance(spacing, (list, tuple)) and spacing:
         grid = " \u00d7 ".join(_g(v) for v in spacing)
-        s.append(f"Images were converted to Hounsfield units (HU) and resampled to a {grid} mm grid for "
-                 "segmentation; the masks were brought back to the original CT grid (nearest neighbour), where all "
+        s.append(f"Images were converted to Hounsfield units (HU) and resampled (linear interpolation) to a {grid} mm "
+                 "grid for segmentation; the masks were brought back to the original CT grid (nearest neighbour), where all "
                  "volumes and scores were computed.")
     else:
         s.append("Images were converted to Hounsfield units (HU) and resampled for segmentation (the working grid "
@@ -322,10 +499,13 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
     else:
         s.append("Lesion voxels were classified by attenuation into faint ground-glass opacity, ground-glass opacity "
                  "and consolidation (the HU bands used are not recorded).")
+    errors = "; ".join(f"{name} median {_g(med)} mm, maximum {_g(mx)} mm"
+                       for name, (med, mx) in OFFSET_LEVEL_ERRORS_MM.items())
     s.append("Anatomical levels were found automatically: the carina from the segmented airway, the suprasternal "
-             "notch from the sternum and the diaphragm domes from the lung bases; the bronchus intermedius, aortic "
-             "arch and inferior pulmonary vein (IPV) levels were placed at fixed offsets from the carina and domes, "
-             "calibrated on reference scans.")
+             "notch from the sternum and the diaphragm domes from the lung bases. The bronchus intermedius, aortic "
+             "arch and inferior pulmonary vein (IPV) levels were not detected but placed at fixed offsets from the "
+             "carina and domes, calibrated by ctscore's developers on six reference scans (error on those same "
+             f"scans: {errors}); the IPV level is the border between the six-zone middle and lower zones.")
     return " ".join(s)
 
 
@@ -338,7 +518,8 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
     rule, share = _get(cfg, "scoring.zhang900.density_rule"), _get(cfg, "scoring.zhang900.density_share")
     if mode == "slab":
         where = (f"in slabs of \u00b1{_g(half)} mm about five levels per lung ({ZHANG_LEVELS}; widened to half the "
-                 "slice spacing on thicker slices)")
+                 f"slice spacing where slices were more than {_g(2 * _num(half)) if _num(half) else 'twice that'} mm "
+                 "apart)")
     elif mode == "zone":
         where = (f"in five zones per lung bounded by the midpoints between the {ZHANG_LEVELS} levels (the top zone "
                  "reaching the apex, the bottom one the base)")
@@ -351,16 +532,23 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
         density = "the class with the largest lesion volume"
     else:
         density = "a rule not recorded"
-    s.append(f"The extent \u00d7 density\u00b2 score (0-900; {CITE_ZHANG}) was measured {where}: extent 0-10 in 10 % "
-             "steps (at least 1 when involved) and density 1 (faint ground glass), 2 (ground glass) or 3 "
+    s.append(f"The extent \u00d7 density\u00b2 score (0-900; {CITE_ZHANG}) was measured {where}: extent 0-10, the unit's involvement "
+             "rounded to the nearest 10 % (halves up; at least 1 when involved) and density 1 (faint ground glass), 2 (ground glass) or 3 "
              f"(consolidation), the density being {density}; each unit scored extent \u00d7 density\u00b2.")
     s.append("The MosMedData category (CT-0 to CT-4: no lesion, <25 %, 25 to <50 %, 50 to <75 %, \u226575 %; "
              f"{CITE_MOSMED}) was assigned from the percentage of opacity of both lungs.")
     n_lobar = sum(1 for a, b in zip(_values(ok, "lobar20_total") or [""] * n_ok,
                                     _values(ok, "lobar25_total") or [""] * n_ok) if a or b)
     if n_lobar:
-        s.append(f"Lobar scores were computed for the {_plural(n_lobar, 'scan')} with a lobe segmentation: each lobe "
-                 f"0-4 (total severity score 0-20; {CITE_CHUNG}) and 0-5 (CT severity score 0-25; {CITE_PAN}).")
+        labels = _get(cfg, "scoring.lobar.lobe_labels")
+        if _get(cfg, "scoring.lobar.lobes_dir"):
+            source = ("a lobe segmentation supplied by the authors (" + (f"labels {_md(labels)}; " if labels else "")
+                      + "[name the software that made the lobe maps])")
+        else:
+            source = "a lobe segmentation from the segmenter"
+        s.append(f"Lobar scores were computed for the {_plural(n_lobar, 'scan')} with {source}: each lobe 0-4 by the six-zone bands, total severity "
+                 f"score 0-20 ({CITE_CHUNG}), and 0 (none), 1 (<5 %), "
+                 f"2 (5-25 %), 3 (26-49 %), 4 (50-75 %) or 5 (>75 %), CT severity score 0-25 ({CITE_PAN}).")
     elif n_ok:
         why = ("lobar scoring was turned off" if _get(cfg, "scoring.lobar.enabled") is False
                else "no lobe segmentation was available")
@@ -372,6 +560,9 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
     else:
         s.append("The minimum lesion volume and percentage for a zone to count as involved are not recorded.")
     s.append("Zones a scan did not cover (apex or base cut off) were left missing, not scored 0.")
+    s.append("These scores are automated approximations, computed from segmentations, of the visual scores of the "
+             "cited studies [state whether, and how, their agreement with radiologists' scores was assessed in this "
+             "cohort, e.g. with `ctscore validate`].")
     return " ".join(s)
 
 
@@ -408,14 +599,39 @@ def _qc_text(ok) -> str:
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 
 
-def _counts(ok, n_ok: int, n_failed: int, codes: Counter) -> list[str]:
-    lines = [f"- Scans scored: {n_ok}" + (f" of {n_ok + n_failed} selected series" if n_failed else "")]
+def _stacks_line(inventory) -> str | None:
+    """'- Image stacks found: 8 (6 selected; skipped: LOCALIZER 2)' from inventory.csv."""
+    if inventory is None:
+        return None
+    stacks = inventory[inventory["stack_id"].str.strip() != ""].drop_duplicates("stack_id")
+    if stacks.empty:
+        return None
+    decisions = Counter(d.strip() or "no decision" for d in stacks["decision"])
+    parts = [f"{decisions.pop('selected', 0)} selected"]
+    if "reason" in stacks.columns:
+        skipped = Counter(r.split()[0] if r.strip() else "no reason" for d, r in zip(stacks["decision"], stacks["reason"])
+                          if d.strip() == "skipped")
+        decisions.pop("skipped", None)
+        if skipped:
+            parts.append("skipped: " + _counted(skipped, False))
+    parts += [f"{d} {n}" for d, n in sorted(decisions.items())]
+    return f"- Image stacks found: {len(stacks)} ({'; '.join(parts)})"
+
+
+def _counts(ok, n_ok: int, n_failed: int, codes: Counter, inventory=None) -> list[str]:
+    lines = [line for line in [_stacks_line(inventory)] if line]
+    lines.append(f"- Scans scored: {n_ok}" + (f" of {n_ok + n_failed} selected series" if n_failed else ""))
     failed = f"- Scans that could not be scored: {n_failed}"
     if codes:
         failed += f" ({_counted(codes, False)})"
     lines.append(failed)
     patients = _distinct(ok, "patient_id")
-    lines.append(f"- Patients: {len(patients)}" if "patient_id" in ok.columns else "- Patients: not recorded")
+    if "patient_id" in ok.columns:
+        no_id = sum(1 for v in _values(ok, "patient_id") if not v)
+        lines.append(f"- Patients: {len(patients)}" + (f" ({_plural(no_id, 'scan')} without a PatientID, not counted)"
+                                                       if no_id else ""))
+    else:
+        lines.append("- Patients: not recorded")
     thick = sorted(t for t in (_num(v) for v in _values(ok, "slice_thickness_mm")) if t is not None)
     if thick:
         rng = f"{_g(thick[0])} mm" if thick[0] == thick[-1] else f"{_g(thick[0])}-{_g(thick[-1])} mm"
@@ -427,8 +643,14 @@ def _counts(ok, n_ok: int, n_failed: int, codes: Counter) -> list[str]:
         if column in ok.columns and n_ok:
             lines.append(f"- {label}: " + _counted(Counter(v or "not recorded" for v in _values(ok, column))))
     if n_ok:
+        totals = [(label, sum(1 for v in _values(ok, column) if v)) for column, label in
+                  (("six_zone_total", "six-zone"), ("zhang900_total", "0-900"), ("mosmed_category", "MosMed"),
+                   ("lobar20_total", "lobar")) if column in ok.columns]
+        if totals:
+            lines.append("- Scores available (scans): " + ", ".join(f"{label} {n} of {n_ok}" for label, n in totals))
         n_est, names = _estimated_landmarks(ok)
-        lines.append(f"- Scans with a landmark estimated instead of detected: {n_est}"
+        lines.append(f"- Scans in which a level that is normally detected (carina, notch, domes, apices, bases) had "
+                     f"to be estimated: {n_est}"
                      + (f" ({_counted(names, False)})" if names else ""))
         flags = _flag_counts(ok)
         lines.append("- QC flags (scans carrying each): " + (_counted(flags, False) if flags else "none"))

@@ -210,7 +210,7 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
         if (out / "METHODS.md").is_file() and not (out / "METHODS.md").is_symlink():
             from pipeline.methods import methods_text
 
-            copied.append(_write_bytes(tmp / "METHODS.md", "METHODS.md", methods_text(tmp).encode("utf-8"),
+            copied.append(_write_bytes(tmp / "METHODS.md", "METHODS.md", methods_text(tmp, inventory_from=out).encode("utf-8"),
                                        REWRITTEN["METHODS.md"]))
         changed = [str(p.relative_to(out)) for p, st in sources.items() if _stamp(p) != st]
         if changed:

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,24 @@ from segmentation.classical import segment_airway
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def model_id_of(hashes: Mapping[str, str]) -> str:
+    """The model id of weights whose ``model.safetensors`` and ``model.yaml`` have these sha256 (hex)."""
+    import hashlib
+
+    both = f"{hashes['model.safetensors']}:{hashes['model.yaml']}"
+    return "monai-" + hashlib.sha256(both.encode()).hexdigest()[:16]
+
+
+def shipped_model_id() -> str | None:
+    """The model id of the weights shipped in this ctscore (from their manifest, without loading them); None when
+    the manifest cannot be read."""
+    try:
+        files = json.loads((WEIGHTS_DIR / "manifest.json").read_text(encoding="utf-8"))["files"]
+        return model_id_of({name: files[name]["sha256"] for name in ("model.safetensors", "model.yaml")})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class WeightsError(ModelError):
@@ -526,10 +544,7 @@ class MonaiSegmenter:
         """``monai-`` plus 16 hex digits of the sha256 over the weights' and model.yaml's own sha256 (the
         manifest's): a changed threshold, grid or window in model.yaml is another model in the provenance, and
         resume re-scores with it (the bundle segmenter's id does the same)."""
-        import hashlib
-
-        both = f"{self.hashes['model.safetensors']}:{self.hashes['model.yaml']}"
-        return "monai-" + hashlib.sha256(both.encode()).hexdigest()[:16]
+        return model_id_of(self.hashes)
 
     def predict_logits(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Any:
         """Network output [4, z, y, x] on the model grid for one HU volume (torch tensor, CPU float32).

@@ -155,7 +155,8 @@ def test_mixed_versions_configs_and_flags_are_stated(sample_run, tmp_path):
     assert f"ctscore 0.4.0 and {scans['ctscore_version'][0]}," in text
     assert "Caveats:" in text and "several ctscore versions" in text and "2 different configurations" in text
     assert "- Patients: 2\n" in text and "- Slice thickness: 2.5-5 mm (median 3.75 mm)\n" in text
-    assert "- Scans with a landmark estimated instead of detected: 1 (carina (1))\n" in text
+    assert ("- Scans in which a level that is normally detected (carina, notch, domes, apices, bases) had to be "
+            "estimated: 1 (carina (1))\n") in text
     assert "- QC flags (scans carrying each): THICK_SLICES (2), LANDMARK_ESTIMATED (1)\n" in text
     assert "1 scan carried at least one flag" not in text and "2 scans carried at least one flag" in text
     assert "Lobar scores were computed for the 1 scan with a lobe segmentation" in text

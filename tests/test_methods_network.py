@@ -1,0 +1,143 @@
+"""``ctscore methods`` for a network run (a methods editor's audit): the network's own settings (a changed body margin
+changed the scores, not the text), its training and test figures from its model card, a user's own weights not called
+the shipped network, the airway's own method, which stacks were selected, and how many scans each score covers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.methods import EVALUATION_JSON, methods_text
+from segmentation.monai_segmenter import WEIGHTS_DIR, shipped_model_id
+
+TABLES = ("scans.csv", "failures.csv", "run.json", "inventory.csv")
+
+
+def _as_network(sample_run: Path, dest: Path, model_id: str | None = None, **monai) -> Path:
+    """The sample run's records as if the network (``model_id``, default the shipped one) had scored it with the
+    segmentation.monai options ``monai``."""
+    dest.mkdir()
+    for name in TABLES:
+        shutil.copy(sample_run / name, dest / name)
+    scans = pd.read_csv(dest / "scans.csv", dtype=str, keep_default_na=False)
+    scans["segmenter"], scans["model_id"] = "monai", model_id or shipped_model_id()
+    scans.to_csv(dest / "scans.csv", index=False)
+    run = json.loads((dest / "run.json").read_text())
+    run["config"]["segmentation"]["method"] = "monai"
+    run["config"]["segmentation"]["monai"].update(monai)
+    (dest / "run.json").write_text(json.dumps(run))
+    return dest
+
+
+def test_the_networks_settings_are_stated(sample_run, tmp_path):
+    text = methods_text(_as_network(sample_run, tmp_path / "a"))
+    assert "the convolutional neural network shipped with ctscore (MONAI; model id" in text
+    assert "2.5 \u00d7 2.5 \u00d7 2.5 mm grid" in text and "plus 5 mm of air" in text
+    assert "averaged over the scan, its left-right mirror image and the scan zoomed by 0.85 and 1.15" in text
+    assert "lesion probability exceeded 0.5" in text and "gas under the diaphragm was taken out" in text
+    # the airway is not the network's
+    assert "Lungs and lesions were segmented by" in text and "the airway, from which the carina was found, by " \
+        "ctscore's classical region growing" in text and "Lungs, airway and lesions" not in text
+    # a body margin of 25 mm changed cap001's 0-900 from 36 to 54: the text says so now
+    changed = methods_text(_as_network(sample_run, tmp_path / "b", body_margin_mm=25, flip_tta=False, scale_tta=0,
+                                       remove_bowel_gas=False, lesion_threshold=0.4))
+    assert "plus 25 mm of air" in changed and "it was run once (no test-time augmentation)" in changed
+    assert "lesion probability exceeded 0.4" in changed and "gas under the diaphragm was left in" in changed
+    assert changed != text
+
+
+def test_the_shipped_networks_training_and_test_are_stated(sample_run, tmp_path):
+    text = methods_text(_as_network(sample_run, tmp_path / "a"))
+    ev = json.loads(EVALUATION_JSON.read_text())
+    assert "trained by ctscore's developers on four public chest CT scans" in text and "synthetic pneumonia" in text
+    assert "lesion Dice was 0.85" in text and "lung Dice 0.98" in text
+    assert "kept inside the lung mask for 69.9 % of its volume (95 % confidence interval 30-82 %" in text
+    assert "target was 95 %" in text and ev["small_lesions"] in text
+    assert "six-zone -0.9, 0-900 -12.3 against a mean of 34.4" in text
+    assert "It has not been validated against radiologists' reading of real pneumonia." in text
+
+
+def test_own_weights_are_not_called_the_shipped_network(sample_run, tmp_path):
+    text = methods_text(_as_network(sample_run, tmp_path / "a", model_id="monai-5753fd9f96b82ac4"))
+    assert "shipped with ctscore (MONAI" not in text and "weights of its own, not the one shipped" in text
+    assert "[Describe how this network was trained and validated" in text
+    assert "69.9 %" not in text and "its lesion_threshold (model.yaml of its weights)" in text
+    assert "its own model grid" in text
+
+
+def test_the_evaluation_record_agrees_with_the_model_card():
+    """What the text states of the shipped network is what its model card measured, for the weights shipped."""
+    ev = json.loads(EVALUATION_JSON.read_text())
+    card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    assert shipped_model_id() in ev["model_ids"] and f"(`{shipped_model_id()}`)" in card.splitlines()[0]
+    assert f"**{ev['lesion_dice']}**" in card and f"**{ev['lung_dice'][0]:.3f} / {ev['lung_dice'][1]:.3f}**" in card
+    lo, hi = ev["pleural_coverage_ci95_pct"]
+    assert f"{ev['pleural_coverage_pct']} % (not met; 95 % interval {lo}-{hi} %" in card
+    assert ev["reproduce"] in card
+    assert "| detected (shipped model) | 0 of 9 | 4 of 14 |" in card and ev["small_lesions"].startswith(
+        "0 of 9 inserted lesions under 1 mL and 4 of 14 of 1-10 mL")
+    assert "2.45 M" in card and "2.45 M" in ev["architecture"]
+    cls = ev["classical"]
+    assert f"| {cls['lesion_dice']} |" in card
+    assert f"| {cls['pleural_coverage_pct']} % |" in card and f"| {cls['false_positive_pct_of_lung']} % |" in card
+    assert ev["validated_on_real_pneumonia"] is False
+
+
+def test_classical_runs_state_the_classical_figures(sample_run):
+    text = methods_text(sample_run)
+    assert "the classical segmenter's lesion Dice was 0.71, and it kept 8.2 % of the consolidation touching the " \
+        "pleura inside the lung mask" in text
+    assert "Lungs, airway and lesions were segmented by ctscore's classical segmenter" in text
+    assert "trained by ctscore's developers" not in text
+
+
+def test_selection_stacks_and_scores_available(sample_run, tmp_path):
+    out = _as_network(sample_run, tmp_path / "a")
+    run = json.loads((out / "run.json").read_text())
+    run["config"]["selection"]["one_per_study"] = False
+    run["config"]["loading"]["allow_gaps"] = True
+    run["config"]["loading"]["allow_lossy"] = False
+    run["source"] = "git 0123456789abcdef0123 +local changes"
+    (out / "run.json").write_text(json.dumps(run))
+    inv = pd.read_csv(out / "inventory.csv", dtype=str, keep_default_na=False)
+    extra = inv.iloc[[0]].assign(stack_id="scout#1", decision="skipped", reason="LOCALIZER (ImageType)")
+    pd.concat([inv, extra], ignore_index=True).to_csv(out / "inventory.csv", index=False)
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    two = pd.concat([scans, scans], ignore_index=True)
+    two.loc[1, ["scan_id", "patient_id", "six_zone_total"]] = ["scan-other", "", ""]
+    two.to_csv(out / "scans.csv", index=False)
+    text = methods_text(out)
+    assert "every eligible stack was scored" in text and "missing slices were interpolated" in text
+    assert "lossy-compressed series were not scored" in text
+    assert "- Image stacks found: 2 (1 selected; skipped: LOCALIZER (1))\n" in text
+    assert "- Patients: 1 (1 scan without a PatientID, not counted)\n" in text
+    assert "- Scores available (scans): six-zone 1 of 2, 0-900 2 of 2, MosMed 2 of 2, lobar 0 of 2\n" in text
+    assert "(commit 0123456789ab, with local changes to its files: state them)" in text
+    default = methods_text(sample_run)
+    assert re.search(r"the best-ranked one of each study was scored \(ctscore's preferences, in this order: chest, "
+                     r"original, .*; kernel preference lung\)", default)
+    assert "series with missing slices were not scored" in default
+
+
+def test_levels_placed_by_offsets_are_said_to_be_estimated(sample_run):
+    text = methods_text(sample_run)
+    assert "were not detected but placed at fixed offsets" in text and "six reference scans" in text
+    assert "IPV median 3 mm, maximum 6.6 mm" in text and "border between the six-zone middle and lower zones" in text
+    assert "automated approximations" in text and "agreement with radiologists' scores" in text
+    assert "rounded to the nearest 10 % (halves up" in text and "more than 10 mm apart" in text
+
+
+@pytest.mark.parametrize("broken", ["", "{", "[]", '{"model_ids": []}'])
+def test_an_unreadable_evaluation_record_asks_the_authors(sample_run, tmp_path, monkeypatch, broken):
+    import pipeline.methods as methods
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(broken)
+    monkeypatch.setattr(methods, "EVALUATION_JSON", path)
+    text = methods_text(_as_network(sample_run, tmp_path / "a"))
+    assert "[Describe how the network was trained and validated" in text and "69.9" not in text

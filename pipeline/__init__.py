@@ -1,3 +1,3 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.5.0"  # results changed (lesion_max_hu, study_date, QC flags): earlier results are scored again on resume
+__version__ = "0.6.0"  # results changed (airway around a tube, MOTION_SUSPECT, DEPENDENT_DENSITY): scored again on resume

@@ -61,6 +61,14 @@ SCORING_FLAGS: dict[str, str] = {
     "NOISY": "the image noise (median SD of the HU in 5 x 5 windows of the air around the patient, on the working "
              "grid) is this many HU, over 35: ultra-low-dose noise; the liver dome, pericardial fat or noise may be "
              "taken as lesion and voxels move between the HU classes (scores not changed): review qc.png",
+    "MOTION_SUSPECT": "two adjacent slices differ this many times more (or less) than the slices around them, over 2 "
+                      "(breathing during the scan, a step between acquisitions, repeated or blurred slices): "
+                      "doubled or blurred edges of the diaphragm and vessels may be scored as ground glass, lung "
+                      "volume and zone levels shift: review qc.png and a coronal view (scores not changed)",
+    "DEPENDENT_DENSITY": "the back third of the lungs reads this many HU denser than the front third in most slices, "
+                         "over 80: dependent atelectasis or poor inspiration of a supine patient, or "
+                         "posterior-predominant disease; such density is scored as ground glass (scores not "
+                         "changed): review qc.png",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }
@@ -70,7 +78,8 @@ SCORING_FLAGS: dict[str, str] = {
 FLAG_UNITS: dict[str, str] = {
     "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm", "NOISY": "HU",
     "CONTRAST_SUSPECTED": "HU",
-    "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL",
+    "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL", "MOTION_SUSPECT": "x the neighbouring slices",
+    "DEPENDENT_DENSITY": "HU",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",
 }

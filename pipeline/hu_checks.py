@@ -35,6 +35,15 @@ tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration)
   segmentation then takes the liver dome, pericardial fat or noise itself as lung lesion (a normal subject with
   added noise SD 80 HU scored six-zone 2 / CT-1 with the default segmenter) and voxels move between the HU classes
   (faint ground glass to consolidation). A flag only: it changes no score.
+- ``MOTION_SUSPECT:<ratio>``: two adjacent slices differ far more (or far less) than the slices around them
+  (``slice_jump_ratio``, :func:`slice_jump_ratio`, on the CT's own slices, above :data:`MOTION_RATIO`): breathing
+  or heart motion during the scan, a step between acquisitions, repeated or blurred slices. A doubled diaphragm
+  added about 200 mL of false ground glass to a normal scan; a stepped slab changed lung volume by 3-9 % and the
+  0-900 score by up to 7. A flag only.
+- ``DEPENDENT_DENSITY:<HU>``: the back third of the lungs is denser than the front third by this much in most
+  slices (``dependent_gradient_hu``, :func:`dependent_gradient_hu`, above :data:`DEPENDENT_GRADIENT_HU`):
+  gravity-dependent density of a supine patient (dependent atelectasis, poor inspiration) or posterior-predominant
+  disease; ctscore scores it as lesion. A flag only.
 """
 
 from __future__ import annotations
@@ -122,6 +131,26 @@ MEDIASTINUM_FRONT_FRACTION = 0.6
 MEDIASTINUM_MIN_ML = 20.0
 #: Slice thickness above which a series is flagged (mm).
 THICK_SLICE_MM = 5.0
+
+#: MOTION_SUSPECT:<ratio>: :func:`slice_jump_ratio` above this. The six real chests of ../shared/data read 1.2-1.3
+#: where no step is seen (normal001, cap001, ricord_covid_419639, lung_pet_ct_dx_A0002), ge_mister_ct 4.9 (its three
+#: acquisitions meet with the lungs stepped) and itkelastix00 4.9 (a flat step in the right dome, as from a 4D-CT's
+#: sorting), the sample 1.2; simulated breathing in the bases (a motion audit, 2026-12-06: a slab of the lower 60 mm
+#: shown 5-15 mm higher or 10 mm to the front, a 10 mm slab doubled, three frozen slices, a slab blurred along z or
+#: in plane) 2.1 (cap001, a 10 mm slab doubled, through the pipeline) to 13.2, and 1000 for frozen slices.
+MOTION_RATIO = 2.0
+#: The lungs dilated this much in plane are where slices are compared (the diaphragm's and vessels' edges).
+MOTION_MARGIN_MM = 5.0
+#: Each slice pair is compared with this many pairs on either side.
+MOTION_NEIGHBOURS = 4
+#: Slices this near the lungs' first and last are not compared (the apices and bases change fast anyway).
+MOTION_EDGE_SLICES = 3
+
+#: DEPENDENT_DENSITY:<HU>: :func:`dependent_gradient_hu` above this. The six real chests read -55 to 58 (58:
+#: ricord_covid_419639's posterior COVID-19); a normal scan given a posterior gradient of 200 HU (t squared, front to
+#: back) 99-113 and 160 for 300 HU, which made the network score six-zone 4 (CT-1) and the classical segmenter 397
+#: mL of lesion on normal001 with no other flag (DENSE_LUNG's mean stayed below -700).
+DEPENDENT_GRADIENT_HU = 80.0
 #: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
 #: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection"; "n", "nein", "non" as the whole
 #: value). Underscores are read as spaces (NO_CONTRAST).
@@ -290,6 +319,92 @@ def mediastinum_hu(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, voxel_ml
     return _round(np.percentile(values, 75))
 
 
+def slice_jump_ratio(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
+                     lesions: np.ndarray | None = None) -> float:
+    """How far the change between two adjacent slices departs from that of the slices around them, in all of the
+    lungs at once. Each lung (``lungs``: 1 right, 2 left), dilated :data:`MOTION_MARGIN_MM` in plane, is cut into
+    its front and back half (of its front-to-back extent in the two slices), four parts; in each part, the mean
+    squared HU difference (HU clipped to -1000..200) of each pair of adjacent slices, outside ``lesions`` (and 2
+    pixels around them), is divided by the median of that of the :data:`MOTION_NEIGHBOURS` pairs on either side. A
+    pair's spike is its smallest ratio over the parts (breathing moves the whole slice; a lesion, vessel or the dome
+    starting moves one part), its dip the largest (identical or z-blurred slices change less everywhere), over the
+    pairs where all four parts are measured. Returns the largest spike or the inverse of the smallest dip, whichever
+    is larger (1000: identical slices); NaN with too few lung slices. Measured in plane on every second pixel where pixels are under 1 mm."""
+    lung = lungs > 0
+    zs = np.flatnonzero(lung.any(axis=(1, 2)))
+    if zs.size == 0:
+        return math.nan
+    k0, k1 = int(zs[0]) + MOTION_EDGE_SLICES, int(zs[-1]) - MOTION_EDGE_SLICES
+    if k1 - k0 < 2 * MOTION_NEIGHBOURS + 2:
+        return math.nan
+    step = 2 if min(spacing_zyx[1], spacing_zyx[2]) < 1.0 else 1
+    sub = (slice(k0, k1 + 1), slice(None, None, step), slice(None, None, step))
+    h = np.clip(hu[sub], -1000, 200).astype(np.float32)
+    r = max(1, int(round(MOTION_MARGIN_MM / (spacing_zyx[1] * step))))
+    near = [ndi.maximum_filter((lungs[sub] == side).view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1)) > 0
+            for side in (1, 2)]
+    outside = np.ones(h.shape, bool)
+    if lesions is not None:
+        outside = ~(ndi.maximum_filter((lesions[sub] > 0).view(np.uint8), size=(1, 5, 5)) > 0)
+    y = np.arange(h.shape[1])[:, None]
+    energy = np.full((4, h.shape[0] - 1), np.nan)
+    for k in range(h.shape[0] - 1):
+        d2 = np.square(h[k + 1] - h[k])
+        keep = outside[k] & outside[k + 1]
+        for i, zone in enumerate(near):
+            roi = (zone[k] | zone[k + 1]) & keep
+            rows = np.flatnonzero(roi.any(axis=1))
+            if rows.size < 2:
+                continue
+            mid = (rows[0] + rows[-1]) / 2.0
+            for j, part in enumerate((roi & (y <= mid), roi & (y > mid))):
+                if np.count_nonzero(part) >= 50:
+                    energy[2 * i + j, k] = float(d2[part].mean())
+    ratios = np.full(energy.shape, np.nan)
+    for k in range(energy.shape[1]):
+        around = np.concatenate([energy[:, max(k - MOTION_NEIGHBOURS, 0):k], energy[:, k + 1:k + 1 + MOTION_NEIGHBOURS]],
+                                axis=1)
+        for part in range(4):
+            values = around[part][np.isfinite(around[part])]
+            if np.isfinite(energy[part, k]) and values.size >= 3 and np.median(values) > 0:
+                ratios[part, k] = energy[part, k] / float(np.median(values))
+    seen = np.isfinite(ratios).all(axis=0)  # pairs with both lungs, front and back, measured
+    if not seen.any():
+        return math.nan
+    spike = float(np.nanmin(ratios[:, seen], axis=0).max())
+    dip = float(np.nanmax(ratios[:, seen], axis=0).min())
+    return round(max(spike, 1.0 / max(dip, 0.001)), 2)  # (identical slices: 1000)
+
+
+def dependent_gradient_hu(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
+    """The front-to-back density gradient of the lungs that is there in most slices (HU): in each slice and lung
+    (of at least 2 cm2), the median HU of its back third (its own front-to-back extent) minus that of its front third,
+    over the lung voxels from -1000 to -200 HU (vessels and consolidation out); the 25th percentile over slices and
+    lungs. Gravity makes a supine patient's dependent lung denser (dependent atelectasis, poor inspiration), in every
+    slice; pneumonia is patchier and moves the lower quartile less (ricord_covid_419639's posterior COVID-19: 58 HU,
+    its volume-weighted mean 134). The image is in LPS: "back" is the patient's back, which is dependent only when
+    the patient lies supine. NaN with too little lung."""
+    ny = hu.shape[1]
+    y = np.arange(ny)[:, None]
+    min_pixels = 200.0 / (spacing_zyx[1] * spacing_zyx[2])
+    values: list[float] = []
+    for k in np.flatnonzero((lungs > 0).any(axis=(1, 2))):
+        for side in (1, 2):
+            m = lungs[k] == side
+            if np.count_nonzero(m) < min_pixels:
+                continue
+            rows = np.flatnonzero(m.any(axis=1))
+            front, back = rows[0], rows[-1]
+            ok = m & (hu[k] > -1000) & (hu[k] < -200)
+            ant = ok & (y <= front + (back - front) / 3.0)
+            post = ok & (y >= front + 2.0 * (back - front) / 3.0)
+            if np.count_nonzero(ant) > 20 and np.count_nonzero(post) > 20:
+                values.append(float(np.median(hu[k][post])) - float(np.median(hu[k][ant])))
+    if len(values) < 3:
+        return math.nan
+    return _round(np.percentile(values, 25))
+
+
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,
             body: np.ndarray | None = None, padding: np.ndarray | None = None) -> dict[str, Any]:
     """The HU measures of one series on one grid: ``air_hu`` (median of the air around the patient), ``tissue_hu``
@@ -349,6 +464,12 @@ def flags_for(m: dict[str, Any], contrast_agent: str | None = None, slice_thickn
     noise = m.get("noise_hu", math.nan)
     if math.isfinite(noise) and noise > NOISE_MAX_HU:
         flags.append(f"NOISY:{noise:.0f}")
+    jump = m.get("slice_jump_ratio", math.nan)
+    if math.isfinite(jump) and jump > MOTION_RATIO:
+        flags.append(f"MOTION_SUSPECT:{jump:.1f}")
+    gradient = m.get("dependent_gradient_hu", math.nan)
+    if math.isfinite(gradient) and gradient > DEPENDENT_GRADIENT_HU:
+        flags.append(f"DEPENDENT_DENSITY:{gradient:.0f}")
     return flags
 
 

@@ -210,9 +210,13 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     hu_o = array_view(orig)  # read-only, no copy of the CT (it is kept in memory once)
     les_o &= lungs_o > 0
     classes = classify_lesions(hu_o, les_o, cfg["hu_classes"])
-    from pipeline.hu_checks import low_attenuation_pct, metal_ml
+    from pipeline.hu_checks import dependent_gradient_hu, low_attenuation_pct, metal_ml, slice_jump_ratio
 
     hu_check["laa950_pct"] = low_attenuation_pct(hu_o, lungs_o)  # on the CT's own grid, as emphysema is measured
+    # breathing between slices and a gravity-dependent density gradient, on the CT's own slices (MOTION_SUSPECT,
+    # DEPENDENT_DENSITY: a motion audit, 2026-12-06)
+    hu_check["slice_jump_ratio"] = slice_jump_ratio(hu_o, lungs_o, tuple(orig.GetSpacing()[::-1]), les_o)
+    hu_check["dependent_gradient_hu"] = dependent_gradient_hu(hu_o, lungs_o, tuple(orig.GetSpacing()[::-1]))
     hu_check["metal_ml"] = metal_ml(hu_o, float(np.prod(orig.GetSpacing())) / 1000.0)  # a 1 mm wire blurs away on 1.5 mm
     timings["to_original_grid_s"] = time.perf_counter() - t
 

@@ -40,6 +40,11 @@ RECORDED = {
     ("0.5.0", "5670f4ca1399"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2425.43, "lung_volume_ml_left": 2320.43, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
+    # 0.6.0: the airway grown again around a tube (the sample's is not), MOTION_SUSPECT and DEPENDENT_DENSITY (not on
+    # the sample)
+    ("0.6.0", "5670f4ca1399"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2425.43, "lung_volume_ml_left": 2320.43, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
 }
 
 

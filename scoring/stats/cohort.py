@@ -325,7 +325,8 @@ _INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFram
 #: and scores (README, "Measurement conditions"): a cohort mixing scans with and without one is named in a note.
 CONDITION_FLAGS = {"CONTRAST": "contrast-enhanced", "CONTRAST_SUSPECTED": "enhanced by their blood's HU (header silent)", "THICK_SLICES": "slices thicker than 5 mm",
                    "NOISY": "noisy (low dose)", "DENSE_LUNG": "dense lung without lesion (expiration?)",
-                   "LOW_ATTENUATION": "with emphysema or bullae (10 % of the lung or more below -950 HU)"}
+                   "LOW_ATTENUATION": "with emphysema or bullae (10 % of the lung or more below -950 HU)",
+                   "MOTION_SUSPECT": "with motion between slices", "DEPENDENT_DENSITY": "with dependent density"}
 
 
 def conditions_note(scans: pd.DataFrame) -> str | None:

@@ -68,7 +68,8 @@ SCORING_FLAGS: dict[str, str] = {
     "DEPENDENT_DENSITY": "the back third of the lungs reads this many HU denser than the front third in most slices, "
                          "over 80: dependent atelectasis or poor inspiration of a supine patient, or "
                          "posterior-predominant disease; such density is scored as ground glass (scores not "
-                         "changed): review qc.png",
+                         "changed): review qc.png. Measured front to back of the image: a prone patient's dependent "
+                         "lung, in front, is not measured",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
 }

@@ -43,7 +43,7 @@ tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration)
 - ``DEPENDENT_DENSITY:<HU>``: the back third of the lungs is denser than the front third by this much in most
   slices (``dependent_gradient_hu``, :func:`dependent_gradient_hu`, above :data:`DEPENDENT_GRADIENT_HU`):
   gravity-dependent density of a supine patient (dependent atelectasis, poor inspiration) or posterior-predominant
-  disease; ctscore scores it as lesion. A flag only.
+  disease; ctscore scores it as lesion. A flag only; a prone patient's dependent lung (in front) is not measured.
 """
 
 from __future__ import annotations
@@ -322,53 +322,63 @@ def mediastinum_hu(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, voxel_ml
 def slice_jump_ratio(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
                      lesions: np.ndarray | None = None) -> float:
     """How far the change between two adjacent slices departs from that of the slices around them, in all of the
-    lungs at once. Each lung (``lungs``: 1 right, 2 left), dilated :data:`MOTION_MARGIN_MM` in plane, is cut into
-    its front and back half (of its front-to-back extent in the two slices), four parts; in each part, the mean
-    squared HU difference (HU clipped to -1000..200) of each pair of adjacent slices, outside ``lesions`` (and 2
-    pixels around them), is divided by the median of that of the :data:`MOTION_NEIGHBOURS` pairs on either side. A
-    pair's spike is its smallest ratio over the parts (breathing moves the whole slice; a lesion, vessel or the dome
-    starting moves one part), its dip the largest (identical or z-blurred slices change less everywhere), over the
-    pairs where all four parts are measured. Returns the largest spike or the inverse of the smallest dip, whichever
-    is larger (1000: identical slices); NaN with too few lung slices. Measured in plane on every second pixel where pixels are under 1 mm."""
-    lung = lungs > 0
-    zs = np.flatnonzero(lung.any(axis=(1, 2)))
+    lungs at once. Each lung (``lungs``: 1 right, 2 left; a mask of one label or one lung is one lung), dilated
+    :data:`MOTION_MARGIN_MM` in plane, is cut into its front and back half (of its front-to-back extent in the two
+    slices); in each part, the mean squared HU difference (HU clipped to -1000..200) of each pair of adjacent
+    slices, outside ``lesions`` (and 2 pixels around them), is divided by the median of that of the
+    :data:`MOTION_NEIGHBOURS` pairs on either side. A pair's spike is its smallest ratio over the parts (breathing
+    moves the whole slice; a lesion, vessel or the dome starting moves one part), its dip the largest (identical or
+    z-blurred slices change less everywhere), over the pairs where every part is measured. Returns the largest spike
+    or the inverse of the smallest dip, whichever is larger (1000: identical slices); NaN with too few lung slices.
+    Measured in plane on every second pixel where pixels are under 1 mm, slice by slice (a 600 x 512 x 512 series
+    needs a few MB)."""
+    zs = np.flatnonzero(lungs.any(axis=(1, 2)))
     if zs.size == 0:
         return math.nan
     k0, k1 = int(zs[0]) + MOTION_EDGE_SLICES, int(zs[-1]) - MOTION_EDGE_SLICES
     if k1 - k0 < 2 * MOTION_NEIGHBOURS + 2:
         return math.nan
     step = 2 if min(spacing_zyx[1], spacing_zyx[2]) < 1.0 else 1
-    sub = (slice(k0, k1 + 1), slice(None, None, step), slice(None, None, step))
-    h = np.clip(hu[sub], -1000, 200).astype(np.float32)
     r = max(1, int(round(MOTION_MARGIN_MM / (spacing_zyx[1] * step))))
-    near = [ndi.maximum_filter((lungs[sub] == side).view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1)) > 0
-            for side in (1, 2)]
-    outside = np.ones(h.shape, bool)
-    if lesions is not None:
-        outside = ~(ndi.maximum_filter((lesions[sub] > 0).view(np.uint8), size=(1, 5, 5)) > 0)
-    y = np.arange(h.shape[1])[:, None]
-    energy = np.full((4, h.shape[0] - 1), np.nan)
-    for k in range(h.shape[0] - 1):
-        d2 = np.square(h[k + 1] - h[k])
-        keep = outside[k] & outside[k + 1]
-        for i, zone in enumerate(near):
-            roi = (zone[k] | zone[k + 1]) & keep
+    sides = [side for side in np.unique(lungs[k0:k1 + 1:max(1, (k1 - k0) // 20), ::step, ::step]) if side > 0]
+    if not sides:
+        return math.nan
+
+    def one_slice(k: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+        lab = lungs[k, ::step, ::step]
+        near = [ndi.maximum_filter((lab == side).view(np.uint8), size=2 * r + 1) > 0 for side in sides]
+        lesion = None
+        if lesions is not None:
+            lesion = ndi.maximum_filter((lesions[k, ::step, ::step] > 0).view(np.uint8), size=5) > 0
+        return np.clip(hu[k, ::step, ::step], -1000, 200).astype(np.float32), near, lesion
+
+    n_parts = 2 * len(sides)
+    energy = np.full((n_parts, k1 - k0), np.nan)
+    previous = one_slice(k0)
+    y = np.arange(previous[0].shape[0])[:, None]
+    for i, k in enumerate(range(k0, k1)):
+        current = one_slice(k + 1)
+        d2 = np.square(current[0] - previous[0])
+        keep = np.ones(d2.shape, bool) if lesions is None else ~(previous[2] | current[2])
+        for s, (before, after) in enumerate(zip(previous[1], current[1])):
+            roi = (before | after) & keep
             rows = np.flatnonzero(roi.any(axis=1))
             if rows.size < 2:
                 continue
             mid = (rows[0] + rows[-1]) / 2.0
             for j, part in enumerate((roi & (y <= mid), roi & (y > mid))):
                 if np.count_nonzero(part) >= 50:
-                    energy[2 * i + j, k] = float(d2[part].mean())
+                    energy[2 * s + j, i] = float(d2[part].mean())
+        previous = current
     ratios = np.full(energy.shape, np.nan)
     for k in range(energy.shape[1]):
         around = np.concatenate([energy[:, max(k - MOTION_NEIGHBOURS, 0):k], energy[:, k + 1:k + 1 + MOTION_NEIGHBOURS]],
                                 axis=1)
-        for part in range(4):
+        for part in range(n_parts):
             values = around[part][np.isfinite(around[part])]
             if np.isfinite(energy[part, k]) and values.size >= 3 and np.median(values) > 0:
                 ratios[part, k] = energy[part, k] / float(np.median(values))
-    seen = np.isfinite(ratios).all(axis=0)  # pairs with both lungs, front and back, measured
+    seen = np.isfinite(ratios).all(axis=0)  # pairs with every part (each lung's front and back) measured
     if not seen.any():
         return math.nan
     spike = float(np.nanmin(ratios[:, seen], axis=0).max())
@@ -388,7 +398,7 @@ def dependent_gradient_hu(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[
     y = np.arange(ny)[:, None]
     min_pixels = 200.0 / (spacing_zyx[1] * spacing_zyx[2])
     values: list[float] = []
-    for k in np.flatnonzero((lungs > 0).any(axis=(1, 2))):
+    for k in np.flatnonzero(lungs.any(axis=(1, 2))):
         for side in (1, 2):
             m = lungs[k] == side
             if np.count_nonzero(m) < min_pixels:

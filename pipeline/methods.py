@@ -304,10 +304,14 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
                        "precision and its masks differ a little from the CPU's")
 
     monai_models = Counter(m for m, n in zip(_values(ok, "model_id"), _values(ok, "segmenter")) if n == "monai" and m)
-    if not monai_models and "monai" in segmenters:
-        monai_models = models
+    recorded = run.get("segmenter") if isinstance(run.get("segmenter"), Mapping) else {}
+    if not monai_models and "monai" in segmenters and recorded.get("name") == "monai" and recorded.get("model_id"):
+        monai_models = Counter([str(recorded["model_id"])])  # (the rows without one: run.json's)
     evaluation = _evaluation()
-    shipped = bool(monai_models) and set(monai_models) <= _shipped_ids(evaluation)
+    if not monai_models:
+        shipped: bool | None = None  # the network's model id is not recorded: which weights is unknown
+    else:
+        shipped = set(monai_models) <= _shipped_ids(evaluation)
     paragraphs = [
         _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg)
         + " " + _pipeline_text(cfg, segmenters),
@@ -327,7 +331,7 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
 
 
 def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int,
-              shipped: bool) -> str:
+              shipped: bool | None) -> str:
     if versions:
         ctscore = "ctscore " + " and ".join(sorted(versions))
     else:
@@ -338,7 +342,8 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     names = NAMED_PACKAGES + (NETWORK_PACKAGES if network else ())
     listed = [f"{name} {pkg[name]}" for name in names if pkg.get(name)]
     source = str(run.get("source") or "")
-    if source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions):
+    if (source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions)
+            and "aggregated_from" not in run):  # (an aggregate's run.json: the checkout that merged, not scored)
         # run from a checkout: the commit, and whether its files were changed (run.json's: one version only)
         commit = source.split()[1][:12]
         ctscore += (f" (commit {commit}, with local changes to its files: state them)" if "local changes" in source
@@ -352,6 +357,9 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     for name in sorted(segmenters):
         if name == "classical":
             parts.append("ctscore's classical segmenter (Hounsfield-unit thresholds and morphology, no trained model")
+        elif name == "monai" and shipped is None:
+            parts.append("a convolutional neural network (MONAI; its model id is not recorded: [state which weights "
+                         "were used]")
         elif name == "monai" and shipped:
             parts.append("the convolutional neural network shipped with ctscore (MONAI")
         elif name == "monai":
@@ -395,15 +403,20 @@ def _selection_text(cfg) -> str:
     return "; ".join(rules) + "."
 
 
-def _segmenter_text(cfg, segmenters: Counter, shipped: bool, evaluation: Mapping[str, Any]) -> str:
+def _segmenter_text(cfg, segmenters: Counter, shipped: bool | None, evaluation: Mapping[str, Any]) -> str:
     """How the network ran and how well it did (evaluation.json), or what the authors must add; the classical
     segmenter's figures on the same test."""
     s: list[str] = []
     if "monai" in segmenters:
-        s.append(_network_settings(cfg, shipped))
-        s.append(_network_evaluation(evaluation) if shipped else
-                 "[Describe how this network was trained and validated: its weights are not those shipped with "
-                 "ctscore, and ctscore's model card does not apply to them.]")
+        s.append(_network_settings(cfg, bool(shipped)))
+        if shipped:
+            s.append(_network_evaluation(evaluation))
+        elif shipped is None:
+            s.append("[Describe how the network was trained and validated: the run does not record which weights were "
+                     "used.]")
+        else:
+            s.append("[Describe how this network was trained and validated: its weights are not those shipped with "
+                     "ctscore, and ctscore's model card does not apply to them.]")
     bundles = sorted(n for n in segmenters if n not in ("monai", "classical"))
     if bundles:
         s.append(f"[Describe the inference settings, training data and validation of the model bundle(s) "

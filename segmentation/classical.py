@@ -364,6 +364,10 @@ def grow_airway(
 #: estimated 25 mm high and the classical segmenter took the air around the tube as lung. The six real chests of
 #: ../shared/data grow 5.4 (8 mm slices) to 39.8 mL without it, so their airways are grown as before.
 AIRWAY_RETRY_ML = 5.0
+#: The airway grown again is kept only when at least this share of its voxels that the opening left as they were
+#: is below -900 HU: air (ricord_covid_419639's trachea around a tube 0.97), not lung (a review: normal001 cut below
+#: the carina has no trachea, and its opened lung, median -869 HU, grew 6.1 mL that hid AIRWAY_NOT_FOUND).
+AIRWAY_RETRY_AIR_SHARE = 0.8
 
 
 def open_thin_walls(hu: np.ndarray, spacing: tuple[float, float, float], width_mm: float = 3.0) -> np.ndarray:
@@ -391,6 +395,14 @@ def _airway(hu: np.ndarray, air: np.ndarray, body: np.ndarray, spacing: tuple[fl
     if seed_open is not None:
         retry = grow_airway(opened, body, seed_open, spacing, lo, hi)
         retry_ml = np.count_nonzero(retry) * voxel_ml
+        # what the opening did not change must be air: a scan starting below the carina has no trachea, and the
+        # opened lung (median -869 HU on normal001) would pass for one (a review: 6.1 mL, AIRWAY_NOT_FOUND lost)
+        kept = hu[retry & (np.abs(opened - hu) < 50.0)]
+        air_share = float(np.mean(kept < -900.0)) if kept.size else 0.0
+        if air_share < AIRWAY_RETRY_AIR_SHARE:
+            log.info("airway grown to %.1f mL only; the %.1f mL grown with thin walls opened away is no air (%.0f %% "
+                     "below -900 HU): not taken", found_ml, retry_ml, 100 * air_share)
+            retry_ml = 0.0
         if retry_ml > found_ml:
             log.info("airway grown to %.1f mL only; %.1f mL with thin walls in the trachea (a tube?) opened away",
                      found_ml, retry_ml)

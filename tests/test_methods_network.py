@@ -82,6 +82,9 @@ def test_the_evaluation_record_agrees_with_the_model_card():
     assert "| detected (shipped model) | 0 of 9 | 4 of 14 |" in card and ev["small_lesions"].startswith(
         "0 of 9 inserted lesions under 1 mL and 4 of 14 of 1-10 mL")
     assert "2.45 M" in card and "2.45 M" in ev["architecture"]
+    diff = ev["score_difference"]
+    assert (f"mean difference six-zone {diff['six_zone_total']} (reference mean 4.4),\n0-900 {diff['zhang900_total']} "
+            f"(reference mean {diff['zhang900_reference_mean']})") in card
     cls = ev["classical"]
     assert f"| {cls['lesion_dice']} |" in card
     assert f"| {cls['pleural_coverage_pct']} % |" in card and f"| {cls['false_positive_pct_of_lung']} % |" in card
@@ -141,3 +144,29 @@ def test_an_unreadable_evaluation_record_asks_the_authors(sample_run, tmp_path, 
     monkeypatch.setattr(methods, "EVALUATION_JSON", path)
     text = methods_text(_as_network(sample_run, tmp_path / "a"))
     assert "[Describe how the network was trained and validated" in text and "69.9" not in text
+
+
+def test_a_network_whose_model_id_is_not_recorded(sample_run, tmp_path):
+    """A review: a blank model_id read as "weights of its own"; it is unknown, unless run.json names it."""
+    out = _as_network(sample_run, tmp_path / "a", model_id="")
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    scans["model_id"] = ""
+    scans.to_csv(out / "scans.csv", index=False)
+    run = json.loads((out / "run.json").read_text())
+    run["segmenter"] = {"name": "monai", "model_id": ""}
+    (out / "run.json").write_text(json.dumps(run))
+    text = methods_text(out)
+    assert "its model id is not recorded: [state which weights were used]" in text
+    assert "weights of its own" not in text and "shipped with ctscore (MONAI" not in text
+    assert "the run does not record which weights were used" in text
+    run["segmenter"]["model_id"] = shipped_model_id()  # run.json names the shipped weights
+    (out / "run.json").write_text(json.dumps(run))
+    assert "the convolutional neural network shipped with ctscore (MONAI" in methods_text(out)
+
+
+def test_an_aggregated_run_names_no_commit_of_the_merging_checkout(sample_run, tmp_path):
+    out = _as_network(sample_run, tmp_path / "a")
+    run = json.loads((out / "run.json").read_text())
+    run["source"], run["aggregated_from"] = "git 0123456789abcdef0123", ["shard-1", "shard-2"]
+    (out / "run.json").write_text(json.dumps(run))
+    assert "(commit" not in methods_text(out)

@@ -42,6 +42,10 @@ def test_breathing_steps_and_frozen_slices_are_measured_not_smooth_anatomy():
     stepped = hu.copy()
     stepped[30:] = hu[25:55]
     assert slice_jump_ratio(stepped, lungs, SP) > MOTION_RATIO  # a step of 10 mm between slices 29 and 30
+    # one lung (a pneumonectomy, a lung the mask misses) or one label for both: the lungs there are measured
+    assert slice_jump_ratio(stepped, np.where(lungs == 2, 0, lungs), SP) > MOTION_RATIO
+    assert slice_jump_ratio(stepped, (lungs > 0).astype(np.uint8), SP) > MOTION_RATIO
+    assert slice_jump_ratio(hu, np.where(lungs == 2, 0, lungs), SP) < MOTION_RATIO
     frozen = hu.copy()
     frozen[21:23] = hu[20]
     assert slice_jump_ratio(frozen, lungs, SP) == 1000.0

@@ -55,7 +55,7 @@ SCAN_COLUMNS = [
 SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id")
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
-                "extent_score", "density_grade", "unit_score"]
+                "extent_score", "density_grade", "unit_score", "near_edge"]
 
 
 def device_text(device: Any) -> str:
@@ -220,7 +220,8 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
-         "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path"}
+         "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path",
+         "near_edge"}
 _BOOL = {"apex_covered", "base_covered"}
 #: text columns where an empty value is a missing one (null in the Parquet files and the API's frames, like the
 #: numbers): two scans without a PatientID were one patient "" to ``groupby`` there, while the CSV read them as NA.

@@ -35,7 +35,7 @@ AERATED_HU = -500.0
 AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
-                "unit_score": math.nan, "status": "missing"}
+                "unit_score": math.nan, "status": "missing", "near_edge": ""}
 #: A lobe map leaving more than this percentage of the lung mask in no lobe of its side (a misaligned, cropped or
 #: shifted map, or another scan's) gives no lobar scores: QC flag ``LOBES_PARTIAL:<percent>``. Only the lungs whose
 #: lobes the map all holds are measured (a lobe absent from the map is ``LOBES_MISSING``). On the sample a map made
@@ -362,7 +362,8 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
                 m, pct, inv = measure(iv)
                 s = systems.six_zone_score(pct, inv)
                 r.update(unit_columns(m, pct, voxel_ml), extent_score=s, density_grade=math.nan, unit_score=s,
-                         status="ok")
+                         status="ok", near_edge=";".join(systems.near_edges("six_zone", m["lesion_ml"], pct, None,
+                                                                           min_ml, min_pct)))
                 six_total += s
             zone_rows.append(r)
         # zhang900
@@ -384,8 +385,10 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
                 ext = systems.zhang_extent(pct, inv)
                 den = systems.density_grade(m["class_ml"], zcfg["density_rule"], zcfg["density_share"]) if inv else 0
                 s = systems.zhang_unit_score(ext, den)
+                near = systems.near_edges("zhang900", m["lesion_ml"], pct, m["class_ml"], min_ml, min_pct,
+                                          zcfg["density_rule"], zcfg["density_share"])
                 r.update(unit_columns(m, pct, voxel_ml), extent_score=ext, density_grade=den, unit_score=s,
-                         status="ok")
+                         status="ok", near_edge=";".join(near))
                 zh_total += s
             zone_rows.append(r)
     return zone_rows, None if six_missing else six_total, None if zh_missing else zh_total
@@ -444,7 +447,8 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
         t4, t5 = t4 + s4, t5 + s5
         # the lobe's class volumes, PHO and mean HU from its own mask (a voxel selection)
         r.update(unit_columns(unit_measures(m, m, classes, voxel_ml, hu, pho_min), pct, voxel_ml),
-                 lesion_ml=round(les, 2), extent_score=s4, density_grade=math.nan, unit_score=s5, status="ok")
+                 lesion_ml=round(les, 2), extent_score=s4, density_grade=math.nan, unit_score=s5, status="ok",
+                 near_edge=";".join(systems.near_edges("lobar", les, pct, None, min_ml, min_pct)))
         zone_rows.append(r)
     if lobes_missing:
         flags.append("LOBES_MISSING")

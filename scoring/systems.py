@@ -109,6 +109,45 @@ def mosmed_category(involvement_pct: float) -> str:
     return "CT-4"
 
 
+#: How near a rule's edge a unit's measure must be to be marked ``near_edge`` in zones.csv: within these, a shift of
+#: the patient by a fraction of a voxel changed units' scores (a stability audit, 2026-12-06: ricord_covid_419639 and
+#: cap001 repositioned; lesion 1.25 -> 0.96 mL, involvement 15.92 -> 14.98 %, 0.270 -> 0.231 %, a consolidation share
+#: 0.199 -> 0.245 each flipped a unit, by up to 9 points of 0-900).
+EDGE_ML = 0.5
+EDGE_PCT = 1.0
+EDGE_MIN_PCT = 0.1
+EDGE_SHARE = 0.05
+
+#: The involvement percentages where a system's unit score steps (zhang900: the extent's rounding; 5 % is no step,
+#: an involved unit scores at least 1).
+BAND_EDGES = {"six_zone": (25.0, 50.0, 75.0), "lobar": (5.0, 25.0, 50.0, 75.0),
+              "zhang900": tuple(float(e) for e in range(15, 100, 10))}
+
+
+def near_edges(system: str, lesion_ml: float, involvement_pct: float, class_ml: Mapping[int, float] | None,
+               min_ml: float, min_pct: float, density_rule: str = "densest", share: float = 0.2) -> list[str]:
+    """The rule edges a unit's measures lie near (zones.csv ``near_edge``), where a small change of the segmentation
+    (the patient shifted by a fraction of a voxel, another noise) can change its score: ``minimum`` (lesion within
+    :data:`EDGE_ML` of ``min_ml`` or involvement within :data:`EDGE_MIN_PCT` points of ``min_pct``), ``band``
+    (involvement within :data:`EDGE_PCT` points of a step of :data:`BAND_EDGES`), ``density_share`` (zhang900 with
+    the densest rule: a class's share of the lesion within :data:`EDGE_SHARE` of ``share``). Empty for a unit without
+    lesion or a missing one."""
+    if not (math.isfinite(lesion_ml) and math.isfinite(involvement_pct)) or lesion_ml <= 0:
+        return []
+    edges = []
+    if abs(lesion_ml - min_ml) <= EDGE_ML or abs(involvement_pct - min_pct) <= EDGE_MIN_PCT:
+        edges.append("minimum")
+    if is_involved(lesion_ml, involvement_pct, min_ml, min_pct) or "minimum" in edges:
+        if any(abs(involvement_pct - e) <= EDGE_PCT for e in BAND_EDGES.get(system, ())):
+            edges.append("band")
+        if system == "zhang900" and density_rule == "densest" and class_ml:
+            total = sum(float(v) for v in class_ml.values())
+            if total > 0 and any(abs(float(class_ml.get(c, 0.0)) / total - share) <= EDGE_SHARE
+                                 for c in (FAINT_GGO, GGO, CONSOLIDATION) if class_ml.get(c, 0.0) > 0):
+                edges.append("density_share")
+    return edges
+
+
 def lobar_score_5(involvement_pct: float, involved: bool = True) -> int:
     """Lobe score 0-5: 0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %."""
     _check_pct(involvement_pct)

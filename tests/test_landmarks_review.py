@@ -159,8 +159,12 @@ def test_two_clavicular_heads_are_told_from_the_manubrium():
     broken = _anterior([(33, 57), (69, 91)])
     broken[25:27, 62:64] = True  # a fleck of cortex in the gap: a manubrium, not the notch
     assert not _clavicular_heads(broken, 53.0, 57.3, sp)
-    far = _anterior([(5, 30), (90, 115)])  # the gap's centre 30 mm from both midline markers (limit 12 mm)
+    far = _anterior([(5, 30), (90, 115)])  # the gap's centre 30 mm from both midline markers (limit 16 mm)
     assert not _clavicular_heads(far, 40.0, 40.0, sp)
+    # a stability audit: ricord_covid_419639 rotated 2 degrees put the gap's centre 12.4 mm from the spine's x; with a
+    # 12 mm limit the notch read 15 mm high (216 instead of 201 mm) and zhang900 L1 lost its lesion
+    rotated = _anterior([(94, 119), (131, 153)], width=170)
+    assert _clavicular_heads(rotated, 113.0, 116.7, sp)
 
 
 @pytest.mark.slow
@@ -225,3 +229,35 @@ def test_landmark_accuracy_cut_bases_refuses_bad_fractions(tmp_path, bad, capsys
         load_script("landmark_accuracy").main(["--reference", str(ref), "--data-root", str(tmp_path),
                                                "--cut-bases", bad])
     assert e.value.code == 2 and "--cut-bases" in capsys.readouterr().err
+
+
+def test_the_notch_of_a_rotated_scan(shared_data):
+    """ricord_covid_419639 rotated -2 and +2 degrees about the head-feet axis: the notch within 3 mm of the scan's own
+    (a stability audit: -2 degrees read it 15 mm high, and zhang900 L1's 10 mL of lesion was lost)."""
+    import SimpleITK as sitk
+
+    from pipeline.config import load_config
+    from pipeline.resample import resample_to_spacing
+    from pipeline.run import slice_z_mm
+    from scoring.landmarks import detect_landmarks
+    from segmentation.classical import segment_airway
+    from segmentation.factory import build_segmenter
+    from segmentation.training import load_series_lps
+    from tests.conftest import require
+
+    cfg = load_config(extra={"segmentation": {"method": "classical"}})
+    seg = build_segmenter(cfg)
+    img = load_series_lps(require(shared_data / "chest" / "ricord_covid_419639"))
+    notch = {}
+    for deg in (0.0, -2.0, 2.0):
+        tx = sitk.Euler3DTransform()
+        size = np.array(img.GetSize())
+        tx.SetCenter(img.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist()))
+        tx.SetRotation(0, 0, np.deg2rad(deg))
+        rotated = img if deg == 0 else sitk.Resample(img, img, tx, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+        work = resample_to_spacing(rotated, cfg["resample"]["spacing_mm"])
+        hu = sitk.GetArrayFromImage(work)
+        sp = tuple(float(s) for s in work.GetSpacing()[::-1])
+        lm = detect_landmarks(seg.segment(hu, sp).lungs, segment_airway(hu, sp), slice_z_mm(work), sp, hu=hu)
+        notch[deg] = lm["suprasternal_notch"].z_mm
+    assert abs(notch[-2.0] - notch[0.0]) <= 3.0 and abs(notch[2.0] - notch[0.0]) <= 3.0, notch

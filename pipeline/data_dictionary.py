@@ -304,14 +304,15 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "six_zone: the zone score 0-4, summed in six_zone_total. zhang900: extent x density^2 0-90, summed in "
         "zhang900_total. lobar: the lobe's lobar25 score 0-5, summed in lobar25_total."),
     "near_edge": (
-        "text", "", "empty, or ';'-separated: minimum, band, density_share", "(empty: no edge near, no lesion, or "
-        "unit missing)",
+        "text", "", "empty, or ';'-separated: minimum, band, density_share", "(empty: no edge near, no lesion, "
+        "unit missing; or a result of ctscore before 0.6.0, which did not compute it)",
         "The score rules whose edge the unit's measures lie near, where a small change of the segmentation (the "
         "patient shifted by a fraction of a voxel) can change its score (scoring.systems.near_edges): minimum "
         "(lesion within 0.5 mL of scoring.min_involvement_ml, or involvement within 0.1 points of "
         "min_involvement_pct), band (involvement within 1 point of a score step: six_zone 25/50/75 %, lobar "
         "5/25/50/75 %, zhang900 15/25/.../95 %), density_share (zhang900: a class's share of the lesion within 0.05 "
-        "of scoring.zhang900.density_share). README, 'Measurement error'."),
+        "of scoring.zhang900.density_share; predominant rule: the two largest classes within 0.05). The landmarks "
+        "that place the units can move too; this does not cover them. README, 'Measurement error'."),
 }
 
 _FAILURES: dict[str, tuple[str, str, str, str, str]] = {

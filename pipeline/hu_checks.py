@@ -322,7 +322,7 @@ def mediastinum_hu(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, voxel_ml
 def slice_jump_ratio(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
                      lesions: np.ndarray | None = None) -> float:
     """How far the change between two adjacent slices departs from that of the slices around them, in all of the
-    lungs at once. Each lung (``lungs``: 1 right, 2 left; a mask of one label or one lung is one lung), dilated
+    lungs at once. Each lung (``lungs``: 1 right, 2 left; a mask of one label or of one lung is one lung), dilated
     :data:`MOTION_MARGIN_MM` in plane, is cut into its front and back half (of its front-to-back extent in the two
     slices); in each part, the mean squared HU difference (HU clipped to -1000..200) of each pair of adjacent
     slices, outside ``lesions`` (and 2 pixels around them), is divided by the median of that of the
@@ -340,9 +340,7 @@ def slice_jump_ratio(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float
         return math.nan
     step = 2 if min(spacing_zyx[1], spacing_zyx[2]) < 1.0 else 1
     r = max(1, int(round(MOTION_MARGIN_MM / (spacing_zyx[1] * step))))
-    sides = [side for side in np.unique(lungs[k0:k1 + 1:max(1, (k1 - k0) // 20), ::step, ::step]) if side > 0]
-    if not sides:
-        return math.nan
+    sides = (1, 2)
 
     def one_slice(k: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
         lab = lungs[k, ::step, ::step]
@@ -378,7 +376,13 @@ def slice_jump_ratio(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float
             values = around[part][np.isfinite(around[part])]
             if np.isfinite(energy[part, k]) and values.size >= 3 and np.median(values) > 0:
                 ratios[part, k] = energy[part, k] / float(np.median(values))
-    seen = np.isfinite(ratios).all(axis=0)  # pairs with every part (each lung's front and back) measured
+    # the parts of the lungs there: measured in at least half of the slice pairs (a lung not found, or a few stray
+    # voxels labelled as it, is no part); the pairs where all of them are measured
+    parts = np.isfinite(energy).mean(axis=1) >= 0.5
+    if not parts.any():
+        return math.nan
+    ratios = ratios[parts]
+    seen = np.isfinite(ratios).all(axis=0)
     if not seen.any():
         return math.nan
     spike = float(np.nanmin(ratios[:, seen], axis=0).max())

@@ -127,25 +127,44 @@ BAND_EDGES = {"six_zone": (25.0, 50.0, 75.0), "lobar": (5.0, 25.0, 50.0, 75.0),
 def near_edges(system: str, lesion_ml: float, involvement_pct: float, class_ml: Mapping[int, float] | None,
                min_ml: float, min_pct: float, density_rule: str = "densest", share: float = 0.2) -> list[str]:
     """The rule edges a unit's measures lie near (zones.csv ``near_edge``), where a small change of the segmentation
-    (the patient shifted by a fraction of a voxel, another noise) can change its score: ``minimum`` (lesion within
-    :data:`EDGE_ML` of ``min_ml`` or involvement within :data:`EDGE_MIN_PCT` points of ``min_pct``), ``band``
-    (involvement within :data:`EDGE_PCT` points of a step of :data:`BAND_EDGES`), ``density_share`` (zhang900 with
-    the densest rule: a class's share of the lesion within :data:`EDGE_SHARE` of ``share``). Empty for a unit without
-    lesion or a missing one."""
+    (the patient shifted by a fraction of a voxel, another noise) can change its score; the landmarks that place the
+    units can move too, which this does not cover. ``minimum``: an involved unit with its lesion within
+    :data:`EDGE_ML` of ``min_ml`` or its involvement within :data:`EDGE_MIN_PCT` points of ``min_pct`` (either
+    falling below uninvolves it), or a unit not involved that is within both of reaching them. ``band``: the
+    involvement within :data:`EDGE_PCT` points of a step of :data:`BAND_EDGES`. ``density_share`` (zhang900): with
+    the densest rule, the share of the lesion of the graded class, or of a denser class, within :data:`EDGE_SHARE` of
+    ``share``; with the predominant rule, the two largest classes' shares within :data:`EDGE_SHARE` of each other.
+    Empty for a unit without lesion or a missing one."""
     if not (math.isfinite(lesion_ml) and math.isfinite(involvement_pct)) or lesion_ml <= 0:
         return []
     edges = []
-    if abs(lesion_ml - min_ml) <= EDGE_ML or abs(involvement_pct - min_pct) <= EDGE_MIN_PCT:
+    involved = is_involved(lesion_ml, involvement_pct, min_ml, min_pct)
+    if involved:
+        near_min = lesion_ml - min_ml <= EDGE_ML or involvement_pct - min_pct <= EDGE_MIN_PCT
+    else:
+        near_min = min_ml - lesion_ml <= EDGE_ML and min_pct - involvement_pct <= EDGE_MIN_PCT
+    if near_min:
         edges.append("minimum")
-    if is_involved(lesion_ml, involvement_pct, min_ml, min_pct) or "minimum" in edges:
-        if any(abs(involvement_pct - e) <= EDGE_PCT for e in BAND_EDGES.get(system, ())):
-            edges.append("band")
-        if system == "zhang900" and density_rule == "densest" and class_ml:
-            total = sum(float(v) for v in class_ml.values())
-            if total > 0 and any(abs(float(class_ml.get(c, 0.0)) / total - share) <= EDGE_SHARE
-                                 for c in (FAINT_GGO, GGO, CONSOLIDATION) if class_ml.get(c, 0.0) > 0):
-                edges.append("density_share")
+    if not (involved or near_min):
+        return edges
+    if any(abs(involvement_pct - e) <= EDGE_PCT for e in BAND_EDGES.get(system, ())):
+        edges.append("band")
+    if system == "zhang900" and class_ml and _density_near_edge(class_ml, density_rule, share):
+        edges.append("density_share")
     return edges
+
+
+def _density_near_edge(class_ml: Mapping[int, float], rule: str, share: float) -> bool:
+    """Whether a small change of the class volumes can change :func:`density_grade`."""
+    total = sum(float(v) for v in class_ml.values() if v > 0)
+    if total <= 0:
+        return False
+    shares = {c: float(class_ml.get(c, 0.0)) / total for c in (FAINT_GGO, GGO, CONSOLIDATION)}
+    if rule == "predominant":
+        top = sorted(shares.values(), reverse=True)
+        return top[0] - top[1] <= EDGE_SHARE
+    grade = density_grade(class_ml, rule, share)
+    return any(abs(shares[c] - share) <= EDGE_SHARE for c in shares if c >= grade and shares[c] > 0)
 
 
 def lobar_score_5(involvement_pct: float, involved: bool = True) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+LEVELS = ("carina", "ipv", "suprasternal_notch", "dome_right", "dome_left")
 OUTPUTS = ("six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
            "consolidation_volume_ml", "lung_volume_ml")
 
@@ -72,9 +73,13 @@ def perturbed(image, padding, how: dict):
     return out, pad
 
 
-def measures(row: dict) -> dict:
+def measures(res: dict) -> dict:
+    row = res["row"]
     out = {k: row.get(k) for k in OUTPUTS if k != "lung_volume_ml"}
     out["lung_volume_ml"] = round(float(row["lung_volume_ml_right"]) + float(row["lung_volume_ml_left"]), 2)
+    for name in LEVELS:  # the levels that place the units: they move with the scan too
+        lm = res["landmarks"].get(name)
+        out[f"{name}_z_mm"] = None if lm is None or lm.z_mm is None else round(float(lm.z_mm), 1)
     return out
 
 
@@ -89,7 +94,7 @@ def summary(name: str, values: list) -> str:
         return f"{name:24s} {'(missing in some runs)':>40s}"
     diffs = [abs(v - nums[0]) for v in nums[1:]]
     changed = sum(d > 1e-9 for d in diffs)
-    rc = 2.77 * statistics.pstdev(nums)
+    rc = 2.77 * statistics.stdev(nums)  # (the within-scan SD: n - 1)
     return (f"{name:24s} {nums[0]:9.4g} {min(nums):9.4g}-{max(nums):<9.4g} {statistics.median(diffs):9.3g} "
             f"{max(diffs):9.3g} {changed:>3d}/{len(diffs):<3d} {rc:9.3g}")
 
@@ -114,15 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     vol = load_series(cand.files, cfg)
     image = to_lps(vol.image)
     padding = None if vol.padding_mask is None else to_lps(vol.padding_mask)
-    runs = [("as scanned", measures(analyse_volume(image, cfg, segmenter, padding=padding)["row"]))]
+    runs = [("as scanned", measures(analyse_volume(image, cfg, segmenter, padding=padding)))]
     for label, how in perturbations(args.quick):
         img, pad = perturbed(image, padding, how)
-        runs.append((label, measures(analyse_volume(img, cfg, segmenter, padding=pad)["row"])))
+        runs.append((label, measures(analyse_volume(img, cfg, segmenter, padding=pad))))
         print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in runs[-1][1].items()), file=sys.stderr, flush=True)
     print(f"{args.series.name} ({args.segmenter}, {len(runs) - 1} perturbed runs)")
     print(f"{'output':24s} {'baseline':>9s} {'range':>19s} {'median|d|':>9s} {'max|d|':>9s} changed {'RC':>7s}")
     for name in OUTPUTS:
         print(summary(name, [r[1][name] for r in runs]))
+    print("landmark levels (z mm) per run:")
+    for label, m in runs:
+        print(f"  {label:24s} " + "  ".join(f"{n} {m[f'{n}_z_mm']}" for n in LEVELS))
     return 0
 
 

@@ -32,7 +32,9 @@ def test_the_spread_is_printed_per_output(capsys):
     assert load_script("measurement_error").main([str(SAMPLE), "--quick"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "sample_dicoms (classical, 6 perturbed runs)"
-    rows = {line.split()[0]: line.split() for line in out[2:]}
+    end = out.index("landmark levels (z mm) per run:")
+    rows = {line.split()[0]: line.split() for line in out[2:end]}
+    assert len(out) - end - 1 == 7 and "carina" in out[end + 1]  # the levels of each run: they move too
     assert set(rows) == {"six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
                          "consolidation_volume_ml", "lung_volume_ml"}
     assert rows["six_zone_total"][1] == "6"  # the sample's six-zone as scanned

@@ -124,3 +124,15 @@ def test_real_chests(shared_data):
     ge = analyse_volume(load_series_lps(require(shared_data / "chest" / "ge_mister_ct")), cfg, seg)
     assert ge["hu_check"]["slice_jump_ratio"] > MOTION_RATIO
     assert ge["hu_check"]["dependent_gradient_hu"] < DEPENDENT_GRADIENT_HU
+
+
+def test_a_few_stray_voxels_of_the_missing_lung_do_not_hide_a_step():
+    """A review: a one-lung mask with 9 voxels labelled as the other lung gave NaN (no flag) where they lay."""
+    hu, lungs = _chest()
+    stepped = hu.copy()
+    stepped[30:] = hu[25:55]
+    one = np.where(lungs == 2, 0, lungs).astype(np.uint8)
+    for k in (10, 25, 40):
+        stray = one.copy()
+        stray[k, 60:63, 110:113] = 2
+        assert slice_jump_ratio(stepped, stray, SP) > MOTION_RATIO

@@ -24,13 +24,25 @@ MIN = dict(min_ml=1.0, min_pct=0.25)
     ("lobar", 10.0, 4.6, None, ["band"]),  # lobar25 1 <-> 2 at 5 %
     ("six_zone", 0.0, 0.0, None, []),  # no lesion: nothing to lose
     ("six_zone", float("nan"), float("nan"), None, []),  # a missing unit
+    # a review: a unit far from involvement on one measure cannot reach it (0.85 mL short of 1 mL)
+    ("zhang900", 0.15, 0.203, {1: 0.0, 2: 0.15, 3: 0.0}, []),
+    ("six_zone", 0.7, 0.2, None, ["minimum"]),  # within reach of both minima
+    ("six_zone", 1.2, 3.0, None, ["minimum"]),  # involved, 0.2 mL above the 1 mL minimum
+    # a class that cannot change the grade: consolidation 0.30 of the lesion, faint 0.20 (below the graded class)
+    ("zhang900", 30.0, 20.0, {1: 6.0, 2: 15.0, 3: 9.0}, []),
+    ("zhang900", 30.0, 20.0, {1: 9.0, 2: 6.0, 3: 15.0}, []),
+    ("lobar", 10.0, 25.5, None, ["band"]),  # lobar25 2 (<= 25) <-> 3
+    ("lobar", 10.0, 75.8, None, ["band"]),  # lobar25 4 (<= 75) <-> 5
+    ("lobar", 10.0, 40.0, None, []),
 ])
 def test_near_edges(system, lesion_ml, pct, class_ml, expected):
     assert near_edges(system, lesion_ml, pct, class_ml, **MIN) == expected
 
 
-def test_predominant_rule_has_no_share_edge():
+def test_predominant_rule_edge_is_a_near_tie():
     assert near_edges("zhang900", 30.0, 20.0, {1: 0.0, 2: 24.0, 3: 6.0}, density_rule="predominant", **MIN) == []
+    assert near_edges("zhang900", 30.0, 20.0, {1: 0.0, 2: 15.5, 3: 14.5}, density_rule="predominant",
+                      **MIN) == ["density_share"]  # 52 / 48 %: grade 2 or 3
 
 
 def test_the_column_is_written(sample_run):

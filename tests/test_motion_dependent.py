@@ -5,12 +5,15 @@ a normal scan six-zone 4 with the network, its mean lung HU still below DENSE_LU
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import ndimage as ndi
 
 from pipeline.flags import SCORING_FLAGS
 from pipeline.hu_checks import (
-    DEPENDENT_GRADIENT_HU, MOTION_RATIO, dependent_gradient_hu, flags_for, slice_jump_ratio,
+    DEPENDENT_GRADIENT_HU,
+    MOTION_RATIO,
+    dependent_gradient_hu,
+    flags_for,
+    slice_jump_ratio,
 )
 from tests.conftest import require
 

@@ -114,32 +114,28 @@ def _read_scans(out: Path):
     return scans
 
 
-def _read_failures(out: Path):
+def _read_optional(path: Path, left_out: str):
+    """An optional table of the run as text, or None when it is absent or unreadable (warned: ``left_out`` says
+    what the text then lacks)."""
     import pandas as pd
 
-    path = out / "failures.csv"
     if not path.is_file():
         return None
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (OSError, ValueError) as exc:
-        log.warning("failures.csv cannot be read (%s): failure codes are left out of the methods text", exc)
+        log.warning("%s cannot be read (%s): %s", path.name, exc, left_out)
         return None
+
+
+def _read_failures(out: Path):
+    return _read_optional(out / "failures.csv", "failure codes are left out of the methods text")
 
 
 def _read_inventory(out: Path):
     """inventory.csv (every file and stack found, with the selection's decision), or None."""
-    import pandas as pd
-
-    path = out / "inventory.csv"
-    if not path.is_file():
-        return None
-    try:
-        inv = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (OSError, ValueError) as exc:
-        log.warning("inventory.csv cannot be read (%s): the stacks found are left out of the methods text", exc)
-        return None
-    return inv if {"stack_id", "decision"} <= set(inv.columns) else None
+    inv = _read_optional(out / "inventory.csv", "the stacks found are left out of the methods text")
+    return inv if inv is not None and {"stack_id", "decision"} <= set(inv.columns) else None
 
 
 def _read_run(out: Path) -> tuple[dict[str, Any], str]:

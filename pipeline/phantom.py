@@ -396,6 +396,9 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] 
     med |= (np.abs(x) < 22.0) & (y < 62.0) & thorax  # midline strip (fat + structures)
     heart = (((x - 25.0) / 52.0) ** 2 + ((y + 20.0) / 46.0) ** 2 + ((z + 88.0) / 48.0) ** 2) < 1.0
     la = ((x - 8.0) ** 2 + (y - 28.0) ** 2 + (z + 70.0) ** 2) < 22.0**2
+    # below its equator the heart sits on the diaphragm as a real one does (an ellipsoid's rounded tip had lung
+    # wrapped under it, which the network took for a lesion: a sample audit, 2026-12-06)
+    heart |= (z < -88.0) & ((((x - 25.0) / 52.0) ** 2 + ((y + 20.0) / 46.0) ** 2) < 1.0)
     heart = (heart | la) & thorax
     soft_items = []
     # aorta: ascending (anterior right), arch (anterior-right to posterior-left), descending
@@ -498,8 +501,10 @@ def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] 
                                      (l_main, 6.0, below, True), (bi, 5.5, below, True),
                                      (rul, 4.5, below, False), (lul, 4.5, below, False),
                                      (lll, 4.2, below, False), (rll, 4.0, below, False)):
-        wall = _tube(grid, p0, p1, r + 2.0, capped=truth is False)
-        lumen = _tube(grid, p0, p1, r, capped=truth is False)
+        # rounded ends: the main bronchi open widely into the trachea, as at a real carina (flat ends joined it
+        # through 2-3 pixels, and one pixel cropped lost the split: the carina was estimated 23 mm high)
+        wall = _tube(grid, p0, p1, r + 2.0, capped=True)
+        lumen = _tube(grid, p0, p1, r, capped=True)
         if wall is not None:
             box, m = wall
             m = m & gate[box[0]]
@@ -844,8 +849,13 @@ def _ds(value: float) -> str:
     return text if float(text) == value else format_number_as_ds(float(value))
 
 
+#: The drawing's version: part of every UID, so a changed drawing never writes other pixels under the same UIDs
+#: (2: rounded main bronchi, the heart down to the diaphragm; ctscore 0.6.0).
+PHANTOM_VERSION = 2
+
+
 def _param_key(ph: Phantom, extra: dict[str, Any]) -> str:
-    blob = json.dumps({**ph.params, **extra}, sort_keys=True, default=str)
+    blob = json.dumps({**ph.params, **extra, "phantom_version": PHANTOM_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -129,14 +129,14 @@ def test_label_values_outside_the_convention_are_named(tmp_path, caplog):
 def test_lobes_dir_names_files_of_no_series_and_series_without_a_map(tmp_path):
     from pipeline.run import lobes_dir_warnings
 
-    (tmp_path / "scan-aa22945e08ae.nii.gz").write_bytes(b"")
+    (tmp_path / "scan-f07e43f72876.nii.gz").write_bytes(b"")
     (tmp_path / "1.2.3.nrrd").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a lobe map")
     msgs = lobes_dir_warnings(tmp_path, ["1.2.3", "1.2.4", "1.2.5"])
     assert len(msgs) == 2
-    assert "1 of 2 lobe map files match no series of the input (scan-aa22945e08ae.nii.gz)" in msgs[0]
+    assert "1 of 2 lobe map files match no series of the input (scan-f07e43f72876.nii.gz)" in msgs[0]
     assert "2 of 3 series have no lobe map there (expected 1.2.4.nii.gz, 1.2.5.nii.gz)" in msgs[1]
-    assert lobes_dir_warnings(tmp_path, ["1.2.3", "scan-aa22945e08ae"]) == []
+    assert lobes_dir_warnings(tmp_path, ["1.2.3", "scan-f07e43f72876"]) == []
 
 
 def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog):
@@ -151,7 +151,7 @@ def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog)
     lobes = tmp_path / "lobes"
     lobes.mkdir()
     good = _lobe_map(scan / "lungs.nii.gz")
-    sitk.WriteImage(good, str(lobes / "scan-aa22945e08ae.nii.gz"))
+    sitk.WriteImage(good, str(lobes / "scan-f07e43f72876.nii.gz"))
     mirrored = sitk.GetImageFromArray(sitk.GetArrayFromImage(good)[:, :, ::-1].copy())
     mirrored.CopyInformation(good)
     sitk.WriteImage(mirrored, str(lobes / f"{uid}.nii.gz"))
@@ -160,7 +160,7 @@ def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         run_pipeline(SAMPLE, tmp_path / "out", cfg, batch=BatchOptions(progress=False))
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "1 of 2 lobe map files match no series of the input (scan-aa22945e08ae.nii.gz)" in text
+    assert "1 of 2 lobe map files match no series of the input (scan-f07e43f72876.nii.gz)" in text
     assert f"no lobar scores from lobe map {lobes / uid}.nii.gz: LOBES_SIDES_SWAPPED" in text
     row = next(csv.DictReader((tmp_path / "out" / "scans.csv").open()))
     assert "LOBES_SIDES_SWAPPED" in row["qc_flags"] and row["lobar20_total"] in ("", "nan")

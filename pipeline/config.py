@@ -406,12 +406,46 @@ def resolve_config(cfg: Any = None) -> dict[str, Any]:
                       + hint)
 
 
+#: A model folder's path is not a setting: ``model_id`` (compared and reported beside the hash) names its weights.
+MODEL_FOLDER = "<model folder: see model_id>"
+#: Limits that only decide whether a series is refused (TOO_LARGE): never how a scored series scores.
+REFUSAL_ONLY_KEYS = ("max_voxels", "max_memory_mb")
+
+
+def read_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration as the configured segmenter and the scoring read it: the other segmenters' settings left
+    out (the flat ``segmentation.*`` keys are the classical segmenter's, ``segmentation.monai`` the networks'),
+    ``segmentation.device`` left out (``auto`` never told CPU from GPU either: result.json and the ``device`` column
+    say where a scan ran, and aggregate warns when a cohort mixes devices), and a model folder's path replaced by
+    :data:`MODEL_FOLDER`. A configuration audit (2026-12-06): a network
+    option changed for a classical run, ``-d cpu`` for the classical segmenter, or one model folder spelled
+    ``./m`` and ``/abs/m``, scored a finished folder again and made identical settings "not comparable"."""
+    out = dict(cfg)
+    seg = out.get("segmentation")
+    if not isinstance(seg, Mapping):
+        return out
+    method = str(seg.get("method"))
+    spec = SEGMENTERS.get(method)
+    sections = {s.options for s in SEGMENTERS.values() if s.options}
+    if spec is not None and spec.options is None:  # the classical segmenter: the flat keys
+        kept = {k: v for k, v in seg.items() if k not in sections}
+    else:  # a network: the shared keys and its own section (a model folder reads segmentation.monai)
+        own = spec.options if spec is not None else "monai"
+        kept = {k: v for k, v in seg.items() if k in SHARED_SEGMENTATION_KEYS or k == own}
+        if spec is None:
+            kept["method"] = MODEL_FOLDER
+    kept.pop("device", None)  # where it ran: the device column and result.json say (resume: README)
+    out["segmentation"] = kept
+    return out
+
+
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON form of a resolved config, its secrets redacted (:func:`redact_secrets`):
-    the hash is published beside the redacted config (run.json, result.json), and a hash of the salt would let
-    anyone test guessed salts against it. A new salt changes every scan id anyway, so resume still sees it."""
-    return hashlib.sha256(json.dumps(redact_secrets(cfg), sort_keys=True, separators=(",", ":")).encode()
-                          ).hexdigest()
+    """sha256 of the canonical JSON form of a resolved config as the run reads it (:func:`read_settings`), its
+    secrets redacted (:func:`redact_secrets`): the hash is published beside the redacted config (run.json,
+    result.json), and a hash of the salt would let anyone test guessed salts against it. A new salt changes every
+    scan id anyway, so resume still sees it. Resume compares it (with the model id, the version and the input)."""
+    return hashlib.sha256(json.dumps(redact_secrets(read_settings(cfg)), sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
 
 
 #: Configuration sections that do not change the scores of a series: what is written (outputs, the salt) and which
@@ -420,13 +454,16 @@ NOT_SCORING_SECTIONS = ("outputs", "selection")
 
 
 def scores_config_hash(cfg: Mapping[str, Any] | None) -> str:
-    """sha256 of the configuration without :data:`NOT_SCORING_SECTIONS` ('' for None): equal for two runs whose
-    settings score a series alike (a follow-up batch run with --dicom-seg, or without QC pictures, is not another
-    setting; ``config_sha256`` differs), and without the path of ``scoring.lobar.lobes_dir`` (only whether one is
-    given: two sites keep their lobe maps in different folders)."""
+    """sha256 of the configuration as it scores a series ('' for None): :func:`read_settings` without
+    :data:`NOT_SCORING_SECTIONS` (a follow-up batch run with --dicom-seg, or without QC pictures, is not another
+    setting; ``config_sha256`` differs), without :data:`REFUSAL_ONLY_KEYS` of ``loading``, and without
+    the path of ``scoring.lobar.lobes_dir`` (only whether one is given: two sites keep their lobe maps in different
+    folders)."""
     if not cfg:
         return ""
-    kept = {k: v for k, v in dict(cfg).items() if k not in NOT_SCORING_SECTIONS}
+    kept = {k: v for k, v in read_settings(cfg).items() if k not in NOT_SCORING_SECTIONS}
+    if isinstance(kept.get("loading"), Mapping):
+        kept["loading"] = {k: v for k, v in kept["loading"].items() if k not in REFUSAL_ONLY_KEYS}
     lobar = kept.get("scoring", {}).get("lobar") if isinstance(kept.get("scoring"), Mapping) else None
     if isinstance(lobar, Mapping) and lobar.get("lobes_dir"):
         # where the lobe maps lie is no setting (two sites keep theirs in different folders); that there are some is

@@ -1,0 +1,75 @@
+"""The configuration hashes cover the settings the configured segmenter and the scoring read
+(pipeline.config.read_settings). A configuration audit (2026-12-06): a network option changed for a classical run,
+``-d cpu`` for the classical segmenter, a memory limit raised, or one model folder spelled ``./m`` and ``/abs/m``
+scored a finished folder again and made identical settings "not comparable" in report.html, methods and stats."""
+
+from __future__ import annotations
+
+import shutil
+
+from pipeline.config import config_hash, load_config, scores_config_hash
+
+
+def _classical(**extra):
+    seg = {"method": "classical", **extra.pop("segmentation", {})}
+    return load_config(extra={"segmentation": seg, **extra})
+
+
+def test_settings_the_classical_segmenter_does_not_read_change_no_hash():
+    base = _classical()
+    for other in (_classical(segmentation={"monai": {"flip_tta": False, "scale_tta": 0.0}}),
+                  _classical(segmentation={"device": "cpu"})):
+        assert config_hash(other) == config_hash(base)
+        assert scores_config_hash(other) == scores_config_hash(base)
+
+
+def test_classical_settings_change_no_hash_of_the_network_s():
+    base = load_config()
+    other = load_config(extra={"segmentation": {"lesion_min_component_ml": 0.1, "ggo_delta_hu": 80}})
+    assert config_hash(other) == config_hash(base) and scores_config_hash(other) == scores_config_hash(base)
+    # its own settings do
+    tta = load_config(extra={"segmentation": {"monai": {"flip_tta": False}}})
+    assert config_hash(tta) != config_hash(base) and scores_config_hash(tta) != scores_config_hash(base)
+    # where it ran is no setting (`auto` never told CPU from GPU either): the device column says, and aggregate warns
+    # when a cohort mixes devices
+    gpu = load_config(extra={"segmentation": {"device": "cuda"}})
+    assert config_hash(gpu) == config_hash(base) and scores_config_hash(gpu) == scores_config_hash(base)
+
+
+def test_settings_the_classical_segmenter_reads_change_both_hashes():
+    base = _classical()
+    other = _classical(segmentation={"lesion_min_component_ml": 0.1})
+    assert config_hash(other) != config_hash(base) and scores_config_hash(other) != scores_config_hash(base)
+    bands = _classical(hu_classes={"faint_ggo": [-760, -550]})
+    assert scores_config_hash(bands) != scores_config_hash(base)
+
+
+def test_a_model_folder_is_named_by_its_model_id_not_its_path(tmp_path, monkeypatch):
+    model = tmp_path / "mymodel"
+    from segmentation.monai_segmenter import WEIGHTS_DIR
+
+    shutil.copytree(WEIGHTS_DIR, model)
+    monkeypatch.chdir(tmp_path)
+    spellings = ["mymodel", "./mymodel", str(model), str(model) + "/"]
+    hashes = {(config_hash(c), scores_config_hash(c))
+              for c in (load_config(extra={"segmentation": {"method": m}}) for m in spellings)}
+    assert len(hashes) == 1
+
+
+def test_a_memory_limit_is_no_other_scoring_but_refused_series_are_tried_again():
+    base = _classical()
+    raised = _classical(loading={"max_memory_mb": 16000.0, "max_voxels": 2_000_000_000})
+    assert scores_config_hash(raised) == scores_config_hash(base)  # a scored series scores alike
+    assert config_hash(raised) != config_hash(base)  # resume tries a TOO_LARGE series again
+
+
+def test_resume_keeps_a_classical_result_when_a_network_option_changes(sample_run, tmp_path):
+    from pipeline.run import run_pipeline
+    from tests.conftest import SAMPLE
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    cfg = load_config(extra={"segmentation": {"method": "classical", "device": "cpu", "monai": {"flip_tta": False}},
+                             "outputs": {"write_dicom_seg": True}})
+    summary = run_pipeline(SAMPLE, out, cfg)
+    assert summary["n_skipped"] == 1 and summary["n_run"] == 0

@@ -409,6 +409,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
                 "config_sha256": state["config_sha256"],
                 "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", ""),
                 "config": res.get("config"), "input_id": state.get("input_id", ""),
+                "source": str((res.get("environment") or {}).get("source") or ""),
                 "pseudonym_salt_id": res.get("pseudonym_salt_id", ""),
                 "seconds": _scan_seconds(state.get("seconds"), res.get("timings_s"))}
     return {**{k: state.get(k, "") for k in ("scan_id", "series_uid", "status", "code", "message", "path",
@@ -1783,6 +1784,7 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
     if missing:  # cannot happen unless records were deleted during the run
         raise CTScoreError("INTERNAL_ERROR", f"no outcome recorded for {len(missing)} series", out_dir)
     warn_devices(out_dir, statuses)
+    warn_sources(out_dir, statuses)
     # the inputs of earlier runs into this folder stay named, for ctscore aggregate's warning about merged inputs
     names = _input_names([_read_json(tables_dir / "run.json") or {}])
     if input_id:
@@ -1986,6 +1988,24 @@ def warn_devices(out_dir: Path, statuses: Sequence[Mapping[str, Any]]) -> None:
                     ", ".join(f"{d}: {n}" for d, n in sorted(devices.items())))
 
 
+def scan_sources(statuses: Sequence[Mapping[str, Any]]) -> Counter:
+    """The code revisions (``environment.source`` of result.json: a git commit, "+local changes") that scored the ok
+    scans -> how many; "" for a result of an installed release or of a checkout git could not read."""
+    return Counter(str(s.get("source") or "") for s in statuses if s.get("status") == "ok")
+
+
+def warn_sources(out_dir: Path, statuses: Sequence[Mapping[str, Any]]) -> None:
+    """Warn when the scored scans of a folder were made by several code revisions of a checkout: one version label
+    can cover code that scores differently until its release (a configuration audit: resume kept, and methods named
+    the current commit for, scans of two other commits, one with local changes)."""
+    sources = scan_sources(statuses)
+    if len(sources) > 1:
+        log.warning("the scans under %s were scored by %d code revisions (%s): under one ctscore version label, code "
+                    "that changed before its release may score differently; run.json lists them under sources "
+                    "(--overwrite scores every scan with this code)", out_dir, len(sources),
+                    ", ".join(f"{s or 'no checkout'}: {n}" for s, n in sorted(sources.items())))
+
+
 def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running: bool = False) -> dict[str, Any]:
     from pipeline.run import write_run_tables
 
@@ -2000,6 +2020,7 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
                     len(models))
     warn_devices(out_dir, statuses)
+    warn_sources(out_dir, statuses)
     cfg = None
     shard_found = [(p.parent.name, _read_json(p)) for p in sorted((out_dir / SHARDS_DIR).glob("*/run.json"))]
     shard_runs = [r for _, r in shard_found if r]

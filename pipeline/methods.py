@@ -326,6 +326,17 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
     return "\n".join(lines) + "\n"
 
 
+def _commit_label(source: str) -> str:
+    """``commit <12 hex>`` of a ``git <sha>[ +local changes]`` source, saying when its files were changed."""
+    return f"commit {source.split()[1][:12]}" + (", with local changes to its files" if "local changes" in source
+                                                 else "")
+
+
+def _commit_text(source: str) -> str:
+    """`` (commit <12 hex>)`` of one source; ``: state them`` after local changes."""
+    return f" ({_commit_label(source)}{': state them' if 'local changes' in source else ''})"
+
+
 def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int,
               shipped: bool | None) -> str:
     if versions:
@@ -338,12 +349,20 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     names = NAMED_PACKAGES + (NETWORK_PACKAGES if network else ())
     listed = [f"{name} {pkg[name]}" for name in names if pkg.get(name)]
     source = str(run.get("source") or "")
-    if (source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions)
+    sources = run.get("sources") if isinstance(run.get("sources"), Mapping) else None
+    if sources is not None:  # the revisions that scored the scans (since 0.6.0; a resume keeps earlier ones)
+        revisions = sorted(str(k) for k in sources)
+        if len(revisions) == 1 and revisions[0].startswith("git ") and len(versions) <= 1:
+            ctscore += _commit_text(revisions[0])
+        elif len(revisions) > 1:
+            ctscore += (f" (scans scored by {len(revisions)} code revisions under this version label: "
+                        + "; ".join(f"{_commit_label(r) if r.startswith('git ') else 'an installed release'}: "
+                                    f"{sources[r]} scan{'s' if sources[r] != 1 else ''}" for r in revisions)
+                        + "; state them, or score every scan with one)")
+    elif (source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions)
             and "aggregated_from" not in run):  # (an aggregate's run.json: the checkout that merged, not scored)
-        # run from a checkout: the commit, and whether its files were changed (run.json's: one version only)
-        commit = source.split()[1][:12]
-        ctscore += (f" (commit {commit}, with local changes to its files: state them)" if "local changes" in source
-                    else f" (commit {commit})")
+        # an older run.json: the commit of the run, and whether its files were changed (one version only)
+        ctscore += _commit_text(source)
     python = f"Python {run['python']}" if run.get("python") else "Python (version unknown)"
     env = python + (f" with {', '.join(listed)}" if listed else "")
     text = f"Chest CT series were scored automatically with {ctscore}, a chest CT lung-injury scoring tool ({env})."

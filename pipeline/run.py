@@ -812,9 +812,15 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
     failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
     write_data_dictionary(out_dir)  # the codebook of the three tables, beside them
+    from pipeline.batch import scan_sources
+
+    sources = scan_sources(statuses)
     run = {
         "ctscore_version": __version__,
         **({"source": _source_revision()} if _source_revision() else {}),
+        # the code revisions that scored the ok scans (result.json's environment.source; "" an installed release):
+        # after a resume or an aggregate, not only this process's
+        **({"sources": dict(sorted(sources.items()))} if sources else {}),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": dict(_versions()),

@@ -106,6 +106,7 @@ def test_selection_stacks_and_scores_available(sample_run, tmp_path):
     run["config"]["loading"]["allow_gaps"] = True
     run["config"]["loading"]["allow_lossy"] = False
     run["source"] = "git 0123456789abcdef0123 +local changes"
+    run["sources"] = {"git 0123456789abcdef0123 +local changes": 1}  # the revision that scored the scans
     (out / "run.json").write_text(json.dumps(run))
     inv = pd.read_csv(out / "inventory.csv", dtype=str, keep_default_na=False)
     extra = inv.iloc[[0]].assign(stack_id="scout#1", decision="skipped", reason="LOCALIZER (ImageType)")
@@ -168,5 +169,38 @@ def test_an_aggregated_run_names_no_commit_of_the_merging_checkout(sample_run, t
     out = _as_network(sample_run, tmp_path / "a")
     run = json.loads((out / "run.json").read_text())
     run["source"], run["aggregated_from"] = "git 0123456789abcdef0123", ["shard-1", "shard-2"]
+    run.pop("sources", None)  # a run.json of before 0.6.0: which code scored the scans is not known
     (out / "run.json").write_text(json.dumps(run))
     assert "(commit" not in methods_text(out)
+    # run.json's sources (the revisions of the scans' result.json): theirs, not the merging checkout's
+    run["sources"] = {"git aaaaaaaaaaaabbbbbbbb": 3}
+    (out / "run.json").write_text(json.dumps(run))
+    text = methods_text(out)
+    assert "(commit aaaaaaaaaaaa)" in text and "0123456789ab" not in text
+
+
+def test_scans_of_several_code_revisions_are_named_and_warned_about(sample_run, tmp_path, caplog):
+    """A configuration audit: a resume kept scans of two other commits (one with local changes) under the same
+    version label, nothing warned, and methods named the current commit, which had scored none of them."""
+    import shutil
+
+    from pipeline.batch import aggregate
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    scan = next(out.glob("scan-*"))
+    twin = out / "scan-ffffffffffff"
+    shutil.copytree(scan, twin)
+    result = json.loads((twin / "result.json").read_text())
+    result["scan_id"] = result["scores"]["scan_id"] = twin.name
+    result["scores"]["series_uid"] += ".9"
+    result["environment"]["source"] = "git " + "0" * 40 + " +local changes"
+    (twin / "result.json").write_text(json.dumps(result))
+    with caplog.at_level("WARNING"):
+        aggregate(out)
+    assert "scored by 2 code revisions" in caplog.text
+    run = json.loads((out / "run.json").read_text())
+    assert run["sources"]["git " + "0" * 40 + " +local changes"] == 1 and len(run["sources"]) == 2
+    text = methods_text(out)
+    assert "scans scored by 2 code revisions under this version label" in text
+    assert "commit 000000000000, with local changes to its files" in text

@@ -2016,9 +2016,15 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     hashes = sorted({s.get("config_sha256", "") for s in statuses} - {""})
     models = sorted({(s.get("segmenter") or {}).get("model_id", s.get("model_id", "")) for s in statuses} - {""})
     versions = Counter(str(s.get("ctscore_version")) for s in statuses if s.get("ctscore_version"))
-    if len(hashes) > 1 or len(models) > 1:
-        log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(hashes),
+    from pipeline.config import scores_config_hash
+
+    scoring = {scores_config_hash(s.get("config")) for s in statuses if s.get("status") == "ok"} - {""}
+    if len(scoring) > 1 or len(models) > 1:
+        log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(scoring),
                     len(models))
+    elif len(hashes) > 1:  # outputs or selection only (a shard without QC pictures): the same scoring
+        log.info("the scans under %s were made with %d configurations that differ only in what was written or which "
+                 "series were selected (outputs, selection): their scores are comparable", out_dir, len(hashes))
     warn_devices(out_dir, statuses)
     warn_sources(out_dir, statuses)
     cfg = None

@@ -73,3 +73,38 @@ def test_resume_keeps_a_classical_result_when_a_network_option_changes(sample_ru
                              "outputs": {"write_dicom_seg": True}})
     summary = run_pipeline(SAMPLE, out, cfg)
     assert summary["n_skipped"] == 1 and summary["n_run"] == 0
+
+
+def _twin(out, edit):
+    import json
+
+    scan = next(out.glob("scan-*"))
+    twin = out / "scan-ffffffffffff"
+    shutil.copytree(scan, twin)
+    result = json.loads((twin / "result.json").read_text())
+    result["scan_id"] = result["scores"]["scan_id"] = twin.name
+    result["scores"]["series_uid"] += ".9"
+    edit(result["config"])
+    result["config_sha256"] = config_hash(result["config"])
+    (twin / "result.json").write_text(json.dumps(result))
+
+
+def test_aggregate_warns_of_configurations_only_when_they_score_differently(sample_run, tmp_path, caplog):
+    """An audit: a shard run without QC pictures made `aggregate` warn "2 configurations" of identical scoring."""
+    from pipeline.batch import aggregate
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    _twin(out, lambda cfg: cfg["outputs"].update(write_qc_png=False))
+    with caplog.at_level("INFO"):
+        aggregate(out)
+    assert "made with 2 configurations that differ only in what was written" in caplog.text
+    assert "2 configurations and" not in caplog.text
+
+    other = tmp_path / "other"
+    shutil.copytree(sample_run, other)
+    _twin(other, lambda cfg: cfg["segmentation"].update(lesion_min_component_ml=0.1))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        aggregate(other)
+    assert "were made with 2 configurations and 1 models" in caplog.text

@@ -669,8 +669,13 @@ class MonaiSegmenter:
                 region = out[box]  # a view: clean-up within the side's bounding box (same result, faster)
                 region[ndi.binary_fill_holes(keep_main_components(m[box])) & (region == 0)] = side
         flags: list[str] = []
+        # the network has no airway head; the landmark detector needs the trachea (carina level), so the
+        # classical region growing supplies it, and airway voxels are not lung (the teacher's definition). Grown
+        # once: the bowel-gas step reads air's level from it (it grew it again: 0.4 s of 5-8 s, a performance audit)
+        airway = segment_airway(hu, spacing)
         if self.remove_bowel_gas:
-            out, removed = remove_bowel_gas(out, hu, spacing)
+            air_hu = float(np.median(hu[airway])) if airway.any() else None  # air_level(hu, spacing)
+            out, removed = remove_bowel_gas(out, hu, spacing, air_hu=air_hu)
             for k, ml in removed.items():
                 side = "right" if k == RIGHT_LUNG else "left"
                 flags.append(f"BOWEL_GAS_REMOVED:{side}")
@@ -679,9 +684,6 @@ class MonaiSegmenter:
             flags.append("LUNG_SIDES_SWAPPED")
             log.warning("the right lung mask lies left of the left lung mask: a right/left confusion of the network")
         lesions &= out > 0
-        # the network has no airway head; the landmark detector needs the trachea (carina level), so the
-        # classical region growing supplies it, and airway voxels are not lung (the teacher's definition)
-        airway = segment_airway(hu, spacing)
         out[airway] = 0
         lesions &= ~airway
         return Segmentation(lungs=out, lesions=lesions, airway=airway, lobes=None, flags=flags)

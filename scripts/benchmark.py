@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             rows.append({**st["timings"], "total_s": total})
     peak_mb = peak_rss_mib()
+    from tests.scripts_loader import load_script
+
     print(f"series: {args.series} ({len(cand.files)} files), segmenter: {segmenter.name}, runs: {args.runs}")
+    print(load_script("benchmark_batch").machine_line())
     print(f"segmenter build (once): {build_s:.2f} s")
     print(f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
     for key in rows[0]:

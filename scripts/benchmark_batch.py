@@ -30,6 +30,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def machine_line() -> str:
+    """The cores, the load average before the benchmark and torch's thread count: with torch's default of one thread
+    per core, any other load made one stage swing 2.75-10.7 s on 2 cores (1 thread: 4.4-5.4 s; a performance audit),
+    so a figure means little without them. ``OMP_NUM_THREADS=1`` steadies a busy machine."""
+    import os
+
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "not measured"
+    try:
+        import torch
+
+        threads = str(torch.get_num_threads())
+    except ImportError:
+        threads = "no torch"
+    return f"machine: {os.cpu_count()} cores, load average {load} (1/5/15 min), torch threads {threads}"
+
+
 def chest_volume(shape: tuple[int, int, int] = (40, 64, 64), spacing_mm: float = 5.0, seed: int = 0,
                  lesion: bool = True) -> np.ndarray:
     """HU volume [z, y, x] of a simple chest: body, two lung ellipsoids, a trachea, optional lesion.
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     figures = []
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.series):
             write_chest_series(Path(tmp) / f"s{i:03d}", i, tuple(args.shape))

@@ -45,6 +45,17 @@ def test_benchmark_batch_bad_options_are_refused_by_the_parser(bad, capsys):
     assert e.value.code == 2 and bad[0] in capsys.readouterr().err
 
 
+def test_benchmark_batch_prints_the_machine_s_load_and_threads(tmp_path, monkeypatch, capsys):
+    """Times on a busy 2-core machine swung 4x with torch's default threads (a performance audit): the figures come
+    with the cores, the load average and torch's thread count."""
+    bench = load_script("benchmark_batch")
+    monkeypatch.setattr(bench, "time_config", lambda input_dir, w, t, cfg, n: 6.0 / w)
+    monkeypatch.setattr(bench, "write_chest_series", lambda *a, **k: "")
+    assert bench.main(["--series", "1", "--configs", "1x1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("machine: ") and "load average" in first and "torch threads" in first
+
+
 def test_benchmark_batch_json_is_written_atomically(tmp_path, monkeypatch):
     bench = load_script("benchmark_batch")
     monkeypatch.setattr(bench, "time_config", lambda input_dir, w, t, cfg, n: 6.0 / w)

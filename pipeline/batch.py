@@ -762,7 +762,8 @@ def _is_unwritable(exc: BaseException) -> bool:
 def _worker_died_status(task: Task, deaths: int) -> dict[str, Any]:
     return {"scan_id": task.scan_id, "series_uid": task.series_uid, "status": "failed", "code": "WORKER_DIED",
             "path": series_location(task.files), "message": f"the process died {deaths} time(s) while scoring this series "
-                                   "(crash, out of memory or killed)"}
+                                   "(crash, out of memory, or killed from outside: the OOM killer, scancel, a node "
+                                   "reboot); --retry-failed scores it again"}
 
 
 def _timeout_status(task: Task, timeout_s: float) -> dict[str, Any]:

@@ -1762,6 +1762,7 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
             n_skipped = len(tasks) - len(todo)
             if not opts.overwrite:
                 _warn_replaced(out_dir, [s for s in states.values() if s is not None], config_sha256, model_id)
+                _warn_inputs_changed(out_dir, tasks, states, config_sha256, model_id)
             _warn_not_in_input(out_dir, input_ids, input_path)
             todo_ids = {t.scan_id for t in todo}
             kept_failed = sum(1 for t in tasks if t.scan_id not in todo_ids
@@ -1873,6 +1874,21 @@ def _warn_replaced(out_dir: Path, states: list[dict[str, Any]], config_sha256: s
                 "this run: ctscore %s, config sha256 %s, model %s) and will be replaced: resume keeps only results of "
                 "the same version, configuration and model; to keep both, use another output folder (or copy this one "
                 "first)", len(other), kinds, out_dir, what, __version__, _short(config_sha256), model_id)
+
+
+def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[str, Any], config_sha256: str,
+                         model_id: str) -> None:
+    """Warn when finished series of the same version, configuration and model are scored again because their input
+    fingerprint changed (files edited, copied or moved; the same folder reached through a symbolic link): a
+    configuration audit found a whole folder scored again without a word."""
+    changed = [t.scan_id for t in tasks if (st := states.get(t.scan_id)) is not None
+               and st.get("input_fingerprint") != t.fingerprint and st.get("config_sha256") == config_sha256
+               and st.get("model_id") == model_id and st.get("ctscore_version") == __version__]
+    if changed:
+        ids = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        log.warning("%d finished series under %s (%s) will be scored again: their input files changed or moved "
+                    "(the fingerprint is of the files' paths, sizes and modification times: a copy, a move or a "
+                    "path through a symbolic link counts)", len(changed), out_dir, ids)
 
 
 def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> None:

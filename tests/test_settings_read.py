@@ -108,3 +108,21 @@ def test_aggregate_warns_of_configurations_only_when_they_score_differently(samp
     with caplog.at_level("INFO"):
         aggregate(other)
     assert "were made with 2 configurations and 1 models" in caplog.text
+
+
+def test_a_finished_series_whose_input_moved_is_scored_again_with_a_warning(sample_run, tmp_path, caplog):
+    """A configuration audit: the same files through a symbolic link scored a finished folder again without a word."""
+    import os
+
+    from pipeline.run import run_pipeline
+    from tests.conftest import SAMPLE
+
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    link = tmp_path / "sample_link"
+    os.symlink(SAMPLE, link)
+    cfg = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
+    with caplog.at_level("WARNING"):
+        summary = run_pipeline(link, out, cfg)
+    assert summary["n_run"] == 1
+    assert "1 finished series under" in caplog.text and "input files changed or moved" in caplog.text

@@ -252,7 +252,11 @@ STATS_COLUMNS: dict[str, dict[str, Spec]] = {
         "score": _s("text", "the score column"), "lab": _s("text", "the lab"), "n": _s("integer", "complete pairs"),
         "test": COMMON["test"], "coefficient_name": _s("text", "which coefficient (tau)"),
         "coefficient": _s("number", "Kendall tau-b (-1 to 1)"), "p_value": COMMON["p_value"],
-        "note": COMMON["note"], "n_patients": _s("integer", "patients in those pairs")},
+        "note": COMMON["note"], "n_patients": _s("integer", "patients in those pairs"),
+        "tau_patient_means": _s("number", "Kendall tau-b on each patient's mean score and mean lab (one pair per "
+                                "patient; -1 to 1)"),
+        "p_patient_means": _s("number", "its two-sided p: each patient counted once (the pooled p_value treats a "
+                              "patient's serial scans as independent, too small)")},
 }
 
 #: Columns generated from a run's score, labs and covariates: (table, regex, spec maker of the match and the units).

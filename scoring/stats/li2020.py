@@ -95,7 +95,7 @@ def period_comparison(per: pd.DataFrame, score: str, min_n: int) -> pd.DataFrame
             numbers = {}  # the numbers of mean_sd_<outcome>, after the other columns
             for o, v in groups.items():
                 desc = compare.describe(v)
-                row[f"mean_sd_{o}"] = "" if desc["n"] == 0 else f"{desc['mean']:.3g} ({desc['sd']:.2g})"
+                row[f"mean_sd_{o}"] = "" if desc["n"] == 0 else f"{compare._num(desc['mean'])} ({compare._num(desc['sd'])})"
                 numbers |= {f"mean_{o}": desc["mean"], f"sd_{o}": desc["sd"]}
             row.update(compare.compare_groups(groups, test="mannwhitney", min_n=min_n))
             rows.append(row | numbers)
@@ -222,16 +222,29 @@ def mortality_logistic(per: pd.DataFrame, score: str, bands: tuple | None = None
 
 
 def kendall(cohort: Cohort, score: str, labs: list[str], min_n: int) -> pd.DataFrame:
-    """Kendall tau-b between serial scores and labs matched to the same scan (all scans pooled)."""
+    """Kendall tau-b between serial scores and labs matched to the same scan (all scans pooled, as li2020 did), and
+    the same on each patient's means (one pair per patient: ``tau_patient_means``, ``p_patient_means``).
+
+    The pooled p treats a patient's serial scans as independent: with 8 scans each of 20 patients, score and lab
+    unrelated, it fell below 0.05 in 43 % of simulated cohorts (a numerical audit, 2026-12-06); the patient means
+    count each patient once."""
     rows = []
     for lab in labs:
         if lab not in cohort.scans.columns:
             rows.append({"score": score, "lab": lab, "n": 0, "test": "Kendall tau-b", "note": "no such lab in the data"})
             continue
         r = compare.correlate(cohort.scans[score], cohort.scans[lab], method="kendall", min_n=min_n)
-        d = cohort.scans[[score, lab]].dropna()
-        r["n_patients"] = cohort.scans.loc[d.index, "patient_id"].nunique()
-        r["note"] = r["note"] or f"serial scans pooled; labs within {cohort.window_days} day(s) of the scan"
+        d = cohort.scans[["patient_id", score, lab]].copy()
+        d[score] = pd.to_numeric(d[score], errors="coerce")
+        d[lab] = pd.to_numeric(d[lab], errors="coerce")
+        d = d.dropna(subset=[score, lab])
+        r["n_patients"] = d["patient_id"].nunique()
+        means = d.groupby("patient_id")[[score, lab]].mean()
+        per_patient = compare.correlate(means[score], means[lab], method="kendall", min_n=min_n)
+        r["tau_patient_means"], r["p_patient_means"] = per_patient["coefficient"], per_patient["p_value"]
+        r["note"] = r["note"] or (f"serial scans pooled, as li2020 did: p treats a patient's scans as independent (too "
+                                  f"small when patients have several; p_patient_means counts each patient once); labs "
+                                  f"within {cohort.window_days} day(s) of the scan")
         rows.append({"score": score, "lab": lab} | r)
     return pd.DataFrame(rows)
 

@@ -11,6 +11,7 @@ of the change in score with the change in each lab. Figure: admission score vs e
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,15 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
 FOLLOWUP_TOLERANCE_DAYS = 7
 
 
+def _round_sig(value: Any, digits: int = 12) -> Any:
+    """``value`` to ``digits`` significant digits (NaN, None and non-numbers as they are)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return value
+    return v if not np.isfinite(v) or v == 0 else float(f"{v:.{digits}g}")
+
+
 def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int,
                  clinical_columns: list[str] | None = None) -> pd.DataFrame:
     """One row per patient: the scan before treatment and the follow-up scan, with labs and the change.
@@ -233,7 +243,9 @@ def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int
         row = {"patient_id": pid, "days_between": int((after["study_date"] - before["study_date"]).days)}
         for c in cols:  # a lab the data lacks keeps its columns, empty
             row[f"{c}_before"], row[f"{c}_after"] = before.get(c, np.nan), after.get(c, np.nan)
-            row[f"{c}_change"] = row[f"{c}_after"] - row[f"{c}_before"]
+            # to 12 significant digits: float subtraction made one change -0.9909999999999997 and another
+            # -0.9910000000000001, so ranks broke a tie the patients CSV does not show (a numerical audit)
+            row[f"{c}_change"] = _round_sig(row[f"{c}_after"] - row[f"{c}_before"])
         rows.append(row)
     # every column even without a pair, so that each test says "not tested: fewer than N complete pairs"
     out = pd.DataFrame(rows, columns=["patient_id", "days_between",

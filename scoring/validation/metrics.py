@@ -1,7 +1,7 @@
 """Agreement between two raters on the same targets (pure functions on arrays).
 
 Quadratic-weighted Cohen's kappa comes from ``sklearn.metrics.cohen_kappa_score`` and Spearman's
-rho from ``scipy.stats.spearmanr``. ICC(2,1) and ICC(3,1) (McGraw & Wong 1996 call them ICC(A,1)
+rho from ``scipy.stats.spearmanr`` (its p exact up to 9 pairs: ``scoring.stats.compare.spearman_test``). ICC(2,1) and ICC(3,1) (McGraw & Wong 1996 call them ICC(A,1)
 and ICC(C,1)) and their 95 % CI are computed here from the two-way ANOVA mean squares with the
 Shrout & Fleiss (1979) / McGraw & Wong (1996) formulas, the ones ``pingouin.intraclass_corr`` uses,
 but unrounded (pingouin rounds the CI to 2 decimals, which shifts it at high ICC). Bland-Altman bias
@@ -150,14 +150,15 @@ def icc_notes(ratings: np.ndarray | Sequence[Sequence[float]], result: dict[str,
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rho and its p value; NaN for fewer than 3 pairs or a constant rater."""
-    from scipy.stats import spearmanr
+    """Spearman's rho and its p value (exact up to 9 pairs, else the t approximation:
+    :func:`scoring.stats.compare.spearman_test`); NaN for fewer than 3 pairs or a constant rater."""
+    from scoring.stats.compare import spearman_test
 
     x, y = _arrays(a, b)
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return NAN, NAN
-    r = spearmanr(x, y)
-    return float(r.statistic), float(r.pvalue)
+    rho, p, _ = spearman_test(x, y)
+    return rho, p
 
 
 def bland_altman(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

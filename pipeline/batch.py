@@ -2039,9 +2039,10 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     if len(scoring) > 1 or len(models) > 1:
         log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(scoring),
                     len(models))
-    elif len(hashes) > 1:  # outputs or selection only (a shard without QC pictures): the same scoring
+    elif len(ok_hashes := {s.get("config_sha256") for s in statuses if s.get("status") == "ok"} - {""}) > 1:
+        # outputs or selection only (a shard without QC pictures): the same scoring
         log.info("the scans under %s were made with %d configurations that differ only in what was written or which "
-                 "series were selected (outputs, selection): their scores are comparable", out_dir, len(hashes))
+                 "series were selected (outputs, selection): their scores are comparable", out_dir, len(ok_hashes))
     warn_devices(out_dir, statuses)
     warn_sources(out_dir, statuses)
     cfg = None

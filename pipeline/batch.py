@@ -1765,6 +1765,7 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                 _warn_inputs_changed(out_dir, tasks, states, config_sha256, model_id)
             _warn_not_in_input(out_dir, input_ids, input_path)
             todo_ids = {t.scan_id for t in todo}
+            _warn_kept_device(cfg, [states[t.scan_id] for t in tasks if t.scan_id not in todo_ids])
             kept_failed = sum(1 for t in tasks if t.scan_id not in todo_ids
                               and (states[t.scan_id] or {}).get("status") != "ok")
             log.info("%d series: %d to score, %d finished in an earlier run (resume)%s", len(tasks), len(todo),
@@ -1889,6 +1890,27 @@ def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[s
         log.warning("%d finished series under %s (%s) will be scored again: their input files changed or moved "
                     "(the fingerprint is of the files' paths, sizes and modification times: a copy, a move or a "
                     "path through a symbolic link counts)", len(changed), out_dir, ids)
+
+
+def _warn_kept_device(cfg: Mapping[str, Any], kept: Sequence[Mapping[str, Any] | None]) -> None:
+    """Warn when a device asked for explicitly (``-d cpu``, not ``auto``) is not the one that scored results kept on
+    resume (resume does not score a scan again for another device: README). A review: ``-d cpu`` after a CUDA run
+    kept the half-precision results without a word."""
+    from segmentation.factory import uses_gpu
+
+    seg = cfg.get("segmentation") or {}
+    asked = device_text(seg.get("device", "auto"))
+    asked = "cuda" if asked == "gpu" else asked
+    if asked in ("", "auto") or not uses_gpu(str(seg.get("method"))):
+        return
+    other = Counter(device_text(((st.get("result") or {}).get("segmenter") or {}).get("device", ""))
+                    for st in kept if st and st.get("status") == "ok")
+    other.pop(asked, None)
+    other.pop("", None)
+    if other:
+        log.warning("%d result(s) kept from an earlier run were scored on %s, not on %s as asked: resume does not score "
+                    "a scan again for another device (--overwrite scores them on %s)", sum(other.values()),
+                    ", ".join(sorted(other)), asked, asked)
 
 
 def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> None:
@@ -2041,8 +2063,9 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
                     len(models))
     elif len(ok_hashes := {s.get("config_sha256") for s in statuses if s.get("status") == "ok"} - {""}) > 1:
         # outputs or selection only (a shard without QC pictures): the same scoring
-        log.info("the scans under %s were made with %d configurations that differ only in what was written or which "
-                 "series were selected (outputs, selection): their scores are comparable", out_dir, len(ok_hashes))
+        log.info("the scans under %s were made with %d configurations that differ only in what was written, which "
+                 "series were selected or the memory limits (outputs, selection, loading.max_voxels/max_memory_mb): "
+                 "their scores are comparable", out_dir, len(ok_hashes))
     warn_devices(out_dir, statuses)
     warn_sources(out_dir, statuses)
     cfg = None

@@ -326,6 +326,10 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
     return "\n".join(lines) + "\n"
 
 
+#: A scan whose result.json names no code revision: an installed release, git not readable, or an older result.
+NO_REVISION = "no recorded revision (an installed release, or git not readable)"
+
+
 def _commit_label(source: str) -> str:
     """``commit <12 hex>`` of a ``git <sha>[ +local changes]`` source, saying when its files were changed."""
     return f"commit {source.split()[1][:12]}" + (", with local changes to its files" if "local changes" in source
@@ -356,7 +360,7 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
             ctscore += _commit_text(revisions[0])
         elif len(revisions) > 1:
             ctscore += (f" (scans scored by {len(revisions)} code revisions under this version label: "
-                        + "; ".join(f"{_commit_label(r) if r.startswith('git ') else 'an installed release'}: "
+                        + "; ".join(f"{_commit_label(r) if r.startswith('git ') else NO_REVISION}: "
                                     f"{sources[r]} scan{'s' if sources[r] != 1 else ''}" for r in revisions)
                         + "; state them, or score every scan with one)")
     elif (source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions)

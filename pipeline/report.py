@@ -410,8 +410,14 @@ def _provenance(run: Mapping[str, Any]) -> str:
         version += " (wrote these tables); the results were made by " + ", ".join(
             f"{v}: {n} scan(s)" for v, n in made_by.items())
     configs = run.get("config_sha256_all")
+    source = f" ({run['source']})" if run.get("source") else ""
+    scored_by = run.get("sources")
+    if isinstance(scored_by, dict) and scored_by and set(scored_by) != {str(run.get("source") or "")}:
+        # a resume or an aggregate: the code revisions that scored the scans are not (only) this checkout
+        source += " wrote these tables; the scans were scored by " + ", ".join(
+            f"{k or 'no recorded revision'}: {n} scan(s)" for k, n in sorted(scored_by.items()))
     items = [
-        ("ctscore version", version + (f" ({run['source']})" if run.get("source") else "")),
+        ("ctscore version", version + source),
         ("config sha256", "; ".join(map(str, configs)) + " (several)" if isinstance(configs, list) and len(configs) > 1
          else str(run.get("config_sha256", "") or "(not known)")),
         ("segmenter", str(seg.get("name", ""))),

@@ -91,7 +91,7 @@ LOG_REASON = "a log: it names input files and folders (a file that could not be 
 
 #: run.json keys shared as they are (``config`` is redacted, ``input`` replaced by :data:`REDACTED`); any other key
 #: (``input_id``, ``input_names``, keys of later versions) is left out and named in the manifest.
-RUN_KEYS = ("ctscore_version", "ctscore_versions", "source", "python", "platform", "versions", "config",
+RUN_KEYS = ("ctscore_version", "ctscore_versions", "source", "sources", "python", "platform", "versions", "config",
             "config_sha256", "config_sha256_all", "segmenter", "n_series", "n_ok", "n_failed", "seconds",
             "scoring_seconds", "finished_at", "timings_s", "execution", "aggregated_from", "missing_shards",
             "num_shards_found", "pseudonym_salt_ids")

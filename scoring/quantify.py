@@ -233,7 +233,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
 
     Everything is read from the lung voxels, selected once (``classes`` is 0 outside the lung:
     :func:`_lesion_classes_in_lung`): full-volume masks per side and class made this the run's memory peak on a
-    600-slice series (+600 MiB; a performance audit, 2026-12-06). The same voxels in the same order, so the same
+    600-slice series (+600 MiB over the rest; the run's peak fell by 276 MiB; a performance audit, 2026-12-06). The same voxels in the same order, so the same
     sums and means."""
     row: dict[str, Any] = {}
     lung_all = lungs > 0

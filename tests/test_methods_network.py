@@ -204,3 +204,13 @@ def test_scans_of_several_code_revisions_are_named_and_warned_about(sample_run, 
     text = methods_text(out)
     assert "scans scored by 2 code revisions under this version label" in text
     assert "commit 000000000000, with local changes to its files" in text
+    report = (out / "report.html").read_text()
+    assert "the scans were scored by" in report and "git " + "0" * 40 + " +local changes: 1 scan(s)" in report
+    # a shared copy keeps them (a review: `ctscore share` left `sources` out, and its METHODS.md named the checkout)
+    from pipeline.methods import write_methods
+    from pipeline.share import share_outputs
+
+    write_methods(out)
+    share_outputs(out, tmp_path / "shared", allow_builtin_salt=True)
+    assert json.loads((tmp_path / "shared" / "run.json").read_text())["sources"] == run["sources"]
+    assert "scans scored by 2 code revisions" in (tmp_path / "shared" / "METHODS.md").read_text()

@@ -126,3 +126,19 @@ def test_a_finished_series_whose_input_moved_is_scored_again_with_a_warning(samp
         summary = run_pipeline(link, out, cfg)
     assert summary["n_run"] == 1
     assert "1 finished series under" in caplog.text and "input files changed or moved" in caplog.text
+
+
+def test_an_explicit_device_other_than_the_kept_results_is_warned_about(caplog):
+    """A review: `-d cpu` after a CUDA run kept the half-precision results without a word."""
+    from pipeline.batch import _warn_kept_device
+
+    kept = [{"status": "ok", "result": {"segmenter": {"device": "cuda:0"}}},
+            {"status": "ok", "result": {"segmenter": {"device": "cpu"}}}, {"status": "failed"}, None]
+    with caplog.at_level("WARNING"):
+        _warn_kept_device(load_config(extra={"segmentation": {"device": "cpu"}}), kept)
+    assert "1 result(s) kept from an earlier run were scored on cuda, not on cpu as asked" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _warn_kept_device(load_config(), kept)  # auto: whatever the machine has
+        _warn_kept_device(_classical(segmentation={"device": "cpu"}), kept)  # the classical segmenter: CPU only
+    assert caplog.text == ""

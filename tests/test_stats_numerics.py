@@ -73,3 +73,18 @@ def test_change_scores_carry_no_float_noise():
 
     assert _round_sig(0.3 - 1.291) == _round_sig(1.2 - 2.191) == -0.991
     assert math.isnan(_round_sig(float("nan"))) and _round_sig(None) is None and _round_sig(0.0) == 0.0
+
+
+def test_icc2_1_ci_of_raters_that_differ_by_a_constant_is_r_s():
+    """It was left empty ("CI undefined"); R's irr::icc(model = "twoway", type = "agreement") gives [0.0038, 0.9831],
+    the limit of the formula as the residual variation goes to 0."""
+    from scoring.validation.metrics import icc_matrix, icc_notes
+
+    m = np.array([[1, 2], [2, 3], [3, 4], [4, 5.0]])
+    out = icc_matrix(m)
+    assert out["icc2_1"] == pytest.approx(10 / 13)
+    assert (out["icc2_1_ci_low"], out["icc2_1_ci_high"]) == (pytest.approx(0.0038425, abs=1e-6),
+                                                             pytest.approx(0.9830923, abs=1e-6))
+    nudged = icc_matrix(m + np.array([[0, 0], [0, 0], [0, 0], [0, 1e-6]]))  # the limit, approached
+    assert nudged["icc2_1_ci_low"] == pytest.approx(out["icc2_1_ci_low"], abs=1e-5)
+    assert icc_notes(m, out) == []

@@ -89,8 +89,9 @@ def icc_matrix(ratings: np.ndarray | Sequence[Sequence[float]], alpha: float = 0
     icc3_1, icc3_1_ci_low, icc3_1_ci_high. Estimates and CIs come unrounded from the ANOVA mean
     squares: Shrout & Fleiss (1979) / McGraw & Wong (1996) ICC(A,1) and ICC(C,1), the formulas of
     ``pingouin.intraclass_corr`` before it rounds the CI. All NaN for fewer than 3 targets or no
-    variation at all; an ICC of exactly 1 reports the CI [1, 1]; a CI the formulas leave undefined
-    (no residual variation, e.g. ratings that differ only by a constant) is NaN.
+    variation at all; an ICC of exactly 1 reports the CI [1, 1]; with no residual variation (ratings that
+    differ only by a constant) ICC(2,1)'s CI takes Satterthwaite's degrees of freedom at their limit, k - 1
+    (R's ``irr::icc`` gives the same interval); a CI the formulas still leave undefined is NaN.
     :func:`icc_notes` says why a value is missing.
     """
     from scipy.stats import f as fdist
@@ -117,15 +118,20 @@ def icc_matrix(ratings: np.ndarray | Sequence[Sequence[float]], alpha: float = 0
         # ICC(A,1) = ICC(2,1); CI with Satterthwaite's approximate degrees of freedom
         icc2 = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
         ci2 = (NAN, NAN)
+        v = NAN
         if mse > 0:
             fj = msc / mse
             a_ = n * (1 + (k - 1) * icc2) - k * icc2
             v = df2 * (k * icc2 * fj + a_) ** 2 / (df1 * k ** 2 * icc2 ** 2 * fj ** 2 + a_ ** 2)
-            if np.isfinite(v) and v > 0:
-                f2u = fdist.ppf(1 - alpha / 2, df1, v)
-                f2l = fdist.ppf(1 - alpha / 2, v, df1)
-                c = k * msc + (k * n - k - n) * mse
-                ci2 = (n * (msr - f2u * mse) / (f2u * c + n * msr), n * (f2l * msr - mse) / (c + n * f2l * msr))
+        elif msc > 0 and icc2 > 0:
+            # raters that differ by a constant (MSE 0): v's limit as MSE -> 0 is df2 / df1 = k - 1 (R's irr::icc gives
+            # the same interval; it was left empty: a numerical audit)
+            v = df2 / df1
+        if np.isfinite(v) and v > 0:
+            f2u = fdist.ppf(1 - alpha / 2, df1, v)
+            f2l = fdist.ppf(1 - alpha / 2, v, df1)
+            c = k * msc + (k * n - k - n) * mse
+            ci2 = (n * (msr - f2u * mse) / (f2u * c + n * msr), n * (f2l * msr - mse) / (c + n * f2l * msr))
     for name, value, (lo, hi) in (("icc2_1", icc2, ci2), ("icc3_1", icc3, ci3)):
         if value >= 1 - 1e-12:  # perfect agreement: the F statistic is infinite
             value, lo, hi = 1.0, 1.0, 1.0

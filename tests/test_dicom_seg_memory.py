@@ -23,8 +23,9 @@ from tests.dicom_factory import write_series
 
 # written by the code before the change (pipeline/dicom_seg.py with three Volume copies and the boolean stack):
 # (SOPInstanceUID, sha256 of PixelData, NumberOfFrames, SegmentsOverlap, the last frame's ImagePositionPatient,
-# frames with a DerivationImageSequence) of _sample_case(resampled)
-_UID, _PIXELS = "2.25.1175012873270033949566573148293839120", \
+# frames with a DerivationImageSequence) of _sample_case(resampled); the UID of the sample of phantom version 2 (its
+# source UIDs changed with the drawing)
+_UID, _PIXELS = "2.25.354467953653945592941897339001555844", \
     "77a0cbe0facdfd58b5a777dc36064bff42cd3ea9fcf895765f12ab549464f970"
 BEFORE = {
     False: (_UID, _PIXELS, 14, "YES", ["-174.9000", "-174.9000", "-186.2500"], 14),

@@ -448,7 +448,7 @@ def test_bowel_gas_flag_reaches_the_scan_flags(tmp_path, monkeypatch):
 
     seg = ms.MonaiSegmenter(tiny_weights(tmp_path / "w"), device="cpu")
     hu, sp = phantom()
-    monkeypatch.setattr(ms, "remove_bowel_gas", lambda lungs, hu, spacing: (lungs, {2: 4.0}))
+    monkeypatch.setattr(ms, "remove_bowel_gas", lambda lungs, hu, spacing, **kw: (lungs, {2: 4.0}))
     assert seg.segment(hu, sp).flags == ["BOWEL_GAS_REMOVED:left"]
     seg.remove_bowel_gas = False
     assert seg.segment(hu, sp).flags == []

@@ -185,17 +185,11 @@ def test_scans_of_several_code_revisions_are_named_and_warned_about(sample_run, 
     import shutil
 
     from pipeline.batch import aggregate
+    from tests.result_twins import add_twin
 
     out = tmp_path / "out"
     shutil.copytree(sample_run, out)
-    scan = next(out.glob("scan-*"))
-    twin = out / "scan-ffffffffffff"
-    shutil.copytree(scan, twin)
-    result = json.loads((twin / "result.json").read_text())
-    result["scan_id"] = result["scores"]["scan_id"] = twin.name
-    result["scores"]["series_uid"] += ".9"
-    result["environment"]["source"] = "git " + "0" * 40 + " +local changes"
-    (twin / "result.json").write_text(json.dumps(result))
+    add_twin(out, lambda result: result["environment"].update(source="git " + "0" * 40 + " +local changes"))
     with caplog.at_level("WARNING"):
         aggregate(out)
     assert "scored by 2 code revisions" in caplog.text

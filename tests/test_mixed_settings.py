@@ -215,18 +215,11 @@ def test_aggregate_warns_of_scans_from_several_devices(sample_run, tmp_path):
     import shutil
 
     from pipeline.batch import aggregate
+    from tests.result_twins import add_twin
 
     out = tmp_path / "out"
     shutil.copytree(sample_run, out)
-    scan = next(out.glob("scan-*"))
-    twin = out / "scan-ffffffffffff"
-    shutil.copytree(scan, twin)
-    result = json.loads((twin / "result.json").read_text())
-    result["scan_id"] = twin.name
-    result["scores"]["scan_id"] = twin.name
-    result["scores"]["series_uid"] = result["scores"]["series_uid"] + ".9"
-    result["segmenter"]["device"] = "cuda:0"
-    (twin / "result.json").write_text(json.dumps(result))
+    add_twin(out, lambda result: result["segmenter"].update(device="cuda:0"))
     warnings = aggregate(out)["warnings"]
     assert any("scored on several devices (cpu: 1, cuda: 1)" in w for w in warnings), warnings
     assert sorted(pd.read_csv(out / "scans.csv")["device"]) == ["cpu", "cuda"]

@@ -76,17 +76,14 @@ def test_resume_keeps_a_classical_result_when_a_network_option_changes(sample_ru
 
 
 def _twin(out, edit):
-    import json
+    """A second scan whose configuration ``edit`` changed (and its hash with it)."""
+    from tests.result_twins import add_twin
 
-    scan = next(out.glob("scan-*"))
-    twin = out / "scan-ffffffffffff"
-    shutil.copytree(scan, twin)
-    result = json.loads((twin / "result.json").read_text())
-    result["scan_id"] = result["scores"]["scan_id"] = twin.name
-    result["scores"]["series_uid"] += ".9"
-    edit(result["config"])
-    result["config_sha256"] = config_hash(result["config"])
-    (twin / "result.json").write_text(json.dumps(result))
+    def change(result):
+        edit(result["config"])
+        result["config_sha256"] = config_hash(result["config"])
+
+    add_twin(out, change)
 
 
 def test_aggregate_warns_of_configurations_only_when_they_score_differently(sample_run, tmp_path, caplog):

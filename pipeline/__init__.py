@@ -1,3 +1,3 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.6.0"  # results changed (airway around a tube, MOTION_SUSPECT, DEPENDENT_DENSITY): scored again on resume
+__version__ = "0.7.0"  # results changed (half-open zhang900 slabs, ZONE_WITHOUT_LUNG, ZONE_SMALL): scored again on resume

@@ -127,12 +127,13 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
     "six_zone_total": (
         "integer", "score points", "0-24",
         "series failed; or a zone missing (QC flag ZONES_MISSING: zone not covered by the scan, "
-        "PARTIAL_LUNG_COVERAGE; a level it needs not found; or its lung not found, LUNG_NOT_FOUND)",
+        "PARTIAL_LUNG_COVERAGE; a level it needs not found; its lung not found, LUNG_NOT_FOUND; or a zone holding no "
+        "lung, ZONE_WITHOUT_LUNG)",
         "Six-zone score (liao2021, li2020): the sum of the six zone scores 0-4 (zones.csv system six_zone)."),
     "zhang900_total": (
         "integer", "score points", "0-900",
         "series failed; or a unit missing (QC flag ZONES_MISSING: unit not covered by the scan, a lung cut off "
-        "(PARTIAL_LUNG_COVERAGE) or a slab beyond the first or last slice; a level it needs not found; or its lung "
+        "(PARTIAL_LUNG_COVERAGE) or a slab beyond the first or last slice; a level it needs not found; its lung "
         "not found, LUNG_NOT_FOUND)",
         "zhang2020 extent x density^2 score: the sum of the ten unit scores 0-90 (zones.csv system zhang900)."),
     "mosmed_category": (
@@ -259,22 +260,25 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "The unit within its lung. six_zone: upper (above the carina), middle (carina to the inferior pulmonary vein "
         "level), lower (below it). zhang900: L1 suprasternal notch, L2 aortic arch, L3 carina, L4 bronchus "
         "intermedius, L5 diaphragm dome, each by default a slab of +-5 mm (at least half the slice step) around "
-        "the level (scoring.zhang900.mode). lobar: the lobe."),
+        "the level, level - 5 <= z < level + 5 mm (scoring.zhang900.mode). lobar: the lobe."),
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored; missing: the scan cannot score it (not covered by the scan, a level "
-        "it needs not found, its lung not found; lobar: a lobe missing or the lobe map refused): its scores and "
-        "measures are empty, never 0, and so are the system's totals in scans.csv."),
+        "it needs not found, its lung not found, a six_zone zone holds no lung voxel (QC flag ZONE_WITHOUT_LUNG; a "
+        "zhang900 slab without lung scores 0); lobar: a "
+        "lobe missing or the lobe map refused): its scores and measures are empty, never 0, and so are the system's "
+        "totals in scans.csv."),
     "lung_ml": (
         "number", "mL", _ML,
         "unit missing (status missing); but a missing lobar unit (a lobe cut off, absent from the map, under 1 % of "
-        "its lung or in a lung not found) keeps the lung the map gives it (0 when the map holds no such lobe)",
+        "its lung or in a lung not found) keeps the lung the map gives it (0 when the map holds no such lobe), and a "
+        "six_zone zone missing because it holds no lung voxel (ZONE_WITHOUT_LUNG) keeps 0",
         "Volume of the lung mask inside the unit."),
     "lesion_ml": (
         "number", "mL", _ML, _UNIT_MISSING, "Volume of the lesion mask (all classes) inside the unit."),
     "involvement_pct": (
         "number", "%", _PCT, _UNIT_MISSING,
-        "The unit's percent opacity: lesion_ml / lung_ml x 100 (0 when the unit holds no lung); the unit's scores "
+        "The unit's percent opacity: lesion_ml / lung_ml x 100 (a unit holding no lung is missing); the unit's scores "
         "follow from it."),
     "ggo_ml": (
         "number", "mL", _ML, _UNIT_MISSING,
@@ -285,10 +289,9 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "number", "mL", _ML, _UNIT_MISSING, "Volume of faint ground glass inside the unit (part of ggo_ml)."),
     "percent_high_opacity": (
         "number", "%", _PCT, _UNIT_MISSING,
-        "Lesion voxels above hu_classes.high_opacity_min_hu (default -200 HU), % of the unit's lung volume (0 when "
-        "the unit holds no lung)."),
+        "Lesion voxels above hu_classes.high_opacity_min_hu (default -200 HU), % of the unit's lung volume."),
     "mean_lung_hu": (
-        "number", "HU", "any number", "unit missing (status missing); or the unit holds no lung voxel",
+        "number", "HU", "any number", _UNIT_MISSING,
         "Mean HU of the unit's lung voxels (lesions included), rounded to 0.1 HU."),
     "extent_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4", _UNIT_MISSING,

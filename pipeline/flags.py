@@ -10,6 +10,12 @@ from __future__ import annotations
 SCORING_FLAGS: dict[str, str] = {
     "PARTIAL_LUNG_COVERAGE": "a lung runs out of the scan's first or last slice: the zones it cannot see are missing",
     "ZONES_MISSING": "at least one six-zone or zhang900 unit is missing: that system's total is empty",
+    "ZONE_WITHOUT_LUNG": "this six-zone or zhang900 unit (<lung>_<unit>) holds no lung voxel (the lung ends above or "
+                         "below it, or its level lies beyond the lung): a six-zone zone is missing, not a healthy 0, "
+                         "and the six-zone total is empty; a zhang900 slab (a level above the apex) scores 0",
+    "ZONE_SMALL": "this six-zone zone (<lung>_<unit>) holds less than 5 % of its lung (normal scans: 20 % or more): "
+                  "a lung ending near the carina or a misplaced level; its percentage rests on little lung (scored): "
+                  "review levels.png",
     "LOBES_MISSING": "a lobe is cut off or absent from the lobe map: the lobar totals are empty",
     "LOBES_NOT_FOUND": "scoring.lobar.lobes_dir holds no lobe map for this series: no lobar scores",
     "LOBES_SIDES_SWAPPED": "the lobe map's right lobes lie on the left lung mask and its left lobes on the right one "
@@ -34,10 +40,11 @@ SCORING_FLAGS: dict[str, str] = {
                                  "(outside the body's outline) and was taken out: review the lung outline",
     "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
                     "(median 0 HU or more): often the heart, a vessel, the liver dome or a pleural effusion taken as "
-                    "lung, sometimes a dense consolidation; review qc.png (scores include them)",
+                    "lung, sometimes a dense consolidation; qc.png shows where (hatched); a soft-tissue window in a viewer (W 400 / L 40) "
+                    "tells effusion (water, about 0-20 HU) from consolidation (scores include them)",
     "LUNG_NOT_AERATED": "this side's lung mask is under 10 % aerated (below -500 HU): a pneumonectomy or a lung "
                         "collapsed or replaced by effusion taken as consolidated lung, or complete consolidation; "
-                        "review qc.png (scored as segmented)",
+                        "qc.png shows where; a soft-tissue window in a viewer tells effusion from consolidation (scored as segmented)",
     "HU_CALIBRATION": "the median HU of the air around the patient / of the body's soft tissue is off (air not "
                       "within -1080 to -920, tissue not within -150 to 100): a wrong rescale slope or intercept, or a "
                       "scanner out of calibration; the HU classes and scores are unreliable",

@@ -666,7 +666,7 @@ def six_zone_intervals(carina: float, ipv: float) -> dict[str, Interval]:
 
 def slab_half_mm(z_mm: np.ndarray) -> float:
     """zhang900 slab half thickness: 5 mm, widened to half the slice step on thicker slices (docs/scoring.md: a
-    slab always holds the slice nearest its level)."""
+    half-open slab level - h <= z < level + h always holds a slice, the one nearest its level)."""
     step = float(np.median(np.abs(np.diff(z_mm)))) if len(z_mm) > 1 else 0.0
     return max(SLAB_HALF_MM, 0.5 * step)
 
@@ -717,7 +717,8 @@ def score_truth(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, landma
     """Six-zone and zhang900 (slab mode) scores of truth masks; ``shift_mm`` moves every plane.
 
     A unit the scan cannot see (a zone reaching past a cut-off end of the lung, a slab not wholly inside the
-    scanned range) is missing: score None, and its system's total None (SCORING.md: missing, not 0)."""
+    scanned range) or a six-zone zone that holds no lung (0 of 0 mL has no involvement) is missing: score None, and
+    its system's total None (SCORING.md: missing, not 0); a zhang900 slab without lung (above an apex) scores 0."""
     six, zh, detail = {}, {}, {}
     z_mm = np.asarray(z_mm, float)
     carina, ipv = landmarks["carina"] + shift_mm, landmarks["ipv"] + shift_mm
@@ -729,17 +730,18 @@ def score_truth(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, landma
         for zone, iv in six_zone_intervals(carina, ipv).items():
             m = unit_measures(lungs, lesions, z_mm, side, iv, voxel_ml)
             s = six_zone_score(m["pct"]) if is_involved(m["lesion_ml"], m["pct"]) else 0
-            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=False):
+            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=False) or m["lung_ml"] <= 0:
                 s = None
             six[f"{name}_{zone}"] = s
             detail[f"six_zone/{name}_{zone}"] = _detail("six_zone", name, zone, iv, m, s, None, s)
         for level, zl in zhang_levels(landmarks, name).items():
-            iv = (zl + shift_mm - half, zl + shift_mm + half, True, True)
+            iv = (zl + shift_mm - half, zl + shift_mm + half, True, False)  # half-open: the same slice count
+            # wherever the level falls on the slice grid (docs/scoring.md)
             m = unit_measures(lungs, lesions, z_mm, side, iv, voxel_ml)
             ext = zhang_extent(m["pct"]) if is_involved(m["lesion_ml"], m["pct"]) else 0
             den = density_grade(m["class_ml"]) if ext else 0
             score = ext * den**2
-            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=True):
+            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=True):  # a slab without lung scores 0
                 ext = den = score = None
             zh[f"{name}_{level}"] = score
             detail[f"zhang900/{name}_{level}"] = _detail("zhang900", name, level, iv, m, ext, den, score)
@@ -802,9 +804,10 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
     return {
         "description": "Procedural chest CT phantom (pipeline/phantom.py). Scores from the truth label maps: "
                        "six-zone upper z > carina, middle IPV <= z <= carina, lower z < IPV; zhang900 slab mode "
-                       "(level - h <= z <= level + h, h = 5 mm or half the slice step if more), density = densest "
+                       "(level - h <= z < level + h, h = 5 mm or half the slice step if more), density = densest "
                        "class with >= 20 % of the unit's lesion volume; a unit is involved with >= 1 mL and "
-                       ">= 0.25 %; a unit the scan cannot see is null (missing), and so is its system's total.",
+                       ">= 0.25 %; a unit the scan cannot see, or a six-zone zone holding no lung, is null (missing), "
+                       "and so is its system's total.",
         "scores": {"six_zone_total": sc["six_zone_total"], "zhang900_total": sc["zhang900_total"],
                    "six_zone": sc["six_zone"], "zhang900": sc["zhang900"],
                    "percent_opacity": round(po, 3),

@@ -5,8 +5,11 @@ size: on the left a large coronal view through the lungs' centre with the six-zo
 inferior pulmonary vein) drawn across it and ticks at the levels of the axial slices; on the right a
 2 x 2 grid of axial slices, one in each six-zone zone (upper, middle, lower) and the slice with the
 most lesion; a zone the scan has no slice of (no IPV level, no lung in it) gets a panel that says so.
-Lungs are outlined in one colour; lesion classes are filled, each in its own colour (faint ground glass,
-ground glass, consolidation). Images are shown in the radiological convention
+Lungs are outlined in one colour; faint ground glass and ground glass are filled half-transparent, each in its
+own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
+glass); consolidation is hatched and outlined, never filled, so that the bright tissue under it shows (a dark fill
+over bright tissue looked like aerated lung to deuteranopes and in greyscale print). Plane labels and the axial
+slices' ticks sit in margins beside the coronal view, never over the lung. Images are shown in the radiological convention
 (patient right on the left of the picture, head at the top) with the lung window, cropped to the lungs
 (widened to be symmetric about the body midline, so both sides show even when one lung is missing).
 
@@ -24,18 +27,23 @@ import numpy as np
 
 from scoring.zones import six_zone_intervals
 
-#: Fill colour of each lesion class (value in the lesion mask) and its legend name. Chosen to stay apart for
-#: readers with red-green or blue-yellow colour blindness and in greyscale print: blue / yellow / dark wine, the
-#: blended colours over lung (faint GGO, GGO) and soft tissue (consolidation) at least 18 CIEDE2000 apart in every
-#: pair under the Machado 2009 deuteranopia, protanopia and tritanopia simulations and in greyscale (lightness
-#: about 56 / 78 / 36). The previous green / yellow / red had faint GGO and consolidation 6.8 apart under
-#: deuteranopia and GGO and faint GGO 4.7 apart in greyscale.
+#: Colour of each lesion class (value in the lesion mask) and its legend name: blue / yellow fills and dark wine
+#: hatching, chosen to stay apart for readers with red-green or blue-yellow colour blindness and in greyscale print
+#: (tests/test_a11y_report.py renders them and checks CIEDE2000 differences under the Machado 2009 simulations).
 LESION_CLASSES: dict[int, tuple[str, str]] = {
     1: ("#5a8cff", "faint GGO"),
     2: ("#ffd400", "GGO"),
     3: ("#5c0030", "consolidation"),
 }
-LESION_ALPHA = 0.7
+#: Opacity of the faint GGO and GGO fills: half, so that what lies under a fill stays visible (at 0.7 a GGO fill over
+#: aerated lung, a false positive, was 5.6 CIEDE2000 from one over real ground glass; at 0.5 it is 10).
+LESION_ALPHA = 0.5
+#: Classes drawn hatched and outlined instead of filled, and the hatch pattern: consolidation lies on tissue the lung
+#: window shows near white, and any fill dark enough to stay apart from the GGO fills took it to the grey of aerated
+#: lung (5.2 CIEDE2000 under deuteranopia, 2.0 in greyscale at 0.7); hatched, the tissue shows through (29 or more).
+HATCHED_CLASS = 3
+HATCH = "////"
+HATCH_LINEWIDTH = 1.5
 LUNG_COLOUR = "#00e5ff"
 PLANE_COLOUR = "#ffffff"
 TICK_COLOUR = "#ffffff"
@@ -48,6 +56,10 @@ MONTAGE_DPI = 100
 THUMB_WIDTH_PX = 320
 #: Labels closer than this fraction of the coronal view's height are moved apart.
 LABEL_GAP = 0.045
+#: Margins beside the coronal view, as fractions of its width: the plane labels' (right) and the axial slices'
+#: ticks' (left).
+LABEL_MARGIN = 0.25
+TICK_MARGIN = 0.12
 #: Margin around the lungs' bounding box, as a fraction of its size.
 CROP_MARGIN = 0.08
 
@@ -165,22 +177,38 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
 
 
 def _lesion_rgba(classes2d: np.ndarray) -> np.ndarray:
-    """An RGBA overlay (floats 0-1) with each lesion class in its colour; transparent elsewhere."""
+    """An RGBA overlay (floats 0-1) with each filled lesion class in its colour; transparent elsewhere (and under the
+    hatched class, which :func:`_panel` draws as hatching)."""
     from matplotlib.colors import to_rgba
 
     rgba = np.zeros(classes2d.shape + (4,), dtype=np.float32)
     for value, (colour, _) in LESION_CLASSES.items():
-        r, g, b, _a = to_rgba(colour)
-        rgba[classes2d == value] = (r, g, b, LESION_ALPHA)
+        if value != HATCHED_CLASS:
+            r, g, b, _a = to_rgba(colour)
+            rgba[classes2d == value] = (r, g, b, LESION_ALPHA)
     return rgba
 
 
+def hatch_style():
+    """A Matplotlib rc context that draws hatching in the hatched class's colour: Matplotlib reads the hatch colour
+    from rcParams (when drawing, in older versions), so the figure is both drawn and saved inside it."""
+    import matplotlib
+
+    return matplotlib.rc_context({"hatch.color": LESION_CLASSES[HATCHED_CLASS][0], "hatch.linewidth": HATCH_LINEWIDTH})
+
+
 def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
-    """CT in the lung window, lung outline and filled lesion classes on one axes."""
+    """CT in the lung window, lung outline, filled (faint GGO, GGO) and hatched (consolidation) lesion classes on one
+    axes. The hatching takes its colour from ``rcParams["hatch.color"]``: draw and save inside :func:`hatch_style`."""
     ax.imshow(hu2d, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
     if (classes2d > 0).any():
         ax.imshow(_lesion_rgba(classes2d), aspect=aspect, interpolation="nearest")
-    if (lungs2d > 0).any() and min(lungs2d.shape) >= 2:  # contour needs 2 x 2 (a one-slice series: no outline)
+    drawable = min(classes2d.shape) >= 2  # contours need 2 x 2 (a one-slice series: no outline, no hatching)
+    hatched = classes2d == HATCHED_CLASS
+    if drawable and hatched.any():
+        ax.contourf(hatched, levels=[0.5, 1.5], colors="none", hatches=[HATCH])
+        ax.contour(hatched, levels=[0.5], colors=LESION_CLASSES[HATCHED_CLASS][0], linewidths=1.2)
+    if (lungs2d > 0).any() and drawable:
         ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -190,29 +218,39 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
 
 def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
            spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "",
-           estimated: Collection[str] = ()) -> bytes:
+           estimated: Collection[str] = (), flags: Sequence[str] = ()) -> bytes:
     """The QC montage of one series as PNG bytes (1000 x 540 px).
 
     ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
     3 consolidation) are LPS ``[z, y, x]`` arrays of one shape, ``z_mm`` the patient z of each slice,
     ``spacing_zyx`` the voxel spacing in mm and ``levels`` landmark name -> z (mm) or None. Levels named in
     ``estimated`` (placed from the others, not found in the image) are drawn dashed and labelled "(est.)", as in
-    levels.png: the zones they bound are only as good as the estimate.
+    levels.png: the zones they bound are only as good as the estimate. ``flags`` (the scan's QC flags) are printed under
+    the title, so that the picture, opened on its own, says what to look at (their meanings: README, report.html).
     """
-    # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
-    # touched, and the picture is the same as pyplot with the Agg backend drew it
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
         raise ValueError(f"arrays disagree: hu {hu.shape}, lungs {lungs.shape}, classes {classes.shape}, "
                          f"{len(z_mm)} z values")
     z_mm = np.asarray(z_mm, dtype=float)
     sz, sy, sx = (float(s) for s in spacing_zyx)
     picks = pick_axial_slices(lungs, classes, z_mm, levels, voxel_ml=sz * sy * sx / 1000.0)
-    crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
 
+    with hatch_style():  # the hatching's colour is read from rcParams when it is drawn (savefig)
+        return _montage(hu, lungs, classes, z_mm, (sz, sy, sx), levels, picks, title, estimated, flags)
+
+
+def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
+             spacing_zyx: tuple[float, float, float], levels: Mapping[str, float | None], picks: list[AxialPick],
+             title: str, estimated: Collection[str], flags: Sequence[str]) -> bytes:
+    """The montage of :func:`qc_png` (its arguments checked), drawn and saved."""
+    # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
+    # touched, and the picture is the same as pyplot with the Agg backend drew it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    sz, sy, sx = spacing_zyx
+    crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
     fig = Figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.14)
@@ -242,14 +280,18 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
 
     gap = LABEL_GAP * len(rows)
     last = -np.inf
-    planes = [(r, label + (" (est.)" if name in estimated else ""), "--" if name in estimated else "-")
+    planes = [(r, label + (" (est.)" if name in estimated else "") + f"\n{float(levels[name]):.1f} mm",
+               "--" if name in estimated else "-")
               for name, label in ZONE_PLANES.items()
               if levels.get(name) is not None and (r := plane_row(float(levels[name]))) is not None]
+    # plane labels and slice ticks go in margins beside the image, never over the lung (over it, the labels hid a
+    # tenth of a peripheral ground glass in the coronal view)
+    right, left = LABEL_MARGIN * width, TICK_MARGIN * width
     for r, label, style in sorted(planes):
         ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9, linestyle=style)
         below = r - last < gap  # too close to the label above: write this one under its line
-        ax.text(width - 2, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=12, ha="right",
-                va="top" if below else "bottom", fontweight="bold", bbox=LABEL_BOX)
+        ax.text(width - 0.5 + right, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=10,
+                ha="right", va="top" if below else "bottom", fontweight="bold", linespacing=1.0)
         last = r
     ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
     for r, tag in sorted((r, p.tag) for p in picks
@@ -259,10 +301,10 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
         else:
             ticks.append((r, tag))
     for r, tags in ticks:
-        ax.plot([0, 0.04 * width], [r, r], color=TICK_COLOUR, lw=2.0, solid_capstyle="butt")
-        ax.text(0.05 * width, r, tags, color=TICK_COLOUR, fontsize=12, va="center", fontweight="bold",
-                bbox=LABEL_BOX)
-    ax.set_xlim(-0.5, width - 0.5)
+        ax.plot([-0.5 - 0.3 * left, -0.5], [r, r], color=TICK_COLOUR, lw=2.0, solid_capstyle="butt")
+        ax.text(-0.5 - left, r, tags, color=TICK_COLOUR, fontsize=11, va="center", ha="left", fontweight="bold")
+    ax.set_xlim(-0.5 - left, width - 0.5 + right)
+    ax.set_facecolor("black")
     ax.set_title("coronal (R on left)", **text)
 
     # Axial slices, 2 x 2.
@@ -278,18 +320,24 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
             ax.set_title(f"{pick.tag}  {pick.label}", **text)
             continue
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
-        ax.set_title(f"{pick.tag}  {pick.label}  z={round(z_mm[k]) + 0:.0f} mm", **text)
+        # one decimal: slices 1 mm apart or closer rounded to the same whole mm (z as in ImagePositionPatient)
+        ax.set_title(f"{pick.tag}  {pick.label}  z={float(z_mm[k]) + 0:.1f} mm", **text)
         for x, side in ((0.04, "R"), (0.96, "L")):  # the patient's sides (anterior is up)
             ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
                     transform=ax.transAxes, bbox=LABEL_BOX)
 
-    handles = [Patch(facecolor=c, edgecolor="white", lw=0.8) for c, _ in LESION_CLASSES.values()]  # dark on black
+    # swatches as drawn: the fills (edged in white: dark on black), the hatching over light grey, as over tissue
+    handles = [Patch(facecolor="#d9d9d9", edgecolor=c, hatch=HATCH, lw=1.2) if v == HATCHED_CLASS
+               else Patch(facecolor=c, edgecolor="white", lw=0.8) for v, (c, _) in LESION_CLASSES.items()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
     names = [n for _, n in LESION_CLASSES.values()] + ["lung"]
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=12, frameon=False,
                labelcolor="white", handlelength=1.2, columnspacing=1.5, borderaxespad=0.2)
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
+    if flags:
+        fig.text(0.5, 0.925, "QC flags: " + ", ".join(flags), color="#ffb000", fontsize=10, ha="center",
+                 va="center", wrap=True)
     low, high = WINDOW_HU
     fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}", color="#aaaaaa",
              fontsize=9, ha="left", va="bottom")

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote as _url_quote
 
 from pipeline.outputs import atomic_write_bytes
-from pipeline.qc import LESION_CLASSES, LUNG_COLOUR, PLANE_COLOUR
+from pipeline.qc import HATCHED_CLASS, LESION_CLASSES, LUNG_COLOUR, PLANE_COLOUR
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ MISSING = "\u2014"
 #: Only patient ids of this form (made by :func:`pipeline.outputs.pseudonym`) are shown.
 PSEUDONYM_RE = re.compile(r"^pt-[0-9a-f]{6,64}$")
 #: Run files linked from the page head, when present.
-RUN_FILES = ("scans.csv", "zones.csv", "failures.csv", "run.json")
+RUN_FILES = ("scans.csv", "zones.csv", "failures.csv", "inventory.csv", "run.json")
 #: Per-series files linked from a row, when present.
 SERIES_FILES = ("result.json", "qc.png", "levels.png", "seg.dcm", "lungs.nii.gz", "lesions.nii.gz")
 
@@ -77,6 +77,24 @@ def _fmt(decimals: int) -> Callable[[Any], str]:
     return fmt
 
 
+#: The MosMed band edges of % opacity (CT-1 under 25 %, CT-2 25-50 %, ...).
+MOSMED_EDGES = (25.0, 50.0, 75.0)
+
+
+def _fmt_percent_opacity(value: Any) -> str:
+    """% opacity to 2 decimals, but never rounded up onto a MosMed band edge: 24.996 % (CT-1) is written 24.996, not
+    25.00 next to CT-1 (more decimals, down to 6, until the text stays below the edge)."""
+    text = _fmt(2)(value)
+    x = _number(value)
+    if x is None:
+        return text
+    for decimals in range(3, 7):
+        if not any(x < edge <= float(text.replace(",", "")) for edge in MOSMED_EDGES):
+            break
+        text = f"{math.floor(x * 10 ** decimals) / 10 ** decimals:,.{decimals}f}"
+    return text
+
+
 @dataclass(frozen=True)
 class Column:
     """A score column of the series table: the scans.csv key, its header, a tooltip and a formatter."""
@@ -90,7 +108,7 @@ class Column:
 SCORE_COLUMNS: tuple[Column, ...] = (
     Column("six_zone_total", "six-zone (0-24)", "six-zone score, 0-24", _fmt(0)),
     Column("zhang900_total", "zhang900 (0-900)", "zhang900 score (extent x density squared), 0-900", _fmt(0)),
-    Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt(2)),
+    Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt_percent_opacity),
     Column("percent_high_opacity", "% high opacity", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
     Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4 (see Key)"),
     Column("lung_volume_ml_right", "lung R mL", "right lung volume, mL", _fmt(0)),
@@ -359,6 +377,82 @@ def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:
             f"<tbody>\n{rows}\n</tbody>\n</table>")
 
 
+def _stack_code(reason: str) -> str:
+    """The code a skipped stack's reason starts with ('NOT_SELECTED: rank 2; ...' -> NOT_SELECTED)."""
+    token = (reason or "").strip().split(" ", 1)[0].split(";", 1)[0].rstrip(":")
+    return token or "no reason"
+
+
+def _not_scored(out_dir: Path) -> tuple[str, int]:
+    """The section listing the image stacks of inventory.csv that were not scored (localizers, reformats, too few
+    slices, a body part excluded, another stack of the study preferred, ...) and the files not read, and how many
+    stacks. Stacks are named by the pseudonymous study key and the series number, never by description, UID or path
+    (all can identify); inventory.csv has the rest."""
+    from collections import Counter
+
+    from pipeline.dicom_codes import describe
+
+    path = out_dir / "inventory.csv"
+    if not path.is_file():
+        return ("<p>inventory.csv is not in this folder (a merged or shared folder): the image stacks found but not "
+                "scored are not listed.</p>"), 0
+    inventory = _read_csv(path)
+    stacks: dict[str, dict[str, str]] = {}
+    for r in inventory:
+        if (r.get("stack_id") or "").strip():
+            stacks.setdefault(r["stack_id"], r)
+    scored_studies = {r.get("study_key", "") for r in stacks.values() if r.get("decision") == "selected"}
+    skipped = [r for r in stacks.values() if r.get("decision") != "selected"]
+    files = Counter((r.get("file_code") or "no code").strip() for r in inventory
+                    if not (r.get("stack_id") or "").strip() and (r.get("file_status") or "").strip() != "ok")
+    lines = []
+    if skipped:
+        codes = Counter(_stack_code(r.get("reason", "")) for r in skipped)
+        orphans = {r.get("study_key", "") for r in skipped} - scored_studies
+        lines.append(f'<p class="summary">{len(skipped)} image stack(s) found but not scored ('
+                     + escape(", ".join(f"{c} {n}" for c, n in codes.most_common())) + ")"
+                     + (f"; <b>{len(orphans)} stud{'y has' if len(orphans) == 1 else 'ies have'} no series scored "
+                        "at all</b>" if orphans else "")
+                     + ". Find a stack in inventory.csv by its study key and series number.</p>")
+        rows = "\n".join(
+            "<tr>" + _td(r.get("study_key", "")) + _td(r.get("series_number", ""), "num")
+            + _td(r.get("modality", "")) + _td(r.get("n_slices", ""), "num")
+            + _td(r.get("slice_thickness_mm", ""), "num")
+            + _td(code := _stack_code(r.get("reason", ""))) + _td(describe(code))
+            + _td("no" if r.get("study_key", "") in orphans else "yes") + "</tr>"
+            for r in skipped[:REPORT_MAX_ROWS])
+        lines.append('<table class="sortable" id="not-scored">\n<thead><tr><th data-col="0">study key</th>'
+                     '<th data-col="1">series number</th><th data-col="2">modality</th><th data-col="3">slices</th>'
+                     '<th data-col="4">slice thickness mm</th><th data-col="5">code</th><th>meaning</th>'
+                     '<th data-col="7">study has a scored series</th></tr></thead>\n'
+                     f"<tbody>\n{rows}\n</tbody>\n</table>{_more(len(skipped), 'inventory.csv')}")
+    else:
+        lines.append("<p>Every image stack found was scored (or failed: see Failures).</p>")
+    if files:
+        lines.append('<p class="summary">Files not read as part of a stack: '
+                     + escape(", ".join(f"{c} {n}" for c, n in files.most_common())) + " (inventory.csv).</p>")
+    return "\n".join(lines), len(skipped)
+
+
+def _flags_section(rows: Sequence[Mapping[str, str]]) -> str:
+    """The meaning of every QC flag the run's series carry, with how many series carry it: the badges' tooltips do
+    not work on touch screens or in print."""
+    from collections import Counter
+
+    from pipeline.flags import explain
+
+    counts: Counter[str] = Counter()
+    for r in rows:
+        counts.update({f.split(":", 1)[0] for f in _flags(r.get("qc_flags", "")) if not f.startswith("landmarks ")})
+        if any(f.startswith("LANDMARK_ESTIMATED") for f in str(r.get("qc_flags", "")).split(";")):
+            counts["LANDMARK_ESTIMATED"] += 1
+    if not counts:
+        return "<p>No series carries a QC flag.</p>"
+    items = "".join(f"<dt>{escape(flag)} ({n} series)</dt><dd>{escape(explain(flag) or 'see the README')}</dd>"
+                    for flag, n in sorted(counts.items()))
+    return f'<dl class="key">{items}</dl>'
+
+
 def _timings_table(timings: Mapping[str, Any]) -> str:
     """Per stage: total and median seconds over the series."""
     per_stage: dict[str, list[float]] = {}
@@ -399,6 +493,18 @@ def _times(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+def _inputs(value: Any) -> str:
+    """How many input folders the run read, not their paths: scripts run once per patient (``ctscore run
+    /data/DOE^JOHN``) put names in them; run.json keeps the paths."""
+    if value in (None, "", []):
+        return "(not recorded)"
+    if isinstance(value, str) and value.startswith("<redacted"):  # a shared folder's run.json (ctscore share)
+        return value
+    n = len(value) if isinstance(value, list) else 1
+    return f"{n} folder{'s' if n != 1 else ''} (paths in run.json; kept off this page, as folder names often hold " \
+           "patient names)"
+
+
 def _provenance(run: Mapping[str, Any]) -> str:
     if not run:
         return "<p>run.json is missing: no provenance.</p>"
@@ -422,7 +528,7 @@ def _provenance(run: Mapping[str, Any]) -> str:
          else str(run.get("config_sha256", "") or "(not known)")),
         ("segmenter", str(seg.get("name", ""))),
         ("model id", str(seg.get("model_id", ""))),
-        ("input", "; ".join(map(str, run["input"])) if isinstance(run.get("input"), list) else str(run.get("input", ""))),
+        ("input", _inputs(run.get("input"))),
         ("series", f"{run.get('n_series', '')} ({run.get('n_ok', '')} ok, {run.get('n_failed', '')} failed)"),
         *_times(run),
         ("finished", str(run.get("finished_at", "") or "(not known)")),
@@ -495,7 +601,8 @@ def _key(run: Mapping[str, Any]) -> str:
                "(else the predominant class)" if rule == "densest" else "the unit's predominant lesion class")
     items = [
         ("six-zone", "0-24: each lung in upper, middle and lower zones (at the carina and the inferior pulmonary "
-                     "veins), each zone 0-4 by its share of opacity"),
+                     "veins' level, which is estimated from the carina and the diaphragm, not seen in the image: "
+                     "IPV (est.) in the pictures), each zone 0-4 by its share of opacity"),
         ("zhang900", f"0-900: five axial levels in each lung (10 units), each extent 0-10 x density 0-3 squared; "
                      f"units read as {reading} ({mode} mode), density from {density}"),
         ("involved", f"a zone or unit counts as involved with at least {min_ml:g} mL and {min_pct:g} % of lesion "
@@ -507,7 +614,8 @@ def _key(run: Mapping[str, Any]) -> str:
         ("faint GGO, GGO", f"lesion voxels: faint ground-glass opacity below {ggo_low:g} HU, ground-glass opacity "
                            f"{ggo_low:g} to {cons_low:g} HU"),
         ("consolidation", f"lesion voxels of {cons_low:g} HU and above"),
-        ("flags", "QC flags; hover for the meaning; a number after the colon is in the unit shown"),
+        ("flags", "QC flags (their meanings: Flags, below the series table; also on hover); a number after the "
+                  "colon is in the unit shown"),
     ]
     if mark["default"]:
         items.append(("settings", "the defaults of this ctscore version" + (
@@ -518,7 +626,8 @@ def _key(run: Mapping[str, Any]) -> str:
 
 def _legend() -> str:
     """Colour swatches of the QC montage, from the same table the montage is drawn with."""
-    items = [(colour, name) for colour, name in LESION_CLASSES.values()]
+    items = [(f"repeating-linear-gradient(135deg, {c} 0 2px, #d9d9d9 2px 5px)" if v == HATCHED_CLASS else c,
+              name + (" (hatched)" if v == HATCHED_CLASS else "")) for v, (c, name) in LESION_CLASSES.items()]
     items += [(LUNG_COLOUR, "lung outline"), (PLANE_COLOUR, "zone planes (carina, IPV)")]
     return "".join(f'<span class="swatch" style="background: {escape(c)}"></span>{escape(n)}' for c, n in items)
 
@@ -535,6 +644,7 @@ def render_run_report(out_dir: str | Path) -> str:
              if f.get("scan_id", "") not in seen]
     n_ok = sum(r.get("status") == "ok" for r in rows)
     shown, cut = _rows_shown(rows)
+    not_scored, n_skipped = _not_scored(out_dir)
     links = " ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n in RUN_FILES if (out_dir / n).is_file())
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -546,7 +656,8 @@ def render_run_report(out_dir: str | Path) -> str:
 </head>
 <body>
 <h1>ctscore run report</h1>
-<p class="summary">{len(rows)} series: {n_ok} ok, {len(rows) - n_ok} failed.
+<p class="summary">{len(rows)} series: {n_ok} ok, {len(rows) - n_ok} failed{
+f"; {n_skipped} image stack(s) found but not scored (see Not scored)" if n_skipped else ""}.
 ctscore {escape(str(run.get("ctscore_version", "")))}, segmenter
 {escape(str((run.get("segmenter") or {}).get("name", "")))}. Tables: {links}</p>
 {_mixed_settings(rows)}
@@ -558,8 +669,12 @@ scan_id in scans.csv (series_uid) and that series_uid in inventory.csv (path), o
 failures.csv (path).</p>
 {_key(run)}
 {cut}{_series_table(out_dir, shown, by_scan)}
+<h2>Flags</h2>
+{_flags_section(rows)}
 <h2>Failures</h2>
 {_failures_section(failures[:REPORT_MAX_ROWS])}{_more(len(failures), "failures.csv")}
+<h2>Not scored</h2>
+{not_scored}
 <h2>Provenance</h2>
 {_provenance(run)}
 <script>//<![CDATA[{SORT_JS}//]]></script>

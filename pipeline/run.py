@@ -530,22 +530,23 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                 res["flags"].append("DICOM_SEG_FAILED")
             else:
                 atomic_write_bytes(folder.path("seg.dcm"), seg_bytes)  # a full disk is OUTPUT_UNWRITABLE
-        if outs["write_qc_png"]:
-            png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
-                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
-                               f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
-                         estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"})
-            atomic_write_bytes(folder.path("qc.png"), png)
-            atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
-            from pipeline.qc_levels import levels_png
-            atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
-                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id))
         from pipeline.hu_checks import flags_for as hu_flags
 
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
                                    estimated_flags(res["landmarks"]) +
                                    hu_flags(res["hu_check"], header.get("contrast"),
                                             header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
+        if outs["write_qc_png"]:
+            png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
+                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
+                               f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
+                         estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
+                         flags=flags)
+            atomic_write_bytes(folder.path("qc.png"), png)
+            atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
+            from pipeline.qc_levels import levels_png
+            atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
+                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),

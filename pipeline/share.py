@@ -3,7 +3,8 @@
 An OUT folder holds more than the scores: ``inventory.csv`` / ``failures.csv`` and ``run.json`` name the input paths
 (folder names often hold patient names), the hidden ``OUT/.status/`` records name failure paths and, in their lock
 file, the host, ``seg.dcm`` carries every patient and study attribute of its source images, ``stacks.csv`` series
-descriptions as written, logs whatever they logged, and ``report.html`` names the INPUT folder. :func:`share_outputs`
+descriptions as written, logs whatever they logged, and ``report.html`` links files that are not shared (inventory.csv).
+:func:`share_outputs`
 copies into a new folder only what is meant to be shared:
 
 - ``scans.csv`` / ``zones.csv`` and their Parquet twins, as they are;
@@ -16,7 +17,7 @@ copies into a new folder only what is meant to be shared:
   ``seg.dcm`` only with ``include_dicom_seg`` (a warning);
 - ``run.json`` with the input redacted and only the keys known to say nothing of the input's location (versions,
   configuration, model id, timings, counts);
-- ``report.html`` made again from the files copied (the original names the INPUT folder), so that its links all
+- ``report.html`` made again from the files copied (the original links inventory.csv), so that its links all
   lead to files in DEST; ``METHODS.md`` (``ctscore methods``), when OUT has one, made again from them too (text
   edited by hand is not copied: it may name anything);
 - ``SHARED.txt``, the manifest: what was copied (sha256 and size of each file), what was left out and why, what
@@ -82,7 +83,7 @@ REWRITTEN = {
     "failures.csv": "rewritten with scan_id and code only (its message and path name input files and folders)",
     "failures.parquet": "rewritten with scan_id and code only (its message and path name input files and folders)",
     "run.json": "rewritten: the input redacted, keys not known to be safe left out",
-    "report.html": "made again from the shared files (the original names the input folder)",
+    "report.html": "made again from the shared files (the original links files not shared, such as inventory.csv)",
     "data_dictionary.csv": "copied without the rows of failures.csv's columns left out",
     "METHODS.md": "made again from the shared files (ctscore methods; the original may have been edited by hand)",
 }

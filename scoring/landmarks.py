@@ -199,7 +199,11 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
     growth reached, oesophageal gas) is not a division. A division above ``below_mm`` (the highest lung
     apex: the larynx and pharynx of a scan that reaches the neck) is not the carina either; the walk goes
     on below it. Slices without airway over at most ``max_lost_mm`` (a lumen filled or lost for a few slices) are
-    bridged. Reported at the centre of the last one-lumen slice (the reference convention)."""
+    bridged. Reported at the centre of the last one-lumen slice (the reference convention).
+
+    Missing when no division qualifies; when a lasting division was passed over only because the one lumen above it
+    was shorter than ``min_trachea_mm`` (a scan starting less than that above the carina), the note says so, with
+    the lengths, instead of "airway never divides"."""
     if airway is None or not airway.any():
         return _missing("carina", "no airway segmented")
     pix = spacing[1] * spacing[2]
@@ -237,6 +241,10 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
     run = 0
     parent = None
     lost = 0
+    # for the note: (z, mm of one lumen above it, whether that lumen starts at the airway's top) of the first lasting
+    # division passed over for too short a lumen above it
+    short: tuple[float, float, bool] | None = None
+    first_run = True  # the lumen followed starts at the top of the airway (no division or long loss above)
     for k in range(zs.max(), zs.min() - 1, -1):  # z index grows cranially: walk downwards
         if not airway[k].any():
             # a lumen lost over a few slices (secretions, a tube's cuff, a slice where the threshold loses it) does
@@ -244,6 +252,7 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
             lost += 1
             if lost * spacing[0] > max_lost_mm:
                 run, parent = 0, None
+                first_run = False
             continue
         lost = 0
         kids = division(k, parent)
@@ -252,13 +261,30 @@ def detect_carina(airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
                     and persists(k, kids)):
                 return Landmark("carina", float(z_mm[k + 1]), "detected", "high",
                                 "last slice where the airway is one lumen")
+            if (short is None and run > 0 and run * spacing[0] < min_trachea_mm
+                    and (below_mm is None or z_mm[k + 1] <= below_mm) and persists(k, kids)):
+                # for the note only: the division is not taken (the larynx and pharynx also divide after a short
+                # lumen), but "never divides" sent readers looking for an airway fault
+                short = (float(z_mm[k + 1]), run * spacing[0], first_run)
             run, parent = 0, kids
+            first_run = False
         else:
             run += 1
             # follow the trachea: the lumina near the one above (all of it starts at the largest lumen)
             lab, _ = ndi.label(airway[k])
             ids = near(lab, parent) if parent is not None and parent.any() else np.array([], int)
             parent = np.isin(lab, ids) if ids.size else lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    if short is not None:
+        z, length, from_top = short
+        if from_top:
+            top = "the scan's top slice" if zs.max() == airway.shape[0] - 1 else "the top of the airway found"
+            return _missing("carina", f"the trachea visible in the scan is shorter than the minimum: {length:.1f} mm "
+                                      f"of one lumen from {top} down to its division at z = {z:.1f} mm, under the "
+                                      f"{min_trachea_mm:g} mm of single trachea a carina needs (min_trachea_mm): a "
+                                      f"scan starting that close above the carina")
+        return _missing("carina", f"the airway divides at z = {z:.1f} mm after only {length:.1f} mm of one lumen "
+                                  f"below another division, under the {min_trachea_mm:g} mm of single trachea a "
+                                  f"carina needs (min_trachea_mm)")
     return _missing("carina", "airway never divides")
 
 

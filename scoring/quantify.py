@@ -36,6 +36,15 @@ AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
                 "unit_score": math.nan, "status": "missing", "near_edge": ""}
+#: ZONE_SMALL:<lung>_<unit>: a six-zone zone holding less than this percentage of its lung's volume (scored, flagged
+#: for review): a lung ending just above the carina or a level misplaced near an end of the lung leaves a zone of a
+#: few mL, where 1.3 mL of lesion in 10 mL of lung scored 12.5 % (grade 1) as if it were a zone's worth of lung. On
+#: the six real chests of ../shared/data (classical segmenter; 2026-12-06) the smallest zone held 20.6 % of its lung
+#: (ge_mister_ct right lower), ricord_covid_419639 and normal001 resampled to 1-5 mm slices at four grid offsets
+#: 24.7 % (an audit of zone boundaries): a quarter of that keeps the flag off normal anatomy. zhang900 has no such
+#: limit: its L1 slab (the suprasternal notch) holds 0.3-4 % of the lung on normal scans (normal001 6 and 9 mL), and
+#: none on itkelastix00's right lung, whose apex lies 11 mm below the notch.
+ZONE_MIN_SHARE_PCT = 5.0
 #: A lobe map leaving more than this percentage of the lung mask in no lobe of its side (a misaligned, cropped or
 #: shifted map, or another scan's) gives no lobar scores: QC flag ``LOBES_PARTIAL:<percent>``. Only the lungs whose
 #: lobes the map all holds are measured (a lobe absent from the map is ``LOBES_MISSING``). On the sample a map made
@@ -146,7 +155,7 @@ def unit_columns(m: Mapping[str, Any], pct: float, voxel_ml: float) -> dict[str,
     return {"lung_ml": round(m["lung_ml"], 2), "lesion_ml": round(m["lesion_ml"], 2), "involvement_pct": round(pct, 3),
             "ggo_ml": cols["ggo_volume_ml"], "consolidation_ml": cols["consolidation_volume_ml"],
             "faint_ggo_ml": cols["faint_ggo_volume_ml"],
-            # an empty unit scores 0 (its involvement_pct is 0): so is its PHO
+            # a unit without lung is missing (score_scan) and never gets here; 0 rather than NaN all the same
             "percent_high_opacity": round(percent(m["high_ml"], m["lung_ml"]), 3) if m["lung_ml"] > 0 else 0.0,
             "mean_lung_hu": round(m["mean_hu"], 1) if math.isfinite(m["mean_hu"]) else math.nan}
 
@@ -180,7 +189,7 @@ def score_scan(
     cut = _coverage(lungs, z_mm, voxel_ml, landmarks, row, flags)
     absent_sides = _absent_sides(hu, lungs, voxel_ml, cfg, row, flags)
     zone_rows, six_total, zh_total = _zone_scores(hu, lungs, classes, z_mm, z_mm if z_voxel is None else z_voxel,
-                                                  voxel_ml, landmarks, cfg, cut, absent_sides)
+                                                  voxel_ml, landmarks, cfg, cut, absent_sides, flags)
     if six_total is None or zh_total is None:
         flags.append("ZONES_MISSING")
     row["six_zone_total"] = math.nan if six_total is None else six_total
@@ -328,12 +337,20 @@ def _absent_sides(hu: np.ndarray, lungs: np.ndarray, voxel_ml: float, cfg: Mappi
 
 def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray, z_sel: np.ndarray,
                  voxel_ml: float, landmarks: Mapping[str, Landmark], cfg: Mapping[str, Any],
-                 cut: Mapping[int, tuple[bool, bool]], absent_sides: set[str],
+                 cut: Mapping[int, tuple[bool, bool]], absent_sides: set[str], flags: list[str] | None = None,
                  ) -> tuple[list[dict[str, Any]], int | None, int | None]:
     """The six-zone and zhang900 unit rows of both lungs, and the two totals (None when a unit is missing).
 
     ``z_sel``: the z that selects a unit's voxels (``z_mm`` per slice, or per voxel for tilted slices); ``z_mm``
-    decides which edge slices are cut off."""
+    decides which edge slices are cut off.
+
+    A six-zone zone the scan sees but that holds no lung voxel (the lung ends above or below it: a lung cut off by a
+    lobectomy or collapse, an IPV placed below the bases) has no involvement (0 of 0 mL is undefined, not healthy): it
+    is missing like a unit the scan cannot see, keeps ``lung_ml`` 0 (which says why), empties the six-zone total, and
+    is named in ``flags`` as ``ZONE_WITHOUT_LUNG:<lung>_<unit>``. A zhang900 slab without lung (a level above a
+    lung's apex: normal anatomy at the suprasternal notch) scores 0, as a reader of that level scores it, and is
+    flagged the same way. A six-zone zone holding less than :data:`ZONE_MIN_SHARE_PCT` of its lung is scored and
+    flagged ``ZONE_SMALL:<lung>_<unit>``."""
     sc = cfg["scoring"]
     zcfg = sc["zhang900"]
     min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
@@ -351,12 +368,19 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
         lung_side = lungs == side
         cut_top, cut_bottom = cut[side]
         absent = name in absent_sides
+        side_ml = float(np.count_nonzero(lung_side)) * voxel_ml
 
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
-            """Volumes of one unit, its percent involvement and whether it counts as involved."""
+            """Volumes of one unit, its percent involvement (NaN without lung) and whether it counts as involved."""
             m = unit_measures(iv.mask(z_sel), lung_side, classes, voxel_ml, hu, pho_min)
-            pct = percent(m["lesion_ml"], m["lung_ml"]) if m["lung_ml"] > 0 else 0.0
-            return m, pct, systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+            pct = percent(m["lesion_ml"], m["lung_ml"])
+            return m, pct, m["lung_ml"] > 0 and systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+
+        def without_lung(r: dict[str, Any]) -> None:
+            """A seen unit holding no lung voxel: missing (never a healthy 0), lung_ml 0, flagged."""
+            r.update(MISSING_UNIT, lung_ml=0.0)
+            if flags is not None:
+                flags.append(f"ZONE_WITHOUT_LUNG:{r['lung']}_{r['unit']}")
 
         # six-zone
         for unit, iv in six_zone_intervals(lz("carina"), lz("ipv")).items():
@@ -364,19 +388,25 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
             if absent or iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=False):
                 r.update(MISSING_UNIT)
                 six_missing = True
+            elif (mp := measure(iv))[0]["lung_ml"] <= 0:
+                without_lung(r)
+                six_missing = True
             else:
-                m, pct, inv = measure(iv)
+                m, pct, inv = mp
                 s = systems.six_zone_score(pct, inv)
                 r.update(unit_columns(m, pct, voxel_ml), extent_score=s, density_grade=math.nan, unit_score=s,
                          status="ok", near_edge=";".join(systems.near_edges("six_zone", m["lesion_ml"], pct, None,
                                                                            min_ml, min_pct)))
                 six_total += s
+                if flags is not None and 100.0 * m["lung_ml"] < ZONE_MIN_SHARE_PCT * side_ml:
+                    flags.append(f"ZONE_SMALL:{name}_{unit}")
             zone_rows.append(r)
         # zhang900
         dome = lz(f"dome_{name}")
         levels = [lz("suprasternal_notch"), lz("aortic_arch"), lz("carina"), lz("bronchus_intermedius"), dome]
         # A slab at least one slice step thick: thinner than the slice step it may fall between two slice centres,
-        # select no voxel and score 0 as if healthy (12 mm slices, +-5 mm slab); it holds the nearest slice.
+        # select no voxel and score 0 as if healthy (12 mm slices, +-5 mm slab); it holds the nearest slice. Half-open
+        # (scoring.zones.zhang_intervals), a slab one slice step thick holds exactly one slice wherever the level lies.
         half_mm = max(float(zcfg["slab_half_thickness_mm"]), 0.5 * slice_step_mm(z_mm))
         ivs = zhang_intervals(levels, zcfg["mode"], half_mm)
         for unit in ZHANG_LEVELS:
@@ -386,8 +416,16 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
             if absent or iv is None or not _interval_seen(iv, z_mm, cut_top, cut_bottom, slab=slab):
                 r.update(MISSING_UNIT)
                 zh_missing = True
+            elif (mp := measure(iv))[0]["lung_ml"] <= 0:
+                # a level with no lung of this side: nothing to involve; read at that level it scores 0 (normal
+                # anatomy: itkelastix00's right apex lies 11 mm below the suprasternal notch, so its L1 slab holds no
+                # right lung), flagged; unlike a six-zone zone (a third of a lung), whose lack of lung is an error
+                r.update(unit_columns(mp[0], 0.0, voxel_ml), extent_score=0, density_grade=0, unit_score=0,
+                         status="ok", near_edge="")
+                if flags is not None:
+                    flags.append(f"ZONE_WITHOUT_LUNG:{name}_{unit}")
             else:
-                m, pct, inv = measure(iv)
+                m, pct, inv = mp
                 ext = systems.zhang_extent(pct, inv)
                 den = systems.density_grade(m["class_ml"], zcfg["density_rule"], zcfg["density_share"]) if inv else 0
                 s = systems.zhang_unit_score(ext, den)

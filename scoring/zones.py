@@ -64,7 +64,13 @@ def zhang_intervals(levels_z: list[float | None], mode: str = "slab",
                     half_thickness_mm: float = 5.0) -> dict[str, ZInterval | None]:
     """The five zhang900 units of one lung from its five level z values (cranial to caudal).
 
-    ``slab``: level - half_thickness_mm <= z <= level + half_thickness_mm (symmetric about the level).
+    ``slab``: level - half_thickness_mm <= z < level + half_thickness_mm, half-open, so that a slab holds the same
+    number of slices wherever the level falls on the slice grid (2 x half_thickness_mm / slice step of them when that
+    is a whole number, else the whole number just below or above it). Closed at both ends it took one slice more
+    whenever the level lay exactly on a slice centre and 2 x half_thickness_mm was a multiple of the step (5 mm
+    slices, +-5 mm: 3 slices instead of 2; 2.5 mm slices: 5 instead of 4, +24 % of slab volume on a real scan); a
+    level read on the 1.5 mm working grid often does lie on a centre of the original grid. A slab at least one
+    slice step thick (:func:`scoring.quantify._zone_scores` widens it) therefore always holds a slice.
     ``zone``: half-open volumes low < z <= high between the midpoints of consecutive levels; L1 reaches up to the
     apex and L5 down to the base. A unit next to a missing level is missing too: its boundary there is unknown (L4
     without the dome reached down to the base, taking in L5's volume)."""
@@ -72,7 +78,7 @@ def zhang_intervals(levels_z: list[float | None], mode: str = "slab",
     if mode == "slab":
         for name, z in zip(ZHANG_LEVELS, levels_z):
             out[name] = None if z is None else ZInterval(z - half_thickness_mm, z + half_thickness_mm,
-                                                         low_closed=True)
+                                                         low_closed=True, high_closed=False)
         return out
     if mode != "zone":
         raise ValueError(f"unknown zhang900 mode {mode!r}")

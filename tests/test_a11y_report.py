@@ -13,7 +13,6 @@ import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 from pipeline.flags import unit_of
-from pipeline.qc import LESION_ALPHA, LESION_CLASSES, WINDOW_HU
 from pipeline.report import render_run_report
 
 # Machado, Oliveira & Fernandes 2009, severity 1.0, on linear RGB
@@ -43,21 +42,76 @@ def _seen(rgb: np.ndarray, vision: str) -> np.ndarray:
     return _srgb(MACHADO[vision] @ lin) if vision in MACHADO else rgb
 
 
-@pytest.mark.parametrize("vision", ["normal", "deuteranopia", "protanopia", "tritanopia", "greyscale"])
-def test_lesion_classes_stay_apart(vision):
-    """The three classes as drawn (blended over lung, over ground glass, over soft tissue) differ by about 18 CIEDE2000
-    or more in every pair (the old green/yellow/red: 6.8 for faint GGO vs consolidation under deuteranopia, 4.7
-    for faint GGO vs GGO in greyscale)."""
-    under_hu = {1: -700.0, 2: -450.0, 3: -100.0}  # what each class lies on, in the lung window
-    low, high = WINDOW_HU
-    lab = {}
-    for value, (colour, _) in LESION_CLASSES.items():
-        rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
-        grey = (under_hu[value] - low) / (high - low)
-        blended = LESION_ALPHA * rgb + (1 - LESION_ALPHA) * grey
-        lab[value] = rgb2lab(_seen(blended, vision).reshape(1, 1, 3)).reshape(3)
-    for a, b in ((1, 2), (2, 3), (1, 3)):
-        assert deltaE_ciede2000(lab[a], lab[b]) >= 17.5, (vision, LESION_CLASSES[a][1], LESION_CLASSES[b][1])
+#: Blocks of the rendered test strip: (name, HU, lesion class); each 40 x 40 pixels, the label 32 x 32 inside.
+STRIP = [("lung", -850.0, 0), ("faint GGO", -650.0, 1), ("GGO", -450.0, 2), ("consolidation", 10.0, 3),
+         ("GGO label on aerated lung", -850.0, 2), ("faint GGO label on aerated lung", -850.0, 1),
+         ("unlabelled effusion", 5.0, 0), ("consolidation at -100 HU", -100.0, 3)]
+
+
+@pytest.fixture(scope="module")
+def strip_pixels() -> dict[str, np.ndarray]:
+    """Each block's central pixels (RGB 0-1) as :func:`pipeline.qc._panel` draws it: the QC montage's own drawing."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from pipeline import qc
+
+    hu = np.zeros((40, 40 * len(STRIP)))
+    classes = np.zeros(hu.shape, np.uint8)
+    for i, (_, h, c) in enumerate(STRIP):
+        hu[:, 40 * i:40 * i + 40] = h
+        classes[4:36, 40 * i + 4:40 * i + 36] = c
+    with qc.hatch_style():
+        fig = Figure(figsize=(hu.shape[1] / 50, hu.shape[0] / 50), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        qc._panel(ax, hu, np.zeros_like(classes), classes, 1.0)
+        ax.set_axis_off()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    img = np.asarray(Image.open(buf).convert("RGB"), dtype=float) / 255
+    scale = img.shape[1] / hu.shape[1]
+    return {name: img[int(10 * scale):int(30 * scale), int((40 * i + 10) * scale):int((40 * i + 30) * scale)]
+            for i, (name, _, _) in enumerate(STRIP)}
+
+
+VISIONS = ["normal", "deuteranopia", "protanopia", "tritanopia", "greyscale"]
+
+
+@pytest.mark.parametrize("vision", VISIONS)
+def test_lesion_classes_stay_apart_from_lung_and_each_other(strip_pixels, vision):
+    """As drawn over what each class lies on, every class differs from aerated lung, and the fills from each other,
+    by 15 CIEDE2000 or more (mean colour of the block). The old dark wine fill over consolidation was 5.2 from lung under
+    deuteranopia and 2.0 in greyscale: consolidation looked like aerated lung."""
+    lab = {n: rgb2lab(_seen(px.reshape(-1, 3).mean(0), vision).reshape(1, 1, 3)).reshape(3)
+           for n, px in strip_pixels.items()}
+    for a, b in (("faint GGO", "lung"), ("GGO", "lung"), ("consolidation", "lung"), ("consolidation at -100 HU", "lung"),
+                 ("faint GGO", "GGO"), ("consolidation", "unlabelled effusion")):
+        assert deltaE_ciede2000(lab[a], lab[b]) >= 15, (vision, a, b)
+
+
+@pytest.mark.parametrize("vision", VISIONS)
+def test_the_ct_shows_under_the_fills(strip_pixels, vision):
+    """A false positive (a GGO label on aerated lung) looks different from real ground glass under the same label: the
+    fill is half transparent (at 0.7: 5.6 CIEDE2000 for GGO, 3.7 for faint GGO)."""
+    lab = {n: rgb2lab(_seen(px.reshape(-1, 3).mean(0), vision).reshape(1, 1, 3)).reshape(3)
+           for n, px in strip_pixels.items()}
+    assert deltaE_ciede2000(lab["GGO"], lab["GGO label on aerated lung"]) >= 9, vision
+    assert deltaE_ciede2000(lab["faint GGO"], lab["faint GGO label on aerated lung"]) >= 6, vision
+
+
+def test_consolidation_is_hatched_and_the_fills_are_even(strip_pixels):
+    """Consolidation is told from GGO by its hatching (a texture, whatever the colour vision), not by a fill colour:
+    its block has stripes (a wide spread of greyscale lightness), the fills have none."""
+    def spread(name: str) -> float:
+        grey = _linear(strip_pixels[name]) @ np.array([0.2126, 0.7152, 0.0722])
+        return float(np.percentile(grey, 90) - np.percentile(grey, 10))
+
+    assert spread("consolidation") > 0.3 and spread("consolidation at -100 HU") > 0.3
+    assert spread("GGO") < 0.02 and spread("faint GGO") < 0.02
 
 
 def test_flag_units():

@@ -189,7 +189,7 @@ def test_review_follow_ups_report_inputs_read_only_state_and_lobes_warnings(tmp_
     from pipeline.run import lobes_dir_warnings
 
     html = _provenance({"input": ["/data/a", "/data/b"], "segmenter": {}})
-    assert "/data/a; /data/b" in html and "[&#x27;" not in html and "['" not in html
+    assert "2 folders (paths in run.json" in html and "/data/a" not in html and "['" not in html  # counted, not named
     old = previous_name(tmp_path / "scan-x")
     old.mkdir()
     (old / "result.json").write_text("{}")

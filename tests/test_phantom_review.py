@@ -65,23 +65,24 @@ def test_slice_exactly_on_the_ipv_is_middle_zone() -> None:
     _assert_truth_equals_scorer(t, _scorer(lungs, lesions, z, vml, LM)[1])
 
 
-def test_slab_edges_closed_and_widened_on_thick_slices() -> None:
-    """zhang900 slabs: level - h <= z <= level + h (slices exactly on the edges count), h widened to half the
-    slice step so that a slab between two thick slices still holds the nearest one."""
+def test_slab_edges_half_open_and_widened_on_thick_slices() -> None:
+    """zhang900 slabs: level - h <= z < level + h (a slice exactly on the lower edge counts, one on the upper edge
+    does not: the same number of slices wherever the level falls), h widened to half the slice step so that a slab
+    between two thick slices still holds the nearest one."""
     z = np.arange(-100.0, 81.0, 2.5)  # slices exactly at carina -+ 5 mm
     lungs, lesions = _slabs(z)
     t = P.score_truth(lungs, lesions, z, LM, 1.0)
-    assert t["detail"]["zhang900/right_L3"]["lung_ml"] == 5 * 100  # -5, -2.5, 0, 2.5, 5
+    assert t["detail"]["zhang900/right_L3"]["lung_ml"] == 4 * 100  # -5, -2.5, 0, 2.5
     _assert_truth_equals_scorer(t, _scorer(lungs, lesions, z, 1.0, LM)[1])
 
     z = np.arange(-102.0, 90.0, 12.0)  # 12 mm slices at -6 and +6: none within +-5 mm of the carina
     lungs, lesions = _slabs(z)
-    k = int(np.argmin(np.abs(z - 6.0)))
-    lesions[k, :, :5] = P.GGO  # half of the right lung in the slice nearest the carina
+    k = int(np.argmin(np.abs(z + 6.0)))
+    lesions[k, :, :5] = P.GGO  # half of the right lung in the slice at -6, the slab's lower edge
     t = P.score_truth(lungs, lesions, z, LM, 1.0)
     d = t["detail"]["zhang900/right_L3"]
     assert d["z_low_mm"] == -6.0 and d["z_high_mm"] == 6.0
-    assert d["lung_ml"] == 2 * 100 and t["zhang900"]["right_L3"] == 3 * 2**2  # 25 % -> extent 3, GGO
+    assert d["lung_ml"] == 100 and t["zhang900"]["right_L3"] == 5 * 2**2  # one slice, 50 % -> extent 5, GGO
     _assert_truth_equals_scorer(t, _scorer(lungs, lesions, z, 1.0, LM)[1])
 
 

@@ -113,4 +113,4 @@ def test_failure_message_does_not_repeat_the_identifying_input_path(fake_run: Pa
     assert "ALICE^SMITH" not in html
     assert "FileNotFoundError" in html and "IM1" in html  # the reason itself stays readable
     run = json.loads((fake_run / "run.json").read_text())
-    assert run["input"] in html  # the run's own input (provenance) is still shown
+    assert run["input"] not in html and "1 folder (paths in run.json" in html  # counted, not named

@@ -158,8 +158,9 @@ def test_rows_scores_failures_and_provenance(fake_run: Path) -> None:
     assert len(failures) == 1
     assert "NON_UNIFORM_SPACING" in "".join(failures[0].itertext())
     assert "slice gaps of 5 mm and 10 mm" in "".join(failures[0].itertext())
-    for expected in ("9.9.9", "f" * 64, "classical-1234", "/data/cohort"):
+    for expected in ("9.9.9", "f" * 64, "classical-1234", "1 folder (paths in run.json"):
         assert expected in text
+    assert "/data/cohort" not in text  # the input folder is counted, not named (names often hold patient names)
 
 
 def test_table_is_sortable(fake_run: Path) -> None:

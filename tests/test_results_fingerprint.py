@@ -48,6 +48,11 @@ RECORDED = {
     ("0.6.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
+    # 0.7.0: half-open zhang900 slabs, ZONE_WITHOUT_LUNG and ZONE_SMALL (a zone-boundary audit): the sample's slabs,
+    # zones and flags are as before
+    ("0.7.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
 }
 
 

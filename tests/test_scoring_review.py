@@ -33,10 +33,12 @@ def test_slice_exactly_on_the_ipv_is_middle_zone():
     assert six_zone_intervals(60.0, 60.0) == dict.fromkeys(("upper", "middle", "lower"))
 
 
-def test_slab_is_symmetric_about_its_level():
-    """level +- 5 mm holds the slices at level - 5 and level + 5 alike (it held only the upper one)."""
+def test_slab_is_half_open_about_its_level():
+    """level - 5 <= z < level + 5: a slab of 10 mm holds two 5 mm slices wherever the level falls (closed at both
+    ends it held three with the level on a slice centre; half-open the other way, low < z <= high, it held only the
+    upper edge: tests/test_zone_boundaries_audit.py)."""
     iv = zhang_intervals([170.0, 140.0, 110.0, 80.0, 30.0], "slab", 5.0)["L3"]
-    assert iv.mask(np.array([104.9, 105.0, 110.0, 115.0, 115.1])).tolist() == [False, True, True, True, False]
+    assert iv.mask(np.array([104.9, 105.0, 110.0, 114.9, 115.0])).tolist() == [False, True, True, True, False]
 
 
 def test_slab_thinner_than_the_slice_step_is_not_scored_zero():

@@ -134,7 +134,7 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "integer", "score points", "0-900",
         "series failed; or a unit missing (QC flag ZONES_MISSING: unit not covered by the scan, a lung cut off "
         "(PARTIAL_LUNG_COVERAGE) or a slab beyond the first or last slice; a level it needs not found; its lung "
-        "not found, LUNG_NOT_FOUND)",
+        "not found, LUNG_NOT_FOUND; or a unit holding no lung, ZONE_WITHOUT_LUNG)",
         "zhang2020 extent x density^2 score: the sum of the ten unit scores 0-90 (zones.csv system zhang900)."),
     "mosmed_category": (
         "text", "", "CT-0 | CT-1 | CT-2 | CT-3 | CT-4", _LUNG_NOT_FOUND,
@@ -264,21 +264,22 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored; missing: the scan cannot score it (not covered by the scan, a level "
-        "it needs not found, its lung not found, a six_zone zone holds no lung voxel (QC flag ZONE_WITHOUT_LUNG; a "
-        "zhang900 slab without lung scores 0); lobar: a "
+        "it needs not found, its lung not found, the unit holds no lung voxel (QC flag ZONE_WITHOUT_LUNG; an L1 "
+        "slab wholly above the apex scores 0 instead, SLAB_ABOVE_APEX); lobar: a "
         "lobe missing or the lobe map refused): its scores and measures are empty, never 0, and so are the system's "
         "totals in scans.csv."),
     "lung_ml": (
         "number", "mL", _ML,
         "unit missing (status missing); but a missing lobar unit (a lobe cut off, absent from the map, under 1 % of "
         "its lung or in a lung not found) keeps the lung the map gives it (0 when the map holds no such lobe), and a "
-        "six_zone zone missing because it holds no lung voxel (ZONE_WITHOUT_LUNG) keeps 0",
+        "six_zone or zhang900 unit missing because it holds no lung voxel (ZONE_WITHOUT_LUNG) keeps 0",
         "Volume of the lung mask inside the unit."),
     "lesion_ml": (
         "number", "mL", _ML, _UNIT_MISSING, "Volume of the lesion mask (all classes) inside the unit."),
     "involvement_pct": (
         "number", "%", _PCT, _UNIT_MISSING,
-        "The unit's percent opacity: lesion_ml / lung_ml x 100 (a unit holding no lung is missing); the unit's scores "
+        "The unit's percent opacity: lesion_ml / lung_ml x 100 (a unit holding no lung is missing; an L1 slab wholly "
+        "above the apex, SLAB_ABOVE_APEX, reads 0); the unit's scores "
         "follow from it."),
     "ggo_ml": (
         "number", "mL", _ML, _UNIT_MISSING,
@@ -291,7 +292,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "number", "%", _PCT, _UNIT_MISSING,
         "Lesion voxels above hu_classes.high_opacity_min_hu (default -200 HU), % of the unit's lung volume."),
     "mean_lung_hu": (
-        "number", "HU", "any number", _UNIT_MISSING,
+        "number", "HU", "any number", _UNIT_MISSING + "; or an L1 slab wholly above the apex (SLAB_ABOVE_APEX: no lung "
+        "voxel)",
         "Mean HU of the unit's lung voxels (lesions included), rounded to 0.1 HU."),
     "extent_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4", _UNIT_MISSING,

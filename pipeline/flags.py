@@ -11,8 +11,10 @@ SCORING_FLAGS: dict[str, str] = {
     "PARTIAL_LUNG_COVERAGE": "a lung runs out of the scan's first or last slice: the zones it cannot see are missing",
     "ZONES_MISSING": "at least one six-zone or zhang900 unit is missing: that system's total is empty",
     "ZONE_WITHOUT_LUNG": "this six-zone or zhang900 unit (<lung>_<unit>) holds no lung voxel (the lung ends above or "
-                         "below it, or its level lies beyond the lung): a six-zone zone is missing, not a healthy 0, "
-                         "and the six-zone total is empty; a zhang900 slab (a level above the apex) scores 0",
+                         "below it, or its level lies beyond the lung): it is missing, not a healthy 0, and its "
+                         "system's total is empty",
+    "SLAB_ABOVE_APEX": "this lung's zhang900 L1 slab (at the suprasternal notch) lies wholly above its apex and holds "
+                       "no lung: normal anatomy, scored 0 as a reader of that level scores it (the total is kept)",
     "ZONE_SMALL": "this six-zone zone (<lung>_<unit>) holds less than 5 % of its lung (normal scans: 20 % or more): "
                   "a lung ending near the carina or a misplaced level; its percentage rests on little lung (scored): "
                   "review levels.png",

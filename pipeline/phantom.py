@@ -717,8 +717,8 @@ def score_truth(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, landma
     """Six-zone and zhang900 (slab mode) scores of truth masks; ``shift_mm`` moves every plane.
 
     A unit the scan cannot see (a zone reaching past a cut-off end of the lung, a slab not wholly inside the
-    scanned range) or a six-zone zone that holds no lung (0 of 0 mL has no involvement) is missing: score None, and
-    its system's total None (SCORING.md: missing, not 0); a zhang900 slab without lung (above an apex) scores 0."""
+    scanned range) or that holds no lung (0 of 0 mL has no involvement) is missing: score None, and its system's total
+    None (SCORING.md: missing, not 0); but an L1 slab wholly above the lung's apex scores 0 (normal anatomy)."""
     six, zh, detail = {}, {}, {}
     z_mm = np.asarray(z_mm, float)
     carina, ipv = landmarks["carina"] + shift_mm, landmarks["ipv"] + shift_mm
@@ -741,7 +741,10 @@ def score_truth(lungs: np.ndarray, lesions: np.ndarray, z_mm: np.ndarray, landma
             ext = zhang_extent(m["pct"]) if is_involved(m["lesion_ml"], m["pct"]) else 0
             den = density_grade(m["class_ml"]) if ext else 0
             score = ext * den**2
-            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=True):  # a slab without lung scores 0
+            # a slab without lung is missing, but L1 wholly above the lung's apex (normal anatomy), which scores 0
+            ks = np.flatnonzero((lungs == side).any(axis=(1, 2)))
+            above_apex = level == "L1" and (ks.size == 0 or float(z_mm[ks].max()) < iv[0])
+            if not _seen(iv, z_mm, cut_top, cut_bottom, slab=True) or (m["lung_ml"] <= 0 and not above_apex):
                 ext = den = score = None
             zh[f"{name}_{level}"] = score
             detail[f"zhang900/{name}_{level}"] = _detail("zhang900", name, level, iv, m, ext, den, score)
@@ -806,8 +809,8 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
                        "six-zone upper z > carina, middle IPV <= z <= carina, lower z < IPV; zhang900 slab mode "
                        "(level - h <= z < level + h, h = 5 mm or half the slice step if more), density = densest "
                        "class with >= 20 % of the unit's lesion volume; a unit is involved with >= 1 mL and "
-                       ">= 0.25 %; a unit the scan cannot see, or a six-zone zone holding no lung, is null (missing), "
-                       "and so is its system's total.",
+                       ">= 0.25 %; a unit the scan cannot see, or holding no lung, is null (missing), and so is its "
+                       "system's total (an L1 slab wholly above the lung's apex scores 0).",
         "scores": {"six_zone_total": sc["six_zone_total"], "zhang900_total": sc["zhang900_total"],
                    "six_zone": sc["six_zone"], "zhang900": sc["zhang900"],
                    "percent_opacity": round(po, 3),

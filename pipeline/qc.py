@@ -56,10 +56,29 @@ MONTAGE_DPI = 100
 THUMB_WIDTH_PX = 320
 #: Labels closer than this fraction of the coronal view's height are moved apart.
 LABEL_GAP = 0.045
-#: Margins beside the coronal view, as fractions of its width: the plane labels' (right) and the axial slices'
-#: ticks' (left).
-LABEL_MARGIN = 0.25
-TICK_MARGIN = 0.12
+#: Margins beside the coronal view in pixels of the montage: the plane labels' (right) and the axial slices' ticks'
+#: (left); in pixels, not a share of the image's width, so that a tall, narrow view keeps room for them.
+LABEL_MARGIN_PX = 110
+TICK_MARGIN_PX = 45
+#: Most characters of the flags line under the title (one line: the rest is counted, result.json has all).
+FLAGS_LINE_CHARS = 140
+
+
+def flags_line(flags: Sequence[str], max_chars: int = FLAGS_LINE_CHARS) -> str:
+    """The scan's QC flags as one line: flags of one name joined ("ZONE_WITHOUT_LUNG:right_L2,right_L3") and cut
+    after ``max_chars`` characters with the number left out."""
+    groups: dict[str, list[str]] = {}
+    for f in flags:
+        name, _, value = str(f).partition(":")
+        groups.setdefault(name, []).append(value)
+    items = [name + (":" + ",".join(v for v in values if v) if any(values) else "") for name, values in groups.items()]
+    text = "QC flags: "
+    for i, item in enumerate(items):
+        rest = len(items) - i
+        if len(text) + len(item) > max_chars and i:
+            return text.rstrip(", ") + f" ... and {rest} more (result.json)"
+        text += item + ", "
+    return text.rstrip(", ")
 #: Margin around the lungs' bounding box, as a fraction of its size.
 CROP_MARGIN = 0.08
 
@@ -253,11 +272,14 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     crop_z, crop_y, crop_x = _crop_box(hu, lungs, CROP_MARGIN)
     fig = Figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.14)
+    # with flags, the panels start lower: the flags line sits between the title and the panels' titles
+    grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.86 if flags else 0.9, bottom=0.08, wspace=0.04,
+                            hspace=0.14)
     text = {"color": "white", "fontsize": 12}
 
     # Coronal view through the lungs' centre, head at the top.
     ax = fig.add_subplot(grid[:, 0:2])
+    box = ax.get_position()  # the room the coronal view has, before its aspect shrinks it
     per_row = np.count_nonzero(lungs, axis=(0, 2))  # lung voxels per y: the mean y without every voxel's indices
     yc = int(round(float(per_row @ np.arange(per_row.size)) / per_row.sum())) if per_row.any() else hu.shape[1] // 2
     rows = np.arange(hu.shape[0])[crop_z]
@@ -286,7 +308,9 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
               if levels.get(name) is not None and (r := plane_row(float(levels[name]))) is not None]
     # plane labels and slice ticks go in margins beside the image, never over the lung (over it, the labels hid a
     # tenth of a peripheral ground glass in the coronal view)
-    right, left = LABEL_MARGIN * width, TICK_MARGIN * width
+    box_w, box_h = box.width * fig.get_figwidth() * fig.dpi, box.height * fig.get_figheight() * fig.dpi
+    px_per_x = min((box_w - LABEL_MARGIN_PX - TICK_MARGIN_PX) / width, box_h / (len(rows) * sz / sx))
+    right, left = LABEL_MARGIN_PX / px_per_x, TICK_MARGIN_PX / px_per_x
     for r, label, style in sorted(planes):
         ax.axhline(r, color=PLANE_COLOUR, lw=1.5, alpha=0.9, linestyle=style)
         below = r - last < gap  # too close to the label above: write this one under its line
@@ -321,7 +345,7 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
             continue
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
         # one decimal: slices 1 mm apart or closer rounded to the same whole mm (z as in ImagePositionPatient)
-        ax.set_title(f"{pick.tag}  {pick.label}  z={float(z_mm[k]) + 0:.1f} mm", **text)
+        ax.set_title(f"{pick.tag}  {pick.label}  z={float(z_mm[k]) + 0:.1f} mm", color="white", fontsize=11)
         for x, side in ((0.04, "R"), (0.96, "L")):  # the patient's sides (anterior is up)
             ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
                     transform=ax.transAxes, bbox=LABEL_BOX)
@@ -336,8 +360,11 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
     if flags:
-        fig.text(0.5, 0.925, "QC flags: " + ", ".join(flags), color="#ffb000", fontsize=10, ha="center",
-                 va="center", wrap=True)
+        line = fig.text(0.5, 0.935, "", color="#ffb000", fontsize=9, ha="center", va="center")
+        for chars in range(FLAGS_LINE_CHARS, 19, -10):  # cut until it fits the picture's width
+            line.set_text(flags_line(flags, chars))
+            if line.get_window_extent(fig.canvas.get_renderer()).width <= 0.98 * fig.bbox.width:
+                break
     low, high = WINDOW_HU
     fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}", color="#aaaaaa",
              fontsize=9, ha="left", va="bottom")

@@ -377,17 +377,53 @@ def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:
             f"<tbody>\n{rows}\n</tbody>\n</table>")
 
 
+#: A stack's reason code as inventory.csv writes it (an upper-case code); anything else is not shown on the page.
+_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+#: The inventory.csv columns the Not scored section reads (the others, paths and descriptions, are never kept).
+_NOT_SCORED_COLUMNS = ("stack_id", "series_uid", "study_key", "series_number", "modality", "n_slices",
+                       "slice_thickness_mm", "decision", "reason")
+
+
 def _stack_code(reason: str) -> str:
-    """The code a skipped stack's reason starts with ('NOT_SELECTED: rank 2; ...' -> NOT_SELECTED)."""
+    """The code a skipped stack's reason starts with ('NOT_SELECTED: rank 2; ...' -> NOT_SELECTED); 'other' for text
+    that is not a code (never shown: it may hold anything)."""
     token = (reason or "").strip().split(" ", 1)[0].split(";", 1)[0].rstrip(":")
-    return token or "no reason"
+    return token if _CODE_RE.match(token) else ("no reason" if not token else "other")
 
 
-def _not_scored(out_dir: Path) -> tuple[str, int]:
+def _read_stacks(path: Path) -> tuple[dict[str, dict[str, str]], Any, str]:
+    """From inventory.csv, read row by row (a cohort's has millions of files): each stack's first row (only the columns
+    the page shows), the counts of files not read into a stack by code, and '' or why the file cannot be used."""
+    from collections import Counter
+
+    stacks: dict[str, dict[str, str]] = {}
+    files: Counter[str] = Counter()
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                return stacks, files, "inventory.csv is empty"
+            missing = [c for c in ("stack_id", "decision") if c not in reader.fieldnames]
+            if missing:
+                return stacks, files, f"inventory.csv has no {' or '.join(missing)} column"
+            for r in reader:
+                sid = (r.get("stack_id") or "").strip()
+                if sid:
+                    if sid not in stacks:
+                        stacks[sid] = {c: (r.get(c) or "").strip() for c in _NOT_SCORED_COLUMNS}
+                elif (r.get("file_status") or "").strip() != "ok":
+                    files[(r.get("file_code") or "").strip() or "no code"] += 1
+    except (OSError, csv.Error) as exc:
+        return {}, Counter(), f"inventory.csv cannot be read ({type(exc).__name__})"
+    return stacks, files, ""
+
+
+def _not_scored(out_dir: Path, rows: Sequence[Mapping[str, str]]) -> tuple[str, int]:
     """The section listing the image stacks of inventory.csv that were not scored (localizers, reformats, too few
     slices, a body part excluded, another stack of the study preferred, ...) and the files not read, and how many
     stacks. Stacks are named by the pseudonymous study key and the series number, never by description, UID or path
-    (all can identify); inventory.csv has the rest."""
+    (all can identify); inventory.csv has the rest. A study counts as scored when a series of it is ok in ``rows``
+    (scans.csv): its selected stack may have failed."""
     from collections import Counter
 
     from pipeline.dicom_codes import describe
@@ -396,38 +432,37 @@ def _not_scored(out_dir: Path) -> tuple[str, int]:
     if not path.is_file():
         return ("<p>inventory.csv is not in this folder (a merged or shared folder): the image stacks found but not "
                 "scored are not listed.</p>"), 0
-    inventory = _read_csv(path)
-    stacks: dict[str, dict[str, str]] = {}
-    for r in inventory:
-        if (r.get("stack_id") or "").strip():
-            stacks.setdefault(r["stack_id"], r)
-    scored_studies = {r.get("study_key", "") for r in stacks.values() if r.get("decision") == "selected"}
-    skipped = [r for r in stacks.values() if r.get("decision") != "selected"]
-    files = Counter((r.get("file_code") or "no code").strip() for r in inventory
-                    if not (r.get("stack_id") or "").strip() and (r.get("file_status") or "").strip() != "ok")
+    stacks, files, problem = _read_stacks(path)
+    if problem:
+        return f"<p>{escape(problem)}: the image stacks found but not scored are not listed.</p>", 0
+    ok_series = {(r.get("series_uid") or "").strip() for r in rows if r.get("status") == "ok"}
+    scored_studies = {r["study_key"] for r in stacks.values()
+                      if r["decision"] == "selected" and r["series_uid"] in ok_series}
+    skipped = [r for r in stacks.values() if r["decision"] != "selected"]
     lines = []
     if skipped:
-        codes = Counter(_stack_code(r.get("reason", "")) for r in skipped)
-        orphans = {r.get("study_key", "") for r in skipped} - scored_studies
+        codes = Counter(_stack_code(r["reason"]) for r in skipped)
+        orphans = {r["study_key"] for r in skipped} - scored_studies
         lines.append(f'<p class="summary">{len(skipped)} image stack(s) found but not scored ('
                      + escape(", ".join(f"{c} {n}" for c, n in codes.most_common())) + ")"
                      + (f"; <b>{len(orphans)} stud{'y has' if len(orphans) == 1 else 'ies have'} no series scored "
-                        "at all</b>" if orphans else "")
+                        "(none selected, or the one selected failed)</b>" if orphans else "")
                      + ". Find a stack in inventory.csv by its study key and series number.</p>")
-        rows = "\n".join(
-            "<tr>" + _td(r.get("study_key", "")) + _td(r.get("series_number", ""), "num")
-            + _td(r.get("modality", "")) + _td(r.get("n_slices", ""), "num")
-            + _td(r.get("slice_thickness_mm", ""), "num")
-            + _td(code := _stack_code(r.get("reason", ""))) + _td(describe(code))
-            + _td("no" if r.get("study_key", "") in orphans else "yes") + "</tr>"
+        body = "\n".join(
+            "<tr>" + _td(r["study_key"]) + _td(r["series_number"], "num") + _td(r["modality"])
+            + _td(r["n_slices"], "num") + _td(r["slice_thickness_mm"], "num")
+            + _td(code := _stack_code(r["reason"])) + _td(describe(code) if code not in ("other", "no reason") else "")
+            + _td("no" if r["study_key"] in orphans else "yes") + "</tr>"
             for r in skipped[:REPORT_MAX_ROWS])
         lines.append('<table class="sortable" id="not-scored">\n<thead><tr><th data-col="0">study key</th>'
                      '<th data-col="1">series number</th><th data-col="2">modality</th><th data-col="3">slices</th>'
                      '<th data-col="4">slice thickness mm</th><th data-col="5">code</th><th>meaning</th>'
-                     '<th data-col="7">study has a scored series</th></tr></thead>\n'
-                     f"<tbody>\n{rows}\n</tbody>\n</table>{_more(len(skipped), 'inventory.csv')}")
+                     '<th data-col="7">study has a series scored</th></tr></thead>\n'
+                     f"<tbody>\n{body}\n</tbody>\n</table>{_more(len(skipped), 'inventory.csv')}")
+    elif stacks:
+        lines.append("<p>Every image stack found was selected (a selected one that failed is under Failures).</p>")
     else:
-        lines.append("<p>Every image stack found was scored (or failed: see Failures).</p>")
+        lines.append("<p>inventory.csv lists no image stack.</p>")
     if files:
         lines.append('<p class="summary">Files not read as part of a stack: '
                      + escape(", ".join(f"{c} {n}" for c, n in files.most_common())) + " (inventory.csv).</p>")
@@ -644,7 +679,7 @@ def render_run_report(out_dir: str | Path) -> str:
              if f.get("scan_id", "") not in seen]
     n_ok = sum(r.get("status") == "ok" for r in rows)
     shown, cut = _rows_shown(rows)
-    not_scored, n_skipped = _not_scored(out_dir)
+    not_scored, n_skipped = _not_scored(out_dir, rows)
     links = " ".join(f'<a href="{escape(n)}">{escape(n)}</a>' for n in RUN_FILES if (out_dir / n).is_file())
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -281,7 +281,9 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
     # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
     involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
-    row["mosmed_category"] = (systems.mosmed_category(po if involved else 0.0)) if lung_ml > 0 else ""
+    # from the percentage as written (3 decimals): binning scans.csv's percent_opacity gives the same category (24.9996 %
+    # was written 25.0 beside CT-1)
+    row["mosmed_category"] = (systems.mosmed_category(row["percent_opacity"] if involved else 0.0)) if lung_ml > 0 else ""
     for name in SIDES.values():
         row.update(per_lung[name])
     return row
@@ -347,10 +349,10 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
     A six-zone zone the scan sees but that holds no lung voxel (the lung ends above or below it: a lung cut off by a
     lobectomy or collapse, an IPV placed below the bases) has no involvement (0 of 0 mL is undefined, not healthy): it
     is missing like a unit the scan cannot see, keeps ``lung_ml`` 0 (which says why), empties the six-zone total, and
-    is named in ``flags`` as ``ZONE_WITHOUT_LUNG:<lung>_<unit>``. A zhang900 slab without lung (a level above a
-    lung's apex: normal anatomy at the suprasternal notch) scores 0, as a reader of that level scores it, and is
-    flagged the same way. A six-zone zone holding less than :data:`ZONE_MIN_SHARE_PCT` of its lung is scored and
-    flagged ``ZONE_SMALL:<lung>_<unit>``."""
+    is named in ``flags`` as ``ZONE_WITHOUT_LUNG:<lung>_<unit>``; so is a zhang900 unit without lung, but for the
+    L1 slab lying wholly above the lung's apex (the suprasternal notch above it: normal anatomy), which scores 0, as a
+    reader of that level scores it, flagged ``SLAB_ABOVE_APEX:<lung>_L1``. A six-zone zone holding less than
+    :data:`ZONE_MIN_SHARE_PCT` of its lung is scored and flagged ``ZONE_SMALL:<lung>_<unit>``."""
     sc = cfg["scoring"]
     zcfg = sc["zhang900"]
     min_ml, min_pct = sc["min_involvement_ml"], sc["min_involvement_pct"]
@@ -375,6 +377,13 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
             m = unit_measures(iv.mask(z_sel), lung_side, classes, voxel_ml, hu, pho_min)
             pct = percent(m["lesion_ml"], m["lung_ml"])
             return m, pct, m["lung_ml"] > 0 and systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+
+        def lung_top(lung_side: np.ndarray) -> float:
+            """The highest z of this lung's voxels (per slice, or per voxel for tilted slices)."""
+            if z_sel.ndim == 1:
+                ks = np.flatnonzero(lung_side.any(axis=(1, 2)))
+                return float(z_sel[ks].max()) if ks.size else -math.inf
+            return float(z_sel[lung_side].max()) if lung_side.any() else -math.inf
 
         def without_lung(r: dict[str, Any]) -> None:
             """A seen unit holding no lung voxel: missing (never a healthy 0), lung_ml 0, flagged."""
@@ -417,13 +426,16 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
                 r.update(MISSING_UNIT)
                 zh_missing = True
             elif (mp := measure(iv))[0]["lung_ml"] <= 0:
-                # a level with no lung of this side: nothing to involve; read at that level it scores 0 (normal
-                # anatomy: itkelastix00's right apex lies 11 mm below the suprasternal notch, so its L1 slab holds no
-                # right lung), flagged; unlike a six-zone zone (a third of a lung), whose lack of lung is an error
-                r.update(unit_columns(mp[0], 0.0, voxel_ml), extent_score=0, density_grade=0, unit_score=0,
-                         status="ok", near_edge="")
-                if flags is not None:
-                    flags.append(f"ZONE_WITHOUT_LUNG:{name}_{unit}")
+                if slab and unit == "L1" and lung_top(lung_side) < iv.low:
+                    # the suprasternal notch above this lung's apex, normal anatomy (itkelastix00's right apex lies
+                    # 11 mm below it): nothing to involve at that level, which a reader scores 0
+                    r.update(unit_columns(mp[0], 0.0, voxel_ml), extent_score=0, density_grade=0, unit_score=0,
+                             status="ok", near_edge="")
+                    if flags is not None:
+                        flags.append(f"SLAB_ABOVE_APEX:{name}_{unit}")
+                else:  # any other unit without lung (a lung ending above L4, a zone-mode unit): an error to review
+                    without_lung(r)
+                    zh_missing = True
             else:
                 m, pct, inv = mp
                 ext = systems.zhang_extent(pct, inv)

@@ -59,14 +59,39 @@ def test_zones_the_lung_does_not_reach_are_missing_not_a_healthy_zero():
         assert math.isnan(six[unit]["unit_score"]) and math.isnan(six[unit]["involvement_pct"])
         assert f"ZONE_WITHOUT_LUNG:right_{unit}" in flags
     assert six["lower"]["status"] == "ok" and six["lower"]["lung_ml"] == 500.0
-    # a slab without lung (a level above the lung's top) scores 0, as a reader of that level scores it, flagged
-    for unit in ("L1", "L2", "L3", "L4"):
-        assert zh[unit]["status"] == "ok" and zh[unit]["unit_score"] == 0 and zh[unit]["lung_ml"] == 0.0
+    # L1 wholly above the lung's top (the notch above an apex: normal anatomy) scores 0, as a reader of that level
+    # scores it, flagged SLAB_ABOVE_APEX; L2-L4 without lung are missing like the zones
+    assert zh["L1"]["status"] == "ok" and zh["L1"]["unit_score"] == 0 and zh["L1"]["lung_ml"] == 0.0
+    assert "SLAB_ABOVE_APEX:right_L1" in flags and "ZONE_WITHOUT_LUNG:right_L1" not in flags
+    for unit in ("L2", "L3", "L4"):
+        assert zh[unit]["status"] == "missing" and zh[unit]["lung_ml"] == 0.0
         assert f"ZONE_WITHOUT_LUNG:right_{unit}" in flags
     assert zh["L5"]["status"] == "ok"
-    assert not any(f.startswith("ZONE_WITHOUT_LUNG:left") for f in flags)
+    assert not any(f.startswith(("ZONE_WITHOUT_LUNG:left", "SLAB_ABOVE_APEX:left")) for f in flags)
     assert "ZONES_MISSING" in flags
-    assert math.isnan(row["six_zone_total"]) and row["zhang900_total"] == 0
+    assert math.isnan(row["six_zone_total"]) and math.isnan(row["zhang900_total"])
+
+
+def test_a_lung_ending_above_the_lower_slabs_leaves_them_missing_not_zero():
+    """The reviewer's case: a right lung from 100 mm up (its base lost: a collapsed lower lobe, an effusion left out of
+    the mask) with the dome placed below it: L4 and L5 held no lung and scored a healthy 0 while the six-zone total was
+    missing. Only L1 above the apex scores 0."""
+    hu, lungs, classes = phantom(right_slices=(10, 19))
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 1.0, lms(**LEVELS), cfg())
+    zh = rows(zones, "zhang900")
+    assert zh["L5"]["status"] == "missing" and "ZONE_WITHOUT_LUNG:right_L5" in flags
+    assert math.isnan(row["zhang900_total"])
+    assert not any(f.startswith("SLAB_ABOVE_APEX") for f in flags)
+
+
+def test_zone_mode_units_without_lung_are_missing():
+    hu, lungs, classes = phantom(right_slices=(1, 6))
+    config = cfg()
+    config["scoring"]["zhang900"]["mode"] = "zone"
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 1.0, lms(**LEVELS), config)
+    zh = rows(zones, "zhang900")
+    assert zh["L1"]["status"] == "missing" and "ZONE_WITHOUT_LUNG:right_L1" in flags
+    assert not any(f.startswith("SLAB_ABOVE_APEX") for f in flags) and math.isnan(row["zhang900_total"])
     # the lung is not cut off: the missing zones are not the scan's coverage
     assert row["apex_covered"] is True and "PARTIAL_LUNG_COVERAGE" not in flags
 
@@ -95,9 +120,9 @@ def test_a_zone_holding_little_of_its_lung_is_scored_and_flagged():
     assert 100 * 3.0 / row["lung_volume_ml_right"] < ZONE_MIN_SHARE_PCT
     assert "ZONE_SMALL:right_upper" in flags and row["six_zone_total"] == 2
     assert [f for f in flags if f.startswith("ZONE_SMALL")] == ["ZONE_SMALL:right_upper"]
-    # the L1 and L2 slabs (170, 140 mm) lie above the right lung: 0, flagged
-    assert {f for f in flags if f.startswith("ZONE_WITHOUT_LUNG")} == {"ZONE_WITHOUT_LUNG:right_L1",
-                                                                        "ZONE_WITHOUT_LUNG:right_L2"}
+    # the L1 and L2 slabs (170, 140 mm) lie above the right lung: L1 scores 0 (above the apex), L2 is missing
+    assert {f for f in flags if f.startswith(("ZONE_WITHOUT_LUNG", "SLAB_ABOVE_APEX"))} == {
+        "SLAB_ABOVE_APEX:right_L1", "ZONE_WITHOUT_LUNG:right_L2"}
 
 
 def test_zones_of_a_whole_lung_are_not_flagged():
@@ -186,14 +211,15 @@ def test_scoring_doc_does_not_call_slice_centre_zoning_exact():
 
 
 def test_the_phantoms_truth_follows_both_rules():
-    """pipeline.phantom.score_truth, the sample's independent ground truth: a six-zone zone without lung is missing
-    (None), a slab without lung 0, a slab half-open; it agrees with the scorer unit by unit."""
+    """pipeline.phantom.score_truth, the sample's independent ground truth: a unit without lung is missing (None) but
+    L1 above the apex (0), a slab half-open; it agrees with the scorer unit by unit."""
     from pipeline import phantom as P
 
     hu, lungs, classes = phantom(right_slices=(1, 6))
     truth = P.score_truth(lungs, classes, Z, dict(LEVELS), 1.0)
     assert truth["six_zone"]["right_upper"] is None and truth["six_zone"]["right_lower"] == 0
-    assert truth["zhang900"]["right_L1"] == 0 and truth["zhang900_total"] == 0
+    assert truth["zhang900"]["right_L1"] == 0 and truth["zhang900"]["right_L2"] is None
+    assert truth["zhang900_total"] is None
     _, zones, _ = score_scan(hu, lungs, classes, Z, 1.0, lms(**LEVELS), load_config())
     for r in zones:
         if r["system"] in ("six_zone", "zhang900"):
@@ -205,3 +231,16 @@ def test_the_phantoms_truth_follows_both_rules():
     lungs5[1:39, :, :10], lungs5[1:39, :, 10:] = 1, 2
     detail = P.score_truth(lungs5, np.zeros_like(lungs5), z5, dict(LEVELS, carina=110.0), 1.0)["detail"]
     assert detail["zhang900/right_L3"]["lung_ml"] == 200.0  # 105 and 110, not 115
+
+
+def test_the_mosmed_category_follows_the_percentage_as_written():
+    """62,499 lesion voxels in 250,000 lung voxels: 24.9996 % was written 25.0 beside CT-1 (a review)."""
+    lungs = np.zeros((10, 250, 100), np.uint8)
+    lungs[:, :, :50] = 1
+    lungs[:, :, 50:] = 2
+    classes = np.zeros(lungs.shape, np.uint8)
+    classes.reshape(-1)[np.flatnonzero(lungs.reshape(-1))[:62_499]] = 2
+    hu = np.where(classes > 0, -500.0, -850.0)
+    z = np.arange(10, dtype=float)
+    row, _, _ = score_scan(hu, lungs, classes, z, 0.001, {}, cfg())
+    assert row["percent_opacity"] == 25.0 and row["mosmed_category"] == "CT-2"

@@ -47,7 +47,7 @@ def admission_scans(cohort: Cohort, score: str) -> pd.DataFrame:
     # a patient whose first scan has no score (zones it cannot see) is kept with the first scan that has one
     later = set(first["patient_id"]) - set(scans.drop_duplicates("patient_id").dropna(subset=[score])["patient_id"])
     if later:
-        note = (f"zhang2020: {len(later)} patient(s) whose first scan has no {score} (zones the scan cannot see) "
+        note = (f"zhang2020: {len(later)} patient(s) whose first scan has no {score} (zones the scan cannot see or without lung) "
                 f"are taken at their first scored scan")
         if note not in cohort.notes:
             cohort.notes.append(note)

@@ -705,13 +705,19 @@ class ScanTimeout(BaseException):
 def _test_hook(scan_id: str) -> None:
     """FOR TESTS ONLY: misbehave for chosen scans when ``$CTSCORE_TEST_HOOKS`` is set, e.g.
     ``{"sleep": {"scan-abc": 60, "*": 0.5}, "crash": ["scan-def"], "unwritable": ["scan-123"], "log":
-    "/tmp/starts.txt"}`` (sleep seconds before the scan; SIGKILL the process running it; raise OUTPUT_UNWRITABLE
-    as :func:`pipeline.run.process_series` does on a full disk; ``log``: see :func:`_test_log`). Never set in
-    production; unset, this does nothing."""
+    "/tmp/starts.txt", "wait_for": "/tmp/release"}`` (sleep seconds before the scan; SIGKILL the process running it;
+    raise OUTPUT_UNWRITABLE as :func:`pipeline.run.process_series` does on a full disk; ``log``: see
+    :func:`_test_log`; ``wait_for``: every scan waits until that file exists, at most ``wait_max`` seconds, default
+    120: a test holds a run in its scans exactly as long as it needs, not a guessed sleep). Never set in production;
+    unset, this does nothing."""
     raw = os.environ.get(TEST_HOOKS_ENV)
     if not raw:
         return
     hooks = json.loads(raw)
+    if hooks.get("wait_for"):
+        deadline = time.monotonic() + float(hooks.get("wait_max", 120))
+        while not os.path.exists(hooks["wait_for"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
     if scan_id in hooks.get("crash", []):
         os.kill(os.getpid(), signal.SIGKILL)
     if scan_id in hooks.get("unwritable", []):

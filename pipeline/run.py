@@ -22,6 +22,7 @@ import platform
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     timings: dict[str, float] = {}
     t = time.perf_counter()
     orig = to_lps(image)
+    lobar_on = bool(cfg["scoring"]["lobar"].get("enabled", True))  # false: no lobar scores even with lobes
+    # the user's lobe map is read before the segmenter runs: an unreadable or empty one (LOBES_UNREADABLE,
+    # LOBES_EMPTY) fails the series at once, not after minutes of segmentation
+    user_lobes = _read_user_lobes(lobes_path, orig, cfg) if lobes_path is not None and lobar_on else None
     work = resample_to_spacing(orig, cfg["resample"]["spacing_mm"])
     timings["resample_s"] = time.perf_counter() - t
 
@@ -202,9 +207,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
     les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
     lobes_o = None
-    lobar_on = bool(cfg["scoring"]["lobar"].get("enabled", True))  # false: no lobar scores even with lobes
-    if lobes_path is not None and lobar_on:
-        lobes_o = read_user_lobes(lobes_path, orig, cfg, lungs=lungs_o)
+    if user_lobes is not None:
+        lobes_o, warn_foreign = user_lobes
+        warn_foreign(lungs_o)
     elif seg.lobes is not None and lobar_on:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
     hu_o = array_view(orig)  # read-only, no copy of the CT (it is kept in memory once)
@@ -348,10 +353,19 @@ def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any],
     A map of non-integer values fails (``LOBES_UNREADABLE``); label values the convention does not know are named in
     a warning (with ``lungs``, the lung mask on the same grid: those covering part of it; in the ``ctscore``
     convention, every one): their voxels are in no lobe."""
+    lobes, warn_foreign = _read_user_lobes(path, orig, cfg)
+    warn_foreign(lungs)
+    return lobes
+
+
+def _read_user_lobes(path: str | Path, orig: sitk.Image,
+                     cfg: dict[str, Any]) -> tuple[np.ndarray, Callable[[np.ndarray | None], None]]:
+    """:func:`read_user_lobes` in two steps: the map (its errors raised now) and a function that logs the warning on
+    label values the convention does not know, given the lung mask once there is one."""
     from scoring.quantify import TOTALSEGMENTATOR_LOBES, foreign_lobe_labels, map_lobe_labels, read_label_map
 
     if Path(path).is_dir():  # TotalSegmentator's default output: one mask per lobe, named by the structure
-        return _read_lobe_files(Path(path), orig)
+        return _read_lobe_files(Path(path), orig), lambda lungs: None
     convention = cfg["scoring"]["lobar"].get("lobe_labels", "totalsegmentator")
     label_map = TOTALSEGMENTATOR_LOBES if convention == "totalsegmentator" else {i: i for i in range(1, 6)}
     try:
@@ -362,17 +376,24 @@ def read_user_lobes(path: str | Path, orig: sitk.Image, cfg: dict[str, Any],
     except ValueError as exc:  # non-integer labels
         raise SeriesError("LOBES_UNREADABLE", str(exc), path) from None
     lobes = map_lobe_labels(labels, label_map)
-    foreign = foreign_lobe_labels(labels, label_map, lungs, anywhere=convention != "totalsegmentator")
-    if foreign:
-        known = ", ".join(str(k) for k in sorted(label_map))
-        log.warning("lobe map %s: label values %s are no %s lobe label (%s): their voxels are in no lobe "
-                    "(another convention? scoring.lobar.lobe_labels)", path,
-                    ", ".join(f"{v} ({p:g} % of the lung mask)" for v, p in list(foreign.items())[:10]),
-                    convention, known)
-    if not lobes.any():
-        raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT "
-                          "(wrong label convention, or a map of another series)", path)
-    return lobes
+    if lobes.any() and np.count_nonzero(labels) == np.count_nonzero(lobes):  # every labelled voxel is a lobe:
+        return lobes, lambda lungs: None  # nothing to warn of, and the map's array is not kept while segmenting
+
+    def warn_foreign(lungs: np.ndarray | None) -> None:
+        foreign = foreign_lobe_labels(labels, label_map, lungs, anywhere=convention != "totalsegmentator")
+        if foreign:
+            known = ", ".join(str(k) for k in sorted(label_map))
+            log.warning("lobe map %s: label values %s are no %s lobe label (%s): their voxels are in no lobe "
+                        "(another convention? scoring.lobar.lobe_labels)", path,
+                        ", ".join(f"{v} ({p:g} % of the lung mask)" for v, p in list(foreign.items())[:10]),
+                        convention, known)
+
+    if not lobes.any():  # read before segmentation: no lung mask yet; the map's own values say what it holds
+        values = [v.item() for v in np.unique(labels) if v != 0][:12]
+        holds = f"its labels: {', '.join(f'{v:g}' for v in values)}" if values else "it is all 0"
+        raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT ({holds}; "
+                          "wrong label convention, or a map of another series)", path)
+    return lobes, warn_foreign
 
 
 def _lobe_inputs(lobes_path: str | Path | None) -> list[str]:

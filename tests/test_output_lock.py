@@ -95,13 +95,15 @@ def test_a_second_run_into_the_same_folder_is_refused_before_scoring(tmp_path, s
     tables. Now the second exits 1 at once with one line naming the first; each scan is scored once."""
     root = _inputs(tmp_path, series[0], 2)
     out, starts = tmp_path / "out", tmp_path / "starts.txt"
-    hooks = _hooks(sleep={"*": 10}, log=str(starts))  # the first run takes 20 s: time to start the second
+    release = tmp_path / "release"
+    hooks = _hooks(wait_for=str(release), log=str(starts))  # the first run waits in its scans until released
     first = _run(root, out, hooks=hooks)
     try:
         _wait_for_start(starts, first)
         code, err = _finish(_run(root, out, hooks=hooks))
         refused_at_once = first.poll() is None  # while the first still runs
     finally:
+        release.touch()
         first_code, first_err = _finish(first)
     assert (first_code, code) == (EXIT_OK, EXIT_USAGE), (first_err, err, starts.read_text().split())
     assert refused_at_once
@@ -129,7 +131,8 @@ def test_a_killed_run_leaves_the_lock_file_but_not_the_lock(tmp_path, series):
 def test_shards_run_side_by_side_but_not_next_to_a_whole_run_or_the_same_shard(tmp_path, series):
     root = _inputs(tmp_path, series[0], 3)
     out, starts = tmp_path / "out", tmp_path / "starts.txt"
-    hooks = _hooks(sleep={"*": 15}, log=str(starts))  # shard 0 scores two series (30 s), shard 1 one
+    release = tmp_path / "release"
+    hooks = _hooks(wait_for=str(release), log=str(starts))  # the shards wait in their scans until released
     shards = [_run(root, out, "--shard-index", str(k), "--num-shards", "2", hooks=hooks) for k in (0, 1)]
     try:
         _wait_for_start(starts, *shards, scans=tuple(sorted(series[1][:3])[:2]))  # the first scan of each shard
@@ -137,6 +140,7 @@ def test_shards_run_side_by_side_but_not_next_to_a_whole_run_or_the_same_shard(t
         again, whole = [_finish(p) for p in late]
         refused_at_once = shards[0].poll() is None  # while shard 0 still runs
     finally:
+        release.touch()
         results = [_finish(p) for p in shards]
     assert [c for c, _ in results] == [EXIT_OK, EXIT_OK], results
     assert (again[0], whole[0]) == (EXIT_USAGE, EXIT_USAGE), (again, whole, starts.read_text().split())

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from pipeline.cli import main
@@ -82,6 +83,7 @@ def test_user_lobes_missing_empty_or_unreadable(sample_run, tmp_path):
     assert main(base + ["-o", str(tmp_path / "o2")]) == 8
     fail = next(csv.DictReader((tmp_path / "o2" / "failures.csv").open()))
     assert fail["code"] == "LOBES_EMPTY" and "no totalsegmentator lobe label" in fail["message"]
+    assert "its labels: 1, 2, 3, 4, 5;" in fail["message"]  # what the map holds: the other convention
     # ... which the ctscore convention reads
     assert main(base + ["-o", str(tmp_path / "o3"), "--set", "scoring.lobar.lobe_labels=ctscore"]) == EXIT_OK
     # not an image at all
@@ -145,3 +147,28 @@ def test_a_totalsegmentator_folder_of_one_mask_per_lobe(sample_run, tmp_path):
     assert rows["split"]["zones"] == rows["one"]["zones"]
     result = json.loads((_scan_dir(tmp_path / "out_split") / "result.json").read_text())
     assert result["lobe_map_file"] == uid
+
+
+def test_an_unusable_lobe_map_fails_before_the_segmenter_runs(tmp_path):
+    """LOBES_UNREADABLE and LOBES_EMPTY came after segmentation: minutes of the network per series of a cohort whose
+    maps are of another convention."""
+    from pipeline.config import load_config
+    from pipeline.errors import SeriesError
+    from pipeline.run import analyse_volume
+
+    class Segmenter:
+        name = "stub"
+
+        def segment(self, hu, spacing):
+            raise AssertionError("the segmenter ran")
+
+    image = sitk.GetImageFromArray(np.full((8, 16, 16), -800, np.int16))
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    empty = tmp_path / "empty.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 16, 16), np.uint8)), str(empty))
+    cfg = load_config()
+    for path, code in ((bad, "LOBES_UNREADABLE"), (empty, "LOBES_EMPTY")):
+        with pytest.raises(SeriesError) as exc:
+            analyse_volume(image, cfg, Segmenter(), lobes_path=path)
+        assert exc.value.code == code

@@ -221,6 +221,18 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "not found (LOBES_MISSING)', 'lobe map not used (<QC flag>)', 'the lobe map holds no lobe'",
         "lobar20_total and lobar25_total are scored; or series failed",
         "Why lobar20_total and lobar25_total are empty."),
+    "six_zone_near_edge": (
+        "integer", "", "0-6",
+        "six_zone_total empty (a zone missing), or series failed; or a result of ctscore before 0.7.0",
+        "How many of the six zones sit at a rule's edge (zones.csv near_edge: the 1 mL / 0.25 % minimum or a score "
+        "band's edge): each may change its score, by 1, when the patient is shifted by a fraction of a voxel. 0: the "
+        "total is firm against such shifts; landmark moves are not covered."),
+    "zhang900_near_edge": (
+        "integer", "", "0-10",
+        "zhang900_total empty (a unit missing), or series failed; or a result of ctscore before 0.7.0",
+        "How many of the ten zhang900 units sit at a rule's edge (zones.csv near_edge: the minimum, an extent band or "
+        "the density share): each may change its unit score (a density grade 2 -> 3 turns 4 into 9) under a shift of "
+        "a fraction of a voxel."),
     "ctscore_version": (
         "text", "", "a version number, e.g. 0.3.0", _FAILED,
         "Version of ctscore that scored the series (from its result.json: in a merged table rows may differ)."),

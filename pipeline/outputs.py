@@ -44,7 +44,7 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "apex_covered", "base_covered", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note",
+    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", "six_zone_near_edge", "zhang900_near_edge",
     *("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id"),
 ]
 #: The settings that made a scan's scores (``scores_config_sha256``: 12 hex digits of
@@ -230,7 +230,7 @@ _EMPTY_IS_MISSING = {"patient_id", "study_date", "series_time", "series_uid", "m
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
 #: every score of the column into "7.0" in the CSV
 _INT = {"six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "n_slices", "extent_score",
-        "density_grade", "unit_score"}
+        "density_grade", "unit_score", "six_zone_near_edge", "zhang900_near_edge"}
 
 
 def table_dtypes(columns: Iterable[str]) -> dict[str, str]:

@@ -1,12 +1,13 @@
 """The static HTML run report, ``OUT/report.html``: one page for the whole run.
 
-One row per series (QC thumbnail, scores, flags, status), the failures with their reasons, and the
-run's provenance (version, config sha256, segmenter and model id, input, timings). The page opens
+One row per series (QC thumbnail, scores, flags, status), the meanings of the flags the series carry, the failures
+with their reasons, the image stacks found but not scored (from inventory.csv), and the run's provenance (version,
+config sha256, segmenter and model id, the number of input folders, timings). The page opens
 offline: CSS and the few lines of JavaScript that sort the table are inline, and pictures are
 referenced by relative path (``<scan_id>/thumb.png``), so the output folder can be moved or zipped.
 
-The report is built only from the run's own files (``scans.csv``, ``failures.csv``, ``run.json`` and
-each ``<scan_id>/result.json``), so it can be rebuilt at any time, e.g. after ``ctscore aggregate``.
+The report is built only from the run's own files (``scans.csv``, ``failures.csv``, ``inventory.csv``, ``run.json``
+and each ``<scan_id>/result.json``), so it can be rebuilt at any time, e.g. after ``ctscore aggregate``.
 It never shows patient-identifying header values: series are named by ``scan_id`` and the patient by
 the pseudonymous ``patient_id`` only (a patient id that is not a pseudonym is hidden). Links are only
 written to files that exist. The markup is XHTML-compatible, so XML parsers read it too.

@@ -194,6 +194,11 @@ def score_scan(
         flags.append("ZONES_MISSING")
     row["six_zone_total"] = math.nan if six_total is None else six_total
     row["zhang900_total"] = math.nan if zh_total is None else zh_total
+    # how many of a total's units sit at a rule's edge (zones.csv near_edge): each may change its score under a
+    # shift of a fraction of a voxel, so these say how firm the total is; empty with the total
+    for system, total in (("six_zone", six_total), ("zhang900", zh_total)):
+        row[f"{system}_near_edge"] = math.nan if total is None else sum(
+            1 for r in zone_rows if r["system"] == system and r.get("near_edge"))
     zone_rows += _lobar_scores(hu, lungs, classes, z_mm, z_arr, voxel_ml, cfg, lobes, absent_sides, row, flags)
     return row, zone_rows, flags
 

@@ -244,3 +244,19 @@ def test_the_mosmed_category_follows_the_percentage_as_written():
     z = np.arange(10, dtype=float)
     row, _, _ = score_scan(hu, lungs, classes, z, 0.001, {}, cfg())
     assert row["percent_opacity"] == 25.0 and row["mosmed_category"] == "CT-2"
+
+
+def test_scans_count_the_units_at_a_rules_edge():
+    """zones.csv's near_edge named the units whose score a fraction of a voxel can change; scans.csv now counts them per
+    total (a reader working from scans.csv alone could not tell a firm total from a fragile one)."""
+    hu, lungs, classes = phantom()
+    classes[15, 0, :2] = 2  # 2 mL of ground glass in the 700 mL right upper zone: 0.29 %, at the 0.25 % minimum
+    hu[15, 0, :2] = -500.0
+    row, zones, _ = score_scan(hu, lungs, classes, Z, 1.0, lms(**LEVELS), load_config())
+    near = {(r["system"], r["lung"], r["unit"]) for r in zones if r["near_edge"]}
+    assert ("six_zone", "right", "upper") in near
+    assert row["six_zone_near_edge"] == sum(1 for s, _, _ in near if s == "six_zone") >= 1
+    assert row["zhang900_near_edge"] == sum(1 for s, _, _ in near if s == "zhang900")
+    _, _, classes_none = phantom()
+    row, _, _ = score_scan(hu, lungs, classes_none, Z, 1.0, lms(**dict(LEVELS, ipv=None)), load_config())
+    assert math.isnan(row["six_zone_total"]) and math.isnan(row["six_zone_near_edge"])

@@ -40,7 +40,7 @@ LESION_CLASSES: dict[int, tuple[str, str]] = {
 LESION_ALPHA = 0.5
 #: Classes drawn hatched and outlined instead of filled, and the hatch pattern: consolidation lies on tissue the lung
 #: window shows near white, and any fill dark enough to stay apart from the GGO fills took it to the grey of aerated
-#: lung (5.2 CIEDE2000 under deuteranopia, 2.0 in greyscale at 0.7); hatched, the tissue shows through (29 or more).
+#: lung (5.2 CIEDE2000 under deuteranopia, 2.0 in greyscale at 0.7); hatched, the tissue shows through (24 or more).
 HATCHED_CLASS = 3
 HATCH = "////"
 HATCH_LINEWIDTH = 1.5

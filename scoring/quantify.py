@@ -43,7 +43,7 @@ MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_
 #: (ge_mister_ct right lower), ricord_covid_419639 and normal001 resampled to 1-5 mm slices at four grid offsets
 #: 24.7 % (an audit of zone boundaries): a quarter of that keeps the flag off normal anatomy. zhang900 has no such
 #: limit: its L1 slab (the suprasternal notch) holds 0.3-4 % of the lung on normal scans (normal001 6 and 9 mL), and
-#: none on itkelastix00's right lung, whose apex lies 11 mm below the notch.
+#: none on itkelastix00's right lung, whose apex lies 11 mm below the notch (scripts/zone_shares.py prints these).
 ZONE_MIN_SHARE_PCT = 5.0
 #: A lobe map leaving more than this percentage of the lung mask in no lobe of its side (a misaligned, cropped or
 #: shifted map, or another scan's) gives no lobar scores: QC flag ``LOBES_PARTIAL:<percent>``. Only the lungs whose

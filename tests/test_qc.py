@@ -21,7 +21,12 @@ def _size(png: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def volume() -> dict:
-    """Two ellipsoid lungs, a GGO with a consolidated core in the right lung, a faint GGO in the left."""
+    return two_lung_volume()
+
+
+def two_lung_volume(z_step: float = 5.0, z0: float = -200.0) -> dict:
+    """Two ellipsoid lungs, a GGO with a consolidated core in the right lung, a faint GGO in the left; 40 slices
+    ``z_step`` mm apart from ``z0``."""
     nz, ny, nx = 40, 48, 64
     zz, yy, xx = np.mgrid[:nz, :ny, :nx]
     lungs = np.zeros((nz, ny, nx), np.uint8)
@@ -33,8 +38,8 @@ def volume() -> dict:
     classes[(lungs > 0) & (d2 < 25)] = 2
     classes[(lungs > 0) & (d2 < 4)] = 3
     classes[(lungs > 0) & ((xx - 44) ** 2 + (yy - 20) ** 2 + (zz - 28) ** 2 < 9)] = 1
-    z_mm = -200.0 + 5.0 * np.arange(nz)  # LPS: z increases to the head
-    return {"hu": hu, "lungs": lungs, "classes": classes, "z_mm": z_mm, "spacing_zyx": (5.0, 1.5, 1.5),
+    z_mm = z0 + z_step * np.arange(nz)  # LPS: z increases to the head
+    return {"hu": hu, "lungs": lungs, "classes": classes, "z_mm": z_mm, "spacing_zyx": (z_step, 1.5, 1.5),
             "levels": {"carina": z_mm[26], "ipv": z_mm[14], "aortic_arch": z_mm[32], "dome_right": None}}
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import qc
 from pipeline.report import _fmt_percent_opacity, render_run_report
+from tests.test_qc import two_lung_volume
 
 INVENTORY_COLUMNS = ["path", "file_status", "file_code", "stack_id", "study_key", "series_number",
                      "series_description", "modality", "n_slices", "slice_thickness_mm", "decision", "reason"]
@@ -124,17 +125,7 @@ def test_the_flags_meanings_are_written_out(run_dir):
 
 @pytest.fixture(scope="module")
 def volume() -> dict:
-    nz, ny, nx = 40, 48, 64
-    zz, yy, xx = np.mgrid[:nz, :ny, :nx]
-    lungs = np.zeros((nz, ny, nx), np.uint8)
-    for label, xc in ((1, 20), (2, 44)):
-        lungs[((xx - xc) / 12.0) ** 2 + ((yy - 24) / 16.0) ** 2 + ((zz - 20) / 17.0) ** 2 < 1] = label
-    hu = np.where(lungs > 0, -850.0, 40.0)
-    classes = np.zeros_like(lungs)
-    classes[(lungs > 0) & ((xx - 20) ** 2 + (yy - 30) ** 2 + (zz - 12) ** 2 < 25)] = 3
-    z_mm = -200.25 + 0.625 * np.arange(nz)  # slices closer than 1 mm
-    return {"hu": hu, "lungs": lungs, "classes": classes, "z_mm": z_mm, "spacing_zyx": (0.625, 1.5, 1.5),
-            "levels": {"carina": float(z_mm[26]), "ipv": float(z_mm[14])}}
+    return two_lung_volume(z_step=0.625, z0=-200.25)  # slices closer than 1 mm
 
 
 def _texts(monkeypatch) -> list[tuple[float, str]]:

@@ -155,7 +155,7 @@ def unit_columns(m: Mapping[str, Any], pct: float, voxel_ml: float) -> dict[str,
     return {"lung_ml": round(m["lung_ml"], 2), "lesion_ml": round(m["lesion_ml"], 2), "involvement_pct": round(pct, 3),
             "ggo_ml": cols["ggo_volume_ml"], "consolidation_ml": cols["consolidation_volume_ml"],
             "faint_ggo_ml": cols["faint_ggo_volume_ml"],
-            # a unit without lung is missing (score_scan) and never gets here; 0 rather than NaN all the same
+            # a unit without lung is missing, but an L1 slab above the apex (SLAB_ABOVE_APEX), scored 0: so is its PHO
             "percent_high_opacity": round(percent(m["high_ml"], m["lung_ml"]), 3) if m["lung_ml"] > 0 else 0.0,
             "mean_lung_hu": round(m["mean_hu"], 1) if math.isfinite(m["mean_hu"]) else math.nan}
 

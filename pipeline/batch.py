@@ -211,6 +211,7 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
+    from pipeline.reader_levels import levels_fingerprint, levels_for
     from pipeline.run import _lobe_inputs, find_user_lobes, table_patient_id
 
     salt = cfg["outputs"]["pseudonym_salt"]
@@ -225,10 +226,16 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # are scored (--all-series) does the stack id tell them apart
         key = cand.series_uid if per_series[cand.series_uid] == 1 and cand.series_uid else (cand.stack_id or
                                                                                             cand.series_uid)
-        # a lobe map of the user's (--lobes) is an input too: replaced, added or removed, the scan is scored again
+        scan_id = scan_id_for(key, salt)
+        # a lobe map of the user's (--lobes) is an input too: replaced, added or removed, the scan is scored again;
+        # so are a reader's levels for it (--landmarks), as they are written in its row
         lobes = find_user_lobes(cfg, cand.series_uid)
-        fingerprint = input_fingerprint(files + _lobe_inputs(lobes))
-        tasks.append(Task(scan_id_for(key, salt), cand.series_uid, files, dict(cand.header), fingerprint,
+        try:
+            levels = levels_for(cfg, scan_id, cand.series_uid)[0]
+        except CTScoreError:  # two rows for it: the series fails with that message when it is scored
+            levels = {}
+        fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes)), levels)
+        tasks.append(Task(scan_id, cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand),
                           alternatives=list(getattr(cand, "alternatives", None) or [])))

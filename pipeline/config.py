@@ -311,6 +311,9 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"scoring.lobar.lobe_labels must be 'totalsegmentator' or 'ctscore', got {lob['lobe_labels']!r}")
     if lob["lobes_dir"] is not None and not Path(str(lob["lobes_dir"])).is_dir():
         raise ConfigError(f"scoring.lobar.lobes_dir: no such folder: {lob['lobes_dir']}", lob["lobes_dir"])
+    levels = cfg["landmarks"].get("reader_levels")
+    if levels is not None and str(levels).strip() and not Path(str(levels)).is_file():
+        raise ConfigError(f"landmarks.reader_levels: no such file: {levels}", levels)
 
 
 def load_config(
@@ -380,6 +383,11 @@ def load_config(
         lob["lobes_dir"] = None  # '' as null (it meant no folder; resolved, it would be the working folder)
     if lob["lobes_dir"] is not None:  # as --lobes does: the same folder is the same setting from CLI and Python
         lob["lobes_dir"] = str(Path(str(lob["lobes_dir"])).resolve())
+    lms = cfg["landmarks"]
+    if lms.get("reader_levels") is not None and str(lms["reader_levels"]).strip() == "":
+        lms["reader_levels"] = None
+    if lms.get("reader_levels") is not None:  # as --landmarks does
+        lms["reader_levels"] = str(Path(str(lms["reader_levels"])).resolve())
     return cfg
 
 
@@ -419,8 +427,13 @@ def read_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     say where a scan ran, and aggregate warns when a cohort mixes devices), and a model folder's path replaced by
     :data:`MODEL_FOLDER`. A configuration audit (2026-12-06): a network
     option changed for a classical run, ``-d cpu`` for the classical segmenter, or one model folder spelled
-    ``./m`` and ``/abs/m``, scored a finished folder again and made identical settings "not comparable"."""
+    ``./m`` and ``/abs/m``, scored a finished folder again and made identical settings "not comparable".
+    ``landmarks.reader_levels`` is left out too: a reader's levels are inputs of their own series (in its input
+    fingerprint), and a series without a row scores as without the table."""
     out = dict(cfg)
+    lms = out.get("landmarks")
+    if isinstance(lms, Mapping) and "reader_levels" in lms:
+        out["landmarks"] = {k: v for k, v in lms.items() if k != "reader_levels"}
     seg = out.get("segmentation")
     if not isinstance(seg, Mapping):
         return out

@@ -37,6 +37,8 @@ SCORING_FLAGS: dict[str, str] = {
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
                           "rest on an estimate",
+    "LANDMARK_BY_READER": "this level was set by a reader (landmarks.reader_levels, --landmarks), not found by "
+                          "ctscore; the levels placed from it (arch, bronchus intermedius, IPV) follow it",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
     "LUNG_OUTSIDE_BODY_REMOVED": "this many mL the segmentation labelled lung lay in the air around the patient "
                                  "(outside the body's outline) and was taken out: review the lung outline",

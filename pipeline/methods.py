@@ -606,13 +606,14 @@ def _flag_counts(ok) -> Counter:
     return counts
 
 
-def _estimated_landmarks(ok) -> tuple[int, Counter]:
-    """(scans with an estimated landmark, scans per landmark name) from the LANDMARK_ESTIMATED flags."""
+def _estimated_landmarks(ok, flag: str = "LANDMARK_ESTIMATED") -> tuple[int, Counter]:
+    """(scans with an estimated landmark, scans per landmark name) from the LANDMARK_ESTIMATED flags (or another
+    per-level ``flag``: LANDMARK_BY_READER)."""
     per_name: Counter = Counter()
     n = 0
     for cell in _values(ok, "qc_flags"):
         names = {f.split(":", 1)[1].strip() for f in cell.split(";")
-                 if f.strip().split(":", 1)[0] == "LANDMARK_ESTIMATED" and ":" in f}
+                 if f.strip().split(":", 1)[0] == flag and ":" in f}
         per_name.update(names)
         n += bool(names)
     return n, per_name
@@ -627,6 +628,11 @@ def _qc_text(ok) -> str:
         text += f"; {_plural(flagged, 'scan')} carried at least one flag." if flagged else "; no scan carried a flag."
     else:
         text += "."
+    n_reader, names = _estimated_landmarks(ok, "LANDMARK_BY_READER")
+    if n_reader:
+        text += (f" In {_plural(n_reader, 'scan')}, landmark levels were set by a reader instead of the automated "
+                 f"detection ({_counted(names, False)}) [state who set them, and how: e.g. on the levels image, "
+                 "blinded to the scores], and the levels placed from them followed.")
     return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 

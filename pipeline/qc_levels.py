@@ -173,6 +173,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
                         levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
     missing = []
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
+    readers = False  # any level set by a reader (landmarks.reader_levels): said in the legend
     for name, (label, colour) in LEVELS.items():
         if name not in landmarks:
             continue
@@ -181,7 +182,9 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             missing.append(label)
             continue
         meth = _method(landmarks[name])
-        style = "-" if meth == "detected" else "--"
+        style = "-" if meth in ("detected", "reader") else "--"
+        mark = {"detected": "D", "reader": "R"}.get(meth, "E")
+        readers = readers or meth == "reader"
         for i, ax in enumerate(axes):
             width = nx * sx if i == 0 else ny * sy
             ax.axhline(z, color=colour, linestyle=style, linewidth=1.1)
@@ -190,10 +193,10 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
                 ha = "left" if i == 0 else "right"
             else:
                 xt, ha = width - 2, "right"
-            text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {'D' if meth == 'detected' else 'E'}",
+            text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {mark}",
                            color=colour, fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
             labels.append((ax, ha, z, text))
-    sub = "solid = detected (D), dashed = estimated (E)"
+    sub = "solid = detected (D)" + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)"
     if missing:
         sub += "; missing: " + ", ".join(missing)
     fig.suptitle(f"{title}\n{sub}", color="white", fontsize=10)

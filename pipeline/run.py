@@ -22,7 +22,7 @@ import platform
 import time
 import traceback
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,18 +148,22 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
 
 
 def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None,
-                   padding: sitk.Image | None = None) -> dict[str, Any]:
+                   padding: sitk.Image | None = None, reader_levels: Mapping[str, float] | None = None,
+                   reader_source: str = "") -> dict[str, Any]:
     """Segment and score one HU image (any orientation). Returns arrays on the LPS original grid
     plus the score row, zone rows, landmarks, flags and stage timings.
 
     ``lobes_path``: a lobe label file of the user's (``scoring.lobar.lobe_labels`` convention), resampled
     onto the CT by nearest neighbour; it replaces any lobes of the segmenter. ``padding``: the loader's mask of
-    the pixels outside the field of view (same grid as ``image``), for the ``LUNG_CUT_BY_FOV`` check."""
+    the pixels outside the field of view (same grid as ``image``), for the ``LUNG_CUT_BY_FOV`` check.
+    ``reader_levels``: levels a reader set for this series (name -> patient z, mm; ``reader_source`` says where from,
+    e.g. ``levels.csv line 3``), used instead of ctscore's (:func:`scoring.landmarks.apply_reader_levels`); levels
+    out of order fail the series (``LANDMARKS_OUT_OF_ORDER``)."""
     from pipeline.fov import fov_flags
     from pipeline.orientation_check import flags_for as orientation_flags
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
     from scoring.hu_classes import classify_lesions
-    from scoring.landmarks import detect_landmarks, temper_for_thick_slices
+    from scoring.landmarks import apply_reader_levels, detect_landmarks, temper_for_thick_slices
     from scoring.quantify import score_scan, slice_step_mm, solid_lesion_ml
     from segmentation.base import lung_outside_body
 
@@ -239,6 +243,15 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         z_voxel = voxel_z_mm(orig)
         flags_tilt = [f"ZONED_AXIALLY:{tilt:.1f}"]
     temper_for_thick_slices(landmarks, slice_step_mm(z_o))
+    if reader_levels:
+        try:
+            problems = apply_reader_levels(landmarks, reader_levels, reader_source)
+        except ValueError as exc:
+            raise SeriesError("LANDMARKS_OUT_OF_ORDER", f"{reader_source}: {exc}") from None
+        if problems:
+            raise SeriesError("LANDMARKS_OUT_OF_ORDER", f"the levels of {reader_source or 'the reader'} and "
+                              f"ctscore's do not follow each other: {'; '.join(problems)}; set the other level of "
+                              "each pair in that row too (levels.png shows ctscore's), or correct it")
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
@@ -504,7 +517,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
     from pipeline.batch import input_fingerprint
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
-    from scoring.landmarks import estimated_flags
+    from pipeline.reader_levels import levels_fingerprint, levels_for
+    from scoring.landmarks import estimated_flags, reader_flags
     from segmentation.factory import get_segmenter
 
     out_dir = Path(out_dir)
@@ -521,7 +535,9 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         header.update({k: v for k, v in vol.meta.items() if k not in header or not header[k]})
         segmenter = segmenter or get_segmenter(cfg)
         lobes_path = find_user_lobes(cfg, header.get("series_uid", ""))
-        res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path, padding=vol.padding_mask)
+        reader_levels, reader_source = levels_for(cfg, scan_id, header.get("series_uid", ""))
+        res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path, padding=vol.padding_mask,
+                             reader_levels=reader_levels, reader_source=reader_source)
         if cfg["scoring"]["lobar"].get("lobes_dir") and lobes_path is None:
             res["flags"].append("LOBES_NOT_FOUND")
         for flag in res["flags"]:
@@ -554,7 +570,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         from pipeline.hu_checks import flags_for as hu_flags
 
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
-                                   estimated_flags(res["landmarks"]) +
+                                   estimated_flags(res["landmarks"]) + reader_flags(res["landmarks"]) +
                                    hu_flags(res["hu_check"], header.get("contrast"),
                                             header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
         if outs["write_qc_png"]:
@@ -588,7 +604,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "environment": _environment(),  # a result.json shared or merged alone still says what made it
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
-            "input_fingerprint": input_fingerprint(list(files) + _lobe_inputs(lobes_path)),
+            "input_fingerprint": levels_fingerprint(input_fingerprint(list(files) + _lobe_inputs(lobes_path)),
+                                                    reader_levels),
             "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
             "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
@@ -635,7 +652,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     arrays and numpy scalars taken as text, lists and numbers. The options of ``ctscore run`` that are config keys:
     ``--segmenter NAME`` and ``--model PATH`` set ``segmentation.method`` (``"classical"``, ``"monai"`` or a model
     folder), ``-d/--device`` sets ``segmentation.device``, ``--lobes DIR`` sets ``scoring.lobar.lobes_dir`` (made
-    absolute, from the CLI or here), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
+    absolute, from the CLI or here), ``--landmarks CSV`` sets ``landmarks.reader_levels`` (likewise), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
     ``load_config(paths, overrides)``. ``series_uid`` and ``all_series`` are ``--series-uid`` and ``--all-series``.
 
     ``batch``: a :class:`pipeline.batch.BatchOptions`, a mapping of its fields (e.g. ``{"workers": 2}``) or None
@@ -668,7 +685,7 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     (BAD_CONFIG) for a bad configuration or batch option, ModelError (BAD_MODEL) for a model that does not load,
     OutputLocked (OUTPUT_LOCKED) while another ctscore process writes into ``out_dir`` (or the same shard of it),
     INPUT_NOT_FOUND for an input that is not there or cannot be listed; OUTPUT_IS_INPUT when ``out_dir`` is the
-    input folder itself; NoEligibleSeries (NO_ELIGIBLE_SERIES) when
+    input folder itself; READER_LEVELS_INVALID for a reader's level table that cannot be used; NoEligibleSeries (NO_ELIGIBLE_SERIES) when
     nothing under the input can be scored (``inventory.csv`` in ``out_dir`` says why); OUTPUT_UNWRITABLE when
     ``out_dir`` cannot be written.
     """
@@ -685,6 +702,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
     from pipeline.config import resolve_config, warn_unused_settings
     from pipeline.inventory import build_inventory, check_input, inventory_table
+    from pipeline.reader_levels import reader_levels_table
 
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
     batch = batch_options(batch)
@@ -696,6 +714,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                            "scan folders would be written among the images (replacing a scans.csv or report.html "
                            "there); give the outputs a folder of their own (one inside INPUT is fine: it is not read)",
                            out_dir)
+    reader_levels_table(cfg)  # a reader's level table that cannot be used (READER_LEVELS_INVALID): refused at once
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
     warn_unused_settings(cfg)
     out = Path(out_dir)
@@ -721,6 +740,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
             raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
+        reader_levels_warning(cfg, inventory.chosen)
         lobar = cfg["scoring"]["lobar"]
         for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
                                           [c.series_uid for c in inventory.chosen]):
@@ -730,6 +750,26 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         summary["n_failed_kept"] = _failed_kept(out, summary, before)
         summary["unreadable"] = unreadable  # said again at the end of the console summary
         return summary
+
+
+def reader_levels_warning(cfg: dict[str, Any], chosen) -> str | None:
+    """A warning (logged, and returned) naming the rows of the reader's level table (``landmarks.reader_levels``)
+    that name no series of this run: a scan_id of another pseudonym salt or run, a mistyped UID. None when all match
+    or no table is given."""
+    from pipeline.batch import tasks_for
+    from pipeline.reader_levels import reader_levels_table, unmatched_rows
+
+    table = reader_levels_table(cfg)
+    if table is None:
+        return None
+    left = unmatched_rows(table, tasks_for(chosen, cfg))
+    if not left:
+        return None
+    message = (f"{len(left)} of the {table.rows()} rows of the reader's level table {table.path} name no series of "
+               f"this run (e.g. {', '.join(left[:3])}): their levels are not used (a scan_id of another run or "
+               "pseudonym salt, or a mistyped SeriesInstanceUID?)")
+    log.warning("%s", message)
+    return message
 
 
 def unreadable_warning(files, table: Path) -> str | None:

@@ -116,7 +116,7 @@ class Landmark:
 
     name: str
     z_mm: float | None
-    method: str  # "detected" | "estimated" | "missing"
+    method: str  # "detected" | "estimated" | "missing" | "reader" (set by a reader: apply_reader_levels)
     confidence: str  # "high" | "medium" | "low"
     note: str = ""
 
@@ -859,3 +859,117 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     for lm in out.values():
         log.debug("landmark %s: %s (%s, %s) %s", lm.name, lm.z_mm, lm.method, lm.confidence, lm.note)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Levels set by a reader (``landmarks.reader_levels``, ``ctscore run --landmarks CSV``)
+
+#: The levels a reader may set: those the zone systems use (SCORING.md). Apices and bases are not among them: they are
+#: the ends of the lung mask the zones are cut from, settled on that mask by the scoring.
+READER_LEVELS = ("suprasternal_notch", "aortic_arch", "carina", "bronchus_intermedius", "ipv", "dome_right",
+                 "dome_left")
+#: (upper, lower): a level set by a reader must lie above / below the other of each pair it is in (the zhang900
+#: levels L1-L5 from the top, the six-zone split below the carina); checked where either of the two is the reader's.
+LEVEL_ORDER = (("suprasternal_notch", "aortic_arch"), ("aortic_arch", "carina"), ("carina", "bronchus_intermedius"),
+               ("carina", "ipv"), ("bronchus_intermedius", "dome_right"), ("bronchus_intermedius", "dome_left"))
+
+
+def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, float], source: str = "") -> list[str]:
+    """Put the levels a reader set (name -> patient z, mm) into ``landmarks`` (method ``reader``, confidence high,
+    the note naming ``source``) and place again what rests on them, by the rules of :func:`detect_landmarks`:
+
+    * from a reader's carina: the bronchus intermedius and the aortic arch (its offsets), the suprasternal notch when
+      it was estimated, or detected outside :data:`NOTCH_ABOVE_CARINA_MM` above that carina (a notch missing because
+      the manubrium reaches the scan's top stays missing);
+    * a dome not set that lies at or above the bronchus intermedius or the carina (either set by the reader) is not a
+      dome: missing; a dome estimated from the other (or not found), from the reader's other dome;
+    * the IPV levels from the carina and the mean dome (:func:`estimate_ipv`) whenever one of those is the reader's.
+
+    Levels the reader set are never moved. Returns the problems of :data:`LEVEL_ORDER` (empty when the levels are in
+    order): a reader's IPV above the carina would leave no middle zone, an arch below the carina slabs in the wrong
+    order; the caller fails the series with them. Raises ValueError for a name not in :data:`READER_LEVELS` or a z
+    that is not a finite number."""
+    cal = CALIBRATION
+    given = dict(levels)
+    unknown = sorted(set(given) - set(READER_LEVELS))
+    if unknown:
+        raise ValueError(f"levels a reader cannot set: {', '.join(unknown)} (only {', '.join(READER_LEVELS)})")
+    if not given:
+        return []
+    for name, z in given.items():
+        try:
+            zf = float(z)
+        except (TypeError, ValueError):
+            zf = float("nan")
+        if not np.isfinite(zf):
+            raise ValueError(f"{name}: {z!r} is not a z in mm")
+        landmarks[name] = Landmark(name, zf, "reader", "high", f"set by a reader ({source})" if source else
+                                   "set by a reader")
+
+    def z_of(name: str) -> float | None:
+        lm = landmarks.get(name)
+        return None if lm is None else lm.z_mm
+
+    zc = z_of("carina")
+    if "carina" in given:
+        def from_reader_carina(name: str, key: str, why: str, confidence: str) -> Landmark:
+            off = cal[key]
+            return Landmark(name, zc + off, "estimated", confidence,
+                            f"reader's carina {off:+.1f} mm (reference mean); {why}")
+
+        for name, key, why in (("bronchus_intermedius", "bronchus_intermedius_from_carina_mm",
+                                "segmental take-offs not resolved reliably enough on CT"),
+                               ("aortic_arch", "aortic_arch_from_carina_mm",
+                                "arch not separable from the mediastinum without contrast")):
+            if name not in given:
+                landmarks[name] = from_reader_carina(name, key, why, "medium")
+        rul = landmarks.get("rul_takeoff")
+        if rul is not None and rul.z_mm is not None and not 0 < zc - rul.z_mm <= 20:  # detect_landmarks' window
+            del landmarks["rul_takeoff"]  # informative only, and found below ctscore's carina, not the reader's
+        notch = landmarks.get("suprasternal_notch")
+        if "suprasternal_notch" not in given:
+            at_top = notch is not None and notch.method == "missing" and notch.note.startswith(MANUBRIUM_AT_TOP)
+            lo, hi = NOTCH_ABOVE_CARINA_MM
+            if notch is None or (notch.method == "detected" and not lo <= notch.z_mm - zc <= hi):
+                why = "sternum not found" if notch is None else (
+                    f"the notch found at {notch.z_mm:.0f} mm is not {lo:.0f}-{hi:.0f} mm above the reader's carina")
+                landmarks["suprasternal_notch"] = from_reader_carina(
+                    "suprasternal_notch", "suprasternal_notch_from_carina_mm", why, "low")
+            elif notch.method != "detected" and not at_top:
+                landmarks["suprasternal_notch"] = from_reader_carina(
+                    "suprasternal_notch", "suprasternal_notch_from_carina_mm", "sternum not found", "low")
+    if given.keys() & {"carina", "bronchus_intermedius"}:
+        upper = [z for z in (z_of("bronchus_intermedius"), zc) if z is not None]
+        for k in ("dome_right", "dome_left"):
+            z = z_of(k)
+            if k not in given and z is not None and upper and z >= min(upper):
+                landmarks[k] = _missing(k, f"found at {z:.0f} mm, not below the bronchus intermedius / carina "
+                                           f"({min(upper):.0f} mm, placed by the reader): not a dome")
+    for a, b, off in (("dome_left", "dome_right", cal["dome_left_from_right_mm"]),
+                      ("dome_right", "dome_left", -cal["dome_left_from_right_mm"])):
+        lm = landmarks.get(a)
+        runs_out = lm is not None and lm.note.startswith(FLOOR_BELOW_SCAN)
+        if b in given and a not in given and (lm is None or lm.method == "estimated" or
+                                              (lm.z_mm is None and not runs_out)):
+            landmarks[a] = Landmark(a, given[b] + off, "estimated", "low", f"{b} (reader) {off:+.0f} mm "
+                                                                              f"({a} not found)")
+    domes = [z for z in (z_of("dome_right"), z_of("dome_left")) if z is not None]
+    if given.keys() & {"carina", "dome_right", "dome_left"}:
+        for name in ("ipv_right", "ipv_left", "ipv"):
+            if name in given:
+                continue
+            landmarks[name] = (estimate_ipv(name, zc, float(np.mean(domes)), cal) if zc is not None and domes else
+                               _missing(name, "needs the carina and a dome"))
+    problems = []
+    for hi_name, lo_name in LEVEL_ORDER:
+        za, zb = z_of(hi_name), z_of(lo_name)
+        if za is None or zb is None or not (hi_name in given or lo_name in given) or za > zb:
+            continue
+        problems.append(f"{hi_name} ({za:.1f} mm, {landmarks[hi_name].method}) is not above {lo_name} ({zb:.1f} mm, "
+                        f"{landmarks[lo_name].method})")
+    return problems
+
+
+def reader_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
+    """``LANDMARK_BY_READER:<name>`` for each level a reader set (:func:`apply_reader_levels`)."""
+    return [f"LANDMARK_BY_READER:{name}" for name, lm in landmarks.items() if lm.method == "reader"]

@@ -41,6 +41,11 @@ def register(sub) -> None:
                    help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
                         "unless scoring.lobar.lobe_labels=ctscore), or TotalSegmentator's folder of one mask per "
                         "lobe as <SeriesInstanceUID>/: lobar scores (scoring.lobar.lobes_dir)")
+    p.add_argument("--landmarks", metavar="CSV",
+                   help="a reader's landmark levels, used instead of ctscore's: one row per series (scan_id or "
+                        "series_uid) with any of suprasternal_notch, aortic_arch, carina, bronchus_intermedius, ipv, "
+                        "dome_right, dome_left as patient z in mm (landmarks.reader_levels); its series are scored "
+                        "again on resume")
     p.add_argument("-d", "--device", help="cpu | cuda | cuda:N | auto (segmentation.device)")
     p.add_argument("--series-uid", metavar="UID",
                    help="score only this SeriesInstanceUID (or stack id of `ctscore scan`): chosen over the other "
@@ -92,6 +97,8 @@ def main(args: argparse.Namespace) -> int:
         extra.setdefault("segmentation", {})["device"] = args.device
     if args.lobes:
         extra.setdefault("scoring", {}).setdefault("lobar", {})["lobes_dir"] = str(Path(args.lobes).resolve())
+    if args.landmarks:
+        extra.setdefault("landmarks", {})["reader_levels"] = str(Path(args.landmarks).resolve())
     if args.dicom_seg:
         extra.setdefault("outputs", {})["write_dicom_seg"] = True
     cfg = load_config(args.config, args.overrides, extra)

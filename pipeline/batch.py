@@ -986,6 +986,12 @@ def preflight(cfg: dict[str, Any], opts: BatchOptions) -> None:
     SLURM run's device and model are the compute nodes' to check."""
     executor = opts.resolved_executor()
     if executor == "slurm":
+        import importlib.util
+
+        if importlib.util.find_spec("dask_jobqueue") is None:  # an optional extra: said before the inventory is read
+            raise ConfigError("--executor slurm needs dask-jobqueue, which is not installed: pip install "
+                              "\"ctscore[cluster]\" (or pip install dask-jobqueue), or run a SLURM job array without "
+                              "dask (README, \"On SLURM with a job array\")")
         load_slurm_profile(opts.slurm_profile)  # type: ignore[arg-type]
     elif executor == "serial":
         segmenter_info(cfg)

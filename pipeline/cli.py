@@ -136,6 +136,12 @@ def _error(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _tolerant_console()
+    from pipeline import install_problem
+
+    problem = install_problem()
+    if problem:  # another package's scoring/ or segmentation/ in ctscore's place: said before any import fails
+        print(f"ctscore: error: INSTALL_SHADOWED: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

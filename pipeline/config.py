@@ -59,9 +59,18 @@ class _UniqueKeyLoader(NumberLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: ctscore's own default configuration, found beside this package (not by importing ``configs``: a folder named
+#: ``configs`` with an ``__init__.py`` in the working directory of a notebook, a common project layout, was imported
+#: in its place and its default.yaml scored the cohort without a word; a packaging audit, 2026-12-06).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
 def default_config() -> dict[str, Any]:
-    """The packaged default configuration."""
-    text = resources.files("configs").joinpath("default.yaml").read_text(encoding="utf-8")
+    """The packaged default configuration (:data:`DEFAULT_CONFIG`)."""
+    if DEFAULT_CONFIG.is_file():
+        text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    else:  # an install that keeps its packages elsewhere (a zip): the importable package's
+        text = resources.files("configs").joinpath("default.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

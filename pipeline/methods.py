@@ -336,6 +336,17 @@ def _commit_label(source: str) -> str:
                                                  else "")
 
 
+def _revision_label(source: str) -> str:
+    """How a Methods text names one source: a commit, an installed copy by its code digest (since 0.7.0), or
+    :data:`NO_REVISION`."""
+    if source.startswith("git "):
+        return _commit_label(source)
+    if "code " in source:
+        digest = source.rsplit("code ", 1)[1].strip()
+        return ("installed package, " if source.startswith("installed") else "") + f"code digest {digest}"
+    return NO_REVISION
+
+
 def _commit_text(source: str) -> str:
     """`` (commit <12 hex>)`` of one source; ``: state them`` after local changes."""
     return f" ({_commit_label(source)}{': state them' if 'local changes' in source else ''})"
@@ -358,9 +369,11 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
         revisions = sorted(str(k) for k in sources)
         if len(revisions) == 1 and revisions[0].startswith("git ") and len(versions) <= 1:
             ctscore += _commit_text(revisions[0])
+        elif len(revisions) == 1 and "code " in revisions[0] and len(versions) <= 1:
+            ctscore += f" ({_revision_label(revisions[0])})"
         elif len(revisions) > 1:
             ctscore += (f" (scans scored by {len(revisions)} code revisions under this version label: "
-                        + "; ".join(f"{_commit_label(r) if r.startswith('git ') else NO_REVISION}: "
+                        + "; ".join(f"{_revision_label(r)}: "
                                     f"{sources[r]} scan{'s' if sources[r] != 1 else ''}" for r in revisions)
                         + "; state them, or score every scan with one)")
     elif (source.startswith("git ") and len(versions) <= 1 and (not versions or run.get("ctscore_version") in versions)

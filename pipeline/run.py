@@ -699,11 +699,14 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
 
 def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_uid: str | None, all_series: bool,
                   batch: Any) -> dict[str, Any]:
+    from pipeline import install_problem
     from pipeline.batch import batch_options, lock_path, preflight, run_batch, writer_lock
     from pipeline.config import resolve_config, warn_unused_settings
     from pipeline.inventory import build_inventory, check_input, inventory_table
     from pipeline.reader_levels import reader_levels_table
 
+    if problem := install_problem():
+        raise CTScoreError("INSTALL_SHADOWED", problem)
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
     batch = batch_options(batch)
     batch.validate()
@@ -943,19 +946,52 @@ def _environment() -> dict[str, Any]:
     source = _source_revision()
     if source:
         env["source"] = source
+    env["code_sha256"] = code_digest()
     return env
+
+
+#: ctscore's own code, for :func:`code_digest`: the packages' Python files and the configurations' YAML files.
+CODE_FILES = (("pipeline", "*.py"), ("scoring", "*.py"), ("segmentation", "*.py"), ("configs", "*.yaml"))
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of ctscore's code as it runs here (:data:`CODE_FILES`: each file's path under the install and its
+    bytes, in path order; the model's weights are named by ``model_id``). Recorded in result.json and run.json: a
+    copy installed from an edited folder (``pip install .``, not ``-e``) carried its release's version and no
+    revision, and its results mixed with the release's on resume without a word (a packaging audit, 2026-12-06)."""
+    return tree_digest(Path(__file__).resolve().parents[1])
+
+
+def tree_digest(root: Path) -> str:
+    """:func:`code_digest` of the ctscore tree at ``root``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted((f.relative_to(root).as_posix(), f) for package, pattern in CODE_FILES
+                   for f in (root / package).rglob(pattern) if f.is_file() and "__pycache__" not in f.parts)
+    for rel, f in files:
+        try:
+            data = f.read_bytes()
+        except OSError:
+            data = b"unreadable"
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
 def _source_revision() -> str:
-    """The git commit of a ctscore run from a checkout (an editable install), with "+local changes" when its files
-    differ from that commit; "" for an installed release (its version says it) or when git cannot tell. A version
-    label alone cannot prove which code made a result when the code was edited (a reproducibility audit)."""
+    """Which code scored: the git commit of a run from a checkout (an editable install), with "+local changes" and
+    the code's digest (:func:`code_digest`, 12 hex) when its files differ from that commit; ``installed, code
+    <digest>`` for an installed copy (a release, or a folder installed with ``pip install .``: the digest tells an
+    edited copy from the release), and ``code <digest>`` when git cannot tell. A version label alone cannot prove
+    which code made a result when the code was edited (a reproducibility audit)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
+    code = code_digest()[:12]
     if not (root / ".git").exists():
-        return ""
+        return f"installed, code {code}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # not another repository's (a hook's)
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -967,8 +1003,8 @@ def _source_revision() -> str:
                                timeout=10, check=True, env=env).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:  # no git, a checkout of another owner, ...
         log.debug("the source revision is not known: %s", exc)
-        return ""
-    return f"git {head}" + (" +local changes" if dirty else "") if head else ""
+        return f"code {code}"
+    return f"git {head}" + (f" +local changes, code {code}" if dirty else "") if head else f"code {code}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -159,13 +159,17 @@ def test_results_say_which_source_made_them_in_a_checkout(sample_run):
     repo = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip() if (repo / ".git").exists() else ""
-    if not _source_revision():  # an installed copy (its version says it), no git, a checkout of another owner
-        assert "source" not in run and "source" not in result["environment"]
+    from pipeline.run import code_digest
+
+    assert result["environment"]["code_sha256"] == code_digest() and len(code_digest()) == 64
+    if not _source_revision().startswith("git "):  # an installed copy, no git, a checkout of another owner
+        assert run["source"] == result["environment"]["source"] == _source_revision()
+        assert run["source"].endswith(f"code {code_digest()[:12]}")
         return
     assert run["source"].startswith(f"git {head}") and result["environment"]["source"] == run["source"]
 
 
-def test_source_revision_is_empty_when_git_cannot_tell(monkeypatch):
+def test_source_revision_is_the_code_digest_when_git_cannot_tell(monkeypatch):
     import subprocess
 
     from pipeline import run as run_module
@@ -176,7 +180,7 @@ def test_source_revision_is_empty_when_git_cannot_tell(monkeypatch):
     monkeypatch.setattr(subprocess, "run", fail)
     run_module._source_revision.cache_clear()
     try:
-        assert run_module._source_revision() == ""
+        assert run_module._source_revision() == f"code {run_module.code_digest()[:12]}"
     finally:
         run_module._source_revision.cache_clear()
 

@@ -645,7 +645,7 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
                                                      "series_uid", "status", "mosmed_category", "ctscore_version",
                                                      "model_id", "scores_config_sha256")]
     for c in numeric:
-        num = pd.to_numeric(scans[c].replace("", np.nan), errors="coerce")
+        num = pd.to_numeric(scans[c], errors="coerce")  # "" is NaN (a replace() first warned on pandas 2.2)
         if c in SCANS_NUMERIC or num.notna().sum() == (scans[c] != "").sum():
             bad = num.isna() & (scans[c] != "")
             if bad.any():

@@ -177,6 +177,7 @@ class Task:
     input_id: str = ""  # which INPUT the run was given (:func:`input_id_for`), recorded with the outcome
     shape: tuple[int, int, int] = (0, 0, 0)  # slices, rows, columns from the headers (0: not known)
     alternatives: list[str] = field(default_factory=list)  # stack ids of the study's next eligible stacks
+    reader_levels: dict[str, float] = field(default_factory=dict)  # a reader's levels for it (in the fingerprint)
 
 
 def input_id_for(input_path: str | Path | None, salt: str) -> str:
@@ -230,15 +231,12 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # a lobe map of the user's (--lobes) is an input too: replaced, added or removed, the scan is scored again;
         # so are a reader's levels for it (--landmarks), as they are written in its row
         lobes = find_user_lobes(cfg, cand.series_uid)
-        try:
-            levels = levels_for(cfg, scan_id, cand.series_uid)[0]
-        except CTScoreError:  # two rows for it: the series fails with that message when it is scored
-            levels = {}
+        levels = levels_for(cfg, scan_id, cand.series_uid)[0]
         fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes)), levels)
         tasks.append(Task(scan_id, cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand),
-                          alternatives=list(getattr(cand, "alternatives", None) or [])))
+                          alternatives=list(getattr(cand, "alternatives", None) or []), reader_levels=levels))
     return sorted(tasks, key=lambda t: t.scan_id)
 
 
@@ -325,7 +323,7 @@ def write_record(out_dir: Path, task: Task, status: dict[str, Any], config_sha25
     if status.get("traceback"):  # an unexpected error: where in the code, for the bug report
         rec["traceback"] = status["traceback"]
     rec.update(scan_id=task.scan_id, series_uid=task.series_uid, input_fingerprint=task.fingerprint,
-               input_id=task.input_id,
+               input_id=task.input_id, reader_levels=dict(task.reader_levels),
                config_sha256=config_sha256, model_id=model_id, seconds=status.get("seconds"), attempt=attempt,
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), ctscore_version=__version__)
     _write_record_file(out_dir, task.scan_id, rec)
@@ -391,6 +389,9 @@ def scan_state(out_dir: Path, scan_id: str, restore: bool = True) -> dict[str, A
         "model_id": (result.get("segmenter") or {}).get("model_id", ""), "result": result,
         "ctscore_version": result.get("ctscore_version", ""),
         "input_id": result.get("input_id") or ok_rec.get("input_id", ""), "seconds": ok_rec.get("seconds"),
+        # the levels a reader set for it (--landmarks), as its result.json says: resume tells their change apart
+        "reader_levels": {name: lm.get("z_mm") for name, lm in (result.get("landmarks") or {}).items()
+                          if isinstance(lm, dict) and lm.get("method") == "reader"},
     }
 
 
@@ -1901,9 +1902,23 @@ def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[s
     """Warn when finished series of the same version, configuration and model are scored again because their input
     fingerprint changed (files edited, copied or moved; the same folder reached through a symbolic link): a
     configuration audit found a whole folder scored again without a word."""
-    changed = [t.scan_id for t in tasks if (st := states.get(t.scan_id)) is not None
+    changed = [t for t in tasks if (st := states.get(t.scan_id)) is not None
                and st.get("input_fingerprint") != t.fingerprint and st.get("config_sha256") == config_sha256
                and st.get("model_id") == model_id and st.get("ctscore_version") == __version__]
+    # a reader's levels (--landmarks) are in the fingerprint too: said apart, and loudest when they are dropped (the
+    # same command without --landmarks undoes every correction; a review, 2026-12-06)
+    before = {t.scan_id: dict(states[t.scan_id].get("reader_levels") or {}) for t in changed}
+    lost = [t.scan_id for t in changed if before[t.scan_id] and not t.reader_levels]
+    moved = [t.scan_id for t in changed if t.reader_levels and before[t.scan_id] != t.reader_levels]
+    if lost:
+        log.warning("%d finished series under %s (%s) will be scored again WITHOUT the reader's levels they were "
+                    "scored with: --landmarks (landmarks.reader_levels) is not given, or their rows no longer set a "
+                    "level; give the table again to keep them", len(lost), out_dir,
+                    ", ".join(lost[:3]) + (", ..." if len(lost) > 3 else ""))
+    if moved:
+        log.warning("%d finished series under %s (%s) will be scored again: their reader's levels (--landmarks) "
+                    "changed", len(moved), out_dir, ", ".join(moved[:3]) + (", ..." if len(moved) > 3 else ""))
+    changed = [t.scan_id for t in changed if t.scan_id not in lost and t.scan_id not in moved]
     if changed:
         ids = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
         log.warning("%d finished series under %s (%s) will be scored again: their input files changed or moved "

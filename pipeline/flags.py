@@ -37,6 +37,9 @@ SCORING_FLAGS: dict[str, str] = {
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
                           "rest on an estimate",
+    "LANDMARK_READER_FAR": "a reader's level lies this many mm from the level ctscore detected (high or medium "
+                           "confidence): a slice number or a SliceLocation typed as z? check levels.png (the z it "
+                           "prints is the one to give)",
     "LANDMARK_BY_READER": "this level was set by a reader (landmarks.reader_levels, --landmarks), not found by "
                           "ctscore; the levels placed from it (arch, bronchus intermedius, IPV) follow it",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",

@@ -58,7 +58,7 @@ THUMB_WIDTH_PX = 320
 LABEL_GAP = 0.045
 #: Margins beside the coronal view in pixels of the montage: the plane labels' (right) and the axial slices' ticks'
 #: (left); in pixels, not a share of the image's width, so that a tall, narrow view keeps room for them.
-LABEL_MARGIN_PX = 110
+LABEL_MARGIN_PX = 122
 TICK_MARGIN_PX = 45
 #: Most characters of the flags line under the title (one line: the rest is counted, result.json has all).
 FLAGS_LINE_CHARS = 140
@@ -237,14 +237,15 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
 
 def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
            spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "",
-           estimated: Collection[str] = (), flags: Sequence[str] = ()) -> bytes:
+           estimated: Collection[str] = (), flags: Sequence[str] = (), reader: Collection[str] = ()) -> bytes:
     """The QC montage of one series as PNG bytes (1000 x 540 px).
 
     ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
     3 consolidation) are LPS ``[z, y, x]`` arrays of one shape, ``z_mm`` the patient z of each slice,
     ``spacing_zyx`` the voxel spacing in mm and ``levels`` landmark name -> z (mm) or None. Levels named in
     ``estimated`` (placed from the others, not found in the image) are drawn dashed and labelled "(est.)", as in
-    levels.png: the zones they bound are only as good as the estimate. ``flags`` (the scan's QC flags) are printed under
+    levels.png: the zones they bound are only as good as the estimate; levels named in ``reader`` (set by a reader:
+    ``landmarks.reader_levels``) are labelled "(reader)". ``flags`` (the scan's QC flags) are printed under
     the title, so that the picture, opened on its own, says what to look at (their meanings: README, report.html).
     """
     if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
@@ -255,12 +256,12 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     picks = pick_axial_slices(lungs, classes, z_mm, levels, voxel_ml=sz * sy * sx / 1000.0)
 
     with hatch_style():  # the hatching's colour is read from rcParams when it is drawn (savefig)
-        return _montage(hu, lungs, classes, z_mm, (sz, sy, sx), levels, picks, title, estimated, flags)
+        return _montage(hu, lungs, classes, z_mm, (sz, sy, sx), levels, picks, title, estimated, flags, reader)
 
 
 def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
              spacing_zyx: tuple[float, float, float], levels: Mapping[str, float | None], picks: list[AxialPick],
-             title: str, estimated: Collection[str], flags: Sequence[str]) -> bytes:
+             title: str, estimated: Collection[str], flags: Sequence[str], reader: Collection[str] = ()) -> bytes:
     """The montage of :func:`qc_png` (its arguments checked), drawn and saved."""
     # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
     # touched, and the picture is the same as pyplot with the Agg backend drew it
@@ -302,7 +303,8 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
 
     gap = LABEL_GAP * len(rows)
     last = -np.inf
-    planes = [(r, label + (" (est.)" if name in estimated else "") + f"\n{float(levels[name]):.1f} mm",
+    planes = [(r, label + (" (est.)" if name in estimated else " (reader)" if name in reader else "")
+               + f"\n{float(levels[name]):.1f} mm",
                "--" if name in estimated else "-")
               for name, label in ZONE_PLANES.items()
               if levels.get(name) is not None and (r := plane_row(float(levels[name]))) is not None]

@@ -48,18 +48,15 @@ class ReaderLevels:
     path: str
     by_scan: dict[str, tuple[dict[str, float], int]] = field(default_factory=dict)
     by_uid: dict[str, tuple[dict[str, float], int]] = field(default_factory=dict)
+    #: rows that give both ids: (line, scan_id, series_uid), checked against the run (:func:`check_against_run`)
+    both: list[tuple[int, str, str]] = field(default_factory=list)
 
     def levels_for(self, scan_id: str, series_uid: str) -> tuple[dict[str, float], str]:
         """(the levels of this series, where they come from: ``<file name> line <n>``); ({}, "") when the table has
-        no row for it. Rows by scan id and by series UID that both name it are refused (SeriesError
-        READER_LEVELS_INVALID): which one was meant cannot be told."""
-        from pipeline.errors import SeriesError
-
+        no row for it. A row by scan id is used over one by series UID (the stack of ``--all-series`` over its
+        series; :func:`check_against_run` warns when both name one series)."""
         a = self.by_scan.get(scan_id) if scan_id else None
         b = self.by_uid.get(series_uid) if series_uid else None
-        if a and b and a[1] != b[1]:
-            raise SeriesError(CODE, f"lines {a[1]} (scan_id) and {b[1]} (series_uid) of {self.path} both give levels "
-                              "for this series: keep one row", self.path)
         hit = a or b
         if not hit:
             return {}, ""
@@ -126,6 +123,8 @@ def read_reader_levels(path: str | Path) -> ReaderLevels:
             if upper in levels and lower in levels and not levels[upper] > levels[lower]:
                 raise CTScoreError(CODE, f"line {line} of the reader's level table: {upper} ({levels[upper]:g} mm) "
                                    f"is not above {lower} ({levels[lower]:g} mm); z grows towards the head", path)
+        if len(named) == 2:
+            out.both.append((line, named["scan_id"], named["series_uid"]))
         for column, key in named.items():
             table = out.by_scan if column == "scan_id" else out.by_uid
             if key in table:
@@ -173,3 +172,32 @@ def unmatched_rows(table: ReaderLevels, tasks: Iterable[Any]) -> list[str]:
     scans = {t.scan_id for t in tasks}
     uids = {t.series_uid for t in tasks}
     return [k for k in table.by_scan if k not in scans] + [k for k in table.by_uid if k not in uids]
+
+
+def check_against_run(table: ReaderLevels, tasks: Iterable[Any]) -> list[str]:
+    """The table against the series of a run (``tasks``: scan_id, series_uid). Raises CTScoreError
+    READER_LEVELS_INVALID for a row whose scan_id is another series than its series_uid (a row copied from the
+    wrong line of scans.csv gave one patient's levels to two). Returns the warnings: series named both by a scan_id
+    row and by another series_uid row (the scan_id row is used), and rows naming no series of the run."""
+    tasks = list(tasks)
+    uid_of = {t.scan_id: t.series_uid for t in tasks}
+    for line, scan_id, uid in table.both:
+        if scan_id in uid_of and uid_of[scan_id] != uid:
+            raise CTScoreError(CODE, f"line {line} of the reader's level table: scan_id {scan_id} is series "
+                               f"{uid_of[scan_id]}, not series_uid {uid}: which series is meant? give one id, or the "
+                               "two of one series (scans.csv's row)", table.path)
+    out = []
+    twice = [(t.scan_id, table.by_scan[t.scan_id][1], table.by_uid[t.series_uid][1]) for t in tasks
+             if t.scan_id in table.by_scan and t.series_uid in table.by_uid
+             and table.by_scan[t.scan_id][1] != table.by_uid[t.series_uid][1]]
+    if twice:
+        out.append(f"{len(twice)} series have levels on two rows of the reader's level table {table.path}, by scan_id "
+                   "and by series_uid: the scan_id row is used (" + "; ".join(
+                       f"{sid}: line {a} over line {b}" for sid, a, b in twice[:3]) + (", ..." if len(twice) > 3
+                                                                                       else "") + ")")
+    left = unmatched_rows(table, tasks)
+    if left:
+        out.append(f"{len(left)} of the {table.rows()} rows of the reader's level table {table.path} name no series "
+                   f"of this run (e.g. {', '.join(left[:3])}): their levels are not used (a scan_id of another run or "
+                   "pseudonym salt, or a mistyped SeriesInstanceUID?)")
+    return out

@@ -244,14 +244,25 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         flags_tilt = [f"ZONED_AXIALLY:{tilt:.1f}"]
     temper_for_thick_slices(landmarks, slice_step_mm(z_o))
     if reader_levels:
+        where = reader_source or "the reader's level table"
+        # a level outside the scan is no level of it (a slice number, or another series' z, typed as z): refused
+        zs = z_o if z_voxel is None else z_voxel
+        lo, hi = float(np.min(zs)), float(np.max(zs))
+        half = 0.5 * slice_step_mm(z_o)
+        outside = [f"{k} {float(z):g} mm" for k, z in reader_levels.items()
+                   if isinstance(z, (int, float)) and not lo - half <= float(z) <= hi + half]
+        if outside:
+            raise SeriesError("READER_LEVELS_INVALID", f"{where}: {', '.join(outside)} lies outside this series "
+                              f"(patient z {lo:.1f} to {hi:.1f} mm): give the z that levels.png and result.json "
+                              "print (ImagePositionPatient's), not a slice number or a SliceLocation")
         try:
             problems = apply_reader_levels(landmarks, reader_levels, reader_source)
         except ValueError as exc:
-            raise SeriesError("LANDMARKS_OUT_OF_ORDER", f"{reader_source}: {exc}") from None
+            raise SeriesError("READER_LEVELS_INVALID", f"{where}: {exc}") from None
         if problems:
-            raise SeriesError("LANDMARKS_OUT_OF_ORDER", f"the levels of {reader_source or 'the reader'} and "
-                              f"ctscore's do not follow each other: {'; '.join(problems)}; set the other level of "
-                              "each pair in that row too (levels.png shows ctscore's), or correct it")
+            raise SeriesError("LANDMARKS_OUT_OF_ORDER", f"the levels of {where} and ctscore's do not follow each "
+                              f"other: {'; '.join(problems)}; set the other level of each pair in that row too, or "
+                              "correct it")
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
@@ -578,7 +589,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                          title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
                                f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
                          estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
-                         flags=flags)
+                         flags=flags, reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"})
             atomic_write_bytes(folder.path("qc.png"), png)
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
             from pipeline.qc_levels import levels_png
@@ -743,7 +754,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
             raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
-        reader_levels_warning(cfg, inventory.chosen)
+        reader_levels_warning(cfg, inventory.chosen)  # a row naming two series: READER_LEVELS_INVALID, nothing run
         lobar = cfg["scoring"]["lobar"]
         for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
                                           [c.series_uid for c in inventory.chosen]):
@@ -755,24 +766,21 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         return summary
 
 
-def reader_levels_warning(cfg: dict[str, Any], chosen) -> str | None:
-    """A warning (logged, and returned) naming the rows of the reader's level table (``landmarks.reader_levels``)
-    that name no series of this run: a scan_id of another pseudonym salt or run, a mistyped UID. None when all match
-    or no table is given."""
+def reader_levels_warning(cfg: dict[str, Any], chosen) -> list[str]:
+    """The reader's level table (``landmarks.reader_levels``) against the series of this run
+    (:func:`pipeline.reader_levels.check_against_run`): a row whose two ids name different series refuses the run
+    (READER_LEVELS_INVALID); the warnings (logged, and returned) name series on two rows and rows naming no series of
+    this run. [] when no table is given."""
     from pipeline.batch import tasks_for
-    from pipeline.reader_levels import reader_levels_table, unmatched_rows
+    from pipeline.reader_levels import check_against_run, reader_levels_table
 
     table = reader_levels_table(cfg)
     if table is None:
-        return None
-    left = unmatched_rows(table, tasks_for(chosen, cfg))
-    if not left:
-        return None
-    message = (f"{len(left)} of the {table.rows()} rows of the reader's level table {table.path} name no series of "
-               f"this run (e.g. {', '.join(left[:3])}): their levels are not used (a scan_id of another run or "
-               "pseudonym salt, or a mistyped SeriesInstanceUID?)")
-    log.warning("%s", message)
-    return message
+        return []
+    messages = check_against_run(table, tasks_for(chosen, cfg))
+    for message in messages:
+        log.warning("%s", message)
+    return messages
 
 
 def unreadable_warning(files, table: Path) -> str | None:

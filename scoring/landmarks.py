@@ -119,9 +119,17 @@ class Landmark:
     method: str  # "detected" | "estimated" | "missing" | "reader" (set by a reader: apply_reader_levels)
     confidence: str  # "high" | "medium" | "low"
     note: str = ""
+    #: a level set by a reader: ctscore's own z, method and confidence before it (None: ctscore had none)
+    ctscore_z_mm: float | None = None
+    ctscore_method: str | None = None
+    ctscore_confidence: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.method != "reader":  # only a reader's level says what it replaced
+            for k in ("ctscore_z_mm", "ctscore_method", "ctscore_confidence"):
+                d.pop(k)
+        return d
 
 
 #: Source slices thicker than this (mm): a level detected on the interpolated working grid is no surer than half a slice.
@@ -903,8 +911,11 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
             zf = float("nan")
         if not np.isfinite(zf):
             raise ValueError(f"{name}: {z!r} is not a z in mm")
+        old = landmarks.get(name)
         landmarks[name] = Landmark(name, zf, "reader", "high", f"set by a reader ({source})" if source else
-                                   "set by a reader")
+                                   "set by a reader", ctscore_z_mm=None if old is None else old.z_mm,
+                                   ctscore_method=None if old is None else old.method,
+                                   ctscore_confidence=None if old is None else old.confidence)
 
     def z_of(name: str) -> float | None:
         lm = landmarks.get(name)
@@ -938,6 +949,7 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
             elif notch.method != "detected" and not at_top:
                 landmarks["suprasternal_notch"] = from_reader_carina(
                     "suprasternal_notch", "suprasternal_notch_from_carina_mm", "sternum not found", "low")
+    domes_before = (z_of("dome_right"), z_of("dome_left"))
     if given.keys() & {"carina", "bronchus_intermedius"}:
         upper = [z for z in (z_of("bronchus_intermedius"), zc) if z is not None]
         for k in ("dome_right", "dome_left"):
@@ -954,12 +966,16 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
             landmarks[a] = Landmark(a, given[b] + off, "estimated", "low", f"{b} (reader) {off:+.0f} mm "
                                                                               f"({a} not found)")
     domes = [z for z in (z_of("dome_right"), z_of("dome_left")) if z is not None]
-    if given.keys() & {"carina", "dome_right", "dome_left"}:
+    if "carina" in given or (z_of("dome_right"), z_of("dome_left")) != domes_before:
         for name in ("ipv_right", "ipv_left", "ipv"):
             if name in given:
                 continue
             landmarks[name] = (estimate_ipv(name, zc, float(np.mean(domes)), cal) if zc is not None and domes else
                                _missing(name, "needs the carina and a dome"))
+    if "ipv" in given:  # the sides' estimates (reported, not used) would contradict the reader's level
+        for name in ("ipv_right", "ipv_left"):
+            if name in landmarks:
+                landmarks[name] = _missing(name, "not estimated: the reader set the IPV level")
     problems = []
     for hi_name, lo_name in LEVEL_ORDER:
         za, zb = z_of(hi_name), z_of(lo_name)
@@ -970,6 +986,24 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
     return problems
 
 
+#: A reader's level this far (mm) from one ctscore detected with high or medium confidence is flagged
+#: LANDMARK_READER_FAR: a slice number or a SliceLocation of another origin typed as z (ricord_covid_419639: its carina
+#: at 154.9 mm is instance 108; carina=108 moved 417 mL of the right lung between zones without a word), or a level
+#: placed on another series. Real corrections (a carina on a tracheal bronchus) are usually nearer; the flag asks
+#: for a look at levels.png, it changes nothing.
+READER_FAR_MM = 30.0
+
+
 def reader_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
-    """``LANDMARK_BY_READER:<name>`` for each level a reader set (:func:`apply_reader_levels`)."""
-    return [f"LANDMARK_BY_READER:{name}" for name, lm in landmarks.items() if lm.method == "reader"]
+    """``LANDMARK_BY_READER:<name>`` for each level a reader set (:func:`apply_reader_levels`), and
+    ``LANDMARK_READER_FAR:<name>:<mm>`` for one more than :data:`READER_FAR_MM` from the level ctscore detected with
+    high or medium confidence."""
+    out = []
+    for name, lm in landmarks.items():
+        if lm.method != "reader":
+            continue
+        out.append(f"LANDMARK_BY_READER:{name}")
+        if lm.ctscore_method == "detected" and lm.ctscore_confidence in ("high", "medium") \
+                and lm.ctscore_z_mm is not None and abs(lm.z_mm - lm.ctscore_z_mm) > READER_FAR_MM:
+            out.append(f"LANDMARK_READER_FAR:{name}:{abs(lm.z_mm - lm.ctscore_z_mm):.0f}")
+    return out

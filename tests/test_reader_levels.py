@@ -111,8 +111,9 @@ def test_a_table_that_cannot_be_used_is_refused_naming_the_line(tmp_path, text, 
 
 
 def test_the_table_is_read_as_spreadsheets_write_it(tmp_path):
-    from pipeline.errors import SeriesError
-    from pipeline.reader_levels import levels_fingerprint, read_reader_levels
+    from types import SimpleNamespace
+
+    from pipeline.reader_levels import check_against_run, levels_fingerprint, read_reader_levels
 
     path = tmp_path / "levels.csv"
     path.write_bytes("\ufeffScan_ID, Carina ,dome_right,Reader,Note\r\nscan-a,-3.5,,AB,tracheal bronchus\r\n"
@@ -122,9 +123,23 @@ def test_the_table_is_read_as_spreadsheets_write_it(tmp_path):
     assert table.levels_for("scan-b", "") == ({}, "")  # a row with no level is for the records
     assert levels_fingerprint("f" * 64, {}) == "f" * 64  # a series without levels keeps its fingerprint
     assert levels_fingerprint("f" * 64, {"carina": -3.5}) != levels_fingerprint("f" * 64, {"carina": -3.0})
-    path.write_text("scan_id,series_uid,carina\nscan-a,,1\n,1.2.3,2\n")
-    with pytest.raises(SeriesError, match="lines 2 \\(scan_id\\) and 3 \\(series_uid\\)"):
-        read_reader_levels(path).levels_for("scan-a", "1.2.3")
+    # a scan_id row is used over a series_uid row (a stack of --all-series over its series), and said at the start
+    path.write_text("scan_id,series_uid,carina\nscan-a,,1\n,1.2.3,2\nscan-z,,5\n")
+    table = read_reader_levels(path)
+    assert table.levels_for("scan-a", "1.2.3") == ({"carina": 1.0}, "levels.csv line 2")
+    assert table.levels_for("scan-b", "1.2.3") == ({"carina": 2.0}, "levels.csv line 3")
+    tasks = [SimpleNamespace(scan_id="scan-a", series_uid="1.2.3"), SimpleNamespace(scan_id="scan-b",
+                                                                                      series_uid="1.2.3")]
+    said = check_against_run(table, tasks)
+    assert said[0].startswith("1 series have levels on two rows") and "scan-a: line 2 over line 3" in said[0]
+    assert said[1].startswith("1 of the 3 rows") and "scan-z" in said[1]
+    # a row whose scan_id is another series than its series_uid: whose levels? refused (one patient's levels were
+    # given to two)
+    path.write_text("scan_id,series_uid,carina\nscan-a,9.9.9,1\n")
+    with pytest.raises(CTScoreError, match="line 2 .*scan_id scan-a is series 1.2.3, not series_uid 9.9.9"):
+        check_against_run(read_reader_levels(path), tasks)
+    path.write_text("scan_id,series_uid,carina\nscan-a,1.2.3,1\n")
+    assert check_against_run(read_reader_levels(path), tasks) == []
 
 
 def test_the_table_is_no_setting_of_the_configuration(tmp_path):
@@ -161,8 +176,12 @@ def test_a_run_uses_the_readers_levels_and_scores_only_their_series_again(sample
     assert any("1 of the 2 rows of the reader's level table" in w and "scan-000000000000" in w
                for w in summary["warnings"])
     result = json.loads((out / scan_id / "result.json").read_text())
-    assert result["landmarks"]["ipv"] == {"name": "ipv", "z_mm": -79.2, "method": "reader", "confidence": "high",
-                                          "note": "set by a reader (levels.csv line 2)"}
+    ipv = result["landmarks"]["ipv"]
+    assert (ipv["z_mm"], ipv["method"], ipv["confidence"], ipv["note"]) == (-79.2, "reader", "high",
+                                                                           "set by a reader (levels.csv line 2)")
+    assert (round(ipv["ctscore_z_mm"], 1), ipv["ctscore_method"]) == (-65.3, "estimated")  # what it replaced
+    assert "ctscore_z_mm" not in result["landmarks"]["carina"]
+    assert result["landmarks"]["ipv_right"]["z_mm"] is None  # the sides' estimates would contradict the reader
     assert "LANDMARK_BY_READER:ipv" in result["qc_flags"]
     assert "LANDMARK_BY_READER:ipv" in summary["scans"]["qc_flags"][0]
     from pipeline.methods import methods_text
@@ -178,13 +197,15 @@ def test_a_run_uses_the_readers_levels_and_scores_only_their_series_again(sample
     levels.write_text(f"scan_id,ipv\n{scan_id},\n")
     again = run_pipeline(SAMPLE, out, cfg)
     assert again["n_run"] == 1
+    assert any("scored again WITHOUT the reader's levels" in w for w in again["warnings"])
+    assert not any("input files changed" in w for w in again["warnings"])
     result = json.loads((out / scan_id / "result.json").read_text())
     assert result["landmarks"]["ipv"]["method"] == "estimated"
     assert result["input_fingerprint"] == json.loads((sample_run / scan_id / "result.json").read_text())[
         "input_fingerprint"]
 
 
-def test_levels_out_of_order_with_ctscores_fail_the_series(sample_classical):
+def test_levels_out_of_order_with_ctscores_or_outside_the_scan_fail_the_series(sample_classical):
     from pipeline.errors import SeriesError
     from pipeline.run import analyse_volume
 
@@ -193,6 +214,31 @@ def test_levels_out_of_order_with_ctscores_fail_the_series(sample_classical):
                                           "bronchus_intermedius .* is not above dome_right \\(10.0 mm, reader\\)") as e:
         analyse_volume(image, cfg, seg, reader_levels={"dome_right": 10.0}, reader_source="levels.csv line 4")
     assert e.value.code == "LANDMARKS_OUT_OF_ORDER"
+    # the sample spans z -188.8 to 118.8 mm: a carina at 500 (a slice number?) is no level of it
+    with pytest.raises(SeriesError, match="levels.csv line 2: carina 500 mm lies outside this series \\(patient z "
+                                          "-188.8 to 118.8 mm\\)") as e:
+        analyse_volume(image, cfg, seg, reader_levels={"carina": 500.0}, reader_source="levels.csv line 2")
+    assert e.value.code == "READER_LEVELS_INVALID"
+
+
+def test_a_reader_level_far_from_a_detected_one_is_flagged():
+    lm = _detected()
+    apply_reader_levels(lm, {"carina": -45.0, "ipv": -100.0})
+    # 46 mm from the detected carina: flagged; the IPV was an estimate (replaced at any distance without a flag)
+    assert reader_flags(lm) == ["LANDMARK_BY_READER:carina", "LANDMARK_READER_FAR:carina:46",
+                                "LANDMARK_BY_READER:ipv"]
+    assert lm["carina"].to_dict()["ctscore_z_mm"] == 1.0 and lm["carina"].to_dict()["ctscore_method"] == "detected"
+    lm = _detected()
+    apply_reader_levels(lm, {"carina": -25.0})
+    assert reader_flags(lm) == ["LANDMARK_BY_READER:carina"]
+
+
+def test_a_dome_dropped_by_a_readers_bronchus_intermedius_moves_the_ipv():
+    lm = _detected()
+    assert apply_reader_levels(lm, {"bronchus_intermedius": -115.0}) == []
+    assert lm["dome_right"].z_mm is None  # -107.8, above the reader's bronchus intermedius
+    expected = 0.5 * (1.0 - 0.64 * (1.0 + 127.3)) + 0.5 * (1.0 - 56.7)  # from the left dome alone
+    assert lm["ipv"].z_mm == pytest.approx(expected)
 
 
 def test_the_cli_option_is_the_config_key(tmp_path, monkeypatch):

@@ -213,7 +213,7 @@ def input_fingerprint(files: Iterable[str | Path]) -> str:
 def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
     """Tasks for the selected series candidates, sorted by scan id (the order of every table)."""
     from pipeline.reader_levels import levels_fingerprint, levels_for
-    from pipeline.run import _lobe_inputs, find_user_lobes, table_patient_id
+    from pipeline.run import _lobe_inputs, find_user_lobes, find_user_masks, table_patient_id
 
     salt = cfg["outputs"]["pseudonym_salt"]
     per_series = Counter(cand.series_uid for cand in candidates)
@@ -232,7 +232,8 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # so are a reader's levels for it (--landmarks), as they are written in its row
         lobes = find_user_lobes(cfg, cand.series_uid)
         levels = levels_for(cfg, scan_id, cand.series_uid)[0]
-        fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes)), levels)
+        masks = [str(f) for f in find_user_masks(cfg, scan_id, cand.series_uid).values()]  # --masks: inputs too
+        fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes) + masks), levels)
         tasks.append(Task(scan_id, cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand),
@@ -1922,8 +1923,9 @@ def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[s
     if changed:
         ids = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
         log.warning("%d finished series under %s (%s) will be scored again: their input files changed or moved "
-                    "(the fingerprint is of the files' paths, sizes and modification times: a copy, a move or a "
-                    "path through a symbolic link counts)", len(changed), out_dir, ids)
+                    "(DICOM files, a --lobes map, --masks files; the fingerprint is of their paths, sizes and "
+                    "modification times: a copy, a move or a path through a symbolic link counts)", len(changed),
+                    out_dir, ids)
 
 
 def _warn_kept_device(cfg: Mapping[str, Any], kept: Sequence[Mapping[str, Any] | None]) -> None:

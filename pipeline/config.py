@@ -213,7 +213,7 @@ _RANGES: tuple[tuple[str, float, float, tuple[bool, bool]], ...] = (
 #: flat segmentation keys read whatever the segmenter (the pipeline reads min_lung_volume_ml itself); the other flat
 #: keys are the classical segmenter's own, and every other segmenter reads its own section (segmentation.monai: the
 #: ``options`` of its entry in segmentation.factory.SEGMENTERS)
-SHARED_SEGMENTATION_KEYS = ("method", "device", "min_lung_volume_ml")
+SHARED_SEGMENTATION_KEYS = ("method", "device", "min_lung_volume_ml", "masks_dir")
 
 
 def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
@@ -320,6 +320,9 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"scoring.lobar.lobe_labels must be 'totalsegmentator' or 'ctscore', got {lob['lobe_labels']!r}")
     if lob["lobes_dir"] is not None and not Path(str(lob["lobes_dir"])).is_dir():
         raise ConfigError(f"scoring.lobar.lobes_dir: no such folder: {lob['lobes_dir']}", lob["lobes_dir"])
+    masks = cfg["segmentation"].get("masks_dir")
+    if masks is not None and str(masks).strip() and not Path(str(masks)).is_dir():
+        raise ConfigError(f"segmentation.masks_dir: no such folder: {masks}", masks)
     levels = cfg["landmarks"].get("reader_levels")
     if levels is not None and str(levels).strip() and not Path(str(levels)).is_file():
         raise ConfigError(f"landmarks.reader_levels: no such file: {levels}", levels)
@@ -392,6 +395,8 @@ def load_config(
         lob["lobes_dir"] = None  # '' as null (it meant no folder; resolved, it would be the working folder)
     if lob["lobes_dir"] is not None:  # as --lobes does: the same folder is the same setting from CLI and Python
         lob["lobes_dir"] = str(Path(str(lob["lobes_dir"])).resolve())
+    if seg.get("masks_dir") is not None:  # as --masks does: '' as null, a folder made absolute
+        seg["masks_dir"] = str(Path(str(seg["masks_dir"])).resolve()) if str(seg["masks_dir"]).strip() else None
     lms = cfg["landmarks"]
     if lms.get("reader_levels") is not None and str(lms["reader_levels"]).strip() == "":
         lms["reader_levels"] = None
@@ -437,12 +442,15 @@ def read_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     :data:`MODEL_FOLDER`. A configuration audit (2026-12-06): a network
     option changed for a classical run, ``-d cpu`` for the classical segmenter, or one model folder spelled
     ``./m`` and ``/abs/m``, scored a finished folder again and made identical settings "not comparable".
-    ``landmarks.reader_levels`` is left out too: a reader's levels are inputs of their own series (in its input
-    fingerprint), and a series without a row scores as without the table."""
+    ``landmarks.reader_levels`` and ``segmentation.masks_dir`` are left out too: a reader's levels and edited masks
+    are inputs of their own series (in its input fingerprint), and a series without them scores as without."""
     out = dict(cfg)
     lms = out.get("landmarks")
     if isinstance(lms, Mapping) and "reader_levels" in lms:
         out["landmarks"] = {k: v for k, v in lms.items() if k != "reader_levels"}
+    if isinstance(out.get("segmentation"), Mapping) and "masks_dir" in out["segmentation"]:
+        # the masks of a series are inputs of that series (its fingerprint), as the reader's levels are
+        out["segmentation"] = {k: v for k, v in out["segmentation"].items() if k != "masks_dir"}
     seg = out.get("segmentation")
     if not isinstance(seg, Mapping):
         return out

@@ -37,6 +37,8 @@ SCORING_FLAGS: dict[str, str] = {
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
                           "rest on an estimate",
+    "MASKS_FROM_USER": "these masks (lungs, lesions) are the user's edited ones (segmentation.masks_dir, --masks), "
+                       "not the segmenter's: the scores are of them",
     "LANDMARK_READER_FAR": "a reader's level lies this many mm from the level ctscore detected (high or medium "
                            "confidence): a slice number or a SliceLocation typed as z? check levels.png (the z it "
                            "prints is the one to give)",

@@ -641,6 +641,11 @@ def _qc_text(ok) -> str:
         text += f"; {_plural(flagged, 'scan')} carried at least one flag." if flagged else "; no scan carried a flag."
     else:
         text += "."
+    n_masks, kinds = _estimated_landmarks(ok, "MASKS_FROM_USER")
+    if n_masks:
+        text += (f" In {_plural(n_masks, 'scan')}, masks corrected by a reader were scored instead of the automated "
+                 f"segmentation ({_counted(kinds, False)}) [state who corrected them, with which software, and "
+                 "why].")
     n_reader, names = _estimated_landmarks(ok, "LANDMARK_BY_READER")
     if n_reader:
         text += (f" In {_plural(n_reader, 'scan')}, landmark levels were set by a reader instead of the automated "

@@ -149,7 +149,7 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
 
 def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None,
                    padding: sitk.Image | None = None, reader_levels: Mapping[str, float] | None = None,
-                   reader_source: str = "") -> dict[str, Any]:
+                   reader_source: str = "", user_masks: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
     """Segment and score one HU image (any orientation). Returns arrays on the LPS original grid
     plus the score row, zone rows, landmarks, flags and stage timings.
 
@@ -158,7 +158,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     the pixels outside the field of view (same grid as ``image``), for the ``LUNG_CUT_BY_FOV`` check.
     ``reader_levels``: levels a reader set for this series (name -> patient z, mm; ``reader_source`` says where from,
     e.g. ``levels.csv line 3``), used instead of ctscore's (:func:`scoring.landmarks.apply_reader_levels`); levels
-    out of order fail the series (``LANDMARKS_OUT_OF_ORDER``)."""
+    out of order fail the series (``LANDMARKS_OUT_OF_ORDER``). ``user_masks``: edited masks of this series (kind ->
+    file, :func:`find_user_masks`), used instead of the segmenter's lungs and/or lesions (:func:`read_user_mask`);
+    with both, the segmenter does not run (the airway for the carina is grown from the trachea, as the classical
+    segmenter does), and the lungs are taken as given (no lung outside the body removed)."""
     from pipeline.fov import fov_flags
     from pipeline.orientation_check import flags_for as orientation_flags
     from pipeline.resample import labels_to_grid, resample_to_spacing, to_lps
@@ -174,13 +177,30 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     # the user's lobe map is read before the segmenter runs: an unreadable or empty one (LOBES_UNREADABLE,
     # LOBES_EMPTY) fails the series at once, not after minutes of segmentation
     user_lobes = _read_user_lobes(lobes_path, orig, cfg) if lobes_path is not None and lobar_on else None
+    given = {kind: read_user_mask(f, kind, orig) for kind, f in (user_masks or {}).items()}  # read first: fail fast
     work = resample_to_spacing(orig, cfg["resample"]["spacing_mm"])
     timings["resample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     hu_w = sitk.GetArrayFromImage(work)
     spacing_w = tuple(work.GetSpacing()[::-1])
-    seg = segmenter.segment(hu_w, spacing_w)
+
+    def to_work(arr: np.ndarray) -> np.ndarray:
+        return sitk.GetArrayFromImage(labels_to_grid(_to_image(arr.astype(np.uint8), orig), work))
+
+    if len(given) == len(USER_MASKS):  # nothing left to segment but the airway (landmarks)
+        from segmentation.base import Segmentation
+        from segmentation.classical import segment_airway
+
+        seg = Segmentation(lungs=to_work(given["lungs"]), lesions=to_work(given["lesions"]) > 0,
+                           airway=segment_airway(hu_w, spacing_w))
+    else:
+        seg = segmenter.segment(hu_w, spacing_w)
+    if "lungs" in given:
+        seg.lungs = to_work(given["lungs"])
+        seg.lobes = None  # the segmenter's lobes were of its own lungs
+    if "lesions" in given:
+        seg.lesions = to_work(given["lesions"]) > 0
     timings["segment_s"] = time.perf_counter() - t
     voxel_ml_w = float(np.prod(spacing_w)) / 1000.0
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
@@ -190,7 +210,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     from segmentation.classical import body_mask
 
     body_w = body_mask(hu_w, -500.0)
-    air = lung_outside_body(hu_w, seg.lungs, body=body_w)
+    air = lung_outside_body(hu_w, seg.lungs, body=body_w) if "lungs" not in given else np.zeros(hu_w.shape, bool)
     air_ml = float(air.sum()) * voxel_ml_w
     if air.any():
         seg.lungs = np.where(air, 0, seg.lungs).astype(seg.lungs.dtype)
@@ -208,8 +228,12 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
                           "chest CT, or a field of view that misses the lungs)")
 
     t = time.perf_counter()
-    lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
-    les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
+    lungs_o = given.get("lungs")  # the user's own voxels, not a round trip through the working grid
+    if lungs_o is None:
+        lungs_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lungs.astype(np.uint8), work), orig))
+    les_o = given.get("lesions")
+    if les_o is None:
+        les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
     lobes_o = None
     if user_lobes is not None:
         lobes_o, warn_foreign = user_lobes
@@ -282,8 +306,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     airway_ml = 0.0 if seg.airway is None else float(np.count_nonzero(seg.airway)) * voxel_ml_w
     hu_check["airway_ml"] = round(airway_ml, 2)  # (result.json: the measure behind AIRWAY_NOT_FOUND)
     flags_airway = [f"AIRWAY_NOT_FOUND:{airway_ml:.1f}"] if airway_ml < AIRWAY_MIN_ML else []
-    flags = (list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid + flags_airway
-             + orientation_flags(orientation))
+    flags_masks = [f"MASKS_FROM_USER:{'+'.join(k for k in USER_MASKS if k in given)}"] if given else []
+    flags = (flags_masks + list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
+             + flags_airway + orientation_flags(orientation))
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
@@ -429,6 +454,69 @@ def _lobe_inputs(lobes_path: str | Path | None) -> list[str]:
     return [str(lobes_path)]
 
 
+#: The masks a user may give for a series (``segmentation.masks_dir``, ``--masks DIR``): the files ctscore writes.
+USER_MASKS = ("lungs", "lesions")
+
+
+def find_user_masks(cfg: dict[str, Any], scan_id: str, series_uid: str) -> dict[str, Path]:
+    """The edited masks of one series: ``<segmentation.masks_dir>/<scan_id or SeriesInstanceUID>/lungs.nii.gz``
+    and/or ``lesions.nii.gz`` (or another of :data:`LOBE_SUFFIXES`): kind -> file; {} when none (or no folder set).
+    The scan_id folder is used over the SeriesInstanceUID one (a copy of the series folder of OUT is the usual
+    start)."""
+    folder = cfg["segmentation"].get("masks_dir")
+    if not folder:
+        return {}
+    for key in (scan_id, series_uid):
+        d = Path(folder) / key if key else None
+        if d is None or not d.is_dir():
+            continue
+        found = {}
+        for kind in USER_MASKS:
+            f = next((d / f"{kind}{x}" for x in LOBE_SUFFIXES if (d / f"{kind}{x}").is_file()), None)
+            if f is not None:
+                found[kind] = f
+        if found:
+            return found
+    return {}
+
+
+def read_user_mask(path: str | Path, kind: str, orig: sitk.Image) -> np.ndarray:
+    """An edited mask on the LPS original grid: ``lungs`` as labels 0 / 1 (right) / 2 (left), ``lesions`` as bool
+    (any of ctscore's classes 1-3 is lesion: the classes are made again from the HU). The mask must lie on the CT's
+    own grid (as ctscore writes it: size, spacing, origin and direction), and hold whole numbers of its kind:
+    anything else fails the series ``MASKS_INVALID``, naming the file (a mask of another series, or one resampled,
+    would be scored on the wrong voxels)."""
+    from scoring.quantify import check_label_map_header
+
+    try:
+        check_label_map_header(path, orig)
+        img = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    except (RuntimeError, ValueError) as exc:
+        raise SeriesError("MASKS_INVALID", f"{kind} mask {path} cannot be read: {str(exc).strip()[:200]}",
+                          path) from None
+    same = (img.GetSize() == orig.GetSize()
+            and np.allclose(img.GetSpacing(), orig.GetSpacing(), rtol=1e-4, atol=1e-4)
+            and np.allclose(img.GetOrigin(), orig.GetOrigin(), atol=0.1 * min(orig.GetSpacing()))
+            and np.allclose(img.GetDirection(), orig.GetDirection(), atol=1e-4))
+    if not same:
+        def grid(im: sitk.Image) -> str:
+            return (f"{' x '.join(map(str, im.GetSize()))} voxels of "
+                    f"{' x '.join(f'{v:.3g}' for v in im.GetSpacing())} mm at "
+                    f"({', '.join(f'{v:.1f}' for v in im.GetOrigin())})")
+        raise SeriesError("MASKS_INVALID", f"{kind} mask {path} is not on this series' grid ({grid(img)}, the CT "
+                          f"{grid(orig)}): a mask of another series, or resampled? give it on the CT's grid, as "
+                          "ctscore writes lungs.nii.gz / lesions.nii.gz", path)
+    arr = sitk.GetArrayFromImage(img)
+    allowed = (0, 1, 2) if kind == "lungs" else (0, 1, 2, 3)
+    values = np.unique(arr)
+    bad = [v for v in values.tolist() if v not in allowed]
+    if bad:
+        meaning = "0, 1 (right lung), 2 (left lung)" if kind == "lungs" else "0 and 1-3 (lesion; ctscore's classes)"
+        raise SeriesError("MASKS_INVALID", f"{kind} mask {path} holds the values {', '.join(f'{v:g}' for v in bad[:5])}"
+                          f"; a {kind} mask holds {meaning}", path)
+    return arr.astype(np.uint8) if kind == "lungs" else arr > 0
+
+
 def _read_lobe_files(folder: Path, orig: sitk.Image) -> np.ndarray:
     """The lobe map of a TotalSegmentator output folder (``lung_upper_lobe_right.nii.gz`` ...): each mask's nonzero
     voxels are its lobe; a lobe file absent leaves that lobe missing (LOBES_MISSING)."""
@@ -547,8 +635,9 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         segmenter = segmenter or get_segmenter(cfg)
         lobes_path = find_user_lobes(cfg, header.get("series_uid", ""))
         reader_levels, reader_source = levels_for(cfg, scan_id, header.get("series_uid", ""))
+        masks = find_user_masks(cfg, scan_id, header.get("series_uid", ""))
         res = analyse_volume(vol.image, cfg, segmenter, lobes_path=lobes_path, padding=vol.padding_mask,
-                             reader_levels=reader_levels, reader_source=reader_source)
+                             reader_levels=reader_levels, reader_source=reader_source, user_masks=masks)
         if cfg["scoring"]["lobar"].get("lobes_dir") and lobes_path is None:
             res["flags"].append("LOBES_NOT_FOUND")
         for flag in res["flags"]:
@@ -615,8 +704,10 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "environment": _environment(),  # a result.json shared or merged alone still says what made it
             "config_sha256": config_hash(cfg), "config": redact_secrets(cfg), "timings_s": res["timings"],
             "pseudonym_salt_id": salt_id(cfg["outputs"]["pseudonym_salt"], bool(cfg["outputs"]["pseudonymize"])),
-            "input_fingerprint": levels_fingerprint(input_fingerprint(list(files) + _lobe_inputs(lobes_path)),
+            "input_fingerprint": levels_fingerprint(input_fingerprint(list(files) + _lobe_inputs(lobes_path)
+                                                                      + [str(f) for f in masks.values()]),
                                                     reader_levels),
+            "user_masks": {kind: f.name for kind, f in masks.items()},  # which files of --masks DIR were scored
             "lobe_map_file": Path(lobes_path).name if lobes_path else "",  # which of --lobes DIR's files
             "input_id": input_id,
             "hu_check": res["hu_check"],  # the measures behind HU_CALIBRATION, DENSE_LUNG, METAL (pipeline.hu_checks)
@@ -663,7 +754,8 @@ def run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any = None,
     arrays and numpy scalars taken as text, lists and numbers. The options of ``ctscore run`` that are config keys:
     ``--segmenter NAME`` and ``--model PATH`` set ``segmentation.method`` (``"classical"``, ``"monai"`` or a model
     folder), ``-d/--device`` sets ``segmentation.device``, ``--lobes DIR`` sets ``scoring.lobar.lobes_dir`` (made
-    absolute, from the CLI or here), ``--landmarks CSV`` sets ``landmarks.reader_levels`` (likewise), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
+    absolute, from the CLI or here), ``--landmarks CSV`` sets ``landmarks.reader_levels`` and ``--masks DIR``
+    ``segmentation.masks_dir`` (likewise), ``--dicom-seg`` sets ``outputs.write_dicom_seg: true``; ``--config``/``--set`` are
     ``load_config(paths, overrides)``. ``series_uid`` and ``all_series`` are ``--series-uid`` and ``--all-series``.
 
     ``batch``: a :class:`pipeline.batch.BatchOptions`, a mapping of its fields (e.g. ``{"workers": 2}``) or None

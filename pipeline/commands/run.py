@@ -41,6 +41,10 @@ def register(sub) -> None:
                    help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
                         "unless scoring.lobar.lobe_labels=ctscore), or TotalSegmentator's folder of one mask per "
                         "lobe as <SeriesInstanceUID>/: lobar scores (scoring.lobar.lobes_dir)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="your edited masks, used instead of the segmenter's: DIR/<scan_id or SeriesInstanceUID>/"
+                        "lungs.nii.gz and/or lesions.nii.gz on the CT's grid, as ctscore writes them "
+                        "(segmentation.masks_dir); those series are scored again on resume")
     p.add_argument("--landmarks", metavar="CSV",
                    help="a reader's landmark levels, used instead of ctscore's: one row per series (scan_id or "
                         "series_uid) with any of suprasternal_notch, aortic_arch, carina, bronchus_intermedius, ipv, "
@@ -97,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         extra.setdefault("segmentation", {})["device"] = args.device
     if args.lobes:
         extra.setdefault("scoring", {}).setdefault("lobar", {})["lobes_dir"] = str(Path(args.lobes).resolve())
+    if args.masks:
+        extra.setdefault("segmentation", {})["masks_dir"] = str(Path(args.masks).resolve())
     if args.landmarks:
         extra.setdefault("landmarks", {})["reader_levels"] = str(Path(args.landmarks).resolve())
     if args.dicom_seg:

@@ -178,6 +178,7 @@ class Task:
     shape: tuple[int, int, int] = (0, 0, 0)  # slices, rows, columns from the headers (0: not known)
     alternatives: list[str] = field(default_factory=list)  # stack ids of the study's next eligible stacks
     reader_levels: dict[str, float] = field(default_factory=dict)  # a reader's levels for it (in the fingerprint)
+    user_masks: list[str] = field(default_factory=list)  # the kinds of edited masks given for it (--masks)
 
 
 def input_id_for(input_path: str | Path | None, salt: str) -> str:
@@ -232,12 +233,14 @@ def tasks_for(candidates: Sequence[Any], cfg: dict[str, Any]) -> list[Task]:
         # so are a reader's levels for it (--landmarks), as they are written in its row
         lobes = find_user_lobes(cfg, cand.series_uid)
         levels = levels_for(cfg, scan_id, cand.series_uid)[0]
-        masks = [str(f) for f in find_user_masks(cfg, scan_id, cand.series_uid).values()]  # --masks: inputs too
-        fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes) + masks), levels)
+        masks = find_user_masks(cfg, scan_id, cand.series_uid)  # --masks: inputs too
+        fingerprint = levels_fingerprint(input_fingerprint(files + _lobe_inputs(lobes) +
+                                                           [str(f) for f in masks.values()]), levels)
         tasks.append(Task(scan_id, cand.series_uid, files, dict(cand.header), fingerprint,
                           flags=list(cand.flags), patient_id=table_patient_id(cand.header, cfg),
                           study_date=str(cand.header.get("study_date") or ""), shape=_declared_shape(cand),
-                          alternatives=list(getattr(cand, "alternatives", None) or []), reader_levels=levels))
+                          alternatives=list(getattr(cand, "alternatives", None) or []), reader_levels=levels,
+                          user_masks=sorted(masks)))
     return sorted(tasks, key=lambda t: t.scan_id)
 
 
@@ -393,6 +396,7 @@ def scan_state(out_dir: Path, scan_id: str, restore: bool = True) -> dict[str, A
         # the levels a reader set for it (--landmarks), as its result.json says: resume tells their change apart
         "reader_levels": {name: lm.get("z_mm") for name, lm in (result.get("landmarks") or {}).items()
                           if isinstance(lm, dict) and lm.get("method") == "reader"},
+        "user_masks": sorted(result.get("user_masks") or {}),  # the kinds of edited masks it was scored from
     }
 
 
@@ -1911,6 +1915,12 @@ def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[s
     before = {t.scan_id: dict(states[t.scan_id].get("reader_levels") or {}) for t in changed}
     lost = [t.scan_id for t in changed if before[t.scan_id] and not t.reader_levels]
     moved = [t.scan_id for t in changed if t.reader_levels and before[t.scan_id] != t.reader_levels]
+    unmasked = [t.scan_id for t in changed if states[t.scan_id].get("user_masks") and not t.user_masks]
+    if unmasked:
+        log.warning("%d finished series under %s (%s) will be scored again WITHOUT the edited masks they were scored "
+                    "from: --masks (segmentation.masks_dir) is not given, or their masks are no longer there; give the "
+                    "folder again to keep them", len(unmasked), out_dir,
+                    ", ".join(unmasked[:3]) + (", ..." if len(unmasked) > 3 else ""))
     if lost:
         log.warning("%d finished series under %s (%s) will be scored again WITHOUT the reader's levels they were "
                     "scored with: --landmarks (landmarks.reader_levels) is not given, or their rows no longer set a "
@@ -1919,7 +1929,8 @@ def _warn_inputs_changed(out_dir: Path, tasks: Sequence[Task], states: Mapping[s
     if moved:
         log.warning("%d finished series under %s (%s) will be scored again: their reader's levels (--landmarks) "
                     "changed", len(moved), out_dir, ", ".join(moved[:3]) + (", ..." if len(moved) > 3 else ""))
-    changed = [t.scan_id for t in changed if t.scan_id not in lost and t.scan_id not in moved]
+    changed = [t.scan_id for t in changed if t.scan_id not in lost and t.scan_id not in moved
+               and t.scan_id not in unmasked]
     if changed:
         ids = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
         log.warning("%d finished series under %s (%s) will be scored again: their input files changed or moved "

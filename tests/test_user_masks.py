@@ -73,7 +73,9 @@ def test_edited_masks_are_scored_and_unedited_ones_score_the_same(sample_run, tm
     from pipeline.config import load_config
 
     plain = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
-    assert run_pipeline(SAMPLE, out, plain)["scans"].iloc[0]["lesion_volume_ml"] == before["lesion_volume_ml"]
+    back = run_pipeline(SAMPLE, out, plain)
+    assert back["scans"].iloc[0]["lesion_volume_ml"] == before["lesion_volume_ml"]
+    assert any("scored again WITHOUT the edited masks" in w for w in back["warnings"])
 
 
 def test_masks_folder_by_series_uid_and_only_one_mask(tmp_path, sample_truth):

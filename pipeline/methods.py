@@ -505,10 +505,15 @@ def _network_evaluation(ev: Mapping[str, Any]) -> str:
     lo, hi = ev["pleural_coverage_ci95_pct"]
     diff = ev["score_difference"]
     lung = sorted(round(float(v), 2) for v in ev["lung_dice"])
+    median = (f" (median per case {_g(round(ev['lesion_dice_median'], 2))})"
+              if isinstance(ev.get("lesion_dice_median"), (int, float)) else "")
+    cases = (f", resampling the {ev['pleural_coverage_ci_cases']} cases that held it"
+             if isinstance(ev.get("pleural_coverage_ci_cases"), int) else "")
     return (f"The network, {ev['architecture']}, was trained by ctscore's developers on {ev['training_data']}. On "
-            f"{ev['test_data']}, its lesion Dice was {_g(round(ev['lesion_dice'], 2))} and its lung Dice "
+            f"{ev['test_data']}, its lesion Dice pooled over the cases was {_g(round(ev['lesion_dice'], 2))}{median} "
+            f"and its lung Dice against ctscore's classical segmenter (its teacher) "
             f"{_g(lung[0]) if lung[0] == lung[-1] else f'{_g(lung[0])}-{_g(lung[-1])}'}; consolidation touching the pleura was kept inside the lung mask for "
-            f"{_g(ev['pleural_coverage_pct'])} % of its volume (95 % confidence interval {_g(lo)}-{_g(hi)} %; the "
+            f"{_g(ev['pleural_coverage_pct'])} % of its volume (95 % bootstrap interval {_g(lo)}-{_g(hi)} %{cases}; the "
             f"developers' target was {_g(ev['pleural_coverage_target_pct'])} %); {ev['small_lesions']}; and its "
             f"scores were lower than those of the inserted lesions (mean difference six-zone "
             f"{_g(diff['six_zone_total'])}, 0-900 {_g(diff['zhang900_total'])} against a mean of "

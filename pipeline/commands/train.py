@@ -68,8 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"machine give e.g. --num-workers 1")
     p.add_argument("--seed", type=int, default=None,
                    help=f"random seed of the crops, synthetic lesions and network initialisation: a CPU run with "
-                        f"the same seed, data and options gives the same weights (default {d['seed']}, or the "
-                        f"training config's)")
+                        f"the same seed, data and options that ends by its iteration count gives the same weights "
+                        f"(one ended by --max-minutes stops after however many iterations that time held, and "
+                        f"its learning-rate schedule follows the time: not repeatable) (default {d['seed']}, or "
+                        f"the training config's)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (AdamW, cosine decay; default {d['lr']:g} from scratch, "
                         f"{_fine_tune_lr():g} with --init, or the training config's)")

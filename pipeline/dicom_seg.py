@@ -89,7 +89,8 @@ def _uid(*parts: str) -> str:
     return "2.25." + str(int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:30], 16))
 
 
-def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: sitk.Image, model_id: str):
+def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: sitk.Image, model_id: str,
+              edited: Sequence[str] = ()):
     """A highdicom Segmentation with 4 binary segments on the source series' grid.
 
     ``lungs`` (1 right, 2 left) and ``lesions`` (1 faint GGO, 2 GGO, 3 consolidation) are SimpleITK
@@ -148,7 +149,11 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i, segment_label=label, segmented_property_category=_code(*cat),
-            segmented_property_type=_code(*typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            segmented_property_type=_code(*typ),
+            # a mask a reader edited (--masks: "lungs", "lesions") is no longer the algorithm's alone
+            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+                            if ("lungs" if cat is _ANATOMY else "lesions") in edited
+                            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*(int(colour[j:j + 2], 16) for j in (1, 3, 5))),
         )

@@ -480,6 +480,52 @@ def find_user_masks(cfg: dict[str, Any], scan_id: str, series_uid: str) -> dict[
     return {}
 
 
+def masks_dir_warnings(folder: str | Path | None, tasks) -> list[str]:
+    """What the start of a run says about ``--masks DIR`` (``tasks``: the run's scan_id and series_uid): folders
+    that name no series of the run (a mistyped scan_id: their masks are not used), folders of a series holding
+    image files that are not named ``lungs`` / ``lesions`` (Slicer's ``lungs.seg.nrrd``, ``Lungs.nii.gz``: not read),
+    and series with a folder under both names (the scan_id one is used). A review found each of these scored from
+    the segmenter without a word."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    tasks = list(tasks)
+    names = {t.scan_id for t in tasks} | {t.series_uid for t in tasks if t.series_uid}
+    try:
+        subs = sorted(d for d in Path(folder).iterdir() if d.is_dir())
+    except OSError:
+        return []
+    out = []
+
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+
+    stray = [d.name for d in subs if d.name not in names]
+    if stray:
+        out.append(f"--masks {folder}: {len(stray)} folder(s) name no series of this run ({some(stray)}): their masks "
+                   "are not used; a folder is named by the scan_id of scans.csv or the SeriesInstanceUID")
+    known = {f"{kind}{x}" for kind in USER_MASKS for x in LOBE_SUFFIXES}
+    image_like = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".seg.nrrd")
+    unread = []
+    for d in subs:
+        if d.name not in names:
+            continue
+        try:
+            files = [f.name for f in d.iterdir() if f.is_file()]
+        except OSError:
+            continue
+        unread += [f"{d.name}/{f}" for f in sorted(files) if f not in known and f.lower().endswith(image_like)]
+    if unread:
+        out.append(f"--masks {folder}: {len(unread)} image file(s) are not read ({some(unread)}): only lungs.nii.gz "
+                   f"and lesions.nii.gz (or .nii, .nrrd, .mha, .mhd) are, named in lower case; export a Slicer "
+                   "segmentation (.seg.nrrd) as a labelmap with the CT as reference geometry")
+    both = [t.scan_id for t in tasks if t.series_uid and (Path(folder) / t.scan_id).is_dir()
+            and (Path(folder) / t.series_uid).is_dir()]
+    if both:
+        out.append(f"--masks {folder}: {len(both)} series have a folder under their scan_id and one under their "
+                   f"SeriesInstanceUID ({some(both)}): the scan_id folder's masks are used, the other's not")
+    return out
+
+
 def read_user_mask(path: str | Path, kind: str, orig: sitk.Image) -> np.ndarray:
     """An edited mask on the LPS original grid: ``lungs`` as labels 0 / 1 (right) / 2 (left), ``lesions`` as bool
     (any of ctscore's classes 1-3 is lesion: the classes are made again from the HU). The mask must lie on the CT's
@@ -487,10 +533,15 @@ def read_user_mask(path: str | Path, kind: str, orig: sitk.Image) -> np.ndarray:
     anything else fails the series ``MASKS_INVALID``, naming the file (a mask of another series, or one resampled,
     would be scored on the wrong voxels)."""
     from scoring.quantify import check_label_map_header
+    from segmentation.base import sides_swapped
 
     try:
-        check_label_map_header(path, orig)
-        img = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+        check_label_map_header(path, orig, what=f"{kind} mask")
+        img = sitk.ReadImage(str(path))
+        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:  # a Slicer .seg.nrrd with layers
+            raise ValueError(f"a {img.GetDimension()}-D image of {img.GetNumberOfComponentsPerPixel()} values per "
+                             "voxel, not one 3-D label map (export the segmentation as a labelmap)")
+        img = sitk.DICOMOrient(img, "LPS")
     except (RuntimeError, ValueError) as exc:
         raise SeriesError("MASKS_INVALID", f"{kind} mask {path} cannot be read: {str(exc).strip()[:200]}",
                           path) from None
@@ -504,17 +555,49 @@ def read_user_mask(path: str | Path, kind: str, orig: sitk.Image) -> np.ndarray:
                     f"{' x '.join(f'{v:.3g}' for v in im.GetSpacing())} mm at "
                     f"({', '.join(f'{v:.1f}' for v in im.GetOrigin())})")
         raise SeriesError("MASKS_INVALID", f"{kind} mask {path} is not on this series' grid ({grid(img)}, the CT "
-                          f"{grid(orig)}): a mask of another series, or resampled? give it on the CT's grid, as "
-                          "ctscore writes lungs.nii.gz / lesions.nii.gz", path)
+                          f"{grid(orig)}): a mask of another series, resampled, or cropped to the segments (a "
+                          "viewer's default)? save it on the CT's grid, as ctscore writes lungs.nii.gz / "
+                          "lesions.nii.gz (in Slicer: export to a labelmap with the CT as reference geometry)", path)
     arr = sitk.GetArrayFromImage(img)
     allowed = (0, 1, 2) if kind == "lungs" else (0, 1, 2, 3)
     values = np.unique(arr)
     bad = [v for v in values.tolist() if v not in allowed]
     if bad:
         meaning = "0, 1 (right lung), 2 (left lung)" if kind == "lungs" else "0 and 1-3 (lesion; ctscore's classes)"
-        raise SeriesError("MASKS_INVALID", f"{kind} mask {path} holds the values {', '.join(f'{v:g}' for v in bad[:5])}"
-                          f"; a {kind} mask holds {meaning}", path)
-    return arr.astype(np.uint8) if kind == "lungs" else arr > 0
+        raise SeriesError("MASKS_INVALID", f"{kind} mask {path} holds the values "
+                          f"{', '.join(f'{v:.10g}' for v in bad[:5])}; a {kind} mask holds {meaning}", path)
+    if kind == "lesions":
+        return arr > 0
+    arr = arr.astype(np.uint8)
+    # the sides as the segmenters' masks are checked (LUNG_SIDES_SWAPPED), but refused: a reader's labels are the
+    # reader's to fix (Slicer numbers segments in the order they were made; a review scored swapped labels 6 -> 7)
+    if sides_swapped(arr):
+        raise SeriesError("MASKS_INVALID", f"lungs mask {path}: its right lung (1) lies on the patient's left of its "
+                          "left lung (2): labels swapped, or the mask mirrored; label the patient's right lung 1 and "
+                          "the left 2", path)
+    present = [v for v in (1, 2) if np.any(arr == v)]
+    if len(present) == 1 and _two_lungs(arr == present[0]):
+        raise SeriesError("MASKS_INVALID", f"lungs mask {path} labels both lungs {present[0]}: label the patient's "
+                          "right lung 1 and the left 2", path)
+    return arr
+
+
+def _two_lungs(mask: np.ndarray) -> bool:
+    """Whether one label's voxels are two lungs: its two largest pieces (on a grid of every second voxel) each hold
+    at least a fifth of it, side by side (their centres further apart left-right than a quarter of its width)."""
+    from scipy import ndimage as ndi
+
+    small = mask[::2, ::2, ::2]
+    lab, n = ndi.label(small)
+    if n < 2:
+        return False
+    sizes = np.bincount(lab.ravel())[1:]
+    a, b = np.argsort(sizes)[::-1][:2] + 1
+    if min(sizes[a - 1], sizes[b - 1]) < 0.2 * small.sum():
+        return False
+    xs = np.flatnonzero(small.any(axis=(0, 1)))
+    ca, cb = (ndi.center_of_mass(lab == k)[2] for k in (a, b))
+    return abs(ca - cb) > 0.25 * (xs[-1] - xs[0] + 1)
 
 
 def _read_lobe_files(folder: Path, orig: sitk.Image) -> np.ndarray:
@@ -580,7 +663,8 @@ def _dicom_seg_bytes(vol, res: dict[str, Any], segmenter, scan_id: str) -> bytes
 
     lungs_img = _orient_like(res["lungs"], res["orig"], vol.image)
     les_img = _orient_like(res["classes"], res["orig"], vol.image)
-    seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id)
+    edited = [k for k in USER_MASKS if any(f.startswith("MASKS_FROM_USER:") and k in f for f in res["flags"])]
+    seg_ds = build_seg(vol.files, lungs_img, les_img, segmenter.model_id, edited=edited)
     log.info("%s: seg.dcm carries the patient and study attributes of its source images (not "
              "pseudonymous)", scan_id)
     buf = io.BytesIO()
@@ -821,6 +905,11 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                            "there); give the outputs a folder of their own (one inside INPUT is fine: it is not read)",
                            out_dir)
     reader_levels_table(cfg)  # a reader's level table that cannot be used (READER_LEVELS_INVALID): refused at once
+    masks = cfg["segmentation"].get("masks_dir")
+    if masks and Path(masks).resolve() == Path(out_dir).resolve():
+        raise CTScoreError("OUTPUT_IS_INPUT", "--masks is the output folder: each run would write the masks it read "
+                           "over them (lesions made again from the HU, cut to the lungs) and score them again; "
+                           "copy the series folders to edit into a folder of their own and give that", masks)
     preflight(cfg, batch)  # the model, the device, the SLURM profile: a bad one leaves no OUT behind
     warn_unused_settings(cfg)
     out = Path(out_dir)
@@ -846,7 +935,7 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
             raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
-        reader_levels_warning(cfg, inventory.chosen)  # a row naming two series: READER_LEVELS_INVALID, nothing run
+        user_input_warnings(cfg, inventory.chosen)  # a level row naming two series: READER_LEVELS_INVALID
         lobar = cfg["scoring"]["lobar"]
         for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
                                           [c.series_uid for c in inventory.chosen]):
@@ -858,7 +947,24 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
         return summary
 
 
-def reader_levels_warning(cfg: dict[str, Any], chosen) -> list[str]:
+def user_input_warnings(cfg: dict[str, Any], chosen) -> list[str]:
+    """The start of a run's checks of the reader's level table and the edited masks against its series
+    (:func:`reader_levels_warning`, :func:`masks_dir_warnings`): warnings logged and returned; a level table row naming
+    two series refuses the run."""
+    folder = cfg["segmentation"].get("masks_dir")
+    if not folder and not cfg["landmarks"].get("reader_levels"):
+        return []
+    from pipeline.batch import tasks_for
+
+    tasks = tasks_for(chosen, cfg)
+    messages = reader_levels_warning(cfg, chosen, tasks)
+    for message in masks_dir_warnings(folder, tasks):
+        log.warning("%s", message)
+        messages.append(message)
+    return messages
+
+
+def reader_levels_warning(cfg: dict[str, Any], chosen, tasks=None) -> list[str]:
     """The reader's level table (``landmarks.reader_levels``) against the series of this run
     (:func:`pipeline.reader_levels.check_against_run`): a row whose two ids name different series refuses the run
     (READER_LEVELS_INVALID); the warnings (logged, and returned) name series on two rows and rows naming no series of
@@ -869,7 +975,7 @@ def reader_levels_warning(cfg: dict[str, Any], chosen) -> list[str]:
     table = reader_levels_table(cfg)
     if table is None:
         return []
-    messages = check_against_run(table, tasks_for(chosen, cfg))
+    messages = check_against_run(table, tasks if tasks is not None else tasks_for(chosen, cfg))
     for message in messages:
         log.warning("%s", message)
     return messages

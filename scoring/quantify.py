@@ -661,7 +661,7 @@ def load_lobe_map(path: str, reference: Any = None,
 LABEL_MAP_MAX_VOXELS = 1_000_000_000
 
 
-def check_label_map_header(path: str | Path, reference: Any = None) -> None:
+def check_label_map_header(path: str | Path, reference: Any = None, what: str = "lobe map") -> None:
     """Read a label file's header only and refuse, with ValueError naming the file, a size no lobe map of this CT
     has (more than 8 times ``reference``'s voxels, or :data:`LABEL_MAP_MAX_VOXELS`: read whole, a header of 4096 x
     4096 x 4096 would take gigabytes before any check), and a MetaImage header (``.mhd``) whose data file lies
@@ -679,11 +679,11 @@ def check_label_map_header(path: str | Path, reference: Any = None) -> None:
         if data and data.split()[0].lower() not in ("local", "list") and "%" not in data:
             target = (path.parent / data).resolve()
             if target.parent != path.parent.resolve():
-                raise ValueError(f"lobe map {path}: its ElementDataFile {data!r} lies outside the header's folder; "
+                raise ValueError(f"{what} {path}: its ElementDataFile {data!r} lies outside the header's folder; "
                                  "keep a MetaImage's data file beside its .mhd (or give a .mha/.nii.gz)")
     from pipeline.imageio import check_sitk_path
 
-    check_sitk_path(path, "lobe map")
+    check_sitk_path(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -695,8 +695,8 @@ def check_label_map_header(path: str | Path, reference: Any = None) -> None:
     if reference is not None:
         limit = min(limit, 8 * math.prod(reference.GetSize()))
     if voxels > limit:
-        raise ValueError(f"lobe map {path} declares {' x '.join(map(str, reader.GetSize()))} voxels ({voxels:,}), "
-                         f"more than a lobe map of this CT can hold ({limit:,}: 8 times the CT's voxels): not read")
+        raise ValueError(f"{what} {path} declares {' x '.join(map(str, reader.GetSize()))} voxels ({voxels:,}), "
+                         f"more than a {what} of this CT can hold ({limit:,}: 8 times the CT's voxels): not read")
 
 
 def read_label_map(path: str, reference: Any = None) -> np.ndarray:

@@ -47,6 +47,10 @@ def test_edited_masks_are_scored_and_unedited_ones_score_the_same(sample_run, tm
     assert "MASKS_FROM_USER:lungs+lesions" in result["qc_flags"]
     assert result["user_masks"] == {"lungs": "lungs.nii.gz", "lesions": "lesions.nii.gz"}
     assert result["landmarks"]["carina"]["method"] == "detected"
+    import pydicom
+
+    seg = pydicom.dcmread(out / scan_id / "seg.dcm")  # a reader's masks are no longer the algorithm's alone
+    assert {str(x.SegmentAlgorithmType) for x in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
     assert run_pipeline(SAMPLE, out, _cfg(tmp_path / "edited"))["n_run"] == 0  # unchanged: kept
 
     # the reader takes every lesion out of the right lung: that lung's lesion volume is 0, the left lung's as before
@@ -91,7 +95,7 @@ def test_masks_folder_by_series_uid_and_only_one_mask(tmp_path, sample_truth):
     assert find_user_masks(cfg, "scan-bbbb", "") == {}
 
 
-@pytest.mark.parametrize("problem", ["values", "grid", "unreadable"])
+@pytest.mark.parametrize("problem", ["values", "grid", "unreadable", "swapped", "one_label", "vector"])
 def test_a_mask_that_cannot_be_used_fails_the_series_by_name(sample_classical, tmp_path, problem):
     from pipeline.resample import to_lps
     from pipeline.run import analyse_volume
@@ -102,6 +106,20 @@ def test_a_mask_that_cannot_be_used_fails_the_series_by_name(sample_classical, t
     if problem == "unreadable":
         path.write_bytes(b"not an image")
         match = "lungs mask .* cannot be read"
+    elif problem in ("swapped", "one_label", "vector"):
+        arr = np.zeros(ref.GetSize()[::-1], np.uint8)
+        nx = arr.shape[2]
+        arr[10:60, 60:180, nx // 8:nx // 2 - 10] = 2 if problem == "swapped" else 1  # the image's left: the patient's right
+        arr[10:60, 60:180, nx // 2 + 10:7 * nx // 8] = 1 if problem != "vector" else 2
+        if problem == "vector":  # a segmentation of two layers, as a Slicer .seg.nrrd with overlapping segments
+            img = sitk.Compose(sitk.GetImageFromArray(arr), sitk.GetImageFromArray(arr))
+            match = "cannot be read: a 3-D image of 2 values per voxel"
+        else:
+            img = sitk.GetImageFromArray(arr)
+            match = ("labels swapped, or the mask mirrored" if problem == "swapped" else
+                     "labels both lungs 1: label the patient's right lung 1 and the left 2")
+        img.CopyInformation(ref)
+        sitk.WriteImage(img, str(path))
     else:
         arr = np.zeros(ref.GetSize()[::-1], np.uint8)
         arr[10:20, 40:60, 40:60] = 7 if problem == "values" else 1
@@ -112,10 +130,34 @@ def test_a_mask_that_cannot_be_used_fails_the_series_by_name(sample_classical, t
                                 ref.GetOrigin(), [2 * s for s in ref.GetSpacing()], ref.GetDirection())
         sitk.WriteImage(img, str(path))
         match = ("holds the values 7; a lungs mask holds 0, 1 \\(right lung\\), 2 \\(left lung\\)" if problem == "values"
-                 else "is not on this series' grid .*a mask of another series, or resampled")
+                 else "is not on this series. grid .*a mask of another series, resampled, or cropped")
     with pytest.raises(SeriesError, match=match) as err:
         analyse_volume(image, cfg, seg, user_masks={"lungs": path})
     assert err.value.code == "MASKS_INVALID" and str(path) in str(err.value)
+
+
+def test_masks_that_would_not_be_read_are_warned_about_and_out_is_refused(tmp_path, sample_truth):
+    from types import SimpleNamespace
+
+    from pipeline.errors import CTScoreError
+    from pipeline.run import masks_dir_warnings, run_pipeline
+
+    tasks = [SimpleNamespace(scan_id="scan-aaaa", series_uid="1.2.3")]
+    (tmp_path / "scan-aaab").mkdir()  # a mistyped scan_id
+    (tmp_path / "scan-aaaa").mkdir()
+    (tmp_path / "scan-aaaa" / "lungs.seg.nrrd").write_bytes(b"")
+    (tmp_path / "scan-aaaa" / "Lesions.nii.gz").write_bytes(b"")
+    (tmp_path / "scan-aaaa" / "qc.png").write_bytes(b"")
+    (tmp_path / "1.2.3").mkdir()
+    said = masks_dir_warnings(tmp_path, tasks)
+    assert "1 folder(s) name no series of this run (scan-aaab)" in said[0]
+    assert "2 image file(s) are not read (scan-aaaa/Lesions.nii.gz, scan-aaaa/lungs.seg.nrrd)" in said[1]
+    assert "a folder under their scan_id and one under their SeriesInstanceUID (scan-aaaa)" in said[2]
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(CTScoreError, match="--masks is the output folder") as err:
+        run_pipeline(SAMPLE, out, {"segmentation": {"method": "classical", "masks_dir": str(out)}})
+    assert err.value.code == "OUTPUT_IS_INPUT" and not list(out.iterdir())
 
 
 def test_the_masks_folder_is_no_setting_of_the_configuration(tmp_path, caplog):

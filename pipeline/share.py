@@ -100,7 +100,7 @@ RUN_KEYS = ("ctscore_version", "ctscore_versions", "source", "sources", "python"
 #: (``input_fingerprint``, ``input_id``, ``lobe_map_file``, keys of later versions) is left out.
 RESULT_KEYS = ("ctscore_version", "scan_id", "scores", "zones", "landmarks", "qc_flags", "segmenter", "environment",
                "config_sha256", "config", "timings_s", "pseudonym_salt_id", "hu_check", "orientation_check", "grid",
-               "image_sha256")
+               "image_sha256", "user_masks")  # user_masks: which edited mask files (names only) were scored
 
 _BUILTIN = "builtin"
 _SITE = "site"

@@ -64,7 +64,33 @@ def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None) 
     failures = _read_failures(out)
     run, run_problem = _read_run(out)
     return _compose(scans, failures, run, run_problem,
-                    _read_inventory(Path(inventory_from) if inventory_from is not None else out))
+                    _read_inventory(Path(inventory_from) if inventory_from is not None else out),
+                    moves=_reader_moves(out, scans))
+
+
+#: a scan id as ctscore makes them (a folder of OUT): a scans.csv row naming another path is not read
+_SAFE_ID = re.compile(r"^scan-[0-9a-f]{6,64}$")
+
+
+def _reader_moves(out: Path, scans) -> dict[str, list[float]]:
+    """How far readers moved ctscore's levels (level -> |reader - ctscore| mm, one per scan), from the result.json of
+    the scans flagged LANDMARK_BY_READER: SCORING.md counts landmark error in mm as a quality figure of its own, and
+    a reader's corrections measure it on the cohort itself. Levels ctscore did not have are left out."""
+    moves: dict[str, list[float]] = {}
+    if "qc_flags" not in scans.columns or "status" not in scans.columns:
+        return moves
+    for sid, status, flags in zip(scans["scan_id"], scans["status"], scans["qc_flags"]):
+        if str(status).strip() != "ok" or "LANDMARK_BY_READER" not in str(flags) or not _SAFE_ID.match(str(sid)):
+            continue
+        try:
+            result = json.loads((out / str(sid) / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for name, lm in (result.get("landmarks") or {}).items():
+            if isinstance(lm, dict) and lm.get("method") == "reader" and isinstance(lm.get("ctscore_z_mm"), (int, float)) \
+                    and isinstance(lm.get("z_mm"), (int, float)):
+                moves.setdefault(name, []).append(abs(float(lm["z_mm"]) - float(lm["ctscore_z_mm"])))
+    return moves
 
 
 def write_methods(out_dir: str | Path, output: str | Path | None = None) -> Path:
@@ -249,7 +275,8 @@ def _shipped_meta() -> dict[str, Any]:
 # The text
 
 
-def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=None) -> str:
+def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=None,
+             moves: Mapping[str, list[float]] | None = None) -> str:
     from pipeline import __version__
 
     ok = scans[scans["status"].str.strip() == "ok"]
@@ -312,7 +339,7 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
         _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg)
         + " " + _pipeline_text(cfg, segmenters),
         _segmenter_text(cfg, segmenters, shipped, evaluation),
-        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok),
+        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves),
     ]
     paragraphs = [p for p in paragraphs if p]
     bullets = _counts(ok, n_ok, n_failed, codes, inventory)
@@ -637,7 +664,7 @@ def _estimated_landmarks(ok, flag: str = "LANDMARK_ESTIMATED") -> tuple[int, Cou
     return n, per_name
 
 
-def _qc_text(ok) -> str:
+def _qc_text(ok, moves: Mapping[str, list[float]] | None = None) -> str:
     flagged = sum(1 for cell in _values(ok, "qc_flags") if cell)
     text = ("Each scan was checked by automated quality-control (QC) flags (coverage of the lung apices and bases, "
             "landmarks estimated rather than detected, HU calibration, contrast, noise, metal, among others) and "
@@ -655,7 +682,11 @@ def _qc_text(ok) -> str:
     if n_reader:
         text += (f" In {_plural(n_reader, 'scan')}, landmark levels were set by a reader instead of the automated "
                  f"detection ({_counted(names, False)}) [state who set them, and how: e.g. on the levels image, "
-                 "blinded to the scores], and the levels placed from them followed.")
+                 "blinded to the scores], and the levels placed from them followed"
+                 + (" (distance from the automated level: " + "; ".join(
+                     f"{name} {_g(round(d[0], 1))} mm" if len(d) == 1 else
+                     f"{name} median {_g(round(_median(sorted(d)), 1))}, largest {_g(round(max(d), 1))} mm "
+                     f"({len(d)} scans)" for name, d in sorted(moves.items())) + ")" if moves else "") + ".")
     return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 

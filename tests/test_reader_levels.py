@@ -186,8 +186,10 @@ def test_a_run_uses_the_readers_levels_and_scores_only_their_series_again(sample
     assert "LANDMARK_BY_READER:ipv" in summary["scans"]["qc_flags"][0]
     from pipeline.methods import methods_text
 
-    assert ("In 1 scan, landmark levels were set by a reader instead of the automated detection (ipv (1))"
-            in methods_text(out))
+    text = methods_text(out)
+    assert "In 1 scan, landmark levels were set by a reader instead of the automated detection (ipv (1))" in text
+    # how far the reader moved it: landmark error in mm, measured on the cohort itself (SCORING.md)
+    assert "the levels placed from them followed (distance from the automated level: ipv 13.9 mm)." in text
     zones = pd.read_csv(out / "zones.csv")
     before = pd.read_csv(sample_run / "zones.csv")
     lower = (zones["system"] == "six_zone") & (zones["unit"] == "lower")

@@ -241,6 +241,13 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     elif seg.lobes is not None and lobar_on:
         lobes_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lobes.astype(np.uint8), work), orig))
     hu_o = array_view(orig)  # read-only, no copy of the CT (it is kept in memory once)
+    if "lesions" in given:  # a reader's lesion painted beyond the lungs: not counted, and said (a review)
+        outside = int(np.count_nonzero(les_o & (lungs_o == 0)))
+        if outside:
+            ml = outside * float(np.prod(orig.GetSpacing())) / 1000.0
+            hu_check["user_lesion_outside_lung_ml"] = round(ml, 2)
+            log.warning("%.1f mL of the edited lesions mask lie outside the lungs: not counted (lesions are measured "
+                        "in the lungs; paint the lung there too if it is lung)", ml)
     les_o &= lungs_o > 0
     classes = classify_lesions(hu_o, les_o, cfg["hu_classes"])
     from pipeline.hu_checks import dependent_gradient_hu, low_attenuation_pct, metal_ml, slice_jump_ratio

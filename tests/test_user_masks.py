@@ -58,11 +58,16 @@ def test_edited_masks_are_scored_and_unedited_ones_score_the_same(sample_run, tm
     lesions = sitk.ReadImage(str(edited / "lesions.nii.gz"))
     arr = sitk.GetArrayFromImage(lesions)
     arr[sitk.GetArrayFromImage(lungs) == 1] = 0
+    arr[:3, :10, :10] = 1  # painted outside the lungs, in a corner of the field of view: not counted, said
     img = sitk.GetImageFromArray(arr)
     img.CopyInformation(lesions)
     sitk.WriteImage(img, str(edited / "lesions.nii.gz"))
     again = run_pipeline(SAMPLE, out, _cfg(tmp_path / "edited"))
     assert again["n_run"] == 1  # the edited file is an input of the series
+    assert any("mL of the edited lesions mask lie outside the lungs" in w for w in again["warnings"])
+    voxel_ml = float(np.prod(lesions.GetSpacing())) / 1000.0
+    assert json.loads((out / scan_id / "result.json").read_text())["hu_check"]["user_lesion_outside_lung_ml"] == \
+        round(300 * voxel_ml, 2)
     zones = pd.read_csv(out / "zones.csv")
     right = zones[(zones["system"] == "six_zone") & (zones["lung"] == "right")]
     assert (right["lesion_ml"] == 0).all() and (right["unit_score"] == 0).all()

@@ -474,7 +474,8 @@ def find_user_masks(cfg: dict[str, Any], scan_id: str, series_uid: str) -> dict[
     if not folder:
         return {}
     for key in (scan_id, series_uid):
-        d = Path(folder) / key if key else None
+        # a crafted UID ('../../x', '/x') would name a folder outside masks_dir: none is named after it
+        d = Path(folder) / key if key and Path(key).name == key and key not in (".", "..") else None
         if d is None or not d.is_dir():
             continue
         found = {}

@@ -98,6 +98,10 @@ def test_masks_folder_by_series_uid_and_only_one_mask(tmp_path, sample_truth):
     (tmp_path / "scan-aaaa" / "lungs.nrrd").write_bytes(b"")
     assert find_user_masks(cfg, "scan-aaaa", "1.2.3") == {"lungs": tmp_path / "scan-aaaa" / "lungs.nrrd"}
     assert find_user_masks(cfg, "scan-bbbb", "") == {}
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "lungs.nii.gz").write_bytes(b"")
+    assert find_user_masks(cfg, "scan-bbbb", f"../{outside.name}") == {}  # a crafted UID names no folder outside
 
 
 @pytest.mark.parametrize("problem", ["values", "grid", "unreadable", "swapped", "one_label", "vector"])

@@ -904,6 +904,9 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
         raise ValueError(f"levels a reader cannot set: {', '.join(unknown)} (only {', '.join(READER_LEVELS)})")
     if not given:
         return []
+    # ctscore's domes before any level is set: a reader's dome, or one dropped below, moves the IPV (a review found
+    # this read after the reader's levels were in, and a reader's domes left the IPV at ctscore's)
+    domes_before = tuple(None if landmarks.get(k) is None else landmarks[k].z_mm for k in ("dome_right", "dome_left"))
     for name, z in given.items():
         try:
             zf = float(z)
@@ -949,7 +952,6 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
             elif notch.method != "detected" and not at_top:
                 landmarks["suprasternal_notch"] = from_reader_carina(
                     "suprasternal_notch", "suprasternal_notch_from_carina_mm", "sternum not found", "low")
-    domes_before = (z_of("dome_right"), z_of("dome_left"))
     if given.keys() & {"carina", "bronchus_intermedius"}:
         upper = [z for z in (z_of("bronchus_intermedius"), zc) if z is not None]
         for k in ("dome_right", "dome_left"):

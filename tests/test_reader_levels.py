@@ -235,6 +235,18 @@ def test_a_reader_level_far_from_a_detected_one_is_flagged():
     assert reader_flags(lm) == ["LANDMARK_BY_READER:carina"]
 
 
+def test_a_readers_domes_move_the_ipv():
+    from scoring.landmarks import estimate_ipv
+
+    lm = _detected()
+    assert apply_reader_levels(lm, {"dome_right": -185.0, "dome_left": -186.0}) == []
+    assert lm["ipv"].z_mm == pytest.approx(estimate_ipv("ipv", 1.0, -185.5).z_mm)  # -87.0, not ctscore's -65
+    assert lm["ipv"].z_mm == pytest.approx(-87.03, abs=0.01)
+    lm = _detected()
+    apply_reader_levels(lm, {"dome_right": -150.0})  # one dome: the mean with ctscore's other
+    assert lm["ipv"].z_mm == pytest.approx(estimate_ipv("ipv", 1.0, (-150.0 - 127.3) / 2).z_mm)
+
+
 def test_a_dome_dropped_by_a_readers_bronchus_intermedius_moves_the_ipv():
     lm = _detected()
     assert apply_reader_levels(lm, {"bronchus_intermedius": -115.0}) == []

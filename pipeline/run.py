@@ -196,11 +196,11 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
                            airway=segment_airway(hu_w, spacing_w))
     else:
         seg = segmenter.segment(hu_w, spacing_w)
-    if "lungs" in given:
-        seg.lungs = to_work(given["lungs"])
-        seg.lobes = None  # the segmenter's lobes were of its own lungs
-    if "lesions" in given:
-        seg.lesions = to_work(given["lesions"]) > 0
+        if "lungs" in given:
+            seg.lungs = to_work(given["lungs"])
+            seg.lobes = None  # the segmenter's lobes were of its own lungs
+        if "lesions" in given:
+            seg.lesions = to_work(given["lesions"]) > 0
     timings["segment_s"] = time.perf_counter() - t
     voxel_ml_w = float(np.prod(spacing_w)) / 1000.0
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -49,11 +50,16 @@ OFFSET_LEVEL_ERRORS_MM = {"IPV": (3.0, 6.6), "aortic arch": (2.8, 7.1), "bronchu
 EVALUATION_JSON = Path(__file__).resolve().parents[1] / "segmentation" / "weights" / "evaluation.json"
 
 
-def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None) -> str:
+def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None,
+                 exclude: str | Path | Any = None) -> str:
     """The Markdown "Methods" text of the run in ``out_dir`` (what ``ctscore methods OUT -o -`` prints).
 
     ``inventory_from``: the folder whose ``inventory.csv`` gives the stacks found (default ``out_dir``; ``ctscore
     share`` names the original output folder, as it does not share that file: only its counts are stated).
+    ``exclude``: the scans excluded at QC review (``--exclude``, the list given to ``ctscore stats`` / ``validate``;
+    a CSV path or a DataFrame of it, :mod:`scoring.exclusions`): the text then says how many of the scored scans
+    were excluded, and why, in place of a bracketed request to say so (EXCLUSIONS_INVALID when a row names no scan
+    of the run).
 
     Read from ``scans.csv``, ``failures.csv`` and ``run.json`` of ``out_dir``, never from the current defaults; a
     missing ``run.json`` leaves the settings it holds unknown (said in the text). Raises CTScoreError:
@@ -63,9 +69,20 @@ def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None) 
     scans = _read_scans(out)
     failures = _read_failures(out)
     run, run_problem = _read_run(out)
+    excluded = None
+    if exclude is not None:
+        import pandas as pd
+
+        from scoring.exclusions import read_exclusions
+
+        if not isinstance(exclude, (str, os.PathLike, pd.DataFrame)):
+            raise CTScoreError("BAD_OPTION", f"exclude must be a path to the exclusion list (CSV), a DataFrame of "
+                               f"it, or None, not {type(exclude).__name__}")
+
+        excluded = read_exclusions(exclude, scans)
     return _compose(scans, failures, run, run_problem,
                     _read_inventory(Path(inventory_from) if inventory_from is not None else out),
-                    moves=_reader_moves(out, scans))
+                    moves=_reader_moves(out, scans), exclusions=excluded)
 
 
 #: a scan id as ctscore makes them (a folder of OUT): a scans.csv row naming another path is not read
@@ -93,12 +110,12 @@ def _reader_moves(out: Path, scans) -> dict[str, list[float]]:
     return moves
 
 
-def write_methods(out_dir: str | Path, output: str | Path | None = None) -> Path:
+def write_methods(out_dir: str | Path, output: str | Path | None = None, exclude: str | Path | Any = None) -> Path:
     """Write :func:`methods_text` to ``output`` (default ``OUT/METHODS.md``), all or nothing; returns the path.
     Raises as :func:`methods_text`, and CTScoreError ``OUTPUT_UNWRITABLE`` when the file cannot be written."""
     from pipeline.outputs import atomic_write_bytes
 
-    text = methods_text(out_dir)
+    text = methods_text(out_dir, exclude=exclude)
     path = Path(output) if output is not None else Path(out_dir) / METHODS_NAME
     if path.is_dir():
         raise CTScoreError("OUTPUT_UNWRITABLE", "is a folder: give the file to write (e.g. METHODS.md)", path)
@@ -276,7 +293,7 @@ def _shipped_meta() -> dict[str, Any]:
 
 
 def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=None,
-             moves: Mapping[str, list[float]] | None = None) -> str:
+             moves: Mapping[str, list[float]] | None = None, exclusions=None) -> str:
     from pipeline import __version__
 
     ok = scans[scans["status"].str.strip() == "ok"]
@@ -339,7 +356,7 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
         _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg)
         + " " + _pipeline_text(cfg, segmenters),
         _segmenter_text(cfg, segmenters, shipped, evaluation),
-        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves),
+        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves, exclusions),
     ]
     paragraphs = [p for p in paragraphs if p]
     bullets = _counts(ok, n_ok, n_failed, codes, inventory)
@@ -664,7 +681,7 @@ def _estimated_landmarks(ok, flag: str = "LANDMARK_ESTIMATED") -> tuple[int, Cou
     return n, per_name
 
 
-def _qc_text(ok, moves: Mapping[str, list[float]] | None = None) -> str:
+def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None) -> str:
     flagged = sum(1 for cell in _values(ok, "qc_flags") if cell)
     text = ("Each scan was checked by automated quality-control (QC) flags (coverage of the lung apices and bases, "
             "landmarks estimated rather than detected, HU calibration, contrast, noise, metal, among others) and "
@@ -687,6 +704,14 @@ def _qc_text(ok, moves: Mapping[str, list[float]] | None = None) -> str:
                      f"{name} {_g(round(d[0], 1))} mm" if len(d) == 1 else
                      f"{name} median {_g(round(_median(sorted(d)), 1))}, largest {_g(round(max(d), 1))} mm "
                      f"({len(d)} scans)" for name, d in sorted(moves.items())) + ")" if moves else "") + ".")
+    if exclusions is not None:
+        from scoring.exclusions import by_reason
+
+        hit = exclusions.scan_ids & set(ok["scan_id"])
+        return text + (" The segmentations and scores were reviewed with these QC images before analysis [state by "
+                       f"whom, blinded to what]; {_plural(len(hit), 'scored scan')} of {len(ok)} "
+                       f"{'was' if len(hit) == 1 else 'were'} excluded"
+                       + (f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else "") + ".")
     return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 

@@ -17,6 +17,7 @@ FLAG_PATTERNS = (re.compile(r'"([A-Z][A-Z0-9_]{4,})(?::|")'), re.compile(r'f"([A
 #: written into failures.csv (the series failed), not into qc_flags
 FAILURE_CODES = {"NO_LUNG_FOUND", "LOBES_UNREADABLE", "LOBES_EMPTY", "INTERNAL_ERROR", "OUTPUT_UNWRITABLE",
                  "OUTPUT_IS_INPUT", "READER_LEVELS_INVALID",  # refusals of the whole run (README, exit codes)
+                 "EXCLUSIONS_INVALID",  # a refused exclusion list of stats, validate, methods (README)
                  "UNREADABLE_FILE"}  # a loader code of inventory.csv (docs/dicom_input.md), named by run's warning
 #: error codes: the code of a CTScoreError (``CTScoreError("BAD_OPTION", ...)``, a subclass's
 #: ``super().__init__("BAD_CONFIG", ...)``, a reference problem's ``problems.add("REFERENCE_...", ...)``) or of a

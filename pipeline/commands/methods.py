@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("out", help="output folder of `ctscore run` (or of `ctscore aggregate`)")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
                    help="file to write (default OUT/METHODS.md); - prints the text on stdout")
+    p.add_argument("--exclude", metavar="REVIEW.csv", default=None,
+                   help="the scans excluded at QC review (the list given to `ctscore stats` / `validate`): the text "
+                        "says how many were excluded and why")
     add_log_args(p)
     p.set_defaults(func=main)
 
@@ -31,8 +34,8 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.methods import methods_text, write_methods
 
     if args.output == "-":
-        print(methods_text(args.out), end="")
+        print(methods_text(args.out, exclude=args.exclude), end="")
         return EXIT_OK
-    path = write_methods(args.out, args.output)
+    path = write_methods(args.out, args.output, exclude=args.exclude)
     print(f"Methods text written to {path}: check and edit it before use")
     return EXIT_OK

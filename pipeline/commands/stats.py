@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="zhang2020: after-treatment scan nearest this many days after the before scan (default 14)")
     p.add_argument("--normal-labs", default="",
                    help="zhang2020: comma-separated labs compared with ANOVA + LSD instead of Kruskal-Wallis")
+    p.add_argument("--exclude", metavar="REVIEW.csv", default=None,
+                   help="scans excluded at QC review: scan_id (or series_uid) and reason per row; left out of every "
+                        "analysis and counted by reason in data_summary (docs/clinical_schema.md)")
     p.add_argument("--min-n", type=int, default=3, help="fewest values per group for a test to run (default 3)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     studies = ["liao2021", "zhang2020", "li2020"] if args.study == "all" else [args.study]
     tables = run_stats(args.scores, args.clinical, args.labs, study=args.study, out_dir=args.output,
                        window_days=args.window_days, id_column=args.id_column, min_n=args.min_n,
+                       exclude=args.exclude,
                        **{s: opts[s] for s in studies if opts[s]})
     log.info("%d tables written to %s (summary.html)", len(tables), args.output)
     return EXIT_OK

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-confusion-categories", type=int, default=25, metavar="N",
                    help="largest scale (categories) given a confusion matrix, in confusion_matrices.csv and the "
                         "pictures (default 25)")
+    p.add_argument("--exclude", metavar="REVIEW.csv", default=None,
+                   help="scans excluded at QC review: scan_id (or series_uid) and reason per row; their reference rows "
+                        "are left out and counted by reason in data_summary (docs/reference_schema.md)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG pictures")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] or None
     tables = run_validation(args.pred, args.reference, args.output, systems=systems, min_n=args.min_n,
                             on_unmatched=args.on_unmatched, draw=not args.no_figures,
-                            max_confusion_categories=args.max_confusion_categories)
+                            max_confusion_categories=args.max_confusion_categories, exclude=args.exclude)
     side = tables["side_by_side"]
     if not side.empty and "within_readers_mae" in side:
         n_yes = int((side["within_readers_mae"] == "yes").sum())

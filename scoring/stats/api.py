@@ -213,6 +213,8 @@ def run_cohort(cohort: Cohort, study: str | list[str] | tuple[str, ...] = "all",
         figs = report.write_figures(figures, out)
         settings = {"studies": ", ".join(studies), "scan-lab window (days)": cohort.window_days,
                     **{f"{s} options": options_used(s, options[s]) for s in studies}}
+        if cohort.exclusions is not None:
+            settings["exclusion list"] = cohort.exclusions.setting()
         report.write_html(tables, figs, out, "ctscore statistics: " + ", ".join(studies), settings,
                           notes=report.table_notes(options), headings=report.study_titles(options))
         log.info("wrote %d tables and %d figures to %s", len(tables), len(figs), out)
@@ -220,7 +222,7 @@ def run_cohort(cohort: Cohort, study: str | list[str] | tuple[str, ...] = "all",
 
 
 #: The keyword arguments of :func:`run_stats` besides the per-study option dicts (named in its messages).
-_KEYWORDS = ("window_days", "id_column", "min_n")
+_KEYWORDS = ("window_days", "id_column", "min_n", "exclude")
 #: ``ctscore stats`` flags that set one study's option, as the message for a keyword run_stats lacks spells them.
 _STUDY_FLAGS = {"threshold": "--persistent-threshold", "persistent_threshold": "--persistent-threshold",
                 "followup_days": "--followup-days", "normal_labs": "--normal-labs"}
@@ -254,7 +256,7 @@ def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | 
               out_dir: str | Path | None = None, *, window_days: int = 1, id_column: str | None = None,
               min_n: int = compare.MIN_N, liao2021: dict[str, Any] | None = None,
               zhang2020: dict[str, Any] | None = None, li2020: dict[str, Any] | None = None,
-              **unknown: Any) -> dict[str, pd.DataFrame]:
+              exclude: str | Path | pd.DataFrame | None = None, **unknown: Any) -> dict[str, pd.DataFrame]:
     """Replay the source studies' analyses on a cohort; returns the tables by name (``ctscore stats``).
 
     ``scores_dir``: the pipeline's output folder (``scans.csv``, ``zones.csv``), a ``scans.csv`` path, or a DataFrame
@@ -271,6 +273,9 @@ def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | 
     Per-study options are dicts: ``liao2021={"threshold": 5}`` (``--persistent-threshold``),
     ``zhang2020={"followup_days": 14, "normal_labs": ["ldh"]}`` (``--followup-days``, ``--normal-labs``),
     ``li2020={"within_bin": "last"}``; a study's ``min_n`` there wins over ``min_n``.
+    ``exclude`` (``--exclude``): the scans excluded at QC review, a CSV path or a DataFrame of it (scan_id or
+    series_uid, reason; :mod:`scoring.exclusions`): left out of every analysis and counted by reason in
+    ``data_summary``; a row naming no scan of scans.csv refuses the run (EXCLUSIONS_INVALID).
     Any other keyword argument: BAD_OPTION naming the accepted ones.
     """
     if unknown:
@@ -283,11 +288,13 @@ def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | 
     check_input(scores_dir, "scores", "scores_dir")
     check_input(clinical_csv, "clinical", "clinical_csv")
     check_input(labs_csv, "labs", "labs_csv")
+    check_input(exclude, "exclude", "exclude")
     if out_dir is not None:
         from pipeline.outputs import check_analysis_output, check_output_dir
 
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; the folder is made once the
         # inputs are read (run_cohort)
         check_analysis_output(out_dir, "stats", [scores_dir] if isinstance(scores_dir, (str, Path)) else [])
-    cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column)
+    cohort = load_cohort(scores_dir, clinical_csv, labs_csv, window_days=window_days, id_column=id_column,
+                         exclude=exclude)
     return run_cohort(cohort, study=studies, out_dir=out_dir, options=options, min_n=min_n)

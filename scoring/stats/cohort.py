@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.errors import CTScoreError
 from pipeline.outputs import settings_note
+from scoring.exclusions import CODE, Exclusions, read_exclusions, summary_rows
 from scoring.stats import binning, schema
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,15 @@ class Cohort:
     window_days: int
     notes: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
+    #: the scans excluded at QC review (``--exclude``; :mod:`scoring.exclusions`), and their data_summary rows
+    exclusions: Exclusions | None = None
+    exclusion_rows: list[tuple[str, str]] = field(default_factory=list)
 
     def data_summary(self) -> pd.DataFrame:
         """Counts and notes about what was read, matched and left out."""
         rows = [("patients in clinical table", len(self.clinical)),
                 ("patients with scores", self.scans["patient_id"].nunique()),
+                *self.exclusion_rows,
                 ("scans (status ok, matched to a patient)", len(self.scans)),
                 ("scans with a days-since-onset", int(self.scans["days_since_onset"].notna().sum())),
                 ("lab dates (patient x day)", len(self.labs)),
@@ -318,7 +323,8 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
 #: What each input of :func:`load_cohort` / ``run_stats`` may be, for the message when it is something else.
 _INPUTS = {"scores": "the pipeline's output folder, its scans.csv, or a DataFrame of scans.csv",
            "clinical": "a path to clinical.csv or a DataFrame of it",
-           "labs": "a path to labs.csv, a DataFrame of it, or None"}
+           "labs": "a path to labs.csv, a DataFrame of it, or None",
+           "exclude": "a path to the exclusion list (CSV), a DataFrame of it, or None"}
 
 
 #: QC flags (scans.csv ``qc_flags``, the part before ``:``) of how a scan was made that move the HU-class measures
@@ -360,15 +366,40 @@ def conditions_note(scans: pd.DataFrame) -> str | None:
 def check_input(value: object, name: str, argument: str | None = None) -> None:
     """BAD_OPTION, before anything is read, when input ``name`` (scores, clinical, labs) is neither a path nor a
     pandas DataFrame (a list, a dict or a number otherwise failed deep inside with a TypeError)."""
-    if isinstance(value, (str, os.PathLike, pd.DataFrame)) or (value is None and name == "labs"):
+    if isinstance(value, (str, os.PathLike, pd.DataFrame)) or (value is None and name in ("labs", "exclude")):
         return
     raise CTScoreError("BAD_OPTION", f"{argument or name} must be {_INPUTS[name]}, not {type(value).__name__}")
 
 
+def _exclusion_notes(scans: pd.DataFrame, keep: pd.Series) -> list[str]:
+    """What an exclusion list did to the patients: those who lost their first scan (the next one takes its place
+    wherever an analysis uses the first, admission or before-treatment scan) and those who lost every scan."""
+    order = scans.assign(_keep=keep.to_numpy()).sort_values(["patient_id", "study_date", "series_time"],
+                                                            na_position="last", kind="stable")
+    per = order.groupby("patient_id", sort=False)["_keep"]
+    first_gone, any_kept = ~per.first(), per.any()
+    notes = []
+    n_first = int((first_gone & any_kept).sum())
+    if n_first:
+        notes.append(f"{n_first} patient(s) lost their first scan at QC review (--exclude): their next scan takes its "
+                     "place wherever an analysis uses the first (admission) or the before-treatment scan")
+    n_all = int((~any_kept).sum())
+    if n_all:
+        notes.append(f"{n_all} patient(s) had every scan excluded at QC review (--exclude): they count among the "
+                     "patients without a scored scan")
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
 def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd.DataFrame,
                 labs_csv: str | Path | pd.DataFrame | None = None, window_days: int = 1,
-                id_column: str | None = None) -> Cohort:
+                id_column: str | None = None, exclude: str | Path | pd.DataFrame | None = None) -> Cohort:
     """Read and validate the three inputs and join them (see :func:`build_cohort`).
+
+    ``exclude``: the scans excluded at QC review (``--exclude``; a CSV path or a DataFrame of it, read by
+    :func:`scoring.exclusions.read_exclusions` against every row of scans.csv): left out before anything is
+    joined, and counted by reason in ``data_summary``.
 
     Each input is a path or a pandas DataFrame of the file's table (as ``pd.read_csv`` gives it, or built in Python);
     a DataFrame is held to the same rules as the file (:func:`scoring.stats.schema.as_text`), its "line N" in a
@@ -377,6 +408,7 @@ def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd
     check_input(scores, "scores")
     check_input(clinical_csv, "clinical")
     check_input(labs_csv, "labs")
+    check_input(exclude, "exclude")
     if isinstance(scores, pd.DataFrame):
         scans, zones = schema.validate_scans(schema.as_text(scores, "BAD_SCORES")), None
     else:
@@ -389,4 +421,22 @@ def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd
         labs = schema.validate_labs(schema.as_text(labs_csv, "BAD_LAB_DATA"))
     else:  # unknown patients: counted by build_cohort
         labs = schema.read_labs(labs_csv)
-    return build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)
+    excluded, rows = None, []
+    if exclude is not None:
+        run_rows = pd.DataFrame(scans.attrs.get("run_rows", []), columns=["scan_id", "series_uid"])
+        excluded = read_exclusions(exclude, run_rows)
+        used = set(scans["scan_id"])
+        rows = summary_rows(excluded, used, "scored scans before exclusion (status ok, dated)",
+                            "failed in the run, or no study_date")
+        keep = ~scans["scan_id"].isin(excluded.scan_ids)
+        if not keep.any():
+            raise CTScoreError(CODE, f"the exclusion list leaves no scored scan to analyse (it excludes all "
+                               f"{len(scans)})", None if isinstance(exclude, pd.DataFrame) else exclude)
+        attrs = dict(scans.attrs)
+        attrs["notes"] = [*attrs.get("notes", []), *_exclusion_notes(scans, keep)]
+        scans = scans[keep].reset_index(drop=True)
+        scans.attrs.update(attrs)
+        log.info("exclusion list: %s", "; ".join(f"{k} {v}" for k, v in rows[1:]))
+    cohort = build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)
+    cohort.exclusions, cohort.exclusion_rows = excluded, rows
+    return cohort

@@ -611,6 +611,11 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     scans = _line_index(scans.copy())
     _require(scans, SCANS_REQUIRED, code, scans_path)
     scans["patient_id"] = scans["patient_id"].str.strip()
+    # every row, failed ones too: what an exclusion list is checked against (scoring.exclusions)
+    # (plain tuples: pandas compares and deep-copies attrs)
+    run_rows = list(zip(scans["scan_id"].astype(str).str.strip(),
+                        scans["series_uid"].astype(str).str.strip() if "series_uid" in scans.columns
+                        else [""] * len(scans)))
     if "status" in scans.columns:
         failed = scans["status"].str.strip().str.lower() != "ok"
         if failed.any():
@@ -659,6 +664,7 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
             raise _bad(code, scans_path, c, i + 2, scans[c][i], f"is outside 0-{hi}")
     scans = scans.reset_index(drop=True)
     scans.attrs["notes"] = notes  # build_cohort carries them into data_summary
+    scans.attrs["run_rows"] = run_rows
     return scans
 
 

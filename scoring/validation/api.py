@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.errors import CTScoreError
 from pipeline.outputs import check_analysis_output, check_output_dir, settings_note
+from scoring.exclusions import CODE, read_exclusions, summary_rows
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import (
     check_columns,
@@ -96,8 +97,8 @@ def _check_path(value: Any, argument: str, what: str) -> None:
                        "reference and ctscore's long-form predictions")
 
 
-def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str | Path | None = None,
-                   **options: Any) -> dict[str, pd.DataFrame]:
+def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str | Path | None = None, *,
+                   exclude: str | Path | pd.DataFrame | None = None, **options: Any) -> dict[str, pd.DataFrame]:
     """Compare ctscore's scores with the readers' reference; returns the tables by name.
 
     ``pred_dir``: a ``ctscore run`` output folder (``scans.csv``, ``zones.csv``) or a ``scans.csv``.
@@ -112,6 +113,11 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     True), ``max_confusion_categories`` (largest scale given a confusion matrix, in the CSV and the
     pictures; default 25).
 
+    ``exclude`` (``--exclude``): the scans excluded at QC review, a CSV path or a DataFrame of it (scan_id or
+    series_uid, reason; :mod:`scoring.exclusions`): their reference rows and scores are left out of every
+    comparison, and ``data_summary`` counts them by reason; a row naming no scan of the run refuses the run
+    (EXCLUSIONS_INVALID).
+
     Tables: ``data_summary``, ``ratings`` (one row per scan x system x unit, one column per rater),
     ``agreement`` (per system x unit x rater pair), ``side_by_side`` (readers vs ctscore, on the
     targets ctscore and every reader scored), ``confusion_matrices`` (long counts).
@@ -120,7 +126,12 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     _check_path(pred_dir, "pred_dir", "a ctscore run output folder or its scans.csv")
     _check_path(reference_csv, "reference_csv", "the reference CSV (docs/reference_schema.md)")
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
+    if exclude is not None and not isinstance(exclude, (str, os.PathLike, pd.DataFrame)):
+        raise CTScoreError("BAD_OPTION", f"exclude must be a path to the exclusion list (CSV), a DataFrame of it, "
+                           f"or None, not {type(exclude).__name__}")
     scans = load_scans(pred_dir)
+    run_scans = scans
+    excluded = read_exclusions(exclude, scans) if exclude is not None else None
     if out_dir is not None:
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
         check_analysis_output(out_dir, "validate", [pred_dir])
@@ -131,6 +142,19 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         if reference.empty:
             raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {systems}",
                                reference_csv)
+    exclusion_rows: list[tuple[str, Any]] = []
+    if excluded is not None:  # rows naming an excluded scan matched it above: left out here, and counted (a failed
+        # scan the readers scored counts too: it is in their agreement with each other)
+        exclusion_rows = summary_rows(excluded, set(reference["scan_id"]), "scans in the reference before exclusion",
+                                      "in no reference row")
+        gone = reference["scan_id"].isin(excluded.scan_ids)
+        exclusion_rows.append(("reference rows left out (scan excluded at QC review)", int(gone.sum())))
+        reference = reference[~gone].reset_index(drop=True)
+        if reference.empty:
+            raise CTScoreError(CODE, "every reference row names a scan excluded at QC review: nothing is left to "
+                               "compare", None if isinstance(exclude, pd.DataFrame) else exclude)
+        scans = scans[~scans["scan_id"].isin(excluded.scan_ids)].reset_index(drop=True)
+        log.info("exclusion list: %s", "; ".join(f"{k} {v}" for k, v in exclusion_rows[1:]))
     check_columns(pred_dir, scans, reference)  # PRED_SCHEMA: a column the reference's systems need
     predictions = load_predictions(pred_dir, scans, needed=[c for cols in needed_columns(reference) for c in cols])
     if out_dir is not None:  # every input read and checked: a failed run leaves no folder behind
@@ -143,7 +167,9 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     readers = sorted(reference["reader"].unique())
     wide = tables["ratings"]
     summary = [
-        ("pipeline scans (ok / all)", f"{int((scans['status'].fillna('ok').str.lower() == 'ok').sum())} / {len(scans)}"),
+        ("pipeline scans (ok / all)",
+         f"{int((run_scans['status'].fillna('ok').str.lower() == 'ok').sum())} / {len(run_scans)}"),
+        *exclusion_rows,
         ("reference rows", len(reference)),
         ("reference rows left out (no matching scan)", len(left_out)),
         ("readers", ", ".join(readers)),
@@ -161,7 +187,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     if "patient_id" in compared.columns:
         ids = compared["patient_id"].fillna("").astype(str).str.strip()
         n_patients = ids[ids != ""].nunique()
-        summary.insert(5, ("patients of those scans", n_patients))
+        at = [k for k, _ in summary].index("scans in the reference") + 1
+        summary.insert(at, ("patients of those scans", n_patients))
         repeated = ids[ids != ""].value_counts()
         repeated = repeated[repeated > 1]
         if len(repeated):
@@ -183,6 +210,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         settings = {"pred": str(pred_dir), "reference": str(reference_csv), "min_n": min_n,
                     "on_unmatched": on_unmatched, "systems": ", ".join(systems) if systems else "all",
                     "max_confusion_categories": opts["max_confusion_categories"]}
+        if excluded is not None:
+            settings["exclusion list"] = excluded.setting()
         report.write_html(tables, pngs, out, settings)
         log.info("wrote %d tables and %d pictures to %s", len(tables), len(pngs), out)
     return tables

@@ -1,0 +1,191 @@
+"""Scans excluded at QC review: ``--exclude REVIEW.csv`` of ``ctscore stats``, ``ctscore validate`` and
+``ctscore methods``.
+
+A researcher reviewing ``qc.png`` and ``levels.png`` before analysis decides that some scans cannot be used (a
+segmentation that missed a lung, heavy motion, the wrong phase). Those decisions go into one table, kept beside the
+run and given unchanged to every analysis, so that the statistics, the agreement with the readers and the Methods
+text all leave out the same scans and report how many were left out and why (the flow of a STROBE / CONSORT
+diagram)::
+
+    scan_id,reason,reviewer,note
+    scan-3f2a9c0d1e4b,segmentation failure,AB,left lung missed below the hilum
+    scan-77e01b2c9a5d,motion,AB,
+
+A row names its scan by ``scan_id`` (as ``scans.csv``, ``report.html`` and the ``<scan_id>/`` folders spell it)
+or ``series_uid`` (SeriesInstanceUID), or both (they must then name the same scan). ``reason`` is required on
+every row: the reports count the exclusions by reason, as written (spaces trimmed; case counts, so write each
+reason one way). ``reviewer``, ``note`` and ``comment`` are for the researcher's records and are not read; other
+columns are ignored with a warning. None of these free-text columns is copied into any output.
+
+Read strictly (``EXCLUSIONS_INVALID``, naming the file, the line and the column), because a scan meant to be
+excluded that stays in would silently change the results: a row naming no scan of the run (a typo, another run's
+ids: a different pseudonym salt gives different scan ids), a scan named twice, a row whose two ids name different
+scans, an empty reason. A scan that failed in the run (or that ``stats`` leaves out for another reason) may be
+listed: it is counted as excluded at review only if the analysis would otherwise have used it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import CTScoreError
+
+log = logging.getLogger(__name__)
+
+#: The error code of an exclusion list that cannot be used (the analysis is refused before anything is written).
+CODE = "EXCLUSIONS_INVALID"
+ID_COLUMNS = ("scan_id", "series_uid")
+#: Columns kept for the researcher's records, not read and not copied into outputs.
+FREE_TEXT_COLUMNS = ("reviewer", "note", "comment")
+REASON = "reason"
+
+
+@dataclass
+class Exclusions:
+    """An exclusion list read against a run's scans: the reason of each excluded scan (by scan_id), the list's
+    file (or ``"a DataFrame"``) and its SHA-256 (of the file's bytes; of the table's CSV text for a DataFrame)."""
+
+    source: str
+    sha256: str
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scan_ids(self) -> set[str]:
+        return set(self.reasons)
+
+    def counts(self, scan_ids: set[str] | None = None) -> Counter:
+        """Excluded scans per reason (of ``scan_ids`` only, when given), most frequent first."""
+        return Counter(r for s, r in self.reasons.items() if scan_ids is None or s in scan_ids)
+
+    def setting(self) -> str:
+        """The list as the reports name it: its file name (not its folder, which may name a patient or a site),
+        its hash and its size."""
+        return f"{Path(self.source).name} (sha256 {self.sha256[:12]}, {len(self.reasons)} scan(s))"
+
+
+def by_reason(counts: Counter) -> str:
+    """'motion: 2; segmentation failure: 1' (most frequent first, then alphabetical)."""
+    return "; ".join(f"{r}: {n}" for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
+    """The table as text with row label + 2 = file line, its name for messages, its SHA-256."""
+    from scoring.csv_input import read_csv_table
+
+    if isinstance(source, pd.DataFrame):
+        table = source.copy()
+        table.columns = [str(c).strip() for c in table.columns]
+        table = table.astype(object).where(table.notna(), "").astype(str).reset_index(drop=True)
+        digest = hashlib.sha256(table.to_csv(index=False).encode("utf-8")).hexdigest()
+        blank = table.apply(lambda col: col.str.strip() == "").all(axis=1)  # a spreadsheet's ",,," rows, as the
+        return table[~blank], "a DataFrame", digest                      # file reader drops them
+    path = Path(source)
+    if not path.is_file():
+        raise CTScoreError("INPUT_NOT_FOUND", "exclusion list (--exclude) not found"
+                           + (": it is a folder, give the CSV file" if path.is_dir() else ""), path)
+    table = read_csv_table(path, CODE, "exclusion list")
+    return table, str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _where(line: int, column: str, value: str) -> str:
+    return f"line {line}, column '{column}': value {value!r}"
+
+
+def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> Exclusions:
+    """Read an exclusion list and check it against ``scans`` (a run's ``scans.csv``, every row whatever its status:
+    columns ``scan_id`` and, for rows naming a series, ``series_uid``). Returns the reason of each scan it excludes.
+
+    ``source``: a CSV path or a DataFrame of the same table (its "line N" in a message is row label N - 2).
+    Problems raise ``EXCLUSIONS_INVALID`` naming the file and the line (module docstring)."""
+    table, name, digest = _read(source)
+    path = None if isinstance(source, pd.DataFrame) else source
+
+    def bad(message: str) -> CTScoreError:
+        return CTScoreError(CODE, message, path)
+
+    cols = list(table.columns)
+    ids = [c for c in ID_COLUMNS if c in cols]
+    if not ids or REASON not in cols:
+        lacking = ([f"an id column ({' or '.join(ID_COLUMNS)})"] if not ids else []) + \
+                  ([f"'{REASON}'"] if REASON not in cols else [])
+        near = [f"{c!r} looks like {hit!r}" for c in cols
+                for hit in difflib.get_close_matches(c.lower(), [*ID_COLUMNS, REASON], n=1, cutoff=0.75)
+                if c != hit]
+        raise bad(f"the exclusion list lacks {' and '.join(lacking)}" + (f" ({'; '.join(near)})" if near else "")
+                  + f"; its columns: {', '.join(map(repr, cols)) or 'none'}. Expected: scan_id (or series_uid), "
+                  "reason, and optionally reviewer, note, comment")
+    other = [c for c in cols if c not in (*ID_COLUMNS, REASON, *FREE_TEXT_COLUMNS)]
+    if other:
+        log.warning("exclusion list %s: column(s) %s not read (only %s are; reviewer, note and comment are kept for "
+                    "your records); none is copied into the outputs", name, ", ".join(map(repr, other)),
+                    ", ".join((*ID_COLUMNS, REASON)))
+    run_ids = scans["scan_id"].astype(str).str.strip()
+    by_uid: dict[str, list[str]] = {}  # a series scored as several stacks (--all-series) has several scan ids
+    if "series_uid" in scans.columns:
+        uids = scans["series_uid"].fillna("").astype(str).str.strip()
+        for uid, sid in zip(uids, run_ids):
+            if uid and sid not in by_uid.setdefault(uid, []):
+                by_uid[uid].append(sid)
+    known = set(run_ids)
+    lower = {k.lower(): k for k in known}
+    reasons: dict[str, str] = {}
+    line_of: dict[str, int] = {}
+    for label, row in table.iterrows():
+        line = int(label) + 2
+        sid = str(row.get("scan_id", "")).strip()
+        uid = str(row.get("series_uid", "")).strip()
+        reason = " ".join(str(row[REASON]).split())
+        if not sid and not uid:
+            raise bad(f"line {line}: no scan named (scan_id{' or series_uid' if 'series_uid' in cols else ''} is "
+                      "empty)")
+        if sid and sid not in known:
+            close = [lower[sid.lower()]] if sid.lower() in lower else \
+                difflib.get_close_matches(sid, sorted(known), n=1, cutoff=0.8)
+            raise bad(_where(line, "scan_id", sid) + " is no scan of this run's scans.csv"
+                      + (f" (did you mean {close[0]!r}?)" if close else
+                         " (scan ids are salted: another run, or another pseudonym salt, gives other ids)"))
+        if uid:
+            if uid not in by_uid:
+                raise bad(_where(line, "series_uid", uid) + " is the SeriesInstanceUID of no scan of this run's "
+                          "scans.csv")
+            stacks = by_uid[uid]
+            if sid and sid not in stacks:
+                raise bad(f"line {line}: scan_id {sid!r} and series_uid {uid!r} name two different scans (the UID "
+                          f"is scan {stacks[0]!r}): which one is excluded?")
+            if not sid and len(stacks) > 1:
+                raise bad(_where(line, "series_uid", uid) + f" names a series scored as {len(stacks)} stacks "
+                          f"({', '.join(stacks)}: --all-series): name each stack to exclude by its scan_id")
+            sid = sid or stacks[0]
+        if not reason:
+            raise bad(_where(line, REASON, str(row[REASON])) + " is empty: give every exclusion its reason (the "
+                      "reports count the exclusions by reason)")
+        if sid in reasons:
+            raise bad(f"line {line}: scan {sid!r} is excluded twice (also line {line_of[sid]}); one row per scan")
+        reasons[sid] = reason
+        line_of[sid] = line
+    if not reasons:
+        raise bad("the exclusion list names no scan (only a header, or empty rows): give it one row per excluded "
+                  "scan, or leave --exclude out")
+    return Exclusions(source=name, sha256=digest, reasons=reasons)
+
+
+def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed_elsewhere: str
+                 ) -> list[tuple[str, str]]:
+    """The rows a ``data_summary`` gives an exclusion list: the list, the scans the analysis would have used
+    without it (``used``: their scan ids; ``used_label``: what they are), those of them it excluded, by reason, and
+    the listed scans that were not in the analysis anyway (``listed_elsewhere``: why, e.g. "failed in the run")."""
+    hit = exclusions.scan_ids & used
+    rows = [("exclusion list (--exclude)", exclusions.setting()),
+            (used_label, str(len(used))),
+            ("scans excluded at QC review", f"{len(hit)}" + (f" ({by_reason(exclusions.counts(hit))})" if hit else ""))]
+    rest = len(exclusions.reasons) - len(hit)
+    if rest:
+        rows.append(("listed for exclusion but not in the analysis anyway", f"{rest} ({listed_elsewhere})"))
+    return rows

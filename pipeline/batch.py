@@ -419,6 +419,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
         res = state["result"]
         return {"scan_id": state["scan_id"], "series_uid": state["series_uid"], "status": "ok",
                 "row": res.get("scores", {}), "zones": res.get("zones", []), "timings": res.get("timings_s", {}),
+                "landmarks": res.get("landmarks") or {},
                 "config_sha256": state["config_sha256"],
                 "segmenter": res.get("segmenter", {}), "ctscore_version": res.get("ctscore_version", ""),
                 "config": res.get("config"), "input_id": state.get("input_id", ""),

@@ -1,10 +1,10 @@
 """The data dictionary (codebook) of the run tables: ``OUT/data_dictionary.csv``.
 
-One row per column of ``scans.csv``, ``zones.csv`` and ``failures.csv`` (and their Parquet twins), in the
-tables' column order (:data:`pipeline.outputs.SCAN_COLUMNS`, :data:`~pipeline.outputs.ZONE_COLUMNS`,
-:data:`~pipeline.outputs.FAILURE_COLUMNS`), for whoever imports the tables into R, SPSS, Stata or REDCap:
+One row per column of ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``landmarks.csv`` (and their Parquet
+twins), in the tables' column order (:data:`pipeline.outputs.SCAN_COLUMNS`, :data:`~pipeline.outputs.ZONE_COLUMNS`,
+:data:`~pipeline.outputs.FAILURE_COLUMNS`, :data:`~pipeline.outputs.LANDMARK_COLUMNS`), for whoever imports the tables into R, SPSS, Stata or REDCap:
 
-- ``table``: scans, zones or failures;
+- ``table``: scans, zones, failures or landmarks;
 - ``column``: the column's name;
 - ``type``: text | integer | number | boolean, as the Parquet twin stores it (:func:`pipeline.outputs.table_dtypes`:
   string, nullable Int64, float64, nullable boolean);
@@ -15,7 +15,8 @@ tables' column order (:data:`pipeline.outputs.SCAN_COLUMNS`, :data:`~pipeline.ou
 
 Keys (:data:`TABLE_KEYS`): ``scans.csv`` has one row per ``scan_id`` (one per series, scored or failed);
 ``zones.csv`` one row per (``scan_id``, ``system``, ``lung``, ``unit``), for the scored series only;
-``failures.csv`` one row per ``scan_id`` of a failed series (``status`` failed in scans.csv).
+``failures.csv`` one row per ``scan_id`` of a failed series (``status`` failed in scans.csv); ``landmarks.csv`` one
+row per (``scan_id``, ``landmark``), for the scored series only.
 
 Text columns (ids, dates, times, UIDs) are to be imported as text: read as numbers, ``study_date`` becomes
 20200315 and a PatientID loses its leading zeros. In the CSVs an empty cell is a missing value; a text column
@@ -29,7 +30,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.outputs import FAILURE_COLUMNS, SCAN_COLUMNS, ZONE_COLUMNS, atomic_write_bytes, table_dtypes
+from pipeline.outputs import (
+    FAILURE_COLUMNS,
+    LANDMARK_COLUMNS,
+    SCAN_COLUMNS,
+    ZONE_COLUMNS,
+    atomic_write_bytes,
+    table_dtypes,
+)
 from scoring.zones import SIX_ZONE_UNITS, ZHANG_LEVELS
 from segmentation.base import LOBES
 
@@ -38,7 +46,8 @@ log = logging.getLogger(__name__)
 #: the columns of data_dictionary.csv
 DICTIONARY_COLUMNS = ["table", "column", "type", "unit", "allowed", "missing", "description"]
 #: the columns that identify a row of each table
-TABLE_KEYS = {"scans": ("scan_id",), "zones": ("scan_id", "system", "lung", "unit"), "failures": ("scan_id",)}
+TABLE_KEYS = {"scans": ("scan_id",), "zones": ("scan_id", "system", "lung", "unit"), "failures": ("scan_id",),
+              "landmarks": ("scan_id", "landmark")}
 #: pandas dtype of a table column (:func:`pipeline.outputs.table_dtypes`) -> the dictionary's ``type``
 TYPE_OF_DTYPE = {"string": "text", "Int64": "integer", "float64": "number", "boolean": "boolean"}
 FILE_NAME = "data_dictionary.csv"
@@ -352,16 +361,51 @@ _FAILURES: dict[str, tuple[str, str, str, str, str]] = {
         "concerns. May name the patient: not for sharing outside the institution."),
 }
 
-_DOCS = {"scans": (_SCANS, SCAN_COLUMNS), "zones": (_ZONES, ZONE_COLUMNS), "failures": (_FAILURES, FAILURE_COLUMNS)}
+_LANDMARKS: dict[str, tuple[str, str, str, str, str]] = {
+    "scan_id": (
+        "text", "", "a scan_id of scans.csv with status ok", "never empty",
+        "The series (scans.csv scan_id). Key of landmarks.csv: (scan_id, landmark); failed series have no rows."),
+    "landmark": (
+        "text", "", "apex_right | apex_left | base_right | base_left | dome_right | dome_left | carina | "
+                    "rul_takeoff | bronchus_intermedius | suprasternal_notch | aortic_arch | ipv_right | ipv_left | ipv",
+        "never empty",
+        "The level (docs/scoring.md): the six-zone split uses the carina and the inferior pulmonary veins (ipv), the "
+        "zhang900 slabs L1-L5 the suprasternal notch, aortic arch, carina, bronchus intermedius and domes."),
+    "z_mm": (
+        "number", "mm", "patient z (ImagePositionPatient, + towards the head)",
+        "the level could not be found or estimated (method missing)",
+        "Where the level lies, in the scanner's patient coordinates (the z that levels.png and qc.png show; "
+        "differences between levels of one scan are distances in mm), rounded to 0.01 mm."),
+    "method": (
+        "text", "", "detected | estimated | missing | reader", "never empty",
+        "How the level was placed: detected on the image, estimated from other levels (reference offsets: "
+        "docs/scoring.md), missing, or set by a reader (ctscore run --landmarks)."),
+    "confidence": (
+        "text", "", "high | medium | low", "never empty",
+        "How sure the placement is (a reader's level: high)."),
+    "ctscore_z_mm": (
+        "number", "mm", "patient z", "the level is not a reader's, or ctscore had none",
+        "For a level set by a reader: ctscore's own z before it was replaced (reader minus this is the correction, "
+        "a measure of ctscore's landmark error on the cohort)."),
+    "ctscore_method": (
+        "text", "", "detected | estimated | missing", "the level is not a reader's",
+        "For a level set by a reader: how ctscore had placed it."),
+    "note": (
+        "text", "", "free text written by ctscore", "no note",
+        "How the level was found or estimated, in a phrase."),
+}
+
+_DOCS = {"scans": (_SCANS, SCAN_COLUMNS), "zones": (_ZONES, ZONE_COLUMNS), "failures": (_FAILURES, FAILURE_COLUMNS),
+         "landmarks": (_LANDMARKS, LANDMARK_COLUMNS)}
 
 
 def documented_columns(table: str) -> list[str]:
-    """The columns this module documents for ``table`` (scans, zones, failures), in its order."""
+    """The columns this module documents for ``table`` (scans, zones, failures, landmarks), in its order."""
     return list(_DOCS[table][0])
 
 
 def dictionary_frame() -> pd.DataFrame:
-    """The data dictionary: one row per column of scans, zones and failures, in the tables' column order, with
+    """The data dictionary: one row per column of scans, zones, failures and landmarks, in the tables' column order, with
     :data:`DICTIONARY_COLUMNS`. A column of a table that this module does not describe (yet) still gets a row, with
     its type from :func:`pipeline.outputs.table_dtypes` and a description saying so."""
     rows = []

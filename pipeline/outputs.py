@@ -53,6 +53,9 @@ SCAN_COLUMNS = [
 #: (:func:`settings_note`). ``pseudonym_salt_id`` (:func:`salt_id`) says which salt made the row's patient_id: rows of
 #: different salts give one patient different ids.
 SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id")
+#: ``landmarks.csv``: one row per scan x landmark level (result.json's ``landmarks``): the z of each level, how it
+#: was found (detected | estimated | missing | reader), with the reader's levels ctscore's own z and method beside
+LANDMARK_COLUMNS = ["scan_id", "landmark", "z_mm", "method", "confidence", "ctscore_z_mm", "ctscore_method", "note"]
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score", "near_edge"]
@@ -221,7 +224,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path",
-         "near_edge"}
+         "near_edge", "landmark", "method", "confidence", "ctscore_method", "note"}
 _BOOL = {"apex_covered", "base_covered"}
 #: text columns where an empty value is a missing one (null in the Parquet files and the API's frames, like the
 #: numbers): two scans without a PatientID were one patient "" to ``groupby`` there, while the CSV read them as NA.

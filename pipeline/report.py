@@ -40,7 +40,7 @@ MISSING = "\u2014"
 #: Only patient ids of this form (made by :func:`pipeline.outputs.pseudonym`) are shown.
 PSEUDONYM_RE = re.compile(r"^pt-[0-9a-f]{6,64}$")
 #: Run files linked from the page head, when present.
-RUN_FILES = ("scans.csv", "zones.csv", "failures.csv", "inventory.csv", "run.json")
+RUN_FILES = ("scans.csv", "zones.csv", "landmarks.csv", "failures.csv", "inventory.csv", "run.json")
 #: Per-series files linked from a row, when present.
 SERIES_FILES = ("result.json", "qc.png", "levels.png", "seg.dcm", "lungs.nii.gz", "lesions.nii.gz")
 

@@ -37,6 +37,7 @@ from pipeline.imageio import array_view, write_nifti
 from pipeline.outputs import (
     DEFAULT_SALT,
     FAILURE_COLUMNS,
+    LANDMARK_COLUMNS,
     SCAN_COLUMNS,
     ZONE_COLUMNS,
     SeriesFolder,
@@ -1052,6 +1053,21 @@ def _failed_kept(out: Path, summary: dict[str, Any], before: dict[str, tuple[int
     return kept
 
 
+def landmark_rows(scan_id: str, landmarks: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``landmarks.csv`` for one scan, from its result.json ``landmarks`` (name -> Landmark.to_dict()),
+    in the result's order."""
+    rows = []
+    for name, lm in landmarks.items():
+        if isinstance(lm, dict):
+            row = {"scan_id": scan_id, "landmark": str(lm.get("name") or name),
+                   **{c: lm.get(c) for c in LANDMARK_COLUMNS[2:]}}
+            for c in ("z_mm", "ctscore_z_mm"):  # 0.01 mm: the levels are placed on a grid of 0.5 mm or more
+                if isinstance(row[c], (int, float)):
+                    row[c] = round(float(row[c]), 2)
+            rows.append(row)
+    return rows
+
+
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
                      seconds: float, input_path: str = "", provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """scans.csv, zones.csv, failures.csv and run.json from per-series statuses.
@@ -1073,7 +1089,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
                       ) -> dict[str, Any]:
     if not isinstance(segmenter, dict):
         segmenter = {"name": segmenter.name, "model_id": segmenter.model_id}
-    rows, zones, failures = [], [], []
+    rows, zones, failures, levels = [], [], [], []
     for st in statuses:
         if st["status"] == "ok":  # the settings that made it, from its result.json: a merged table shows a mix
             rows.append({**st["row"], "ctscore_version": st.get("ctscore_version", ""),
@@ -1082,6 +1098,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
                          "device": device_text((st.get("segmenter") or {}).get("device", "")),
                          "pseudonym_salt_id": st.get("pseudonym_salt_id", "")})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
+            levels.extend(landmark_rows(st["scan_id"], st.get("landmarks") or {}))
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),
                          "study_date": st.get("study_date", ""), "series_uid": st.get("series_uid", ""),
@@ -1090,6 +1107,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     scans_df = atomic_write_table(out_dir / "scans.csv", rows, SCAN_COLUMNS)
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
     failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
+    atomic_write_table(out_dir / "landmarks.csv", levels, LANDMARK_COLUMNS)
     write_data_dictionary(out_dir)  # the codebook of the three tables, beside them
     from pipeline.batch import scan_sources
 

@@ -7,7 +7,7 @@ descriptions as written, logs whatever they logged, and ``report.html`` links fi
 :func:`share_outputs`
 copies into a new folder only what is meant to be shared:
 
-- ``scans.csv`` / ``zones.csv`` and their Parquet twins, as they are;
+- ``scans.csv`` / ``zones.csv`` / ``landmarks.csv`` and their Parquet twins, as they are;
 - ``data_dictionary.csv``, without the rows of the failure columns left out below;
 - ``failures.csv`` / ``.parquet`` rewritten with ``scan_id`` and ``code`` only (a failure's ``message`` and ``path``
   name input files and folders);
@@ -60,7 +60,7 @@ MANIFEST_NAME = "SHARED.txt"
 #: Written in place of a value that names the input's location.
 REDACTED = "<redacted by ctscore share>"
 #: Run tables copied as they are.
-TABLES = ("scans.csv", "scans.parquet", "zones.csv", "zones.parquet")
+TABLES = ("scans.csv", "scans.parquet", "zones.csv", "zones.parquet", "landmarks.csv", "landmarks.parquet")
 #: Per-series files copied as they are (result.json is redacted; seg.dcm only when asked for).
 SERIES_FILES = ("lungs.nii.gz", "lesions.nii.gz", "qc.png", "thumb.png", "levels.png")
 #: The columns of failures.csv that are shared: the message and the path name input files and folders.

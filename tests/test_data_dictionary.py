@@ -17,10 +17,10 @@ from pipeline.data_dictionary import (
     documented_columns,
     write_data_dictionary,
 )
-from pipeline.outputs import FAILURE_COLUMNS, SCAN_COLUMNS, ZONE_COLUMNS, table_dtypes
+from pipeline.outputs import FAILURE_COLUMNS, LANDMARK_COLUMNS, SCAN_COLUMNS, ZONE_COLUMNS, table_dtypes
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"scans": SCAN_COLUMNS, "zones": ZONE_COLUMNS, "failures": FAILURE_COLUMNS}
+TABLES = {"scans": SCAN_COLUMNS, "zones": ZONE_COLUMNS, "failures": FAILURE_COLUMNS, "landmarks": LANDMARK_COLUMNS}
 TYPES = {"text", "integer", "number", "boolean"}
 UNITS = {"", "mL", "%", "HU", "mm", "score points"}
 CATEGORICAL = {"scans": ("status", "mosmed_category"), "zones": ("system", "lung", "unit", "status")}
@@ -119,7 +119,7 @@ def test_lobar_units_and_scores_documented():
 
 
 def test_keys_unique_in_a_real_run(run_out):
-    for table in ("scans", "zones"):
+    for table in ("scans", "zones", "landmarks"):
         data = pd.read_parquet(run_out / f"{table}.parquet")
         assert not data.duplicated(list(TABLE_KEYS[table])).any(), table
     for table, key in TABLE_KEYS.items():

@@ -184,6 +184,10 @@ def test_a_run_uses_the_readers_levels_and_scores_only_their_series_again(sample
     assert result["landmarks"]["ipv_right"]["z_mm"] is None  # the sides' estimates would contradict the reader
     assert "LANDMARK_BY_READER:ipv" in result["qc_flags"]
     assert "LANDMARK_BY_READER:ipv" in summary["scans"]["qc_flags"][0]
+    table = pd.read_parquet(out / "landmarks.parquet").set_index("landmark")  # the run's table
+    assert (table.loc["ipv", "z_mm"], table.loc["ipv", "method"], table.loc["ipv", "ctscore_z_mm"],
+            table.loc["ipv", "ctscore_method"]) == (-79.2, "reader", -65.27, "estimated")
+    assert pd.isna(table.loc["carina", "ctscore_z_mm"]) and table.loc["ipv_right", "method"] == "missing"
     from pipeline.methods import methods_text
 
     text = methods_text(out)

@@ -360,6 +360,13 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
     ]
     paragraphs = [p for p in paragraphs if p]
     bullets = _counts(ok, n_ok, n_failed, codes, inventory)
+    if exclusions is not None:  # the counts above are of the run; the analyses left these out
+        from scoring.exclusions import by_reason
+
+        hit = exclusions.scan_ids & set(ok["scan_id"])
+        bullets.append(f"- Scans excluded at QC review: {len(hit)} of {n_ok} scored"
+                       + (f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else "")
+                       + "; the counts above include them")
     lines = ["## Methods", ""]
     for p in paragraphs:
         lines += [p, ""]

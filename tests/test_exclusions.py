@@ -236,6 +236,7 @@ def test_methods_text_says_how_many_scans_were_excluded_and_why(sample_run, tmp_
     text = methods_text(out, exclude=review)
     assert "which scans were excluded]" not in text
     assert "1 scored scan of 2 was excluded (motion\\_artefact: 1)." in text  # Markdown-escaped reason
+    assert "- Scans excluded at QC review: 1 of 2 scored (motion\\_artefact: 1); the counts above include them\n" in text
     assert main(["methods", str(out), "-o", "-", "--exclude", str(review)]) == 0
     assert capsys.readouterr().out == text
     with pytest.raises(CTScoreError) as err:

@@ -139,10 +139,13 @@ def test_stats_say_which_patients_lost_their_first_or_every_scan(cohort, tmp_pat
     alone = list(ok.loc[ok["patient_id"].isin(lone[:1]), "scan_id"]) if len(lone) else \
         list(ok.loc[ok["patient_id"] == per.size().index[-1], "scan_id"])
     review = pd.DataFrame({"scan_id": firsts + alone, "reason": "wrong phase"})
-    notes = [v for k, v in zip(*run_stats(cohort["scores"], cohort["clinical"], study="li2020",
-                                          exclude=review)["data_summary"].to_numpy().T) if k == "note"]
+    tables = run_stats(cohort["scores"], cohort["clinical"], study="liao2021", exclude=review)
+    notes = [v for k, v in tables["data_summary"].to_numpy() if k == "note"]
     assert any(n.startswith("3 patient(s) lost their first scan at QC review") for n in notes), notes
     assert any(n.startswith("1 patient(s) had every scan excluded at QC review") for n in notes), notes
+    assert not any("have no scored scan" in n for n in notes), notes  # scored, then excluded: said once, as such
+    groups = tables["liao2021_lesion_groups"]
+    assert list(groups["reason"]).count("every scan excluded at QC review") == 1
 
 
 def test_stats_refuse_a_bad_list_before_writing(cohort, tmp_path, capsys):

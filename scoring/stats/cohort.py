@@ -39,6 +39,8 @@ class Cohort:
     #: the scans excluded at QC review (``--exclude``; :mod:`scoring.exclusions`), and their data_summary rows
     exclusions: Exclusions | None = None
     exclusion_rows: list[tuple[str, str]] = field(default_factory=list)
+    #: clinical patient_ids whose every scan was excluded at QC review (liao2021 gives them their own reason)
+    excluded_patients: set[str] = field(default_factory=set)
 
     def data_summary(self) -> pd.DataFrame:
         """Counts and notes about what was read, matched and left out."""
@@ -212,9 +214,12 @@ def _match_labs_to_patients(labs: pd.DataFrame, clinical: pd.DataFrame, notes: l
 
 
 def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.DataFrame, labs: pd.DataFrame | None,
-                 window_days: int = 1, id_column: str | None = None) -> Cohort:
+                 window_days: int = 1, id_column: str | None = None,
+                 excluded_scan_ids: set[str] | frozenset[str] = frozenset()) -> Cohort:
     """Join validated inputs. ``id_column``: the clinical column holding the id the scores carry
-    (default ``scores_patient_id`` when present, else ``patient_id``)."""
+    (default ``scores_patient_id`` when present, else ``patient_id``). ``excluded_scan_ids``: scans excluded at QC
+    review, matched to their patients as the others are (so that a patient who lost every scan is named as such),
+    then left out."""
     # what validation noticed (a column that looks like a misspelt schema column), for data_summary
     notes: list[str] = [*scans.attrs.get("notes", []), *clinical.attrs.get("notes", []),
                         *(labs.attrs.get("notes", []) if labs is not None else [])]
@@ -247,6 +252,11 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                      + ", ".join(f"{a!r} = {b!r}" for a, b in list(pairs.items())[:3])
                      + f" in {id_column!r}); check that these ids mean the same patients")
         log.warning(notes[-1])
+    excluded_patients: set[str] = set()
+    if excluded_scan_ids:
+        gone = scans["scan_id"].isin(set(excluded_scan_ids))
+        excluded_patients = set(scans.loc[gone, "patient_id"].dropna()) - set(scans.loc[~gone, "patient_id"].dropna())
+        scans, scan_ids = scans[~gone], scan_ids[~gone]
     unmatched = scans["patient_id"].isna()
     if unmatched.all():
         raise CTScoreError("BAD_CLINICAL_DATA", _no_scan_matches(scan_ids, clinical, id_column, ids[ids != ""]),
@@ -276,7 +286,7 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if conditions:
         notes.append(conditions)
         log.warning(notes[-1])
-    no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]))
+    no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]) | excluded_patients)
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
         notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "
                      + ", ".join(repr(x) for x in clinical.loc[no_scan, "patient_id"][:3]) + ")")
@@ -317,7 +327,8 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     scans = schema.order_scans(scans)
     labs_w = binning.add_time(labs_w, clinical, "date") if len(labs_w) else labs_w
     return Cohort(scans=scans.reset_index(drop=True), zones=zones, clinical=clinical, labs=labs_w,
-                  analytes=analytes, window_days=window_days, notes=notes, units=schema.analyte_units(labs))
+                  analytes=analytes, window_days=window_days, notes=notes, units=schema.analyte_units(labs),
+                  excluded_patients=excluded_patients)
 
 
 #: What each input of :func:`load_cohort` / ``run_stats`` may be, for the message when it is something else.
@@ -432,11 +443,9 @@ def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd
         if not keep.any():
             raise CTScoreError(CODE, f"the exclusion list leaves no scored scan to analyse (it excludes all "
                                f"{len(scans)})", None if isinstance(exclude, pd.DataFrame) else exclude)
-        attrs = dict(scans.attrs)
-        attrs["notes"] = [*attrs.get("notes", []), *_exclusion_notes(scans, keep)]
-        scans = scans[keep].reset_index(drop=True)
-        scans.attrs.update(attrs)
+        scans.attrs["notes"] = [*scans.attrs.get("notes", []), *_exclusion_notes(scans, keep)]
         log.info("exclusion list: %s", "; ".join(f"{k} {v}" for k, v in rows[1:]))
-    cohort = build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column)
+    cohort = build_cohort(scans, zones, clinical, labs, window_days=window_days, id_column=id_column,
+                          excluded_scan_ids=excluded.scan_ids if excluded is not None else frozenset())
     cohort.exclusions, cohort.exclusion_rows = excluded, rows
     return cohort

@@ -44,6 +44,8 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
                        group="persistent" if v >= threshold else "recovery")
         elif pid in w8_unscored.index:  # week-8 scans, none with a score (zones the scan cannot see or without lung): not recovery
             row.update(week8_day=float(w8_unscored[pid]), reason="week-8 score missing (zones the scan cannot see or without lung)")
+        elif pid in cohort.excluded_patients:
+            row["reason"] = "every scan excluded at QC review"
         elif pid not in has_scan:
             row["reason"] = "no scored scan"
         elif "onset_date" not in cohort.clinical.columns or pd.isna(p.get("onset_date")):

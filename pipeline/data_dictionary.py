@@ -384,12 +384,17 @@ _LANDMARKS: dict[str, tuple[str, str, str, str, str]] = {
         "text", "", "high | medium | low", "never empty",
         "How sure the placement is (a reader's level: high)."),
     "ctscore_z_mm": (
-        "number", "mm", "patient z", "the level is not a reader's, or ctscore had none",
-        "For a level set by a reader: ctscore's own z before it was replaced (reader minus this is the correction, "
-        "a measure of ctscore's landmark error on the cohort)."),
+        "number", "mm", "patient z", "no reader set or moved the level, or ctscore had none",
+        "For a level set by a reader (method reader): ctscore's own z before it was replaced (reader minus this is "
+        "the correction, a measure of ctscore's landmark error on the cohort); for a level placed again from a "
+        "reader's levels (the IPV from a reader's carina or dome, say): ctscore's z before that."),
     "ctscore_method": (
-        "text", "", "detected | estimated | missing", "the level is not a reader's",
-        "For a level set by a reader: how ctscore had placed it."),
+        "text", "", "detected | estimated | missing", "no reader set or moved the level",
+        "For a level a reader set or moved: how ctscore had placed it."),
+    "ctscore_confidence": (
+        "text", "", "high | medium | low", "no reader set or moved the level",
+        "For a level a reader set or moved: ctscore's confidence in its own placement (LANDMARK_READER_FAR compares "
+        "a reader's level with ctscore's detected high- and medium-confidence ones)."),
     "note": (
         "text", "", "free text written by ctscore", "no note",
         "How the level was found or estimated, in a phrase."),

@@ -54,8 +54,9 @@ SCAN_COLUMNS = [
 #: different salts give one patient different ids.
 SETTINGS_COLUMNS = ("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id")
 #: ``landmarks.csv``: one row per scan x landmark level (result.json's ``landmarks``): the z of each level, how it
-#: was found (detected | estimated | missing | reader), with the reader's levels ctscore's own z and method beside
-LANDMARK_COLUMNS = ["scan_id", "landmark", "z_mm", "method", "confidence", "ctscore_z_mm", "ctscore_method", "note"]
+#: was found (detected | estimated | missing | reader), with the levels a reader set or moved ctscore's own beside
+LANDMARK_COLUMNS = ["scan_id", "landmark", "z_mm", "method", "confidence", "ctscore_z_mm", "ctscore_method",
+                    "ctscore_confidence", "note"]
 ZONE_COLUMNS = ["scan_id", "system", "lung", "unit", "status", "lung_ml", "lesion_ml", "involvement_pct",
                 "ggo_ml", "consolidation_ml", "faint_ggo_ml", "percent_high_opacity", "mean_lung_hu",
                 "extent_score", "density_grade", "unit_score", "near_edge"]
@@ -224,7 +225,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path",
-         "near_edge", "landmark", "method", "confidence", "ctscore_method", "note"}
+         "near_edge", "landmark", "method", "confidence", "ctscore_method", "ctscore_confidence", "note"}
 _BOOL = {"apex_covered", "base_covered"}
 #: text columns where an empty value is a missing one (null in the Parquet files and the API's frames, like the
 #: numbers): two scans without a PatientID were one patient "" to ``groupby`` there, while the CSV read them as NA.

@@ -288,7 +288,9 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
                               f"(patient z {lo:.1f} to {hi:.1f} mm): give the z that levels.png and result.json "
                               "print (ImagePositionPatient's), not a slice number or a SliceLocation")
         try:
-            problems = apply_reader_levels(landmarks, reader_levels, reader_source)
+            # the note names no file or line: result.json and landmarks.csv are shared (ctscore share), a file name
+            # may name a patient, and a resume keeps the note when the levels moved to another line or file
+            problems = apply_reader_levels(landmarks, reader_levels)
         except ValueError as exc:
             raise SeriesError("READER_LEVELS_INVALID", f"{where}: {exc}") from None
         if problems:
@@ -1070,7 +1072,8 @@ def landmark_rows(scan_id: str, landmarks: dict[str, Any]) -> list[dict[str, Any
 
 def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[str, Any] | None, segmenter,
                      seconds: float, input_path: str = "", provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """scans.csv, zones.csv, failures.csv and run.json from per-series statuses.
+    """scans.csv, zones.csv, failures.csv, landmarks.csv (with their Parquet twins), data_dictionary.csv, run.json
+    and report.html from per-series statuses.
 
     ``segmenter`` is a segmenter or a ``{"name", "model_id"}`` dict; ``cfg`` may be None when it is not
     known (``ctscore aggregate`` of results made elsewhere). An output folder that cannot be written (a full disk)
@@ -1098,7 +1101,10 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
                          "device": device_text((st.get("segmenter") or {}).get("device", "")),
                          "pseudonym_salt_id": st.get("pseudonym_salt_id", "")})
             zones.extend({"scan_id": st["scan_id"], **z} for z in st["zones"])
-            levels.extend(landmark_rows(st["scan_id"], st.get("landmarks") or {}))
+            rows_of_scan = landmark_rows(st["scan_id"], st.get("landmarks") or {})
+            if not rows_of_scan:  # a result.json edited by hand, or made by hand: every scored scan has levels
+                log.warning("%s: its result.json has no landmark levels: no rows in landmarks.csv", st["scan_id"])
+            levels.extend(rows_of_scan)
         else:
             rows.append({"scan_id": st["scan_id"], "patient_id": st.get("patient_id", ""),
                          "study_date": st.get("study_date", ""), "series_uid": st.get("series_uid", ""),
@@ -1108,7 +1114,7 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
     atomic_write_table(out_dir / "zones.csv", zones, ZONE_COLUMNS)
     failures_df = atomic_write_table(out_dir / "failures.csv", failures, FAILURE_COLUMNS)
     atomic_write_table(out_dir / "landmarks.csv", levels, LANDMARK_COLUMNS)
-    write_data_dictionary(out_dir)  # the codebook of the three tables, beside them
+    write_data_dictionary(out_dir)  # the codebook of the four tables, beside them
     from pipeline.batch import scan_sources
 
     sources = scan_sources(statuses)

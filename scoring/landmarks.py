@@ -119,15 +119,16 @@ class Landmark:
     method: str  # "detected" | "estimated" | "missing" | "reader" (set by a reader: apply_reader_levels)
     confidence: str  # "high" | "medium" | "low"
     note: str = ""
-    #: a level set by a reader: ctscore's own z, method and confidence before it (None: ctscore had none)
+    #: a level set by a reader, or placed again from a reader's levels: ctscore's own z, method and confidence before
+    #: (None: ctscore had none, or the level owes nothing to a reader)
     ctscore_z_mm: float | None = None
     ctscore_method: str | None = None
     ctscore_confidence: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if self.method != "reader":  # only a reader's level says what it replaced
-            for k in ("ctscore_z_mm", "ctscore_method", "ctscore_confidence"):
+        if self.method != "reader" and self.ctscore_method is None:  # only a level a reader changed says what it
+            for k in ("ctscore_z_mm", "ctscore_method", "ctscore_confidence"):  # replaced
                 d.pop(k)
         return d
 
@@ -893,7 +894,9 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
       dome: missing; a dome estimated from the other (or not found), from the reader's other dome;
     * the IPV levels from the carina and the mean dome (:func:`estimate_ipv`) whenever one of those is the reader's.
 
-    Levels the reader set are never moved. Returns the problems of :data:`LEVEL_ORDER` (empty when the levels are in
+    Levels the reader set are never moved. A level placed again keeps what ctscore had placed (``ctscore_z_mm``,
+    ``ctscore_method``, ``ctscore_confidence``) and says so in its note (the right upper-lobe take-off, informative
+    only, becomes missing when it is not within 20 mm below the reader's carina). Returns the problems of :data:`LEVEL_ORDER` (empty when the levels are in
     order): a reader's IPV above the carina would leave no middle zone, an arch below the carina slabs in the wrong
     order; the caller fails the series with them. Raises ValueError for a name not in :data:`READER_LEVELS` or a z
     that is not a finite number."""
@@ -907,6 +910,7 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
     # ctscore's domes before any level is set: a reader's dome, or one dropped below, moves the IPV (a review found
     # this read after the reader's levels were in, and a reader's domes left the IPV at ctscore's)
     domes_before = tuple(None if landmarks.get(k) is None else landmarks[k].z_mm for k in ("dome_right", "dome_left"))
+    before = dict(landmarks)  # ctscore's own levels (the objects are replaced, never changed, below)
     for name, z in given.items():
         try:
             zf = float(z)
@@ -939,7 +943,9 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
                 landmarks[name] = from_reader_carina(name, key, why, "medium")
         rul = landmarks.get("rul_takeoff")
         if rul is not None and rul.z_mm is not None and not 0 < zc - rul.z_mm <= 20:  # detect_landmarks' window
-            del landmarks["rul_takeoff"]  # informative only, and found below ctscore's carina, not the reader's
+            # informative only, and found below ctscore's carina, not the reader's
+            landmarks["rul_takeoff"] = _missing("rul_takeoff", f"found at {rul.z_mm:.0f} mm, not within 20 mm below "
+                                                               "the reader's carina")
         notch = landmarks.get("suprasternal_notch")
         if "suprasternal_notch" not in given:
             at_top = notch is not None and notch.method == "missing" and notch.note.startswith(MANUBRIUM_AT_TOP)
@@ -978,6 +984,13 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
         for name in ("ipv_right", "ipv_left"):
             if name in landmarks:
                 landmarks[name] = _missing(name, "not estimated: the reader set the IPV level")
+    for name, lm in landmarks.items():  # what the reader's levels moved: ctscore's level kept beside, the note says so
+        old = before.get(name)
+        if name in given or old is None or lm is old or (lm.z_mm, lm.method) == (old.z_mm, old.method):
+            continue
+        lm.ctscore_z_mm, lm.ctscore_method, lm.ctscore_confidence = old.z_mm, old.method, old.confidence
+        if "reader" not in lm.note:
+            lm.note = f"{lm.note}; placed again from the reader's levels".lstrip("; ")
     problems = []
     for hi_name, lo_name in LEVEL_ORDER:
         za, zb = z_of(hi_name), z_of(lo_name)

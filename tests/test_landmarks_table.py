@@ -43,7 +43,8 @@ def test_rows_of_a_result_without_levels_or_of_an_older_one():
     rows = landmark_rows("scan-1", {"carina": {"name": "carina", "z_mm": 1.0000001, "method": "detected",
                                                "confidence": "high"}, "odd": "not a level"})
     assert rows == [{"scan_id": "scan-1", "landmark": "carina", "z_mm": 1.0, "method": "detected",
-                     "confidence": "high", "ctscore_z_mm": None, "ctscore_method": None, "note": None}]
+                     "confidence": "high", "ctscore_z_mm": None, "ctscore_method": None, "ctscore_confidence": None,
+                     "note": None}]
 
 
 def test_aggregate_rebuilds_it_and_share_carries_it(sample_run, tmp_path):

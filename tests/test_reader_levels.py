@@ -43,8 +43,13 @@ def test_a_readers_carina_moves_the_levels_placed_from_it():
     assert lm["ipv"].z_mm == pytest.approx(expected)
     # a detected notch 87 mm above the reader's carina is kept; the take-off, now above that carina, is dropped
     assert (lm["suprasternal_notch"].z_mm, lm["suprasternal_notch"].method) == (67.0, "detected")
-    assert "rul_takeoff" not in lm
+    assert lm["rul_takeoff"].method == "missing" and "reader's carina" in lm["rul_takeoff"].note
     assert reader_flags(lm) == ["LANDMARK_BY_READER:carina"]
+    # what the reader's carina moved keeps ctscore's own level beside it, and says so (landmarks.csv shows both)
+    assert (lm["ipv"].ctscore_z_mm, lm["ipv"].ctscore_method) == (-65.0, "estimated")
+    assert lm["ipv"].note.endswith("placed again from the reader's levels")
+    assert lm["ipv"].to_dict()["ctscore_z_mm"] == -65.0 and "ctscore_z_mm" not in lm["suprasternal_notch"].to_dict()
+    assert lm["aortic_arch"].ctscore_method is not None and "placed again" not in lm["aortic_arch"].note
 
 
 def test_a_detected_notch_implausible_for_the_readers_carina_is_estimated_from_it():
@@ -178,7 +183,8 @@ def test_a_run_uses_the_readers_levels_and_scores_only_their_series_again(sample
     result = json.loads((out / scan_id / "result.json").read_text())
     ipv = result["landmarks"]["ipv"]
     assert (ipv["z_mm"], ipv["method"], ipv["confidence"], ipv["note"]) == (-79.2, "reader", "high",
-                                                                           "set by a reader (levels.csv line 2)")
+                                                                           "set by a reader")  # no file name
+    assert "levels.csv" not in json.dumps(result["landmarks"])  # result.json and landmarks.csv are shared
     assert (round(ipv["ctscore_z_mm"], 1), ipv["ctscore_method"]) == (-65.3, "estimated")  # what it replaced
     assert "ctscore_z_mm" not in result["landmarks"]["carina"]
     assert result["landmarks"]["ipv_right"]["z_mm"] is None  # the sides' estimates would contradict the reader

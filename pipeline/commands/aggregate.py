@@ -14,11 +14,11 @@ from pipeline.errors import EXIT_OK, EXIT_SOME_FAILED
 def register(sub) -> None:
     from pipeline.commands.run import add_log_args
 
-    p = sub.add_parser("aggregate", help="rebuild scans.csv, zones.csv, failures.csv and report.html from per-scan "
+    p = sub.add_parser("aggregate", help="rebuild scans.csv, zones.csv, failures.csv, landmarks.csv and report.html from per-scan "
                                          "results",
                        description="Merge every per-scan result (OUT/<scan_id>/result.json) and failure record "
                                    "(OUT/.status/<scan_id>.json) under OUT into OUT/scans.csv, zones.csv, "
-                                   "failures.csv, run.json and report.html; warns when they were made with several "
+                                   "failures.csv, landmarks.csv, run.json and report.html; warns when they were made with several "
                                    "configurations, models, devices or ctscore versions, or hold one series under several scan ids. Refuses "
                                    "(exit 1) to merge shards with some of their K-of-N missing or of different "
                                    "--num-shards, unless --allow-missing-shards.")

@@ -108,7 +108,8 @@ class SeriesCandidate:
 
 #: What ``ctscore run`` writes into its output folder (pipeline.run, pipeline.batch, pipeline.report): left out of the
 #: inventory when that folder lies inside the input (a second run listed them all as skipped files).
-RUN_OUTPUT_FILES = {f"{name}.{ext}" for name in ("scans", "zones", "failures", "inventory") for ext in ("csv", "parquet")
+RUN_OUTPUT_FILES = {f"{name}.{ext}" for name in ("scans", "zones", "failures", "landmarks", "inventory")
+                    for ext in ("csv", "parquet")
                     } | {"run.json", "report.html", "data_dictionary.csv"}
 RUN_OUTPUT_DIRS = {".status", "shards"}
 _SCAN_FOLDER = re.compile(r"\.?scan-[0-9a-f]{12}(\..+\.partial|\.old)?")  # scan-<id>, .scan-<id>.*.partial, ...old

@@ -813,7 +813,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         }
         atomic_write_json(folder.path("result.json"), result)
         folder.commit()
-        status.update(status="ok", row=row, zones=res["zones"], timings=res["timings"])
+        status.update(status="ok", row=row, zones=res["zones"], timings=res["timings"], landmarks=result["landmarks"])
     except CTScoreError as exc:
         if folder:
             folder.discard()

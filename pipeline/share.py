@@ -191,7 +191,9 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
         os.chmod(tmp, 0o777 & ~current_umask())
         for name in TABLES:
             if (out / name).is_file() and not (out / name).is_symlink():
-                copied.append(_copy(out / name, tmp / name, name, sources))
+                made = _landmarks_without_file_names(out / name, tmp / name, name, sources, redacted) \
+                    if name.startswith("landmarks.") else None
+                copied.append(made or _copy(out / name, tmp / name, name, sources))
         copied += _write_failures(out, tmp, sources)
         copied += _write_dictionary(out, tmp, sources)
         run_shared, dropped = _redact_run(run)
@@ -567,11 +569,54 @@ def _redact_run(run: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return shared, redacted
 
 
+#: the note of a reader's level as ctscore 0.7.0 development versions wrote it, naming the level table's file and
+#: line (a file name may name a patient): shared as "set by a reader", as ctscore writes it now
+_READER_NOTE = re.compile(r"^set by a reader \(.*\)$", re.DOTALL)
+_READER_NOTE_REDACTED = "landmarks: a reader's level's note naming the level table's file (written as 'set by a reader')"
+
+
+def _reader_note(note: Any) -> Any:
+    return "set by a reader" if isinstance(note, str) and _READER_NOTE.match(note) else note
+
+
+def _landmarks_without_file_names(src: Path, dst: Path, rel: str, sources: dict[Path, tuple[int, int]],
+                                  redacted: list[str]) -> dict[str, Any] | None:
+    """``landmarks.csv`` / ``.parquet`` with the notes that name a reader's level table rewritten (results scored by
+    an earlier 0.7.0 development version); None when no note does (the file is then copied as it is)."""
+    import pandas as pd
+
+    sources.setdefault(src, _stamp(src))
+    try:
+        table = pd.read_parquet(src) if src.suffix == ".parquet" else \
+            pd.read_csv(src, dtype=str, keep_default_na=False)
+    except Exception:  # noqa: BLE001 - an unreadable table is copied as it is, as the other tables are
+        return None
+    if "note" not in table.columns or not table["note"].map(lambda v: _reader_note(v) != v).any():
+        return None
+    table["note"] = table["note"].map(_reader_note)
+    if src.suffix == ".parquet":
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    else:
+        data = table.to_csv(index=False).encode()
+    if _READER_NOTE_REDACTED not in redacted:
+        redacted.append(_READER_NOTE_REDACTED)
+    return _write_bytes(dst, rel, data, "rewritten: notes naming a reader's level table written as 'set by a "
+                                        "reader'")
+
+
 def _redact_result(result: Mapping[str, Any], redacted: list[str]) -> dict[str, Any]:
     shared: dict[str, Any] = {}
     keyed = _result_salt(result) == _SITE
     for key, value in result.items():
-        if key == "config":
+        if key == "landmarks" and isinstance(value, Mapping):
+            levels = {k: ({**lm, "note": _reader_note(lm.get("note"))} if isinstance(lm, Mapping) else lm)
+                      for k, lm in value.items()}
+            if levels != dict(value) and _READER_NOTE_REDACTED not in redacted:
+                redacted.append(_READER_NOTE_REDACTED)
+            shared[key] = levels
+        elif key == "config":
             shared["config"] = _redact_config(value, "result.json: config", redacted)
         elif key == "image_sha256" and not keyed:
             redacted.append("result.json: image_sha256 (left out: not keyed with a site salt, it ties the result to "

@@ -142,10 +142,28 @@ def test_stats_say_which_patients_lost_their_first_or_every_scan(cohort, tmp_pat
     tables = run_stats(cohort["scores"], cohort["clinical"], study="liao2021", exclude=review)
     notes = [v for k, v in tables["data_summary"].to_numpy() if k == "note"]
     assert any(n.startswith("3 patient(s) lost their first scan at QC review") for n in notes), notes
-    assert any(n.startswith("1 patient(s) had every scan excluded at QC review") for n in notes), notes
+    assert any(n.startswith("1 patient(s) had every scan excluded at QC review") and "counted apart" in n
+               for n in notes), notes
     assert not any("have no scored scan" in n for n in notes), notes  # scored, then excluded: said once, as such
     groups = tables["liao2021_lesion_groups"]
     assert list(groups["reason"]).count("every scan excluded at QC review") == 1
+
+
+def test_a_patient_whose_week8_scan_was_excluded_is_not_one_without_follow_up(cohort):
+    scans = pd.read_csv(cohort["scans"], dtype=str, keep_default_na=False)
+    clinical = pd.read_csv(cohort["clinical"], dtype=str, keep_default_na=False)
+    ok = scans[scans["status"] == "ok"].merge(clinical[["patient_id", "scores_patient_id", "onset_date"]],
+                                             left_on="patient_id", right_on="scores_patient_id", suffixes=("", "_c"))
+    day = (pd.to_datetime(ok["study_date"]) - pd.to_datetime(ok["onset_date"])).dt.days
+    week8 = ok[day.between(49, 55)]
+    patient = week8["patient_id_c"].iloc[0]
+    drop = week8.loc[week8["patient_id_c"] == patient, "scan_id"]
+    before = run_stats(cohort["scores"], cohort["clinical"], study="liao2021")["liao2021_lesion_groups"]
+    after = run_stats(cohort["scores"], cohort["clinical"], study="liao2021",
+                      exclude=pd.DataFrame({"scan_id": drop, "reason": "motion"}))["liao2021_lesion_groups"]
+    assert before.set_index("patient_id").loc[patient, "group"] in ("persistent", "recovery")
+    row = after.set_index("patient_id").loc[patient]
+    assert (row["group"], row["reason"]) == ("unclassified", "week-8 scan excluded at QC review")
 
 
 def test_stats_refuse_a_bad_list_before_writing(cohort, tmp_path, capsys):

@@ -60,3 +60,33 @@ def test_aggregate_rebuilds_it_and_share_carries_it(sample_run, tmp_path):
     assert (dest / "landmarks.csv").read_bytes() == before and (dest / "landmarks.parquet").is_file()
     assert "landmarks.csv" in (dest / "SHARED.txt").read_text()
     assert 'href="landmarks.csv"' in (out / "report.html").read_text()
+
+
+def test_share_writes_no_level_table_file_name_of_an_earlier_development_version(sample_run, tmp_path):
+    """0.7.0 development versions wrote a reader's level's note as "set by a reader (<file> line <n>)": a file name
+    may name a patient, so share writes such notes as ctscore writes them now."""
+    out = tmp_path / "out"
+    shutil.copytree(sample_run, out)
+    scan_id = pd.read_csv(out / "scans.csv")["scan_id"][0]
+    old = "set by a reader (levels_DOE_JANE.csv line 2)"
+    path = out / scan_id / "result.json"
+    result = json.loads(path.read_text())
+    result["landmarks"]["carina"].update(method="reader", note=old)
+    path.write_text(json.dumps(result))
+    for name in ("landmarks.csv", "landmarks.parquet"):
+        table = pd.read_parquet(out / "landmarks.parquet")
+        table.loc[table["landmark"] == "carina", "note"] = old
+        if name.endswith(".csv"):
+            table.to_csv(out / name, index=False)
+        else:
+            table.to_parquet(out / name, index=False)
+    dest = tmp_path / "shared"
+    assert main(["share", str(out), str(dest), "--allow-builtin-salt", "-q"]) == 0
+    for f in dest.rglob("*"):
+        if f.is_file():
+            assert b"DOE_JANE" not in f.read_bytes(), f
+    shared = pd.read_parquet(dest / "landmarks.parquet").set_index("landmark")
+    assert shared.loc["carina", "note"] == "set by a reader"
+    assert pd.read_csv(dest / "landmarks.csv").set_index("landmark").loc["carina", "note"] == "set by a reader"
+    assert json.loads((dest / scan_id / "result.json").read_text())["landmarks"]["carina"]["note"] == "set by a reader"
+    assert "naming the level table's file" in (dest / "SHARED.txt").read_text()

@@ -41,12 +41,15 @@ class Cohort:
     exclusion_rows: list[tuple[str, str]] = field(default_factory=list)
     #: clinical patient_ids whose every scan was excluded at QC review (liao2021 gives them their own reason)
     excluded_patients: set[str] = field(default_factory=set)
+    #: the scans excluded at QC review of the clinical patients (patient_id, study_date, week, ...): an analysis
+    #: that misses a patient's scan can say it was excluded, not absent (liao2021's week 8)
+    excluded_scans: pd.DataFrame | None = None
 
     def data_summary(self) -> pd.DataFrame:
         """Counts and notes about what was read, matched and left out."""
         rows = [("patients in clinical table", len(self.clinical)),
+                *self.exclusion_rows,  # before the counts of what is analysed, which come after the exclusions
                 ("patients with scores", self.scans["patient_id"].nunique()),
-                *self.exclusion_rows,
                 ("scans (status ok, matched to a patient)", len(self.scans)),
                 ("scans with a days-since-onset", int(self.scans["days_since_onset"].notna().sum())),
                 ("lab dates (patient x day)", len(self.labs)),
@@ -253,9 +256,12 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                      + f" in {id_column!r}); check that these ids mean the same patients")
         log.warning(notes[-1])
     excluded_patients: set[str] = set()
+    excluded_scans = None
     if excluded_scan_ids:
         gone = scans["scan_id"].isin(set(excluded_scan_ids))
         excluded_patients = set(scans.loc[gone, "patient_id"].dropna()) - set(scans.loc[~gone, "patient_id"].dropna())
+        excluded_scans = binning.add_time(scans.loc[gone & scans["patient_id"].notna(),
+                                                    ["scan_id", "patient_id", "study_date"]], clinical, "study_date")
         scans, scan_ids = scans[~gone], scan_ids[~gone]
     unmatched = scans["patient_id"].isna()
     if unmatched.all():
@@ -328,7 +334,7 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     labs_w = binning.add_time(labs_w, clinical, "date") if len(labs_w) else labs_w
     return Cohort(scans=scans.reset_index(drop=True), zones=zones, clinical=clinical, labs=labs_w,
                   analytes=analytes, window_days=window_days, notes=notes, units=schema.analyte_units(labs),
-                  excluded_patients=excluded_patients)
+                  excluded_patients=excluded_patients, excluded_scans=excluded_scans)
 
 
 #: What each input of :func:`load_cohort` / ``run_stats`` may be, for the message when it is something else.
@@ -396,7 +402,7 @@ def _exclusion_notes(scans: pd.DataFrame, keep: pd.Series) -> list[str]:
                      "place wherever an analysis uses the first (admission) or the before-treatment scan")
     n_all = int((~any_kept).sum())
     if n_all:
-        notes.append(f"{n_all} patient(s) had every scan excluded at QC review (--exclude): they count among the "
+        notes.append(f"{n_all} patient(s) had every scan excluded at QC review (--exclude): counted apart from the "
                      "patients without a scored scan")
     for note in notes:
         log.warning(note)

@@ -34,6 +34,8 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
                              whole_rows=True).set_index("patient_id")
     w8_unscored = s.sort_values("study_date", kind="stable").groupby("patient_id")["days_since_onset"].last()
     has_scan = set(cohort.scans["patient_id"])
+    ex = cohort.excluded_scans
+    w8_excluded = set() if ex is None else set(ex.loc[ex["week"] == binning.N_WEEKS, "patient_id"])
     rows = []
     for _, p in cohort.clinical.iterrows():
         pid = p["patient_id"]
@@ -46,6 +48,8 @@ def lesion_groups(cohort: Cohort, score: str, threshold: float, within: str) -> 
             row.update(week8_day=float(w8_unscored[pid]), reason="week-8 score missing (zones the scan cannot see or without lung)")
         elif pid in cohort.excluded_patients:
             row["reason"] = "every scan excluded at QC review"
+        elif pid in w8_excluded:  # its week-8 scan(s) excluded: not a patient without follow-up imaging
+            row["reason"] = "week-8 scan excluded at QC review"
         elif pid not in has_scan:
             row["reason"] = "no scored scan"
         elif "onset_date" not in cohort.clinical.columns or pd.isna(p.get("onset_date")):

@@ -591,9 +591,10 @@ def _landmarks_without_file_names(src: Path, dst: Path, rel: str, sources: dict[
             pd.read_csv(src, dtype=str, keep_default_na=False)
     except Exception:  # noqa: BLE001 - an unreadable table is copied as it is, as the other tables are
         return None
-    if "note" not in table.columns or not table["note"].map(lambda v: _reader_note(v) != v).any():
+    notes = table["note"].tolist() if "note" in table.columns else []
+    if not any(_reader_note(v) != v for v in notes):  # (a 0-row string column has no any(): a run all failed)
         return None
-    table["note"] = table["note"].map(_reader_note)
+    table["note"] = pd.Series([_reader_note(v) for v in notes], index=table.index, dtype=table["note"].dtype)
     if src.suffix == ".parquet":
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -71,15 +70,9 @@ def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None,
     run, run_problem = _read_run(out)
     excluded = None
     if exclude is not None:
-        import pandas as pd
-
         from scoring.exclusions import read_exclusions
 
-        if not isinstance(exclude, (str, os.PathLike, pd.DataFrame)):
-            raise CTScoreError("BAD_OPTION", f"exclude must be a path to the exclusion list (CSV), a DataFrame of "
-                               f"it, or None, not {type(exclude).__name__}")
-
-        excluded = read_exclusions(exclude, scans)
+        excluded = read_exclusions(exclude, scans)  # BAD_OPTION for a value that is no path or DataFrame
     return _compose(scans, failures, run, run_problem,
                     _read_inventory(Path(inventory_from) if inventory_from is not None else out),
                     moves=_reader_moves(out, scans), exclusions=excluded)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,14 @@ def by_reason(counts: Counter) -> str:
     return "; ".join(f"{r}: {n}" for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def check_source(source: object) -> None:
+    """BAD_OPTION, before anything is read, when ``source`` is neither a path nor a pandas DataFrame (the same
+    message from run_stats, run_validation and methods_text)."""
+    if not isinstance(source, (str, os.PathLike, pd.DataFrame)):
+        raise CTScoreError("BAD_OPTION", f"exclude must be a path to the exclusion list (CSV), a DataFrame of it, or "
+                           f"None, not {type(source).__name__}")
+
+
 def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     """The table as text with row label + 2 = file line, its name for messages, its SHA-256."""
     from scoring.csv_input import read_csv_table
@@ -104,6 +113,7 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
 
     ``source``: a CSV path or a DataFrame of the same table (its "line N" in a message is row label N - 2).
     Problems raise ``EXCLUSIONS_INVALID`` naming the file and the line (module docstring)."""
+    check_source(source)
     table, name, digest = _read(source)
     path = None if isinstance(source, pd.DataFrame) else source
 

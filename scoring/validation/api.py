@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline.errors import CTScoreError
 from pipeline.outputs import check_analysis_output, check_output_dir, settings_note
-from scoring.exclusions import CODE, read_exclusions, summary_rows
+from scoring.exclusions import CODE, check_source, read_exclusions, summary_rows
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import (
     check_columns,
@@ -126,9 +126,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     _check_path(pred_dir, "pred_dir", "a ctscore run output folder or its scans.csv")
     _check_path(reference_csv, "reference_csv", "the reference CSV (docs/reference_schema.md)")
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
-    if exclude is not None and not isinstance(exclude, (str, os.PathLike, pd.DataFrame)):
-        raise CTScoreError("BAD_OPTION", f"exclude must be a path to the exclusion list (CSV), a DataFrame of it, "
-                           f"or None, not {type(exclude).__name__}")
+    if exclude is not None:
+        check_source(exclude)  # BAD_OPTION before anything is read
     scans = load_scans(pred_dir)
     run_scans = scans
     excluded = read_exclusions(exclude, scans) if exclude is not None else None

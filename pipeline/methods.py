@@ -359,6 +359,8 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
         hit = exclusions.scan_ids & set(ok["scan_id"])
         bullets.append(f"- Scans excluded at QC review: {len(hit)} of {n_ok} scored"
                        + (f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else "")
+                       + (f"; reviewed: {exclusions.reviewed_text(set(ok['scan_id']))}" if exclusions.is_sheet
+                          else "")
                        + "; the counts above include them")
     lines = ["## Methods", ""]
     for p in paragraphs:
@@ -708,10 +710,15 @@ def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None
         from scoring.exclusions import by_reason
 
         hit = exclusions.scan_ids & set(ok["scan_id"])
+        reasons = f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else ""
+        if exclusions.is_sheet:  # a review sheet: how many were reviewed is known too
+            return text + (f" The segmentations and scores of {exclusions.reviewed_text(set(ok['scan_id']))} scored "
+                           "scans were reviewed with these QC images before analysis [state by whom, blinded to "
+                           "what]; " + (f"{len(hit)} {'was' if len(hit) == 1 else 'were'} excluded{reasons}." if hit
+                                        else "none was excluded."))
         return text + (" The segmentations and scores were reviewed with these QC images before analysis [state by "
                        f"whom, blinded to what]; {_plural(len(hit), 'scored scan')} of {len(ok)} "
-                       f"{'was' if len(hit) == 1 else 'were'} excluded"
-                       + (f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else "") + ".")
+                       f"{'was' if len(hit) == 1 else 'were'} excluded{reasons}.")
     return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 

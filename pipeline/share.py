@@ -77,6 +77,7 @@ LEFT_OUT = {
               "at the top of OUT are shared)",
     "stacks.csv": "series descriptions as the scanner wrote them (sometimes a name) and input folders",
     "stacks.parquet": "series descriptions as the scanner wrote them (sometimes a name) and input folders",
+    "review.csv": "the QC review sheet (ctscore review-sheet): the reviewers' initials and notes",
 }
 #: Rewritten or made again rather than copied (named in the manifest with what was done).
 REWRITTEN = {

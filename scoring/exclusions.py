@@ -22,6 +22,14 @@ excluded that stays in would silently change the results: a row naming no scan o
 ids: a different pseudonym salt gives different scan ids), a scan named twice, a row whose two ids name different
 scans, an empty reason. A scan that failed in the run (or that ``stats`` leaves out for another reason) may be
 listed: it is counted as excluded at review only if the analysis would otherwise have used it.
+
+**A review sheet** (``ctscore review-sheet OUT``, :mod:`pipeline.review_sheet`) is the same table with a row for
+every scan of the run and a decision column, ``exclude``: ``yes`` (also ``y``, ``x``, ``1``, ``true``) excludes the
+scan, for its ``reason``; ``no`` (``n``, ``0``, ``false``, ``keep``) keeps it, reviewed; empty means not reviewed
+yet. The reports then also say how many of the analysed scans were reviewed, and a sheet that excludes nothing is a
+valid outcome ("all 40 scans reviewed, none excluded"). A reason written beside an empty or ``no`` decision is
+refused (which was meant?), as is any other value. The sheet's other columns (scores, flags, image paths) are
+there for the reviewer and are not read.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ ID_COLUMNS = ("scan_id", "series_uid")
 #: Columns kept for the researcher's records, not read and not copied into outputs.
 FREE_TEXT_COLUMNS = ("reviewer", "note", "comment")
 REASON = "reason"
+#: The decision column of a review sheet (module docstring), and the values it takes (case-insensitive).
+DECISION = "exclude"
+EXCLUDE_VALUES = ("yes", "y", "x", "1", "true", "exclude", "excluded")
+KEEP_VALUES = ("no", "n", "0", "false", "keep", "kept", "include")
 
 
 @dataclass
@@ -56,10 +68,16 @@ class Exclusions:
     source: str
     sha256: str
     reasons: dict[str, str] = field(default_factory=dict)
+    #: a review sheet's scans with a decision (excluded or kept); None for a list of exclusions alone
+    reviewed: frozenset[str] | None = None
 
     @property
     def scan_ids(self) -> set[str]:
         return set(self.reasons)
+
+    @property
+    def is_sheet(self) -> bool:
+        return self.reviewed is not None
 
     def counts(self, scan_ids: set[str] | None = None) -> Counter:
         """Excluded scans per reason (of ``scan_ids`` only, when given), most frequent first."""
@@ -68,7 +86,15 @@ class Exclusions:
     def setting(self) -> str:
         """The list as the reports name it: its file name (not its folder, which may name a patient or a site),
         its hash and its size."""
+        if self.is_sheet:
+            return (f"{Path(self.source).name} (sha256 {self.sha256[:12]}, review sheet: {len(self.reviewed)} "
+                    f"scan(s) reviewed, {len(self.reasons)} excluded)")
         return f"{Path(self.source).name} (sha256 {self.sha256[:12]}, {len(self.reasons)} scan(s))"
+
+    def reviewed_text(self, used: set[str]) -> str:
+        """'all 40' or '38 of 40': how many of the ``used`` scans the review sheet decided on (a sheet only)."""
+        n = len(used & (self.reviewed or frozenset()))
+        return f"all {n}" if n == len(used) and n > 1 else f"{n} of {len(used)}"
 
 
 def by_reason(counts: Counter) -> str:
@@ -131,11 +157,20 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         raise bad(f"the exclusion list lacks {' and '.join(lacking)}" + (f" ({'; '.join(near)})" if near else "")
                   + f"; its columns: {', '.join(map(repr, cols)) or 'none'}. Expected: scan_id (or series_uid), "
                   "reason, and optionally reviewer, note, comment")
-    other = [c for c in cols if c not in (*ID_COLUMNS, REASON, *FREE_TEXT_COLUMNS)]
+    sheet = DECISION in cols
+    like = [c for c in cols if not sheet and difflib.get_close_matches(c.lower(), [DECISION], n=1, cutoff=0.75)]
+    if like:  # a review sheet whose decision column was renamed: read as a list, every row would be excluded
+        raise bad(f"column {like[0]!r} looks like a review sheet's decision column: name it {DECISION!r} "
+                  "(yes / no), or remove it from a list of exclusions")
+    # the columns a sheet shows the reviewer: not read, not warned about
+    from pipeline.review_sheet import SHOWN_COLUMNS
+
+    read = (*ID_COLUMNS, REASON, DECISION) if sheet else (*ID_COLUMNS, REASON)
+    other = [c for c in cols if c not in (*read, *FREE_TEXT_COLUMNS, *(SHOWN_COLUMNS if sheet else ()))]
     if other:
         log.warning("exclusion list %s: column(s) %s not read (only %s are; reviewer, note and comment are kept for "
                     "your records); none is copied into the outputs", name, ", ".join(map(repr, other)),
-                    ", ".join((*ID_COLUMNS, REASON)))
+                    ", ".join(read))
     run_ids = scans["scan_id"].astype(str).str.strip()
     by_uid: dict[str, list[str]] = {}  # a series scored as several stacks (--all-series) has several scan ids
     if "series_uid" in scans.columns:
@@ -146,12 +181,23 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
     known = set(run_ids)
     lower = {k.lower(): k for k in known}
     reasons: dict[str, str] = {}
+    reviewed: set[str] = set()
     line_of: dict[str, int] = {}
     for label, row in table.iterrows():
         line = int(label) + 2
         sid = str(row.get("scan_id", "")).strip()
         uid = str(row.get("series_uid", "")).strip()
         reason = " ".join(str(row[REASON]).split())
+        decision = str(row.get(DECISION, "")).strip().lower() if sheet else "yes"
+        if sheet and decision not in ("", *EXCLUDE_VALUES, *KEEP_VALUES):
+            raise bad(_where(line, DECISION, str(row[DECISION])) + " is no decision: write yes to exclude the scan, "
+                      "no to keep it, or leave it empty while the scan is not reviewed")
+        if sheet and decision not in EXCLUDE_VALUES and reason:
+            raise bad(_where(line, REASON, reason) + f" beside {DECISION!r} "
+                      + (f"{str(row[DECISION]).strip()!r}" if decision else "left empty")
+                      + ": is the scan excluded? Write yes in 'exclude' to exclude it, or clear the reason")
+        if sheet and not sid and not uid and not decision:
+            continue  # an unfinished row of the sheet
         if not sid and not uid:
             raise bad(f"line {line}: no scan named (scan_id{' or series_uid' if 'series_uid' in cols else ''} is "
                       "empty)")
@@ -173,17 +219,27 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                 raise bad(_where(line, "series_uid", uid) + f" names a series scored as {len(stacks)} stacks "
                           f"({', '.join(stacks)}: --all-series): name each stack to exclude by its scan_id")
             sid = sid or stacks[0]
+        if sid in line_of:
+            raise bad(f"line {line}: scan {sid!r} is " + ("excluded twice" if not sheet else "on two rows")
+                      + f" (also line {line_of[sid]}); one row per scan")
+        line_of[sid] = line
+        if not decision:
+            continue  # on the sheet, not reviewed yet
+        reviewed.add(sid)
+        if decision in KEEP_VALUES:
+            continue
         if not reason:
             raise bad(_where(line, REASON, str(row[REASON])) + " is empty: give every exclusion its reason (the "
                       "reports count the exclusions by reason)")
-        if sid in reasons:
-            raise bad(f"line {line}: scan {sid!r} is excluded twice (also line {line_of[sid]}); one row per scan")
         reasons[sid] = reason
-        line_of[sid] = line
-    if not reasons:
+    if sheet and not reviewed:
+        raise bad(f"the review sheet holds no decision: write yes (exclude) or no (keep) in its {DECISION!r} column "
+                  "for each scan reviewed, or leave --exclude out")
+    if not reasons and not sheet:
         raise bad("the exclusion list names no scan (only a header, or empty rows): give it one row per excluded "
                   "scan, or leave --exclude out")
-    return Exclusions(source=name, sha256=digest, reasons=reasons)
+    return Exclusions(source=name, sha256=digest, reasons=reasons,
+                      reviewed=frozenset(reviewed) if sheet else None)
 
 
 def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed_elsewhere: str
@@ -198,4 +254,10 @@ def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed
     rest = len(exclusions.reasons) - len(hit)
     if rest:
         rows.append(("listed for exclusion but not in the analysis anyway", f"{rest} ({listed_elsewhere})"))
+    if exclusions.is_sheet:
+        rows.insert(2, ("of these, reviewed (review sheet)", exclusions.reviewed_text(used)))
+        missing = len(used - exclusions.reviewed)
+        if missing:
+            log.warning("review sheet %s: %d of the %d %s have no decision in its %r column (not reviewed yet?); "
+                        "they are analysed", Path(exclusions.source).name, missing, len(used), used_label, DECISION)
     return rows

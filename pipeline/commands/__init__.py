@@ -4,4 +4,4 @@ the command functions so ``ctscore --help`` starts fast. Every command calls a P
 with the same defaults and errors, so notebooks can do what the CLI does.
 """
 
-COMMANDS = ["run", "scan", "aggregate", "share", "methods", "stats", "validate", "train"]
+COMMANDS = ["run", "scan", "aggregate", "share", "methods", "review_sheet", "stats", "validate", "train"]

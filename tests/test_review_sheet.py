@@ -1,0 +1,194 @@
+"""The QC review sheet (``ctscore review-sheet OUT``): one row per scan to fill in while reviewing the pictures, read
+back by ``--exclude`` of ``ctscore stats`` / ``validate`` / ``methods``, which then also say how many scans were
+reviewed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import CTScoreError
+from pipeline.methods import methods_text
+from pipeline.review_sheet import COLUMNS, review_sheet, write_review_sheet
+from scoring.exclusions import CODE, read_exclusions
+from scoring.stats.api import run_stats
+from scoring.stats.simulate import write_cohort
+from scoring.validation.api import run_validation
+from tests.test_validation_end_to_end import write_cohort as write_validation_cohort
+
+
+@pytest.fixture()
+def three(sample_run, tmp_path):
+    """The sample run as three scans: the sample (with its pictures), a flagged scan without pictures, a failed one."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("scans.csv", "failures.csv", "run.json"):
+        shutil.copy(sample_run / name, out / name)
+    sid = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)["scan_id"][0]
+    (out / sid).mkdir()
+    for name in ("qc.png", "levels.png"):
+        shutil.copy(sample_run / sid / name, out / sid / name)
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    rows = pd.concat([scans] * 3, ignore_index=True)
+    rows.loc[1, ["scan_id", "series_uid", "status", "qc_flags"]] = ["scan-0000000000c2", "1.2.3.4.6", "failed", ""]
+    rows.loc[2, ["scan_id", "series_uid", "qc_flags"]] = ["scan-0000000000b1", "1.2.3.4.5", "NOISY:41;METAL:0.3"]
+    rows.loc[0, "qc_flags"] = ""
+    rows.to_csv(out / "scans.csv", index=False)
+    return out, sid
+
+
+def test_the_sheet_has_a_row_per_scan_flagged_first_and_failed_last(three, capsys):
+    out, sid = three
+    sheet = review_sheet(out)
+    assert tuple(sheet.columns) == COLUMNS
+    assert list(sheet["scan_id"]) == ["scan-0000000000b1", sid, "scan-0000000000c2"]
+    assert list(sheet["status"]) == ["ok", "ok", "failed"]
+    assert sheet["qc_flags"][0] == "NOISY:41;METAL:0.3"
+    # the pictures the scan has, relative to the run folder; none for scans without them
+    assert list(sheet["qc_png"]) == ["", f"{sid}/qc.png", ""] and sheet["levels_png"][1] == f"{sid}/levels.png"
+    assert (sheet[["exclude", "reason", "reviewer", "note"]] == "").all().all()
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False).set_index("scan_id")
+    for col in ("patient_id", "study_date", "six_zone_total", "zhang900_total", "percent_opacity"):
+        assert sheet[col][1] == scans.loc[sid, col]
+    # written once, as the API gives it; the command writes the same file; never replaced without --overwrite
+    path = write_review_sheet(out)
+    assert path == out / "review.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(path, dtype=str, keep_default_na=False), sheet)
+    path.write_text(path.read_text(encoding="utf-8").replace(f"{sid}/levels.png,,", f"{sid}/levels.png,no,"),
+                    encoding="utf-8")
+    kept = path.read_bytes()
+    with pytest.raises(CTScoreError) as err:
+        write_review_sheet(out)
+    assert err.value.code == "OUTPUT_EXISTS" and "decisions" in str(err.value) and path.read_bytes() == kept
+    assert main(["review-sheet", str(out), "-q"]) != 0 and path.read_bytes() == kept
+    assert "OUTPUT_EXISTS" in capsys.readouterr().err
+    assert main(["review-sheet", str(out), "-o", str(out.parent / "mine.csv"), "-q"]) == 0
+    assert (out.parent / "mine.csv").read_bytes() == sheet.to_csv(index=False).encode("utf-8")
+    assert main(["review-sheet", str(out), "--overwrite", "-q"]) == 0 and path.read_bytes() != kept
+    with pytest.raises(CTScoreError) as err:
+        write_review_sheet(out, out)  # a folder
+    assert err.value.code == "OUTPUT_UNWRITABLE"
+    with pytest.raises(CTScoreError) as err:
+        write_review_sheet(out, overwrite="yes")
+    assert err.value.code == "BAD_OPTION"
+    with pytest.raises(CTScoreError) as err:
+        review_sheet(out / "nope")
+    assert err.value.code == "INPUT_NOT_FOUND"
+
+
+SCANS = pd.DataFrame({"scan_id": ["scan-aa01", "scan-bb02", "scan-cc03", "scan-dd04"],
+                      "series_uid": ["1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4"], "status": "ok"})
+HEADER = "scan_id,patient_id,status,qc_flags,qc_png,exclude,reason,reviewer,note\n"
+
+
+def test_decisions_yes_no_and_empty(tmp_path, caplog):
+    p = tmp_path / "review.csv"
+    p.write_text(HEADER + "scan-aa01,pt-1,ok,NOISY:41,scan-aa01/qc.png,Yes,motion,AB,steps\n"
+                 "scan-bb02,pt-1,ok,,,no,,AB,\n"
+                 "scan-cc03,pt-2,ok,,,,,,\n"
+                 "scan-dd04,pt-2,ok,,,x, wrong  phase ,CD,\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        ex = read_exclusions(p, SCANS)
+    assert ex.reasons == {"scan-aa01": "motion", "scan-dd04": "wrong phase"}
+    assert ex.reviewed == {"scan-aa01", "scan-bb02", "scan-dd04"} and ex.is_sheet
+    assert "not read" not in caplog.text  # the sheet's own columns are expected
+    assert ex.reviewed_text({"scan-aa01", "scan-bb02", "scan-cc03"}) == "2 of 3"
+    assert ex.reviewed_text({"scan-aa01", "scan-bb02"}) == "all 2"
+    assert "review sheet: 3 scan(s) reviewed, 2 excluded" in ex.setting()
+    # a sheet that excludes nothing is an outcome, not an error
+    p.write_text(HEADER + "scan-aa01,,,,,no,,,\nscan-bb02,,,,,,,,\n", encoding="utf-8")
+    none = read_exclusions(p, SCANS)
+    assert none.reasons == {} and none.reviewed == {"scan-aa01"}
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("scan-aa01,maybe,motion\n", ["line 2", "'exclude'", "'maybe'", "is no decision"]),
+    ("scan-aa01,no,motion\n", ["line 2", "'reason'", "'motion'", "beside 'exclude' 'no'", "is the scan excluded?"]),
+    ("scan-aa01,,motion\n", ["line 2", "left empty", "is the scan excluded?"]),
+    ("scan-aa01,yes,\n", ["line 2", "reason", "is empty"]),
+    ("scan-aa01,,\nscan-bb02,,\n", ["holds no decision"]),
+    ("scan-aa01,no,\nscan-aa01,,\n", ["line 3", "on two rows", "also line 2"]),
+    ("scan-zz09,no,\n", ["line 2", "scan-zz09", "no scan of this run"]),
+])
+def test_a_sheet_that_cannot_be_trusted_is_refused_naming_the_line(tmp_path, rows, words):
+    p = tmp_path / "review.csv"
+    p.write_text("scan_id,exclude,reason\n" + rows, encoding="utf-8")
+    with pytest.raises(CTScoreError) as err:
+        read_exclusions(p, SCANS)
+    assert err.value.code == CODE and err.value.path == str(p)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_a_filled_sheet_excludes_as_the_list_and_says_how_many_were_reviewed(tmp_path, caplog):
+    cohort = write_cohort(tmp_path / "cohort", seed=5, n_survivors=8, n_nonsurvivors=4)
+    sheet = review_sheet(cohort["scores"])
+    ok = sheet.index[sheet["status"] == "ok"]
+    sheet.loc[ok, "exclude"] = "no"
+    sheet.loc[ok[[0, 2]], ["exclude", "reason"]] = [["yes", "motion"], ["yes", "segmentation failure"]]
+    sheet.loc[ok[5], "exclude"] = ""  # not reviewed yet
+    path = tmp_path / "review.csv"
+    sheet.to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING):
+        got = run_stats(cohort["scores"], cohort["clinical"], study="li2020", exclude=path)
+    assert "have no decision in its 'exclude' column" in caplog.text
+    listed = pd.DataFrame({"scan_id": sheet.loc[ok[[0, 2]], "scan_id"], "reason": ["motion", "segmentation failure"]})
+    want = run_stats(cohort["scores"], cohort["clinical"], study="li2020", exclude=listed)
+    for name in want:
+        if name != "data_summary":
+            pd.testing.assert_frame_equal(got[name], want[name], obj=name)
+    summary = dict(zip(got["data_summary"]["item"], got["data_summary"]["value"]))
+    n_used = int(summary["scored scans before exclusion (status ok, dated)"])
+    assert summary["of these, reviewed (review sheet)"] == f"{n_used - 1} of {n_used}"
+    assert summary["scans excluded at QC review"] == "2 (motion: 1; segmentation failure: 1)"
+    # every scan reviewed, none excluded: the analyses of the run as it is, and the summary says so
+    sheet.loc[ok, ["exclude", "reason"]] = ["no", ""]
+    sheet.to_csv(path, index=False)
+    kept = run_stats(cohort["scores"], cohort["clinical"], study="li2020", exclude=path)
+    plain = run_stats(cohort["scores"], cohort["clinical"], study="li2020")
+    for name in plain:
+        if name != "data_summary":
+            pd.testing.assert_frame_equal(kept[name], plain[name], obj=name)
+    k = dict(zip(kept["data_summary"]["item"], kept["data_summary"]["value"]))
+    assert k["of these, reviewed (review sheet)"] == f"all {n_used}" and k["scans excluded at QC review"] == "0"
+
+
+def test_validate_and_methods_read_the_sheet(three, tmp_path):
+    out, sid = three
+    sheet = review_sheet(out)
+    sheet.loc[sheet["scan_id"] == "scan-0000000000b1", ["exclude", "reason"]] = ["yes", "noise"]
+    sheet.loc[sheet["scan_id"] == sid, "exclude"] = "no"
+    text = methods_text(out, exclude=sheet)
+    assert ("The segmentations and scores of all 2 scored scans were reviewed with these QC images before analysis "
+            "[state by whom, blinded to what]; 1 was excluded (noise: 1).") in text
+    assert "- Scans excluded at QC review: 1 of 2 scored (noise: 1); reviewed: all 2; the counts" in text
+    sheet.loc[sheet["scan_id"] == "scan-0000000000b1", ["exclude", "reason"]] = ["no", ""]
+    assert "scored scans were reviewed with these QC images before analysis [state by whom, blinded to what]; " \
+           "none was excluded." in methods_text(out, exclude=sheet)
+    # validate: the reference's scans, how many reviewed
+    pred, ref, _, _ = write_validation_cohort(tmp_path / "val", 6, 3, "1.2.826.0.7")
+    vs = review_sheet(pred)
+    vs.loc[:, "exclude"] = "no"
+    vs.loc[1, ["exclude", "reason"]] = ["yes", "motion"]
+    summary = dict(zip(*run_validation(pred, ref, exclude=vs)["data_summary"].to_numpy().T))
+    assert summary["of these, reviewed (review sheet)"] == "all 6"
+    assert summary["scans excluded at QC review"] == "1 (motion: 1)"
+
+
+def test_a_renamed_decision_column_is_not_read_as_a_list_of_exclusions(tmp_path):
+    p = tmp_path / "review.csv"  # read as a list, every row would be an exclusion
+    p.write_text("scan_id,Exclude,reason\nscan-aa01,yes,motion\nscan-bb02,no,\n", encoding="utf-8")
+    with pytest.raises(CTScoreError, match="'Exclude' looks like a review sheet's decision column") as err:
+        read_exclusions(p, SCANS)
+    assert err.value.code == CODE
+
+
+def test_share_leaves_the_sheet_out_saying_why():
+    from pipeline.review_sheet import SHEET_NAME
+    from pipeline.share import LEFT_OUT
+
+    assert "initials and notes" in LEFT_OUT[SHEET_NAME]  # the manifest names it, with this reason

@@ -711,11 +711,21 @@ def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None
 
         hit = exclusions.scan_ids & set(ok["scan_id"])
         reasons = f" ({_md(by_reason(exclusions.counts(hit)))})" if hit else ""
-        if exclusions.is_sheet:  # a review sheet: how many were reviewed is known too
-            return text + (f" The segmentations and scores of {exclusions.reviewed_text(set(ok['scan_id']))} scored "
-                           "scans were reviewed with these QC images before analysis [state by whom, blinded to "
-                           "what]; " + (f"{len(hit)} {'was' if len(hit) == 1 else 'were'} excluded{reasons}." if hit
-                                        else "none was excluded."))
+        used = set(ok["scan_id"])
+        n_reviewed = len(used & exclusions.reviewed) if exclusions.is_sheet else 0
+        if exclusions.is_sheet:
+            exclusions.undecided(used, "scored scans")  # the warning stats and validate give
+        if n_reviewed:  # a review sheet: how many were reviewed is known too
+            whose = ("the one scored scan" if n_reviewed == len(used) == 1 else
+                     f"all {n_reviewed} scored scans" if n_reviewed == len(used) else
+                     f"{n_reviewed} of the {len(used)} scored scans")
+            return text + (f" The segmentations and scores of {whose} were reviewed with these QC images before analysis "
+                           "[state by whom, blinded to what]; "
+                           + (f"{len(hit)} {'was' if len(hit) == 1 else 'were'} excluded{reasons}." if hit
+                              else "none was excluded."))
+        if exclusions.is_sheet:  # decisions on failed scans only: nothing analysed was reviewed
+            return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
+                           "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
         return text + (" The segmentations and scores were reviewed with these QC images before analysis [state by "
                        f"whom, blinded to what]; {_plural(len(hit), 'scored scan')} of {len(ok)} "
                        f"{'was' if len(hit) == 1 else 'were'} excluded{reasons}.")

@@ -7,8 +7,9 @@ leaves four columns to fill: ``exclude`` (yes / no; empty while not reviewed), `
 ``note`` (for the researcher's records, never copied into an output). Scans with QC flags come first, then the rest,
 each group in ``scans.csv``'s order; failed scans last (they are not analysed whatever the sheet says).
 
-The sheet is written once: an existing file is never replaced (it may hold a reviewer's decisions), unless
-``overwrite`` is given. The run folder is only read, except for the default ``OUT/review.csv``.
+The sheet is written once, in UTF-8 with a byte-order mark (so that Excel opens it as UTF-8): an existing sheet is
+never replaced (it may hold a reviewer's decisions) unless ``overwrite`` is given, and a file that is not a review
+sheet never. The run folder is only read, except for the default ``OUT/review.csv``.
 """
 
 from __future__ import annotations
@@ -65,12 +66,30 @@ def write_review_sheet(out_dir: str | Path, output: str | Path | None = None, ov
     path = Path(output) if output is not None else Path(out_dir) / SHEET_NAME
     if path.is_dir():
         raise CTScoreError("OUTPUT_UNWRITABLE", f"is a folder: give the file to write (e.g. {SHEET_NAME})", path)
-    if path.exists() and not overwrite:
-        raise CTScoreError("OUTPUT_EXISTS", "a review sheet is already there and may hold a reviewer's decisions: "
-                           "it is not replaced (give another file with -o, or --overwrite to replace it)", path)
-    try:
-        atomic_write_bytes(path, sheet.to_csv(index=False).encode("utf-8"))
+    if path.exists():
+        if not _is_sheet(path):
+            raise CTScoreError("OUTPUT_EXISTS", "a file that is not a review sheet is there (its first line lacks "
+                               f"scan_id and {DECISION}): it is not replaced, even with --overwrite; give another "
+                               "file with -o", path)
+        if not overwrite:
+            raise CTScoreError("OUTPUT_EXISTS", "a review sheet is already there and may hold a reviewer's "
+                               "decisions: it is not replaced (give another file with -o, or --overwrite to replace "
+                               "it)", path)
+    try:  # with a BOM: Excel then opens the file as UTF-8 (a reason or note with accents stays as written)
+        atomic_write_bytes(path, sheet.to_csv(index=False).encode("utf-8-sig"))
     except OSError as exc:
-        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the review sheet ({exc.strerror or exc})",
-                           path) from exc
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the review sheet ({exc.strerror or exc}); give "
+                           "a file elsewhere with -o", path) from exc
     return path
+
+
+def _is_sheet(path: Path) -> bool:
+    """Whether the existing file's first line names scan_id and the decision column (a review sheet, as written or
+    re-saved by a spreadsheet): only such a file may be replaced with ``overwrite``."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(65536).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    cells = {c.strip().strip('"').strip() for c in first.strip().split(",")}
+    return {"scan_id", DECISION} <= cells

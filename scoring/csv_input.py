@@ -50,6 +50,12 @@ def _rows(text: str, code: str, what: str, path: Path, skip_initial_space: bool)
     return rows, starts
 
 
+def _refuse_separator(header: str, code: str, path: Path) -> None:
+    by = "semicolons" if ";" in header else "tabs"
+    raise CTScoreError(code, f"the columns are separated by {by}, not commas (header {header[:60]!r}): save "
+                       "the table as comma-separated CSV (Excel: CSV UTF-8)", path)
+
+
 def read_csv_table(path: str | Path, code: str, what: str, *,
                    normalise: Callable[[str], str] = str.strip, strip_cells: bool = False,
                    twice_hint: str = "give each column one name", skip_initial_space: bool = False) -> pd.DataFrame:
@@ -71,15 +77,16 @@ def read_csv_table(path: str | Path, code: str, what: str, *,
     except UnicodeDecodeError:
         raise CTScoreError(code, f"{what} is not UTF-8 text ({_first_bad_byte(raw)}); save it as CSV UTF-8",
                            path) from None
+    head = next((line for line in text.splitlines() if line.strip()), "")
+    if "," not in head and (";" in head or "\t" in head):  # before parsing: a quoted ";" header stops the parser
+        _refuse_separator(head, code, path)
     rows, starts = _rows(text, code, what, path, skip_initial_space)
     first = next((k for k, r in enumerate(rows) if any(c.strip() for c in r)), None)  # blank lines above the header
     if first is None:
         raise CTScoreError(code, f"{what} is empty (not even a header row)", path)
     header = rows[first]
     if len(header) == 1 and (";" in header[0] or "\t" in header[0]):  # a spreadsheet's export setting
-        by = "semicolons" if ";" in header[0] else "tabs"
-        raise CTScoreError(code, f"the columns are separated by {by}, not commas (header {header[0][:60]!r}): save "
-                           "the table as comma-separated CSV (Excel: CSV UTF-8)", path)
+        _refuse_separator(header[0], code, path)
     names = [normalise(h) for h in header]
     seen: dict[str, int] = {}
     for i, n in enumerate(names, 1):

@@ -29,7 +29,10 @@ scan, for its ``reason``; ``no`` (``n``, ``0``, ``false``, ``keep``) keeps it, r
 yet. The reports then also say how many of the analysed scans were reviewed, and a sheet that excludes nothing is a
 valid outcome ("all 40 scans reviewed, none excluded"). A reason written beside an empty or ``no`` decision is
 refused (which was meant?), as is any other value. The sheet's other columns (scores, flags, image paths) are
-there for the reviewer and are not read.
+there for the reviewer; its status and scores are compared with the run's, on the rows with a decision: a scan
+scored again after the sheet was made (other settings, ``--overwrite``) was reviewed on pictures that are no longer
+its own, and the sheet is refused. A list without an ``exclude`` column whose other column holds yes / no values (a
+renamed decision column, which would exclude every row) is refused too.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,6 +62,8 @@ REASON = "reason"
 DECISION = "exclude"
 EXCLUDE_VALUES = ("yes", "y", "x", "1", "true", "exclude", "excluded")
 KEEP_VALUES = ("no", "n", "0", "false", "keep", "kept", "include")
+#: The columns of a review sheet compared with the run's scans.csv (a sheet made before the scan was scored again).
+COMPARED_COLUMNS = ("status", "six_zone_total", "zhang900_total", "percent_opacity")
 
 
 @dataclass
@@ -70,6 +76,8 @@ class Exclusions:
     reasons: dict[str, str] = field(default_factory=dict)
     #: a review sheet's scans with a decision (excluded or kept); None for a list of exclusions alone
     reviewed: frozenset[str] | None = None
+    #: the rows naming a scan (a review sheet: decided or not)
+    n_rows: int = 0
 
     @property
     def scan_ids(self) -> set[str]:
@@ -87,14 +95,23 @@ class Exclusions:
         """The list as the reports name it: its file name (not its folder, which may name a patient or a site),
         its hash and its size."""
         if self.is_sheet:
-            return (f"{Path(self.source).name} (sha256 {self.sha256[:12]}, review sheet: {len(self.reviewed)} "
-                    f"scan(s) reviewed, {len(self.reasons)} excluded)")
+            return (f"{Path(self.source).name} (sha256 {self.sha256[:12]}, review sheet: {len(self.reviewed)} of "
+                    f"{self.n_rows} rows decided, {len(self.reasons)} marked yes)")
         return f"{Path(self.source).name} (sha256 {self.sha256[:12]}, {len(self.reasons)} scan(s))"
 
     def reviewed_text(self, used: set[str]) -> str:
         """'all 40' or '38 of 40': how many of the ``used`` scans the review sheet decided on (a sheet only)."""
         n = len(used & (self.reviewed or frozenset()))
         return f"all {n}" if n == len(used) and n > 1 else f"{n} of {len(used)}"
+
+    def undecided(self, used: set[str], what: str) -> int:
+        """How many of the ``used`` scans (``what``: what they are) have no decision on the review sheet, with a
+        warning when some have (they are analysed as if kept)."""
+        n = len(used - (self.reviewed or frozenset())) if self.is_sheet else 0
+        if n:
+            log.warning("review sheet %s: %d of the %d %s have no decision in its %r column (not reviewed yet?); "
+                        "they are analysed", Path(self.source).name, n, len(used), what, DECISION)
+        return n
 
 
 def by_reason(counts: Counter) -> str:
@@ -158,10 +175,12 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                   + f"; its columns: {', '.join(map(repr, cols)) or 'none'}. Expected: scan_id (or series_uid), "
                   "reason, and optionally reviewer, note, comment")
     sheet = DECISION in cols
-    like = [c for c in cols if not sheet and difflib.get_close_matches(c.lower(), [DECISION], n=1, cutoff=0.75)]
-    if like:  # a review sheet whose decision column was renamed: read as a list, every row would be excluded
-        raise bad(f"column {like[0]!r} looks like a review sheet's decision column: name it {DECISION!r} "
-                  "(yes / no), or remove it from a list of exclusions")
+    for c in cols if not sheet else ():  # a review sheet whose decision column was renamed: read as a list, every
+        values = {_decision(v) for v in table[c]} - {""}  # row would be excluded, those marked no too
+        if c.strip().lower() == DECISION or (c not in (*ID_COLUMNS, REASON) and values and
+                                             values <= {*EXCLUDE_VALUES, *KEEP_VALUES} and values & set(KEEP_VALUES)):
+            raise bad(f"column {c!r} holds a review sheet's decisions (yes / no): name it {DECISION!r}, so that the "
+                      "rows marked no are kept (read as a list of exclusions, every row would be excluded)")
     # the columns a sheet shows the reviewer: not read, not warned about
     from pipeline.review_sheet import SHOWN_COLUMNS
 
@@ -180,6 +199,9 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                 by_uid[uid].append(sid)
     known = set(run_ids)
     lower = {k.lower(): k for k in known}
+    compared = [c for c in COMPARED_COLUMNS if sheet and c in cols and c in scans.columns]
+    shown = {sid: dict(zip(compared, vals)) for sid, *vals in
+             zip(run_ids, *(scans[c] for c in compared))} if compared else {}
     reasons: dict[str, str] = {}
     reviewed: set[str] = set()
     line_of: dict[str, int] = {}
@@ -188,7 +210,7 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         sid = str(row.get("scan_id", "")).strip()
         uid = str(row.get("series_uid", "")).strip()
         reason = " ".join(str(row[REASON]).split())
-        decision = str(row.get(DECISION, "")).strip().lower() if sheet else "yes"
+        decision = _decision(row.get(DECISION, "")) if sheet else "yes"
         if sheet and decision not in ("", *EXCLUDE_VALUES, *KEEP_VALUES):
             raise bad(_where(line, DECISION, str(row[DECISION])) + " is no decision: write yes to exclude the scan, "
                       "no to keep it, or leave it empty while the scan is not reviewed")
@@ -225,6 +247,8 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         line_of[sid] = line
         if not decision:
             continue  # on the sheet, not reviewed yet
+        if sheet:
+            _check_scored_as_shown(row, line, sid, shown.get(sid, {}), bad)
         reviewed.add(sid)
         if decision in KEEP_VALUES:
             continue
@@ -232,6 +256,13 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
             raise bad(_where(line, REASON, str(row[REASON])) + " is empty: give every exclusion its reason (the "
                       "reports count the exclusions by reason)")
         reasons[sid] = reason
+    spellings: dict[str, set[str]] = {}
+    for r in reasons.values():
+        spellings.setdefault(r.casefold(), set()).add(r)
+    twice = [" / ".join(sorted(v)) for v in spellings.values() if len(v) > 1]
+    if twice:
+        log.warning("exclusion list %s: reasons spelled several ways are counted apart: %s (write each reason one "
+                    "way)", name, "; ".join(twice))
     if sheet and not reviewed:
         raise bad(f"the review sheet holds no decision: write yes (exclude) or no (keep) in its {DECISION!r} column "
                   "for each scan reviewed, or leave --exclude out")
@@ -239,7 +270,36 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         raise bad("the exclusion list names no scan (only a header, or empty rows): give it one row per excluded "
                   "scan, or leave --exclude out")
     return Exclusions(source=name, sha256=digest, reasons=reasons,
-                      reviewed=frozenset(reviewed) if sheet else None)
+                      reviewed=frozenset(reviewed) if sheet else None, n_rows=len(line_of))
+
+
+def _decision(value: object) -> str:
+    """A decision cell as compared with EXCLUDE_VALUES / KEEP_VALUES: trimmed, lower case; 1.0 and 0.0 (how pandas
+    reads a 0/1 column with empty cells) as 1 and 0."""
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip().lower()
+    return text.split(".")[0] if text in ("1.0", "0.0", "1.00", "0.00") else text
+
+
+def _cell(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
+
+
+def _check_scored_as_shown(row: pd.Series, line: int, sid: str, run: dict, bad) -> None:
+    """EXCLUSIONS_INVALID when a decided row's status or scores (as the sheet shows them) are no longer the run's:
+    the scan was scored again after the sheet was made, and its decision was taken on other pictures."""
+    for col, now in run.items():
+        was, now = _cell(row.get(col, "")), _cell(now)
+        if was == now or not was:  # a cell the reviewer cleared shows nothing to compare
+            continue
+        try:
+            if abs(float(was) - float(now)) <= 0.0051:  # 12.08 re-saved by a spreadsheet as 12.080000000000001
+                continue
+        except ValueError:
+            pass
+        raise bad(f"line {line}, column '{col}': the sheet shows {was!r}, the run's scans.csv {now!r} for scan "
+                  f"{sid!r}: it was scored again after the sheet was made, and its decision was taken on other "
+                  "pictures. Review it again on a new sheet (ctscore review-sheet OUT -o FILE) and copy the "
+                  "decisions over")
 
 
 def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed_elsewhere: str
@@ -255,9 +315,7 @@ def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed
     if rest:
         rows.append(("listed for exclusion but not in the analysis anyway", f"{rest} ({listed_elsewhere})"))
     if exclusions.is_sheet:
-        rows.insert(2, ("of these, reviewed (review sheet)", exclusions.reviewed_text(used)))
-        missing = len(used - exclusions.reviewed)
-        if missing:
-            log.warning("review sheet %s: %d of the %d %s have no decision in its %r column (not reviewed yet?); "
-                        "they are analysed", Path(exclusions.source).name, missing, len(used), used_label, DECISION)
+        missing = exclusions.undecided(used, used_label)
+        rows.insert(2, ("of these, reviewed (review sheet)", exclusions.reviewed_text(used)
+                        + (f" ({missing} without a decision: analysed)" if missing else "")))
     return rows

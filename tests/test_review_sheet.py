@@ -5,6 +5,7 @@ reviewed."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 
 import pandas as pd
@@ -67,8 +68,12 @@ def test_the_sheet_has_a_row_per_scan_flagged_first_and_failed_last(three, capsy
     assert main(["review-sheet", str(out), "-q"]) != 0 and path.read_bytes() == kept
     assert "OUTPUT_EXISTS" in capsys.readouterr().err
     assert main(["review-sheet", str(out), "-o", str(out.parent / "mine.csv"), "-q"]) == 0
-    assert (out.parent / "mine.csv").read_bytes() == sheet.to_csv(index=False).encode("utf-8")
+    assert (out.parent / "mine.csv").read_bytes() == sheet.to_csv(index=False).encode("utf-8-sig")  # Excel: UTF-8
     assert main(["review-sheet", str(out), "--overwrite", "-q"]) == 0 and path.read_bytes() != kept
+    scans_csv = (out / "scans.csv").read_bytes()  # --overwrite replaces a review sheet, nothing else
+    with pytest.raises(CTScoreError, match="not a review sheet") as err:
+        write_review_sheet(out, out / "scans.csv", overwrite=True)
+    assert err.value.code == "OUTPUT_EXISTS" and (out / "scans.csv").read_bytes() == scans_csv
     with pytest.raises(CTScoreError) as err:
         write_review_sheet(out, out)  # a folder
     assert err.value.code == "OUTPUT_UNWRITABLE"
@@ -98,11 +103,18 @@ def test_decisions_yes_no_and_empty(tmp_path, caplog):
     assert "not read" not in caplog.text  # the sheet's own columns are expected
     assert ex.reviewed_text({"scan-aa01", "scan-bb02", "scan-cc03"}) == "2 of 3"
     assert ex.reviewed_text({"scan-aa01", "scan-bb02"}) == "all 2"
-    assert "review sheet: 3 scan(s) reviewed, 2 excluded" in ex.setting()
+    assert "review sheet: 3 of 4 rows decided, 2 marked yes" in ex.setting()
     # a sheet that excludes nothing is an outcome, not an error
     p.write_text(HEADER + "scan-aa01,,,,,no,,,\nscan-bb02,,,,,,,,\n", encoding="utf-8")
     none = read_exclusions(p, SCANS)
     assert none.reasons == {} and none.reviewed == {"scan-aa01"}
+    # as a spreadsheet or pandas gives the decisions back: TRUE, 1.0 (a 0/1 column with empty cells), spaces
+    table = pd.DataFrame({"scan_id": SCANS["scan_id"], "exclude": [1.0, 0.0, float("nan"), " TRUE "],
+                          "reason": ["motion", "", "", "Motion"]})
+    with caplog.at_level(logging.WARNING):
+        got = read_exclusions(table, SCANS)
+    assert got.reasons == {"scan-aa01": "motion", "scan-dd04": "Motion"} and got.reviewed == {*got.reasons, "scan-bb02"}
+    assert "spelled several ways" in caplog.text and "Motion / motion" in caplog.text
 
 
 @pytest.mark.parametrize("rows, words", [
@@ -143,7 +155,7 @@ def test_a_filled_sheet_excludes_as_the_list_and_says_how_many_were_reviewed(tmp
             pd.testing.assert_frame_equal(got[name], want[name], obj=name)
     summary = dict(zip(got["data_summary"]["item"], got["data_summary"]["value"]))
     n_used = int(summary["scored scans before exclusion (status ok, dated)"])
-    assert summary["of these, reviewed (review sheet)"] == f"{n_used - 1} of {n_used}"
+    assert summary["of these, reviewed (review sheet)"] == f"{n_used - 1} of {n_used} (1 without a decision: analysed)"
     assert summary["scans excluded at QC review"] == "2 (motion: 1; segmentation failure: 1)"
     # every scan reviewed, none excluded: the analyses of the run as it is, and the summary says so
     sheet.loc[ok, ["exclude", "reason"]] = ["no", ""]
@@ -165,6 +177,12 @@ def test_validate_and_methods_read_the_sheet(three, tmp_path):
     text = methods_text(out, exclude=sheet)
     assert ("The segmentations and scores of all 2 scored scans were reviewed with these QC images before analysis "
             "[state by whom, blinded to what]; 1 was excluded (noise: 1).") in text
+    one = sheet.copy()
+    one.loc[one["scan_id"] == "scan-0000000000b1", ["exclude", "reason"]] = ""
+    assert "The segmentations and scores of 1 of the 2 scored scans were reviewed" in methods_text(out, exclude=one)
+    one.loc[one["scan_id"] == sid, "exclude"] = ""
+    one.loc[one["scan_id"] == "scan-0000000000c2", "exclude"] = "no"  # the failed scan alone: nothing analysed
+    assert "[state here whether, and by whom, they were reviewed" in methods_text(out, exclude=one)
     assert "- Scans excluded at QC review: 1 of 2 scored (noise: 1); reviewed: all 2; the counts" in text
     sheet.loc[sheet["scan_id"] == "scan-0000000000b1", ["exclude", "reason"]] = ["no", ""]
     assert "scored scans were reviewed with these QC images before analysis [state by whom, blinded to what]; " \
@@ -179,12 +197,36 @@ def test_validate_and_methods_read_the_sheet(three, tmp_path):
     assert summary["scans excluded at QC review"] == "1 (motion: 1)"
 
 
-def test_a_renamed_decision_column_is_not_read_as_a_list_of_exclusions(tmp_path):
-    p = tmp_path / "review.csv"  # read as a list, every row would be an exclusion
-    p.write_text("scan_id,Exclude,reason\nscan-aa01,yes,motion\nscan-bb02,no,\n", encoding="utf-8")
-    with pytest.raises(CTScoreError, match="'Exclude' looks like a review sheet's decision column") as err:
+@pytest.mark.parametrize("header", ["Exclude", "Exclude (y/n)", "keep?"])
+def test_a_renamed_decision_column_is_not_read_as_a_list_of_exclusions(tmp_path, header):
+    p = tmp_path / "review.csv"  # read as a list, every row would be an exclusion, those marked n too
+    p.write_text(f"scan_id,{header},reason\nscan-aa01,y,motion\nscan-bb02,n,fine\n", encoding="utf-8")
+    with pytest.raises(CTScoreError, match=f"column '{re.escape(header)}' holds a review sheet's decisions") as err:
         read_exclusions(p, SCANS)
     assert err.value.code == CODE
+    # a list with other columns of the researcher's is read as before (warned about)
+    p.write_text("scan_id,reason,excluded_by,excluded_on\nscan-aa01,motion,AB,2026-01-02\n", encoding="utf-8")
+    assert read_exclusions(p, SCANS).reasons == {"scan-aa01": "motion"}
+
+
+def test_a_sheet_made_before_the_scans_were_scored_again_is_refused(three):
+    out, sid = three
+    sheet = review_sheet(out)
+    sheet.loc[sheet["scan_id"] == sid, "exclude"] = "no"
+    sheet.loc[sheet["scan_id"] == "scan-0000000000c2", "exclude"] = "no"  # the failed scan
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    assert read_exclusions(sheet, scans).reviewed == {sid, "scan-0000000000c2"}
+    sheet.loc[sheet["scan_id"] == sid, "percent_opacity"] += "0000000001"  # a spreadsheet's re-save: the same
+    assert read_exclusions(sheet, scans).reviewed == {sid, "scan-0000000000c2"}
+    for column, now in (("percent_opacity", "14.5"), ("zhang900_total", "70"), ("status", "ok")):
+        rescored = scans.copy()
+        rescored.loc[rescored["scan_id"] == ("scan-0000000000c2" if column == "status" else sid), column] = now
+        with pytest.raises(CTScoreError, match="scored again after the sheet was made") as err:
+            read_exclusions(sheet, rescored)
+        assert err.value.code == CODE and f"column '{column}'" in str(err.value)
+    # an undecided row is not compared (nothing was decided on its pictures)
+    sheet.loc[sheet["scan_id"] == "scan-0000000000c2", "exclude"] = ""
+    assert read_exclusions(sheet, rescored).reviewed == {sid}
 
 
 def test_share_leaves_the_sheet_out_saying_why():
@@ -192,3 +234,11 @@ def test_share_leaves_the_sheet_out_saying_why():
     from pipeline.share import LEFT_OUT
 
     assert "initials and notes" in LEFT_OUT[SHEET_NAME]  # the manifest names it, with this reason
+
+
+def test_a_semicolon_export_with_quoted_cells_is_named_as_such(tmp_path):
+    p = tmp_path / "review.csv"  # LibreOffice's "quote all text cells": the parser stopped at the first quote
+    p.write_text('"scan_id";"exclude";"reason"\n"scan-aa01";"yes";"motion"\n', encoding="utf-8")
+    with pytest.raises(CTScoreError, match="separated by semicolons, not commas") as err:
+        read_exclusions(p, SCANS)
+    assert err.value.code == CODE

@@ -443,7 +443,8 @@ def load_cohort(scores: str | Path | pd.DataFrame, clinical_csv: str | Path | pd
         labs = schema.read_labs(labs_csv)
     excluded, rows = None, []
     if exclude is not None:
-        excluded = read_exclusions(exclude, pd.DataFrame(run_rows, columns=["scan_id", "series_uid"]))
+        rows_run = pd.DataFrame(run_rows, columns=list(schema.RUN_ROW_COLUMNS))
+        excluded = read_exclusions(exclude, rows_run.loc[:, rows_run.notna().any() | (rows_run.columns == "scan_id")])
         used = set(scans["scan_id"])
         rows = summary_rows(excluded, used, "scored scans before exclusion (status ok, dated)",
                             "failed in the run, or no study_date")

@@ -603,6 +603,11 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return scans, zones
 
 
+#: The columns of scans.csv kept for every row (failed ones too) for an exclusion list
+#: (None where scans.csv lacks the column) (scoring.exclusions).
+RUN_ROW_COLUMNS = ("scan_id", "series_uid", "status", "six_zone_total", "zhang900_total", "percent_opacity")
+
+
 def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
     """Check and type a table of scores as ``scans.csv`` holds them (text cells: :func:`as_text` turns a frame of
     numbers and dates into such a table). Failed scans (``status != 'ok'``) are dropped with a log line."""
@@ -613,9 +618,9 @@ def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.Da
     scans["patient_id"] = scans["patient_id"].str.strip()
     # every row, failed ones too: what an exclusion list is checked against (scoring.exclusions)
     # (plain tuples: pandas compares and deep-copies attrs)
-    run_rows = list(zip(scans["scan_id"].astype(str).str.strip(),
-                        scans["series_uid"].astype(str).str.strip() if "series_uid" in scans.columns
-                        else [""] * len(scans)))
+    # (with the columns a review sheet shows, compared with it: scoring.exclusions.COMPARED_COLUMNS)
+    run_rows = list(zip(*(scans[c].astype(str).str.strip() if c in scans.columns else [None] * len(scans)
+                          for c in RUN_ROW_COLUMNS)))
     if "status" in scans.columns:
         failed = scans["status"].str.strip().str.lower() != "ok"
         if failed.any():

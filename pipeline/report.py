@@ -705,6 +705,10 @@ scan_id in scans.csv (series_uid) and that series_uid in inventory.csv (path), o
 failures.csv (path).</p>
 {_key(run)}
 {cut}{_series_table(out_dir, shown, by_scan)}
+<p class="summary">Before analysis, review each series' QC montage and levels picture and record the ones that
+cannot be used: <code>ctscore review-sheet OUT</code> writes <code>review.csv</code>, a row per series (flagged ones
+first) with columns to mark <code>exclude</code> yes or no and a reason; give it to <code>ctscore stats</code>,
+<code>validate</code> and <code>methods</code> with <code>--exclude</code> (README: "The review sheet").</p>
 <h2>Flags</h2>
 {_flags_section(rows)}
 <h2>Failures</h2>

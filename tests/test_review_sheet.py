@@ -242,3 +242,8 @@ def test_a_semicolon_export_with_quoted_cells_is_named_as_such(tmp_path):
     with pytest.raises(CTScoreError, match="separated by semicolons, not commas") as err:
         read_exclusions(p, SCANS)
     assert err.value.code == CODE
+
+
+def test_the_run_report_points_to_the_sheet(sample_run):
+    page = (sample_run / "report.html").read_text(encoding="utf-8")
+    assert "<code>ctscore review-sheet OUT</code> writes <code>review.csv</code>" in page

@@ -9,17 +9,21 @@ each group in ``scans.csv``'s order; failed scans last (they are not analysed wh
 
 The sheet is written once, in UTF-8 with a byte-order mark (so that Excel opens it as UTF-8): an existing sheet is
 never replaced (it may hold a reviewer's decisions) unless ``overwrite`` is given, and a file that is not a review
-sheet never. The run folder is only read, except for the default ``OUT/review.csv``.
+sheet never. ``update`` brings an existing sheet up to date after the run scored more scans (or scored some again),
+keeping its decisions. The run folder is only read, except for the default ``OUT/review.csv``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from scoring.exclusions import DECISION, FREE_TEXT_COLUMNS, REASON
+from scoring.exclusions import COMPARED_COLUMNS, DECISION, FREE_TEXT_COLUMNS, REASON
+
+log = logging.getLogger(__name__)
 
 #: The default file name, in the run folder.
 SHEET_NAME = "review.csv"
@@ -53,15 +57,27 @@ def review_sheet(out_dir: str | Path) -> pd.DataFrame:
     return sheet.reset_index(drop=True)[list(COLUMNS)]
 
 
-def write_review_sheet(out_dir: str | Path, output: str | Path | None = None, overwrite: bool = False) -> Path:
+def write_review_sheet(out_dir: str | Path, output: str | Path | None = None, overwrite: bool = False,
+                       update: bool = False) -> Path:
     """Write :func:`review_sheet` to ``output`` (default ``OUT/review.csv``), all or nothing; returns the path.
 
-    Raises as :func:`review_sheet`, and CTScoreError ``OUTPUT_EXISTS`` when ``output`` exists and ``overwrite`` is
-    not given (the file may hold a reviewer's decisions), ``OUTPUT_UNWRITABLE`` when it cannot be written."""
+    ``update``: bring an existing sheet up to date with the run, keeping its decisions: a row per scan of the run
+    now (new scans added, in the sheet's order), the shown columns as the run has them, and the decision columns
+    (and any column the reviewer added) of each scan still scored as the sheet shows it; a scan scored again since
+    (other status or scores: :func:`scoring.exclusions.scored_otherwise`) has its decision cleared, its note saying
+    what it was. Refused (``OUTPUT_EXISTS``) when the sheet names scans that are not in the run.
+
+    Raises as :func:`review_sheet`, and CTScoreError ``OUTPUT_EXISTS`` when ``output`` exists and neither
+    ``overwrite`` nor ``update`` is given (the file may hold a reviewer's decisions) or is not a review sheet,
+    ``OUTPUT_UNWRITABLE`` when it cannot be written, ``BAD_OPTION`` for both ``overwrite`` and ``update``."""
     from pipeline.outputs import atomic_write_bytes
 
-    if not isinstance(overwrite, bool):
-        raise CTScoreError("BAD_OPTION", f"overwrite must be True or False, not {overwrite!r}")
+    for name, value in (("overwrite", overwrite), ("update", update)):
+        if not isinstance(value, bool):
+            raise CTScoreError("BAD_OPTION", f"{name} must be True or False, not {value!r}")
+    if overwrite and update:
+        raise CTScoreError("BAD_OPTION", "give overwrite (a new sheet, the decisions lost) or update (the decisions "
+                           "kept), not both")
     sheet = review_sheet(out_dir)
     path = Path(output) if output is not None else Path(out_dir) / SHEET_NAME
     if path.is_dir():
@@ -69,18 +85,65 @@ def write_review_sheet(out_dir: str | Path, output: str | Path | None = None, ov
     if path.exists():
         if not _is_sheet(path):
             raise CTScoreError("OUTPUT_EXISTS", "a file that is not a review sheet is there (its first line lacks "
-                               f"scan_id and {DECISION}): it is not replaced, even with --overwrite; give another "
-                               "file with -o", path)
-        if not overwrite:
+                               f"scan_id and {DECISION}): it is not replaced, even with --overwrite or --update; "
+                               "give another file with -o", path)
+        if update:
+            sheet = _updated(sheet, path)
+        elif not overwrite:
             raise CTScoreError("OUTPUT_EXISTS", "a review sheet is already there and may hold a reviewer's "
-                               "decisions: it is not replaced (give another file with -o, or --overwrite to replace "
-                               "it)", path)
+                               "decisions: it is not replaced (--update adds the run's new scans and keeps its "
+                               "decisions; -o writes another file; --overwrite replaces it)", path)
     try:  # with a BOM: Excel then opens the file as UTF-8 (a reason or note with accents stays as written)
         atomic_write_bytes(path, sheet.to_csv(index=False).encode("utf-8-sig"))
     except OSError as exc:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the review sheet ({exc.strerror or exc}); give "
                            "a file elsewhere with -o", path) from exc
     return path
+
+
+def _updated(sheet: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The run's sheet ``sheet`` with the decisions of the sheet at ``path`` (write_review_sheet's ``update``)."""
+    from scoring.csv_input import read_csv_table
+    from scoring.exclusions import CODE, scored_otherwise
+
+    old = read_csv_table(path, CODE, "review sheet")
+    old = old[old["scan_id"].str.strip() != ""].assign(scan_id=lambda t: t["scan_id"].str.strip())
+    twice = old["scan_id"][old["scan_id"].duplicated()]
+    if len(twice):
+        raise CTScoreError(CODE, f"scan {twice.iloc[0]!r} is on two rows of the review sheet: one row per scan", path)
+    gone = sorted(set(old["scan_id"]) - set(sheet["scan_id"]))
+    if gone:
+        raise CTScoreError("OUTPUT_EXISTS", f"the review sheet names {len(gone)} scan(s) that are not in this run "
+                           f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}: another run, or another "
+                           "pseudonym salt?): it is not updated; give another file with -o", path)
+    kept = [c for c in old.columns if c not in ("scan_id", *SHOWN_COLUMNS)]  # decisions, and the reviewer's own
+    for c in kept:
+        if c not in sheet.columns:
+            sheet[c] = ""
+    now = sheet.set_index("scan_id")
+    cleared = 0
+    for _, row in old.iterrows():
+        sid = row["scan_id"]
+        run = {c: now.at[sid, c] for c in COMPARED_COLUMNS}
+        values = {c: row[c] for c in kept}
+        other = scored_otherwise(row, run) if str(row.get(DECISION, "")).strip() else None
+        if other is not None:  # decided on pictures that are no longer the scan's
+            col, was, is_now = other
+            was_decided = ", ".join(f"{c} {row[c].strip()!r}" for c in (DECISION, REASON) if c in row
+                                    and row[c].strip())
+            values.update({DECISION: "", REASON: "", "note": (f"scored again since the earlier decision ({was_decided};"
+                                                             f" {col} was {was}, now {is_now}): review again. "
+                                                             + str(row.get("note", ""))).strip()})
+            cleared += 1
+        for c, v in values.items():
+            now.at[sid, c] = v
+    # the sheet's order first (the reviewer may have sorted it), then the new scans in the run sheet's order
+    had = set(old["scan_id"])
+    order = list(old["scan_id"]) + [s for s in sheet["scan_id"] if s not in had]
+    merged = now.loc[order].reset_index()
+    log.info("review sheet %s: %d scan(s) kept with their rows, %d added, %d decision(s) cleared (scored again)",
+             path.name, len(old), len(order) - len(old), cleared)
+    return merged[list(COLUMNS) + [c for c in kept if c not in COLUMNS]]
 
 
 def _is_sheet(path: Path) -> bool:

@@ -284,22 +284,33 @@ def _cell(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
 
 
-def _check_scored_as_shown(row: pd.Series, line: int, sid: str, run: dict, bad) -> None:
-    """EXCLUSIONS_INVALID when a decided row's status or scores (as the sheet shows them) are no longer the run's:
-    the scan was scored again after the sheet was made, and its decision was taken on other pictures."""
+def scored_otherwise(row: pd.Series, run: dict) -> tuple[str, str, str] | None:
+    """The first of the run's values (``run``: column -> value of scans.csv) that a review sheet's row shows
+    otherwise, as (column, the sheet's, the run's); None when the row shows the scan as the run scored it (a cell
+    the reviewer cleared shows nothing to compare; numbers within 0.005, as a spreadsheet may re-save them)."""
     for col, now in run.items():
         was, now = _cell(row.get(col, "")), _cell(now)
-        if was == now or not was:  # a cell the reviewer cleared shows nothing to compare
+        if was == now or not was:
             continue
         try:
             if abs(float(was) - float(now)) <= 0.0051:  # 12.08 re-saved by a spreadsheet as 12.080000000000001
                 continue
         except ValueError:
             pass
+        return col, was, now
+    return None
+
+
+def _check_scored_as_shown(row: pd.Series, line: int, sid: str, run: dict, bad) -> None:
+    """EXCLUSIONS_INVALID when a decided row's status or scores (as the sheet shows them) are no longer the run's:
+    the scan was scored again after the sheet was made, and its decision was taken on other pictures."""
+    other = scored_otherwise(row, run)
+    if other is not None:
+        col, was, now = other
         raise bad(f"line {line}, column '{col}': the sheet shows {was!r}, the run's scans.csv {now!r} for scan "
                   f"{sid!r}: it was scored again after the sheet was made, and its decision was taken on other "
-                  "pictures. Review it again on a new sheet (ctscore review-sheet OUT -o FILE) and copy the "
-                  "decisions over")
+                  "pictures. Review it again: ctscore review-sheet OUT --update (-o this sheet) clears its decision "
+                  "and keeps the others")
 
 
 def summary_rows(exclusions: Exclusions, used: set[str], used_label: str, listed_elsewhere: str

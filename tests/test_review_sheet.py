@@ -247,3 +247,45 @@ def test_a_semicolon_export_with_quoted_cells_is_named_as_such(tmp_path):
 def test_the_run_report_points_to_the_sheet(sample_run):
     page = (sample_run / "report.html").read_text(encoding="utf-8")
     assert "<code>ctscore review-sheet OUT</code> writes <code>review.csv</code>" in page
+
+
+def test_update_adds_new_scans_keeps_decisions_and_clears_those_of_scans_scored_again(three, capsys):
+    out, sid = three
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    first = scans.iloc[[0, 2]]  # the run had two scans when the sheet was made
+    first.to_csv(out / "scans.csv", index=False)
+    path = write_review_sheet(out)
+    sheet = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    sheet = sheet.iloc[::-1].reset_index(drop=True)  # the reviewer sorted it
+    sheet.loc[sheet["scan_id"] == sid, ["exclude", "reviewer"]] = ["no", "AB"]
+    sheet.loc[sheet["scan_id"] == "scan-0000000000b1", ["exclude", "reason", "note"]] = ["yes", "noise", "streaks"]
+    sheet["second_reader"] = ["CD", ""]  # a column of the reviewer's
+    sheet.to_csv(path, index=False, encoding="utf-8-sig")
+    # the run grows by one scan (the failed one), and the flagged scan is scored again with other results
+    scans.loc[scans["scan_id"] == "scan-0000000000b1", "percent_opacity"] = "30.5"
+    scans.to_csv(out / "scans.csv", index=False)
+    with pytest.raises(CTScoreError, match="scored again after the sheet was made") as err:
+        read_exclusions(path, scans)
+    assert "--update" in str(err.value)
+    assert main(["review-sheet", str(out), "--update", "-q"]) == 0
+    got = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert list(got["scan_id"]) == [sid, "scan-0000000000b1", "scan-0000000000c2"]  # its order, then the new scan
+    assert list(got.columns) == [*COLUMNS, "second_reader"] and list(got["second_reader"]) == ["CD", "", ""]
+    row = got.set_index("scan_id").loc[sid]
+    assert (row["exclude"], row["reviewer"]) == ("no", "AB")
+    b1 = got.set_index("scan_id").loc["scan-0000000000b1"]
+    assert (b1["exclude"], b1["reason"], b1["percent_opacity"]) == ("", "", "30.5")
+    assert b1["note"].startswith("scored again since the earlier decision (exclude 'yes', reason 'noise'; "
+                                 "percent_opacity was ") and b1["note"].endswith("review again. streaks")
+    ex = read_exclusions(path, scans)  # now valid: the kept decision only
+    assert ex.reviewed == {sid} and ex.reasons == {}
+    # a sheet naming a scan not in the run is not updated; a file that is no sheet is never touched
+    first.iloc[:1].to_csv(out / "scans.csv", index=False)
+    before = path.read_bytes()
+    with pytest.raises(CTScoreError, match="not in this run") as err:
+        write_review_sheet(out, update=True)
+    assert err.value.code == "OUTPUT_EXISTS" and path.read_bytes() == before
+    with pytest.raises(CTScoreError) as err:
+        write_review_sheet(out, overwrite=True, update=True)
+    assert err.value.code == "BAD_OPTION"
+    assert main(["review-sheet", str(out), "-o", str(out / "new.csv"), "--update", "-q"]) == 0  # none there: written

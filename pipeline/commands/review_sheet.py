@@ -20,11 +20,16 @@ def register(sub) -> None:
                                    "filled sheet to `ctscore stats --exclude`, `validate --exclude` and "
                                    "`methods --exclude`: the scans marked yes are left out, and the reports say "
                                    "how many scans were reviewed. An existing sheet is never replaced unless "
-                                   "--overwrite is given. OUT is only read, except for the default OUT/review.csv.")
+                                   "--overwrite is given; --update adds the scans the run scored since and keeps "
+                                   "the decisions. OUT is only read, except for the default OUT/review.csv.")
     p.add_argument("out", help="output folder of `ctscore run` (or of `ctscore aggregate`)")
     p.add_argument("-o", "--output", metavar="FILE", default=None, help="file to write (default OUT/review.csv)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing sheet (its decisions are lost)")
+    p.add_argument("--update", action="store_true",
+                   help="bring an existing sheet up to date with the run, keeping its decisions: the run's new scans "
+                        "are added, and a scan scored again since its decision has it cleared (its note says what "
+                        "it was)")
     add_log_args(p)
     p.set_defaults(func=main)
 
@@ -32,7 +37,7 @@ def register(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from pipeline.review_sheet import write_review_sheet
 
-    path = write_review_sheet(args.out, args.output, overwrite=args.overwrite)
+    path = write_review_sheet(args.out, args.output, overwrite=args.overwrite, update=args.update)
     print(f"Review sheet written to {path}: fill in 'exclude' (yes / no) and 'reason' while reviewing each scan's "
           f"qc.png and levels.png, then give it to ctscore stats / validate / methods --exclude")
     return EXIT_OK

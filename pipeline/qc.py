@@ -2,9 +2,14 @@
 
 The montage has one fixed layout so that many scans can be compared at a glance, also at thumbnail
 size: on the left a large coronal view through the lungs' centre with the six-zone planes (carina,
-inferior pulmonary vein) drawn across it and ticks at the levels of the axial slices; on the right a
+inferior pulmonary vein) drawn across it and ticks at the levels of the axial slices; in the middle a
 2 x 2 grid of axial slices, one in each six-zone zone (upper, middle, lower) and the slice with the
-most lesion; a zone the scan has no slice of (no IPV level, no lung in it) gets a panel that says so.
+most lesion; a zone the scan has no slice of (no IPV level, no lung in it) gets a panel that says so. On the right,
+two axial slices in a soft-tissue window (W 400, L 40), with the lung and the consolidation outlined only: the slice
+with the most consolidation (else the most lesion) and the lung base, where pleural effusion collects. In the lung
+window fluid, atelectasis and consolidation are all near white; in the soft-tissue window an effusion is a smooth
+band of water density along the dependent pleura, with no air bronchograms, and a consolidation outline over it
+shows that the segmentation took fluid for lung.
 Lungs are outlined in one colour; faint ground glass and ground glass are filled half-transparent, each in its
 own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
 glass); consolidation is hatched and outlined, never filled, so that the bright tissue under it shows (a dark fill
@@ -45,13 +50,19 @@ HATCHED_CLASS = 3
 HATCH = "////"
 HATCH_LINEWIDTH = 1.5
 LUNG_COLOUR = "#00e5ff"
+#: The consolidation outline of the soft-tissue column: the wine of the lung window is lost on its grey tissue;
+#: orange stays apart from the cyan lung outline and from water-density grey in every colour vision
+#: (tests/test_a11y_report.py).
+SOFT_CONSOLIDATION_COLOUR = "#ff9500"
 PLANE_COLOUR = "#ffffff"
 TICK_COLOUR = "#ffffff"
 #: Lung window (W 1500, L -600).
 WINDOW_HU = (-1350.0, 150.0)
+#: Soft-tissue (mediastinal) window of the right-hand column (W 400, L 40).
+SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
 #: The six-zone boundary planes drawn on the coronal view (landmark name -> label).
 ZONE_PLANES: dict[str, str] = {"carina": "carina", "ipv": "IPV"}
-MONTAGE_SIZE_IN = (10.0, 5.4)
+MONTAGE_SIZE_IN = (12.5, 5.4)
 MONTAGE_DPI = 100
 THUMB_WIDTH_PX = 320
 #: Labels closer than this fraction of the coronal view's height are moved apart.
@@ -195,6 +206,40 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     return picks
 
 
+def soft_tissue_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray) -> list[AxialPick]:
+    """The two slices of the soft-tissue column: the slice with the most consolidation (tag C; else the most
+    lesion, else the lungs' middle slice, tag S), and the lung base (tag E: 15 % of the lungs' height above their
+    lowest slice, where an effusion collects, at the back in a supine patient)."""
+    ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if ks.size == 0:
+        ks = np.arange(lungs.shape[0])
+    dense = (classes == HATCHED_CLASS).sum(axis=(1, 2))
+    lesion = (classes > 0).sum(axis=(1, 2))
+    first = (AxialPick("C", "most consolidation", int(np.argmax(dense))) if dense.any() else
+             AxialPick("S", "most lesion", int(np.argmax(lesion))) if lesion.any() else
+             AxialPick("S", "lung centre", int(ks[len(ks) // 2])))
+    z_lung = z_mm[ks]
+    z = float(z_lung.min()) + 0.15 * float(z_lung.max() - z_lung.min())
+    return [first, AxialPick("E", "base (effusion?)", int(ks[np.argmin(np.abs(z_lung - z))]))]
+
+
+def _soft_panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
+    """CT in the soft-tissue window with the lung and the consolidation outlined, never filled: what lies under
+    them (fluid, atelectasis, consolidation) shows."""
+    ax.imshow(hu2d, cmap="gray", vmin=SOFT_TISSUE_WINDOW_HU[0], vmax=SOFT_TISSUE_WINDOW_HU[1], aspect=aspect,
+              interpolation="bilinear")
+    if min(classes2d.shape) >= 2:
+        hatched = classes2d == HATCHED_CLASS
+        if hatched.any():
+            ax.contour(hatched, levels=[0.5], colors=SOFT_CONSOLIDATION_COLOUR, linewidths=1.2)
+        if (lungs2d > 0).any():
+            ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def _lesion_rgba(classes2d: np.ndarray) -> np.ndarray:
     """An RGBA overlay (floats 0-1) with each filled lesion class in its colour; transparent elsewhere (and under the
     hatched class, which :func:`_panel` draws as hatching)."""
@@ -238,7 +283,7 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
 def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
            spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "",
            estimated: Collection[str] = (), flags: Sequence[str] = (), reader: Collection[str] = ()) -> bytes:
-    """The QC montage of one series as PNG bytes (1000 x 540 px).
+    """The QC montage of one series as PNG bytes (1250 x 540 px).
 
     ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
     3 consolidation) are LPS ``[z, y, x]`` arrays of one shape, ``z_mm`` the patient z of each slice,
@@ -274,7 +319,7 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     fig = Figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
     FigureCanvasAgg(fig)
     # with flags, the panels start lower: the flags line sits between the title and the panels' titles
-    grid = fig.add_gridspec(2, 4, left=0.01, right=0.99, top=0.86 if flags else 0.9, bottom=0.08, wspace=0.04,
+    grid = fig.add_gridspec(2, 5, left=0.01, right=0.99, top=0.86 if flags else 0.9, bottom=0.08, wspace=0.04,
                             hspace=0.14)
     text = {"color": "white", "fontsize": 12}
 
@@ -319,8 +364,9 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
         ax.text(width - 0.5 + right, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=10,
                 ha="right", va="top" if below else "bottom", fontweight="bold", linespacing=1.0)
         last = r
+    soft = soft_tissue_slices(lungs, classes, z_mm)
     ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
-    for r, tag in sorted((r, p.tag) for p in picks
+    for r, tag in sorted((r, p.tag) for p in [*picks, *soft]
                          if p.k is not None and (r := row_of(float(z_mm[p.k]))) is not None):
         if ticks and r - ticks[-1][0] < gap:
             ticks[-1] = (ticks[-1][0], f"{ticks[-1][1]} {tag}")
@@ -352,11 +398,22 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
             ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
                     transform=ax.transAxes, bbox=LABEL_BOX)
 
+    # Soft-tissue window: the densest slice and the base, outlines only.
+    for pick, cell in zip(soft, [grid[0, 4], grid[1, 4]]):
+        ax = fig.add_subplot(cell)
+        k = pick.k
+        _soft_panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
+        ax.set_title(f"{pick.tag}  {pick.label}", color="white", fontsize=11)  # its z: the tick on the coronal view
+        for x, side in ((0.04, "R"), (0.96, "L")):
+            ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
+                    transform=ax.transAxes, bbox=LABEL_BOX)
+
     # swatches as drawn: the fills (edged in white: dark on black), the hatching over light grey, as over tissue
     handles = [Patch(facecolor="#d9d9d9", edgecolor=c, hatch=HATCH, lw=1.2) if v == HATCHED_CLASS
                else Patch(facecolor=c, edgecolor="white", lw=0.8) for v, (c, _) in LESION_CLASSES.items()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
-    names = [n for _, n in LESION_CLASSES.values()] + ["lung"]
+    handles.append(Patch(facecolor="none", edgecolor=SOFT_CONSOLIDATION_COLOUR, lw=1.5))
+    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation (right column)"]
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=12, frameon=False,
                labelcolor="white", handlelength=1.2, columnspacing=1.5, borderaxespad=0.2)
     if title:
@@ -368,8 +425,10 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
             if line.get_window_extent(fig.canvas.get_renderer()).width <= 0.98 * fig.bbox.width:
                 break
     low, high = WINDOW_HU
-    fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}", color="#aaaaaa",
-             fontsize=9, ha="left", va="bottom")
+    s_low, s_high = SOFT_TISSUE_WINDOW_HU
+    fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}\nright column: soft tissue "
+             f"W {s_high - s_low:.0f} / L {(s_low + s_high) / 2:.0f}", color="#aaaaaa", fontsize=9, ha="left",
+             va="bottom")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
     return buf.getvalue()

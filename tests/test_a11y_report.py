@@ -183,3 +183,21 @@ def test_key_survives_a_malformed_or_missing_config(run_dir, config):
     key = render_run_report(run_dir).split("<summary>Key</summary>")[1].split("</details>")[0]
     assert "ground-glass opacity -550 to -300 HU" in key  # the default band
     assert "<dt>settings</dt><dd>the defaults of this ctscore version" in key
+
+
+@pytest.mark.parametrize("vision", ["normal", "deuteranopia", "protanopia", "tritanopia", "greyscale"])
+def test_the_soft_tissue_outlines_stay_apart_from_the_lung_outline_and_fluid(vision):
+    """qc.png's soft-tissue column outlines the consolidation over tissue of water density (mid grey in W 400 / L 40):
+    the outline must show on it, and apart from the cyan lung outline where colour is seen at all."""
+    from matplotlib.colors import to_rgb
+
+    from pipeline.qc import LUNG_COLOUR, SOFT_CONSOLIDATION_COLOUR, SOFT_TISSUE_WINDOW_HU
+
+    low, high = SOFT_TISSUE_WINDOW_HU
+    fluid = np.full(3, (10.0 - low) / (high - low))  # 10 HU, as the grey colour map draws it
+    lab = {k: rgb2lab(_seen(np.asarray(c, float), vision).reshape(1, 1, 3))[0, 0]
+           for k, c in {"outline": to_rgb(SOFT_CONSOLIDATION_COLOUR), "lung": to_rgb(LUNG_COLOUR),
+                        "fluid": fluid}.items()}
+    assert deltaE_ciede2000(lab["outline"], lab["fluid"]) >= 15, vision
+    if vision != "greyscale":
+        assert deltaE_ciede2000(lab["outline"], lab["lung"]) >= 40, vision

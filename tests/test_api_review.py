@@ -163,7 +163,7 @@ def test_pictures_leave_the_matplotlib_backend_and_pyplot_alone(monkeypatch):
                  estimated={"dome_right"})
     levels = levels_png(hu, lungs, z, (5.0, 1.0, 1.0), lms, title="t")
     assert matplotlib.get_backend() == backend
-    assert Image.open(io.BytesIO(png)).size == (1000, 540)
+    assert Image.open(io.BytesIO(png)).size == (1250, 540)
     assert Image.open(io.BytesIO(levels)).size == (1100, 700)
 
 

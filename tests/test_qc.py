@@ -110,3 +110,38 @@ def test_estimated_zone_planes_are_drawn_differently(volume: dict) -> None:
         matplotlib.axes.Axes.axhline = original
     assert styles_plain == ["-", "-"] and sorted(styles_est) == ["-", "--"]
     assert dashed != plain and same == plain
+
+
+def test_the_soft_tissue_column_shows_the_densest_slice_and_the_base(volume: dict, monkeypatch) -> None:
+    """The right-hand column: the slice with the most consolidation (C; else the most lesion or the lungs' middle,
+    S) and the lung base (E), in W 400 / L 40, where fluid is mid grey, not near white as in the lung window."""
+    import matplotlib.axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pipeline.qc import SOFT_TISSUE_WINDOW_HU, _soft_panel, soft_tissue_slices
+
+    lungs, classes, z = volume["lungs"], volume["classes"], volume["z_mm"]
+    dense, base = soft_tissue_slices(lungs, classes, z)
+    assert (dense.tag, dense.label, dense.k) == ("C", "most consolidation",
+                                                int(np.argmax((classes == 3).sum(axis=(1, 2)))))
+    ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    assert (base.tag, base.k) == ("E", int(ks[np.argmin(np.abs(z[ks] - (z[ks].min() + 0.15 * np.ptp(z[ks]))))]))
+    no_consolidation = np.where(classes == 3, 2, classes)
+    assert soft_tissue_slices(lungs, no_consolidation, z)[0].label == "most lesion"
+    assert soft_tissue_slices(lungs, np.zeros_like(classes), z)[0].label == "lung centre"
+    titles: list[str] = []
+    set_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, label, *a, **k: titles.append(str(label)) or set_title(self, label, *a, **k))
+    qc_png(**volume)
+    assert titles[-2:] == ["C  most consolidation", "E  base (effusion?)"]
+    # fluid of 10 HU: mid grey in the soft-tissue window
+    fig = Figure(figsize=(1, 1), dpi=50)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    _soft_panel(ax, np.full((20, 20), 10.0), np.zeros((20, 20)), np.zeros((20, 20), np.uint8), 1.0)
+    fig.canvas.draw()
+    grey = np.asarray(fig.canvas.buffer_rgba())[25, 25, 0] / 255.0
+    low, high = SOFT_TISSUE_WINDOW_HU
+    assert abs(grey - (10.0 - low) / (high - low)) < 0.03

@@ -181,9 +181,9 @@ def test_montage_says_which_zone_is_missing(monkeypatch: pytest.MonkeyPatch) -> 
     assert "L  lower zone: missing" in titles and "M  middle zone: missing" in titles
     assert not any("third" in t for t in titles)
     assert texts.count("no IPV level") == 2
-    # the coronal's slice ticks: "U", "B", or "U B" when close; "R" and "L" only as the patient's sides on the two
-    # axial panels drawn
-    assert texts.count("R") == texts.count("L") == 2
+    # the coronal's slice ticks: "U", "B", "S", "E", or "U B" when close; "R" and "L" only as the patient's sides on
+    # the two axial panels drawn and the two soft-tissue panels
+    assert texts.count("R") == texts.count("L") == 4
     assert not any("L" in t.split() for t in texts if t != "L")
 
 

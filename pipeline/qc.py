@@ -413,9 +413,10 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
                else Patch(facecolor=c, edgecolor="white", lw=0.8) for v, (c, _) in LESION_CLASSES.items()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
     handles.append(Patch(facecolor="none", edgecolor=SOFT_CONSOLIDATION_COLOUR, lw=1.5))
-    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation (right column)"]
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=12, frameon=False,
-               labelcolor="white", handlelength=1.2, columnspacing=1.5, borderaxespad=0.2)
+    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation (right)"]
+    # centred right of the window note in the bottom left corner
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.58, 0.0), ncol=len(names), fontsize=12,
+               frameon=False, labelcolor="white", handlelength=1.2, columnspacing=1.2, borderaxespad=0.2)
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
     if flags:

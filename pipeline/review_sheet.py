@@ -16,20 +16,29 @@ keeping its decisions. The run folder is only read, except for the default ``OUT
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from scoring.exclusions import COMPARED_COLUMNS, DECISION, FREE_TEXT_COLUMNS, REASON
+from scoring.exclusions import (
+    COMPARED_COLUMNS,
+    DECISION,
+    FINGERPRINT,
+    FREE_TEXT_COLUMNS,
+    REASON,
+    fingerprints,
+)
 
 log = logging.getLogger(__name__)
 
 #: The default file name, in the run folder.
 SHEET_NAME = "review.csv"
-#: The columns shown to the reviewer (scans.csv's, then the pictures' paths): not read back by ``--exclude``.
+#: The columns shown to the reviewer (scans.csv's, then the pictures' paths, then the fingerprint of the scan's
+#: scoring that ``--exclude`` compares with the run's: scoring.exclusions.scoring_fingerprint).
 SHOWN_COLUMNS = ("patient_id", "study_date", "status", "six_zone_total", "zhang900_total", "percent_opacity",
-                 "qc_flags", "qc_png", "levels_png")
+                 "qc_flags", "qc_png", "levels_png", FINGERPRINT)
 #: The columns the reviewer fills in.
 DECISION_COLUMNS = (DECISION, REASON, FREE_TEXT_COLUMNS[0], FREE_TEXT_COLUMNS[1])
 COLUMNS = ("scan_id", *SHOWN_COLUMNS, *DECISION_COLUMNS)
@@ -44,11 +53,12 @@ def review_sheet(out_dir: str | Path) -> pd.DataFrame:
 
     out = Path(out_dir)
     scans = _read_scans(out)  # every column as text, "" for empty
-    sheet = pd.DataFrame({c: scans[c] if c in scans.columns else "" for c in ("scan_id", *SHOWN_COLUMNS[:-2])})
+    sheet = pd.DataFrame({c: scans[c] if c in scans.columns else "" for c in ("scan_id", *SHOWN_COLUMNS[:-3])})
     sheet["status"] = sheet["status"].str.strip()
     for picture in ("qc", "levels"):  # where the picture is, if the scan has it (a failed scan has none)
         sheet[f"{picture}_png"] = [f"{sid}/{picture}.png" if sid and (out / sid / f"{picture}.png").is_file() else ""
                                    for sid in sheet["scan_id"]]
+    sheet[FINGERPRINT] = fingerprints(scans)
     for c in DECISION_COLUMNS:
         sheet[c] = ""
     group = [0 if status == "ok" and flags.strip() else 1 if status == "ok" else 2
@@ -106,8 +116,14 @@ def _updated(sheet: pd.DataFrame, path: Path) -> pd.DataFrame:
     from scoring.csv_input import read_csv_table
     from scoring.exclusions import CODE, scored_otherwise
 
-    old = read_csv_table(path, CODE, "review sheet")
-    old = old[old["scan_id"].str.strip() != ""].assign(scan_id=lambda t: t["scan_id"].str.strip())
+    old = read_csv_table(path, CODE, "review sheet")  # rows empty in every column are dropped
+    if "scan_id" not in old.columns:
+        raise CTScoreError(CODE, "the review sheet has no scan_id column", path)
+    nameless = old.index[old["scan_id"].str.strip() == ""]
+    if len(nameless):
+        raise CTScoreError(CODE, f"line {int(nameless[0]) + 2}: a row without a scan_id (its decision and notes "
+                           "would be lost): write its scan_id back, or delete the row", path)
+    old = old.assign(scan_id=old["scan_id"].str.strip())
     twice = old["scan_id"][old["scan_id"].duplicated()]
     if len(twice):
         raise CTScoreError(CODE, f"scan {twice.iloc[0]!r} is on two rows of the review sheet: one row per scan", path)
@@ -121,20 +137,26 @@ def _updated(sheet: pd.DataFrame, path: Path) -> pd.DataFrame:
         if c not in sheet.columns:
             sheet[c] = ""
     now = sheet.set_index("scan_id")
-    cleared = 0
+    cleared, unchecked = 0, 0
     for _, row in old.iterrows():
         sid = row["scan_id"]
-        run = {c: now.at[sid, c] for c in COMPARED_COLUMNS}
         values = {c: row[c] for c in kept}
-        other = scored_otherwise(row, run) if str(row.get(DECISION, "")).strip() else None
+        decided = bool(str(row.get(DECISION, "")).strip())
+        was_print = str(row.get(FINGERPRINT, "")).strip()
+        other = scored_otherwise(row, {c: now.at[sid, c] for c in COMPARED_COLUMNS}) if decided else None
+        if other is None and decided and was_print and was_print != now.at[sid, FINGERPRINT]:
+            other = (FINGERPRINT, was_print, now.at[sid, FINGERPRINT])  # volumes, flags, model...: not shown
         if other is not None:  # decided on pictures that are no longer the scan's
             col, was, is_now = other
-            was_decided = ", ".join(f"{c} {row[c].strip()!r}" for c in (DECISION, REASON) if c in row
+            was_decided = ", ".join(f"{c} {row[c].strip()!r}" for c in (DECISION, REASON, "reviewer") if c in row
                                     and row[c].strip())
-            values.update({DECISION: "", REASON: "", "note": (f"scored again since the earlier decision ({was_decided};"
-                                                             f" {col} was {was}, now {is_now}): review again. "
-                                                             + str(row.get("note", ""))).strip()})
+            values.update({DECISION: "", REASON: "", "reviewer": "",
+                           "note": (f"scored again since the earlier decision ({was_decided}; {col} was {was}, now "
+                                    f"{is_now}): review again. " + str(row.get("note", ""))).strip()})
             cleared += 1
+        elif decided and not was_print:  # nothing to check it against: it stays unchecked, and --exclude says so
+            now.at[sid, FINGERPRINT] = ""
+            unchecked += 1
         for c, v in values.items():
             now.at[sid, c] = v
     # the sheet's order first (the reviewer may have sorted it), then the new scans in the run sheet's order
@@ -143,6 +165,10 @@ def _updated(sheet: pd.DataFrame, path: Path) -> pd.DataFrame:
     merged = now.loc[order].reset_index()
     log.info("review sheet %s: %d scan(s) kept with their rows, %d added, %d decision(s) cleared (scored again)",
              path.name, len(old), len(order) - len(old), cleared)
+    if unchecked:
+        log.warning("review sheet %s: %d decided row(s) have no %s: whether their scan was scored again since the "
+                    "decision cannot be checked; their decisions are kept, unchecked", path.name, unchecked,
+                    FINGERPRINT)
     return merged[list(COLUMNS) + [c for c in kept if c not in COLUMNS]]
 
 
@@ -154,5 +180,5 @@ def _is_sheet(path: Path) -> bool:
             first = fh.readline(65536).decode("utf-8-sig", errors="replace")
     except OSError:
         return False
-    cells = {c.strip().strip('"').strip() for c in first.strip().split(",")}
+    cells = {c.strip().strip('"').strip() for c in re.split(r"[,;\t]", first.strip())}
     return {"scan_id", DECISION} <= cells

@@ -29,10 +29,13 @@ scan, for its ``reason``; ``no`` (``n``, ``0``, ``false``, ``keep``) keeps it, r
 yet. The reports then also say how many of the analysed scans were reviewed, and a sheet that excludes nothing is a
 valid outcome ("all 40 scans reviewed, none excluded"). A reason written beside an empty or ``no`` decision is
 refused (which was meant?), as is any other value. The sheet's other columns (scores, flags, image paths) are
-there for the reviewer; its status and scores are compared with the run's, on the rows with a decision: a scan
-scored again after the sheet was made (other settings, ``--overwrite``) was reviewed on pictures that are no longer
-its own, and the sheet is refused. A list without an ``exclude`` column whose other column holds yes / no values (a
-renamed decision column, which would exclude every row) is refused too.
+there for the reviewer. Its ``scoring_fingerprint`` (:func:`scoring_fingerprint`: a hash of what the scan's row of
+scans.csv says of its scoring: status, segmenter, model, configuration, version, volumes, scores, QC flags) and its
+status and scores are compared with the run's, on the rows with a decision: a scan scored again after the sheet was
+made (other settings, other masks, ``--overwrite``) was reviewed on pictures that are no longer its own, and the sheet
+is refused. A decided row without its fingerprint (a column deleted) cannot be checked: a warning says so. A list
+without an ``exclude`` column whose other column holds yes / no values and leaves the rows marked no without a
+reason (a renamed decision column: read as a list, every row would be excluded) is refused too.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +68,12 @@ EXCLUDE_VALUES = ("yes", "y", "x", "1", "true", "exclude", "excluded")
 KEEP_VALUES = ("no", "n", "0", "false", "keep", "kept", "include")
 #: The columns of a review sheet compared with the run's scans.csv (a sheet made before the scan was scored again).
 COMPARED_COLUMNS = ("status", "six_zone_total", "zhang900_total", "percent_opacity")
+#: The review sheet's column holding :func:`scoring_fingerprint`, and the scans.csv columns it hashes.
+FINGERPRINT = "scoring_fingerprint"
+FINGERPRINT_COLUMNS = ("status", "segmenter", "model_id", "scores_config_sha256", "ctscore_version",
+                       "lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml", "faint_ggo_volume_ml",
+                       "ggo_volume_ml", "consolidation_volume_ml", "percent_opacity", "six_zone_total",
+                       "zhang900_total", "mosmed_category", "lobar20_total", "qc_flags")
 
 
 @dataclass
@@ -176,11 +186,15 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                   "reason, and optionally reviewer, note, comment")
     sheet = DECISION in cols
     for c in cols if not sheet else ():  # a review sheet whose decision column was renamed: read as a list, every
-        values = {_decision(v) for v in table[c]} - {""}  # row would be excluded, those marked no too
-        if c.strip().lower() == DECISION or (c not in (*ID_COLUMNS, REASON) and values and
-                                             values <= {*EXCLUDE_VALUES, *KEEP_VALUES} and values & set(KEEP_VALUES)):
-            raise bad(f"column {c!r} holds a review sheet's decisions (yes / no): name it {DECISION!r}, so that the "
-                      "rows marked no are kept (read as a list of exclusions, every row would be excluded)")
+        values = table[c].map(_decision)  # row would be excluded, those marked no too
+        said = set(values) - {""}
+        keep = values.isin(KEEP_VALUES)
+        reasonless = REASON in cols and keep.any() and (table.loc[keep, REASON].str.strip() == "").all()
+        if c.strip().lower() == DECISION or (c not in (*ID_COLUMNS, REASON) and said <= {*EXCLUDE_VALUES, *KEEP_VALUES}
+                                             and reasonless):
+            raise bad(f"column {c!r} holds a review sheet's decisions (yes / no; the rows marked no have no reason): "
+                      f"name it {DECISION!r}, so that those rows are kept (read as a list of exclusions, every row "
+                      "would be excluded)")
     # the columns a sheet shows the reviewer: not read, not warned about
     from pipeline.review_sheet import SHOWN_COLUMNS
 
@@ -202,6 +216,8 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
     compared = [c for c in COMPARED_COLUMNS if sheet and c in cols and c in scans.columns]
     shown = {sid: dict(zip(compared, vals)) for sid, *vals in
              zip(run_ids, *(scans[c] for c in compared))} if compared else {}
+    prints = dict(zip(run_ids, fingerprints(scans))) if sheet else {}
+    unchecked: list[int] = []
     reasons: dict[str, str] = {}
     reviewed: set[str] = set()
     line_of: dict[str, int] = {}
@@ -248,7 +264,16 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         if not decision:
             continue  # on the sheet, not reviewed yet
         if sheet:
-            _check_scored_as_shown(row, line, sid, shown.get(sid, {}), bad)
+            _check_scored_as_shown(row, line, sid, shown.get(sid, {}), bad)  # which shown value, if one
+            was = _cell(row.get(FINGERPRINT, ""))
+            if was and was != prints.get(sid):
+                raise bad(f"line {line}, column '{FINGERPRINT}': scan {sid!r} was scored again after the sheet was "
+                          f"made (fingerprint {was!r}, now {prints.get(sid)!r}: its segmenter, model, settings, "
+                          "version, volumes, scores or flags changed), and its decision was taken on other pictures. "
+                          "Review it again: ctscore review-sheet OUT --update (-o this sheet) clears its decision "
+                          "and keeps the others")
+            if not was:
+                unchecked.append(line)
         reviewed.add(sid)
         if decision in KEEP_VALUES:
             continue
@@ -256,6 +281,10 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
             raise bad(_where(line, REASON, str(row[REASON])) + " is empty: give every exclusion its reason (the "
                       "reports count the exclusions by reason)")
         reasons[sid] = reason
+    if unchecked:
+        log.warning("review sheet %s: %d decided row(s) (line %s%s) have no %s: whether their scan was scored again "
+                    "since the decision (other pictures) cannot be checked", name, len(unchecked),
+                    ", ".join(map(str, unchecked[:5])), ", ..." if len(unchecked) > 5 else "", FINGERPRINT)
     spellings: dict[str, set[str]] = {}
     for r in reasons.values():
         spellings.setdefault(r.casefold(), set()).add(r)
@@ -271,6 +300,32 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                   "scan, or leave --exclude out")
     return Exclusions(source=name, sha256=digest, reasons=reasons,
                       reviewed=frozenset(reviewed) if sheet else None, n_rows=len(line_of))
+
+
+def _canonical(value: object) -> str:
+    """A cell as the fingerprint reads it, alike from text (scans.csv) and typed tables: numbers to 6 significant
+    digits (12.08, "12.08" and "12.080000000001" alike; 6, 6.0 and "6" alike), empty and NaN as ""."""
+    text = _cell(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return "" if math.isnan(number) else format(number, ".6g")
+
+
+def scoring_fingerprint(row: Mapping[str, object]) -> str:
+    """12 hex digits of the SHA-256 of a scan's :data:`FINGERPRINT_COLUMNS` (a missing column as empty): the same
+    for a scan scored the same way, another for a scan scored again with other settings, masks, model or version
+    (its pictures are then other ones)."""
+    text = "|".join(f"{c}={_canonical(row.get(c, ''))}" for c in FINGERPRINT_COLUMNS)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def fingerprints(scans: pd.DataFrame) -> list[str]:
+    """:func:`scoring_fingerprint` of each row of ``scans``."""
+    cols = [c for c in FINGERPRINT_COLUMNS if c in scans.columns]
+    return [scoring_fingerprint(dict(zip(cols, vals))) for vals in zip(*(scans[c] for c in cols))] if cols else \
+        [scoring_fingerprint({})] * len(scans)
 
 
 def _decision(value: object) -> str:

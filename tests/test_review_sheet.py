@@ -59,8 +59,9 @@ def test_the_sheet_has_a_row_per_scan_flagged_first_and_failed_last(three, capsy
     path = write_review_sheet(out)
     assert path == out / "review.csv"
     pd.testing.assert_frame_equal(pd.read_csv(path, dtype=str, keep_default_na=False), sheet)
-    path.write_text(path.read_text(encoding="utf-8").replace(f"{sid}/levels.png,,", f"{sid}/levels.png,no,"),
-                    encoding="utf-8")
+    decided = sheet.copy()
+    decided.loc[decided["scan_id"] == sid, "exclude"] = "no"
+    decided.to_csv(path, index=False, encoding="utf-8-sig")
     kept = path.read_bytes()
     with pytest.raises(CTScoreError) as err:
         write_review_sheet(out)
@@ -200,13 +201,15 @@ def test_validate_and_methods_read_the_sheet(three, tmp_path):
 @pytest.mark.parametrize("header", ["Exclude", "Exclude (y/n)", "keep?"])
 def test_a_renamed_decision_column_is_not_read_as_a_list_of_exclusions(tmp_path, header):
     p = tmp_path / "review.csv"  # read as a list, every row would be an exclusion, those marked n too
-    p.write_text(f"scan_id,{header},reason\nscan-aa01,y,motion\nscan-bb02,n,fine\n", encoding="utf-8")
+    p.write_text(f"scan_id,{header},reason\nscan-aa01,y,motion\nscan-bb02,n,\n", encoding="utf-8")
     with pytest.raises(CTScoreError, match=f"column '{re.escape(header)}' holds a review sheet's decisions") as err:
         read_exclusions(p, SCANS)
     assert err.value.code == CODE
-    # a list with other columns of the researcher's is read as before (warned about)
-    p.write_text("scan_id,reason,excluded_by,excluded_on\nscan-aa01,motion,AB,2026-01-02\n", encoding="utf-8")
-    assert read_exclusions(p, SCANS).reasons == {"scan-aa01": "motion"}
+    # a list with other columns of the researcher's is read as before (warned about), yes / no ones too when every
+    # row has its reason
+    p.write_text("scan_id,reason,excluded_by,excluded_on,second_reader_agreed,contrast\n"
+                 "scan-aa01,motion,AB,2026-01-02,yes,0\nscan-bb02,noise,AB,2026-01-02,no,1\n", encoding="utf-8")
+    assert read_exclusions(p, SCANS).reasons == {"scan-aa01": "motion", "scan-bb02": "noise"}
 
 
 def test_a_sheet_made_before_the_scans_were_scored_again_is_refused(three):
@@ -289,3 +292,49 @@ def test_update_adds_new_scans_keeps_decisions_and_clears_those_of_scans_scored_
         write_review_sheet(out, overwrite=True, update=True)
     assert err.value.code == "BAD_OPTION"
     assert main(["review-sheet", str(out), "-o", str(out / "new.csv"), "--update", "-q"]) == 0  # none there: written
+
+
+def test_the_fingerprint_catches_what_the_shown_columns_do_not(three, caplog):
+    """Masks edited again: the lung volume changes, the scores (0 on a lesion-free scan) do not."""
+    out, sid = three
+    sheet = review_sheet(out)
+    sheet.loc[sheet["scan_id"] == sid, "exclude"] = "no"
+    scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
+    typed = pd.read_csv(out / "scans.csv")  # numbers as floats, empty cells as NaN: the same fingerprints
+    assert read_exclusions(sheet, typed).reviewed == {sid}
+    rescored = scans.copy()
+    rescored.loc[rescored["scan_id"] == sid, "lung_volume_ml_left"] = "1643.86"
+    with pytest.raises(CTScoreError, match="column 'scoring_fingerprint'.*scored again") as err:
+        read_exclusions(sheet, rescored)
+    assert err.value.code == CODE
+    # a sheet cut down to its decisions cannot be checked: it is read, with a warning that says so
+    trimmed = sheet[["scan_id", "exclude", "reason", "reviewer", "note"]]
+    with caplog.at_level(logging.WARNING):
+        assert read_exclusions(trimmed, rescored).reviewed == {sid}
+    assert "1 decided row(s) (line 3) have no scoring_fingerprint" in caplog.text
+
+
+def test_update_keeps_unchecked_decisions_unchecked_and_refuses_a_decided_row_without_its_scan(three, caplog):
+    out, sid = three
+    path = out / "review.csv"
+    sheet = review_sheet(out)
+    sheet.loc[sheet["scan_id"] == sid, ["exclude", "reviewer"]] = ["no", "AB"]
+    sheet[["scan_id", "exclude", "reason", "reviewer", "note"]].to_csv(path, index=False)  # shown columns deleted
+    with caplog.at_level(logging.WARNING):
+        write_review_sheet(out, update=True)
+    got = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig").set_index("scan_id")
+    assert got.loc[sid, "exclude"] == "no" and got.loc[sid, "scoring_fingerprint"] == ""  # still unchecked
+    assert got.loc["scan-0000000000b1", "scoring_fingerprint"] != ""  # undecided rows get the run's
+    assert "1 decided row(s) have no scoring_fingerprint" in caplog.text
+    # a decided row whose scan_id was emptied: its decision would be lost
+    lost = got.reset_index()
+    lost.loc[lost["scan_id"] == sid, "scan_id"] = ""
+    lost.to_csv(path, index=False)
+    before = path.read_bytes()
+    with pytest.raises(CTScoreError, match="line 3: a row without a scan_id") as err:
+        write_review_sheet(out, update=True)
+    assert err.value.code == CODE and path.read_bytes() == before
+    # a sheet a spreadsheet saved with semicolons is a sheet, and the reader names the separator
+    path.write_text("scan_id;exclude;reason\nscan-0000000000b1;no;\n", encoding="utf-8")
+    with pytest.raises(CTScoreError, match="separated by semicolons"):
+        write_review_sheet(out, update=True)

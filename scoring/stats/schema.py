@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
+from scoring import exclusions
 from scoring.csv_input import read_csv_table
 
 log = logging.getLogger(__name__)
@@ -605,7 +606,8 @@ def read_scores(scores: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 #: The columns of scans.csv kept for every row (failed ones too) for an exclusion list
 #: (None where scans.csv lacks the column) (scoring.exclusions).
-RUN_ROW_COLUMNS = ("scan_id", "series_uid", "status", "six_zone_total", "zhang900_total", "percent_opacity")
+RUN_ROW_COLUMNS = ("scan_id", "series_uid", *dict.fromkeys((*exclusions.COMPARED_COLUMNS,
+                                                             *exclusions.FINGERPRINT_COLUMNS)))
 
 
 def validate_scans(scans: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:

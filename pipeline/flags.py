@@ -49,11 +49,13 @@ SCORING_FLAGS: dict[str, str] = {
                                  "(outside the body's outline) and was taken out: review the lung outline",
     "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
                     "(median 0 HU or more): often the heart, a vessel, the liver dome or a pleural effusion taken as "
-                    "lung, sometimes a dense consolidation; qc.png shows where (hatched); a soft-tissue window in a viewer (W 400 / L 40) "
-                    "tells effusion (water, about 0-20 HU) from consolidation (scores include them)",
+                    "lung, sometimes a dense consolidation; qc.png shows where (hatched), and its right column shows the densest "
+                    "slice and the lung base in a soft-tissue window (W 400 / L 40), where an effusion (water, about "
+                    "0-20 HU) is a smooth band along the dependent pleura; check in a viewer (scores include them)",
     "LUNG_NOT_AERATED": "this side's lung mask is under 10 % aerated (below -500 HU): a pneumonectomy or a lung "
                         "collapsed or replaced by effusion taken as consolidated lung, or complete consolidation; "
-                        "qc.png shows where; a soft-tissue window in a viewer tells effusion from consolidation (scored as segmented)",
+                        "qc.png shows where, its right column in a soft-tissue window (W 400 / L 40) to tell "
+                        "effusion from consolidation; check in a viewer (scored as segmented)",
     "HU_CALIBRATION": "the median HU of the air around the patient / of the body's soft tissue is off (air not "
                       "within -1080 to -920, tissue not within -150 to 100): a wrong rescale slope or intercept, or a "
                       "scanner out of calibration; the HU classes and scores are unreliable",

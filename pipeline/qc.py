@@ -206,21 +206,32 @@ def pick_axial_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     return picks
 
 
-def soft_tissue_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray) -> list[AxialPick]:
-    """The two slices of the soft-tissue column: the slice with the most consolidation (tag C; else the most
-    lesion, else the lungs' middle slice, tag S), and the lung base (tag E: 15 % of the lungs' height above their
-    lowest slice, where an effusion collects, at the back in a supine patient)."""
+#: Least consolidation (mL) for the soft-tissue column's first slice to be the slice with the most of it (a speck
+#: says nothing): the default scoring.min_involvement_ml.
+SOFT_MIN_CONSOLIDATION_ML = 1.0
+
+
+def soft_tissue_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
+                       voxel_ml: float | None = None) -> list[AxialPick]:
+    """The two slices of the soft-tissue column: the slice with the most consolidation (tag C, when the scan holds
+    at least :data:`SOFT_MIN_CONSOLIDATION_ML`, or any with ``voxel_ml`` unknown; else the most lesion, else the
+    lungs' middle slice, tag S), and the lung base (tag E: 15 % of the lungs' height above their lowest slice,
+    where an effusion collects, at the back in a supine patient; the lowest lung slice, labelled so, when the base
+    is cut off: :func:`_base_cut`)."""
     ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
     if ks.size == 0:
         ks = np.arange(lungs.shape[0])
     dense = (classes == HATCHED_CLASS).sum(axis=(1, 2))
     lesion = (classes > 0).sum(axis=(1, 2))
-    first = (AxialPick("C", "most consolidation", int(np.argmax(dense))) if dense.any() else
+    enough = dense.any() and (voxel_ml is None or float(dense.sum()) * voxel_ml >= SOFT_MIN_CONSOLIDATION_ML)
+    first = (AxialPick("C", "most consolidation", int(np.argmax(dense))) if enough else
              AxialPick("S", "most lesion", int(np.argmax(lesion))) if lesion.any() else
              AxialPick("S", "lung centre", int(ks[len(ks) // 2])))
     z_lung = z_mm[ks]
+    if _base_cut(lungs, z_mm, voxel_ml):  # the recesses where an effusion collects are not in the scan
+        return [first, AxialPick("E", "lowest lung (base cut off)", int(ks[np.argmin(z_lung)]))]
     z = float(z_lung.min()) + 0.15 * float(z_lung.max() - z_lung.min())
-    return [first, AxialPick("E", "base (effusion?)", int(ks[np.argmin(np.abs(z_lung - z))]))]
+    return [first, AxialPick("E", "lung base (effusion site)", int(ks[np.argmin(np.abs(z_lung - z))]))]
 
 
 def _soft_panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
@@ -364,7 +375,7 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
         ax.text(width - 0.5 + right, r + (1.5 if below else -1.5), label, color=PLANE_COLOUR, fontsize=10,
                 ha="right", va="top" if below else "bottom", fontweight="bold", linespacing=1.0)
         last = r
-    soft = soft_tissue_slices(lungs, classes, z_mm)
+    soft = soft_tissue_slices(lungs, classes, z_mm, voxel_ml=sz * sy * sx / 1000.0)
     ticks: list[tuple[int, str]] = []  # (row, tags); picks closer than the gap share one tick
     for r, tag in sorted((r, p.tag) for p in [*picks, *soft]
                          if p.k is not None and (r := row_of(float(z_mm[p.k]))) is not None):
@@ -413,7 +424,7 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
                else Patch(facecolor=c, edgecolor="white", lw=0.8) for v, (c, _) in LESION_CLASSES.items()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
     handles.append(Patch(facecolor="none", edgecolor=SOFT_CONSOLIDATION_COLOUR, lw=1.5))
-    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation (right)"]
+    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation, soft tissue"]
     # centred right of the window note in the bottom left corner
     fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.58, 0.0), ncol=len(names), fontsize=12,
                frameon=False, labelcolor="white", handlelength=1.2, columnspacing=1.2, borderaxespad=0.2)

@@ -314,11 +314,12 @@ def _canonical(value: object) -> str:
 
 
 def scoring_fingerprint(row: Mapping[str, object]) -> str:
-    """12 hex digits of the SHA-256 of a scan's :data:`FINGERPRINT_COLUMNS` (a missing column as empty): the same
-    for a scan scored the same way, another for a scan scored again with other settings, masks, model or version
-    (its pictures are then other ones)."""
+    """``fp-`` and 12 hex digits of the SHA-256 of a scan's :data:`FINGERPRINT_COLUMNS` (a missing column as
+    empty): the same for a scan scored the same way, another for a scan scored again with other settings, masks,
+    model or version (its pictures are then other ones). The prefix keeps a spreadsheet or pandas from reading it as
+    a number (0.5 % of bare hashes are all digits, or digits around an "e")."""
     text = "|".join(f"{c}={_canonical(row.get(c, ''))}" for c in FINGERPRINT_COLUMNS)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return "fp-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def fingerprints(scans: pd.DataFrame) -> list[str]:

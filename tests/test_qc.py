@@ -127,6 +127,13 @@ def test_the_soft_tissue_column_shows_the_densest_slice_and_the_base(volume: dic
                                                 int(np.argmax((classes == 3).sum(axis=(1, 2)))))
     ks = np.nonzero(lungs.any(axis=(1, 2)))[0]
     assert (base.tag, base.k) == ("E", int(ks[np.argmin(np.abs(z[ks] - (z[ks].min() + 0.15 * np.ptp(z[ks]))))]))
+    # a speck of consolidation (0.4 mL here) says nothing: the most lesion instead
+    voxel_ml = float(np.prod(volume["spacing_zyx"])) / 1000.0
+    assert 0 < (classes == 3).sum() * voxel_ml < 1.0
+    assert soft_tissue_slices(lungs, classes, z, voxel_ml)[0].label == "most lesion"
+    # the base cut off: the lowest lung slice, said so
+    cut = soft_tissue_slices(lungs[5:], classes[5:], z[5:], voxel_ml)[1]
+    assert (cut.label, cut.k) == ("lowest lung (base cut off)", 0)
     no_consolidation = np.where(classes == 3, 2, classes)
     assert soft_tissue_slices(lungs, no_consolidation, z)[0].label == "most lesion"
     assert soft_tissue_slices(lungs, np.zeros_like(classes), z)[0].label == "lung centre"
@@ -135,7 +142,7 @@ def test_the_soft_tissue_column_shows_the_densest_slice_and_the_base(volume: dic
     monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
                         lambda self, label, *a, **k: titles.append(str(label)) or set_title(self, label, *a, **k))
     qc_png(**volume)
-    assert titles[-2:] == ["C  most consolidation", "E  base (effusion?)"]
+    assert titles[-2:] == ["S  most lesion", "E  lung base (effusion site)"]
     # fluid of 10 HU: mid grey in the soft-tissue window
     fig = Figure(figsize=(1, 1), dpi=50)
     FigureCanvasAgg(fig)

@@ -302,6 +302,16 @@ def test_the_fingerprint_catches_what_the_shown_columns_do_not(three, caplog):
     scans = pd.read_csv(out / "scans.csv", dtype=str, keep_default_na=False)
     typed = pd.read_csv(out / "scans.csv")  # numbers as floats, empty cells as NaN: the same fingerprints
     assert read_exclusions(sheet, typed).reviewed == {sid}
+    # never read as a number (a spreadsheet would write 901622686589 back as 9.01623E+11)
+    from scoring.exclusions import scoring_fingerprint
+
+    for k in range(300):
+        fp = scoring_fingerprint({"lesion_volume_ml": k})
+        with pytest.raises(ValueError):
+            float(fp)
+    path = out / "sheet.csv"
+    sheet.to_csv(path, index=False)
+    assert read_exclusions(pd.read_csv(path), typed).reviewed == {sid}  # pandas' own types
     rescored = scans.copy()
     rescored.loc[rescored["scan_id"] == sid, "lung_volume_ml_left"] = "1643.86"
     with pytest.raises(CTScoreError, match="column 'scoring_fingerprint'.*scored again") as err:

@@ -128,6 +128,11 @@ def _updated(sheet: pd.DataFrame, path: Path) -> pd.DataFrame:
     if len(twice):
         raise CTScoreError(CODE, f"scan {twice.iloc[0]!r} is on two rows of the review sheet: one row per scan", path)
     gone = sorted(set(old["scan_id"]) - set(sheet["scan_id"]))
+    lower = {sid.lower(): sid for sid in sheet["scan_id"]}
+    retyped = [(sid, lower[sid.lower()]) for sid in gone if sid.lower() in lower]
+    if retyped:
+        raise CTScoreError(CODE, f"scan_id {retyped[0][0]!r} of the review sheet is {retyped[0][1]!r} in the run "
+                           "(its case was changed): write it back as the run spells it", path)
     if gone:
         raise CTScoreError("OUTPUT_EXISTS", f"the review sheet names {len(gone)} scan(s) that are not in this run "
                            f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}: another run, or another "

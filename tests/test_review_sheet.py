@@ -292,6 +292,17 @@ def test_update_adds_new_scans_keeps_decisions_and_clears_those_of_scans_scored_
         write_review_sheet(out, overwrite=True, update=True)
     assert err.value.code == "BAD_OPTION"
     assert main(["review-sheet", str(out), "-o", str(out / "new.csv"), "--update", "-q"]) == 0  # none there: written
+    capsys.readouterr()
+    assert main(["review-sheet", str(out), "-o", "-"]) == 0  # on stdout, as the API's table
+    assert capsys.readouterr().out == review_sheet(out).to_csv(index=False)
+    assert main(["review-sheet", str(out), "-o", "-", "--update", "-q"]) != 0
+    # a scan_id whose case the reviewer changed is named as such
+    retyped = pd.read_csv(out / "new.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    retyped["scan_id"] = retyped["scan_id"].str.upper()
+    retyped.to_csv(out / "new.csv", index=False)
+    with pytest.raises(CTScoreError, match="its case was changed") as err:
+        write_review_sheet(out, out / "new.csv", update=True)
+    assert err.value.code == CODE
 
 
 def test_the_fingerprint_catches_what_the_shown_columns_do_not(three, caplog):

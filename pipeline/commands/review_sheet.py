@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.errors import EXIT_OK
+from pipeline.errors import EXIT_OK, CTScoreError
 
 
 def register(sub) -> None:
@@ -23,7 +23,8 @@ def register(sub) -> None:
                                    "--overwrite is given; --update adds the scans the run scored since and keeps "
                                    "the decisions. OUT is only read, except for the default OUT/review.csv.")
     p.add_argument("out", help="output folder of `ctscore run` (or of `ctscore aggregate`)")
-    p.add_argument("-o", "--output", metavar="FILE", default=None, help="file to write (default OUT/review.csv)")
+    p.add_argument("-o", "--output", metavar="FILE", default=None,
+                   help="file to write (default OUT/review.csv); - prints the sheet on stdout")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing sheet (its decisions are lost)")
     p.add_argument("--update", action="store_true",
@@ -35,8 +36,13 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.review_sheet import write_review_sheet
+    from pipeline.review_sheet import review_sheet, write_review_sheet
 
+    if args.output == "-":
+        if args.overwrite or args.update:
+            raise CTScoreError("BAD_OPTION", "-o - prints a new sheet: --overwrite and --update need a file")
+        print(review_sheet(args.out).to_csv(index=False), end="")
+        return EXIT_OK
     path = write_review_sheet(args.out, args.output, overwrite=args.overwrite, update=args.update)
     print(f"Review sheet written to {path}: fill in 'exclude' (yes / no) and 'reason' while reviewing each scan's "
           f"qc.png and levels.png, then give it to ctscore stats / validate / methods --exclude")

@@ -159,7 +159,8 @@ def test_plane_labels_and_ticks_sit_beside_the_image(volume, monkeypatch):
     assert len(labels) == 2 and all(x > width for x, _ in labels)
     assert any(f"{volume['levels']['carina']:.1f} mm" in s for _, s in labels)
     tags = [s for x, s in seen if x < -0.5]
-    assert sorted(" ".join(tags).split()) == ["*", "L", "M", "U"]
+    # the four axial slices', and the soft-tissue column's (S: most lesion, its consolidation a speck; E: the base)
+    assert sorted(" ".join(tags).split()) == ["*", "E", "L", "M", "S", "U"]
 
 
 def test_the_montage_prints_the_flags(volume):

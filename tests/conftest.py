@@ -74,3 +74,34 @@ def sample_run(tmp_path_factory, sample_truth) -> Path:
     summary = run_pipeline(SAMPLE, out, cfg)
     assert summary["n_ok"] == 1, (out / "failures.csv").read_text()
     return out
+
+
+#: Classical segmentations already made in this test process: (model_id, spacing, dtype, shape, HU digest) -> result.
+_CLASSICAL_DONE: dict = {}
+
+
+@pytest.fixture()
+def classical_memo(monkeypatch):
+    """Opt-in (``pytestmark = pytest.mark.usefixtures("classical_memo")``): the classical segmenter segments a given
+    HU volume once per test process and hands later calls with the same volume, spacing and parameters (its model_id
+    hashes every one) a deep copy of that result. For files that run the unchanged sample many times to test what
+    comes after segmentation (lobes, edited masks, reader levels): an edited, cropped or flipped volume is another key
+    and is segmented. Not for tests that measure the segmenter's memory or patch its internals."""
+    import copy
+    import hashlib
+
+    import numpy as np
+
+    from segmentation.classical import ClassicalSegmenter
+
+    segment = ClassicalSegmenter.segment
+
+    def memo(self, hu, spacing):
+        a = np.ascontiguousarray(hu)
+        key = (self.model_id, tuple(float(s) for s in spacing), a.dtype.str, a.shape,
+               hashlib.sha1(a.view(np.uint8).reshape(-1)).hexdigest())
+        if key not in _CLASSICAL_DONE:
+            _CLASSICAL_DONE[key] = segment(self, hu, spacing)
+        return copy.deepcopy(_CLASSICAL_DONE[key])
+
+    monkeypatch.setattr(ClassicalSegmenter, "segment", memo)

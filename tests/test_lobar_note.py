@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from pipeline.cli import main
 from pipeline.errors import EXIT_OK
@@ -14,6 +15,9 @@ from scoring.quantify import score_scan
 from tests.test_scoring_review3 import lobe_map
 from tests.test_user_lobes import SAMPLE, _scan_dir, lobes_folder
 from tests.test_zones import LEVELS, Z, cfg, lms, phantom
+
+# the unchanged sample is segmented once per test process (tests/conftest.py: classical_memo)
+pytestmark = pytest.mark.usefixtures("classical_memo")
 
 
 def _row(out):

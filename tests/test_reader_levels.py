@@ -14,6 +14,9 @@ from pipeline.errors import CTScoreError
 from scoring.landmarks import CALIBRATION, Landmark, apply_reader_levels, reader_flags
 from tests.conftest import SAMPLE
 
+# the unchanged sample is segmented once per test process (tests/conftest.py: classical_memo)
+pytestmark = pytest.mark.usefixtures("classical_memo")
+
 
 def _detected() -> dict[str, Landmark]:
     """ctscore's levels of a normal chest (the sample's, rounded)."""

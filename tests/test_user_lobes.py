@@ -13,6 +13,9 @@ import SimpleITK as sitk
 from pipeline.cli import main
 from pipeline.errors import EXIT_OK, EXIT_USAGE
 
+# the unchanged sample is segmented once per test process (tests/conftest.py: classical_memo)
+pytestmark = pytest.mark.usefixtures("classical_memo")
+
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicoms"
 
 

@@ -16,6 +16,9 @@ import SimpleITK as sitk
 from pipeline.errors import SeriesError
 from tests.conftest import SAMPLE
 
+# the unchanged sample is segmented once per test process (tests/conftest.py: classical_memo)
+pytestmark = pytest.mark.usefixtures("classical_memo")
+
 
 def _cfg(masks_dir):
     from pipeline.config import load_config

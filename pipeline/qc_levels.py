@@ -1,14 +1,18 @@
 """QC picture of the landmark levels (``levels.png``): every level as a labelled line.
 
-Left: a coronal view through the lungs' centre (lung window); right: a sagittal view through the
-trachea (mediastinal window, so the sternum, the arch and the heart show). Each level is drawn
-across both views at its patient z, labelled with its name, z (mm) and how it was found: a solid
-line when detected, dashed when estimated (a label that would cover the one above it goes under its line).
-Missing levels (no z, or a z that is not finite) are listed in the title. Images are in the radiological
-convention (patient right on the left of the coronal view, anterior on the left of the sagittal view, head at
-the top), with true millimetre proportions; each slice spans half-way to its neighbours, so unevenly spaced
-slices, in either order, lie at their own z. Both views are cropped to the
-body and the lungs plus 10 mm of air (:data:`VIEW_MARGIN_MM`), whatever the field of view.
+Left: a coronal view through the diaphragm domes (lung window): the right lung's half of the view is cut through
+the right dome, the left lung's through the left dome (the two planes are drawn on the sagittal view, and a
+dashed line marks the seam between them). A plane through the lungs' centre passes behind the domes, where the
+diaphragm lay 18-22 mm below a correct right dome on three real chests: a dome line drawn over it looked misplaced
+when it was right. A dotted outline shows the lungs seen through (their projection): the apex and base levels touch it, though
+the base lies in a posterior recess no single plane shows. Right: a sagittal view through the trachea (mediastinal
+window, so the sternum, the arch and the heart show). Each level is drawn across both views at its patient z,
+labelled with its name, z (mm) and how it was found: a solid line when detected, dashed when estimated (a label
+that would cover the one above it goes under its line). Missing levels (no z, or a z that is not finite) are
+listed in the title. Images are in the radiological convention (patient right on the left of the coronal view,
+anterior on the left of the sagittal view, head at the top), with true millimetre proportions; each slice spans
+half-way to its neighbours, so unevenly spaced slices, in either order, lie at their own z. Both views are cropped
+to the body and the lungs plus 10 mm of air (:data:`VIEW_MARGIN_MM`), whatever the field of view.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
 """
@@ -75,13 +79,13 @@ def _median_index(counts: np.ndarray) -> int:
 
 
 def _spread_labels(fig: Any, labels: Sequence[tuple[Any, str, float, Any]]) -> None:
-    """Labels on one side of one view closer than their height (the carina and the RUL take-off, 3 mm apart)
-    hid one another. From the top down, a label that would overlap the one above goes under its own line, or
-    just under that label."""
+    """Labels of one view closer than their height (the carina and the RUL take-off, 3 mm apart) hid one another.
+    From the top down, a label that would overlap one above it (on its own side, or across a narrow view) goes under
+    its own line, or just under the lowest label it would overlap."""
     renderer = fig.canvas.get_renderer()
-    groups: dict[tuple[int, str], list[tuple[float, Any, Any]]] = {}
-    for ax, side, z, text in labels:
-        groups.setdefault((id(ax), side), []).append((z, ax, text))
+    groups: dict[int, list[tuple[float, Any, Any]]] = {}
+    for ax, _side, z, text in labels:
+        groups.setdefault(id(ax), []).append((z, ax, text))
     pad_px = LABEL_BOX["pad"] * fig.dpi / 72.0
     for items in groups.values():
         ax = items[0][1]
@@ -89,15 +93,18 @@ def _spread_labels(fig: Any, labels: Sequence[tuple[Any, str, float, Any]]) -> N
         y0, y1 = ax.get_ylim()
         mm_per_px = abs(y1 - y0) / max(ax.get_window_extent(renderer).height, 1.0)
         pad = (pad_px + 0.5) * mm_per_px
-        floor = np.inf  # the lowest box edge so far
+        placed: list[tuple[float, float, float]] = []  # (left, right) in pixels and the bottom (mm) of each box
         for z, _, text in sorted(items, key=lambda item: -item[0]):
-            h = text.get_window_extent(renderer).height * mm_per_px
+            box = text.get_window_extent(renderer)
+            left, right = box.x0 - pad_px, box.x1 + pad_px
+            h = box.height * mm_per_px
+            floor = min((b for a, c, b in placed if a < right and left < c), default=np.inf)
             top = z + LABEL_OFFSET_MM + h + pad  # of its box, when above its line
             if top > floor:
                 top = min(z - LABEL_OFFSET_MM + pad, floor)  # under its line, or under the label above
                 text.set_y(top - pad)
                 text.set_verticalalignment("top")
-            floor = top - h - 2 * pad
+            placed.append((left, right, top - h - 2 * pad))
 
 
 def _z(lm: Any) -> float | None:
@@ -108,16 +115,122 @@ def _method(lm: Any) -> str:
     return getattr(lm, "method", "") if not isinstance(lm, Mapping) else lm.get("method", "")
 
 
+#: Lung labels (segmentation.base) and the dome each coronal half is cut through.
+SIDES = ((1, "dome_right", "R"), (2, "dome_left", "L"))
+#: A coronal row shows a lung's dome when the lung's floor in that row, over its lateral half (away from the heart),
+#: reaches the dome level to within this (mm; at least a slice and a half).
+DOME_ROW_TOLERANCE_MM = 5.0
+
+
+def floor_index(lung: np.ndarray, z_mm: Sequence[float]) -> np.ndarray:
+    """Index (in the array's slice order) of each ``(y, x)`` column's lowest lung voxel (lowest patient z); 0 where
+    the column holds none. Slices in either order. Walks the slices from the lowest up (ten times faster than an
+    argmax along the slice axis: 0.02 against 0.23 s for 154 x 512 x 512)."""
+    k = np.zeros(lung.shape[1:], np.intp)
+    found = np.zeros(lung.shape[1:], bool)
+    for i in np.argsort(np.asarray(z_mm, float), kind="stable"):
+        new = lung[i] & ~found
+        k[new] = i
+        found |= new
+    return k
+
+
+def floor_z(lung: np.ndarray, z_mm: Sequence[float]) -> np.ndarray:
+    """Patient z (mm) of each ``(y, x)`` column's lowest lung voxel; NaN where the column holds none. Slices in
+    either order."""
+    out = np.asarray(z_mm, float)[floor_index(lung, z_mm)]
+    out[~lung.any(axis=0)] = np.nan
+    return out
+
+
+def floor_maps(lungs: np.ndarray, z_mm: Sequence[float], lung: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """:func:`floor_z` of each lung label (1 right, 2 left), NaN where the column's lowest lung voxel is of the
+    other label: one pass over the mask (``lung``: ``lungs > 0`` when already at hand)."""
+    lung = lungs > 0 if lung is None else lung
+    k = floor_index(lung, z_mm)
+    label = np.take_along_axis(lungs, k[None], axis=0)[0]
+    z = np.asarray(z_mm, float)[k]
+    return {lab: np.where(label == lab, z, np.nan) for lab, _, _ in SIDES}
+
+
+def lateral_floor_top(floor: np.ndarray, lateral: str) -> np.ndarray:
+    """Per row (y index) of a lung's floor map (:func:`floor_maps`): the highest floor (patient z, mm) over the
+    lateral half of the row's extent (``lateral``: "low" for the right lung, whose lateral side has the low x
+    indices of an LPS array; "high" for the left), NaN for a row without lung. This is the top of the diaphragm that
+    a coronal view through the row shows beside the heart: from front to back it falls from the heart's overhang
+    over the domes' plateau into the posterior recesses."""
+    out = np.full(floor.shape[0], np.nan)
+    for r in np.nonzero(~np.isnan(floor).all(axis=1))[0]:
+        cols = np.flatnonzero(~np.isnan(floor[r]))
+        mid = 0.5 * (cols[0] + cols[-1])
+        half = cols[cols <= mid] if lateral == "low" else cols[cols >= mid]
+        out[r] = np.max(floor[r, half])
+    return out
+
+
+def coronal_rows(lungs: np.ndarray, z_mm: Sequence[float], landmarks: Mapping[str, Any], spacing_z: float,
+                 lung: np.ndarray | None = None) -> dict[int, tuple[int, str]]:
+    """The row (y index) each lung is cut at in the coronal view, by lung label, with how it was chosen.
+
+    "dome": the middle one of the rows (within the central 10-90 % of the lung's front-to-back extent) where the
+    diaphragm the view shows beside the heart (:func:`lateral_floor_top`) reaches the dome level, to within
+    :data:`DOME_ROW_TOLERANCE_MM`; the row coming closest when none does. A plane through the lungs' centre passes
+    behind the domes: on the real chests the diaphragm there lay 16-22 mm below a correct right dome. A dome that no
+    row reaches (set below the lung, on the liver) still shows as a line away from the lung's floor.
+    "centre": the median row of both lungs' voxels, without a dome level. A label the mask does not hold is left
+    out. ``lung``: ``lungs > 0`` when already at hand."""
+    out: dict[int, tuple[int, str]] = {}
+    lung = lungs > 0 if lung is None else lung
+    per_y = np.count_nonzero(lung, axis=(0, 2))
+    if not per_y.any():
+        return out
+    centre = _median_index(per_y)
+    dz = abs(float(spacing_z))
+    tol = max(DOME_ROW_TOLERANCE_MM, 1.5 * dz)
+    floors = floor_maps(lungs, z_mm, lung)
+    for label, name, _ in SIDES:
+        if np.isnan(floors[label]).all():
+            continue
+        z = _z(landmarks[name]) if name in landmarks else None
+        if z is None or not np.isfinite(z):
+            out[label] = (centre, "centre")
+            continue
+        top = lateral_floor_top(floors[label], "low" if label == 1 else "high")
+        ys = np.flatnonzero(~np.isnan(top))
+        lo, hi = np.percentile(ys, [10, 90])
+        ys = ys[(ys >= lo) & (ys <= hi)]
+        off = np.abs(top[ys] - (float(z) + 0.5 * dz))  # the dome is reported half a slice below its floor voxel
+        near = ys[off <= tol]
+        row = int(near[len(near) // 2]) if near.size else int(ys[np.argmin(off)])
+        out[label] = (row, "dome")
+    return out
+
+
+def _coronal_words(rows: Mapping[int, tuple[int, str]]) -> str:
+    """How the coronal view was cut, for its title."""
+    kinds = [rows[label][1] for label, _, _ in SIDES if label in rows]
+    if kinds and all(k == "dome" for k in kinds):
+        if len({rows[label][0] for label in rows}) > 1:
+            return "through each dome"
+        return "through the domes" if len(kinds) == 2 else "through the dome"
+    if all(k == "centre" for k in kinds):
+        return "through the lungs' centre"
+    return ", ".join(f"{tag} through its {rows[label][1]}" for label, _, tag in SIDES if label in rows)
+
+
 def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing_zyx: Sequence[float],
-               landmarks: Mapping[str, Any], title: str = "", airway: np.ndarray | None = None) -> bytes:
+               landmarks: Mapping[str, Any], title: str = "", airway: np.ndarray | None = None,
+               sagittal_x: int | None = None) -> bytes:
     """PNG bytes of the coronal + sagittal level picture.
 
-    ``landmarks`` maps a name to a :class:`scoring.landmarks.Landmark` or its dict form.
-    The sagittal plane goes through the trachea when ``airway`` is given, else the lungs' midline."""
+    ``landmarks`` maps a name to a :class:`scoring.landmarks.Landmark` or its dict form. The coronal view cuts each
+    lung through its dome (:func:`coronal_rows`). The sagittal plane is column ``sagittal_x`` (the trachea's,
+    :func:`pipeline.run.trachea_column`), else the median column of ``airway`` when given, else the lungs' midline."""
     # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
     # touched
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MultipleLocator
 
     from pipeline.qc import LUNG_COLOUR
 
@@ -128,20 +241,44 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     # the centre from the counts per row and column: np.nonzero would hold three int64 indices per lung voxel
     # (about 1 GB for a 600-slice scan)
     per_y = np.count_nonzero(lung, axis=(0, 2))
+    lung_x = lung.any(axis=(0, 1))
     if per_y.any():
-        xs = np.nonzero(lung.any(axis=(0, 1)))[0]
+        xs = np.nonzero(lung_x)[0]
         yc, xc = _median_index(per_y), int(round(0.5 * (xs[0] + xs[-1])))
     else:
         yc, xc = ny // 2, nx // 2
+    through = "the lungs' midline"
     per_x = None if airway is None else np.count_nonzero(airway, axis=(0, 1))
-    if per_x is not None and per_x.any():
-        xc = _median_index(per_x)
+    if sagittal_x is not None and 0 <= int(sagittal_x) < nx:
+        xc, through = int(sagittal_x), "the trachea"
+    elif per_x is not None and per_x.any():
+        xc, through = _median_index(per_x), "the trachea"
+    rows = coronal_rows(lungs, z_mm, landmarks, sz, lung=lung)
     order = np.argsort(z_mm)
-    cor = hu[order, yc, :]
+    # each lung's half of the coronal view at its own row; the seam at the column between the lungs that holds the
+    # least lung (the mediastinum)
+    row_r, row_l = (rows[label][0] if label in rows else None for label, _, _ in SIDES)
+    if row_r is None and row_l is None:
+        row_r = row_l = yc
+    row_r, row_l = (row_r if row_r is not None else row_l), (row_l if row_l is not None else row_r)
+    seam = None
+    if row_r != row_l:
+        per_label = np.stack([np.count_nonzero(lungs[:, yy, :] == label, axis=0)
+                              for label, yy in ((1, row_r), (2, row_l))])  # each lung's columns in its own row
+        cr, cl = (_median_index(c) if c.any() else nx // 2 for c in per_label)
+        lo, hi = min(cr, cl), max(cr, cl)
+        per_col = per_label.sum(axis=0)[lo: hi + 1]
+        seam = lo + int(np.flatnonzero(per_col == per_col.min()).mean().round())
+    cor = hu[order, row_r, :].copy()
+    cor_lung = lung[order, row_r, :].copy()
+    if seam is not None:
+        cor[:, seam:] = hu[order, row_l, seam:]
+        cor_lung[:, seam:] = lung[order, row_l, seam:]
     sag = hu[order, :, xc]
-    x0, x1 = view_span(cor, lung.any(axis=(0, 1)), sx)
+    x0, x1 = view_span(cor, lung_x, sx)
     y0, y1 = view_span(sag, lung.any(axis=(0, 2)), sy)
-    cor, sag = cor[:, x0:x1], sag[:, y0:y1]
+    cor, sag, cor_lung = cor[:, x0:x1], sag[:, y0:y1], cor_lung[:, x0:x1]
+    seen_through = lung.any(axis=1)[order, x0:x1]  # the lungs' projection onto the coronal plane
     nx, ny = x1 - x0, y1 - y0
     # each slice reaches half-way to its neighbours (half a slice spacing at a lone slice): on unevenly spaced
     # slices the rows are repeated onto an even grid (the nearest slice), so every row lies at its patient z
@@ -159,18 +296,41 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     fig = Figure(figsize=(11, 7), dpi=100, facecolor="black")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
-    for ax, img, width, win, lab in ((axes[0], cor, nx * sx, LUNG_WINDOW, "coronal (R | L), lung window"),
-                                     (axes[1], sag, ny * sy, SOFT_WINDOW, "sagittal (A | P), soft-tissue window")):
+    views = ((axes[0], cor, nx * sx, LUNG_WINDOW, f"coronal (R | L) {_coronal_words(rows)}, lung window"),
+             (axes[1], sag, ny * sy, SOFT_WINDOW, f"sagittal (A | P) through {through}, soft-tissue window"))
+    for ax, img, width, win, lab in views:
         ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1], origin="lower",
                   extent=(0, width, zlo, zhi), aspect="equal", interpolation="nearest")
-        ax.set_title(f"{lab} W {win[1] - win[0]:.0f} / L {(win[0] + win[1]) / 2:.0f}", color="white", fontsize=10)
+        ax.set_title(f"{lab}\nW {win[1] - win[0]:.0f} / L {(win[0] + win[1]) / 2:.0f}", color="white", fontsize=10)
         ax.set_facecolor("black")
         ax.tick_params(colors="white", labelsize=9)
+        ax.tick_params(which="minor", colors="white", length=2)
+        ax.yaxis.set_minor_locator(MultipleLocator(10))  # a tick every 10 mm: a level's z read off to within 5 mm
         ax.set_xticks([])
         ax.set_ylabel("patient z (mm)", color="white", fontsize=10)
-    if lung.any() and nz > 1 and nx > 1:  # the outline at the pixel centres of the image it is drawn on
-        axes[0].contour((np.arange(nx) + 0.5) * sx, z_mm[order], lung[order, yc, x0:x1].astype(float),
-                        levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
+    if lung.any() and nz > 1 and nx > 1:  # the outlines at the pixel centres of the image they are drawn on
+        xs_mm = (np.arange(nx) + 0.5) * sx
+        axes[0].contour(xs_mm, z_mm[order], cor_lung.astype(float), levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
+        axes[0].contour(xs_mm, z_mm[order], seen_through.astype(float), levels=[0.5], colors=LUNG_COLOUR,
+                        linewidths=0.7, linestyles="dotted")
+    # where each view cuts the other: the coronal rows on the sagittal view, the sagittal column on the coronal
+    # view (named under the image), and the seam between the coronal view's two rows
+    ref = {"color": "white", "linestyle": ":", "linewidth": 0.8, "alpha": 0.8}
+    under = {"color": "white", "fontsize": 7, "va": "top", "ha": "center", "clip_on": False}
+    cuts = [(row_r, "cor R"), (row_l, "cor L")] if row_r != row_l else [(row_r, "cor")]
+    for row, name in cuts:
+        if y0 <= row < y1:
+            at = (row - y0 + 0.5) * sy
+            axes[1].axvline(at, **ref)
+            # two names stand apart: the one more anterior (left) ends at its line, the other starts there
+            ha = "center" if len(cuts) == 1 else "right" if row == min(row_r, row_l) else "left"
+            axes[1].text(at, -0.01, name, transform=axes[1].get_xaxis_transform(), **{**under, "ha": ha})
+    if x0 <= xc < x1:
+        at = (xc - x0 + 0.5) * sx
+        axes[0].axvline(at, **ref)
+        axes[0].text(at, -0.01, "sag", transform=axes[0].get_xaxis_transform(), **under)
+    if seam is not None and x0 <= seam < x1:
+        axes[0].axvline((seam - x0) * sx, color="#888888", linestyle="--", linewidth=0.7)
     missing = []
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     readers = False  # any level set by a reader (landmarks.reader_levels): said in the legend
@@ -196,7 +356,8 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {mark}",
                            color=colour, fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
             labels.append((ax, ha, z, text))
-    sub = "solid = detected (D)" + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)"
+    sub = ("solid = detected (D)" + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E); "
+           "dotted outline: the lungs seen through (apex and base touch it)")
     if missing:
         sub += "; missing: " + ", ".join(missing)
     fig.suptitle(f"{title}\n{sub}", color="white", fontsize=10)

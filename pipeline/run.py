@@ -148,6 +148,27 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     return img
 
 
+def trachea_column(airway: np.ndarray | None, work: sitk.Image, orig: sitk.Image) -> int | None:
+    """The column (x index) of ``orig`` through the trachea, from the segmenter's airway on ``work``'s grid: the
+    median column of its upper half (the trachea, above the main bronchi that spread to each side), carried by
+    physical position. None without an airway. levels.png's sagittal view goes through it."""
+    if airway is None or not airway.any():
+        return None
+    ks = np.nonzero(airway.any(axis=(1, 2)))[0]
+    # the upper half of the airway's extent (array order is the image's own: LPS arrays have the head last)
+    z_dir = float(np.asarray(work.GetDirection()).reshape(3, 3)[2, 2])
+    lo, hi = int(ks[0]), int(ks[-1])
+    upper = airway[(lo + hi) // 2: hi + 1] if z_dir >= 0 else airway[lo: (lo + hi) // 2 + 1]
+    per_x = np.count_nonzero(upper, axis=(0, 1))
+    per_y = np.count_nonzero(upper, axis=(0, 2))
+    xw = float(np.searchsorted(np.cumsum(per_x), per_x.sum() / 2.0))
+    yw = float(np.searchsorted(np.cumsum(per_y), per_y.sum() / 2.0))
+    kw = 0.5 * (lo + hi)
+    point = work.TransformContinuousIndexToPhysicalPoint((xw, yw, kw))
+    xo = orig.TransformPhysicalPointToContinuousIndex(point)[0]
+    return int(np.clip(round(xo), 0, orig.GetSize()[0] - 1))
+
+
 def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path: str | Path | None = None,
                    padding: sitk.Image | None = None, reader_levels: Mapping[str, float] | None = None,
                    reader_source: str = "", user_masks: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
@@ -324,6 +345,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
         "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
+        "trachea_x": trachea_column(seg.airway, work, orig),
     }
 
 
@@ -778,7 +800,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
             from pipeline.qc_levels import levels_png
             atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
-                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id))
+                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id,
+                                                                     sagittal_x=res.get("trachea_x")))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),

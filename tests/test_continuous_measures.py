@@ -176,16 +176,9 @@ def test_lobar_rows():
 # --- the written tables -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run_tables(tmp_path_factory):
-    """One run over sample_dicoms/ (classical segmenter, no masks or pictures)."""
-    from pipeline.cli import main
-    from tests.conftest import SAMPLE
-
-    out = tmp_path_factory.mktemp("continuous")
-    rc = main(["run", str(SAMPLE), "-o", str(out), "--segmenter", "classical", "-q",
-               "--set", "outputs.write_masks=false", "--set", "outputs.write_qc_png=false"])
-    assert rc == 0, (out / "failures.csv").read_text() if (out / "failures.csv").exists() else rc
-    return out
+def run_tables(sample_run):
+    """The tables of the session's run over sample_dicoms/ (classical segmenter), only read here."""
+    return sample_run
 
 
 def test_written_tables_hold_the_columns_with_their_types(run_tables):

@@ -27,15 +27,9 @@ CATEGORICAL = {"scans": ("status", "mosmed_category"), "zones": ("system", "lung
 
 
 @pytest.fixture(scope="module")
-def run_out(tmp_path_factory) -> Path:
-    """The tables of one real run of the sample (classical segmenter, about 10 s)."""
-    from pipeline.run import run_pipeline
-
-    out = tmp_path_factory.mktemp("dd") / "out"
-    summary = run_pipeline(REPO / "sample_dicoms", out, {"segmentation": {"method": "classical"},
-                                                         "outputs": {"write_qc_png": False}})
-    assert summary["n_ok"] >= 1
-    return out
+def run_out(sample_run) -> Path:
+    """The tables of one real run of the sample (classical segmenter): the session's run, only read here."""
+    return sample_run
 
 
 def _dtype_type(dtype) -> str:

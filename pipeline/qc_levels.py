@@ -115,6 +115,10 @@ def _method(lm: Any) -> str:
     return getattr(lm, "method", "") if not isinstance(lm, Mapping) else lm.get("method", "")
 
 
+def _confidence(lm: Any) -> str:
+    return getattr(lm, "confidence", "") if not isinstance(lm, Mapping) else lm.get("confidence", "")
+
+
 #: Lung labels (segmentation.base) and the dome each coronal half is cut through.
 SIDES = ((1, "dome_right", "R"), (2, "dome_left", "L"))
 #: A coronal row shows a lung's dome when the lung's floor in that row, over its lateral half (away from the heart),
@@ -334,6 +338,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     missing = []
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     readers = False  # any level set by a reader (landmarks.reader_levels): said in the legend
+    unsure = False  # any level detected with low confidence (a base that may lie below the scan): marked "D?"
     for name, (label, colour) in LEVELS.items():
         if name not in landmarks:
             continue
@@ -344,6 +349,8 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         meth = _method(landmarks[name])
         style = "-" if meth in ("detected", "reader") else "--"
         mark = {"detected": "D", "reader": "R"}.get(meth, "E")
+        if meth == "detected" and _confidence(landmarks[name]) == "low":
+            mark, unsure = "D?", True
         readers = readers or meth == "reader"
         for i, ax in enumerate(axes):
             width = nx * sx if i == 0 else ny * sy
@@ -356,7 +363,8 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {mark}",
                            color=colour, fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
             labels.append((ax, ha, z, text))
-    sub = ("solid = detected (D)" + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E); "
+    sub = ("solid = detected (D" + (", D? with low confidence: result.json says why" if unsure else "") + ")"
+           + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)\n"
            "dotted outline: the lungs seen through (apex and base touch it)")
     if missing:
         sub += "; missing: " + ", ".join(missing)

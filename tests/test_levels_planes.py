@@ -134,3 +134,18 @@ def test_the_plane_words() -> None:
     assert qc_levels._coronal_words({1: (20, "dome"), 2: (20, "dome")}) == "through the domes"
     assert qc_levels._coronal_words({1: (20, "centre"), 2: (20, "centre")}) == "through the lungs' centre"
     assert qc_levels._coronal_words({1: (20, "dome"), 2: (30, "centre")}) == "R through its dome, L through its centre"
+
+
+def test_a_level_detected_with_low_confidence_is_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base detected with low confidence (its lung may run on below the scan) read like any other detected level;
+    it is marked D? and the legend says what that means."""
+    c = _domed_chest()
+    c["landmarks"]["base_right"] = {"z_mm": float(c["z_mm"][12]), "method": "detected", "confidence": "low"}
+    c["landmarks"]["base_left"] = {"z_mm": float(c["z_mm"][11]), "method": "detected", "confidence": "high"}
+    fig = _figure(monkeypatch, c)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(t.startswith("base R") and t.endswith(" D?") for t in texts)
+    assert any(t.startswith("base L") and t.endswith(" D") for t in texts)
+    assert "D? with low confidence" in fig._suptitle.get_text()
+    del c["landmarks"]["base_right"]
+    assert "D? with low confidence" not in _figure(monkeypatch, c)._suptitle.get_text()

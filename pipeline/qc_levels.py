@@ -1,18 +1,24 @@
 """QC picture of the landmark levels (``levels.png``): every level as a labelled line.
 
-Left: a coronal view through the diaphragm domes (lung window): the right lung's half of the view is cut through
-the right dome, the left lung's through the left dome (the two planes are drawn on the sagittal view, and a
-dashed line marks the seam between them). A plane through the lungs' centre passes behind the domes, where the
-diaphragm lay 18-22 mm below a correct right dome on three real chests: a dome line drawn over it looked misplaced
-when it was right. A dotted outline shows the lungs seen through (their projection): the apex and base levels touch it, though
-the base lies in a posterior recess no single plane shows. Right: a sagittal view through the trachea (mediastinal
-window, so the sternum, the arch and the heart show). Each level is drawn across both views at its patient z,
-labelled with its name, z (mm) and how it was found: a solid line when detected, dashed when estimated (a label
-that would cover the one above it goes under its line). Missing levels (no z, or a z that is not finite) are
-listed in the title. Images are in the radiological convention (patient right on the left of the coronal view,
-anterior on the left of the sagittal view, head at the top), with true millimetre proportions; each slice spans
-half-way to its neighbours, so unevenly spaced slices, in either order, lie at their own z. Both views are cropped
-to the body and the lungs plus 10 mm of air (:data:`VIEW_MARGIN_MM`), whatever the field of view.
+Left: a coronal view at the diaphragm domes (lung window): each lung's half of the view is cut at the row where the
+diaphragm beside the heart reaches that lung's dome level (:func:`coronal_rows`; the two rows are ticked on the
+sagittal view, and a dashed line marks the seam between the halves). A plane through the lungs' centre passes
+behind the domes, where the diaphragm lay 18-22 mm below a correct right dome on three real chests: a dome line drawn
+over it looked misplaced when it was right. The row follows the level drawn, so the view shows where a dome level
+meets the diaphragm, not whether it is the diaphragm's highest point: a dome placed up to about 20 mm too low still
+meets the diaphragm in some row (ctscore's domes lie 0-16 mm below the hand-checked reference levels of the real
+chests). A dome line that no row brings to the diaphragm is wrong. A dotted outline shows the lungs seen through
+(their projection): the apices touch it; a base may lie a few mm below it, in aerated recess tips beyond the lung
+mask that the base follows. Right: a sagittal view through the trachea between the carina and the notch
+(mediastinal window, so the sternum, the arch and the heart show). Each level is drawn across both views at its
+patient z, labelled with its name, z (mm) and how it was found: a solid line when detected (``D``, ``D?`` with low
+confidence) or set by a reader (``R``), dashed when estimated (``E``); a label that would cover the one above it goes
+under its line. Missing levels (no z, or a z that is not finite) and levels beyond the scan's ends are listed in the
+title. Images are in the radiological convention (patient right on the left of the coronal view, anterior on the
+left of the sagittal view, head at the top), with true millimetre proportions; each slice spans half-way to its
+neighbours, so unevenly spaced slices, in either order, lie at their own z (slices tilted from axial are drawn at
+their centre's z, and the title says so). Both views are cropped to the body and the lungs plus 10 mm of air
+(:data:`VIEW_MARGIN_MM`), whatever the field of view.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
 """
@@ -119,6 +125,13 @@ def _confidence(lm: Any) -> str:
     return getattr(lm, "confidence", "") if not isinstance(lm, Mapping) else lm.get("confidence", "")
 
 
+def _mark(method: str, confidence: str) -> str:
+    """D detected (D? with low confidence), R set by a reader, E estimated."""
+    if method == "detected":
+        return "D?" if confidence == "low" else "D"
+    return "R" if method == "reader" else "E"
+
+
 #: Lung labels (segmentation.base) and the dome each coronal half is cut through.
 SIDES = ((1, "dome_right", "R"), (2, "dome_left", "L"))
 #: A coronal row shows a lung's dome when the lung's floor in that row, over its lateral half (away from the heart),
@@ -179,8 +192,16 @@ def coronal_rows(lungs: np.ndarray, z_mm: Sequence[float], landmarks: Mapping[st
     "dome": the middle one of the rows (within the central 10-90 % of the lung's front-to-back extent) where the
     diaphragm the view shows beside the heart (:func:`lateral_floor_top`) reaches the dome level, to within
     :data:`DOME_ROW_TOLERANCE_MM`; the row coming closest when none does. A plane through the lungs' centre passes
-    behind the domes: on the real chests the diaphragm there lay 16-22 mm below a correct right dome. A dome that no
+    behind the domes: on the real chests the diaphragm there lay 18-22 mm below a correct right dome. A dome that no
     row reaches (set below the lung, on the liver) still shows as a line away from the lung's floor.
+
+    The row follows the level: a dome up to about 20 mm too low or too high also meets the diaphragm in some row (an
+    audit of 2026-12-06: 8-9 of 12 real hemidiaphragms), so the view shows where a level meets the diaphragm, not
+    that it is the highest point. No row chosen without the level did better against the hand-checked reference
+    domes of the six real chests: through the centre row the diaphragm lay 5-30 mm below the reference dome in 11 of
+    12 hemidiaphragms; the row with the highest floor over the lateral third reached 6-97 mm above it in 11 of 12 (the
+    heart's overhang, the lung's front edge).
+
     "centre": the median row of both lungs' voxels, without a dome level. A label the mask does not hold is left
     out. ``lung``: ``lungs > 0`` when already at hand."""
     out: dict[int, tuple[int, str]] = {}
@@ -224,12 +245,14 @@ def _coronal_words(rows: Mapping[int, tuple[int, str]]) -> str:
 
 def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing_zyx: Sequence[float],
                landmarks: Mapping[str, Any], title: str = "", airway: np.ndarray | None = None,
-               sagittal_x: int | None = None) -> bytes:
+               sagittal_x: int | None = None, note: str = "") -> bytes:
     """PNG bytes of the coronal + sagittal level picture.
 
     ``landmarks`` maps a name to a :class:`scoring.landmarks.Landmark` or its dict form. The coronal view cuts each
     lung through its dome (:func:`coronal_rows`). The sagittal plane is column ``sagittal_x`` (the trachea's,
-    :func:`pipeline.run.trachea_column`), else the median column of ``airway`` when given, else the lungs' midline."""
+    :func:`pipeline.run.trachea_column`), else the median column of ``airway`` when given, else the lungs' midline.
+    ``note`` is added to the legend (run.py: slices tilted from axial). A level outside the scan's z range is listed
+    in the legend, not drawn (a far one stretched the axis: 10 mm ticks over 10^9 mm ran out of memory)."""
     # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
     # touched
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -319,23 +342,26 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
                         linewidths=0.7, linestyles="dotted")
     # where each view cuts the other: the coronal rows on the sagittal view, the sagittal column on the coronal
     # view (named under the image), and the seam between the coronal view's two rows
-    ref = {"color": "white", "linestyle": ":", "linewidth": 0.8, "alpha": 0.8}
+    ref = {"color": "white", "alpha": 0.8}
     under = {"color": "white", "fontsize": 7, "va": "top", "ha": "center", "clip_on": False}
     cuts = [(row_r, "cor R"), (row_l, "cor L")] if row_r != row_l else [(row_r, "cor")]
     for row, name in cuts:
         if y0 <= row < y1:
             at = (row - y0 + 0.5) * sy
-            axes[1].axvline(at, **ref)
+            for ends in ((0.0, 0.04), (0.96, 1.0)):  # short ticks at the edges: a full line ran along the trachea
+                axes[1].axvline(at, ymin=ends[0], ymax=ends[1], **{**ref, "linewidth": 1.2})
             # two names stand apart: the one more anterior (left) ends at its line, the other starts there
             ha = "center" if len(cuts) == 1 else "right" if row == min(row_r, row_l) else "left"
             axes[1].text(at, -0.01, name, transform=axes[1].get_xaxis_transform(), **{**under, "ha": ha})
     if x0 <= xc < x1:
         at = (xc - x0 + 0.5) * sx
-        axes[0].axvline(at, **ref)
+        for ends in ((0.0, 0.04), (0.96, 1.0)):  # short ticks: a full line would cover the trachea
+            axes[0].axvline(at, ymin=ends[0], ymax=ends[1], **{**ref, "linewidth": 1.2})
         axes[0].text(at, -0.01, "sag", transform=axes[0].get_xaxis_transform(), **under)
     if seam is not None and x0 <= seam < x1:
         axes[0].axvline((seam - x0) * sx, color="#888888", linestyle="--", linewidth=0.7)
-    missing = []
+    missing: list[str] = []
+    outside: list[str] = []  # levels beyond the scan's ends: listed, not drawn
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     readers = False  # any level set by a reader (landmarks.reader_levels): said in the legend
     unsure = False  # any level detected with low confidence (a base that may lie below the scan): marked "D?"
@@ -347,10 +373,12 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             missing.append(label)
             continue
         meth = _method(landmarks[name])
+        if not zlo <= z <= zhi:
+            outside.append(f"{label} {round(z) + 0:.0f} {_mark(meth, _confidence(landmarks[name]))}")
+            continue
         style = "-" if meth in ("detected", "reader") else "--"
-        mark = {"detected": "D", "reader": "R"}.get(meth, "E")
-        if meth == "detected" and _confidence(landmarks[name]) == "low":
-            mark, unsure = "D?", True
+        mark = _mark(meth, _confidence(landmarks[name]))
+        unsure = unsure or mark == "D?"
         readers = readers or meth == "reader"
         for i, ax in enumerate(axes):
             width = nx * sx if i == 0 else ny * sy
@@ -365,9 +393,16 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             labels.append((ax, ha, z, text))
     sub = ("solid = detected (D" + (", D? with low confidence: result.json says why" if unsure else "") + ")"
            + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)\n"
-           "dotted outline: the lungs seen through (apex and base touch it)")
+           "dotted outline: the lungs seen through (apices touch it; a base may lie below it, in aerated recess tips "
+           "beyond the lung mask)")
     if missing:
         sub += "; missing: " + ", ".join(missing)
+    if outside:
+        sub += "; outside the scan: " + ", ".join(outside)
+    if note:
+        sub += "\n" + note
+    for ax in axes:  # the scan's z range, whatever was drawn
+        ax.set_ylim(zlo, zhi)
     fig.suptitle(f"{title}\n{sub}", color="white", fontsize=10)
     fig.tight_layout()
     _spread_labels(fig, labels)

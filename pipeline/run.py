@@ -148,22 +148,51 @@ def _to_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     return img
 
 
-def trachea_column(airway: np.ndarray | None, work: sitk.Image, orig: sitk.Image) -> int | None:
-    """The column (x index) of ``orig`` through the trachea, from the segmenter's airway on ``work``'s grid: the
-    median column of its upper half (the trachea, above the main bronchi that spread to each side), carried by
-    physical position. None without an airway. levels.png's sagittal view goes through it."""
+def _level(landmarks: Mapping[str, Any], name: str) -> float | None:
+    lm = landmarks.get(name)
+    z = None if lm is None else lm.z_mm
+    return float(z) if z is not None and np.isfinite(z) else None
+
+
+def _tilt_note(flags: list[str]) -> str:
+    """levels.png's word on slices tilted from axial (ZONED_AXIALLY): it draws each slice at its centre's z."""
+    tilt = next((f.split(":", 1)[1] for f in flags if f.startswith("ZONED_AXIALLY:")), None)
+    if tilt is None:
+        return ""
+    return (f"slices tilted {tilt} degrees from axial (ZONED_AXIALLY): each slice is drawn at its centre's z, so the "
+            "views are sheared; the levels are axial planes")
+
+
+def trachea_column(airway: np.ndarray | None, work: sitk.Image, orig: sitk.Image,
+                   z_range: tuple[float | None, float | None] = (None, None)) -> int | None:
+    """The column (x index) of ``orig`` through the trachea, from the segmenter's airway on ``work``'s grid, carried
+    by physical position; None without an airway. levels.png's sagittal view goes through it.
+
+    The median centre of the largest airway lumen in each working slice within ``z_range`` (patient z, mm: from the
+    carina to the notch, where the notch, arch and carina are read); where that range is unknown or holds no airway,
+    the airway's upper half. The upper half alone reached up into the neck, where the trachea lies off to one side
+    of its course in the chest: on ricord_covid_419639 the column met the lumen in 3 of 35 slices from the carina to
+    the notch (an audit of 2026-12-06)."""
+    from scipy import ndimage as ndi
+
     if airway is None or not airway.any():
         return None
+    z = slice_z_mm(work)
     ks = np.nonzero(airway.any(axis=(1, 2)))[0]
-    # the upper half of the airway's extent (array order is the image's own: LPS arrays have the head last)
-    z_dir = float(np.asarray(work.GetDirection()).reshape(3, 3)[2, 2])
-    lo, hi = int(ks[0]), int(ks[-1])
-    upper = airway[(lo + hi) // 2: hi + 1] if z_dir >= 0 else airway[lo: (lo + hi) // 2 + 1]
-    per_x = np.count_nonzero(upper, axis=(0, 1))
-    per_y = np.count_nonzero(upper, axis=(0, 2))
-    xw = float(np.searchsorted(np.cumsum(per_x), per_x.sum() / 2.0))
-    yw = float(np.searchsorted(np.cumsum(per_y), per_y.sum() / 2.0))
-    kw = 0.5 * (lo + hi)
+    lo, hi = z_range
+    if lo is not None and hi is None:  # no notch: the trachea's lowest 60 mm
+        hi = lo + 60.0
+    sel = [k for k in ks if lo is not None and hi is not None and lo < z[k] < hi]
+    if not sel:
+        mid = 0.5 * (z[ks].min() + z[ks].max())
+        sel = [k for k in ks if z[k] >= mid]
+    centres = []
+    for k in sel:
+        lab, n = ndi.label(airway[k])
+        biggest = np.argmax(np.bincount(lab.ravel())[1:]) + 1
+        ys, xs = np.nonzero(lab == biggest)
+        centres.append((float(np.mean(xs)), float(np.mean(ys)), float(k)))
+    xw, yw, kw = (float(np.median(c)) for c in zip(*centres))
     point = work.TransformContinuousIndexToPhysicalPoint((xw, yw, kw))
     xo = orig.TransformPhysicalPointToContinuousIndex(point)[0]
     return int(np.clip(round(xo), 0, orig.GetSize()[0] - 1))
@@ -345,7 +374,8 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
         "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
-        "trachea_x": trachea_column(seg.airway, work, orig),
+        "trachea_x": trachea_column(seg.airway, work, orig, (_level(landmarks, "carina"),
+                                                             _level(landmarks, "suprasternal_notch"))),
     }
 
 
@@ -801,7 +831,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             from pipeline.qc_levels import levels_png
             atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
                                                                      res["spacing_zyx"], res["landmarks"], title=scan_id,
-                                                                     sagittal_x=res.get("trachea_x")))
+                                                                     sagittal_x=res.get("trachea_x"),
+                                                                     note=_tilt_note(flags)))
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),

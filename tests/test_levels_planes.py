@@ -129,6 +129,21 @@ def test_trachea_column_is_carried_to_the_original_grid() -> None:
     assert trachea_column(np.zeros_like(airway), work, orig) is None
 
 
+def test_trachea_column_follows_the_trachea_between_carina_and_notch() -> None:
+    """The trachea runs at x = 40 mm from the carina (z 20 mm) to the notch (z 60 mm) and bends 16 mm to one side in
+    the neck above, which is most of the airway's upper half: the column is the chest's (ricord_covid_419639's
+    trachea left the plane at the notch)."""
+    airway = np.zeros((60, 50, 50), np.uint8)  # [z, y, x], 2 mm: z index k at 2k mm
+    airway[6:31, 24:27, 19:22] = 1  # carina to notch: x 40 mm
+    airway[31:60, 24:27, 27:30] = 1  # the neck: x 56 mm
+    airway[6, 24:27, 10:40] = 1  # the main bronchi at the carina
+    work = _image(airway, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    orig = _image(np.zeros((240, 200, 200), np.int16), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert trachea_column(airway, work, orig, (13.0, 61.0)) == 80  # x 40 mm
+    assert trachea_column(airway, work, orig, (13.0, None)) == 80  # no notch: 60 mm above the carina
+    assert trachea_column(airway, work, orig) == 112  # no levels: the upper half, the neck's x 56 mm
+
+
 def test_the_plane_words() -> None:
     assert qc_levels._coronal_words({1: (20, "dome"), 2: (30, "dome")}) == "through each dome"
     assert qc_levels._coronal_words({1: (20, "dome"), 2: (20, "dome")}) == "through the domes"
@@ -149,3 +164,26 @@ def test_a_level_detected_with_low_confidence_is_marked(monkeypatch: pytest.Monk
     assert "D? with low confidence" in fig._suptitle.get_text()
     del c["landmarks"]["base_right"]
     assert "D? with low confidence" not in _figure(monkeypatch, c)._suptitle.get_text()
+
+
+def test_a_level_beyond_the_scan_is_listed_not_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A level far outside the scan stretched the axis to reach it; with ticks every 10 mm, one at 10^9 mm ran out of
+    memory. It is listed in the legend and the views keep the scan's z range."""
+    c = _domed_chest()
+    c["landmarks"]["apex_left"] = {"z_mm": 1e9, "method": "estimated"}
+    c["landmarks"]["base_left"] = {"z_mm": float(c["z_mm"][0]) - 7.0, "method": "detected", "confidence": "high"}
+    fig = _figure(monkeypatch, c, note="slices tilted 15.0 degrees from axial")
+    legend = fig._suptitle.get_text()
+    assert "outside the scan: apex L 1000000000 E, base L -207 D" in legend
+    assert "slices tilted 15.0 degrees" in legend
+    lo, hi = float(c["z_mm"][0]) - 1.25, float(c["z_mm"][-1]) + 1.25
+    for ax in fig.axes:
+        assert ax.get_ylim() == pytest.approx((lo, hi))
+        assert not any(t.get_text().startswith(("apex L", "base L")) for t in ax.texts)
+
+
+def test_the_tilt_note_names_the_angle() -> None:
+    from pipeline.run import _tilt_note
+
+    assert _tilt_note(["SOLID_LESION:3", "ZONED_AXIALLY:15.0"]).startswith("slices tilted 15.0 degrees from axial")
+    assert _tilt_note(["SOLID_LESION:3"]) == ""

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import require, shared_data_dir
 
-CASES = ["normal001", "itkelastix00"]
+CASES = ["normal001", "itkelastix00", "ricord_covid_419639"]
+CENTRE_BEHIND_THE_DOME = {"normal001", "itkelastix00"}
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +50,23 @@ def test_the_coronal_view_meets_each_dome(analysed, name) -> None:
         row, how = rows[label]
         assert how == "dome"
         assert abs(top[row] - lm.z_mm) <= 5.0 + res["spacing_zyx"][0], (name, dome, top[row], lm.z_mm)
-        if label == 1:  # the centre plane passes behind the right dome
+        if label == 1 and name in CENTRE_BEHIND_THE_DOME:  # there the centre plane passes behind the right dome
             assert top[centre] < lm.z_mm - 10.0, (name, top[centre], lm.z_mm)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_the_sagittal_view_cuts_the_trachea(analysed, name) -> None:
-    """The column run.py hands levels.png holds tracheal air (below -900 HU, outside the lungs) in the slices
-    between the apices and the carina, along at least 40 mm."""
+    """The column run.py hands levels.png holds tracheal air (below -900 HU, outside the lungs, within the lungs'
+    front-to-back extent: not the air between the back and the table) in at least 90 % of the slices from the carina
+    to the notch (3 of 35 on ricord_covid_419639 when the column came from the airway's upper half)."""
     res = analysed[name]
     x = res["trachea_x"]
     assert x is not None
     z = res["z_mm"]
-    carina, apex = res["landmarks"]["carina"].z_mm, res["landmarks"]["apex_right"].z_mm
-    ks = np.nonzero((z > carina + 5.0) & (z < apex - 5.0))[0]
-    air = (res["hu"][ks, :, x] < -900) & (res["lungs"][ks, :, x] == 0)
-    # air inside the body: between the first and last body pixels of each row
-    body = res["hu"][ks, :, x] > -500
-    inside = np.zeros_like(air)
-    for i in range(len(ks)):
-        ys = np.nonzero(body[i])[0]
-        if ys.size:
-            inside[i, ys[0]: ys[-1]] = air[i, ys[0]: ys[-1]]
-    slices_with_air = np.count_nonzero(inside.any(axis=1))
-    assert slices_with_air * abs(z[1] - z[0]) >= 40.0, (name, x, slices_with_air)
+    carina, notch = res["landmarks"]["carina"].z_mm, res["landmarks"]["suprasternal_notch"].z_mm
+    ks = np.nonzero((z > carina + 3.0) & (z < notch))[0]
+    assert len(ks) >= 10
+    ys = np.nonzero((res["lungs"] > 0).any(axis=(0, 2)))[0]
+    band = slice(int(ys[0]), int(ys[-1]) + 1)
+    air = (res["hu"][ks, band, x] < -900) & (res["lungs"][ks, band, x] == 0)
+    assert np.count_nonzero(air.any(axis=1)) >= 0.9 * len(ks), (name, x, np.count_nonzero(air.any(axis=1)), len(ks))

@@ -323,7 +323,11 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     fig = Figure(figsize=(11, 7), dpi=100, facecolor="black")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [nx * sx, ny * sy]})
-    views = ((axes[0], cor, nx * sx, LUNG_WINDOW, f"coronal (R | L) {_coronal_words(rows)}, lung window"),
+    apart = ""
+    if seam is not None:  # how far apart the two halves were cut (y grows towards the back in an LPS array)
+        gap = (row_l - row_r) * sy
+        apart = f" (L half {abs(gap):.0f} mm {'behind' if gap > 0 else 'in front of'} R)"
+    views = ((axes[0], cor, nx * sx, LUNG_WINDOW, f"coronal (R | L) {_coronal_words(rows)}{apart}, lung window"),
              (axes[1], sag, ny * sy, SOFT_WINDOW, f"sagittal (A | P) through {through}, soft-tissue window"))
     for ax, img, width, win, lab in views:
         ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1], origin="lower",

@@ -90,7 +90,7 @@ def test_the_coronal_view_shows_both_domes_at_their_level(monkeypatch: pytest.Mo
     assert lung_rows.min() == PEAK  # each half's lung floor is its dome (the centre plane: slice 11)
     for half in (cor[:, : cor.shape[1] // 2], cor[:, cor.shape[1] // 2:]):
         assert np.nonzero((half < -500).any(axis=1))[0].min() == PEAK
-    assert "through each dome" in fig.axes[0].get_title()
+    assert "through each dome (L half 20 mm behind R)" in fig.axes[0].get_title()  # rows 25 and 35, 2 mm pixels
     names = {t.get_text() for ax in fig.axes for t in ax.texts}
     assert {"cor R", "cor L", "sag"} <= names
     assert "sagittal (A | P) through the lungs' midline" in fig.axes[1].get_title()

@@ -223,7 +223,8 @@ def coronal_rows(lungs: np.ndarray, z_mm: Sequence[float], landmarks: Mapping[st
         top = lateral_floor_top(floors[label], "low" if label == 1 else "high")
         ys = np.flatnonzero(~np.isnan(top))
         lo, hi = np.percentile(ys, [10, 90])
-        ys = ys[(ys >= lo) & (ys <= hi)]
+        central = ys[(ys >= lo) & (ys <= hi)]
+        ys = central if central.size else ys  # a lung a few rows deep: between two rows' percentiles lies no row
         off = np.abs(top[ys] - (float(z) + 0.5 * dz))  # the dome is reported half a slice below its floor voxel
         near = ys[off <= tol]
         row = int(near[len(near) // 2]) if near.size else int(ys[np.argmin(off)])

@@ -187,3 +187,16 @@ def test_the_tilt_note_names_the_angle() -> None:
 
     assert _tilt_note(["SOLID_LESION:3", "ZONED_AXIALLY:15.0"]).startswith("slices tilted 15.0 degrees from axial")
     assert _tilt_note(["SOLID_LESION:3"]) == ""
+
+
+def test_a_lung_two_rows_deep_still_gets_a_row() -> None:
+    """The 10th and 90th percentiles of rows 3 and 10 (3.7, 9.3) leave no row between them: the picture must not fail
+    (it would have failed the scan)."""
+    lungs = np.zeros((10, 20, 20), np.uint8)
+    lungs[2:8, 3, 2:8] = 1
+    lungs[2:8, 10, 2:8] = 1
+    z = np.arange(10) * 2.0
+    rows = coronal_rows(lungs, z, {"dome_right": {"z_mm": 3.0, "method": "detected"}}, 2.0)
+    assert rows[1][1] == "dome" and rows[1][0] in (3, 10)
+    assert levels_png(np.where(lungs > 0, -850, 40).astype(np.int16), lungs, z, (2.0, 1.0, 1.0),
+                      {"dome_right": {"z_mm": 3.0, "method": "detected"}}).startswith(b"\x89PNG")

@@ -90,6 +90,8 @@ SCORING_FLAGS: dict[str, str] = {
                          "lung, in front, is not measured",
     "DICOM_SEG_FAILED": "the DICOM-SEG (--dicom-seg) could not be made from these images (the log says why): "
                         "scores and NIfTI masks as usual, no seg.dcm",
+    "QC_PICTURE_FAILED": "that QC picture (qc.png with thumb.png, or levels.png) could not be drawn (the log says "
+                         "why): scores and masks as usual, without the picture; review the scan in a viewer",
 }
 
 

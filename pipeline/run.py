@@ -821,18 +821,30 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                                    hu_flags(res["hu_check"], header.get("contrast"),
                                             header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
         if outs["write_qc_png"]:
-            png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
-                         title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
-                               f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
-                         estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
-                         flags=flags, reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"})
-            atomic_write_bytes(folder.path("qc.png"), png)
-            atomic_write_bytes(folder.path("thumb.png"), qc_thumbnail(png))
+            # a picture that cannot be drawn must not lose the scores: the scan is scored without it and flagged
+            try:
+                png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
+                             title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
+                                   f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
+                             estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
+                             flags=flags,
+                             reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"})
+                thumb = qc_thumbnail(png)
+            except Exception as exc:  # noqa: BLE001 - a QC picture must not lose the scores
+                log.warning("%s: no qc.png: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
+                flags.append("QC_PICTURE_FAILED:qc.png")
+            else:
+                atomic_write_bytes(folder.path("qc.png"), png)  # a full disk is OUTPUT_UNWRITABLE
+                atomic_write_bytes(folder.path("thumb.png"), thumb)
             from pipeline.qc_levels import levels_png
-            atomic_write_bytes(folder.path("levels.png"), levels_png(res["hu"], res["lungs"], res["z_mm"],
-                                                                     res["spacing_zyx"], res["landmarks"], title=scan_id,
-                                                                     sagittal_x=res.get("trachea_x"),
-                                                                     note=_tilt_note(flags)))
+            try:
+                png = levels_png(res["hu"], res["lungs"], res["z_mm"], res["spacing_zyx"], res["landmarks"],
+                                 title=scan_id, sagittal_x=res.get("trachea_x"), note=_tilt_note(flags))
+            except Exception as exc:  # noqa: BLE001 - a QC picture must not lose the scores
+                log.warning("%s: no levels.png: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
+                flags.append("QC_PICTURE_FAILED:levels.png")
+            else:
+                atomic_write_bytes(folder.path("levels.png"), png)
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),

@@ -147,6 +147,33 @@ def test_a_dicom_seg_that_cannot_be_made_keeps_the_scores(chest, tmp_path, monke
     assert not list(out.glob("scan-*/seg.dcm"))
 
 
+@pytest.mark.parametrize("broken", ["qc_png", "levels_png"])
+def test_a_qc_picture_that_cannot_be_drawn_keeps_the_scores(chest, tmp_path, monkeypatch, broken):
+    """An error while drawing a QC picture failed the whole scan as INTERNAL_ERROR and lost its scores (a lung a few
+    rows deep made levels.png fail); now the scan is scored without that picture, flagged QC_PICTURE_FAILED."""
+    import pandas as pd
+
+    from pipeline import qc, qc_levels
+
+    def fails(*args, **kwargs):
+        raise ValueError("cannot draw this")
+
+    monkeypatch.setattr(qc if broken == "qc_png" else qc_levels, broken, fails)  # run.py imports them when it draws
+    out = tmp_path / "out"
+    cfg = load_config(overrides=["resample.spacing_mm=[3,3,3]"],
+                      extra={"segmentation": {"method": "classical"}, "outputs": {"write_masks": False}})
+    summary = run_pipeline(chest, out, cfg, batch=BatchOptions(progress=False))
+    assert summary["n_ok"] == 1
+    scans = pd.read_csv(out / "scans.csv")
+    picture = "qc.png" if broken == "qc_png" else "levels.png"
+    assert f"QC_PICTURE_FAILED:{picture}" in scans.loc[0, "qc_flags"].split(";")
+    assert scans.loc[0, "six_zone_total"] >= 0
+    folder = next(out.glob("scan-*"))
+    assert not (folder / picture).exists()
+    kept = {"qc.png", "thumb.png"} if broken == "levels_png" else {"levels.png"}
+    assert all((folder / name).is_file() for name in kept)
+
+
 def test_each_result_keeps_its_configuration(chest, tmp_path):
     """result.json kept only the configuration's hash, and run.json is rewritten by the next run into the same folder:
     the settings an older scan was made with could not be recovered. Each result now holds its own (the site salt

@@ -3,10 +3,12 @@
 Usage::
 
     python scripts/landmark_accuracy.py [--reference CSV] [--data-root DIR] [--cache DIR] [--scans a,b]
+                                        [--segmenter classical|monai|PATH]
 
 For every scan in the reference (columns ``scan,landmark,z_mm,...``; ``<name>_z`` rows), the series
-under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmented (classical
-segmenter), and :func:`scoring.landmarks.detect_landmarks` is run. ``--cache`` keeps the working-grid
+under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmented (the classical
+segmenter unless ``--segmenter`` names another: the levels depend on the lung mask, and the pipeline's default
+is the network), and :func:`scoring.landmarks.detect_landmarks` is run. ``--cache`` keeps the working-grid
 arrays (HU, lungs, airway) as ``<scan>_<working spacing>.npz`` (e.g. ``normal001_1.5x1.5x1.5.npz``) so that
 later runs only re-run the detector.
 Estimated levels count like detected ones; a level the detector leaves missing where the reference
@@ -49,13 +51,21 @@ def read_reference(path: Path) -> dict[str, dict[str, float | None]]:
     return dict(ref)
 
 
-def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
-    """HU, lungs, airway, z_mm and spacing of a scan on the working grid (cached when asked: the file name holds
-    the working spacing, so a cache made on another grid is not reused)."""
+def working_arrays(scan_dir: Path, cache: Path | None, segmenter: str = "classical") -> dict[str, np.ndarray]:
+    """HU, lungs, airway, z_mm and spacing of a scan on the working grid, segmented by ``segmenter``
+    (segmentation.method: classical, monai or a model folder) (cached when asked: the file name holds the working
+    spacing and, for another segmenter than the classical one, its model id, so a cache made on another grid or
+    with other masks is not reused)."""
     from pipeline.config import load_config
 
-    cfg = load_config()
+    cfg = load_config(extra={"segmentation": {"method": segmenter}})
     key = "x".join(f"{s:g}" for s in cfg["resample"]["spacing_mm"])
+    seg_model = None
+    if segmenter != "classical":
+        from segmentation.factory import build_segmenter
+
+        seg_model = build_segmenter(cfg)
+        key += "_" + "".join(c if c.isalnum() or c in "-." else "_" for c in seg_model.model_id)
     cached = None if cache is None else cache / f"{scan_dir.name}_{key}.npz"
     if cached is not None and cached.is_file():
         return dict(np.load(cached))
@@ -80,7 +90,7 @@ def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
     work = resample_to_spacing(to_lps(vol.image), cfg["resample"]["spacing_mm"])
     hu = sitk.GetArrayFromImage(work)
     spacing = tuple(work.GetSpacing()[::-1])
-    seg = ClassicalSegmenter(cfg).segment(hu, spacing)
+    seg = (seg_model or ClassicalSegmenter(cfg)).segment(hu, spacing)
     arrays = {"hu": hu.astype(np.int16), "lungs": seg.lungs.astype(np.uint8),
               "airway": (seg.airway if seg.airway is not None else np.zeros(hu.shape, bool)),
               "z_mm": slice_z_mm(work), "spacing": np.asarray(spacing)}
@@ -97,7 +107,8 @@ def working_arrays(scan_dir: Path, cache: Path | None) -> dict[str, np.ndarray]:
 
 
 def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cache: Path | None,
-             scans: list[str] | None = None, verbose: bool = False) -> dict[str, dict]:
+             scans: list[str] | None = None, verbose: bool = False, segmenter: str = "classical"
+             ) -> dict[str, dict]:
     """Per landmark: signed errors (detector - reference), n missing, n spurious and methods used."""
     from scoring.landmarks import detect_landmarks
 
@@ -110,7 +121,7 @@ def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cac
         if not scan_dir.is_dir():
             log.warning("skipping %s: %s not found", scan, scan_dir)
             continue
-        a = working_arrays(scan_dir, cache)
+        a = working_arrays(scan_dir, cache, segmenter)
         lms = detect_landmarks(a["lungs"], a["airway"], a["z_mm"], tuple(float(s) for s in a["spacing"]), hu=a["hu"])
         for name, z_ref in levels.items():
             if name not in lms:
@@ -181,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="folder for cached working-grid arrays")
     p.add_argument("--scans", default="", help="comma-separated subset of scans")
     p.add_argument("-v", "--verbose", action="store_true", help="print every comparison")
+    p.add_argument("--segmenter", default="classical",
+                   help="whose lung masks the levels are found on: classical (the default here), monai (the "
+                        "pipeline's default) or a model folder")
     p.add_argument("--cut-bases", default="", metavar="FRACTIONS",
                    help="instead of the reference table: cut each scan from below by these fractions of its slices "
                         "(e.g. 0.1,0.2,0.3,0.4) and count domes / IPV more than 15 mm from the whole scan's")
@@ -214,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rows)} levels on cut scans: {len(found)} found, {len(rows) - len(found)} missing, "
               f"{sum(r['wrong'] for r in rows)} more than 15 mm from the whole scan's")
         return 0
-    res = evaluate(ref, args.data_root, args.cache, scans, args.verbose)
+    res = evaluate(ref, args.data_root, args.cache, scans, args.verbose, args.segmenter)
     print(format_table(res))
     return 0
 

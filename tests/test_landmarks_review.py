@@ -82,11 +82,14 @@ def test_accuracy_counts_a_base_detected_where_the_reference_has_none(tmp_path, 
                        f"s1,base_right_z,,high,not visible: cut off\ns1,base_left_z,{z[20]},high,tip\n")
     (tmp_path / "s1").mkdir()
     arrays = {"hu": None, "lungs": lungs, "airway": airway, "z_mm": z, "spacing": np.asarray(SP)}
-    monkeypatch.setattr(la, "working_arrays", lambda scan_dir, cache: arrays)
+    asked: list[str] = []
+    monkeypatch.setattr(la, "working_arrays", lambda scan_dir, cache, segmenter: asked.append(segmenter) or arrays)
     ref = la.read_reference(ref_csv)
     assert ref["s1"] == {"base_right": None, "base_left": pytest.approx(z[20])}
     res = la.evaluate(ref, tmp_path, None, verbose=True)
     assert res["base_right"]["spurious"] == 1 and res["base_left"]["spurious"] == 0
+    la.evaluate(ref, tmp_path, None, segmenter="monai")  # the levels on the network's masks (the pipeline's default)
+    assert asked == ["classical", "monai"]
     line = next(ln for ln in la.format_table(res).splitlines() if ln.startswith("| base_right |"))
     assert "| NO " in line
 

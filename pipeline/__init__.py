@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.7.0"  # results changed (half-open zhang900 slabs, ZONE_WITHOUT_LUNG, ZONE_SMALL): scored again on resume
+__version__ = "0.8.0"  # results changed (the network's lung mask loses airless tissue above its apices): scored again on resume
 
 
 def install_problem() -> str:

@@ -21,6 +21,8 @@ Built once per process (weights read once, sha256 checked against ``manifest.jso
    ``segmentation.monai.remove_bowel_gas``; cap001: 62 mL of the left lung mask); lesions only inside the
    lungs (adding lesion voxels outside the lung head's mask to the lungs was tried: pleural coverage +1.4
    points, lesion Dice -2 points; not kept);
+   the slices above a lung's highest aerated slice taken out of that lung (:func:`trim_unaerated_apex`:
+   itkelastix00's left "apex" was 15.5 mL of the neck's soft tissue, 14 mm above the lung);
 5. the airway (trachea, main bronchi) by the classical region growing
    (:func:`segmentation.classical.segment_airway`): the network has no airway head, and the landmark
    detector finds the carina on it.
@@ -329,6 +331,45 @@ def _beside_share(piece: np.ndarray, main: np.ndarray, sp: np.ndarray, inner_mm:
     d = ndi.distance_transform_edt(~piece[box], sampling=(1e6, sp[1], sp[2]))  # (1e6: no distance across slices)
     ring = (d > inner_mm) & (d <= inner_mm + width_mm)
     return float(main[box][ring].mean()) if ring.any() else 0.0
+
+
+#: A lung's top slice must hold at least this much aerated lung (mm2 below :data:`APEX_AERATED_HU`): the network took
+#: soft tissue of the neck above the apex for lung (itkelastix00: 7 slices, 15.5 mL of the left lung mask, its median
+#: -40 HU; the left apex 14 mm above the reference level, the right 12 mm, over 3.5 mL).
+APEX_MIN_AERATED_MM2 = 5.0
+APEX_AERATED_HU = -500.0
+
+
+def trim_unaerated_apex(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
+                        min_mm2: float = APEX_MIN_AERATED_MM2, aerated_hu: float = APEX_AERATED_HU
+                        ) -> dict[int, float]:
+    """Per lung, the slices above its highest slice with at least ``min_mm2`` of that lung below ``aerated_hu``
+    are taken out of it, in place (LPS ``[z, y, x]`` arrays: the head at the high slice indices). Returns the mL
+    taken out per lung label (only those with any).
+
+    Lung at its apex holds air: a partial-volume rim still reads below -500 HU in the top slice (the five other real
+    chests: 0-0.1 mL above their highest aerated slice). Soft tissue of the neck or the shoulder taken for lung has
+    none. Only the top: at the base a dependent consolidation can fill the lowest slices of a lung, and the liver
+    dome taken for lung is flagged (SOLID_LESION) instead. An apex filled by consolidation to its top would lose its
+    airless top slices: rare in the pneumonias scored here, whose disease is peripheral and basal."""
+    removed: dict[int, float] = {}
+    px_mm2 = float(spacing[1]) * float(spacing[2])
+    voxel_ml = px_mm2 * float(spacing[0]) / 1000.0
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        m = lungs == side
+        ks = np.nonzero(m.any(axis=(1, 2)))[0]
+        if ks.size == 0:
+            continue
+        aerated = np.count_nonzero(m & (hu < aerated_hu), axis=(1, 2)) * px_mm2
+        ok = np.nonzero(aerated >= min_mm2)[0]
+        if ok.size == 0:  # no aerated slice at all: not this step's to judge (NO_LUNG_FOUND, DENSE_LUNG)
+            continue
+        top = int(ok.max())
+        if top < int(ks.max()):
+            cap = m[top + 1:]
+            removed[side] = float(np.count_nonzero(cap)) * voxel_ml
+            lungs[top + 1:][cap] = 0
+    return removed
 
 
 def remove_bowel_gas(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
@@ -680,6 +721,9 @@ class MonaiSegmenter:
                 side = "right" if k == RIGHT_LUNG else "left"
                 flags.append(f"BOWEL_GAS_REMOVED:{side}")
                 log.info("bowel gas taken out of the %s lung mask: %.1f mL", side, ml)
+        for k, ml in trim_unaerated_apex(out, hu, spacing).items():
+            log.info("airless tissue above the %s apex taken out of the lung mask: %.1f mL",
+                     "right" if k == RIGHT_LUNG else "left", ml)
         if sides_swapped(out):
             flags.append("LUNG_SIDES_SWAPPED")
             log.warning("the right lung mask lies left of the left lung mask: a right/left confusion of the network")

@@ -84,6 +84,30 @@ def test_left_dome_ignores_columns_over_the_heart():
     assert detect_dome(lung, "dome_left", z, exclude=excl).z_mm == pytest.approx(z[20] - 0.75)
 
 
+def test_domes_are_read_where_the_aerated_lung_ends():
+    """A mask that takes in dense tissue under the aerated lung (the network's mask took 10-16 mm of the liver's
+    dome) does not move the dome below the diaphragm: in a column holding aerated lung the floor is its lowest
+    aerated voxel. A column of airless lung keeps its mask's floor, and without HU the whole mask counts."""
+    from scoring.landmarks import DOME_AERATED_HU, diaphragm_lung
+
+    airway, lungs, z = synthetic()
+    hu = np.where(lungs > 0, -850.0, 40.0)
+    liver = np.zeros(lungs.shape, bool)
+    liver[2:10, 10:50, 2:25] = True  # 12 mm of soft tissue under the whole right floor, taken as right lung
+    lungs[liver] = RIGHT_LUNG
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    assert lm["dome_right"].z_mm == pytest.approx(z[10] - 0.75)  # where the aerated lung ends
+    assert lm["base_right"].z_mm == pytest.approx(z[2])  # the base stays the mask's lowest slice
+    assert detect_landmarks(lungs, airway, z, SP)["dome_right"].z_mm == pytest.approx(z[2] - 0.75)  # no HU
+    # a column of airless lung (consolidation on the diaphragm) keeps all its lung, down to the mask's floor; an
+    # aerated column only its aerated voxels
+    hu[:, 15:25, 5:15] = 30.0
+    m = diaphragm_lung(lungs == RIGHT_LUNG, hu)
+    assert m[2:110, 20, 10].all()
+    assert not m[2:10, 40, 10].any() and m[10:110, 40, 10].all()
+    assert not (m & (hu >= DOME_AERATED_HU))[:, 30:].any()
+
+
 def test_scan_stopping_above_the_diaphragm_has_no_dome():
     """Cut above the diaphragm, the lung runs out of the bottom slice over most of its floor; what is left
     (a floor under the upper lobe, here over a "heart") is not a dome: both domes, and the inferior pulmonary

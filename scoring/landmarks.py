@@ -24,8 +24,8 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated, and it is
   missing when the bone reaches the scan's top slice (the notch is above the scan).
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
-  column; in a column holding aerated lung, its lowest voxel below :data:`DOME_AERATED_HU`:
-  :func:`diaphragm_lung`), excluding columns medial to the heart border (taken from the left lung's medial edge in the
+  column; where a mask took in a lens of dense tissue under the aerated lung, such as the liver's dome, the
+  aerated lung's lowest voxel: :func:`diaphragm_lung`), excluding columns medial to the heart border (taken from the left lung's medial edge in the
   slab :data:`DOME_LEFT_HEART_SLAB_MM` above its own median floor), so that the lung lying on the heart does
   not count as diaphragm.
   The right dome is refined the same way (:data:`DOME_RIGHT_PASSES` passes): columns medial to the
@@ -96,10 +96,14 @@ MIN_LUNG_AREA_MM2 = 5.0
 BONE_HU = 200.0
 BRONCHUS_HU = (-900.0, -950.0, -980.0)  # tried in order until the tree does not leak
 AERATED_HU = -400.0
-#: the domes are read from the lung below this HU in each column that holds some (:func:`diaphragm_lung`): -300 is
-#: the middle of a plateau (-300 to -200 HU) on the six reference chests for the classical masks and the best value
-#: for the network's (median / largest |error|: right dome 4.6 / 7.8 mm on both masks, left 2.6 / 11.2 mm)
+#: the domes: "aerated" lung is below this HU (:func:`diaphragm_lung`; -300 to -200 HU is a plateau on the six reference
+#: chests for the classical masks, -300 the best value for the network's)
 DOME_AERATED_HU = -300.0
+#: the domes: dense lung under a column's aerated lung up to the first height (mm) is the interface; a patch of
+#: columns with up to the second under it, away from the lung's edge, is a lens (:func:`diaphragm_lung`)
+DOME_LENS_MM = (3.0, 25.0)
+#: the domes: a lens is a patch of columns that stays this far (mm) inside the edge of the lung's footprint
+DOME_EDGE_MM = 4.5
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
@@ -629,19 +633,36 @@ def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
     return convex_hull_image(lung[kb: kb + int(frac * (kt - kb)) + 1].any(axis=0))
 
 
-def diaphragm_lung(lung: np.ndarray, hu: np.ndarray | None, max_hu: float = DOME_AERATED_HU) -> np.ndarray:
-    """The lung whose floor the domes are read from: in each ``(y, x)`` column holding aerated lung
-    (HU < ``max_hu``), only those voxels; a column without any keeps all its lung (airless lung lying on the
-    diaphragm ends there). The diaphragm is where the aerated lung meets the soft tissue under it: a mask that
-    takes in dense tissue below that (the network's mask took 10-16 mm of the liver's dome on ricord_covid_419639
-    and normal001, the right dome 16 and 11 mm too low) moves a floor read from the whole mask below the
-    diaphragm. Consolidation lying on the dome under aerated lung raises that column's floor by its thickness;
-    the dome is a high percentile of many columns' floors, which the posterior-basal consolidation of the real
-    chests did not move. Without ``hu`` the lung is returned unchanged."""
-    if hu is None:
+def diaphragm_lung(lung: np.ndarray, hu: np.ndarray | None, spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
+    """The lung whose floor the domes are read from (slices in cranially growing order).
+
+    In each ``(y, x)`` column, the lung below its lowest aerated voxel (HU < :data:`DOME_AERATED_HU`) is dense lung or
+    something a mask took in under the lung. It is left out (the column's floor is then the aerated lung's) where it
+    is at most :data:`DOME_LENS_MM` [0] high (the partial-volume interface), and where it forms a lens: a patch of
+    columns with more than that and at most :data:`DOME_LENS_MM` [1] under the aerated lung, which stays
+    :data:`DOME_EDGE_MM` inside the edge of the lung's footprint. The network's mask bulges like that into the
+    liver's dome (10-16 mm under the aerated lung of ricord_covid_419639 and normal001: right domes 15.8 and 11.2 mm
+    too low from the whole mask). Kept, as the mask has it: columns without aerated lung, thicker dense lung, and
+    patches reaching the footprint's edge, as a basal consolidation does (it runs out to the chest wall and the
+    recesses): left out, an airless band 15-50 mm high over the whole base put the dome 10-49 mm too high on the
+    real chests. What remains misread is a lens of consolidation lying on the dome, inside the lung's edge: the
+    dome then lies up to its height too high. Without ``hu`` the lung is returned unchanged."""
+    if hu is None or not lung.any():
         return lung
-    aerated = lung & (hu < max_hu)
-    return np.where(aerated.any(axis=0)[None], aerated, lung)
+    aerated = lung & (hu < DOME_AERATED_HU)
+    has = aerated.any(axis=0)
+    under = np.where(has, (np.argmax(aerated, axis=0) - np.argmax(lung, axis=0)) * float(spacing[0]), 0.0)
+    lo, hi = DOME_LENS_MM
+    lens = has & (under > lo) & (under <= hi)
+    if lens.any():
+        foot = lung.any(axis=0)
+        px = max(1, int(round(DOME_EDGE_MM / float(min(spacing[1], spacing[2])))))
+        edge = foot & ~ndi.binary_erosion(foot, iterations=px, border_value=0)
+        lab, _ = ndi.label(lens)
+        lens &= ~np.isin(lab, np.unique(lab[edge & lens]))
+    drop = has & ((under <= lo) | lens)
+    k = np.arange(lung.shape[0])[:, None, None]
+    return lung & ~(drop[None] & (k < np.argmax(aerated, axis=0)[None]))
 
 
 #: share of a lung's diaphragm columns reaching the scan's bottom slice above which the dome is below the scan
@@ -772,7 +793,7 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
                                          "detected", "high",
                                          "bottom slice with >= 5 mm2 lung (aerated recess tips followed)")
     # the domes from the aerated lung of each column (diaphragm_lung), the apices and bases from the mask
-    under = {side: diaphragm_lung(per_side[side], hu) for side in per_side}
+    under = {side: diaphragm_lung(per_side[side], hu, spacing) for side in per_side}
     out["dome_right"] = detect_dome(under[RIGHT_LUNG], "dome_right", z_mm)
     # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
     # Refine twice: exclude the columns medial to the right lung's heart border, read in the slab

@@ -84,28 +84,64 @@ def test_left_dome_ignores_columns_over_the_heart():
     assert detect_dome(lung, "dome_left", z, exclude=excl).z_mm == pytest.approx(z[20] - 0.75)
 
 
-def test_domes_are_read_where_the_aerated_lung_ends():
-    """A mask that takes in dense tissue under the aerated lung (the network's mask took 10-16 mm of the liver's
-    dome) does not move the dome below the diaphragm: in a column holding aerated lung the floor is its lowest
-    aerated voxel. A column of airless lung keeps its mask's floor, and without HU the whole mask counts."""
+def domed() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`synthetic` with a right dome: the right lung's floor at slice 40 over the central columns (y 20-39,
+    x 8-18), at 10 elsewhere; HU -850 in the lungs, 40 outside."""
+    airway, lungs, z = synthetic()
+    lungs[10:40, 20:40, 8:19] = 0
+    return airway, lungs, z, np.where(lungs > 0, -850.0, 40.0)
+
+
+def test_a_lens_of_dense_tissue_under_the_dome_is_not_lung_for_the_dome():
+    """The network's mask bulged 10-16 mm into the liver's dome under the aerated lung (ricord_covid_419639,
+    normal001): read from the whole mask, the right dome lay up to 15.8 mm too low. A lens (a patch of columns with
+    3-25 mm of dense tissue under the aerated lung, inside the lung's edge) is left out of the dome's floor; the
+    base, the apex and the mask stay as they are."""
+    airway, lungs, z, hu = domed()
+    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    lungs[32:40, 20:40, 8:19] = RIGHT_LUNG  # 12 mm of the liver's dome taken in as lung, HU 40
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    assert lm["base_right"].z_mm == pytest.approx(z[10])
+    assert (lungs == RIGHT_LUNG)[32:40, 20:40, 8:19].all()  # the mask itself is not changed
+    assert detect_landmarks(lungs, airway, z, SP)["dome_right"].z_mm == pytest.approx(z[32] - 0.75)  # no HU
+    lungs[25:40, 20:40, 8:19] = RIGHT_LUNG  # 22.5 mm: still a lens
+    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    lungs[20:40, 20:40, 8:19] = RIGHT_LUNG  # 30 mm of dense lung under the aerated: kept, as the mask has it
+    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[20] - 0.75)
+
+
+def test_a_basal_consolidation_keeps_the_mask_s_floor():
+    """An airless band over the whole base (a basal consolidation the mask keeps as lung) reaches the lung's edge:
+    not a lens, so the dome stays where the mask puts it. Left out, a 15-50 mm band put the real chests' domes
+    10-49 mm too high. A column without aerated lung keeps its lung too."""
+    from scoring.landmarks import diaphragm_lung
+
+    airway, lungs, z, hu = domed()
+    right = lungs == RIGHT_LUNG
+    floor = np.argmax(right, axis=0)
+    k = np.arange(lungs.shape[0])[:, None, None]
+    band = right & (k < floor[None] + 10)  # 15 mm of airless lung above every column's floor
+    hu[band] = 30.0
+    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    assert np.array_equal(diaphragm_lung(right, hu, SP), right)
+    hu[:, 30, 15] = 30.0  # one column airless from top to floor: it keeps all its lung
+    assert diaphragm_lung(right, hu, SP)[:, 30, 15].sum() == right[:, 30, 15].sum()
+
+
+def test_the_partial_volume_interface_is_left_out_of_the_floor():
+    """Up to 3 mm of dense lung under the aerated lung is the lung-diaphragm interface: the floor is the aerated
+    lung's, lens or not (the classical masks' domes moved by at most one slice on the real chests)."""
     from scoring.landmarks import DOME_AERATED_HU, diaphragm_lung
 
-    airway, lungs, z = synthetic()
-    hu = np.where(lungs > 0, -850.0, 40.0)
-    liver = np.zeros(lungs.shape, bool)
-    liver[2:10, 10:50, 2:25] = True  # 12 mm of soft tissue under the whole right floor, taken as right lung
-    lungs[liver] = RIGHT_LUNG
-    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
-    assert lm["dome_right"].z_mm == pytest.approx(z[10] - 0.75)  # where the aerated lung ends
-    assert lm["base_right"].z_mm == pytest.approx(z[2])  # the base stays the mask's lowest slice
-    assert detect_landmarks(lungs, airway, z, SP)["dome_right"].z_mm == pytest.approx(z[2] - 0.75)  # no HU
-    # a column of airless lung (consolidation on the diaphragm) keeps all its lung, down to the mask's floor; an
-    # aerated column only its aerated voxels
-    hu[:, 15:25, 5:15] = 30.0
-    m = diaphragm_lung(lungs == RIGHT_LUNG, hu)
-    assert m[2:110, 20, 10].all()
-    assert not m[2:10, 40, 10].any() and m[10:110, 40, 10].all()
-    assert not (m & (hu >= DOME_AERATED_HU))[:, 30:].any()
+    _, lungs, _, hu = domed()
+    right = lungs == RIGHT_LUNG
+    floor = np.argmax(right, axis=0)
+    k = np.arange(lungs.shape[0])[:, None, None]
+    hu[right & (k == floor[None])] = -200.0  # one partial-volume voxel (1.5 mm) at every column's floor
+    m = diaphragm_lung(right, hu, SP)
+    assert not (m & (hu >= DOME_AERATED_HU)).any()
+    assert (m.sum(axis=0) == right.sum(axis=0) - right.any(axis=0)).all()
 
 
 def test_scan_stopping_above_the_diaphragm_has_no_dome():

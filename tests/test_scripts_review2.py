@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.scripts_loader import load_script
@@ -212,6 +213,28 @@ def test_landmark_accuracy_nothing_to_compare_is_not_a_failed_target():
 def test_landmark_accuracy_docstring_names_the_cache_file_it_writes():
     la = load_script("landmark_accuracy")
     assert "<scan>_<working spacing>.npz" in la.__doc__
+
+
+def test_landmark_accuracy_airless_band_darkens_only_the_lowest_mm_of_each_column(tmp_path, capsys):
+    """--airless-band MM: in every column the lung voxels within MM above its floor get 30 HU, per lung; the masks
+    and the rest of the HU are untouched. A negative height is refused."""
+    la = load_script("landmark_accuracy")
+    lungs = np.zeros((20, 4, 6), np.uint8)
+    lungs[5:18, :, :3] = 1
+    lungs[2:18, :, 3:] = 2
+    lungs[3:18, 0, 0] = 1  # one column reaching lower
+    hu = np.where(lungs > 0, -850, 40).astype(np.int16)
+    out = la.airless_band(hu, lungs, 4.5, 1.5)  # three slices
+    assert (out[5:8, 1:, :3] == 30).all() and (out[8:18, 1:, :3] == -850).all()
+    assert (out[3:6, 0, 0] == 30).all() and out[6, 0, 0] == -850
+    assert (out[2:5, :, 3:] == 30).all() and (out[5:18, :, 3:] == -850).all()
+    assert (out[lungs == 0] == 40).all() and (hu[lungs > 0] == -850).all()
+    ref = tmp_path / "ref.csv"
+    ref.write_text("scan,landmark,z_mm,confidence,note\nscanA,carina_z,-120.5,high,\n")
+    (tmp_path / "scanA").mkdir()
+    with pytest.raises(SystemExit) as e:
+        la.main(["--reference", str(ref), "--data-root", str(tmp_path), "--airless-band", "-5"])
+    assert e.value.code == 2 and "--airless-band" in capsys.readouterr().err
 
 
 # --- make_reference_from_phantom.py, simulate_cohort.py -----------------------------------------------------

@@ -104,6 +104,10 @@ DOME_AERATED_HU = -300.0
 DOME_LENS_MM = (3.0, 25.0)
 #: the domes: a lens is a patch of columns that stays this far (mm) inside the edge of the lung's footprint
 DOME_EDGE_MM = 4.5
+#: the domes: a dome read above at least this much of a lens (mL) says so in its note (network masks: 47.4 mL under
+#: ricord_covid_419639's right lung and 9.6 mL under normal001's, the bulge into the liver's dome, and 13.5 mL under
+#: cap001's left, a dense wedge at its medial base; at most 4.5 mL under the other lungs, and 2.7 mL on the classical masks)
+DOME_LENS_NOTE_ML = 8.0
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
@@ -792,7 +796,8 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
             out[f"base_{nm}"] = Landmark(f"base_{nm}", min(base, base_aerated) if base_aerated is not None else base,
                                          "detected", "high",
                                          "bottom slice with >= 5 mm2 lung (aerated recess tips followed)")
-    # the domes from the aerated lung of each column (diaphragm_lung), the apices and bases from the mask
+    # the domes from the lung less a lens of dense tissue under the aerated lung (diaphragm_lung), the apices and
+    # bases from the mask
     under = {side: diaphragm_lung(per_side[side], hu, spacing) for side in per_side}
     out["dome_right"] = detect_dome(under[RIGHT_LUNG], "dome_right", z_mm)
     # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
@@ -826,6 +831,15 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     elif kr is not None:
         excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
     out["dome_left"] = detect_dome(left, "dome_left", z_mm, exclude=excl)
+    for side, name in ((RIGHT_LUNG, "dome_right"), (LEFT_LUNG, "dome_left")):
+        # the lens passed over (more than the interface's DOME_LENS_MM[0] in a column), for the reviewer
+        left_out = per_side[side] & ~under[side]
+        cols = left_out.sum(axis=0) * float(spacing[0]) > DOME_LENS_MM[0]
+        lens_ml = float(left_out[:, cols].sum()) * float(np.prod(spacing)) / 1000.0
+        if out[name].z_mm is not None and lens_ml >= DOME_LENS_NOTE_ML:
+            out[name].note += (f"; read above {lens_ml:.0f} mL of dense tissue the lung mask holds under the aerated "
+                               "lung (the liver's or spleen's dome taken in as lung, or consolidation lying on the "
+                               "diaphragm: check the dome and the lesions there)")
 
     # carina
     lumen, lumen_note = airway_lumen(airway, hu, spacing)

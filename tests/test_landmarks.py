@@ -105,8 +105,11 @@ def test_a_lens_of_dense_tissue_under_the_dome_is_not_lung_for_the_dome():
     assert lm["base_right"].z_mm == pytest.approx(z[10])
     assert (lungs == RIGHT_LUNG)[32:40, 20:40, 8:19].all()  # the mask itself is not changed
     assert detect_landmarks(lungs, airway, z, SP)["dome_right"].z_mm == pytest.approx(z[32] - 0.75)  # no HU
-    lungs[25:40, 20:40, 8:19] = RIGHT_LUNG  # 22.5 mm: still a lens
-    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    assert "read above" not in lm["dome_right"].note  # 5.9 mL: below DOME_LENS_NOTE_ML
+    lungs[25:40, 20:40, 8:19] = RIGHT_LUNG  # 22.5 mm: still a lens, and its 11 mL are named in the dome's note
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    assert "read above 11 mL of dense tissue" in lm["dome_right"].note and "read above" not in lm["dome_left"].note
     lungs[20:40, 20:40, 8:19] = RIGHT_LUNG  # 30 mm of dense lung under the aerated: kept, as the mask has it
     assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[20] - 0.75)
 

@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.9.0"  # results changed (the domes pass over a dense lens under the aerated lung): scored again on resume
+__version__ = "0.9.0"  # results changed (LANDMARK_UNCERTAIN, an uncertain dome at low confidence): scored again on resume
 
 
 def install_problem() -> str:

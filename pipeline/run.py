@@ -764,7 +764,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
     from pipeline.loading import load_series
     from pipeline.qc import qc_png, qc_thumbnail
     from pipeline.reader_levels import levels_fingerprint, levels_for
-    from scoring.landmarks import estimated_flags, reader_flags
+    from scoring.landmarks import estimated_flags, reader_flags, uncertain_flags
     from segmentation.factory import get_segmenter
 
     out_dir = Path(out_dir)
@@ -817,7 +817,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         from pipeline.hu_checks import flags_for as hu_flags
 
         flags = list(dict.fromkeys(list(inventory_flags or []) + vol.flags + res["flags"] +
-                                   estimated_flags(res["landmarks"]) + reader_flags(res["landmarks"]) +
+                                   estimated_flags(res["landmarks"]) + uncertain_flags(res["landmarks"]) +
+                                   reader_flags(res["landmarks"]) +
                                    hu_flags(res["hu_check"], header.get("contrast"),
                                             header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
         if outs["write_qc_png"]:

@@ -24,14 +24,15 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   bone slice is the notch; outside :data:`NOTCH_ABOVE_CARINA_MM` above the carina it is estimated, and it is
   missing when the bone reaches the scan's top slice (the notch is above the scan).
 * ``dome_right``/``dome_left``: highest point of the lung floor (lowest lung voxel per (y, x)
-  column; where a mask took in a lens of dense tissue under the aerated lung, such as the liver's dome, the
-  aerated lung's lowest voxel: :func:`diaphragm_lung`), excluding columns medial to the heart border (taken from the left lung's medial edge in the
+  column), excluding columns medial to the heart border (taken from the left lung's medial edge in the
   slab :data:`DOME_LEFT_HEART_SLAB_MM` above its own median floor), so that the lung lying on the heart does
   not count as diaphragm.
   The right dome is refined the same way (:data:`DOME_RIGHT_PASSES` passes): columns medial to the
   right lung's heart border in the slab :data:`DOME_HEART_SLAB_MM` above the current estimate.
   Columns whose lung reaches the scan's bottom slice count with their floor there: on a scan cut
   below the dome's top the dome is found or missing, never taken from the high floors left over.
+  A second reading over a lens of dense tissue under the aerated lung (:func:`diaphragm_lung`) more than
+  :data:`DOME_UNCERTAIN_MM` higher makes a dome uncertain (low confidence, ``LANDMARK_UNCERTAIN``).
 * ``apex_*``/``base_*``: most cranial / most caudal slice of the segmenter's lung mask holding at least
   :data:`MIN_LUNG_AREA_MM2` of that lung. Missing when the scan's first/last slice itself holds at least
   :data:`MIN_LUNG_AREA_MM2` of that lung (cut off). One rule, :func:`lung_ends`, for these levels and the
@@ -104,10 +105,12 @@ DOME_AERATED_HU = -300.0
 DOME_LENS_MM = (3.0, 25.0)
 #: the domes: a lens is a patch of columns that stays this far (mm) inside the edge of the lung's footprint
 DOME_EDGE_MM = 4.5
-#: the domes: a dome read above at least this much of a lens (mL) says so in its note (network masks: 47.4 mL under
-#: ricord_covid_419639's right lung and 9.6 mL under normal001's, the bulge into the liver's dome, and 13.5 mL under
-#: cap001's left, a dense wedge at its medial base; at most 4.5 mL under the other lungs, and 2.7 mL on the classical masks)
-DOME_LENS_NOTE_ML = 8.0
+#: the domes: a dome read from the mask's floor more than this (mm) below the dome read over a lens
+#: (:func:`diaphragm_lung`) is uncertain (six real chests, network masks: ricord_covid_419639's right dome 12.0 mm;
+#: the others 0-4.6 mm; classical masks 0-1.5 mm)
+DOME_UNCERTAIN_MM = 5.0
+#: the words that mark an uncertain dome's note (and give it the flag LANDMARK_UNCERTAIN)
+DOME_UNCERTAIN_NOTE = "uncertain, a second reading"
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
@@ -542,6 +545,13 @@ def estimated_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
             if lm.method == "estimated" and name not in ESTIMATED_BY_DESIGN]
 
 
+def uncertain_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
+    """``LANDMARK_UNCERTAIN:<name>`` for each dome that a second reading, over a lens of dense tissue under the
+    aerated lung, puts more than :data:`DOME_UNCERTAIN_MM` higher (:func:`detect_landmarks`)."""
+    return [f"LANDMARK_UNCERTAIN:{name}" for name, lm in landmarks.items()
+            if lm.z_mm is not None and DOME_UNCERTAIN_NOTE in (lm.note or "")]
+
+
 def lung_ends(lung: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[float | None, float | None, bool, bool]:
     """(apex z, base z, cut at the top, cut at the bottom) of one lung mask: the one rule of the apex/base landmarks
     and of the scan's coverage (:func:`scoring.quantify.edge_cut`: ``apex_covered``/``base_covered``,
@@ -638,19 +648,20 @@ def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
 
 
 def diaphragm_lung(lung: np.ndarray, hu: np.ndarray | None, spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
-    """The lung whose floor the domes are read from (slices in cranially growing order).
+    """The lung of the domes' second reading (slices in cranially growing order): the first, from the mask's floor,
+    is reported; where this one puts a dome more than :data:`DOME_UNCERTAIN_MM` higher, that dome is uncertain.
 
     In each ``(y, x)`` column, the lung below its lowest aerated voxel (HU < :data:`DOME_AERATED_HU`) is dense lung or
     something a mask took in under the lung. It is left out (the column's floor is then the aerated lung's) where it
-    is at most :data:`DOME_LENS_MM` [0] high (the partial-volume interface), and where it forms a lens: a patch of
-    columns with more than that and at most :data:`DOME_LENS_MM` [1] under the aerated lung, which stays
-    :data:`DOME_EDGE_MM` inside the edge of the lung's footprint. The network's mask bulges like that into the
-    liver's dome (10-16 mm under the aerated lung of ricord_covid_419639 and normal001: right domes 15.8 and 11.2 mm
-    too low from the whole mask). Kept, as the mask has it: columns without aerated lung, thicker dense lung, and
-    patches reaching the footprint's edge, as a basal consolidation does (it runs out to the chest wall and the
-    recesses): left out, an airless band 15-50 mm high over the whole base put the dome 10-49 mm too high on the
-    real chests. What remains misread is a lens of consolidation lying on the dome, inside the lung's edge: the
-    dome then lies up to its height too high. Without ``hu`` the lung is returned unchanged."""
+    is at most :data:`DOME_LENS_MM` [0] high (the partial-volume interface), and where it forms a lens: a connected
+    patch of columns with more than that and at most :data:`DOME_LENS_MM` [1] under the aerated lung, none of them
+    within :data:`DOME_EDGE_MM` (in rows and columns) of the edge of the lung's footprint (all slices). The network's
+    mask bulges like that into the liver's dome (10-16 mm under the aerated lung of ricord_covid_419639 and
+    normal001: read from the mask, right domes 15.8 and 11.2 mm too low). Consolidation that the mask rightly keeps
+    looks the same: a dependent consolidation or a layer on the dome put this reading 10-36 mm too high on the six
+    real chests (an audit of 2026-12-06), and a thin dense strip joining a bulge to the lung's edge keeps the bulge.
+    That is why it only marks a dome uncertain and does not replace it. Without ``hu`` the lung is returned
+    unchanged."""
     if hu is None or not lung.any():
         return lung
     aerated = lung & (hu < DOME_AERATED_HU)
@@ -743,6 +754,46 @@ def estimate_ipv(name: str, z_carina: float, z_dome: float, cal: Mapping[str, fl
                     f"carina {off:+.0f} mm the level would be at or below the domes; veins not traced without contrast)")
 
 
+def _read_domes(sides: Mapping[int, np.ndarray], lungs: np.ndarray, z_mm: np.ndarray,
+                spacing: Spacing) -> dict[str, Landmark]:
+    """Both domes from the lungs ``sides`` (by label) whose floors they are read from; the heart's columns from
+    the segmenter's ``lungs``."""
+    domes: dict[str, Landmark] = {}
+    domes["dome_right"] = detect_dome(sides[RIGHT_LUNG], "dome_right", z_mm)
+    # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
+    # Refine twice: exclude the columns medial to the right lung's heart border, read in the slab
+    # DOME_HEART_SLAB_MM above the current dome estimate (above the diaphragm, at the heart).
+    for _ in range(DOME_RIGHT_PASSES):
+        if domes["dome_right"].z_mm is None:
+            break
+        k = _k_of(z_mm, domes["dome_right"].z_mm)
+        lo_mm, hi_mm = DOME_HEART_SLAB_MM
+        ex = heart_columns(lungs, RIGHT_LUNG, k + int(round(lo_mm / spacing[0])), k + int(round(hi_mm / spacing[0])))
+        refined = detect_dome(sides[RIGHT_LUNG], "dome_right", z_mm, exclude=ex)
+        if refined.z_mm is None:
+            break
+        domes["dome_right"] = refined
+    # The left lung lies on the heart over a large part of its floor: its heart border is read in the slab
+    # DOME_LEFT_HEART_SLAB_MM above the median floor of its own central columns (near its dome). Read only at the
+    # right dome, it was lost with the right dome (a collapsed or absent right lung: the left dome at the heart's
+    # top, 80 mm too high) and misplaced when the two domes differ (eventration: above the heart, or below a raised
+    # left dome, excluding the dome itself). The right dome's slab (0-20 mm above it) stays in use where the median
+    # floor is not the lung's own: more than DOME_LEFT_CENSORED_SHARE of the columns reach the scan's bottom slice.
+    kr = _k_of(z_mm, domes["dome_right"].z_mm) if domes["dome_right"].z_mm is not None else None
+    excl = None
+    left = sides[LEFT_LUNG]
+    sel = left.any(axis=0) & central_columns(left) if left.any() else None
+    if sel is not None and sel.any() and (left[0] & sel).sum() <= DOME_LEFT_CENSORED_SHARE * sel.sum():
+        k_med = int(np.median(np.argmax(left, axis=0)[sel]))
+        lo_mm, hi_mm = DOME_LEFT_HEART_SLAB_MM
+        excl = heart_columns(lungs, LEFT_LUNG, k_med + int(round(lo_mm / spacing[0])),
+                             k_med + int(round(hi_mm / spacing[0])))
+    elif kr is not None:
+        excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
+    domes["dome_left"] = detect_dome(left, "dome_left", z_mm, exclude=excl)
+    return domes
+
+
 def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndarray, spacing: Spacing,
                      hu: np.ndarray | None = None, cfg: Mapping[str, Any] | None = None) -> dict[str, Landmark]:
     """All levels needed by the zone systems, on an LPS-oriented grid (z index grows cranially).
@@ -796,50 +847,25 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
             out[f"base_{nm}"] = Landmark(f"base_{nm}", min(base, base_aerated) if base_aerated is not None else base,
                                          "detected", "high",
                                          "bottom slice with >= 5 mm2 lung (aerated recess tips followed)")
-    # the domes from the lung less a lens of dense tissue under the aerated lung (diaphragm_lung), the apices and
-    # bases from the mask
-    under = {side: diaphragm_lung(per_side[side], hu, spacing) for side in per_side}
-    out["dome_right"] = detect_dome(under[RIGHT_LUNG], "dome_right", z_mm)
-    # The right lung also lies on the heart (anterior-medial), whose top passes the column filter.
-    # Refine twice: exclude the columns medial to the right lung's heart border, read in the slab
-    # DOME_HEART_SLAB_MM above the current dome estimate (above the diaphragm, at the heart).
-    for _ in range(DOME_RIGHT_PASSES):
-        if out["dome_right"].z_mm is None:
-            break
-        k = _k_of(z_mm, out["dome_right"].z_mm)
-        lo_mm, hi_mm = DOME_HEART_SLAB_MM
-        ex = heart_columns(lungs, RIGHT_LUNG, k + int(round(lo_mm / spacing[0])), k + int(round(hi_mm / spacing[0])))
-        refined = detect_dome(under[RIGHT_LUNG], "dome_right", z_mm, exclude=ex)
-        if refined.z_mm is None:
-            break
-        out["dome_right"] = refined
-    # The left lung lies on the heart over a large part of its floor: its heart border is read in the slab
-    # DOME_LEFT_HEART_SLAB_MM above the median floor of its own central columns (near its dome). Read only at the
-    # right dome, it was lost with the right dome (a collapsed or absent right lung: the left dome at the heart's
-    # top, 80 mm too high) and misplaced when the two domes differ (eventration: above the heart, or below a raised
-    # left dome, excluding the dome itself). The right dome's slab (0-20 mm above it) stays in use where the median
-    # floor is not the lung's own: more than DOME_LEFT_CENSORED_SHARE of the columns reach the scan's bottom slice.
-    kr = _k_of(z_mm, out["dome_right"].z_mm) if out["dome_right"].z_mm is not None else None
-    excl = None
-    left = under[LEFT_LUNG]
-    sel = left.any(axis=0) & central_columns(left) if left.any() else None
-    if sel is not None and sel.any() and (left[0] & sel).sum() <= DOME_LEFT_CENSORED_SHARE * sel.sum():
-        k_med = int(np.median(np.argmax(left, axis=0)[sel]))
-        lo_mm, hi_mm = DOME_LEFT_HEART_SLAB_MM
-        excl = heart_columns(lungs, LEFT_LUNG, k_med + int(round(lo_mm / spacing[0])),
-                             k_med + int(round(hi_mm / spacing[0])))
-    elif kr is not None:
-        excl = heart_columns(lungs, LEFT_LUNG, kr, kr + int(round(20 / spacing[0])))
-    out["dome_left"] = detect_dome(left, "dome_left", z_mm, exclude=excl)
-    for side, name in ((RIGHT_LUNG, "dome_right"), (LEFT_LUNG, "dome_left")):
-        # the lens passed over (more than the interface's DOME_LENS_MM[0] in a column), for the reviewer
-        left_out = per_side[side] & ~under[side]
-        cols = left_out.sum(axis=0) * float(spacing[0]) > DOME_LENS_MM[0]
-        lens_ml = float(left_out[:, cols].sum()) * float(np.prod(spacing)) / 1000.0
-        if out[name].z_mm is not None and lens_ml >= DOME_LENS_NOTE_ML:
-            out[name].note += (f"; read above {lens_ml:.0f} mL of dense tissue the lung mask holds under the aerated "
-                               "lung (the liver's or spleen's dome taken in as lung, or consolidation lying on the "
-                               "diaphragm: check the dome and the lesions there)")
+    # the domes from the mask's floor (as the zones have always used them); read again where the aerated lung ends
+    # over a lens of dense tissue under it (diaphragm_lung), a dome more than DOME_UNCERTAIN_MM lower than that
+    # reading is reported with low confidence, both readings in its note, and flagged LANDMARK_UNCERTAIN
+    out.update(_read_domes(per_side, lungs, z_mm, spacing))
+    if hu is not None:
+        under = {side: diaphragm_lung(per_side[side], hu, spacing) for side in per_side}
+        alt = _read_domes(under, lungs, z_mm, spacing)
+        for side, name in ((RIGHT_LUNG, "dome_right"), (LEFT_LUNG, "dome_left")):
+            z0, z1 = out[name].z_mm, alt[name].z_mm
+            if z0 is None or z1 is None or z1 - z0 <= DOME_UNCERTAIN_MM:
+                continue
+            left_out = per_side[side] & ~under[side]
+            lens = left_out.sum(axis=0) * float(spacing[0]) > DOME_LENS_MM[0]  # not the interface
+            lens_ml = float(left_out[:, lens].sum()) * float(np.prod(spacing)) / 1000.0
+            out[name].confidence = "low"
+            out[name].note += (f"; {DOME_UNCERTAIN_NOTE}: {z1 - z0:.0f} mm higher ({z1:.1f}) where the aerated lung "
+                               f"ends over {lens_ml:.0f} mL of dense tissue the lung mask holds under it: the liver's "
+                               "or spleen's dome taken in as lung (the network's bulge), or consolidation lying on "
+                               "the diaphragm (then this level is right); check it in levels.png")
 
     # carina
     lumen, lumen_note = airway_lumen(airway, hu, spacing)

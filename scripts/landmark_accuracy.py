@@ -19,9 +19,9 @@ compare (no error, none missing, none spurious: e.g. ``--scans`` naming only a s
 ``n/a``, not a failed target. Exit status 0 even when the targets are not met.
 
 ``--airless-band MM`` tests the domes against a basal consolidation that the mask keeps as lung: in every column of
-each lung the lung voxels within MM mm above the column's floor get 30 HU (the masks are not changed), and the domes
-should stay where the whole scan's are (``scoring.landmarks.diaphragm_lung``: 15-50 mm bands put them 10-49 mm too
-high when every column's floor was read from its aerated lung alone).
+each lung the lung voxels within MM mm above the column's floor get 30 HU (the masks are not changed). The domes are
+read from the mask's floor and should not move; a reading from the aerated lung alone put them 10-49 mm too high
+with 15-50 mm bands (why ``scoring.landmarks.diaphragm_lung`` is only a second reading).
 """
 
 from __future__ import annotations

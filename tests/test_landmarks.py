@@ -92,33 +92,38 @@ def domed() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return airway, lungs, z, np.where(lungs > 0, -850.0, 40.0)
 
 
-def test_a_lens_of_dense_tissue_under_the_dome_is_not_lung_for_the_dome():
+def test_a_lens_of_dense_tissue_under_the_dome_makes_the_dome_uncertain():
     """The network's mask bulged 10-16 mm into the liver's dome under the aerated lung (ricord_covid_419639,
-    normal001): read from the whole mask, the right dome lay up to 15.8 mm too low. A lens (a patch of columns with
-    3-25 mm of dense tissue under the aerated lung, inside the lung's edge) is left out of the dome's floor; the
-    base, the apex and the mask stay as they are."""
+    normal001): read from the whole mask, the right dome lay up to 15.8 mm too low. Consolidation the mask rightly
+    keeps looks the same, so the dome is still read from the mask; a second reading over the lens (a patch of columns
+    with 3-25 mm of dense tissue under the aerated lung, inside the lung's edge) more than 5 mm higher makes it
+    uncertain: low confidence, both readings in its note, LANDMARK_UNCERTAIN. The mask itself is not changed."""
+    from scoring.landmarks import uncertain_flags
+
     airway, lungs, z, hu = domed()
-    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75) and uncertain_flags(lm) == []
     lungs[32:40, 20:40, 8:19] = RIGHT_LUNG  # 12 mm of the liver's dome taken in as lung, HU 40
     lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
-    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    assert lm["dome_right"].z_mm == pytest.approx(z[32] - 0.75)  # the mask's floor, as before
+    assert lm["dome_right"].confidence == "low" and lm["dome_left"].confidence != "low"
+    assert "12 mm higher" in lm["dome_right"].note and "6 mL of dense tissue" in lm["dome_right"].note
+    assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:dome_right"]
     assert lm["base_right"].z_mm == pytest.approx(z[10])
-    assert (lungs == RIGHT_LUNG)[32:40, 20:40, 8:19].all()  # the mask itself is not changed
-    assert detect_landmarks(lungs, airway, z, SP)["dome_right"].z_mm == pytest.approx(z[32] - 0.75)  # no HU
-    assert "read above" not in lm["dome_right"].note  # 5.9 mL: below DOME_LENS_NOTE_ML
-    lungs[25:40, 20:40, 8:19] = RIGHT_LUNG  # 22.5 mm: still a lens, and its 11 mL are named in the dome's note
-    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
-    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
-    assert "read above 11 mL of dense tissue" in lm["dome_right"].note and "read above" not in lm["dome_left"].note
-    lungs[20:40, 20:40, 8:19] = RIGHT_LUNG  # 30 mm of dense lung under the aerated: kept, as the mask has it
-    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[20] - 0.75)
+    assert (lungs == RIGHT_LUNG)[32:40, 20:40, 8:19].all()
+    assert uncertain_flags(detect_landmarks(lungs, airway, z, SP)) == []  # no HU, no second reading
+    lungs[37:40, 20:40, 8:19] = RIGHT_LUNG
+    lungs[32:37, 20:40, 8:19] = 0  # 4.5 mm: within DOME_UNCERTAIN_MM, not flagged
+    assert uncertain_flags(detect_landmarks(lungs, airway, z, SP, hu=hu)) == []
+    lungs[20:40, 20:40, 8:19] = RIGHT_LUNG  # 30 mm of dense lung under the aerated: not a lens, not flagged
+    assert uncertain_flags(detect_landmarks(lungs, airway, z, SP, hu=hu)) == []
 
 
-def test_a_basal_consolidation_keeps_the_mask_s_floor():
+def test_a_basal_consolidation_is_not_a_lens():
     """An airless band over the whole base (a basal consolidation the mask keeps as lung) reaches the lung's edge:
-    not a lens, so the dome stays where the mask puts it. Left out, a 15-50 mm band put the real chests' domes
-    10-49 mm too high. A column without aerated lung keeps its lung too."""
-    from scoring.landmarks import diaphragm_lung
+    not a lens, so the second reading equals the first and the dome is not flagged. A column without aerated lung
+    keeps its lung too."""
+    from scoring.landmarks import diaphragm_lung, uncertain_flags
 
     airway, lungs, z, hu = domed()
     right = lungs == RIGHT_LUNG
@@ -126,7 +131,8 @@ def test_a_basal_consolidation_keeps_the_mask_s_floor():
     k = np.arange(lungs.shape[0])[:, None, None]
     band = right & (k < floor[None] + 10)  # 15 mm of airless lung above every column's floor
     hu[band] = 30.0
-    assert detect_landmarks(lungs, airway, z, SP, hu=hu)["dome_right"].z_mm == pytest.approx(z[40] - 0.75)
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
+    assert lm["dome_right"].z_mm == pytest.approx(z[40] - 0.75) and uncertain_flags(lm) == []
     assert np.array_equal(diaphragm_lung(right, hu, SP), right)
     hu[:, 30, 15] = 30.0  # one column airless from top to floor: it keeps all its lung
     assert diaphragm_lung(right, hu, SP)[:, 30, 15].sum() == right[:, 30, 15].sum()

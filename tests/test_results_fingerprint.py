@@ -58,8 +58,8 @@ RECORDED = {
     ("0.8.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
-    # 0.9.0: the domes pass over a lens of dense tissue under the aerated lung (scoring.landmarks.diaphragm_lung); the
-    # sample's lungs have none: as before
+    # 0.9.0: a dome a second reading puts more than 5 mm higher, over a lens of dense tissue under the aerated lung, is
+    # uncertain (LANDMARK_UNCERTAIN); the sample's lungs have none: as before
     ("0.9.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},

@@ -98,7 +98,7 @@ def test_a_lens_of_dense_tissue_under_the_dome_makes_the_dome_uncertain():
     keeps looks the same, so the dome is still read from the mask; a second reading over the lens (a patch of columns
     with 3-25 mm of dense tissue under the aerated lung, inside the lung's edge) more than 5 mm higher makes it
     uncertain: low confidence, both readings in its note, LANDMARK_UNCERTAIN. The mask itself is not changed."""
-    from scoring.landmarks import uncertain_flags
+    from scoring.landmarks import apply_reader_levels, uncertain_flags
 
     airway, lungs, z, hu = domed()
     lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
@@ -109,6 +109,9 @@ def test_a_lens_of_dense_tissue_under_the_dome_makes_the_dome_uncertain():
     assert lm["dome_right"].confidence == "low" and lm["dome_left"].confidence != "low"
     assert "12 mm higher" in lm["dome_right"].note and "6 mL of dense tissue" in lm["dome_right"].note
     assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:dome_right"]
+    apply_reader_levels(lm, {"dome_right": float(z[40] - 0.75)}, "review sheet")  # a reader settles it: no flag
+    assert uncertain_flags(lm) == [] and lm["dome_right"].ctscore_confidence == "low"
+    lm = detect_landmarks(lungs, airway, z, SP, hu=hu)
     assert lm["base_right"].z_mm == pytest.approx(z[10])
     assert (lungs == RIGHT_LUNG)[32:40, 20:40, 8:19].all()
     assert uncertain_flags(detect_landmarks(lungs, airway, z, SP)) == []  # no HU, no second reading

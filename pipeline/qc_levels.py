@@ -125,6 +125,12 @@ def _confidence(lm: Any) -> str:
     return getattr(lm, "confidence", "") if not isinstance(lm, Mapping) else lm.get("confidence", "")
 
 
+def _second(lm: Any) -> float | None:
+    """An uncertain dome's second reading (``LANDMARK_UNCERTAIN``), or None."""
+    z = getattr(lm, "second_z_mm", None) if not isinstance(lm, Mapping) else lm.get("second_z_mm")
+    return float(z) if isinstance(z, (int, float)) and np.isfinite(z) else None
+
+
 def _mark(method: str, confidence: str) -> str:
     """D detected (D? with low confidence), R set by a reader, E estimated."""
     if method == "detected":
@@ -370,6 +376,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     labels: list[tuple[Any, str, float, Any]] = []  # (axes, side, z, text)
     readers = False  # any level set by a reader (landmarks.reader_levels): said in the legend
     unsure = False  # any level detected with low confidence (a base that may lie below the scan): marked "D?"
+    seconds = False  # any uncertain dome's second reading (LANDMARK_UNCERTAIN): dotted
     for name, (label, colour) in LEVELS.items():
         if name not in landmarks:
             continue
@@ -396,8 +403,16 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
             text = ax.text(xt, z + LABEL_OFFSET_MM, f"{label} {round(z) + 0:.0f} {mark}",
                            color=colour, fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
             labels.append((ax, ha, z, text))
+            z2 = _second(landmarks[name])
+            if z2 is not None and zlo <= z2 <= zhi:  # the dome's other candidate, for the reviewer to choose
+                seconds = True
+                ax.axhline(z2, color=colour, linestyle=":", linewidth=1.1)
+                text = ax.text(xt, z2 + LABEL_OFFSET_MM, f"{label} 2nd {round(z2) + 0:.0f}", color=colour,
+                               fontsize=7, ha=ha, va="bottom", bbox=LABEL_BOX)
+                labels.append((ax, ha, z2, text))
     sub = ("solid = detected (D" + (", D? with low confidence: result.json says why" if unsure else "") + ")"
-           + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)\n"
+           + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)"
+           + (", dotted = an uncertain dome's second reading (2nd)" if seconds else "") + "\n"
            "dotted outline: the lungs seen through (apices touch it; a base may lie below it, in aerated recess tips "
            "beyond the lung mask)")
     if missing:

@@ -140,12 +140,16 @@ class Landmark:
     ctscore_z_mm: float | None = None
     ctscore_method: str | None = None
     ctscore_confidence: str | None = None
+    #: an uncertain dome's second reading (``LANDMARK_UNCERTAIN``: :func:`detect_landmarks`), drawn dotted in levels.png
+    second_z_mm: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.method != "reader" and self.ctscore_method is None:  # only a level a reader changed says what it
             for k in ("ctscore_z_mm", "ctscore_method", "ctscore_confidence"):  # replaced
                 d.pop(k)
+        if self.second_z_mm is None:
+            d.pop("second_z_mm")
         return d
 
 
@@ -862,6 +866,7 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
             lens = left_out.sum(axis=0) * float(spacing[0]) > DOME_LENS_MM[0]  # not the interface
             lens_ml = float(left_out[:, lens].sum()) * float(np.prod(spacing)) / 1000.0
             out[name].confidence = "low"
+            out[name].second_z_mm = float(z1)
             out[name].note += (f"; {DOME_UNCERTAIN_NOTE}: {z1 - z0:.0f} mm higher ({z1:.1f}) where the aerated lung "
                                f"ends over {lens_ml:.0f} mL of dense tissue the lung mask holds under it: the liver's "
                                "or spleen's dome taken in as lung (the network's bulge), or consolidation lying on "

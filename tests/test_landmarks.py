@@ -108,6 +108,8 @@ def test_a_lens_of_dense_tissue_under_the_dome_makes_the_dome_uncertain():
     assert lm["dome_right"].z_mm == pytest.approx(z[32] - 0.75)  # the mask's floor, as before
     assert lm["dome_right"].confidence == "low" and lm["dome_left"].confidence != "low"
     assert "12 mm higher" in lm["dome_right"].note and "6 mL of dense tissue" in lm["dome_right"].note
+    assert lm["dome_right"].to_dict()["second_z_mm"] == pytest.approx(z[40] - 0.75)  # drawn dotted in levels.png
+    assert "second_z_mm" not in lm["dome_left"].to_dict()
     assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:dome_right"]
     apply_reader_levels(lm, {"dome_right": float(z[40] - 0.75)}, "review sheet")  # a reader settles it: no flag
     assert uncertain_flags(lm) == [] and lm["dome_right"].ctscore_confidence == "low"

@@ -166,6 +166,25 @@ def test_a_level_detected_with_low_confidence_is_marked(monkeypatch: pytest.Monk
     assert "D? with low confidence" not in _figure(monkeypatch, c)._suptitle.get_text()
 
 
+def test_an_uncertain_dome_shows_its_second_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LANDMARK_UNCERTAIN: the dome keeps its level (D?) and its second reading, where the aerated lung ends over a
+    lens of dense tissue, is drawn dotted beside it in both views, for the reviewer to choose; the legend says so."""
+    c = _domed_chest()
+    z_dome = float(c["landmarks"]["dome_right"]["z_mm"])
+    c["landmarks"]["dome_right"] = {**c["landmarks"]["dome_right"], "confidence": "low", "second_z_mm": z_dome + 12}
+    fig = _figure(monkeypatch, c)
+    for ax in fig.axes[:2]:
+        texts = [t.get_text() for t in ax.texts]
+        assert f"dome R 2nd {round(z_dome + 12):.0f}" in texts
+        assert any(line.get_linestyle() == ":" and line.get_ydata()[0] == pytest.approx(z_dome + 12)
+                   for line in ax.lines)
+    assert "dotted = an uncertain dome's second reading" in fig._suptitle.get_text()
+    del c["landmarks"]["dome_right"]["second_z_mm"]
+    fig = _figure(monkeypatch, c)
+    assert not any("2nd" in t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "second reading" not in fig._suptitle.get_text()
+
+
 def test_a_level_beyond_the_scan_is_listed_not_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
     """A level far outside the scan stretched the axis to reach it; with ticks every 10 mm, one at 10^9 mm ran out of
     memory. It is listed in the legend and the views keep the scan's z range."""

@@ -813,6 +813,11 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     cfg = dict(cfg or {})
     cal = CALIBRATION
     z_mm = np.asarray(z_mm, float)
+    if np.ndim(lungs) != 3:
+        raise ValueError(f"lungs has shape {np.shape(lungs)}, expected a 3-D (z, y, x) label volume")
+    for what, arr in (("airway", airway), ("hu", hu)):
+        if arr is not None and np.shape(arr) != lungs.shape:
+            raise ValueError(f"{what} has shape {np.shape(arr)}, expected the lung mask's {lungs.shape}")
     if z_mm.ndim != 1 or len(z_mm) != lungs.shape[0]:
         raise ValueError(f"z_mm has shape {z_mm.shape}, expected one z per slice ({lungs.shape[0]})")
     step = np.diff(z_mm)

@@ -158,6 +158,19 @@ def test_the_partial_volume_interface_is_left_out_of_the_floor():
     assert (m.sum(axis=0) == right.sum(axis=0) - right.any(axis=0)).all()
 
 
+def test_arrays_of_the_wrong_shape_are_clear_errors():
+    """A 2-D mask, or HU / airway of another shape than the lung mask, gave a raw numpy error (or, in the domes'
+    second reading, a silently wrong mask): each is refused with what was expected."""
+    airway, lungs, z = synthetic()
+    hu = np.where(lungs > 0, -850.0, 40.0)
+    with pytest.raises(ValueError, match="3-D"):
+        detect_landmarks(lungs[0], None, z[:1], SP)
+    with pytest.raises(ValueError, match="hu has shape"):
+        detect_landmarks(lungs, airway, z, SP, hu=hu[:, :-1])
+    with pytest.raises(ValueError, match="airway has shape"):
+        detect_landmarks(lungs, airway[:-1], z, SP, hu=hu)
+
+
 def test_scan_stopping_above_the_diaphragm_has_no_dome():
     """Cut above the diaphragm, the lung runs out of the bottom slice over most of its floor; what is left
     (a floor under the upper lobe, here over a "heart") is not a dome: both domes, and the inferior pulmonary

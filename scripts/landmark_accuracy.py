@@ -4,6 +4,7 @@ Usage::
 
     python scripts/landmark_accuracy.py [--reference CSV] [--data-root DIR] [--cache DIR] [--scans a,b]
                                         [--segmenter classical|monai|PATH] [--airless-band MM]
+                                        [--second-reading]
 
 For every scan in the reference (columns ``scan,landmark,z_mm,...``; ``<name>_z`` rows), the series
 under ``DATA_ROOT/<scan>`` is loaded, resampled to the working grid and segmented (the classical
@@ -22,6 +23,9 @@ compare (no error, none missing, none spurious: e.g. ``--scans`` naming only a s
 each lung the lung voxels within MM mm above the column's floor get 30 HU (the masks are not changed). The domes are
 read from the mask's floor and should not move; a reading from the aerated lung alone put them 10-49 mm too high
 with 15-50 mm bands (why ``scoring.landmarks.diaphragm_lung`` is only a second reading).
+
+``--second-reading`` scores every dome's second reading (past a lens of dense tissue under the aerated lung), which
+the pipeline only reports for an uncertain dome (``LANDMARK_UNCERTAIN``), instead of the dome itself.
 """
 
 from __future__ import annotations
@@ -125,9 +129,10 @@ def airless_band(hu: np.ndarray, lungs: np.ndarray, band_mm: float, spacing_z: f
 
 def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cache: Path | None,
              scans: list[str] | None = None, verbose: bool = False, segmenter: str = "classical",
-             band_mm: float = 0.0) -> dict[str, dict]:
+             band_mm: float = 0.0, second_reading: bool = False) -> dict[str, dict]:
     """Per landmark: signed errors (detector - reference), n missing, n spurious and methods used (``band_mm``:
-    :func:`airless_band` first)."""
+    :func:`airless_band` first; ``second_reading``: each dome's second reading in place of the dome)."""
+    import scoring.landmarks as landmarks
     from scoring.landmarks import detect_landmarks
 
     res: dict[str, dict] = defaultdict(lambda: {"errors": [], "missing": 0, "spurious": 0,
@@ -141,7 +146,17 @@ def evaluate(reference: dict[str, dict[str, float | None]], data_root: Path, cac
             continue
         a = working_arrays(scan_dir, cache, segmenter)
         hu = a["hu"] if not band_mm else airless_band(a["hu"], a["lungs"], band_mm, float(a["spacing"][0]))
-        lms = detect_landmarks(a["lungs"], a["airway"], a["z_mm"], tuple(float(s) for s in a["spacing"]), hu=hu)
+        threshold = landmarks.DOME_UNCERTAIN_MM
+        if second_reading:  # every dome then carries its second reading
+            landmarks.DOME_UNCERTAIN_MM = float("-inf")
+        try:
+            lms = detect_landmarks(a["lungs"], a["airway"], a["z_mm"], tuple(float(s) for s in a["spacing"]), hu=hu)
+        finally:
+            landmarks.DOME_UNCERTAIN_MM = threshold
+        if second_reading:
+            for name in ("dome_right", "dome_left"):
+                if lms[name].second_z_mm is not None:
+                    lms[name].z_mm = lms[name].second_z_mm
         for name, z_ref in levels.items():
             if name not in lms:
                 continue  # a level the detector does not report (e.g. aortic_arch_top)
@@ -217,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--airless-band", type=float, default=0.0, metavar="MM",
                    help="give the lung voxels within MM mm above each column's floor 30 HU first (a basal "
                         "consolidation the mask keeps)")
+    p.add_argument("--second-reading", action="store_true",
+                   help="score each dome's second reading (past a lens of dense tissue under the aerated lung) "
+                        "instead of the dome")
     p.add_argument("--cut-bases", default="", metavar="FRACTIONS",
                    help="instead of the reference table: cut each scan from below by these fractions of its slices "
                         "(e.g. 0.1,0.2,0.3,0.4) and count domes / IPV more than 15 mm from the whole scan's")
@@ -252,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.airless_band < 0:
         p.error("--airless-band: a height in mm, 0 or more")
-    res = evaluate(ref, args.data_root, args.cache, scans, args.verbose, args.segmenter, args.airless_band)
+    res = evaluate(ref, args.data_root, args.cache, scans, args.verbose, args.segmenter, args.airless_band,
+                   args.second_reading)
     print(format_table(res))
     return 0
 

@@ -237,6 +237,25 @@ def test_landmark_accuracy_airless_band_darkens_only_the_lowest_mm_of_each_colum
     assert e.value.code == 2 and "--airless-band" in capsys.readouterr().err
 
 
+def test_landmark_accuracy_second_reading_scores_every_dome_s_second_reading(tmp_path, monkeypatch):
+    """--second-reading: each dome's second reading (past a lens of dense tissue under the aerated lung) is scored in
+    place of the dome, whatever its distance from it; without it the dome itself. The module's threshold is restored."""
+    import scoring.landmarks as landmarks
+    from segmentation.base import RIGHT_LUNG
+    from tests.test_landmarks import SP, domed
+
+    la = load_script("landmark_accuracy")
+    airway, lungs, z, hu = domed()
+    lungs[32:40, 20:40, 8:19] = RIGHT_LUNG  # the liver's dome taken in as lung, 12 mm under the aerated lung
+    arrays = {"hu": hu, "lungs": lungs, "airway": airway, "z_mm": z, "spacing": np.asarray(SP)}
+    monkeypatch.setattr(la, "working_arrays", lambda *a, **k: arrays)
+    (tmp_path / "scanA").mkdir()
+    ref = {"scanA": {"dome_right": float(z[40] - 0.75)}}
+    assert la.evaluate(ref, tmp_path, None)["dome_right"]["errors"] == [pytest.approx(-12.0)]
+    assert la.evaluate(ref, tmp_path, None, second_reading=True)["dome_right"]["errors"] == [pytest.approx(0.0)]
+    assert landmarks.DOME_UNCERTAIN_MM == 5.0
+
+
 # --- make_reference_from_phantom.py, simulate_cohort.py -----------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.9.0"  # results changed (LANDMARK_UNCERTAIN, an uncertain dome at low confidence): scored again on resume
+__version__ = "0.10.0"  # results changed (LANDMARK_UNCERTAIN on a base that may lie below the scan): scored again on resume
 
 
 def install_problem() -> str:

@@ -37,9 +37,11 @@ SCORING_FLAGS: dict[str, str] = {
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
                           "rest on an estimate",
-    "LANDMARK_UNCERTAIN": "a second reading of this dome, where the aerated lung ends over a lens of dense tissue "
-                          "the lung mask holds under it, lies more than 5 mm higher: the liver's or spleen's dome "
-                          "taken in as lung, or consolidation on the diaphragm; check it in levels.png",
+    "LANDMARK_UNCERTAIN": "a dome: a second reading, where the aerated lung ends over a lens of dense tissue the "
+                          "lung mask holds under it, lies more than 5 mm higher (the liver's or spleen's dome taken "
+                          "in as lung, or consolidation on the diaphragm); a base: aerated tissue under the lung mask "
+                          "runs on to the scan's bottom slice (the lung may run out of the scan, its lower zones "
+                          "incomplete, or gas under the lung); check it in levels.png",
     "MASKS_FROM_USER": "these masks (lungs, lesions) are the user's edited ones (segmentation.masks_dir, --masks), "
                        "not the segmenter's: the scores are of them",
     "LANDMARK_READER_FAR": "a reader's level lies this many mm from the level ctscore detected (high or medium "

@@ -42,7 +42,10 @@ What is detected and how (definitions of ../shared/data/landmarks/README.md):
   recess tips below the mask (:func:`aerated_lung`, HU < -400, <= 15 mm), which the mask leaves out;
   where that tissue runs on to the bottom slice (a lung the mask ends above, or gas under it: a
   stomach bubble) the base is the mask's own, with low confidence and a note saying so (it once made
-  the base "cut off" where the coverage saw the lung whole).
+  the base "cut off" where the coverage saw the lung whole), and flagged ``LANDMARK_UNCERTAIN``: the lung may
+  run out of the scan. The network leaves the last slices of a lung that runs out of the scan's bottom out of its
+  mask (itkelastix00: both bases, lung_pet_ct_dx_A0002: the left; ``scripts/cut_coverage.py``), so its coverage
+  says "covered" there.
 
 What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION`):
 
@@ -111,6 +114,9 @@ DOME_EDGE_MM = 4.5
 DOME_UNCERTAIN_MM = 5.0
 #: the words that mark an uncertain dome's note (and give it the flag LANDMARK_UNCERTAIN)
 DOME_UNCERTAIN_NOTE = "uncertain, a second reading"
+#: the words that mark an uncertain base's note (and give it the flag LANDMARK_UNCERTAIN): aerated tissue under the
+#: lung mask runs on to the scan's bottom slice
+BASE_UNCERTAIN_NOTE = "the base may lie below the scan"
 #: right dome: heart border read in this slab above the current dome estimate (mm), and passes
 DOME_HEART_SLAB_MM = (10.0, 30.0)
 DOME_RIGHT_PASSES = 2
@@ -551,9 +557,10 @@ def estimated_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
 
 def uncertain_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
     """``LANDMARK_UNCERTAIN:<name>`` for each dome that a second reading, over a lens of dense tissue under the
-    aerated lung, puts more than :data:`DOME_UNCERTAIN_MM` higher (:func:`detect_landmarks`)."""
+    aerated lung, puts more than :data:`DOME_UNCERTAIN_MM` higher, and for each base whose aerated tissue below the
+    lung mask runs on to the scan's bottom slice (the lung may run out of the scan; :func:`detect_landmarks`)."""
     return [f"LANDMARK_UNCERTAIN:{name}" for name, lm in landmarks.items()
-            if lm.z_mm is not None and DOME_UNCERTAIN_NOTE in (lm.note or "")]
+            if lm.z_mm is not None and any(m in (lm.note or "") for m in (DOME_UNCERTAIN_NOTE, BASE_UNCERTAIN_NOTE))]
 
 
 def lung_ends(lung: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[float | None, float | None, bool, bool]:
@@ -850,7 +857,7 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
         elif aerated_cut:
             out[f"base_{nm}"] = Landmark(
                 f"base_{nm}", base, "detected", "low", "bottom slice with >= 5 mm2 of the lung mask; aerated tissue "
-                "below it runs on to the scan's bottom slice: the base may lie below the scan (or that tissue is gas "
+                f"below it runs on to the scan's bottom slice: {BASE_UNCERTAIN_NOTE} (or that tissue is gas "
                 "under the lung); coverage and zones follow the lung mask")
         else:
             out[f"base_{nm}"] = Landmark(f"base_{nm}", min(base, base_aerated) if base_aerated is not None else base,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from scoring.landmarks import Landmark, detect_landmarks, lung_ends
+from scoring.landmarks import Landmark, detect_landmarks, lung_ends, uncertain_flags
 from scoring.quantify import edge_cut, score_scan
 from segmentation.base import LEFT_LUNG, RIGHT_LUNG
 
@@ -52,6 +52,26 @@ def test_gas_under_the_lung_does_not_cut_the_base_off():
     assert lm["base_left"].method == "detected", lm["base_left"].note
     assert lm["base_left"].z_mm == pytest.approx(Z[6])  # the lung mask's lowest slice, not the bubble's
     assert lm["base_left"].confidence == "low" and "may lie below the scan" in lm["base_left"].note
+    assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:base_left"]  # the reviewer is told (0.10.0)
+
+
+def test_a_lung_the_mask_ends_above_the_bottom_slice_is_flagged_uncertain():
+    """The network leaves the last slices of a lung cut by the scan's bottom out of its mask (itkelastix00,
+    lung_pet_ct_dx_A0002). The aerated lung runs on to the bottom slice: the coverage follows the mask (covered), but
+    the base is reported with low confidence and ``LANDMARK_UNCERTAIN:base_<side>`` (the lung may run out of the
+    scan); a base that ends inside the scan, or one the mask itself cuts off, raises no such flag."""
+    airway, lungs, hu = chest(left_floor=0, right_floor=0)  # both lungs run out of the bottom slice
+    full = detect_landmarks(lungs, airway, Z, SP, hu=hu)
+    assert full["base_left"].z_mm is None and full["base_right"].z_mm is None  # cut off: missing, no flag
+    assert uncertain_flags(full) == []
+    net = lungs.copy()
+    net[:4][net[:4] == LEFT_LUNG] = 0  # the mask ends 6 mm above the bottom slice; the HU still show the lung
+    lm = detect_landmarks(net, airway, Z, SP, hu=hu)
+    assert edge_cut(net == LEFT_LUNG, Z, VOXEL_ML) == (False, False)
+    assert lm["base_left"].z_mm == pytest.approx(Z[4]) and lm["base_left"].confidence == "low"
+    assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:base_left"]
+    airway, lungs, hu = chest()  # both bases inside the scan, nothing aerated below them
+    assert uncertain_flags(detect_landmarks(lungs, airway, Z, SP, hu=hu)) == []
 
 
 def test_the_base_follows_aerated_recess_tips_that_end_inside_the_scan():

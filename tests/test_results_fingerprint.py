@@ -63,6 +63,11 @@ RECORDED = {
     ("0.9.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
+    # 0.10.0: a base whose aerated tissue below the lung mask runs on to the scan's bottom slice is flagged
+    # LANDMARK_UNCERTAIN; the sample's lungs end inside the scan: as before
+    ("0.10.0", "b9c20e1f7639"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51}},
 }
 
 

@@ -519,7 +519,12 @@ def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_
     m = lungs == side
     if hu is None or not m.any():
         return m
-    ks = np.nonzero(m.any(axis=(1, 2)))[0]
+    # from the lowest slice that holds the lung by lung_ends' rule: a few stray voxels of the mask below it (in the
+    # scan's bottom slice, say) neither stop the extension nor start it from a speck
+    area = m.reshape(m.shape[0], -1).sum(axis=1) * float(spacing[1]) * float(spacing[2])
+    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
+    if ks.size == 0:
+        ks = np.nonzero(area > 0)[0]
     kb = int(ks.min())
     out = m.copy()
     prev = m[kb]

@@ -70,6 +70,11 @@ def test_a_lung_the_mask_ends_above_the_bottom_slice_is_flagged_uncertain():
     assert edge_cut(net == LEFT_LUNG, Z, VOXEL_ML) == (False, False)
     assert lm["base_left"].z_mm == pytest.approx(Z[4]) and lm["base_left"].confidence == "low"
     assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:base_left"]
+    speck = net.copy()
+    speck[0:4, 20, 40] = LEFT_LUNG  # and a speck of the mask (2.25 mm2 a slice) down to the bottom slice
+    lm = detect_landmarks(speck, airway, Z, SP, hu=hu)
+    assert edge_cut(speck == LEFT_LUNG, Z, VOXEL_ML) == (False, False)
+    assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:base_left"]  # followed from the slice that holds the lung
     airway, lungs, hu = chest()  # both bases inside the scan, nothing aerated below them
     assert uncertain_flags(detect_landmarks(lungs, airway, Z, SP, hu=hu)) == []
 

@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/cut_coverage.py [--data-root DIR] [--cache DIR] [--scans a,b]
-                                   [--segmenter classical|monai|PATH] [--inside MM,MM,...]
+                                   [--segmenter classical|monai|PATH] [--inside MM,MM,...] [--beyond MM,MM,...]
 
 Each scan (a folder under ``DATA_ROOT``, default ``../shared/data/chest`` or ``$CTSCORE_TEST_DATA/chest``; by default the four real chests whose
 lungs the scan covers whole) is loaded and segmented on the working grid as ``scripts/landmark_accuracy.py`` does
@@ -22,6 +22,11 @@ volume is segmented again, as the pipeline would see such a scan, and for each l
   or adds because the scan ends there).
 
 The summary line counts the lungs whose cut was missed, and among them those left unflagged.
+
+``--beyond MM,MM,...`` asks the other question: the scan cut ``MM`` mm *outside* the lungs (below the lower base,
+above the higher apex), so that it still holds them whole, as scans of the same chest acquired with less abdomen or
+neck would. Each cut volume is segmented again and compared with the whole scan segmented by the same segmenter:
+``dR``, ``dL`` (lung volumes) and ``dLesion``, mL. A segmenter that reads each voxel from its neighbourhood gives 0.
 """
 
 from __future__ import annotations
@@ -79,6 +84,38 @@ def cut_rows(arrays: dict[str, np.ndarray], segment, inside_mm: list[float]) -> 
     return rows
 
 
+def beyond_rows(arrays: dict[str, np.ndarray], segment, beyond_mm: list[float]) -> list[dict]:
+    """One row per (end, margin) for one scan's working-grid ``arrays``: the scan cut ``margin`` mm outside its lungs
+    (below the lowest, above the highest slice of the whole scan's lung mask) and segmented again by
+    ``segment(hu, spacing) -> (lungs, lesions)``, against the whole scan segmented by the same function."""
+    hu, z = arrays["hu"], np.asarray(arrays["z_mm"], float)
+    sp = tuple(float(s) for s in arrays["spacing"])
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    lungs, lesions = segment(hu, sp)
+    ks = np.nonzero(np.asarray(lungs).reshape(len(z), -1).any(axis=1))[0]
+    if ks.size == 0:
+        raise ValueError("no lung in the whole scan's mask")
+    k_low, k_high = int(ks.min()), int(ks.max())
+
+    def volumes(lu: np.ndarray, le: np.ndarray) -> tuple[float, float, float]:
+        return ((lu == 1).sum() * voxel_ml, (lu == 2).sum() * voxel_ml, np.count_nonzero(le) * voxel_ml)
+
+    whole = volumes(np.asarray(lungs), np.asarray(lesions))
+    rows = []
+    for end in ("bottom", "top"):
+        have = k_low if end == "bottom" else len(z) - 1 - k_high
+        for mm in beyond_mm:
+            n = int(round(mm / sp[0]))
+            if n >= have:  # the scan holds no more than that beyond its lungs: nothing to cut
+                continue
+            sl = slice(k_low - n, None) if end == "bottom" else slice(0, k_high + n + 1)
+            cut = volumes(*(np.asarray(a) for a in segment(hu[sl], sp)))
+            rows.append({"end": end, "beyond_mm": mm, "scan_beyond_mm": have * sp[0],
+                         "d_right_ml": cut[0] - whole[0], "d_left_ml": cut[1] - whole[1],
+                         "d_lesion_ml": cut[2] - whole[2], "lesion_ml": whole[2]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = Path(os.environ.get("CTSCORE_TEST_DATA") or REPO.parent / "shared" / "data")  # as the tests find it
@@ -89,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmenter", default="monai", help="classical, monai (the pipeline's default) or a model folder")
     p.add_argument("--inside", default="6,15,30", metavar="MM,MM,...",
                    help="how far inside the lungs each cut lies, mm (default 6,15,30)")
+    p.add_argument("--beyond", default="", metavar="MM,MM,...",
+                   help="instead: cut each scan this far outside its lungs (e.g. 40,20,8) and compare the volumes")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -98,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--inside: comma-separated depths in mm, not {args.inside!r}")
     if not inside or not all(v > 0 for v in inside):
         p.error("--inside: depths in mm, each above 0")
+    try:
+        beyond = [float(v) for v in args.beyond.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--beyond: comma-separated margins in mm, not {args.beyond!r}")
+    if not all(v >= 0 for v in beyond):
+        p.error("--beyond: margins in mm, each 0 or more")
     scans = [s for s in args.scans.split(",") if s]
     missing = [s for s in scans if not (args.data_root / s).is_dir()]
     if missing:
@@ -118,6 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         model = build_segmenter(load_config(extra={"segmentation": {"method": args.segmenter}}))
 
     print(f"segmenter: {getattr(model, 'model_id', args.segmenter)}")
+    if beyond:
+        print(f"{'scan':22s} {'end':6s} {'cut at':>7s} {'of':>4s} {'dR mL':>7s} {'dL mL':>7s} {'dLesion mL':>11s}")
+        changes = []
+        for scan in scans:
+            arrays = working_arrays(args.data_root / scan, args.cache, args.segmenter)
+            rows = beyond_rows(arrays, lambda h, s: (lambda o: (o.lungs, o.lesions))(model.segment(h, s)), beyond)
+            for r in rows:
+                print(f"{scan:22s} {r['end']:6s} {r['beyond_mm']:5g}mm {r['scan_beyond_mm']:4.0f} "
+                      f"{r['d_right_ml']:+7.1f} {r['d_left_ml']:+7.1f} {r['d_lesion_ml']:+7.2f} of {r['lesion_ml']:.1f}",
+                      flush=True)
+                changes += [abs(r["d_right_ml"]), abs(r["d_left_ml"])]
+            if not rows:
+                print(f"{scan:22s} holds no more than {max(beyond):g} mm beyond its lungs: nothing cut")
+        if changes:
+            print(f"lung volume change with the scan's extent: median {np.median(changes):.1f} mL, "
+                  f"largest {max(changes):.1f} mL a lung")
+        return 0
     print(f"{'scan':22s} {'end':6s} {'mm':>4s} {'lung':5s} {'cut':3s} {'level':9s} {'edge mm2':>15s} {'dV mL':>7s}")
     all_rows = []
     for scan in scans:

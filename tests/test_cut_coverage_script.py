@@ -68,3 +68,36 @@ def test_a_scan_folder_that_is_not_there_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         load_script("cut_coverage").main(["--data-root", str(tmp_path), "--scans", "nosuchscan"])
     assert exc.value.code == 2 and "nosuchscan" in capsys.readouterr().err
+
+
+def with_lesions(segment):
+    return lambda hu, spacing: (segment(hu, spacing), np.zeros(hu.shape, bool))
+
+
+def test_beyond_a_voxelwise_segmenter_does_not_depend_on_the_scans_extent():
+    """--beyond: the scan cut outside its lungs (8 / 5 mm: slices 10 and 110 bound the lungs, 15 mm of scan on
+    each side beyond them) and segmented again; a segmenter that reads each voxel alone gives the same volumes."""
+    rows = load_script("cut_coverage").beyond_rows(chest(), with_lesions(by_hu), [8.0, 5.0, 30.0])
+    assert [(r["end"], r["beyond_mm"]) for r in rows] == [("bottom", 8.0), ("bottom", 5.0), ("top", 8.0),
+                                                          ("top", 5.0)]  # 30 mm: more than the scan holds
+    assert all(r["scan_beyond_mm"] == 15.0 for r in rows)
+    assert all(r["d_right_ml"] == r["d_left_ml"] == r["d_lesion_ml"] == 0.0 for r in rows)
+
+
+def test_beyond_a_segmenter_that_reads_the_scans_length_is_caught():
+    """One that labels more lesion the shorter the scan (as the network's whole-volume view can) shows it."""
+    def by_length(hu, spacing):
+        lungs = by_hu(hu, spacing)
+        lesions = np.zeros(hu.shape, bool)
+        lesions[:, 20, 10:10 + max(0, 120 - hu.shape[0])] = True  # one voxel a slice per slice cut away
+        return lungs, lesions & (lungs > 0)
+
+    rows = load_script("cut_coverage").beyond_rows(chest(), by_length, [5.0])
+    assert [r["d_right_ml"] for r in rows] == [0.0, 0.0]
+    assert all(r["d_lesion_ml"] > 0 for r in rows)
+
+
+def test_bad_margins_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load_script("cut_coverage").main(["--beyond", "-8", "--data-root", str(tmp_path)])
+    assert exc.value.code == 2 and "--beyond" in capsys.readouterr().err

@@ -3,6 +3,12 @@
 __version__ = "0.10.0"  # results changed (LANDMARK_UNCERTAIN on a base that may lie below the scan): scored again on resume
 
 
+def version_key(version: str) -> tuple:
+    """A sort key that orders ctscore versions by their numbers ("0.4.0" before "0.10.0", which a plain string sort
+    puts first); a part that is not a number sorts after the numbers, as text."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in str(version).split("."))
+
+
 def install_problem() -> str:
     """"" when ctscore's ``scoring`` and ``segmentation`` packages are the ones beside this ``pipeline``; else a
     message naming what is imported in their place. Their names are generic: a folder ``scoring/`` in a notebook's

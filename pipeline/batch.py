@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
+from pipeline import __version__, version_key
 from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
     CommitGate,
@@ -2174,7 +2174,7 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
                     "score every site with the same outputs.pseudonym_salt", out_dir, len(salts),
                     ", ".join(f"{k}: {n} result(s)" for k, n in sorted(salts.items())))
     if versions:  # the versions that made the results (run.json's ctscore_version is the aggregating one)
-        provenance["ctscore_versions"] = dict(sorted(versions.items()))
+        provenance["ctscore_versions"] = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
     summary = write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}",
                                provenance=provenance)
     for message in merge_warnings(summary["scans"], versions):
@@ -2216,6 +2216,6 @@ def merge_warnings(scans: Any, versions: Counter) -> list[str]:
                         "patient_id differs too); keep one row per series before statistics")
     if len(versions) > 1:
         messages.append("the results were made by several ctscore versions (" +
-                        ", ".join(f"{v}: {n} scans" for v, n in sorted(versions.items())) +
+                        ", ".join(f"{v}: {n} scans" for v, n in sorted(versions.items(), key=lambda kv: version_key(kv[0]))) +
                         "); run.json lists them under ctscore_versions")
     return messages

@@ -204,6 +204,17 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's bottom slice (that slice holds at least 5 mm2 of it): the lung "
         "base is cut off, QC flag PARTIAL_LUNG_COVERAGE, and the zones there are missing."),
+    "scan_above_lungs_mm": (
+        "number", "mm", ">= 0", _FAILED + "; or no lung found",
+        "How far the scan reaches above the lungs: from the higher apex level (landmarks.csv) to the scan's top "
+        "slice (slice centres; 0 when a lung is cut off there). The network's masks near the apices move with it "
+        "(README, Measurement error): compare serial scans acquired with like coverage."),
+    "scan_below_lungs_mm": (
+        "number", "mm", ">= 0", _FAILED + "; or no lung found",
+        "How far the scan reaches below the lungs: from the lower base level (landmarks.csv; it follows aerated "
+        "recess tips below the lung mask) to the scan's bottom slice (slice centres; 0 when a lung is cut off "
+        "there, or may be: LANDMARK_UNCERTAIN:base_<side>). The network's masks near the bases move with it (README, "
+        "Measurement error): compare serial scans acquired with like coverage."),
     "qc_flags": (
         "text", "", "QC flag names joined by ';' (README: QC flags; docs/dicom_input.md)",
         "no QC flag; or series failed",

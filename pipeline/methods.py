@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline import version_key
 from pipeline.errors import CTScoreError
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,7 @@ def _commit_text(source: str) -> str:
 def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int,
               shipped: bool | None) -> str:
     if versions:
-        ctscore = "ctscore " + " and ".join(sorted(versions))
+        ctscore = "ctscore " + " and ".join(sorted(versions, key=version_key))
     else:
         ctscore = ("ctscore (version not recorded)" if n_ok
                    else f"ctscore {run.get('ctscore_version') or '(version unknown)'}")

@@ -545,6 +545,38 @@ def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_
     return out
 
 
+def aerated_below_reaches_bottom(lung: np.ndarray, hu: np.ndarray, spacing: Spacing = (1.5, 1.5, 1.5),
+                                 seed_mm: float = 6.0, max_extra_mm: float = 15.0) -> bool:
+    """Whether aerated tissue (HU < :data:`AERATED_HU`) under one lung mask runs on to the scan's bottom slice
+    (index 0, z growing cranially), followed slice by slice downwards as :func:`aerated_lung` does but seeded from
+    the footprint of the mask's lowest ``seed_mm`` (from its lowest slice holding :data:`MIN_LUNG_AREA_MM2`), not
+    from that slice alone: the network can end a lung it leaves out of a cut scan in a tip of a few voxels lying in
+    dense tissue, with the aerated lung beside it (ricord_covid_419639 cut 6 mm inside its bases). Only for the
+    base's flag (``LANDMARK_UNCERTAIN``): the levels keep :func:`aerated_lung`."""
+    if not lung.any():
+        return False
+    area = lung.reshape(lung.shape[0], -1).sum(axis=1) * float(spacing[1]) * float(spacing[2])
+    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
+    if ks.size == 0 or ks.min() == 0:
+        return False
+    kb = int(ks.min())
+    prev = lung[kb:kb + max(1, int(round(seed_mm / spacing[0])))].any(axis=0)
+    for k in range(kb - 1, max(0, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):
+        air = hu[k] < AERATED_HU
+        lab, n = ndi.label(air)
+        ids = np.unique(lab[prev & air])
+        ids = ids[ids > 0]
+        if n == 0 or ids.size == 0:
+            return False
+        cur = np.isin(lab, ids) & ndi.binary_dilation(prev, iterations=3)
+        if not cur.any():
+            return False
+        prev = cur
+        if k == 0:
+            return float(cur.sum()) * float(spacing[1]) * float(spacing[2]) >= MIN_LUNG_AREA_MM2
+    return False
+
+
 #: Levels that are always placed from the others (no detector: non-contrast CT does not show them reliably). Their
 #: method is "estimated" on every scan, so they raise no LANDMARK_ESTIMATED flag (a flag every scan carries tells a
 #: reviewer nothing and buries the estimates that are a detector's fallback); result.json and the pictures still
@@ -859,7 +891,7 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
                              Landmark(f"apex_{nm}", apex, "detected", "high", "top slice with >= 5 mm2 lung"))
         if cut_bottom or base is None:
             out[f"base_{nm}"] = _missing(f"base_{nm}", "base cut off by the scan" if cut_bottom else "no lung")
-        elif aerated_cut:
+        elif aerated_cut or (hu is not None and aerated_below_reaches_bottom(lungs == side, hu, spacing)):
             out[f"base_{nm}"] = Landmark(
                 f"base_{nm}", base, "detected", "low", "bottom slice with >= 5 mm2 of the lung mask; aerated tissue "
                 f"below it runs on to the scan's bottom slice: {BASE_UNCERTAIN_NOTE} (or that tissue is gas "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from scoring import systems
-from scoring.landmarks import Landmark, lung_ends, settle_lung_ends
+from scoring.landmarks import BASE_UNCERTAIN_NOTE, Landmark, lung_ends, settle_lung_ends
 from scoring.zones import ZHANG_LEVELS, ZInterval, six_zone_intervals, zhang_intervals
 from segmentation.base import LEFT_LUNG, LOBES, RIGHT_LUNG
 
@@ -309,7 +309,35 @@ def _coverage(lungs: np.ndarray, z_mm: np.ndarray, voxel_ml: float, landmarks: M
     row["base_covered"] = not any(c[1] for c in cut.values())
     if not row["apex_covered"] or not row["base_covered"]:
         flags.append("PARTIAL_LUNG_COVERAGE")
+    row["scan_above_lungs_mm"], row["scan_below_lungs_mm"] = _beyond_lungs(ends, np.asarray(z_mm, float), landmarks)
     return cut
+
+
+def _beyond_lungs(ends: Mapping[int, tuple], z: np.ndarray, landmarks: Mapping[str, Landmark]) -> tuple[float, float]:
+    """(mm of scan above the higher apex, mm below the lower base), slice centres: how far the scan reaches beyond
+    the lungs, which moves the network's masks near them (README, "Measurement error"). From the settled apex / base
+    levels (a base follows the aerated recess tips below the mask), the mask's own ends where a level is not given;
+    0 at an end where a lung is cut off, or may be (a base with ``LANDMARK_UNCERTAIN``: aerated tissue under its mask
+    runs on to the bottom slice); NaN without lung."""
+    out = []
+    for i, kind, far in ((0, "apex", float(z.max()) if z.size else math.nan),
+                         (1, "base", float(z.min()) if z.size else math.nan)):
+        levels = []
+        for side, e in ends.items():
+            lm = landmarks.get(f"{kind}_{SIDES[side]}")
+            if e[2 + i] or (lm is not None and BASE_UNCERTAIN_NOTE in (lm.note or "")):
+                levels.append(far)
+            elif lm is not None and lm.z_mm is not None and lm.method == "detected":
+                levels.append(float(lm.z_mm))
+            elif e[i] is not None:
+                levels.append(float(e[i]))
+        if not levels or not math.isfinite(far):
+            out.append(math.nan)
+        elif kind == "apex":
+            out.append(round(max(0.0, far - max(levels)), 1))
+        else:
+            out.append(round(max(0.0, min(levels) - far), 1))
+    return out[0], out[1]
 
 
 def _absent_sides(hu: np.ndarray, lungs: np.ndarray, voxel_ml: float, cfg: Mapping[str, Any], row: dict[str, Any],

@@ -24,7 +24,8 @@ volume is segmented again, as the pipeline would see such a scan, and for each l
 The summary line counts the lungs whose cut was missed, and among them those left unflagged.
 
 ``--beyond MM,MM,...`` asks the other question: the scan cut ``MM`` mm *outside* the lungs (below the lower base,
-above the higher apex), so that it still holds them whole, as scans of the same chest acquired with less abdomen or
+above the higher apex of the hand-checked ``--reference`` levels, so that every segmenter is cut at the same slices),
+so that it still holds them whole, as scans of the same chest acquired with less abdomen or
 neck would. Each cut volume is segmented again and compared with the whole scan segmented by the same segmenter:
 ``dR``, ``dL`` (lung volumes) and ``dLesion``, mL. A segmenter that reads each voxel from its neighbourhood gives 0.
 """
@@ -84,18 +85,23 @@ def cut_rows(arrays: dict[str, np.ndarray], segment, inside_mm: list[float]) -> 
     return rows
 
 
-def beyond_rows(arrays: dict[str, np.ndarray], segment, beyond_mm: list[float]) -> list[dict]:
+def beyond_rows(arrays: dict[str, np.ndarray], segment, beyond_mm: list[float],
+                lung_ends_mm: tuple[float, float] | None = None) -> list[dict]:
     """One row per (end, margin) for one scan's working-grid ``arrays``: the scan cut ``margin`` mm outside its lungs
-    (below the lowest, above the highest slice of the whole scan's lung mask) and segmented again by
-    ``segment(hu, spacing) -> (lungs, lesions)``, against the whole scan segmented by the same function."""
+    and segmented again by ``segment(hu, spacing) -> (lungs, lesions)``, against the whole scan segmented by the same
+    function. The lungs' ends are ``lung_ends_mm`` (lowest base, highest apex: the reference levels, so that two
+    segmenters are cut at the same slices), else the lowest and highest slice of the whole scan's lung mask."""
     hu, z = arrays["hu"], np.asarray(arrays["z_mm"], float)
     sp = tuple(float(s) for s in arrays["spacing"])
     voxel_ml = float(np.prod(sp)) / 1000.0
     lungs, lesions = segment(hu, sp)
-    ks = np.nonzero(np.asarray(lungs).reshape(len(z), -1).any(axis=1))[0]
-    if ks.size == 0:
-        raise ValueError("no lung in the whole scan's mask")
-    k_low, k_high = int(ks.min()), int(ks.max())
+    if lung_ends_mm is not None:
+        k_low, k_high = (int(np.argmin(np.abs(z - v))) for v in lung_ends_mm)
+    else:
+        ks = np.nonzero(np.asarray(lungs).reshape(len(z), -1).any(axis=1))[0]
+        if ks.size == 0:
+            raise ValueError("no lung in the whole scan's mask")
+        k_low, k_high = int(ks.min()), int(ks.max())
 
     def volumes(lu: np.ndarray, le: np.ndarray) -> tuple[float, float, float]:
         return ((lu == 1).sum() * voxel_ml, (lu == 2).sum() * voxel_ml, np.count_nonzero(le) * voxel_ml)
@@ -116,6 +122,14 @@ def beyond_rows(arrays: dict[str, np.ndarray], segment, beyond_mm: list[float]) 
     return rows
 
 
+def reference_ends(reference: dict[str, dict[str, float | None]], scan: str) -> tuple[float, float] | None:
+    """(lowest base, highest apex) of ``scan`` in the reference levels, or None when one of the four is not given."""
+    levels = [reference.get(scan, {}).get(f"{k}_{side}") for k in ("base", "apex") for side in ("right", "left")]
+    if any(v is None for v in levels):
+        return None
+    return min(levels[:2]), max(levels[2:])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = Path(os.environ.get("CTSCORE_TEST_DATA") or REPO.parent / "shared" / "data")  # as the tests find it
@@ -128,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="how far inside the lungs each cut lies, mm (default 6,15,30)")
     p.add_argument("--beyond", default="", metavar="MM,MM,...",
                    help="instead: cut each scan this far outside its lungs (e.g. 40,20,8) and compare the volumes")
+    p.add_argument("--reference", type=Path, default=data / "landmarks" / "reference.csv",
+                   help="hand-checked levels (apex_*_z, base_*_z): --beyond measures from them, so that every "
+                        "segmenter is cut at the same slices (each mask's own ends where the file or a level is "
+                        "missing)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config import load_config
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from landmark_accuracy import working_arrays
+    from landmark_accuracy import read_reference, working_arrays
 
     if args.segmenter == "classical":
         from segmentation.classical import ClassicalSegmenter
@@ -164,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"segmenter: {getattr(model, 'model_id', args.segmenter)}")
     if beyond:
+        reference = read_reference(args.reference) if args.reference.is_file() else {}
+        print(f"lungs' ends: {'the reference levels of ' + str(args.reference) if reference else 'each mask'}")
         print(f"{'scan':22s} {'end':6s} {'cut at':>7s} {'of':>4s} {'dR mL':>7s} {'dL mL':>7s} {'dLesion mL':>11s}")
         changes = []
         for scan in scans:
             arrays = working_arrays(args.data_root / scan, args.cache, args.segmenter)
-            rows = beyond_rows(arrays, lambda h, s: (lambda o: (o.lungs, o.lesions))(model.segment(h, s)), beyond)
+            rows = beyond_rows(arrays, lambda h, s: (lambda o: (o.lungs, o.lesions))(model.segment(h, s)), beyond,
+                               reference_ends(reference, scan))
             for r in rows:
                 print(f"{scan:22s} {r['end']:6s} {r['beyond_mm']:5g}mm {r['scan_beyond_mm']:4.0f} "
                       f"{r['d_right_ml']:+7.1f} {r['d_left_ml']:+7.1f} {r['d_lesion_ml']:+7.2f} of {r['lesion_ml']:.1f}",

@@ -101,3 +101,16 @@ def test_bad_margins_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         load_script("cut_coverage").main(["--beyond", "-8", "--data-root", str(tmp_path)])
     assert exc.value.code == 2 and "--beyond" in capsys.readouterr().err
+
+
+def test_beyond_cuts_at_the_reference_ends_when_given():
+    """Two segmenters whose masks end at different slices are cut at the same slices: from the reference levels."""
+    cc = load_script("cut_coverage")
+    a = chest()
+    z = a["z_mm"]
+    rows = cc.beyond_rows(a, with_lesions(by_hu), [3.0], lung_ends_mm=(float(z[14]), float(z[105])))
+    assert [r["scan_beyond_mm"] for r in rows] == [21.0, 21.0]  # 14 slices below, 14 above, not the mask's 10
+    ref = {"s": {"base_right": -80.0, "base_left": -85.0, "apex_right": 60.0, "apex_left": 62.0},
+           "t": {"base_right": None, "base_left": -85.0, "apex_right": 60.0, "apex_left": 62.0}}
+    assert cc.reference_ends(ref, "s") == (-85.0, 62.0)
+    assert cc.reference_ends(ref, "t") is None and cc.reference_ends(ref, "u") is None

@@ -70,6 +70,24 @@ def test_a_lung_the_mask_ends_above_the_bottom_slice_is_flagged_uncertain():
     assert edge_cut(net == LEFT_LUNG, Z, VOXEL_ML) == (False, False)
     assert lm["base_left"].z_mm == pytest.approx(Z[4]) and lm["base_left"].confidence == "low"
     assert uncertain_flags(lm) == ["LANDMARK_UNCERTAIN:base_left"]
+    one = net.copy()  # the right lung ending 15 mm above the bottom slice, nothing aerated below it
+    hu_one = hu.copy()
+    hu_one[:10][one[:10] == RIGHT_LUNG] = 40.0
+    one[:10][one[:10] == RIGHT_LUNG] = 0
+    lm = detect_landmarks(one, airway, Z, SP, hu=hu_one)
+    row, _, flags = score_scan(hu_one, one, np.zeros(one.shape, np.uint8), Z, VOXEL_ML, lm, load_config())
+    assert row["base_covered"] and "PARTIAL_LUNG_COVERAGE" not in flags
+    assert row["scan_below_lungs_mm"] == 0.0  # not the 6 mm the left mask leaves: its base may lie below the scan
+    lm["base_left"].note = "bottom slice with >= 5 mm2 lung"  # were the left base sure, the mask's 6 mm would count
+    row, _, _ = score_scan(hu_one, one, np.zeros(one.shape, np.uint8), Z, VOXEL_ML, lm, load_config())
+    assert row["scan_below_lungs_mm"] == 6.0
+    tip = lungs.copy()
+    tip[:8][tip[:8] == LEFT_LUNG] = 0
+    tip[4:8, 20:22, 40:42] = LEFT_LUNG  # the mask ends in a 4-voxel tip...
+    hu_tip = hu.copy()
+    hu_tip[4:8, 19:23, 39:43] = 40.0  # ...lying in dense tissue, the aerated lung beside it running on to slice 0
+    hu_tip[4:8, 20:22, 40:42] = 40.0
+    assert uncertain_flags(detect_landmarks(tip, airway, Z, SP, hu=hu_tip)) == ["LANDMARK_UNCERTAIN:base_left"]
     speck = net.copy()
     speck[0:4, 20, 40] = LEFT_LUNG  # and a speck of the mask (2.25 mm2 a slice) down to the bottom slice
     lm = detect_landmarks(speck, airway, Z, SP, hu=hu)
@@ -123,6 +141,11 @@ def test_landmarks_coverage_and_zones_agree(case):
     expected = {"bubble": (True, True), "cut_right": (True, False), "cut_both": (True, False),
                 "cut_left_apex": (False, True)}[case]
     assert (row["apex_covered"], row["base_covered"]) == expected
+    # how far the scan reaches beyond the lungs (slice centres; 0 at a cut-off end, and where the base may lie below
+    # the scan: the bubble): lungs up to slice 109 of 120, the right floor at slice 10
+    above = {"bubble": 15.0, "cut_right": 15.0, "cut_both": 15.0, "cut_left_apex": 0.0}[case]
+    below = {"bubble": 0.0, "cut_right": 0.0, "cut_both": 0.0, "cut_left_apex": 15.0}[case]
+    assert (row["scan_above_lungs_mm"], row["scan_below_lungs_mm"]) == (above, below)
 
 
 def test_score_scan_settles_levels_found_on_another_grid():

@@ -70,3 +70,12 @@ def test_rows_without_a_version_pooled_with_rows_with_one_are_noted():
     note = settings_note(pd.concat([old, new]))
     assert note is not None and f"ctscore_version 0.3.0 (1 scan), {NOT_RECORDED} (2 scans)" in note
     assert settings_note(old) is None and settings_note(new) is None
+
+
+def test_versions_sort_by_their_numbers():
+    """0.10.0 comes after 0.9.0 and 0.4.0 in the Methods text and run.json's ctscore_versions, not before them (a
+    string sort put "0.10.0" first once the minor version reached two digits)."""
+    from pipeline import version_key
+
+    assert sorted(["0.10.0", "0.4.0", "0.9.0", "0.2.0", "1.0.0rc1", "0.10.1"], key=version_key) == [
+        "0.2.0", "0.4.0", "0.9.0", "0.10.0", "0.10.1", "1.0.0rc1"]

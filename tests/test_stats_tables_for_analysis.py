@@ -237,3 +237,36 @@ def test_the_note_reaches_the_cohort_of_ctscore_stats(tmp_path):
     scans.to_csv(tmp_path / "sim" / "scores" / "scans.csv", index=False)
     cohort = load_cohort(tmp_path / "sim" / "scores", tmp_path / "sim" / "clinical.csv", tmp_path / "sim" / "labs.csv")
     assert any("contrast-enhanced (CONTRAST)" in n for n in cohort.notes)
+
+
+def test_serial_network_scans_of_unlike_coverage_are_named_in_a_note(tmp_path):
+    """The network's volumes move with how far a scan reaches beyond the lungs (README, "Measurement error"): a
+    patient whose serial scans differ there by more than 20 mm is counted in a note; scans of the classical segmenter,
+    single scans and tables without the columns (before 0.10.0) are not."""
+    import pandas as pd
+
+    from scoring.stats.cohort import coverage_note, load_cohort
+    from tests.scripts_loader import load_script
+
+    scans = pd.DataFrame({"patient_id": ["a", "a", "b", "b", "c"], "segmenter": ["monai"] * 5,
+                          "scan_above_lungs_mm": [20.0, 22.0, 10.0, 12.0, 5.0],
+                          "scan_below_lungs_mm": [8.0, 40.0, 30.0, 31.0, 0.0]})
+    note = coverage_note(scans)
+    assert note.startswith("1 of 2 patients with serial scans segmented by a network")
+    assert "more than 20 mm" in note and "Measurement error" in note
+    assert coverage_note(scans.assign(segmenter="classical")) is None
+    assert coverage_note(scans.drop(columns=["scan_above_lungs_mm", "scan_below_lungs_mm"])) is None
+    assert coverage_note(scans.assign(scan_below_lungs_mm=[8.0, 20.0, 30.0, 31.0, 0.0])) is None  # 12 mm apart
+    # through the public API: the simulated cohort's scans.csv given the columns
+    sim = load_script("simulate_cohort")
+    sim.main(["-o", str(tmp_path / "sim"), "--seed", "0"])
+    path = tmp_path / "sim" / "scores" / "scans.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table["segmenter"] = "monai"
+    table["scan_above_lungs_mm"] = "20.0"
+    table["scan_below_lungs_mm"] = "30.0"
+    first = table.index[table["patient_id"] == table["patient_id"].iloc[0]]
+    table.loc[first[0], "scan_below_lungs_mm"] = "2.0"
+    table.to_csv(path, index=False)
+    cohort = load_cohort(tmp_path / "sim" / "scores", tmp_path / "sim" / "clinical.csv", tmp_path / "sim" / "labs.csv")
+    assert any(n.startswith("1 of ") and "reach beyond the lungs" in n for n in cohort.notes)

@@ -292,6 +292,10 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
     if conditions:
         notes.append(conditions)
         log.warning(notes[-1])
+    coverage = coverage_note(scans)
+    if coverage:
+        notes.append(coverage)
+        log.warning(notes[-1])
     no_scan = ~clinical["patient_id"].isin(set(scans["patient_id"]) | excluded_patients)
     if no_scan.any():  # they stay in the tables that list every clinical patient (liao2021: unclassified)
         notes.append(f"{int(no_scan.sum())} patient(s) of the clinical table have no scored scan (e.g. "
@@ -378,6 +382,37 @@ def conditions_note(scans: pd.DataFrame) -> str | None:
             "consolidation volumes, % high opacity and the density grades depend on them (README, \"Measurement "
             "conditions\"); compare within a condition, or adjust for it (qc_flags, kernel, slice_thickness_mm of "
             "scans.csv)")
+
+
+#: serial scans of one patient whose reach beyond the lungs (scans.csv ``scan_above_lungs_mm`` /
+#: ``scan_below_lungs_mm``) differs by more than this (mm) are named in a note when a network segmented them: the
+#: network's volumes moved by up to 49 mL a lung and 34 mL of lesion between cuts 8-40 mm outside the lungs
+#: (README, "Measurement error"; the classical segmenter: 0.8 mL)
+COVERAGE_SPREAD_MM = 20.0
+
+
+def coverage_note(scans: pd.DataFrame) -> str | None:
+    """A note when some patients' serial scans, segmented by a network (``segmenter`` not ``classical``), reach
+    beyond the lungs by amounts more than :data:`COVERAGE_SPREAD_MM` apart. None otherwise (or when the table does
+    not say: scans.csv before 0.10.0 has no such columns)."""
+    cols = [c for c in ("scan_above_lungs_mm", "scan_below_lungs_mm") if c in getattr(scans, "columns", ())]
+    if scans is None or not len(scans) or not cols or "patient_id" not in scans.columns:
+        return None
+    net = scans
+    if "segmenter" in scans.columns:
+        net = scans[scans["segmenter"].astype(str).str.strip().str.lower() != "classical"]
+    net = net[net["patient_id"].notna()]
+    values = net[cols].apply(pd.to_numeric, errors="coerce")
+    spread = values.groupby(net["patient_id"]).agg(lambda v: v.max() - v.min())
+    serial = net.groupby("patient_id").size() > 1
+    far = spread[serial.reindex(spread.index, fill_value=False)].gt(COVERAGE_SPREAD_MM).any(axis=1)
+    if not far.any():
+        return None
+    return (f"{int(far.sum())} of {int(serial.sum())} patients with serial scans segmented by a network have scans "
+            f"whose reach beyond the lungs differs by more than {COVERAGE_SPREAD_MM:g} mm (scan_above_lungs_mm / "
+            "scan_below_lungs_mm of scans.csv): the network's lung and lesion volumes near the apices and bases move "
+            "with it (README, \"Measurement error\"); compare scans of like coverage, or score them with the "
+            "classical segmenter")
 
 
 def check_input(value: object, name: str, argument: str | None = None) -> None:

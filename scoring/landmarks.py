@@ -61,7 +61,7 @@ What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -509,72 +509,72 @@ def detect_suprasternal_notch(hu: np.ndarray, k_carina: int, centre: tuple[float
 
 
 # ------------------------------------------------------------------------------------------- lung
+def _lowest_held_slice(lung: np.ndarray, spacing: Spacing) -> int | None:
+    """Index of the lowest slice holding :data:`MIN_LUNG_AREA_MM2` of ``lung`` (lung_ends' rule), else of the
+    lowest slice holding any of it; None for an empty mask."""
+    area = lung.reshape(lung.shape[0], -1).sum(axis=1) * float(spacing[1]) * float(spacing[2])
+    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
+    if ks.size == 0:
+        ks = np.nonzero(area > 0)[0]
+    return int(ks.min()) if ks.size else None
+
+
+def _air_below(seed: np.ndarray, hu: np.ndarray, k_from: int, max_extra_mm: float,
+               spacing: Spacing) -> Iterator[tuple[int, np.ndarray]]:
+    """Aerated tissue (HU < :data:`AERATED_HU`) followed downwards from the slice below ``k_from``, slice by slice:
+    each slice's aerated components that overlap the slice above (``seed`` first), within 3 pixels of it; yields
+    (slice index, its part) until a slice has none, ``max_extra_mm`` below ``k_from`` or slice 0."""
+    prev = seed
+    for k in range(k_from - 1, max(0, k_from - int(round(max_extra_mm / spacing[0]))) - 1, -1):
+        air = hu[k] < AERATED_HU
+        lab, n = ndi.label(air)
+        ids = np.unique(lab[prev & air])
+        ids = ids[ids > 0]
+        if n == 0 or ids.size == 0:
+            return
+        cur = np.isin(lab, ids) & ndi.binary_dilation(prev, iterations=3)
+        if not cur.any():
+            return
+        yield k, cur
+        prev = cur
+
+
 def aerated_lung(lungs: np.ndarray, hu: np.ndarray | None, side: int, max_extra_mm: float = 15.0,
                  spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
     """The lung mask of one side, extended caudally into aerated recess tips (HU < -400) that the
-    mask cut off: slice by slice downwards, aerated voxels overlapping the slice above.
+    mask cut off: slice by slice downwards, aerated voxels overlapping the slice above (:func:`_air_below`), from the
+    lowest slice that holds the lung by lung_ends' rule (a few stray voxels of the mask below it, in the scan's
+    bottom slice say, neither stop the extension nor start it from a speck).
 
     Used for the domes' floor map and a base's z; the extension also follows gas under the lung (a stomach
     bubble), so "cut off by the scan" is read from the mask itself (:func:`lung_ends`)."""
     m = lungs == side
     if hu is None or not m.any():
         return m
-    # from the lowest slice that holds the lung by lung_ends' rule: a few stray voxels of the mask below it (in the
-    # scan's bottom slice, say) neither stop the extension nor start it from a speck
-    area = m.reshape(m.shape[0], -1).sum(axis=1) * float(spacing[1]) * float(spacing[2])
-    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
-    if ks.size == 0:
-        ks = np.nonzero(area > 0)[0]
-    kb = int(ks.min())
+    kb = _lowest_held_slice(m, spacing)
     out = m.copy()
-    prev = m[kb]
-    for k in range(kb - 1, max(0, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):  # never below slice 0
-        air = hu[k] < AERATED_HU
-        lab, n = ndi.label(air)
-        if n == 0:
-            break
-        ids = np.unique(lab[prev & air])
-        ids = ids[ids > 0]
-        if ids.size == 0:
-            break
-        cur = np.isin(lab, ids) & ndi.binary_dilation(prev, iterations=3)
-        if not cur.any():
-            break
+    for k, cur in _air_below(m[kb], hu, kb, max_extra_mm, spacing):
         out[k] = cur
-        prev = cur
     return out
 
 
 def aerated_below_reaches_bottom(lung: np.ndarray, hu: np.ndarray, spacing: Spacing = (1.5, 1.5, 1.5),
                                  seed_mm: float = 6.0, max_extra_mm: float = 15.0) -> bool:
-    """Whether aerated tissue (HU < :data:`AERATED_HU`) under one lung mask runs on to the scan's bottom slice
-    (index 0, z growing cranially), followed slice by slice downwards as :func:`aerated_lung` does but seeded from
-    the footprint of the mask's lowest ``seed_mm`` (from its lowest slice holding :data:`MIN_LUNG_AREA_MM2`), not
-    from that slice alone: the network can end a lung it leaves out of a cut scan in a tip of a few voxels lying in
-    dense tissue, with the aerated lung beside it (ricord_covid_419639 cut 6 mm inside its bases). Only for the
-    base's flag (``LANDMARK_UNCERTAIN``): the levels keep :func:`aerated_lung`."""
-    if not lung.any():
+    """Whether aerated tissue under one lung mask runs on to the scan's bottom slice (index 0, z growing
+    cranially), followed as :func:`aerated_lung` does but seeded from the footprint of the mask's lowest ``seed_mm``
+    (from its lowest slice holding :data:`MIN_LUNG_AREA_MM2`), not from that slice alone: the network can end a lung
+    it leaves out of a cut scan in a tip of a few voxels lying in dense tissue, with the aerated lung beside it
+    (ricord_covid_419639 cut 6 mm inside its bases). Only for the base's flag (``LANDMARK_UNCERTAIN``): the levels
+    keep :func:`aerated_lung`."""
+    kb = _lowest_held_slice(lung, spacing)
+    if kb is None or kb == 0:
         return False
-    area = lung.reshape(lung.shape[0], -1).sum(axis=1) * float(spacing[1]) * float(spacing[2])
-    ks = np.nonzero(area >= MIN_LUNG_AREA_MM2)[0]
-    if ks.size == 0 or ks.min() == 0:
-        return False
-    kb = int(ks.min())
-    prev = lung[kb:kb + max(1, int(round(seed_mm / spacing[0])))].any(axis=0)
-    for k in range(kb - 1, max(0, kb - int(round(max_extra_mm / spacing[0]))) - 1, -1):
-        air = hu[k] < AERATED_HU
-        lab, n = ndi.label(air)
-        ids = np.unique(lab[prev & air])
-        ids = ids[ids > 0]
-        if n == 0 or ids.size == 0:
-            return False
-        cur = np.isin(lab, ids) & ndi.binary_dilation(prev, iterations=3)
-        if not cur.any():
-            return False
-        prev = cur
-        if k == 0:
-            return float(cur.sum()) * float(spacing[1]) * float(spacing[2]) >= MIN_LUNG_AREA_MM2
-    return False
+    seed = lung[kb:kb + max(1, int(round(seed_mm / spacing[0])))].any(axis=0)
+    last = None
+    for k, cur in _air_below(seed, hu, kb, max_extra_mm, spacing):
+        last = k, cur
+    return (last is not None and last[0] == 0
+            and float(last[1].sum()) * float(spacing[1]) * float(spacing[2]) >= MIN_LUNG_AREA_MM2)
 
 
 #: Levels that are always placed from the others (no detector: non-contrast CT does not show them reliably). Their

@@ -269,6 +269,10 @@ def validate(cfg: dict[str, Any]) -> None:
                               f"classes are split at the lower bounds of ggo and consolidation, so a lesion voxel "
                               f"between {bands[a][1]:g} and {bands[b][0]:g} HU would be counted as {a} (set "
                               f"{a}'s upper bound to {bands[b][0]:g})")
+    wal = bands.get("well_aerated")
+    if wal is not None and not -1024 <= wal[0] < wal[1] <= 3071:  # CT numbers run -1024..3071 (12-bit)
+        raise ConfigError(f"hu_classes.well_aerated must be [low, high) with -1024 <= low < high <= 3071 HU, got "
+                          f"{wal}")
     top = bands.get("lesion_max_hu")
     if top is not None and top <= bands["consolidation"][0]:
         raise ConfigError(f"hu_classes.lesion_max_hu ({top:g}) must lie above the lower bound of "

@@ -196,6 +196,22 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "number", "%", _PCT, _side("left"),
         "Percentage of high opacity of the left lung: its lesion voxels above hu_classes.high_opacity_min_hu "
         "(default -200 HU), % of its volume."),
+    "well_aerated_volume_ml": (
+        "number", "mL", _ML, _FAILED,
+        _volume("well-aerated lung (lung voxels from -950 to under -700 HU, hu_classes.well_aerated; lesion or not: "
+                "no lesion mask is read; Colombi et al., Radiology 2020)", "both lungs")),
+    "percent_well_aerated": (
+        "number", "%", _PCT, _LUNG_NOT_FOUND,
+        "Percentage of well-aerated lung: well_aerated_volume_ml / lung volume x 100, both lungs (healthy "
+        "inspiratory lungs about 80-90 %; lower with opacities, expiration or a lung mask taking in other tissue)."),
+    "percent_well_aerated_right": (
+        "number", "%", _PCT, _side("right"),
+        "Percentage of well-aerated lung of the right lung: its voxels in hu_classes.well_aerated (default -950 to "
+        "under -700 HU), % of its volume."),
+    "percent_well_aerated_left": (
+        "number", "%", _PCT, _side("left"),
+        "Percentage of well-aerated lung of the left lung: its voxels in hu_classes.well_aerated (default -950 to "
+        "under -700 HU), % of its volume."),
     "apex_covered": (
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's top slice (that slice holds at least 5 mm2 of it): the lung "

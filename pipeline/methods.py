@@ -38,6 +38,7 @@ CITE_SIX_ZONE = ("Liao et al., Int J Med Sci 2021;18(1):29-41; Li et al., Theran
 CITE_ZHANG = "Zhang et al., Respiratory Research 2020;21:180"
 CITE_CHUNG = "Chung et al., Radiology 2020;295:202-207"
 CITE_PAN = "Pan et al., Radiology 2020;295:715-721"
+CITE_COLOMBI = "Colombi et al., Radiology 2020;296:E86-E96"
 CITE_MOSMED = "Morozov et al., MosMedData, medRxiv 2020, doi:10.1101/2020.05.20.20100362"
 
 ZHANG_LEVELS = "suprasternal notch, aortic arch, carina, bronchus intermedius and diaphragm dome"
@@ -591,6 +592,10 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
                     "not counted as lesion" if lmax is not None else "")
                  + (f"; the percentage of high opacity counted lesion voxels above {_g(pho)} HU" if pho is not None
                     else "") + ".")
+        wal = _band(cfg, "well_aerated")
+        if wal:
+            s.append(f"Well-aerated lung was measured as the lung voxels from {_g(wal[0])} to under {_g(wal[1])} HU, "
+                     f"lesion or not, in mL and as a percentage of the lung volume (after {CITE_COLOMBI}).")
         if segmenters and all(n == "classical" for n in segmenters):
             s.append(f"The classical segmenter looks for lesions between {_g(faint[0])} and {_g(cons[1])} HU.")
     else:

@@ -111,6 +111,7 @@ SCORE_COLUMNS: tuple[Column, ...] = (
     Column("zhang900_total", "zhang900 (0-900)", "zhang900 score (extent x density squared), 0-900", _fmt(0)),
     Column("percent_opacity", "% opacity", "lesion volume / lung volume, %", _fmt_percent_opacity),
     Column("percent_high_opacity", "% high opacity", "lesion above hu_classes.high_opacity_min_hu (default -200 HU; this run's value in run.json) / lung volume, %", _fmt(2)),
+    Column("percent_well_aerated", "% well aerated", "lung voxels in hu_classes.well_aerated (default -950 to -700 HU; this run's value in run.json) / lung volume, %", _fmt(1)),
     Column("mosmed_category", "MosMed", "MosMed CT-0 to CT-4 (see Key)"),
     Column("lung_volume_ml_right", "lung R mL", "right lung volume, mL", _fmt(0)),
     Column("lung_volume_ml_left", "lung L mL", "left lung volume, mL", _fmt(0)),
@@ -626,6 +627,8 @@ def _key(run: Mapping[str, Any]) -> str:
     ggo_low, cons_low = split("ggo"), split("consolidation")
     pho, own = setting("hu_classes", "high_opacity_min_hu", number)
     mark["default"] |= not own
+    (wal_low, wal_high, *_), own = setting("hu_classes", "well_aerated", pair)
+    mark["default"] |= not own
     min_ml, own = setting("scoring", "min_involvement_ml", number)
     mark["default"] |= not own
     min_pct, own = setting("scoring", "min_involvement_pct", number)
@@ -645,6 +648,7 @@ def _key(run: Mapping[str, Any]) -> str:
                      "(scoring.min_involvement_ml, scoring.min_involvement_pct)"),
         ("% opacity", "lesion volume / lung volume; on a scan flagged PARTIAL_LUNG_COVERAGE, of the lung in the scan"),
         ("% high opacity", f"lesion voxels above {pho:g} HU / lung volume"),
+        ("% well aerated", f"lung voxels from {wal_low:g} to under {wal_high:g} HU, lesion or not / lung volume"),
         ("MosMed", f"% opacity: CT-0 no lesion of {min_ml:g} mL or more (scoring.min_involvement_ml), CT-1 under "
                    "25 %, CT-2 25-50 %, CT-3 50-75 %, CT-4 75 % or more"),
         ("faint GGO, GGO", f"lesion voxels: faint ground-glass opacity below {ggo_low:g} HU, ground-glass opacity "

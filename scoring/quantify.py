@@ -32,6 +32,9 @@ ABSENT_SHARE = 0.1
 #: consolidation. Flagged for review, scored as segmented (dropping it would drop the sickest lungs). A filled
 #: hemithorax taken as lung had 0 %; lungs of the real test series, diffuse pneumonia included, far more.
 AERATED_HU = -500.0
+#: Well-aerated lung, [low, high) HU, when the configuration does not set ``hu_classes.well_aerated``: Colombi et al.,
+#: Radiology 2020;296:E86 (configs/default.yaml).
+WELL_AERATED_HU = (-950.0, -700.0)
 AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
@@ -185,7 +188,8 @@ def score_scan(
     pho_min = cfg["hu_classes"]["high_opacity_min_hu"]
     flags: list[str] = []
     classes = _lesion_classes_in_lung(lungs, classes)
-    row = _scan_measures(hu, lungs, classes, voxel_ml, pho_min, sc["min_involvement_ml"])
+    row = _scan_measures(hu, lungs, classes, voxel_ml, pho_min, sc["min_involvement_ml"],
+                         cfg["hu_classes"].get("well_aerated", WELL_AERATED_HU))
     cut = _coverage(lungs, z_mm, voxel_ml, landmarks, row, flags)
     absent_sides = _absent_sides(hu, lungs, voxel_ml, cfg, row, flags)
     zone_rows, six_total, zh_total = _zone_scores(hu, lungs, classes, z_mm, z_mm if z_voxel is None else z_voxel,
@@ -242,8 +246,12 @@ def _lesion_classes_in_lung(lungs: np.ndarray, classes: np.ndarray) -> np.ndarra
 
 
 def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel_ml: float, pho_min: float,
-                   min_ml: float) -> dict[str, Any]:
-    """The scan row's volumes, percentages, mean HU and MosMed category, whole scan and per lung.
+                   min_ml: float, well_aerated: tuple[float, float] | list[float] = WELL_AERATED_HU) -> dict[str, Any]:
+    """The scan row's volumes, percentages, mean HU, well-aerated lung and MosMed category, whole scan and per lung.
+
+    Well-aerated lung (``well_aerated_volume_ml``, ``percent_well_aerated``): the lung voxels whose HU lies in
+    ``well_aerated`` ([low, high), ``hu_classes.well_aerated``), lesion or not: a measure of the lung mask and the
+    CT numbers alone, which no lesion segmentation or class band moves.
 
     Everything is read from the lung voxels, selected once (``classes`` is 0 outside the lung:
     :func:`_lesion_classes_in_lung`): full-volume masks per side and class made this the run's memory peak on a
@@ -255,6 +263,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     del lung_all
     lung_ml = float(lab.size) * voxel_ml
     per_lung: dict[str, dict[str, Any]] = {}
+    wal_lo, wal_hi = (float(v) for v in well_aerated)
     for side, name in SIDES.items():
         m = lab == side
         hu_m, cls_m = hu_l[m], cls_l[m]  # the lung's voxels once: its class volumes, PHO and mean HU read them
@@ -264,6 +273,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
         row[f"lung_volume_ml_{name}"] = round(side_ml, 2)
         row[f"lesion_volume_ml_{name}"] = round(side_lesion_ml, 2)
         row[f"mean_lung_hu_{name}"] = round(float(hu_m.mean()), 1) if hu_m.size else math.nan
+        side_wal = np.count_nonzero((hu_m >= wal_lo) & (hu_m < wal_hi))
         # the scan-level definitions per lung (columns after mean_lung_hu_<side>, pipeline.outputs.SCAN_COLUMNS);
         # percentages NaN for an empty lung
         per_lung[name] = {
@@ -271,6 +281,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
             f"percent_opacity_{name}": round(percent(side_lesion_ml, side_ml), 3),
             f"percent_high_opacity_{name}": round(percent(
                 float(np.count_nonzero((cls_m > 0) & (hu_m > pho_min))) * voxel_ml, side_ml), 3),
+            f"percent_well_aerated_{name}": round(percent(float(side_wal) * voxel_ml, side_ml), 3),
         }
     n_all = class_counts(cls_l)
     lesion_ml = float(n_all[1:].sum()) * voxel_ml
@@ -283,6 +294,9 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     row["percent_opacity"] = round(po, 3)
     row["percent_high_opacity"] = round(pho, 3)
     row["mean_lung_hu"] = round(float(hu_l.mean()), 1) if hu_l.size else math.nan
+    wal_n = np.count_nonzero((hu_l >= wal_lo) & (hu_l < wal_hi))
+    row["well_aerated_volume_ml"] = round(float(wal_n) * voxel_ml, 2)
+    row["percent_well_aerated"] = round(percent(float(wal_n) * voxel_ml, lung_ml), 3)
     # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
     # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
     involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
@@ -363,10 +377,10 @@ def _absent_sides(hu: np.ndarray, lungs: np.ndarray, voxel_ml: float, cfg: Mappi
             absent_sides.add(name)
             flags.append(f"LUNG_NOT_FOUND:{name}")
             row.update(percent_opacity=math.nan, percent_high_opacity=math.nan, mosmed_category="",
-                       mean_lung_hu=math.nan)
+                       mean_lung_hu=math.nan, percent_well_aerated=math.nan)
             # and its own percentages and mean HU: of a few stray voxels (all lesion: 100 %), not of a lung
             row.update({f"percent_opacity_{name}": math.nan, f"percent_high_opacity_{name}": math.nan,
-                        f"mean_lung_hu_{name}": math.nan})
+                        f"mean_lung_hu_{name}": math.nan, f"percent_well_aerated_{name}": math.nan})
     return absent_sides
 
 

@@ -87,6 +87,47 @@ def test_per_lung_columns_hand_computed():
         (row["percent_high_opacity_right"] + row["percent_high_opacity_left"]) / 2, abs=1e-3)
 
 
+def test_well_aerated_lung_hand_computed():
+    """Well-aerated lung: every lung voxel in hu_classes.well_aerated ([-950, -700) HU by default), lesion or not."""
+    hu, lungs, classes = case()
+    row, _, _ = score(hu, lungs, classes)
+    # right: 1800 voxels at -850 HU but 82 outside the band (20 at -650, 30 + 10 at -400, 20 consolidation, 2 vessel
+    # voxels at 40 HU); left: 1800 at -800 HU but 10 (7 at -650, 3 at 50)
+    assert row["percent_well_aerated_right"] == round(100 * 1718 / 1800, 3) == 95.444
+    assert row["percent_well_aerated_left"] == round(100 * 1790 / 1800, 3) == 99.444
+    assert row["well_aerated_volume_ml"] == 350.8
+    assert row["percent_well_aerated"] == round(100 * 3508 / 3600, 3)
+    # no lesion mask is read: the same without lesions
+    row0, _, _ = score(hu, lungs, np.zeros_like(classes))
+    assert all(row0[c] == row[c] for c in ("well_aerated_volume_ml", "percent_well_aerated",
+                                           "percent_well_aerated_right", "percent_well_aerated_left"))
+    # [low, high): -950 in, -700 out, below -950 out (emphysema), just under -700 in; voxels outside the lungs never
+    hu2 = hu.copy()
+    hu2[10, 0, 0:4] = (-950.0, -700.0, -950.5, -700.5)
+    hu2[0] = -800.0  # slice 0 holds no lung
+    row2, _, _ = score(hu2, lungs, classes)
+    assert row2["well_aerated_volume_ml"] == pytest.approx(350.8 - 0.2, abs=1e-9)
+    # the band is configuration (uAI's -950..-750): the left lung's -800 HU background stays in, the right's -850 too
+    c = cfg()
+    c["hu_classes"]["well_aerated"] = [-950, -825]
+    row3, _, _ = score_scan(hu, lungs, classes, Z, VML, lms(**LEVELS), c)[:3]
+    assert row3["percent_well_aerated_right"] == 95.444 and row3["percent_well_aerated_left"] == 0.0
+    # no left lung: its percentage and the whole scan's are empty, the found lung's is its own
+    row4, _, flags = score(*case(left=False))
+    assert "LUNG_NOT_FOUND:left" in flags
+    assert math.isnan(row4["percent_well_aerated_left"]) and math.isnan(row4["percent_well_aerated"])
+    assert row4["percent_well_aerated_right"] == 95.444 and row4["well_aerated_volume_ml"] == 171.8
+
+
+def test_well_aerated_band_is_checked_at_load():
+    from pipeline.config import ConfigError, load_config
+    for bad in ("[-700, -950]", "[-2000, -700]", "[-950]"):
+        with pytest.raises(ConfigError, match="hu_classes.well_aerated"):
+            load_config((), overrides=[f"hu_classes.well_aerated={bad}"])
+    assert load_config((), overrides=["hu_classes.well_aerated=[-950, -750]"])["hu_classes"]["well_aerated"] == [
+        -950, -750]
+
+
 def test_per_zone_columns_hand_computed():
     _, z, _ = score(*case())
     up, mid, low = (z[("six_zone", "right", u)] for u in ("upper", "middle", "lower"))

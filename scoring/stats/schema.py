@@ -136,9 +136,11 @@ SCANS_NUMERIC = ("six_zone_total", "zhang900_total", "lobar20_total", "lobar25_t
                  "lung_volume_ml_left", "lesion_volume_ml", "lesion_volume_ml_right", "lesion_volume_ml_left",
                  "ggo_volume_ml", "faint_ggo_volume_ml", "consolidation_volume_ml", "percent_opacity",
                  "percent_high_opacity", "mean_lung_hu", "mean_lung_hu_right", "mean_lung_hu_left", "n_slices",
-                 "slice_thickness_mm", "scan_above_lungs_mm", "scan_below_lungs_mm",
+                 "slice_thickness_mm", "scan_above_lungs_mm", "scan_below_lungs_mm", "well_aerated_volume_ml",
+                 "percent_well_aerated",
                  *(f"{m}_{side}" for m in ("ggo_volume_ml", "consolidation_volume_ml", "faint_ggo_volume_ml",
-                                           "percent_opacity", "percent_high_opacity") for side in ("right", "left")))
+                                           "percent_opacity", "percent_high_opacity", "percent_well_aerated")
+                   for side in ("right", "left")))
 ZONES_REQUIRED = ("scan_id", "system", "lung", "unit", "unit_score")
 
 

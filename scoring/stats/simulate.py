@@ -39,6 +39,9 @@ LEVEL_SHARE = {"L1": 0.03, "L2": 0.04, "L3": 0.05, "L4": 0.05, "L5": 0.04}
 #: mean HU of normal lung and of each lesion class (faint ground glass, ground glass, consolidation above the
 #: -200 HU of high opacity), for the simulated mean_lung_hu
 HU_NORMAL, HU_FAINT, HU_GGO, HU_CONSOLIDATION = -860.0, -650.0, -425.0, -100.0
+#: the share of lesion-free lung that is well aerated (hu_classes.well_aerated): vessels and airway walls are not
+#: (healthy chests of ../shared/data 81-88 %)
+WELL_AERATED_SHARE = 0.87
 SIM_SLICES, SIM_SLICE_MM = 300, 1.0  # the scans.csv series description of a simulated scan
 LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
              "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
@@ -176,7 +179,10 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     f"consolidation_volume_ml_{lung}": round(m["cons"], 1),
                     f"faint_ggo_volume_ml_{lung}": round(m["faint"], 1),
                     f"percent_opacity_{lung}": round(100 * m["lesion"] / vol[lung], 2),
-                    f"percent_high_opacity_{lung}": round(100 * m["high"] / vol[lung], 2)})
+                    f"percent_high_opacity_{lung}": round(100 * m["high"] / vol[lung], 2),
+                    f"percent_well_aerated_{lung}": round(
+                        100 * WELL_AERATED_SHARE * (vol[lung] - m["lesion"]) / vol[lung], 2)})
+            well_aerated = WELL_AERATED_SHARE * (lung_ml - lesion)
             scan_rows.append({
                 "scan_id": scan_id, "patient_id": hashed[i], "study_date": date.strftime("%Y%m%d"),
                 "series_uid": f"1.2.826.0.1.3680043.10.999.{i + 1}.{k + 1}", "status": "ok",
@@ -189,6 +195,8 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                 "percent_high_opacity": round(100 * high / lung_ml, 2), "six_zone_total": six,
                 "zhang900_total": z900, "mosmed_category": _mosmed(po),
                 "mean_lung_hu": round((side["right"]["hu_ml"] + side["left"]["hu_ml"]) / lung_ml, 1), **per_lung,
+                "well_aerated_volume_ml": round(well_aerated, 1),
+                "percent_well_aerated": round(100 * well_aerated / lung_ml, 2),
                 # no lobe map (lobar totals empty, as a run of the classical segmenter), whole lungs in view
                 "apex_covered": True, "base_covered": True, "qc_flags": "", "n_slices": SIM_SLICES,
                 "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": ""})

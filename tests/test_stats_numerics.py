@@ -88,3 +88,12 @@ def test_icc2_1_ci_of_raters_that_differ_by_a_constant_is_r_s():
     nudged = icc_matrix(m + np.array([[0, 0], [0, 0], [0, 0], [0, 1e-6]]))  # the limit, approached
     assert nudged["icc2_1_ci_low"] == pytest.approx(out["icc2_1_ci_low"], abs=1e-5)
     assert icc_notes(m, out) == []
+
+
+def test_fisher_2x2_reports_r_s_conditional_odds_ratio():
+    """R's ?fisher.test TeaTasting table: p 0.4857, odds ratio 6.408 (the conditional MLE; scipy's ad/bc is 9)."""
+    row = compare.categorical(pd.DataFrame([[3, 1], [1, 3]]))
+    assert row["test"] == "Fisher exact"
+    assert row["p_value"] == pytest.approx(0.4857, abs=1e-4)
+    assert row["statistic"] == pytest.approx(6.408, abs=1e-3)
+    assert "conditional maximum-likelihood odds ratio" in row["note"]

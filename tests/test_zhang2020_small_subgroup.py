@@ -44,3 +44,14 @@ def test_all_subgroups_large_enough_and_only_one_left_are_as_before():
     omni, pair = subgroup_labs(pd.concat([adm, adm.iloc[:0]]), ["crp"], normal=set(), min_n=20)
     row = omni.iloc[0]
     assert np.isnan(row["p_value"]) and row["note"].startswith("not tested: fewer than 20 values in")
+
+
+def test_the_bonferroni_factor_is_the_number_of_pairs_tested():
+    """With '>200' too small one pair is tested: its adjusted p is its p, and the correction column says x1 (it said
+    "Bonferroni" alone, read as x3; a numerical audit)."""
+    _, pair = subgroup_labs(_adm(2), ["crp"], normal=set(), min_n=3)
+    row = pair.iloc[0]
+    assert row["correction"] == "Bonferroni (x1: 1 pair)" and row["p_adjusted"] == pytest.approx(row["p_value"])
+    _, pair = subgroup_labs(_adm(6), ["crp"], normal=set(), min_n=3)
+    assert set(pair["correction"]) == {"Bonferroni (x3: 3 pairs)"}
+    assert np.allclose(pair["p_adjusted"], np.minimum(1, 3 * pair["p_value"]))

@@ -97,7 +97,9 @@ def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: i
                 untestable = {pr: untestable.get(pr, "not tested: no variance within the subgroups (pooled SD 0)")
                               for pr in pairs}
         else:
-            test, corr = "Mann-Whitney U (two-sided)", "Bonferroni"
+            # the factor is the number of pairs among the subgroups tested: 1 when a subgroup has too few values, and
+            # then p_adjusted equals p_value (a numerical audit: the column said "Bonferroni" alone)
+            test, corr = "Mann-Whitney U (two-sided)", f"Bonferroni (x{len(pairs)}: {len(pairs)} pair{'s' * (len(pairs) > 1)})"
         if len(untestable) < len(pairs):
             if lab in normal:
                 p = p_adj = sp.posthoc_ttest(d, val_col=lab, group_col="subgroup", pool_sd=True, p_adjust=None)

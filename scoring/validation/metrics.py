@@ -49,6 +49,10 @@ def weighted_kappa(a: Sequence[float], b: Sequence[float], labels: Sequence[int]
         return NAN
     xi, yi = to_category(x), to_category(y)
     lab = list(labels) if labels is not None else list(range(min(xi.min(), yi.min()), max(xi.max(), yi.max()) + 1))
+    outside = sorted((set(xi.tolist()) | set(yi.tolist())) - set(lab))
+    if outside:  # sklearn drops such targets: a kappa over fewer targets, or NaN (a numerical audit)
+        raise ValueError(f"categories {outside} are not among the labels {lab[0]}..{lab[-1]}: every rating must be one "
+                         "of the scale's categories")
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore")  # undefined kappa (no variation) is reported as NaN, this call only
         k = float(cohen_kappa_score(xi, yi, labels=lab, weights="quadratic"))
@@ -144,6 +148,8 @@ def icc_notes(ratings: np.ndarray | Sequence[Sequence[float]], result: dict[str,
     m = np.asarray(ratings, dtype=float)
     if m.shape[0] < 3:
         return [f"ICC not computed: {m.shape[0]} target(s), it needs at least 3"]
+    if not np.isfinite(m).all():  # np.ptp is NaN then: the reason below was "the same value" (a numerical audit)
+        return ["ICC not computed: missing or non-finite ratings (leave out the targets a rater did not score)"]
     if np.ptp(m) == 0:
         return ["ICC undefined: every rating is the same value"]
     notes = []
@@ -152,6 +158,10 @@ def icc_notes(ratings: np.ndarray | Sequence[Sequence[float]], result: dict[str,
             notes.append(f"{label} undefined: each rater gives every target the same value")
         elif math.isnan(result[f"{name}_ci_low"]):
             notes.append(f"{label} CI undefined: no residual variation (ratings differ only by a constant)")
+    if m.shape[0] >= 3 and mean_squares(m)[0] <= 1e-12 * max(1.0, float(np.abs(m).max()) ** 2):
+        # every target has the same mean rating: the F pivot is 0 and both CIs collapse onto their estimates
+        notes.append("ICC CIs of zero width: every target has the same mean rating (no variation between targets), "
+                     "not a precise estimate")
     return notes
 
 
@@ -240,6 +250,10 @@ def agreement(a: Sequence[float], b: Sequence[float], *, ordinal: bool, labels: 
         notes.append("kappa: not an ordinal score")
     elif math.isnan(float(row["kappa_qw"])):
         notes.append("kappa undefined: both raters give every target the same category")
+    else:
+        one = [r for r, v in (("rater_a", x), ("rater_b", y)) if np.ptp(to_category(v)) == 0]
+        if one:  # observed = expected disagreement by construction (ctscore scoring every zone 0)
+            notes.append(f"kappa 0 by construction: {one[0]} gives every target the same category")
     m = np.column_stack([x, y])
     row.update(icc_matrix(m))
     notes += icc_notes(m, row)  # type: ignore[arg-type]

@@ -32,7 +32,11 @@ TOTAL_COLUMNS = {
     "mosmed": "mosmed_category",
     "lobar": "lobar20_total",
     "lobar25": "lobar25_total",
+    "well_aerated": "percent_well_aerated",
 }
+#: scans.csv column giving each system's value for one lung (unit ``right`` / ``left``): ``{side}`` is the lung.
+#: percent_involvement falls back to lesion / lung volume in results written before percent_opacity_<side>.
+SIDE_COLUMNS = {"percent_involvement": "percent_opacity_{side}", "well_aerated": "percent_well_aerated_{side}"}
 
 
 #: zones.csv columns every row is read by (with the value column of its system).
@@ -83,7 +87,7 @@ def _zones_path(pred: Path) -> Path:
 def needs_zones(system: str, unit: str) -> bool:
     """Whether ctscore's value for a reference target (``system`` x ``unit``) is read from zones.csv: every unit
     score; totals and the per-lung percentages are in scans.csv."""
-    return unit != TOTAL and not (system == "percent_involvement" and unit in SIDES)
+    return unit != TOTAL and not (system in SIDE_COLUMNS and unit in SIDES)
 
 
 def zone_targets_without_zones(pred: str | Path, targets: pd.DataFrame) -> int:
@@ -103,8 +107,10 @@ def needed_columns(targets: pd.DataFrame) -> tuple[list[str], list[str]]:
     for system, unit in targets[["system", "unit"]].drop_duplicates().itertuples(index=False):
         if unit == TOTAL:
             cols, into = [TOTAL_COLUMNS[system]], in_scans
-        elif not needs_zones(system, unit):  # a lung's percent_involvement
-            cols, into = [f"lesion_volume_ml_{unit}", f"lung_volume_ml_{unit}"], in_scans
+        elif not needs_zones(system, unit):  # a lung's percentage
+            cols = ([f"lesion_volume_ml_{unit}", f"lung_volume_ml_{unit}"] if system == "percent_involvement"
+                    else [SIDE_COLUMNS[system].format(side=unit)])
+            into = in_scans
         else:
             value = {"percent_involvement": "involvement_pct", "lobar": "extent_score"}.get(system, "unit_score")
             cols, into = [*ZONE_KEY_COLUMNS, value], in_zones
@@ -135,6 +141,8 @@ def _systems_needing(columns: list[str]) -> str:
     systems = {s for s, c in TOTAL_COLUMNS.items() if c in columns}
     if any(c.startswith(("lesion_volume_ml_", "lung_volume_ml_")) for c in columns):
         systems.add("percent_involvement")
+    if any(c.startswith("percent_well_aerated_") for c in columns):
+        systems.add("well_aerated")
     return ", ".join(s for s in TOTAL_COLUMNS if s in systems)
 
 
@@ -207,6 +215,11 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
                 a, b = _number(a, spath, les, sid), _number(b, spath, lung, sid)
                 pct = 100.0 * a / b if b and b > 0 else math.nan
                 rows.append({"scan_id": sid, "system": "percent_involvement", "unit": side, "value": pct})
+        wal = SIDE_COLUMNS["well_aerated"].format(side=side)
+        if wal in ok.columns:  # ctscore 0.11.0 and later (empty for a lung not found)
+            for sid, v in zip(ok["scan_id"], ok[wal]):
+                rows.append({"scan_id": sid, "system": "well_aerated", "unit": side,
+                             "value": _number(v, spath, wal, sid)})
 
     zpath = _zones_path(pred)
     if zpath.is_file():

@@ -77,12 +77,16 @@ SYSTEMS: dict[str, SystemSpec] = {
                         "five lobes scored 0-4 (six-zone bands), total 0-20"),
     "lobar25": SystemSpec("lobar25", LOBE_UNITS, (0, 5), (0, 25), True,
                           "five lobes scored 0-5 (Pan et al. bands), total 0-25"),
+    # a reader's visual estimate of well-aerated lung (Colombi et al., Radiology 2020: %S-WAL) against ctscore's
+    # percent_well_aerated (lung voxels in hu_classes.well_aerated)
+    "well_aerated": SystemSpec("well_aerated", SIDES, (0, 100), (0, 100), False,
+                               "percent of lung (or of one lung) that is well aerated, 0-100 (Colombi et al. 2020)"),
 }
 
 #: The unit of a difference between two raters (MAE, Bland-Altman bias and limits) on each system's scale.
 DIFFERENCE_UNITS = {"six_zone": "score points", "zhang900": "score points", "lobar": "score points",
                     "lobar25": "score points", "percent_involvement": "percentage points",
-                    "mosmed": "categories"}
+                    "mosmed": "categories", "well_aerated": "percentage points"}
 
 
 def difference_unit(system: str) -> str:
@@ -97,6 +101,8 @@ SYSTEM_ALIASES = {
     "percent": "percent_involvement", "percent_opacity": "percent_involvement", "po": "percent_involvement",
     "mosmed_category": "mosmed", "ct_category": "mosmed",
     "lobar20": "lobar", "lobe": "lobar",
+    "wal": "well_aerated", "percent_well_aerated": "well_aerated", "s_wal": "well_aerated", "s-wal": "well_aerated",
+    "swal": "well_aerated", "well-aerated": "well_aerated",
 }
 
 

@@ -223,3 +223,13 @@ def test_a_flag_column_written_by_pandas_with_a_gap(tmp_path):
     read = schema.read_clinical(tmp_path / "clinical.csv")["glucocorticoid"].tolist()
     assert read[:2] == [1.0, 0.0] and np.isnan(read[2])
     assert schema.validate_clinical(schema.as_text(frame))["glucocorticoid"].tolist()[:2] == [1.0, 0.0]
+
+
+def test_percent_well_aerated_has_the_scale_of_a_percentage():
+    """li2020's bands of percent_well_aerated followed the cohort's largest value (0-<17.4 ... 69.6-87) and its
+    axis said 'unit not given' (a review)."""
+    from scoring.stats.li2020 import score_bands
+    from scoring.stats.report import axis_label
+
+    assert [b.label for b in score_bands("percent_well_aerated")] == ["0-<20", "20-<40", "40-<60", "60-<80", "80-100"]
+    assert axis_label("percent_well_aerated") == "percent_well_aerated (% of lung, 0-100)"

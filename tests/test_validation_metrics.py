@@ -150,3 +150,9 @@ def test_a_constant_rater_and_targets_of_one_mean_are_explained():
     assert "ICC CIs of zero width" in row["note"]
     assert "zero width" not in metrics.agreement([1, 2, 3, 4, 5], [2, 2, 4, 4, 5], ordinal=True,
                                                  labels=range(6))["note"]
+
+
+def test_two_constant_raters_get_notes_that_fit_the_numbers():
+    row = metrics.agreement([0, 0, 0, 0], [1, 1, 1, 1], ordinal=True, labels=range(5))
+    assert "kappa 0 by construction: each rater gives every target the same category" in row["note"]
+    assert "zero width" not in row["note"] and np.isnan(row["icc2_1_ci_low"])

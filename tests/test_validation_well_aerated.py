@@ -66,3 +66,24 @@ def test_spellings_and_needed_columns():
     targets = pd.DataFrame({"system": ["well_aerated"] * 3, "unit": ["total", "right", "left"]})
     assert needed_columns(targets) == (["percent_well_aerated", "percent_well_aerated_right",
                                         "percent_well_aerated_left"], [])
+
+
+def test_a_value_ctscore_never_writes_is_refused_naming_file_column_and_scan(tmp_path):
+    """An edited scans.csv (a six-zone total of 25, which no scan can have) ended in a raw ValueError from kappa (a
+    review); a column the reference does not need is read as missing with a warning."""
+    out, ref, scans = _run(tmp_path)
+    scans.loc[3, "six_zone_total"] = 25
+    scans.to_csv(out / "scans.csv", index=False)
+    rows = pd.read_csv(ref)
+    six = rows[rows["unit"] == "total"].assign(system="six_zone", value=4)
+    pd.concat([rows, six]).to_csv(ref, index=False)
+    with pytest.raises(CTScoreError) as e:
+        run_validation(out, ref, draw=False)
+    assert e.value.code == "PRED_SCHEMA" and e.value.path == str(out / "scans.csv")
+    assert "six_zone_total of scan scan-3 (six_zone total) is 25: outside six_zone total range 0-24" in e.value.message
+    # the reference without six-zone rows: that column is not needed, the value is left out with a warning
+    pd.concat([rows]).to_csv(ref, index=False)
+    tables = run_validation(out, ref, draw=False)
+    assert set(tables["agreement"]["system"]) == {"well_aerated"}
+    preds = load_predictions(out, needed=["percent_well_aerated"])
+    assert np.isnan(preds.set_index(["scan_id", "system", "unit"]).loc[("scan-3", "six_zone", "total"), "value"])

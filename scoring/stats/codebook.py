@@ -181,7 +181,7 @@ STATS_COLUMNS: dict[str, dict[str, Spec]] = {
         "n_a": _s("integer", "patients with a value in group_a"), "n_b": _s("integer", "patients in group_b"),
         "test": COMMON["test"], "p_value": _s("number", "unadjusted p of the pair"),
         "p_adjusted": _s("number", "p adjusted for multiple pairs (correction)"),
-        "correction": _s("text", "the multiple-comparison correction and, for Bonferroni, its factor (the pairs tested)"),
+        "correction": _s("text", "the multiple-comparison correction and, for Bonferroni, its factor (the pairs of subgroups with enough values)"),
         "omnibus_p": _s("number", "p of the omnibus test across subgroups (zhang2020_subgroup_labs)"),
         "note": COMMON["note"]},
     "zhang2020_subgroup_categorical": {

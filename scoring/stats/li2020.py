@@ -24,7 +24,7 @@ OUTCOMES = ("survivor", "non-survivor")
 KENDALL_LABS = ("nlr", "neutrophil_pct", "lymphocyte_pct", "lymphocyte_count", "d_dimer", "ldh", "esr")
 SCORE_BANDS = ((0, 4), (5, 9), (10, 14), (15, 19), (20, 24))  # the study's bands of the six-zone score (0-24)
 SCALE_MAX = {"six_zone_total": 24, "zhang900_total": 900, "lobar20_total": 20, "lobar25_total": 25,
-             "percent_opacity": 100, "percent_high_opacity": 100}
+             "percent_opacity": 100, "percent_high_opacity": 100, "percent_well_aerated": 100}
 
 
 class Band(NamedTuple):

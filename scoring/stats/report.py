@@ -28,7 +28,8 @@ _SCORE_DEFAULT = {"liao2021": "six_zone_total", "zhang2020": "zhang900_total", "
 _SCORE_WORDS = {"six_zone_total": ("six-zone score, 0-24", "six-zone, 0-24"), "zhang900_total": ("0-900", "0-900"),
                 "lobar20_total": ("lobar score, 0-20", "lobar, 0-20"), "lobar25_total": ("lobar score, 0-25", "lobar, 0-25"),
                 "percent_opacity": ("percent opacity, 0-100 %", "percent opacity, 0-100 %"),
-                "percent_high_opacity": ("percent high opacity, 0-100 %", "percent high opacity, 0-100 %")}
+                "percent_high_opacity": ("percent high opacity, 0-100 %", "percent high opacity, 0-100 %"),
+                "percent_well_aerated": ("percent well-aerated lung, 0-100 %", "percent well aerated, 0-100 %")}
 
 
 def study_titles(options: dict[str, dict[str, object]] | None = None) -> dict[str, str]:
@@ -147,7 +148,8 @@ GROUP_STYLES = ({"color": "#D55E00", "marker": "o", "linestyle": "-"},
 SCORE_UNITS = {"six_zone_total": ("score points", "0-24"), "zhang900_total": ("score points", "0-900"),
                "lobar20_total": ("score points", "0-20"), "lobar25_total": ("score points", "0-25"),
                "percent_opacity": ("percentage points", "% of lung, 0-100"),
-               "percent_high_opacity": ("percentage points", "% of lung, 0-100")}
+               "percent_high_opacity": ("percentage points", "% of lung, 0-100"),
+               "percent_well_aerated": ("percentage points", "% of lung, 0-100")}
 #: The unit of the other predictors a regression may hold (``age``: years, docs/clinical_schema.md).
 _OTHER_UNITS = {"days_since_onset": "day", "age": "year"}
 

@@ -158,7 +158,9 @@ def icc_notes(ratings: np.ndarray | Sequence[Sequence[float]], result: dict[str,
             notes.append(f"{label} undefined: each rater gives every target the same value")
         elif math.isnan(result[f"{name}_ci_low"]):
             notes.append(f"{label} CI undefined: no residual variation (ratings differ only by a constant)")
-    if m.shape[0] >= 3 and mean_squares(m)[0] <= 1e-12 * max(1.0, float(np.abs(m).max()) ** 2):
+    collapsed = any(math.isfinite(result[f"{n}_ci_low"]) and result[f"{n}_ci_low"] == result[f"{n}_ci_high"]
+                    and result[n] < 1 for n in ("icc2_1", "icc3_1"))
+    if collapsed and mean_squares(m)[0] <= 1e-12 * max(1.0, float(np.abs(m).max()) ** 2):
         # every target has the same mean rating: the F pivot is 0 and both CIs collapse onto their estimates
         notes.append("ICC CIs of zero width: every target has the same mean rating (no variation between targets), "
                      "not a precise estimate")
@@ -253,7 +255,8 @@ def agreement(a: Sequence[float], b: Sequence[float], *, ordinal: bool, labels: 
     else:
         one = [r for r, v in (("rater_a", x), ("rater_b", y)) if np.ptp(to_category(v)) == 0]
         if one:  # observed = expected disagreement by construction (ctscore scoring every zone 0)
-            notes.append(f"kappa 0 by construction: {one[0]} gives every target the same category")
+            who = "each rater gives" if len(one) == 2 else f"{one[0]} gives"
+            notes.append(f"kappa 0 by construction: {who} every target the same category")
     m = np.column_stack([x, y])
     row.update(icc_matrix(m))
     notes += icc_notes(m, row)  # type: ignore[arg-type]

@@ -14,11 +14,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
 from pipeline.outputs import SETTINGS_COLUMNS
-from scoring.validation.systems import SIDES, TOTAL, mosmed_to_ordinal
+from scoring.validation.systems import SIDES, SYSTEMS, TOTAL, ZHANG_UNIT_VALUES, mosmed_to_ordinal
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,39 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
     else:
         log.warning("no zones.csv next to scans.csv: only totals can be compared (%s)", zpath)
     out = pd.DataFrame(rows, columns=["scan_id", "system", "unit", "value"])
-    return out.astype({"scan_id": str, "system": str, "unit": str, "value": float})
+    out = out.astype({"scan_id": str, "system": str, "unit": str, "value": float})
+    return _check_ranges(out, spath, zpath, strict)
+
+
+def _check_ranges(out: pd.DataFrame, spath: Path, zpath: Path, strict: set[str] | None) -> pd.DataFrame:
+    """Values outside their system's range (a six-zone total of 25, a zhang900 unit of 11, a percentage of 120):
+    none that ctscore writes, but an edited or foreign table's. PRED_SCHEMA naming the file, column and scan for a
+    column the reference needs (``strict``; the comparison ended in a traceback, or sklearn dropped the target from
+    kappa), else NaN with a warning. Vectorised: a consortium's tables hold hundreds of thousands of rows."""
+    if out.empty:
+        return out
+    v = out["value"].to_numpy(float)
+    total = (out["unit"] == TOTAL).to_numpy()
+    rng = {name: (spec.total_range, spec.unit_range or spec.total_range) for name, spec in SYSTEMS.items()}
+    lo = np.where(total, out["system"].map(lambda s: rng[s][0][0]), out["system"].map(lambda s: rng[s][1][0]))
+    hi = np.where(total, out["system"].map(lambda s: rng[s][0][1]), out["system"].map(lambda s: rng[s][1][1]))
+    integer = out["system"].map(lambda s: SYSTEMS[s].integer).to_numpy(bool)
+    zhang_unit = ((out["system"] == "zhang900").to_numpy() & ~total)
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(v) & ((v < lo) | (v > hi) | (integer & (v != np.round(v)))
+                                | (zhang_unit & ~np.isin(v, sorted(ZHANG_UNIT_VALUES))))
+    for i in np.flatnonzero(bad):
+        system, unit, sid, value = out.at[i, "system"], out.at[i, "unit"], out.at[i, "scan_id"], v[i]
+        in_scans, in_zones = needed_columns(pd.DataFrame({"system": [system], "unit": [unit]}))
+        path, column = (spath, in_scans[0]) if in_scans else (zpath, in_zones[-1])
+        why = SYSTEMS[system].check_value(unit, float(value)) or "outside its range"
+        message = (f"{path.name}: {column} of scan {sid} ({system} {unit}) is {value:g}: {why}; ctscore writes no "
+                   "such value (was the table edited, or made by another program?)")
+        if strict is None or column in strict:
+            raise CTScoreError("PRED_SCHEMA", message, path)
+        log.warning("%s; read as missing (%s)", message, path)
+        out.at[i, "value"] = math.nan
+    return out
 
 
 def _value(v: object, path: Path, column: str, scan_id: object, where: str, refuse: bool) -> float:

@@ -800,6 +800,9 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
     vols = volumes_ml(ph)
     lesion_ml = float(((ph.lungs > 0) & (ph.lesions > 0)).sum()) * ph.voxel_ml
     po = _pct(lesion_ml, float((ph.lungs > 0).sum()) * ph.voxel_ml)
+    # well-aerated lung: the truth lungs' voxels in [-950, -700) HU (ctscore's default hu_classes.well_aerated)
+    lung_hu = ph.hu[ph.lungs > 0]
+    wal = _pct(float(np.count_nonzero((lung_hu >= -950) & (lung_hu < -700))), float(lung_hu.size))
     robust = {}
     for shift in (-2.5, 2.5):
         alt = score_truth(ph.lungs, ph.lesions, ph.z_mm, ph.landmarks_z_mm, ph.voxel_ml, shift)
@@ -814,7 +817,8 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
         "scores": {"six_zone_total": sc["six_zone_total"], "zhang900_total": sc["zhang900_total"],
                    "six_zone": sc["six_zone"], "zhang900": sc["zhang900"],
                    "percent_opacity": round(po, 3),
-                   "mosmed_category": mosmed_category(po if is_involved(lesion_ml, po) else 0.0)},
+                   "mosmed_category": mosmed_category(po if is_involved(lesion_ml, po) else 0.0),
+                   "percent_well_aerated": round(wal, 3)},
         "volumes_ml": vols,
         # a lung the scan does not reach has no apex or base: null, not NaN (which is not JSON)
         "landmarks_z_mm": {k: round(v, 3) if math.isfinite(v) else None for k, v in sorted(ph.landmarks_z_mm.items())},

@@ -37,7 +37,8 @@ def write_pred(out: Path, truths: dict[str, dict], failed: tuple[str, ...] = ())
                       "consolidation_volume_ml": 7.0 * t["percent_opacity"],
                       "percent_opacity": t["percent_opacity"], "percent_high_opacity": t["percent_opacity"] / 5,
                       "six_zone_total": sum(six.values()), "zhang900_total": sum(zh.values()),
-                      "mosmed_category": _mosmed(t["percent_opacity"])})
+                      "mosmed_category": _mosmed(t["percent_opacity"]),
+                      **({"percent_well_aerated": t["percent_well_aerated"]} if "percent_well_aerated" in t else {})})
         for name, s in six.items():
             lung, unit = name.split("_")
             zones.append({"scan_id": sid, "system": "six_zone", "lung": lung, "unit": unit,
@@ -45,7 +46,8 @@ def write_pred(out: Path, truths: dict[str, dict], failed: tuple[str, ...] = ())
         for name, s in zh.items():
             lung, unit = name.split("_")
             zones.append({"scan_id": sid, "system": "zhang900", "lung": lung, "unit": unit,
-                          "involvement_pct": 3.0 * s, "extent_score": None, "density_grade": None, "unit_score": s})
+                          "involvement_pct": min(100.0, 3.0 * s), "extent_score": None, "density_grade": None,
+                          "unit_score": s})
     pd.DataFrame(scans).to_csv(out / "scans.csv", index=False)
     pd.DataFrame(zones).to_csv(out / "zones.csv", index=False)
     return out
@@ -244,11 +246,16 @@ def test_reference_from_the_real_phantom_truth(sample_truth, tmp_path):
     assert load_script("make_reference_from_phantom").main(["-o", str(ref)]) == 0  # default --truth is sample_dicoms/ground_truth.json
     s = sample_truth["scores"]
     pred = write_pred(tmp_path / "OUT", {sample_truth["series_uid"]: {
-        "six_zone": s["six_zone"], "zhang900": s["zhang900"], "percent_opacity": s["percent_opacity"]}})
+        "six_zone": s["six_zone"], "zhang900": s["zhang900"], "percent_opacity": s["percent_opacity"],
+        "percent_well_aerated": s["percent_well_aerated"]}})
     t = run_validation(pred, ref, draw=False)
     a = t["agreement"]
     exact = a[(a.rater_b == "reader1") & (a.unit == "all_units")]
     assert len(exact) == 2 and (exact["mae"] == 0).all()
+    # the truth's well-aerated lung (87.0 %) and a second reader's visual estimate, to the nearest 5 %
+    r = t["ratings"].set_index(["system", "unit"])
+    assert r.loc[("well_aerated", "total"), "reader1"] == pytest.approx(s["percent_well_aerated"])
+    assert r.loc[("well_aerated", "total"), "reader2"] % 5 == 0
 
 
 @pytest.mark.slow

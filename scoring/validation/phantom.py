@@ -76,6 +76,9 @@ def truth_scores(entry: Mapping[str, Any]) -> dict[tuple[str, str], float]:
     po = scores.get("percent_opacity", entry.get("percent_opacity"))
     if isinstance(po, (int, float)) and np.isfinite(po):
         out[("percent_involvement", TOTAL)] = float(po)
+    wal = scores.get("percent_well_aerated")
+    if isinstance(wal, (int, float)) and np.isfinite(wal):
+        out[("well_aerated", TOTAL)] = float(wal)
     cat = scores.get("mosmed_category")
     if cat is not None:
         try:
@@ -111,6 +114,10 @@ def simulate_reader(truth: Mapping[tuple[str, str], float], rng: np.random.Gener
             step = int(rng.choice([-1, 1])) if rng.random() < flip_prob else 0
             cat = int(min(4, max(0, truth[("mosmed", TOTAL)] + step)))
         out[("mosmed", TOTAL)] = float(cat)
+    wal = truth.get(("well_aerated", TOTAL))
+    if wal is not None:  # a visual estimate: to the nearest 5 %, off by a few points (drawn last: the draws above
+        # are as before)
+        out[("well_aerated", TOTAL)] = float(np.clip(5 * round((wal + rng.normal(0, 4)) / 5), 0, 100))
     return out
 
 
@@ -143,7 +150,7 @@ def make_reference(truth: Any, *, n_simulated: int = 1, seed: int = 0, flip_prob
         for reader, values in readers.items():
             for (system, unit), v in values.items():
                 value: object = MOSMED_CATEGORIES[int(v)] if system == "mosmed" else (
-                    round(v, 3) if system == "percent_involvement" else int(v))
+                    round(v, 3) if system in ("percent_involvement", "well_aerated") else int(v))
                 rows.append({"series_uid": uid or "", "scan_id": "" if uid else scan_id, "system": system,
                              "unit": unit, "reader": reader, "value": value})
     return pd.DataFrame(rows, columns=COLUMNS)

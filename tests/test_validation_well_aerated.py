@@ -87,3 +87,24 @@ def test_a_value_ctscore_never_writes_is_refused_naming_file_column_and_scan(tmp
     assert set(tables["agreement"]["system"]) == {"well_aerated"}
     preds = load_predictions(out, needed=["percent_well_aerated"])
     assert np.isnan(preds.set_index(["scan_id", "system", "unit"]).loc[("scan-3", "six_zone", "total"), "value"])
+
+
+def test_an_out_of_range_unit_of_a_system_the_reference_does_not_score_is_only_warned(tmp_path, caplog):
+    """zones.csv's unit_score serves six_zone, zhang900 and lobar25: a zhang900 unit of 11 (no extent x density^2)
+    does not stop a comparison of six-zone units."""
+    out, _, scans = _run(tmp_path, n=4)
+    zones = [{"scan_id": sid, "system": system, "lung": "right", "unit": unit, "involvement_pct": 10.0,
+              "unit_score": score}
+             for sid in scans["scan_id"] for system, unit, score in (("six_zone", "upper", 1), ("zhang900", "L1", 11))]
+    pd.DataFrame(zones).to_csv(out / "zones.csv", index=False)
+    ref = tmp_path / "six.csv"
+    pd.DataFrame([{"scan_id": sid, "system": "six_zone", "unit": "right_upper", "reader": r, "value": 1}
+                  for sid in scans["scan_id"] for r in ("R1", "R2")]).to_csv(ref, index=False)
+    tables = run_validation(out, ref, draw=False)
+    assert set(tables["agreement"]["system"]) == {"six_zone"}
+    assert any("unit_score of scan scan-0 (zhang900 right_L1) is 11" in r.getMessage() for r in caplog.records)
+    zref = tmp_path / "zhang.csv"
+    pd.DataFrame([{"scan_id": sid, "system": "zhang900", "unit": "right_L1", "reader": r, "value": 10}
+                  for sid in scans["scan_id"] for r in ("R1", "R2")]).to_csv(zref, index=False)
+    with pytest.raises(CTScoreError, match="not a possible extent x density"):
+        run_validation(out, zref, draw=False)

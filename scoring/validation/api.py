@@ -155,7 +155,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         scans = scans[~scans["scan_id"].isin(excluded.scan_ids)].reset_index(drop=True)
         log.info("exclusion list: %s", "; ".join(f"{k} {v}" for k, v in exclusion_rows[1:]))
     check_columns(pred_dir, scans, reference)  # PRED_SCHEMA: a column the reference's systems need
-    predictions = load_predictions(pred_dir, scans, needed=[c for cols in needed_columns(reference) for c in cols])
+    predictions = load_predictions(pred_dir, scans, needed=[c for cols in needed_columns(reference) for c in cols],
+                                   systems=set(reference["system"]))
     if out_dir is not None:  # every input read and checked: a failed run leaves no folder behind
         from pipeline.outputs import prepare_output_dir
 

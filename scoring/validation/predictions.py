@@ -175,13 +175,15 @@ def _unit_name(lung: object, unit: object) -> str:
 
 
 def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
-                     needed: Iterable[str] | None = None) -> pd.DataFrame:
+                     needed: Iterable[str] | None = None, systems: Iterable[str] | None = None) -> pd.DataFrame:
     """ctscore's scores in long form: scan_id, system, unit, value (ok scans only).
 
     An empty value is missing; a value that is there but not a number (``ten``, ``12,5``) is refused with
     PRED_SCHEMA naming the file, the column and the scan (it was read as missing, and the comparison called its
     targets scored by the readers only). ``needed``: the columns the reference needs (:func:`needed_columns`);
-    a non-number in another column is read as missing, with a warning. Default: every column is needed."""
+    a non-number in another column is read as missing, with a warning. Default: every column is needed. A value
+    outside its system's range is refused likewise when its column is needed and its system among ``systems``
+    (those the reference scores; default all), else read as missing with a warning (:func:`_check_ranges`)."""
     pred = Path(pred)
     strict = None if needed is None else set(needed)
     if strict is not None:  # a lung's percent is read from percent_opacity_<side> where scans.csv has it
@@ -254,14 +256,15 @@ def load_predictions(pred: str | Path, scans: pd.DataFrame | None = None,
         log.warning("no zones.csv next to scans.csv: only totals can be compared (%s)", zpath)
     out = pd.DataFrame(rows, columns=["scan_id", "system", "unit", "value"])
     out = out.astype({"scan_id": str, "system": str, "unit": str, "value": float})
-    return _check_ranges(out, spath, zpath, strict)
+    return _check_ranges(out, spath, zpath, strict, None if systems is None else set(systems))
 
 
-def _check_ranges(out: pd.DataFrame, spath: Path, zpath: Path, strict: set[str] | None) -> pd.DataFrame:
+def _check_ranges(out: pd.DataFrame, spath: Path, zpath: Path, strict: set[str] | None,
+                  systems: set[str] | None = None) -> pd.DataFrame:
     """Values outside their system's range (a six-zone total of 25, a zhang900 unit of 11, a percentage of 120):
     none that ctscore writes, but an edited or foreign table's. PRED_SCHEMA naming the file, column and scan for a
-    column the reference needs (``strict``; the comparison ended in a traceback, or sklearn dropped the target from
-    kappa), else NaN with a warning. Vectorised: a consortium's tables hold hundreds of thousands of rows."""
+    column of a system the reference scores (``strict``, ``systems``: zones.csv's unit_score serves three systems;
+    the comparison ended in a traceback, or sklearn dropped the target from kappa), else NaN with a warning. Vectorised: a consortium's tables hold hundreds of thousands of rows."""
     if out.empty:
         return out
     v = out["value"].to_numpy(float)
@@ -281,7 +284,7 @@ def _check_ranges(out: pd.DataFrame, spath: Path, zpath: Path, strict: set[str] 
         why = SYSTEMS[system].check_value(unit, float(value)) or "outside its range"
         message = (f"{path.name}: {column} of scan {sid} ({system} {unit}) is {value:g}: {why}; ctscore writes no "
                    "such value (was the table edited, or made by another program?)")
-        if strict is None or column in strict:
+        if (strict is None or column in strict) and (systems is None or system in systems):
             raise CTScoreError("PRED_SCHEMA", message, path)
         log.warning("%s; read as missing (%s)", message, path)
         out.at[i, "value"] = math.nan

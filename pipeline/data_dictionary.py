@@ -198,8 +198,8 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "(default -200 HU), % of its volume."),
     "well_aerated_volume_ml": (
         "number", "mL", _ML, _FAILED,
-        _volume("well-aerated lung (lung voxels from -950 to under -700 HU, hu_classes.well_aerated; lesion or not: "
-                "no lesion mask is read; Colombi et al., Radiology 2020)", "both lungs")),
+        _volume("well-aerated lung (lung voxels in hu_classes.well_aerated, default -950 to under -700 HU; lesion or "
+                "not: no lesion mask is read; Colombi et al., Radiology 2020)", "both lungs")),
     "percent_well_aerated": (
         "number", "%", _PCT, _LUNG_NOT_FOUND,
         "Percentage of well-aerated lung: well_aerated_volume_ml / lung volume x 100, both lungs (healthy "

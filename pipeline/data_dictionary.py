@@ -212,6 +212,11 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "number", "%", _PCT, _side("left"),
         "Percentage of well-aerated lung of the left lung: its voxels in hu_classes.well_aerated (default -950 to "
         "under -700 HU), % of its volume."),
+    "percent_low_attenuation": (
+        "number", "%", _PCT, _LUNG_NOT_FOUND,
+        "%LAA-950: lung voxels below -950 HU, % of lung volume, both lungs, on the original CT grid (emphysema, "
+        "bullae, air trapping; noise raises it). The QC flag LOW_ATTENUATION fires from 10 % (result.json's "
+        "hu_check laa950_pct, the same count to 2 decimals)."),
     "apex_covered": (
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's top slice (that slice holds at least 5 mm2 of it): the lung "

@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from scoring.quantify import LOW_ATTENUATION_HU
+
 #: Median HU of the air around the patient that is taken as calibrated (air is -1000 HU; the six real series of
 #: ../shared/data read -997 to -947: a tight field of view leaves mostly air beside the skin, partial volume).
 AIR_RANGE = (-1080.0, -920.0)
@@ -89,8 +91,9 @@ NOISE_WINDOW = 5
 NOISE_MARGIN = 2
 #: Slices measured for ``noise_hu`` at most (evenly spread): keeps it cheap on a long scan.
 NOISE_SLICES = 64
-#: HU below which lung is "low attenuation" (%LAA-950: the emphysema measure of COPD research, on the CT's own grid).
-LAA_HU = -950.0
+#: HU below which lung is "low attenuation" (%LAA-950: the emphysema measure of COPD research, on the CT's own grid);
+#: scans.csv's percent_low_attenuation counts the same voxels (scoring.quantify).
+LAA_HU = LOW_ATTENUATION_HU
 #: %LAA-950 at or above which a series is flagged LOW_ATTENUATION. The six real chests of ../shared/data read 0.03-3.8 %
 #: (cap001, diffuse pneumonia, 3.8 %); the COPDGene subject (cip_copdgene ct-64, 4 mm voxels) 19.7 %. Emphysema is
 #: usually called from 5 %; 10 % flags marked emphysema or large bullae, where an audit measured pneumonia

@@ -595,7 +595,8 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
         wal = _band(cfg, "well_aerated")
         if wal:
             s.append(f"Well-aerated lung was measured as the lung voxels from {_g(wal[0])} to under {_g(wal[1])} HU, "
-                     f"lesion or not, in mL and as a percentage of the lung volume (after {CITE_COLOMBI}).")
+                     f"lesion or not, in mL and as a percentage of the lung volume (after {CITE_COLOMBI}), and "
+                     "low-attenuation lung as the percentage below -950 HU (%LAA-950).")
         if segmenters and all(n == "classical" for n in segmenters):
             s.append(f"The classical segmenter looks for lesions between {_g(faint[0])} and {_g(cons[1])} HU.")
     else:

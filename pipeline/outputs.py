@@ -44,6 +44,7 @@ SCAN_COLUMNS = [
     "consolidation_volume_ml_left", "faint_ggo_volume_ml_right", "faint_ggo_volume_ml_left",
     "percent_opacity_right", "percent_opacity_left", "percent_high_opacity_right", "percent_high_opacity_left",
     "well_aerated_volume_ml", "percent_well_aerated", "percent_well_aerated_right", "percent_well_aerated_left",
+    "percent_low_attenuation",
     "apex_covered", "base_covered", "scan_above_lungs_mm", "scan_below_lungs_mm", "qc_flags", "n_slices",
     "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", "six_zone_near_edge", "zhang900_near_edge",
     *("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id"),

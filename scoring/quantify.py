@@ -35,6 +35,9 @@ AERATED_HU = -500.0
 #: Well-aerated lung, [low, high) HU, when the configuration does not set ``hu_classes.well_aerated``: Colombi et al.,
 #: Radiology 2020;296:E86 (configs/default.yaml).
 WELL_AERATED_HU = (-950.0, -700.0)
+#: Low-attenuation lung (``percent_low_attenuation``, %LAA-950: emphysema, bullae, air trapping), below this HU; the
+#: QC flag LOW_ATTENUATION reads the same count (pipeline.hu_checks.LAA_HU).
+LOW_ATTENUATION_HU = -950.0
 AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
@@ -297,6 +300,9 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     wal_n = np.count_nonzero((hu_l >= wal_lo) & (hu_l < wal_hi))
     row["well_aerated_volume_ml"] = round(float(wal_n) * voxel_ml, 2)
     row["percent_well_aerated"] = round(percent(float(wal_n) * voxel_ml, lung_ml), 3)
+    # below the well-aerated band: emphysema lowers percent_well_aerated as opacities do, and this tells them apart
+    row["percent_low_attenuation"] = round(percent(float(np.count_nonzero(hu_l < LOW_ATTENUATION_HU)) * voxel_ml,
+                                                   lung_ml), 3)
     # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
     # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
     involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
@@ -377,7 +383,7 @@ def _absent_sides(hu: np.ndarray, lungs: np.ndarray, voxel_ml: float, cfg: Mappi
             absent_sides.add(name)
             flags.append(f"LUNG_NOT_FOUND:{name}")
             row.update(percent_opacity=math.nan, percent_high_opacity=math.nan, mosmed_category="",
-                       mean_lung_hu=math.nan, percent_well_aerated=math.nan)
+                       mean_lung_hu=math.nan, percent_well_aerated=math.nan, percent_low_attenuation=math.nan)
             # and its own percentages and mean HU: of a few stray voxels (all lesion: 100 %), not of a lung
             row.update({f"percent_opacity_{name}": math.nan, f"percent_high_opacity_{name}": math.nan,
                         f"mean_lung_hu_{name}": math.nan, f"percent_well_aerated_{name}": math.nan})

@@ -119,6 +119,20 @@ def test_well_aerated_lung_hand_computed():
     assert row4["percent_well_aerated_right"] == 95.444 and row4["well_aerated_volume_ml"] == 171.8
 
 
+def test_low_attenuation_is_the_share_below_minus_950():
+    hu, lungs, classes = case()
+    hu[10, 0:2, 0:10] = -960.0  # 20 voxels of the right lung: emphysema
+    hu[11, 0, 10:15] = -950.0  # 5 of the left at -950: not below it
+    row, _, _ = score(hu, lungs, classes)
+    assert row["percent_low_attenuation"] == round(100 * 20 / 3600, 3)
+    assert row["percent_well_aerated"] == round(100 * (3508 - 20) / 3600, 3)  # -960 is below the band, -950 in it
+    from pipeline.hu_checks import LAA_HU, low_attenuation_pct
+
+    assert LAA_HU == -950.0 and low_attenuation_pct(hu, lungs) == round(row["percent_low_attenuation"], 2)
+    row4, _, _ = score(*case(left=False))
+    assert math.isnan(row4["percent_low_attenuation"])  # a whole-scan percentage of one lung
+
+
 def test_well_aerated_band_is_checked_at_load():
     from pipeline.config import ConfigError, load_config
     for bad in ("[-700, -950]", "[-2000, -700]", "[-950]"):

@@ -42,6 +42,8 @@ HU_NORMAL, HU_FAINT, HU_GGO, HU_CONSOLIDATION = -860.0, -650.0, -425.0, -100.0
 #: the share of lesion-free lung that is well aerated (hu_classes.well_aerated): vessels and airway walls are not
 #: (healthy chests of ../shared/data 81-88 %)
 WELL_AERATED_SHARE = 0.87
+#: %LAA-950 of every simulated scan (no emphysema; real chests of ../shared/data 0.03-3.8 %)
+SIM_LOW_ATTENUATION_PCT = 0.5
 SIM_SLICES, SIM_SLICE_MM = 300, 1.0  # the scans.csv series description of a simulated scan
 LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
              "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
@@ -197,6 +199,7 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                 "mean_lung_hu": round((side["right"]["hu_ml"] + side["left"]["hu_ml"]) / lung_ml, 1), **per_lung,
                 "well_aerated_volume_ml": round(well_aerated, 1),
                 "percent_well_aerated": round(100 * well_aerated / lung_ml, 2),
+                "percent_low_attenuation": SIM_LOW_ATTENUATION_PCT,
                 # no lobe map (lobar totals empty, as a run of the classical segmenter), whole lungs in view
                 "apex_covered": True, "base_covered": True, "qc_flags": "", "n_slices": SIM_SLICES,
                 "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": ""})

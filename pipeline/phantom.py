@@ -800,9 +800,12 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
     vols = volumes_ml(ph)
     lesion_ml = float(((ph.lungs > 0) & (ph.lesions > 0)).sum()) * ph.voxel_ml
     po = _pct(lesion_ml, float((ph.lungs > 0).sum()) * ph.voxel_ml)
-    # well-aerated lung: the truth lungs' voxels in [-950, -700) HU (ctscore's default hu_classes.well_aerated)
+    # well-aerated lung: the truth lungs' voxels in ctscore's default hu_classes.well_aerated, [-950, -700) HU
+    from scoring.quantify import WELL_AERATED_HU
+
     lung_hu = ph.hu[ph.lungs > 0]
-    wal = _pct(float(np.count_nonzero((lung_hu >= -950) & (lung_hu < -700))), float(lung_hu.size))
+    low, high = WELL_AERATED_HU
+    wal = _pct(float(np.count_nonzero((lung_hu >= low) & (lung_hu < high))), float(lung_hu.size))
     robust = {}
     for shift in (-2.5, 2.5):
         alt = score_truth(ph.lungs, ph.lesions, ph.z_mm, ph.landmarks_z_mm, ph.voxel_ml, shift)

@@ -140,6 +140,10 @@ def test_well_aerated_band_is_checked_at_load():
             load_config((), overrides=[f"hu_classes.well_aerated={bad}"])
     assert load_config((), overrides=["hu_classes.well_aerated=[-950, -750]"])["hu_classes"]["well_aerated"] == [
         -950, -750]
+    # the module default (partial configurations, the sample's ground truth) is the configuration's
+    from scoring.quantify import WELL_AERATED_HU
+
+    assert load_config()["hu_classes"]["well_aerated"] == list(WELL_AERATED_HU)
 
 
 def test_per_zone_columns_hand_computed():

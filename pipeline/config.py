@@ -273,6 +273,12 @@ def validate(cfg: dict[str, Any]) -> None:
     if wal is not None and not -1024 <= wal[0] < wal[1] <= 3071:  # CT numbers run -1024..3071 (12-bit)
         raise ConfigError(f"hu_classes.well_aerated must be [low, high) with -1024 <= low < high <= 3071 HU, got "
                           f"{wal}")
+    edges = bands.get("aeration_edges")
+    if edges is not None and not (len(edges) == 4 and -1024 <= edges[0] and edges[-1] <= 3071
+                                  and all(a < b for a, b in zip(edges, edges[1:]))):
+        raise ConfigError("hu_classes.aeration_edges must be four HU edges in rising order within -1024..3071 (the "
+                          "ends of hyperinflated, normally, poorly and non-aerated lung; default [-900, -500, -100, "
+                          f"100]), got {edges}")
     top = bands.get("lesion_max_hu")
     if top is not None and top <= bands["consolidation"][0]:
         raise ConfigError(f"hu_classes.lesion_max_hu ({top:g}) must lie above the lower bound of "

@@ -74,6 +74,13 @@ def _volume(what: str, where: str) -> str:
     return f"Volume of {what} inside {where} (voxel count x voxel volume on the original CT grid, rounded to 0.01 mL)."
 
 
+#: The aeration compartments' stems, in words, and their bands at the default hu_classes.aeration_edges.
+_AERATION = (("hyperinflated", "hyperinflated", "below -900 HU"),
+             ("normally_aerated", "normally aerated", "from -900 to under -500 HU"),
+             ("poorly_aerated", "poorly aerated", "from -500 to under -100 HU"),
+             ("non_aerated", "non-aerated", "from -100 to +100 HU"))
+
+
 # column: (type, unit, allowed, missing, description), in the tables' column order
 _SCANS: dict[str, tuple[str, str, str, str, str]] = {
     "scan_id": (
@@ -217,6 +224,26 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "%LAA-950: lung voxels below -950 HU, % of lung volume, both lungs, on the original CT grid (emphysema, "
         "bullae, air trapping; noise raises it). The QC flag LOW_ATTENUATION fires from 10 % (result.json's "
         "hu_check laa950_pct, the same count to 2 decimals)."),
+    **{f"{name}_volume_ml": (
+        "number", "mL", _ML, _FAILED,
+        _volume(f"{what} lung (lung voxels {band} by default, hu_classes.aeration_edges; lesion or not: no lesion mask is read; "
+                "Gattinoni et al., N Engl J Med 2006)", "both lungs")) for name, what, band in _AERATION},
+    **{f"{name}_tissue_g": (
+        "number", "g", _ML, _FAILED,
+        f"Tissue mass of {what} lung (lung voxels {band} by default), both lungs: the sum over its voxels of (1 + HU/1000) x "
+        "voxel volume, HU held at -1000 from below (air -1000 HU, tissue 0 HU and 1 g/mL; Gattinoni et al., Am J "
+        "Respir Crit Care Med 2001), on the original CT grid, rounded to 0.01 g.") for name, what, band in _AERATION},
+    "lung_tissue_g": (
+        "number", "g", ">= 0 (adult lungs about 600-1000 g; more with oedema, consolidation or a lung mask "
+        "taking in other tissue)", _FAILED,
+        "Lung tissue mass (lung weight), both lungs: the four compartments' tissue_g summed, i.e. lung voxels up to "
+        "the last of hu_classes.aeration_edges (default +100 HU; above it contrast-filled vessels and calcification "
+        "count in no compartment)."),
+    "lung_gas_ml": (
+        "number", "mL", _ML, _FAILED,
+        "Gas volume of both lungs: the sum over the lung voxels up to the last of hu_classes.aeration_edges of "
+        "-HU/1000 x voxel volume (HU held to -1000..0: a voxel at -1000 HU is all gas, one at 0 HU or above none), "
+        "on the original CT grid, rounded to 0.01 mL. Inspiration depth moves it most."),
     "apex_covered": (
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's top slice (that slice holds at least 5 mm2 of it): the lung "

@@ -39,6 +39,8 @@ CITE_ZHANG = "Zhang et al., Respiratory Research 2020;21:180"
 CITE_CHUNG = "Chung et al., Radiology 2020;295:202-207"
 CITE_PAN = "Pan et al., Radiology 2020;295:715-721"
 CITE_COLOMBI = "Colombi et al., Radiology 2020;296:E86-E96"
+CITE_GATTINONI = ("Gattinoni et al., N Engl J Med 2006;354:1775-1786; Gattinoni et al., Am J Respir Crit Care Med "
+                  "2001;164:1701-1711")
 CITE_MOSMED = "Morozov et al., MosMedData, medRxiv 2020, doi:10.1101/2020.05.20.20100362"
 
 ZHANG_LEVELS = "suprasternal notch, aortic arch, carina, bronchus intermedius and diaphragm dome"
@@ -597,6 +599,14 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
             s.append(f"Well-aerated lung was measured as the lung voxels from {_g(wal[0])} to under {_g(wal[1])} HU, "
                      f"lesion or not, in mL and as a percentage of the lung volume (after {CITE_COLOMBI}), and "
                      "low-attenuation lung as the percentage below -950 HU (%LAA-950).")
+        edges = _get(cfg, "hu_classes.aeration_edges")
+        if isinstance(edges, (list, tuple)) and len(edges) == 4 and all(_num(e) is not None for e in edges):
+            e1, e2, e3, e4 = (_g(_num(e)) for e in edges)
+            s.append(f"The lung was divided by attenuation into hyperinflated (below {e1} HU), normally aerated ({e1} "
+                     f"to under {e2} HU), poorly aerated ({e2} to under {e3} HU) and non-aerated ({e3} to {e4} HU) "
+                     "compartments, lesion or not; the tissue mass of each voxel up to "
+                     f"{e4} HU was taken as (1 + HU/1000) x its volume, assuming air at -1000 HU and tissue of water "
+                     f"density, and its gas volume as -HU/1000 x its volume ({CITE_GATTINONI}).")
         if segmenters and all(n == "classical" for n in segmenters):
             s.append(f"The classical segmenter looks for lesions between {_g(faint[0])} and {_g(cons[1])} HU.")
     else:

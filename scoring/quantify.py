@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ WELL_AERATED_HU = (-950.0, -700.0)
 #: Low-attenuation lung (``percent_low_attenuation``, %LAA-950: emphysema, bullae, air trapping), below this HU; the
 #: QC flag LOW_ATTENUATION reads the same count (pipeline.hu_checks.LAA_HU).
 LOW_ATTENUATION_HU = -950.0
+#: Aeration compartments (``hyperinflated_*``, ``normally_aerated_*``, ``poorly_aerated_*``, ``non_aerated_*``,
+#: ``lung_tissue_g``, ``lung_gas_ml``), when the configuration does not set ``hu_classes.aeration_edges``: the edges
+#: between hyperinflated and normally aerated, normally and poorly aerated, poorly and non-aerated lung, and the
+#: non-aerated compartment's upper end (included), in HU: -1000/-900/-500/-100/+100 as Gattinoni et al. (N Engl J Med
+#: 2006;354:1775) and the ARDS CT literature after them. Lung voxels above the last edge (contrast-filled vessels,
+#: calcification) are in no compartment, and count in neither tissue nor gas.
+AERATION_EDGES_HU = (-900.0, -500.0, -100.0, 100.0)
+#: The compartments in HU order, the scans.csv column stems (``<name>_volume_ml``, ``<name>_tissue_g``).
+AERATION_COMPARTMENTS = ("hyperinflated", "normally_aerated", "poorly_aerated", "non_aerated")
 AERATED_MIN_SHARE = 0.10
 # A unit the scan cannot see: every score empty, never 0.
 MISSING_UNIT = {"involvement_pct": math.nan, "extent_score": math.nan, "density_grade": math.nan,
@@ -192,7 +201,8 @@ def score_scan(
     flags: list[str] = []
     classes = _lesion_classes_in_lung(lungs, classes)
     row = _scan_measures(hu, lungs, classes, voxel_ml, pho_min, sc["min_involvement_ml"],
-                         cfg["hu_classes"].get("well_aerated", WELL_AERATED_HU))
+                         cfg["hu_classes"].get("well_aerated", WELL_AERATED_HU),
+                         cfg["hu_classes"].get("aeration_edges", AERATION_EDGES_HU))
     cut = _coverage(lungs, z_mm, voxel_ml, landmarks, row, flags)
     absent_sides = _absent_sides(hu, lungs, voxel_ml, cfg, row, flags)
     zone_rows, six_total, zh_total = _zone_scores(hu, lungs, classes, z_mm, z_mm if z_voxel is None else z_voxel,
@@ -249,12 +259,14 @@ def _lesion_classes_in_lung(lungs: np.ndarray, classes: np.ndarray) -> np.ndarra
 
 
 def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel_ml: float, pho_min: float,
-                   min_ml: float, well_aerated: tuple[float, float] | list[float] = WELL_AERATED_HU) -> dict[str, Any]:
+                   min_ml: float, well_aerated: tuple[float, float] | list[float] = WELL_AERATED_HU,
+                   aeration_edges: Sequence[float] = AERATION_EDGES_HU) -> dict[str, Any]:
     """The scan row's volumes, percentages, mean HU, well-aerated lung and MosMed category, whole scan and per lung.
 
     Well-aerated lung (``well_aerated_volume_ml``, ``percent_well_aerated``): the lung voxels whose HU lies in
     ``well_aerated`` ([low, high), ``hu_classes.well_aerated``), lesion or not: a measure of the lung mask and the
-    CT numbers alone, which no lesion segmentation or class band moves.
+    CT numbers alone, which no lesion segmentation or class band moves. So are the aeration compartments, lung tissue
+    and gas (:func:`aeration_measures`).
 
     Everything is read from the lung voxels, selected once (``classes`` is 0 outside the lung:
     :func:`_lesion_classes_in_lung`): full-volume masks per side and class made this the run's memory peak on a
@@ -303,6 +315,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     # below the well-aerated band: emphysema lowers percent_well_aerated as opacities do, and this tells them apart
     row["percent_low_attenuation"] = round(percent(float(np.count_nonzero(hu_l < LOW_ATTENUATION_HU)) * voxel_ml,
                                                    lung_ml), 3)
+    row.update(aeration_measures(hu_l, voxel_ml, aeration_edges))
     # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
     # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
     involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
@@ -312,6 +325,36 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     for name in SIDES.values():
         row.update(per_lung[name])
     return row
+
+
+def aeration_measures(hu_lung: np.ndarray, voxel_ml: float,
+                      edges: Sequence[float] = AERATION_EDGES_HU) -> dict[str, float]:
+    """The aeration compartments of the lung voxels ``hu_lung`` (HU, any shape), with lung tissue and gas.
+
+    ``edges`` (``hu_classes.aeration_edges``): e1 < e2 < e3 < e4 HU. Hyperinflated lung is below e1 (air under
+    -1000 HU included), normally aerated [e1, e2), poorly aerated [e2, e3), non-aerated [e3, e4], e4 included
+    (Gattinoni et al. 2006: -1000 to -901, -900 to -501, -500 to -101, -100 to +100 on whole HU). Per compartment:
+    ``<name>_volume_ml`` (voxel count x voxel volume) and ``<name>_tissue_g``, its tissue mass. A voxel of CT number
+    h (held at -1000 from below: noise under -1000 is air, not negative tissue) is a mix of air (-1000 HU) and tissue
+    of water density (0 HU, 1 g/mL), so it holds (1 + h/1000) x its volume of tissue in grams and -h/1000 x its
+    volume of gas (none above 0 HU), as Gattinoni et al. (Am J Respir Crit Care Med 2001;164:1701) weigh the lung
+    from CT. ``lung_tissue_g`` and ``lung_gas_ml`` are the sums over the four compartments: voxels above e4 (vessels
+    filled with contrast, calcification) are in none. Volumes and masses rounded to 0.01."""
+    e1, e2, e3, e4 = (float(v) for v in edges)
+    out: dict[str, float] = {}
+    tissue_total = 0.0
+    for name, lo, hi in zip(AERATION_COMPARTMENTS, (-math.inf, e1, e2, e3), (e1, e2, e3, e4)):
+        sel = (hu_lung >= lo) & ((hu_lung <= hi) if hi == e4 else (hu_lung < hi))
+        h = np.maximum(hu_lung[sel], -1000.0)
+        n = int(h.size)
+        tissue = (n + float(h.sum(dtype=np.float64)) / 1000.0) * voxel_ml
+        tissue_total += tissue
+        out[f"{name}_volume_ml"] = round(float(n) * voxel_ml, 2)
+        out[f"{name}_tissue_g"] = round(tissue, 2)
+    air = np.clip(hu_lung[hu_lung <= e4], -1000.0, 0.0)
+    out["lung_tissue_g"] = round(tissue_total, 2)
+    out["lung_gas_ml"] = round(-float(air.sum(dtype=np.float64)) / 1000.0 * voxel_ml, 2)
+    return out
 
 
 def _coverage(lungs: np.ndarray, z_mm: np.ndarray, voxel_ml: float, landmarks: Mapping[str, Landmark],

@@ -146,6 +146,64 @@ def test_well_aerated_band_is_checked_at_load():
     assert load_config()["hu_classes"]["well_aerated"] == list(WELL_AERATED_HU)
 
 
+def test_aeration_compartments_tissue_and_gas_hand_computed():
+    """Gattinoni's compartments (hu_classes.aeration_edges, default -900/-500/-100/+100), each voxel weighing
+    (1 + HU/1000) g/mL and holding -HU/1000 of gas: every lung voxel, lesion or not."""
+    hu, lungs, classes = case()
+    row, _, _ = score(hu, lungs, classes)
+    # right: 1718 at -850 and 20 at -650 (normally aerated), 40 at -400 and 10 at -250 (poorly), 10 at 0 and 2 at
+    # 40 (non-aerated); left: 1790 at -800 and 7 at -650 (normally), 3 at 50 (non-aerated); 0.1 mL a voxel
+    assert row["hyperinflated_volume_ml"] == 0.0 and row["hyperinflated_tissue_g"] == 0.0
+    assert row["normally_aerated_volume_ml"] == 353.5
+    assert row["poorly_aerated_volume_ml"] == 5.0
+    assert row["non_aerated_volume_ml"] == 1.5
+    assert row["normally_aerated_tissue_g"] == pytest.approx(0.1 * (1718 * 0.15 + 20 * 0.35 + 1790 * 0.2 + 7 * 0.35),
+                                                             abs=0.006)
+    assert row["poorly_aerated_tissue_g"] == pytest.approx(0.1 * (40 * 0.6 + 10 * 0.75), abs=0.006)
+    assert row["non_aerated_tissue_g"] == pytest.approx(0.1 * (10 * 1.0 + 2 * 1.04 + 3 * 1.05), abs=0.006)
+    assert row["lung_tissue_g"] == pytest.approx(67.188, abs=0.006)
+    assert row["lung_gas_ml"] == pytest.approx(0.1 * (1718 * 0.85 + 20 * 0.65 + 40 * 0.4 + 10 * 0.25
+                                                      + 1790 * 0.8 + 7 * 0.65), abs=0.006)
+    # tissue agrees with the mean lung HU (both lungs): lung x (1 + mean/1000), but for the voxels above 0 HU
+    assert row["lung_tissue_g"] == pytest.approx(360 * (1 + row["mean_lung_hu"] / 1000), abs=0.05)
+    # no lesion mask is read
+    row0, _, _ = score(hu, lungs, np.zeros_like(classes))
+    assert all(row0[c] == row[c] for c in row if c.endswith(("_aerated_volume_ml", "_tissue_g")) or c == "lung_gas_ml")
+    # edges: -900 normally aerated, just under it hyperinflated; -100 and +100 non-aerated, just above +100 in no
+    # compartment (in neither tissue nor gas); air below -1000 hyperinflated, weighing nothing
+    hu2 = hu.copy()
+    hu2[10, 0, 0:6] = (-900.0, -900.5, -100.0, 100.0, 100.5, -1024.0)  # six right-lung voxels at -850 before
+    row2, _, _ = score(hu2, lungs, classes)
+    assert row2["hyperinflated_volume_ml"] == pytest.approx(0.2) and row2["hyperinflated_tissue_g"] == pytest.approx(
+        0.1 * 0.0995, abs=0.006)
+    assert row2["normally_aerated_volume_ml"] == pytest.approx(353.5 - 0.5)
+    assert row2["non_aerated_volume_ml"] == pytest.approx(1.5 + 0.2)
+    assert sum(row2[f"{c}_volume_ml"] for c in ("hyperinflated", "normally_aerated", "poorly_aerated",
+                                                "non_aerated")) == pytest.approx(360 - 0.1)
+    assert row2["lung_gas_ml"] == pytest.approx(row["lung_gas_ml"] + 0.1 * (0.9 + 0.9005 + 0.1 + 1.0 - 6 * 0.85),
+                                                abs=0.01)
+    # the edges are configuration: the left lung's -800 HU background becomes poorly aerated under [-900, -810, ...]
+    c = cfg()
+    c["hu_classes"]["aeration_edges"] = [-900, -810, -100, 100]
+    row3, _, _ = score_scan(hu, lungs, classes, Z, VML, lms(**LEVELS), c)[:3]
+    assert row3["poorly_aerated_volume_ml"] == pytest.approx(5.0 + 0.1 * (1790 + 7 + 20))
+    assert row3["lung_tissue_g"] == row["lung_tissue_g"]  # the weight does not depend on the edges between
+    # a lung not found: the volumes and masses stay the found lung's (as lung_volume_ml_<side>)
+    row4, _, _ = score(*case(left=False))
+    assert row4["normally_aerated_volume_ml"] == pytest.approx(0.1 * 1738)
+
+
+def test_aeration_edges_are_checked_at_load():
+    from pipeline.config import ConfigError, load_config
+    for bad in ("[-500, -900, -100, 100]", "[-2000, -500, -100, 100]", "[-900, -500, -500, 100]",
+                "[-900, -500, -100]"):
+        with pytest.raises(ConfigError, match="hu_classes.aeration_edges"):
+            load_config((), overrides=[f"hu_classes.aeration_edges={bad}"])
+    from scoring.quantify import AERATION_EDGES_HU
+
+    assert load_config()["hu_classes"]["aeration_edges"] == list(AERATION_EDGES_HU)
+
+
 def test_per_zone_columns_hand_computed():
     _, z, _ = score(*case())
     up, mid, low = (z[("six_zone", "right", u)] for u in ("upper", "middle", "lower"))

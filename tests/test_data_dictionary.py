@@ -22,7 +22,7 @@ from pipeline.outputs import FAILURE_COLUMNS, LANDMARK_COLUMNS, SCAN_COLUMNS, ZO
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"scans": SCAN_COLUMNS, "zones": ZONE_COLUMNS, "failures": FAILURE_COLUMNS, "landmarks": LANDMARK_COLUMNS}
 TYPES = {"text", "integer", "number", "boolean"}
-UNITS = {"", "mL", "%", "HU", "mm", "score points"}
+UNITS = {"", "mL", "g", "%", "HU", "mm", "score points"}  # g: tissue mass (lung_tissue_g)
 CATEGORICAL = {"scans": ("status", "mosmed_category"), "zones": ("system", "lung", "unit", "status")}
 
 

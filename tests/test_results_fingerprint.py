@@ -25,7 +25,8 @@ EXACT_SCAN_COLUMNS = ["status", "six_zone_total", "zhang900_total", "mosmed_cate
                       "lobar25_total", "lobar_note", "qc_flags", "apex_covered", "base_covered"]
 EXACT_ZONE_COLUMNS = ["system", "lung", "unit", "status", "extent_score", "density_grade", "unit_score"]
 VOLUMES = ["lung_volume_ml_right", "lung_volume_ml_left", "lesion_volume_ml", "ggo_volume_ml",
-           "consolidation_volume_ml", "faint_ggo_volume_ml", "well_aerated_volume_ml"]
+           "consolidation_volume_ml", "faint_ggo_volume_ml", "well_aerated_volume_ml", "non_aerated_volume_ml",
+           "lung_tissue_g", "lung_gas_ml"]
 
 #: (version, scores_config_sha256) -> the sample's exact results (sha256, 16 hex digits) and volumes in mL
 RECORDED = {
@@ -74,6 +75,14 @@ RECORDED = {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
         "well_aerated_volume_ml": 4031.28}},
+    # 0.12.0: aeration compartments, lung tissue and gas (new scans.csv columns; hu_classes.aeration_edges in the
+    # default configuration, so the scores hash 11b1882bb0e7 -> a938cd392514); scores, flags and the other volumes
+    # as before ("volumes_ml" holds the tissue mass in g too)
+    ("0.12.0", "a938cd392514"): {"exact": "5f589bad3065d793", "volumes_ml": {
+        "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
+        "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
+        "lung_gas_ml": 3620.9}},
 }
 
 

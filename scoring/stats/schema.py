@@ -137,7 +137,9 @@ SCANS_NUMERIC = ("six_zone_total", "zhang900_total", "lobar20_total", "lobar25_t
                  "ggo_volume_ml", "faint_ggo_volume_ml", "consolidation_volume_ml", "percent_opacity",
                  "percent_high_opacity", "mean_lung_hu", "mean_lung_hu_right", "mean_lung_hu_left", "n_slices",
                  "slice_thickness_mm", "scan_above_lungs_mm", "scan_below_lungs_mm", "well_aerated_volume_ml",
-                 "percent_well_aerated", "percent_low_attenuation",
+                 "percent_well_aerated", "percent_low_attenuation", "lung_tissue_g", "lung_gas_ml",
+                 *(f"{c}_{unit}" for c in ("hyperinflated", "normally_aerated", "poorly_aerated", "non_aerated")
+                   for unit in ("volume_ml", "tissue_g")),
                  *(f"{m}_{side}" for m in ("ggo_volume_ml", "consolidation_volume_ml", "faint_ggo_volume_ml",
                                            "percent_opacity", "percent_high_opacity", "percent_well_aerated")
                    for side in ("right", "left")))

@@ -44,6 +44,9 @@ HU_NORMAL, HU_FAINT, HU_GGO, HU_CONSOLIDATION = -860.0, -650.0, -425.0, -100.0
 WELL_AERATED_SHARE = 0.87
 #: %LAA-950 of every simulated scan (no emphysema; real chests of ../shared/data 0.03-3.8 %)
 SIM_LOW_ATTENUATION_PCT = 0.5
+#: the share of lesion-free lung that is hyperinflated (below -900 HU, hu_classes.aeration_edges), at this mean HU;
+#: the rest of it is normally aerated (real chests of ../shared/data: see docs/scoring.md)
+HYPERINFLATED_SHARE, HU_HYPERINFLATED = 0.05, -930.0
 SIM_SLICES, SIM_SLICE_MM = 300, 1.0  # the scans.csv series description of a simulated scan
 LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
              "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
@@ -81,6 +84,26 @@ def _unit_columns(m: dict[str, float]) -> dict[str, float]:
     return {"status": "ok", "lung_ml": round(lung, 2), "lesion_ml": round(m["lesion"], 2),
             "ggo_ml": round(m["ggo"], 2), "consolidation_ml": round(m["cons"], 2), "faint_ggo_ml": round(m["faint"], 2),
             "percent_high_opacity": round(100 * m["high"] / lung, 3), "mean_lung_hu": round(m["hu_ml"] / lung, 1)}
+
+
+def _aeration_columns(m: dict[str, float]) -> dict[str, float]:
+    """The aeration compartments, lung tissue and gas of a scan whose class volumes are ``m`` (both lungs summed), as
+    ``scoring.quantify.aeration_measures`` writes them: lesion-free lung is hyperinflated (HYPERINFLATED_SHARE) or
+    normally aerated, faint ground glass normally aerated, ground glass poorly aerated, consolidation non-aerated;
+    tissue (1 + HU/1000) x mL at each class's mean HU, so that lung_tissue_g agrees with mean_lung_hu."""
+    healthy = m["lung"] - m["lesion"]
+    hyper = HYPERINFLATED_SHARE * healthy
+    tissue = {"hyperinflated": hyper * (1 + HU_HYPERINFLATED / 1000),
+              "normally_aerated": (healthy * (1 + HU_NORMAL / 1000) - hyper * (1 + HU_HYPERINFLATED / 1000)
+                                   + m["faint"] * (1 + HU_FAINT / 1000)),
+              "poorly_aerated": (m["ggo"] - m["faint"]) * (1 + HU_GGO / 1000),
+              "non_aerated": m["cons"] * (1 + HU_CONSOLIDATION / 1000)}
+    volume = {"hyperinflated": hyper, "normally_aerated": healthy - hyper + m["faint"],
+              "poorly_aerated": m["ggo"] - m["faint"], "non_aerated": m["cons"]}
+    total = sum(tissue.values())
+    return {**{f"{k}_volume_ml": round(v, 1) for k, v in volume.items()},
+            **{f"{k}_tissue_g": round(v, 1) for k, v in tissue.items()},
+            "lung_tissue_g": round(total, 1), "lung_gas_ml": round(m["lung"] - total, 1)}
 
 
 def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
@@ -200,6 +223,8 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                 "well_aerated_volume_ml": round(well_aerated, 1),
                 "percent_well_aerated": round(100 * well_aerated / lung_ml, 2),
                 "percent_low_attenuation": SIM_LOW_ATTENUATION_PCT,
+                **_aeration_columns({"lung": lung_ml, **{key: side["right"][key] + side["left"][key]
+                                                         for key in side["right"]}}),
                 # no lobe map (lobar totals empty, as a run of the classical segmenter), whole lungs in view
                 "apex_covered": True, "base_covered": True, "qc_flags": "", "n_slices": SIM_SLICES,
                 "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": ""})

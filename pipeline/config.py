@@ -326,8 +326,9 @@ def validate(cfg: dict[str, Any]) -> None:
     if not 0 < z["density_share"] <= 1:
         raise ConfigError("scoring.zhang900.density_share must be in (0, 1]")
     lob = cfg["scoring"]["lobar"]
-    if lob["lobe_labels"] not in ("totalsegmentator", "ctscore"):
-        raise ConfigError(f"scoring.lobar.lobe_labels must be 'totalsegmentator' or 'ctscore', got {lob['lobe_labels']!r}")
+    if lob["lobe_labels"] not in ("totalsegmentator", "ctscore", "lungmask"):
+        raise ConfigError("scoring.lobar.lobe_labels must be 'totalsegmentator', 'ctscore' or 'lungmask', got "
+                          f"{lob['lobe_labels']!r}")
     if lob["lobes_dir"] is not None and not Path(str(lob["lobes_dir"])).is_dir():
         raise ConfigError(f"scoring.lobar.lobes_dir: no such folder: {lob['lobes_dir']}", lob["lobes_dir"])
     masks = cfg["segmentation"].get("masks_dir")

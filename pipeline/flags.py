@@ -21,9 +21,13 @@ SCORING_FLAGS: dict[str, str] = {
     "LOBES_MISSING": "a lobe is cut off or absent from the lobe map: the lobar totals are empty",
     "LOBES_NOT_FOUND": "scoring.lobar.lobes_dir holds no lobe map for this series: no lobar scores",
     "LOBES_SIDES_SWAPPED": "the lobe map's right lobes lie on the left lung mask and its left lobes on the right one "
-                           "(a mirrored map, or lung sides swapped): no lobar scores",
+                           "(a mirrored map, lung sides swapped, or a map of another label convention, e.g. "
+                           "lungmask's read as ctscore: scoring.lobar.lobe_labels): no lobar scores",
     "LOBES_PARTIAL": "this percentage of the lung mask (or of one lung) lies in no lobe of its side (over 5 %: a "
                      "misaligned, cropped or shifted lobe map, or another scan's): no lobar scores",
+    "LOBE_MAP_FILLED": "this many mL of lesion lay in lung the lobe map left in no lobe (its border, or dense lung "
+                       "the lobe model left out) and were given the nearest lobe of their side in their slice "
+                       "(scored): review the lobes where it is large",
     "LOBES_UPPER_BELOW_LOWER": "a side's upper lobe lies lower than its lower lobe in the lobe map (upper and lower "
                                "labels swapped): no lobar scores",
     "LUNG_NOT_FOUND": "the segmentation found no lung on this side (a failure, a lung outside the field of view, "
@@ -107,7 +111,7 @@ FLAG_UNITS: dict[str, str] = {
     "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL", "MOTION_SUSPECT": "x the neighbouring slices",
     "DEPENDENT_DENSITY": "HU",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
-    "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees",
+    "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees", "LOBE_MAP_FILLED": "mL",
 }
 
 

@@ -655,7 +655,9 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
     if n_lobar:
         labels = _get(cfg, "scoring.lobar.lobe_labels")
         if _get(cfg, "scoring.lobar.lobes_dir"):
-            source = ("a lobe segmentation supplied by the authors (" + (f"labels {_md(labels)}; " if labels else "")
+            named = {"totalsegmentator": "TotalSegmentator labels", "ctscore": "ctscore labels",
+                     "lungmask": "lungmask LTRCLobes labels"}.get(labels, f"labels {labels}") if labels else ""
+            source = ("a lobe segmentation supplied by the authors (" + (f"{_md(named)}; " if named else "")
                       + "[name the software that made the lobe maps])")
         else:
             source = "a lobe segmentation from the segmenter"

@@ -473,12 +473,12 @@ def _read_user_lobes(path: str | Path, orig: sitk.Image,
                      cfg: dict[str, Any]) -> tuple[np.ndarray, Callable[[np.ndarray | None], None]]:
     """:func:`read_user_lobes` in two steps: the map (its errors raised now) and a function that logs the warning on
     label values the convention does not know, given the lung mask once there is one."""
-    from scoring.quantify import TOTALSEGMENTATOR_LOBES, foreign_lobe_labels, map_lobe_labels, read_label_map
+    from scoring.quantify import LOBE_LABEL_CONVENTIONS, foreign_lobe_labels, map_lobe_labels, read_label_map
 
     if Path(path).is_dir():  # TotalSegmentator's default output: one mask per lobe, named by the structure
         return _read_lobe_files(Path(path), orig), lambda lungs: None
     convention = cfg["scoring"]["lobar"].get("lobe_labels", "totalsegmentator")
-    label_map = TOTALSEGMENTATOR_LOBES if convention == "totalsegmentator" else {i: i for i in range(1, 6)}
+    label_map = LOBE_LABEL_CONVENTIONS[convention]
     try:
         labels = read_label_map(str(path), reference=orig)
     except RuntimeError as exc:  # SimpleITK: unreadable file
@@ -486,6 +486,11 @@ def _read_user_lobes(path: str | Path, orig: sitk.Image,
                           path) from None
     except ValueError as exc:  # non-integer labels
         raise SeriesError("LOBES_UNREADABLE", str(exc), path) from None
+    held = {v.item() for v in np.unique(labels) if v != 0}
+    if held and held <= {1, 2} and convention != "ctscore":  # two labels under a five-lobe convention: lungs
+        raise SeriesError("LOBES_EMPTY", f"lobe map {path} holds only the labels {', '.join(map(str, sorted(held)))}: "
+                          "a lung mask (lungmask's default R231 model writes 1 right lung, 2 left lung), not lobes; "
+                          "make lobes with `lungmask CT OUT --modelname LTRCLobes_R231`", path)
     lobes = map_lobe_labels(labels, label_map)
     if lobes.any() and np.count_nonzero(labels) == np.count_nonzero(lobes):  # every labelled voxel is a lobe:
         return lobes, lambda lungs: None  # nothing to warn of, and the map's array is not kept while segmenting
@@ -502,6 +507,9 @@ def _read_user_lobes(path: str | Path, orig: sitk.Image,
     if not lobes.any():  # read before segmentation: no lung mask yet; the map's own values say what it holds
         values = [v.item() for v in np.unique(labels) if v != 0][:12]
         holds = f"its labels: {', '.join(f'{v:g}' for v in values)}" if values else "it is all 0"
+        if values and set(values) <= {1, 2, 3, 4, 5}:
+            holds += ("; labels 1-5 are the ctscore (1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL) or lungmask LTRCLobes (1 LUL, "
+                      "2 LLL, 3 RUL, 4 RML, 5 RLL) convention: set scoring.lobar.lobe_labels")
         raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT ({holds}; "
                           "wrong label convention, or a map of another series)", path)
     return lobes, warn_foreign

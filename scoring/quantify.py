@@ -571,6 +571,12 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
                              z_mm=z_arr)
     if refused:
         flags.append(refused)
+    else:
+        # lung the map leaves in no lobe (its border, dense lung a lobe model left out) takes the nearest lobe of its
+        # side: lesion there counted in no lobe and lowered the lobar scores without a word
+        lobes, filled_lesion = complete_lobe_map(lungs, lobes, lesion_all)
+        if filled_lesion and filled_lesion * voxel_ml >= min_ml:
+            flags.append(f"LOBE_MAP_FILLED:{filled_lesion * voxel_ml:.1f}")
     for code, lobe in LOBES.items():
         if refused:
             zone_rows.append({"system": "lobar", "lung": "right" if code <= 3 else "left", "unit": lobe,
@@ -692,8 +698,49 @@ def check_lobe_map(lungs: np.ndarray, lobes: np.ndarray, skip_sides: set[int] | 
     return None
 
 
+def complete_lobe_map(lungs: np.ndarray, lobes: np.ndarray, lesion: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, int]:
+    """The lobe map (our codes) with every lung voxel that lies in no lobe (0, or a label no lobe's) given the
+    nearest lobe of its own side in its own axial slice; (the completed map, how many ``lesion`` voxels were given a
+    lobe so). A voxel labelled a lobe of the other side is left as it is (:func:`check_lobe_map` counts those), and
+    so is lung in a slice where the map holds no lobe of its side (an apex or base beyond the map: the lobe is then
+    cut off or missing, as before).
+
+    A lobe map's border is its own model's (TotalSegmentator's, lungmask's): lung the scored lung mask holds beyond
+    it, subpleural lung where COVID-19 lesions lie, and dense consolidation a lobe model leaves out (lungmask's plain
+    LTRCLobes) were in no lobe, and their lesion counted in no lobe's involvement. Nearest in the slice (a 2-D
+    distance transform per slice, in-plane pixels square) rather than in 3-D keeps the cost to a slice's bounding
+    box; lobes meet at oblique fissures, so a filled voxel near one may take the neighbour lobe, as a reader would be
+    unsure there too."""
+    from scipy import ndimage as ndi
+
+    out = lobes.copy()
+    filled_lesion = 0
+    for side, codes in ((RIGHT_LUNG, (1, 2, 3)), (LEFT_LUNG, (4, 5))):
+        source = np.isin(lobes, codes)
+        target = (lungs == side) & ~source & ~np.isin(lobes, [c for c in LOBES if c not in codes])
+        for k in np.nonzero(target.any(axis=(1, 2)) & source.any(axis=(1, 2)))[0]:
+            t, src = target[k], source[k]
+            rows, cols = np.nonzero(t | src)
+            box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            idx = ndi.distance_transform_edt(~src[box], return_distances=False, return_indices=True)
+            tb = t[box]
+            out_k = out[k][box]
+            out_k[tb] = lobes[k][box][idx[0][tb], idx[1][tb]]
+            if lesion is not None:
+                filled_lesion += int(np.count_nonzero(tb & lesion[k][box]))
+    return out, filled_lesion
+
+
 #: TotalSegmentator lobe labels (``total`` task) -> our lobe codes (:data:`segmentation.base.LOBES`).
 TOTALSEGMENTATOR_LOBES: dict[int, int] = {12: 1, 13: 2, 14: 3, 10: 4, 11: 5}
+#: lungmask (github.com/JoHof/lungmask) ``--modelname LTRCLobes_R231`` / ``LTRCLobes`` labels -> our lobe codes:
+#: 1 LUL, 2 LLL, 3 RUL, 4 RML, 5 RLL (the DICOM-SEG segment list of MHub's lungmask model, models/lungmask/config/
+#: dseg.json; lungmask issue #25). Its default R231 model writes lungs, not lobes (1 right, 2 left): refused when read.
+LUNGMASK_LOBES: dict[int, int] = {3: 1, 4: 2, 5: 3, 1: 4, 2: 5}
+#: ``scoring.lobar.lobe_labels`` -> the label map it names.
+LOBE_LABEL_CONVENTIONS: dict[str, dict[int, int]] = {
+    "totalsegmentator": TOTALSEGMENTATOR_LOBES, "ctscore": {i: i for i in range(1, 6)}, "lungmask": LUNGMASK_LOBES}
 
 
 def _value_counts(a: np.ndarray) -> tuple[list, list]:

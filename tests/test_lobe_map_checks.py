@@ -208,3 +208,41 @@ def test_two_lobe_maps_for_one_series_are_named(tmp_path, caplog):
         assert find_user_lobes(cfg_, "1.2.3") == tmp_path / "1.2.3.nii"
     assert any("2 lobe maps for one series" in r.getMessage() and "1.2.3.nii is used" in r.getMessage()
                for r in caplog.records)
+
+
+def test_lung_in_no_lobe_takes_the_nearest_lobe_of_its_side():
+    """Lung the lobe map leaves in no lobe (its border, or dense consolidation a lobe model leaves out, as lungmask's
+    plain LTRCLobes does) under the 5 % of LOBES_PARTIAL: its lesion counted in no lobe, and the lobe's involvement
+    and the totals came out lower with no flag (an audit of lobe maps, 2026-12-07)."""
+    from scoring.quantify import complete_lobe_map
+
+    hu, lungs, classes = phantom()
+    classes[8:12, :, 6:9] = 3  # consolidation in the right lower lobe (columns 5..9), 120 voxels, 3.3 % of the lungs,
+    # centred in z (the lobes here are columns, LOBES_UPPER_BELOW_LOWER compares their heights)
+    hu[classes > 0] = -50.0
+    good = lobe_map(lungs.shape)
+    full = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=good)
+    hole = good.copy()
+    hole[classes > 0] = 0  # the dense lung in no lobe
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=hole)
+    assert "LOBE_MAP_FILLED:0.1" in flags and not [f for f in flags if f.startswith("LOBES_")]
+    assert lobar(zones)["right_lower"]["lesion_ml"] == lobar(full[1])["right_lower"]["lesion_ml"] == 0.12
+    assert row["lobar20_total"] == full[0]["lobar20_total"] and row["lobar25_total"] == full[0]["lobar25_total"]
+    assert "LOBE_MAP_FILLED" not in ";".join(full[2])  # a map that holds the whole lung needs no filling
+    # nearest in the slice, of the lung's own side: column 1 (between lobe 1 at column 0 and lobe 2 from column
+    # 4) takes lobe 1, column 3 lobe 2; a left-lung voxel labelled a right lobe stays so (check_lobe_map counts it);
+    # lung in a slice where the map holds no lobe of its side stays in none
+    m = good.copy()
+    m[5, :, 1:4] = 0
+    m[6, :, 12] = 3
+    m[18] = 0
+    m[18, :, 12] = 4  # left lobes only in slice 18
+    done, n_lesion = complete_lobe_map(lungs, m, classes > 0)
+    assert (done[5, :, 1] == 1).all() and (done[5, :, 3] == 2).all() and (done[6, :, 12] == 3).all()
+    assert (done[18, :, :10] == 0).all() and (done[18, :, 10:] == 4).all() and n_lesion == 0
+    assert (m[5, :, 1:4] == 0).all()  # the input map itself is not changed
+    # more than 5 % of the lung in no lobe is still refused, not filled
+    big = good.copy()
+    big[1:19, :, 8:10] = 0  # 10 % of the lungs
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=big)
+    assert "LOBES_PARTIAL:10.0" in flags and _refused(row, zones)

@@ -175,3 +175,40 @@ def test_an_unusable_lobe_map_fails_before_the_segmenter_runs(tmp_path):
         with pytest.raises(SeriesError) as exc:
             analyse_volume(image, cfg, Segmenter(), lobes_path=path)
         assert exc.value.code == code
+
+
+def test_a_lungmask_lobe_map_is_read_in_its_own_convention(sample_run, tmp_path):
+    """lungmask's LTRCLobes(_R231) labels (1 LUL, 2 LLL, 3 RUL, 4 RML, 5 RLL) land on the right lobes with
+    scoring.lobar.lobe_labels=lungmask; its default R231 model's two-lung map (1 right, 2 left) is refused as what
+    it is."""
+    from pipeline.config import load_config
+    from pipeline.errors import SeriesError
+    from pipeline.run import read_user_lobes
+
+    lungs_path = _scan_dir(sample_run) / "lungs.nii.gz"
+    ref = sitk.ReadImage(str(lungs_path))
+    ours = sitk.GetArrayFromImage(_lobe_map(lungs_path, totalseg=False))  # ctscore codes 1 RUL .. 5 LLL
+    to_lungmask = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2}
+    lm = np.zeros_like(ours)
+    for code, value in to_lungmask.items():
+        lm[ours == code] = value
+    img = sitk.GetImageFromArray(lm)
+    img.CopyInformation(ref)
+    path = tmp_path / "lm.nii.gz"
+    sitk.WriteImage(img, str(path))
+    cfg = load_config((), overrides=["scoring.lobar.lobe_labels=lungmask"])
+    got = read_user_lobes(path, ref, cfg)
+    assert got.shape == ours.shape and (got == ours).all() and set(np.unique(got)) == {0, 1, 2, 3, 4, 5}
+    # lungmask's default model: lungs, not lobes
+    r231 = sitk.GetImageFromArray(sitk.GetArrayFromImage(ref).astype(np.uint8))
+    r231.CopyInformation(ref)
+    sitk.WriteImage(r231, str(path))
+    for convention in ("lungmask", "totalsegmentator"):
+        c = load_config((), overrides=[f"scoring.lobar.lobe_labels={convention}"])
+        with pytest.raises(SeriesError, match="R231") as e:
+            read_user_lobes(path, ref, c)
+        assert e.value.code == "LOBES_EMPTY"
+    # the convention is checked when the configuration loads
+    from pipeline.config import ConfigError
+    with pytest.raises(ConfigError, match="'totalsegmentator', 'ctscore' or 'lungmask'"):
+        load_config((), overrides=["scoring.lobar.lobe_labels=LTRCLobes"])

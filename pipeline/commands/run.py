@@ -39,7 +39,7 @@ def register(sub) -> None:
                         "'ctscore train' (same as --segmenter PATH)")
     p.add_argument("--lobes", metavar="DIR",
                    help="your lobe label maps, <SeriesInstanceUID>.nii.gz per series (TotalSegmentator labels "
-                        "unless scoring.lobar.lobe_labels=ctscore), or TotalSegmentator's folder of one mask per "
+                        "unless scoring.lobar.lobe_labels=ctscore or lungmask), or TotalSegmentator's folder of one mask per "
                         "lobe as <SeriesInstanceUID>/: lobar scores (scoring.lobar.lobes_dir)")
     p.add_argument("--masks", metavar="DIR",
                    help="your edited masks, used instead of the segmenter's: DIR/<scan_id or SeriesInstanceUID>/"

@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 
 LEVELS = ("carina", "ipv", "suprasternal_notch", "dome_right", "dome_left")
 OUTPUTS = ("six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
-           "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated")
+           "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated", "lung_tissue_g",
+           "non_aerated_volume_ml")
 
 
 def perturbations(quick: bool) -> list[tuple[str, dict]]:

@@ -36,7 +36,8 @@ def test_the_spread_is_printed_per_output(capsys):
     rows = {line.split()[0]: line.split() for line in out[2:end]}
     assert len(out) - end - 1 == 7 and "carina" in out[end + 1]  # the levels of each run: they move too
     assert set(rows) == {"six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
-                         "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated"}
+                         "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated", "lung_tissue_g",
+                         "non_aerated_volume_ml"}
     assert rows["six_zone_total"][1] == "6"  # the sample's six-zone as scanned
     assert float(rows["lung_volume_ml"][-1]) >= 0  # a repeatability coefficient
     # The sample's carina stays found in every run: its main bronchi open widely into the trachea (phantom version

@@ -605,8 +605,8 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
             s.append(f"The lung was divided by attenuation into hyperinflated (below {e1} HU), normally aerated ({e1} "
                      f"to under {e2} HU), poorly aerated ({e2} to under {e3} HU) and non-aerated ({e3} to {e4} HU) "
                      "compartments, lesion or not; the tissue mass of each voxel up to "
-                     f"{e4} HU was taken as (1 + HU/1000) x its volume, assuming air at -1000 HU and tissue of water "
-                     f"density, and its gas volume as -HU/1000 x its volume ({CITE_GATTINONI}).")
+                     f"{e4} HU was taken as (1 + HU/1000) \u00d7 its volume, assuming air at -1000 HU and tissue of water "
+                     f"density, and its gas volume as -HU/1000 \u00d7 its volume ({CITE_GATTINONI}).")
         if segmenters and all(n == "classical" for n in segmenters):
             s.append(f"The classical segmenter looks for lesions between {_g(faint[0])} and {_g(cons[1])} HU.")
     else:

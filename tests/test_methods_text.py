@@ -26,7 +26,8 @@ def banded_run(tmp_path_factory, sample_truth) -> Path:
     assert main(["run", str(SAMPLE), "-o", str(out), "--segmenter", "classical", "-q",
                  "--set", "hu_classes.faint_ggo=[-750,-500]", "--set", "hu_classes.ggo=[-500,-300]",
                  "--set", "hu_classes.lesion_max_hu=200", "--set", "hu_classes.high_opacity_min_hu=-250",
-                 "--set", "scoring.zhang900.mode=zone", "--set", "scoring.min_involvement_ml=2"]) == 0
+                 "--set", "scoring.zhang900.mode=zone", "--set", "scoring.min_involvement_ml=2",
+                 "--set", "hu_classes.aeration_edges=[-910,-510,-110,110]"]) == 0
     return out
 
 
@@ -60,6 +61,8 @@ def test_text_states_what_the_run_did(sample_run):
                  "Zhang et al., Respiratory Research 2020;21:180"):
         assert cite in text
     assert "MosMedData category" in text
+    assert ("hyperinflated (below -900 HU), normally aerated (-900 to under -500 HU), poorly aerated (-500 to under "
+            "-100 HU) and non-aerated (-100 to 100 HU) compartments" in text and "Gattinoni et al., N Engl J Med" in text)
     assert "Lobar scores were not computed (no lobe segmentation was available)" in text and "Chung" not in text
     # the counts
     for line in ("- Scans scored: 1\n", "- Scans that could not be scored: 0\n", "- Patients: 1\n",
@@ -80,6 +83,7 @@ def test_text_shows_the_runs_bands_not_the_defaults(banded_run):
     assert "-550" not in text and "150 HU" not in text and "-200 HU" not in text
     assert "in five zones per lung bounded by the midpoints" in text and "slabs" not in text
     assert "reached 2 mL" in text
+    assert "hyperinflated (below -910 HU)" in text and "non-aerated (-110 to 110 HU)" in text and "-900 HU" not in text
 
 
 def test_cli_and_api_give_the_same_text(sample_run, tmp_path, capsys):

@@ -281,6 +281,13 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
     "kernel": (
         "text", "", "free text", "series failed; or the header has no ConvolutionKernel",
         "The header's ConvolutionKernel (reconstruction kernel) as written; several values joined by a backslash."),
+    "patient_position": (
+        "text", "", "HFS | HFP | FFS | FFP | HFDR | HFDL | FFDR | FFDL, or as written",
+        "series failed; or the header has no PatientPosition (a NIfTI input has none)",
+        "The header's PatientPosition: head or feet first, supine (S), prone (P) or decubitus right/left (DR/DL). "
+        "Which lung is dependent follows from it: the back in a supine scan, the front in a prone one (ICU studies "
+        "of COVID-19 ARDS scan prone patients). ctscore scores every position alike (its zones run head to feet); "
+        "a prone scan whose header says supine is flagged ORIENTATION_SUSPECT."),
     "lobar_note": (
         "text", "",
         "empty when the lobar totals are scored; else one of: 'no lobe map: the segmenter makes none (give your own "

@@ -49,7 +49,7 @@ SCAN_COLUMNS = [
     "hyperinflated_tissue_g", "normally_aerated_tissue_g", "poorly_aerated_tissue_g", "non_aerated_tissue_g",
     "lung_tissue_g", "lung_gas_ml",
     "apex_covered", "base_covered", "scan_above_lungs_mm", "scan_below_lungs_mm", "qc_flags", "n_slices",
-    "slice_thickness_mm", "manufacturer", "kernel", "lobar_note", "six_zone_near_edge", "zhang900_near_edge",
+    "slice_thickness_mm", "manufacturer", "kernel", "patient_position", "lobar_note", "six_zone_near_edge", "zhang900_near_edge",
     *("ctscore_version", "model_id", "scores_config_sha256", "device", "pseudonym_salt_id"),
 ]
 #: The settings that made a scan's scores (``scores_config_sha256``: 12 hex digits of
@@ -229,13 +229,14 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
-         "qc_flags", "manufacturer", "kernel", "lobar_note", "system", "lung", "unit", "code", "message", "path",
+         "qc_flags", "manufacturer", "kernel", "patient_position", "lobar_note", "system", "lung", "unit", "code", "message", "path",
          "near_edge", "landmark", "method", "confidence", "ctscore_method", "ctscore_confidence", "note"}
 _BOOL = {"apex_covered", "base_covered"}
 #: text columns where an empty value is a missing one (null in the Parquet files and the API's frames, like the
 #: numbers): two scans without a PatientID were one patient "" to ``groupby`` there, while the CSV read them as NA.
 #: (An empty ``qc_flags`` or ``lobar_note`` says "none": it stays "".)
-_EMPTY_IS_MISSING = {"patient_id", "study_date", "series_time", "series_uid", "manufacturer", "kernel"}
+_EMPTY_IS_MISSING = {"patient_id", "study_date", "series_time", "series_uid", "manufacturer", "kernel",
+                      "patient_position"}
 #: whole numbers (scores, grades, slice counts): nullable integers, so a failed scan's empty cell does not turn
 #: every score of the column into "7.0" in the CSV
 _INT = {"six_zone_total", "zhang900_total", "lobar20_total", "lobar25_total", "n_slices", "extent_score",

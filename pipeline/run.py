@@ -860,7 +860,7 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             "series_uid": header.get("series_uid", ""), "status": "ok", "segmenter": segmenter.name,
             **res["row"], "qc_flags": ";".join(flags), "n_slices": int(res["hu"].shape[0]),
             "slice_thickness_mm": header.get("slice_thickness"), "manufacturer": header.get("manufacturer", ""),
-            "kernel": header.get("kernel", ""),
+            "kernel": header.get("kernel", ""), "patient_position": header.get("patient_position", ""),
         }
         outs_cfg = cfg["outputs"]
         digest = image_digest(vol.image, outs_cfg["pseudonym_salt"] if outs_cfg["pseudonymize"] else None)

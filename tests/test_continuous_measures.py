@@ -325,3 +325,17 @@ def test_written_tables_hold_the_columns_with_their_types(run_tables):
         assert (u["mean_lung_hu"] * u["lung_ml"]).sum() / u["lung_ml"].sum() == pytest.approx(
             row[f"mean_lung_hu_{side}"], abs=0.06)
     assert zones[zones["status"] == "ok"][list(UNIT_COLS)].notna().all().all()
+
+
+def test_written_aeration_columns_add_up_and_the_patient_position_is_written(run_tables):
+    """The sample's aeration compartments cover its lungs (the phantom holds no lung voxel above +100 HU but a few),
+    its tissue agrees with its mean HU, and scans.csv says how the patient lay (the phantom's header: HFS)."""
+    row = pd.read_parquet(run_tables / "scans.parquet").iloc[0]
+    lung = row["lung_volume_ml_right"] + row["lung_volume_ml_left"]
+    parts = sum(row[f"{c}_volume_ml"] for c in ("hyperinflated", "normally_aerated", "poorly_aerated", "non_aerated"))
+    assert 0 <= lung - parts < 0.5
+    assert row["lung_tissue_g"] == pytest.approx(sum(row[f"{c}_tissue_g"] for c in (
+        "hyperinflated", "normally_aerated", "poorly_aerated", "non_aerated")), abs=0.03)
+    assert row["lung_tissue_g"] == pytest.approx(lung * (1 + row["mean_lung_hu"] / 1000), rel=0.002)
+    assert row["lung_gas_ml"] == pytest.approx(lung - row["lung_tissue_g"], rel=0.002)
+    assert row["patient_position"] == "HFS"

@@ -227,7 +227,8 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                                                          for key in side["right"]}}),
                 # no lobe map (lobar totals empty, as a run of the classical segmenter), whole lungs in view
                 "apex_covered": True, "base_covered": True, "qc_flags": "", "n_slices": SIM_SLICES,
-                "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": ""})
+                "slice_thickness_mm": SIM_SLICE_MM, "manufacturer": "simulated", "kernel": "",
+                "patient_position": "HFS"})
             # labs drawn on the scan day (15 % the day before), each value missing 8 % of the time
             lab_date = date - pd.Timedelta(days=1) if rng.random() < 0.15 else date
             il6_pulse = 1.3 * np.exp(-(((d - (t_peak[i] - 5)) / 4.0) ** 2))

@@ -23,7 +23,7 @@ SCORING_FLAGS: dict[str, str] = {
     "LOBES_SIDES_SWAPPED": "the lobe map's right lobes lie on the left lung mask and its left lobes on the right one "
                            "(a mirrored map, lung sides swapped, or a map of another label convention, e.g. "
                            "lungmask's read as ctscore: scoring.lobar.lobe_labels): no lobar scores",
-    "LOBES_PARTIAL": "this percentage of the lung mask (or of one lung) lies in no lobe of its side (over 5 %: a "
+    "LOBES_PARTIAL": "this percentage of a lung lies in no lobe of its side, or in a lobe of the other (over 5 %: a "
                      "misaligned, cropped or shifted lobe map, or another scan's): no lobar scores",
     "LOBE_MAP_FILLED": "this many mL of lesion lay in lung the lobe map left in no lobe (its border, or dense lung "
                        "the lobe model left out) and were given the nearest lobe of their side in their slice "

@@ -605,8 +605,9 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
             s.append(f"The lung was divided by attenuation into hyperinflated (below {e1} HU), normally aerated ({e1} "
                      f"to under {e2} HU), poorly aerated ({e2} to under {e3} HU) and non-aerated ({e3} to {e4} HU) "
                      "compartments, lesion or not; the tissue mass of each voxel up to "
-                     f"{e4} HU was taken as (1 + HU/1000) \u00d7 its volume, assuming air at -1000 HU and tissue of water "
-                     f"density, and its gas volume as -HU/1000 \u00d7 its volume ({CITE_GATTINONI}).")
+                     f"{e4} HU was taken as (1 + HU/1000) \u00d7 its volume, with HU held at -1000 from below, "
+                     "assuming air at -1000 HU and tissue of water density (1 g/mL), and its gas volume as -HU/1000 "
+                     f"\u00d7 its volume for voxels from -1000 to 0 HU (all gas below, none above; {CITE_GATTINONI}).")
         if segmenters and all(n == "classical" for n in segmenters):
             s.append(f"The classical segmenter looks for lesions between {_g(faint[0])} and {_g(cons[1])} HU.")
     else:
@@ -664,6 +665,11 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
         s.append(f"Lobar scores were computed for the {_plural(n_lobar, 'scan')} with {source}: each lobe 0-4 by the six-zone bands, total severity "
                  f"score 0-20 ({CITE_CHUNG}), and 0 (none), 1 (<5 %), "
                  f"2 (5-25 %), 3 (26-49 %), 4 (50-75 %) or 5 (>75 %), CT severity score 0-25 ({CITE_PAN}).")
+        from scoring.quantify import LOBES_MAX_UNCOVERED_PCT
+
+        s.append("A lobe's lung was the lung mask inside it; lung that the lobe map left in no lobe (at most "
+                 f"{_g(LOBES_MAX_UNCOVERED_PCT)} % of a lung; maps leaving more were not used) was assigned to the "
+                 "nearest lobe of the same lung in the same axial slice.")
     elif n_ok:
         why = ("lobar scoring was turned off" if _get(cfg, "scoring.lobar.enabled") is False
                else "no lobe segmentation was available")

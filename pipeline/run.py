@@ -487,7 +487,10 @@ def _read_user_lobes(path: str | Path, orig: sitk.Image,
     except ValueError as exc:  # non-integer labels
         raise SeriesError("LOBES_UNREADABLE", str(exc), path) from None
     held = {v.item() for v in np.unique(labels) if v != 0}
-    if held and held <= {1, 2} and convention != "ctscore":  # two labels under a five-lobe convention: lungs
+    # lungmask's default R231 model writes two lungs side by side (1 right, 2 left): no lobes. Under the lungmask
+    # convention 1 and 2 are the left upper and lower lobes, one above the other (a right pneumonectomy's map)
+    if held and held <= {1, 2} and (convention == "totalsegmentator"
+                                    or convention == "lungmask" and _side_by_side(labels)):
         raise SeriesError("LOBES_EMPTY", f"lobe map {path} holds only the labels {', '.join(map(str, sorted(held)))}: "
                           "a lung mask (lungmask's default R231 model writes 1 right lung, 2 left lung), not lobes; "
                           "make lobes with `lungmask CT OUT --modelname LTRCLobes_R231`", path)
@@ -513,6 +516,17 @@ def _read_user_lobes(path: str | Path, orig: sitk.Image,
         raise SeriesError("LOBES_EMPTY", f"lobe map {path} has no {convention} lobe label on this CT ({holds}; "
                           "wrong label convention, or a map of another series)", path)
     return lobes, warn_foreign
+
+
+def _side_by_side(labels: np.ndarray) -> bool:
+    """Labels 1 and 2 of an LPS ``[z, y, x]`` map lie side by side, 1 on the patient's right (lower x), their
+    median x a quarter of their joint width or more apart: two lungs, as lungmask's R231 writes them, not a left
+    upper and lower lobe."""
+    x1, x2 = np.nonzero(labels == 1)[2], np.nonzero(labels == 2)[2]
+    if not x1.size or not x2.size:
+        return False
+    width = max(int(x1.max()), int(x2.max())) - min(int(x1.min()), int(x2.min())) + 1
+    return float(np.median(x2) - np.median(x1)) >= 0.25 * width
 
 
 def _lobe_inputs(lobes_path: str | Path | None) -> list[str]:

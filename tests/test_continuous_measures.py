@@ -193,6 +193,15 @@ def test_aeration_compartments_tissue_and_gas_hand_computed():
     assert row4["normally_aerated_volume_ml"] == pytest.approx(0.1 * 1738)
 
 
+def test_aeration_of_an_empty_or_airless_lung_writes_zeros_not_minus_zero():
+    from scoring.quantify import aeration_measures
+
+    for hu in (np.array([], np.float32), np.array([0, 20, 40], np.int16)):
+        out = aeration_measures(hu, 0.5)
+        assert str(out["lung_gas_ml"]) == "0.0" and all(v >= 0 for v in out.values())
+    assert aeration_measures(np.array([0, 20, 40], np.int16), 0.5)["non_aerated_tissue_g"] == pytest.approx(1.53)
+
+
 def test_aeration_edges_are_checked_at_load():
     from pipeline.config import ConfigError, load_config
     for bad in ("[-500, -900, -100, 100]", "[-2000, -500, -100, 100]", "[-900, -500, -500, 100]",

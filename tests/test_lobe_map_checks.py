@@ -217,8 +217,8 @@ def test_lung_in_no_lobe_takes_the_nearest_lobe_of_its_side():
     from scoring.quantify import complete_lobe_map
 
     hu, lungs, classes = phantom()
-    classes[8:12, :, 6:9] = 3  # consolidation in the right lower lobe (columns 5..9), 120 voxels, 3.3 % of the lungs,
-    # centred in z (the lobes here are columns, LOBES_UPPER_BELOW_LOWER compares their heights)
+    classes[9:11, :, 6:9] = 3  # consolidation in the right lower lobe (columns 5..9), 60 voxels, 3.3 % of the right
+    # lung, centred in z (the lobes here are columns, LOBES_UPPER_BELOW_LOWER compares their heights)
     hu[classes > 0] = -50.0
     good = lobe_map(lungs.shape)
     full = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=good)
@@ -226,7 +226,7 @@ def test_lung_in_no_lobe_takes_the_nearest_lobe_of_its_side():
     hole[classes > 0] = 0  # the dense lung in no lobe
     row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=hole)
     assert "LOBE_MAP_FILLED:0.1" in flags and not [f for f in flags if f.startswith("LOBES_")]
-    assert lobar(zones)["right_lower"]["lesion_ml"] == lobar(full[1])["right_lower"]["lesion_ml"] == 0.12
+    assert lobar(zones)["right_lower"]["lesion_ml"] == lobar(full[1])["right_lower"]["lesion_ml"] == 0.06
     assert row["lobar20_total"] == full[0]["lobar20_total"] and row["lobar25_total"] == full[0]["lobar25_total"]
     assert "LOBE_MAP_FILLED" not in ";".join(full[2])  # a map that holds the whole lung needs no filling
     # nearest in the slice, of the lung's own side: column 1 (between lobe 1 at column 0 and lobe 2 from column
@@ -241,8 +241,26 @@ def test_lung_in_no_lobe_takes_the_nearest_lobe_of_its_side():
     assert (done[5, :, 1] == 1).all() and (done[5, :, 3] == 2).all() and (done[6, :, 12] == 3).all()
     assert (done[18, :, :10] == 0).all() and (done[18, :, 10:] == 4).all() and n_lesion == 0
     assert (m[5, :, 1:4] == 0).all()  # the input map itself is not changed
-    # more than 5 % of the lung in no lobe is still refused, not filled
+    # more than 5 % of a lung in no lobe is still refused, not filled, though the other lung is whole (pooled over
+    # both, 10 % of one lung read 5 % and was filled)
     big = good.copy()
-    big[1:19, :, 8:10] = 0  # 10 % of the lungs
+    big[1:19, :, 8:10] = 0  # 20 % of the right lung, 10 % of both
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=big)
+    assert "LOBES_PARTIAL:20.0" in flags and _refused(row, zones)
+    big = good.copy()
+    big[1:19, :, 19] = 0  # 10 % of the left lung, 5 % of both
     row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=big)
     assert "LOBES_PARTIAL:10.0" in flags and _refused(row, zones)
+
+
+def test_a_lobe_absent_from_the_map_does_not_take_its_neighbour_s_lung():
+    """A map without the left lower lobe: the fill gave the whole left lung to the left upper lobe, which was scored
+    "ok" on the lower lobe's lung and lesion beside LOBES_MISSING (a review, 2026-12-07)."""
+    hu, lungs, classes = phantom()
+    classes[9:11, :, 16:19] = 2  # lesion in the left lower lobe's columns (15..19)
+    no_lll = lobe_map(lungs.shape)
+    no_lll[no_lll == 5] = 0
+    row, zones, flags = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg(), lobes=no_lll)
+    lul = lobar(zones)["left_upper"]
+    assert "LOBES_MISSING" in flags and not [f for f in flags if f.startswith("LOBE_MAP_FILLED")]
+    assert lul["lung_ml"] == 0.9 and lul["lesion_ml"] == 0.0  # its own five columns, no lesion

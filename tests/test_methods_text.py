@@ -62,7 +62,8 @@ def test_text_states_what_the_run_did(sample_run):
         assert cite in text
     assert "MosMedData category" in text
     assert ("hyperinflated (below -900 HU), normally aerated (-900 to under -500 HU), poorly aerated (-500 to under "
-            "-100 HU) and non-aerated (-100 to 100 HU) compartments" in text and "Gattinoni et al., N Engl J Med" in text)
+            "-100 HU) and non-aerated (-100 to 100 HU) compartments" in text and "Gattinoni et al., N Engl J Med" in text
+            and "with HU held at -1000 from below" in text and "for voxels from -1000 to 0 HU" in text)
     assert "Lobar scores were not computed (no lobe segmentation was available)" in text and "Chung" not in text
     # the counts
     for line in ("- Scans scored: 1\n", "- Scans that could not be scored: 0\n", "- Patients: 1\n",
@@ -164,6 +165,8 @@ def test_mixed_versions_configs_and_flags_are_stated(sample_run, tmp_path):
     assert "- QC flags (scans carrying each): THICK_SLICES (2), LANDMARK_ESTIMATED (1)\n" in text
     assert "1 scan carried at least one flag" not in text and "2 scans carried at least one flag" in text
     assert "Lobar scores were computed for the 1 scan with a lobe segmentation" in text
+    assert ("left in no lobe (at most 5 % of a lung; maps leaving more were not used) was assigned to the nearest "
+            "lobe of the same lung in the same axial slice") in text
     assert "Chung et al., Radiology 2020;295:202-207" in text and "Pan et al., Radiology 2020;295:715-721" in text
 
 

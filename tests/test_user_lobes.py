@@ -208,6 +208,18 @@ def test_a_lungmask_lobe_map_is_read_in_its_own_convention(sample_run, tmp_path)
         with pytest.raises(SeriesError, match="R231") as e:
             read_user_lobes(path, ref, c)
         assert e.value.code == "LOBES_EMPTY"
+    # ... but a lungmask map of the left lobes alone (a right pneumonectomy): 1 above 2, not side by side
+    arr = sitk.GetArrayFromImage(ref)
+    left = np.zeros(arr.shape, np.uint8)
+    ks = np.nonzero((arr == 2).any(axis=(1, 2)))[0]
+    mid = (ks.min() + ks.max()) // 2
+    left[mid:][arr[mid:] == 2] = 1  # the z index grows towards the head: upper half LUL
+    left[:mid][arr[:mid] == 2] = 2
+    img = sitk.GetImageFromArray(left)
+    img.CopyInformation(ref)
+    sitk.WriteImage(img, str(path))
+    got = read_user_lobes(path, ref, cfg)
+    assert set(np.unique(got)) == {0, 4, 5} and (got[arr == 2] > 0).all()
     # the convention is checked when the configuration loads
     from pipeline.config import ConfigError
     with pytest.raises(ConfigError, match="'totalsegmentator', 'ctscore' or 'lungmask'"):

@@ -575,9 +575,9 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
         flags.append(refused)
     else:
         # lung the map leaves in no lobe (its border, dense lung a lobe model left out) takes the nearest lobe of its
-        # side: lesion there counted in no lobe and lowered the lobar scores without a word
-        # only lungs whose lobes the map all holds, and found: a lobe absent from the map left its lung to its
-        # neighbour lobes (the whole of a left lung to its upper lobe), scored "ok" beside LOBES_MISSING
+        # side: lesion there counted in no lobe and lowered the lobar scores without a word. Only lungs found whose
+        # lobes the map all holds: a lobe absent from the map gave its lung to its neighbour lobes (a whole left lung
+        # to its upper lobe), scored "ok" beside LOBES_MISSING
         held = set(_value_counts(lobes)[0])
         fill_sides = {side for side, codes in ((RIGHT_LUNG, (1, 2, 3)), (LEFT_LUNG, (4, 5)))
                       if held.issuperset(codes) and SIDES[side] not in absent_sides}

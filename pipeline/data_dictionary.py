@@ -336,21 +336,25 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "The series (scans.csv scan_id). Key of zones.csv: (scan_id, system, lung, unit); failed series have no "
         "zone rows."),
     "system": (
-        "text", "", "six_zone | zhang900 | lobar", "never empty",
+        "text", "", "six_zone | zhang900 | lobar | anteroposterior", "never empty",
         "Scoring system of the row: six_zone (3 zones per lung), zhang900 (5 levels per lung), lobar (5 lobes; rows "
-        "only with a lobe map and scoring.lobar.enabled)."),
+        "only with a lobe map and scoring.lobar.enabled), anteroposterior (each lung's front and back half, "
+        "measured and not scored: where the lesion lies front to back)."),
     "lung": (
         "text", "", "right | left", "never empty",
         "The lung the unit lies in (the patient's right or left)."),
     "unit": (
-        "text", "", f"six_zone: {_SIX}; zhang900: {_ZHANG}; lobar: {_LOBAR}", "never empty",
+        "text", "", f"six_zone: {_SIX}; zhang900: {_ZHANG}; lobar: {_LOBAR}; anteroposterior: anterior | posterior",
+        "never empty",
         "The unit within its lung. six_zone: upper (above the carina), middle (carina to the inferior pulmonary vein "
         "level), lower (below it). zhang900: L1 suprasternal notch, L2 aortic arch, L3 carina, L4 bronchus "
         "intermedius, L5 diaphragm dome, each by default a slab of +-5 mm (at least half the slice step) around "
-        "the level, level - 5 <= z < level + 5 mm (scoring.zhang900.mode). lobar: the lobe."),
+        "the level, level - 5 <= z < level + 5 mm (scoring.zhang900.mode). lobar: the lobe. anteroposterior: in each "
+        "slice, the lung's rows in front of (anterior) or at and behind (posterior) the midpoint of its own "
+        "front-to-back extent; posterior is the patient's back, dependent when supine (scans.csv patient_position)."),
     "status": (
         "text", "", "ok | missing", "never empty",
-        "ok: the unit was measured and scored; missing: the scan cannot score it (not covered by the scan, a level "
+        "ok: the unit was measured and scored (anteroposterior rows: measured); missing: the scan cannot score it (not covered by the scan, a level "
         "it needs not found, its lung not found, the unit holds no lung voxel (QC flag ZONE_WITHOUT_LUNG; an L1 "
         "slab wholly above the apex scores 0 instead, SLAB_ABOVE_APEX); lobar: a "
         "lobe missing or the lobe map refused): its scores and measures are empty, never 0, and so are the system's "
@@ -383,16 +387,19 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "voxel)",
         "Mean HU of the unit's lung voxels (lesions included), rounded to 0.1 HU."),
     "extent_score": (
-        "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4", _UNIT_MISSING,
+        "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4",
+        "unit missing (status missing); anteroposterior rows (not scored)",
         "six_zone: the zone score 0-4 (as unit_score). zhang900: extent 0-10 (10 % steps of involvement_pct, at "
         "least 1 when involved). lobar: the lobe's lobar20 score 0-4 (six-zone bands), summed in lobar20_total."),
     "density_grade": (
-        "integer", "score points", "zhang900: 0-3", "six_zone and lobar rows (not graded); or unit missing",
+        "integer", "score points", "zhang900: 0-3", "six_zone, lobar and anteroposterior rows (not graded); or unit "
+        "missing",
         "zhang900 density grade: 0 normal (also a unit with lesion under the involvement limits, "
         "scoring.min_involvement_*), 1 faint ground glass, 2 ground glass, 3 consolidation "
         "(scoring.zhang900.density_rule)."),
     "unit_score": (
-        "integer", "score points", "six_zone: 0-4; zhang900: 0-90; lobar: 0-5", _UNIT_MISSING,
+        "integer", "score points", "six_zone: 0-4; zhang900: 0-90; lobar: 0-5",
+        "unit missing (status missing); anteroposterior rows (not scored)",
         "six_zone: the zone score 0-4, summed in six_zone_total. zhang900: extent x density^2 0-90, summed in "
         "zhang900_total. lobar: the lobe's lobar25 score 0-5, summed in lobar25_total."),
     "near_edge": (

@@ -202,6 +202,53 @@ def test_aeration_of_an_empty_or_airless_lung_writes_zeros_not_minus_zero():
     assert aeration_measures(np.array([0, 20, 40], np.int16), 0.5)["non_aerated_tissue_g"] == pytest.approx(1.53)
 
 
+def test_front_and_back_halves_of_each_lung_hand_computed():
+    """zones.csv's anteroposterior rows: in each slice each lung is halved at the midpoint of its own front-to-back
+    extent (the image is LPS: row 0 is the front), measured like a zone and not scored."""
+    from tests.test_zones import phantom
+
+    hu, lungs, classes = phantom({12: 3, 13: 7})  # lesion rows 0-2 of slice 12 and 0-6 of slice 13, right lung
+    row, zones, _ = score_scan(hu, lungs, classes, Z, 0.001, lms(**LEVELS), cfg())
+    ap = {(z["lung"], z["unit"]): z for z in zones if z["system"] == "anteroposterior"}
+    assert set(ap) == {(lung, unit) for lung in ("right", "left") for unit in ("anterior", "posterior")}
+    # each lung 18 slices x 10 rows x 10 columns; rows 0-4 in front of the midpoint 4.5, rows 5-9 behind it
+    assert all(z["lung_ml"] == 0.9 and z["status"] == "ok" and math.isnan(z["unit_score"])
+               and math.isnan(z["extent_score"]) and math.isnan(z["density_grade"]) for z in ap.values())
+    assert ap[("right", "anterior")]["lesion_ml"] == 0.08 and ap[("right", "posterior")]["lesion_ml"] == 0.02
+    assert ap[("right", "anterior")]["involvement_pct"] == round(100 * 80 / 900, 3)
+    assert ap[("right", "anterior")]["ggo_ml"] == 0.08 and ap[("left", "posterior")]["lesion_ml"] == 0.0
+    assert ap[("right", "posterior")]["mean_lung_hu"] == round((880 * -850 + 20 * -500) / 900, 1)
+    for lung in ("right", "left"):  # the halves are the lung
+        assert ap[(lung, "anterior")]["lung_ml"] + ap[(lung, "posterior")]["lung_ml"] == pytest.approx(
+            row[f"lung_volume_ml_{lung}"])
+        assert ap[(lung, "anterior")]["lesion_ml"] + ap[(lung, "posterior")]["lesion_ml"] == pytest.approx(
+            row[f"lesion_volume_ml_{lung}"])
+    # an odd extent: rows 0-8 halve at row 4, which lies on the midpoint and is posterior
+    lungs9 = lungs.copy()
+    lungs9[:, 9, :] = 0
+    _, zones9, _ = score_scan(hu, lungs9, classes, Z, 0.001, lms(**LEVELS), cfg())
+    ap9 = {(z["lung"], z["unit"]): z["lung_ml"] for z in zones9 if z["system"] == "anteroposterior"}
+    assert ap9[("left", "anterior")] == 0.72 and ap9[("left", "posterior")] == 0.9
+    # a lung not found: both its rows missing
+    lungs_r = lungs.copy()
+    lungs_r[lungs_r == 2] = 0
+    _, zones_r, flags = score_scan(hu, lungs_r, classes, Z, 0.001, lms(**LEVELS), cfg())
+    left = [z for z in zones_r if z["system"] == "anteroposterior" and z["lung"] == "left"]
+    assert "LUNG_NOT_FOUND:left" in flags and len(left) == 2 and all(z["status"] == "missing" for z in left)
+
+
+def test_aeration_in_chunks_is_the_aeration_at_once(monkeypatch):
+    """aeration_measures reads the lung voxels in chunks (memory): the sums are those of one pass, as Python floats."""
+    from scoring import quantify
+
+    hu = np.random.default_rng(1).normal(-700, 300, 3 * quantify.AERATION_CHUNK + 17).astype(np.float32)
+    chunked = quantify.aeration_measures(hu, 0.37)
+    monkeypatch.setattr(quantify, "AERATION_CHUNK", hu.size)
+    once = quantify.aeration_measures(hu, 0.37)
+    assert chunked.keys() == once.keys() and all(chunked[k] == pytest.approx(once[k], abs=0.011) for k in once)
+    assert all(type(v) is float for v in chunked.values())
+
+
 def test_aeration_edges_are_checked_at_load():
     from pipeline.config import ConfigError, load_config
     for bad in ("[-500, -900, -100, 100]", "[-2000, -500, -100, 100]", "[-900, -500, -500, 100]",
@@ -348,3 +395,10 @@ def test_written_aeration_columns_add_up_and_the_patient_position_is_written(run
     assert row["lung_tissue_g"] == pytest.approx(lung * (1 + row["mean_lung_hu"] / 1000), rel=0.002)
     assert row["lung_gas_ml"] == pytest.approx(lung - row["lung_tissue_g"], rel=0.002)
     assert row["patient_position"] == "HFS"
+    zones = pd.read_parquet(run_tables / "zones.parquet")
+    ap = zones[zones["system"] == "anteroposterior"]
+    assert len(ap) == 4 and (ap["status"] == "ok").all() and ap["unit_score"].isna().all()
+    for side in ("right", "left"):
+        halves = ap[ap["lung"] == side]
+        assert halves["lung_ml"].sum() == pytest.approx(row[f"lung_volume_ml_{side}"], abs=0.011)
+        assert halves["lesion_ml"].sum() == pytest.approx(row[f"lesion_volume_ml_{side}"], abs=0.011)

@@ -76,9 +76,10 @@ RECORDED = {
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
         "well_aerated_volume_ml": 4031.28}},
     # 0.12.0: aeration compartments, lung tissue and gas (new scans.csv columns; hu_classes.aeration_edges in the
-    # default configuration, so the scores hash 11b1882bb0e7 -> a938cd392514); scores, flags and the other volumes
-    # as before ("volumes_ml" holds the tissue mass in g too)
-    ("0.12.0", "a938cd392514"): {"exact": "5f589bad3065d793", "volumes_ml": {
+    # default configuration, so the scores hash 11b1882bb0e7 -> a938cd392514) and zones.csv's anteroposterior rows
+    # (four more rows, no score: the exact part 5f589bad3065d793 -> 2d31d134dd21ef2b); scores, flags and the other
+    # volumes as before ("volumes_ml" holds the tissue mass in g too)
+    ("0.12.0", "a938cd392514"): {"exact": "2d31d134dd21ef2b", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
         "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,

@@ -656,21 +656,30 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
     rows: list[dict[str, Any]] = []
     for side, name in SIDES.items():
         m = lungs == side
-        zs = np.flatnonzero(m.any(axis=(1, 2)))
-        if name in absent_sides or not zs.size:
+        zy = m.any(axis=2)  # [slice, row]: the lung's rows in each slice
+        if name in absent_sides or not zy.any():
             rows += [{"system": "anteroposterior", "lung": name, "unit": unit, **MISSING_UNIT}
                      for unit in ANTEROPOSTERIOR_UNITS]
             continue
-        m = m[zs[0]:zs[-1] + 1]  # the lung's slices: views of the volume's arrays, not full-volume masks
-        c, h = classes[zs[0]:zs[-1] + 1], hu[zs[0]:zs[-1] + 1]
-        in_row = m.any(axis=2)  # [slice, row]
+        # the lung's bounding box (views), its voxels read once as 1-D arrays: no further full-volume masks
+        zs, ys, xs = (np.flatnonzero(a) for a in (zy.any(axis=1), zy.any(axis=0), m.any(axis=(0, 1))))
+        box = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        m = m[box]
+        in_row = zy[box[0], box[1]]
         ny = in_row.shape[1]
         first = np.argmax(in_row, axis=1)
         last = ny - 1 - np.argmax(in_row[:, ::-1], axis=1)
         back = np.arange(ny)[None, :] >= ((first + last) / 2.0)[:, None]  # [slice, row]: at or behind the midpoint
-        for unit, half in (("anterior", ~back), ("posterior", back)):
-            sel = m & half[:, :, None]
-            meas = unit_measures(sel, sel, c, voxel_ml, h, pho_min)
+        cls_v, hu_v = classes[box][m], hu[box][m]
+        post_v = np.broadcast_to(back[:, :, None], m.shape)[m]
+        del m
+        for unit, half in (("anterior", ~post_v), ("posterior", post_v)):
+            c, h = cls_v[half], hu_v[half]
+            n = class_counts(c)
+            meas = {"lung_ml": float(c.size) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
+                    "class_n": {k: int(n[k]) for k in (1, 2, 3)},
+                    "mean_hu": float(h.mean()) if h.size else math.nan,
+                    "high_ml": float(np.count_nonzero((c > 0) & (h > pho_min))) * voxel_ml}
             rows.append({"system": "anteroposterior", "lung": name, "unit": unit,
                          **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
                          "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,

@@ -651,6 +651,11 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
              f"(consolidation), the density being {density}; each unit scored extent \u00d7 density\u00b2.")
     s.append("The MosMedData category (CT-0 to CT-4: no lesion, <25 %, 25 to <50 %, 50 to <75 %, \u226575 %; "
              f"{CITE_MOSMED}) was assigned from the percentage of opacity of both lungs.")
+    versions = [v for v in _values(ok, "ctscore_version") if v]
+    if versions and all(version_key(v) >= version_key("0.12.0") for v in versions):  # zones.csv's anteroposterior rows
+        s.append("To describe the anteroposterior distribution, each lung was divided in every axial slice at the "
+                 "midpoint of its own anteroposterior extent into an anterior and a posterior half, in which lung and "
+                 "lesion volumes and the percentage of opacity were measured.")
     n_lobar = sum(1 for a, b in zip(_values(ok, "lobar20_total") or [""] * n_ok,
                                     _values(ok, "lobar25_total") or [""] * n_ok) if a or b)
     if n_lobar:

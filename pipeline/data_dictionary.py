@@ -351,7 +351,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "intermedius, L5 diaphragm dome, each by default a slab of +-5 mm (at least half the slice step) around "
         "the level, level - 5 <= z < level + 5 mm (scoring.zhang900.mode). lobar: the lobe. anteroposterior: in each "
         "slice, the lung's rows in front of (anterior) or at and behind (posterior) the midpoint of its own "
-        "front-to-back extent; posterior is the patient's back, dependent when supine (scans.csv patient_position)."),
+        "front-to-back extent; posterior is the patient's back, broadly the dependent lung when supine (scans.csv "
+        "patient_position), though halves of each slice are no gravitational levels."),
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored (anteroposterior rows: measured); missing: the scan cannot score it (not covered by the scan, a level "

@@ -649,9 +649,11 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
     In each slice, the lung's own extent from its most anterior to its most posterior row is halved: a row whose
     centre lies at or behind the midpoint is posterior (the image is LPS: "posterior" is the patient's back, which
     is the dependent lung only in a supine scan; scans.csv ``patient_position`` says which). The halves follow each
-    lung's own extent, whatever the chest's shape or the patient's place in the field of view, but do not hold half
-    its volume each: the lung is wider behind, and the posterior half held 51-60 % of the lung on the six real chests
-    of ../shared/data; together they are the lung. A lung not found has both rows missing. COVID-19
+    lung's own extent in each slice, whatever the chest's shape or the patient's place in the field of view: no
+    coronal plane through the whole lung, nor a gravitational level (a basal slice holding only the posterior recess
+    is halved too). They do not hold half the lung each: the lung is wider behind, and the posterior half held
+    50.2-64.0 % of a lung on the six real chests of ../shared/data. A row on the midpoint (a lung an odd number of
+    rows deep in that slice) is posterior. Together they are the lung. A lung not found has both rows missing. COVID-19
     opacities lie posteriorly and dependent atelectasis does too: these rows measure where the lesion lies, not why."""
     rows: list[dict[str, Any]] = []
     for side, name in SIDES.items():
@@ -675,6 +677,9 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
         del m
         for unit, half in (("anterior", ~post_v), ("posterior", post_v)):
             c, h = cls_v[half], hu_v[half]
+            if not c.size:  # a lung one row deep in every slice: a half without lung is missing, as a zone is
+                rows.append({"system": "anteroposterior", "lung": name, "unit": unit, **MISSING_UNIT, "lung_ml": 0.0})
+                continue
             n = class_counts(c)
             meas = {"lung_ml": float(c.size) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
                     "class_n": {k: int(n[k]) for k in (1, 2, 3)},

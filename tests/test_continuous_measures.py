@@ -229,12 +229,28 @@ def test_front_and_back_halves_of_each_lung_hand_computed():
     _, zones9, _ = score_scan(hu, lungs9, classes, Z, 0.001, lms(**LEVELS), cfg())
     ap9 = {(z["lung"], z["unit"]): z["lung_ml"] for z in zones9 if z["system"] == "anteroposterior"}
     assert ap9[("left", "anterior")] == 0.72 and ap9[("left", "posterior")] == 0.9
+    # halves of each slice, not a coronal plane: a basal slice holding only the back of the lung is halved too
+    # (an opacity filling a posterior recess counts half anterior)
+    recess = lungs.copy()
+    recess[1:3, 0:6, :] = 0  # slices 1-2: lung only in rows 6-9
+    cls_r = np.zeros_like(classes)
+    cls_r[1:3, 6:10, :10] = 3
+    _, zones_c, _ = score_scan(hu, recess, cls_r, Z, 0.001, lms(**LEVELS), cfg())
+    apc = {(z["lung"], z["unit"]): z["lesion_ml"] for z in zones_c if z["system"] == "anteroposterior"}
+    assert apc[("right", "anterior")] == apc[("right", "posterior")] == 0.04  # rows 6-7 and 8-9 of two slices
     # a lung not found: both its rows missing
     lungs_r = lungs.copy()
     lungs_r[lungs_r == 2] = 0
     _, zones_r, flags = score_scan(hu, lungs_r, classes, Z, 0.001, lms(**LEVELS), cfg())
     left = [z for z in zones_r if z["system"] == "anteroposterior" and z["lung"] == "left"]
     assert "LUNG_NOT_FOUND:left" in flags and len(left) == 2 and all(z["status"] == "missing" for z in left)
+    # a half without lung (a lung one row deep in every slice) is missing, as a zone without lung
+    thin = np.zeros_like(lungs)
+    thin[1:19, 4, :10], thin[1:19, 4:8, 10:] = 1, 2  # right lung: row 4 only, a single row is posterior
+    _, zones_t, _ = score_scan(hu, thin, np.zeros_like(classes), Z, 0.001, lms(**LEVELS), cfg())
+    t = {(z["lung"], z["unit"]): z for z in zones_t if z["system"] == "anteroposterior"}
+    assert t[("right", "anterior")]["status"] == "missing" and t[("right", "anterior")]["lung_ml"] == 0.0
+    assert t[("right", "posterior")]["status"] == "ok" and t[("right", "posterior")]["lung_ml"] == 0.18
 
 
 def test_aeration_in_chunks_is_the_aeration_at_once(monkeypatch):

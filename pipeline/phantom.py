@@ -806,6 +806,10 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
     lung_hu = ph.hu[ph.lungs > 0]
     low, high = WELL_AERATED_HU
     wal = _pct(float(np.count_nonzero((lung_hu >= low) & (lung_hu < high))), float(lung_hu.size))
+    # lung tissue, gas and non-aerated lung of the truth lungs, at ctscore's default hu_classes.aeration_edges
+    from scoring.quantify import aeration_measures
+
+    aer = aeration_measures(lung_hu, ph.voxel_ml)
     robust = {}
     for shift in (-2.5, 2.5):
         alt = score_truth(ph.lungs, ph.lesions, ph.z_mm, ph.landmarks_z_mm, ph.voxel_ml, shift)
@@ -821,7 +825,8 @@ def ground_truth(ph: Phantom, series_uid: str | None = None) -> dict[str, Any]:
                    "six_zone": sc["six_zone"], "zhang900": sc["zhang900"],
                    "percent_opacity": round(po, 3),
                    "mosmed_category": mosmed_category(po if is_involved(lesion_ml, po) else 0.0),
-                   "percent_well_aerated": round(wal, 3)},
+                   "percent_well_aerated": round(wal, 3),
+                   **{k: aer[k] for k in ("lung_tissue_g", "lung_gas_ml", "non_aerated_volume_ml")}},
         "volumes_ml": vols,
         # a lung the scan does not reach has no apex or base: null, not NaN (which is not JSON)
         "landmarks_z_mm": {k: round(v, 3) if math.isfinite(v) else None for k, v in sorted(ph.landmarks_z_mm.items())},

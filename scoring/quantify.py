@@ -77,6 +77,8 @@ LOBE_MIN_SHARE_PCT = 1.0
 #: A label value outside the lobe labels is named in a warning (:func:`foreign_lobe_labels`) when it covers at least
 #: this percentage of the lung mask (TotalSegmentator's ``total`` maps hold 112 other structures, some touching it).
 FOREIGN_LABEL_MIN_PCT = 1.0
+#: Each lung's lobe codes (:data:`segmentation.base.LOBES`).
+SIDE_LOBES = ((RIGHT_LUNG, (1, 2, 3)), (LEFT_LUNG, (4, 5)))
 
 
 def slice_step_mm(z_mm: np.ndarray) -> float:
@@ -592,7 +594,7 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
         # lobes the map all holds: a lobe absent from the map gave its lung to its neighbour lobes (a whole left lung
         # to its upper lobe), scored "ok" beside LOBES_MISSING
         held = set(_value_counts(lobes)[0])
-        fill_sides = {side for side, codes in ((RIGHT_LUNG, (1, 2, 3)), (LEFT_LUNG, (4, 5)))
+        fill_sides = {side for side, codes in SIDE_LOBES
                       if held.issuperset(codes) and SIDES[side] not in absent_sides}
         lobes, filled_lesion = complete_lobe_map(lungs, lobes, lesion_all, sides=fill_sides)
         if filled_lesion and filled_lesion * voxel_ml >= min_ml:
@@ -794,7 +796,7 @@ def complete_lobe_map(lungs: np.ndarray, lobes: np.ndarray, lesion: np.ndarray |
 
     out = lobes.copy()
     filled_lesion = 0
-    for side, codes in ((RIGHT_LUNG, (1, 2, 3)), (LEFT_LUNG, (4, 5))):
+    for side, codes in SIDE_LOBES:
         if side not in sides:
             continue
         source = np.isin(lobes, codes)

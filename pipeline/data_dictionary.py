@@ -336,15 +336,17 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "The series (scans.csv scan_id). Key of zones.csv: (scan_id, system, lung, unit); failed series have no "
         "zone rows."),
     "system": (
-        "text", "", "six_zone | zhang900 | lobar | anteroposterior", "never empty",
+        "text", "", "six_zone | zhang900 | lobar | anteroposterior | peripheral_central", "never empty",
         "Scoring system of the row: six_zone (3 zones per lung), zhang900 (5 levels per lung), lobar (5 lobes; rows "
         "only with a lobe map and scoring.lobar.enabled), anteroposterior (each lung's front and back half, "
-        "measured and not scored: where the lesion lies front to back)."),
+        "measured and not scored: where the lesion lies front to back), peripheral_central (each lung's outer third "
+        "and the rest, measured and not scored: whether the lesion is peripheral, subpleural, or central)."),
     "lung": (
         "text", "", "right | left", "never empty",
         "The lung the unit lies in (the patient's right or left)."),
     "unit": (
-        "text", "", f"six_zone: {_SIX}; zhang900: {_ZHANG}; lobar: {_LOBAR}; anteroposterior: anterior | posterior",
+        "text", "", f"six_zone: {_SIX}; zhang900: {_ZHANG}; lobar: {_LOBAR}; anteroposterior: anterior | posterior; "
+        "peripheral_central: peripheral | central",
         "never empty",
         "The unit within its lung. six_zone: upper (above the carina), middle (carina to the inferior pulmonary vein "
         "level), lower (below it). zhang900: L1 suprasternal notch, L2 aortic arch, L3 carina, L4 bronchus "
@@ -352,10 +354,13 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "the level, level - 5 <= z < level + 5 mm (scoring.zhang900.mode). lobar: the lobe. anteroposterior: in each "
         "slice, the lung's rows in front of (anterior) or at and behind (posterior) the midpoint of its own "
         "front-to-back extent; posterior is the patient's back, broadly the dependent lung when supine (scans.csv "
-        "patient_position), though halves of each slice are no gravitational levels."),
+        "patient_position), though halves of each slice are no gravitational levels. peripheral_central: in each "
+        "slice, the lung voxels whose in-plane distance from the edge of the chest cavity (the convex hull of both "
+        "lungs in the slice, along the costal pleura) is at most a third of the lung's deepest voxel there (at the "
+        "hilum or the heart) are peripheral, the rest central (the mediastinal side of a lung is central)."),
     "status": (
         "text", "", "ok | missing", "never empty",
-        "ok: the unit was measured and scored (anteroposterior rows: measured); missing: the scan cannot score it (not covered by the scan, a level "
+        "ok: the unit was measured and scored (anteroposterior and peripheral_central rows: measured); missing: the scan cannot score it (not covered by the scan, a level "
         "it needs not found, its lung not found, the unit holds no lung voxel (QC flag ZONE_WITHOUT_LUNG; an L1 "
         "slab wholly above the apex scores 0 instead, SLAB_ABOVE_APEX); lobar: a "
         "lobe missing or the lobe map refused): its scores and measures are empty, never 0, and so are the system's "
@@ -363,8 +368,9 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
     "lung_ml": (
         "number", "mL", _ML,
         "unit missing (status missing); but a missing lobar unit (a lobe cut off, absent from the map, under 1 % of "
-        "its lung or in a lung not found) keeps the lung the map gives it (0 when the map holds no such lobe), and a "
-        "six_zone or zhang900 unit missing because it holds no lung voxel (ZONE_WITHOUT_LUNG) keeps 0",
+        "its lung or in a lung not found) keeps the lung the map gives it (0 when the map holds no such lobe); a "
+        "six_zone or zhang900 unit missing because it holds no lung voxel (ZONE_WITHOUT_LUNG), and an anteroposterior or "
+        "peripheral_central unit of a lung found that holds none of its voxels, keep 0",
         "Volume of the lung mask inside the unit."),
     "lesion_ml": (
         "number", "mL", _ML, _UNIT_MISSING, "Volume of the lesion mask (all classes) inside the unit."),
@@ -389,18 +395,18 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "Mean HU of the unit's lung voxels (lesions included), rounded to 0.1 HU."),
     "extent_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4",
-        "unit missing (status missing); anteroposterior rows (not scored)",
+        "unit missing (status missing); anteroposterior and peripheral_central rows (not scored)",
         "six_zone: the zone score 0-4 (as unit_score). zhang900: extent 0-10 (10 % steps of involvement_pct, at "
         "least 1 when involved). lobar: the lobe's lobar20 score 0-4 (six-zone bands), summed in lobar20_total."),
     "density_grade": (
-        "integer", "score points", "zhang900: 0-3", "six_zone, lobar and anteroposterior rows (not graded); or unit "
-        "missing",
+        "integer", "score points", "zhang900: 0-3",
+        "six_zone, lobar, anteroposterior and peripheral_central rows (not graded); or unit missing",
         "zhang900 density grade: 0 normal (also a unit with lesion under the involvement limits, "
         "scoring.min_involvement_*), 1 faint ground glass, 2 ground glass, 3 consolidation "
         "(scoring.zhang900.density_rule)."),
     "unit_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-90; lobar: 0-5",
-        "unit missing (status missing); anteroposterior rows (not scored)",
+        "unit missing (status missing); anteroposterior and peripheral_central rows (not scored)",
         "six_zone: the zone score 0-4, summed in six_zone_total. zhang900: extent x density^2 0-90, summed in "
         "zhang900_total. lobar: the lobe's lobar25 score 0-5, summed in lobar25_total."),
     "near_edge": (

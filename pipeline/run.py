@@ -350,7 +350,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     spacing_o = orig.GetSpacing()
     voxel_ml = float(np.prod(spacing_o)) / 1000.0
     row, zones, flags = score_scan(hu_o, lungs_o, classes, z_o, voxel_ml, landmarks, cfg, lobes=lobes_o,
-                                   z_voxel=z_voxel)
+                                   z_voxel=z_voxel, pixel_mm=tuple(spacing_o[::-1][1:]))
     if lobes_o is None:  # why the lobar totals are empty (SCORING.md: "they stay empty, with the reason")
         row["lobar_note"] = (
             "lobar scoring off (scoring.lobar.enabled: false)" if not lobar_on else

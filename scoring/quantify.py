@@ -191,12 +191,17 @@ def score_scan(
     cfg: Mapping[str, Any],
     lobes: np.ndarray | None = None,
     z_voxel: np.ndarray | None = None,
+    pixel_mm: Sequence[float] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Scores and measures of one scan. Returns (scan row, zone rows, QC flags).
 
     ``z_voxel``: the patient z of every voxel (the volume's shape), for slices tilted from axial; the zones are
     then cut at axial planes through the volume, as SCORING.md defines them, instead of slice by slice at the
     slice centre (``z_mm``, which still decides which edge slices are cut off).
+
+    ``pixel_mm``: the (row, column) pixel spacing in mm, for the in-plane distances of the peripheral_central rows
+    (:func:`_peripheral_central_rows`); None takes square pixels, which is all those rows need (their depths are
+    shares of each slice's deepest voxel).
 
     The steps, each a function below: :func:`_check_inputs`, :func:`_lesion_classes_in_lung`, :func:`_scan_measures`
     (volumes, PO, PHO, MosMed), :func:`_coverage` (apex/base cut off), :func:`_absent_sides` (LUNG_NOT_FOUND,
@@ -224,6 +229,8 @@ def score_scan(
             1 for r in zone_rows if r["system"] == system and r.get("near_edge"))
     zone_rows += _lobar_scores(hu, lungs, classes, z_mm, z_arr, voxel_ml, cfg, lobes, absent_sides, row, flags)
     zone_rows += _anteroposterior_rows(hu, lungs, classes, voxel_ml, pho_min, absent_sides)
+    zone_rows += _peripheral_central_rows(hu, lungs, classes, voxel_ml, pho_min, absent_sides,
+                                          (1.0, 1.0) if pixel_mm is None else tuple(pixel_mm))
     return row, zone_rows, flags
 
 
@@ -688,6 +695,73 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
                     "mean_hu": float(h.mean()) if h.size else math.nan,
                     "high_ml": float(np.count_nonzero((c > 0) & (h > pho_min))) * voxel_ml}
             rows.append({"system": "anteroposterior", "lung": name, "unit": unit,
+                         **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
+                         "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,
+                         "status": "ok", "near_edge": ""})
+    return rows
+
+
+#: zones.csv rows of the peripheral (outer third) and central lung of each lung (system ``peripheral_central``,
+#: :func:`_peripheral_central_rows`; the geometry in :mod:`scoring.periphery`).
+PERIPHERAL_CENTRAL_UNITS = ("peripheral", "central")
+
+
+def _peripheral_central_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel_ml: float, pho_min: float,
+                             absent_sides: set[str], pixel_mm: tuple[float, float]) -> list[dict[str, Any]]:
+    """zones.csv rows of system ``peripheral_central``: each lung's ``peripheral`` lung (in each axial slice, the
+    outer third of the way from the chest cavity's edge, the costal pleura, to the lung's deepest voxel at the hilum
+    or the heart: :mod:`scoring.periphery`) and the rest, ``central``, with every measure column of a unit and no
+    score. Together they are the lung. Read slice by slice (one slice's depth map at a time, no full-volume array);
+    a lung not found has both rows missing, and a unit without lung (a lung so thin that no voxel lies in its outer
+    third) is missing with lung_ml 0. ``pixel_mm``: the (row, column) spacing, for the in-plane distances."""
+    from scoring.periphery import cavity_depth, peripheral_in_slice
+
+    present = {side: name for side, name in SIDES.items() if name not in absent_sides}
+    # per lung and unit: lung voxels, class counts (index 1-3), HU sum, voxels of lesion above pho_min
+    acc = {(side, unit): {"n": 0, "class_n": np.zeros(4, np.int64), "hu_sum": 0.0, "high_n": 0}
+           for side in present for unit in PERIPHERAL_CENTRAL_UNITS}
+    # the slices and the in-plane box of the lungs from reductions (no full-volume mask)
+    zs = np.flatnonzero(lungs.max(axis=(1, 2)) > 0) if present else np.zeros(0, np.int64)
+    if zs.size:
+        plane = lungs[zs[0]:zs[-1] + 1].max(axis=0) > 0
+        ys, xs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        for k in zs:
+            lab = lungs[k][box]
+            if len(present) < len(SIDES):  # a lung not found is no lung of the chest cavity either
+                lab = np.where(np.isin(lab, list(present)), lab, 0)
+            depth = cavity_depth(lab, pixel_mm)
+            cls_k, hu_k = classes[k][box], hu[k][box]
+            for side in present:
+                m = lab == side
+                if not m.any():
+                    continue
+                outer = peripheral_in_slice(depth, m)
+                c, h = cls_k[m], hu_k[m]
+                for unit, sel in (("peripheral", outer), ("central", ~outer)):
+                    cu, hsel = c[sel], h[sel]
+                    a = acc[(side, unit)]
+                    a["n"] += int(cu.size)
+                    a["class_n"] += class_counts(cu)
+                    a["hu_sum"] += float(hsel.sum(dtype=np.float64))
+                    a["high_n"] += int(np.count_nonzero((cu > 0) & (hsel > pho_min)))
+    rows: list[dict[str, Any]] = []
+    for side, name in SIDES.items():
+        if side not in present or not any(acc[(side, u)]["n"] for u in PERIPHERAL_CENTRAL_UNITS):
+            rows += [{"system": "peripheral_central", "lung": name, "unit": unit, **MISSING_UNIT}
+                     for unit in PERIPHERAL_CENTRAL_UNITS]
+            continue
+        for unit in PERIPHERAL_CENTRAL_UNITS:
+            a = acc[(side, unit)]
+            if not a["n"]:
+                rows.append({"system": "peripheral_central", "lung": name, "unit": unit, **MISSING_UNIT,
+                             "lung_ml": 0.0})
+                continue
+            n = a["class_n"]
+            meas = {"lung_ml": float(a["n"]) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
+                    "class_n": {k: int(n[k]) for k in (1, 2, 3)}, "mean_hu": a["hu_sum"] / a["n"],
+                    "high_ml": float(a["high_n"]) * voxel_ml}
+            rows.append({"system": "peripheral_central", "lung": name, "unit": unit,
                          **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
                          "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,
                          "status": "ok", "near_edge": ""})

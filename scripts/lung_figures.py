@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""Per scored series of an output folder: lung weight and aeration (scans.csv) and where the lesion lies front to
-back (zones.csv's anteroposterior rows). The figures of docs/scoring.md's "Aeration compartments" and "Front and back
-of each lung" bullets.
+"""Per scored series of an output folder: lung weight and aeration (scans.csv) and where the lesion lies, front to
+back and peripheral or central (zones.csv's anteroposterior and peripheral_central rows). The figures of
+docs/scoring.md's "Aeration compartments", "Front and back of each lung" and "Peripheral and central lung" bullets.
 
     ctscore run ../shared/data/chest -o OUT [--segmenter classical]
     python scripts/lung_figures.py OUT
 
 Series are named by their folder under the input (inventory.csv), else by scan_id. Per series: lung volume, lung
 tissue (g), gas (mL), non-aerated and poorly aerated volume and share of the tissue; per lung: the posterior half's
-share of the lung and of the lesion (empty without lesion), and how much denser the posterior half reads (HU).
+share of the lung and of the lesion (empty without lesion), and how much denser the posterior half reads (HU); the
+same for the peripheral third against the central lung.
 """
 
 from __future__ import annotations
@@ -54,21 +55,42 @@ def lung_figures(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         "non_aerated_pct_of_tissue": (100 * scans["non_aerated_tissue_g"] / tissue).round(1),
         "poorly_aerated_pct_of_tissue": (100 * scans["poorly_aerated_tissue_g"] / tissue).round(1)})
     zones = pd.read_csv(out / "zones.csv", dtype={"scan_id": str})
-    ap = zones[(zones["system"] == "anteroposterior") & (zones["status"] == "ok")]
-    wide = ap.pivot_table(index=["scan_id", "lung"], columns="unit", values=["lung_ml", "lesion_ml", "mean_lung_hu"])
+    back = _split(zones, "anteroposterior", "posterior", "anterior")
+    outer = _split(zones, "peripheral_central", "peripheral", "central")
     rows = []
-    for (sid, side), r in wide.iterrows():
-        lesion = r[("lesion_ml", "anterior")] + r[("lesion_ml", "posterior")]
+    for key in sorted(set(back) | set(outer)):
+        sid, side = key
+        b, o = back.get(key, {}), outer.get(key, {})
         rows.append({"series": names.get(sid, sid), "lung": side,
-                     "posterior_pct_of_lung": round(100 * r[("lung_ml", "posterior")]
-                                                    / (r[("lung_ml", "anterior")] + r[("lung_ml", "posterior")]), 1),
-                     "lesion_ml": round(lesion, 1),
-                     "posterior_pct_of_lesion": round(100 * r[("lesion_ml", "posterior")] / lesion, 1) if lesion
-                     else float("nan"),
-                     "posterior_minus_anterior_hu": round(r[("mean_lung_hu", "posterior")]
-                                                          - r[("mean_lung_hu", "anterior")], 1)})
+                     "posterior_pct_of_lung": b.get("pct_of_lung", float("nan")),
+                     "lesion_ml": b.get("lesion_ml", o.get("lesion_ml", float("nan"))),
+                     "posterior_pct_of_lesion": b.get("pct_of_lesion", float("nan")),
+                     "posterior_minus_anterior_hu": b.get("minus_hu", float("nan")),
+                     "peripheral_pct_of_lung": o.get("pct_of_lung", float("nan")),
+                     "peripheral_pct_of_lesion": o.get("pct_of_lesion", float("nan")),
+                     "peripheral_minus_central_hu": o.get("minus_hu", float("nan"))})
     return per_scan.sort_values("series"), pd.DataFrame(rows).sort_values(["series", "lung"]) if rows else \
         pd.DataFrame(rows)
+
+
+def _split(zones: pd.DataFrame, system: str, unit: str, rest: str) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (scan_id, lung) of a two-unit system of zones.csv (anteroposterior, peripheral_central): ``unit``'s share
+    of the lung and of the lesion (%; empty without lesion), the lesion (mL) and how much denser ``unit`` reads than
+    ``rest`` (HU). Lungs with a missing unit are left out."""
+    part = zones[(zones["system"] == system) & (zones["status"] == "ok")]
+    if part.empty:
+        return {}
+    wide = part.pivot_table(index=["scan_id", "lung"], columns="unit", values=["lung_ml", "lesion_ml", "mean_lung_hu"])
+    out = {}
+    for key, r in wide.iterrows():
+        if any(pd.isna(r.get((c, u))) for c in ("lung_ml", "lesion_ml", "mean_lung_hu") for u in (unit, rest)):
+            continue
+        lesion = r[("lesion_ml", unit)] + r[("lesion_ml", rest)]
+        out[key] = {"pct_of_lung": round(100 * r[("lung_ml", unit)] / (r[("lung_ml", unit)] + r[("lung_ml", rest)]), 1),
+                    "lesion_ml": round(lesion, 1),
+                    "pct_of_lesion": round(100 * r[("lesion_ml", unit)] / lesion, 1) if lesion else float("nan"),
+                    "minus_hu": round(r[("mean_lung_hu", unit)] - r[("mean_lung_hu", rest)], 1)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

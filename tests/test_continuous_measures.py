@@ -418,3 +418,18 @@ def test_written_aeration_columns_add_up_and_the_patient_position_is_written(run
         halves = ap[ap["lung"] == side]
         assert halves["lung_ml"].sum() == pytest.approx(row[f"lung_volume_ml_{side}"], abs=0.011)
         assert halves["lesion_ml"].sum() == pytest.approx(row[f"lesion_volume_ml_{side}"], abs=0.011)
+
+
+def test_written_peripheral_and_central_rows_are_each_lung(run_tables):
+    """zones.csv's peripheral_central rows of a real run: four rows, measured, not scored, the two units of a lung
+    adding up to it (the sample's lesions lie mostly inside aerated lung, away from the pleura: no share is asserted)."""
+    row = pd.read_parquet(run_tables / "scans.parquet").iloc[0]
+    zones = pd.read_parquet(run_tables / "zones.parquet")
+    pc = zones[zones["system"] == "peripheral_central"]
+    assert len(pc) == 4 and (pc["status"] == "ok").all() and pc["unit_score"].isna().all()
+    assert set(pc["unit"]) == {"peripheral", "central"} and pc[list(UNIT_COLS)].notna().all().all()
+    for side in ("right", "left"):
+        units = pc[pc["lung"] == side].set_index("unit")
+        assert units["lung_ml"].sum() == pytest.approx(row[f"lung_volume_ml_{side}"], abs=0.011)
+        assert units["lesion_ml"].sum() == pytest.approx(row[f"lesion_volume_ml_{side}"], abs=0.011)
+        assert 0.3 < units.loc["peripheral", "lung_ml"] / units["lung_ml"].sum() < 0.7

@@ -93,7 +93,7 @@ def test_categorical_values_of_a_real_run_are_allowed(run_out):
     zones = pd.read_parquet(run_out / "zones.parquet")
     per_system = dict(part.split(":", 1) for part in df.loc[("zones", "unit"), "allowed"].split(";"))
     per_system = {k.strip(): _allowed_tokens(v) for k, v in per_system.items()}
-    assert set(per_system) == {"six_zone", "zhang900", "lobar", "anteroposterior"}
+    assert set(per_system) == {"six_zone", "zhang900", "lobar", "anteroposterior", "peripheral_central"}
     for system, units in zones.groupby("system")["unit"]:
         assert set(units) <= per_system[system], system
 

@@ -26,8 +26,16 @@ def test_the_sample_s_figures_come_from_its_tables(sample_run, capsys):
         100 * ap.loc["posterior", "lung_ml"] / ap["lung_ml"].sum(), abs=0.05)
     assert right["lesion_ml"] == pytest.approx(scans["lesion_volume_ml_right"], abs=0.05)
     assert 0 <= right["posterior_pct_of_lesion"] <= 100
+    pc = zones[(zones["system"] == "peripheral_central") & (zones["lung"] == "right")].set_index("unit")
+    assert right["peripheral_pct_of_lung"] == pytest.approx(
+        100 * pc.loc["peripheral", "lung_ml"] / pc["lung_ml"].sum(), abs=0.05)
+    assert right["peripheral_pct_of_lesion"] == pytest.approx(
+        100 * pc.loc["peripheral", "lesion_ml"] / pc["lesion_ml"].sum(), abs=0.05)
+    assert right["peripheral_minus_central_hu"] == pytest.approx(
+        pc.loc["peripheral", "mean_lung_hu"] - pc.loc["central", "mean_lung_hu"], abs=0.05)
     assert script.main([str(sample_run)]) == 0
-    assert "posterior_pct_of_lesion" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "posterior_pct_of_lesion" in printed and "peripheral_pct_of_lesion" in printed
 
 
 def test_a_folder_without_tables_is_refused(tmp_path):

@@ -339,8 +339,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "text", "", "six_zone | zhang900 | lobar | anteroposterior | peripheral_central", "never empty",
         "Scoring system of the row: six_zone (3 zones per lung), zhang900 (5 levels per lung), lobar (5 lobes; rows "
         "only with a lobe map and scoring.lobar.enabled), anteroposterior (each lung's front and back half, "
-        "measured and not scored: where the lesion lies front to back), peripheral_central (each lung's outer third "
-        "and the rest, measured and not scored: whether the lesion is peripheral, subpleural, or central)."),
+        "measured and not scored: where the lesion lies front to back), peripheral_central (the part of each lung near "
+        "the pleura and the rest, measured and not scored: whether the lesion is peripheral, subpleural, or central)."),
     "lung": (
         "text", "", "right | left", "never empty",
         "The lung the unit lies in (the patient's right or left)."),
@@ -355,9 +355,11 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "slice, the lung's rows in front of (anterior) or at and behind (posterior) the midpoint of its own "
         "front-to-back extent; posterior is the patient's back, broadly the dependent lung when supine (scans.csv "
         "patient_position), though halves of each slice are no gravitational levels. peripheral_central: in each "
-        "slice, the lung voxels whose in-plane distance from the edge of the chest cavity (the convex hull of both "
-        "lungs in the slice, along the costal pleura) is at most a third of the lung's deepest voxel there (at the "
-        "hilum or the heart) are peripheral, the rest central (the mediastinal side of a lung is central)."),
+        "slice, the lung voxels within a third of the lung's greatest in-plane depth there (at least 10 mm) of the "
+        "pleura, the chest wall (in plane, from the edge of the convex hull of both lungs in the slice) or the "
+        "diaphragm (straight down, over the dome), are peripheral (55-65 % of a lung on real chests), the rest "
+        "central: the inner part of each slice's lung, with its mediastinal side (except in a slice holding one lung "
+        "only) and anything a segmenter takes in along the mediastinum."),
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored (anteroposterior and peripheral_central rows: measured); missing: the scan cannot score it (not covered by the scan, a level "

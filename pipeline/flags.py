@@ -33,7 +33,8 @@ SCORING_FLAGS: dict[str, str] = {
     "LUNG_NOT_FOUND": "the segmentation found no lung on this side (a failure, a lung outside the field of view, "
                       "a pneumonectomy): its units, the totals and the whole-scan percentages are missing",
     "LUNG_CUT_BY_FOV": "a lung runs along the edge of the field of view on this percentage of its slices: its "
-                       "measures are of the visible part; review",
+                       "measures are of the visible part, and zones.csv's peripheral_central rows take the cut edge "
+                       "for the chest wall; review",
     "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",
     "ORIENTATION_SUSPECT": "the anatomy contradicts the header's orientation: the spine lies in front of the lungs "
                            "(spine_anterior: a prone scan with a supine header?); sides swapped, scores unreliable",

@@ -657,10 +657,11 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
                  "midpoint of its own anteroposterior extent into an anterior and a posterior half, in which lung and "
                  "lesion volumes and the percentage of opacity were measured.")
     if versions and all(version_key(v) >= version_key("0.13.0") for v in versions):  # zones.csv's peripheral_central rows
-        s.append("To describe the peripheral (subpleural) or central distribution, each lung was divided in every axial "
-                 "slice into its peripheral third, the lung within one third of the greatest in-plane distance of that "
-                 "lung from the edge of the chest cavity (the convex hull of both lungs in the slice), and the central "
-                 "rest, in which lung and lesion volumes and the percentage of opacity were measured.")
+        s.append("To describe the peripheral (subpleural) or central distribution, the lung lying, in each axial "
+                 "slice, within one third of that lung's greatest in-plane depth (at least 10 mm) of the pleura, of "
+                 "the chest wall (in-plane distance from the convex hull of both lungs) or of the diaphragm (vertical "
+                 "height above the lung's base over the dome), was classed as peripheral and the rest as central, "
+                 "and lung and lesion volumes and the percentage of opacity were measured in each.")
     n_lobar = sum(1 for a, b in zip(_values(ok, "lobar20_total") or [""] * n_ok,
                                     _values(ok, "lobar25_total") or [""] * n_ok) if a or b)
     if n_lobar:

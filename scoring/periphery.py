@@ -1,22 +1,29 @@
-"""Peripheral and central lung, slice by slice: the geometry of zones.csv's ``peripheral_central`` rows.
+"""Peripheral and central lung: the geometry of zones.csv's ``peripheral_central`` rows.
 
-Readers call an opacity peripheral (subpleural) when it lies mainly in "the peripheral one-third of the lung", from
-the hilum out to the costal pleura; COVID-19's typical pattern is peripheral, a perihilar (central) one suggests
-other causes. ctscore measures that third on each axial slice, as it is read:
+Readers call an opacity peripheral (subpleural) when it lies mainly in "the peripheral one-third of the lung", next
+to the pleura of the chest wall and the diaphragm; COVID-19's typical pattern is peripheral, a central (perihilar,
+peribronchovascular) one suggests other causes. ctscore measures it on each axial slice, as it is read:
 
 * the **chest cavity** of a slice is the convex hull of both lungs' voxels in it: its edge runs along the costal
   pleura, in front of the heart and behind the spine, so the mediastinum, the hila and the heart lie inside it;
-* a lung voxel's **depth** is its in-plane distance (mm) from the nearest voxel outside that hull, so lung along the
-  ribs, the front and the paravertebral gutters is shallow and lung at the hilum and along the heart is deep;
-* a voxel is **peripheral** when its depth is at most :data:`PERIPHERAL_FRACTION` of the deepest voxel of its own
-  lung in that slice (its most central lung, at the hilum or the heart): the outer third of the way from the costal
-  pleura to the hilum, whatever the lung's size. The rest is **central**.
+* a lung voxel's **distance from the pleura** is the smaller of its in-plane distance (mm) from the nearest voxel
+  outside that hull (lung along the ribs, the front and the paravertebral gutters is near; lung at the hilum and along
+  the heart is far) and its height above the diaphragm below it (up its column from the lung's floor, where that
+  floor lies over the dome: :func:`slice_depths`);
+* a voxel is **peripheral** when that distance is at most :data:`PERIPHERAL_FRACTION` of its lung's greatest in-plane
+  depth in the slice (the outer third of the way from the chest wall to the lung's most central voxel), and never less
+  than :data:`MIN_RIND_MM` (lung within 10 mm of the pleura is subpleural however thin the lung there: apices, the
+  lung around a dome). The rest is **central**: the inner part of each slice's lung, at the hilum at hilar levels.
 
-What follows from the definition (docs/scoring.md, "Peripheral and central lung"): the mediastinal surface of a lung
-is central, not subpleural, as a reader reads "peripheral"; in a slice that holds one lung only (an apex above the
-other, a base below it) the hull is that lung's, so its medial side counts as outer; in a slice through the
-diaphragm's dome the lung around the dome is cut into its outer third (against the ribs) and the rest (towards the
-dome). Depths are measured per slice, not in 3-D: no distance to the apex or the dome's surface above or below.
+What follows from the definition (docs/scoring.md, "Peripheral and central lung"):
+* the mediastinal surface of a lung is central, not subpleural, as a reader reads "peripheral"; so is anything a
+  segmenter takes into the lung mask along the mediastinum (a great vessel, the heart: dense "central lesion");
+* "a third" is of the depth, not of the volume: the peripheral unit holds more than half of a lung (55-65 % on the
+  six real chests);
+* in a slice that holds one lung only (an apex above the other, a base below it) the hull is that lung's, so its
+  medial side counts as outer;
+* a lung cut by the field of view has its cut edge taken for the chest wall (``LUNG_CUT_BY_FOV``);
+* distances to the chest wall are in-plane (no distance to the apex above), and to the diaphragm vertical only.
 """
 
 from __future__ import annotations
@@ -79,10 +86,75 @@ def cavity_depth(lungs_slice: np.ndarray, pixel_mm: tuple[float, float] = (1.0, 
     return depth
 
 
-def peripheral_in_slice(depth: np.ndarray, lung: np.ndarray, fraction: float = PERIPHERAL_FRACTION) -> np.ndarray:
-    """Which of one lung's voxels in a slice are peripheral, as a 1-D boolean array in the order of ``depth[lung]``:
-    depth at most ``fraction`` of that lung's deepest voxel in the slice."""
-    d = depth[lung]
-    if d.size == 0:
-        return np.zeros(0, bool)
-    return d <= d.max() * fraction
+def slice_depths(lungs: np.ndarray, sides: dict[int, float | None], z_mm: np.ndarray,
+                 pixel_mm: tuple[float, float] = (1.0, 1.0), box: tuple[slice, slice] | None = None,
+                 margin_mm: float | None = None):
+    """Slice by slice, inferior first: each lung voxel's distance (mm) from the costal or the diaphragmatic pleura,
+    and each lung's greatest in-plane depth in the slice, what zones.csv's peripheral_central rows divide it by.
+
+    ``sides``: lung label -> its dome level (patient z, mm; None when not found). Labels of ``lungs`` not in ``sides``
+    are no lung. ``z_mm``: each slice's patient z; ``box``: the in-plane box to work in (all of a slice by default).
+
+    A voxel's distance is the smaller of
+    * its in-plane depth from the chest cavity's edge (:func:`cavity_depth` of all ``sides``' lungs in the slice), and
+    * its height above the diaphragm: counted up its column through the lung's lowest run of voxels, whose floor (one
+      slice step high, as a boundary voxel is one pixel deep in plane) lies at most ``margin_mm``
+      (:data:`DOME_MARGIN_MM`) above the lung's dome level and not in the volume's lowest slice (there the scan ends,
+      not the lung). Voxels above a gap in their column, over a floor higher up (on the hilum's vessels or the heart)
+      or of a lung without a dome level have no height.
+
+    Yields ``(k, {label: (distance, greatest)})`` for every slice k holding a lung of ``sides``: ``distance`` a
+    float32 array in the order of ``lungs[k][box][lungs[k][box] == label]``, ``greatest`` the largest in-plane depth
+    of that lung in the slice (mm). Two boolean and one float32 in-plane arrays per lung are all it keeps."""
+    margin = DOME_MARGIN_MM if margin_mm is None else margin_mm
+    z = np.asarray(z_mm, float)
+    if z.shape != (lungs.shape[0],):
+        raise ValueError(f"z_mm has {z.size} values, the volume {lungs.shape[0]} slices")
+    box = box or (slice(None), slice(None))
+    order = np.argsort(z, kind="stable")  # inferior first
+    step = float(np.median(np.diff(z[order]))) if z.size > 1 else 1.0
+    shape = lungs[0][box].shape
+    labels = list(sides)
+    state = {lab: {"started": np.zeros(shape, bool), "in_run": np.zeros(shape, bool),
+                   "floor_ok": np.zeros(shape, bool), "height": np.full(shape, np.inf, np.float32)} for lab in labels}
+    prev_z = None
+    for i, k in enumerate(order):
+        sl = lungs[k][box]
+        lab_k = np.where(np.isin(sl, labels), sl, 0)
+        costal = cavity_depth(lab_k, pixel_mm) if lab_k.any() else None
+        rise = np.float32(step if prev_z is None else abs(z[k] - prev_z))
+        out = {}
+        for lab in labels:
+            st = state[lab]
+            m = lab_k == lab
+            new_floor = m & ~st["started"]
+            dome = sides[lab]
+            floor_here = dome is not None and i > 0 and z[k] <= dome + margin
+            st["floor_ok"] = np.where(new_floor, floor_here, st["floor_ok"])
+            st["height"] = np.where(new_floor, np.float32(step),
+                                    np.where(st["in_run"] & m, st["height"] + rise, np.float32(np.inf)))
+            st["in_run"] = m & (st["in_run"] | new_floor)
+            st["started"] |= m
+            if costal is None or not m.any():
+                continue
+            d = costal[m]
+            up = np.where(st["floor_ok"], st["height"], np.float32(np.inf))[m]
+            out[lab] = (np.minimum(d, up).astype(np.float32), float(d.max()))
+        prev_z = z[k]
+        if out:
+            yield int(k), out
+
+
+def cut_off_mm(greatest: float) -> float:
+    """The distance (mm) within which a lung voxel of a slice is peripheral: a third of the lung's greatest in-plane
+    depth in that slice (:data:`PERIPHERAL_FRACTION`), at least :data:`MIN_RIND_MM`."""
+    return max(PERIPHERAL_FRACTION * greatest, MIN_RIND_MM) + TIE_MM
+
+
+#: Lung within this distance (mm) of the costal or diaphragmatic pleura is peripheral in every slice, however thin the
+#: lung there (the apices, a ring of lung around a dome): subpleural in the radiological sense.
+MIN_RIND_MM = 10.0
+#: A lung's floor counts as the diaphragm (:func:`slice_depths`) up to this far (mm) above its dome level.
+DOME_MARGIN_MM = 10.0
+#: Distances within this much (mm) of the cut-off count as inside it (floating-point ties at exactly a third).
+TIE_MM = 1e-6

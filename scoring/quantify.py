@@ -199,9 +199,9 @@ def score_scan(
     then cut at axial planes through the volume, as SCORING.md defines them, instead of slice by slice at the
     slice centre (``z_mm``, which still decides which edge slices are cut off).
 
-    ``pixel_mm``: the (row, column) pixel spacing in mm, for the in-plane distances of the peripheral_central rows
-    (:func:`_peripheral_central_rows`); None takes square pixels, which is all those rows need (their depths are
-    shares of each slice's deepest voxel).
+    ``pixel_mm``: the (row, column) pixel spacing in mm, for the distances of the peripheral_central rows
+    (:func:`_peripheral_central_rows`); None takes square pixels of the area ``voxel_ml`` and the slice step give,
+    right for CT's square pixels but not for rectangular ones.
 
     The steps, each a function below: :func:`_check_inputs`, :func:`_lesion_classes_in_lung`, :func:`_scan_measures`
     (volumes, PO, PHO, MosMed), :func:`_coverage` (apex/base cut off), :func:`_absent_sides` (LUNG_NOT_FOUND,
@@ -230,8 +230,18 @@ def score_scan(
     zone_rows += _lobar_scores(hu, lungs, classes, z_mm, z_arr, voxel_ml, cfg, lobes, absent_sides, row, flags)
     zone_rows += _anteroposterior_rows(hu, lungs, classes, voxel_ml, pho_min, absent_sides)
     zone_rows += _peripheral_central_rows(hu, lungs, classes, voxel_ml, pho_min, absent_sides,
-                                          (1.0, 1.0) if pixel_mm is None else tuple(pixel_mm))
+                                          _pixel_mm(pixel_mm, voxel_ml, z_arr), z_arr, landmarks)
     return row, zone_rows, flags
+
+
+def _pixel_mm(pixel_mm: Sequence[float] | None, voxel_ml: float, z_mm: np.ndarray) -> tuple[float, float]:
+    """The (row, column) pixel spacing: as given, else square pixels of the area the voxel volume and the median
+    slice step leave (1 mm slices when there is one slice)."""
+    if pixel_mm is not None:
+        return float(pixel_mm[0]), float(pixel_mm[1])
+    step = float(np.median(np.abs(np.diff(np.sort(z_mm))))) if len(z_mm) > 1 else 1.0
+    side = math.sqrt(voxel_ml * 1000.0 / step) if step > 0 and voxel_ml > 0 else 1.0
+    return side, side
 
 
 def _check_inputs(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
@@ -707,14 +717,16 @@ PERIPHERAL_CENTRAL_UNITS = ("peripheral", "central")
 
 
 def _peripheral_central_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel_ml: float, pho_min: float,
-                             absent_sides: set[str], pixel_mm: tuple[float, float]) -> list[dict[str, Any]]:
-    """zones.csv rows of system ``peripheral_central``: each lung's ``peripheral`` lung (in each axial slice, the
-    outer third of the way from the chest cavity's edge, the costal pleura, to the lung's deepest voxel at the hilum
-    or the heart: :mod:`scoring.periphery`) and the rest, ``central``, with every measure column of a unit and no
-    score. Together they are the lung. Read slice by slice (one slice's depth map at a time, no full-volume array);
-    a lung not found has both rows missing, and a unit without lung (a lung so thin that no voxel lies in its outer
-    third) is missing with lung_ml 0. ``pixel_mm``: the (row, column) spacing, for the in-plane distances."""
-    from scoring.periphery import cavity_depth, peripheral_in_slice
+                             absent_sides: set[str], pixel_mm: tuple[float, float], z_mm: np.ndarray,
+                             landmarks: Mapping[str, Landmark]) -> list[dict[str, Any]]:
+    """zones.csv rows of system ``peripheral_central``: each lung's ``peripheral`` lung, in each slice within a third of
+    the lung's greatest in-plane depth there (at least 10 mm) of the costal pleura (in plane, from the chest cavity's
+    edge) or of the diaphragm (up its column from the lung's floor over the dome), and the rest, ``central``
+    (:mod:`scoring.periphery`), with every measure column of a unit and no score. Together they are the lung. A lung
+    not found has both rows missing and is no lung of the chest cavity; a unit without lung (a lung lying wholly within
+    10 mm of the pleura has no central lung) is missing with lung_ml 0. ``pixel_mm``: the (row, column) spacing;
+    ``z_mm``: each slice's z; ``landmarks``: the domes."""
+    from scoring.periphery import cut_off_mm, slice_depths
 
     present = {side: name for side, name in SIDES.items() if name not in absent_sides}
     # per lung and unit: lung voxels, class counts (index 1-3), HU sum, voxels of lesion above pho_min
@@ -726,17 +738,13 @@ def _peripheral_central_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndar
         plane = lungs[zs[0]:zs[-1] + 1].max(axis=0) > 0
         ys, xs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
         box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-        for k in zs:
+        domes = {side: getattr(landmarks.get(f"dome_{name}"), "z_mm", None) for side, name in present.items()}
+        for k, per_side in slice_depths(lungs, domes, z_mm, pixel_mm, box):
             lab = lungs[k][box]
-            if len(present) < len(SIDES):  # a lung not found is no lung of the chest cavity either
-                lab = np.where(np.isin(lab, list(present)), lab, 0)
-            depth = cavity_depth(lab, pixel_mm)
             cls_k, hu_k = classes[k][box], hu[k][box]
-            for side in present:
+            for side, (d, greatest) in per_side.items():
                 m = lab == side
-                if not m.any():
-                    continue
-                outer = peripheral_in_slice(depth, m)
+                outer = d <= cut_off_mm(greatest)
                 c, h = cls_k[m], hu_k[m]
                 for unit, sel in (("peripheral", outer), ("central", ~outer)):
                     cu, hsel = c[sel], h[sel]

@@ -62,7 +62,8 @@ def test_text_states_what_the_run_did(sample_run):
         assert cite in text
     assert "MosMedData category" in text
     assert "at the midpoint of its own anteroposterior extent into an anterior and a posterior half" in text
-    assert "into its peripheral third, the lung within one third of the greatest in-plane distance" in text
+    assert ("within one third of that lung's greatest in-plane depth (at least 10 mm) of the pleura" in text
+            and "was classed as peripheral and the rest as central" in text)
     assert ("hyperinflated (below -900 HU), normally aerated (-900 to under -500 HU), poorly aerated (-500 to under "
             "-100 HU) and non-aerated (-100 to 100 HU) compartments" in text and "Gattinoni et al., N Engl J Med" in text
             and "with HU held at -1000 from below" in text and "for voxels from -1000 to 0 HU" in text)

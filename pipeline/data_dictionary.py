@@ -359,7 +359,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "pleura, the chest wall (in plane, from the edge of the convex hull of both lungs in the slice) or the "
         "diaphragm (straight down, over the dome), are peripheral (55-65 % of a lung on real chests), the rest "
         "central: the inner part of each slice's lung, with its mediastinal side (except in a slice holding one lung "
-        "only) and anything a segmenter takes in along the mediastinum."),
+        "only) and anything a segmenter takes in along the mediastinum (what it takes in at the dome is "
+        "peripheral)."),
     "status": (
         "text", "", "ok | missing", "never empty",
         "ok: the unit was measured and scored (anteroposterior and peripheral_central rows: measured); missing: the scan cannot score it (not covered by the scan, a level "

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Measurement error of ctscore's outputs under changes that leave the patient as it was: the same CT cropped by
 slices or pixels outside the lungs (the working grid moves by a fraction of a voxel), shifted by a fraction of a
-voxel, rotated 2 degrees about the head-feet axis, or given new noise. Prints, per output, the baseline, the range,
-the median and largest absolute change, how often it changed, and the repeatability coefficient (2.77 x the
+voxel, rotated 2 degrees about the head-feet axis, or given new noise. Prints, per output (the scan's scores and
+volumes, and the shares of its lesion in the lungs' peripheral and posterior units of zones.csv), the baseline, the
+range, the median and largest absolute change, how often it changed, and the repeatability coefficient (2.77 x the
 within-scan standard deviation over all runs, baseline included), for power calculations and minimal detectable
 changes. Figures of README "Measurement error".
 
@@ -27,7 +28,10 @@ sys.path.insert(0, str(REPO))
 LEVELS = ("carina", "ipv", "suprasternal_notch", "dome_right", "dome_left")
 OUTPUTS = ("six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
            "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated", "lung_tissue_g",
-           "non_aerated_volume_ml")
+           "non_aerated_volume_ml", "peripheral_lesion_pct", "posterior_lesion_pct")
+#: the shares of a scan's lesion (both lungs) in one unit of a two-unit zones.csv system: output -> (system, unit)
+LESION_SHARES = {"peripheral_lesion_pct": ("peripheral_central", "peripheral"),
+                 "posterior_lesion_pct": ("anteroposterior", "posterior")}
 
 
 def perturbations(quick: bool) -> list[tuple[str, dict]]:
@@ -76,8 +80,13 @@ def perturbed(image, padding, how: dict):
 
 def measures(res: dict) -> dict:
     row = res["row"]
-    out = {k: row.get(k) for k in OUTPUTS if k != "lung_volume_ml"}
+    out = {k: row.get(k) for k in OUTPUTS if k != "lung_volume_ml" and k not in LESION_SHARES}
     out["lung_volume_ml"] = round(float(row["lung_volume_ml_right"]) + float(row["lung_volume_ml_left"]), 2)
+    for name, (system, unit) in LESION_SHARES.items():  # % of the lesion of both lungs; empty without lesion
+        rows = [z for z in res["zones"] if z["system"] == system and z["status"] == "ok"]
+        total = sum(z["lesion_ml"] for z in rows)
+        part = sum(z["lesion_ml"] for z in rows if z["unit"] == unit)
+        out[name] = round(100.0 * part / total, 2) if total > 0 else None
     for name in LEVELS:  # the levels that place the units: they move with the scan too
         lm = res["landmarks"].get(name)
         out[f"{name}_z_mm"] = None if lm is None or lm.z_mm is None else round(float(lm.z_mm), 1)

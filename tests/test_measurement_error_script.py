@@ -37,7 +37,9 @@ def test_the_spread_is_printed_per_output(capsys):
     assert len(out) - end - 1 == 7 and "carina" in out[end + 1]  # the levels of each run: they move too
     assert set(rows) == {"six_zone_total", "zhang900_total", "mosmed_category", "percent_opacity", "lesion_volume_ml",
                          "consolidation_volume_ml", "lung_volume_ml", "percent_well_aerated", "lung_tissue_g",
-                         "non_aerated_volume_ml"}
+                         "non_aerated_volume_ml", "peripheral_lesion_pct", "posterior_lesion_pct"}
+    for share in ("peripheral_lesion_pct", "posterior_lesion_pct"):  # % of the lesion of both lungs
+        assert 0 <= float(rows[share][1]) <= 100
     assert rows["six_zone_total"][1] == "6"  # the sample's six-zone as scanned
     assert float(rows["lung_volume_ml"][-1]) >= 0  # a repeatability coefficient
     # The sample's carina stays found in every run: its main bronchi open widely into the trachea (phantom version

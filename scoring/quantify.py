@@ -656,6 +656,44 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
     return zone_rows
 
 
+class _UnitTally:
+    """Running sums of one measured, unscored unit of zones.csv (anteroposterior, peripheral_central): its lung voxels,
+    their lesion classes, HU sum and lesion voxels above the high-opacity HU, added slice by slice or at once."""
+
+    def __init__(self, pho_min: float) -> None:
+        self.pho_min = pho_min
+        self.n = 0
+        self.class_n = np.zeros(4, np.int64)
+        self.hu_sum = 0.0
+        self.high_n = 0
+
+    def add(self, cls: np.ndarray, hu: np.ndarray) -> None:
+        """Add lung voxels: their classes and HU (1-D arrays of the same voxels)."""
+        self.n += int(cls.size)
+        self.class_n += class_counts(cls)
+        self.hu_sum += float(hu.sum(dtype=np.float64))
+        self.high_n += int(np.count_nonzero((cls > 0) & (hu > self.pho_min)))
+
+    def row(self, system: str, lung: str, unit: str, voxel_ml: float) -> dict[str, Any]:
+        """The unit's zones.csv row: every measure column, no score; missing with lung_ml 0 when it holds no voxel
+        (a unit of a lung found that holds none of its lung, as a zone without lung)."""
+        if not self.n:
+            return {"system": system, "lung": lung, "unit": unit, **MISSING_UNIT, "lung_ml": 0.0}
+        n = self.class_n
+        meas = {"lung_ml": float(self.n) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
+                "class_n": {k: int(n[k]) for k in (1, 2, 3)}, "mean_hu": self.hu_sum / self.n,
+                "high_ml": float(self.high_n) * voxel_ml}
+        return {"system": system, "lung": lung, "unit": unit,
+                **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
+                "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,
+                "status": "ok", "near_edge": ""}
+
+
+def _missing_rows(system: str, lung: str, units: Sequence[str]) -> list[dict[str, Any]]:
+    """The missing rows of a measured system's units in a lung not found."""
+    return [{"system": system, "lung": lung, "unit": unit, **MISSING_UNIT} for unit in units]
+
+
 #: zones.csv rows of the front and back halves of each lung (system ``anteroposterior``, :func:`_anteroposterior_rows`).
 ANTEROPOSTERIOR_UNITS = ("anterior", "posterior")
 
@@ -679,8 +717,7 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
         m = lungs == side
         zy = m.any(axis=2)  # [slice, row]: the lung's rows in each slice
         if name in absent_sides or not zy.any():
-            rows += [{"system": "anteroposterior", "lung": name, "unit": unit, **MISSING_UNIT}
-                     for unit in ANTEROPOSTERIOR_UNITS]
+            rows += _missing_rows("anteroposterior", name, ANTEROPOSTERIOR_UNITS)
             continue
         # the lung's bounding box (views), its voxels read once as 1-D arrays: no further full-volume masks
         zs, ys, xs = (np.flatnonzero(a) for a in (zy.any(axis=1), zy.any(axis=0), m.any(axis=(0, 1))))
@@ -695,19 +732,9 @@ def _anteroposterior_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray
         post_v = np.broadcast_to(back[:, :, None], m.shape)[m]
         del m
         for unit, half in (("anterior", ~post_v), ("posterior", post_v)):
-            c, h = cls_v[half], hu_v[half]
-            if not c.size:  # a lung one row deep in every slice: a half without lung is missing, as a zone is
-                rows.append({"system": "anteroposterior", "lung": name, "unit": unit, **MISSING_UNIT, "lung_ml": 0.0})
-                continue
-            n = class_counts(c)
-            meas = {"lung_ml": float(c.size) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
-                    "class_n": {k: int(n[k]) for k in (1, 2, 3)},
-                    "mean_hu": float(h.mean()) if h.size else math.nan,
-                    "high_ml": float(np.count_nonzero((c > 0) & (h > pho_min))) * voxel_ml}
-            rows.append({"system": "anteroposterior", "lung": name, "unit": unit,
-                         **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
-                         "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,
-                         "status": "ok", "near_edge": ""})
+            tally = _UnitTally(pho_min)  # a half without lung (a lung one row deep in every slice) is missing
+            tally.add(cls_v[half], hu_v[half])
+            rows.append(tally.row("anteroposterior", name, unit, voxel_ml))
     return rows
 
 
@@ -729,9 +756,7 @@ def _peripheral_central_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndar
     from scoring.periphery import cut_off_mm, slice_depths
 
     present = {side: name for side, name in SIDES.items() if name not in absent_sides}
-    # per lung and unit: lung voxels, class counts (index 1-3), HU sum, voxels of lesion above pho_min
-    acc = {(side, unit): {"n": 0, "class_n": np.zeros(4, np.int64), "hu_sum": 0.0, "high_n": 0}
-           for side in present for unit in PERIPHERAL_CENTRAL_UNITS}
+    acc = {(side, unit): _UnitTally(pho_min) for side in present for unit in PERIPHERAL_CENTRAL_UNITS}
     # the slices and the in-plane box of the lungs from reductions (no full-volume mask)
     zs = np.flatnonzero(lungs.max(axis=(1, 2)) > 0) if present else np.zeros(0, np.int64)
     if zs.size:
@@ -747,32 +772,14 @@ def _peripheral_central_rows(hu: np.ndarray, lungs: np.ndarray, classes: np.ndar
                 outer = d <= cut_off_mm(greatest)
                 c, h = cls_k[m], hu_k[m]
                 for unit, sel in (("peripheral", outer), ("central", ~outer)):
-                    cu, hsel = c[sel], h[sel]
-                    a = acc[(side, unit)]
-                    a["n"] += int(cu.size)
-                    a["class_n"] += class_counts(cu)
-                    a["hu_sum"] += float(hsel.sum(dtype=np.float64))
-                    a["high_n"] += int(np.count_nonzero((cu > 0) & (hsel > pho_min)))
+                    acc[(side, unit)].add(c[sel], h[sel])
     rows: list[dict[str, Any]] = []
     for side, name in SIDES.items():
-        if side not in present or not any(acc[(side, u)]["n"] for u in PERIPHERAL_CENTRAL_UNITS):
-            rows += [{"system": "peripheral_central", "lung": name, "unit": unit, **MISSING_UNIT}
+        if side not in present or not any(acc[(side, u)].n for u in PERIPHERAL_CENTRAL_UNITS):
+            rows += _missing_rows("peripheral_central", name, PERIPHERAL_CENTRAL_UNITS)
+        else:
+            rows += [acc[(side, unit)].row("peripheral_central", name, unit, voxel_ml)
                      for unit in PERIPHERAL_CENTRAL_UNITS]
-            continue
-        for unit in PERIPHERAL_CENTRAL_UNITS:
-            a = acc[(side, unit)]
-            if not a["n"]:
-                rows.append({"system": "peripheral_central", "lung": name, "unit": unit, **MISSING_UNIT,
-                             "lung_ml": 0.0})
-                continue
-            n = a["class_n"]
-            meas = {"lung_ml": float(a["n"]) * voxel_ml, "lesion_ml": float(n[1:].sum()) * voxel_ml,
-                    "class_n": {k: int(n[k]) for k in (1, 2, 3)}, "mean_hu": a["hu_sum"] / a["n"],
-                    "high_ml": float(a["high_n"]) * voxel_ml}
-            rows.append({"system": "peripheral_central", "lung": name, "unit": unit,
-                         **unit_columns(meas, percent(meas["lesion_ml"], meas["lung_ml"]), voxel_ml),
-                         "extent_score": math.nan, "density_grade": math.nan, "unit_score": math.nan,
-                         "status": "ok", "near_edge": ""})
     return rows
 
 

@@ -247,11 +247,13 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
     "apex_covered": (
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's top slice (that slice holds at least 5 mm2 of it): the lung "
-        "apex is cut off, QC flag PARTIAL_LUNG_COVERAGE, and the zones there are missing."),
+        "apex is cut off, QC flag PARTIAL_LUNG_COVERAGE, and the zones there are missing. It speaks of the lungs "
+        "found: a lung not found (LUNG_NOT_FOUND) is not counted as cut off."),
     "base_covered": (
         "boolean", "", "True | False", _FAILED,
         "False when a lung runs out of the scan's bottom slice (that slice holds at least 5 mm2 of it): the lung "
-        "base is cut off, QC flag PARTIAL_LUNG_COVERAGE, and the zones there are missing."),
+        "base is cut off, QC flag PARTIAL_LUNG_COVERAGE, and the zones there are missing. It speaks of the lungs "
+        "found: a lung not found (LUNG_NOT_FOUND) is not counted as cut off."),
     "scan_above_lungs_mm": (
         "number", "mm", ">= 0", _FAILED + "; or no lung found",
         "How far the scan reaches above the lungs: from the higher apex level (landmarks.csv) to the scan's top "

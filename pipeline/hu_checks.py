@@ -94,8 +94,8 @@ NOISE_SLICES = 64
 #: HU below which lung is "low attenuation" (%LAA-950: the emphysema measure of COPD research, on the CT's own grid);
 #: scans.csv's percent_low_attenuation counts the same voxels (scoring.quantify).
 LAA_HU = LOW_ATTENUATION_HU
-#: %LAA-950 at or above which a series is flagged LOW_ATTENUATION. The six real chests of ../shared/data read 0.03-3.8 %
-#: (cap001, diffuse pneumonia, 3.8 %); the COPDGene subject (cip_copdgene ct-64, 4 mm voxels) 19.7 %. Emphysema is
+#: %LAA-950 at or above which a series is flagged LOW_ATTENUATION. The six real chests of ../shared/data read 0.02-4.0 %
+#: (cap001, diffuse pneumonia, 4.0 % with the network's lung mask, 3.8 % with the classical one); the COPDGene subject (cip_copdgene ct-64, 4 mm voxels) 19.7 %. Emphysema is
 #: usually called from 5 %; 10 % flags marked emphysema or large bullae, where an audit measured pneumonia
 #: under-segmented (a ground-glass halo around a bulla: 0.3 of 62 mL found; centrilobular emphysema added to a COVID-19
 #: scan: lesion volume -7 % network, -41 % classical). Noise raises it (normal lung at -870 HU dips below -950).
@@ -136,9 +136,9 @@ MEDIASTINUM_MIN_ML = 20.0
 THICK_SLICE_MM = 5.0
 
 #: MOTION_SUSPECT:<ratio>: :func:`slice_jump_ratio` above this. The six real chests of ../shared/data read 1.2-1.3
-#: where no step is seen (normal001, cap001, ricord_covid_419639, lung_pet_ct_dx_A0002), ge_mister_ct 4.9 (its three
-#: acquisitions meet with the lungs stepped) and itkelastix00 4.9 (a flat step in the right dome, as from a 4D-CT's
-#: sorting), the sample 1.2; simulated breathing in the bases (a motion audit, 2026-12-06: a slab of the lower 60 mm
+#: (network's masks: 1.1-1.5) where no step is seen (normal001, cap001, ricord_covid_419639, lung_pet_ct_dx_A0002),
+#: ge_mister_ct 4.9 (network 5.3; its three acquisitions meet with the lungs stepped) and itkelastix00 4.9 (network
+#: 5.0; a flat step in the right dome, as from a 4D-CT's sorting), the sample 1.2; simulated breathing in the bases (a motion audit, 2026-12-06: a slab of the lower 60 mm
 #: shown 5-15 mm higher or 10 mm to the front, a 10 mm slab doubled, three frozen slices, a slab blurred along z or
 #: in plane) 2.1 (cap001, a 10 mm slab doubled, through the pipeline) to 13.2, and 1000 for frozen slices.
 MOTION_RATIO = 2.0
@@ -149,8 +149,10 @@ MOTION_NEIGHBOURS = 4
 #: Slices this near the lungs' first and last are not compared (the apices and bases change fast anyway).
 MOTION_EDGE_SLICES = 3
 
-#: DEPENDENT_DENSITY:<HU>: :func:`dependent_gradient_hu` above this. The six real chests read -55 to 58 (58:
-#: ricord_covid_419639's posterior COVID-19); a normal scan given a posterior gradient of 200 HU (t squared, front to
+#: DEPENDENT_DENSITY:<HU>: :func:`dependent_gradient_hu` above this. The six real chests read -55 to 58 on the classical
+#: segmenter's masks (58: ricord_covid_419639's posterior COVID-19) and -42 to 82 on the network's, whose mask holds
+#: more of ricord's dense posterior disease: it reads 82 and is flagged (posterior-predominant disease, as the flag
+#: says; an audit of the outputs, 2026-12-07); a normal scan given a posterior gradient of 200 HU (t squared, front to
 #: back) 99-113 and 160 for 300 HU, which made the network score six-zone 4 (CT-1) and the classical segmenter 397
 #: mL of lesion on normal001 with no other flag (DENSE_LUNG's mean stayed below -700).
 DEPENDENT_GRADIENT_HU = 80.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 from pathlib import Path
 
@@ -71,37 +73,107 @@ def sample_run(tmp_path_factory, sample_truth) -> Path:
 
     out = tmp_path_factory.mktemp("sample_run")
     cfg = load_config(extra={"segmentation": {"method": "classical"}, "outputs": {"write_dicom_seg": True}})
-    summary = run_pipeline(SAMPLE, out, cfg)
+    with segment_memo():  # the unchanged sample is segmented once per test process (below)
+        summary = run_pipeline(SAMPLE, out, cfg)
     assert summary["n_ok"] == 1, (out / "failures.csv").read_text()
     return out
 
 
-#: Classical segmentations already made in this test process: (model_id, spacing, dtype, shape, HU digest) -> result.
-_CLASSICAL_DONE: dict = {}
+#: Segmentations already made in this test process, least recently used first: key -> (result, bytes). Bounded by
+#: SEGMENT_MEMO_MB (default 512 MB, $CTSCORE_TEST_MEMO_MB; 0 turns the memo off): a real chest's result on the
+#: 1.5 mm grid holds 30-65 MB (lungs uint8, lesions and airway bool), the sample's 34 MB.
+_SEGMENTS_DONE: collections.OrderedDict = collections.OrderedDict()
+SEGMENT_MEMO_MB = float(os.environ.get("CTSCORE_TEST_MEMO_MB", "512"))
 
 
-@pytest.fixture()
-def classical_memo(monkeypatch):
-    """Opt-in (``pytestmark = pytest.mark.usefixtures("classical_memo")``): the classical segmenter segments a given
-    HU volume once per test process and hands later calls with the same volume, spacing and parameters (its model_id
-    hashes every one) a deep copy of that result. For files that run the unchanged sample many times to test what
-    comes after segmentation (lobes, edited masks, reader levels): an edited, cropped or flipped volume is another key
-    and is segmented. Not for tests that measure the segmenter's memory or patch its internals."""
-    import copy
+def _segmentation_bytes(seg) -> int:
+    return sum(int(a.nbytes) for a in (seg.lungs, seg.lesions, seg.airway, getattr(seg, "lobes", None))
+               if a is not None)
+
+
+def _memo_key(kind: str, seg_id, hu, spacing) -> tuple:
     import hashlib
 
     import numpy as np
 
-    from segmentation.classical import ClassicalSegmenter
+    a = np.ascontiguousarray(hu)
+    return (kind, seg_id, tuple(float(s) for s in spacing), a.dtype.str, a.shape,
+            hashlib.sha1(a.view(np.uint8).reshape(-1)).hexdigest())
 
-    segment = ClassicalSegmenter.segment
 
-    def memo(self, hu, spacing):
-        a = np.ascontiguousarray(hu)
-        key = (self.model_id, tuple(float(s) for s in spacing), a.dtype.str, a.shape,
-               hashlib.sha1(a.view(np.uint8).reshape(-1)).hexdigest())
-        if key not in _CLASSICAL_DONE:
-            _CLASSICAL_DONE[key] = segment(self, hu, spacing)
-        return copy.deepcopy(_CLASSICAL_DONE[key])
+def _memo_segment(key: tuple, compute):
+    """The result stored under ``key`` (computed once by ``compute()``), as a deep copy: callers may change it."""
+    import copy
 
-    monkeypatch.setattr(ClassicalSegmenter, "segment", memo)
+    hit = _SEGMENTS_DONE.get(key)
+    if hit is None:
+        result = compute()
+        size = _segmentation_bytes(result)
+        budget = SEGMENT_MEMO_MB * 2**20
+        if size <= budget:
+            while _SEGMENTS_DONE and sum(n for _, n in _SEGMENTS_DONE.values()) + size > budget:
+                _SEGMENTS_DONE.popitem(last=False)  # the least recently used
+            _SEGMENTS_DONE[key] = (result, size)
+        return copy.deepcopy(result)
+    _SEGMENTS_DONE.move_to_end(key)
+    return copy.deepcopy(hit[0])
+
+
+def _monai_memo_id(seg) -> tuple:
+    """Everything of a MonaiSegmenter that its output depends on besides the volume and spacing: the settings it
+    resolved, and its segmentation.monai options as given (an option added later is in the key without an edit)."""
+    import json
+
+    return (type(seg).__module__, type(seg).__qualname__, seg.model_id, str(seg.device), seg.lesion_threshold,
+            seg.flip_tta, tuple(seg.scales), seg.remove_bowel_gas, seg.body_margin_mm, seg.sw_overlap,
+            seg.sw_batch_size, seg.deterministic, json.dumps(seg.options, sort_keys=True, default=repr))
+
+
+@contextlib.contextmanager
+def segment_memo(classical: bool = True, monai: bool = False):
+    """While it is open, the classical segmenter (and with ``monai``, the MONAI network) segments a given HU volume
+    once per test process: later calls with the same volume, spacing and parameters get a deep copy of that result
+    (the classical model_id hashes every parameter; the network's key holds its weights' id, device, threshold,
+    test-time augmentation, bowel-gas removal, body margin, overlap and batch size). An edited, cropped or flipped
+    volume is another key and is segmented. For module fixtures; tests opt in with :func:`classical_memo` or
+    :func:`monai_memo`. Not for tests that measure a segmenter's time or memory or patch its internals."""
+    with pytest.MonkeyPatch.context() as mp:
+        if classical:
+            from segmentation.classical import ClassicalSegmenter
+
+            segment = ClassicalSegmenter.segment
+
+            def memo(self, hu, spacing):
+                key = _memo_key("classical", (type(self).__module__, type(self).__qualname__, self.model_id),
+                                hu, spacing)
+                return _memo_segment(key, lambda: segment(self, hu, spacing))
+
+            mp.setattr(ClassicalSegmenter, "segment", memo)
+        if monai:
+            from segmentation.monai_segmenter import MonaiSegmenter
+
+            net_segment = MonaiSegmenter.segment
+
+            def net_memo(self, hu, spacing):
+                key = _memo_key("monai", _monai_memo_id(self), hu, spacing)
+                return _memo_segment(key, lambda: net_segment(self, hu, spacing))
+
+            mp.setattr(MonaiSegmenter, "segment", net_memo)
+        yield
+
+
+@pytest.fixture()
+def classical_memo():
+    """Opt-in (``pytestmark = pytest.mark.usefixtures("classical_memo")``): :func:`segment_memo` for the classical
+    segmenter during one test. For files that run the unchanged sample or a real chest many times to test what
+    comes after segmentation (lobes, edited masks, reader levels, landmarks, flags)."""
+    with segment_memo(classical=True):
+        yield
+
+
+@pytest.fixture()
+def monai_memo():
+    """Opt-in: :func:`segment_memo` for the MONAI network during one test (the classical segmenter is not
+    memoised by it)."""
+    with segment_memo(classical=False, monai=True):
+        yield

@@ -43,7 +43,10 @@ def notebook_run(tmp_path_factory):
            "selection": {"min_slices": np.int64(10)},
            "scoring": {"lobar": {"lobes_dir": tmp / "lobes"}},
            "outputs": {"write_qc_png": np.bool_(False), "write_masks": False}}
-    summary = run_pipeline(_sample(), out, cfg, batch={"progress": False, "timeout_s": 0})
+    from tests.conftest import segment_memo
+
+    with segment_memo():  # the unchanged sample is segmented once per test process (tests/conftest.py)
+        summary = run_pipeline(_sample(), out, cfg, batch={"progress": False, "timeout_s": 0})
     return summary, out, tmp
 
 

@@ -29,7 +29,7 @@ def test_the_output_folder_may_not_be_the_input_folder(tmp_path, capsys):
     assert (src / "report.html").read_text() == "my notes" and not (src / "scans.csv").exists()
 
 
-def test_unreadable_files_are_named_at_the_start_and_the_end(tmp_path, capsys):
+def test_unreadable_files_are_named_at_the_start_and_the_end(tmp_path, capsys, classical_memo):
     """A folder that could not be listed dropped its series from the batch: '1 of 1 series scored, 0 failed',
     exit 0, nothing on the console (the cause only in inventory.csv)."""
     src = tmp_path / "in"

@@ -76,7 +76,7 @@ def test_the_new_tests_are_what_keeps_them():
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_real_bulla_stays_and_real_gastric_gas_goes(shared_data):
+def test_real_bulla_stays_and_real_gastric_gas_goes(shared_data, monai_memo):
     """normal001 with the audit's 87 mL right basal bulla in a 4.5 mm consolidation rim painted into the network's
     lung mask: nothing removed (before: 99 mL, BOWEL_GAS_REMOVED:right). cap001: its gastric gas (65 mL) still
     leaves the left lung mask."""

@@ -201,7 +201,7 @@ def test_real_normal001(shared_data):
     assert elapsed < 60, elapsed  # generous: the machine is shared
 
 
-def test_real_cap001_has_opacity(shared_data):
+def test_real_cap001_has_opacity(shared_data, classical_memo):
     hu, spacing = _load_working(require(shared_data / "chest" / "cap001"))
     seg = ClassicalSegmenter().segment(hu, spacing)
     voxel_ml = float(np.prod(spacing)) / 1000

@@ -29,7 +29,7 @@ def test_highdicom_info_is_quiet_unless_verbose():
     assert not logging.getLogger("highdicom.base").isEnabledFor(logging.INFO)
 
 
-def test_a_dicom_seg_run_logs_no_source_uid(tmp_path, capfd):
+def test_a_dicom_seg_run_logs_no_source_uid(tmp_path, capfd, classical_memo):
     from pipeline.cli import main
 
     sample = Path(__file__).resolve().parents[1] / "sample_dicoms"

@@ -101,7 +101,7 @@ def test_classical_only_settings_are_said_to_be_ignored_by_the_network(caplog):
     assert "ignores" not in caplog.text
 
 
-def test_the_unused_settings_warning_comes_once_per_run_and_not_from_scan(tmp_path, capsys):
+def test_the_unused_settings_warning_comes_once_per_run_and_not_from_scan(tmp_path, capsys, classical_memo):
     """It came from every load_config: twice per `ctscore run` (the CLI's, then run_pipeline's) and from
     `ctscore scan`, which segments nothing."""
     from pipeline.cli import main

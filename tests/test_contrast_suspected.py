@@ -113,7 +113,7 @@ def _working_grid(series_dir):
 
 
 @pytest.mark.parametrize("name", ["ge_mister_ct", "normal001"])
-def test_real_non_contrast_chests_are_not_flagged_and_their_enhanced_blood_is(shared_data, name):
+def test_real_non_contrast_chests_are_not_flagged_and_their_enhanced_blood_is(shared_data, name, classical_memo):
     """ge_mister_ct is sold as a contrast sample but its blood is unenhanced (40-45 HU): not flagged (hu_checks:
     35-44 HU on the six real series). Its mediastinal soft tissue (20-80 HU between the lungs, 2 mm from them) set to
     250 HU, a CT pulmonary angiogram, is flagged."""

@@ -159,6 +159,6 @@ def test_sample_cut_by_the_fov_loses_the_lung_to_the_classical_segmenter_and_say
     assert math.isnan(res["row"]["six_zone_total"])
 
 
-def test_sample_inside_its_fov_has_neither_flag():
+def test_sample_inside_its_fov_has_neither_flag(classical_memo):
     res = _cut_sample("classical", cut=False)
     assert not any(f.startswith(("LUNG_CUT_BY_FOV", "LUNG_NOT_FOUND")) for f in res["flags"]), res["flags"]

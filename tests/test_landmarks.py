@@ -200,7 +200,7 @@ def test_recess_tips_are_not_followed_past_the_first_slice():
 
 
 @pytest.mark.slow
-def test_normal001_carina_within_3mm(shared_data):
+def test_normal001_carina_within_3mm(shared_data, classical_memo):
     from tests.conftest import require
 
     scan = require(shared_data / "chest" / "normal001")

@@ -171,7 +171,7 @@ def test_two_clavicular_heads_are_told_from_the_manubrium():
 
 
 @pytest.mark.slow
-def test_ricord_notch_is_not_taken_from_a_clavicular_head(shared_data):
+def test_ricord_notch_is_not_taken_from_a_clavicular_head(shared_data, classical_memo):
     """The rotated patient's notch: 15.4 mm too high before (216.4 mm, the right clavicular head's top); the
     reference reads 201 mm."""
     from scripts.landmark_accuracy import evaluate, read_reference
@@ -234,7 +234,7 @@ def test_landmark_accuracy_cut_bases_refuses_bad_fractions(tmp_path, bad, capsys
     assert e.value.code == 2 and "--cut-bases" in capsys.readouterr().err
 
 
-def test_the_notch_of_a_rotated_scan(shared_data):
+def test_the_notch_of_a_rotated_scan(shared_data, classical_memo):
     """ricord_covid_419639 rotated -2 and +2 degrees about the head-feet axis: the notch within 3 mm of the scan's own
     (a stability audit: -2 degrees read it 15 mm high, and zhang900 L1's 10 mL of lesion was lost)."""
     import SimpleITK as sitk

@@ -9,7 +9,7 @@ from tests.conftest import SAMPLE
 from tests.scripts_loader import load_script
 
 
-def test_levels_planes_prints_the_figures_of_the_sample(capsys) -> None:
+def test_levels_planes_prints_the_figures_of_the_sample(capsys, classical_memo) -> None:
     assert load_script("levels_planes").main([str(SAMPLE), "--segmenter", "classical"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith(f"{SAMPLE.name}:"))

@@ -139,7 +139,7 @@ def test_lobes_dir_names_files_of_no_series_and_series_without_a_map(tmp_path):
     assert lobes_dir_warnings(tmp_path, ["1.2.3", "scan-f07e43f72876"]) == []
 
 
-def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog):
+def test_sample_with_a_mirrored_and_a_misnamed_map(sample_run, tmp_path, caplog, classical_memo):
     """End to end: the warning at the start names the misnamed file; the mirrored map gives no lobar scores."""
     from pipeline.batch import BatchOptions
     from pipeline.config import load_config

@@ -35,7 +35,7 @@ def test_flag(pct, flagged):
         assert f"LOW_ATTENUATION:{pct:.0f}" in flags
 
 
-def test_a_scored_emphysematous_chest_is_flagged_and_keeps_its_lung(sample_classical):
+def test_a_scored_emphysematous_chest_is_flagged_and_keeps_its_lung(sample_classical, classical_memo):
     """analyse_volume on the sample with a quarter of its lung voxels at -980 HU (classical segmenter): laa950_pct
     recorded on the CT's own grid, the flag raised, the lung volume not reduced."""
     import SimpleITK as sitk

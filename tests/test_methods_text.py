@@ -22,12 +22,15 @@ TABLES = ("scans.csv", "failures.csv", "run.json")
 @pytest.fixture(scope="module")
 def banded_run(tmp_path_factory, sample_truth) -> Path:
     """The sample scored by the CLI with HU bands that are not the defaults."""
+    from tests.conftest import segment_memo
+
     out = tmp_path_factory.mktemp("banded") / "out"
-    assert main(["run", str(SAMPLE), "-o", str(out), "--segmenter", "classical", "-q",
-                 "--set", "hu_classes.faint_ggo=[-750,-500]", "--set", "hu_classes.ggo=[-500,-300]",
-                 "--set", "hu_classes.lesion_max_hu=200", "--set", "hu_classes.high_opacity_min_hu=-250",
-                 "--set", "scoring.zhang900.mode=zone", "--set", "scoring.min_involvement_ml=2",
-                 "--set", "hu_classes.aeration_edges=[-910,-510,-110,110]"]) == 0
+    with segment_memo():  # the unchanged sample is segmented once per test process (tests/conftest.py)
+        assert main(["run", str(SAMPLE), "-o", str(out), "--segmenter", "classical", "-q",
+                     "--set", "hu_classes.faint_ggo=[-750,-500]", "--set", "hu_classes.ggo=[-500,-300]",
+                     "--set", "hu_classes.lesion_max_hu=200", "--set", "hu_classes.high_opacity_min_hu=-250",
+                     "--set", "scoring.zhang900.mode=zone", "--set", "scoring.min_involvement_ml=2",
+                     "--set", "hu_classes.aeration_edges=[-910,-510,-110,110]"]) == 0
     return out
 
 

@@ -86,7 +86,7 @@ def test_the_flags_are_documented():
     assert flags_for({"slice_jump_ratio": float("nan"), "dependent_gradient_hu": float("nan")}) == []
 
 
-def test_the_sample_carries_neither(sample_classical):
+def test_the_sample_carries_neither(sample_classical, classical_memo):
     from pipeline.run import analyse_volume
 
     img, cfg, seg = sample_classical
@@ -95,7 +95,7 @@ def test_the_sample_carries_neither(sample_classical):
     assert res["hu_check"]["dependent_gradient_hu"] < DEPENDENT_GRADIENT_HU
 
 
-def test_real_chests(shared_data):
+def test_real_chests(shared_data, classical_memo):
     """normal001 as scanned, with a stepped slab in its bases and with a dependent gradient; ge_mister_ct, whose
     three acquisitions meet with the lungs stepped."""
     from pipeline.config import load_config

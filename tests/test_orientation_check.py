@@ -158,7 +158,7 @@ def test_the_sample_scanned_prone_with_a_supine_header_is_flagged(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_a_real_chest_passes_and_its_naive_prone_copy_is_flagged(shared_data):
+def test_a_real_chest_passes_and_its_naive_prone_copy_is_flagged(shared_data, classical_memo):
     """normal001 (supine, HFS): the spine 36 mm behind the lungs' centre; its pixels flipped front to back under
     the same header: 36 mm in front, flagged."""
     from pipeline.discovery import discover, select_series
@@ -193,7 +193,7 @@ def test_contrast_filled_vessels_in_front_are_not_taken_for_spine():
     assert m["spine_offset_mm"] > 0 and flags_for(m) == []
 
 
-def test_the_margins_script_flags_the_flipped_sample_only(capsys):
+def test_the_margins_script_flags_the_flipped_sample_only(capsys, classical_memo):
     """scripts/orientation_margins.py, which reproduces the figures above: the sample as recorded passes, its pixels
     flipped front to back or rotated 180 degrees under the same header are flagged."""
     from tests.scripts_loader import load_script

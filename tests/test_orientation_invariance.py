@@ -56,7 +56,7 @@ def test_body_crop_pads_a_body_cut_by_the_field_of_view():
 
 
 @pytest.mark.slow
-def test_shipped_network_on_cap001_in_a_500_mm_field_of_view(shared_data):
+def test_shipped_network_on_cap001_in_a_500_mm_field_of_view(shared_data, monai_memo):
     """cap001 (302 mm field of view) and the same voxels in a 500 mm field of view (air around it): the same
     lungs and lesions. Before: lungs 5850 -> 6885 mL, lesions 249 -> 1241 mL, apices lost."""
     import SimpleITK as sitk

@@ -78,7 +78,7 @@ def test_phantom_masks_align_with_truth_on_original_grid(sample_run):
     assert dice > 0.8, dice
 
 
-def test_feet_first_mirrored_rows_and_per_slice_rescale_score_the_same(sample_run, tmp_path):
+def test_feet_first_mirrored_rows_and_per_slice_rescale_score_the_same(sample_run, tmp_path, classical_memo):
     """The same phantom written feet-first (rows mirrored, instance numbers head to feet) with a rescale slope and
     intercept of its own on every slice: every score, zone and volume equals the sample's (the loader's
     reorientation and HU conversion are exact, and the right lung stays the right lung)."""

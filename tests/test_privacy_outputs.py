@@ -40,7 +40,7 @@ def test_published_config_hash_does_not_reveal_the_salt():
                                                                  "hu_classes.high_opacity_min_hu=-250"]))
 
 
-def test_run_warns_about_the_builtin_salt_and_writes_the_inventory_parquet(tmp_path, caplog):
+def test_run_warns_about_the_builtin_salt_and_writes_the_inventory_parquet(tmp_path, caplog, classical_memo):
     cfg = load_config(overrides=["segmentation.method=classical", "outputs.write_qc_png=false",
                                  "outputs.write_masks=false"])
     with caplog.at_level(logging.WARNING, logger="pipeline.run"):

@@ -67,7 +67,7 @@ def _texts(path: Path):
             i += 12 + n
 
 
-def test_no_identifying_value_outside_the_documented_outputs(tmp_path):
+def test_no_identifying_value_outside_the_documented_outputs(tmp_path, classical_memo):
     """README (Privacy): no identifying header value in an output path; seg.dcm carries the patient, study and
     source-equipment attributes; inventory.csv / failures.csv / run.json / report.html name the input paths;
     scans.csv and result.json keep the study date and the SeriesInstanceUID. Nothing else holds any of them:

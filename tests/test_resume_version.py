@@ -13,7 +13,7 @@ from pipeline.errors import EXIT_OK
 from tests.test_user_lobes import SAMPLE, _scan_dir
 
 
-def test_a_result_of_another_version_is_scored_again_on_resume(tmp_path):
+def test_a_result_of_another_version_is_scored_again_on_resume(tmp_path, classical_memo):
     out = tmp_path / "out"
     args = ["run", str(SAMPLE), "-o", str(out), "-q", "--segmenter", "classical", "--set", "outputs.write_qc_png=false"]
     assert main(args) == EXIT_OK
@@ -36,7 +36,7 @@ def test_a_result_of_another_version_is_scored_again_on_resume(tmp_path):
     shutil.rmtree(out)
 
 
-def test_an_upgrade_warns_before_it_replaces_the_earlier_version_s_results(tmp_path, capsys):
+def test_an_upgrade_warns_before_it_replaces_the_earlier_version_s_results(tmp_path, capsys, classical_memo):
     """Running a new version into an OUT of the earlier one replaced every result without a word (an upgrade audit:
     0.2.0 into a 0.1.0 folder said only '7 to score'); the warning named other configurations and models only."""
     out = tmp_path / "out"

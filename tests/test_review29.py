@@ -69,7 +69,7 @@ def test_the_note_reaches_the_cohort(tmp_path):
     assert scans.loc[0, "scan_id"] not in set(cohort.scans["scan_id"])
 
 
-def test_an_airway_not_found_is_flagged_with_its_volume(sample_classical):
+def test_an_airway_not_found_is_flagged_with_its_volume(sample_classical, classical_memo):
     """An ICU audit: an endotracheal tube left 0.5 mL of airway, and the carina estimated 25 mm high was flagged
     LANDMARK_ESTIMATED with no cause. AIRWAY_NOT_FOUND:<mL> says why; the sample's airway is not flagged."""
     import numpy as np
@@ -130,7 +130,7 @@ def test_noise_does_not_make_a_non_contrast_scan_contrast_suspected():
     assert flags_for({"mediastinum_hu": 200.0, "noise_hu": 60.0})[0] == "CONTRAST_SUSPECTED:200"
 
 
-def test_the_measurement_conditions_script_reproduces_the_figures_on_the_sample(capsys):
+def test_the_measurement_conditions_script_reproduces_the_figures_on_the_sample(capsys, classical_memo):
     from tests.scripts_loader import load_script
 
     sample = __import__("pathlib").Path(__file__).parents[1] / "sample_dicoms"

@@ -155,7 +155,7 @@ def _sample_series(dest, **values) -> str:
     return uid
 
 
-def test_the_tie_reaches_the_scans_flags(tmp_path):
+def test_the_tie_reaches_the_scans_flags(tmp_path, classical_memo):
     from pipeline.run import run_pipeline
 
     _sample_series(tmp_path / "in" / "a")
@@ -337,7 +337,7 @@ def test_an_enhanced_ct_with_contrast_in_its_sequence_ranks_and_flags_as_contras
     assert inv.stacks["contrast"].iloc[0] == "Iohexol"
 
 
-def test_the_other_eligible_stacks_are_named_when_the_chosen_one_fails(tmp_path):
+def test_the_other_eligible_stacks_are_named_when_the_chosen_one_fails(tmp_path, classical_memo):
     from pipeline.run import run_pipeline
 
     # the lung-kernel series (chosen) has an intercept that leaves air at +1000 HU: refused when loaded

@@ -107,7 +107,8 @@ def test_aggregate_warns_of_configurations_only_when_they_score_differently(samp
     assert "were made with 2 configurations and 1 models" in caplog.text
 
 
-def test_a_finished_series_whose_input_moved_is_scored_again_with_a_warning(sample_run, tmp_path, caplog):
+def test_a_finished_series_whose_input_moved_is_scored_again_with_a_warning(sample_run, tmp_path, caplog,
+                                                                            classical_memo):
     """A configuration audit: the same files through a symbolic link scored a finished folder again without a word."""
     import os
 

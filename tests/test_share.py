@@ -83,8 +83,11 @@ def site_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("share")
     case = _plant(root / "in")
     out = root / "out"
-    summary = run_pipeline(case, out, {"segmentation": {"method": "classical"},
-                                       "outputs": {"pseudonym_salt": SALT, "write_dicom_seg": True}})
+    from tests.conftest import segment_memo
+
+    with segment_memo():  # the sample's pixels, segmented once per test process (tests/conftest.py)
+        summary = run_pipeline(case, out, {"segmentation": {"method": "classical"},
+                                           "outputs": {"pseudonym_salt": SALT, "write_dicom_seg": True}})
     assert summary["n_ok"] == 1 and summary["n_failed"] == 1
     (out / "run_MUELLER_HANS.log").write_text(f"ERROR could not read {case}/broken/MUELLER_HANS_0003.dcm\n")
     (out / "notes_MUELLER_HANS.txt").write_text("MUELLER HANS, 4711235\n")

@@ -27,7 +27,7 @@ def tilted_copy(img, deg: float):
                          rot.flatten().tolist(), 0.0)
 
 
-def test_tilted_slices_scored_at_axial_planes():
+def test_tilted_slices_scored_at_axial_planes(classical_memo):
     if not (SAMPLE / "ground_truth.json").is_file():
         pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
     from pipeline.config import load_config

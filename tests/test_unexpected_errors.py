@@ -113,7 +113,8 @@ def test_local_executor_refuses_a_gpu_index():
         check_local_gpu_device(load_config(overrides=[f"segmentation.device={dev}"]), n_gpus=2)
 
 
-def test_failed_rows_keep_patient_and_date_and_inventory_flags_reach_the_result(tmp_path, monkeypatch):
+def test_failed_rows_keep_patient_and_date_and_inventory_flags_reach_the_result(tmp_path, monkeypatch,
+                                                                               classical_memo):
     """A failed scan's row in scans.csv keeps its (pseudonymous) patient id and study date, so that a reference
     table naming scans by patient and date still matches it; the inventory's flags (here MISSING_SERIES_UID)
     reach the scored scan's QC flags."""

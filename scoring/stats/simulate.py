@@ -15,7 +15,9 @@ The tables have every column of the pipeline's (``pipeline.outputs.SCAN_COLUMNS`
 measures consistent as the pipeline's are: the six-zone zones are thirds of their lung and add up to it (lesion,
 ground glass, consolidation, faint ground glass, mean HU), the lungs to the scan; ground glass + consolidation =
 lesion; high opacity (PHO) is the consolidation (every consolidation voxel above -200 HU); a zhang900 unit's class
-volumes give its density grade by the default ``densest`` rule (share 0.2). The measures are computed from the
+volumes give its density grade by the default ``densest`` rule (share 0.2); the measured-only systems
+(``anteroposterior``, ``peripheral_central``) split each lung and its lesion in two, posterior- and
+peripheral-predominant (:data:`PART_SYSTEMS`). The measures are computed from the
 simulated involvement without further random draws, so the other columns of a seed are those they always were.
 """
 
@@ -48,6 +50,13 @@ SIM_LOW_ATTENUATION_PCT = 0.5
 #: the rest of it is normally aerated (real chests of ../shared/data: see docs/scoring.md)
 HYPERINFLATED_SHARE, HU_HYPERINFLATED = 0.05, -930.0
 SIM_SLICES, SIM_SLICE_MM = 300, 1.0  # the scans.csv series description of a simulated scan
+#: zones.csv's measured-only systems (no scores), each lung's two units as (unit, share of the lung, share of its
+#: lesion): the anterior and posterior halves, and the peripheral rind (the outer third of the depth from the chest
+#: wall: 55-65 % of a real lung) and the centre. The lesion lies as COVID-19's typically does, posterior and
+#: peripheral (ricord_covid_419639 with the network: 92 % posterior, 67 % peripheral); a unit never holds more lesion
+#: than its own volume, the other takes the rest.
+PART_SYSTEMS = {"anteroposterior": (("anterior", 0.5, 0.3), ("posterior", 0.5, 0.7)),
+                "peripheral_central": (("peripheral", 0.6, 0.75), ("central", 0.4, 0.25))}
 LAB_UNITS = {"crp": "mg/L", "il6": "pg/mL", "il10": "pg/mL", "lymphocyte_count": "10^9/L",
              "neutrophil_count": "10^9/L", "wbc": "10^9/L", "lymphocyte_pct": "%", "neutrophil_pct": "%",
              "d_dimer": "mg/L FEU", "ldh": "U/L", "esr": "mm/h", "pct": "ng/mL", "ferritin": "ng/mL",
@@ -84,6 +93,25 @@ def _unit_columns(m: dict[str, float]) -> dict[str, float]:
     return {"status": "ok", "lung_ml": round(lung, 2), "lesion_ml": round(m["lesion"], 2),
             "ggo_ml": round(m["ggo"], 2), "consolidation_ml": round(m["cons"], 2), "faint_ggo_ml": round(m["faint"], 2),
             "percent_high_opacity": round(100 * m["high"] / lung, 3), "mean_lung_hu": round(m["hu_ml"] / lung, 1)}
+
+
+def _part_rows(scan_id: str, lung: str, lung_ml: float, totals: dict[str, float]) -> list[dict]:
+    """The zones.csv rows of one lung's measured-only systems (:data:`PART_SYSTEMS`): each class of its lesion
+    (``totals``, summed over its six zones) splits in the unit's share of the lesion, so that the two units add up to
+    the lung, as the pipeline's do; no scores."""
+    rows = []
+    lesion = totals["lesion"]
+    for system, ((unit_a, lung_a, lesion_a), (unit_b, lung_b, _)) in PART_SYSTEMS.items():
+        in_a = min(max(lesion_a * lesion, lesion - lung_b * lung_ml), lung_a * lung_ml)
+        share_a = in_a / lesion if lesion > 0 else 0.0
+        for unit, lung_share, share in ((unit_a, lung_a, share_a), (unit_b, lung_b, 1.0 - share_a)):
+            m = {key: share * totals[key] for key in ("lesion", "ggo", "cons", "faint", "high")}
+            m["lung"] = unit_ml = lung_share * lung_ml
+            m["hu_ml"] = (HU_NORMAL * (unit_ml - m["lesion"]) + HU_FAINT * m["faint"]
+                          + HU_GGO * (m["ggo"] - m["faint"]) + HU_CONSOLIDATION * m["cons"])
+            rows.append({"scan_id": scan_id, "system": system, "lung": lung, "unit": unit, **_unit_columns(m),
+                         "involvement_pct": round(100 * m["lesion"] / unit_ml, 3)})
+    return rows
 
 
 def _aeration_columns(m: dict[str, float]) -> dict[str, float]:
@@ -176,6 +204,8 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     zone_rows.append({"scan_id": scan_id, "system": "six_zone", "lung": lung, "unit": unit,
                                       **_unit_columns(m), "involvement_pct": pct, "extent_score": pts,
                                       "density_grade": "", "unit_score": pts})
+            for lung in ("right", "left"):  # anteroposterior, peripheral_central: measured, not scored
+                zone_rows.extend(_part_rows(scan_id, lung, vol[lung], side[lung]))
             z900 = 0
             for lung in ("right", "left"):
                 for unit, w in LEVEL_WEIGHT.items():
@@ -269,6 +299,8 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
     # the pipeline's columns in its order (a failed series has only its identifiers and status, as there)
     scans = pd.DataFrame(scan_rows).reindex(columns=SCAN_COLUMNS)
     zones = pd.DataFrame(zone_rows).reindex(columns=ZONE_COLUMNS)
+    # whole points, empty on the measured-only rows (as a run writes them: "4", not "4.0")
+    zones[["extent_score", "unit_score"]] = zones[["extent_score", "unit_score"]].astype("Int64")
     labs = pd.DataFrame(lab_rows)
     log.info("simulated %d patients, %d scans, %d lab values", n, len(scans), len(labs))
     return {"scans": scans, "zones": zones, "clinical": clinical, "labs": labs}

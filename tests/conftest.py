@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,13 +92,36 @@ def _segmentation_bytes(seg) -> int:
                if a is not None)
 
 
+#: The segmenters' modules: a test that patches one of their constants or functions gets another key (below).
+_SEGMENTER_MODULES = ("segmentation.classical", "segmentation.monai_segmenter")
+_MEMO_LOCK = threading.Lock()  # a timed-out scan's thread may still segment beside the next scan's
+
+
+def _module_state() -> str:
+    """A digest of the segmenters' module-level names: constants by value, functions and other objects by identity,
+    so that a monkeypatched threshold or helper (segment_airway, body_mask) is another key, not a stale hit."""
+    import hashlib
+    import sys
+    import types
+
+    h = hashlib.sha1()
+    for name in _SEGMENTER_MODULES:
+        module = sys.modules.get(name)
+        for attr, value in sorted(vars(module).items()) if module else ():
+            if isinstance(value, types.ModuleType):
+                continue
+            plain = isinstance(value, (bool, int, float, str, bytes, tuple, frozenset, type(None)))
+            h.update(f"{name}.{attr}={repr(value) if plain else id(value)};".encode())
+    return h.hexdigest()
+
+
 def _memo_key(kind: str, seg_id, hu, spacing) -> tuple:
     import hashlib
 
     import numpy as np
 
     a = np.ascontiguousarray(hu)
-    return (kind, seg_id, tuple(float(s) for s in spacing), a.dtype.str, a.shape,
+    return (kind, seg_id, _module_state(), tuple(float(s) for s in spacing), a.dtype.str, a.shape,
             hashlib.sha1(a.view(np.uint8).reshape(-1)).hexdigest())
 
 
@@ -105,18 +129,20 @@ def _memo_segment(key: tuple, compute):
     """The result stored under ``key`` (computed once by ``compute()``), as a deep copy: callers may change it."""
     import copy
 
-    hit = _SEGMENTS_DONE.get(key)
-    if hit is None:
-        result = compute()
-        size = _segmentation_bytes(result)
-        budget = SEGMENT_MEMO_MB * 2**20
-        if size <= budget:
+    with _MEMO_LOCK:
+        hit = _SEGMENTS_DONE.get(key)
+        if hit is not None:
+            _SEGMENTS_DONE.move_to_end(key)
+            return copy.deepcopy(hit[0])
+    result = compute()  # outside the lock: a hung computation must not stop the others
+    size = _segmentation_bytes(result)
+    budget = SEGMENT_MEMO_MB * 2**20
+    if size <= budget:
+        with _MEMO_LOCK:
             while _SEGMENTS_DONE and sum(n for _, n in _SEGMENTS_DONE.values()) + size > budget:
                 _SEGMENTS_DONE.popitem(last=False)  # the least recently used
             _SEGMENTS_DONE[key] = (result, size)
-        return copy.deepcopy(result)
-    _SEGMENTS_DONE.move_to_end(key)
-    return copy.deepcopy(hit[0])
+    return copy.deepcopy(result)
 
 
 def _monai_memo_id(seg) -> tuple:

@@ -204,8 +204,6 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     zone_rows.append({"scan_id": scan_id, "system": "six_zone", "lung": lung, "unit": unit,
                                       **_unit_columns(m), "involvement_pct": pct, "extent_score": pts,
                                       "density_grade": "", "unit_score": pts})
-            for lung in ("right", "left"):  # anteroposterior, peripheral_central: measured, not scored
-                zone_rows.extend(_part_rows(scan_id, lung, vol[lung], side[lung]))
             z900 = 0
             for lung in ("right", "left"):
                 for unit, w in LEVEL_WEIGHT.items():
@@ -223,6 +221,9 @@ def make_cohort(seed: int = 0, n_survivors: int = 68, n_nonsurvivors: int = 25,
                     zone_rows.append({"scan_id": scan_id, "system": "zhang900", "lung": lung, "unit": unit,
                                       **_unit_columns(m), "involvement_pct": pct, "extent_score": ext,
                                       "density_grade": dens, "unit_score": ext * dens**2})
+            # anteroposterior, then peripheral_central (measured, not scored), each lung's rows, as a run orders them
+            parts = [r for lung in ("right", "left") for r in _part_rows(scan_id, lung, vol[lung], side[lung])]
+            zone_rows.extend(sorted(parts, key=lambda r: list(PART_SYSTEMS).index(r["system"])))  # stable
             lung_ml = vol["right"] + vol["left"]
             po = 100 * lesion / lung_ml
             per_lung = {}

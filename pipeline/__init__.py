@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.13.0"  # results changed (zones.csv peripheral_central rows): scored again on resume
+__version__ = "0.14.0"  # results changed (the network's apex step): scored again on resume
 
 
 def version_key(version: str) -> tuple:

@@ -1,17 +1,21 @@
 #!/usr/bin/env python
-"""Airless tissue beside the lung apices in a run's lung masks: what a candidate clean-up rule would take out (not
-applied by ctscore; segmentation/weights/MODEL_CARD.md, "What the trim leaves at the apex").
+"""Airless tissue beside the lung apices in a run's lung masks: what the network segmenter's apex step
+(``segmentation.monai_segmenter.trim_apex_soft_tissue``, since ctscore 0.14.0) takes out, or would take out.
 
-    ctscore run INPUT -o OUT                                  (the network segmenter, the default)
+    ctscore run INPUT -o OUT                                  (any segmenter, any ctscore version)
     python scripts/apex_soft_tissue.py OUT INPUT [--top-mm 20] [--far-mm 5]
 
-The rule, per axial slice in the top ``--top-mm`` of each lung: the lung-mask voxels above -300 HU (airless) that lie
-more than ``--far-mm`` in plane from that lung's voxels below -500 HU (aerated) in the same slice. Prints, per scan
-and lung, the lung and lesion volume (mL) the rule would take out. Reads OUT's scans.csv and each scan's lungs.nii.gz
-and lesions.nii.gz (the CT's own grid), and the CT of the same series under INPUT (matched by SeriesInstanceUID).
-On the network's masks of the six chests of ../shared/data (ctscore 0.13.0, 2026-12-07; --top-mm 20 --far-mm 5):
-itkelastix00 left 18.9 mL (5.8 mL of lesion) and right 3.0 mL, ricord_covid_419639 right 4.2 mL (1.4), ge_mister_ct
-left 1.8 mL (0.05), the other three nothing (14 s on 2 cores).
+The step, per axial slice in the top ``--top-mm`` of each lung: the lung-mask voxels above -300 HU (airless) that lie
+more than ``--far-mm`` in plane from that lung's voxels below -500 HU (aerated) in the same slice, unless they belong
+to thick airless tissue reaching 25 mm below the lung's top (consolidation filling the apex). Prints, per scan and
+lung, the lung and lesion volume (mL) it takes out of OUT's masks: on an older run, or the classical segmenter's, what
+the step would change; on a run that had it (the network, 0.14.0 on) what the grids' difference leaves (the step runs
+on the 1.5 mm working grid, this on the CT's own: the six chests 0-0.4 mL a lung, 0.04 mL of lesion).
+Reads OUT's scans.csv and each scan's lungs.nii.gz and lesions.nii.gz (the CT's own grid), and the CT of the same
+series under INPUT (matched by SeriesInstanceUID). On the network's masks of the six chests of ../shared/data without
+the step (ctscore 0.13.0, 2026-12-07): itkelastix00 left 18.9 mL (5.8 mL of lesion) and right 3.0 mL, ge_mister_ct
+left 1.8 mL (0.05), ricord_covid_419639 right 0.5 mL (0.07; the other 3.7 mL far from air beside its trachea belong
+to thick tissue going on 42 mm down, and stay), the other three nothing (18 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -22,39 +26,33 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
-AIRLESS_HU = -300.0
-AERATED_HU = -500.0
 SIDES = {1: "right", 2: "left"}
 
 
 def apex_soft_tissue(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray, z_mm: np.ndarray,
                      pixel_mm: tuple[float, float], top_mm: float = 20.0, far_mm: float = 5.0
                      ) -> dict[str, tuple[float, float]]:
-    """Per lung (labels 1 right, 2 left of ``lungs``, ``[z, y, x]``): (lung mL, lesion mL) of the voxels the rule takes
-    out. ``z_mm``: each slice's height (the head up); ``pixel_mm``: (row, column) spacing. A slice without aerated
-    voxels of that lung is left alone (whole airless slices are the apex trim's)."""
+    """Per lung (labels 1 right, 2 left of ``lungs``, ``[z, y, x]``): (lung mL, lesion mL) of the voxels the step
+    takes out. ``z_mm``: each slice's height (the head up; either order of slices); ``pixel_mm``: (row, column)
+    spacing. The arrays are not changed."""
+    from segmentation.monai_segmenter import trim_apex_soft_tissue
+
     z_mm = np.asarray(z_mm, float)
+    order = np.argsort(z_mm, kind="stable")  # the step wants the head at the high slice indices
     step = float(np.median(np.abs(np.diff(z_mm)))) if z_mm.size > 1 else 1.0
-    voxel_ml = float(pixel_mm[0]) * float(pixel_mm[1]) * step / 1000.0
+    spacing = (step, float(pixel_mm[0]), float(pixel_mm[1]))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    before = np.asarray(lungs)[order]
+    after = before.copy()
+    trim_apex_soft_tissue(after, np.asarray(hu, np.float32)[order], spacing, top_mm=top_mm, far_mm=far_mm)
+    gone = before != after
+    les = np.asarray(lesions)[order] > 0
     out = {}
     for label, side in SIDES.items():
-        m = lungs == label
-        ks = np.flatnonzero(m.any(axis=(1, 2)))
-        if ks.size == 0:
-            continue
-        top = z_mm[ks].max()
-        n_lung = n_lesion = 0
-        for k in ks[z_mm[ks] >= top - top_mm]:
-            aerated = m[k] & (hu[k] < AERATED_HU)
-            if not aerated.any():
-                continue
-            far = ndi.distance_transform_edt(~aerated, sampling=pixel_mm) > far_mm
-            cut = m[k] & (hu[k] > AIRLESS_HU) & far
-            n_lung += int(np.count_nonzero(cut))
-            n_lesion += int(np.count_nonzero(cut & (lesions[k] > 0)))
-        out[side] = (round(n_lung * voxel_ml, 2), round(n_lesion * voxel_ml, 2))
+        if (before == label).any():
+            g = gone & (before == label)
+            out[side] = (round(int(np.count_nonzero(g)) * voxel_ml, 2), round(int(np.count_nonzero(g & les)) * voxel_ml, 2))
     return out
 
 

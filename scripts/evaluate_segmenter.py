@@ -315,13 +315,13 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
              real: list[Path], baseline: bool = False, pleural_cases: int = 2, flip_tta: bool = True,
              scale_tta: float = 0.15, lesion_threshold: float | None = None,
              lung_thresholds: list[float] | None = None, lesion_probabilities: bool = False,
-             body_margin_mm: float | None = None) -> dict:
+             body_margin_mm: float | None = None, trim_apex_soft_tissue: bool = True) -> dict:
     """Compute the acceptance metrics; returns a JSON-able dict."""
     from segmentation.classical import ClassicalSegmenter
     from segmentation.monai_segmenter import MonaiSegmenter
     from segmentation.synth import synthesize
 
-    opts = {"flip_tta": flip_tta, "scale_tta": scale_tta}
+    opts = {"flip_tta": flip_tta, "scale_tta": scale_tta, "trim_apex_soft_tissue": trim_apex_soft_tissue}
     if lesion_threshold is not None:  # else the weights' own (model.yaml)
         opts["lesion_threshold"] = lesion_threshold
     if body_margin_mm is not None:  # else the segmenter's default (BODY_MARGIN_MM)
@@ -346,6 +346,7 @@ def evaluate(series: Path, weights: Path | None, cases: int, device: str, spacin
     clean = model.segment(hu, sp)
     seg_s = time.perf_counter() - t
     res: dict = {"series": series.name, "model_id": model.model_id, "body_margin_mm": model.body_margin_mm,
+                 "trim_apex_soft_tissue": model.trim_apex_soft_tissue,
                  "flip_tta": flip_tta, "scale_tta": scale_tta,
                  "lesion_threshold": model.lesion_threshold,
                  "working_spacing_zyx": sp,
@@ -483,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--body-margin-mm", type=float, default=None,
                     help="air around the body in the network's box (default: the segmenter's, 5 mm; the model "
                          "card's 'Inference box' table)")
+    ap.add_argument("--no-apex-soft-tissue", action="store_true",
+                    help="keep the airless tissue beside an aerated apex in the lung mask (the segmenter's "
+                         "segmentation.monai.trim_apex_soft_tissue: false; as before 0.14.0)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     if args.cases < 0 or args.pleural_cases < 0:
@@ -507,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                        args.spacing, real, args.baseline, args.pleural_cases, flip_tta=not args.no_flip_tta,
                        scale_tta=args.scale_tta, lesion_threshold=args.lesion_threshold,
                        lung_thresholds=args.lung_thresholds, lesion_probabilities=args.lesion_probabilities,
-                       body_margin_mm=args.body_margin_mm)
+                       body_margin_mm=args.body_margin_mm,
+                       trim_apex_soft_tissue=not args.no_apex_soft_tissue)
     except CTScoreError as exc:  # weights that do not load, --device cuda without CUDA, an unreadable series
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -151,7 +151,7 @@ def _monai_memo_id(seg) -> tuple:
     import json
 
     return (type(seg).__module__, type(seg).__qualname__, seg.model_id, str(seg.device), seg.lesion_threshold,
-            seg.flip_tta, tuple(seg.scales), seg.remove_bowel_gas, seg.body_margin_mm, seg.sw_overlap,
+            seg.flip_tta, tuple(seg.scales), seg.remove_bowel_gas, seg.trim_apex_soft_tissue, seg.body_margin_mm, seg.sw_overlap,
             seg.sw_batch_size, seg.deterministic, json.dumps(seg.options, sort_keys=True, default=repr))
 
 

@@ -40,14 +40,17 @@ def test_the_networks_settings_are_stated(sample_run, tmp_path):
     assert "2.5 \u00d7 2.5 \u00d7 2.5 mm grid" in text and "plus 5 mm of air" in text
     assert "averaged over the scan, its left-right mirror image and the scan zoomed by 0.85 and 1.15" in text
     assert "lesion probability exceeded 0.5" in text and "gas under the diaphragm was taken out" in text
+    assert "soft tissue taken for lung at the apices was taken out of the lung mask" in text  # (0.14.0)
     # the airway is not the network's
     assert "Lungs and lesions were segmented by" in text and "the airway, from which the carina was found, by " \
         "ctscore's classical region growing" in text and "Lungs, airway and lesions" not in text
     # a body margin of 25 mm changed cap001's 0-900 from 36 to 54: the text says so now
     changed = methods_text(_as_network(sample_run, tmp_path / "b", body_margin_mm=25, flip_tta=False, scale_tta=0,
-                                       remove_bowel_gas=False, lesion_threshold=0.4))
+                                       remove_bowel_gas=False, lesion_threshold=0.4,
+                                       trim_apex_soft_tissue=False))
     assert "plus 25 mm of air" in changed and "it was run once (no test-time augmentation)" in changed
     assert "lesion probability exceeded 0.4" in changed and "gas under the diaphragm was left in" in changed
+    assert "slices above a lung's highest aerated slice were taken out" in changed and "soft tissue" not in changed
     assert changed != text
 
 

@@ -150,9 +150,9 @@ MOTION_NEIGHBOURS = 4
 MOTION_EDGE_SLICES = 3
 
 #: DEPENDENT_DENSITY:<HU>: :func:`dependent_gradient_hu` above this. The six real chests read -55 to 58 on the classical
-#: segmenter's masks (58: ricord_covid_419639's posterior COVID-19) and -42 to 78 on the network's, whose mask holds
-#: more of ricord's posterior disease: it reads 78 (82.5, flagged, before 0.14.0 took 0.2 mL beside its right apex out
-#: of the mask: the lower quartile moves with a few slices' thirds; an audit of the outputs, 2026-12-07); a normal scan given a posterior gradient of 200 HU (t squared, front to
+#: segmenter's masks (58: ricord_covid_419639's posterior COVID-19) and -42 to 82 on the network's, whose mask holds
+#: more of ricord's posterior disease: it reads 82 and is flagged (posterior-predominant disease, as the flag
+#: says; an audit of the outputs, 2026-12-07); a normal scan given a posterior gradient of 200 HU (t squared, front to
 #: back) 99-113 and 160 for 300 HU, which made the network score six-zone 4 (CT-1) and the classical segmenter 397
 #: mL of lesion on normal001 with no other flag (DENSE_LUNG's mean stayed below -700).
 DEPENDENT_GRADIENT_HU = 80.0

@@ -544,10 +544,11 @@ def _network_settings(cfg, shipped: bool) -> str:
                  "; stomach and colon gas under the diaphragm was left in the lung mask")
     apex = opts.get("trim_apex_soft_tissue")
     if apex is not None:
-        text += ("; soft tissue taken for lung at the apices was taken out of the lung mask (slices above a lung's "
-                 "highest aerated slice, and in its top 20 mm airless tissue more than 5 mm from aerated lung unless "
-                 "it was thick tissue reaching 25 mm down)" if apex else
-                 "; slices above a lung's highest aerated slice were taken out of the lung mask")
+        kept = "airless tissue at least 6 mm thick reaching 25 mm down (consolidation filling an apex) excepted"
+        text += ("; soft tissue taken for lung at the apices was taken out of the lung mask (the slices above a lung's "
+                 f"highest aerated slice, and in its top 20 mm airless tissue more than 5 mm from aerated lung), {kept}"
+                 if apex else
+                 f"; the slices above a lung's highest aerated slice were taken out of the lung mask, {kept}")
     return text + "."
 
 

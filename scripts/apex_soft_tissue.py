@@ -10,12 +10,12 @@ more than ``--far-mm`` in plane from that lung's voxels below -500 HU (aerated) 
 to thick airless tissue reaching 25 mm below the lung's top (consolidation filling the apex). Prints, per scan and
 lung, the lung and lesion volume (mL) it takes out of OUT's masks: on an older run, or the classical segmenter's, what
 the step would change; on a run that had it (the network, 0.14.0 on) what the grids' difference leaves (the step runs
-on the 1.5 mm working grid, this on the CT's own: the six chests 0-0.4 mL a lung, 0.04 mL of lesion).
+on the 1.5 mm working grid, this on the CT's own: the six chests 0-0.23 mL a lung, no lesion).
 Reads OUT's scans.csv and each scan's lungs.nii.gz and lesions.nii.gz (the CT's own grid), and the CT of the same
 series under INPUT (matched by SeriesInstanceUID). On the network's masks of the six chests of ../shared/data without
 the step (ctscore 0.13.0, 2026-12-07): itkelastix00 left 18.9 mL (5.8 mL of lesion) and right 3.0 mL, ge_mister_ct
-left 1.8 mL (0.05), ricord_covid_419639 right 0.5 mL (0.07; the other 3.7 mL far from air beside its trachea belong
-to thick tissue going on 42 mm down, and stay), the other three nothing (18 s on 2 cores).
+left 1.8 mL (0.05), ricord_covid_419639 right 0.02 mL (the 4.2 mL far from air beside its trachea belong to thick
+tissue going on 42 mm down, and stay), the other three nothing (18 s on 2 cores).
 """
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ from tests.scripts_loader import load_script
 def _chest():
     """A right lung 40 slices high (z 0-78 mm, 2 mm slices, 1 mm pixels): aerated, with an airless block beside it
     (10-20 mm away) in its top 4 slices, an airless block as far away 30 mm below its top, and a 2 mm airless rim."""
-    z = np.arange(40) * 2.0
-    lungs = np.zeros((40, 60, 60), np.uint8)
+    z = np.arange(41) * 2.0
+    lungs = np.zeros((41, 60, 60), np.uint8)  # (the top slice empty: the scan holds the apex)
     hu = np.full(lungs.shape, -850.0, np.float32)
-    lungs[:, 10:30, 10:30] = 1
+    lungs[:40, 10:30, 10:30] = 1
     hu[:, 10:30, 28:30] = -100.0  # rim within 2 mm of aerated lung: partial volume, kept
-    lungs[36:, 10:30, 40:50] = 1  # soft tissue beside the apex, 10-19 mm from the aerated lung
-    hu[36:, 10:30, 40:50] = 40.0
+    lungs[36:40, 10:30, 40:50] = 1  # soft tissue beside the apex, 10-19 mm from the aerated lung
+    hu[36:40, 10:30, 40:50] = 40.0
     lungs[22:26, 10:30, 40:50] = 1  # the same lower down (28-36 mm below the top): not the apex
     hu[22:26, 10:30, 40:50] = 40.0
     lesions = np.zeros(lungs.shape, np.uint8)
@@ -37,7 +37,7 @@ def test_the_block_beside_the_apex_is_counted_and_nothing_else():
         4 * 200 * voxel_ml, 2)
     # the slices in either order: the same
     assert script.apex_soft_tissue(lungs[::-1], lesions[::-1], hu[::-1], z[::-1], (1.0, 1.0)) == got
-    assert (lungs[36:, 10:30, 40:50] == 1).all()  # the arrays given are not changed
+    assert (lungs[36:40, 10:30, 40:50] == 1).all()  # the arrays given are not changed
     assert script.apex_soft_tissue(lungs, lesions, hu, z, (1.0, 1.0), far_mm=25) == {"right": (0.0, 0.0)}
 
 

@@ -88,18 +88,18 @@ def test_consolidation_filling_the_top_slices_and_going_on_down_stays() -> None:
 
 
 def _apex_beside(far_hu: float = 40.0):
-    """A right lung 40 slices high (2 mm slices, 1 mm pixels; the head at high indices), aerated, with a 2 mm airless
+    """A right lung 40 slices high (2 mm slices, 1 mm pixels; the head at high indices; one empty slice above), aerated, with a 2 mm airless
     rim (partial volume), an airless block 13-22 mm beside it in its top 4 slices and the same block 28-34 mm below
     its top; a left lung, aerated, beside."""
-    lungs = np.zeros((40, 40, 90), np.uint8)
+    lungs = np.zeros((41, 40, 90), np.uint8)  # (slice 40 empty: the scan holds the apices)
     hu = np.full(lungs.shape, far_hu, np.float32)
-    lungs[:, 10:30, 10:30] = RIGHT_LUNG
-    hu[:, 10:30, 10:28] = -850.0
-    hu[:, 10:30, 28:30] = -100.0
+    lungs[:40, 10:30, 10:30] = RIGHT_LUNG
+    hu[:40, 10:30, 10:28] = -850.0
+    hu[:40, 10:30, 28:30] = -100.0
     lungs[36:40, 10:30, 40:50] = RIGHT_LUNG
     lungs[22:26, 10:30, 40:50] = RIGHT_LUNG
-    lungs[:, 10:30, 60:80] = LEFT_LUNG
-    hu[:, 10:30, 60:80] = -850.0
+    lungs[:40, 10:30, 60:80] = LEFT_LUNG
+    hu[:40, 10:30, 60:80] = -850.0
     return lungs, hu
 
 
@@ -112,7 +112,7 @@ def test_airless_tissue_beside_an_aerated_apex_is_taken_out() -> None:
     assert removed == {RIGHT_LUNG: pytest.approx(4 * 20 * 10 * 0.002)}
     assert not lungs[36:, 10:30, 40:50].any()
     gone = before != lungs
-    assert gone.sum() == 4 * 20 * 10 and gone[36:, 10:30, 40:50].all()
+    assert gone.sum() == 4 * 20 * 10 and gone[36:40, 10:30, 40:50].all()
     # nearer than far_mm stays (the block lies 13-22 mm from aerated lung)
     lungs = before.copy()
     assert trim_apex_soft_tissue(lungs, hu, SP, far_mm=22.0) == {}
@@ -131,7 +131,7 @@ def test_fat_an_airless_top_slice_and_a_missing_lung_are_left_alone() -> None:
     assert trim_apex_soft_tissue(lungs, hu, SP) == {}
     np.testing.assert_array_equal(lungs, before)
     lungs, hu = _apex_beside()
-    hu[39] = 40.0  # the top slice airless: left for the other step
+    hu[39] = 40.0  # the lung's top slice airless: left for the other step
     lungs[lungs == LEFT_LUNG] = 0
     removed = trim_apex_soft_tissue(lungs, hu, SP)
     assert set(removed) == {RIGHT_LUNG} and removed[RIGHT_LUNG] == pytest.approx(3 * 200 * 0.002)

@@ -405,10 +405,11 @@ def trim_unaerated_apex(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float,
     either, but it goes on down into the lung as thick airless tissue (:func:`_going_down`), where the neck's tissue
     stops near the apex: without that exception (0.8.0-0.13.0) the step took 19.7 mL of the synthetic apical
     consolidation of one of the held-out evaluation's twelve pleural cases (seed 1010, coverage of that case 59.9 ->
-    56.4 %; the twelve 74.2 -> 73.6 %), with it 0.1 mL; on the six real chests it takes the same with or without. Only the top: at the base a dependent
-    consolidation can fill the lowest slices of a lung, and the liver dome taken for lung is flagged (SOLID_LESION)
-    instead. A lung whose mask reaches the volume's top slice is left alone: the scan cuts it, its top is the scan's
-    edge and no apex (consolidation there would go; the lung is flagged PARTIAL_LUNG_COVERAGE)."""
+    56.4 %; the twelve 74.2 -> 73.6 %), with it 0.1 mL; on the six real chests it takes the same with or without.
+    Only the top: at the base a dependent consolidation can fill the lowest slices of a lung, and the liver dome
+    taken for lung is flagged (SOLID_LESION) instead. A lung whose mask reaches the volume's top slice is left
+    alone: the scan cuts it, its top is the scan's edge and no apex (consolidation there would go; the lung is
+    flagged PARTIAL_LUNG_COVERAGE)."""
     removed: dict[int, float] = {}
     px_mm2 = float(spacing[1]) * float(spacing[2])
     voxel_ml = px_mm2 * float(spacing[0]) / 1000.0
@@ -451,8 +452,8 @@ def trim_apex_soft_tissue(lungs: np.ndarray, hu: np.ndarray, spacing: tuple[floa
     can take the soft tissue at the thoracic inlet (the subclavian vessels, muscle) for lung, and its lesion head
     calls it consolidation (itkelastix00, a clean scan: 18.9 mL of its left lung mask in front of the apex in the
     top 14 mm on its own grid, 22.5 mL on the working grid, as logged; 5.8 mL of it "consolidation": six-zone left
-    upper 1, zhang900 27 points). Apical lung holds air
-    within a few mm of every point of it, so the candidates are, per slice in the top ``top_mm`` of each lung
+    upper 1, zhang900 27 points). Apical lung holds air within a few mm of every point of it, so the candidates
+    are, per slice in the top ``top_mm`` of each lung
     (after :func:`trim_unaerated_apex`), the lung-mask voxels above ``airless_hu`` more than ``far_mm`` in plane
     from that lung's voxels below ``aerated_hu`` in the slice. Consolidation that fills the apex is such tissue too
     (the synthetic apical consolidations of the held-out evaluation: 15-49 mL of candidates each), but it goes on

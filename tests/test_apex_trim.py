@@ -88,8 +88,8 @@ def test_consolidation_filling_the_top_slices_and_going_on_down_stays() -> None:
 
 
 def _apex_beside(far_hu: float = 40.0):
-    """A right lung 40 slices high (2 mm slices, 1 mm pixels; the head at high indices; one empty slice above), aerated, with a 2 mm airless
-    rim (partial volume), an airless block 13-22 mm beside it in its top 4 slices and the same block 28-34 mm below
+    """A right lung 40 slices high (2 mm slices, 1 mm pixels; the head at high indices; one empty slice above),
+    aerated, with a 2 mm airless rim (partial volume), an airless block 13-22 mm beside it in its top 4 slices and the same block 28-34 mm below
     its top; a left lung, aerated, beside."""
     lungs = np.zeros((41, 40, 90), np.uint8)  # (slice 40 empty: the scan holds the apices)
     hu = np.full(lungs.shape, far_hu, np.float32)

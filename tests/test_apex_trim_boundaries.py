@@ -42,7 +42,8 @@ def test_step1_deep_is_measured_from_the_highest_aerated_slice(n, stays):
     lungs, hu = _col(block_z=(0, 0))
     lungs[40:44, 10:30, 10:30] = RIGHT_LUNG
     hu[40:44, 10:30, 10:30] = 30.0
-    hu[40 - n:40, 10:30, 10:22] = 30.0  # slices 40-n .. 39; 39 is the highest aerated (cols 22-29): 13 slices reach 39 - 12
+    # slices 40-n .. 39; 39 is the highest aerated (columns 22-29): 13 slices reach 39 - 12
+    hu[40 - n:40, 10:30, 10:22] = 30.0
     trim_unaerated_apex(lungs, hu, SP)
     assert (lungs[40:42, 10:30, 10:22] == RIGHT_LUNG).all() == stays  # the cap above the consolidation
 

@@ -486,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                          "card's 'Inference box' table)")
     ap.add_argument("--no-apex-soft-tissue", action="store_true",
                     help="keep the airless tissue beside an aerated apex in the lung mask (the segmenter's "
-                         "segmentation.monai.trim_apex_soft_tissue: false; as before 0.14.0)")
+                         "segmentation.monai.trim_apex_soft_tissue: false; the trim of airless slices above the apex "
+                         "still runs, with its 0.14.0 exception)")
     ap.add_argument("--json", default=None, help="write the metrics here")
     args = ap.parse_args(argv)
     if args.cases < 0 or args.pleural_cases < 0:

@@ -178,7 +178,8 @@ def test_without_the_opening_the_vessel_would_keep_the_block(monkeypatch) -> Non
 
 
 def test_the_segmenter_option_switches_the_step_off() -> None:
-    """``segmentation.monai.trim_apex_soft_tissue: false`` keeps the mask as before 0.14.0."""
+    """``segmentation.monai.trim_apex_soft_tissue: false`` switches the beside-apex step off (the trim of airless
+    slices above the apex always runs)."""
     from pipeline.config import load_config
     from segmentation.factory import build_segmenter
     from segmentation.monai_segmenter import MonaiSegmenter

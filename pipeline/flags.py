@@ -75,6 +75,10 @@ SCORING_FLAGS: dict[str, str] = {
              "glass; review qc.png",
     "LOW_ATTENUATION": "this % of the lung is below -950 HU (%LAA-950, at least 10 %): emphysema or bullae; pneumonia "
                        "around air cysts is under-segmented",
+    "PNEUMOTHORAX_SUSPECT": "this many mL of the lung mask are air without vessels, about 1 cm thick or more, in a "
+                            "sheet along its edge: a pneumothorax taken as lung (it enlarges the lung, lowers % "
+                            "opacity and raises the well-aerated share), or a giant bulla of that shape; result.json's "
+                            "hu_check gives each side (scores not changed): check in a viewer",
     "AIRWAY_NOT_FOUND": "the airway found is this many mL, under 2 (an endotracheal tube filling the trachea or with "
                         "secretions around it, streaks, a scan starting below the carina): the carina and the levels placed from it are estimated",
     "CONTRAST": "the header names a contrast agent: lesion voxels from hu_classes.lesion_max_hu (default 150 HU: "
@@ -110,7 +114,7 @@ FLAG_UNITS: dict[str, str] = {
     "HU_CALIBRATION": "HU (air / tissue)", "DENSE_LUNG": "HU", "METAL": "mL", "THICK_SLICES": "mm", "NOISY": "HU",
     "CONTRAST_SUSPECTED": "HU",
     "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL", "MOTION_SUSPECT": "x the neighbouring slices",
-    "DEPENDENT_DENSITY": "HU",
+    "DEPENDENT_DENSITY": "HU", "PNEUMOTHORAX_SUSPECT": "mL",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees", "LOBE_MAP_FILLED": "mL",
 }

@@ -257,6 +257,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
     # scored on 345 mL of "lung" outside the body)
     from pipeline.hu_checks import measure as measure_hu
+    from pipeline.hu_checks import pneumothorax_ml
     from pipeline.orientation_check import measure as measure_orientation
     from segmentation.classical import body_mask
 
@@ -270,6 +271,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     pad_w = None if padding is None else sitk.GetArrayFromImage(sitk.Resample(
         to_lps(padding), work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
+    hu_check.update(pneumothorax_ml(hu_w, seg.lungs, spacing_w))  # PNEUMOTHORAX_SUSPECT (a flag only)
     orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w)  # the spine behind the lungs (any segmenter)
     del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w

@@ -78,11 +78,14 @@ def test_a_scored_series_records_its_hu_measures(sample_run):
     result = json.loads((sample_run / row["scan_id"] / "result.json").read_text())
     m = result["hu_check"]
     assert set(m) == {"air_hu", "tissue_hu", "healthy_lung_hu", "metal_ml", "noise_hu", "laa950_pct", "airway_ml",
-                      "mediastinum_hu", "slice_jump_ratio", "dependent_gradient_hu"}
+                      "mediastinum_hu", "slice_jump_ratio", "dependent_gradient_hu", "pneumothorax_ml_right",
+                      "pneumothorax_ml_left"}
+    assert m["pneumothorax_ml_right"] == 0.0 == m["pneumothorax_ml_left"]
     assert abs(m["air_hu"] + 1000) < 20 and m["healthy_lung_hu"] < -750 and 0 < m["noise_hu"] < 35
     assert 0 <= m["laa950_pct"] < 10
     assert not any(f.split(":")[0] in ("HU_CALIBRATION", "DENSE_LUNG", "METAL", "CONTRAST", "THICK_SLICES", "NOISY",
-                                       "LOW_ATTENUATION", "MOTION_SUSPECT", "DEPENDENT_DENSITY")
+                                       "LOW_ATTENUATION", "MOTION_SUSPECT", "DEPENDENT_DENSITY",
+                                       "PNEUMOTHORAX_SUSPECT")
                    for f in row["qc_flags"].split(";"))
 
 

@@ -142,5 +142,7 @@ def test_real_chests_pass_the_hu_checks(chest_run, name):
     m = json.loads((chest_run[name] / row["scan_id"] / "result.json").read_text())["hu_check"]
     assert AIR_RANGE[0] + 20 <= m["air_hu"] <= AIR_RANGE[1] - 20 and TISSUE_RANGE[0] + 20 <= m["tissue_hu"] <= \
         TISSUE_RANGE[1] - 20
-    assert not any(f.split(":")[0] in ("HU_CALIBRATION", "DENSE_LUNG", "METAL", "CONTRAST", "THICK_SLICES")
+    assert m["pneumothorax_ml_right"] == 0.0 == m["pneumothorax_ml_left"]  # no sheet of air on a real chest
+    assert not any(f.split(":")[0] in ("HU_CALIBRATION", "DENSE_LUNG", "METAL", "CONTRAST", "THICK_SLICES",
+                                       "PNEUMOTHORAX_SUSPECT")
                    for f in row["qc_flags"].split(";")), row["qc_flags"]

@@ -51,3 +51,10 @@ def test_pneumonia_cases_have_lesions_inside_plausible_lungs(rows, name, low, hi
     assert low <= r["percent_opacity"] <= high
     assert r["six_zone_total"] >= 3
     assert 2500 <= r["lung_volume_ml_right"] + r["lung_volume_ml_left"] <= 7000
+
+
+@pytest.mark.parametrize("name", ["normal001", "cap001", "ricord_covid_419639"])
+def test_no_real_chest_is_taken_for_a_pneumothorax(rows, name):
+    """PNEUMOTHORAX_SUSPECT on the network's masks: cap001's largest piece of thick air is 3 mL (a cyst), far below
+    the flag's 20 mL (tests/test_pneumothorax_flag.py has the synthetic pneumothorax)."""
+    assert "PNEUMOTHORAX_SUSPECT" not in str(rows[name]["qc_flags"])

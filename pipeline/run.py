@@ -253,6 +253,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         if "lesions" in given:
             seg.lesions = to_work(given["lesions"]) > 0
     timings["segment_s"] = time.perf_counter() - t
+    t = time.perf_counter()  # checks_s: lung outside the body, the HU and orientation checks
     voxel_ml_w = float(np.prod(spacing_w)) / 1000.0
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
     # scored on 345 mL of "lung" outside the body)
@@ -280,6 +281,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         raise SeriesError("NO_LUNG_FOUND", f"no lung found in this series ({lung_ml:.0f} mL of lung{removed}; not a "
                           "chest CT, or a field of view that misses the lungs)")
 
+    timings["checks_s"] = time.perf_counter() - t
     t = time.perf_counter()
     lungs_o = given.get("lungs")  # the user's own voxels, not a round trip through the working grid
     if lungs_o is None:
@@ -371,13 +373,14 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     flags_masks = [f"MASKS_FROM_USER:{'+'.join(k for k in USER_MASKS if k in given)}"] if given else []
     flags = (flags_masks + list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
              + flags_airway + orientation_flags(orientation))
+    trachea_x = trachea_column(seg.airway, work, orig, (_level(landmarks, "carina"),
+                                                        _level(landmarks, "suprasternal_notch")))
     timings["score_s"] = time.perf_counter() - t
     return {
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
         "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
-        "trachea_x": trachea_column(seg.airway, work, orig, (_level(landmarks, "carina"),
-                                                             _level(landmarks, "suprasternal_notch"))),
+        "trachea_x": trachea_x,
     }
 
 

@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.14.0"  # results changed (the network's apex step): scored again on resume
+__version__ = "0.15.0"  # a new QC flag (PNEUMOTHORAX_SUSPECT): scored again on resume
 
 
 def version_key(version: str) -> tuple:

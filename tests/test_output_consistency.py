@@ -365,7 +365,7 @@ def test_run_json_counts_and_table_keys_agree(out):
 
 def test_stage_timings_cover_each_scans_seconds(out):
     """run.json's stages of a scan (report.html's timing table) follow one another and add up to the scan's seconds
-    (its .status record): before 0.14.0 the lung-outside-body, HU and orientation checks fell between two stages and
+    (its .status record): before 0.15.0 the lung-outside-body, HU and orientation checks fell between two stages and
     the stages summed 4-11 % short of scoring_seconds on the real chests (now 0-1 %: the result.json write is left)."""
     rel = Relations()
     for sid, stages in out.run["timings_s"].items():

@@ -75,12 +75,13 @@ SCORING_FLAGS: dict[str, str] = {
              "glass; review qc.png",
     "LOW_ATTENUATION": "this % of the lung is below -950 HU (%LAA-950, at least 10 %): emphysema or bullae; pneumonia "
                        "around air cysts is under-segmented",
-    "PNEUMOTHORAX_SUSPECT": "this many mL of the lung mask are air without vessels, about 1 cm thick or more, in a "
-                            "sheet along its edge (or filling the hemithorax): a pneumothorax taken as lung (it "
-                            "enlarges the lung, lowers % opacity and raises the well-aerated share); also a giant "
-                            "bulla of that shape, extreme emphysema (with LOW_ATTENUATION), or bowel gas that an edited "
-                            "or classical mask holds; result.json's hu_check gives each side (scores not changed): "
-                            "check in a viewer",
+    "PNEUMOTHORAX_SUSPECT": "at least this many mL of the lung mask are air without vessels (as the trachea's air "
+                            "reads), about 1 cm thick or more, in a sheet along its edge (or filling the hemithorax): "
+                            "a pneumothorax taken as lung (it enlarges the lung, lowers % opacity and raises the "
+                            "well-aerated share); also a giant bulla of that shape, or bowel gas that an edited or "
+                            "classical mask holds; result.json's hu_check gives each side (scores not changed; the mL "
+                            "is a lower bound: measure the air in a viewer before correcting lung volume or % "
+                            "opacity)",
     "AIRWAY_NOT_FOUND": "the airway found is this many mL, under 2 (an endotracheal tube filling the trachea or with "
                         "secretions around it, streaks, a scan starting below the carina): the carina and the levels placed from it are estimated",
     "CONTRAST": "the header names a contrast agent: lesion voxels from hu_classes.lesion_max_hu (default 150 HU: "

@@ -40,14 +40,15 @@ tissue moves to 1000 HU), an offset of 100-200 HU (a scanner out of calibration)
   or heart motion during the scan, a step between acquisitions, repeated or blurred slices. A doubled diaphragm
   added about 200 mL of false ground glass to a normal scan; a stepped slab changed lung volume by 3-9 % and the
   0-900 score by up to 7. A flag only.
-- ``PNEUMOTHORAX_SUSPECT:<mL>``: this many mL of the lung mask (``pneumothorax_ml_right`` / ``_left``,
-  :func:`pneumothorax_ml`) are air without vessels or septa, about 1 cm thick or more, in a sheet along the mask's edge
-  (:data:`PNEUMOTHORAX_MIN_ML` or more in one piece, at least :data:`PNEUMOTHORAX_SHEET_RATIO` times as long as it is
-  thick, or lying with half its surface or more against the mask's edge: :data:`PNEUMOTHORAX_EDGE_SHARE`): a
-  pneumothorax taken into the lung mask, which both segmenters do (its volume enlarges the lung, lowers % opacity
-  and raises the well-aerated share); also a giant bulla of that shape, extreme panlobular emphysema, and bowel gas
-  that a mask holds (the network takes bowel gas out itself). Emphysema, round bullae and an airway painted into a
-  lung mask are not flagged. A flag only: the lung mask and the scores keep the air.
+- ``PNEUMOTHORAX_SUSPECT:<mL>``: at least this many mL of the lung mask (``pneumothorax_ml_right`` / ``_left``,
+  :func:`pneumothorax_ml`) are air without vessels or septa (as the trachea's air reads, ``airway_air_hu``), about
+  1 cm thick or more, in a sheet along the mask's edge (:data:`PNEUMOTHORAX_MIN_ML` or more in one piece, at least
+  :data:`PNEUMOTHORAX_SHEET_RATIO` times as long as it is thick, or lying with half its surface or more against the
+  mask's edge: :data:`PNEUMOTHORAX_EDGE_SHARE`): a pneumothorax taken into the lung mask, which both segmenters do
+  (its volume enlarges the lung, lowers % opacity and raises the well-aerated share); also a giant bulla of that
+  shape, and bowel gas that a mask holds (the network takes bowel gas out itself). Emphysema, round bullae and an
+  airway painted into a lung mask are not flagged. A flag only: the lung mask and the scores keep the air; the mL is
+  a lower bound (thin parts, subpulmonic air and noise are undercounted).
 - ``DEPENDENT_DENSITY:<HU>``: the back third of the lungs is denser than the front third by this much in most
   slices (``dependent_gradient_hu``, :func:`dependent_gradient_hu`, above :data:`DEPENDENT_GRADIENT_HU`):
   gravity-dependent density of a supine patient (dependent atelectasis, poor inspiration) or posterior-predominant
@@ -165,9 +166,25 @@ MOTION_EDGE_SLICES = 3
 #: mL of lesion on normal001 with no other flag (DENSE_LUNG's mean stayed below -700).
 DEPENDENT_GRADIENT_HU = 80.0
 #: PNEUMOTHORAX_SUSPECT:<mL> (:func:`pneumothorax_ml`): lung voxels whose HU, averaged over a box of about 4.5 mm
-#: (3 voxels of the working grid), is below this are air without vessels or septa (normal lung -900 to -750, its
-#: vessels above; a pneumothorax -1000 with noise).
+#: (3 voxels of the working grid), is below a cut are air without vessels or septa (normal lung -900 to -750, its
+#: vessels above). Air inside the chest does not read -1000 HU on every scanner: the trachea's air, 3 mm or more from
+#: its wall on the working grid (:func:`airway_air_hu`), reads -940 (ge_mister_ct) to -989 HU on the six real chests
+#: (normal001 -965, ricord_covid_419639 -953, the COPDGene subject -980), and a pneumothorax reads what the trachea
+#: reads. The cut is that air plus :data:`PNEUMOTHORAX_AIR_MARGIN_HU`, within :data:`PNEUMOTHORAX_CUT_RANGE`;
+#: this when the airway gives no measure (an endotracheal tube, a scan below the carina): the cut of air at -1000.
 PNEUMOTHORAX_HU = -970.0
+#: ... the margin over the trachea's air (HU): a box average of air with noise of SD 80 HU (clipped at -1024) spreads
+#: about 15 HU. With a fixed -970, a sheet of air at -970 HU or above read 0 mL (a review, 2026-12-07).
+PNEUMOTHORAX_AIR_MARGIN_HU = 30.0
+#: ... the range of the cut (HU): -930 keeps it well below aerated lung (normal001's parenchyma averages -850).
+#: The six real chests with the cut from their own trachea (-935 to -959, ricord_covid_419639 and ge_mister_ct -930):
+#: nothing flagged; the COPDGene subject (19.7 % LAA-950) at -950 has pieces of 234 and 71 mL, sheet-shaped but
+#: nowhere against the mask's edge (:data:`PNEUMOTHORAX_MIN_EDGE_SHARE`): not flagged.
+PNEUMOTHORAX_CUT_RANGE = (-975.0, -930.0)
+#: Trachea voxels at least this far from its wall (mm) measure the air, when there are
+#: :data:`PNEUMOTHORAX_AIRWAY_MIN_VOXELS` of them.
+PNEUMOTHORAX_AIRWAY_DEPTH_MM = 3.0
+PNEUMOTHORAX_AIRWAY_MIN_VOXELS = 20
 #: ... kept where a ball of this radius fits (mm) after the box average, which takes about 1.5 mm off each face: on the
 #: 1.5 mm working grid a sheet of air about 1 cm thick or more (9 mm: none; 10 mm: 97 %, tests/test_pneumothorax_flag.py).
 #: A thinner rim is not measured; centrilobular and panlobular emphysema, whose air is broken by vessels and septa,
@@ -175,11 +192,11 @@ PNEUMOTHORAX_HU = -970.0
 PNEUMOTHORAX_RADIUS_MM = 3.0
 #: ... in pieces of at least this many mL (the main bronchi inside a lung mask hold 5-9 mL) ...
 PNEUMOTHORAX_MIN_ML = 20.0
-#: ... that touch the mask's edge and are at least this many times as long (the longest side of their box) as they
+#: ... that are at least this many times as long (the longest side of their box) as they
 #: are thick (twice the deepest point of the air): a sheet along the chest wall, not a round bulla. Measured on
 #: normal001 (network's lung mask): sheets of air 8-30 mm thick put along its chest wall, 30-1776 mL, read 5.3-14.8;
 #: subpleural bullae of 15-30 mm radius with walls (among centrilobular emphysema and paraseptal cysts, 39 %
-#: LAA-950) 1.3-1.7; the six real chests and the COPDGene subject have no piece of 20 mL (largest 6.6 mL), nor have
+#: LAA-950) 1.3-1.7; the six real chests and the COPDGene subject have no piece of 20 mL at the cut of -970 (largest 3.2 mL), nor have
 #: the six chests with noise of SD 40 or 80 HU added (``python scripts/measurement_conditions.py
 #: ../shared/data/chest/* --noise 0 40 80``: 0.0 mL each, classical segmenter).
 PNEUMOTHORAX_SHEET_RATIO = 3.0
@@ -188,15 +205,20 @@ PNEUMOTHORAX_SHEET_RATIO = 3.0
 #: right lung 85 % air, squeezed to 186 and 147 mm high: ratio 2.7 and 2.5, surface share 0.94, found 97 %); a sheet
 #: reads about 0.54, round bullae 0.22-0.33 (a 344 mL giant bulla 0.33).
 PNEUMOTHORAX_EDGE_SHARE = 0.5
-#: The pieces found are grown back by this much (mm) into the lung's voxels below -950 HU (:data:`LAA_HU`), raw or
-#: box-averaged (noise lifts single voxels of air above it): the box average and the ball trim a sheet's edges.
-#: Synthetic pneumothoraces in normal001's lung mask (a review, 2026-12-07), found / in the mask: lateral and apical
+#: A sheet (by :data:`PNEUMOTHORAX_SHEET_RATIO`) must also have at least this share of its surface within 4.5 mm of
+#: the mask's edge: every synthetic pneumothorax had 0.18 or more (a noisy sheet 0.18, sheets 0.47-0.56, loculated
+#: pockets 0.38-0.43); the lower lobes' parenchyma at -985 HU (extreme panlobular emphysema) left sheet-shaped pieces
+#: of 0.04-0.06 (flagged 353 mL before this), the COPDGene subject's emphysema 0.0.
+PNEUMOTHORAX_MIN_EDGE_SHARE = 0.1
+#: The pieces found are grown back by this much (mm) into the lung's voxels up to 20 HU above the cut (-950 HU for
+#: the cut of -970), raw or box-averaged (noise lifts single voxels of air above it): the box average and the ball trim
+#: a sheet's edges. Synthetic pneumothoraces (air at -1000 HU, the cut at -970) in normal001's lung mask (two reviews,
+#: 2026-12-07), found / in the mask: lateral and apical
 #: sheets 15 mm deep 95-96 %, anterior 12 mm 86 %, anteromedial 15 mm 91 %, a loculated pocket of 87 mL 97 %, the lung
 #: 85 % collapsed 98 %, subpulmonic 15 mm 56 %, 5 mm slices 83 %; with noise of SD 40 / 80 HU (clipped at -1024)
 #: 94 / 61 %; no voxel outside the air. Not found: a compact pocket of 49 mL (as thick as long, a sixth of its surface
 #: at the edge), a left anteromedial sheet of 72 mL along the heart, which the thin lung there breaks into pieces
-#: under 20 mL. Flagged wrongly: the lower lobes' parenchyma at -985 HU (extreme panlobular emphysema; 353 mL, with
-#: LOW_ATTENUATION; at -975 HU nothing).
+#: under 20 mL.
 PNEUMOTHORAX_GROW_MM = 4.5
 #: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
 #: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection"; "n", "nein", "non" as the whole
@@ -474,27 +496,54 @@ def _ellipsoid(radius_mm: float, spacing_zyx: tuple[float, float, float]) -> np.
     return (z / r[0]) ** 2 + (y / r[1]) ** 2 + (x / r[2]) ** 2 <= 1.0 + 1e-9
 
 
-def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+def airway_air_hu(hu: np.ndarray, airway: np.ndarray | None, spacing_zyx: tuple[float, float, float]) -> float:
+    """The median HU of the airway's voxels at least :data:`PNEUMOTHORAX_AIRWAY_DEPTH_MM` from its wall: what air
+    reads inside this chest. NaN without an airway or with under :data:`PNEUMOTHORAX_AIRWAY_MIN_VOXELS` such
+    voxels."""
+    if airway is None or not np.any(airway):
+        return math.nan
+    deep = ndi.distance_transform_edt(np.asarray(airway, bool), sampling=spacing_zyx) > PNEUMOTHORAX_AIRWAY_DEPTH_MM
+    if np.count_nonzero(deep) < PNEUMOTHORAX_AIRWAY_MIN_VOXELS:
+        return math.nan
+    return _round(np.median(hu[deep]))
+
+
+def pneumothorax_cut_hu(air_hu: float | None) -> float:
+    """The box-averaged HU below which lung is taken as air (:data:`PNEUMOTHORAX_HU` and what follows it)."""
+    if air_hu is None or not math.isfinite(air_hu):
+        return PNEUMOTHORAX_HU
+    return float(np.clip(air_hu + PNEUMOTHORAX_AIR_MARGIN_HU, *PNEUMOTHORAX_CUT_RANGE))
+
+
+def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
+                      air_hu: float | None = None, airway: np.ndarray | None = None) -> np.ndarray:
     """The lung mask's voxels that are a sheet of air along its edge (``PNEUMOTHORAX_SUSPECT``), per lung (labels 1
-    and 2): the mask's voxels below :data:`PNEUMOTHORAX_HU` after a box average of about 4.5 mm, opened by a ball of
-    :data:`PNEUMOTHORAX_RADIUS_MM`; of the pieces, those of :data:`PNEUMOTHORAX_MIN_ML` or more that reach within
-    4.5 mm of the mask's edge and are :data:`PNEUMOTHORAX_SHEET_RATIO` times as long as thick or have
-    :data:`PNEUMOTHORAX_EDGE_SHARE` of their surface within 4.5 mm of it; grown back by :data:`PNEUMOTHORAX_GROW_MM`
-    into the lung's voxels below :data:`LAA_HU` (raw or box-averaged). Meant for the 1.5 mm working grid
-    (any spacing works; on 4 mm voxels the box average blurs thin sheets away)."""
+    and 2): the mask's voxels below the cut (:func:`pneumothorax_cut_hu` of ``air_hu``, the trachea's air:
+    :func:`airway_air_hu`; -970 without it) after a box average of about 4.5 mm, less the ``airway`` and 3 mm around
+    it (an edited mask can hold the trachea), opened by a ball of :data:`PNEUMOTHORAX_RADIUS_MM`; of the pieces, those
+    of :data:`PNEUMOTHORAX_MIN_ML` or more that are :data:`PNEUMOTHORAX_SHEET_RATIO` times as long as thick with
+    :data:`PNEUMOTHORAX_MIN_EDGE_SHARE` of their surface within 4.5 mm of the mask's edge, or have
+    :data:`PNEUMOTHORAX_EDGE_SHARE` of it there; grown back by :data:`PNEUMOTHORAX_GROW_MM` into the lung's voxels
+    20 HU above the cut or lower (-950 for -970; raw or box-averaged). Meant for the 1.5 mm working grid (any spacing
+    works; on 4 mm voxels the box average blurs thin sheets away)."""
     spacing = tuple(float(s) for s in spacing_zyx)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = np.zeros(lungs.shape, bool)
     boxes = ndi.find_objects(np.asarray(lungs, np.uint8))
     box = [max(1, int(round(4.5 / s))) for s in spacing]
     near = [int(math.ceil(4.5 / s)) + 1 for s in spacing]
+    cut = pneumothorax_cut_hu(air_hu)
+    not_airway = None if airway is None or not np.any(airway) else \
+        ~ndi.binary_dilation(np.asarray(airway, bool), _ellipsoid(3.0, spacing))
     for side in (1, 2):
         if side > len(boxes) or boxes[side - 1] is None:
             continue
         sl = tuple(slice(max(0, b.start - n), b.stop + n) for b, n in zip(boxes[side - 1], near))
         m = lungs[sl] == side
         smooth = ndi.uniform_filter(hu[sl].astype(np.float32), size=box, mode="nearest")
-        air = m & (smooth < PNEUMOTHORAX_HU)
+        air = m & (smooth < cut)
+        if not_airway is not None:
+            air &= not_airway[sl]
         if np.count_nonzero(air) * voxel_ml < PNEUMOTHORAX_MIN_ML:
             continue
         pieces, n = ndi.label(ndi.binary_opening(air, _ellipsoid(PNEUMOTHORAX_RADIUS_MM, spacing)))
@@ -508,28 +557,31 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
         found = ndi.find_objects(pieces)
         for i in big:
             piece = pieces[found[i - 1]] == i
-            if not (piece & edge[found[i - 1]]).any():
-                continue
             length = max((b.stop - b.start) * s for b, s in zip(found[i - 1], spacing))
             thickness = 2.0 * float(depth[found[i - 1]][piece].max())
             surface = piece & ~ndi.binary_erosion(piece)
-            if (length >= PNEUMOTHORAX_SHEET_RATIO * thickness
-                    or float(edge[found[i - 1]][surface].mean()) >= PNEUMOTHORAX_EDGE_SHARE):
+            share = float(edge[found[i - 1]][surface].mean())  # of its surface against the mask's edge
+            if ((length >= PNEUMOTHORAX_SHEET_RATIO * thickness and share >= PNEUMOTHORAX_MIN_EDGE_SHARE)
+                    or share >= PNEUMOTHORAX_EDGE_SHARE):
                 keep[found[i - 1]] |= piece
         if keep.any():
             keep = (ndi.binary_dilation(keep, _ellipsoid(PNEUMOTHORAX_GROW_MM, spacing)) & m
-                    & ((hu[sl] < LAA_HU) | (smooth < LAA_HU)))
+                    & ((hu[sl] < cut + 20.0) | (smooth < cut + 20.0)))
             out[sl] |= keep
     return out
 
 
-def pneumothorax_ml(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
+def pneumothorax_ml(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
+                    airway: np.ndarray | None = None) -> dict[str, float]:
     """``pneumothorax_ml_right`` and ``pneumothorax_ml_left``: the mL of each lung mask in :func:`pneumothorax_mask`
-    (0.0 with none). On normal001 (2 cores) 0.1-0.3 s on the working grid."""
-    sheet = pneumothorax_mask(hu, lungs, spacing_zyx)
+    (0.0 with none; at least that much: thinner parts, noise and subpulmonic air are undercounted), and
+    ``airway_air_hu``, the trachea's air that set the cut (:func:`airway_air_hu`; NaN: the cut of -1000 HU air).
+    0.05-0.2 s a scan on the working grid on 2 cores; 0.5-1.1 s with a large pneumothorax or emphysema."""
+    air = airway_air_hu(hu, airway, spacing_zyx)
+    sheet = pneumothorax_mask(hu, lungs, spacing_zyx, air_hu=air, airway=airway)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    return {f"pneumothorax_ml_{name}": round(float(np.count_nonzero(sheet & (lungs == side))) * voxel_ml, 1)
-            for side, name in ((1, "right"), (2, "left"))}
+    return {**{f"pneumothorax_ml_{name}": round(float(np.count_nonzero(sheet & (lungs == side))) * voxel_ml, 1)
+               for side, name in ((1, "right"), (2, "left"))}, "airway_air_hu": air}
 
 
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,

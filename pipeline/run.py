@@ -272,7 +272,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     pad_w = None if padding is None else sitk.GetArrayFromImage(sitk.Resample(
         to_lps(padding), work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
-    hu_check.update(pneumothorax_ml(hu_w, seg.lungs, spacing_w))  # PNEUMOTHORAX_SUSPECT (a flag only)
+    hu_check.update(pneumothorax_ml(hu_w, seg.lungs, spacing_w, seg.airway))  # PNEUMOTHORAX_SUSPECT (a flag only)
     orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w)  # the spine behind the lungs (any segmenter)
     del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w

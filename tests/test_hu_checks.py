@@ -79,7 +79,7 @@ def test_a_scored_series_records_its_hu_measures(sample_run):
     m = result["hu_check"]
     assert set(m) == {"air_hu", "tissue_hu", "healthy_lung_hu", "metal_ml", "noise_hu", "laa950_pct", "airway_ml",
                       "mediastinum_hu", "slice_jump_ratio", "dependent_gradient_hu", "pneumothorax_ml_right",
-                      "pneumothorax_ml_left"}
+                      "pneumothorax_ml_left", "airway_air_hu"}
     assert m["pneumothorax_ml_right"] == 0.0 == m["pneumothorax_ml_left"]
     assert abs(m["air_hu"] + 1000) < 20 and m["healthy_lung_hu"] < -750 and 0 < m["noise_hu"] < 35
     assert 0 <= m["laa950_pct"] < 10

@@ -373,7 +373,10 @@ def test_stage_timings_cover_each_scans_seconds(out):
                                                       "to_original_grid_s", "score_s", "write_s"], list(stages))
         seconds = json.loads((out.path / ".status" / f"{sid}.json").read_text())["seconds"]
         total = sum(stages.values())
-        rel.check("stages sum to the scan's seconds", 0.9 * seconds <= total <= seconds + 0.01, (total, seconds))
+        # (the result.json write and the folder's commit, which flushes every file, are outside the stages: slow
+        # on a slow disk, hence the absolute second)
+        rel.check("stages sum to the scan's seconds", seconds - 0.1 * seconds - 1.0 <= total <= seconds + 0.01,
+                  (total, seconds))
     rel.assert_all_hold(min_checks=2)
 
 

@@ -177,7 +177,7 @@ PNEUMOTHORAX_HU = -970.0
 #: about 15 HU. With a fixed -970, a sheet of air at -970 HU or above read 0 mL (a review, 2026-12-07).
 PNEUMOTHORAX_AIR_MARGIN_HU = 30.0
 #: ... the range of the cut (HU): -930 keeps it well below aerated lung (normal001's parenchyma averages -850).
-#: The six real chests with the cut from their own trachea (-935 to -959, ricord_covid_419639 and ge_mister_ct -930):
+#: The six real chests with the cut from their own trachea (-933 to -959, ricord_covid_419639 and ge_mister_ct -930):
 #: nothing flagged; the COPDGene subject (19.7 % LAA-950) at -950 has pieces of 234 and 71 mL, sheet-shaped but
 #: nowhere against the mask's edge (:data:`PNEUMOTHORAX_MIN_EDGE_SHARE`): not flagged.
 PNEUMOTHORAX_CUT_RANGE = (-975.0, -930.0)
@@ -196,9 +196,9 @@ PNEUMOTHORAX_MIN_ML = 20.0
 #: are thick (twice the deepest point of the air): a sheet along the chest wall, not a round bulla. Measured on
 #: normal001 (network's lung mask): sheets of air 8-30 mm thick put along its chest wall, 30-1776 mL, read 5.3-14.8;
 #: subpleural bullae of 15-30 mm radius with walls (among centrilobular emphysema and paraseptal cysts, 39 %
-#: LAA-950) 1.3-1.7; the six real chests and the COPDGene subject have no piece of 20 mL at the cut of -970 (largest 3.2 mL), nor have
-#: the six chests with noise of SD 40 or 80 HU added (``python scripts/measurement_conditions.py
-#: ../shared/data/chest/* --noise 0 40 80``: 0.0 mL each, classical segmenter).
+#: LAA-950) 1.3-1.7; the six real chests and the COPDGene subject have no piece of 20 mL at the cut of -970 (largest
+#: 3.2 mL), nor have the six chests with noise of SD 40 or 80 HU added, at the cut of their trachea (``python
+#: scripts/measurement_conditions.py ../shared/data/chest/* --noise 0 40 80``: 0.0 mL each, classical segmenter).
 PNEUMOTHORAX_SHEET_RATIO = 3.0
 #: ... or, whatever their shape, have at least this share of their surface voxels within 4.5 mm of the mask's edge: a
 #: pneumothorax with the lung collapsed fills the hemithorax, as thick as it is long in a short chest (normal001's
@@ -211,14 +211,13 @@ PNEUMOTHORAX_EDGE_SHARE = 0.5
 #: of 0.04-0.06 (flagged 353 mL before this), the COPDGene subject's emphysema 0.0.
 PNEUMOTHORAX_MIN_EDGE_SHARE = 0.1
 #: The pieces found are grown back by this much (mm) into the lung's voxels up to 20 HU above the cut (-950 HU for
-#: the cut of -970), raw or box-averaged (noise lifts single voxels of air above it): the box average and the ball trim
-#: a sheet's edges. Synthetic pneumothoraces (air at -1000 HU, the cut at -970) in normal001's lung mask (two reviews,
-#: 2026-12-07), found / in the mask: lateral and apical
-#: sheets 15 mm deep 95-96 %, anterior 12 mm 86 %, anteromedial 15 mm 91 %, a loculated pocket of 87 mL 97 %, the lung
-#: 85 % collapsed 98 %, subpulmonic 15 mm 56 %, 5 mm slices 83 %; with noise of SD 40 / 80 HU (clipped at -1024)
-#: 94 / 61 %; no voxel outside the air. Not found: a compact pocket of 49 mL (as thick as long, a sixth of its surface
-#: at the edge), a left anteromedial sheet of 72 mL along the heart, which the thin lung there breaks into pieces
-#: under 20 mL.
+#: the cut of -970), raw or box-averaged (noise lifts single voxels of air above it): the box average and the ball
+#: trim a sheet's edges. Synthetic pneumothoraces (air at -1000 HU, the cut at -970) in normal001's lung mask (two
+#: reviews, 2026-12-07), found / in the mask: lateral and apical sheets 15 mm deep 95-96 %, anterior 12 mm 86 %,
+#: anteromedial 15 mm 91 %, a loculated pocket of 87 mL 97 %, the lung 85 % collapsed 98 %, subpulmonic 15 mm 56 %,
+#: 5 mm slices 83 %; with noise of SD 40 / 80 HU (clipped at -1024) 94 / 61 %; no voxel outside the air. Not found: a
+#: compact pocket of 49 mL (as thick as long, a sixth of its surface at the edge), a left anteromedial sheet of 72 mL
+#: along the heart, which the thin lung there breaks into pieces under 20 mL.
 PNEUMOTHORAX_GROW_MM = 4.5
 #: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
 #: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection"; "n", "nein", "non" as the whole

@@ -217,6 +217,33 @@ def test_the_cut_follows_the_air_of_the_trachea():
     assert math.isnan(airway_air_hu(hu2, None, SP)) and math.isnan(airway_air_hu(hu2, np.zeros_like(trachea), SP))
 
 
+def test_a_sheet_of_air_inside_the_lung_is_not_a_pneumothorax(monkeypatch):
+    """A plate of air 12 mm thick and 70 x 70 mm wide inside the right lung, 20 mm or more from its edge: sheet-shaped,
+    but no part of it against the mask's edge (PNEUMOTHORAX_MIN_EDGE_SHARE; extreme panlobular emphysema left such
+    pieces, flagged 353 mL on normal001 before it)."""
+    import pipeline.hu_checks as hu_checks
+
+    hu, lungs = _chest()
+    z, y, x = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(lungs.shape, SP)], indexing="ij")
+    plate = (np.abs(z - 90) < 35) & (np.abs(y - 120) < 6) & (np.abs(x - 90) < 35) & (lungs == 1)
+    assert _ml(plate) > 2 * PNEUMOTHORAX_MIN_ML
+    hu2 = _air(hu, plate)
+    assert pneumothorax_ml(hu2, lungs, SP)["pneumothorax_ml_right"] == 0.0
+    monkeypatch.setattr(hu_checks, "PNEUMOTHORAX_MIN_EDGE_SHARE", 0.0)
+    assert pneumothorax_ml(hu2, lungs, SP)["pneumothorax_ml_right"] > 0
+
+
+def test_a_small_pocket_is_below_the_volume_limit():
+    """A sheet-shaped pocket of air against the chest wall that keeps under 20 mL once opened: not measured."""
+    hu, lungs = _chest()
+    sheet = _lateral_sheet(lungs, 1, 12.0)
+    z = np.arange(lungs.shape[0])[:, None, None]
+    zs = np.flatnonzero(sheet.any(axis=(1, 2)))
+    small = sheet & (z < zs[0] + 7)  # 10 mm of its height
+    assert 10 < _ml(small) < 30
+    assert pneumothorax_ml(_air(hu, small), lungs, SP)["pneumothorax_ml_right"] == 0.0
+
+
 def test_air_outside_the_lung_mask_is_not_measured():
     """A pneumothorax the segmenter left out of the lung does not distort its measures: not this flag's business."""
     hu, lungs = _chest()

@@ -212,12 +212,12 @@ PNEUMOTHORAX_EDGE_SHARE = 0.5
 PNEUMOTHORAX_MIN_EDGE_SHARE = 0.1
 #: The pieces found are grown back by this much (mm) into the lung's voxels up to 20 HU above the cut (-950 HU for
 #: the cut of -970), raw or box-averaged (noise lifts single voxels of air above it): the box average and the ball
-#: trim a sheet's edges. Synthetic pneumothoraces (air at -1000 HU, the cut at -970) in normal001's lung mask (two
-#: reviews, 2026-12-07), found / in the mask: lateral and apical sheets 15 mm deep 95-96 %, anterior 12 mm 86 %,
-#: anteromedial 15 mm 91 %, a loculated pocket of 87 mL 97 %, the lung 85 % collapsed 98 %, subpulmonic 15 mm 56 %,
-#: 5 mm slices 83 %; with noise of SD 40 / 80 HU (clipped at -1024) 94 / 61 %; no voxel outside the air. Not found: a
-#: compact pocket of 49 mL (as thick as long, a sixth of its surface at the edge), a left anteromedial sheet of 72 mL
-#: along the heart, which the thin lung there breaks into pieces under 20 mL.
+#: trim a sheet's edges. Synthetic pneumothoraces (air at -1000 HU, the cut at -970; scripts/pneumothorax_cases.py)
+#: in normal001's lung mask (two reviews, 2026-12-07), found / in the mask: lateral and apical sheets 15 mm deep
+#: 95-96 %, anterior 12 mm 86 %, anteromedial 15 mm 91 %, a loculated pocket of 87 mL 97 %, the lung 85 % collapsed
+#: 98 %, subpulmonic 15 mm 56 %, 5 mm slices 83 %; with noise of SD 40 / 80 HU (clipped at -1024) 93-94 / 61-69 % (two draws); no voxel
+#: outside the air. Not found: a compact pocket of 49 mL (as thick as long, a sixth of its surface at the edge), a
+#: left anteromedial sheet of 72 mL along the heart, which the thin lung there breaks into pieces under 20 mL.
 PNEUMOTHORAX_GROW_MM = 4.5
 #: Header values of ContrastBolusAgent that say "no contrast" (English, and the German, Spanish, Italian and French
 #: words sites write: "nativ", "sin contraste", "senza contrasto", "sans injection"; "n", "nein", "non" as the whole

@@ -487,14 +487,6 @@ def dependent_gradient_hu(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[
     return _round(np.percentile(values, 25))
 
 
-def _ellipsoid(radius_mm: float, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
-    """A ball of ``radius_mm`` as a structuring element on a grid of ``spacing_zyx`` (mm)."""
-    r = [radius_mm / s for s in spacing_zyx]
-    n = [int(math.floor(v)) for v in r]
-    z, y, x = np.ogrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1, -n[2]:n[2] + 1]
-    return (z / r[0]) ** 2 + (y / r[1]) ** 2 + (x / r[2]) ** 2 <= 1.0 + 1e-9
-
-
 def airway_air_hu(hu: np.ndarray, airway: np.ndarray | None, spacing_zyx: tuple[float, float, float]) -> float:
     """The median HU of the airway's voxels at least :data:`PNEUMOTHORAX_AIRWAY_DEPTH_MM` from its wall: what air
     reads inside this chest. NaN without an airway or with under :data:`PNEUMOTHORAX_AIRWAY_MIN_VOXELS` such
@@ -525,6 +517,8 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
     :data:`PNEUMOTHORAX_EDGE_SHARE` of it there; grown back by :data:`PNEUMOTHORAX_GROW_MM` into the lung's voxels
     20 HU above the cut or lower (-950 for -970; raw or box-averaged). Meant for the 1.5 mm working grid (any spacing
     works; on 4 mm voxels the box average blurs thin sheets away)."""
+    from segmentation.classical import ball
+
     spacing = tuple(float(s) for s in spacing_zyx)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = np.zeros(lungs.shape, bool)
@@ -533,7 +527,7 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
     near = [int(math.ceil(4.5 / s)) + 1 for s in spacing]
     cut = pneumothorax_cut_hu(air_hu)
     not_airway = None if airway is None or not np.any(airway) else \
-        ~ndi.binary_dilation(np.asarray(airway, bool), _ellipsoid(3.0, spacing))
+        ~ndi.binary_dilation(np.asarray(airway, bool), ball(3.0, spacing))
     for side in (1, 2):
         if side > len(boxes) or boxes[side - 1] is None:
             continue
@@ -545,13 +539,13 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
             air &= not_airway[sl]
         if np.count_nonzero(air) * voxel_ml < PNEUMOTHORAX_MIN_ML:
             continue
-        pieces, n = ndi.label(ndi.binary_opening(air, _ellipsoid(PNEUMOTHORAX_RADIUS_MM, spacing)))
+        pieces, n = ndi.label(ndi.binary_opening(air, ball(PNEUMOTHORAX_RADIUS_MM, spacing)))
         sizes = np.bincount(pieces.ravel(), minlength=n + 1) * voxel_ml
         big = [i for i in range(1, n + 1) if sizes[i] >= PNEUMOTHORAX_MIN_ML]
         if not big:
             continue
         depth = ndi.distance_transform_edt(air, sampling=spacing)  # mm to the nearest voxel that is not air
-        edge = ndi.binary_dilation(~m, _ellipsoid(4.5, spacing))
+        edge = ndi.binary_dilation(~m, ball(4.5, spacing))
         keep = np.zeros(m.shape, bool)
         found = ndi.find_objects(pieces)
         for i in big:
@@ -564,7 +558,7 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
                     or share >= PNEUMOTHORAX_EDGE_SHARE):
                 keep[found[i - 1]] |= piece
         if keep.any():
-            keep = (ndi.binary_dilation(keep, _ellipsoid(PNEUMOTHORAX_GROW_MM, spacing)) & m
+            keep = (ndi.binary_dilation(keep, ball(PNEUMOTHORAX_GROW_MM, spacing)) & m
                     & ((hu[sl] < cut + 20.0) | (smooth < cut + 20.0)))
             out[sl] |= keep
     return out

@@ -570,11 +570,18 @@ def pneumothorax_ml(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float,
     (0.0 with none; at least that much: thinner parts, noise and subpulmonic air are undercounted), and
     ``airway_air_hu``, the trachea's air that set the cut (:func:`airway_air_hu`; NaN: the cut of -1000 HU air).
     0.05-0.2 s a scan on the working grid on 2 cores; 0.5-1.1 s with a large pneumothorax or emphysema."""
+    return pneumothorax(hu, lungs, spacing_zyx, airway)[0]
+
+
+def pneumothorax(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float],
+                 airway: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`pneumothorax_ml`'s measures and the mask they count (bool, ``hu``'s grid; the pipeline outlines it in
+    qc.png)."""
     air = airway_air_hu(hu, airway, spacing_zyx)
     sheet = pneumothorax_mask(hu, lungs, spacing_zyx, air_hu=air, airway=airway)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     return {**{f"pneumothorax_ml_{name}": round(float(np.count_nonzero(sheet & (lungs == side))) * voxel_ml, 1)
-               for side, name in ((1, "right"), (2, "left"))}, "airway_air_hu": air}
+               for side, name in ((1, "right"), (2, "left"))}, "airway_air_hu": air}, sheet
 
 
 def measure(hu: np.ndarray, lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float,

@@ -10,7 +10,9 @@ with the most consolidation (else the most lesion) and the lung base, where pleu
 window fluid, atelectasis and consolidation are all near white; in the soft-tissue window an effusion is a smooth
 band of water density along the dependent pleura, with no air bronchograms, and a consolidation outline over it
 shows that the segmentation took fluid for lung.
-Lungs are outlined in one colour; faint ground glass and ground glass are filled half-transparent, each in its
+Lungs are outlined in one colour; a suspected pneumothorax (``PNEUMOTHORAX_SUSPECT``, air in a sheet inside the
+lung mask) is outlined dotted in white in the lung-window views that cross it, and the legend says at which z it is
+largest, so that a reader can find it in a viewer; faint ground glass and ground glass are filled half-transparent, each in its
 own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
 glass); consolidation is hatched and outlined, never filled, so that the bright tissue under it shows (a dark fill
 over bright tissue looked like aerated lung to deuteranopes and in greyscale print). Plane labels and the axial
@@ -55,6 +57,11 @@ LUNG_COLOUR = "#00e5ff"
 #: (tests/test_a11y_report.py).
 SOFT_CONSOLIDATION_COLOUR = "#ff9500"
 PLANE_COLOUR = "#ffffff"
+#: The suspected pneumothorax's outline: white and dotted. It lies on black air, where any colour is visible; white
+#: and a dotted line keep it apart from the cyan lung outline in every colour vision and in greyscale print, and from
+#: the planes' solid and dashed white lines, which run straight across the coronal view.
+PNEUMOTHORAX_COLOUR = "#ffffff"
+PNEUMOTHORAX_STYLE = ":"
 TICK_COLOUR = "#ffffff"
 #: Lung window (W 1500, L -600).
 WINDOW_HU = (-1350.0, 150.0)
@@ -71,6 +78,8 @@ LABEL_GAP = 0.045
 #: (left); in pixels, not a share of the image's width, so that a tall, narrow view keeps room for them.
 LABEL_MARGIN_PX = 122
 TICK_MARGIN_PX = 45
+#: The legend's font sizes, tried in turn until its one row fits right of the window note.
+LEGEND_FONT_SIZES = (12, 11, 10, 9)
 #: Most characters of the flags line under the title (one line: the rest is counted, result.json has all).
 FLAGS_LINE_CHARS = 140
 
@@ -272,9 +281,11 @@ def hatch_style():
     return matplotlib.rc_context({"hatch.color": LESION_CLASSES[HATCHED_CLASS][0], "hatch.linewidth": HATCH_LINEWIDTH})
 
 
-def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
+def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float,
+           pneumothorax2d: np.ndarray | None = None) -> None:
     """CT in the lung window, lung outline, filled (faint GGO, GGO) and hatched (consolidation) lesion classes on one
-    axes. The hatching takes its colour from ``rcParams["hatch.color"]``: draw and save inside :func:`hatch_style`."""
+    axes, and the suspected pneumothorax's dotted outline where ``pneumothorax2d`` has any. The hatching takes its
+    colour from ``rcParams["hatch.color"]``: draw and save inside :func:`hatch_style`."""
     ax.imshow(hu2d, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
     if (classes2d > 0).any():
         ax.imshow(_lesion_rgba(classes2d), aspect=aspect, interpolation="nearest")
@@ -285,6 +296,9 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
         ax.contour(hatched, levels=[0.5], colors=LESION_CLASSES[HATCHED_CLASS][0], linewidths=1.2)
     if (lungs2d > 0).any() and drawable:
         ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
+    if pneumothorax2d is not None and drawable and pneumothorax2d.any():
+        ax.contour(pneumothorax2d, levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
+                   linestyles=PNEUMOTHORAX_STYLE)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -293,7 +307,8 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
 
 def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
            spacing_zyx: Sequence[float], levels: Mapping[str, float | None], title: str = "",
-           estimated: Collection[str] = (), flags: Sequence[str] = (), reader: Collection[str] = ()) -> bytes:
+           estimated: Collection[str] = (), flags: Sequence[str] = (), reader: Collection[str] = (),
+           pneumothorax: np.ndarray | None = None) -> bytes:
     """The QC montage of one series as PNG bytes (1250 x 540 px).
 
     ``hu``, ``lungs`` (0 background, >0 lung) and ``classes`` (0 none, 1 faint GGO, 2 GGO,
@@ -303,21 +318,30 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     levels.png: the zones they bound are only as good as the estimate; levels named in ``reader`` (set by a reader:
     ``landmarks.reader_levels``) are labelled "(reader)". ``flags`` (the scan's QC flags) are printed under
     the title, so that the picture, opened on its own, says what to look at (their meanings: README, report.html).
+    ``pneumothorax`` (bool, the same shape, or None): the suspected pneumothorax
+    (:func:`pipeline.hu_checks.pneumothorax`), outlined dotted where a view crosses it; the legend gives the z of
+    its largest slice.
     """
     if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
         raise ValueError(f"arrays disagree: hu {hu.shape}, lungs {lungs.shape}, classes {classes.shape}, "
                          f"{len(z_mm)} z values")
+    if pneumothorax is not None:
+        if pneumothorax.shape != hu.shape:
+            raise ValueError(f"arrays disagree: hu {hu.shape}, pneumothorax {pneumothorax.shape}")
+        pneumothorax = np.asarray(pneumothorax, bool) if np.any(pneumothorax) else None
     z_mm = np.asarray(z_mm, dtype=float)
     sz, sy, sx = (float(s) for s in spacing_zyx)
     picks = pick_axial_slices(lungs, classes, z_mm, levels, voxel_ml=sz * sy * sx / 1000.0)
 
     with hatch_style():  # the hatching's colour is read from rcParams when it is drawn (savefig)
-        return _montage(hu, lungs, classes, z_mm, (sz, sy, sx), levels, picks, title, estimated, flags, reader)
+        return _montage(hu, lungs, classes, z_mm, (sz, sy, sx), levels, picks, title, estimated, flags, reader,
+                        pneumothorax)
 
 
 def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
              spacing_zyx: tuple[float, float, float], levels: Mapping[str, float | None], picks: list[AxialPick],
-             title: str, estimated: Collection[str], flags: Sequence[str], reader: Collection[str] = ()) -> bytes:
+             title: str, estimated: Collection[str], flags: Sequence[str], reader: Collection[str] = (),
+             pneumothorax: np.ndarray | None = None) -> bytes:
     """The montage of :func:`qc_png` (its arguments checked), drawn and saved."""
     # a Figure on its own Agg canvas: the global backend and pyplot's figures (a notebook's inline plots) are not
     # touched, and the picture is the same as pyplot with the Agg backend drew it
@@ -341,7 +365,9 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     yc = int(round(float(per_row @ np.arange(per_row.size)) / per_row.sum())) if per_row.any() else hu.shape[1] // 2
     rows = np.arange(hu.shape[0])[crop_z]
     rows = rows[np.argsort(-z_mm[rows], kind="stable")]  # cranial first
-    _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx)
+    ptx = pneumothorax  # (None, or bool with some voxels)
+    _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx,
+           None if ptx is None else ptx[rows, yc, crop_x])
     z_rows = z_mm[rows]
     width = crop_x.stop - crop_x.start
 
@@ -402,7 +428,8 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
                     transform=ax.transAxes)
             ax.set_title(f"{pick.tag}  {pick.label}", **text)
             continue
-        _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx)
+        _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx,
+               None if ptx is None else ptx[k, crop_y, crop_x])
         # one decimal: slices 1 mm apart or closer rounded to the same whole mm (z as in ImagePositionPatient)
         ax.set_title(f"{pick.tag}  {pick.label}  z={float(z_mm[k]) + 0:.1f} mm", color="white", fontsize=11)
         for x, side in ((0.04, "R"), (0.96, "L")):  # the patient's sides (anterior is up)
@@ -425,25 +452,48 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
     handles.append(Patch(facecolor="none", edgecolor=SOFT_CONSOLIDATION_COLOUR, lw=1.5))
     names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation, soft tissue"]
-    # centred right of the window note in the bottom left corner
-    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.58, 0.0), ncol=len(names), fontsize=12,
-               frameon=False, labelcolor="white", handlelength=1.2, columnspacing=1.2, borderaxespad=0.2)
+    if ptx is not None:  # only when there is one: where it is largest, to find it in a viewer
+        handles.append(Patch(facecolor="none", edgecolor=PNEUMOTHORAX_COLOUR, lw=1.5, linestyle=PNEUMOTHORAX_STYLE))
+        names.append(f"pneumothorax? largest z={pneumothorax_z_mm(ptx, z_mm):.0f} mm")
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
+    renderer = fig.canvas.get_renderer()
     if flags:
         line = fig.text(0.5, 0.935, "", color="#ffb000", fontsize=9, ha="center", va="center")
         for chars in range(FLAGS_LINE_CHARS, 19, -10):  # cut until it fits the picture's width
             line.set_text(flags_line(flags, chars))
-            if line.get_window_extent(fig.canvas.get_renderer()).width <= 0.98 * fig.bbox.width:
+            if line.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
                 break
     low, high = WINDOW_HU
     s_low, s_high = SOFT_TISSUE_WINDOW_HU
-    fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}\nright column: soft tissue "
-             f"W {s_high - s_low:.0f} / L {(s_low + s_high) / 2:.0f}", color="#aaaaaa", fontsize=9, ha="left",
-             va="bottom")
+    note = fig.text(0.005, 0.01, f"lung window W {high - low:.0f} / L {(low + high) / 2:.0f}\nright column: soft "
+                    f"tissue W {s_high - s_low:.0f} / L {(s_low + s_high) / 2:.0f}", color="#aaaaaa", fontsize=9,
+                    ha="left", va="bottom")
+    legend_right_of(fig, note, handles, names)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
     return buf.getvalue()
+
+
+def legend_right_of(fig, note, handles: list, names: list[str]):
+    """The legend in one row centred right of ``note`` (the window note in the bottom left corner), its font made
+    smaller (:data:`LEGEND_FONT_SIZES`) until it fits there: the sixth entry, a suspected pneumothorax, ran past the
+    picture's edge and over the note at 12 pt."""
+    renderer = fig.canvas.get_renderer()
+    start = note.get_window_extent(renderer).x1 / fig.bbox.width + 0.005
+    for size in LEGEND_FONT_SIZES:
+        legend = fig.legend(handles, names, loc="lower center", bbox_to_anchor=((start + 1.0) / 2, 0.0),
+                            ncol=len(names), fontsize=size, frameon=False, labelcolor="white", handlelength=1.2,
+                            columnspacing=1.2, borderaxespad=0.2)
+        if legend.get_window_extent(renderer).width <= (0.995 - start) * fig.bbox.width or size == LEGEND_FONT_SIZES[-1]:
+            return legend
+        legend.remove()
+    raise AssertionError("unreachable")
+
+
+def pneumothorax_z_mm(pneumothorax: np.ndarray, z_mm: np.ndarray) -> float:
+    """The z (mm) of the slice with the most suspected pneumothorax (the first of equals)."""
+    return float(np.asarray(z_mm, float)[int(np.argmax(np.count_nonzero(pneumothorax, axis=(1, 2))))])
 
 
 def qc_thumbnail(png: bytes, width: int = THUMB_WIDTH_PX) -> bytes:

@@ -258,7 +258,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     # lung labels in the air around the patient (any segmenter): taken out, and said (an abdominal series was
     # scored on 345 mL of "lung" outside the body)
     from pipeline.hu_checks import measure as measure_hu
-    from pipeline.hu_checks import pneumothorax_ml
+    from pipeline.hu_checks import pneumothorax
     from pipeline.orientation_check import measure as measure_orientation
     from segmentation.classical import body_mask
 
@@ -272,7 +272,8 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     pad_w = None if padding is None else sitk.GetArrayFromImage(sitk.Resample(
         to_lps(padding), work, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
-    hu_check.update(pneumothorax_ml(hu_w, seg.lungs, spacing_w, seg.airway))  # PNEUMOTHORAX_SUSPECT (a flag only)
+    ptx_check, ptx_w = pneumothorax(hu_w, seg.lungs, spacing_w, seg.airway)  # PNEUMOTHORAX_SUSPECT (a flag only)
+    hu_check.update(ptx_check)
     orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w)  # the spine behind the lungs (any segmenter)
     del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
@@ -289,6 +290,10 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     les_o = given.get("lesions")
     if les_o is None:
         les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
+    ptx_o = None  # the suspected pneumothorax on the CT's grid, for qc.png's outline (None: none found)
+    if ptx_w.any():
+        ptx_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(ptx_w.astype(np.uint8), work), orig)) > 0
+    del ptx_w
     lobes_o = None
     if user_lobes is not None:
         lobes_o, warn_foreign = user_lobes
@@ -380,7 +385,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         "orig": orig, "hu": hu_o, "lungs": lungs_o, "classes": classes, "z_mm": z_o,
         "spacing_zyx": tuple(spacing_o[::-1]), "row": row, "zones": zones, "flags": flags,
         "landmarks": landmarks, "timings": timings, "hu_check": hu_check, "orientation_check": orientation,
-        "trachea_x": trachea_x,
+        "trachea_x": trachea_x, "pneumothorax": ptx_o,
     }
 
 
@@ -856,7 +861,8 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                                    f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
                              estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
                              flags=flags,
-                             reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"})
+                             reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"},
+                             pneumothorax=res.get("pneumothorax"))
                 thumb = qc_thumbnail(png)
             except Exception as exc:  # noqa: BLE001 - a QC picture must not lose the scores
                 log.warning("%s: no qc.png: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)

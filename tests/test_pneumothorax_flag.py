@@ -308,6 +308,11 @@ def test_a_scored_chest_with_a_pneumothorax_is_flagged(sample_classical, classic
     got = res["hu_check"]["pneumothorax_ml_right"]
     assert 0.7 * _ml(sheet, sp) <= got <= 1.05 * _ml(sheet, sp), (got, _ml(sheet, sp))
     assert f"PNEUMOTHORAX_SUSPECT:{got + res['hu_check']['pneumothorax_ml_left']:.0f}" in flags_for(res["hu_check"])
+    # the mask qc.png outlines, on the CT's own grid: the sheet, and next to nothing else
+    assert base["pneumothorax"] is None
+    ptx = res["pneumothorax"]
+    assert ptx.shape == res["lungs"].shape and ptx.dtype == bool
+    assert ptx[sheet].mean() > 0.7 and np.count_nonzero(ptx & ~sheet) < 0.05 * sheet.sum()
 
 
 @pytest.mark.slow

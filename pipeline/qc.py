@@ -297,7 +297,14 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
     if (lungs2d > 0).any() and drawable:
         ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
     if pneumothorax2d is not None and drawable and pneumothorax2d.any():
-        ax.contour(pneumothorax2d, levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
+        from scipy import ndimage as ndi
+
+        # its outer outline, smoothed: where a slice cuts the top or bottom of the air, or noise lifts voxels above
+        # its cut, the mask is scattered pixels, which drew dozens of small dotted rings (normal001 with a synthetic
+        # lateral pneumothorax); smoothed by a Gaussian of 1 pixel they fall under the contour's 0.5, and a sheet
+        # keeps its outline
+        smooth = ndi.gaussian_filter(ndi.binary_fill_holes(pneumothorax2d).astype(np.float32), 1.0)
+        ax.contour(smooth, levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
                    linestyles=PNEUMOTHORAX_STYLE)
     ax.set_xticks([])
     ax.set_yticks([])

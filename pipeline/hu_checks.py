@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -493,10 +494,21 @@ def airway_air_hu(hu: np.ndarray, airway: np.ndarray | None, spacing_zyx: tuple[
     voxels."""
     if airway is None or not np.any(airway):
         return math.nan
-    deep = ndi.distance_transform_edt(np.asarray(airway, bool), sampling=spacing_zyx) > PNEUMOTHORAX_AIRWAY_DEPTH_MM
+    sl = _around(airway, [1, 1, 1])  # the distances on the airway's box and one voxel around it: the same, and 1.9
+    # -> 0.03 s on the sample's working grid, where the whole grid's distance transform was most of the checks' time
+    deep = ndi.distance_transform_edt(np.asarray(airway[sl], bool), sampling=spacing_zyx) > PNEUMOTHORAX_AIRWAY_DEPTH_MM
     if np.count_nonzero(deep) < PNEUMOTHORAX_AIRWAY_MIN_VOXELS:
         return math.nan
-    return _round(np.median(hu[deep]))
+    return _round(np.median(hu[sl][deep]))
+
+
+def _around(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...]:
+    """The bounding box of ``mask``'s voxels grown by ``margin`` voxels per axis (within the array): a distance
+    transform of the voxels, or a dilation by up to ``margin`` - 1 voxels, is the same on it as on the whole array
+    (the layer around the box is empty, and the box is convex)."""
+    idx = [np.flatnonzero(np.asarray(mask).any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+           for axis in range(mask.ndim)]
+    return tuple(slice(max(0, int(i[0]) - m), min(n, int(i[-1]) + 1 + m)) for i, m, n in zip(idx, margin, mask.shape))
 
 
 def pneumothorax_cut_hu(air_hu: float | None) -> float:
@@ -526,8 +538,12 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
     box = [max(1, int(round(4.5 / s))) for s in spacing]
     near = [int(math.ceil(4.5 / s)) + 1 for s in spacing]
     cut = pneumothorax_cut_hu(air_hu)
-    not_airway = None if airway is None or not np.any(airway) else \
-        ~ndi.binary_dilation(np.asarray(airway, bool), ball(3.0, spacing))
+    not_airway = None
+    if airway is not None and np.any(airway):  # the airway and 3 mm around it, dilated on the airway's box only
+        ring = ball(3.0, spacing)
+        sl_a = _around(airway, [r // 2 + 1 for r in ring.shape])
+        not_airway = np.ones(lungs.shape, bool)
+        not_airway[sl_a] = ~ndi.binary_dilation(np.asarray(airway[sl_a], bool), ring)
     for side in (1, 2):
         if side > len(boxes) or boxes[side - 1] is None:
             continue
@@ -569,7 +585,8 @@ def pneumothorax_ml(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float,
     """``pneumothorax_ml_right`` and ``pneumothorax_ml_left``: the mL of each lung mask in :func:`pneumothorax_mask`
     (0.0 with none; at least that much: thinner parts, noise and subpulmonic air are undercounted), and
     ``airway_air_hu``, the trachea's air that set the cut (:func:`airway_air_hu`; NaN: the cut of -1000 HU air).
-    0.05-0.2 s a scan on the working grid on 2 cores; 0.5-1.1 s with a large pneumothorax or emphysema."""
+    0.04-0.11 s a scan on the six real chests' working grids on 2 cores (median of 3; the trachea's distances on the
+    whole grid had cost 0.4-2.7 s more, until 2026-12-07); 0.5-1.1 s with a large pneumothorax or emphysema."""
     return pneumothorax(hu, lungs, spacing_zyx, airway)[0]
 
 

@@ -373,3 +373,36 @@ def _as_image(labels, like):
     out = sitk.GetImageFromArray(labels.astype(np.uint8))
     out.CopyInformation(like)
     return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_airway_steps_on_the_airways_box_give_the_whole_grids_answer(seed):
+    """airway_air_hu and the 3 mm ring left out around the airway are computed on the airway's bounding box (the
+    distance transform of the whole working grid was 1.9 s of the sample's 2.3 s of checks): the same as on the whole
+    grid, also for an airway that reaches the grid's edge."""
+    from pipeline import hu_checks
+    from segmentation.classical import ball
+
+    rng = np.random.default_rng(seed)
+    sp = (1.5, 1.2, 1.2)
+    shape = (40, 50, 60)
+    airway = np.zeros(shape, bool)
+    z0 = rng.integers(0, 10)
+    airway[z0:, 20:30, 25 + seed: 35 + seed] = True  # a tube to the top slice
+    airway[z0:z0 + 5, 20:26, 10:40] = True  # main bronchi
+    if seed == 2:
+        airway[:, :, :3] = True  # along an edge
+    hu = rng.normal(-950, 20, shape).astype(np.float32)
+    deep = ndi.distance_transform_edt(airway, sampling=sp) > hu_checks.PNEUMOTHORAX_AIRWAY_DEPTH_MM
+    assert hu_checks.airway_air_hu(hu, airway, sp) == round(float(np.median(hu[deep])), 1)
+    # the ring: a lung mask over the whole grid, its air a sheet everywhere; what is left out is the dilated airway
+    lungs = np.ones(shape, np.uint8)
+    sheet = hu_checks.pneumothorax_mask(np.full(shape, -1000.0, np.float32), lungs, sp, airway=airway)
+    ring = ndi.binary_dilation(airway, ball(3.0, sp))
+    assert not (sheet & ring).any()
+    assert hu_checks._around(airway, [1, 1, 1])  # a box
+    box = hu_checks._around(airway, [3, 3, 3])
+    full = ndi.binary_dilation(airway, ball(3.0, sp))
+    part = np.zeros(shape, bool)
+    part[box] = ndi.binary_dilation(airway[box], ball(3.0, sp))
+    assert np.array_equal(full, part)

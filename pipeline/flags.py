@@ -81,7 +81,8 @@ SCORING_FLAGS: dict[str, str] = {
                             "well-aerated share); also a giant bulla of that shape, or bowel gas that an edited or "
                             "classical mask holds; result.json's hu_check gives each side (scores not changed; the mL "
                             "is a lower bound: measure the air in a viewer before correcting lung volume or % "
-                            "opacity)",
+                            "opacity); qc.png outlines the air measured, dotted white, and gives the z where it is "
+                            "largest",
     "AIRWAY_NOT_FOUND": "the airway found is this many mL, under 2 (an endotracheal tube filling the trachea or with "
                         "secretions around it, streaks, a scan starting below the carina): the carina and the levels placed from it are estimated",
     "CONTRAST": "the header names a contrast agent: lesion voxels from hu_classes.lesion_max_hu (default 150 HU: "

@@ -2,7 +2,7 @@
 """The measures behind the measurement-condition QC flags on real series: ``noise_hu`` (NOISY), ``mediastinum_hu``
 (CONTRAST_SUSPECTED), ``laa950_pct`` (LOW_ATTENUATION), ``metal_ml`` (METAL), ``airway_ml`` (AIRWAY_NOT_FOUND),
 ``slice_jump_ratio`` (MOTION_SUSPECT), ``dependent_gradient_hu`` (DEPENDENT_DENSITY) and ``pneumothorax_ml_right`` /
-``_left`` (PNEUMOTHORAX_SUSPECT), as
+``_left`` with ``airway_air_hu``, the trachea's air that sets their cut (PNEUMOTHORAX_SUSPECT), as
 ``ctscore run`` records them in result.json's ``hu_check``, with the flags they give; ``--noise SD`` first adds CT-like
 noise of that standard deviation (HU; Gaussian, smoothed in-plane with sigma 1 pixel, rescaled to SD, pixels outside
 the field of view left as they are), as the figures in pipeline/hu_checks.py's comments were measured.
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MEASURES = ("noise_hu", "mediastinum_hu", "laa950_pct", "metal_ml", "airway_ml", "slice_jump_ratio",
-            "dependent_gradient_hu", "pneumothorax_ml_right", "pneumothorax_ml_left")
+            "dependent_gradient_hu", "pneumothorax_ml_right", "pneumothorax_ml_left", "airway_air_hu")
 
 
 def volumes(source: Path, cfg: dict):

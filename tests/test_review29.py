@@ -137,7 +137,10 @@ def test_the_measurement_conditions_script_reproduces_the_figures_on_the_sample(
     if not (sample / "ground_truth.json").is_file():
         pytest.skip("sample_dicoms/ missing (run scripts/make_sample_dicoms.py)")
     assert load_script("measurement_conditions").main([str(sample), "--noise", "0", "80"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1:]]
     assert len(rows) == 2 and rows[0][-1] == "-"  # as recorded: no flag
+    col = lines[0].split().index("airway_air_hu")
+    assert -1010 < float(rows[0][col]) < -990  # the sample's trachea holds air at -1000 HU with noise
     assert float(rows[0][2]) < 20 and float(rows[1][2]) > 35  # noise_hu
     assert rows[1][-1] == "NOISY:37"  # noisy, and not CONTRAST_SUSPECTED

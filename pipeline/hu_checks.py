@@ -538,12 +538,7 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
     box = [max(1, int(round(4.5 / s))) for s in spacing]
     near = [int(math.ceil(4.5 / s)) + 1 for s in spacing]
     cut = pneumothorax_cut_hu(air_hu)
-    not_airway = None
-    if airway is not None and np.any(airway):  # the airway and 3 mm around it, dilated on the airway's box only
-        ring = ball(3.0, spacing)
-        sl_a = _around(airway, [r // 2 + 1 for r in ring.shape])
-        not_airway = np.ones(lungs.shape, bool)
-        not_airway[sl_a] = ~ndi.binary_dilation(np.asarray(airway[sl_a], bool), ring)
+    not_airway = _not_airway(airway, lungs.shape, spacing)
     for side in (1, 2):
         if side > len(boxes) or boxes[side - 1] is None:
             continue
@@ -577,6 +572,21 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
             keep = (ndi.binary_dilation(keep, ball(PNEUMOTHORAX_GROW_MM, spacing)) & m
                     & ((hu[sl] < cut + 20.0) | (smooth < cut + 20.0)))
             out[sl] |= keep
+    return out
+
+
+def _not_airway(airway: np.ndarray | None, shape: tuple[int, ...], spacing: tuple[float, float, float]
+                ) -> np.ndarray | None:
+    """False on the airway and 3 mm around it (dilated on the airway's box only: the same as on the whole grid), True
+    elsewhere; None without an airway."""
+    from segmentation.classical import ball
+
+    if airway is None or not np.any(airway):
+        return None
+    ring = ball(3.0, spacing)
+    sl = _around(airway, [r // 2 + 1 for r in ring.shape])
+    out = np.ones(shape, bool)
+    out[sl] = ~ndi.binary_dilation(np.asarray(airway[sl], bool), ring)
     return out
 
 

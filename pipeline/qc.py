@@ -11,8 +11,9 @@ window fluid, atelectasis and consolidation are all near white; in the soft-tiss
 band of water density along the dependent pleura, with no air bronchograms, and a consolidation outline over it
 shows that the segmentation took fluid for lung.
 Lungs are outlined in one colour; a suspected pneumothorax (``PNEUMOTHORAX_SUSPECT``, air in a sheet inside the
-lung mask) is outlined dotted in white in the lung-window views that cross it, and the legend says at which z it is
-largest, so that a reader can find it in a viewer; faint ground glass and ground glass are filled half-transparent, each in its
+lung mask) is outlined dotted in white in the axial lung-window slices that cross it and, seen from the front
+(where there is 4.5 mm or more of it front to back), on the coronal view; the legend says at which z it is largest, so that a reader can find it in
+a viewer; faint ground glass and ground glass are filled half-transparent, each in its
 own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
 glass); consolidation is hatched and outlined, never filled, so that the bright tissue under it shows (a dark fill
 over bright tissue looked like aerated lung to deuteranopes and in greyscale print). Plane labels and the axial
@@ -62,6 +63,11 @@ PLANE_COLOUR = "#ffffff"
 #: the planes' solid and dashed white lines, which run straight across the coronal view.
 PNEUMOTHORAX_COLOUR = "#ffffff"
 PNEUMOTHORAX_STYLE = ":"
+#: The outline is drawn around the mask smoothed by a Gaussian of this SD in mm: the working grid's voxel (1.5 mm), so
+#: that single voxels left at the air's top and bottom draw no rings of their own.
+PNEUMOTHORAX_SMOOTH_MM = 1.5
+#: The coronal view outlines the suspected pneumothorax where there is at least this much of it front to back (mm).
+PNEUMOTHORAX_CORONAL_DEPTH_MM = 4.5
 TICK_COLOUR = "#ffffff"
 #: Lung window (W 1500, L -600).
 WINDOW_HU = (-1350.0, 150.0)
@@ -260,6 +266,25 @@ def _soft_panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray
         spine.set_visible(False)
 
 
+def _outline_field(mask2d: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """What the suspected pneumothorax's outline is drawn around (its 0.5 contour): the mask closed by a disc of
+    :data:`PNEUMOTHORAX_SMOOTH_MM` x 2, its holes filled, smoothed by a Gaussian of :data:`PNEUMOTHORAX_SMOOTH_MM`.
+    Where a slice cuts the air's top or bottom, or noise lifts voxels above its cut, the mask is working-grid voxels
+    scattered over the lung (3 x 3 pixels of a 0.63 mm CT): drawn as they are, they were dozens of small dotted rings
+    (normal001 with a synthetic lateral pneumothorax); closed, those near each other are one region, and smoothed,
+    single ones fall under 0.5. A sheet keeps its outline."""
+    from scipy import ndimage as ndi
+
+    px = [max(float(p), 1e-3) for p in pixel_mm]
+    r = [max(0, int(round(2.0 * PNEUMOTHORAX_SMOOTH_MM / p))) for p in px]
+    yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    disc = (yy * px[0]) ** 2 + (xx * px[1]) ** 2 <= (2.0 * PNEUMOTHORAX_SMOOTH_MM) ** 2
+    padded = np.pad(np.asarray(mask2d, bool), [(n + 1, n + 1) for n in r])  # (a closing at the edge would open it)
+    closed = ndi.binary_closing(padded, disc)[r[0] + 1: r[0] + 1 + mask2d.shape[0], r[1] + 1: r[1] + 1 + mask2d.shape[1]]
+    filled = ndi.binary_fill_holes(closed | mask2d)
+    return ndi.gaussian_filter(filled.astype(np.float32), [PNEUMOTHORAX_SMOOTH_MM / p for p in px])
+
+
 def _lesion_rgba(classes2d: np.ndarray) -> np.ndarray:
     """An RGBA overlay (floats 0-1) with each filled lesion class in its colour; transparent elsewhere (and under the
     hatched class, which :func:`_panel` draws as hatching)."""
@@ -282,10 +307,11 @@ def hatch_style():
 
 
 def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float,
-           pneumothorax2d: np.ndarray | None = None) -> None:
+           pneumothorax2d: np.ndarray | None = None, pixel_mm: tuple[float, float] = (1.0, 1.0)) -> None:
     """CT in the lung window, lung outline, filled (faint GGO, GGO) and hatched (consolidation) lesion classes on one
-    axes, and the suspected pneumothorax's dotted outline where ``pneumothorax2d`` has any. The hatching takes its
-    colour from ``rcParams["hatch.color"]``: draw and save inside :func:`hatch_style`."""
+    axes, and the suspected pneumothorax's dotted outline where ``pneumothorax2d`` has any (``pixel_mm``: the
+    picture's pixel size, rows and columns, for the outline's smoothing). The hatching takes its colour from
+    ``rcParams["hatch.color"]``: draw and save inside :func:`hatch_style`."""
     ax.imshow(hu2d, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
     if (classes2d > 0).any():
         ax.imshow(_lesion_rgba(classes2d), aspect=aspect, interpolation="nearest")
@@ -297,14 +323,7 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
     if (lungs2d > 0).any() and drawable:
         ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
     if pneumothorax2d is not None and drawable and pneumothorax2d.any():
-        from scipy import ndimage as ndi
-
-        # its outer outline, smoothed: where a slice cuts the top or bottom of the air, or noise lifts voxels above
-        # its cut, the mask is scattered pixels, which drew dozens of small dotted rings (normal001 with a synthetic
-        # lateral pneumothorax); smoothed by a Gaussian of 1 pixel they fall under the contour's 0.5, and a sheet
-        # keeps its outline
-        smooth = ndi.gaussian_filter(ndi.binary_fill_holes(pneumothorax2d).astype(np.float32), 1.0)
-        ax.contour(smooth, levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
+        ax.contour(_outline_field(pneumothorax2d, pixel_mm), levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
                    linestyles=PNEUMOTHORAX_STYLE)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -326,8 +345,8 @@ def qc_png(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndar
     ``landmarks.reader_levels``) are labelled "(reader)". ``flags`` (the scan's QC flags) are printed under
     the title, so that the picture, opened on its own, says what to look at (their meanings: README, report.html).
     ``pneumothorax`` (bool, the same shape, or None): the suspected pneumothorax
-    (:func:`pipeline.hu_checks.pneumothorax`), outlined dotted where a view crosses it; the legend gives the z of
-    its largest slice.
+    (:func:`pipeline.hu_checks.pneumothorax`), outlined dotted where an axial slice crosses it and, seen from the
+    front, on the coronal view; the legend gives the z of its largest slice.
     """
     if not (hu.shape == lungs.shape == classes.shape) or hu.ndim != 3 or len(z_mm) != hu.shape[0]:
         raise ValueError(f"arrays disagree: hu {hu.shape}, lungs {lungs.shape}, classes {classes.shape}, "
@@ -373,8 +392,12 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     rows = np.arange(hu.shape[0])[crop_z]
     rows = rows[np.argsort(-z_mm[rows], kind="stable")]  # cranial first
     ptx = pneumothorax  # (None, or bool with some voxels)
-    _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx,
-           None if ptx is None else ptx[rows, yc, crop_x])
+    # the pneumothorax seen from the front, not where this plane cuts it: an anterior one, the usual place on a supine
+    # scan, never reaches the lungs' centre plane. Where there is PNEUMOTHORAX_CORONAL_DEPTH_MM of it front to back:
+    # every voxel at any depth drew the working-grid voxels scattered at the air's top and bottom as rings
+    front = None if ptx is None else \
+        np.count_nonzero(ptx[rows][:, :, crop_x], axis=1) * sy >= PNEUMOTHORAX_CORONAL_DEPTH_MM
+    _panel(ax, hu[rows, yc, crop_x], lungs[rows, yc, crop_x], classes[rows, yc, crop_x], sz / sx, front, (sz, sx))
     z_rows = z_mm[rows]
     width = crop_x.stop - crop_x.start
 
@@ -436,7 +459,7 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
             ax.set_title(f"{pick.tag}  {pick.label}", **text)
             continue
         _panel(ax, hu[k, crop_y, crop_x], lungs[k, crop_y, crop_x], classes[k, crop_y, crop_x], sy / sx,
-               None if ptx is None else ptx[k, crop_y, crop_x])
+               None if ptx is None else ptx[k, crop_y, crop_x], (sy, sx))
         # one decimal: slices 1 mm apart or closer rounded to the same whole mm (z as in ImagePositionPatient)
         ax.set_title(f"{pick.tag}  {pick.label}  z={float(z_mm[k]) + 0:.1f} mm", color="white", fontsize=11)
         for x, side in ((0.04, "R"), (0.96, "L")):  # the patient's sides (anterior is up)
@@ -461,7 +484,8 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation, soft tissue"]
     if ptx is not None:  # only when there is one: where it is largest, to find it in a viewer
         handles.append(Patch(facecolor="none", edgecolor=PNEUMOTHORAX_COLOUR, lw=1.5, linestyle=PNEUMOTHORAX_STYLE))
-        names.append(f"pneumothorax? largest z={pneumothorax_z_mm(ptx, z_mm):.0f} mm")
+        # one decimal, as the panels' titles give z (a slice titled z=-184.5 read -184 here)
+        names.append(f"pneumothorax? largest z={pneumothorax_z_mm(ptx, z_mm) + 0:.1f} mm")
     if title:
         fig.suptitle(title, color="white", fontsize=14, y=0.985)
     renderer = fig.canvas.get_renderer()

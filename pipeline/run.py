@@ -290,8 +290,8 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     les_o = given.get("lesions")
     if les_o is None:
         les_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(seg.lesions.astype(np.uint8), work), orig)) > 0
-    ptx_o = None  # the suspected pneumothorax on the CT's grid, for qc.png's outline (None: none found)
-    if ptx_w.any():
+    ptx_o = None  # the suspected pneumothorax on the CT's grid, for qc.png's outline (None: none found, or no qc.png)
+    if ptx_w.any() and cfg.get("outputs", {}).get("write_qc_png", True):
         ptx_o = sitk.GetArrayFromImage(labels_to_grid(_to_image(ptx_w.astype(np.uint8), work), orig)) > 0
     del ptx_w
     lobes_o = None

@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pytest
 
+from pipeline import qc
 from pipeline.qc import PNEUMOTHORAX_COLOUR, pneumothorax_z_mm, qc_png
 from tests.test_qc import two_lung_volume
 
@@ -45,6 +46,7 @@ def test_the_suspected_pneumothorax_is_outlined_in_the_views_that_cross_it(volum
     without, with_ = _rgb(_draw(volume)), _rgb(_draw(volume, volume["ptx"]))
     assert without.shape == with_.shape
     new_white = _white(with_) & ~_white(without)
+    new_white[-50:] = False  # the legend's row: its sixth entry moves and shrinks the others
     # the views: the coronal view (left 40 %) and the 2 x 2 lung-window grid (40-80 %); the soft-tissue column
     # (right fifth) is not outlined, nor is anything above the panels
     w = with_.shape[1]
@@ -138,3 +140,92 @@ def test_a_run_outlines_what_the_flag_measured(tmp_path, monkeypatch):
     assert any(f.startswith("PNEUMOTHORAX_SUSPECT:") for f in scans.loc[0, "qc_flags"].split(";"))
     folder = next((tmp_path / "out1").glob("scan-*"))
     assert (folder / "qc.png").stat().st_size > 0
+
+    # without qc.png the mask on the CT's grid is not made (150 MiB as bool for a 512 x 512 x 600 CT); the flag stays
+    from pipeline.run import analyse_volume
+    from segmentation.factory import build_segmenter
+    from segmentation.training import load_series_lps
+
+    img = load_series_lps(tmp_path / "in" / "s00")
+    for write in (True, False):
+        c = load_config(overrides=["resample.spacing_mm=[3,3,3]"],
+                        extra={"segmentation": {"method": "classical"}, "outputs": {"write_qc_png": write}})
+        res = analyse_volume(img, c, build_segmenter(c))
+        assert res["hu_check"]["pneumothorax_ml_right"] > 0
+        assert (res["pneumothorax"] is not None) == write
+
+
+@pytest.fixture()
+def spy(monkeypatch):
+    """The legend's names and, per dotted contour drawn, its colour, style and number of rings (a review's tests)."""
+    from matplotlib.axes import Axes
+
+    got = {"names": None, "ptx": []}
+    real_legend, real_contour = qc.legend_right_of, Axes.contour
+
+    def legend(fig, note, handles, names):
+        got["names"] = list(names)
+        return real_legend(fig, note, handles, names)
+
+    def contour(self, *a, **k):
+        cs = real_contour(self, *a, **k)
+        if k.get("linestyles") is not None:
+            got["ptx"].append((k["colors"], k["linestyles"], len(cs.allsegs[0])))
+        return cs
+
+    monkeypatch.setattr(qc, "legend_right_of", legend)
+    monkeypatch.setattr(Axes, "contour", contour)
+    return got
+
+
+def test_the_legend_names_the_slice_with_the_most_air_not_the_first(spy):
+    v = two_lung_volume(z0=-200.5)
+    lat = (v["lungs"] == 1) & (np.arange(64)[None, None, :] < 14)
+    ptx = np.zeros_like(lat)
+    ptx[30] = lat[20]  # the largest slice
+    ptx[10, 20:22, 10:12] = True  # smaller ones, below and above it
+    ptx[35, 20:22, 10:12] = True
+    qc_png(v["hu"], v["lungs"], v["classes"], v["z_mm"], v["spacing_zyx"], v["levels"], pneumothorax=ptx)
+    assert spy["names"][-1] == "pneumothorax? largest z=-50.5 mm" == f"pneumothorax? largest z={v['z_mm'][30]:.1f} mm"
+
+
+def test_scattered_working_grid_voxels_draw_no_rings_and_the_outline_is_dotted_white(spy):
+    """On a CT of 0.63 mm pixels a 1.5 mm working-grid voxel is a 3 x 3 pixel blob: blobs scattered over the lung (as
+    at the air's top and bottom slices) add no rings of their own to a sheet's outline."""
+    v = two_lung_volume()
+    sp = (5.0, 0.63, 0.63)
+    lat = (v["lungs"] == 1) & (np.arange(64)[None, None, :] < 14)
+    qc_png(v["hu"], v["lungs"], v["classes"], v["z_mm"], sp, v["levels"], pneumothorax=lat)
+    clean = sum(n for _, _, n in spy["ptx"])
+    spy["ptx"].clear()
+    rng = np.random.default_rng(0)
+    blobs = np.zeros_like(lat)
+    for k in range(lat.shape[0]):
+        for _ in range(6):
+            y, x = rng.integers(8, 40), rng.integers(16, 60)
+            blobs[k, y:y + 3, x:x + 3] = True
+    qc_png(v["hu"], v["lungs"], v["classes"], v["z_mm"], sp, v["levels"], pneumothorax=lat | (blobs & (v["lungs"] > 0)))
+    noisy = sum(n for _, _, n in spy["ptx"])
+    assert clean >= 5 and noisy <= clean + 2, (clean, noisy)
+    assert {(c, s) for c, s, _ in spy["ptx"]} == {("#ffffff", ":")}
+    assert qc.PNEUMOTHORAX_COLOUR.lower() != qc.LUNG_COLOUR.lower()
+
+
+def test_an_anterior_pneumothorax_shows_on_the_coronal_view(volume):
+    """The coronal view cuts the lungs' centre, which an anterior sheet (the usual place on a supine scan) never
+    reaches: it is outlined there as seen from the front."""
+    v = volume
+    front = (v["lungs"] > 0) & (np.arange(48)[None, :, None] < 14)  # y is anterior -> posterior: the front rows
+    assert not front[:, 24, :].any()  # not in the centre plane
+    without, with_ = _rgb(_draw(v)), _rgb(_draw(v, front))
+    new_white = _white(with_) & ~_white(without)
+    new_white[-50:] = False  # the legend's row: its sixth entry moves and shrinks the others
+    assert new_white[:, : int(0.4 * with_.shape[1])].sum() > 50, "no outline on the coronal view"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_legend_text_z_is_that_of_the_panels_titles(seed):
+    z = np.array([-0.4, 10.25, -184.5])[seed:]
+    m = np.zeros((len(z), 4, 4), bool)
+    m[0] = True
+    assert f"{pneumothorax_z_mm(m, z) + 0:.1f}" == ("-0.4" if seed == 0 else "10.2")

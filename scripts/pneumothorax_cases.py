@@ -5,6 +5,7 @@ pneumothoraces and emphysema put into one real chest's lung mask, and what the f
     python scripts/pneumothorax_cases.py ../shared/data/chest/normal001
     python scripts/pneumothorax_cases.py ../shared/data/chest/normal001 --cases lateral15 panlobular985
     python scripts/pneumothorax_cases.py sample_dicoms --segmenter classical
+    python scripts/pneumothorax_cases.py ../shared/data/chest/normal001 --cases lateral15 anterior12 --qc OUT
 
 The series is segmented once, clean (``pipeline.run.analyse_volume``, the default segmenter unless
 ``--segmenter``); each case then changes the CT's HU inside that lung mask on the CT's own grid (air: -1000 HU with
@@ -13,7 +14,13 @@ it, with the cut of air at -1000 HU (-970; ``--air-hu`` sets the trachea's air i
 again: the network keeps 91-99 % of such air in the lung (tests/test_pneumothorax_flag.py runs one case through it).
 
 For each case: the air put in, the part of it that the flag found (pneumothoraces), or what the flag measured where
-there is none (emphysema, bullae: "elsewhere"). normal001 (2026-12-07, 2 cores, 2.5 min): lateral 15 mm 95 %,
+there is none (emphysema, bullae: "elsewhere"). With ``--qc DIR`` each case (the squeezed ones aside) is also scored
+through the pipeline, segmented again (``analyse_volume`` on the CT with the case), and a second table gives the flag
+the pipeline raised, the lesion and consolidation it found and the scores, with the clean scan first; its qc.png
+(the suspected air outlined dotted) goes to ``DIR/<case>.png``. normal001 with the network (2026-12-07): the clean
+scan has no lesion; lateral15, anterior12 and anteromedial15 are flagged (464, 317, 154 mL), and the network calls
+2.5, 4.8 and 0.4 mL at the right heart border consolidation (six-zone 1, 1, 0; zhang900 9, 9, 0);
+left_anteromedial12, which the flag misses in the clean lung mask, is flagged 36 mL in the mask made again. normal001 (2026-12-07, 2 cores, 2.5 min): lateral 15 mm 95 %,
 anterior 12 mm 86 %, anteromedial 15 mm 91 %, left anteromedial 12 mm 0 %, subpulmonic 56 %, collapse 98 % (squeezed
 to a short chest 97 %), loculated 49 mL 0 % and 89 mL 95 %, noise SD 40 / 80 93 / 69 %; every emphysema and bullae
 case 0 mL.
@@ -215,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="+", default=None, help="only these cases (names as printed)")
     ap.add_argument("--air-hu", type=float, default=None,
                     help="the trachea's air (HU) that sets the cut (default: none, the cut of air at -1000)")
+    ap.add_argument("--qc", type=Path, default=None, metavar="DIR",
+                    help="also score each case through the pipeline and write its qc.png to DIR/<case>.png")
     args = ap.parse_args(argv)
 
     import SimpleITK as sitk
@@ -226,16 +235,48 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = resolve_config({"segmentation": {"method": args.segmenter}} if args.segmenter else None)
     image = load_series_lps(args.series)
-    lungs = analyse_volume(image, cfg, build_segmenter(cfg))["lungs"]
+    segmenter = build_segmenter(cfg)
+    clean = analyse_volume(image, cfg, segmenter)
+    lungs = clean["lungs"]
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     spacing = tuple(image.GetSpacing()[::-1])
     working = list(cfg["resample"]["spacing_mm"])
     print(f"{'case':<22} {'air in mask mL':>15} {'found mL':>9} {'found %':>8} {'elsewhere mL':>13}")
+    scored = [("clean", clean)]
     for name, (h, truth, squeeze) in build_cases(hu, lungs, spacing, args.cases).items():
         truth_ml, found_ml, other_ml = measure(h, lungs, truth, spacing, working, squeeze, args.air_hu)
         share = f"{100.0 * found_ml / truth_ml:7.0f}%" if truth_ml else f"{'-':>8}"
         print(f"{name:<22} {truth_ml:>15.0f} {found_ml:>9.0f} {share} {other_ml:>13.0f}", flush=True)
+        if args.qc is not None and squeeze == 1.0:
+            edited = sitk.GetImageFromArray(h.astype(np.float32))
+            edited.CopyInformation(image)
+            scored.append((name, analyse_volume(edited, cfg, segmenter)))
+    if args.qc is not None:
+        print_scored(scored, spacing, args.qc)
     return 0
+
+
+def print_scored(scored: list, spacing: tuple[float, float, float], out: Path) -> None:
+    """The second table of ``--qc`` (one row per ``(name, analyse_volume result)``), and each result's qc.png."""
+    from pipeline.hu_checks import flags_for
+    from pipeline.outputs import atomic_write_bytes
+    from pipeline.qc import qc_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    print(f"\n{'case (scored again)':<22} {'flag':>26} {'lesion mL':>10} {'consol. mL':>11} {'six-zone':>9} "
+          f"{'zhang900':>9}")
+    for name, res in scored:
+        flag = next((f for f in flags_for(res["hu_check"]) if f.startswith("PNEUMOTHORAX_SUSPECT")), "-")
+        classes = res["classes"]
+        print(f"{name:<22} {flag:>26} {np.count_nonzero(classes) * voxel_ml:>10.1f} "
+              f"{np.count_nonzero(classes == 3) * voxel_ml:>11.1f} {res['row']['six_zone_total']:>9} "
+              f"{res['row']['zhang900_total']:>9}", flush=True)
+        levels = {n: lm.z_mm for n, lm in res["landmarks"].items()}
+        atomic_write_bytes(out / f"{name}.png", qc_png(res["hu"], res["lungs"], classes, res["z_mm"],
+                                                       res["spacing_zyx"], levels, title=name,
+                                                       flags=flags_for(res["hu_check"]),
+                                                       pneumothorax=res.get("pneumothorax")))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ band of water density along the dependent pleura, with no air bronchograms, and 
 shows that the segmentation took fluid for lung.
 Lungs are outlined in one colour; a suspected pneumothorax (``PNEUMOTHORAX_SUSPECT``, air in a sheet inside the
 lung mask) is outlined dotted in white in the axial lung-window slices that cross it and, seen from the front
-(where there is 4.5 mm or more of it front to back), on the coronal view; the legend says at which z it is largest, so that a reader can find it in
-a viewer; faint ground glass and ground glass are filled half-transparent, each in its
-own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
+(where there is 4.5 mm or more of it front to back), on the coronal view; the legend says at which z it is largest,
+so that a reader can find it in a viewer; faint ground glass and ground glass are filled half-transparent, each in
+its own colour, so that the CT under them stays visible (a false positive over aerated lung looks darker than real ground
 glass); consolidation is hatched and outlined, never filled, so that the bright tissue under it shows (a dark fill
 over bright tissue looked like aerated lung to deuteranopes and in greyscale print). Plane labels and the axial
 slices' ticks sit in margins beside the coronal view, never over the lung. Images are shown in the radiological convention

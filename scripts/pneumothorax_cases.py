@@ -20,10 +20,10 @@ the pipeline raised, the lesion and consolidation it found and the scores, with 
 (the suspected air outlined dotted) goes to ``DIR/<case>.png``. normal001 with the network (2026-12-07): the clean
 scan has no lesion; lateral15, anterior12 and anteromedial15 are flagged (464, 317, 154 mL), and the network calls
 2.5, 4.8 and 0.4 mL at the right heart border consolidation (six-zone 1, 1, 0; zhang900 9, 9, 0);
-left_anteromedial12, which the flag misses in the clean lung mask, is flagged 36 mL in the mask made again. normal001 (2026-12-07, 2 cores, 2.5 min): lateral 15 mm 95 %,
-anterior 12 mm 86 %, anteromedial 15 mm 91 %, left anteromedial 12 mm 0 %, subpulmonic 56 %, collapse 98 % (squeezed
-to a short chest 97 %), loculated 49 mL 0 % and 89 mL 95 %, noise SD 40 / 80 93 / 69 %; every emphysema and bullae
-case 0 mL.
+left_anteromedial12, which the flag misses in the clean lung mask, is flagged 36 mL in the mask made again.
+The first table on normal001 (2026-12-07, 2 cores, 2.5 min): lateral 15 mm 95 %, anterior 12 mm 86 %,
+anteromedial 15 mm 91 %, left anteromedial 12 mm 0 %, subpulmonic 56 %, collapse 98 % (squeezed to a short chest
+97 %), loculated 49 mL 0 % and 89 mL 95 %, noise SD 40 / 80 93 / 69 %; every emphysema and bullae case 0 mL.
 """
 
 from __future__ import annotations

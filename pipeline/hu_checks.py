@@ -527,7 +527,7 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
     of :data:`PNEUMOTHORAX_MIN_ML` or more that are :data:`PNEUMOTHORAX_SHEET_RATIO` times as long as thick with
     :data:`PNEUMOTHORAX_MIN_EDGE_SHARE` of their surface within 4.5 mm of the mask's edge, or have
     :data:`PNEUMOTHORAX_EDGE_SHARE` of it there; grown back by :data:`PNEUMOTHORAX_GROW_MM` into the lung's voxels
-    20 HU above the cut or lower (-950 for -970; raw or box-averaged). Meant for the 1.5 mm working grid (any spacing
+    20 HU above the cut or lower (-950 for -970; raw or box-averaged), never into the airway's 3 mm. Meant for the 1.5 mm working grid (any spacing
     works; on 4 mm voxels the box average blurs thin sheets away)."""
     from segmentation.classical import ball
 
@@ -571,6 +571,8 @@ def pneumothorax_mask(hu: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[floa
         if keep.any():
             keep = (ndi.binary_dilation(keep, ball(PNEUMOTHORAX_GROW_MM, spacing)) & m
                     & ((hu[sl] < cut + 20.0) | (smooth < cut + 20.0)))
+            if not_airway is not None:  # growing back stops short of the airway too (it once reached 4.5 mm into it)
+                keep &= not_airway[sl]
             out[sl] |= keep
     return out
 

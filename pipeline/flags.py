@@ -55,6 +55,9 @@ SCORING_FLAGS: dict[str, str] = {
     "LANDMARK_BY_READER": "this level was set by a reader (landmarks.reader_levels, --landmarks), not found by "
                           "ctscore; the levels placed from it (arch, bronchus intermedius, IPV) follow it",
     "BOWEL_GAS_REMOVED": "stomach or colon gas was taken out of this lung mask",
+    "LESION_OFF_LUNG_REMOVED": "this many mL a plug-in bundle labelled lesion lay more than 5 mm from its lung labels "
+                               "and were taken out (a lesion label is lung only beside the lung): review the bundle's "
+                               "output",
     "LUNG_OUTSIDE_BODY_REMOVED": "this many mL the segmentation labelled lung lay in the air around the patient "
                                  "(outside the body's outline) and was taken out: review the lung outline",
     "SOLID_LESION": "this many mL of lesion lie in pieces of solid soft tissue without any air or ground glass "
@@ -119,7 +122,8 @@ FLAG_UNITS: dict[str, str] = {
     "CONTRAST_SUSPECTED": "HU",
     "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL", "MOTION_SUSPECT": "x the neighbouring slices",
     "DEPENDENT_DENSITY": "HU", "PNEUMOTHORAX_SUSPECT": "mL",
-    "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LUNG_CUT_BY_FOV": "% of slices",
+    "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LESION_OFF_LUNG_REMOVED": "mL",
+    "LUNG_CUT_BY_FOV": "% of slices",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees", "LOBE_MAP_FILLED": "mL",
 }
 

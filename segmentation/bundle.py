@@ -15,12 +15,14 @@ Folder layout (the MONAI bundle convention, plus ``ctscore_labels.yaml``)::
     intensity: {a_min: -1024, a_max: 400, b_min: 0.0, b_max: 1.0, clip: true}   # MONAI's ScaleIntensityRanged
                                     # (clip: true by default here; false scales the HU outside [a_min, a_max] too)
     roi_size: [96, 96, 96]          # sliding-window size
-    output: softmax                 # softmax: argmax over channels | sigmoid: each channel > 0.5
+    output: softmax                 # softmax: argmax over channels (logits or probabilities alike) |
+                                    # sigmoid: logits, each channel set where > 0 (its sigmoid > 0.5) |
+                                    # sigmoid_probabilities: a network ending in its own sigmoid, each channel > 0.5
     orientation: LPS                # LPS (default): the network gets ctscore's arrays [z, y, x], x to the
                                     # patient's left, y posterior | RAS: MONAI's LoadImage + Orientationd(RAS)
                                     # convention, arrays [x, y, z], x to the patient's right, y anterior (most
                                     # MONAI model-zoo bundles); spacing_mm and roi_size are then in that order
-    labels:                         # output label (softmax) or channel (sigmoid) -> meaning
+    labels:                         # output label (softmax) or channel (sigmoid*) -> meaning
       right_lung: [1]
       left_lung: [2]
       lesion: [3]                   # required: the lesion label(s) or channel(s); lesion also counts as lung
@@ -42,7 +44,18 @@ its first scan.
 With ``lobes`` the lungs are the union of the lobes (right = right_*), and :class:`Segmentation`
 carries ``lobes`` (coded as :data:`segmentation.base.LOBES`), which makes lobar scores available.
 Lesion voxels of a softmax model (mutually exclusive with lung labels) are given the side of the
-nearest lung voxel.
+nearest lung voxel, in pieces that touch the lung or lie within :data:`ORPHAN_LESION_MM` of it; pieces farther
+away are no lung, and are taken out (flag ``LESION_OFF_LUNG_REMOVED:<mL>``: a stray lesion label below the lung's
+base once enlarged the lung past the scan's end and emptied the six-zone and lobar totals).
+
+A sigmoid output read as ``sigmoid`` (logits) that lies wholly within 0-1 (on the window run at load, or over a
+whole scan) is refused: a network ending in its own sigmoid gives probabilities, whose ``> 0`` would set every
+voxel of every channel (a probability network read as logits once scored 26 L of lung, all of it lesion);
+``sigmoid_probabilities`` outputs outside 0-1 are refused alike. Output channels the mapping does not name are
+warned about once (their voxels are background). The bundle's own preprocessing is not run (only
+``network_def`` is): where the config's ``Spacing(d)``, ``ScaleIntensityRange(d)`` or ``Orientation(d)`` give
+literal values that the mapping does not repeat (``spacing_mm``, ``hu_window``/``intensity``, ``orientation``),
+a warning at load names both files and the values to copy.
 
 Only ``network_def`` of the config is used, and it is checked before MONAI's ConfigParser builds it: literal
 values, ``@`` references to literal values elsewhere in the config, and ``_target_`` classes that are
@@ -308,6 +321,13 @@ def _unique_key_loader() -> Any:
 
 
 _MAPPING_KEYS = {"name", "spacing_mm", "hu_window", "intensity", "roi_size", "output", "labels", "orientation"}
+#: The outputs a mapping can declare: softmax (argmax), sigmoid logits (> 0), sigmoid probabilities (> 0.5).
+OUTPUTS = ("softmax", "sigmoid", "sigmoid_probabilities")
+#: Lesion pieces of a softmax bundle that lie off its lung labels are given the nearest lung's side when they touch
+#: the lung or lie within this many mm of it (a lesion label is lung too); pieces farther away are taken out.
+ORPHAN_LESION_MM = 5.0
+#: Outputs read as probabilities may pass 0-1 by this much (fp16 autocast on CUDA rounds).
+_PROBABILITY_SLACK = 1e-3
 _LABEL_KEYS = ("right_lung", "left_lung", "lesion", "lobes")
 _INTENSITY_KEYS = ("a_min", "a_max", "b_min", "b_max", "clip")
 
@@ -332,8 +352,8 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
     if unknown:
         raise bad(f"unknown key(s) {unknown}; expected {sorted(_MAPPING_KEYS)}")
     m["output"] = str(m.get("output", "softmax")).lower()
-    if m["output"] not in ("softmax", "sigmoid"):
-        raise bad(f"output must be softmax or sigmoid, got {mapping.get('output')!r}")
+    if m["output"] not in OUTPUTS:
+        raise bad(f"output must be softmax or sigmoid (logits) or sigmoid_probabilities, got {mapping.get('output')!r}")
     m["orientation"] = str(m.get("orientation", "LPS")).upper()
     if m["orientation"] not in ("LPS", "RAS"):
         raise bad(f"orientation must be LPS or RAS, got {mapping.get('orientation')!r}")
@@ -411,10 +431,81 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
         raise bad("labels give no lesion label: it is required, every score ctscore gives (lesion volumes, six-zone, "
                   "zhang900, MosMed) is made from the lesion mask, and a model that cannot see lesions would score "
                   "every patient as healthy; add lesion: [...] with the network's lesion label(s) (softmax) or "
-                  "channel(s) (sigmoid)")
+                  "channel(s) (sigmoid, sigmoid_probabilities)")
     m["labels"] = out
     m["max_label"] = max(used)
+    m["used_labels"] = sorted(used)
     return m
+
+
+def _literal(v: Any) -> bool:
+    """A value written out in the config (not an ``@`` reference, ``$`` expression or ``%`` macro)."""
+    return not (isinstance(v, str) and v[:1] in "@$%")
+
+
+def _transforms(node: Any, names: set[str]) -> list[dict[str, Any]]:
+    """The config's dicts whose ``_target_`` ends in one of ``names`` (``Spacingd``, ``monai.transforms.Spacingd``),
+    in the order they are written; read only, nothing is built."""
+    found = []
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str) and target.rsplit(".", 1)[-1] in names:
+            found.append(node)
+        for v in node.values():
+            found += _transforms(v, names)
+    elif isinstance(node, list):
+        for v in node:
+            found += _transforms(v, names)
+    return found
+
+
+def preprocessing_mismatches(config: Any, mapping: dict[str, Any]) -> list[str]:
+    """What the bundle's own preprocessing (``Spacing(d)``, ``ScaleIntensityRange(d)``, ``Orientation(d)`` in its
+    config, literal values only) does that the label mapping does not repeat: ctscore runs only ``network_def``, so
+    the network would get another grid, scale or orientation than it was trained on. One sentence each, saying what
+    to write into the mapping; [] when they agree or the config has none."""
+    out = []
+    ras = mapping.get("orientation", "LPS") == "RAS"
+    for t in _transforms(config, {"Orientationd", "Orientation"})[:1]:
+        codes = t.get("axcodes")
+        if isinstance(codes, str) and codes.upper() == "RAS" and not ras:
+            out.append("its Orientation(d) gives RAS arrays, [x, y, z]: add orientation: RAS")
+            ras = True  # the spacing below in that order
+    for t in _transforms(config, {"Spacingd", "Spacing"})[:1]:
+        pix = t.get("pixdim")
+        pix = [pix] * 3 if isinstance(pix, int | float) and not isinstance(pix, bool) else pix
+        if (isinstance(pix, list) and len(pix) == 3 and all(isinstance(v, int | float) and _literal(v) for v in pix)
+                and min(pix) > 0):
+            want = [float(v) for v in (pix if ras else pix[::-1])]  # the mapping's order: [x, y, z] (RAS), [z, y, x]
+            have = mapping.get("spacing_mm")
+            if have is None or any(abs(float(a) - b) > 1e-6 for a, b in zip(have, want)):
+                now = "gives none (the network gets the scan's own grid)" if have is None else f"gives {list(have)}"
+                out.append(f"its Spacing(d) resamples to pixdim {list(pix)}, the mapping's spacing_mm {now}: write "
+                           f"spacing_mm: {want}" + ("" if ras else " (z, y, x)"))
+    for t in _transforms(config, {"ScaleIntensityRanged", "ScaleIntensityRange"})[:1]:
+        keys = ("a_min", "a_max", "b_min", "b_max")
+        if not all(isinstance(t.get(k), int | float) and not isinstance(t.get(k), bool) for k in keys[:2]):
+            continue
+        b_min, b_max = t.get("b_min"), t.get("b_max")
+        if not all(v is None or isinstance(v, int | float) for v in (b_min, b_max)):
+            continue
+        theirs = (float(t["a_min"]), float(t["a_max"]), 0.0 if b_min is None else float(b_min),
+                  1.0 if b_max is None else float(b_max), bool(t.get("clip", False)))  # MONAI's defaults
+        if "intensity" in mapping:
+            i = mapping["intensity"]
+            ours = (float(i["a_min"]), float(i["a_max"]), float(i.get("b_min", 0.0)), float(i.get("b_max", 1.0)),
+                    bool(i.get("clip", True)))
+        else:
+            lo, hi = (float(v) for v in mapping.get("hu_window", [-1024.0, 400.0]))
+            ours = (lo, hi, 0.0, 1.0, True)
+        if any(abs(a - b) > 1e-6 for a, b in zip(theirs[:4], ours[:4])) or theirs[4] != ours[4]:
+            said = ("intensity" if "intensity" in mapping else "hu_window" if "hu_window" in mapping
+                    else "no hu_window (the default [-1024, 400])")
+            out.append(f"its ScaleIntensityRange(d) scales a_min {theirs[0]:g}, a_max {theirs[1]:g} to b_min "
+                       f"{theirs[2]:g}, b_max {theirs[3]:g}, clip {str(theirs[4]).lower()}, the mapping gives {said}: "
+                       f"write intensity: {{a_min: {theirs[0]:g}, a_max: {theirs[1]:g}, b_min: {theirs[2]:g}, b_max: "
+                       f"{theirs[3]:g}, clip: {str(theirs[4]).lower()}}}")
+    return out
 
 
 def _machine_fault(exc: BaseException) -> bool:
@@ -477,6 +568,9 @@ class BundleSegmenter:
         except Exception as exc:  # noqa: BLE001 - json, yaml and OS errors alike mean an unreadable config
             raise BundleError(f"unreadable config ({type(exc).__name__}: {exc})", config) from exc
         net_def = safe_network_def(raw, config)  # literal values and network classes only: nothing else runs
+        for why in preprocessing_mismatches(raw, self.mapping):
+            log.warning("bundle %s: %s (%s); ctscore runs only network_def of %s, not its preprocessing", self.folder,
+                        why, labels_path, config)
         check_network_input(net_def, config)
         self.config_path = config
         try:
@@ -509,14 +603,46 @@ class BundleSegmenter:
             h.update(b"\0" + extra.encode())
         return "bundle-" + h.hexdigest()[:16]
 
+    @property
+    def hashes(self) -> dict[str, str]:
+        """The full sha256 of the three files :attr:`model_id` digests (result.json's ``files_sha256``), so that the
+        id can be checked from the record."""
+        return {"weights": self.sha256, "config": self.config_sha256, "labels": self.labels_sha256}
+
     def _check_channels(self, n_out: int) -> None:
-        """Labels of the mapping beyond ``n_out`` output channels, or a softmax of one channel: a BundleError."""
+        """Labels of the mapping beyond ``n_out`` output channels, or a softmax of one channel: a BundleError;
+        channels beyond the mapping's labels: a warning, once (their voxels become background)."""
         m = self.mapping
         if m["output"] == "softmax" and n_out < 2:
             raise BundleError(f"a softmax output needs 2 or more channels, the network has {n_out}", self.labels_path)
         if m["max_label"] >= n_out:
             raise BundleError(f"label {m['max_label']} is beyond the network's {n_out} output channels "
                               f"(0-{n_out - 1})", self.labels_path)
+        named = set(m["used_labels"]) | ({0} if m["output"] == "softmax" else set())
+        unnamed = [c for c in range(n_out) if c not in named]
+        if unnamed and not getattr(self, "_warned_unnamed", False):
+            self._warned_unnamed = True
+            log.warning("%s names no meaning for the network's output %s %s (of %d): %s; map them (a lobe, a lung, "
+                        "lesion) if they are lung", self.labels_path,
+                        "label" if m["output"] == "softmax" else "channel", ", ".join(map(str, unnamed)), n_out,
+                        "their voxels are background" if m["output"] == "softmax" else "they are not read")
+
+    def _check_range(self, y: Any, where: str) -> None:
+        """A sigmoid output declared as logits that lies wholly within 0-1 (probabilities: ``> 0`` would set every
+        voxel), or one declared as probabilities that leaves 0-1: a BundleError naming the mapping."""
+        out = self.mapping["output"]
+        if out == "softmax" or y.numel() == 0:
+            return
+        lo, hi = float(y.min()), float(y.max())
+        inside = lo >= -_PROBABILITY_SLACK and hi <= 1.0 + _PROBABILITY_SLACK
+        if out == "sigmoid" and inside:
+            raise BundleError(f"the network's outputs all lie within 0-1 ({lo:.3g} to {hi:.3g} on {where}), as "
+                              "probabilities do, but output: sigmoid reads logits (a channel is set where > 0, which "
+                              "every probability is): a network that ends in its own sigmoid needs output: "
+                              "sigmoid_probabilities (a channel set where > 0.5)", self.labels_path)
+        if out == "sigmoid_probabilities" and not inside:
+            raise BundleError(f"the network's outputs run from {lo:.3g} to {hi:.3g} on {where}: no probabilities; "
+                              "output: sigmoid reads logits", self.labels_path)
 
     def _infer(self, x: Any) -> Any:
         """The sliding-window output ``[1, C, ...]`` of the network on ``x`` ``[1, 1, ...]`` (normalized, on the
@@ -563,8 +689,9 @@ class BundleSegmenter:
                 torch.cuda.empty_cache()
             return None
         n_out = int(y.shape[1])
-        del y
         self._check_channels(n_out)
+        self._check_range(y, "a window of zeros, the air ctscore feeds it at load")
+        del y
         return n_out
 
     def _normalize(self, x: Any) -> Any:
@@ -603,12 +730,14 @@ class BundleSegmenter:
             x = self._normalize(resize_to(x, tuple(size))).to(self.device)
             y = self._infer(x)[0].float().cpu()
         self._check_channels(int(y.shape[0]))  # labels beyond the output channels would never be found
-        sigmoid = self.mapping["output"] == "sigmoid"
+        self._check_range(y, "this scan")
+        sigmoid = self.mapping["output"] != "softmax"
+        cut = 0.5 if self.mapping["output"] == "sigmoid_probabilities" else 0.0
         out = np.zeros(((y.shape[0],) if sigmoid else ()) + tuple(hu.shape), bool if sigmoid else np.uint8)
 
         def put(z0: int, z1: int, v: Any) -> None:
             if sigmoid:
-                out[:, z0:z1] = (v > 0).numpy()
+                out[:, z0:z1] = (v > cut).numpy()
             else:
                 out[z0:z1] = torch.argmax(v, 0).numpy().astype(np.uint8)
 
@@ -647,11 +776,24 @@ class BundleSegmenter:
         if "left_lung" in labels:
             lungs[sel(labels["left_lung"])] = LEFT_LUNG
         lesions = sel(labels["lesion"]) if "lesion" in labels else np.zeros(hu.shape, bool)
+        flags = []
         orphan = lesions & (lungs == 0)
         if orphan.any() and (lungs > 0).any():
             # lesion labels of a softmax model are lung too: give them the side (and the lobe) of the nearest
-            # lung voxel, so that lobar scores count them
-            _, idx = ndi.distance_transform_edt(lungs == 0, sampling=spacing, return_indices=True)
+            # lung voxel, so that lobar scores count them; but only pieces that touch the lung or lie within
+            # ORPHAN_LESION_MM of it: a stray label far from the lung is no lung
+            dist, idx = ndi.distance_transform_edt(lungs == 0, sampling=spacing, return_indices=True)
+            pieces, n = ndi.label(orphan, ndi.generate_binary_structure(3, 3))
+            nearest = ndi.minimum(dist, pieces, np.arange(1, n + 1))
+            far = np.isin(pieces, 1 + np.flatnonzero(np.asarray(nearest) > ORPHAN_LESION_MM))
+            del dist, pieces
+            if far.any():
+                ml = float(far.sum()) * float(np.prod(spacing)) / 1000.0
+                lesions &= ~far
+                orphan &= ~far
+                flags.append(f"LESION_OFF_LUNG_REMOVED:{ml:.1f}")
+                log.warning("bundle %s: %.1f mL labelled lesion lay more than %g mm from its lung labels and was "
+                            "taken out", self.folder, ml, ORPHAN_LESION_MM)
             near = tuple(i[orphan] for i in idx)
             lungs[orphan] = lungs[near]
             if lobes is not None:
@@ -663,7 +805,6 @@ class BundleSegmenter:
         lesions &= (lungs > 0)
         if lobes is not None:
             lobes[lungs == 0] = 0
-        flags = []
         if sides_swapped(lungs):
             flags.append("LUNG_SIDES_SWAPPED")
             log.warning("bundle %s: its right lung lies left of its left lung (labels swapped in %s, or the bundle "

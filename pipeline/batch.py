@@ -63,6 +63,7 @@ from pipeline.outputs import (
     atomic_write_json,
     commit_started,
     device_text,
+    mark_tables_pending,
     reset_commit_state,
     restore_interrupted,
     scan_id_for,
@@ -1797,6 +1798,10 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
             log.info("%d series: %d to score, %d finished in an earlier run (resume)%s", len(tasks), len(todo),
                      n_skipped, f", {kept_failed} of them failed (--retry-failed scores them again)"
                      if kept_failed else "")
+            if todo:  # the scan folders change from here: the tables are out of date until written again
+                mark_tables_pending(tables_dir)
+                if tables_dir != out_dir:  # a shard: OUT's own tables (an earlier aggregate) too
+                    mark_tables_pending(out_dir)
             progress = Progress(len(todo), opts.progress)
             try:
                 if executor == "serial" or not todo:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline import version_key
 from pipeline.errors import CTScoreError
+from pipeline.outputs import check_tables_current
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _read_scans(out: Path):
         raise CTScoreError("INPUT_NOT_FOUND", "no such output folder" if not out.exists() else
                            "not a folder: give the output folder of a ctscore run", out)
     path = out / "scans.csv"
+    check_tables_current(out)  # TABLES_STALE: a run began scoring into OUT and has not written its tables
     if not path.is_file():
         hint = ""
         if (out / "shards").is_dir():

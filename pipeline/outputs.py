@@ -227,6 +227,57 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=False) + "\n").encode())
 
 
+#: ``OUT/.status/tables_pending.json``: written when a run starts scoring (its scan folders change from then on) and
+#: removed when the run's tables and report.html are written (by the run, or by ``ctscore aggregate OUT``). While it
+#: lies there the tables may not match the scans' results: a run still going, or one that ended without a word (killed
+#: with SIGKILL or by the out-of-memory killer, a power cut, a disk that filled while the tables were written), after
+#: which scans.csv gave a scan's old scores beside its new result.json, and share, methods, stats, validate and
+#: review-sheet read it without a word (an audit, 2026-12-07).
+TABLES_PENDING = Path(".status") / "tables_pending.json"
+
+
+def mark_tables_pending(folder: str | Path) -> None:
+    """Say in ``folder`` that its tables are about to go out of date (:data:`TABLES_PENDING`)."""
+    from datetime import datetime, timezone
+
+    path = Path(folder) / TABLES_PENDING
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+                             "host": _host()})
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def clear_tables_pending(folder: str | Path) -> None:
+    """The tables of ``folder`` are written: remove :data:`TABLES_PENDING`."""
+    (Path(folder) / TABLES_PENDING).unlink(missing_ok=True)
+
+
+def check_tables_current(path: str | Path) -> None:
+    """Refuse (``TABLES_STALE``) to read the tables of a run output folder (``path``, or the folder of a ``scans.csv``
+    path) while :data:`TABLES_PENDING` lies in it: they may not match its scans' results."""
+    from pipeline.errors import CTScoreError
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    marker = folder / TABLES_PENDING
+    if not marker.is_file():
+        return
+    try:
+        since = json.loads(marker.read_text(encoding="utf-8")).get("since", "?")
+    except (OSError, ValueError, AttributeError):
+        since = "?"
+    raise CTScoreError("TABLES_STALE", f"the tables of {folder} (scans.csv, zones.csv, landmarks.csv, run.json, "
+                       f"report.html) may not match its scans' results: a run began scoring into it at {since} and has "
+                       "not written them (it is still going, or it ended without a word: killed, out of memory, a "
+                       "power cut, a full disk); once no run is going, `ctscore aggregate OUT` writes them again from "
+                       f"the scans' results (or run the same command again to resume) [{marker}]", folder)
+
+
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).
 _TEXT = {"scan_id", "patient_id", "study_date", "series_time", "series_uid", *SETTINGS_COLUMNS, "status", "segmenter", "mosmed_category",
          "qc_flags", "manufacturer", "kernel", "patient_position", "lobar_note", "system", "lung", "unit", "code", "message", "path",

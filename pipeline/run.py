@@ -1180,8 +1180,12 @@ def write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[st
     raises CTScoreError OUTPUT_UNWRITABLE; the per-scan results stay, and a rerun (or ``ctscore aggregate``) writes
     the tables.
     """
+    from pipeline.outputs import clear_tables_pending
+
     try:
-        return _write_run_tables(out_dir, statuses, cfg, segmenter, seconds, input_path, provenance)
+        summary = _write_run_tables(out_dir, statuses, cfg, segmenter, seconds, input_path, provenance)
+        clear_tables_pending(out_dir)  # the tables match the scans' results again
+        return summary
     except OSError as exc:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the run tables ({exc.strerror or exc}); free space, "
                            "then run the same command again (finished scans are kept)", out_dir) from exc

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CTScoreError, OutputLocked
+from pipeline.outputs import check_tables_current
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
     _check_out(out)
     _check_dest(out, dest)
     _check_not_locked(out)
+    check_tables_current(out)  # TABLES_STALE: a run that ended without writing its tables
 
     # each file of OUT is stamped (size, modification time) before it is read: one that differs at the end was
     # rewritten during the share (OUTPUT_CHANGED), and what was read of it may be half old, half new

@@ -32,7 +32,7 @@ from pipeline.batch import (
 )
 from pipeline.config import load_config
 from pipeline.errors import EXIT_SOME_FAILED, EXIT_USAGE, ConfigError, CTScoreError
-from pipeline.outputs import scan_id_for
+from pipeline.outputs import TABLES_PENDING, scan_id_for
 from pipeline.run import run_pipeline
 from tests.scripts_loader import load_script
 
@@ -196,6 +196,7 @@ def test_sigkill_driver_then_resume_equals_uninterrupted_run(tmp_path, series, r
     finished = {p.parent.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.glob("scan-*/result.json")}
     assert 3 <= len(finished) < N_SERIES - 1, "the driver was not killed midway"
     assert not (out / "scans.csv").exists()
+    assert (out / TABLES_PENDING).is_file()  # share, methods, stats, validate refuse (TABLES_STALE) until written
 
     summary = run_pipeline(root, out, cfg, all_series=True,
                            batch=BatchOptions(executor="local", workers=2, progress=False))
@@ -205,6 +206,7 @@ def test_sigkill_driver_then_resume_equals_uninterrupted_run(tmp_path, series, r
         p = out / sid / "result.json"
         assert (p.stat().st_mtime_ns, p.stat().st_ino) == stamp, sid
     _same_tables(out, reference)
+    assert not (out / TABLES_PENDING).exists()
 
 
 def test_shards_cover_every_series_once_and_aggregate_merges_them(tmp_path, series, reference, cfg):
@@ -218,10 +220,13 @@ def test_shards_cover_every_series_once_and_aggregate_merges_them(tmp_path, seri
         assert summary["n_series"] == len(shard(sorted(ids), k, n))
     assert sorted(seen) == sorted(ids)
     assert not (tmp_path / "scans.csv").exists()
+    assert (tmp_path / TABLES_PENDING).is_file()  # OUT's own tables wait for the aggregate
+    assert not any((tmp_path / "shards" / f"{k}-of-{n}" / TABLES_PENDING).exists() for k in range(n))
     from pipeline.cli import main
 
     assert main(["aggregate", str(tmp_path), "-q"]) == EXIT_SOME_FAILED  # one corrupt series
     _same_tables(tmp_path, reference)
+    assert not (tmp_path / TABLES_PENDING).exists()
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["n_series"] == N_SERIES and run["config"] == cfg
     # provenance of the shards, not of the aggregating call: their input, versions and summed time

@@ -286,6 +286,10 @@ def run_stats(scores_dir: str | Path | pd.DataFrame, clinical_csv: str | Path | 
     min_n = _whole("all studies", "min_n", min_n, 2)
     studies = resolve_studies(study)
     check_input(scores_dir, "scores", "scores_dir")
+    if isinstance(scores_dir, (str, Path)):
+        from pipeline.outputs import check_tables_current
+
+        check_tables_current(scores_dir)  # TABLES_STALE: a run began scoring into that folder and did not finish
     check_input(clinical_csv, "clinical", "clinical_csv")
     check_input(labs_csv, "labs", "labs_csv")
     check_input(exclude, "exclude", "exclude")

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import CTScoreError
-from pipeline.outputs import check_analysis_output, check_output_dir, settings_note
+from pipeline.outputs import check_analysis_output, check_output_dir, check_tables_current, settings_note
 from scoring.exclusions import CODE, check_source, read_exclusions, summary_rows
 from scoring.validation import compare, figures, report
 from scoring.validation.predictions import (
@@ -124,6 +124,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     """
     opts = check_options(options)
     _check_path(pred_dir, "pred_dir", "a ctscore run output folder or its scans.csv")
+    check_tables_current(pred_dir)  # TABLES_STALE: a run began scoring into that folder and did not finish
     _check_path(reference_csv, "reference_csv", "the reference CSV (docs/reference_schema.md)")
     min_n, on_unmatched, systems = opts["min_n"], opts["on_unmatched"], opts["systems"]
     if exclude is not None:

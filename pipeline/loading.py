@@ -18,6 +18,7 @@ Steps, each with a named refusal (:class:`~pipeline.errors.SeriesError`) or QC f
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,35 @@ class _File:
 def _add(flags: list[str], code: str) -> None:
     if code not in flags:
         flags.append(code)
+
+
+def _unreadable_beside(items: list[_File]) -> list[str]:
+    """The files in the series' folders, not among its own, that cannot be opened (no permission) or are empty (still
+    being copied), each as "name (why)"; hidden files are left alone. A series whose end slices are such files is
+    whole to the geometry checks (no gap shows): only this says it may be short. One open and one byte a file."""
+    own: dict[Path, set[str]] = {}
+    for it in items:
+        own.setdefault(it.path.parent, set()).add(it.path.name)
+    found = []
+    for folder, names in sorted(own.items()):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            if e.name in names or e.name.startswith("."):
+                continue
+            try:
+                if not e.is_file():
+                    continue
+                if e.stat().st_size == 0:
+                    found.append(f"{e.name} (empty)")
+                    continue
+                with open(e.path, "rb") as fh:
+                    fh.read(1)
+            except OSError as exc:
+                found.append(f"{e.name} ({exc.strerror or type(exc).__name__})")
+    return found
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -410,6 +440,12 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
                 message += (f"; file(s) beside it that cannot be read (truncated, empty or without permission) may "
                             f"be the missing slices: {', '.join(suspects[:5])}")
         raise SeriesError(code, message, items[0].path.parent)
+
+    beside = _unreadable_beside(items)
+    if beside:  # they may be the series' end slices: no gap shows where they are missing
+        flags.append(f"UNREADABLE_FILES_BESIDE:{len(beside)}")
+        log.warning("%d file(s) beside the series in %s cannot be read and may be its missing first or last slices: "
+                    "%s", len(beside), items[0].path.parent, ", ".join(beside[:5]) + (", ..." if len(beside) > 5 else ""))
 
     lossy = [it for it in items if is_lossy(it.ds)]
     if lossy:

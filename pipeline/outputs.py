@@ -227,13 +227,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=False) + "\n").encode())
 
 
-#: ``OUT/.status/tables_pending.json``: written when a run starts scoring (its scan folders change from then on) and
+#: ``OUT/.status/tables.pending``: written when a run starts scoring (its scan folders change from then on) and
 #: removed when the run's tables and report.html are written (by the run, or by ``ctscore aggregate OUT``). While it
 #: lies there the tables may not match the scans' results: a run still going, or one that ended without a word (killed
 #: with SIGKILL or by the out-of-memory killer, a power cut, a disk that filled while the tables were written), after
 #: which scans.csv gave a scan's old scores beside its new result.json, and share, methods, stats, validate and
 #: review-sheet read it without a word (an audit, 2026-12-07).
-TABLES_PENDING = Path(".status") / "tables_pending.json"
+TABLES_PENDING = Path(".status") / "tables.pending"  # (JSON, but not *.json: those are the per-scan records)
 
 
 def mark_tables_pending(folder: str | Path) -> None:

@@ -296,7 +296,9 @@ def _finished_stage(folder: Path) -> dict | None:
 
 def _background_record(srcs: list | None, origin: str, where: str | Path | None) -> dict:
     """What a stage's background list was, for its training log: where it came from, the list file's sha256, and each
-    case's name and label mapping (own lung / lesion labels, the values meaning right, left and lesion)."""
+    case's name and label mapping (own lung / lesion labels, the values meaning right, left and lesion). Each case's
+    ``checks`` setting and the warnings said while it was cached are in the log's ``data``
+    (:func:`segmentation.training.train`)."""
     from segmentation.training import Background, sha256_file
 
     rec: dict[str, Any] = {"from": origin}

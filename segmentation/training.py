@@ -6,9 +6,10 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    folder or an image file with its own label map, e.g. listed in a YAML file read by
    :func:`read_backgrounds_file`) is loaded, oriented LPS, segmented by the teacher (the classical segmenter, on the pipeline's 1.5 mm working grid) unless the folder has
    user masks, resampled to the model grid, cropped to the body and written as a compressed ``.npz``
-   (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``, and
-   ``source``: what it was made from, so a changed image, label file or option makes it again), written
-   atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
+   (``image`` int16 HU, ``lungs`` uint8 1 right / 2 left, optional ``lesions`` uint8, ``spacing``,
+   ``source``: what it was made from, so a changed image, label file or option makes it again (label files by their
+   sha256), ``warnings``: what was said while it was made, said again when it is reused, and, for own labels,
+   ``checks``), written atomically. User label files that do not fit their CT (unreadable, one lung missing, not on the CT's
    geometry, mirrored head-feet or front-back against it, right and left swapped) are refused naming the file.
    User masks: ``lungs.nii.gz`` (or ``lung``, any case; .nii, .nrrd, .seg.nrrd, .mha, .mhd; 1 right, 2 left; what
    ``ctscore run`` writes) and optionally ``lesions.nii.gz`` (or ``lesion``) next to the DICOM files (or in
@@ -18,7 +19,8 @@ Two steps, both behind ``ctscore train`` / ``scripts/train_segmenter.py``:
    left-right flip with label swap, crop, affine scaling = spacing variety, optional smooth deformation = anatomy variety, blur = kernel and slice
    thickness variety, noise, intensity scale/shift), a U-Net (:mod:`segmentation.network`), Dice + CE
    on the lung head and Dice + BCE on the lesion head, AdamW with cosine decay, mixed precision on CUDA.
-   Writes ``model.safetensors``, ``model.yaml``, ``manifest.json`` (sha256) and ``train_log.json``.
+   Writes ``model.safetensors``, ``model.yaml``, ``manifest.json`` (sha256) and ``train_log.json``; a run cut short
+   by ``max_minutes`` says so in a warning and in the log (``stopped_by``).
 """
 
 from __future__ import annotations
@@ -295,8 +297,10 @@ class Background:
     lesion_values: tuple[int, ...] = ()
     #: what the plausibility checks of one's own labels do when they fail (a side barely aerated, one lung a
     #: fraction of the other, a lesion mask covering nearly all of the lung, a large aerated label value that is
-    #: neither side): "refuse" (default), or "warn" for labels known right (a white lung, a collapsed lung, ARDS).
-    #: The checks of the label files against the CT (its geometry, a whole mask mirrored) always refuse.
+    #: neither side, dense lesion values left out by ``lesion_values``): "refuse" (default), or "warn" for labels
+    #: known right (a white lung, a collapsed lung, ARDS).
+    #: The checks of the label files against the CT (its geometry, the volume kept on it) and the side order (right
+    #: and left swapped) always refuse.
     checks: str = "refuse"
 
     @classmethod
@@ -571,6 +575,10 @@ def _whole_values(a: np.ndarray, path: Path, what: str) -> np.ndarray:
 #: read with the default 1 right / 2 left), or a lobe not listed. Smallest lobe (right middle) ~200-400 mL; the largest
 #: aerated non-lung label of the shipped lists, CIP's trachea (512), holds 35 mL.
 LUNG_SIZED_ML = 150.0
+#: A value left out of the lungs holding this many mL or more of aerated voxels (the test of :data:`LUNG_SIZED_ML`)
+#: but less than a lung's worth is named in a warning (a lobe or segment relabelled, e.g. 57 mL of an apex): it
+#: trains as background, not lung.
+AERATED_VALUE_ML = 10.0
 #: A value left out of the lungs that borders the lung labels over this share of its surface, and holds at least
 #: :data:`OTHER_VALUE_WARN_SHARE` of their volume, is named in a warning (lung dropped out of the lungs, e.g. a
 #: combined map's lesion label: real lesions 55-64 % of their border on lung); others (airway, mediastinal vessels,
@@ -585,7 +593,7 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int],
     so label values above 255 survive), and the other values in it (neither right nor left nor one of
     ``lesion_values``, the lesion values of a combined map given as both lungs and lesions): dicts with ``value``,
     ``ml``, ``border`` (the share of its surface on the lung labels), ``loud`` (worth a warning) and, for values of
-    :data:`LUNG_SIZED_ML` or more, ``mask`` (a 0/1 image of it). Both lungs must be there: a binary lung mask (0/1)
+    :data:`AERATED_VALUE_ML` or more, ``mask`` (a 0/1 image of it). Both lungs must be there: a binary lung mask (0/1)
     would otherwise teach the network that both lungs are the right one."""
     import SimpleITK as sitk
     from scipy import ndimage as ndi
@@ -624,7 +632,7 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int],
             ml = _ml(int(m.sum()), src)
             o = {"value": float(vals[i]), "ml": ml, "border": border, "mask": None,
                  "loud": border >= OTHER_VALUE_WARN_BORDER and ml >= OTHER_VALUE_WARN_SHARE * lung_ml}
-            if ml >= LUNG_SIZED_ML:
+            if ml >= AERATED_VALUE_ML:
                 mask = sitk.GetImageFromArray((index == i + 1).astype(np.uint8))
                 mask.CopyInformation(src)
                 o["mask"] = mask
@@ -634,14 +642,40 @@ def _lung_labels(path: Path, right: Sequence[int], left: Sequence[int],
     return out, others
 
 
+#: The midline band (a share of half the distance between the right and left lungs' centres, either side of their
+#: midpoint) where an aerated label value left out of the lungs is taken for airway, not lung, when most of it lies
+#: there: CIP's trachea (512, 35 mL, median -731 HU on the 2.5 mm grid) has 21 % of its voxels outside it, a lung apex
+#: relabelled (57 mL, 148 mL) 96-97 %.
+MIDLINE_BAND = 0.3
+
+
+def _lateral_share(on: np.ndarray, lungs: np.ndarray | None) -> float:
+    """The share of the voxels ``on`` that lie out of the midline band between the lungs (farther from the midpoint
+    of the right and left lung labels' centres, along x, than :data:`MIDLINE_BAND` of half the distance between
+    them): lung lies there; the trachea, main bronchi and oesophagus do not. 1 when the lungs cannot say."""
+    if lungs is None or not ((lungs == 1).any() and (lungs == 2).any()):
+        return 1.0
+    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
+    half = abs(xl - xr) / 2
+    if half == 0:
+        return 1.0
+    return float((np.abs(np.nonzero(on)[2] - (xr + xl) / 2) > MIDLINE_BAND * half).mean())
+
+
 def _check_other_values(others: list[dict[str, Any]], ct: Any, hu: np.ndarray, path: Path, image: Path,
-                        right: Sequence[int], left: Sequence[int], lesion_values: Sequence[int] = ()) -> None:
+                        right: Sequence[int], left: Sequence[int], lesion_values: Sequence[int] = (),
+                        lungs: np.ndarray | None = None) -> None:
     """Refuse (``ValueError`` naming the file and the values) label values left out of the lungs that hold a lung's
     worth of aerated lung on the CT (:data:`LUNG_SIZED_ML`; aerated: median -950 to -700 HU, or to -600 HU with a
     quarter of the voxels below -700: real lungs here -940 to -633 HU with 34-88 % below -700, lesion labels -400 to
-    -650 HU with at most 14 %); name the others in a warning (those in the lungs) or the log (those outside)."""
+    -650 HU with at most 14 %); name those of :data:`AERATED_VALUE_ML` or more that are aerated lung in a warning (they
+    train as background; aerated and mostly out of the midline band between the lungs, ``lungs`` on ``ct``'s grid:
+    :func:`_lateral_share`, so that the trachea is not), and the others in a warning (those in the lungs) or the log
+    (those outside)."""
     values = (f"right {list(right)}, left {list(left)}" +
               (f" or lesion {list(lesion_values)}" if lesion_values else ""))
+    aerated: list[dict[str, Any]] = []
+    refusals: list[str] = []
     for o in others:
         if o["mask"] is None:
             continue
@@ -650,18 +684,32 @@ def _check_other_values(others: list[dict[str, Any]], ct: Any, hu: np.ndarray, p
             continue
         vox = np.asarray(hu)[on]
         med, dark = float(np.median(vox)), float((vox < -700).mean())
-        if -950 <= med <= -600 and (med <= -700 or dark >= 0.25):
-            raise ValueError(f"{path}: label value {o['value']:g} holds {o['ml']:.0f} mL of aerated lung on the CT "
-                             f"{image} (median {med:.0f} HU) but is none of the values read as lung ({values}): "
-                             "that lung would train as background. The labels in another order (e.g. 1 lesion, "
-                             "2 right, 3 left), or a lobe not listed? list the values meaning right and left (and "
-                             "lesion with 'lesions:' and 'lesion_values') in a backgrounds file")
+        if not (-950 <= med <= -600 and (med <= -700 or dark >= 0.25)):
+            continue
+        if o["ml"] < LUNG_SIZED_ML:
+            if _lateral_share(on, lungs) >= 0.5:
+                o["median_hu"] = med
+                aerated.append(o)
+        else:
+            o["median_hu"] = med
+            refusals.append(f"{path}: label value {o['value']:g} holds {o['ml']:.0f} mL of aerated lung on the CT "
+                       f"{image} (median {med:.0f} HU) but is none of the values read as lung ({values}): "
+                       "that lung would train as background. The labels in another order (e.g. 1 lesion, "
+                       "2 right, 3 left), or a lobe not listed? list the values meaning right and left (and "
+                       "lesion with 'lesions:' and 'lesion_values') in a backgrounds file")
+    named = {id(o) for o in others if "median_hu" in o}  # aerated: said apart (below), or refused
 
     def listed(os_: list[dict[str, Any]]) -> str:
         return ", ".join(f"{o['value']:g} ({o['ml']:.1f} mL)" for o in os_[:6]) + (", ..." if len(os_) > 6 else "")
 
-    loud = [o for o in others if o["loud"]]
-    quiet = [o for o in others if not o["loud"]]
+    for o in aerated:
+        log.warning("%s: label value %g holds %.1f mL of aerated lung on the CT %s (median %.0f HU) but is none of the "
+                    "values read as lung (%s): it trains as background, not lung; a lobe or part of a lung labelled "
+                    "apart? list it under 'right' or 'left' in a backgrounds file", path, o["value"], o["ml"], image,
+                    o["median_hu"], values)
+    rest = [o for o in others if id(o) not in named]
+    loud = [o for o in rest if o["loud"]]
+    quiet = [o for o in rest if not o["loud"]]
     if loud:
         log.warning("%s: label values %s are neither right %s nor left %s lung and are left out of the lungs (a "
                     "lesion label of a combined map? give the file as 'lesions' too, with 'lesion_values')", path,
@@ -669,6 +717,8 @@ def _check_other_values(others: list[dict[str, Any]], ct: Any, hu: np.ndarray, p
     if quiet:
         log.info("%s: label values %s (outside the lungs or small: airway, vessels, other organs?) are background",
                  path, listed(quiet))
+    if refusals:  # after the warnings: with 'checks: warn' they are the case's record
+        raise ValueError("; ".join(refusals))
 
 
 #: A lung label under this share of the other side's volume is not a lung when it is not aerated (median above
@@ -742,13 +792,27 @@ def _check_lungs_on_ct(lungs: np.ndarray, hu: np.ndarray, lesions: np.ndarray | 
             raise ValueError(f"{path}: only {100 * share:.0f} % of the voxels labelled {side} lung (and not lesion) "
                              f"are air-like (< -400 HU) on the CT {image}: that label is not on this CT's {side} "
                              "lung (another structure's label read as lung?)")
-    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
-    if xr > xl:
-        raise ValueError(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
-                         f"{image}: right and left swapped (lung labels are 1 right / 2 left, or list the values "
-                         f"meaning right and left in a backgrounds file), or the mask is mirrored")
+    _check_side_order(lungs, path, image)
     labelled = lung | (lesions > 0) if lesions is not None else lung
     _check_lung_cover(labelled, hu, path, image)
+
+
+class SidesSwapped(ValueError):
+    """The right lung label lies on the patient's left of the left one: refused whatever the case's ``checks`` say
+    (a white, collapsed or ARDS lung does not change its side)."""
+
+
+def _check_side_order(lungs: np.ndarray, path: Path, image: Path) -> None:
+    """Refuse (:class:`SidesSwapped`, a ``ValueError`` naming both files) lung labels whose right lung (1) lies on the
+    patient's left (higher x on the LPS grid) of the left one (2)."""
+    if not ((lungs == 1).any() and (lungs == 2).any()):
+        return
+    xr, xl = (float(np.nonzero(lungs == k)[2].mean()) for k in (1, 2))
+    if xr > xl:
+        raise SidesSwapped(f"{path}: the right lung label lies on the patient's left of the left lung label on the CT "
+                           f"{image}: right and left swapped (lung labels are 1 right / 2 left, or list the values "
+                           f"meaning right and left in a backgrounds file), or the mask is mirrored; refused whatever "
+                           f"'checks' says (a collapsed lung does not change its side)")
 
 
 def _check_lung_cover(labelled: np.ndarray, hu: np.ndarray, path: Path, image: Path) -> None:
@@ -858,6 +922,55 @@ def _check_lesions_on_ct(lungs: np.ndarray, lesions: np.ndarray, hu: np.ndarray,
     return lungs
 
 
+#: Voxels of a separate lesion file left out by ``lesion_values`` holding this many mL or more inside the lungs, denser
+#: than the clear lung (the rule of :func:`_check_lesions_on_ct`), are lesion trained as clear lung: refused.
+LEFT_OUT_LESION_ML = 1.0
+
+
+def _check_left_out_lesion_values(les_a: np.ndarray, les_src: Any, lesion_values: Sequence[int], lungs: np.ndarray,
+                                  lesions: np.ndarray, model_img: Any, hu: np.ndarray, path: Path, image: Path) -> None:
+    """A separate lesion file whose other non-zero values ``lesion_values`` leaves out (a lab coding 1 ground glass, 2
+    consolidation, listing 1 only): name them in a warning with their mL inside the lungs (the lung labels and the
+    holes they leave in a slice; they train as clear lung, or as background outside it), and refuse (``ValueError`` naming the file and the values) those denser inside the
+    lungs than the clear lung (median at least its median + 50 HU) that make up :data:`LEFT_OUT_LESION_ML` or more."""
+    import SimpleITK as sitk
+
+    left_out = (les_a != 0) & np.isfinite(les_a) & ~np.isin(les_a, list(lesion_values))
+    if not left_out.any():
+        return
+    from scipy import ndimage as ndi
+
+    hu = np.asarray(hu)
+    lung = lungs > 0
+    inside = lung | np.stack([ndi.binary_fill_holes(s) for s in lung])  # with the holes a lung mask leaves its lesions
+    voxel_ml = _ml(1, model_img)
+    found = []
+    for v in np.unique(les_a[left_out]):
+        m = sitk.GetImageFromArray((les_a == v).astype(np.uint8))
+        m.CopyInformation(les_src)
+        on = (_onto(m, model_img) > 0) & inside
+        found.append((float(v), on, float(on.sum()) * voxel_ml))
+    taken = np.zeros(lung.shape, bool)
+    for _, on, _ in found:
+        taken |= on
+    clear = lung & ~(lesions > 0) & ~taken
+    clear_hu = float(np.median(hu[clear])) if clear.sum() >= 50 else None
+    said, dense = [], []
+    for v, on, ml in found:
+        med = float(np.median(hu[on])) if on.any() else None
+        said.append(f"{v:g} ({ml:.1f} mL" + (f", median {med:.0f} HU)" if med is not None else ")"))
+        if clear_hu is not None and med is not None and ml >= LEFT_OUT_LESION_ML and med >= clear_hu + 50:
+            dense.append(f"{v:g} ({ml:.1f} mL at median {med:.0f} HU)")
+    log.warning("%s: the lesion file holds values left out by lesion_values %s: %s inside the lungs; they train as "
+                "clear lung (or background outside it); list every value meaning lesion under 'lesion_values'", path,
+                list(lesion_values), ", ".join(said))
+    if dense:
+        raise ValueError(f"{path}: label value(s) {', '.join(dense)} of the lesion file, left out by lesion_values "
+                         f"{list(lesion_values)}, are denser inside the lungs than the clear lung (median "
+                         f"{clear_hu:.0f} HU) on the CT {image}: lesion that would train as clear lung; list them "
+                         "under 'lesion_values' too")
+
+
 #: A teacher-labelled case whose lungs hold less than this is refused (no lung: not a chest CT, or not in HU).
 TEACHER_MIN_LUNG_ML = 50.0
 
@@ -867,6 +980,8 @@ def _plausible(bg: Background, fallback: Any, check: Any, *args: Any) -> Any:
     how to accept labels known right, or, with ``checks: warn`` for this case, a warning and ``fallback``."""
     try:
         return check(*args)
+    except SidesSwapped:
+        raise  # not a matter of plausibility: 'checks: warn' does not make it right
     except ValueError as exc:
         if bg.checks == "warn":
             log.warning("%s (checks: warn for %r: trained on as given)", exc, bg.name)
@@ -909,7 +1024,7 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
         lungs_arr = _onto(lab_img, model_img)
         _check_on_ct(lab_img, lungs_arr, model_img, {1: "right lung", 2: "left lung"}, bg.lungs, bg.image, 1.4)
         _plausible(bg, None, _check_other_values, others, model_img, hu_m, bg.lungs, bg.image, bg.right, bg.left,
-                   declared)
+                   declared, lungs_arr)
         if bg.lesions is not None:
             les_src = _read_label_image(bg.lesions, "lesion")
             les_a = _whole_values(sitk.GetArrayFromImage(les_src), bg.lesions, "lesion")
@@ -924,10 +1039,14 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
             # a few voxels' worth of lesion may vanish or double on a coarser grid; a whole mask may not
             if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
                 _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
+            if bg.lesion_values and not combined:  # (a combined map's other values: _check_other_values)
+                _plausible(bg, None, _check_left_out_lesion_values, les_a, les_src, bg.lesion_values, lungs_arr,
+                           lesions_arr, model_img, hu_m, bg.lesions, bg.image)
         if lesions_arr is not None:
             lungs_arr = _plausible(bg, lungs_arr, _check_lesions_on_ct, lungs_arr, lesions_arr, hu_m,
                                    list(model_spacing_zyx), bg.lesions, bg.image)
         _plausible(bg, None, _check_lungs_on_ct, lungs_arr, hu_m, lesions_arr, bg.lungs, bg.image)
+        _check_side_order(lungs_arr, bg.lungs, bg.image)  # also when 'checks: warn' let the checks above pass
     else:
         if teacher is None:
             from segmentation.classical import ClassicalSegmenter
@@ -970,27 +1089,45 @@ CACHE_VERSION = 3  # bump when prepare_case changes what it writes: older files 
 #                    checks of 0.4.0, rounding, lesion pieces joining the lung)
 
 
+#: An image file up to this size is known to the cache by its content (sha256); a larger one, and the files of a DICOM
+#: folder, by path, size and modification time (hashing gigabytes of CT at every run would cost more than it saves).
+IMAGE_HASH_MAX_BYTES = 64 * 1024 * 1024
+
+
 def _file_stamp(path: Path) -> list:
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _file_content(path: Path) -> list:
+    """Path, size and sha256 of a file: what it holds, whatever its modification time says."""
+    return [str(path.resolve()), path.stat().st_size, sha256_file(path)]
+
+
 def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
                            teacher_spacing_xyz: Sequence[float] | None) -> str:
-    """What a cached case was made from (JSON): the image (every file of a DICOM folder: path, size, mtime),
-    the label files and values, the model grid and, for teacher-labelled cases, the teacher's grid. A cached file
-    whose fingerprint differs is made again. Paths are resolved: one folder reached through a symlink and through
-    its target (the recipe's default ../shared/data/chest and a backgrounds file's resolved entries) is one source."""
+    """What a cached case was made from (JSON): the image, the label files and values, the model grid and, for
+    teacher-labelled cases, the teacher's grid. A cached file whose fingerprint differs is made again.
+
+    The label (mask) files are known by their content (path, size, sha256): a mask edited in place and given back its
+    size and modification time (a copy with ``cp -p``, an editor or a sync tool keeping times) is a new mask. An image
+    file is known by its content too up to :data:`IMAGE_HASH_MAX_BYTES`; a larger one, and every file of a DICOM
+    folder, only by path, size and modification time (CTs are large, and are rarely edited in place). Paths are
+    resolved: one folder reached through a symlink and through its target (the recipe's default ../shared/data/chest
+    and a backgrounds file's resolved entries) is one source. Caches made before the label files were hashed
+    (0.15.0) have other fingerprints: they are made again."""
     image = Path(bg.image).resolve()
     if image.is_dir():
         files = sorted(f for f in image.rglob("*") if f.is_file())
         stamp = hashlib.sha256(json.dumps([_file_stamp(f) for f in files]).encode()).hexdigest()
         img = [str(image), len(files), stamp]
+    elif image.stat().st_size <= IMAGE_HASH_MAX_BYTES:
+        img = _file_content(image)
     else:
         img = _file_stamp(image)
     doc = {"version": CACHE_VERSION, "image": img,
-           "lungs": _file_stamp(Path(bg.lungs)) if bg.lungs else None,
-           "lesions": _file_stamp(Path(bg.lesions)) if bg.lesions else None,
+           "lungs": _file_content(Path(bg.lungs)) if bg.lungs else None,
+           "lesions": _file_content(Path(bg.lesions)) if bg.lesions else None,
            "right": [int(v) for v in bg.right], "left": [int(v) for v in bg.left],
            "model_spacing_mm": [round(float(v), 6) for v in model_spacing_zyx],
            "teacher_spacing_mm": (None if bg.lungs or teacher_spacing_xyz is None
@@ -1006,6 +1143,30 @@ def cache_fingerprint(path: str | Path) -> str | None:
     """The fingerprint a cached case was written with (None for a file made before fingerprints)."""
     with np.load(path) as z:
         return str(z["source"]) if "source" in z.files else None
+
+
+def cache_warnings(path: str | Path) -> list[str] | None:
+    """The warnings said while a cached case was made (None for a file made before they were kept)."""
+    with np.load(path) as z:
+        if "warnings" not in z.files:
+            return None
+        try:
+            got = json.loads(str(z["warnings"]))
+        except ValueError:
+            return None
+    return [str(m) for m in got] if isinstance(got, list) else None
+
+
+class _Said(logging.Handler):
+    """The warnings (and worse) logged while it is attached: those of preparing one case, kept with it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
 
 
 def save_case(dest: str | Path, case: dict[str, np.ndarray]) -> None:
@@ -1055,6 +1216,9 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
                 raise ValueError(f"{dest}: cached at spacing {got.tolist()} mm, not the "
                                  f"{[float(v) for v in model_spacing_zyx]} mm asked for; use another cache folder")
             if old == fp:
+                said = cache_warnings(dest) or []
+                for msg in said:  # the case is trained on as it was made: its warnings still hold
+                    log.warning("%s (said when %s was cached; reused as it is)", msg, dest)
                 out.append(dest)
                 continue
             if old is None:
@@ -1064,8 +1228,17 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
                 continue
             if old:
                 log.info("%s: background or options changed since it was cached; made again", dest)
-        case = prepare_case(bg, model_spacing_zyx, teacher, teacher_spacing_xyz)
+        said = _Said()
+        log.addHandler(said)
+        try:
+            case = prepare_case(bg, model_spacing_zyx, teacher, teacher_spacing_xyz)
+        finally:
+            log.removeHandler(said)
         case["source"] = np.asarray(fp)
+        # kept with the case: said again when it is reused, and recorded in the training log (with its checks)
+        case["warnings"] = np.asarray(json.dumps(said.messages))
+        if bg.lungs is not None:
+            case["checks"] = np.asarray(bg.checks)
         save_case(dest, case)
         log.info("cached %s: %s, %.1f MB", bg.name, case["image"].shape, dest.stat().st_size / 1e6)
         out.append(dest)
@@ -1285,7 +1458,9 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
     three); return the log.
 
     The log (``train_log.json``) records what the model was made from: the options (``cfg``), each cached case's
-    name and sha256 (``cases``, ``data``), the starting weights (``init``: path, ``init_sha256``, ``init_model_id``
+    name and sha256 (``cases``, ``data``; in ``data`` also its ``checks`` setting and the ``warnings`` said while it
+    was cached), what ended the training (``stopped_by``: ``"iterations"``, or ``"max_minutes"`` when the time limit
+    stopped it before the iterations asked, also said in a warning), the starting weights (``init``: path, ``init_sha256``, ``init_model_id``
     as ``ctscore run`` reports it), the versions of ctscore, torch, MONAI and numpy, the new model's ``model_id``, and
     ``provenance`` (the caller's: e.g. the background list and its label mapping). Case names are recorded as they
     are: name cases with ``name:`` in a backgrounds file where their names identify patients.
@@ -1431,6 +1606,12 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
                 done = True
                 break
     wall = time.perf_counter() - t0
+    stopped_by = "iterations" if it >= iters else "max_minutes"
+    if stopped_by == "max_minutes":
+        log.warning("training stopped by the time limit after %d of the %d iterations asked (max_minutes %g, %.1f min): "
+                    "the model has had %.0f %% of its training; to train them all, raise the limit (--max-minutes, "
+                    "or max_minutes in the training config or its stage)", it, iters, float(c["max_minutes"]),
+                    wall / 60, 100.0 * it / iters)
     net.eval()
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
     # written beside the target, then moved in with the manifest last: a crash never leaves a folder whose
@@ -1460,15 +1641,16 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
         import yaml
 
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False), encoding="utf-8")
-        info = {"iterations": it, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
+        info = {"iterations": it, "stopped_by": stopped_by, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
                 **(_init_record(Path(init_weights)) if init_weights else {}),
                 "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
                 **_versions(), "cfg": c,
                 "cases": [Path(p).stem for p in cache_files],
                 # the sha256 of each cached case trained on (image and labels on the model grid): the training data,
                 # without their names
-                "data": [{"case": Path(p).stem, "sha256": sha256_file(p), "bytes": Path(p).stat().st_size}
-                         for p in cache_files],
+                # and, for a case cached with them, its 'checks' setting and the warnings said while it was made
+                "data": [{"case": Path(p).stem, "sha256": sha256_file(p), "bytes": Path(p).stat().st_size,
+                          **_case_record(p)} for p in cache_files],
                 "model_id": model_id_of(tmp), **(provenance or {}), "history": hist}
         (tmp / "train_log.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
         write_manifest(tmp)  # over the weights, model.yaml and the log: shared with the model, vouched for with it
@@ -1478,6 +1660,23 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("trained %d iterations in %.0f s on %s", it, wall, dev)
     return info
+
+
+def _case_record(path: str | Path) -> dict[str, Any]:
+    """What a cached case keeps of how it was made, for the training log: ``checks`` (its own labels' checks: refuse
+    or warn) and ``warnings`` (said while it was made); each absent where the file does not keep it (a teacher-labelled
+    case has no checks; an older cache, an anatomy mix neither)."""
+    out: dict[str, Any] = {}
+    try:
+        with np.load(path) as z:
+            if "checks" in z.files:
+                out["checks"] = str(z["checks"])
+        said = cache_warnings(path)
+    except Exception:  # noqa: BLE001 - np.load raises many types for a damaged file
+        return out
+    if said is not None:
+        out["warnings"] = said
+    return out
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,

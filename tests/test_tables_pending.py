@@ -1,4 +1,4 @@
-"""OUT/.status/tables_pending.json: a run marks its tables out of date when it starts scoring and clears the mark
+"""OUT/.status/tables.pending: a run marks its tables out of date when it starts scoring and clears the mark
 once they are written (or ``ctscore aggregate`` writes them). While it lies there, the commands that read a run's
 tables refuse (TABLES_STALE): after a run killed with SIGKILL, scans.csv gave a scan's old zhang900 total (68)
 beside its new result.json (71), and share, methods, stats, validate and review-sheet read it without a word (an
@@ -61,6 +61,14 @@ def test_aggregate_writes_the_tables_again_and_clears_the_mark(stale_out):
     assert not (stale_out / TABLES_PENDING).exists()
     assert "Chest CT series were scored" in methods_text(stale_out)
     check_tables_current(stale_out / "scans.csv")
+
+
+def test_the_mark_is_no_scan_record(stale_out):
+    """The per-scan records are .status/*.json: the mark is not one (aggregate would have merged a scan
+    "tables_pending")."""
+    from pipeline.batch import scan_ids_under
+
+    assert all(s.startswith("scan-") for s in scan_ids_under(stale_out))
 
 
 def test_the_mark_is_read_only_where_it_lies(tmp_path):

@@ -5,8 +5,9 @@ Backgrounds are DICOM series folders: by default the clean scans of ``../shared/
 sub-folders of ``--data``. A folder with ``lungs.nii.gz`` (1 right, 2 left, on the CT's geometry; any
 grid) uses that as the lung label instead of the classical teacher; with ``lesions.nii.gz`` as well, its
 real lesions are trained on as they are (no synthesis; a lesion mask without a lung mask is refused).
-The cache (``--cache``) remembers what each case was made from: a changed image, label file, label
-values or teacher grid makes that case again. ``--backgrounds-file`` lists backgrounds in YAML instead, including image
+The cache (``--cache``) remembers what each case was made from: a changed image, label file (known by its
+content), label values or teacher grid makes that case again; the warnings said while a case was made are said again
+when it is reused. ``--backgrounds-file`` lists backgrounds in YAML instead, including image
 files (NIfTI, NRRD) with their own label map (e.g. a lobe map; the values meaning right and left are
 listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights. ``--out`` is
 locked while training; an interrupted recipe resumes from its finished stages when run again.
@@ -56,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"the training config's)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help=f"wall-clock limit of the training loop in minutes, per stage; training stops at "
-                        f"--iterations or at this limit, whichever comes first (default {d['max_minutes']:g}, or "
-                        f"the training config's)")
+                        f"--iterations or at this limit, whichever comes first (a warning says when the limit stopped it "
+                        f"first; default {d['max_minutes']:g}, or the training config's)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"crops per training step (default {d['batch_size']}, or the training config's)")
     p.add_argument("--num-workers", type=int, default=None,

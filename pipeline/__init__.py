@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.15.0"  # a new QC flag (PNEUMOTHORAX_SUSPECT): scored again on resume
+__version__ = "0.16.0"  # new flags (LESION_OFF_LUNG_REMOVED, UNREADABLE_FILES_BESIDE), pneumothorax air off the airway: scored again on resume
 
 
 def version_key(version: str) -> tuple:

@@ -1115,7 +1115,7 @@ def background_fingerprint(bg: Background, model_spacing_zyx: Sequence[float],
     folder, only by path, size and modification time (CTs are large, and are rarely edited in place). Paths are
     resolved: one folder reached through a symlink and through its target (the recipe's default ../shared/data/chest
     and a backgrounds file's resolved entries) is one source. Caches made before the label files were hashed
-    (0.15.0) have other fingerprints: they are made again."""
+    (before 0.16.0) have other fingerprints: they are made again."""
     image = Path(bg.image).resolve()
     if image.is_dir():
         files = sorted(f for f in image.rglob("*") if f.is_file())

@@ -2112,8 +2112,13 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
 
     scoring = {scores_config_hash(s.get("config")) for s in statuses if s.get("status") == "ok"} - {""}
     if len(scoring) > 1 or len(models) > 1:
-        log.warning("the scans under %s were made with %d configurations and %d models", out_dir, len(scoring),
-                    len(models))
+        per = Counter((scores_config_hash(s.get("config"))[:12],
+                       (s.get("segmenter") or {}).get("model_id", s.get("model_id", "")))
+                      for s in statuses if s.get("status") == "ok")
+        log.warning("the scans under %s were made with %d configurations and %d models (scans.csv's "
+                    "scores_config_sha256 and model_id say which scan by which: %s)", out_dir, len(scoring),
+                    len(models), "; ".join(f"{n} scan{'s' if n != 1 else ''} by settings {h or '?'}, model {m or '?'}"
+                                           for (h, m), n in per.most_common()))
     elif len(ok_hashes := {s.get("config_sha256") for s in statuses if s.get("status") == "ok"} - {""}) > 1:
         # outputs or selection only (a shard without QC pictures): the same scoring
         log.info("the scans under %s were made with %d configurations that differ only in what was written, which "

@@ -551,7 +551,13 @@ class BundleSegmenter:
             raise BundleError("no configs/inference.json|yaml", self.folder)
         weights = _find(self.folder, ["models/model.safetensors", "models/model.pt"])
         if weights is None:
-            raise BundleError("no models/model.safetensors or models/model.pt", self.folder)
+            ts = _find(self.folder, ["models/model.ts"])
+            raise BundleError("no models/model.safetensors or models/model.pt" + (
+                " (models/model.ts, TorchScript, is not read: it is a program, and ctscore runs no code from a "
+                "bundle; save the network's state dict as models/model.pt, torch.save(net.state_dict(), ...), or "
+                "as safetensors)" if ts is not None else ""), self.folder)
+        if weights.suffix == ".safetensors" and (weights.parent / "model.pt").exists():
+            log.info("bundle %s: models/model.safetensors is read, models/model.pt beside it is not", self.folder)
         data = None  # the weights' bytes when checked against a manifest: loaded as checked
         if (weights.parent / "manifest.json").exists():
             hashes, contents = read_verified(weights.parent, [weights.name])

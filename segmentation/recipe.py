@@ -422,6 +422,8 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
                         max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
                         p_empty=p_empty, seed=seed)
+    if not prepare_only and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError("the output folder (--out) is a file, not a folder: give a folder for the model", out)
     if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
         raise ConfigError("the output folder already holds a model (model.safetensors): give another out folder "
                           "(--out), or overwrite=True (--overwrite) to replace it", out)

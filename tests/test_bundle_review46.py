@@ -169,3 +169,24 @@ def test_result_hashes_give_the_model_id(tmp_path):
     for k in ("config", "labels"):
         h.update(b"\0" + files[k].encode())
     assert seg.model_id == "bundle-" + h.hexdigest()[:16]
+
+
+def test_a_torchscript_only_bundle_is_told_why_and_what_to_save(tmp_path):
+    b = write_tiny_bundle(tmp_path / "b")
+    w = b / "models" / "model.safetensors"
+    w.rename(b / "models" / "model.ts")
+    (b / "models" / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="TorchScript, is not read") as e:
+        BundleSegmenter(b, device="cpu")
+    assert "state_dict" in e.value.message
+
+
+def test_training_into_a_file_is_a_config_error_not_a_traceback(tmp_path):
+    from pipeline.errors import ConfigError
+    from segmentation.recipe import train_segmenter
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder") as e:
+        train_segmenter(f, device="cpu")
+    assert e.value.path == str(f)

@@ -105,6 +105,7 @@ def test_aggregate_warns_of_configurations_only_when_they_score_differently(samp
     with caplog.at_level("INFO"):
         aggregate(other)
     assert "were made with 2 configurations and 1 models" in caplog.text
+    assert caplog.text.count(" scan by settings ") == 2  # which scans by which settings (an audit: it did not say)
 
 
 def test_a_finished_series_whose_input_moved_is_scored_again_with_a_warning(sample_run, tmp_path, caplog,

@@ -143,6 +143,34 @@ def check_manifest(folder: Path, files: list[str]) -> dict[str, str]:
     return read_verified(folder, files)[0]
 
 
+def warn_changed_records(folder: Path, loaded: list[str]) -> list[str]:
+    """The other files ``folder/manifest.json`` vouches for (``train_log.json`` of ``ctscore train``: what the weights
+    were trained on) that exist but no longer match it: a warning naming them, and their names returned. They do not
+    change what the model does, so the model still loads; but their account of it cannot be trusted (an audit: a
+    train_log.json edited after training loaded without a word). A missing record is left alone."""
+    import hashlib
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    changed = []
+    for name, entry in sorted(manifest.items() if isinstance(manifest, dict) else []):
+        path = folder / str(name)
+        if name in loaded or not isinstance(entry, dict) or not path.is_file():
+            continue
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):
+                changed.append(str(name))
+        except OSError:
+            changed.append(str(name))
+    if changed:
+        log.warning("%s: %s changed since the model was written (sha256 not as manifest.json says): the weights are "
+                    "as verified, but that record of how they were made cannot be trusted", folder,
+                    ", ".join(changed))
+    return changed
+
+
 def read_verified(folder: Path, files: list[str]) -> tuple[dict[str, str], dict[str, bytes]]:
     """The bytes of each file in ``files``, their sha256 checked against ``folder/manifest.json``: (hashes,
     contents). Load from these bytes, not from the file again, so that what is loaded is what was checked."""
@@ -657,6 +685,7 @@ class MonaiSegmenter:
             raise WeightsError("no such weights folder", folder)
         self.folder = folder
         self.hashes, contents = read_verified(folder, ["model.safetensors", "model.yaml"])
+        warn_changed_records(folder, ["model.safetensors", "model.yaml"])
         yaml_path = folder / "model.yaml"
         try:
             self.meta: dict[str, Any] = yaml.safe_load(contents["model.yaml"].decode("utf-8"))

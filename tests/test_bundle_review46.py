@@ -190,3 +190,27 @@ def test_training_into_a_file_is_a_config_error_not_a_traceback(tmp_path):
     with pytest.raises(ConfigError, match="is a file, not a folder") as e:
         train_segmenter(f, device="cpu")
     assert e.value.path == str(f)
+
+
+def test_a_training_log_changed_after_training_is_warned_about(tmp_path, caplog):
+    """train_log.json (what the weights were trained on) is in the manifest with the weights; an edited copy loaded
+    without a word (an audit). The weights still load: the log does not change what they do."""
+    from segmentation.monai_segmenter import MonaiSegmenter
+    from segmentation.training import write_manifest
+    from tests.test_segmentation_monai import tiny_weights
+
+    w = tiny_weights(tmp_path / "w")
+    (w / "train_log.json").write_text('{"iterations": 3}')
+    write_manifest(w)
+    with caplog.at_level(logging.WARNING, logger="segmentation.monai_segmenter"):
+        MonaiSegmenter(w, device="cpu")
+    assert "changed since the model was written" not in caplog.text
+    (w / "train_log.json").write_text('{"iterations": 3000}')
+    with caplog.at_level(logging.WARNING, logger="segmentation.monai_segmenter"):
+        MonaiSegmenter(w, device="cpu")
+    assert "train_log.json changed since the model was written" in caplog.text
+    caplog.clear()
+    (w / "train_log.json").unlink()  # a record left out when the folder was copied: nothing to say
+    with caplog.at_level(logging.WARNING, logger="segmentation.monai_segmenter"):
+        MonaiSegmenter(w, device="cpu")
+    assert "changed since" not in caplog.text

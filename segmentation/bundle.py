@@ -51,7 +51,8 @@ base once enlarged the lung past the scan's end and emptied the six-zone and lob
 A sigmoid output read as ``sigmoid`` (logits) that lies wholly within 0-1 (on the window run at load, or over a
 whole scan) is refused: a network ending in its own sigmoid gives probabilities, whose ``> 0`` would set every
 voxel of every channel (a probability network read as logits once scored 26 L of lung, all of it lesion);
-``sigmoid_probabilities`` outputs outside 0-1 are refused alike. Output channels the mapping does not name are
+``sigmoid_probabilities`` outputs outside 0-1 are refused alike. A voxel set in a right and a left lung channel (or
+lobe) of a sigmoid output goes to the side whose output is larger (the left lung, read last, took them all). Output channels the mapping does not name are
 warned about once (their voxels are background). The bundle's own preprocessing is not run (only
 ``network_def`` is): where the config's ``Spacing(d)``, ``ScaleIntensityRange(d)`` or ``Orientation(d)`` give
 literal values that the mapping does not repeat (``spacing_mm``, ``hu_window``/``intensity``, ``orientation``),
@@ -740,10 +741,17 @@ class BundleSegmenter:
         sigmoid = self.mapping["output"] != "softmax"
         cut = 0.5 if self.mapping["output"] == "sigmoid_probabilities" else 0.0
         out = np.zeros(((y.shape[0],) if sigmoid else ()) + tuple(hu.shape), bool if sigmoid else np.uint8)
+        right, left = self._side_channels()
 
         def put(z0: int, z1: int, v: Any) -> None:
             if sigmoid:
-                out[:, z0:z1] = (v > cut).numpy()
+                on = v > cut
+                if right and left:  # a voxel set in a right and a left channel: the side with the larger output
+                    r, lft = v[right].amax(0), v[left].amax(0)
+                    both = on[right].any(0) & on[left].any(0)
+                    on[right] = on[right] & ~(both & (lft > r))
+                    on[left] = on[left] & ~(both & (r >= lft))
+                out[:, z0:z1] = on.numpy()
             else:
                 out[z0:z1] = torch.argmax(v, 0).numpy().astype(np.uint8)
 
@@ -751,6 +759,15 @@ class BundleSegmenter:
         if ras:  # back to [z, y, x] LPS
             out = np.ascontiguousarray(np.flip(out, (-3, -2)).swapaxes(-3, -1))
         return out
+
+    def _side_channels(self) -> tuple[list[int], list[int]]:
+        """The channels (labels) meaning the right lung and the left lung, their lobes included."""
+        labels = self.mapping["labels"]
+        sides: dict[str, list[int]] = {"right": list(labels.get("right_lung", [])),
+                                       "left": list(labels.get("left_lung", []))}
+        for name, values in labels.get("lobes", {}).items():
+            sides["right" if name.startswith("right") else "left"] += list(values)
+        return sides["right"], sides["left"]
 
     def segment(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> Segmentation:
         """Segment one HU volume ``[z, y, x]`` (LPS) with voxel size ``spacing`` (z, y, x) in mm. On CPU, torch's

@@ -214,3 +214,22 @@ def test_a_training_log_changed_after_training_is_warned_about(tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="segmentation.monai_segmenter"):
         MonaiSegmenter(w, device="cpu")
     assert "changed since" not in caplog.text
+
+
+def test_a_voxel_in_both_sigmoid_lung_channels_goes_to_the_larger_one(tmp_path, monkeypatch):
+    """Sigmoid lung channels may overlap; the left lung, assigned last, took every such voxel (89 % of a random
+    network's voxels in the audit). Now the side whose output is larger."""
+    _no_airway(monkeypatch)
+    b = _edit_mapping(write_tiny_bundle(tmp_path / "b"), lambda m: m.update(output="sigmoid_probabilities"))
+    seg = BundleSegmenter(b, device="cpu")
+
+    class Both(_Net):
+        def __call__(self, x, net):  # both lungs sure everywhere; right surer in the image's left half (x)
+            shape = tuple(x.shape[2:])
+            half = (torch.arange(shape[2]) < shape[2] // 2).float().expand(*shape)
+            return torch.stack([torch.full(shape, 0.1), 0.7 + 0.2 * half, 0.8 - 0.0 * half,
+                                torch.full(shape, 0.1)])[None]
+
+    seg.inferer = Both()
+    out = seg.segment(np.full((6, 8, 10), -800.0, np.float32), (4.0, 4.0, 4.0))
+    assert (out.lungs[:, :, :5] == 1).all() and (out.lungs[:, :, 5:] == 2).all()

@@ -1724,7 +1724,7 @@ def _run_dask(client, todo: list[Task], cfg: dict[str, Any], out_dir: Path, opts
 
 
 def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any], opts: Any = None,
-              input_path: str = "") -> dict[str, Any]:
+              input_path: str = "", series_uid: str | None = None) -> dict[str, Any]:
     """Score the selected series ``candidates`` into ``out_dir`` with the executor of ``opts``.
 
     Skips finished scans (resume), runs the rest, and writes the run tables (into
@@ -1739,11 +1739,11 @@ def run_batch(candidates: Sequence[Any], out_dir: str | Path, cfg: dict[str, Any
     executor = opts.resolved_executor()
     out_dir = Path(out_dir)
     with writer_lock(out_dir, opts.shard_name()):  # OUTPUT_LOCKED while another run writes there
-        return _run_batch(candidates, out_dir, cfg, opts, executor, input_path)
+        return _run_batch(candidates, out_dir, cfg, opts, executor, input_path, series_uid)
 
 
 def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], opts: BatchOptions, executor: str,
-               input_path: str) -> dict[str, Any]:
+               input_path: str, series_uid: str | None = None) -> dict[str, Any]:
     from pipeline.config import config_hash
     from pipeline.run import write_run_tables
 
@@ -1827,6 +1827,8 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                                provenance={"input_id": input_id, "input_names": dict(sorted(names.items())),
                                            # how this call ran (results repeat across executors and threads on the
                                            # CPU; a methods reviewer asks anyway)
+                                           # --series-uid: the series the user named (METHODS.md says so)
+                                           **({"series_uid_requested": series_uid} if series_uid else {}),
                                            "execution": {"executor": executor,
                                                          "workers_requested": opts.workers,
                                                          "threads_per_worker_requested": opts.threads_per_worker}})

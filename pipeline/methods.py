@@ -352,7 +352,7 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
     else:
         shipped = set(monai_models) <= _shipped_ids(evaluation)
     paragraphs = [
-        _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg)
+        _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg, run)
         + " " + _pipeline_text(cfg, segmenters),
         _segmenter_text(cfg, segmenters, shipped, evaluation),
         _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves, exclusions),
@@ -465,20 +465,26 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
                    "from which the carina was found, by ctscore's classical region growing.")
 
 
-def _selection_text(cfg) -> str:
-    """Which stacks were eligible and which of them were scored (run.json's selection and loading settings)."""
+def _selection_text(cfg, run: Mapping[str, Any] | None = None) -> str:
+    """Which stacks were eligible and which of them were scored (run.json's selection and loading settings, and the
+    series the user named, ``series_uid_requested``)."""
     sel, load = _get(cfg, "selection"), _get(cfg, "loading")
-    if not isinstance(sel, Mapping):
+    named = isinstance(run, Mapping) and bool(run.get("series_uid_requested"))
+    if not isinstance(sel, Mapping) and not named:
         return "How the series were selected is not recorded."
-    eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
-                f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections")
-    if sel.get("one_per_study") is False:
-        chosen = "every eligible stack was scored (several per study where a study held several)"
+    if named:
+        rules = ["The series to score was named by the user (its SeriesInstanceUID given to ctscore), not selected "
+                 "automatically"]
     else:
-        prefs = ", ".join(p.strip() for p in str(sel.get("preferences") or "").split(",") if p.strip())
-        chosen = (f"the best-ranked one of each study was scored (ctscore's preferences, in this order: {prefs}; "
-                  f"kernel preference {sel.get('kernel_preference')})")
-    rules = [f"Series were selected automatically: eligible were {eligible}; {chosen}"]
+        eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
+                    f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections")
+        if sel.get("one_per_study") is False:
+            chosen = "every eligible stack was scored (several per study where a study held several)"
+        else:
+            prefs = ", ".join(p.strip() for p in str(sel.get("preferences") or "").split(",") if p.strip())
+            chosen = (f"the best-ranked one of each study was scored (ctscore's preferences, in this order: {prefs}; "
+                      f"kernel preference {sel.get('kernel_preference')})")
+        rules = [f"Series were selected automatically: eligible were {eligible}; {chosen}"]
     if isinstance(load, Mapping):
         rules.append("missing slices were interpolated" if load.get("allow_gaps") else
                      "series with missing slices were not scored")

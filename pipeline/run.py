@@ -1006,6 +1006,8 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
     if problem := install_problem():
         raise CTScoreError("INSTALL_SHADOWED", problem)
     cfg = resolve_config(cfg)  # merged over the defaults and validated, as the CLI's load_config
+    if all_series:  # recorded as the setting it is (run.json, METHODS.md said "the best-ranked one of each study")
+        cfg["selection"]["one_per_study"] = False
     batch = batch_options(batch)
     batch.validate()
     check_input(input_path)  # INPUT_NOT_FOUND before the model is loaded (seconds, and a log line, for nothing)
@@ -1052,7 +1054,8 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                                           [c.series_uid for c in inventory.chosen]):
             log.warning("%s", message)
         before = _status_records(out)
-        summary = run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()))
+        summary = run_batch(inventory.chosen, out_dir, cfg, batch, input_path=str(Path(input_path).resolve()),
+                            series_uid=series_uid)
         summary["n_failed_kept"] = _failed_kept(out, summary, before)
         summary["unreadable"] = unreadable  # said again at the end of the console summary
         return summary

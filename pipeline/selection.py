@@ -141,6 +141,7 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
                                                  "CORRUPT_FILES_IN_STACK")]
     messages = {k: v for k, v in cand.messages.items() if k in keep_problems + keep_flags}
     cand.problems, cand.flags, cand.messages = keep_problems, keep_flags, messages
+    _predict_too_large(cand, load)
     if cand.iop is None or cand.positions is None:
         return
     thickness = cand.header.get("slice_thickness") or None
@@ -167,6 +168,25 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
         z_coverage_mm=round(geo.z_extent + (geo.spacing or 0.0), 2),
         gantry_tilt_deg=round(geo.tilt_deg, 2),
     )
+
+
+def _predict_too_large(cand, load: dict[str, Any]) -> None:
+    """TOO_LARGE from the headers' slices x rows x columns, by the loader's own rule (``loading.max_voxels``,
+    ``loading.max_memory_mb``): ``ctscore scan`` said such a stack would load, and ``run`` refused it unread."""
+    from pipeline.loading import WORKING_BYTES_PER_VOXEL
+
+    info = cand.info or {}
+    try:
+        n, rows, cols = (int(info.get(k) or 0) for k in ("n_slices", "rows", "columns"))
+    except (TypeError, ValueError):
+        return
+    voxels = n * rows * cols
+    mb = voxels * WORKING_BYTES_PER_VOXEL / 2**20
+    if voxels and (voxels > int(load["max_voxels"]) or mb > float(load["max_memory_mb"])):
+        cand.problems.append("TOO_LARGE")
+        cand.messages["TOO_LARGE"] = (f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) exceeds "
+                                      f"loading.max_voxels={load['max_voxels']} or "
+                                      f"max_memory_mb={float(load['max_memory_mb']):g}")
 
 
 def _sparse(thickness: float, spacing: float | None) -> bool:

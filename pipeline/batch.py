@@ -2144,7 +2144,7 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     if shard_runs:
         inputs = sorted({str(r.get("input", "")) for r in shard_runs} - {""})
         provenance["input"] = inputs[0] if len(inputs) == 1 else inputs
-        for key in ("versions", "python", "platform"):
+        for key in ("versions", "python", "platform", "series_uid_requested"):
             values = [r[key] for r in shard_runs if key in r]
             if values and all(v == values[0] for v in values):
                 provenance[key] = values[0]
@@ -2152,8 +2152,8 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
     else:  # no shards: the run that wrote OUT's run.json made the results; its input and time stay (they were
         # replaced by "aggregate of OUT" and 0 s)
         prior = _read_json(out_dir / "run.json") or {}
-        provenance.update({k: prior[k] for k in ("input", "input_id", "versions", "python", "platform", "seconds")
-                           if k in prior})
+        provenance.update({k: prior[k] for k in ("input", "input_id", "versions", "python", "platform", "seconds",
+                                                 "series_uid_requested") if k in prior})
     # the input each result was made from (recorded with it): results of several inputs merged are named
     named = _input_names(shard_runs + [_read_json(out_dir / "run.json") or {}])
     inputs = Counter(s["input_id"] for s in statuses if s.get("input_id"))
@@ -2189,6 +2189,8 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
         provenance["ctscore_versions"] = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
     summary = write_run_tables(out_dir, statuses, cfg, segmenter, 0.0, f"aggregate of {out_dir}",
                                provenance=provenance)
+    if shards_running:  # the tables lack what the running shards score from now: still pending
+        mark_tables_pending(out_dir)
     for message in merge_warnings(summary["scans"], versions):
         log.warning(message)
     return summary

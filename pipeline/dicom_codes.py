@@ -141,9 +141,13 @@ _CODES = [
     Code("CORRUPT_FILES_IN_STACK", "W", "some files of the stack look truncated, or are images without pixel "
          "data (inventory); the stack also gets the predicted problem CORRUPT_FILE (loading refuses it), so another "
          "stack of the study is preferred", "copy the series again"),
-    Code("UNREADABLE_FILES_BESIDE", "W", "files beside the series (in its folders, not among its own) "
-         "that cannot be read: no permission, or empty (still being copied); the series was scored without them, and if they are its first or last slices it is shorter than it should be (a missing slice inside it is refused, SLICE_GAP); the flag carries how many, the log names them",
-         "make them readable (or wait for the copy), then run again with --overwrite, or check that they are another series'"),
+    Code("UNREADABLE_FILES_BESIDE", "W", "files beside the series (in its folders, named like its own: the same "
+         "DICOM extension or none, its leading letters or, for UID names, a leading digit) that cannot be read: no "
+         "permission, or empty (still being copied); the series was scored without them, and if they are its first "
+         "or last slices it is shorter than it should be (a missing slice inside it is refused, SLICE_GAP); the flag "
+         "carries how many, the log names them",
+         "make them readable (or wait for the copy), then run again with --overwrite, or check that they are "
+         "another series'"),
     Code("SPARSE_SLICES", "W", "slices spaced more than twice their thickness apart, with gaps of 2 mm or more "
          "(sequential HRCT: 1 mm slices every 10 mm): most of the lung between the slices was not imaged; volumes "
          "and scores are interpolated from a sample", "prefer a contiguous volumetric reconstruction of the study"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,10 +134,24 @@ def _add(flags: list[str], code: str) -> None:
         flags.append(code)
 
 
+#: File name endings read as a DICOM file's extension (any other ending, e.g. the last part of a UID-named file, is
+#: none).
+_DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima", ".img", ".dc3")
+
+
+def _name_shape(name: str) -> tuple[str, bool]:
+    """A file name's DICOM extension ('' for none) and whether it starts with a digit."""
+    ext = Path(name).suffix.lower()
+    return (ext if ext in _DICOM_EXTENSIONS else ""), name[:1].isdigit()
+
+
 def _unreadable_beside(items: list[_File]) -> list[str]:
     """The files in the series' folders, not among its own, that cannot be opened (no permission) or are empty (still
-    being copied), each as "name (why)"; hidden files are left alone. A series whose end slices are such files is
-    whole to the geometry checks (no gap shows): only this says it may be short. One open and one byte a file."""
+    being copied), each as "name (why)", among those named like the series' own files: the same DICOM extension (or
+    none), and their common leading letters (``IM``, ``s``) or, for names without (UIDs), a leading digit; hidden
+    files and others (a ``TRANSFER_COMPLETE`` marker, a ``.txt``) are left alone. A series whose end slices are such
+    files is whole to the geometry checks (no gap shows): only this says it may be short. One open and one byte a
+    file."""
     own: dict[Path, set[str]] = {}
     for it in items:
         own.setdefault(it.path.parent, set()).add(it.path.name)
@@ -146,8 +161,13 @@ def _unreadable_beside(items: list[_File]) -> list[str]:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
+        shapes = {_name_shape(n) for n in names}
+        common = os.path.commonprefix(sorted(names))
+        letters = re.match(r"\D*", common).group(0)
         for e in entries:
             if e.name in names or e.name.startswith("."):
+                continue
+            if _name_shape(e.name) not in shapes or (letters and not e.name.startswith(letters)):
                 continue
             try:
                 if not e.is_file():

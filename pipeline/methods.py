@@ -472,12 +472,13 @@ def _selection_text(cfg, run: Mapping[str, Any] | None = None) -> str:
     named = isinstance(run, Mapping) and bool(run.get("series_uid_requested"))
     if not isinstance(sel, Mapping) and not named:
         return "How the series were selected is not recorded."
+    eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
+                f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections"
+                if isinstance(sel, Mapping) else "")
     if named:
-        rules = ["The series to score was named by the user (its SeriesInstanceUID given to ctscore), not selected "
-                 "automatically"]
+        rules = ["The series to score was named by the user (its SeriesInstanceUID or stack id given to ctscore), "
+                 "not selected automatically" + (f"; it had to be eligible: {eligible}" if eligible else "")]
     else:
-        eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
-                    f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections")
         if sel.get("one_per_study") is False:
             chosen = "every eligible stack was scored (several per study where a study held several)"
         else:

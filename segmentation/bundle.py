@@ -325,8 +325,13 @@ _MAPPING_KEYS = {"name", "spacing_mm", "hu_window", "intensity", "roi_size", "ou
 #: The outputs a mapping can declare: softmax (argmax), sigmoid logits (> 0), sigmoid probabilities (> 0.5).
 OUTPUTS = ("softmax", "sigmoid", "sigmoid_probabilities")
 #: Lesion pieces of a softmax bundle that lie off its lung labels are given the nearest lung's side when they touch
-#: the lung or lie within this many mm of it (a lesion label is lung too); pieces farther away are taken out.
+#: the lung or lie within this many mm of it (a lesion label is lung too; at least one voxel's diagonal, so that a
+#: piece touching the lung on a coarse grid counts); smaller pieces farther away are taken out.
 ORPHAN_LESION_MM = 5.0
+#: A piece off the lung of this many mL or more is kept whatever its distance: a whole lung labelled lesion (a white
+#: lung, ARDS) lies beyond the mediastinum from the other lung's label, and was taken out with it. It takes the side
+#: where it lies (:func:`_side_of`). The stray label the limit was made for held 3.8 mL.
+ORPHAN_LESION_KEEP_ML = 50.0
 #: Outputs read as probabilities may pass 0-1 by this much (fp16 autocast on CUDA rounds).
 _PROBABILITY_SLACK = 1e-3
 _LABEL_KEYS = ("right_lung", "left_lung", "lesion", "lobes")
@@ -439,6 +444,13 @@ def check_mapping(mapping: dict[str, Any], path: Path) -> dict[str, Any]:
     return m
 
 
+def torch_isfinite_all(y: Any) -> bool:
+    """Whether every value of a tensor is finite."""
+    import torch
+
+    return bool(torch.isfinite(y).all())
+
+
 def _literal(v: Any) -> bool:
     """A value written out in the config (not an ``@`` reference, ``$`` expression or ``%`` macro)."""
     return not (isinstance(v, str) and v[:1] in "@$%")
@@ -475,8 +487,13 @@ def preprocessing_mismatches(config: Any, mapping: dict[str, Any]) -> list[str]:
     for t in _transforms(config, {"Spacingd", "Spacing"})[:1]:
         pix = t.get("pixdim")
         pix = [pix] * 3 if isinstance(pix, int | float) and not isinstance(pix, bool) else pix
-        if (isinstance(pix, list) and len(pix) == 3 and all(isinstance(v, int | float) and _literal(v) for v in pix)
-                and min(pix) > 0):
+        if isinstance(pix, list) and pix and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pix):
+            pix = (list(pix) + [pix[-1]] * 3)[:3]  # as MONAI: a short list padded with its last value, a long one cut
+            if min(pix) <= 0:
+                out.append(f"its Spacing(d) pixdim {list(pix)} keeps the scan's own spacing on an axis (a value <= 0), "
+                           "which the mapping cannot say: check what grid the network was trained on")
+                pix = None
+        if isinstance(pix, list) and len(pix) == 3:
             want = [float(v) for v in (pix if ras else pix[::-1])]  # the mapping's order: [x, y, z] (RAS), [z, y, x]
             have = mapping.get("spacing_mm")
             if have is None or any(abs(float(a) - b) > 1e-6 for a, b in zip(have, want)):
@@ -638,6 +655,9 @@ class BundleSegmenter:
         """A sigmoid output declared as logits that lies wholly within 0-1 (probabilities: ``> 0`` would set every
         voxel), or one declared as probabilities that leaves 0-1: a BundleError naming the mapping."""
         out = self.mapping["output"]
+        if y.numel() and not bool(torch_isfinite_all(y)):
+            raise BundleError(f"the network's output holds NaN or infinite values on {where} (a broken network, or "
+                              "half precision overflowing on CUDA: try --device cpu)", self.config_path)
         if out == "softmax" or y.numel() == 0:
             return
         lo, hi = float(y.min()), float(y.max())
@@ -801,22 +821,39 @@ class BundleSegmenter:
         lesions = sel(labels["lesion"]) if "lesion" in labels else np.zeros(hu.shape, bool)
         flags = []
         orphan = lesions & (lungs == 0)
-        if orphan.any() and (lungs > 0).any():
+        if orphan.any():
             # lesion labels of a softmax model are lung too: give them the side (and the lobe) of the nearest
             # lung voxel, so that lobar scores count them; but only pieces that touch the lung or lie within
-            # ORPHAN_LESION_MM of it: a stray label far from the lung is no lung
-            dist, idx = ndi.distance_transform_edt(lungs == 0, sampling=spacing, return_indices=True)
+            # ORPHAN_LESION_MM of it: a stray label far from the lung is no lung (unless it is a lung's worth)
+            no_lung = not (lungs > 0).any()  # every piece is off the lung: large ones by where they lie
+            dist, idx = ndi.distance_transform_edt(np.ones(lungs.shape, bool) if no_lung else lungs == 0,
+                                                   sampling=spacing, return_indices=True)
             pieces, n = ndi.label(orphan, ndi.generate_binary_structure(3, 3))
-            nearest = ndi.minimum(dist, pieces, np.arange(1, n + 1))
-            far = np.isin(pieces, 1 + np.flatnonzero(np.asarray(nearest) > ORPHAN_LESION_MM))
+            labels_n = np.arange(1, n + 1)
+            nearest = np.full(n, np.inf) if no_lung else np.asarray(ndi.minimum(dist, pieces, labels_n))
+            voxel_ml = float(np.prod(spacing)) / 1000.0
+            sizes = np.asarray(ndi.sum(np.ones(pieces.shape, bool), pieces, labels_n)) * voxel_ml
+            limit = max(ORPHAN_LESION_MM, float(np.linalg.norm(spacing)))
+            off = nearest > limit
+            small = labels_n[off & (sizes < ORPHAN_LESION_KEEP_ML)]
+            large = labels_n[off & (sizes >= ORPHAN_LESION_KEEP_ML)]
+            for k in large:  # a lung labelled lesion only: lung of the side where it lies
+                piece = pieces == k
+                side = _side_of(piece, lungs)
+                lungs[piece] = side
+                orphan &= ~piece
+                log.warning("bundle %s: %.0f mL labelled lesion lay more than %g mm from its lung labels and was "
+                            "kept as %s lung (a lung labelled lesion only?)", self.folder, sizes[k - 1], limit,
+                            "right" if side == RIGHT_LUNG else "left")
+            far = np.isin(pieces, small)
             del dist, pieces
             if far.any():
-                ml = float(far.sum()) * float(np.prod(spacing)) / 1000.0
+                ml = float(far.sum()) * voxel_ml
                 lesions &= ~far
                 orphan &= ~far
                 flags.append(f"LESION_OFF_LUNG_REMOVED:{ml:.1f}")
-                log.warning("bundle %s: %.1f mL labelled lesion lay more than %g mm from its lung labels and was "
-                            "taken out", self.folder, ml, ORPHAN_LESION_MM)
+                log.warning("bundle %s: %.1f mL labelled lesion lay more than %g mm from its lung labels, in pieces "
+                            "under %g mL, and was taken out", self.folder, ml, limit, ORPHAN_LESION_KEEP_ML)
             near = tuple(i[orphan] for i in idx)
             lungs[orphan] = lungs[near]
             if lobes is not None:
@@ -833,6 +870,21 @@ class BundleSegmenter:
             log.warning("bundle %s: its right lung lies left of its left lung (labels swapped in %s, or the bundle "
                         "expects another orientation: see 'orientation' there)", self.folder, LABELS_FILE)
         return Segmentation(lungs=lungs, lesions=lesions, airway=airway, lobes=lobes, flags=flags)
+
+
+def _side_of(piece: np.ndarray, lungs: np.ndarray) -> int:
+    """The side a piece lies on, by its centre's x (LPS: the right lung at smaller x): the nearer lung's centre when
+    both are labelled, else the other side of the one lung labelled where the piece lies beyond its centre from the
+    image's middle, else that lung's side."""
+    x = float(np.nonzero(piece)[2].mean())
+    centres = {s: float(np.nonzero(lungs == s)[2].mean()) for s in (RIGHT_LUNG, LEFT_LUNG) if (lungs == s).any()}
+    if len(centres) == 2:
+        return min(centres, key=lambda s: abs(centres[s] - x))
+    if not centres:
+        return RIGHT_LUNG if x < lungs.shape[2] / 2 else LEFT_LUNG
+    (side, cx), = centres.items()
+    other = LEFT_LUNG if side == RIGHT_LUNG else RIGHT_LUNG
+    return other if (x > cx if side == RIGHT_LUNG else x < cx) else side
 
 
 def write_tiny_bundle(folder: str | Path, with_lobes: bool = False, seed: int = 0) -> Path:

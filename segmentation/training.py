@@ -1229,11 +1229,15 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
             if old:
                 log.info("%s: background or options changed since it was cached; made again", dest)
         said = _Said()
-        log.addHandler(said)
+        # the loader's and the teacher's warnings too (an empty file beside the series, no trachea found)
+        said_by = [logging.getLogger(name) for name in ("pipeline", "segmentation", "scoring")]
+        for logger in said_by:
+            logger.addHandler(said)
         try:
             case = prepare_case(bg, model_spacing_zyx, teacher, teacher_spacing_xyz)
         finally:
-            log.removeHandler(said)
+            for logger in said_by:
+                logger.removeHandler(said)
         case["source"] = np.asarray(fp)
         # kept with the case: said again when it is reused, and recorded in the training log (with its checks)
         case["warnings"] = np.asarray(json.dumps(said.messages))

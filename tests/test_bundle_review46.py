@@ -233,3 +233,62 @@ def test_a_voxel_in_both_sigmoid_lung_channels_goes_to_the_larger_one(tmp_path, 
     seg.inferer = Both()
     out = seg.segment(np.full((6, 8, 10), -800.0, np.float32), (4.0, 4.0, 4.0))
     assert (out.lungs[:, :, :5] == 1).all() and (out.lungs[:, :, 5:] == 2).all()
+
+
+def test_a_lung_labelled_only_lesion_is_kept_as_lung_of_its_side(tmp_path, monkeypatch):
+    """A white lung that the bundle labels lesion only lies beyond the mediastinum from the other lung's label: it
+    was taken out whole (810 mL of lesion lost; before the distance rule it went to the other side). Pieces of
+    ORPHAN_LESION_KEEP_ML or more stay, as lung of the side where they lie."""
+    from segmentation.bundle import ORPHAN_LESION_KEEP_ML
+
+    _no_airway(monkeypatch)
+    seg = BundleSegmenter(write_tiny_bundle(tmp_path / "b"), device="cpu")
+    lab = np.zeros((20, 30, 60), np.uint8)
+    lab[:, 5:25, 2:20] = 1  # the right lung (LPS: small x)
+    lab[:, 5:25, 40:58] = 3  # the left lung, all lesion, 20 mm (x) from the right one
+    monkeypatch.setattr(seg, "label_map", lambda hu, sp: lab)
+    res = seg.segment(np.zeros(lab.shape, np.float32), (4.0, 4.0, 1.0))
+    ml = float((lab == 3).sum()) * 16.0 / 1000.0
+    assert ml >= ORPHAN_LESION_KEEP_ML
+    assert (res.lungs[lab == 3] == 2).all() and res.lesions[lab == 3].all() and (res.lungs[lab == 1] == 1).all()
+    assert not [f for f in res.flags if f.startswith("LESION_OFF_LUNG_REMOVED")]
+    only = np.where(lab == 1, 0, lab)  # and with no lung label at all: the side by the image's middle
+    monkeypatch.setattr(seg, "label_map", lambda hu, sp: only)
+    assert (seg.segment(np.zeros(lab.shape, np.float32), (4.0, 4.0, 1.0)).lungs[lab == 3] == 2).all()
+
+
+def test_a_piece_touching_the_lung_on_a_coarse_grid_stays(tmp_path, monkeypatch):
+    """Distances run between voxel centres: on a grid of 6 mm slices a lesion piece on the slice above the lung lay
+    6 mm "off" it and was taken out. The limit is at least one voxel's diagonal."""
+    _no_airway(monkeypatch)
+    seg = BundleSegmenter(write_tiny_bundle(tmp_path / "b"), device="cpu")
+    lab = np.zeros((6, 10, 20), np.uint8)
+    lab[:3, 2:8, 2:8] = 1
+    lab[:3, 2:8, 12:18] = 2
+    lab[3, 3:6, 3:6] = 3  # the slice above the right lung
+    monkeypatch.setattr(seg, "label_map", lambda hu, sp: lab)
+    res = seg.segment(np.zeros(lab.shape, np.float32), (6.0, 1.0, 1.0))
+    assert res.lesions[3, 3:6, 3:6].all() and (res.lungs[3, 3:6, 3:6] == 1).all() and not res.flags
+
+
+def test_non_finite_outputs_are_the_networks_fault(tmp_path):
+    b = _edit_mapping(write_tiny_bundle(tmp_path / "b"), lambda m: m.update(output="sigmoid"))
+    seg = BundleSegmenter(b, device="cpu")
+
+    class Nan(_Net):
+        def __call__(self, x, net):
+            return torch.full((1, 4, *x.shape[2:]), float("nan"))
+
+    seg.inferer = Nan()
+    with pytest.raises(BundleError, match="NaN or infinite") as e:
+        seg.check_output()
+    assert e.value.path.endswith("inference.json")
+
+
+@pytest.mark.parametrize("pixdim,want", [([1.5, 2.0], "[1.5, 2.0, 2.0]"), ([1.5, 1.5, 2.0, 1.0], "[1.5, 1.5, 2.0]"),
+                                         ([1.5, 1.5, -1], "keeps the scan's own spacing")])
+def test_pixdim_as_monai_reads_it(pixdim, want):
+    """MONAI pads a short pixdim with its last value, cuts a long one, and keeps the scan's spacing on an axis of a
+    value <= 0: all three were passed over without a word."""
+    got = preprocessing_mismatches({"t": [{"_target_": "Spacingd", "pixdim": pixdim}]}, {"orientation": "RAS"})
+    assert len(got) == 1 and want in got[0]

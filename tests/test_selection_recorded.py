@@ -76,3 +76,15 @@ def test_scan_predicts_too_large_from_the_headers_as_run_refuses_it(tmp_path):
     assert "max_memory_mb=10" in inv.chosen[0].messages["TOO_LARGE"]
     assert main(["scan", str(SAMPLE), "-o", str(tmp_path / "inv.csv"), "--set", "loading.max_memory_mb=10"]) == 8
     assert main(["scan", str(SAMPLE), "-o", str(tmp_path / "inv2.csv")]) == 0
+
+
+def test_aggregate_keeps_the_series_the_user_named(one_study_two_series, cfg, tmp_path):
+    """`ctscore aggregate OUT` (what TABLES_STALE tells users to run) rebuilt run.json without
+    series_uid_requested, and the Methods text then said the series was selected automatically."""
+    from pipeline.batch import aggregate
+
+    root, uids = one_study_two_series
+    run_pipeline(root, tmp_path / "named", cfg, series_uid=uids[0])
+    aggregate(tmp_path / "named")
+    assert _run_json(tmp_path / "named")["series_uid_requested"] == uids[0]
+    assert "named by the user" in methods_text(tmp_path / "named")

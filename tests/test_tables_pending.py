@@ -79,3 +79,14 @@ def test_the_mark_is_read_only_where_it_lies(tmp_path):
     clear_tables_pending(tmp_path)
     clear_tables_pending(tmp_path)  # twice: nothing there
     check_tables_current(tmp_path)
+
+
+def test_aggregate_while_shards_still_score_leaves_the_mark(stale_out):
+    """aggregate runs beside shards still scoring (it warns); its tables then lack what they score next, and it had
+    removed the mark, so nothing refused them."""
+    from pipeline.batch import _aggregate
+
+    _aggregate(stale_out, shards_running=True)
+    assert (stale_out / TABLES_PENDING).is_file()
+    _aggregate(stale_out)
+    assert not (stale_out / TABLES_PENDING).exists()

@@ -215,3 +215,26 @@ def test_a_label_file_edited_with_its_size_and_mtime_kept_makes_the_case_again(c
     stamp = f.stat().st_mtime_ns
     prepare_cache([bg], cache, SP)
     assert cache_fingerprint(f) == background_fingerprint(bg, SP, (1.5, 1.5, 1.5)) and f.stat().st_mtime_ns != stamp
+
+
+def test_the_loaders_warnings_are_kept_with_the_case_too(chest, tmp_path, monkeypatch):
+    """Only segmentation.training's own warnings were kept with a cached case; the loader's (an empty file beside a
+    series) and the teacher's were not, though the docs say every warning said while it was made is."""
+    import segmentation.training as training
+    from segmentation.recipe import train_segmenter
+
+    real = training.prepare_case
+
+    def prepare(*a, **k):
+        logging.getLogger("pipeline.loading").warning("1 file(s) beside the series cannot be read")
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "prepare_case", prepare)
+    ct, les, _ = _two_value_case(chest)
+    lst = tmp_path / "bg.yaml"
+    lst.write_text(f"backgrounds:\n  - {{name: two, image: {ct}, lungs: {chest.lungs_file}}}\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_spacing_mm: [4.0, 4.0, 4.0]\nroi_size: [16, 32, 32]\nsamples_per_volume: 2\n")
+    (f,) = map(Path, train_segmenter(tmp_path / "out", prepare_only=True, backgrounds_file=lst,
+                                     cache=tmp_path / "cache", train_config=cfg, device="cpu")["cache_files"])
+    assert any("beside the series cannot be read" in m for m in cache_warnings(f))

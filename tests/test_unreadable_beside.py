@@ -49,7 +49,28 @@ def test_files_of_other_folders_are_not_looked_at(tmp_path):
 def test_the_log_names_at_most_five(tmp_path, n, caplog):
     files = write_series(tmp_path / "s", 6)
     for k in range(n):
-        (tmp_path / "s" / f"z{k}.dcm").write_bytes(b"")
+        (tmp_path / "s" / f"s9{k:03d}.dcm").write_bytes(b"")
     assert f"UNREADABLE_FILES_BESIDE:{n}" in load_series(files).flags
     said = " ".join(r.getMessage() for r in caplog.records if "beside the series" in r.getMessage())
     assert said.count("(empty)") == min(n, 5) and ((", ..." in said) == (n > 5))
+
+
+@pytest.mark.parametrize("name,flagged", [("TRANSFER_COMPLETE", False), ("done.txt", False), ("s0099.dcm", True),
+                                          ("x0099.dcm", False), ("s0099", False)])
+def test_only_files_named_like_the_series_own_count(tmp_path, name, flagged):
+    """A transfer tool's empty "done" marker beside a complete series flagged it (a review): only files named like
+    the series' own slices (the same DICOM extension, their leading letters) count."""
+    files = write_series(tmp_path / "s", 6)  # s0000.dcm ... s0005.dcm
+    (tmp_path / "s" / name).write_bytes(b"")
+    got = [f for f in load_series(files).flags if f.startswith("UNREADABLE_FILES_BESIDE")]
+    assert bool(got) == flagged, got
+
+
+def test_uid_named_slices_count_uid_named_neighbours_only(tmp_path):
+    files = write_series(tmp_path / "s", 6)
+    renamed = []
+    for k, f in enumerate(files):
+        renamed.append(f.rename(f.with_name(f"1.2.826.0.1.3680043.{k}")))
+    (tmp_path / "s" / "1.2.826.0.1.3680043.99").write_bytes(b"")
+    (tmp_path / "s" / "README").write_bytes(b"")
+    assert "UNREADABLE_FILES_BESIDE:1" in load_series(renamed).flags

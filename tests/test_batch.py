@@ -228,7 +228,9 @@ def test_shards_cover_every_series_once_and_aggregate_merges_them(tmp_path, seri
     _same_tables(tmp_path, reference)
     assert not (tmp_path / TABLES_PENDING).exists()
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["n_series"] == N_SERIES and run["config"] == cfg
+    # all_series=True is recorded as the setting it is (selection.one_per_study false)
+    assert run["n_series"] == N_SERIES and run["config"] == {**cfg, "selection": {**cfg["selection"],
+                                                                                  "one_per_study": False}}
     # provenance of the shards, not of the aggregating call: their input, versions and summed time
     shard_runs = [json.loads((tmp_path / "shards" / f"{k}-of-{n}" / "run.json").read_text()) for k in range(n)]
     assert run["input"] == shard_runs[0]["input"] == str(Path(root).resolve())

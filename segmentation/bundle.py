@@ -825,14 +825,16 @@ class BundleSegmenter:
             # lesion labels of a softmax model are lung too: give them the side (and the lobe) of the nearest
             # lung voxel, so that lobar scores count them; but only pieces that touch the lung or lie within
             # ORPHAN_LESION_MM of it: a stray label far from the lung is no lung (unless it is a lung's worth)
-            no_lung = not (lungs > 0).any()  # every piece is off the lung: large ones by where they lie
-            dist, idx = ndi.distance_transform_edt(np.ones(lungs.shape, bool) if no_lung else lungs == 0,
-                                                   sampling=spacing, return_indices=True)
             pieces, n = ndi.label(orphan, ndi.generate_binary_structure(3, 3))
             labels_n = np.arange(1, n + 1)
-            nearest = np.full(n, np.inf) if no_lung else np.asarray(ndi.minimum(dist, pieces, labels_n))
+            idx = None  # no lung labelled: every piece is off it (the large ones are lung by where they lie)
+            nearest = np.full(n, np.inf)
+            if (lungs > 0).any():
+                dist, idx = ndi.distance_transform_edt(lungs == 0, sampling=spacing, return_indices=True)
+                nearest = np.asarray(ndi.minimum(dist, pieces, labels_n))
+                del dist
             voxel_ml = float(np.prod(spacing)) / 1000.0
-            sizes = np.asarray(ndi.sum(np.ones(pieces.shape, bool), pieces, labels_n)) * voxel_ml
+            sizes = np.bincount(pieces.ravel(), minlength=n + 1)[1:] * voxel_ml
             limit = max(ORPHAN_LESION_MM, float(np.linalg.norm(spacing)))
             off = nearest > limit
             small = labels_n[off & (sizes < ORPHAN_LESION_KEEP_ML)]
@@ -846,7 +848,7 @@ class BundleSegmenter:
                             "kept as %s lung (a lung labelled lesion only?)", self.folder, sizes[k - 1], limit,
                             "right" if side == RIGHT_LUNG else "left")
             far = np.isin(pieces, small)
-            del dist, pieces
+            del pieces
             if far.any():
                 ml = float(far.sum()) * voxel_ml
                 lesions &= ~far
@@ -854,10 +856,11 @@ class BundleSegmenter:
                 flags.append(f"LESION_OFF_LUNG_REMOVED:{ml:.1f}")
                 log.warning("bundle %s: %.1f mL labelled lesion lay more than %g mm from its lung labels, in pieces "
                             "under %g mL, and was taken out", self.folder, ml, limit, ORPHAN_LESION_KEEP_ML)
-            near = tuple(i[orphan] for i in idx)
-            lungs[orphan] = lungs[near]
-            if lobes is not None:
-                lobes[orphan] = lobes[near]
+            if idx is not None and orphan.any():
+                near = tuple(i[orphan] for i in idx)
+                lungs[orphan] = lungs[near]
+                if lobes is not None:
+                    lobes[orphan] = lobes[near]
         # bundles label no airway: the classical region growing gives the landmark detector its trachea, and
         # the airway is never lung (as for the other segmenters)
         airway = segment_airway(hu, spacing)
@@ -873,9 +876,9 @@ class BundleSegmenter:
 
 
 def _side_of(piece: np.ndarray, lungs: np.ndarray) -> int:
-    """The side a piece lies on, by its centre's x (LPS: the right lung at smaller x): the nearer lung's centre when
-    both are labelled, else the other side of the one lung labelled where the piece lies beyond its centre from the
-    image's middle, else that lung's side."""
+    """The side a piece lies on, by its centre's x (LPS: the right lung at smaller x): the side of the nearer lung's
+    centre when both are labelled; with one lung labelled, the other side when the piece lies past that lung's centre
+    towards the other side, else that lung's side; with none, by the image's middle."""
     x = float(np.nonzero(piece)[2].mean())
     centres = {s: float(np.nonzero(lungs == s)[2].mean()) for s in (RIGHT_LUNG, LEFT_LUNG) if (lungs == s).any()}
     if len(centres) == 2:

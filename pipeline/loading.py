@@ -269,13 +269,21 @@ def _check_consistency(items: list[_File]) -> None:
                                   it.path)
 
 
-def _check_size(n: int, rows: int, cols: int, opts: LoadOptions, path: Path) -> None:
+def too_large(n: int, rows: int, cols: int, max_voxels: int, max_memory_mb: float) -> str | None:
+    """Why a stack of ``n`` slices of ``rows`` x ``cols`` is TOO_LARGE under ``loading.max_voxels`` and
+    ``loading.max_memory_mb`` (None when it is not): the rule of the loader and of selection's prediction."""
     voxels = int(n) * int(rows) * int(cols)
     mb = voxels * WORKING_BYTES_PER_VOXEL / 2**20
-    if voxels > opts.max_voxels or mb > opts.max_memory_mb:
-        raise SeriesError("TOO_LARGE", f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) "
-                          f"exceeds loading.max_voxels={opts.max_voxels} or max_memory_mb={opts.max_memory_mb:g}",
-                          path)
+    if voxels > max_voxels or mb > max_memory_mb:
+        return (f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) exceeds "
+                f"loading.max_voxels={max_voxels} or max_memory_mb={max_memory_mb:g}")
+    return None
+
+
+def _check_size(n: int, rows: int, cols: int, opts: LoadOptions, path: Path) -> None:
+    why = too_large(n, rows, cols, opts.max_voxels, opts.max_memory_mb)
+    if why:
+        raise SeriesError("TOO_LARGE", why, path)
 
 
 def _fmt(values) -> str:

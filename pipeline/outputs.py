@@ -242,14 +242,10 @@ def mark_tables_pending(folder: str | Path) -> None:
 
     path = Path(folder) / TABLES_PENDING
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
-                             "host": _host()})
-
-
-def _host() -> str:
     import socket
 
-    return socket.gethostname()
+    atomic_write_json(path, {"since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+                             "host": socket.gethostname()})
 
 
 def clear_tables_pending(folder: str | Path) -> None:

@@ -173,20 +173,17 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
 def _predict_too_large(cand, load: dict[str, Any]) -> None:
     """TOO_LARGE from the headers' slices x rows x columns, by the loader's own rule (``loading.max_voxels``,
     ``loading.max_memory_mb``): ``ctscore scan`` said such a stack would load, and ``run`` refused it unread."""
-    from pipeline.loading import WORKING_BYTES_PER_VOXEL
+    from pipeline.loading import too_large
 
     info = cand.info or {}
     try:
         n, rows, cols = (int(info.get(k) or 0) for k in ("n_slices", "rows", "columns"))
     except (TypeError, ValueError):
         return
-    voxels = n * rows * cols
-    mb = voxels * WORKING_BYTES_PER_VOXEL / 2**20
-    if voxels and (voxels > int(load["max_voxels"]) or mb > float(load["max_memory_mb"])):
+    why = too_large(n, rows, cols, int(load["max_voxels"]), float(load["max_memory_mb"])) if n * rows * cols else None
+    if why:
         cand.problems.append("TOO_LARGE")
-        cand.messages["TOO_LARGE"] = (f"{n} x {rows} x {cols} = {voxels} voxels (about {mb:.0f} MB to load) exceeds "
-                                      f"loading.max_voxels={load['max_voxels']} or "
-                                      f"max_memory_mb={float(load['max_memory_mb']):g}")
+        cand.messages["TOO_LARGE"] = why
 
 
 def _sparse(thickness: float, spacing: float | None) -> bool:

@@ -145,11 +145,14 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "series failed; or a zone missing (QC flag ZONES_MISSING: zone not covered by the scan, "
         "PARTIAL_LUNG_COVERAGE; a level it needs not found; its lung not found, LUNG_NOT_FOUND; or a zone holding no "
         "lung, ZONE_WITHOUT_LUNG)",
-        "Six-zone score (liao2021, li2020): the sum of the six zone scores 0-4 (zones.csv system six_zone)."),
+        "Six-zone score (liao2021, li2020): the sum of the six zone scores 0-4 (zones.csv system six_zone). A base "
+        "that may lie below the scan (LANDMARK_UNCERTAIN:base_<side>, scan_below_lungs_mm 0) leaves the lower zones "
+        "scored, for a reviewer to decide (docs/scoring.md): filter on the flag to keep only scans seen whole."),
     "zhang900_total": (
         "integer", "score points", "0-900",
-        "series failed; or a unit missing (QC flag ZONES_MISSING: unit not covered by the scan, a lung cut off "
-        "(PARTIAL_LUNG_COVERAGE) or a slab beyond the first or last slice; a level it needs not found; its lung "
+        "series failed; or a unit missing (QC flag ZONES_MISSING: unit not covered by the scan: a slab beyond the "
+        "first or last slice, or with zhang900.mode zone a lung cut off (PARTIAL_LUNG_COVERAGE; in the default slab "
+        "mode a cut lung leaves the slabs inside the scan scored); a level it needs not found; its lung "
         "not found, LUNG_NOT_FOUND; or a unit holding no lung, ZONE_WITHOUT_LUNG)",
         "zhang2020 extent x density^2 score: the sum of the ten unit scores 0-90 (zones.csv system zhang900)."),
     "mosmed_category": (
@@ -378,12 +381,14 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
         "peripheral_central unit of a lung found that holds none of its voxels, keep 0",
         "Volume of the lung mask inside the unit."),
     "lesion_ml": (
-        "number", "mL", _ML, _UNIT_MISSING, "Volume of the lesion mask (all classes) inside the unit."),
+        "number", "mL", _ML, _UNIT_MISSING,
+        "Volume of the lesion mask (all classes) inside the unit, to 0.01 mL; the involvement minimum "
+        "(scoring.min_involvement_ml) is judged on this written value."),
     "involvement_pct": (
         "number", "%", _PCT, _UNIT_MISSING,
         "The unit's percent opacity: lesion_ml / lung_ml x 100 (a unit holding no lung is missing; an L1 slab wholly "
-        "above the apex, SLAB_ABOVE_APEX, reads 0); the unit's scores "
-        "follow from it."),
+        "above the apex, SLAB_ABOVE_APEX, reads 0), to 3 decimals; the unit's scores follow from this written value, "
+        "so binning the column gives the table's scores."),
     "ggo_ml": (
         "number", "mL", _ML, _UNIT_MISSING,
         "Volume of ground-glass lesion (faint ground glass + ground glass) inside the unit."),
@@ -401,8 +406,8 @@ _ZONES: dict[str, tuple[str, str, str, str, str]] = {
     "extent_score": (
         "integer", "score points", "six_zone: 0-4; zhang900: 0-10; lobar: 0-4",
         "unit missing (status missing); anteroposterior and peripheral_central rows (not scored)",
-        "six_zone: the zone score 0-4 (as unit_score). zhang900: extent 0-10 (10 % steps of involvement_pct, at "
-        "least 1 when involved). lobar: the lobe's lobar20 score 0-4 (six-zone bands), summed in lobar20_total."),
+        "six_zone: the zone score 0-4 (as unit_score). zhang900: extent 0-10 (involvement_pct to the nearest 10 % "
+        "step, halves up: 25 % is 3, 95 % is 10; at least 1 when involved). lobar: the lobe's lobar20 score 0-4 (six-zone bands), summed in lobar20_total."),
     "density_grade": (
         "integer", "score points", "zhang900: 0-3",
         "six_zone, lobar, anteroposterior and peripheral_central rows (not graded); or unit missing",

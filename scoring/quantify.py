@@ -108,6 +108,15 @@ def percent(part_ml: float, whole_ml: float) -> float:
     return round(100.0 * part_ml / whole_ml, 9) if whole_ml > 0 else math.nan
 
 
+def written_involvement(lesion_ml: float, lung_ml: float) -> tuple[float, float]:
+    """A unit's involvement % and lesion mL as zones.csv writes them (3 and 2 decimals), from which its score and its
+    involvement minimum are judged, as MosMed is from scans.csv's percent_opacity: binning the table's own figures
+    gives the table's scores (graded unrounded, a zone of 24.9996 % was written 25.0 beside a six-zone 1, and 0.9975
+    mL was written 1.0 beside a 0 under the 1 mL minimum; an audit, 2026-12-07). NaN % when ``lung_ml`` is 0."""
+    pct = percent(lesion_ml, lung_ml)
+    return (round(pct, 3) if math.isfinite(pct) else pct), round(lesion_ml, 2)
+
+
 def edge_cut(lung_side: np.ndarray, z_mm: np.ndarray, voxel_ml: float) -> tuple[bool, bool]:
     """(top cut, bottom cut) of one lung: its first/last slice itself holds at least
     :data:`scoring.landmarks.MIN_LUNG_AREA_MM2` of it (stray voxels there do not count). The same function as the
@@ -342,7 +351,7 @@ def _scan_measures(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, voxel
     row.update(aeration_measures(hu_l, voxel_ml, aeration_edges))
     # MosMed: any lesion of at least min_involvement_ml counts (CT-1 is "< 25 %"); the percentage minimum is a
     # zone's noise floor (0.25 % of both lungs is 10-12 mL, which made a scan with a 12 mL lesion, six-zone 1, CT-0)
-    involved = systems.is_involved(lesion_ml, po, min_ml, 0.0) if lung_ml > 0 else False
+    involved = systems.is_involved(row["lesion_volume_ml"], po, min_ml, 0.0) if lung_ml > 0 else False
     # from the percentage as written (3 decimals): binning scans.csv's percent_opacity gives the same category (24.9996 %
     # was written 25.0 beside CT-1)
     row["mosmed_category"] = (systems.mosmed_category(row["percent_opacity"] if involved else 0.0)) if lung_ml > 0 else ""
@@ -505,8 +514,8 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
         def measure(iv: ZInterval, lung_side=lung_side) -> tuple[dict, float, bool]:
             """Volumes of one unit, its percent involvement (NaN without lung) and whether it counts as involved."""
             m = unit_measures(iv.mask(z_sel), lung_side, classes, voxel_ml, hu, pho_min)
-            pct = percent(m["lesion_ml"], m["lung_ml"])
-            return m, pct, m["lung_ml"] > 0 and systems.is_involved(m["lesion_ml"], pct, min_ml, min_pct)
+            pct, les = written_involvement(m["lesion_ml"], m["lung_ml"])
+            return m, pct, m["lung_ml"] > 0 and systems.is_involved(les, pct, min_ml, min_pct)
 
         def lung_top(lung_side: np.ndarray) -> float:
             """The highest z of this lung's voxels (per slice, or per voxel for tilted slices)."""
@@ -534,7 +543,7 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
                 m, pct, inv = mp
                 s = systems.six_zone_score(pct, inv)
                 r.update(unit_columns(m, pct, voxel_ml), extent_score=s, density_grade=math.nan, unit_score=s,
-                         status="ok", near_edge=";".join(systems.near_edges("six_zone", m["lesion_ml"], pct, None,
+                         status="ok", near_edge=";".join(systems.near_edges("six_zone", round(m["lesion_ml"], 2), pct, None,
                                                                            min_ml, min_pct)))
                 six_total += s
                 if flags is not None and 100.0 * m["lung_ml"] < ZONE_MIN_SHARE_PCT * side_ml:
@@ -571,7 +580,7 @@ def _zone_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: n
                 ext = systems.zhang_extent(pct, inv)
                 den = systems.density_grade(m["class_ml"], zcfg["density_rule"], zcfg["density_share"]) if inv else 0
                 s = systems.zhang_unit_score(ext, den)
-                near = systems.near_edges("zhang900", m["lesion_ml"], pct, m["class_ml"], min_ml, min_pct,
+                near = systems.near_edges("zhang900", round(m["lesion_ml"], 2), pct, m["class_ml"], min_ml, min_pct,
                                           zcfg["density_rule"], zcfg["density_share"])
                 r.update(unit_columns(m, pct, voxel_ml), extent_score=ext, density_grade=den, unit_score=s,
                          status="ok", near_edge=";".join(near))
@@ -638,14 +647,14 @@ def _lobar_scores(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: 
             zone_rows.append(r)
             continue
         les = float((m & lesion_all).sum()) * voxel_ml
-        pct = percent(les, lml)
-        inv = systems.is_involved(les, pct, min_ml, min_pct)
+        pct, les_written = written_involvement(les, lml)
+        inv = systems.is_involved(les_written, pct, min_ml, min_pct)
         s4, s5 = systems.six_zone_score(pct, inv), systems.lobar_score_5(pct, inv)
         t4, t5 = t4 + s4, t5 + s5
         # the lobe's class volumes, PHO and mean HU from its own mask (a voxel selection)
         r.update(unit_columns(unit_measures(m, m, classes, voxel_ml, hu, pho_min), pct, voxel_ml),
                  lesion_ml=round(les, 2), extent_score=s4, density_grade=math.nan, unit_score=s5, status="ok",
-                 near_edge=";".join(systems.near_edges("lobar", les, pct, None, min_ml, min_pct)))
+                 near_edge=";".join(systems.near_edges("lobar", les_written, pct, None, min_ml, min_pct)))
         zone_rows.append(r)
     if lobes_missing:
         flags.append("LOBES_MISSING")

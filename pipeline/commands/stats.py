@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="match a lab to a scan when at most this many days apart (default 1)")
     p.add_argument("--id-column", default=None,
                    help="clinical column with the id the scores carry (default: scores_patient_id if present, "
-                        "else patient_id)")
+                        "else patient_id); ids with leading zeros or 16+ digits are matched as text, every digit")
     p.add_argument("--persistent-threshold", type=float, default=5,
                    help="liao2021: six-zone total at week 8 counted as persistent (default 5)")
     p.add_argument("--followup-days", type=int, default=14,

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "lobar, lobar25); default: all in the reference")
     p.add_argument("--min-n", type=int, default=3, help="fewest targets for kappa, ICC and rho (default 3)")
     p.add_argument("--on-unmatched", choices=["error", "warn"], default="error",
-                   help="reference rows naming no scan: stop with REFERENCE_NO_MATCH (default) or leave them out")
+                   help="reference rows naming no scan: stop with REFERENCE_NO_MATCH (default) or leave them out "
+                        "(counted, and named with their lines, in data_summary.csv)")
     p.add_argument("--max-confusion-categories", type=int, default=25, metavar="N",
                    help="largest scale (categories) given a confusion matrix, in confusion_matrices.csv and the "
                         "pictures (default 25)")

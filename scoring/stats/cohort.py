@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import CTScoreError
@@ -61,9 +62,17 @@ class Cohort:
         return out
 
 
-def _id_text(ids: pd.Series) -> pd.Series:
-    """Ids as stripped text for matching; an id column read as numbers gives '7' for 7.0, '' for empty."""
+def _id_text(ids: pd.Series, source: str | None = None) -> pd.Series:
+    """Ids as stripped text for matching; an id column read as numbers gives '7' for 7.0, '' for empty. A float of
+    16 or more digits (:func:`scoring.stats.schema.rounded_float`) is refused (BAD_CLINICAL_DATA naming the column):
+    its last digits may be another patient's."""
     if pd.api.types.is_numeric_dtype(ids):
+        big = ids.map(schema.rounded_float)
+        if big.any():
+            i = big.idxmax()
+            line = int(i) + 2 if isinstance(i, (int, np.integer)) else None
+            raise schema.rounded_float_error("BAD_CLINICAL_DATA", ids.name, line, ids[i],
+                                             Path(source) if source else None)
         return ids.map(lambda v: "" if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
     return ids.astype(str).str.strip()
 
@@ -135,8 +144,8 @@ def _no_scan_matches(scan_ids: pd.Series, clinical: pd.DataFrame, id_column: str
     """The message when no scan matches: example ids of both sides and the likely cause (ids that differ only by
     case, a '.0' suffix or leading zeros; the scans' ids in another column, e.g. 'SCORES_PATIENT_ID'; a missing
     'scores_patient_id' column for pseudonymous ids)."""
-    msg = (f"no scan's patient_id matches clinical column {id_column!r} (scans.csv e.g. {_examples(scan_ids)}; "
-           f"{id_column!r} e.g. {_examples(ids)})")
+    given = f"{id_column!r} e.g. {_examples(ids)}" if _examples(ids) else f"{id_column!r} is empty in every row"
+    msg = f"no scan's patient_id matches clinical column {id_column!r} (scans.csv e.g. {_examples(scan_ids)}; {given})"
     _, near = _near_ids(scan_ids, ids, "scan", f"the clinical {id_column!r}")
     if near:
         return f"{msg}; {near}: write the ids as scans.csv spells them"
@@ -162,6 +171,9 @@ def _no_scan_matches(scan_ids: pd.Series, clinical: pd.DataFrame, id_column: str
         elif near:
             use = f"rename it 'scores_patient_id', or {use}"
         return f"{msg}; the scans' ids are in column {best!r} ({how}){near}: {use} (see docs/clinical_schema.md)"
+    if id_column == "scores_patient_id" and not _examples(ids):
+        return (f"{msg}; write each patient's id of scans.csv into 'scores_patient_id', or remove the empty column to "
+                "match on 'patient_id' (see docs/clinical_schema.md)")
     if "scores_patient_id" in clinical.columns:
         return (f"{msg}; check that 'scores_patient_id' holds the patient_id values of this scans.csv (another run "
                 "or pseudonym salt gives other ids; see docs/clinical_schema.md)")
@@ -235,11 +247,13 @@ def build_cohort(scans: pd.DataFrame, zones: pd.DataFrame | None, clinical: pd.D
                            source)
     if window_days < 0:
         raise CTScoreError("BAD_OPTION", f"window_days must be >= 0, not {window_days}")
-    ids = _id_text(clinical[id_column])
+    ids = _id_text(clinical[id_column], source)
     dup = ids.duplicated() & (ids != "")
     if dup.any():  # the scans of both patients would all go to the first one
-        raise CTScoreError("BAD_CLINICAL_DATA", f"column {id_column!r}: value {ids[dup].iloc[0]!r} appears more than "
-                           "once; the id that matches scans to patients must be unique", source)
+        value = ids[dup].iloc[0]
+        lines = ", ".join(str(int(i) + 2) for i in ids.index[(ids == value).to_numpy()][:5])
+        raise CTScoreError("BAD_CLINICAL_DATA", f"column {id_column!r}: value {value!r} appears more than once "
+                           f"(lines {lines}); the id that matches scans to patients must be unique", source)
     mapping = pd.Series(clinical["patient_id"].to_numpy(), index=ids.to_numpy())
     mapping = mapping[mapping.index != ""]
     scans = scans.copy()

@@ -151,6 +151,19 @@ def _bad(code: str, path: Path | None, column: str, line: int | None, value: obj
     return CTScoreError(code, f"{where}: value {value!r} {why}", path)
 
 
+#: Cells that spreadsheets, R and SPSS write for a missing value: refused in a typed column (a number, a date, a
+#: category), with the hint to leave the cell empty (pd.read_csv turns some of them into NaN; ctscore reads text).
+MISSING_MARKERS = frozenset({"na", "n/a", "n.a.", "nan", "none", "null", "nil", ".", "-", "--", "?", "missing",
+                             "unknown", "#n/a"})
+
+
+def _missing_hint(value: object) -> str:
+    """``"; a missing value is an empty cell: leave the cell empty"`` for a missing-value marker ('NA', '-', ...)."""
+    if str(value).strip().lower() in MISSING_MARKERS:
+        return f" ({str(value).strip()!r} marks a missing value: leave the cell empty instead)"
+    return ""
+
+
 #: What each input is, for the message when its file is missing (INPUT_NOT_FOUND: exit code 4, as for `run`).
 _INPUT_NAMES = {"BAD_CLINICAL_DATA": "clinical table (--clinical)", "BAD_LAB_DATA": "lab table (--labs)",
                 "BAD_SCORES": "scores (--scores: a ctscore output folder or its scans.csv)"}
@@ -244,7 +257,7 @@ def _parse_dates(s: pd.Series, column: str, code: str, path: Path | None) -> pd.
         far = bool(m) and not 1678 <= int(m.group(1)[:4]) <= 2261
         raise _bad(code, path, column, int(i) + 2, s[i], "is a date outside the years 1678-2261 (a placeholder such "
                    "as 9999-12-31? leave the cell empty)" if far else "is not a date (use YYYY-MM-DD or YYYYMMDD, a "
-                   "time of day after it is allowed)")
+                   "time of day after it is allowed)" + _missing_hint(s[i]))
     return pd.Series([parsed[v] for v in texts], index=s.index, dtype="datetime64[ns]")
 
 
@@ -309,7 +322,7 @@ def _parse_numbers(s: pd.Series, column: str, code: str, path: Path | None,
     bad = out.isna() & (s.str.strip() != "")
     if bad.any():
         i = bad.idxmax()
-        raise _bad(code, path, column, int(i) + 2, s[i], "is not a number")
+        raise _bad(code, path, column, int(i) + 2, s[i], "is not a number" + _missing_hint(s[i]))
     infinite = np.isinf(out)
     if infinite.any():  # "inf" parses as a number but no analysis can use it
         i = infinite.idxmax()
@@ -333,7 +346,7 @@ def _parse_choice(s: pd.Series, column: str, allowed: tuple[str, ...], code: str
             out.append(None)
             continue
         if v.lower() not in lookup:
-            raise _bad(code, path, column, int(i) + 2, raw, f"is not one of {', '.join(allowed)}")
+            raise _bad(code, path, column, int(i) + 2, raw, f"is not one of {', '.join(allowed)}" + _missing_hint(raw))
         out.append(lookup[v.lower()])
     return pd.Series(out, index=s.index, dtype=object)
 
@@ -349,14 +362,29 @@ def _parse_flag(s: pd.Series, column: str, code: str, path: Path | None) -> pd.S
         elif v in _FALSE:
             out.append(0.0)
         else:
-            raise _bad(code, path, column, int(i) + 2, raw, "is not a yes/no flag (use 1/0, yes/no, true/false)")
+            raise _bad(code, path, column, int(i) + 2, raw, "is not a yes/no flag (use 1/0, yes/no, true/false)"
+                       + _missing_hint(raw))
     return pd.Series(out, index=s.index, dtype=float)
+
+
+#: The first whole number a float64 cannot hold exactly: 2**53 + 1 reads as 2**53 (16 digits and more).
+EXACT_FLOAT_LIMIT = 2**53
+
+
+def _looks_like_ids(text: pd.Series, num: pd.Series) -> bool:
+    """Whether an all-number column of text is ids rather than a quantity: a value with leading zeros ('007'), or one
+    of 2**53 and more (an 18-digit hospital number), whose digits a float would lose (110101199001010017 and
+    ...016 are one float64: the scans of one patient would get another's clinical row). Such a column stays text."""
+    stripped = text.str.strip()
+    return bool(stripped.str.match(r"[+-]?0\d").any() or (num.abs() >= EXACT_FLOAT_LIMIT).any())
 
 
 def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
     """Check and type a clinical table (one row per patient). Returns a new, typed DataFrame.
 
-    Unknown extra columns are kept: numeric ones can be used as covariates.
+    Unknown extra columns are kept: numeric ones can be used as covariates; one whose numbers are ids (leading zeros,
+    or 16+ digits a float would round: :func:`_looks_like_ids`) stays text, so that ``--id-column`` matches every
+    digit.
     """
     code = "BAD_CLINICAL_DATA"
     p = Path(path) if path is not None else None
@@ -379,7 +407,9 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         dup = sid.duplicated() & (sid != "")
         if dup.any():
             i = int(dup.idxmax())
-            raise _bad(code, p, "scores_patient_id", i + 2, sid[i], "appears more than once")
+            first = int(sid.index[(sid == sid[i]).to_numpy()][0]) + 2
+            raise _bad(code, p, "scores_patient_id", i + 2, sid[i], f"appears more than once (also line {first})"
+                       + _missing_hint(sid[i]))
     for c in ("onset_date", "admission_date", "treatment_date"):
         if c in df.columns:
             df[c] = _parse_dates(df[c], c, code, p)
@@ -411,7 +441,7 @@ def validate_clinical(df: pd.DataFrame, path: str | Path | None = None) -> pd.Da
         if c in CLINICAL_REQUIRED or c in CLINICAL_OPTIONAL:
             continue
         num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
-        if num.notna().sum() == (df[c] != "").sum() and num.notna().any():
+        if num.notna().sum() == (df[c] != "").sum() and num.notna().any() and not _looks_like_ids(df[c], num):
             df[c] = num.astype(float)
     if p is not None:
         df.attrs["source"] = str(p)
@@ -698,8 +728,24 @@ def validate_zones(zones: pd.DataFrame, scans: pd.DataFrame, path: str | Path | 
     return zones.reset_index(drop=True)
 
 
+def rounded_float(v: object) -> bool:
+    """Whether ``v`` is a float of 2**53 or more: a whole number whose last digits float64 may have lost (pandas
+    reads an all-number column with an empty cell as float64: 110101199001010017 becomes 110101199001010016)."""
+    return isinstance(v, (float, np.floating)) and bool(np.isfinite(v)) and abs(float(v)) >= EXACT_FLOAT_LIMIT
+
+
+def rounded_float_error(code: str, column: object, line: int | None, value: object,
+                        path: Path | None = None) -> CTScoreError:
+    """The refusal of a float of :func:`rounded_float` where text (an id) is read: its digits cannot be trusted."""
+    return _bad(code, path, str(column), line, value, "is a number of 16 or more digits held as a float, which keeps "
+                "only 15-16 digits (an id column with an empty cell read by pd.read_csv): its last digits may be "
+                "another patient's; read the table with dtype=str (pd.read_csv(path, dtype=str, "
+                "keep_default_na=False)) so that ids keep every digit")
+
+
 def _cell_text(v: object) -> str:
-    """One cell as a CSV file would hold it: empty for a missing value, a date without its midnight, 7 for 7.0."""
+    """One cell as a CSV file would hold it: empty for a missing value, a date without its midnight, 7 for 7.0 (a
+    float of :func:`rounded_float` is refused by :func:`as_text` before it gets here)."""
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return ""  # pd.NA: a nullable column (scans.parquet, read with dtype_backend="numpy_nullable")
     if isinstance(v, pd.Timestamp):
@@ -725,5 +771,11 @@ def as_text(df: pd.DataFrame, code: str = "BAD_CLINICAL_DATA") -> pd.DataFrame:
                            "give each column one name")
     out.columns = names
     for c in out.columns:
-        out[c] = [_cell_text(v) for v in out[c].tolist()]
+        cells = out[c].tolist()
+        big = next((k for k, v in enumerate(cells) if rounded_float(v)), None)
+        if big is not None:  # the frame's own row label N is line N + 2, as in pd.read_csv's numbering
+            label = out.index[big]
+            line = int(label) + 2 if isinstance(label, (int, np.integer)) else None
+            raise rounded_float_error(code, c, line, cells[big])
+        out[c] = [_cell_text(v) for v in cells]
     return out

@@ -109,7 +109,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
     Options (checked before anything is read; BAD_OPTION): ``systems`` (list of system names, or
     comma-separated text, to keep; default all in the reference), ``min_n`` (fewest targets for
     kappa/ICC/rho, default 3), ``on_unmatched`` (``error`` default, or ``warn`` to leave out
-    reference rows naming no scan; they are counted in ``data_summary``), ``draw`` (PNGs, default
+    reference rows naming no scan; they are counted in ``data_summary``, and a note names up to three of their
+    scans with file lines), ``draw`` (PNGs, default
     True), ``max_confusion_categories`` (largest scale given a confusion matrix, in the CSV and the
     pictures; default 25).
 
@@ -136,12 +137,14 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         check_output_dir(out_dir)  # OUTPUT_UNWRITABLE now, not after the analysis; nothing made yet
         check_analysis_output(out_dir, "validate", [pred_dir])
     left_out: list[int] = []
-    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out)
+    notes: list[str] = []  # rows left out (with examples), a column of numbers not read, units without a total
+    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out, notes=notes)
     if systems:
         reference = reference[reference["system"].isin(systems)]
         if reference.empty:
             raise CTScoreError("REFERENCE_NO_MATCH", f"the reference has no rows for system(s) {systems}",
                                reference_csv)
+        notes = [n for n in notes if not any(n.startswith(f"{s}: ") for s in SYSTEMS if s not in systems)]
     exclusion_rows: list[tuple[str, Any]] = []
     if excluded is not None:  # rows naming an excluded scan matched it above: left out here, and counted (a failed
         # scan the readers scored counts too: it is in their agreement with each other)
@@ -167,6 +170,11 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
                              unit_targets_without_zones=zone_targets_without_zones(pred_dir, reference))
     readers = sorted(reference["reader"].unique())
     wide = tables["ratings"]
+    unreferenced = ~scans["scan_id"].isin(set(reference["scan_id"]))
+    if left_out and unreferenced.any():  # a left-out row may mean one of them (a mistyped scan_id)
+        shown = ", ".join(repr(x) for x in scans.loc[unreferenced, "scan_id"].astype(str)[:3])
+        notes.append(f"{int(unreferenced.sum())} pipeline scan(s) have no reference row (e.g. {shown}): check "
+                     "whether the reference rows left out mean one of them")
     summary = [
         ("pipeline scans (ok / all)",
          f"{int((run_scans['status'].fillna('ok').str.lower() == 'ok').sum())} / {len(run_scans)}"),
@@ -175,7 +183,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         ("reference rows left out (no matching scan)", len(left_out)),
         ("readers", ", ".join(readers)),
         ("scans in the reference", reference["scan_id"].nunique()),
-        ("pipeline scans without a reference row", int((~scans["scan_id"].isin(set(reference["scan_id"]))).sum())),
+        ("pipeline scans without a reference row", int(unreferenced.sum())),
         ("systems", ", ".join(s for s in SYSTEMS if s in set(reference["system"]))),
         ("targets (scan x system x unit)", len(wide)),
         ("targets without a ctscore value", int(wide["ctscore"].isna().sum())),
@@ -198,6 +206,7 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
                                     "independent, so their confidence intervals are too narrow for repeated scans of "
                                     "one patient; for a strict estimate keep one scan per patient in the reference"))
             log.warning(summary[-1][1])
+    summary += [("note", n) for n in notes]
     mixed = settings_note(compared, "the ctscore scores compared")
     if mixed:
         summary.append(("note", mixed))

@@ -11,7 +11,7 @@ columns, no rows), ``REFERENCE_BAD_SYSTEM``,
 ``REFERENCE_OUT_OF_RANGE``, ``REFERENCE_NO_MATCH`` (names no scan of the pipeline output),
 ``REFERENCE_AMBIGUOUS`` (patient + date match several series, or a series_uid several scored stacks),
 ``REFERENCE_ID_CONFLICT`` (a row's identifiers name different scans),
-``REFERENCE_DUPLICATE``.
+``REFERENCE_DUPLICATE``, ``REFERENCE_TOTAL_MISMATCH`` (a reader's total is not the sum of that reader's units).
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def _column_name(cell: str) -> str:
     return cell.strip().lower()
 
 
-def _name_unused_columns(df: pd.DataFrame) -> None:
+def _name_unused_columns(df: pd.DataFrame) -> list[str]:
     """Log the filled columns the comparison does not read: a warning for those holding numbers (a second
-    reader's scores in a column of its own would be lost), a note for the rest (comments, the lab's own ids)."""
+    reader's scores in a column of its own would be lost), a note for the rest (comments, the lab's own ids).
+    Returns the warning, for data_summary (empty when no such column holds numbers)."""
     scores, other = [], []
     for n in df.columns:
         if n in (*REQUIRED, *ID_COLUMNS):
@@ -77,11 +78,15 @@ def _name_unused_columns(df: pd.DataFrame) -> None:
         label = repr(n)
         numeric = sum(re.fullmatch(r"[+-]?\d+([.,]\d+)?|CT-?\d", v, re.IGNORECASE) is not None for v in filled)
         (scores if numeric > len(filled) / 2 else other).append(label)
+    notes = []
     if scores:
-        log.warning("reference: column(s) %s hold numbers but are not read: one row per scan, system, unit and "
-                    "reader is read (a second reader's scores are rows of their own, not a column)", ", ".join(scores))
+        notes.append(f"reference: column(s) {', '.join(scores)} hold numbers but are not read: one row per scan, "
+                     "system, unit and reader is read (a second reader's scores are rows of their own, not a column; "
+                     "docs/reference_schema.md)")
+        log.warning(notes[-1])
     if other:
         log.info("reference: column(s) %s not used", ", ".join(other))
+    return notes
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:
@@ -112,12 +117,14 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise CTScoreError("REFERENCE_SCHEMA", "reference has no rows" + (" (only empty ones)" if skipped else ""),
                            path)
-    _name_unused_columns(df)
+    notes = _name_unused_columns(df)
     for c in ID_COLUMNS:
         if c not in df.columns:
             df[c] = ""
     df.insert(0, "line", [int(i) + 2 for i in df.index])
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["notes"] = notes  # load_reference carries them into data_summary
+    return df
 
 
 def _describe(row: Mapping[str, Any]) -> str:
@@ -153,20 +160,27 @@ def _number(text: str) -> float:
     return float(text)
 
 
+def reader_key(name: str) -> str:
+    """A reader's name as compared for spellings of one reader: without case, spaces, dots, underscores and hyphens
+    ('Dr. Smith' = 'dr smith', 'reader 1' = 'Reader_1' = 'reader1')."""
+    return re.sub(r"[\s._-]+", "", name).casefold()
+
+
 def _check_reader_spellings(df: pd.DataFrame, problems: Problems) -> None:
-    """Reader names that differ only in case or inner spaces ('Smith', 'smith') are one reader written two ways:
-    read as two, each had half the scans and their comparison none."""
+    """Reader names of one :func:`reader_key` ('Smith', 'smith'; 'reader 1', 'reader1'; 'Dr. Smith', 'Dr Smith') are
+    one reader written two ways: read as two, each had half the scans and their comparison none."""
     first: dict[str, tuple[str, int]] = {}
     reported: set[str] = set()
     for name, line in zip(df["reader"], df["line"]):
-        key = " ".join(name.split()).lower()
+        key = reader_key(name)
         if not key:
             continue
         seen = first.setdefault(key, (name, int(line)))
         if seen[0] != name and key not in reported:
             reported.add(key)
             problems.add("REFERENCE_BAD_READER", int(line), f"reader {name!r} is written {seen[0]!r} on line "
-                         f"{seen[1]}: spell each reader one way (names are compared as written)")
+                         f"{seen[1]}: spell each reader one way (case, spaces, dots, hyphens and underscores do not "
+                         "tell two readers apart)")
 
 
 def check_values(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -277,12 +291,34 @@ def _id_conflict(row: Mapping[str, Any], known: tuple[object, object, object] | 
     return ""
 
 
+#: The date formats a reference's ``study_date`` may take (:func:`~scoring.validation.predictions.normalise_date`),
+#: as a message lists them.
+DATE_FORMATS = "YYYYMMDD or YYYY-MM-DD, nor YYYY/MM/DD or YYYY.MM.DD"
+
+
+def _lines_text(lines: list[int]) -> str:
+    """``"line 4"``, ``"lines 2, 3, 4 and 17 more"``."""
+    shown = ", ".join(map(str, lines[:3])) + (f" and {len(lines) - 3} more" if len(lines) > 3 else "")
+    return f"line{'s' if len(lines) > 1 else ''} {shown}"
+
+
+def _unmatched_sentence(unmatched: dict[str, list[int]]) -> str:
+    """The rows left out by ``on_unmatched="warn"`` (identifier as written, with its hint -> file lines), named: how
+    many, and up to three identifiers with their lines."""
+    n_rows = sum(len(v) for v in unmatched.values())
+    shown = "; ".join(f"{how} ({_lines_text(lines)})" for how, lines in list(unmatched.items())[:3])
+    more = f"; and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""
+    return (f"{n_rows} reference row(s) naming {len(unmatched)} scan(s) that match no scan of the pipeline output were "
+            f"left out (--on-unmatched warn): {shown}{more}")
+
+
 def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatched: str = "error",
-                  left_out: list[int] | None = None) -> pd.DataFrame:
+                  left_out: list[int] | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """Give every reference row the pipeline's ``scan_id``.
 
     ``on_unmatched``: ``error`` (default) raises ``REFERENCE_NO_MATCH`` for rows naming no scan;
-    ``warn`` logs them and leaves them out (their file lines are appended to ``left_out``).
+    ``warn`` logs them and leaves them out (their file lines are appended to ``left_out``, and a sentence naming
+    examples with their lines to ``notes``).
     """
     if on_unmatched not in ("error", "warn"):
         raise CTScoreError("BAD_OPTION", f"on_unmatched must be 'error' or 'warn', not {on_unmatched!r}")
@@ -299,13 +335,15 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
     idents = {s.scan_id: (s.series_uid, s.patient_id, s.study_date) for s in scans.itertuples(index=False)}
     pseudonymous = scans["patient_id"].dropna().astype(str).str.startswith("pt-")
     patients = {p for p, _ in by_pd}
+    # a number of scans.csv's patient_id without its leading zeros -> that id (a spreadsheet turned 0000001 into 1)
+    zeros = {p.lstrip("0") or "0": p for p in patients if p.isdigit() and p.startswith("0")}
     uids = set(by_uid)
     n_failed_bare = _failed_without(scans, ("patient_id", "study_date"))
     date_hint = (f" ({n_failed_bare} failed scan(s) in scans.csv lack patient_id or study_date: name a failed scan "
                "by series_uid or scan_id)" if n_failed_bare else "")
     problems = Problems(path)
     resolved: list[str | None] = []
-    unmatched: list[str] = []
+    unmatched: dict[str, list[int]] = {}
     for row in _rows(df):
         line, desc = int(row["line"]), _Described(row)
         sid: str | None = None
@@ -343,24 +381,29 @@ def resolve_scans(df: pd.DataFrame, scans: pd.DataFrame, path: Path, on_unmatche
             continue
         if sid is None and row["study_date"] and not row["scan_id"] and not row["series_uid"] \
                 and not re.fullmatch(r"\d{8}", normalise_date(row["study_date"]) or ""):
-            hint += f" (study_date {row['study_date']!r} is not YYYYMMDD or YYYY-MM-DD)"
+            hint += f" (study_date {row['study_date']!r} is not {DATE_FORMATS})"
         elif sid is None and row["patient_id"] and not row["scan_id"] and not row["series_uid"] \
                 and len(pseudonymous) and pseudonymous.all() and not row["patient_id"].startswith("pt-"):
             hint += (" (scans.csv holds pseudonymous patient_ids, pt-...: use those, or name scans by series_uid; "
                      "docs/reference_schema.md)")
+        elif sid is None and row["patient_id"] and not row["scan_id"] and not row["series_uid"] \
+                and row["patient_id"] not in patients and row["patient_id"].lstrip("0") in zeros:
+            hint += (f" (scans.csv has patient_id {zeros[row['patient_id'].lstrip('0')]!r}: did a spreadsheet drop its "
+                     "leading zeros? format the column as text)")
         if sid is None:
             if on_unmatched == "error":
                 problems.add("REFERENCE_NO_MATCH", line, f"{desc}: {how} matches no scan in the pipeline output{hint}")
             else:
-                if len(unmatched) < 5 or hint and not any(hint in u for u in unmatched):
-                    unmatched.append(f"line {line}: {how}{hint}")
+                unmatched.setdefault(f"{how}{hint}", []).append(line)
                 if left_out is not None:
                     left_out.append(line)
         resolved.append(sid)
     problems.raise_if_any()
     if unmatched:  # one warning, a few examples (not a line per row: 500 lines for a sheet of another cohort)
         log.warning("reference rows that match no scan are left out (on_unmatched=warn), e.g. %s",
-                    "; ".join(unmatched[:6]))
+                    "; ".join(f"line {lines[0]}: {how}" for how, lines in list(unmatched.items())[:6]))
+        if notes is not None:  # for data_summary: every scan named (up to three) with its lines
+            notes.append(_unmatched_sentence(unmatched))
     out = df.copy()
     out["scan_id"] = resolved
     out = out[out["scan_id"].notna()]
@@ -388,25 +431,75 @@ def check_duplicates(df: pd.DataFrame, path: Path) -> None:
     problems.raise_if_any()
 
 
+def _sums_units(system: str) -> bool:
+    """Whether a reader's ``system`` total is the sum of its unit scores: the whole-number zone systems (six_zone,
+    zhang900, lobar, lobar25; not percent_involvement, whose units overlap, nor mosmed, which has none)."""
+    spec = SYSTEMS[system]
+    return spec.integer and bool(spec.units)
+
+
+def check_totals(df: pd.DataFrame, path: Path, notes: list[str] | None = None) -> None:
+    """A reader's total against the same reader's units of the scan, for the systems of :func:`_sums_units`.
+
+    A total that differs from the sum of the reader's scores of every unit of the scan is refused
+    (``REFERENCE_TOTAL_MISMATCH``): the system defines the total as that sum, so one of the two is mistyped, and the
+    total and unit comparisons would disagree without a word. Units without a total from that reader are not summed
+    into one (the reader may have left it out on purpose; ctscore does not write readers' scores): a sentence for
+    ``notes`` says so, naming readers and an example."""
+    rows = df[df["system"].map(_sums_units)]
+    if rows.empty:
+        return
+    key = ["scan_id", "system", "reader"]
+    is_total = rows["unit"] == TOTAL
+    units = rows[~is_total].groupby(key, sort=False).agg(n=("unit", "size"), summed=("value", "sum"),
+                                                         lines=("line", lambda x: sorted(int(v) for v in x)))
+    totals = rows[is_total].set_index(key)[["value", "line"]]  # one per key: check_duplicates ran
+    both = units.join(totals, how="left")
+    complete = both["n"].to_numpy() == [len(SYSTEMS[c].units) for c in both.index.get_level_values("system")]
+    bad = both[complete & both["value"].notna() & (both["value"] != both["summed"])]
+    problems = Problems(path)
+    for (scan, system, reader), r in bad.iterrows():
+        problems.add("REFERENCE_TOTAL_MISMATCH", int(r["line"]),
+                     f"{scan} {system} reader {reader!r}: total {r['value']:g} is not {r['summed']:g}, the sum of the "
+                     f"reader's {int(r['n'])} unit scores of the scan ({_lines_text(r['lines'])}); correct the total "
+                     "or the unit scores (a total is the sum of its units)")
+    problems.raise_if_any()
+    without = both[both["value"].isna()]
+    for (system, reader), g in without.groupby(level=["system", "reader"], sort=False):
+        scan = g.index.get_level_values("scan_id")[0]
+        sentence = (f"{system}: reader {reader!r} scored units of {len(g)} scan(s) without a total (e.g. {scan}, "
+                    f"{_lines_text(g['lines'].iloc[0])}): a total is not computed from the units, so that reader is "
+                    f"not in the {system} total comparisons of those scans; add total rows to compare totals")
+        log.warning(sentence)
+        if notes is not None:
+            notes.append(sentence)
+
+
 def load_reference(path: str | Path, scans: pd.DataFrame, on_unmatched: str = "error",
-                   left_out: list[int] | None = None) -> pd.DataFrame:
+                   left_out: list[int] | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """Read, check and resolve the reference: scan_id, system, unit, reader, value, line.
 
     ``left_out``: when given, the file lines of rows left out by ``on_unmatched="warn"`` are
-    appended. Raises ``REFERENCE_NO_MATCH`` when no row is left.
+    appended. ``notes``: when given, sentences for data_summary are appended (rows left out, with examples; a
+    column of numbers not read; units without a total). Raises ``REFERENCE_NO_MATCH`` when no row is left.
     """
     path = Path(path)
     df = read_reference(path)
+    found: list[str] = list(df.attrs.get("notes", []))
     df = check_values(df, path)
     lines: list[int] = []
-    df = resolve_scans(df, scans, path, on_unmatched=on_unmatched, left_out=lines)
+    df = resolve_scans(df, scans, path, on_unmatched=on_unmatched, left_out=lines, notes=found)
     if left_out is not None:
         left_out.extend(lines)
     if df.empty:
-        raise CTScoreError("REFERENCE_NO_MATCH", f"no reference row matches a scan of the pipeline output "
-                           f"({len(lines)} row(s) left out); nothing to compare", path)
+        why = found[-1] if lines else f"{len(lines)} row(s) left out"
+        raise CTScoreError("REFERENCE_NO_MATCH", f"no reference row matches a scan of the pipeline output, nothing "
+                           f"to compare: {why}", path)
     if lines:
         log.warning("%d reference row(s) left out: they match no scan of the pipeline output", len(lines))
     check_duplicates(df, path)
+    check_totals(df, path, found)
+    if notes is not None:
+        notes.extend(found)
     log.info("reference: %d rows, %d reader(s), %d scan(s)", len(df), df["reader"].nunique(), df["scan_id"].nunique())
     return df[["scan_id", "system", "unit", "reader", "value", "line"]].reset_index(drop=True)

@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.16.0"  # new flags (LESION_OFF_LUNG_REMOVED, UNREADABLE_FILES_BESIDE), pneumothorax air off the airway: scored again on resume
+__version__ = "0.17.0"  # zones graded from their written figures, new flag BURNED_IN_ANNOTATION: scored again on resume
 
 
 def version_key(version: str) -> tuple:

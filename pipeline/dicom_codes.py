@@ -154,6 +154,10 @@ _CODES = [
     Code("SELECTION_TIE", "W", "another stack of the study has headers that rank it equal to this one (dual-energy "
          "tube images, repeated or inspiratory/expiratory series described alike): the choice fell to stack order",
          "check the inventory (inventory.csv, reason column) and pick the series with --series-uid if needed"),
+    Code("BURNED_IN_ANNOTATION", "W", "a file of the series says BurnedInAnnotation YES: its pixels may carry "
+         "burned-in text (names, dates, record numbers), which qc.png and thumb.png show as they show the images",
+         "look at the pictures before they leave the institution; ctscore share leaves out the pictures of such "
+         "scans (SHARED.txt names them)"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

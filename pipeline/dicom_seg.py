@@ -30,9 +30,11 @@ too), and SOP Class and Instance UIDs that an export left only in the File Meta 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,10 +50,26 @@ from pipeline.errors import SeriesError
 from pipeline.inventory import dcmread_as_inventory
 
 log = logging.getLogger(__name__)
-#: highdicom's warning about a one-word PatientName quotes the name (an identifier on the console and in job logs):
-#: silenced for the process as well as around build_seg (warnings.catch_warnings is not thread-safe)
+#: highdicom's warning about a one-word PatientName quotes the name, and pydicom's about a malformed header value
+#: ("Invalid value for VR DA: '1923-05-17'") the value (identifiers on the console and in job logs): silenced for
+#: the process as well as around build_seg (warnings.catch_warnings is not thread-safe)
 _PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
+_INVALID_VALUE_WARNING = r"Invalid value for VR "
 warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
+warnings.filterwarnings("ignore", message=_INVALID_VALUE_WARNING)
+#: Whether this thread (or task) is building a SEG: pydicom logs its "Invalid value for VR" warning too, and
+#: :class:`_HideQuotedValues` drops that record then (only then: the pydicom logger is not this module's).
+_BUILDING = contextvars.ContextVar("ctscore_building_seg", default=False)
+
+
+class _HideQuotedValues(logging.Filter):
+    """Drops pydicom's "Invalid value for VR ..." log records (they quote the header value) while a SEG is built."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_BUILDING.get() and str(record.msg).startswith(_INVALID_VALUE_WARNING))
+
+
+logging.getLogger("pydicom").addFilter(_HideQuotedValues())
 
 
 def _code(scheme: str, value: str, meaning: str):
@@ -75,6 +93,9 @@ SEGMENTS = [
 
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
                  "AccessionNumber", "StudyDate", "StudyTime", "ReferringPhysicianName", "SliceThickness")
+# type-2 attributes highdicom parses, refusing the whole SEG over a malformed value (a birth date written
+# 1923-05-17, a sex other than M, F or O): such a value is left empty in the SEG (type 2 allows it) and the SEG is made
+_TYPE2_PARSED = ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime")
 # type-1 UIDs that anonymised or hand-made exports sometimes lack (the loader scores such series; the inventory
 # flags a missing SeriesInstanceUID): the SEG must have them, so they are made up, the same for the same images
 _TYPE1_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
@@ -95,20 +116,46 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
 
     ``lungs`` (1 right, 2 left) and ``lesions`` (1 faint GGO, 2 GGO, 3 consolidation) are SimpleITK
     images on the source grid (any orientation: geometry comes from the image). Type-2 attributes the
-    sources lack are copied empty, and a StudyInstanceUID, SeriesInstanceUID or FrameOfReferenceUID they lack
+    sources lack are copied empty, as are a malformed birth date, sex, study date or time (a warning names the
+    attribute, not its value), and a StudyInstanceUID, SeriesInstanceUID or FrameOfReferenceUID they lack
     is taken from another source file or made up (the same for the same images), in memory only.
     """
+    token = _BUILDING.set(True)
+    try:
+        with warnings.catch_warnings():
+            # the warnings of highdicom and pydicom that quote a header value (a one-word PatientName, a malformed
+            # date): they would put an identifier on the console and into cluster job logs (the SEG copies the
+            # source's patient module as it is, by design)
+            warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
+            warnings.filterwarnings("ignore", message=_INVALID_VALUE_WARNING)
+            return _build_seg(source_files, lungs, lesions, model_id, edited)
+    finally:
+        _BUILDING.reset(token)
+
+
+def _build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: sitk.Image, model_id: str,
+               edited: Sequence[str]):
+    """:func:`build_seg`, the warnings that quote header values silenced."""
     import highdicom as hd
 
     sources = [dcmread_as_inventory(Path(f), stop_before_pixels=True) for f in source_files]
+    emptied = set()
     for ds in sources:  # anonymised exports drop type-2 attributes the SEG must copy (in memory only)
         for kw in _TYPE2_COPIED:
             if kw not in ds:
                 setattr(ds, kw, "")
+        for kw in _TYPE2_PARSED:
+            if not _parses(kw, ds.get(kw)):
+                setattr(ds, kw, "")
+                emptied.add(kw)
         meta = getattr(ds, "file_meta", None)
         for kw, meta_kw in _FROM_FILE_META:
             if not ds.get(kw) and meta is not None and meta.get(meta_kw):
                 setattr(ds, kw, meta[meta_kw].value)
+    if emptied:  # the attribute named, never its value (an identifier)
+        one = len(emptied) == 1
+        log.warning("the source images' %s %s malformed: the DICOM-SEG leaves %s empty",
+                    " and ".join(sorted(emptied)), "is" if one else "are", "it" if one else "them")
     lacking = [kw for kw, _ in _FROM_FILE_META if any(not ds.get(kw) for ds in sources)]
     if lacking:  # a SEG references its source instances: made-up UIDs would reference nothing
         raise ValueError(f"source images without {' or '.join(lacking)}: a DICOM-SEG cannot reference them")
@@ -164,18 +211,14 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     # (the digest of the 0/1 bytes of the segments stack, as it was of the boolean stack, without a copy of it)
     content = hashlib.sha256(memoryview(stack).cast("B")).hexdigest()
     series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
-    with warnings.catch_warnings():
-        # highdicom's warning about a one-word PatientName quotes the name: it would put an identifier on the
-        # console and into cluster job logs (the SEG copies the source's patient module as it is, by design)
-        warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
-        seg = _segmentation_class()(
-            source_images=sources, pixel_array=pixels, **planes,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
-            sop_instance_uid=_uid("seg-instance", series_uid), instance_number=1, manufacturer="ctscore",
-            manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
-            series_description="ctscore lungs and lesions",
-        )
+    seg = _segmentation_class()(
+        source_images=sources, pixel_array=pixels, **planes,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=9901,
+        sop_instance_uid=_uid("seg-instance", series_uid), instance_number=1, manufacturer="ctscore",
+        manufacturer_model_name="ctscore", software_versions=__version__, device_serial_number="0",
+        series_description="ctscore lungs and lesions",
+    )
     del pixels, stack
     seg.__class__ = hd.seg.Segmentation  # a plain highdicom Segmentation (the subclass only checks differently)
     _set_slice_spacing(seg, geom)
@@ -187,6 +230,32 @@ def build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: si
     if planes and frames:
         _link_frames(seg, frames)
     return seg
+
+
+def _parses(keyword: str, value) -> bool:
+    """Whether highdicom takes ``value`` for the type-2 attribute ``keyword`` (:data:`_TYPE2_PARSED`): a DA or TM
+    pydicom can read, a PatientSex of M, F or O; empty counts as valid."""
+    from highdicom.enum import PatientSexValues
+    from pydicom.valuerep import DA, TM
+
+    if value is None or str(value) == "":
+        return True
+    try:
+        {"PatientSex": PatientSexValues, "StudyTime": TM}.get(keyword, DA)(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+#: A value quoted in an exception text ('1923-05-17', "DOE^JOHN"): :func:`without_quoted_values` hides it.
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+def without_quoted_values(text: str) -> str:
+    """``text`` (an exception's message) with every quoted value replaced by ``'<value>'``: pydicom and highdicom
+    quote the header value they refuse ("Unable to convert '1923-05-17' to 'DA' object"), and a log must not
+    repeat an identifier."""
+    return _QUOTED.sub("'<value>'", text)
 
 
 def _segment_stack(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:

@@ -481,6 +481,8 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
             raise SeriesError("LOSSY_REFUSED", f"{len(lossy)} file(s) are lossy-compressed and loading.allow_lossy "
                               "is false", lossy[0].path)
         _add(flags, "LOSSY_COMPRESSION")
+    if any(H.text(it.ds, "BurnedInAnnotation").upper() == "YES" for it in items):
+        _add(flags, "BURNED_IN_ANNOTATION")  # the QC pictures show the pixels, text and all (ctscore share: left out)
 
     # Decode in slice order; each slice keeps its own rescale.
     hu = np.empty((len(frames), rows, cols), np.float32)

@@ -1,8 +1,9 @@
 """The static HTML run report, ``OUT/report.html``: one page for the whole run.
 
 One row per series (QC thumbnail, scores, flags, status), the meanings of the flags the series carry, the failures
-with their reasons, the image stacks found but not scored (from inventory.csv), and the run's provenance (version,
-config sha256, segmenter and model id, the number of input folders, timings). The page opens
+by code with what the code means (not their messages, which name input files: failures.csv has them), the image
+stacks found but not scored (from inventory.csv), and the run's provenance (version, config sha256, segmenter and
+model id, the number of input folders, timings). The page opens
 offline: CSS and the few lines of JavaScript that sort the table are inline, and pictures are
 referenced by relative path (``<scan_id>/thumb.png``), so the output folder can be moved or zipped.
 
@@ -239,12 +240,13 @@ def _flags(value: Any) -> list[str]:
     return out
 
 
-def _flag_span(flag: str, fallback: str = "") -> str:
-    """One flag as a badge, its meaning on hover (pipeline.flags.explain; ``fallback`` where that has none, e.g.
-    the reason of a failure code such as NO_LUNG_FOUND or TIMEOUT)."""
+def _flag_span(flag: str, fallback: str = "", tip: str | None = None) -> str:
+    """One flag as a badge, its meaning on hover (pipeline.flags.explain; ``fallback`` where that has none; ``tip``
+    in its place when given, e.g. a failure code's :func:`_failure_reason`)."""
     from pipeline.flags import explain, unit_of
 
-    tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag) or fallback
+    if tip is None:
+        tip = explain("LANDMARK_ESTIMATED" if flag.startswith("landmarks estimated") else flag) or fallback
     title = f' title="{escape(tip)}"' if tip else ""
     unit = unit_of(flag)
     unit = f'<span class="unit"> {escape(unit)}</span>' if unit else ""
@@ -294,9 +296,9 @@ def _series_row(out_dir: Path, row: Mapping[str, str], failure: Mapping[str, str
     flags = _flags(result.get("qc_flags", scores.get("qc_flags", "")))
     spans = [_flag_span(f) for f in flags]
     if failure:
-        flags.insert(0, failure.get("code", "") or "FAILED")
-        reason = _hide_path(failure.get("message", "") or "", failure.get("path", "") or "")
-        spans.insert(0, _flag_span(flags[0], f"failed: {reason}" if reason else "failed (see Failures)"))
+        code = _failure_code(failure)
+        flags.insert(0, code)
+        spans.insert(0, _flag_span(code, tip=f"failed: {_failure_reason(failure)}"))
     cells.append(_td("".join(spans), "flags", sort=str(len(flags)), raw=True))
     links = [f'<a href="{escape(_href(out_dir, folder / n))}">{escape(n)}</a>'
              for n in SERIES_FILES if folder and (folder / n).is_file()]
@@ -347,6 +349,46 @@ def _series_table(out_dir: Path, rows: Sequence[Mapping[str, str]],
             f"<tbody>\n{body}\n</tbody>\n</table>")
 
 
+#: What the failure codes of the run and the scoring mean (the loader's: :mod:`pipeline.dicom_codes`). report.html
+#: shows a failure by its code and this fixed text, never by its message: messages name input files and folders
+#: (often after the patient) in forms no pattern catches all of (files without an extension, quoted exception texts).
+FAILURE_REASONS: dict[str, str] = {
+    "NO_LUNG_FOUND": "no lung found in the series (not a chest CT, or a field of view that misses the lungs)",
+    "TIMEOUT": "the series ran longer than --timeout",
+    "WORKER_DIED": "the series killed the worker process scoring it (a crash, out of memory), each time it was tried",
+    "INTERNAL_ERROR": "an unexpected error in ctscore (the scan's record in OUT/.status/ has the traceback)",
+    "MASKS_INVALID": "a mask given with --masks cannot be read, is not on this series' grid or holds other labels",
+    "LOBES_UNREADABLE": "the series' lobe map (scoring.lobar.lobes_dir) cannot be read",
+    "LOBES_EMPTY": "the series' lobe map holds no lobe label of its convention on this CT (a lung mask, the wrong "
+                   "label convention, or a map of another series)",
+    "READER_LEVELS_INVALID": "a reader's level (--landmarks) is not valid for this series (outside it, or malformed)",
+    "LANDMARKS_OUT_OF_ORDER": "a reader's levels (--landmarks) and ctscore's do not follow each other in anatomical "
+                              "order",
+    "BAD_MODEL": "the segmentation model cannot be used (files missing or not matching their manifest, an unusable "
+                 "device)",
+}
+#: Said after a failure's reason on the page when failures.csv has its message (a shared copy of the table has not).
+DETAILS_IN_CSV = "details in failures.csv"
+
+
+def _failure_code(failure: Mapping[str, str]) -> str:
+    """A failure's code as the page shows it: 'FAILED' when empty, 'other' when it is not an upper-case code (the
+    column then holds something else, which may be anything)."""
+    code = (failure.get("code", "") or "").strip()
+    return "FAILED" if not code else code if _CODE_RE.match(code) else "other"
+
+
+def _failure_reason(failure: Mapping[str, str]) -> str:
+    """The fixed meaning of a failure's code (:data:`FAILURE_REASONS`, or the loader's :mod:`pipeline.dicom_codes`)
+    and, when failures.csv has its message, :data:`DETAILS_IN_CSV`; never the message itself."""
+    from pipeline.flags import explain
+
+    code = _failure_code(failure)
+    meaning = FAILURE_REASONS.get(code) or explain(code)
+    details = DETAILS_IN_CSV if (failure.get("message") or "").strip() else ""
+    return "; ".join(t for t in (meaning, details) if t) or "see failures.csv"
+
+
 #: Written in place of the failed series' input path inside a failure message.
 PATH_HIDDEN = "[input path, see failures.csv]"
 
@@ -361,7 +403,8 @@ def _hide_path(message: str, path: str) -> str:
     """``message`` with the failure's input path (and anything under it) replaced by :data:`PATH_HIDDEN`, and the
     DICOM file names it names (``*.dcm``, ``*.ima``, ...) by :data:`FILE_HIDDEN`: DICOM folders and files are often
     named after the patient, and error texts (``FileNotFoundError: ... '/data/DOE^JOHN/IM1'``, "a gap between
-    DOE_JOHN_0069.dcm and ...") repeat them; the path column itself is not shown either (failures.csv has it all)."""
+    DOE_JOHN_0069.dcm and ...") repeat them. A best effort (a file without an extension keeps its name): report.html
+    shows no message at all (:func:`_failure_reason`)."""
     path = (path or "").strip().rstrip("/\\")
     if len(path) >= 2:
         message = message.replace(path, PATH_HIDDEN)
@@ -371,8 +414,7 @@ def _hide_path(message: str, path: str) -> str:
 def _failures_section(failures: Sequence[Mapping[str, str]]) -> str:
     if not failures:
         return "<p>No failures.</p>"
-    rows = "\n".join("<tr>" + _td(f.get("scan_id", "")) + _td(f.get("code", ""))
-                     + _td(_hide_path(f.get("message", "") or "", f.get("path", "") or "")) + "</tr>"
+    rows = "\n".join("<tr>" + _td(f.get("scan_id", "")) + _td(_failure_code(f)) + _td(_failure_reason(f)) + "</tr>"
                      for f in failures)
     return ('<table class="sortable" id="failures">\n<thead><tr><th data-col="0">scan_id</th>'
             '<th data-col="1">code</th><th data-col="2">reason</th></tr></thead>\n'

@@ -842,7 +842,12 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
             try:
                 seg_bytes = _dicom_seg_bytes(vol, res, segmenter, scan_id)
             except Exception as exc:  # noqa: BLE001 - an export the headers do not allow must not lose the scores
-                log.warning("%s: no seg.dcm: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
+                from pipeline.dicom_seg import without_quoted_values
+
+                # the message without the header values it quotes ('1923-05-17'), the traceback (which has
+                # them) only in debug logs: the console and --log-file must not repeat an identifier
+                log.warning("%s: no seg.dcm: %s: %s", scan_id, type(exc).__name__, without_quoted_values(str(exc)))
+                log.debug("%s: no seg.dcm", scan_id, exc_info=True)
                 res["flags"].append("DICOM_SEG_FAILED")
             else:
                 atomic_write_bytes(folder.path("seg.dcm"), seg_bytes)  # a full disk is OUTPUT_UNWRITABLE

@@ -11,8 +11,9 @@ copies into a new folder only what is meant to be shared:
 - ``data_dictionary.csv``, without the rows of the failure columns left out below;
 - ``failures.csv`` / ``.parquet`` rewritten with ``scan_id`` and ``code`` only (a failure's ``message`` and ``path``
   name input files and folders);
-- per series folder: ``lungs.nii.gz``, ``lesions.nii.gz``, ``qc.png``, ``thumb.png``, ``levels.png`` as they are,
-  and ``result.json`` without the input's fingerprint, id and lobe-map file name, with local paths in its
+- per series folder: ``lungs.nii.gz``, ``lesions.nii.gz``, ``qc.png``, ``thumb.png``, ``levels.png`` as they are
+  (the three pictures left out for a scan flagged ``BURNED_IN_ANNOTATION``: they may show a name written into the
+  pixels), and ``result.json`` without the input's fingerprint, id and lobe-map file name, with local paths in its
   configuration redacted (its scores kept), and without ``image_sha256`` unless a site salt keyed it;
   ``seg.dcm`` only with ``include_dicom_seg`` (a warning);
 - ``run.json`` with the input redacted and only the keys known to say nothing of the input's location (versions,
@@ -64,6 +65,11 @@ REDACTED = "<redacted by ctscore share>"
 TABLES = ("scans.csv", "scans.parquet", "zones.csv", "zones.parquet", "landmarks.csv", "landmarks.parquet")
 #: Per-series files copied as they are (result.json is redacted; seg.dcm only when asked for).
 SERIES_FILES = ("lungs.nii.gz", "lesions.nii.gz", "qc.png", "thumb.png", "levels.png")
+#: The pictures of a series (of its images: they show burned-in text too).
+PICTURES = ("qc.png", "thumb.png", "levels.png")
+#: Why the pictures of a scan flagged BURNED_IN_ANNOTATION are left out (named in the manifest).
+BURNED_IN_REASON = ("BURNED_IN_ANNOTATION: the headers of its images say the pixels carry burned-in text (names, "
+                    "dates), which the picture may show")
 #: The columns of failures.csv that are shared: the message and the path name input files and folders.
 FAILURE_COLUMNS_SHARED = ["scan_id", "code"]
 #: A series folder's name (:func:`pipeline.outputs.scan_id_for`).
@@ -205,6 +211,11 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
         for folder in scan_dirs:
             copied += _share_series(folder, tmp, results[folder.name], include_dicom_seg, left_out, redacted,
                                     sources)
+        burned = {x["path"].split("/", 1)[0] for x in left_out if x["reason"] == BURNED_IN_REASON}
+        if burned:
+            warnings.append(f"the pictures ({', '.join(PICTURES)}) of {len(burned)} scan(s) flagged "
+                            "BURNED_IN_ANNOTATION were left out: their images may carry burned-in text (names, "
+                            "dates); SHARED.txt names them")
         if include_dicom_seg and any(c["path"].endswith("/seg.dcm") for c in copied):
             warnings.append("seg.dcm copied (--include-dicom-seg): each carries every patient and study attribute of "
                             "its source images (name, ID, birth date, accession number, institution, ...); "
@@ -638,12 +649,17 @@ def _share_series(folder: Path, tmp: Path, result: Mapping[str, Any], include_di
     made = [_write_json(tmp / name / "result.json", f"{name}/result.json", _redact_result(result, redacted),
                         "rewritten: the input's fingerprint, id and lobe-map file name left out, local paths "
                         "redacted; scores as they are")]
+    flags = result.get("qc_flags")
+    flags = flags if isinstance(flags, list) else str(flags or "").split(";")
+    burned_in = any(str(f).split(":", 1)[0].strip() == "BURNED_IN_ANNOTATION" for f in flags)
     for entry in _entries(folder):
         rel = f"{name}/{entry.name}"
         if entry.name == "result.json":
             continue
         if entry.is_symlink() or not entry.is_file():
             _leave(left_out, rel, "a symbolic link or not a plain file: not followed")
+        elif entry.name in PICTURES and burned_in:
+            _leave(left_out, rel, BURNED_IN_REASON, named=True)
         elif entry.name in SERIES_FILES:
             made.append(_copy(entry, tmp / name / entry.name, rel, sources))
         elif entry.name == "seg.dcm":

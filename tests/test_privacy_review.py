@@ -26,7 +26,7 @@ IDENTIFYING = {
     "AcquisitionTime": "134544", "SeriesDate": "20210918", "AcquisitionDate": "20210919", "StudyID": "STUDYQ4242",
     "OperatorsName": "OPERZZ^TECHQ", "OtherPatientIDs": "OPID3141", "StationName": "CTSTATION77",
     "DeviceSerialNumber": "SNX90210", "PatientAddress": "QUIETLANE9", "PerformingPhysicianName": "PERFZZ^DOCQ",
-    "InstitutionalDepartmentName": "DEPTQRAD", "PatientComments": "COMMENTQQ",
+    "InstitutionalDepartmentName": "DEPTQRAD", "PatientComments": "COMMENTQQ", "PhysiciansOfRecord": "RECPHYZZ^DOCQ",
 }
 STUDY_DATE = "20210917"
 STUDY_UID, SERIES_UID = "1.2.826.0.1.3680043.10.77701", "1.2.826.0.1.3680043.10.77702"
@@ -69,7 +69,8 @@ def _texts(path: Path):
 
 def test_no_identifying_value_outside_the_documented_outputs(tmp_path, classical_memo):
     """README (Privacy): no identifying header value in an output path; seg.dcm carries the patient, study and
-    source-equipment attributes; inventory.csv / failures.csv / run.json / report.html name the input paths;
+    source-equipment attributes; inventory.csv / failures.csv / run.json name the input paths (report.html names
+    none);
     scans.csv and result.json keep the study date and the SeriesInstanceUID. Nothing else holds any of them:
     not the masks' NIfTI headers, the PNGs (text chunks; titles are the scan id), zones.csv, nor the status
     records beyond the score row they keep (as result.json)."""
@@ -83,8 +84,7 @@ def test_no_identifying_value_outside_the_documented_outputs(tmp_path, classical
     names = {p.name for p in out.rglob("*")}
     assert "seg.dcm" in names and "levels.png" in names and "lungs.nii.gz" in names
 
-    paths_named = {"inventory.csv", "inventory.parquet", "failures.csv", "failures.parquet", "run.json",
-                   "report.html"}
+    paths_named = {"inventory.csv", "inventory.parquet", "failures.csv", "failures.parquet", "run.json"}
     date_and_uid = {"scans.csv", "scans.parquet", "result.json"}
     for p in out.rglob("*"):
         rel = str(p.relative_to(out)).lower()
@@ -103,6 +103,7 @@ def test_no_identifying_value_outside_the_documented_outputs(tmp_path, classical
 
     seg = pydicom.dcmread(next(out.rglob("seg.dcm")))
     assert str(seg.PatientID) == "MRN998877" and str(seg.AccessionNumber) == "ACC556677"  # documented, for PACS
+    assert str(seg.PhysiciansOfRecord) == "RECPHYZZ^DOCQ"  # documented too (README: physicians of record)
     assert PRIVATE.encode() not in next(out.rglob("seg.dcm")).read_bytes()  # private tags are not copied
     scans = summary["scans"].iloc[0]
     assert scans["patient_id"].startswith("pt-") and "MRN998877" not in scans["patient_id"]

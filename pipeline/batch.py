@@ -58,8 +58,10 @@ from typing import Any
 from pipeline import __version__, version_key
 from pipeline.errors import ConfigError, CTScoreError, OutputLocked
 from pipeline.outputs import (
+    TABLES_PENDING,
     CommitGate,
     ScanCancelled,
+    atomic_write_bytes,
     atomic_write_json,
     commit_started,
     device_text,
@@ -447,6 +449,38 @@ def scan_ids_under(out_dir: Path) -> set[str]:
     found = {p.stem for p in (out_dir / STATUS_DIR).glob("*.json")}
     found |= {p.parent.name for p in out_dir.glob("*/result.json") if not p.parent.name.startswith(".")}
     return found
+
+
+#: ``.status/run_scans.txt`` in a run's tables folder (OUT, or ``OUT/shards/K-of-N/`` for a shard): the scan ids of the
+#: run's whole input (every shard's, before sharding), one a line, written before it scores. ``ctscore aggregate``
+#: names those without an outcome (a run killed before it scored them, a shard of an input that grew in between).
+#: Not ``*.json``: those are the per-scan records.
+RUN_SCANS = Path(STATUS_DIR) / "run_scans.txt"
+
+
+def input_scans_digest(scan_ids: Iterable[str]) -> dict[str, Any]:
+    """The count and sha256 of a run's whole list of scan ids (``input_scans`` of its run.json): the shards of one
+    array agree on it unless their input or selection changed between their tasks."""
+    ids = sorted(set(scan_ids))
+    return {"count": len(ids), "sha256": hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()}
+
+
+def write_run_scans(folder: Path, scan_ids: Iterable[str]) -> None:
+    """Write :data:`RUN_SCANS` into ``folder`` (atomically); OUTPUT_UNWRITABLE when it cannot be written."""
+    try:
+        atomic_write_bytes(Path(folder) / RUN_SCANS, "".join(f"{i}\n" for i in sorted(set(scan_ids))).encode())
+    except OSError as exc:
+        raise CTScoreError(OUTPUT_UNWRITABLE, f"cannot write the run's list of series ({exc.strerror or exc}); free "
+                           "space or fix the output folder, then run the same command again", folder) from exc
+
+
+def read_run_scans(folder: Path) -> list[str]:
+    """The scan ids of :data:`RUN_SCANS` in ``folder``, sorted ([] when there is none: a run of an earlier version)."""
+    try:
+        text = (Path(folder) / RUN_SCANS).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return []
+    return sorted({line.strip() for line in text.splitlines() if line.strip()})
 
 
 def collect_statuses(out_dir: Path, scan_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -1200,7 +1234,10 @@ def _shell_word(value: str) -> str:
 def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
     """SLURMCluster keyword arguments from a profile's ``slurm:`` section.
 
-    ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=N // processes`` (at least 1);
+    Each worker runs one scan at a time (``--nthreads 1`` after dask-jobqueue's ``--nthreads cores/processes``: the
+    last one counts), and :class:`WorkerSetup` gives that scan ``cores / processes`` ITK threads;
+    ``gpus_per_job`` becomes ``--gres=gpu:N`` and the worker resource ``GPU=1``, and must equal ``processes`` (one
+    GPU per worker process: ConfigError BAD_CONFIG naming both keys otherwise);
     ``prologue`` (e.g. module loads) goes before the worker starts; ``worker_lifetime`` makes workers retire
     before the wall time (``--lifetime``); :func:`_scale_slurm` keeps submitting jobs to replace them.
     ``local_directory``, ``python`` and ``interface`` go into the worker's command line as one shell word each
@@ -1221,13 +1258,23 @@ def slurm_cluster_kwargs(profile: dict[str, Any]) -> dict[str, Any]:
         "job_extra_directives": list(s.get("job_extra_directives", [])),
         "worker_extra_args": [],
     }
+    if gpus and gpus != processes:
+        # refused, not adjusted: processes also divides the job's cores and memory among the workers, which a silent
+        # change would halve or double (an audit: gpus_per_job 2 with processes 1 ran two scans on one card, the
+        # other idle; gpus_per_job 1 with processes 2 pinned both workers to the one card)
+        raise ConfigError(f"slurm: gpus_per_job ({gpus}) and slurm: processes ({processes}) in the SLURM profile must "
+                          f"be equal: each worker process scores one scan at a time on a GPU of its own; set processes: "
+                          f"{gpus} (the job's cores and memory are shared among its processes) or gpus_per_job: "
+                          f"{processes}")
     if gpus:
         kwargs["job_extra_directives"].append(f"--gres=gpu:{gpus}")
-        per_worker = max(1, gpus // processes)
-        kwargs["worker_extra_args"] += ["--resources", f"GPU={per_worker}"]
+        kwargs["worker_extra_args"] += ["--resources", "GPU=1"]
     if s.get("worker_lifetime"):
         kwargs["worker_extra_args"] += ["--lifetime", _shell_word(s["worker_lifetime"]),
                                         "--lifetime-stagger", _shell_word(s.get("lifetime_stagger", "2m"))]
+    # one scan at a time per worker (see :func:`_start_cluster`): its threads speed up that scan (WorkerSetup) instead
+    # of each running a scan of its own
+    kwargs["worker_extra_args"] += ["--nthreads", "1"]
     for key in ("local_directory", "python", "interface"):
         if s.get(key):  # $VARS are left for the job's shell (node-local $TMPDIR), quoted as one word
             kwargs[key] = _shell_word(s[key])
@@ -1297,9 +1344,9 @@ def _dask_config(opts: BatchOptions):
 
     return dask.config.set({
         "distributed.scheduler.allowed-failures": int(opts.allowed_failures),
-        # One scan per worker thread at a time: with the default saturation (1.1) a second scan waits
-        # on each worker as "processing", and dies with it (counted against it) if its neighbour
-        # crashes the worker. Scans are long, so queueing on the scheduler costs nothing.
+        # One scan per worker thread (one per worker: _start_cluster) at a time: with the default saturation (1.1)
+        # a second scan waits on each worker as "processing", and dies with it (counted against it) if its
+        # neighbour crashes the worker. Scans are long, so queueing on the scheduler costs nothing.
         "distributed.scheduler.worker-saturation": 1.0,
     })
 
@@ -1343,9 +1390,13 @@ def _start_cluster(opts: BatchOptions, cfg: dict[str, Any], executor: str):
         threads = opts.threads_per_worker
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{v}": threads
                               for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}):
-            cluster = _started(lambda: LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+            # one dask thread: one scan at a time per worker, with --threads-per-worker threads for ITK and BLAS
+            # (WorkerSetup, the variables above). A worker of T dask threads ran T scans at once, each with T threads
+            # and a scan's memory (an audit); a resource (SCAN=1) would do it too, but dask queues only tasks without
+            # resources on the scheduler: the others all wait on a worker, and a crash there counts against each
+            cluster = _started(lambda: LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                     dashboard_address=":0", scheduler_port=0, **kwargs))
-        log.info("LocalCluster: %d worker(s) x %d thread(s)%s", workers, threads,
+        log.info("LocalCluster: %d worker(s), one scan at a time each with %d thread(s)%s", workers, threads,
                  f", one GPU each ({n_gpus} found)" if n_gpus else "")
         return cluster, _worker_setup(threads, n_gpus), ({"GPU": 1} if n_gpus else None), None
     SLURMCluster = _slurm_cluster_class()  # noqa: N806 - the class
@@ -1759,6 +1810,9 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
         tables_dir = out_dir / SHARDS_DIR / str(opts.shard_name())
         tables_dir.mkdir(parents=True, exist_ok=True)
         log.info("shard %d of %d: %d series", opts.shard_index, opts.num_shards, len(tasks))
+    # the whole input's series, before any is scored: ctscore aggregate names those left without an outcome (a run
+    # killed mid-way; shards of an input that changed between their tasks split it differently)
+    write_run_scans(tables_dir, input_ids)
     config_sha256 = config_hash(cfg)
     states = {t.scan_id: scan_state(out_dir, t.scan_id) for t in tasks}
     # nothing left to score (a resume after the run ended): no cluster is started, no SLURM job submitted
@@ -1783,6 +1837,7 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
                 client.register_plugin(plugin)
                 first = client.submit(segmenter_info, cfg, resources=resources, pure=False)
                 segmenter = first.result() if wait is None else wait(client, first)
+                first.release()  # else held for the whole run: a SLURM worker retiring (worker_lifetime) waits on it
             model_id = segmenter["model_id"]
             todo = [t for t in tasks if needs_work(states[t.scan_id], t, config_sha256, model_id,
                                                    opts.overwrite, opts.retry_failed)]
@@ -1825,6 +1880,8 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
         names[input_id] = input_path
     summary = write_run_tables(tables_dir, statuses, cfg, segmenter, time.perf_counter() - t0, input_path,
                                provenance={"input_id": input_id, "input_names": dict(sorted(names.items())),
+                                           # the whole input (all shards): aggregate refuses shards that disagree
+                                           "input_scans": input_scans_digest(input_ids),
                                            # how this call ran (results repeat across executors and threads on the
                                            # CPU; a methods reviewer asks anyway)
                                            # --series-uid: the series the user named (METHODS.md says so)
@@ -1983,7 +2040,8 @@ def _warn_not_in_input(out_dir: Path, scan_ids: set[str], input_path: str) -> No
                 len(others), out_dir, ids, f" {input_path}" if input_path else "", out_dir)
 
 
-def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[str, Any]:
+def aggregate(out_dir: str | Path, allow_missing_shards: bool = False, allow_unfinished: bool = False
+              ) -> dict[str, Any]:
     """Rebuild ``scans.csv``, ``zones.csv``, ``failures.csv`` and ``run.json`` in ``out_dir`` from every
     per-scan record under it (e.g. after the shards of a job array). Returns the tables summary: ``n_series``,
     ``n_ok``, ``n_failed``, ``scans`` and ``failures`` (DataFrames, as :func:`pipeline.run.run_pipeline` returns
@@ -1999,7 +2057,13 @@ def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[s
     Shards (``OUT/shards/K-of-N/``, see :func:`check_shards`): a shard of the N found that has not ended (no
     ``run.json`` in its folder) is CTScoreError SHARDS_MISSING, shards of different N are SHARDS_MIXED, unless
     ``allow_missing_shards`` (``--allow-missing-shards``): then a warning, and run.json lists them under
-    ``missing_shards``. While shards still run, a warning only."""
+    ``missing_shards``. While shards still run, a warning only.
+
+    Series without an outcome (:func:`check_outcomes`: a run or shard stopped while scoring them or before it came to
+    them; shards run on different lists of series, SHARDS_INPUT_CHANGED) are CTScoreError SCANS_UNFINISHED naming
+    them and what to run; the tables stay marked out of date (``.status/tables.pending``). ``allow_unfinished``
+    (``--allow-unfinished``; ``allow_missing_shards`` too) writes the tables of what is there anyway, with a warning,
+    and run.json lists them under ``unfinished_scans``."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         what = ("is a file, not a run's output folder (give the folder that holds run.json and scans.csv)"
@@ -2008,7 +2072,7 @@ def aggregate(out_dir: str | Path, allow_missing_shards: bool = False) -> dict[s
     from pipeline.logcapture import collect_warnings
 
     with collect_warnings() as said, writer_lock(out_dir, aggregating=True) as shards_running:
-        summary = _aggregate(out_dir, allow_missing_shards, shards_running)
+        summary = _aggregate(out_dir, allow_missing_shards, shards_running, allow_unfinished)
     summary["warnings"] = list(said)
     return summary
 
@@ -2019,13 +2083,16 @@ _SHARD_FOLDER = re.compile(r"(\d+)-of-(\d+)")
 def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_running: bool = False) -> dict[str, Any]:
     """Check the shard folders under ``OUT/shards/`` before ``ctscore aggregate`` merges them: their names
     (``K-of-N``) say how many there should be. A shard whose folder holds no ``run.json`` (never run, or stopped
-    before it ended) is missing; folders of several N are mixed (arrays of different ``--num-shards``).
+    before it ended), or still holds ``.status/tables.pending`` (a resubmission stopped before it ended: the
+    ``run.json`` is an earlier one's), is missing; folders of several N are mixed (arrays of different
+    ``--num-shards``).
 
     Raises CTScoreError SHARDS_MIXED or SHARDS_MISSING naming them, unless ``allow_missing`` (or ``shards_running``:
     the tables are known to be partial): then a warning. Returns what run.json records: ``missing_shards`` (and
     ``num_shards_found`` when mixed), {} when all is well or there are no shards."""
     root = Path(out_dir) / SHARDS_DIR
-    found: dict[int, dict[int, bool]] = {}  # N -> {K: ended (has run.json)}
+    found: dict[int, dict[int, bool]] = {}  # N -> {K: ended (has run.json, no tables.pending)}
+    why_not: dict[str, str] = {}  # K-of-N -> why it did not end
     if root.is_dir():
         for p in root.iterdir():
             m = _SHARD_FOLDER.fullmatch(p.name)
@@ -2033,12 +2100,17 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
                 continue
             k, n = int(m.group(1)), int(m.group(2))
             if 0 <= k < n:
-                found.setdefault(n, {})[k] = _read_json(p / "run.json") is not None
+                if _read_json(p / "run.json") is None:
+                    why_not[p.name] = "no run.json"
+                elif (p / TABLES_PENDING).is_file():  # its run.json is that of an earlier run of it
+                    why_not[p.name] = f"its {TABLES_PENDING.as_posix()} is still there"
+                found.setdefault(n, {})[k] = p.name not in why_not
     if not found:
         return {}
     missing = [f"{k}-of-{n}" for n in sorted(found) for k in range(n) if not found[n].get(k)]
     names = ", ".join(missing[:12]) + (f", ... ({len(missing)} in all)" if len(missing) > 12 else "")
-    unended = [f"{k}-of-{n}" for n in sorted(found) for k, ended in sorted(found[n].items()) if not ended]
+    unended = [f"{k}-of-{n} did not end: {why_not[f'{k}-of-{n}']}" for n in sorted(found)
+               for k, ended in sorted(found[n].items()) if not ended]
     if len(found) > 1:
         code = "SHARDS_MIXED"
         kinds = "; ".join(f"--num-shards {n}: {', '.join(f'{k}-of-{n}' for k in sorted(found[n]))}"
@@ -2050,7 +2122,7 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
     elif missing:
         code = "SHARDS_MISSING"
         (n,) = found
-        why = (f" ({', '.join(unended)} did not end: no run.json)" if unended else "")
+        why = f" ({'; '.join(unended)})" if unended else ""
         what = (f"{len(missing)} of {n} shards have no tables under {root}: {names}{why}; their series are not all "
                 f"in OUT: run them again (e.g. sbatch --array={','.join(m.split('-')[0] for m in missing[:12])} "
                 f"with NUM_SHARDS={n}; finished series are skipped)")
@@ -2067,6 +2139,101 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
     else:
         log.warning("%s: %s; merged anyway (--allow-missing-shards): run.json lists them under missing_shards",
                     code, what)
+    return record
+
+
+def _shard_folders(out_dir: Path) -> list[Path]:
+    """The ``K-of-N`` folders under ``OUT/shards/``, sorted by name."""
+    root = Path(out_dir) / SHARDS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (m := _SHARD_FOLDER.fullmatch(p.name))
+                  and int(m.group(1)) < int(m.group(2)))
+
+
+def _ids_text(ids: Sequence[str], n: int = 6) -> str:
+    return ", ".join(ids[:n]) + (f", ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def check_outcomes(out_dir: str | Path, statuses: Sequence[Mapping[str, Any]], allow_unfinished: bool = False,
+                   allow_mixed: bool = False, shards_running: bool = False) -> dict[str, Any]:
+    """Check, before ``ctscore aggregate`` writes the tables of ``out_dir``, that every series of the runs into it
+    has an outcome in ``statuses`` (:func:`collect_statuses`): the series of each run's whole input
+    (:data:`RUN_SCANS` of OUT and of each shard folder) and those with a ``started`` record (a run or shard stopped
+    while scoring them: killed, out of memory, the wall time).
+
+    Raises CTScoreError SHARDS_INPUT_CHANGED when the shards were run on different lists of series (their input or
+    selection changed between the array's tasks: they split it differently), unless ``allow_mixed``; then
+    SCANS_UNFINISHED naming the series without an outcome and what to run, unless ``allow_unfinished``. With them
+    (or ``shards_running``: the tables are known to be partial) a warning. Returns what run.json records:
+    ``unfinished_scans``, and ``input_scans`` (the shards agree) or ``input_scans_by_shard`` (they do not)."""
+    out_dir = Path(out_dir)
+    done = {s["scan_id"] for s in statuses}
+    shards = _shard_folders(out_dir)
+    lists = {name: ids for name, ids in [("", read_run_scans(out_dir))] + [(p.name, read_run_scans(p)) for p in shards]
+             if ids}
+    expected = set().union(*lists.values())
+    started = {sid for sid in scan_ids_under(out_dir) - done
+               if (rec := _read_json(record_path(out_dir, sid))) and rec.get("scan_id") == sid
+               and rec.get("status") == STARTED}
+    unfinished = sorted((expected | started) - done)
+    record: dict[str, Any] = {}
+    # each shard's whole list: that of its last run (RUN_SCANS, also when it did not end), else its run.json's
+    digests = {p.name: input_scans_digest(lists[p.name]) if p.name in lists else (_read_json(p / "run.json") or {})
+               .get("input_scans") for p in shards}
+    digests = {name: d for name, d in digests.items() if isinstance(d, dict) and d.get("sha256")}
+    kinds = Counter(d["sha256"] for d in digests.values())
+    checks: list[tuple[str, str, bool, str]] = []  # (code, what, allowed, the option that allows it)
+    if len(kinds) > 1:
+        record["input_scans_by_shard"] = digests
+        groups = "; ".join(f"{', '.join(n for n, d in digests.items() if d['sha256'] == h)}: "
+                           f"{next(d['count'] for d in digests.values() if d['sha256'] == h)} series (list sha256 "
+                           f"{h[:12]})" for h in kinds)
+        n_all = max(int(m.group(2)) for m in map(_SHARD_FOLDER.fullmatch, digests))
+        code = "SHARDS_INPUT_CHANGED"
+        checks.append((code, (
+            f"the shards under {out_dir / SHARDS_DIR} were run on {len(kinds)} different lists of series ({groups}): "
+            "the input changed between the array's tasks (an export still arriving, files added or removed) or "
+            "their selection options or pseudonym salt differed, so they split the series differently: some were "
+            "scored by two shards and others by none" + (f" ({len(unfinished)} without an outcome: "
+                                                        f"{_ids_text(unfinished)})" if unfinished else "") +
+            f"; once the input is complete, run every shard again (e.g. sbatch --array=0-{n_all - 1} with "
+            f"NUM_SHARDS={n_all}; finished series are skipped), then aggregate again"), allow_mixed,
+            "--allow-missing-shards (Python: allow_missing_shards=True)"))
+    elif digests:
+        record["input_scans"] = next(iter(digests.values()))
+    if unfinished:
+        record["unfinished_scans"] = unfinished
+        stopped = [sid for sid in unfinished if sid in started]
+        never = [sid for sid in unfinished if sid not in started]
+        parts = ([f"{len(stopped)} were being scored when their run stopped (a started record in "
+                  f"{STATUS_DIR}/ and no result: {_ids_text(stopped)})"] if stopped else []) + \
+                ([f"{len(never)} were never started ({_ids_text(never)})"] if never else [])
+        # shard K-of-N scores items K, K+N, ... of its sorted list (:func:`shard`): which shards hold them
+        shares = {name: set(ids[int(k)::int(n)]) for name, ids in lists.items() if name
+                  for k, n in [name.split("-of-")]}
+        owners = sorted(name for name, share in shares.items() if share & set(unfinished))
+        todo = []
+        if set(unfinished) - set().union(*(shares[name] for name in owners)):
+            todo.append("run the same `ctscore run` command again to resume (it scores them and writes the tables)")
+        for n in sorted({int(name.split("-of-")[1]) for name in owners}):
+            ks = ",".join(name.split("-of-")[0] for name in owners if name.endswith(f"-of-{n}"))
+            todo.append(f"resubmit the shard(s) that hold them (sbatch --array={ks} with NUM_SHARDS={n}; finished "
+                        "series are skipped), then aggregate again")
+        code = "SCANS_UNFINISHED"
+        checks.append((code, (
+            f"{len(unfinished)} series of the runs into {out_dir} have no outcome: {'; '.join(parts)}; the tables would "
+            f"leave them out: {' or '.join(todo)}"), allow_unfinished, "--allow-unfinished (Python: "
+                                                                       "allow_unfinished=True)"))
+    for code, what, allowed, option in checks:
+        if shards_running:
+            log.warning("%s: %s", code, what)
+        elif not allowed:
+            raise CTScoreError(code, f"{what}; or write the tables of what is there with {option}: run.json then "
+                               "lists them under unfinished_scans", out_dir)
+        else:
+            log.warning("%s: %s; merged anyway: run.json lists them under unfinished_scans (the tables leave them "
+                        "out)", code, what)
     return record
 
 
@@ -2100,11 +2267,15 @@ def warn_sources(out_dir: Path, statuses: Sequence[Mapping[str, Any]]) -> None:
                     ", ".join(f"{s or 'no checkout'}: {n}" for s, n in sorted(sources.items())))
 
 
-def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running: bool = False) -> dict[str, Any]:
+def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running: bool = False,
+               allow_unfinished: bool = False) -> dict[str, Any]:
     from pipeline.run import write_run_tables
 
     shard_check = check_shards(out_dir, allow_missing_shards, shards_running)
     statuses = collect_statuses(out_dir)
+    # a missing shard's series have no outcome: merging without it merges without them
+    shard_check.update(check_outcomes(out_dir, statuses, allow_unfinished or allow_missing_shards,
+                                      allow_missing_shards, shards_running))
     if not statuses:
         raise CTScoreError("NOTHING_TO_AGGREGATE", "no per-scan results or records found", out_dir)
     hashes = sorted({s.get("config_sha256", "") for s in statuses} - {""})
@@ -2153,7 +2324,7 @@ def _aggregate(out_dir: Path, allow_missing_shards: bool = False, shards_running
         # replaced by "aggregate of OUT" and 0 s)
         prior = _read_json(out_dir / "run.json") or {}
         provenance.update({k: prior[k] for k in ("input", "input_id", "versions", "python", "platform", "seconds",
-                                                 "series_uid_requested") if k in prior})
+                                                 "series_uid_requested", "input_scans") if k in prior})
     # the input each result was made from (recorded with it): results of several inputs merged are named
     named = _input_names(shard_runs + [_read_json(out_dir / "run.json") or {}])
     inputs = Counter(s["input_id"] for s in statuses if s.get("input_id"))

@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         # the run's tables are written when it ends: after a stop they are still the last complete run's (an upgrade
         # audit read 0.1.0 scores from scans.csv beside 0.2.0 results after a stop)
         resume = ("; finished series are kept: run the same command again to resume (scans.csv, zones.csv and "
-                  "report.html are still those of the last complete run; `ctscore aggregate OUT` updates them "
-                  "now)") if args.command == "run" else ""
+                  "report.html are still those of the last complete run until it ends; `ctscore aggregate OUT "
+                  "--allow-unfinished` writes them for what is finished now)") if args.command == "run" else ""
         print(f"ctscore: stopped ({signal.Signals(signum).name}){resume}", file=sys.stderr)
         return 128 + signum
     finally:

@@ -270,8 +270,9 @@ def check_tables_current(path: str | Path) -> None:
     raise CTScoreError("TABLES_STALE", f"the tables of {folder} (scans.csv, zones.csv, landmarks.csv, run.json, "
                        f"report.html) may not match its scans' results: a run began scoring into it at {since} and has "
                        "not written them (it is still going, was stopped (Ctrl-C, SIGTERM), or ended without a word: "
-                       "killed, out of memory, a power cut, a full disk); once no run is going, `ctscore aggregate OUT` writes them again from "
-                       f"the scans' results (or run the same command again to resume) [{marker}]", folder)
+                       "killed, out of memory, a power cut, a full disk): run the same command again to resume (it writes them), or, "
+                       "once no run is going, `ctscore aggregate OUT` writes them from the scans' results "
+                       f"(`--allow-unfinished` where series were left unscored) [{marker}]", folder)
 
 
 # Stable dtypes of the tables (Parquet keeps them; CSV readers can use them via ``table_dtypes``).

@@ -140,7 +140,8 @@ def test_ctrl_c_of_a_slurm_run_exits_130_with_the_resume_message(tmp_path, input
     assert code == 128 + signal.SIGINT, text  # was 0, with no message
     assert _error_lines(text) == ["ctscore: stopped (SIGINT); finished series are kept: run the same command again "
                                   "to resume (scans.csv, zones.csv and report.html are still those of the last "
-                                  "complete run; `ctscore aggregate OUT` updates them now)"], text
+                                  "complete run until it ends; `ctscore aggregate OUT --allow-unfinished` "
+                                  "writes them for what is finished now)"], text
     assert "4242" in (tmp_path / "scancel.log").read_text()  # the queued job is cancelled
 
 

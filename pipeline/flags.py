@@ -36,8 +36,13 @@ SCORING_FLAGS: dict[str, str] = {
                        "measures are of the visible part, and zones.csv's peripheral_central rows take the cut edge "
                        "for the chest wall; review",
     "LUNG_SIDES_SWAPPED": "the right lung mask lies left of the left one (segmenter or orientation error): review",
+    "LUNG_SIDE_MIXED": "the right and left lung masks touch over this many cm2, over 20 (real lungs meet only along "
+                       "the junction lines): one lung labelled in part as the other, a side's volumes and scores "
+                       "wrong: review qc.png",
     "ORIENTATION_SUSPECT": "the anatomy contradicts the header's orientation: the spine lies in front of the lungs "
-                           "(spine_anterior: a prone scan with a supine header?); sides swapped, scores unreliable",
+                           "(spine_anterior: a prone scan with a supine header?); sides swapped, scores unreliable. "
+                           "Not checked where the body reaches the back of the field of view (the spine may lie "
+                           "outside it)",
     "ZONED_AXIALLY": "slices tilted this many degrees from axial: levels found on an axial reformat, zones cut "
                      "voxel by voxel",
     "LANDMARK_ESTIMATED": "a level a detector was meant to find, placed from the others instead: the zones it bounds "
@@ -123,7 +128,7 @@ FLAG_UNITS: dict[str, str] = {
     "LOW_ATTENUATION": "% of the lung", "AIRWAY_NOT_FOUND": "mL", "MOTION_SUSPECT": "x the neighbouring slices",
     "DEPENDENT_DENSITY": "HU", "PNEUMOTHORAX_SUSPECT": "mL",
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LESION_OFF_LUNG_REMOVED": "mL",
-    "LUNG_CUT_BY_FOV": "% of slices",
+    "LUNG_CUT_BY_FOV": "% of slices", "LUNG_SIDE_MIXED": "cm2",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees", "LOBE_MAP_FILLED": "mL",
 }
 

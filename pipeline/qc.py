@@ -10,7 +10,9 @@ with the most consolidation (else the most lesion) and the lung base, where pleu
 window fluid, atelectasis and consolidation are all near white; in the soft-tissue window an effusion is a smooth
 band of water density along the dependent pleura, with no air bronchograms, and a consolidation outline over it
 shows that the segmentation took fluid for lung.
-Lungs are outlined in one colour; a suspected pneumothorax (``PNEUMOTHORAX_SUSPECT``, air in a sheet inside the
+Lungs are outlined in one colour, the right lung (label 1) solid and the left (label 2) dashed, so that a lung labelled
+as the wrong side, in whole or in part, shows (in one colour the outline stays apart from the lesion colours in every
+colour vision); a suspected pneumothorax (``PNEUMOTHORAX_SUSPECT``, air in a sheet inside the
 lung mask) is outlined dotted in white in the axial lung-window slices that cross it and, seen from the front
 (where there is 4.5 mm or more of it front to back), on the coronal view; the legend says at which z it is largest,
 so that a reader can find it in a viewer; faint ground glass and ground glass are filled half-transparent, each in
@@ -53,6 +55,11 @@ HATCHED_CLASS = 3
 HATCH = "////"
 HATCH_LINEWIDTH = 1.5
 LUNG_COLOUR = "#00e5ff"
+#: Lung labels (segmentation.base: 1 right, 2 left) and the left lung's outline: dashed, in the lung colour. One colour
+#: drawn for both lungs hid a lung labelled as the wrong side (938 mL of a right lung labelled left drew a byte-identical
+#: qc.png); a second colour would have to stay apart from the lesion colours in every colour vision, a dash does.
+LEFT_LUNG = 2
+LEFT_LUNG_STYLE = (0, (4.0, 2.5))
 #: The consolidation outline of the soft-tissue column: the wine of the lung window is lost on its grey tissue;
 #: orange stays apart from the cyan lung outline and from water-density grey in every colour vision
 #: (tests/test_a11y_report.py).
@@ -78,6 +85,9 @@ ZONE_PLANES: dict[str, str] = {"carina": "carina", "ipv": "IPV"}
 MONTAGE_SIZE_IN = (12.5, 5.4)
 MONTAGE_DPI = 100
 THUMB_WIDTH_PX = 320
+#: The panels end this far (a share of the montage's height) above its bottom: the band below holds the window note
+#: and the legend.
+MONTAGE_BOTTOM = 0.08
 #: Labels closer than this fraction of the coronal view's height are moved apart.
 LABEL_GAP = 0.045
 #: Margins beside the coronal view in pixels of the montage: the plane labels' (right) and the axial slices' ticks'
@@ -249,6 +259,18 @@ def soft_tissue_slices(lungs: np.ndarray, classes: np.ndarray, z_mm: np.ndarray,
     return [first, AxialPick("E", "lung base (effusion site)", int(ks[np.argmin(np.abs(z_lung - z))]))]
 
 
+def _lung_outlines(ax, lungs2d: np.ndarray, linewidth: float) -> None:
+    """Each lung's outline in :data:`LUNG_COLOUR`: the left lung (:data:`LEFT_LUNG`) dashed, any other lung label
+    solid (a mask with one label for both lungs draws both solid). Where the right lung holds voxels labelled left,
+    their border is drawn across it."""
+    left = lungs2d == LEFT_LUNG
+    right = (lungs2d > 0) & ~left
+    if right.any():
+        ax.contour(right, levels=[0.5], colors=LUNG_COLOUR, linewidths=linewidth)
+    if left.any():  # (the dashes set on the contour drawn, not passed as linestyles: those are the pneumothorax's)
+        ax.contour(left, levels=[0.5], colors=LUNG_COLOUR, linewidths=linewidth).set_linestyle(LEFT_LUNG_STYLE)
+
+
 def _soft_panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, aspect: float) -> None:
     """CT in the soft-tissue window with the lung and the consolidation outlined, never filled: what lies under
     them (fluid, atelectasis, consolidation) shows."""
@@ -258,8 +280,7 @@ def _soft_panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray
         hatched = classes2d == HATCHED_CLASS
         if hatched.any():
             ax.contour(hatched, levels=[0.5], colors=SOFT_CONSOLIDATION_COLOUR, linewidths=1.2)
-        if (lungs2d > 0).any():
-            ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
+        _lung_outlines(ax, lungs2d, 1.0)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -283,6 +304,23 @@ def _outline_field(mask2d: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndar
     closed = ndi.binary_closing(padded, disc)[r[0] + 1: r[0] + 1 + mask2d.shape[0], r[1] + 1: r[1] + 1 + mask2d.shape[1]]
     filled = ndi.binary_fill_holes(closed | mask2d)
     return ndi.gaussian_filter(filled.astype(np.float32), [PNEUMOTHORAX_SMOOTH_MM / p for p in px])
+
+
+#: The HU under a fill's legend swatch: aerated lung, as a fill over it is drawn (LESION_ALPHA over the lung window's
+#: grey). Swatches at full strength were 7-14 CIEDE2000 from the half-transparent fills they name.
+SWATCH_UNDER_HU = -850.0
+
+
+def swatch_colour(colour: str) -> tuple[float, float, float]:
+    """A fill's legend swatch colour (RGB 0-1): ``colour`` at :data:`LESION_ALPHA` over the grey that the lung window
+    gives :data:`SWATCH_UNDER_HU`, as :func:`_panel` draws the fill."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    low, high = WINDOW_HU
+    under = np.asarray(colormaps["gray"]((SWATCH_UNDER_HU - low) / (high - low))[:3])
+    rgb = LESION_ALPHA * np.asarray(to_rgb(colour)) + (1.0 - LESION_ALPHA) * under
+    return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
 
 
 def _lesion_rgba(classes2d: np.ndarray) -> np.ndarray:
@@ -320,8 +358,8 @@ def _panel(ax, hu2d: np.ndarray, lungs2d: np.ndarray, classes2d: np.ndarray, asp
     if drawable and hatched.any():
         ax.contourf(hatched, levels=[0.5, 1.5], colors="none", hatches=[HATCH])
         ax.contour(hatched, levels=[0.5], colors=LESION_CLASSES[HATCHED_CLASS][0], linewidths=1.2)
-    if (lungs2d > 0).any() and drawable:
-        ax.contour(lungs2d > 0, levels=[0.5], colors=LUNG_COLOUR, linewidths=1.0)
+    if drawable:
+        _lung_outlines(ax, lungs2d, 1.0)
     if pneumothorax2d is not None and drawable and pneumothorax2d.any():
         ax.contour(_outline_field(pneumothorax2d, pixel_mm), levels=[0.5], colors=PNEUMOTHORAX_COLOUR, linewidths=1.6,
                    linestyles=PNEUMOTHORAX_STYLE)
@@ -380,8 +418,8 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
     fig = Figure(figsize=MONTAGE_SIZE_IN, dpi=MONTAGE_DPI, facecolor="black")
     FigureCanvasAgg(fig)
     # with flags, the panels start lower: the flags line sits between the title and the panels' titles
-    grid = fig.add_gridspec(2, 5, left=0.01, right=0.99, top=0.86 if flags else 0.9, bottom=0.08, wspace=0.04,
-                            hspace=0.14)
+    grid = fig.add_gridspec(2, 5, left=0.01, right=0.99, top=0.86 if flags else 0.9, bottom=MONTAGE_BOTTOM,
+                            wspace=0.04, hspace=0.14)
     text = {"color": "white", "fontsize": 12}
 
     # Coronal view through the lungs' centre, head at the top.
@@ -476,12 +514,15 @@ def _montage(hu: np.ndarray, lungs: np.ndarray, classes: np.ndarray, z_mm: np.nd
             ax.text(x, 0.93, side, color=TICK_COLOUR, fontsize=10, fontweight="bold", ha="center", va="center",
                     transform=ax.transAxes, bbox=LABEL_BOX)
 
-    # swatches as drawn: the fills (edged in white: dark on black), the hatching over light grey, as over tissue
+    # swatches as drawn: the fills at LESION_ALPHA over aerated lung's grey (edged in white: dark on black), the
+    # hatching over light grey, as over tissue; the lungs' outlines, the left dashed
     handles = [Patch(facecolor="#d9d9d9", edgecolor=c, hatch=HATCH, lw=1.2) if v == HATCHED_CLASS
-               else Patch(facecolor=c, edgecolor="white", lw=0.8) for v, (c, _) in LESION_CLASSES.items()]
+               else Patch(facecolor=swatch_colour(c), edgecolor="white", lw=0.8)
+               for v, (c, _) in LESION_CLASSES.items()]
     handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5))
+    handles.append(Patch(facecolor="none", edgecolor=LUNG_COLOUR, lw=1.5, linestyle=LEFT_LUNG_STYLE))
     handles.append(Patch(facecolor="none", edgecolor=SOFT_CONSOLIDATION_COLOUR, lw=1.5))
-    names = [n for _, n in LESION_CLASSES.values()] + ["lung", "consolidation, soft tissue"]
+    names = [n for _, n in LESION_CLASSES.values()] + ["R lung", "L lung", "consolidation, soft tissue"]
     if ptx is not None:  # only when there is one: where it is largest, to find it in a viewer
         handles.append(Patch(facecolor="none", edgecolor=PNEUMOTHORAX_COLOUR, lw=1.5, linestyle=PNEUMOTHORAX_STYLE))
         # one decimal, as the panels' titles give z (a slice titled z=-184.5 read -184 here)
@@ -527,14 +568,35 @@ def pneumothorax_z_mm(pneumothorax: np.ndarray, z_mm: np.ndarray) -> float:
     return float(np.asarray(z_mm, float)[int(np.argmax(np.count_nonzero(pneumothorax, axis=(1, 2))))])
 
 
+#: The thumbnail's caption, drawn over its bottom band (:data:`MONTAGE_BOTTOM` of its height, where the montage's
+#: legend and window note shrink to a few pixels, as do its R / L markers: about 3 pixels high at 320 wide), in the
+#: largest font that fits there: which side is which, legible at thumbnail size.
+THUMB_CAPTION = "patient R on the left of each view; L lung dashed"
+
+
 def qc_thumbnail(png: bytes, width: int = THUMB_WIDTH_PX) -> bytes:
-    """A smaller copy of a PNG (``width`` pixels wide, aspect kept) for the run report."""
-    from PIL import Image
+    """A smaller copy of a QC montage (``width`` pixels wide, aspect kept) for the run report, its bottom band (the
+    legend, unreadable at this size) covered by :data:`THUMB_CAPTION`."""
+    from PIL import Image, ImageDraw, ImageFont
 
     with Image.open(io.BytesIO(png)) as img:
         img = img.convert("RGB")
         height = max(1, round(img.height * width / img.width))
         small = img.resize((width, height), Image.Resampling.LANCZOS)
+    band = int(MONTAGE_BOTTOM * height)
+    font, box = None, (0, 0, 0, 0)
+    for size in range(max(band, 1), 5, -1):  # the largest font that fits the band and the width
+        font = ImageFont.load_default(size=size)
+        box = font.getbbox(THUMB_CAPTION)
+        if box[2] - box[0] <= width - 4 and box[3] - box[1] <= band - 1:
+            break
+    else:
+        font = None  # a band too small for any legible caption: the picture as it is
+    if font is not None:
+        draw = ImageDraw.Draw(small)
+        draw.rectangle((0, height - band, width, height), fill="black")
+        draw.text(((width - (box[2] - box[0])) // 2 - box[0], height - band + (band - (box[3] - box[1])) // 2 - box[1]),
+                  THUMB_CAPTION, fill="white", font=font)
     buf = io.BytesIO()
     small.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -16,8 +16,9 @@ confidence) or set by a reader (``R``), dashed when estimated (``E``); a label t
 under its line. Missing levels (no z, or a z that is not finite) and levels beyond the scan's ends are listed in the
 title. Images are in the radiological convention (patient right on the left of the coronal view, anterior on the
 left of the sagittal view, head at the top), with true millimetre proportions; each slice spans half-way to its
-neighbours, so unevenly spaced slices, in either order, lie at their own z (slices tilted from axial are drawn at
-their centre's z, and the title says so). Both views are cropped to the body and the lungs plus 10 mm of air
+neighbours, so unevenly spaced slices, in either order, lie at their own z (slices tilted from axial would be drawn
+at their centre's z: ``ctscore run`` draws them from an axial reformat, :func:`pipeline.run.picture_arrays`, and the
+title says so). Both views are cropped to the body and the lungs plus 10 mm of air
 (:data:`VIEW_MARGIN_MM`), whatever the field of view.
 
 Pure function: arrays in, PNG bytes out. Arrays are LPS-oriented ``[z, y, x]``.
@@ -266,7 +267,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     from matplotlib.figure import Figure
     from matplotlib.ticker import MultipleLocator
 
-    from pipeline.qc import LUNG_COLOUR
+    from pipeline.qc import LEFT_LUNG, LEFT_LUNG_STYLE, LUNG_COLOUR
 
     z_mm = np.asarray(z_mm, float)
     nz, ny, nx = hu.shape
@@ -304,10 +305,10 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         per_col = per_label.sum(axis=0)[lo: hi + 1]
         seam = lo + int(np.flatnonzero(per_col == per_col.min()).mean().round())
     cor = hu[order, row_r, :].copy()
-    cor_lung = lung[order, row_r, :].copy()
+    cor_lung = lungs[order, row_r, :].copy()  # labels: the left lung's outline is dashed
     if seam is not None:
         cor[:, seam:] = hu[order, row_l, seam:]
-        cor_lung[:, seam:] = lung[order, row_l, seam:]
+        cor_lung[:, seam:] = lungs[order, row_l, seam:]
     sag = hu[order, :, xc]
     x0, x1 = view_span(cor, lung_x, sx)
     y0, y1 = view_span(sag, lung.any(axis=(0, 2)), sy)
@@ -348,7 +349,11 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
         ax.set_ylabel("patient z (mm)", color="white", fontsize=10)
     if lung.any() and nz > 1 and nx > 1:  # the outlines at the pixel centres of the image they are drawn on
         xs_mm = (np.arange(nx) + 0.5) * sx
-        axes[0].contour(xs_mm, z_mm[order], cor_lung.astype(float), levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
+        left = cor_lung == LEFT_LUNG
+        for drawn, style in (((cor_lung > 0) & ~left, "solid"), (left, LEFT_LUNG_STYLE)):
+            if drawn.any():  # the right lung solid, the left dashed: a lung labelled as the wrong side shows
+                axes[0].contour(xs_mm, z_mm[order], drawn.astype(float), levels=[0.5], colors=LUNG_COLOUR,
+                                linewidths=0.6).set_linestyle(style)
         axes[0].contour(xs_mm, z_mm[order], seen_through.astype(float), levels=[0.5], colors=LUNG_COLOUR,
                         linewidths=0.7, linestyles="dotted")
     # where each view cuts the other: the coronal rows on the sagittal view, the sagittal column on the coronal
@@ -413,6 +418,7 @@ def levels_png(hu: np.ndarray, lungs: np.ndarray, z_mm: Sequence[float], spacing
     sub = ("solid = detected (D" + (", D? with low confidence: result.json says why" if unsure else "") + ")"
            + (" or set by a reader (R)" if readers else "") + ", dashed = estimated (E)"
            + (", dotted = an uncertain dome's second reading (2nd)" if seconds else "") + "\n"
+           "lung outline (cyan): R lung solid, L lung dashed\n"
            "dotted outline: the lungs seen through (apices touch it; a base may lie below it, in aerated recess tips "
            "beyond the lung mask)")
     if missing:

@@ -155,12 +155,54 @@ def _level(landmarks: Mapping[str, Any], name: str) -> float | None:
 
 
 def _tilt_note(flags: list[str]) -> str:
-    """levels.png's word on slices tilted from axial (ZONED_AXIALLY): it draws each slice at its centre's z."""
+    """levels.png's word on slices tilted from axial (ZONED_AXIALLY): it is drawn from an axial reformat
+    (:func:`picture_arrays`)."""
     tilt = next((f.split(":", 1)[1] for f in flags if f.startswith("ZONED_AXIALLY:")), None)
     if tilt is None:
         return ""
-    return (f"slices tilted {tilt} degrees from axial (ZONED_AXIALLY): each slice is drawn at its centre's z, so the "
-            "views are sheared; the levels are axial planes")
+    return (f"slices tilted {tilt} degrees from axial (ZONED_AXIALLY): drawn from an axial reformat (black: outside "
+            "the tilted stack), as the levels are axial planes")
+
+
+#: HU of the axial reformat's voxels outside a tilted stack (:func:`picture_arrays`): below both windows of the QC
+#: pictures, so drawn black (no image there), neither air nor tissue.
+PICTURE_PAD_HU = -2000
+
+
+def picture_arrays(res: Mapping[str, Any]) -> dict[str, Any]:
+    """What qc.png and levels.png are drawn from: the arrays of :func:`analyse_volume`'s ``res`` on the CT's grid;
+    for slices tilted more than :data:`TILT_FLAG_DEG` from axial, the same resampled onto the axial reformat the
+    levels were found on (:func:`pipeline.resample.axial_grid`: the CT's spacing, identity direction, all of the
+    tilted stack), for the pictures only. Tilted slices drawn as they are made qc.png's coronal view an oblique cut
+    (70 mm front to back over a 15-degree stack, missing the lesions) with its rows 7.7 mm off the z they were
+    labelled with. The CT is resampled linearly (to int16; :data:`PICTURE_PAD_HU` outside the stack), the labels by
+    nearest neighbour. Keys: hu, lungs, classes, pneumothorax (None or bool), z_mm, spacing_zyx, sagittal_x (the
+    trachea's column, carried by physical position) and reformatted (bool)."""
+    from pipeline.resample import axial_grid, labels_to_grid
+
+    orig = res["orig"]
+    out = {"hu": res["hu"], "lungs": res["lungs"], "classes": res["classes"], "pneumothorax": res.get("pneumothorax"),
+           "z_mm": res["z_mm"], "spacing_zyx": res["spacing_zyx"], "sagittal_x": res.get("trachea_x"),
+           "reformatted": False}
+    if plane_tilt_deg(orig) <= TILT_FLAG_DEG:
+        return out
+    axial = axial_grid(orig)
+
+    def labels(arr: np.ndarray) -> np.ndarray:
+        return sitk.GetArrayFromImage(labels_to_grid(_to_image(np.asarray(arr, np.uint8), orig), axial))
+
+    ptx = out["pneumothorax"]
+    x = out["sagittal_x"]
+    if x is not None:  # the trachea's column, at the stack's centre, onto the reformat's columns
+        size = orig.GetSize()
+        point = orig.TransformContinuousIndexToPhysicalPoint((float(x), (size[1] - 1) / 2.0, (size[2] - 1) / 2.0))
+        x = int(np.clip(round(axial.TransformPhysicalPointToContinuousIndex(point)[0]), 0, axial.GetSize()[0] - 1))
+    return {"hu": sitk.GetArrayFromImage(sitk.Resample(orig, axial, sitk.Transform(), sitk.sitkLinear,
+                                                       float(PICTURE_PAD_HU), sitk.sitkInt16)),
+            "lungs": labels(res["lungs"]), "classes": labels(res["classes"]),
+            "pneumothorax": None if ptx is None else labels(ptx) > 0,
+            "z_mm": slice_z_mm(axial), "spacing_zyx": tuple(axial.GetSpacing()[::-1]), "sagittal_x": x,
+            "reformatted": True}
 
 
 def trachea_column(airway: np.ndarray | None, work: sitk.Image, orig: sitk.Image,
@@ -219,7 +261,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     from scoring.hu_classes import classify_lesions
     from scoring.landmarks import apply_reader_levels, detect_landmarks, temper_for_thick_slices
     from scoring.quantify import score_scan, slice_step_mm, solid_lesion_ml
-    from segmentation.base import lung_outside_body
+    from segmentation.base import lung_outside_body, side_mixed_flags
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -274,7 +316,8 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     hu_check = measure_hu(hu_w, seg.lungs, seg.lesions > 0, voxel_ml_w, body=body_w, padding=pad_w)  # flags: below
     ptx_check, ptx_w = pneumothorax(hu_w, seg.lungs, spacing_w, seg.airway)  # PNEUMOTHORAX_SUSPECT (a flag only)
     hu_check.update(ptx_check)
-    orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w)  # the spine behind the lungs (any segmenter)
+    # the spine behind the lungs (any segmenter; not checked where the field of view cuts the back of the body)
+    orientation = measure_orientation(hu_w, seg.lungs, body_w, spacing_w, padding=pad_w)
     del body_w, pad_w
     lung_ml = float((seg.lungs > 0).sum()) * voxel_ml_w
     if lung_ml < cfg["segmentation"]["min_lung_volume_ml"]:
@@ -377,7 +420,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
     flags_airway = [f"AIRWAY_NOT_FOUND:{airway_ml:.1f}"] if airway_ml < AIRWAY_MIN_ML else []
     flags_masks = [f"MASKS_FROM_USER:{'+'.join(k for k in USER_MASKS if k in given)}"] if given else []
     flags = (flags_masks + list(getattr(seg, "flags", None) or []) + flags + flags_tilt + flags_fov + flags_solid
-             + flags_airway + orientation_flags(orientation))
+             + flags_airway + orientation_flags(orientation) + side_mixed_flags(seg.lungs, spacing_w))
     trachea_x = trachea_column(seg.airway, work, orig, (_level(landmarks, "carina"),
                                                         _level(landmarks, "suprasternal_notch")))
     timings["score_s"] = time.perf_counter() - t
@@ -859,15 +902,19 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                                    hu_flags(res["hu_check"], header.get("contrast"),
                                             header.get("slice_thickness") or vol.meta.get("slice_spacing_mm"))))
         if outs["write_qc_png"]:
-            # a picture that cannot be drawn must not lose the scores: the scan is scored without it and flagged
+            # a picture that cannot be drawn must not lose the scores: the scan is scored without it and flagged.
+            # Both pictures from one set of arrays: an axial reformat of tilted slices (picture_arrays)
+            pic = None
             try:
-                png = qc_png(res["hu"], res["lungs"], res["classes"], res["z_mm"], res["spacing_zyx"], levels,
+                pic = picture_arrays(res)
+                png = qc_png(pic["hu"], pic["lungs"], pic["classes"], pic["z_mm"], pic["spacing_zyx"], levels,
                              title=f"{scan_id}  six-zone {_total_text(res['row']['six_zone_total'], 24)}  "
-                                   f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}",
+                                   f"zhang900 {_total_text(res['row']['zhang900_total'], 900)}"
+                                   + ("  (axial reformat)" if pic["reformatted"] else ""),
                              estimated={name for name, lm in res["landmarks"].items() if lm.method == "estimated"},
                              flags=flags,
                              reader={name for name, lm in res["landmarks"].items() if lm.method == "reader"},
-                             pneumothorax=res.get("pneumothorax"))
+                             pneumothorax=pic["pneumothorax"])
                 thumb = qc_thumbnail(png)
             except Exception as exc:  # noqa: BLE001 - a QC picture must not lose the scores
                 log.warning("%s: no qc.png: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
@@ -877,13 +924,15 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
                 atomic_write_bytes(folder.path("thumb.png"), thumb)
             from pipeline.qc_levels import levels_png
             try:
-                png = levels_png(res["hu"], res["lungs"], res["z_mm"], res["spacing_zyx"], res["landmarks"],
-                                 title=scan_id, sagittal_x=res.get("trachea_x"), note=_tilt_note(flags))
+                pic = pic or picture_arrays(res)
+                png = levels_png(pic["hu"], pic["lungs"], pic["z_mm"], pic["spacing_zyx"], res["landmarks"],
+                                 title=scan_id, sagittal_x=pic["sagittal_x"], note=_tilt_note(flags))
             except Exception as exc:  # noqa: BLE001 - a QC picture must not lose the scores
                 log.warning("%s: no levels.png: %s: %s", scan_id, type(exc).__name__, exc, exc_info=True)
                 flags.append("QC_PICTURE_FAILED:levels.png")
             else:
                 atomic_write_bytes(folder.path("levels.png"), png)
+            del pic
         row = {
             "scan_id": scan_id, "patient_id": table_patient_id(header, cfg), "study_date": header.get("study_date", ""),
             "series_time": header.get("series_time", ""),

@@ -64,6 +64,35 @@ def sides_swapped(lungs: np.ndarray) -> bool:
     return med[0] - med[1] > 0.25 * (present[-1] - present[0] + 1)
 
 
+#: The right and left lung labels touching over more than this many cm2 are one lung labelled in part as the other
+#: (LUNG_SIDE_MIXED). Real lungs meet only along the junction lines, through the pleura: the six real chests of
+#: ../shared/data/chest 0 cm2 with the network, 0 to 7.4 (cap001) with the classical segmenter; the audit's small
+#: field of view phantom (the right lung's upper part labelled left by the network: 47.5; the right lung split front
+#: and back by the classical segmenter: 353.6).
+SIDE_CONTACT_CM2 = 20.0
+
+
+def sides_contact_cm2(lungs: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """The area (cm2) over which the right and left labels of an LPS ``[z, y, x]`` label map touch (voxel faces
+    between a right and a left voxel, ``spacing`` (z, y, x) mm). Large where one lung is labelled in part as the
+    other (:data:`SIDE_CONTACT_CM2`), whatever the field of view: no midline is needed, the body's being unknown
+    where the field cuts it."""
+    sz, sy, sx = (float(v) for v in spacing)
+    area = 0.0
+    for axis, face in ((0, sy * sx), (1, sz * sx), (2, sz * sy)):
+        a = lungs[(slice(None),) * axis + (slice(None, -1),)]
+        b = lungs[(slice(None),) * axis + (slice(1, None),)]
+        area += face * np.count_nonzero(((a == RIGHT_LUNG) & (b == LEFT_LUNG)) | ((a == LEFT_LUNG) & (b == RIGHT_LUNG)))
+    return float(area) / 100.0
+
+
+def side_mixed_flags(lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[str]:
+    """``["LUNG_SIDE_MIXED:<cm2>"]`` where the two lung labels touch over more than :data:`SIDE_CONTACT_CM2`
+    (:func:`sides_contact_cm2`), else []."""
+    cm2 = sides_contact_cm2(lungs, spacing)
+    return [f"LUNG_SIDE_MIXED:{cm2:.0f}"] if cm2 > SIDE_CONTACT_CM2 else []
+
+
 #: a lung component with at least this share of its voxels outside the body's outline is air around the patient
 #: (a real lung cut by the field of view has only the sliver between the outline's chord and the FOV edge outside)
 OUTSIDE_BODY_SHARE = 0.5

@@ -5,6 +5,7 @@ Small synthetic arrays and fake run folders only; no real CT needed.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -200,6 +201,7 @@ def test_failure_code_badge_says_why(fake_run: Path) -> None:  # noqa: F811
               "path": "/data/DOE^JOHN/s1"}
     _write_csv(fake_run / "failures.csv", [failed], list(failed))
     html = write_run_report(fake_run).read_text(encoding="utf-8")
-    assert ('<span class="flag" title="failed: no lung found in this series (0 mL of lung) &lt;x&gt; &amp; '
-            '&quot;q&quot; in [input path, see failures.csv]">NO_LUNG_FOUND</span>') in html
-    assert "DOE^JOHN" not in html
+    # the code's fixed meaning, not the message (it can name patient-named files: an audit, 2026-12-07)
+    badge = re.search(r'<span class="flag" title="failed: ([^"]*)">NO_LUNG_FOUND</span>', html)
+    assert badge and "no lung found in the series" in badge.group(1) and "failures.csv" in badge.group(1)
+    assert "DOE^JOHN" not in html and "&lt;x&gt;" not in html

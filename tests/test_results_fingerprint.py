@@ -112,7 +112,8 @@ RECORDED = {
         "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
         "lung_gas_ml": 3620.9}},
     # 0.17.0: zones graded from their written figures (0.001 %, 0.01 mL; no unit of the sample lies that near a
-    # boundary), the QC flag BURNED_IN_ANNOTATION (not on the sample): as under 0.16.0
+    # boundary), the QC flags BURNED_IN_ANNOTATION and LUNG_SIDE_MIXED, ORIENTATION_SUSPECT not checked where the field
+    # of view cuts the back of the body (none on the sample): as under 0.16.0
     ("0.17.0", "a938cd392514"): {"exact": "c35fc892b9357fcf", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,

@@ -2,7 +2,9 @@
 
 Everything the text states is read from the output folder: ``scans.csv`` (versions, segmenter, model, device, counts,
 slice thickness, scanners, QC flags, the scores' configuration hash), ``failures.csv`` (failure codes) and
-``run.json`` (the resolved configuration: resampling, HU bands, score settings; package versions). Nothing is taken
+``run.json`` (the resolved configuration: resampling, HU bands, score settings; package versions) and each scored
+scan's ``result.json`` (its own configuration and package versions: a resumed run or merged shards hold several;
+settings that differ are named, and segmenter settings other than those its model card measured). Nothing is taken
 from the defaults of the ctscore that writes the text: a setting the records do not hold is said to be unknown. The
 text is a draft for the authors to check and edit, and says so.
 """
@@ -80,7 +82,7 @@ def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None,
         excluded = read_exclusions(exclude, scans)  # BAD_OPTION for a value that is no path or DataFrame
     return _compose(scans, failures, run, run_problem,
                     _read_inventory(Path(inventory_from) if inventory_from is not None else out),
-                    moves=_reader_moves(out, scans), exclusions=excluded)
+                    moves=_reader_moves(out, scans), exclusions=excluded, records=_scan_records(out, scans))
 
 
 #: a scan id as ctscore makes them (a folder of OUT): a scans.csv row naming another path is not read
@@ -106,6 +108,29 @@ def _reader_moves(out: Path, scans) -> dict[str, list[float]]:
                     and isinstance(lm.get("z_mm"), (int, float)):
                 moves.setdefault(name, []).append(abs(float(lm["z_mm"]) - float(lm["ctscore_z_mm"])))
     return moves
+
+
+def _scan_records(out: Path, scans) -> dict[str, dict[str, Any]]:
+    """What each scored scan's result.json records of how it was made: scan id -> {"config", "segmenter" (its name),
+    "python", "versions"}. A resumed run or merged shards hold scans made by several processes, with their own
+    configurations and package versions; run.json records the last process's only. Scans without a readable
+    result.json are left out (the text then falls back on run.json)."""
+    records: dict[str, dict[str, Any]] = {}
+    for sid, status in zip(scans["scan_id"], scans["status"]):
+        if str(status).strip() != "ok" or not _SAFE_ID.match(str(sid)):
+            continue
+        try:
+            result = json.loads((out / str(sid) / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(result, dict) or not isinstance(result.get("config"), Mapping):
+            continue
+        env = result.get("environment") if isinstance(result.get("environment"), Mapping) else {}
+        seg = result.get("segmenter") if isinstance(result.get("segmenter"), Mapping) else {}
+        records[str(sid)] = {"config": result["config"], "segmenter": str(seg.get("name") or ""),
+                             "python": str(env.get("python") or ""),
+                             "versions": env.get("versions") if isinstance(env.get("versions"), Mapping) else {}}
+    return records
 
 
 def write_methods(out_dir: str | Path, output: str | Path | None = None, exclude: str | Path | Any = None) -> Path:
@@ -287,13 +312,130 @@ def _shipped_meta() -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _said(value: Any) -> str:
+    """A configuration value as its YAML reads: true, 50, -400, "slab" as slab, [1, 2]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return _g(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_said(v) for v in value) + "]"
+    return _md(str(value))
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"scoring.zhang900.mode": "slab", ...}: the leaves of a nested configuration by their dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+#: How many differing or changed keys a sentence names before it says how many more there are.
+MAX_KEYS_NAMED = 10
+
+
+def _named_keys(items: list[str], where: str) -> str:
+    """"a, b, c" of at most :data:`MAX_KEYS_NAMED` items, then how many more (and ``where`` they are)."""
+    if len(items) <= MAX_KEYS_NAMED:
+        return "; ".join(items)
+    return "; ".join(items[:MAX_KEYS_NAMED]) + f"; and {len(items) - MAX_KEYS_NAMED} more ({where})"
+
+
+def _differing_settings(configs: list[Mapping[str, Any]]) -> list[str]:
+    """The settings whose values differ between the scans' configurations, as the run read them
+    (:func:`pipeline.config.read_settings`, secrets redacted; the segmenter itself, said apart, left out):
+    ["scoring.zhang900.mode slab (1 scan), zone (1 scan)", ...]. A key only some configurations hold (another
+    segmenter's section) is compared among those that hold it."""
+    if len(configs) < 2:
+        return []
+    from pipeline.config import read_settings, redact_secrets
+
+    values: dict[str, Counter] = {}
+    for cfg in configs:
+        try:
+            flat = _flat(redact_secrets(read_settings(cfg)) or {})
+        except (TypeError, ValueError, AttributeError):
+            continue
+        for key, value in flat.items():
+            values.setdefault(key, Counter())[json.dumps(value, sort_keys=True, default=str)] += 1
+    out = []
+    for key in sorted(values):
+        if key == "segmentation.method" or len(values[key]) < 2:
+            continue
+        seen = sorted(values[key].items(), key=lambda kv: (-kv[1], kv[0]))
+        out.append(f"{key} " + ", ".join(f"{_said(json.loads(v))} ({_plural(n, 'scan')})" for v, n in seen))
+    return out
+
+
+#: Network options that do not change the masks (how many windows go to the device at once).
+NO_EFFECT_OPTIONS = ("sw_batch_size",)
+
+
+def _changed_segmentation(configs: list[Mapping[str, Any]], network: bool,
+                          meta: Mapping[str, Any] | None = None) -> list[str]:
+    """The segmentation settings of ``configs`` (those of the scans one segmenter made) that are not those its model
+    card figures were measured with: ctscore's default configuration (its ``segmentation`` section: the flat keys for
+    the classical segmenter, ``segmentation.monai`` and min_lung_volume_ml for the network) and, for a network
+    option the defaults do not hold (lesion_threshold), the shipped model.yaml (``meta``). ["segmentation.ggo_delta_hu
+    50 (default 100)", ...]; a key a configuration does not hold (an older ctscore) is not compared."""
+    from pipeline.config import SHARED_SEGMENTATION_KEYS, default_config
+
+    defaults = default_config()["segmentation"]
+    if network:
+        measured = {f"monai.{k}": v for k, v in (defaults.get("monai") or {}).items()}
+        measured["min_lung_volume_ml"] = defaults.get("min_lung_volume_ml")
+    else:
+        measured = {k: v for k, v in defaults.items() if not isinstance(v, Mapping)
+                    and (k not in SHARED_SEGMENTATION_KEYS or k == "min_lung_volume_ml")}
+    seen: dict[str, list[Any]] = {}
+    for cfg in configs:
+        seg = _get(cfg, "segmentation")
+        if not isinstance(seg, Mapping):
+            continue
+        if network:
+            opts = seg.get("monai") if isinstance(seg.get("monai"), Mapping) else {}
+            own = {f"monai.{k}": v for k, v in opts.items() if k not in NO_EFFECT_OPTIONS}
+            if "min_lung_volume_ml" in seg:
+                own["min_lung_volume_ml"] = seg["min_lung_volume_ml"]
+        else:
+            own = {k: v for k, v in seg.items() if k in measured}
+        for key, value in own.items():
+            if key in measured:
+                reference, known = measured[key], True
+            elif meta and key.removeprefix("monai.") in meta:
+                reference, known = meta[key.removeprefix("monai.")], True
+            else:
+                reference, known = None, False
+            if known and (value == reference or (_num(value) is not None and _num(value) == _num(reference)
+                                                  and not isinstance(value, bool))):
+                continue
+            if value not in seen.setdefault(key, []):
+                seen[key].append(value)
+    out = []
+    for key in sorted(seen):
+        ref = measured.get(key, (meta or {}).get(key.removeprefix("monai.")))
+        was = (f" (default {_said(ref)})" if key in measured else
+               f" (model.yaml {_said(ref)})" if ref is not None else " (no default)")
+        out.append(f"segmentation.{key} " + " and ".join(_said(v) for v in seen[key]) + was)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # The text
 
 
 def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=None,
-             moves: Mapping[str, list[float]] | None = None, exclusions=None) -> str:
+             moves: Mapping[str, list[float]] | None = None, exclusions=None,
+             records: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     from pipeline import __version__
+
+    records = records or {}
 
     ok = scans[scans["status"].str.strip() == "ok"]
     failed_ids = set(scans.loc[scans["status"].str.strip() != "ok", "scan_id"]) - {""}
@@ -338,6 +480,11 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
             caveats.append("the configuration in run.json is not the one the scans were scored with (its hash "
                            f"{own} is none of the rows'): the settings stated here may not be those of the scores; "
                            "each scan's result.json holds its own")
+    differing = _differing_settings([r["config"] for r in records.values()])
+    if differing:
+        caveats.append("the scans were made with settings that differ between them (a resumed run or merged shards): "
+                       + _named_keys(differing, "each scan's result.json") + "; the settings stated in the text are "
+                       "those of run.json [state each group's, or analyse the groups apart]")
     if len(devices) > 1:
         caveats.append(f"the network ran on several devices ({_counted(devices, False)}): CUDA runs in half "
                        "precision and its masks differ a little from the CPU's")
@@ -351,11 +498,31 @@ def _compose(scans, failures, run: dict[str, Any], run_problem: str, inventory=N
         shipped: bool | None = None  # the network's model id is not recorded: which weights is unknown
     else:
         shipped = set(monai_models) <= _shipped_ids(evaluation)
+    seg_of = dict(zip(_values(ok, "scan_id"), _values(ok, "segmenter")))
+
+    def configs_of(name: str) -> list[Mapping[str, Any]]:
+        """The configurations of the scans ``name`` segmented (run.json's where no result.json says)."""
+        own = [r["config"] for sid, r in records.items() if (seg_of.get(sid) or r.get("segmenter")) == name]
+        return own or ([cfg] if cfg is not None else [])
+
+    packages: dict[str, Counter] = {}
+    for r in records.values():
+        for name, version in (r.get("versions") or {}).items():
+            if version:
+                packages.setdefault(str(name), Counter())[str(version)] += 1
+    pythons = Counter(r["python"] for r in records.values() if r.get("python"))
+    several = sorted(n for n in NAMED_PACKAGES + NETWORK_PACKAGES if len(packages.get(n, ())) > 1)
+    if several or len(pythons) > 1:
+        caveats.append("the scans were scored with different package versions (" + ", ".join(
+            (["Python"] if len(pythons) > 1 else []) + several) + "; a resumed run): each is named with its "
+            "number of scans; scores may differ a little between them")
     paragraphs = [
-        _software(run, versions, segmenters, models, devices, n_ok, shipped) + " " + _selection_text(cfg, run)
-        + " " + _pipeline_text(cfg, segmenters),
-        _segmenter_text(cfg, segmenters, shipped, evaluation),
-        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves, exclusions),
+        _software(run, versions, segmenters, models, devices, n_ok, shipped, packages, pythons) + " "
+        + _selection_text(cfg, run, ok, inventory, caveats) + " " + _pipeline_text(cfg, segmenters),
+        _segmenter_text(cfg, segmenters, shipped, evaluation, configs_of("monai"), configs_of("classical"),
+                        models=monai_models),
+        _scores_text(cfg, ok, n_ok) + " " + _qc_text(ok, moves, exclusions, _qc_images(
+            [r["config"] for r in records.values()] or ([cfg] if cfg is not None else []))),
     ]
     paragraphs = [p for p in paragraphs if p]
     bullets = _counts(ok, n_ok, n_failed, codes, inventory)
@@ -405,7 +572,10 @@ def _commit_text(source: str) -> str:
 
 
 def _software(run, versions: Counter, segmenters: Counter, models: Counter, devices: Counter, n_ok: int,
-              shipped: bool | None) -> str:
+              shipped: bool | None, packages: Mapping[str, Counter] | None = None,
+              pythons: Counter | None = None) -> str:
+    """The opening sentences: ctscore, its revision, Python and the packages named (each version the scans'
+    result.json record, with its number of scans where they differ; else run.json's), the segmenter and device."""
     if versions:
         ctscore = "ctscore " + " and ".join(sorted(versions, key=version_key))
     else:
@@ -414,7 +584,10 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
     network = any(s != "classical" for s in segmenters)
     pkg = run.get("versions") if isinstance(run.get("versions"), Mapping) else {}
     names = NAMED_PACKAGES + (NETWORK_PACKAGES if network else ())
-    listed = [f"{name} {pkg[name]}" for name in names if pkg.get(name)]
+    if packages:  # the scans' own (a resumed run: several processes, perhaps other versions)
+        listed = [f"{name} {_each(packages[name])}" for name in names if packages.get(name)]
+    else:
+        listed = [f"{name} {pkg[name]}" for name in names if pkg.get(name)]
     source = str(run.get("source") or "")
     sources = run.get("sources") if isinstance(run.get("sources"), Mapping) else None
     if sources is not None:  # the revisions that scored the scans (since 0.6.0; a resume keeps earlier ones)
@@ -432,7 +605,8 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
             and "aggregated_from" not in run):  # (an aggregate's run.json: the checkout that merged, not scored)
         # an older run.json: the commit of the run, and whether its files were changed (one version only)
         ctscore += _commit_text(source)
-    python = f"Python {run['python']}" if run.get("python") else "Python (version unknown)"
+    python = (f"Python {_each(pythons)}" if pythons else f"Python {run['python']}" if run.get("python")
+              else "Python (version unknown)")
     env = python + (f" with {', '.join(listed)}" if listed else "")
     text = f"Chest CT series were scored automatically with {ctscore}, a chest CT lung-injury scoring tool ({env})."
     if not segmenters:
@@ -465,16 +639,39 @@ def _software(run, versions: Counter, segmenters: Counter, models: Counter, devi
                    "from which the carina was found, by ctscore's classical region growing.")
 
 
-def _selection_text(cfg, run: Mapping[str, Any] | None = None) -> str:
+def _each(versions: Counter) -> str:
+    """"2.4.6", or "1.26.4 (1 scan) and 2.4.6 (3 scans)" where the scans were scored with several."""
+    if len(versions) == 1:
+        return next(iter(versions))
+    return " and ".join(f"{v} ({_plural(n, 'scan')})" for v, n in sorted(versions.items(),
+                                                                         key=lambda kv: version_key(kv[0])))
+
+
+def _selection_text(cfg, run: Mapping[str, Any] | None = None, ok=None, inventory=None,
+                    caveats: list[str] | None = None) -> str:
     """Which stacks were eligible and which of them were scored (run.json's selection and loading settings, and the
-    series the user named, ``series_uid_requested``)."""
+    series the user named, ``series_uid_requested``, when every scored scan is that series: a later run or an
+    aggregate may have added others). A study with several scored series although one_per_study was on (a resumed
+    or merged run made with other selection settings) goes to ``caveats``."""
     sel, load = _get(cfg, "selection"), _get(cfg, "loading")
-    named = isinstance(run, Mapping) and bool(run.get("series_uid_requested"))
+    requested = str(run.get("series_uid_requested") or "") if isinstance(run, Mapping) else ""
+    uids = _values(ok, "series_uid") if ok is not None else []
+    named = bool(requested) and (not uids or all(u == requested.split("#", 1)[0] for u in uids))
+    if requested and not named and caveats is not None:
+        caveats.append("the series requested by the user (run.json series_uid_requested) is not the only one scored "
+                       "(another run scored into this folder): the selection stated is run.json's automatic one")
     if not isinstance(sel, Mapping) and not named:
         return "How the series were selected is not recorded."
-    eligible = (f"axial CT image stacks of at least {_g(sel.get('min_slices'))} slices, no thicker than "
-                f"{_g(sel.get('max_slice_thickness_mm'))} mm, that were not localizers, reformats or projections"
-                if isinstance(sel, Mapping) else "")
+    eligible = ""
+    if isinstance(sel, Mapping):
+        angle = _num(sel.get("max_axial_angle_deg"))
+        types = [x.strip() for x in str(sel.get("exclude_image_types") or "").split(",") if x.strip()]
+        eligible = ("axial CT image stacks" + (f" (slice normal within {_g(angle)}\u00b0 of the patient's long axis)"
+                                               if angle is not None else "")
+                    + f" of at least {_g(sel.get('min_slices'))} slices, no thicker than "
+                    f"{_g(sel.get('max_slice_thickness_mm'))} mm"
+                    + (f", whose ImageType held none of {', '.join(_md(x) for x in types)}" if types
+                       else ", whatever their ImageType (no ImageType value excluded)"))
     if named:
         rules = ["The series to score was named by the user (its SeriesInstanceUID or stack id given to ctscore), "
                  "not selected automatically" + (f"; it had to be eligible: {eligible}" if eligible else "")]
@@ -485,23 +682,54 @@ def _selection_text(cfg, run: Mapping[str, Any] | None = None) -> str:
             prefs = ", ".join(p.strip() for p in str(sel.get("preferences") or "").split(",") if p.strip())
             chosen = (f"the best-ranked one of each study was scored (ctscore's preferences, in this order: {prefs}; "
                       f"kernel preference {sel.get('kernel_preference')})")
+            shared = _studies_scored_twice(uids, inventory)
+            if shared and caveats is not None:
+                caveats.append(f"{_plural(shared, 'study', 'studies')} had several series scored although one "
+                               "series per study was to be (selection.one_per_study; a resumed or merged run made "
+                               "with other selection settings): say which series was analysed")
         rules = [f"Series were selected automatically: eligible were {eligible}; {chosen}"]
     if isinstance(load, Mapping):
-        rules.append("missing slices were interpolated" if load.get("allow_gaps") else
-                     "series with missing slices were not scored")
+        ratio = _num(load.get("max_gap_ratio"))
+        gap = (f" (a step between slices more than {_g(ratio)} times the local slice step)" if ratio is not None
+               else "")
+        rules.append(f"missing slices{gap} were interpolated" if load.get("allow_gaps") else
+                     f"series with a missing slice{gap} were not scored")
         rules.append("lossy-compressed series were not scored" if load.get("allow_lossy") is False else
                      "lossy-compressed series were scored and flagged")
     return "; ".join(rules) + "."
 
 
-def _segmenter_text(cfg, segmenters: Counter, shipped: bool | None, evaluation: Mapping[str, Any]) -> str:
-    """How the network ran and how well it did (evaluation.json), or what the authors must add; the classical
-    segmenter's figures on the same test."""
+def _studies_scored_twice(uids: list[str], inventory) -> int:
+    """How many studies (inventory.csv's study_key of each scored series) had more than one series scored."""
+    if inventory is None or not uids or not {"series_uid", "study_key"} <= set(inventory.columns):
+        return 0
+    study = {u.strip(): k.strip() for u, k in zip(inventory["series_uid"], inventory["study_key"])
+             if u.strip() and k.strip()}
+    per_study = Counter(study[u] for u in set(uids) if u in study)
+    return sum(1 for n in per_study.values() if n > 1)
+
+
+def _segmenter_text(cfg, segmenters: Counter, shipped: bool | None, evaluation: Mapping[str, Any],
+                    network_cfgs: list[Mapping[str, Any]] | None = None,
+                    classical_cfgs: list[Mapping[str, Any]] | None = None, models: Counter | None = None) -> str:
+    """How the network ran (the configuration of the scans it segmented) and how well it did (evaluation.json), or
+    what the authors must add; the classical segmenter's figures on the same test. Where the scans' segmentation
+    settings are not those the figures were measured with (the defaults, and the shipped model.yaml), the changed
+    keys are named and the figures put in a bracket saying so."""
     s: list[str] = []
     if "monai" in segmenters:
-        s.append(_network_settings(cfg, bool(shipped)))
+        net_cfgs = network_cfgs or ([cfg] if cfg is not None else [])
+        net_cfg = _most_common(net_cfgs) if net_cfgs else cfg
+        s.append(_network_settings(net_cfg, bool(shipped), models))
         if shipped:
-            s.append(_network_evaluation(evaluation))
+            changed = _changed_segmentation(net_cfgs, True, _shipped_meta())
+            if changed:
+                s.append("The network's settings were not those its model card's figures were measured with: "
+                         + _named_keys(changed, "the scans' result.json") + ".")
+                s.append("[Measured with other inference settings (ctscore's defaults), which may not hold for "
+                         "those of this run: " + _lower_first(_network_evaluation(evaluation).strip()) + "]")
+            else:
+                s.append(_network_evaluation(evaluation))
         elif shipped is None:
             s.append("[Describe how the network was trained and validated: the run does not record which weights were "
                      "used.]")
@@ -514,17 +742,62 @@ def _segmenter_text(cfg, segmenters: Counter, shipped: bool | None, evaluation: 
                  f"{', '.join(_md(b) for b in bundles)}.]")
     classical = evaluation.get("classical") if isinstance(evaluation.get("classical"), Mapping) else None
     if "classical" in segmenters and classical and _num(classical.get("lesion_dice")) is not None:
-        s.append(f"On {evaluation.get('test_data', 'the developers held-out test')}, the classical segmenter's lesion "
-                 f"Dice was {_g(round(_num(classical.get('lesion_dice')) or 0, 2))}, and it kept {_g(classical.get('pleural_coverage_pct'))} "
-                 "% of the consolidation touching the pleura inside the lung mask (ctscore's model card).")
+        dice = _g(round(_num(classical.get("lesion_dice")) or 0, 2))
+        test = evaluation.get("test_data", "the developers held-out test")
+        changed = _changed_segmentation(classical_cfgs or ([cfg] if cfg is not None else []), False)
+        if changed:
+            s.append("The classical segmenter's settings were not those its model card's figures were measured "
+                     "with: " + _named_keys(changed, "the scans' result.json") + ".")
+            s.append(f"[Measured with other settings (ctscore's defaults), which may not hold for those of this run: "
+                     f"on {test}, the classical segmenter's lesion Dice {dice}, and {_g(classical.get('pleural_coverage_pct'))} % "
+                     "of the consolidation touching the pleura kept inside the lung mask (ctscore's model card).]")
+        else:
+            s.append(f"On {test}, the classical segmenter's lesion Dice was {dice}, and it kept "
+                     f"{_g(classical.get('pleural_coverage_pct'))} % of the consolidation touching the pleura inside the "
+                     "lung mask (ctscore's model card).")
     return " ".join(s)
 
 
-def _network_settings(cfg, shipped: bool) -> str:
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _most_common(configs: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The configuration most of ``configs`` share (the first of the most frequent)."""
+    keys = [json.dumps(c, sort_keys=True, default=str) for c in configs]
+    best = Counter(keys).most_common(1)[0][0]
+    return configs[keys.index(best)]
+
+
+def _own_weights_meta(cfg, models: Counter | None) -> dict[str, Any]:
+    """The model.yaml of a network's own weights (the model folder segmentation.method names, or
+    segmentation.monai.weights) when its files still give the model id the scans record; else {}."""
+    import hashlib
+
+    import yaml
+
+    from segmentation.monai_segmenter import model_id_of
+
+    where = [_get(cfg, "segmentation.monai.weights"), _get(cfg, "segmentation.method")]
+    for folder in (Path(str(w)) for w in where if w and str(w) not in ("monai", "classical")):
+        try:
+            hashes = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                      for name in ("model.safetensors", "model.yaml")}
+            if not models or model_id_of(hashes) not in models:
+                continue
+            meta = yaml.safe_load((folder / "model.yaml").read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(meta, dict):
+            return meta
+    return {}
+
+
+def _network_settings(cfg, shipped: bool, models: Counter | None = None) -> str:
     opts = _get(cfg, "segmentation.monai")
     if not isinstance(opts, Mapping):
         return "The network's inference settings are not recorded."
-    meta = _shipped_meta() if shipped else {}
+    meta = _shipped_meta() if shipped else _own_weights_meta(cfg, models)
     grid = meta.get("model_spacing_mm")
     times = " \u00d7 "
     grid_text = (f"its own {times.join(_g(v) for v in grid)} mm grid" if isinstance(grid, list) and grid
@@ -543,10 +816,21 @@ def _network_settings(cfg, shipped: bool) -> str:
                 else "it was run once (no test-time augmentation)")
     threshold = opts.get("lesion_threshold", meta.get("lesion_threshold"))
     threshold_text = (_g(threshold) if threshold is not None else
-                      "its lesion_threshold (model.yaml of its weights)" if not shipped else "(not recorded)")
+                      "[state the lesion_threshold of the model.yaml of its weights]" if not shipped
+                      else "(not recorded)")
+    margin = _num(opts.get("body_margin_mm"))
+    spacing = _get(cfg, "resample.spacing_mm")
+    applied = ""
+    if margin is not None and isinstance(spacing, (list, tuple)) and spacing and all(_num(v) for v in spacing):
+        # body_crop grows the box by whole voxels of the working grid: ceil(margin / spacing) of them
+        steps = sorted({round(math.ceil(margin / float(v)) * float(v), 3) for v in spacing})
+        if steps != [round(margin, 3)]:
+            applied = (" (rounded up to whole voxels of the working grid: "
+                       + (f"{_g(steps[0])} mm)" if len(steps) == 1 else
+                          f"{_g(steps[0])} to {_g(steps[-1])} mm, by axis)"))
     text = (f"The network was run on the HU image resampled (trilinear) to {grid_text} and cut to the body (voxels "
-            f"above -500 HU) plus {said('body_margin_mm')} mm of air; {averaged}; voxels were lesion where its lesion "
-            f"probability exceeded {threshold_text}")
+            f"above -500 HU) plus {said('body_margin_mm')} mm of air{applied}; {averaged}; voxels were lesion where its "
+            f"lesion probability exceeded {threshold_text}")
     gas = opts.get("remove_bowel_gas")
     if gas is not None:
         text += ("; stomach and colon gas under the diaphragm was taken out of the lung mask" if gas else
@@ -635,7 +919,7 @@ def _pipeline_text(cfg, segmenters: Counter) -> str:
              "notch from the sternum and the diaphragm domes from the lung bases. The bronchus intermedius, aortic "
              "arch and inferior pulmonary vein (IPV) levels were not detected but placed at fixed offsets from the "
              "carina and domes, calibrated by ctscore's developers on six reference scans (error on those same "
-             f"scans: {errors}); the IPV level is the border between the six-zone middle and lower zones.")
+             f"scans, with the classical segmenter: {errors}); the IPV level is the border between the six-zone middle and lower zones.")
     return " ".join(s)
 
 
@@ -735,11 +1019,25 @@ def _estimated_landmarks(ok, flag: str = "LANDMARK_ESTIMATED") -> tuple[int, Cou
     return n, per_name
 
 
-def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None) -> str:
+def _qc_images(configs: list[Mapping[str, Any]]) -> tuple[int, int]:
+    """(configurations that wrote QC images, configurations): outputs.write_qc_png of each scan's configuration
+    (unrecorded counts as written, the default)."""
+    return sum(1 for c in configs if _get(c, "outputs.write_qc_png") is not False), len(configs)
+
+
+def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None,
+             images: tuple[int, int] = (1, 1)) -> str:
+    """The QC flags and images (only where outputs.write_qc_png wrote them), and who reviewed them."""
     flagged = sum(1 for cell in _values(ok, "qc_flags") if cell)
+    wrote, of = images
     text = ("Each scan was checked by automated quality-control (QC) flags (coverage of the lung apices and bases, "
-            "landmarks estimated rather than detected, HU calibration, contrast, noise, metal, among others) and "
-            "QC images showing the lung and lesion masks, zone boundaries and landmark levels")
+            "landmarks estimated rather than detected, HU calibration, contrast, noise, metal, among others)")
+    if wrote:
+        text += (" and QC images showing the lung and lesion masks, zone boundaries and landmark levels"
+                 + (f" (written for {wrote} of {of} scans; outputs.write_qc_png was off for the others)"
+                    if wrote < of else ""))
+    with_images = (" with these QC images" if wrote
+                   else " [state how: ctscore wrote no QC images, outputs.write_qc_png being off]")
     if len(ok):
         text += f"; {_plural(flagged, 'scan')} carried at least one flag." if flagged else "; no scan carried a flag."
     else:
@@ -771,17 +1069,17 @@ def _qc_text(ok, moves: Mapping[str, list[float]] | None = None, exclusions=None
             whose = ("the one scored scan" if n_reviewed == len(used) == 1 else
                      f"all {n_reviewed} scored scans" if n_reviewed == len(used) else
                      f"{n_reviewed} of the {len(used)} scored scans")
-            return text + (f" The segmentations and scores of {whose} were reviewed with these QC images before analysis "
+            return text + (f" The segmentations and scores of {whose} were reviewed" + with_images + " before analysis "
                            "[state by whom, blinded to what]; "
                            + (f"{len(hit)} {'was' if len(hit) == 1 else 'were'} excluded{reasons}." if hit
                               else "none was excluded."))
         if exclusions.is_sheet:  # decisions on failed scans only: nothing analysed was reviewed
-            return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
+            return text + (" The segmentations and scores should be reviewed" + with_images + " before analysis "
                            "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
-        return text + (" The segmentations and scores were reviewed with these QC images before analysis [state by "
+        return text + (" The segmentations and scores were reviewed" + with_images + " before analysis [state by "
                        f"whom, blinded to what]; {_plural(len(hit), 'scored scan')} of {len(ok)} "
                        f"{'was' if len(hit) == 1 else 'were'} excluded{reasons}.")
-    return text + (" The segmentations and scores should be reviewed with these QC images before analysis "
+    return text + (" The segmentations and scores should be reviewed" + with_images + " before analysis "
                    "[state here whether, and by whom, they were reviewed, and which scans were excluded].")
 
 
@@ -795,7 +1093,7 @@ def _stacks_line(inventory) -> str | None:
     decisions = Counter(d.strip() or "no decision" for d in stacks["decision"])
     parts = [f"{decisions.pop('selected', 0)} selected"]
     if "reason" in stacks.columns:
-        skipped = Counter(r.split()[0] if r.strip() else "no reason" for d, r in zip(stacks["decision"], stacks["reason"])
+        skipped = Counter(r.split()[0].rstrip(":") if r.strip() else "no reason" for d, r in zip(stacks["decision"], stacks["reason"])
                           if d.strip() == "skipped")
         decisions.pop("skipped", None)
         if skipped:

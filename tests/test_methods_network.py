@@ -73,7 +73,7 @@ def test_own_weights_are_not_called_the_shipped_network(sample_run, tmp_path):
     text = methods_text(_as_network(sample_run, tmp_path / "a", model_id="monai-5753fd9f96b82ac4"))
     assert "shipped with ctscore (MONAI" not in text and "weights of its own, not the one shipped" in text
     assert "[Describe how this network was trained and validated" in text
-    assert "69.9 %" not in text and "its lesion_threshold (model.yaml of its weights)" in text
+    assert "69.9 %" not in text and "[state the lesion_threshold of the model.yaml of its weights]" in text
     assert "its own model grid" in text
 
 
@@ -123,7 +123,7 @@ def test_selection_stacks_and_scores_available(sample_run, tmp_path):
     two.loc[1, ["scan_id", "patient_id", "six_zone_total"]] = ["scan-other", "", ""]
     two.to_csv(out / "scans.csv", index=False)
     text = methods_text(out)
-    assert "every eligible stack was scored" in text and "missing slices were interpolated" in text
+    assert "every eligible stack was scored" in text and "missing slices (a step between slices more than 1.5 times" in text
     assert "lossy-compressed series were not scored" in text
     assert "- Image stacks found: 2 (1 selected; skipped: LOCALIZER (1))\n" in text
     assert "- Patients: 1 (1 scan without a PatientID, not counted)\n" in text
@@ -132,7 +132,7 @@ def test_selection_stacks_and_scores_available(sample_run, tmp_path):
     default = methods_text(sample_run)
     assert re.search(r"the best-ranked one of each study was scored \(ctscore's preferences, in this order: chest, "
                      r"original, .*; kernel preference lung\)", default)
-    assert "series with missing slices were not scored" in default
+    assert "series with a missing slice (a step between slices more than 1.5 times the local slice step) were not scored" in default
 
 
 def test_levels_placed_by_offsets_are_said_to_be_estimated(sample_run):

@@ -17,7 +17,8 @@ def register(sub) -> None:
                                    "failures, patients, slice thicknesses, manufacturers and kernels, the resampling, "
                                    "HU bands, landmarks and score systems (with their citations) as configured for "
                                    "this run, the QC flags counted, and the configuration hash. Everything is read "
-                                   "from OUT (scans.csv, failures.csv, run.json), never from the current defaults; "
+                                   "from OUT (scans.csv, failures.csv, run.json, each scan's result.json), never from "
+                                   "the current defaults; settings that differ between scans are named; "
                                    "what they do not record is said to be unknown. OUT is only read, except for "
                                    "the default OUT/METHODS.md.")
     p.add_argument("out", help="output folder of `ctscore run` (or of `ctscore aggregate`)")

@@ -16,8 +16,10 @@ frames to slices only within 0.001 mm (all or none). A mask slice that is a sour
 spacing of its grid position, and in plane) takes that slice's own position and references it; a slice the loader
 filled into a gap (``loading.allow_gaps``) stays on the grid and references nothing, and the others are linked here
 (:func:`_link_frames`) when highdicom linked none. A resampled or sheared volume (uneven slices, a tilted gantry)
-keeps its own grid: highdicom references what it can match, often nothing (viewers that place frames by geometry,
-such as 3D Slicer and highdicom, overlay them; one that pairs frames with slices by reference does not).
+keeps its own grid: highdicom references what it can match, often nothing, and a frame keeps a reference only to a
+slice that starts where it does (:func:`_unlink_displaced`: a sheared frame referenced the slice in its plane, up to
+60 mm apart, and OHIF drew it there); viewers that place frames by geometry, such as 3D Slicer and highdicom, overlay
+them; one that pairs frames with slices by reference does not.
 
 Every segment carries a recommended display colour (ground glass and consolidation those of the QC picture, where
 faint ground glass is a class of its own and here part of ground glass; the lungs two other colour-blind-safe
@@ -210,7 +212,9 @@ def _build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: s
     # settings, another model) give new ones, so that an archive never holds two contents under one UID
     # (the digest of the 0/1 bytes of the segments stack, as it was of the boolean stack, without a copy of it)
     content = hashlib.sha256(memoryview(stack).cast("B")).hexdigest()
-    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content)
+    # which masks a reader edited too: the same voxels resubmitted through --masks are another object (SEMIAUTOMATIC
+    # segments), which an archive keeping the first of two objects under one UID would lose
+    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content, ",".join(sorted(edited)))
     seg = _segmentation_class()(
         source_images=sources, pixel_array=pixels, **planes,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -229,6 +233,8 @@ def _build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: s
         item.DimensionOrganizationUID = organization
     if planes and frames:
         _link_frames(seg, frames)
+    if frames:
+        _unlink_displaced(seg, frames)
     return seg
 
 
@@ -359,6 +365,45 @@ def _source_positions(frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]] | No
     if len(positions) < n / 2:  # a resampled or sheared volume (only a slice or two coincide): on its own grid
         return None
     return [positions.get(k) for k in range(n)]
+
+
+#: How far (mm) a SEG frame's ImagePositionPatient may lie from that of the source slice it references: farther, the
+#: reference is dropped (:func:`_unlink_displaced`).
+LINK_TOLERANCE_MM = 0.1
+
+
+def _unlink_displaced(seg: pydicom.Dataset, frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]]) -> int:
+    """Drop, from each SEG frame, the source references whose slice does not start where the frame does. A tilted
+    stack is sheared onto a grid of its own (GANTRY_TILT_CORRECTED): highdicom referenced the source slice in each
+    frame's plane (SpatialLocationsPreserved NO) though the two start up to 60 mm apart in it, and a viewer that
+    copies a frame onto the slice it references (OHIF's SEG loader) drew the masks that far off (an audit,
+    2026-12-07); without the reference such a viewer shows nothing, one that places frames by their geometry
+    (3D Slicer) is unaffected. Returns the number of frames left without a reference."""
+    where = {}
+    for ds, fr in frames:
+        key = (str(ds.SOPInstanceUID), fr.frame + 1 if H.is_multiframe(ds) else None)
+        where[key] = np.asarray(fr.ipp, float)
+    unlinked = 0
+    for item in seg.get("PerFrameFunctionalGroupsSequence", []):
+        derivations = item.get("DerivationImageSequence")
+        if not derivations:
+            continue
+        ipp = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
+        for derivation in derivations:
+            kept = []
+            for source in derivation.get("SourceImageSequence", []):
+                number = source.get("ReferencedFrameNumber")
+                at = where.get((str(source.ReferencedSOPInstanceUID), int(number) if number else None))
+                if at is None or float(np.abs(at - ipp).max()) <= LINK_TOLERANCE_MM:
+                    kept.append(source)
+            derivation.SourceImageSequence = kept
+        kept_derivations = [d for d in derivations if d.SourceImageSequence]
+        if kept_derivations:
+            item.DerivationImageSequence = kept_derivations
+        else:
+            del item.DerivationImageSequence
+            unlinked += 1
+    return unlinked
 
 
 def _link_frames(seg: pydicom.Dataset, frames: Sequence[tuple[pydicom.Dataset, H.FrameInfo]]) -> int:

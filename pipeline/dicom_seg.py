@@ -213,8 +213,10 @@ def _build_seg(source_files: Sequence[str | Path], lungs: sitk.Image, lesions: s
     # (the digest of the 0/1 bytes of the segments stack, as it was of the boolean stack, without a copy of it)
     content = hashlib.sha256(memoryview(stack).cast("B")).hexdigest()
     # which masks a reader edited too: the same voxels resubmitted through --masks are another object (SEMIAUTOMATIC
-    # segments), which an archive keeping the first of two objects under one UID would lose
-    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content, ",".join(sorted(edited)))
+    # segments), which an archive keeping the first of two objects under one UID would lose (unedited: the UIDs of
+    # earlier versions)
+    series_uid = _uid("seg-series", sources[0].SeriesInstanceUID, model_id, content,
+                      *([",".join(sorted(edited))] if edited else []))
     seg = _segmentation_class()(
         source_images=sources, pixel_array=pixels, **planes,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

@@ -1811,8 +1811,12 @@ def _run_batch(candidates: Sequence[Any], out_dir: Path, cfg: dict[str, Any], op
         tables_dir.mkdir(parents=True, exist_ok=True)
         log.info("shard %d of %d: %d series", opts.shard_index, opts.num_shards, len(tasks))
     # the whole input's series, before any is scored: ctscore aggregate names those left without an outcome (a run
-    # killed mid-way; shards of an input that changed between their tasks split it differently)
-    write_run_scans(tables_dir, input_ids)
+    # killed mid-way; shards of an input that changed between their tasks split it differently). While the folder's
+    # last run did not end (its tables.pending still there: this run has not marked it yet), that run's series are
+    # kept too: a run of one series after a killed run (--series-uid, to see what killed it) left aggregate blind
+    # to the two the killed run never started (a review, 2026-12-07)
+    unended = read_run_scans(tables_dir) if (tables_dir / TABLES_PENDING).is_file() else []
+    write_run_scans(tables_dir, set(input_ids) | set(unended))
     config_sha256 = config_hash(cfg)
     states = {t.scan_id: scan_state(out_dir, t.scan_id) for t in tasks}
     # nothing left to score (a resume after the run ended): no cluster is started, no SLURM job submitted
@@ -2092,7 +2096,7 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
     ``num_shards_found`` when mixed), {} when all is well or there are no shards."""
     root = Path(out_dir) / SHARDS_DIR
     found: dict[int, dict[int, bool]] = {}  # N -> {K: ended (has run.json, no tables.pending)}
-    why_not: dict[str, str] = {}  # K-of-N -> why it did not end
+    why_not: dict[tuple[int, int], str] = {}  # (K, N) -> why it did not end (folder names may be zero-padded)
     if root.is_dir():
         for p in root.iterdir():
             m = _SHARD_FOLDER.fullmatch(p.name)
@@ -2101,15 +2105,15 @@ def check_shards(out_dir: str | Path, allow_missing: bool = False, shards_runnin
             k, n = int(m.group(1)), int(m.group(2))
             if 0 <= k < n:
                 if _read_json(p / "run.json") is None:
-                    why_not[p.name] = "no run.json"
+                    why_not[k, n] = "no run.json"
                 elif (p / TABLES_PENDING).is_file():  # its run.json is that of an earlier run of it
-                    why_not[p.name] = f"its {TABLES_PENDING.as_posix()} is still there"
-                found.setdefault(n, {})[k] = p.name not in why_not
+                    why_not[k, n] = f"its {TABLES_PENDING.as_posix()} is still there"
+                found.setdefault(n, {})[k] = (k, n) not in why_not
     if not found:
         return {}
     missing = [f"{k}-of-{n}" for n in sorted(found) for k in range(n) if not found[n].get(k)]
     names = ", ".join(missing[:12]) + (f", ... ({len(missing)} in all)" if len(missing) > 12 else "")
-    unended = [f"{k}-of-{n} did not end: {why_not[f'{k}-of-{n}']}" for n in sorted(found)
+    unended = [f"{k}-of-{n} did not end: {why_not[k, n]}" for n in sorted(found)
                for k, ended in sorted(found[n].items()) if not ended]
     if len(found) > 1:
         code = "SHARDS_MIXED"

@@ -263,7 +263,17 @@ def without_quoted_values(text: str) -> str:
     """``text`` (an exception's message) with every quoted value replaced by ``'<value>'``: pydicom and highdicom
     quote the header value they refuse ("Unable to convert '1923-05-17' to 'DA' object"), and a log must not
     repeat an identifier."""
-    return _QUOTED.sub("'<value>'", text)
+    hidden = _QUOTED.sub("'<value>'", text)
+    rest = hidden.replace("'<value>'", "")
+    if re.search(r"\w'\w", text) or "'" in rest or '"' in rest:
+        # an apostrophe (can't, O'BRIEN) pairs the quotes wrongly and would leave part of a value (a review): the
+        # message is not trusted at all
+        return MESSAGE_WITHHELD
+    return hidden
+
+
+#: What :func:`without_quoted_values` says of a message whose quotes it cannot pair.
+MESSAGE_WITHHELD = "(message withheld: it quotes header values; see the debug log)"
 
 
 def _segment_stack(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:

@@ -354,7 +354,7 @@ def _differing_settings(configs: list[Mapping[str, Any]]) -> list[str]:
     segmenter's section) is compared among those that hold it."""
     if len(configs) < 2:
         return []
-    from pipeline.config import read_settings, redact_secrets
+    from pipeline.config import REFUSAL_ONLY_KEYS, read_settings, redact_secrets
 
     values: dict[str, Counter] = {}
     for cfg in configs:
@@ -363,6 +363,12 @@ def _differing_settings(configs: list[Mapping[str, Any]]) -> list[str]:
         except (TypeError, ValueError, AttributeError):
             continue
         for key, value in flat.items():
+            # what does not change a scan's scores (its output files, refusal-only limits) is no setting to state,
+            # and where the lobe maps lie is a path (only whether there are some: scores_config_hash's rules)
+            if key.startswith("outputs.") or key in {f"loading.{k}" for k in REFUSAL_ONLY_KEYS}:
+                continue
+            if key == "scoring.lobar.lobes_dir":
+                value = "given" if value else value
             values.setdefault(key, Counter())[json.dumps(value, sort_keys=True, default=str)] += 1
     out = []
     for key in sorted(values):
@@ -423,6 +429,17 @@ def _changed_segmentation(configs: list[Mapping[str, Any]], network: bool,
         was = (f" (default {_said(ref)})" if key in measured else
                f" (model.yaml {_said(ref)})" if ref is not None else " (no default)")
         out.append(f"segmentation.{key} " + " and ".join(_said(v) for v in seen[key]) + was)
+    # the working grid the masks are made on: the model card's figures are on the default one (a review: a 3 mm
+    # grid was credited with them)
+    grid = default_config()["resample"].get("spacing_mm")
+    grids = []
+    for cfg in configs:
+        value = (_get(cfg, "resample") or {}).get("spacing_mm") if isinstance(_get(cfg, "resample"), Mapping) else None
+        if value is not None and grid is not None and [float(v) for v in value] != [float(v) for v in grid] \
+                and value not in grids:
+            grids.append(value)
+    if grids:
+        out.append("resample.spacing_mm " + " and ".join(_said(v) for v in grids) + f" (default {_said(grid)})")
     return out
 
 

@@ -246,8 +246,8 @@ def test_example_profile_says_gpus_per_job_equals_processes():
 
 def test_a_worker_with_two_threads_scores_one_scan_at_a_time(tmp_path, inputs, cfg, monkeypatch):
     """Before: --workers 1 --threads-per-worker 2 ran two scans at once on the worker, each with two ITK threads
-    (and a scan's memory each, while the memory warning counted one). Now each scan asks for the worker's one SCAN
-    slot: while the first scan is held, no second one starts. The model-check future is released once read (F5)."""
+    (and a scan's memory each, while the memory warning counted one). Now a worker has one dask thread (its threads
+    go to the scan's ITK and BLAS): while the first scan is held, no second one starts. The model-check future is released once read (F5)."""
     import distributed
 
     root, ids = inputs

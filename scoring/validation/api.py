@@ -138,7 +138,8 @@ def run_validation(pred_dir: str | Path, reference_csv: str | Path, out_dir: str
         check_analysis_output(out_dir, "validate", [pred_dir])
     left_out: list[int] = []
     notes: list[str] = []  # rows left out (with examples), a column of numbers not read, units without a total
-    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out, notes=notes)
+    reference = load_reference(reference_csv, scans, on_unmatched=on_unmatched, left_out=left_out, notes=notes,
+                               systems=systems)
     if systems:
         reference = reference[reference["system"].isin(systems)]
         if reference.empty:

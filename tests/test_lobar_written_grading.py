@@ -7,16 +7,11 @@ from pipeline.config import default_config
 from scoring import systems
 from scoring.hu_classes import classify_lesions
 from scoring.quantify import score_scan
-from tests.test_written_grading import _landmarks
+from tests.test_written_grading import _landmarks, box_lungs
 
 
 def _lobar(n_lesion, ny=20, nx=40):
-    nz = 40
-    z = -100 + 2.5 * np.arange(nz)
-    hu = np.full((nz, ny, nx), 40.0, np.float32)
-    lungs = np.zeros((nz, ny, nx), np.uint8)
-    lungs[2:38, :, : nx // 2] = 1
-    lungs[2:38, :, nx // 2:] = 2
+    z, hu, lungs = box_lungs(ny, nx)
     hu[lungs > 0] = -850
     lobes = np.zeros(lungs.shape, np.uint8)
     h = nx // 2

@@ -21,22 +21,11 @@ from scoring.stats import schema
 from scoring.stats.cohort import build_cohort
 from scoring.validation import schema as vschema
 from scoring.validation.api import run_validation
+from tests.test_stats_review2 import _clin, _scans
 from tests.test_validation_end_to_end import write_cohort
 
 # two different patients whose 18-digit hospital numbers are one float64
 A, B = "110101199001010017", "110101199001010016"
-
-
-def _scans(ids: list[object]) -> pd.DataFrame:
-    n = len(ids)
-    return pd.DataFrame({"scan_id": [f"s{i}" for i in range(n)], "patient_id": ids,
-                         "study_date": pd.to_datetime("2020-02-01") + pd.to_timedelta(np.arange(n) * 7, unit="D"),
-                         "six_zone_total": np.arange(n, dtype=float), "zhang900_total": np.arange(n, dtype=float)})
-
-
-def _clin(**cols: list[str]) -> pd.DataFrame:
-    n = len(next(iter(cols.values())))
-    return schema.validate_clinical(pd.DataFrame({**cols, "onset_date": ["2020-01-25"] * n}))
 
 
 # ---- 1. ids of 16 digits and more keep every digit -------------------------------------------------------

@@ -23,15 +23,21 @@ def _landmarks(z):
     return out
 
 
-def _score(ny, nx, n_lesion, cfg=None):
-    """Two box lungs (40 slices of 2.5 mm, 2.5 uL voxels); the first ``n_lesion`` voxels of the right upper zone
-    (above the carina) are ground glass, or a count giving just under 25 % when ``n_lesion`` is None."""
+def box_lungs(ny, nx):
+    """(z, HU, lungs) of two box lungs, right then left along x, in 40 slices of 2.5 mm (slices 2-37)."""
     nz = 40
     z = -100 + 2.5 * np.arange(nz)
     hu = np.full((nz, ny, nx), 40.0, np.float32)
     lungs = np.zeros((nz, ny, nx), np.uint8)
     lungs[2:38, :, : nx // 2] = 1
     lungs[2:38, :, nx // 2:] = 2
+    return z, hu, lungs
+
+
+def _score(ny, nx, n_lesion, cfg=None):
+    """Two box lungs (:func:`box_lungs`, 2.5 uL voxels); the first ``n_lesion`` voxels of the right upper zone
+    (above the carina) are ground glass, or a count giving just under 25 % when ``n_lesion`` is None."""
+    z, hu, lungs = box_lungs(ny, nx)
     lungs[30, 0, 0:3] = 0  # a zone of 4k - 3 voxels: (k - 1) of them is 24.9996 %
     hu[lungs > 0] = -850
     upper = (lungs == 1) & (z > z[25])[:, None, None]

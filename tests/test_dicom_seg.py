@@ -82,11 +82,9 @@ def test_phantom_seg_reads_back_and_is_not_mirrored(sample_run):
     assert seg.SegmentSequence[0].SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
 
 
-def test_seg_uids_follow_the_content():
-    """The same masks of a series give the same SEG UIDs (a rerun replaces its SEG); other masks give new ones."""
+def sample_box_masks():
+    """(files, lungs, lesions) of the sample's first six slices: a box of right lung, no lesion (SimpleITK images)."""
     import SimpleITK as sitk
-
-    from pipeline.dicom_seg import build_seg
 
     files = sorted((str(f) for f in SAMPLE.iterdir() if f.suffix != ".json"),
                    key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))[:6]
@@ -94,7 +92,14 @@ def test_seg_uids_follow_the_content():
     lungs = sitk.Image(img.GetSize(), sitk.sitkUInt8)
     lungs.CopyInformation(img)
     lungs[40:60, 50:90, 1:5] = 1
-    lesions = sitk.Image(lungs)
+    return files, lungs, sitk.Image(lungs) * 0
+
+
+def test_seg_uids_follow_the_content():
+    """The same masks of a series give the same SEG UIDs (a rerun replaces its SEG); other masks give new ones."""
+    from pipeline.dicom_seg import build_seg
+
+    files, lungs, lesions = sample_box_masks()
     a, b = build_seg(files, lungs, lesions * 0, "m"), build_seg(files, lungs, lesions * 0, "m")
     lesions[45:50, 60:70, 2:4] = 2
     c = build_seg(files, lungs, lesions, "m")

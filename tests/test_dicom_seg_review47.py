@@ -10,8 +10,8 @@ import SimpleITK as sitk
 
 from pipeline.dicom_seg import LINK_TOLERANCE_MM, build_seg
 from pipeline.loading import load_series
-from tests.conftest import SAMPLE
 from tests.dicom_factory import write_series
+from tests.test_dicom_seg import sample_box_masks
 
 
 def _masks(image: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
@@ -58,13 +58,7 @@ def test_a_frame_references_only_a_slice_it_starts_on(tmp_path, tilt_deg):
 
 
 def test_a_readers_edit_makes_another_object():
-    files = sorted((str(f) for f in SAMPLE.iterdir() if f.suffix != ".json"),
-                   key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))[:6]
-    img = sitk.ReadImage(files)
-    lungs = sitk.Image(img.GetSize(), sitk.sitkUInt8)
-    lungs.CopyInformation(img)
-    lungs[40:60, 50:90, 1:5] = 1
-    lesions = sitk.Image(lungs) * 0
+    files, lungs, lesions = sample_box_masks()
     auto, edited = build_seg(files, lungs, lesions, "m"), build_seg(files, lungs, lesions, "m", edited=("lungs",))
     assert auto.SOPInstanceUID != edited.SOPInstanceUID and auto.SeriesInstanceUID != edited.SeriesInstanceUID
     again = build_seg(files, lungs, lesions, "m", edited=("lungs",))

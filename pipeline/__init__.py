@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.17.0"  # zones graded from their written figures, new flags (BURNED_IN_ANNOTATION, LUNG_SIDE_MIXED): scored again on resume
+__version__ = "0.18.0"  # loader fixes (padding outside BitsStored, reused SOP UIDs, ...): scored again on resume
 
 
 def version_key(version: str) -> tuple:

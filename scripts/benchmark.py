@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no eligible series under {args.series}", file=sys.stderr)
         return 2
     cand = chosen[0]
+    from tests.scripts_loader import load_script
+
+    machine = load_script("benchmark_batch").machine_line()  # the load average before the benchmark's own work
     t = time.perf_counter()
     try:  # a model folder that does not load, --device cuda without CUDA: one line, not a traceback
         segmenter = get_segmenter(cfg)
@@ -134,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             rows.append({**st["timings"], "total_s": total})
     peak_mb = peak_rss_mib()
-    from tests.scripts_loader import load_script
-
     print(f"series: {args.series} ({len(cand.files)} files), segmenter: {segmenter.name}, runs: {args.runs}")
-    print(load_script("benchmark_batch").machine_line())
+    print(machine)
     print(f"segmenter build (once): {build_s:.2f} s")
     print(f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
     for key in rows[0]:

@@ -8,7 +8,8 @@
 Each configuration ``WxT`` (W local workers of T threads) scores the same generated series into a
 fresh output folder (``--overwrite`` semantics: nothing is skipped) with ``ctscore``'s local executor;
 the time includes starting the cluster and loading the model once per worker. Figures are medians
-over ``--repeats``; the speed-up is relative to the first configuration.
+over ``--repeats`` (default 3); the configurations take turns within each repeat, so that a change in the machine's
+load falls on all of them alike; the speed-up is relative to the first configuration.
 
 The series are small synthetic chests (two lungs, a trachea, one ground-glass lesion) written as CT
 DICOM; ``write_chest_series`` is also used by tests/test_batch.py.
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", type=positive_int, nargs=3, default=[40, 64, 64], metavar=("Z", "Y", "X"))
     ap.add_argument("--configs", nargs="+", type=workers_threads, default=[(1, 1), (2, 1)],
                     help="WORKERSxTHREADS (default 1x1 2x1)")
-    ap.add_argument("--repeats", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=3,
+                    help="runs of each configuration, taking turns (default 3): figures are their medians")
     ap.add_argument("--segmenter", default="classical")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
@@ -177,16 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.series):
             write_chest_series(Path(tmp) / f"s{i:03d}", i, tuple(args.shape))
-        for w, t in args.configs:
+        times: list[list[float]] = [[] for _ in args.configs]
+        try:  # --device cuda without CUDA, a model that does not load, a series that fails: one line
+            for _ in range(args.repeats):  # the configurations take turns: drift in the load falls on all alike
+                for (w, t), runs in zip(args.configs, times):
+                    runs.append(time_config(Path(tmp), w, t, cfg, args.series))
+        except CTScoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for (w, t), runs in zip(args.configs, times):
             conf = f"{w}x{t}"
-            try:  # --device cuda without CUDA, a model that does not load, a series that fails: one line
-                runs = [time_config(Path(tmp), w, t, cfg, args.series) for _ in range(args.repeats)]
-            except CTScoreError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            except RuntimeError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
             med = statistics.median(runs)
             figures.append({"config": conf, "workers": w, "threads": t, "seconds": [round(r, 2) for r in runs],
                             "median_s": round(med, 2), "series_per_min": round(60 * args.series / med, 2)})

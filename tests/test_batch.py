@@ -392,3 +392,21 @@ def test_aggregate_warns_about_results_made_with_different_salts(tmp_path, serie
     [inputs] = [w for w in summary["warnings"] if "different inputs" in w]
     assert "or one input scored with different pseudonym salts" in inputs
     assert json.loads((merged / "run.json").read_text())["pseudonym_salt_ids"] == {i: 1 for i in sorted(ids)}
+
+
+def test_benchmark_batch_takes_turns_and_reports_medians_of_three(monkeypatch, capsys):
+    """scripts/benchmark_batch.py: 3 repeats by default, the configurations taking turns within each repeat (drift
+    in the machine's load falls on all of them), medians printed."""
+    bench = load_script("benchmark_batch")
+    calls = []
+
+    def fake_time(root, workers, threads, cfg, n):
+        calls.append((workers, threads))
+        return {1: 10.0, 2: 6.0}[workers] + len(calls) / 100
+
+    monkeypatch.setattr(bench, "time_config", fake_time)
+    monkeypatch.setattr(bench, "write_chest_series", lambda *a, **k: None)
+    assert bench.main(["--series", "2"]) == 0
+    assert calls == [(1, 1), (2, 1)] * 3
+    out = capsys.readouterr().out
+    assert "median 10.0 s over 3 run(s)" in out and "median 6.0 s over 3 run(s)" in out

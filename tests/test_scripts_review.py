@@ -236,3 +236,20 @@ def test_benchmark_on_a_generated_series(capsys):
     assert load_script("benchmark").main(["--generated", "40", "--runs", "1", "--segmenter", "classical"]) == 0
     out = capsys.readouterr().out
     assert "(40 files)" in out and "runs: 1" in out and "peak RSS" in out
+
+
+def test_benchmark_reads_the_load_average_before_it_runs(monkeypatch, capsys):
+    """The machine line's load average is the one before the benchmark (the runs' own load would inflate it)."""
+    import types
+
+    import pipeline.run
+    import tests.scripts_loader
+
+    order = []
+    real = pipeline.run.process_series
+    monkeypatch.setattr(pipeline.run, "process_series", lambda *a, **k: order.append("run") or real(*a, **k))
+    monkeypatch.setattr(tests.scripts_loader, "load_script", lambda name: types.SimpleNamespace(
+        machine_line=lambda: order.append("machine") or "machine: load average 0.1/0.1/0.1"))
+    assert load_script("benchmark").main(["--generated", "40", "--runs", "2", "--segmenter", "classical"]) == 0
+    assert order == ["machine", "run", "run"]
+    assert "machine: load average 0.1/0.1/0.1" in capsys.readouterr().out

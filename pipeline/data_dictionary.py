@@ -277,7 +277,7 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
         "integer", "", ">= 1", _FAILED,
         "Number of slices of the scored CT volume (original grid)."),
     "slice_thickness_mm": (
-        "number", "mm", ">= 0 (0: the header gives none)", _FAILED,
+        "number", "mm", "> 0", "series failed; or the header gives no SliceThickness (0.17.0 and earlier wrote 0)",
         "Slice thickness from the DICOM header (SliceThickness; the median over the series' slices where they "
         "differ); not the slice spacing."),
     "manufacturer": (

@@ -158,6 +158,15 @@ _CODES = [
          "burned-in text (names, dates, record numbers), which qc.png and thumb.png show as they show the images",
          "look at the pictures before they leave the institution; ctscore share leaves out the pictures of such "
          "scans (SHARED.txt names them)"),
+    Code("SOP_UID_REUSED", "W", "files of the series share a SOPInstanceUID at different positions (an "
+         "anonymiser's or exporter's reuse): each kept as a slice of its own",
+         "check the slice count against the source"),
+    Code("MONOCHROME1_NOT_INVERTED", "W", "MONOCHROME1 photometric interpretation: stored values rescaled as they "
+         "are (DICOM rescales before the display inversion), not inverted: they hold air as stored",
+         "nothing; check HU plausibility"),
+    Code("TILT_UNCORRECTED", "W", "written TILT_UNCORRECTED:<degrees>: a gantry tilt from 0.1 up to 0.5 degrees, "
+         "below the correction (GANTRY_TILT_CORRECTED): left as stored, each slice shifted in-plane along the stack "
+         "(0.49 degrees: 2.6 mm over 300 mm)", "review qc.png"),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -130,6 +130,7 @@ FLAG_UNITS: dict[str, str] = {
     "SOLID_LESION": "mL", "LUNG_OUTSIDE_BODY_REMOVED": "mL", "LESION_OFF_LUNG_REMOVED": "mL",
     "LUNG_CUT_BY_FOV": "% of slices", "LUNG_SIDE_MIXED": "cm2",
     "LOBES_PARTIAL": "% of the lung", "ZONED_AXIALLY": "degrees", "LOBE_MAP_FILLED": "mL",
+    "TILT_UNCORRECTED": "degrees",
 }
 
 

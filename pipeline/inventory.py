@@ -1,8 +1,10 @@
 """Header-only inventory of everything under an input path: files, series, stacks, decisions.
 
-Pixels are never decoded here: each file is read with ``stop_before_pixels`` and the presence and
-length of its pixel data are checked by peeking at the next element. Files are classified (kept or
-skipped with a code), de-duplicated by SOPInstanceUID, grouped by series, and each series is split
+Pixels are not decoded here: each file is read with ``stop_before_pixels`` and the presence and
+length of its pixel data are checked by peeking at the next element; only files of a series that share a
+SOPInstanceUID and a position have their pixels read (bytes, or decoded across transfer syntaxes), to tell copies
+from edited ones (:func:`_dedupe`). Files are classified (kept or skipped with a code), de-duplicated by
+SOPInstanceUID, grouped by series, and each series is split
 into stacks by orientation, matrix size, pixel spacing, image type, kernel and (when they overlap)
 acquisition or slice thickness. Each stack's geometry is judged with :mod:`pipeline.geometry` so that
 the inventory shows what loading will do; :mod:`pipeline.selection` then decides which stacks are scored.
@@ -34,6 +36,7 @@ from pipeline.decoding import is_lossy, transfer_syntax_of
 from pipeline.errors import CTScoreError, SeriesError
 from pipeline.geometry import (
     ORIENTATION_GROUPING_TOLERANCE,
+    PIXEL_SPACING_TOLERANCE,
     SAME_POSITION_TOLERANCE_MM,
     axial_angle_deg,
     normal_of,
@@ -75,6 +78,10 @@ class FileRecord:
     has_pixels: bool = True
     truncated: bool = False
     stack_id: str = ""
+    #: its SOPInstanceUID is shared by files of its series at this many positions (0: not reused): SOP_UID_REUSED
+    sop_reused: int = 0
+    #: files of its series with its SOPInstanceUID and position but other pixels (DUPLICATE_POSITION)
+    duplicate_of: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +111,10 @@ class SeriesCandidate:
     # geometry inputs kept for re-analysis with another config
     iop: np.ndarray | None = field(default=None, repr=False)
     positions: np.ndarray | None = field(default=None, repr=False)
+    #: the largest difference of a direction cosine from the first slice's (in slice order), as the loader compares
+    #: them: over ``ORIENTATION_TOLERANCE`` the loader refuses the stack (INCONSISTENT_ORIENTATION), which grouping
+    #: (``ORIENTATION_GROUPING_TOLERANCE``) lets through
+    iop_spread: float = 0.0
 
 
 #: What ``ctscore run`` writes into its output folder (pipeline.run, pipeline.batch, pipeline.report): left out of the
@@ -398,7 +409,7 @@ def summarize(ds: pydicom.Dataset) -> dict[str, Any]:
         "manufacturer": H.text(ds, "Manufacturer"),
         "model": H.text(ds, "ManufacturerModelName"),
         "kernel": H.kernel(ds),
-        "slice_thickness": H.number(ds, "SliceThickness", 0.0) or 0.0,
+        "slice_thickness": H.number(ds, "SliceThickness", None) or None,  # None (empty in the tables): not recorded
         "body_part": H.text(ds, "BodyPartExamined").upper(),
         "contrast": H.contrast_agent(ds),
         "rescale_type": H.rescale_type(ds),
@@ -426,9 +437,63 @@ class _Slice:
     acquisition: str
 
 
+def _position_of(rec: FileRecord) -> np.ndarray | None:
+    """The ImagePositionPatient of a file's first frame (None when it has no usable geometry)."""
+    try:
+        frames = H.frames_of(rec.ds, rec.path)
+    except Exception:  # noqa: BLE001 - SeriesError (missing geometry) or a damaged header value
+        return None
+    return np.asarray(frames[0].ipp, float) if frames else None
+
+
+def _pixel_digest(rec: FileRecord) -> str | None:
+    """A hash of a file's pixels: of the encoded bytes with its transfer syntax, or (for the comparison of copies in
+    different transfer syntaxes) of the decoded array; None when they cannot be read. Only for files whose
+    SOPInstanceUID another file of the series repeats (the only pixel reads of the inventory)."""
+    try:
+        ds = dcmread_as_inventory(rec.path)
+        for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if kw in ds:
+                return hashlib.sha256(bytes(ds[kw].value)).hexdigest()
+    except Exception:  # noqa: BLE001 - pydicom raises many types for broken files
+        return None
+    return None
+
+
+def _decoded_digest(rec: FileRecord) -> str | None:
+    try:
+        arr = dcmread_as_inventory(rec.path).pixel_array
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # big endian copies: the same values
+        return hashlib.sha256(arr.tobytes() + f"{arr.dtype.kind}{arr.shape}".encode()).hexdigest()
+    except Exception:  # noqa: BLE001 - no decoder, or a broken file
+        return None
+
+
+def _same_pixels(recs: list[FileRecord]) -> list[list[FileRecord]]:
+    """Files sharing a SOPInstanceUID and a position, grouped by their pixels (one group: copies). A truncated copy,
+    a lossy beside a lossless one, or pixels that cannot be read are copies as before (the preferences choose)."""
+    if len(recs) < 2 or any(r.truncated for r in recs) or len({is_lossy(r.ds) for r in recs}) > 1:
+        return [recs]
+    syntaxes = {transfer_syntax_of(r.ds) for r in recs}
+    digest = _pixel_digest if len(syntaxes) == 1 else _decoded_digest
+    keys = [digest(r) for r in recs]
+    if any(k is None for k in keys):
+        return [recs]
+    groups: dict[str, list[FileRecord]] = {}
+    for r, k in zip(recs, keys):
+        groups.setdefault(k, []).append(r)
+    return list(groups.values())
+
+
 def _dedupe(records: list[FileRecord]) -> None:
     """Mark files whose SOPInstanceUID was already seen in the same series (a SOPInstanceUID shared by files of two
-    series is an anonymiser's or a CD writer's reuse, not a copy: both are kept, each in its series). Kept: a complete copy before a truncated one, a lossless
+    series is an anonymiser's or a CD writer's reuse, not a copy: both are kept, each in its series). Files sharing a
+    SOPInstanceUID are copies only at the same position (within SAME_POSITION_TOLERANCE_MM) with the same pixels
+    (encoded bytes, or decoded where the transfer syntaxes differ): at different positions each is a slice of its own
+    and kept (``sop_reused``: the stack is flagged SOP_UID_REUSED; one UID written into every file by an anonymiser
+    dropped all but one slice); at one position with different pixels (an edited copy) both are kept and the stack is
+    refused (DUPLICATE_POSITION, naming both: which is the original is not for the path order to decide). Pixels are
+    read only for files whose UIDs collide. Kept among copies: a complete copy before a truncated one, a lossless
     before a lossy one; among copies of the same pixels, the one in the folder holding most of its series (the
     folder the rest of the series is in: a copy of one slice elsewhere, e.g. in a folder of test files, must not
     pull the series' stack, its folder and its fingerprint there), then uncompressed (explicit VR, implicit VR, big
@@ -444,21 +509,50 @@ def _dedupe(records: list[FileRecord]) -> None:
             by_sop.setdefault((H.text(rec.ds, "SeriesInstanceUID"), sop), []).append(rec)
         folders.setdefault(H.text(rec.ds, "SeriesInstanceUID"), {}).setdefault(
             _folder_key(rec.path), set()).add(sop or str(rec.path))
+
+    def pref(r: FileRecord) -> tuple:
+        ts = transfer_syntax_of(r.ds)
+        home = len(folders.get(H.text(r.ds, "SeriesInstanceUID"), {}).get(_folder_key(r.path), ()))
+        return (r.truncated, is_lossy(r.ds), -home, _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9,
+                str(r.path))
+
     for recs in by_sop.values():
         if len(recs) < 2:
             continue
-
-        def pref(r: FileRecord) -> tuple:
-            ts = transfer_syntax_of(r.ds)
-            home = len(folders.get(H.text(r.ds, "SeriesInstanceUID"), {}).get(_folder_key(r.path), ()))
-            return (r.truncated, is_lossy(r.ds), -home, _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9,
-                    str(r.path))
-
-        keep = min(recs, key=pref)
+        # files at one position (within SAME_POSITION_TOLERANCE_MM); files without geometry count as one position
+        places: list[tuple[np.ndarray | None, list[FileRecord]]] = []
         for r in recs:
-            if r is not keep:
-                r.status, r.code, r.detail = "skipped", "DUPLICATE_SOP_INSTANCE", f"same SOPInstanceUID as {keep.path}"
-                r.ds = None
+            pos = _position_of(r)
+            for ref, members in places:
+                if (ref is None and pos is None) or (ref is not None and pos is not None and
+                                                     float(np.linalg.norm(ref - pos)) <= SAME_POSITION_TOLERANCE_MM):
+                    members.append(r)
+                    break
+            else:
+                places.append((pos, [r]))
+        kept_here: list[FileRecord] = []
+        for _, members in places:
+            variants = _same_pixels(members)
+            kept = []
+            for copies in variants:
+                keep = min(copies, key=pref)
+                kept.append(keep)
+                for r in copies:
+                    if r is not keep:
+                        r.status, r.code, r.detail = ("skipped", "DUPLICATE_SOP_INSTANCE",
+                                                      f"same SOPInstanceUID as {keep.path}")
+                        r.ds = None
+            if len(kept) > 1:  # one position, one UID, different pixels: an edited copy beside the original
+                kept.sort(key=lambda r: str(r.path))
+                for r in kept:
+                    others = ", ".join(o.path.name for o in kept if o is not r)
+                    r.code = r.code or "DUPLICATE_POSITION"
+                    r.detail = r.detail or (f"same SOPInstanceUID and position as {others}, different pixels")
+                    r.duplicate_of = [o.path for o in kept if o is not r]
+            kept_here.extend(kept)
+        if len(places) > 1:  # one UID at several positions: a reused UID, each file a slice of its own
+            for r in kept_here:
+                r.sop_reused = len(places)
 
 
 def _group_orientation(iops: list[np.ndarray], iop: np.ndarray) -> int:
@@ -467,6 +561,17 @@ def _group_orientation(iops: list[np.ndarray], iop: np.ndarray) -> int:
             return k
     iops.append(iop)
     return len(iops) - 1
+
+
+def _group_spacing(spacings: list[np.ndarray], spacing: np.ndarray) -> int:
+    """The group of a PixelSpacing: the first one seen within the loader's relative tolerance
+    (:data:`~pipeline.geometry.PIXEL_SPACING_TOLERANCE`), as :func:`_group_orientation` groups orientations; rounding
+    to 0.001 mm split 2.2005 from 2.20050001 (float noise in one file) into two stacks."""
+    for k, ref in enumerate(spacings):
+        if ref.shape == spacing.shape and np.all(np.abs(spacing - ref) <= PIXEL_SPACING_TOLERANCE * ref):
+            return k
+    spacings.append(spacing)
+    return len(spacings) - 1
 
 
 def build_stacks(records: list[FileRecord], salt: str | None = None) -> list[SeriesCandidate]:
@@ -495,15 +600,16 @@ def build_stacks(records: list[FileRecord], salt: str | None = None) -> list[Ser
     stacks: list[SeriesCandidate] = []
     for uid, slices in series.items():
         iops: list[np.ndarray] = []
+        spacings: list[np.ndarray] = []
         groups: dict[tuple, list[_Slice]] = {}
         for s in slices:
             ds = s.rec.ds
             if s.frames is None:
                 orient = -1
-                spacing_key: tuple = ()
+                spacing_key: int = -1
             else:
                 orient = _group_orientation(iops, s.frames[0].iop)
-                spacing_key = tuple(np.round(s.frames[0].spacing, 3))
+                spacing_key = _group_spacing(spacings, np.asarray(s.frames[0].spacing, float))
             multiframe = str(s.rec.path) if H.is_multiframe(ds) else ""
             key = (orient, H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0), spacing_key,
                    tuple(H.image_type(ds)[:3]), H.kernel(ds).upper(), H.text(ds, "Modality"),
@@ -631,6 +737,8 @@ def _make_candidate(uid: str, part: list[_Slice], index: int, salt: str) -> Seri
         cand.iop = frames[0].iop
         cand.positions = np.array([f.ipp for f in frames])
         order = np.argsort(cand.positions @ normal_of(cand.iop), kind="stable")
+        first_iop = frames[int(order[0])].iop
+        cand.iop_spread = float(max(np.max(np.abs(f.iop - first_iop)) for f in frames))
         # files in slice order (multi-frame: one file)
         if len(frames) == len(part):
             cand.files = [frames[i].path for i in order]
@@ -640,6 +748,19 @@ def _make_candidate(uid: str, part: list[_Slice], index: int, salt: str) -> Seri
             cand.messages["INCONSISTENT_FRAME_OF_REFERENCE"] = f"{len(frame_ref)} FrameOfReferenceUIDs in one stack"
         thick = [f.thickness for f in frames if f.thickness]
         header["slice_thickness"] = float(np.median(thick)) if thick else header["slice_thickness"]
+    reused = [s.rec for s in part if s.rec.sop_reused]
+    if reused:
+        cand.flags.append("SOP_UID_REUSED")
+        cand.messages["SOP_UID_REUSED"] = (f"{len(reused)} files share a SOPInstanceUID with files at other positions "
+                                           f"(first {reused[0].path.name}): each kept as a slice of its own")
+    clashes = [s.rec for s in part if s.rec.duplicate_of]
+    if clashes:
+        clash = clashes[0]
+        cand.problems.append("DUPLICATE_POSITION")
+        cand.messages["DUPLICATE_POSITION"] = (f"{clash.path.name} and {', '.join(p.name for p in clash.duplicate_of)} "
+                                               "share a SOPInstanceUID and a position but hold different pixels "
+                                               "(an edited copy beside the original?): remove the one that is not "
+                                               "the original")
     truncated = [s.rec for s in part if s.rec.truncated]
     if truncated:
         cand.flags.append("CORRUPT_FILES_IN_STACK")

@@ -34,7 +34,10 @@ from pipeline.decoding import decode_frames, is_lossy, transfer_syntax_of
 from pipeline.errors import SeriesError
 from pipeline.geometry import (
     ORIENTATION_TOLERANCE,
+    PIXEL_SPACING_TOLERANCE,
     SAME_POSITION_TOLERANCE_MM,
+    TILT_NOTE_DEG,
+    TILT_TOLERANCE_DEG,
     StackGeometry,
     analyse_stack,
     in_plane_offsets,
@@ -66,8 +69,8 @@ def estimated_peak_mb(voxels: int, dicom_seg: bool = False) -> float:
     """The peak memory of scoring a series of ``voxels`` voxels, estimated (MB)."""
     per_voxel = WORKING_BYTES_PER_VOXEL + (DICOM_SEG_BYTES_PER_VOXEL if dicom_seg else 0)
     return PROGRAM_MB + voxels * per_voxel / 2**20
-#: Relative difference of PixelSpacing between slices that is still "the same".
-PIXEL_SPACING_TOLERANCE = 1e-3
+#: PIXEL_SPACING_TOLERANCE (pipeline.geometry): the relative difference of PixelSpacing between slices that is still
+#: "the same", for the loader and the inventory's grouping alike.
 #: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).
 AIR_PERCENTILE = 0.5
 #: A slice with a rescale of its own is refused when its median lies more than RESCALE_OUTLIER_HU from its
@@ -233,20 +236,48 @@ def _check_image_header(ds: pydicom.Dataset, path: Path) -> tuple[int, int]:
     return rows, cols
 
 
+def _pixel_bytes(ds: pydicom.Dataset) -> bytes | None:
+    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if kw in ds:
+            return bytes(ds[kw].value)
+    return None
+
+
 def _read_files(files: Sequence[Path], flags: list[str]) -> list[_File]:
+    """Read every file; a file repeating an earlier one's SOPInstanceUID is a copy (dropped: DUPLICATE_SOP_INSTANCE)
+    only at the same position with the same encoded pixels. At another position it is a slice of its own (kept:
+    SOP_UID_REUSED); at the same position with other bytes both are kept, for the duplicate-position step to judge
+    on the decoded pixels (identical: one kept; else DUPLICATE_POSITION naming both)."""
     out: list[_File] = []
-    seen: set[str] = set()
+    seen: dict[str, list[_File]] = {}
     for f in files:
         ds = _read(f)
         sop = H.text(ds, "SOPInstanceUID")
-        if sop and sop in seen:
-            _add(flags, "DUPLICATE_SOP_INSTANCE")
-            log.info("%s repeats SOPInstanceUID %s: ignored", f, sop)
-            continue
-        seen.add(sop)
         rows, cols = _check_image_header(ds, f)
-        out.append(_File(f, ds, H.frames_of(ds, f), rows, cols))
+        item = _File(f, ds, H.frames_of(ds, f), rows, cols)
+        if sop and sop in seen:
+            here = item.frames[0].ipp
+            same = [it for it in seen[sop]
+                    if float(np.linalg.norm(it.frames[0].ipp - here)) <= SAME_POSITION_TOLERANCE_MM]
+            if same:
+                data = _pixel_bytes(ds)
+                if any(data is not None and transfer_syntax_of(it.ds) == transfer_syntax_of(ds)
+                       and _pixel_bytes(it.ds) == data for it in same):
+                    _add(flags, "DUPLICATE_SOP_INSTANCE")
+                    log.info("%s repeats SOPInstanceUID %s: ignored", f, sop)
+                    continue
+            else:
+                _add(flags, "SOP_UID_REUSED")
+                log.warning("%s repeats SOPInstanceUID %s of %s at another position: kept as a slice of its own", f,
+                            sop, seen[sop][0].path.name)
+        seen.setdefault(sop, []).append(item)
+        out.append(item)
     return out
+
+
+def _frame_of(it: _File, fr: H.FrameInfo) -> str:
+    """' (frame 11)' for a frame of a multi-frame file ('' for a single-frame file): which frame a message means."""
+    return f" (frame {fr.frame + 1})" if len(it.frames) > 1 else ""
 
 
 def _check_consistency(items: list[_File]) -> None:
@@ -258,12 +289,12 @@ def _check_consistency(items: list[_File]) -> None:
                               f"{ref.rows}x{ref.cols} of {ref.path.name}", it.path)
         for fr in it.frames:
             if not same_orientation(fr.iop, ref_frame.iop, ORIENTATION_TOLERANCE):
-                raise SeriesError("INCONSISTENT_ORIENTATION", f"orientation {_fmt(fr.iop)} differs from "
-                                  f"{_fmt(ref_frame.iop)} of {ref.path.name} (tolerance {ORIENTATION_TOLERANCE:g})",
-                                  it.path)
+                raise SeriesError("INCONSISTENT_ORIENTATION", f"orientation {_fmt(fr.iop)}{_frame_of(it, fr)} "
+                                  f"differs from {_fmt(ref_frame.iop)} of {_slice_name(ref, ref_frame)} (tolerance "
+                                  f"{ORIENTATION_TOLERANCE:g})", it.path)
             if np.any(np.abs(fr.spacing - ref_frame.spacing) > PIXEL_SPACING_TOLERANCE * ref_frame.spacing):
-                raise SeriesError("INCONSISTENT_GEOMETRY", f"pixel spacing {_fmt(fr.spacing)} differs from "
-                                  f"{_fmt(ref_frame.spacing)} of {ref.path.name}", it.path)
+                raise SeriesError("INCONSISTENT_GEOMETRY", f"pixel spacing {_fmt(fr.spacing)}{_frame_of(it, fr)} "
+                                  f"differs from {_fmt(ref_frame.spacing)} of {_slice_name(ref, ref_frame)}", it.path)
             if fr.frame_of_reference != ref_frame.frame_of_reference:
                 raise SeriesError("INCONSISTENT_FRAME_OF_REFERENCE", "slices have different FrameOfReferenceUIDs",
                                   it.path)
@@ -389,15 +420,78 @@ def _invert_monochrome1(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return (2**bits - 1) - raw.astype(np.int64)
 
 
+def _air_ok(values: np.ndarray, padmask: np.ndarray | None, opts: LoadOptions) -> bool:
+    """Whether the darkest values of a slice are air: the :data:`AIR_PERCENTILE` percentile (the test of
+    :func:`_check_hu`) of the values neither marked padding (PixelPaddingValue) nor at or below
+    ``loading.padding_hu_max`` connected to the image border (padding around the field of view); subsampled."""
+    step = max(1, int(round((values.shape[0] * values.shape[1] / 65536) ** 0.5)))
+    v = values[::step, ::step]
+    low = v <= opts.padding_hu_max
+    drop = _border_connected(low[None])[0] if low.any() else low
+    if padmask is not None:
+        drop = drop | padmask[::step, ::step]
+    sample = v[~drop]
+    if sample.size == 0:
+        return False
+    low_value = float(np.percentile(sample, AIR_PERCENTILE))
+    return opts.air_hu_range[0] <= low_value <= opts.air_hu_range[1]
+
+
+def _inverted_hu(values: np.ndarray, fr: H.FrameInfo, ds: pydicom.Dataset) -> np.ndarray:
+    """The HU of a slice's stored values inverted (MONOCHROME1 written inverted), from its HU read as stored:
+    (top - stored) x slope + intercept, top = -1 (signed) or 2**BitsStored - 1 (unsigned)."""
+    signed = H.integer(ds, "PixelRepresentation", 0) == 1
+    bits = H.integer(ds, "BitsStored", 16) or 16
+    top = -1.0 if signed else float(2**bits - 1)
+    return (np.float64(top * fr.slope + 2.0 * fr.intercept) - values.astype(np.float64)).astype(np.float32)
+
+
+def _stored_value(value: float, ds: pydicom.Dataset) -> tuple[int, bool] | None:
+    """A PixelPaddingValue (or PixelPaddingRangeLimit) as the decoded pixels hold it: reduced to BitsStored bits as
+    the pixels are (``value & (2**BitsStored - 1)``), sign-extended under PixelRepresentation 1, so that the bit
+    pattern is compared (a PixelPaddingValue written as SS -2000 under PixelRepresentation 0 is the word 63536); and
+    whether bits were lost (the value does not fit BitsStored bits: 63536 or -3024 with BitsStored 12). None for a
+    value that is not a whole number."""
+    if value != int(value):
+        return None
+    v = int(value)
+    pr, bits = _representation(ds)
+    mask = (1 << bits) - 1
+    out = v & mask
+    if pr == 1 and out >= 1 << (bits - 1):
+        out -= 1 << bits
+    lost = not (-(1 << (bits - 1)) <= v <= mask)
+    return out, lost
+
+
 def _padding_value_mask(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    """Pixels holding PixelPaddingValue (to PixelPaddingRangeLimit when given), compared as the pixels are stored
+    (:func:`_stored_value`). A value that did not fit BitsStored (the padding written into the whole 16-bit word,
+    which the decoder masks to BitsStored bits) now equals a tissue value (63536 & 0xFFF = 2096, +1072 HU): only
+    pixels connected to the image border count then (the padding around the field of view), not bone inside."""
     value = H.number(ds, "PixelPaddingValue", None)
     if value is None:
         return None
+    if raw.dtype.kind == "f":
+        reduced: tuple[int, bool] | None = (int(value), False) if value == int(value) else None
+    else:
+        reduced = _stored_value(value, ds)
+    if reduced is None:
+        return raw == value
+    v, lost = reduced
     limit = H.number(ds, "PixelPaddingRangeLimit", None)
     if limit is None:
-        return raw == value
-    lo, hi = min(value, limit), max(value, limit)
-    return (raw >= lo) & (raw <= hi)
+        mask = raw == v
+    else:
+        lim = _stored_value(limit, ds) if raw.dtype.kind != "f" else (int(limit), False)
+        if lim is None:
+            lim = (int(limit), False)
+        lost = lost or lim[1]
+        lo, hi = min(v, lim[0]), max(v, lim[0])
+        mask = (raw >= lo) & (raw <= hi)
+    if lost and mask.any():
+        mask = _border_connected(mask[None])[0]
+    return mask
 
 
 def _border_connected(candidates: np.ndarray) -> np.ndarray:
@@ -488,6 +582,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     hu = np.empty((len(frames), rows, cols), np.float32)
     pad = np.zeros((len(frames), rows, cols), bool)
     decoded: dict[Path, np.ndarray] = {}
+    mono1: dict[int, tuple[bool, bool, np.ndarray | None]] = {}  # MONOCHROME1 slices: air as stored, inverted
     for k, (it, fr) in enumerate(frames):
         if it.path not in decoded:
             decoded = {it.path: decode_frames(it.ds, it.path, len(it.frames), rows, cols,
@@ -496,16 +591,33 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
                 del it.ds.PixelData  # free the encoded bytes
         raw = decoded[it.path][fr.frame]
         padmask = _padding_value_mask(raw, it.ds)
-        if H.text(it.ds, "PhotometricInterpretation").upper() == "MONOCHROME1":
-            raw = _invert_monochrome1(raw, it.ds)
-            _add(flags, "MONOCHROME1_INVERTED")
         values = hu[k]
         np.multiply(raw, np.float32(fr.slope), out=values, casting="unsafe")
         values += np.float32(fr.intercept)
+        if H.text(it.ds, "PhotometricInterpretation").upper() == "MONOCHROME1":
+            # DICOM applies the rescale to the stored values; MONOCHROME1 says only how to display them
+            # (PS3.4 N.2.1.3): stored x slope + intercept is HU. Some writers store the values inverted: judged
+            # on the whole series below (each slice: which reading has air).
+            mono1[k] = (_air_ok(values, padmask, opts), _air_ok(_inverted_hu(values, fr, it.ds), padmask, opts),
+                        padmask)
         _check_hu_range(values, padmask, fr, it)
         cand = values <= opts.padding_hu_max
         pad[k] = cand if padmask is None else (cand | padmask)
     decoded.clear()
+    if mono1:
+        # inverted only where more slices have air inverted than as stored (slices with little body have air
+        # either way and do not vote)
+        as_stored = sum(1 for a, b, _ in mono1.values() if a and not b)
+        inverted = sum(1 for a, b, _ in mono1.values() if b and not a)
+        if inverted > as_stored:
+            for k, (_, _, padmask) in mono1.items():
+                it, fr = frames[k]
+                hu[k] = _inverted_hu(hu[k], fr, it.ds)
+                cand = hu[k] <= opts.padding_hu_max
+                pad[k] = cand if padmask is None else (cand | padmask)
+            _add(flags, "MONOCHROME1_INVERTED")
+        else:
+            _add(flags, "MONOCHROME1_NOT_INVERTED")
     _check_rescale_outliers(hu, pad, frames, opts)
 
     # Duplicate positions: identical pixels are one slice; different pixels are refused.
@@ -526,7 +638,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
     # values below; much of the body is stored values misread (e.g. a wrong PixelRepresentation), refused.
     outside = _border_connected(pad) if pad.any() else None
     if outside is not None:
-        _check_padding_in_body(hu, outside, frames, opts)
+        _check_padding_in_body(hu, outside, frames, opts, _monochrome1(flags))
     sorted_ipp = np.array([fr.ipp for _, fr in frames])
     along = geo.unique_positions
 
@@ -547,6 +659,12 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         log.warning("gantry tilt of %.1f deg corrected by shearing slices in-plane", geo.tilt_deg)
     elif geo.oblique:
         _add(flags, "OBLIQUE_ORIENTATION")
+    if "GANTRY_TILT_CORRECTED" not in geo.fixes and geo.tilt_deg >= TILT_NOTE_DEG:
+        # below the correction's threshold, yet slices shifted in-plane along the stack (up to a few mm)
+        _add(flags, f"TILT_UNCORRECTED:{geo.tilt_deg:.2f}")
+        log.warning("gantry tilt of %.2f deg left uncorrected (below %g deg): slices shifted %.1f mm in-plane over "
+                    "the stack", geo.tilt_deg, TILT_TOLERANCE_DEG,
+                    float(np.linalg.norm(in_plane_offsets(sorted_ipp, ref.iop)[-1])))
     # one slice: its thickness, when that is a usable length (a negative or absent one: 1 mm, only a nominal size)
     t = float(thickness or 0.0)
     dz = geo.spacing if len(along) > 1 else (t if np.isfinite(t) and 0.0 < t < 1e6 else 1.0)
@@ -571,7 +689,7 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
             hu[outside] = AIR_HU
             _add(flags, "PADDING_MASKED")
         pad = outside
-    _check_hu(hu, pad, opts, items[0].path.parent)
+    _check_hu(hu, pad, opts, items[0].path.parent, _monochrome1(flags))
 
     img = sitk.GetImageFromArray(hu)
     img.SetOrigin(tuple(float(v) for v in sorted_ipp[0]))
@@ -653,7 +771,8 @@ def _sign_hint(kept: np.ndarray, fr: H.FrameInfo, ds: pydicom.Dataset) -> str:
             f"{bottom + half:.0f} above -2**{bits - 1}; read as unsigned they give {lo2:.6g} to {hi2:.6g} HU")
 
 
-def _check_padding_in_body(hu: np.ndarray, outside: np.ndarray, frames: list, opts: LoadOptions) -> None:
+def _check_padding_in_body(hu: np.ndarray, outside: np.ndarray, frames: list, opts: LoadOptions,
+                           monochrome1: bool = False) -> None:
     """Refuse a series in which much of the body holds padding values (<= ``loading.padding_hu_max``;
     :data:`PADDING_IN_BODY_MAX_SHARE`): real padding lies outside the body. Unsigned stored values (HU + 32768,
     RescaleIntercept -32768) read through PixelRepresentation 1 (signed) put every voxel at or above 0 HU near
@@ -698,7 +817,9 @@ def _check_padding_in_body(hu: np.ndarray, outside: np.ndarray, frames: list, op
     it, fr = frames[worst]
     typical = float(np.median(hu[worst][misread_mask(worst)]))
     pr, bits = _representation(it.ds)
-    if shift[worst] and TISSUE_HU_RANGE[0] <= typical + shift[worst] <= TISSUE_HU_RANGE[1]:
+    if monochrome1:
+        cause = _MONOCHROME1_NOTE[2:]
+    elif shift[worst] and TISSUE_HU_RANGE[0] <= typical + shift[worst] <= TISSUE_HU_RANGE[1]:
         cause = (f"PixelRepresentation is 1 (signed) but the stored values look unsigned: read as unsigned, their "
                  f"median would be {typical + shift[worst]:.0f} HU (e.g. HU + {2 ** (bits - 1)} stored with "
                  f"RescaleIntercept {fr.intercept:g}); check PixelRepresentation of these files")
@@ -748,7 +869,18 @@ def _check_rescale_outliers(hu: np.ndarray, pad: np.ndarray, frames: list, opts:
                               "RescaleSlope/RescaleIntercept of this file", it.path)
 
 
-def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path) -> None:
+#: Said in a NOT_HU refusal of a MONOCHROME1 series: the values were read as stored, or inverted, and neither is HU.
+_MONOCHROME1_NOTE = ("; the series is MONOCHROME1: its stored values were rescaled as they are (DICOM) and, where "
+                     "they held no air, inverted too, and neither gives CT values: check PhotometricInterpretation "
+                     "and RescaleSlope/RescaleIntercept")
+
+
+def _monochrome1(flags: list[str]) -> bool:
+    """Whether the series is MONOCHROME1 (read as stored or inverted)."""
+    return "MONOCHROME1_INVERTED" in flags or "MONOCHROME1_NOT_INVERTED" in flags
+
+
+def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path, monochrome1: bool = False) -> None:
     """Refuse values that are not plausibly HU: the darkest non-padding voxels must be air."""
     step = max(1, int(round((hu.shape[1] * hu.shape[2] / 65536) ** 0.5)))
     sample = hu[:, ::step, ::step][~pad[:, ::step, ::step]]
@@ -759,4 +891,4 @@ def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path) -
     if not lo <= low <= hi:
         raise SeriesError("NOT_HU", f"the {AIR_PERCENTILE}th percentile of the values is {low:.0f}, expected air "
                           f"between {lo:g} and {hi:g} HU (check RescaleSlope/RescaleIntercept; parametric maps and "
-                          f"non-CT values are refused)", where)
+                          f"non-CT values are refused)" + (_MONOCHROME1_NOTE if monochrome1 else ""), where)

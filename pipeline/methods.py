@@ -293,12 +293,16 @@ def _evaluation() -> dict[str, Any]:
 
 
 def _shipped_ids(evaluation: Mapping[str, Any]) -> set[str]:
-    """The model ids of the network shipped with this ctscore (its manifest's, and earlier names of the same
-    model in evaluation.json)."""
+    """The model ids of the network shipped with this ctscore: those its evaluation names (evaluation.json's
+    ``model_ids``, whose figures the text quotes), not the id of whatever segmentation/weights holds now (a model
+    trained or copied into that folder is not the network those figures describe). Only where evaluation.json names
+    none (unreadable, or without ``model_ids``: no figures are quoted then) the folder's manifest id stands in."""
+    ids = {str(m) for m in evaluation.get("model_ids") or []}
+    if ids:
+        return ids
     from segmentation.monai_segmenter import shipped_model_id
 
-    ids = {str(m) for m in evaluation.get("model_ids") or []}
-    return ids | ({shipped_model_id()} - {None})
+    return {shipped_model_id()} - {None}
 
 
 def _shipped_meta() -> dict[str, Any]:
@@ -1133,7 +1137,8 @@ def _counts(ok, n_ok: int, n_failed: int, codes: Counter, inventory=None) -> lis
                                                        if no_id else ""))
     else:
         lines.append("- Patients: not recorded")
-    thick = sorted(t for t in (_num(v) for v in _values(ok, "slice_thickness_mm")) if t is not None)
+    # 0 (tables of versions before 0.18.0: a header without SliceThickness) is not a thickness
+    thick = sorted(t for t in (_num(v) for v in _values(ok, "slice_thickness_mm")) if t is not None and t > 0)
     if thick:
         rng = f"{_g(thick[0])} mm" if thick[0] == thick[-1] else f"{_g(thick[0])}-{_g(thick[-1])} mm"
         lines.append(f"- Slice thickness: {rng}" + (f" (median {_g(round(_median(thick), 3))} mm)"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.geometry import analyse_stack, axial_angle_deg
+from pipeline.geometry import ORIENTATION_TOLERANCE, analyse_stack, axial_angle_deg
 from pipeline.hu_checks import has_contrast
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,9 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
     """(Re)compute the header-predicted geometry problems and flags of a stack under ``cfg``."""
     load = _loading(cfg)
     keep_problems = [p for p in cand.problems if p in ("MISSING_GEOMETRY", "INCONSISTENT_FRAME_OF_REFERENCE",
-                                                       "BAD_HEADER_VALUE", "CORRUPT_FILE")]
+                                                       "BAD_HEADER_VALUE", "CORRUPT_FILE", "DUPLICATE_POSITION")]
     keep_flags = [f for f in cand.flags if f in ("ACQUISITIONS_MERGED", "MISSING_SERIES_UID",
-                                                 "CORRUPT_FILES_IN_STACK")]
+                                                 "CORRUPT_FILES_IN_STACK", "SOP_UID_REUSED")]
     messages = {k: v for k, v in cand.messages.items() if k in keep_problems + keep_flags}
     cand.problems, cand.flags, cand.messages = keep_problems, keep_flags, messages
     _predict_too_large(cand, load)
@@ -148,9 +148,16 @@ def assess(cand, cfg: dict[str, Any] | None = None) -> None:
     geo = analyse_stack(cand.iop, cand.positions, thickness, allow_gaps=bool(load["allow_gaps"]),
                         max_gap_ratio=float(load["max_gap_ratio"]), spacing_tolerance=float(load["spacing_tolerance"]))
     cand.problems += [p for p in geo.problems if p not in cand.problems]
+    spread = float(getattr(cand, "iop_spread", 0.0) or 0.0)
+    if spread > ORIENTATION_TOLERANCE and "INCONSISTENT_ORIENTATION" not in cand.problems:
+        # grouped by the inventory (ORIENTATION_GROUPING_TOLERANCE), refused by the loader: predicted, so that
+        # another stack of the study is chosen
+        cand.problems.append("INCONSISTENT_ORIENTATION")
+        cand.messages["INCONSISTENT_ORIENTATION"] = (f"direction cosines differ by up to {spread:.4g} between slices "
+                                                     f"(loader tolerance {ORIENTATION_TOLERANCE:g})")
     cand.flags += [f for f in geo.fixes if f not in cand.flags]
     cand.messages.update(geo.messages)
-    if geo.duplicate_groups:
+    if geo.duplicate_groups and "DUPLICATE_POSITION" not in cand.problems:
         cand.messages["DUPLICATE_POSITION"] = (f"{sum(len(g) - 1 for g in geo.duplicate_groups)} slice(s) share a "
                                                "position with another (identical pixels: removed; else refused)")
     if cand.info.get("lossy"):

@@ -26,7 +26,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("scan", help="list the DICOM files, series and stacks under INPUT and what would be scored",
                        description="Header-only inventory of INPUT: every file with a decision, every stack with "
-                                   "its geometry and the reason it is scored or skipped. Pixels are not decoded.")
+                                   "its geometry and the reason it is scored or skipped. Pixels are not decoded (only "
+                                   "files of a series sharing a SOPInstanceUID and a position are compared).")
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", metavar="CSV", help="write the per-file inventory here (inventory.csv)")
     p.add_argument("--stacks", metavar="CSV", help="also write one row per stack here")

@@ -73,6 +73,31 @@ def shipped_model_id() -> str | None:
         return None
 
 
+def evaluated_model_ids() -> list[str] | None:
+    """The model ids the shipped network's evaluation (``evaluation.json`` beside the shipped weights, the model
+    card's figures) was made with; None when it cannot be read."""
+    try:
+        ids = json.loads((WEIGHTS_DIR / "evaluation.json").read_text(encoding="utf-8")).get("model_ids")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(m) for m in ids] if isinstance(ids, list) else None
+
+
+def warn_unevaluated_shipped(folder: Path, model_id: str) -> None:
+    """Warn when the shipped weights folder holds a model its evaluation.json does not name (replaced, e.g. by a
+    model trained into it before ``ctscore train`` refused that): the model card's figures are not its figures."""
+    try:
+        shipped = Path(folder).resolve() == WEIGHTS_DIR.resolve()
+    except OSError:
+        return
+    ids = evaluated_model_ids() if shipped else None
+    if ids is not None and model_id not in ids:
+        log.warning("%s: the weights here (model id %s) are not the network shipped with ctscore, whose model card and "
+                    "evaluation.json describe the model ids %s: the shipped model was replaced; its figures do not "
+                    "hold for these weights. Reinstall ctscore to get it back, and keep a model of your own in "
+                    "another folder (ctscore run --model FOLDER)", folder, model_id, ", ".join(ids))
+
+
 class WeightsError(ModelError):
     """The model files are missing, do not match their manifest, or do not describe a usable network."""
 
@@ -742,6 +767,7 @@ class MonaiSegmenter:
         self.sw_overlap = float(self.meta.get("sw_overlap", 0.25))
         log.info("MONAI segmenter %s loaded from %s on %s (weights sha256 %s)", self.model_id, folder, self.device,
                  self.hashes["model.safetensors"][:12])
+        warn_unevaluated_shipped(folder, self.model_id)
 
     @property
     def model_id(self) -> str:

@@ -388,8 +388,9 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
                     lr: float | None = None, p_empty: float | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Cache the backgrounds and train (or fine-tune from ``init``) the segmenter into ``out``.
 
-    ``out`` holding a model already (``model.safetensors``, e.g. the shipped ``segmentation/weights`` or an
-    earlier run's hours of training) is refused before anything is made, unless ``overwrite``; so are the files of
+    ``out`` being the shipped ``segmentation/weights`` (or a folder inside it) is refused, with ``overwrite`` too:
+    train into another folder. ``out`` holding a model already (``model.safetensors``, e.g. an earlier run's hours
+    of training) is refused before anything is made, unless ``overwrite``; so are the files of
     an earlier run that this one would leave beside its model (stages it does not reuse, their logs). ``out`` is
     locked while training (:func:`out_lock`). A recipe whose run was interrupted resumes: each finished stage
     (``out/stages/<name>``) trained with the same options, cached cases and starting weights is reused (logged), one
@@ -412,6 +413,7 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         check_init_fits,
         check_train_config,
         read_init,
+        refuse_shipped_out,
         train,
     )
 
@@ -422,11 +424,13 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     check_train_options(init=init, device=device, prepare_only=prepare_only, iterations=iterations,
                         max_minutes=max_minutes, batch_size=batch_size, num_workers=num_workers, lr=lr,
                         p_empty=p_empty, seed=seed)
+    if not prepare_only:  # the shipped model is never replaced, not even with overwrite
+        refuse_shipped_out(out)
     if not prepare_only and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError("the output folder (--out) is a file, not a folder: give a folder for the model", out)
     if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
-        raise ConfigError("the output folder already holds a model (model.safetensors): give another out folder "
-                          "(--out), or overwrite=True (--overwrite) to replace it", out)
+        raise ConfigError("the output folder already holds a model (model.safetensors): give another output folder "
+                          "(--out), or --overwrite (Python: overwrite=True) to replace it", out)
     if not prepare_only and overwrite and init:  # --overwrite sets out's model and stages aside before training
         from segmentation.training import read_init
 
@@ -577,8 +581,8 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     with out_lock(out):
         if not overwrite and (out / "model.safetensors").exists():  # written by a run that ended meanwhile
-            raise ConfigError("the output folder already holds a model (model.safetensors): give another out "
-                              "folder (--out), or overwrite=True (--overwrite) to replace it", out)
+            raise ConfigError("the output folder already holds a model (model.safetensors): give another output "
+                              "folder (--out), or --overwrite (Python: overwrite=True) to replace it", out)
         init_sha = sha256_file(read_init(init)[0]) if init else None
         digests = [_data_digests(fs) for fs in stage_files]
         # the stages an earlier, interrupted run finished with the same settings: reused (a prefix of the recipe)

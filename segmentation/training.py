@@ -1036,6 +1036,8 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
             les_bin.CopyInformation(les_src)
             _check_geometry(les_bin, img, bg.lesions, bg.image)
             lesions_arr = _onto(les_bin, model_img)
+            if not lesions_arr.any():  # (with lesion_values, a file without them is refused above)
+                log.warning("%s", empty_lesions_message(bg.lesions, bg.name, bool(les_sel.any())))
             # a few voxels' worth of lesion may vanish or double on a coarser grid; a whole mask may not
             if _ml(int(sitk.GetArrayViewFromImage(les_bin).sum()), les_bin) > 10 * _ml(1, model_img):
                 _check_on_ct(les_bin, lesions_arr, model_img, {1: "lesion"}, bg.lesions, bg.image)
@@ -1077,6 +1079,18 @@ def prepare_case(source: str | Path | Background, model_spacing_zyx: Sequence[fl
     if lesions_arr is not None:
         case["lesions"] = lesions_arr[box]
     return case
+
+
+#: What the warning about a lesion file without a lesion voxel (on the model grid) begins with after the file's name.
+EMPTY_LESIONS = "the lesion file holds no lesion voxel"
+
+
+def empty_lesions_message(path: str | Path, name: str, on_source_grid: bool = False) -> str:
+    """The warning for a case whose own lesion file holds no lesion voxel (or none left on the model grid): it is
+    trained as lesion-free, not given synthetic lesions."""
+    how = " (a few voxels on its own grid, none on the model grid)" if on_source_grid else ""
+    return (f"{path}: {EMPTY_LESIONS}{how}: case {name!r} trained as lesion-free, no synthetic lesions; remove the "
+            "file to get synthetic lesions (keep it only for a scan known free of lesions)")
 
 
 def cache_spacing(path: str | Path) -> np.ndarray | None:
@@ -1169,6 +1183,15 @@ class _Said(logging.Handler):
             self.messages.append(record.getMessage())
 
 
+def _no_lesion_voxel(path: str | Path) -> bool:
+    """Whether a cached case holds an own lesion mask without a lesion voxel."""
+    try:
+        with np.load(path) as z:
+            return "lesions" in z.files and not z["lesions"].any()
+    except Exception:  # noqa: BLE001 - np.load raises many types for a damaged file
+        return False
+
+
 def save_case(dest: str | Path, case: dict[str, np.ndarray]) -> None:
     """Write a cached case atomically: to a hidden file beside ``dest``, then renamed, so an interrupted write
     never leaves a half file under the name the cache trusts."""
@@ -1217,6 +1240,8 @@ def prepare_cache(sources: Sequence[str | Path | Background], cache_dir: str | P
                                  f"{[float(v) for v in model_spacing_zyx]} mm asked for; use another cache folder")
             if old == fp:
                 said = cache_warnings(dest) or []
+                if bg.lesions is not None and not any(EMPTY_LESIONS in m for m in said) and _no_lesion_voxel(dest):
+                    said.append(empty_lesions_message(bg.lesions, bg.name))  # cached before this was said
                 for msg in said:  # the case is trained on as it was made: its warnings still hold
                     log.warning("%s (said when %s was cached; reused as it is)", msg, dest)
                 out.append(dest)
@@ -1349,6 +1374,10 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
 
     p = Path(init)
     if p.is_dir():
+        if not (p / "model.safetensors").exists() and _is_bundle(p):
+            raise ConfigError("a MONAI bundle cannot be fine-tuned (ctscore train fine-tunes its own network): give "
+                              "a model folder written by ctscore train (model.safetensors, model.yaml, manifest.json; "
+                              "e.g. segmentation/weights) or its model.safetensors", p)
         p = p / "model.safetensors"
     if not p.is_file():
         raise ConfigError("the weights to start from (init) do not exist (a model.safetensors or a model folder)", p)
@@ -1358,6 +1387,12 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise ConfigError(f"the weights to start from (init) are not a readable safetensors file ({exc})", p) from exc
     man = p.parent / "manifest.json"
+    if (p.parent / "model.yaml").is_file() and not man.is_file():
+        # its model.yaml (grid, window, network, and the inference settings a fine-tune keeps) would be unverified:
+        # refused as ctscore run --model refuses the folder
+        raise ConfigError("no manifest.json: refusing unverified weights (the init folder's model.yaml, whose "
+                          "inference settings a fine-tune keeps, is checked against it, as ctscore run --model "
+                          "checks it): give a model folder written by ctscore train", man)
     if man.is_file():
         try:
             files = json.loads(man.read_text(encoding="utf-8"))["files"]
@@ -1385,6 +1420,30 @@ def read_init(init: str | Path) -> tuple[Path, dict[str, Any] | None, dict[str, 
         except ValueError:
             arch = None
     return p, (arch if isinstance(arch, dict) else None), model_yaml
+
+
+def _is_bundle(folder: Path) -> bool:
+    """A MONAI bundle's layout (``configs/``, ``models/`` or ctscore's label mapping), not a ctscore model folder."""
+    from segmentation.bundle import LABELS_FILE
+
+    return (folder / "configs").is_dir() or (folder / "models").is_dir() or (folder / LABELS_FILE).is_file()
+
+
+def refuse_shipped_out(out: str | Path) -> None:
+    """Refuse (ConfigError) an output folder that is the folder of the weights shipped with ctscore
+    (:data:`segmentation.monai_segmenter.WEIGHTS_DIR`, by its real path) or inside it, whatever ``overwrite`` says:
+    the model card, evaluation.json and ``ctscore methods`` describe the shipped network with its evaluation, and a
+    model trained into its place would be published under its figures."""
+    from segmentation import monai_segmenter
+
+    shipped = os.path.realpath(monai_segmenter.WEIGHTS_DIR)
+    target = os.path.realpath(out)
+    if target == shipped or target.startswith(shipped + os.sep):
+        raise ConfigError(f"the output folder (--out) is the folder of the weights shipped with ctscore ({shipped})"
+                          f"{'' if target == shipped else ' or inside it'}: training into it would replace the shipped "
+                          "model, which its model card and evaluation (and ctscore methods) describe; refused with "
+                          "--overwrite (Python: overwrite=True) too: train into another folder (--out) and run that "
+                          "model with ctscore run --model FOLDER", out)
 
 
 #: the model.yaml keys that say how the network is run (not how it was trained): a fine-tune keeps its init's
@@ -1463,7 +1522,9 @@ def train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str,
 
     The log (``train_log.json``) records what the model was made from: the options (``cfg``), each cached case's
     name and sha256 (``cases``, ``data``; in ``data`` also its ``checks`` setting and the ``warnings`` said while it
-    was cached), what ended the training (``stopped_by``: ``"iterations"``, or ``"max_minutes"`` when the time limit
+    was cached and, for a case cached by :func:`prepare_cache`, ``source_sha256``: the sha256 of its image and label
+    files, and its ``lung_ml`` and ``lesion_ml`` on the model grid, None without a lesion mask of its own), the
+    synthesis settings used (``synth_used``: :data:`segmentation.synth.DEFAULTS` with ``cfg``'s overrides), what ended the training (``stopped_by``: ``"iterations"``, or ``"max_minutes"`` when the time limit
     stopped it before the iterations asked, also said in a warning), the starting weights (``init``: path, ``init_sha256``, ``init_model_id``
     as ``ctscore run`` reports it), the versions of ctscore, torch, MONAI and numpy, the new model's ``model_id``, and
     ``provenance`` (the caller's: e.g. the background list and its label mapping). Case names are recorded as they
@@ -1522,6 +1583,7 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
             raise ConfigError(f"cache made at spacing {got.tolist()} mm, the training config asks for "
                               f"model_spacing_mm {want.tolist()}: rebuild the cache (another --cache folder)", p)
     out = Path(out_dir)
+    refuse_shipped_out(out)
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=int(c["seed"]))
     torch.manual_seed(int(c["seed"]))
@@ -1645,14 +1707,19 @@ def _train(cache_files: Sequence[str | Path], out_dir: str | Path, cfg: dict[str
         import yaml
 
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False), encoding="utf-8")
+        from segmentation.synth import _params as synth_settings
+
         info = {"iterations": it, "stopped_by": stopped_by, "wall_s": wall, "device": str(dev), "init": str(init_weights) if init_weights else None,
                 **(_init_record(Path(init_weights)) if init_weights else {}),
                 "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
                 **_versions(), "cfg": c,
+                # the synthesis settings used (segmentation.synth.DEFAULTS with cfg's 'synth' overrides over them)
+                "synth_used": synth_settings(c.get("synth")),
                 "cases": [Path(p).stem for p in cache_files],
                 # the sha256 of each cached case trained on (image and labels on the model grid): the training data,
                 # without their names
-                # and, for a case cached with them, its 'checks' setting and the warnings said while it was made
+                # and, for a case cached with them, its 'checks' setting and the warnings said while it was made, and
+                # for a case cached by prepare_cache the sha256 of its source files and its lung and lesion mL
                 "data": [{"case": Path(p).stem, "sha256": sha256_file(p), "bytes": Path(p).stat().st_size,
                           **_case_record(p)} for p in cache_files],
                 "model_id": model_id_of(tmp), **(provenance or {}), "history": hist}
@@ -1675,12 +1742,43 @@ def _case_record(path: str | Path) -> dict[str, Any]:
         with np.load(path) as z:
             if "checks" in z.files:
                 out["checks"] = str(z["checks"])
+            if "source" in z.files:
+                out.update(_source_record(str(z["source"])))
+                voxel_ml = float(np.prod(np.asarray(z["spacing"], float))) / 1000.0
+                out["lung_ml"] = round(float((z["lungs"] > 0).sum()) * voxel_ml, 1)
+                # None: no lesion mask of its own (synthetic lesions); 0.0: trained as lesion-free
+                out["lesion_ml"] = (round(float((z["lesions"] > 0).sum()) * voxel_ml, 1) if "lesions" in z.files
+                                    else None)
         said = cache_warnings(path)
     except Exception:  # noqa: BLE001 - np.load raises many types for a damaged file
         return out
     if said is not None:
         out["warnings"] = said
     return out
+
+
+def _source_record(fingerprint: str) -> dict[str, Any]:
+    """The sha256 of the files a cached case was made from, as its cache fingerprint (:func:`background_fingerprint`)
+    has them, without their paths: ``source_sha256`` with ``image`` (None for a DICOM folder, or an image file over
+    :data:`IMAGE_HASH_MAX_BYTES`, which the cache knows by path, size and time; a DICOM folder's file count is
+    ``image_files``), ``lungs`` and ``lesions`` (None where the case has none)."""
+    try:
+        doc = json.loads(fingerprint)
+        image = doc.get("image")
+
+        def sha(entry: Any) -> str | None:
+            ok = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str) and len(entry[2]) == 64
+            return entry[2] if ok else None
+
+        folder = isinstance(image, list) and bool(image) and (
+            Path(str(image[0])).is_dir() or not str(image[0]).lower().endswith(_IMAGE_SUFFIXES))
+        rec: dict[str, Any] = {"source_sha256": {"image": None if folder else sha(image),
+                                                 "lungs": sha(doc.get("lungs")), "lesions": sha(doc.get("lesions"))}}
+        if folder and len(image) == 3:
+            rec["image_files"] = image[1]
+        return rec
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def focus_loss(logits: Any, x: Any, yl: Any, ys: Any, w_lesion: float, w_hard: float, hu_thr: float,

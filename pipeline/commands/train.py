@@ -9,8 +9,10 @@ The cache (``--cache``) remembers what each case was made from: a changed image,
 content), label values or teacher grid makes that case again; the warnings said while a case was made are said again
 when it is reused. ``--backgrounds-file`` lists backgrounds in YAML instead, including image
 files (NIfTI, NRRD) with their own label map (e.g. a lobe map; the values meaning right and left are
-listed), such as ``configs/training/backgrounds.yaml``. ``--init`` fine-tunes from existing weights. ``--out`` is
-locked while training; an interrupted recipe resumes from its finished stages when run again.
+listed), such as ``configs/training/backgrounds.yaml``. A lesion file without a lesion voxel trains its case as
+lesion-free (a warning says so). ``--init`` fine-tunes from existing weights (a model folder written by ctscore
+train, checked against its manifest). ``--out`` is locked while training, and never the shipped
+``segmentation/weights``; an interrupted recipe resumes from its finished stages when run again.
 Python twin: :func:`segmentation.recipe.train_segmenter` (same options, same errors).
 """
 
@@ -43,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=".train_cache",
                    help="cache folder of preprocessed cases (.npz; default %(default)s)")
     p.add_argument("--out", default="segmentation/weights_new",
-                   help="output folder for the weights (default %(default)s)")
+                   help="output folder for the weights (default %(default)s; the shipped segmentation/weights is "
+                        "refused, with --overwrite too)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model already in --out, with the logs and stages of the run that made it (refused "
                         "otherwise, before anything is made). Without it, rerunning an interrupted recipe resumes: "
@@ -86,9 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instead of the command's, with a warning); command-line options win over it, its stages "
                         "included")
     p.add_argument("--init", default=None,
-                   help="fine-tune from these weights: a model.safetensors or a model folder (as ctscore run "
-                        "--model takes, e.g. segmentation/weights); its network is kept, its model grid must be "
-                        "the training config's")
+                   help="fine-tune from these weights: a model.safetensors or a model folder written by ctscore "
+                        "train (as ctscore run --model takes, e.g. segmentation/weights; checked against its "
+                        "manifest.json, a folder without one is refused; a MONAI bundle cannot be fine-tuned); its "
+                        "network is kept, its model grid must be the training config's")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

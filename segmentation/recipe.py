@@ -428,6 +428,10 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         refuse_shipped_out(out)
     if not prepare_only and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError("the output folder (--out) is a file, not a folder: give a folder for the model", out)
+    if not prepare_only:  # a folder that cannot be made fails now, not after an hour of caching (as the other commands)
+        from pipeline.outputs import check_output_dir
+
+        check_output_dir(out)
     if not prepare_only and not overwrite and (Path(out) / "model.safetensors").exists():
         raise ConfigError("the output folder already holds a model (model.safetensors): give another output folder "
                           "(--out), or --overwrite (Python: overwrite=True) to replace it", out)
@@ -477,6 +481,12 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
         grids[key] = list(vals.pop())
     spacing, teacher_spacing = grids["model_spacing_mm"], grids["teacher_spacing_mm"]
     cache = Path(cache)
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError("the cache folder (--cache) is a file, not a folder", cache)
+    if not cache.exists():  # one that cannot be made fails now (an existing one may be read-only and made before)
+        from pipeline.outputs import check_output_dir
+
+        check_output_dir(cache)
     # the backgrounds of every stage, read (not yet cached) first
     base_srcs: list | None = None
     folders: list[Path] = []
@@ -578,7 +588,12 @@ def train_segmenter(out: str | Path = "segmentation/weights_new", *, data: str |
                                               Path(data) if data else None))
     from segmentation.training import sha256_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # made unwritable since the check above
+        from pipeline.errors import CTScoreError
+
+        raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot make the output folder ({exc.strerror or exc})", out) from exc
     with out_lock(out):
         if not overwrite and (out / "model.safetensors").exists():  # written by a run that ended meanwhile
             raise ConfigError("the output folder already holds a model (model.safetensors): give another output "

@@ -53,7 +53,10 @@ What is estimated (constants calibrated on reference.csv, see :data:`CALIBRATION
   and the offset from the carina varies little (22-30 mm over the six reference scans).
 * ``ipv_right``/``ipv_left``/``ipv``: the mean of two estimates, a fixed fraction of the way from
   the carina down to the mean dome level and a fixed offset below the carina; the fraction alone where that mean
-  would reach the domes (:func:`estimate_ipv`). Non-contrast veins cannot be followed reliably into the left atrium.
+  would reach the domes (:func:`estimate_ipv`); with both domes below the scan (a scan cut above the diaphragm), the
+  offset below the carina alone, flagged ``LANDMARK_ESTIMATED:ipv``, and missing where it lies below the scan
+  (:func:`ipv_level`).
+  Non-contrast veins cannot be followed reliably into the left atrium.
 * Any detected level that fails (no airway, no bone, implausible result) falls back on an estimate
   from the carina, the domes or the lung extent, and is reported as ``estimated``.
 """
@@ -587,9 +590,11 @@ ESTIMATED_BY_DESIGN = frozenset({"bronchus_intermedius", "aortic_arch", "ipv_rig
 def estimated_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
     """``LANDMARK_ESTIMATED:<name>`` for each level a detector was meant to find but that was estimated instead
     (e.g. a carina from lung extent, a dome from the other, the notch's fallback); not for
-    :data:`ESTIMATED_BY_DESIGN`."""
+    :data:`ESTIMATED_BY_DESIGN`, except the ``ipv`` the zones are split at when it was placed from the carina alone
+    (:func:`ipv_level`: both domes below the scan), which is less sure than the usual estimate."""
     return [f"LANDMARK_ESTIMATED:{name}" for name, lm in landmarks.items()
-            if lm.method == "estimated" and name not in ESTIMATED_BY_DESIGN]
+            if lm.method == "estimated" and (name not in ESTIMATED_BY_DESIGN or
+                                             (name == "ipv" and IPV_CARINA_ONLY_NOTE in (lm.note or "")))]
 
 
 def uncertain_flags(landmarks: Mapping[str, Landmark]) -> list[str]:
@@ -685,14 +690,35 @@ def central_columns(lung: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.
     return (yy >= y0) & (yy <= y1) & (xx >= x0) & (xx <= x1)
 
 
-def basal_columns(lung: np.ndarray, frac: float = 0.3) -> np.ndarray:
-    """(y, x) columns inside the convex hull of the lung's footprint in its lowest ``frac`` of height
-    (the recesses ring the dome there, and the heart lies mostly above)."""
+#: the domes: the basal columns (:func:`basal_columns`) are the hull of the lung's footprint in its lowest
+#: :data:`DOME_BASAL_SHARE` of height as the scan shows it, but never in less than :data:`DOME_BASAL_MM` above its
+#: lowest slice. The share alone shrank with a scan cut at the top (normal001 cut 25 mm above the carina: its right
+#: dome 12-13.5 mm lower, network or classical masks; an audit of 2026-12-07); the floor keeps the slab of a
+#: whole adult lung (75 mm is 30 % of 250 mm) whatever the scan leaves of its top, and a taller lung keeps its share.
+DOME_BASAL_SHARE = 0.3
+DOME_BASAL_MM = 75.0
+
+
+def basal_columns(lung: np.ndarray, spacing_z_mm: float, share: float = DOME_BASAL_SHARE,
+                  min_mm: float = DOME_BASAL_MM) -> np.ndarray:
+    """(y, x) columns inside the convex hull of the lung's footprint in its lowest ``share`` of height, or in the
+    slab ``min_mm`` above its lowest slice where that is higher (slices ``spacing_z_mm`` apart; the recesses ring the
+    dome there, and the heart lies mostly above).
+
+    A share alone depends on how much of the lung the scan shows above the base: a scan cut at the top narrowed the
+    slab and the columns (normal001's right dome 12 mm lower under a cut 25 mm above the carina). With the floor, a
+    cut changes nothing on a lung up to ``min_mm`` / ``share`` (250 mm) high, and on a taller one only between its
+    share and the floor (six real chests, cuts 25-60 mm above the carina: 0-1.5 mm). A lung less than about 150 mm
+    high (a child's) has the slab reach half of it or more: the columns are then nearly the central box's, and the
+    dome, the lower of the two readings (:func:`detect_dome`), can only err high, as that box's does."""
     from skimage.morphology import convex_hull_image
 
     ks = np.nonzero(lung.any(axis=(1, 2)))[0]
     kb, kt = int(ks.min()), int(ks.max())
-    return convex_hull_image(lung[kb: kb + int(frac * (kt - kb)) + 1].any(axis=0))
+    n = int(share * (kt - kb))
+    if spacing_z_mm > 0:
+        n = max(n, int(min_mm / float(spacing_z_mm)))
+    return convex_hull_image(lung[kb: kb + n + 1].any(axis=0))
 
 
 def diaphragm_lung(lung: np.ndarray, hu: np.ndarray | None, spacing: Spacing = (1.5, 1.5, 1.5)) -> np.ndarray:
@@ -732,8 +758,11 @@ def diaphragm_lung(lung: np.ndarray, hu: np.ndarray | None, spacing: Spacing = (
 #: (0.62-1.00 on real scans cut above the domes; 0.00-0.01 on whole scans, 0.09-0.27 on a phantom cut just
 #: below its domes)
 DOME_CUT_SHARE = 0.5
-#: note of a dome missing because the lung runs out of the scan's bottom (no estimate from the other dome then)
+#: note of a dome missing because the lung runs out of the scan's bottom (no estimate from the other dome then): its
+#: start, matched by the rules that read it
 FLOOR_BELOW_SCAN = "lung floor below the scan"
+#: ... and what that tells of the dome: most of the floor runs out of the scan, the dome itself may or may not be in it
+DOME_MAY_BE_BELOW = "the dome may lie below the scan"
 
 
 def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarray | None = None,
@@ -743,7 +772,8 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
     The floor of a column is its lowest lung voxel. Columns over the diaphragm are approximated two
     ways, both of which can only let in too-high floors (under-surfaces of the upper lobes, the
     heart): the central 10-90 % box of the footprint, and that box cut to the hull of the basal
-    footprint (:func:`basal_columns`). The lower of the two results is kept. Columns in
+    footprint (:func:`basal_columns`: its lowest 30 %, at least :data:`DOME_BASAL_MM`). The lower of the two
+    results is kept. Columns in
     ``exclude`` (the heart, for the left lung) and columns where the lung reaches the scan's bottom
     are left out. Reported half a slice below the lowest lung voxel (the lung/diaphragm interface)."""
     if not lung.any():
@@ -755,7 +785,7 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
         reach = float((lung[0] & cols).sum()) / float(cols.sum())
         if reach > DOME_CUT_SHARE:
             return _missing(name, f"{FLOOR_BELOW_SCAN} ({reach:.0%} of the diaphragm columns reach its "
-                                  "bottom slice)")
+                                  f"bottom slice): {DOME_MAY_BE_BELOW}")
     # columns whose lung reaches the bottom slice count with their floor there (censored): left out, they made the
     # high floors of a scan cut below the dome the percentile (a dome 20-40 mm too high); the percentile at
     # the bottom slice means the dome is not in the scan
@@ -765,15 +795,16 @@ def detect_dome(lung: np.ndarray, name: str, z_mm: np.ndarray, exclude: np.ndarr
     if exclude is not None:
         ok &= ~exclude
     ks = []
-    for sel in (ok, ok & basal_columns(lung)):
+    dz = abs(float(z_mm[1] - z_mm[0])) if len(z_mm) > 1 else 0.0
+    for sel in (ok, ok & basal_columns(lung, dz)):
         if sel.sum() >= 10:
             ks.append(int(np.percentile(floor[sel], q)))
     if not ks:
         return _missing(name, "too few lung columns over the diaphragm")
     if min(ks) <= 0:
-        return _missing(name, f"{FLOOR_BELOW_SCAN} (the lung floor's percentile is its bottom slice)")
+        return _missing(name, f"{FLOOR_BELOW_SCAN} (the lung floor's percentile is its bottom slice): "
+                              f"{DOME_MAY_BE_BELOW}")
     k = min(ks)
-    dz = abs(float(z_mm[1] - z_mm[0])) if len(z_mm) > 1 else 0.0
     note = "high percentile of the lung floor over the diaphragm columns"
     if exclude is not None:
         note += ", heart columns excluded"
@@ -800,6 +831,44 @@ def estimate_ipv(name: str, z_carina: float, z_dome: float, cal: Mapping[str, fl
     return Landmark(name, by_fraction, "estimated", "low",
                     f"{f:.2f} of the way from the carina to the mean dome, {z_carina - z_dome:.0f} mm below it (with "
                     f"carina {off:+.0f} mm the level would be at or below the domes; veins not traced without contrast)")
+
+
+#: the words that mark an IPV level placed from the carina alone (both domes below the scan: :func:`ipv_level`); the
+#: ``ipv`` so placed is flagged ``LANDMARK_ESTIMATED:ipv`` (:func:`estimated_flags`), unlike the usual estimate
+IPV_CARINA_ONLY_NOTE = "from the carina alone"
+
+
+def domes_below_scan(landmarks: Mapping[str, Landmark]) -> bool:
+    """Whether both domes are missing because their lungs run out of the scan's bottom (:data:`FLOOR_BELOW_SCAN`):
+    a scan cut above the diaphragm. Not for a dome missing for another reason (not below the carina, no lung)."""
+    lms = [landmarks.get(k) for k in ("dome_right", "dome_left")]
+    return all(lm is not None and lm.z_mm is None and lm.note.startswith(FLOOR_BELOW_SCAN) for lm in lms)
+
+
+def ipv_level(name: str, z_carina: float | None, domes: list[float], below_scan: bool = False,
+              z_bottom: float | None = None, cal: Mapping[str, float] = CALIBRATION) -> Landmark:
+    """The IPV level ``name`` from the carina and the domes found: :func:`estimate_ipv` from the mean dome. Where both
+    domes are missing because the lungs run out of the scan's bottom (``below_scan``: :func:`domes_below_scan`, a
+    scan cut above the diaphragm), the carina-offset half of that estimate alone (carina + ``<name>_from_carina_mm``,
+    -56.7 mm for ``ipv``), low confidence, its note saying so (:data:`IPV_CARINA_ONLY_NOTE`): SCORING.md's middle
+    zone runs from the carina down to the IPV, and a scan that stops between the IPV and the domes shows all of it
+    (normal001 cut at -200.5 mm lost both middle zones; an audit of 2026-12-07). Missing there where that level lies
+    below ``z_bottom`` (the scan's lowest slice: the middle zone reaches past the scan), without the carina, and
+    without a dome for another reason (a floor above the carina that is not a dome: what the domes are is unknown)."""
+    if z_carina is None:
+        return _missing(name, "needs the carina")
+    if domes:
+        return estimate_ipv(name, z_carina, float(np.mean(domes)), cal)
+    if not below_scan:
+        return _missing(name, "needs the carina and a dome")
+    off = cal[f"{name}_from_carina_mm"]
+    z = z_carina + off
+    if z_bottom is not None and z < z_bottom:
+        return _missing(name, f"no dome found, and carina {off:+.1f} mm ({z:.1f} mm) lies below the scan "
+                              f"({z_bottom:.1f} mm)")
+    return Landmark(name, z, "estimated", "low",
+                    f"carina {off:+.1f} mm (reference mean), {IPV_CARINA_ONLY_NOTE}: the domes may lie below the scan "
+                    "(the lungs run out of its bottom); veins not traced without contrast")
 
 
 def _read_domes(sides: Mapping[int, np.ndarray], lungs: np.ndarray, z_mm: np.ndarray,
@@ -997,11 +1066,10 @@ def detect_landmarks(lungs: np.ndarray, airway: np.ndarray | None, z_mm: np.ndar
     domes = [out[k].z_mm for k in ("dome_right", "dome_left") if out[k].z_mm is not None]
     # Two estimates, averaged: a fraction of the carina-dome distance (scales with the chest) and a
     # fixed offset below the carina (does not depend on the domes, which move with breathing).
+    # Both domes below the scan (a scan cut above the diaphragm): the offset below the carina alone (ipv_level); the
+    # middle zone lay whole in a scan cut 22 mm below normal001's IPV and was missing with it (an audit, 2026-12-07).
     for name in ("ipv_right", "ipv_left", "ipv"):
-        if zc is None or not domes:
-            out[name] = _missing(name, "needs the carina and a dome")
-            continue
-        out[name] = estimate_ipv(name, zc, float(np.mean(domes)), cal)
+        out[name] = ipv_level(name, zc, domes, domes_below_scan(out), float(z_mm.min()), cal)
     for lm in out.values():
         log.debug("landmark %s: %s (%s, %s) %s", lm.name, lm.z_mm, lm.method, lm.confidence, lm.note)
     return out
@@ -1029,7 +1097,8 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
       the manubrium reaches the scan's top stays missing);
     * a dome not set that lies at or above the bronchus intermedius or the carina (either set by the reader) is not a
       dome: missing; a dome estimated from the other (or not found), from the reader's other dome;
-    * the IPV levels from the carina and the mean dome (:func:`estimate_ipv`) whenever one of those is the reader's.
+    * the IPV levels from the carina and the mean dome (:func:`estimate_ipv`), or from the carina alone where both domes
+      lie below the scan (:func:`ipv_level`), whenever one of those is the reader's.
 
     Levels the reader set are never moved. A level placed again keeps what ctscore had placed (``ctscore_z_mm``,
     ``ctscore_method``, ``ctscore_confidence``) and says so in its note (the right upper-lobe take-off, informative
@@ -1115,8 +1184,7 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
         for name in ("ipv_right", "ipv_left", "ipv"):
             if name in given:
                 continue
-            landmarks[name] = (estimate_ipv(name, zc, float(np.mean(domes)), cal) if zc is not None and domes else
-                               _missing(name, "needs the carina and a dome"))
+            landmarks[name] = ipv_level(name, zc, domes, domes_below_scan(landmarks), cal=cal)
     if "ipv" in given:  # the sides' estimates (reported, not used) would contradict the reader's level
         for name in ("ipv_right", "ipv_left"):
             if name in landmarks:

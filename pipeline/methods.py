@@ -80,6 +80,8 @@ def methods_text(out_dir: str | Path, inventory_from: str | Path | None = None,
         from scoring.exclusions import read_exclusions
 
         excluded = read_exclusions(exclude, scans)  # BAD_OPTION for a value that is no path or DataFrame
+        excluded.check_leaves_some(set(scans.loc[scans["status"].str.strip() == "ok", "scan_id"]),  # as stats
+                                   None if excluded.source == "a DataFrame" else exclude)
     return _compose(scans, failures, run, run_problem,
                     _read_inventory(Path(inventory_from) if inventory_from is not None else out),
                     moves=_reader_moves(out, scans), exclusions=excluded, records=_scan_records(out, scans))

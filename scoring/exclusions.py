@@ -30,10 +30,16 @@ yet. The reports then also say how many of the analysed scans were reviewed, and
 valid outcome ("all 40 scans reviewed, none excluded"). A reason written beside an empty or ``no`` decision is
 refused (which was meant?), as is any other value. The sheet's other columns (scores, flags, image paths) are
 there for the reviewer. Its ``scoring_fingerprint`` (:func:`scoring_fingerprint`: a hash of what the scan's row of
-scans.csv says of its scoring: status, segmenter, model, configuration, version, volumes, scores, QC flags) and its
-status and scores are compared with the run's, on the rows with a decision: a scan scored again after the sheet was
-made (other settings, other masks, ``--overwrite``) was reviewed on pictures that are no longer its own, and the sheet
-is refused. A decided row without its fingerprint (a column deleted) cannot be checked: a warning says so. A list
+scans.csv says of its scoring: status, segmenter, model, configuration, version, volumes, scores, QC flags) is
+compared with the run's, on the rows with a decision: a scan scored again after the sheet was made (other settings,
+other masks, ``--overwrite``) was reviewed on pictures that are no longer its own, and the sheet is refused (naming
+the shown status or score that changed, if one did). A matching fingerprint covers the shown status and scores, which
+a spreadsheet may re-format (13.3 for 13.27, a decimal comma): they are compared only on a decided row without its
+fingerprint (a column deleted), which a warning names as unchecked. An undecided row naming a scan that is no longer
+in the run is skipped with a warning; a decided one is refused, naming its lines. A review sheet exported with
+semicolons (its own header, every column, separated by ';': :func:`read_table`) is read, its decimal commas as points;
+an Excel workbook is named as such. A DataFrame whose decision or reason is missing (NaN) where a decision-looking row
+needs it (pandas' defaults read 'N/A' and 'NA' as NaN) is refused, saying how to read the sheet. A list
 without an ``exclude`` column whose other column holds yes / no values and leaves the rows marked no without a
 reason (a renamed decision column: read as a list, every row would be excluded) is refused too.
 """
@@ -45,6 +51,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,6 +121,14 @@ class Exclusions:
         n = len(used & (self.reviewed or frozenset()))
         return f"all {n}" if n == len(used) and n > 1 else f"{n} of {len(used)}"
 
+    def check_leaves_some(self, used: set[str], path: str | Path | None = None) -> None:
+        """EXCLUSIONS_INVALID when the list excludes every one of the ``used`` scans (nothing left to analyse), as
+        ``stats`` refuses it: for ``methods``, which would otherwise write "198 were excluded" of 198. ``path``: the
+        file to name (None for a DataFrame)."""
+        if used and used <= self.scan_ids:
+            raise CTScoreError(CODE, f"the exclusion list leaves no scored scan to analyse (it excludes all "
+                               f"{len(used)})", path)
+
     def undecided(self, used: set[str], what: str) -> int:
         """How many of the ``used`` scans (``what``: what they are) have no decision on the review sheet, with a
         warning when some have (they are analysed as if kept)."""
@@ -139,12 +154,12 @@ def check_source(source: object) -> None:
 
 def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     """The table as text with row label + 2 = file line, its name for messages, its SHA-256."""
-    from scoring.csv_input import read_csv_table
-
     if isinstance(source, pd.DataFrame):
         table = source.copy()
         table.columns = [str(c).strip() for c in table.columns]
-        table = table.astype(object).where(table.notna(), "").astype(str).reset_index(drop=True)
+        table = table.reset_index(drop=True)
+        _refuse_missing_as_undecided(table)
+        table = table.astype(object).where(table.notna(), "").astype(str)
         digest = hashlib.sha256(table.to_csv(index=False).encode("utf-8")).hexdigest()
         blank = table.apply(lambda col: col.str.strip() == "").all(axis=1)  # a spreadsheet's ",,," rows, as the
         return table[~blank], "a DataFrame", digest                      # file reader drops them
@@ -152,8 +167,131 @@ def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     if not path.is_file():
         raise CTScoreError("INPUT_NOT_FOUND", "exclusion list (--exclude) not found"
                            + (": it is a folder, give the CSV file" if path.is_dir() else ""), path)
-    table = read_csv_table(path, CODE, "exclusion list")
+    table = read_table(path, "exclusion list")
     return table, str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+#: the review sheet's numeric columns, whose decimal comma a semicolon export writes
+NUMERIC_SHOWN = ("six_zone_total", "zhang900_total", "percent_opacity")
+_DECIMAL_COMMA = re.compile(r"-?\d*,\d+")
+
+
+def read_table(path: str | Path, what: str) -> pd.DataFrame:
+    """A list or review sheet as :func:`scoring.csv_input.read_csv_table` reads it (problems: ``EXCLUSIONS_INVALID``),
+    and also a review sheet exported with semicolons (:func:`semicolon_sheet`), its decimal commas read as points
+    (``attrs["separator"]`` is then ``";"``). An Excel workbook is named as such."""
+    from scoring.csv_input import read_csv_table
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":  # a zip: .xlsx / .ods, whatever its name
+            raise CTScoreError(CODE, f"the {what} is an Excel workbook (or another spreadsheet's own file), not CSV "
+                               "text: save it as CSV UTF-8 (Excel: File > Save As > CSV UTF-8)", path)
+    if not semicolon_sheet(path):
+        table = read_csv_table(path, CODE, what)
+        table.attrs["separator"] = ","
+        return table
+    return _read_semicolon_sheet(path, what)
+
+
+def semicolon_sheet(path: str | Path) -> bool:
+    """Whether the file's header row is a review sheet's own header (every column ``ctscore review-sheet`` writes,
+    maybe more of the reviewer's) separated by semicolons and without a comma: a spreadsheet's export in a locale
+    whose list separator is ';' (European Excel writes ';' in every CSV format). Unambiguous, so it is read; any
+    other semicolon-separated table stays refused."""
+    from pipeline.review_sheet import COLUMNS
+
+    try:
+        text = Path(path).read_bytes()[:65536].decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    head = next((line for line in text.splitlines() if line.strip()), "")
+    if "," in head or ";" not in head:
+        return False
+    return set(COLUMNS) <= {c.strip().strip('"').strip() for c in head.split(";")}
+
+
+def _read_semicolon_sheet(path: Path, what: str) -> pd.DataFrame:
+    """:func:`read_table` for a semicolon-separated review sheet: as read_csv_table reads a comma-separated one (row
+    label + 2 = file line; blank rows dropped; short rows padded; a row longer than the header refused unless the
+    extra cells are empty), decimal commas of :data:`NUMERIC_SHOWN` as points."""
+    import csv
+    import io
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CTScoreError(CODE, f"the {what} is not UTF-8 text; save it as CSV UTF-8", path) from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise CTScoreError(CODE, f"the {what} is not a readable CSV file (line {start}): {exc}", path) from None
+    rows = [(n, r) for n, r in rows if "".join(r).strip()]  # blank lines and ";;;;" rows
+    names = [c.strip() for c in rows[0][1]]
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise CTScoreError(CODE, f"column {twice[0]!r} appears twice in the header of the {what}", path)
+    width = len(names)
+    records, labels = [], []
+    for n, cells in rows[1:]:
+        if len(cells) > width:
+            if any(c.strip() for c in cells[width:]):
+                raise CTScoreError(CODE, f"line {n} of the {what} has {len(cells)} fields, the header {width}: a "
+                                   "semicolon inside a value? quote the cell", path)
+            cells = cells[:width]
+        records.append(cells + [""] * (width - len(cells)))
+        labels.append(n - 2)
+    table = pd.DataFrame(records, columns=range(width), index=pd.Index(labels, dtype="int64"), dtype=object)
+    keep = [i for i, name in enumerate(names) if name or (table[i].str.strip() != "").any()]
+    table = table[keep]
+    table.columns = [names[i] or f"unnamed_{i + 1}" for i in keep]
+    for c in NUMERIC_SHOWN:
+        if c in table.columns:
+            table[c] = [v.replace(",", ".") if _DECIMAL_COMMA.fullmatch(v.strip()) else v for v in table[c]]
+    log.info("review sheet %s: read as exported with semicolons (decimal commas as points)", path.name)
+    table.attrs.update(source=str(path), separator=";")
+    return table
+
+
+def _refuse_missing_as_undecided(table: pd.DataFrame) -> None:
+    """A DataFrame's missing (NaN) cell where a decision or a reason was written: ``pd.read_csv`` reads 'NA', 'N/A',
+    'null', 'nan' as NaN (and an empty cell too), so a decided-looking row would silently become undecided (or an
+    exclusion lose its reason). Refused, naming the row, with the way to read the sheet as the file route reads it.
+    A row with nothing but its NaN decision stays undecided (an empty cell and 'NA' cannot be told apart)."""
+    def text(col: str) -> pd.Series:
+        return table[col].astype(object).where(table[col].notna(), "").astype(str).str.strip() \
+            if col in table.columns else pd.Series("", index=table.index)
+
+    hint = ("pandas reads 'NA', 'N/A', 'null' and empty cells alike as NaN: read the sheet with "
+            "pd.read_csv(path, dtype=str, keep_default_na=False), or give its path")
+    if DECISION in table.columns:
+        missing = table[DECISION].isna()
+        said = (text(REASON) != "") | (text("reviewer") != "")
+        bad = table.index[missing & said]
+        if len(bad):
+            k = int(bad[0])
+            raise CTScoreError(CODE, f"line {k + 2} (row {k}), column {DECISION!r}: missing (NaN) beside reason "
+                               f"{text(REASON)[k]!r} / reviewer {text('reviewer')[k]!r}: was a decision written "
+                               f"there? {hint}")
+        if missing.any() and table[DECISION].notna().any():
+            log.warning("review sheet (a DataFrame): %d row(s) with a missing (NaN) %r are read as not reviewed; if "
+                        "a decision was written there ('N/A', 'NA', 'null'), %s", int(missing.sum()), DECISION, hint)
+    if REASON in table.columns:
+        missing = table[REASON].isna()
+        yes = table[DECISION].map(_decision).isin(EXCLUDE_VALUES) if DECISION in table.columns else \
+            pd.Series(True, index=table.index)
+        named = (text("scan_id") != "") | (text("series_uid") != "")
+        bad = table.index[missing & yes & named]
+        if len(bad):
+            k = int(bad[0])
+            raise CTScoreError(CODE, f"line {k + 2} (row {k}), column {REASON!r}: missing (NaN) on an exclusion: "
+                               f"was a reason written there? {hint}")
 
 
 def _where(line: int, column: str, value: str) -> str:
@@ -218,6 +356,7 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
              zip(run_ids, *(scans[c] for c in compared))} if compared else {}
     prints = dict(zip(run_ids, fingerprints(scans))) if sheet else {}
     unchecked: list[int] = []
+    absent: list[tuple[int, str]] = []
     reasons: dict[str, str] = {}
     reviewed: set[str] = set()
     line_of: dict[str, int] = {}
@@ -239,12 +378,16 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         if not sid and not uid:
             raise bad(f"line {line}: no scan named (scan_id{' or series_uid' if 'series_uid' in cols else ''} is "
                       "empty)")
+        if sheet and not decision and ((sid and sid not in known) or (uid and uid not in by_uid)):
+            absent.append((line, sid or uid))  # nothing decided on a scan no longer in the run: skipped
+            continue
         if sid and sid not in known:
             close = [lower[sid.lower()]] if sid.lower() in lower else \
                 difflib.get_close_matches(sid, sorted(known), n=1, cutoff=0.8)
             raise bad(_where(line, "scan_id", sid) + " is no scan of this run's scans.csv"
                       + (f" (did you mean {close[0]!r}?)" if close else
-                         " (scan ids are salted: another run, or another pseudonym salt, gives other ids)"))
+                         " (scan ids are salted: another run, or another pseudonym salt, gives other ids)")
+                      + (_absent_decided(table, known) if sheet else ""))
         if uid:
             if uid not in by_uid:
                 raise bad(_where(line, "series_uid", uid) + " is the SeriesInstanceUID of no scan of this run's "
@@ -264,8 +407,9 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
         if not decision:
             continue  # on the sheet, not reviewed yet
         if sheet:
-            _check_scored_as_shown(row, line, sid, shown.get(sid, {}), bad)  # which shown value, if one
             was = _cell(row.get(FINGERPRINT, ""))
+            if was != prints.get(sid):  # a matching fingerprint covers the shown columns (which a spreadsheet
+                _check_scored_as_shown(row, line, sid, shown.get(sid, {}), bad)  # re-formats: 13.3, 13,27)
             if was and was != prints.get(sid):
                 raise bad(f"line {line}, column '{FINGERPRINT}': scan {sid!r} was scored again after the sheet was "
                           f"made (fingerprint {was!r}, now {prints.get(sid)!r}: its segmenter, model, settings, "
@@ -281,6 +425,10 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
             raise bad(_where(line, REASON, str(row[REASON])) + " is empty: give every exclusion its reason (the "
                       "reports count the exclusions by reason)")
         reasons[sid] = reason
+    if absent:
+        log.warning("review sheet %s: %d undecided row(s) name scans not in this run (%s%s; no longer in this run?): "
+                    "skipped; ctscore review-sheet OUT --update drops them", name, len(absent),
+                    ", ".join(f"line {n}: {s}" for n, s in absent[:5]), ", ..." if len(absent) > 5 else "")
     if unchecked:
         log.warning("review sheet %s: %d decided row(s) (line %s%s) have no %s: whether their scan was scored again "
                     "since the decision (other pictures) cannot be checked", name, len(unchecked),
@@ -300,6 +448,16 @@ def read_exclusions(source: str | Path | pd.DataFrame, scans: pd.DataFrame) -> E
                   "scan, or leave --exclude out")
     return Exclusions(source=name, sha256=digest, reasons=reasons,
                       reviewed=frozenset(reviewed) if sheet else None, n_rows=len(line_of))
+
+
+def _absent_decided(table: pd.DataFrame, known: set[str]) -> str:
+    """The lines of a review sheet's decided rows naming a scan not in the run, for the message refusing them."""
+    lines = [int(label) + 2 for label, row in table.iterrows()
+             if (sid := str(row.get("scan_id", "")).strip()) and sid not in known
+             and _decision(row.get(DECISION, ""))]
+    return (f". A scan no longer in this run? Its decision is refused, not dropped: delete line(s) "
+            f"{', '.join(map(str, lines[:10]))}{', ...' if len(lines) > 10 else ''} of the sheet (or run "
+            "ctscore review-sheet OUT --update, which names them)") if lines else ""
 
 
 def _canonical(value: object) -> str:
@@ -343,11 +501,15 @@ def _cell(value: object) -> str:
 def scored_otherwise(row: pd.Series, run: dict) -> tuple[str, str, str] | None:
     """The first of the run's values (``run``: column -> value of scans.csv) that a review sheet's row shows
     otherwise, as (column, the sheet's, the run's); None when the row shows the scan as the run scored it (a cell
-    the reviewer cleared shows nothing to compare; numbers within 0.005, as a spreadsheet may re-save them)."""
+    the reviewer cleared shows nothing to compare; numbers within 0.005, as a spreadsheet may re-save them, a decimal
+    comma as a point). Compared only on rows without a :data:`FINGERPRINT` (which covers these columns, and is not
+    changed by a spreadsheet's re-formatting: 13.27 shown as 13.3)."""
     for col, now in run.items():
         was, now = _cell(row.get(col, "")), _cell(now)
         if was == now or not was:
             continue
+        if _DECIMAL_COMMA.fullmatch(was):  # 13,27: a spreadsheet's decimal comma
+            was = was.replace(",", ".")
         try:
             if abs(float(was) - float(now)) <= 0.0051:  # 12.08 re-saved by a spreadsheet as 12.080000000000001
                 continue

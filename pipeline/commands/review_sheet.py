@@ -30,20 +30,27 @@ def register(sub) -> None:
     p.add_argument("--update", action="store_true",
                    help="bring an existing sheet up to date with the run, keeping its decisions: the run's new scans "
                         "are added, and a scan scored again since its decision has it cleared (its note says what "
-                        "it was)")
+                        "it was); undecided rows of scans no longer in the run are dropped; says what it did")
     add_log_args(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.review_sheet import review_sheet, write_review_sheet
+    from pipeline.review_sheet import review_sheet, write_review_sheet_counted
 
     if args.output == "-":
         if args.overwrite or args.update:
             raise CTScoreError("BAD_OPTION", "-o - prints a new sheet: --overwrite and --update need a file")
         print(review_sheet(args.out).to_csv(index=False), end="")
         return EXIT_OK
-    path = write_review_sheet(args.out, args.output, overwrite=args.overwrite, update=args.update)
+    path, counts = write_review_sheet_counted(args.out, args.output, overwrite=args.overwrite, update=args.update)
+    if counts is not None:  # printed as the line below is, -q or not (-q quietens the log)
+        dropped = counts["dropped"]
+        print(f"Review sheet {path} updated: {counts['kept']} row(s) kept with their decisions, {counts['added']} "
+              f"scan(s) added, {counts['cleared']} decision(s) cleared (scored again since: review them again), "
+              f"{len(dropped)} row(s) dropped (undecided, scans no longer in the run"
+              + (f": {', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}" if dropped else "") + ")")
+        return EXIT_OK
     print(f"Review sheet written to {path}: fill in 'exclude' (yes / no) and 'reason' while reviewing each scan's "
           f"qc.png and levels.png, then give it to ctscore stats / validate / methods --exclude")
     return EXIT_OK

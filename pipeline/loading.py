@@ -73,6 +73,24 @@ def estimated_peak_mb(voxels: int, dicom_seg: bool = False) -> float:
 #: "the same", for the loader and the inventory's grouping alike.
 #: Percentile of the non-padding voxels that must look like air (see loading.air_hu_range).
 AIR_PERCENTILE = 0.5
+#: When the AIR_PERCENTILE-th percentile lies above the air range (airless lungs in a field of view the body fills:
+#: only the airway holds air, 0.14-0.41 % of the voxels on three real chests made airless, an endotracheal tube's
+#: lumen alone 0.03 %), this percentile must be air and at least that share of the non-padding voxels must be air
+#: in connected regions (the airway, AIR_REGION_MIN_VOXELS), not scattered low values; wrong rescales, label and
+#: parametric maps hold none.
+AIR_MIN_PERCENTILE = 0.02
+#: The smallest connected region of air (voxels of the subsampled grid of :func:`_check_hu`, a 3 x 3 patch) that
+#: counts towards AIR_MIN_PERCENTILE: an endotracheal tube's lumen, cut into pieces across slices, is 10-20 such
+#: regions on two real chests made airless; single low voxels (noise, outliers) are not air evidence.
+AIR_REGION_MIN_VOXELS = 9
+#: Padding is one written value: border-connected values within this many HU of their most common value (the
+#: MONOCHROME1 vote, :func:`_constant_padding`; the air check, :func:`_constant_border`).
+PADDING_CONSTANT_HU = 2.0
+#: The share of a slice's border-connected values at or below ``loading.padding_hu_max`` that must lie within
+#: PADDING_CONSTANT_HU of their most common value for all of them to be padding in the MONOCHROME1 vote (a body read
+#: inverted that touches the border: a few % to a quarter at one value, with the tissue's noise; the lossy padding of
+#: dicom_edge/transfer_syntaxes: 98.9-100 %).
+PADDING_CONSTANT_SHARE = 0.5
 #: A slice with a rescale of its own is refused when its median lies more than RESCALE_OUTLIER_HU from its
 #: neighbours' and the series' usual rescale would bring it within RESCALE_MATCH_HU of them.
 RESCALE_OUTLIER_HU = 300.0
@@ -421,20 +439,42 @@ def _invert_monochrome1(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
 
 
 def _air_ok(values: np.ndarray, padmask: np.ndarray | None, opts: LoadOptions) -> bool:
-    """Whether the darkest values of a slice are air: the :data:`AIR_PERCENTILE` percentile (the test of
-    :func:`_check_hu`) of the values neither marked padding (PixelPaddingValue) nor at or below
-    ``loading.padding_hu_max`` connected to the image border (padding around the field of view); subsampled."""
+    """Whether the darkest values of a slice are air (:func:`_air_found`, the test of :func:`_check_hu`), among the
+    values neither marked padding (PixelPaddingValue) nor at or below
+    ``loading.padding_hu_max`` at one value (:func:`_constant_padding`) connected to the image border (padding around
+    the field of view); subsampled. A body read through the wrong convention (about -2089 HU for soft tissue) that
+    fills the field of view touches the border too, but spans its tissues' values: it is not taken for padding."""
     step = max(1, int(round((values.shape[0] * values.shape[1] / 65536) ** 0.5)))
     v = values[::step, ::step]
-    low = v <= opts.padding_hu_max
-    drop = _border_connected(low[None])[0] if low.any() else low
+    drop = _constant_padding(v, opts)
     if padmask is not None:
         drop = drop | padmask[::step, ::step]
-    sample = v[~drop]
-    if sample.size == 0:
-        return False
-    low_value = float(np.percentile(sample, AIR_PERCENTILE))
-    return opts.air_hu_range[0] <= low_value <= opts.air_hu_range[1]
+    return _air_found(v, drop, opts)[0]
+
+
+def _constant_padding(v: np.ndarray, opts: LoadOptions) -> np.ndarray:
+    """Padding around the field of view in one slice ``v``: values at or below ``loading.padding_hu_max`` connected to
+    the image border, when most of them (:data:`PADDING_CONSTANT_SHARE`) lie within :data:`PADDING_CONSTANT_HU` of
+    their most common value (padding is one written value; a lossy codec leaves it near that value, off it at the
+    padding's edge). Otherwise (a body read through the wrong MONOCHROME1 convention, about -2089 HU for soft
+    tissue, that touches the border: it spans its tissues' values) only the values at that one value connected to the
+    border, and the low values up to 4 pixels of the grid given from them (a ring of padding beside that body)."""
+    low = v <= opts.padding_hu_max
+    if not low.any():
+        return low
+    border = _border_connected(low[None])[0]
+    if not border.any():
+        return border
+    u, c = np.unique(np.round(v[border]), return_counts=True)
+    const = border & (np.abs(v - u[np.argmax(c)]) <= PADDING_CONSTANT_HU)
+    if np.count_nonzero(const) >= PADDING_CONSTANT_SHARE * np.count_nonzero(border):
+        return border
+    drop = _border_connected(const[None])[0]
+    if drop.any():
+        from scipy import ndimage
+
+        drop |= ndimage.binary_dilation(drop, np.ones((3, 3), bool), iterations=4) & low
+    return drop
 
 
 def _inverted_hu(values: np.ndarray, fr: H.FrameInfo, ds: pydicom.Dataset) -> np.ndarray:
@@ -881,14 +921,65 @@ def _monochrome1(flags: list[str]) -> bool:
 
 
 def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path, monochrome1: bool = False) -> None:
-    """Refuse values that are not plausibly HU: the darkest non-padding voxels must be air."""
+    """Refuse values that are not plausibly HU: the darkest non-padding voxels must be air. Those are the
+    :data:`AIR_PERCENTILE` % (or, above the air range, at least :data:`AIR_MIN_PERCENTILE` % in connected
+    regions: an airway in a field of view the body fills). A border-connected value in or below the air range held
+    by much of the border (:func:`_constant_border`) is padding, not air."""
     step = max(1, int(round((hu.shape[1] * hu.shape[2] / 65536) ** 0.5)))
-    sample = hu[:, ::step, ::step][~pad[:, ::step, ::step]]
-    if sample.size == 0:
-        raise SeriesError("NOT_HU", "every voxel is padding", where)
-    low = float(np.percentile(sample, AIR_PERCENTILE))
+    h, p = hu[:, ::step, ::step], pad[:, ::step, ::step]
     lo, hi = opts.air_hu_range
-    if not lo <= low <= hi:
+    p = p | _constant_border(h, p, hi)
+    if p.all():
+        raise SeriesError("NOT_HU", "every voxel is padding", where)
+    ok, low = _air_found(h, p, opts)
+    if not ok:
         raise SeriesError("NOT_HU", f"the {AIR_PERCENTILE}th percentile of the values is {low:.0f}, expected air "
                           f"between {lo:g} and {hi:g} HU (check RescaleSlope/RescaleIntercept; parametric maps and "
                           f"non-CT values are refused)" + (_MONOCHROME1_NOTE if monochrome1 else ""), where)
+
+
+def _air_found(h: np.ndarray, p: np.ndarray, opts: LoadOptions) -> tuple[bool, float]:
+    """Whether the darkest values of ``h`` (a slice or a volume) outside the padding ``p`` are air, and their
+    :data:`AIR_PERCENTILE` percentile: that percentile lies in ``loading.air_hu_range``, or above it while the
+    :data:`AIR_MIN_PERCENTILE` percentile lies in it and at least that share of the values is air in connected
+    regions (:func:`_air_region`): the airway of airless lungs in a field of view the body fills."""
+    sample = h[~p]
+    if sample.size == 0:
+        return False, float("nan")
+    low, least = (float(x) for x in np.percentile(sample, [AIR_PERCENTILE, AIR_MIN_PERCENTILE]))
+    lo, hi = opts.air_hu_range
+    if lo <= low <= hi:
+        return True, low
+    return (low > hi and lo <= least <= hi
+            and _air_region(h, p, lo, hi) >= AIR_MIN_PERCENTILE / 100 * sample.size), low
+
+
+def _air_region(h: np.ndarray, p: np.ndarray, lo: float, hi: float) -> int:
+    """The non-padding air voxels of ``h`` in connected regions (4-neighbourhood in a slice, 6 in a volume) of at least
+    :data:`AIR_REGION_MIN_VOXELS`: an airway or a tube's lumen, not scattered low values."""
+    from scipy import ndimage
+
+    air = (h >= lo) & (h <= hi) & ~p
+    if not air.any():
+        return 0
+    labels, _ = ndimage.label(air)
+    sizes = np.bincount(labels.ravel())[1:]
+    return int(sizes[sizes >= AIR_REGION_MIN_VOXELS].sum())
+
+
+def _constant_border(h: np.ndarray, p: np.ndarray, hi: float) -> np.ndarray:
+    """Padding that the padding threshold missed: the most common non-padding value on the image border, when it
+    lies at or below ``hi`` (the air range's top) and holds at least half of those border pixels, taken within
+    :data:`PADDING_CONSTANT_HU` where connected to the border. A -2000 ring read with an intercept 1024 too high
+    is -976 HU 'air' otherwise; air around a patient varies with the noise."""
+    edge = np.concatenate([h[:, 0, :], h[:, -1, :], h[:, :, 0], h[:, :, -1]], axis=1)
+    free = ~np.concatenate([p[:, 0, :], p[:, -1, :], p[:, :, 0], p[:, :, -1]], axis=1)
+    vals = np.round(edge[free])
+    if vals.size == 0:
+        return np.zeros_like(p)
+    u, c = np.unique(vals, return_counts=True)
+    m = u[np.argmax(c)]
+    if m > hi or np.count_nonzero(np.abs(edge[free] - m) <= PADDING_CONSTANT_HU) < 0.5 * vals.size:
+        return np.zeros_like(p)
+    cand = (np.abs(h - m) <= PADDING_CONSTANT_HU) & ~p
+    return _border_connected(cand) if cand.any() else cand

@@ -120,7 +120,8 @@ RECORDED = {
         "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
         "lung_gas_ml": 3620.9}},
     # 0.18.0: loader fixes for series the sample is not (padding stored outside BitsStored, reused SOP instance
-    # UIDs, spacing noise, missing slice thickness): as under 0.17.0
+    # UIDs, spacing noise, missing slice thickness, airless fields of view), the domes' basal columns at least 75 mm
+    # high and an IPV from the carina alone (the sample's levels do not move): as under 0.17.0
     ("0.18.0", "a938cd392514"): {"exact": "c35fc892b9357fcf", "volumes_ml": {
         "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,

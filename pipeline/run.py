@@ -392,7 +392,7 @@ def analyse_volume(image: sitk.Image, cfg: dict[str, Any], segmenter, lobes_path
         try:
             # the note names no file or line: result.json and landmarks.csv are shared (ctscore share), a file name
             # may name a patient, and a resume keeps the note when the levels moved to another line or file
-            problems = apply_reader_levels(landmarks, reader_levels)
+            problems = apply_reader_levels(landmarks, reader_levels, z_bottom=lo)  # an IPV below the scan: missing
         except ValueError as exc:
             raise SeriesError("READER_LEVELS_INVALID", f"{where}: {exc}") from None
         if problems:

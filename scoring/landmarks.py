@@ -1088,7 +1088,8 @@ LEVEL_ORDER = (("suprasternal_notch", "aortic_arch"), ("aortic_arch", "carina"),
                ("carina", "ipv"), ("bronchus_intermedius", "dome_right"), ("bronchus_intermedius", "dome_left"))
 
 
-def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, float], source: str = "") -> list[str]:
+def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, float], source: str = "",
+                        z_bottom: float | None = None) -> list[str]:
     """Put the levels a reader set (name -> patient z, mm) into ``landmarks`` (method ``reader``, confidence high,
     the note naming ``source``) and place again what rests on them, by the rules of :func:`detect_landmarks`:
 
@@ -1098,7 +1099,8 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
     * a dome not set that lies at or above the bronchus intermedius or the carina (either set by the reader) is not a
       dome: missing; a dome estimated from the other (or not found), from the reader's other dome;
     * the IPV levels from the carina and the mean dome (:func:`estimate_ipv`), or from the carina alone where both domes
-      lie below the scan (:func:`ipv_level`), whenever one of those is the reader's.
+      lie below the scan (:func:`ipv_level`; missing where that level lies below ``z_bottom``, the scan's lowest z,
+      as detection leaves it), whenever one of those is the reader's.
 
     Levels the reader set are never moved. A level placed again keeps what ctscore had placed (``ctscore_z_mm``,
     ``ctscore_method``, ``ctscore_confidence``) and says so in its note (the right upper-lobe take-off, informative
@@ -1184,7 +1186,7 @@ def apply_reader_levels(landmarks: dict[str, Landmark], levels: Mapping[str, flo
         for name in ("ipv_right", "ipv_left", "ipv"):
             if name in given:
                 continue
-            landmarks[name] = ipv_level(name, zc, domes, domes_below_scan(landmarks), cal=cal)
+            landmarks[name] = ipv_level(name, zc, domes, domes_below_scan(landmarks), z_bottom, cal=cal)
     if "ipv" in given:  # the sides' estimates (reported, not used) would contradict the reader's level
         for name in ("ipv_right", "ipv_left"):
             if name in landmarks:

@@ -117,6 +117,15 @@ def test_a_readers_carina_on_a_scan_without_domes_places_the_ipv():
     assert IPV_CARINA_ONLY_NOTE in lm["ipv"].note
 
 
+def test_a_readers_carina_places_no_ipv_below_the_scan():
+    """As detection does (z_bottom): a reader's carina whose IPV from the carina alone lies below the scan leaves the
+    IPV missing, not a level outside the scan in landmarks.csv and levels.png."""
+    lm = _cut_above_the_domes(25)  # the scan runs from -62.5 to 78.5 mm
+    assert apply_reader_levels(lm, {"carina": -10.0}, "t.csv", z_bottom=-62.5) == []
+    assert lm["ipv"].z_mm is None and "below the scan" in lm["ipv"].note
+    assert "LANDMARK_ESTIMATED:ipv" not in estimated_flags(lm)
+
+
 # ------------------------------------------------------------------------------------------------ real chests
 @pytest.fixture(scope="module")
 def normal001(shared_data) -> dict:

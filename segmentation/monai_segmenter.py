@@ -910,13 +910,15 @@ class MonaiSegmenter:
                 side = "right" if k == RIGHT_LUNG else "left"
                 flags.append(f"BOWEL_GAS_REMOVED:{side}")
                 log.info("bowel gas taken out of the %s lung mask: %.1f mL", side, ml)
-        for k, ml in trim_unaerated_apex(out, hu, spacing).items():
-            log.info("airless tissue above the %s apex taken out of the lung mask: %.1f mL",
-                     "right" if k == RIGHT_LUNG else "left", ml)
+        for k, ml in trim_unaerated_apex(out, hu, spacing).items():  # under 0.05 mL ("0.0 mL"): the debug log only
+            log.log(logging.INFO if ml >= 0.05 else logging.DEBUG,
+                    "airless tissue above the %s apex taken out of the lung mask: %.1f mL",
+                    "right" if k == RIGHT_LUNG else "left", ml)
         if self.trim_apex_soft_tissue:
             for k, ml in trim_apex_soft_tissue(out, hu, spacing).items():
-                log.info("airless tissue beside the %s apex taken out of the lung mask: %.1f mL",
-                         "right" if k == RIGHT_LUNG else "left", ml)
+                log.log(logging.INFO if ml >= 0.05 else logging.DEBUG,
+                        "airless tissue beside the %s apex taken out of the lung mask: %.1f mL",
+                        "right" if k == RIGHT_LUNG else "left", ml)
         if sides_swapped(out):
             flags.append("LUNG_SIDES_SWAPPED")
             log.warning("the right lung mask lies left of the left lung mask: a right/left confusion of the network")

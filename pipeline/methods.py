@@ -135,21 +135,102 @@ def _scan_records(out: Path, scans) -> dict[str, dict[str, Any]]:
     return records
 
 
-def write_methods(out_dir: str | Path, output: str | Path | None = None, exclude: str | Path | Any = None) -> Path:
+def write_methods(out_dir: str | Path, output: str | Path | None = None, exclude: str | Path | Any = None,
+                  overwrite: bool = False) -> Path:
     """Write :func:`methods_text` to ``output`` (default ``OUT/METHODS.md``), all or nothing; returns the path.
-    Raises as :func:`methods_text`, and CTScoreError ``OUTPUT_UNWRITABLE`` when the file cannot be written."""
+
+    A file already there is replaced only when it is what ctscore last wrote there from OUT (its sha256 is kept in
+    :data:`WRITTEN_RECORD`), holds the same text, or ``overwrite`` is given: the text is a draft its authors are told
+    to check and edit, and a file edited since (or not written by ``ctscore methods`` from OUT) is refused.
+
+    Raises as :func:`methods_text`, and CTScoreError ``OUTPUT_EXISTS`` (the file there was edited since ctscore wrote
+    it, or ctscore did not write it), ``OUTPUT_UNWRITABLE`` when the file cannot be written, ``BAD_OPTION`` for an
+    ``overwrite`` that is not a bool."""
+    import hashlib
+
     from pipeline.outputs import atomic_write_bytes
 
+    if not isinstance(overwrite, bool):
+        raise CTScoreError("BAD_OPTION", f"overwrite must be True or False, not {overwrite!r}")
+    out = Path(out_dir)
     text = methods_text(out_dir, exclude=exclude)
-    path = Path(output) if output is not None else Path(out_dir) / METHODS_NAME
+    path = Path(output) if output is not None else out / METHODS_NAME
     if path.is_dir():
         raise CTScoreError("OUTPUT_UNWRITABLE", "is a folder: give the file to write (e.g. METHODS.md)", path)
+    data = text.encode("utf-8")
+    key = _record_key(out, path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        try:
+            old: bytes | None = path.read_bytes()
+        except OSError:
+            old = None
+        if old != data:
+            last = _written(out).get(key)
+            if old is not None and last == hashlib.sha256(old).hexdigest():
+                pass  # what ctscore wrote, not edited since: replaced
+            else:
+                why = ("was edited since ctscore wrote it" if last else
+                       "was not written by `ctscore methods` from this output folder (or was written by a ctscore "
+                       "older than 0.18.0), so it may hold edits")
+                raise CTScoreError("OUTPUT_EXISTS", f"{path.name} {why}: it is not replaced (-o writes another "
+                                   "file; --overwrite, Python overwrite=True, replaces it and the edits are lost)",
+                                   path)
     try:
-        atomic_write_bytes(path, text.encode("utf-8"))
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the methods text ({exc.strerror or exc})",
                            path) from exc
+    _remember(out, key, hashlib.sha256(data).hexdigest())
     return path
+
+
+#: ``OUT/.status/methods_written.txt``: the sha256 of each file ``ctscore methods`` last wrote from OUT and its path
+#: (relative to OUT when inside it), one a line as sha256sum writes them: a file there that differs was edited since
+#: and is not replaced without ``overwrite``. Not ``*.json``: those are the per-scan records.
+WRITTEN_RECORD = Path(".status") / "methods_written.txt"
+
+
+def _record_key(out: Path, path: Path) -> str:
+    import os
+
+    target = Path(os.path.abspath(path))
+    try:
+        return target.relative_to(Path(os.path.abspath(out))).as_posix()
+    except ValueError:
+        return str(target)
+
+
+def _written(out: Path) -> dict[str, str]:
+    """The record of what ``ctscore methods`` last wrote from ``out``: path -> sha256 (empty when there is none)."""
+    record = out / WRITTEN_RECORD
+    if record.parent.is_symlink() or record.is_symlink():
+        return {}
+    try:
+        lines = record.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for line in lines:
+        digest, sep, name = line.partition("  ")
+        if sep and re.fullmatch(r"[0-9a-f]{64}", digest):
+            found[name] = digest
+    return found
+
+
+def _remember(out: Path, key: str, digest: str) -> None:
+    """Record ``digest`` as what was written at ``key`` (warned, not raised, when the record cannot be written: the
+    next run then refuses to replace the file without ``overwrite``)."""
+    from pipeline.outputs import atomic_write_bytes
+
+    record = out / WRITTEN_RECORD
+    if record.parent.is_symlink() or record.is_symlink() or "\n" in key:
+        return
+    written = {**_written(out), key: digest}
+    try:
+        atomic_write_bytes(record, "".join(f"{d}  {k}\n" for k, d in sorted(written.items())).encode("utf-8"))
+    except OSError as exc:
+        log.warning("cannot record what ctscore methods wrote in %s (%s): the next `ctscore methods` will not "
+                    "replace it without --overwrite", record, exc.strerror or exc)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ copies into a new folder only what is meant to be shared:
 - ``data_dictionary.csv``, without the rows of the failure columns left out below;
 - ``failures.csv`` / ``.parquet`` rewritten with ``scan_id`` and ``code`` only (a failure's ``message`` and ``path``
   name input files and folders);
-- per series folder: ``lungs.nii.gz``, ``lesions.nii.gz``, ``qc.png``, ``thumb.png``, ``levels.png`` as they are
+- per series folder that the run's tables (scans.csv, failures.csv) name: ``lungs.nii.gz``, ``lesions.nii.gz``, ``qc.png``, ``thumb.png``, ``levels.png`` as they are
   (the three pictures left out for a scan flagged ``BURNED_IN_ANNOTATION``: they may show a name written into the
   pixels), and ``result.json`` without the input's fingerprint, id and lobe-map file name, with local paths in its
   configuration redacted (its scores kept), and without ``image_sha256`` unless a site salt keyed it;
@@ -24,7 +24,9 @@ copies into a new folder only what is meant to be shared:
 - ``SHARED.txt``, the manifest: what was copied (sha256 and size of each file), what was left out and why, what
   was redacted.
 
-Anything else is left out and named in the returned summary (the manifest counts files whose names ctscore did
+A series folder that neither table names (an earlier run of another input, series selection or salt into the same
+OUT, which the run warns is not part of its input) is left out, and counted in the manifest; the salt is checked
+on the folders shared only. Anything else is left out and named in the returned summary (the manifest counts files whose names ctscore did
 not write, without their names: a file name can identify too). It refuses (``BUILTIN_SALT``) a run whose
 pseudonyms were made with the built-in salt, which ``run.json`` names (numeric PatientIDs are recovered from the
 pseudonyms by trying every number), unless ``allow_builtin_salt``, and (``NOT_PSEUDONYMOUS``) one made with
@@ -96,6 +98,9 @@ REWRITTEN = {
     "METHODS.md": "made again from the shared files (ctscore methods; the original may have been edited by hand)",
 }
 NOT_RECOGNISED = "not recognised as a ctscore output"
+#: Why a series folder that neither scans.csv nor failures.csv names is left out (an earlier run of another input, a
+#: series selection or a salt into the same OUT: the run itself warns that they are not part of its input).
+NOT_IN_TABLES = "a series folder not in this run's tables (scans.csv, failures.csv): an earlier run or another input"
 LOG_REASON = "a log: it names input files and folders (a file that could not be read, a failed series)"
 
 #: run.json keys shared as they are (``config`` is redacted, ``input`` replaced by :data:`REDACTED`); any other key
@@ -145,6 +150,7 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
                                                                    out / "report.html")}
     run = _read_json(out / "run.json", "run.json")
     scans = _read_table(out / "scans.csv")
+    in_tables = _table_scan_ids(out, scans, sources)
     results: dict[str, dict[str, Any]] = {}
     left_out: list[dict[str, Any]] = []
     scan_dirs: list[Path] = []
@@ -154,6 +160,9 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
         if entry.is_symlink():
             _leave(left_out, rel, "a symbolic link: not followed")
         elif entry.is_dir() and SCAN_DIR.match(name):
+            if name not in in_tables:  # not this run's: its masks, pictures and result are not shared, nor checked
+                _leave(left_out, rel + "/", NOT_IN_TABLES, named=True)
+                continue
             if not (entry / "result.json").is_file() or (entry / "result.json").is_symlink():
                 _leave(left_out, rel + "/", "a series folder without a result.json")
                 continue
@@ -176,6 +185,10 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
 
     salt = _check_salt(run, scans, results, allow_builtin_salt, allow_identifiers)
     warnings: list[str] = []
+    stale = [x["path"].rstrip("/") for x in left_out if x["reason"] == NOT_IN_TABLES]
+    if stale:
+        warnings.append(f"{len(stale)} scan folder(s) not in this run's tables left out: an earlier run or another "
+                        f"input ({_few(stale)}); SHARED.txt counts them")
     if salt == _BUILTIN:
         warnings.append("the pseudonyms were made with the built-in salt (--allow-builtin-salt): anyone holding the "
                         "PatientIDs can recompute them, and a numeric PatientID is recovered from its pseudonym by "
@@ -236,7 +249,7 @@ def share_outputs(out_dir: str | Path, dest: str | Path, *, include_dicom_seg: b
                                "Run ctscore share again when it has ended", out)
         unknown = [x["path"] for x in left_out if x["reason"] == NOT_RECOGNISED]
         summary = {"dest": str(dest), "copied": copied, "left_out": left_out, "not_recognised": unknown,
-                   "redacted": sorted(set(redacted)), "salt": salt, "warnings": warnings}
+                   "not_in_tables": stale, "redacted": sorted(set(redacted)), "salt": salt, "warnings": warnings}
         _write_bytes(tmp / MANIFEST_NAME, MANIFEST_NAME, _manifest(summary, include_dicom_seg).encode("utf-8"), "")
         from pipeline.outputs import fsync_dir, fsync_tree
 
@@ -400,13 +413,26 @@ def _check_salt(run: Mapping[str, Any], scans: Any, results: Mapping[str, Mappin
                            "allow_identifiers=True) to share the identifiers", None)
     pseudonymous = [k for k in (_BUILTIN, _SITE) if k in found]
     if _BUILTIN in found and not allow_builtin_salt and not (_NONE in found and allow_identifiers):
-        raise CTScoreError("BUILTIN_SALT", f"the pseudonyms were made with the built-in salt ({places(_BUILTIN)}), "
-                           "which run.json names: anyone holding a list of PatientIDs can recompute them, and a "
-                           "numeric PatientID is recovered from its pseudonym by trying every number (every 7-digit "
-                           "number takes seconds). Score the run again with your own secret outputs.pseudonym_salt "
-                           "(e.g. --set outputs.pseudonym_salt=<python -c \"import secrets; "
-                           "print(secrets.token_hex(16))\">), or give --allow-builtin-salt (Python: "
-                           "allow_builtin_salt=True) to share them anyway", None)
+        risk = ("anyone holding a list of PatientIDs can recompute them, and a numeric PatientID is recovered from its "
+                "pseudonym by trying every number (every 7-digit number takes seconds)")
+        allow = "or give --allow-builtin-salt (Python: allow_builtin_salt=True) to share them anyway"
+        if "run.json" in found.get(_SITE, []) and "run.json" not in found[_BUILTIN]:
+            # the run had a site salt; some of its scans kept results scored before it was set (a resumed run)
+            before = [w.split("/", 1)[0] for w in dict.fromkeys(found[_BUILTIN]) if w.endswith("/result.json")]
+            which = f"{len(before)} scan(s) of this run's tables ({_few(before)})" if before else \
+                "some rows of scans.csv"
+            raise CTScoreError("BUILTIN_SALT", f"{which} were scored before the site salt was set: their pseudonyms "
+                               f"were made with the built-in salt, though run.json names a site salt ({risk}). "
+                               "Score them again with the site salt: the same `ctscore run` command (with your "
+                               "--config site.yaml) and --overwrite; " + allow, None)
+        raise CTScoreError("BUILTIN_SALT", f"the pseudonyms were made with the built-in salt ({places(_BUILTIN)}): "
+                           f"{risk}. Make a secret salt once (python -c \"import secrets; "
+                           "print(secrets.token_hex(16))\"), keep it in a site configuration file (e.g. site.yaml, "
+                           "kept private, holding the two lines `outputs:` and `  pseudonym_salt: <the salt>`) and "
+                           "give --config site.yaml on every run (the same salt every time: a new salt per run makes "
+                           "new pseudonyms, so patients no longer link across runs and a rerun scores everything "
+                           "again); score the input again into a new output folder, then share that; " + allow,
+                           None)
     if not found and not allow_builtin_salt:
         raise CTScoreError("BUILTIN_SALT", "neither run.json nor scans.csv nor any result.json says which salt made "
                            "the pseudonyms (an older ctscore?): they may be of the built-in salt, from which a numeric "
@@ -449,6 +475,23 @@ def _read_table(path: Path):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise CTScoreError("NOTHING_TO_SHARE", f"{path.name} cannot be read ({exc})", path.parent) from exc
+
+
+def _table_scan_ids(out: Path, scans: Any, sources: dict[Path, tuple[int, int]]) -> set[str]:
+    """The scan ids that this run's tables name: scans.csv's and failures.csv's (a series folder of OUT that neither
+    names was left there by an earlier run, of another input or salt, and is not shared)."""
+    ids = set(scans["scan_id"]) if "scan_id" in scans.columns else set()
+    failures = out / "failures.csv"
+    if failures.is_file() and not failures.is_symlink():
+        sources.setdefault(failures, _stamp(failures))
+        table = _read_table(failures)
+        if "scan_id" in table.columns:
+            ids |= set(table["scan_id"])
+    return {str(i) for i in ids if i}
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -733,7 +776,10 @@ def _iter_manifest(summary: Mapping[str, Any], include_dicom_seg: bool) -> Itera
             yield f"- {item}"
     yield ""
     yield "## Left out of this folder"
-    named = [x for x in summary["left_out"] if x["named"]]
+    stale = [x for x in summary["left_out"] if x["reason"] == NOT_IN_TABLES]
+    if stale:
+        yield f"- {len(stale)} scan folder(s) not in this run's tables left out: an earlier run or another input"
+    named = [x for x in summary["left_out"] if x["named"] and x["reason"] != NOT_IN_TABLES]
     hidden = [x for x in summary["left_out"] if not x["named"]]
     for x in named:
         yield f"- {x['path']}: {x['reason']}"

@@ -18,7 +18,8 @@ def register(sub) -> None:
                                    "failures.csv with scan_id and code only, each series' masks, QC pictures and "
                                    "result.json, run.json with the input redacted, a report.html made again from "
                                    "them, and the manifest SHARED.txt (sha256 of every file copied, what was left "
-                                   "out and why). Left out: inventory.csv, .status/, seg.dcm, logs and anything not "
+                                   "out and why). Left out: inventory.csv, .status/, seg.dcm, logs, series folders "
+                                   "not in the run's tables (an earlier run of another input) and anything not "
                                    "recognised. Refuses a run whose pseudonyms were made with the built-in salt "
                                    "(BUILTIN_SALT) or without pseudonyms (NOT_PSEUDONYMOUS). OUT is only read.")
     p.add_argument("out", help="output folder of `ctscore run` (or of `ctscore aggregate`)")

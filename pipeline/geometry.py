@@ -11,6 +11,7 @@ position along the stack is ``ImagePositionPatient . normal`` (mm).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -34,8 +35,9 @@ OBLIQUE_TOLERANCE = 1e-3
 #: on either side of it, itself included (so a series whose spacing changes, e.g. 4.2 then 7.4 mm, is
 #: resampled, while one or a few missing slices stand out).
 GAP_WINDOW_STEPS = 3
-#: A step within this relative distance of a whole multiple (2 or more) of the smallest step in its window is
-#: missing slices too, though the window's median is itself such a step (every other slice missing over a few
+#: A step within this fraction of the smallest step in its window of a whole multiple (2 or more) of it is
+#: missing slices too (an absolute tolerance on the ratio: relative to the multiple, any ratio of 10 or more would
+#: lie within 5 % of a whole number), though the window's median is itself such a step (every other slice missing over a few
 #: places: 2.5, 5, 5, 5, 5, 2.5 mm): :func:`multiple_gaps`. A spacing that changes by another ratio (a GE head
 #: series, 4.22 then 7.38 mm: 1.75) is resampled, not refused.
 GAP_MULTIPLE_TOLERANCE = 0.05
@@ -209,6 +211,43 @@ def analyse_stack(
     return geo
 
 
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b))
+
+
+class SamePositionIndex:
+    """Objects by position, to find those within :data:`SAME_POSITION_TOLERANCE_MM` of a position without
+    comparing it with every earlier one (one SOPInstanceUID written into every file of a series: the files
+    sharing it were compared pairwise). Positions are bucketed by ``floor(ipp / tolerance)``; a position within
+    the tolerance lies in the same or a neighbouring bucket."""
+
+    def __init__(self, tolerance: float = SAME_POSITION_TOLERANCE_MM) -> None:
+        self.tolerance = tolerance
+        self._buckets: dict[tuple[int, ...], list[tuple[int, np.ndarray, object]]] = {}
+        self._count = 0
+
+    def _key(self, pos: np.ndarray) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.floor(np.asarray(pos, float) / self.tolerance))
+
+    def near(self, pos: np.ndarray) -> list:
+        """The objects added at positions within the tolerance of ``pos``, in the order they were added."""
+        if not np.all(np.isfinite(pos)):
+            return []  # within no tolerance of anything (as the distance says)
+        key = self._key(pos)
+        found = []
+        for dk in itertools.product((-1, 0, 1), repeat=len(key)):
+            for order, ref, obj in self._buckets.get(tuple(k + d for k, d in zip(key, dk)), ()):
+                if _distance(ref, pos) <= self.tolerance:
+                    found.append((order, obj))
+        return [obj for _, obj in sorted(found, key=lambda t: t[0])]
+
+    def add(self, pos: np.ndarray, obj: object) -> None:
+        pos = np.asarray(pos, float)
+        key = self._key(pos) if np.all(np.isfinite(pos)) else ("not finite",)
+        self._buckets.setdefault(key, []).append((self._count, pos, obj))
+        self._count += 1
+
+
 def local_spacing(steps: np.ndarray, window: int = GAP_WINDOW_STEPS) -> np.ndarray:
     """For each step between neighbouring slice positions, the median of the steps within ``window``
     places of it (itself included): the slice spacing that step is judged against."""
@@ -218,7 +257,7 @@ def local_spacing(steps: np.ndarray, window: int = GAP_WINDOW_STEPS) -> np.ndarr
 
 def multiple_gaps(steps: np.ndarray, thickness: float | None = None,
                   window: int = GAP_WINDOW_STEPS) -> tuple[np.ndarray, np.ndarray]:
-    """Steps that are a whole multiple (2 or more, within :data:`GAP_MULTIPLE_TOLERANCE`) of the smallest step
+    """Steps that are a whole multiple (2 or more, the ratio within :data:`GAP_MULTIPLE_TOLERANCE` of a whole number) of the smallest step
     within ``window`` places of them (a step seen twice there), where the slices are no thicker than that smallest step (thicker, overlapping
     slices are another reconstruction's spacing, not missing ones), and that smallest step; interleaved missing
     slices make the window's median a doubled step, which :func:`local_spacing` alone lets through."""
@@ -235,7 +274,7 @@ def multiple_gaps(steps: np.ndarray, thickness: float | None = None,
     whole = np.round(ratio)
     # the smallest step must be a spacing (two steps of it in the window), not one short step: 0, 4, 6 mm is no
     # evidence of a 2 mm spacing
-    out = (whole >= 2) & (np.abs(ratio - whole) <= GAP_MULTIPLE_TOLERANCE * whole) & (seen >= 2)
+    out = (whole >= 2) & (np.abs(ratio - whole) <= GAP_MULTIPLE_TOLERANCE) & (seen >= 2)
     t = float(thickness) if thickness and np.isfinite(thickness) and thickness > 0 else 0.0
     return out & (t <= smallest * (1 + GAP_MULTIPLE_TOLERANCE)), smallest
 

@@ -31,6 +31,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pipeline import decoding
 from pipeline import headers as H
 from pipeline.decoding import is_lossy, transfer_syntax_of
 from pipeline.errors import CTScoreError, SeriesError
@@ -38,6 +39,7 @@ from pipeline.geometry import (
     ORIENTATION_GROUPING_TOLERANCE,
     PIXEL_SPACING_TOLERANCE,
     SAME_POSITION_TOLERANCE_MM,
+    SamePositionIndex,
     axial_angle_deg,
     normal_of,
 )
@@ -446,43 +448,73 @@ def _position_of(rec: FileRecord) -> np.ndarray | None:
     return np.asarray(frames[0].ipp, float) if frames else None
 
 
-def _pixel_digest(rec: FileRecord) -> str | None:
-    """A hash of a file's pixels: of the encoded bytes with its transfer syntax, or (for the comparison of copies in
-    different transfer syntaxes) of the decoded array; None when they cannot be read. Only for files whose
-    SOPInstanceUID another file of the series repeats (the only pixel reads of the inventory)."""
-    try:
-        ds = dcmread_as_inventory(rec.path)
-        for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-            if kw in ds:
-                return hashlib.sha256(bytes(ds[kw].value)).hexdigest()
-    except Exception:  # noqa: BLE001 - pydicom raises many types for broken files
-        return None
+def _encoded_digest(ds: pydicom.Dataset, path: Path) -> str | None:
+    """A hash of a file's encoded pixel bytes (None without pixel data)."""
+    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if kw in ds:
+            return hashlib.sha256(bytes(ds[kw].value)).hexdigest()
     return None
 
 
-def _decoded_digest(rec: FileRecord) -> str | None:
+def _decoded_digest(ds: pydicom.Dataset, path: Path) -> str | None:
+    """A hash of a file's decoded stored values (shape and kind included), decoded as the loader decodes
+    (:func:`pipeline.decoding.decode_frames`: gdcm in a child process, as it can abort on a damaged stream); None
+    when they cannot be decoded."""
     try:
-        arr = dcmread_as_inventory(rec.path).pixel_array
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # big endian copies: the same values
-        return hashlib.sha256(arr.tobytes() + f"{arr.dtype.kind}{arr.shape}".encode()).hexdigest()
-    except Exception:  # noqa: BLE001 - no decoder, or a broken file
+        frames = H.integer(ds, "NumberOfFrames", 1) or 1
+        arr = decoding.decode_frames(ds, path, frames, H.integer(ds, "Rows", 0), H.integer(ds, "Columns", 0),
+                                     verify=False)
+    except Exception:  # noqa: BLE001 - SeriesError (no decoder, damaged data) or a broken header value
         return None
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # big endian copies: the same values
+    return hashlib.sha256(arr.tobytes() + f"{arr.dtype.kind}{arr.shape}".encode()).hexdigest()
+
+
+def syntax_rank(ds: pydicom.Dataset) -> int:
+    """Rank of a file's transfer syntax among copies of one instance (uncompressed first): its index in
+    ``_TS_PREFERENCE``, 9 for any other."""
+    ts = transfer_syntax_of(ds)
+    return _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9
+
+
+def same_pixel_groups(copies: list[tuple[pydicom.Dataset, Path, bool]], full: Any,
+                      cache: dict | None = None) -> list[list[int]]:
+    """Files sharing a SOPInstanceUID and a position, grouped by their pixels (one group: copies), as indices into
+    ``copies`` (each (header dataset, path, truncated)); ``full(i)`` gives file ``i``'s dataset with its pixel data.
+    The one rule of the inventory (:func:`_dedupe`) and the loader (``loading._read_files``): a truncated copy, a
+    lossy beside a lossless one, or pixels that cannot be read are copies (the callers' preferences choose the one
+    kept); files in one transfer syntax are compared by their encoded bytes, in several by their decoded values.
+    ``cache`` (keyed by path and kind) spares hashing a file again."""
+    n = len(copies)
+    if n < 2 or any(t for _, _, t in copies) or len({is_lossy(ds) for ds, _, _ in copies}) > 1:
+        return [list(range(n))]
+    kind = "encoded" if len({transfer_syntax_of(ds) for ds, _, _ in copies}) == 1 else "decoded"
+    digest = _encoded_digest if kind == "encoded" else _decoded_digest
+    keys = []
+    for i, (_, path, _) in enumerate(copies):
+        key = cache.get((path, kind), ...) if cache is not None else ...
+        if key is ...:
+            try:
+                key = digest(full(i), path)
+            except Exception:  # noqa: BLE001 - pydicom raises many types for broken files
+                key = None
+            if cache is not None:
+                cache[(path, kind)] = key
+        if key is None:
+            return [list(range(n))]
+        keys.append(key)
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    return list(groups.values())
 
 
 def _same_pixels(recs: list[FileRecord]) -> list[list[FileRecord]]:
-    """Files sharing a SOPInstanceUID and a position, grouped by their pixels (one group: copies). A truncated copy,
-    a lossy beside a lossless one, or pixels that cannot be read are copies as before (the preferences choose)."""
-    if len(recs) < 2 or any(r.truncated for r in recs) or len({is_lossy(r.ds) for r in recs}) > 1:
-        return [recs]
-    syntaxes = {transfer_syntax_of(r.ds) for r in recs}
-    digest = _pixel_digest if len(syntaxes) == 1 else _decoded_digest
-    keys = [digest(r) for r in recs]
-    if any(k is None for k in keys):
-        return [recs]
-    groups: dict[str, list[FileRecord]] = {}
-    for r, k in zip(recs, keys):
-        groups.setdefault(k, []).append(r)
-    return list(groups.values())
+    """Files sharing a SOPInstanceUID and a position, grouped by their pixels (:func:`same_pixel_groups`, read
+    only for such files: the only pixel reads of the inventory)."""
+    groups = same_pixel_groups([(r.ds, r.path, r.truncated) for r in recs],
+                               lambda i: dcmread_as_inventory(recs[i].path))
+    return [[recs[i] for i in g] for g in groups]
 
 
 def _dedupe(records: list[FileRecord]) -> None:
@@ -511,25 +543,31 @@ def _dedupe(records: list[FileRecord]) -> None:
             _folder_key(rec.path), set()).add(sop or str(rec.path))
 
     def pref(r: FileRecord) -> tuple:
-        ts = transfer_syntax_of(r.ds)
         home = len(folders.get(H.text(r.ds, "SeriesInstanceUID"), {}).get(_folder_key(r.path), ()))
-        return (r.truncated, is_lossy(r.ds), -home, _TS_PREFERENCE.index(ts) if ts in _TS_PREFERENCE else 9,
-                str(r.path))
+        return (r.truncated, is_lossy(r.ds), -home, syntax_rank(r.ds), str(r.path))
 
     for recs in by_sop.values():
         if len(recs) < 2:
             continue
         # files at one position (within SAME_POSITION_TOLERANCE_MM); files without geometry count as one position
         places: list[tuple[np.ndarray | None, list[FileRecord]]] = []
+        index = SamePositionIndex()  # the places by their first file's position: near-linear, not pairwise
+        nowhere: list[FileRecord] | None = None
         for r in recs:
             pos = _position_of(r)
-            for ref, members in places:
-                if (ref is None and pos is None) or (ref is not None and pos is not None and
-                                                     float(np.linalg.norm(ref - pos)) <= SAME_POSITION_TOLERANCE_MM):
-                    members.append(r)
-                    break
+            if pos is None:
+                if nowhere is None:
+                    nowhere = []
+                    places.append((None, nowhere))
+                nowhere.append(r)
+                continue
+            near = index.near(pos)
+            if near:
+                near[0].append(r)
             else:
-                places.append((pos, [r]))
+                members = [r]
+                places.append((pos, members))
+                index.add(pos, members)
         kept_here: list[FileRecord] = []
         for _, members in places:
             variants = _same_pixels(members)

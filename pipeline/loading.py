@@ -35,9 +35,11 @@ from pipeline.errors import SeriesError
 from pipeline.geometry import (
     ORIENTATION_TOLERANCE,
     PIXEL_SPACING_TOLERANCE,
+    POSITION_ROUNDING_MM,
     SAME_POSITION_TOLERANCE_MM,
     TILT_NOTE_DEG,
     TILT_TOLERANCE_DEG,
+    SamePositionIndex,
     StackGeometry,
     analyse_stack,
     in_plane_offsets,
@@ -45,7 +47,7 @@ from pipeline.geometry import (
     same_orientation,
     shear_to_orthogonal,
 )
-from pipeline.inventory import dcmread_as_inventory, read_file, summarize
+from pipeline.inventory import dcmread_as_inventory, read_file, same_pixel_groups, summarize, syntax_rank
 from pipeline.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -261,34 +263,61 @@ def _pixel_bytes(ds: pydicom.Dataset) -> bytes | None:
     return None
 
 
+def _truncated(ds: pydicom.Dataset) -> bool:
+    """Native pixel data shorter than the header declares (a file cut off in them); encapsulated data: not told."""
+    if "PixelData" not in ds or pydicom.uid.UID(transfer_syntax_of(ds) or "1.2.840.10008.1.2").is_encapsulated:
+        return False
+    rows, cols = H.integer(ds, "Rows", 0) or 0, H.integer(ds, "Columns", 0) or 0
+    frames, bits = H.integer(ds, "NumberOfFrames", 1) or 1, H.integer(ds, "BitsAllocated", 16) or 16
+    return len(ds.PixelData) < (rows * cols * frames * bits + 7) // 8
+
+
+def _copy_rank(it: _File) -> tuple:
+    """Which of two copies of one instance is kept (the lower; the earlier file on a tie): a complete one before a
+    truncated one, lossless before lossy, uncompressed before compressed, as the inventory prefers them."""
+    return _truncated(it.ds), is_lossy(it.ds), syntax_rank(it.ds)
+
+
 def _read_files(files: Sequence[Path], flags: list[str]) -> list[_File]:
-    """Read every file; a file repeating an earlier one's SOPInstanceUID is a copy (dropped: DUPLICATE_SOP_INSTANCE)
-    only at the same position with the same encoded pixels. At another position it is a slice of its own (kept:
-    SOP_UID_REUSED); at the same position with other bytes both are kept, for the duplicate-position step to judge
-    on the decoded pixels (identical: one kept; else DUPLICATE_POSITION naming both)."""
+    """Read every file; a file repeating an earlier one's SOPInstanceUID is a copy (one of them dropped:
+    DUPLICATE_SOP_INSTANCE) only at the same position with the same pixels, judged as the inventory judges them
+    (:func:`pipeline.inventory.same_pixel_groups`: encoded bytes, decoded values across transfer syntaxes; a
+    truncated or lossy copy of a complete lossless one is a copy); kept is the one :func:`_copy_rank` prefers. At
+    another position it is a slice of its own (kept: SOP_UID_REUSED); at the same position with other pixels both
+    are kept, for the duplicate-position step to judge on the decoded pixels (identical: one kept; else
+    DUPLICATE_POSITION naming both). Positions are looked up by bucket (:class:`SamePositionIndex`), not compared
+    with every earlier file's."""
     out: list[_File] = []
-    seen: dict[str, list[_File]] = {}
+    seen: dict[str, SamePositionIndex] = {}  # UID -> the indices into ``out`` of its files, by position
+    first: dict[str, _File] = {}
+    digests: dict = {}
     for f in files:
         ds = _read(f)
         sop = H.text(ds, "SOPInstanceUID")
         rows, cols = _check_image_header(ds, f)
         item = _File(f, ds, H.frames_of(ds, f), rows, cols)
         if sop and sop in seen:
-            here = item.frames[0].ipp
-            same = [it for it in seen[sop]
-                    if float(np.linalg.norm(it.frames[0].ipp - here)) <= SAME_POSITION_TOLERANCE_MM]
+            same = seen[sop].near(item.frames[0].ipp)
             if same:
-                data = _pixel_bytes(ds)
-                if any(data is not None and transfer_syntax_of(it.ds) == transfer_syntax_of(ds)
-                       and _pixel_bytes(it.ds) == data for it in same):
+                group = [out[k] for k in same] + [item]
+                pixels = same_pixel_groups([(it.ds, it.path, _truncated(it.ds)) for it in group],
+                                           lambda i, group=group: group[i].ds, digests)
+                twins = [i for g in pixels if len(same) in g for i in g if i != len(same)]
+                if twins:
+                    k = same[twins[0]]
                     _add(flags, "DUPLICATE_SOP_INSTANCE")
-                    log.info("%s repeats SOPInstanceUID %s: ignored", f, sop)
+                    if _copy_rank(item) < _copy_rank(out[k]):
+                        log.info("%s repeats SOPInstanceUID %s of %s: kept instead of it", f, sop, out[k].path)
+                        out[k] = item
+                    else:
+                        log.info("%s repeats SOPInstanceUID %s: ignored", f, sop)
                     continue
             else:
                 _add(flags, "SOP_UID_REUSED")
                 log.warning("%s repeats SOPInstanceUID %s of %s at another position: kept as a slice of its own", f,
-                            sop, seen[sop][0].path.name)
-        seen.setdefault(sop, []).append(item)
+                            sop, first[sop].path.name)
+        seen.setdefault(sop, SamePositionIndex()).add(item.frames[0].ipp, len(out))
+        first.setdefault(sop, item)
         out.append(item)
     return out
 
@@ -699,12 +728,15 @@ def load_series(files: Sequence[str | Path], cfg: dict[str, Any] | None = None) 
         log.warning("gantry tilt of %.1f deg corrected by shearing slices in-plane", geo.tilt_deg)
     elif geo.oblique:
         _add(flags, "OBLIQUE_ORIENTATION")
-    if "GANTRY_TILT_CORRECTED" not in geo.fixes and geo.tilt_deg >= TILT_NOTE_DEG:
-        # below the correction's threshold, yet slices shifted in-plane along the stack (up to a few mm)
+    shift = float(np.linalg.norm(in_plane_offsets(sorted_ipp, ref.iop)[-1])) if len(sorted_ipp) > 1 else 0.0
+    if ("GANTRY_TILT_CORRECTED" not in geo.fixes and geo.tilt_deg >= TILT_NOTE_DEG
+            and shift > 2 * POSITION_ROUNDING_MM + 1e-6):
+        # below the correction's threshold, yet slices shifted in-plane along the stack (up to a few mm); a shift
+        # the rounding of two positions explains (up to 0.1 mm between the first and last slice of a short stack,
+        # positions written to 0.1 mm) is no tilt
         _add(flags, f"TILT_UNCORRECTED:{geo.tilt_deg:.2f}")
         log.warning("gantry tilt of %.2f deg left uncorrected (below %g deg): slices shifted %.1f mm in-plane over "
-                    "the stack", geo.tilt_deg, TILT_TOLERANCE_DEG,
-                    float(np.linalg.norm(in_plane_offsets(sorted_ipp, ref.iop)[-1])))
+                    "the stack", geo.tilt_deg, TILT_TOLERANCE_DEG, shift)
     # one slice: its thickness, when that is a usable length (a negative or absent one: 1 mm, only a nominal size)
     t = float(thickness or 0.0)
     dz = geo.spacing if len(along) > 1 else (t if np.isfinite(t) and 0.0 < t < 1e6 else 1.0)
@@ -928,7 +960,7 @@ def _check_hu(hu: np.ndarray, pad: np.ndarray, opts: LoadOptions, where: Path, m
     step = max(1, int(round((hu.shape[1] * hu.shape[2] / 65536) ** 0.5)))
     h, p = hu[:, ::step, ::step], pad[:, ::step, ::step]
     lo, hi = opts.air_hu_range
-    p = p | _constant_border(h, p, hi)
+    p = p | _constant_border(h, p, hi, lo)
     if p.all():
         raise SeriesError("NOT_HU", "every voxel is padding", where)
     ok, low = _air_found(h, p, opts)
@@ -967,11 +999,32 @@ def _air_region(h: np.ndarray, p: np.ndarray, lo: float, hi: float) -> int:
     return int(sizes[sizes >= AIR_REGION_MIN_VOXELS].sum())
 
 
-def _constant_border(h: np.ndarray, p: np.ndarray, hi: float) -> np.ndarray:
+def _air_either_way(h: np.ndarray, p: np.ndarray, cand: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether the :data:`AIR_PERCENTILE` percentile of the values outside ``p`` lies in the air range [lo, hi]
+    whichever part of ``cand`` (values within the air range) is taken out as padding too: then the air check
+    accepts without :func:`_border_connected` telling which part is (an ordinary scan whose air is clipped at
+    -1024 HU, the border mostly that one value: the labelling cost 0.12 s a load). Exact, by ranks: the values below
+    ``lo`` stay the lowest and those above ``hi`` the highest, whatever is taken out of the band between."""
+    free = ~p
+    total = int(np.count_nonzero(free))
+    rest = total - int(np.count_nonzero(cand))  # the fewest values left (all of cand taken out)
+    below = int(np.count_nonzero((h < lo) & free))
+    above = int(np.count_nonzero((h > hi) & free))
+    if rest < 3 or below + above + int(np.count_nonzero((h >= lo) & (h <= hi) & free)) != total:  # NaN: no guess
+        return False
+    rank = AIR_PERCENTILE / 100 * (rest - 1)  # np.percentile's (linear) position, the lowest it can be
+    # the percentile lies between the values at floor(rank) and ceil(rank) (margin 1 for float rounding); the value
+    # at ceil(rank) <= hi holds for every larger sample too (its position grows slower than the sample)
+    return below <= np.floor(rank) - 1 and np.ceil(rank) + 1 <= rest - 1 - above
+
+
+def _constant_border(h: np.ndarray, p: np.ndarray, hi: float, lo: float | None = None) -> np.ndarray:
     """Padding that the padding threshold missed: the most common non-padding value on the image border, when it
     lies at or below ``hi`` (the air range's top) and holds at least half of those border pixels, taken within
     :data:`PADDING_CONSTANT_HU` where connected to the border. A -2000 ring read with an intercept 1024 too high
-    is -976 HU 'air' otherwise; air around a patient varies with the noise."""
+    is -976 HU 'air' otherwise; air around a patient varies with the noise. With ``lo`` (the air range's bottom):
+    none when the value lies in the air range and the air check accepts whichever of its voxels are padding
+    (:func:`_air_either_way`; the check's outcome is the same, without labelling)."""
     edge = np.concatenate([h[:, 0, :], h[:, -1, :], h[:, :, 0], h[:, :, -1]], axis=1)
     free = ~np.concatenate([p[:, 0, :], p[:, -1, :], p[:, :, 0], p[:, :, -1]], axis=1)
     vals = np.round(edge[free])
@@ -982,4 +1035,7 @@ def _constant_border(h: np.ndarray, p: np.ndarray, hi: float) -> np.ndarray:
     if m > hi or np.count_nonzero(np.abs(edge[free] - m) <= PADDING_CONSTANT_HU) < 0.5 * vals.size:
         return np.zeros_like(p)
     cand = (np.abs(h - m) <= PADDING_CONSTANT_HU) & ~p
+    if (lo is not None and cand.any() and lo <= m - PADDING_CONSTANT_HU and m + PADDING_CONSTANT_HU <= hi
+            and _air_either_way(h, p, cand, lo, hi)):
+        return np.zeros_like(p)
     return _border_connected(cand) if cand.any() else cand

@@ -2,7 +2,9 @@
 
 Every file gets a row (used, not scored, or skipped with a code); every stack its modality, image
 type, orientation, slice count, thickness, spacing, z coverage, kernel, manufacturer/model, transfer
-syntax, contrast, body part, and the selection decision with its reason. No pixel data are decoded.
+syntax, contrast, body part, and the selection decision with its reason. Pixel data are read only for files of a
+series sharing a SOPInstanceUID and a position (copies or edited copies), and decoded only where those copies differ
+in transfer syntax.
 Exit codes: see docs/dicom_input.md.
 """
 
@@ -26,8 +28,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("scan", help="list the DICOM files, series and stacks under INPUT and what would be scored",
                        description="Header-only inventory of INPUT: every file with a decision, every stack with "
-                                   "its geometry and the reason it is scored or skipped. Pixels are not decoded (only "
-                                   "files of a series sharing a SOPInstanceUID and a position are compared).")
+                                   "its geometry and the reason it is scored or skipped. Pixels are read only for files of "
+                                   "a series sharing a SOPInstanceUID and a position, to compare them, and decoded "
+                                   "only where those files differ in transfer syntax.")
     p.add_argument("input", help="folder (any depth) or file with DICOM data")
     p.add_argument("-o", "--out", metavar="CSV", help="write the per-file inventory here (inventory.csv)")
     p.add_argument("--stacks", metavar="CSV", help="also write one row per stack here")

@@ -48,9 +48,9 @@ STRIP = [("lung", -850.0, 0), ("faint GGO", -650.0, 1), ("GGO", -450.0, 2), ("co
          ("unlabelled effusion", 5.0, 0), ("consolidation at -100 HU", -100.0, 3)]
 
 
-@pytest.fixture(scope="module")
-def strip_pixels() -> dict[str, np.ndarray]:
-    """Each block's central pixels (RGB 0-1) as :func:`pipeline.qc._panel` draws it: the QC montage's own drawing."""
+def draw_panel(hu: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The RGB (0-1) of :func:`pipeline.qc._panel` drawing ``hu`` with these lesion classes (no lung outline), 2 pixels
+    per voxel, hatched as the QC montage hatches: the montage's own drawing."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,11 +59,6 @@ def strip_pixels() -> dict[str, np.ndarray]:
 
     from pipeline import qc
 
-    hu = np.zeros((40, 40 * len(STRIP)))
-    classes = np.zeros(hu.shape, np.uint8)
-    for i, (_, h, c) in enumerate(STRIP):
-        hu[:, 40 * i:40 * i + 40] = h
-        classes[4:36, 40 * i + 4:40 * i + 36] = c
     with qc.hatch_style():
         fig = Figure(figsize=(hu.shape[1] / 50, hu.shape[0] / 50), dpi=100)
         FigureCanvasAgg(fig)
@@ -72,7 +67,18 @@ def strip_pixels() -> dict[str, np.ndarray]:
         ax.set_axis_off()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-    img = np.asarray(Image.open(buf).convert("RGB"), dtype=float) / 255
+    return np.asarray(Image.open(buf).convert("RGB"), dtype=float) / 255
+
+
+@pytest.fixture(scope="module")
+def strip_pixels() -> dict[str, np.ndarray]:
+    """Each block's central pixels (RGB 0-1) as :func:`pipeline.qc._panel` draws it: the QC montage's own drawing."""
+    hu = np.zeros((40, 40 * len(STRIP)))
+    classes = np.zeros(hu.shape, np.uint8)
+    for i, (_, h, c) in enumerate(STRIP):
+        hu[:, 40 * i:40 * i + 40] = h
+        classes[4:36, 40 * i + 4:40 * i + 36] = c
+    img = draw_panel(hu, classes)
     scale = img.shape[1] / hu.shape[1]
     return {name: img[int(10 * scale):int(30 * scale), int((40 * i + 10) * scale):int((40 * i + 30) * scale)]
             for i, (name, _, _) in enumerate(STRIP)}

@@ -194,23 +194,15 @@ def test_an_untilted_stack_is_drawn_as_it_is(phantom):
 def test_fill_swatches_are_the_fills_as_drawn_over_aerated_lung(phantom):
     """The swatches were full strength, the fills half transparent (7-14 CIEDE2000 apart): a swatch is now the fill
     at LESION_ALPHA over the lung window's grey of aerated lung, as _panel draws it, and the legend shows it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from skimage.color import deltaE_ciede2000, rgb2lab
 
     from pipeline import qc
+    from tests.test_a11y_report import draw_panel
 
     hu = np.full((20, 20 * 2), qc.SWATCH_UNDER_HU)
     classes = np.zeros(hu.shape, np.uint8)
     classes[:, :20], classes[:, 20:] = 1, 2
-    fig = Figure(figsize=(hu.shape[1] / 50, hu.shape[0] / 50), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    qc._panel(ax, hu, np.zeros_like(classes), classes, 1.0)
-    ax.set_axis_off()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    drawn = _rgb(buf.getvalue())
+    drawn = draw_panel(hu, classes)
     h, w = drawn.shape[:2]
     legend = _rgb(_qc(phantom, phantom.lungs))[-int(qc.MONTAGE_BOTTOM * 540):]
     for i, value in enumerate((1, 2)):

@@ -135,7 +135,9 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
                 "both lungs") + " Part of ggo_volume_ml."),
     "percent_opacity": (
         "number", "%", _PCT, _LUNG_NOT_FOUND,
-        "Percentage of opacity (PO): lesion volume / lung volume x 100, both lungs."),
+        "Percentage of opacity (PO): lesion volume / lung volume x 100, both lungs. Given also where the scan cuts a "
+        "lung off (QC flag PARTIAL_LUNG_COVERAGE, base_covered or apex_covered false): it then speaks of the lung "
+        "the scan shows, while the zone scores there are missing."),
     "percent_high_opacity": (
         "number", "%", _PCT, _LUNG_NOT_FOUND,
         "Percentage of high opacity (PHO): volume of lesion voxels above hu_classes.high_opacity_min_hu (default "
@@ -158,7 +160,8 @@ _SCANS: dict[str, tuple[str, str, str, str, str]] = {
     "mosmed_category": (
         "text", "", "CT-0 | CT-1 | CT-2 | CT-3 | CT-4", _LUNG_NOT_FOUND,
         "MosMedData category from percent_opacity: CT-0 no lesion of at least scoring.min_involvement_ml (default "
-        "1 mL), CT-1 under 25 %, CT-2 25 to under 50 %, CT-3 50 to under 75 %, CT-4 75 % or more."),
+        "1 mL), CT-1 under 25 %, CT-2 25 to under 50 %, CT-3 50 to under 75 %, CT-4 75 % or more. Like "
+        "percent_opacity, given also where the scan cuts a lung off (PARTIAL_LUNG_COVERAGE)."),
     "lobar20_total": (
         "integer", "score points", "0-20", "no lobar score: see lobar_note (or series failed)",
         "Lobar score 0-20: the sum of the five lobes' scores 0-4 (six-zone bands; zones.csv system lobar, "

@@ -1079,7 +1079,7 @@ def _scores_text(cfg, ok, n_ok: int) -> str:
             source = "a lobe segmentation from the segmenter"
         s.append(f"Lobar scores were computed for the {_plural(n_lobar, 'scan')} with {source}: each lobe 0-4 by the six-zone bands, total severity "
                  f"score 0-20 ({CITE_CHUNG}), and 0 (none), 1 (<5 %), "
-                 f"2 (5-25 %), 3 (26-49 %), 4 (50-75 %) or 5 (>75 %), CT severity score 0-25 ({CITE_PAN}).")
+                 f"2 (5-25 %), 3 (over 25 to under 50 %), 4 (50-75 %) or 5 (>75 %), CT severity score 0-25 ({CITE_PAN}).")
         from scoring.quantify import LOBES_MAX_UNCOVERED_PCT
 
         s.append("A lobe's lung was the lung mask inside it; lung that the lobe map left in no lobe (at most "

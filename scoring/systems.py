@@ -12,7 +12,7 @@ the source studies define it, with the choices the studies leave open made expli
 * MosMedData category from whole-lung involvement: CT-0 none, CT-1 < 25 %, CT-2 25 to < 50 %,
   CT-3 50 to < 75 %, CT-4 >= 75 %.
 * lobar: each lobe 0-4 (the six-zone bands; total 0-20, the total severity score of Chung et al., Radiology 2020)
-  or 0-5 (0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %; total 0-25, Pan et al., Radiology 2020).
+  or 0-5 (0 none, 1 < 5 %, 2 5-25 %, 3 over 25 to under 50 %, 4 50-75 %, 5 > 75 %; total 0-25, Pan et al., Radiology 2020).
 
 "Involved" means the unit's lesion volume reached the configured minimum (see :func:`is_involved`).
 """
@@ -168,7 +168,7 @@ def _density_near_edge(class_ml: Mapping[int, float], rule: str, share: float) -
 
 
 def lobar_score_5(involvement_pct: float, involved: bool = True) -> int:
-    """Lobe score 0-5: 0 none, 1 < 5 %, 2 5-25 %, 3 26-49 %, 4 50-75 %, 5 > 75 %."""
+    """Lobe score 0-5: 0 none, 1 < 5 %, 2 5-25 %, 3 over 25 to under 50 %, 4 50-75 %, 5 > 75 %."""
     _check_pct(involvement_pct)
     if not involved or involvement_pct <= 0:
         return 0

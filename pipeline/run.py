@@ -695,7 +695,9 @@ def read_user_mask(path: str | Path, kind: str, orig: sitk.Image) -> np.ndarray:
         raise SeriesError("MASKS_INVALID", f"{kind} mask {path} is not on this series' grid ({grid(img)}, the CT "
                           f"{grid(orig)}): a mask of another series, resampled, or cropped to the segments (a "
                           "viewer's default)? save it on the CT's grid, as ctscore writes lungs.nii.gz / "
-                          "lesions.nii.gz (in Slicer: export to a labelmap with the CT as reference geometry)", path)
+                          "lesions.nii.gz (in Slicer: export to a labelmap with ctscore's lungs.nii.gz as reference "
+                          "geometry; the CT itself serves only where ctscore stacked its slices unresampled, not "
+                          "with NON_UNIFORM_SPACING_RESAMPLED, GANTRY_TILT_CORRECTED or SLICE_GAP_ALLOWED)", path)
     arr = sitk.GetArrayFromImage(img)
     allowed = (0, 1, 2) if kind == "lungs" else (0, 1, 2, 3)
     values = np.unique(arr)

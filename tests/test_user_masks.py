@@ -146,6 +146,8 @@ def test_a_mask_that_cannot_be_used_fails_the_series_by_name(sample_classical, t
     with pytest.raises(SeriesError, match=match) as err:
         analyse_volume(image, cfg, seg, user_masks={"lungs": path})
     assert err.value.code == "MASKS_INVALID" and str(path) in str(err.value)
+    if problem == "grid":  # the CT as reference geometry is the wrong grid where ctscore resampled it (an audit)
+        assert "lungs.nii.gz as reference geometry" in str(err.value)
 
 
 def test_masks_that_would_not_be_read_are_warned_about_and_out_is_refused(tmp_path, sample_truth):

@@ -104,6 +104,9 @@ _LOGIT = {"term": _s("text", "the predictor"),
           "n": _s("integer", "complete cases in the model"), "events": _s("integer", "events among them"),
           "note": COMMON["note"], "test": _s("text", "the model fitted")}
 
+_MIXED_N_OBS = ("observations in the model: for the score its scans, for a lab its samples (one per patient and day, "
+                "same-day values averaged), each once, whether or not a scan was near")
+
 #: The columns of every statistics table, in order, with their codebook entry. A table of a run has exactly these
 #: columns (:func:`conform`), except ``zhang2020_before_after_patients``, whose columns follow the score and the labs
 #: and covariates asked for (:data:`PATTERNS`).
@@ -229,13 +232,18 @@ STATS_COLUMNS: dict[str, dict[str, Spec]] = {
         | {f"{k}_{o}": _s("number", f"{word} of the {o}s, full precision ({_ROW_UNIT})")
            for o in OUTCOMES for k, word in (("mean", "mean"), ("sd", "standard deviation"))}),
     "li2020_mixed_model": {
-        "variable": COMMON["variable"], "n_obs": _s("integer", "scans in the model"),
+        "variable": COMMON["variable"], "n_obs": _s("integer", _MIXED_N_OBS),
         "n_patients": _s("integer", "patients in the model"), "term": _s("text", "the fixed effect"),
         "coef": _s("number", f"its estimate, {_ROW_UNIT}"), "se": _s("number", "its standard error"), **_CI,
-        "p_value": COMMON["p_value"], "random_intercept_var": _s("number", "variance of the random intercept"),
-        "reference": _s("text", "the reference level of the model"), "note": COMMON["note"]},
+        "p_value": _s("number", "p of the term's Wald z test (two-sided, normal approximation; the test column), not "
+                                "rounded; empty when the model was not fitted (note says why)"),
+        "random_intercept_var": _s("number", "variance of the random intercept"),
+        "reference": _s("text", "the reference level of the model"), "note": COMMON["note"],
+        "test": _s("text", "the test of p_value: 'Wald z (normal approximation), REML' (statsmodels MixedLM fitted "
+                           "by REML, the estimate over its standard error against the normal distribution); empty "
+                           "when the model was not fitted")},
     "li2020_mixed_model_tests": {
-        "variable": COMMON["variable"], "n_obs": _s("integer", "scans in the model"),
+        "variable": COMMON["variable"], "n_obs": _s("integer", _MIXED_N_OBS),
         "n_patients": _s("integer", "patients in the model"), "effect": _s("text", "the effect tested jointly"),
         "test": COMMON["test"], "statistic": _s("number", "Wald chi-square"), "p_value": COMMON["p_value"],
         "note": COMMON["note"]},

@@ -1,9 +1,10 @@
 """li2020: serial CT in survivors vs non-survivors, by period since symptom onset.
 
 Tables: scores per period compared between outcomes (Mann-Whitney U), a linear mixed model
-(score or lab ~ outcome x period, random intercept per patient), logistic regression of death on
-score and days since onset with a predicted-mortality table (the study's Table 3), Kendall tau of
-serial scores with labs. Figure: mean score (SD) vs mean days since onset per period, by outcome.
+(score or lab ~ outcome x period, random intercept per patient; the score on every scan, a lab on every
+sample), logistic regression of death on score and days since onset with a predicted-mortality table (the
+study's Table 3), Kendall tau of serial scores with labs. Figure: mean score (SD) vs mean days since onset per
+period, by outcome.
 """
 
 from __future__ import annotations
@@ -102,20 +103,39 @@ def period_comparison(per: pd.DataFrame, score: str, min_n: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+#: The ``test`` of the mixed model's fixed effects: statsmodels MixedLM's p of each term.
+MIXED_TERM_TEST = "Wald z (normal approximation), REML"
+#: What a lab's mixed model is fitted on (the ``note`` of its rows).
+LAB_SAMPLES_NOTE = ("each lab sample once (one per patient and day, same-day values averaged), its period from its own "
+                    "date")
+
+
 def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Linear mixed model per variable: value ~ non_survivor * period, random intercept per patient.
 
-    Uses every scan (repeated measures), not one per period. Returns (fixed effects, joint Wald tests).
+    The score's model uses every scan (repeated measures), not one per period, its period from the scan's date. A
+    lab's model uses the cohort's lab samples themselves (``cohort.labs``: one per patient and day), each once, its
+    period from the sample's own date: not the labs matched to scans, which left out the samples no scan was near
+    and counted twice one matched to two scans (a numerical audit). Patients with an outcome only. Returns (fixed
+    effects, joint Wald tests).
     """
     import statsmodels.formula.api as smf
 
     if "outcome" not in cohort.clinical.columns:
         return pd.DataFrame(), pd.DataFrame()
-    base = cohort.scans.dropna(subset=["period"]).merge(cohort.clinical[["patient_id", "outcome"]], on="patient_id")
+    outcome = cohort.clinical[["patient_id", "outcome"]]
+    base = cohort.scans.dropna(subset=["period"]).merge(outcome, on="patient_id")
     base = base[base["outcome"].notna()]
+    samples = cohort.labs if "period" in cohort.labs.columns else pd.DataFrame(columns=["patient_id", "period"])
+    samples = samples.dropna(subset=["period"]).merge(outcome, on="patient_id")
+    samples = samples[samples["outcome"].notna()]
     fixed, tests = [], []
     for var in [score, *labs]:
-        d = base[["patient_id", "outcome", "period", var]].dropna()
+        src = base if var == score else samples
+        if var not in src.columns:  # a lab without any sample dated on or after onset
+            src = src.assign(**{var: np.nan})
+        d = src[["patient_id", "outcome", "period", var]].dropna()
+        basis = "" if var == score else LAB_SAMPLES_NOTE
         d = d.assign(non_survivor=(d["outcome"] == "non-survivor").astype(float),
                      period=d["period"].astype(str), value=d[var].astype(float))
         levels = [p for p in binning.PERIOD_LABELS if p in set(d["period"])]
@@ -143,14 +163,15 @@ def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tup
         names = [n for n in res.fe_params.index]
         ci = res.conf_int().loc[names]
         note = "" if res.converged else "did not converge"
-        messages = [note, *(str(w.message).splitlines()[0] for w in caught)]
+        messages = [note, *(str(w.message).splitlines()[0] for w in caught), basis]
         note = "; ".join(m for m in dict.fromkeys(messages) if m)
         for n_ in names:
             label = n_.replace(f"C(period, Treatment('{levels[0]}'))[T.", "period[")
             fixed.append(info | {"term": label, "coef": res.fe_params[n_], "se": res.bse_fe[n_],
                                  "ci_low": ci.loc[n_, 0], "ci_high": ci.loc[n_, 1], "p_value": res.pvalues[n_],
                                  "random_intercept_var": float(res.cov_re.iloc[0, 0]),
-                                 "reference": f"survivor, period {levels[0]} days", "note": note})
+                                 "reference": f"survivor, period {levels[0]} days", "note": note,
+                                 "test": MIXED_TERM_TEST})
         groups = {"outcome (non-survivor vs survivor, at reference period)": ["non_survivor"],
                   "period": [n_ for n_ in names if n_.startswith("C(period")],
                   "outcome x period interaction": [n_ for n_ in names if ":" in n_]}

@@ -79,8 +79,9 @@ def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str
 
     Every level of the grouping (persistent, recovery; mild, moderate, severe: :data:`GROUP_LEVELS`) has its rows
     and its columns, n 0 and empty cells for a level no patient of the cohort has, so that two sites' tables stack.
-    The test is run across the levels the cohort has (Mann-Whitney U for two, Kruskal-Wallis for three): ``test``
-    names it and ``note`` names the levels left out."""
+    The test is run across the levels the cohort has (Mann-Whitney U for two, Kruskal-Wallis for three), and of those
+    across the levels with at least ``min_n`` values that week when two or more have (as zhang2020's subgroups):
+    ``test`` names it and ``note`` names the levels left out."""
     d = weekly.merge(groups[["patient_id", grouping]], on="patient_id").dropna(subset=[grouping])
     if grouping == "group":
         d = d[d["group"] != "unclassified"]
@@ -98,6 +99,17 @@ def trajectories(weekly: pd.DataFrame, groups: pd.DataFrame, variables: list[str
             head = {"grouping": grouping, "variable": var, "week": week}
             if len(present) >= 2:
                 row = compare.compare_groups({lv: vals[lv] for lv in present}, test="auto", min_n=min_n)
+                big = [lv for lv in present if vals[lv].notna().sum() >= min_n]
+                if 2 <= len(big) < len(present):
+                    # as zhang2020's subgroups: across the levels with enough values that week (Mann-Whitney U for
+                    # two), the others named; a week with 2 severe patients went untested for mild vs moderate
+                    small = [lv for lv in present if lv not in big]
+                    kept = compare.compare_groups({lv: vals[lv] for lv in big}, test="auto", min_n=min_n)
+                    row.update({k: kept[k] for k in ("test", "statistic", "p_value", "effect_size",
+                                                     "effect_size_name")})
+                    row["note"] = "; ".join(x for x in (
+                        f"across {', '.join(big)} only: fewer than {min_n} values in {', '.join(small)}",
+                        kept["note"]) if x)
             else:
                 row = compare.compare_groups(vals, test="kruskal" if len(levels) > 2 else "mannwhitney",
                                              min_n=min_n)

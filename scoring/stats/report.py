@@ -51,7 +51,8 @@ TABLE_NOTES = {
     "data_summary": "What was read, matched and left out.",
     "liao2021_group_counts": "Patients per lesion group; unclassified patients are listed with the reason.",
     "liao2021_weekly_tests": "Per week since onset, one value per patient (last scan/lab of the week): "
-                             "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).",
+                             "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity; Mann-Whitney U "
+                             "across the two levels left when a level has too few values that week or none in the cohort).",
     "liao2021_logistic": "Multivariable logistic regression of persistent lesions on admission values "
                          "(odds ratio per 1 unit of each predictor, the unit in column per; 95 % CI, Wald p).",
     "liao2021_roc": "ROC AUC of admission IL-6 for persistent lesions. The Youden cut-off (in cutoff_unit) is for "
@@ -62,7 +63,9 @@ TABLE_NOTES = {
                             "reached on several days (a tied peak; n_tied_score_peak, n_tied_lab_peak) is placed at "
                             "the mean of those days (the midpoint of two), favouring neither the first nor the last.",
     "zhang2020_subgroups": "Patients per admission-score subgroup.",
-    "zhang2020_subgroup_labs": "Labs across subgroups: Kruskal-Wallis (ANOVA for variables declared normal).",
+    "zhang2020_subgroup_labs": "Labs across subgroups: Kruskal-Wallis (ANOVA for variables declared normal); when "
+                               "one subgroup has too few values, across the other two: Mann-Whitney U (Student's t), "
+                               "as the pairwise test.",
     "zhang2020_pairwise": "Pairwise Mann-Whitney with Bonferroni correction (LSD t-tests after ANOVA).",
     "zhang2020_subgroup_categorical": "Chi-square, or Fisher's exact test when an expected count is below 5.",
     "zhang2020_correlations": "Spearman correlation of the admission score with each lab (labs within the window).",
@@ -73,8 +76,10 @@ TABLE_NOTES = {
     "zhang2020_partial_correlation": "Partial correlation of the change in score with the change in each lab.",
     "li2020_period_comparison": "Per period since onset, one value per patient (mean of the period's scans): "
                                 "Mann-Whitney U, survivors vs non-survivors; days from onset to CT too.",
-    "li2020_mixed_model": "Linear mixed model, all scans: value ~ non_survivor x period, random intercept per patient "
-                          "(REML, statsmodels MixedLM).",
+    "li2020_mixed_model": "Linear mixed model: value ~ non_survivor x period, random intercept per patient (REML, "
+                          "statsmodels MixedLM); the score on all scans, each lab on all its samples (one per patient "
+                          "and day, the period from the sample's date). p: Wald z test of each term (normal "
+                          "approximation).",
     "li2020_mixed_model_tests": "Joint Wald tests of the model's terms.",
     "li2020_mortality_logistic": "Logistic regression of death on score and days since onset "
                                  "(one row per patient x period, cluster-robust SE; odds ratio per the unit in "
@@ -100,7 +105,8 @@ def table_notes(options: dict[str, dict[str, object]] | None = None) -> dict[str
     if liao in _WITHIN_BIN_WORDS:
         notes["liao2021_weekly_tests"] = (
             f"Per week since onset, one value per patient ({_WITHIN_BIN_WORDS[liao].format(x='scan/lab', xs='scans/labs', b='week')}): "
-            "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity).")
+            "Mann-Whitney U (persistent vs recovery) or Kruskal-Wallis (severity; Mann-Whitney U across the two "
+            "levels left when a level has too few values that week or none in the cohort).")
     if li in _WITHIN_BIN_WORDS:
         notes["li2020_period_comparison"] = (
             f"Per period since onset, one value per patient ({_WITHIN_BIN_WORDS[li].format(x='scan', xs='scans', b='period')}): "

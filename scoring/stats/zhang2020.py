@@ -1,7 +1,8 @@
 """zhang2020: the 0-900 score at admission vs inflammatory markers, and change with treatment.
 
 Tables: subgroups by admission score (0-100, 101-200, > 200) compared on labs (Kruskal-Wallis, then
-pairwise Mann-Whitney with Bonferroni correction; ANOVA with LSD for variables declared normal) and on
+pairwise Mann-Whitney with Bonferroni correction; ANOVA with LSD for variables declared normal; when a subgroup
+has too few values and two are left, Mann-Whitney U, or Student's t for a normal lab, across those two) and on
 categorical variables (chi-square, Fisher when an expected count is < 5); Spearman correlation of the
 score with each lab; left vs right lung and score by level 1-5; before vs after treatment (Wilcoxon
 signed-rank, paired t-test); glucocorticoid vs none on the change (Mann-Whitney); partial correlation
@@ -11,7 +12,6 @@ of the change in score with the change in each lab. Figure: admission score vs e
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,8 +73,12 @@ def subgroup_labs(adm: pd.DataFrame, labs: list[str], normal: set[str], min_n: i
             # as the pairwise tests below: across the subgroups with enough values, the others named (a small
             # '>200' group in a mild cohort left the labs without any test); n and median [IQR] stay for all three
             small = [g for g in groups if g not in big]
-            kept = compare.compare_groups(big, test=test, min_n=min_n)
-            row.update({k: kept[k] for k in ("statistic", "p_value", "effect_size", "effect_size_name")})
+            # two subgroups left: the two-sample test of the pairwise table (Mann-Whitney U; for a normal lab the
+            # Student t-test, which is LSD's pooled-SD t on two groups), not Kruskal-Wallis / ANOVA on two groups,
+            # whose (asymptotic) p differed from the pairwise p of the same comparison (a numerical audit)
+            kept_test = test if len(big) > 2 else ("ttest" if lab in normal else "mannwhitney")
+            kept = compare.compare_groups(big, test=kept_test, min_n=min_n)
+            row.update({k: kept[k] for k in ("test", "statistic", "p_value", "effect_size", "effect_size_name")})
             row["note"] = "; ".join(x for x in (
                 f"across {', '.join(big)} only: fewer than {min_n} values in {', '.join(small)}", kept["note"]) if x)
         omni.append(row)
@@ -208,13 +212,8 @@ def lungs_and_levels(cohort: Cohort, adm: pd.DataFrame, min_n: int) -> tuple[pd.
 FOLLOWUP_TOLERANCE_DAYS = 7
 
 
-def _round_sig(value: Any, digits: int = 12) -> Any:
-    """``value`` to ``digits`` significant digits (NaN, None and non-numbers as they are)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return value
-    return v if not np.isfinite(v) or v == 0 else float(f"{v:.{digits}g}")
+#: the change's rounding (to 12 significant digits), shared with the paired tests (compare.paired)
+_round_sig = compare.round_sig
 
 
 def before_after(cohort: Cohort, score: str, labs: list[str], followup_days: int, min_gap_days: int,

@@ -70,6 +70,7 @@ from pipeline.outputs import (
     restore_interrupted,
     scan_id_for,
     series_location,
+    set_aside_earlier_copy,
     set_commit_gate,
 )
 from segmentation.factory import uses_gpu
@@ -852,6 +853,7 @@ def run_task(task: Task, cfg: dict[str, Any], out_dir: str | Path, timeout_s: fl
     if attempt and prev is not None and prev.get("attempt") == attempt and prev.get("status") != STARTED:
         return {k: prev.get(k) for k in _SMALL_KEYS}
     _remove_partials(out_dir, task.scan_id)
+    set_aside_earlier_copy(out_dir, task.scan_id)  # an undeletable .old folder would stop its commit
     segmenter = get_segmenter(cfg)  # cached: loaded once per process
     config_sha256 = config_hash(cfg)
     deaths = 0

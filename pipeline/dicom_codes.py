@@ -143,17 +143,38 @@ _CODES = [
          "stack of the study is preferred", "copy the series again"),
     Code("UNREADABLE_FILES_BESIDE", "W", "files beside the series (in its folders, named like its own: the same "
          "DICOM extension or none, its leading letters or, for UID names, a leading digit) that cannot be read: no "
-         "permission, or empty (still being copied); the series was scored without them, and if they are its first "
+         "permission, empty (still being copied), or cut short before their pixel data (truncated inside their header, "
+         "before the series UID, or inside their preamble; files that begin otherwise, a text or a picture, are left "
+         "alone); the series was scored without them, and if they are its first "
          "or last slices it is shorter than it should be (a missing slice inside it is refused, SLICE_GAP); the flag "
          "carries how many, the log names them",
-         "make them readable (or wait for the copy), then run again with --overwrite, or check that they are "
-         "another series'"),
+         "make them readable (or wait for the copy, or copy them again), then run again with --overwrite, or check "
+         "that they are another series'"),
     Code("SPARSE_SLICES", "W", "slices spaced more than twice their thickness apart, with gaps of 2 mm or more "
          "(sequential HRCT: 1 mm slices every 10 mm): most of the lung between the slices was not imaged; volumes "
          "and scores are interpolated from a sample", "prefer a contiguous volumetric reconstruction of the study"),
     Code("SELECTION_TIE", "W", "another stack of the study has headers that rank it equal to this one (dual-energy "
-         "tube images, repeated or inspiratory/expiratory series described alike): the choice fell to stack order",
+         "tube images, repeated or inspiratory/expiratory series described alike): the choice fell to what the "
+         "stacks hold, not to their file names: the smallest AcquisitionNumber, else the earliest acquisition date "
+         "and time, else the smallest SOPInstanceUID (the reason column says which)",
          "check the inventory (inventory.csv, reason column) and pick the series with --series-uid if needed"),
+    Code("EXPIRATORY_SERIES", "W", "the scored stack's SeriesDescription names expiration (EXP, EXPIRATION, "
+         "EXHALATION, ...; not INSP/EXP): normal lung reads denser on expiration, so % opacity and the ground-glass "
+         "volume are overestimated; every eligible stack of its study named expiration, or an earlier preference "
+         "(coverage, the field of view, ...) chose it",
+         "score an inspiratory series of the study if there is one (--series-uid), else compare such scans apart"),
+    Code("STUDY_DATES_DIFFER", "W", "written STUDY_DATES_DIFFER:<n>: n other eligible stacks of the study (one "
+         "StudyInstanceUID) bear another StudyDate: several time points under one study (an anonymiser or an "
+         "archive merged them), and one stack per study is scored, so the other dates are not; the inventory's "
+         "notes name the stacks, not the dates",
+         "score every eligible stack with --all-series (each under its own study_date), or check the study UIDs"),
+    Code("SPLIT_ACROSS_SERIES", "W", "the scored stack covers less than selection.full_coverage_mm in z and another "
+         "stack of its study continues its z range end to end (at most one slice position missing between them) "
+         "with the same kernel, thickness, in-plane grid, patient position and Frame of Reference: one scan split "
+         "into series (upper and lower halves), of which only this part is scored; the inventory's notes name the "
+         "other stack",
+         "expect PARTIAL_LUNG_COVERAGE; score the other part with --series-uid (a scan of its own), or join the "
+         "series before scoring"),
     Code("BURNED_IN_ANNOTATION", "W", "a file of the series says BurnedInAnnotation YES: its pixels may carry "
          "burned-in text (names, dates, record numbers), which qc.png and thumb.png show as they show the images",
          "look at the pictures before they leave the institution; ctscore share leaves out the pictures of such "

@@ -125,7 +125,9 @@ RUN_OUTPUT_FILES = {f"{name}.{ext}" for name in ("scans", "zones", "failures", "
                     for ext in ("csv", "parquet")
                     } | {"run.json", "report.html", "data_dictionary.csv"}
 RUN_OUTPUT_DIRS = {".status", "shards"}
-_SCAN_FOLDER = re.compile(r"\.?scan-[0-9a-f]{12}(\..+\.partial|\.old)?")  # scan-<id>, .scan-<id>.*.partial, ...old
+#: scan-<id>, .scan-<id>.*.partial, .scan-<id>.old, and .scan-<id>.old.<when> (an earlier copy that could not be
+#: removed, set aside: :func:`pipeline.batch.set_aside_earlier_copy`)
+_SCAN_FOLDER = re.compile(r"\.?scan-[0-9a-f]{12}(\..+\.partial|\.old(\..+)?)?")
 
 
 def is_run_folder(folder: str | Path, dirnames: list[str], filenames: list[str]) -> bool:
@@ -879,12 +881,9 @@ def inventory_table(df: Any) -> Any:
 def _printable(value: Any) -> Any:
     """Text that a table can hold: a file name that is not valid UTF-8 (a Latin-1 name from a CD, decoded
     by Python with surrogate escapes) has its odd bytes written as ``\\xNN``; other values unchanged."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    from pipeline.outputs import printable_text  # one rule for every table (failures.csv too)
+
+    return printable_text(value)
 
 
 def stack_row(c: SeriesCandidate, identifiers: bool = False) -> dict[str, Any]:
@@ -965,8 +964,9 @@ def _build_inventory(root: str | Path, cfg: dict[str, Any], series_uid: str | No
     chosen = select_stacks(stacks, cfg, series_uid=series_uid, all_eligible=all_series)
     for c in chosen:
         if "SELECTION_TIE" in c.flags:
-            log.warning("stack %s of study %s was taken by stack order: %s (see the inventory; --series-uid picks "
-                        "another)", c.stack_id, c.study_key, c.messages.get("SELECTION_TIE", ""))
+            log.warning("stack %s of study %s was taken by a tie-break on its headers, not by stack order: %s (see "
+                        "the inventory; --series-uid picks another)", c.stack_id, c.study_key,
+                        c.messages.get("SELECTION_TIE", ""))
     by_id = {c.stack_id: stack_row(c, identifiers) for c in stacks}
     cols = STACK_COLUMNS + (IDENTIFYING_COLUMNS if identifiers else [])
     file_rows = []

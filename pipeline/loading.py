@@ -168,40 +168,138 @@ def _name_shape(name: str) -> tuple[str, bool]:
     return (ext if ext in _DICOM_EXTENSIONS else ""), name[:1].isdigit()
 
 
+def _named_like(names: set[str]):
+    """A test of whether a file name (not one of ``names``, the series' own in a folder) is named like them: the same
+    DICOM extension (or none), and their common leading letters (``IM``, ``s``) or, for names without (UIDs), a
+    leading digit; hidden files are not."""
+    shapes = {_name_shape(n) for n in names}
+    letters = re.match(r"\D*", os.path.commonprefix(sorted(names))).group(0)
+
+    def like(name: str) -> bool:
+        return (name not in names and not name.startswith(".") and _name_shape(name) in shapes
+                and (not letters or name.startswith(letters)))
+
+    return like
+
+
+#: How many bytes of a file :func:`_starts_like` compares: the preamble and "DICM" (or the first elements of a
+#: file without them).
+_HEAD_BYTES = 132
+
+
+def _head(path: str | Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+def _common_start(paths: Sequence[str | Path]) -> bytes:
+    """The bytes the series' own files in one folder begin with alike (two of them: the first and the last named)."""
+    ordered = sorted(str(p) for p in paths)
+    return os.path.commonprefix([_head(ordered[0]), _head(ordered[-1])])
+
+
+def _starts_like(head: bytes, common: bytes) -> bool:
+    """Whether a file beginning with ``head`` begins as the series' own files do (``common``, :func:`_common_start`):
+    a slice cut inside its preamble (a prefix of it), or one whose preamble is there and the rest damaged (the first
+    128 bytes compared; at least 8 of them, or all the file has). A text
+    file, a JSON file, a JPEG or PNG picture do not."""
+    k = min(len(head), len(common), 128)  # the preamble: what follows it may be damaged
+    return k > 0 and head[:k] == common[:k] and (k >= 8 or k == len(head))
+
+
+def _cut_slice(path: Path, rec: Any, size: int, head: bytes, common: bytes, series: set[str], sops: set[str]) -> str:
+    """Why a file beside a series, named like its own files, looks like a slice of it cut short (truncated before its
+    pixel data: no series UID, or no DICM preamble, or no readable header), ``""`` when it does not (an image of
+    another series, a copy of one of the series' slices, a valid file without pixels, a file of another kind). ``rec``:
+    the file as the inventory reads it (:func:`pipeline.inventory.read_file`)."""
+    if rec.ds is not None:
+        if rec.code != "CORRUPT_FILE":
+            return ""
+        uid, sop = H.text(rec.ds, "SeriesInstanceUID"), H.text(rec.ds, "SOPInstanceUID")
+        if (uid and uid not in series) or (sop and sop in sops):
+            return ""  # another series' damaged file, or a damaged copy of a slice the series has
+        return f"truncated, {size} bytes" + ("" if uid else ", no series UID")
+    if rec.code not in ("NOT_DICOM", "UNREADABLE_FILE", "NOT_IMAGE") or size == 0 or not _starts_like(head, common):
+        return ""
+    if rec.code == "NOT_IMAGE":  # read whole but without pixel data: cut short only when it is no dataset of its own
+        if rec.detail != "no pixel data":
+            return ""
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001 - a damaged header
+            ds = None
+        if ds is not None and (H.text(ds, "SeriesInstanceUID") or H.text(ds, "SOPClassUID")):
+            return ""
+        return f"truncated, {size} bytes, no image header"
+    if rec.code == "NOT_DICOM":
+        return f"truncated or damaged, {size} bytes, no DICM preamble"
+    return f"truncated or damaged, {size} bytes, header unreadable"
+
+
+def _header_bytes(it: _File) -> int:
+    """About how many bytes of a slice's file come before its pixel data (its size where that is not known)."""
+    try:
+        size = it.path.stat().st_size
+    except OSError:
+        return 0
+    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if kw in it.ds:
+            try:
+                return max(size - len(it.ds[kw].value), 0)
+            except TypeError:  # not read (deferred)
+                return size
+    return size
+
+
 def _unreadable_beside(items: list[_File]) -> list[str]:
-    """The files in the series' folders, not among its own, that cannot be opened (no permission) or are empty (still
-    being copied), each as "name (why)", among those named like the series' own files: the same DICOM extension (or
-    none), and their common leading letters (``IM``, ``s``) or, for names without (UIDs), a leading digit; hidden
-    files and others (a ``TRANSFER_COMPLETE`` marker, a ``.txt``) are left alone. A series whose end slices are such
-    files is whole to the geometry checks (no gap shows): only this says it may be short. One open and one byte a
-    file."""
+    """The files in the series' folders, not among its own, that cannot be opened (no permission), are empty (still
+    being copied), or are cut short before their pixel data (truncated inside their header, before the series UID a
+    reader could place them by, or inside their preamble: :func:`_cut_slice`), each as "name (why)", among those
+    named like the series' own files (:func:`_named_like`); hidden files and others (a ``TRANSFER_COMPLETE`` marker, a
+    ``.txt``) are left alone, and so are files that begin otherwise than the series' own (a text, JSON or picture
+    file named like them). A series whose end slices are such files is whole to the geometry checks (no gap shows):
+    only this says it may be short (a slice cut to 600 bytes at the top of a 50-slice series was scored from 49 with
+    no flag, an audit 2026-12-07). One open and 132 bytes a file; a header read only for files no longer than a
+    slice's header."""
     own: dict[Path, set[str]] = {}
     for it in items:
         own.setdefault(it.path.parent, set()).add(it.path.name)
+    series = {H.text(it.ds, "SeriesInstanceUID") for it in items} - {""}
+    sops = {H.text(it.ds, "SOPInstanceUID") for it in items} - {""}
+    header_limit = 2 * max((_header_bytes(it) for it in items[:3]), default=0) + 4096
     found = []
     for folder, names in sorted(own.items()):
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
-        shapes = {_name_shape(n) for n in names}
-        common = os.path.commonprefix(sorted(names))
-        letters = re.match(r"\D*", common).group(0)
+        like = _named_like(names)
+        common = None
         for e in entries:
-            if e.name in names or e.name.startswith("."):
-                continue
-            if _name_shape(e.name) not in shapes or (letters and not e.name.startswith(letters)):
+            if not like(e.name):
                 continue
             try:
                 if not e.is_file():
                     continue
-                if e.stat().st_size == 0:
+                size = e.stat().st_size
+                if size == 0:
                     found.append(f"{e.name} (empty)")
                     continue
                 with open(e.path, "rb") as fh:
-                    fh.read(1)
+                    head = fh.read(_HEAD_BYTES)
             except OSError as exc:
                 found.append(f"{e.name} ({exc.strerror or type(exc).__name__})")
+                continue
+            if size > header_limit:
+                continue  # as long as a whole slice's header: no slice cut before its series UID
+            if common is None:
+                common = _common_start([folder / n for n in names])
+            why = _cut_slice(Path(e.path), read_file(Path(e.path)), size, head, common, series, sops)
+            if why:
+                found.append(f"{e.name} ({why})")
     return found
 
 
@@ -414,11 +512,14 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
                 return g
         return None
 
+    sops = {H.text(it.ds, "SOPInstanceUID") for it in items} - {""}
     for folder in sorted({it.path.parent for it in items}):
         try:
             siblings = sorted(p for p in folder.iterdir() if p.is_file() and p.resolve() not in given)
         except OSError:
             continue
+        own = [it.path for it in items if it.path.parent == folder]
+        like, common = _named_like({p.name for p in own}), None
         for path in siblings:
             rec = read_file(path)
             ds = rec.ds  # None for files the inventory skips
@@ -428,6 +529,18 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
                 continue
             if ds is None and suspects is not None and (rec.code == "UNREADABLE_FILE" or rec.detail.startswith("empty")):
                 suspects.append(f"{path.name} ({rec.detail})")  # no permission, or still being copied (0 bytes)
+                continue
+            if ds is None and suspects is not None and rec.code in ("NOT_DICOM", "NOT_IMAGE") and like(path.name):
+                # a slice cut inside its preamble (to 100 bytes), or replaced by junk after it: named like the
+                # series' own and beginning as they do (a notes.txt or a picture does not)
+                common = _common_start(own) if common is None else common
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    continue
+                why = _cut_slice(path, rec, size, _head(path), common, series, sops)
+                if why:
+                    suspects.append(f"{path.name} ({why})")
                 continue
             if ds is None or H.text(ds, "SeriesInstanceUID") not in series or "LOCALIZER" in H.image_type(ds):
                 continue

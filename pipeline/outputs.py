@@ -114,6 +114,46 @@ def series_location(files: Iterable[str | Path]) -> str:
     return str(where.parent if where.is_file() else where)
 
 
+def printable_text(value: Any) -> Any:
+    """Text that a table (CSV, Parquet), report.html or run.json can hold: a file name that is not valid UTF-8 (a
+    Latin-1 name from a CD, which Python decodes with surrogate escapes: ``b"pat\\xe9"`` -> ``"pat\\udce9"``) has its odd
+    bytes written as ``\\xNN`` (``pat\\xe9``), as inventory.csv writes them; any other lone surrogate as ``\\udNNN``.
+    Other values (valid text, numbers, None) are returned unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_deep(obj: Any) -> Any:
+    """:func:`printable_text` of every text in nested mappings and lists (keys too), e.g. run.json."""
+    if isinstance(obj, Mapping):
+        return {printable_text(k): printable_deep(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [printable_deep(v) for v in obj]
+    return printable_text(obj)
+
+
+def printable_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with :func:`printable_text` applied to its text columns (a copy only where a value needed it)."""
+    fixed = None
+    for c in df.columns:
+        if df[c].dtype != object:
+            continue  # pandas' string dtypes cannot hold text that is not valid UTF-8
+        col = df[c].map(printable_text)
+        if not col.equals(df[c]):
+            fixed = df.copy() if fixed is None else fixed
+            fixed[c] = col
+    return df if fixed is None else fixed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` all or nothing: into a temporary file beside it, flushed to disk (fsync), then
     renamed over it; a crash or power cut leaves the old file or the new one, never an empty or partial one."""
@@ -302,9 +342,11 @@ def atomic_write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: l
     """Write rows as CSV and Parquet (known columns first, extra columns after); return the frame.
 
     Columns have stable dtypes (see :func:`table_dtypes`), so an empty table and a full one read back
-    alike in pandas, R (arrow) and Excel (CSV).
+    alike in pandas, R (arrow) and Excel (CSV). Text that is not valid UTF-8 (a failed series' path or message naming
+    a folder with a Latin-1 name) is written as inventory.csv writes it (:func:`printable_text`): it stopped the run
+    before its tables with a UnicodeEncodeError, on every rerun and ``ctscore aggregate`` too.
     """
-    df = pd.DataFrame(list(rows))
+    df = pd.DataFrame([{printable_text(k): printable_text(v) for k, v in row.items()} for row in rows])
     extra = [c for c in df.columns if c not in columns]
     df = df.reindex(columns=columns + extra)
     for c in _EMPTY_IS_MISSING.intersection(df.columns):
@@ -399,6 +441,44 @@ def set_commit_gate(gate: CommitGate | None) -> None:
     _commit_state.gate = gate
 
 
+class EarlierCopyStuck(OSError):
+    """Raised by :meth:`SeriesFolder.commit` when the ``.<scan_id>.old`` folder an earlier commit could not remove is
+    still there (no permission to empty it): the new results are not put in place, the ones in place are kept. A
+    fault of that one scan's folder, not of the output folder: ``ctscore run`` records the scan as failed
+    (OUTPUT_UNWRITABLE) and goes on with the others (it stopped the whole batch, an audit 2026-12-07), after first
+    trying to set the folder aside (:func:`set_aside_earlier_copy`)."""
+
+
+def set_aside_earlier_copy(out_dir: Path, scan_id: str) -> Path | None:
+    """Before a scan is scored again: where its results are in place and a ``.<scan_id>.old`` folder of an earlier
+    commit is left beside them (it could not be removed: a folder without write permission), remove it, or, where
+    that fails, rename it to ``.<scan_id>.old.<time>`` (never deleted: it is named in a warning, to be removed by
+    hand), so that the scan's commit can go on. Returns the new name, or None when nothing was set aside. Where the
+    results are not in place the ``.old`` folder may be their only copy: it is left for :func:`restore_interrupted`."""
+    final = Path(out_dir) / scan_id
+    old = previous_name(final)
+    if not old.is_dir() or not final.is_dir():
+        return None
+    shutil.rmtree(old, ignore_errors=True)  # an outdated copy: the results in place are newer
+    if not old.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for k in range(100):
+        aside = old.with_name(f"{old.name}.{stamp}" + (f"-{k}" if k else ""))
+        if aside.exists():
+            continue
+        try:
+            os.rename(old, aside)
+        except OSError as exc:
+            log.warning("%s: an earlier copy of its results, %s, can be neither removed nor renamed (%s): the scan "
+                        "cannot be given new results until it is removed by hand", scan_id, old, exc.strerror or exc)
+            return None
+        log.warning("%s: an earlier copy of its results, %s, could not be removed (permissions?): set aside as %s; "
+                    "remove it by hand", scan_id, old.name, aside.name)
+        return aside
+    return None
+
+
 class SeriesFolder:
     """Build OUT/<scan_id>/ under a temporary name; :meth:`commit` renames it into place."""
 
@@ -425,8 +505,8 @@ class SeriesFolder:
             old = previous_name(self.final)
             shutil.rmtree(old, ignore_errors=True)
             if old.exists():  # left by an earlier commit that could not remove it: named, not "Directory not empty"
-                raise OSError(errno.ENOTEMPTY, f"an earlier copy of these results, {old}, cannot be removed "
-                                               "(permissions?): remove it by hand")
+                raise EarlierCopyStuck(errno.ENOTEMPTY, f"an earlier copy of these results, {old}, cannot be removed "
+                                                        "(permissions?): remove it by hand")
             replace_path(self.final, old)
             replace_path(self.tmp, self.final)
             shutil.rmtree(old, ignore_errors=True)
@@ -528,7 +608,7 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path, float_fo
     paths = []
     for name, df in tables.items():
         p = out_dir / f"{name}.csv"
-        atomic_write_bytes(p, df.to_csv(index=False, float_format=float_format).encode())
+        atomic_write_bytes(p, printable_frame(df).to_csv(index=False, float_format=float_format).encode())
         paths.append(p)
     return paths
 

@@ -40,12 +40,14 @@ from pipeline.outputs import (
     LANDMARK_COLUMNS,
     SCAN_COLUMNS,
     ZONE_COLUMNS,
+    EarlierCopyStuck,
     SeriesFolder,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_table,
     check_cancelled,
     device_text,
+    printable_deep,
     pseudonym,
     salt_id,
     series_location,
@@ -974,6 +976,14 @@ def _process_series(files: list[str], cfg: dict[str, Any], out_dir: str | Path, 
         if folder:
             folder.discard()
         status.update(code=exc.code, message=exc.message, path=exc.path or series_location(files))
+    except EarlierCopyStuck as exc:  # that scan's folder, not the output folder: the batch goes on
+        if folder:
+            folder.discard()
+        log.warning("%s: not given new results: %s", scan_id, exc.strerror)
+        status.update(code="OUTPUT_UNWRITABLE", message=f"the new results were not put in place: {exc.strerror}; the "
+                      f"results in {scan_id} are of an earlier run; remove that folder by hand, then run again with "
+                      "--retry-failed",
+                      path=series_location(files))
     except Exception as exc:  # one bad scan never stops a batch
         if folder:
             folder.discard()
@@ -1305,7 +1315,9 @@ def _write_run_tables(out_dir: Path, statuses: list[dict[str, Any]], cfg: dict[s
         "timings_s": {st["scan_id"]: st.get("timings", {}) for st in statuses},
     }
     run.update(provenance or {})  # ctscore aggregate: the shards' input, versions and time, not its own
-    atomic_write_json(out_dir / "run.json", run)
+    # text that is not valid UTF-8 (an input folder with a Latin-1 name) as the tables write it: a strict JSON reader
+    # refuses the lone surrogates json.dumps would write
+    atomic_write_json(out_dir / "run.json", printable_deep(run))
     from pipeline.report import write_run_report
     write_run_report(out_dir)  # OUT/report.html, from the files just written
     return {"n_series": run["n_series"], "n_ok": run["n_ok"], "n_failed": run["n_failed"],

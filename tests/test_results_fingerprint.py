@@ -127,6 +127,14 @@ RECORDED = {
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
         "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
         "lung_gas_ml": 3620.9}},
+    # 0.19.0: series selection (thickness classes before the kernel, coverage against the study's widest stack,
+    # supine over prone; the sample is one series), the QC flags of expiratory series, several dates in a study and
+    # truncated end slices (none on the sample), seg.dcm's frame references: as under 0.18.0
+    ("0.19.0", "a938cd392514"): {"exact": "c35fc892b9357fcf", "volumes_ml": {
+        "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
+        "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
+        "lung_gas_ml": 3620.9}},
 }
 
 

@@ -101,7 +101,9 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | No
     handlers: list[logging.Handler] = [_CurrentStderr()]
     if log_file:
         try:
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))  # Windows would write cp1252
+            # utf-8: Windows would write cp1252; a path not valid UTF-8 (a Latin-1 folder name) as \udcNN, not a
+            # "Logging error" in place of the line
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
         except OSError as exc:  # a folder that does not exist, no permission: one line, not a traceback
             raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot open the log file ({exc.strerror or exc})",
                                log_file) from None

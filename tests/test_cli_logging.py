@@ -81,3 +81,17 @@ def test_console_log_follows_a_swapped_stderr(monkeypatch):
         assert "after the swap" in new.getvalue() and "Logging error" not in new.getvalue()
     finally:
         logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+
+
+def test_a_log_line_naming_a_path_that_is_not_utf8_reaches_the_log_file(tmp_path):
+    # a Latin-1 folder name decodes with a surrogate escape; the strict utf-8 log file printed "--- Logging error ---"
+    # to stderr instead of the line (a failure-isolation audit); the console's sys.stderr escapes it itself
+    log_file = tmp_path / "run.log"
+    try:
+        setup_logging(log_file=str(log_file))
+        logging.getLogger("pipeline.test").warning("cannot read %s", "/data/pat\udce9/IM0001")
+    finally:
+        for h in logging.getLogger().handlers:
+            h.flush()
+        setup_logging()
+    assert "cannot read /data/pat\\udce9/IM0001" in log_file.read_text(encoding="utf-8")

@@ -247,14 +247,19 @@ def _widest_chest_fov(group: list) -> float:
 
 
 def _widest_chest_coverage(group: list) -> float:
-    """The widest z coverage (mm) among the loadable stacks of a study that are not of another body part; 0 when
-    none is known."""
-    covs = [float(c.info.get("z_coverage_mm") or 0.0) for c in group if not c.problems and _chest(c)]
+    """The widest z coverage (mm) among the loadable stacks of a study that are not of another body part, or among
+    all its loadable stacks where none names the chest (a PET/CT's WHOLEBODY or TRUNK series: none counted, no stack
+    was short and 80 mm of the bases in 1 mm slices won over a 300 mm series, a review); 0 when none is known."""
+    loadable = [c for c in group if not c.problems]
+    covs = [float(c.info.get("z_coverage_mm") or 0.0) for c in ([c for c in loadable if _chest(c)] or loadable)]
     return max(covs, default=0.0)
 
 
 def _short_below(rules: SelectionRules, widest_coverage_mm: float) -> float:
-    """The z coverage (mm) under which a stack is short (the "coverage" preference)."""
+    """The z coverage (mm) under which a stack is short (the "coverage" preference); ``selection.full_coverage_mm``
+    where no stack's coverage is known."""
+    if widest_coverage_mm <= 0:
+        return rules.full_coverage_mm
     return min(rules.full_coverage_mm, COVERAGE_SHARE * widest_coverage_mm,
                widest_coverage_mm - COVERAGE_MIN_SHORTFALL_MM)
 
@@ -369,8 +374,8 @@ def _tie_break(best_key: tuple, other_key: tuple) -> str:
     """How a tie on every preference was broken, in words."""
     for name, a, b in zip(_TIE_BREAKS, best_key, other_key):
         if a != b:
-            if name == "AcquisitionNumber" and a[0] == 0 and b[0] == 0:
-                return f"AcquisitionNumber {a[1]} before {b[1]}"
+            if name == "AcquisitionNumber" and a[0] < 2 and b[0] < 2:  # both recorded (numbers or text)
+                return f"AcquisitionNumber {a[2] or a[1]} before {b[2] or b[1]}"
             return {"AcquisitionNumber": "a recorded AcquisitionNumber",
                     "acquisition date and time": "the earlier acquisition date and time",
                     "smallest SOPInstanceUID": "the smaller SOPInstanceUID"}[name]
@@ -380,9 +385,14 @@ def _tie_break(best_key: tuple, other_key: tuple) -> str:
 def _detail(pref: str, best, other, rules: SelectionRules, widest_coverage_mm: float) -> str:
     """The values behind a preference that decided, for the reason text ('' when the name says enough)."""
     if pref == "coverage":
-        return (f"z coverage {float(other.info.get('z_coverage_mm') or 0.0):g} mm is short: under "
-                f"{_short_below(rules, widest_coverage_mm):g} mm: {COVERAGE_SHARE:g} x the widest of the study "
-                f"({widest_coverage_mm:g} mm), at most selection.full_coverage_mm)")
+        limit = _short_below(rules, widest_coverage_mm)
+        if limit == rules.full_coverage_mm:
+            why = "selection.full_coverage_mm"
+        elif limit == COVERAGE_SHARE * widest_coverage_mm:
+            why = f"{COVERAGE_SHARE:g} x the widest stack of the study, {widest_coverage_mm:g} mm"
+        else:
+            why = f"{COVERAGE_MIN_SHORTFALL_MM:g} mm short of the widest stack of the study, {widest_coverage_mm:g} mm"
+        return f"z coverage {float(other.info.get('z_coverage_mm') or 0.0):g} mm is short: under {limit:g} mm, {why}"
     if pref in ("thin", "thinnest"):
         tb, to = _thickness(best), _thickness(other)
         text = f"{tb:g} mm over " + (f"{to:g} mm" if to < 99.0 else "no usable thickness")
@@ -428,6 +438,8 @@ def _split_partner(cand, group: list, rules: SelectionRules) -> list:
     partners = []
     for o in group:
         if o is cand or o.problems or o.positions is None or o.iop is None or len(o.positions) < 2:
+            continue
+        if not _chest(o):  # the ABDOMEN series below a complete chest is no other half of it
             continue
         if grid(o) != grid(cand) or abs(_thickness(o) - _thickness(cand)) >= THICKNESS_TIE_MM:
             continue
@@ -535,19 +547,17 @@ def select_stacks(cands: list, cfg: dict[str, Any] | None = None, series_uid: st
         widest, widest_cov = _widest_chest_fov(group), _widest_chest_coverage(group)
         keys = {id(c): _preference_key(c, rules, widest, widest_cov) for c in group}
         ranked = sorted(group, key=lambda c: (keys[id(c)], c.stack_id))
-        # stacks equal on every preference: ordered by what they hold (the same files under other names must
-        # give the same choice), the stack id only where that is equal too
+        # stacks equal to the best on every preference: ordered by what they hold (the same files under other names
+        # must give the same choice), the stack id only where that is equal too. Only the tie that decides is read
+        # (its files' headers again); ties further down, or with every stack scored, keep the stack id's order
         content: dict[int, tuple] = {}
-        start = 0
-        while start < len(ranked):
-            end = start
-            while end + 1 < len(ranked) and keys[id(ranked[end + 1])] == keys[id(ranked[start])]:
-                end += 1
-            if end > start:
-                run = ranked[start:end + 1]
-                content.update({id(c): _content_key(c) for c in run})
-                ranked[start:end + 1] = sorted(run, key=lambda c: (content[id(c)], c.stack_id))
-            start = end + 1
+        end = 0
+        while end + 1 < len(ranked) and keys[id(ranked[end + 1])] == keys[id(ranked[0])]:
+            end += 1
+        if end > 0 and one_per_study:
+            run = ranked[:end + 1]
+            content.update({id(c): _content_key(c) for c in run})
+            ranked[:end + 1] = sorted(run, key=lambda c: (content[id(c)], c.stack_id))
 
         if len(ranked) > 1 and one_per_study and keys[id(ranked[0])] == keys[id(ranked[1])]:
             ties = [c for c in ranked[1:] if keys[id(c)] == keys[id(ranked[0])]]

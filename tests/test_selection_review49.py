@@ -238,3 +238,43 @@ def test_a_half_of_a_split_scan_names_the_other_half(tmp_path):  # the audit's S
     for k, change in enumerate([dict(z0=20.0), dict(kernel="B30f"), dict(frame="other")]):
         _halves(tmp_path / f"not{k}", change)
         assert "SPLIT_ACROSS_SERIES" not in _only_chosen(tmp_path / f"not{k}")[0].flags, change
+
+
+# --- after a review of the above ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body_part", ["WHOLEBODY", "TRUNK"])
+def test_coverage_counts_where_no_stack_names_the_chest(tmp_path, body_part):
+    # a PET/CT's series: no stack names the chest, the widest coverage read 0 and no stack was short, so 80 mm of
+    # the bases in 1 mm slices won over a 300 mm series (0.18.0 took the 300 mm one)
+    study, frame = generate_uid(), generate_uid()
+    full_uid, _ = _series(tmp_path, "a_full", study, frame, thickness=5.0, length=300, body_part=body_part)
+    bases_uid, _ = _series(tmp_path, "b_bases", study, frame, thickness=1.0, length=80, body_part=body_part)
+    chosen, inv = _only_chosen(tmp_path)
+    assert chosen.series_uid == full_uid
+    # the limit that applied is named: the 200 mm of selection.full_coverage_mm, not "0.9 x the widest"
+    assert _reason(inv, bases_uid).endswith(
+        "preferred by coverage (z coverage 80 mm is short: under 200 mm, selection.full_coverage_mm)")
+
+
+def test_an_abdomen_series_below_a_complete_chest_is_no_other_half(tmp_path):
+    study, frame = generate_uid(), generate_uid()
+    _series(tmp_path, "a_chest", study, frame, thickness=2.0, n=90, z0=-100.0)  # -100 .. 78: 178 mm
+    _series(tmp_path, "b_abdomen", study, frame, thickness=2.0, n=60, z0=-220.0, body_part="ABDOMEN",
+            acquisition=2)  # -220 .. -102: continues below it
+    chosen, _ = _only_chosen(tmp_path)
+    assert chosen.header.get("body_part") == "CHEST" and "SPLIT_ACROSS_SERIES" not in chosen.flags
+
+
+def test_only_the_deciding_tie_is_read_again(tmp_path, monkeypatch):
+    # one non-contrast series and three contrast phases alike: no tie decides, no file is read again
+    from pipeline import selection
+
+    study, frame = generate_uid(), generate_uid()
+    plain_uid, _ = _series(tmp_path, "a_plain", study, frame, thickness=1.0, n=20)
+    for k in range(3):
+        _series(tmp_path, f"b_phase{k}", study, frame, thickness=1.0, n=20, contrast="OMNIPAQUE")
+    calls = []
+    real = selection._content_key
+    monkeypatch.setattr(selection, "_content_key", lambda c: calls.append(c.stack_id) or real(c))
+    chosen, _ = _only_chosen(tmp_path)
+    assert chosen.series_uid == plain_uid and calls == []

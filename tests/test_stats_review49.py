@@ -156,6 +156,20 @@ def test_score_model_still_uses_every_scan(extra_samples):
     assert "each lab sample once" not in rows["note"].iloc[0]
 
 
+def test_lab_models_keep_to_the_patients_of_the_score_model(tmp_path):
+    # every scan of 4 patients gone (failed, or excluded at QC review): their labs entered the lab models through the
+    # clinical table (ldh 16 -> 20 patients, a review), though the score's model and 0.18.0 left them out
+    paths = write_cohort(tmp_path, seed=3, n_survivors=12, n_nonsurvivors=8)
+    scans = pd.read_csv(paths["scans"], dtype={"study_date": str, "series_uid": str})
+    gone = sorted(scans["patient_id"].unique())[:4]
+    scans[~scans.patient_id.isin(gone)].to_csv(paths["scans"], index=False)
+    cohort = load_cohort(paths["scores"], paths["clinical"], paths["labs"], window_days=1)
+    fe, _ = li2020.mixed_models(cohort, "six_zone_total", ["ldh", "crp"], 3)
+    n_score = fe.loc[fe.variable == "six_zone_total", "n_patients"].iloc[0]
+    for lab in ("ldh", "crp"):
+        assert fe.loc[fe.variable == lab, "n_patients"].iloc[0] == n_score == 16
+
+
 def test_mixed_model_names_its_test(extra_samples):
     fe, wald = extra_samples["fe"], extra_samples["wald"]
     fitted = fe[fe["term"] != ""]

@@ -107,7 +107,7 @@ def period_comparison(per: pd.DataFrame, score: str, min_n: int) -> pd.DataFrame
 MIXED_TERM_TEST = "Wald z (normal approximation), REML"
 #: What a lab's mixed model is fitted on (the ``note`` of its rows).
 LAB_SAMPLES_NOTE = ("each lab sample once (one per patient and day, same-day values averaged), its period from its own "
-                    "date")
+                    "date, of the patients of the score's model")
 
 
 def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,6 +127,10 @@ def mixed_models(cohort: Cohort, score: str, labs: list[str], min_n: int) -> tup
     base = cohort.scans.dropna(subset=["period"]).merge(outcome, on="patient_id")
     base = base[base["outcome"].notna()]
     samples = cohort.labs if "period" in cohort.labs.columns else pd.DataFrame(columns=["patient_id", "period"])
+    # the patients of the score's model only: a patient without a scored scan (failed, not yet scored, every scan
+    # excluded at QC review) entered the lab models through the clinical table's labs (a review)
+    scored = base.dropna(subset=[score]) if score in base.columns else base.iloc[:0]
+    samples = samples[samples["patient_id"].isin(set(scored["patient_id"]))]
     samples = samples.dropna(subset=["period"]).merge(outcome, on="patient_id")
     samples = samples[samples["outcome"].notna()]
     fixed, tests = [], []

@@ -354,13 +354,6 @@ def _check_image_header(ds: pydicom.Dataset, path: Path) -> tuple[int, int]:
     return rows, cols
 
 
-def _pixel_bytes(ds: pydicom.Dataset) -> bytes | None:
-    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if kw in ds:
-            return bytes(ds[kw].value)
-    return None
-
-
 def _truncated(ds: pydicom.Dataset) -> bool:
     """Native pixel data shorter than the header declares (a file cut off in them); encapsulated data: not told."""
     if "PixelData" not in ds or pydicom.uid.UID(transfer_syntax_of(ds) or "1.2.840.10008.1.2").is_encapsulated:
@@ -571,13 +564,6 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
                 continue
             return SeriesError(why[0], why[1], path), gap
     return None
-
-
-def _invert_monochrome1(raw: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    bits = H.integer(ds, "BitsStored", 16) or 16
-    if H.integer(ds, "PixelRepresentation", 0) == 1:
-        return -1 - raw.astype(np.int64)
-    return (2**bits - 1) - raw.astype(np.int64)
 
 
 def _air_ok(values: np.ndarray, padmask: np.ndarray | None, opts: LoadOptions) -> bool:

@@ -451,11 +451,6 @@ def torch_isfinite_all(y: Any) -> bool:
     return bool(torch.isfinite(y).all())
 
 
-def _literal(v: Any) -> bool:
-    """A value written out in the config (not an ``@`` reference, ``$`` expression or ``%`` macro)."""
-    return not (isinstance(v, str) and v[:1] in "@$%")
-
-
 def _transforms(node: Any, names: set[str]) -> list[dict[str, Any]]:
     """The config's dicts whose ``_target_`` ends in one of ``names`` (``Spacingd``, ``monai.transforms.Spacingd``),
     in the order they are written; read only, nothing is built."""

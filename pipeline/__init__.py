@@ -1,6 +1,6 @@
 """ctscore pipeline: discovery, loading, resampling, orchestration, outputs and the CLI."""
 
-__version__ = "0.19.0"  # selection (thickness classes, relative coverage, supine), new flags: scored again on resume
+__version__ = "0.20.0"  # hidden and trash folders not read, archives named, compressed end slices flagged: scored again on resume
 
 
 def version_key(version: str) -> tuple:

@@ -29,6 +29,14 @@ class Code:
 _CODES = [
     # --- files (inventory, S) ---
     Code("NOT_DICOM", "S", "not a DICOM file (no DICM preamble and no parsable header)", "nothing; ignored"),
+    Code("ARCHIVE", "S", "an archive (ZIP, tar, 7z, RAR, an ISO disc image) or a compressed file (gzip, bzip2, xz, "
+         "zstd: IM0001.dcm.gz), recognised by its leading bytes: not opened, so series inside it are not considered "
+         "(a run that finds other series warns; zip-based documents such as .docx are NOT_DICOM)",
+         "unpack it (or decompress it: gunzip) and give the folder"),
+    Code("HIDDEN_FOLDER", "S", "a hidden or system folder below INPUT (a name starting with '.', $RECYCLE.BIN, "
+         "System Volume Information, __MACOSX, .Trashes, .Trash-<uid>, .snapshot): trash, snapshots and metadata, "
+         "not read; one row for the folder, with how many files it holds (INPUT itself may be hidden)",
+         "move the series out of it if it should be considered"),
     Code("DICOMDIR", "S", "a DICOMDIR index file", "nothing; the images it lists are read directly"),
     Code("NOT_IMAGE", "S", "a DICOM object without pixels to score (structured report, presentation state, "
          "segmentation, raw data, KOS); an image (image SOP class, or Rows/Columns) without pixel data is "
@@ -145,11 +153,11 @@ _CODES = [
          "DICOM extension or none, its leading letters or, for UID names, a leading digit) that cannot be read: no "
          "permission, empty (still being copied), or cut short before their pixel data (truncated inside their header, "
          "before the series UID, or inside their preamble; files that begin otherwise, a text or a picture, are left "
-         "alone); the series was scored without them, and if they are its first "
+         "alone), or left compressed (IM0001.dcm.gz beside IM0002.dcm: ARCHIVE); the series was scored without them, and if they are its first "
          "or last slices it is shorter than it should be (a missing slice inside it is refused, SLICE_GAP); the flag "
          "carries how many, the log names them",
-         "make them readable (or wait for the copy, or copy them again), then run again with --overwrite, or check "
-         "that they are another series'"),
+         "make them readable (or wait for the copy, or copy them again, or decompress them), then run again with "
+         "--overwrite, or check that they are another series'"),
     Code("SPARSE_SLICES", "W", "slices spaced more than twice their thickness apart, with gaps of 2 mm or more "
          "(sequential HRCT: 1 mm slices every 10 mm): most of the lung between the slices was not imaged; volumes "
          "and scores are interpolated from a sample", "prefer a contiguous volumetric reconstruction of the study"),

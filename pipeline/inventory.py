@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,42 @@ def _leave_out_run_outputs(folder: str, dirnames: list[str], filenames: list[str
     dirnames[:], filenames[:] = kept_dirs, kept_files
 
 
+#: Folder names below INPUT that are not read, besides every name that starts with '.' (``.Trashes``, ``.Trash-1000``,
+#: ``.snapshot``, ``.Spotlight-V100``, ``.fseventsd``...): trash, snapshot and metadata folders, compared without case.
+#: A deleted copy of a series in the trash was chosen over the visible series of its study (an audit, 2026-12-08).
+SYSTEM_FOLDERS = {"$recycle.bin", "system volume information", "__macosx", ".trashes", ".snapshot", ".spotlight-v100",
+                  ".fseventsd"}
+#: Files counted in a hidden or system folder (its HIDDEN_FOLDER row says "10000+" beyond).
+HIDDEN_COUNT_LIMIT = 10_000
+
+
+def is_hidden_folder(name: str) -> bool:
+    """Whether a folder below INPUT is hidden or a system folder (:data:`SYSTEM_FOLDERS`): not read."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
+def _count_files(folder: Path, limit: int | None = None) -> str:
+    """How many files ``folder`` holds at any depth (names only, nothing opened; links not followed): "12",
+    "10000+" (``limit`` None: :data:`HIDDEN_COUNT_LIMIT`)."""
+    limit = HIDDEN_COUNT_LIMIT if limit is None else limit
+    n = 0
+    for _, _, filenames in os.walk(folder):
+        n += len(filenames)
+        if n >= limit:
+            return f"{limit}+"
+    return str(n)
+
+
+def hidden_folder_detail(folder: Path) -> str:
+    """The file_detail of a HIDDEN_FOLDER row."""
+    n = _count_files(folder)
+    what = "hidden or system folder (trash, snapshot, metadata)"
+    if n == "0":
+        return f"{what}: not read; it holds no files"
+    return (f"{what}: its {n} file{'' if n == '1' else 's'} {'was' if n == '1' else 'were'} not read; move them out "
+            "of it to have them considered")
+
+
 def check_input(root: str | Path) -> None:
     """CTScoreError INPUT_NOT_FOUND unless ``root`` is a file, or a folder that can be listed (``ctscore run`` checks
     this before it loads the model; :func:`iter_files` before it walks the folder)."""
@@ -181,7 +218,9 @@ def iter_files(root: Path) -> Iterator[Path]:
     Links to folders are followed, each folder once (a link loop ends there). A folder that cannot be
     listed and a link to nothing are yielded too, so that :func:`read_file` names them (UNREADABLE_FILE).
     A DICOMDIR given as the input stands for the folder it indexes (a CD's root). The outputs of ``ctscore run`` in
-    an output folder inside the input are left out (:func:`is_run_folder`)."""
+    an output folder inside the input are left out (:func:`is_run_folder`). Hidden and system folders below ``root``
+    (:func:`is_hidden_folder`: trash, snapshots, metadata) are not walked: each is yielded as a folder, which
+    :func:`read_file` gives a HIDDEN_FOLDER row; ``root`` itself and the folders above it are never judged so."""
     if root.is_file() and root.name.upper() == "DICOMDIR":
         root = root.parent
     if root.is_file():
@@ -200,7 +239,9 @@ def iter_files(root: Path) -> Iterator[Path]:
             continue
         seen.add(real)
         _leave_out_run_outputs(dirpath, dirnames, filenames)
-        dirnames.sort()
+        hidden = sorted(d for d in dirnames if is_hidden_folder(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_folder(d))
+        yield from (Path(dirpath) / d for d in hidden)
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if p.is_file() or (p.is_symlink() and not p.exists()):
@@ -314,9 +355,82 @@ def deflate_problem(fp: Any, has_preamble: bool, limit: int | None = None) -> st
         fp.seek(0)
 
 
+#: What to do with an archive (ARCHIVE); a compressed single file gets its decompressor's name instead.
+_UNPACK = "not opened (ctscore reads folders of DICOM files): unpack it and give the folder"
+#: Leading bytes of archives and compressed files (a raw DICOM file begins with 08 00 or 02 00, never these).
+_ARCHIVE_MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"PK\x07\x08", "zip"),
+                  (b"7z\xbc\xaf\x27\x1c", "7z archive"), (b"Rar!\x1a\x07", "RAR archive"),
+                  (b"\x1f\x8b\x08", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+                  (b"BZh", "bzip2"))
+#: Compressed single files: the tool that undoes each.
+COMPRESSORS = {"gzip": "gunzip", "bzip2": "bunzip2", "xz": "unxz", "zstd": "unzstd"}
+#: Zip-based documents (not archives of DICOM files): by suffix, or by the first member of the zip.
+_ZIP_DOCUMENTS = (".docx", ".xlsx", ".pptx", ".docm", ".xlsm", ".odt", ".ods", ".odp", ".epub", ".jar", ".apk")
+_ZIP_DOCUMENT_MEMBERS = (b"[Content_Types].xml", b"mimetype", b"META-INF/", b"word/", b"xl/", b"ppt/")
+#: Suffixes a compressor adds to a file's name.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def _inflated_head(head: bytes, kind: str) -> bytes:
+    """The first bytes a compressed stream inflates to ('' when they cannot be had cheaply)."""
+    import bz2
+    import lzma
+    import zlib
+
+    try:
+        if kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 512)
+        if kind == "bzip2":
+            return bz2.BZ2Decompressor().decompress(head, 512)
+        if kind == "xz":
+            return lzma.LZMADecompressor().decompress(head, 512)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
+        pass
+    return b""
+
+
+def archive_detail(fp: Any, name: str) -> str | None:
+    """The file_detail of an archive or a compressed file (ARCHIVE), from its leading bytes (a second small read for
+    an ISO disc image: CD001 at byte 0x8001); None for any other file. ``fp`` is left at its start."""
+    try:
+        fp.seek(0)
+        head = fp.read(4096)
+        kind = next((k for magic, k in _ARCHIVE_MAGIC if head.startswith(magic)), None)
+        if kind == "bzip2" and not (len(head) > 3 and head[3:4] in b"123456789"):
+            kind = None
+        if kind is None and head[257:262] == b"ustar":
+            kind = "tar archive"
+        if kind is None:
+            fp.seek(0x8001)
+            kind = "ISO disc image" if fp.read(5) == b'CD001' else None  # ISO 9660 (quoted so: not read as a QC flag)
+    except OSError:
+        return None
+    finally:
+        fp.seek(0)
+    if kind is None:
+        return None
+    if kind == "zip":
+        first = head[30:30 + int.from_bytes(head[26:28], "little")] if head.startswith(b"PK\x03\x04") else b""
+        if name.lower().endswith(_ZIP_DOCUMENTS) or first.startswith(_ZIP_DOCUMENT_MEMBERS):
+            return None  # a report.docx or a table: not DICOM, no archive of series
+        return f"ZIP archive: {_UNPACK}"
+    if kind in COMPRESSORS:
+        inner = _inflated_head(head, kind)
+        if inner[257:262] == b"ustar":
+            return f"{kind}-compressed tar archive: {_UNPACK}"
+        what = "DICOM file" if has_dicm_preamble(inner) or inner[:2] in (b"\x08\x00", b"\x02\x00") else "file"
+        return f"{kind}-compressed {what}: not read (ctscore reads uncompressed files): {COMPRESSORS[kind]} it"
+    if kind == "ISO disc image":
+        return "ISO disc image: not opened (ctscore reads folders of DICOM files): mount or unpack it and give the folder"
+    return f"{kind}: {_UNPACK}"
+
+
 def read_file(path: Path) -> FileRecord:
     """Read one file's header (never its pixels) and classify it."""
     rec = FileRecord(path=path)
+    if path.is_dir() and is_hidden_folder(path.name):  # not walked (iter_files)
+        rec.status, rec.code, rec.detail = "skipped", "HIDDEN_FOLDER", hidden_folder_detail(path)
+        return rec
     if path.is_dir():  # a folder the walk could not list
         try:
             os.listdir(path)
@@ -336,6 +450,12 @@ def read_file(path: Path) -> FileRecord:
             fp.seek(0)
             has_preamble = has_dicm_preamble(start)
             if not has_preamble and start[:2] not in (b"\x08\x00", b"\x02\x00"):
+                # a NIfTI volume (.nii.gz) is gzip too: said apart (volume_hint)
+                archive = archive_detail(fp, path.name) if size and not path.name.lower().endswith(
+                    VOLUME_SUFFIXES) else None
+                if archive:  # a zip of the study, gzipped slices: named as such, not "no DICM preamble"
+                    rec.status, rec.code, rec.detail = "skipped", "ARCHIVE", archive
+                    return rec
                 rec.status, rec.code, rec.detail = "skipped", "NOT_DICOM", (
                     "empty file (0 bytes: still being copied?)" if size == 0 else "no DICM preamble")
                 return rec
@@ -979,6 +1099,8 @@ def _build_inventory(root: str | Path, cfg: dict[str, Any], series_uid: str | No
         file_rows.append(row)
     files_df = pd.DataFrame(file_rows, columns=["path", "file_status", "file_code", "file_detail"] + cols)
     stacks_df = pd.DataFrame([by_id[c.stack_id] for c in stacks], columns=cols)
+    if stacks and (warning := archives_warning(files_df)):  # series found, others may be inside the archives
+        log.warning("%s", warning)
     return Inventory(files=files_df, stacks=stacks_df, candidates=stacks, chosen=chosen)
 
 
@@ -1019,23 +1141,201 @@ def volume_hint(files: Any) -> str:
             "series")
 
 
+def _some(paths: list[str], k: int = 2) -> str:
+    """The names of the first ``k`` of ``paths``, and ", ..." when there are more."""
+    return ", ".join(Path(p).name for p in paths[:k]) + (", ..." if len(paths) > k else "")
+
+
+def _rows(files: Any, code: str) -> Any:
+    if files is None or not len(files) or "file_code" not in files.columns:
+        return None
+    rows = files[files["file_code"] == code]
+    return rows if len(rows) else None
+
+
+def _archive_groups(files: Any) -> tuple[list[str], list[str]]:
+    """The ARCHIVE rows of ``files`` as (archives: zip, tar, 7z, RAR, ISO; compressed single files: IM0001.dcm.gz)."""
+    rows = _rows(files, "ARCHIVE")
+    if rows is None:
+        return [], []
+    archives, compressed = [], []
+    for path, detail in zip(rows["path"].astype(str), rows["file_detail"].fillna("").astype(str)):
+        (compressed if "-compressed" in detail and "tar archive" not in detail else archives).append(path)
+    return archives, compressed
+
+
+def _tools(files: Any) -> str:
+    details = " ".join(_rows(files, "ARCHIVE")["file_detail"].fillna("").astype(str))
+    return " or ".join(t for k, t in COMPRESSORS.items() if f"{k}-compressed" in details) or "gunzip"
+
+
+def archive_hint(files: Any) -> str:
+    """A sentence when archives or compressed files are among ``files`` (ARCHIVE: not opened); '' when none is."""
+    archives, compressed = _archive_groups(files)
+    parts = []
+    if archives:
+        one = len(archives) == 1
+        parts.append(f"{len(archives)} archive{'' if one else 's'} ({_some(archives)}) not opened: ctscore reads "
+                     f"folders of DICOM files; unpack {'it' if one else 'them'} and give the folder")
+    if compressed:
+        one = len(compressed) == 1
+        parts.append(f"{len(compressed)} compressed file{'' if one else 's'} ({_some(compressed)}) not read: "
+                     f"{_tools(files)} {'it' if one else 'them'} first")
+    return "; ".join(parts)
+
+
+def archives_warning(files: Any) -> str:
+    """A warning for an input in which series were found but archives or compressed files were not opened (their
+    series were not considered); '' when there are none."""
+    archives, compressed = _archive_groups(files)
+    parts = []
+    if archives:
+        one = len(archives) == 1
+        parts.append(f"{len(archives)} archive{'' if one else 's'} not opened ({_some(archives)}): series inside "
+                     f"{'it were' if one else 'them were'} not considered; unpack {'it' if one else 'them'} and run "
+                     "again")
+    if compressed:
+        one = len(compressed) == 1
+        parts.append(f"{len(compressed)} compressed file{'' if one else 's'} not read ({_some(compressed)}): "
+                     f"{'its' if one else 'their'} images were not considered; {_tools(files)} "
+                     f"{'it' if one else 'them'} and run again")
+    return "; ".join(parts)
+
+
+def hidden_hint(files: Any) -> str:
+    """A sentence when hidden or system folders below INPUT were not read (HIDDEN_FOLDER); '' when none was."""
+    rows = _rows(files, "HIDDEN_FOLDER")
+    if rows is None:
+        return ""
+    paths = list(rows["path"].astype(str))
+    one = len(paths) == 1
+    return (f"{len(paths)} hidden or system folder{'' if one else 's'} ({_some(paths)}: trash, snapshot, metadata) "
+            f"not read: move the series out of {'it' if one else 'them'} to have them considered")
+
+
+def _run_folder_input(root: Path) -> str:
+    """For a ctscore output folder given as INPUT: the sentence naming the DICOM input of its run; '' otherwise."""
+    try:
+        entries = list(os.scandir(root))
+        dirnames = [e.name for e in entries if e.is_dir()]
+        filenames = [e.name for e in entries if not e.is_dir()]
+    except OSError:
+        return ""
+    if not is_run_folder(root, dirnames, filenames):
+        return ""
+    given = None
+    try:
+        with open(root / "run.json", "rb") as fh:
+            run = json.load(fh)
+        given = run.get("input") if isinstance(run, dict) else None
+    except (OSError, ValueError):
+        pass
+    if isinstance(given, str) and given:
+        return f"INPUT is a ctscore output folder; its DICOM input was {given}"
+    return "INPUT is a ctscore output folder (its run.json does not name the DICOM input): give the DICOM folder"
+
+
+def _dicomdir_hint(files: Any, root: Path) -> str:
+    """For DICOMDIR files among ``files``: how many files each lists and how many of them are under INPUT, when not
+    all are ("the DICOMDIR lists 124 images, none found under INPUT: copy the whole disc"); '' otherwise."""
+    rows = _rows(files, "DICOMDIR")
+    if rows is None:
+        return ""
+    for path in rows["path"].astype(str):
+        try:
+            with warnings.catch_warnings():  # a damaged index: pydicom's warnings are not the user's business here
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True, specific_tags=["DirectoryRecordSequence"])
+            records = [r for r in ds.get("DirectoryRecordSequence", []) if r.get("ReferencedFileID")]
+        except Exception:  # noqa: BLE001 - a damaged index: nothing to say
+            continue
+        if not records:
+            continue
+        images = all(str(r.get("DirectoryRecordType", "")).strip().lower() == "image" for r in records)
+        found = 0
+        for r in records:
+            ref = r.ReferencedFileID
+            parts = [str(p) for p in ref] if isinstance(ref, (list, tuple, pydicom.multival.MultiValue)) else \
+                str(ref).split("\\")
+            found += os.path.isfile(os.path.join(os.path.dirname(path), *parts))
+        if found < len(records):
+            what = f"{len(records)} {'images' if images else 'files'}"
+            where = "none" if not found else f"only {found}"
+            return f"the DICOMDIR lists {what}, {where} found under INPUT: copy the whole disc, its image folders too"
+    return ""
+
+
+def _file_list(path: Path) -> bool:
+    """Whether a file is a list of paths (most of its first lines are existing files or folders)."""
+    try:
+        with open(path, "rb") as fh:
+            lines = [ln.strip().strip('"\'') for ln in fh.read(8192).decode("utf-8", "replace").splitlines()[:20]]
+    except OSError:
+        return False
+    lines = [ln for ln in lines if ln]
+    here = path.parent
+    found = sum(1 for ln in lines if len(ln) < 1024 and (os.path.exists(ln) or os.path.exists(here / ln)))
+    return bool(lines) and found * 2 > len(lines)
+
+
+def input_hints(files: Any, root: str | Path | None = None, candidates: list[SeriesCandidate] | None = None
+                ) -> list[str]:
+    """Sentences for an input in which nothing can be scored: NIfTI/NRRD volumes (:func:`volume_hint`), archives
+    (:func:`archive_hint`), hidden or system folders (:func:`hidden_hint`) and, with ``root`` (INPUT as given), a
+    ctscore output folder given as INPUT, a DICOMDIR whose images are not there, INPUT one file (or a list of files).
+    ``candidates``: the stacks found (a multi-frame file is a series of its own: no "one file" hint)."""
+    hints = [h for h in (volume_hint(files), archive_hint(files), hidden_hint(files)) if h]
+    if root is None:
+        return hints
+    root = Path(root)
+    try:
+        if root.is_dir():
+            hints += [h for h in (_run_folder_input(root), _dicomdir_hint(files, root)) if h]
+        elif root.is_file() and root.name.upper() == "DICOMDIR":
+            hints += [h for h in (_dicomdir_hint(files, root.parent),) if h]
+        elif root.is_file() and not volume_files(files) and not any(c.info.get("multiframe")
+                                                                   for c in candidates or []):
+            codes = set() if files is None or not len(files) else set(files["file_code"].fillna("").astype(str))
+            if codes <= {"NOT_DICOM"} and _file_list(root):
+                hints.append(f"INPUT ({root.name}) is a list of files, which ctscore does not read: put the files in "
+                             "one folder (or give their folder)")
+            elif "ARCHIVE" not in codes:
+                hints.append("INPUT is one file: give the folder of its series")
+    except OSError:
+        pass
+    return hints
+
+
 def file_summary(files: Any) -> str:
     """What the files of an input without any DICOM image stack are: "4 files, none DICOM", "3 files: NOT_DICOM 2,
-    NOT_IMAGE 1", "no files"."""
+    NOT_IMAGE 1", "1 file, an archive", "no files"; and the hidden or system folders not read."""
     n = 0 if files is None else len(files)
     if not n:
         return "no files"
     codes = files["file_code"].fillna("").astype(str).replace("", "kept").value_counts()
-    if codes.get("NOT_DICOM", 0) == n:
-        return f"{n} file{'s' if n > 1 else ''}, none DICOM"
-    return f"{n} file{'s' if n > 1 else ''}: " + ", ".join(f"{k} {v}" for k, v in codes.items())
+    hidden = int(codes.get("HIDDEN_FOLDER", 0))
+    codes = codes.drop("HIDDEN_FOLDER", errors="ignore")
+    n -= hidden
+    s = "s" if n != 1 else ""
+    if not n:
+        text = "no files"
+    elif codes.get("NOT_DICOM", 0) == n:
+        text = f"{n} file{s}, none DICOM"
+    elif codes.get("ARCHIVE", 0) == n:
+        text = f"{n} file{s}, " + ("an archive or compressed file" if n == 1 else "all archives or compressed files")
+    else:
+        text = f"{n} file{s}: " + ", ".join(f"{k} {v}" for k, v in codes.items())
+    if hidden:
+        text += f" and {hidden} hidden or system folder{'s' if hidden > 1 else ''} not read"
+    return text
 
 
-def no_stack_sentence(files: Any) -> str:
+def no_stack_sentence(files: Any, root: str | Path | None = None) -> str:
     """One sentence for an input in which no DICOM image stack was found (``ctscore scan`` prints it instead of an
-    empty table): how many files, what they are, and the NIfTI/NRRD hint of :func:`volume_hint`."""
-    hint = volume_hint(files)
-    return f"no DICOM image stack found: {file_summary(files)}" + (f" ({hint})" if hint else "")
+    empty table): how many files, what they are, and the hints of :func:`input_hints` (NIfTI/NRRD volumes, archives,
+    hidden folders, and with ``root``, INPUT as given: an output folder, a DICOMDIR without its images, one file)."""
+    hints = input_hints(files, root)
+    return f"no DICOM image stack found: {file_summary(files)}" + (f" ({'; '.join(hints)})" if hints else "")
 
 
 def _filter_detail(c: SeriesCandidate, code: str, cfg: dict[str, Any]) -> tuple[str, str]:

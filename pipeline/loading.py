@@ -47,7 +47,16 @@ from pipeline.geometry import (
     same_orientation,
     shear_to_orthogonal,
 )
-from pipeline.inventory import dcmread_as_inventory, read_file, same_pixel_groups, summarize, syntax_rank
+from pipeline.inventory import (
+    COMPRESSION_SUFFIXES,
+    archive_detail,
+    dcmread_as_inventory,
+    has_dicm_preamble,
+    read_file,
+    same_pixel_groups,
+    summarize,
+    syntax_rank,
+)
 from pipeline.volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -163,7 +172,10 @@ _DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima", ".img", ".dc3")
 
 
 def _name_shape(name: str) -> tuple[str, bool]:
-    """A file name's DICOM extension ('' for none) and whether it starts with a digit."""
+    """A file name's DICOM extension ('' for none) and whether it starts with a digit; one compression suffix
+    (``IM0001.dcm.gz``) is read through."""
+    if name.lower().endswith(COMPRESSION_SUFFIXES):
+        name = name[:name.rindex(".")]
     ext = Path(name).suffix.lower()
     return (ext if ext in _DICOM_EXTENSIONS else ""), name[:1].isdigit()
 
@@ -290,8 +302,12 @@ def _unreadable_beside(items: list[_File]) -> list[str]:
                     continue
                 with open(e.path, "rb") as fh:
                     head = fh.read(_HEAD_BYTES)
+                    packed = archive_detail(fh, e.name) if not has_dicm_preamble(head) else None
             except OSError as exc:
                 found.append(f"{e.name} ({exc.strerror or type(exc).__name__})")
+                continue
+            if packed:  # IM0001.dcm.gz: a slice left compressed (ARCHIVE), of any size
+                found.append(f"{e.name} ({packed.split(':', 1)[0]})")
                 continue
             if size > header_limit:
                 continue  # as long as a whole slice's header: no slice cut before its series UID
@@ -522,6 +538,9 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
                 continue
             if ds is None and suspects is not None and (rec.code == "UNREADABLE_FILE" or rec.detail.startswith("empty")):
                 suspects.append(f"{path.name} ({rec.detail})")  # no permission, or still being copied (0 bytes)
+                continue
+            if ds is None and suspects is not None and rec.code == "ARCHIVE" and like(path.name):
+                suspects.append(f"{path.name} ({rec.detail.split(':', 1)[0]})")  # a slice left compressed
                 continue
             if ds is None and suspects is not None and rec.code in ("NOT_DICOM", "NOT_IMAGE") and like(path.name):
                 # a slice cut inside its preamble (to 100 bytes), or replaced by junk after it: named like the

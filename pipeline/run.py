@@ -1113,7 +1113,8 @@ def _run_pipeline(input_path: str | Path, out_dir: str | Path, cfg: Any, series_
                         "outputs", DEFAULT_SALT)
         unreadable = unreadable_warning(inventory.files, out / "inventory.csv")
         if not inventory.chosen:
-            raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv"), input_path)
+            raise NoEligibleSeries(no_eligible_message(inventory, series_uid, cfg, out / "inventory.csv", input_path),
+                                   input_path)
         user_input_warnings(cfg, inventory.chosen)  # a level row naming two series: READER_LEVELS_INVALID
         lobar = cfg["scoring"]["lobar"]
         for message in lobes_dir_warnings(lobar.get("lobes_dir") if lobar.get("enabled", True) else None,
@@ -1177,20 +1178,20 @@ def unreadable_warning(files, table: Path) -> str | None:
     return message
 
 
-def no_eligible_message(inventory, series_uid: str | None, cfg: dict[str, Any], table: Path) -> str:
+def no_eligible_message(inventory, series_uid: str | None, cfg: dict[str, Any], table: Path,
+                        input_path: str | Path | None = None) -> str:
     """The NO_ELIGIBLE_SERIES message of ``ctscore run``: with ``--series-uid``, why that series is not scored
-    (not found, or the hard filter that refused it and what to do); a note when the input holds NIfTI/NRRD/MHA
-    files (not read); and where the inventory is."""
-    from pipeline.inventory import file_summary, requested_series_problem, volume_hint
+    (not found, or the hard filter that refused it and what to do); notes when the input holds NIfTI/NRRD/MHA
+    files or archives (not read), hidden folders, or is an output folder, a DICOMDIR without its images, one file
+    (:func:`pipeline.inventory.input_hints`); and where the inventory is."""
+    from pipeline.inventory import file_summary, input_hints, requested_series_problem
 
     parts = ["no eligible CT series found under the input"]
     if not inventory.candidates:
         parts[0] += f" (no DICOM image stack in it: {file_summary(inventory.files)})"
     if series_uid:
         parts.append(requested_series_problem(inventory.candidates, series_uid, cfg))
-    hint = volume_hint(inventory.files)
-    if hint:
-        parts.append(hint)
+    parts += input_hints(inventory.files, input_path, inventory.candidates)
     parts.append(f"every file and stack with the reason it was skipped is in {table} (or run `ctscore scan INPUT`)")
     return "; ".join(parts)
 

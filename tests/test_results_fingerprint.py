@@ -135,6 +135,14 @@ RECORDED = {
         "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
         "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
         "lung_gas_ml": 3620.9}},
+    # 0.20.0: hidden and system folders (trash, snapshots) below the input are not read, archives are named
+    # (ARCHIVE), compressed slices beside a stack are counted by UNREADABLE_FILES_BESIDE (the sample has none of
+    # them): as under 0.19.0
+    ("0.20.0", "a938cd392514"): {"exact": "c35fc892b9357fcf", "volumes_ml": {
+        "lung_volume_ml_right": 2421.29, "lung_volume_ml_left": 2266.95, "lesion_volume_ml": 581.73,
+        "ggo_volume_ml": 426.22, "consolidation_volume_ml": 155.51, "faint_ggo_volume_ml": 131.51,
+        "well_aerated_volume_ml": 4031.28, "non_aerated_volume_ml": 238.33, "lung_tissue_g": 1070.78,
+        "lung_gas_ml": 3620.9}},
 }
 
 

@@ -88,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.inventory import (
         build_inventory,
+        input_hints,
         inventory_table,
         no_stack_sentence,
         requested_series_problem,
@@ -115,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
           f"not selected, {counts.get('skipped', 0)} skipped as files (not DICOM, unreadable or no image)"
           + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})" if skip_codes else ""))
     if not len(inv.stacks):  # not an empty table: what was found instead (NIfTI/NRRD files: ctscore reads DICOM)
-        print(no_stack_sentence(files))
+        print(no_stack_sentence(files, args.input))
         print("\n0 stack(s) selected of 0" + (f"; written {args.out}" if args.out else ""))
         return exit_code(inv)
     cols = ["folder", "stack_id", "modality", "orientation", "n_slices", "slice_thickness_mm", "slice_spacing_mm",
@@ -134,4 +135,6 @@ def main(args: argparse.Namespace) -> int:
           + (f"; written {args.out}" if args.out else ""))
     if args.series_uid and not inv.chosen:
         print(requested_series_problem(inv.candidates, args.series_uid, cfg))
+    if not inv.chosen and (hints := input_hints(files, args.input, inv.candidates)):
+        print("; ".join(hints))  # INPUT one file of a series, hidden folders, archives: why nothing is selected
     return exit_code(inv)

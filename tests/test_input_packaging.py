@@ -242,3 +242,18 @@ def test_a_list_of_files_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("a note\nnot paths\n")
     other = no_stack_sentence(build_inventory(tmp_path / "notes.txt", load_config()).files, tmp_path / "notes.txt")
     assert "list of files" not in other and "INPUT is one file" in other
+
+
+def test_scan_names_the_shared_folders_once_and_cuts_long_folders_in_the_middle():
+    """`ctscore scan` cut a stack's folder to its last 37 characters: two patients of a TCIA download read alike."""
+    from pipeline.commands.scan import common_folder, short_folder
+
+    a = "manifest-1600000000000/COVID-19-NY-SBU/A000001/03-14-2020-CT CHEST/2.000000-ROUTINE CHEST NON-CON-67890"
+    b = a.replace("A000001", "A000002")
+    common = common_folder([a, b])
+    assert common == "manifest-1600000000000/COVID-19-NY-SBU"
+    sa, sb = short_folder(a[len(common) + 1:]), short_folder(b[len(common) + 1:])
+    assert len(sa) == 60 and "..." in sa and sa.startswith("A000001/") and sb.startswith("A000002/")
+    assert sa.endswith("NON-CON-67890")
+    assert short_folder("chest/ge") == "chest/ge" and common_folder(["chest/ge"]) == ""
+    assert common_folder(["p1/s1", "p1"]) == "" and common_folder(["p1/s1", "p1/s2"]) == "p1"

@@ -82,6 +82,29 @@ def stack_folders(files, input_path: str | Path) -> dict[str, str]:
     return out
 
 
+def common_folder(folders: list[str]) -> str:
+    """The leading folders that every one of two or more stacks' folders shares ('' when none or one stack): each
+    is a folder relative to INPUT, '/'-separated, and the common part is never a whole folder of the list."""
+    if len(folders) < 2:
+        return ""
+    parts = [f.split("/") for f in folders]
+    n = 0
+    while all(len(p) > n + 1 and p[n] == parts[0][n] for p in parts):
+        n += 1
+    return "/".join(parts[0][:n])
+
+
+def short_folder(folder: str, width: int = 60) -> str:
+    """A stack's folder cut to ``width`` characters in its middle, so that both its start (the patient's or the
+    download's folder) and its end (the series folder) show: cut at its start, two patients' series folders of a TCIA
+    download read alike (".../2.000000-ROUTINE CHEST NON-CON-67890"); the folders the stacks share are said once
+    above the table (:func:`common_folder`)."""
+    if len(folder) <= width:
+        return folder
+    head = (width - 3) * 2 // 5
+    return folder[:head] + "..." + folder[-(width - 3 - head):]
+
+
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -127,7 +150,11 @@ def main(args: argparse.Namespace) -> int:
     stacks["folder"] = stacks["stack_id"].map(stack_folders(files, args.input))
     stacks = stacks[cols]
     stacks["stack_id"] = stacks["stack_id"].map(lambda s: s if len(s) <= 28 else "..." + s[-25:])
-    stacks["folder"] = stacks["folder"].fillna("").map(lambda s: s if len(s) <= 40 else "..." + s[-37:])
+    common = common_folder(list(stacks["folder"].dropna().astype(str)))
+    if common:  # said once above the table (a TCIA download: manifest-.../COLLECTION/), not on every row
+        print(f"folders below INPUT/{common}:")
+        stacks["folder"] = stacks["folder"].fillna("").map(lambda s: s[len(common) + 1:] or ".")
+    stacks["folder"] = stacks["folder"].fillna("").map(short_folder)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 70,
                            "display.max_rows", 500):
         print(stacks.to_string(index=False))

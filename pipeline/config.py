@@ -86,6 +86,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _at(cfg: Any, key: str | None) -> Any:
+    """The value at a dotted ``key`` of ``cfg`` (None when it is not there)."""
+    for part in (key or "").split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
 def _check_type(key: str, default: Any, value: Any) -> Any:
     value = _plain(value)
     if default is None:  # a key with no default value (scoring.lobar.lobes_dir): a path, as text, or none
@@ -386,7 +395,11 @@ def load_config(
         try:
             cfg = merge(cfg, parse_override(item))
         except ConfigError as exc:
-            raise ConfigError(f"{exc.message} (in --set {item})") from None
+            hint = ""
+            if isinstance(item, str) and item.rstrip().endswith("=") and isinstance(_at(cfg, key), str):
+                # `--set key=""` typed in a shell reaches ctscore as `key=`: the shell took the quotes
+                hint = f"; for empty text quote it so that the shell keeps the quotes: --set '{item.rstrip()}\"\"'"
+            raise ConfigError(f"{exc.message} (in --set {item}){hint}") from None
     if extra:
         cfg = merge(cfg, extra)
     try:

@@ -60,3 +60,21 @@ def test_scoring_limits_that_make_no_sense_are_refused(override, message):
     thickness scored an empty slab 0; bands in the wrong order were reported as overlapping."""
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_set_with_empty_text_says_to_quote_it_as_the_docs_write_it():
+    """`--set selection.exclude_body_parts=""` typed in a shell reaches ctscore as `key=` (the shell takes the quotes):
+    the documented way to let a head series through failed with a bare 'has no value' (an audit, 2026-12-08)."""
+    import shlex
+    from pathlib import Path
+
+    with pytest.raises(ConfigError) as e:
+        load_config([], overrides=shlex.split('selection.exclude_body_parts=""'))
+    assert "--set 'selection.exclude_body_parts=\"\"'" in e.value.message
+    documented = shlex.split("--set 'selection.exclude_body_parts=\"\"'")[1]  # as README writes it
+    assert load_config([], overrides=[documented])["selection"]["exclude_body_parts"] == ""
+    with pytest.raises(ConfigError) as e:  # a number: no word of quotes
+        load_config([], overrides=["selection.min_slices="])
+    assert "quote" not in e.value.message
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`--set 'selection.exclude_body_parts=\"\"'`" in readme and "`--set selection.exclude_body_parts=\"\"`" not in readme

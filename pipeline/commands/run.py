@@ -54,7 +54,8 @@ def register(sub) -> None:
     p.add_argument("--series-uid", metavar="UID",
                    help="score only this SeriesInstanceUID (or stack id of `ctscore scan`): chosen over the other "
                         "stacks of its study, but the hard filters of selection: still apply (a head CT stays "
-                        "BODY_PART_EXCLUDED; lift one with e.g. --set selection.exclude_body_parts=\"\")")
+                        "BODY_PART_EXCLUDED; lift one with e.g. --set 'selection.exclude_body_parts=\"\"', quoted so that the "
+                        "shell keeps the empty text)")
     p.add_argument("--all-series", action="store_true", help="score every eligible series, not one per study")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write a DICOM-SEG per series (outputs.write_dicom_seg), for your PACS: it carries the "

@@ -949,6 +949,22 @@ def _network_settings(cfg, shipped: bool, models: Counter | None = None) -> str:
     return text + "."
 
 
+def _severe_disease(sev: Any) -> str:
+    """The sentence on extensive disease (evaluation.json's ``severe_disease``: the model card's severity ladder); ''
+    when the record lacks it."""
+    try:
+        lo, hi = sev["percent_opacity_low_pct"]
+        a, b = sev["at_involvement_pct"]
+        r1, r2 = sev["six_zone_reference"]
+        return (f"With more extensive disease its scores ran lower still ({sev['what']}: % opacity {_g(lo)}-{_g(hi)} % "
+                f"low from {_g(sev['from_involvement_pct'])} % involvement, the 0-900 score about "
+                f"{_g(sev['zhang900_low_pct'])} % low at {_g(a)}-{_g(b)} %, the six-zone score {_g(sev['six_zone'])} "
+                f"against {_g(r1)}-{_g(r2)}; `{sev['reproduce']}`), mostly because dense dependent consolidation was "
+                "left out of the lung mask. ")
+    except (KeyError, TypeError, ValueError):
+        return ""
+
+
 def _network_evaluation(ev: Mapping[str, Any]) -> str:
     """The shipped network's training and test, from evaluation.json."""
     needed = ("architecture", "training_data", "test_data", "lesion_dice", "lung_dice", "pleural_coverage_pct",
@@ -972,6 +988,7 @@ def _network_evaluation(ev: Mapping[str, Any]) -> str:
             f"scores were lower than those of the inserted lesions (mean difference six-zone "
             f"{_g(diff['six_zone_total'])}, 0-900 {_g(diff['zhang900_total'])} against a mean of "
             f"{_g(diff['zhang900_reference_mean'])}; segmentation/weights/MODEL_CARD.md, `{ev.get('reproduce', '')}`). "
+            + _severe_disease(ev.get("severe_disease"))
             + ("It has not been validated against radiologists' reading of real pneumonia."
                if not ev.get("validated_on_real_pneumonia") else ""))
 

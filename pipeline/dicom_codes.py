@@ -34,8 +34,10 @@ _CODES = [
          "(a run that finds other series warns; zip-based documents such as .docx are NOT_DICOM)",
          "unpack it (or decompress it: gunzip) and give the folder"),
     Code("HIDDEN_FOLDER", "S", "a hidden or system folder below INPUT (a name starting with '.', $RECYCLE.BIN, "
-         "System Volume Information, __MACOSX, .Trashes, .Trash-<uid>, .snapshot): trash, snapshots and metadata, "
-         "not read; one row for the folder, with how many files it holds (INPUT itself may be hidden)",
+         "System Volume Information, __MACOSX, .Trashes, .Trash-<uid>, .snapshot, RECYCLER, Recycled, and a NAS's "
+         "#recycle, @Recycle, #snapshot, ~snapshot, @eaDir): trash, snapshots and metadata, not read; one row for the "
+         "folder, with how many files it holds (INPUT itself may be hidden); a run that finds series warns when such a "
+         "folder holds files",
          "move the series out of it if it should be considered"),
     Code("DICOMDIR", "S", "a DICOMDIR index file", "nothing; the images it lists are read directly"),
     Code("NOT_IMAGE", "S", "a DICOM object without pixels to score (structured report, presentation state, "

@@ -168,7 +168,10 @@ def _leave_out_run_outputs(folder: str, dirnames: list[str], filenames: list[str
 #: ``.snapshot``, ``.Spotlight-V100``, ``.fseventsd``...): trash, snapshot and metadata folders, compared without case.
 #: A deleted copy of a series in the trash was chosen over the visible series of its study (an audit, 2026-12-08).
 SYSTEM_FOLDERS = {"$recycle.bin", "system volume information", "__macosx", ".trashes", ".snapshot", ".spotlight-v100",
-                  ".fseventsd"}
+                  ".fseventsd",
+                  "recycler", "recycled",  # older Windows
+                  "#recycle", "#snapshot", "@eadir",  # Synology NAS: recycle bin, snapshots, thumbnails
+                  "@recycle", "~snapshot"}  # QNAP / Netgear-style NAS
 #: Files counted in a hidden or system folder (its HIDDEN_FOLDER row says "10000+" beyond).
 HIDDEN_COUNT_LIMIT = 10_000
 
@@ -196,8 +199,9 @@ def hidden_folder_detail(folder: Path) -> str:
     what = "hidden or system folder (trash, snapshot, metadata)"
     if n == "0":
         return f"{what}: not read; it holds no files"
-    return (f"{what}: its {n} file{'' if n == '1' else 's'} {'was' if n == '1' else 'were'} not read; move them out "
-            "of it to have them considered")
+    if n == "1":
+        return f"{what}: its 1 file was not read; move it out of the folder to have it considered"
+    return f"{what}: its {n} files were not read; move them out of the folder to have them considered"
 
 
 def check_input(root: str | Path) -> None:
@@ -369,6 +373,28 @@ _ZIP_DOCUMENTS = (".docx", ".xlsx", ".pptx", ".docm", ".xlsm", ".odt", ".ods", "
 _ZIP_DOCUMENT_MEMBERS = (b"[Content_Types].xml", b"mimetype", b"META-INF/", b"word/", b"xl/", b"ppt/")
 #: Suffixes a compressor adds to a file's name.
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+#: Names of compressed tar archives (bzip2 inflates nothing until a whole block of up to 900 kB is read, so its first
+#: bytes cannot tell a tar from a slice).
+_TAR_NAMES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+#: File name extensions of DICOM files (``IM0001.dcm``); a file without an extension may be DICOM too.
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima", ".img", ".dc3")
+
+
+def _unpacked_name(name: str) -> str:
+    """``name`` without one compression suffix (``IM0001.dcm.gz`` -> ``IM0001.dcm``)."""
+    return name[:name.rindex(".")] if name.lower().endswith(COMPRESSION_SUFFIXES) else name
+
+
+def compressed_slice(name: str, detail: str) -> bool:
+    """Whether an ARCHIVE file (``detail``, as :func:`archive_detail` wrote it) is a single image file left compressed
+    (``IM0001.dcm.gz``): a gzip, bzip2, xz or zstd stream whose first bytes inflate to DICOM, or whose name is a DICOM
+    file's with the compressor's suffix. An archive of many files (zip, tar, 7z, RAR, ISO) or a NIfTI volume is no
+    missing slice of a series beside it."""
+    if name.lower().endswith(VOLUME_SUFFIXES) or "tar archive" in detail:
+        return False
+    if not any(detail.startswith(f"{k}-compressed") for k in COMPRESSORS):
+        return False
+    return "compressed DICOM file" in detail or Path(_unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS
 
 
 def _inflated_head(head: bytes, kind: str) -> bytes:
@@ -416,9 +442,11 @@ def archive_detail(fp: Any, name: str) -> str | None:
         return f"ZIP archive: {_UNPACK}"
     if kind in COMPRESSORS:
         inner = _inflated_head(head, kind)
-        if inner[257:262] == b"ustar":
+        if inner[257:262] == b"ustar" or (not inner and name.lower().endswith(_TAR_NAMES)):
             return f"{kind}-compressed tar archive: {_UNPACK}"
-        what = "DICOM file" if has_dicm_preamble(inner) or inner[:2] in (b"\x08\x00", b"\x02\x00") else "file"
+        dicom = has_dicm_preamble(inner) or inner[:2] in (b"\x08\x00", b"\x02\x00") or (
+            not inner and Path(_unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS)
+        what = "DICOM file" if dicom else "file"
         return f"{kind}-compressed {what}: not read (ctscore reads uncompressed files): {COMPRESSORS[kind]} it"
     if kind == "ISO disc image":
         return "ISO disc image: not opened (ctscore reads folders of DICOM files): mount or unpack it and give the folder"
@@ -1099,8 +1127,9 @@ def _build_inventory(root: str | Path, cfg: dict[str, Any], series_uid: str | No
         file_rows.append(row)
     files_df = pd.DataFrame(file_rows, columns=["path", "file_status", "file_code", "file_detail"] + cols)
     stacks_df = pd.DataFrame([by_id[c.stack_id] for c in stacks], columns=cols)
-    if stacks and (warning := archives_warning(files_df)):  # series found, others may be inside the archives
-        log.warning("%s", warning)
+    for warning in (archives_warning(files_df), hidden_warning(files_df)) if stacks else ():
+        if warning:  # series found, others may be inside the archives or the hidden folders
+            log.warning("%s", warning)
     return Inventory(files=files_df, stacks=stacks_df, candidates=stacks, chosen=chosen)
 
 
@@ -1211,6 +1240,29 @@ def hidden_hint(files: Any) -> str:
     one = len(paths) == 1
     return (f"{len(paths)} hidden or system folder{'' if one else 's'} ({_some(paths)}: trash, snapshot, metadata) "
             f"not read: move the series out of {'it' if one else 'them'} to have them considered")
+
+
+def _held_count(detail: str) -> str:
+    """"124 files" (or "1 file", "10000+ files") from a HIDDEN_FOLDER row's detail."""
+    n = detail.split("its ", 1)[-1].split(" ", 1)[0]
+    return f"{n} file{'' if n == '1' else 's'}"
+
+
+def hidden_warning(files: Any) -> str:
+    """A warning for an input in which series were found beside hidden or system folders that hold files (a trash
+    may hold a deleted series of a study: it was not considered); '' when none holds any."""
+    rows = _rows(files, "HIDDEN_FOLDER")
+    if rows is None:
+        return ""
+    held = [(p, d) for p, d in zip(rows["path"].astype(str), rows["file_detail"].fillna("").astype(str))
+            if "holds no files" not in d]
+    if not held:
+        return ""
+    one = len(held) == 1
+    counts = ", ".join(f"{Path(p).name}: {_held_count(d)}" for p, d in held[:2])
+    return (f"{len(held)} hidden or system folder{'' if one else 's'} not read ({counts}{', ...' if len(held) > 2 else ''}): "
+            f"series inside {'it were' if one else 'them were'} not considered (a trash or a snapshot); move them out "
+            "and run again to have them scored")
 
 
 def _run_folder_input(root: Path) -> str:

@@ -49,7 +49,9 @@ from pipeline.geometry import (
 )
 from pipeline.inventory import (
     COMPRESSION_SUFFIXES,
+    DICOM_EXTENSIONS,
     archive_detail,
+    compressed_slice,
     dcmread_as_inventory,
     has_dicm_preamble,
     read_file,
@@ -168,7 +170,7 @@ def _add(flags: list[str], code: str) -> None:
 
 #: File name endings read as a DICOM file's extension (any other ending, e.g. the last part of a UID-named file, is
 #: none).
-_DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima", ".img", ".dc3")
+_DICOM_EXTENSIONS = DICOM_EXTENSIONS
 
 
 def _name_shape(name: str) -> tuple[str, bool]:
@@ -306,8 +308,9 @@ def _unreadable_beside(items: list[_File]) -> list[str]:
             except OSError as exc:
                 found.append(f"{e.name} ({exc.strerror or type(exc).__name__})")
                 continue
-            if packed:  # IM0001.dcm.gz: a slice left compressed (ARCHIVE), of any size
-                found.append(f"{e.name} ({packed.split(':', 1)[0]})")
+            if packed:  # IM0001.dcm.gz: a slice left compressed (ARCHIVE), of any size; not a zip or tar beside it
+                if compressed_slice(e.name, packed):
+                    found.append(f"{e.name} ({packed.split(':', 1)[0]})")
                 continue
             if size > header_limit:
                 continue  # as long as a whole slice's header: no slice cut before its series UID
@@ -539,7 +542,8 @@ def _unplaced_slice(items: list[_File], geo: StackGeometry,
             if ds is None and suspects is not None and (rec.code == "UNREADABLE_FILE" or rec.detail.startswith("empty")):
                 suspects.append(f"{path.name} ({rec.detail})")  # no permission, or still being copied (0 bytes)
                 continue
-            if ds is None and suspects is not None and rec.code == "ARCHIVE" and like(path.name):
+            if ds is None and suspects is not None and rec.code == "ARCHIVE" and like(path.name) and compressed_slice(
+                    path.name, rec.detail):
                 suspects.append(f"{path.name} ({rec.detail.split(':', 1)[0]})")  # a slice left compressed
                 continue
             if ds is None and suspects is not None and rec.code in ("NOT_DICOM", "NOT_IMAGE") and like(path.name):

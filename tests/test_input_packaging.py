@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
@@ -257,3 +258,85 @@ def test_scan_names_the_shared_folders_once_and_cuts_long_folders_in_the_middle(
     assert sa.endswith("NON-CON-67890")
     assert short_folder("chest/ge") == "chest/ge" and common_folder(["chest/ge"]) == ""
     assert common_folder(["p1/s1", "p1"]) == "" and common_folder(["p1/s1", "p1/s2"]) == "p1"
+
+
+# --- a review of the above (2026-12-08) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("trash", ["#recycle", "@Recycle", "RECYCLER", "Recycled", "#snapshot", "~snapshot", "@eaDir"])
+def test_nas_and_old_windows_trash_folders_are_not_read(tmp_path, trash):
+    """Synology (#recycle, #snapshot, @eaDir), QNAP (@Recycle), older Windows (RECYCLER, Recycled): a deleted lung-kernel
+    copy there was still chosen over the visible series."""
+    study, frame, visible = generate_uid(), generate_uid(), generate_uid()
+    write_series(tmp_path / "study" / "SE1", 12, kernel="STANDARD", study_uid=study, frame_uid=frame,
+                 series_uid=visible)
+    write_series(tmp_path / trash / "SE9", 12, kernel="LUNG", study_uid=study, frame_uid=frame)
+    inv = build_inventory(tmp_path, load_config())
+    assert [c.series_uid for c in inv.chosen] == [visible]
+    assert list(inv.files.loc[inv.files["file_code"] == "HIDDEN_FOLDER", "path"].map(lambda p: Path(p).name)) == [trash]
+
+
+def test_a_trash_holding_files_is_warned_about_when_series_are_found(tmp_path, caplog):
+    write_series(tmp_path / "study" / "SE1", 12)
+    write_series(tmp_path / ".Trashes" / "SE9", 12)
+    (tmp_path / ".empty").mkdir()
+    (tmp_path / ".one").mkdir()
+    (tmp_path / ".one" / "x").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        inv = build_inventory(tmp_path, load_config())
+    assert len(inv.chosen) == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert ("2 hidden or system folders not read (.Trashes: 12 files, .one: 1 file): series inside them were not "
+            "considered (a trash or a snapshot); move them out and run again to have them scored" in said), said
+    assert read_file(tmp_path / ".one").detail.endswith("its 1 file was not read; move it out of the folder to have "
+                                                        "it considered")
+
+
+@pytest.mark.parametrize("beside", ["20240105_export.zip", "1.2.840.99.tar.gz", "IMAGES.zip", "1.3.12_CT_chest.nii.gz"])
+def test_an_archive_beside_a_whole_series_is_no_missing_slice(tmp_path, beside):
+    """Stripping '.zip' made an export's zip look like an extensionless slice: a whole scan was flagged
+    UNREADABLE_FILES_BESIDE ('may be its missing first or last slices')."""
+    files = write_series(tmp_path / "s", 12, shuffle=False)
+    for f in files:  # UID-like names without extension, as many exports write them
+        f.rename(f.with_name(f"1.2.840.{f.stem[1:]}"))
+    files = sorted((tmp_path / "s").iterdir())
+    src = tmp_path / "src"
+    write_series(src / "x", 4, size=16)
+    if beside.endswith(".zip"):
+        shutil.make_archive(str(tmp_path / "s" / beside[:-4]), "zip", src)
+    elif beside.endswith(".tar.gz"):
+        with tarfile.open(tmp_path / "s" / beside, "w:gz") as t:
+            t.add(src, arcname="x")
+    else:
+        (tmp_path / "s" / beside).write_bytes(gzip.compress(b"\x5c\x01\x00\x00" + bytes(400)))
+    vol = load_series(files)
+    assert not any(f.startswith("UNREADABLE_FILES_BESIDE") for f in vol.flags), vol.flags
+
+
+def test_bzip2_files_are_told_by_their_names_when_the_first_block_is_not_read(tmp_path):
+    """bzip2 inflates nothing before a whole block (up to 900 kB): a real study.tar.bz2 was 'a bzip2-compressed file'
+    and a slice.dcm.bz2 not 'DICOM'. Incompressible pixels make the streams longer than the 4 kB read."""
+    import bz2
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    files = write_series(tmp_path / "src", 3, size=256, hu=rng.integers(-1000, 1000, (256, 256)).astype(np.int16))
+    root = tmp_path / "in"
+    root.mkdir()
+    with tarfile.open(root / "study.tar.bz2", "w:bz2") as t:
+        t.add(tmp_path / "src", arcname="src")
+    (root / "IM1.dcm.bz2").write_bytes(bz2.compress(files[0].read_bytes()))
+    assert (root / "IM1.dcm.bz2").stat().st_size > 4096
+    assert read_file(root / "study.tar.bz2").detail.startswith("bzip2-compressed tar archive: not opened")
+    assert read_file(root / "IM1.dcm.bz2").detail.startswith("bzip2-compressed DICOM file: not read")
+
+
+def test_scan_counts_hidden_folders_apart_from_files(tmp_path, capsys):
+    from pipeline.cli import main
+
+    write_series(tmp_path / "study" / "SE1", 12)
+    write_series(tmp_path / ".Trashes" / "SE9", 12)
+    main(["scan", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "12 files: 12 in selected stacks, 0 in stacks not selected, 0 skipped as files" in out, out
+    assert "; 1 hidden or system folder not read (HIDDEN_FOLDER)" in out

@@ -132,12 +132,17 @@ def main(args: argparse.Namespace) -> int:
                 raise CTScoreError("OUTPUT_UNWRITABLE", f"cannot write the table ({exc.strerror or exc})", dest) from exc
 
     files = inv.files
-    counts = files["file_status"].value_counts().to_dict()
-    skip_codes = files.loc[files["file_status"] == "skipped", "file_code"].value_counts().to_dict()
+    folders = files["file_code"] == "HIDDEN_FOLDER"  # folders not read: not counted as files
+    n_folders = int(folders.sum())
+    files_only = files[~folders]
+    counts = files_only["file_status"].value_counts().to_dict()
+    skip_codes = files_only.loc[files_only["file_status"] == "skipped", "file_code"].value_counts().to_dict()
     # files skipped one by one (not DICOM, unreadable, no image) are not the stacks skipped below (a localizer ...)
-    print(f"{len(files)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in stacks "
+    print(f"{len(files_only)} files: {counts.get('used', 0)} in selected stacks, {counts.get('not scored', 0)} in stacks "
           f"not selected, {counts.get('skipped', 0)} skipped as files (not DICOM, unreadable or no image)"
-          + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})" if skip_codes else ""))
+          + (f" ({', '.join(f'{k} {v}' for k, v in skip_codes.items())})" if skip_codes else "")
+          + (f"; {n_folders} hidden or system folder{'s' if n_folders > 1 else ''} not read (HIDDEN_FOLDER)"
+             if n_folders else ""))
     if not len(inv.stacks):  # not an empty table: what was found instead (NIfTI/NRRD files: ctscore reads DICOM)
         print(no_stack_sentence(files, args.input))
         print("\n0 stack(s) selected of 0" + (f"; written {args.out}" if args.out else ""))

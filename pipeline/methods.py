@@ -954,13 +954,14 @@ def _severe_disease(sev: Any) -> str:
     when the record lacks it."""
     try:
         lo, hi = sev["percent_opacity_low_pct"]
+        z1, z2 = sev["zhang900_low_pct"]
         a, b = sev["at_involvement_pct"]
+        s1, s2 = sev["six_zone"]
         r1, r2 = sev["six_zone_reference"]
         return (f"With more extensive disease its scores ran lower still ({sev['what']}: % opacity {_g(lo)}-{_g(hi)} % "
-                f"low from {_g(sev['from_involvement_pct'])} % involvement, the 0-900 score about "
-                f"{_g(sev['zhang900_low_pct'])} % low at {_g(a)}-{_g(b)} %, the six-zone score {_g(sev['six_zone'])} "
-                f"against {_g(r1)}-{_g(r2)}; `{sev['reproduce']}`), mostly because dense dependent consolidation was "
-                "left out of the lung mask. ")
+                f"low from {_g(sev['from_involvement_pct'])} % involvement, the 0-900 score {_g(z1)}-{_g(z2)} % low at "
+                f"{_g(a)}-{_g(b)} %, the six-zone score {_g(s1)}-{_g(s2)} against {_g(r1)}-{_g(r2)}; "
+                f"`{sev['reproduce']}`), mostly because dense dependent consolidation was left out of the lung mask. ")
     except (KeyError, TypeError, ValueError):
         return ""
 

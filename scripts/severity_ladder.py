@@ -23,11 +23,12 @@ truth ``lungs.nii.gz`` and ``lesions.nii.gz``, ``ladder.json`` (each insertion, 
 and lung mL, the truth consolidation the segmenter's lung mask leaves out, the QC flags) and each segmenter's error
 against the truth.
 
-normal001, both segmenters (2026-12-08, 2 busy cores, 4 min; the figures of segmentation/weights/MODEL_CARD.md
-"Severe disease"): the network's % opacity runs 27-37 % low from L4 (23 % of the lung), its 0-900 about 50 % low at
-L6-L8 (46-72 %), its six-zone stops at 14 against the truth's 17 and 20; the classical segmenter leaves 86-91 % of
-the truth's consolidation out of its lung mask from L6 (0-900 76-79 % low, up to 44 % of the lung lost), the network
-31-47 %. Only L7-L8 are flagged (DENSE_LUNG, and the network's SLAB_ABOVE_APEX).
+normal001, both segmenters, seeds 2024, 7, 11 and 2025 (2026-12-08, 2-4 min each on 2 cores; the figures of
+segmentation/weights/MODEL_CARD.md "Severe disease"): the network's % opacity runs 8-37 % low from L4 (21-24 % of the
+lung), its 0-900 7-50 % low at L6-L8 (46-74 %; about 50 % on seed 2024, its worst), its six-zone reads 14-18 against
+the truth's 17-20; the classical segmenter leaves 81-96 % of the truth's consolidation out of its lung mask at L6-L8
+(0-900 36-91 % low, 13-48 % of the lung lost), the network 27-48 %. No DENSE_LUNG below L7, and at L7-L8 on some
+seeds only.
 """
 
 from __future__ import annotations

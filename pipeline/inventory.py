@@ -380,7 +380,7 @@ _TAR_NAMES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima", ".img", ".dc3")
 
 
-def _unpacked_name(name: str) -> str:
+def unpacked_name(name: str) -> str:
     """``name`` without one compression suffix (``IM0001.dcm.gz`` -> ``IM0001.dcm``)."""
     return name[:name.rindex(".")] if name.lower().endswith(COMPRESSION_SUFFIXES) else name
 
@@ -394,7 +394,7 @@ def compressed_slice(name: str, detail: str) -> bool:
         return False
     if not any(detail.startswith(f"{k}-compressed") for k in COMPRESSORS):
         return False
-    return "compressed DICOM file" in detail or Path(_unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS
+    return "compressed DICOM file" in detail or Path(unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS
 
 
 def _inflated_head(head: bytes, kind: str) -> bytes:
@@ -445,7 +445,7 @@ def archive_detail(fp: Any, name: str) -> str | None:
         if inner[257:262] == b"ustar" or (not inner and name.lower().endswith(_TAR_NAMES)):
             return f"{kind}-compressed tar archive: {_UNPACK}"
         dicom = has_dicm_preamble(inner) or inner[:2] in (b"\x08\x00", b"\x02\x00") or (
-            not inner and Path(_unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS)
+            not inner and Path(unpacked_name(name)).suffix.lower() in DICOM_EXTENSIONS)
         what = "DICOM file" if dicom else "file"
         return f"{kind}-compressed {what}: not read (ctscore reads uncompressed files): {COMPRESSORS[kind]} it"
     if kind == "ISO disc image":

@@ -48,7 +48,6 @@ from pipeline.geometry import (
     shear_to_orthogonal,
 )
 from pipeline.inventory import (
-    COMPRESSION_SUFFIXES,
     DICOM_EXTENSIONS,
     archive_detail,
     compressed_slice,
@@ -58,6 +57,7 @@ from pipeline.inventory import (
     same_pixel_groups,
     summarize,
     syntax_rank,
+    unpacked_name,
 )
 from pipeline.volume import CTVolume
 
@@ -176,8 +176,7 @@ _DICOM_EXTENSIONS = DICOM_EXTENSIONS
 def _name_shape(name: str) -> tuple[str, bool]:
     """A file name's DICOM extension ('' for none) and whether it starts with a digit; one compression suffix
     (``IM0001.dcm.gz``) is read through."""
-    if name.lower().endswith(COMPRESSION_SUFFIXES):
-        name = name[:name.rindex(".")]
+    name = unpacked_name(name)
     ext = Path(name).suffix.lower()
     return (ext if ext in _DICOM_EXTENSIONS else ""), name[:1].isdigit()
 
